@@ -1,0 +1,1 @@
+//! One partition's append-only log (in progress).
