@@ -3,9 +3,34 @@
 //!
 //! ```text
 //!  socket bytes ──► frame (size-bounded) ──► RequestHeader + api dispatch ──► broker
-//!  produce records ──► batch::RecordBatchView (CRC-32C, counts) ──► storage
+//!  produce records ──► batch (RecordBatch header view, CRC-32C, counts) ──► storage
 //!  keys ──► murmur2 partitioner (Java-compatible)
 //!  metadata changes ──► metadata::MetadataRecord (prost) ──► the metadata log
 //! ```
 
 pub mod batch;
+pub mod frame;
+pub mod metadata;
+pub mod murmur2;
+pub mod request;
+
+pub use kafka_protocol;
+
+/// Errors of the protocol layer. Any of them on a request frame closes that connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("frame of {size} bytes exceeds the limit of {max}")]
+    FrameTooLarge { size: usize, max: usize },
+    #[error("negative frame size {0}")]
+    NegativeFrameSize(i32),
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("response of {0} bytes is too large")]
+    ResponseTooLarge(usize),
+}
