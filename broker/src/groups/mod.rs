@@ -1,0 +1,87 @@
+//! Kafka's classic group protocol: one `GroupCoordinator` per `__consumer_offsets`
+//! partition, owned by the shard that owns that partition. Sans networking, sans storage:
+//! requests come in as kafka-protocol structs, durability goes through `OffsetsLog`.
+//!
+//! ```text
+//!  handlers (lead) ──JoinGroup/SyncGroup/...──▶ GroupCoordinator ──append(key,value)──▶ OffsetsLog
+//!                                                   ▲  state in RefCell, timers are local tasks
+//!  partition replay at start ──(key, value)*──▶ GroupCoordinator::load
+//! ```
+//! Invariants: the in-memory state equals the replay of the partition's records plus the
+//! live membership of the current generation; records reach the log in the order the
+//! coordinator issued them; no RefCell borrow is held across an `.await`.
+
+mod coordinator;
+mod load;
+mod membership;
+mod offsets;
+mod oneshot;
+pub(crate) mod records;
+mod state;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_offsets;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+pub(crate) use coordinator::GroupCoordinator;
+pub(crate) use offsets::{GroupOffsets, PartitionOffset, TopicOffsets};
+pub(crate) use records::coordinator_partition;
+
+/// Name of the internal topic that stores group metadata and committed offsets.
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's default `offsets.topic.num.partitions`.
+pub(crate) const DEFAULT_OFFSETS_PARTITIONS: i32 = 50;
+
+/// One `__consumer_offsets` partition, as the coordinator sees it; implemented by the broker
+/// over the partition log; owned by the partition's shard; never crosses cores.
+pub(crate) trait OffsetsLog {
+    /// Appends records (key, value-or-tombstone) as one batch; resolves when durable.
+    /// Err(msg) on storage failure. Implementations must order batches by the time of the
+    /// *call* (not of the first poll): the coordinator relies on call order being log order.
+    fn append(
+        &self,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>>>>;
+}
+
+/// Group coordinator settings (Kafka names in the docs of each field).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members (extended while members keep arriving, up to the rebalance
+    /// timeout).
+    pub(crate) initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`
+    pub(crate) min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub(crate) max_session_timeout_ms: i32,
+    /// `group.max.size`
+    pub(crate) max_group_size: usize,
+    /// `offsets.retention.minutes`, in milliseconds.
+    pub(crate) offsets_retention_ms: i64,
+    /// `offset.metadata.max.bytes`
+    pub(crate) offset_metadata_max_bytes: usize,
+    /// How long a new member may wait in JoinGroup before it is dropped (Kafka's
+    /// `NewMemberJoinTimeoutMs`, 5 minutes).
+    pub(crate) new_member_join_timeout_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            max_group_size: i32::MAX as usize,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offset_metadata_max_bytes: 4096,
+            new_member_join_timeout_ms: 5 * 60 * 1000,
+        }
+    }
+}
