@@ -3,7 +3,8 @@
 //! `membership.rs` and `offsets.rs`.
 //!
 //! Timers are detached glommio tasks holding a `Weak` to the coordinator; each re-checks an
-//! epoch/incarnation after sleeping, so a stale timer does nothing. Every helper here is
+//! epoch/incarnation after sleeping, so a stale timer does nothing. glommio may poll a
+//! spawned task at once, so every task sleeps or yields before it borrows the state. Every helper here is
 //! synchronous and runs under one `RefCell` borrow; none awaits.
 
 use std::cell::{Cell, RefCell};
@@ -287,6 +288,10 @@ impl GroupCoordinator {
                 }
                 m.is_new = false;
                 m.last_heartbeat = instant;
+                // The deadline may have shrunk (join timeout -> session timeout, or a new
+                // session timeout): re-arm with a fresh watchdog; the old one retires.
+                m.incarnation = self.next_counter();
+                self.spawn_member_expiry(&group.group_id, id, m.incarnation);
             }
             group.pending_sync.insert(id.clone());
         }
@@ -354,6 +359,9 @@ impl GroupCoordinator {
         let gid = group_id.to_owned();
         let mid = member_id.to_owned();
         glommio::spawn_local(async move {
+            // glommio may poll a new task right away, inside the caller's state borrow:
+            // step out of it before touching the state.
+            futures_lite::future::yield_now().await;
             loop {
                 let wait = match weak.upgrade() {
                     Some(c) => match c.check_member_expiry(&gid, &mid, incarnation) {
