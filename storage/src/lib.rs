@@ -1,1 +1,60 @@
-//! One partition's append-only log (in progress).
+//! One partition's append-only log for Sluice, shard-local and async on glommio.
+//!
+//! ```text
+//!  append(Bytes) ─► validate + assign offsets ─► pending queue + shard cache ─► flusher
+//!  flusher: per dirty log one aligned DMA write (tail page + new bytes) + one fdatasync
+//!           ─► durable offset advances ─► wait_durable / wait_progress wake
+//!  read(from) ─► shard cache ─► pending (not yet durable) ─► DMA read of the segment
+//! ```
+//! Every type here is owned by one shard (one glommio executor) and never crosses cores;
+//! only the `Bytes` returned by reads are `Send`.
+
+mod cache;
+mod config;
+mod error;
+mod files;
+mod flusher;
+mod index;
+mod log;
+mod read;
+mod recovery;
+mod retention;
+mod segment;
+mod shard;
+mod signal;
+
+pub use config::{LogConfig, ShardStorageOptions};
+pub use error::StorageError;
+pub use log::{AppendInfo, PartitionLog};
+pub use shard::{ShardStorage, StorageMetrics};
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+#[allow(unsafe_code)]
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the rlimit struct we pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above; the struct is fully initialised.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fd_limit_is_raised_to_hard() {
+        let soft = super::raise_fd_limit().unwrap();
+        assert!(soft >= 1024);
+        assert_eq!(super::raise_fd_limit().unwrap(), soft);
+    }
+}

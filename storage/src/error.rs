@@ -1,0 +1,68 @@
+//! The storage error enum. glommio errors are mapped into `Io`; batch validation errors
+//! into `Corrupt` (bad magic/CRC/length) or `InvalidRecord` (count mismatch, empty).
+
+use sluice_proto::batch::BatchError;
+
+/// Everything a log operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("corrupt record batch: {0}")]
+    Corrupt(BatchError),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("offset {offset} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("log is closed")]
+    Closed,
+}
+
+impl From<BatchError> for StorageError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::CountMismatch { .. } => StorageError::InvalidRecord(e.to_string()),
+            other => StorageError::Corrupt(other),
+        }
+    }
+}
+
+impl<T> From<glommio::GlommioError<T>> for StorageError {
+    fn from(e: glommio::GlommioError<T>) -> Self {
+        StorageError::Io(std::io::Error::from(e))
+    }
+}
+
+/// A recorded flush failure, replayed to every waiter (io::Error is not Clone).
+#[derive(Clone, Debug)]
+pub(crate) struct FlushFailure {
+    pub(crate) kind: std::io::ErrorKind,
+    pub(crate) msg: String,
+}
+
+impl FlushFailure {
+    pub(crate) fn from_err(e: &StorageError) -> Self {
+        match e {
+            StorageError::Io(io) => FlushFailure {
+                kind: io.kind(),
+                msg: io.to_string(),
+            },
+            other => FlushFailure {
+                kind: std::io::ErrorKind::Other,
+                msg: other.to_string(),
+            },
+        }
+    }
+    pub(crate) fn to_error(&self) -> StorageError {
+        StorageError::Io(std::io::Error::new(
+            self.kind,
+            format!("log flush failed: {}", self.msg),
+        ))
+    }
+}

@@ -1,0 +1,315 @@
+//! `PartitionLog`: the public handle of one partition's log, and its shard-local state.
+//! `append` is synchronous: it validates every batch first (all-or-nothing), assigns
+//! contiguous offsets by writing each base offset into its header, rolls segments, puts
+//! the batches in the pending queue and the shard cache, and marks the log dirty for the
+//! flusher. Invariant: log_start <= durable <= log_end; offsets are contiguous.
+
+use crate::error::{FlushFailure, StorageError};
+use crate::segment::{SegState, Segment};
+use crate::shard::ShardStorage;
+use crate::signal::Signal;
+use crate::LogConfig;
+use bytes::{Bytes, BytesMut};
+use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+/// Result of a successful append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The time the log accepted the append (`now_ms` passed to `append`).
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// A batch appended but not yet durable; also reachable by reads until it is.
+pub(crate) struct Pending {
+    pub(crate) seg_base: i64,
+    pub(crate) base: i64,
+    pub(crate) last: i64,
+    pub(crate) data: Bytes,
+}
+
+/// Mutable state of one log; owned by the partition's shard, never crosses cores.
+/// Never borrowed across an `.await`.
+pub(crate) struct LogState {
+    pub(crate) config: LogConfig,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_end: i64,
+    pub(crate) durable: i64,
+    pub(crate) pending: VecDeque<Pending>,
+    pub(crate) failed: Option<FlushFailure>,
+    pub(crate) closed: bool,
+    pub(crate) deleted: bool,
+    /// A clean-shutdown marker is on disk; it must go before the files change.
+    pub(crate) marker_present: bool,
+    /// Last partial page of the active segment on disk: (segment base, page position, bytes).
+    pub(crate) tail: Option<(i64, u64, Vec<u8>)>,
+    pub(crate) dirty: bool,
+    pub(crate) truncate_epoch: u64,
+    pub(crate) truncate_point: i64,
+}
+
+impl LogState {
+    pub(crate) fn log_start(&self) -> i64 {
+        self.segments.first().map_or(self.log_end, |s| s.base)
+    }
+    pub(crate) fn active(&mut self) -> &mut Segment {
+        let i = self.segments.len() - 1; // ok: a log always has at least one segment
+        &mut self.segments[i]
+    }
+    /// Index of the segment holding `offset` (last with base <= offset).
+    pub(crate) fn segment_for(&self, offset: i64) -> Option<usize> {
+        let i = self.segments.partition_point(|s| s.base <= offset);
+        i.checked_sub(1)
+    }
+    pub(crate) fn check_open(&self) -> Result<(), StorageError> {
+        if self.closed || self.deleted {
+            return Err(StorageError::Closed);
+        }
+        if let Some(f) = &self.failed {
+            return Err(f.to_error());
+        }
+        Ok(())
+    }
+}
+
+/// Shared core of a log; owned by the partition's shard, never crosses cores.
+pub(crate) struct LogInner {
+    pub(crate) id: u64,
+    pub(crate) dir: PathBuf,
+    pub(crate) st: RefCell<LogState>,
+    /// Serialises file mutations (flush, truncate, retention, close) for this log.
+    pub(crate) io: glommio::sync::Semaphore,
+    /// Notified whenever durable advances, the log is truncated, fails or closes.
+    pub(crate) durable_signal: Signal,
+}
+
+/// Cheap handle to one partition's log. Owned by the partition's shard; `!Send`, never
+/// crosses cores.
+#[derive(Clone)]
+pub struct PartitionLog {
+    pub(crate) shard: Rc<ShardStorage>,
+    pub(crate) inner: Rc<LogInner>,
+}
+
+impl PartitionLog {
+    /// Open (creating the directory if missing) and recover the log in `dir`.
+    pub async fn open(
+        shard: &Rc<ShardStorage>,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<PartitionLog, StorageError> {
+        crate::recovery::open_log(shard, dir, config).await
+    }
+
+    /// Validate, assign offsets and enqueue `records` (one or more v2 batches) for the
+    /// flusher. All-or-nothing: any invalid batch rejects the whole call and writes nothing.
+    pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let (max, interval) = {
+            let st = self.inner.st.borrow();
+            st.check_open()?;
+            (
+                st.config.max_message_bytes as usize,
+                st.config.index_interval_bytes,
+            )
+        };
+        if records.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
+        for item in BatchIter::new(&records) {
+            let (h, range) = item?;
+            if h.total_size() > max {
+                return Err(StorageError::MessageTooLarge {
+                    size: h.total_size(),
+                    max,
+                });
+            }
+            batches.push((h, range));
+        }
+        let total_bytes = records.len();
+        let mut buf = records
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let mut st = self.inner.st.borrow_mut();
+        let base0 = st.log_end;
+        let mut next = base0;
+        for (h, range) in batches.iter_mut() {
+            set_base_offset(&mut buf[range.start..range.end], next);
+            h.base_offset = next;
+            next = h.last_offset() + 1;
+        }
+        let frozen = buf.freeze();
+        let seg_bytes = st.config.segment_bytes;
+        let seg_ms = st.config.segment_ms;
+        let dir = self.inner.dir.clone();
+        let mut cache_items = Vec::with_capacity(batches.len());
+        for (h, range) in &batches {
+            let size = h.total_size() as u64;
+            let active = st.active();
+            let full = active.size > 0 && active.size + size > seg_bytes;
+            let old = active.created_ms >= 0 && now_ms.saturating_sub(active.created_ms) >= seg_ms;
+            let overflow = h.last_offset() - active.base > (u32::MAX as i64) - 1;
+            let too_big = active.size + size > u32::MAX as u64;
+            if active.size > 0 && (full || old || overflow || too_big) {
+                active.state = SegState::Rolled;
+                st.segments.push(Segment::new_empty(h.base_offset, false));
+            }
+            let active = st.active();
+            active.ensure_indexes(&dir);
+            let seg_base = active.base;
+            active.note_batch(h, interval, now_ms);
+            let data = frozen.slice(range.clone());
+            cache_items.push((h.base_offset, h.last_offset(), data.clone()));
+            st.pending.push_back(Pending {
+                seg_base,
+                base: h.base_offset,
+                last: h.last_offset(),
+                data,
+            });
+        }
+        st.log_end = next;
+        let log_start = st.log_start();
+        let was_dirty = std::mem::replace(&mut st.dirty, true);
+        drop(st);
+        {
+            let mut sh = self.shard.inner.borrow_mut();
+            for (b, l, d) in cache_items {
+                sh.cache.insert(self.inner.id, b, l, d);
+            }
+            if !was_dirty {
+                sh.dirty.push(self.inner.clone());
+            }
+        }
+        self.shard.metrics_add(|m| {
+            m.bytes_appended += total_bytes as u64;
+            m.batches_appended += batches.len() as u64;
+        });
+        if !was_dirty {
+            self.shard.flush_wake.notify();
+        }
+        Ok(AppendInfo {
+            base_offset: base0,
+            last_offset: next - 1,
+            log_append_time_ms: now_ms,
+            log_start_offset: log_start,
+        })
+    }
+
+    /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,
+    /// the offset was truncated away while waiting, or the log was deleted.
+    pub async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
+        let epoch = self.inner.st.borrow().truncate_epoch;
+        loop {
+            let wait = self.inner.durable_signal.wait();
+            {
+                let st = self.inner.st.borrow();
+                if st.deleted {
+                    return Err(StorageError::Closed);
+                }
+                if let Some(f) = &st.failed {
+                    if last_offset >= st.durable {
+                        return Err(f.to_error());
+                    }
+                }
+                if st.truncate_epoch != epoch && last_offset >= st.truncate_point {
+                    return Err(StorageError::Io(std::io::Error::other(format!(
+                        "offset {last_offset} was truncated before it became durable"
+                    ))));
+                }
+                if last_offset < st.durable {
+                    return Ok(());
+                }
+                if last_offset >= st.log_end {
+                    return Err(StorageError::OffsetOutOfRange {
+                        offset: last_offset,
+                        log_start: st.log_start(),
+                        log_end: st.log_end,
+                    });
+                }
+            }
+            wait.await;
+        }
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.st.borrow().log_start()
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.inner.st.borrow().log_end
+    }
+    /// Every offset below this is fsynced (the broker's high watermark on one node).
+    pub fn durable_offset(&self) -> i64 {
+        self.inner.st.borrow().durable
+    }
+
+    /// Whole batches starting with the one holding `from_offset`, each with last offset <
+    /// `max_offset`, at most `max_bytes` in total (the first one regardless if `min_one`).
+    pub async fn read(
+        &self,
+        from_offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        crate::read::read(self, from_offset, max_offset, max_bytes, min_one).await
+    }
+
+    /// (offset, timestamp) of the first record with timestamp >= `ts`. For an uncompressed
+    /// batch this is the exact record; for a compressed batch it is that batch's base
+    /// offset and max timestamp (records are not decompressed). None if no such record.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        crate::read::offset_for_timestamp(self, ts).await
+    }
+
+    /// (max timestamp in the log, last offset of the batch that has it).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let st = self.inner.st.borrow();
+        st.segments.iter().filter(|s| s.max_ts_offset >= 0).fold(
+            None,
+            |acc: Option<(i64, i64)>, s| match acc {
+                Some((t, _)) if t >= s.max_ts => acc,
+                _ => Some((s.max_ts, s.max_ts_offset)),
+            },
+        )
+    }
+
+    /// Drop every batch at or after the batch holding `offset`; log end becomes that
+    /// batch's base offset (<= `offset`). Below the log start, the log restarts empty at
+    /// `offset`.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        crate::retention::truncate_to(self, offset).await
+    }
+
+    /// Delete whole segments past retention.ms (by batch max timestamp) and retention.bytes.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
+        crate::retention::enforce_retention(self, now_ms).await
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.st.borrow().config.clone()
+    }
+    pub fn set_config(&self, config: LogConfig) {
+        self.inner.st.borrow_mut().config = config;
+    }
+
+    /// Bytes in all segments, including appended-but-not-yet-durable batches.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.st.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Flush, fsync, write indexes and the clean-shutdown marker, close files.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        crate::recovery::close_log(self).await
+    }
+
+    /// Remove every file of the log and its directory; later calls fail with `Closed`.
+    pub async fn delete(&self) -> Result<(), StorageError> {
+        crate::retention::delete_log(self).await
+    }
+}

@@ -1,0 +1,402 @@
+//! Opening a log (with crash recovery) and closing it cleanly.
+//! Open: list segments; a sealed segment is trusted if its time index ends exactly at the
+//! next segment's base, else it is rescanned; the active segment is trusted only with a
+//! valid clean-shutdown marker matching its size, else scanned with CRC and offset
+//! contiguity checks and cut (ftruncate) at the first torn or corrupt batch, dropping
+//! every later segment. Close: flush, cut the file to its logical end, write indexes,
+//! then the marker (removed again before the files next change).
+
+use crate::error::StorageError;
+use crate::flusher::sync_dir;
+use crate::log::{LogInner, LogState, PartitionLog};
+use crate::segment::{
+    index_path, list_segments, log_path, open_segment_file, scan_segment, timeindex_path,
+    write_indexes, write_small_file, SegState, Segment,
+};
+use crate::shard::ShardStorage;
+use crate::signal::Signal;
+use crate::LogConfig;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+const MARKER_MAGIC: &[u8; 4] = b"SLC1";
+const MARKER_LEN: usize = 4 + 8 * 5 + 4;
+
+pub(crate) fn marker_path(dir: &Path) -> PathBuf {
+    dir.join(".clean_shutdown")
+}
+
+/// What the clean-shutdown marker records about the active segment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Marker {
+    base: i64,
+    size: u64,
+    end: i64,
+    max_ts: i64,
+    max_ts_offset: i64,
+}
+
+impl Marker {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(MARKER_LEN);
+        v.extend_from_slice(MARKER_MAGIC);
+        for x in [
+            self.base,
+            self.size as i64,
+            self.end,
+            self.max_ts,
+            self.max_ts_offset,
+        ] {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&v);
+        v.extend_from_slice(&crc.to_be_bytes());
+        v
+    }
+    fn decode(b: &[u8]) -> Option<Marker> {
+        if b.len() != MARKER_LEN || &b[..4] != MARKER_MAGIC {
+            return None;
+        }
+        let crc = u32::from_be_bytes([
+            b[MARKER_LEN - 4],
+            b[MARKER_LEN - 3],
+            b[MARKER_LEN - 2],
+            b[MARKER_LEN - 1],
+        ]);
+        if crc32c::crc32c(&b[..MARKER_LEN - 4]) != crc {
+            return None;
+        }
+        let f = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[4 + 8 * i..12 + 8 * i]);
+            i64::from_be_bytes(a)
+        };
+        let m = Marker {
+            base: f(0),
+            size: f(1) as u64,
+            end: f(2),
+            max_ts: f(3),
+            max_ts_offset: f(4),
+        };
+        (m.end >= m.base).then_some(m)
+    }
+}
+
+fn file_created_ms(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(-1, |d| d.as_millis() as i64)
+}
+
+/// A sealed segment is trusted when both index files exist and the time index's final
+/// entry is exactly the segment's last offset (written last at seal).
+fn sealed_from_disk(dir: &Path, base: i64, next_base: i64, file_len: u64) -> Option<Segment> {
+    let idx_len = std::fs::metadata(index_path(dir, base)).ok()?.len();
+    if idx_len % 8 != 0 || file_len == 0 {
+        return None;
+    }
+    let f = std::fs::File::open(timeindex_path(dir, base)).ok()?;
+    let len = f.metadata().ok()?.len();
+    if len < 12 || len % 12 != 0 {
+        return None;
+    }
+    let mut last = [0u8; 12];
+    f.read_exact_at(&mut last, len - 12).ok()?;
+    let (ts, rel) = crate::index::TimeIndex::decode_last(&last)?;
+    if base + rel as i64 != next_base - 1 {
+        return None;
+    }
+    let mut s = Segment::new_empty(base, true);
+    s.size = file_len;
+    s.flushed = file_len;
+    s.end_offset = next_base;
+    s.max_ts = ts;
+    s.max_ts_offset = next_base - 1;
+    s.index = None;
+    s.tindex = None;
+    s.state = SegState::Sealed;
+    Some(s)
+}
+
+/// Scan a segment with full validation and cut it at the first bad batch.
+async fn rescan(
+    dir: &Path,
+    base: i64,
+    file_len: u64,
+    interval: u32,
+) -> Result<Segment, StorageError> {
+    let file = open_segment_file(&log_path(dir, base), false).await?;
+    let r = scan_segment(&file, base, file_len, interval, true).await?;
+    if r.valid_end < file_len {
+        tracing::warn!(dir = %dir.display(), base, valid_end = r.valid_end, file_len,
+            reason = r.stopped.as_deref().unwrap_or("stale bytes"), "cutting segment at the first bad batch");
+        file.truncate(r.valid_end).await?;
+        file.fdatasync().await?;
+    }
+    file.close().await?;
+    let mut s = Segment::new_empty(base, true);
+    s.size = r.valid_end;
+    s.flushed = r.valid_end;
+    s.end_offset = r.next_offset;
+    s.max_ts = r.max_ts;
+    s.max_ts_offset = r.max_ts_offset;
+    let last_pos = r.index.entries.last().map_or(0, |e| e.1 as u64);
+    s.bytes_since_index = r.valid_end - last_pos;
+    s.index = Some(r.index);
+    s.tindex = Some(r.tindex);
+    s.created_ms = if r.valid_end > 0 {
+        file_created_ms(&log_path(dir, base))
+    } else {
+        -1
+    };
+    Ok(s)
+}
+
+pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
+    for p in [
+        log_path(dir, base),
+        index_path(dir, base),
+        timeindex_path(dir, base),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn open_log(
+    shard: &Rc<ShardStorage>,
+    dir: PathBuf,
+    config: LogConfig,
+) -> Result<PartitionLog, StorageError> {
+    std::fs::create_dir_all(&dir)?;
+    crate::segment::probe_device(&dir).await?;
+    if shard.inner.borrow().dirs.contains(&dir) {
+        return Err(StorageError::Io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("log {} is already open on this shard", dir.display()),
+        )));
+    }
+    let bases = list_segments(&dir)?;
+    let marker_raw = match std::fs::read(marker_path(&dir)) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let marker = marker_raw.as_deref().and_then(Marker::decode);
+    let interval = config.index_interval_bytes;
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut marker_used = false;
+    let mut changed = false;
+    let mut i = 0;
+    while i < bases.len() {
+        let base = bases[i];
+        let file_len = std::fs::metadata(log_path(&dir, base))?.len();
+        let next_base = bases.get(i + 1).copied();
+        let expected = segments.last().map(|s| s.end_offset);
+        if expected.is_some_and(|e| e != base) {
+            // offsets do not continue here: everything from this segment on is stale
+            tracing::warn!(dir = %dir.display(), base, "segment does not continue the log; dropping it and later ones");
+            for &b in &bases[i..] {
+                remove_segment_files(&dir, b)?;
+            }
+            changed = true;
+            break;
+        }
+        if let Some(nb) = next_base {
+            if let Some(s) = sealed_from_disk(&dir, base, nb, file_len) {
+                segments.push(s);
+                i += 1;
+                continue;
+            }
+            let mut s = rescan(&dir, base, file_len, interval).await?;
+            if s.end_offset == nb && s.size == file_len && s.size > 0 {
+                let mut t = s.tindex.clone().unwrap_or_default();
+                t.push_final(s.max_ts, (s.end_offset - 1 - base) as u32);
+                let idx = s.index.as_ref().map(|x| x.encode()).unwrap_or_default();
+                write_indexes(&dir, base, idx, t.encode()).await?;
+                s.tindex = Some(t);
+                s.state = SegState::Sealed;
+            } else {
+                changed = true;
+            }
+            segments.push(s);
+        } else {
+            let trusted = marker.filter(|m| {
+                m.base == base
+                    && m.size == file_len
+                    && index_path(&dir, base).exists()
+                    && timeindex_path(&dir, base).exists()
+            });
+            if let Some(m) = trusted {
+                let mut s = Segment::new_empty(base, true);
+                s.size = m.size;
+                s.flushed = m.size;
+                s.end_offset = m.end;
+                s.max_ts = m.max_ts;
+                s.max_ts_offset = m.max_ts_offset;
+                s.index = None;
+                s.tindex = None;
+                s.created_ms = if m.size > 0 {
+                    file_created_ms(&log_path(&dir, base))
+                } else {
+                    -1
+                };
+                segments.push(s);
+                marker_used = true;
+            } else {
+                segments.push(rescan(&dir, base, file_len, interval).await?);
+            }
+        }
+        i += 1;
+    }
+    if segments.is_empty() {
+        segments.push(Segment::new_empty(0, false));
+    }
+    if let Some(last) = segments.last_mut() {
+        last.state = SegState::Active;
+    }
+    if marker_raw.is_some() && !marker_used {
+        std::fs::remove_file(marker_path(&dir))?;
+        changed = true;
+    }
+    let log_end = segments.last().map_or(0, |s| s.end_offset);
+    let st = LogState {
+        config,
+        segments,
+        log_end,
+        durable: log_end,
+        pending: VecDeque::new(),
+        failed: None,
+        closed: false,
+        deleted: false,
+        marker_present: marker_used,
+        tail: None,
+        dirty: false,
+        truncate_epoch: 0,
+        truncate_point: log_end,
+    };
+    let inner = shard.register(|id| {
+        Rc::new(LogInner {
+            id,
+            dir,
+            st: RefCell::new(st),
+            io: glommio::sync::Semaphore::new(1),
+            durable_signal: Signal::default(),
+        })
+    });
+    if changed {
+        sync_dir(&inner).await?;
+    }
+    Ok(PartitionLog {
+        shard: shard.clone(),
+        inner,
+    })
+}
+
+pub(crate) async fn close_log(log: &PartitionLog) -> Result<(), StorageError> {
+    close_inner(&log.shard, &log.inner).await
+}
+
+pub(crate) async fn close_inner(
+    shard: &ShardStorage,
+    log: &Rc<LogInner>,
+) -> Result<(), StorageError> {
+    {
+        let mut st = log.st.borrow_mut();
+        if st.closed || st.deleted {
+            return Ok(());
+        }
+        st.closed = true;
+    }
+    // wait for the flusher to make everything durable (no new appends: closed)
+    loop {
+        let w = log.durable_signal.wait();
+        {
+            let st = log.st.borrow();
+            if let Some(f) = &st.failed {
+                let e = f.to_error();
+                drop(st);
+                shard.unregister(log).await;
+                return Err(e);
+            }
+            if st.durable >= st.log_end && st.pending.is_empty() {
+                break;
+            }
+        }
+        w.await;
+    }
+    let res = close_files_and_mark(shard, log).await;
+    shard.unregister(log).await;
+    log.durable_signal.notify();
+    shard.progress.notify();
+    res
+}
+
+async fn close_files_and_mark(
+    shard: &ShardStorage,
+    log: &Rc<LogInner>,
+) -> Result<(), StorageError> {
+    let _permit = log.io.acquire_permit(1).await?;
+    let (base, size, exists, idx, marker) = {
+        let st = log.st.borrow();
+        let Some(a) = st.segments.last() else {
+            return Ok(());
+        };
+        let idx = match (&a.index, &a.tindex) {
+            (Some(i), Some(t)) => Some((i.encode(), t.encode())),
+            _ => None,
+        };
+        let m = Marker {
+            base: a.base,
+            size: a.size,
+            end: a.end_offset,
+            max_ts: a.max_ts,
+            max_ts_offset: a.max_ts_offset,
+        };
+        (a.base, a.size, a.file_exists, idx, m)
+    };
+    if !exists {
+        return Ok(());
+    }
+    let file = shard.segment_file(log, base, false).await?;
+    file.truncate(size).await?;
+    file.fdatasync().await?;
+    if let Some((i, t)) = idx {
+        write_indexes(&log.dir, base, i, t).await?;
+    } else if !index_path(&log.dir, base).exists() || !timeindex_path(&log.dir, base).exists() {
+        return Ok(()); // no marker: the next open rescans and rebuilds
+    }
+    write_small_file(&marker_path(&log.dir), marker.encode()).await?;
+    log.st.borrow_mut().marker_present = true;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Marker;
+
+    #[test]
+    fn marker_roundtrip_and_rejects_damage() {
+        let m = Marker {
+            base: 10,
+            size: 4096,
+            end: 99,
+            max_ts: 1234,
+            max_ts_offset: 98,
+        };
+        let mut b = m.encode();
+        assert_eq!(Marker::decode(&b), Some(m));
+        b[7] ^= 1;
+        assert_eq!(Marker::decode(&b), None);
+        assert_eq!(Marker::decode(&b[..10]), None);
+    }
+}

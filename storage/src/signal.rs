@@ -1,0 +1,123 @@
+//! A single-threaded, cancel-safe "something changed" notification: `wait()` resolves at
+//! the next `notify()` after it was created. Waker slots are removed when a waiter drops,
+//! so abandoned waits never accumulate. Owned by one shard; never crosses cores.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Default)]
+pub(crate) struct Signal {
+    inner: RefCell<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: u64,
+    next_id: u64,
+    waiters: Vec<(u64, Waker)>,
+}
+
+impl Signal {
+    pub(crate) fn notify(&self) {
+        let wakers = {
+            let mut i = self.inner.borrow_mut();
+            i.generation += 1;
+            std::mem::take(&mut i.waiters)
+        };
+        for (_, w) in wakers {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn wait(&self) -> SignalWait<'_> {
+        let mut i = self.inner.borrow_mut();
+        i.next_id += 1;
+        SignalWait {
+            signal: self,
+            generation: i.generation,
+            id: i.next_id,
+        }
+    }
+}
+
+pub(crate) struct SignalWait<'a> {
+    signal: &'a Signal,
+    generation: u64,
+    id: u64,
+}
+
+impl Future for SignalWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut i = self.signal.inner.borrow_mut();
+        if i.generation != self.generation {
+            return Poll::Ready(());
+        }
+        let id = self.id;
+        match i.waiters.iter_mut().find(|(wid, _)| *wid == id) {
+            Some(slot) => slot.1.clone_from(cx.waker()),
+            None => i.waiters.push((id, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for SignalWait<'_> {
+    fn drop(&mut self) {
+        let id = self.id;
+        if let Ok(mut i) = self.signal.inner.try_borrow_mut() {
+            i.waiters.retain(|(wid, _)| *wid != id);
+        }
+    }
+}
+
+/// Poll every future to completion concurrently; results in input order.
+pub(crate) async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_resolves_after_notify_only() {
+        let s = Signal::default();
+        let w = futures_lite::future::block_on(async {
+            let mut w = Box::pin(s.wait());
+            assert!(futures_lite::future::poll_once(&mut w).await.is_none());
+            s.notify();
+            futures_lite::future::poll_once(&mut w).await
+        });
+        assert!(w.is_some());
+        // a dropped waiter leaves no slot behind
+        {
+            let mut w = Box::pin(s.wait());
+            assert!(
+                futures_lite::future::block_on(futures_lite::future::poll_once(&mut w)).is_none()
+            );
+        }
+        assert!(s.inner.borrow().waiters.is_empty());
+    }
+}
