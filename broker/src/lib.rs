@@ -1,1 +1,17 @@
-//! placeholder
+//! The Sluice broker: configuration, the shard runtime, cross-shard routing, connections, and
+//! one handler module per Kafka API family. See `shared/ARCHITECTURE.md` for the picture.
+
+pub mod config;
+mod connection;
+mod errors;
+mod handlers;
+mod metadata;
+mod placement;
+mod router;
+mod server;
+mod shard;
+mod shard_msg;
+mod util;
+
+pub use config::BrokerConfig;
+pub use server::run;

@@ -1,1 +1,66 @@
-fn main() {}
+//! `sluice`: starts a single-node broker. With no arguments it listens on 127.0.0.1:9092 and
+//! keeps data in ./sluice-data; `--config FILE`, `--set NAME=VALUE` and the dedicated flags
+//! override the defaults, which are listed in `sluice --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_broker::BrokerConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Sluice: a Kafka-protocol event streaming broker", after_help = BrokerConfig::render_table())]
+struct Args {
+    /// TOML file of settings (Kafka names as keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (setting `listeners`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port announced to clients (setting `advertised.listeners`).
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// Data directory (setting `log.dirs`).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Number of shards, one pinned thread each; 0 = all cores (setting `cores`).
+    #[arg(long)]
+    cores: Option<String>,
+    /// Any setting, repeatable: --set log.retention.ms=60000
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        config.apply_toml(&text)?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set expects NAME=VALUE, got '{kv}'"))?;
+        config.set(k.trim(), v.trim())?;
+    }
+    for (name, value) in [
+        ("listeners", &args.listen),
+        ("advertised.listeners", &args.advertised_listener),
+        ("log.dirs", &args.data_dir),
+        ("cores", &args.cores),
+    ] {
+        if let Some(v) = value {
+            config.set(name, v)?;
+        }
+    }
+    sluice_broker::run(config)
+}

@@ -1,0 +1,373 @@
+//! Broker configuration, declared once. Every setting has its Kafka-style name, default,
+//! bounds and a one-line description in `SETTINGS`; the same table renders `sluice --help`,
+//! validates the TOML file and `--set name=value` flags, and fills `BrokerConfig`.
+//! Precedence: defaults < `--config FILE` < `--set` < dedicated flags (`--listen`, ...).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+
+/// What a setting's value must look like.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Int { min: i64, max: i64 },
+    Bool,
+    Str,
+    Addr,
+}
+
+/// One declared setting.
+#[derive(Debug)]
+pub(crate) struct Setting {
+    pub(crate) name: &'static str,
+    pub(crate) default: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) unit: &'static str,
+    pub(crate) doc: &'static str,
+}
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+const I32: i64 = i32::MAX as i64;
+
+/// The table. Kafka's names wherever Kafka has the setting.
+pub(crate) const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "listeners",
+        default: "127.0.0.1:9092",
+        kind: Kind::Addr,
+        unit: "host:port",
+        doc: "Address the Kafka listener binds on every shard (SO_REUSEPORT).",
+    },
+    Setting {
+        name: "advertised.listeners",
+        default: "",
+        kind: Kind::Str,
+        unit: "host:port",
+        doc: "Address given to clients in Metadata; empty means the listen address.",
+    },
+    Setting {
+        name: "log.dirs",
+        default: "./sluice-data",
+        kind: Kind::Str,
+        unit: "path",
+        doc: "Data directory: metadata log and one directory per partition.",
+    },
+    Setting {
+        name: "cores",
+        default: "0",
+        kind: int(0, 1024),
+        unit: "shards",
+        doc: "Shards (one pinned thread each); 0 means one per available core.",
+    },
+    Setting {
+        name: "node.id",
+        default: "1",
+        kind: int(0, I32),
+        unit: "",
+        doc: "This broker's id.",
+    },
+    Setting {
+        name: "socket.request.max.bytes",
+        default: "104857600",
+        kind: int(1024, I32),
+        unit: "bytes",
+        doc: "Largest request frame accepted; larger ones close the connection.",
+    },
+    Setting {
+        name: "queued.max.requests",
+        default: "500",
+        kind: int(1, 100_000),
+        unit: "requests",
+        doc: "Requests in flight per connection before reading pauses.",
+    },
+    Setting {
+        name: "auto.create.topics.enable",
+        default: "true",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "Create unknown topics on Metadata or Produce.",
+    },
+    Setting {
+        name: "num.partitions",
+        default: "1",
+        kind: int(1, 1_000_000),
+        unit: "",
+        doc: "Partitions of auto-created topics and of CreateTopics with -1.",
+    },
+    Setting {
+        name: "default.replication.factor",
+        default: "1",
+        kind: int(1, 1),
+        unit: "",
+        doc: "Replication factor of new topics (single node: 1).",
+    },
+    Setting {
+        name: "message.max.bytes",
+        default: "1048588",
+        kind: int(0, I32),
+        unit: "bytes",
+        doc: "Default max.message.bytes of topics: largest record batch accepted.",
+    },
+    Setting {
+        name: "log.segment.bytes",
+        default: "1073741824",
+        kind: int(14, I32),
+        unit: "bytes",
+        doc: "Default segment.bytes: roll a segment at this size.",
+    },
+    Setting {
+        name: "log.roll.ms",
+        default: "604800000",
+        kind: int(1, i64::MAX),
+        unit: "ms",
+        doc: "Default segment.ms: roll a segment after this age.",
+    },
+    Setting {
+        name: "log.retention.ms",
+        default: "604800000",
+        kind: int(-1, i64::MAX),
+        unit: "ms",
+        doc: "Default retention.ms; -1 keeps data forever.",
+    },
+    Setting {
+        name: "log.retention.bytes",
+        default: "-1",
+        kind: int(-1, i64::MAX),
+        unit: "bytes",
+        doc: "Default retention.bytes per partition; -1 is unlimited.",
+    },
+    Setting {
+        name: "log.index.interval.bytes",
+        default: "4096",
+        kind: int(0, I32),
+        unit: "bytes",
+        doc: "Default index.interval.bytes: bytes between sparse index entries.",
+    },
+    Setting {
+        name: "log.retention.check.interval.ms",
+        default: "300000",
+        kind: int(1, i64::MAX),
+        unit: "ms",
+        doc: "How often each shard applies retention.",
+    },
+    Setting {
+        name: "storage.cache.bytes",
+        default: "268435456",
+        kind: int(0, i64::MAX),
+        unit: "bytes",
+        doc: "Per-shard cache of recent batches served to fetches.",
+    },
+    Setting {
+        name: "storage.max.open.files",
+        default: "4096",
+        kind: int(16, 1_000_000),
+        unit: "files",
+        doc: "Per-shard bound on open segment files; idle ones close first.",
+    },
+    Setting {
+        name: "offsets.topic.num.partitions",
+        default: "50",
+        kind: int(1, 1000),
+        unit: "",
+        doc: "Partitions of __consumer_offsets (fixed once created).",
+    },
+    Setting {
+        name: "offsets.retention.minutes",
+        default: "10080",
+        kind: int(1, I32),
+        unit: "min",
+        doc: "Committed offsets of empty groups expire after this.",
+    },
+    Setting {
+        name: "group.initial.rebalance.delay.ms",
+        default: "3000",
+        kind: int(0, I32),
+        unit: "ms",
+        doc: "Wait for more members before the first rebalance of an empty group.",
+    },
+    Setting {
+        name: "group.min.session.timeout.ms",
+        default: "6000",
+        kind: int(0, I32),
+        unit: "ms",
+        doc: "Smallest session.timeout.ms a member may ask for.",
+    },
+    Setting {
+        name: "group.max.session.timeout.ms",
+        default: "1800000",
+        kind: int(0, I32),
+        unit: "ms",
+        doc: "Largest session.timeout.ms a member may ask for.",
+    },
+];
+
+/// The broker's resolved settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            values: SETTINGS
+                .iter()
+                .map(|s| (s.name, s.default.to_string()))
+                .collect(),
+        }
+    }
+}
+
+fn setting(name: &str) -> anyhow::Result<&'static Setting> {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow!("unknown setting '{name}' (see sluice --help)"))
+}
+
+fn validate(s: &Setting, value: &str) -> anyhow::Result<()> {
+    match s.kind {
+        Kind::Int { min, max } => {
+            let v: i64 = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{} must be an integer, got '{value}'", s.name))?;
+            if v < min || v > max {
+                bail!("{} must be within [{min}, {max}], got {v}", s.name);
+            }
+        }
+        Kind::Bool => {
+            if value != "true" && value != "false" {
+                bail!("{} must be true or false, got '{value}'", s.name);
+            }
+        }
+        Kind::Addr => {
+            value
+                .parse::<SocketAddr>()
+                .with_context(|| format!("{} must be ip:port, got '{value}'", s.name))?;
+        }
+        Kind::Str => {}
+    }
+    Ok(())
+}
+
+impl BrokerConfig {
+    /// Sets one setting by name, validating the value.
+    pub fn set(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        let s = setting(name)?;
+        validate(s, value)?;
+        self.values.insert(s.name, value.to_string());
+        Ok(())
+    }
+
+    /// Applies a TOML file of `name = value` pairs (Kafka names, quoted where they have dots).
+    pub fn apply_toml(&mut self, text: &str) -> anyhow::Result<()> {
+        let table: toml::Table = text.parse().context("config file is not valid TOML")?;
+        for (k, v) in table {
+            let value = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => bail!("setting '{k}' has an unsupported value {other}"),
+            };
+            self.set(&k, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The current value of a setting as text.
+    pub(crate) fn config_value(&self, name: &str) -> String {
+        self.get(name).to_string()
+    }
+    fn get(&self, name: &str) -> &str {
+        self.values.get(name).map(String::as_str).unwrap_or("")
+    }
+    pub(crate) fn int(&self, name: &str) -> i64 {
+        self.get(name).trim().parse().unwrap_or(0) // ok: validated on set
+    }
+    pub(crate) fn flag(&self, name: &str) -> bool {
+        self.get(name) == "true"
+    }
+    pub fn listen(&self) -> SocketAddr {
+        self.get("listeners")
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9092))) // ok: validated on set
+    }
+    /// Host and port announced to clients.
+    pub fn advertised(&self) -> (String, i32) {
+        let adv = self.get("advertised.listeners");
+        let listen = self.listen();
+        if adv.is_empty() {
+            return (listen.ip().to_string(), i32::from(listen.port()));
+        }
+        match adv.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().unwrap_or(i32::from(listen.port()))),
+            None => (adv.to_string(), i32::from(listen.port())),
+        }
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.get("log.dirs"))
+    }
+    pub fn cores(&self) -> usize {
+        match self.int("cores") {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
+    }
+    pub(crate) fn node_id(&self) -> i32 {
+        self.int("node.id") as i32
+    }
+
+    /// Renders the settings table for `--help` and docs.
+    pub fn render_table() -> String {
+        let mut out = String::from("SETTINGS (config file keys and --set NAME=VALUE):\n");
+        for s in SETTINGS {
+            let bounds = match s.kind {
+                Kind::Int { min, max } => format!(" [{min}..{max}]"),
+                Kind::Bool => " [true|false]".into(),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "  {:<34} default {:?}{}{}\n      {}\n",
+                s.name,
+                s.default,
+                if s.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", s.unit)
+                },
+                bounds,
+                s.doc
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_layer() {
+        for s in SETTINGS {
+            validate(s, s.default).unwrap();
+        }
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.listen().port(), 9092);
+        c.apply_toml("\"num.partitions\" = 3\n\"log.dirs\" = \"/x\"\n")
+            .unwrap();
+        assert_eq!(c.int("num.partitions"), 3);
+        assert_eq!(c.data_dir(), PathBuf::from("/x"));
+        assert!(c.set("num.partitions", "0").is_err());
+        assert!(c.set("nope", "1").is_err());
+        assert!(c.set("auto.create.topics.enable", "yes").is_err());
+        c.set("advertised.listeners", "example:19092").unwrap();
+        assert_eq!(c.advertised(), ("example".to_string(), 19092));
+        assert!(BrokerConfig::render_table().contains("log.retention.ms"));
+    }
+}

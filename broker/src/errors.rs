@@ -1,0 +1,27 @@
+//! The one place where library errors become Kafka error codes on the wire, plus the clock.
+
+use kafka_protocol::ResponseError;
+use sluice_storage::StorageError;
+
+/// Kafka error code for a storage failure.
+pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
+    match e {
+        StorageError::Corrupt(_) => ResponseError::CorruptMessage.code(),
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord.code(),
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        StorageError::Closed => ResponseError::UnknownTopicOrPartition.code(),
+        _ => ResponseError::KafkaStorageError.code(),
+    }
+}
+
+pub(crate) fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,278 @@
+//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions), InitProducerId and
+//! DescribeCluster. Changes go to the controller on shard 0, which answers once they are
+//! durable and applied on every shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
+use kafka_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::metadata::controller::{MetadataOp, MetadataOpResult, NewTopic, TopicOutcome, TopicRef};
+use crate::metadata::topic_config;
+use crate::shard::ShardCtx;
+use crate::shard_msg::{ShardRequest, ShardResponse};
+
+/// Sends `op` to the controller and returns per-topic outcomes.
+pub(crate) async fn controller_call(
+    ctx: &Rc<ShardCtx>,
+    op: MetadataOp,
+) -> Result<Vec<TopicOutcome>, (i16, String)> {
+    match ctx.call(0, ShardRequest::Metadata(op)).await {
+        ShardResponse::Metadata(MetadataOpResult::Topics(t)) => Ok(t),
+        ShardResponse::Metadata(MetadataOpResult::Failed(code, msg)) => Err((code, msg)),
+        _ => Err((
+            ResponseError::NotController.code(),
+            "controller unavailable".into(),
+        )),
+    }
+}
+
+pub(crate) async fn create_topics_internal(
+    ctx: &Rc<ShardCtx>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<TopicOutcome> {
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    match controller_call(
+        ctx,
+        MetadataOp::CreateTopics {
+            topics,
+            validate_only,
+        },
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err((code, msg)) => names
+            .into_iter()
+            .map(|name| TopicOutcome {
+                name,
+                error: code,
+                message: Some(msg.clone()),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub(crate) async fn create_topics(
+    ctx: Rc<ShardCtx>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut duplicates = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let n = t.name.0.to_string();
+        if !seen.insert(n.clone()) {
+            duplicates.push(n);
+            continue;
+        }
+        let configs = t
+            .configs
+            .into_iter()
+            .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
+            .collect();
+        topics.push(NewTopic {
+            name: n,
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            configs,
+        });
+    }
+    let requested: Vec<NewTopic> = topics.clone();
+    let outcomes = create_topics_internal(&ctx, topics, req.validate_only).await;
+    let mut results: Vec<CreatableTopicResult> = outcomes
+        .into_iter()
+        .map(|o| {
+            let mut r = CreatableTopicResult::default()
+                .with_name(name(&o.name))
+                .with_error_code(o.error)
+                .with_error_message(o.message.map(StrBytes::from_string))
+                .with_topic_id(uuid::Uuid::from_bytes(o.topic_id))
+                .with_num_partitions(if o.error == 0 { o.partitions } else { -1 })
+                .with_replication_factor(if o.error == 0 { 1 } else { -1 });
+            if version >= 5 && o.error == 0 {
+                let overrides = requested
+                    .iter()
+                    .find(|t| t.name == o.name)
+                    .map(|t| t.configs.iter().cloned().collect())
+                    .unwrap_or_default();
+                r.configs = Some(
+                    topic_config::effective(&overrides, &ctx.config)
+                        .into_iter()
+                        .map(|(k, v, is_default)| {
+                            CreatableTopicConfigs::default()
+                                .with_name(StrBytes::from_static_str(k))
+                                .with_value(Some(StrBytes::from_string(v)))
+                                .with_config_source(if is_default { 5 } else { 1 })
+                        })
+                        .collect(),
+                );
+            }
+            r
+        })
+        .collect();
+    for d in duplicates {
+        results.push(
+            CreatableTopicResult::default()
+                .with_name(name(&d))
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_error_message(Some(StrBytes::from_string(format!(
+                    "Duplicate topic name '{d}'."
+                ))))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        );
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub(crate) async fn delete_topics(
+    ctx: Rc<ShardCtx>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let refs: Vec<TopicRef> = if version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| match t.name {
+                Some(n) => TopicRef::Name(n.0.to_string()),
+                None => TopicRef::Id(*t.topic_id.as_bytes()),
+            })
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| TopicRef::Name(n.0.to_string()))
+            .collect()
+    };
+    let count = refs.len();
+    let outcomes = match controller_call(&ctx, MetadataOp::DeleteTopics { topics: refs }).await {
+        Ok(o) => o,
+        Err((code, msg)) => vec![
+            TopicOutcome {
+                error: code,
+                message: Some(msg),
+                ..Default::default()
+            };
+            count
+        ],
+    };
+    DeleteTopicsResponse::default().with_responses(
+        outcomes
+            .into_iter()
+            .map(|o| {
+                DeletableTopicResult::default()
+                    .with_name((!o.name.is_empty()).then(|| name(&o.name)))
+                    .with_topic_id(uuid::Uuid::from_bytes(o.topic_id))
+                    .with_error_code(o.error)
+                    .with_error_message(o.message.map(StrBytes::from_string))
+            })
+            .collect(),
+    )
+}
+
+pub(crate) async fn create_partitions(
+    ctx: Rc<ShardCtx>,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let topics: Vec<(String, i32)> = req
+        .topics
+        .into_iter()
+        .map(|t| (t.name.0.to_string(), t.count))
+        .collect();
+    let names: Vec<String> = topics.iter().map(|t| t.0.clone()).collect();
+    let op = MetadataOp::CreatePartitions {
+        topics,
+        validate_only: req.validate_only,
+    };
+    let outcomes = match controller_call(&ctx, op).await {
+        Ok(o) => o,
+        Err((code, msg)) => names
+            .into_iter()
+            .map(|n| TopicOutcome {
+                name: n,
+                error: code,
+                message: Some(msg.clone()),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    CreatePartitionsResponse::default().with_results(
+        outcomes
+            .into_iter()
+            .map(|o| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(name(&o.name))
+                    .with_error_code(o.error)
+                    .with_error_message(o.message.map(StrBytes::from_string))
+            })
+            .collect(),
+    )
+}
+
+/// Hands out a fresh producer id (epoch 0) for idempotent producers. Transactions are not
+/// supported yet, so a transactional id is refused.
+pub(crate) async fn init_producer_id(
+    ctx: Rc<ShardCtx>,
+    req: InitProducerIdRequest,
+    _version: i16,
+) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+        .with_ongoing_txn_producer_id(ProducerId(-1))
+        .with_ongoing_txn_producer_epoch(-1);
+    if req.transactional_id.is_some() {
+        return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    match ctx
+        .call(0, ShardRequest::Metadata(MetadataOp::AllocateProducerId))
+        .await
+    {
+        ShardResponse::Metadata(MetadataOpResult::ProducerId(pid)) => resp
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(0),
+        _ => resp.with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+    }
+}
+
+pub(crate) async fn describe_cluster(
+    ctx: Rc<ShardCtx>,
+    _req: DescribeClusterRequest,
+    _version: i16,
+) -> DescribeClusterResponse {
+    let (host, port) = ctx.config.advertised();
+    DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(ctx.cluster_id.clone()))
+        .with_controller_id(BrokerId(ctx.config.node_id()))
+        .with_endpoint_type(1)
+        .with_cluster_authorized_operations(i32::MIN)
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(ctx.config.node_id()))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)])
+}

@@ -1,0 +1,344 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (resource type 2)
+//! and, read-only, for this broker (type 4). Topic values come from `topic_config`'s table;
+//! changes are metadata records written by the controller.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::alter_configs_response::{
+    AlterConfigsResourceResponse, AlterConfigsResponse,
+};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response as inc;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::admin::controller_call;
+use crate::config::{Kind, SETTINGS};
+use crate::metadata::controller::{ConfigChange, MetadataOp};
+use crate::metadata::topic_config::{self, TopicKind};
+use crate::shard::ShardCtx;
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+/// Kafka's ConfigSource values.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const STATIC_BROKER_CONFIG: i8 = 4;
+const DEFAULT_CONFIG: i8 = 5;
+
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    config_type: i8,
+    doc: &str,
+    with_doc: bool,
+) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_value(Some(StrBytes::from_string(value)))
+        .with_config_source(source)
+        .with_config_type(config_type)
+        .with_documentation(with_doc.then(|| StrBytes::from_string(doc.to_string())))
+}
+
+pub(crate) async fn describe(
+    ctx: Rc<ShardCtx>,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
+    let mut results = Vec::new();
+    for r in req.resources {
+        let keys: Option<Vec<String>> = r
+            .configuration_keys
+            .map(|k| k.into_iter().map(|s| s.to_string()).collect());
+        let wanted = |n: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == n));
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        match r.resource_type {
+            TOPIC => match ctx.image.borrow().topic(&r.resource_name) {
+                Some(t) => {
+                    for (name, value, is_default) in
+                        topic_config::effective(&t.configs, &ctx.config)
+                    {
+                        if !wanted(name) {
+                            continue;
+                        }
+                        let s = topic_config::topic_setting(name);
+                        let ty = match s.map(|s| s.kind) {
+                            Some(TopicKind::Long { .. }) => 5,
+                            _ => 2,
+                        };
+                        let src = if is_default {
+                            DEFAULT_CONFIG
+                        } else {
+                            DYNAMIC_TOPIC_CONFIG
+                        };
+                        out.configs.push(entry(
+                            name,
+                            value,
+                            src,
+                            ty,
+                            s.map_or("", |s| s.doc),
+                            req.include_documentation,
+                        ));
+                    }
+                }
+                None => {
+                    out.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    out.error_message = Some(StrBytes::from_string(format!(
+                        "Topic '{}' does not exist.",
+                        &*r.resource_name
+                    )));
+                }
+            },
+            BROKER
+                if r.resource_name.is_empty()
+                    || *r.resource_name == *ctx.config.node_id().to_string() =>
+            {
+                let defaults = crate::config::BrokerConfig::default();
+                for s in SETTINGS {
+                    if !wanted(s.name) {
+                        continue;
+                    }
+                    let value = ctx.config_value(s.name);
+                    let src = if defaults.config_value(s.name) == value {
+                        DEFAULT_CONFIG
+                    } else {
+                        STATIC_BROKER_CONFIG
+                    };
+                    let ty = match s.kind {
+                        Kind::Int { .. } => 5,
+                        Kind::Bool => 1,
+                        _ => 2,
+                    };
+                    out.configs.push(entry(
+                        s.name,
+                        value,
+                        src,
+                        ty,
+                        s.doc,
+                        req.include_documentation,
+                    ));
+                }
+            }
+            _ => {
+                out.error_code = ResponseError::InvalidRequest.code();
+                out.error_message = Some(StrBytes::from_static_str(
+                    "Unsupported resource type or unknown broker id.",
+                ));
+            }
+        }
+        results.push(out);
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// One resource's change, or its immediate error.
+type Planned = Result<ConfigChange, (i16, String)>;
+
+async fn apply(
+    ctx: &Rc<ShardCtx>,
+    planned: Vec<(i8, StrBytes, Planned)>,
+    validate_only: bool,
+) -> Vec<(i8, StrBytes, i16, Option<String>)> {
+    let changes: Vec<ConfigChange> = planned
+        .iter()
+        .filter_map(|(_, _, p)| p.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = if changes.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        match controller_call(
+            ctx,
+            MetadataOp::AlterConfigs {
+                changes: changes.clone(),
+                validate_only,
+            },
+        )
+        .await
+        {
+            Ok(o) => o.into_iter(),
+            Err((code, msg)) => changes
+                .iter()
+                .map(|c| crate::metadata::controller::TopicOutcome {
+                    name: c.topic.clone(),
+                    error: code,
+                    message: Some(msg.clone()),
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+                .into_iter(),
+        }
+    };
+    planned
+        .into_iter()
+        .map(|(ty, name, p)| match p {
+            Ok(_) => match outcomes.next() {
+                Some(o) => (ty, name, o.error, o.message),
+                None => (ty, name, ResponseError::UnknownServerError.code(), None),
+            },
+            Err((code, msg)) => (ty, name, code, Some(msg)),
+        })
+        .collect()
+}
+
+fn not_topic(ty: i8) -> (i16, String) {
+    if ty == BROKER {
+        (
+            ResponseError::InvalidRequest.code(),
+            "Broker configs are static in Sluice; set them in the config file.".into(),
+        )
+    } else {
+        (
+            ResponseError::InvalidRequest.code(),
+            format!("Unsupported resource type {ty}."),
+        )
+    }
+}
+
+pub(crate) async fn alter(
+    ctx: Rc<ShardCtx>,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let planned = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let p = if r.resource_type == TOPIC {
+                Ok(ConfigChange {
+                    topic: r.resource_name.to_string(),
+                    set: r
+                        .configs
+                        .into_iter()
+                        .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
+                        .collect(),
+                    replace_all: true,
+                })
+            } else {
+                Err(not_topic(r.resource_type))
+            };
+            (r.resource_type, r.resource_name, p)
+        })
+        .collect();
+    let responses = apply(&ctx, planned, req.validate_only)
+        .await
+        .into_iter()
+        .map(|(ty, name, code, msg)| {
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(ty)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(msg.map(StrBytes::from_string))
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Resolves SET / DELETE / APPEND / SUBTRACT against the topic's current overrides.
+fn incremental_change(
+    ctx: &ShardCtx,
+    r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+) -> Planned {
+    if r.resource_type != TOPIC {
+        return Err(not_topic(r.resource_type));
+    }
+    let current: BTreeMap<String, String> = match ctx.image.borrow().topic(&r.resource_name) {
+        Some(t) => t.configs.clone(),
+        None => {
+            return Err((
+                ResponseError::UnknownTopicOrPartition.code(),
+                format!("Topic '{}' does not exist.", &*r.resource_name),
+            ))
+        }
+    };
+    let mut set = Vec::new();
+    for c in &r.configs {
+        let name = c.name.to_string();
+        let value = c.value.as_ref().map(|v| v.to_string());
+        let list = |v: &Option<String>| -> Vec<String> {
+            v.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let base = current.get(&name).cloned().or_else(|| {
+            topic_config::topic_setting(&name).map(|s| topic_config::default_value(s, &ctx.config))
+        });
+        let new = match c.config_operation {
+            0 => value,
+            1 => None,
+            2 => {
+                let mut items = list(&base);
+                for v in list(&value) {
+                    if !items.contains(&v) {
+                        items.push(v);
+                    }
+                }
+                Some(items.join(","))
+            }
+            3 => {
+                let remove = list(&value);
+                Some(
+                    list(&base)
+                        .into_iter()
+                        .filter(|v| !remove.contains(v))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            }
+            op => {
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("Unknown config operation {op}."),
+                ))
+            }
+        };
+        set.push((name, new));
+    }
+    Ok(ConfigChange {
+        topic: r.resource_name.to_string(),
+        set,
+        replace_all: false,
+    })
+}
+
+pub(crate) async fn incremental_alter(
+    ctx: Rc<ShardCtx>,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> inc::IncrementalAlterConfigsResponse {
+    let planned = req
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                r.resource_type,
+                r.resource_name.clone(),
+                incremental_change(&ctx, r),
+            )
+        })
+        .collect();
+    let responses = apply(&ctx, planned, req.validate_only)
+        .await
+        .into_iter()
+        .map(|(ty, name, code, msg)| {
+            inc::AlterConfigsResourceResponse::default()
+                .with_resource_type(ty)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(msg.map(StrBytes::from_string))
+        })
+        .collect();
+    inc::IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,177 @@
+//! Fetch: resolve the session, read every partition on its owning shard, and long-poll when
+//! fewer than `min_bytes` are ready: each involved shard is asked to report the first new
+//! durable data, and the first report (or `max_wait_ms`) ends the wait. Answers are encoded
+//! zero-copy by `fetch_encode`.
+//!
+//! ```text
+//!  read_all ─► enough? ─yes─► encode
+//!      ▲          │no
+//!      └── any shard reports new data (WaitData) or deadline
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::ResponseError;
+use sluice_proto::request::{decode_body, RequestFrame};
+
+use super::fetch_encode::{encode, TopicOut};
+use super::fetch_session::Plan;
+use super::{Dispatch, Response};
+use crate::router::BoxFuture;
+use crate::shard::ShardCtx;
+use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse, Tp};
+
+pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispatch {
+    let (version, corr) = (frame.version(), frame.correlation_id());
+    let req: FetchRequest = match decode_body(&frame.body, version) {
+        Ok(r) => r,
+        Err(e) => return Dispatch::Close(format!("Fetch v{version}: {e}")),
+    };
+    let ctx = ctx.clone();
+    Dispatch::Respond(Box::pin(
+        async move { handle(ctx, req, version, corr).await },
+    ))
+}
+
+async fn handle(ctx: Rc<ShardCtx>, req: FetchRequest, version: i16, corr: i32) -> Response {
+    let plan = match ctx.fetch_sessions.borrow_mut().resolve(&req, version) {
+        Ok(p) => p,
+        Err(code) => return encode(version, corr, code, 0, &[]),
+    };
+    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    let deadline = Instant::now() + max_wait;
+    let mut results;
+    loop {
+        results = read_all(&ctx, &plan, max_bytes).await;
+        let total: usize = results.iter().map(FetchPartResult::bytes).sum();
+        let any_error = results.iter().any(|r| r.error != 0);
+        let now = Instant::now();
+        if total >= min_bytes || any_error || now >= deadline || plan.parts.is_empty() {
+            break;
+        }
+        wait_any(&ctx, &plan, &results, deadline - now).await;
+    }
+    let include = ctx.fetch_sessions.borrow_mut().record(&plan, &results);
+    let mut topics: Vec<TopicOut> = Vec::new();
+    for (((tp, _, _), r), inc) in plan.parts.iter().zip(results).zip(include) {
+        if !inc {
+            continue;
+        }
+        match topics.last_mut() {
+            Some(t) if t.name == tp.topic => t.partitions.push((tp.partition, r)),
+            _ => topics.push(TopicOut {
+                name: tp.topic.clone(),
+                partitions: vec![(tp.partition, r)],
+            }),
+        }
+    }
+    encode(version, corr, 0, plan.session_id, &topics)
+}
+
+/// Reads every planned partition on its owner; results in plan order, `max_bytes` in all.
+async fn read_all(ctx: &Rc<ShardCtx>, plan: &Plan, max_bytes: usize) -> Vec<FetchPartResult> {
+    let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
+    let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
+    for (i, (tp, offset, part_max)) in plan.parts.iter().enumerate() {
+        match ctx.owner(&tp.topic, tp.partition) {
+            Some(shard) => {
+                let e = by_shard.entry(shard).or_default();
+                e.0.push(i);
+                e.1.push(FetchPart {
+                    tp: tp.clone(),
+                    fetch_offset: *offset,
+                    max_bytes: usize::try_from(*part_max).unwrap_or(0),
+                });
+            }
+            None => {
+                results[i] = FetchPartResult {
+                    error: ResponseError::UnknownTopicOrPartition.code(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    batches: Vec::new(),
+                }
+            }
+        }
+    }
+    let mut pending = Vec::with_capacity(by_shard.len());
+    for (shard, (slots, parts)) in by_shard {
+        pending.push((
+            slots,
+            ctx.submit(shard, ShardRequest::Fetch { parts, max_bytes })
+                .await,
+        ));
+    }
+    for (slots, fut) in pending {
+        let answers = match fut.await {
+            ShardResponse::Fetch(a) => a,
+            _ => Vec::new(),
+        };
+        let mut answers = answers.into_iter();
+        for i in slots {
+            results[i] = answers.next().unwrap_or(FetchPartResult {
+                error: ResponseError::NotLeaderOrFollower.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                batches: Vec::new(),
+            });
+        }
+    }
+    // Each shard had the whole budget; keep whole partitions in order until it is spent.
+    let mut used = 0usize;
+    for (i, r) in results.iter_mut().enumerate() {
+        let size = r.bytes();
+        if i > 0 && used > 0 && used + size > max_bytes {
+            r.batches.clear();
+        } else {
+            used += size;
+        }
+    }
+    results
+}
+
+/// Waits until any owner reports new durable data past what was just seen, or `wait`.
+async fn wait_any(ctx: &Rc<ShardCtx>, plan: &Plan, seen: &[FetchPartResult], wait: Duration) {
+    let mut by_shard: BTreeMap<usize, Vec<(Tp, i64)>> = BTreeMap::new();
+    for ((tp, offset, _), r) in plan.parts.iter().zip(seen) {
+        if let Some(shard) = ctx.owner(&tp.topic, tp.partition) {
+            by_shard
+                .entry(shard)
+                .or_default()
+                .push((tp.clone(), (*offset).max(r.high_watermark)));
+        }
+    }
+    let wait_ms = wait.as_millis() as u64;
+    let mut waits: Vec<BoxFuture<ShardResponse>> = Vec::with_capacity(by_shard.len() + 1);
+    for (shard, parts) in by_shard {
+        waits.push(
+            ctx.submit(shard, ShardRequest::WaitData { parts, wait_ms })
+                .await,
+        );
+    }
+    waits.push(Box::pin(async move {
+        glommio::timer::sleep(wait).await;
+        ShardResponse::Done
+    }));
+    first_of(waits).await;
+}
+
+/// Resolves when the first of `futs` does.
+async fn first_of(mut futs: Vec<BoxFuture<ShardResponse>>) {
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if Pin::new(f).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,260 @@
+//! Incremental fetch sessions (KIP-227), kept per shard for the connections it serves. A
+//! session remembers each partition's fetch offset and what was last reported, so a client
+//! sends only changes and gets back only partitions with news. Bounded: the least recently
+//! used session is evicted past `MAX_SESSIONS`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::ResponseError;
+
+use crate::shard_msg::{FetchPartResult, Tp};
+
+const MAX_SESSIONS: usize = 1000;
+
+#[derive(Debug, Clone)]
+struct SessionPart {
+    fetch_offset: i64,
+    max_bytes: i32,
+    last_hw: i64,
+    last_log_start: i64,
+}
+
+#[derive(Debug)]
+struct Session {
+    next_epoch: i32,
+    parts: BTreeMap<(String, i32), SessionPart>,
+    last_used: u64,
+}
+
+/// Owned by one shard; never crosses cores.
+#[derive(Debug, Default)]
+pub(crate) struct FetchSessions {
+    sessions: HashMap<i32, Session>,
+    next_id: i32,
+    clock: u64,
+}
+
+/// What to read for one request.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) session_id: i32,
+    pub(crate) incremental: bool,
+    /// (partition, fetch offset, partition max bytes), in response order.
+    pub(crate) parts: Vec<(Tp, i64, i32)>,
+}
+
+fn request_parts(req: &FetchRequest) -> Vec<(Tp, i64, i32)> {
+    req.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    Tp {
+                        topic: t.topic.0.to_string(),
+                        partition: p.partition,
+                    },
+                    p.fetch_offset,
+                    p.partition_max_bytes,
+                )
+            })
+        })
+        .collect()
+}
+
+impl FetchSessions {
+    fn create(&mut self, parts: &[(Tp, i64, i32)]) -> i32 {
+        if self.sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| *id)
+            {
+                self.sessions.remove(&oldest);
+            }
+        }
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        while self.sessions.contains_key(&self.next_id) {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+        }
+        let parts = parts
+            .iter()
+            .map(|(tp, off, max)| {
+                (
+                    (tp.topic.clone(), tp.partition),
+                    SessionPart {
+                        fetch_offset: *off,
+                        max_bytes: *max,
+                        last_hw: -1,
+                        last_log_start: -1,
+                    },
+                )
+            })
+            .collect();
+        self.clock += 1;
+        self.sessions.insert(
+            self.next_id,
+            Session {
+                next_epoch: 1,
+                parts,
+                last_used: self.clock,
+            },
+        );
+        self.next_id
+    }
+
+    /// Resolves the request against its session: the partitions to read, or an error code.
+    pub(crate) fn resolve(&mut self, req: &FetchRequest, version: i16) -> Result<Plan, i16> {
+        let parts = request_parts(req);
+        if version < 7 {
+            return Ok(Plan {
+                session_id: 0,
+                incremental: false,
+                parts,
+            });
+        }
+        let (id, epoch) = (req.session_id, req.session_epoch);
+        if epoch == -1 {
+            self.sessions.remove(&id);
+            return Ok(Plan {
+                session_id: 0,
+                incremental: false,
+                parts,
+            });
+        }
+        if epoch == 0 {
+            self.sessions.remove(&id);
+            let session_id = self.create(&parts);
+            return Ok(Plan {
+                session_id,
+                incremental: false,
+                parts,
+            });
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(ResponseError::FetchSessionIdNotFound.code());
+        };
+        if s.next_epoch != epoch {
+            return Err(ResponseError::InvalidFetchSessionEpoch.code());
+        }
+        s.next_epoch = s.next_epoch.wrapping_add(1).max(1);
+        s.last_used = clock;
+        for f in &req.forgotten_topics_data {
+            for p in &f.partitions {
+                s.parts.remove(&(f.topic.0.to_string(), *p));
+            }
+        }
+        for (tp, off, max) in parts {
+            let e = s
+                .parts
+                .entry((tp.topic, tp.partition))
+                .or_insert(SessionPart {
+                    fetch_offset: off,
+                    max_bytes: max,
+                    last_hw: -1,
+                    last_log_start: -1,
+                });
+            e.fetch_offset = off;
+            e.max_bytes = max;
+        }
+        let parts = s
+            .parts
+            .iter()
+            .map(|((t, p), sp)| {
+                (
+                    Tp {
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    sp.fetch_offset,
+                    sp.max_bytes,
+                )
+            })
+            .collect();
+        Ok(Plan {
+            session_id: id,
+            incremental: true,
+            parts,
+        })
+    }
+
+    /// Records what was sent; for incremental sessions, says which results to include.
+    pub(crate) fn record(&mut self, plan: &Plan, results: &[FetchPartResult]) -> Vec<bool> {
+        let Some(s) = self.sessions.get_mut(&plan.session_id) else {
+            return vec![true; results.len()];
+        };
+        plan.parts
+            .iter()
+            .zip(results)
+            .map(|((tp, _, _), r)| {
+                let Some(sp) = s.parts.get_mut(&(tp.topic.clone(), tp.partition)) else {
+                    return true;
+                };
+                let changed = r.error != 0
+                    || !r.batches.is_empty()
+                    || sp.last_hw != r.high_watermark
+                    || sp.last_log_start != r.log_start_offset;
+                sp.last_hw = r.high_watermark;
+                sp.last_log_start = r.log_start_offset;
+                !plan.incremental || changed
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn req(id: i32, epoch: i32, parts: &[(i32, i64)]) -> FetchRequest {
+        FetchRequest::default()
+            .with_session_id(id)
+            .with_session_epoch(epoch)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|&(p, o)| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(o)
+                        })
+                        .collect(),
+                )])
+    }
+
+    #[test]
+    fn full_then_incremental_then_errors() {
+        let mut s = FetchSessions::default();
+        let plan = s.resolve(&req(0, 0, &[(0, 0), (1, 0)]), 12).unwrap();
+        assert!(plan.session_id > 0 && !plan.incremental);
+        let r = |hw| FetchPartResult {
+            high_watermark: hw,
+            ..Default::default()
+        };
+        assert_eq!(s.record(&plan, &[r(0), r(0)]), vec![true, true]);
+        let inc = s.resolve(&req(plan.session_id, 1, &[(1, 5)]), 12).unwrap();
+        assert!(inc.incremental);
+        assert_eq!(inc.parts.len(), 2);
+        assert_eq!(inc.parts[1].1, 5);
+        // Only the partition whose high watermark moved is reported.
+        assert_eq!(s.record(&inc, &[r(0), r(9)]), vec![false, true]);
+        assert_eq!(
+            s.resolve(&req(plan.session_id, 1, &[]), 12).unwrap_err(),
+            ResponseError::InvalidFetchSessionEpoch.code()
+        );
+        assert_eq!(
+            s.resolve(&req(999, 1, &[]), 12).unwrap_err(),
+            ResponseError::FetchSessionIdNotFound.code()
+        );
+        let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12).unwrap();
+        assert_eq!(legacy.session_id, 0);
+    }
+}

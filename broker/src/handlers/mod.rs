@@ -1,0 +1,125 @@
+//! Request dispatch: one module per Kafka API family. `dispatch` checks the api version
+//! against `SUPPORTED`, decodes the body, runs the request's ordered part, and returns the
+//! future of its response (or none, for acks=0 produce).
+
+pub(crate) mod admin;
+pub(crate) mod api_versions;
+pub(crate) mod configs;
+pub(crate) mod fetch;
+pub(crate) mod fetch_encode;
+pub(crate) mod fetch_session;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod produce;
+
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_proto::request::{decode_body, encode_response, parse_request, RequestFrame};
+
+use crate::router::BoxFuture;
+use crate::shard::ShardCtx;
+
+/// Response frame pieces, or why the connection must close.
+pub(crate) type Response = Result<Vec<Bytes>, String>;
+
+pub(crate) enum Dispatch {
+    Respond(BoxFuture<Response>),
+    Silent(BoxFuture<()>),
+    Close(String),
+}
+
+/// Versions Sluice serves: (api, min, max). ApiVersions advertises exactly this table.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub(crate) fn supported(api: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|&(a, min, max)| a == api && (min..=max).contains(&version))
+}
+
+/// Encodes `body` as the complete response to `frame`.
+pub(crate) fn encode<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Response {
+    encode_response(api, version, correlation_id, body)
+        .map(|b| vec![b])
+        .map_err(|e| {
+            tracing::error!(?api, version, error = %e, "cannot encode response");
+            format!("encoding {api:?} v{version}: {e}")
+        })
+}
+
+/// A request handled entirely in its response future.
+fn respond<Req, Resp, Fut>(
+    ctx: &Rc<ShardCtx>,
+    frame: &RequestFrame,
+    handler: fn(Rc<ShardCtx>, Req, i16) -> Fut,
+) -> Dispatch
+where
+    Req: Decodable + 'static,
+    Resp: Encodable + 'static,
+    Fut: Future<Output = Resp> + 'static,
+{
+    let version = frame.version();
+    let req: Req = match decode_body(&frame.body, version) {
+        Ok(r) => r,
+        Err(e) => return Dispatch::Close(format!("{:?} v{version}: {e}", frame.api_key)),
+    };
+    let (api, corr) = (frame.api_key, frame.correlation_id());
+    let fut = handler(ctx.clone(), req, version);
+    Dispatch::Respond(Box::pin(
+        async move { encode(api, version, corr, &fut.await) },
+    ))
+}
+
+/// Decodes one frame and starts handling it.
+pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, peer: &str) -> Dispatch {
+    let frame = match parse_request(frame) {
+        Ok(f) => f,
+        Err(e) => return Dispatch::Close(e.to_string()),
+    };
+    let (api, version) = (frame.api_key, frame.version());
+    if api == ApiKey::ApiVersions {
+        return api_versions::handle(&frame);
+    }
+    if !supported(api, version) {
+        return Dispatch::Close(format!("unsupported {api:?} v{version}"));
+    }
+    tracing::trace!(?api, version, %peer, "request");
+    match api {
+        ApiKey::Metadata => respond(ctx, &frame, metadata::handle),
+        ApiKey::Produce => produce::dispatch(ctx, &frame).await,
+        ApiKey::Fetch => fetch::dispatch(ctx, &frame),
+        ApiKey::ListOffsets => respond(ctx, &frame, list_offsets::handle),
+        ApiKey::CreateTopics => respond(ctx, &frame, admin::create_topics),
+        ApiKey::DeleteTopics => respond(ctx, &frame, admin::delete_topics),
+        ApiKey::CreatePartitions => respond(ctx, &frame, admin::create_partitions),
+        ApiKey::InitProducerId => respond(ctx, &frame, admin::init_producer_id),
+        ApiKey::DescribeCluster => respond(ctx, &frame, admin::describe_cluster),
+        ApiKey::DescribeConfigs => respond(ctx, &frame, configs::describe),
+        ApiKey::AlterConfigs => respond(ctx, &frame, configs::alter),
+        ApiKey::IncrementalAlterConfigs => respond(ctx, &frame, configs::incremental_alter),
+        other => Dispatch::Close(format!("no handler for {other:?}")),
+    }
+}

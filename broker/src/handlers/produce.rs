@@ -1,0 +1,104 @@
+//! Produce: split the request by owning shard and submit each part before the next request
+//! on this connection is read, so appends keep the connection's order. acks=0 gets no
+//! response; acks=1 is answered after the append; acks=-1 once the data is durable.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, ProduceRequest};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_proto::request::{decode_body, RequestFrame};
+
+use super::{encode, Dispatch};
+use crate::router::BoxFuture;
+use crate::shard::ShardCtx;
+use crate::shard_msg::{ProducePartResult, ShardRequest, ShardResponse, Tp};
+
+/// Where each partition's answer goes: (topic index, partition index) in the response.
+type Slot = (usize, usize);
+
+pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispatch {
+    let (version, corr) = (frame.version(), frame.correlation_id());
+    let req: ProduceRequest = match decode_body(&frame.body, version) {
+        Ok(r) => r,
+        Err(e) => return Dispatch::Close(format!("Produce v{version}: {e}")),
+    };
+    let acks = req.acks;
+    let mut response = ProduceResponse::default();
+    let mut by_shard: BTreeMap<usize, (Vec<Slot>, Vec<(Tp, bytes::Bytes)>)> = BTreeMap::new();
+    let bad_acks = !matches!(acks, -1..=1);
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let mut tr = TopicProduceResponse::default().with_name(topic.name.clone());
+        for (pi, part) in topic.partition_data.into_iter().enumerate() {
+            let mut pr = PartitionProduceResponse::default()
+                .with_index(part.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let owner = ctx.owner(&name, part.index);
+            match (bad_acks, owner, part.records) {
+                (true, _, _) => pr.error_code = ResponseError::InvalidRequiredAcks.code(),
+                (_, None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                (_, Some(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
+                (_, Some(shard), Some(records)) => {
+                    let entry = by_shard.entry(shard).or_default();
+                    entry.0.push((ti, pi));
+                    entry.1.push((
+                        Tp {
+                            topic: name.clone(),
+                            partition: part.index,
+                        },
+                        records,
+                    ));
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        response.responses.push(tr);
+    }
+    let mut pending: Vec<(Vec<Slot>, BoxFuture<ShardResponse>)> =
+        Vec::with_capacity(by_shard.len());
+    for (shard, (slots, parts)) in by_shard {
+        pending.push((
+            slots,
+            ctx.submit(shard, ShardRequest::Produce { acks, parts })
+                .await,
+        ));
+    }
+    if acks == 0 {
+        return Dispatch::Silent(Box::pin(async move {
+            for (_, fut) in pending {
+                fut.await;
+            }
+        }));
+    }
+    Dispatch::Respond(Box::pin(async move {
+        for (slots, fut) in pending {
+            let results = match fut.await {
+                ShardResponse::Produce(r) => r,
+                _ => vec![
+                    ProducePartResult {
+                        error: ResponseError::NotLeaderOrFollower.code(),
+                        base_offset: -1,
+                        log_start_offset: -1,
+                        message: None,
+                    };
+                    slots.len()
+                ],
+            };
+            for ((ti, pi), r) in slots.into_iter().zip(results) {
+                let pr = &mut response.responses[ti].partition_responses[pi];
+                pr.error_code = r.error;
+                pr.base_offset = r.base_offset;
+                pr.log_start_offset = r.log_start_offset;
+                pr.error_message = r.message.map(StrBytes::from_string);
+            }
+        }
+        encode(ApiKey::Produce, version, corr, &response)
+    }))
+}

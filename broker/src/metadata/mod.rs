@@ -1,0 +1,12 @@
+//! Topic metadata: an ordered log of `MetadataRecord`s owned by shard 0 (the controller),
+//! and the image derived from it that every shard keeps a copy of.
+//!
+//! ```text
+//!  CreateTopics ─► shard 0: controller validates, appends records to __cluster_metadata,
+//!                  waits durable ─► broadcast Apply(records) ─► every shard: image.apply,
+//!                  open/delete the partitions it owns ─► ack ─► response
+//! ```
+
+pub(crate) mod controller;
+pub(crate) mod image;
+pub(crate) mod topic_config;

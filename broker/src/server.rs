@@ -1,0 +1,173 @@
+//! Starts the broker: one pinned glommio executor per shard, a channel mesh between them,
+//! shard 0's controller replaying the metadata log, then a SO_REUSEPORT listener on every
+//! shard. SIGTERM/SIGINT stop accepting, close every log cleanly and exit.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use sluice_storage::{ShardStorage, ShardStorageOptions};
+
+use crate::config::BrokerConfig;
+use crate::metadata::controller::Controller;
+use crate::router::{spawn_receivers, Envelope, Router};
+use crate::shard::ShardCtx;
+
+/// Reads or creates `<data_dir>/meta.properties` with a stable cluster id.
+fn cluster_id(data_dir: &Path, node_id: i32) -> anyhow::Result<String> {
+    let path = data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let mut raw = [0u8; 16];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("reading /dev/urandom")?;
+    let id: String = raw
+        .iter()
+        .map(|b| {
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            ALPHABET[usize::from(b & 63)] as char
+        })
+        .take(22)
+        .collect();
+    let tmp = data_dir.join("meta.properties.tmp");
+    std::fs::write(
+        &tmp,
+        format!("cluster.id={id}\nnode.id={node_id}\nversion=1\n"),
+    )?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+/// Runs the broker until SIGTERM or SIGINT.
+pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let cluster = cluster_id(&data_dir, config.node_id())?;
+    match sluice_storage::raise_fd_limit() {
+        Ok(n) => tracing::info!(nofile = n, "raised RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
+    }
+    let shards = config.cores();
+    tracing::info!(
+        listen = %config.listen(),
+        data_dir = %data_dir.display(),
+        shards,
+        cluster_id = %cluster,
+        "starting sluice"
+    );
+    let mesh = MeshBuilder::<Envelope, _>::full(shards, 4096);
+    let results = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
+        .name("sluice-shard")
+        .io_memory(2 << 20)
+        .on_all_shards(move || {
+            let config = config.clone();
+            let stop = stop.clone();
+            let cluster = cluster.clone();
+            let mesh = mesh.clone();
+            async move { shard_main(config, cluster, mesh, stop, shards).await }
+        })
+        .map_err(|e| anyhow::anyhow!("starting shard executors: {e}"))?
+        .join_all();
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(e) => failed = Some(anyhow::anyhow!("shard thread failed: {e:?}")),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("clean shutdown complete");
+            Ok(())
+        }
+    }
+}
+
+async fn shard_main(
+    config: BrokerConfig,
+    cluster: String,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    shards: usize,
+) -> anyhow::Result<()> {
+    let storage = ShardStorage::start(ShardStorageOptions {
+        cache_bytes: config.int("storage.cache.bytes") as usize,
+        max_open_files: config.int("storage.max.open.files") as usize,
+        retention_check_interval: Duration::from_millis(
+            config.int("log.retention.check.interval.ms") as u64,
+        ),
+        ..ShardStorageOptions::default()
+    });
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| anyhow::anyhow!("joining the shard mesh"))?;
+    let router = Rc::new(Router::new(senders));
+    let ctx = Rc::new(ShardCtx::new(
+        config.clone(),
+        cluster,
+        storage,
+        router.clone(),
+        shards,
+    ));
+    {
+        let ctx = ctx.clone();
+        spawn_receivers(receivers, router, move |req| ctx.start(req));
+    }
+    if ctx.id == 0 {
+        let controller = Controller::load(&ctx.storage, &config.data_dir()).await?;
+        let snapshot = controller.snapshot();
+        let _ = ctx.controller.set(controller);
+        ctx.broadcast_apply(snapshot).await;
+    }
+    while !ctx.ready.get() {
+        ctx.ready_notify.notified().await;
+    }
+    let listener = TcpListener::bind(config.listen())
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen()))?;
+    tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
+    let accept = {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        glommio::spawn_local(crate::connection::serve(ctx.clone(), stream))
+                            .detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach()
+    };
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+    accept.cancel();
+    tracing::info!(shard = ctx.id, "shutting down");
+    ctx.shutdown().await;
+    Ok(())
+}

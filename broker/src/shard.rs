@@ -1,0 +1,393 @@
+//! A shard: one pinned glommio executor and everything it owns — its storage context, the
+//! partitions placed on it, its copy of the metadata image, fetch sessions, and (shard 0) the
+//! controller. `ShardCtx` is owned by its shard and never crosses cores; other shards reach
+//! it only through `ShardRequest` messages.
+//!
+//! ```text
+//!  connection (any shard) ──submit(owner, req)──► owner: start(req) ──► PartitionLog
+//! ```
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use sluice_proto::metadata::MetadataRecord;
+use sluice_storage::{PartitionLog, ShardStorage};
+
+use crate::config::BrokerConfig;
+use crate::errors::{code, now_ms, storage_error_code};
+use crate::metadata::controller::{Controller, MetadataOpResult};
+use crate::metadata::image::{Change, MetadataImage};
+use crate::metadata::topic_config::log_config;
+use crate::placement::shard_for;
+use crate::router::{BoxFuture, Router};
+use crate::shard_msg::{
+    FetchPart, FetchPartResult, OffsetAnswer, ProducePartResult, ShardRequest, ShardResponse, Tp,
+};
+use crate::util::Notify;
+use kafka_protocol::ResponseError;
+
+/// Owned by its shard; never crosses cores.
+pub(crate) struct ShardCtx {
+    pub(crate) id: usize,
+    pub(crate) shards: usize,
+    pub(crate) config: BrokerConfig,
+    pub(crate) cluster_id: String,
+    pub(crate) storage: Rc<ShardStorage>,
+    pub(crate) router: Rc<Router>,
+    pub(crate) image: RefCell<MetadataImage>,
+    /// Partitions this shard owns, by topic then partition index.
+    partitions: RefCell<HashMap<String, HashMap<i32, PartitionLog>>>,
+    pub(crate) controller: OnceCell<Controller>,
+    pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
+    /// Set once the first metadata snapshot has been applied.
+    pub(crate) ready: Cell<bool>,
+    pub(crate) ready_notify: Notify,
+}
+
+impl ShardCtx {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        cluster_id: String,
+        storage: Rc<ShardStorage>,
+        router: Rc<Router>,
+        shards: usize,
+    ) -> Self {
+        Self {
+            id: router.shard_id,
+            shards,
+            config,
+            cluster_id,
+            storage,
+            router,
+            image: RefCell::new(MetadataImage::default()),
+            partitions: RefCell::new(HashMap::new()),
+            controller: OnceCell::new(),
+            fetch_sessions: RefCell::new(Default::default()),
+            ready: Cell::new(false),
+            ready_notify: Notify::default(),
+        }
+    }
+
+    pub(crate) fn config_value(&self, name: &str) -> String {
+        self.config.config_value(name)
+    }
+
+    /// The shard that owns `partition` of `topic`, if the topic exists.
+    pub(crate) fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+        let image = self.image.borrow();
+        let t = image.topic(topic)?;
+        (0..t.partitions)
+            .contains(&partition)
+            .then(|| shard_for(&t.id, partition, self.shards))
+    }
+
+    pub(crate) fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
+        self.partitions
+            .borrow()
+            .get(topic)?
+            .get(&partition)
+            .cloned()
+    }
+
+    /// Submits `req` to `shard`. Awaiting this runs (locally) or queues (remotely) the
+    /// request's ordered part; the returned future yields the answer.
+    pub(crate) async fn submit(
+        self: &Rc<Self>,
+        shard: usize,
+        req: ShardRequest,
+    ) -> BoxFuture<ShardResponse> {
+        if shard == self.id {
+            return self.start(req);
+        }
+        let reply = self.router.send(shard, req).await;
+        Box::pin(async move { reply.await.unwrap_or(ShardResponse::Unavailable) })
+    }
+
+    /// Submits and waits for the answer.
+    pub(crate) async fn call(self: &Rc<Self>, shard: usize, req: ShardRequest) -> ShardResponse {
+        self.submit(shard, req).await.await
+    }
+
+    /// Sends metadata records to every shard (this one included) and waits for all to apply.
+    pub(crate) async fn broadcast_apply(self: &Rc<Self>, records: Vec<MetadataRecord>) {
+        let mut pending = Vec::with_capacity(self.shards);
+        for s in 0..self.shards {
+            pending.push(self.submit(s, ShardRequest::Apply(records.clone())).await);
+        }
+        for p in pending {
+            p.await;
+        }
+    }
+
+    /// Runs the ordered part of a request now; the rest runs in the returned future.
+    pub(crate) fn start(self: &Rc<Self>, req: ShardRequest) -> BoxFuture<ShardResponse> {
+        let ctx = self.clone();
+        match req {
+            ShardRequest::Apply(records) => Box::pin(async move {
+                ctx.apply(records).await;
+                ShardResponse::Done
+            }),
+            ShardRequest::Metadata(op) => match self.controller.get() {
+                Some(c) => {
+                    let fut = c.start(self, op);
+                    Box::pin(async move { ShardResponse::Metadata(fut.await) })
+                }
+                None => Box::pin(async move {
+                    ShardResponse::Metadata(MetadataOpResult::Failed(
+                        code(ResponseError::NotController),
+                        "metadata changes go to shard 0".into(),
+                    ))
+                }),
+            },
+            ShardRequest::Produce { acks, parts } => self.produce(acks, parts),
+            ShardRequest::Fetch { parts, max_bytes } => {
+                Box::pin(async move { ShardResponse::Fetch(ctx.fetch(parts, max_bytes).await) })
+            }
+            ShardRequest::WaitData { parts, wait_ms } => Box::pin(async move {
+                ctx.wait_data(&parts, wait_ms).await;
+                ShardResponse::Done
+            }),
+            ShardRequest::ListOffsets { parts } => Box::pin(async move {
+                let mut out = Vec::with_capacity(parts.len());
+                for (tp, ts) in parts {
+                    out.push(ctx.list_offset(&tp, ts).await);
+                }
+                ShardResponse::ListOffsets(out)
+            }),
+        }
+    }
+
+    /// Appends each part now, in arrival order; waits for durability in the future.
+    fn produce(
+        self: &Rc<Self>,
+        acks: i16,
+        parts: Vec<(Tp, bytes::Bytes)>,
+    ) -> BoxFuture<ShardResponse> {
+        let now = now_ms();
+        let mut results = Vec::with_capacity(parts.len());
+        let mut waits = Vec::new();
+        for (tp, records) in parts {
+            let Some(log) = self.log(&tp.topic, tp.partition) else {
+                results.push(ProducePartResult {
+                    error: code(ResponseError::UnknownTopicOrPartition),
+                    base_offset: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                });
+                continue;
+            };
+            match log.append(records, now) {
+                Ok(info) => {
+                    if acks == -1 {
+                        waits.push((results.len(), log.clone(), info.last_offset));
+                    }
+                    results.push(ProducePartResult {
+                        error: 0,
+                        message: None,
+                        base_offset: info.base_offset,
+                        log_start_offset: info.log_start_offset,
+                    });
+                }
+                Err(e) => results.push(ProducePartResult {
+                    error: storage_error_code(&e),
+                    message: Some(e.to_string()),
+                    base_offset: -1,
+                    log_start_offset: -1,
+                }),
+            }
+        }
+        Box::pin(async move {
+            for (i, log, last) in waits {
+                if let Err(e) = log.wait_durable(last).await {
+                    results[i] = ProducePartResult {
+                        error: storage_error_code(&e),
+                        message: Some(e.to_string()),
+                        base_offset: -1,
+                        log_start_offset: -1,
+                    };
+                }
+            }
+            ShardResponse::Produce(results)
+        })
+    }
+
+    async fn fetch(&self, parts: Vec<FetchPart>, max_bytes: usize) -> Vec<FetchPartResult> {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut budget = max_bytes;
+        for part in parts {
+            let Some(log) = self.log(&part.tp.topic, part.tp.partition) else {
+                out.push(FetchPartResult {
+                    error: code(ResponseError::UnknownTopicOrPartition),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    batches: Vec::new(),
+                });
+                continue;
+            };
+            let hw = log.durable_offset();
+            let mut r = FetchPartResult {
+                error: 0,
+                high_watermark: hw,
+                log_start_offset: log.log_start_offset(),
+                batches: Vec::new(),
+            };
+            let limit = part.max_bytes.min(budget);
+            // KIP-74: the first batch of the response is returned whole even if too large.
+            let min_one = budget == max_bytes;
+            if part.fetch_offset < r.log_start_offset || part.fetch_offset > log.log_end_offset() {
+                r.error = code(ResponseError::OffsetOutOfRange);
+            } else if part.fetch_offset < hw && (limit > 0 || min_one) {
+                match log.read(part.fetch_offset, hw, limit, min_one).await {
+                    Ok(batches) => r.batches = batches,
+                    Err(e) => r.error = storage_error_code(&e),
+                }
+            }
+            budget = budget.saturating_sub(r.bytes());
+            out.push(r);
+        }
+        out
+    }
+
+    /// Returns when any partition has durable data past its offset, or after `wait_ms`.
+    async fn wait_data(&self, parts: &[(Tp, i64)], wait_ms: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            let ready = parts
+                .iter()
+                .any(|(tp, offset)| match self.log(&tp.topic, tp.partition) {
+                    Some(log) => log.durable_offset() > *offset || *offset < log.log_start_offset(),
+                    None => true,
+                });
+            let now = std::time::Instant::now();
+            if ready || now >= deadline {
+                return;
+            }
+            future::or(self.storage.wait_progress(), async {
+                glommio::timer::sleep(deadline - now).await;
+            })
+            .await;
+        }
+    }
+
+    async fn list_offset(&self, tp: &Tp, ts: i64) -> OffsetAnswer {
+        let Some(log) = self.log(&tp.topic, tp.partition) else {
+            return OffsetAnswer {
+                error: code(ResponseError::UnknownTopicOrPartition),
+                timestamp: -1,
+                offset: -1,
+            };
+        };
+        let (timestamp, offset) = match ts {
+            -2 => (-1, log.log_start_offset()),
+            -1 => (-1, log.durable_offset()),
+            -3 => log.max_timestamp().unwrap_or((-1, -1)),
+            ts => match log.offset_for_timestamp(ts).await {
+                Ok(Some((offset, t))) => (t, offset),
+                Ok(None) => (-1, -1),
+                Err(e) => {
+                    return OffsetAnswer {
+                        error: storage_error_code(&e),
+                        timestamp: -1,
+                        offset: -1,
+                    }
+                }
+            },
+        };
+        OffsetAnswer {
+            error: 0,
+            timestamp,
+            offset,
+        }
+    }
+
+    /// Applies metadata records to this shard's image and opens, reconfigures or deletes
+    /// the partitions this shard owns.
+    async fn apply(&self, records: Vec<MetadataRecord>) {
+        let changes: Vec<Change> = {
+            let mut image = self.image.borrow_mut();
+            records.iter().flat_map(|r| image.apply(r)).collect()
+        };
+        for change in changes {
+            match change {
+                Change::PartitionAdded {
+                    topic,
+                    id,
+                    partition,
+                } => {
+                    if shard_for(&id, partition, self.shards) != self.id {
+                        continue;
+                    }
+                    let config = match self.image.borrow().topic(&topic) {
+                        Some(t) => log_config(&t.configs, &self.config),
+                        None => continue,
+                    };
+                    let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
+                    match PartitionLog::open(&self.storage, dir, config).await {
+                        Ok(log) => {
+                            self.partitions
+                                .borrow_mut()
+                                .entry(topic)
+                                .or_default()
+                                .insert(partition, log);
+                        }
+                        Err(e) => {
+                            tracing::error!(%topic, partition, error = %e, "cannot open partition")
+                        }
+                    }
+                }
+                Change::TopicRemoved {
+                    topic,
+                    id,
+                    partitions,
+                } => {
+                    tracing::info!(%topic, id = %uuid::Uuid::from_bytes(id), partitions, shard = self.id, "deleting topic");
+                    let owned = self.partitions.borrow_mut().remove(&topic);
+                    for (partition, log) in owned.into_iter().flatten() {
+                        if let Err(e) = log.delete().await {
+                            tracing::error!(%topic, partition, error = %e, "cannot delete partition");
+                        }
+                    }
+                }
+                Change::ConfigChanged { topic } => {
+                    let config = match self.image.borrow().topic(&topic) {
+                        Some(t) => log_config(&t.configs, &self.config),
+                        None => continue,
+                    };
+                    if let Some(parts) = self.partitions.borrow().get(&topic) {
+                        for log in parts.values() {
+                            log.set_config(config.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if !self.ready.get() {
+            self.ready.set(true);
+            self.ready_notify.notify_all();
+        }
+    }
+
+    /// Closes every partition log (clean-shutdown markers) and the metadata log.
+    pub(crate) async fn shutdown(&self) {
+        let logs: Vec<PartitionLog> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        for log in logs {
+            if let Err(e) = log.close().await {
+                tracing::warn!(error = %e, "closing partition");
+            }
+        }
+        if let Some(c) = self.controller.get() {
+            c.close().await;
+        }
+        if let Err(e) = self.storage.shutdown().await {
+            tracing::warn!(error = %e, "storage shutdown");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Messages between shards. Everything here is `Send` and owns its data (`Bytes` slices of
+//! record data move without copying); nothing refers to shard-local state.
+
+use bytes::Bytes;
+use sluice_proto::metadata::MetadataRecord;
+
+use crate::metadata::controller::{MetadataOp, MetadataOpResult};
+
+/// A partition named by topic and index.
+#[derive(Debug, Clone)]
+pub(crate) struct Tp {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FetchPart {
+    pub(crate) tp: Tp,
+    pub(crate) fetch_offset: i64,
+    pub(crate) max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FetchPartResult {
+    pub(crate) error: i16,
+    pub(crate) high_watermark: i64,
+    pub(crate) log_start_offset: i64,
+    pub(crate) batches: Vec<Bytes>,
+}
+
+impl FetchPartResult {
+    pub(crate) fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProducePartResult {
+    pub(crate) error: i16,
+    pub(crate) message: Option<String>,
+    pub(crate) base_offset: i64,
+    pub(crate) log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OffsetAnswer {
+    pub(crate) error: i16,
+    pub(crate) timestamp: i64,
+    pub(crate) offset: i64,
+}
+
+/// A request to the shard that owns the data.
+#[derive(Debug)]
+pub(crate) enum ShardRequest {
+    /// Apply metadata records (broadcast by the controller).
+    Apply(Vec<MetadataRecord>),
+    /// A change for the controller (shard 0 only).
+    Metadata(MetadataOp),
+    /// Append records; answer after append (acks 0/1) or once durable (acks -1).
+    Produce { acks: i16, parts: Vec<(Tp, Bytes)> },
+    /// Read from each partition, at most `max_bytes` in all (the first batch always whole).
+    Fetch {
+        parts: Vec<FetchPart>,
+        max_bytes: usize,
+    },
+    /// Resolve once any partition has data past its offset, or after `wait_ms`.
+    WaitData { parts: Vec<(Tp, i64)>, wait_ms: u64 },
+    /// Offsets for timestamps (-2 earliest, -1 latest, -3 max timestamp).
+    ListOffsets { parts: Vec<(Tp, i64)> },
+}
+
+/// The owner's answer.
+#[derive(Debug)]
+pub(crate) enum ShardResponse {
+    Done,
+    Metadata(MetadataOpResult),
+    Produce(Vec<ProducePartResult>),
+    Fetch(Vec<FetchPartResult>),
+    ListOffsets(Vec<OffsetAnswer>),
+    /// The shard could not answer (it is shutting down).
+    Unavailable,
+}
