@@ -4,7 +4,7 @@
 //!
 //! Timers are detached glommio tasks holding a `Weak` to the coordinator; each re-checks an
 //! epoch/incarnation after sleeping, so a stale timer does nothing. glommio may poll a
-//! spawned task at once, so every task sleeps or yields before it borrows the state. Every helper here is
+//! spawned task at once, so every task yields first (`spawn_detached`). Every helper here is
 //! synchronous and runs under one `RefCell` borrow; none awaits.
 
 use std::cell::{Cell, RefCell};
@@ -147,12 +147,11 @@ impl GroupCoordinator {
     /// Appends in call order and drives the write on a detached task (nobody waits).
     pub(super) fn append_detached(&self, records: Vec<(Bytes, Option<Bytes>)>, what: &'static str) {
         let fut = self.log.append(records);
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             if let Err(e) = fut.await {
                 tracing::warn!(error = %e, what, "__consumer_offsets append failed");
             }
-        })
-        .detach();
+        });
     }
 
     // ------------------------------------------------------------ rebalance machinery
@@ -189,17 +188,15 @@ impl GroupCoordinator {
             group.new_member_added = false;
             let initial = self.config.initial_rebalance_delay_ms as i64;
             let remaining = (rebalance_timeout - initial).max(0);
-            glommio::spawn_local(initial_delay_timer(weak, gid, epoch, initial, remaining))
-                .detach();
+            spawn_detached(initial_delay_timer(weak, gid, epoch, initial, remaining));
         } else {
             group.initial_delay_active = false;
-            glommio::spawn_local(async move {
+            spawn_detached(async move {
                 glommio::timer::sleep(millis(rebalance_timeout)).await;
                 if let Some(c) = weak.upgrade() {
                     c.on_join_timer(&gid, epoch);
                 }
-            })
-            .detach();
+            });
             self.try_complete_join(group);
         }
     }
@@ -300,13 +297,12 @@ impl GroupCoordinator {
         let timeout = i64::from(group.max_rebalance_timeout_ms());
         let weak = self.this.clone();
         let gid = group.group_id.clone();
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             glommio::timer::sleep(millis(timeout)).await;
             if let Some(c) = weak.upgrade() {
                 c.on_pending_sync_timer(&gid, generation);
             }
-        })
-        .detach();
+        });
     }
 
     fn on_pending_sync_timer(&self, group_id: &str, generation: i32) {
@@ -358,10 +354,7 @@ impl GroupCoordinator {
         let weak = self.this.clone();
         let gid = group_id.to_owned();
         let mid = member_id.to_owned();
-        glommio::spawn_local(async move {
-            // glommio may poll a new task right away, inside the caller's state borrow:
-            // step out of it before touching the state.
-            futures_lite::future::yield_now().await;
+        spawn_detached(async move {
             loop {
                 let wait = match weak.upgrade() {
                     Some(c) => match c.check_member_expiry(&gid, &mid, incarnation) {
@@ -372,8 +365,7 @@ impl GroupCoordinator {
                 };
                 glommio::timer::sleep(wait).await;
             }
-        })
-        .detach();
+        });
     }
 
     /// Returns how long to sleep before the next check, or None when the watch is over.
@@ -415,7 +407,7 @@ impl GroupCoordinator {
         let weak = self.this.clone();
         let gid = group_id.to_owned();
         let mid = member_id.to_owned();
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             glommio::timer::sleep(millis(i64::from(session_ms))).await;
             if let Some(c) = weak.upgrade() {
                 let mut st = c.state.borrow_mut();
@@ -425,8 +417,7 @@ impl GroupCoordinator {
                     }
                 }
             }
-        })
-        .detach();
+        });
     }
 
     pub(super) fn new_member(&self, member_id: String, p: &JoinParams) -> Member {
@@ -447,6 +438,17 @@ impl GroupCoordinator {
             incarnation: self.next_counter(),
         }
     }
+}
+
+/// Runs `fut` as a detached local task. glommio may poll a new task right away, inside
+/// the caller's state borrow (and a zero-length sleep is ready at once), so the task yields
+/// before anything else.
+fn spawn_detached(fut: impl std::future::Future<Output = ()> + 'static) {
+    glommio::spawn_local(async move {
+        futures_lite::future::yield_now().await;
+        fut.await;
+    })
+    .detach();
 }
 
 /// Kafka's InitialDelayedJoin: wait `delay`; while new members keep arriving, wait again

@@ -23,6 +23,8 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_offsets;
+#[cfg(test)]
+mod tests_sim;
 
 use std::future::Future;
 use std::pin::Pin;
