@@ -1,0 +1,353 @@
+//! Admin APIs through rdkafka's AdminClient: CreateTopics (and its errors), DeleteTopics,
+//! CreatePartitions, DescribeConfigs/AlterConfigs, Metadata, and auto-creation of unknown
+//! topics on produce and on metadata (auto.create.topics.enable defaults to true).
+//! Every error is checked by its Kafka error code, as a Java client would see it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use common::{block_on, BrokerProcess, OP_TIMEOUT};
+use rdkafka::admin::{
+    AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+fn opts() -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(OP_TIMEOUT))
+        .request_timeout(Some(OP_TIMEOUT))
+}
+
+/// Creates one topic and returns the per-topic result code (None = success).
+fn try_create(broker: &BrokerProcess, topic: NewTopic<'_>) -> Result<Option<RDKafkaErrorCode>> {
+    let admin = broker.admin()?;
+    let results = block_on(admin.create_topics([&topic], &opts()))?;
+    ensure!(results.len() == 1, "expected one result, got {results:?}");
+    Ok(results
+        .into_iter()
+        .next()
+        .and_then(|r| r.err())
+        .map(|(_, code)| code))
+}
+
+/// Partition count of `topic` in metadata, or the topic-level error.
+fn partition_count(
+    broker: &BrokerProcess,
+    topic: &str,
+) -> Result<std::result::Result<usize, RDKafkaErrorCode>> {
+    let client: BaseConsumer = broker.client_config().create()?;
+    let md = client.fetch_metadata(Some(topic), OP_TIMEOUT)?;
+    match md.topics().iter().find(|t| t.name() == topic) {
+        None => Ok(Err(RDKafkaErrorCode::UnknownTopicOrPartition)),
+        Some(t) => match t.error() {
+            Some(e) => Ok(Err(e.into())),
+            None => Ok(Ok(t.partitions().len())),
+        },
+    }
+}
+
+#[test]
+fn create_topic_and_its_errors() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let created = try_create(
+        &broker,
+        NewTopic::new("orders", 3, TopicReplication::Fixed(1)),
+    )?;
+    ensure!(created.is_none(), "create orders: {created:?}");
+    broker.wait_for_topic("orders", 3)?;
+
+    // Metadata: one broker, the topic with partitions 0..3 each led by that broker.
+    let client: BaseConsumer = broker.client_config().create()?;
+    let md = client.fetch_metadata(None, OP_TIMEOUT)?;
+    ensure!(md.brokers().len() == 1, "brokers: {}", md.brokers().len());
+    let broker_id = md.brokers()[0].id();
+    ensure!(
+        md.brokers()[0].port() == i32::from(broker.port()),
+        "advertised port {}",
+        md.brokers()[0].port()
+    );
+    let Some(t) = md.topics().iter().find(|t| t.name() == "orders") else {
+        bail!("orders missing from full metadata")
+    };
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    ensure!(ids == vec![0, 1, 2], "partition ids {ids:?}");
+    for p in t.partitions() {
+        ensure!(
+            p.leader() == broker_id,
+            "partition {} leader {}",
+            p.id(),
+            p.leader()
+        );
+        ensure!(
+            p.replicas() == [broker_id] && p.isr() == [broker_id],
+            "partition {} replicas {:?} isr {:?}",
+            p.id(),
+            p.replicas(),
+            p.isr()
+        );
+    }
+
+    let again = try_create(
+        &broker,
+        NewTopic::new("orders", 5, TopicReplication::Fixed(1)),
+    )?;
+    ensure!(
+        again == Some(RDKafkaErrorCode::TopicAlreadyExists),
+        "re-create gave {again:?}"
+    );
+    ensure!(
+        partition_count(&broker, "orders")? == Ok(3),
+        "re-create changed the partition count"
+    );
+
+    let too_long = "x".repeat(250);
+    for bad in ["bad name!", "..", ".", "a/b", too_long.as_str()] {
+        let r = try_create(&broker, NewTopic::new(bad, 1, TopicReplication::Fixed(1)))?;
+        ensure!(
+            r == Some(RDKafkaErrorCode::InvalidTopic),
+            "create {bad:?} gave {r:?}, want INVALID_TOPIC_EXCEPTION"
+        );
+    }
+    let r = try_create(
+        &broker,
+        NewTopic::new("bad-config", 1, TopicReplication::Fixed(1)).set("retention.ms", "soon"),
+    )?;
+    ensure!(
+        r == Some(RDKafkaErrorCode::InvalidConfig),
+        "retention.ms=soon gave {r:?}, want INVALID_CONFIG"
+    );
+    Ok(())
+}
+
+#[test]
+fn replication_factor_above_broker_count_is_rejected() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let r = try_create(&broker, NewTopic::new("rf3", 1, TopicReplication::Fixed(3)))?;
+    ensure!(
+        r == Some(RDKafkaErrorCode::InvalidReplicationFactor),
+        "rf=3 on one broker gave {r:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn delete_topic_then_recreate_starts_empty() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("doomed", 3, &[])?;
+    let producer: FutureProducer = broker.producer(&[])?;
+    block_on(async {
+        for i in 0..30 {
+            let v = format!("old-{i}");
+            if let Err((e, _)) = producer
+                .send(
+                    FutureRecord::<(), _>::to("doomed")
+                        .partition(i % 3)
+                        .payload(&v),
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                bail!("produce: {e}");
+            }
+        }
+        Ok(())
+    })?;
+    let admin = broker.admin()?;
+    let results = block_on(admin.delete_topics(&["doomed"], &opts()))?;
+    ensure!(results.iter().all(|r| r.is_ok()), "delete: {results:?}");
+    let deadline = Instant::now() + OP_TIMEOUT;
+    loop {
+        match partition_count(&broker, "doomed")? {
+            Err(RDKafkaErrorCode::UnknownTopicOrPartition) => break,
+            other if Instant::now() > deadline => {
+                bail!("deleted topic still in metadata: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let results = block_on(admin.delete_topics(&["doomed"], &opts()))?;
+    ensure!(
+        matches!(
+            results.as_slice(),
+            [Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))]
+        ),
+        "deleting a missing topic gave {results:?}"
+    );
+
+    // Same name, new topic: empty, with the new partition count.
+    broker.create_topic("doomed", 2, &[])?;
+    for p in 0..2 {
+        let w = broker.watermarks("doomed", p)?;
+        ensure!(
+            w == (0, 0),
+            "re-created partition {p} has watermarks {w:?}: old data leaked"
+        );
+    }
+    let consumed = broker.consume_all("doomed", 2)?;
+    ensure!(
+        consumed.is_empty(),
+        "re-created topic returned {} old records",
+        consumed.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn create_partitions_grows_and_never_shrinks() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("growing", 3, &[])?;
+    let admin = broker.admin()?;
+    let results = block_on(admin.create_partitions([&NewPartitions::new("growing", 6)], &opts()))?;
+    ensure!(results.iter().all(|r| r.is_ok()), "grow to 6: {results:?}");
+    broker.wait_for_topic("growing", 6)?;
+
+    // The new partition takes writes.
+    let producer: FutureProducer = broker.producer(&[])?;
+    let d = block_on(
+        producer.send(
+            FutureRecord::<(), _>::to("growing")
+                .partition(5)
+                .payload("p5"),
+            Duration::from_secs(10),
+        ),
+    );
+    match d {
+        Ok(d) => ensure!(
+            d.partition == 5 && d.offset == 0,
+            "delivered at {}@{}",
+            d.partition,
+            d.offset
+        ),
+        Err((e, _)) => bail!("produce to new partition 5: {e}"),
+    }
+
+    let results = block_on(admin.create_partitions([&NewPartitions::new("growing", 2)], &opts()))?;
+    ensure!(
+        matches!(
+            results.as_slice(),
+            [Err((_, RDKafkaErrorCode::InvalidPartitions))]
+        ),
+        "shrinking to 2 gave {results:?}"
+    );
+    let results =
+        block_on(admin.create_partitions([&NewPartitions::new("no-such-topic", 4)], &opts()))?;
+    ensure!(
+        matches!(
+            results.as_slice(),
+            [Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))]
+        ),
+        "growing a missing topic gave {results:?}"
+    );
+    ensure!(
+        partition_count(&broker, "growing")? == Ok(6),
+        "partition count changed by failed requests"
+    );
+    Ok(())
+}
+
+#[test]
+fn describe_and_alter_topic_configs() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("configured", 1, &[("retention.ms", "3600000")])?;
+    let admin = broker.admin()?;
+    let describe = |expect: &str| -> Result<()> {
+        let results =
+            block_on(admin.describe_configs([&ResourceSpecifier::Topic("configured")], &opts()))?;
+        let Some(Ok(resource)) = results.first() else {
+            bail!("describe configs: {results:?}")
+        };
+        let Some(entry) = resource.get("retention.ms") else {
+            bail!("no retention.ms in {:?}", resource.entries)
+        };
+        ensure!(
+            entry.value.as_deref() == Some(expect),
+            "retention.ms = {:?}, want {expect}",
+            entry.value
+        );
+        ensure!(!entry.is_default, "a topic override reported as default");
+        // A default-valued config is described too (Kafka lists every topic config).
+        ensure!(
+            resource.get("cleanup.policy").is_some(),
+            "cleanup.policy missing from describe"
+        );
+        Ok(())
+    };
+    describe("3600000")?;
+
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic("configured")).set("retention.ms", "7200000");
+    let results = block_on(admin.alter_configs([&alter], &opts()))?;
+    ensure!(results.iter().all(|r| r.is_ok()), "alter: {results:?}");
+    describe("7200000")?;
+
+    let results =
+        block_on(admin.describe_configs([&ResourceSpecifier::Topic("absent-topic")], &opts()))?;
+    ensure!(
+        matches!(
+            results.as_slice(),
+            [Err(RDKafkaErrorCode::UnknownTopicOrPartition)]
+        ),
+        "describe of a missing topic gave {results:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_topics_are_auto_created_on_produce_and_metadata() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let producer: FutureProducer = broker.producer(&[])?;
+    let d = block_on(producer.send(
+        FutureRecord::to("auto-produced").key("k").payload("v"),
+        Duration::from_secs(20),
+    ));
+    match d {
+        Ok(d) => ensure!(
+            d.offset == 0,
+            "first record of an auto-created topic at offset {}",
+            d.offset
+        ),
+        Err((e, _)) => bail!("produce to unknown topic: {e}"),
+    }
+    let n = partition_count(&broker, "auto-produced")?;
+    ensure!(
+        matches!(n, Ok(c) if c >= 1),
+        "auto-produced metadata: {n:?}"
+    );
+
+    // A producer's metadata request allows auto-creation; the topic then exists.
+    let client: FutureProducer = broker.producer(&[])?;
+    let deadline = Instant::now() + OP_TIMEOUT;
+    loop {
+        let md = client
+            .client()
+            .fetch_metadata(Some("auto-meta"), OP_TIMEOUT)?;
+        let ok = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == "auto-meta" && t.error().is_none() && !t.partitions().is_empty());
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("metadata never auto-created auto-meta");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        matches!(partition_count(&broker, "auto-meta")?, Ok(c) if c >= 1),
+        "auto-meta not visible to other clients"
+    );
+
+    // A consumer's metadata request does not auto-create (allow_auto_topic_creation=false).
+    let n = partition_count(&broker, "never-created")?;
+    ensure!(
+        n == Err(RDKafkaErrorCode::UnknownTopicOrPartition),
+        "consumer metadata for a missing topic gave {n:?}"
+    );
+    Ok(())
+}

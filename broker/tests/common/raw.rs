@@ -1,0 +1,254 @@
+//! A minimal raw Kafka client over `std::net::TcpStream`, built on `kafka-protocol`, for
+//! tests that need exact control of the bytes (malformed frames, bad CRCs, long-poll
+//! timing). Invariants: every read has a timeout; frames from the broker are checked
+//! against a size bound before allocating; responses must echo the correlation id.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// Largest response frame the tests accept (guards the allocation).
+const MAX_FRAME: usize = 64 << 20;
+
+/// What reading one frame produced.
+#[derive(Debug)]
+pub(crate) enum FrameRead {
+    /// A whole frame (without its 4-byte length prefix).
+    Frame(Bytes),
+    /// The broker closed the connection (EOF or reset).
+    Closed,
+    /// Nothing (complete) arrived before the read timeout.
+    TimedOut,
+}
+
+/// One TCP connection speaking raw Kafka frames; owned by one test thread.
+pub(crate) struct RawClient {
+    stream: TcpStream,
+    next_correlation: i32,
+    /// Broker's supported (min, max) per api key, filled by `negotiate`.
+    versions: Vec<(i16, i16, i16)>,
+}
+
+impl RawClient {
+    pub(crate) fn connect(addr: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(15)))?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient {
+            stream,
+            next_correlation: 1,
+            versions: Vec::new(),
+        })
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Duration) -> Result<()> {
+        Ok(self.stream.set_read_timeout(Some(t))?)
+    }
+
+    /// Writes bytes as they are (no framing).
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    pub(crate) fn shutdown_write(&self) -> Result<()> {
+        Ok(self.stream.shutdown(std::net::Shutdown::Write)?)
+    }
+
+    /// True if some bytes are readable right now or arrive within the read timeout.
+    pub(crate) fn has_data_within(&self, t: Duration) -> Result<bool> {
+        self.stream.set_read_timeout(Some(t))?;
+        let mut b = [0u8; 1];
+        let r = self.stream.peek(&mut b);
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(15)))?;
+        match r {
+            Ok(_) => Ok(true), // data, or EOF (0) which also means "not waiting"
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads one length-prefixed frame.
+    pub(crate) fn read_frame(&mut self) -> Result<FrameRead> {
+        let mut len = [0u8; 4];
+        if let Some(r) = read_exact_or(&mut self.stream, &mut len)? {
+            return Ok(r);
+        }
+        let n = i32::from_be_bytes(len);
+        if n < 0 || n as usize > MAX_FRAME {
+            bail!("broker sent a frame length of {n}");
+        }
+        let mut buf = vec![0u8; n as usize];
+        match read_exact_or(&mut self.stream, &mut buf)? {
+            Some(FrameRead::TimedOut) => bail!("timed out in the middle of a {n}-byte frame"),
+            Some(r) => Ok(r),
+            None => Ok(FrameRead::Frame(Bytes::from(buf))),
+        }
+    }
+
+    /// Encodes header + body for `R` at `version` into one frame (not sent).
+    pub(crate) fn encode_request<R: Request>(
+        &mut self,
+        version: i16,
+        req: &R,
+    ) -> Result<(i32, Vec<u8>)> {
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("sluice-raw-test")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, R::header_version(version))?;
+        req.encode(&mut body, version)?;
+        let mut frame = Vec::with_capacity(body.len() + 4);
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        Ok((correlation, frame))
+    }
+
+    /// Sends `req` and returns its correlation id.
+    pub(crate) fn send<R: Request>(&mut self, version: i16, req: &R) -> Result<i32> {
+        let (correlation, frame) = self.encode_request(version, req)?;
+        self.write_raw(&frame)?;
+        Ok(correlation)
+    }
+
+    /// Reads the response to `correlation`, decoding it as `R::Response` at `version`.
+    pub(crate) fn recv<R: Request>(
+        &mut self,
+        version: i16,
+        correlation: i32,
+    ) -> Result<R::Response> {
+        let mut frame = match self.read_frame()? {
+            FrameRead::Frame(f) => f,
+            other => bail!(
+                "expected a response to api {} v{version}, got {other:?}",
+                R::KEY
+            ),
+        };
+        let header_version = <R::Response as HeaderVersion>::header_version(version);
+        let got = kafka_protocol::messages::ResponseHeader::decode(&mut frame, header_version)?;
+        if got.correlation_id != correlation {
+            bail!(
+                "correlation id {} != expected {correlation}",
+                got.correlation_id
+            );
+        }
+        let resp = R::Response::decode(&mut frame, version)
+            .with_context(|| format!("decoding response to api {} v{version}", R::KEY))?;
+        Ok(resp)
+    }
+
+    /// Sends and waits for the response.
+    pub(crate) fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response> {
+        let c = self.send(version, req)?;
+        self.recv::<R>(version, c)
+    }
+
+    /// ApiVersions v3 (flexible), remembering the broker's ranges.
+    pub(crate) fn negotiate(&mut self) -> Result<ApiVersionsResponse> {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("sluice-tests"))
+            .with_client_software_version(StrBytes::from_static_str("0.1.0"));
+        let resp = self.call(3, &req)?;
+        if resp.error_code != 0 {
+            bail!("ApiVersions v3 error {}", resp.error_code);
+        }
+        self.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        Ok(resp)
+    }
+
+    /// Highest version of `R` that both the broker and `kafka-protocol` support, capped at
+    /// `cap` (e.g. to stay below topic-id-only versions).
+    pub(crate) fn version_for<R: Request>(&self, cap: i16) -> Result<i16> {
+        let Some(&(_, bmin, bmax)) = self.versions.iter().find(|(k, _, _)| *k == R::KEY) else {
+            bail!("broker does not advertise api key {}", R::KEY);
+        };
+        let lo = bmin.max(R::VERSIONS.min);
+        let hi = bmax.min(R::VERSIONS.max).min(cap);
+        if lo > hi {
+            bail!(
+                "no common version for api {}: broker {bmin}..={bmax}, cap {cap}",
+                R::KEY
+            );
+        }
+        Ok(hi)
+    }
+}
+
+/// read_exact that maps EOF/reset to `Closed` and a timeout before any byte to `TimedOut`.
+fn read_exact_or(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Option<FrameRead>> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(Some(FrameRead::Closed)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if filled == 0 {
+                    return Ok(Some(FrameRead::TimedOut));
+                }
+                bail!("timed out after {filled} of {} bytes", buf.len());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Ok(Some(FrameRead::Closed))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// A valid v2 RecordBatch holding `values` (no compression, producer id -1).
+pub(crate) fn record_batch(values: &[&str], base_timestamp: i64) -> Result<Bytes> {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: base_timestamp + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &opts)?;
+    Ok(buf.freeze())
+}

@@ -1,0 +1,174 @@
+//! Long poll: a Fetch with min_bytes=1 on an empty partition is parked until data arrives
+//! (not answered at once), and a produce wakes it well before max_wait_ms expires.
+//! The bounds are functional (a 30 s max wait versus "within 15 s of the ack"), not speed
+//! assertions: a broker that never wakes parked fetches answers only at the 30 s expiry.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use bytes::Buf;
+use common::raw::RawClient;
+use common::{block_on, BrokerProcess};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+const MAX_WAIT_MS: i32 = 30_000;
+const WAKE_BOUND: Duration = Duration::from_secs(15);
+
+fn produce_one(broker: &BrokerProcess, topic: &str, value: &str) -> Result<i64> {
+    let producer = broker.producer(&[("linger.ms", "0")])?;
+    block_on(async {
+        match producer
+            .send(
+                FutureRecord::<(), _>::to(topic).partition(0).payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(d) => Ok(d.offset),
+            Err((e, _)) => bail!("produce failed: {e}"),
+        }
+    })
+}
+
+/// rdkafka consumer with fetch.wait.max.ms=30000 on one core: the record produced while
+/// the consumer waits reaches it long before the fetch would expire.
+#[test]
+fn rdkafka_consumer_wakes_on_produce() -> Result<()> {
+    let broker = BrokerProcess::spawn(1)?;
+    broker.create_topic("lp-rdkafka", 1, &[])?;
+    let consumer = broker.consumer(&[
+        ("fetch.wait.max.ms", "30000"),
+        ("socket.timeout.ms", "60000"),
+    ])?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("lp-rdkafka", 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    // Let the consumer resolve the offset and park a fetch on the empty partition.
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        if let Some(r) = consumer.poll(Duration::from_millis(100)) {
+            match r {
+                Ok(m) => bail!(
+                    "empty partition delivered a record at offset {}",
+                    m.offset()
+                ),
+                Err(e) => bail!("consumer error while idle: {e}"),
+            }
+        }
+    }
+    let offset = produce_one(&broker, "lp-rdkafka", "wake-up")?;
+    let acked_at = Instant::now();
+    loop {
+        if acked_at.elapsed() > WAKE_BOUND {
+            bail!("record not delivered within {WAKE_BOUND:?} of its ack (fetch.wait.max.ms=30000): parked fetch not woken");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => bail!("consumer error: {e}"),
+            Some(Ok(m)) => {
+                ensure!(
+                    m.offset() == offset,
+                    "got offset {}, produced {offset}",
+                    m.offset()
+                );
+                ensure!(
+                    m.payload() == Some(b"wake-up".as_slice()),
+                    "payload differs"
+                );
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+/// Raw Fetch (max_wait 30 s, min_bytes 1) across shards on two cores: no answer while the
+/// partition is empty, then an answer holding the record soon after a produce.
+#[test]
+fn raw_fetch_is_parked_then_woken_by_produce() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("lp-raw", 1, &[])?;
+    let mut client = RawClient::connect(broker.addr())?;
+    client.negotiate()?;
+    let version = client.version_for::<FetchRequest>(12)?; // topic names, not ids
+    let correlation = client.send(version, &fetch_request("lp-raw", 0))?;
+    ensure!(
+        !client.has_data_within(Duration::from_millis(1500))?,
+        "broker answered a min_bytes=1, max_wait={MAX_WAIT_MS} ms fetch on an empty partition at once instead of parking it"
+    );
+    let offset = produce_one(&broker, "lp-raw", "raw-wake")?;
+    let acked_at = Instant::now();
+    client.set_read_timeout(WAKE_BOUND)?;
+    let resp = match client.recv::<FetchRequest>(version, correlation) {
+        Ok(r) => r,
+        Err(e) => bail!(
+            "no fetch response within {WAKE_BOUND:?} of the ack ({e}): parked fetch not woken"
+        ),
+    };
+    ensure!(
+        acked_at.elapsed() < WAKE_BOUND,
+        "fetch answered only after {:?}",
+        acked_at.elapsed()
+    );
+    ensure!(resp.error_code == 0, "fetch error {}", resp.error_code);
+    let part = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == 0);
+    let Some(part) = part else {
+        bail!("fetch response has no partition 0")
+    };
+    ensure!(part.error_code == 0, "partition error {}", part.error_code);
+    ensure!(
+        part.high_watermark == offset + 1,
+        "high watermark {} after producing offset {offset}",
+        part.high_watermark
+    );
+    let mut records = part.records.clone().unwrap_or_default();
+    ensure!(records.has_remaining(), "woken fetch returned no records");
+    let set = RecordBatchDecoder::decode(&mut records)?;
+    let first = set.records.first();
+    ensure!(
+        first.is_some_and(
+            |r| r.offset == offset && r.value.as_deref() == Some(b"raw-wake".as_slice())
+        ),
+        "woken fetch returned {:?}",
+        set.records
+    );
+    // The connection is still usable: an empty sessionless fetch is valid and answered.
+    let next = client.send(
+        version,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_topics(vec![]),
+    )?;
+    let resp = client.recv::<FetchRequest>(version, next)?;
+    ensure!(
+        resp.error_code == 0,
+        "empty fetch error {}",
+        resp.error_code
+    );
+    Ok(())
+}

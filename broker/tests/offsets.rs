@@ -1,0 +1,185 @@
+//! ListOffsets (earliest, latest, by timestamp) through rdkafka's `fetch_watermarks` and
+//! `offsets_for_times`, and OFFSET_OUT_OF_RANGE handling for a consumer positioned past
+//! the end with auto.offset.reset = error / earliest / latest.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use common::{block_on, BrokerProcess, OP_TIMEOUT};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const BASE_TS: i64 = 1_700_000_000_000;
+
+/// Produces `n` records to partition 0 with timestamps BASE_TS + i * 1000.
+fn produce_timestamped(broker: &BrokerProcess, topic: &str, n: i64) -> Result<()> {
+    let producer: FutureProducer = broker.producer(&[("linger.ms", "0")])?;
+    block_on(async {
+        for i in 0..n {
+            let v = format!("v{i}");
+            let rec = FutureRecord::<(), _>::to(topic)
+                .partition(0)
+                .payload(&v)
+                .timestamp(BASE_TS + i * 1000);
+            match producer.send(rec, Duration::from_secs(10)).await {
+                Ok(d) => ensure!(d.offset == i, "record {i} acked at offset {}", d.offset),
+                Err((e, _)) => bail!("produce {i}: {e}"),
+            }
+        }
+        Ok(())
+    })
+}
+
+fn offset_for_time(consumer: &BaseConsumer, topic: &str, ts: i64) -> Result<Offset> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(ts))?;
+    let out = consumer.offsets_for_times(tpl, OP_TIMEOUT)?;
+    let Some(elem) = out.find_partition(topic, 0) else {
+        bail!("no partition 0 in result")
+    };
+    if let Err(e) = elem.error() {
+        bail!("offsets_for_times({ts}) error: {e}");
+    }
+    Ok(elem.offset())
+}
+
+#[test]
+fn list_offsets_earliest_latest_and_by_timestamp() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("times", 1, &[])?;
+    ensure!(
+        broker.watermarks("times", 0)? == (0, 0),
+        "empty partition watermarks"
+    );
+    produce_timestamped(&broker, "times", 10)?;
+    ensure!(
+        broker.watermarks("times", 0)? == (0, 10),
+        "watermarks after 10 records: {:?}",
+        broker.watermarks("times", 0)?
+    );
+
+    let consumer: BaseConsumer = broker.consumer(&[])?;
+    // The earliest offset whose timestamp is >= the target.
+    for (ts, want) in [
+        (BASE_TS - 5_000, Offset::Offset(0)),
+        (BASE_TS, Offset::Offset(0)),
+        (BASE_TS + 1, Offset::Offset(1)),
+        (BASE_TS + 3_500, Offset::Offset(4)),
+        (BASE_TS + 9_000, Offset::Offset(9)),
+        (BASE_TS + 9_001, Offset::End),
+    ] {
+        let got = offset_for_time(&consumer, "times", ts)?;
+        ensure!(
+            got == want,
+            "offsets_for_times({}) = {got:?}, want {want:?}",
+            ts - BASE_TS
+        );
+    }
+    // Unknown partition: an error, not a made-up offset.
+    if let Ok(w) = consumer.fetch_watermarks("times", 7, OP_TIMEOUT) {
+        bail!("watermarks of a missing partition: {w:?}");
+    }
+    Ok(())
+}
+
+/// Assigns partition 0 at `offset` and returns the first poll outcome within a bound.
+fn first_poll(
+    consumer: &BaseConsumer,
+    topic: &str,
+    offset: i64,
+) -> Result<std::result::Result<(i64, Vec<u8>), KafkaError>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => return Ok(Ok((m.offset(), m.payload().unwrap_or_default().to_vec()))),
+            Some(Err(e)) => return Ok(Err(e)),
+        }
+    }
+    bail!("neither a record nor an error within {OP_TIMEOUT:?}")
+}
+
+#[test]
+fn fetch_past_the_end_is_offset_out_of_range() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("short", 1, &[])?;
+    produce_timestamped(&broker, "short", 5)?;
+
+    // auto.offset.reset=error: the broker's OFFSET_OUT_OF_RANGE surfaces as an error.
+    let strict = broker.consumer(&[("auto.offset.reset", "error")])?;
+    match first_poll(&strict, "short", 100)? {
+        Ok((o, _)) => bail!("offset 100 of a 5-record partition delivered offset {o}"),
+        Err(KafkaError::MessageConsumption(code)) => ensure!(
+            matches!(
+                code,
+                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+            ),
+            "want OFFSET_OUT_OF_RANGE, got {code:?}"
+        ),
+        Err(e) => bail!("want OFFSET_OUT_OF_RANGE, got {e}"),
+    }
+
+    // auto.offset.reset=earliest: reset to 0 and read from there.
+    let earliest = broker.consumer(&[("auto.offset.reset", "earliest")])?;
+    match first_poll(&earliest, "short", 100)? {
+        Ok((o, v)) => ensure!(
+            o == 0 && v == b"v0",
+            "after reset to earliest got offset {o}"
+        ),
+        Err(e) => bail!("reset to earliest failed: {e}"),
+    }
+
+    // Offset == high watermark is not out of range: the consumer waits for the next record.
+    let at_end = broker.consumer(&[("auto.offset.reset", "error")])?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("short", 0, Offset::Offset(5))?;
+    at_end.assign(&tpl)?;
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        if let Some(r) = at_end.poll(Duration::from_millis(100)) {
+            match r {
+                Ok(m) => bail!("got offset {} before anything was produced", m.offset()),
+                Err(e) => bail!("offset == high watermark treated as an error: {e}"),
+            }
+        }
+    }
+    let producer: FutureProducer = broker.producer(&[("linger.ms", "0")])?;
+    if let Err((e, _)) = block_on(
+        producer.send(
+            FutureRecord::<(), _>::to("short")
+                .partition(0)
+                .payload("v5"),
+            Duration::from_secs(10),
+        ),
+    ) {
+        bail!("produce v5: {e}");
+    }
+    let deadline = Instant::now() + OP_TIMEOUT;
+    loop {
+        ensure!(
+            Instant::now() < deadline,
+            "record at the old end never arrived"
+        );
+        match at_end.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                ensure!(
+                    m.offset() == 5 && m.payload() == Some(b"v5".as_slice()),
+                    "got offset {}",
+                    m.offset()
+                );
+                break;
+            }
+            Some(Err(e)) => bail!("consuming from the end: {e}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! rdkafka producer → sluice → rdkafka consumer, once per compression codec: 100,000 keyed
+//! records over 12 partitions with acks=all. Every record must come back exactly once, at
+//! the (partition, offset) its delivery report named, in send order within its partition,
+//! in the partition the Java murmur2 partitioner picks for its key.
+
+mod common;
+
+use anyhow::{bail, ensure, Result};
+use common::partitioner::partition_for_key;
+use common::{block_on, payload_seq, record_key, record_payload, BrokerProcess};
+use rdkafka::producer::FutureRecord;
+use std::collections::{BTreeMap, HashMap};
+
+const RECORDS: u64 = 100_000;
+const PARTITIONS: i32 = 12;
+const KEYS: u64 = 5_000;
+
+fn roundtrip(codec: &str) -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let topic = format!("codec-{codec}");
+    broker.create_topic(&topic, PARTITIONS, &[])?;
+
+    let producer =
+        broker.producer(&[("compression.codec", codec), ("batch.num.messages", "2000")])?;
+    let mut futures = Vec::with_capacity(RECORDS as usize);
+    for seq in 0..RECORDS {
+        let key = record_key(seq, KEYS);
+        let payload = record_payload(seq);
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+        match producer.send_result(record) {
+            Ok(f) => futures.push(f),
+            Err((e, _)) => bail!("enqueue of seq {seq} failed: {e}"),
+        }
+    }
+    // seq -> (partition, offset) from the delivery reports.
+    let mut delivered: Vec<(i32, i64)> = Vec::with_capacity(RECORDS as usize);
+    block_on(async {
+        for (seq, f) in futures.into_iter().enumerate() {
+            match f.await {
+                Ok(Ok(d)) => delivered.push((d.partition, d.offset)),
+                Ok(Err((e, _))) => bail!("seq {seq} not acknowledged: {e}"),
+                Err(_) => bail!("seq {seq}: delivery future cancelled"),
+            }
+        }
+        Ok(())
+    })?;
+
+    // Per partition, the offsets the broker assigned are 0..n without gaps.
+    let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (seq, &(p, o)) in delivered.iter().enumerate() {
+        let key = record_key(seq as u64, KEYS);
+        ensure!(
+            p == partition_for_key(key.as_bytes(), PARTITIONS),
+            "seq {seq} key {key} went to partition {p}, murmur2 says {}",
+            partition_for_key(key.as_bytes(), PARTITIONS)
+        );
+        per_partition.entry(p).or_default().push(o);
+    }
+    for (p, offsets) in &per_partition {
+        let mut sorted = offsets.clone();
+        sorted.sort_unstable();
+        let want: Vec<i64> = (0..offsets.len() as i64).collect();
+        ensure!(
+            sorted == want,
+            "partition {p}: acked offsets are not 0..{} without gaps",
+            offsets.len()
+        );
+        let (low, high) = broker.watermarks(&topic, *p)?;
+        ensure!(
+            (low, high) == (0, offsets.len() as i64),
+            "partition {p} watermarks {low}..{high}, acked {}",
+            offsets.len()
+        );
+    }
+
+    let consumed = broker.consume_all(&topic, PARTITIONS)?;
+    ensure!(
+        consumed.len() as u64 == RECORDS,
+        "consumed {} records, produced {RECORDS}",
+        consumed.len()
+    );
+    let mut seen = vec![false; RECORDS as usize];
+    let mut last: HashMap<i32, (i64, u64)> = HashMap::new();
+    for c in &consumed {
+        let payload = c.payload.as_deref().unwrap_or_default();
+        let seq = payload_seq(payload)?;
+        ensure!(seq < RECORDS, "unknown seq {seq}");
+        ensure!(
+            !seen[seq as usize],
+            "seq {seq} consumed twice (second at {}@{})",
+            c.partition,
+            c.offset
+        );
+        seen[seq as usize] = true;
+        ensure!(
+            (c.partition, c.offset) == delivered[seq as usize],
+            "seq {seq} consumed at {}@{} but acked at {:?}",
+            c.partition,
+            c.offset,
+            delivered[seq as usize]
+        );
+        ensure!(
+            payload == record_payload(seq).as_bytes(),
+            "seq {seq}: payload differs"
+        );
+        ensure!(
+            c.key.as_deref() == Some(record_key(seq, KEYS).as_bytes()),
+            "seq {seq}: key differs"
+        );
+        if let Some(&(prev_off, prev_seq)) = last.get(&c.partition) {
+            ensure!(
+                c.offset > prev_off && seq > prev_seq,
+                "partition {} out of order: {prev_off}/{prev_seq} then {}/{seq}",
+                c.partition,
+                c.offset
+            );
+        }
+        last.insert(c.partition, (c.offset, seq));
+    }
+    ensure!(seen.iter().all(|s| *s), "some records were never consumed");
+    // Timestamps survive: librdkafka stamps create time, so every record has one.
+    ensure!(
+        consumed.iter().all(|c| c.timestamp.is_some_and(|t| t > 0)),
+        "a record lost its timestamp"
+    );
+    drop(producer);
+    Ok(())
+}
+
+#[test]
+fn roundtrip_100k_keyed_uncompressed() -> Result<()> {
+    roundtrip("none")
+}
+
+#[test]
+fn roundtrip_100k_keyed_gzip() -> Result<()> {
+    roundtrip("gzip")
+}
+
+#[test]
+fn roundtrip_100k_keyed_snappy() -> Result<()> {
+    roundtrip("snappy")
+}
+
+#[test]
+fn roundtrip_100k_keyed_lz4() -> Result<()> {
+    roundtrip("lz4")
+}
+
+#[test]
+fn roundtrip_100k_keyed_zstd() -> Result<()> {
+    roundtrip("zstd")
+}

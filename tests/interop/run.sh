@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Interop suite: real third-party clients (kcat, kafka-python, confluent-kafka) against a
+# fresh `sluice` on an ephemeral port with a temp data dir. Each check asserts counts and
+# contents; the broker is killed on exit (trap). The last line is `N passed, N failed`;
+# the exit status is non-zero if any check failed.
+# Env: SLUICE_BIN (prebuilt binary; default: build the debug binary), SLUICE_CORES (2).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/tests/interop"
+CORES="${SLUICE_CORES:-2}"
+BIN="${SLUICE_BIN:-}"
+if [ -z "$BIN" ]; then
+    (cd "$ROOT" && cargo build -q -p sluice-broker --bin sluice) || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+    BIN="$ROOT/target/debug/sluice"
+fi
+
+WORK="$(mktemp -d -t sluice-interop-XXXXXX)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+B="127.0.0.1:$PORT"
+PID=""
+cleanup() {
+    if [ -n "$PID" ]; then kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" --listen "$B" --advertised-listener "$B" --data-dir "$WORK/data" --cores "$CORES" \
+    >"$WORK/broker.log" 2>&1 </dev/null &
+PID=$!
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "PASS $1"; }
+ko() {
+    failed=$((failed + 1)); echo "FAIL $1: $2"
+    [ -f "$WORK/out" ] && sed -n '1,20p' "$WORK/out" | sed 's/^/    /'
+}
+# check NAME CMD...: runs CMD (bounded by 120 s) with output in $WORK/out.
+check() {
+    local name="$1"; shift
+    if timeout 120 "$@" >"$WORK/out" 2>&1; then ok "$name"; else ko "$name" "exit $?"; fi
+}
+
+ready=0
+for _ in $(seq 1 200); do
+    if ! kill -0 "$PID" 2>/dev/null; then break; fi
+    if timeout 5 kcat -b "$B" -L -m 2 >/dev/null 2>&1; then ready=1; break; fi
+    sleep 0.1
+done
+if [ "$ready" != 1 ]; then
+    echo "broker did not become ready within 20 s"; tail -n 30 "$WORK/broker.log"
+    echo "0 passed, 1 failed"; exit 1
+fi
+
+# 1. kcat -L: one broker, advertised at our address.
+if timeout 30 kcat -b "$B" -L -m 5 >"$WORK/out" 2>&1 \
+    && grep -q "1 brokers:" "$WORK/out" && grep -q "at 127.0.0.1:$PORT" "$WORK/out"; then
+    ok "kcat metadata"
+else
+    ko "kcat metadata" "want 1 broker at 127.0.0.1:$PORT"
+fi
+
+# 2. kcat keyed produce to an auto-created topic, then consume from the beginning.
+N=2000
+for i in $(seq 0 $((N - 1))); do echo "key$((i % 37)):value$i"; done >"$WORK/keyed.in"
+check "kcat produce (keyed)" kcat -b "$B" -P -t kcat-keyed -K: -X acks=all -l "$WORK/keyed.in"
+if timeout 60 kcat -b "$B" -C -t kcat-keyed -e -o beginning -q -f '%p %o %k:%s\n' >"$WORK/out" 2>&1; then
+    got="$(cut -d' ' -f3 "$WORK/out" | sort)"
+    want="$(sort "$WORK/keyed.in")"
+    split_keys="$(awk '{split($3, kv, ":"); print kv[1], $1}' "$WORK/out" | sort -u | cut -d' ' -f1 | uniq -d | wc -l)"
+    dup_offsets="$(cut -d' ' -f1,2 "$WORK/out" | sort | uniq -d | wc -l)"
+    if [ "$got" == "$want" ] && [ "$split_keys" == 0 ] && [ "$dup_offsets" == 0 ]; then
+        ok "kcat consume (all $N keyed records, one partition per key)"
+    else
+        ko "kcat consume" "records differ ($(wc -l <"$WORK/out") lines, keys split: $split_keys, dup offsets: $dup_offsets)"
+    fi
+else
+    ko "kcat consume" "kcat exited non-zero"
+fi
+
+# 3. kafka-python: admin create, keyed gzip produce, assign + seek consume without a group.
+check "kafka-python producer/consumer" python3 "$HERE/kafka_python_check.py" "$B" py-topic 3000
+
+# 4. confluent-kafka: metadata, create, lz4 produce with delivery reports, assign consume.
+check "confluent-kafka producer/consumer" python3 "$HERE/confluent_check.py" "$B" ck-topic 3000
+
+# 5. Cross-client: kcat reads what kafka-python wrote, in full.
+if timeout 60 kcat -b "$B" -C -t py-topic -e -o beginning -q -f '%s\n' >"$WORK/out" 2>&1 \
+    && [ "$(sort -u "$WORK/out" | wc -l)" == 3000 ] && [ "$(wc -l <"$WORK/out")" == 3000 ]; then
+    ok "kcat reads kafka-python's records"
+else
+    ko "kcat reads kafka-python's records" "want 3000 distinct values, got $(wc -l <"$WORK/out") lines"
+fi
+
+if ! kill -0 "$PID" 2>/dev/null; then
+    ko "broker alive at the end" "broker exited"; tail -n 30 "$WORK/broker.log"
+else
+    ok "broker alive at the end"
+fi
+if [ "$failed" != 0 ]; then
+    echo "--- broker log tail ---"; tail -n 30 "$WORK/broker.log"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" == 0 ]
