@@ -79,10 +79,6 @@ impl GroupCoordinator {
         })
     }
 
-    pub(crate) fn config(&self) -> &GroupConfig {
-        &self.config
-    }
-
     pub(super) fn next_counter(&self) -> u64 {
         let n = self.counter.get();
         self.counter.set(n + 1);
@@ -223,15 +219,45 @@ impl GroupCoordinator {
     /// Kafka's onCompleteJoin: drop members that did not rejoin, start the next generation,
     /// answer every parked JoinGroup (the leader gets the member list).
     pub(super) fn complete_join(&self, group: &mut Group) {
+        // Dynamic members that did not rejoin are dropped; static ones stay (their session
+        // timeout or the pending-sync timer removes them if they are really gone).
         let not_rejoined: Vec<String> = group
             .members
             .values()
-            .filter(|m| m.awaiting_join.is_none())
+            .filter(|m| m.awaiting_join.is_none() && m.group_instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in not_rejoined {
             tracing::info!(group = %group.group_id, member = %id, "member did not rejoin in time, removing");
             group.remove_member(&id);
+        }
+        // Kafka's maybeElectNewJoinedLeader: the leader must be a member that rejoined.
+        let leader_joined = group
+            .leader_id
+            .as_ref()
+            .and_then(|l| group.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
+        if !leader_joined && !group.members.is_empty() {
+            match group.members.values().find(|m| m.awaiting_join.is_some()) {
+                Some(m) => group.leader_id = Some(m.member_id.clone()),
+                None => {
+                    // Only silent static members are left: wait another rebalance timeout
+                    // (their session timeouts will remove them meanwhile).
+                    tracing::warn!(group = %group.group_id, "no member rejoined; extending the rebalance");
+                    group.rebalance_epoch += 1;
+                    let epoch = group.rebalance_epoch;
+                    let timeout = i64::from(group.max_rebalance_timeout_ms());
+                    let weak = self.this.clone();
+                    let gid = group.group_id.clone();
+                    spawn_detached(async move {
+                        glommio::timer::sleep(millis(timeout)).await;
+                        if let Some(c) = weak.upgrade() {
+                            c.on_join_timer(&gid, epoch);
+                        }
+                    });
+                    return;
+                }
+            }
         }
         group.rebalance_epoch += 1;
         group.initial_delay_active = false;

@@ -43,11 +43,22 @@ pub(super) struct JoinParams {
 
 type PersistFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
+/// What to undo when a static member's replacement cannot be stored (Kafka reverts it so
+/// the old instance keeps working).
+struct StaticRevert {
+    instance: String,
+    old_id: String,
+    new_id: String,
+    protocols: Vec<(String, Bytes)>,
+    rebalance_timeout_ms: i32,
+    session_timeout_ms: i32,
+}
+
 enum JoinStep {
     Done(JoinOutcome),
     Wait(Receiver<JoinOutcome>),
     /// Static member replaced in a Stable group: answer after the group record is durable.
-    Persist(PersistFuture, JoinOutcome),
+    Persist(PersistFuture, JoinOutcome, StaticRevert),
 }
 
 enum SyncStep {
@@ -106,11 +117,12 @@ impl GroupCoordinator {
             JoinStep::Wait(rx) => rx.await.unwrap_or_else(|| {
                 JoinOutcome::error(&params.member_id, code(ResponseError::UnknownMemberId))
             }),
-            JoinStep::Persist(write, ok) => match write.await {
+            JoinStep::Persist(write, ok, revert) => match write.await {
                 Ok(()) => ok,
                 Err(e) => {
                     tracing::warn!(group = %params.group_id, error = %e, "storing static member replacement failed");
-                    JoinOutcome::error(&ok.member_id, code(ResponseError::CoordinatorNotAvailable))
+                    self.revert_static_replacement(&params.group_id, revert);
+                    JoinOutcome::error("", code(ResponseError::CoordinatorNotAvailable))
                 }
             },
         };
@@ -337,6 +349,14 @@ impl GroupCoordinator {
         if let Some(tx) = member.awaiting_sync.take() {
             tx.send((code(ResponseError::FencedInstanceId), Bytes::new()));
         }
+        let revert = StaticRevert {
+            instance: instance.clone(),
+            old_id: old_id.clone(),
+            new_id: new_id.clone(),
+            protocols: std::mem::take(&mut member.protocols),
+            rebalance_timeout_ms: member.rebalance_timeout_ms,
+            session_timeout_ms: member.session_timeout_ms,
+        };
         member.member_id = new_id.clone();
         member.incarnation = self.next_counter();
         member.last_heartbeat = std::time::Instant::now();
@@ -379,7 +399,7 @@ impl GroupCoordinator {
                     },
                 };
                 let record = Self::group_record(group, None);
-                JoinStep::Persist(self.log.append(vec![record]), outcome)
+                JoinStep::Persist(self.log.append(vec![record]), outcome, revert)
             }
             GroupState::Stable
             | GroupState::CompletingRebalance
@@ -395,6 +415,36 @@ impl GroupCoordinator {
                 JoinStep::Done(JoinOutcome::error("", code(ResponseError::UnknownMemberId)))
             }
         }
+    }
+
+    /// Puts the old member id back after a failed store, if nothing replaced it meanwhile.
+    fn revert_static_replacement(&self, group_id: &str, r: StaticRevert) {
+        let mut st = self.state.borrow_mut();
+        let Some(group) = st.groups.get_mut(group_id) else {
+            return;
+        };
+        if group.static_members.get(&r.instance) != Some(&r.new_id) {
+            return;
+        }
+        let Some(mut member) = group.members.remove(&r.new_id) else {
+            return;
+        };
+        member.member_id = r.old_id.clone();
+        member.protocols = r.protocols;
+        member.rebalance_timeout_ms = r.rebalance_timeout_ms;
+        member.session_timeout_ms = r.session_timeout_ms;
+        member.incarnation = self.next_counter();
+        member.last_heartbeat = std::time::Instant::now();
+        let incarnation = member.incarnation;
+        group.members.insert(r.old_id.clone(), member);
+        group.static_members.insert(r.instance, r.old_id.clone());
+        if group.is_leader(&r.new_id) {
+            group.leader_id = Some(r.old_id.clone());
+        }
+        if group.pending_sync.remove(&r.new_id) {
+            group.pending_sync.insert(r.old_id.clone());
+        }
+        self.spawn_member_expiry(group_id, &r.old_id, incarnation);
     }
 
     /// SyncGroup (v0-v5). The leader's assignment is made durable before anyone is answered.

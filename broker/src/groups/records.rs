@@ -111,12 +111,6 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 }
 
 impl RecordKey {
-    pub(crate) fn group(&self) -> &str {
-        match self {
-            RecordKey::OffsetCommit { group, .. } | RecordKey::GroupMetadata { group } => group,
-        }
-    }
-
     /// Encodes as Kafka 3.x does: offset keys with version 1, group keys with version 2.
     pub(crate) fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(64);

@@ -671,3 +671,65 @@ fn initial_rebalance_delay_collects_members_into_one_generation() {
         assert_eq!(first.leader, second.leader);
     });
 }
+
+#[test]
+fn failed_static_replacement_is_reverted() {
+    run(|| async {
+        let (log, c) = coordinator(config());
+        let mut j = Join::new("gsr", "", &["t"]);
+        j.instance = Some("inst-9");
+        let first = join_v5(&c, &j).await;
+        let old_id = first.member_id.as_str().to_owned();
+        let r = c
+            .sync_group(
+                sync_req("gsr", first.generation_id, &old_id, &[(&old_id, &[3])]),
+                5,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        log.fail.set(true);
+        let again = c.join_group(j.request(), 5, "client", "h").await;
+        assert_eq!(
+            again.error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        log.fail.set(false);
+        // The old incarnation keeps working, as in Kafka.
+        assert_eq!(heartbeat(&c, "gsr", first.generation_id, &old_id).await, 0);
+        let d = c.describe_group("gsr").await;
+        assert_eq!(d.members.len(), 1);
+        assert_eq!(d.members[0].member_id.as_str(), old_id);
+    });
+}
+
+#[test]
+fn static_member_that_does_not_rejoin_stays_in_the_generation() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let mut tasks = Vec::new();
+        for inst in [None, Some("static-1")] {
+            let c = c.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let mut j = Join::new("gk", "", &["t"]);
+                j.instance = inst;
+                j.rebalance_ms = 50;
+                join_v5(&c, &j).await
+            }));
+        }
+        let dynamic = tasks.remove(0).await;
+        let stat = tasks.remove(0).await;
+        let dyn_id = dynamic.member_id.as_str().to_owned();
+        // The dynamic member forces a rebalance; the static one (long session) is silent.
+        let mut j = Join::new("gk", &dyn_id, &["t", "u"]);
+        j.rebalance_ms = 50;
+        let r = c.join_group(j.request(), 5, "c", "h").await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.generation_id, dynamic.generation_id + 1);
+        // Kafka keeps static members across a rebalance they miss; the leader (the member
+        // that rejoined) assigns for both.
+        assert_eq!(r.leader.as_str(), dyn_id);
+        let ids: Vec<&str> = r.members.iter().map(|m| m.member_id.as_str()).collect();
+        assert!(ids.contains(&stat.member_id.as_str()), "{ids:?}");
+        assert_eq!(ids.len(), 2);
+    });
+}
