@@ -183,6 +183,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Committed offsets of empty groups expire after this.",
     },
     Setting {
+        name: "offsets.retention.check.interval.ms",
+        default: "600000",
+        kind: int(1, i64::MAX),
+        unit: "ms",
+        doc: "How often each shard expires committed offsets of empty groups.",
+    },
+    Setting {
         name: "group.initial.rebalance.delay.ms",
         default: "3000",
         kind: int(0, I32),
@@ -284,6 +291,10 @@ impl BrokerConfig {
         self.get(name).to_string()
     }
     fn get(&self, name: &str) -> &str {
+        debug_assert!(
+            SETTINGS.iter().any(|s| s.name == name),
+            "setting '{name}' is not declared in SETTINGS"
+        );
         self.values.get(name).map(String::as_str).unwrap_or("")
     }
     pub(crate) fn int(&self, name: &str) -> i64 {

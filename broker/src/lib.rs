@@ -4,6 +4,8 @@
 pub mod config;
 mod connection;
 mod errors;
+mod groups;
+mod groups_glue;
 mod handlers;
 mod metadata;
 mod placement;

@@ -142,6 +142,20 @@ async fn shard_main(
     while !ctx.ready.get() {
         ctx.ready_notify.notified().await;
     }
+    if ctx.id == 0 {
+        crate::handlers::groups::ensure_offsets_topic(&ctx).await;
+    }
+    {
+        let ctx = ctx.clone();
+        let every = Duration::from_millis(config.int("offsets.retention.check.interval.ms") as u64);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                ctx.expire_offsets().await;
+            }
+        })
+        .detach();
+    }
     let listener = TcpListener::bind(config.listen())
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen()))?;
     tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");

@@ -18,6 +18,8 @@ use sluice_storage::{PartitionLog, ShardStorage};
 
 use crate::config::BrokerConfig;
 use crate::errors::{code, now_ms, storage_error_code};
+use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer};
 use crate::metadata::controller::{Controller, MetadataOpResult};
 use crate::metadata::image::{Change, MetadataImage};
 use crate::metadata::topic_config::log_config;
@@ -41,6 +43,8 @@ pub(crate) struct ShardCtx {
     /// Partitions this shard owns, by topic then partition index.
     partitions: RefCell<HashMap<String, HashMap<i32, PartitionLog>>>,
     pub(crate) controller: OnceCell<Controller>,
+    /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
+    pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     /// Set once the first metadata snapshot has been applied.
     pub(crate) ready: Cell<bool>,
@@ -65,6 +69,7 @@ impl ShardCtx {
             image: RefCell::new(MetadataImage::default()),
             partitions: RefCell::new(HashMap::new()),
             controller: OnceCell::new(),
+            groups: RefCell::new(HashMap::new()),
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
             ready_notify: Notify::default(),
@@ -149,6 +154,24 @@ impl ShardCtx {
             ShardRequest::WaitData { parts, wait_ms } => Box::pin(async move {
                 ctx.wait_data(&parts, wait_ms).await;
                 ShardResponse::Done
+            }),
+            ShardRequest::Group { partition, call } => Box::pin(async move {
+                if partition < 0 {
+                    let all: Vec<Rc<GroupCoordinator>> =
+                        ctx.groups.borrow().values().cloned().collect();
+                    let mut listed = Vec::new();
+                    if let crate::groups_glue::GroupCall::List { states, types } = call {
+                        for c in all {
+                            listed.extend(c.list_groups(&states, &types).await);
+                        }
+                    }
+                    return ShardResponse::Group(GroupAnswer::List(listed));
+                }
+                let coordinator = ctx.groups.borrow().get(&partition).cloned();
+                ShardResponse::Group(match coordinator {
+                    Some(c) => run_call(&c, call).await,
+                    None => GroupAnswer::NotCoordinator,
+                })
             }),
             ShardRequest::ListOffsets { parts } => Box::pin(async move {
                 let mut out = Vec::with_capacity(parts.len());
@@ -327,6 +350,18 @@ impl ShardCtx {
                     let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
                     match PartitionLog::open(&self.storage, dir, config).await {
                         Ok(log) => {
+                            if topic == OFFSETS_TOPIC {
+                                match load_coordinator(log.clone(), group_config(&self.config))
+                                    .await
+                                {
+                                    Ok(c) => {
+                                        self.groups.borrow_mut().insert(partition, c);
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(partition, error = %e, "cannot load group coordinator")
+                                    }
+                                }
+                            }
                             self.partitions
                                 .borrow_mut()
                                 .entry(topic)
@@ -367,6 +402,18 @@ impl ShardCtx {
         if !self.ready.get() {
             self.ready.set(true);
             self.ready_notify.notify_all();
+        }
+    }
+
+    /// Expires old committed offsets on every coordinator of this shard.
+    pub(crate) async fn expire_offsets(&self) {
+        let all: Vec<Rc<GroupCoordinator>> = self.groups.borrow().values().cloned().collect();
+        let now = now_ms();
+        for c in all {
+            let removed = c.expire_offsets(now).await;
+            if removed > 0 {
+                tracing::info!(removed, shard = self.id, "expired committed offsets");
+            }
         }
     }
 

@@ -67,6 +67,12 @@ pub(crate) enum ShardRequest {
     WaitData { parts: Vec<(Tp, i64)>, wait_ms: u64 },
     /// Offsets for timestamps (-2 earliest, -1 latest, -3 max timestamp).
     ListOffsets { parts: Vec<(Tp, i64)> },
+    /// A consumer-group call for the coordinator of `__consumer_offsets` partition
+    /// `partition` (-1: every coordinator of the shard, for ListGroups).
+    Group {
+        partition: i32,
+        call: crate::groups_glue::GroupCall,
+    },
 }
 
 /// The owner's answer.
@@ -77,6 +83,7 @@ pub(crate) enum ShardResponse {
     Produce(Vec<ProducePartResult>),
     Fetch(Vec<FetchPartResult>),
     ListOffsets(Vec<OffsetAnswer>),
+    Group(crate::groups_glue::GroupAnswer),
     /// The shard could not answer (it is shutting down).
     Unavailable,
 }

@@ -8,6 +8,7 @@ pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod fetch_encode;
 pub(crate) mod fetch_session;
+pub(crate) mod groups;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
@@ -47,6 +48,17 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub(crate) fn supported(api: ApiKey, version: i16) -> bool {
@@ -71,12 +83,9 @@ pub(crate) fn encode<R: Encodable>(
 }
 
 /// A request handled entirely in its response future.
-fn respond<Req, Resp, Fut>(
-    ctx: &Rc<ShardCtx>,
-    frame: &RequestFrame,
-    handler: fn(Rc<ShardCtx>, Req, i16) -> Fut,
-) -> Dispatch
+fn respond<Req, Resp, Fut, H>(ctx: &Rc<ShardCtx>, frame: &RequestFrame, handler: H) -> Dispatch
 where
+    H: FnOnce(Rc<ShardCtx>, Req, i16) -> Fut,
     Req: Decodable + 'static,
     Resp: Encodable + 'static,
     Fut: Future<Output = Resp> + 'static,
@@ -120,6 +129,24 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, peer: &str) -> Di
         ApiKey::DescribeConfigs => respond(ctx, &frame, configs::describe),
         ApiKey::AlterConfigs => respond(ctx, &frame, configs::alter),
         ApiKey::IncrementalAlterConfigs => respond(ctx, &frame, configs::incremental_alter),
+        ApiKey::FindCoordinator => respond(ctx, &frame, groups::find_coordinator),
+        ApiKey::JoinGroup => {
+            let client_id = frame.header.client_id.as_deref().unwrap_or("").to_string();
+            // Kafka reports the client host as "/ip".
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            respond(ctx, &frame, move |ctx, req, v| {
+                groups::join_group(ctx, req, v, client_id, host)
+            })
+        }
+        ApiKey::SyncGroup => respond(ctx, &frame, groups::sync_group),
+        ApiKey::Heartbeat => respond(ctx, &frame, groups::heartbeat),
+        ApiKey::LeaveGroup => respond(ctx, &frame, groups::leave_group),
+        ApiKey::OffsetCommit => respond(ctx, &frame, groups::offset_commit),
+        ApiKey::OffsetFetch => respond(ctx, &frame, groups::offset_fetch),
+        ApiKey::DescribeGroups => respond(ctx, &frame, groups::describe_groups),
+        ApiKey::ListGroups => respond(ctx, &frame, groups::list_groups),
+        ApiKey::DeleteGroups => respond(ctx, &frame, groups::delete_groups),
+        ApiKey::OffsetDelete => respond(ctx, &frame, groups::offset_delete),
         other => Dispatch::Close(format!("no handler for {other:?}")),
     }
 }

@@ -168,6 +168,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_default_comes_from_a_declared_broker_setting() {
+        let broker = BrokerConfig::default();
+        for s in TOPIC_SETTINGS {
+            let d = default_value(s, &broker);
+            assert!(
+                validate(s.name, &d).is_ok(),
+                "{}: default '{d}' is invalid",
+                s.name
+            );
+        }
+    }
+
+    #[test]
     fn validate_and_resolve() {
         assert!(validate("retention.ms", "-1").is_ok());
         assert!(validate("retention.ms", "-2").is_err());

@@ -1,0 +1,204 @@
+//! Wiring of the group coordinators into the shards. Each `__consumer_offsets` partition has
+//! one `GroupCoordinator` on the shard that owns it, rebuilt by replaying the partition when
+//! the shard opens it. Group requests are routed there as `GroupCall`s; the coordinator
+//! persists through `PartitionOffsetsLog`, an `OffsetsLog` over the partition's log.
+//!
+//! ```text
+//!  JoinGroup(g) on any shard ─► partition = hash(g) % 50 ─► owner shard ─► coordinator
+//!  coordinator.append(records) ─► PartitionLog.append (in call order) ─► wait durable
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_proto::batch::{build_batch, decode_records, SimpleRecord};
+use sluice_storage::PartitionLog;
+
+use crate::config::BrokerConfig;
+use crate::errors::now_ms;
+use crate::groups::{GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog};
+
+/// A request for one coordinator (or, for `List`, every coordinator of the shard).
+#[derive(Debug)]
+pub(crate) enum GroupCall {
+    Join {
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+    },
+    Sync {
+        req: SyncGroupRequest,
+        version: i16,
+    },
+    Heartbeat {
+        req: HeartbeatRequest,
+        version: i16,
+    },
+    Leave {
+        req: LeaveGroupRequest,
+        version: i16,
+    },
+    Commit {
+        req: OffsetCommitRequest,
+        version: i16,
+    },
+    Fetch {
+        group_id: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
+    },
+    Describe {
+        group_id: String,
+    },
+    List {
+        states: Vec<StrBytes>,
+        types: Vec<StrBytes>,
+    },
+    Delete {
+        group_id: String,
+    },
+    OffsetDelete {
+        req: OffsetDeleteRequest,
+        version: i16,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum GroupAnswer {
+    Join(JoinGroupResponse),
+    Sync(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    Leave(LeaveGroupResponse),
+    Commit(OffsetCommitResponse),
+    Fetch(GroupOffsets),
+    Describe(DescribedGroup),
+    List(Vec<ListedGroup>),
+    Delete(i16),
+    OffsetDelete(OffsetDeleteResponse),
+    /// This shard has no loaded coordinator for the partition.
+    NotCoordinator,
+}
+
+/// Group settings from the broker config.
+pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay_ms: config.int("group.initial.rebalance.delay.ms") as u64,
+        min_session_timeout_ms: config.int("group.min.session.timeout.ms") as i32,
+        max_session_timeout_ms: config.int("group.max.session.timeout.ms") as i32,
+        offsets_retention_ms: config.int("offsets.retention.minutes") * 60_000,
+        ..GroupConfig::default()
+    }
+}
+
+/// An `OffsetsLog` over one `__consumer_offsets` partition. Owned by that partition's shard.
+pub(crate) struct PartitionOffsetsLog {
+    pub(crate) log: PartitionLog,
+}
+
+impl OffsetsLog for PartitionOffsetsLog {
+    fn append(
+        &self,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>>>> {
+        let now = now_ms();
+        let simple: Vec<SimpleRecord<'_>> = records
+            .iter()
+            .map(|(k, v)| SimpleRecord {
+                key: Some(k),
+                value: v.as_deref(),
+                timestamp: now,
+                headers: &[],
+            })
+            .collect();
+        // Appended now, in call order; only the durability wait is deferred.
+        let appended = self.log.append(build_batch(0, &simple), now);
+        let log = self.log.clone();
+        Box::pin(async move {
+            let info = appended.map_err(|e| e.to_string())?;
+            log.wait_durable(info.last_offset)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Replays a `__consumer_offsets` partition and builds its coordinator.
+pub(crate) async fn load_coordinator(
+    log: PartitionLog,
+    config: GroupConfig,
+) -> Result<Rc<GroupCoordinator>, String> {
+    let mut replay: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let batches = log
+            .read(offset, end, 4 << 20, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in &batches {
+            let records = decode_records(batch).map_err(|e| e.to_string())?;
+            for r in records {
+                offset = r.offset + 1;
+                if let Some(key) = r.key {
+                    replay.push((key, r.value));
+                }
+            }
+        }
+    }
+    let records = replay.len();
+    let coordinator = GroupCoordinator::load(Rc::new(PartitionOffsetsLog { log }), replay, config);
+    tracing::debug!(records, "group coordinator loaded");
+    Ok(coordinator)
+}
+
+/// Runs one call on a coordinator.
+pub(crate) async fn run_call(c: &GroupCoordinator, call: GroupCall) -> GroupAnswer {
+    match call {
+        GroupCall::Join {
+            req,
+            version,
+            client_id,
+            client_host,
+        } => GroupAnswer::Join(c.join_group(req, version, &client_id, &client_host).await),
+        GroupCall::Sync { req, version } => GroupAnswer::Sync(c.sync_group(req, version).await),
+        GroupCall::Heartbeat { req, version } => {
+            GroupAnswer::Heartbeat(c.heartbeat(req, version).await)
+        }
+        GroupCall::Leave { req, version } => GroupAnswer::Leave(c.leave_group(req, version).await),
+        GroupCall::Commit { req, version } => {
+            GroupAnswer::Commit(c.offset_commit(req, version).await)
+        }
+        GroupCall::Fetch {
+            group_id,
+            topics,
+            require_stable,
+        } => GroupAnswer::Fetch(
+            c.offset_fetch_group(&group_id, topics, require_stable)
+                .await,
+        ),
+        GroupCall::Describe { group_id } => {
+            GroupAnswer::Describe(c.describe_group(&group_id).await)
+        }
+        GroupCall::List { states, types } => {
+            GroupAnswer::List(c.list_groups(&states, &types).await)
+        }
+        GroupCall::Delete { group_id } => GroupAnswer::Delete(c.delete_group(&group_id).await),
+        GroupCall::OffsetDelete { req, version } => {
+            GroupAnswer::OffsetDelete(c.offset_delete(req, version).await)
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Consumer-group APIs: FindCoordinator (this node), and the group requests routed to the
+//! coordinator of the group's `__consumer_offsets` partition. Batched requests
+//! (OffsetFetch v8+, DescribeGroups, DeleteGroups) are split per group; ListGroups asks
+//! every shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use kafka_protocol::messages::describe_groups_response::{DescribeGroupsResponse, DescribedGroup};
+use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
+use kafka_protocol::messages::list_groups_response::ListGroupsResponse;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
+    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::groups::{coordinator_partition, GroupOffsets, OFFSETS_TOPIC};
+use crate::groups_glue::{GroupAnswer, GroupCall};
+use crate::handlers::admin::create_topics_internal;
+use crate::metadata::controller::NewTopic;
+use crate::shard::ShardCtx;
+use crate::shard_msg::{ShardRequest, ShardResponse};
+
+/// Creates `__consumer_offsets` on first start (shard 0, before serving).
+pub(crate) async fn ensure_offsets_topic(ctx: &Rc<ShardCtx>) {
+    if ctx.image.borrow().topic(OFFSETS_TOPIC).is_some() {
+        return;
+    }
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: ctx.config.int("offsets.topic.num.partitions") as i32,
+        replication_factor: -1,
+        // Compaction is not implemented yet: keep every record rather than lose offsets.
+        configs: vec![
+            ("cleanup.policy".into(), "compact".into()),
+            ("retention.ms".into(), "-1".into()),
+        ],
+    };
+    let out = create_topics_internal(ctx, vec![topic], false).await;
+    if let Some(o) = out.iter().find(|o| o.error != 0) {
+        tracing::error!(error = o.error, message = ?o.message, "cannot create {OFFSETS_TOPIC}");
+    }
+}
+
+/// The coordinator partition and owning shard of `group_id`, once the offsets topic exists.
+fn route(ctx: &ShardCtx, group_id: &str) -> Option<(i32, usize)> {
+    let partitions = ctx.image.borrow().topic(OFFSETS_TOPIC)?.partitions;
+    let p = coordinator_partition(group_id, partitions);
+    Some((p, ctx.owner(OFFSETS_TOPIC, p)?))
+}
+
+/// Sends `call` to the coordinator of `group_id`.
+async fn call(ctx: &Rc<ShardCtx>, group_id: &str, call: GroupCall) -> GroupAnswer {
+    let Some((partition, shard)) = route(ctx, group_id) else {
+        return GroupAnswer::NotCoordinator;
+    };
+    match ctx
+        .call(shard, ShardRequest::Group { partition, call })
+        .await
+    {
+        ShardResponse::Group(a) => a,
+        _ => GroupAnswer::NotCoordinator,
+    }
+}
+
+const NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+
+pub(crate) async fn find_coordinator(
+    ctx: Rc<ShardCtx>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = ctx.config.advertised();
+    let node = BrokerId(ctx.config.node_id());
+    let answer = |key: &StrBytes| -> (i16, Option<&'static str>) {
+        if req.key_type != 0 {
+            (NOT_AVAILABLE, Some("Transactions are not supported yet."))
+        } else if route(&ctx, key).is_none() {
+            (
+                NOT_AVAILABLE,
+                Some("The group coordinator is not available yet."),
+            )
+        } else {
+            (0, None)
+        }
+    };
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let (err, msg) = answer(k);
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(if err == 0 { node } else { BrokerId(-1) })
+                    .with_host(StrBytes::from_string(if err == 0 {
+                        host.clone()
+                    } else {
+                        String::new()
+                    }))
+                    .with_port(if err == 0 { port } else { -1 })
+                    .with_error_code(err)
+                    .with_error_message(msg.map(StrBytes::from_static_str))
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let (err, msg) = answer(&req.key);
+    let mut r = FindCoordinatorResponse::default()
+        .with_error_code(err)
+        .with_node_id(if err == 0 { node } else { BrokerId(-1) })
+        .with_host(StrBytes::from_string(if err == 0 {
+            host
+        } else {
+            String::new()
+        }))
+        .with_port(if err == 0 { port } else { -1 });
+    if version >= 1 {
+        r.error_message = msg.map(StrBytes::from_static_str);
+    }
+    r
+}
+
+pub(crate) async fn join_group(
+    ctx: Rc<ShardCtx>,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+    client_host: String,
+) -> JoinGroupResponse {
+    let group = req.group_id.0.to_string();
+    match call(
+        &ctx,
+        &group,
+        GroupCall::Join {
+            req,
+            version,
+            client_id,
+            client_host,
+        },
+    )
+    .await
+    {
+        GroupAnswer::Join(r) => r,
+        _ => JoinGroupResponse::default()
+            .with_error_code(NOT_AVAILABLE)
+            .with_generation_id(-1),
+    }
+}
+
+pub(crate) async fn sync_group(
+    ctx: Rc<ShardCtx>,
+    req: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let group = req.group_id.0.to_string();
+    match call(&ctx, &group, GroupCall::Sync { req, version }).await {
+        GroupAnswer::Sync(r) => r,
+        _ => SyncGroupResponse::default().with_error_code(NOT_AVAILABLE),
+    }
+}
+
+pub(crate) async fn heartbeat(
+    ctx: Rc<ShardCtx>,
+    req: HeartbeatRequest,
+    version: i16,
+) -> HeartbeatResponse {
+    let group = req.group_id.0.to_string();
+    match call(&ctx, &group, GroupCall::Heartbeat { req, version }).await {
+        GroupAnswer::Heartbeat(r) => r,
+        _ => HeartbeatResponse::default().with_error_code(NOT_AVAILABLE),
+    }
+}
+
+pub(crate) async fn leave_group(
+    ctx: Rc<ShardCtx>,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let group = req.group_id.0.to_string();
+    match call(&ctx, &group, GroupCall::Leave { req, version }).await {
+        GroupAnswer::Leave(r) => r,
+        _ => LeaveGroupResponse::default().with_error_code(NOT_AVAILABLE),
+    }
+}
+
+pub(crate) async fn offset_commit(
+    ctx: Rc<ShardCtx>,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    let group = req.group_id.0.to_string();
+    let fallback: Vec<OffsetCommitResponseTopic> = req
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(NOT_AVAILABLE)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    match call(&ctx, &group, GroupCall::Commit { req, version }).await {
+        GroupAnswer::Commit(r) => r,
+        _ => OffsetCommitResponse::default().with_topics(fallback),
+    }
+}
+
+pub(crate) async fn offset_delete(
+    ctx: Rc<ShardCtx>,
+    req: OffsetDeleteRequest,
+    version: i16,
+) -> OffsetDeleteResponse {
+    let group = req.group_id.0.to_string();
+    match call(&ctx, &group, GroupCall::OffsetDelete { req, version }).await {
+        GroupAnswer::OffsetDelete(r) => r,
+        _ => OffsetDeleteResponse::default().with_error_code(NOT_AVAILABLE),
+    }
+}
+
+async fn fetch_group(
+    ctx: &Rc<ShardCtx>,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> GroupOffsets {
+    match call(
+        ctx,
+        &group_id.clone(),
+        GroupCall::Fetch {
+            group_id: group_id.clone(),
+            topics,
+            require_stable,
+        },
+    )
+    .await
+    {
+        GroupAnswer::Fetch(g) => g,
+        _ => GroupOffsets {
+            group_id,
+            error_code: NOT_AVAILABLE,
+            topics: Vec::new(),
+        },
+    }
+}
+
+pub(crate) async fn offset_fetch(
+    ctx: Rc<ShardCtx>,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(req.groups.len());
+        for g in req.groups {
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let r = fetch_group(&ctx, g.group_id.0.to_string(), topics, req.require_stable).await;
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(r.group_id)))
+                    .with_error_code(r.error_code)
+                    .with_topics(
+                        r.topics
+                            .into_iter()
+                            .map(|t| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(t.name)))
+                                    .with_partitions(
+                                        t.partitions
+                                            .into_iter()
+                                            .map(|p| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p.partition)
+                                                    .with_committed_offset(p.offset)
+                                                    .with_committed_leader_epoch(p.leader_epoch)
+                                                    .with_metadata(Some(StrBytes::from_string(
+                                                        p.metadata,
+                                                    )))
+                                                    .with_error_code(p.error_code)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let r = fetch_group(&ctx, req.group_id.0.to_string(), topics, req.require_stable).await;
+    let mut resp = OffsetFetchResponse::default().with_topics(
+        r.topics
+            .into_iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(t.name)))
+                    .with_partitions(
+                        t.partitions
+                            .into_iter()
+                            .map(|p| {
+                                let mut out = OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p.partition)
+                                    .with_committed_offset(p.offset)
+                                    .with_metadata(Some(StrBytes::from_string(p.metadata)))
+                                    .with_error_code(p.error_code);
+                                if version >= 5 {
+                                    out.committed_leader_epoch = p.leader_epoch;
+                                }
+                                out
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    if version >= 2 {
+        resp.error_code = r.error_code;
+    }
+    resp
+}
+
+pub(crate) async fn describe_groups(
+    ctx: Rc<ShardCtx>,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in req.groups {
+        let id = g.0.to_string();
+        let mut d = match call(
+            &ctx,
+            &id,
+            GroupCall::Describe {
+                group_id: id.clone(),
+            },
+        )
+        .await
+        {
+            GroupAnswer::Describe(d) => d,
+            _ => DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_error_code(NOT_AVAILABLE),
+        };
+        if version < 3 {
+            d.authorized_operations = i32::MIN;
+        }
+        if version < 4 {
+            for m in &mut d.members {
+                m.group_instance_id = None;
+            }
+        }
+        if version < 6 {
+            d.error_message = None;
+        }
+        groups.push(d);
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) async fn list_groups(
+    ctx: Rc<ShardCtx>,
+    req: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
+    let mut groups = Vec::new();
+    for shard in 0..ctx.shards {
+        let call = GroupCall::List {
+            states: req.states_filter.clone(),
+            types: req.types_filter.clone(),
+        };
+        if let ShardResponse::Group(GroupAnswer::List(mut l)) = ctx
+            .call(
+                shard,
+                ShardRequest::Group {
+                    partition: -1,
+                    call,
+                },
+            )
+            .await
+        {
+            groups.append(&mut l);
+        }
+    }
+    for g in &mut groups {
+        if version < 4 {
+            g.group_state = StrBytes::default();
+        }
+        if version < 5 {
+            g.group_type = StrBytes::default();
+        }
+    }
+    groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) async fn delete_groups(
+    ctx: Rc<ShardCtx>,
+    req: DeleteGroupsRequest,
+    _version: i16,
+) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for g in req.groups_names {
+        let id = g.0.to_string();
+        let code = match call(
+            &ctx,
+            &id,
+            GroupCall::Delete {
+                group_id: id.clone(),
+            },
+        )
+        .await
+        {
+            GroupAnswer::Delete(c) => c,
+            _ => NOT_AVAILABLE,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g)
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
