@@ -1,1 +1,21 @@
-//! placeholder
+//! sluice-bench: a load generator and physical-limit probe for Kafka-protocol brokers.
+//!
+//! ```text
+//!  limits (io_uring) ─┐
+//!  workload / CLI ──► engine: producer threads (rdkafka BaseProducer, paced) ──► broker
+//!                             consumer threads (rdkafka BaseConsumer) ◄────────┘
+//!                     ──► stats (hdrhistogram) ──► report (table / JSON) ──► suite ratios
+//! ```
+//! Every number comes from a real measurement; nothing here talks to the broker except
+//! through librdkafka, so the figures are what librdkafka applications see.
+
+pub mod engine;
+pub mod kafka;
+pub mod limits;
+pub mod pacer;
+pub mod procstat;
+pub mod record;
+pub mod report;
+pub mod stats;
+pub mod suite;
+pub mod workload;

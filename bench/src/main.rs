@@ -1,1 +1,511 @@
-fn main() {}
+//! `sluice-bench` command line: produce, consume, e2e, workload, limits and suite.
+//!
+//! Each load command creates the topics it needs (deleting what it created unless
+//! `--keep-topics`), runs the engine, and prints a table or, with `--json`, one JSON
+//! document on stdout. Progress lines go to stderr.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use sluice_bench::engine::{self, LoadSpec, RunReport};
+use sluice_bench::kafka::{self, parse_prop, ProducerSettings};
+use sluice_bench::limits::{self, LimitsConfig};
+use sluice_bench::procstat;
+use sluice_bench::record::KeyDistributor;
+use sluice_bench::report;
+use sluice_bench::suite::{self, SuiteConfig};
+use sluice_bench::workload::Workload;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice-bench",
+    version,
+    about = "Load generator and physical-limit probes for Kafka-protocol brokers (librdkafka client)"
+)]
+struct Cli {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Print one JSON document on stdout instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Broker pid for CPU seconds and peak RSS; by default the process listening on the
+    /// bootstrap port is used when it is on this machine.
+    #[arg(long, global = true)]
+    broker_pid: Option<u32>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Produce records and report throughput and produce-ack latency.
+    Produce(LoadArgs),
+    /// Read a topic from the beginning as fast as possible (optionally filling it first).
+    Consume(ConsumeArgs),
+    /// Produce and consume at once; report end-to-end latency from each record's stamp.
+    E2e(LoadArgs),
+    /// Run an OpenMessaging-Benchmark-style workload file (YAML or TOML).
+    Workload(WorkloadArgs),
+    /// Measure physical references with io_uring: loopback TCP, O_DIRECT, fdatasync.
+    Limits(LimitsArgs),
+    /// Limits, max produce (acks=all), max consume and e2e at 50% load, as ratios.
+    Suite(SuiteArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// Partitions of each topic the bench creates.
+    #[arg(long, default_value_t = 16)]
+    partitions: u32,
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 1024)]
+    message_size: usize,
+    /// Producer threads.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Consumer threads.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
+    /// Measured duration (e.g. 30, 30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up before the measured window.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Record keys.
+    #[arg(long, value_enum, default_value_t = KeyDistributor::NoKey)]
+    keys: KeyDistributor,
+    /// compression.type: none, gzip, zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// batch.size in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    batch_size: u32,
+    /// linger.ms.
+    #[arg(long, default_value_t = 1.0)]
+    linger_ms: f64,
+    /// Extra producer property (librdkafka name), repeatable: -X queue.buffering.max.ms=2
+    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    producer_props: Vec<(String, String)>,
+    /// Extra consumer property, repeatable.
+    #[arg(long = "consumer-prop", value_parser = parse_prop)]
+    consumer_props: Vec<(String, String)>,
+    /// Consume through consumer groups (subscribe) instead of assigning partitions.
+    #[arg(long)]
+    groups: bool,
+    /// Keep the topics the bench created.
+    #[arg(long)]
+    keep_topics: bool,
+}
+
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// Topic to use; created if missing. Default: a fresh sluice-bench-* topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Total target rate in msg/s (constant-rate mode, latency corrected for coordinated
+    /// omission); 0 or absent means max throughput (e2e defaults to 10000).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this many records in total.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// acks: all, -1, 1 or 0.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct ConsumeArgs {
+    /// Topic to read; created (and filled with --prefill records) if missing.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Produce this many records first, at max rate (not measured).
+    #[arg(long, default_value_t = 0)]
+    prefill: u64,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct WorkloadArgs {
+    /// Workload file (.yaml / .yml flat OMB syntax, or .toml).
+    file: PathBuf,
+    /// Consume through consumer groups instead of assigning partitions.
+    #[arg(long)]
+    groups: bool,
+    /// Keep the topics the workload created.
+    #[arg(long)]
+    keep_topics: bool,
+    /// Extra producer property, repeatable.
+    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    producer_props: Vec<(String, String)>,
+    /// Extra consumer property, repeatable.
+    #[arg(long = "consumer-prop", value_parser = parse_prop)]
+    consumer_props: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+struct LimitsArgs {
+    /// Directory on the filesystem to probe (use the broker's data dir).
+    #[arg(long, default_value = "./sluice-data")]
+    dir: PathBuf,
+    /// Wall time per probe (4 probes).
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    probe_time: Duration,
+}
+
+#[derive(Args, Debug)]
+struct SuiteArgs {
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (use 30, 30s, 500ms or 2m)"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
+fn broker_pid(cli: &Cli) -> Option<u32> {
+    if cli.broker_pid.is_some() {
+        return cli.broker_pid;
+    }
+    let first = cli.bootstrap.split(',').next()?;
+    let (host, port) = first.rsplit_once(':')?;
+    let local = matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0");
+    let pid = procstat::find_listener_pid(port.parse().ok()?).filter(|_| local)?;
+    if !cli.quiet {
+        eprintln!("note: broker pid {pid} (listening on port {port})");
+    }
+    Some(pid)
+}
+
+fn base_spec(cli: &Cli, c: &ClientArgs, name: &str) -> LoadSpec {
+    LoadSpec {
+        name: name.to_string(),
+        bootstrap: cli.bootstrap.clone(),
+        topics: Vec::new(),
+        partitions: c.partitions,
+        message_size: c.message_size,
+        producers_per_topic: c.producers,
+        subscriptions_per_topic: 1,
+        consumers_per_subscription: c.consumers.max(1),
+        rate: None,
+        max_messages: None,
+        warmup: c.warmup,
+        duration: c.duration,
+        keys: c.keys,
+        producer: ProducerSettings {
+            acks: "all".into(),
+            compression: c.compression.clone(),
+            batch_size: c.batch_size,
+            linger_ms: c.linger_ms,
+            extra: c.producer_props.clone(),
+        },
+        consume_from_beginning: false,
+        consume_until: None,
+        use_groups: c.groups,
+        consumer_extra: c.consumer_props.clone(),
+        progress: !cli.quiet,
+        broker_pid: broker_pid(cli),
+    }
+}
+
+fn fresh_topic(kind: &str) -> String {
+    format!("sluice-bench-{kind}-{:08x}", rand::random::<u32>())
+}
+
+/// Creates `topics`, runs `f` with the actual partition count, and deletes the topics
+/// it created unless `keep`.
+fn with_topics<T>(
+    bootstrap: &str,
+    topics: &[String],
+    partitions: u32,
+    keep: bool,
+    f: impl FnOnce(u32) -> Result<T>,
+) -> Result<T> {
+    let timeout = Duration::from_secs(60);
+    let created = kafka::create_topics(bootstrap, topics, partitions, timeout)?;
+    let result = (|| {
+        let actual = kafka::partition_count(bootstrap, &topics[0], timeout)?;
+        f(actual)
+    })();
+    if !keep {
+        if let Err(e) = kafka::delete_topics(bootstrap, &created, timeout) {
+            eprintln!("warning: could not delete topics {created:?}: {e:#}");
+        }
+    }
+    result
+}
+
+fn validate_acks(acks: &str) -> Result<()> {
+    if !matches!(acks, "all" | "-1" | "1" | "0") {
+        bail!("--acks must be all, -1, 1 or 0");
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Produce(a) | Command::E2e(a) => {
+            validate_acks(&a.acks)?;
+            let e2e = matches!(cli.command, Command::E2e(_));
+            let kind = if e2e { "e2e" } else { "produce" };
+            let topic = a.topic.clone().unwrap_or_else(|| fresh_topic(kind));
+            let mut spec = base_spec(cli, &a.client, kind);
+            spec.topics = vec![topic.clone()];
+            spec.producer.acks = a.acks.clone();
+            spec.max_messages = a.messages;
+            spec.rate = match (a.rate, e2e) {
+                (Some(r), _) if r > 0.0 => Some(r),
+                (Some(_), _) => None,
+                (None, true) => Some(10_000.0),
+                (None, false) => None,
+            };
+            if !e2e {
+                spec.subscriptions_per_topic = 0;
+            } else if a.client.message_size < sluice_bench::record::HEADER_LEN {
+                bail!(
+                    "e2e needs --message-size >= {} to carry the send timestamp",
+                    sluice_bench::record::HEADER_LEN
+                );
+            }
+            let report = with_topics(
+                &cli.bootstrap,
+                &[topic],
+                a.client.partitions,
+                a.client.keep_topics,
+                |p| {
+                    spec.partitions = p;
+                    engine::run(&spec)
+                },
+            )?;
+            print(cli.json, &report, || report::run_table(&report))
+        }
+        Command::Consume(a) => {
+            let topic = a.topic.clone().unwrap_or_else(|| fresh_topic("consume"));
+            let report = with_topics(
+                &cli.bootstrap,
+                std::slice::from_ref(&topic),
+                a.client.partitions,
+                a.client.keep_topics,
+                |p| consume(cli, a, &topic, p),
+            )?;
+            print(cli.json, &report, || report::run_table(&report))
+        }
+        Command::Workload(a) => {
+            let w = Workload::from_file(&a.file)?;
+            let report = run_workload(cli, a, &w)?;
+            print(cli.json, &report, || report::run_table(&report))
+        }
+        Command::Limits(a) => {
+            let l = limits::measure(&LimitsConfig {
+                per_probe: a.probe_time,
+                ..LimitsConfig::new(a.dir.clone())
+            });
+            print(cli.json, &l, || report::limits_table(&l))?;
+            if l.errors.is_empty() {
+                Ok(())
+            } else {
+                bail!("{} probe(s) failed", l.errors.len())
+            }
+        }
+        Command::Suite(a) => {
+            let cfg = SuiteConfig {
+                base: base_spec(cli, &a.client, "suite"),
+                limits: LimitsConfig {
+                    per_probe: a.limits.probe_time,
+                    ..LimitsConfig::new(a.limits.dir.clone())
+                },
+                keep_topics: a.client.keep_topics,
+                verbose: !cli.quiet,
+            };
+            let r = suite::run(&cfg)?;
+            print(cli.json, &r, || {
+                format!(
+                    "{}\n{}\n{}\n{}\n{}",
+                    report::limits_table(&r.limits),
+                    report::run_table(&r.max_produce),
+                    report::run_table(&r.max_consume),
+                    report::run_table(&r.e2e_half_load),
+                    suite::ratio_table(&r.ratios)
+                )
+            })
+        }
+    }
+}
+
+fn consume(cli: &Cli, a: &ConsumeArgs, topic: &str, partitions: u32) -> Result<RunReport> {
+    let timeout = Duration::from_secs(60);
+    let mut spec = base_spec(cli, &a.client, "consume");
+    spec.topics = vec![topic.to_string()];
+    spec.partitions = partitions;
+    if a.prefill > 0 {
+        if !cli.quiet {
+            eprintln!("prefilling {topic} with {} records ...", a.prefill);
+        }
+        let fill = LoadSpec {
+            name: "prefill".into(),
+            subscriptions_per_topic: 0,
+            max_messages: Some(a.prefill),
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(3600),
+            broker_pid: None,
+            ..spec.clone()
+        };
+        let r = engine::run(&fill).context("prefill")?;
+        if r.acked_total < a.prefill {
+            bail!(
+                "prefill acked only {} of {} records",
+                r.acked_total,
+                a.prefill
+            );
+        }
+    }
+    let count = kafka::topic_record_count(&cli.bootstrap, topic, timeout)?;
+    if count == 0 {
+        bail!("topic {topic} is empty; use --prefill N");
+    }
+    spec.producers_per_topic = 0;
+    spec.consume_from_beginning = true;
+    spec.consume_until = Some(count);
+    spec.warmup = Duration::ZERO;
+    engine::run(&spec)
+}
+
+fn run_workload(cli: &Cli, a: &WorkloadArgs, w: &Workload) -> Result<RunReport> {
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let topics: Vec<String> = (0..w.topics)
+        .map(|i| format!("sluice-bench-omb-{tag}-{i}"))
+        .collect();
+    let spec = LoadSpec {
+        name: w.name.clone(),
+        bootstrap: cli.bootstrap.clone(),
+        topics: topics.clone(),
+        partitions: w.partitions_per_topic,
+        message_size: w.message_size,
+        producers_per_topic: w.producers_per_topic,
+        subscriptions_per_topic: w.subscriptions_per_topic,
+        consumers_per_subscription: w.consumer_per_subscription.max(1),
+        rate: w.rate(),
+        max_messages: None,
+        warmup: w.warmup(),
+        duration: w.duration(),
+        keys: w.key_distributor,
+        producer: ProducerSettings {
+            acks: w.acks.clone(),
+            compression: w.compression.clone(),
+            batch_size: w.batch_size,
+            linger_ms: w.linger_ms,
+            extra: a.producer_props.clone(),
+        },
+        consume_from_beginning: false,
+        consume_until: None,
+        use_groups: a.groups,
+        consumer_extra: a.consumer_props.clone(),
+        progress: !cli.quiet,
+        broker_pid: broker_pid(cli),
+    };
+    with_topics(
+        &cli.bootstrap,
+        &topics,
+        w.partitions_per_topic,
+        a.keep_topics,
+        |_| engine::run(&spec),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn e2e_args_parse_with_props() {
+        let cli = Cli::try_parse_from([
+            "sluice-bench",
+            "--bootstrap",
+            "127.0.0.1:19092",
+            "e2e",
+            "--rate",
+            "5000",
+            "-X",
+            "linger.ms=0",
+            "--keys",
+            "round-robin",
+            "--duration",
+            "10s",
+        ])
+        .expect("parses");
+        let Command::E2e(a) = cli.command else {
+            panic!("expected e2e")
+        };
+        assert_eq!(a.rate, Some(5000.0));
+        assert_eq!(a.client.keys, KeyDistributor::KeyRoundRobin);
+        assert_eq!(
+            a.client.producer_props,
+            vec![("linger.ms".to_string(), "0".to_string())]
+        );
+        assert_eq!(a.client.duration, Duration::from_secs(10));
+    }
+}
