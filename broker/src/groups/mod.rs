@@ -32,13 +32,11 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 pub(crate) use coordinator::GroupCoordinator;
-pub(crate) use offsets::{GroupOffsets, PartitionOffset, TopicOffsets};
+pub(crate) use offsets::GroupOffsets;
 pub(crate) use records::coordinator_partition;
 
 /// Name of the internal topic that stores group metadata and committed offsets.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Kafka's default `offsets.topic.num.partitions`.
-pub(crate) const DEFAULT_OFFSETS_PARTITIONS: i32 = 50;
 
 /// One `__consumer_offsets` partition, as the coordinator sees it; implemented by the broker
 /// over the partition log; owned by the partition's shard; never crosses cores.

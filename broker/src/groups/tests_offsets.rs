@@ -13,9 +13,10 @@ use kafka_protocol::messages::offset_delete_request::{
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetDeleteRequest, TopicName};
 use kafka_protocol::ResponseError;
 
+use super::offsets::PartitionOffset;
 use super::records::RecordKey;
 use super::tests::support::*;
-use super::{GroupCoordinator, PartitionOffset};
+use super::GroupCoordinator;
 
 fn commit_req(
     group: &str,
