@@ -1,8 +1,9 @@
 //! Shared harness for the broker's integration tests: a real `sluice` process on an
 //! ephemeral 127.0.0.1 port with a temp data dir, plus rdkafka client builders.
 //! Invariants: every wait is bounded; the child is killed when the guard drops (even on
-//! panic, when the broker's log tail is printed to help diagnose); the data dir outlives
+//! panic); the data dir outlives
 //! restarts so durability can be checked across processes.
+//! The log tail printed on drop is captured by libtest and shown only for failing tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 pub(crate) mod partitioner;
@@ -350,9 +351,8 @@ impl Drop for BrokerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail(60));
-        }
+        // libtest captures this and shows it only for failing tests.
+        eprintln!("{}", self.log_tail(60));
     }
 }
 
@@ -382,14 +382,26 @@ pub(crate) fn consume_until(
     let mut next: HashMap<i32, i64> = highs.keys().map(|p| (*p, 0)).collect();
     let done = |next: &HashMap<i32, i64>| highs.iter().all(|(p, h)| next[p] >= *h);
     let mut out = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let deadline = Instant::now() + timeout;
     while !done(&next) {
         if Instant::now() > deadline {
-            bail!("timed out consuming {topic}: got {} records; next offsets {next:?}, highs {highs:?}", out.len());
+            bail!(
+                "timed out consuming {topic}: got {} records; next offsets {next:?}, highs {highs:?}, errors {errors:?}",
+                out.len()
+            );
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
-            Some(Err(e)) => bail!("consume error on {topic}: {e}"),
+            // Errors that do not stop fetching (e.g. a one-off group-coordinator error,
+            // which librdkafka reports even for assign-only consumers) are kept for the
+            // report; missing records still fail the test at the deadline.
+            Some(Err(e)) => {
+                errors.push(e.to_string());
+                if errors.len() > 20 {
+                    bail!("consume errors on {topic}: {errors:?}");
+                }
+            }
             Some(Ok(m)) => {
                 let c = Consumed {
                     partition: m.partition(),
