@@ -295,6 +295,11 @@ fn acked_records_survive_kill9_during_production() -> Result<()> {
 
     broker.restart()?;
     let consumed = broker.consume_all("midflight", PARTITIONS)?;
+    eprintln!(
+        "kill -9 mid-production: sent {sent}, acked {}, failed {failed}, stored {}",
+        acked.len(),
+        consumed.len()
+    );
     check_acked_present(&consumed, &acked)?;
     ensure!(
         consumed.len() as u64 <= sent,

@@ -7,6 +7,7 @@ mod common;
 
 use anyhow::{bail, ensure, Result};
 use common::partitioner::partition_for_key;
+use common::raw::{first_batch_codec, RawClient};
 use common::{block_on, payload_seq, record_key, record_payload, BrokerProcess};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, HashMap};
@@ -124,6 +125,26 @@ fn roundtrip(codec: &str) -> Result<()> {
         "a record lost its timestamp"
     );
     drop(producer);
+
+    // The broker keeps the producer's compression (compression.type=producer): the
+    // stored batches carry the codec the producer chose.
+    let want_codec = match codec {
+        "none" => 0,
+        "gzip" => 1,
+        "snappy" => 2,
+        "lz4" => 3,
+        "zstd" => 4,
+        other => bail!("unknown codec {other}"),
+    };
+    let mut raw = RawClient::connect(broker.addr())?;
+    raw.negotiate()?;
+    let (err, _, records) = raw.fetch_once(&topic, 0, 0)?;
+    ensure!(err == 0, "raw fetch error {err}");
+    let got = first_batch_codec(&records)?;
+    ensure!(
+        got == want_codec,
+        "stored batch codec {got}, producer used {codec} ({want_codec})"
+    );
     Ok(())
 }
 

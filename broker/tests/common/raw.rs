@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, RequestHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -191,6 +194,55 @@ impl RawClient {
         }
         Ok(hi)
     }
+}
+
+impl RawClient {
+    /// One sessionless Fetch of `topic`/`partition` from `offset` (max_wait 0); returns
+    /// (partition error code, high watermark, record bytes).
+    pub(crate) fn fetch_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(i16, i64, Bytes)> {
+        let version = self.version_for::<FetchRequest>(12)?;
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(8 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(4 << 20)])]);
+        let resp = self.call(version, &req)?;
+        let Some(p) = resp
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition)
+        else {
+            bail!("fetch response lacks partition {partition}");
+        };
+        Ok((
+            p.error_code,
+            p.high_watermark,
+            p.records.clone().unwrap_or_default(),
+        ))
+    }
+}
+
+/// The compression codec (attributes & 7) of the first v2 batch in `records`.
+pub(crate) fn first_batch_codec(records: &[u8]) -> Result<i16> {
+    // baseOffset 8 + batchLength 4 + partitionLeaderEpoch 4 + magic 1 + crc 4 = 21.
+    let Some(attr) = records.get(21..23) else {
+        bail!("no batch header in {} bytes", records.len());
+    };
+    if records[16] != 2 {
+        bail!("first batch has magic {}, want 2", records[16]);
+    }
+    Ok(i16::from_be_bytes([attr[0], attr[1]]) & 7)
 }
 
 /// read_exact that maps EOF/reset to `Closed` and a timeout before any byte to `TimedOut`.
