@@ -283,8 +283,13 @@ fn describe_and_alter_topic_configs() -> Result<()> {
         AlterConfig::new(ResourceSpecifier::Topic("configured")).set("retention.ms", "7200000");
     let results = block_on(admin.alter_configs([&alter], &opts()))?;
     ensure!(results.iter().all(|r| r.is_ok()), "alter: {results:?}");
-    describe("7200000")?;
+    describe("7200000")
+}
 
+#[test]
+fn describe_configs_of_a_missing_topic_is_unknown_topic() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let admin = broker.admin()?;
     let results =
         block_on(admin.describe_configs([&ResourceSpecifier::Topic("absent-topic")], &opts()))?;
     ensure!(

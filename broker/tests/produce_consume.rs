@@ -172,3 +172,177 @@ fn roundtrip_100k_keyed_lz4() -> Result<()> {
 fn roundtrip_100k_keyed_zstd() -> Result<()> {
     roundtrip("zstd")
 }
+
+/// librdkafka's idempotent producer (InitProducerId, sequence numbers) end to end: every
+/// record once, in order, no fatal idempotence error.
+#[test]
+fn idempotent_producer_roundtrip() -> Result<()> {
+    const N: u64 = 20_000;
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("idempotent", 4, &[])?;
+    let producer = broker.producer(&[
+        ("enable.idempotence", "true"),
+        ("message.send.max.retries", "5"),
+        ("max.in.flight.requests.per.connection", "5"),
+    ])?;
+    let mut futures = Vec::new();
+    for seq in 0..N {
+        let key = record_key(seq, 100);
+        let payload = record_payload(seq);
+        match producer.send_result(FutureRecord::to("idempotent").key(&key).payload(&payload)) {
+            Ok(f) => futures.push(f),
+            Err((e, _)) => bail!("enqueue {seq}: {e}"),
+        }
+    }
+    let mut delivered = Vec::new();
+    block_on(async {
+        for (seq, f) in futures.into_iter().enumerate() {
+            match f.await {
+                Ok(Ok(d)) => delivered.push((d.partition, d.offset)),
+                Ok(Err((e, _))) => bail!("seq {seq} not acked: {e}"),
+                Err(_) => bail!("seq {seq}: delivery cancelled"),
+            }
+        }
+        Ok(())
+    })?;
+    let consumed = broker.consume_all("idempotent", 4)?;
+    ensure!(
+        consumed.len() as u64 == N,
+        "consumed {} of {N}",
+        consumed.len()
+    );
+    for c in &consumed {
+        let seq = payload_seq(c.payload.as_deref().unwrap_or_default())?;
+        ensure!(
+            delivered.get(seq as usize) == Some(&(c.partition, c.offset)),
+            "seq {seq} at {}@{}, acked at {:?}",
+            c.partition,
+            c.offset,
+            delivered.get(seq as usize)
+        );
+    }
+    Ok(())
+}
+
+/// Record shapes that are easy to get wrong: headers (including a null header value), a
+/// null key, an empty value, a null value (tombstone) and a ~900 KB value.
+#[test]
+fn headers_null_keys_empty_and_large_values_roundtrip() -> Result<()> {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("shapes", 1, &[])?;
+    let producer = broker.producer(&[("linger.ms", "0"), ("message.max.bytes", "1000000")])?;
+    let big = "B".repeat(900_000);
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "trace",
+            value: Some("abc"),
+        })
+        .insert(Header {
+            key: "empty",
+            value: Some(""),
+        })
+        .insert(Header::<&str> {
+            key: "null",
+            value: None,
+        });
+    block_on(async {
+        let sends = vec![
+            FutureRecord::to("shapes")
+                .partition(0)
+                .key("with-headers")
+                .payload("h")
+                .headers(headers),
+            FutureRecord::<str, str>::to("shapes")
+                .partition(0)
+                .payload("no-key"),
+            FutureRecord::to("shapes")
+                .partition(0)
+                .key("empty-value")
+                .payload(""),
+            FutureRecord::<str, str>::to("shapes")
+                .partition(0)
+                .key("tombstone"),
+            FutureRecord::to("shapes")
+                .partition(0)
+                .key("big")
+                .payload(big.as_str()),
+        ];
+        for (i, r) in sends.into_iter().enumerate() {
+            match producer.send(r, std::time::Duration::from_secs(20)).await {
+                Ok(d) => ensure!(d.offset == i as i64, "record {i} at offset {}", d.offset),
+                Err((e, _)) => bail!("record {i}: {e}"),
+            }
+        }
+        Ok(())
+    })?;
+    let consumer = broker.consumer(&[])?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("shapes", 0, rdkafka::Offset::Beginning)?;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "only {} of 5 records",
+            got.len()
+        );
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => bail!("consume: {e}"),
+            Some(Ok(m)) => {
+                let hdrs: Vec<(String, Option<Vec<u8>>)> = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                got.push((
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                    hdrs,
+                ));
+            }
+        }
+    }
+    let want_headers = vec![
+        ("trace".to_string(), Some(b"abc".to_vec())),
+        ("empty".to_string(), Some(Vec::new())),
+        ("null".to_string(), None),
+    ];
+    ensure!(
+        got[0]
+            == (
+                Some(b"with-headers".to_vec()),
+                Some(b"h".to_vec()),
+                want_headers
+            ),
+        "headers record: {:?}",
+        got[0]
+    );
+    ensure!(
+        got[1].0.is_none() && got[1].1.as_deref() == Some(b"no-key".as_slice()),
+        "null-key record: {:?}",
+        got[1]
+    );
+    ensure!(
+        got[2].1.as_deref() == Some(b"".as_slice()),
+        "empty value came back as {:?}",
+        got[2].1
+    );
+    ensure!(
+        got[3].0.as_deref() == Some(b"tombstone".as_slice()) && got[3].1.is_none(),
+        "tombstone value came back as {:?}",
+        got[3].1
+    );
+    ensure!(
+        got[4].1.as_deref() == Some(big.as_bytes()),
+        "900 KB value differs"
+    );
+    Ok(())
+}

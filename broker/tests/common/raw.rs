@@ -277,6 +277,18 @@ fn read_exact_or(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Option<FrameR
 
 /// A valid v2 RecordBatch holding `values` (no compression, producer id -1).
 pub(crate) fn record_batch(values: &[&str], base_timestamp: i64) -> Result<Bytes> {
+    producer_batch(values, base_timestamp, -1, -1, -1)
+}
+
+/// A valid v2 RecordBatch of `values` stamped with an idempotent producer's id, epoch and
+/// base sequence (-1s for a plain batch).
+pub(crate) fn producer_batch(
+    values: &[&str],
+    base_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<Bytes> {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -285,11 +297,15 @@ pub(crate) fn record_batch(values: &[&str], base_timestamp: i64) -> Result<Bytes
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: if base_sequence < 0 {
+                -1
+            } else {
+                base_sequence + i as i32
+            },
             timestamp: base_timestamp + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
