@@ -321,3 +321,50 @@ fn acked_records_survive_kill9_during_production() -> Result<()> {
     }
     Ok(())
 }
+
+/// Topic metadata is durable too: after kill -9 a created topic keeps its partition count
+/// and altered config, a deleted topic stays deleted, and a grown topic stays grown.
+#[test]
+fn topic_metadata_survives_kill9() -> Result<()> {
+    use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, ResourceSpecifier};
+    let mut broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("keeps", 5, &[("retention.ms", "3600000")])?;
+    broker.create_topic("goes", 2, &[])?;
+    broker.create_topic("grows", 1, &[])?;
+    let admin = broker.admin()?;
+    let opts = AdminOptions::new().operation_timeout(Some(common::OP_TIMEOUT));
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("keeps")).set("retention.ms", "7200000");
+    let r = block_on(admin.alter_configs([&alter], &opts))?;
+    ensure!(r.iter().all(|x| x.is_ok()), "alter: {r:?}");
+    let r = block_on(admin.delete_topics(&["goes"], &opts))?;
+    ensure!(r.iter().all(|x| x.is_ok()), "delete: {r:?}");
+    let r = block_on(admin.create_partitions([&NewPartitions::new("grows", 3)], &opts))?;
+    ensure!(r.iter().all(|x| x.is_ok()), "grow: {r:?}");
+    broker.wait_for_topic("grows", 3)?;
+    drop(admin);
+
+    broker.kill9()?;
+    broker.restart()?;
+    broker.wait_for_topic("keeps", 5)?;
+    broker.wait_for_topic("grows", 3)?;
+    let admin = broker.admin()?;
+    let described = block_on(admin.describe_configs([&ResourceSpecifier::Topic("keeps")], &opts))?;
+    let value = described
+        .first()
+        .and_then(|r| r.as_ref().ok())
+        .and_then(|r| r.get("retention.ms"))
+        .and_then(|e| e.value.clone());
+    ensure!(
+        value.as_deref() == Some("7200000"),
+        "retention.ms after restart: {value:?}"
+    );
+    let client: rdkafka::consumer::BaseConsumer = broker.client_config().create()?;
+    use rdkafka::consumer::Consumer;
+    let md = client.fetch_metadata(None, common::OP_TIMEOUT)?;
+    let names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    ensure!(
+        !names.contains(&"goes"),
+        "deleted topic is back after restart: {names:?}"
+    );
+    Ok(())
+}
