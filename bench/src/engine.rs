@@ -271,10 +271,12 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
             Ok(()) => ready += 1,
             Err(_) => {
                 stop.store(true, Relaxed);
-                let errs = join_consumers(consumer_threads);
+                let why = match join_consumers(consumer_threads) {
+                    Err(e) => format!("{e:#}"),
+                    Ok(_) => "timed out".to_string(),
+                };
                 return Err(anyhow!(
-                    "only {ready}/{consumer_total} consumers became ready: {:?}",
-                    errs.err()
+                    "only {ready}/{consumer_total} consumers became ready: {why}"
                 ));
             }
         }
@@ -593,9 +595,12 @@ impl ConsumerJob {
         let group = spec
             .use_groups
             .then(|| format!("sluice-bench-{}-{}", std::process::id(), self.subscription));
+        // librdkafka refuses assign() without a group.id, even though an assign-mode
+        // consumer never joins the group nor commits; give it a private one.
+        let private_group = format!("sluice-bench-assign-{}", std::process::id());
         let consumer: BaseConsumer = consumer_config(
             &spec.bootstrap,
-            group.as_deref(),
+            Some(group.as_deref().unwrap_or(&private_group)),
             spec.consume_from_beginning,
             &spec.consumer_extra,
         )
