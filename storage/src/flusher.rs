@@ -55,10 +55,11 @@ pub(crate) async fn clear_marker(log: &LogInner) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// fsync the log directory (new or removed files). A plain blocking fsync: it is rare
+/// (segment creation, marker removal) and glommio 0.9's `Directory::sync` leaks task
+/// waker references when many run concurrently from one task (refcount overflow panic).
 pub(crate) async fn sync_dir(log: &LogInner) -> Result<(), StorageError> {
-    let d = Directory::open(&log.dir).await?;
-    d.sync().await?;
-    d.close().await?;
+    std::fs::File::open(&log.dir)?.sync_all()?;
     Ok(())
 }
 

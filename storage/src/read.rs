@@ -126,10 +126,7 @@ async fn read_disk(
         let chunk = (want.max(MIN_DISK_READ) + 2 * interval).min(MAX_DISK_READ);
         let mut pos = start_pos;
         let mut buf_start = pos;
-        let mut buf = file
-            .read_at(pos, chunk.min((limit - pos) as usize))
-            .await?
-            .to_vec();
+        let mut buf = file.read_at(pos, chunk.min((limit - pos) as usize)).await?;
         let mut found: Vec<(u64, RecordBatchHeader)> = Vec::new();
         let mut got = 0usize;
         let mut reread_at = None;
@@ -161,7 +158,7 @@ async fn read_disk(
                 }
                 reread_at = Some(pos);
                 let len = size.max(chunk).min((limit - pos) as usize);
-                buf = file.read_at(pos, len).await?.to_vec();
+                buf = file.read_at(pos, len).await?;
                 buf_start = pos;
                 continue;
             }

@@ -127,7 +127,7 @@ impl ShardStorage {
             .filter_map(Weak::upgrade)
             .collect();
         let mut first_err = None;
-        for chunk in logs.chunks(256) {
+        for chunk in logs.chunks(FLUSH_FANOUT) {
             let futs: Vec<_> = chunk
                 .iter()
                 .map(|l| crate::recovery::close_inner(self, l))
@@ -212,6 +212,9 @@ impl ShardStorage {
         crate::files::close_files(files).await;
     }
 }
+
+/// Logs flushed (or closed) concurrently by one task.
+const FLUSH_FANOUT: usize = 64;
 
 async fn flusher_loop(shard: Rc<ShardStorage>) {
     loop {
