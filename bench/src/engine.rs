@@ -223,14 +223,6 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
     let clock = Clock::new();
     let stop = Arc::new(AtomicBool::new(false));
     let window: Window = Arc::new(OnceLock::new());
-    let self_start = procstat::sample(Target::SelfProcess).ok();
-    let broker_start = spec
-        .broker_pid
-        .map(|p| procstat::sample(Target::Pid(p)))
-        .transpose()
-        .context("reading broker /proc stats (is --broker-pid right?)")?;
-    let wall_start = Instant::now();
-
     // Consumers first, so they are positioned before the first record is sent.
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let mut consumer_threads = Vec::new();
@@ -281,6 +273,21 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
             }
         }
     }
+
+    // CPU accounting covers t0 (everything connected and positioned) .. end of drain.
+    let self_start = procstat::sample(Target::SelfProcess).ok();
+    let broker_start = match spec.broker_pid {
+        Some(p) => match procstat::sample(Target::Pid(p)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                stop.store(true, Relaxed);
+                let _ = join_consumers(consumer_threads);
+                return Err(e.context("reading broker /proc stats (is --broker-pid right?)"));
+            }
+        },
+        None => None,
+    };
+    let wall_start = Instant::now();
 
     // Producers.
     let t0 = clock.elapsed();
@@ -372,6 +379,9 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         }
     }
     stop.store(true, Relaxed);
+    let wall = wall_start.elapsed();
+    let self_end = procstat::sample(Target::SelfProcess).ok();
+    let broker_end = spec.broker_pid.map(|p| procstat::sample(Target::Pid(p)));
     let consumed = join_consumers(consumer_threads);
     progress_stop.store(true, Relaxed);
     if let Some(h) = progress {
@@ -381,15 +391,14 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         return Err(e);
     }
     let consumed = consumed?;
-    let wall = wall_start.elapsed();
 
-    let client = self_start.and_then(|s| {
-        let end = procstat::sample(Target::SelfProcess).ok()?;
-        Some(procstat::usage(Target::SelfProcess, s, end, wall))
-    });
-    let broker = match (spec.broker_pid, broker_start) {
-        (Some(pid), Some(s)) => {
-            let end = procstat::sample(Target::Pid(pid)).context("broker /proc stats")?;
+    let client = match (self_start, self_end) {
+        (Some(s), Some(e)) => Some(procstat::usage(Target::SelfProcess, s, e, wall)),
+        _ => None,
+    };
+    let broker = match (spec.broker_pid, broker_start, broker_end) {
+        (Some(pid), Some(s), Some(end)) => {
+            let end = end.context("broker /proc stats at the end (did it exit?)")?;
             Some(procstat::usage(Target::Pid(pid), s, end, wall))
         }
         _ => None,

@@ -168,7 +168,7 @@ pub struct SuiteConfig {
     pub limits: LimitsConfig,
     /// Keep the suite's topics afterwards.
     pub keep_topics: bool,
-    /// Print each stage's table as it finishes (stderr), for long runs.
+    /// Announce each stage on stderr as it starts.
     pub verbose: bool,
 }
 
@@ -182,7 +182,6 @@ pub fn run(cfg: &SuiteConfig) -> Result<SuiteReport> {
     };
     say("suite: measuring physical limits ...");
     let limits = limits::measure(&cfg.limits);
-    say(&crate::report::limits_table(&limits));
 
     let tag: u32 = rand::random();
     let produce_topic = format!("sluice-bench-suite-{tag:08x}-max");
@@ -212,7 +211,6 @@ pub fn run(cfg: &SuiteConfig) -> Result<SuiteReport> {
             ..base.clone()
         };
         let max_produce = engine::run(&produce_spec)?;
-        say(&crate::report::run_table(&max_produce));
 
         let count = kafka::topic_record_count(&base.bootstrap, &produce_topic, timeout)
             .context("counting records for the consume stage")?;
@@ -232,7 +230,6 @@ pub fn run(cfg: &SuiteConfig) -> Result<SuiteReport> {
             ..base.clone()
         };
         let max_consume = engine::run(&consume_spec)?;
-        say(&crate::report::run_table(&max_consume));
 
         created.extend(
             kafka::create_topics(
@@ -266,7 +263,6 @@ pub fn run(cfg: &SuiteConfig) -> Result<SuiteReport> {
             ..base.clone()
         };
         let e2e_half_load = engine::run(&e2e_spec)?;
-        say(&crate::report::run_table(&e2e_half_load));
         let ratios = ratios(&limits, &max_produce, &max_consume, &e2e_half_load);
         Ok(SuiteReport {
             limits,
