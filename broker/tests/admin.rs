@@ -356,3 +356,36 @@ fn unknown_topics_are_auto_created_on_produce_and_metadata() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn create_topics_validate_only_and_broker_defaults() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let admin = broker.admin()?;
+    // validate_only: the answer is success, but nothing is created.
+    let topic = NewTopic::new("dry-run", 4, TopicReplication::Fixed(1));
+    let r = block_on(admin.create_topics([&topic], &opts().validate_only(true)))?;
+    ensure!(r.iter().all(|x| x.is_ok()), "validate_only create: {r:?}");
+    let n = partition_count(&broker, "dry-run")?;
+    ensure!(
+        n == Err(RDKafkaErrorCode::UnknownTopicOrPartition),
+        "validate_only created the topic: {n:?}"
+    );
+    // A validate_only request still reports what would fail.
+    broker.create_topic("exists", 1, &[])?;
+    let topic = NewTopic::new("exists", 1, TopicReplication::Fixed(1));
+    let r = block_on(admin.create_topics([&topic], &opts().validate_only(true)))?;
+    ensure!(
+        matches!(
+            r.as_slice(),
+            [Err((_, RDKafkaErrorCode::TopicAlreadyExists))]
+        ),
+        "validate_only on an existing topic: {r:?}"
+    );
+    // -1 partitions and -1 replication factor mean "broker defaults" (KIP-464):
+    // num.partitions = 1 and a replication factor of 1 on one broker.
+    let topic = NewTopic::new("defaults", -1, TopicReplication::Fixed(-1));
+    let r = block_on(admin.create_topics([&topic], &opts()))?;
+    ensure!(r.iter().all(|x| x.is_ok()), "create with defaults: {r:?}");
+    broker.wait_for_topic("defaults", 1)?;
+    Ok(())
+}

@@ -330,3 +330,73 @@ fn idempotent_retry_is_stored_once_and_sequence_gaps_are_rejected() -> Result<()
     ensure!(ok == (0, 3), "in-sequence batch after the gap: {ok:?}");
     Ok(())
 }
+
+#[test]
+fn produce_and_fetch_errors_for_unknown_topics_and_offsets() -> Result<()> {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("known", 1, &[])?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let pv = c.version_for::<ProduceRequest>(12)?;
+
+    // Produce never auto-creates (only Metadata does): the partition is unknown.
+    let batch = record_batch(&["x"], 1_700_000_000_000)?;
+    let (code, _) = partition_result(&c.call(pv, &produce("never-made", 0, -1, batch))?)?;
+    ensure!(
+        code == UNKNOWN_TOPIC_OR_PARTITION,
+        "produce to an unknown topic: error {code}, want 3"
+    );
+    let mv = c.version_for::<MetadataRequest>(12)?;
+    let md = c.call(mv, &MetadataRequest::default().with_topics(None))?;
+    ensure!(
+        !md.topics
+            .iter()
+            .any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("never-made")),
+        "a Produce request created a topic"
+    );
+
+    // Fetch: unknown topic, and an offset past the end (with the high watermark).
+    let batch = record_batch(&["a", "b"], 1_700_000_000_000)?;
+    let (code, _) = partition_result(&c.call(pv, &produce("known", 0, -1, batch))?)?;
+    ensure!(code == 0, "produce to known: {code}");
+    let (code, _, _) = c.fetch_once("never-made", 0, 0)?;
+    ensure!(
+        code == UNKNOWN_TOPIC_OR_PARTITION,
+        "fetch of an unknown topic: error {code}"
+    );
+    let (code, _, _) = c.fetch_once("known", 7, 0)?;
+    ensure!(
+        code == UNKNOWN_TOPIC_OR_PARTITION,
+        "fetch of an unknown partition: error {code}"
+    );
+    let (code, high, records) = c.fetch_once("known", 0, 100)?;
+    ensure!(
+        code == OFFSET_OUT_OF_RANGE && high == 2 && records.is_empty(),
+        "fetch at 100 of 2: error {code}, high watermark {high}, {} bytes",
+        records.len()
+    );
+    let (code, high, records) = c.fetch_once("known", 0, 2)?;
+    ensure!(
+        code == 0 && high == 2 && records.is_empty(),
+        "fetch at the end: error {code}, high {high}, {} bytes",
+        records.len()
+    );
+
+    // Metadata with auto-creation for an illegal name: INVALID_TOPIC_EXCEPTION.
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("bad name!")))),
+        ]));
+    let md = c.call(mv, &req)?;
+    let code = md.topics.first().map(|t| t.error_code);
+    ensure!(
+        code == Some(INVALID_TOPIC_EXCEPTION),
+        "metadata for 'bad name!': {code:?}, want 17"
+    );
+    Ok(())
+}
