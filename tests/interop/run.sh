@@ -98,6 +98,36 @@ if ! kill -0 "$PID" 2>/dev/null; then
 else
     ok "broker alive at the end"
 fi
+
+# 6. Clean restart (SIGTERM) on the same data dir: kcat still reads everything.
+if kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID"
+    for _ in $(seq 1 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$PID" 2>/dev/null; then
+        ko "SIGTERM shutdown" "broker still running 30 s after SIGTERM"
+    else
+        wait "$PID"; rc=$?
+        if [ "$rc" == 0 ]; then ok "SIGTERM shutdown (exit 0)"; else ko "SIGTERM shutdown" "exit $rc"; fi
+    fi
+    kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
+    "$BIN" --listen "$B" --advertised-listener "$B" --data-dir "$WORK/data" --cores "$CORES" \
+        >>"$WORK/broker.log" 2>&1 </dev/null &
+    PID=$!
+    ready=0
+    for _ in $(seq 1 200); do
+        if timeout 5 kcat -b "$B" -L -m 2 >/dev/null 2>&1; then ready=1; break; fi
+        sleep 0.1
+    done
+    if [ "$ready" == 1 ] \
+        && timeout 60 kcat -b "$B" -C -t kcat-keyed -e -o beginning -q -f '%k:%s\n' >"$WORK/out" 2>&1 \
+        && [ "$(sort "$WORK/out")" == "$(sort "$WORK/keyed.in")" ] \
+        && timeout 60 kcat -b "$B" -C -t ck-topic -e -o beginning -q -f '%s\n' >"$WORK/out" 2>&1 \
+        && [ "$(sort -u "$WORK/out" | wc -l)" == 3000 ]; then
+        ok "records intact after restart"
+    else
+        ko "records intact after restart" "ready=$ready, $(wc -l <"$WORK/out") lines read"
+    fi
+fi
 if [ "$failed" != 0 ]; then
     echo "--- broker log tail ---"; tail -n 30 "$WORK/broker.log"
 fi
