@@ -12,9 +12,8 @@ use crate::error::{FlushFailure, StorageError};
 use crate::log::LogInner;
 use crate::segment::{align_down, align_up, SegState, PAGE};
 use crate::shard::ShardStorage;
-use crate::signal::join_all;
 use bytes::Bytes;
-use glommio::io::{Directory, DmaFile};
+use glommio::io::DmaFile;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -230,7 +229,7 @@ fn gather(head: &[u8], data: &[Bytes], mut from: usize, dst: &mut [u8]) {
     dst[out..].fill(0);
 }
 
-async fn write_region(log: &LogInner, file: &DmaFile, g: &Group) -> Result<(), StorageError> {
+async fn write_region(log: &LogInner, file: &Rc<DmaFile>, g: &Group) -> Result<(), StorageError> {
     let page_start = align_down(g.start_pos);
     let head_len = (g.start_pos - page_start) as usize;
     let cached = {
@@ -269,11 +268,14 @@ async fn write_region(log: &LogInner, file: &DmaFile, g: &Group) -> Result<(), S
     let mut iter = writes.into_iter().peekable();
     while iter.peek().is_some() {
         let batch: Vec<_> = iter.by_ref().take(MAX_IN_FLIGHT).collect();
-        let futs: Vec<_> = batch
+        // one glommio task per write: re-polling pending glommio I/O from a single task
+        // leaks waker references in glommio 0.9 (task refcount overflow)
+        let tasks: Vec<_> = batch
             .into_iter()
             .map(|(pos, buf)| {
                 let want = buf.len();
-                async move {
+                let file = file.clone();
+                glommio::spawn_local(async move {
                     let n = file.write_at(buf, pos).await?;
                     if n != want {
                         return Err(StorageError::Io(std::io::Error::new(
@@ -282,11 +284,17 @@ async fn write_region(log: &LogInner, file: &DmaFile, g: &Group) -> Result<(), S
                         )));
                     }
                     Ok(())
-                }
+                })
             })
             .collect();
-        for r in join_all(futs).await {
-            r?;
+        let mut first_err = None;
+        for t in tasks {
+            if let Err(e) = t.await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
     }
     // remember the new partial tail page

@@ -121,7 +121,7 @@ impl TimeIndex {
 
     /// Decode only the last entry of an encoded time index.
     pub(crate) fn decode_last(buf: &[u8]) -> Option<(i64, u32)> {
-        if buf.len() < 12 || buf.len() % 12 != 0 {
+        if buf.len() < 12 || !buf.len().is_multiple_of(12) {
             return None;
         }
         let c = &buf[buf.len() - 12..];

@@ -46,6 +46,7 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
             return Err(std::io::Error::last_os_error());
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
     Ok(lim.rlim_cur as u64)
 }
 

@@ -322,17 +322,16 @@ pub(crate) async fn close_inner(
         let w = log.durable_signal.wait();
         {
             let st = log.st.borrow();
-            if let Some(f) = &st.failed {
-                let e = f.to_error();
-                drop(st);
-                shard.unregister(log).await;
-                return Err(e);
-            }
-            if st.durable >= st.log_end && st.pending.is_empty() {
+            if st.failed.is_some() || (st.durable >= st.log_end && st.pending.is_empty()) {
                 break;
             }
         }
         w.await;
+    }
+    let failed = log.st.borrow().failed.as_ref().map(|f| f.to_error());
+    if let Some(e) = failed {
+        shard.unregister(log).await;
+        return Err(e);
     }
     let res = close_files_and_mark(shard, log).await;
     shard.unregister(log).await;

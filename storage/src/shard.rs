@@ -13,7 +13,7 @@ use crate::error::StorageError;
 use crate::files::FileTable;
 use crate::log::{LogInner, PartitionLog};
 use crate::segment::{log_path, open_segment_file};
-use crate::signal::{join_all, Signal};
+use crate::signal::Signal;
 use crate::ShardStorageOptions;
 use glommio::io::DmaFile;
 use glommio::{Latency, Shares};
@@ -56,13 +56,15 @@ pub struct ShardStorage {
     stopping: Cell<bool>,
     flusher_done: Signal,
     flusher_running: Cell<bool>,
+    me: Weak<ShardStorage>,
 }
 
 impl ShardStorage {
     /// Create the shard's storage and spawn its flusher and background tasks. Must be
     /// called inside a glommio executor.
     pub fn start(opts: ShardStorageOptions) -> Rc<ShardStorage> {
-        let shard = Rc::new(ShardStorage {
+        let shard = Rc::new_cyclic(|me| ShardStorage {
+            me: me.clone(),
             inner: RefCell::new(ShardInner {
                 next_log_id: 1,
                 logs: HashMap::new(),
@@ -128,12 +130,17 @@ impl ShardStorage {
             .collect();
         let mut first_err = None;
         for chunk in logs.chunks(FLUSH_FANOUT) {
-            let futs: Vec<_> = chunk
+            let Some(me) = self.me.upgrade() else { break };
+            // one task per log (see flusher_loop)
+            let tasks: Vec<_> = chunk
                 .iter()
-                .map(|l| crate::recovery::close_inner(self, l))
+                .map(|l| {
+                    let (s, l) = (me.clone(), l.clone());
+                    glommio::spawn_local(async move { crate::recovery::close_inner(&s, &l).await })
+                })
                 .collect();
-            for r in join_all(futs).await {
-                if let Err(e) = r {
+            for t in tasks {
+                if let Err(e) = t.await {
                     first_err.get_or_insert(e);
                 }
             }
@@ -149,8 +156,7 @@ impl ShardStorage {
         }
         let files: Vec<Rc<DmaFile>> = {
             let mut sh = self.inner.borrow_mut();
-            let all = sh.files.take_idle(Duration::ZERO);
-            all
+            sh.files.take_idle(Duration::ZERO)
         };
         crate::files::close_files(files).await;
         first_err.map_or(Ok(()), Err)
@@ -228,11 +234,20 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
             continue;
         }
         drop(wait);
-        let futs: Vec<_> = dirty
-            .iter()
-            .map(|l| crate::flusher::flush_log(&shard, l))
-            .collect();
-        join_all(futs).await;
+        // bounded fan-out, one glommio task per log: re-polling many pending glommio I/Os
+        // from a single task leaks waker references in glommio 0.9 (refcount overflow)
+        for chunk in dirty.chunks(FLUSH_FANOUT) {
+            let tasks: Vec<_> = chunk
+                .iter()
+                .map(|l| {
+                    let (s, l) = (shard.clone(), l.clone());
+                    glommio::spawn_local(async move { crate::flusher::flush_log(&s, &l).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        }
         shard.progress.notify();
     }
     shard.flusher_running.set(false);
