@@ -346,3 +346,88 @@ fn headers_null_keys_empty_and_large_values_roundtrip() -> Result<()> {
     );
     Ok(())
 }
+
+/// Several producers on separate connections (so, likely, separate shards) write to the
+/// same partitions at once: every acked (partition, offset) is unique, each partition's
+/// offsets are 0..n without gaps, and the consumer sees each record at its acked place.
+#[test]
+fn concurrent_producers_get_unique_contiguous_offsets() -> Result<()> {
+    const PRODUCERS: u64 = 4;
+    const EACH: u64 = 5_000;
+    const PARTS: i32 = 3;
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("shared", PARTS, &[])?;
+    let results: Vec<Result<Vec<(u64, i32, i64)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PRODUCERS)
+            .map(|w| {
+                let broker = &broker;
+                s.spawn(move || -> Result<Vec<(u64, i32, i64)>> {
+                    let producer = broker.producer(&[("linger.ms", "1")])?;
+                    let mut futures = Vec::new();
+                    for i in 0..EACH {
+                        let seq = w * EACH + i;
+                        let key = record_key(seq, 97);
+                        let payload = record_payload(seq);
+                        match producer
+                            .send_result(FutureRecord::to("shared").key(&key).payload(&payload))
+                        {
+                            Ok(f) => futures.push((seq, f)),
+                            Err((e, _)) => bail!("enqueue {seq}: {e}"),
+                        }
+                    }
+                    block_on(async {
+                        let mut out = Vec::new();
+                        for (seq, f) in futures {
+                            match f.await {
+                                Ok(Ok(d)) => out.push((seq, d.partition, d.offset)),
+                                Ok(Err((e, _))) => bail!("seq {seq} not acked: {e}"),
+                                Err(_) => bail!("seq {seq}: delivery cancelled"),
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("producer thread panicked"))
+            })
+            .collect()
+    });
+    let mut acked: HashMap<u64, (i32, i64)> = HashMap::new();
+    let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for r in results {
+        for (seq, p, o) in r? {
+            acked.insert(seq, (p, o));
+            per_partition.entry(p).or_default().push(o);
+        }
+    }
+    for (p, offsets) in &mut per_partition {
+        offsets.sort_unstable();
+        let want: Vec<i64> = (0..offsets.len() as i64).collect();
+        ensure!(
+            *offsets == want,
+            "partition {p}: acked offsets are not unique and contiguous"
+        );
+    }
+    let consumed = broker.consume_all("shared", PARTS)?;
+    ensure!(
+        consumed.len() as u64 == PRODUCERS * EACH,
+        "consumed {}",
+        consumed.len()
+    );
+    for c in &consumed {
+        let seq = payload_seq(c.payload.as_deref().unwrap_or_default())?;
+        ensure!(
+            acked.get(&seq) == Some(&(c.partition, c.offset)),
+            "seq {seq} at {}@{}, acked at {:?}",
+            c.partition,
+            c.offset,
+            acked.get(&seq)
+        );
+    }
+    Ok(())
+}
