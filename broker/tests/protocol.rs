@@ -400,3 +400,80 @@ fn produce_and_fetch_errors_for_unknown_topics_and_offsets() -> Result<()> {
     );
     Ok(())
 }
+
+/// KIP-74: a fetch whose byte limits are smaller than the first batch still returns that
+/// whole batch, so a consumer with small limits makes progress instead of stalling.
+#[test]
+fn fetch_returns_a_whole_first_batch_larger_than_max_bytes() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("chunky", 1, &[])?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let pv = c.version_for::<ProduceRequest>(12)?;
+    let fv = c.version_for::<FetchRequest>(12)?;
+    let value = "c".repeat(100_000);
+    let batch = record_batch(&[value.as_str(), "tail"], 1_700_000_000_000)?;
+    let batch_len = batch.len();
+    let (code, _) = partition_result(&c.call(pv, &produce("chunky", 0, -1, batch))?)?;
+    ensure!(code == 0, "produce: {code}");
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1_000)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("chunky")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1_000)])]);
+    let resp = c.call(fv, &req)?;
+    let part = resp.responses.first().and_then(|t| t.partitions.first());
+    let Some(part) = part else {
+        bail!("no partition in fetch response")
+    };
+    ensure!(part.error_code == 0, "fetch error {}", part.error_code);
+    let got = part.records.as_ref().map_or(0, |r| r.len());
+    let full = c.fetch_once("chunky", 0, 0)?.2;
+    let prefix = part
+        .records
+        .as_ref()
+        .is_some_and(|r| full.starts_with(r.as_ref()));
+    ensure!(
+        got >= batch_len,
+        "fetch with 1000-byte limits returned {got} bytes (a prefix of the stored batch: \
+         {prefix}); the whole first batch is {batch_len} bytes (unlimited fetch: {})",
+        full.len()
+    );
+    Ok(())
+}
+
+/// Metadata v0 reads an empty topic list as "all topics"; v1+ reads it as "none".
+#[test]
+fn metadata_empty_topic_list_means_all_in_v0_and_none_later() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("listed", 1, &[])?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let v0 = c.call(0, &MetadataRequest::default().with_topics(Some(vec![])))?;
+    ensure!(
+        v0.topics
+            .iter()
+            .any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("listed")),
+        "v0 with an empty list did not list all topics"
+    );
+    let v1 = c.call(1, &MetadataRequest::default().with_topics(Some(vec![])))?;
+    ensure!(
+        v1.topics.is_empty(),
+        "v1 with an empty list returned {} topics",
+        v1.topics.len()
+    );
+    let v1_all = c.call(1, &MetadataRequest::default().with_topics(None))?;
+    ensure!(
+        v1_all
+            .topics
+            .iter()
+            .any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("listed")),
+        "v1 with a null list did not list all topics"
+    );
+    Ok(())
+}
