@@ -271,10 +271,13 @@ fn seq_of(partition: i32, offset: i64) -> u64 {
 
 type Tp = (String, i32);
 
-/// Records every rebalance callback (revoke = false / assign = true) of one member.
-#[derive(Default, Clone)]
+/// One rebalance callback: (true = assign / false = revoke, its partitions).
+type Event = (bool, BTreeSet<Tp>);
+
+/// Records every rebalance callback of one member (rdkafka keeps it in an `Arc`).
+#[derive(Default)]
 struct Tracker {
-    events: Arc<Mutex<Vec<(bool, BTreeSet<Tp>)>>>,
+    events: Mutex<Vec<Event>>,
 }
 
 impl ClientContext for Tracker {}
@@ -784,13 +787,16 @@ fn two_groups_read_the_same_topic_independently() -> Result<()> {
     Ok(())
 }
 
+/// (how many records were attempted, the acked seqs).
+type Produced = (u64, BTreeSet<u64>);
+
 /// Produces numbered records to `topic` (6 partitions, round-robin by seq) until `stop`;
-/// the thread returns (how many were attempted, the acked seqs).
+/// the thread returns what it produced.
 fn produce_until(
     broker: &Broker,
     topic: &str,
     stop: Arc<AtomicBool>,
-) -> Result<thread::JoinHandle<Result<(u64, BTreeSet<u64>)>>> {
+) -> Result<thread::JoinHandle<Result<Produced>>> {
     let producer = broker.producer()?;
     let topic = topic.to_string();
     Ok(thread::spawn(move || {
@@ -865,10 +871,13 @@ fn at_least_once_through_repeated_rebalances() -> Result<()> {
         broker.member(group, &[topic], &[])?,
         broker.member(group, &[topic], &[])?,
     ];
+    // Every member's rebalance log, kept after the member is closed.
+    let mut logs: Vec<Arc<Tracker>> = members.iter().map(|m| m.context().clone()).collect();
     churn.round(&members, Duration::from_millis(2500))?;
     for step in 0..6 {
         if step % 2 == 0 {
             members.push(broker.member(group, &[topic], &[])?);
+            logs.extend(members.last().map(|m| m.context().clone()));
         } else {
             drop(members.remove(0)); // close: LeaveGroup mid-stream
         }
@@ -898,6 +907,18 @@ fn at_least_once_through_repeated_rebalances() -> Result<()> {
         churn.consumed.iter().all(|s| *s < attempted),
         "consumed a seq never produced"
     );
+    // The churn really moved partitions: each of the 5 members owned some at some point.
+    for (i, log) in logs.iter().enumerate() {
+        let events = log.events.lock().map(|e| e.clone()).unwrap_or_default();
+        ensure!(
+            events.iter().any(|(assign, s)| *assign && !s.is_empty()),
+            "member {i} never got partitions: {events:?}"
+        );
+    }
+    let rebalances: usize = logs
+        .iter()
+        .map(|l| l.events.lock().map(|e| e.len()).unwrap_or(0))
+        .sum();
     // The group's final commits reach the end of every partition.
     let obs = broker.observer(group)?;
     let mut highs = BTreeMap::new();
@@ -920,11 +941,13 @@ fn at_least_once_through_repeated_rebalances() -> Result<()> {
         );
     }
     eprintln!(
-        "produced {attempted}, acked {}, {} distinct delivered of {}, {} failed commits",
+        "produced {attempted}, acked {}, {} distinct delivered of {}, {} failed commits, \
+         {rebalances} rebalance callbacks over {} members",
         acked.len(),
         churn.consumed.len(),
         churn.deliveries,
-        churn.commit_failures
+        churn.commit_failures,
+        logs.len()
     );
     Ok(())
 }
