@@ -327,3 +327,50 @@ fn unsupported_versions_get_unsupported_version_or_close() -> Result<()> {
     }
     Ok(())
 }
+
+/// Rewrites a v2 batch header field and recomputes the CRC, so only the semantic check
+/// (not the checksum) can catch the lie.
+fn forge(batch: &Bytes, at: usize, value: i32) -> Bytes {
+    let mut b = batch.to_vec();
+    b[at..at + 4].copy_from_slice(&value.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[test]
+fn batches_with_a_valid_crc_but_inconsistent_counts_are_rejected() -> Result<()> {
+    const LAST_OFFSET_DELTA: usize = 23;
+    const RECORDS_COUNT: usize = 57;
+    let mut broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("liar", 1, &[])?;
+    let mut other = connect_other(&broker)?;
+    let mut client = connect_other(&broker)?;
+    let v = client.version_for::<ProduceRequest>(12)?;
+    let good = record_batch(&["a", "b", "c"], 1_700_000_000_000)?;
+    for (what, at, value) in [
+        ("records count 5 for 3 records", RECORDS_COUNT, 5),
+        ("records count 0", RECORDS_COUNT, 0),
+        ("lastOffsetDelta 9 for 3 records", LAST_OFFSET_DELTA, 9),
+        ("lastOffsetDelta -1", LAST_OFFSET_DELTA, -1),
+    ] {
+        let resp = client.call(v, &produce("liar", 0, forge(&good, at, value)))?;
+        let (code, _) = partition_result(&resp)?;
+        ensure!(
+            code == INVALID_RECORD || code == CORRUPT_MESSAGE,
+            "{what}: error code {code}, want INVALID_RECORD (87) or CORRUPT_MESSAGE (2)"
+        );
+        ensure!(
+            broker.watermarks("liar", 0)? == (0, 0),
+            "{what}: the batch was stored ({:?})",
+            broker.watermarks("liar", 0)?
+        );
+    }
+    // The intact batch still lands at offset 0.
+    let (code, base) = partition_result(&client.call(v, &produce("liar", 0, good))?)?;
+    ensure!(
+        code == 0 && base == 0,
+        "intact batch: code {code}, base {base}"
+    );
+    assert_healthy(&mut broker, &mut other, "forged batch headers")
+}
