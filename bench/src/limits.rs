@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  sender thread --io_uring Send 1 MiB--> 127.0.0.1 --io_uring Recv--> receiver thread
-//!  data dir: [1 MiB O_DIRECT writes, QD 4] -> fdatasync ; [1 MiB O_DIRECT reads, QD 4]
+//!  data dir: [1 MiB O_DIRECT writes, QD n] -> fdatasync ; [1 MiB O_DIRECT reads, QD n]
 //!            [4 KiB O_DIRECT write -> (IO_LINK) fdatasync] x N, one pair in flight
 //! ```
 //! Every buffer handed to the kernel outlives its operation: each probe waits for all of
@@ -26,8 +26,6 @@ use crate::stats::{LatencyHistogram, LatencySummary};
 
 /// Block size for bulk transfers.
 const BULK: usize = 1 << 20;
-/// Outstanding bulk disk operations.
-const DISK_QD: usize = 4;
 /// Alignment required by O_DIRECT (logical block size of any common device or fs).
 const ALIGN: usize = 4096;
 
@@ -40,6 +38,8 @@ pub struct LimitsConfig {
     pub per_probe: Duration,
     /// Largest scratch file for the bandwidth probes; writes wrap around past it.
     pub max_file_bytes: u64,
+    /// 1 MiB O_DIRECT operations kept in flight by the bandwidth probes.
+    pub queue_depth: usize,
 }
 
 impl LimitsConfig {
@@ -49,6 +49,7 @@ impl LimitsConfig {
             dir,
             per_probe: Duration::from_secs(4),
             max_file_bytes: 2 << 30,
+            queue_depth: 16,
         }
     }
 }
@@ -90,7 +91,8 @@ pub fn measure(cfg: &LimitsConfig) -> Limits {
     let scratch = cfg
         .dir
         .join(format!(".sluice-bench-limits-{}", std::process::id()));
-    match direct_write_then_read(&scratch, cfg.per_probe, cfg.max_file_bytes) {
+    let qd = cfg.queue_depth.clamp(1, 256);
+    match direct_write_then_read(&scratch, cfg.per_probe, cfg.max_file_bytes, qd) {
         Ok((w, r)) => {
             out.direct_write_bytes_per_sec = Some(w);
             out.direct_read_bytes_per_sec = Some(r);
@@ -231,18 +233,24 @@ fn open_direct(path: &Path, truncate: bool) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("open O_DIRECT {}: {e}", path.display())))
 }
 
-/// Runs `DISK_QD` bulk operations in flight until `duration` passes, returning bytes moved.
+/// Runs `qd` bulk operations in flight until `duration` passes, returning bytes moved.
 /// Offsets advance sequentially and wrap at `wrap_at`.
-fn bulk_loop(file: &File, write: bool, duration: Duration, wrap_at: u64) -> io::Result<u64> {
-    let mut ring = IoUring::new((DISK_QD * 2) as u32)?;
-    let mut bufs: Vec<AlignedBuf> = (0..DISK_QD).map(|_| AlignedBuf::new(BULK)).collect();
+fn bulk_loop(
+    file: &File,
+    write: bool,
+    duration: Duration,
+    wrap_at: u64,
+    qd: usize,
+) -> io::Result<u64> {
+    let mut ring = IoUring::new((qd * 2).next_power_of_two() as u32)?;
+    let mut bufs: Vec<AlignedBuf> = (0..qd).map(|_| AlignedBuf::new(BULK)).collect();
     let fd = types::Fd(file.as_raw_fd());
     let wrap_at = (wrap_at / BULK as u64).max(1) * BULK as u64;
     let mut next_offset = 0u64;
     let mut moved = 0u64;
     let mut in_flight = 0usize;
     let deadline = Instant::now() + duration;
-    let mut entries = Vec::with_capacity(DISK_QD);
+    let mut entries = Vec::with_capacity(qd);
     for (slot, buf) in bufs.iter_mut().enumerate() {
         entries.push(bulk_entry(fd, write, buf, next_offset, slot));
         next_offset = (next_offset + BULK as u64) % wrap_at;
@@ -300,15 +308,16 @@ fn direct_write_then_read(
     path: &Path,
     duration: Duration,
     max_bytes: u64,
+    qd: usize,
 ) -> io::Result<(f64, f64)> {
     let file = open_direct(path, true)?;
     let start = Instant::now();
-    let written = bulk_loop(&file, true, duration, max_bytes)?;
+    let written = bulk_loop(&file, true, duration, max_bytes, qd)?;
     file.sync_data()?;
     let write_bw = written as f64 / start.elapsed().as_secs_f64();
     let readable = written.min(max_bytes);
     let start = Instant::now();
-    let read = bulk_loop(&file, false, duration, readable)?;
+    let read = bulk_loop(&file, false, duration, readable, qd)?;
     let read_bw = read as f64 / start.elapsed().as_secs_f64();
     Ok((write_bw, read_bw))
 }
@@ -368,6 +377,7 @@ mod tests {
             dir: dir.clone(),
             per_probe: Duration::from_millis(150),
             max_file_bytes: 16 << 20,
+            queue_depth: 4,
         };
         let l = measure(&cfg);
         let _ = std::fs::remove_dir_all(&dir);

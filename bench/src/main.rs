@@ -163,6 +163,9 @@ struct LimitsArgs {
     /// Wall time per probe (4 probes).
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     probe_time: Duration,
+    /// 1 MiB O_DIRECT operations in flight in the disk bandwidth probes.
+    #[arg(long, default_value_t = 16)]
+    queue_depth: usize,
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +349,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Limits(a) => {
             let l = limits::measure(&LimitsConfig {
                 per_probe: a.probe_time,
+                queue_depth: a.queue_depth,
                 ..LimitsConfig::new(a.dir.clone())
             });
             print(cli.json, &l, || report::limits_table(&l))?;
@@ -360,6 +364,7 @@ fn run(cli: &Cli) -> Result<()> {
                 base: base_spec(cli, &a.client, "suite"),
                 limits: LimitsConfig {
                     per_probe: a.limits.probe_time,
+                    queue_depth: a.limits.queue_depth,
                     ..LimitsConfig::new(a.limits.dir.clone())
                 },
                 keep_topics: a.client.keep_topics,
