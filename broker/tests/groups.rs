@@ -3,6 +3,7 @@
 //! member; a closed or SIGKILLed member's partitions move to the others; cooperative-sticky
 //! moves only what must move; range/roundrobin produce their documented shapes; committed
 //! offsets survive SIGTERM and kill -9; groups are independent; churn keeps at-least-once.
+//! A static member restarted in time keeps its partitions without a rebalance.
 //! Every wait is bounded; brokers and kcat children are killed on drop.
 
 mod common;
@@ -435,6 +436,31 @@ fn as_offsets(m: &BTreeMap<i32, i64>) -> BTreeMap<i32, Offset> {
     m.iter().map(|(p, o)| (*p, Offset::Offset(*o))).collect()
 }
 
+/// OffsetFetch by a fresh client of `group` must return exactly `want`.
+fn expect_committed(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    want: &BTreeMap<i32, i64>,
+    when: &str,
+) -> Result<()> {
+    let got = committed(&broker.observer(group)?, topic, want.len() as i32)?;
+    ensure!(
+        got == as_offsets(want),
+        "{when}: {group} has {got:?}, want {want:?}"
+    );
+    Ok(())
+}
+
+/// Synchronous OffsetCommit of `offsets` by a member.
+fn commit_at(m: &Member, topic: &str, offsets: &BTreeMap<i32, i64>) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+    }
+    Ok(m.commit(&tpl, CommitMode::Sync)?)
+}
+
 #[test]
 fn three_members_own_six_partitions_and_close_hands_over() -> Result<()> {
     let broker = Broker::spawn()?;
@@ -468,18 +494,7 @@ fn killed_member_is_replaced_after_session_timeout() -> Result<()> {
     let want = all_tps(&[topic], 6);
     let a = broker.member(group, &[topic], &[])?;
     let b = broker.member(group, &[topic], &[])?;
-    // The third member is kcat in its own process, so it can die without a LeaveGroup.
-    let kcat = Command::new("kcat")
-        .args(["-b", &broker.bootstrap(), "-G", group, topic, "-q", "-u"])
-        .args(["-X", "broker.address.family=v4"])
-        .args(["-X", &format!("session.timeout.ms={SESSION_TIMEOUT_MS}")])
-        .args(["-X", "heartbeat.interval.ms=1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("spawning kcat -G")?;
-    let mut kcat = ChildGuard(kcat);
+    let mut kcat = kcat_member(&broker, group, topic, &[])?;
     // The two rdkafka members hold 2 partitions each only when a third member holds 2.
     let with_kcat = wait_assignments(&[&a, &b], "kcat joined as third member", |s| {
         let union: BTreeSet<&Tp> = s.iter().flatten().collect();
@@ -499,6 +514,77 @@ fn killed_member_is_replaced_after_session_timeout() -> Result<()> {
         killed_at.elapsed()
     );
     wait_group(&obs, group, |st, _, n| st == "Stable" && n == 2)?;
+    Ok(())
+}
+
+/// `kcat -G` as a member of `group` in its own process (so it can die without LeaveGroup).
+fn kcat_member(broker: &Broker, group: &str, topic: &str, extra: &[&str]) -> Result<ChildGuard> {
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-b", &broker.bootstrap(), "-G", group, topic, "-q", "-u"])
+        .args([
+            "-X",
+            "broker.address.family=v4",
+            "-X",
+            "heartbeat.interval.ms=1000",
+        ])
+        .args(["-X", &format!("session.timeout.ms={SESSION_TIMEOUT_MS}")]);
+    for x in extra {
+        cmd.args(["-X", x]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning kcat -G")?;
+    Ok(ChildGuard(child))
+}
+
+#[test]
+fn static_member_restarted_in_time_keeps_its_partitions_without_rebalance() -> Result<()> {
+    let broker = Broker::spawn()?;
+    let (topic, group) = ("static6", "static6-g");
+    broker.create_topic(topic, 6)?;
+    let a = broker.member(group, &[topic], &[("group.instance.id", "static-a")])?;
+    let b = broker.member(group, &[topic], &[("group.instance.id", "static-b")])?;
+    let instance = ["group.instance.id=static-kcat"];
+    let mut kcat = kcat_member(&broker, group, topic, &instance)?;
+    let three = |s: &[BTreeSet<Tp>]| {
+        let union: BTreeSet<&Tp> = s.iter().flatten().collect();
+        s.iter().all(|m| m.len() == 2) && union.len() == 4
+    };
+    let before = wait_assignments(&[&a, &b], "static kcat joined", three)?;
+    let obs = broker.observer(group)?;
+    wait_group(&obs, group, |st, _, n| st == "Stable" && n == 3)?;
+    for m in [&a, &b] {
+        if let Ok(mut ev) = m.context().events.lock() {
+            ev.clear();
+        }
+    }
+    kcat.0.kill()?; // no LeaveGroup; static members never send one on close either
+    kcat.0.wait()?;
+    let _kcat = kcat_member(&broker, group, topic, &instance)?;
+    // Past the session timeout of the killed process: the restarted instance replaced it
+    // (KIP-345), so the group neither expired it nor rebalanced the others.
+    let until = Instant::now() + Duration::from_millis(8000);
+    let (mut sink, mut errors) = (Vec::new(), Vec::new());
+    while Instant::now() < until {
+        for m in [&a, &b] {
+            pump(m, &mut sink, &mut errors)?;
+        }
+    }
+    wait_group(&obs, group, |st, _, n| st == "Stable" && n == 3)?;
+    for (i, m) in [&a, &b].into_iter().enumerate() {
+        let events = m
+            .context()
+            .events
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        ensure!(events.is_empty(), "member {i} was rebalanced: {events:?}");
+        let now = tps(&m.assignment()?);
+        ensure!(now == before[i], "member {i}: {:?} -> {now:?}", before[i]);
+    }
     Ok(())
 }
 
@@ -675,27 +761,12 @@ fn committed_offsets_survive_sigterm_and_kill9() -> Result<()> {
             );
             pump(&m, &mut sink, &mut errors)?;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &first {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
-        }
-        m.commit(&tpl, CommitMode::Sync)?;
-        let got = committed(&m, topic, 3)?;
-        ensure!(
-            got == as_offsets(&first),
-            "OffsetFetch after commit: {got:?}"
-        );
+        commit_at(&m, topic, &first)?;
+        expect_committed(&broker, group, topic, &first, "after commit")?;
     }
     broker.sigterm()?;
     broker.start()?;
-    {
-        let obs = broker.observer(group)?;
-        let got = committed(&obs, topic, 3)?;
-        ensure!(
-            got == as_offsets(&first),
-            "after SIGTERM: {got:?} want {first:?}"
-        );
-    }
+    expect_committed(&broker, group, topic, &first, "after SIGTERM")?;
     resume_exactly(&broker, topic, group, &first, 30)?;
 
     // Second round: a member commits new offsets, then kill -9 and more records.
@@ -708,22 +779,11 @@ fn committed_offsets_survive_sigterm_and_kill9() -> Result<()> {
             ensure!(Instant::now() < deadline, "no assignment: {errors:?}");
             pump(&m, &mut sink, &mut errors)?;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &second {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
-        }
-        m.commit(&tpl, CommitMode::Sync)?;
+        commit_at(&m, topic, &second)?;
     }
     broker.kill9()?;
     broker.start()?;
-    {
-        let obs = broker.observer(group)?;
-        let got = committed(&obs, topic, 3)?;
-        ensure!(
-            got == as_offsets(&second),
-            "after kill -9: {got:?} want {second:?}"
-        );
-    }
+    expect_committed(&broker, group, topic, &second, "after kill -9")?;
     for p in 0..3 {
         broker.produce_to(topic, p, 30, 5)?;
     }
@@ -765,17 +825,11 @@ fn two_groups_read_the_same_topic_independently() -> Result<()> {
     for m in [&a1, &a2] {
         m.commit_consumer_state(CommitMode::Sync)?;
     }
-    let mut half = TopicPartitionList::new();
-    for p in 0..4 {
-        half.add_partition_offset(topic, p, Offset::Offset(25))?;
-    }
-    b1.commit(&half, CommitMode::Sync)?;
     let end: BTreeMap<i32, i64> = (0..4).map(|p| (p, 50)).collect();
     let mid: BTreeMap<i32, i64> = (0..4).map(|p| (p, 25)).collect();
-    let got = committed(&broker.observer("shared-a")?, topic, 4)?;
-    ensure!(got == as_offsets(&end), "group a committed {got:?}");
-    let got = committed(&broker.observer("shared-b")?, topic, 4)?;
-    ensure!(got == as_offsets(&mid), "group b committed {got:?}");
+    commit_at(&b1, topic, &mid)?;
+    expect_committed(&broker, "shared-a", topic, &end, "per-group offsets")?;
+    expect_committed(&broker, "shared-b", topic, &mid, "per-group offsets")?;
     let list = broker
         .observer("shared-a")?
         .fetch_group_list(None, OP_TIMEOUT)?;
