@@ -38,7 +38,8 @@ pub struct StorageMetrics {
 
 pub(crate) struct ShardInner {
     pub(crate) next_log_id: u64,
-    pub(crate) logs: HashMap<u64, Weak<LogInner>>,
+    /// Every open log, held until it is closed or deleted (shutdown closes them all).
+    pub(crate) logs: HashMap<u64, Rc<LogInner>>,
     pub(crate) dirs: HashSet<PathBuf>,
     pub(crate) dirty: Vec<Rc<LogInner>>,
     pub(crate) cache: BatchCache,
@@ -121,13 +122,7 @@ impl ShardStorage {
 
     /// Flush and fsync every log, write clean-shutdown markers, close files, stop tasks.
     pub async fn shutdown(&self) -> Result<(), StorageError> {
-        let logs: Vec<Rc<LogInner>> = self
-            .inner
-            .borrow()
-            .logs
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
+        let logs: Vec<Rc<LogInner>> = self.inner.borrow().logs.values().cloned().collect();
         let mut first_err = None;
         for chunk in logs.chunks(FLUSH_FANOUT) {
             let Some(me) = self.me.upgrade() else { break };
@@ -200,7 +195,7 @@ impl ShardStorage {
         };
         let log = inner_fn(id);
         let mut sh = self.inner.borrow_mut();
-        sh.logs.insert(id, Rc::downgrade(&log));
+        sh.logs.insert(id, log.clone());
         sh.dirs.insert(log.dir.clone());
         log
     }
@@ -278,7 +273,7 @@ async fn background_loop(shard: Weak<ShardStorage>) {
         let (files, logs) = {
             let mut sh = s.inner.borrow_mut();
             let files = sh.files.take_idle(idle);
-            let logs: Vec<Rc<LogInner>> = sh.logs.values().filter_map(Weak::upgrade).collect();
+            let logs: Vec<Rc<LogInner>> = sh.logs.values().cloned().collect();
             (files, logs)
         };
         crate::files::close_files(files).await;
