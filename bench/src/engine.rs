@@ -11,7 +11,7 @@
 //! Only samples whose intended send time falls in the window enter the histograms;
 //! throughput counts acks / receives that happen inside the window.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -29,8 +29,9 @@ use serde::Serialize;
 use crate::kafka::{consumer_config, producer_config, ProducerSettings};
 use crate::pacer::{per_producer_rate, Pacer, Step};
 use crate::procstat::{self, ProcUsage, Target};
+use crate::progress::{progress_loop, Counters};
 use crate::record::{read_stamp, KeyDistributor, KeyGen, Payload};
-use crate::stats::{group_thousands, LatencyHistogram, LatencySummary, Throughput};
+use crate::stats::{LatencyHistogram, LatencySummary, Throughput};
 
 /// Everything one run needs. Topics must exist already.
 #[derive(Clone, Debug)]
@@ -140,15 +141,6 @@ impl Clock {
     fn unix_ns(&self, at: Duration) -> u64 {
         self.unix_start_ns + at.as_nanos() as u64
     }
-}
-
-/// Per-thread counters read by the progress line.
-#[derive(Debug, Default)]
-struct Counters {
-    sent: AtomicU64,
-    acked: AtomicU64,
-    received: AtomicU64,
-    errors: AtomicU64,
 }
 
 /// The measured window relative to the run clock, fixed when producers start.
@@ -323,7 +315,7 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         let counters = all_counters.clone();
         let flag = progress_stop.clone();
         let size = spec.message_size;
-        std::thread::spawn(move || progress_loop(counters, flag, clock, t0, size))
+        std::thread::spawn(move || progress_loop(counters, flag, clock.start, t0, size))
     });
 
     let mut produced = ProducerTally::default();
@@ -725,43 +717,5 @@ impl ConsumerJob {
         }
         consumer.assign(&tpl).context("assign")?;
         Ok(())
-    }
-}
-
-fn progress_loop(
-    counters: Vec<(bool, Arc<Counters>)>,
-    stop: Arc<AtomicBool>,
-    clock: Clock,
-    t0: Duration,
-    message_size: usize,
-) {
-    let sum = |f: &dyn Fn(&Counters) -> u64| -> u64 { counters.iter().map(|(_, c)| f(c)).sum() };
-    let mut prev = (0u64, 0u64, 0u64);
-    let mut next = t0 + Duration::from_secs(1);
-    while !stop.load(Relaxed) {
-        let now = clock.elapsed();
-        if now < next {
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
-            continue;
-        }
-        next += Duration::from_secs(1);
-        let cur = (
-            sum(&|c| c.sent.load(Relaxed)),
-            sum(&|c| c.acked.load(Relaxed)),
-            sum(&|c| c.received.load(Relaxed)),
-        );
-        let errors = sum(&|c| c.errors.load(Relaxed));
-        let acked = cur.1 - prev.1;
-        eprintln!(
-            "[{:>4}s] sent {:>9} msg/s  acked {:>9} msg/s ({:>7.1} MB/s)  consumed {:>9} msg/s  in-flight {:>8}  errors {}",
-            (now - t0).as_secs(),
-            group_thousands((cur.0 - prev.0) as f64),
-            group_thousands(acked as f64),
-            (acked * message_size as u64) as f64 / 1e6,
-            group_thousands((cur.2 - prev.2) as f64),
-            cur.0.saturating_sub(cur.1),
-            errors
-        );
-        prev = cur;
     }
 }

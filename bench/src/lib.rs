@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod limits;
 pub mod pacer;
 pub mod procstat;
+mod progress;
 pub mod record;
 pub mod report;
 pub mod stats;
