@@ -301,11 +301,9 @@ pub(crate) fn producer_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if base_sequence < 0 {
-                -1
-            } else {
-                base_sequence + i as i32
-            },
+            // kafka-protocol starts a new batch whenever offset - sequence changes, so
+            // plain batches get sequence = offset here and base sequence -1 patched below.
+            sequence: base_sequence.max(0) + i as i32,
             timestamp: base_timestamp + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
@@ -318,5 +316,23 @@ pub(crate) fn producer_batch(
         compression: Compression::None,
     };
     RecordBatchEncoder::encode(&mut buf, &records, &opts)?;
-    Ok(buf.freeze())
+    let mut b = buf.to_vec();
+    // One batch: its length field (at 8) plus the 12 bytes before it cover everything.
+    let batch_len = i32::from_be_bytes([b[8], b[9], b[10], b[11]]) as usize;
+    if batch_len + 12 != b.len() {
+        bail!(
+            "encoder made more than one batch ({} bytes, first {batch_len} + 12)",
+            b.len()
+        );
+    }
+    if base_sequence < 0 {
+        b[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(Bytes::from(b))
 }
+
+/// v2 batch header: baseSequence field offset, and where the CRC-32C coverage starts.
+const BASE_SEQUENCE: usize = 53;
+const CRC_START: usize = 21;
