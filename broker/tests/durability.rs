@@ -468,3 +468,81 @@ fn multi_segment_log_survives_kill9_and_seeks_work() -> Result<()> {
         }
     }
 }
+
+/// Runs a second `sluice` with the given data dir and port; returns its exit status if it
+/// exits within 20 s, or None if it keeps running (it is then killed).
+fn second_instance(
+    data_dir: &std::path::Path,
+    port: u16,
+) -> Result<Option<std::process::ExitStatus>> {
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--advertised-listener")
+        .arg(&listen)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--cores")
+        .arg("1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(None)
+}
+
+/// Like Kafka's `.lock` in each log dir: a second broker on a data dir in use must refuse
+/// to start (and must not run recovery on the live broker's files), and the first keeps
+/// serving every acked record.
+#[test]
+fn second_broker_on_the_same_data_dir_refuses_to_start() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("locked", 2, &[])?;
+    let acked = produce_acked(&broker, "locked", 0, 2_000)?;
+    let status = second_instance(broker.data_dir(), common::free_port())?;
+    // Check the first broker's data before judging the second, to report both.
+    let more = produce_acked(&broker, "locked", 2_000, 500)?;
+    let consumed = broker.consume_all("locked", 2)?;
+    let mut all = acked;
+    all.extend(more);
+    check_acked_present(&consumed, &all)?;
+    match status {
+        Some(s) => ensure!(
+            !s.success(),
+            "second broker on the same data dir exited with success"
+        ),
+        None => bail!("a second broker started on a data dir that a running broker uses"),
+    }
+    Ok(())
+}
+
+/// Like Kafka (bind fails with "Address already in use"): a second broker on a port that a
+/// running broker listens on must not start and silently share the port with it.
+#[test]
+fn second_broker_on_the_same_port_refuses_to_start() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    let other_dir = tempfile::Builder::new().prefix("sluice-data-").tempdir()?;
+    let status = second_instance(other_dir.path(), broker.port())?;
+    match status {
+        Some(s) => ensure!(
+            !s.success(),
+            "second broker on a used port exited with success"
+        ),
+        None => bail!(
+            "a second broker started on port {} that a running broker listens on (SO_REUSEPORT \
+             across processes: clients would be split between two unrelated logs)",
+            broker.port()
+        ),
+    }
+    Ok(())
+}

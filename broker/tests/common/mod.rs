@@ -71,6 +71,20 @@ impl BrokerProcess {
             log_dir: tempfile::Builder::new().prefix("sluice-log-").tempdir()?,
             starts: 0,
         };
+        // The port was free when picked, but another process (e.g. a client's outgoing
+        // connection) may take it before the broker binds: then pick another.
+        for _ in 0..3 {
+            match broker.start() {
+                Err(e)
+                    if format!("{e:#}")
+                        .to_lowercase()
+                        .contains("address already in use") =>
+                {
+                    broker.port = free_port();
+                }
+                other => return other.map(|()| broker),
+            }
+        }
         broker.start()?;
         Ok(broker)
     }
