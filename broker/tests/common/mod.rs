@@ -58,11 +58,18 @@ pub(crate) struct BrokerProcess {
     data_dir: tempfile::TempDir,
     log_dir: tempfile::TempDir,
     starts: u32,
+    /// Extra command-line arguments (e.g. `--set name=value`), kept across restarts.
+    extra_args: Vec<String>,
 }
 
 impl BrokerProcess {
     /// Spawns a broker with `cores` shards on a fresh port and data dir; waits until ready.
     pub(crate) fn spawn(cores: usize) -> Result<Self> {
+        Self::spawn_with(cores, &[])
+    }
+
+    /// Like `spawn`, with broker settings given as `--set name=value`.
+    pub(crate) fn spawn_with(cores: usize, settings: &[(&str, &str)]) -> Result<Self> {
         let mut broker = BrokerProcess {
             child: None,
             port: free_port(),
@@ -70,6 +77,10 @@ impl BrokerProcess {
             data_dir: tempfile::Builder::new().prefix("sluice-data-").tempdir()?,
             log_dir: tempfile::Builder::new().prefix("sluice-log-").tempdir()?,
             starts: 0,
+            extra_args: settings
+                .iter()
+                .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+                .collect(),
         };
         // The port was free when picked, but another process (e.g. a client's outgoing
         // connection) may take it before the broker binds: then pick another.
@@ -125,6 +136,7 @@ impl BrokerProcess {
             .arg(self.data_dir.path())
             .arg("--cores")
             .arg(self.cores.to_string())
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
