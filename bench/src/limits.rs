@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  sender thread --io_uring Send 1 MiB--> 127.0.0.1 --io_uring Recv--> receiver thread
-//!  data dir: [1 MiB O_DIRECT writes, QD n] -> fdatasync ; [1 MiB O_DIRECT reads, QD n]
+//!  data dir: [O_DIRECT writes, B bytes, QD n] -> fdatasync ; [O_DIRECT reads, B, QD n]
 //!            [4 KiB O_DIRECT write -> (IO_LINK) fdatasync] x N, one pair in flight
 //! ```
 //! Every buffer handed to the kernel outlives its operation: each probe waits for all of
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::stats::{LatencyHistogram, LatencySummary};
 
-/// Block size for bulk transfers.
+/// Buffer size for the loopback probe, and the default disk block.
 const BULK: usize = 1 << 20;
 /// Alignment required by O_DIRECT (logical block size of any common device or fs).
 const ALIGN: usize = 4096;
@@ -38,8 +38,10 @@ pub struct LimitsConfig {
     pub per_probe: Duration,
     /// Largest scratch file for the bandwidth probes; writes wrap around past it.
     pub max_file_bytes: u64,
-    /// 1 MiB O_DIRECT operations kept in flight by the bandwidth probes.
+    /// O_DIRECT operations kept in flight by the bandwidth probes.
     pub queue_depth: usize,
+    /// Bytes per O_DIRECT bandwidth operation (a multiple of 4 KiB).
+    pub block_bytes: usize,
 }
 
 impl LimitsConfig {
@@ -50,6 +52,7 @@ impl LimitsConfig {
             per_probe: Duration::from_secs(4),
             max_file_bytes: 2 << 30,
             queue_depth: 16,
+            block_bytes: BULK,
         }
     }
 }
@@ -59,6 +62,10 @@ impl LimitsConfig {
 pub struct Limits {
     /// Directory the disk probes used.
     pub dir: String,
+    /// Bytes per O_DIRECT operation in the bandwidth probes.
+    pub direct_block_bytes: usize,
+    /// O_DIRECT operations in flight in the bandwidth probes.
+    pub direct_queue_depth: usize,
     /// Loopback TCP throughput, bytes per second.
     pub loopback_bytes_per_sec: Option<f64>,
     /// O_DIRECT sequential write bandwidth including the closing fdatasync, bytes/s.
@@ -92,7 +99,10 @@ pub fn measure(cfg: &LimitsConfig) -> Limits {
         .dir
         .join(format!(".sluice-bench-limits-{}", std::process::id()));
     let qd = cfg.queue_depth.clamp(1, 256);
-    match direct_write_then_read(&scratch, cfg.per_probe, cfg.max_file_bytes, qd) {
+    let block = (cfg.block_bytes.clamp(ALIGN, 64 << 20) / ALIGN) * ALIGN;
+    out.direct_block_bytes = block;
+    out.direct_queue_depth = qd;
+    match direct_write_then_read(&scratch, cfg.per_probe, cfg.max_file_bytes, qd, block) {
         Ok((w, r)) => {
             out.direct_write_bytes_per_sec = Some(w);
             out.direct_read_bytes_per_sec = Some(r);
@@ -241,19 +251,20 @@ fn bulk_loop(
     duration: Duration,
     wrap_at: u64,
     qd: usize,
+    block: usize,
 ) -> io::Result<u64> {
     let mut ring = IoUring::new((qd * 2).next_power_of_two() as u32)?;
-    let mut bufs: Vec<AlignedBuf> = (0..qd).map(|_| AlignedBuf::new(BULK)).collect();
+    let mut bufs: Vec<AlignedBuf> = (0..qd).map(|_| AlignedBuf::new(block)).collect();
     let fd = types::Fd(file.as_raw_fd());
-    let wrap_at = (wrap_at / BULK as u64).max(1) * BULK as u64;
+    let wrap_at = (wrap_at / block as u64).max(1) * block as u64;
     let mut next_offset = 0u64;
     let mut moved = 0u64;
     let mut in_flight = 0usize;
     let deadline = Instant::now() + duration;
     let mut entries = Vec::with_capacity(qd);
     for (slot, buf) in bufs.iter_mut().enumerate() {
-        entries.push(bulk_entry(fd, write, buf, next_offset, slot));
-        next_offset = (next_offset + BULK as u64) % wrap_at;
+        entries.push(bulk_entry(fd, write, buf, block, next_offset, slot));
+        next_offset = (next_offset + block as u64) % wrap_at;
     }
     push_and_submit(&mut ring, &entries, 1)?;
     in_flight += entries.len();
@@ -272,8 +283,8 @@ fn bulk_loop(
         }
         if first_err.is_none() && Instant::now() < deadline {
             let slot = slot as usize;
-            let entry = bulk_entry(fd, write, &mut bufs[slot], next_offset, slot);
-            next_offset = (next_offset + BULK as u64) % wrap_at;
+            let entry = bulk_entry(fd, write, &mut bufs[slot], block, next_offset, slot);
+            next_offset = (next_offset + block as u64) % wrap_at;
             push_and_submit(&mut ring, &[entry], 0)?;
             in_flight += 1;
         }
@@ -288,15 +299,16 @@ fn bulk_entry(
     fd: types::Fd,
     write: bool,
     buf: &mut AlignedBuf,
+    block: usize,
     offset: u64,
     slot: usize,
 ) -> squeue::Entry {
     let entry = if write {
-        opcode::Write::new(fd, buf.ptr(), BULK as u32)
+        opcode::Write::new(fd, buf.ptr(), block as u32)
             .offset(offset)
             .build()
     } else {
-        opcode::Read::new(fd, buf.ptr(), BULK as u32)
+        opcode::Read::new(fd, buf.ptr(), block as u32)
             .offset(offset)
             .build()
     };
@@ -309,15 +321,16 @@ fn direct_write_then_read(
     duration: Duration,
     max_bytes: u64,
     qd: usize,
+    block: usize,
 ) -> io::Result<(f64, f64)> {
     let file = open_direct(path, true)?;
     let start = Instant::now();
-    let written = bulk_loop(&file, true, duration, max_bytes, qd)?;
+    let written = bulk_loop(&file, true, duration, max_bytes, qd, block)?;
     file.sync_data()?;
     let write_bw = written as f64 / start.elapsed().as_secs_f64();
     let readable = written.min(max_bytes);
     let start = Instant::now();
-    let read = bulk_loop(&file, false, duration, readable, qd)?;
+    let read = bulk_loop(&file, false, duration, readable, qd, block)?;
     let read_bw = read as f64 / start.elapsed().as_secs_f64();
     Ok((write_bw, read_bw))
 }
@@ -378,6 +391,7 @@ mod tests {
             per_probe: Duration::from_millis(150),
             max_file_bytes: 16 << 20,
             queue_depth: 4,
+            block_bytes: 256 << 10,
         };
         let l = measure(&cfg);
         let _ = std::fs::remove_dir_all(&dir);

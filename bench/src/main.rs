@@ -163,9 +163,12 @@ struct LimitsArgs {
     /// Wall time per probe (4 probes).
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     probe_time: Duration,
-    /// 1 MiB O_DIRECT operations in flight in the disk bandwidth probes.
+    /// O_DIRECT operations in flight in the disk bandwidth probes.
     #[arg(long, default_value_t = 16)]
     queue_depth: usize,
+    /// Bytes per O_DIRECT operation in the bandwidth probes (multiple of 4096).
+    #[arg(long, default_value_t = 1 << 20)]
+    block_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -350,6 +353,7 @@ fn run(cli: &Cli) -> Result<()> {
             let l = limits::measure(&LimitsConfig {
                 per_probe: a.probe_time,
                 queue_depth: a.queue_depth,
+                block_bytes: a.block_size,
                 ..LimitsConfig::new(a.dir.clone())
             });
             print(cli.json, &l, || report::limits_table(&l))?;
@@ -365,6 +369,7 @@ fn run(cli: &Cli) -> Result<()> {
                 limits: LimitsConfig {
                     per_probe: a.limits.probe_time,
                     queue_depth: a.limits.queue_depth,
+                    block_bytes: a.limits.block_size,
                     ..LimitsConfig::new(a.limits.dir.clone())
                 },
                 keep_topics: a.client.keep_topics,

@@ -114,7 +114,7 @@ pub fn limits_table(l: &Limits) -> String {
     let row = |out: &mut String, label: &str, v: Option<String>| {
         let _ = writeln!(
             out,
-            "  {label:<34} {}",
+            "  {label:<40} {}",
             v.unwrap_or_else(|| "failed (see errors)".to_string())
         );
     };
@@ -123,14 +123,19 @@ pub fn limits_table(l: &Limits) -> String {
         "loopback TCP, 1 stream",
         l.loopback_bytes_per_sec.map(gbps),
     );
+    let shape = format!(
+        "{} KiB x QD {}",
+        l.direct_block_bytes / 1024,
+        l.direct_queue_depth
+    );
     row(
         &mut out,
-        "O_DIRECT sequential write (1 MiB)",
+        &format!("O_DIRECT seq. write ({shape})"),
         l.direct_write_bytes_per_sec.map(gbps),
     );
     row(
         &mut out,
-        "O_DIRECT sequential read (1 MiB)",
+        &format!("O_DIRECT seq. read ({shape})"),
         l.direct_read_bytes_per_sec.map(gbps),
     );
     row(
