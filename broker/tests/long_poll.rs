@@ -172,3 +172,57 @@ fn raw_fetch_is_parked_then_woken_by_produce() -> Result<()> {
     );
     Ok(())
 }
+
+/// A fetch parked on a partition that is then deleted completes early (Kafka completes a
+/// delayed fetch when the partition is gone) instead of hanging until max_wait, and the
+/// broker keeps serving.
+#[test]
+fn parked_fetch_on_a_deleted_topic_completes() -> Result<()> {
+    use rdkafka::admin::AdminOptions;
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("vanishing", 1, &[])?;
+    let mut client = RawClient::connect(broker.addr())?;
+    client.negotiate()?;
+    let version = client.version_for::<FetchRequest>(12)?;
+    let correlation = client.send(version, &fetch_request("vanishing", 0))?;
+    ensure!(
+        !client.has_data_within(Duration::from_millis(1000))?,
+        "fetch on an empty partition answered at once"
+    );
+    let admin = broker.admin()?;
+    let opts = AdminOptions::new().operation_timeout(Some(common::OP_TIMEOUT));
+    let r = block_on(admin.delete_topics(&["vanishing"], &opts))?;
+    ensure!(r.iter().all(|x| x.is_ok()), "delete: {r:?}");
+    let deleted_at = Instant::now();
+    client.set_read_timeout(WAKE_BOUND)?;
+    let resp = match client.recv::<FetchRequest>(version, correlation) {
+        Ok(r) => r,
+        Err(e) => bail!(
+            "parked fetch not completed within {WAKE_BOUND:?} of deleting its topic \
+             (max_wait {MAX_WAIT_MS} ms): {e}"
+        ),
+    };
+    ensure!(
+        deleted_at.elapsed() < WAKE_BOUND,
+        "completed only after {:?}",
+        deleted_at.elapsed()
+    );
+    let code = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.error_code)
+        .next();
+    ensure!(
+        code == Some(3) || code == Some(6),
+        "fetch on a deleted topic: partition error {code:?}, want UNKNOWN_TOPIC_OR_PARTITION (3)"
+    );
+    // The broker still serves: a new topic with the same name works from offset 0.
+    broker.create_topic("vanishing", 1, &[])?;
+    let offset = produce_one(&broker, "vanishing", "again")?;
+    ensure!(
+        offset == 0,
+        "re-created topic's first record at offset {offset}"
+    );
+    Ok(())
+}

@@ -183,3 +183,58 @@ fn fetch_past_the_end_is_offset_out_of_range() -> Result<()> {
     }
     Ok(())
 }
+
+/// ListOffsets with timestamp -3 (MAX_TIMESTAMP, KIP-734, v7+) returns the offset and
+/// timestamp of the record with the largest timestamp, not the last one.
+#[test]
+fn list_offsets_max_timestamp() -> Result<()> {
+    use common::raw::RawClient;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("maxts", 1, &[])?;
+    let producer: FutureProducer = broker.producer(&[("linger.ms", "0")])?;
+    block_on(async {
+        for (i, dt) in [5_000i64, 9_000, 3_000, 7_000].into_iter().enumerate() {
+            let v = format!("m{i}");
+            let rec = FutureRecord::<(), _>::to("maxts")
+                .partition(0)
+                .payload(&v)
+                .timestamp(BASE_TS + dt);
+            if let Err((e, _)) = producer.send(rec, Duration::from_secs(10)).await {
+                bail!("produce {i}: {e}");
+            }
+        }
+        Ok(())
+    })?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let Ok(v) = c.version_for::<ListOffsetsRequest>(10) else {
+        bail!("no ListOffsets")
+    };
+    ensure!(
+        v >= 7,
+        "broker advertises ListOffsets only up to v{v}; MAX_TIMESTAMP needs v7"
+    );
+    let req = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("maxts")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-3)])]);
+    let resp = c.call(v, &req)?;
+    let p = resp.topics.first().and_then(|t| t.partitions.first());
+    let Some(p) = p else {
+        bail!("no partition in ListOffsets response")
+    };
+    ensure!(
+        p.error_code == 0 && p.offset == 1 && p.timestamp == BASE_TS + 9_000,
+        "MAX_TIMESTAMP: error {} offset {} timestamp {}, want offset 1 at +9000",
+        p.error_code,
+        p.offset,
+        p.timestamp - BASE_TS
+    );
+    Ok(())
+}
