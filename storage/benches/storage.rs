@@ -2,7 +2,9 @@
 //! sequential write bandwidth to the bench directory (DmaFile, 1 MiB writes, 8 in flight,
 //! one fdatasync), then the log's append throughput with group commit for 1 KiB records in
 //! batches of 16 KiB / 64 KiB / 1 MiB, read throughput (cache and cold DMA), each as a
-//! ratio to the raw figure; then 10,000 idle partitions reopened after a clean shutdown.
+//! ratio to the raw figure; then 10,000 idle partitions ($SLUICE_BENCH_PARTITIONS) reopened
+//! after a clean shutdown in a fresh child process (this binary re-run), which reports
+//! VmRSS before/after and the open time. SLUICE_BENCH_ONLY=idle runs just that case.
 //! Directory: $SLUICE_BENCH_DIR, else the cargo target tmp dir (must support O_DIRECT).
 
 use bytes::Bytes;
@@ -138,99 +140,179 @@ async fn append_run(
     (mib_s(written, d), flushes, warm, cold)
 }
 
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    s.split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse::<u64>().ok())
+/// VmRSS of this process in bytes, from /proc/self/status.
+fn vm_rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0)
-        * 4096
+        * 1024
 }
 
-async fn idle_partitions(dir: &Path, n: usize) -> (Duration, Duration, f64) {
-    let root = dir.join(format!("idle-{n}"));
+fn partition_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("topic-{i}"))
+}
+
+/// Create `n` partitions of one batch each and close them cleanly (markers written), once.
+async fn setup_idle_partitions(root: &Path, n: usize) -> Duration {
     let t = Instant::now();
-    if !root.join("done").exists() {
-        let _ = std::fs::remove_dir_all(&root);
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let b = make_batch(1024);
-        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-            let mut logs = Vec::new();
-            for &i in chunk {
-                let log = PartitionLog::open(
-                    &shard,
-                    root.join(format!("topic-{i}")),
-                    LogConfig::default(),
-                )
+    if root.join("done").exists() {
+        return t.elapsed();
+    }
+    let _ = std::fs::remove_dir_all(root);
+    let shard = ShardStorage::start(ShardStorageOptions::default());
+    let b = make_batch(1024);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut logs = Vec::new();
+        for &i in chunk {
+            let log = PartitionLog::open(&shard, partition_dir(root, i), LogConfig::default())
                 .await
                 .unwrap();
-                log.append(b.clone(), 0).unwrap();
-                logs.push(log);
-            }
-            for l in &logs {
-                l.wait_durable(0).await.unwrap();
-            }
+            log.append(b.clone(), 0).unwrap();
+            logs.push(log);
         }
-        shard.shutdown().await.unwrap();
-        std::fs::write(root.join("done"), b"").unwrap();
+        for l in &logs {
+            l.wait_durable(0).await.unwrap();
+        }
     }
-    let setup = t.elapsed();
-    let shard = ShardStorage::start(ShardStorageOptions::default());
-    let rss0 = rss_bytes();
-    let t = Instant::now();
-    let mut logs = Vec::with_capacity(n);
-    for i in 0..n {
-        logs.push(
-            PartitionLog::open(
-                &shard,
-                root.join(format!("topic-{i}")),
-                LogConfig::default(),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    let open = t.elapsed();
-    let per = (rss_bytes().saturating_sub(rss0)) as f64 / n as f64;
-    assert!(logs.iter().all(|l| l.log_end_offset() == 1));
-    drop(logs);
-    (setup, open, per)
+    shard.shutdown().await.unwrap();
+    std::fs::write(root.join("done"), b"").unwrap();
+    t.elapsed()
 }
 
-fn main() {
-    let _ = raise_fd_limit();
-    let dir = std::env::var_os("SLUICE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sluice-bench"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let n_idle: usize = std::env::var("SLUICE_BENCH_PARTITIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
-    let d = dir.clone();
+/// Child-process side (IDLE_CHILD_ENV set): RSS after the executor and shard are up, open
+/// every partition and keep them open, RSS again; prints one `IDLE` line for the parent.
+fn idle_child(root: PathBuf, n: usize) {
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            println!("sluice-storage bench: dir {}, {} MiB per run, {} MiB in flight", d.display(), TOTAL >> 20, WINDOW >> 20);
-            let raw = raw_write(&d).await;
-            println!("{:<44} {:>10} {:>8}", "case", "MiB/s", "vs raw");
-            println!("{:<44} {:>10.0} {:>8}", "raw O_DIRECT write (1 MiB x8, 1 fdatasync)", raw, "1.00");
             let shard = ShardStorage::start(ShardStorageOptions::default());
-            for (name, size) in [("16 KiB", 16 << 10), ("64 KiB", 64 << 10), ("1 MiB", 1 << 20)] {
-                let (mbs, flushes, warm, cold) = append_run(&shard, d.join(format!("log-{size}")), size).await;
-                println!("{:<44} {:>10.0} {:>8.2}", format!("append {name} batches ({flushes} flushes)"), mbs, mbs / raw);
-                println!("{:<44} {:>10.0} {:>8.2}", format!("read {name} batches, cache"), warm, warm / raw);
-                println!("{:<44} {:>10.0} {:>8.2}", format!("read {name} batches, cold DMA"), cold, cold / raw);
+            let rss0 = vm_rss_bytes();
+            let t = Instant::now();
+            let mut logs = Vec::with_capacity(n);
+            for i in 0..n {
+                logs.push(
+                    PartitionLog::open(&shard, partition_dir(&root, i), LogConfig::default())
+                        .await
+                        .unwrap(),
+                );
             }
-            shard.shutdown().await.unwrap();
-            let (setup, open, per) = idle_partitions(&d, n_idle).await;
-            println!(
-                "{n_idle} idle partitions: open after clean shutdown {:.2} s (target <= 5 s), {:.1} KiB RSS each (target <= 64), setup {:.1} s",
-                open.as_secs_f64(),
-                per / 1024.0,
-                setup.as_secs_f64()
-            );
+            let open = t.elapsed();
+            let rss1 = vm_rss_bytes();
+            assert!(logs.iter().all(|l| l.log_end_offset() == 1));
+            println!("IDLE {n} {} {rss0} {rss1}", open.as_secs_f64());
+            // no close: the parent only needs the numbers; a clean shutdown would rewrite
+            // every marker and slow the next run
         })
         .unwrap()
         .join()
         .unwrap();
+}
+
+const IDLE_CHILD_ENV: &str = "SLUICE_BENCH_IDLE_CHILD";
+
+/// Memory and open time of `n` idle partitions, measured in a fresh child process (this
+/// binary re-run with IDLE_CHILD_ENV), so allocator reuse in this process cannot hide it.
+/// Returns (setup, open time, RSS bytes before, RSS bytes after).
+fn idle_partitions(dir: &Path, n: usize) -> (Duration, Duration, u64, u64) {
+    let root = dir.join(format!("idle-{n}"));
+    let r = root.clone();
+    let setup = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { setup_idle_partitions(&r, n).await })
+        .unwrap()
+        .join()
+        .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(IDLE_CHILD_ENV, &root)
+        .env("SLUICE_BENCH_PARTITIONS", n.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "idle child failed: {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("IDLE "))
+        .unwrap_or_else(|| panic!("idle child printed no result: {stdout}"));
+    let v: Vec<&str> = line.split_whitespace().collect();
+    let open: f64 = v[1].parse().unwrap();
+    let (rss0, rss1): (u64, u64) = (v[2].parse().unwrap(), v[3].parse().unwrap());
+    (setup, Duration::from_secs_f64(open), rss0, rss1)
+}
+
+fn main() {
+    let _ = raise_fd_limit();
+    let n_idle: usize = std::env::var("SLUICE_BENCH_PARTITIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    if let Some(root) = std::env::var_os(IDLE_CHILD_ENV) {
+        idle_child(PathBuf::from(root), n_idle);
+        return;
+    }
+    let dir = std::env::var_os("SLUICE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sluice-bench"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.clone();
+    let only_idle = std::env::var("SLUICE_BENCH_ONLY").is_ok_and(|v| v == "idle");
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            if only_idle {
+                return;
+            }
+            println!(
+                "sluice-storage bench: dir {}, {} MiB per run, {} MiB in flight",
+                d.display(),
+                TOTAL >> 20,
+                WINDOW >> 20
+            );
+            let raw = raw_write(&d).await;
+            println!("{:<44} {:>10} {:>8}", "case", "MiB/s", "vs raw");
+            println!(
+                "{:<44} {:>10.0} {:>8}",
+                "raw O_DIRECT write (1 MiB x8, 1 fdatasync)", raw, "1.00"
+            );
+            let shard = ShardStorage::start(ShardStorageOptions::default());
+            for (name, size) in [
+                ("16 KiB", 16 << 10),
+                ("64 KiB", 64 << 10),
+                ("1 MiB", 1 << 20),
+            ] {
+                let (mbs, flushes, warm, cold) =
+                    append_run(&shard, d.join(format!("log-{size}")), size).await;
+                println!(
+                    "{:<44} {:>10.0} {:>8.2}",
+                    format!("append {name} batches ({flushes} flushes)"),
+                    mbs,
+                    mbs / raw
+                );
+                println!(
+                    "{:<44} {:>10.0} {:>8.2}",
+                    format!("read {name} batches, cache"),
+                    warm,
+                    warm / raw
+                );
+                println!(
+                    "{:<44} {:>10.0} {:>8.2}",
+                    format!("read {name} batches, cold DMA"),
+                    cold,
+                    cold / raw
+                );
+            }
+            shard.shutdown().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (setup, open, rss0, rss1) = idle_partitions(&dir, n_idle);
+    let per_kib = rss1.saturating_sub(rss0) as f64 / 1024.0 / n_idle as f64;
+    println!(
+        "{n_idle} idle partitions (fresh process): open after clean shutdown {:.2} s (target <= 5 s), \
+         {per_kib:.1} KiB RSS each (target <= 64 KiB; VmRSS {:.1} -> {:.1} MiB), setup {:.1} s",
+        open.as_secs_f64(),
+        rss0 as f64 / (1 << 20) as f64,
+        rss1 as f64 / (1 << 20) as f64,
+        setup.as_secs_f64()
+    );
 }
