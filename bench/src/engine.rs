@@ -209,14 +209,28 @@ struct ConsumerTally {
     first_error: Option<String>,
 }
 
-/// Runs one load test. Producers, consumers and the progress line are joined before
-/// returning, even on error.
+/// Sets a stop flag when dropped, so every return path of `run` (including `?` and
+/// panics) tells the threads it started to finish.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// Runs one load test. On success every thread is joined; on any error path all threads
+/// are told to stop (they finish within one poll interval).
 pub fn run(spec: &LoadSpec) -> Result<RunReport> {
     let clock = Clock::new();
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_guard = StopOnDrop(stop.clone());
+    let progress_stop = Arc::new(AtomicBool::new(false));
+    let _progress_guard = StopOnDrop(progress_stop.clone());
     let window: Window = Arc::new(OnceLock::new());
-    // Consumers first, so they are positioned before the first record is sent.
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    // Consumers first, so they are positioned before the first record is sent. Each
+    // sends `true` once positioned, or `false` if it failed before that.
+    let (ready_tx, ready_rx) = mpsc::channel::<bool>();
     let mut consumer_threads = Vec::new();
     let mut all_counters: Vec<(bool, Arc<Counters>)> = Vec::new();
     let consumer_total =
@@ -237,10 +251,17 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
                     counters,
                     ready: ready_tx.clone(),
                 };
+                let failed = ready_tx.clone();
                 consumer_threads.push(
                     std::thread::Builder::new()
                         .name(format!("consumer-{ti}-{sub}-{c}"))
-                        .spawn(move || job.run())
+                        .spawn(move || {
+                            let result = job.run();
+                            if result.is_err() {
+                                let _ = failed.send(false);
+                            }
+                            result
+                        })
                         .context("spawning consumer thread")?,
                 );
             }
@@ -252,8 +273,8 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
     while ready < consumer_total {
         let left = ready_deadline.saturating_duration_since(Instant::now());
         match ready_rx.recv_timeout(left) {
-            Ok(()) => ready += 1,
-            Err(_) => {
+            Ok(true) => ready += 1,
+            Ok(false) | Err(_) => {
                 stop.store(true, Relaxed);
                 let why = match join_consumers(consumer_threads) {
                     Err(e) => format!("{e:#}"),
@@ -310,7 +331,6 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
             );
         }
     }
-    let progress_stop = Arc::new(AtomicBool::new(false));
     let progress = spec.progress.then(|| {
         let counters = all_counters.clone();
         let flag = progress_stop.clone();
@@ -590,7 +610,7 @@ struct ConsumerJob {
     window: Window,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    ready: mpsc::Sender<()>,
+    ready: mpsc::Sender<bool>,
 }
 
 impl ConsumerJob {
@@ -618,7 +638,7 @@ impl ConsumerJob {
         let mut tally = ConsumerTally::default();
         let mut signalled = false;
         if group.is_none() {
-            let _ = self.ready.send(());
+            let _ = self.ready.send(true);
             signalled = true;
         }
         let group_deadline = Instant::now() + Duration::from_secs(30);
@@ -630,7 +650,7 @@ impl ConsumerJob {
                     .map(|a| a.count() > 0)
                     .unwrap_or(false);
                 if assigned || Instant::now() > group_deadline {
-                    let _ = self.ready.send(());
+                    let _ = self.ready.send(true);
                     signalled = true;
                 }
             }
@@ -673,7 +693,7 @@ impl ConsumerJob {
             }
         }
         if !signalled {
-            let _ = self.ready.send(());
+            let _ = self.ready.send(true);
         }
         Ok(tally)
     }
