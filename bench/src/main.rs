@@ -83,7 +83,7 @@ struct ClientArgs {
     /// Record keys.
     #[arg(long, value_enum, default_value_t = KeyDistributor::NoKey)]
     keys: KeyDistributor,
-    /// compression.type: none, gzip, zstd.
+    /// compression.type: none, gzip, zstd, lz4, snappy.
     #[arg(long, default_value = "none")]
     compression: String,
     /// batch.size in bytes.

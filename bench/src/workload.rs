@@ -61,7 +61,7 @@ pub struct Workload {
     /// Producer `acks`: "all" / "-1", "1" or "0".
     #[serde(default = "default_acks")]
     pub acks: String,
-    /// Producer `compression.type`: none, gzip, zstd (this build's codecs), lz4, snappy.
+    /// Producer `compression.type`: none, gzip, zstd, lz4 or snappy.
     #[serde(default = "default_compression")]
     pub compression: String,
     /// Producer `batch.size` in bytes.
