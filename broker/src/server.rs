@@ -50,11 +50,44 @@ fn cluster_id(data_dir: &Path, node_id: i32) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// Takes `<data_dir>/.lock` exclusively for the life of the process, as Kafka locks each log
+/// dir: two brokers writing one data dir would corrupt it.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data dir {} is in use by another process (lock {})",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Fails if something already listens on `addr`. The shards bind with SO_REUSEPORT, which
+/// would otherwise let a second broker silently share the port; a plain bind does not.
+fn check_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
 /// Runs the broker until SIGTERM or SIGINT.
 pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    check_port_free(config.listen())?;
     let cluster = cluster_id(&data_dir, config.node_id())?;
     match sluice_storage::raise_fd_limit() {
         Ok(n) => tracing::info!(nofile = n, "raised RLIMIT_NOFILE"),
