@@ -2,16 +2,18 @@
 //! Open: list segments; a sealed segment is trusted if its time index ends exactly at the
 //! next segment's base, else it is rescanned; the active segment is trusted only with a
 //! valid clean-shutdown marker matching its size, else scanned with CRC and offset
-//! contiguity checks and cut (ftruncate) at the first torn or corrupt batch, dropping
-//! every later segment. Close: flush, cut the file to its logical end, write indexes,
-//! then the marker (removed again before the files next change).
+//! contiguity checks from its last offset-index entry (if that entry points at a valid
+//! batch; else from the start) and cut (ftruncate) at the first torn or corrupt batch,
+//! dropping every later segment; its indexes are then rewritten. Close: flush, cut the
+//! file to its logical end, write indexes, then the marker (removed again before the
+//! files next change).
 
 use crate::error::StorageError;
 use crate::flusher::sync_dir;
 use crate::log::{LogInner, LogState, PartitionLog};
 use crate::segment::{
-    index_path, list_segments, log_path, open_segment_file, scan_segment, timeindex_path,
-    write_indexes, write_small_file, SegState, Segment,
+    align_down, align_up, index_path, list_segments, log_path, open_segment_file, scan_from,
+    scan_segment, timeindex_path, write_indexes, write_small_file, SegState, Segment, PAGE,
 };
 use crate::shard::ShardStorage;
 use crate::signal::Signal;
@@ -123,21 +125,94 @@ fn sealed_from_disk(dir: &Path, base: i64, next_base: i64, file_len: u64) -> Opt
     Some(s)
 }
 
-/// Scan a segment with full validation and cut it at the first bad batch.
+/// Where a scan of the active segment can resume: its last offset-index entry, with the
+/// prefix state (max timestamp before it) from the time index. None if either file is
+/// missing, empty or does not reach that entry (then the whole segment is scanned).
+/// On-disk indexes of the active segment are written only at clean close, at seal, and
+/// after recovery or truncation rewrote the file, so an entry that points at a valid batch
+/// with the expected offset has a durable, unchanged prefix.
+fn index_resume_point(dir: &Path, base: i64, file_len: u64) -> Option<Segment> {
+    let buf = std::fs::read(index_path(dir, base)).ok()?;
+    let idx = crate::index::OffsetIndex::decode(&buf, u32::MAX as u64, file_len);
+    let &(rel, pos) = idx.entries.last()?;
+    let tbuf = std::fs::read(timeindex_path(dir, base)).ok()?;
+    let t = crate::index::TimeIndex::decode(&tbuf, u32::MAX as u64);
+    // a complete time index ends at or past the entry (close and seal write a final one)
+    if !t.entries.iter().any(|&(_, r)| r >= rel) {
+        return None;
+    }
+    let (ts, ts_rel) = t.entries.iter().rev().find(|&&(_, r)| r < rel).copied()?;
+    let mut s = Segment::new_empty(base, true);
+    s.size = pos as u64;
+    s.end_offset = base + rel as i64;
+    s.max_ts = ts;
+    s.max_ts_offset = base + ts_rel as i64;
+    s.index = Some(idx);
+    s.tindex = Some(crate::index::TimeIndex {
+        entries: t.entries.into_iter().filter(|&(_, r)| r < rel).collect(),
+    });
+    s.bytes_since_index = 0;
+    Some(s)
+}
+
+/// True if `[from, file_len)` is zero bytes within the page holding `from`: the padding a
+/// direct-I/O flush leaves after the last batch, expected after any unclean stop.
+async fn is_tail_padding(
+    file: &glommio::io::DmaFile,
+    from: u64,
+    file_len: u64,
+) -> Result<bool, StorageError> {
+    if from >= file_len || file_len > align_up(from) {
+        return Ok(false);
+    }
+    let page = align_down(from);
+    let r = file.read_at_aligned(page, PAGE as usize).await?;
+    let lo = (from - page) as usize;
+    let hi = ((file_len - page) as usize).min(r.len());
+    Ok(lo <= hi && r[lo..hi].iter().all(|&b| b == 0))
+}
+
+/// Scan a segment with full validation and cut it at the first bad batch. With `resume`
+/// (the active segment after an unclean stop) the scan starts at its last index entry if
+/// that entry points at a valid batch, else it falls back to the whole segment.
 async fn rescan(
     dir: &Path,
     base: i64,
     file_len: u64,
     interval: u32,
+    resume: bool,
 ) -> Result<Segment, StorageError> {
     let file = open_segment_file(&log_path(dir, base), false).await?;
-    let r = scan_segment(&file, base, file_len, interval, true).await?;
-    if r.valid_end < file_len {
-        tracing::warn!(dir = %dir.display(), base, valid_end = r.valid_end, file_len,
-            reason = r.stopped.as_deref().unwrap_or("stale bytes"), "cutting segment at the first bad batch");
-        file.truncate(r.valid_end).await?;
-        file.fdatasync().await?;
+    let mut res = None;
+    if let Some(start) = resume
+        .then(|| index_resume_point(dir, base, file_len))
+        .flatten()
+    {
+        let pos = start.size;
+        let r = scan_from(&file, start, file_len, interval, true).await?;
+        if r.valid_end > pos {
+            tracing::debug!(dir = %dir.display(), base, from = pos, "recovering the active segment from its last index entry");
+            res = Some(r);
+        } else {
+            tracing::warn!(dir = %dir.display(), base, pos, "last index entry does not point at a valid batch; scanning the whole segment");
+        }
     }
+    let r = match res {
+        Some(r) => r,
+        None => scan_segment(&file, base, file_len, interval, true).await?,
+    };
+    if r.valid_end < file_len {
+        let reason = r.stopped.as_deref().unwrap_or("stale bytes");
+        if is_tail_padding(&file, r.valid_end, file_len).await? {
+            tracing::debug!(dir = %dir.display(), base, valid_end = r.valid_end, file_len,
+                "cutting the zero padding after the last batch");
+        } else {
+            tracing::warn!(dir = %dir.display(), base, valid_end = r.valid_end, file_len,
+                reason, "cutting segment at the first bad batch");
+        }
+        file.truncate(r.valid_end).await?;
+    }
+    file.fdatasync().await?;
     file.close().await?;
     let mut s = Segment::new_empty(base, true);
     s.size = r.valid_end;
@@ -154,7 +229,22 @@ async fn rescan(
     } else {
         -1
     };
+    if resume {
+        // replace indexes that may describe bytes that are now cut or rewritten
+        let (i, t) = encode_indexes(&s);
+        write_indexes(dir, base, i, t).await?;
+    }
     Ok(s)
+}
+
+/// On-disk form of a segment's indexes; the time index ends with (max ts, last offset).
+pub(crate) fn encode_indexes(s: &Segment) -> (Vec<u8>, Vec<u8>) {
+    let idx = s.index.as_ref().map(|x| x.encode()).unwrap_or_default();
+    let mut t = s.tindex.clone().unwrap_or_default();
+    if s.max_ts_offset >= 0 && s.end_offset > s.base {
+        t.push_final(s.max_ts, (s.end_offset - 1 - s.base) as u32);
+    }
+    (idx, t.encode())
 }
 
 pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
@@ -217,7 +307,7 @@ pub(crate) async fn open_log(
                 i += 1;
                 continue;
             }
-            let mut s = rescan(&dir, base, file_len, interval).await?;
+            let mut s = rescan(&dir, base, file_len, interval, false).await?;
             if s.end_offset == nb && s.size == file_len && s.size > 0 {
                 let mut t = s.tindex.clone().unwrap_or_default();
                 t.push_final(s.max_ts, (s.end_offset - 1 - base) as u32);
@@ -253,7 +343,7 @@ pub(crate) async fn open_log(
                 segments.push(s);
                 marker_used = true;
             } else {
-                segments.push(rescan(&dir, base, file_len, interval).await?);
+                segments.push(rescan(&dir, base, file_len, interval, true).await?);
             }
         }
         i += 1;
@@ -351,7 +441,7 @@ async fn close_files_and_mark(
             return Ok(());
         };
         let idx = match (&a.index, &a.tindex) {
-            (Some(i), Some(t)) => Some((i.encode(), t.encode())),
+            (Some(_), Some(_)) => Some(encode_indexes(a)),
             _ => None,
         };
         let m = Marker {

@@ -106,6 +106,9 @@ pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), S
     } else {
         -1
     };
+    // the on-disk indexes may point past the cut (recovery resumes from them)
+    let (i, t) = crate::recovery::encode_indexes(&seg);
+    crate::segment::write_indexes(&dir, seg_base, i, t).await?;
     if !doomed.is_empty() {
         sync_dir(&log.inner).await?;
     }

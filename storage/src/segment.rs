@@ -91,8 +91,9 @@ impl Segment {
                 i.push(rel, pos as u32);
             }
             if let Some(t) = self.tindex.as_mut() {
-                let ts = self.max_ts.max(h.max_timestamp);
-                t.push(ts, (h.last_offset() - self.base) as u32);
+                // max timestamp of everything before this index point, so recovery can
+                // resume a scan here knowing the prefix's max timestamp exactly
+                t.push(self.max_ts, rel - 1);
             }
             self.bytes_since_index = 0;
         }
@@ -201,11 +202,30 @@ pub(crate) async fn scan_segment(
     interval: u32,
     validate: bool,
 ) -> Result<ScanResult, StorageError> {
-    let mut seg = Segment::new_empty(base, true);
+    scan_from(
+        file,
+        Segment::new_empty(base, true),
+        file_len,
+        interval,
+        validate,
+    )
+    .await
+}
+
+/// Continue a scan from a known-good prefix `seg` (its `size` is the position of the next
+/// batch, `end_offset` that batch's expected base offset) up to `file_len`.
+pub(crate) async fn scan_from(
+    file: &DmaFile,
+    mut seg: Segment,
+    file_len: u64,
+    interval: u32,
+    validate: bool,
+) -> Result<ScanResult, StorageError> {
+    let base = seg.base;
+    let mut cur: u64 = seg.size; // file position of the next batch
     let mut window: Vec<u8> = Vec::new();
-    let mut win_start: u64 = 0; // file position of window[0]
-    let mut read_pos: u64 = 0; // next aligned position to read
-    let mut cur: u64 = 0; // file position of the next batch
+    let mut win_start: u64 = cur; // file position of window[0]
+    let mut read_pos: u64 = align_down(cur); // next aligned position to read
     let mut stopped = None;
     loop {
         if cur >= file_len {
