@@ -208,12 +208,22 @@ impl ProducerContext for Recorder {
     }
 }
 
-#[test]
-fn acked_records_survive_kill9_during_production() -> Result<()> {
-    const PARTITIONS: i32 = 6;
-    let mut broker = BrokerProcess::spawn(2)?;
-    broker.create_topic("midflight", PARTITIONS, &[])?;
+/// What one produce-then-kill -9 round left behind.
+struct KillRound {
+    acked: BTreeMap<u64, (i32, i64)>,
+    /// Records handed to librdkafka: seqs `first_seq..sent_end`.
+    sent_end: u64,
+    failed: u64,
+}
 
+/// Produces seqs from `first_seq` with acks=all (no retries, no idempotence) and kills the
+/// broker with SIGKILL once `ack_target` records are acknowledged, mid-production.
+fn produce_until_killed(
+    broker: &mut BrokerProcess,
+    topic: &str,
+    first_seq: u64,
+    ack_target: u64,
+) -> Result<KillRound> {
     let log = Arc::new(DeliveryLog::default());
     let mut cfg: ClientConfig = broker.client_config();
     cfg.set("partitioner", "murmur2_random")
@@ -228,15 +238,15 @@ fn acked_records_survive_kill9_during_production() -> Result<()> {
     let producer: ThreadedProducer<Recorder> = cfg.create_with_context(Recorder(log.clone()))?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(first_seq));
     let sender = {
-        let (stop, sent) = (stop.clone(), sent.clone());
+        let (stop, sent, topic) = (stop.clone(), sent.clone(), topic.to_string());
         std::thread::spawn(move || -> ThreadedProducer<Recorder> {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::SeqCst) && seq < 2_000_000 {
+            let mut seq = first_seq;
+            while !stop.load(Ordering::SeqCst) && seq < first_seq + 2_000_000 {
                 let key = record_key(seq, KEYS);
                 let payload = record_payload(seq);
-                let rec = BaseRecord::with_opaque_to("midflight", Box::new(seq))
+                let rec = BaseRecord::with_opaque_to(&topic, Box::new(seq))
                     .key(&key)
                     .payload(&payload);
                 match producer.send(rec) {
@@ -254,9 +264,9 @@ fn acked_records_survive_kill9_during_production() -> Result<()> {
         })
     };
 
-    // Kill once a good number of records are acknowledged and production is ongoing.
+    // Kill once enough records are acknowledged and production is ongoing.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while log.acked_count.load(Ordering::SeqCst) < 20_000 {
+    while log.acked_count.load(Ordering::SeqCst) < ack_target {
         if Instant::now() > deadline {
             stop.store(true, Ordering::SeqCst);
             let _ = sender.join();
@@ -277,38 +287,44 @@ fn acked_records_survive_kill9_during_production() -> Result<()> {
     // Every outstanding record resolves (acked or failed) within message.timeout.ms.
     let _ = producer.flush(Duration::from_secs(30));
     drop(producer);
-    let sent = sent.load(Ordering::SeqCst);
+    let sent_end = sent.load(Ordering::SeqCst);
     let acked = match log.acked.lock() {
         Ok(a) => a.clone(),
         Err(_) => bail!("delivery log poisoned"),
     };
     let failed = log.failed.load(Ordering::SeqCst);
     ensure!(
-        acked.len() as u64 + failed == sent,
-        "sent {sent}, acked {}, failed {failed}",
+        acked.len() as u64 + failed == sent_end - first_seq,
+        "sent {}, acked {}, failed {failed}",
+        sent_end - first_seq,
         acked.len()
     );
     ensure!(
         failed > 0,
-        "the kill did not interrupt production (sent {sent}, all acked); the test proved nothing"
+        "the kill did not interrupt production (all {} acked); the test proved nothing",
+        acked.len()
     );
+    Ok(KillRound {
+        acked,
+        sent_end,
+        failed,
+    })
+}
 
-    broker.restart()?;
-    let consumed = broker.consume_all("midflight", PARTITIONS)?;
-    eprintln!(
-        "kill -9 mid-production: sent {sent}, acked {}, failed {failed}, stored {}",
-        acked.len(),
-        consumed.len()
-    );
-    check_acked_present(&consumed, &acked)?;
-    ensure!(
-        consumed.len() as u64 <= sent,
-        "consumed {} records, only {sent} were sent",
-        consumed.len()
-    );
-    // Per partition the log has no holes: offsets are exactly 0..n.
+/// After recovery: every acked record at its place, nothing twice, nothing never sent,
+/// and each partition's offsets exactly 0..n (no holes).
+fn check_recovered(
+    consumed: &[Consumed],
+    acked: &BTreeMap<u64, (i32, i64)>,
+    sent_end: u64,
+) -> Result<()> {
+    check_acked_present(consumed, acked)?;
+    for c in consumed {
+        let seq = payload_seq(c.payload.as_deref().unwrap_or_default())?;
+        ensure!(seq < sent_end, "seq {seq} was never sent");
+    }
     let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    for c in &consumed {
+    for c in consumed {
         per_partition.entry(c.partition).or_default().push(c.offset);
     }
     for (p, offsets) in per_partition {
@@ -318,6 +334,45 @@ fn acked_records_survive_kill9_during_production() -> Result<()> {
             "partition {p}: offsets after recovery are not 0..{}",
             offsets.len()
         );
+    }
+    Ok(())
+}
+
+#[test]
+fn acked_records_survive_kill9_during_production() -> Result<()> {
+    const PARTITIONS: i32 = 6;
+    let mut broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("midflight", PARTITIONS, &[])?;
+    let round = produce_until_killed(&mut broker, "midflight", 0, 20_000)?;
+    broker.restart()?;
+    let consumed = broker.consume_all("midflight", PARTITIONS)?;
+    eprintln!(
+        "kill -9 mid-production: sent {}, acked {}, failed {}, stored {}",
+        round.sent_end,
+        round.acked.len(),
+        round.failed,
+        consumed.len()
+    );
+    check_recovered(&consumed, &round.acked, round.sent_end)
+}
+
+/// Three rounds of produce / kill -9 / recover on the same log: recovery of an already
+/// recovered (torn-tail) log and appends after it keep every acked record of every round.
+#[test]
+fn acked_records_survive_repeated_kill9_cycles() -> Result<()> {
+    const PARTITIONS: i32 = 4;
+    let mut broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("cycles", PARTITIONS, &[])?;
+    let mut acked = BTreeMap::new();
+    let mut next_seq = 0;
+    for round_no in 0..3 {
+        let round = produce_until_killed(&mut broker, "cycles", next_seq, 5_000)?;
+        acked.extend(round.acked);
+        next_seq = round.sent_end;
+        broker.restart()?;
+        let consumed = broker.consume_all("cycles", PARTITIONS)?;
+        check_recovered(&consumed, &acked, next_seq)
+            .map_err(|e| e.context(format!("after kill -9 round {round_no}")))?;
     }
     Ok(())
 }
@@ -543,6 +598,72 @@ fn second_broker_on_the_same_port_refuses_to_start() -> Result<()> {
              across processes: clients would be split between two unrelated logs)",
             broker.port()
         ),
+    }
+    Ok(())
+}
+
+/// CreateTopics success means the topic is durable: kill -9 right after the answer, and
+/// after restart the topic (and every earlier one) is still there.
+#[test]
+fn created_topic_survives_immediate_kill9() -> Result<()> {
+    let mut broker = BrokerProcess::spawn(2)?;
+    for round in 0..4 {
+        let topic = format!("instant-{round}");
+        broker.create_topic(&topic, 2, &[])?;
+        broker.kill9()?;
+        broker.restart()?;
+        for earlier in 0..=round {
+            let name = format!("instant-{earlier}");
+            broker
+                .wait_for_topic(&name, 2)
+                .map_err(|e| e.context(format!("{name} lost after kill -9 round {round}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// As soon as a restarted broker answers at all, it answers with its recovered state: no
+/// window in which an existing topic is reported as UNKNOWN_TOPIC_OR_PARTITION (clients
+/// would drop it, and a producer's metadata request could even auto-create it again).
+#[test]
+fn restarted_broker_never_reports_existing_topics_as_unknown() -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut broker = BrokerProcess::spawn(2)?;
+    let topics: Vec<String> = (0..6).map(|i| format!("present-{i}")).collect();
+    for t in &topics {
+        broker.create_topic(t, 4, &[])?;
+    }
+    produce_acked(&broker, "present-0", 0, 5_000)?;
+    for round in 0..6 {
+        if round % 2 == 0 {
+            broker.kill9()?;
+        } else {
+            let status = broker.sigterm()?;
+            ensure!(status.success(), "SIGTERM exit {status}");
+        }
+        broker.restart()?;
+        // restart() returns at the first successful Metadata answer: ask right away.
+        let client: BaseConsumer = broker.client_config().create()?;
+        let md = client.fetch_metadata(None, common::OP_TIMEOUT)?;
+        let missing: Vec<&String> = topics
+            .iter()
+            .filter(|t| {
+                !md.topics().iter().any(|m| {
+                    m.name() == t.as_str() && m.error().is_none() && m.partitions().len() == 4
+                })
+            })
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "round {round}: right after restart, metadata lacks {missing:?}"
+        );
+        for p in 0..4 {
+            let (low, high) = broker.watermarks("present-0", p)?;
+            ensure!(
+                low == 0 && high > 0,
+                "round {round}: present-0/{p} watermarks {low}..{high}"
+            );
+        }
     }
     Ok(())
 }
