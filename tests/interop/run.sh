@@ -85,6 +85,11 @@ check "kafka-python producer/consumer" python3 "$HERE/kafka_python_check.py" "$B
 # 4. confluent-kafka: metadata, create, lz4 produce with delivery reports, assign consume.
 check "confluent-kafka producer/consumer" python3 "$HERE/confluent_check.py" "$B" ck-topic 3000
 
+# 4b. Consumer groups (kafka-python group members, commits, admin group APIs, kcat -G).
+if [ -f "$HERE/groups.py" ]; then
+    check "consumer groups (kafka-python, kcat -G)" python3 "$HERE/groups.py" "$B" interop-groups
+fi
+
 # 5. Cross-client: kcat reads what kafka-python wrote, in full.
 if timeout 60 kcat -b "$B" -C -t py-topic -e -o beginning -q -f '%s\n' >"$WORK/out" 2>&1 \
     && [ "$(sort -u "$WORK/out" | wc -l)" == 3000 ] && [ "$(wc -l <"$WORK/out")" == 3000 ]; then
