@@ -237,9 +237,13 @@ impl ShardCtx {
         })
     }
 
+    /// Reads every part, the cold ones concurrently (one task per read, so the disk sees a
+    /// queue deeper than one), then keeps whole partitions in order within `max_bytes`; the
+    /// first non-empty partition is kept whole even if larger (KIP-74).
     async fn fetch(&self, parts: Vec<FetchPart>, max_bytes: usize) -> Vec<FetchPartResult> {
+        const READS_IN_FLIGHT: usize = 16;
         let mut out = Vec::with_capacity(parts.len());
-        let mut budget = max_bytes;
+        let mut reads: Vec<(usize, PartitionLog, i64, i64, usize)> = Vec::new();
         for part in parts {
             let Some(log) = self.log(&part.tp.topic, part.tp.partition) else {
                 out.push(FetchPartResult {
@@ -257,19 +261,48 @@ impl ShardCtx {
                 log_start_offset: log.log_start_offset(),
                 batches: Vec::new(),
             };
-            let limit = part.max_bytes.min(budget);
-            // KIP-74: the first batch of the response is returned whole even if too large.
-            let min_one = budget == max_bytes;
             if part.fetch_offset < r.log_start_offset || part.fetch_offset > log.log_end_offset() {
                 r.error = code(ResponseError::OffsetOutOfRange);
-            } else if part.fetch_offset < hw && (limit > 0 || min_one) {
-                match log.read(part.fetch_offset, hw, limit, min_one).await {
-                    Ok(batches) => r.batches = batches,
-                    Err(e) => r.error = storage_error_code(&e),
-                }
+            } else if part.fetch_offset < hw {
+                let limit = part.max_bytes.min(max_bytes);
+                reads.push((out.len(), log, part.fetch_offset, hw, limit));
             }
-            budget = budget.saturating_sub(r.bytes());
             out.push(r);
+        }
+        let first = reads.first().map(|r| r.0);
+        let read = |(i, log, from, hw, limit): (usize, PartitionLog, i64, i64, usize)| async move {
+            (i, log.read(from, hw, limit, Some(i) == first).await)
+        };
+        let mut done = Vec::with_capacity(reads.len());
+        if reads.len() == 1 {
+            if let Some(r) = reads.pop() {
+                done.push(read(r).await);
+            }
+        }
+        while !reads.is_empty() {
+            let wave: Vec<_> = reads
+                .drain(..reads.len().min(READS_IN_FLIGHT))
+                .map(|r| glommio::spawn_local(read(r)))
+                .collect();
+            for task in wave {
+                done.push(task.await);
+            }
+        }
+        let mut used = 0usize;
+        for (i, res) in done {
+            let r = &mut out[i];
+            match res {
+                Ok(batches) => r.batches = batches,
+                Err(e) => r.error = storage_error_code(&e),
+            }
+        }
+        for r in out.iter_mut() {
+            let size = r.bytes();
+            if used > 0 && used + size > max_bytes {
+                r.batches.clear();
+            } else {
+                used += size;
+            }
         }
         out
     }
