@@ -1,5 +1,6 @@
 //! The storage error enum. glommio errors are mapped into `Io`; batch validation errors
-//! into `Corrupt` (bad magic/CRC/length) or `InvalidRecord` (count mismatch, empty).
+//! into `Corrupt` (bad magic/CRC/length) or `InvalidRecord` (count mismatch, empty);
+//! idempotent-producer violations into `OutOfOrderSequence` / `InvalidProducerEpoch`.
 
 use sluice_proto::batch::BatchError;
 
@@ -22,6 +23,22 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("log is closed")]
     Closed,
+    /// An idempotent batch's first sequence does not follow the producer's last one
+    /// (Kafka OUT_OF_ORDER_SEQUENCE_NUMBER, 45). Nothing of the request was written.
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// An idempotent batch carries an epoch older than the producer's current one
+    /// (Kafka INVALID_PRODUCER_EPOCH, 47). Nothing of the request was written.
+    #[error("producer {producer_id} is fenced: epoch {got} is older than the current {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
 }
 
 impl From<BatchError> for StorageError {

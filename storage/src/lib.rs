@@ -16,6 +16,7 @@ mod files;
 mod flusher;
 mod index;
 mod log;
+mod producer;
 mod read;
 mod recovery;
 mod retention;

@@ -2,9 +2,11 @@
 //! `append` is synchronous: it validates every batch first (all-or-nothing), assigns
 //! contiguous offsets by writing each base offset into its header, rolls segments, puts
 //! the batches in the pending queue and the shard cache, and marks the log dirty for the
-//! flusher. Invariant: log_start <= durable <= log_end; offsets are contiguous.
+//! flusher. Idempotent batches (producer id >= 0) are checked against the producer state
+//! (`producer.rs`) first. Invariant: log_start <= durable <= log_end; offsets contiguous.
 
 use crate::error::{FlushFailure, StorageError};
+use crate::producer::{self, ProducerEntry, ProducerStates, Verdict};
 use crate::segment::{SegState, Segment};
 use crate::shard::ShardStorage;
 use crate::signal::Signal;
@@ -21,9 +23,22 @@ use std::rc::Rc;
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
-    /// The time the log accepted the append (`now_ms` passed to `append`).
+    /// The time the log accepted the append (`now_ms` passed to `append`); -1 for a
+    /// duplicate (Kafka answers a duplicate with no log append time).
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The request was a retry of an idempotent batch already in the log: nothing was
+    /// appended, and `base_offset`/`last_offset` are the original batch's. The broker
+    /// answers success (error 0) with that base offset, as Kafka does.
+    pub duplicate: bool,
+}
+
+/// Outcome of the producer checks of one append request.
+enum Checked {
+    /// Append; then commit these updated producer entries.
+    Append(Vec<(i64, Option<ProducerEntry>)>),
+    /// The request is a retry of a batch already in the log; answer with this.
+    Duplicate(AppendInfo),
 }
 
 /// A batch appended but not yet durable; also reachable by reads until it is.
@@ -52,6 +67,9 @@ pub(crate) struct LogState {
     pub(crate) dirty: bool,
     pub(crate) truncate_epoch: u64,
     pub(crate) truncate_point: i64,
+    /// Idempotent-producer state; None until an idempotent batch needs it (idle
+    /// partitions stay small) and again after a truncation (rebuilt from the log).
+    pub(crate) producers: Option<Box<ProducerStates>>,
 }
 
 impl LogState {
@@ -132,6 +150,10 @@ impl PartitionLog {
             }
             batches.push((h, range));
         }
+        let updates = match self.check_producers(&batches)? {
+            Checked::Append(u) => u,
+            Checked::Duplicate(info) => return Ok(info),
+        };
         let total_bytes = records.len();
         let mut buf = records
             .try_into_mut()
@@ -174,6 +196,13 @@ impl PartitionLog {
             });
         }
         st.log_end = next;
+        if let Some(ps) = st.producers.as_mut() {
+            for (pid, e) in updates {
+                if let Some(e) = e {
+                    ps.insert(pid, e);
+                }
+            }
+        }
         let log_start = st.log_start();
         let was_dirty = std::mem::replace(&mut st.dirty, true);
         drop(st);
@@ -198,7 +227,70 @@ impl PartitionLog {
             last_offset: next - 1,
             log_append_time_ms: now_ms,
             log_start_offset: log_start,
+            duplicate: false,
         })
+    }
+
+    /// Check the idempotent batches of a request against the producer state (built on
+    /// first need), each against the state as updated by the earlier ones. Returns the
+    /// updated entries to commit after the write, or (as `Err`) the answer for a request
+    /// that is exactly one duplicate batch. A duplicate inside a multi-batch request is
+    /// rejected as out of order: Kafka would answer the whole request with the duplicate's
+    /// offsets and silently drop its new batches.
+    fn check_producers(
+        &self,
+        batches: &[(RecordBatchHeader, std::ops::Range<usize>)],
+    ) -> Result<Checked, StorageError> {
+        let mut updates: Vec<(i64, Option<ProducerEntry>)> = Vec::new();
+        if !batches.iter().any(|(h, _)| producer::is_idempotent(h)) {
+            return Ok(Checked::Append(updates));
+        }
+        let mut st = self.inner.st.borrow_mut();
+        if st.producers.is_none() {
+            let ps = producer::rebuild(&self.inner.dir, &st)?;
+            st.producers = Some(Box::new(ps));
+        }
+        let Some(ps) = st.producers.as_deref() else {
+            return Ok(Checked::Append(updates)); // ok: unreachable, set just above
+        };
+        let mut next = st.log_end;
+        for (h, _) in batches {
+            let base = next;
+            next = base + h.last_offset_delta as i64 + 1;
+            if !producer::is_idempotent(h) {
+                continue;
+            }
+            let pid = h.producer_id;
+            let slot = match updates.iter().position(|(p, _)| *p == pid) {
+                Some(i) => i,
+                None => {
+                    updates.push((pid, ps.get(pid).cloned()));
+                    updates.len() - 1
+                }
+            };
+            let entry = &mut updates[slot].1;
+            if let Verdict::Duplicate(m) = producer::check_and_apply(entry, h, base)? {
+                if batches.len() != 1 {
+                    let expected = entry
+                        .as_ref()
+                        .and_then(|e| e.batches.back())
+                        .map_or(0, |b| producer::next_seq(b.last_seq));
+                    return Err(StorageError::OutOfOrderSequence {
+                        producer_id: pid,
+                        expected,
+                        got: h.base_sequence,
+                    });
+                }
+                return Ok(Checked::Duplicate(AppendInfo {
+                    base_offset: m.first_offset,
+                    last_offset: m.last_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: st.log_start(),
+                    duplicate: true,
+                }));
+            }
+        }
+        Ok(Checked::Append(updates))
     }
 
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,

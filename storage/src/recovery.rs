@@ -373,6 +373,7 @@ pub(crate) async fn open_log(
         dirty: false,
         truncate_epoch: 0,
         truncate_point: log_end,
+        producers: None,
     };
     let inner = shard.register(|id| {
         Rc::new(LogInner {

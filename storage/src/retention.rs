@@ -3,7 +3,8 @@
 //! Each holds the log's I/O permit so it never races the flusher; in-memory state is cut
 //! first (so reads and appends see the new bounds at once), then files are changed.
 //! Later segments are deleted before an earlier one is cut, so a crash midway leaves a
-//! log that recovery reads as a prefix.
+//! log that recovery reads as a prefix. Truncation drops the producer state (rebuilt
+//! lazily from what remains); retention forgets producers with nothing left in the log.
 
 use crate::error::StorageError;
 use crate::flusher::{clear_marker, sync_dir};
@@ -119,6 +120,7 @@ pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), S
         }
         st.log_end = st.segments.last().map_or(batch_base, |s| s.end_offset);
         st.durable = st.log_end;
+        st.producers = None; // an append may have rebuilt it while the file was cut
     }
     log.shard
         .inner
@@ -156,6 +158,7 @@ fn cut_state(st: &mut crate::log::LogState, new_end: i64) {
     st.tail = None;
     st.truncate_epoch += 1;
     st.truncate_point = new_end;
+    st.producers = None; // rebuilt from the remaining log on next need
     if let Some(last) = st.segments.last_mut() {
         last.state = SegState::Active;
     }
@@ -230,7 +233,11 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
     let new_start = {
         let mut st = log.inner.st.borrow_mut();
         st.segments.retain(|s| !removed.contains(&s.base));
-        st.log_start()
+        let start = st.log_start();
+        if let Some(ps) = st.producers.as_mut() {
+            ps.trim_before(start);
+        }
+        start
     };
     {
         let mut sh = log.shard.inner.borrow_mut();

@@ -1,0 +1,363 @@
+//! Idempotent producers: duplicate retries answer with the original offsets and are stored
+//! once, sequence gaps and fenced epochs are rejected with nothing written, multi-batch
+//! requests are checked against the state as it evolves, and the state survives clean and
+//! unclean reopen, segment rolls and truncation.
+
+mod common;
+use bytes::Bytes;
+use common::{batch, run, tempdir};
+use sluice_proto::batch::RecordBatchHeader;
+use sluice_storage::*;
+
+/// A batch of `n` records from producer `pid`/`epoch` with first sequence `seq`.
+fn pbatch(pid: i64, epoch: i16, seq: i32, n: usize, tag: u8) -> Bytes {
+    let mut v = batch(n, 10, 1000, tag).to_vec();
+    v[43..51].copy_from_slice(&pid.to_be_bytes());
+    v[51..53].copy_from_slice(&epoch.to_be_bytes());
+    v[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(v)
+}
+
+fn concat(parts: &[Bytes]) -> Bytes {
+    parts.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+fn offsets(a: &AppendInfo) -> (i64, i64, bool) {
+    (a.base_offset, a.last_offset, a.duplicate)
+}
+
+/// (base offset, producer id, base sequence) of every batch in the log.
+async fn contents(log: &PartitionLog) -> Vec<(i64, i64, i32)> {
+    let end = log.log_end_offset();
+    let start = log.log_start_offset();
+    log.read(start, end, usize::MAX, true)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let h = RecordBatchHeader::parse(b).unwrap();
+            (h.base_offset, h.producer_id, h.base_sequence)
+        })
+        .collect()
+}
+
+async fn open(shard: &std::rc::Rc<ShardStorage>, path: &std::path::Path) -> PartitionLog {
+    PartitionLog::open(shard, path.to_path_buf(), LogConfig::default())
+        .await
+        .unwrap()
+}
+
+#[test]
+fn duplicate_retry_returns_original_offsets_and_is_stored_once() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path).await;
+        let a = log.append(pbatch(1, 0, 0, 3, 1), 10).unwrap();
+        assert_eq!(offsets(&a), (0, 2, false));
+        assert_eq!(a.log_append_time_ms, 10);
+        log.append(batch(1, 10, 1, 9), 11).unwrap(); // a plain producer in between
+        let b = log.append(pbatch(1, 0, 3, 2, 2), 12).unwrap();
+        assert_eq!(offsets(&b), (4, 5, false));
+        let size = log.size_bytes();
+        // retries of both batches, before and after they are durable
+        let r = log.append(pbatch(1, 0, 0, 3, 1), 13).unwrap();
+        assert_eq!(offsets(&r), (0, 2, true));
+        assert_eq!(r.log_append_time_ms, -1);
+        log.wait_durable(5).await.unwrap();
+        let r = log.append(pbatch(1, 0, 3, 2, 2), 14).unwrap();
+        assert_eq!(offsets(&r), (4, 5, true));
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (6, size));
+        assert_eq!(
+            contents(&log).await,
+            vec![(0, 1, 0), (3, -1, -1), (4, 1, 3)]
+        );
+        // the producer continues normally
+        let c = log.append(pbatch(1, 0, 5, 1, 3), 15).unwrap();
+        assert_eq!(offsets(&c), (6, 6, false));
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn sequence_gap_and_old_epoch_are_rejected_and_write_nothing() {
+    let dir = tempdir();
+    let path = dir.path().join("t-1");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path).await;
+        log.append(pbatch(7, 3, 0, 2, 1), 1).unwrap();
+        let size = log.size_bytes();
+        let e = log.append(pbatch(7, 3, 5, 1, 2), 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::OutOfOrderSequence {
+                    producer_id: 7,
+                    expected: 2,
+                    got: 5
+                }
+            ),
+            "{e:?}"
+        );
+        // a sequence going backwards that is not one of the cached batches
+        let e = log.append(pbatch(7, 3, 1, 1, 2), 1).unwrap_err();
+        assert!(
+            matches!(e, StorageError::OutOfOrderSequence { .. }),
+            "{e:?}"
+        );
+        let e = log.append(pbatch(7, 2, 2, 1, 2), 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::InvalidProducerEpoch {
+                    producer_id: 7,
+                    current: 3,
+                    got: 2
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (2, size));
+        assert_eq!(log.append(pbatch(7, 3, 2, 1, 2), 1).unwrap().base_offset, 2);
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn epoch_bump_needs_sequence_zero_and_fences_the_old_epoch() {
+    let dir = tempdir();
+    let path = dir.path().join("t-2");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path).await;
+        log.append(pbatch(3, 0, 0, 4, 1), 1).unwrap();
+        let e = log.append(pbatch(3, 1, 4, 1, 2), 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::OutOfOrderSequence {
+                    expected: 0,
+                    got: 4,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let a = log.append(pbatch(3, 1, 0, 1, 2), 1).unwrap();
+        assert_eq!(offsets(&a), (4, 4, false));
+        // a late retry from the old epoch is fenced, not treated as a duplicate
+        let e = log.append(pbatch(3, 0, 0, 4, 1), 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::InvalidProducerEpoch {
+                    current: 1,
+                    got: 0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // an unknown producer id starts at any sequence (Kafka >= 2.5 semantics)
+        assert_eq!(
+            offsets(&log.append(pbatch(9, 0, 42, 1, 3), 1).unwrap()),
+            (5, 5, false)
+        );
+        let e = log.append(pbatch(9, 0, 44, 1, 3), 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::OutOfOrderSequence {
+                    expected: 43,
+                    got: 44,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn multi_batch_requests_are_checked_in_order_and_all_or_nothing() {
+    let dir = tempdir();
+    let path = dir.path().join("t-3");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path).await;
+        // two producers interleaved, each batch following the previous one of the request
+        let req = concat(&[
+            pbatch(1, 0, 0, 2, 1),
+            pbatch(2, 0, 0, 1, 2),
+            pbatch(1, 0, 2, 3, 3),
+            batch(1, 5, 1, 4),
+        ]);
+        let a = log.append(req, 1).unwrap();
+        assert_eq!(offsets(&a), (0, 6, false));
+        let size = log.size_bytes();
+        // a gap in the second batch rejects the valid first one too
+        let req = concat(&[pbatch(1, 0, 5, 1, 5), pbatch(1, 0, 7, 1, 6)]);
+        let e = log.append(req, 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::OutOfOrderSequence {
+                    producer_id: 1,
+                    expected: 6,
+                    got: 7
+                }
+            ),
+            "{e:?}"
+        );
+        // a duplicate mixed with a new batch is rejected (documented choice)
+        let req = concat(&[pbatch(2, 0, 0, 1, 2), pbatch(2, 0, 1, 1, 7)]);
+        assert!(matches!(
+            log.append(req, 1),
+            Err(StorageError::OutOfOrderSequence { producer_id: 2, .. })
+        ));
+        // the same batch twice in one request: the second is a duplicate of the first
+        let req = concat(&[pbatch(2, 0, 1, 1, 7), pbatch(2, 0, 1, 1, 7)]);
+        assert!(matches!(
+            log.append(req, 1),
+            Err(StorageError::OutOfOrderSequence {
+                producer_id: 2,
+                expected: 2,
+                got: 1
+            })
+        ));
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (7, size));
+        // nothing of the rejected requests reached the state either
+        let a = log.append(pbatch(1, 0, 5, 1, 5), 1).unwrap();
+        assert_eq!(offsets(&a), (7, 7, false));
+        let a = log.append(pbatch(2, 0, 1, 1, 7), 1).unwrap();
+        assert_eq!(offsets(&a), (8, 8, false));
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn state_survives_clean_and_unclean_reopen() {
+    let dir = tempdir();
+    let path = dir.path().join("t-4");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path).await;
+        for i in 0..7 {
+            log.append(pbatch(5, 2, i * 2, 2, i as u8), 1).unwrap();
+        }
+        log.close().await.unwrap();
+
+        let log = open(&shard, &path).await;
+        // the last 5 batches (seq 4..13) are known again, older ones are not
+        let r = log.append(pbatch(5, 2, 4, 2, 2), 1).unwrap();
+        assert_eq!(offsets(&r), (4, 5, true));
+        assert!(matches!(
+            log.append(pbatch(5, 2, 2, 2, 1), 1),
+            Err(StorageError::OutOfOrderSequence { expected: 14, .. })
+        ));
+        assert!(matches!(
+            log.append(pbatch(5, 1, 14, 1, 1), 1),
+            Err(StorageError::InvalidProducerEpoch { current: 2, .. })
+        ));
+        let a = log.append(pbatch(5, 2, 14, 1, 7), 1).unwrap();
+        assert_eq!(offsets(&a), (14, 14, false));
+        log.wait_durable(14).await.unwrap();
+        // crash: abandon the shard without closing the log (no clean-shutdown marker)
+        drop(log);
+        drop(shard);
+        assert!(!path.join(".clean_shutdown").exists());
+
+        let shard = ShardStorage::start(ShardStorageOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        });
+        let log = open(&shard, &path).await;
+        let r = log.append(pbatch(5, 2, 14, 1, 7), 1).unwrap();
+        assert_eq!(offsets(&r), (14, 14, true));
+        let r = log.append(pbatch(5, 2, 12, 2, 6), 1).unwrap();
+        assert_eq!(offsets(&r), (12, 13, true));
+        assert_eq!(log.log_end_offset(), 15);
+        let a = log.append(pbatch(5, 2, 15, 1, 8), 1).unwrap();
+        assert_eq!(offsets(&a), (15, 15, false));
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn state_is_rebuilt_across_segments_within_the_bound() {
+    let dir = tempdir();
+    let path = dir.path().join("t-5");
+    run(move || async move {
+        let cfg = LogConfig {
+            segment_bytes: 1, // every batch rolls a new segment
+            ..Default::default()
+        };
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path.clone(), cfg.clone())
+            .await
+            .unwrap();
+        log.append(pbatch(1, 0, 0, 1, 1), 1).unwrap(); // segment 0: producer 1 only
+        for i in 0..3 {
+            log.append(pbatch(2, 0, i, 1, 2), 1).unwrap(); // segments 1..3
+        }
+        log.append(pbatch(1, 0, 1, 1, 1), 1).unwrap(); // segment 4
+        log.close().await.unwrap();
+
+        let log = PartitionLog::open(&shard, path.clone(), cfg).await.unwrap();
+        // the newest two segments (3 and 4) are read back: both producers are known
+        let r = log.append(pbatch(2, 0, 2, 1, 2), 1).unwrap();
+        assert_eq!(offsets(&r), (3, 3, true));
+        let r = log.append(pbatch(1, 0, 1, 1, 1), 1).unwrap();
+        assert_eq!(offsets(&r), (4, 4, true));
+        assert!(matches!(
+            log.append(pbatch(2, 0, 4, 1, 2), 1),
+            Err(StorageError::OutOfOrderSequence { expected: 3, .. })
+        ));
+        assert_eq!(log.log_end_offset(), 5);
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_then_retry_appends_again() {
+    let dir = tempdir();
+    let path = dir.path().join("t-6");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path).await;
+        log.append(pbatch(4, 0, 0, 2, 1), 1).unwrap();
+        log.append(pbatch(4, 0, 2, 2, 2), 1).unwrap();
+        log.append(pbatch(4, 0, 4, 1, 3), 1).unwrap();
+        log.wait_durable(4).await.unwrap();
+        log.truncate_to(2).await.unwrap();
+        assert_eq!(log.log_end_offset(), 2);
+        // the truncated batches are new again; the surviving one is still a duplicate
+        let r = log.append(pbatch(4, 0, 0, 2, 1), 1).unwrap();
+        assert_eq!(offsets(&r), (0, 1, true));
+        assert!(matches!(
+            log.append(pbatch(4, 0, 4, 1, 3), 1),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 2,
+                got: 4,
+                ..
+            })
+        ));
+        let a = log.append(pbatch(4, 0, 2, 2, 2), 1).unwrap();
+        assert_eq!(offsets(&a), (2, 3, false));
+        let a = log.append(pbatch(4, 0, 4, 1, 3), 1).unwrap();
+        assert_eq!(offsets(&a), (4, 4, false));
+        let r = log.append(pbatch(4, 0, 2, 2, 2), 1).unwrap();
+        assert_eq!(offsets(&r), (2, 3, true));
+        assert_eq!(contents(&log).await, vec![(0, 4, 0), (2, 4, 2), (4, 4, 4)]);
+        // truncating everything forgets the producer: it may start anywhere
+        log.truncate_to(0).await.unwrap();
+        let a = log.append(pbatch(4, 0, 4, 1, 3), 1).unwrap();
+        assert_eq!(offsets(&a), (0, 0, false));
+        shard.shutdown().await.unwrap();
+    });
+}
