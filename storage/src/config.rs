@@ -44,6 +44,10 @@ pub struct ShardStorageOptions {
     pub retention_check_interval: Duration,
     /// Segment files unused for this long are closed.
     pub idle_file_timeout: Duration,
+    /// At most this many bytes at the end of a log (and at most its two newest segments)
+    /// are read, synchronously, to rebuild the idempotent-producer state on first need.
+    /// Producers whose last batch lies before that are unknown afterwards.
+    pub producer_rebuild_bytes: u64,
 }
 
 impl Default for ShardStorageOptions {
@@ -53,6 +57,7 @@ impl Default for ShardStorageOptions {
             max_open_files: 4096,
             retention_check_interval: Duration::from_secs(300),
             idle_file_timeout: Duration::from_secs(60),
+            producer_rebuild_bytes: 32 << 20,
         }
     }
 }

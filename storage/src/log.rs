@@ -245,9 +245,10 @@ impl PartitionLog {
         if !batches.iter().any(|(h, _)| producer::is_idempotent(h)) {
             return Ok(Checked::Append(updates));
         }
+        let max_bytes = self.shard.opts.producer_rebuild_bytes;
         let mut st = self.inner.st.borrow_mut();
         if st.producers.is_none() {
-            let ps = producer::rebuild(&self.inner.dir, &st)?;
+            let ps = producer::rebuild(&self.inner.dir, &mut st, max_bytes)?;
             st.producers = Some(Box::new(ps));
         }
         let Some(ps) = st.producers.as_deref() else {

@@ -14,11 +14,12 @@ use std::path::Path;
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the client's
 /// max.in.flight.requests.per.connection limit for idempotence).
 pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
-/// The lazy rebuild reads batch headers of at most this many newest segments. A producer
-/// whose last batch is older than that is unknown afterwards (as after Kafka's producer
-/// expiration): its next batch is accepted with any sequence number.
+/// The lazy rebuild reads batch headers of at most this many newest segments (and at most
+/// `ShardStorageOptions::producer_rebuild_bytes`). A producer whose last batch is older is
+/// unknown afterwards (as after Kafka's producer expiration): its next batch is accepted
+/// with any sequence number.
 pub(crate) const REBUILD_SEGMENTS: usize = 2;
-const READ_CHUNK: usize = 64 << 10;
+const READ_CHUNK: usize = 256 << 10;
 
 /// Sequence and offset range of one appended batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,9 +182,11 @@ pub(crate) fn check_and_apply(
                 e.push(h.producer_epoch, m);
                 return Ok(Verdict::New);
             }
+            // newest first: after lost state a sequence range can be in the log twice
             if let Some(d) = e
                 .batches
                 .iter()
+                .rev()
                 .find(|b| b.first_seq == m.first_seq && b.last_seq == m.last_seq)
             {
                 return Ok(Verdict::Duplicate(*d));
@@ -205,43 +208,76 @@ pub(crate) fn check_and_apply(
     }
 }
 
-/// Rebuild the state from the newest `REBUILD_SEGMENTS` segments of the log: batch headers
-/// of the durable prefix of each segment file (plain positional reads, header by header),
-/// then the not-yet-durable batches still in memory. Only batches below the log end and
-/// in offset order are replayed, so a file racing a truncation cannot add stale batches.
-pub(crate) fn rebuild(dir: &Path, st: &LogState) -> Result<ProducerStates, StorageError> {
+/// Rebuild the state from the end of the log: at most `max_bytes` of its newest
+/// `REBUILD_SEGMENTS` segments, starting at a sparse-index entry (a batch boundary). Reads
+/// batch headers of each segment's durable prefix (plain positional reads), then the
+/// not-yet-durable batches still in memory. Only contiguous batches below the log end are
+/// replayed, so a file racing a truncation or a stale index cannot add wrong batches.
+pub(crate) fn rebuild(
+    dir: &Path,
+    st: &mut LogState,
+    max_bytes: u64,
+) -> Result<ProducerStates, StorageError> {
+    let n = st.segments.len();
+    let first = n.saturating_sub(REBUILD_SEGMENTS);
+    // (segment index, file position, offset of the batch there)
+    let mut start = (n, 0u64, st.log_end);
+    let mut budget = max_bytes;
+    for i in (first..n).rev() {
+        let seg = &mut st.segments[i];
+        if seg.size <= budget {
+            budget -= seg.size;
+            start = (i, 0, seg.base);
+            continue;
+        }
+        seg.ensure_indexes(dir);
+        let min_pos = seg.size - budget;
+        let entry = seg
+            .index
+            .as_ref()
+            .and_then(|x| x.entries.iter().find(|e| e.1 as u64 >= min_pos).copied());
+        if let Some((rel, pos)) = entry {
+            start = (i, pos as u64, seg.base + rel as i64);
+        }
+        break;
+    }
     let mut ps = ProducerStates::default();
-    let first = st.segments.len().saturating_sub(REBUILD_SEGMENTS);
-    let Some(start) = st.segments.get(first).map(|s| s.base) else {
-        return Ok(ps);
-    };
-    let mut next = start;
-    let mut apply = |h: &RecordBatchHeader, ps: &mut ProducerStates| {
-        if h.base_offset >= next && h.base_offset < st.log_end {
-            ps.replay(h);
-            next = h.last_offset() + 1;
-        }
-    };
-    for seg in &st.segments[first..] {
-        if seg.file_exists && seg.flushed > 0 {
+    let log_end = st.log_end;
+    let mut next = start.2;
+    for (i, seg) in st.segments.iter().enumerate().skip(start.0) {
+        let from = if i == start.0 { start.1 } else { 0 };
+        if seg.file_exists && seg.flushed > from {
             let path = crate::segment::log_path(dir, seg.base);
-            scan_headers(&path, seg.flushed, |h| apply(h, &mut ps))?;
+            scan_headers(&path, from, seg.flushed, |h| {
+                if h.base_offset != next || h.base_offset >= log_end {
+                    return false;
+                }
+                ps.replay(h);
+                next = h.last_offset() + 1;
+                true
+            })?;
         }
+        // batches the flusher has not made durable (or has, but not yet dequeued)
         for p in st.pending.iter().filter(|p| p.seg_base == seg.base) {
             let h = RecordBatchHeader::parse(&p.data)?;
-            apply(&h, &mut ps);
+            if h.base_offset >= next && h.base_offset < log_end {
+                ps.replay(&h);
+                next = h.last_offset() + 1;
+            }
         }
     }
     Ok(ps)
 }
 
-/// Call `f` with the header of every batch in `[0, len)` of a segment file, hopping from
-/// header to header (large batches are skipped, small ones come from one 64 KiB read).
-/// Stops quietly at a short read or an unparsable header (a file cut concurrently).
+/// Call `f` with the header of every batch in `[from, len)` of a segment file (`from` is
+/// a batch boundary) until it returns false, hopping from header to header: large batches
+/// are skipped, small ones come from one chunk read. Stops quietly at a short read or an
+/// unparsable header (a file cut concurrently).
 fn scan_headers(
     path: &Path,
+    from: u64,
     len: u64,
-    mut f: impl FnMut(&RecordBatchHeader),
+    mut f: impl FnMut(&RecordBatchHeader) -> bool,
 ) -> Result<(), StorageError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -250,7 +286,7 @@ fn scan_headers(
     };
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut buf_start, mut buf_len) = (0u64, 0usize);
-    let mut pos = 0u64;
+    let mut pos = from;
     while pos + RECORD_BATCH_OVERHEAD as u64 <= len {
         if pos < buf_start || pos + RECORD_BATCH_OVERHEAD as u64 > buf_start + buf_len as u64 {
             let want = (len - pos).min(READ_CHUNK as u64) as usize;
@@ -268,7 +304,9 @@ fn scan_headers(
         if pos + h.total_size() as u64 > len {
             break;
         }
-        f(&h);
+        if !f(&h) {
+            break;
+        }
         pos += h.total_size() as u64;
     }
     Ok(())

@@ -361,3 +361,74 @@ fn truncate_then_retry_appends_again() {
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn rebuild_reads_only_the_configured_tail_of_the_log() {
+    let dir = tempdir();
+    let path = dir.path().join("t-7");
+    run(move || async move {
+        let cfg = LogConfig {
+            index_interval_bytes: 1, // an index entry at every batch
+            ..Default::default()
+        };
+        let big = |pid, seq, tag| {
+            let b = pbatch(pid, 0, seq, 1, tag);
+            let mut v = batch(1, 1000, 1000, tag).to_vec();
+            v[43..57].copy_from_slice(&b[43..57]);
+            let crc = crc32c::crc32c(&v[21..]);
+            v[17..21].copy_from_slice(&crc.to_be_bytes());
+            Bytes::from(v)
+        };
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path.clone(), cfg.clone())
+            .await
+            .unwrap();
+        log.append(big(1, 0, 1), 1).unwrap();
+        for seq in 0..10 {
+            log.append(big(2, seq, 2), 1).unwrap();
+        }
+        let batch_size = log.size_bytes() / 11;
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+
+        // a bound of ~2.5 batches: the scan starts at the index entry of batch 9
+        let shard = ShardStorage::start(ShardStorageOptions {
+            producer_rebuild_bytes: batch_size * 5 / 2,
+            ..Default::default()
+        });
+        let log = PartitionLog::open(&shard, path.clone(), cfg.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets(&log.append(big(2, 9, 2), 1).unwrap()),
+            (10, 10, true)
+        );
+        assert_eq!(offsets(&log.append(big(2, 8, 2), 1).unwrap()), (9, 9, true));
+        assert!(matches!(
+            log.append(big(2, 7, 2), 1),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 10,
+                got: 7,
+                ..
+            })
+        ));
+        // producer 1 lies before the bound: unknown, so its retry is taken as new
+        assert_eq!(
+            offsets(&log.append(big(1, 0, 1), 1).unwrap()),
+            (11, 11, false)
+        );
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+
+        // the default bound covers the whole log: producer 1's batches are known (its
+        // sequence 0 is in the log twice now; the newest copy answers)
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path, cfg).await.unwrap();
+        assert_eq!(
+            offsets(&log.append(big(1, 0, 1), 1).unwrap()),
+            (11, 11, true)
+        );
+        assert_eq!(offsets(&log.append(big(2, 7, 2), 1).unwrap()), (8, 8, true));
+        shard.shutdown().await.unwrap();
+    });
+}
