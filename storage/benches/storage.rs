@@ -4,7 +4,9 @@
 //! batches of 16 KiB / 64 KiB / 1 MiB, read throughput (cache and cold DMA), each as a
 //! ratio to the raw figure; then 10,000 idle partitions ($SLUICE_BENCH_PARTITIONS) reopened
 //! after a clean shutdown in a fresh child process (this binary re-run), which reports
-//! VmRSS before/after and the open time. SLUICE_BENCH_ONLY=idle runs just that case.
+//! VmRSS before/after and the open time. SLUICE_BENCH_ONLY=idle runs just that case;
+//! SLUICE_BENCH_ONLY=idempotence runs plain vs idempotent appends (64 MiB of 16 KiB
+//! batches) and the producer-state rebuild on the first idempotent append after reopen.
 //! Directory: $SLUICE_BENCH_DIR, else the cargo target tmp dir (must support O_DIRECT).
 
 use bytes::Bytes;
@@ -141,6 +143,85 @@ async fn append_run(
 }
 
 /// VmRSS of this process in bytes, from /proc/self/status.
+/// `make_batch` with producer id, epoch 0 and base sequence set, CRC recomputed.
+fn idempotent_batch(batch_bytes: usize, pid: i64, seq: i32) -> Bytes {
+    let mut v = make_batch(batch_bytes).to_vec();
+    v[43..51].copy_from_slice(&pid.to_be_bytes());
+    v[51..53].copy_from_slice(&0i16.to_be_bytes());
+    v[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(v)
+}
+
+/// Plain vs idempotent append throughput (batches prepared up front), then the time of the
+/// first idempotent append after a clean reopen (it rebuilds the producer state).
+async fn idempotence_run(dir: &Path) {
+    const SIZE: usize = 16 << 10;
+    const N: usize = (64 << 20) / SIZE;
+    let shard = ShardStorage::start(ShardStorageOptions::default());
+    let mut rates = Vec::new();
+    for (name, idem) in [("plain", false), ("idempotent", true)] {
+        let batches: Vec<Bytes> = (0..N)
+            .map(|i| {
+                if idem {
+                    // 4 producers interleaved, as several clients on one partition
+                    idempotent_batch(SIZE, (i % 4) as i64, (i / 4 * (SIZE / 1024)) as i32)
+                } else {
+                    make_batch(SIZE)
+                }
+            })
+            .collect();
+        let path = dir.join(format!("idem-{name}"));
+        let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let mut bytes = 0;
+        for (i, b) in batches.into_iter().enumerate() {
+            bytes += b.len();
+            let info = log.append(b, 0).unwrap();
+            if i % 1024 == 1023 {
+                log.wait_durable(info.last_offset).await.unwrap();
+            }
+        }
+        log.wait_durable(log.log_end_offset() - 1).await.unwrap();
+        let rate = mib_s(bytes, t.elapsed());
+        rates.push(rate);
+        println!(
+            "{:<44} {:>10.0}",
+            format!("append 16 KiB batches, {name}"),
+            rate
+        );
+        log.close().await.unwrap();
+        if idem {
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            let seq = (N / 4 * (SIZE / 1024)) as i32;
+            let b = idempotent_batch(SIZE, 0, seq);
+            let t = Instant::now();
+            let info = log.append(b, 0).unwrap();
+            let d = t.elapsed();
+            assert!(!info.duplicate);
+            println!(
+                "first idempotent append after reopen (rebuild from <= {} MiB): {:.1} ms",
+                ShardStorageOptions::default().producer_rebuild_bytes >> 20,
+                d.as_secs_f64() * 1000.0
+            );
+            log.delete().await.unwrap();
+        } else {
+            PartitionLog::open(&shard, path, LogConfig::default())
+                .await
+                .unwrap()
+                .delete()
+                .await
+                .unwrap();
+        }
+    }
+    shard.shutdown().await.unwrap();
+}
+
 fn vm_rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -255,7 +336,16 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sluice-bench"));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.clone();
-    let only_idle = std::env::var("SLUICE_BENCH_ONLY").is_ok_and(|v| v == "idle");
+    let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
+    let only_idle = only == "idle";
+    if only == "idempotence" {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { idempotence_run(&dir).await })
+            .unwrap()
+            .join()
+            .unwrap();
+        return;
+    }
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             if only_idle {
