@@ -277,8 +277,6 @@ fn consumer_starting_inside_a_batch_gets_exactly_its_offset() -> Result<()> {
 }
 
 #[test]
-#[ignore = "missing broker feature: idempotent producer state (InitProducerId is served, but \
-            Produce ignores producer id/sequence, so a retried batch is appended twice)"]
 fn idempotent_retry_is_stored_once_and_sequence_gaps_are_rejected() -> Result<()> {
     let broker = BrokerProcess::spawn(2)?;
     broker.create_topic("idem", 1, &[])?;
