@@ -209,6 +209,22 @@ async fn idempotence_run(dir: &Path) {
                 ShardStorageOptions::default().producer_rebuild_bytes >> 20,
                 d.as_secs_f64() * 1000.0
             );
+            log.close().await.unwrap();
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            let t = Instant::now();
+            log.load_producer_state().await.unwrap();
+            let load = t.elapsed();
+            let t = Instant::now();
+            let info = log.append(idempotent_batch(SIZE, 1, seq), 0).unwrap();
+            let append = t.elapsed();
+            assert!(!info.duplicate && log.producer_state_loaded());
+            println!(
+                "async load_producer_state after reopen: {:.1} ms, then first append {:.3} ms",
+                load.as_secs_f64() * 1000.0,
+                append.as_secs_f64() * 1000.0
+            );
             log.delete().await.unwrap();
         } else {
             PartitionLog::open(&shard, path, LogConfig::default())

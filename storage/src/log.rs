@@ -294,6 +294,19 @@ impl PartitionLog {
         Ok(Checked::Append(updates))
     }
 
+    /// Build the idempotent-producer state now, with async reads, if it is not built yet
+    /// (a no-op otherwise). Optional: `append` builds it synchronously on first need,
+    /// reading up to `ShardStorageOptions::producer_rebuild_bytes`; a broker awaits this
+    /// before appending idempotent batches so the shard never blocks on that read.
+    pub async fn load_producer_state(&self) -> Result<(), StorageError> {
+        producer::load(self).await
+    }
+
+    /// Whether the idempotent-producer state is built (then `append` reads nothing).
+    pub fn producer_state_loaded(&self) -> bool {
+        self.inner.st.borrow().producers.is_some()
+    }
+
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,
     /// the offset was truncated away while waiting, or the log was deleted.
     pub async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {

@@ -5,7 +5,7 @@
 //! (never at open), invalidated by truncation, trimmed by retention.
 
 use crate::error::StorageError;
-use crate::log::LogState;
+use crate::log::{LogState, PartitionLog};
 use sluice_proto::batch::{RecordBatchHeader, RECORD_BATCH_OVERHEAD};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
@@ -208,16 +208,16 @@ pub(crate) fn check_and_apply(
     }
 }
 
-/// Rebuild the state from the end of the log: at most `max_bytes` of its newest
-/// `REBUILD_SEGMENTS` segments, starting at a sparse-index entry (a batch boundary). Reads
-/// batch headers of each segment's durable prefix (plain positional reads), then the
-/// not-yet-durable batches still in memory. Only contiguous batches below the log end are
-/// replayed, so a file racing a truncation or a stale index cannot add wrong batches.
-pub(crate) fn rebuild(
-    dir: &Path,
-    st: &mut LogState,
-    max_bytes: u64,
-) -> Result<ProducerStates, StorageError> {
+/// What a rebuild reads: the durable range `[from, to)` of each segment, oldest first,
+/// starting at a batch boundary whose base offset is `start_offset`.
+pub(crate) struct Plan {
+    pub(crate) ranges: Vec<(i64, u64, u64)>,
+    pub(crate) start_offset: i64,
+}
+
+/// Choose where a rebuild starts: at most `max_bytes` of the newest `REBUILD_SEGMENTS`
+/// segments, cut at a sparse-index entry (a batch boundary).
+pub(crate) fn plan(dir: &Path, st: &mut LogState, max_bytes: u64) -> Plan {
     let n = st.segments.len();
     let first = n.saturating_sub(REBUILD_SEGMENTS);
     // (segment index, file position, offset of the batch there)
@@ -241,32 +241,140 @@ pub(crate) fn rebuild(
         }
         break;
     }
-    let mut ps = ProducerStates::default();
-    let log_end = st.log_end;
-    let mut next = start.2;
-    for (i, seg) in st.segments.iter().enumerate().skip(start.0) {
-        let from = if i == start.0 { start.1 } else { 0 };
-        if seg.file_exists && seg.flushed > from {
-            let path = crate::segment::log_path(dir, seg.base);
-            scan_headers(&path, from, seg.flushed, |h| {
-                if h.base_offset != next || h.base_offset >= log_end {
-                    return false;
-                }
-                ps.replay(h);
-                next = h.last_offset() + 1;
-                true
-            })?;
-        }
-        // batches the flusher has not made durable (or has, but not yet dequeued)
-        for p in st.pending.iter().filter(|p| p.seg_base == seg.base) {
-            let h = RecordBatchHeader::parse(&p.data)?;
-            if h.base_offset >= next && h.base_offset < log_end {
-                ps.replay(&h);
-                next = h.last_offset() + 1;
-            }
+    let ranges = st.segments[start.0.min(n)..]
+        .iter()
+        .enumerate()
+        .map(|(k, seg)| {
+            let from = if k == 0 { start.1 } else { 0 };
+            let to = if seg.file_exists { seg.flushed } else { 0 };
+            (seg.base, from, to.max(from))
+        })
+        .collect();
+    Plan {
+        ranges,
+        start_offset: start.2,
+    }
+}
+
+/// Replays batch headers in offset order; only contiguous batches below the log end are
+/// taken, so a file racing a truncation or a stale index cannot add wrong batches.
+pub(crate) struct Replayer {
+    pub(crate) ps: ProducerStates,
+    pub(crate) next: i64,
+    log_end: i64,
+}
+
+impl Replayer {
+    pub(crate) fn new(start_offset: i64, log_end: i64) -> Replayer {
+        Replayer {
+            ps: ProducerStates::default(),
+            next: start_offset,
+            log_end,
         }
     }
-    Ok(ps)
+    /// Take the next batch from a segment file; false (stop reading) if it does not
+    /// continue the log.
+    pub(crate) fn feed(&mut self, h: &RecordBatchHeader) -> bool {
+        if h.base_offset != self.next || h.base_offset >= self.log_end {
+            return false;
+        }
+        self.ps.replay(h);
+        self.next = h.last_offset() + 1;
+        true
+    }
+    /// Take the not-yet-durable batches (those the files already held are skipped).
+    /// False if they leave a gap.
+    pub(crate) fn feed_pending(&mut self, st: &LogState) -> Result<bool, StorageError> {
+        self.log_end = st.log_end;
+        for p in st.pending.iter() {
+            let h = RecordBatchHeader::parse(&p.data)?;
+            if h.base_offset < self.next {
+                continue;
+            }
+            if !self.feed(&h) {
+                return Ok(false);
+            }
+        }
+        Ok(self.next == st.log_end)
+    }
+}
+
+/// Rebuild synchronously (inside `append`): batch headers of the planned ranges by plain
+/// positional reads, then the batches still in memory.
+pub(crate) fn rebuild(
+    dir: &Path,
+    st: &mut LogState,
+    max_bytes: u64,
+) -> Result<ProducerStates, StorageError> {
+    let plan = plan(dir, st, max_bytes);
+    let mut r = Replayer::new(plan.start_offset, st.log_end);
+    for &(base, from, to) in &plan.ranges {
+        if to > from {
+            let path = crate::segment::log_path(dir, base);
+            scan_headers(&path, from, to, |h| r.feed(h))?;
+        }
+    }
+    if !r.feed_pending(st)? {
+        tracing::warn!(dir = %dir.display(), next = r.next, log_end = st.log_end,
+            "producer state rebuilt from a log with a gap; older producers may be unknown");
+    }
+    Ok(r.ps)
+}
+
+/// Rebuild with async DMA reads (for `PartitionLog::load_producer_state`), so the shard
+/// does not block on the read. Installs the state only if the log did not change in a way
+/// the read could have missed (truncation, batches made durable and dequeued meanwhile);
+/// otherwise leaves it unbuilt and `append` rebuilds synchronously.
+pub(crate) async fn load(log: &PartitionLog) -> Result<(), StorageError> {
+    let max_bytes = log.shard.opts.producer_rebuild_bytes;
+    let (plan, epoch, log_end) = {
+        let mut st = log.inner.st.borrow_mut();
+        st.check_open()?;
+        if st.producers.is_some() {
+            return Ok(());
+        }
+        let p = plan(&log.inner.dir, &mut st, max_bytes);
+        (p, st.truncate_epoch, st.log_end)
+    };
+    let mut r = Replayer::new(plan.start_offset, log_end);
+    'segments: for &(base, from, to) in &plan.ranges {
+        if to <= from {
+            continue;
+        }
+        let file = log.shard.segment_file(&log.inner, base, false).await?;
+        let mut buf = glommio::io::ReadResult::default();
+        let mut buf_start = 0u64;
+        let mut pos = from;
+        while pos + RECORD_BATCH_OVERHEAD as u64 <= to {
+            if pos < buf_start || pos + RECORD_BATCH_OVERHEAD as u64 > buf_start + buf.len() as u64
+            {
+                let want = (to - pos).min(READ_CHUNK as u64) as usize;
+                buf = file.read_at(pos, want).await?;
+                buf_start = pos;
+                if buf.len() < RECORD_BATCH_OVERHEAD {
+                    break 'segments;
+                }
+            }
+            let off = (pos - buf_start) as usize;
+            let Ok(h) = RecordBatchHeader::parse(&buf[off..off + RECORD_BATCH_OVERHEAD]) else {
+                break 'segments;
+            };
+            if pos + h.total_size() as u64 > to || !r.feed(&h) {
+                break 'segments;
+            }
+            pos += h.total_size() as u64;
+        }
+    }
+    let mut st = log.inner.st.borrow_mut();
+    if st.producers.is_some() || st.truncate_epoch != epoch || st.check_open().is_err() {
+        return Ok(());
+    }
+    if r.feed_pending(&st)? {
+        let mut ps = r.ps;
+        ps.trim_before(st.log_start());
+        st.producers = Some(Box::new(ps));
+    }
+    Ok(())
 }
 
 /// Call `f` with the header of every batch in `[from, len)` of a segment file (`from` is

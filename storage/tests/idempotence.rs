@@ -432,3 +432,54 @@ fn rebuild_reads_only_the_configured_tail_of_the_log() {
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn async_load_builds_the_same_state_and_plain_appends_never_build_it() {
+    let dir = tempdir();
+    let path = dir.path().join("t-8");
+    run(move || async move {
+        let cfg = LogConfig {
+            segment_bytes: 4000, // a few batches per segment: the state spans two
+            ..Default::default()
+        };
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path.clone(), cfg.clone())
+            .await
+            .unwrap();
+        log.append(batch(2, 10, 1, 1), 1).unwrap();
+        assert!(!log.producer_state_loaded(), "plain appends stay lazy");
+        for i in 0..12 {
+            log.append(pbatch(6, 1, i * 3, 3, i as u8), 1).unwrap();
+        }
+        log.wait_durable(log.log_end_offset() - 1).await.unwrap();
+        drop(log); // unclean: no close
+        drop(shard);
+
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path.clone(), cfg).await.unwrap();
+        assert!(
+            !log.producer_state_loaded(),
+            "open does not build the state"
+        );
+        log.load_producer_state().await.unwrap();
+        assert!(log.producer_state_loaded());
+        log.load_producer_state().await.unwrap(); // no-op
+                                                  // batch 11 (seq 33..35) at offsets 35..37; batch 7 (seq 21..23) at 23..25
+        let r = log.append(pbatch(6, 1, 33, 3, 11), 1).unwrap();
+        assert_eq!(offsets(&r), (35, 37, true));
+        let r = log.append(pbatch(6, 1, 21, 3, 7), 1).unwrap();
+        assert_eq!(offsets(&r), (23, 25, true));
+        assert!(matches!(
+            log.append(pbatch(6, 1, 18, 3, 6), 1),
+            Err(StorageError::OutOfOrderSequence { expected: 36, .. })
+        ));
+        // truncation drops the state; the async load rebuilds it from what remains
+        log.truncate_to(26).await.unwrap();
+        assert!(!log.producer_state_loaded());
+        log.load_producer_state().await.unwrap();
+        assert!(log.producer_state_loaded());
+        let a = log.append(pbatch(6, 1, 24, 3, 8), 1).unwrap();
+        assert_eq!(offsets(&a), (26, 28, false));
+        shard.shutdown().await.unwrap();
+    });
+}
