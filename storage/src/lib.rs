@@ -1,7 +1,8 @@
 //! One partition's append-only log for Sluice, shard-local and async on glommio.
 //!
 //! ```text
-//!  append(Bytes) ─► validate + assign offsets ─► pending queue + shard cache ─► flusher
+//!  append(Bytes) ─► validate + producer checks ─► assign offsets ─► pending + cache ─► flusher
+//!                   (idempotence: producer.rs; a retried batch answers its original offsets)
 //!  flusher: per dirty log one aligned DMA write (tail page + new bytes) + one fdatasync
 //!           ─► durable offset advances ─► wait_durable / wait_progress wake
 //!  read(from) ─► shard cache ─► pending (not yet durable) ─► DMA read of the segment

@@ -5,20 +5,9 @@
 
 mod common;
 use bytes::Bytes;
-use common::{batch, run, tempdir};
+use common::{batch, pbatch, run, tempdir};
 use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::*;
-
-/// A batch of `n` records from producer `pid`/`epoch` with first sequence `seq`.
-fn pbatch(pid: i64, epoch: i16, seq: i32, n: usize, tag: u8) -> Bytes {
-    let mut v = batch(n, 10, 1000, tag).to_vec();
-    v[43..51].copy_from_slice(&pid.to_be_bytes());
-    v[51..53].copy_from_slice(&epoch.to_be_bytes());
-    v[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc32c::crc32c(&v[21..]);
-    v[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(v)
-}
 
 fn concat(parts: &[Bytes]) -> Bytes {
     parts.iter().flat_map(|b| b.iter().copied()).collect()

@@ -37,3 +37,14 @@ pub fn batch(n: usize, size: usize, ts: i64, tag: u8) -> Bytes {
         .collect();
     build_batch(0, &recs)
 }
+
+/// `batch` from idempotent producer `pid`/`epoch` with first sequence `seq` (CRC redone).
+pub fn pbatch(pid: i64, epoch: i16, seq: i32, n: usize, tag: u8) -> Bytes {
+    let mut v = batch(n, 10, 1000, tag).to_vec();
+    v[43..51].copy_from_slice(&pid.to_be_bytes());
+    v[51..53].copy_from_slice(&epoch.to_be_bytes());
+    v[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(v)
+}
