@@ -117,7 +117,7 @@ fn kill9_keeps_idempotence() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut durable: BTreeSet<(i32, i64)> = BTreeSet::new();
         let mut first_seen = None;
-        let mut note = |l: &str, d: &mut BTreeSet<(i32, i64)>| {
+        let note = |l: &str, d: &mut BTreeSet<(i32, i64)>| {
             let v: Vec<i64> = l
                 .split_whitespace()
                 .skip(1)
