@@ -233,8 +233,8 @@ impl PartitionLog {
 
     /// Check the idempotent batches of a request against the producer state (built on
     /// first need), each against the state as updated by the earlier ones. Returns the
-    /// updated entries to commit after the write, or (as `Err`) the answer for a request
-    /// that is exactly one duplicate batch. A duplicate inside a multi-batch request is
+    /// updated entries to commit after the write, or the answer for a request that is
+    /// exactly one duplicate batch. A duplicate inside a multi-batch request is
     /// rejected as out of order: Kafka would answer the whole request with the duplicate's
     /// offsets and silently drop its new batches.
     fn check_producers(
