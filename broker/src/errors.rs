@@ -11,6 +11,8 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
         StorageError::Closed => ResponseError::UnknownTopicOrPartition.code(),
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
         _ => ResponseError::KafkaStorageError.code(),
     }
 }
