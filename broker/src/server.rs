@@ -75,10 +75,50 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Fails if something already listens on `addr`. The shards bind with SO_REUSEPORT, which
 /// would otherwise let a second broker silently share the port; a plain bind does not.
+/// After a kill -9 the old listener can outlive its process for a moment (the kernel tears
+/// down its io_uring, which holds the socket, asynchronously), so a busy port is retried for
+/// up to 10 s: a dead broker's socket goes away, a live broker's does not.
 fn check_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .with_context(|| format!("cannot listen on {addr}"))
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut warned = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::info!(%addr, "address in use; waiting up to 10 s for it to be released");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+        }
+    }
+}
+
+/// Binds a shard's listener with SO_REUSEPORT (every shard listens on the address, the
+/// kernel spreads connections) and SO_REUSEADDR (so a restart is not refused by the previous
+/// process's TIME_WAIT connections, while `check_port_free` still sees a live listener).
+fn bind_shard_listener(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::IntoRawFd;
+    let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    let fd = sk.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket that we own exclusively: into_raw_fd
+    // released it from `sk`, so the listener becomes its only owner and closes it once.
+    #[allow(unsafe_code)]
+    let listener = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Ok(listener)
 }
 
 /// Runs the broker until SIGTERM or SIGINT.
@@ -170,13 +210,16 @@ async fn shard_main(
         let controller = Controller::load(&ctx.storage, &config.data_dir()).await?;
         let snapshot = controller.snapshot();
         let _ = ctx.controller.set(controller);
+        // Each Apply is acknowledged only after that shard opened its partitions.
         ctx.broadcast_apply(snapshot).await;
+        crate::handlers::groups::ensure_offsets_topic(&ctx).await;
+        for s in 0..shards {
+            ctx.call(s, crate::shard_msg::ShardRequest::StartServing)
+                .await;
+        }
     }
     while !ctx.ready.get() {
         ctx.ready_notify.notified().await;
-    }
-    if ctx.id == 0 {
-        crate::handlers::groups::ensure_offsets_topic(&ctx).await;
     }
     {
         let ctx = ctx.clone();
@@ -189,8 +232,8 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener = TcpListener::bind(config.listen())
-        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen()))?;
+    let listener = bind_shard_listener(config.listen())
+        .with_context(|| format!("binding {}", config.listen()))?;
     tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
     let accept = {
         let ctx = ctx.clone();

@@ -46,7 +46,8 @@ pub(crate) struct ShardCtx {
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
-    /// Set once the first metadata snapshot has been applied.
+    /// Set when shard 0 says every shard has applied the metadata snapshot: only then do
+    /// shards accept connections, so no request sees a partition that is still opening.
     pub(crate) ready: Cell<bool>,
     pub(crate) ready_notify: Notify,
 }
@@ -131,6 +132,11 @@ impl ShardCtx {
     pub(crate) fn start(self: &Rc<Self>, req: ShardRequest) -> BoxFuture<ShardResponse> {
         let ctx = self.clone();
         match req {
+            ShardRequest::StartServing => Box::pin(async move {
+                ctx.ready.set(true);
+                ctx.ready_notify.notify_all();
+                ShardResponse::Done
+            }),
             ShardRequest::Apply(records) => Box::pin(async move {
                 ctx.apply(records).await;
                 ShardResponse::Done
@@ -431,10 +437,6 @@ impl ShardCtx {
                     }
                 }
             }
-        }
-        if !self.ready.get() {
-            self.ready.set(true);
-            self.ready_notify.notify_all();
         }
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct OffsetAnswer {
 pub(crate) enum ShardRequest {
     /// Apply metadata records (broadcast by the controller).
     Apply(Vec<MetadataRecord>),
+    /// Every shard has the metadata snapshot: start accepting connections.
+    StartServing,
     /// A change for the controller (shard 0 only).
     Metadata(MetadataOp),
     /// Append records; answer after append (acks 0/1) or once durable (acks -1).

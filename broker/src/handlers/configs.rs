@@ -54,8 +54,10 @@ pub(crate) async fn describe(
 ) -> DescribeConfigsResponse {
     let mut results = Vec::new();
     for r in req.resources {
+        // Null or empty both mean every config, as in Kafka.
         let keys: Option<Vec<String>> = r
             .configuration_keys
+            .filter(|k| !k.is_empty())
             .map(|k| k.into_iter().map(|s| s.to_string()).collect());
         let wanted = |n: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == n));
         let mut out = DescribeConfigsResult::default()
