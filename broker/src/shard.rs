@@ -166,7 +166,7 @@ impl ShardCtx {
                     let all: Vec<Rc<GroupCoordinator>> =
                         ctx.groups.borrow().values().cloned().collect();
                     let mut listed = Vec::new();
-                    if let crate::groups_glue::GroupCall::List { states, types } = call {
+                    if let crate::groups_glue::GroupCall::List { states, types } = *call {
                         for c in all {
                             listed.extend(c.list_groups(&states, &types).await);
                         }
@@ -175,7 +175,7 @@ impl ShardCtx {
                 }
                 let coordinator = ctx.groups.borrow().get(&partition).cloned();
                 ShardResponse::Group(match coordinator {
-                    Some(c) => run_call(&c, call).await,
+                    Some(c) => run_call(&c, *call).await,
                     None => GroupAnswer::NotCoordinator,
                 })
             }),

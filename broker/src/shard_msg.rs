@@ -49,6 +49,10 @@ pub(crate) struct OffsetAnswer {
     pub(crate) offset: i64,
 }
 
+/// Request parts grouped by owning shard: where each answer goes in the response
+/// (topic index, partition index), and what the owner gets.
+pub(crate) type ByShard<T> = std::collections::BTreeMap<usize, (Vec<(usize, usize)>, Vec<T>)>;
+
 /// A request to the shard that owns the data.
 #[derive(Debug)]
 pub(crate) enum ShardRequest {
@@ -73,7 +77,7 @@ pub(crate) enum ShardRequest {
     /// `partition` (-1: every coordinator of the shard, for ListGroups).
     Group {
         partition: i32,
-        call: crate::groups_glue::GroupCall,
+        call: Box<crate::groups_glue::GroupCall>,
     },
 }
 

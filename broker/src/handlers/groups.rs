@@ -66,7 +66,13 @@ async fn call(ctx: &Rc<ShardCtx>, group_id: &str, call: GroupCall) -> GroupAnswe
         return GroupAnswer::NotCoordinator;
     };
     match ctx
-        .call(shard, ShardRequest::Group { partition, call })
+        .call(
+            shard,
+            ShardRequest::Group {
+                partition,
+                call: Box::new(call),
+            },
+        )
         .await
     {
         ShardResponse::Group(a) => a,
@@ -403,7 +409,7 @@ pub(crate) async fn list_groups(
                 shard,
                 ShardRequest::Group {
                     partition: -1,
-                    call,
+                    call: Box::new(call),
                 },
             )
             .await

@@ -11,7 +11,7 @@ use kafka_protocol::messages::ListOffsetsRequest;
 use kafka_protocol::ResponseError;
 
 use crate::shard::ShardCtx;
-use crate::shard_msg::{ShardRequest, ShardResponse, Tp};
+use crate::shard_msg::{ByShard, ShardRequest, ShardResponse, Tp};
 
 pub(crate) async fn handle(
     ctx: Rc<ShardCtx>,
@@ -19,7 +19,7 @@ pub(crate) async fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
-    let mut by_shard: BTreeMap<usize, (Vec<(usize, usize)>, Vec<(Tp, i64)>)> = BTreeMap::new();
+    let mut by_shard: ByShard<(Tp, i64)> = BTreeMap::new();
     for (ti, topic) in req.topics.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let mut tr = ListOffsetsTopicResponse::default().with_name(topic.name.clone());

@@ -16,7 +16,7 @@ use sluice_proto::request::{decode_body, RequestFrame};
 use super::{encode, Dispatch};
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
-use crate::shard_msg::{ProducePartResult, ShardRequest, ShardResponse, Tp};
+use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, Tp};
 
 /// Where each partition's answer goes: (topic index, partition index) in the response.
 type Slot = (usize, usize);
@@ -29,7 +29,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispat
     };
     let acks = req.acks;
     let mut response = ProduceResponse::default();
-    let mut by_shard: BTreeMap<usize, (Vec<Slot>, Vec<(Tp, bytes::Bytes)>)> = BTreeMap::new();
+    let mut by_shard: ByShard<(Tp, bytes::Bytes)> = BTreeMap::new();
     let bad_acks = !matches!(acks, -1..=1);
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
