@@ -6,10 +6,10 @@
 mod common;
 
 use anyhow::{bail, ensure, Result};
-use common::partitioner::partition_for_key;
 use common::raw::{first_batch_codec, RawClient};
 use common::{block_on, payload_seq, record_key, record_payload, BrokerProcess};
 use rdkafka::producer::FutureRecord;
+use sluice_proto::murmur2::partition_for_key;
 use std::collections::{BTreeMap, HashMap};
 
 const RECORDS: u64 = 100_000;

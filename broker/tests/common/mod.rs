@@ -6,7 +6,6 @@
 //! The log tail printed on drop is captured by libtest and shown only for failing tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
-pub(crate) mod partitioner;
 pub(crate) mod raw;
 
 use std::collections::{BTreeMap, HashMap};
