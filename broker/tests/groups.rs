@@ -9,10 +9,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use common::{block_on, free_port, payload_seq, record_payload, OP_TIMEOUT};
+use common::{block_on, payload_seq, record_payload, BrokerProcess, OP_TIMEOUT};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -37,119 +33,41 @@ const GROUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// An assignment must hold unchanged this long to count as the stable outcome.
 const STABLE_FOR: Duration = Duration::from_secs(2);
 
-/// A `sluice` child started with group settings via `--set`; killed on drop. (The shared
-/// harness's `BrokerProcess` takes no extra settings, and these tests need a short
-/// `group.initial.rebalance.delay.ms`.)
+/// A broker with a short `group.initial.rebalance.delay.ms` and no topic auto-creation,
+/// plus the group-test client helpers below. Lifecycle comes from the shared harness.
 struct Broker {
-    child: Option<Child>,
-    port: u16,
-    data_dir: tempfile::TempDir,
-    log_dir: tempfile::TempDir,
-    starts: u32,
+    proc: BrokerProcess,
 }
 
 impl Broker {
     fn spawn() -> Result<Self> {
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            data_dir: tempfile::Builder::new()
-                .prefix("sluice-groups-")
-                .tempdir()?,
-            log_dir: tempfile::Builder::new()
-                .prefix("sluice-groups-log-")
-                .tempdir()?,
-            starts: 0,
-        };
-        b.start()?;
-        Ok(b)
+        let proc = BrokerProcess::spawn_with(
+            2,
+            &[
+                ("group.initial.rebalance.delay.ms", "200"),
+                ("auto.create.topics.enable", "false"),
+            ],
+        )?;
+        Ok(Broker { proc })
     }
 
     fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.log_dir
-            .path()
-            .join(format!("broker-{}.log", self.starts))
+        self.proc.bootstrap()
     }
 
     fn start(&mut self) -> Result<()> {
-        ensure!(self.child.is_none(), "broker already running");
-        self.starts += 1;
-        let log = File::create(self.log_path())?;
-        let listen = self.bootstrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["--listen", &listen, "--advertised-listener", &listen])
-            .args(["--cores", "2"])
-            .arg("--data-dir")
-            .arg(self.data_dir.path())
-            .args(["--set", "group.initial.rebalance.delay.ms=200"])
-            .args(["--set", "auto.create.topics.enable=false"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning sluice")?;
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = String::from("no attempt");
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                bail!("broker exited at startup: {status}\n{}", self.log_tail(40));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-                let c: BaseConsumer = self.config().create()?;
-                match c.fetch_metadata(None, Duration::from_secs(3)) {
-                    Ok(md) if !md.brokers().is_empty() => return Ok(()),
-                    Ok(_) => last = "no brokers in metadata".into(),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        bail!("broker not ready: {last}\n{}", self.log_tail(40))
+        self.proc.restart()
     }
 
     fn kill9(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            c.kill()?;
-            c.wait()?;
-        }
-        Ok(())
+        self.proc.kill9()
     }
 
     /// SIGTERM and a bounded wait for a clean (status 0) exit.
     fn sigterm(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            bail!("broker not running")
-        };
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()?;
-        ensure!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait()? {
-                ensure!(status.success(), "broker exited with {status} on SIGTERM");
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        child.kill()?;
-        child.wait()?;
-        bail!("broker ignored SIGTERM for 30 s\n{}", self.log_tail(40))
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let Ok(f) = File::open(self.log_path()) else {
-            return "(no broker log)".into();
-        };
-        let lines: Vec<String> = BufReader::new(f).lines().map_while(|l| l.ok()).collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        let status = self.proc.sigterm()?;
+        ensure!(status.success(), "broker exited with {status} on SIGTERM");
+        Ok(())
     }
 
     fn config(&self) -> ClientConfig {
@@ -242,17 +160,6 @@ impl Broker {
         let m: Member = cfg.create_with_context(Tracker::default())?;
         m.subscribe(topics)?;
         Ok(m)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // libtest captures this and shows it only for failing tests.
-        eprintln!("--- broker log tail ---\n{}", self.log_tail(60));
     }
 }
 
