@@ -77,6 +77,29 @@ fn opt_string(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.as_str().to_owned())
 }
 
+/// The checks SyncGroup and Heartbeat share, in Kafka's order: a group id, a live group,
+/// and no fenced static instance. Returns the group or the error to answer with.
+fn live_group<'a>(
+    groups: &'a mut HashMap<String, Group>,
+    group_id: &str,
+    member_id: &str,
+    instance: Option<&str>,
+) -> Result<&'a mut Group, ResponseError> {
+    if group_id.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    let group = groups
+        .get_mut(group_id)
+        .ok_or(ResponseError::UnknownMemberId)?;
+    if group.is(GroupState::Dead) {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    if group.is_static_member_fenced(member_id, instance) {
+        return Err(ResponseError::FencedInstanceId);
+    }
+    Ok(group)
+}
+
 impl GroupCoordinator {
     /// JoinGroup (v0-v9). Parks until the rebalance completes; answers MEMBER_ID_REQUIRED
     /// at once to v4+ members without an id.
@@ -487,9 +510,6 @@ impl GroupCoordinator {
     fn sync_step(&self, req: &SyncGroupRequest, version: i16) -> SyncStep {
         let err = |e: ResponseError| SyncStep::Done((code(e), Bytes::new()));
         let group_id = req.group_id.0.as_str();
-        if group_id.is_empty() {
-            return err(ResponseError::InvalidGroupId);
-        }
         let member_id = req.member_id.as_str();
         let instance = if version >= 3 {
             opt_string(&req.group_instance_id)
@@ -497,15 +517,10 @@ impl GroupCoordinator {
             None
         };
         let mut st = self.state.borrow_mut();
-        let Some(group) = st.groups.get_mut(group_id) else {
-            return err(ResponseError::UnknownMemberId);
+        let group = match live_group(&mut st.groups, group_id, member_id, instance.as_deref()) {
+            Ok(g) => g,
+            Err(e) => return err(e),
         };
-        if group.is(GroupState::Dead) {
-            return err(ResponseError::CoordinatorNotAvailable);
-        }
-        if group.is_static_member_fenced(member_id, instance.as_deref()) {
-            return err(ResponseError::FencedInstanceId);
-        }
         if !group.members.contains_key(member_id) {
             return err(ResponseError::UnknownMemberId);
         }
@@ -612,9 +627,6 @@ impl GroupCoordinator {
 
     fn heartbeat_code(&self, req: &HeartbeatRequest, version: i16) -> i16 {
         let group_id = req.group_id.0.as_str();
-        if group_id.is_empty() {
-            return code(ResponseError::InvalidGroupId);
-        }
         let member_id = req.member_id.as_str();
         let instance = if version >= 3 {
             opt_string(&req.group_instance_id)
@@ -622,15 +634,10 @@ impl GroupCoordinator {
             None
         };
         let mut st = self.state.borrow_mut();
-        let Some(group) = st.groups.get_mut(group_id) else {
-            return code(ResponseError::UnknownMemberId);
+        let group = match live_group(&mut st.groups, group_id, member_id, instance.as_deref()) {
+            Ok(g) => g,
+            Err(e) => return code(e),
         };
-        if group.is(GroupState::Dead) {
-            return code(ResponseError::CoordinatorNotAvailable);
-        }
-        if group.is_static_member_fenced(member_id, instance.as_deref()) {
-            return code(ResponseError::FencedInstanceId);
-        }
         let state = group.state;
         let generation = group.generation_id;
         let Some(m) = group.members.get_mut(member_id) else {
