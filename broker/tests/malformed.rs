@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
 use bytes::Bytes;
-use common::raw::{record_batch, FrameRead, RawClient};
+use common::raw::{partition_result, produce_request, record_batch, FrameRead, RawClient};
 use common::BrokerProcess;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest, ProduceResponse,
-    TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use rand::rngs::StdRng;
@@ -140,28 +138,6 @@ fn truncated_frames_then_close_are_harmless() -> Result<()> {
     Ok(())
 }
 
-fn produce(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])])
-}
-
-fn partition_result(resp: &ProduceResponse) -> Result<(i16, i64)> {
-    let p = resp
-        .responses
-        .first()
-        .and_then(|t| t.partition_responses.first());
-    let Some(p) = p else {
-        bail!("produce response has no partition: {resp:?}")
-    };
-    Ok((p.error_code, p.base_offset))
-}
-
 #[test]
 fn produce_with_bad_crc_is_corrupt_message_and_stores_nothing() -> Result<()> {
     let mut broker = BrokerProcess::spawn(2)?;
@@ -174,7 +150,7 @@ fn produce_with_bad_crc_is_corrupt_message_and_stores_nothing() -> Result<()> {
     let mut bad = good.to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0x55; // inside the last record's value: covered by the CRC
-    let resp = client.call(v, &produce("crc", 0, Bytes::from(bad)))?;
+    let resp = client.call(v, &produce_request("crc", 0, -1, Bytes::from(bad)))?;
     let (code, _) = partition_result(&resp)?;
     ensure!(
         code == CORRUPT_MESSAGE,
@@ -189,7 +165,7 @@ fn produce_with_bad_crc_is_corrupt_message_and_stores_nothing() -> Result<()> {
     // A batch whose length field promises more bytes than were sent.
     let mut short = good.to_vec();
     short.truncate(good.len() - 5);
-    let resp = client.call(v, &produce("crc", 0, Bytes::from(short)))?;
+    let resp = client.call(v, &produce_request("crc", 0, -1, Bytes::from(short)))?;
     let (code, _) = partition_result(&resp)?;
     ensure!(
         code == CORRUPT_MESSAGE || code == INVALID_RECORD,
@@ -200,7 +176,7 @@ fn produce_with_bad_crc_is_corrupt_message_and_stores_nothing() -> Result<()> {
         "truncated batch was stored"
     );
 
-    let resp = client.call(v, &produce("crc", 99, good.clone()))?;
+    let resp = client.call(v, &produce_request("crc", 99, -1, good.clone()))?;
     let (code, _) = partition_result(&resp)?;
     ensure!(
         code == UNKNOWN_TOPIC_OR_PARTITION,
@@ -208,7 +184,7 @@ fn produce_with_bad_crc_is_corrupt_message_and_stores_nothing() -> Result<()> {
     );
 
     // The same connection still works: the intact batch is stored at offset 0.
-    let resp = client.call(v, &produce("crc", 0, good))?;
+    let resp = client.call(v, &produce_request("crc", 0, -1, good))?;
     let (code, base) = partition_result(&resp)?;
     ensure!(
         code == 0 && base == 0,
@@ -354,7 +330,7 @@ fn batches_with_a_valid_crc_but_inconsistent_counts_are_rejected() -> Result<()>
         ("lastOffsetDelta 9 for 3 records", LAST_OFFSET_DELTA, 9),
         ("lastOffsetDelta -1", LAST_OFFSET_DELTA, -1),
     ] {
-        let resp = client.call(v, &produce("liar", 0, forge(&good, at, value)))?;
+        let resp = client.call(v, &produce_request("liar", 0, -1, forge(&good, at, value)))?;
         let (code, _) = partition_result(&resp)?;
         ensure!(
             code == INVALID_RECORD || code == CORRUPT_MESSAGE,
@@ -367,7 +343,7 @@ fn batches_with_a_valid_crc_but_inconsistent_counts_are_rejected() -> Result<()>
         );
     }
     // The intact batch still lands at offset 0.
-    let (code, base) = partition_result(&client.call(v, &produce("liar", 0, good))?)?;
+    let (code, base) = partition_result(&client.call(v, &produce_request("liar", 0, -1, good))?)?;
     ensure!(
         code == 0 && base == 0,
         "intact batch: code {code}, base {base}"

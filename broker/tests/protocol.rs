@@ -8,11 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use bytes::Bytes;
-use common::raw::{producer_batch, record_batch, FrameRead, RawClient};
+use common::raw::{
+    partition_result, produce_request, producer_batch, record_batch, FrameRead, RawClient,
+};
 use common::BrokerProcess;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse,
     TopicName,
@@ -24,28 +24,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const MESSAGE_TOO_LARGE: i16 = 10;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-
-fn produce(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])])
-}
-
-fn partition_result(resp: &ProduceResponse) -> Result<(i16, i64)> {
-    let p = resp
-        .responses
-        .first()
-        .and_then(|t| t.partition_responses.first());
-    let Some(p) = p else {
-        bail!("produce response has no partition: {resp:?}")
-    };
-    Ok((p.error_code, p.base_offset))
-}
 
 /// Waits (bounded) until the partition's high watermark reaches `want`.
 fn wait_high(broker: &BrokerProcess, topic: &str, partition: i32, want: i64) -> Result<()> {
@@ -77,7 +55,10 @@ fn acks0_produce_gets_no_response_and_the_next_answer_is_in_order() -> Result<()
     let mv = c.version_for::<MetadataRequest>(12)?;
     for i in 0..3 {
         let batch = record_batch(&["x", "y"], 1_700_000_000_000 + i)?;
-        c.send(pv, &produce("fire-and-forget", (i % 2) as i32, 0, batch))?;
+        c.send(
+            pv,
+            &produce_request("fire-and-forget", (i % 2) as i32, 0, batch),
+        )?;
     }
     let corr = c.send(mv, &MetadataRequest::default().with_topics(None))?;
     // The first frame back must be the metadata answer: acks=0 produces have none.
@@ -143,7 +124,7 @@ fn pipelined_requests_are_answered_in_request_order() -> Result<()> {
                 let p = i % PARTITIONS;
                 let v = format!("r{i}");
                 let batch = record_batch(&[v.as_str()], 1_700_000_000_000)?;
-                c.send(pv, &produce("pipeline", p, -1, batch))?
+                c.send(pv, &produce_request("pipeline", p, -1, batch))?
             }
         };
         sent.push((corr, Sent::Produce(i % PARTITIONS)));
@@ -204,7 +185,7 @@ fn oversized_batch_is_message_too_large() -> Result<()> {
     let value = "v".repeat(2 << 20);
     let resp = c.call(
         pv,
-        &produce(
+        &produce_request(
             "big",
             0,
             -1,
@@ -224,7 +205,7 @@ fn oversized_batch_is_message_too_large() -> Result<()> {
     let value = "v".repeat(1_000_000);
     let resp = c.call(
         pv,
-        &produce(
+        &produce_request(
             "big",
             0,
             -1,
@@ -250,7 +231,7 @@ fn consumer_starting_inside_a_batch_gets_exactly_its_offset() -> Result<()> {
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
     let resp = c.call(
         pv,
-        &produce("mid-batch", 0, -1, record_batch(&refs, 1_700_000_000_000)?),
+        &produce_request("mid-batch", 0, -1, record_batch(&refs, 1_700_000_000_000)?),
     )?;
     ensure!(
         partition_result(&resp)? == (0, 0),
@@ -302,11 +283,11 @@ fn idempotent_retry_is_stored_once_and_sequence_gaps_are_rejected() -> Result<()
     );
 
     let batch = producer_batch(&["a", "b", "c"], 1_700_000_000_000, pid, epoch, 0)?;
-    let first = partition_result(&c.call(pv, &produce("idem", 0, -1, batch.clone()))?)?;
+    let first = partition_result(&c.call(pv, &produce_request("idem", 0, -1, batch.clone()))?)?;
     ensure!(first == (0, 0), "first send: {first:?}");
     // The same batch again (a retry after a lost response): Kafka answers success with the
     // original offsets and does not append it a second time.
-    let retry = partition_result(&c.call(pv, &produce("idem", 0, -1, batch))?)?;
+    let retry = partition_result(&c.call(pv, &produce_request("idem", 0, -1, batch))?)?;
     ensure!(
         retry == (0, 0),
         "retried batch: {retry:?}, want (0, 0) (duplicate acknowledged, not re-appended)"
@@ -318,13 +299,13 @@ fn idempotent_retry_is_stored_once_and_sequence_gaps_are_rejected() -> Result<()
     );
     // Next in sequence is 3; 10 leaves a gap.
     let gap = producer_batch(&["z"], 1_700_000_000_000, pid, epoch, 10)?;
-    let (code, _) = partition_result(&c.call(pv, &produce("idem", 0, -1, gap))?)?;
+    let (code, _) = partition_result(&c.call(pv, &produce_request("idem", 0, -1, gap))?)?;
     ensure!(
         code == OUT_OF_ORDER_SEQUENCE_NUMBER,
         "sequence gap: error {code}, want OUT_OF_ORDER_SEQUENCE_NUMBER (45)"
     );
     let next = producer_batch(&["d"], 1_700_000_000_000, pid, epoch, 3)?;
-    let ok = partition_result(&c.call(pv, &produce("idem", 0, -1, next))?)?;
+    let ok = partition_result(&c.call(pv, &produce_request("idem", 0, -1, next))?)?;
     ensure!(ok == (0, 3), "in-sequence batch after the gap: {ok:?}");
     Ok(())
 }
@@ -342,7 +323,7 @@ fn produce_and_fetch_errors_for_unknown_topics_and_offsets() -> Result<()> {
 
     // Produce never auto-creates (only Metadata does): the partition is unknown.
     let batch = record_batch(&["x"], 1_700_000_000_000)?;
-    let (code, _) = partition_result(&c.call(pv, &produce("never-made", 0, -1, batch))?)?;
+    let (code, _) = partition_result(&c.call(pv, &produce_request("never-made", 0, -1, batch))?)?;
     ensure!(
         code == UNKNOWN_TOPIC_OR_PARTITION,
         "produce to an unknown topic: error {code}, want 3"
@@ -358,7 +339,7 @@ fn produce_and_fetch_errors_for_unknown_topics_and_offsets() -> Result<()> {
 
     // Fetch: unknown topic, and an offset past the end (with the high watermark).
     let batch = record_batch(&["a", "b"], 1_700_000_000_000)?;
-    let (code, _) = partition_result(&c.call(pv, &produce("known", 0, -1, batch))?)?;
+    let (code, _) = partition_result(&c.call(pv, &produce_request("known", 0, -1, batch))?)?;
     ensure!(code == 0, "produce to known: {code}");
     let (code, _, _) = c.fetch_once("never-made", 0, 0)?;
     ensure!(
@@ -412,7 +393,7 @@ fn fetch_returns_a_whole_first_batch_larger_than_max_bytes() -> Result<()> {
     let value = "c".repeat(100_000);
     let batch = record_batch(&[value.as_str(), "tail"], 1_700_000_000_000)?;
     let batch_len = batch.len();
-    let (code, _) = partition_result(&c.call(pv, &produce("chunky", 0, -1, batch))?)?;
+    let (code, _) = partition_result(&c.call(pv, &produce_request("chunky", 0, -1, batch))?)?;
     ensure!(code == 0, "produce: {code}");
     let req = FetchRequest::default()
         .with_max_wait_ms(0)

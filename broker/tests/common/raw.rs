@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, RequestHeader, TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ProduceRequest, ProduceResponse,
+    RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -336,3 +338,32 @@ pub(crate) fn producer_batch(
 /// v2 batch header: baseSequence field offset, and where the CRC-32C coverage starts.
 const BASE_SEQUENCE: usize = 53;
 const CRC_START: usize = 21;
+
+/// A Produce request carrying `records` for one partition.
+pub(crate) fn produce_request(
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+/// (error code, base offset) of the first partition in a Produce response.
+pub(crate) fn partition_result(resp: &ProduceResponse) -> Result<(i16, i64)> {
+    let p = resp
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first());
+    let Some(p) = p else {
+        bail!("produce response has no partition: {resp:?}")
+    };
+    Ok((p.error_code, p.base_offset))
+}
