@@ -5,22 +5,13 @@
 //! that offsets are contiguous. Repeats 50 times.
 
 mod common;
-use common::{batch, run, tempdir};
+use common::{batch, run, spawn_crash_child, tempdir, xorshift};
 use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn small_segments() -> LogConfig {
     LogConfig {
@@ -87,44 +78,23 @@ fn crash_child() {
 fn kill9_recovery_keeps_every_durable_batch() {
     let dir = tempdir();
     let path = dir.path().join("crash-0");
-    let exe = std::env::current_exe().unwrap();
     let mut durable: BTreeMap<i64, (i64, u32)> = BTreeMap::new();
     let started = Instant::now();
     let mut rng = 0x9e3779b97f4a7c15u64;
     for round in 0..50u64 {
-        let child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SLUICE_CRASH_DIR", &path)
-            .env("SLUICE_CRASH_SEED", round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut child = KillOnDrop(child);
-        let stdout = child.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut child = spawn_crash_child(
+            "crash_child",
+            &[
+                ("SLUICE_CRASH_DIR", path.display().to_string()),
+                ("SLUICE_CRASH_SEED", round.to_string()),
+            ],
+        );
         // wait for the child to make progress, then kill it at a random moment
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let extra = Duration::from_millis(rng % 60);
+        let extra = Duration::from_millis(xorshift(&mut rng) % 60);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut first_seen = None;
         loop {
-            match rx.recv_timeout(Duration::from_millis(5)) {
+            match child.lines.recv_timeout(Duration::from_millis(5)) {
                 Ok(l) => record(&mut durable, &l),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => break,
@@ -137,13 +107,9 @@ fn kill9_recovery_keeps_every_durable_batch() {
             }
         }
         // SIGKILL: the child gets no chance to flush or write a marker
-        let _ = child.0.kill();
-        let _ = child.0.wait();
-        drop(child);
-        for l in rx.iter() {
+        for l in child.kill9() {
             record(&mut durable, &l);
         }
-        reader.join().unwrap();
         assert!(
             !durable.is_empty(),
             "child never reported a durable batch (round {round})"

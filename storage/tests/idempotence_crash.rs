@@ -6,25 +6,16 @@
 //! the next sequence is accepted and the previous epoch is fenced.
 
 mod common;
-use common::{pbatch, run, tempdir};
+use common::{pbatch, run, spawn_crash_child, tempdir, xorshift};
 use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::*;
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PID: i64 = 77;
 const ROUNDS: i16 = 12;
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn config() -> LogConfig {
     LogConfig {
@@ -83,37 +74,16 @@ fn idem_child() {
 fn kill9_keeps_idempotence() {
     let dir = tempdir();
     let path = dir.path().join("idem-crash");
-    let exe = std::env::current_exe().unwrap();
     let mut rng = 0x2545f4914f6cdd1du64;
     for epoch in 0..ROUNDS {
-        let child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "idem_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SLUICE_IDEM_DIR", &path)
-            .env("SLUICE_IDEM_EPOCH", epoch.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut child = KillOnDrop(child);
-        let stdout = child.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let extra = Duration::from_millis(rng % 80);
+        let mut child = spawn_crash_child(
+            "idem_child",
+            &[
+                ("SLUICE_IDEM_DIR", path.display().to_string()),
+                ("SLUICE_IDEM_EPOCH", epoch.to_string()),
+            ],
+        );
+        let extra = Duration::from_millis(xorshift(&mut rng) % 80);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut durable: BTreeSet<(i32, i64)> = BTreeSet::new();
         let mut first_seen = None;
@@ -128,7 +98,7 @@ fn kill9_keeps_idempotence() {
             }
         };
         loop {
-            match rx.recv_timeout(Duration::from_millis(5)) {
+            match child.lines.recv_timeout(Duration::from_millis(5)) {
                 Ok(l) => note(&l, &mut durable),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => break,
@@ -140,13 +110,10 @@ fn kill9_keeps_idempotence() {
                 break;
             }
         }
-        let _ = child.0.kill(); // SIGKILL: no flush, no marker
-        let _ = child.0.wait();
-        drop(child);
-        for l in rx.iter() {
+        // SIGKILL: the child gets no chance to flush or write a marker
+        for l in child.kill9() {
             note(&l, &mut durable);
         }
-        reader.join().unwrap();
         assert!(
             !durable.is_empty(),
             "child reported nothing (epoch {epoch})"

@@ -48,3 +48,72 @@ pub fn pbatch(pid: i64, epoch: i16, seq: i32, n: usize, tag: u8) -> Bytes {
     v[17..21].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(v)
 }
+
+/// A copy of this test binary running one `#[ignore]`d test as a crash victim. Its stdout
+/// lines arrive on `lines`; `kill9` SIGKILLs it (no flush, no marker), and so does Drop.
+pub struct CrashChild {
+    child: std::process::Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts the ignored test `test` of this binary in a child process with `env` set.
+pub fn spawn_crash_child(test: &str, env: &[(&str, String)]) -> CrashChild {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--ignored",
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    CrashChild {
+        child,
+        reader: Some(reader),
+        lines,
+    }
+}
+
+impl CrashChild {
+    /// SIGKILLs and reaps the child; returns the lines it printed that were not yet taken.
+    pub fn kill9(&mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for CrashChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// xorshift64: the crash tests' cheap, seeded source of kill moments.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
