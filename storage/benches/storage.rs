@@ -4,9 +4,12 @@
 //! batches of 16 KiB / 64 KiB / 1 MiB, read throughput (cache and cold DMA), each as a
 //! ratio to the raw figure; then 10,000 idle partitions ($SLUICE_BENCH_PARTITIONS) reopened
 //! after a clean shutdown in a fresh child process (this binary re-run), which reports
-//! VmRSS before/after and the open time. SLUICE_BENCH_ONLY=idle runs just that case;
-//! SLUICE_BENCH_ONLY=idempotence runs plain vs idempotent appends (64 MiB of 16 KiB
-//! batches) and the producer-state rebuild on the first idempotent append after reopen.
+//! VmRSS before/after and the open time. Before the throughput cases: durable-append
+//! latency under a constant load (16 and 100 logs, paced 32 KiB batches, counted from the
+//! intended append time) against serial 32 KiB write + fdatasync latency.
+//! SLUICE_BENCH_ONLY=idle or =latency runs just that case; SLUICE_BENCH_ONLY=idempotence
+//! runs plain vs idempotent appends (64 MiB of 16 KiB batches) and the producer-state
+//! rebuild on the first idempotent append after reopen.
 //! Directory: $SLUICE_BENCH_DIR, else the cargo target tmp dir (must support O_DIRECT).
 
 use bytes::Bytes;
@@ -140,6 +143,88 @@ async fn append_run(
     log.delete().await.unwrap();
     cold_shard.shutdown().await.unwrap();
     (mib_s(written, d), flushes, warm, cold)
+}
+
+/// Latency of one `bytes` O_DIRECT write followed by fdatasync, serially, on one file:
+/// the floor under any durable append. Returns sorted microseconds.
+async fn raw_write_sync_latency(dir: &Path, bytes: usize, n: usize) -> Vec<u64> {
+    let path = dir.join("raw-sync.bin");
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let f = glommio::io::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(&path)
+        .await
+        .unwrap();
+    let mut lat = Vec::with_capacity(n);
+    let mut pos = 4096u64;
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut b = f.alloc_dma_buffer(bytes);
+        b.as_bytes_mut().fill(0x5a);
+        f.write_at(b, pos).await.unwrap();
+        f.fdatasync().await.unwrap();
+        lat.push(t.elapsed().as_micros() as u64);
+        pos += bytes as u64;
+    }
+    f.close().await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    lat.sort_unstable();
+    lat
+}
+
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
+}
+
+/// Durable-append latency under a constant load: `logs` partitions, 32 KiB batches
+/// round-robin at `mib_per_s`, each latency counted from the batch's intended time (so a
+/// stalled flusher is not hidden) to `wait_durable`. Returns sorted microseconds.
+async fn paced_latency(
+    shard: &Rc<ShardStorage>,
+    dir: &Path,
+    logs: usize,
+    mib_per_s: f64,
+    run: Duration,
+) -> Vec<u64> {
+    const BATCH: usize = 32 << 10;
+    let mut ls = Vec::new();
+    for i in 0..logs {
+        let l = PartitionLog::open(shard, dir.join(format!("paced-{i}")), LogConfig::default())
+            .await
+            .unwrap();
+        ls.push(l);
+    }
+    let batch = make_batch(BATCH);
+    let every = Duration::from_secs_f64(batch.len() as f64 / (mib_per_s * (1 << 20) as f64));
+    let lat = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let start = Instant::now();
+    let mut waiters = Vec::new();
+    let mut k = 0usize;
+    while start.elapsed() < run {
+        let intended = start + every * k as u32;
+        let now = Instant::now();
+        if intended > now {
+            glommio::timer::sleep(intended - now).await;
+        }
+        let log = ls[k % logs].clone();
+        let info = log.append(batch.clone(), 0).unwrap();
+        let lat = lat.clone();
+        waiters.push(glommio::spawn_local(async move {
+            log.wait_durable(info.last_offset).await.unwrap();
+            lat.borrow_mut().push(intended.elapsed().as_micros() as u64);
+        }));
+        k += 1;
+    }
+    for w in waiters {
+        w.await;
+    }
+    for l in ls {
+        l.delete().await.unwrap();
+    }
+    let mut v = std::mem::take(&mut *lat.borrow_mut());
+    v.sort_unstable();
+    v
 }
 
 /// VmRSS of this process in bytes, from /proc/self/status.
@@ -354,6 +439,7 @@ fn main() {
     let d = dir.clone();
     let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
     let only_idle = only == "idle";
+    let only_latency = only == "latency";
     if only == "idempotence" {
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move { idempotence_run(&dir).await })
@@ -380,6 +466,28 @@ fn main() {
                 "raw O_DIRECT write (1 MiB x8, 1 fdatasync)", raw, "1.00"
             );
             let shard = ShardStorage::start(ShardStorageOptions::default());
+            let raw_lat = raw_write_sync_latency(&d, 32 << 10, 2000).await;
+            println!(
+                "raw 32 KiB write + fdatasync, serial: p50 {:.2} ms, p99 {:.2} ms",
+                pct(&raw_lat, 0.5),
+                pct(&raw_lat, 0.99)
+            );
+            for (logs, rate) in [(16, 64.0), (16, 128.0), (100, 64.0)] {
+                let lat = paced_latency(&shard, &d, logs, rate, Duration::from_secs(5)).await;
+                println!(
+                    "durable append, {logs} logs, {rate:.0} MiB/s of 32 KiB batches: \
+                     p50 {:.2} ms ({:.1}x raw p50), p99 {:.2} ms ({:.1}x raw p99), max {:.2} ms",
+                    pct(&lat, 0.5),
+                    pct(&lat, 0.5) / pct(&raw_lat, 0.5),
+                    pct(&lat, 0.99),
+                    pct(&lat, 0.99) / pct(&raw_lat, 0.99),
+                    pct(&lat, 1.0)
+                );
+            }
+            if only_latency {
+                shard.shutdown().await.unwrap();
+                return;
+            }
             for (name, size) in [
                 ("16 KiB", 16 << 10),
                 ("64 KiB", 64 << 10),
@@ -411,6 +519,9 @@ fn main() {
         .unwrap()
         .join()
         .unwrap();
+    if only_latency {
+        return;
+    }
     let (setup, open, rss0, rss1) = idle_partitions(&dir, n_idle);
     let per_kib = rss1.saturating_sub(rss0) as f64 / 1024.0 / n_idle as f64;
     println!(
