@@ -160,12 +160,13 @@ struct LimitsArgs {
     /// Directory on the filesystem to probe (use the broker's data dir).
     #[arg(long, default_value = "./sluice-data")]
     dir: PathBuf,
-    /// Wall time per probe (4 probes).
+    /// Wall time per probe (loopback, fdatasync, and a write and a read per queue depth).
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     probe_time: Duration,
-    /// O_DIRECT operations in flight in the disk bandwidth probes.
-    #[arg(long, default_value_t = 16)]
-    queue_depth: usize,
+    /// O_DIRECT operations in flight in the disk bandwidth probes; several (comma
+    /// separated) are each tried and the best is the reference.
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    queue_depth: Vec<usize>,
     /// Bytes per O_DIRECT operation in the bandwidth probes (multiple of 4096).
     #[arg(long, default_value_t = 1 << 20)]
     block_size: usize,
@@ -352,7 +353,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Limits(a) => {
             let l = limits::measure(&LimitsConfig {
                 per_probe: a.probe_time,
-                queue_depth: a.queue_depth,
+                queue_depths: a.queue_depth.clone(),
                 block_bytes: a.block_size,
                 ..LimitsConfig::new(a.dir.clone())
             });
@@ -368,7 +369,7 @@ fn run(cli: &Cli) -> Result<()> {
                 base: base_spec(cli, &a.client, "suite"),
                 limits: LimitsConfig {
                     per_probe: a.limits.probe_time,
-                    queue_depth: a.limits.queue_depth,
+                    queue_depths: a.limits.queue_depth.clone(),
                     block_bytes: a.limits.block_size,
                     ..LimitsConfig::new(a.limits.dir.clone())
                 },

@@ -123,21 +123,32 @@ pub fn limits_table(l: &Limits) -> String {
         "loopback TCP, 1 stream",
         l.loopback_bytes_per_sec.map(gbps),
     );
-    let shape = format!(
-        "{} KiB x QD {}",
-        l.direct_block_bytes / 1024,
-        l.direct_queue_depth
-    );
+    let shape = |qd: usize| format!("{} KiB x QD {qd}", l.direct_block_bytes / 1024);
     row(
         &mut out,
-        &format!("O_DIRECT seq. write ({shape})"),
+        &format!(
+            "O_DIRECT seq. write ({})",
+            shape(l.direct_write_queue_depth)
+        ),
         l.direct_write_bytes_per_sec.map(gbps),
     );
     row(
         &mut out,
-        &format!("O_DIRECT seq. read ({shape})"),
+        &format!("O_DIRECT seq. read ({})", shape(l.direct_read_queue_depth)),
         l.direct_read_bytes_per_sec.map(gbps),
     );
+    if l.direct_queue_depths_tried.len() > 1 {
+        let tried: Vec<String> = l
+            .direct_queue_depths_tried
+            .iter()
+            .map(|q| q.to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  (O_DIRECT: best of queue depths {})",
+            tried.join(", ")
+        );
+    }
     row(
         &mut out,
         "4 KiB write + fdatasync",
