@@ -40,16 +40,21 @@ fn make_batch(batch_bytes: usize) -> Bytes {
     build_batch(0, &recs)
 }
 
-async fn raw_write(dir: &Path) -> f64 {
-    let path = dir.join("raw.bin");
-    // non-empty first open so glommio's iopoll probe reads real data
-    std::fs::write(&path, vec![0u8; 4096]).unwrap();
-    let f = glommio::io::OpenOptions::new()
+/// A scratch DMA file holding one page: non-empty at first open, so glommio's iopoll
+/// probe reads real data.
+async fn scratch_dma_file(path: &Path) -> glommio::io::DmaFile {
+    std::fs::write(path, vec![0u8; 4096]).unwrap();
+    glommio::io::OpenOptions::new()
         .read(true)
         .write(true)
-        .dma_open(&path)
+        .dma_open(path)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn raw_write(dir: &Path) -> f64 {
+    let path = dir.join("raw.bin");
+    let f = scratch_dma_file(&path).await;
     let chunk = 1 << 20;
     let t = Instant::now();
     let mut pos = 0u64;
@@ -149,13 +154,7 @@ async fn append_run(
 /// the floor under any durable append. Returns sorted microseconds.
 async fn raw_write_sync_latency(dir: &Path, bytes: usize, n: usize) -> Vec<u64> {
     let path = dir.join("raw-sync.bin");
-    std::fs::write(&path, vec![0u8; 4096]).unwrap();
-    let f = glommio::io::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .dma_open(&path)
-        .await
-        .unwrap();
+    let f = scratch_dma_file(&path).await;
     let mut lat = Vec::with_capacity(n);
     let mut pos = 4096u64;
     for _ in 0..n {
