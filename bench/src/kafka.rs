@@ -204,32 +204,13 @@ pub fn wait_for_leaders(
     Err(anyhow!("topic {topic} not ready after {timeout:?}: {last}"))
 }
 
-/// Sum over partitions of (high watermark - low watermark): the records a full read of
-/// `topic` from the beginning returns.
-pub fn topic_record_count(bootstrap: &str, topic: &str, timeout: Duration) -> Result<u64> {
-    let consumer: BaseConsumer = consumer_config(bootstrap, None, true, &[])
-        .create()
-        .context("creating metadata client")?;
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .context("metadata")?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| anyhow!("topic {topic} not in metadata"))?;
-    let mut total = 0u64;
-    for p in t.partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), timeout)
-            .with_context(|| format!("watermarks of {topic}-{}", p.id()))?;
-        total += u64::try_from(high - low).unwrap_or(0);
-    }
-    Ok(total)
-}
-
-/// Number of partitions `topic` has, from metadata.
-pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Result<u32> {
+/// A metadata client and the partition ids of `topic`; an error if the topic is missing
+/// or the broker reports an error for it.
+fn topic_partitions(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(BaseConsumer, Vec<i32>)> {
     let consumer: BaseConsumer = consumer_config(bootstrap, None, true, &[])
         .create()
         .context("creating metadata client")?;
@@ -244,7 +225,27 @@ pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
     if let Some(e) = t.error() {
         bail!("topic {topic}: {e:?}");
     }
-    Ok(t.partitions().len() as u32)
+    let ids = t.partitions().iter().map(|p| p.id()).collect();
+    Ok((consumer, ids))
+}
+
+/// Sum over partitions of (high watermark - low watermark): the records a full read of
+/// `topic` from the beginning returns.
+pub fn topic_record_count(bootstrap: &str, topic: &str, timeout: Duration) -> Result<u64> {
+    let (consumer, ids) = topic_partitions(bootstrap, topic, timeout)?;
+    let mut total = 0u64;
+    for id in ids {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, id, timeout)
+            .with_context(|| format!("watermarks of {topic}-{id}"))?;
+        total += u64::try_from(high - low).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Number of partitions `topic` has, from metadata.
+pub fn partition_count(bootstrap: &str, topic: &str, timeout: Duration) -> Result<u32> {
+    Ok(topic_partitions(bootstrap, topic, timeout)?.1.len() as u32)
 }
 
 #[cfg(test)]

@@ -77,6 +77,24 @@ async fn raw_write(dir: &Path) -> f64 {
     mib_s(TOTAL, d)
 }
 
+/// Reads `log` from offset 0 to `end` in 1 MiB reads; MiB/s.
+async fn read_all(log: &PartitionLog, end: i64) -> f64 {
+    let t = Instant::now();
+    let mut next = 0;
+    let mut rbytes = 0usize;
+    while next < end {
+        let bs = log.read(next, end, 1 << 20, true).await.unwrap();
+        for b in bs {
+            rbytes += b.len();
+            next = sluice_proto::batch::RecordBatchHeader::parse(&b)
+                .unwrap()
+                .last_offset()
+                + 1;
+        }
+    }
+    mib_s(rbytes, t.elapsed())
+}
+
 async fn append_run(
     shard: &Rc<ShardStorage>,
     dir: PathBuf,
@@ -109,20 +127,7 @@ async fn append_run(
     let flushes = m.flushes - m0.flushes;
     // read back: from the cache (recent batches), then cold from disk in a fresh shard
     let end = log.log_end_offset();
-    let t = Instant::now();
-    let mut next = 0;
-    let mut rbytes = 0usize;
-    while next < end {
-        let bs = log.read(next, end, 1 << 20, true).await.unwrap();
-        for b in bs {
-            rbytes += b.len();
-            next = sluice_proto::batch::RecordBatchHeader::parse(&b)
-                .unwrap()
-                .last_offset()
-                + 1;
-        }
-    }
-    let warm = mib_s(rbytes, t.elapsed());
+    let warm = read_all(&log, end).await;
     log.close().await.unwrap();
     let cold_shard = ShardStorage::start(ShardStorageOptions {
         cache_bytes: 0,
@@ -131,20 +136,7 @@ async fn append_run(
     let log = PartitionLog::open(&cold_shard, dir.clone(), LogConfig::default())
         .await
         .unwrap();
-    let t = Instant::now();
-    let mut next = 0;
-    let mut rbytes = 0usize;
-    while next < end {
-        let bs = log.read(next, end, 1 << 20, true).await.unwrap();
-        for b in bs {
-            rbytes += b.len();
-            next = sluice_proto::batch::RecordBatchHeader::parse(&b)
-                .unwrap()
-                .last_offset()
-                + 1;
-        }
-    }
-    let cold = mib_s(rbytes, t.elapsed());
+    let cold = read_all(&log, end).await;
     log.delete().await.unwrap();
     cold_shard.shutdown().await.unwrap();
     (mib_s(written, d), flushes, warm, cold)
