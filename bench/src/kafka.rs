@@ -114,7 +114,7 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
 
 /// Creates `names` with `partitions` partitions each (replication factor 1) and waits
 /// until every partition has a leader. Returns the names that were newly created; a topic
-/// that already exists is reused if its partition count matches.
+/// that already exists is reused with the partitions it has.
 pub fn create_topics(
     bootstrap: &str,
     names: &[String],
@@ -143,7 +143,8 @@ pub fn create_topics(
         }
     }
     for name in names {
-        wait_for_leaders(bootstrap, name, partitions, timeout)?;
+        let expect = created.contains(name).then_some(partitions);
+        wait_for_leaders(bootstrap, name, expect, timeout)?;
     }
     Ok(created)
 }
@@ -167,11 +168,12 @@ pub fn delete_topics(bootstrap: &str, names: &[String], timeout: Duration) -> Re
     Ok(())
 }
 
-/// Polls metadata until `topic` shows `partitions` partitions, each with a leader.
+/// Polls metadata until `topic` shows `partitions` partitions (or, given `None`, at least
+/// one), each with a leader.
 pub fn wait_for_leaders(
     bootstrap: &str,
     topic: &str,
-    partitions: u32,
+    partitions: Option<u32>,
     timeout: Duration,
 ) -> Result<()> {
     let consumer: BaseConsumer = consumer_config(bootstrap, None, false, &[])
@@ -188,11 +190,12 @@ pub fn wait_for_leaders(
                         .iter()
                         .filter(|p| p.leader() >= 0 && p.error().is_none())
                         .count();
-                    if t.error().is_none() && ready == partitions as usize {
+                    let want = partitions.map_or(t.partitions().len().max(1), |p| p as usize);
+                    if t.error().is_none() && ready == want {
                         return Ok(());
                     }
                     last = format!(
-                        "{ready}/{partitions} partitions with a leader (topic error {:?})",
+                        "{ready}/{want} partitions with a leader (topic error {:?})",
                         t.error()
                     );
                 }
