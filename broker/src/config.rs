@@ -162,6 +162,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Per-shard cache of recent batches served to fetches.",
     },
     Setting {
+        name: "storage.readahead.bytes",
+        default: "67108864",
+        kind: int(0, i64::MAX),
+        unit: "bytes",
+        doc: "Per-shard bytes of read-ahead for sequential cold readers (at most half the cache); 0 is off.",
+    },
+    Setting {
         name: "storage.max.open.files",
         default: "4096",
         kind: int(16, 1_000_000),

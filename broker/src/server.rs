@@ -184,6 +184,7 @@ async fn shard_main(
 ) -> anyhow::Result<()> {
     let storage = ShardStorage::start(ShardStorageOptions {
         cache_bytes: config.int("storage.cache.bytes") as usize,
+        readahead_bytes: config.int("storage.readahead.bytes") as usize,
         max_open_files: config.int("storage.max.open.files") as usize,
         retention_check_interval: Duration::from_millis(
             config.int("log.retention.check.interval.ms") as u64,

@@ -38,6 +38,9 @@ impl Default for LogConfig {
 pub struct ShardStorageOptions {
     /// Bytes of recent batches kept in the shard cache.
     pub cache_bytes: usize,
+    /// Bytes a shard may have in open read-ahead windows for sequential cold readers
+    /// (at most half the cache, which holds them); 0 turns read-ahead off.
+    pub readahead_bytes: usize,
     /// Segment files kept open at once by this shard.
     pub max_open_files: usize,
     /// How often the background task applies retention to every log.
@@ -54,6 +57,7 @@ impl Default for ShardStorageOptions {
     fn default() -> Self {
         ShardStorageOptions {
             cache_bytes: 256 << 20,
+            readahead_bytes: 64 << 20,
             max_open_files: 4096,
             retention_check_interval: Duration::from_secs(300),
             idle_file_timeout: Duration::from_secs(60),

@@ -19,6 +19,7 @@ mod index;
 mod log;
 mod producer;
 mod read;
+mod readahead;
 mod recovery;
 mod retention;
 mod segment;

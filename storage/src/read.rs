@@ -1,6 +1,7 @@
 //! Reads: whole batches from the shard cache, then the pending (not yet durable) queue,
 //! then a DMA read of the segment starting at its sparse-index position. Cold reads are
-//! copied once into a `Send` `Bytes` and cached. Also `offset_for_timestamp`.
+//! copied once into a `Send` `Bytes` and cached; a cold sequential reader gets a
+//! read-ahead window (`readahead`). Also `offset_for_timestamp`.
 //!
 //! ```text
 //!  read(from) ─► cache.get(from) ─hit─► batch
@@ -9,11 +10,12 @@
 
 use crate::error::StorageError;
 use crate::log::{LogInner, PartitionLog};
+use crate::readahead;
 use crate::segment::SegState;
 use bytes::Bytes;
 use sluice_proto::batch::{decode_records, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
 
-type Batch = (i64, i64, Bytes); // (base, last, bytes)
+pub(crate) type Batch = (i64, i64, Bytes); // (base, last, bytes)
 
 const MIN_DISK_READ: usize = 64 << 10;
 const MAX_DISK_READ: usize = 16 << 20;
@@ -42,6 +44,9 @@ pub(crate) async fn read(
     let mut out = Vec::new();
     let mut total = 0usize;
     let mut next = from;
+    // touched disk or a read-ahead window: keep a window ahead of this reader
+    let mut cold = false;
+    let mut waited = false;
     'outer: loop {
         let log_end = log.inner.st.borrow().log_end;
         if next >= max_offset || next >= log_end {
@@ -49,9 +54,17 @@ pub(crate) async fn read(
         }
         let want = max_bytes.saturating_sub(total);
         let batches = match lookup_memory(log, next) {
-            Some(b) => vec![b],
+            Some(b) => {
+                cold = cold || readahead::in_window(log, next);
+                vec![b]
+            }
             None => {
+                if !waited && readahead::wait_in_flight(log, next).await {
+                    waited = true;
+                    continue;
+                }
                 log.shard.metrics_add(|m| m.cache_misses += 1);
+                cold = true;
                 read_disk(log, next, want).await?
             }
         };
@@ -69,6 +82,9 @@ pub(crate) async fn read(
             out.push(b);
             next = last + 1;
         }
+    }
+    if cold && !out.is_empty() {
+        readahead::advance(log, from, next, total);
     }
     Ok(out)
 }
@@ -92,13 +108,15 @@ fn corrupt(msg: String) -> StorageError {
     StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
 }
 
-/// Read batches from disk starting with the one holding `offset`, about `want` bytes.
-async fn read_disk(
+/// Read batches from disk starting with the one holding `offset`, about `want` bytes,
+/// and cache them (unless the log was truncated meanwhile: then nothing is returned).
+pub(crate) async fn read_disk(
     log: &PartitionLog,
     offset: i64,
     want: usize,
 ) -> Result<Vec<Batch>, StorageError> {
     let mut from_start = false;
+    let epoch = log.inner.st.borrow().truncate_epoch;
     loop {
         let (seg_base, start_off, start_pos, limit) = {
             let mut st = log.inner.st.borrow_mut();
@@ -203,6 +221,9 @@ async fn read_disk(
         let Some(&(first_pos, _)) = found.first() else {
             return Ok(Vec::new());
         };
+        if log.inner.st.borrow().truncate_epoch != epoch {
+            return Ok(Vec::new());
+        }
         let lo = (first_pos - buf_start) as usize;
         let hi = lo + got;
         let whole = Bytes::copy_from_slice(&buf[lo..hi]);

@@ -1,5 +1,6 @@
-//! `ShardStorage`: everything one shard shares between its logs — the batch cache, the
-//! open-file table, the dirty list the flusher drains, progress notification, metrics —
+//! `ShardStorage`: everything one shard shares between its logs — the batch cache and its
+//! read-ahead windows, the open-file table, the dirty list the flusher drains, progress
+//! notification, metrics —
 //! and the background tasks (flusher; retention + idle-file sweep), each in its own task
 //! queue so they cannot starve request handling. Owned by one shard; never crosses cores.
 //!
@@ -12,6 +13,7 @@ use crate::cache::BatchCache;
 use crate::error::StorageError;
 use crate::files::FileTable;
 use crate::log::{LogInner, PartitionLog};
+use crate::readahead::ReadAheads;
 use crate::segment::{log_path, open_segment_file};
 use crate::signal::Signal;
 use crate::ShardStorageOptions;
@@ -43,6 +45,7 @@ pub(crate) struct ShardInner {
     pub(crate) dirs: HashSet<PathBuf>,
     pub(crate) dirty: Vec<Rc<LogInner>>,
     pub(crate) cache: BatchCache,
+    pub(crate) readahead: ReadAheads,
     pub(crate) files: FileTable,
 }
 
@@ -72,6 +75,9 @@ impl ShardStorage {
                 dirs: HashSet::new(),
                 dirty: Vec::new(),
                 cache: BatchCache::new(opts.cache_bytes),
+                // read-ahead lands in the cache: at most half of it, so windows do not
+                // evict each other before they are read
+                readahead: ReadAheads::new(opts.readahead_bytes.min(opts.cache_bytes / 2)),
                 files: FileTable::new(opts.max_open_files),
             }),
             opts,
@@ -207,6 +213,7 @@ impl ShardStorage {
             sh.logs.remove(&log.id);
             sh.dirs.remove(&log.dir);
             sh.cache.drop_log(log.id);
+            sh.readahead.drop_log(log.id);
             sh.dirty.retain(|l| l.id != log.id);
             sh.files.remove_log(log.id)
         };
