@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Interop suite: real third-party clients (kcat, kafka-python, confluent-kafka) against a
-# fresh `sluice` on an ephemeral port with a temp data dir. Each check asserts counts and
+# Interop suite: real third-party clients (kcat, kafka-python, confluent-kafka, KafkaJS)
+# against a fresh `sluice` on an ephemeral port with a temp data dir. Each check asserts counts and
 # contents; the broker is killed on exit (trap). The last line is `N passed, N failed`;
 # the exit status is non-zero if any check failed.
-# Env: SLUICE_BIN (prebuilt binary; default: build the debug binary), SLUICE_CORES (2).
+# Env: SLUICE_BIN (prebuilt binary; default: build the debug binary), SLUICE_CORES (2),
+# SLUICE_NODE_MODULES (where kafkajs is installed; .ci/run installs it there).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -88,6 +89,16 @@ check "confluent-kafka producer/consumer" python3 "$HERE/confluent_check.py" "$B
 # 4b. Consumer groups (kafka-python group members, commits, admin group APIs, kcat -G).
 if [ -f "$HERE/groups.py" ]; then
     check "consumer groups (kafka-python, kcat -G)" python3 "$HERE/groups.py" "$B" interop-groups
+fi
+
+# 4c. KafkaJS: admin, idempotent gzip producer with headers, consumer group, commits.
+NODE_MODULES="${SLUICE_NODE_MODULES:-$HOME/.cache/sluice-interop/node_modules}"
+if [ -f "$NODE_MODULES/kafkajs/package.json" ]; then
+    check "kafkajs admin/producer/consumer group" env NODE_PATH="$NODE_MODULES" \
+        node "$HERE/kafkajs_check.js" "$B" js-topic 2000
+else
+    rm -f "$WORK/out"
+    ko "kafkajs admin/producer/consumer group" "kafkajs not found in $NODE_MODULES (.ci/run installs it)"
 fi
 
 # 5. Cross-client: kcat reads what kafka-python wrote, in full.
