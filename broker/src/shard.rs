@@ -285,13 +285,25 @@ impl ShardCtx {
                 done.push(read(r).await);
             }
         }
-        while !reads.is_empty() {
+        // waves in plan order until the budget is spent: partitions past it would be
+        // dropped from the answer below, so reading them (often from disk) is waste
+        let mut read_bytes = 0usize;
+        let mut reads = reads.into_iter().peekable();
+        while reads.peek().is_some() && read_bytes < max_bytes {
+            let left = max_bytes - read_bytes;
             let wave: Vec<_> = reads
-                .drain(..reads.len().min(READS_IN_FLIGHT))
-                .map(|r| glommio::spawn_local(read(r)))
+                .by_ref()
+                .take(READS_IN_FLIGHT)
+                .map(|(i, log, from, hw, limit)| {
+                    glommio::spawn_local(read((i, log, from, hw, limit.min(left))))
+                })
                 .collect();
             for task in wave {
-                done.push(task.await);
+                let (i, res) = task.await;
+                if let Ok(batches) = &res {
+                    read_bytes += batches.iter().map(|b| b.len()).sum::<usize>();
+                }
+                done.push((i, res));
             }
         }
         let mut used = 0usize;
