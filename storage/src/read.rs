@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  read(from) ─► cache.get(from) ─hit─► batch
-//!                    └─miss─► pending(from) ─► DMA read [index pos, ..) ─► cache
+//!                    └─miss─► pending(from) ─► read-ahead window ─► DMA read [index pos, ..) ─► cache
 //! ```
 
 use crate::error::StorageError;
@@ -58,15 +58,21 @@ pub(crate) async fn read(
                 cold = cold || readahead::in_window(log, next);
                 vec![b]
             }
-            None => {
-                if !waited && readahead::wait_in_flight(log, next).await {
-                    waited = true;
-                    continue;
+            None => match readahead::lookup(log, next) {
+                Some(b) => {
+                    cold = true;
+                    vec![b]
                 }
-                log.shard.metrics_add(|m| m.cache_misses += 1);
-                cold = true;
-                read_disk(log, next, want).await?
-            }
+                None => {
+                    if !waited && readahead::wait_in_flight(log, next).await {
+                        waited = true;
+                        continue;
+                    }
+                    log.shard.metrics_add(|m| m.cache_misses += 1);
+                    cold = true;
+                    read_disk(log, next, want, true).await?
+                }
+            },
         };
         if batches.is_empty() {
             break;
@@ -109,11 +115,12 @@ fn corrupt(msg: String) -> StorageError {
 }
 
 /// Read batches from disk starting with the one holding `offset`, about `want` bytes,
-/// and cache them (unless the log was truncated meanwhile: then nothing is returned).
+/// and cache them if `cache` (if the log was truncated meanwhile, nothing is returned).
 pub(crate) async fn read_disk(
     log: &PartitionLog,
     offset: i64,
     want: usize,
+    cache: bool,
 ) -> Result<Vec<Batch>, StorageError> {
     let mut from_start = false;
     let epoch = log.inner.st.borrow().truncate_epoch;
@@ -232,8 +239,10 @@ pub(crate) async fn read_disk(
         for (p, h) in found {
             let s = (p - first_pos) as usize;
             let b = whole.slice(s..s + h.total_size());
-            sh.cache
-                .insert(log.inner.id, h.base_offset, h.last_offset(), b.clone());
+            if cache {
+                sh.cache
+                    .insert(log.inner.id, h.base_offset, h.last_offset(), b.clone());
+            }
             batches.push((h.base_offset, h.last_offset(), b));
         }
         return Ok(batches);

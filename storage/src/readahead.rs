@@ -1,44 +1,68 @@
 //! Read-ahead for sequential cold readers. A read served from disk opens a window: the next
-//! chunk of the same log is read in the background into the shard cache, so the reader's
-//! next fetch finds it in memory while the current answer is still on the wire. One window
-//! per log; open windows are bounded in bytes per shard (finished windows left unread for
-//! `STALE` give way to new ones); a reader that arrives while the window holding its offset
-//! is still being read waits for it instead of reading the same bytes twice. Owned by one
-//! shard; never crosses cores.
+//! chunk of the same log is read in the background and held by the window (not the shard
+//! cache, so other traffic cannot evict it before it is read), and the reader's next fetch
+//! finds it in memory while the current answer is still on the wire. A log has at most two
+//! windows: when the reader enters the last one, the next one opens at its end; a window
+//! the reader has passed (or left by seeking) is dropped. Window bytes are
+//! bounded per shard (finished windows left unread for `STALE` give way to new ones), a
+//! reader that arrives while its window is still being read waits for it instead of
+//! reading the same bytes twice, and truncation drops a log's windows. Owned by one shard;
+//! never crosses cores.
 //!
 //! ```text
-//!  read [a,b) from disk ─► window [b, ..) in flight ─► done: cache holds [b, e)
-//!  read [b,c) hits ─► c past the window's middle ─► next window [e, ..)
+//!  read [a,b) from disk ─► window [b, ..) in flight ─► done: holds [b, e)
+//!  read [b,c) from the window ─► the reader is in it ─► next window [e, ..)
 //! ```
 
 use crate::log::PartitionLog;
+use crate::read::Batch;
 use crate::signal::Signal;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Smallest and largest window; between them a window is as large as the read that led to it.
+/// Smallest and largest window; between them a window is `AHEAD` times the read that
+/// opened it (or 1x when the budget is short).
 const MIN_WINDOW: usize = 256 << 10;
 const MAX_WINDOW: usize = 8 << 20;
+const AHEAD: usize = 4;
 /// A finished window nobody read for this long no longer holds budget.
 const STALE: Duration = Duration::from_secs(5);
+/// Windows per log: the one being read and the next.
+const PER_LOG: usize = 2;
 
 struct Window {
     id: u64,
     from: i64,
-    /// One past the last offset read; `None` while the read is in flight.
-    end: Option<i64>,
+    /// The batches read, in offset order; `None` while the read is in flight.
+    batches: Option<Vec<Batch>>,
+    /// Bytes held against the budget (the planned length while in flight).
     bytes: usize,
     opened: Instant,
     done: Rc<Signal>,
 }
 
-/// The shard's open read-ahead windows, keyed by log id.
+impl Window {
+    /// One past the last offset held; `None` while in flight.
+    fn end(&self) -> Option<i64> {
+        let b = self.batches.as_ref()?;
+        Some(b.last().map_or(self.from, |(_, last, _)| last + 1))
+    }
+
+    fn get(&self, offset: i64) -> Option<Batch> {
+        let b = self.batches.as_ref()?;
+        let i = b.partition_point(|(base, _, _)| *base <= offset);
+        let (base, last, data) = b.get(i.checked_sub(1)?)?;
+        (*last >= offset).then(|| (*base, *last, data.clone()))
+    }
+}
+
+/// The shard's read-ahead windows, keyed by log id.
 pub(crate) struct ReadAheads {
     budget: usize,
     bytes: usize,
     next_id: u64,
-    windows: HashMap<u64, Window>,
+    windows: HashMap<u64, VecDeque<Window>>,
 }
 
 impl ReadAheads {
@@ -51,70 +75,100 @@ impl ReadAheads {
         }
     }
 
+    /// Forget every window of `log` (closed, deleted or truncated).
     pub(crate) fn drop_log(&mut self, log: u64) {
-        self.close(log);
+        if let Some(ws) = self.windows.remove(&log) {
+            self.bytes -= ws.iter().map(|w| w.bytes).sum::<usize>();
+        }
     }
 
-    fn close(&mut self, log: u64) {
-        if let Some(w) = self.windows.remove(&log) {
-            self.bytes -= w.bytes;
+    /// Drops the windows of `log` that `keep` rejects.
+    fn retain(&mut self, log: u64, mut keep: impl FnMut(&Window) -> bool) {
+        let Some(ws) = self.windows.get_mut(&log) else {
+            return;
+        };
+        let mut freed = 0;
+        ws.retain(|w| {
+            let k = keep(w);
+            if !k {
+                freed += w.bytes;
+            }
+            k
+        });
+        self.bytes -= freed;
+        if ws.is_empty() {
+            self.windows.remove(&log);
         }
     }
 
     /// Room for `len` more bytes, giving up stale finished windows if needed.
     fn make_room(&mut self, len: usize) -> bool {
         if self.bytes + len > self.budget {
-            let stale: Vec<u64> = self
-                .windows
-                .iter()
-                .filter(|(_, w)| w.end.is_some() && w.opened.elapsed() >= STALE)
-                .map(|(&l, _)| l)
-                .collect();
-            for l in stale {
-                self.close(l);
+            let logs: Vec<u64> = self.windows.keys().copied().collect();
+            for l in logs {
+                self.retain(l, |w| w.batches.is_none() || w.opened.elapsed() < STALE);
             }
         }
         self.bytes + len <= self.budget
     }
 
-    fn finish(&mut self, log: u64, id: u64, end: Option<i64>) {
-        match self.windows.get_mut(&log) {
-            Some(w) if w.id == id => match end {
-                Some(e) => w.end = Some(e),
-                None => self.close(log),
-            },
-            _ => {}
+    fn finish(&mut self, log: u64, id: u64, batches: Vec<Batch>) {
+        let held: usize = batches.iter().map(|(_, _, b)| b.len()).sum();
+        let Some(w) = self
+            .windows
+            .get_mut(&log)
+            .and_then(|ws| ws.iter_mut().find(|w| w.id == id))
+        else {
+            return;
+        };
+        if batches.is_empty() {
+            self.retain(log, |w| w.id != id);
+            return;
         }
+        self.bytes = self.bytes - w.bytes + held;
+        w.bytes = held;
+        w.batches = Some(batches);
     }
 }
 
-/// If the window of `log` starting at `offset` is still being read, waits for it and
-/// returns true (the caller looks in the cache again).
+/// The batch holding `offset` if a finished window of `log` has it.
+pub(crate) fn lookup(log: &PartitionLog, offset: i64) -> Option<Batch> {
+    let sh = log.shard.inner.borrow();
+    let ws = sh.readahead.windows.get(&log.inner.id)?;
+    ws.iter().find_map(|w| w.get(offset))
+}
+
+/// If a window of `log` starting at `offset` is still being read, waits for it and
+/// returns true (the caller looks again).
 pub(crate) async fn wait_in_flight(log: &PartitionLog, offset: i64) -> bool {
     let done = {
         let sh = log.shard.inner.borrow();
-        match sh.readahead.windows.get(&log.inner.id) {
-            Some(w) if w.end.is_none() && w.from == offset => w.done.clone(),
-            _ => return false,
+        let found = sh.readahead.windows.get(&log.inner.id).and_then(|ws| {
+            ws.iter()
+                .find(|w| w.batches.is_none() && w.from == offset)
+                .map(|w| w.done.clone())
+        });
+        match found {
+            Some(d) => d,
+            None => return false,
         }
     };
     done.wait().await;
     true
 }
 
-/// Whether `offset` lies in a finished window of `log`: a cache hit there is a
-/// sequential cold reader keeping up with its read-ahead.
+/// Whether `offset` lies in a window of `log`: a reader there is sequential and cold.
 pub(crate) fn in_window(log: &PartitionLog, offset: i64) -> bool {
     let sh = log.shard.inner.borrow();
-    sh.readahead
-        .windows
-        .get(&log.inner.id)
-        .is_some_and(|w| w.end.is_some_and(|e| w.from <= offset && offset < e))
+    sh.readahead.windows.get(&log.inner.id).is_some_and(|ws| {
+        ws.iter()
+            .any(|w| w.end().is_some_and(|e| w.from <= offset && offset < e))
+    })
 }
 
-/// After a cold read of `[from, next)` that returned `got` bytes: keep one window ahead of
-/// the reader. Opens the next window when the reader has passed the middle of the current
-/// one (or left it), if the shard's budget allows.
+/// After a cold read of `[from, next)` that returned `got` bytes: drop the windows the
+/// reader has passed (all of them if it read elsewhere), and open the next window when the
+/// reader has entered the last one (or has none), if the shard's budget allows.
 pub(crate) fn advance(log: &PartitionLog, from: i64, next: i64, got: usize) {
     let id = log.inner.id;
     let durable = {
@@ -125,47 +179,66 @@ pub(crate) fn advance(log: &PartitionLog, from: i64, next: i64, got: usize) {
         st.durable
     };
     let mut sh = log.shard.inner.borrow_mut();
-    let start = match sh.readahead.windows.get(&id) {
+    // sequential: this read touches the windows' span (it may start just before it)
+    let seeked = sh.readahead.windows.get(&id).is_some_and(|ws| {
+        let lo = ws.front().map_or(from, |w| w.from);
+        let hi = ws.back().map_or(Some(from), |w| w.end());
+        next < lo || hi.is_some_and(|hi| from > hi)
+    });
+    if seeked {
+        sh.readahead.drop_log(id);
+    } else {
+        sh.readahead
+            .retain(id, |w| w.end().is_none_or(|e| e > next));
+    }
+    let start = match sh.readahead.windows.get(&id).and_then(|ws| ws.back()) {
         None => next,
-        Some(w) => match w.end {
-            None => return,
-            Some(end) if from < w.from || from > end || next >= end => next,
-            Some(end) if next - w.from >= (end - w.from) / 2 => end,
-            Some(_) => return,
+        Some(w) => match w.end() {
+            Some(end) if next > w.from => end,
+            _ => return, // still in flight, or the reader has not reached it
         },
     };
-    sh.readahead.close(id);
+    if sh
+        .readahead
+        .windows
+        .get(&id)
+        .is_some_and(|ws| ws.len() >= PER_LOG)
+    {
+        return;
+    }
     // the disk read that served this one usually cached a batch or two past it
-    let mut start = start;
+    let mut start = start.max(next);
     for _ in 0..64 {
         match sh.cache.get(id, start) {
             Some((_, last, _)) => start = last + 1,
             None => break,
         }
     }
-    if start >= durable || sh.cache.get(id, start).is_some() {
+    if start >= durable {
         return;
     }
-    let len = (got * 4).clamp(MIN_WINDOW, MAX_WINDOW);
+    // 4x the read keeps a reader's next fetches off the disk; when many readers share
+    // the budget, 1x still overlaps the next read with this answer
     let ra = &mut sh.readahead;
-    if !ra.make_room(len) {
+    let Some(len) = [AHEAD, 1]
+        .into_iter()
+        .map(|k| (got * k).clamp(MIN_WINDOW, MAX_WINDOW))
+        .find(|&len| ra.make_room(len))
+    else {
         return;
-    }
+    };
     ra.next_id += 1;
     let wid = ra.next_id;
     let done = Rc::new(Signal::default());
     ra.bytes += len;
-    ra.windows.insert(
-        id,
-        Window {
-            id: wid,
-            from: start,
-            end: None,
-            bytes: len,
-            opened: Instant::now(),
-            done: done.clone(),
-        },
-    );
+    ra.windows.entry(id).or_default().push_back(Window {
+        id: wid,
+        from: start,
+        batches: None,
+        bytes: len,
+        opened: Instant::now(),
+        done: done.clone(),
+    });
     drop(sh);
     let log = log.clone();
     glommio::spawn_local(async move {
@@ -173,19 +246,16 @@ pub(crate) fn advance(log: &PartitionLog, from: i64, next: i64, got: usize) {
             let st = log.inner.st.borrow();
             !(st.closed || st.deleted)
         };
-        let read = if open {
-            crate::read::read_disk(&log, start, len).await
+        let batches = if open {
+            crate::read::read_disk(&log, start, len, false).await
         } else {
             Ok(Vec::new())
         };
-        let end = match read {
-            Ok(batches) => batches.last().map(|(_, last, _)| last + 1),
-            Err(e) => {
-                tracing::debug!(dir = %log.inner.dir.display(), offset = start, error = %e, "read-ahead failed");
-                None
-            }
-        };
-        log.shard.inner.borrow_mut().readahead.finish(id, wid, end);
+        let batches = batches.unwrap_or_else(|e| {
+            tracing::debug!(dir = %log.inner.dir.display(), offset = start, error = %e, "read-ahead failed");
+            Vec::new()
+        });
+        log.shard.inner.borrow_mut().readahead.finish(id, wid, batches);
         done.notify();
     })
     .detach();

@@ -122,11 +122,11 @@ pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), S
         st.durable = st.log_end;
         st.producers = None; // an append may have rebuilt it while the file was cut
     }
-    log.shard
-        .inner
-        .borrow_mut()
-        .cache
-        .remove_from(id, batch_base);
+    {
+        let mut sh = log.shard.inner.borrow_mut();
+        sh.cache.remove_from(id, batch_base);
+        sh.readahead.drop_log(id);
+    }
     notify(log);
     Ok(())
 }
@@ -167,6 +167,7 @@ fn cut_state(st: &mut crate::log::LogState, new_end: i64) {
 fn forget(log: &PartitionLog, bases: &[i64], cut: i64) {
     let mut sh = log.shard.inner.borrow_mut();
     sh.cache.remove_from(log.inner.id, cut);
+    sh.readahead.drop_log(log.inner.id);
     for b in bases {
         sh.files.remove(log.inner.id, *b);
     }
