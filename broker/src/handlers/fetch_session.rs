@@ -1,9 +1,11 @@
 //! Incremental fetch sessions (KIP-227), kept per shard for the connections it serves. A
 //! session remembers each partition's fetch offset and what was last reported, so a client
-//! sends only changes and gets back only partitions with news. Bounded: the least recently
-//! used session is evicted past `MAX_SESSIONS`.
+//! sends only changes and gets back only partitions with news. Partitions that returned
+//! records move to the end of the session's order (as in Kafka), so when the response
+//! budget runs out the others go first next time. Bounded: the least recently used session
+//! is evicted past `MAX_SESSIONS`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
@@ -23,7 +25,9 @@ struct SessionPart {
 #[derive(Debug)]
 struct Session {
     next_epoch: i32,
-    parts: BTreeMap<(String, i32), SessionPart>,
+    parts: HashMap<(String, i32), SessionPart>,
+    /// The keys of `parts` in the order they are read and answered.
+    order: Vec<(String, i32)>,
     last_used: u64,
 }
 
@@ -62,6 +66,31 @@ fn request_parts(req: &FetchRequest) -> Vec<(Tp, i64, i32)> {
         .collect()
 }
 
+impl Session {
+    /// Adds a partition at the end of the order, or updates its position and limit.
+    fn upsert(&mut self, tp: &Tp, fetch_offset: i64, max_bytes: i32) {
+        let key = (tp.topic.clone(), tp.partition);
+        match self.parts.get_mut(&key) {
+            Some(sp) => {
+                sp.fetch_offset = fetch_offset;
+                sp.max_bytes = max_bytes;
+            }
+            None => {
+                self.parts.insert(
+                    key.clone(),
+                    SessionPart {
+                        fetch_offset,
+                        max_bytes,
+                        last_hw: -1,
+                        last_log_start: -1,
+                    },
+                );
+                self.order.push(key);
+            }
+        }
+    }
+}
+
 impl FetchSessions {
     fn create(&mut self, parts: &[(Tp, i64, i32)]) -> i32 {
         if self.sessions.len() >= MAX_SESSIONS {
@@ -78,29 +107,18 @@ impl FetchSessions {
         while self.sessions.contains_key(&self.next_id) {
             self.next_id = self.next_id.wrapping_add(1).max(1);
         }
-        let parts = parts
-            .iter()
-            .map(|(tp, off, max)| {
-                (
-                    (tp.topic.clone(), tp.partition),
-                    SessionPart {
-                        fetch_offset: *off,
-                        max_bytes: *max,
-                        last_hw: -1,
-                        last_log_start: -1,
-                    },
-                )
-            })
-            .collect();
+        let mut session = Session {
+            next_epoch: 1,
+            parts: HashMap::with_capacity(parts.len()),
+            order: Vec::with_capacity(parts.len()),
+            last_used: 0,
+        };
+        for (tp, off, max) in parts {
+            session.upsert(tp, *off, *max);
+        }
         self.clock += 1;
-        self.sessions.insert(
-            self.next_id,
-            Session {
-                next_epoch: 1,
-                parts,
-                last_used: self.clock,
-            },
-        );
+        session.last_used = self.clock;
+        self.sessions.insert(self.next_id, session);
         self.next_id
     }
 
@@ -142,36 +160,32 @@ impl FetchSessions {
         }
         s.next_epoch = s.next_epoch.wrapping_add(1).max(1);
         s.last_used = clock;
+        let mut forgotten = false;
         for f in &req.forgotten_topics_data {
             for p in &f.partitions {
-                s.parts.remove(&(f.topic.0.to_string(), *p));
+                forgotten |= s.parts.remove(&(f.topic.0.to_string(), *p)).is_some();
             }
         }
-        for (tp, off, max) in parts {
-            let e = s
-                .parts
-                .entry((tp.topic, tp.partition))
-                .or_insert(SessionPart {
-                    fetch_offset: off,
-                    max_bytes: max,
-                    last_hw: -1,
-                    last_log_start: -1,
-                });
-            e.fetch_offset = off;
-            e.max_bytes = max;
+        if forgotten {
+            let parts = &s.parts;
+            s.order.retain(|k| parts.contains_key(k));
+        }
+        for (tp, off, max) in &parts {
+            s.upsert(tp, *off, *max);
         }
         let parts = s
-            .parts
+            .order
             .iter()
-            .map(|((t, p), sp)| {
-                (
+            .filter_map(|k| {
+                let sp = s.parts.get(k)?;
+                Some((
                     Tp {
-                        topic: t.clone(),
-                        partition: *p,
+                        topic: k.0.clone(),
+                        partition: k.1,
                     },
                     sp.fetch_offset,
                     sp.max_bytes,
-                )
+                ))
             })
             .collect();
         Ok(Plan {
@@ -182,10 +196,18 @@ impl FetchSessions {
     }
 
     /// Records what was sent; for incremental sessions, says which results to include.
+    /// Partitions that returned records move to the end of the session's order.
     pub(crate) fn record(&mut self, plan: &Plan, results: &[FetchPartResult]) -> Vec<bool> {
         let Some(s) = self.sessions.get_mut(&plan.session_id) else {
             return vec![true; results.len()];
         };
+        if results.iter().any(|r| !r.batches.is_empty()) && s.order.len() == results.len() {
+            let (quiet, served): (Vec<_>, Vec<_>) = std::mem::take(&mut s.order)
+                .into_iter()
+                .zip(results)
+                .partition(|(_, r)| r.batches.is_empty());
+            s.order = quiet.into_iter().chain(served).map(|(k, _)| k).collect();
+        }
         plan.parts
             .iter()
             .zip(results)
@@ -256,5 +278,40 @@ mod tests {
         );
         let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12).unwrap();
         assert_eq!(legacy.session_id, 0);
+    }
+
+    #[test]
+    fn partitions_that_returned_records_go_last() {
+        let mut s = FetchSessions::default();
+        let plan = s
+            .resolve(&req(0, 0, &[(0, 0), (1, 0), (2, 0)]), 12)
+            .unwrap();
+        let r = |data: bool| FetchPartResult {
+            high_watermark: 10,
+            batches: if data {
+                vec![bytes::Bytes::from_static(b"x")]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        // partition 0 filled the budget; 1 and 2 got nothing
+        s.record(&plan, &[r(true), r(false), r(false)]);
+        let order = |p: &Plan| {
+            p.parts
+                .iter()
+                .map(|(tp, _, _)| tp.partition)
+                .collect::<Vec<_>>()
+        };
+        let inc = s.resolve(&req(plan.session_id, 1, &[(0, 5)]), 12).unwrap();
+        assert_eq!(order(&inc), vec![1, 2, 0]);
+        assert_eq!(inc.parts[2].1, 5);
+        s.record(&inc, &[r(true), r(false), r(false)]);
+        let inc = s.resolve(&req(plan.session_id, 2, &[]), 12).unwrap();
+        assert_eq!(order(&inc), vec![2, 0, 1]);
+        // nothing returned: the order stays
+        s.record(&inc, &[r(false), r(false), r(false)]);
+        let inc = s.resolve(&req(plan.session_id, 3, &[]), 12).unwrap();
+        assert_eq!(order(&inc), vec![2, 0, 1]);
     }
 }
