@@ -373,18 +373,18 @@ mod tests {
     #[test]
     fn defaults_validate_and_layer() {
         for s in SETTINGS {
-            validate(s, s.default).unwrap();
+            validate(s, s.default).unwrap(); // ok: test
         }
         let mut c = BrokerConfig::default();
         assert_eq!(c.listen().port(), 9092);
         c.apply_toml("\"num.partitions\" = 3\n\"log.dirs\" = \"/x\"\n")
-            .unwrap();
+            .unwrap(); // ok: test
         assert_eq!(c.int("num.partitions"), 3);
         assert_eq!(c.data_dir(), PathBuf::from("/x"));
         assert!(c.set("num.partitions", "0").is_err());
         assert!(c.set("nope", "1").is_err());
         assert!(c.set("auto.create.topics.enable", "yes").is_err());
-        c.set("advertised.listeners", "example:19092").unwrap();
+        c.set("advertised.listeners", "example:19092").unwrap(); // ok: test
         assert_eq!(c.advertised(), ("example".to_string(), 19092));
         assert!(BrokerConfig::render_table().contains("log.retention.ms"));
     }

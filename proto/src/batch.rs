@@ -457,13 +457,13 @@ mod tests {
             },
         ];
         let b = build_batch(42, &recs);
-        let h = validate_batch(&b).unwrap();
+        let h = validate_batch(&b).unwrap(); // ok: test
         assert_eq!(h.base_offset, 42);
         assert_eq!(h.records_count, 3);
         assert_eq!(h.last_offset(), 44);
         assert_eq!(h.max_timestamp, 1005);
         assert_eq!(h.total_size(), b.len());
-        let d = decode_records(&b).unwrap();
+        let d = decode_records(&b).unwrap(); // ok: test
         assert_eq!(d.len(), 3);
         assert_eq!(d[1].offset, 43);
         assert_eq!(d[1].timestamp, 1005);
@@ -482,7 +482,7 @@ mod tests {
         let b = build_batch(0, &[rec(b"a", b"b", 5)]);
         let mut m = b.to_vec();
         set_base_offset(&mut m, 1 << 40);
-        let h = validate_batch(&m).unwrap();
+        let h = validate_batch(&m).unwrap(); // ok: test
         assert_eq!(h.base_offset, 1 << 40);
     }
 
@@ -538,9 +538,9 @@ mod tests {
         let n = all.len();
         all.extend_from_slice(&b[..20]);
         let mut it = BatchIter::new(&all);
-        assert_eq!(it.next().unwrap().unwrap().1, 0..a.len());
-        assert_eq!(it.next().unwrap().unwrap().1, a.len()..n);
-        assert!(it.next().unwrap().is_err());
+        assert_eq!(it.next().unwrap().unwrap().1, 0..a.len()); // ok: test
+        assert_eq!(it.next().unwrap().unwrap().1, a.len()..n); // ok: test
+        assert!(it.next().unwrap().is_err()); // ok: test
         assert!(it.next().is_none());
         assert_eq!(it.position(), n);
     }
@@ -587,7 +587,7 @@ mod tests {
                 .map(|(i, (v, d))| SimpleRecord { key: None, value: Some(v), timestamp: 1000 + i as i64 * 3 + d, headers: &[] })
                 .collect();
             let b = build_batch(10, &recs);
-            let d = decode_records(&b).unwrap();
+            let d = decode_records(&b).unwrap(); // ok: test
             prop_assert_eq!(d.len(), recs.len());
             for (i, r) in d.iter().enumerate() {
                 prop_assert_eq!(r.offset, 10 + i as i64);

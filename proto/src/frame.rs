@@ -55,10 +55,10 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&5i32.to_be_bytes());
         buf.extend_from_slice(b"ab");
-        assert_eq!(take_frame(&mut buf, 100).unwrap(), None);
+        assert_eq!(take_frame(&mut buf, 100).unwrap(), None); // ok: test
         assert_eq!(buf.len(), 6, "an incomplete frame is left in place");
         buf.extend_from_slice(b"cdeX");
-        assert_eq!(&take_frame(&mut buf, 100).unwrap().unwrap()[..], b"abcde");
+        assert_eq!(&take_frame(&mut buf, 100).unwrap().unwrap()[..], b"abcde"); // ok: test
         assert_eq!(&buf[..], b"X");
     }
 
@@ -79,6 +79,6 @@ mod tests {
     #[test]
     fn empty_frame_is_a_frame() {
         let mut buf = BytesMut::from(&0i32.to_be_bytes()[..]);
-        assert_eq!(take_frame(&mut buf, 10).unwrap().unwrap().len(), 0);
+        assert_eq!(take_frame(&mut buf, 10).unwrap().unwrap().len(), 0); // ok: test
     }
 }

@@ -121,7 +121,7 @@ mod tests {
         for r in records {
             let m = MetadataRecord::new(r);
             let bytes = m.encode_to_vec();
-            assert_eq!(MetadataRecord::decode(&bytes[..]).unwrap(), m);
+            assert_eq!(MetadataRecord::decode(&bytes[..]).unwrap(), m); // ok: test
         }
         assert!(MetadataRecord::decode(&[0xff, 0xff, 0xff][..]).is_err());
     }

@@ -121,8 +121,8 @@ mod tests {
         let mut out = BytesMut::new();
         header
             .encode(&mut out, api.request_header_version(version))
-            .unwrap();
-        body.encode(&mut out, version).unwrap();
+            .unwrap(); // ok: test
+        body.encode(&mut out, version).unwrap(); // ok: test
         out.freeze()
     }
 
@@ -134,12 +134,12 @@ mod tests {
                 v,
                 &ApiVersionsRequest::default(),
             ))
-            .unwrap();
+            .unwrap(); // ok: test
             assert_eq!(f.api_key, ApiKey::ApiVersions);
             assert_eq!(f.version(), v);
             assert_eq!(f.correlation_id(), 7);
             assert_eq!(f.header.client_id.as_deref(), Some("t"));
-            let _: ApiVersionsRequest = decode_body(&f.body, v).unwrap();
+            let _: ApiVersionsRequest = decode_body(&f.body, v).unwrap(); // ok: test
         }
     }
 
@@ -158,7 +158,7 @@ mod tests {
     fn response_frame_sizes_match() {
         let body = MetadataResponse::default();
         for v in [1, 9, 12] {
-            let f = encode_response(ApiKey::Metadata, v, 42, &body).unwrap();
+            let f = encode_response(ApiKey::Metadata, v, 42, &body).unwrap(); // ok: test
             let size = i32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize;
             assert_eq!(size + 4, f.len());
             assert_eq!(&f[4..8], &42i32.to_be_bytes());

@@ -179,7 +179,7 @@ mod tests {
             ],
         }];
         for v in 4..=12 {
-            let pieces = encode(v, 9, 0, 77, &topics).unwrap();
+            let pieces = encode(v, 9, 0, 77, &topics).unwrap(); // ok: test
             let mut all = BytesMut::new();
             for p in &pieces {
                 all.extend_from_slice(p);
@@ -188,11 +188,11 @@ mod tests {
             assert_eq!(size + 4, all.len(), "v{v}");
             let hdr = if v >= 12 { 9 } else { 8 };
             let mut body = all.freeze().slice(hdr..);
-            let r = FetchResponse::decode(&mut body, v).unwrap();
+            let r = FetchResponse::decode(&mut body, v).unwrap(); // ok: test
             assert_eq!(r.responses.len(), 1);
             let p = &r.responses[0].partitions;
             assert_eq!(p[0].high_watermark, 6);
-            assert_eq!(p[0].records.as_ref().unwrap().len(), batch.len() * 2);
+            assert_eq!(p[0].records.as_ref().unwrap().len(), batch.len() * 2); // ok: test
             assert_eq!(p[1].error_code, 1);
             if v >= 7 {
                 assert_eq!(r.session_id, 77);

@@ -255,14 +255,14 @@ mod tests {
     #[test]
     fn full_then_incremental_then_errors() {
         let mut s = FetchSessions::default();
-        let plan = s.resolve(&req(0, 0, &[(0, 0), (1, 0)]), 12).unwrap();
+        let plan = s.resolve(&req(0, 0, &[(0, 0), (1, 0)]), 12).unwrap(); // ok: test
         assert!(plan.session_id > 0 && !plan.incremental);
         let r = |hw| FetchPartResult {
             high_watermark: hw,
             ..Default::default()
         };
         assert_eq!(s.record(&plan, &[r(0), r(0)]), vec![true, true]);
-        let inc = s.resolve(&req(plan.session_id, 1, &[(1, 5)]), 12).unwrap();
+        let inc = s.resolve(&req(plan.session_id, 1, &[(1, 5)]), 12).unwrap(); // ok: test
         assert!(inc.incremental);
         assert_eq!(inc.parts.len(), 2);
         assert_eq!(inc.parts[1].1, 5);
@@ -276,7 +276,7 @@ mod tests {
             s.resolve(&req(999, 1, &[]), 12).unwrap_err(),
             ResponseError::FetchSessionIdNotFound.code()
         );
-        let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12).unwrap();
+        let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12).unwrap(); // ok: test
         assert_eq!(legacy.session_id, 0);
     }
 
@@ -285,7 +285,7 @@ mod tests {
         let mut s = FetchSessions::default();
         let plan = s
             .resolve(&req(0, 0, &[(0, 0), (1, 0), (2, 0)]), 12)
-            .unwrap();
+            .unwrap(); // ok: test
         let r = |data: bool| FetchPartResult {
             high_watermark: 10,
             batches: if data {
@@ -303,15 +303,15 @@ mod tests {
                 .map(|(tp, _, _)| tp.partition)
                 .collect::<Vec<_>>()
         };
-        let inc = s.resolve(&req(plan.session_id, 1, &[(0, 5)]), 12).unwrap();
+        let inc = s.resolve(&req(plan.session_id, 1, &[(0, 5)]), 12).unwrap(); // ok: test
         assert_eq!(order(&inc), vec![1, 2, 0]);
         assert_eq!(inc.parts[2].1, 5);
         s.record(&inc, &[r(true), r(false), r(false)]);
-        let inc = s.resolve(&req(plan.session_id, 2, &[]), 12).unwrap();
+        let inc = s.resolve(&req(plan.session_id, 2, &[]), 12).unwrap(); // ok: test
         assert_eq!(order(&inc), vec![2, 0, 1]);
         // nothing returned: the order stays
         s.record(&inc, &[r(false), r(false), r(false)]);
-        let inc = s.resolve(&req(plan.session_id, 3, &[]), 12).unwrap();
+        let inc = s.resolve(&req(plan.session_id, 3, &[]), 12).unwrap(); // ok: test
         assert_eq!(order(&inc), vec![2, 0, 1]);
     }
 }

@@ -222,9 +222,9 @@ mod tests {
         for r in img.to_records() {
             copy.apply(&r);
         }
-        let a = copy.topic("a").unwrap();
+        let a = copy.topic("a").unwrap(); // ok: test
         assert_eq!(a.partitions, 3);
         assert_eq!(a.configs.get("retention.ms").map(String::as_str), Some("5"));
-        assert_eq!(copy.topic_by_id(&[1; 16]).unwrap().name, "a");
+        assert_eq!(copy.topic_by_id(&[1; 16]).unwrap().name, "a"); // ok: test
     }
 }
