@@ -134,6 +134,9 @@ impl ReadAheads {
 /// The batch holding `offset` if a finished window of `log` has it.
 pub(crate) fn lookup(log: &PartitionLog, offset: i64) -> Option<Batch> {
     let sh = log.shard.inner.borrow();
+    if sh.readahead.windows.is_empty() {
+        return None; // no cold readers: skip the hash on every miss
+    }
     let ws = sh.readahead.windows.get(&log.inner.id)?;
     ws.iter().find_map(|w| w.get(offset))
 }
@@ -160,6 +163,9 @@ pub(crate) async fn wait_in_flight(log: &PartitionLog, offset: i64) -> bool {
 /// Whether `offset` lies in a window of `log`: a reader there is sequential and cold.
 pub(crate) fn in_window(log: &PartitionLog, offset: i64) -> bool {
     let sh = log.shard.inner.borrow();
+    if sh.readahead.windows.is_empty() {
+        return false; // tail readers hit the cache on every batch: keep that path cheap
+    }
     sh.readahead.windows.get(&log.inner.id).is_some_and(|ws| {
         ws.iter()
             .any(|w| w.end().is_some_and(|e| w.from <= offset && offset < e))
