@@ -7,6 +7,7 @@ mod errors;
 mod groups;
 mod groups_glue;
 mod handlers;
+mod mesh;
 mod metadata;
 mod placement;
 mod router;

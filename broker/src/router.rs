@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
@@ -72,15 +72,16 @@ fn complete<T>(slot: &Rc<RefCell<Slot<T>>>, value: Option<T>) {
 /// Owned by one shard; never crosses cores.
 pub(crate) struct Router {
     pub(crate) shard_id: usize,
-    senders: Senders<Envelope>,
+    /// Indexed by destination shard; None for this shard.
+    senders: Vec<Option<ConnectedSender<Envelope>>>,
     pending: RefCell<HashMap<u64, Rc<RefCell<Slot<ShardResponse>>>>>,
     next_id: Cell<u64>,
 }
 
 impl Router {
-    pub(crate) fn new(senders: Senders<Envelope>) -> Self {
+    pub(crate) fn new(shard_id: usize, senders: Vec<Option<ConnectedSender<Envelope>>>) -> Self {
         Self {
-            shard_id: senders.peer_id(),
+            shard_id,
             senders,
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
@@ -103,7 +104,7 @@ impl Router {
             from: self.shard_id,
             body,
         };
-        if self.senders.send_to(shard, env).await.is_err() {
+        if self.send_to(shard, env).await.is_err() {
             self.pending.borrow_mut().remove(&id);
             complete(&slot, None);
         }
@@ -112,13 +113,16 @@ impl Router {
 
     /// Answers a request that came from `to`.
     pub(crate) async fn respond(&self, to: usize, id: u64, body: ShardResponse) {
-        if self
-            .senders
-            .send_to(to, Envelope::Resp { id, body })
-            .await
-            .is_err()
-        {
+        if self.send_to(to, Envelope::Resp { id, body }).await.is_err() {
             tracing::debug!(to, id, "peer shard gone; dropping response");
+        }
+    }
+
+    /// Queues `env` on the channel to `shard`; Err if there is none or the peer is gone.
+    async fn send_to(&self, shard: usize, env: Envelope) -> Result<(), ()> {
+        match self.senders.get(shard) {
+            Some(Some(tx)) => tx.send(env).await.map_err(|_| ()),
+            _ => Err(()),
         }
     }
 
@@ -131,11 +135,14 @@ impl Router {
 
 /// Runs this shard's receive loops: requests are started in arrival order by `start`,
 /// responses resolve pending calls.
-pub(crate) fn spawn_receivers<F>(mut receivers: Receivers<Envelope>, router: Rc<Router>, start: F)
-where
+pub(crate) fn spawn_receivers<F>(
+    receivers: Vec<(usize, ConnectedReceiver<Envelope>)>,
+    router: Rc<Router>,
+    start: F,
+) where
     F: Fn(ShardRequest) -> BoxFuture<ShardResponse> + Clone + 'static,
 {
-    for (_peer, rx) in receivers.streams() {
+    for (_peer, rx) in receivers {
         let router = router.clone();
         let start = start.clone();
         glommio::spawn_local(async move {

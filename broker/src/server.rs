@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use sluice_storage::{ShardStorage, ShardStorageOptions};
 
 use crate::config::BrokerConfig;
+use crate::mesh::Mesh;
 use crate::metadata::controller::Controller;
 use crate::router::{spawn_receivers, Envelope, Router};
 use crate::shard::ShardCtx;
@@ -145,7 +145,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         cluster_id = %cluster,
         "starting sluice"
     );
-    let mesh = MeshBuilder::<Envelope, _>::full(shards, 4096);
+    let mesh = Mesh::<Envelope>::new(shards, 4096);
     let results = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
         .name("sluice-shard")
         .io_memory(2 << 20)
@@ -178,7 +178,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
 async fn shard_main(
     config: BrokerConfig,
     cluster: String,
-    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    mesh: Arc<Mesh<Envelope>>,
     stop: Arc<AtomicBool>,
     shards: usize,
 ) -> anyhow::Result<()> {
@@ -191,11 +191,13 @@ async fn shard_main(
         ),
         ..ShardStorageOptions::default()
     });
-    let (senders, receivers) = mesh
-        .join()
-        .await
-        .map_err(|_| anyhow::anyhow!("joining the shard mesh"))?;
-    let router = Rc::new(Router::new(senders));
+    let links = mesh
+        .claim()
+        .ok_or_else(|| anyhow::anyhow!("more shard threads than shards"))?
+        .connect()
+        .await;
+    drop(mesh);
+    let router = Rc::new(Router::new(links.id, links.senders));
     let ctx = Rc::new(ShardCtx::new(
         config.clone(),
         cluster,
@@ -205,7 +207,7 @@ async fn shard_main(
     ));
     {
         let ctx = ctx.clone();
-        spawn_receivers(receivers, router, move |req| ctx.start(req));
+        spawn_receivers(links.receivers, router, move |req| ctx.start(req));
     }
     if ctx.id == 0 {
         let controller = Controller::load(&ctx.storage, &config.data_dir()).await?;
