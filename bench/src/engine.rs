@@ -146,6 +146,13 @@ impl Clock {
 /// The measured window relative to the run clock, fixed when producers start.
 type Window = Arc<OnceLock<(Duration, Duration)>>;
 
+/// The part of the measured window `win` that lies before `end` (when the activity being
+/// rated stopped); None if it stopped before the window opened.
+fn measured_span(win: (Duration, Duration), end: Duration) -> Option<Duration> {
+    let span = end.min(win.1).saturating_sub(win.0);
+    (!span.is_zero()).then_some(span)
+}
+
 #[derive(Debug, Default)]
 struct ProducerTally {
     hist: LatencyHistogram,
@@ -360,6 +367,10 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         }
     }
 
+    // With --messages the producers may finish before the window closes (or even before it
+    // opens): rates are then taken over the part of the window that saw production.
+    let produce_end = clock.elapsed();
+
     // Let consumers drain: every subscription should see every acked record.
     if consumer_total > 0 {
         let subscriptions = spec.topics.len() * spec.subscriptions_per_topic as usize;
@@ -421,11 +432,19 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
 
     let msg = spec.message_size as u64;
     let produced_tp = (producer_total > 0).then(|| {
-        Throughput::new(
-            produced.acked_in_window,
-            produced.acked_in_window * msg,
-            spec.duration,
-        )
+        match measured_span(win, produce_end) {
+            Some(span) => Throughput::new(
+                produced.acked_in_window,
+                produced.acked_in_window * msg,
+                span,
+            ),
+            // finished inside the warm-up: the whole run is all there is to measure
+            None => Throughput::new(
+                produced.acked_total,
+                produced.acked_total * msg,
+                produce_end.saturating_sub(t0),
+            ),
+        }
     });
     let mut e2e = LatencyHistogram::new();
     let mut consumed_total = 0;
@@ -459,7 +478,16 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         };
         Some(Throughput::new(consumed_total, total_bytes, span))
     } else {
-        Some(Throughput::new(in_win, in_win_bytes, spec.duration))
+        match last.and_then(|end| measured_span(win, end)) {
+            Some(span) => Some(Throughput::new(in_win, in_win_bytes, span)),
+            None => {
+                let span = match (first, last) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => Duration::ZERO,
+                };
+                Some(Throughput::new(consumed_total, total_bytes, span))
+            }
+        }
     };
 
     Ok(RunReport {
@@ -740,5 +768,25 @@ impl ConsumerJob {
         }
         consumer.assign(&tpl).context("assign")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::measured_span;
+    use std::time::Duration;
+
+    #[test]
+    fn measured_span_is_the_window_part_before_the_end() {
+        let s = Duration::from_secs;
+        let win = (s(5), s(35));
+        assert_eq!(
+            measured_span(win, s(60)),
+            Some(s(30)),
+            "ran past the window"
+        );
+        assert_eq!(measured_span(win, s(8)), Some(s(3)), "stopped inside it");
+        assert_eq!(measured_span(win, s(4)), None, "stopped during the warm-up");
+        assert_eq!(measured_span(win, s(5)), None, "stopped as it opened");
     }
 }
