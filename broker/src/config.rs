@@ -163,10 +163,10 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "storage.readahead.bytes",
-        default: "67108864",
+        default: "134217728",
         kind: int(0, i64::MAX),
         unit: "bytes",
-        doc: "Per-shard bytes of read-ahead for sequential cold readers (at most half the cache); 0 is off.",
+        doc: "Per-shard bytes of read-ahead for sequential cold readers, held apart from the cache; 0 is off.",
     },
     Setting {
         name: "storage.max.open.files",

@@ -75,9 +75,7 @@ impl ShardStorage {
                 dirs: HashSet::new(),
                 dirty: Vec::new(),
                 cache: BatchCache::new(opts.cache_bytes),
-                // read-ahead lands in the cache: at most half of it, so windows do not
-                // evict each other before they are read
-                readahead: ReadAheads::new(opts.readahead_bytes.min(opts.cache_bytes / 2)),
+                readahead: ReadAheads::new(opts.readahead_bytes),
                 files: FileTable::new(opts.max_open_files),
             }),
             opts,
