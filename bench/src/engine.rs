@@ -468,26 +468,23 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
             first_error = c.first_error.clone();
         }
     }
-    let consumed_tp = if consumer_total == 0 {
-        None
-    } else if producer_total == 0 {
-        // Consume-only: the rate over the span from the first to the last record.
+    // Every record over the span from the first to the last one received.
+    let whole_run = || {
         let span = match (first, last) {
             (Some(a), Some(b)) => b.saturating_sub(a),
             _ => Duration::ZERO,
         };
-        Some(Throughput::new(consumed_total, total_bytes, span))
+        Throughput::new(consumed_total, total_bytes, span)
+    };
+    let consumed_tp = if consumer_total == 0 {
+        None
+    } else if producer_total == 0 {
+        Some(whole_run())
     } else {
-        match last.and_then(|end| measured_span(win, end)) {
-            Some(span) => Some(Throughput::new(in_win, in_win_bytes, span)),
-            None => {
-                let span = match (first, last) {
-                    (Some(a), Some(b)) => b.saturating_sub(a),
-                    _ => Duration::ZERO,
-                };
-                Some(Throughput::new(consumed_total, total_bytes, span))
-            }
-        }
+        Some(match last.and_then(|end| measured_span(win, end)) {
+            Some(span) => Throughput::new(in_win, in_win_bytes, span),
+            None => whole_run(),
+        })
     };
 
     Ok(RunReport {

@@ -4,9 +4,11 @@
 //! Why not glommio's `MeshBuilder`: it keeps its peer list in an `Rc` and is marked `Send`,
 //! so every shard clones and drops that `Rc` on its own thread. Two shards starting at the
 //! same moment race on the non-atomic count; the list was freed while still in use and the
-//! stale increment corrupted the allocator (`malloc(): unaligned tcache chunk detected`
-//! in about one start of thirty). Here every channel end is created once, moved to exactly
-//! one shard through a mutex, and never cloned: each `Rc` inside lives on a single thread.
+//! stale increment corrupted the allocator (`malloc(): unaligned tcache chunk detected`,
+//! in about one run of three of the durability tests). Here every channel end is created
+//! once, moved to exactly one shard, and never cloned: each `Rc` inside lives on a single
+//! thread. The hand-over is the only lock: taken once per shard at startup, before any
+//! message flows; shards then talk only through their channels.
 
 use std::sync::{Arc, Mutex};
 
@@ -57,8 +59,6 @@ impl<T: Send + 'static> Mesh<T> {
                 }
             }
         }
-        // claimed from the back: put shard 0 last so the first thread to ask gets id 0
-        ends.reverse();
         Arc::new(Self {
             unclaimed: Mutex::new(ends),
         })
