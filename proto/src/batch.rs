@@ -32,6 +32,10 @@ pub enum BatchError {
     Compressed(u8),
     #[error("malformed record: {0}")]
     BadRecord(&'static str),
+    #[error("invalid record batch: {0}")]
+    Invalid(&'static str),
+    #[error("{0}")]
+    Decompress(crate::decompress::DecompressError),
 }
 
 /// The fixed header of a v2 RecordBatch, decoded by value.
@@ -310,7 +314,7 @@ pub struct OwnedRecord {
 }
 
 struct Reader<'a> {
-    buf: &'a Bytes,
+    buf: &'a [u8],
     pos: usize,
     end: usize,
 }
@@ -334,19 +338,97 @@ impl Reader<'_> {
         }
         Err(BatchError::BadRecord("varint too long"))
     }
-    fn bytes(&mut self) -> Result<Option<Bytes>, BatchError> {
+    /// A length-prefixed field: its byte range, or None for a null (-1) field.
+    fn field(&mut self) -> Result<Option<std::ops::Range<usize>>, BatchError> {
         let len = self.varint()?;
-        if len < 0 {
+        if len < -1 {
+            return Err(BatchError::BadRecord("negative field length"));
+        }
+        if len == -1 {
             return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| BatchError::BadRecord("length"))?;
         if len > self.end - self.pos {
             return Err(BatchError::BadRecord("field runs past the record"));
         }
-        let b = self.buf.slice(self.pos..self.pos + len);
+        let r = self.pos..self.pos + len;
         self.pos += len;
-        Ok(Some(b))
+        Ok(Some(r))
     }
+}
+
+/// One record's fields as byte ranges of the records section.
+struct RecordView {
+    timestamp_delta: i64,
+    offset_delta: i64,
+    key: Option<std::ops::Range<usize>>,
+    value: Option<std::ops::Range<usize>>,
+    headers: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
+}
+
+/// Walks exactly `count` records from `data[pos..]`; each must be well formed and end
+/// where its length says, and the last must end at `data.len()`.
+fn walk_records(
+    data: &[u8],
+    pos: usize,
+    count: i32,
+    mut each: impl FnMut(RecordView) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    let mut r = Reader {
+        buf: data,
+        pos,
+        end: data.len(),
+    };
+    for _ in 0..count {
+        let len = r.varint()?;
+        let len = usize::try_from(len).map_err(|_| BatchError::BadRecord("negative length"))?;
+        if len > r.end - r.pos {
+            return Err(BatchError::BadRecord("record runs past the batch"));
+        }
+        let rec_end = r.pos + len;
+        let mut rr = Reader {
+            buf: data,
+            pos: r.pos,
+            end: rec_end,
+        };
+        if rr.pos >= rr.end {
+            return Err(BatchError::BadRecord("empty record"));
+        }
+        rr.pos += 1; // attributes
+        let timestamp_delta = rr.varint()?;
+        let offset_delta = rr.varint()?;
+        let key = rr.field()?;
+        let value = rr.field()?;
+        let n_headers = rr.varint()?;
+        if n_headers < 0 || n_headers as usize > len {
+            return Err(BatchError::BadRecord("header count"));
+        }
+        let mut headers = Vec::new();
+        for _ in 0..n_headers {
+            let k = rr
+                .field()?
+                .ok_or(BatchError::BadRecord("null header key"))?;
+            let v = rr.field()?;
+            headers.push((k, v));
+        }
+        if rr.pos != rec_end {
+            return Err(BatchError::BadRecord("record length mismatch"));
+        }
+        each(RecordView {
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            headers,
+        })?;
+        r.pos = rec_end;
+    }
+    if r.pos != r.end {
+        return Err(BatchError::BadRecord(
+            "trailing bytes after the last record",
+        ));
+    }
+    Ok(())
 }
 
 /// Decode every record of one uncompressed batch (CRC is checked first).
@@ -367,61 +449,71 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<OwnedRecord>, BatchError> {
     // this bound keeps the allocation proportional to the input.
     let cap = (h.records_count as usize).min(whole.len() / 7 + 1);
     let mut out = Vec::with_capacity(cap);
-    let mut r = Reader {
-        buf: &whole,
-        pos: RECORD_BATCH_OVERHEAD,
-        end: whole.len(),
-    };
-    for _ in 0..h.records_count {
-        let len = r.varint()?;
-        let len = usize::try_from(len).map_err(|_| BatchError::BadRecord("negative length"))?;
-        if len > r.end - r.pos {
-            return Err(BatchError::BadRecord("record runs past the batch"));
-        }
-        let rec_end = r.pos + len;
-        let mut rr = Reader {
-            buf: &whole,
-            pos: r.pos,
-            end: rec_end,
-        };
-        if rr.pos >= rr.end {
-            return Err(BatchError::BadRecord("empty record"));
-        }
-        rr.pos += 1; // attributes
-        let ts_delta = rr.varint()?;
-        let off_delta = rr.varint()?;
-        let key = rr.bytes()?;
-        let value = rr.bytes()?;
-        let n_headers = rr.varint()?;
-        if n_headers < 0 || n_headers as usize > len {
-            return Err(BatchError::BadRecord("header count"));
-        }
-        let mut headers = Vec::with_capacity(n_headers as usize);
-        for _ in 0..n_headers {
-            let k = rr
-                .bytes()?
-                .ok_or(BatchError::BadRecord("null header key"))?;
-            let v = rr.bytes()?;
-            headers.push((k, v));
-        }
-        if rr.pos != rec_end {
-            return Err(BatchError::BadRecord("record length mismatch"));
-        }
+    let slice = |r: std::ops::Range<usize>| whole.slice(r);
+    walk_records(&whole, RECORD_BATCH_OVERHEAD, h.records_count, |v| {
         out.push(OwnedRecord {
-            offset: h.base_offset.wrapping_add(off_delta),
-            timestamp: h.base_timestamp.wrapping_add(ts_delta),
-            key,
-            value,
-            headers,
+            offset: h.base_offset.wrapping_add(v.offset_delta),
+            timestamp: h.base_timestamp.wrapping_add(v.timestamp_delta),
+            key: v.key.map(slice),
+            value: v.value.map(slice),
+            headers: v
+                .headers
+                .into_iter()
+                .map(|(k, v)| (slice(k), v.map(slice)))
+                .collect(),
         });
-        r.pos = rec_end;
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Checks a batch a client produced, as Kafka's log validator does before an append (the
+/// batch's length, magic and CRC are already checked by [`BatchIter`]): a known codec,
+/// no control batch, a sequence for idempotent batches, and exactly `recordsCount` well
+/// formed records whose offset deltas run 0, 1, 2, ... (compressed batches are
+/// decompressed, to at most `max_decompressed` bytes, to count them).
+pub fn validate_client_batch(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
+    let h = RecordBatchHeader::parse(batch)?;
+    if h.total_size() != batch.len() {
+        return Err(BatchError::BadLength(h.batch_length as i64));
     }
-    if r.pos != r.end {
-        return Err(BatchError::BadRecord(
-            "trailing bytes after the last record",
+    if h.records_count <= 0 || h.records_count as i64 != h.last_offset_delta as i64 + 1 {
+        return Err(BatchError::CountMismatch {
+            count: h.records_count,
+            last_offset_delta: h.last_offset_delta,
+        });
+    }
+    if h.compression() > 4 {
+        return Err(BatchError::Invalid("unknown compression codec"));
+    }
+    if h.is_control() {
+        return Err(BatchError::Invalid("clients may not write control records"));
+    }
+    if h.producer_id >= 0 && h.base_sequence < 0 {
+        return Err(BatchError::Invalid(
+            "an idempotent batch needs a base sequence",
         ));
     }
-    Ok(out)
+    let mut expected = 0i64;
+    let mut check = |v: RecordView| {
+        if v.offset_delta != expected {
+            return Err(BatchError::BadRecord(
+                "record offset deltas are not 0, 1, 2, ...",
+            ));
+        }
+        expected += 1;
+        Ok(())
+    };
+    if h.compression() == 0 {
+        return walk_records(batch, RECORD_BATCH_OVERHEAD, h.records_count, &mut check);
+    }
+    let records = crate::decompress::decompress(
+        h.compression(),
+        &batch[RECORD_BATCH_OVERHEAD..],
+        max_decompressed,
+    )
+    .map_err(BatchError::Decompress)?;
+    walk_records(&records, 0, h.records_count, &mut check)
 }
 
 #[cfg(test)]
@@ -595,5 +687,107 @@ mod tests {
                 prop_assert_eq!(r.value.as_deref(), recs[i].value);
             }
         }
+    }
+
+    /// Rewrites header fields of a built batch and fixes its CRC.
+    fn tamper(batch: &Bytes, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut b = batch.to_vec();
+        f(&mut b);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn client_batches_are_checked_like_kafka() {
+        let recs: Vec<SimpleRecord<'_>> = (0..3)
+            .map(|i| SimpleRecord {
+                timestamp: 1000 + i,
+                key: Some(b"k"),
+                value: Some(b"value"),
+                headers: &[],
+            })
+            .collect();
+        let good = build_batch(0, &recs);
+        validate_client_batch(&good, 1 << 20).unwrap(); // ok: test
+                                                        // one record present, 2^31 claimed (count and lastOffsetDelta agreeing)
+        let one = build_batch(0, &recs[..1]);
+        let huge = tamper(&one, |b| {
+            b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+            b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        });
+        assert!(
+            validate_batch(&huge).is_ok(),
+            "the header alone is consistent"
+        );
+        assert!(matches!(
+            validate_client_batch(&huge, 1 << 20),
+            Err(BatchError::BadRecord(_))
+        ));
+        // fewer claimed than present
+        let fewer = tamper(&good, |b| {
+            b[23..27].copy_from_slice(&1i32.to_be_bytes());
+            b[57..61].copy_from_slice(&2i32.to_be_bytes());
+        });
+        assert!(validate_client_batch(&fewer, 1 << 20).is_err());
+        let control = tamper(&good, |b| b[22] |= 0x20);
+        assert!(matches!(
+            validate_client_batch(&control, 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        let codec = tamper(&good, |b| b[22] |= 0x07);
+        assert!(matches!(
+            validate_client_batch(&codec, 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        let no_seq = tamper(&good, |b| b[43..51].copy_from_slice(&7i64.to_be_bytes()));
+        assert!(matches!(
+            validate_client_batch(&no_seq, 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        // the second record's offset delta (byte after its attributes and ts delta) is 1;
+        // make it 0: records 0 and 1 would share an offset
+        let mut dup = good.to_vec();
+        let first_len = dup[RECORD_BATCH_OVERHEAD] as usize / 2; // zigzag varint, < 64
+        let second = RECORD_BATCH_OVERHEAD + 1 + first_len;
+        assert_eq!(dup[second + 3], 2, "zigzag(1)");
+        dup[second + 3] = 0;
+        let dup = tamper(&Bytes::from(dup), |_| {});
+        assert!(matches!(
+            validate_client_batch(&dup, 1 << 20),
+            Err(BatchError::BadRecord(_))
+        ));
+    }
+
+    #[test]
+    fn compressed_client_batches_are_counted_after_decompression() {
+        let recs: Vec<SimpleRecord<'_>> = (0..5)
+            .map(|_| SimpleRecord {
+                timestamp: 7,
+                key: None,
+                value: Some(&[b'x'; 100]),
+                headers: &[],
+            })
+            .collect();
+        let plain = build_batch(0, &recs);
+        let records = &plain[RECORD_BATCH_OVERHEAD..];
+        let z = zstd::encode_all(records, 3).unwrap(); // ok: test
+        let mut b = plain[..RECORD_BATCH_OVERHEAD].to_vec();
+        b.extend_from_slice(&z);
+        let len = (b.len() - LOG_OVERHEAD) as i32;
+        let good = tamper(&Bytes::from(b), |b| {
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            b[22] |= 4;
+        });
+        validate_client_batch(&good, 1 << 20).unwrap(); // ok: test
+        let lying = tamper(&Bytes::from(good.clone()), |b| {
+            b[23..27].copy_from_slice(&999i32.to_be_bytes());
+            b[57..61].copy_from_slice(&1000i32.to_be_bytes());
+        });
+        assert!(validate_client_batch(&lying, 1 << 20).is_err());
+        assert!(matches!(
+            validate_client_batch(&good, 100),
+            Err(BatchError::Decompress(_))
+        ));
     }
 }

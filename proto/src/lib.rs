@@ -9,6 +9,7 @@
 //! ```
 
 pub mod batch;
+pub mod decompress;
 pub mod frame;
 pub mod metadata;
 pub mod murmur2;
