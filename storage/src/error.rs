@@ -44,7 +44,9 @@ pub enum StorageError {
 impl From<BatchError> for StorageError {
     fn from(e: BatchError) -> Self {
         match e {
-            BatchError::CountMismatch { .. } => StorageError::InvalidRecord(e.to_string()),
+            BatchError::CountMismatch { .. } | BatchError::Invalid(_) => {
+                StorageError::InvalidRecord(e.to_string())
+            }
             other => StorageError::Corrupt(other),
         }
     }

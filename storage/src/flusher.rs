@@ -34,7 +34,10 @@ pub(crate) async fn flush_log(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) {
     };
     if let Err(e) = flush_locked(shard, log).await {
         tracing::error!(dir = %log.dir.display(), error = %e, "log flush failed; log is now failed");
-        log.st.borrow_mut().failed = Some(FlushFailure::from_err(&e));
+        let mut st = log.st.borrow_mut();
+        st.failed = Some(FlushFailure::from_err(&e));
+        // never flushed now: give the bytes back to the shard's budget
+        st.pending.clear();
     }
     log.durable_signal.notify();
 }
@@ -44,21 +47,17 @@ pub(crate) async fn clear_marker(log: &LogInner) -> Result<(), StorageError> {
     if !log.st.borrow().marker_present {
         return Ok(());
     }
-    match std::fs::remove_file(crate::recovery::marker_path(&log.dir)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
+    crate::blocking::remove_file(crate::recovery::marker_path(&log.dir)).await?;
     sync_dir(log).await?;
     log.st.borrow_mut().marker_present = false;
     Ok(())
 }
 
-/// fsync the log directory (new or removed files). A plain blocking fsync: it is rare
-/// (segment creation, marker removal) and glommio 0.9's `Directory::sync` leaks task
-/// waker references when many run concurrently from one task (refcount overflow panic).
+/// fsync the log directory (new or removed files), on the shard's blocking helper: glommio
+/// 0.9's `Directory::sync` leaks task waker references when many run concurrently from one
+/// task (refcount overflow panic).
 pub(crate) async fn sync_dir(log: &LogInner) -> Result<(), StorageError> {
-    std::fs::File::open(&log.dir)?.sync_all()?;
+    crate::blocking::sync_dir(log.dir.clone()).await?;
     Ok(())
 }
 
@@ -186,7 +185,7 @@ async fn seal_segment(log: &LogInner, file: &DmaFile, base: i64) -> Result<(), S
         let Some(s) = st.segments.iter_mut().find(|s| s.base == base) else {
             return Ok(());
         };
-        s.ensure_indexes(&dir);
+        s.ensure_indexes(&dir); // a rolled segment's indexes are in memory since it was active
         let idx = s.index.as_ref().map(|i| i.encode()).unwrap_or_default();
         let mut t = s.tindex.clone().unwrap_or_default();
         if s.max_ts_offset >= 0 {

@@ -10,6 +10,7 @@
 //! Every type here is owned by one shard (one glommio executor) and never crosses cores;
 //! only the `Bytes` returned by reads are `Send`.
 
+mod blocking;
 mod cache;
 mod config;
 mod error;
@@ -17,6 +18,7 @@ mod files;
 mod flusher;
 mod index;
 mod log;
+mod pending;
 mod producer;
 mod read;
 mod readahead;
@@ -30,6 +32,21 @@ pub use config::{LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
 pub use shard::{ShardStorage, StorageMetrics};
+
+/// The soft RLIMIT_NOFILE now.
+#[allow(unsafe_code)]
+pub fn fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the rlimit struct we pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    Ok(lim.rlim_cur as u64)
+}
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 #[allow(unsafe_code)]

@@ -1,5 +1,6 @@
 //! `PartitionLog`: the public handle of one partition's log, and its shard-local state.
-//! `append` is synchronous: it validates every batch first (all-or-nothing), assigns
+//! `append` is synchronous: it validates every batch first (all-or-nothing: CRC, and the
+//! records themselves as Kafka's log validator does: `validate_client_batch`), assigns
 //! contiguous offsets by writing each base offset into its header, rolls segments, puts
 //! the batches in the pending queue and the shard cache, and marks the log dirty for the
 //! flusher. Idempotent batches (producer id >= 0) are checked against the producer state
@@ -14,9 +15,12 @@ use crate::LogConfig;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader};
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
+
+/// Largest records section a compressed batch may inflate to when `append` counts its
+/// records (Kafka validates compressed batches the same way, without this bound).
+const MAX_DECOMPRESSED: usize = 64 << 20;
 
 /// Result of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +60,7 @@ pub(crate) struct LogState {
     pub(crate) segments: Vec<Segment>,
     pub(crate) log_end: i64,
     pub(crate) durable: i64,
-    pub(crate) pending: VecDeque<Pending>,
+    pub(crate) pending: crate::pending::PendingQueue,
     pub(crate) failed: Option<FlushFailure>,
     pub(crate) closed: bool,
     pub(crate) deleted: bool,
@@ -148,6 +152,7 @@ impl PartitionLog {
                     max,
                 });
             }
+            sluice_proto::batch::validate_client_batch(&records[range.clone()], MAX_DECOMPRESSED)?;
             batches.push((h, range));
         }
         let updates = match self.check_producers(&batches)? {
@@ -305,6 +310,15 @@ impl PartitionLog {
     /// Whether the idempotent-producer state is built (then `append` reads nothing).
     pub fn producer_state_loaded(&self) -> bool {
         self.inner.st.borrow().producers.is_some()
+    }
+
+    /// Whether appending `records` would first rebuild the idempotent-producer state
+    /// synchronously: they hold an idempotent batch and the state is not built. A caller
+    /// that must not block awaits `load_producer_state` first.
+    pub fn needs_producer_state(&self, records: &[u8]) -> bool {
+        !self.producer_state_loaded()
+            && BatchIter::headers_only(records)
+                .any(|b| b.is_ok_and(|(h, _)| producer::is_idempotent(&h)))
     }
 
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,

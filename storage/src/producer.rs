@@ -327,6 +327,14 @@ pub(crate) fn rebuild(
 /// otherwise leaves it unbuilt and `append` rebuilds synchronously.
 pub(crate) async fn load(log: &PartitionLog) -> Result<(), StorageError> {
     let max_bytes = log.shard.opts.producer_rebuild_bytes;
+    // the plan may consult the sparse index of the two newest segments
+    let bases: Vec<i64> = {
+        let st = log.inner.st.borrow();
+        st.segments.iter().rev().take(2).map(|s| s.base).collect()
+    };
+    for base in bases {
+        crate::segment::load_indexes(&log.inner, base).await;
+    }
     let (plan, epoch, log_end) = {
         let mut st = log.inner.st.borrow_mut();
         st.check_open()?;

@@ -125,6 +125,13 @@ pub(crate) async fn read_disk(
     let mut from_start = false;
     let epoch = log.inner.st.borrow().truncate_epoch;
     loop {
+        let base = {
+            let st = log.inner.st.borrow();
+            st.segment_for(offset).map(|i| st.segments[i].base)
+        };
+        if let Some(base) = base {
+            crate::segment::load_indexes(&log.inner, base).await;
+        }
         let (seg_base, start_off, start_pos, limit) = {
             let mut st = log.inner.st.borrow_mut();
             let Some(i) = st.segment_for(offset) else {
@@ -253,6 +260,17 @@ pub(crate) async fn offset_for_timestamp(
     log: &PartitionLog,
     ts: i64,
 ) -> Result<Option<(i64, i64)>, StorageError> {
+    let base = log
+        .inner
+        .st
+        .borrow()
+        .segments
+        .iter()
+        .find(|s| s.max_ts_offset >= 0 && s.max_ts >= ts)
+        .map(|s| s.base);
+    if let Some(base) = base {
+        crate::segment::load_indexes(&log.inner, base).await;
+    }
     let mut next = {
         let mut st = log.inner.st.borrow_mut();
         st.check_open()?;

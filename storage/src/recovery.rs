@@ -19,7 +19,6 @@ use crate::shard::ShardStorage;
 use crate::signal::Signal;
 use crate::LogConfig;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -180,14 +179,12 @@ async fn rescan(
     base: i64,
     file_len: u64,
     interval: u32,
-    resume: bool,
+    active: bool,
+    resume: Option<Segment>,
 ) -> Result<Segment, StorageError> {
     let file = open_segment_file(&log_path(dir, base), false).await?;
     let mut res = None;
-    if let Some(start) = resume
-        .then(|| index_resume_point(dir, base, file_len))
-        .flatten()
-    {
+    if let Some(start) = resume {
         let pos = start.size;
         let r = scan_from(&file, start, file_len, interval, true).await?;
         if r.valid_end > pos {
@@ -225,11 +222,12 @@ async fn rescan(
     s.index = Some(r.index);
     s.tindex = Some(r.tindex);
     s.created_ms = if r.valid_end > 0 {
-        file_created_ms(&log_path(dir, base))
+        let p = log_path(dir, base);
+        crate::blocking::run(move || file_created_ms(&p)).await
     } else {
         -1
     };
-    if resume {
+    if active {
         // replace indexes that may describe bytes that are now cut or rewritten
         let (i, t) = encode_indexes(&s);
         write_indexes(dir, base, i, t).await?;
@@ -247,6 +245,18 @@ pub(crate) fn encode_indexes(s: &Segment) -> (Vec<u8>, Vec<u8>) {
     (idx, t.encode())
 }
 
+/// Removes the files of segments `bases` (in that order) on the blocking helper.
+pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    crate::blocking::run(move || {
+        for b in bases {
+            remove_segment_files(&dir, b)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
     for p in [
         log_path(dir, base),
@@ -262,52 +272,105 @@ pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()>
     Ok(())
 }
 
+/// What `open_log` learns from the directory with plain file-system calls, gathered in one
+/// call on the blocking helper so the shard thread never waits on them.
+struct Survey {
+    dev: u64,
+    /// Segment bases in order, with each log file's length.
+    segments: Vec<(i64, u64)>,
+    /// For each segment but the last: its state if its on-disk indexes say it is sealed.
+    sealed: Vec<Option<Segment>>,
+    marker_raw: Option<Vec<u8>>,
+    /// The last segment: both index files exist, its creation time, and where a scan can
+    /// resume (its last index entry).
+    last_indexes_exist: bool,
+    last_created_ms: i64,
+    last_resume: Option<Segment>,
+}
+
+fn survey(dir: &Path) -> Result<Survey, StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(dir)?;
+    let dev = std::fs::metadata(dir)?.dev();
+    let bases = list_segments(dir)?;
+    let mut segments = Vec::with_capacity(bases.len());
+    for &b in &bases {
+        segments.push((b, std::fs::metadata(log_path(dir, b))?.len()));
+    }
+    let sealed = segments
+        .windows(2)
+        .map(|w| sealed_from_disk(dir, w[0].0, w[1].0, w[0].1))
+        .collect();
+    let marker_raw = match std::fs::read(marker_path(dir)) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (mut last_indexes_exist, mut last_created_ms, mut last_resume) = (false, -1, None);
+    if let Some(&(b, len)) = segments.last() {
+        last_indexes_exist = index_path(dir, b).exists() && timeindex_path(dir, b).exists();
+        last_created_ms = file_created_ms(&log_path(dir, b));
+        last_resume = index_resume_point(dir, b, len);
+    }
+    Ok(Survey {
+        dev,
+        segments,
+        sealed,
+        marker_raw,
+        last_indexes_exist,
+        last_created_ms,
+        last_resume,
+    })
+}
+
 pub(crate) async fn open_log(
     shard: &Rc<ShardStorage>,
     dir: PathBuf,
     config: LogConfig,
 ) -> Result<PartitionLog, StorageError> {
-    std::fs::create_dir_all(&dir)?;
-    crate::segment::probe_device(&dir).await?;
     if shard.inner.borrow().dirs.contains(&dir) {
         return Err(StorageError::Io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!("log {} is already open on this shard", dir.display()),
         )));
     }
-    let bases = list_segments(&dir)?;
-    let marker_raw = match std::fs::read(marker_path(&dir)) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
+    let Survey {
+        dev,
+        segments: found,
+        mut sealed,
+        marker_raw,
+        last_indexes_exist,
+        last_created_ms,
+        mut last_resume,
+    } = {
+        let dir = dir.clone();
+        crate::blocking::run(move || survey(&dir)).await?
     };
+    crate::segment::probe_device(&dir, dev).await?;
     let marker = marker_raw.as_deref().and_then(Marker::decode);
     let interval = config.index_interval_bytes;
     let mut segments: Vec<Segment> = Vec::new();
     let mut marker_used = false;
     let mut changed = false;
     let mut i = 0;
-    while i < bases.len() {
-        let base = bases[i];
-        let file_len = std::fs::metadata(log_path(&dir, base))?.len();
-        let next_base = bases.get(i + 1).copied();
+    while i < found.len() {
+        let (base, file_len) = found[i];
+        let next_base = found.get(i + 1).map(|f| f.0);
         let expected = segments.last().map(|s| s.end_offset);
         if expected.is_some_and(|e| e != base) {
             // offsets do not continue here: everything from this segment on is stale
             tracing::warn!(dir = %dir.display(), base, "segment does not continue the log; dropping it and later ones");
-            for &b in &bases[i..] {
-                remove_segment_files(&dir, b)?;
-            }
+            remove_segments(&dir, found[i..].iter().map(|f| f.0).collect()).await?;
             changed = true;
             break;
         }
         if let Some(nb) = next_base {
-            if let Some(s) = sealed_from_disk(&dir, base, nb, file_len) {
+            if let Some(s) = sealed.get_mut(i).and_then(Option::take) {
                 segments.push(s);
                 i += 1;
                 continue;
             }
-            let mut s = rescan(&dir, base, file_len, interval, false).await?;
+            let mut s = rescan(&dir, base, file_len, interval, false, None).await?;
             if s.end_offset == nb && s.size == file_len && s.size > 0 {
                 let mut t = s.tindex.clone().unwrap_or_default();
                 t.push_final(s.max_ts, (s.end_offset - 1 - base) as u32);
@@ -320,12 +383,8 @@ pub(crate) async fn open_log(
             }
             segments.push(s);
         } else {
-            let trusted = marker.filter(|m| {
-                m.base == base
-                    && m.size == file_len
-                    && index_path(&dir, base).exists()
-                    && timeindex_path(&dir, base).exists()
-            });
+            let trusted =
+                marker.filter(|m| m.base == base && m.size == file_len && last_indexes_exist);
             if let Some(m) = trusted {
                 let mut s = Segment::new_empty(base, true);
                 s.size = m.size;
@@ -335,15 +394,12 @@ pub(crate) async fn open_log(
                 s.max_ts_offset = m.max_ts_offset;
                 s.index = None;
                 s.tindex = None;
-                s.created_ms = if m.size > 0 {
-                    file_created_ms(&log_path(&dir, base))
-                } else {
-                    -1
-                };
+                s.created_ms = if m.size > 0 { last_created_ms } else { -1 };
                 segments.push(s);
                 marker_used = true;
             } else {
-                segments.push(rescan(&dir, base, file_len, interval, true).await?);
+                let resume = last_resume.take();
+                segments.push(rescan(&dir, base, file_len, interval, true, resume).await?);
             }
         }
         i += 1;
@@ -355,7 +411,7 @@ pub(crate) async fn open_log(
         last.state = SegState::Active;
     }
     if marker_raw.is_some() && !marker_used {
-        std::fs::remove_file(marker_path(&dir))?;
+        crate::blocking::remove_file(marker_path(&dir)).await?;
         changed = true;
     }
     let log_end = segments.last().map_or(0, |s| s.end_offset);
@@ -364,7 +420,7 @@ pub(crate) async fn open_log(
         segments,
         log_end,
         durable: log_end,
-        pending: VecDeque::new(),
+        pending: crate::pending::PendingQueue::new(shard.unflushed.clone()),
         failed: None,
         closed: false,
         deleted: false,
@@ -386,6 +442,11 @@ pub(crate) async fn open_log(
     });
     if changed {
         sync_dir(&inner).await?;
+    }
+    // append keeps the active segment's indexes in memory: read them now, off the shard
+    let active = inner.st.borrow().segments.last().map(|s| s.base);
+    if let Some(base) = active {
+        crate::segment::load_indexes(&inner, base).await;
     }
     Ok(PartitionLog {
         shard: shard.clone(),

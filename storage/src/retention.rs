@@ -9,7 +9,7 @@
 use crate::error::StorageError;
 use crate::flusher::{clear_marker, sync_dir};
 use crate::log::PartitionLog;
-use crate::recovery::remove_segment_files as remove_files;
+use crate::recovery::remove_segments;
 use crate::segment::{log_path, open_segment_file, scan_segment, SegState, Segment};
 
 pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), StorageError> {
@@ -45,9 +45,7 @@ pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), S
             bases
         };
         forget(log, &bases, offset);
-        for b in bases.iter().rev() {
-            remove_files(&dir, *b)?;
-        }
+        remove_segments(&dir, bases.iter().rev().copied().collect()).await?;
         let f = open_segment_file(&log_path(&dir, offset), true).await?;
         f.close().await?;
         if let Some(s) = log.inner.st.borrow_mut().segments.first_mut() {
@@ -77,9 +75,7 @@ pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), S
         (seg_base, doomed, st.config.index_interval_bytes)
     };
     forget(log, &doomed, batch_base);
-    for b in doomed.iter().rev() {
-        remove_files(&dir, *b)?;
-    }
+    remove_segments(&dir, doomed.iter().rev().copied().collect()).await?;
     // cut the segment at the batch boundary and rebuild its in-memory state
     let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
     let len = file.file_size().await?;
@@ -247,9 +243,7 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
             sh.files.remove(log.inner.id, *b);
         }
     }
-    for b in &removed {
-        remove_files(&dir, *b)?;
-    }
+    remove_segments(&dir, removed.clone()).await?;
     tracing::debug!(dir = %dir.display(), segments = removed.len(), new_start, "retention deleted segments");
     notify(log);
     Ok(())
@@ -267,11 +261,12 @@ pub(crate) async fn delete_log(log: &PartitionLog) -> Result<(), StorageError> {
     notify(log);
     let _permit = log.inner.io.acquire_permit(1).await?;
     log.shard.unregister(&log.inner).await;
-    match std::fs::remove_dir_all(&log.inner.dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
+    let dir = log.inner.dir.clone();
+    crate::blocking::run(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    })
+    .await?;
     notify(log);
     Ok(())
 }

@@ -110,19 +110,32 @@ impl Segment {
     }
 
     /// Load indexes from disk if not in memory (sync, small files). A missing or damaged
-    /// file yields the valid prefix (possibly empty): correct, only sparser.
+    /// file yields the valid prefix (possibly empty): correct, only sparser. Shard code
+    /// calls `load_indexes` first, so this finds them in memory and reads nothing.
     pub(crate) fn ensure_indexes(&mut self, dir: &Path) {
+        if !self.indexes_missing() {
+            return;
+        }
+        let idx = std::fs::read(index_path(dir, self.base)).unwrap_or_default();
+        let tidx = std::fs::read(timeindex_path(dir, self.base)).unwrap_or_default();
+        self.install_indexes(&idx, &tidx);
+    }
+
+    pub(crate) fn indexes_missing(&self) -> bool {
+        self.index.is_none() || self.tindex.is_none()
+    }
+
+    /// Installs index file contents read elsewhere, for whichever index is not in memory.
+    pub(crate) fn install_indexes(&mut self, idx: &[u8], tidx: &[u8]) {
         let max_rel = (self.end_offset - self.base).max(0) as u64;
         if self.index.is_none() {
-            let buf = std::fs::read(index_path(dir, self.base)).unwrap_or_default();
-            let idx = OffsetIndex::decode(&buf, max_rel, self.flushed.max(1));
+            let idx = OffsetIndex::decode(idx, max_rel, self.flushed.max(1));
             let last_pos = idx.entries.last().map_or(0, |e| e.1 as u64);
             self.bytes_since_index = self.flushed.saturating_sub(last_pos);
             self.index = Some(idx);
         }
         if self.tindex.is_none() {
-            let buf = std::fs::read(timeindex_path(dir, self.base)).unwrap_or_default();
-            self.tindex = Some(TimeIndex::decode(&buf, max_rel));
+            self.tindex = Some(TimeIndex::decode(tidx, max_rel));
         }
     }
 
@@ -344,17 +357,50 @@ thread_local! {
 /// reading the first DMA file opened there; on an empty file that probe "succeeds" and
 /// every later read fails with EOPNOTSUPP on devices without poll queues. Make the first
 /// probe read real data: open a 4 KiB scratch file before any segment.
-pub(crate) async fn probe_device(dir: &Path) -> Result<(), StorageError> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(dir)?.dev();
+pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageError> {
     if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
     let path = dir.join(".sluice-io-probe");
-    std::fs::write(&path, vec![0u8; PAGE as usize])?;
+    {
+        let path = path.clone();
+        crate::blocking::run(move || std::fs::write(path, vec![0u8; PAGE as usize])).await?;
+    }
     let f = OpenOptions::new().read(true).dma_open(&path).await;
-    let _ = std::fs::remove_file(&path); // ok: a leftover probe file is harmless
+    // ok: a leftover probe file is harmless
+    let _ = crate::blocking::remove_file(path).await;
     f?.close().await?;
     PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
     Ok(())
+}
+
+/// Reads the index files of the log's segment `base` on the blocking helper if they are
+/// not in memory, so a following `ensure_indexes` reads nothing on the shard thread.
+pub(crate) async fn load_indexes(log: &crate::log::LogInner, base: i64) {
+    let missing = log
+        .st
+        .borrow()
+        .segments
+        .iter()
+        .any(|s| s.base == base && s.indexes_missing());
+    if !missing {
+        return;
+    }
+    let (ip, tp) = (index_path(&log.dir, base), timeindex_path(&log.dir, base));
+    let (idx, tidx) = crate::blocking::run(move || {
+        (
+            std::fs::read(ip).unwrap_or_default(),
+            std::fs::read(tp).unwrap_or_default(),
+        )
+    })
+    .await;
+    if let Some(s) = log
+        .st
+        .borrow_mut()
+        .segments
+        .iter_mut()
+        .find(|s| s.base == base)
+    {
+        s.install_indexes(&idx, &tidx);
+    }
 }

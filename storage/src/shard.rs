@@ -56,6 +56,8 @@ pub struct ShardStorage {
     pub(crate) inner: RefCell<ShardInner>,
     pub(crate) progress: Signal,
     pub(crate) flush_wake: Signal,
+    /// Bytes appended to this shard's logs and not yet durable (see `pending.rs`).
+    pub(crate) unflushed: Rc<Cell<usize>>,
     metrics: RefCell<StorageMetrics>,
     stopping: Cell<bool>,
     flusher_done: Signal,
@@ -81,6 +83,7 @@ impl ShardStorage {
             opts,
             progress: Signal::default(),
             flush_wake: Signal::default(),
+            unflushed: Rc::new(Cell::new(0)),
             metrics: RefCell::new(StorageMetrics::default()),
             stopping: Cell::new(false),
             flusher_done: Signal::default(),
@@ -159,6 +162,13 @@ impl ShardStorage {
         };
         crate::files::close_files(files).await;
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Bytes appended to this shard's logs that are not yet durable. Produce admission
+    /// compares it with its budget; it falls as the flusher completes cycles (each ends
+    /// with a `wait_progress` wake-up) or logs are truncated, deleted or fail.
+    pub fn unflushed_bytes(&self) -> usize {
+        self.unflushed.get()
     }
 
     pub fn metrics(&self) -> StorageMetrics {

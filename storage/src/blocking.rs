@@ -1,0 +1,29 @@
+//! File-system calls that io_uring (glommio 0.9) does not offer as async — opening a
+//! directory to fsync it, removing files and directories, reading small index and marker
+//! files — run on glommio's blocking pool: one helper thread per shard, so a slow disk
+//! stalls that helper, never the shard's reactor. Callers await the result.
+
+use std::path::PathBuf;
+
+/// Runs `f` on the shard's blocking helper thread and waits for its result.
+pub(crate) async fn run<R, F>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// Removes a file; a missing file is not an error.
+pub(crate) async fn remove_file(path: PathBuf) -> std::io::Result<()> {
+    run(move || match std::fs::remove_file(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    })
+    .await
+}
+
+/// fsyncs a directory (after files in it were created, renamed or removed).
+pub(crate) async fn sync_dir(dir: PathBuf) -> std::io::Result<()> {
+    run(move || std::fs::File::open(&dir)?.sync_all()).await
+}
