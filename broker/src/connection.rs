@@ -8,21 +8,26 @@
 //!  socket ◄─ writer: await queue head ─► write response chunks (record Bytes uncopied)
 //! ```
 //! A frame that cannot be decoded or exceeds `socket.request.max.bytes` closes this
-//! connection only.
+//! connection only. Bounds: request bytes in flight (`connection.inflight.max.bytes`; past
+//! it the reader stops and TCP pushes back), idle time (`connections.max.idle.ms`), and a
+//! receive buffer that grows only as bytes arrive. When the peer goes away, `Conn::closed`
+//! ends its long polls at once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use crate::handlers::{self, Dispatch, Response};
 use crate::shard::ShardCtx;
+use crate::util::Notify;
 
 /// A half of a connection: the reader and writer tasks share the stream, borrowing it only
 /// inside one `poll_*` call (one thread, so never at the same time).
@@ -57,60 +62,179 @@ impl AsyncWrite for Half {
 
 type Pending = JoinHandle<Response>;
 
+/// What the handlers may know of the connection a request came on. Owned by the
+/// connection's shard; never crosses cores.
+pub(crate) struct Conn {
+    /// Unique on this shard for the life of the process (fetch sessions bind to it).
+    pub(crate) id: u64,
+    pub(crate) peer: String,
+    /// Request bytes whose answers are not complete (acks=0 produce until appended).
+    inflight: Cell<usize>,
+    inflight_changed: Notify,
+    closed: Cell<bool>,
+    closed_notify: Notify,
+}
+
+impl Conn {
+    /// The peer went away (or the broker closed the connection).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Resolves once the connection is closed.
+    pub(crate) async fn closed(&self) {
+        while !self.closed.get() {
+            self.closed_notify.notified().await;
+        }
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.closed_notify.notify_all();
+    }
+
+    fn add_inflight(&self, n: usize) {
+        self.inflight.set(self.inflight.get() + n);
+    }
+
+    fn sub_inflight(&self, n: usize) {
+        self.inflight.set(self.inflight.get().saturating_sub(n));
+        self.inflight_changed.notify_all();
+    }
+}
+
 /// Serves one connection until the peer closes it or sends something unacceptable.
-pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: String) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay");
     }
+    let conn = Rc::new(Conn {
+        id,
+        peer,
+        inflight: Cell::new(0),
+        inflight_changed: Notify::default(),
+        closed: Cell::new(false),
+        closed_notify: Notify::default(),
+    });
     let mut half = Half(Rc::new(RefCell::new(stream)));
     let depth = ctx.config.int("queued.max.requests").max(1) as usize;
     let (tx, rx) = local_channel::new_bounded::<Pending>(depth);
     let writer = glommio::spawn_local(write_loop(half.clone(), rx));
-    if let Err(reason) = read_loop(&ctx, half.clone(), tx, &peer).await {
-        tracing::info!(%peer, shard = ctx.id, %reason, "closing connection");
+    if let Err(reason) = read_loop(&ctx, half.clone(), tx, &conn).await {
+        tracing::info!(peer = %conn.peer, shard = ctx.id, %reason, "closing connection");
     }
+    // Long polls and other waits of this connection end now; their answers go nowhere.
+    conn.close();
+    ctx.fetch_sessions.borrow_mut().drop_conn(conn.id);
     writer.await;
     let _ = half.close().await;
 }
+
+/// Bounds of one connection's reader, read once from the config.
+struct ReadLimits {
+    max_frame: usize,
+    max_inflight: usize,
+    idle: Duration,
+}
+
+/// Reads ask for at most this much more than the larger of the bytes of the frame
+/// arriving now and the last whole frame: a declared-but-unsent frame costs no more memory
+/// than what the peer actually sent.
+const FIRST_READ: usize = 64 * 1024;
+/// A buffer this large with nothing in it is given back between requests.
+const KEEP_CAPACITY: usize = 256 * 1024;
 
 async fn read_loop(
     ctx: &Rc<ShardCtx>,
     mut half: Half,
     tx: local_channel::LocalSender<Pending>,
-    peer: &str,
+    conn: &Rc<Conn>,
 ) -> Result<(), String> {
-    let max_frame = ctx.config.int("socket.request.max.bytes") as usize;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let limits = ReadLimits {
+        max_frame: ctx.config.int("socket.request.max.bytes") as usize,
+        max_inflight: ctx.config.int("connection.inflight.max.bytes") as usize,
+        idle: Duration::from_millis(ctx.config.int("connections.max.idle.ms") as u64),
+    };
+    let mut buf = BytesMut::new();
+    let mut last_request = Instant::now();
+    let mut last_frame = 0usize;
     loop {
         loop {
-            let frame =
-                sluice_proto::frame::take_frame(&mut buf, max_frame).map_err(|e| e.to_string())?;
+            let frame = sluice_proto::frame::take_frame(&mut buf, limits.max_frame)
+                .map_err(|e| e.to_string())?;
             let Some(frame) = frame else { break };
-            match handlers::dispatch(ctx, frame, peer).await {
+            last_request = Instant::now();
+            let size = frame.len() + sluice_proto::frame::SIZE_PREFIX;
+            last_frame = size;
+            let watch = ctx.watchdog.track(&frame, &conn.peer);
+            conn.add_inflight(size);
+            let release = {
+                let conn = conn.clone();
+                move || conn.sub_inflight(size)
+            };
+            match handlers::dispatch(ctx, frame, conn).await {
                 Dispatch::Respond(fut) => {
-                    let task = glommio::spawn_local(fut).detach();
+                    let task = glommio::spawn_local(async move {
+                        let r = fut.await;
+                        release();
+                        drop(watch);
+                        r
+                    })
+                    .detach();
                     if tx.send(task).await.is_err() {
                         return Err("writer gone".into());
                     }
                 }
                 Dispatch::Silent(fut) => {
-                    glommio::spawn_local(fut).detach();
+                    glommio::spawn_local(async move {
+                        fut.await;
+                        release();
+                        drop(watch);
+                    })
+                    .detach();
                 }
                 Dispatch::Close(reason) => return Err(reason),
             }
+            // A client sending back-to-back frames must not starve the shard.
+            glommio::yield_if_needed().await;
         }
-        // Reserve room for the frame in flight (its size is already checked) or 64 KiB.
+        // Backpressure: past the in-flight bound stop reading; TCP pushes back.
+        while conn.inflight.get() >= limits.max_inflight {
+            conn.inflight_changed.notified().await;
+        }
+        if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+            buf = BytesMut::new();
+        }
         let want = match sluice_proto::frame::peek_size(&buf) {
-            Ok(Some(size)) => (size + 4).saturating_sub(buf.len()).clamp(4096, 4 << 20),
-            _ => 64 * 1024,
+            // the rest of the frame in flight (its size is checked by take_frame)
+            Ok(Some(size)) => (size + sluice_proto::frame::SIZE_PREFIX).saturating_sub(buf.len()),
+            _ => FIRST_READ,
         };
+        let cap = FIRST_READ.max(buf.len()).max(last_frame);
+        let want = want.clamp(4096, cap).min(4 << 20);
         let len = buf.len();
         buf.resize(len + want, 0);
-        match half.read(&mut buf[len..]).await {
+        let read = loop {
+            let idle_left = limits.idle.saturating_sub(last_request.elapsed());
+            if idle_left.is_zero() && conn.inflight.get() == 0 {
+                buf.truncate(len);
+                return Err(format!(
+                    "idle for {} ms (connections.max.idle.ms)",
+                    limits.idle.as_millis()
+                ));
+            }
+            // Dropping a pending read loses nothing: glommio waits for readiness, then reads.
+            let timer = async {
+                glommio::timer::sleep(idle_left.max(Duration::from_millis(100))).await;
+                None
+            };
+            if let Some(r) =
+                future::or(async { Some(half.read(&mut buf[len..]).await) }, timer).await
+            {
+                break r;
+            }
+        };
+        match read {
             Ok(0) => {
                 buf.truncate(len);
                 return if buf.is_empty() {

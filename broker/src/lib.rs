@@ -1,7 +1,9 @@
 //! The Sluice broker: configuration, the shard runtime, cross-shard routing, connections, and
 //! one handler module per Kafka API family. See `shared/ARCHITECTURE.md` for the picture.
 
+mod admission;
 pub mod config;
+mod conn_limit;
 mod connection;
 mod errors;
 mod groups;
@@ -15,6 +17,7 @@ mod server;
 mod shard;
 mod shard_msg;
 mod util;
+mod watchdog;
 
 pub use config::BrokerConfig;
 pub use server::run;

@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_broker::BrokerConfig;
 
+/// mimalloc, not glibc malloc: after a burst glibc kept the freed request and batch buffers
+/// (160 MiB RSS with nothing in flight, measured), while mimalloc purges freed pages back
+/// to the OS within milliseconds, without a background thread per core.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "Sluice: a Kafka-protocol event streaming broker", after_help = BrokerConfig::render_table())]
 struct Args {

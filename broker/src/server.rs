@@ -14,6 +14,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use sluice_storage::{ShardStorage, ShardStorageOptions};
 
 use crate::config::BrokerConfig;
+use crate::conn_limit::{ConnectionLimiter, RateLimitedLog};
 use crate::mesh::Mesh;
 use crate::metadata::controller::Controller;
 use crate::router::{spawn_receivers, Envelope, Router};
@@ -138,6 +139,16 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
     let shards = config.cores();
+    let nofile = sluice_storage::fd_limit().unwrap_or(1024);
+    let max_conns = (config.int("max.connections") as u64)
+        .min(nofile / 2)
+        .max(1) as usize;
+    let limiter = ConnectionLimiter::new(max_conns, config.int("max.connections.per.ip") as usize);
+    tracing::info!(
+        max_connections = max_conns,
+        nofile,
+        "connection limit (max.connections, at most half the open-file limit)"
+    );
     tracing::info!(
         listen = %config.listen(),
         data_dir = %data_dir.display(),
@@ -154,7 +165,8 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             let stop = stop.clone();
             let cluster = cluster.clone();
             let mesh = mesh.clone();
-            async move { shard_main(config, cluster, mesh, stop, shards).await }
+            let limiter = limiter.clone();
+            async move { shard_main(config, cluster, mesh, stop, shards, limiter).await }
         })
         .map_err(|e| anyhow::anyhow!("starting shard executors: {e}"))?
         .join_all();
@@ -181,6 +193,7 @@ async fn shard_main(
     mesh: Arc<Mesh<Envelope>>,
     stop: Arc<AtomicBool>,
     shards: usize,
+    limiter: Arc<ConnectionLimiter>,
 ) -> anyhow::Result<()> {
     let storage = ShardStorage::start(ShardStorageOptions {
         cache_bytes: config.int("storage.cache.bytes") as usize,
@@ -258,24 +271,16 @@ async fn shard_main(
     let listener = bind_shard_listener(config.listen())
         .with_context(|| format!("binding {}", config.listen()))?;
     tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
-    let accept = {
-        let ctx = ctx.clone();
-        glommio::spawn_local(async move {
-            loop {
-                match listener.accept().await {
-                    Ok(stream) => {
-                        glommio::spawn_local(crate::connection::serve(ctx.clone(), stream))
-                            .detach();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        })
-        .detach()
-    };
+    glommio::spawn_local(crate::admission::Admission::run(Rc::downgrade(
+        &ctx.admission,
+    )))
+    .detach();
+    glommio::spawn_local(crate::watchdog::Watchdog::run(
+        Rc::downgrade(&ctx.watchdog),
+        ctx.id,
+    ))
+    .detach();
+    let accept = glommio::spawn_local(accept_loop(ctx.clone(), listener, limiter)).detach();
     while !stopped.get() {
         stopping.notified().await;
     }
@@ -283,4 +288,43 @@ async fn shard_main(
     tracing::info!(shard = ctx.id, "shutting down");
     ctx.shutdown().await;
     Ok(())
+}
+
+/// Accepts connections on this shard's listener, within the broker's connection limits.
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, limiter: Arc<ConnectionLimiter>) {
+    let mut refused_log = RateLimitedLog::new();
+    let mut failed_log = RateLimitedLog::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(n) = failed_log.hit() {
+                    tracing::warn!(error = %e, count = n, shard = ctx.id, "accept failed");
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().ok();
+        let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let admitted = match limiter.admit(ip) {
+            Ok(a) => a,
+            Err(why) => {
+                if let Some(n) = refused_log.hit() {
+                    tracing::warn!(%ip, limit = ?why, count = n, open = limiter.open(), shard = ctx.id, "connection refused: limit reached");
+                }
+                drop(stream);
+                continue;
+            }
+        };
+        let id = ctx.next_conn.get();
+        ctx.next_conn.set(id + 1);
+        let peer = peer.map_or_else(|| "?".to_string(), |a| a.to_string());
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            crate::connection::serve(ctx, stream, id, peer).await;
+            drop(admitted);
+        })
+        .detach();
+    }
 }

@@ -16,6 +16,7 @@ use futures_lite::future;
 use sluice_proto::metadata::MetadataRecord;
 use sluice_storage::{PartitionLog, ShardStorage};
 
+use crate::admission::{Admission, ConnKey};
 use crate::config::BrokerConfig;
 use crate::errors::{code, now_ms, storage_error_code};
 use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
@@ -29,7 +30,30 @@ use crate::shard_msg::{
     FetchPart, FetchPartResult, OffsetAnswer, ProducePartResult, ShardRequest, ShardResponse, Tp,
 };
 use crate::util::Notify;
+use crate::watchdog::Watchdog;
 use kafka_protocol::ResponseError;
+
+/// How long acks=-1 waits for durability when the request's timeout_ms is not positive.
+const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
+
+/// Broker-side bounds on what a request may ask for, read once from the config.
+pub(crate) struct Limits {
+    pub(crate) fetch_max_bytes: usize,
+    pub(crate) fetch_max_wait: Duration,
+    pub(crate) request_partitions_max: i64,
+    pub(crate) broker_partitions_max: i64,
+}
+
+impl Limits {
+    fn from_config(config: &BrokerConfig) -> Self {
+        Self {
+            fetch_max_bytes: config.int("fetch.max.bytes") as usize,
+            fetch_max_wait: Duration::from_millis(config.int("fetch.max.wait.ms") as u64),
+            request_partitions_max: config.int("request.partitions.max"),
+            broker_partitions_max: config.int("broker.partitions.max"),
+        }
+    }
+}
 
 /// Owned by its shard; never crosses cores.
 pub(crate) struct ShardCtx {
@@ -50,6 +74,12 @@ pub(crate) struct ShardCtx {
     /// shards accept connections, so no request sees a partition that is still opening.
     pub(crate) ready: Cell<bool>,
     pub(crate) ready_notify: Notify,
+    /// Produce admission against the shard's unflushed-bytes budget.
+    pub(crate) admission: Rc<Admission>,
+    pub(crate) watchdog: Rc<Watchdog>,
+    pub(crate) limits: Limits,
+    /// Ids for this shard's connections (`Conn::id`).
+    pub(crate) next_conn: Cell<u64>,
 }
 
 impl ShardCtx {
@@ -63,9 +93,8 @@ impl ShardCtx {
         Self {
             id: router.shard_id,
             shards,
-            config,
             cluster_id,
-            storage,
+            storage: storage.clone(),
             router,
             image: RefCell::new(MetadataImage::default()),
             partitions: RefCell::new(HashMap::new()),
@@ -74,6 +103,16 @@ impl ShardCtx {
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
             ready_notify: Notify::default(),
+            admission: Admission::new(
+                config.int("storage.unflushed.max.bytes") as usize,
+                storage.clone(),
+            ),
+            watchdog: Watchdog::new(Duration::from_millis(
+                config.int("request.watchdog.ms") as u64
+            )),
+            limits: Limits::from_config(&config),
+            next_conn: Cell::new(1),
+            config,
         }
     }
 
@@ -153,7 +192,12 @@ impl ShardCtx {
                     ))
                 }),
             },
-            ShardRequest::Produce { acks, parts } => self.produce(acks, parts),
+            ShardRequest::Produce {
+                acks,
+                timeout_ms,
+                conn,
+                parts,
+            } => self.produce(acks, timeout_ms, conn, parts),
             ShardRequest::Fetch { parts, max_bytes } => {
                 Box::pin(async move { ShardResponse::Fetch(ctx.fetch(parts, max_bytes).await) })
             }
@@ -189,12 +233,60 @@ impl ShardCtx {
         }
     }
 
-    /// Appends each part now, in arrival order; waits for durability in the future.
+    /// Appends each part in arrival order, now if the shard is under its unflushed-bytes
+    /// budget and nobody is waiting, else once earlier requests went and the flusher freed
+    /// budget. acks=-1 then waits for durability, at most `timeout_ms` (REQUEST_TIMED_OUT
+    /// after that, as Kafka answers a produce whose replication outlasts its timeout).
     fn produce(
         self: &Rc<Self>,
         acks: i16,
+        timeout_ms: i32,
+        conn: ConnKey,
         parts: Vec<(Tp, bytes::Bytes)>,
     ) -> BoxFuture<ShardResponse> {
+        let timeout = Duration::from_millis(if timeout_ms > 0 {
+            timeout_ms as u64
+        } else {
+            DEFAULT_PRODUCE_TIMEOUT_MS
+        });
+        let ctx = self.clone();
+        // Idempotent batches for a partition whose producer state is not built yet (first
+        // use after a start): build it with async reads before the append's turn, so the
+        // append never reads the log synchronously on this shard.
+        let to_load: Vec<PartitionLog> = parts
+            .iter()
+            .filter_map(|(tp, records)| {
+                let log = self.log(&tp.topic, tp.partition)?;
+                log.needs_producer_state(records).then_some(log)
+            })
+            .collect();
+        if to_load.is_empty() && self.admission.may_append_now() {
+            let (results, waits) = self.append_parts(acks, parts);
+            return Box::pin(async move { ctx.answer_produce(results, waits, timeout).await });
+        }
+        let ticket = self.admission.ticket(conn);
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            for log in to_load {
+                if let Err(e) = log.load_producer_state().await {
+                    // append answers for this partition (and rebuilds if it still can)
+                    tracing::warn!(error = %e, "loading producer state");
+                }
+            }
+            ticket.wait().await;
+            let (results, waits) = ctx.append_parts(acks, parts);
+            ticket.finish();
+            let left = timeout.saturating_sub(started.elapsed());
+            ctx.answer_produce(results, waits, left).await
+        })
+    }
+
+    /// Appends each part; returns the answers and, for acks=-1, what to wait for.
+    fn append_parts(
+        &self,
+        acks: i16,
+        parts: Vec<(Tp, bytes::Bytes)>,
+    ) -> (Vec<ProducePartResult>, Vec<(usize, PartitionLog, i64)>) {
         let now = now_ms();
         let mut results = Vec::with_capacity(parts.len());
         let mut waits = Vec::new();
@@ -228,19 +320,42 @@ impl ShardCtx {
                 }),
             }
         }
-        Box::pin(async move {
-            for (i, log, last) in waits {
-                if let Err(e) = log.wait_durable(last).await {
-                    results[i] = ProducePartResult {
-                        error: storage_error_code(&e),
-                        message: Some(e.to_string()),
-                        base_offset: -1,
-                        log_start_offset: -1,
-                    };
-                }
-            }
-            ShardResponse::Produce(results)
-        })
+        (results, waits)
+    }
+
+    async fn answer_produce(
+        &self,
+        mut results: Vec<ProducePartResult>,
+        waits: Vec<(usize, PartitionLog, i64)>,
+        timeout: Duration,
+    ) -> ShardResponse {
+        let deadline = std::time::Instant::now() + timeout;
+        for (i, log, last) in waits {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let waited = future::or(async { Some(log.wait_durable(last).await) }, async {
+                glommio::timer::sleep(left).await;
+                None
+            })
+            .await;
+            let failed = match waited {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => (storage_error_code(&e), e.to_string()),
+                None => (
+                    code(ResponseError::RequestTimedOut),
+                    format!(
+                        "not durable within the request's timeout ({} ms)",
+                        timeout.as_millis()
+                    ),
+                ),
+            };
+            results[i] = ProducePartResult {
+                error: failed.0,
+                message: Some(failed.1),
+                base_offset: -1,
+                log_start_offset: -1,
+            };
+        }
+        ShardResponse::Produce(results)
     }
 
     /// Reads every part, the cold ones concurrently (one task per read, so the disk sees a

@@ -62,8 +62,15 @@ pub(crate) enum ShardRequest {
     StartServing,
     /// A change for the controller (shard 0 only).
     Metadata(MetadataOp),
-    /// Append records; answer after append (acks 0/1) or once durable (acks -1).
-    Produce { acks: i16, parts: Vec<(Tp, Bytes)> },
+    /// Append records; answer after append (acks 0/1) or once durable (acks -1, waiting
+    /// at most `timeout_ms`).
+    Produce {
+        acks: i16,
+        timeout_ms: i32,
+        /// The connection it came on (`admission::conn_key`): admission takes turns by it.
+        conn: u64,
+        parts: Vec<(Tp, Bytes)>,
+    },
     /// Read from each partition, at most `max_bytes` in all (the first batch always whole).
     Fetch {
         parts: Vec<FetchPart>,

@@ -83,10 +83,15 @@ pub(crate) async fn create_topics(
     let mut duplicates = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut topics = Vec::new();
+    let mut reserved = Vec::new();
     for t in req.topics {
         let n = t.name.0.to_string();
         if !seen.insert(n.clone()) {
             duplicates.push(n);
+            continue;
+        }
+        if crate::metadata::is_internal(&n) {
+            reserved.push(n);
             continue;
         }
         let configs = t
@@ -134,6 +139,18 @@ pub(crate) async fn create_topics(
             r
         })
         .collect();
+    for r in reserved {
+        results.push(
+            CreatableTopicResult::default()
+                .with_name(name(&r))
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_error_message(Some(StrBytes::from_string(format!(
+                    "Creation of internal topic '{r}' is prohibited."
+                ))))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        );
+    }
     for d in duplicates {
         results.push(
             CreatableTopicResult::default()

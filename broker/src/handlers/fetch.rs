@@ -23,30 +23,46 @@ use sluice_proto::request::{decode_body, RequestFrame};
 use super::fetch_encode::{encode, TopicOut};
 use super::fetch_session::Plan;
 use super::{Dispatch, Response};
+use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse, Tp};
+use futures_lite::future;
 
-pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispatch {
+pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Rc<Conn>) -> Dispatch {
     let (version, corr) = (frame.version(), frame.correlation_id());
     let req: FetchRequest = match decode_body(&frame.body, version) {
         Ok(r) => r,
         Err(e) => return Dispatch::Close(format!("Fetch v{version}: {e}")),
     };
-    let ctx = ctx.clone();
-    Dispatch::Respond(Box::pin(
-        async move { handle(ctx, req, version, corr).await },
-    ))
+    let (ctx, conn) = (ctx.clone(), conn.clone());
+    Dispatch::Respond(Box::pin(async move {
+        handle(ctx, req, version, corr, conn).await
+    }))
 }
 
-async fn handle(ctx: Rc<ShardCtx>, req: FetchRequest, version: i16, corr: i32) -> Response {
-    let plan = match ctx.fetch_sessions.borrow_mut().resolve(&req, version) {
+async fn handle(
+    ctx: Rc<ShardCtx>,
+    req: FetchRequest,
+    version: i16,
+    corr: i32,
+    conn: Rc<Conn>,
+) -> Response {
+    let plan = match ctx
+        .fetch_sessions
+        .borrow_mut()
+        .resolve(&req, version, conn.id)
+    {
         Ok(p) => p,
         Err(code) => return encode(version, corr, code, 0, &[]),
     };
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
+    // The broker's caps (`fetch.max.bytes`, `fetch.max.wait.ms`) bound what a client asks.
+    let max_bytes = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .clamp(1, ctx.limits.fetch_max_bytes);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0))
+        .min(ctx.limits.fetch_max_wait);
     let deadline = Instant::now() + max_wait;
     let mut results;
     loop {
@@ -54,10 +70,20 @@ async fn handle(ctx: Rc<ShardCtx>, req: FetchRequest, version: i16, corr: i32) -
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
-        if total >= min_bytes || any_error || now >= deadline || plan.parts.is_empty() {
+        if total >= min_bytes
+            || any_error
+            || now >= deadline
+            || plan.parts.is_empty()
+            || conn.is_closed()
+        {
             break;
         }
-        wait_any(&ctx, &plan, &results, deadline - now).await;
+        // A client that goes away ends its long poll at once.
+        future::or(
+            wait_any(&ctx, &plan, &results, deadline - now),
+            conn.closed(),
+        )
+        .await;
     }
     let include = ctx.fetch_sessions.borrow_mut().record(&plan, &results);
     let mut topics: Vec<TopicOut> = Vec::new();

@@ -2,8 +2,11 @@
 //! session remembers each partition's fetch offset and what was last reported, so a client
 //! sends only changes and gets back only partitions with news. Partitions that returned
 //! records move to the end of the session's order (as in Kafka), so when the response
-//! budget runs out the others go first next time. Bounded: the least recently used session
-//! is evicted past `MAX_SESSIONS`.
+//! budget runs out the others go first next time. Session ids are random and each session
+//! belongs to the connection that created it: another connection naming it gets
+//! FETCH_SESSION_ID_NOT_FOUND and cannot close it. Bounded: a connection keeps at most
+//! `MAX_SESSIONS_PER_CONN` (its own oldest goes first), the shard at most `MAX_SESSIONS`
+//! (the least recently used goes), and a closed connection's sessions go with it.
 
 use std::collections::HashMap;
 
@@ -13,6 +16,7 @@ use kafka_protocol::ResponseError;
 use crate::shard_msg::{FetchPartResult, Tp};
 
 const MAX_SESSIONS: usize = 1000;
+const MAX_SESSIONS_PER_CONN: usize = 8;
 
 #[derive(Debug, Clone)]
 struct SessionPart {
@@ -24,6 +28,8 @@ struct SessionPart {
 
 #[derive(Debug)]
 struct Session {
+    /// The connection that created it (`Conn::id`).
+    conn: u64,
     next_epoch: i32,
     parts: HashMap<(String, i32), SessionPart>,
     /// The keys of `parts` in the order they are read and answered.
@@ -35,7 +41,6 @@ struct Session {
 #[derive(Debug, Default)]
 pub(crate) struct FetchSessions {
     sessions: HashMap<i32, Session>,
-    next_id: i32,
     clock: u64,
 }
 
@@ -92,22 +97,25 @@ impl Session {
 }
 
 impl FetchSessions {
-    fn create(&mut self, parts: &[(Tp, i64, i32)]) -> i32 {
-        if self.sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self
+    fn create(&mut self, parts: &[(Tp, i64, i32)], conn: u64) -> i32 {
+        let own = self.sessions.values().filter(|s| s.conn == conn).count();
+        if own >= MAX_SESSIONS_PER_CONN || self.sessions.len() >= MAX_SESSIONS {
+            let victim = self
                 .sessions
                 .iter()
+                .filter(|(_, s)| own < MAX_SESSIONS_PER_CONN || s.conn == conn)
                 .min_by_key(|(_, s)| s.last_used)
-                .map(|(id, _)| *id)
-            {
-                self.sessions.remove(&oldest);
+                .map(|(id, _)| *id);
+            if let Some(v) = victim {
+                self.sessions.remove(&v);
             }
         }
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        while self.sessions.contains_key(&self.next_id) {
-            self.next_id = self.next_id.wrapping_add(1).max(1);
+        let mut id: i32 = rand::random::<i32>() & i32::MAX;
+        while id == 0 || self.sessions.contains_key(&id) {
+            id = rand::random::<i32>() & i32::MAX;
         }
         let mut session = Session {
+            conn,
             next_epoch: 1,
             parts: HashMap::with_capacity(parts.len()),
             order: Vec::with_capacity(parts.len()),
@@ -118,12 +126,29 @@ impl FetchSessions {
         }
         self.clock += 1;
         session.last_used = self.clock;
-        self.sessions.insert(self.next_id, session);
-        self.next_id
+        self.sessions.insert(id, session);
+        id
+    }
+
+    /// Forgets the sessions of a closed connection.
+    pub(crate) fn drop_conn(&mut self, conn: u64) {
+        self.sessions.retain(|_, s| s.conn != conn);
+    }
+
+    /// Removes session `id` if `conn` owns it.
+    fn close_own(&mut self, id: i32, conn: u64) {
+        if self.sessions.get(&id).is_some_and(|s| s.conn == conn) {
+            self.sessions.remove(&id);
+        }
     }
 
     /// Resolves the request against its session: the partitions to read, or an error code.
-    pub(crate) fn resolve(&mut self, req: &FetchRequest, version: i16) -> Result<Plan, i16> {
+    pub(crate) fn resolve(
+        &mut self,
+        req: &FetchRequest,
+        version: i16,
+        conn: u64,
+    ) -> Result<Plan, i16> {
         let parts = request_parts(req);
         if version < 7 {
             return Ok(Plan {
@@ -134,7 +159,7 @@ impl FetchSessions {
         }
         let (id, epoch) = (req.session_id, req.session_epoch);
         if epoch == -1 {
-            self.sessions.remove(&id);
+            self.close_own(id, conn);
             return Ok(Plan {
                 session_id: 0,
                 incremental: false,
@@ -142,8 +167,8 @@ impl FetchSessions {
             });
         }
         if epoch == 0 {
-            self.sessions.remove(&id);
-            let session_id = self.create(&parts);
+            self.close_own(id, conn);
+            let session_id = self.create(&parts, conn);
             return Ok(Plan {
                 session_id,
                 incremental: false,
@@ -152,7 +177,7 @@ impl FetchSessions {
         }
         self.clock += 1;
         let clock = self.clock;
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get_mut(&id).filter(|s| s.conn == conn) else {
             return Err(ResponseError::FetchSessionIdNotFound.code());
         };
         if s.next_epoch != epoch {
@@ -255,36 +280,65 @@ mod tests {
     #[test]
     fn full_then_incremental_then_errors() {
         let mut s = FetchSessions::default();
-        let plan = s.resolve(&req(0, 0, &[(0, 0), (1, 0)]), 12).unwrap(); // ok: test
+        let plan = s.resolve(&req(0, 0, &[(0, 0), (1, 0)]), 12, 1).unwrap(); // ok: test
         assert!(plan.session_id > 0 && !plan.incremental);
         let r = |hw| FetchPartResult {
             high_watermark: hw,
             ..Default::default()
         };
         assert_eq!(s.record(&plan, &[r(0), r(0)]), vec![true, true]);
-        let inc = s.resolve(&req(plan.session_id, 1, &[(1, 5)]), 12).unwrap(); // ok: test
+        let inc = s
+            .resolve(&req(plan.session_id, 1, &[(1, 5)]), 12, 1)
+            .unwrap(); // ok: test
         assert!(inc.incremental);
         assert_eq!(inc.parts.len(), 2);
         assert_eq!(inc.parts[1].1, 5);
         // Only the partition whose high watermark moved is reported.
         assert_eq!(s.record(&inc, &[r(0), r(9)]), vec![false, true]);
         assert_eq!(
-            s.resolve(&req(plan.session_id, 1, &[]), 12).unwrap_err(),
+            s.resolve(&req(plan.session_id, 1, &[]), 12, 1).unwrap_err(),
             ResponseError::InvalidFetchSessionEpoch.code()
         );
         assert_eq!(
-            s.resolve(&req(999, 1, &[]), 12).unwrap_err(),
+            s.resolve(&req(999, 1, &[]), 12, 1).unwrap_err(),
             ResponseError::FetchSessionIdNotFound.code()
         );
-        let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12).unwrap(); // ok: test
+        let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12, 1).unwrap(); // ok: test
         assert_eq!(legacy.session_id, 0);
+    }
+
+    #[test]
+    fn sessions_belong_to_their_connection() {
+        let mut s = FetchSessions::default();
+        let mine = s.resolve(&req(0, 0, &[(0, 0)]), 12, 1).unwrap(); // ok: test
+        let theirs = s.resolve(&req(0, 0, &[(0, 0)]), 12, 2).unwrap(); // ok: test
+        assert_ne!(mine.session_id, theirs.session_id);
+        // another connection can neither use nor close it
+        assert_eq!(
+            s.resolve(&req(mine.session_id, 1, &[]), 12, 2).unwrap_err(),
+            ResponseError::FetchSessionIdNotFound.code()
+        );
+        s.resolve(&req(mine.session_id, -1, &[]), 12, 2).unwrap(); // ok: test
+        s.resolve(&req(mine.session_id, 0, &[]), 12, 2).unwrap(); // ok: test
+        assert!(s.resolve(&req(mine.session_id, 1, &[]), 12, 1).is_ok());
+        // one connection creating many sessions evicts only its own
+        for _ in 0..50 {
+            s.resolve(&req(0, 0, &[(0, 0)]), 12, 3).unwrap(); // ok: test
+        }
+        assert!(s.resolve(&req(mine.session_id, 2, &[]), 12, 1).is_ok());
+        assert!(s.resolve(&req(theirs.session_id, 1, &[]), 12, 2).is_ok());
+        s.drop_conn(1);
+        assert_eq!(
+            s.resolve(&req(mine.session_id, 3, &[]), 12, 1).unwrap_err(),
+            ResponseError::FetchSessionIdNotFound.code()
+        );
     }
 
     #[test]
     fn partitions_that_returned_records_go_last() {
         let mut s = FetchSessions::default();
         let plan = s
-            .resolve(&req(0, 0, &[(0, 0), (1, 0), (2, 0)]), 12)
+            .resolve(&req(0, 0, &[(0, 0), (1, 0), (2, 0)]), 12, 1)
             .unwrap(); // ok: test
         let r = |data: bool| FetchPartResult {
             high_watermark: 10,
@@ -303,15 +357,17 @@ mod tests {
                 .map(|(tp, _, _)| tp.partition)
                 .collect::<Vec<_>>()
         };
-        let inc = s.resolve(&req(plan.session_id, 1, &[(0, 5)]), 12).unwrap(); // ok: test
+        let inc = s
+            .resolve(&req(plan.session_id, 1, &[(0, 5)]), 12, 1)
+            .unwrap(); // ok: test
         assert_eq!(order(&inc), vec![1, 2, 0]);
         assert_eq!(inc.parts[2].1, 5);
         s.record(&inc, &[r(true), r(false), r(false)]);
-        let inc = s.resolve(&req(plan.session_id, 2, &[]), 12).unwrap(); // ok: test
+        let inc = s.resolve(&req(plan.session_id, 2, &[]), 12, 1).unwrap(); // ok: test
         assert_eq!(order(&inc), vec![2, 0, 1]);
         // nothing returned: the order stays
         s.record(&inc, &[r(false), r(false), r(false)]);
-        let inc = s.resolve(&req(plan.session_id, 3, &[]), 12).unwrap(); // ok: test
+        let inc = s.resolve(&req(plan.session_id, 3, &[]), 12, 1).unwrap(); // ok: test
         assert_eq!(order(&inc), vec![2, 0, 1]);
     }
 }

@@ -83,11 +83,18 @@ pub(crate) async fn handle(
             all.sort_by(|a, b| a.name.cmp(&b.name));
             topics.extend(all.into_iter().map(|t| topic_entry(&ctx, t)));
         }
-        Some(names) => {
+        Some(mut names) => {
+            // A topic named twice is answered once (a request cannot multiply the answer).
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
             let missing: Vec<String> = names
                 .iter()
                 .filter(|n| ctx.image.borrow().topic(n).is_none())
-                .filter(|n| auto_create && validate_topic_name(n).is_ok())
+                .filter(|n| {
+                    auto_create
+                        && validate_topic_name(n).is_ok()
+                        && !crate::metadata::is_internal(n)
+                })
                 .cloned()
                 .collect();
             if !missing.is_empty() {

@@ -21,6 +21,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_proto::request::{decode_body, encode_response, parse_request, RequestFrame};
 
+use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
 
@@ -103,7 +104,8 @@ where
 }
 
 /// Decodes one frame and starts handling it.
-pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, peer: &str) -> Dispatch {
+pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) -> Dispatch {
+    let peer = conn.peer.as_str();
     let frame = match parse_request(frame) {
         Ok(f) => f,
         Err(e) => return Dispatch::Close(e.to_string()),
@@ -118,8 +120,8 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, peer: &str) -> Di
     tracing::trace!(?api, version, %peer, "request");
     match api {
         ApiKey::Metadata => respond(ctx, &frame, metadata::handle),
-        ApiKey::Produce => produce::dispatch(ctx, &frame).await,
-        ApiKey::Fetch => fetch::dispatch(ctx, &frame),
+        ApiKey::Produce => produce::dispatch(ctx, &frame, conn).await,
+        ApiKey::Fetch => fetch::dispatch(ctx, &frame, conn),
         ApiKey::ListOffsets => respond(ctx, &frame, list_offsets::handle),
         ApiKey::CreateTopics => respond(ctx, &frame, admin::create_topics),
         ApiKey::DeleteTopics => respond(ctx, &frame, admin::delete_topics),

@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 use sluice_proto::request::{decode_body, RequestFrame};
 
 use super::{encode, Dispatch};
+use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, Tp};
@@ -21,18 +22,21 @@ use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, 
 /// Where each partition's answer goes: (topic index, partition index) in the response.
 type Slot = (usize, usize);
 
-pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispatch {
+pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Dispatch {
+    let conn = crate::admission::conn_key(ctx.id, conn.id);
     let (version, corr) = (frame.version(), frame.correlation_id());
     let req: ProduceRequest = match decode_body(&frame.body, version) {
         Ok(r) => r,
         Err(e) => return Dispatch::Close(format!("Produce v{version}: {e}")),
     };
     let acks = req.acks;
+    let timeout_ms = req.timeout_ms;
     let mut response = ProduceResponse::default();
     let mut by_shard: ByShard<(Tp, bytes::Bytes)> = BTreeMap::new();
     let bad_acks = !matches!(acks, -1..=1);
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
+        let internal = crate::metadata::is_internal(&name);
         let mut tr = TopicProduceResponse::default().with_name(topic.name.clone());
         for (pi, part) in topic.partition_data.into_iter().enumerate() {
             let mut pr = PartitionProduceResponse::default()
@@ -43,6 +47,12 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispat
             let owner = ctx.owner(&name, part.index);
             match (bad_acks, owner, part.records) {
                 (true, _, _) => pr.error_code = ResponseError::InvalidRequiredAcks.code(),
+                _ if internal => {
+                    pr.error_code = ResponseError::InvalidTopicException.code();
+                    pr.error_message = Some(StrBytes::from_static_str(
+                        "Clients may not write to an internal topic.",
+                    ));
+                }
                 (_, None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
                 (_, Some(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
                 (_, Some(shard), Some(records)) => {
@@ -66,8 +76,16 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Dispat
     for (shard, (slots, parts)) in by_shard {
         pending.push((
             slots,
-            ctx.submit(shard, ShardRequest::Produce { acks, parts })
-                .await,
+            ctx.submit(
+                shard,
+                ShardRequest::Produce {
+                    acks,
+                    timeout_ms,
+                    conn,
+                    parts,
+                },
+            )
+            .await,
         ));
     }
     if acks == 0 {

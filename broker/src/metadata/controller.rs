@@ -21,7 +21,7 @@ use sluice_storage::{LogConfig, PartitionLog, ShardStorage};
 use super::image::{MetadataImage, TopicId};
 use super::topic_config;
 use crate::errors::now_ms;
-use crate::shard::ShardCtx;
+use crate::shard::{Limits, ShardCtx};
 
 /// Directory name of the metadata log inside the data dir.
 pub(crate) const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
@@ -99,6 +99,41 @@ pub(crate) struct Controller {
     next_pid: RefCell<i64>,
 }
 
+/// New partitions one request may still create: bounded per request
+/// (`request.partitions.max`) and by the broker's total (`broker.partitions.max`).
+struct PartitionBudget {
+    request_left: i64,
+    broker_left: i64,
+}
+
+impl PartitionBudget {
+    fn new(image: &MetadataImage, limits: &Limits) -> Self {
+        let held: i64 = image.topics().map(|t| i64::from(t.partitions)).sum();
+        Self {
+            request_left: limits.request_partitions_max,
+            broker_left: limits.broker_partitions_max - held,
+        }
+    }
+
+    fn take(&mut self, n: i64) -> Result<(), String> {
+        if n > self.request_left {
+            return Err(format!(
+                "{n} new partitions exceed what this request may still create ({} of request.partitions.max).",
+                self.request_left.max(0)
+            ));
+        }
+        if n > self.broker_left {
+            return Err(format!(
+                "{n} new partitions exceed what this broker may still hold ({} of broker.partitions.max).",
+                self.broker_left.max(0)
+            ));
+        }
+        self.request_left -= n;
+        self.broker_left -= n;
+        Ok(())
+    }
+}
+
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 249 {
@@ -122,15 +157,9 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
 }
 
 fn random_topic_id() -> TopicId {
-    use std::io::Read;
-    let mut id = [0u8; 16];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id));
-    if filled.is_err() || id == [0; 16] {
-        // Fallback: time and address entropy; ids only need to be unique on this node.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        id = (t ^ (&id as *const _ as u128)).to_le_bytes();
+    let mut id: TopicId = rand::random();
+    while id == [0; 16] {
+        id = rand::random(); // the all-zero id means "no id" in Kafka's protocol
     }
     // RFC 4122 version 4 bits, as Kafka's Uuid.randomUuid.
     id[6] = (id[6] & 0x0f) | 0x40;
@@ -220,7 +249,7 @@ impl Controller {
                 MetadataOp::CreatePartitions {
                     topics,
                     validate_only,
-                } => self.create_partitions(&mut image, topics, validate_only),
+                } => self.create_partitions(&mut image, &ctx.limits, topics, validate_only),
                 MetadataOp::AlterConfigs {
                     changes,
                     validate_only,
@@ -290,6 +319,7 @@ impl Controller {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
         let default_partitions = ctx.config.int("num.partitions") as i32;
+        let mut budget = PartitionBudget::new(image, &ctx.limits);
         for t in topics {
             if let Err(m) = validate_topic_name(&t.name) {
                 outcomes.push(outcome(&t.name, ResponseError::InvalidTopicException, m));
@@ -308,12 +338,16 @@ impl Controller {
             } else {
                 t.partitions
             };
-            if !(1..=1_000_000).contains(&partitions) {
+            if partitions < 1 {
                 outcomes.push(outcome(
                     &t.name,
                     ResponseError::InvalidPartitions,
                     format!("Number of partitions must be at least 1, got {partitions}."),
                 ));
+                continue;
+            }
+            if let Err(m) = budget.take(i64::from(partitions)) {
+                outcomes.push(outcome(&t.name, ResponseError::InvalidPartitions, m));
                 continue;
             }
             if t.replication_factor != -1 && t.replication_factor != 1 {
@@ -388,7 +422,7 @@ impl Controller {
                 ));
                 continue;
             };
-            if name.starts_with("__") {
+            if super::is_internal(&name) {
                 outcomes.push(outcome(
                     &name,
                     ResponseError::InvalidTopicException,
@@ -413,12 +447,22 @@ impl Controller {
     fn create_partitions(
         &self,
         image: &mut MetadataImage,
+        limits: &Limits,
         topics: Vec<(String, i32)>,
         validate_only: bool,
     ) -> (Vec<MetadataRecord>, MetadataOpResult) {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
+        let mut budget = PartitionBudget::new(image, limits);
         for (name, count) in topics {
+            if super::is_internal(&name) {
+                outcomes.push(outcome(
+                    &name,
+                    ResponseError::InvalidRequest,
+                    format!("Internal topic '{name}' cannot get more partitions."),
+                ));
+                continue;
+            }
             let Some(t) = image.topic(&name).cloned() else {
                 outcomes.push(outcome(
                     &name,
@@ -427,7 +471,7 @@ impl Controller {
                 ));
                 continue;
             };
-            if count <= t.partitions || count > 1_000_000 {
+            if count <= t.partitions {
                 outcomes.push(outcome(
                     &name,
                     ResponseError::InvalidPartitions,
@@ -436,6 +480,10 @@ impl Controller {
                         t.partitions
                     ),
                 ));
+                continue;
+            }
+            if let Err(m) = budget.take(i64::from(count - t.partitions)) {
+                outcomes.push(outcome(&name, ResponseError::InvalidPartitions, m));
                 continue;
             }
             outcomes.push(TopicOutcome {
@@ -465,6 +513,14 @@ impl Controller {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
         for c in changes {
+            if super::is_internal(&c.topic) {
+                outcomes.push(outcome(
+                    &c.topic,
+                    ResponseError::InvalidRequest,
+                    format!("Internal topic '{}' cannot be reconfigured.", c.topic),
+                ));
+                continue;
+            }
             let Some(t) = image.topic(&c.topic) else {
                 outcomes.push(outcome(
                     &c.topic,

@@ -10,3 +10,16 @@
 pub(crate) mod controller;
 pub(crate) mod image;
 pub(crate) mod topic_config;
+
+/// Topics the broker owns (`__consumer_offsets`; `__transaction_state` and
+/// `__cluster_metadata` reserved): clients may read them but not create, write, grow,
+/// reconfigure or delete them.
+pub(crate) const INTERNAL_TOPICS: &[&str] = &[
+    "__consumer_offsets",
+    "__transaction_state",
+    "__cluster_metadata",
+];
+
+pub(crate) fn is_internal(topic: &str) -> bool {
+    INTERNAL_TOPICS.contains(&topic)
+}
