@@ -103,6 +103,11 @@ impl BrokerProcess {
         self.port
     }
 
+    /// The running broker's process id (None once it was killed or stopped).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -465,4 +470,27 @@ pub(crate) fn payload_seq(payload: &[u8]) -> Result<u64> {
         .and_then(|r| r.get(..10))
         .with_context(|| format!("payload has no seq: {s:?}"))?;
     Ok(digits.parse()?)
+}
+
+/// Resident set size of process `pid` in bytes (VmRSS from /proc/<pid>/status).
+pub(crate) fn vm_rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .with_context(|| format!("malformed line {line:?}"))?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// Number of open file descriptors of process `pid` (entries of /proc/<pid>/fd).
+pub(crate) fn open_fds(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("listing /proc/{pid}/fd"))?
+        .count())
 }

@@ -4,16 +4,18 @@
 //! against a size bound before allocating; responses must echo the correlation id.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ProduceRequest, ProduceResponse,
-    RequestHeader, TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -55,8 +57,30 @@ impl RawClient {
         })
     }
 
+    /// Like `connect`, from the local address `source` (e.g. 127.0.0.2, to look like
+    /// another client host on loopback).
+    pub(crate) fn connect_from(addr: SocketAddr, source: IpAddr) -> Result<Self> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sk.bind(&SocketAddr::new(source, 0).into())?;
+        sk.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        let stream = TcpStream::from(sk);
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(15)))?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient {
+            stream,
+            next_correlation: 1,
+            versions: Vec::new(),
+        })
+    }
+
     pub(crate) fn set_read_timeout(&self, t: Duration) -> Result<()> {
         Ok(self.stream.set_read_timeout(Some(t))?)
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Duration) -> Result<()> {
+        Ok(self.stream.set_write_timeout(Some(t))?)
     }
 
     /// Writes bytes as they are (no framing).
@@ -235,6 +259,55 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// CreateTopics of (name, partitions) with replication factor 1; returns each topic's
+    /// (name, error code) as answered. Needs `negotiate` first.
+    pub(crate) fn create_topics(&mut self, topics: &[(&str, i32)]) -> Result<Vec<(String, i16)>> {
+        let version = self.version_for::<CreateTopicsRequest>(7)?;
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(15_000)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|(name, partitions)| {
+                        CreatableTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_num_partitions(*partitions)
+                            .with_replication_factor(1)
+                    })
+                    .collect(),
+            );
+        let resp = self.call(version, &req)?;
+        Ok(resp
+            .topics
+            .iter()
+            .map(|t| (t.name.0.to_string(), t.error_code))
+            .collect())
+    }
+
+    /// Metadata for `names` (None: every topic), without auto-creation unless asked.
+    /// Needs `negotiate` first.
+    pub(crate) fn metadata(
+        &mut self,
+        names: Option<&[&str]>,
+        auto_create: bool,
+    ) -> Result<MetadataResponse> {
+        let version = self.version_for::<MetadataRequest>(12)?;
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(auto_create)
+            .with_topics(names.map(|names| {
+                names
+                    .iter()
+                    .map(|n| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+                    })
+                    .collect()
+            }));
+        self.call(version, &req)
+    }
+}
+
 /// The compression codec (attributes & 7) of the first v2 batch in `records`.
 pub(crate) fn first_batch_codec(records: &[u8]) -> Result<i16> {
     // baseOffset 8 + batchLength 4 + partitionLeaderEpoch 4 + magic 1 + crc 4 = 21.
@@ -291,6 +364,31 @@ pub(crate) fn producer_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<Bytes> {
+    encode_batch(
+        values,
+        base_timestamp,
+        (producer_id, producer_epoch, base_sequence),
+        Compression::None,
+    )
+}
+
+/// A valid v2 RecordBatch of `values` with its records section compressed (producer id -1).
+pub(crate) fn compressed_batch(
+    values: &[&str],
+    base_timestamp: i64,
+    compression: Compression,
+) -> Result<Bytes> {
+    encode_batch(values, base_timestamp, (-1, -1, -1), compression)
+}
+
+/// One v2 batch of `values`; `producer` is (id, epoch, base sequence), -1s for none.
+fn encode_batch(
+    values: &[&str],
+    base_timestamp: i64,
+    producer: (i64, i16, i32),
+    compression: Compression,
+) -> Result<Bytes> {
+    let (producer_id, producer_epoch, base_sequence) = producer;
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -315,7 +413,7 @@ pub(crate) fn producer_batch(
     let mut buf = BytesMut::new();
     let opts = RecordEncodeOptions {
         version: 2,
-        compression: Compression::None,
+        compression,
     };
     RecordBatchEncoder::encode(&mut buf, &records, &opts)?;
     let mut b = buf.to_vec();
