@@ -234,9 +234,10 @@ impl ShardCtx {
     }
 
     /// Appends each part in arrival order, now if the shard is under its unflushed-bytes
-    /// budget and nobody is waiting, else once earlier requests went and the flusher freed
-    /// budget. acks=-1 then waits for durability, at most `timeout_ms` (REQUEST_TIMED_OUT
-    /// after that, as Kafka answers a produce whose replication outlasts its timeout).
+    /// budget and nobody is waiting, else once its turn came and the flusher freed budget.
+    /// Waiting for that turn and then (acks=-1) for durability takes at most `timeout_ms`
+    /// in all; past it the answer is REQUEST_TIMED_OUT (not appended, if still waiting
+    /// for its turn), as Kafka answers a produce whose replication outlasts its timeout.
     fn produce(
         self: &Rc<Self>,
         acks: i16,
@@ -273,7 +274,35 @@ impl ShardCtx {
                     tracing::warn!(error = %e, "loading producer state");
                 }
             }
-            ticket.wait().await;
+            let granted = future::or(
+                async {
+                    ticket.wait().await;
+                    Some(())
+                },
+                async {
+                    glommio::timer::sleep(timeout.saturating_sub(started.elapsed())).await;
+                    None
+                },
+            )
+            .await;
+            if granted.is_none() {
+                // Not appended: the request's place is given up (the ticket drops), and
+                // the client may retry, as after any Kafka produce timeout.
+                let message = format!(
+                    "no room to append within the request's timeout ({} ms): the shard's unflushed bytes stayed at storage.unflushed.max.bytes",
+                    timeout.as_millis()
+                );
+                let results = parts
+                    .iter()
+                    .map(|_| ProducePartResult {
+                        error: code(ResponseError::RequestTimedOut),
+                        message: Some(message.clone()),
+                        base_offset: -1,
+                        log_start_offset: -1,
+                    })
+                    .collect();
+                return ShardResponse::Produce(results);
+            }
             let (results, waits) = ctx.append_parts(acks, parts);
             ticket.finish();
             let left = timeout.saturating_sub(started.elapsed());

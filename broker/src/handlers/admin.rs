@@ -3,6 +3,9 @@
 //! durable and applied on every shard.
 
 use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
 
 use kafka_protocol::messages::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,
@@ -28,12 +31,45 @@ use crate::metadata::topic_config;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
-/// Sends `op` to the controller and returns per-topic outcomes.
+/// How long an admin request waits for the controller when it gives no positive timeout.
+const DEFAULT_ADMIN_TIMEOUT_MS: i32 = 30_000;
+
+/// The wait bound of an admin request with `timeout_ms` (Kafka's field of that name).
+pub(crate) fn admin_timeout(timeout_ms: i32) -> Option<Duration> {
+    let ms = if timeout_ms > 0 {
+        timeout_ms
+    } else {
+        DEFAULT_ADMIN_TIMEOUT_MS
+    };
+    Some(Duration::from_millis(ms as u64))
+}
+
+/// Sends `op` to the controller and returns per-topic outcomes. Past `timeout` (None: no
+/// bound, for the broker's own changes) the answer is REQUEST_TIMED_OUT, as in Kafka; the
+/// change may still complete afterwards.
 pub(crate) async fn controller_call(
     ctx: &Rc<ShardCtx>,
     op: MetadataOp,
+    timeout: Option<Duration>,
 ) -> Result<Vec<TopicOutcome>, (i16, String)> {
-    match ctx.call(0, ShardRequest::Metadata(op)).await {
+    let call = async { Some(ctx.call(0, ShardRequest::Metadata(op)).await) };
+    let bound = async {
+        match timeout {
+            Some(t) => glommio::timer::sleep(t).await,
+            None => std::future::pending::<()>().await,
+        }
+        None
+    };
+    let Some(answer) = future::or(call, bound).await else {
+        return Err((
+            ResponseError::RequestTimedOut.code(),
+            format!(
+                "the controller did not answer within {} ms",
+                timeout.map_or(0, |t| t.as_millis())
+            ),
+        ));
+    };
+    match answer {
         ShardResponse::Metadata(MetadataOpResult::Topics(t)) => Ok(t),
         ShardResponse::Metadata(MetadataOpResult::Failed(code, msg)) => Err((code, msg)),
         _ => Err((
@@ -47,6 +83,7 @@ pub(crate) async fn create_topics_internal(
     ctx: &Rc<ShardCtx>,
     topics: Vec<NewTopic>,
     validate_only: bool,
+    timeout: Option<Duration>,
 ) -> Vec<TopicOutcome> {
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     match controller_call(
@@ -55,6 +92,7 @@ pub(crate) async fn create_topics_internal(
             topics,
             validate_only,
         },
+        timeout,
     )
     .await
     {
@@ -107,7 +145,13 @@ pub(crate) async fn create_topics(
         });
     }
     let requested: Vec<NewTopic> = topics.clone();
-    let outcomes = create_topics_internal(&ctx, topics, req.validate_only).await;
+    let outcomes = create_topics_internal(
+        &ctx,
+        topics,
+        req.validate_only,
+        admin_timeout(req.timeout_ms),
+    )
+    .await;
     let mut results: Vec<CreatableTopicResult> = outcomes
         .into_iter()
         .map(|o| {
@@ -186,7 +230,8 @@ pub(crate) async fn delete_topics(
             .collect()
     };
     let count = refs.len();
-    let outcomes = match controller_call(&ctx, MetadataOp::DeleteTopics { topics: refs }).await {
+    let op = MetadataOp::DeleteTopics { topics: refs };
+    let outcomes = match controller_call(&ctx, op, admin_timeout(req.timeout_ms)).await {
         Ok(o) => o,
         Err((code, msg)) => vec![
             TopicOutcome {
@@ -226,7 +271,7 @@ pub(crate) async fn create_partitions(
         topics,
         validate_only: req.validate_only,
     };
-    let outcomes = match controller_call(&ctx, op).await {
+    let outcomes = match controller_call(&ctx, op, admin_timeout(req.timeout_ms)).await {
         Ok(o) => o,
         Err((code, msg)) => names
             .into_iter()

@@ -163,6 +163,7 @@ async fn apply(
                 changes: changes.clone(),
                 validate_only,
             },
+            super::admin::admin_timeout(0),
         )
         .await
         {

@@ -47,7 +47,7 @@ pub(crate) async fn ensure_offsets_topic(ctx: &Rc<ShardCtx>) {
             ("retention.ms".into(), "-1".into()),
         ],
     };
-    let out = create_topics_internal(ctx, vec![topic], false).await;
+    let out = create_topics_internal(ctx, vec![topic], false, None).await;
     if let Some(o) = out.iter().find(|o| o.error != 0) {
         tracing::error!(error = o.error, message = ?o.message, "cannot create {OFFSETS_TOPIC}");
     }

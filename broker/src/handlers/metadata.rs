@@ -10,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::handlers::admin::create_topics_internal;
+use crate::handlers::admin::{admin_timeout, create_topics_internal};
 use crate::metadata::controller::{validate_topic_name, NewTopic};
 use crate::metadata::image::TopicInfo;
 use crate::shard::ShardCtx;
@@ -109,7 +109,7 @@ pub(crate) async fn handle(
                     })
                     .collect();
                 // Races with other creators end as TOPIC_ALREADY_EXISTS, which is fine here.
-                let _ = create_topics_internal(&ctx, new, false).await;
+                let _ = create_topics_internal(&ctx, new, false, admin_timeout(0)).await;
             }
             for name in names {
                 let image = ctx.image.borrow();
