@@ -34,15 +34,64 @@ pub(crate) fn conn_key(shard: usize, conn_id: u64) -> ConnKey {
     ((shard as u64) << 48) | (conn_id & ((1 << 48) - 1))
 }
 
+/// Waiting tickets: per connection oldest first, connections in turn. Owned by one shard.
+#[derive(Default)]
+struct TurnQueue {
+    queues: HashMap<ConnKey, VecDeque<u64>>,
+    /// Connections with waiting tickets, in the order they get their next turn.
+    ring: VecDeque<ConnKey>,
+}
+
+impl TurnQueue {
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    fn push(&mut self, conn: ConnKey, n: u64) {
+        let q = self.queues.entry(conn).or_default();
+        if q.is_empty() {
+            self.ring.push_back(conn);
+        }
+        q.push_back(n);
+    }
+
+    /// Takes the oldest ticket of the connection whose turn it is.
+    fn next_in_turn(&mut self) -> Option<u64> {
+        while let Some(conn) = self.ring.pop_front() {
+            let Some(q) = self.queues.get_mut(&conn) else {
+                continue;
+            };
+            let Some(n) = q.pop_front() else {
+                self.queues.remove(&conn);
+                continue;
+            };
+            if q.is_empty() {
+                self.queues.remove(&conn);
+            } else {
+                self.ring.push_back(conn);
+            }
+            return Some(n);
+        }
+        None
+    }
+
+    /// Forgets a ticket that is still waiting (its request went away).
+    fn remove(&mut self, conn: ConnKey, n: u64) {
+        if let Some(q) = self.queues.get_mut(&conn) {
+            q.retain(|&t| t != n);
+            if q.is_empty() {
+                self.queues.remove(&conn);
+            }
+        }
+    }
+}
+
 /// Owned by its shard; never crosses cores.
 pub(crate) struct Admission {
     budget: usize,
     storage: Rc<ShardStorage>,
     next: Cell<u64>,
-    /// Waiting tickets per connection, oldest first.
-    queues: RefCell<HashMap<ConnKey, VecDeque<u64>>>,
-    /// Connections with waiting tickets, in the order they get their next turn.
-    ring: RefCell<VecDeque<ConnKey>>,
+    waiting: RefCell<TurnQueue>,
     /// The ticket allowed to append now (one at a time, so the budget is read afresh).
     granted: Cell<Option<u64>>,
     /// The waker of each waiting ticket: a grant wakes only its own ticket.
@@ -63,8 +112,7 @@ impl Admission {
             budget: budget.max(1),
             storage,
             next: Cell::new(0),
-            queues: RefCell::new(HashMap::new()),
-            ring: RefCell::new(VecDeque::new()),
+            waiting: RefCell::new(TurnQueue::default()),
             granted: Cell::new(None),
             wakers: RefCell::new(HashMap::new()),
         })
@@ -91,7 +139,7 @@ impl Admission {
     /// appending, and the shard is under its budget.
     pub(crate) fn may_append_now(&self) -> bool {
         self.granted.get().is_none()
-            && self.ring.borrow().is_empty()
+            && self.waiting.borrow().is_empty()
             && self.storage.unflushed_bytes() < self.budget
     }
 
@@ -99,12 +147,7 @@ impl Admission {
     pub(crate) fn ticket(self: &Rc<Self>, conn: ConnKey) -> Ticket {
         let n = self.next.get();
         self.next.set(n + 1);
-        let mut queues = self.queues.borrow_mut();
-        let q = queues.entry(conn).or_default();
-        if q.is_empty() {
-            self.ring.borrow_mut().push_back(conn);
-        }
-        q.push_back(n);
+        self.waiting.borrow_mut().push(conn, n);
         Ticket {
             n,
             conn,
@@ -118,34 +161,13 @@ impl Admission {
         if self.granted.get().is_some() || self.storage.unflushed_bytes() >= self.budget {
             return;
         }
-        if let Some(n) = self.next_in_turn() {
+        let next = self.waiting.borrow_mut().next_in_turn();
+        if let Some(n) = next {
             self.granted.set(Some(n));
             if let Some(w) = self.wakers.borrow_mut().remove(&n) {
                 w.wake();
             }
         }
-    }
-
-    /// Takes the head ticket of the connection whose turn it is.
-    fn next_in_turn(&self) -> Option<u64> {
-        let mut ring = self.ring.borrow_mut();
-        let mut queues = self.queues.borrow_mut();
-        while let Some(conn) = ring.pop_front() {
-            let Some(q) = queues.get_mut(&conn) else {
-                continue;
-            };
-            let Some(n) = q.pop_front() else {
-                queues.remove(&conn);
-                continue;
-            };
-            if q.is_empty() {
-                queues.remove(&conn);
-            } else {
-                ring.push_back(conn);
-            }
-            return Some(n);
-        }
-        None
     }
 
     fn release(&self, n: u64) {
@@ -185,15 +207,7 @@ impl Drop for Ticket {
             return;
         }
         let a = &self.admission;
-        {
-            let mut queues = a.queues.borrow_mut();
-            if let Some(q) = queues.get_mut(&self.conn) {
-                q.retain(|&t| t != self.n);
-                if q.is_empty() {
-                    queues.remove(&self.conn);
-                }
-            }
-        }
+        a.waiting.borrow_mut().remove(self.conn, self.n);
         a.release(self.n);
     }
 }
@@ -202,56 +216,18 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    /// The ring alone (no storage): the order in which queued tickets are granted.
-    fn order(tickets: &[(ConnKey, u64)]) -> Vec<u64> {
-        let mut queues: HashMap<ConnKey, VecDeque<u64>> = HashMap::new();
-        let mut ring = VecDeque::new();
-        for &(c, n) in tickets {
-            let q = queues.entry(c).or_default();
-            if q.is_empty() {
-                ring.push_back(c);
-            }
-            q.push_back(n);
-        }
-        let a = RingOnly {
-            queues: RefCell::new(queues),
-            ring: RefCell::new(ring),
-        };
-        std::iter::from_fn(|| a.next()).collect()
-    }
-
-    struct RingOnly {
-        queues: RefCell<HashMap<ConnKey, VecDeque<u64>>>,
-        ring: RefCell<VecDeque<ConnKey>>,
-    }
-
-    impl RingOnly {
-        // same walk as Admission::next_in_turn
-        fn next(&self) -> Option<u64> {
-            let mut ring = self.ring.borrow_mut();
-            let mut queues = self.queues.borrow_mut();
-            while let Some(conn) = ring.pop_front() {
-                let Some(q) = queues.get_mut(&conn) else {
-                    continue;
-                };
-                let Some(n) = q.pop_front() else { continue };
-                if q.is_empty() {
-                    queues.remove(&conn);
-                } else {
-                    ring.push_back(conn);
-                }
-                return Some(n);
-            }
-            None
-        }
-    }
-
     #[test]
     fn connections_take_turns_and_keep_their_own_order() {
         let (busy, quiet) = (conn_key(0, 1), conn_key(1, 1));
-        let got = order(&[(busy, 0), (busy, 1), (busy, 2), (quiet, 3), (busy, 4)]);
+        let mut q = TurnQueue::default();
+        for (c, n) in [(busy, 0), (busy, 1), (busy, 2), (quiet, 3), (busy, 4)] {
+            q.push(c, n);
+        }
+        q.remove(busy, 2);
+        let got: Vec<u64> = std::iter::from_fn(|| q.next_in_turn()).collect();
         // the quiet connection waits for one turn of the busy one, not for all it queued
-        assert_eq!(got, vec![0, 3, 1, 2, 4]);
+        assert_eq!(got, vec![0, 3, 1, 4]);
+        assert!(q.is_empty() && q.queues.is_empty());
     }
 
     #[test]

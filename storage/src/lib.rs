@@ -33,41 +33,37 @@ pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
 pub use shard::{ShardStorage, StorageMetrics};
 
-/// The soft RLIMIT_NOFILE now.
-#[allow(unsafe_code)]
-pub fn fd_limit() -> std::io::Result<u64> {
+fn nofile() -> std::io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the rlimit struct we pass by pointer.
+    #[allow(unsafe_code)]
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(lim)
+}
+
+/// The soft RLIMIT_NOFILE now.
+pub fn fd_limit() -> std::io::Result<u64> {
     #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-    Ok(lim.rlim_cur as u64)
+    Ok(nofile()?.rlim_cur as u64)
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-#[allow(unsafe_code)]
 pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the rlimit struct we pass by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let mut lim = nofile()?;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
-        // SAFETY: as above; the struct is fully initialised.
+        // SAFETY: setrlimit only reads the fully initialised struct we pass by pointer.
+        #[allow(unsafe_code)]
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-    Ok(lim.rlim_cur as u64)
+    fd_limit()
 }
 
 #[cfg(test)]
