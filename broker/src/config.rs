@@ -89,7 +89,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "33554432",
         kind: int(1024, I32),
         unit: "bytes",
-        doc: "Request bytes one connection may have unanswered before reading pauses (TCP then pushes back); one request is always admitted.",
+        doc: "Bytes of one connection's requests and their answers not yet written before reading pauses (TCP then pushes back); one request is always admitted.",
     },
     Setting {
         name: "max.connections",

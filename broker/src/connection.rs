@@ -8,8 +8,8 @@
 //!  socket ◄─ writer: await queue head ─► write response chunks (record Bytes uncopied)
 //! ```
 //! A frame that cannot be decoded or exceeds `socket.request.max.bytes` closes this
-//! connection only. Bounds: request bytes in flight (`connection.inflight.max.bytes`; past
-//! it the reader stops and TCP pushes back), idle time (`connections.max.idle.ms`), and a
+//! connection only. Bounds: request and answer bytes in flight until the answer is written
+//! (`connection.inflight.max.bytes`; past it the reader stops and TCP pushes back), idle time (`connections.max.idle.ms`), and a
 //! receive buffer that grows only as bytes arrive. When the peer goes away, `Conn::closed`
 //! ends its long polls at once.
 
@@ -60,7 +60,37 @@ impl AsyncWrite for Half {
     }
 }
 
-type Pending = JoinHandle<Response>;
+/// A response being made, and the connection's in-flight bytes it holds until written.
+type Pending = JoinHandle<(Response, Inflight)>;
+
+/// Request (and then response) bytes counted in the connection's in-flight total; given
+/// back when dropped: for answered requests once the answer is written to the socket, so
+/// a client that does not read its answers stops being read too.
+struct Inflight {
+    conn: Rc<Conn>,
+    bytes: usize,
+}
+
+impl Inflight {
+    fn new(conn: &Rc<Conn>, bytes: usize) -> Self {
+        conn.add_inflight(bytes);
+        Self {
+            conn: conn.clone(),
+            bytes,
+        }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.conn.add_inflight(bytes);
+        self.bytes += bytes;
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.conn.sub_inflight(self.bytes);
+    }
+}
 
 /// What the handlers may know of the connection a request came on. Owned by the
 /// connection's shard; never crosses cores.
@@ -167,18 +197,16 @@ async fn read_loop(
             let size = frame.len() + sluice_proto::frame::SIZE_PREFIX;
             last_frame = size;
             let watch = ctx.watchdog.track(&frame, &conn.peer);
-            conn.add_inflight(size);
-            let release = {
-                let conn = conn.clone();
-                move || conn.sub_inflight(size)
-            };
+            let mut inflight = Inflight::new(conn, size);
             match handlers::dispatch(ctx, frame, conn).await {
                 Dispatch::Respond(fut) => {
                     let task = glommio::spawn_local(async move {
                         let r = fut.await;
-                        release();
                         drop(watch);
-                        r
+                        if let Ok(chunks) = &r {
+                            inflight.add(chunks.iter().map(Bytes::len).sum());
+                        }
+                        (r, inflight)
                     })
                     .detach();
                     if tx.send(task).await.is_err() {
@@ -188,8 +216,7 @@ async fn read_loop(
                 Dispatch::Silent(fut) => {
                     glommio::spawn_local(async move {
                         fut.await;
-                        release();
-                        drop(watch);
+                        drop((watch, inflight));
                     })
                     .detach();
                 }
@@ -255,9 +282,10 @@ async fn write_loop(mut half: Half, rx: local_channel::LocalReceiver<Pending>) {
     const GATHER: usize = 16 * 1024;
     let mut out = BytesMut::with_capacity(GATHER * 4);
     while let Some(task) = rx.recv().await {
-        let chunks = match task.await {
-            Some(Ok(chunks)) => chunks,
-            Some(Err(reason)) => {
+        // `_inflight` is given back when this answer is written (or the writer stops)
+        let (chunks, _inflight) = match task.await {
+            Some((Ok(chunks), inflight)) => (chunks, inflight),
+            Some((Err(reason), _)) => {
                 tracing::warn!(%reason, "no response can be sent; closing connection");
                 break;
             }

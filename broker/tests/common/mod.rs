@@ -1,11 +1,13 @@
 //! Shared harness for the broker's integration tests: a real `sluice` process on an
-//! ephemeral 127.0.0.1 port with a temp data dir, plus rdkafka client builders.
+//! ephemeral 127.0.0.1 port with a temp data dir, plus rdkafka client builders; `raw` is
+//! a raw Kafka client and `kafka` the raw-protocol helpers the hardening suites share.
 //! Invariants: every wait is bounded; the child is killed when the guard drops (even on
 //! panic); the data dir outlives
 //! restarts so durability can be checked across processes.
 //! The log tail printed on drop is captured by libtest and shown only for failing tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub(crate) mod kafka;
 pub(crate) mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +25,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// How long a broker may take from spawn to answering metadata.
@@ -448,6 +450,23 @@ pub(crate) fn consume_until(
         }
     }
     Ok(out)
+}
+
+/// Produces `value` to partition 0 of `topic` and waits (bounded: 20 s) for its ack;
+/// returns the offset it was given.
+pub(crate) fn send_one(producer: &FutureProducer, topic: &str, value: &str) -> Result<i64> {
+    block_on(async {
+        match producer
+            .send(
+                FutureRecord::<(), _>::to(topic).partition(0).payload(value),
+                Duration::from_secs(20),
+            )
+            .await
+        {
+            Ok(d) => Ok(d.offset),
+            Err((e, _)) => bail!("produce {value}: {e}"),
+        }
+    })
 }
 
 /// Deterministic test record: key `k<seq % keys>`, payload `seq=<seq> <filler>`.
