@@ -211,6 +211,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Default retention.bytes per partition; -1 is unlimited.",
     },
     Setting {
+        name: "log.message.timestamp.before.max.ms",
+        default: "9223372036854775807",
+        kind: int(0, i64::MAX),
+        unit: "ms",
+        doc: "Default message.timestamp.before.max.ms: a CreateTime record older than this is rejected with INVALID_TIMESTAMP.",
+    },
+    Setting {
+        name: "log.message.timestamp.after.max.ms",
+        default: "3600000",
+        kind: int(0, i64::MAX),
+        unit: "ms",
+        doc: "Default message.timestamp.after.max.ms: a CreateTime record further in the future than this is rejected with INVALID_TIMESTAMP (Kafka 4.0's default).",
+    },
+    Setting {
         name: "log.index.interval.bytes",
         default: "4096",
         kind: int(0, I32),

@@ -9,6 +9,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::Corrupt(_) => ResponseError::CorruptMessage.code(),
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord.code(),
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp.code(),
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
         StorageError::Closed => ResponseError::UnknownTopicOrPartition.code(),
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),

@@ -39,6 +39,7 @@ const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_RECORD: i16 = 87;
+const INVALID_TIMESTAMP: i16 = 32;
 
 // ---------------------------------------------------------------------------------------
 // 1. Record batches validated before append
@@ -139,6 +140,11 @@ fn record_batches_are_validated_before_append() -> Result<()> {
     fix_crc(&mut pid7);
     let big_value = "x".repeat(70_000);
     let too_large = record_batch(&[&big_value], TS)?;
+    // message.timestamp.after.max.ms defaults to 1 hour (Kafka 4.0)
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let future = record_batch(&["late"], now_ms + 2 * 3_600_000)?;
 
     let cases: Vec<(&str, Bytes, i16)> = vec![
         (
@@ -175,6 +181,11 @@ fn record_batches_are_validated_before_append() -> Result<()> {
             "batch over max.message.bytes (65536)",
             too_large,
             MESSAGE_TOO_LARGE,
+        ),
+        (
+            "record timestamp two hours ahead",
+            future,
+            INVALID_TIMESTAMP,
         ),
     ];
     for (what, batch, want) in cases {

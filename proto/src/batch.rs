@@ -36,6 +36,8 @@ pub enum BatchError {
     Invalid(&'static str),
     #[error("{0}")]
     Decompress(crate::decompress::DecompressError),
+    #[error("record timestamp {0} is outside the range the topic accepts")]
+    Timestamp(i64),
 }
 
 /// The fixed header of a v2 RecordBatch, decoded by value.
@@ -473,6 +475,16 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<OwnedRecord>, BatchError> {
 /// formed records whose offset deltas run 0, 1, 2, ... (compressed batches are
 /// decompressed, to at most `max_decompressed` bytes, to count them).
 pub fn validate_client_batch(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
+    validate_client_batch_within(batch, max_decompressed, i64::MIN..=i64::MAX)
+}
+
+/// [`validate_client_batch`], and every record of a CreateTime batch has its timestamp in
+/// `timestamps` or none (-1), as Kafka's `message.timestamp.{before,after}.max.ms` check.
+pub fn validate_client_batch_within(
+    batch: &[u8],
+    max_decompressed: usize,
+    timestamps: std::ops::RangeInclusive<i64>,
+) -> Result<(), BatchError> {
     let h = RecordBatchHeader::parse(batch)?;
     if h.total_size() != batch.len() {
         return Err(BatchError::BadLength(h.batch_length as i64));
@@ -495,6 +507,7 @@ pub fn validate_client_batch(batch: &[u8], max_decompressed: usize) -> Result<()
         ));
     }
     let mut expected = 0i64;
+    let check_time = !h.timestamp_type_log_append();
     let mut check = |v: RecordView| {
         if v.offset_delta != expected {
             return Err(BatchError::BadRecord(
@@ -502,6 +515,10 @@ pub fn validate_client_batch(batch: &[u8], max_decompressed: usize) -> Result<()
             ));
         }
         expected += 1;
+        let ts = h.base_timestamp.wrapping_add(v.timestamp_delta);
+        if check_time && ts != -1 && !timestamps.contains(&ts) {
+            return Err(BatchError::Timestamp(ts));
+        }
         Ok(())
     };
     if h.compression() == 0 {
@@ -757,6 +774,28 @@ mod tests {
             validate_client_batch(&dup, 1 << 20),
             Err(BatchError::BadRecord(_))
         ));
+    }
+
+    #[test]
+    fn create_time_timestamps_must_be_within_bounds() {
+        let recs: Vec<SimpleRecord<'_>> = [1000, 5000]
+            .iter()
+            .map(|&t| SimpleRecord {
+                timestamp: t,
+                key: None,
+                value: Some(b"v"),
+                headers: &[],
+            })
+            .collect();
+        let b = build_batch(0, &recs);
+        validate_client_batch_within(&b, 1 << 20, 1000..=5000).unwrap(); // ok: test
+        assert_eq!(
+            validate_client_batch_within(&b, 1 << 20, 0..=4999),
+            Err(BatchError::Timestamp(5000))
+        );
+        // LogAppendTime batches are stamped by the broker: their timestamps are not checked
+        let append_time = tamper(&b, |b| b[22] |= 0x08);
+        validate_client_batch_within(&append_time, 1 << 20, 0..=1).unwrap(); // ok: test
     }
 
     #[test]

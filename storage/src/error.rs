@@ -13,6 +13,8 @@ pub enum StorageError {
     InvalidRecord(String),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: usize },
+    #[error("{0}")]
+    InvalidTimestamp(String),
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         offset: i64,
@@ -47,6 +49,7 @@ impl From<BatchError> for StorageError {
             BatchError::CountMismatch { .. } | BatchError::Invalid(_) => {
                 StorageError::InvalidRecord(e.to_string())
             }
+            BatchError::Timestamp(_) => StorageError::InvalidTimestamp(e.to_string()),
             other => StorageError::Corrupt(other),
         }
     }

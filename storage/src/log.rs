@@ -132,12 +132,15 @@ impl PartitionLog {
     /// Validate, assign offsets and enqueue `records` (one or more v2 batches) for the
     /// flusher. All-or-nothing: any invalid batch rejects the whole call and writes nothing.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let (max, interval) = {
+        let (max, interval, timestamps) = {
             let st = self.inner.st.borrow();
             st.check_open()?;
+            let c = &st.config;
             (
-                st.config.max_message_bytes as usize,
-                st.config.index_interval_bytes,
+                c.max_message_bytes as usize,
+                c.index_interval_bytes,
+                now_ms.saturating_sub(c.timestamp_before_max_ms)
+                    ..=now_ms.saturating_add(c.timestamp_after_max_ms),
             )
         };
         if records.is_empty() {
@@ -152,7 +155,11 @@ impl PartitionLog {
                     max,
                 });
             }
-            sluice_proto::batch::validate_client_batch(&records[range.clone()], MAX_DECOMPRESSED)?;
+            sluice_proto::batch::validate_client_batch_within(
+                &records[range.clone()],
+                MAX_DECOMPRESSED,
+                timestamps.clone(),
+            )?;
             batches.push((h, range));
         }
         let updates = match self.check_producers(&batches)? {

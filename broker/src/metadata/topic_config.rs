@@ -55,6 +55,20 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
         doc: "Largest record batch accepted.",
     },
     TopicSetting {
+        name: "message.timestamp.after.max.ms",
+        broker_key: Some("log.message.timestamp.after.max.ms"),
+        fixed_default: "",
+        kind: TopicKind::Long { min: 0 },
+        doc: "A CreateTime record further in the future than this is rejected (INVALID_TIMESTAMP).",
+    },
+    TopicSetting {
+        name: "message.timestamp.before.max.ms",
+        broker_key: Some("log.message.timestamp.before.max.ms"),
+        fixed_default: "",
+        kind: TopicKind::Long { min: 0 },
+        doc: "A CreateTime record older than this is rejected (INVALID_TIMESTAMP).",
+    },
+    TopicSetting {
         name: "message.timestamp.type",
         broker_key: None,
         fixed_default: "CreateTime",
@@ -160,6 +174,8 @@ pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerCo
         retention_bytes: get("retention.bytes"),
         index_interval_bytes: get("index.interval.bytes").clamp(0, i64::from(u32::MAX)) as u32,
         max_message_bytes: get("max.message.bytes").clamp(0, i64::from(u32::MAX)) as u32,
+        timestamp_before_max_ms: get("message.timestamp.before.max.ms").max(0),
+        timestamp_after_max_ms: get("message.timestamp.after.max.ms").max(0),
     }
 }
 
