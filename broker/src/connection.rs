@@ -27,7 +27,7 @@ use glommio::task::JoinHandle;
 
 use crate::handlers::{self, Dispatch, Response};
 use crate::shard::ShardCtx;
-use crate::util::Notify;
+use sluice_storage::Signal;
 
 /// A half of a connection: the reader and writer tasks share the stream, borrowing it only
 /// inside one `poll_*` call (one thread, so never at the same time).
@@ -100,9 +100,9 @@ pub(crate) struct Conn {
     pub(crate) peer: String,
     /// Request bytes whose answers are not complete (acks=0 produce until appended).
     inflight: Cell<usize>,
-    inflight_changed: Notify,
+    inflight_changed: Signal,
     closed: Cell<bool>,
-    closed_notify: Notify,
+    closed_notify: Signal,
 }
 
 impl Conn {
@@ -114,13 +114,13 @@ impl Conn {
     /// Resolves once the connection is closed.
     pub(crate) async fn closed(&self) {
         while !self.closed.get() {
-            self.closed_notify.notified().await;
+            self.closed_notify.wait().await;
         }
     }
 
     fn close(&self) {
         self.closed.set(true);
-        self.closed_notify.notify_all();
+        self.closed_notify.notify();
     }
 
     fn add_inflight(&self, n: usize) {
@@ -129,7 +129,7 @@ impl Conn {
 
     fn sub_inflight(&self, n: usize) {
         self.inflight.set(self.inflight.get().saturating_sub(n));
-        self.inflight_changed.notify_all();
+        self.inflight_changed.notify();
     }
 }
 
@@ -142,9 +142,9 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
         id,
         peer,
         inflight: Cell::new(0),
-        inflight_changed: Notify::default(),
+        inflight_changed: Signal::default(),
         closed: Cell::new(false),
-        closed_notify: Notify::default(),
+        closed_notify: Signal::default(),
     });
     let mut half = Half(Rc::new(RefCell::new(stream)));
     let depth = ctx.config.int("queued.max.requests").max(1) as usize;
@@ -227,7 +227,7 @@ async fn read_loop(
         }
         // Backpressure: past the in-flight bound stop reading; TCP pushes back.
         while conn.inflight.get() >= limits.max_inflight {
-            conn.inflight_changed.notified().await;
+            conn.inflight_changed.wait().await;
         }
         if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
             buf = BytesMut::new();

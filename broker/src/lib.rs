@@ -16,7 +16,6 @@ mod router;
 mod server;
 mod shard;
 mod shard_msg;
-mod util;
 mod watchdog;
 
 pub use config::BrokerConfig;

@@ -208,7 +208,7 @@ async fn shard_main(
     // glommio 0.9 can miss waking a sleeping shard when another shard queues a message for
     // it (a start hung in about 1 of 1,200: both shards asleep, a mesh message unread).
     // Every pass of the reactor checks the channels, so a missed wake-up costs at most 10 ms.
-    let stopping = Rc::new(crate::util::Notify::default());
+    let stopping = Rc::new(sluice_storage::Signal::default());
     let stopped = Rc::new(std::cell::Cell::new(false));
     {
         let (stopping, stopped) = (stopping.clone(), stopped.clone());
@@ -217,7 +217,7 @@ async fn shard_main(
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
             stopped.set(true);
-            stopping.notify_all();
+            stopping.notify();
         })
         .detach();
     }
@@ -255,7 +255,7 @@ async fn shard_main(
         }
     }
     while !ctx.ready.get() {
-        ctx.ready_notify.notified().await;
+        ctx.ready_notify.wait().await;
     }
     {
         let ctx = ctx.clone();
@@ -282,7 +282,7 @@ async fn shard_main(
     .detach();
     let accept = glommio::spawn_local(accept_loop(ctx.clone(), listener, limiter)).detach();
     while !stopped.get() {
-        stopping.notified().await;
+        stopping.wait().await;
     }
     accept.cancel();
     tracing::info!(shard = ctx.id, "shutting down");

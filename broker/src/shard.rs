@@ -29,9 +29,9 @@ use crate::router::{BoxFuture, Router};
 use crate::shard_msg::{
     FetchPart, FetchPartResult, OffsetAnswer, ProducePartResult, ShardRequest, ShardResponse, Tp,
 };
-use crate::util::Notify;
 use crate::watchdog::Watchdog;
 use kafka_protocol::ResponseError;
+use sluice_storage::Signal;
 
 /// How long acks=-1 waits for durability when the request's timeout_ms is not positive.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
@@ -73,7 +73,7 @@ pub(crate) struct ShardCtx {
     /// Set when shard 0 says every shard has applied the metadata snapshot: only then do
     /// shards accept connections, so no request sees a partition that is still opening.
     pub(crate) ready: Cell<bool>,
-    pub(crate) ready_notify: Notify,
+    pub(crate) ready_notify: Signal,
     /// Produce admission against the shard's unflushed-bytes budget.
     pub(crate) admission: Rc<Admission>,
     pub(crate) watchdog: Rc<Watchdog>,
@@ -102,7 +102,7 @@ impl ShardCtx {
             groups: RefCell::new(HashMap::new()),
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
-            ready_notify: Notify::default(),
+            ready_notify: Signal::default(),
             admission: Admission::new(
                 config.int("storage.unflushed.max.bytes") as usize,
                 storage.clone(),
@@ -173,7 +173,7 @@ impl ShardCtx {
         match req {
             ShardRequest::StartServing => Box::pin(async move {
                 ctx.ready.set(true);
-                ctx.ready_notify.notify_all();
+                ctx.ready_notify.notify();
                 ShardResponse::Done
             }),
             ShardRequest::Apply(records) => Box::pin(async move {

@@ -32,6 +32,7 @@ pub use config::{LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
 pub use shard::{ShardStorage, StorageMetrics};
+pub use signal::{Signal, SignalWait};
 
 fn nofile() -> std::io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {

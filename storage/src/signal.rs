@@ -1,14 +1,17 @@
 //! A single-threaded, cancel-safe "something changed" notification: `wait()` resolves at
-//! the next `notify()` after it was created. Waker slots are removed when a waiter drops,
-//! so abandoned waits never accumulate. Owned by one shard; never crosses cores.
+//! the next `notify()` after it was created. A waiter keeps one waker slot however often it
+//! is polled, and the slot is removed when the waiter drops, so waits that are polled many
+//! times or abandoned never accumulate. The workspace's one notify type (the broker uses it
+//! too). Owned by one shard; never crosses cores.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+/// See the module comment.
 #[derive(Default)]
-pub(crate) struct Signal {
+pub struct Signal {
     inner: RefCell<Inner>,
 }
 
@@ -20,7 +23,8 @@ struct Inner {
 }
 
 impl Signal {
-    pub(crate) fn notify(&self) {
+    /// Wakes every waiter created before this call.
+    pub fn notify(&self) {
         let wakers = {
             let mut i = self.inner.borrow_mut();
             i.generation += 1;
@@ -31,7 +35,8 @@ impl Signal {
         }
     }
 
-    pub(crate) fn wait(&self) -> SignalWait<'_> {
+    /// Resolves at the next `notify` after this call.
+    pub fn wait(&self) -> SignalWait<'_> {
         let mut i = self.inner.borrow_mut();
         i.next_id += 1;
         SignalWait {
@@ -42,7 +47,8 @@ impl Signal {
     }
 }
 
-pub(crate) struct SignalWait<'a> {
+/// The future of [`Signal::wait`].
+pub struct SignalWait<'a> {
     signal: &'a Signal,
     generation: u64,
     id: u64,
