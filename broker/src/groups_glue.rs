@@ -52,6 +52,8 @@ pub(crate) enum GroupCall {
     Commit {
         req: OffsetCommitRequest,
         version: i16,
+        /// OffsetCommit v1's per-partition commit timestamps; empty for other versions.
+        commit_timestamps: Vec<Vec<i64>>,
     },
     Fetch {
         group_id: String,
@@ -179,9 +181,11 @@ pub(crate) async fn run_call(c: &GroupCoordinator, call: GroupCall) -> GroupAnsw
             GroupAnswer::Heartbeat(c.heartbeat(req, version).await)
         }
         GroupCall::Leave { req, version } => GroupAnswer::Leave(c.leave_group(req, version).await),
-        GroupCall::Commit { req, version } => {
-            GroupAnswer::Commit(c.offset_commit(req, version).await)
-        }
+        GroupCall::Commit {
+            req,
+            version,
+            commit_timestamps,
+        } => GroupAnswer::Commit(c.offset_commit_at(req, version, &commit_timestamps).await),
         GroupCall::Fetch {
             group_id,
             topics,

@@ -4,7 +4,8 @@
 # contents; the broker is killed on exit (trap). The last line is `N passed, N failed`;
 # the exit status is non-zero if any check failed.
 # Env: SLUICE_BIN (prebuilt binary; default: build the debug binary), SLUICE_CORES (2),
-# SLUICE_NODE_MODULES (where kafkajs is installed; .ci/run installs it there).
+# SLUICE_NODE_MODULES (where kafkajs is installed; .ci/run installs it there),
+# SLUICE_SARAMA_BIN (the sarama 1.22 check built by .ci/run).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -99,6 +100,15 @@ if [ -f "$NODE_MODULES/kafkajs/package.json" ]; then
 else
     rm -f "$WORK/out"
     ko "kafkajs admin/producer/consumer group" "kafkajs not found in $NODE_MODULES (.ci/run installs it)"
+fi
+
+# 4d. Old protocol versions: kafka-python pinned to broker 1.0 / 0.10.2, sarama 1.22.
+check "kafka-python api_version (1,0,0) and (0,10,2)" python3 "$HERE/kafka_python_old_versions.py" "$B" py-old
+SARAMA_BIN="${SLUICE_SARAMA_BIN:-$HOME/.cache/sluice-interop/sarama_check}"
+if [ -x "$SARAMA_BIN" ]; then
+    check "sarama 1.22 (default config; Version 0.11 for groups)" "$SARAMA_BIN" "$B" sarama-old
+else
+    rm -f "$WORK/out"; ko "sarama 1.22" "$SARAMA_BIN not built (.ci/run builds it)"
 fi
 
 # 5. Cross-client: kcat reads what kafka-python wrote, in full.

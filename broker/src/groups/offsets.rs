@@ -71,15 +71,35 @@ fn group_tombstone(group: &str) -> (bytes::Bytes, Option<bytes::Bytes>) {
 }
 
 impl GroupCoordinator {
-    /// OffsetCommit (v2-v9). Member/generation checks as Kafka; generation -1 with no member
-    /// is a "simple" commit, allowed while the group has no members. Answers once durable.
+    /// OffsetCommit (v0-v9). Member/generation checks as Kafka; generation -1 with no member
+    /// (always, for v0) is a "simple" commit, allowed while the group has no members.
+    /// Answers once durable. (The broker calls `offset_commit_at`.)
+    #[cfg(test)]
     pub(crate) async fn offset_commit(
         &self,
         req: OffsetCommitRequest,
         version: i16,
     ) -> OffsetCommitResponse {
+        self.offset_commit_at(req, version, &[]).await
+    }
+
+    /// OffsetCommit with v1's per-partition commit timestamps (`commit_timestamps[topic]
+    /// [partition]`, as in the request; missing or -1 means now). As in Kafka 3.9, an
+    /// explicit timestamp is the stored commit time (retention counts from it) and sets no
+    /// expiry of its own.
+    pub(crate) async fn offset_commit_at(
+        &self,
+        req: OffsetCommitRequest,
+        version: i16,
+        commit_timestamps: &[Vec<i64>],
+    ) -> OffsetCommitResponse {
         let group_id = req.group_id.0.as_str().to_owned();
         let now = now_ms();
+        let commit_time =
+            |ti: usize, pi: usize| match commit_timestamps.get(ti).and_then(|t| t.get(pi)) {
+                Some(&ts) if ts != -1 => ts,
+                _ => now,
+            };
         let mut errors: Vec<Vec<i16>> = req
             .topics
             .iter()
@@ -123,7 +143,7 @@ impl GroupCoordinator {
                                 -1
                             },
                             metadata,
-                            commit_timestamp_ms: now,
+                            commit_timestamp_ms: commit_time(ti, pi),
                             expire_timestamp_ms: explicit_expiry,
                         };
                         let key = RecordKey::OffsetCommit {
@@ -135,7 +155,7 @@ impl GroupCoordinator {
                             offset: value.offset,
                             leader_epoch: value.leader_epoch,
                             metadata: value.metadata.clone(),
-                            commit_timestamp: now,
+                            commit_timestamp: value.commit_timestamp_ms,
                             expire_timestamp: explicit_expiry.unwrap_or(-1),
                         };
                         records.push((key.encode(), Some(record.encode())));

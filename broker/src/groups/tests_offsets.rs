@@ -243,6 +243,33 @@ fn offsets_of_empty_groups_expire_after_retention() {
 }
 
 #[test]
+fn v1_commit_timestamps_are_the_stored_commit_time() {
+    run(|| async {
+        let mut cfg = config();
+        cfg.offsets_retention_ms = 1_000_000;
+        let (log, c) = coordinator(cfg.clone());
+        let now = super::coordinator::now_ms();
+        // OffsetCommit v1: partition 0 says it was committed 900 s ago, partition 1 sends -1.
+        let req = commit_req("v1", -1, "", &[("t", 0, 1), ("t", 1, 2)]);
+        let resp = c.offset_commit_at(req, 1, &[vec![now - 900_000, -1]]).await;
+        let codes: Vec<i16> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, 0]);
+        // The records carry the timestamps: a replayed coordinator expires the same offset.
+        let c2 = GroupCoordinator::load(Rc::new(MemLog::default()), log.snapshot(), cfg);
+        for c in [&c, &c2] {
+            // 200 s on, retention counted from each commit time: only partition 0 is past it.
+            assert_eq!(c.expire_offsets(now + 200_000).await, 1);
+            assert_eq!(fetch_one(c, "v1", "t", 0).await.offset, -1);
+            assert_eq!(fetch_one(c, "v1", "t", 1).await.offset, 2);
+        }
+    });
+}
+
+#[test]
 fn describe_list_and_delete_groups() {
     run(|| async {
         let (log, c) = coordinator(config());

@@ -206,6 +206,17 @@ pub(crate) async fn offset_commit(
     req: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
+    commit(ctx, req, version, Vec::new()).await
+}
+
+/// OffsetCommit at any version; `commit_timestamps` are v1's per-partition commit times
+/// (empty for other versions). v0 carries no generation or member: a simple commit.
+pub(crate) async fn commit(
+    ctx: Rc<ShardCtx>,
+    req: OffsetCommitRequest,
+    version: i16,
+    commit_timestamps: Vec<Vec<i64>>,
+) -> OffsetCommitResponse {
     use kafka_protocol::messages::offset_commit_response::{
         OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     };
@@ -228,7 +239,12 @@ pub(crate) async fn offset_commit(
                 )
         })
         .collect();
-    match call(&ctx, &group, GroupCall::Commit { req, version }).await {
+    let commit = GroupCall::Commit {
+        req,
+        version,
+        commit_timestamps,
+    };
+    match call(&ctx, &group, commit).await {
         GroupAnswer::Commit(r) => r,
         _ => OffsetCommitResponse::default().with_topics(fallback),
     }
@@ -323,7 +339,12 @@ pub(crate) async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
+    let requested: Option<Vec<(String, Vec<i32>)>> =
+        if version < 2 { topics.clone() } else { None };
     let r = fetch_group(&ctx, req.group_id.0.to_string(), topics, req.require_stable).await;
+    if version < 2 && r.error_code != 0 {
+        return partitions_failed(requested.unwrap_or_default(), r.error_code);
+    }
     let mut resp = OffsetFetchResponse::default().with_topics(
         r.topics
             .into_iter()
@@ -353,6 +374,32 @@ pub(crate) async fn offset_fetch(
         resp.error_code = r.error_code;
     }
     resp
+}
+
+/// OffsetFetch v0/v1 have no group-level error code: as in Kafka, a group error is answered
+/// in every requested partition (offset -1, empty metadata).
+fn partitions_failed(requested: Vec<(String, Vec<i32>)>, error_code: i16) -> OffsetFetchResponse {
+    OffsetFetchResponse::default().with_topics(
+        requested
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_metadata(Some(StrBytes::default()))
+                                    .with_error_code(error_code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
 }
 
 pub(crate) async fn describe_groups(

@@ -1,15 +1,18 @@
 //! ListOffsets: earliest (-2), latest (-1, the high watermark), max timestamp (-3), or the
 //! first offset at or after a timestamp, answered by each partition's owning shard.
+//! v0 (`handle_v0`) answers with a list of offsets (`old_style_offsets`) of at most one entry.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::ListOffsetsRequest;
 use kafka_protocol::ResponseError;
 
+use super::legacy::OldStyleTopic;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ShardRequest, ShardResponse, Tp};
 
@@ -74,4 +77,73 @@ pub(crate) async fn handle(
         }
     }
     response
+}
+
+/// ListOffsets v0: each partition's `old_style_offsets`, holding at most one offset (none
+/// when `max_num_offsets` is 0 or on error): the log start for -2, the high watermark for
+/// -1, and for a timestamp the first offset at or after it, or the high watermark when
+/// every record is older. Kafka's v0 listed segment base offsets (by file modification
+/// time) when asked for more than one; the single offset is the one clients use.
+pub(crate) async fn handle_v0(
+    ctx: Rc<ShardCtx>,
+    req: ListOffsetsRequest,
+    max_num_offsets: Vec<Vec<i32>>,
+) -> Vec<OldStyleTopic> {
+    let looked_up = handle(ctx.clone(), req.clone(), 0).await;
+    // Timestamps past the last record: answered with the latest offset.
+    let mut latest = ListOffsetsRequest::default();
+    let mut latest_slots = Vec::new();
+    for (ti, (t, rt)) in req.topics.iter().zip(&looked_up.topics).enumerate() {
+        for (pi, (p, rp)) in t.partitions.iter().zip(&rt.partitions).enumerate() {
+            if p.timestamp >= 0 && rp.error_code == 0 && rp.offset < 0 {
+                latest_slots.push((ti, pi));
+                latest.topics.push(
+                    ListOffsetsTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(vec![p.clone().with_timestamp(-1)]),
+                );
+            }
+        }
+    }
+    let mut looked_up = looked_up;
+    if !latest_slots.is_empty() {
+        let answers = handle(ctx, latest, 0).await;
+        for ((ti, pi), t) in latest_slots.into_iter().zip(answers.topics) {
+            if let (Some(p), Some(slot)) = (
+                t.partitions.into_iter().next(),
+                looked_up
+                    .topics
+                    .get_mut(ti)
+                    .and_then(|t| t.partitions.get_mut(pi)),
+            ) {
+                *slot = p;
+            }
+        }
+    }
+    looked_up
+        .topics
+        .into_iter()
+        .enumerate()
+        .map(|(ti, t)| OldStyleTopic {
+            name: t.name.0,
+            partitions: t
+                .partitions
+                .into_iter()
+                .enumerate()
+                .map(|(pi, p)| {
+                    let max = max_num_offsets
+                        .get(ti)
+                        .and_then(|m| m.get(pi))
+                        .copied()
+                        .unwrap_or(1);
+                    let offsets = if p.error_code == 0 && p.offset >= 0 && max > 0 {
+                        vec![p.offset]
+                    } else {
+                        Vec::new()
+                    };
+                    (p.partition_index, p.error_code, offsets)
+                })
+                .collect(),
+        })
+        .collect()
 }

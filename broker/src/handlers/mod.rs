@@ -1,6 +1,8 @@
 //! Request dispatch: one module per Kafka API family. `dispatch` checks the api version
 //! against `SUPPORTED`, decodes the body, runs the request's ordered part, and returns the
-//! future of its response (or none, for acks=0 produce).
+//! future of its response (or none, for acks=0 produce). Versions below `kafka-protocol`'s
+//! range go through `legacy`; a version Sluice does not serve gets an UNSUPPORTED_VERSION
+//! answer where its response can carry one (`unsupported`), else the connection closes.
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
@@ -9,21 +11,27 @@ pub(crate) mod fetch;
 pub(crate) mod fetch_encode;
 pub(crate) mod fetch_session;
 pub(crate) mod groups;
+pub(crate) mod legacy;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod unsupported;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use sluice_proto::request::{decode_body, encode_response, parse_request, RequestFrame};
+use sluice_proto::request::{
+    decode_body, encode_response, parse_request, put_response_header, RequestFrame,
+};
 
 use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
+use wire::WireError;
 
 /// Response frame pieces, or why the connection must close.
 pub(crate) type Response = Result<Vec<Bytes>, String>;
@@ -35,16 +43,18 @@ pub(crate) enum Dispatch {
 }
 
 /// Versions Sluice serves: (api, min, max). ApiVersions advertises exactly this table.
+/// Every version Kafka 3.9 accepted down to v0, except Produce v0-2 and Fetch v0-3, whose
+/// message formats v0/v1 would need record conversion (answered UNSUPPORTED_VERSION).
 pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 0, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -54,8 +64,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 8),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
@@ -81,6 +91,52 @@ pub(crate) fn encode<R: Encodable>(
             tracing::error!(?api, version, error = %e, "cannot encode response");
             format!("encoding {api:?} v{version}: {e}")
         })
+}
+
+/// A complete response frame (size prefix and header, then the body, not copied) around a
+/// body already encoded in `version`'s layout.
+pub(crate) fn frame_body(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: BytesMut,
+) -> Response {
+    let mut head = BytesMut::with_capacity(9);
+    put_response_header(&mut head, api, version, correlation_id, body.len()).map_err(|e| {
+        tracing::error!(?api, version, error = %e, "cannot frame response");
+        format!("framing {api:?} v{version}: {e}")
+    })?;
+    Ok(vec![head.freeze(), body.freeze()])
+}
+
+/// A request at a version `kafka-protocol` does not model (`legacy`): `decode` reads the
+/// body's layout, `run` handles it and writes the response body in that version's layout.
+pub(crate) fn legacy_respond<Req, Fut, D, H>(
+    ctx: &Rc<ShardCtx>,
+    frame: &RequestFrame,
+    decode: D,
+    run: H,
+) -> Dispatch
+where
+    D: FnOnce(&Bytes, i16) -> Result<Req, WireError>,
+    H: FnOnce(Rc<ShardCtx>, Req, i16) -> Fut,
+    Fut: Future<Output = Result<BytesMut, WireError>> + 'static,
+{
+    let (api, version, corr) = (frame.api_key, frame.version(), frame.correlation_id());
+    let req = match decode(&frame.body, version) {
+        Ok(r) => r,
+        Err(e) => return Dispatch::Close(format!("{api:?} v{version}: {e}")),
+    };
+    let fut = run(ctx.clone(), req, version);
+    Dispatch::Respond(Box::pin(async move {
+        match fut.await {
+            Ok(body) => frame_body(api, version, corr, body),
+            Err(e) => {
+                tracing::error!(?api, version, error = %e, "cannot encode response");
+                Err(format!("encoding {api:?} v{version}: {e}"))
+            }
+        }
+    }))
 }
 
 /// A request handled entirely in its response future.
@@ -115,9 +171,12 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         return api_versions::handle(&frame);
     }
     if !supported(api, version) {
-        return Dispatch::Close(format!("unsupported {api:?} v{version}"));
+        return unsupported::answer(&frame, peer);
     }
     tracing::trace!(?api, version, %peer, "request");
+    if let Some(d) = legacy::dispatch(ctx, &frame) {
+        return d;
+    }
     match api {
         ApiKey::Metadata => respond(ctx, &frame, metadata::handle),
         ApiKey::Produce => produce::dispatch(ctx, &frame, conn).await,

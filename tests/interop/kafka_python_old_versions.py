@@ -1,0 +1,229 @@
+"""kafka-python pinned to old broker versions (api_version=(1, 0, 0) and (0, 10, 2)) against
+a running Sluice broker, as Kafka 3.9 served them.
+
+(1, 0, 0): admin create + DescribeConfigs v0, acks=all produce (Produce v5), a two-member
+group that consumes everything and commits, then a restarted member that must resume at
+the commits (nothing committed comes back) and read only what was produced since.
+(0, 10, 2): admin CreateTopics v1 / DeleteTopics v0; a group member (JoinGroup v1,
+SyncGroup v0, Heartbeat v0, LeaveGroup v0) that commits offsets, which a (1, 0, 0) member
+of the same group then resumes from. Produce v2 and Fetch v3 imply message format v1,
+which Sluice does not serve: they must fail with UnsupportedVersionError (an answer, not a
+dropped connection).
+Usage: kafka_python_old_versions.py BOOTSTRAP [TOPIC_PREFIX]. Exits non-zero on failure.
+"""
+import sys
+import time
+import uuid
+
+import kafka.errors as Errors
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
+
+NEW = (1, 0, 0)
+OLD = (0, 10, 2)
+PARTITIONS = 4
+COUNT = 400
+MORE = 100
+TIMEOUT = 60  # bound on every wait; the broker may delay a group's first rebalance 3 s
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+def ok(msg):
+    print("ok: " + msg, flush=True)
+
+
+def member(bootstrap, group, topic, api_version):
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, api_version=api_version,
+                      enable_auto_commit=False, auto_offset_reset="earliest",
+                      session_timeout_ms=10000, heartbeat_interval_ms=1000,
+                      request_timeout_ms=30000)
+    c.subscribe([topic])
+    return c
+
+
+def wait_topic(admin, topic):
+    deadline = time.time() + TIMEOUT
+    while topic not in admin.list_topics():
+        if time.time() > deadline:
+            fail("topic %s not listed" % topic)
+        time.sleep(0.1)
+
+
+def produce(bootstrap, topic, start, n):
+    p = KafkaProducer(bootstrap_servers=bootstrap, api_version=NEW, acks="all", linger_ms=5)
+    futures = [p.send(topic, key=b"k%d" % (i % 13), value=b"v-%d" % i)
+               for i in range(start, start + n)]
+    for f in futures:
+        f.get(timeout=30)
+    p.close()
+
+
+def commit(m):
+    """Commits what `m` consumed; a commit cut by a rebalance is retried by a later poll
+    (its records may come again, which the checks allow before the restart)."""
+    try:
+        m.commit()
+    except Errors.CommitFailedError:
+        pass
+
+
+def drain(members, want, what):
+    """Polls every member in turn until `want` distinct values arrived; returns the
+    values seen (with repeats) and commits after each poll."""
+    seen = []
+    deadline = time.time() + TIMEOUT
+    while len(set(seen)) < want:
+        if time.time() > deadline:
+            fail("%s: %d of %d records in %d s" % (what, len(set(seen)), want, TIMEOUT))
+        for m in members:
+            batch = m.poll(timeout_ms=300)
+            for records in batch.values():
+                seen.extend(int(r.value.decode().split("-")[1]) for r in records)
+            if batch:
+                commit(m)
+    return seen
+
+
+def check_new(bootstrap, prefix):
+    topic, group = prefix + "-new", prefix + "-g-new"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=NEW,
+                             request_timeout_ms=15000)
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs={"retention.ms": "7200000"})],
+                        timeout_ms=15000)
+    wait_topic(admin, topic)
+    # kafka-python sends DescribeConfigs v0 to a 1.0 broker; its default filter keeps the
+    # values v0 does not flag is_default: only the override.
+    resource = [ConfigResource(ConfigResourceType.TOPIC, topic)]
+    modified = admin.describe_configs(resource).get("topic", {}).get(topic, {})
+    if list(modified) != ["retention.ms"] or modified["retention.ms"].get("value") != "7200000":
+        fail("DescribeConfigs v0, modified: %r" % (modified,))
+    configs = admin.describe_configs(resource, config_filter="all").get("topic", {}).get(topic, {})
+    if not configs.get("cleanup.policy", {}).get("is_default"):
+        fail("DescribeConfigs v0: cleanup.policy not default: %r" % (configs.get("cleanup.policy"),))
+    ok("(1,0,0) admin: created %s, DescribeConfigs v0 lists %d configs" % (topic, len(configs)))
+    admin.close()
+
+    produce(bootstrap, topic, 0, COUNT)
+    ok("(1,0,0) produced %d records with acks=all" % COUNT)
+
+    a = member(bootstrap, group, topic, NEW)
+    b = member(bootstrap, group, topic, NEW)
+    seen = drain([a, b], COUNT, "two members")
+    if set(seen) != set(range(COUNT)):
+        fail("two members read %d distinct values, want 0..%d" % (len(set(seen)), COUNT))
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    ends = a.end_offsets(tps)
+    deadline = time.time() + TIMEOUT
+    while True:
+        committed = {tp: a.committed(tp) for tp in tps}
+        if committed == ends:
+            break
+        if time.time() > deadline:
+            fail("committed %r, end offsets %r" % (committed, ends))
+        for m in (a, b):
+            if m.poll(timeout_ms=200):
+                commit(m)
+    ok("(1,0,0) two members read all %d records and committed the end offsets" % COUNT)
+
+    # Restart one member; both must resume at the commits and read only what is new.
+    b.close()
+    b = member(bootstrap, group, topic, NEW)
+    produce(bootstrap, topic, COUNT, MORE)
+    seen = drain([a, b], MORE, "after restart")
+    old = [v for v in seen if v < COUNT]
+    if old:
+        fail("after restart, %d committed records came back (e.g. %d)" % (len(old), old[0]))
+    if set(seen) != set(range(COUNT, COUNT + MORE)):
+        fail("after restart read %d distinct new values, want %d" % (len(set(seen)), MORE))
+    a.close()
+    b.close()
+    ok("(1,0,0) restarted member resumed at the commits: %d new records, none repeated" % MORE)
+    return topic
+
+
+def check_old(bootstrap, prefix, topic):
+    group = prefix + "-g-old"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=OLD,
+                             request_timeout_ms=15000)
+    scratch = prefix + "-scratch"
+    admin.create_topics([NewTopic(scratch, 2, 1)], timeout_ms=15000)  # CreateTopics v1
+    wait_topic(admin, scratch)
+    admin.delete_topics([scratch], timeout_ms=15000)  # DeleteTopics v0
+    deadline = time.time() + TIMEOUT
+    while scratch in admin.list_topics():
+        if time.time() > deadline:
+            fail("deleted topic %s still listed" % scratch)
+        time.sleep(0.1)
+    admin.close()
+    ok("(0,10,2) admin: CreateTopics v1 and DeleteTopics v0")
+
+    # Produce v2 (message format v1): an UNSUPPORTED_VERSION answer, not a lost connection.
+    p = KafkaProducer(bootstrap_servers=bootstrap, api_version=OLD, acks="all", retries=0)
+    try:
+        p.send(topic, value=b"old").get(timeout=30)
+        fail("Produce v2 succeeded; Sluice does not serve message format v1")
+    except Errors.UnsupportedVersionError:
+        ok("(0,10,2) Produce v2 answered UNSUPPORTED_VERSION")
+    except Errors.KafkaError as e:
+        fail("Produce v2 failed with %r, want UnsupportedVersionError" % (e,))
+    p.close()
+
+    # A group member at 0.10.2: joins, then its Fetch v3 gets UNSUPPORTED_VERSION.
+    c = member(bootstrap, group, topic, OLD)
+    deadline = time.time() + TIMEOUT
+    fetch_error = None
+    while fetch_error is None or not c.assignment():
+        if time.time() > deadline:
+            fail("(0,10,2) member: assignment %r, fetch error %r" % (c.assignment(), fetch_error))
+        try:
+            if c.poll(timeout_ms=300):
+                fail("Fetch v3 returned records; Sluice does not serve message format v1")
+        except Errors.UnsupportedVersionError as e:
+            fetch_error = e
+    ok("(0,10,2) member joined (%d partitions) and Fetch v3 answered UNSUPPORTED_VERSION"
+       % len(c.assignment()))
+    # It commits the middle of each partition with its generation and reads it back.
+    ends = c.end_offsets(list(c.assignment()))  # ListOffsets v1
+    if sum(ends.values()) != COUNT + MORE:
+        fail("(0,10,2) end offsets %r do not add up to %d" % (ends, COUNT + MORE))
+    chosen = {tp: OffsetAndMetadata(end // 2, "old", -1) for tp, end in ends.items() if end > 0}
+    c.commit(chosen)
+    for tp, om in chosen.items():
+        got = c.committed(tp)
+        if got != om.offset:
+            fail("(0,10,2) committed %s: read back %r, want %d" % (tp, got, om.offset))
+    c.close()  # LeaveGroup v0
+    ok("(0,10,2) member committed %d offsets and read them back" % len(chosen))
+
+    # A (1,0,0) member of the same group resumes exactly there.
+    n = member(bootstrap, group, topic, NEW)
+    first = {}
+    deadline = time.time() + TIMEOUT
+    while len(first) < len(chosen):
+        if time.time() > deadline:
+            fail("(1,0,0) member after the old one: first offsets %r" % first)
+        for tp, records in n.poll(timeout_ms=300).items():
+            if records:
+                first.setdefault(tp, records[0].offset)
+    for tp, om in chosen.items():
+        if first.get(tp) != om.offset:
+            fail("%s resumed at %r, want the old member's commit %d" % (tp, first.get(tp), om.offset))
+    n.close()
+    ok("(1,0,0) member resumed at the (0,10,2) member's commits")
+
+
+def main():
+    bootstrap = sys.argv[1]
+    prefix = sys.argv[2] if len(sys.argv) > 2 else "pyold-" + uuid.uuid4().hex[:6]
+    topic = check_new(bootstrap, prefix)
+    check_old(bootstrap, prefix, topic)
+    print("ok: kafka-python at api_version (1, 0, 0) and (0, 10, 2)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

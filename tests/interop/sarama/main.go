@@ -1,0 +1,403 @@
+// Command sarama_check runs sarama 1.22 (Debian's golang-github-shopify-sarama-dev, built in
+// GOPATH mode) against a running Sluice broker, the way deployed tools of that age use it.
+//
+// With sarama's default config (Version 0.8.2): Metadata v0, ListOffsets v0 (Burrow's end
+// offsets), a standalone offset manager (OffsetCommit v1 with no generation, OffsetFetch v1)
+// whose commit a restarted manager resumes from, and a Produce v0 that must be refused with
+// UNSUPPORTED_VERSION (message format v0 is not served), not a dropped connection.
+// With the default config at Version 0.11 (the first with v2 record batches; sarama's
+// ConsumerGroup needs at least 0.10.2): ClusterAdmin CreateTopic and ListTopics
+// (Metadata v0 + DescribeConfigs v0), a WaitForAll producer, a two-member ConsumerGroup
+// (JoinGroup v1, SyncGroup/Heartbeat/LeaveGroup v0, OffsetCommit v1 with the generation)
+// that reads everything and commits, and a restarted member that resumes at the commits.
+//
+// Usage: sarama_check BOOTSTRAP [TOPIC_PREFIX]. Every wait is bounded; any failure exits 1.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Shopify/sarama"
+)
+
+const (
+	partitions = 4
+	count      = 200
+	more       = 50
+	timeout    = 60 * time.Second // bound on every wait
+)
+
+func fail(format string, args ...interface{}) {
+	fmt.Printf("FAIL: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func ok(format string, args ...interface{}) {
+	fmt.Printf("ok: "+format+"\n", args...)
+}
+
+// config is sarama's default config, with every network wait bounded by `timeout` and the
+// protocol version set to `version`.
+func config(version sarama.KafkaVersion) *sarama.Config {
+	c := sarama.NewConfig()
+	c.Version = version
+	c.ClientID = "sluice-sarama-check"
+	c.Metadata.Retry.Max = 10
+	c.Net.DialTimeout = 10 * time.Second
+	c.Net.ReadTimeout = timeout
+	c.Net.WriteTimeout = 10 * time.Second
+	return c
+}
+
+// collector records which values a group member saw; owned by the test, shared by the
+// members' ConsumeClaim goroutines under its mutex.
+type collector struct {
+	mu   sync.Mutex
+	seen map[string]map[int]int // member -> value -> times seen
+}
+
+func (c *collector) add(member string, v int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen[member] == nil {
+		c.seen[member] = map[int]int{}
+	}
+	c.seen[member][v]++
+}
+
+// distinct counts the values in [lo, hi) seen by any member.
+func (c *collector) distinct(lo, hi int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := map[int]bool{}
+	for _, vs := range c.seen {
+		for v := range vs {
+			if v >= lo && v < hi {
+				all[v] = true
+			}
+		}
+	}
+	return len(all)
+}
+
+// below lists values < limit seen by `member`.
+func (c *collector) below(member string, limit int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for v := range c.seen[member] {
+		if v < limit {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// handler is one group member's ConsumerGroupHandler: it records and marks every message.
+type handler struct {
+	name string
+	col  *collector
+}
+
+func (h handler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (h handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for msg := range claim.Messages() {
+		v, err := strconv.Atoi(strings.TrimPrefix(string(msg.Value), "v-"))
+		if err != nil {
+			fail("member %s: unexpected value %q", h.name, msg.Value)
+		}
+		h.col.add(h.name, v)
+		s.MarkMessage(msg, "")
+	}
+	return nil
+}
+
+// groupMember joins `group` and consumes until its context is cancelled.
+type groupMember struct {
+	group  sarama.ConsumerGroup
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startMember(bootstrap, group, topic, name string, col *collector) *groupMember {
+	c := config(sarama.V0_11_0_0)
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.Return.Errors = true
+	g, err := sarama.NewConsumerGroup([]string{bootstrap}, group, c)
+	if err != nil {
+		fail("member %s: %v", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &groupMember{group: g, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		for err := range g.Errors() {
+			log.Printf("member %s: %v", name, err)
+		}
+	}()
+	go func() {
+		defer close(m.done)
+		for ctx.Err() == nil {
+			if err := g.Consume(ctx, []string{topic}, handler{name, col}); err != nil {
+				log.Printf("member %s: consume: %v", name, err)
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}()
+	return m
+}
+
+// stop leaves the group (committing what was marked) within `timeout`.
+func (m *groupMember) stop(name string) {
+	m.cancel()
+	select {
+	case <-m.done:
+	case <-time.After(timeout):
+		fail("member %s did not stop within %v", name, timeout)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- m.group.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			fail("member %s: close: %v", name, err)
+		}
+	case <-time.After(timeout):
+		fail("member %s did not close within %v", name, timeout)
+	}
+}
+
+func waitFor(what string, cond func() bool) {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			fail("%s: not reached within %v", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func produce(bootstrap, topic string, from, n int) {
+	c := config(sarama.V0_11_0_0)
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Return.Successes = true
+	p, err := sarama.NewSyncProducer([]string{bootstrap}, c)
+	if err != nil {
+		fail("producer: %v", err)
+	}
+	defer p.Close()
+	for i := from; i < from+n; i++ {
+		msg := &sarama.ProducerMessage{
+			Topic: topic,
+			Key:   sarama.StringEncoder(fmt.Sprintf("k%d", i%17)),
+			Value: sarama.StringEncoder(fmt.Sprintf("v-%d", i)),
+		}
+		if _, _, err := p.SendMessage(msg); err != nil {
+			fail("produce v-%d (WaitForAll): %v", i, err)
+		}
+	}
+}
+
+// committed reads the group's committed offsets of every partition (OffsetFetch v1).
+func committed(client sarama.Client, group, topic string) map[int32]int64 {
+	coord, err := client.Coordinator(group)
+	if err != nil {
+		fail("coordinator of %s: %v", group, err)
+	}
+	req := &sarama.OffsetFetchRequest{Version: 1, ConsumerGroup: group}
+	for p := int32(0); p < partitions; p++ {
+		req.AddPartition(topic, p)
+	}
+	resp, err := coord.FetchOffset(req)
+	if err != nil {
+		fail("OffsetFetch v1 for %s: %v", group, err)
+	}
+	out := map[int32]int64{}
+	for p := int32(0); p < partitions; p++ {
+		b := resp.GetBlock(topic, p)
+		if b == nil || b.Err != sarama.ErrNoError {
+			fail("OffsetFetch v1 for %s/%d: %v", topic, p, b)
+		}
+		out[p] = b.Offset
+	}
+	return out
+}
+
+func endOffsets(client sarama.Client, topic string) map[int32]int64 {
+	out := map[int32]int64{}
+	for p := int32(0); p < partitions; p++ {
+		off, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			fail("end offset of %s/%d: %v", topic, p, err)
+		}
+		out[p] = off
+	}
+	return out
+}
+
+func groups(bootstrap, prefix string) string {
+	topic, group := prefix+"-topic", prefix+"-group"
+	admin, err := sarama.NewClusterAdmin([]string{bootstrap}, config(sarama.V0_11_0_0))
+	if err != nil {
+		fail("cluster admin: %v", err)
+	}
+	defer admin.Close()
+	retention := "7200000"
+	detail := &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1,
+		ConfigEntries: map[string]*string{"retention.ms": &retention}}
+	if err := admin.CreateTopic(topic, detail, false); err != nil {
+		fail("CreateTopic v1: %v", err)
+	}
+	var listed sarama.TopicDetail
+	waitFor("ListTopics shows "+topic, func() bool {
+		topics, err := admin.ListTopics()
+		if err != nil {
+			fail("ListTopics (Metadata v0 + DescribeConfigs v0): %v", err)
+		}
+		listed = topics[topic]
+		return listed.NumPartitions == partitions
+	})
+	if v := listed.ConfigEntries["retention.ms"]; v == nil || *v != retention {
+		fail("ListTopics: %s configs %v, want retention.ms=%s", topic, listed.ConfigEntries, retention)
+	}
+	ok("ClusterAdmin: CreateTopic, ListTopics (DescribeConfigs v0) shows %d partitions and retention.ms", partitions)
+
+	produce(bootstrap, topic, 0, count)
+	ok("produced %d records with WaitForAll", count)
+
+	col := &collector{seen: map[string]map[int]int{}}
+	a := startMember(bootstrap, group, topic, "a", col)
+	b := startMember(bootstrap, group, topic, "b", col)
+	waitFor("two members read every record", func() bool { return col.distinct(0, count) == count })
+	client, err := sarama.NewClient([]string{bootstrap}, config(sarama.V0_11_0_0))
+	if err != nil {
+		fail("client: %v", err)
+	}
+	defer client.Close()
+	ends := endOffsets(client, topic)
+	waitFor("commits reach the end offsets", func() bool {
+		c := committed(client, group, topic)
+		for p, end := range ends {
+			if c[p] != end {
+				return false
+			}
+		}
+		return true
+	})
+	ok("two members read all %d records and committed the end offsets %v", count, ends)
+
+	// Restart one member; both must resume at the commits.
+	b.stop("b")
+	c := startMember(bootstrap, group, topic, "c", col)
+	produce(bootstrap, topic, count, more)
+	waitFor("the new records arrive", func() bool { return col.distinct(count, count+more) == more })
+	if old := col.below("c", count); len(old) > 0 {
+		fail("restarted member re-read %d committed records (e.g. v-%d)", len(old), old[0])
+	}
+	a.stop("a")
+	c.stop("c")
+	ok("restarted member resumed at the commits: %d new records, none of the %d committed", more, count)
+	return topic
+}
+
+func defaults(bootstrap, prefix, topic string) {
+	c := config(sarama.NewConfig().Version)
+	client, err := sarama.NewClient([]string{bootstrap}, c) // Metadata v0
+	if err != nil {
+		fail("default-config client: %v", err)
+	}
+	defer client.Close()
+	var total int64
+	for p := int32(0); p < partitions; p++ {
+		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest) // ListOffsets v0
+		if err != nil {
+			fail("ListOffsets v0 newest %d: %v", p, err)
+		}
+		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil || oldest != 0 {
+			fail("ListOffsets v0 oldest %d: %d %v", p, oldest, err)
+		}
+		total += newest
+	}
+	if total != count+more {
+		fail("ListOffsets v0 end offsets add up to %d, want %d", total, count+more)
+	}
+	ok("default config: ListOffsets v0 end offsets add up to %d", total)
+
+	// A standalone offset manager (OffsetCommit v1 with no generation, OffsetFetch v1).
+	group := prefix + "-offsets"
+	commitOnce := func(offset int64) {
+		om, err := sarama.NewOffsetManagerFromClient(group, client)
+		if err != nil {
+			fail("offset manager: %v", err)
+		}
+		pom, err := om.ManagePartition(topic, 1)
+		if err != nil {
+			fail("manage partition: %v", err)
+		}
+		pom.MarkOffset(offset, "meta")
+		closed := make(chan struct{})
+		go func() { _ = pom.Close(); _ = om.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(timeout):
+			fail("offset manager did not close within %v", timeout)
+		}
+	}
+	commitOnce(7)
+	om, err := sarama.NewOffsetManagerFromClient(group, client)
+	if err != nil {
+		fail("offset manager: %v", err)
+	}
+	pom, err := om.ManagePartition(topic, 1)
+	if err != nil {
+		fail("manage partition: %v", err)
+	}
+	if next, meta := pom.NextOffset(); next != 7 || meta != "meta" {
+		fail("restarted offset manager resumes at %d %q, want 7 \"meta\"", next, meta)
+	}
+	_ = pom.Close()
+	_ = om.Close()
+	ok("default config: offset manager committed (OffsetCommit v1) and a new one resumed at it")
+
+	// Produce v0 (message format v0) is refused with an answer.
+	pc := config(sarama.NewConfig().Version)
+	pc.Producer.Return.Successes = true
+	pc.Producer.Retry.Max = 0
+	p, err := sarama.NewSyncProducer([]string{bootstrap}, pc)
+	if err != nil {
+		fail("default-config producer: %v", err)
+	}
+	_, _, err = p.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder("old")})
+	_ = p.Close()
+	if err != sarama.ErrUnsupportedVersion {
+		if pe, isPE := err.(*sarama.ProducerError); !isPE || pe.Err != sarama.ErrUnsupportedVersion {
+			fail("Produce v0: got %v, want UNSUPPORTED_VERSION", err)
+		}
+	}
+	ok("default config: Produce v0 answered UNSUPPORTED_VERSION")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: sarama_check BOOTSTRAP [TOPIC_PREFIX]")
+	}
+	bootstrap := os.Args[1]
+	prefix := fmt.Sprintf("sarama-%d", time.Now().UnixNano()%1000000)
+	if len(os.Args) > 2 {
+		prefix = os.Args[2]
+	}
+	if os.Getenv("SARAMA_DEBUG") != "" {
+		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.LstdFlags)
+	}
+	topic := groups(bootstrap, prefix)
+	defaults(bootstrap, prefix, topic)
+	fmt.Println("ok: sarama 1.22 (default config, and Version 0.11) against Sluice")
+}
