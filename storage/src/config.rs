@@ -33,8 +33,9 @@ impl Default for LogConfig {
             retention_bytes: -1,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
+            // unbounded here; the broker's topic defaults follow Kafka (after: 1 hour)
             timestamp_before_max_ms: i64::MAX,
-            timestamp_after_max_ms: 3_600_000,
+            timestamp_after_max_ms: i64::MAX,
         }
     }
 }

@@ -162,6 +162,22 @@ impl PartitionLog {
             )?;
             batches.push((h, range));
         }
+        let count: i64 = batches
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        if self
+            .inner
+            .st
+            .borrow()
+            .log_end
+            .checked_add(count)
+            .is_none_or(|end| end == i64::MAX)
+        {
+            return Err(StorageError::InvalidRecord(
+                "the log's offsets would pass i64::MAX".into(),
+            ));
+        }
         let updates = match self.check_producers(&batches)? {
             Checked::Append(u) => u,
             Checked::Duplicate(info) => return Ok(info),

@@ -106,7 +106,7 @@ impl Segment {
             self.created_ms = now_ms;
         }
         self.size += size;
-        self.end_offset = h.last_offset() + 1;
+        self.end_offset = h.last_offset().saturating_add(1);
     }
 
     /// Load indexes from disk if not in memory (sync, small files). A missing or damaged
@@ -234,7 +234,6 @@ pub(crate) async fn scan_from(
     interval: u32,
     validate: bool,
 ) -> Result<ScanResult, StorageError> {
-    let base = seg.base;
     let mut cur: u64 = seg.size; // file position of the next batch
     let mut window: Vec<u8> = Vec::new();
     let mut win_start: u64 = cur; // file position of window[0]
@@ -288,27 +287,10 @@ pub(crate) async fn scan_from(
             }
             continue;
         }
-        let bytes = &window[off..off + need];
-        let h = if validate {
-            validate_batch(bytes)
-        } else {
-            RecordBatchHeader::parse(bytes)
-        };
-        let h = match h {
-            Ok(h) => h,
-            Err(e) => {
-                stopped = Some(format!("bad batch at {cur}: {e}"));
-                break;
-            }
-        };
-        if h.base_offset != seg.end_offset || h.last_offset() - base > u32::MAX as i64 {
-            stopped = Some(format!(
-                "offset gap at {cur}: batch base {} expected {}",
-                h.base_offset, seg.end_offset
-            ));
+        if let Err(reason) = accept_batch(&mut seg, &window[off..off + need], validate, interval) {
+            stopped = Some(format!("at {cur}: {reason}"));
             break;
         }
-        seg.note_batch(&h, interval, 0);
         cur += need as u64;
     }
     Ok(ScanResult {
@@ -320,6 +302,53 @@ pub(crate) async fn scan_from(
         tindex: seg.tindex.unwrap_or_default(),
         stopped,
     })
+}
+
+/// One step of a segment scan, shared by recovery (async, over DMA reads) and
+/// [`scan_prefix`] (over a byte slice): the whole batch in `bytes` must be valid and
+/// continue `seg`'s offsets within the segment's 32-bit relative range (and below
+/// i64::MAX, so the next offset exists); then it is recorded. Err says why the scan stops.
+fn accept_batch(
+    seg: &mut Segment,
+    bytes: &[u8],
+    validate: bool,
+    interval: u32,
+) -> Result<(), String> {
+    let h = if validate {
+        validate_batch(bytes)
+    } else {
+        RecordBatchHeader::parse(bytes)
+    }
+    .map_err(|e| format!("bad batch: {e}"))?;
+    let last = h.last_offset();
+    if h.base_offset != seg.end_offset || last - seg.base > u32::MAX as i64 || last == i64::MAX {
+        return Err(format!(
+            "offset gap: batch base {} last {last}, expected base {}",
+            h.base_offset, seg.end_offset
+        ));
+    }
+    seg.note_batch(&h, interval, 0);
+    Ok(())
+}
+
+/// What recovery keeps of a segment whose base offset is `base` and whose bytes are
+/// `bytes`: (valid end, next offset) — the run of whole, valid batches from the start that
+/// continue the offsets, by the same per-batch check as the recovery scan. Pure (for tests
+/// and fuzzing).
+pub fn scan_prefix(bytes: &[u8], base: i64) -> (u64, i64) {
+    let mut seg = Segment::new_empty(base, true);
+    let mut cur = 0usize;
+    while let Some(rest) = bytes.get(cur..) {
+        let Ok(h) = RecordBatchHeader::parse(rest) else {
+            break;
+        };
+        let need = h.total_size();
+        if need > rest.len() || accept_batch(&mut seg, &rest[..need], true, 4096).is_err() {
+            break;
+        }
+        cur += need;
+    }
+    (seg.size, seg.end_offset)
 }
 
 /// Segment files found in a partition directory: sorted log bases, plus which
@@ -402,5 +431,40 @@ pub(crate) async fn load_indexes(log: &crate::log::LogInner, base: i64) {
         .find(|s| s.base == base)
     {
         s.install_indexes(&idx, &tidx);
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::scan_prefix;
+    use sluice_proto::batch::{build_batch, SimpleRecord};
+
+    fn batch(base: i64, n: usize) -> Vec<u8> {
+        let recs: Vec<SimpleRecord<'_>> = (0..n)
+            .map(|_| SimpleRecord {
+                timestamp: 1,
+                key: None,
+                value: Some(b"v"),
+                headers: &[],
+            })
+            .collect();
+        build_batch(base, &recs).to_vec()
+    }
+
+    #[test]
+    fn the_valid_prefix_stops_at_damage_gaps_and_the_offset_limit() {
+        let mut seg = batch(10, 2);
+        seg.extend(batch(12, 3));
+        let whole = seg.len() as u64;
+        assert_eq!(scan_prefix(&seg, 10), (whole, 15));
+        let mut torn = seg.clone();
+        torn.truncate(seg.len() - 1);
+        assert_eq!(scan_prefix(&torn, 10).1, 12);
+        let mut gap = batch(10, 2);
+        gap.extend(batch(13, 1));
+        assert_eq!(scan_prefix(&gap, 10).1, 12);
+        // a batch ending at i64::MAX would leave no next offset: not accepted
+        let top = batch(i64::MAX - 1, 2);
+        assert_eq!(scan_prefix(&top, i64::MAX - 1), (0, i64::MAX - 1));
     }
 }
