@@ -42,35 +42,8 @@ pub(crate) enum Dispatch {
     Close(String),
 }
 
-/// Versions Sluice serves: (api, min, max). ApiVersions advertises exactly this table.
-/// Every version Kafka 3.9 accepted down to v0, except Produce v0-2 and Fetch v0-3, whose
-/// message formats v0/v1 would need record conversion (answered UNSUPPORTED_VERSION).
-pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 0, 7),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 0, 7),
-    (ApiKey::DeleteTopics, 0, 6),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 0, 4),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 0, 8),
-    (ApiKey::OffsetFetch, 0, 8),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetDelete, 0, 0),
-];
+/// Versions Sluice serves (one table, in `sluice-proto`, shared with the fuzz targets).
+pub(crate) use sluice_proto::request::SUPPORTED;
 
 pub(crate) fn supported(api: ApiKey, version: i16) -> bool {
     SUPPORTED
