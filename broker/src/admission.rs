@@ -55,16 +55,24 @@ impl TurnQueue {
         q.push_back(n);
     }
 
-    /// Takes the oldest ticket of the connection whose turn it is.
-    fn next_in_turn(&mut self) -> Option<u64> {
-        while let Some(conn) = self.ring.pop_front() {
+    /// Takes the oldest ticket of the first connection in turn whose oldest ticket is
+    /// `ready` (its request is waiting for the grant, not still preparing): a connection
+    /// whose head is not ready keeps its place in the ring and is passed over this time.
+    fn next_in_turn(&mut self, ready: impl Fn(u64) -> bool) -> Option<u64> {
+        for _ in 0..self.ring.len() {
+            let conn = self.ring.pop_front()?;
             let Some(q) = self.queues.get_mut(&conn) else {
                 continue;
             };
-            let Some(n) = q.pop_front() else {
+            let Some(&n) = q.front() else {
                 self.queues.remove(&conn);
                 continue;
             };
+            if !ready(n) {
+                self.ring.push_back(conn);
+                continue;
+            }
+            q.pop_front();
             if q.is_empty() {
                 self.queues.remove(&conn);
             } else {
@@ -98,7 +106,9 @@ pub(crate) struct Admission {
     wakers: RefCell<HashMap<u64, Waker>>,
 }
 
-/// One produce request's place. Dropping it unserved gives up the place.
+/// One produce request's place. It can be granted only while its request waits in
+/// `wait` (a request still loading producer state is passed over, keeping its place).
+/// Dropping it unserved gives up the place.
 pub(crate) struct Ticket {
     n: u64,
     conn: ConnKey,
@@ -161,7 +171,12 @@ impl Admission {
         if self.granted.get().is_some() || self.storage.unflushed_bytes() >= self.budget {
             return;
         }
-        let next = self.waiting.borrow_mut().next_in_turn();
+        let next = {
+            let wakers = self.wakers.borrow();
+            self.waiting
+                .borrow_mut()
+                .next_in_turn(|n| wakers.contains_key(&n))
+        };
         if let Some(n) = next {
             self.granted.set(Some(n));
             if let Some(w) = self.wakers.borrow_mut().remove(&n) {
@@ -183,12 +198,17 @@ impl Ticket {
     /// Resolves when this ticket is granted: its turn came and the shard is under budget.
     pub(crate) async fn wait(&self) {
         let a = &self.admission;
-        a.pump();
         std::future::poll_fn(|cx| {
             if a.granted.get() == Some(self.n) {
                 return Poll::Ready(());
             }
+            // registered = ready for a grant; then try to grant (maybe this one)
             a.wakers.borrow_mut().insert(self.n, cx.waker().clone());
+            a.pump();
+            if a.granted.get() == Some(self.n) {
+                a.wakers.borrow_mut().remove(&self.n);
+                return Poll::Ready(());
+            }
             Poll::Pending
         })
         .await
@@ -224,10 +244,24 @@ mod tests {
             q.push(c, n);
         }
         q.remove(busy, 2);
-        let got: Vec<u64> = std::iter::from_fn(|| q.next_in_turn()).collect();
+        let got: Vec<u64> = std::iter::from_fn(|| q.next_in_turn(|_| true)).collect();
         // the quiet connection waits for one turn of the busy one, not for all it queued
         assert_eq!(got, vec![0, 3, 1, 4]);
         assert!(q.is_empty() && q.queues.is_empty());
+    }
+
+    #[test]
+    fn a_connection_whose_head_is_not_ready_is_passed_over_not_reordered() {
+        let (a, b) = (conn_key(0, 1), conn_key(0, 2));
+        let mut q = TurnQueue::default();
+        for (c, n) in [(a, 0), (a, 1), (b, 2)] {
+            q.push(c, n);
+        }
+        // a's head (0) is still preparing: b goes first, and a's 1 never overtakes its 0
+        assert_eq!(q.next_in_turn(|n| n != 0), Some(2));
+        assert_eq!(q.next_in_turn(|n| n != 0), None);
+        assert_eq!(q.next_in_turn(|_| true), Some(0));
+        assert_eq!(q.next_in_turn(|_| true), Some(1));
     }
 
     #[test]

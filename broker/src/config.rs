@@ -114,7 +114,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "storage.unflushed.max.bytes",
-        default: "33554432",
+        default: "8388608",
         kind: int(1, i64::MAX),
         unit: "bytes",
         doc: "Per-shard budget of produced bytes appended but not yet fsynced; while it is spent, produce requests wait in arrival order and their connections stop reading.",
