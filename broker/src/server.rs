@@ -130,6 +130,20 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&data_dir)?;
     check_port_free(config.listen())?;
     let cluster = cluster_id(&data_dir, config.node_id())?;
+    {
+        // logs deleted before a crash or stop: finish removing them, off the start path
+        let data_dir = data_dir.clone();
+        std::thread::Builder::new()
+            .name("sluice-cleanup".into())
+            .spawn(
+                move || match sluice_storage::remove_deleted_dirs(&data_dir) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(dirs = n, "removed logs deleted before this start"),
+                    Err(e) => tracing::warn!(error = %e, "removing logs deleted before this start"),
+                },
+            )
+            .context("starting the cleanup thread")?;
+    }
     match sluice_storage::raise_fd_limit() {
         Ok(n) => tracing::info!(nofile = n, "raised RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),

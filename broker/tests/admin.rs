@@ -170,6 +170,23 @@ fn delete_topic_then_recreate_starts_empty() -> Result<()> {
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+    // The partition directories are renamed away at once and removed in the background.
+    let deadline = Instant::now() + OP_TIMEOUT;
+    loop {
+        let left: Vec<String> = std::fs::read_dir(broker.data_dir())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("doomed"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "deleted partitions still on disk: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let results = block_on(admin.delete_topics(&["doomed"], &opts()))?;
     ensure!(
         matches!(

@@ -31,6 +31,7 @@ mod signal;
 pub use config::{LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
+pub use retention::remove_deleted_dirs;
 pub use segment::scan_prefix;
 pub use shard::{ShardStorage, StorageMetrics};
 pub use signal::{Signal, SignalWait};

@@ -261,12 +261,80 @@ pub(crate) async fn delete_log(log: &PartitionLog) -> Result<(), StorageError> {
     notify(log);
     let _permit = log.inner.io.acquire_permit(1).await?;
     log.shard.unregister(&log.inner).await;
+    // Rename, durably, then remove in the background, as Kafka does: the answer does not
+    // wait for gigabytes of unlinks, and a crash leaves a `-delete` directory that
+    // `remove_deleted_dirs` finishes at the next start, never data under the live name.
     let dir = log.inner.dir.clone();
-    crate::blocking::run(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
+    let doomed = crate::blocking::run(move || -> std::io::Result<Option<std::path::PathBuf>> {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return Ok(None);
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let doomed = dir.with_file_name(format!("{name}.{nanos:x}{DELETED_SUFFIX}"));
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(Some(doomed))
     })
     .await?;
+    if let Some(doomed) = doomed {
+        glommio::spawn_local(async move {
+            let shown = doomed.display().to_string();
+            if let Err(e) = crate::blocking::run(move || std::fs::remove_dir_all(doomed)).await {
+                tracing::warn!(dir = %shown, error = %e, "removing a deleted log; the next start retries");
+            }
+        })
+        .detach();
+    }
     notify(log);
     Ok(())
+}
+
+/// Ends the names of deleted log directories awaiting removal.
+pub(crate) const DELETED_SUFFIX: &str = "-delete";
+
+/// Removes the directories of logs deleted before a crash or stop (`<dir>.<id>-delete`)
+/// under `data_dir`; returns how many. Blocking: call at startup, off the shards.
+pub fn remove_deleted_dirs(data_dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for e in std::fs::read_dir(data_dir)? {
+        let e = e?;
+        let deleted = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(DELETED_SUFFIX) && n.contains('.'));
+        if deleted && e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_deleted_dirs;
+
+    #[test]
+    fn only_deleted_log_dirs_are_removed_at_start() {
+        let d = tempfile::tempdir().unwrap(); // ok: test
+        for name in ["orders-0", "x-delete-3", "orders-1.18f3a-delete"] {
+            std::fs::create_dir(d.path().join(name)).unwrap(); // ok: test
+        }
+        std::fs::write(d.path().join("orders-1.18f3a-delete/seg.log"), b"x").unwrap(); // ok: test
+        assert_eq!(remove_deleted_dirs(d.path()).unwrap(), 1); // ok: test
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap() // ok: test
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned()) // ok: test
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["orders-0", "x-delete-3"]);
+    }
 }
