@@ -369,11 +369,14 @@ struct RecordView {
 }
 
 /// Walks exactly `count` records from `data[pos..]`; each must be well formed and end
-/// where its length says, and the last must end at `data.len()`.
+/// where its length says, and the last must end at `data.len()`. Headers are parsed either
+/// way but collected into `RecordView::headers` only if `collect_headers` (validation on
+/// the produce path allocates nothing per record).
 fn walk_records(
     data: &[u8],
     pos: usize,
     count: i32,
+    collect_headers: bool,
     mut each: impl FnMut(RecordView) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
     let mut r = Reader {
@@ -411,7 +414,9 @@ fn walk_records(
                 .field()?
                 .ok_or(BatchError::BadRecord("null header key"))?;
             let v = rr.field()?;
-            headers.push((k, v));
+            if collect_headers {
+                headers.push((k, v));
+            }
         }
         if rr.pos != rec_end {
             return Err(BatchError::BadRecord("record length mismatch"));
@@ -452,7 +457,7 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<OwnedRecord>, BatchError> {
     let cap = (h.records_count as usize).min(whole.len() / 7 + 1);
     let mut out = Vec::with_capacity(cap);
     let slice = |r: std::ops::Range<usize>| whole.slice(r);
-    walk_records(&whole, RECORD_BATCH_OVERHEAD, h.records_count, |v| {
+    walk_records(&whole, RECORD_BATCH_OVERHEAD, h.records_count, true, |v| {
         out.push(OwnedRecord {
             offset: h.base_offset.wrapping_add(v.offset_delta),
             timestamp: h.base_timestamp.wrapping_add(v.timestamp_delta),
@@ -522,7 +527,13 @@ pub fn validate_client_batch_within(
         Ok(())
     };
     if h.compression() == 0 {
-        return walk_records(batch, RECORD_BATCH_OVERHEAD, h.records_count, &mut check);
+        return walk_records(
+            batch,
+            RECORD_BATCH_OVERHEAD,
+            h.records_count,
+            false,
+            &mut check,
+        );
     }
     let records = crate::decompress::decompress(
         h.compression(),
@@ -530,303 +541,9 @@ pub fn validate_client_batch_within(
         max_decompressed,
     )
     .map_err(BatchError::Decompress)?;
-    walk_records(&records, 0, h.records_count, &mut check)
+    walk_records(&records, 0, h.records_count, false, &mut check)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn rec<'a>(k: &'a [u8], v: &'a [u8], ts: i64) -> SimpleRecord<'a> {
-        SimpleRecord {
-            key: Some(k),
-            value: Some(v),
-            timestamp: ts,
-            headers: &[],
-        }
-    }
-
-    #[test]
-    fn build_validate_decode_roundtrip() {
-        let hdrs: [(&[u8], Option<&[u8]>); 2] = [(b"h1", Some(b"x")), (b"h2", None)];
-        let recs = [
-            rec(b"k0", b"v0", 1000),
-            SimpleRecord {
-                key: None,
-                value: Some(b"v1"),
-                timestamp: 1005,
-                headers: &hdrs,
-            },
-            SimpleRecord {
-                key: Some(b"k2"),
-                value: None,
-                timestamp: 999,
-                headers: &[],
-            },
-        ];
-        let b = build_batch(42, &recs);
-        let h = validate_batch(&b).unwrap(); // ok: test
-        assert_eq!(h.base_offset, 42);
-        assert_eq!(h.records_count, 3);
-        assert_eq!(h.last_offset(), 44);
-        assert_eq!(h.max_timestamp, 1005);
-        assert_eq!(h.total_size(), b.len());
-        let d = decode_records(&b).unwrap(); // ok: test
-        assert_eq!(d.len(), 3);
-        assert_eq!(d[1].offset, 43);
-        assert_eq!(d[1].timestamp, 1005);
-        assert_eq!(d[1].key, None);
-        assert_eq!(
-            d[1].headers[0],
-            (Bytes::from_static(b"h1"), Some(Bytes::from_static(b"x")))
-        );
-        assert_eq!(d[1].headers[1].1, None);
-        assert_eq!(d[2].value, None);
-        assert_eq!(d[2].timestamp, 999);
-    }
-
-    #[test]
-    fn set_base_offset_keeps_crc() {
-        let b = build_batch(0, &[rec(b"a", b"b", 5)]);
-        let mut m = b.to_vec();
-        set_base_offset(&mut m, 1 << 40);
-        let h = validate_batch(&m).unwrap(); // ok: test
-        assert_eq!(h.base_offset, 1 << 40);
-    }
-
-    #[test]
-    fn typed_errors() {
-        let b = build_batch(0, &[rec(b"a", b"b", 5)]);
-        let mut m = b.to_vec();
-        m[16] = 1;
-        assert_eq!(validate_batch(&m), Err(BatchError::BadMagic(1)));
-        let mut m = b.to_vec();
-        let last = m.len() - 1;
-        m[last] ^= 0xff;
-        assert!(matches!(
-            validate_batch(&m),
-            Err(BatchError::CrcMismatch { .. })
-        ));
-        assert!(matches!(
-            validate_batch(&b[..30]),
-            Err(BatchError::Truncated { .. })
-        ));
-        assert!(matches!(
-            validate_batch(&b[..b.len() - 1]),
-            Err(BatchError::BadLength(_))
-        ));
-        let empty = build_batch(0, &[]);
-        assert!(matches!(
-            validate_batch(&empty),
-            Err(BatchError::CountMismatch { .. })
-        ));
-        // count says 2, delta says 0: recompute the CRC so only the count is wrong
-        let mut m = b.to_vec();
-        m[57..61].copy_from_slice(&2i32.to_be_bytes());
-        let crc = crc32c::crc32c(&m[21..]);
-        m[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(
-            validate_batch(&m),
-            Err(BatchError::CountMismatch { .. })
-        ));
-        let mut m = b.to_vec();
-        m[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(
-            RecordBatchHeader::parse(&m),
-            Err(BatchError::BadLength(-5))
-        ));
-    }
-
-    #[test]
-    fn iter_stops_at_first_bad() {
-        let a = build_batch(0, &[rec(b"a", b"1", 1)]);
-        let b = build_batch(1, &[rec(b"b", b"2", 2), rec(b"c", b"3", 3)]);
-        let mut all = a.to_vec();
-        all.extend_from_slice(&b);
-        let n = all.len();
-        all.extend_from_slice(&b[..20]);
-        let mut it = BatchIter::new(&all);
-        assert_eq!(it.next().unwrap().unwrap().1, 0..a.len()); // ok: test
-        assert_eq!(it.next().unwrap().unwrap().1, a.len()..n); // ok: test
-        assert!(it.next().unwrap().is_err()); // ok: test
-        assert!(it.next().is_none());
-        assert_eq!(it.position(), n);
-    }
-
-    #[test]
-    fn compressed_is_rejected_by_decode() {
-        let b = build_batch(0, &[rec(b"a", b"b", 5)]);
-        let mut m = b.to_vec();
-        m[22] |= 1; // gzip
-        let crc = crc32c::crc32c(&m[21..]);
-        m[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(
-            decode_records(&Bytes::from(m)),
-            Err(BatchError::Compressed(1))
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let b = Bytes::from(data.clone());
-            let _ = decode_records(&b);
-            let _ = validate_batch(&data);
-            for _ in BatchIter::new(&data) {}
-            for _ in BatchIter::headers_only(&data) {}
-        }
-
-        #[test]
-        fn corrupted_records_never_panic(pos in 61usize..200, byte in any::<u8>()) {
-            let recs = [rec(b"key", b"value-value", 7), rec(b"", b"", 9), rec(b"kk", b"vv", 8)];
-            let b = build_batch(3, &recs);
-            let mut m = b.to_vec();
-            if pos < m.len() {
-                m[pos] = byte;
-                let crc = crc32c::crc32c(&m[21..]);
-                m[17..21].copy_from_slice(&crc.to_be_bytes());
-            }
-            let _ = decode_records(&Bytes::from(m));
-        }
-
-        #[test]
-        fn roundtrip(vals in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..20), -5i64..5), 1..20)) {
-            let recs: Vec<SimpleRecord<'_>> = vals.iter().enumerate()
-                .map(|(i, (v, d))| SimpleRecord { key: None, value: Some(v), timestamp: 1000 + i as i64 * 3 + d, headers: &[] })
-                .collect();
-            let b = build_batch(10, &recs);
-            let d = decode_records(&b).unwrap(); // ok: test
-            prop_assert_eq!(d.len(), recs.len());
-            for (i, r) in d.iter().enumerate() {
-                prop_assert_eq!(r.offset, 10 + i as i64);
-                prop_assert_eq!(r.timestamp, recs[i].timestamp);
-                prop_assert_eq!(r.value.as_deref(), recs[i].value);
-            }
-        }
-    }
-
-    /// Rewrites header fields of a built batch and fixes its CRC.
-    fn tamper(batch: &Bytes, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut b = batch.to_vec();
-        f(&mut b);
-        let crc = crc32c::crc32c(&b[CRC_START..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
-    }
-
-    #[test]
-    fn client_batches_are_checked_like_kafka() {
-        let recs: Vec<SimpleRecord<'_>> = (0..3)
-            .map(|i| SimpleRecord {
-                timestamp: 1000 + i,
-                key: Some(b"k"),
-                value: Some(b"value"),
-                headers: &[],
-            })
-            .collect();
-        let good = build_batch(0, &recs);
-        validate_client_batch(&good, 1 << 20).unwrap(); // ok: test
-                                                        // one record present, 2^31 claimed (count and lastOffsetDelta agreeing)
-        let one = build_batch(0, &recs[..1]);
-        let huge = tamper(&one, |b| {
-            b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
-            b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-        });
-        assert!(
-            validate_batch(&huge).is_ok(),
-            "the header alone is consistent"
-        );
-        assert!(matches!(
-            validate_client_batch(&huge, 1 << 20),
-            Err(BatchError::BadRecord(_))
-        ));
-        // fewer claimed than present
-        let fewer = tamper(&good, |b| {
-            b[23..27].copy_from_slice(&1i32.to_be_bytes());
-            b[57..61].copy_from_slice(&2i32.to_be_bytes());
-        });
-        assert!(validate_client_batch(&fewer, 1 << 20).is_err());
-        let control = tamper(&good, |b| b[22] |= 0x20);
-        assert!(matches!(
-            validate_client_batch(&control, 1 << 20),
-            Err(BatchError::Invalid(_))
-        ));
-        let codec = tamper(&good, |b| b[22] |= 0x07);
-        assert!(matches!(
-            validate_client_batch(&codec, 1 << 20),
-            Err(BatchError::Invalid(_))
-        ));
-        let no_seq = tamper(&good, |b| b[43..51].copy_from_slice(&7i64.to_be_bytes()));
-        assert!(matches!(
-            validate_client_batch(&no_seq, 1 << 20),
-            Err(BatchError::Invalid(_))
-        ));
-        // the second record's offset delta (byte after its attributes and ts delta) is 1;
-        // make it 0: records 0 and 1 would share an offset
-        let mut dup = good.to_vec();
-        let first_len = dup[RECORD_BATCH_OVERHEAD] as usize / 2; // zigzag varint, < 64
-        let second = RECORD_BATCH_OVERHEAD + 1 + first_len;
-        assert_eq!(dup[second + 3], 2, "zigzag(1)");
-        dup[second + 3] = 0;
-        let dup = tamper(&Bytes::from(dup), |_| {});
-        assert!(matches!(
-            validate_client_batch(&dup, 1 << 20),
-            Err(BatchError::BadRecord(_))
-        ));
-    }
-
-    #[test]
-    fn create_time_timestamps_must_be_within_bounds() {
-        let recs: Vec<SimpleRecord<'_>> = [1000, 5000]
-            .iter()
-            .map(|&t| SimpleRecord {
-                timestamp: t,
-                key: None,
-                value: Some(b"v"),
-                headers: &[],
-            })
-            .collect();
-        let b = build_batch(0, &recs);
-        validate_client_batch_within(&b, 1 << 20, 1000..=5000).unwrap(); // ok: test
-        assert_eq!(
-            validate_client_batch_within(&b, 1 << 20, 0..=4999),
-            Err(BatchError::Timestamp(5000))
-        );
-        // LogAppendTime batches are stamped by the broker: their timestamps are not checked
-        let append_time = tamper(&b, |b| b[22] |= 0x08);
-        validate_client_batch_within(&append_time, 1 << 20, 0..=1).unwrap(); // ok: test
-    }
-
-    #[test]
-    fn compressed_client_batches_are_counted_after_decompression() {
-        let recs: Vec<SimpleRecord<'_>> = (0..5)
-            .map(|_| SimpleRecord {
-                timestamp: 7,
-                key: None,
-                value: Some(&[b'x'; 100]),
-                headers: &[],
-            })
-            .collect();
-        let plain = build_batch(0, &recs);
-        let records = &plain[RECORD_BATCH_OVERHEAD..];
-        let z = zstd::encode_all(records, 3).unwrap(); // ok: test
-        let mut b = plain[..RECORD_BATCH_OVERHEAD].to_vec();
-        b.extend_from_slice(&z);
-        let len = (b.len() - LOG_OVERHEAD) as i32;
-        let good = tamper(&Bytes::from(b), |b| {
-            b[8..12].copy_from_slice(&len.to_be_bytes());
-            b[22] |= 4;
-        });
-        validate_client_batch(&good, 1 << 20).unwrap(); // ok: test
-        let lying = tamper(&Bytes::from(good.clone()), |b| {
-            b[23..27].copy_from_slice(&999i32.to_be_bytes());
-            b[57..61].copy_from_slice(&1000i32.to_be_bytes());
-        });
-        assert!(validate_client_batch(&lying, 1 << 20).is_err());
-        assert!(matches!(
-            validate_client_batch(&good, 100),
-            Err(BatchError::Decompress(_))
-        ));
-    }
-}
+#[path = "batch_tests.rs"]
+mod tests;
