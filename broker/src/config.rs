@@ -117,7 +117,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "8388608",
         kind: int(1, i64::MAX),
         unit: "bytes",
-        doc: "Per-shard budget of produced bytes appended but not yet fsynced; while it is spent, produce requests wait in arrival order and their connections stop reading.",
+        doc: "Per-shard budget of produced bytes appended but not yet fsynced; while it is spent, produce requests wait (connections in turn, each connection's requests in order) and their connections stop reading.",
     },
     Setting {
         name: "fetch.max.bytes",

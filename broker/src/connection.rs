@@ -97,7 +97,7 @@ impl Drop for Inflight {
 pub(crate) struct Conn {
     /// Unique on this shard for the life of the process (fetch sessions bind to it).
     pub(crate) id: u64,
-    pub(crate) peer: String,
+    pub(crate) peer: Rc<str>,
     /// Request bytes whose answers are not complete (acks=0 produce until appended).
     inflight: Cell<usize>,
     inflight_changed: Signal,
@@ -140,7 +140,7 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
     }
     let conn = Rc::new(Conn {
         id,
-        peer,
+        peer: Rc::from(peer),
         inflight: Cell::new(0),
         inflight_changed: Signal::default(),
         closed: Cell::new(false),

@@ -13,7 +13,8 @@ struct Entry {
     api: i16,
     version: i16,
     correlation_id: i32,
-    peer: String,
+    /// The connection's peer, shared with it (no copy per request).
+    peer: Rc<str>,
     since: Instant,
     warned: bool,
 }
@@ -44,7 +45,7 @@ impl Watchdog {
     }
 
     /// Registers the request in `frame` (a frame body: api key, version, correlation id).
-    pub(crate) fn track(self: &Rc<Self>, frame: &[u8], peer: &str) -> Watched {
+    pub(crate) fn track(self: &Rc<Self>, frame: &[u8], peer: &Rc<str>) -> Watched {
         let be16 = |i: usize| {
             frame
                 .get(i..i + 2)
@@ -61,7 +62,7 @@ impl Watchdog {
                 api: be16(0),
                 version: be16(2),
                 correlation_id,
-                peer: peer.to_string(),
+                peer: peer.clone(),
                 since: Instant::now(),
                 warned: false,
             },
@@ -152,15 +153,16 @@ mod tests {
     fn late_requests_are_counted_once_and_forgotten_when_done() {
         let dog = Watchdog::new(Duration::ZERO);
         let frame = [0u8, 1, 0, 12, 0, 0, 0, 7];
-        let a = dog.track(&frame, "peer");
-        let _b = dog.track(&frame, "peer");
+        let peer: Rc<str> = Rc::from("peer");
+        let a = dog.track(&frame, &peer);
+        let _b = dog.track(&frame, &peer);
         assert_eq!(dog.inflight(), 2);
         assert_eq!(dog.check(0), 2);
         assert_eq!(dog.check(0), 2);
         assert_eq!(dog.late(), 2, "each late request is reported once");
         drop(a);
         assert_eq!(dog.inflight(), 1);
-        let short = dog.track(&[1], "peer");
+        let short = dog.track(&[1], &peer);
         drop(short);
         assert_eq!(dog.inflight(), 1);
     }

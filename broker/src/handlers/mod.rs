@@ -134,7 +134,7 @@ where
 
 /// Decodes one frame and starts handling it.
 pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) -> Dispatch {
-    let peer = conn.peer.as_str();
+    let peer: &str = &conn.peer;
     let frame = match parse_request(frame) {
         Ok(f) => f,
         Err(e) => return Dispatch::Close(e.to_string()),
