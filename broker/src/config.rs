@@ -68,7 +68,84 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "1",
         kind: int(0, I32),
         unit: "",
-        doc: "This broker's id.",
+        doc: "This node's id, unique in the cluster (the broker id and the raft voter id); kept in meta.properties and checked at every start.",
+    },
+    Setting {
+        name: "process.roles",
+        default: "broker,controller",
+        kind: Kind::Str,
+        unit: "roles",
+        doc: "broker, controller, or both (combined). Only combined nodes are supported so far: every node is a voter of the metadata quorum and a broker.",
+    },
+    Setting {
+        name: "controller.quorum.voters",
+        default: "",
+        kind: Kind::Str,
+        unit: "id@host:port,...",
+        doc: "The metadata quorum: every voter's node id and controller address. Empty: a single-node quorum of this node, with no controller listener.",
+    },
+    Setting {
+        name: "controller.listener",
+        default: "",
+        kind: Kind::Str,
+        unit: "host:port",
+        doc: "Address the controller listener binds (raft messages and broker-to-controller calls); empty means this node's address in controller.quorum.voters.",
+    },
+    Setting {
+        name: "cluster.id",
+        default: "",
+        kind: Kind::Str,
+        unit: "",
+        doc: "The cluster's id, the same on every node (written to meta.properties at first start and checked after). Empty: a random one for a single node, else derived from controller.quorum.voters.",
+    },
+    Setting {
+        name: "controller.quorum.election.timeout.ms",
+        default: "1000",
+        kind: int(200, 60_000),
+        unit: "ms",
+        doc: "Time without hearing from a leader before a voter starts an election (randomized up to twice this).",
+    },
+    Setting {
+        name: "controller.quorum.tick.ms",
+        default: "100",
+        kind: int(10, 1000),
+        unit: "ms",
+        doc: "The raft clock; the leader heartbeats every two ticks.",
+    },
+    Setting {
+        name: "controller.snapshot.interval.records",
+        default: "1024",
+        kind: int(1, I32),
+        unit: "entries",
+        doc: "Metadata-log entries between snapshots of the metadata image; the log is compacted behind each.",
+    },
+    Setting {
+        name: "broker.heartbeat.interval.ms",
+        default: "2000",
+        kind: int(10, 60_000),
+        unit: "ms",
+        doc: "How often a broker heartbeats to the active controller.",
+    },
+    Setting {
+        name: "broker.session.timeout.ms",
+        default: "9000",
+        kind: int(100, 600_000),
+        unit: "ms",
+        doc: "A broker that has not heartbeaten for this long is fenced: it leads no partition and is in no ISR until it heartbeats again.",
+    },
+    Setting {
+        name: "broker.rack",
+        default: "",
+        kind: Kind::Str,
+        unit: "",
+        doc: "This broker's rack; replicas of a partition are spread across racks when brokers name them.",
+    },
+    Setting {
+        name: "offsets.topic.replication.factor",
+        default: "3",
+        kind: int(1, 32767),
+        unit: "",
+        doc: "Replication factor of __consumer_offsets, at most the live brokers when it is created.",
     },
     Setting {
         name: "socket.request.max.bytes",
@@ -171,9 +248,9 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "default.replication.factor",
         default: "1",
-        kind: int(1, 1),
+        kind: int(1, 32767),
         unit: "",
-        doc: "Replication factor of new topics (single node: 1).",
+        doc: "Replication factor of topics created without one; at most the live brokers.",
     },
     Setting {
         name: "message.max.bytes",
@@ -303,6 +380,50 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
 ];
 
+/// The metadata quorum as configured (see `BrokerConfig::quorum`).
+#[derive(Debug, Clone)]
+pub struct Quorum {
+    pub node: i32,
+    /// Voter ids and their controller addresses; empty for a single-node quorum.
+    pub voters: Vec<(i32, SocketAddr)>,
+    /// Where this node's controller listener binds, if it has one.
+    pub listener: Option<SocketAddr>,
+    /// The configured or derived cluster id; `None` lets a single node pick a random one.
+    pub cluster_id: Option<String>,
+}
+
+impl Quorum {
+    /// Voter ids, this node alone for a single-node quorum.
+    pub fn voter_ids(&self) -> Vec<i32> {
+        if self.voters.is_empty() {
+            vec![self.node]
+        } else {
+            self.voters.iter().map(|(id, _)| *id).collect()
+        }
+    }
+}
+
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .with_context(|| format!("'{addr}' is not host:port"))?
+        .next()
+        .ok_or_else(|| anyhow!("'{addr}' resolves to no address"))
+}
+
+/// A cluster id every voter derives alike from the voter list (FNV-1a, base64url).
+fn derived_cluster_id(voters: &str) -> String {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in voters.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..22)
+        .map(|i| ALPHABET[((h >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}
+
 /// The broker's resolved settings.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -423,6 +544,87 @@ impl BrokerConfig {
     pub(crate) fn node_id(&self) -> i32 {
         self.int("node.id") as i32
     }
+    pub(crate) fn str_value(&self, name: &str) -> &str {
+        self.get(name)
+    }
+
+    /// The metadata quorum this node belongs to, checked: the voters parse, ids are unique,
+    /// this node is one of them, roles are supported. Errors say what to fix.
+    pub fn quorum(&self) -> anyhow::Result<Quorum> {
+        let node = self.node_id();
+        let roles: Vec<&str> = self
+            .get("process.roles")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
+        if roles.iter().any(|r| *r != "broker" && *r != "controller") {
+            bail!(
+                "process.roles must name broker, controller or both, got '{}'",
+                self.get("process.roles")
+            );
+        }
+        if !(roles.contains(&"broker") && roles.contains(&"controller")) {
+            bail!(
+                "process.roles={} is not supported yet: run every node combined (broker,controller)",
+                self.get("process.roles")
+            );
+        }
+        if node < 1 {
+            bail!("node.id must be at least 1 (raft ids are nonzero), got {node}");
+        }
+        let text = self.get("controller.quorum.voters").trim();
+        let mut voters = Vec::new();
+        if !text.is_empty() {
+            for part in text.split(',') {
+                let part = part.trim();
+                let (id, addr) = part.split_once('@').ok_or_else(|| {
+                    anyhow!("controller.quorum.voters: '{part}' is not id@host:port")
+                })?;
+                let id: i32 = id.trim().parse().map_err(|_| {
+                    anyhow!("controller.quorum.voters: '{id}' in '{part}' is not a node id")
+                })?;
+                if id < 1 {
+                    bail!("controller.quorum.voters: node ids start at 1, got {id}");
+                }
+                let addr: SocketAddr = resolve(addr.trim())
+                    .with_context(|| format!("controller.quorum.voters: address of node {id}"))?;
+                if voters.iter().any(|(v, _)| *v == id) {
+                    bail!("controller.quorum.voters names node {id} twice");
+                }
+                voters.push((id, addr));
+            }
+            if !voters.iter().any(|(v, _)| *v == node) {
+                bail!(
+                    "node.id={node} is not one of controller.quorum.voters ({text}); every node is a voter (combined roles)"
+                );
+            }
+        }
+        let listener = match self.get("controller.listener").trim() {
+            "" => voters.iter().find(|(v, _)| *v == node).map(|(_, a)| *a),
+            a => Some(resolve(a).context("controller.listener")?),
+        };
+        let cluster_id = match self.get("cluster.id").trim() {
+            "" if voters.is_empty() => None,
+            "" => Some(derived_cluster_id(text)),
+            id => {
+                if id.len() > 64
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    bail!("cluster.id must be 1..64 characters of [A-Za-z0-9_-], got '{id}'");
+                }
+                Some(id.to_string())
+            }
+        };
+        Ok(Quorum {
+            node,
+            voters,
+            listener,
+            cluster_id,
+        })
+    }
 
     /// Renders the settings table for `--help` and docs.
     pub fn render_table() -> String {
@@ -468,6 +670,9 @@ mod tests {
         assert!(c.set("num.partitions", "0").is_err());
         assert!(c.set("nope", "1").is_err());
         assert!(c.set("auto.create.topics.enable", "yes").is_err());
+        let q = c.quorum().unwrap(); // ok: test
+        assert!(q.voters.is_empty() && q.listener.is_none() && q.cluster_id.is_none());
+        assert_eq!(q.voter_ids(), vec![1]);
         c.set("advertised.listeners", "example:19092").unwrap(); // ok: test
         assert_eq!(c.advertised(), ("example".to_string(), 19092));
         assert!(BrokerConfig::render_table().contains("log.retention.ms"));

@@ -12,6 +12,7 @@ mod handlers;
 mod mesh;
 mod metadata;
 mod placement;
+mod quorum;
 mod router;
 mod server;
 mod shard;

@@ -16,32 +16,63 @@ use sluice_storage::{ShardStorage, ShardStorageOptions};
 use crate::config::BrokerConfig;
 use crate::conn_limit::{ConnectionLimiter, RateLimitedLog};
 use crate::mesh::Mesh;
-use crate::metadata::controller::Controller;
+use crate::quorum::{Event, ToShards};
 use crate::router::{spawn_receivers, Envelope, Router};
 use crate::shard::ShardCtx;
+use futures_lite::future;
 
-/// Reads or creates `<data_dir>/meta.properties` with a stable cluster id.
-fn cluster_id(data_dir: &Path, node_id: i32) -> anyhow::Result<String> {
+/// Reads or creates `<data_dir>/meta.properties`: the cluster id (configured, or random
+/// for a single node) and this node's id. A data dir of another node or cluster is refused.
+fn meta_properties(
+    data_dir: &Path,
+    node_id: i32,
+    configured: Option<&str>,
+) -> anyhow::Result<String> {
     let path = data_dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if let Some(id) = field("cluster.id=") {
+            if let Some(n) = field("node.id=").and_then(|n| n.parse::<i32>().ok()) {
+                if n != node_id {
+                    anyhow::bail!(
+                        "data dir {} belongs to node {n} (meta.properties), but node.id={node_id}",
+                        data_dir.display()
+                    );
+                }
+            }
+            if let Some(c) = configured {
+                if c != id {
+                    anyhow::bail!(
+                        "data dir {} belongs to cluster {id:?} (meta.properties), but cluster.id={c:?}",
+                        data_dir.display()
+                    );
+                }
+            }
+            return Ok(id);
         }
     }
-    let mut raw = [0u8; 16];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .context("reading /dev/urandom")?;
-    let id: String = raw
-        .iter()
-        .map(|b| {
-            const ALPHABET: &[u8] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            ALPHABET[usize::from(b & 63)] as char
-        })
-        .take(22)
-        .collect();
+    let id = match configured {
+        Some(c) => c.to_string(),
+        None => {
+            let mut raw = [0u8; 16];
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut raw))
+                .context("reading /dev/urandom")?;
+            raw.iter()
+                .map(|b| {
+                    const ALPHABET: &[u8] =
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                    ALPHABET[usize::from(b & 63)] as char
+                })
+                .take(22)
+                .collect()
+        }
+    };
     let tmp = data_dir.join("meta.properties.tmp");
     std::fs::write(
         &tmp,
@@ -128,8 +159,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
+    let quorum = config.quorum()?;
     check_port_free(config.listen())?;
-    let cluster = cluster_id(&data_dir, config.node_id())?;
+    let cluster = meta_properties(&data_dir, quorum.node, quorum.cluster_id.as_deref())?;
     {
         // logs deleted before a crash or stop: finish removing them, off the start path
         let data_dir = data_dir.clone();
@@ -170,6 +202,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         cluster_id = %cluster,
         "starting sluice"
     );
+    let handle = crate::quorum::start(&config, &quorum, &cluster)?;
+    let (events, to_shards, incarnation) = (
+        handle.events.clone(),
+        handle.to_shards.clone(),
+        handle.incarnation.clone(),
+    );
     let mesh = Mesh::<Envelope>::new(shards, 4096);
     let results = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
         .name("sluice-shard")
@@ -180,10 +218,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             let cluster = cluster.clone();
             let mesh = mesh.clone();
             let limiter = limiter.clone();
-            async move { shard_main(config, cluster, mesh, stop, shards, limiter).await }
+            let quorum = (events.clone(), to_shards.clone(), incarnation.clone());
+            async move { shard_main(config, cluster, mesh, stop, shards, limiter, quorum).await }
         })
         .map_err(|e| anyhow::anyhow!("starting shard executors: {e}"))?
         .join_all();
+    handle.stop();
     let mut failed = None;
     for r in results {
         match r {
@@ -208,6 +248,7 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
     shards: usize,
     limiter: Arc<ConnectionLimiter>,
+    quorum: (flume::Sender<Event>, flume::Receiver<ToShards>, Vec<u8>),
 ) -> anyhow::Result<()> {
     let storage = ShardStorage::start(ShardStorageOptions {
         cache_bytes: config.int("storage.cache.bytes") as usize,
@@ -255,14 +296,9 @@ async fn shard_main(
         spawn_receivers(links.receivers, router, move |req| ctx.start(req));
     }
     if ctx.id == 0 {
-        let controller = Controller::load(&ctx.storage, &config.data_dir()).await?;
-        let snapshot = controller.snapshot();
-        let _ = ctx.controller.set(controller);
-        tracing::info!(records = snapshot.len(), "metadata log replayed");
-        // Each Apply is acknowledged only after that shard opened its partitions.
-        ctx.broadcast_apply(snapshot).await;
-        tracing::info!("every shard opened its partitions");
-        crate::handlers::groups::ensure_offsets_topic(&ctx).await;
+        let _ = ctx.quorum.set(quorum.0.clone());
+        glommio::spawn_local(follow_metadata(ctx.clone(), quorum.0, quorum.1)).detach();
+        wait_until_in_service(&ctx, &config, &quorum.2).await;
         for s in 0..shards {
             ctx.call(s, crate::shard_msg::ShardRequest::StartServing)
                 .await;
@@ -302,6 +338,88 @@ async fn shard_main(
     tracing::info!(shard = ctx.id, "shutting down");
     ctx.shutdown().await;
     Ok(())
+}
+
+/// Shard 0: applies what the quorum thread commits on every shard, in order, and tells it
+/// how far this node's shards have applied.
+async fn follow_metadata(
+    ctx: Rc<ShardCtx>,
+    events: flume::Sender<Event>,
+    from_quorum: flume::Receiver<ToShards>,
+) {
+    use crate::shard_msg::ShardRequest;
+    while let Ok(msg) = from_quorum.recv_async().await {
+        let index = match msg {
+            ToShards::Reset { index, records } => {
+                ctx.broadcast(|| ShardRequest::Reset {
+                    index,
+                    records: records.clone(),
+                })
+                .await;
+                tracing::info!(
+                    index,
+                    records = records.len(),
+                    "metadata image loaded on every shard"
+                );
+                index
+            }
+            ToShards::Apply { index, records } => {
+                ctx.broadcast(|| ShardRequest::Apply {
+                    index,
+                    records: records.clone(),
+                })
+                .await;
+                index
+            }
+        };
+        ctx.metadata_applied
+            .set(ctx.metadata_applied.get().max(index));
+        ctx.metadata_progress.notify();
+        let _ = events.send(Event::Applied(index));
+    }
+}
+
+/// Shard 0, at start: waits until the controller has unfenced this process's broker
+/// incarnation (it registered
+/// and its shards caught up with the metadata log) and, for a single node, until the
+/// offsets topic exists, so the first clients find it in service. A node that cannot reach
+/// a majority of controllers serves what it has after a bound (reads still answer).
+async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarnation: &[u8]) {
+    let election =
+        Duration::from_millis(config.int("controller.quorum.election.timeout.ms") as u64);
+    let bound = (election * 3).max(Duration::from_secs(10));
+    let single = config
+        .str_value("controller.quorum.voters")
+        .trim()
+        .is_empty();
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let in_service = {
+            let image = ctx.image.borrow();
+            image
+                .broker(ctx.node_id)
+                .is_some_and(|b| !b.fenced && b.incarnation == incarnation)
+                && (!single || image.topic(crate::groups::OFFSETS_TOPIC).is_some())
+        };
+        if in_service {
+            tracing::info!(node = ctx.node_id, "broker in service");
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            tracing::warn!(
+                node = ctx.node_id,
+                waited_ms = bound.as_millis() as u64,
+                "not unfenced by an active controller yet; serving the metadata this node has"
+            );
+            return;
+        }
+        future::or(
+            ctx.metadata_progress.wait(),
+            glommio::timer::sleep(Duration::from_millis(50)),
+        )
+        .await;
+    }
 }
 
 /// Accepts connections on this shard's listener, within the broker's connection limits.

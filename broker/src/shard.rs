@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
-use sluice_proto::metadata::MetadataRecord;
 use sluice_storage::{PartitionLog, ShardStorage};
 
 use crate::admission::{Admission, ConnKey};
@@ -21,10 +20,11 @@ use crate::config::BrokerConfig;
 use crate::errors::{code, now_ms, storage_error_code};
 use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer};
-use crate::metadata::controller::{Controller, MetadataOpResult};
+use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 use crate::metadata::image::{Change, MetadataImage};
 use crate::metadata::topic_config::log_config;
 use crate::placement::shard_for;
+use crate::quorum::{Event, OpReply};
 use crate::router::{BoxFuture, Router};
 use crate::shard_msg::{
     FetchPart, FetchPartResult, OffsetAnswer, ProducePartResult, ShardRequest, ShardResponse, Tp,
@@ -40,8 +40,6 @@ const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 pub(crate) struct Limits {
     pub(crate) fetch_max_bytes: usize,
     pub(crate) fetch_max_wait: Duration,
-    pub(crate) request_partitions_max: i64,
-    pub(crate) broker_partitions_max: i64,
 }
 
 impl Limits {
@@ -49,8 +47,6 @@ impl Limits {
         Self {
             fetch_max_bytes: config.int("fetch.max.bytes") as usize,
             fetch_max_wait: Duration::from_millis(config.int("fetch.max.wait.ms") as u64),
-            request_partitions_max: config.int("request.partitions.max"),
-            broker_partitions_max: config.int("broker.partitions.max"),
         }
     }
 }
@@ -66,7 +62,13 @@ pub(crate) struct ShardCtx {
     pub(crate) image: RefCell<MetadataImage>,
     /// Partitions this shard owns, by topic then partition index.
     partitions: RefCell<HashMap<String, HashMap<i32, PartitionLog>>>,
-    pub(crate) controller: OnceCell<Controller>,
+    /// This node's id (`node.id`).
+    pub(crate) node_id: i32,
+    /// Shard 0: the quorum thread's inbox (changes go there).
+    pub(crate) quorum: OnceCell<flume::Sender<Event>>,
+    /// Shard 0: the metadata-log index every shard has applied, and a signal when it grows.
+    pub(crate) metadata_applied: Cell<u64>,
+    pub(crate) metadata_progress: Signal,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
@@ -98,7 +100,10 @@ impl ShardCtx {
             router,
             image: RefCell::new(MetadataImage::default()),
             partitions: RefCell::new(HashMap::new()),
-            controller: OnceCell::new(),
+            node_id: config.node_id(),
+            quorum: OnceCell::new(),
+            metadata_applied: Cell::new(0),
+            metadata_progress: Signal::default(),
             groups: RefCell::new(HashMap::new()),
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
@@ -118,6 +123,24 @@ impl ShardCtx {
 
     pub(crate) fn config_value(&self, name: &str) -> String {
         self.config.config_value(name)
+    }
+
+    /// The shard that owns `partition` of `topic` if this node leads it: else
+    /// UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER or LEADER_NOT_AVAILABLE.
+    pub(crate) fn route(&self, topic: &str, partition: i32) -> Result<usize, ResponseError> {
+        let image = self.image.borrow();
+        let t = image
+            .topic(topic)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let state = usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.parts.get(p))
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        match state.leader {
+            l if l == self.node_id => Ok(shard_for(&t.id, partition, self.shards)),
+            -1 => Err(ResponseError::LeaderNotAvailable),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
     }
 
     /// The shard that owns `partition` of `topic`, if the topic exists.
@@ -156,15 +179,55 @@ impl ShardCtx {
         self.submit(shard, req).await.await
     }
 
-    /// Sends metadata records to every shard (this one included) and waits for all to apply.
-    pub(crate) async fn broadcast_apply(self: &Rc<Self>, records: Vec<MetadataRecord>) {
+    /// Sends `make()` to every shard (this one included) and waits for all to answer.
+    pub(crate) async fn broadcast(self: &Rc<Self>, make: impl Fn() -> ShardRequest) {
         let mut pending = Vec::with_capacity(self.shards);
         for s in 0..self.shards {
-            pending.push(self.submit(s, ShardRequest::Apply(records.clone())).await);
+            pending.push(self.submit(s, make()).await);
         }
         for p in pending {
             p.await;
         }
+    }
+
+    /// Shard 0: hands `op` to the quorum thread; once it committed, waits until every shard
+    /// here applied it, so this broker's next answer reflects the change.
+    async fn metadata_op(self: &Rc<Self>, op: MetadataOp) -> MetadataOpResult {
+        const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
+        let Some(quorum) = self.quorum.get() else {
+            return MetadataOpResult::Failed(
+                code(ResponseError::NotController),
+                "metadata changes go to shard 0".into(),
+            );
+        };
+        let (tx, rx) = flume::bounded::<OpReply>(1);
+        let sent = quorum.send(Event::Op {
+            op,
+            reply: tx,
+            deadline: std::time::Instant::now() + CONTROLLER_TIMEOUT,
+            forwarded: false,
+        });
+        if sent.is_err() {
+            return MetadataOpResult::Failed(
+                code(ResponseError::NotController),
+                "the metadata quorum is stopped".into(),
+            );
+        }
+        let Ok((result, index)) = rx.recv_async().await else {
+            return MetadataOpResult::Failed(
+                code(ResponseError::NotController),
+                "the metadata quorum dropped the change".into(),
+            );
+        };
+        let deadline = std::time::Instant::now() + CONTROLLER_TIMEOUT;
+        while self.metadata_applied.get() < index {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            future::or(self.metadata_progress.wait(), glommio::timer::sleep(left)).await;
+        }
+        result
     }
 
     /// Runs the ordered part of a request now; the rest runs in the returned future.
@@ -176,22 +239,32 @@ impl ShardCtx {
                 ctx.ready_notify.notify();
                 ShardResponse::Done
             }),
-            ShardRequest::Apply(records) => Box::pin(async move {
-                ctx.apply(records).await;
-                ShardResponse::Done
-            }),
-            ShardRequest::Metadata(op) => match self.controller.get() {
-                Some(c) => {
-                    let fut = c.start(self, op);
-                    Box::pin(async move { ShardResponse::Metadata(fut.await) })
+            ShardRequest::Apply { index, records } => {
+                // applied to the image now, in arrival order; partitions open in the future
+                let changes = {
+                    let mut image = self.image.borrow_mut();
+                    records.iter().flat_map(|r| image.apply(index, r)).collect()
+                };
+                Box::pin(async move {
+                    ctx.act_on(changes).await;
+                    ShardResponse::Done
+                })
+            }
+            ShardRequest::Reset { index, records } => {
+                let mut new = MetadataImage::default();
+                for r in &records {
+                    new.apply(index, r);
                 }
-                None => Box::pin(async move {
-                    ShardResponse::Metadata(MetadataOpResult::Failed(
-                        code(ResponseError::NotController),
-                        "metadata changes go to shard 0".into(),
-                    ))
-                }),
-            },
+                let changes = self.image.borrow().diff(&new);
+                *self.image.borrow_mut() = new;
+                Box::pin(async move {
+                    ctx.act_on(changes).await;
+                    ShardResponse::Done
+                })
+            }
+            ShardRequest::Metadata(op) => {
+                Box::pin(async move { ShardResponse::Metadata(ctx.metadata_op(op).await) })
+            }
             ShardRequest::Produce {
                 acks,
                 timeout_ms,
@@ -521,16 +594,17 @@ impl ShardCtx {
         }
     }
 
-    /// Applies metadata records to this shard's image and opens, reconfigures or deletes
-    /// the partitions this shard owns.
-    async fn apply(&self, records: Vec<MetadataRecord>) {
-        let changes: Vec<Change> = {
-            let mut image = self.image.borrow_mut();
-            records.iter().flat_map(|r| image.apply(r)).collect()
-        };
+    /// Opens, reconfigures or deletes the partitions this shard owns as the image changed,
+    /// and loads or drops the group coordinators of the offsets partitions it leads.
+    async fn act_on(&self, changes: Vec<Change>) {
         for change in changes {
             match change {
                 Change::PartitionAdded {
+                    topic,
+                    id,
+                    partition,
+                }
+                | Change::PartitionChanged {
                     topic,
                     id,
                     partition,
@@ -538,34 +612,15 @@ impl ShardCtx {
                     if shard_for(&id, partition, self.shards) != self.id {
                         continue;
                     }
-                    let config = match self.image.borrow().topic(&topic) {
-                        Some(t) => log_config(&t.configs, &self.config),
+                    let (replica, leader) = match self.image.borrow().partition(&topic, partition) {
+                        Some(p) => (p.replicas.contains(&self.node_id), p.leader == self.node_id),
                         None => continue,
                     };
-                    let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
-                    match PartitionLog::open(&self.storage, dir, config).await {
-                        Ok(log) => {
-                            if topic == OFFSETS_TOPIC {
-                                match load_coordinator(log.clone(), group_config(&self.config))
-                                    .await
-                                {
-                                    Ok(c) => {
-                                        self.groups.borrow_mut().insert(partition, c);
-                                    }
-                                    Err(e) => {
-                                        tracing::error!(partition, error = %e, "cannot load group coordinator")
-                                    }
-                                }
-                            }
-                            self.partitions
-                                .borrow_mut()
-                                .entry(topic)
-                                .or_default()
-                                .insert(partition, log);
-                        }
-                        Err(e) => {
-                            tracing::error!(%topic, partition, error = %e, "cannot open partition")
-                        }
+                    if replica && self.log(&topic, partition).is_none() {
+                        self.open_partition(&topic, partition).await;
+                    }
+                    if topic == OFFSETS_TOPIC {
+                        self.sync_coordinator(partition, leader).await;
                     }
                 }
                 Change::TopicRemoved {
@@ -580,6 +635,9 @@ impl ShardCtx {
                             tracing::error!(%topic, partition, error = %e, "cannot delete partition");
                         }
                     }
+                    if topic == OFFSETS_TOPIC {
+                        self.groups.borrow_mut().clear();
+                    }
                 }
                 Change::ConfigChanged { topic } => {
                     let config = match self.image.borrow().topic(&topic) {
@@ -592,6 +650,56 @@ impl ShardCtx {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    async fn open_partition(&self, topic: &str, partition: i32) {
+        let config = match self.image.borrow().topic(topic) {
+            Some(t) => log_config(&t.configs, &self.config),
+            None => return,
+        };
+        let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
+        match PartitionLog::open(&self.storage, dir, config).await {
+            Ok(log) => {
+                self.partitions
+                    .borrow_mut()
+                    .entry(topic.to_string())
+                    .or_default()
+                    .insert(partition, log);
+            }
+            Err(e) => {
+                tracing::error!(%topic, partition, error = %e, "cannot open partition")
+            }
+        }
+    }
+
+    /// Loads the group coordinator of offsets partition `partition` when this node leads it,
+    /// drops it when it does not.
+    async fn sync_coordinator(&self, partition: i32, leader: bool) {
+        let loaded = self.groups.borrow().contains_key(&partition);
+        if !leader {
+            if loaded {
+                self.groups.borrow_mut().remove(&partition);
+                tracing::info!(
+                    partition,
+                    "no longer the group coordinator of this offsets partition"
+                );
+            }
+            return;
+        }
+        if loaded {
+            return;
+        }
+        let Some(log) = self.log(OFFSETS_TOPIC, partition) else {
+            return;
+        };
+        match load_coordinator(log, group_config(&self.config)).await {
+            Ok(c) => {
+                self.groups.borrow_mut().insert(partition, c);
+            }
+            Err(e) => {
+                tracing::error!(partition, error = %e, "cannot load group coordinator")
             }
         }
     }
@@ -620,9 +728,6 @@ impl ShardCtx {
             if let Err(e) = log.close().await {
                 tracing::warn!(error = %e, "closing partition");
             }
-        }
-        if let Some(c) = self.controller.get() {
-            c.close().await;
         }
         if let Err(e) = self.storage.shutdown().await {
             tracing::warn!(error = %e, "storage shutdown");

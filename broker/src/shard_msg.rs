@@ -56,11 +56,19 @@ pub(crate) type ByShard<T> = std::collections::BTreeMap<usize, (Vec<(usize, usiz
 /// A request to the shard that owns the data.
 #[derive(Debug)]
 pub(crate) enum ShardRequest {
-    /// Apply metadata records (broadcast by the controller).
-    Apply(Vec<MetadataRecord>),
+    /// Apply the records of the committed metadata entry at `index` (broadcast by shard 0).
+    Apply {
+        index: u64,
+        records: Vec<MetadataRecord>,
+    },
+    /// Replace the image with these records (a snapshot as of `index`).
+    Reset {
+        index: u64,
+        records: Vec<MetadataRecord>,
+    },
     /// Every shard has the metadata snapshot: start accepting connections.
     StartServing,
-    /// A change for the controller (shard 0 only).
+    /// A change for the controller (shard 0 only: it talks to the quorum thread).
     Metadata(MetadataOp),
     /// Append records; answer after append (acks 0/1) or once durable (acks -1, waiting
     /// at most `timeout_ms`).

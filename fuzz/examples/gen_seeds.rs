@@ -411,6 +411,7 @@ fn main() {
             replicas: vec![1, 2],
             leader: 1,
             leader_epoch: 4,
+            ..Default::default()
         }),
         Record::Config(ConfigRecord {
             resource_type: 2,

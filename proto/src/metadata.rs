@@ -8,7 +8,7 @@ use prost::Message;
 /// One metadata change.
 #[derive(Clone, PartialEq, Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub record: Option<Record>,
 }
 
@@ -24,6 +24,20 @@ pub enum Record {
     RemoveTopic(RemoveTopicRecord),
     #[prost(message, tag = "5")]
     ProducerIds(ProducerIdsRecord),
+    #[prost(message, tag = "6")]
+    RegisterBroker(RegisterBrokerRecord),
+    #[prost(message, tag = "7")]
+    FenceBroker(FenceBrokerRecord),
+    #[prost(message, tag = "8")]
+    UnfenceBroker(UnfenceBrokerRecord),
+}
+
+/// The records of one metadata-log entry (one raft entry, applied atomically), and the
+/// form of a snapshot of the whole image.
+#[derive(Clone, PartialEq, Message)]
+pub struct MetadataBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub records: Vec<MetadataRecord>,
 }
 
 /// A topic came into existence.
@@ -36,7 +50,10 @@ pub struct TopicRecord {
     pub topic_id: Vec<u8>,
 }
 
-/// A partition of a topic exists, with its replica placement.
+/// A partition of a topic exists (first record for it) or its state changed (later
+/// records replace replicas, ISR, leader and epochs whole, as Kafka's PartitionChangeRecord).
+/// A log written before clusters existed has empty `replicas`: the image reads that as
+/// "this node, leader, epoch 0".
 #[derive(Clone, PartialEq, Message)]
 pub struct PartitionRecord {
     #[prost(bytes = "vec", tag = "1")]
@@ -45,10 +62,56 @@ pub struct PartitionRecord {
     pub partition_id: i32,
     #[prost(int32, repeated, tag = "3")]
     pub replicas: Vec<i32>,
+    /// The leader's node id, or -1 when no in-sync replica is alive.
     #[prost(int32, tag = "4")]
     pub leader: i32,
     #[prost(int32, tag = "5")]
     pub leader_epoch: i32,
+    #[prost(int32, repeated, tag = "6")]
+    pub isr: Vec<i32>,
+    /// Bumped on every change of replicas, ISR or leader.
+    #[prost(int32, tag = "7")]
+    pub partition_epoch: i32,
+}
+
+/// A broker registered (or registered again after a restart: a new incarnation). It
+/// starts fenced; `epoch` is the metadata-log index of this record (0 when proposed: the
+/// image fills it in when the record is applied at its index).
+#[derive(Clone, PartialEq, Message)]
+pub struct RegisterBrokerRecord {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    /// Random per process start.
+    #[prost(bytes = "vec", tag = "2")]
+    pub incarnation_id: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub epoch: i64,
+    #[prost(string, tag = "4")]
+    pub host: String,
+    #[prost(int32, tag = "5")]
+    pub port: i32,
+    #[prost(string, optional, tag = "6")]
+    pub rack: Option<String>,
+    #[prost(bool, tag = "7")]
+    pub fenced: bool,
+}
+
+/// The broker missed its session timeout: no longer a leader, not in any ISR.
+#[derive(Clone, PartialEq, Message)]
+pub struct FenceBrokerRecord {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    #[prost(int64, tag = "2")]
+    pub epoch: i64,
+}
+
+/// The broker heartbeats and has caught up with the metadata log.
+#[derive(Clone, PartialEq, Message)]
+pub struct UnfenceBrokerRecord {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    #[prost(int64, tag = "2")]
+    pub epoch: i64,
 }
 
 /// A config was set (`value` present) or removed (`value` absent) on a resource.
@@ -104,6 +167,8 @@ mod tests {
                 replicas: vec![1],
                 leader: 1,
                 leader_epoch: 0,
+                isr: vec![1],
+                partition_epoch: 0,
             }),
             Record::Config(ConfigRecord {
                 resource_type: 2,
@@ -116,6 +181,23 @@ mod tests {
             }),
             Record::ProducerIds(ProducerIdsRecord {
                 next_producer_id: 1000,
+            }),
+            Record::RegisterBroker(RegisterBrokerRecord {
+                node_id: 2,
+                incarnation_id: vec![1; 16],
+                epoch: 7,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: Some("r1".into()),
+                fenced: true,
+            }),
+            Record::FenceBroker(FenceBrokerRecord {
+                node_id: 2,
+                epoch: 7,
+            }),
+            Record::UnfenceBroker(UnfenceBrokerRecord {
+                node_id: 2,
+                epoch: 7,
             }),
         ];
         for r in records {

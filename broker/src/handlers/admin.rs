@@ -161,7 +161,11 @@ pub(crate) async fn create_topics(
                 .with_error_message(o.message.map(StrBytes::from_string))
                 .with_topic_id(uuid::Uuid::from_bytes(o.topic_id))
                 .with_num_partitions(if o.error == 0 { o.partitions } else { -1 })
-                .with_replication_factor(if o.error == 0 { 1 } else { -1 });
+                .with_replication_factor(if o.error == 0 {
+                    o.replication_factor
+                } else {
+                    -1
+                });
             if version >= 5 && o.error == 0 {
                 let overrides = requested
                     .iter()
@@ -327,14 +331,22 @@ pub(crate) async fn describe_cluster(
     _req: DescribeClusterRequest,
     _version: i16,
 ) -> DescribeClusterResponse {
-    let (host, port) = ctx.config.advertised();
+    let brokers = crate::handlers::metadata::live_brokers(&ctx)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(rack.map(StrBytes::from_string))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(ctx.cluster_id.clone()))
-        .with_controller_id(BrokerId(ctx.config.node_id()))
+        .with_controller_id(BrokerId(crate::handlers::metadata::controller_for_clients(
+            &ctx,
+        )))
         .with_endpoint_type(1)
         .with_cluster_authorized_operations(i32::MIN)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(ctx.config.node_id()))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_brokers(brokers)
 }

@@ -107,8 +107,8 @@ async fn read_all(ctx: &Rc<ShardCtx>, plan: &Plan, max_bytes: usize) -> Vec<Fetc
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     for (i, (tp, offset, part_max)) in plan.parts.iter().enumerate() {
-        match ctx.owner(&tp.topic, tp.partition) {
-            Some(shard) => {
+        match ctx.route(&tp.topic, tp.partition) {
+            Ok(shard) => {
                 let e = by_shard.entry(shard).or_default();
                 e.0.push(i);
                 e.1.push(FetchPart {
@@ -117,9 +117,9 @@ async fn read_all(ctx: &Rc<ShardCtx>, plan: &Plan, max_bytes: usize) -> Vec<Fetc
                     max_bytes: usize::try_from(*part_max).unwrap_or(0),
                 });
             }
-            None => {
+            Err(error) => {
                 results[i] = FetchPartResult {
-                    error: ResponseError::UnknownTopicOrPartition.code(),
+                    error: error.code(),
                     high_watermark: -1,
                     log_start_offset: -1,
                     batches: Vec::new(),
@@ -167,7 +167,7 @@ async fn read_all(ctx: &Rc<ShardCtx>, plan: &Plan, max_bytes: usize) -> Vec<Fetc
 async fn wait_any(ctx: &Rc<ShardCtx>, plan: &Plan, seen: &[FetchPartResult], wait: Duration) {
     let mut by_shard: BTreeMap<usize, Vec<(Tp, i64)>> = BTreeMap::new();
     for ((tp, offset, _), r) in plan.parts.iter().zip(seen) {
-        if let Some(shard) = ctx.owner(&tp.topic, tp.partition) {
+        if let Ok(shard) = ctx.route(&tp.topic, tp.partition) {
             by_shard
                 .entry(shard)
                 .or_default()

@@ -27,32 +27,10 @@ use kafka_protocol::ResponseError;
 
 use crate::groups::{coordinator_partition, GroupOffsets, OFFSETS_TOPIC};
 use crate::groups_glue::{GroupAnswer, GroupCall};
-use crate::handlers::admin::create_topics_internal;
-use crate::metadata::controller::NewTopic;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
 /// Creates `__consumer_offsets` on first start (shard 0, before serving).
-pub(crate) async fn ensure_offsets_topic(ctx: &Rc<ShardCtx>) {
-    if ctx.image.borrow().topic(OFFSETS_TOPIC).is_some() {
-        return;
-    }
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: ctx.config.int("offsets.topic.num.partitions") as i32,
-        replication_factor: -1,
-        // Compaction is not implemented yet: keep every record rather than lose offsets.
-        configs: vec![
-            ("cleanup.policy".into(), "compact".into()),
-            ("retention.ms".into(), "-1".into()),
-        ],
-    };
-    let out = create_topics_internal(ctx, vec![topic], false, None).await;
-    if let Some(o) = out.iter().find(|o| o.error != 0) {
-        tracing::error!(error = o.error, message = ?o.message, "cannot create {OFFSETS_TOPIC}");
-    }
-}
-
 /// The coordinator partition and owning shard of `group_id`, once the offsets topic exists.
 fn route(ctx: &ShardCtx, group_id: &str) -> Option<(i32, usize)> {
     let partitions = ctx.image.borrow().topic(OFFSETS_TOPIC)?.partitions;
@@ -87,18 +65,20 @@ pub(crate) async fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = ctx.config.advertised();
-    let node = BrokerId(ctx.config.node_id());
-    let answer = |key: &StrBytes| -> (i16, Option<&'static str>) {
+    // the coordinator is the leader of the group's offsets partition
+    let answer = |key: &StrBytes| -> (i16, Option<&'static str>, BrokerId, String, i32) {
+        let none = |m| (NOT_AVAILABLE, Some(m), BrokerId(-1), String::new(), -1);
         if req.key_type != 0 {
-            (NOT_AVAILABLE, Some("Transactions are not supported yet."))
-        } else if route(&ctx, key).is_none() {
-            (
-                NOT_AVAILABLE,
-                Some("The group coordinator is not available yet."),
-            )
-        } else {
-            (0, None)
+            return none("Transactions are not supported yet.");
+        }
+        let image = ctx.image.borrow();
+        let leader = image.topic(OFFSETS_TOPIC).and_then(|t| {
+            let p = coordinator_partition(key, t.partitions);
+            t.parts.get(usize::try_from(p).ok()?).map(|s| s.leader)
+        });
+        match leader.and_then(|l| image.broker(l).filter(|b| !b.fenced)) {
+            Some(b) => (0, None, BrokerId(b.node_id), b.host.clone(), b.port),
+            None => none("The group coordinator is not available yet."),
         }
     };
     if version >= 4 {
@@ -106,32 +86,24 @@ pub(crate) async fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (err, msg) = answer(k);
+                let (err, msg, node, host, port) = answer(k);
                 Coordinator::default()
                     .with_key(k.clone())
-                    .with_node_id(if err == 0 { node } else { BrokerId(-1) })
-                    .with_host(StrBytes::from_string(if err == 0 {
-                        host.clone()
-                    } else {
-                        String::new()
-                    }))
-                    .with_port(if err == 0 { port } else { -1 })
+                    .with_node_id(node)
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
                     .with_error_code(err)
                     .with_error_message(msg.map(StrBytes::from_static_str))
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (err, msg) = answer(&req.key);
+    let (err, msg, node, host, port) = answer(&req.key);
     let mut r = FindCoordinatorResponse::default()
         .with_error_code(err)
-        .with_node_id(if err == 0 { node } else { BrokerId(-1) })
-        .with_host(StrBytes::from_string(if err == 0 {
-            host
-        } else {
-            String::new()
-        }))
-        .with_port(if err == 0 { port } else { -1 });
+        .with_node_id(node)
+        .with_host(StrBytes::from_string(host))
+        .with_port(port);
     if version >= 1 {
         r.error_message = msg.map(StrBytes::from_static_str);
     }

@@ -32,10 +32,14 @@ pub(crate) async fn handle(
                 .with_timestamp(-1)
                 .with_offset(-1);
             if version >= 4 {
-                pr.leader_epoch = 0;
+                pr.leader_epoch = ctx
+                    .image
+                    .borrow()
+                    .partition(&name, p.partition_index)
+                    .map_or(-1, |s| s.leader_epoch);
             }
-            match ctx.owner(&name, p.partition_index) {
-                Some(shard) => {
+            match ctx.route(&name, p.partition_index) {
+                Ok(shard) => {
                     let e = by_shard.entry(shard).or_default();
                     e.0.push((ti, pi));
                     e.1.push((
@@ -46,7 +50,7 @@ pub(crate) async fn handle(
                         p.timestamp,
                     ));
                 }
-                None => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Err(e) => pr.error_code = e.code(),
             }
             tr.partitions.push(pr);
         }

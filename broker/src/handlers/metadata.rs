@@ -1,4 +1,5 @@
-//! Metadata: brokers (this one), and topics with their partitions, all led by this node.
+//! Metadata: the live brokers, and topics with their partitions' leaders, epochs, replicas
+//! and ISR, from this broker's copy of the metadata image.
 //! Unknown topics are created when `auto.create.topics.enable` and the request allow it.
 
 use std::rc::Rc;
@@ -15,30 +16,60 @@ use crate::metadata::controller::{validate_topic_name, NewTopic};
 use crate::metadata::image::TopicInfo;
 use crate::shard::ShardCtx;
 
-pub(crate) fn broker_entry(ctx: &ShardCtx) -> MetadataResponseBroker {
+/// The brokers clients may use: every unfenced registered broker, or this one alone while
+/// the image has none (a node that cannot reach the controllers still answers).
+pub(crate) fn live_brokers(ctx: &ShardCtx) -> Vec<(i32, String, i32, Option<String>)> {
+    let image = ctx.image.borrow();
+    let live: Vec<_> = image
+        .live_brokers()
+        .map(|b| (b.node_id, b.host.clone(), b.port, b.rack.clone()))
+        .collect();
+    if !live.is_empty() {
+        return live;
+    }
     let (host, port) = ctx.config.advertised();
-    MetadataResponseBroker::default()
-        .with_node_id(BrokerId(ctx.config.node_id()))
-        .with_host(StrBytes::from_string(host))
-        .with_port(port)
+    vec![(ctx.node_id, host, port, None)]
+}
+
+/// The controller id given to clients: this broker. Any broker forwards admin requests to
+/// the active controller (as KRaft brokers answer with a random live broker), and naming
+/// the broker the client already talks to keeps a client that cached a dead controller's
+/// id from waiting for it: its next Metadata names a live one.
+pub(crate) fn controller_for_clients(ctx: &ShardCtx) -> i32 {
+    ctx.node_id
 }
 
 fn topic_entry(ctx: &ShardCtx, t: &TopicInfo) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.config.node_id());
+    let image = ctx.image.borrow();
+    let alive = |n: &i32| image.broker(*n).is_some_and(|b| !b.fenced);
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(uuid::Uuid::from_bytes(t.id))
         .with_is_internal(t.name.starts_with("__"))
         .with_topic_authorized_operations(i32::MIN)
         .with_partitions(
-            (0..t.partitions)
-                .map(|p| {
+            t.parts
+                .iter()
+                .enumerate()
+                .map(|(p, s)| {
                     MetadataResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_leader_id(node)
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
+                        .with_error_code(if s.leader == -1 {
+                            ResponseError::LeaderNotAvailable.code()
+                        } else {
+                            0
+                        })
+                        .with_partition_index(p as i32)
+                        .with_leader_id(BrokerId(s.leader))
+                        .with_leader_epoch(s.leader_epoch)
+                        .with_replica_nodes(s.replicas.iter().map(|r| BrokerId(*r)).collect())
+                        .with_isr_nodes(s.isr.iter().map(|r| BrokerId(*r)).collect())
+                        .with_offline_replicas(
+                            s.replicas
+                                .iter()
+                                .filter(|r| !alive(r))
+                                .map(|r| BrokerId(*r))
+                                .collect(),
+                        )
                 })
                 .collect(),
         )
@@ -123,10 +154,20 @@ pub(crate) async fn handle(
             }
         }
     }
+    let brokers = live_brokers(&ctx)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_rack(rack.map(StrBytes::from_string))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![broker_entry(&ctx)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(ctx.cluster_id.clone())))
-        .with_controller_id(BrokerId(ctx.config.node_id()))
+        .with_controller_id(BrokerId(controller_for_clients(&ctx)))
         .with_cluster_authorized_operations(i32::MIN)
         .with_topics(topics)
 }

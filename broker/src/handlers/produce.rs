@@ -44,7 +44,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let owner = ctx.owner(&name, part.index);
+            let owner = ctx.route(&name, part.index);
             match (bad_acks, owner, part.records) {
                 (true, _, _) => pr.error_code = ResponseError::InvalidRequiredAcks.code(),
                 _ if internal => {
@@ -53,9 +53,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                         "Clients may not write to an internal topic.",
                     ));
                 }
-                (_, None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                (_, Some(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
-                (_, Some(shard), Some(records)) => {
+                (_, Err(e), _) => pr.error_code = e.code(),
+                (_, Ok(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
+                (_, Ok(shard), Some(records)) => {
                     let entry = by_shard.entry(shard).or_default();
                     entry.0.push((ti, pi));
                     entry.1.push((

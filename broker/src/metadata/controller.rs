@@ -1,30 +1,22 @@
-//! The single-node controller, owned by shard 0: validates topic and config changes against
-//! its authoritative image, appends them as one batch to the metadata log
-//! (`<data_dir>/__cluster_metadata-0`), waits until durable, then broadcasts the records to
-//! every shard. Validation and the append happen before the first `.await`, so concurrent
-//! requests are serialized exactly in log order.
+//! The controller's decisions, made by the active controller (the raft leader) against
+//! its speculative image (committed state plus its own proposals in flight): validate a
+//! topic or config change and turn it into metadata records, place replicas, register,
+//! fence and unfence brokers and move partition leadership. Pure logic: the quorum thread
+//! (`crate::quorum`) proposes the records and answers once they commit.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use prost::Message;
-use sluice_proto::batch::{build_batch, decode_records, SimpleRecord};
 use sluice_proto::metadata::{
-    ConfigRecord, MetadataRecord, PartitionRecord, ProducerIdsRecord, Record, RemoveTopicRecord,
-    TopicRecord,
+    ConfigRecord, FenceBrokerRecord, MetadataRecord, ProducerIdsRecord, Record,
+    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UnfenceBrokerRecord,
 };
-use sluice_storage::{LogConfig, PartitionLog, ShardStorage};
 
-use super::image::{MetadataImage, TopicId};
+use super::image::{MetadataImage, PartitionState, TopicId};
 use super::topic_config;
-use crate::errors::now_ms;
-use crate::shard::{Limits, ShardCtx};
-
-/// Directory name of the metadata log inside the data dir.
-pub(crate) const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
+use crate::config::BrokerConfig;
+use crate::groups::OFFSETS_TOPIC;
 /// Producer ids are handed out from blocks of this size, one record per block.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -72,6 +64,21 @@ pub(crate) enum MetadataOp {
         validate_only: bool,
     },
     AllocateProducerId,
+    /// A broker's heartbeat (its first one registers it).
+    Heartbeat(BrokerHeartbeat),
+}
+
+/// What a broker tells the controller every `broker.heartbeat.interval.ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BrokerHeartbeat {
+    pub(crate) node_id: i32,
+    /// Random per process start: a new one means the broker restarted.
+    pub(crate) incarnation: Vec<u8>,
+    pub(crate) host: String,
+    pub(crate) port: i32,
+    pub(crate) rack: Option<String>,
+    /// The metadata-log index the broker's shards have applied.
+    pub(crate) applied: u64,
 }
 
 /// Per-topic (or per-resource) outcome.
@@ -82,21 +89,31 @@ pub(crate) struct TopicOutcome {
     pub(crate) error: i16,
     pub(crate) message: Option<String>,
     pub(crate) partitions: i32,
+    pub(crate) replication_factor: i16,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum MetadataOpResult {
     Topics(Vec<TopicOutcome>),
     ProducerId(i64),
+    /// The broker's registration epoch and whether it is still fenced.
+    Heartbeat {
+        epoch: i64,
+        fenced: bool,
+    },
     Failed(i16, String),
 }
 
-/// Owned by shard 0; never crosses cores.
-pub(crate) struct Controller {
-    log: PartitionLog,
-    image: RefCell<MetadataImage>,
-    /// Producer ids handed out in memory; `image.next_producer_id` is the durable block end.
-    next_pid: RefCell<i64>,
+/// The active controller's state besides the image: producer ids handed out in memory
+/// (`image.next_producer_id` is the durable block end) and when each broker last
+/// heartbeat. Rebuilt by each new leader.
+pub(crate) struct ControllerLogic {
+    config: BrokerConfig,
+    next_pid: i64,
+    last_heartbeat: HashMap<i32, Instant>,
+    session_timeout: Duration,
+    /// Rotates where partition placement starts, so leaders spread across topics.
+    placement_start: usize,
 }
 
 /// New partitions one request may still create: bounded per request
@@ -107,11 +124,11 @@ struct PartitionBudget {
 }
 
 impl PartitionBudget {
-    fn new(image: &MetadataImage, limits: &Limits) -> Self {
+    fn new(image: &MetadataImage, config: &BrokerConfig) -> Self {
         let held: i64 = image.topics().map(|t| i64::from(t.partitions)).sum();
         Self {
-            request_left: limits.request_partitions_max,
-            broker_left: limits.broker_partitions_max - held,
+            request_left: config.int("request.partitions.max"),
+            broker_left: config.int("broker.partitions.max") - held,
         }
     }
 
@@ -176,150 +193,287 @@ fn outcome(name: &str, error: ResponseError, message: String) -> TopicOutcome {
     }
 }
 
-impl Controller {
-    /// Opens the metadata log and replays it. Returns the controller and the full record list.
-    pub(crate) async fn load(
-        storage: &Rc<ShardStorage>,
-        data_dir: &std::path::Path,
-    ) -> anyhow::Result<Controller> {
-        let log = PartitionLog::open(
-            storage,
-            data_dir.join(METADATA_LOG_DIR),
-            LogConfig {
-                retention_ms: -1,
-                retention_bytes: -1,
-                ..LogConfig::default()
+impl ControllerLogic {
+    /// A new leader's state: every registered broker gets a full session from `now`.
+    pub(crate) fn new(config: BrokerConfig, image: &MetadataImage, now: Instant) -> Self {
+        let session_timeout = Duration::from_millis(config.int("broker.session.timeout.ms") as u64);
+        Self {
+            next_pid: image.next_producer_id,
+            last_heartbeat: image.brokers().map(|b| (b.node_id, now)).collect(),
+            session_timeout,
+            placement_start: rand::random::<u32>() as usize,
+            config,
+        }
+    }
+
+    /// Validates `op` against `image` (the speculative image: committed plus proposed) and
+    /// returns the records to propose as the entry at `index`, already applied to `image`,
+    /// and the answer to give once they commit.
+    pub(crate) fn decide(
+        &mut self,
+        image: &mut MetadataImage,
+        index: u64,
+        op: MetadataOp,
+        now: Instant,
+    ) -> (Vec<MetadataRecord>, MetadataOpResult) {
+        let (records, result) = match op {
+            MetadataOp::CreateTopics {
+                topics,
+                validate_only,
+            } => self.create_topics(image, topics, validate_only),
+            MetadataOp::DeleteTopics { topics } => self.delete_topics(image, topics),
+            MetadataOp::CreatePartitions {
+                topics,
+                validate_only,
+            } => self.create_partitions(image, topics, validate_only),
+            MetadataOp::AlterConfigs {
+                changes,
+                validate_only,
+            } => self.alter_configs(image, changes, validate_only),
+            MetadataOp::AllocateProducerId => {
+                let pid = self.next_pid.max(image.next_producer_id);
+                self.next_pid = pid + 1;
+                let mut recs = Vec::new();
+                if self.next_pid > image.next_producer_id {
+                    recs.push(MetadataRecord::new(Record::ProducerIds(
+                        ProducerIdsRecord {
+                            next_producer_id: pid + PRODUCER_ID_BLOCK,
+                        },
+                    )));
+                }
+                (recs, MetadataOpResult::ProducerId(pid))
+            }
+            MetadataOp::Heartbeat(hb) => return self.heartbeat(image, index, hb, now),
+        };
+        for r in &records {
+            image.apply(index, r);
+        }
+        (records, result)
+    }
+
+    /// A broker's heartbeat: registers a new incarnation (fenced; the old one, if it led
+    /// anything, loses its leaderships first), unfences a registered broker once its shards
+    /// have applied the log up to its registration.
+    fn heartbeat(
+        &mut self,
+        image: &mut MetadataImage,
+        index: u64,
+        hb: BrokerHeartbeat,
+        now: Instant,
+    ) -> (Vec<MetadataRecord>, MetadataOpResult) {
+        self.last_heartbeat.insert(hb.node_id, now);
+        let mut records = Vec::new();
+        let current = image.broker(hb.node_id).cloned();
+        let same = current.as_ref().is_some_and(|b| {
+            b.incarnation == hb.incarnation
+                && b.host == hb.host
+                && b.port == hb.port
+                && b.rack == hb.rack
+        });
+        if !same {
+            if let Some(old) = current.as_ref().filter(|b| !b.fenced) {
+                records.extend(fence_records(image, old.node_id, old.epoch));
+            }
+            let epoch = i64::try_from(index).unwrap_or(i64::MAX);
+            records.push(MetadataRecord::new(Record::RegisterBroker(
+                RegisterBrokerRecord {
+                    node_id: hb.node_id,
+                    incarnation_id: hb.incarnation,
+                    epoch,
+                    host: hb.host,
+                    port: hb.port,
+                    rack: hb.rack,
+                    fenced: true,
+                },
+            )));
+            for r in &records {
+                image.apply(index, r);
+            }
+            tracing::info!(
+                node = hb.node_id,
+                epoch,
+                "broker registered (fenced until caught up)"
+            );
+            return (
+                records,
+                MetadataOpResult::Heartbeat {
+                    epoch,
+                    fenced: true,
+                },
+            );
+        }
+        let Some(b) = current else {
+            return (
+                Vec::new(),
+                MetadataOpResult::Heartbeat {
+                    epoch: -1,
+                    fenced: true,
+                },
+            );
+        };
+        if b.fenced && hb.applied >= u64::try_from(b.epoch).unwrap_or(u64::MAX) {
+            records = unfence_records(image, b.node_id, b.epoch);
+            for r in &records {
+                image.apply(index, r);
+            }
+            tracing::info!(node = b.node_id, epoch = b.epoch, "broker unfenced");
+            return (
+                records,
+                MetadataOpResult::Heartbeat {
+                    epoch: b.epoch,
+                    fenced: false,
+                },
+            );
+        }
+        (
+            Vec::new(),
+            MetadataOpResult::Heartbeat {
+                epoch: b.epoch,
+                fenced: b.fenced,
             },
         )
-        .await?;
-        let mut image = MetadataImage::default();
-        let mut offset = log.log_start_offset();
-        let end = log.log_end_offset();
-        while offset < end {
-            let batches = log.read(offset, end, 1 << 20, true).await?;
-            if batches.is_empty() {
+    }
+
+    /// Periodic duties of the active controller, as records for the entry at `index`:
+    /// fence brokers whose session expired (their leaderships move to another in-sync
+    /// replica), and create `__consumer_offsets` once enough brokers are alive.
+    pub(crate) fn tick(
+        &mut self,
+        image: &mut MetadataImage,
+        index: u64,
+        now: Instant,
+        voters: usize,
+    ) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        let expired: Vec<(i32, i64)> = image
+            .live_brokers()
+            .filter(|b| {
+                self.last_heartbeat
+                    .get(&b.node_id)
+                    .is_none_or(|t| now.duration_since(*t) > self.session_timeout)
+            })
+            .map(|b| (b.node_id, b.epoch))
+            .collect();
+        for (node, epoch) in expired {
+            tracing::warn!(node, epoch, "broker session expired: fencing it");
+            let recs = fence_records(image, node, epoch);
+            for r in &recs {
+                image.apply(index, r);
+            }
+            records.extend(recs);
+        }
+        if image.topic(OFFSETS_TOPIC).is_none() {
+            let live = image.live_brokers().count();
+            let want = (self.config.int("offsets.topic.replication.factor") as usize).min(voters);
+            if live >= want.max(1) {
+                let topic = NewTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: self.config.int("offsets.topic.num.partitions") as i32,
+                    replication_factor: want.min(live) as i16,
+                    // Compaction is not implemented yet: keep every record rather than lose offsets.
+                    configs: vec![
+                        ("cleanup.policy".into(), "compact".into()),
+                        ("retention.ms".into(), "-1".into()),
+                    ],
+                };
+                let (recs, result) = self.create_topics(image, vec![topic], false);
+                if let MetadataOpResult::Topics(t) = &result {
+                    if let Some(o) = t.iter().find(|o| o.error != 0) {
+                        tracing::error!(error = o.error, message = ?o.message, "cannot create {OFFSETS_TOPIC}");
+                    }
+                }
+                for r in &recs {
+                    image.apply(index, r);
+                }
+                records.extend(recs);
+            }
+        }
+        records
+    }
+
+    /// Replica lists for `count` new partitions with `rf` replicas each, from partition
+    /// `first` on: round robin over the live brokers, ordered so that racks alternate (as
+    /// Kafka's rack-aware assignment), starting where the last placement stopped so that
+    /// leaders (the first replica) spread evenly. `None` when rf exceeds the live brokers.
+    fn place(
+        &mut self,
+        image: &MetadataImage,
+        first: i32,
+        count: i32,
+        rf: usize,
+    ) -> Option<Vec<Vec<i32>>> {
+        let mut by_rack: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for b in image.live_brokers() {
+            by_rack
+                .entry(b.rack.clone().unwrap_or_default())
+                .or_default()
+                .push(b.node_id);
+        }
+        let mut order = Vec::new();
+        let mut columns: Vec<std::vec::IntoIter<i32>> =
+            by_rack.into_values().map(|v| v.into_iter()).collect();
+        loop {
+            let before = order.len();
+            for c in columns.iter_mut() {
+                order.extend(c.next());
+            }
+            if order.len() == before {
                 break;
             }
-            for batch in &batches {
-                for rec in decode_records(batch)? {
-                    offset = rec.offset + 1;
-                    if let Some(v) = rec.value {
-                        let r = MetadataRecord::decode(v).map_err(|e| {
-                            anyhow::anyhow!("metadata record at {}: {e}", rec.offset)
-                        })?;
-                        image.apply(&r);
-                    }
-                }
-            }
         }
-        let next = image.next_producer_id;
-        Ok(Controller {
-            log,
-            image: RefCell::new(image),
-            next_pid: RefCell::new(next),
-        })
-    }
-
-    /// Records that rebuild the current state on a shard.
-    pub(crate) fn snapshot(&self) -> Vec<MetadataRecord> {
-        self.image.borrow().to_records()
-    }
-
-    pub(crate) async fn close(&self) {
-        if let Err(e) = self.log.close().await {
-            tracing::warn!(error = %e, "closing the metadata log");
+        let n = order.len();
+        if rf == 0 || rf > n {
+            return None;
         }
-    }
-
-    /// Validates and appends `op`; the returned future completes after the records are
-    /// durable and applied on every shard.
-    pub(crate) fn start(
-        &self,
-        ctx: &Rc<ShardCtx>,
-        op: MetadataOp,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MetadataOpResult>>> {
-        let (records, result) = {
-            let mut image = self.image.borrow_mut();
-            match op {
-                MetadataOp::CreateTopics {
-                    topics,
-                    validate_only,
-                } => self.create_topics(&mut image, ctx, topics, validate_only),
-                MetadataOp::DeleteTopics { topics } => self.delete_topics(&mut image, topics),
-                MetadataOp::CreatePartitions {
-                    topics,
-                    validate_only,
-                } => self.create_partitions(&mut image, &ctx.limits, topics, validate_only),
-                MetadataOp::AlterConfigs {
-                    changes,
-                    validate_only,
-                } => self.alter_configs(&mut image, changes, validate_only),
-                MetadataOp::AllocateProducerId => {
-                    let mut next = self.next_pid.borrow_mut();
-                    let pid = *next;
-                    *next += 1;
-                    let mut recs = Vec::new();
-                    if *next > image.next_producer_id {
-                        let r = MetadataRecord::new(Record::ProducerIds(ProducerIdsRecord {
-                            next_producer_id: pid + PRODUCER_ID_BLOCK,
-                        }));
-                        image.apply(&r);
-                        recs.push(r);
-                    }
-                    (recs, MetadataOpResult::ProducerId(pid))
-                }
-            }
-        };
-        if records.is_empty() {
-            return Box::pin(async move { result });
-        }
-        let values: Vec<Vec<u8>> = records.iter().map(|r| r.encode_to_vec()).collect();
-        let now = now_ms();
-        let simple: Vec<SimpleRecord<'_>> = values
-            .iter()
-            .map(|v| SimpleRecord {
-                key: None,
-                value: Some(v),
-                timestamp: now,
-                headers: &[],
-            })
+        let rack_of: HashMap<i32, Option<String>> = image
+            .live_brokers()
+            .map(|b| (b.node_id, b.rack.clone()))
             .collect();
-        let batch: Bytes = build_batch(0, &simple);
-        let appended = self.log.append(batch, now);
-        let log = self.log.clone();
-        let ctx = ctx.clone();
-        Box::pin(async move {
-            let info = match appended {
-                Ok(info) => info,
-                Err(e) => {
-                    return MetadataOpResult::Failed(
-                        crate::errors::storage_error_code(&e),
-                        e.to_string(),
-                    )
-                }
-            };
-            if let Err(e) = log.wait_durable(info.last_offset).await {
-                return MetadataOpResult::Failed(
-                    crate::errors::storage_error_code(&e),
-                    e.to_string(),
-                );
-            }
-            ctx.broadcast_apply(records).await;
-            result
-        })
+        let racks = rack_of
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let start = self.placement_start;
+        self.placement_start = self.placement_start.wrapping_add(count.max(0) as usize);
+        Some(
+            (0..count)
+                .map(|i| {
+                    let p = start.wrapping_add((first + i) as usize);
+                    let lead = p % n;
+                    // Kafka's replicaIndex: followers of one leader shift per round so
+                    // they spread; from there, the first broker not chosen yet, on a rack
+                    // not used yet while one is left
+                    let shift = if n > 1 { (p / n) % (n - 1) } else { 0 };
+                    let mut chosen = vec![order[lead]];
+                    for k in 1..rf {
+                        let from = (lead + 1 + (shift + k - 1) % (n - 1)) % n;
+                        let used: std::collections::HashSet<&Option<String>> =
+                            chosen.iter().filter_map(|b| rack_of.get(b)).collect();
+                        let fresh_rack_left = used.len() < racks;
+                        let pick = (0..n).map(|step| order[(from + step) % n]).find(|b| {
+                            !chosen.contains(b)
+                                && (!fresh_rack_left
+                                    || rack_of.get(b).is_none_or(|r| !used.contains(r)))
+                        });
+                        chosen.extend(pick);
+                    }
+                    chosen
+                })
+                .collect(),
+        )
     }
 
     fn create_topics(
-        &self,
+        &mut self,
         image: &mut MetadataImage,
-        ctx: &ShardCtx,
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> (Vec<MetadataRecord>, MetadataOpResult) {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
-        let default_partitions = ctx.config.int("num.partitions") as i32;
-        let mut budget = PartitionBudget::new(image, &ctx.limits);
+        let default_partitions = self.config.int("num.partitions") as i32;
+        let default_rf = self.config.int("default.replication.factor");
+        let mut budget = PartitionBudget::new(image, &self.config);
         for t in topics {
             if let Err(m) = validate_topic_name(&t.name) {
                 outcomes.push(outcome(&t.name, ResponseError::InvalidTopicException, m));
@@ -350,13 +504,18 @@ impl Controller {
                 outcomes.push(outcome(&t.name, ResponseError::InvalidPartitions, m));
                 continue;
             }
-            if t.replication_factor != -1 && t.replication_factor != 1 {
+            let rf = if t.replication_factor == -1 {
+                default_rf
+            } else {
+                i64::from(t.replication_factor)
+            };
+            let live = image.live_brokers().count();
+            if rf < 1 || rf as usize > live {
                 outcomes.push(outcome(
                     &t.name,
                     ResponseError::InvalidReplicationFactor,
                     format!(
-                        "Replication factor {} is larger than the 1 available broker.",
-                        t.replication_factor
+                        "Replication factor {rf} must be at least 1 and at most the {live} live brokers."
                     ),
                 ));
                 continue;
@@ -376,22 +535,31 @@ impl Controller {
                 error: 0,
                 message: None,
                 partitions,
+                replication_factor: rf as i16,
             });
             if validate_only {
                 continue;
             }
+            let Some(placement) = self.place(image, 0, partitions, rf as usize) else {
+                continue; // unreachable: rf was checked against the live brokers
+            };
             let mut recs = vec![MetadataRecord::new(Record::Topic(TopicRecord {
                 name: t.name.clone(),
                 topic_id: id.to_vec(),
             }))];
-            recs.extend((0..partitions).map(|p| partition_record(&id, p)));
+            recs.extend(
+                placement
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, replicas)| new_partition(replicas).to_record(&id, p as i32)),
+            );
             recs.extend(
                 t.configs
                     .iter()
                     .map(|(k, v)| config_record(&t.name, k, Some(v.clone()))),
             );
             for r in &recs {
-                image.apply(r);
+                image.apply(0, r);
             }
             records.extend(recs);
         }
@@ -399,7 +567,7 @@ impl Controller {
     }
 
     fn delete_topics(
-        &self,
+        &mut self,
         image: &mut MetadataImage,
         topics: Vec<TopicRef>,
     ) -> (Vec<MetadataRecord>, MetadataOpResult) {
@@ -433,7 +601,7 @@ impl Controller {
             let r = MetadataRecord::new(Record::RemoveTopic(RemoveTopicRecord {
                 topic_id: id.to_vec(),
             }));
-            image.apply(&r);
+            image.apply(0, &r);
             records.push(r);
             outcomes.push(TopicOutcome {
                 name,
@@ -445,15 +613,14 @@ impl Controller {
     }
 
     fn create_partitions(
-        &self,
+        &mut self,
         image: &mut MetadataImage,
-        limits: &Limits,
         topics: Vec<(String, i32)>,
         validate_only: bool,
     ) -> (Vec<MetadataRecord>, MetadataOpResult) {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
-        let mut budget = PartitionBudget::new(image, limits);
+        let mut budget = PartitionBudget::new(image, &self.config);
         for (name, count) in topics {
             if super::is_internal(&name) {
                 outcomes.push(outcome(
@@ -486,6 +653,19 @@ impl Controller {
                 outcomes.push(outcome(&name, ResponseError::InvalidPartitions, m));
                 continue;
             }
+            // new partitions get as many replicas as the topic's first partition
+            let rf = t.parts.first().map_or(1, |p| p.replicas.len().max(1));
+            let Some(placement) = self.place(image, t.partitions, count - t.partitions, rf) else {
+                outcomes.push(outcome(
+                    &name,
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "The topic's replication factor {rf} exceeds the {} live brokers.",
+                        image.live_brokers().count()
+                    ),
+                ));
+                continue;
+            };
             outcomes.push(TopicOutcome {
                 name: name.clone(),
                 topic_id: t.id,
@@ -495,9 +675,9 @@ impl Controller {
             if validate_only {
                 continue;
             }
-            for p in t.partitions..count {
-                let r = partition_record(&t.id, p);
-                image.apply(&r);
+            for (i, replicas) in placement.into_iter().enumerate() {
+                let r = new_partition(replicas).to_record(&t.id, t.partitions + i as i32);
+                image.apply(0, &r);
                 records.push(r);
             }
         }
@@ -505,7 +685,7 @@ impl Controller {
     }
 
     fn alter_configs(
-        &self,
+        &mut self,
         image: &mut MetadataImage,
         changes: Vec<ConfigChange>,
         validate_only: bool,
@@ -557,7 +737,7 @@ impl Controller {
             }
             for (k, v) in target {
                 let r = config_record(&c.topic, &k, v);
-                image.apply(&r);
+                image.apply(0, &r);
                 records.push(r);
             }
         }
@@ -565,14 +745,80 @@ impl Controller {
     }
 }
 
-fn partition_record(id: &TopicId, p: i32) -> MetadataRecord {
-    MetadataRecord::new(Record::Partition(PartitionRecord {
-        topic_id: id.to_vec(),
-        partition_id: p,
-        replicas: Vec::new(),
-        leader: 0,
+/// A new partition: every replica in sync, the first one leads.
+fn new_partition(replicas: Vec<i32>) -> PartitionState {
+    PartitionState {
+        leader: replicas.first().copied().unwrap_or(-1),
+        isr: replicas.clone(),
+        replicas,
         leader_epoch: 0,
-    }))
+        partition_epoch: 0,
+    }
+}
+
+/// The partitions `node` leads or is in the ISR of, and their new state once it is
+/// fenced: out of every ISR it shares, and its leaderships passed to the first other
+/// in-sync replica that is alive (leader -1 if none; it then stays the last ISR member,
+/// as Kafka keeps it).
+fn fence_records(image: &MetadataImage, node: i32, epoch: i64) -> Vec<MetadataRecord> {
+    let mut out = vec![MetadataRecord::new(Record::FenceBroker(
+        FenceBrokerRecord {
+            node_id: node,
+            epoch,
+        },
+    ))];
+    let alive = |n: i32| n != node && image.broker(n).is_some_and(|b| !b.fenced);
+    for t in image.topics() {
+        for (p, s) in t.parts.iter().enumerate() {
+            if s.leader != node && !s.isr.contains(&node) {
+                continue;
+            }
+            let mut next = s.clone();
+            let others: Vec<i32> = s.isr.iter().copied().filter(|n| *n != node).collect();
+            if !others.is_empty() {
+                next.isr = others;
+            }
+            if s.leader == node {
+                next.leader = next.isr.iter().copied().find(|n| alive(*n)).unwrap_or(-1);
+                next.leader_epoch += 1;
+            }
+            next.partition_epoch += 1;
+            out.push(next.to_record(&t.id, p as i32));
+        }
+    }
+    out
+}
+
+/// A broker back in service: in the ISR of every partition it is a replica of (no data
+/// replication exists yet, so "in sync" means "alive"; issue 12 makes it mean caught up),
+/// and leader of every partition that has none.
+fn unfence_records(image: &MetadataImage, node: i32, epoch: i64) -> Vec<MetadataRecord> {
+    let mut out = vec![MetadataRecord::new(Record::UnfenceBroker(
+        UnfenceBrokerRecord {
+            node_id: node,
+            epoch,
+        },
+    ))];
+    for t in image.topics() {
+        for (p, s) in t.parts.iter().enumerate() {
+            if !s.replicas.contains(&node) {
+                continue;
+            }
+            let mut next = s.clone();
+            if !next.isr.contains(&node) {
+                next.isr.push(node);
+            }
+            if next.leader == -1 {
+                next.leader = node;
+                next.leader_epoch += 1;
+            }
+            if next != *s {
+                next.partition_epoch += 1;
+                out.push(next.to_record(&t.id, p as i32));
+            }
+        }
+    }
+    out
 }
 
 fn config_record(topic: &str, name: &str, value: Option<String>) -> MetadataRecord {
@@ -597,5 +843,194 @@ mod tests {
         let a = random_topic_id();
         assert_ne!(a, random_topic_id());
         assert_eq!(a[6] >> 4, 4);
+    }
+}
+
+#[cfg(test)]
+mod logic_tests {
+    use super::*;
+
+    fn brokers(image: &mut MetadataImage, logic: &mut ControllerLogic, ids: &[i32], rack: bool) {
+        let now = Instant::now();
+        for (i, id) in ids.iter().enumerate() {
+            let hb = BrokerHeartbeat {
+                node_id: *id,
+                incarnation: vec![*id as u8; 16],
+                host: "127.0.0.1".into(),
+                port: 9000 + id,
+                rack: rack.then(|| format!("r{}", i % 2)),
+                applied: 0,
+            };
+            let (_, r) = logic.decide(image, 10 + i as u64, MetadataOp::Heartbeat(hb.clone()), now);
+            assert!(matches!(
+                r,
+                MetadataOpResult::Heartbeat { fenced: true, .. }
+            ));
+            let hb = BrokerHeartbeat {
+                applied: 1000,
+                ..hb
+            };
+            let (_, r) = logic.decide(image, 20 + i as u64, MetadataOp::Heartbeat(hb), now);
+            assert!(
+                matches!(r, MetadataOpResult::Heartbeat { fenced: false, .. }),
+                "{r:?}"
+            );
+        }
+    }
+
+    fn create(
+        image: &mut MetadataImage,
+        logic: &mut ControllerLogic,
+        name: &str,
+        parts: i32,
+        rf: i16,
+    ) -> MetadataOpResult {
+        let op = MetadataOp::CreateTopics {
+            topics: vec![NewTopic {
+                name: name.into(),
+                partitions: parts,
+                replication_factor: rf,
+                configs: Vec::new(),
+            }],
+            validate_only: false,
+        };
+        logic.decide(image, 100, op, Instant::now()).1
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_respects_rf() {
+        let mut image = MetadataImage::default();
+        let mut logic = ControllerLogic::new(BrokerConfig::default(), &image, Instant::now());
+        brokers(&mut image, &mut logic, &[1, 2, 3], false);
+        create(&mut image, &mut logic, "t", 6, 3);
+        let t = image.topic("t").unwrap(); // ok: test
+        let mut leads = BTreeMap::new();
+        for p in &t.parts {
+            let mut r = p.replicas.clone();
+            r.sort();
+            assert_eq!(r, vec![1, 2, 3], "replicas distinct: {:?}", p.replicas);
+            assert_eq!(p.isr, p.replicas);
+            assert_eq!(p.leader, p.replicas[0]);
+            *leads.entry(p.leader).or_insert(0) += 1;
+        }
+        assert_eq!(leads.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        match create(&mut image, &mut logic, "u", 1, 4) {
+            MetadataOpResult::Topics(t) => {
+                assert_eq!(t[0].error, ResponseError::InvalidReplicationFactor.code())
+            }
+            other => panic!("{other:?}"),
+        }
+        // rf 2 on 3 brokers, many partitions: every pair distinct
+        create(&mut image, &mut logic, "v", 30, 2);
+        for p in &image.topic("v").unwrap().parts {
+            // ok: test
+            assert_eq!(p.replicas.len(), 2);
+            assert_ne!(p.replicas[0], p.replicas[1]);
+        }
+    }
+
+    #[test]
+    fn racks_alternate_in_replica_lists() {
+        let mut image = MetadataImage::default();
+        let mut logic = ControllerLogic::new(BrokerConfig::default(), &image, Instant::now());
+        brokers(&mut image, &mut logic, &[1, 2, 3, 4], true); // racks r0: 1,3  r1: 2,4
+        create(&mut image, &mut logic, "t", 8, 2);
+        let rack = |n: i32| image.broker(n).and_then(|b| b.rack.clone());
+        for p in &image.topic("t").unwrap().parts {
+            // ok: test
+            assert_ne!(rack(p.replicas[0]), rack(p.replicas[1]), "{:?}", p.replicas);
+        }
+    }
+
+    #[test]
+    fn expired_session_fences_and_moves_leaders_then_unfence_restores() {
+        let mut config = BrokerConfig::default();
+        config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
+        let start = Instant::now();
+        let mut image = MetadataImage::default();
+        let mut logic = ControllerLogic::new(config, &image, start);
+        brokers(&mut image, &mut logic, &[1, 2, 3], false);
+        create(&mut image, &mut logic, "t", 3, 2);
+        let before = image.topic("t").unwrap().parts.clone(); // ok: test
+                                                              // 1 and 2 heartbeat, 3 goes silent
+        let later = start + Duration::from_millis(1500);
+        for id in [1, 2] {
+            let hb = BrokerHeartbeat {
+                node_id: id,
+                incarnation: vec![id as u8; 16],
+                host: "127.0.0.1".into(),
+                port: 9000 + id,
+                rack: None,
+                applied: 1000,
+            };
+            logic.decide(&mut image, 200, MetadataOp::Heartbeat(hb), later);
+        }
+        let recs = logic.tick(&mut image, 201, later, 3);
+        assert!(!recs.is_empty());
+        assert!(image.broker(3).unwrap().fenced); // ok: test
+        for (p, old) in image.topic("t").unwrap().parts.iter().zip(&before) {
+            // ok: test
+            assert_ne!(p.leader, 3);
+            assert!(!p.isr.contains(&3) || p.isr == vec![3]);
+            if old.leader == 3 {
+                assert_eq!(p.leader_epoch, old.leader_epoch + 1);
+                assert!(p.leader == -1 || old.isr.contains(&p.leader));
+            }
+        }
+        // 3 comes back with a new incarnation: registered fenced, then unfenced
+        let hb = BrokerHeartbeat {
+            node_id: 3,
+            incarnation: vec![33; 16],
+            host: "127.0.0.1".into(),
+            port: 9003,
+            rack: None,
+            applied: 0,
+        };
+        let (_, r) = logic.decide(&mut image, 300, MetadataOp::Heartbeat(hb.clone()), later);
+        assert_eq!(r_fenced(&r), Some((300, true)));
+        let (_, r) = logic.decide(
+            &mut image,
+            301,
+            MetadataOp::Heartbeat(BrokerHeartbeat {
+                applied: 299,
+                ..hb.clone()
+            }),
+            later,
+        );
+        assert_eq!(r_fenced(&r), Some((300, true)), "not caught up yet");
+        let (_, r) = logic.decide(
+            &mut image,
+            302,
+            MetadataOp::Heartbeat(BrokerHeartbeat { applied: 300, ..hb }),
+            later,
+        );
+        assert_eq!(r_fenced(&r), Some((300, false)));
+        for p in &image.topic("t").unwrap().parts {
+            // ok: test
+            if p.replicas.contains(&3) {
+                assert!(p.isr.contains(&3));
+            }
+            assert_ne!(p.leader, -1);
+        }
+    }
+
+    fn r_fenced(r: &MetadataOpResult) -> Option<(i64, bool)> {
+        match r {
+            MetadataOpResult::Heartbeat { epoch, fenced } => Some((*epoch, *fenced)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn offsets_topic_waits_for_enough_brokers() {
+        let mut image = MetadataImage::default();
+        let mut logic = ControllerLogic::new(BrokerConfig::default(), &image, Instant::now());
+        brokers(&mut image, &mut logic, &[1], false);
+        assert!(logic.tick(&mut image, 50, Instant::now(), 3).is_empty());
+        assert!(image.topic(OFFSETS_TOPIC).is_none());
+        brokers(&mut image, &mut logic, &[2, 3], false);
+        assert!(!logic.tick(&mut image, 51, Instant::now(), 3).is_empty());
+        let t = image.topic(OFFSETS_TOPIC).unwrap(); // ok: test
+        assert_eq!(t.parts[0].replicas.len(), 3);
     }
 }

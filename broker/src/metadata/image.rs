@@ -1,28 +1,85 @@
-//! The metadata image: topics, partition counts and topic configs, derived by applying
-//! metadata records in log order. Each shard owns its own copy (never shared); shard 0's
-//! controller keeps the authoritative one it validates changes against.
+//! The metadata image: registered brokers, topics with their partitions (replicas, ISR,
+//! leader, epochs) and topic configs, derived by applying metadata records in log order.
+//! The controller thread keeps one (the raft state machine); each shard owns its own copy
+//! (never shared), fed the same committed records.
 
 use std::collections::{BTreeMap, HashMap};
 
-use sluice_proto::metadata::{MetadataRecord, Record, TopicRecord};
+use sluice_proto::metadata::{MetadataRecord, PartitionRecord, Record, TopicRecord};
 
 /// A topic id: 16 random bytes, as Kafka's topic UUIDs.
 pub(crate) type TopicId = [u8; 16];
+
+/// One partition's placement and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct PartitionState {
+    pub(crate) replicas: Vec<i32>,
+    pub(crate) isr: Vec<i32>,
+    /// -1 when no in-sync replica is alive.
+    pub(crate) leader: i32,
+    pub(crate) leader_epoch: i32,
+    pub(crate) partition_epoch: i32,
+}
+
+impl PartitionState {
+    fn from_record(p: &PartitionRecord) -> Self {
+        Self {
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+        }
+    }
+
+    pub(crate) fn to_record(&self, id: &TopicId, partition: i32) -> MetadataRecord {
+        MetadataRecord::new(Record::Partition(PartitionRecord {
+            topic_id: id.to_vec(),
+            partition_id: partition,
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            isr: self.isr.clone(),
+            partition_epoch: self.partition_epoch,
+        }))
+    }
+}
 
 /// One topic as the image knows it.
 #[derive(Debug, Clone)]
 pub(crate) struct TopicInfo {
     pub(crate) name: String,
     pub(crate) id: TopicId,
+    /// Number of partitions (`parts.len()`).
     pub(crate) partitions: i32,
+    pub(crate) parts: Vec<PartitionState>,
     /// Topic-level overrides only; defaults come from the broker config.
     pub(crate) configs: BTreeMap<String, String>,
 }
 
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BrokerInfo {
+    pub(crate) node_id: i32,
+    pub(crate) incarnation: Vec<u8>,
+    /// The metadata-log index of its registration.
+    pub(crate) epoch: i64,
+    pub(crate) host: String,
+    pub(crate) port: i32,
+    pub(crate) rack: Option<String>,
+    pub(crate) fenced: bool,
+}
+
 /// What applying a record changed, for the shard to act on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
     PartitionAdded {
+        topic: String,
+        id: TopicId,
+        partition: i32,
+    },
+    /// Replicas, ISR or leader of an existing partition changed.
+    PartitionChanged {
         topic: String,
         id: TopicId,
         partition: i32,
@@ -37,11 +94,12 @@ pub(crate) enum Change {
     },
 }
 
-/// Owned by one shard; never crosses cores (changes arrive as records).
+/// Owned by one thread; never shared (changes arrive as records).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MetadataImage {
     topics: HashMap<String, TopicInfo>,
     names_by_id: HashMap<TopicId, String>,
+    brokers: BTreeMap<i32, BrokerInfo>,
     pub(crate) next_producer_id: i64,
 }
 
@@ -59,9 +117,27 @@ impl MetadataImage {
     pub(crate) fn topics(&self) -> impl Iterator<Item = &TopicInfo> {
         self.topics.values()
     }
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics
+            .get(topic)?
+            .parts
+            .get(usize::try_from(partition).ok()?)
+    }
+    pub(crate) fn broker(&self, node: i32) -> Option<&BrokerInfo> {
+        self.brokers.get(&node)
+    }
+    /// Every registered broker, fenced or not, by node id.
+    pub(crate) fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values()
+    }
+    /// Registered brokers that are not fenced, by node id.
+    pub(crate) fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
 
-    /// Applies one record; unknown references are ignored (the log is the truth).
-    pub(crate) fn apply(&mut self, record: &MetadataRecord) -> Vec<Change> {
+    /// Applies one record of the metadata-log entry at `index`; unknown references are
+    /// ignored (the log is the truth).
+    pub(crate) fn apply(&mut self, index: u64, record: &MetadataRecord) -> Vec<Change> {
         let Some(r) = &record.record else {
             return Vec::new();
         };
@@ -75,6 +151,7 @@ impl MetadataImage {
                             name: name.clone(),
                             id,
                             partitions: 0,
+                            parts: Vec::new(),
                             configs: BTreeMap::new(),
                         },
                     );
@@ -91,9 +168,25 @@ impl MetadataImage {
                 let Some(t) = self.topics.get_mut(&name) else {
                     return Vec::new();
                 };
-                if p.partition_id < t.partitions {
+                let state = PartitionState::from_record(p);
+                let Ok(i) = usize::try_from(p.partition_id) else {
                     return Vec::new();
+                };
+                if let Some(old) = t.parts.get_mut(i) {
+                    if *old == state {
+                        return Vec::new();
+                    }
+                    *old = state;
+                    return vec![Change::PartitionChanged {
+                        topic: name,
+                        id,
+                        partition: p.partition_id,
+                    }];
                 }
+                if i != t.parts.len() {
+                    return Vec::new(); // partitions are added in order
+                }
+                t.parts.push(state);
                 t.partitions = p.partition_id + 1;
                 vec![Change::PartitionAdded {
                     topic: name,
@@ -133,13 +226,62 @@ impl MetadataImage {
                 self.next_producer_id = self.next_producer_id.max(p.next_producer_id);
                 Vec::new()
             }
+            Record::RegisterBroker(b) => {
+                let epoch = if b.epoch > 0 {
+                    b.epoch
+                } else {
+                    i64::try_from(index).unwrap_or(i64::MAX)
+                };
+                self.brokers.insert(
+                    b.node_id,
+                    BrokerInfo {
+                        node_id: b.node_id,
+                        incarnation: b.incarnation_id.clone(),
+                        epoch,
+                        host: b.host.clone(),
+                        port: b.port,
+                        rack: b.rack.clone(),
+                        fenced: b.fenced,
+                    },
+                );
+                Vec::new()
+            }
+            Record::FenceBroker(f) => {
+                if let Some(b) = self.brokers.get_mut(&f.node_id) {
+                    if b.epoch == f.epoch {
+                        b.fenced = true;
+                    }
+                }
+                Vec::new()
+            }
+            Record::UnfenceBroker(f) => {
+                if let Some(b) = self.brokers.get_mut(&f.node_id) {
+                    if b.epoch == f.epoch {
+                        b.fenced = false;
+                    }
+                }
+                Vec::new()
+            }
         }
     }
 
-    /// Records that rebuild this image from nothing (a snapshot for a freshly started shard).
+    /// Records that rebuild this image from nothing (a snapshot).
     pub(crate) fn to_records(&self) -> Vec<MetadataRecord> {
-        use sluice_proto::metadata::{ConfigRecord, PartitionRecord, ProducerIdsRecord};
+        use sluice_proto::metadata::{ConfigRecord, ProducerIdsRecord, RegisterBrokerRecord};
         let mut out = Vec::new();
+        for b in self.brokers.values() {
+            out.push(MetadataRecord::new(Record::RegisterBroker(
+                RegisterBrokerRecord {
+                    node_id: b.node_id,
+                    incarnation_id: b.incarnation.clone(),
+                    epoch: b.epoch,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                    fenced: b.fenced,
+                },
+            )));
+        }
         let mut topics: Vec<_> = self.topics.values().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         for t in topics {
@@ -147,14 +289,8 @@ impl MetadataImage {
                 name: t.name.clone(),
                 topic_id: t.id.to_vec(),
             })));
-            for p in 0..t.partitions {
-                out.push(MetadataRecord::new(Record::Partition(PartitionRecord {
-                    topic_id: t.id.to_vec(),
-                    partition_id: p,
-                    replicas: Vec::new(),
-                    leader: 0,
-                    leader_epoch: 0,
-                })));
+            for (p, state) in t.parts.iter().enumerate() {
+                out.push(state.to_record(&t.id, p as i32));
             }
             for (k, v) in &t.configs {
                 out.push(MetadataRecord::new(Record::Config(ConfigRecord {
@@ -170,6 +306,46 @@ impl MetadataImage {
                 next_producer_id: self.next_producer_id,
             },
         )));
+        out
+    }
+
+    /// What a shard must do to go from `self` to `new` (a snapshot replaced the image):
+    /// topics gone (or recreated under another id), partitions added or changed, configs.
+    pub(crate) fn diff(&self, new: &MetadataImage) -> Vec<Change> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            if new.topic_by_id(&t.id).is_none() {
+                out.push(Change::TopicRemoved {
+                    topic: t.name.clone(),
+                    id: t.id,
+                    partitions: t.partitions,
+                });
+            }
+        }
+        for t in new.topics.values() {
+            let old = self.topic_by_id(&t.id);
+            for (p, state) in t.parts.iter().enumerate() {
+                let (topic, id, partition) = (t.name.clone(), t.id, p as i32);
+                match old.and_then(|o| o.parts.get(p)) {
+                    None => out.push(Change::PartitionAdded {
+                        topic,
+                        id,
+                        partition,
+                    }),
+                    Some(o) if o != state => out.push(Change::PartitionChanged {
+                        topic,
+                        id,
+                        partition,
+                    }),
+                    Some(_) => {}
+                }
+            }
+            if old.is_none_or(|o| o.configs != t.configs) {
+                out.push(Change::ConfigChanged {
+                    topic: t.name.clone(),
+                });
+            }
+        }
         out
     }
 }
@@ -199,20 +375,24 @@ mod tests {
         let mut img = MetadataImage::default();
         let mut changes = Vec::new();
         for r in topic("a", 1, 3).iter().chain(topic("b", 2, 1).iter()) {
-            changes.extend(img.apply(r));
+            changes.extend(img.apply(1, r));
         }
         assert_eq!(changes.len(), 4);
-        img.apply(&MetadataRecord::new(Record::Config(ConfigRecord {
-            resource_type: 2,
-            resource_name: "a".into(),
-            name: "retention.ms".into(),
-            value: Some("5".into()),
-        })));
-        let removed = img.apply(&MetadataRecord::new(Record::RemoveTopic(
-            RemoveTopicRecord {
+        img.apply(
+            2,
+            &MetadataRecord::new(Record::Config(ConfigRecord {
+                resource_type: 2,
+                resource_name: "a".into(),
+                name: "retention.ms".into(),
+                value: Some("5".into()),
+            })),
+        );
+        let removed = img.apply(
+            2,
+            &MetadataRecord::new(Record::RemoveTopic(RemoveTopicRecord {
                 topic_id: vec![2; 16],
-            },
-        )));
+            })),
+        );
         assert!(matches!(
             &removed[..],
             [Change::TopicRemoved { partitions: 1, .. }]
@@ -220,7 +400,7 @@ mod tests {
         assert!(img.topic("b").is_none());
         let mut copy = MetadataImage::default();
         for r in img.to_records() {
-            copy.apply(&r);
+            copy.apply(9, &r);
         }
         let a = copy.topic("a").unwrap(); // ok: test
         assert_eq!(a.partitions, 3);

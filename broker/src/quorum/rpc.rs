@@ -1,0 +1,449 @@
+//! Broker-to-controller calls on the controller listener: a metadata change or a broker
+//! heartbeat forwarded to the active controller, and its answer, as Sluice's own prost
+//! messages (Kafka's Envelope, BrokerRegistration and BrokerHeartbeat carry the same
+//! information; Sluice's controllers are reached only by Sluice brokers).
+//!
+//! Invariant: decoding never panics; a message that does not decode or names an unknown
+//! operation is an error and the caller drops the connection.
+
+use prost::Message;
+
+use crate::metadata::controller::{
+    BrokerHeartbeat, ConfigChange, MetadataOp, MetadataOpResult, NewTopic, TopicOutcome, TopicRef,
+};
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct RpcRequest {
+    /// Milliseconds the caller waits for the answer.
+    #[prost(uint32, tag = "1")]
+    pub(crate) timeout_ms: u32,
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7")]
+    pub(crate) op: Option<Op>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub(crate) enum Op {
+    #[prost(message, tag = "2")]
+    CreateTopics(CreateTopics),
+    #[prost(message, tag = "3")]
+    DeleteTopics(DeleteTopics),
+    #[prost(message, tag = "4")]
+    CreatePartitions(CreatePartitions),
+    #[prost(message, tag = "5")]
+    AlterConfigs(AlterConfigs),
+    #[prost(message, tag = "6")]
+    AllocateProducerId(AllocateProducerId),
+    #[prost(message, tag = "7")]
+    Heartbeat(Heartbeat),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct KeyValue {
+    #[prost(string, tag = "1")]
+    pub(crate) key: String,
+    #[prost(string, optional, tag = "2")]
+    pub(crate) value: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WireNewTopic {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) partitions: i32,
+    #[prost(int32, tag = "3")]
+    pub(crate) replication_factor: i32,
+    #[prost(message, repeated, tag = "4")]
+    pub(crate) configs: Vec<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct CreateTopics {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) topics: Vec<WireNewTopic>,
+    #[prost(bool, tag = "2")]
+    pub(crate) validate_only: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WireTopicRef {
+    #[prost(string, optional, tag = "1")]
+    pub(crate) name: Option<String>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) id: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct DeleteTopics {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) topics: Vec<WireTopicRef>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct PartitionCount {
+    #[prost(string, tag = "1")]
+    pub(crate) topic: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) count: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct CreatePartitions {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) topics: Vec<PartitionCount>,
+    #[prost(bool, tag = "2")]
+    pub(crate) validate_only: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WireConfigChange {
+    #[prost(string, tag = "1")]
+    pub(crate) topic: String,
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) set: Vec<KeyValue>,
+    #[prost(bool, tag = "3")]
+    pub(crate) replace_all: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct AlterConfigs {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) changes: Vec<WireConfigChange>,
+    #[prost(bool, tag = "2")]
+    pub(crate) validate_only: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct AllocateProducerId {}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct Heartbeat {
+    #[prost(int32, tag = "1")]
+    pub(crate) node_id: i32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) incarnation: Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub(crate) host: String,
+    #[prost(int32, tag = "4")]
+    pub(crate) port: i32,
+    #[prost(string, optional, tag = "5")]
+    pub(crate) rack: Option<String>,
+    #[prost(uint64, tag = "6")]
+    pub(crate) applied: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WireOutcome {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) topic_id: Vec<u8>,
+    #[prost(int32, tag = "3")]
+    pub(crate) error: i32,
+    #[prost(string, optional, tag = "4")]
+    pub(crate) message: Option<String>,
+    #[prost(int32, tag = "5")]
+    pub(crate) partitions: i32,
+    #[prost(int32, tag = "6")]
+    pub(crate) replication_factor: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct RpcResponse {
+    /// The metadata-log index the change committed at (0: nothing was written); the
+    /// forwarding broker answers its client once its own shards applied that far.
+    #[prost(uint64, tag = "1")]
+    pub(crate) index: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub(crate) topics: Vec<WireOutcome>,
+    #[prost(int64, optional, tag = "3")]
+    pub(crate) producer_id: Option<i64>,
+    #[prost(int32, optional, tag = "4")]
+    pub(crate) error: Option<i32>,
+    #[prost(string, tag = "5")]
+    pub(crate) message: String,
+    #[prost(int64, optional, tag = "6")]
+    pub(crate) broker_epoch: Option<i64>,
+    #[prost(bool, tag = "7")]
+    pub(crate) fenced: bool,
+}
+
+fn kv((k, v): (String, Option<String>)) -> KeyValue {
+    KeyValue { key: k, value: v }
+}
+
+pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
+    let op = match op.clone() {
+        MetadataOp::CreateTopics {
+            topics,
+            validate_only,
+        } => Op::CreateTopics(CreateTopics {
+            topics: topics
+                .into_iter()
+                .map(|t| WireNewTopic {
+                    name: t.name,
+                    partitions: t.partitions,
+                    replication_factor: i32::from(t.replication_factor),
+                    configs: t
+                        .configs
+                        .into_iter()
+                        .map(|(k, v)| kv((k, Some(v))))
+                        .collect(),
+                })
+                .collect(),
+            validate_only,
+        }),
+        MetadataOp::DeleteTopics { topics } => Op::DeleteTopics(DeleteTopics {
+            topics: topics
+                .into_iter()
+                .map(|t| match t {
+                    TopicRef::Name(n) => WireTopicRef {
+                        name: Some(n),
+                        id: Vec::new(),
+                    },
+                    TopicRef::Id(id) => WireTopicRef {
+                        name: None,
+                        id: id.to_vec(),
+                    },
+                })
+                .collect(),
+        }),
+        MetadataOp::CreatePartitions {
+            topics,
+            validate_only,
+        } => Op::CreatePartitions(CreatePartitions {
+            topics: topics
+                .into_iter()
+                .map(|(topic, count)| PartitionCount { topic, count })
+                .collect(),
+            validate_only,
+        }),
+        MetadataOp::AlterConfigs {
+            changes,
+            validate_only,
+        } => Op::AlterConfigs(AlterConfigs {
+            changes: changes
+                .into_iter()
+                .map(|c| WireConfigChange {
+                    topic: c.topic,
+                    set: c.set.into_iter().map(kv).collect(),
+                    replace_all: c.replace_all,
+                })
+                .collect(),
+            validate_only,
+        }),
+        MetadataOp::AllocateProducerId => Op::AllocateProducerId(AllocateProducerId {}),
+        MetadataOp::Heartbeat(h) => Op::Heartbeat(Heartbeat {
+            node_id: h.node_id,
+            incarnation: h.incarnation,
+            host: h.host,
+            port: h.port,
+            rack: h.rack,
+            applied: h.applied,
+        }),
+    };
+    RpcRequest {
+        timeout_ms,
+        op: Some(op),
+    }
+    .encode_to_vec()
+}
+
+/// The operation and its wait bound (ms), or why the bytes are not a request.
+pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
+    let req = RpcRequest::decode(bytes).map_err(|e| format!("request does not decode: {e}"))?;
+    let op = match req.op.ok_or("request names no operation")? {
+        Op::CreateTopics(c) => MetadataOp::CreateTopics {
+            topics: c
+                .topics
+                .into_iter()
+                .map(|t| NewTopic {
+                    name: t.name,
+                    partitions: t.partitions,
+                    replication_factor: i16::try_from(t.replication_factor).unwrap_or(i16::MAX),
+                    configs: t
+                        .configs
+                        .into_iter()
+                        .map(|c| (c.key, c.value.unwrap_or_default()))
+                        .collect(),
+                })
+                .collect(),
+            validate_only: c.validate_only,
+        },
+        Op::DeleteTopics(d) => MetadataOp::DeleteTopics {
+            topics: d
+                .topics
+                .into_iter()
+                .map(|t| match t.name {
+                    Some(n) => Ok(TopicRef::Name(n)),
+                    None => {
+                        t.id.as_slice()
+                            .try_into()
+                            .map(TopicRef::Id)
+                            .map_err(|_| "a topic id is not 16 bytes".to_string())
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        Op::CreatePartitions(c) => MetadataOp::CreatePartitions {
+            topics: c.topics.into_iter().map(|p| (p.topic, p.count)).collect(),
+            validate_only: c.validate_only,
+        },
+        Op::AlterConfigs(a) => MetadataOp::AlterConfigs {
+            changes: a
+                .changes
+                .into_iter()
+                .map(|c| ConfigChange {
+                    topic: c.topic,
+                    set: c.set.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+                    replace_all: c.replace_all,
+                })
+                .collect(),
+            validate_only: a.validate_only,
+        },
+        Op::AllocateProducerId(_) => MetadataOp::AllocateProducerId,
+        Op::Heartbeat(h) => MetadataOp::Heartbeat(BrokerHeartbeat {
+            node_id: h.node_id,
+            incarnation: h.incarnation,
+            host: h.host,
+            port: h.port,
+            rack: h.rack,
+            applied: h.applied,
+        }),
+    };
+    Ok((op, req.timeout_ms))
+}
+
+pub(crate) fn encode_result(result: &MetadataOpResult, index: u64) -> Vec<u8> {
+    let mut r = RpcResponse {
+        index,
+        ..Default::default()
+    };
+    match result {
+        MetadataOpResult::Topics(t) => {
+            r.topics = t
+                .iter()
+                .map(|o| WireOutcome {
+                    name: o.name.clone(),
+                    topic_id: o.topic_id.to_vec(),
+                    error: i32::from(o.error),
+                    message: o.message.clone(),
+                    partitions: o.partitions,
+                    replication_factor: i32::from(o.replication_factor),
+                })
+                .collect()
+        }
+        MetadataOpResult::ProducerId(p) => r.producer_id = Some(*p),
+        MetadataOpResult::Heartbeat { epoch, fenced } => {
+            r.broker_epoch = Some(*epoch);
+            r.fenced = *fenced;
+        }
+        MetadataOpResult::Failed(code, message) => {
+            r.error = Some(i32::from(*code));
+            r.message = message.clone();
+        }
+    }
+    r.encode_to_vec()
+}
+
+pub(crate) fn decode_result(bytes: &[u8]) -> Result<(MetadataOpResult, u64), String> {
+    let r = RpcResponse::decode(bytes).map_err(|e| format!("answer does not decode: {e}"))?;
+    let code = |c: i32| i16::try_from(c).unwrap_or(-1);
+    let result = if let Some(e) = r.error {
+        MetadataOpResult::Failed(code(e), r.message)
+    } else if let Some(p) = r.producer_id {
+        MetadataOpResult::ProducerId(p)
+    } else if let Some(epoch) = r.broker_epoch {
+        MetadataOpResult::Heartbeat {
+            epoch,
+            fenced: r.fenced,
+        }
+    } else {
+        MetadataOpResult::Topics(
+            r.topics
+                .into_iter()
+                .map(|o| TopicOutcome {
+                    name: o.name,
+                    topic_id: o.topic_id.as_slice().try_into().unwrap_or([0; 16]),
+                    error: code(o.error),
+                    message: o.message,
+                    partitions: o.partitions,
+                    replication_factor: i16::try_from(o.replication_factor).unwrap_or(-1),
+                })
+                .collect(),
+        )
+    };
+    Ok((result, r.index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_and_results_roundtrip() {
+        let ops = [
+            MetadataOp::CreateTopics {
+                topics: vec![NewTopic {
+                    name: "t".into(),
+                    partitions: 3,
+                    replication_factor: 2,
+                    configs: vec![("retention.ms".into(), "5".into())],
+                }],
+                validate_only: true,
+            },
+            MetadataOp::DeleteTopics {
+                topics: vec![TopicRef::Name("a".into()), TopicRef::Id([3; 16])],
+            },
+            MetadataOp::CreatePartitions {
+                topics: vec![("a".into(), 4)],
+                validate_only: false,
+            },
+            MetadataOp::AlterConfigs {
+                changes: vec![ConfigChange {
+                    topic: "a".into(),
+                    set: vec![("x".into(), None), ("y".into(), Some("1".into()))],
+                    replace_all: true,
+                }],
+                validate_only: false,
+            },
+            MetadataOp::AllocateProducerId,
+            MetadataOp::Heartbeat(BrokerHeartbeat {
+                node_id: 2,
+                incarnation: vec![9; 16],
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                applied: 77,
+            }),
+        ];
+        for op in ops {
+            let (back, t) = decode_op(&encode_op(&op, 500)).unwrap(); // ok: test
+            assert_eq!(t, 500);
+            assert_eq!(format!("{back:?}"), format!("{op:?}"));
+        }
+        let results = [
+            MetadataOpResult::ProducerId(5),
+            MetadataOpResult::Failed(41, "x".into()),
+            MetadataOpResult::Heartbeat {
+                epoch: 8,
+                fenced: true,
+            },
+            MetadataOpResult::Topics(vec![TopicOutcome {
+                name: "a".into(),
+                topic_id: [1; 16],
+                error: 0,
+                message: None,
+                partitions: 3,
+                replication_factor: 3,
+            }]),
+        ];
+        for r in results {
+            let (back, i) = decode_result(&encode_result(&r, 12)).unwrap(); // ok: test
+            assert_eq!(i, 12);
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        }
+        assert!(decode_op(&[0xff, 0xff]).is_err());
+        assert!(decode_op(&[]).is_err());
+    }
+}
