@@ -7,6 +7,7 @@
 //! The log tail printed on drop is captured by libtest and shown only for failing tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub(crate) mod cluster;
 pub(crate) mod kafka;
 pub(crate) mod raw;
 
