@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod kafka;
 pub mod limits;
+pub mod metadata;
 pub mod pacer;
 pub mod procstat;
 mod progress;

@@ -1,4 +1,5 @@
-//! `sluice-bench` command line: produce, consume, e2e, workload, limits and suite.
+//! `sluice-bench` command line: produce, consume, e2e, workload, limits, suite, and the
+//! metadata workloads (metadata, failover; see `sluice_bench::metadata`).
 //!
 //! Each load command creates the topics it needs (deleting what it created unless
 //! `--keep-topics`), runs the engine, and prints a table or, with `--json`, one JSON
@@ -14,6 +15,7 @@ use serde::Serialize;
 use sluice_bench::engine::{self, LoadSpec, RunReport};
 use sluice_bench::kafka::{self, parse_prop, ProducerSettings};
 use sluice_bench::limits::{self, LimitsConfig};
+use sluice_bench::metadata::{self, FailoverArgs, MetadataArgs};
 use sluice_bench::procstat;
 use sluice_bench::record::KeyDistributor;
 use sluice_bench::report;
@@ -58,6 +60,10 @@ enum Command {
     Limits(LimitsArgs),
     /// Limits, max produce (acks=all), max consume and e2e at 50% load, as ratios.
     Suite(SuiteArgs),
+    /// Create many topics (CreateTopics rate and latency), check them with Metadata, delete.
+    Metadata(MetadataArgs),
+    /// Kill -9 the active controller of a local-cluster.sh cluster, time until CreateTopics works.
+    Failover(FailoverArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -388,6 +394,8 @@ fn run(cli: &Cli) -> Result<()> {
                 )
             })
         }
+        Command::Metadata(a) => metadata::metadata_command(&cli.bootstrap, cli.json, cli.quiet, a),
+        Command::Failover(a) => metadata::failover_command(cli.json, cli.quiet, a),
     }
 }
 
