@@ -75,7 +75,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "broker,controller",
         kind: Kind::Str,
         unit: "roles",
-        doc: "broker, controller, or both (combined). Only combined nodes are supported so far: every node is a voter of the metadata quorum and a broker.",
+        doc: "broker, controller, or both (combined). A controller is a voter of the metadata quorum (listed in controller.quorum.voters); a broker-only node follows the quorum as a raft learner and needs controller.listener.",
     },
     Setting {
         name: "controller.quorum.voters",
@@ -145,7 +145,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "3",
         kind: int(1, 32767),
         unit: "",
-        doc: "Replication factor of __consumer_offsets, at most the live brokers when it is created.",
+        doc: "Replication factor of __consumer_offsets; the active controller creates it once that many brokers are live (when the controller is a combined node: at most the number of voters).",
     },
     Setting {
         name: "socket.request.max.bytes",
@@ -384,6 +384,9 @@ pub(crate) const SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone)]
 pub struct Quorum {
     pub node: i32,
+    /// Roles: a broker serves Kafka clients; a controller is a voter of the quorum.
+    pub broker: bool,
+    pub controller: bool,
     /// Voter ids and their controller addresses; empty for a single-node quorum.
     pub voters: Vec<(i32, SocketAddr)>,
     /// Where this node's controller listener binds, if it has one.
@@ -564,11 +567,9 @@ impl BrokerConfig {
                 self.get("process.roles")
             );
         }
-        if !(roles.contains(&"broker") && roles.contains(&"controller")) {
-            bail!(
-                "process.roles={} is not supported yet: run every node combined (broker,controller)",
-                self.get("process.roles")
-            );
+        let (broker, controller) = (roles.contains(&"broker"), roles.contains(&"controller"));
+        if !broker && !controller {
+            bail!("process.roles must name broker, controller or both");
         }
         if node < 1 {
             bail!("node.id must be at least 1 (raft ids are nonzero), got {node}");
@@ -594,16 +595,30 @@ impl BrokerConfig {
                 }
                 voters.push((id, addr));
             }
-            if !voters.iter().any(|(v, _)| *v == node) {
+            let voter = voters.iter().any(|(v, _)| *v == node);
+            if controller && !voter {
                 bail!(
-                    "node.id={node} is not one of controller.quorum.voters ({text}); every node is a voter (combined roles)"
+                    "node.id={node} has the controller role but is not one of controller.quorum.voters ({text})"
                 );
             }
+            if !controller && voter {
+                bail!(
+                    "node.id={node} is one of controller.quorum.voters ({text}) but process.roles has no controller"
+                );
+            }
+        } else if !(broker && controller) {
+            bail!(
+                "process.roles={} needs controller.quorum.voters: only a combined node can run alone",
+                self.get("process.roles")
+            );
         }
         let listener = match self.get("controller.listener").trim() {
             "" => voters.iter().find(|(v, _)| *v == node).map(|(_, a)| *a),
             a => Some(resolve(a).context("controller.listener")?),
         };
+        if !voters.is_empty() && listener.is_none() {
+            bail!("a broker-only node needs controller.listener (where the quorum's leader reaches it)");
+        }
         let cluster_id = match self.get("cluster.id").trim() {
             "" if voters.is_empty() => None,
             "" => Some(derived_cluster_id(text)),
@@ -620,6 +635,8 @@ impl BrokerConfig {
         };
         Ok(Quorum {
             node,
+            broker,
+            controller,
             voters,
             listener,
             cluster_id,
@@ -673,6 +690,29 @@ mod tests {
         let q = c.quorum().unwrap(); // ok: test
         assert!(q.voters.is_empty() && q.listener.is_none() && q.cluster_id.is_none());
         assert_eq!(q.voter_ids(), vec![1]);
+        assert!(q.broker && q.controller);
+        c.set(
+            "controller.quorum.voters",
+            "1@127.0.0.1:9093,2@127.0.0.1:9094",
+        )
+        .unwrap(); // ok: test
+        let q = c.quorum().unwrap(); // ok: test
+        assert_eq!(q.listener.map(|a| a.port()), Some(9093));
+        assert!(q.cluster_id.is_some());
+        c.set("node.id", "3").unwrap(); // ok: test
+        assert!(c.quorum().is_err(), "a controller must be a voter");
+        c.set("process.roles", "broker").unwrap(); // ok: test
+        assert!(
+            c.quorum().is_err(),
+            "a broker-only node needs controller.listener"
+        );
+        c.set("controller.listener", "127.0.0.1:9095").unwrap(); // ok: test
+        let q = c.quorum().unwrap(); // ok: test
+        assert!(q.broker && !q.controller);
+        c.set("node.id", "2").unwrap(); // ok: test
+        assert!(c.quorum().is_err(), "a voter must have the controller role");
+        c.set("controller.quorum.voters", "").unwrap(); // ok: test
+        assert!(c.quorum().is_err(), "a broker alone has no quorum");
         c.set("advertised.listeners", "example:19092").unwrap(); // ok: test
         assert_eq!(c.advertised(), ("example".to_string(), 19092));
         assert!(BrokerConfig::render_table().contains("log.retention.ms"));

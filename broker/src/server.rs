@@ -160,7 +160,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     let quorum = config.quorum()?;
-    check_port_free(config.listen())?;
+    if quorum.broker {
+        check_port_free(config.listen())?;
+    }
     let cluster = meta_properties(&data_dir, quorum.node, quorum.cluster_id.as_deref())?;
     {
         // logs deleted before a crash or stop: finish removing them, off the start path
@@ -203,6 +205,16 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         "starting sluice"
     );
     let handle = crate::quorum::start(&config, &quorum, &cluster)?;
+    if !quorum.broker {
+        // a controller-only node: the quorum thread and its listener, no shards
+        tracing::info!(node = quorum.node, "controller-only node running");
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        handle.stop();
+        tracing::info!("clean shutdown complete");
+        return Ok(());
+    }
     let (events, to_shards, incarnation) = (
         handle.events.clone(),
         handle.to_shards.clone(),

@@ -989,3 +989,185 @@ fn lagging_voter_catches_up_from_a_snapshot() -> Result<()> {
     cluster.wait_views("all nodes to agree", &cluster.ids(), CONVERGE, ensure_same)?;
     Ok(())
 }
+
+/// A `sluice` process started by hand (a role local-cluster.sh does not start), killed on
+/// drop; its log tail is printed then (shown for failing tests only).
+struct ExtraNode {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ExtraNode {
+    fn spawn(args: &[String]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("sluice-extra-").tempdir()?;
+        let log = dir.path().join("log");
+        let mut full = vec![
+            "--data-dir".to_string(),
+            dir.path().join("data").display().to_string(),
+        ];
+        full.extend(args.iter().cloned());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&full)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning an extra node")?;
+        Ok(Self {
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(text) = std::fs::read_to_string(&self.log) {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("----- extra node log -----\n{}", tail.join("\n"));
+        }
+    }
+}
+
+/// The value of `--set name=value` in a node's saved arguments.
+fn setting_of(args: &[String], name: &str) -> Result<String> {
+    let prefix = format!("{name}=");
+    args.iter()
+        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+        .with_context(|| format!("no {name} in {args:?}"))
+}
+
+/// Brokers (and partition leaders) a broker at `addr` reports, through rdkafka.
+fn brokers_at(addr: &str) -> Result<BTreeSet<i32>> {
+    let consumer: rdkafka::consumer::BaseConsumer = Cluster::client_config(addr).create()?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+    Ok(md.brokers().iter().map(|b| b.id()).collect())
+}
+
+/// A broker-only node (process.roles=broker) joins a cluster of three combined nodes as a
+/// raft learner: it follows the metadata log, is listed, leads replicas, and is fenced
+/// when it dies. A node whose controller role is taken away keeps voting but stops being
+/// a broker.
+#[test]
+fn broker_only_and_controller_only_roles() -> Result<()> {
+    let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
+    let args = cluster.node_args(1)?;
+    let voters = setting_of(&args, "controller.quorum.voters")?;
+    let kafka_port = common::free_port();
+    let mut extra = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{kafka_port}"),
+        "--cores".to_string(),
+        "1".to_string(),
+    ];
+    for (k, v) in [
+        ("node.id", "4".to_string()),
+        ("process.roles", "broker".to_string()),
+        ("controller.quorum.voters", voters),
+        (
+            "controller.listener",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        ("cluster.id", cluster.cluster_id().to_string()),
+    ]
+    .into_iter()
+    .chain(FAST_SETTINGS.iter().map(|(k, v)| (*k, v.to_string())))
+    {
+        extra.push("--set".to_string());
+        extra.push(format!("{k}={v}"));
+    }
+    let node4 = ExtraNode::spawn(&extra)?;
+    let addr4 = format!("127.0.0.1:{kafka_port}");
+    common::cluster::wait_for("the broker-only node listed everywhere", CONVERGE, || {
+        for a in [addr4.clone(), cluster.bootstrap_of(&[1])] {
+            let b = brokers_at(&a)?;
+            ensure!(b == BTreeSet::from([1, 2, 3, 4]), "{a} lists {b:?}");
+        }
+        Ok(Some(()))
+    })?;
+    // RF 4 needs the learner as a replica; created through the learner (forwarded)
+    let admin = Cluster::client_config(&addr4).create::<rdkafka::admin::AdminClient<_>>()?;
+    let deadline = Instant::now() + CHANGE;
+    loop {
+        match try_create(&admin, &topic("on-four", 4, 4), Duration::from_secs(3))? {
+            Ok(()) => break,
+            Err(code) if Instant::now() < deadline => eprintln!("retrying: {code:?}"),
+            Err(code) => bail!("creating an RF 4 topic through node 4: {code:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.wait_views("node 4 leads a partition", &[1, 2, 3], CONVERGE, |views| {
+        for v in views {
+            let t = v.topic("on-four")?;
+            ensure!(
+                t.partitions.iter().any(|p| p.leader == 4),
+                "node {}: {t:?}",
+                v.from
+            );
+        }
+        ensure_same(views)
+    })?;
+    drop(node4); // kill -9
+    cluster.wait_views("node 4 fenced", &[1, 2, 3], CONVERGE, |views| {
+        for v in views {
+            ensure!(
+                !v.broker_ids().contains(&4),
+                "node {} still lists 4",
+                v.from
+            );
+            for p in &v.topic("on-four")?.partitions {
+                ensure!(p.leader != 4, "node {} still has 4 leading", v.from);
+            }
+        }
+        Ok(())
+    })?;
+
+    // node 3 restarted as controller only: still a voter, no longer a broker
+    cluster.kill9(3)?;
+    let args3 = cluster.node_args(3)?;
+    let mut ctl = vec!["--set".to_string(), "process.roles=controller".to_string()];
+    // its own data dir comes from its saved arguments
+    let mut saved = args3.clone();
+    let dd = saved
+        .iter()
+        .position(|a| a == "--data-dir")
+        .context("no --data-dir")?;
+    let data_dir = saved.remove(dd + 1);
+    saved.remove(dd);
+    ctl.extend(saved);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--data-dir", &data_dir])
+        .args(&ctl)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reap = Reap(child);
+    cluster.wait_views("node 3 no longer a broker", &[1, 2], CONVERGE, |views| {
+        for v in views {
+            ensure!(
+                v.broker_ids() == BTreeSet::from([1, 2]),
+                "node {}: {:?}",
+                v.from,
+                v.broker_ids()
+            );
+        }
+        Ok(())
+    })?;
+    // with node 3 voting, one of 1 and 2 can be down and changes still commit
+    cluster.kill9(2)?;
+    cluster.create_topic(&[1], &topic("with-controller-only", 1, 1), CHANGE)?;
+    Ok(())
+}

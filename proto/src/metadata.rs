@@ -94,6 +94,10 @@ pub struct RegisterBrokerRecord {
     pub rack: Option<String>,
     #[prost(bool, tag = "7")]
     pub fenced: bool,
+    /// Where the quorum's leader reaches this broker as a raft learner (broker-only
+    /// nodes); absent for voters, which are in `controller.quorum.voters`.
+    #[prost(string, optional, tag = "8")]
+    pub controller_addr: Option<String>,
 }
 
 /// The broker missed its session timeout: no longer a leader, not in any ISR.
@@ -190,6 +194,7 @@ mod tests {
                 port: 9092,
                 rack: Some("r1".into()),
                 fenced: true,
+                controller_addr: Some("127.0.0.1:9093".into()),
             }),
             Record::FenceBroker(FenceBrokerRecord {
                 node_id: 2,

@@ -79,6 +79,8 @@ pub(crate) struct BrokerHeartbeat {
     pub(crate) rack: Option<String>,
     /// The metadata-log index the broker's shards have applied.
     pub(crate) applied: u64,
+    /// A broker-only node's controller listener, where the leader sends it the log.
+    pub(crate) controller_addr: Option<String>,
 }
 
 /// Per-topic (or per-resource) outcome.
@@ -269,6 +271,7 @@ impl ControllerLogic {
                 && b.host == hb.host
                 && b.port == hb.port
                 && b.rack == hb.rack
+                && b.controller_addr == hb.controller_addr
         });
         if !same {
             if let Some(old) = current.as_ref().filter(|b| !b.fenced) {
@@ -284,6 +287,7 @@ impl ControllerLogic {
                     port: hb.port,
                     rack: hb.rack,
                     fenced: true,
+                    controller_addr: hb.controller_addr,
                 },
             )));
             for r in &records {
@@ -860,6 +864,7 @@ mod logic_tests {
                 port: 9000 + id,
                 rack: rack.then(|| format!("r{}", i % 2)),
                 applied: 0,
+                controller_addr: None,
             };
             let (_, r) = logic.decide(image, 10 + i as u64, MetadataOp::Heartbeat(hb.clone()), now);
             assert!(matches!(
@@ -962,6 +967,7 @@ mod logic_tests {
                 port: 9000 + id,
                 rack: None,
                 applied: 1000,
+                controller_addr: None,
             };
             logic.decide(&mut image, 200, MetadataOp::Heartbeat(hb), later);
         }
@@ -985,6 +991,7 @@ mod logic_tests {
             port: 9003,
             rack: None,
             applied: 0,
+            controller_addr: None,
         };
         let (_, r) = logic.decide(&mut image, 300, MetadataOp::Heartbeat(hb.clone()), later);
         assert_eq!(r_fenced(&r), Some((300, true)));

@@ -68,6 +68,8 @@ pub(crate) struct BrokerInfo {
     pub(crate) port: i32,
     pub(crate) rack: Option<String>,
     pub(crate) fenced: bool,
+    /// A broker-only node's controller listener (it follows the quorum as a learner).
+    pub(crate) controller_addr: Option<String>,
 }
 
 /// What applying a record changed, for the shard to act on.
@@ -242,6 +244,7 @@ impl MetadataImage {
                         port: b.port,
                         rack: b.rack.clone(),
                         fenced: b.fenced,
+                        controller_addr: b.controller_addr.clone(),
                     },
                 );
                 Vec::new()
@@ -279,6 +282,7 @@ impl MetadataImage {
                     port: b.port,
                     rack: b.rack.clone(),
                     fenced: b.fenced,
+                    controller_addr: b.controller_addr.clone(),
                 },
             )));
         }

@@ -229,6 +229,8 @@ struct Waiting {
 /// What this node says about itself in its heartbeats.
 #[derive(Clone)]
 struct LocalBroker {
+    /// Set on a broker-only node: where the leader sends it the log (it is a learner).
+    controller_addr: Option<String>,
     incarnation: Vec<u8>,
     host: String,
     port: i32,
@@ -238,7 +240,14 @@ struct LocalBroker {
 struct Runner {
     node: Node<MetadataSm>,
     peers: Option<transport::Peers>,
-    to_shards: flume::Sender<ToShards>,
+    /// None on a controller-only node (it has no shards).
+    to_shards: Option<flume::Sender<ToShards>>,
+    /// A voter of the quorum (controller role); else a learner.
+    voter: bool,
+    /// Has the broker role: heartbeats and shards.
+    broker: bool,
+    /// Which voter a learner that knows no leader asks next.
+    rotor: usize,
     voters: Vec<(i32, SocketAddr)>,
     voter_count: usize,
     config: BrokerConfig,
@@ -332,7 +341,7 @@ pub(crate) fn start(
             &events_tx,
         )?)
     };
-    if voter_ids.len() == 1 {
+    if voter_ids.len() == 1 && quorum.controller {
         node.campaign().context("electing the single voter")?;
     }
     let incarnation = rand::random::<[u8; 16]>().to_vec();
@@ -341,7 +350,10 @@ pub(crate) fn start(
     let runner = Runner {
         node,
         peers,
-        to_shards: shards_tx,
+        to_shards: quorum.broker.then_some(shards_tx),
+        voter: quorum.controller,
+        broker: quorum.broker,
+        rotor: 0,
         voter_count: voter_ids.len(),
         voters: quorum.voters.clone(),
         config: config.clone(),
@@ -360,6 +372,9 @@ pub(crate) fn start(
         legacy_dir: data_dir.join(LEGACY_METADATA_DIR),
         legacy_index: None,
         me: LocalBroker {
+            controller_addr: (!quorum.controller)
+                .then(|| quorum.listener.map(|a| a.to_string()))
+                .flatten(),
             incarnation: incarnation.clone(),
             host,
             port,
@@ -397,7 +412,7 @@ impl Runner {
             std::process::exit(70);
         }
         self.replaying = false;
-        let _ = self.to_shards.send(ToShards::Reset {
+        self.send_to_shards(ToShards::Reset {
             index: self.node.status().applied,
             records: self.node.state_machine().image.to_records(),
         });
@@ -428,6 +443,12 @@ impl Runner {
                 tracing::error!(error = %e, "the metadata quorum failed; exiting");
                 std::process::exit(70);
             }
+        }
+    }
+
+    fn send_to_shards(&self, msg: ToShards) {
+        if let Some(tx) = &self.to_shards {
+            let _ = tx.send(msg);
         }
     }
 
@@ -532,6 +553,9 @@ impl Runner {
             return;
         }
         if self.is_ready_leader() {
+            if let MetadataOp::Heartbeat(hb) = &op {
+                self.maybe_add_learner(hb);
+            }
             let next = self.node.status().last_index + 1;
             let (Some(logic), Some(spec)) = (self.logic.as_mut(), self.spec.as_mut()) else {
                 return;
@@ -554,6 +578,12 @@ impl Runner {
                         self.local
                     ),
                 ));
+            }
+            // a learner not added yet hears from no leader: ask the voters in turn
+            None if !self.voter && !forwarded && !self.voters.is_empty() => {
+                self.rotor = self.rotor.wrapping_add(1);
+                let (id, _) = self.voters[self.rotor % self.voters.len()];
+                self.forward(id as u64, op, reply, deadline);
             }
             _ => self.waiting.push(Waiting {
                 op,
@@ -624,6 +654,54 @@ impl Runner {
             });
         if spawned.is_err() {
             self.forwards.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The leader adds a broker-only node that heartbeats as a raft learner, so it gets
+    /// the log (one configuration change at a time; raft refuses a second, and the next
+    /// heartbeat tries again).
+    fn maybe_add_learner(&mut self, hb: &BrokerHeartbeat) {
+        if hb.controller_addr.is_none() || hb.node_id < 1 {
+            return;
+        }
+        let id = hb.node_id as u64;
+        let conf = self.node.store().conf_state();
+        if conf.voters.contains(&id) || conf.learners.contains(&id) {
+            return;
+        }
+        let mut change = raft::eraftpb::ConfChangeSingle::default();
+        change.set_change_type(raft::eraftpb::ConfChangeType::AddLearnerNode);
+        change.node_id = id;
+        let mut cc = raft::eraftpb::ConfChangeV2::default();
+        cc.mut_changes().push(change);
+        match self.node.propose_conf_change(cc) {
+            Ok(_) => tracing::info!(node = hb.node_id, "adding broker as a raft learner"),
+            Err(e) => tracing::debug!(node = hb.node_id, error = %e, "learner not added yet"),
+        }
+        self.rebuild_spec();
+    }
+
+    /// Every learner in the configuration gets a peer writer, at the controller address
+    /// its registration names (any voter may become the leader that feeds it).
+    fn sync_learner_peers(&mut self) {
+        let Some(peers) = self.peers.as_mut() else {
+            return;
+        };
+        let learners = self.node.store().conf_state().learners.clone();
+        for id in learners {
+            if peers.has(id) || id == self.local as u64 {
+                continue;
+            }
+            let addr = self
+                .node
+                .state_machine()
+                .image
+                .broker(id as i32)
+                .and_then(|b| b.controller_addr.clone())
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(addr) = addr {
+                peers.add(id, addr, &self.inbox);
+            }
         }
     }
 
@@ -705,7 +783,13 @@ impl Runner {
         }
         if self.is_ready_leader() {
             let next = self.node.status().last_index + 1;
-            let voters = self.voter_count;
+            // a combined leader assumes every voter is a broker: __consumer_offsets gets
+            // min(its RF, voters) replicas; with separate roles it waits for its full RF
+            let voters = if self.broker {
+                self.voter_count
+            } else {
+                usize::MAX
+            };
             if let (Some(logic), Some(spec)) = (self.logic.as_mut(), self.spec.as_mut()) {
                 let records = logic.tick(spec, next, now, voters);
                 if !records.is_empty() {
@@ -718,7 +802,8 @@ impl Runner {
                 }
             }
         }
-        if now >= self.next_heartbeat && self.heartbeat_answer.is_none() {
+        self.sync_learner_peers();
+        if self.broker && now >= self.next_heartbeat && self.heartbeat_answer.is_none() {
             self.next_heartbeat = now + self.heartbeat_every;
             let (tx, rx) = flume::bounded(1);
             self.heartbeat_answer = Some(rx);
@@ -729,6 +814,7 @@ impl Runner {
                 port: self.me.port,
                 rack: self.me.rack.clone(),
                 applied: self.shards_applied,
+                controller_addr: self.me.controller_addr.clone(),
             };
             self.submit(
                 MetadataOp::Heartbeat(hb),
@@ -784,7 +870,7 @@ impl Runner {
                     "metadata image restored from the leader's snapshot"
                 );
                 let status = self.node.status();
-                let _ = self.to_shards.send(ToShards::Reset {
+                self.send_to_shards(ToShards::Reset {
                     index: status.applied,
                     records: self.node.state_machine().image.to_records(),
                 });
@@ -794,7 +880,7 @@ impl Runner {
                     if self.replaying {
                         continue;
                     }
-                    let _ = self.to_shards.send(ToShards::Apply {
+                    self.send_to_shards(ToShards::Apply {
                         index: c.index,
                         records: decode_batch(c.index, &c.data),
                     });
@@ -900,6 +986,7 @@ mod tests {
                     port: id,
                     rack: None,
                     applied: 10_000,
+                    controller_addr: None,
                 };
                 for _ in 0..2 {
                     let next = out.len() as u64 + 1;

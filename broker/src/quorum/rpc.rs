@@ -130,6 +130,8 @@ pub(crate) struct Heartbeat {
     pub(crate) rack: Option<String>,
     #[prost(uint64, tag = "6")]
     pub(crate) applied: u64,
+    #[prost(string, optional, tag = "7")]
+    pub(crate) controller_addr: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -240,6 +242,7 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
             port: h.port,
             rack: h.rack,
             applied: h.applied,
+            controller_addr: h.controller_addr,
         }),
     };
     RpcRequest {
@@ -309,6 +312,7 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
             port: h.port,
             rack: h.rack,
             applied: h.applied,
+            controller_addr: h.controller_addr,
         }),
     };
     Ok((op, req.timeout_ms))
@@ -415,6 +419,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 applied: 77,
+                controller_addr: Some("127.0.0.1:1".into()),
             }),
         ];
         for op in ops {

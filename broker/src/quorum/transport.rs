@@ -116,6 +116,25 @@ impl Peers {
         })
     }
 
+    pub(crate) fn has(&self, id: u64) -> bool {
+        self.queues.contains_key(&id)
+    }
+
+    /// Starts a writer for a peer that joined (a learner).
+    pub(crate) fn add(&mut self, id: u64, addr: SocketAddr, events: &flume::Sender<Event>) {
+        let (tx, rx) = flume::bounded(PEER_QUEUE);
+        let events = events.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sluice-peer-{id}"))
+            .spawn(move || peer_writer(id, addr, rx, events));
+        match spawned {
+            Ok(_) => {
+                self.queues.insert(id, tx);
+            }
+            Err(e) => tracing::warn!(peer = id, error = %e, "cannot start a peer writer"),
+        }
+    }
+
     /// Queues `msg` for its receiver; a full queue drops it (raft resends) and reports the
     /// peer unreachable.
     pub(crate) fn send(&mut self, msg: &RaftMessage) -> Option<u64> {
