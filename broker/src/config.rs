@@ -141,6 +141,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "This broker's rack; replicas of a partition are spread across racks when brokers name them.",
     },
     Setting {
+        name: "min.insync.replicas",
+        default: "1",
+        kind: int(1, 32767),
+        unit: "replicas",
+        doc: "Topics without an override: an acks=all produce to a partition whose ISR is smaller is refused with NOT_ENOUGH_REPLICAS.",
+    },
+    Setting {
+        name: "controlled.shutdown.enable",
+        default: "true",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "On SIGTERM, ask the active controller to move this broker's leaderships to other in-sync replicas (at most broker.session.timeout.ms) before stopping.",
+    },
+    Setting {
         name: "offsets.topic.replication.factor",
         default: "3",
         kind: int(1, 32767),

@@ -182,10 +182,13 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         Ok(n) => tracing::info!(nofile = n, "raised RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    // the signal sets `signalled`; the shards stop once `stop` is set, after a controlled
+    // shutdown moved this broker's leaderships away (see `controlled_shutdown`)
+    let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
+        signal_hook::flag::register(sig, signalled.clone()).context("installing signal handler")?;
     }
+    let stop = Arc::new(AtomicBool::new(false));
     let shards = config.cores();
     let nofile = sluice_storage::fd_limit().unwrap_or(1024);
     let max_conns = (config.int("max.connections") as u64)
@@ -208,7 +211,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     if !quorum.broker {
         // a controller-only node: the quorum thread and its listener, no shards
         tracing::info!(node = quorum.node, "controller-only node running");
-        while !stop.load(Ordering::Relaxed) {
+        while !signalled.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
         handle.stop();
@@ -220,6 +223,25 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         handle.to_shards.clone(),
         handle.incarnation.clone(),
     );
+    {
+        let (signalled, stop, events) = (signalled.clone(), stop.clone(), events.clone());
+        let incarnation = incarnation.clone();
+        let enabled = config.flag("controlled.shutdown.enable") && !quorum.voters.is_empty();
+        let bound = Duration::from_millis(config.int("broker.session.timeout.ms") as u64);
+        let node = quorum.node;
+        std::thread::Builder::new()
+            .name("sluice-shutdown".into())
+            .spawn(move || {
+                while !signalled.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if enabled {
+                    controlled_shutdown(&events, node, incarnation, bound);
+                }
+                stop.store(true, Ordering::Relaxed);
+            })
+            .context("starting the shutdown thread")?;
+    }
     let mesh = Mesh::<Envelope>::new(shards, 4096);
     let results = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
         .name("sluice-shard")
@@ -350,6 +372,47 @@ async fn shard_main(
     tracing::info!(shard = ctx.id, "shutting down");
     ctx.shutdown().await;
     Ok(())
+}
+
+/// Asks the active controller to move this broker's leaderships to other in-sync replicas
+/// and keep it fenced, waiting at most `bound`, so clients move before the broker stops
+/// answering (Kafka's controlled shutdown). Shards keep serving meanwhile.
+fn controlled_shutdown(
+    events: &flume::Sender<Event>,
+    node: i32,
+    incarnation: Vec<u8>,
+    bound: Duration,
+) {
+    tracing::info!(
+        node,
+        "controlled shutdown: asking the controller to move leaderships"
+    );
+    let (tx, rx) = flume::bounded(1);
+    let op = crate::metadata::controller::MetadataOp::ControlledShutdown {
+        node_id: node,
+        incarnation,
+    };
+    let sent = events.send(Event::Op {
+        op,
+        reply: tx,
+        deadline: std::time::Instant::now() + bound,
+        forwarded: false,
+    });
+    if sent.is_err() {
+        return;
+    }
+    match rx.recv_timeout(bound + Duration::from_millis(500)) {
+        Ok((crate::metadata::controller::MetadataOpResult::Heartbeat { .. }, index)) => {
+            tracing::info!(node, index, "controlled shutdown: leaderships moved")
+        }
+        Ok((other, _)) => {
+            tracing::warn!(node, answer = ?other, "controlled shutdown not done; stopping anyway")
+        }
+        Err(_) => tracing::warn!(
+            node,
+            "controlled shutdown: no answer in time; stopping anyway"
+        ),
+    }
 }
 
 /// Shard 0: applies what the quorum thread commits on every shard, in order, and tells it

@@ -944,6 +944,17 @@ fn wrong_node_id_or_voters_refuse_to_start() -> Result<()> {
     Ok(())
 }
 
+/// A node other than `avoid`, and every node but that one.
+fn one_besides(cluster: &Cluster, avoid: u32) -> (u32, Vec<u32>) {
+    let one = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != avoid)
+        .unwrap_or(1);
+    let rest = cluster.ids().into_iter().filter(|id| *id != one).collect();
+    (one, rest)
+}
+
 /// A voter that was down while the others took snapshots (every 8 entries) and compacted
 /// their logs behind them catches up from the leader's snapshot, then from entries.
 #[test]
@@ -952,16 +963,7 @@ fn lagging_voter_catches_up_from_a_snapshot() -> Result<()> {
     settings.push(("controller.snapshot.interval.records", "8"));
     let mut cluster = Cluster::start(3, &settings)?;
     let leader = cluster.active_controller(CONVERGE)?;
-    let lagging = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap_or(1);
-    let up: Vec<u32> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != lagging)
-        .collect();
+    let (lagging, up) = one_besides(&cluster, leader);
     cluster.kill9(lagging)?;
     let names: Vec<String> = (0..30).map(|i| format!("snap-{i}")).collect();
     for n in &names {
@@ -1169,5 +1171,90 @@ fn broker_only_and_controller_only_roles() -> Result<()> {
     // with node 3 voting, one of 1 and 2 can be down and changes still commit
     cluster.kill9(2)?;
     cluster.create_topic(&[1], &topic("with-controller-only", 1, 1), CHANGE)?;
+    Ok(())
+}
+
+/// SIGTERM moves a broker's leaderships before it stops (controlled shutdown): with a
+/// session timeout far longer than the test, the survivors lead every partition as soon
+/// as the node is gone, and acks=all produce keeps working. With RF 3 and
+/// min.insync.replicas=3, acks=all is refused with NOT_ENOUGH_REPLICAS once a replica
+/// left the ISR.
+#[test]
+fn sigterm_moves_leaderships_first_and_min_insync_is_enforced() -> Result<()> {
+    let settings = [
+        ("broker.session.timeout.ms", "60000"),
+        ("broker.heartbeat.interval.ms", "300"),
+        ("controller.quorum.election.timeout.ms", "500"),
+    ];
+    let mut cluster = Cluster::start(3, &settings)?;
+    let controller = cluster.active_controller(CONVERGE)?;
+    let (leaving, staying) = one_besides(&cluster, controller);
+    cluster.create_topic(&staying, &topic("moved", 6, 3), CHANGE)?;
+    let strict =
+        NewTopic::new("strict", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
+    cluster.create_topic(&staying, &strict, CHANGE)?;
+    cluster.wait_views("topics everywhere", &cluster.ids(), CONVERGE, |views| {
+        for v in views {
+            ensure_led(v, "moved", 6)?;
+            ensure!(v
+                .topic("moved")?
+                .partitions
+                .iter()
+                .any(|p| p.leader == leaving as i32));
+        }
+        Ok(())
+    })?;
+    let stopped_at = Instant::now();
+    cluster.sigterm(leaving, Duration::from_secs(30))?;
+    eprintln!(
+        "node {leaving} stopped {:?} after SIGTERM",
+        stopped_at.elapsed()
+    );
+    // far below the 60 s session timeout: only the controlled shutdown can explain it
+    let views = cluster.wait_views(
+        "leaderships moved",
+        &staying,
+        Duration::from_secs(10),
+        |views| {
+            for v in views {
+                for p in &v.topic("moved")?.partitions {
+                    ensure!(
+                        p.leader >= 0 && p.leader != leaving as i32,
+                        "node {}: partition {} led by {}",
+                        v.from,
+                        p.partition,
+                        p.leader
+                    );
+                    ensure!(!p.isr.contains(&(leaving as i32)));
+                }
+            }
+            ensure_same(views)
+        },
+    )?;
+    ensure!(
+        stopped_at.elapsed() < Duration::from_secs(30),
+        "leaderships moved only after {:?}",
+        stopped_at.elapsed()
+    );
+    drop(views);
+    produce_and_consume(&cluster, "moved", 6, 20)?;
+    // the strict topic's ISR is down to 2 < min.insync.replicas=3
+    let producer: rdkafka::producer::FutureProducer =
+        Cluster::client_config(&cluster.bootstrap_of(&staying))
+            .set("acks", "all")
+            .set("message.timeout.ms", "5000")
+            .set("retries", "0")
+            .create()?;
+    let sent = block_on(producer.send(
+        FutureRecord::<(), [u8]>::to("strict").payload(b"x"),
+        Duration::from_secs(10),
+    ));
+    match sent {
+        Err((e, _)) => ensure!(
+            e.rdkafka_error_code() == Some(RDKafkaErrorCode::NotEnoughReplicas),
+            "unexpected error {e:?}"
+        ),
+        Ok(d) => bail!("acks=all with ISR 2 < min.insync 3 was acknowledged: {d:?}"),
+    }
     Ok(())
 }

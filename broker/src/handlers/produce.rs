@@ -19,6 +19,33 @@ use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, Tp};
 
+/// acks=all needs at least `min.insync.replicas` (topic override, else the broker's) in the
+/// partition's ISR; fewer is NOT_ENOUGH_REPLICAS before anything is appended, as Kafka.
+fn enough_in_sync(
+    ctx: &ShardCtx,
+    acks: i16,
+    topic: &str,
+    partition: i32,
+) -> Result<(), ResponseError> {
+    if acks != -1 {
+        return Ok(());
+    }
+    let image = ctx.image.borrow();
+    let Some(t) = image.topic(topic) else {
+        return Ok(());
+    };
+    let min = t
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(ctx.config.int("min.insync.replicas") as usize);
+    let isr = image.partition(topic, partition).map_or(0, |p| p.isr.len());
+    if isr < min {
+        return Err(ResponseError::NotEnoughReplicas);
+    }
+    Ok(())
+}
+
 /// Where each partition's answer goes: (topic index, partition index) in the response.
 type Slot = (usize, usize);
 
@@ -44,7 +71,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let owner = ctx.route(&name, part.index);
+            let owner = ctx
+                .route(&name, part.index)
+                .and_then(|shard| enough_in_sync(ctx, acks, &name, part.index).map(|()| shard));
             match (bad_acks, owner, part.records) {
                 (true, _, _) => pr.error_code = ResponseError::InvalidRequiredAcks.code(),
                 _ if internal => {

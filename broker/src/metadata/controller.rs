@@ -66,6 +66,11 @@ pub(crate) enum MetadataOp {
     AllocateProducerId,
     /// A broker's heartbeat (its first one registers it).
     Heartbeat(BrokerHeartbeat),
+    /// A broker stopping cleanly: move its leaderships away now, keep it fenced.
+    ControlledShutdown {
+        node_id: i32,
+        incarnation: Vec<u8>,
+    },
 }
 
 /// What a broker tells the controller every `broker.heartbeat.interval.ms`.
@@ -116,6 +121,8 @@ pub(crate) struct ControllerLogic {
     session_timeout: Duration,
     /// Rotates where partition placement starts, so leaders spread across topics.
     placement_start: usize,
+    /// Broker incarnations that asked to shut down: never unfenced again.
+    shutting_down: std::collections::HashSet<(i32, Vec<u8>)>,
 }
 
 /// New partitions one request may still create: bounded per request
@@ -204,6 +211,7 @@ impl ControllerLogic {
             last_heartbeat: image.brokers().map(|b| (b.node_id, now)).collect(),
             session_timeout,
             placement_start: rand::random::<u32>() as usize,
+            shutting_down: Default::default(),
             config,
         }
     }
@@ -246,6 +254,46 @@ impl ControllerLogic {
                 (recs, MetadataOpResult::ProducerId(pid))
             }
             MetadataOp::Heartbeat(hb) => return self.heartbeat(image, index, hb, now),
+            MetadataOp::ControlledShutdown {
+                node_id,
+                incarnation,
+            } => {
+                let Some(b) = image.broker(node_id).cloned() else {
+                    return (
+                        Vec::new(),
+                        MetadataOpResult::Heartbeat {
+                            epoch: -1,
+                            fenced: true,
+                        },
+                    );
+                };
+                if b.incarnation != incarnation {
+                    return (
+                        Vec::new(),
+                        MetadataOpResult::Heartbeat {
+                            epoch: b.epoch,
+                            fenced: b.fenced,
+                        },
+                    );
+                }
+                self.shutting_down.insert((node_id, incarnation));
+                let records = if b.fenced {
+                    Vec::new()
+                } else {
+                    tracing::info!(
+                        node = node_id,
+                        "controlled shutdown: moving the broker's leaderships"
+                    );
+                    fence_records(image, node_id, b.epoch)
+                };
+                (
+                    records,
+                    MetadataOpResult::Heartbeat {
+                        epoch: b.epoch,
+                        fenced: true,
+                    },
+                )
+            }
         };
         for r in &records {
             image.apply(index, r);
@@ -315,7 +363,10 @@ impl ControllerLogic {
                 },
             );
         };
-        if b.fenced && hb.applied >= u64::try_from(b.epoch).unwrap_or(u64::MAX) {
+        let leaving = self
+            .shutting_down
+            .contains(&(b.node_id, b.incarnation.clone()));
+        if b.fenced && !leaving && hb.applied >= u64::try_from(b.epoch).unwrap_or(u64::MAX) {
             records = unfence_records(image, b.node_id, b.epoch);
             for r in &records {
                 image.apply(index, r);

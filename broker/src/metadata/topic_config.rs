@@ -77,10 +77,10 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
     },
     TopicSetting {
         name: "min.insync.replicas",
-        broker_key: None,
-        fixed_default: "1",
+        broker_key: Some("min.insync.replicas"),
+        fixed_default: "",
         kind: TopicKind::Long { min: 1 },
-        doc: "Replicas that must acknowledge acks=all writes.",
+        doc: "ISR size below which acks=all produce is refused with NOT_ENOUGH_REPLICAS.",
     },
     TopicSetting {
         name: "retention.bytes",

@@ -544,6 +544,10 @@ impl Runner {
         deadline: Instant,
         forwarded: bool,
     ) {
+        if !forwarded && matches!(op, MetadataOp::ControlledShutdown { .. }) {
+            // this broker is leaving: no heartbeat may unfence it again
+            self.broker = false;
+        }
         let now = Instant::now();
         if now >= deadline {
             let _ = reply.send(failed(

@@ -17,7 +17,7 @@ pub(crate) struct RpcRequest {
     /// Milliseconds the caller waits for the answer.
     #[prost(uint32, tag = "1")]
     pub(crate) timeout_ms: u32,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub(crate) op: Option<Op>,
 }
 
@@ -35,6 +35,16 @@ pub(crate) enum Op {
     AllocateProducerId(AllocateProducerId),
     #[prost(message, tag = "7")]
     Heartbeat(Heartbeat),
+    #[prost(message, tag = "8")]
+    ControlledShutdown(ControlledShutdown),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct ControlledShutdown {
+    #[prost(int32, tag = "1")]
+    pub(crate) node_id: i32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) incarnation: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -244,6 +254,13 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
             applied: h.applied,
             controller_addr: h.controller_addr,
         }),
+        MetadataOp::ControlledShutdown {
+            node_id,
+            incarnation,
+        } => Op::ControlledShutdown(ControlledShutdown {
+            node_id,
+            incarnation,
+        }),
     };
     RpcRequest {
         timeout_ms,
@@ -314,6 +331,10 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
             applied: h.applied,
             controller_addr: h.controller_addr,
         }),
+        Op::ControlledShutdown(c) => MetadataOp::ControlledShutdown {
+            node_id: c.node_id,
+            incarnation: c.incarnation,
+        },
     };
     Ok((op, req.timeout_ms))
 }
@@ -412,6 +433,10 @@ mod tests {
                 validate_only: false,
             },
             MetadataOp::AllocateProducerId,
+            MetadataOp::ControlledShutdown {
+                node_id: 3,
+                incarnation: vec![1, 2],
+            },
             MetadataOp::Heartbeat(BrokerHeartbeat {
                 node_id: 2,
                 incarnation: vec![9; 16],

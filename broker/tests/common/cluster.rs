@@ -307,15 +307,24 @@ impl Cluster {
 
     /// SIGKILLs node `id` and waits (bounded) until it is gone.
     pub(crate) fn kill9(&mut self, id: u32) -> Result<()> {
+        self.signal_and_wait(id, libc::SIGKILL, "SIGKILL", Duration::from_secs(10))
+    }
+
+    /// SIGTERMs node `id` and waits (bounded) until it has exited.
+    pub(crate) fn sigterm(&mut self, id: u32, within: Duration) -> Result<()> {
+        self.signal_and_wait(id, libc::SIGTERM, "SIGTERM", within)
+    }
+
+    fn signal_and_wait(&mut self, id: u32, sig: i32, name: &str, within: Duration) -> Result<()> {
         let pid = self
             .pid(id)
             .with_context(|| format!("node {id} is not running"))?;
-        signal(pid, libc::SIGKILL);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        signal(pid, sig);
+        let deadline = Instant::now() + within;
         while process_alive(pid) {
             ensure!(
                 Instant::now() < deadline,
-                "node {id} (pid {pid}) still alive 10 s after SIGKILL"
+                "node {id} (pid {pid}) still alive {within:?} after {name}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
