@@ -143,6 +143,28 @@ impl ShardCtx {
         }
     }
 
+    /// A client's `current_leader_epoch` against this leader's: older is
+    /// FENCED_LEADER_EPOCH (its metadata is stale), newer UNKNOWN_LEADER_EPOCH (ours is).
+    pub(crate) fn check_leader_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: Option<i32>,
+    ) -> Result<(), ResponseError> {
+        let Some(epoch) = epoch.filter(|e| *e >= 0) else {
+            return Ok(());
+        };
+        let image = self.image.borrow();
+        let Some(state) = image.partition(topic, partition) else {
+            return Ok(());
+        };
+        match epoch.cmp(&state.leader_epoch) {
+            std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
+            std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+
     /// The shard that owns `partition` of `topic`, if the topic exists.
     pub(crate) fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
         let image = self.image.borrow();

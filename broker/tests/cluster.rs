@@ -1236,6 +1236,31 @@ fn sigterm_moves_leaderships_first_and_min_insync_is_enforced() -> Result<()> {
         "leaderships moved only after {:?}",
         stopped_at.elapsed()
     );
+    // a moved partition's new epoch: a fetch naming the old one is FENCED_LEADER_EPOCH,
+    // one naming a newer one UNKNOWN_LEADER_EPOCH, the current one is served
+    let moved = views[0]
+        .topic("moved")?
+        .partitions
+        .iter()
+        .find(|p| p.leader_epoch > 0)
+        .context("no partition changed leader")?;
+    let mut raw = common::raw::RawClient::connect(cluster.kafka_addr(moved.leader as u32))?;
+    raw.negotiate()?;
+    let at = |raw: &mut common::raw::RawClient, e: i32| -> Result<i16> {
+        Ok(raw.fetch_at_epoch("moved", moved.partition, 0, e)?.0)
+    };
+    ensure!(
+        at(&mut raw, moved.leader_epoch - 1)? == 74,
+        "old epoch not fenced"
+    );
+    ensure!(
+        at(&mut raw, moved.leader_epoch + 1)? == 75,
+        "newer epoch not unknown"
+    );
+    ensure!(
+        at(&mut raw, moved.leader_epoch)? == 0,
+        "current epoch refused"
+    );
     drop(views);
     produce_and_consume(&cluster, "moved", 6, 20)?;
     // the strict topic's ISR is down to 2 < min.insync.replicas=3

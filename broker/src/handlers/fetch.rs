@@ -64,9 +64,10 @@ async fn handle(
     let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0))
         .min(ctx.limits.fetch_max_wait);
     let deadline = Instant::now() + max_wait;
+    let epochs = requested_epochs(&req);
     let mut results;
     loop {
-        results = read_all(&ctx, &plan, max_bytes).await;
+        results = read_all(&ctx, &plan, max_bytes, &epochs).await;
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
@@ -102,12 +103,36 @@ async fn handle(
     encode(version, corr, 0, plan.session_id, &topics)
 }
 
+/// The leader epochs a client named (`current_leader_epoch`, v9+; -1 means none).
+fn requested_epochs(req: &FetchRequest) -> Epochs {
+    req.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.current_leader_epoch >= 0)
+                .map(move |p| ((t.topic.0.to_string(), p.partition), p.current_leader_epoch))
+        })
+        .collect()
+}
+
+type Epochs = std::collections::HashMap<(String, i32), i32>;
+
 /// Reads every planned partition on its owner; results in plan order, `max_bytes` in all.
-async fn read_all(ctx: &Rc<ShardCtx>, plan: &Plan, max_bytes: usize) -> Vec<FetchPartResult> {
+async fn read_all(
+    ctx: &Rc<ShardCtx>,
+    plan: &Plan,
+    max_bytes: usize,
+    epochs: &Epochs,
+) -> Vec<FetchPartResult> {
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     for (i, (tp, offset, part_max)) in plan.parts.iter().enumerate() {
-        match ctx.route(&tp.topic, tp.partition) {
+        let epoch = epochs.get(&(tp.topic.clone(), tp.partition)).copied();
+        match ctx.route(&tp.topic, tp.partition).and_then(|shard| {
+            ctx.check_leader_epoch(&tp.topic, tp.partition, epoch)
+                .map(|()| shard)
+        }) {
             Ok(shard) => {
                 let e = by_shard.entry(shard).or_default();
                 e.0.push(i);

@@ -38,7 +38,11 @@ pub(crate) async fn handle(
                     .partition(&name, p.partition_index)
                     .map_or(-1, |s| s.leader_epoch);
             }
-            match ctx.route(&name, p.partition_index) {
+            let epoch = (version >= 4).then_some(p.current_leader_epoch);
+            match ctx.route(&name, p.partition_index).and_then(|shard| {
+                ctx.check_leader_epoch(&name, p.partition_index, epoch)
+                    .map(|()| shard)
+            }) {
                 Ok(shard) => {
                     let e = by_shard.entry(shard).or_default();
                     e.0.push((ti, pi));

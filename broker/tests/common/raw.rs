@@ -231,6 +231,17 @@ impl RawClient {
         partition: i32,
         offset: i64,
     ) -> Result<(i16, i64, Bytes)> {
+        self.fetch_at_epoch(topic, partition, offset, -1)
+    }
+
+    /// `fetch_once` naming the leader epoch the client believes current (-1: none).
+    pub(crate) fn fetch_at_epoch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        epoch: i32,
+    ) -> Result<(i16, i64, Bytes)> {
         let version = self.version_for::<FetchRequest>(12)?;
         let req = FetchRequest::default()
             .with_max_wait_ms(0)
@@ -241,6 +252,7 @@ impl RawClient {
                 .with_partitions(vec![FetchPartition::default()
                     .with_partition(partition)
                     .with_fetch_offset(offset)
+                    .with_current_leader_epoch(epoch)
                     .with_partition_max_bytes(4 << 20)])]);
         let resp = self.call(version, &req)?;
         let Some(p) = resp
