@@ -1,6 +1,7 @@
 //! The storage error enum. glommio errors are mapped into `Io`; batch validation errors
 //! into `Corrupt` (bad magic/CRC/length) or `InvalidRecord` (count mismatch, empty);
-//! idempotent-producer violations into `OutOfOrderSequence` / `InvalidProducerEpoch`.
+//! idempotent-producer violations into `OutOfOrderSequence` / `InvalidProducerEpoch`;
+//! replication: `UnexpectedAppendOffset`, `StaleLeaderEpoch`, `Truncating`.
 
 use sluice_proto::batch::BatchError;
 
@@ -41,6 +42,20 @@ pub enum StorageError {
         current: i16,
         got: i16,
     },
+    /// `append_replicated`: a batch does not start at the offset the log expects next (the
+    /// first batch at the log end offset, each later one right after the previous one).
+    /// Kafka's follower raises UnexpectedAppendOffsetException. Nothing was written.
+    #[error("replicated batch starts at offset {got}, expected {expected}")]
+    UnexpectedAppendOffset { expected: i64, got: i64 },
+    /// `append` on a log whose leader epoch (`set_leader_epoch`) is older than the latest
+    /// epoch already in the log: this replica is not the current leader (Kafka
+    /// FENCED_LEADER_EPOCH, 74, is the closest answer). Nothing was written.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    StaleLeaderEpoch { epoch: i32, latest: i32 },
+    /// The log is in the middle of `truncate_from`/`truncate_to` and takes no appends until
+    /// the cut is in place (a short window); retry. Nothing was written.
+    #[error("log is being truncated")]
+    Truncating,
 }
 
 impl From<BatchError> for StorageError {

@@ -2,6 +2,7 @@
 //! DMA writes (the in-memory partial tail page first, zero padding last), one fdatasync
 //! per touched segment, seal rolled segments, then advance the durable offset and wake
 //! waiters. A failure marks the log failed so waiters get an error, never "durable".
+//! If the leader-epoch cache changed, its checkpoint is written before the batches.
 //!
 //! ```text
 //!  page_start            start_pos                     end          align_up(end)
@@ -62,7 +63,7 @@ pub(crate) async fn sync_dir(log: &LogInner) -> Result<(), StorageError> {
 }
 
 async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<(), StorageError> {
-    let (n, target_end, groups, to_seal) = {
+    let (n, target_end, groups, to_seal, checkpoint) = {
         let mut st = log.st.borrow_mut();
         st.dirty = false;
         if st.deleted || st.failed.is_some() {
@@ -94,12 +95,23 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
             .map(|s| s.base)
             .collect();
         let target_end = st.pending.back().map(|p| p.last + 1);
-        (n, target_end, groups, to_seal)
+        (
+            n,
+            target_end,
+            groups,
+            to_seal,
+            st.epochs.snapshot_if_dirty(),
+        )
     };
     if groups.is_empty() && to_seal.is_empty() {
         return Ok(());
     }
     clear_marker(log).await?;
+    // the epochs of the batches written below reach the checkpoint first
+    if let Some((gen, entries)) = checkpoint {
+        crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
+        log.st.borrow_mut().epochs.mark_persisted(gen);
+    }
     let mut bases: Vec<i64> = groups
         .iter()
         .map(|g| g.seg_base)

@@ -6,6 +6,9 @@
 //!  flusher: per dirty log one aligned DMA write (tail page + new bytes) + one fdatasync
 //!           ─► durable offset advances ─► wait_durable / wait_progress wake
 //!  read(from) ─► shard cache ─► pending (not yet durable) ─► DMA read of the segment
+//!  replication: set_leader_epoch (append stamps it) ─ leader-epoch cache + checkpoint
+//!               (epoch.rs) ─ append_replicated (leader's bytes kept) ─ truncate_from
+//!               (truncate.rs: intent file, then files cut)
 //! ```
 //! Every type here is owned by one shard (one glommio executor) and never crosses cores;
 //! only the `Bytes` returned by reads are `Send`.
@@ -13,6 +16,7 @@
 mod blocking;
 mod cache;
 mod config;
+mod epoch;
 mod error;
 mod files;
 mod flusher;
@@ -27,6 +31,7 @@ mod retention;
 mod segment;
 mod shard;
 mod signal;
+mod truncate;
 
 pub use config::{LogConfig, ShardStorageOptions};
 pub use error::StorageError;

@@ -5,7 +5,14 @@
 //! the batches in the pending queue and the shard cache, and marks the log dirty for the
 //! flusher. Idempotent batches (producer id >= 0) are checked against the producer state
 //! (`producer.rs`) first. Invariant: log_start <= durable <= log_end; offsets contiguous.
+//!
+//! Replication groundwork: `set_leader_epoch` makes `append` stamp that epoch into every
+//! batch (partitionLeaderEpoch, outside the CRC); `append_replicated` takes a leader's
+//! batches as they are (offsets and epochs kept); both keep the leader-epoch cache
+//! (`epoch.rs`) that answers `end_offset_for_epoch`; `truncate_from` cuts a divergent
+//! suffix (`truncate.rs`).
 
+use crate::epoch::EpochCache;
 use crate::error::{FlushFailure, StorageError};
 use crate::producer::{self, ProducerEntry, ProducerStates, Verdict};
 use crate::segment::{SegState, Segment};
@@ -15,6 +22,7 @@ use crate::LogConfig;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -22,13 +30,21 @@ use std::rc::Rc;
 /// records (Kafka validates compressed batches the same way, without this bound).
 const MAX_DECOMPRESSED: usize = 64 << 20;
 
+/// Truncations remembered for `wait_durable` (a waiter that slept through more fails
+/// conservatively).
+const TRUNCATIONS_KEPT: usize = 64;
+
+/// Byte range of partitionLeaderEpoch in a v2 batch header (outside the CRC).
+const LEADER_EPOCH_FIELD: std::ops::Range<usize> = 12..16;
+
 /// Result of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     /// The time the log accepted the append (`now_ms` passed to `append`); -1 for a
-    /// duplicate (Kafka answers a duplicate with no log append time).
+    /// duplicate (Kafka answers a duplicate with no log append time) and for
+    /// `append_replicated` (the leader's batches keep their timestamps).
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
     /// The request was a retry of an idempotent batch already in the log: nothing was
@@ -69,11 +85,21 @@ pub(crate) struct LogState {
     /// Last partial page of the active segment on disk: (segment base, page position, bytes).
     pub(crate) tail: Option<(i64, u64, Vec<u8>)>,
     pub(crate) dirty: bool,
+    /// Bumped by every truncation (reads and producer-state loads started before one
+    /// discard what they read).
     pub(crate) truncate_epoch: u64,
-    pub(crate) truncate_point: i64,
+    /// (truncate_epoch after, new log end) of the latest truncations, oldest first.
+    pub(crate) truncations: VecDeque<(u64, i64)>,
+    /// A truncation is between its start and its in-memory cut: appends are refused.
+    pub(crate) truncating: bool,
     /// Idempotent-producer state; None until an idempotent batch needs it (idle
     /// partitions stay small) and again after a truncation (rebuilt from the log).
     pub(crate) producers: Option<Box<ProducerStates>>,
+    /// The epoch `append` stamps into batches; None (the default, or after a negative
+    /// `set_leader_epoch`): batches keep the partitionLeaderEpoch the client sent.
+    pub(crate) leader_epoch: Option<i32>,
+    /// (epoch, first offset) of every leader epoch in the log.
+    pub(crate) epochs: EpochCache,
 }
 
 impl LogState {
@@ -97,6 +123,43 @@ impl LogState {
             return Err(f.to_error());
         }
         Ok(())
+    }
+    /// `check_open`, and no truncation in progress (for appends).
+    fn check_appendable(&self) -> Result<(), StorageError> {
+        self.check_open()?;
+        if self.truncating {
+            return Err(StorageError::Truncating);
+        }
+        Ok(())
+    }
+    /// Record a truncation that left the log ending at `new_end`.
+    pub(crate) fn note_truncation(&mut self, new_end: i64) {
+        self.truncate_epoch += 1;
+        if self.truncations.len() == TRUNCATIONS_KEPT {
+            self.truncations.pop_front();
+        }
+        self.truncations.push_back((self.truncate_epoch, new_end));
+    }
+    /// Lowest log end any truncation after `epoch` left (i64::MIN if that history is no
+    /// longer known); None if there was none.
+    fn lowest_cut_since(&self, epoch: u64) -> Option<i64> {
+        lowest_cut(&self.truncations, self.truncate_epoch, epoch)
+    }
+}
+
+/// Lowest log end left by the truncations in `history` (consecutive epochs up to `now`)
+/// after `since`; i64::MIN if some of them are no longer in `history`.
+fn lowest_cut(history: &VecDeque<(u64, i64)>, now: u64, since: u64) -> Option<i64> {
+    if now == since {
+        return None;
+    }
+    match history.front() {
+        Some(&(e, _)) if e <= since + 1 => history
+            .iter()
+            .filter(|&&(e, _)| e > since)
+            .map(|&(_, p)| p)
+            .min(),
+        _ => Some(i64::MIN),
     }
 }
 
@@ -131,16 +194,24 @@ impl PartitionLog {
 
     /// Validate, assign offsets and enqueue `records` (one or more v2 batches) for the
     /// flusher. All-or-nothing: any invalid batch rejects the whole call and writes nothing.
+    /// With a leader epoch set (`set_leader_epoch`) each batch is stamped with it and the
+    /// leader-epoch cache records where the epoch starts; an epoch older than the log's
+    /// latest is refused (`StaleLeaderEpoch`).
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let (max, interval, timestamps) = {
+        let (max, timestamps, stamp) = {
             let st = self.inner.st.borrow();
-            st.check_open()?;
+            st.check_appendable()?;
+            if let (Some(epoch), Some(latest)) = (st.leader_epoch, st.epochs.latest()) {
+                if latest > epoch {
+                    return Err(StorageError::StaleLeaderEpoch { epoch, latest });
+                }
+            }
             let c = &st.config;
             (
                 c.max_message_bytes as usize,
-                c.index_interval_bytes,
                 now_ms.saturating_sub(c.timestamp_before_max_ms)
                     ..=now_ms.saturating_add(c.timestamp_after_max_ms),
+                st.leader_epoch,
             )
         };
         if records.is_empty() {
@@ -182,24 +253,115 @@ impl PartitionLog {
             Checked::Append(u) => u,
             Checked::Duplicate(info) => return Ok(info),
         };
-        let total_bytes = records.len();
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        let mut st = self.inner.st.borrow_mut();
-        let base0 = st.log_end;
+        let base0 = self.inner.st.borrow().log_end;
         let mut next = base0;
         for (h, range) in batches.iter_mut() {
             set_base_offset(&mut buf[range.start..range.end], next);
             h.base_offset = next;
+            if let Some(epoch) = stamp {
+                let at =
+                    range.start + LEADER_EPOCH_FIELD.start..range.start + LEADER_EPOCH_FIELD.end;
+                buf[at].copy_from_slice(&epoch.to_be_bytes());
+                h.partition_leader_epoch = epoch;
+            }
             next = h.last_offset() + 1;
         }
-        let frozen = buf.freeze();
+        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, stamp.is_some(), |st| {
+            if let Some(ps) = st.producers.as_mut() {
+                for (pid, e) in updates {
+                    if let Some(e) = e {
+                        ps.insert(pid, e);
+                    }
+                }
+            }
+        });
+        Ok(AppendInfo {
+            base_offset: base0,
+            last_offset: next - 1,
+            log_append_time_ms: now_ms,
+            log_start_offset: log_start,
+            duplicate: false,
+        })
+    }
+
+    /// Follower append: `records` are one or more v2 batches exactly as the leader stored
+    /// them (base offsets and partitionLeaderEpoch set), stored byte for byte. Checked:
+    /// every batch's length, magic, CRC and record count (`BatchIter`), the first base
+    /// offset == the log end offset and each next one right after the previous batch
+    /// (`UnexpectedAppendOffset`). Not checked, as Kafka's follower does not: the client
+    /// rules (timestamps, sequences, max.message.bytes), which the leader applied. The
+    /// leader-epoch cache learns each batch's epoch (negative epochs, from batches written
+    /// before epochs were stamped, are not recorded) and a built idempotent-producer state
+    /// replays the batches, so duplicates are still caught after this replica takes over.
+    /// The batches go through the same pending queue, unflushed-bytes budget, flusher and
+    /// `wait_durable` as `append`. All-or-nothing. `log_append_time_ms` is -1.
+    pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
+        let mut expected = {
+            let st = self.inner.st.borrow();
+            st.check_appendable()?;
+            st.log_end
+        };
+        if records.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        let base0 = expected;
+        let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
+        for item in BatchIter::new(&records) {
+            let (h, range) = item?;
+            if h.base_offset != expected {
+                return Err(StorageError::UnexpectedAppendOffset {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            if h.last_offset() == i64::MAX {
+                return Err(StorageError::InvalidRecord(
+                    "the log's offsets would pass i64::MAX".into(),
+                ));
+            }
+            expected = h.last_offset() + 1;
+            batches.push((h, range));
+        }
+        let now = crate::segment::now_ms();
+        let log_start = self.enqueue(records, &batches, now, true, |st| {
+            if let Some(ps) = st.producers.as_mut() {
+                for (h, _) in &batches {
+                    ps.replay(h);
+                }
+            }
+        });
+        Ok(AppendInfo {
+            base_offset: base0,
+            last_offset: expected - 1,
+            log_append_time_ms: -1,
+            log_start_offset: log_start,
+            duplicate: false,
+        })
+    }
+
+    /// Put batches whose final bytes are in `data` (offsets assigned, contiguous from the
+    /// log end) into the log: segment roll, indexes, pending queue, shard cache, the
+    /// leader-epoch cache (with `learn_epochs`), then `commit` on the state, and wake the
+    /// flusher. Synchronous: nothing can interleave. Returns the log start offset.
+    fn enqueue(
+        &self,
+        data: Bytes,
+        batches: &[(RecordBatchHeader, std::ops::Range<usize>)],
+        now_ms: i64,
+        learn_epochs: bool,
+        commit: impl FnOnce(&mut LogState),
+    ) -> i64 {
+        let total_bytes = data.len();
+        let mut st = self.inner.st.borrow_mut();
+        let interval = st.config.index_interval_bytes;
         let seg_bytes = st.config.segment_bytes;
         let seg_ms = st.config.segment_ms;
         let dir = self.inner.dir.clone();
         let mut cache_items = Vec::with_capacity(batches.len());
-        for (h, range) in &batches {
+        for (h, range) in batches {
             let size = h.total_size() as u64;
             let active = st.active();
             let full = active.size > 0 && active.size + size > seg_bytes;
@@ -214,7 +376,7 @@ impl PartitionLog {
             active.ensure_indexes(&dir);
             let seg_base = active.base;
             active.note_batch(h, interval, now_ms);
-            let data = frozen.slice(range.clone());
+            let data = data.slice(range.clone());
             cache_items.push((h.base_offset, h.last_offset(), data.clone()));
             st.pending.push_back(Pending {
                 seg_base,
@@ -222,15 +384,12 @@ impl PartitionLog {
                 last: h.last_offset(),
                 data,
             });
-        }
-        st.log_end = next;
-        if let Some(ps) = st.producers.as_mut() {
-            for (pid, e) in updates {
-                if let Some(e) = e {
-                    ps.insert(pid, e);
-                }
+            if learn_epochs {
+                st.epochs.assign(h.partition_leader_epoch, h.base_offset);
             }
+            st.log_end = h.last_offset() + 1;
         }
+        commit(&mut st);
         let log_start = st.log_start();
         let was_dirty = std::mem::replace(&mut st.dirty, true);
         drop(st);
@@ -250,13 +409,7 @@ impl PartitionLog {
         if !was_dirty {
             self.shard.flush_wake.notify();
         }
-        Ok(AppendInfo {
-            base_offset: base0,
-            last_offset: next - 1,
-            log_append_time_ms: now_ms,
-            log_start_offset: log_start,
-            duplicate: false,
-        })
+        log_start
     }
 
     /// Check the idempotent batches of a request against the producer state (built on
@@ -345,7 +498,8 @@ impl PartitionLog {
     }
 
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,
-    /// the offset was truncated away while waiting, or the log was deleted.
+    /// the offset was truncated away while waiting (even if the log has grown past it
+    /// again since: that offset now holds other data), or the log was deleted.
     pub async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
         let epoch = self.inner.st.borrow().truncate_epoch;
         loop {
@@ -360,7 +514,10 @@ impl PartitionLog {
                         return Err(f.to_error());
                     }
                 }
-                if st.truncate_epoch != epoch && last_offset >= st.truncate_point {
+                if st
+                    .lowest_cut_since(epoch)
+                    .is_some_and(|cut| last_offset >= cut)
+                {
                     return Err(StorageError::Io(std::io::Error::other(format!(
                         "offset {last_offset} was truncated before it became durable"
                     ))));
@@ -422,11 +579,71 @@ impl PartitionLog {
         )
     }
 
-    /// Drop every batch at or after the batch holding `offset`; log end becomes that
-    /// batch's base offset (<= `offset`). Below the log start, the log restarts empty at
-    /// `offset`.
+    /// `truncate_from`, without the new end.
     pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
-        crate::retention::truncate_to(self, offset).await
+        self.truncate_from(offset).await.map(|_| ())
+    }
+
+    /// Cut a divergent suffix (a follower after OffsetsForLeaderEpoch): drop every batch
+    /// at or after the batch holding `offset` and return the new log end, that batch's
+    /// base offset (<= `offset`); batches are never split. `offset` >= the log end changes
+    /// nothing (returns the log end); `offset` <= the log start empties the log, which
+    /// restarts at `offset` (Kafka's truncateFullyAndStartAt); a negative `offset` is
+    /// `OffsetOutOfRange`.
+    ///
+    /// Durable and crash-safe: pending (not yet flushed) batches in the cut range are
+    /// dropped unwritten; when data on disk must go, a truncation intent is made durable
+    /// first, then later segments are deleted, the segment holding the cut is shortened
+    /// and its indexes rewritten, the leader-epoch checkpoint rewritten and the intent
+    /// removed; a crash before the intent is durable recovers the old log, after it open
+    /// completes the cut, so recovery never ends between the two. In memory the log is
+    /// cut before the files (reads and appends see the new end at once; appends are
+    /// refused with `Truncating` only while the cut point is being located). The cache,
+    /// read-ahead windows, leader-epoch entries from the cut on and the idempotent-producer
+    /// state (rebuilt from what remains on next need) are dropped. `wait_durable` callers
+    /// for cut offsets fail (never hang). Returns once everything below the new end is
+    /// durable (also when nothing was cut). Runs in its own task: dropping the future does
+    /// not stop it half-way.
+    pub async fn truncate_from(&self, offset: i64) -> Result<i64, StorageError> {
+        crate::truncate::truncate(self, offset).await
+    }
+
+    /// Set the leader epoch this replica appends under, as leader, from now on: `append`
+    /// writes it into every batch's partitionLeaderEpoch (the CRC does not cover it) and
+    /// the leader-epoch cache records the first offset of each epoch. Not persisted: call
+    /// it after every open, before appending as leader. A negative epoch turns stamping
+    /// off, as for a log whose epoch was never set: then `append` keeps the value the
+    /// client sent (-1 or 0 in practice) and records no epochs, exactly the behaviour
+    /// before replication. Epochs must not go backwards: an `append` under an epoch below
+    /// the log's latest fails with `StaleLeaderEpoch`. Followers need not call it
+    /// (`append_replicated` keeps the leader's epochs).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.inner.st.borrow_mut().leader_epoch = (epoch >= 0).then_some(epoch);
+    }
+
+    /// The epoch `append` stamps, if one is set.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        self.inner.st.borrow().leader_epoch
+    }
+
+    /// The newest leader epoch with data in the log (the last leader-epoch cache entry).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.st.borrow().epochs.latest()
+    }
+
+    /// OffsetsForLeaderEpoch for `epoch` (Kafka's LeaderEpochFileCache.endOffsetFor):
+    /// (the largest epoch <= `epoch` in the log, the start offset of the next higher epoch
+    /// or the log end offset if it is the latest). None means UNDEFINED (-1, -1): `epoch`
+    /// is negative or the log has no epochs. Below the first epoch: (`epoch`, start of the
+    /// first epoch), as Kafka answers. Above the latest: (latest, log end offset).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let st = self.inner.st.borrow();
+        st.epochs.end_offset_for(epoch, st.log_end)
+    }
+
+    /// The leader-epoch cache: (epoch, start offset), both increasing.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.inner.st.borrow().epochs.entries().to_vec()
     }
 
     /// Delete whole segments past retention.ms (by batch max timestamp) and retention.bytes.
@@ -454,5 +671,23 @@ impl PartitionLog {
     /// Remove every file of the log and its directory; later calls fail with `Closed`.
     pub async fn delete(&self) -> Result<(), StorageError> {
         crate::retention::delete_log(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowest_cut;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_waiter_sees_the_lowest_cut_since_it_started() {
+        let h: VecDeque<(u64, i64)> = [(3, 50), (4, 10), (5, 40)].into_iter().collect();
+        assert_eq!(lowest_cut(&h, 5, 5), None);
+        assert_eq!(lowest_cut(&h, 5, 4), Some(40));
+        // cut to 10, regrown, cut to 40: offset 20 was cut even though 20 < 40
+        assert_eq!(lowest_cut(&h, 5, 3), Some(10));
+        assert_eq!(lowest_cut(&h, 5, 2), Some(10));
+        // truncation 2 fell out of the history: fail safe
+        assert_eq!(lowest_cut(&h, 5, 1), Some(i64::MIN));
     }
 }

@@ -40,6 +40,19 @@ impl PendingQueue {
         Some(p)
     }
 
+    /// Drop the batches with base offset >= `offset` (a truncation), giving their bytes
+    /// back. The queue is in offset order, so they are its tail.
+    pub(crate) fn truncate_from(&mut self, offset: i64) {
+        while self.items.back().is_some_and(|p| p.base >= offset) {
+            if let Some(p) = self.items.pop_back() {
+                let n = p.data.len();
+                self.bytes -= n;
+                self.shard_total
+                    .set(self.shard_total.get().saturating_sub(n));
+            }
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         self.items.clear();
         self.shard_total
@@ -79,10 +92,14 @@ mod tests {
     use bytes::Bytes;
 
     fn p(n: usize) -> Pending {
+        at(0, n)
+    }
+
+    fn at(base: i64, n: usize) -> Pending {
         Pending {
             seg_base: 0,
-            base: 0,
-            last: 0,
+            base,
+            last: base,
             data: Bytes::from(vec![0u8; n]),
         }
     }
@@ -102,5 +119,20 @@ mod tests {
         assert_eq!(total.get(), 5);
         drop(a);
         assert_eq!(total.get(), 0);
+    }
+
+    #[test]
+    fn truncate_from_drops_the_tail_and_returns_its_bytes() {
+        let total = Rc::new(Cell::new(0));
+        let mut q = PendingQueue::new(total.clone());
+        for (base, n) in [(0, 10), (1, 20), (2, 30)] {
+            q.push_back(at(base, n));
+        }
+        q.truncate_from(5);
+        assert_eq!((q.len(), total.get()), (3, 60));
+        q.truncate_from(1);
+        assert_eq!((q.len(), total.get()), (1, 10));
+        q.truncate_from(0);
+        assert_eq!((q.len(), total.get()), (0, 0));
     }
 }

@@ -2,7 +2,9 @@
 //! transactions): per producer id its epoch and its last 5 batches' (seq, offset) ranges.
 //! `append` checks every idempotent batch against it (fencing, sequence order, duplicate
 //! retries) before writing anything. Built lazily from the tail of the log on first need
-//! (never at open), invalidated by truncation, trimmed by retention.
+//! (never at open), invalidated by truncation, trimmed by retention. A follower's
+//! `append_replicated` replays the leader's batches into a built state without checks
+//! (Kafka's replication origin), so a replica that takes over still recognises retries.
 
 use crate::error::StorageError;
 use crate::log::{LogState, PartitionLog};

@@ -4,8 +4,11 @@
 //! valid clean-shutdown marker matching its size, else scanned with CRC and offset
 //! contiguity checks from its last offset-index entry (if that entry points at a valid
 //! batch; else from the start) and cut (ftruncate) at the first torn or corrupt batch,
-//! dropping every later segment; its indexes are then rewritten. Close: flush, cut the
-//! file to its logical end, write indexes, then the marker (removed again before the
+//! dropping every later segment; its indexes are then rewritten. The leader-epoch
+//! checkpoint is read and repaired against the recovered log (entries from the log end
+//! on dropped, entries before the log start folded into it), and a truncation intent left
+//! by a crash is carried out. Close: flush, cut the file to its logical end, write
+//! indexes and a changed epoch checkpoint, then the marker (removed again before the
 //! files next change).
 
 use crate::error::StorageError;
@@ -286,6 +289,10 @@ struct Survey {
     last_indexes_exist: bool,
     last_created_ms: i64,
     last_resume: Option<Segment>,
+    /// The leader-epoch checkpoint: None if absent, Err if unusable.
+    epochs: crate::epoch::CheckpointRead,
+    /// A truncation intent: None if absent, Some(None) if unreadable.
+    intent: Option<Option<i64>>,
 }
 
 fn survey(dir: &Path) -> Result<Survey, StorageError> {
@@ -320,6 +327,8 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         last_indexes_exist,
         last_created_ms,
         last_resume,
+        epochs: crate::epoch::read_checkpoint(dir)?,
+        intent: crate::epoch::read_intent(dir)?,
     })
 }
 
@@ -342,6 +351,8 @@ pub(crate) async fn open_log(
         last_indexes_exist,
         last_created_ms,
         mut last_resume,
+        epochs: epochs_raw,
+        intent,
     } = {
         let dir = dir.clone();
         crate::blocking::run(move || survey(&dir)).await?
@@ -415,6 +426,8 @@ pub(crate) async fn open_log(
         changed = true;
     }
     let log_end = segments.last().map_or(0, |s| s.end_offset);
+    let log_start = segments.first().map_or(log_end, |s| s.base);
+    let epochs = recover_epochs(&dir, epochs_raw, log_start, log_end);
     let st = LogState {
         config,
         segments,
@@ -428,8 +441,11 @@ pub(crate) async fn open_log(
         tail: None,
         dirty: false,
         truncate_epoch: 0,
-        truncate_point: log_end,
+        truncations: Default::default(),
+        truncating: false,
         producers: None,
+        leader_epoch: None,
+        epochs,
     };
     let inner = shard.register(|id| {
         Rc::new(LogInner {
@@ -448,10 +464,47 @@ pub(crate) async fn open_log(
     if let Some(base) = active {
         crate::segment::load_indexes(&inner, base).await;
     }
-    Ok(PartitionLog {
+    let log = PartitionLog {
         shard: shard.clone(),
         inner,
-    })
+    };
+    if let Some(intent) = intent {
+        // a truncation was under way: finish it (the log recovered to a longer prefix)
+        if let Err(e) = crate::truncate::finish_intent(&log, intent).await {
+            let _ = close_inner(&log.shard, &log.inner).await; // ok: reporting `e`
+            return Err(e);
+        }
+    }
+    Ok(log)
+}
+
+/// The leader-epoch cache for a log recovered to `[log_start, log_end)`: the checkpoint's
+/// entries without those from the log end on (a crash lost that data, or a truncation
+/// did not rewrite the file) and with those before the log start folded into it.
+/// Batches on disk always have their epochs in the file (the flusher writes it first), so
+/// nothing needs to be read from the log. A missing file means no epochs (a log written
+/// before epochs were stamped); an unusable one is logged and starts empty.
+fn recover_epochs(
+    dir: &Path,
+    raw: crate::epoch::CheckpointRead,
+    log_start: i64,
+    log_end: i64,
+) -> crate::epoch::EpochCache {
+    let mut c = match raw {
+        None => crate::epoch::EpochCache::default(),
+        Some(Ok(entries)) => crate::epoch::EpochCache::from_entries(entries),
+        Some(Err(why)) => {
+            tracing::warn!(dir = %dir.display(), why, "unusable leader-epoch checkpoint; starting with no epochs");
+            let mut c = crate::epoch::EpochCache::default();
+            c.mark_dirty();
+            c
+        }
+    };
+    c.truncate_from_end(log_end);
+    if log_start < log_end {
+        c.truncate_from_start(log_start);
+    }
+    c
 }
 
 pub(crate) async fn close_log(log: &PartitionLog) -> Result<(), StorageError> {
@@ -497,6 +550,11 @@ async fn close_files_and_mark(
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
     let _permit = log.io.acquire_permit(1).await?;
+    let checkpoint = log.st.borrow().epochs.snapshot_if_dirty();
+    if let Some((gen, entries)) = checkpoint {
+        crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
+        log.st.borrow_mut().epochs.mark_persisted(gen);
+    }
     let (base, size, exists, idx, marker) = {
         let st = log.st.borrow();
         let Some(a) = st.segments.last() else {

@@ -1,175 +1,16 @@
-//! Operations that remove data: `truncate_to` (replication divergence), delete retention
-//! (`retention.ms` by batch max timestamp, `retention.bytes`), and deleting a whole log.
-//! Each holds the log's I/O permit so it never races the flusher; in-memory state is cut
-//! first (so reads and appends see the new bounds at once), then files are changed.
-//! Later segments are deleted before an earlier one is cut, so a crash midway leaves a
-//! log that recovery reads as a prefix. Truncation drops the producer state (rebuilt
-//! lazily from what remains); retention forgets producers with nothing left in the log.
+//! Operations that remove data from the front: delete retention (`retention.ms` by batch
+//! max timestamp, `retention.bytes`), and deleting a whole log (cutting a suffix is
+//! `truncate.rs`). Each holds the log's I/O permit so it never races the flusher.
+//! Retention forgets producers with nothing left in the log and folds leader-epoch
+//! entries before the new log start into it.
 
 use crate::error::StorageError;
 use crate::flusher::{clear_marker, sync_dir};
 use crate::log::PartitionLog;
 use crate::recovery::remove_segments;
-use crate::segment::{log_path, open_segment_file, scan_segment, SegState, Segment};
+use crate::segment::{log_path, open_segment_file, SegState, Segment};
 
-pub(crate) async fn truncate_to(log: &PartitionLog, offset: i64) -> Result<(), StorageError> {
-    let end = {
-        let st = log.inner.st.borrow();
-        st.check_open()?;
-        st.log_end
-    };
-    if offset >= end {
-        return Ok(());
-    }
-    // make everything durable so the files hold exactly the in-memory log
-    log.wait_durable(end - 1).await?;
-    let _permit = log.inner.io.acquire_permit(1).await?;
-    clear_marker(&log.inner).await?;
-    let (start, end) = {
-        let st = log.inner.st.borrow();
-        st.check_open()?;
-        (st.log_start(), st.log_end)
-    };
-    if offset >= end {
-        return Ok(());
-    }
-    let dir = log.inner.dir.clone();
-    let id = log.inner.id;
-    if offset <= start {
-        // nothing survives: restart the log empty at `offset`
-        let bases: Vec<i64> = {
-            let mut st = log.inner.st.borrow_mut();
-            let bases = st.segments.iter().map(|s| s.base).collect();
-            st.segments = vec![Segment::new_empty(offset, false)];
-            cut_state(&mut st, offset);
-            bases
-        };
-        forget(log, &bases, offset);
-        remove_segments(&dir, bases.iter().rev().copied().collect()).await?;
-        let f = open_segment_file(&log_path(&dir, offset), true).await?;
-        f.close().await?;
-        if let Some(s) = log.inner.st.borrow_mut().segments.first_mut() {
-            s.file_exists = true;
-        }
-        sync_dir(&log.inner).await?;
-        notify(log);
-        return Ok(());
-    }
-    // find the batch holding `offset`: its base is the new log end
-    let batch_base = {
-        let b = log.read(offset, end, 1, true).await?;
-        let Some(first) = b.first() else {
-            return Ok(());
-        };
-        sluice_proto::batch::RecordBatchHeader::parse(first)?.base_offset
-    };
-    let (seg_base, doomed, interval) = {
-        let mut st = log.inner.st.borrow_mut();
-        let Some(i) = st.segment_for(batch_base) else {
-            return Ok(());
-        };
-        let seg_base = st.segments[i].base;
-        let doomed: Vec<i64> = st.segments[i + 1..].iter().map(|s| s.base).collect();
-        st.segments.truncate(i + 1);
-        cut_state(&mut st, batch_base);
-        (seg_base, doomed, st.config.index_interval_bytes)
-    };
-    forget(log, &doomed, batch_base);
-    remove_segments(&dir, doomed.iter().rev().copied().collect()).await?;
-    // cut the segment at the batch boundary and rebuild its in-memory state
-    let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
-    let len = file.file_size().await?;
-    let r = scan_segment(&file, seg_base, len, interval, false).await?;
-    let mut pos = r.valid_end;
-    let mut seg = Segment::new_empty(seg_base, true);
-    if r.next_offset > batch_base {
-        // the scan went past the cut: rescan only the prefix that stays
-        let prefix = position_of(&file, seg_base, len, batch_base).await?;
-        pos = prefix;
-    }
-    file.truncate(pos).await?;
-    file.fdatasync().await?;
-    let r = scan_segment(&file, seg_base, pos, interval, false).await?;
-    seg.size = r.valid_end;
-    seg.flushed = r.valid_end;
-    seg.end_offset = r.next_offset;
-    seg.max_ts = r.max_ts;
-    seg.max_ts_offset = r.max_ts_offset;
-    seg.bytes_since_index = r.valid_end - r.index.entries.last().map_or(0, |e| e.1 as u64);
-    seg.index = Some(r.index);
-    seg.tindex = Some(r.tindex);
-    seg.created_ms = if seg.size > 0 {
-        crate::segment::now_ms()
-    } else {
-        -1
-    };
-    // the on-disk indexes may point past the cut (recovery resumes from them)
-    let (i, t) = crate::recovery::encode_indexes(&seg);
-    crate::segment::write_indexes(&dir, seg_base, i, t).await?;
-    if !doomed.is_empty() {
-        sync_dir(&log.inner).await?;
-    }
-    {
-        let mut st = log.inner.st.borrow_mut();
-        if let Some(last) = st.segments.last_mut() {
-            *last = seg;
-        }
-        st.log_end = st.segments.last().map_or(batch_base, |s| s.end_offset);
-        st.durable = st.log_end;
-        st.producers = None; // an append may have rebuilt it while the file was cut
-    }
-    {
-        let mut sh = log.shard.inner.borrow_mut();
-        sh.cache.remove_from(id, batch_base);
-        sh.readahead.drop_log(id);
-    }
-    notify(log);
-    Ok(())
-}
-
-/// File position where the batch with base offset `target` starts.
-async fn position_of(
-    file: &glommio::io::DmaFile,
-    base: i64,
-    len: u64,
-    target: i64,
-) -> Result<u64, StorageError> {
-    let mut pos = 0u64;
-    let mut next = base;
-    while next < target && pos < len {
-        let r = file
-            .read_at(pos, sluice_proto::batch::RECORD_BATCH_OVERHEAD)
-            .await?;
-        let h = sluice_proto::batch::RecordBatchHeader::parse(&r)?;
-        pos += h.total_size() as u64;
-        next = h.last_offset() + 1;
-    }
-    Ok(pos)
-}
-
-fn cut_state(st: &mut crate::log::LogState, new_end: i64) {
-    st.pending.clear();
-    st.log_end = new_end;
-    st.durable = new_end;
-    st.tail = None;
-    st.truncate_epoch += 1;
-    st.truncate_point = new_end;
-    st.producers = None; // rebuilt from the remaining log on next need
-    if let Some(last) = st.segments.last_mut() {
-        last.state = SegState::Active;
-    }
-}
-
-fn forget(log: &PartitionLog, bases: &[i64], cut: i64) {
-    let mut sh = log.shard.inner.borrow_mut();
-    sh.cache.remove_from(log.inner.id, cut);
-    sh.readahead.drop_log(log.inner.id);
-    for b in bases {
-        sh.files.remove(log.inner.id, *b);
-    }
-}
-
-fn notify(log: &PartitionLog) {
+pub(crate) fn notify(log: &PartitionLog) {
     log.inner.durable_signal.notify();
     log.shard.progress.notify();
 }
@@ -233,6 +74,9 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
         let start = st.log_start();
         if let Some(ps) = st.producers.as_mut() {
             ps.trim_before(start);
+        }
+        if start < st.log_end {
+            st.epochs.truncate_from_start(start);
         }
         start
     };

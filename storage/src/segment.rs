@@ -206,6 +206,9 @@ pub(crate) struct ScanResult {
     pub(crate) tindex: TimeIndex,
     /// Why the scan stopped before the end of the file, if it did.
     pub(crate) stopped: Option<String>,
+    /// `scan_until` stopped at the batch holding its stop offset (which starts at
+    /// `valid_end`, with base offset `next_offset`).
+    pub(crate) reached_stop: bool,
 }
 
 /// Scan `[0, file_len)` of a segment: every batch must parse, fit in the file, have
@@ -231,11 +234,26 @@ pub(crate) async fn scan_segment(
 /// batch, `end_offset` that batch's expected base offset) up to `file_len`.
 pub(crate) async fn scan_from(
     file: &DmaFile,
-    mut seg: Segment,
+    seg: Segment,
     file_len: u64,
     interval: u32,
     validate: bool,
 ) -> Result<ScanResult, StorageError> {
+    scan_until(file, seg, file_len, interval, validate, None).await
+}
+
+/// `scan_from`, but with `stop` it ends (without error, `reached_stop`) before the batch
+/// that continues the offsets and holds offset `stop`; the result then describes the
+/// segment cut right before that batch (truncation).
+pub(crate) async fn scan_until(
+    file: &DmaFile,
+    mut seg: Segment,
+    file_len: u64,
+    interval: u32,
+    validate: bool,
+    stop: Option<i64>,
+) -> Result<ScanResult, StorageError> {
+    let mut reached_stop = false;
     let mut cur: u64 = seg.size; // file position of the next batch
     let mut window: Vec<u8> = Vec::new();
     let mut win_start: u64 = cur; // file position of window[0]
@@ -249,6 +267,14 @@ pub(crate) async fn scan_from(
         let have = window.len() - off;
         let need = if have >= RECORD_BATCH_OVERHEAD {
             match RecordBatchHeader::parse(&window[off..]) {
+                Ok(h)
+                    if stop.is_some_and(|s| {
+                        h.base_offset == seg.end_offset && h.last_offset() >= s
+                    }) =>
+                {
+                    reached_stop = true;
+                    break;
+                }
                 Ok(h) => h.total_size(),
                 Err(e) => {
                     stopped = Some(format!("bad header at {cur}: {e}"));
@@ -303,6 +329,7 @@ pub(crate) async fn scan_from(
         index: seg.index.unwrap_or_default(),
         tindex: seg.tindex.unwrap_or_default(),
         stopped,
+        reached_stop,
     })
 }
 

@@ -1,0 +1,614 @@
+//! Cutting a suffix off the log (`PartitionLog::truncate_from`): a follower dropping what
+//! diverges from its leader (KIP-101), and open finishing a cut that a crash interrupted.
+//! Runs under the log's I/O permit (never alongside the flusher or retention), so the
+//! files hold exactly `[log start, durable)` and the pending queue `[durable, log end)`.
+//!
+//! ```text
+//!  locate the cut (appends refused): the batch holding `offset`, found by a scan from the
+//!      sparse-index entry before it (disk) and then the pending queue (memory)
+//!  intent: `.truncate-intent` = cut, durable           ── only if data on disk must go
+//!  memory: segments, pending, log end, durable, epochs, producers, cache, read-ahead
+//!      (appends resume at the cut; `wait_durable` for cut offsets fails)
+//!  files: later segments deleted (newest first), the cut segment shortened + fdatasync,
+//!      its indexes rewritten, directory fsync, epoch checkpoint, intent removed
+//! ```
+//!
+//! A crash before the intent is durable leaves the old files (recovery gives the old
+//! log); after it, recovery gives some prefix of the old log at least as long as the cut
+//! and `finish_intent` completes the cut at open: never an end in between. An I/O error
+//! after the in-memory cut marks the log failed (memory and files would disagree); the
+//! intent completes the cut at the next open.
+
+use crate::epoch;
+use crate::error::{FlushFailure, StorageError};
+use crate::flusher::{clear_marker, sync_dir};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::log::{LogInner, PartitionLog};
+use crate::recovery::{encode_indexes, remove_segments};
+use crate::retention::notify;
+use crate::segment::{log_path, open_segment_file, scan_until, write_indexes, SegState, Segment};
+use sluice_proto::batch::RecordBatchHeader;
+
+pub(crate) async fn truncate(log: &PartitionLog, offset: i64) -> Result<i64, StorageError> {
+    let noop = {
+        let st = log.inner.st.borrow();
+        st.check_open()?;
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start(),
+                log_end: st.log_end,
+            });
+        }
+        (offset >= st.log_end).then_some(st.log_end)
+    };
+    let end = match noop {
+        Some(end) => end,
+        None => {
+            // a task of its own: a caller that stops waiting cannot leave the cut half done
+            let l = log.clone();
+            glommio::spawn_local(async move {
+                let _permit = l.inner.io.acquire_permit(1).await?;
+                truncate_under_permit(&l, offset).await
+            })
+            .detach()
+            .await
+            .ok_or_else(|| {
+                StorageError::Io(std::io::Error::other("truncation task was cancelled"))
+            })??
+        }
+    };
+    // batches below the cut may still be pending: answer once they are durable
+    if end > log.log_start_offset() {
+        log.wait_durable(end - 1).await?;
+    }
+    Ok(end)
+}
+
+/// Marks the log as being truncated (appends refused) until dropped.
+struct Truncating<'a>(&'a LogInner);
+
+impl<'a> Truncating<'a> {
+    fn start(log: &'a LogInner) -> Self {
+        log.st.borrow_mut().truncating = true;
+        Truncating(log)
+    }
+}
+
+impl Drop for Truncating<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.st.try_borrow_mut() {
+            st.truncating = false;
+        }
+    }
+}
+
+/// Why the cut must not be applied now: the log was deleted or failed meanwhile (a close
+/// waits for the permit, so a closing log is still cut).
+fn gone(st: &crate::log::LogState) -> Option<StorageError> {
+    if st.deleted {
+        return Some(StorageError::Closed);
+    }
+    st.failed.as_ref().map(|f| f.to_error())
+}
+
+fn corrupt(msg: String) -> StorageError {
+    StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+}
+
+/// The truncation itself; the caller holds the log's I/O permit. Returns the new end.
+pub(crate) async fn truncate_under_permit(
+    log: &PartitionLog,
+    offset: i64,
+) -> Result<i64, StorageError> {
+    let guard = Truncating::start(&log.inner);
+    let (start, end, seg_base) = {
+        let st = log.inner.st.borrow();
+        st.check_open()?;
+        let seg = st.segment_for(offset).map(|i| st.segments[i].base);
+        (st.log_start(), st.log_end, seg)
+    };
+    if offset >= end {
+        return Ok(end);
+    }
+    clear_marker(&log.inner).await?;
+    if offset <= start {
+        return restart_at(log, offset, guard).await;
+    }
+    let seg_base = seg_base.ok_or_else(|| corrupt(format!("no segment holds offset {offset}")))?;
+    let rw = rewind(log, seg_base, offset).await?;
+    let cut = rw.end_offset;
+    let dir = log.inner.dir.clone();
+    // what the files must lose: the tail of the cut segment, and later segments
+    let (shorten, later) = {
+        let st = log.inner.st.borrow();
+        let old = st
+            .segments
+            .iter()
+            .find(|s| s.base == seg_base)
+            .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
+        let later: Vec<(i64, bool)> = st
+            .segments
+            .iter()
+            .filter(|s| s.base > seg_base)
+            .map(|s| (s.base, s.file_exists))
+            .collect();
+        (rw.size < old.flushed, later)
+    };
+    let on_disk = shorten || later.iter().any(|l| l.1);
+    if on_disk {
+        epoch::write_intent(dir.clone(), cut).await?;
+    }
+    let size = rw.size;
+    let exists = rw.file_exists;
+    let (idx, tidx) = encode_indexes(&rw);
+    let pos = {
+        let st = log.inner.st.borrow();
+        gone(&st).map_or_else(
+            || {
+                st.segments
+                    .iter()
+                    .position(|s| s.base == seg_base)
+                    .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))
+            },
+            Err,
+        )
+    };
+    let i = match pos {
+        Ok(i) => i,
+        Err(e) => {
+            if on_disk {
+                let _ = epoch::remove_intent(dir).await; // ok: best effort, `e` is the answer
+            }
+            return Err(e);
+        }
+    };
+    {
+        let mut st = log.inner.st.borrow_mut();
+        st.segments.truncate(i + 1);
+        st.segments[i] = rw;
+        st.pending.truncate_from(cut);
+        st.log_end = cut;
+        st.durable = st.durable.min(cut);
+        st.tail = None;
+        st.note_truncation(cut);
+        st.producers = None; // rebuilt from what remains on next need
+        st.epochs.truncate_from_end(cut);
+    }
+    drop(guard);
+    let later: Vec<i64> = later.into_iter().map(|l| l.0).collect();
+    forget(log, &later, cut).await;
+    notify(log);
+    tracing::debug!(dir = %dir.display(), offset, cut, on_disk, "log truncated");
+    if on_disk {
+        let res = async {
+            remove_segments(&dir, later.iter().rev().copied().collect()).await?;
+            if exists {
+                let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
+                file.truncate(size).await?;
+                file.fdatasync().await?;
+                // the old indexes may point past the cut (recovery resumes from them)
+                write_indexes(&dir, seg_base, idx, tidx).await?;
+            }
+            sync_dir(&log.inner).await?;
+            finish_files(log).await
+        }
+        .await;
+        if let Err(e) = res {
+            fail(log, &e);
+            return Err(e);
+        }
+    }
+    Ok(cut)
+}
+
+/// Empty the log and restart it at `at` (everything is cut: `at` <= log start).
+async fn restart_at(
+    log: &PartitionLog,
+    at: i64,
+    guard: Truncating<'_>,
+) -> Result<i64, StorageError> {
+    let dir = log.inner.dir.clone();
+    epoch::write_intent(dir.clone(), at).await?;
+    let abort = gone(&log.inner.st.borrow());
+    if let Some(e) = abort {
+        let _ = epoch::remove_intent(dir).await; // ok: best effort, `e` is the answer
+        return Err(e);
+    }
+    let bases: Vec<i64> = {
+        let mut st = log.inner.st.borrow_mut();
+        let bases = st.segments.iter().map(|s| s.base).collect();
+        st.segments = vec![Segment::new_empty(at, false)];
+        st.pending.clear();
+        st.log_end = at;
+        st.durable = at;
+        st.tail = None;
+        st.note_truncation(at);
+        st.producers = None;
+        st.epochs.clear();
+        bases
+    };
+    drop(guard);
+    forget(log, &bases, i64::MIN).await;
+    notify(log);
+    let res = async {
+        remove_segments(&dir, bases.iter().rev().copied().collect()).await?;
+        let f = open_segment_file(&log_path(&dir, at), true).await?;
+        f.close().await?;
+        sync_dir(&log.inner).await?;
+        if let Some(s) = log
+            .inner
+            .st
+            .borrow_mut()
+            .segments
+            .iter_mut()
+            .find(|s| s.base == at)
+        {
+            s.file_exists = true;
+        }
+        finish_files(log).await
+    }
+    .await;
+    if let Err(e) = res {
+        fail(log, &e);
+        return Err(e);
+    }
+    tracing::debug!(dir = %dir.display(), at, "log emptied by truncation");
+    Ok(at)
+}
+
+/// Last steps on disk: the epoch checkpoint without the cut entries, then the intent goes.
+async fn finish_files(log: &PartitionLog) -> Result<(), StorageError> {
+    let snap = log.inner.st.borrow().epochs.snapshot_if_dirty();
+    if let Some((gen, entries)) = snap {
+        epoch::write_checkpoint(log.inner.dir.clone(), entries).await?;
+        log.inner.st.borrow_mut().epochs.mark_persisted(gen);
+    }
+    epoch::remove_intent(log.inner.dir.clone()).await?;
+    Ok(())
+}
+
+/// Memory and files disagree after a failed file step: fail the log like a failed flush.
+fn fail(log: &PartitionLog, e: &StorageError) {
+    tracing::error!(dir = %log.inner.dir.display(), error = %e, "truncation failed on disk; log is now failed");
+    {
+        let mut st = log.inner.st.borrow_mut();
+        st.failed = Some(FlushFailure::from_err(e));
+        st.pending.clear();
+    }
+    notify(log);
+}
+
+/// Drop the shard's cached batches from `cut` on, the log's read-ahead windows and the
+/// open files of removed segments.
+async fn forget(log: &PartitionLog, bases: &[i64], cut: i64) {
+    let files = {
+        let mut sh = log.shard.inner.borrow_mut();
+        sh.cache.remove_from(log.inner.id, cut);
+        sh.readahead.drop_log(log.inner.id);
+        bases
+            .iter()
+            .filter_map(|b| sh.files.remove(log.inner.id, *b))
+            .collect()
+    };
+    crate::files::close_files(files).await;
+}
+
+/// The segment `seg_base` cut right before the batch holding `offset` (its `end_offset`
+/// is the cut): its durable bytes are scanned from the last sparse-index entry at or
+/// before `offset` (from the start if that entry does not lead there), then its pending
+/// batches follow.
+async fn rewind(log: &PartitionLog, seg_base: i64, offset: i64) -> Result<Segment, StorageError> {
+    crate::segment::load_indexes(&log.inner, seg_base).await;
+    let (resume, flushed, created_ms, file_exists, interval) = {
+        let mut st = log.inner.st.borrow_mut();
+        let interval = st.config.index_interval_bytes;
+        let dir = log.inner.dir.clone();
+        let seg = st
+            .segments
+            .iter_mut()
+            .find(|s| s.base == seg_base)
+            .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
+        seg.ensure_indexes(&dir); // loaded just above: reads nothing
+        (
+            resume_point(seg, offset),
+            seg.flushed,
+            seg.created_ms,
+            seg.file_exists,
+            interval,
+        )
+    };
+    let mut attempt = resume;
+    let (mut seg, reached) = loop {
+        if flushed <= attempt.size || !file_exists {
+            break (attempt, false);
+        }
+        let from = attempt.size;
+        let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
+        let r = scan_until(&file, attempt, flushed, interval, false, Some(offset)).await?;
+        if r.reached_stop || (r.valid_end == flushed && r.stopped.is_none()) {
+            let reached = r.reached_stop;
+            break (segment_from_scan(seg_base, r), reached);
+        }
+        if from == 0 {
+            return Err(corrupt(format!(
+                "segment {seg_base}: offset {offset} not found ({})",
+                r.stopped.unwrap_or_default()
+            )));
+        }
+        tracing::warn!(dir = %log.inner.dir.display(), seg_base, from, "offset index does not lead to the truncation point; scanning the segment from its start");
+        attempt = Segment::new_empty(seg_base, true);
+    };
+    if !reached {
+        // the batch holding `offset` is not on disk yet: continue through the pending ones
+        let st = log.inner.st.borrow();
+        let mut found = false;
+        let first = seg.end_offset;
+        for p in st
+            .pending
+            .iter()
+            .filter(|p| p.seg_base == seg_base && p.last >= first)
+        {
+            if p.base != seg.end_offset {
+                return Err(corrupt(format!(
+                    "segment {seg_base}: pending batch {} does not follow offset {}",
+                    p.base, seg.end_offset
+                )));
+            }
+            if p.last >= offset {
+                found = true;
+                break;
+            }
+            seg.note_batch(&RecordBatchHeader::parse(&p.data)?, interval, created_ms);
+        }
+        if !found {
+            return Err(corrupt(format!(
+                "segment {seg_base}: offset {offset} not found"
+            )));
+        }
+    }
+    seg.flushed = flushed.min(seg.size);
+    seg.state = SegState::Active;
+    seg.file_exists = file_exists;
+    seg.created_ms = if seg.size > 0 { created_ms } else { -1 };
+    Ok(seg)
+}
+
+/// Where a scan for `offset` can start in `seg`: its last index entry at or before
+/// `offset` on disk, with the prefix state the indexes give (the same approximation as
+/// recovery: the max timestamp's offset is that of the time-index entry); else the start.
+fn resume_point(seg: &Segment, offset: i64) -> Segment {
+    let mut s = Segment::new_empty(seg.base, true);
+    let (Some(idx), Some(tidx)) = (&seg.index, &seg.tindex) else {
+        return s;
+    };
+    let Some(&(rel, pos)) = idx
+        .entries
+        .iter()
+        .rev()
+        .find(|&&(r, p)| seg.base + r as i64 <= offset && p as u64 <= seg.flushed)
+    else {
+        return s;
+    };
+    let Some(&(ts, ts_rel)) = tidx.entries.iter().rev().find(|&&(_, r)| r < rel) else {
+        return s;
+    };
+    s.size = pos as u64;
+    s.flushed = pos as u64;
+    s.end_offset = seg.base + rel as i64;
+    s.max_ts = ts;
+    s.max_ts_offset = seg.base + ts_rel as i64;
+    s.index = Some(OffsetIndex {
+        entries: idx.entries.iter().filter(|e| e.0 <= rel).copied().collect(),
+    });
+    s.tindex = Some(TimeIndex {
+        entries: tidx.entries.iter().filter(|e| e.1 < rel).copied().collect(),
+    });
+    s.bytes_since_index = 0;
+    s
+}
+
+fn segment_from_scan(base: i64, r: crate::segment::ScanResult) -> Segment {
+    let mut s = Segment::new_empty(base, true);
+    s.size = r.valid_end;
+    s.flushed = r.valid_end;
+    s.end_offset = r.next_offset;
+    s.max_ts = r.max_ts;
+    s.max_ts_offset = r.max_ts_offset;
+    s.bytes_since_index = r.valid_end - r.index.entries.last().map_or(0, |e| e.1 as u64);
+    s.index = Some(r.index);
+    s.tindex = Some(r.tindex);
+    s
+}
+
+/// Finish a truncation a crash interrupted (open found `.truncate-intent`); `intent` is
+/// None if the file is unreadable. It is written by temp file and rename, so it is never
+/// torn: an unreadable one is damage and is dropped (the log stays as recovered).
+pub(crate) async fn finish_intent(
+    log: &PartitionLog,
+    intent: Option<i64>,
+) -> Result<(), StorageError> {
+    let dir = log.inner.dir.clone();
+    let Some(cut) = intent else {
+        tracing::warn!(dir = %dir.display(), "unreadable truncation intent; ignoring it");
+        epoch::remove_intent(dir).await?;
+        return Ok(());
+    };
+    let _permit = log.inner.io.acquire_permit(1).await?;
+    let (start, end) = {
+        let st = log.inner.st.borrow();
+        (st.log_start(), st.log_end)
+    };
+    tracing::warn!(dir = %dir.display(), cut, start, end, "finishing a truncation interrupted by a crash");
+    if start == end && end != cut {
+        // every segment was removed before the crash: the restart did not finish
+        let guard = Truncating::start(&log.inner);
+        clear_marker(&log.inner).await?;
+        restart_at(log, cut, guard).await?;
+    } else if cut < end {
+        truncate_under_permit(log, cut).await?;
+    }
+    epoch::remove_intent(dir).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_under_permit;
+    use crate::{LogConfig, PartitionLog, ShardStorage, ShardStorageOptions, StorageError};
+    use bytes::Bytes;
+    use sluice_proto::batch::{build_batch, RecordBatchHeader, SimpleRecord};
+    use std::future::Future;
+
+    fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(f)
+            .expect("spawn executor") // ok: test setup
+            .join()
+            .expect("executor panicked"); // ok: test setup
+    }
+
+    /// A temp dir under the target dir (a filesystem with O_DIRECT, unlike some /tmp).
+    fn tempdir() -> tempfile::TempDir {
+        let base = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
+        tempfile::tempdir_in(base).unwrap() // ok: test setup
+    }
+
+    fn batch(n: usize, tag: u8) -> Bytes {
+        let v = [tag; 40];
+        let recs: Vec<SimpleRecord<'_>> = (0..n)
+            .map(|i| SimpleRecord {
+                key: None,
+                value: Some(&v),
+                timestamp: 1000 + i as i64,
+                headers: &[],
+            })
+            .collect();
+        build_batch(0, &recs)
+    }
+
+    async fn contents(log: &PartitionLog) -> Vec<(i64, u8)> {
+        let end = log.log_end_offset();
+        let mut out = Vec::new();
+        let mut next = log.log_start_offset();
+        while next < end {
+            for b in log.read(next, end, 1 << 20, true).await.unwrap() {
+                let h = RecordBatchHeader::parse(&b).unwrap();
+                out.push((h.base_offset, b[b.len() - 2]));
+                next = h.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pending_batches_in_the_cut_are_dropped_unwritten_and_their_waiters_fail() {
+        let dir = tempdir();
+        let path = dir.path().join("t-0");
+        run(move || async move {
+            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            log.set_leader_epoch(1);
+            let a = log.append(batch(2, 0xA), 1).unwrap();
+            log.wait_durable(a.last_offset).await.unwrap();
+            let seg = path.join(format!("{:020}.log", 0));
+            let len_before = std::fs::metadata(&seg).unwrap().len();
+            // hold the log's I/O permit: the flusher cannot write what follows
+            let permit = log.inner.io.acquire_permit(1).await.unwrap();
+            let b = log.append(batch(3, 0xB), 1).unwrap();
+            log.set_leader_epoch(2);
+            let c = log.append(batch(2, 0xC), 1).unwrap();
+            let d = log.append(batch(1, 0xD), 1).unwrap();
+            assert_eq!(log.epoch_entries(), vec![(1, 0), (2, c.base_offset)]);
+            let pending_bytes = shard.unflushed_bytes();
+            assert!(pending_bytes > 0);
+            let wait = |off: i64| {
+                let log = log.clone();
+                glommio::spawn_local(async move { log.wait_durable(off).await }).detach()
+            };
+            let (wb, wc, wd) = (
+                wait(b.last_offset),
+                wait(c.last_offset),
+                wait(d.last_offset),
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            // cut inside c: c and d go, b (pending too) stays
+            let cut = truncate_under_permit(&log, c.base_offset + 1)
+                .await
+                .unwrap();
+            assert_eq!(cut, c.base_offset);
+            assert_eq!(log.log_end_offset(), c.base_offset);
+            assert_eq!(log.durable_offset(), a.last_offset + 1);
+            assert!(shard.unflushed_bytes() < pending_bytes && shard.unflushed_bytes() > 0);
+            assert_eq!(log.epoch_entries(), vec![(1, 0)]);
+            // nothing on disk had to change: no intent, no write
+            assert_eq!(std::fs::metadata(&seg).unwrap().len(), len_before);
+            assert!(!path.join(crate::epoch::INTENT).exists());
+            assert!(matches!(wc.await, Some(Err(StorageError::Io(_)))));
+            assert!(matches!(wd.await, Some(Err(StorageError::Io(_)))));
+            drop(permit);
+            assert!(matches!(wb.await, Some(Ok(()))));
+            assert_eq!(shard.unflushed_bytes(), 0);
+            assert_eq!(contents(&log).await, vec![(0, 0xA), (b.base_offset, 0xB)]);
+            // appends continue at the cut, under the current epoch
+            let e = log.append(batch(1, 0xE), 1).unwrap();
+            assert_eq!(e.base_offset, c.base_offset);
+            log.wait_durable(e.last_offset).await.unwrap();
+            assert_eq!(log.epoch_entries(), vec![(1, 0), (2, e.base_offset)]);
+            log.close().await.unwrap();
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(
+                contents(&log).await,
+                vec![(0, 0xA), (b.base_offset, 0xB), (e.base_offset, 0xE)]
+            );
+            assert_eq!(log.epoch_entries(), vec![(1, 0), (2, e.base_offset)]);
+            shard.shutdown().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_cut_below_the_durable_offset_drops_all_pending_and_goes_to_disk() {
+        let dir = tempdir();
+        let path = dir.path().join("t-1");
+        run(move || async move {
+            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            let a = log.append(batch(2, 0xA), 1).unwrap();
+            let b = log.append(batch(2, 0xB), 1).unwrap();
+            log.wait_durable(b.last_offset).await.unwrap();
+            let permit = log.inner.io.acquire_permit(1).await.unwrap();
+            let c = log.append(batch(2, 0xC), 1).unwrap();
+            let wc = {
+                let log = log.clone();
+                glommio::spawn_local(async move { log.wait_durable(c.last_offset).await }).detach()
+            };
+            // appends are refused only while the cut is being located; afterwards they
+            // land at the new end even before the files are cut
+            let cut = truncate_under_permit(&log, b.base_offset).await.unwrap();
+            assert_eq!(cut, b.base_offset);
+            assert_eq!((log.log_end_offset(), log.durable_offset()), (cut, cut));
+            assert_eq!(shard.unflushed_bytes(), 0);
+            assert!(matches!(wc.await, Some(Err(_))));
+            let seg = path.join(format!("{:020}.log", 0));
+            let a_len = std::fs::metadata(&seg).unwrap().len();
+            assert!(a_len > 0 && a_len < 4096, "file cut to batch a: {a_len}");
+            assert!(!path.join(crate::epoch::INTENT).exists());
+            drop(permit);
+            let d = log.append(batch(1, 0xD), 1).unwrap();
+            log.wait_durable(d.last_offset).await.unwrap();
+            assert_eq!(contents(&log).await, vec![(0, 0xA), (cut, 0xD)]);
+            assert_eq!(a.base_offset, 0);
+            shard.shutdown().await.unwrap();
+        });
+    }
+}
