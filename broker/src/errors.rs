@@ -14,6 +14,10 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::Closed => ResponseError::UnknownTopicOrPartition.code(),
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
+        // this replica's leadership is older than data in its log: a newer leader exists
+        StorageError::StaleLeaderEpoch { .. } => ResponseError::NotLeaderOrFollower.code(),
+        // a follower cutting its log for a moment: retriable
+        StorageError::Truncating => ResponseError::NotLeaderOrFollower.code(),
         _ => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -13,6 +13,7 @@ mod mesh;
 mod metadata;
 mod placement;
 mod quorum;
+mod replication;
 mod router;
 mod server;
 mod shard;

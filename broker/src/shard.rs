@@ -79,6 +79,8 @@ pub(crate) struct ShardCtx {
     /// Produce admission against the shard's unflushed-bytes budget.
     pub(crate) admission: Rc<Admission>,
     pub(crate) watchdog: Rc<Watchdog>,
+    /// Partitions this shard follows, by leader (one fetcher task each).
+    pub(crate) followers: crate::replication::Followers,
     pub(crate) limits: Limits,
     /// Ids for this shard's connections (`Conn::id`).
     pub(crate) next_conn: Cell<u64>,
@@ -112,6 +114,7 @@ impl ShardCtx {
                 config.int("storage.unflushed.max.bytes") as usize,
                 storage.clone(),
             ),
+            followers: Default::default(),
             watchdog: Watchdog::new(Duration::from_millis(
                 config.int("request.watchdog.ms") as u64
             )),
@@ -318,6 +321,19 @@ impl ShardCtx {
                     None => GroupAnswer::NotCoordinator,
                 })
             }),
+            ShardRequest::EpochEnds { parts } => {
+                let answers = parts
+                    .iter()
+                    .map(|(tp, epoch)| match self.log(&tp.topic, tp.partition) {
+                        None => (code(ResponseError::UnknownTopicOrPartition), -1, -1),
+                        Some(log) => match log.end_offset_for_epoch(*epoch) {
+                            Some((e, end)) => (0, e, end),
+                            None => (0, -1, -1),
+                        },
+                    })
+                    .collect();
+                Box::pin(async move { ShardResponse::EpochEnds(answers) })
+            }
             ShardRequest::ListOffsets { parts } => Box::pin(async move {
                 let mut out = Vec::with_capacity(parts.len());
                 for (tp, ts) in parts {
@@ -618,7 +634,7 @@ impl ShardCtx {
 
     /// Opens, reconfigures or deletes the partitions this shard owns as the image changed,
     /// and loads or drops the group coordinators of the offsets partitions it leads.
-    async fn act_on(&self, changes: Vec<Change>) {
+    async fn act_on(self: &Rc<Self>, changes: Vec<Change>) {
         for change in changes {
             match change {
                 Change::PartitionAdded {
@@ -634,12 +650,30 @@ impl ShardCtx {
                     if shard_for(&id, partition, self.shards) != self.id {
                         continue;
                     }
-                    let (replica, leader) = match self.image.borrow().partition(&topic, partition) {
-                        Some(p) => (p.replicas.contains(&self.node_id), p.leader == self.node_id),
-                        None => continue,
-                    };
+                    let (replica, leader_id, epoch) =
+                        match self.image.borrow().partition(&topic, partition) {
+                            Some(p) => {
+                                (p.replicas.contains(&self.node_id), p.leader, p.leader_epoch)
+                            }
+                            None => continue,
+                        };
+                    let leader = leader_id == self.node_id;
                     if replica && self.log(&topic, partition).is_none() {
                         self.open_partition(&topic, partition).await;
+                    }
+                    if leader {
+                        self.followers.unfollow(&topic, partition);
+                        if let Some(log) = self.log(&topic, partition) {
+                            log.set_leader_epoch(epoch);
+                        }
+                    } else if replica && leader_id >= 0 {
+                        if let Some(log) = self.log(&topic, partition) {
+                            log.set_leader_epoch(-1);
+                        }
+                        self.followers
+                            .follow(self, &topic, partition, leader_id, epoch);
+                    } else {
+                        self.followers.unfollow(&topic, partition);
                     }
                     if topic == OFFSETS_TOPIC {
                         self.sync_coordinator(partition, leader).await;
@@ -651,6 +685,9 @@ impl ShardCtx {
                     partitions,
                 } => {
                     tracing::info!(%topic, id = %uuid::Uuid::from_bytes(id), partitions, shard = self.id, "deleting topic");
+                    for p in 0..partitions {
+                        self.followers.unfollow(&topic, p);
+                    }
                     let owned = self.partitions.borrow_mut().remove(&topic);
                     for (partition, log) in owned.into_iter().flatten() {
                         if let Err(e) = log.delete().await {
@@ -740,6 +777,7 @@ impl ShardCtx {
 
     /// Closes every partition log (clean-shutdown markers) and the metadata log.
     pub(crate) async fn shutdown(&self) {
+        self.followers.stop_all();
         let logs: Vec<PartitionLog> = self
             .partitions
             .borrow()

@@ -86,6 +86,9 @@ pub(crate) enum ShardRequest {
     },
     /// Resolve once any partition has data past its offset, or after `wait_ms`.
     WaitData { parts: Vec<(Tp, i64)>, wait_ms: u64 },
+    /// For each partition and leader epoch: (error, epoch, end offset) from the log's
+    /// leader-epoch cache (OffsetForLeaderEpoch).
+    EpochEnds { parts: Vec<(Tp, i32)> },
     /// Offsets for timestamps (-2 earliest, -1 latest, -3 max timestamp).
     ListOffsets { parts: Vec<(Tp, i64)> },
     /// A consumer-group call for the coordinator of `__consumer_offsets` partition
@@ -104,6 +107,7 @@ pub(crate) enum ShardResponse {
     Produce(Vec<ProducePartResult>),
     Fetch(Vec<FetchPartResult>),
     ListOffsets(Vec<OffsetAnswer>),
+    EpochEnds(Vec<(i16, i32, i64)>),
     Group(crate::groups_glue::GroupAnswer),
     /// The shard could not answer (it is shutting down).
     Unavailable,

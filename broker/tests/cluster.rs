@@ -99,7 +99,7 @@ fn produce_and_consume(
     name: &str,
     partitions: i32,
     per_partition: usize,
-) -> Result<()> {
+) -> Result<BTreeMap<i32, Vec<String>>> {
     let producer: rdkafka::producer::FutureProducer = Cluster::client_config(&cluster.bootstrap())
         .set("acks", "all")
         .set("enable.idempotence", "false")
@@ -135,6 +135,13 @@ fn produce_and_consume(
         }
         Ok(())
     })?;
+    consume_exactly(cluster, name, &sent)?;
+    Ok(sent)
+}
+
+/// Reads every partition of `name` from the start and checks it holds exactly `sent`, in
+/// order (the high watermark included).
+fn consume_exactly(cluster: &Cluster, name: &str, sent: &BTreeMap<i32, Vec<String>>) -> Result<()> {
     let consumer: rdkafka::consumer::BaseConsumer = Cluster::client_config(&cluster.bootstrap())
         .set("group.id", "sluice-cluster-tests-assign-only")
         .set("enable.auto.commit", "false")
@@ -143,13 +150,14 @@ fn produce_and_consume(
         .set("fetch.wait.max.ms", "200")
         .create()?;
     let mut highs = BTreeMap::new();
-    for p in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(name, p, Duration::from_secs(10))?;
+    for (p, records) in sent {
+        let (_, high) = consumer.fetch_watermarks(name, *p, Duration::from_secs(10))?;
         ensure!(
-            high == per_partition as i64,
-            "{name}-{p}: high watermark {high}, produced {per_partition}"
+            high == records.len() as i64,
+            "{name}-{p}: high watermark {high}, produced {}",
+            records.len()
         );
-        highs.insert(p, high);
+        highs.insert(*p, high);
     }
     let got = consume_until(&consumer, name, &highs, Duration::from_secs(60))?;
     let mut by_partition: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
@@ -160,7 +168,7 @@ fn produce_and_consume(
             .or_default()
             .push((c.offset, payload));
     }
-    for (p, want) in &sent {
+    for (p, want) in sent {
         let mut got = by_partition.remove(p).unwrap_or_default();
         got.sort();
         got.dedup();
@@ -291,7 +299,7 @@ fn rf3_topic_created_through_any_broker_agrees_everywhere() -> Result<()> {
         "rf4 exists after being refused"
     );
 
-    produce_and_consume(&cluster, "rf3", 6, 20)
+    produce_and_consume(&cluster, "rf3", 6, 20).map(|_| ())
 }
 
 /// Killing the active controller: the survivors elect another and a topic can be created
@@ -1281,5 +1289,84 @@ fn sigterm_moves_leaderships_first_and_min_insync_is_enforced() -> Result<()> {
         ),
         Ok(d) => bail!("acks=all with ISR 2 < min.insync 3 was acknowledged: {d:?}"),
     }
+    Ok(())
+}
+
+/// Followers copy the leader's batches: once every replica's log matches the leader's,
+/// kill -9 of the leader loses nothing, the new leader serves every acknowledged record
+/// at its offset, and the old leader rejoins as a follower and catches up.
+#[test]
+fn replicated_records_survive_a_leader_kill() -> Result<()> {
+    let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
+    cluster.create_topic(&cluster.ids(), &topic("rep", 2, 3), CHANGE)?;
+    cluster.wait_views("rep everywhere", &cluster.ids(), CONVERGE, |views| {
+        for v in views {
+            ensure_led(v, "rep", 2)?;
+        }
+        ensure_same(views)
+    })?;
+    let sent = produce_and_consume(&cluster, "rep", 2, 300)?;
+    // replicated: every replica's segment file is the leader's, byte for byte
+    let node_dirs: Vec<std::path::PathBuf> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| cluster.node_dir(id))
+        .collect();
+    // the segment's bytes without the zero tail of its last direct-I/O page (recovery
+    // after kill -9 cuts that tail; a running replica keeps it)
+    let segment = move |id: u32, p: i32| {
+        let mut bytes =
+            std::fs::read(node_dirs[id as usize - 1].join(format!("data/rep-{p}/{:020}.log", 0)))
+                .unwrap_or_default();
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes
+    };
+    common::cluster::wait_for("followers to copy the leader", CONVERGE, || {
+        for p in 0..2 {
+            let copies: Vec<Vec<u8>> = (1..=3).map(|id| segment(id, p)).collect();
+            ensure!(!copies[0].is_empty(), "rep-{p} is empty on node 1");
+            ensure!(
+                copies.iter().all(|c| *c == copies[0]),
+                "rep-{p} differs between replicas"
+            );
+        }
+        Ok(Some(()))
+    })?;
+    let views = cluster.wait_views("leaders", &[1], CONVERGE, |_| Ok(()))?;
+    let leader = views[0].topic("rep")?.partitions[0].leader as u32;
+    cluster.kill9(leader)?;
+    let survivors: Vec<u32> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    cluster.wait_views("a new leader", &survivors, CONVERGE, |views| {
+        for v in views {
+            for p in &v.topic("rep")?.partitions {
+                ensure!(
+                    p.leader >= 0 && p.leader != leader as i32,
+                    "partition {} led by {}",
+                    p.partition,
+                    p.leader
+                );
+            }
+        }
+        ensure_same(views)
+    })?;
+    consume_exactly(&cluster, "rep", &sent)?;
+    // the old leader comes back as a follower and copies what it missed
+    cluster.start_node(leader)?;
+    common::cluster::wait_for("the old leader to catch up", CONVERGE, || {
+        for p in 0..2 {
+            let copies: Vec<Vec<u8>> = (1..=3).map(|id| segment(id, p)).collect();
+            ensure!(
+                copies.iter().all(|c| *c == copies[0]),
+                "rep-{p} differs between replicas"
+            );
+        }
+        Ok(Some(()))
+    })?;
     Ok(())
 }

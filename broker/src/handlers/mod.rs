@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod configs;
+pub(crate) mod epochs;
 pub(crate) mod fetch;
 pub(crate) mod fetch_encode;
 pub(crate) mod fetch_session;
@@ -155,6 +156,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::Produce => produce::dispatch(ctx, &frame, conn).await,
         ApiKey::Fetch => fetch::dispatch(ctx, &frame, conn),
         ApiKey::ListOffsets => respond(ctx, &frame, list_offsets::handle),
+        ApiKey::OffsetForLeaderEpoch => respond(ctx, &frame, epochs::handle),
         ApiKey::CreateTopics => respond(ctx, &frame, admin::create_topics),
         ApiKey::DeleteTopics => respond(ctx, &frame, admin::delete_topics),
         ApiKey::CreatePartitions => respond(ctx, &frame, admin::create_partitions),

@@ -101,7 +101,8 @@ fn every_unserved_version_kafka_protocol_decodes_is_answered() {
         DescribeGroupsRequest,
         ListGroupsRequest,
         DeleteGroupsRequest,
-        OffsetDeleteRequest
+        OffsetDeleteRequest,
+        OffsetForLeaderEpochRequest
     );
     // Produce (acks=-1, so that an answer is due).
     covered.push(ApiKey::Produce);

@@ -1,0 +1,469 @@
+//! Followers: on the shard that owns a partition this node follows, one fetcher task per
+//! leader broker copies the leader's batches into the local log, byte for byte.
+//!
+//! ```text
+//!  act_on (metadata) ─► follow(tp, leader, epoch) / unfollow(tp)
+//!  fetcher(leader) loop:
+//!    partitions whose leader epoch changed ─► OffsetForLeaderEpoch(latest local epoch)
+//!       ─► truncate the local log to the leader's end of that epoch (KIP-101)
+//!    Fetch v12 (replica_id = this node, current_leader_epoch, offset = local log end,
+//!       long poll 500 ms) ─► append_replicated ─► wait until durable ─► loop
+//! ```
+//! A follower fetches only from its durable end, so the offset it sends is what it has on
+//! disk. A partition the leader refuses (not leader, fenced or unknown epoch, unknown
+//! partition while its metadata catches up) is retried after 500 ms or at the next
+//! metadata change; a lost connection is reopened after a short back-off.
+//!
+//! Not built yet (issue 12): the leader's high watermark over the ISR, acks=all waiting
+//! for the ISR, and ISR changes driven by the leader (AlterPartition).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::ResponseError;
+use sluice_storage::Signal;
+
+use crate::shard::ShardCtx;
+
+/// How long the leader may hold a follower's fetch when it has nothing new.
+const FETCH_WAIT_MS: i32 = 500;
+/// Bound on any one exchange with the leader (its long poll included).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed connection or exchange.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// Pause of one partition the leader refused.
+const PAUSE: Duration = Duration::from_millis(500);
+/// Largest answer a follower accepts from its leader.
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// One partition as a fetcher follows it.
+#[derive(Debug, Clone)]
+struct Followed {
+    epoch: i32,
+    /// Set when the leader or its epoch changed: truncate before fetching.
+    check_divergence: bool,
+    /// After an error from the leader: not fetched before this (or a metadata change).
+    paused_until: Option<Instant>,
+}
+
+/// The partitions this shard follows from one leader, and the task fetching them.
+pub(crate) struct Fetcher {
+    leader: i32,
+    parts: RefCell<BTreeMap<(String, i32), Followed>>,
+    changed: Signal,
+    stopped: Cell<bool>,
+}
+
+impl Fetcher {
+    fn is_idle(&self) -> bool {
+        self.parts.borrow().is_empty()
+    }
+}
+
+/// Per shard: the fetchers by leader node.
+#[derive(Default)]
+pub(crate) struct Followers {
+    by_leader: RefCell<BTreeMap<i32, Rc<Fetcher>>>,
+}
+
+impl Followers {
+    /// Follows `tp` from `leader` at `epoch` (stops following it from anyone else).
+    pub(crate) fn follow(
+        &self,
+        ctx: &Rc<ShardCtx>,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        epoch: i32,
+    ) {
+        let key = (topic.to_string(), partition);
+        self.unfollow_except(&key, leader);
+        let fetcher = self
+            .by_leader
+            .borrow_mut()
+            .entry(leader)
+            .or_insert_with(|| {
+                let f = Rc::new(Fetcher {
+                    leader,
+                    parts: RefCell::new(BTreeMap::new()),
+                    changed: Signal::default(),
+                    stopped: Cell::new(false),
+                });
+                glommio::spawn_local(run(Rc::downgrade(ctx), f.clone())).detach();
+                f
+            })
+            .clone();
+        let mut parts = fetcher.parts.borrow_mut();
+        let entry = parts.entry(key).or_insert(Followed {
+            epoch,
+            check_divergence: true,
+            paused_until: None,
+        });
+        if entry.epoch != epoch {
+            entry.epoch = epoch;
+            entry.check_divergence = true;
+        }
+        entry.paused_until = None;
+        drop(parts);
+        fetcher.changed.notify();
+    }
+
+    /// Stops following `tp` (this node leads it now, or is no longer a replica).
+    pub(crate) fn unfollow(&self, topic: &str, partition: i32) {
+        self.unfollow_except(&(topic.to_string(), partition), -1);
+    }
+
+    fn unfollow_except(&self, key: &(String, i32), keep: i32) {
+        let mut by_leader = self.by_leader.borrow_mut();
+        for (leader, f) in by_leader.iter() {
+            if *leader != keep && f.parts.borrow_mut().remove(key).is_some() {
+                f.changed.notify();
+            }
+        }
+        by_leader.retain(|_, f| {
+            let keep_it = !f.is_idle() || f.leader == keep;
+            if !keep_it {
+                f.stopped.set(true);
+                f.changed.notify();
+            }
+            keep_it
+        });
+    }
+
+    /// Stops every fetcher (shutdown).
+    pub(crate) fn stop_all(&self) {
+        for f in self.by_leader.borrow_mut().values() {
+            f.stopped.set(true);
+            f.changed.notify();
+        }
+        self.by_leader.borrow_mut().clear();
+    }
+}
+
+/// A connection to the leader's Kafka listener, one exchange at a time.
+struct LeaderConn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl LeaderConn {
+    async fn open(addr: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            correlation: 0,
+        })
+    }
+
+    async fn call<R: Request + Encodable>(
+        &mut self,
+        version: i16,
+        req: &R,
+    ) -> anyhow::Result<R::Response>
+    where
+        R::Response: Decodable + HeaderVersion,
+    {
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("sluice-replica")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, R::header_version(version))?;
+        req.encode(&mut body, version)?;
+        let mut frame = Vec::with_capacity(body.len() + 4);
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let mut len = [0u8; 4];
+            self.stream.read_exact(&mut len).await?;
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_RESPONSE {
+                anyhow::bail!("answer of {len} bytes from the leader");
+            }
+            let mut buf = vec![0u8; len];
+            self.stream.read_exact(&mut buf).await?;
+            Ok::<Bytes, anyhow::Error>(Bytes::from(buf))
+        };
+        let timed = future::or(async { Some(exchange.await) }, async {
+            glommio::timer::sleep(EXCHANGE_TIMEOUT).await;
+            None
+        })
+        .await;
+        let mut buf =
+            timed.ok_or_else(|| anyhow::anyhow!("no answer from the leader in time"))??;
+        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version))?;
+        if h.correlation_id != self.correlation {
+            anyhow::bail!(
+                "answer {} to request {}",
+                h.correlation_id,
+                self.correlation
+            );
+        }
+        R::Response::decode(&mut buf, version)
+    }
+}
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// The fetcher task for one leader, on this shard, until it has nothing to follow.
+async fn run(ctx: Weak<ShardCtx>, f: Rc<Fetcher>) {
+    let mut conn: Option<LeaderConn> = None;
+    loop {
+        if f.stopped.get() {
+            return;
+        }
+        let Some(ctx) = ctx.upgrade() else { return };
+        let active: Vec<((String, i32), Followed)> = f
+            .parts
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.paused_until.is_none_or(|t| Instant::now() >= t))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        if active.is_empty() {
+            future::or(f.changed.wait(), glommio::timer::sleep(PAUSE)).await;
+            continue;
+        }
+        if conn.is_none() {
+            let addr = ctx
+                .image
+                .borrow()
+                .broker(f.leader)
+                .map(|b| format!("{}:{}", b.host, b.port));
+            let Some(addr) = addr else {
+                future::or(f.changed.wait(), glommio::timer::sleep(BACKOFF)).await;
+                continue;
+            };
+            match LeaderConn::open(&addr).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::debug!(leader = f.leader, error = %e, "cannot reach the leader");
+                    glommio::timer::sleep(BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let result = async {
+            let diverged: Vec<_> = active.iter().filter(|(_, p)| p.check_divergence).collect();
+            if !diverged.is_empty() {
+                truncate_divergent(&ctx, &f, c, &diverged).await?;
+            }
+            fetch_once(&ctx, &f, c, &active).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(leader = f.leader, error = %e, "replica fetch failed; reconnecting");
+            conn = None;
+            glommio::timer::sleep(BACKOFF).await;
+        }
+    }
+}
+
+/// KIP-101: for each partition whose leader changed, ask the leader where our latest
+/// epoch ends in its log and cut anything of ours past it.
+async fn truncate_divergent(
+    ctx: &Rc<ShardCtx>,
+    f: &Fetcher,
+    conn: &mut LeaderConn,
+    parts: &[&((String, i32), Followed)],
+) -> anyhow::Result<()> {
+    let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    let mut asked = Vec::new();
+    for ((topic, partition), p) in parts.iter().map(|x| (&x.0, &x.1)) {
+        let Some(log) = ctx.log(topic, *partition) else {
+            continue;
+        };
+        match log.latest_epoch() {
+            Some(latest) => {
+                topics.entry(topic).or_default().push(
+                    OffsetForLeaderPartition::default()
+                        .with_partition(*partition)
+                        .with_current_leader_epoch(p.epoch)
+                        .with_leader_epoch(latest),
+                );
+                asked.push((topic.clone(), *partition));
+            }
+            // no epochs (empty, or written before epochs were stamped): nothing to compare
+            None => clear_divergence(f, topic, *partition, p.epoch),
+        }
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(ctx.node_id))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let resp: OffsetForLeaderEpochResponse = conn.call(4, &req).await?;
+    for t in resp.topics {
+        let topic = t.topic.0.to_string();
+        for p in t.partitions {
+            let Some(log) = ctx.log(&topic, p.partition) else {
+                continue;
+            };
+            let epoch = f
+                .parts
+                .borrow()
+                .get(&(topic.clone(), p.partition))
+                .map(|x| x.epoch);
+            let Some(epoch) = epoch else { continue };
+            if p.error_code != 0 {
+                pause(f, &topic, p.partition, p.error_code);
+                continue;
+            }
+            if p.end_offset >= 0 && p.end_offset < log.log_end_offset() {
+                let end = log.truncate_from(p.end_offset).await?;
+                tracing::info!(%topic, partition = p.partition, leader = f.leader, end, "truncated a divergent suffix");
+            }
+            clear_divergence(f, &topic, p.partition, epoch);
+        }
+    }
+    Ok(())
+}
+
+fn clear_divergence(f: &Fetcher, topic: &str, partition: i32, epoch: i32) {
+    if let Some(p) = f
+        .parts
+        .borrow_mut()
+        .get_mut(&(topic.to_string(), partition))
+    {
+        if p.epoch == epoch {
+            p.check_divergence = false;
+        }
+    }
+}
+
+/// The leader refused the partition (it does not lead it, or not yet: its metadata may
+/// be behind ours): try again after `PAUSE`, or at once when our metadata changes.
+fn pause(f: &Fetcher, topic: &str, partition: i32, error: i16) {
+    tracing::debug!(%topic, partition, leader = f.leader, error, "replica fetch paused");
+    if let Some(p) = f
+        .parts
+        .borrow_mut()
+        .get_mut(&(topic.to_string(), partition))
+    {
+        p.paused_until = Some(Instant::now() + PAUSE);
+    }
+}
+
+/// One Fetch of every active partition from its local log end; appends what comes back
+/// and waits until it is durable, so the next fetch offset is durable.
+async fn fetch_once(
+    ctx: &Rc<ShardCtx>,
+    f: &Fetcher,
+    conn: &mut LeaderConn,
+    active: &[((String, i32), Followed)],
+) -> anyhow::Result<()> {
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for ((topic, partition), p) in active {
+        if p.check_divergence {
+            continue;
+        }
+        let Some(log) = ctx.log(topic, *partition) else {
+            continue;
+        };
+        topics.entry(topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(*partition)
+                .with_current_leader_epoch(p.epoch)
+                .with_fetch_offset(log.log_end_offset())
+                .with_log_start_offset(log.log_start_offset())
+                .with_partition_max_bytes(1 << 20),
+        );
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(ctx.node_id))
+        .with_max_wait_ms(FETCH_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(8 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    FetchTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let resp: FetchResponse = conn.call(12, &req).await?;
+    let mut waits = Vec::new();
+    for t in resp.responses {
+        let topic = t.topic.0.to_string();
+        for p in t.partitions {
+            let code = p.error_code;
+            if code == ResponseError::OffsetOutOfRange.code() {
+                // our log is ahead of the leader's (or behind its start): check again
+                if let Some(x) = f
+                    .parts
+                    .borrow_mut()
+                    .get_mut(&(topic.clone(), p.partition_index))
+                {
+                    x.check_divergence = true;
+                }
+                continue;
+            }
+            if code != 0 {
+                pause(f, &topic, p.partition_index, code);
+                continue;
+            }
+            let Some(records) = p.records.filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            let Some(log) = ctx.log(&topic, p.partition_index) else {
+                continue;
+            };
+            match log.append_replicated(records) {
+                Ok(info) => waits.push((log, info.last_offset)),
+                Err(e) => {
+                    tracing::warn!(%topic, partition = p.partition_index, error = %e, "replicated append refused; checking for divergence");
+                    if let Some(x) = f
+                        .parts
+                        .borrow_mut()
+                        .get_mut(&(topic.clone(), p.partition_index))
+                    {
+                        x.check_divergence = true;
+                    }
+                }
+            }
+        }
+    }
+    for (log, last) in waits {
+        log.wait_durable(last).await?;
+    }
+    Ok(())
+}
