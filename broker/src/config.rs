@@ -148,6 +148,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Topics without an override: an acks=all produce to a partition whose ISR is smaller is refused with NOT_ENOUGH_REPLICAS.",
     },
     Setting {
+        name: "replica.lag.time.max.ms",
+        default: "30000",
+        kind: int(100, i64::MAX),
+        unit: "ms",
+        doc: "A follower that has not caught up with its leader for this long leaves the ISR (the leader asks the controller); it rejoins once caught up.",
+    },
+    Setting {
         name: "controlled.shutdown.enable",
         default: "true",
         kind: Kind::Bool,

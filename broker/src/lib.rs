@@ -9,6 +9,7 @@ mod errors;
 mod groups;
 mod groups_glue;
 mod handlers;
+mod hw;
 mod mesh;
 mod metadata;
 mod placement;

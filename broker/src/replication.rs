@@ -441,6 +441,7 @@ async fn fetch_once(
                 pause(f, &topic, p.partition_index, code);
                 continue;
             }
+            ctx.note_leader_hw(&topic, p.partition_index, p.high_watermark);
             let Some(records) = p.records.filter(|r| !r.is_empty()) else {
                 continue;
             };

@@ -355,6 +355,7 @@ async fn shard_main(
     let listener = bind_shard_listener(config.listen())
         .with_context(|| format!("binding {}", config.listen()))?;
     tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
+    glommio::spawn_local(ctx.clone().shrink_lagging_isrs()).detach();
     glommio::spawn_local(crate::admission::Admission::run(Rc::downgrade(
         &ctx.admission,
     )))

@@ -36,6 +36,9 @@ use sluice_storage::Signal;
 /// How long acks=-1 waits for durability when the request's timeout_ms is not positive.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 
+/// An acks=all answer waiting: (its slot, the partition, its log, the last offset appended).
+type AckWait = (usize, Tp, PartitionLog, i64);
+
 /// Broker-side bounds on what a request may ask for, read once from the config.
 pub(crate) struct Limits {
     pub(crate) fetch_max_bytes: usize,
@@ -81,6 +84,8 @@ pub(crate) struct ShardCtx {
     pub(crate) watchdog: Rc<Watchdog>,
     /// Partitions this shard follows, by leader (one fetcher task each).
     pub(crate) followers: crate::replication::Followers,
+    /// Partitions this shard leads: followers' positions and high watermarks.
+    pub(crate) leaders: crate::hw::Leaders,
     pub(crate) limits: Limits,
     /// Ids for this shard's connections (`Conn::id`).
     pub(crate) next_conn: Cell<u64>,
@@ -115,6 +120,7 @@ impl ShardCtx {
                 storage.clone(),
             ),
             followers: Default::default(),
+            leaders: Default::default(),
             watchdog: Watchdog::new(Duration::from_millis(
                 config.int("request.watchdog.ms") as u64
             )),
@@ -296,11 +302,26 @@ impl ShardCtx {
                 conn,
                 parts,
             } => self.produce(acks, timeout_ms, conn, parts),
-            ShardRequest::Fetch { parts, max_bytes } => {
-                Box::pin(async move { ShardResponse::Fetch(ctx.fetch(parts, max_bytes).await) })
+            ShardRequest::Fetch {
+                parts,
+                max_bytes,
+                replica,
+            } => {
+                if replica >= 0 {
+                    for p in &parts {
+                        self.follower_fetched(&p.tp.topic, p.tp.partition, replica, p.fetch_offset);
+                    }
+                }
+                Box::pin(
+                    async move { ShardResponse::Fetch(ctx.fetch(parts, max_bytes, replica).await) },
+                )
             }
-            ShardRequest::WaitData { parts, wait_ms } => Box::pin(async move {
-                ctx.wait_data(&parts, wait_ms).await;
+            ShardRequest::WaitData {
+                parts,
+                wait_ms,
+                replica,
+            } => Box::pin(async move {
+                ctx.wait_data(&parts, wait_ms, replica).await;
                 ShardResponse::Done
             }),
             ShardRequest::Group { partition, call } => Box::pin(async move {
@@ -426,7 +447,7 @@ impl ShardCtx {
         &self,
         acks: i16,
         parts: Vec<(Tp, bytes::Bytes)>,
-    ) -> (Vec<ProducePartResult>, Vec<(usize, PartitionLog, i64)>) {
+    ) -> (Vec<ProducePartResult>, Vec<AckWait>) {
         let now = now_ms();
         let mut results = Vec::with_capacity(parts.len());
         let mut waits = Vec::new();
@@ -443,7 +464,7 @@ impl ShardCtx {
             match log.append(records, now) {
                 Ok(info) => {
                     if acks == -1 {
-                        waits.push((results.len(), log.clone(), info.last_offset));
+                        waits.push((results.len(), tp.clone(), log.clone(), info.last_offset));
                     }
                     results.push(ProducePartResult {
                         error: 0,
@@ -466,28 +487,58 @@ impl ShardCtx {
     async fn answer_produce(
         &self,
         mut results: Vec<ProducePartResult>,
-        waits: Vec<(usize, PartitionLog, i64)>,
+        waits: Vec<AckWait>,
         timeout: Duration,
     ) -> ShardResponse {
         let deadline = std::time::Instant::now() + timeout;
-        for (i, log, last) in waits {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let waited = future::or(async { Some(log.wait_durable(last).await) }, async {
-                glommio::timer::sleep(left).await;
-                None
-            })
-            .await;
-            let failed = match waited {
-                Some(Ok(())) => continue,
-                Some(Err(e)) => (storage_error_code(&e), e.to_string()),
-                None => (
-                    code(ResponseError::RequestTimedOut),
-                    format!(
-                        "not durable within the request's timeout ({} ms)",
-                        timeout.as_millis()
-                    ),
-                ),
+        for (i, tp, log, last) in waits {
+            // acks=all: every ISR member has it on disk (the high watermark passed it)
+            let failed = loop {
+                if self.high_watermark(&tp.topic, tp.partition, &log) > last {
+                    break None;
+                }
+                if log.log_end_offset() <= last {
+                    // cut by a truncation: this replica lost its leadership
+                    break Some((
+                        code(ResponseError::NotLeaderOrFollower),
+                        "the record was cut from this replica's log".to_string(),
+                    ));
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    let short = {
+                        let image = self.image.borrow();
+                        let min = image
+                            .topic(&tp.topic)
+                            .and_then(|t| t.configs.get("min.insync.replicas"))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(self.config.int("min.insync.replicas") as usize);
+                        image
+                            .partition(&tp.topic, tp.partition)
+                            .is_some_and(|p| p.isr.len() < min)
+                    };
+                    break Some(if short {
+                        (
+                            code(ResponseError::NotEnoughReplicasAfterAppend),
+                            "appended, but the ISR shrank below min.insync.replicas".to_string(),
+                        )
+                    } else {
+                        (
+                            code(ResponseError::RequestTimedOut),
+                            format!(
+                                "not on every in-sync replica within the request's timeout ({} ms)",
+                                timeout.as_millis()
+                            ),
+                        )
+                    });
+                }
+                future::or(
+                    future::or(self.storage.wait_progress(), self.leaders.moved.wait()),
+                    glommio::timer::sleep(left),
+                )
+                .await;
             };
+            let Some(failed) = failed else { continue };
             results[i] = ProducePartResult {
                 error: failed.0,
                 message: Some(failed.1),
@@ -501,7 +552,12 @@ impl ShardCtx {
     /// Reads every part, the cold ones concurrently (one task per read, so the disk sees a
     /// queue deeper than one), then keeps whole partitions in order within `max_bytes`; the
     /// first non-empty partition is kept whole even if larger (KIP-74).
-    async fn fetch(&self, parts: Vec<FetchPart>, max_bytes: usize) -> Vec<FetchPartResult> {
+    async fn fetch(
+        &self,
+        parts: Vec<FetchPart>,
+        max_bytes: usize,
+        replica: i32,
+    ) -> Vec<FetchPartResult> {
         const READS_IN_FLIGHT: usize = 16;
         let mut out = Vec::with_capacity(parts.len());
         let mut reads: Vec<(usize, PartitionLog, i64, i64, usize)> = Vec::new();
@@ -515,10 +571,16 @@ impl ShardCtx {
                 });
                 continue;
             };
-            let hw = log.durable_offset();
+            // followers copy everything durable; consumers see up to the high watermark
+            let high_watermark = self.high_watermark(&part.tp.topic, part.tp.partition, &log);
+            let hw = if replica >= 0 {
+                log.durable_offset()
+            } else {
+                high_watermark
+            };
             let mut r = FetchPartResult {
                 error: 0,
-                high_watermark: hw,
+                high_watermark,
                 log_start_offset: log.log_start_offset(),
                 batches: Vec::new(),
             };
@@ -581,22 +643,32 @@ impl ShardCtx {
     }
 
     /// Returns when any partition has durable data past its offset, or after `wait_ms`.
-    async fn wait_data(&self, parts: &[(Tp, i64)], wait_ms: u64) {
+    async fn wait_data(&self, parts: &[(Tp, i64)], wait_ms: u64, replica: i32) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
             let ready = parts
                 .iter()
                 .any(|(tp, offset)| match self.log(&tp.topic, tp.partition) {
-                    Some(log) => log.durable_offset() > *offset || *offset < log.log_start_offset(),
+                    Some(log) => {
+                        let end = if replica >= 0 {
+                            log.durable_offset()
+                        } else {
+                            self.high_watermark(&tp.topic, tp.partition, &log)
+                        };
+                        end > *offset || *offset < log.log_start_offset()
+                    }
                     None => true,
                 });
             let now = std::time::Instant::now();
             if ready || now >= deadline {
                 return;
             }
-            future::or(self.storage.wait_progress(), async {
-                glommio::timer::sleep(deadline - now).await;
-            })
+            future::or(
+                future::or(self.storage.wait_progress(), self.leaders.moved.wait()),
+                async {
+                    glommio::timer::sleep(deadline - now).await;
+                },
+            )
             .await;
         }
     }
@@ -611,7 +683,7 @@ impl ShardCtx {
         };
         let (timestamp, offset) = match ts {
             -2 => (-1, log.log_start_offset()),
-            -1 => (-1, log.durable_offset()),
+            -1 => (-1, self.high_watermark(&tp.topic, tp.partition, &log)),
             -3 => log.max_timestamp().unwrap_or((-1, -1)),
             ts => match log.offset_for_timestamp(ts).await {
                 Ok(Some((offset, t))) => (t, offset),

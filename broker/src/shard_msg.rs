@@ -80,12 +80,21 @@ pub(crate) enum ShardRequest {
         parts: Vec<(Tp, Bytes)>,
     },
     /// Read from each partition, at most `max_bytes` in all (the first batch always whole).
+    /// A follower's fetch (`replica` = its node id) reads up to the leader's durable
+    /// offset and reports the follower's position; a consumer's (`replica` < 0) up to the
+    /// high watermark.
     Fetch {
         parts: Vec<FetchPart>,
         max_bytes: usize,
+        replica: i32,
     },
-    /// Resolve once any partition has data past its offset, or after `wait_ms`.
-    WaitData { parts: Vec<(Tp, i64)>, wait_ms: u64 },
+    /// Resolve once any partition has data past its offset (for a follower: durable data;
+    /// for a consumer: below the high watermark), or after `wait_ms`.
+    WaitData {
+        parts: Vec<(Tp, i64)>,
+        wait_ms: u64,
+        replica: i32,
+    },
     /// For each partition and leader epoch: (error, epoch, end offset) from the log's
     /// leader-epoch cache (OffsetForLeaderEpoch).
     EpochEnds { parts: Vec<(Tp, i32)> },

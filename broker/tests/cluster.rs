@@ -151,12 +151,17 @@ fn consume_exactly(cluster: &Cluster, name: &str, sent: &BTreeMap<i32, Vec<Strin
         .create()?;
     let mut highs = BTreeMap::new();
     for (p, records) in sent {
-        let (_, high) = consumer.fetch_watermarks(name, *p, Duration::from_secs(10))?;
-        ensure!(
-            high == records.len() as i64,
-            "{name}-{p}: high watermark {high}, produced {}",
-            records.len()
-        );
+        // after a leader change the new leader's high watermark catches up as its
+        // followers report their positions
+        let high = common::cluster::wait_for("the high watermark", CONVERGE, || {
+            let (_, high) = consumer.fetch_watermarks(name, *p, Duration::from_secs(10))?;
+            ensure!(
+                high == records.len() as i64,
+                "{name}-{p}: high watermark {high}, produced {}",
+                records.len()
+            );
+            Ok(Some(high))
+        })?;
         highs.insert(*p, high);
     }
     let got = consume_until(&consumer, name, &highs, Duration::from_secs(60))?;

@@ -65,9 +65,10 @@ async fn handle(
         .min(ctx.limits.fetch_max_wait);
     let deadline = Instant::now() + max_wait;
     let epochs = requested_epochs(&req);
+    let replica = req.replica_id.0;
     let mut results;
     loop {
-        results = read_all(&ctx, &plan, max_bytes, &epochs).await;
+        results = read_all(&ctx, &plan, max_bytes, &epochs, replica).await;
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
@@ -81,7 +82,7 @@ async fn handle(
         }
         // A client that goes away ends its long poll at once.
         future::or(
-            wait_any(&ctx, &plan, &results, deadline - now),
+            wait_any(&ctx, &plan, &results, deadline - now, replica),
             conn.closed(),
         )
         .await;
@@ -124,6 +125,7 @@ async fn read_all(
     plan: &Plan,
     max_bytes: usize,
     epochs: &Epochs,
+    replica: i32,
 ) -> Vec<FetchPartResult> {
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
@@ -156,8 +158,15 @@ async fn read_all(
     for (shard, (slots, parts)) in by_shard {
         pending.push((
             slots,
-            ctx.submit(shard, ShardRequest::Fetch { parts, max_bytes })
-                .await,
+            ctx.submit(
+                shard,
+                ShardRequest::Fetch {
+                    parts,
+                    max_bytes,
+                    replica,
+                },
+            )
+            .await,
         ));
     }
     for (slots, fut) in pending {
@@ -189,7 +198,13 @@ async fn read_all(
 }
 
 /// Waits until any owner reports new durable data past what was just seen, or `wait`.
-async fn wait_any(ctx: &Rc<ShardCtx>, plan: &Plan, seen: &[FetchPartResult], wait: Duration) {
+async fn wait_any(
+    ctx: &Rc<ShardCtx>,
+    plan: &Plan,
+    seen: &[FetchPartResult],
+    wait: Duration,
+    replica: i32,
+) {
     let mut by_shard: BTreeMap<usize, Vec<(Tp, i64)>> = BTreeMap::new();
     for ((tp, offset, _), r) in plan.parts.iter().zip(seen) {
         if let Ok(shard) = ctx.route(&tp.topic, tp.partition) {
@@ -203,8 +218,15 @@ async fn wait_any(ctx: &Rc<ShardCtx>, plan: &Plan, seen: &[FetchPartResult], wai
     let mut waits: Vec<BoxFuture<ShardResponse>> = Vec::with_capacity(by_shard.len() + 1);
     for (shard, parts) in by_shard {
         waits.push(
-            ctx.submit(shard, ShardRequest::WaitData { parts, wait_ms })
-                .await,
+            ctx.submit(
+                shard,
+                ShardRequest::WaitData {
+                    parts,
+                    wait_ms,
+                    replica,
+                },
+            )
+            .await,
         );
     }
     waits.push(Box::pin(async move {

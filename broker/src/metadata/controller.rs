@@ -71,6 +71,20 @@ pub(crate) enum MetadataOp {
         node_id: i32,
         incarnation: Vec<u8>,
     },
+    /// A partition's leader changes its ISR (Kafka's AlterPartition): valid only from the
+    /// current leader at the current leader and partition epochs.
+    AlterPartition(IsrChange),
+}
+
+/// What a leader asks of the controller about one partition's ISR.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct IsrChange {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) leader: i32,
+    pub(crate) leader_epoch: i32,
+    pub(crate) partition_epoch: i32,
+    pub(crate) isr: Vec<i32>,
 }
 
 /// What a broker tells the controller every `broker.heartbeat.interval.ms`.
@@ -254,6 +268,7 @@ impl ControllerLogic {
                 (recs, MetadataOpResult::ProducerId(pid))
             }
             MetadataOp::Heartbeat(hb) => return self.heartbeat(image, index, hb, now),
+            MetadataOp::AlterPartition(change) => alter_partition(image, change),
             MetadataOp::ControlledShutdown {
                 node_id,
                 incarnation,
@@ -844,9 +859,78 @@ fn fence_records(image: &MetadataImage, node: i32, epoch: i64) -> Vec<MetadataRe
     out
 }
 
-/// A broker back in service: in the ISR of every partition it is a replica of (no data
-/// replication exists yet, so "in sync" means "alive"; issue 12 makes it mean caught up),
-/// and leader of every partition that has none.
+/// Validates an ISR change from a partition's leader and gives its record: the leader and
+/// both epochs must be current (a stale leader cannot change the ISR), the new ISR must
+/// hold the leader and only replicas, and no fenced broker may join. The errors are
+/// Kafka's AlterPartition errors.
+fn alter_partition(image: &MetadataImage, c: IsrChange) -> (Vec<MetadataRecord>, MetadataOpResult) {
+    let fail = |e: ResponseError, m: String| (Vec::new(), MetadataOpResult::Failed(e.code(), m));
+    let Some(t) = image.topic(&c.topic) else {
+        return fail(
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic {}", c.topic),
+        );
+    };
+    let Some(s) = usize::try_from(c.partition)
+        .ok()
+        .and_then(|p| t.parts.get(p))
+    else {
+        return fail(
+            ResponseError::UnknownTopicOrPartition,
+            format!("no partition {}", c.partition),
+        );
+    };
+    if s.leader != c.leader {
+        return fail(
+            ResponseError::NotLeaderOrFollower,
+            format!("node {} does not lead it", c.leader),
+        );
+    }
+    if s.leader_epoch != c.leader_epoch {
+        return fail(
+            ResponseError::FencedLeaderEpoch,
+            format!("leader epoch {} is not {}", c.leader_epoch, s.leader_epoch),
+        );
+    }
+    if s.partition_epoch != c.partition_epoch {
+        return fail(
+            ResponseError::InvalidUpdateVersion,
+            format!(
+                "partition epoch {} is not {}",
+                c.partition_epoch, s.partition_epoch
+            ),
+        );
+    }
+    if !c.isr.contains(&c.leader) || c.isr.iter().any(|r| !s.replicas.contains(r)) {
+        return fail(
+            ResponseError::InvalidRequest,
+            format!(
+                "ISR {:?} must hold the leader and only replicas {:?}",
+                c.isr, s.replicas
+            ),
+        );
+    }
+    if c.isr
+        .iter()
+        .any(|r| !s.isr.contains(r) && image.broker(*r).is_none_or(|b| b.fenced))
+    {
+        return fail(
+            ResponseError::IneligibleReplica,
+            format!("ISR {:?} names a fenced broker", c.isr),
+        );
+    }
+    let mut next = s.clone();
+    next.isr = c.isr;
+    next.partition_epoch += 1;
+    (
+        vec![next.to_record(&t.id, c.partition)],
+        MetadataOpResult::Topics(Vec::new()),
+    )
+}
+
+/// A broker back in service leads every partition left without a leader whose last ISR
+/// member it was. It rejoins other ISRs only when their leaders see it caught up
+/// (AlterPartition), so a replica that missed writes never becomes leader.
 fn unfence_records(image: &MetadataImage, node: i32, epoch: i64) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::new(Record::UnfenceBroker(
         UnfenceBrokerRecord {
@@ -860,10 +944,7 @@ fn unfence_records(image: &MetadataImage, node: i32, epoch: i64) -> Vec<Metadata
                 continue;
             }
             let mut next = s.clone();
-            if !next.isr.contains(&node) {
-                next.isr.push(node);
-            }
-            if next.leader == -1 {
+            if next.leader == -1 && next.isr.contains(&node) {
                 next.leader = node;
                 next.leader_epoch += 1;
             }
@@ -1065,11 +1146,35 @@ mod logic_tests {
         assert_eq!(r_fenced(&r), Some((300, false)));
         for p in &image.topic("t").unwrap().parts {
             // ok: test
-            if p.replicas.contains(&3) {
-                assert!(p.isr.contains(&3));
-            }
             assert_ne!(p.leader, -1);
         }
+        // it rejoins an ISR when that partition's leader says it caught up
+        let t = image.topic("t").unwrap().clone(); // ok: test
+        let (i, p) = t
+            .parts
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.replicas.contains(&3) && !p.isr.contains(&3))
+            .unwrap(); // ok: test
+        let mut isr = p.isr.clone();
+        isr.push(3);
+        let change = IsrChange {
+            topic: "t".into(),
+            partition: i as i32,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: isr.clone(),
+        };
+        let stale = IsrChange {
+            partition_epoch: p.partition_epoch - 1,
+            ..change.clone()
+        };
+        let (recs, r) = logic.decide(&mut image, 303, MetadataOp::AlterPartition(stale), later);
+        assert!(recs.is_empty() && matches!(r, MetadataOpResult::Failed(..)));
+        let (recs, _) = logic.decide(&mut image, 304, MetadataOp::AlterPartition(change), later);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(image.topic("t").unwrap().parts[i].isr, isr); // ok: test
     }
 
     fn r_fenced(r: &MetadataOpResult) -> Option<(i64, bool)> {

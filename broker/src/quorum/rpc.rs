@@ -9,7 +9,8 @@
 use prost::Message;
 
 use crate::metadata::controller::{
-    BrokerHeartbeat, ConfigChange, MetadataOp, MetadataOpResult, NewTopic, TopicOutcome, TopicRef,
+    BrokerHeartbeat, ConfigChange, IsrChange, MetadataOp, MetadataOpResult, NewTopic, TopicOutcome,
+    TopicRef,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -17,7 +18,7 @@ pub(crate) struct RpcRequest {
     /// Milliseconds the caller waits for the answer.
     #[prost(uint32, tag = "1")]
     pub(crate) timeout_ms: u32,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub(crate) op: Option<Op>,
 }
 
@@ -37,6 +38,24 @@ pub(crate) enum Op {
     Heartbeat(Heartbeat),
     #[prost(message, tag = "8")]
     ControlledShutdown(ControlledShutdown),
+    #[prost(message, tag = "9")]
+    AlterPartition(AlterPartition),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct AlterPartition {
+    #[prost(string, tag = "1")]
+    pub(crate) topic: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) partition: i32,
+    #[prost(int32, tag = "3")]
+    pub(crate) leader: i32,
+    #[prost(int32, tag = "4")]
+    pub(crate) leader_epoch: i32,
+    #[prost(int32, tag = "5")]
+    pub(crate) partition_epoch: i32,
+    #[prost(int32, repeated, tag = "6")]
+    pub(crate) isr: Vec<i32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -261,6 +280,14 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
             node_id,
             incarnation,
         }),
+        MetadataOp::AlterPartition(c) => Op::AlterPartition(AlterPartition {
+            topic: c.topic,
+            partition: c.partition,
+            leader: c.leader,
+            leader_epoch: c.leader_epoch,
+            partition_epoch: c.partition_epoch,
+            isr: c.isr,
+        }),
     };
     RpcRequest {
         timeout_ms,
@@ -335,6 +362,14 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
             node_id: c.node_id,
             incarnation: c.incarnation,
         },
+        Op::AlterPartition(c) => MetadataOp::AlterPartition(IsrChange {
+            topic: c.topic,
+            partition: c.partition,
+            leader: c.leader,
+            leader_epoch: c.leader_epoch,
+            partition_epoch: c.partition_epoch,
+            isr: c.isr,
+        }),
     };
     Ok((op, req.timeout_ms))
 }

@@ -1,0 +1,244 @@
+//! The leader's side of replication, per partition on its owning shard: where each
+//! follower is (the offset of its last fetch, which it has on disk), the high watermark,
+//! and the ISR changes the leader asks the controller for.
+//!
+//! ```text
+//!  follower Fetch(offset F) ─► progress[tp][follower] = F (and when it was caught up)
+//!  high watermark = min(leader durable, F of every other ISR member), never decreasing
+//!     ─► consumers read below it, ListOffsets latest is it, acks=all waits for it
+//!  follower not in the ISR with F >= high watermark ─► AlterPartition(ISR + follower)
+//!  ISR member not caught up for replica.lag.time.max.ms ─► AlterPartition(ISR - it)
+//! ```
+//! A leader with an ISR of itself alone has the high watermark of a single node: its
+//! durable offset. Progress is memory only: a new leader starts from nothing and its
+//! high watermark waits for its followers' first fetches.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_storage::{PartitionLog, Signal};
+
+use crate::metadata::controller::{IsrChange, MetadataOp, MetadataOpResult};
+use crate::shard::ShardCtx;
+use crate::shard_msg::{ShardRequest, ShardResponse};
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// follower → (offset of its last fetch, last time it was caught up with the leader)
+    followers: HashMap<i32, (i64, Instant)>,
+    hw: i64,
+    /// An ISR change for this partition is with the controller.
+    changing: bool,
+    /// The leader epoch this progress belongs to.
+    epoch: i32,
+}
+
+/// Per shard.
+#[derive(Default)]
+pub(crate) struct Leaders {
+    progress: RefCell<HashMap<(String, i32), Progress>>,
+    /// Notified whenever a high watermark may have moved.
+    pub(crate) moved: Signal,
+}
+
+impl ShardCtx {
+    /// The high watermark of a partition this shard leads (its durable offset when it
+    /// leads alone).
+    pub(crate) fn high_watermark(&self, topic: &str, partition: i32, log: &PartitionLog) -> i64 {
+        let durable = log.durable_offset();
+        let (isr, epoch) = match self.image.borrow().partition(topic, partition) {
+            Some(p) if p.leader == self.node_id => (p.isr.clone(), p.leader_epoch),
+            _ => return durable,
+        };
+        let mut all = self.leaders.progress.borrow_mut();
+        let progress = all.entry((topic.to_string(), partition)).or_default();
+        if progress.epoch != epoch {
+            // a new leadership: followers must show their positions again
+            *progress = Progress {
+                epoch,
+                hw: progress.hw.min(durable),
+                ..Progress::default()
+            };
+        }
+        let mut hw = durable;
+        for r in isr.iter().filter(|r| **r != self.node_id) {
+            let at = progress
+                .followers
+                .get(r)
+                .map_or(log.log_start_offset(), |f| f.0);
+            hw = hw.min(at);
+        }
+        if hw > progress.hw {
+            progress.hw = hw;
+        }
+        progress.hw.min(durable)
+    }
+
+    /// A follower fetched `tp` from `offset` (it has everything before on disk): records
+    /// its position, moves the high watermark, and asks to add it to the ISR once it has
+    /// caught up.
+    pub(crate) fn follower_fetched(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: i32,
+        follower: i32,
+        offset: i64,
+    ) {
+        let Some(log) = self.log(topic, partition) else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut all = self.leaders.progress.borrow_mut();
+            let progress = all.entry((topic.to_string(), partition)).or_default();
+            let caught_up = offset >= log.durable_offset();
+            let since = match progress.followers.get(&follower) {
+                Some((_, t)) if !caught_up => *t,
+                _ => now,
+            };
+            progress.followers.insert(follower, (offset, since));
+        }
+        let before = self.hw_of(topic, partition);
+        let hw = self.high_watermark(topic, partition, &log);
+        if hw != before {
+            self.leaders.moved.notify();
+        }
+        let state = self.image.borrow().partition(topic, partition).cloned();
+        let Some(state) = state else { return };
+        if state.leader != self.node_id
+            || state.isr.contains(&follower)
+            || !state.replicas.contains(&follower)
+            || offset < hw
+        {
+            return;
+        }
+        let mut isr = state.isr.clone();
+        isr.push(follower);
+        self.change_isr(topic, partition, &state, isr);
+    }
+
+    /// A follower learned its leader's high watermark: kept, so that if this node leads
+    /// next it starts from it (clamped to what it has) instead of from nothing.
+    pub(crate) fn note_leader_hw(&self, topic: &str, partition: i32, hw: i64) {
+        let mut all = self.leaders.progress.borrow_mut();
+        let p = all.entry((topic.to_string(), partition)).or_default();
+        p.epoch = -1; // not a leadership of ours: reset (keeping `hw`) when we lead
+        p.hw = p.hw.max(hw);
+    }
+
+    fn hw_of(&self, topic: &str, partition: i32) -> i64 {
+        self.leaders
+            .progress
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .map_or(-1, |p| p.hw)
+    }
+
+    /// Every second: ISR members of partitions this shard leads that have not caught up
+    /// for `replica.lag.time.max.ms` leave the ISR.
+    pub(crate) async fn shrink_lagging_isrs(self: Rc<Self>) {
+        let lag = Duration::from_millis(self.config.int("replica.lag.time.max.ms") as u64);
+        loop {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            let now = Instant::now();
+            let keys: Vec<(String, i32)> = self.leaders.progress.borrow().keys().cloned().collect();
+            for (topic, partition) in keys {
+                let state = self.image.borrow().partition(&topic, partition).cloned();
+                let Some(state) = state else {
+                    self.leaders
+                        .progress
+                        .borrow_mut()
+                        .remove(&(topic, partition));
+                    continue;
+                };
+                if state.leader != self.node_id {
+                    // a follower's entry keeps the leader's high watermark for later
+                    if !state.replicas.contains(&self.node_id) {
+                        self.leaders
+                            .progress
+                            .borrow_mut()
+                            .remove(&(topic, partition));
+                    }
+                    continue;
+                }
+                let lagging: Vec<i32> = {
+                    let all = self.leaders.progress.borrow();
+                    let Some(p) = all.get(&(topic.clone(), partition)) else {
+                        continue;
+                    };
+                    if p.epoch != state.leader_epoch {
+                        continue;
+                    }
+                    state
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|r| *r != self.node_id)
+                        .filter(|r| match p.followers.get(r) {
+                            Some((_, since)) => now.duration_since(*since) > lag,
+                            // never fetched under this leadership: give it the same bound
+                            None => false,
+                        })
+                        .collect()
+                };
+                if lagging.is_empty() {
+                    continue;
+                }
+                let isr: Vec<i32> = state
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !lagging.contains(r))
+                    .collect();
+                tracing::warn!(%topic, partition, ?lagging, "followers fell behind: shrinking the ISR");
+                self.change_isr(&topic, partition, &state, isr);
+            }
+        }
+    }
+
+    /// Asks the controller for a new ISR (one change at a time per partition).
+    fn change_isr(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: i32,
+        state: &crate::metadata::image::PartitionState,
+        isr: Vec<i32>,
+    ) {
+        {
+            let mut all = self.leaders.progress.borrow_mut();
+            let p = all.entry((topic.to_string(), partition)).or_default();
+            if p.changing {
+                return;
+            }
+            p.changing = true;
+        }
+        let change = IsrChange {
+            topic: topic.to_string(),
+            partition,
+            leader: self.node_id,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            isr,
+        };
+        let ctx = self.clone();
+        glommio::spawn_local(async move {
+            let key = (change.topic.clone(), change.partition);
+            let answer = ctx
+                .call(0, ShardRequest::Metadata(MetadataOp::AlterPartition(change.clone())))
+                .await;
+            match answer {
+                ShardResponse::Metadata(MetadataOpResult::Failed(code, why)) => {
+                    tracing::debug!(topic = %key.0, partition = key.1, code, %why, "ISR change refused")
+                }
+                _ => tracing::info!(topic = %key.0, partition = key.1, isr = ?change.isr, "ISR changed"),
+            }
+            if let Some(p) = ctx.leaders.progress.borrow_mut().get_mut(&key) {
+                p.changing = false;
+            }
+            ctx.leaders.moved.notify();
+        })
+        .detach();
+    }
+}
