@@ -148,6 +148,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Topics without an override: an acks=all produce to a partition whose ISR is smaller is refused with NOT_ENOUGH_REPLICAS.",
     },
     Setting {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "Topics without an override: a partition whose in-sync replicas are all gone is led by a live out-of-sync replica (losing what it lacks) instead of staying offline.",
+    },
+    Setting {
         name: "replica.lag.time.max.ms",
         default: "30000",
         kind: int(100, i64::MAX),

@@ -33,6 +33,9 @@ struct Progress {
     changing: bool,
     /// The leader epoch this progress belongs to.
     epoch: i32,
+    /// When this leadership began here (a follower that never fetches under it lags
+    /// from then on).
+    started: Option<Instant>,
 }
 
 /// Per shard.
@@ -59,6 +62,7 @@ impl ShardCtx {
             *progress = Progress {
                 epoch,
                 hw: progress.hw.min(durable),
+                started: Some(Instant::now()),
                 ..Progress::default()
             };
         }
@@ -178,8 +182,8 @@ impl ShardCtx {
                         .filter(|r| *r != self.node_id)
                         .filter(|r| match p.followers.get(r) {
                             Some((_, since)) => now.duration_since(*since) > lag,
-                            // never fetched under this leadership: give it the same bound
-                            None => false,
+                            // never fetched under this leadership: lagging since it began
+                            None => p.started.is_some_and(|s| now.duration_since(s) > lag),
                         })
                         .collect()
                 };

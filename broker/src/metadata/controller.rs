@@ -432,6 +432,11 @@ impl ControllerLogic {
             }
             records.extend(recs);
         }
+        let unclean = self.unclean_elections(image);
+        for r in &unclean {
+            image.apply(index, r);
+        }
+        records.extend(unclean);
         if image.topic(OFFSETS_TOPIC).is_none() {
             let live = image.live_brokers().count();
             let want = (self.config.int("offsets.topic.replication.factor") as usize).min(voters);
@@ -459,6 +464,44 @@ impl ControllerLogic {
             }
         }
         records
+    }
+
+    /// Partitions without a leader whose topic allows `unclean.leader.election.enable`
+    /// (topic setting, else the broker's): the first live replica leads, alone in the ISR,
+    /// with whatever its log holds. Records lost to that are Kafka's documented price.
+    fn unclean_elections(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
+        let broker_default = self.config.flag("unclean.leader.election.enable");
+        let mut out = Vec::new();
+        for t in image.topics() {
+            let allowed = t
+                .configs
+                .get("unclean.leader.election.enable")
+                .map_or(broker_default, |v| v == "true");
+            if !allowed {
+                continue;
+            }
+            for (p, s) in t.parts.iter().enumerate() {
+                if s.leader != -1 {
+                    continue;
+                }
+                let Some(live) = s
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| image.broker(*r).is_some_and(|b| !b.fenced))
+                else {
+                    continue;
+                };
+                tracing::warn!(topic = %t.name, partition = p, leader = live, "unclean leader election: an out-of-sync replica leads");
+                let mut next = s.clone();
+                next.leader = live;
+                next.isr = vec![live];
+                next.leader_epoch += 1;
+                next.partition_epoch += 1;
+                out.push(next.to_record(&t.id, p as i32));
+            }
+        }
+        out
     }
 
     /// Replica lists for `count` new partitions with `rf` replicas each, from partition
@@ -1182,6 +1225,80 @@ mod logic_tests {
             MetadataOpResult::Heartbeat { epoch, fenced } => Some((*epoch, *fenced)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn unclean_election_only_where_allowed() {
+        let mut config = BrokerConfig::default();
+        config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
+        let start = Instant::now();
+        let mut image = MetadataImage::default();
+        let mut logic = ControllerLogic::new(config, &image, start);
+        brokers(&mut image, &mut logic, &[1, 2], false);
+        let r = create(&mut image, &mut logic, "dirty", 1, 2);
+        assert!(
+            matches!(&r, MetadataOpResult::Topics(t) if t[0].error == 0),
+            "{r:?}"
+        );
+        let leader_of = |image: &MetadataImage, n: &str| image.topic(n).unwrap().parts[0].leader; // ok: test
+        let dead = leader_of(&image, "dirty");
+        // a clean topic led by the same broker (placement rotates its start)
+        let mut clean = String::new();
+        for i in 0..4 {
+            let name = format!("clean{i}");
+            let r = create(&mut image, &mut logic, &name, 1, 2);
+            assert!(
+                matches!(&r, MetadataOpResult::Topics(t) if t[0].error == 0),
+                "{r:?}"
+            );
+            if leader_of(&image, &name) == dead {
+                clean = name;
+                break;
+            }
+        }
+        assert!(!clean.is_empty());
+        let op = MetadataOp::AlterConfigs {
+            changes: vec![ConfigChange {
+                topic: "dirty".into(),
+                set: vec![("unclean.leader.election.enable".into(), Some("true".into()))],
+                replace_all: false,
+            }],
+            validate_only: false,
+        };
+        logic.decide(&mut image, 50, op, start);
+        // both ISRs shrink to the leader, then the leader dies
+        for name in [clean.as_str(), "dirty"] {
+            let p = image.topic(name).unwrap().parts[0].clone(); // ok: test
+            let change = IsrChange {
+                topic: name.into(),
+                partition: 0,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![p.leader],
+            };
+            logic.decide(&mut image, 60, MetadataOp::AlterPartition(change), start);
+        }
+        let later = start + Duration::from_millis(1500);
+        let live = if dead == 1 { 2 } else { 1 };
+        let hb = BrokerHeartbeat {
+            node_id: live,
+            incarnation: vec![live as u8; 16],
+            host: "127.0.0.1".into(),
+            port: 9000 + live,
+            rack: None,
+            applied: 1000,
+            controller_addr: None,
+        };
+        logic.decide(&mut image, 70, MetadataOp::Heartbeat(hb), later);
+        logic.tick(&mut image, 71, later, 2);
+        assert_eq!(
+            leader_of(&image, &clean),
+            -1,
+            "no unclean election by default"
+        );
+        assert_eq!(leader_of(&image, "dirty"), live);
+        assert_eq!(image.topic("dirty").unwrap().parts[0].isr, vec![live]); // ok: test
     }
 
     #[test]

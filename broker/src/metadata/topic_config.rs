@@ -110,6 +110,13 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
         kind: TopicKind::Long { min: 1 },
         doc: "Roll to a new segment after this age.",
     },
+    TopicSetting {
+        name: "unclean.leader.election.enable",
+        broker_key: Some("unclean.leader.election.enable"),
+        fixed_default: "",
+        kind: TopicKind::Choice(&["true", "false"]),
+        doc: "With no in-sync replica left, let an out-of-sync replica lead (it may lack acknowledged records).",
+    },
 ];
 
 pub(crate) fn topic_setting(name: &str) -> Option<&'static TopicSetting> {
@@ -139,7 +146,7 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
 /// Default of a topic setting under `broker`.
 pub(crate) fn default_value(s: &TopicSetting, broker: &BrokerConfig) -> String {
     match s.broker_key {
-        Some(k) => broker.int(k).to_string(),
+        Some(k) => broker.config_value(k),
         None => s.fixed_default.to_string(),
     }
 }
