@@ -14,8 +14,8 @@
 //! partition while its metadata catches up) is retried after 500 ms or at the next
 //! metadata change; a lost connection is reopened after a short back-off.
 //!
-//! Not built yet (issue 12): the leader's high watermark over the ISR, acks=all waiting
-//! for the ISR, and ISR changes driven by the leader (AlterPartition).
+//! The leader's side (follower positions, the high watermark over the ISR, ISR changes
+//! through AlterPartition) is in `hw.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

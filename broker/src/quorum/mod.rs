@@ -156,6 +156,8 @@ impl StateMachine for MetadataSm {
 /// Reads the metadata log of a release before the quorum (`__cluster_metadata-0`, Kafka
 /// record batches of metadata records) and gives its records with this node as the only
 /// replica and leader of every partition. Empty when there is none.
+///
+/// Blocking reads: called from `start`, on the main thread before any shard runs.
 pub(crate) fn read_legacy_log(data_dir: &Path, node: i32) -> anyhow::Result<Vec<MetadataRecord>> {
     let dir = data_dir.join(LEGACY_METADATA_DIR);
     if !dir.is_dir() {
@@ -915,6 +917,7 @@ impl Runner {
             if self.legacy_index.is_some_and(|i| applied >= i) {
                 self.legacy_index = None;
                 let to = self.legacy_dir.with_extension("imported");
+                // a blocking rename, on the quorum thread (never a shard)
                 match std::fs::rename(&self.legacy_dir, &to) {
                     Ok(()) => {
                         tracing::info!(to = %to.display(), "metadata log of the single-node release imported")
