@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use sluice_storage::{PartitionLog, Signal};
 
 use crate::metadata::controller::{IsrChange, MetadataOp, MetadataOpResult};
+use crate::metadata::image::TopicId;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
@@ -38,10 +39,13 @@ struct Progress {
     started: Option<Instant>,
 }
 
+type Key = (TopicId, i32);
+
 /// Per shard.
 #[derive(Default)]
 pub(crate) struct Leaders {
-    progress: RefCell<HashMap<(String, i32), Progress>>,
+    /// By topic id and partition: a key that costs no allocation on the fetch path.
+    progress: RefCell<HashMap<Key, Progress>>,
     /// Notified whenever a high watermark may have moved.
     pub(crate) moved: Signal,
 }
@@ -51,23 +55,27 @@ impl ShardCtx {
     /// leads alone).
     pub(crate) fn high_watermark(&self, topic: &str, partition: i32, log: &PartitionLog) -> i64 {
         let durable = log.durable_offset();
-        let (isr, epoch) = match self.image.borrow().partition(topic, partition) {
-            Some(p) if p.leader == self.node_id => (p.isr.clone(), p.leader_epoch),
+        let image = self.image.borrow();
+        let Some(t) = image.topic(topic) else {
+            return durable;
+        };
+        let state = match usize::try_from(partition).ok().and_then(|p| t.parts.get(p)) {
+            Some(p) if p.leader == self.node_id => p,
             _ => return durable,
         };
         let mut all = self.leaders.progress.borrow_mut();
-        let progress = all.entry((topic.to_string(), partition)).or_default();
-        if progress.epoch != epoch {
+        let progress = all.entry((t.id, partition)).or_default();
+        if progress.epoch != state.leader_epoch {
             // a new leadership: followers must show their positions again
             *progress = Progress {
-                epoch,
+                epoch: state.leader_epoch,
                 hw: progress.hw.min(durable),
                 started: Some(Instant::now()),
                 ..Progress::default()
             };
         }
         let mut hw = durable;
-        for r in isr.iter().filter(|r| **r != self.node_id) {
+        for r in state.isr.iter().filter(|r| **r != self.node_id) {
             let at = progress
                 .followers
                 .get(r)
@@ -78,6 +86,10 @@ impl ShardCtx {
             progress.hw = hw;
         }
         progress.hw.min(durable)
+    }
+
+    fn key(&self, topic: &str, partition: i32) -> Option<Key> {
+        self.image.borrow().topic(topic).map(|t| (t.id, partition))
     }
 
     /// A follower fetched `tp` from `offset` (it has everything before on disk): records
@@ -93,10 +105,13 @@ impl ShardCtx {
         let Some(log) = self.log(topic, partition) else {
             return;
         };
+        let Some(key) = self.key(topic, partition) else {
+            return;
+        };
         let now = Instant::now();
         {
             let mut all = self.leaders.progress.borrow_mut();
-            let progress = all.entry((topic.to_string(), partition)).or_default();
+            let progress = all.entry(key).or_default();
             let caught_up = offset >= log.durable_offset();
             let since = match progress.followers.get(&follower) {
                 Some((_, t)) if !caught_up => *t,
@@ -104,7 +119,7 @@ impl ShardCtx {
             };
             progress.followers.insert(follower, (offset, since));
         }
-        let before = self.hw_of(topic, partition);
+        let before = self.hw_of(key);
         let hw = self.high_watermark(topic, partition, &log);
         if hw != before {
             self.leaders.moved.notify();
@@ -126,17 +141,20 @@ impl ShardCtx {
     /// A follower learned its leader's high watermark: kept, so that if this node leads
     /// next it starts from it (clamped to what it has) instead of from nothing.
     pub(crate) fn note_leader_hw(&self, topic: &str, partition: i32, hw: i64) {
+        let Some(key) = self.key(topic, partition) else {
+            return;
+        };
         let mut all = self.leaders.progress.borrow_mut();
-        let p = all.entry((topic.to_string(), partition)).or_default();
+        let p = all.entry(key).or_default();
         p.epoch = -1; // not a leadership of ours: reset (keeping `hw`) when we lead
         p.hw = p.hw.max(hw);
     }
 
-    fn hw_of(&self, topic: &str, partition: i32) -> i64 {
+    fn hw_of(&self, key: Key) -> i64 {
         self.leaders
             .progress
             .borrow()
-            .get(&(topic.to_string(), partition))
+            .get(&key)
             .map_or(-1, |p| p.hw)
     }
 
@@ -147,29 +165,27 @@ impl ShardCtx {
         loop {
             glommio::timer::sleep(Duration::from_secs(1)).await;
             let now = Instant::now();
-            let keys: Vec<(String, i32)> = self.leaders.progress.borrow().keys().cloned().collect();
-            for (topic, partition) in keys {
-                let state = self.image.borrow().partition(&topic, partition).cloned();
-                let Some(state) = state else {
-                    self.leaders
-                        .progress
-                        .borrow_mut()
-                        .remove(&(topic, partition));
+            let keys: Vec<Key> = self.leaders.progress.borrow().keys().copied().collect();
+            for key in keys {
+                let partition = key.1;
+                let found = self.image.borrow().topic_by_id(&key.0).and_then(|t| {
+                    let state = t.parts.get(usize::try_from(partition).ok()?).cloned()?;
+                    Some((t.name.clone(), state))
+                });
+                let Some((topic, state)) = found else {
+                    self.leaders.progress.borrow_mut().remove(&key);
                     continue;
                 };
                 if state.leader != self.node_id {
                     // a follower's entry keeps the leader's high watermark for later
                     if !state.replicas.contains(&self.node_id) {
-                        self.leaders
-                            .progress
-                            .borrow_mut()
-                            .remove(&(topic, partition));
+                        self.leaders.progress.borrow_mut().remove(&key);
                     }
                     continue;
                 }
                 let lagging: Vec<i32> = {
                     let all = self.leaders.progress.borrow();
-                    let Some(p) = all.get(&(topic.clone(), partition)) else {
+                    let Some(p) = all.get(&key) else {
                         continue;
                     };
                     if p.epoch != state.leader_epoch {
@@ -210,9 +226,12 @@ impl ShardCtx {
         state: &crate::metadata::image::PartitionState,
         isr: Vec<i32>,
     ) {
+        let Some(key) = self.key(topic, partition) else {
+            return;
+        };
         {
             let mut all = self.leaders.progress.borrow_mut();
-            let p = all.entry((topic.to_string(), partition)).or_default();
+            let p = all.entry(key).or_default();
             if p.changing {
                 return;
             }
@@ -228,15 +247,14 @@ impl ShardCtx {
         };
         let ctx = self.clone();
         glommio::spawn_local(async move {
-            let key = (change.topic.clone(), change.partition);
             let answer = ctx
                 .call(0, ShardRequest::Metadata(MetadataOp::AlterPartition(change.clone())))
                 .await;
             match answer {
                 ShardResponse::Metadata(MetadataOpResult::Failed(code, why)) => {
-                    tracing::debug!(topic = %key.0, partition = key.1, code, %why, "ISR change refused")
+                    tracing::debug!(topic = %change.topic, partition = change.partition, code, %why, "ISR change refused")
                 }
-                _ => tracing::info!(topic = %key.0, partition = key.1, isr = ?change.isr, "ISR changed"),
+                _ => tracing::info!(topic = %change.topic, partition = change.partition, isr = ?change.isr, "ISR changed"),
             }
             if let Some(p) = ctx.leaders.progress.borrow_mut().get_mut(&key) {
                 p.changing = false;
