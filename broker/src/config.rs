@@ -162,6 +162,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "A follower that has not caught up with its leader for this long leaves the ISR (the leader asks the controller); it rejoins once caught up.",
     },
     Setting {
+        name: "auto.leader.rebalance.enable",
+        default: "true",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "The active controller gives each partition back to its preferred (first) replica once that replica is alive and in sync, every leader.imbalance.check.interval.seconds.",
+    },
+    Setting {
+        name: "leader.imbalance.check.interval.seconds",
+        default: "300",
+        kind: int(1, 86400 * 365),
+        unit: "s",
+        doc: "How often the active controller restores preferred leaders (auto.leader.rebalance.enable).",
+    },
+    Setting {
         name: "controlled.shutdown.enable",
         default: "true",
         kind: Kind::Bool,

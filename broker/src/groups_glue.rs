@@ -5,12 +5,15 @@
 //!
 //! ```text
 //!  JoinGroup(g) on any shard ─► partition = hash(g) % 50 ─► owner shard ─► coordinator
-//!  coordinator.append(records) ─► PartitionLog.append (in call order) ─► wait durable
+//!  coordinator.append(records) ─► PartitionLog.append (in call order, leader only)
+//!      ─► wait durable ─► wait for the high watermark (every in-sync replica has it)
 //! ```
+//! A coordinator belongs to one leadership (leader epoch) of its partition: its writes
+//! fail once that ends, and a later leadership here loads the partition again.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -26,7 +29,8 @@ use sluice_storage::PartitionLog;
 
 use crate::config::BrokerConfig;
 use crate::errors::now_ms;
-use crate::groups::{GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog};
+use crate::groups::{GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog, OFFSETS_TOPIC};
+use crate::shard::ShardCtx;
 
 /// A request for one coordinator (or, for `List`, every coordinator of the shard).
 #[derive(Debug)]
@@ -103,9 +107,23 @@ pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
     }
 }
 
+/// How long a group write waits to be on every in-sync replica of its offsets partition
+/// (Kafka's `offsets.commit.timeout.ms` default); past it the write fails and the client
+/// retries.
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a group write waits for besides local durability: the offsets partition's high
+/// watermark (every ISR member has it), under the leadership it was loaded for.
+pub(crate) struct ReplicatedAcks {
+    pub(crate) ctx: Weak<ShardCtx>,
+    pub(crate) partition: i32,
+    pub(crate) epoch: i32,
+}
+
 /// An `OffsetsLog` over one `__consumer_offsets` partition. Owned by that partition's shard.
 pub(crate) struct PartitionOffsetsLog {
     pub(crate) log: PartitionLog,
+    pub(crate) acks: ReplicatedAcks,
 }
 
 impl OffsetsLog for PartitionOffsetsLog {
@@ -123,14 +141,38 @@ impl OffsetsLog for PartitionOffsetsLog {
                 headers: &[],
             })
             .collect();
-        // Appended now, in call order; only the durability wait is deferred.
+        let (partition, epoch) = (self.acks.partition, self.acks.epoch);
+        let ctx = self.acks.ctx.clone();
+        let leads = ctx
+            .upgrade()
+            .is_some_and(|c| c.leader_epoch_here(OFFSETS_TOPIC, partition) == Some(epoch));
+        if !leads {
+            return Box::pin(async move {
+                Err(format!(
+                    "no longer the leader of {OFFSETS_TOPIC}-{partition} at epoch {epoch}"
+                ))
+            });
+        }
+        // Appended now, in call order; only the replication wait is deferred.
         let appended = self.log.append(build_batch(0, &simple), now);
         let log = self.log.clone();
         Box::pin(async move {
             let info = appended.map_err(|e| e.to_string())?;
             log.wait_durable(info.last_offset)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let ctx = ctx.upgrade().ok_or("the shard is shutting down")?;
+            let deadline = std::time::Instant::now() + OFFSETS_COMMIT_TIMEOUT;
+            ctx.wait_replicated(
+                OFFSETS_TOPIC,
+                partition,
+                &log,
+                info.last_offset,
+                epoch,
+                deadline,
+            )
+            .await
+            .map_err(|(_, m)| m)
         })
     }
 }
@@ -139,6 +181,7 @@ impl OffsetsLog for PartitionOffsetsLog {
 pub(crate) async fn load_coordinator(
     log: PartitionLog,
     config: GroupConfig,
+    acks: ReplicatedAcks,
 ) -> Result<Rc<GroupCoordinator>, String> {
     let mut replay: Vec<(Bytes, Option<Bytes>)> = Vec::new();
     let end = log.log_end_offset();
@@ -162,7 +205,8 @@ pub(crate) async fn load_coordinator(
         }
     }
     let records = replay.len();
-    let coordinator = GroupCoordinator::load(Rc::new(PartitionOffsetsLog { log }), replay, config);
+    let coordinator =
+        GroupCoordinator::load(Rc::new(PartitionOffsetsLog { log, acks }), replay, config);
     tracing::debug!(records, "group coordinator loaded");
     Ok(coordinator)
 }

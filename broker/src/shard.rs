@@ -19,7 +19,7 @@ use crate::admission::{Admission, ConnKey};
 use crate::config::BrokerConfig;
 use crate::errors::{code, now_ms, storage_error_code};
 use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
-use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer};
+use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer, ReplicatedAcks};
 use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 use crate::metadata::image::{Change, MetadataImage};
 use crate::metadata::topic_config::log_config;
@@ -37,7 +37,9 @@ use sluice_storage::Signal;
 const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 
 /// An acks=all answer waiting: (its slot, the partition, its log, the last offset appended).
-type AckWait = (usize, Tp, PartitionLog, i64);
+/// An acks=all answer to wait for: (index in the answer, partition, log, last offset
+/// appended, the leader epoch it was appended under).
+type AckWait = (usize, Tp, PartitionLog, i64, i32);
 
 /// Broker-side bounds on what a request may ask for, read once from the config.
 pub(crate) struct Limits {
@@ -74,6 +76,8 @@ pub(crate) struct ShardCtx {
     pub(crate) metadata_progress: Signal,
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
+    /// The leader epoch each loaded coordinator was loaded under.
+    group_epochs: RefCell<HashMap<i32, i32>>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     /// Set when shard 0 says every shard has applied the metadata snapshot: only then do
     /// shards accept connections, so no request sees a partition that is still opening.
@@ -112,6 +116,7 @@ impl ShardCtx {
             metadata_applied: Cell::new(0),
             metadata_progress: Signal::default(),
             groups: RefCell::new(HashMap::new()),
+            group_epochs: RefCell::new(HashMap::new()),
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
             ready_notify: Signal::default(),
@@ -150,6 +155,13 @@ impl ShardCtx {
             -1 => Err(ResponseError::LeaderNotAvailable),
             _ => Err(ResponseError::NotLeaderOrFollower),
         }
+    }
+
+    /// The leader epoch of `partition` of `topic` if this node leads it.
+    pub(crate) fn leader_epoch_here(&self, topic: &str, partition: i32) -> Option<i32> {
+        let image = self.image.borrow();
+        let state = image.partition(topic, partition)?;
+        (state.leader == self.node_id).then_some(state.leader_epoch)
     }
 
     /// A client's `current_leader_epoch` against this leader's: older is
@@ -461,10 +473,27 @@ impl ShardCtx {
                 });
                 continue;
             };
+            // leadership may have moved since the request was routed (or while it waited
+            // for its turn): only the leader appends client batches
+            let Some(epoch) = self.leader_epoch_here(&tp.topic, tp.partition) else {
+                results.push(ProducePartResult {
+                    error: code(ResponseError::NotLeaderOrFollower),
+                    base_offset: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                });
+                continue;
+            };
             match log.append(records, now) {
                 Ok(info) => {
                     if acks == -1 {
-                        waits.push((results.len(), tp.clone(), log.clone(), info.last_offset));
+                        waits.push((
+                            results.len(),
+                            tp.clone(),
+                            log.clone(),
+                            info.last_offset,
+                            epoch,
+                        ));
                     }
                     results.push(ProducePartResult {
                         error: 0,
@@ -491,62 +520,84 @@ impl ShardCtx {
         timeout: Duration,
     ) -> ShardResponse {
         let deadline = std::time::Instant::now() + timeout;
-        for (i, tp, log, last) in waits {
-            // acks=all: every ISR member has it on disk (the high watermark passed it)
-            let failed = loop {
-                if self.high_watermark(&tp.topic, tp.partition, &log) > last {
-                    break None;
-                }
-                if log.log_end_offset() <= last {
-                    // cut by a truncation: this replica lost its leadership
-                    break Some((
-                        code(ResponseError::NotLeaderOrFollower),
-                        "the record was cut from this replica's log".to_string(),
-                    ));
-                }
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    let short = {
-                        let image = self.image.borrow();
-                        let min = image
-                            .topic(&tp.topic)
-                            .and_then(|t| t.configs.get("min.insync.replicas"))
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(self.config.int("min.insync.replicas") as usize);
-                        image
-                            .partition(&tp.topic, tp.partition)
-                            .is_some_and(|p| p.isr.len() < min)
-                    };
-                    break Some(if short {
-                        (
-                            code(ResponseError::NotEnoughReplicasAfterAppend),
-                            "appended, but the ISR shrank below min.insync.replicas".to_string(),
-                        )
-                    } else {
-                        (
-                            code(ResponseError::RequestTimedOut),
-                            format!(
-                                "not on every in-sync replica within the request's timeout ({} ms)",
-                                timeout.as_millis()
-                            ),
-                        )
-                    });
-                }
-                future::or(
-                    future::or(self.storage.wait_progress(), self.leaders.moved.wait()),
-                    glommio::timer::sleep(left),
-                )
-                .await;
+        for (i, tp, log, last, epoch) in waits {
+            let Err((error, message)) = self
+                .wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
+                .await
+            else {
+                continue;
             };
-            let Some(failed) = failed else { continue };
             results[i] = ProducePartResult {
-                error: failed.0,
-                message: Some(failed.1),
+                error,
+                message: Some(message),
                 base_offset: -1,
                 log_start_offset: -1,
             };
         }
         ShardResponse::Produce(results)
+    }
+
+    /// acks=all: resolves once every ISR member has `last` on disk (the high watermark
+    /// passed it) under the leadership of `epoch` that appended it. Fails (error code,
+    /// message) when that leadership ends first (the next leader's log decides whether the
+    /// record survives, so no ack: the client retries and idempotence drops a surviving
+    /// copy), when it was cut from the log, or at `deadline`.
+    pub(crate) async fn wait_replicated(
+        &self,
+        topic: &str,
+        partition: i32,
+        log: &PartitionLog,
+        last: i64,
+        epoch: i32,
+        deadline: std::time::Instant,
+    ) -> Result<(), (i16, String)> {
+        loop {
+            if self.leader_epoch_here(topic, partition) != Some(epoch) {
+                return Err((
+                    code(ResponseError::NotLeaderOrFollower),
+                    "leadership moved before every in-sync replica had the record".to_string(),
+                ));
+            }
+            if self.high_watermark(topic, partition, log) > last {
+                return Ok(());
+            }
+            if log.log_end_offset() <= last {
+                return Err((
+                    code(ResponseError::NotLeaderOrFollower),
+                    "the record was cut from this replica's log".to_string(),
+                ));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                let short = {
+                    let image = self.image.borrow();
+                    let min = image
+                        .topic(topic)
+                        .and_then(|t| t.configs.get("min.insync.replicas"))
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(self.config.int("min.insync.replicas") as usize);
+                    image
+                        .partition(topic, partition)
+                        .is_some_and(|p| p.isr.len() < min)
+                };
+                return Err(if short {
+                    (
+                        code(ResponseError::NotEnoughReplicasAfterAppend),
+                        "appended, but the ISR shrank below min.insync.replicas".to_string(),
+                    )
+                } else {
+                    (
+                        code(ResponseError::RequestTimedOut),
+                        "not on every in-sync replica within the request's timeout".to_string(),
+                    )
+                });
+            }
+            future::or(
+                future::or(self.storage.wait_progress(), self.leaders.moved.wait()),
+                glommio::timer::sleep(left),
+            )
+            .await;
+        }
     }
 
     /// Reads every part, the cold ones concurrently (one task per read, so the disk sees a
@@ -747,8 +798,12 @@ impl ShardCtx {
                     } else {
                         self.followers.unfollow(&topic, partition);
                     }
+                    if !replica {
+                        self.remove_replica(&topic, partition).await;
+                    }
                     if topic == OFFSETS_TOPIC {
-                        self.sync_coordinator(partition, leader).await;
+                        self.sync_coordinator(partition, leader.then_some(epoch))
+                            .await;
                     }
                 }
                 Change::TopicRemoved {
@@ -768,6 +823,7 @@ impl ShardCtx {
                     }
                     if topic == OFFSETS_TOPIC {
                         self.groups.borrow_mut().clear();
+                        self.group_epochs.borrow_mut().clear();
                     }
                 }
                 Change::ConfigChanged { topic } => {
@@ -782,6 +838,42 @@ impl ShardCtx {
                     }
                 }
             }
+        }
+    }
+
+    /// This node is not (or no longer) a replica of the partition: its log, open or left
+    /// on disk from before a restart, is deleted, as Kafka deletes a replica moved away.
+    async fn remove_replica(&self, topic: &str, partition: i32) {
+        let open = self
+            .partitions
+            .borrow_mut()
+            .get_mut(topic)
+            .and_then(|m| m.remove(&partition));
+        let log = match open {
+            Some(log) => log,
+            None => {
+                let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
+                // a stat on the shard thread: rare (only for partitions not hosted here)
+                // and metadata only
+                if !dir.exists() {
+                    return;
+                }
+                let config = match self.image.borrow().topic(topic) {
+                    Some(t) => log_config(&t.configs, &self.config),
+                    None => return,
+                };
+                match PartitionLog::open(&self.storage, dir, config).await {
+                    Ok(log) => log,
+                    Err(e) => {
+                        tracing::error!(%topic, partition, error = %e, "cannot open a stray replica to delete it");
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::info!(%topic, partition, shard = self.id, "not a replica here: deleting the local log");
+        if let Err(e) = log.delete().await {
+            tracing::error!(%topic, partition, error = %e, "cannot delete a replica moved away");
         }
     }
 
@@ -805,29 +897,40 @@ impl ShardCtx {
         }
     }
 
-    /// Loads the group coordinator of offsets partition `partition` when this node leads it,
-    /// drops it when it does not.
-    async fn sync_coordinator(&self, partition: i32, leader: bool) {
-        let loaded = self.groups.borrow().contains_key(&partition);
-        if !leader {
-            if loaded {
-                self.groups.borrow_mut().remove(&partition);
-                tracing::info!(
-                    partition,
-                    "no longer the group coordinator of this offsets partition"
-                );
-            }
-            return;
+    /// Loads the group coordinator of offsets partition `partition` when this node leads it
+    /// (`epoch`: its leader epoch; a coordinator loaded under another leadership is loaded
+    /// again, as writes may have happened elsewhere meanwhile), drops it when it does not.
+    async fn sync_coordinator(self: &Rc<Self>, partition: i32, epoch: Option<i32>) {
+        let loaded = self.group_epochs.borrow().get(&partition).copied();
+        if loaded.is_some() && loaded != epoch {
+            self.groups.borrow_mut().remove(&partition);
+            self.group_epochs.borrow_mut().remove(&partition);
+            tracing::info!(
+                partition,
+                "no longer the group coordinator of this offsets partition under this leadership"
+            );
         }
-        if loaded {
+        let Some(epoch) = epoch else {
+            return;
+        };
+        if loaded == Some(epoch) {
             return;
         }
         let Some(log) = self.log(OFFSETS_TOPIC, partition) else {
             return;
         };
-        match load_coordinator(log, group_config(&self.config)).await {
+        let acks = ReplicatedAcks {
+            ctx: Rc::downgrade(self),
+            partition,
+            epoch,
+        };
+        match load_coordinator(log, group_config(&self.config), acks).await {
             Ok(c) => {
-                self.groups.borrow_mut().insert(partition, c);
+                // the leadership may have ended while the log was read
+                if self.leader_epoch_here(OFFSETS_TOPIC, partition) == Some(epoch) {
+                    self.groups.borrow_mut().insert(partition, c);
+                    self.group_epochs.borrow_mut().insert(partition, epoch);
+                }
             }
             Err(e) => {
                 tracing::error!(partition, error = %e, "cannot load group coordinator")

@@ -20,6 +20,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use common::cluster::{
     ensure_same, run_binary_expecting_exit, try_create, Cluster, MetadataView, FAST_SETTINGS,
 };
+use common::extra::ExtraNode;
 use common::{block_on, consume_until};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
@@ -1005,58 +1006,6 @@ fn lagging_voter_catches_up_from_a_snapshot() -> Result<()> {
     Ok(())
 }
 
-/// A `sluice` process started by hand (a role local-cluster.sh does not start), killed on
-/// drop; its log tail is printed then (shown for failing tests only).
-struct ExtraNode {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ExtraNode {
-    fn spawn(args: &[String]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("sluice-extra-").tempdir()?;
-        let log = dir.path().join("log");
-        let mut full = vec![
-            "--data-dir".to_string(),
-            dir.path().join("data").display().to_string(),
-        ];
-        full.extend(args.iter().cloned());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(&full)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawning an extra node")?;
-        Ok(Self {
-            child,
-            log,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for ExtraNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(text) = std::fs::read_to_string(&self.log) {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("----- extra node log -----\n{}", tail.join("\n"));
-        }
-    }
-}
-
-/// The value of `--set name=value` in a node's saved arguments.
-fn setting_of(args: &[String], name: &str) -> Result<String> {
-    let prefix = format!("{name}=");
-    args.iter()
-        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
-        .with_context(|| format!("no {name} in {args:?}"))
-}
-
 /// Brokers (and partition leaders) a broker at `addr` reports, through rdkafka.
 fn brokers_at(addr: &str) -> Result<BTreeSet<i32>> {
     let consumer: rdkafka::consumer::BaseConsumer = Cluster::client_config(addr).create()?;
@@ -1071,33 +1020,7 @@ fn brokers_at(addr: &str) -> Result<BTreeSet<i32>> {
 #[test]
 fn broker_only_and_controller_only_roles() -> Result<()> {
     let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
-    let args = cluster.node_args(1)?;
-    let voters = setting_of(&args, "controller.quorum.voters")?;
-    let kafka_port = common::free_port();
-    let mut extra = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{kafka_port}"),
-        "--cores".to_string(),
-        "1".to_string(),
-    ];
-    for (k, v) in [
-        ("node.id", "4".to_string()),
-        ("process.roles", "broker".to_string()),
-        ("controller.quorum.voters", voters),
-        (
-            "controller.listener",
-            format!("127.0.0.1:{}", common::free_port()),
-        ),
-        ("cluster.id", cluster.cluster_id().to_string()),
-    ]
-    .into_iter()
-    .chain(FAST_SETTINGS.iter().map(|(k, v)| (*k, v.to_string())))
-    {
-        extra.push("--set".to_string());
-        extra.push(format!("{k}={v}"));
-    }
-    let node4 = ExtraNode::spawn(&extra)?;
-    let addr4 = format!("127.0.0.1:{kafka_port}");
+    let (node4, addr4) = ExtraNode::broker_only(&cluster, 4, FAST_SETTINGS)?;
     common::cluster::wait_for("the broker-only node listed everywhere", CONVERGE, || {
         for a in [addr4.clone(), cluster.bootstrap_of(&[1])] {
             let b = brokers_at(&a)?;

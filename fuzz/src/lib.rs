@@ -92,6 +92,9 @@ pub fn decode_request(api: ApiKey, version: i16, body: &Bytes) -> Option<Result<
         ApiKey::ListGroups => d!(ListGroupsRequest),
         ApiKey::DeleteGroups => d!(DeleteGroupsRequest),
         ApiKey::OffsetDelete => d!(OffsetDeleteRequest),
+        ApiKey::ElectLeaders => d!(ElectLeadersRequest),
+        ApiKey::AlterPartitionReassignments => d!(AlterPartitionReassignmentsRequest),
+        ApiKey::ListPartitionReassignments => d!(ListPartitionReassignmentsRequest),
         _ => return None,
     })
 }

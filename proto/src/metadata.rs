@@ -72,6 +72,12 @@ pub struct PartitionRecord {
     /// Bumped on every change of replicas, ISR or leader.
     #[prost(int32, tag = "7")]
     pub partition_epoch: i32,
+    /// During a reassignment (KIP-455): replicas being added (in `replicas`, not yet all
+    /// in the ISR) and replicas to remove once they are; both empty otherwise.
+    #[prost(int32, repeated, tag = "8")]
+    pub adding_replicas: Vec<i32>,
+    #[prost(int32, repeated, tag = "9")]
+    pub removing_replicas: Vec<i32>,
 }
 
 /// A broker registered (or registered again after a restart: a new incarnation). It
@@ -168,11 +174,13 @@ mod tests {
             Record::Partition(PartitionRecord {
                 topic_id: vec![7; 16],
                 partition_id: 3,
-                replicas: vec![1],
+                replicas: vec![1, 2],
                 leader: 1,
                 leader_epoch: 0,
-                isr: vec![1],
+                isr: vec![1, 2],
                 partition_epoch: 0,
+                adding_replicas: vec![2],
+                removing_replicas: vec![],
             }),
             Record::Config(ConfigRecord {
                 resource_type: 2,

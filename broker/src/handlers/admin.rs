@@ -26,7 +26,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::metadata::controller::{MetadataOp, MetadataOpResult, NewTopic, TopicOutcome, TopicRef};
+use crate::metadata::controller::{
+    MetadataOp, MetadataOpResult, NewPartitions, NewTopic, TopicOutcome, TopicRef,
+};
 use crate::metadata::topic_config;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
@@ -44,14 +46,14 @@ pub(crate) fn admin_timeout(timeout_ms: i32) -> Option<Duration> {
     Some(Duration::from_millis(ms as u64))
 }
 
-/// Sends `op` to the controller and returns per-topic outcomes. Past `timeout` (None: no
-/// bound, for the broker's own changes) the answer is REQUEST_TIMED_OUT, as in Kafka; the
-/// change may still complete afterwards.
-pub(crate) async fn controller_call(
+/// Sends `op` to the controller and returns its answer. Past `timeout` (None: no bound,
+/// for the broker's own changes) the answer is REQUEST_TIMED_OUT, as in Kafka; the change
+/// may still complete afterwards. A failure is (error code, message).
+pub(crate) async fn controller_answer(
     ctx: &Rc<ShardCtx>,
     op: MetadataOp,
     timeout: Option<Duration>,
-) -> Result<Vec<TopicOutcome>, (i16, String)> {
+) -> Result<MetadataOpResult, (i16, String)> {
     let call = async { Some(ctx.call(0, ShardRequest::Metadata(op)).await) };
     let bound = async {
         match timeout {
@@ -70,8 +72,23 @@ pub(crate) async fn controller_call(
         ));
     };
     match answer {
-        ShardResponse::Metadata(MetadataOpResult::Topics(t)) => Ok(t),
         ShardResponse::Metadata(MetadataOpResult::Failed(code, msg)) => Err((code, msg)),
+        ShardResponse::Metadata(result) => Ok(result),
+        _ => Err((
+            ResponseError::NotController.code(),
+            "controller unavailable".into(),
+        )),
+    }
+}
+
+/// `controller_answer` for the per-topic operations.
+pub(crate) async fn controller_call(
+    ctx: &Rc<ShardCtx>,
+    op: MetadataOp,
+    timeout: Option<Duration>,
+) -> Result<Vec<TopicOutcome>, (i16, String)> {
+    match controller_answer(ctx, op, timeout).await? {
+        MetadataOpResult::Topics(t) => Ok(t),
         _ => Err((
             ResponseError::NotController.code(),
             "controller unavailable".into(),
@@ -122,6 +139,7 @@ pub(crate) async fn create_topics(
     let mut seen = std::collections::HashSet::new();
     let mut topics = Vec::new();
     let mut reserved = Vec::new();
+    let mut refused: Vec<(String, ResponseError, String)> = Vec::new();
     for t in req.topics {
         let n = t.name.0.to_string();
         if !seen.insert(n.clone()) {
@@ -137,11 +155,41 @@ pub(crate) async fn create_topics(
             .into_iter()
             .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
             .collect();
+        let mut assignments: Vec<(i32, Vec<i32>)> = t
+            .assignments
+            .into_iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.into_iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect();
+        assignments.sort_by_key(|a| a.0);
+        if !assignments.is_empty() {
+            if t.num_partitions != -1 || t.replication_factor != -1 {
+                refused.push((
+                    n,
+                    ResponseError::InvalidRequest,
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".to_string(),
+                ));
+                continue;
+            }
+            if assignments.iter().enumerate().any(|(i, a)| a.0 != i as i32) {
+                refused.push((
+                    n,
+                    ResponseError::InvalidReplicaAssignment,
+                    "Partitions should be a consecutive 0-based integer sequence.".to_string(),
+                ));
+                continue;
+            }
+        }
         topics.push(NewTopic {
             name: n,
             partitions: t.num_partitions,
             replication_factor: t.replication_factor,
             configs,
+            assignments: assignments.into_iter().map(|a| a.1).collect(),
         });
     }
     let requested: Vec<NewTopic> = topics.clone();
@@ -195,6 +243,16 @@ pub(crate) async fn create_topics(
                 .with_error_message(Some(StrBytes::from_string(format!(
                     "Creation of internal topic '{r}' is prohibited."
                 ))))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        );
+    }
+    for (topic, error, message) in refused {
+        results.push(
+            CreatableTopicResult::default()
+                .with_name(name(&topic))
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message)))
                 .with_num_partitions(-1)
                 .with_replication_factor(-1),
         );
@@ -265,12 +323,21 @@ pub(crate) async fn create_partitions(
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
-    let topics: Vec<(String, i32)> = req
+    let topics: Vec<NewPartitions> = req
         .topics
         .into_iter()
-        .map(|t| (t.name.0.to_string(), t.count))
+        .map(|t| NewPartitions {
+            topic: t.name.0.to_string(),
+            count: t.count,
+            assignments: t
+                .assignments
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
+                .collect(),
+        })
         .collect();
-    let names: Vec<String> = topics.iter().map(|t| t.0.clone()).collect();
+    let names: Vec<String> = topics.iter().map(|t| t.topic.clone()).collect();
     let op = MetadataOp::CreatePartitions {
         topics,
         validate_only: req.validate_only,

@@ -136,7 +136,7 @@ pub(crate) async fn handle(
                         name,
                         partitions,
                         replication_factor: -1,
-                        configs: Vec::new(),
+                        ..Default::default()
                     })
                     .collect();
                 // Races with other creators end as TOPIC_ALREADY_EXISTS, which is fine here.

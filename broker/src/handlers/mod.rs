@@ -16,6 +16,7 @@ pub(crate) mod legacy;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod reassign;
 pub(crate) mod unsupported;
 pub(crate) mod wire;
 
@@ -183,6 +184,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::ListGroups => respond(ctx, &frame, groups::list_groups),
         ApiKey::DeleteGroups => respond(ctx, &frame, groups::delete_groups),
         ApiKey::OffsetDelete => respond(ctx, &frame, groups::offset_delete),
+        ApiKey::ElectLeaders => respond(ctx, &frame, reassign::elect_leaders),
+        ApiKey::AlterPartitionReassignments => respond(ctx, &frame, reassign::alter_reassignments),
+        ApiKey::ListPartitionReassignments => respond(ctx, &frame, reassign::list_reassignments),
         other => Dispatch::Close(format!("no handler for {other:?}")),
     }
 }

@@ -102,7 +102,10 @@ fn every_unserved_version_kafka_protocol_decodes_is_answered() {
         ListGroupsRequest,
         DeleteGroupsRequest,
         OffsetDeleteRequest,
-        OffsetForLeaderEpochRequest
+        OffsetForLeaderEpochRequest,
+        ElectLeadersRequest,
+        AlterPartitionReassignmentsRequest,
+        ListPartitionReassignmentsRequest
     );
     // Produce (acks=-1, so that an answer is due).
     covered.push(ApiKey::Produce);

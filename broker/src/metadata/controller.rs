@@ -13,6 +13,7 @@ use sluice_proto::metadata::{
     RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UnfenceBrokerRecord,
 };
 
+use super::elections::{self, Election, Reassignment};
 use super::image::{MetadataImage, PartitionState, TopicId};
 use super::topic_config;
 use crate::config::BrokerConfig;
@@ -21,12 +22,25 @@ use crate::groups::OFFSETS_TOPIC;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// A topic to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct NewTopic {
     pub(crate) name: String,
     pub(crate) partitions: i32,
     pub(crate) replication_factor: i16,
     pub(crate) configs: Vec<(String, String)>,
+    /// Replicas of each partition, chosen by the client (then `partitions` and
+    /// `replication_factor` are -1); empty: the controller places them.
+    pub(crate) assignments: Vec<Vec<i32>>,
+}
+
+/// Partitions to add to a topic.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NewPartitions {
+    pub(crate) topic: String,
+    /// The topic's partition count afterwards.
+    pub(crate) count: i32,
+    /// Replicas of each new partition, chosen by the client; empty: placed.
+    pub(crate) assignments: Vec<Vec<i32>>,
 }
 
 /// A topic named by name or id.
@@ -56,7 +70,7 @@ pub(crate) enum MetadataOp {
         topics: Vec<TopicRef>,
     },
     CreatePartitions {
-        topics: Vec<(String, i32)>,
+        topics: Vec<NewPartitions>,
         validate_only: bool,
     },
     AlterConfigs {
@@ -74,6 +88,13 @@ pub(crate) enum MetadataOp {
     /// A partition's leader changes its ISR (Kafka's AlterPartition): valid only from the
     /// current leader at the current leader and partition epochs.
     AlterPartition(IsrChange),
+    /// ElectLeaders: the named partitions, or every partition.
+    ElectLeaders {
+        election: Election,
+        partitions: Option<Vec<(String, i32)>>,
+    },
+    /// AlterPartitionReassignments.
+    Reassign(Vec<Reassignment>),
 }
 
 /// What a leader asks of the controller about one partition's ISR.
@@ -122,7 +143,18 @@ pub(crate) enum MetadataOpResult {
         epoch: i64,
         fenced: bool,
     },
+    /// Per-partition outcomes (ElectLeaders, AlterPartitionReassignments).
+    Partitions(Vec<PartitionOutcome>),
     Failed(i16, String),
+}
+
+/// One partition's outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PartitionOutcome {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) error: i16,
+    pub(crate) message: Option<String>,
 }
 
 /// The active controller's state besides the image: producer ids handed out in memory
@@ -137,6 +169,8 @@ pub(crate) struct ControllerLogic {
     placement_start: usize,
     /// Broker incarnations that asked to shut down: never unfenced again.
     shutting_down: std::collections::HashSet<(i32, Vec<u8>)>,
+    /// When preferred leaders are next restored (`auto.leader.rebalance.enable`).
+    next_rebalance: Instant,
 }
 
 /// New partitions one request may still create: bounded per request
@@ -226,6 +260,7 @@ impl ControllerLogic {
             session_timeout,
             placement_start: rand::random::<u32>() as usize,
             shutting_down: Default::default(),
+            next_rebalance: now + rebalance_interval(&config),
             config,
         }
     }
@@ -269,6 +304,18 @@ impl ControllerLogic {
             }
             MetadataOp::Heartbeat(hb) => return self.heartbeat(image, index, hb, now),
             MetadataOp::AlterPartition(change) => alter_partition(image, change),
+            MetadataOp::ElectLeaders {
+                election,
+                partitions,
+            } => {
+                let (records, outcomes) =
+                    elections::elect_leaders(image, index, election, partitions);
+                (records, MetadataOpResult::Partitions(outcomes))
+            }
+            MetadataOp::Reassign(requests) => {
+                let (records, outcomes) = elections::reassign(image, index, requests);
+                (records, MetadataOpResult::Partitions(outcomes))
+            }
             MetadataOp::ControlledShutdown {
                 node_id,
                 incarnation,
@@ -406,7 +453,9 @@ impl ControllerLogic {
 
     /// Periodic duties of the active controller, as records for the entry at `index`:
     /// fence brokers whose session expired (their leaderships move to another in-sync
-    /// replica), and create `__consumer_offsets` once enough brokers are alive.
+    /// replica), unclean elections where allowed, preferred leaders back every
+    /// `leader.imbalance.check.interval.seconds` (when `auto.leader.rebalance.enable`),
+    /// and create `__consumer_offsets` once enough brokers are alive.
     pub(crate) fn tick(
         &mut self,
         image: &mut MetadataImage,
@@ -437,6 +486,12 @@ impl ControllerLogic {
             image.apply(index, r);
         }
         records.extend(unclean);
+        if now >= self.next_rebalance {
+            self.next_rebalance = now + rebalance_interval(&self.config);
+            if self.config.flag("auto.leader.rebalance.enable") {
+                records.extend(elections::rebalance_leaders(image, index));
+            }
+        }
         if image.topic(OFFSETS_TOPIC).is_none() {
             let live = image.live_brokers().count();
             let want = (self.config.int("offsets.topic.replication.factor") as usize).min(voters);
@@ -450,6 +505,7 @@ impl ControllerLogic {
                         ("cleanup.policy".into(), "compact".into()),
                         ("retention.ms".into(), "-1".into()),
                     ],
+                    assignments: Vec::new(),
                 };
                 let (recs, result) = self.create_topics(image, vec![topic], false);
                 if let MetadataOpResult::Topics(t) = &result {
@@ -600,7 +656,15 @@ impl ControllerLogic {
                 ));
                 continue;
             }
-            let partitions = if t.partitions == -1 {
+            if !t.assignments.is_empty() {
+                if let Err(m) = check_assignments(image, &t.assignments, None) {
+                    outcomes.push(outcome(&t.name, ResponseError::InvalidReplicaAssignment, m));
+                    continue;
+                }
+            }
+            let partitions = if !t.assignments.is_empty() {
+                t.assignments.len() as i32
+            } else if t.partitions == -1 {
                 default_partitions
             } else {
                 t.partitions
@@ -617,7 +681,9 @@ impl ControllerLogic {
                 outcomes.push(outcome(&t.name, ResponseError::InvalidPartitions, m));
                 continue;
             }
-            let rf = if t.replication_factor == -1 {
+            let rf = if let Some(first) = t.assignments.first() {
+                first.len() as i64
+            } else if t.replication_factor == -1 {
                 default_rf
             } else {
                 i64::from(t.replication_factor)
@@ -653,7 +719,12 @@ impl ControllerLogic {
             if validate_only {
                 continue;
             }
-            let Some(placement) = self.place(image, 0, partitions, rf as usize) else {
+            let placed = if t.assignments.is_empty() {
+                self.place(image, 0, partitions, rf as usize)
+            } else {
+                Some(t.assignments.clone())
+            };
+            let Some(placement) = placed else {
                 continue; // unreachable: rf was checked against the live brokers
             };
             let mut recs = vec![MetadataRecord::new(Record::Topic(TopicRecord {
@@ -728,13 +799,18 @@ impl ControllerLogic {
     fn create_partitions(
         &mut self,
         image: &mut MetadataImage,
-        topics: Vec<(String, i32)>,
+        topics: Vec<NewPartitions>,
         validate_only: bool,
     ) -> (Vec<MetadataRecord>, MetadataOpResult) {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
         let mut budget = PartitionBudget::new(image, &self.config);
-        for (name, count) in topics {
+        for NewPartitions {
+            topic: name,
+            count,
+            assignments,
+        } in topics
+        {
             if super::is_internal(&name) {
                 outcomes.push(outcome(
                     &name,
@@ -768,7 +844,27 @@ impl ControllerLogic {
             }
             // new partitions get as many replicas as the topic's first partition
             let rf = t.parts.first().map_or(1, |p| p.replicas.len().max(1));
-            let Some(placement) = self.place(image, t.partitions, count - t.partitions, rf) else {
+            let adding = count - t.partitions;
+            if !assignments.is_empty() {
+                let checked = if assignments.len() != adding as usize {
+                    Err(format!(
+                        "Increasing the number of partitions by {adding} but {} assignments provided.",
+                        assignments.len()
+                    ))
+                } else {
+                    check_assignments(image, &assignments, Some(rf))
+                };
+                if let Err(m) = checked {
+                    outcomes.push(outcome(&name, ResponseError::InvalidReplicaAssignment, m));
+                    continue;
+                }
+            }
+            let placed = if assignments.is_empty() {
+                self.place(image, t.partitions, adding, rf)
+            } else {
+                Some(assignments)
+            };
+            let Some(placement) = placed else {
                 outcomes.push(outcome(
                     &name,
                     ResponseError::InvalidReplicationFactor,
@@ -858,6 +954,45 @@ impl ControllerLogic {
     }
 }
 
+/// Replica lists chosen by a client: each non-empty, without repeats, of live brokers, and
+/// all of one length (`rf` when given). The message is Kafka's INVALID_REPLICA_ASSIGNMENT
+/// reason.
+fn check_assignments(
+    image: &MetadataImage,
+    lists: &[Vec<i32>],
+    rf: Option<usize>,
+) -> Result<(), String> {
+    let want = rf.or_else(|| lists.first().map(Vec::len)).unwrap_or(0);
+    for (p, list) in lists.iter().enumerate() {
+        if list.is_empty() {
+            return Err(format!("Partition {p} has no replicas."));
+        }
+        if list.len() != want {
+            return Err(format!(
+                "Partition {p} has {} replicas; every partition must have {want}.",
+                list.len()
+            ));
+        }
+        let unique: std::collections::BTreeSet<i32> = list.iter().copied().collect();
+        if unique.len() != list.len() {
+            return Err(format!("Partition {p} names a broker twice: {list:?}."));
+        }
+        if let Some(b) = list
+            .iter()
+            .find(|b| image.broker(**b).is_none_or(|b| b.fenced))
+        {
+            return Err(format!(
+                "The manual partition assignment includes broker {b}, which is not live."
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn rebalance_interval(config: &BrokerConfig) -> Duration {
+    Duration::from_secs(config.int("leader.imbalance.check.interval.seconds") as u64)
+}
+
 /// A new partition: every replica in sync, the first one leads.
 fn new_partition(replicas: Vec<i32>) -> PartitionState {
     PartitionState {
@@ -866,6 +1001,8 @@ fn new_partition(replicas: Vec<i32>) -> PartitionState {
         replicas,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -964,7 +1101,8 @@ fn alter_partition(image: &MetadataImage, c: IsrChange) -> (Vec<MetadataRecord>,
     }
     let mut next = s.clone();
     next.isr = c.isr;
-    next.partition_epoch += 1;
+    let mut next = elections::complete_if_ready(image, &next);
+    next.partition_epoch = s.partition_epoch + 1;
     (
         vec![next.to_record(&t.id, c.partition)],
         MetadataOpResult::Topics(Vec::new()),
@@ -1071,6 +1209,7 @@ mod logic_tests {
                 partitions: parts,
                 replication_factor: rf,
                 configs: Vec::new(),
+                assignments: Vec::new(),
             }],
             validate_only: false,
         };
@@ -1107,6 +1246,85 @@ mod logic_tests {
             assert_eq!(p.replicas.len(), 2);
             assert_ne!(p.replicas[0], p.replicas[1]);
         }
+    }
+
+    #[test]
+    fn manual_assignments_are_kept_or_refused() {
+        let mut image = MetadataImage::default();
+        let mut logic = ControllerLogic::new(BrokerConfig::default(), &image, Instant::now());
+        brokers(&mut image, &mut logic, &[1, 2, 3], false);
+        let op = |name: &str, assignments: Vec<Vec<i32>>| MetadataOp::CreateTopics {
+            topics: vec![NewTopic {
+                name: name.into(),
+                partitions: -1,
+                replication_factor: -1,
+                assignments,
+                ..Default::default()
+            }],
+            validate_only: false,
+        };
+        let (_, r) = logic.decide(
+            &mut image,
+            50,
+            op("m", vec![vec![3, 1], vec![2, 3]]),
+            Instant::now(),
+        );
+        assert!(
+            matches!(&r, MetadataOpResult::Topics(t) if t[0].error == 0 && t[0].partitions == 2 && t[0].replication_factor == 2),
+            "{r:?}"
+        );
+        let parts = &image.topic("m").unwrap().parts; // ok: test
+        assert_eq!(
+            (parts[0].replicas.clone(), parts[0].leader),
+            (vec![3, 1], 3)
+        );
+        assert_eq!(
+            (parts[1].replicas.clone(), parts[1].leader),
+            (vec![2, 3], 2)
+        );
+        for (bad, why) in [
+            (vec![vec![1, 1]], "repeat"),
+            (vec![vec![1, 9]], "unknown broker"),
+            (vec![vec![1, 2], vec![3]], "uneven"),
+            (vec![vec![]], "empty"),
+        ] {
+            let (recs, r) = logic.decide(&mut image, 51, op("bad", bad), Instant::now());
+            assert!(recs.is_empty(), "{why}");
+            assert!(
+                matches!(&r, MetadataOpResult::Topics(t) if t[0].error == ResponseError::InvalidReplicaAssignment.code()),
+                "{why}: {r:?}"
+            );
+        }
+        // new partitions: as many lists as partitions added, of the topic's rf
+        let more = |assignments: Vec<Vec<i32>>| MetadataOp::CreatePartitions {
+            topics: vec![NewPartitions {
+                topic: "m".into(),
+                count: 3,
+                assignments,
+            }],
+            validate_only: false,
+        };
+        let (_, r) = logic.decide(
+            &mut image,
+            52,
+            more(vec![vec![1, 2], vec![2, 3]]),
+            Instant::now(),
+        );
+        assert!(
+            matches!(&r, MetadataOpResult::Topics(t) if t[0].error == ResponseError::InvalidReplicaAssignment.code()),
+            "{r:?}"
+        );
+        let (_, r) = logic.decide(&mut image, 53, more(vec![vec![1]]), Instant::now());
+        assert!(
+            matches!(&r, MetadataOpResult::Topics(t) if t[0].error == ResponseError::InvalidReplicaAssignment.code()),
+            "{r:?}"
+        );
+        let (_, r) = logic.decide(&mut image, 54, more(vec![vec![2, 1]]), Instant::now());
+        assert!(
+            matches!(&r, MetadataOpResult::Topics(t) if t[0].error == 0),
+            "{r:?}"
+        );
+        assert_eq!(image.topic("m").unwrap().parts[2].replicas, vec![2, 1]); // ok: test
     }
 
     #[test]

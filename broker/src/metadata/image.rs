@@ -19,6 +19,10 @@ pub(crate) struct PartitionState {
     pub(crate) leader: i32,
     pub(crate) leader_epoch: i32,
     pub(crate) partition_epoch: i32,
+    /// A reassignment in progress (KIP-455): replicas joining (already in `replicas`) and
+    /// replicas leaving once every target replica is in the ISR. Empty otherwise.
+    pub(crate) adding: Vec<i32>,
+    pub(crate) removing: Vec<i32>,
 }
 
 impl PartitionState {
@@ -29,7 +33,32 @@ impl PartitionState {
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
+            adding: p.adding_replicas.clone(),
+            removing: p.removing_replicas.clone(),
         }
+    }
+
+    /// The replicas the partition will have once its reassignment completes (all of them
+    /// when none is in progress).
+    pub(crate) fn target(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    /// The replicas before the reassignment in progress began (all when none is).
+    pub(crate) fn original(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding.contains(r))
+            .collect()
+    }
+
+    pub(crate) fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
     }
 
     pub(crate) fn to_record(&self, id: &TopicId, partition: i32) -> MetadataRecord {
@@ -41,6 +70,8 @@ impl PartitionState {
             leader_epoch: self.leader_epoch,
             isr: self.isr.clone(),
             partition_epoch: self.partition_epoch,
+            adding_replicas: self.adding.clone(),
+            removing_replicas: self.removing.clone(),
         }))
     }
 }

@@ -8,6 +8,7 @@
 //! ```
 
 pub(crate) mod controller;
+pub(crate) mod elections;
 pub(crate) mod image;
 pub(crate) mod topic_config;
 

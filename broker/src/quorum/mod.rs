@@ -1010,6 +1010,7 @@ mod tests {
                         partitions: 1 + t,
                         replication_factor: 2,
                         configs: vec![("retention.ms".into(), "1000".into())],
+                        assignments: Vec::new(),
                     }],
                     validate_only: false,
                 };

@@ -9,16 +9,17 @@
 use prost::Message;
 
 use crate::metadata::controller::{
-    BrokerHeartbeat, ConfigChange, IsrChange, MetadataOp, MetadataOpResult, NewTopic, TopicOutcome,
-    TopicRef,
+    BrokerHeartbeat, ConfigChange, IsrChange, MetadataOp, MetadataOpResult, NewPartitions,
+    NewTopic, PartitionOutcome, TopicOutcome, TopicRef,
 };
+use crate::metadata::elections::{Election, Reassignment};
 
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct RpcRequest {
     /// Milliseconds the caller waits for the answer.
     #[prost(uint32, tag = "1")]
     pub(crate) timeout_ms: u32,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub(crate) op: Option<Op>,
 }
 
@@ -40,6 +41,61 @@ pub(crate) enum Op {
     ControlledShutdown(ControlledShutdown),
     #[prost(message, tag = "9")]
     AlterPartition(AlterPartition),
+    #[prost(message, tag = "10")]
+    ElectLeaders(ElectLeaders),
+    #[prost(message, tag = "11")]
+    Reassign(Reassign),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WirePartition {
+    #[prost(string, tag = "1")]
+    pub(crate) topic: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) partition: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct ElectLeaders {
+    /// Unclean election (else preferred).
+    #[prost(bool, tag = "1")]
+    pub(crate) unclean: bool,
+    /// Every partition (`partitions` is then empty).
+    #[prost(bool, tag = "2")]
+    pub(crate) all: bool,
+    #[prost(message, repeated, tag = "3")]
+    pub(crate) partitions: Vec<WirePartition>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WireReassignment {
+    #[prost(string, tag = "1")]
+    pub(crate) topic: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) partition: i32,
+    /// Cancel the reassignment in progress (`replicas` is then empty).
+    #[prost(bool, tag = "3")]
+    pub(crate) cancel: bool,
+    #[prost(int32, repeated, tag = "4")]
+    pub(crate) replicas: Vec<i32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct Reassign {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) partitions: Vec<WireReassignment>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WirePartitionOutcome {
+    #[prost(string, tag = "1")]
+    pub(crate) topic: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) partition: i32,
+    #[prost(int32, tag = "3")]
+    pub(crate) error: i32,
+    #[prost(string, optional, tag = "4")]
+    pub(crate) message: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -84,6 +140,26 @@ pub(crate) struct WireNewTopic {
     pub(crate) replication_factor: i32,
     #[prost(message, repeated, tag = "4")]
     pub(crate) configs: Vec<KeyValue>,
+    #[prost(message, repeated, tag = "5")]
+    pub(crate) assignments: Vec<Replicas>,
+}
+
+/// One partition's replica list.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct Replicas {
+    #[prost(int32, repeated, tag = "1")]
+    pub(crate) replicas: Vec<i32>,
+}
+
+fn to_wire(lists: Vec<Vec<i32>>) -> Vec<Replicas> {
+    lists
+        .into_iter()
+        .map(|replicas| Replicas { replicas })
+        .collect()
+}
+
+fn from_wire(lists: Vec<Replicas>) -> Vec<Vec<i32>> {
+    lists.into_iter().map(|r| r.replicas).collect()
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -114,6 +190,8 @@ pub(crate) struct PartitionCount {
     pub(crate) topic: String,
     #[prost(int32, tag = "2")]
     pub(crate) count: i32,
+    #[prost(message, repeated, tag = "3")]
+    pub(crate) assignments: Vec<Replicas>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -197,6 +275,11 @@ pub(crate) struct RpcResponse {
     pub(crate) broker_epoch: Option<i64>,
     #[prost(bool, tag = "7")]
     pub(crate) fenced: bool,
+    /// The answer is per partition (`partitions`, possibly empty), not per topic.
+    #[prost(bool, tag = "8")]
+    pub(crate) per_partition: bool,
+    #[prost(message, repeated, tag = "9")]
+    pub(crate) partitions: Vec<WirePartitionOutcome>,
 }
 
 fn kv((k, v): (String, Option<String>)) -> KeyValue {
@@ -220,6 +303,7 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
                         .into_iter()
                         .map(|(k, v)| kv((k, Some(v))))
                         .collect(),
+                    assignments: to_wire(t.assignments),
                 })
                 .collect(),
             validate_only,
@@ -245,7 +329,11 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
         } => Op::CreatePartitions(CreatePartitions {
             topics: topics
                 .into_iter()
-                .map(|(topic, count)| PartitionCount { topic, count })
+                .map(|p| PartitionCount {
+                    topic: p.topic,
+                    count: p.count,
+                    assignments: to_wire(p.assignments),
+                })
                 .collect(),
             validate_only,
         }),
@@ -288,6 +376,29 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
             partition_epoch: c.partition_epoch,
             isr: c.isr,
         }),
+        MetadataOp::ElectLeaders {
+            election,
+            partitions,
+        } => Op::ElectLeaders(ElectLeaders {
+            unclean: election == Election::Unclean,
+            all: partitions.is_none(),
+            partitions: partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partition)| WirePartition { topic, partition })
+                .collect(),
+        }),
+        MetadataOp::Reassign(requests) => Op::Reassign(Reassign {
+            partitions: requests
+                .into_iter()
+                .map(|r| WireReassignment {
+                    topic: r.topic,
+                    partition: r.partition,
+                    cancel: r.replicas.is_none(),
+                    replicas: r.replicas.unwrap_or_default(),
+                })
+                .collect(),
+        }),
     };
     RpcRequest {
         timeout_ms,
@@ -313,6 +424,7 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
                         .into_iter()
                         .map(|c| (c.key, c.value.unwrap_or_default()))
                         .collect(),
+                    assignments: from_wire(t.assignments),
                 })
                 .collect(),
             validate_only: c.validate_only,
@@ -333,7 +445,15 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
                 .collect::<Result<_, _>>()?,
         },
         Op::CreatePartitions(c) => MetadataOp::CreatePartitions {
-            topics: c.topics.into_iter().map(|p| (p.topic, p.count)).collect(),
+            topics: c
+                .topics
+                .into_iter()
+                .map(|p| NewPartitions {
+                    topic: p.topic,
+                    count: p.count,
+                    assignments: from_wire(p.assignments),
+                })
+                .collect(),
             validate_only: c.validate_only,
         },
         Op::AlterConfigs(a) => MetadataOp::AlterConfigs {
@@ -370,6 +490,29 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
             partition_epoch: c.partition_epoch,
             isr: c.isr,
         }),
+        Op::ElectLeaders(e) => MetadataOp::ElectLeaders {
+            election: if e.unclean {
+                Election::Unclean
+            } else {
+                Election::Preferred
+            },
+            partitions: (!e.all).then(|| {
+                e.partitions
+                    .into_iter()
+                    .map(|p| (p.topic, p.partition))
+                    .collect()
+            }),
+        },
+        Op::Reassign(r) => MetadataOp::Reassign(
+            r.partitions
+                .into_iter()
+                .map(|p| Reassignment {
+                    topic: p.topic,
+                    partition: p.partition,
+                    replicas: (!p.cancel).then_some(p.replicas),
+                })
+                .collect(),
+        ),
     };
     Ok((op, req.timeout_ms))
 }
@@ -398,6 +541,18 @@ pub(crate) fn encode_result(result: &MetadataOpResult, index: u64) -> Vec<u8> {
             r.broker_epoch = Some(*epoch);
             r.fenced = *fenced;
         }
+        MetadataOpResult::Partitions(p) => {
+            r.per_partition = true;
+            r.partitions = p
+                .iter()
+                .map(|o| WirePartitionOutcome {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                    error: i32::from(o.error),
+                    message: o.message.clone(),
+                })
+                .collect();
+        }
         MetadataOpResult::Failed(code, message) => {
             r.error = Some(i32::from(*code));
             r.message = message.clone();
@@ -418,6 +573,18 @@ pub(crate) fn decode_result(bytes: &[u8]) -> Result<(MetadataOpResult, u64), Str
             epoch,
             fenced: r.fenced,
         }
+    } else if r.per_partition {
+        MetadataOpResult::Partitions(
+            r.partitions
+                .into_iter()
+                .map(|o| PartitionOutcome {
+                    topic: o.topic,
+                    partition: o.partition,
+                    error: code(o.error),
+                    message: o.message,
+                })
+                .collect(),
+        )
     } else {
         MetadataOpResult::Topics(
             r.topics
@@ -449,6 +616,7 @@ mod tests {
                     partitions: 3,
                     replication_factor: 2,
                     configs: vec![("retention.ms".into(), "5".into())],
+                    assignments: vec![vec![1, 2], vec![2, 3]],
                 }],
                 validate_only: true,
             },
@@ -456,7 +624,11 @@ mod tests {
                 topics: vec![TopicRef::Name("a".into()), TopicRef::Id([3; 16])],
             },
             MetadataOp::CreatePartitions {
-                topics: vec![("a".into(), 4)],
+                topics: vec![NewPartitions {
+                    topic: "a".into(),
+                    count: 4,
+                    assignments: vec![vec![3]],
+                }],
                 validate_only: false,
             },
             MetadataOp::AlterConfigs {
@@ -481,6 +653,26 @@ mod tests {
                 applied: 77,
                 controller_addr: Some("127.0.0.1:1".into()),
             }),
+            MetadataOp::ElectLeaders {
+                election: Election::Unclean,
+                partitions: Some(vec![("a".into(), 2)]),
+            },
+            MetadataOp::ElectLeaders {
+                election: Election::Preferred,
+                partitions: None,
+            },
+            MetadataOp::Reassign(vec![
+                Reassignment {
+                    topic: "a".into(),
+                    partition: 1,
+                    replicas: Some(vec![4, 2]),
+                },
+                Reassignment {
+                    topic: "a".into(),
+                    partition: 0,
+                    replicas: None,
+                },
+            ]),
         ];
         for op in ops {
             let (back, t) = decode_op(&encode_op(&op, 500)).unwrap(); // ok: test
@@ -501,6 +693,13 @@ mod tests {
                 message: None,
                 partitions: 3,
                 replication_factor: 3,
+            }]),
+            MetadataOpResult::Partitions(vec![]),
+            MetadataOpResult::Partitions(vec![PartitionOutcome {
+                topic: "a".into(),
+                partition: 3,
+                error: 84,
+                message: Some("m".into()),
             }]),
         ];
         for r in results {

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 pub(crate) mod cluster;
+pub(crate) mod extra;
 pub(crate) mod kafka;
 pub(crate) mod raw;
 
