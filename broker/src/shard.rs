@@ -853,9 +853,12 @@ impl ShardCtx {
             Some(log) => log,
             None => {
                 let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
-                // a stat on the shard thread: rare (only for partitions not hosted here)
-                // and metadata only
-                if !dir.exists() {
+                let probe = dir.clone();
+                // a stat, on the blocking helper (no file-system call on the reactor)
+                if !glommio::executor()
+                    .spawn_blocking(move || probe.exists())
+                    .await
+                {
                     return;
                 }
                 let config = match self.image.borrow().topic(topic) {

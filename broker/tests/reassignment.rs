@@ -241,10 +241,12 @@ fn connect(cluster: &Cluster, id: u32) -> Result<RawClient> {
 /// A partition on brokers 1–3 moves to a fourth broker that joined the running cluster,
 /// away from its leader, while an idempotent producer writes to it: the new broker copies
 /// the log, joins the ISR, becomes the leader (first of the new list), the old leader's
-/// replica is deleted, and every acknowledged record reads back once at its offset.
+/// replica is deleted. Then the old leader comes back in place of a replica that is down,
+/// and that one deletes its stray log when it restarts. Every acknowledged record reads
+/// back once at its offset.
 #[test]
 fn reassignment_to_a_new_broker_under_load() -> Result<()> {
-    let cluster = Cluster::start(3, FAST_SETTINGS)?;
+    let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
     let (node4, addr4) = ExtraNode::broker_only(&cluster, 4, FAST_SETTINGS)?;
     cluster.wait_views("broker 4 registered", &[1, 2, 3], CONVERGE, |views| {
         for v in views {
@@ -324,13 +326,6 @@ fn reassignment_to_a_new_broker_under_load() -> Result<()> {
     wait_for("writes to go on under the new leader", CONVERGE, || {
         Ok((load.acked() >= before + 300).then_some(()))
     })?;
-    let d = load.finish()?;
-    ensure!(
-        d.failed.is_empty(),
-        "deliveries failed: {:?}",
-        &d.failed[..d.failed.len().min(10)]
-    );
-    check_read_back(&bootstrap, "moving", &d)?;
     wait_for("the old replica's log to be deleted", CONVERGE, || {
         Ok((!old_dir.exists()).then_some(()))
     })?;
@@ -338,6 +333,51 @@ fn reassignment_to_a_new_broker_under_load() -> Result<()> {
         node4.data_dir().join("moving-0").exists(),
         "broker 4 has no moving-0"
     );
+
+    // Second move, still under load: the old leader comes back (its log was deleted: it
+    // copies everything again) in place of a replica that is down meanwhile; that
+    // replica, restarted afterwards, finds its log stray and deletes it.
+    let (stays, gone) = (kept[0], kept[1]);
+    let back = vec![4, stays, old_leader];
+    cluster.kill9(gone as u32)?;
+    ensure!(
+        reassign(&mut admin, "moving", 0, Some(back.clone()))? == 0,
+        "second reassignment refused"
+    );
+    wait_for("the second reassignment to complete", CONVERGE, || {
+        if !in_progress(&mut admin, "moving")?.is_empty() {
+            return Ok(None);
+        }
+        let v = cluster.view(stays as u32)?;
+        let p = &v.topic("moving")?.partitions[0];
+        ensure!(p.replicas == back, "replicas {:?}", p.replicas);
+        ensure!(p.isr.contains(&old_leader), "isr {:?}", p.isr);
+        Ok(Some(()))
+    })?;
+    ensure!(old_dir.exists(), "the returning replica has no log");
+    let gone_dir = cluster.node_dir(gone as u32).join("data").join("moving-0");
+    ensure!(
+        gone_dir.exists(),
+        "{} vanished while its node was down",
+        gone_dir.display()
+    );
+    cluster.start_node(gone as u32)?;
+    wait_for(
+        "the stray log to be deleted after the restart",
+        CONVERGE,
+        || Ok((!gone_dir.exists()).then_some(())),
+    )?;
+    let before = load.acked();
+    wait_for("writes to go on", CONVERGE, || {
+        Ok((load.acked() >= before + 100).then_some(()))
+    })?;
+    let d = load.finish()?;
+    ensure!(
+        d.failed.is_empty(),
+        "deliveries failed: {:?}",
+        &d.failed[..d.failed.len().min(10)]
+    );
+    check_read_back(&bootstrap, "moving", &d)?;
     // nothing left to do: a cancel finds nothing in progress
     ensure!(
         reassign(&mut admin, "moving", 0, None)? == 85,
