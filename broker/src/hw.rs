@@ -48,6 +48,9 @@ pub(crate) struct Leaders {
     progress: RefCell<HashMap<Key, Progress>>,
     /// Notified whenever a high watermark may have moved.
     pub(crate) moved: Signal,
+    /// Notified when a client batch was appended here (not yet durable): wakes followers'
+    /// long polls, which copy up to the log end.
+    pub(crate) appended: Signal,
 }
 
 impl ShardCtx {

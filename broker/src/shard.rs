@@ -486,6 +486,7 @@ impl ShardCtx {
             };
             match log.append(records, now) {
                 Ok(info) => {
+                    self.leaders.appended.notify();
                     if acks == -1 {
                         waits.push((
                             results.len(),
@@ -622,10 +623,12 @@ impl ShardCtx {
                 });
                 continue;
             };
-            // followers copy everything durable; consumers see up to the high watermark
+            // followers copy up to the log end (their fsyncs overlap the leader's; the high
+            // watermark still waits for the leader's own); consumers see up to the high
+            // watermark
             let high_watermark = self.high_watermark(&part.tp.topic, part.tp.partition, &log);
             let hw = if replica >= 0 {
-                log.durable_offset()
+                log.log_end_offset()
             } else {
                 high_watermark
             };
@@ -693,7 +696,8 @@ impl ShardCtx {
         out
     }
 
-    /// Returns when any partition has durable data past its offset, or after `wait_ms`.
+    /// Returns when any partition has data past its offset (for a follower: appended, for
+    /// a consumer: below the high watermark), or after `wait_ms`.
     async fn wait_data(&self, parts: &[(Tp, i64)], wait_ms: u64, replica: i32) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
@@ -702,7 +706,7 @@ impl ShardCtx {
                 .any(|(tp, offset)| match self.log(&tp.topic, tp.partition) {
                     Some(log) => {
                         let end = if replica >= 0 {
-                            log.durable_offset()
+                            log.log_end_offset()
                         } else {
                             self.high_watermark(&tp.topic, tp.partition, &log)
                         };
@@ -714,8 +718,19 @@ impl ShardCtx {
             if ready || now >= deadline {
                 return;
             }
+            let appended = self.leaders.appended.wait();
+            let appended = async {
+                if replica >= 0 {
+                    appended.await
+                } else {
+                    std::future::pending::<()>().await
+                }
+            };
             future::or(
-                future::or(self.storage.wait_progress(), self.leaders.moved.wait()),
+                future::or(
+                    future::or(self.storage.wait_progress(), self.leaders.moved.wait()),
+                    appended,
+                ),
                 async {
                     glommio::timer::sleep(deadline - now).await;
                 },
