@@ -41,6 +41,47 @@ struct Progress {
 
 type Key = (TopicId, i32);
 
+/// File name prefix of each shard's high-watermark checkpoint in the data dir.
+const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
+const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// "0\n<count>\n" then "<topic id hex> <partition> <high watermark>" lines, like Kafka's
+/// replication-offset-checkpoint (with topic ids instead of names).
+fn format_checkpoint(entries: &[(Key, i64)]) -> String {
+    let mut out = format!("0\n{}\n", entries.len());
+    for ((id, partition), hw) in entries {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!("{hex} {partition} {hw}\n"));
+    }
+    out
+}
+
+/// The entries of a checkpoint, or None if it is not one (wrong version or count, a bad
+/// line).
+fn parse_checkpoint(text: &str) -> Option<Vec<(Key, i64)>> {
+    let mut lines = text.lines();
+    if lines.next()? != "0" {
+        return None;
+    }
+    let count: usize = lines.next()?.parse().ok()?;
+    let mut out = Vec::new();
+    for line in lines {
+        let mut f = line.split(' ');
+        let hex = f.next()?;
+        let partition: i32 = f.next()?.parse().ok()?;
+        let hw: i64 = f.next()?.parse().ok()?;
+        if f.next().is_some() || hex.len() != 32 || hw < 0 {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        out.push(((id, partition), hw));
+    }
+    (out.len() == count).then_some(out)
+}
+
 /// Per shard.
 #[derive(Default)]
 pub(crate) struct Leaders {
@@ -221,6 +262,96 @@ impl ShardCtx {
         }
     }
 
+    /// The high watermarks this shard knows (as leader or from its leaders), by topic id
+    /// and partition.
+    fn known_hws(&self) -> Vec<(Key, i64)> {
+        let mut v: Vec<(Key, i64)> = self
+            .leaders
+            .progress
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.hw > 0)
+            .map(|(k, p)| (*k, p.hw))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn checkpoint_path(&self) -> std::path::PathBuf {
+        self.config
+            .data_dir()
+            .join(format!("{HW_CHECKPOINT}-{}", self.id))
+    }
+
+    /// Reads this shard's high-watermark checkpoint (at start, before any metadata is
+    /// applied): a restarted leader starts from the high watermark it had (clamped to its
+    /// durable offset), not from its followers' first fetches, so what consumers see does
+    /// not go back. A missing or unreadable file starts from nothing, as before.
+    pub(crate) async fn load_hw_checkpoint(&self) {
+        let path = self.checkpoint_path();
+        let text = glommio::executor()
+            .spawn_blocking(move || std::fs::read_to_string(path))
+            .await;
+        let text = match text {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the high-watermark checkpoint");
+                return;
+            }
+        };
+        match parse_checkpoint(&text) {
+            Some(entries) => {
+                let mut all = self.leaders.progress.borrow_mut();
+                for (key, hw) in entries {
+                    let p = all.entry(key).or_default();
+                    p.epoch = -1;
+                    p.hw = p.hw.max(hw);
+                }
+            }
+            None => tracing::warn!("ignoring a malformed high-watermark checkpoint"),
+        }
+    }
+
+    /// Writes the checkpoint if the high watermarks changed since the last write: to a
+    /// temporary file, fsynced, renamed over the old one (on the blocking helper).
+    pub(crate) async fn write_hw_checkpoint(&self, last: &mut Vec<(Key, i64)>) {
+        let now = self.known_hws();
+        if now == *last {
+            return;
+        }
+        let text = format_checkpoint(&now);
+        let path = self.checkpoint_path();
+        let written = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write as _;
+                let tmp = path.with_extension("tmp");
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(text.as_bytes())?;
+                f.sync_data()?;
+                std::fs::rename(&tmp, &path)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(()) => *last = now,
+            Err(e) => tracing::warn!(error = %e, "cannot write the high-watermark checkpoint"),
+        }
+    }
+
+    /// Every `HW_CHECKPOINT_INTERVAL` (Kafka's replica.high.watermark.checkpoint.interval.ms
+    /// default), until the shard stops.
+    pub(crate) async fn checkpoint_hws(self: Rc<Self>) {
+        let mut last = Vec::new();
+        loop {
+            glommio::timer::sleep(HW_CHECKPOINT_INTERVAL).await;
+            self.write_hw_checkpoint(&mut last).await;
+        }
+    }
+
     /// Asks the controller for a new ISR (one change at a time per partition).
     fn change_isr(
         self: &Rc<Self>,
@@ -265,5 +396,29 @@ impl ShardCtx {
             ctx.leaders.moved.notify();
         })
         .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_roundtrip_and_malformed_files() {
+        let entries = vec![(([7u8; 16], 0), 42), (([0xab; 16], 12), 0)];
+        let text = format_checkpoint(&entries);
+        assert_eq!(parse_checkpoint(&text), Some(entries));
+        assert_eq!(parse_checkpoint("0\n0\n"), Some(Vec::new()));
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n2\n07070707070707070707070707070707 0 5\n",
+            "0\n1\n0707 0 5\n",
+            "0\n1\n07070707070707070707070707070707 0 -5\n",
+            "0\n1\n07070707070707070707070707070707 x 5\n",
+            "0\n1\nzz070707070707070707070707070707 0 5\n",
+        ] {
+            assert_eq!(parse_checkpoint(bad), None, "{bad:?}");
+        }
     }
 }

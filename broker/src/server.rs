@@ -325,6 +325,7 @@ async fn shard_main(
         router.clone(),
         shards,
     ));
+    ctx.load_hw_checkpoint().await;
     {
         let ctx = ctx.clone();
         spawn_receivers(links.receivers, router, move |req| ctx.start(req));
@@ -356,6 +357,7 @@ async fn shard_main(
         .with_context(|| format!("binding {}", config.listen()))?;
     tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
     glommio::spawn_local(ctx.clone().shrink_lagging_isrs()).detach();
+    glommio::spawn_local(ctx.clone().checkpoint_hws()).detach();
     glommio::spawn_local(crate::admission::Admission::run(Rc::downgrade(
         &ctx.admission,
     )))

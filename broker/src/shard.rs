@@ -971,6 +971,7 @@ impl ShardCtx {
     /// Closes every partition log (clean-shutdown markers) and the metadata log.
     pub(crate) async fn shutdown(&self) {
         self.followers.stop_all();
+        self.write_hw_checkpoint(&mut Vec::new()).await;
         let logs: Vec<PartitionLog> = self
             .partitions
             .borrow()

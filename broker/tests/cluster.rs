@@ -1407,3 +1407,42 @@ fn stopped_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
     )?;
     consume_exactly(&cluster, "catchup", &sent)
 }
+
+/// The high watermark is checkpointed (every 5 s, per shard): a leader restarted while
+/// both its followers are down, so that none of them can report a position, still serves
+/// what was committed before, instead of starting again from its log start.
+#[test]
+fn high_watermark_survives_a_restart_without_followers() -> Result<()> {
+    let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
+    cluster.create_topic(&cluster.ids(), &topic("hwc", 1, 3), CHANGE)?;
+    cluster.wait_views("hwc everywhere", &cluster.ids(), CONVERGE, |views| {
+        for v in views {
+            ensure_led(v, "hwc", 1)?;
+            ensure_full_isr(v, "hwc")?;
+        }
+        ensure_same(views)
+    })?;
+    let sent = produce_and_consume(&cluster, "hwc", 1, 50)?;
+    ensure!(sent[&0].len() == 50);
+    let views = cluster.wait_views("the leader", &[1], CONVERGE, |_| Ok(()))?;
+    let leader = views[0].topic("hwc")?.partitions[0].leader as u32;
+    // past one checkpoint interval
+    std::thread::sleep(Duration::from_secs(7));
+    for id in cluster.ids() {
+        if id != leader {
+            cluster.kill9(id)?;
+        }
+    }
+    cluster.kill9(leader)?;
+    cluster.start_node(leader)?;
+    let consumer: rdkafka::consumer::BaseConsumer =
+        Cluster::client_config(&cluster.bootstrap_of(&[leader]))
+            .set("group.id", "sluice-hw-checkpoint")
+            .create()?;
+    let (_, high) = consumer.fetch_watermarks("hwc", 0, Duration::from_secs(15))?;
+    ensure!(
+        high == 50,
+        "the restarted leader's high watermark is {high}, not the 50 committed before"
+    );
+    Ok(())
+}

@@ -239,6 +239,9 @@ struct LocalBroker {
     rack: Option<String>,
 }
 
+/// How often the quorum thread writes a moved commit index (one small atomic file write).
+const COMMIT_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
 struct Runner {
     node: Node<MetadataSm>,
     peers: Option<transport::Peers>,
@@ -273,6 +276,10 @@ struct Runner {
     legacy_dir: std::path::PathBuf,
     /// The entry that imports the legacy log; once applied, the old log is renamed.
     legacy_index: Option<u64>,
+    /// When the commit index is next written to disk if it moved (raft itself writes it
+    /// only with a term or vote change): a node restarting without a quorum then serves
+    /// what was committed until about a second before it stopped.
+    next_commit_persist: Instant,
     me: LocalBroker,
     shards_applied: u64,
     heartbeat_every: Duration,
@@ -373,6 +380,7 @@ pub(crate) fn start(
         legacy: (!legacy.is_empty()).then_some(legacy),
         legacy_dir: data_dir.join(LEGACY_METADATA_DIR),
         legacy_index: None,
+        next_commit_persist: Instant::now(),
         me: LocalBroker {
             controller_addr: (!quorum.controller)
                 .then(|| quorum.listener.map(|a| a.to_string()))
@@ -766,6 +774,12 @@ impl Runner {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        if now >= self.next_commit_persist {
+            self.next_commit_persist = now + COMMIT_PERSIST_INTERVAL;
+            if let Err(e) = self.node.persist_commit() {
+                tracing::warn!(error = %e, "cannot write the metadata commit index");
+            }
+        }
         // ops waiting for a leader: retry, or give up past their deadline
         for w in std::mem::take(&mut self.waiting) {
             if now >= w.deadline {

@@ -427,6 +427,11 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// The node's storage.
+    /// Writes the commit index to disk if it moved (see `RaftStore::persist_commit`).
+    pub fn persist_commit(&mut self) -> Result<bool> {
+        self.raw.mut_store().persist_commit()
+    }
+
     pub fn store(&self) -> &RaftStore {
         self.raw.store()
     }

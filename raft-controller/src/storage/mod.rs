@@ -68,6 +68,8 @@ pub struct RaftStore {
     hard_state: HardState,
     /// Term and vote as last written to `raft-state`.
     durable_term_vote: (u64, u64),
+    /// The commit index in `raft-state` on disk.
+    durable_commit: u64,
     conf_state: ConfState,
     /// Latest snapshot (data and metadata); index 0 when there is none.
     snapshot: Snapshot,
@@ -163,6 +165,7 @@ impl RaftStore {
             config,
             hard_state: HardState::default(),
             durable_term_vote: (state.term, state.vote),
+            durable_commit: state.commit,
             conf_state,
             snapshot,
             generation: state.generation,
@@ -510,7 +513,19 @@ impl RaftStore {
         let data = files::seal(STATE_MAGIC, &body);
         files::write_atomic(&mut *self.fs, &self.dir, STATE_FILE, &data)?;
         self.durable_term_vote = (record.term, record.vote);
+        self.durable_commit = record.commit;
         Ok(())
+    }
+
+    /// Writes `raft-state` if the commit index moved since it was last written (else does
+    /// nothing); returns whether it wrote. Optional, never needed for safety: a node that
+    /// restarts without reaching a quorum then knows (and applies) more of its log.
+    pub fn persist_commit(&mut self) -> Result<bool> {
+        if self.hard_state.commit == self.durable_commit {
+            return Ok(false);
+        }
+        self.write_state()?;
+        Ok(true)
     }
 
     fn write_snapshot_file(&mut self, snap: &Snapshot) -> Result<()> {
