@@ -7,7 +7,8 @@
 //!    partitions whose leader epoch changed ─► OffsetForLeaderEpoch(latest local epoch)
 //!       ─► truncate the local log to the leader's end of that epoch (KIP-101)
 //!    Fetch v12 (replica_id = this node, current_leader_epoch, offset = local log end,
-//!       long poll 500 ms) ─► append_replicated ─► wait until durable ─► loop
+//!       long poll 500 ms; in a fetch session: only partitions that changed)
+//!       ─► append_replicated ─► wait until durable ─► loop
 //! ```
 //! A follower fetches only from its durable end, so the offset it sends is what it has on
 //! disk. A partition the leader refuses (not leader, fenced or unknown epoch, unknown
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -66,6 +67,22 @@ pub(crate) struct Fetcher {
     parts: RefCell<BTreeMap<(String, i32), Followed>>,
     changed: Signal,
     stopped: Cell<bool>,
+    /// The fetch session with the leader (KIP-227), on the current connection.
+    session: RefCell<Session>,
+}
+
+/// A fetch session as the follower sees it: after one full Fetch, each Fetch names only
+/// the partitions whose position or leader epoch changed (and those to forget), and the
+/// leader answers only partitions with news, so an idle follower costs a few bytes per
+/// long poll whatever its partition count.
+#[derive(Debug, Default)]
+struct Session {
+    /// 0: none (the next Fetch is full and asks for one).
+    id: i32,
+    /// The epoch of the next incremental Fetch.
+    epoch: i32,
+    /// What the leader's session holds: partition → (fetch offset, leader epoch).
+    sent: BTreeMap<(String, i32), (i64, i32)>,
 }
 
 impl Fetcher {
@@ -102,6 +119,7 @@ impl Followers {
                     parts: RefCell::new(BTreeMap::new()),
                     changed: Signal::default(),
                     stopped: Cell::new(false),
+                    session: RefCell::new(Session::default()),
                 });
                 glommio::spawn_local(run(Rc::downgrade(ctx), f.clone())).detach();
                 f
@@ -255,7 +273,11 @@ async fn run(ctx: Weak<ShardCtx>, f: Rc<Fetcher>) {
                 continue;
             };
             match LeaderConn::open(&addr).await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    // sessions belong to their connection
+                    f.session.replace(Session::default());
+                    conn = Some(c);
+                }
                 Err(e) => {
                     tracing::debug!(leader = f.leader, error = %e, "cannot reach the leader");
                     glommio::timer::sleep(BACKOFF).await;
@@ -375,15 +397,16 @@ fn pause(f: &Fetcher, topic: &str, partition: i32, error: i16) {
     }
 }
 
-/// One Fetch of every active partition from its local log end; appends what comes back
-/// and waits until it is durable, so the next fetch offset is durable.
+/// One Fetch of every active partition from its local log end (incrementally, within
+/// the fetch session); appends what comes back and waits until it is durable, so the next
+/// fetch offset is durable.
 async fn fetch_once(
     ctx: &Rc<ShardCtx>,
     f: &Fetcher,
     conn: &mut LeaderConn,
     active: &[((String, i32), Followed)],
 ) -> anyhow::Result<()> {
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    let mut want: BTreeMap<(String, i32), (i64, i32, i64)> = BTreeMap::new();
     for ((topic, partition), p) in active {
         if p.check_divergence {
             continue;
@@ -391,25 +414,60 @@ async fn fetch_once(
         let Some(log) = ctx.log(topic, *partition) else {
             continue;
         };
-        topics.entry(topic).or_default().push(
-            FetchPartition::default()
-                .with_partition(*partition)
-                .with_current_leader_epoch(p.epoch)
-                .with_fetch_offset(log.log_end_offset())
-                .with_log_start_offset(log.log_start_offset())
-                .with_partition_max_bytes(1 << 20),
+        want.insert(
+            (topic.clone(), *partition),
+            (log.log_end_offset(), p.epoch, log.log_start_offset()),
         );
     }
-    if topics.is_empty() {
+    if want.is_empty() {
         return Ok(());
+    }
+    let (session_id, session_epoch, full, forgotten) = {
+        let s = f.session.borrow();
+        let full = s.id == 0;
+        let forgotten: Vec<(String, i32)> = if full {
+            Vec::new()
+        } else {
+            s.sent
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        if full {
+            (0, 0, true, forgotten)
+        } else {
+            (s.id, s.epoch, false, forgotten)
+        }
+    };
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    {
+        let s = f.session.borrow();
+        for ((topic, partition), (offset, epoch, start)) in &want {
+            if !full && s.sent.get(&(topic.clone(), *partition)) == Some(&(*offset, *epoch)) {
+                continue;
+            }
+            topics.entry(topic).or_default().push(
+                FetchPartition::default()
+                    .with_partition(*partition)
+                    .with_current_leader_epoch(*epoch)
+                    .with_fetch_offset(*offset)
+                    .with_log_start_offset(*start)
+                    .with_partition_max_bytes(1 << 20),
+            );
+        }
+    }
+    let mut forget: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in &forgotten {
+        forget.entry(topic).or_default().push(*partition);
     }
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(ctx.node_id))
         .with_max_wait_ms(FETCH_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(8 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
+        .with_session_id(session_id)
+        .with_session_epoch(session_epoch)
         .with_topics(
             topics
                 .into_iter()
@@ -419,8 +477,46 @@ async fn fetch_once(
                         .with_partitions(ps)
                 })
                 .collect(),
+        )
+        .with_forgotten_topics_data(
+            forget
+                .into_iter()
+                .map(|(t, ps)| {
+                    ForgottenTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(ps)
+                })
+                .collect(),
         );
     let resp: FetchResponse = conn.call(12, &req).await?;
+    {
+        let mut s = f.session.borrow_mut();
+        if resp.error_code == ResponseError::FetchSessionIdNotFound.code()
+            || resp.error_code == ResponseError::InvalidFetchSessionEpoch.code()
+        {
+            // evicted or out of step: start again with a full Fetch
+            *s = Session::default();
+            return Ok(());
+        }
+        if resp.error_code != 0 {
+            anyhow::bail!("Fetch refused with error {}", resp.error_code);
+        }
+        s.id = resp.session_id;
+        s.epoch = if full {
+            1
+        } else {
+            s.epoch.wrapping_add(1).max(1)
+        };
+        if full {
+            s.sent.clear();
+        }
+        for k in &forgotten {
+            s.sent.remove(k);
+        }
+        for (k, (offset, epoch, _)) in want {
+            s.sent.insert(k, (offset, epoch));
+        }
+    }
     let mut waits = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
