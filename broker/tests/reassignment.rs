@@ -418,27 +418,39 @@ fn preferred_of(view: &common::cluster::MetadataView, topic: &str, node: i32) ->
         .collect())
 }
 
+/// Three nodes with FAST_SETTINGS plus `setting`, and `topic` (3 partitions, RF 3) led
+/// with full ISRs; node 1's view of it.
+fn cluster_with_topic(
+    setting: (&str, &str),
+    topic: &str,
+) -> Result<(Cluster, common::cluster::MetadataView)> {
+    let mut settings = FAST_SETTINGS.to_vec();
+    settings.push(setting);
+    let cluster = Cluster::start(3, &settings)?;
+    cluster.create_topic(
+        &[1],
+        &NewTopic::new(topic, 3, TopicReplication::Fixed(3)),
+        CHANGE,
+    )?;
+    let mut views = cluster.wait_views("the topic led", &[1], CONVERGE, |views| {
+        for p in &views[0].topic(topic)?.partitions {
+            ensure!(p.leader > 0 && p.isr.len() == 3, "{p:?}");
+        }
+        Ok(())
+    })?;
+    let view = views.remove(0);
+    Ok((cluster, view))
+}
+
 /// After a broker restarts, its preferred partitions stay led elsewhere without
 /// auto.leader.rebalance.enable, until ElectLeaders (preferred) gives them back; a
 /// second ElectLeaders answers ELECTION_NOT_NEEDED.
 #[test]
 fn elect_leaders_restores_preferred_leaders() -> Result<()> {
-    let mut settings = FAST_SETTINGS.to_vec();
-    settings.push(("auto.leader.rebalance.enable", "false"));
-    let mut cluster = Cluster::start(3, &settings)?;
-    cluster.create_topic(
-        &[1],
-        &NewTopic::new("pref", 3, TopicReplication::Fixed(3)),
-        CHANGE,
-    )?;
-    let views = cluster.wait_views("pref led", &[1], CONVERGE, |views| {
-        for p in &views[0].topic("pref")?.partitions {
-            ensure!(p.leader > 0 && p.isr.len() == 3, "{p:?}");
-        }
-        Ok(())
-    })?;
+    let (mut cluster, view) =
+        cluster_with_topic(("auto.leader.rebalance.enable", "false"), "pref")?;
     let node = 2;
-    let mine = preferred_of(&views[0], "pref", node)?;
+    let mine = preferred_of(&view, "pref", node)?;
     ensure!(!mine.is_empty(), "node {node} is preferred nowhere");
     cluster.kill9(node as u32)?;
     cluster.wait_views(
@@ -496,22 +508,10 @@ fn elect_leaders_restores_preferred_leaders() -> Result<()> {
 /// its preferred leaderships back by itself.
 #[test]
 fn preferred_leaders_come_back_by_themselves() -> Result<()> {
-    let mut settings = FAST_SETTINGS.to_vec();
-    settings.push(("leader.imbalance.check.interval.seconds", "1"));
-    let mut cluster = Cluster::start(3, &settings)?;
-    cluster.create_topic(
-        &[1],
-        &NewTopic::new("auto", 3, TopicReplication::Fixed(3)),
-        CHANGE,
-    )?;
-    let views = cluster.wait_views("auto led", &[1], CONVERGE, |views| {
-        for p in &views[0].topic("auto")?.partitions {
-            ensure!(p.leader > 0 && p.isr.len() == 3, "{p:?}");
-        }
-        Ok(())
-    })?;
+    let (mut cluster, view) =
+        cluster_with_topic(("leader.imbalance.check.interval.seconds", "1"), "auto")?;
     let node = 3;
-    ensure!(!preferred_of(&views[0], "auto", node)?.is_empty());
+    ensure!(!preferred_of(&view, "auto", node)?.is_empty());
     cluster.kill9(node as u32)?;
     cluster.wait_views(
         "leadership away from the dead node",

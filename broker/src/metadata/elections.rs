@@ -224,17 +224,25 @@ pub(crate) fn complete_if_ready(image: &MetadataImage, s: &PartitionState) -> Pa
     next.replicas = target;
     next.adding.clear();
     next.removing.clear();
-    if !next.replicas.contains(&next.leader) {
-        next.leader = next
-            .replicas
-            .iter()
-            .copied()
-            .find(|r| alive(image, *r))
-            .unwrap_or(-1);
-        next.leader_epoch += 1;
-    }
+    hand_over(image, &mut next);
     next.partition_epoch += 1;
     next
+}
+
+/// A leader that is no longer a replica hands over to the first replica (in replica
+/// order, so the preferred one first) that is in the ISR and alive, or to none (-1); the
+/// leader epoch moves on.
+fn hand_over(image: &MetadataImage, next: &mut PartitionState) {
+    if next.replicas.contains(&next.leader) {
+        return;
+    }
+    next.leader = next
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| next.isr.contains(r) && alive(image, *r))
+        .unwrap_or(-1);
+    next.leader_epoch += 1;
 }
 
 /// Validates a target replica list: not empty, no duplicates, registered brokers only.
@@ -285,15 +293,7 @@ fn reassign_one(
             next.isr = isr;
             next.adding.clear();
             next.removing.clear();
-            if !next.replicas.contains(&next.leader) {
-                next.leader = next
-                    .isr
-                    .iter()
-                    .copied()
-                    .find(|r| alive(image, *r))
-                    .unwrap_or(-1);
-                next.leader_epoch += 1;
-            }
+            hand_over(image, &mut next);
         }
         Some(target) => {
             check_target(image, &target)?;
@@ -325,15 +325,7 @@ fn reassign_one(
                     "no replica in sync would remain".into(),
                 ));
             }
-            if !next.replicas.contains(&next.leader) {
-                next.leader = next
-                    .isr
-                    .iter()
-                    .copied()
-                    .find(|r| alive(image, *r))
-                    .unwrap_or(-1);
-                next.leader_epoch += 1;
-            }
+            hand_over(image, &mut next);
         }
     }
     let mut next = complete_if_ready(image, &next);
