@@ -414,9 +414,12 @@ async fn fetch_once(
         let Some(log) = ctx.log(topic, *partition) else {
             continue;
         };
+        // the durable end, which is the log end once the last append is on disk: after a
+        // failed flush (a full disk) the log end is past what is durable, and the leader
+        // must not count that as this replica's copy
         want.insert(
             (topic.clone(), *partition),
-            (log.log_end_offset(), p.epoch, log.log_start_offset()),
+            (log.durable_offset(), p.epoch, log.log_start_offset()),
         );
     }
     if want.is_empty() {

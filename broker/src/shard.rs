@@ -552,6 +552,17 @@ impl ShardCtx {
         epoch: i32,
         deadline: std::time::Instant,
     ) -> Result<(), (i16, String)> {
+        // the leader's own copy first: a failed flush (a full or broken disk) is answered
+        // with its storage error at once, not left to time out
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let own = future::or(async { Some(log.wait_durable(last).await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
+        .await;
+        if let Some(Err(e)) = own {
+            return Err((storage_error_code(&e), e.to_string()));
+        }
         loop {
             if self.leader_epoch_here(topic, partition) != Some(epoch) {
                 return Err((

@@ -1,0 +1,902 @@
+//! The history checker: from the lines of one run, the verdict and the anomalies.
+//! The ground truth is the final read-back (every partition read from offset 0 to its high
+//! watermark after every fault was healed); against it:
+//!
+//! - `lost`: an acknowledged produce whose value is not at the offset it was acked with;
+//! - `duplicate`: a value at more than one offset of the final log;
+//! - `reorder`: one producer's values out of sequence order within a partition, or a
+//!   consumer session reading a partition's offsets out of rising order;
+//! - `vanished_read`: a consumer read a (partition, offset, value) the final log does not
+//!   hold (it read past a durable high watermark, or the record was truncated later);
+//! - `commit_backwards`: a group's committed offset, read back, lower than one read back
+//!   or acknowledged earlier (the earlier one completed before the later one started);
+//! - `unexpected_value`: a value in the log that no producer ever sent;
+//! - `incomplete`: a partition whose final read-back did not finish (nothing to check it by);
+//! - `crash`: a broker exited without being told to;
+//! - `storage_error`: an acks=all produce to a leader whose disk is full (the disk
+//!   nemesis's probe) answered with something else than KAFKA_STORAGE_ERROR (or success,
+//!   not leader, too small an ISR): a timeout, no answer, another code.
+//!
+//! Produce failures are indefinite (the record may have been written): such values may
+//! appear at most once, anywhere. Values are `<producer>-<sequence>`, the sequence rising
+//! per producer.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::history::{Entry, Kind, Meta, Phase};
+
+/// What a leader whose disk is full may answer an acks=all produce: KAFKA_STORAGE_ERROR,
+/// or that it no longer leads, or that its ISR is too small (success is checked like any
+/// acknowledged produce).
+const DISK_FULL_ANSWERS: [&str; 4] = [
+    "error code 56",
+    "error code 6",
+    "error code 19",
+    "error code 20",
+];
+/// What a healthy leader may answer the probe besides success.
+const BASELINE_ANSWERS: [&str; 3] = ["error code 6", "error code 19", "error code 20"];
+
+/// Examples kept per anomaly kind.
+const EXAMPLES_PER_KIND: usize = 5;
+
+/// An anomaly kind, named as in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    Lost,
+    Duplicate,
+    Reorder,
+    VanishedRead,
+    CommitBackwards,
+    UnexpectedValue,
+    Incomplete,
+    Crash,
+    StorageError,
+}
+
+impl AnomalyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::Lost => "lost",
+            AnomalyKind::Duplicate => "duplicate",
+            AnomalyKind::Reorder => "reorder",
+            AnomalyKind::VanishedRead => "vanished_read",
+            AnomalyKind::CommitBackwards => "commit_backwards",
+            AnomalyKind::UnexpectedValue => "unexpected_value",
+            AnomalyKind::Incomplete => "incomplete",
+            AnomalyKind::Crash => "crash",
+            AnomalyKind::StorageError => "storage_error",
+        }
+    }
+}
+
+/// One anomaly: its kind, the time of the operation that shows it, and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub t: u64,
+    pub detail: String,
+}
+
+/// What the checker found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    /// Operation counts by name (`produce_ok`, `reads`, …).
+    pub operations: BTreeMap<String, u64>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Anomalies, by kind (kinds with none left out).
+    pub anomalies: BTreeMap<String, u64>,
+    /// The first anomalies of each kind, earliest first.
+    pub examples: Vec<Anomaly>,
+    /// Produce errors by error text (e.g. how often KAFKA_STORAGE_ERROR was seen).
+    pub produce_errors: BTreeMap<String, u64>,
+    /// Things the reader should know (a torn last line, no meta line).
+    pub notes: Vec<String>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.anomalies.is_empty()
+    }
+
+    pub fn anomaly_count(&self) -> u64 {
+        self.anomalies.values().sum()
+    }
+}
+
+#[derive(Default)]
+struct Found {
+    all: Vec<Anomaly>,
+}
+
+impl Found {
+    fn add(&mut self, kind: AnomalyKind, t: u64, detail: String) {
+        self.all.push(Anomaly { kind, t, detail });
+    }
+}
+
+/// (producer, sequence) of a value `<producer>-<sequence>`.
+fn split_value(v: &str) -> Option<(&str, u64)> {
+    let (p, s) = v.rsplit_once('-')?;
+    Some((p, s.parse().ok()?))
+}
+
+/// Checks a history.
+pub fn check(entries: &[Entry]) -> Verdict {
+    let mut v = Verdict::default();
+    let mut found = Found::default();
+    let mut ops: BTreeMap<String, u64> = BTreeMap::new();
+    let mut count = |name: &str| *ops.entry(name.to_string()).or_default() += 1;
+
+    let meta: Option<Meta> = entries
+        .iter()
+        .find(|e| e.kind == Kind::Meta)
+        .and_then(|e| serde_json::from_str(e.detail.as_deref()?).ok());
+    if meta.is_none() {
+        v.notes
+            .push("no meta line: partitions known only from the history".into());
+    }
+
+    // --- collect -----------------------------------------------------------------------
+    // produce invokes: id -> (t, worker, partition, value)
+    let mut invoked: HashMap<u64, (u64, String, i32, String)> = HashMap::new();
+    let mut sent_values: HashMap<String, u64> = HashMap::new(); // value -> invoke t
+    let mut acked: Vec<(u64, i32, i64, String)> = Vec::new(); // (t, partition, offset, value)
+    let mut failed_values: Vec<String> = Vec::new();
+    let mut reads: Vec<&Entry> = Vec::new();
+    let mut commit_ok: Vec<&Entry> = Vec::new();
+    let mut committed_invoke: HashMap<u64, u64> = HashMap::new(); // id -> start t
+    let mut committed_obs: Vec<&Entry> = Vec::new();
+    let mut final_log: BTreeMap<(i32, i64), &Entry> = BTreeMap::new();
+    let mut final_end: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut partitions_seen: BTreeMap<i32, ()> = BTreeMap::new();
+
+    for e in entries {
+        if let Some(p) = e.partition {
+            partitions_seen.insert(p, ());
+        }
+        match (e.kind, e.phase) {
+            (Kind::Produce, Phase::Invoke) => {
+                count("produce_invoked");
+                if let (Some(id), Some(p), Some(val)) = (e.id, e.partition, &e.value) {
+                    let w = e.worker.clone().unwrap_or_default();
+                    invoked.insert(id, (e.t, w, p, val.clone()));
+                    sent_values.insert(val.clone(), e.t);
+                }
+            }
+            (Kind::Produce, Phase::Ok) => {
+                count("produce_ok");
+                let inv = e.id.and_then(|id| invoked.get(&id));
+                match (inv, e.partition, e.offset) {
+                    (Some((_, _, _, val)), Some(p), Some(o)) => {
+                        acked.push((e.t, p, o, val.clone()))
+                    }
+                    _ => v.notes.push(format!(
+                        "produce ok at t={} without its invoke or offset: ignored",
+                        e.t
+                    )),
+                }
+            }
+            (Kind::Produce, Phase::Fail) => {
+                count("produce_failed");
+                let err = e.error.clone().unwrap_or_else(|| "unknown".into());
+                match e.detail.as_deref() {
+                    Some(crate::nemesis::DISK_FULL_PROBE)
+                        if !DISK_FULL_ANSWERS.contains(&err.as_str()) =>
+                    {
+                        found.add(
+                            AnomalyKind::StorageError,
+                            e.t,
+                            format!(
+                                "an acks=all produce to the leader of partition {} with a full disk got {err}, not KAFKA_STORAGE_ERROR (56)",
+                                e.partition.unwrap_or(-1)
+                            ),
+                        );
+                    }
+                    Some(crate::nemesis::BASELINE_PROBE)
+                        if !BASELINE_ANSWERS.contains(&err.as_str()) =>
+                    {
+                        v.notes.push(format!(
+                            "a probe produce before filling the disk got {err} at t={}",
+                            e.t
+                        ));
+                    }
+                    _ => {}
+                }
+                *v.produce_errors.entry(err).or_default() += 1;
+                if let Some((_, _, _, val)) = e.id.and_then(|id| invoked.get(&id)) {
+                    failed_values.push(val.clone());
+                }
+            }
+            (Kind::Read, Phase::Ok) => {
+                count("reads");
+                reads.push(e);
+            }
+            (Kind::Commit, Phase::Invoke) => count("commits_invoked"),
+            (Kind::Commit, Phase::Ok) => {
+                count("commits_ok");
+                commit_ok.push(e);
+            }
+            (Kind::Commit, Phase::Fail) => count("commits_failed"),
+            (Kind::Committed, Phase::Invoke) => {
+                if let Some(id) = e.id {
+                    committed_invoke.insert(id, e.t);
+                }
+            }
+            (Kind::Committed, Phase::Ok) => {
+                count("committed_reads");
+                committed_obs.push(e);
+            }
+            (Kind::FinalRead, Phase::Ok) => {
+                if let (Some(p), Some(o)) = (e.partition, e.offset) {
+                    final_log.insert((p, o), e);
+                }
+            }
+            (Kind::FinalEnd, Phase::Ok) => {
+                if let (Some(p), Some(o)) = (e.partition, e.offset) {
+                    final_end.insert(p, o);
+                }
+            }
+            (Kind::Nemesis, Phase::Invoke) => {
+                let f = e.fault.clone().unwrap_or_else(|| "unknown".into());
+                *v.faults.entry(f).or_default() += 1;
+            }
+            (Kind::Crash, _) => {
+                count("crashes");
+                found.add(
+                    AnomalyKind::Crash,
+                    e.t,
+                    e.detail.clone().unwrap_or_else(|| "a broker exited".into()),
+                );
+            }
+            _ => {}
+        }
+    }
+    v.operations = ops;
+
+    // --- completeness ----------------------------------------------------------------
+    let partitions: Vec<i32> = match &meta {
+        Some(m) => (0..m.partitions).collect(),
+        None => partitions_seen.keys().copied().collect(),
+    };
+    let last_t = entries.last().map_or(0, |e| e.t);
+    for p in &partitions {
+        if !final_end.contains_key(p) {
+            found.add(
+                AnomalyKind::Incomplete,
+                last_t,
+                format!(
+                    "partition {p}: the final read-back did not finish; its records are unchecked"
+                ),
+            );
+        }
+    }
+    let complete = |p: i32| final_end.contains_key(&p);
+    // the final log is what lies below each partition's final high watermark
+    final_log.retain(|(p, o), _| final_end.get(p).is_some_and(|end| o < end));
+    *v.operations.entry("final_records".into()).or_default() = final_log.len() as u64;
+
+    // --- the final log ---------------------------------------------------------------
+    let mut where_is: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+    for ((p, o), e) in &final_log {
+        if let Some(val) = e.value.as_deref() {
+            where_is.entry(val).or_default().push((*p, *o));
+        }
+    }
+    // duplicates and unexpected values
+    let mut dups: Vec<(&str, &Vec<(i32, i64)>)> = where_is
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(val, at)| (*val, at))
+        .collect();
+    dups.sort_by_key(|(_, at)| at[1]);
+    for (val, at) in dups {
+        let t = final_log[&at[1]].t;
+        found.add(
+            AnomalyKind::Duplicate,
+            t,
+            format!(
+                "value {val} is in the final log {} times, at {}",
+                at.len(),
+                fmt_at(at)
+            ),
+        );
+    }
+    for ((p, o), e) in &final_log {
+        let val = e.value.as_deref().unwrap_or("");
+        if !sent_values.contains_key(val) {
+            found.add(
+                AnomalyKind::UnexpectedValue,
+                e.t,
+                format!("{p}@{o} holds {val:?}, which no producer sent"),
+            );
+        }
+    }
+    // per-producer order within each partition of the final log
+    let mut last_seq: HashMap<(i32, &str), (u64, i64)> = HashMap::new();
+    for ((p, o), e) in &final_log {
+        let Some((prod, seq)) = e.value.as_deref().and_then(split_value) else {
+            continue;
+        };
+        if let Some((prev_seq, prev_o)) = last_seq.get(&(*p, prod)) {
+            if seq <= *prev_seq {
+                found.add(
+                    AnomalyKind::Reorder,
+                    e.t,
+                    format!(
+                        "partition {p}: {prod}-{seq} at offset {o} after {prod}-{prev_seq} at offset {prev_o}"
+                    ),
+                );
+            }
+        }
+        last_seq.insert((*p, prod), (seq, *o));
+    }
+
+    // --- acknowledged records ----------------------------------------------------------
+    acked.sort();
+    // two values acked at one offset: at most one of them can be there (the other is
+    // reported as lost, with this in its detail)
+    let mut acked_at: HashMap<(i32, i64), Vec<&str>> = HashMap::new();
+    for (_, p, o, val) in &acked {
+        acked_at.entry((*p, *o)).or_default().push(val);
+    }
+    for (t, p, o, val) in &acked {
+        if !complete(*p) {
+            continue;
+        }
+        let there = final_log.get(&(*p, *o)).and_then(|e| e.value.as_deref());
+        if there != Some(val.as_str()) {
+            let now = match there {
+                Some(x) => format!("the final log has {x} there"),
+                None => format!(
+                    "the final log has nothing there (its end is {})",
+                    final_end.get(p).copied().unwrap_or(-1)
+                ),
+            };
+            let elsewhere = match where_is.get(val.as_str()) {
+                Some(at) => format!("; the value is at {}", fmt_at(at)),
+                None => "; the value is nowhere in the final log".into(),
+            };
+            let also: Vec<&str> = acked_at[&(*p, *o)]
+                .iter()
+                .copied()
+                .filter(|x| *x != val.as_str())
+                .collect();
+            let also = if also.is_empty() {
+                String::new()
+            } else {
+                format!("; {p}@{o} was also acked to {}", also.join(", "))
+            };
+            found.add(
+                AnomalyKind::Lost,
+                *t,
+                format!("{val} acked at {p}@{o}: {now}{elsewhere}{also}"),
+            );
+        }
+    }
+    let _ = failed_values; // indefinite: allowed once anywhere, which `duplicate` covers
+
+    // --- consumer reads ------------------------------------------------------------------
+    let mut session_last: HashMap<(&str, u64, i32), i64> = HashMap::new();
+    for e in &reads {
+        let (Some(p), Some(o)) = (e.partition, e.offset) else {
+            continue;
+        };
+        let val = e.value.as_deref().unwrap_or("");
+        let w = e.worker.as_deref().unwrap_or("?");
+        let key = (w, e.session.unwrap_or(0), p);
+        if let Some(prev) = session_last.get(&key) {
+            if o <= *prev {
+                found.add(
+                    AnomalyKind::Reorder,
+                    e.t,
+                    format!(
+                        "consumer {w} session {}: read {p}@{o} after {p}@{prev}",
+                        key.1
+                    ),
+                );
+            }
+        }
+        session_last.insert(key, o);
+        if !complete(p) {
+            continue;
+        }
+        let there = final_log.get(&(p, o)).and_then(|f| f.value.as_deref());
+        if there != Some(val) {
+            let now = match there {
+                Some(x) => format!("the final log has {x} there"),
+                None => format!(
+                    "the final log ends at {}",
+                    final_end.get(&p).copied().unwrap_or(-1)
+                ),
+            };
+            found.add(
+                AnomalyKind::VanishedRead,
+                e.t,
+                format!("consumer {w} read {val} at {p}@{o}; {now}"),
+            );
+        }
+    }
+
+    // --- liveness (a note, not an anomaly: the windows are too short to demand more) -----
+    let mut group_reads: Vec<u64> = reads
+        .iter()
+        .filter(|e| e.worker.as_deref().is_some_and(|w| w.starts_with('g')))
+        .map(|e| e.t)
+        .collect();
+    group_reads.sort_unstable();
+    if let (Some(first_ack), Some(last_ack)) = (acked.first(), acked.last()) {
+        let mut points = vec![first_ack.0];
+        points.extend(group_reads.iter().copied().filter(|t| *t <= last_ack.0));
+        points.push(last_ack.0);
+        let gap = points
+            .windows(2)
+            .map(|w| (w[1].saturating_sub(w[0]), w[0], w[1]))
+            .max();
+        if let Some((len, from, to)) = gap {
+            v.notes.push(format!(
+                "longest stretch without a read by the group's consumers while produces were acked: {:.1} s (t={from}..{to} ms)",
+                len as f64 / 1000.0
+            ));
+        }
+    }
+
+    // --- committed offsets -------------------------------------------------------------
+    // Every known committed offset, with the interval in which it held: commit acks are
+    // points (their answer time), read-backs span invoke..answer. A read-back that
+    // started after another known value completed must not be lower.
+    type Key = (String, i32);
+    let mut known: HashMap<Key, Vec<(u64, i64, String)>> = HashMap::new(); // (end t, offset, what)
+    for e in &commit_ok {
+        if let (Some(g), Some(p), Some(o)) = (&e.group, e.partition, e.offset) {
+            let w = e.worker.as_deref().unwrap_or("?");
+            known.entry((g.clone(), p)).or_default().push((
+                e.t,
+                o,
+                format!("commit of {o} by {w} acked at t={}", e.t),
+            ));
+        }
+    }
+    let mut observations: Vec<(u64, u64, Key, i64)> = Vec::new(); // (start, end, key, offset)
+    for e in &committed_obs {
+        if let (Some(g), Some(p), Some(o)) = (&e.group, e.partition, e.offset) {
+            let start =
+                e.id.and_then(|id| committed_invoke.get(&id).copied())
+                    .unwrap_or(e.t);
+            observations.push((start, e.t, (g.clone(), p), o));
+            known.entry((g.clone(), p)).or_default().push((
+                e.t,
+                o,
+                format!("read back as {o} at t={}", e.t),
+            ));
+        }
+    }
+    for list in known.values_mut() {
+        list.sort_by_key(|(end, _, _)| *end);
+    }
+    observations.sort_by_key(|(start, _, _, _)| *start);
+    for (start, end, key, o) in &observations {
+        let Some(list) = known.get(key) else { continue };
+        // the highest offset known before this read-back started
+        let best = list
+            .iter()
+            .take_while(|(t, _, _)| t < start)
+            .max_by_key(|(_, off, _)| *off);
+        if let Some((_, hi, what)) = best {
+            if o < hi {
+                found.add(
+                    AnomalyKind::CommitBackwards,
+                    *end,
+                    format!(
+                        "group {} partition {}: committed offset read back as {o} (asked at t={start}), after {what}",
+                        key.0, key.1
+                    ),
+                );
+            }
+        }
+    }
+
+    // --- verdict -------------------------------------------------------------------------
+    found.all.sort_by_key(|a| (a.kind, a.t));
+    let mut per_kind: BTreeMap<AnomalyKind, usize> = BTreeMap::new();
+    for a in found.all {
+        let n = per_kind.entry(a.kind).or_default();
+        *n += 1;
+        *v.anomalies.entry(a.kind.name().to_string()).or_default() += 1;
+        if *n <= EXAMPLES_PER_KIND {
+            v.examples.push(a);
+        }
+    }
+    v
+}
+
+fn fmt_at(at: &[(i32, i64)]) -> String {
+    at.iter()
+        .map(|(p, o)| format!("{p}@{o}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds histories by hand: a tiny DSL over `Entry`.
+    struct H {
+        t: u64,
+        id: u64,
+        lines: Vec<Entry>,
+    }
+
+    impl H {
+        fn new(partitions: i32) -> Self {
+            let meta = Meta {
+                seed: 1,
+                brokers: 3,
+                topic: "t".into(),
+                partitions,
+                duration_ms: 0,
+                nemesis: vec![],
+                replay: String::new(),
+                schedule: vec![],
+                broker_binary: String::new(),
+            };
+            let m = Entry::new(0, Kind::Meta, Phase::Info)
+                .detail(serde_json::to_string(&meta).expect("ok: serializable"));
+            H {
+                t: 1,
+                id: 0,
+                lines: vec![m],
+            }
+        }
+
+        fn tick(&mut self) -> u64 {
+            self.t += 1;
+            self.t
+        }
+
+        /// A produce of `value` to `p`, acked at `offset` (None: failed).
+        fn produce(&mut self, value: &str, p: i32, offset: Option<i64>) -> &mut Self {
+            self.id += 1;
+            let (t, id) = (self.tick(), self.id);
+            self.lines.push(
+                Entry::new(t, Kind::Produce, Phase::Invoke)
+                    .id(id)
+                    .worker("w0")
+                    .partition(p)
+                    .value(value),
+            );
+            let t = self.tick();
+            self.lines.push(match offset {
+                Some(o) => Entry::new(t, Kind::Produce, Phase::Ok)
+                    .id(id)
+                    .partition(p)
+                    .offset(o),
+                None => Entry::new(t, Kind::Produce, Phase::Fail)
+                    .id(id)
+                    .partition(p)
+                    .error("MessageTimedOut"),
+            });
+            self
+        }
+
+        fn read(&mut self, w: &str, session: u64, p: i32, o: i64, value: &str) -> &mut Self {
+            let t = self.tick();
+            self.lines.push(
+                Entry::new(t, Kind::Read, Phase::Ok)
+                    .worker(w)
+                    .session(session)
+                    .partition(p)
+                    .offset(o)
+                    .value(value),
+            );
+            self
+        }
+
+        fn commit_ok(&mut self, p: i32, o: i64) -> &mut Self {
+            let t = self.tick();
+            self.lines.push(
+                Entry::new(t, Kind::Commit, Phase::Ok)
+                    .worker("g0")
+                    .group("g")
+                    .partition(p)
+                    .offset(o),
+            );
+            self
+        }
+
+        fn committed(&mut self, p: i32, o: i64) -> &mut Self {
+            self.id += 1;
+            let (t, id) = (self.tick(), self.id);
+            self.lines.push(
+                Entry::new(t, Kind::Committed, Phase::Invoke)
+                    .id(id)
+                    .group("g"),
+            );
+            let t = self.tick();
+            self.lines.push(
+                Entry::new(t, Kind::Committed, Phase::Ok)
+                    .id(id)
+                    .group("g")
+                    .partition(p)
+                    .offset(o),
+            );
+            self
+        }
+
+        /// The final log of partition `p`: values at offsets 0.., then its end.
+        fn final_log(&mut self, p: i32, values: &[&str]) -> &mut Self {
+            for (o, val) in values.iter().enumerate() {
+                let t = self.tick();
+                self.lines.push(
+                    Entry::new(t, Kind::FinalRead, Phase::Ok)
+                        .partition(p)
+                        .offset(o as i64)
+                        .value(*val),
+                );
+            }
+            let t = self.tick();
+            self.lines.push(
+                Entry::new(t, Kind::FinalEnd, Phase::Ok)
+                    .partition(p)
+                    .offset(values.len() as i64),
+            );
+            self
+        }
+
+        fn check(&self) -> Verdict {
+            check(&self.lines)
+        }
+    }
+
+    fn kinds(v: &Verdict) -> Vec<(&str, u64)> {
+        v.anomalies.iter().map(|(k, n)| (k.as_str(), *n)).collect()
+    }
+
+    /// The clean history every planted one starts from: two partitions, a failed produce
+    /// that did land, a consumer, commits.
+    fn clean() -> H {
+        let mut h = H::new(2);
+        h.produce("w0-0", 0, Some(0))
+            .produce("w0-1", 1, Some(0))
+            .produce("w0-2", 0, Some(1))
+            .produce("w0-3", 1, None) // indefinite; it landed
+            .read("a0", 0, 0, 0, "w0-0")
+            .read("a0", 0, 0, 1, "w0-2")
+            .commit_ok(0, 1)
+            .committed(0, 1)
+            .commit_ok(0, 2)
+            .committed(0, 2);
+        h
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let mut h = clean();
+        h.final_log(0, &["w0-0", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        assert!(v.passed(), "{:?}", v.examples);
+        assert_eq!(v.operations["produce_ok"], 3);
+        assert_eq!(v.operations["produce_failed"], 1);
+        assert_eq!(v.operations["reads"], 2);
+        assert_eq!(v.operations["final_records"], 4);
+    }
+
+    #[test]
+    fn a_failed_produce_that_never_landed_passes() {
+        let mut h = clean();
+        h.final_log(0, &["w0-0", "w0-2"]).final_log(1, &["w0-1"]);
+        assert!(h.check().passed());
+    }
+
+    #[test]
+    fn planted_loss_is_flagged() {
+        let mut h = clean();
+        // w0-2 acked at 0@1 is gone (the log ends at 1)
+        h.final_log(0, &["w0-0"]).final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        assert!(!v.passed());
+        assert_eq!(kinds(&v), vec![("lost", 1), ("vanished_read", 1)]);
+        let lost = v
+            .examples
+            .iter()
+            .find(|a| a.kind == AnomalyKind::Lost)
+            .expect("ok: flagged");
+        assert!(lost.detail.contains("w0-2 acked at 0@1"), "{}", lost.detail);
+    }
+
+    #[test]
+    fn loss_by_overwrite_is_flagged() {
+        let mut h = clean();
+        // another value sits where w0-1 was acked; w0-1 itself is gone
+        h.final_log(0, &["w0-0", "w0-2"]).final_log(1, &["w0-3"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("lost", 1)]);
+        assert!(v.examples[0].detail.contains("has w0-3 there"));
+    }
+
+    #[test]
+    fn two_values_acked_at_one_offset_lose_one() {
+        let mut h = H::new(1);
+        h.produce("w0-0", 0, Some(0)).produce("w1-0", 0, Some(0));
+        h.final_log(0, &["w1-0"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("lost", 1)]);
+        assert!(
+            v.examples[0].detail.contains("also acked to w1-0"),
+            "{:?}",
+            v.examples
+        );
+    }
+
+    #[test]
+    fn planted_duplicate_is_flagged() {
+        let mut h = clean();
+        // a retry stored twice: w0-2 at offsets 1 and 2
+        h.final_log(0, &["w0-0", "w0-2", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        // the second copy is also out of order (seq 2 after seq 2)
+        assert_eq!(kinds(&v), vec![("duplicate", 1), ("reorder", 1)]);
+        assert!(
+            v.examples[0].detail.contains("0@1, 0@2"),
+            "{:?}",
+            v.examples
+        );
+    }
+
+    #[test]
+    fn a_failed_produce_stored_twice_is_a_duplicate() {
+        let mut h = clean();
+        h.final_log(0, &["w0-0", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3", "w0-3"]);
+        let v = h.check();
+        assert_eq!(v.anomalies.get("duplicate"), Some(&1));
+    }
+
+    #[test]
+    fn planted_reorder_in_the_log_is_flagged() {
+        let mut h = H::new(1);
+        h.produce("w0-0", 0, Some(0))
+            .produce("w0-1", 0, Some(1))
+            .produce("w0-2", 0, Some(2));
+        // w0-2 landed before w0-1 (acks say otherwise, so both also count as lost)
+        h.final_log(0, &["w0-0", "w0-2", "w0-1"]);
+        let v = h.check();
+        assert_eq!(v.anomalies.get("reorder"), Some(&1));
+        assert!(v
+            .examples
+            .iter()
+            .any(|a| a.kind == AnomalyKind::Reorder
+                && a.detail.contains("w0-1 at offset 2 after w0-2")));
+    }
+
+    #[test]
+    fn planted_reorder_in_a_consumer_session_is_flagged() {
+        let mut h = clean();
+        h.read("a0", 0, 0, 0, "w0-0"); // back to offset 0 in the same session
+        h.read("a0", 1, 0, 0, "w0-0"); // a new session may start over
+        h.final_log(0, &["w0-0", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("reorder", 1)]);
+        assert!(v.examples[0].detail.contains("read 0@0 after 0@1"));
+    }
+
+    #[test]
+    fn planted_read_of_a_vanished_record_is_flagged() {
+        let mut h = clean();
+        // a consumer read w0-3 at 1@1 (the failed produce), later truncated away
+        h.read("a0", 0, 1, 1, "w0-3");
+        h.final_log(0, &["w0-0", "w0-2"]).final_log(1, &["w0-1"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("vanished_read", 1)]);
+        assert!(v.examples[0].detail.contains("read w0-3 at 1@1"));
+    }
+
+    #[test]
+    fn a_read_replaced_by_another_record_is_flagged() {
+        let mut h = clean();
+        h.read("a0", 0, 1, 1, "w0-9");
+        h.final_log(0, &["w0-0", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("vanished_read", 1)]);
+    }
+
+    #[test]
+    fn committed_offset_moving_backwards_is_flagged() {
+        let mut h = clean();
+        h.committed(0, 1); // after 2 was acked and read back
+        h.final_log(0, &["w0-0", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("commit_backwards", 1)]);
+        assert!(v.examples[0].detail.contains("read back as 1"));
+    }
+
+    #[test]
+    fn a_lost_commit_is_flagged() {
+        let mut h = H::new(1);
+        h.produce("w0-0", 0, Some(0))
+            .commit_ok(0, 1)
+            .committed(0, -1);
+        h.final_log(0, &["w0-0"]);
+        assert_eq!(kinds(&h.check()), vec![("commit_backwards", 1)]);
+    }
+
+    #[test]
+    fn unfinished_read_back_and_crash_fail_the_run() {
+        let mut h = clean();
+        h.final_log(0, &["w0-0", "w0-2"]); // partition 1 never finished
+        let t = h.tick();
+        h.lines
+            .push(Entry::new(t, Kind::Crash, Phase::Info).detail("node 2 exited with 1"));
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("crash", 1), ("incomplete", 1)]);
+    }
+
+    #[test]
+    fn a_full_disk_that_does_not_answer_storage_error_is_flagged() {
+        let mut h = clean();
+        for (code, detail) in [
+            (56, crate::nemesis::DISK_FULL_PROBE),
+            (7, crate::nemesis::DISK_FULL_PROBE),
+            (7, crate::nemesis::BASELINE_PROBE),
+        ] {
+            let t = h.tick();
+            h.lines.push(
+                Entry::new(t, Kind::Produce, Phase::Fail)
+                    .partition(0)
+                    .error(format!("error code {code}"))
+                    .detail(detail),
+            );
+        }
+        h.final_log(0, &["w0-0", "w0-2"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        let v = h.check();
+        // the timeout with a full disk is the anomaly; the baseline one only a note
+        assert_eq!(kinds(&v), vec![("storage_error", 1)]);
+        assert!(v.examples[0].detail.contains("got error code 7"));
+        assert!(v.notes.iter().any(|n| n.contains("before filling")));
+    }
+
+    #[test]
+    fn a_value_nobody_sent_is_flagged() {
+        let mut h = clean();
+        h.final_log(0, &["w0-0", "w0-2", "zz-1"])
+            .final_log(1, &["w0-1", "w0-3"]);
+        assert_eq!(kinds(&h.check()), vec![("unexpected_value", 1)]);
+    }
+
+    #[test]
+    fn a_history_survives_the_file_round_trip() {
+        let dir = tempfile::tempdir().expect("ok: tempdir");
+        let path = dir.path().join("h.jsonl");
+        let mut h = clean();
+        h.final_log(0, &["w0-0"]).final_log(1, &["w0-1", "w0-3"]);
+        {
+            let w = crate::history::HistoryWriter::create(&path).expect("ok: create");
+            for e in &h.lines {
+                w.write(e);
+            }
+            w.flush().expect("ok: flush");
+        }
+        // a torn last line, as a crash of the writer leaves, is skipped
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"t\":9,\"ki"))
+            .expect("ok: append");
+        let (back, torn) = crate::history::read(&path).expect("ok: read");
+        assert_eq!(back, h.lines);
+        assert!(torn.is_some());
+        let v = check(&back);
+        assert_eq!(v.anomalies.get("lost"), Some(&1));
+    }
+}
