@@ -188,11 +188,16 @@ impl GroupCoordinator {
             if let Some(group) = st.groups.get_mut(&group_id) {
                 for (topic, partition, value, seq) in written {
                     let key = (topic, partition);
-                    if group.pending_commits.get(&key) == Some(&seq) {
+                    // Writes complete in the order they were issued. A successful one is
+                    // the committed value unless the offset was deleted meanwhile (no
+                    // longer pending), even when a later commit is still in flight: that
+                    // one may fail, and the answer given for this one must then hold.
+                    let latest = group.pending_commits.get(&key).copied();
+                    if !failed && latest.is_some_and(|l| l >= seq) {
+                        group.offsets.insert(key.clone(), value);
+                    }
+                    if latest == Some(seq) {
                         group.pending_commits.remove(&key);
-                        if !failed {
-                            group.offsets.insert(key, value);
-                        }
                     }
                 }
             }

@@ -30,6 +30,8 @@ pub(super) mod support {
     pub(crate) struct MemLog {
         pub(crate) records: RefCell<Vec<(Bytes, Option<Bytes>)>>,
         pub(crate) fail: Cell<bool>,
+        /// Writes land but fail later (as one that outlives its replication timeout).
+        pub(crate) fail_late: Cell<bool>,
     }
 
     impl OffsetsLog for MemLog {
@@ -41,6 +43,12 @@ pub(super) mod support {
                 return Box::pin(async { Err("disk on fire".to_string()) });
             }
             self.records.borrow_mut().extend(records);
+            if self.fail_late.get() {
+                return Box::pin(async {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    Err("not replicated in time".to_string())
+                });
+            }
             Box::pin(async {
                 // Durability takes a moment, so other tasks interleave like on a real disk.
                 glommio::timer::sleep(Duration::from_millis(1)).await;

@@ -13,6 +13,8 @@ use kafka_protocol::messages::offset_delete_request::{
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetDeleteRequest, TopicName};
 use kafka_protocol::ResponseError;
 
+use std::time::Duration;
+
 use super::offsets::PartitionOffset;
 use super::records::RecordKey;
 use super::tests::support::*;
@@ -383,6 +385,37 @@ fn storage_failure_is_reported_and_not_applied() {
         assert_eq!(c.describe_group("f").await.group_state.as_str(), "Empty");
         log.fail.set(false);
         assert_eq!(c.delete_group("f").await, 0);
+    });
+}
+
+/// A commit answered OK stays committed when a later commit of the same partition, still
+/// in flight when the first completed, then fails (chaos/README.md bug 4).
+#[test]
+fn a_later_failed_commit_does_not_undo_an_acknowledged_one() {
+    run(|| async {
+        let (log, c) = coordinator(config());
+        commit(&c, commit_req("g", -1, "", &[("t", 0, 5)])).await;
+        let first = {
+            let c = c.clone();
+            glommio::spawn_local(async move {
+                commit(&c, commit_req("g", -1, "", &[("t", 0, 6)])).await
+            })
+        };
+        // the first write is issued (it lands at call time) before the second
+        glommio::timer::sleep(Duration::from_micros(100)).await;
+        log.fail_late.set(true);
+        let second = {
+            let c = c.clone();
+            glommio::spawn_local(async move {
+                commit(&c, commit_req("g", -1, "", &[("t", 0, 7)])).await
+            })
+        };
+        assert_eq!(first.await, vec![0]);
+        assert_eq!(
+            second.await,
+            vec![ResponseError::CoordinatorNotAvailable.code()]
+        );
+        assert_eq!(fetch_one(&c, "g", "t", 0).await.offset, 6);
     });
 }
 
