@@ -17,6 +17,7 @@ pub mod pacer;
 pub mod procstat;
 mod progress;
 pub mod record;
+pub mod replication;
 pub mod report;
 pub mod stats;
 pub mod suite;

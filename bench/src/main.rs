@@ -18,6 +18,7 @@ use sluice_bench::limits::{self, LimitsConfig};
 use sluice_bench::metadata::{self, FailoverArgs, MetadataArgs};
 use sluice_bench::procstat;
 use sluice_bench::record::KeyDistributor;
+use sluice_bench::replication::{self, ReplicationArgs};
 use sluice_bench::report;
 use sluice_bench::suite::{self, SuiteConfig};
 use sluice_bench::workload::Workload;
@@ -64,6 +65,9 @@ enum Command {
     Metadata(MetadataArgs),
     /// Kill -9 the active controller of a local-cluster.sh cluster, time until CreateTopics works.
     Failover(FailoverArgs),
+    /// Replication factor 1 vs 3 on local clusters it starts: max produce (acks=all), CPU
+    /// per GB, e2e at a fixed rate, and the RF3/RF1 ratio against issue 12's targets.
+    Replication(ReplicationArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -396,6 +400,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Metadata(a) => metadata::metadata_command(&cli.bootstrap, cli.json, cli.quiet, a),
         Command::Failover(a) => metadata::failover_command(cli.json, cli.quiet, a),
+        Command::Replication(a) => replication::replication_command(cli.json, cli.quiet, a),
     }
 }
 
