@@ -29,7 +29,10 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
                 && s.max_ts_offset >= 0
                 && s.max_ts < now_ms.saturating_sub(cfg.retention_ms)
         };
-        for s in &st.segments {
+        // never the last segment here, sealed or not: it holds the log end, and a log
+        // without segments would restart at 0 (the active case below rolls it instead)
+        let all_but_last = &st.segments[..st.segments.len().saturating_sub(1)];
+        for s in all_but_last {
             if s.state != SegState::Sealed {
                 break;
             }
@@ -40,7 +43,8 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
             total -= s.size as i64;
             doomed.push(s.base);
         }
-        // the active segment expires too once everything in it is old and durable
+        // the last segment expires too once everything in it is old and durable: an
+        // empty segment at the log end takes its place
         let active = st.segments.last();
         let roll = doomed.len() + 1 == st.segments.len()
             && active.is_some_and(|a| a.size > 0 && a.flushed == a.size && expired(a))
@@ -53,6 +57,21 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
     }
     clear_marker(&log.inner).await?;
     let dir = log.inner.dir.clone();
+    // The segment left last may exist only in memory (its data never reached the disk,
+    // e.g. cut by a truncation before a flush): give it its file before the others go,
+    // or a reopen would find no segment and restart the log at 0.
+    let empty_last = {
+        let st = log.inner.st.borrow();
+        st.segments
+            .last()
+            .filter(|l| !roll && l.size == 0 && !doomed.contains(&l.base))
+            .map(|l| l.base)
+    };
+    if let Some(base) = empty_last {
+        let f = open_segment_file(&log_path(&dir, base), true).await?;
+        f.close().await?;
+        sync_dir(&log.inner).await?;
+    }
     let mut removed = doomed.clone();
     if roll {
         let end = log.inner.st.borrow().log_end;

@@ -788,3 +788,44 @@ fn open_finishes_a_truncation_a_crash_interrupted() {
     write_intent(&path, 7);
     reopen_check(path, Vec::new(), 7, "emptied log");
 }
+
+/// Retention that expires the last segment (here a sealed one a truncation left last)
+/// rolls to an empty segment at the log end: a clean reopen keeps that end (offsets are
+/// never reused). Found by `log_matches_model` in CI.
+#[test]
+fn retention_of_the_active_segment_keeps_the_log_end_across_a_reopen() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions {
+            cache_bytes: 0,
+            max_open_files: 1,
+            ..ShardStorageOptions::default()
+        });
+        let cfg = LogConfig {
+            segment_bytes: 600,
+            index_interval_bytes: 64,
+            ..LogConfig::default()
+        };
+        let log = open(&shard, &path, cfg.clone()).await;
+        // appended and cut before any flush
+        log.append(batch(4, 0, 1000, 0), 1000).unwrap();
+        log.append(batch(4, 102, 1000, 0), 1000).unwrap();
+        assert_eq!(log.truncate_from(4).await.unwrap(), 4);
+        log.set_config(LogConfig {
+            retention_ms: 0,
+            ..cfg.clone()
+        });
+        log.enforce_retention(5000).await.unwrap();
+        assert_eq!(
+            seg_files(&path),
+            vec![(4, 0)],
+            "the empty last segment has its file"
+        );
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 4));
+        log.close().await.unwrap();
+        let log = open(&shard, &path, cfg).await;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 4));
+        shard.shutdown().await.unwrap();
+    });
+}
