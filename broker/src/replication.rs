@@ -32,12 +32,13 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
 use sluice_storage::Signal;
 
+use crate::handlers::admin::name;
 use crate::shard::ShardCtx;
 
 /// How long the leader may hold a follower's fetch when it has nothing new.
@@ -237,10 +238,6 @@ impl LeaderConn {
         }
         R::Response::decode(&mut buf, version)
     }
-}
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_string()))
 }
 
 /// The fetcher task for one leader, on this shard, until it has nothing to follow.

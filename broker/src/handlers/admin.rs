@@ -126,7 +126,8 @@ pub(crate) async fn create_topics_internal(
     }
 }
 
-fn name(s: &str) -> TopicName {
+/// A topic name for a response.
+pub(crate) fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 

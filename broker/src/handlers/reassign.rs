@@ -16,19 +16,15 @@ use kafka_protocol::messages::list_partition_reassignments_response::{
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, TopicName,
+    ListPartitionReassignmentsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::admin::{admin_timeout, controller_answer};
+use super::admin::{admin_timeout, controller_answer, name};
 use crate::metadata::controller::{MetadataOp, MetadataOpResult, PartitionOutcome};
 use crate::metadata::elections::{Election, Reassignment};
 use crate::shard::ShardCtx;
-
-fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
 
 fn brokers(ids: &[i32]) -> Vec<BrokerId> {
     ids.iter().map(|b| BrokerId(*b)).collect()
@@ -111,7 +107,7 @@ pub(crate) async fn elect_leaders(
                 .into_iter()
                 .map(|(topic, parts)| {
                     ReplicaElectionResult::default()
-                        .with_topic(topic_name(&topic))
+                        .with_topic(name(&topic))
                         .with_partition_result(
                             parts
                                 .into_iter()
@@ -194,7 +190,7 @@ pub(crate) async fn alter_reassignments(
             .into_iter()
             .map(|(topic, parts)| {
                 ReassignableTopicResponse::default()
-                    .with_name(topic_name(&topic))
+                    .with_name(name(&topic))
                     .with_partitions(
                         parts
                             .into_iter()
@@ -231,11 +227,11 @@ pub(crate) async fn list_reassignments(
         None => image.topics().map(|t| t.name.as_str()).collect(),
     };
     names.sort_unstable();
-    for name in names {
-        let Some(t) = image.topic(name) else {
+    for topic in names {
+        let Some(t) = image.topic(topic) else {
             continue;
         };
-        let indexes: Vec<i32> = match wanted.as_ref().and_then(|w| w.get(name)) {
+        let indexes: Vec<i32> = match wanted.as_ref().and_then(|w| w.get(topic)) {
             Some(p) => p.clone(),
             None => (0..t.partitions).collect(),
         };
@@ -255,7 +251,7 @@ pub(crate) async fn list_reassignments(
         if !parts.is_empty() {
             topics.push(
                 OngoingTopicReassignment::default()
-                    .with_name(topic_name(name))
+                    .with_name(name(topic))
                     .with_partitions(parts),
             );
         }
