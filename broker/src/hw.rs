@@ -96,7 +96,9 @@ pub(crate) struct Leaders {
 
 impl ShardCtx {
     /// The high watermark of a partition this shard leads (its durable offset when it
-    /// leads alone).
+    /// leads alone). On a node that does not lead the partition it is the local durable
+    /// offset, which says nothing about the other replicas: acknowledgements go through
+    /// `wait_replicated`, which checks the leadership first.
     pub(crate) fn high_watermark(&self, topic: &str, partition: i32, log: &PartitionLog) -> i64 {
         let durable = log.durable_offset();
         let image = self.image.borrow();
