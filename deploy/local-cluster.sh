@@ -222,6 +222,9 @@ write_args() {
         printf '%s\n' --set "node.id=$id"
         printf '%s\n' --set "controller.quorum.voters=$(join , "${voters[@]}")"
         printf '%s\n' --set "cluster.id=$CLUSTER_ID"
+        # several brokers share this machine's cores: let the kernel place their shards
+        # (pinned, every node's shard 0 would sit on CPU 0); SETTINGS may say otherwise
+        printf '%s\n' --set "cpuset=none"
         for setting in "${settings[@]+"${settings[@]}"}"; do printf '%s\n' --set "$setting"; done
     } >"$dir/args.tmp"
     mv -f "$dir/args.tmp" "$dir/args"

@@ -112,7 +112,8 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     Ok(rt.block_on(f))
 }
 
-/// Creates `names` with `partitions` partitions each (replication factor 1) and waits
+/// Creates `names` with `partitions` partitions each (the broker's
+/// `default.replication.factor`: replication factor -1 in CreateTopics) and waits
 /// until every partition has a leader. Returns the names that were newly created; a topic
 /// that already exists is reused with the partitions it has.
 pub fn create_topics(
@@ -125,7 +126,7 @@ pub fn create_topics(
     let partitions_i32 = i32::try_from(partitions).context("partition count")?;
     let new: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions_i32, TopicReplication::Fixed(1)))
+        .map(|n| NewTopic::new(n, partitions_i32, TopicReplication::Fixed(-1)))
         .collect();
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))

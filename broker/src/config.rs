@@ -61,7 +61,14 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "0",
         kind: int(0, 1024),
         unit: "shards",
-        doc: "Shards (one pinned thread each); 0 means one per available core.",
+        doc: "Shards (one thread each); 0 means one per available core (per CPU of cpuset when it lists CPUs).",
+    },
+    Setting {
+        name: "cpuset",
+        default: "",
+        kind: Kind::Str,
+        unit: "cpus",
+        doc: "CPUs the shard threads are pinned to, one shard per CPU as far apart as the topology allows: empty means every online CPU, a list such as 0-3,6 names them, and none leaves the shards unpinned (several brokers sharing one machine's cores).",
     },
     Setting {
         name: "node.id",
@@ -519,11 +526,59 @@ fn validate(s: &Setting, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the shard threads run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinning {
+    /// Each shard pinned to its own CPU, spread over every online CPU.
+    Spread,
+    /// Each shard pinned to its own CPU among these.
+    Cpus(Vec<usize>),
+    /// Not pinned: the kernel schedules the shard threads.
+    Unpinned,
+}
+
+/// `""` → every CPU, `none` → unpinned, `0-3,6` → those CPUs.
+fn parse_cpuset(value: &str) -> anyhow::Result<Pinning> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(Pinning::Spread);
+    }
+    if value == "none" {
+        return Ok(Pinning::Unpinned);
+    }
+    let cpu = |t: &str| -> anyhow::Result<usize> {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|c| *c < 4096)
+            .with_context(|| format!("cpuset: '{t}' is not a CPU number"))
+    };
+    let mut cpus = Vec::new();
+    for part in value.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (cpu(a)?, cpu(b)?);
+                if a > b {
+                    bail!("cpuset: the range {a}-{b} is empty");
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(cpu(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(Pinning::Cpus(cpus))
+}
+
 impl BrokerConfig {
     /// Sets one setting by name, validating the value.
     pub fn set(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
         let s = setting(name)?;
         validate(s, value)?;
+        if s.name == "cpuset" {
+            parse_cpuset(value)?;
+        }
         self.values.insert(s.name, value.to_string());
         Ok(())
     }
@@ -581,10 +636,15 @@ impl BrokerConfig {
         PathBuf::from(self.get("log.dirs"))
     }
     pub fn cores(&self) -> usize {
-        match self.int("cores") {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n as usize,
+        match (self.int("cores"), self.pinning()) {
+            (0, Pinning::Cpus(cpus)) => cpus.len().max(1),
+            (0, _) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            (n, _) => n as usize,
         }
+    }
+    /// Where the shard threads run (`cpuset`, validated when set).
+    pub fn pinning(&self) -> Pinning {
+        parse_cpuset(self.get("cpuset")).unwrap_or(Pinning::Spread) // ok: validated on set
     }
     pub(crate) fn node_id(&self) -> i32 {
         self.int("node.id") as i32
@@ -714,6 +774,23 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpuset_values() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.pinning(), Pinning::Spread);
+        c.set("cpuset", "none").unwrap(); // ok: test
+        assert_eq!(c.pinning(), Pinning::Unpinned);
+        c.set("cpuset", "3,0-1,1").unwrap(); // ok: test
+        assert_eq!(c.pinning(), Pinning::Cpus(vec![0, 1, 3]));
+        assert_eq!(c.cores(), 3);
+        c.set("cores", "2").unwrap(); // ok: test
+        assert_eq!(c.cores(), 2);
+        for bad in ["all", "2-1", "1,,2", "-1", "x-3", "5000"] {
+            assert!(c.set("cpuset", bad).is_err(), "{bad}");
+        }
+        assert_eq!(c.pinning(), Pinning::Cpus(vec![0, 1, 3]));
+    }
 
     #[test]
     fn defaults_validate_and_layer() {

@@ -13,7 +13,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use sluice_storage::{ShardStorage, ShardStorageOptions};
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Pinning};
 use crate::conn_limit::{ConnectionLimiter, RateLimitedLog};
 use crate::mesh::Mesh;
 use crate::quorum::{Event, ToShards};
@@ -154,6 +154,27 @@ fn bind_shard_listener(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener
 }
 
 /// Runs the broker until SIGTERM or SIGINT.
+/// The shard threads' placement for `cpuset`. A CPU list must name enough online CPUs for
+/// one shard each.
+fn placement(config: &BrokerConfig, shards: usize) -> anyhow::Result<PoolPlacement> {
+    Ok(match config.pinning() {
+        Pinning::Spread => PoolPlacement::MaxSpread(shards, None),
+        Pinning::Unpinned => PoolPlacement::Unbound(shards),
+        Pinning::Cpus(cpus) => {
+            let set = glommio::CpuSet::online()
+                .map_err(|e| anyhow::anyhow!("reading the online CPUs: {e}"))?
+                .filter(|l| cpus.contains(&l.cpu));
+            let online = set.len();
+            if online < shards {
+                anyhow::bail!(
+                    "cpuset {cpus:?} has {online} online CPUs for {shards} shards (set cores or cpuset)"
+                );
+            }
+            PoolPlacement::MaxSpread(shards, Some(set))
+        }
+    })
+}
+
 pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
@@ -243,7 +264,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             .context("starting the shutdown thread")?;
     }
     let mesh = Mesh::<Envelope>::new(shards, 4096);
-    let results = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
+    let results = LocalExecutorPoolBuilder::new(placement(&config, shards)?)
         .name("sluice-shard")
         .io_memory(2 << 20)
         .on_all_shards(move || {

@@ -238,6 +238,8 @@ impl Cluster {
             args.push(format!("{k}={v}"));
         };
         set("node.id", &id.to_string());
+        // N brokers on one machine: pinned, every node's shard 0 would share CPU 0
+        set("cpuset", "none");
         set("controller.quorum.voters", &voters);
         set(
             "controller.listener",

@@ -53,6 +53,8 @@ impl ExtraNode {
             format!("127.0.0.1:{kafka_port}"),
             "--cores".to_string(),
             "1".to_string(),
+            "--set".to_string(),
+            "cpuset=none".to_string(),
         ];
         for (k, v) in [
             ("node.id", id.to_string()),

@@ -144,6 +144,8 @@ impl BrokerProcess {
             .arg(self.data_dir.path())
             .arg("--cores")
             .arg(self.cores.to_string())
+            // tests run brokers side by side: pinned, each one's shard 0 would share CPU 0
+            .args(["--set", "cpuset=none"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
