@@ -6,6 +6,9 @@
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+/// One whole batch: (base offset, last offset, bytes).
+pub(crate) type Batch = (i64, i64, Bytes);
+
 struct Entry {
     last: i64,
     data: Bytes,
@@ -82,7 +85,7 @@ impl BatchCache {
     }
 
     /// The cached batch containing `offset`, as (base, last, bytes).
-    pub(crate) fn get(&self, log: u64, offset: i64) -> Option<(i64, i64, Bytes)> {
+    pub(crate) fn get(&self, log: u64, offset: i64) -> Option<Batch> {
         let map = self.logs.get(&log)?;
         let (&base, e) = map.range(..=offset).next_back()?;
         (e.last >= offset).then(|| (base, e.last, e.data.clone()))

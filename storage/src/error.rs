@@ -103,3 +103,8 @@ impl FlushFailure {
         ))
     }
 }
+
+/// Damage found in a segment (not a client error).
+pub(crate) fn corrupt(msg: String) -> StorageError {
+    StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+}

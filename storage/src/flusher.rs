@@ -9,8 +9,8 @@
 //!  |── tail (memory) ────|── pending batches ──────────|── zeros ───|
 //! ```
 
-use crate::error::{FlushFailure, StorageError};
-use crate::log::LogInner;
+use crate::error::StorageError;
+use crate::inner::LogInner;
 use crate::segment::{align_down, align_up, SegState, PAGE};
 use crate::shard::ShardStorage;
 use bytes::Bytes;
@@ -35,43 +35,21 @@ pub(crate) async fn flush_log(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) {
     };
     if let Err(e) = flush_locked(shard, log).await {
         tracing::error!(dir = %log.dir.display(), error = %e, "log flush failed; log is now failed");
-        let mut st = log.st.borrow_mut();
-        st.failed = Some(FlushFailure::from_err(&e));
-        // never flushed now: give the bytes back to the shard's budget
-        st.pending.clear();
+        // never flushed now: the pending bytes go back to the shard's budget
+        log.state_mut().fail(&e);
     }
     log.durable_signal.notify();
 }
 
-/// Remove the clean-shutdown marker durably before the log's files change.
-pub(crate) async fn clear_marker(log: &LogInner) -> Result<(), StorageError> {
-    if !log.st.borrow().marker_present {
-        return Ok(());
-    }
-    crate::blocking::remove_file(crate::recovery::marker_path(&log.dir)).await?;
-    sync_dir(log).await?;
-    log.st.borrow_mut().marker_present = false;
-    Ok(())
-}
-
-/// fsync the log directory (new or removed files), on the shard's blocking helper: glommio
-/// 0.9's `Directory::sync` leaks task waker references when many run concurrently from one
-/// task (refcount overflow panic).
-pub(crate) async fn sync_dir(log: &LogInner) -> Result<(), StorageError> {
-    crate::blocking::sync_dir(log.dir.clone()).await?;
-    Ok(())
-}
-
 async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<(), StorageError> {
     let (n, target_end, groups, to_seal, checkpoint) = {
-        let mut st = log.st.borrow_mut();
-        st.dirty = false;
-        if st.deleted || st.failed.is_some() {
+        let mut st = log.state_mut();
+        if !st.begin_flush() {
             return Ok(());
         }
-        let n = st.pending.len();
+        let n = st.pending().len();
         let mut groups: Vec<Group> = Vec::new();
-        for p in st.pending.iter() {
+        for p in st.pending().iter() {
             match groups.last_mut() {
                 Some(g) if g.seg_base == p.seg_base => g.data.push(p.data.clone()),
                 _ => groups.push(Group {
@@ -82,35 +60,25 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
             }
         }
         for g in groups.iter_mut() {
-            g.start_pos = st
-                .segments
-                .iter()
-                .find(|s| s.base == g.seg_base)
-                .map_or(0, |s| s.flushed);
+            g.start_pos = st.segment(g.seg_base).map_or(0, |s| s.flushed);
         }
         let to_seal: Vec<i64> = st
-            .segments
+            .segments()
             .iter()
             .filter(|s| s.state == SegState::Rolled)
             .map(|s| s.base)
             .collect();
-        let target_end = st.pending.back().map(|p| p.last + 1);
-        (
-            n,
-            target_end,
-            groups,
-            to_seal,
-            st.epochs.snapshot_if_dirty(),
-        )
+        let target_end = st.pending().back().map(|p| p.last + 1);
+        (n, target_end, groups, to_seal, st.epochs_snapshot())
     };
     if groups.is_empty() && to_seal.is_empty() {
         return Ok(());
     }
-    clear_marker(log).await?;
+    log.clear_marker().await?;
     // the epochs of the batches written below reach the checkpoint first
     if let Some((gen, entries)) = checkpoint {
         crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
-        log.st.borrow_mut().epochs.mark_persisted(gen);
+        log.state_mut().epochs_persisted(gen);
     }
     let mut bases: Vec<i64> = groups
         .iter()
@@ -123,25 +91,11 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
     let mut fsyncs = 0u64;
     let mut fsync_us = 0u64;
     for base in bases {
-        let exists = log
-            .st
-            .borrow()
-            .segments
-            .iter()
-            .find(|s| s.base == base)
-            .is_some_and(|s| s.file_exists);
+        let exists = log.state().segment(base).is_some_and(|s| s.file_exists);
         let file = shard.segment_file(log, base, !exists).await?;
         if !exists {
             need_dir_sync = true;
-            if let Some(s) = log
-                .st
-                .borrow_mut()
-                .segments
-                .iter_mut()
-                .find(|s| s.base == base)
-            {
-                s.file_exists = true;
-            }
+            log.state_mut().set_file_exists(base);
         }
         let mut new_flushed = None;
         if let Some(g) = groups.iter().find(|g| g.seg_base == base) {
@@ -154,15 +108,7 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         fsync_us += t.elapsed().as_micros() as u64;
         fsyncs += 1;
         if let Some(f) = new_flushed {
-            if let Some(s) = log
-                .st
-                .borrow_mut()
-                .segments
-                .iter_mut()
-                .find(|s| s.base == base)
-            {
-                s.flushed = f;
-            }
+            log.state_mut().set_flushed(base, f);
         }
         if to_seal.contains(&base) {
             seal_segment(log, &file, base).await?;
@@ -170,17 +116,9 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         }
     }
     if need_dir_sync {
-        sync_dir(log).await?;
+        log.sync_dir().await?;
     }
-    {
-        let mut st = log.st.borrow_mut();
-        for _ in 0..n {
-            st.pending.pop_front();
-        }
-        if let Some(end) = target_end {
-            st.durable = st.durable.max(end);
-        }
-    }
+    log.state_mut().finish_flush(n, target_end);
     shard.metrics_add(|m| {
         m.flushes += 1;
         m.fsyncs += fsyncs;
@@ -189,35 +127,16 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
     Ok(())
 }
 
-/// Cut a rolled segment to its logical size, sync it, persist its indexes.
+/// Cut a rolled segment to its logical size, sync it, persist its indexes (the time
+/// index ending with the entry recovery trusts a sealed segment by).
 async fn seal_segment(log: &LogInner, file: &DmaFile, base: i64) -> Result<(), StorageError> {
-    let (size, idx, tidx) = {
-        let mut st = log.st.borrow_mut();
-        let dir = log.dir.clone();
-        let Some(s) = st.segments.iter_mut().find(|s| s.base == base) else {
-            return Ok(());
-        };
-        s.ensure_indexes(&dir); // a rolled segment's indexes are in memory since it was active
-        let idx = s.index.as_ref().map(|i| i.encode()).unwrap_or_default();
-        let mut t = s.tindex.clone().unwrap_or_default();
-        if s.max_ts_offset >= 0 {
-            t.push_final(s.max_ts, (s.end_offset - 1 - s.base) as u32);
-        }
-        s.tindex = Some(t.clone());
-        (s.size, idx, t.encode())
+    let Some((size, idx, tidx)) = log.state_mut().seal_indexes(base, &log.dir) else {
+        return Ok(());
     };
     file.truncate(size).await?;
     file.fdatasync().await?;
     crate::segment::write_indexes(&log.dir, base, idx, tidx).await?;
-    let mut st = log.st.borrow_mut();
-    if let Some(s) = st.segments.iter_mut().find(|s| s.base == base) {
-        if s.state == SegState::Rolled {
-            s.state = SegState::Sealed;
-        }
-    }
-    if st.tail.as_ref().is_some_and(|t| t.0 == base) {
-        st.tail = None;
-    }
+    log.state_mut().mark_sealed(base);
     Ok(())
 }
 
@@ -243,13 +162,7 @@ fn gather(head: &[u8], data: &[Bytes], mut from: usize, dst: &mut [u8]) {
 async fn write_region(log: &LogInner, file: &Rc<DmaFile>, g: &Group) -> Result<(), StorageError> {
     let page_start = align_down(g.start_pos);
     let head_len = (g.start_pos - page_start) as usize;
-    let cached = {
-        let st = log.st.borrow();
-        st.tail
-            .as_ref()
-            .filter(|t| t.0 == g.seg_base && t.1 == page_start && t.2.len() >= head_len)
-            .map(|t| t.2[..head_len].to_vec())
-    };
+    let cached = log.state().tail_head(g.seg_base, page_start, head_len);
     let head = match cached {
         Some(h) => h,
         None if head_len == 0 => Vec::new(),
@@ -319,7 +232,7 @@ async fn write_region(log: &LogInner, file: &Rc<DmaFile>, g: &Group) -> Result<(
     } else {
         None
     };
-    log.st.borrow_mut().tail = tail;
+    log.state_mut().set_tail(tail);
     Ok(())
 }
 

@@ -10,6 +10,19 @@
 //!               (epoch.rs) ─ append_replicated (leader's bytes kept) ─ truncate_from
 //!               (truncate.rs: intent file, then files cut)
 //! ```
+//!
+//! Offsets may have gaps (a compacted log keeps batches at their original offsets):
+//! recovery, reads, indexes and the producer-state rebuild accept them; `SegmentWriter`
+//! writes such segments. Modules depend one way, top to bottom (none names one above it):
+//!
+//! ```text
+//!  log (PartitionLog), tasks (ShardStorage::start/shutdown)
+//!  recovery ─► truncate;  read;  retention;  flusher;  writer
+//!  shard (ShardStorage: registry, cache, read-ahead windows, files)
+//!  inner (LogInner: a log's shared core) ─► state (LogState: the only code that changes
+//!                                                  a log's state)
+//!  scan, producer, segment, pending, epoch, readahead, index, cache, files, signal, ...
+//! ```
 //! Every type here is owned by one shard (one glommio executor) and never crosses cores;
 //! only the `Bytes` returned by reads are `Send`.
 
@@ -21,6 +34,7 @@ mod error;
 mod files;
 mod flusher;
 mod index;
+mod inner;
 mod log;
 mod pending;
 mod producer;
@@ -28,18 +42,23 @@ mod read;
 mod readahead;
 mod recovery;
 mod retention;
+mod scan;
 mod segment;
 mod shard;
 mod signal;
+mod state;
+mod tasks;
 mod truncate;
+mod writer;
 
 pub use config::{LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
 pub use retention::remove_deleted_dirs;
-pub use segment::scan_prefix;
+pub use scan::scan_prefix;
 pub use shard::{ShardStorage, StorageMetrics};
 pub use signal::{Signal, SignalWait};
+pub use writer::SegmentWriter;
 
 fn nofile() -> std::io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {

@@ -1,10 +1,14 @@
-//! `PartitionLog`: the public handle of one partition's log, and its shard-local state.
-//! `append` is synchronous: it validates every batch first (all-or-nothing: CRC, and the
-//! records themselves as Kafka's log validator does: `validate_client_batch`), assigns
-//! contiguous offsets by writing each base offset into its header, rolls segments, puts
-//! the batches in the pending queue and the shard cache, and marks the log dirty for the
-//! flusher. Idempotent batches (producer id >= 0) are checked against the producer state
-//! (`producer.rs`) first. Invariant: log_start <= durable <= log_end; offsets contiguous.
+//! `PartitionLog`: the public handle of one partition's log. `append` is synchronous: it
+//! validates every batch first (all-or-nothing: CRC, and the records themselves as Kafka's
+//! log validator does: `validate_client_batch`), checks idempotent batches (those with a
+//! producer id) against the producer state (`producer.rs`), assigns offsets from the log
+//! end by writing each base offset into its header, and hands the batches to
+//! `LogState::enqueue` (segment roll, pending queue) and the shard (cache, dirty list).
+//! Every other operation is a call into the module that does it (`read.rs`,
+//! `truncate.rs`, `retention.rs`, `recovery.rs`); the log's state itself changes only
+//! through `LogState`'s methods (`state.rs`). Offsets appended here are contiguous; a
+//! log may still have gaps before them (a compacted log keeps batches at their original
+//! offsets), which reads, recovery and the producer-state rebuild accept.
 //!
 //! Replication groundwork: `set_leader_epoch` makes `append` stamp that epoch into every
 //! batch (partitionLeaderEpoch, outside the CRC); `append_replicated` takes a leader's
@@ -12,27 +16,19 @@
 //! (`epoch.rs`) that answers `end_offset_for_epoch`; `truncate_from` cuts a divergent
 //! suffix (`truncate.rs`).
 
-use crate::epoch::EpochCache;
-use crate::error::{FlushFailure, StorageError};
-use crate::producer::{self, ProducerEntry, ProducerStates, Verdict};
-use crate::segment::{SegState, Segment};
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::inner::LogInner;
+use crate::producer::{self, ProducerEntry, Verdict};
 use crate::shard::ShardStorage;
-use crate::signal::Signal;
-use crate::LogConfig;
 use bytes::{Bytes, BytesMut};
-use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader};
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
 use std::path::PathBuf;
 use std::rc::Rc;
 
 /// Largest records section a compressed batch may inflate to when `append` counts its
 /// records (Kafka validates compressed batches the same way, without this bound).
 const MAX_DECOMPRESSED: usize = 64 << 20;
-
-/// Truncations remembered for `wait_durable` (a waiter that slept through more fails
-/// conservatively).
-const TRUNCATIONS_KEPT: usize = 64;
 
 /// Byte range of partitionLeaderEpoch in a v2 batch header (outside the CRC).
 const LEADER_EPOCH_FIELD: std::ops::Range<usize> = 12..16;
@@ -61,119 +57,6 @@ enum Checked {
     Duplicate(AppendInfo),
 }
 
-/// A batch appended but not yet durable; also reachable by reads until it is.
-pub(crate) struct Pending {
-    pub(crate) seg_base: i64,
-    pub(crate) base: i64,
-    pub(crate) last: i64,
-    pub(crate) data: Bytes,
-}
-
-/// Mutable state of one log; owned by the partition's shard, never crosses cores.
-/// Never borrowed across an `.await`.
-pub(crate) struct LogState {
-    pub(crate) config: LogConfig,
-    pub(crate) segments: Vec<Segment>,
-    pub(crate) log_end: i64,
-    pub(crate) durable: i64,
-    pub(crate) pending: crate::pending::PendingQueue,
-    pub(crate) failed: Option<FlushFailure>,
-    pub(crate) closed: bool,
-    pub(crate) deleted: bool,
-    /// A clean-shutdown marker is on disk; it must go before the files change.
-    pub(crate) marker_present: bool,
-    /// Last partial page of the active segment on disk: (segment base, page position, bytes).
-    pub(crate) tail: Option<(i64, u64, Vec<u8>)>,
-    pub(crate) dirty: bool,
-    /// Bumped by every truncation (reads and producer-state loads started before one
-    /// discard what they read).
-    pub(crate) truncate_epoch: u64,
-    /// (truncate_epoch after, new log end) of the latest truncations, oldest first.
-    pub(crate) truncations: VecDeque<(u64, i64)>,
-    /// A truncation is between its start and its in-memory cut: appends are refused.
-    pub(crate) truncating: bool,
-    /// Idempotent-producer state; None until an idempotent batch needs it (idle
-    /// partitions stay small) and again after a truncation (rebuilt from the log).
-    pub(crate) producers: Option<Box<ProducerStates>>,
-    /// The epoch `append` stamps into batches; None (the default, or after a negative
-    /// `set_leader_epoch`): batches keep the partitionLeaderEpoch the client sent.
-    pub(crate) leader_epoch: Option<i32>,
-    /// (epoch, first offset) of every leader epoch in the log.
-    pub(crate) epochs: EpochCache,
-}
-
-impl LogState {
-    pub(crate) fn log_start(&self) -> i64 {
-        self.segments.first().map_or(self.log_end, |s| s.base)
-    }
-    pub(crate) fn active(&mut self) -> &mut Segment {
-        let i = self.segments.len() - 1; // ok: a log always has at least one segment
-        &mut self.segments[i]
-    }
-    /// Index of the segment holding `offset` (last with base <= offset).
-    pub(crate) fn segment_for(&self, offset: i64) -> Option<usize> {
-        let i = self.segments.partition_point(|s| s.base <= offset);
-        i.checked_sub(1)
-    }
-    pub(crate) fn check_open(&self) -> Result<(), StorageError> {
-        if self.closed || self.deleted {
-            return Err(StorageError::Closed);
-        }
-        if let Some(f) = &self.failed {
-            return Err(f.to_error());
-        }
-        Ok(())
-    }
-    /// `check_open`, and no truncation in progress (for appends).
-    fn check_appendable(&self) -> Result<(), StorageError> {
-        self.check_open()?;
-        if self.truncating {
-            return Err(StorageError::Truncating);
-        }
-        Ok(())
-    }
-    /// Record a truncation that left the log ending at `new_end`.
-    pub(crate) fn note_truncation(&mut self, new_end: i64) {
-        self.truncate_epoch += 1;
-        if self.truncations.len() == TRUNCATIONS_KEPT {
-            self.truncations.pop_front();
-        }
-        self.truncations.push_back((self.truncate_epoch, new_end));
-    }
-    /// Lowest log end any truncation after `epoch` left (i64::MIN if that history is no
-    /// longer known); None if there was none.
-    fn lowest_cut_since(&self, epoch: u64) -> Option<i64> {
-        lowest_cut(&self.truncations, self.truncate_epoch, epoch)
-    }
-}
-
-/// Lowest log end left by the truncations in `history` (consecutive epochs up to `now`)
-/// after `since`; i64::MIN if some of them are no longer in `history`.
-fn lowest_cut(history: &VecDeque<(u64, i64)>, now: u64, since: u64) -> Option<i64> {
-    if now == since {
-        return None;
-    }
-    match history.front() {
-        Some(&(e, _)) if e <= since + 1 => history
-            .iter()
-            .filter(|&&(e, _)| e > since)
-            .map(|&(_, p)| p)
-            .min(),
-        _ => Some(i64::MIN),
-    }
-}
-
-/// Shared core of a log; owned by the partition's shard, never crosses cores.
-pub(crate) struct LogInner {
-    pub(crate) id: u64,
-    pub(crate) dir: PathBuf,
-    pub(crate) st: RefCell<LogState>,
-    /// Serialises file mutations (flush, truncate, retention, close) for this log.
-    pub(crate) io: glommio::sync::Semaphore,
-    /// Notified whenever durable advances, the log is truncated, fails or closes.
-    pub(crate) durable_signal: Signal,
-}
-
 /// Cheap handle to one partition's log. Owned by the partition's shard; `!Send`, never
 /// crosses cores.
 #[derive(Clone)]
@@ -189,7 +72,11 @@ impl PartitionLog {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<PartitionLog, StorageError> {
-        crate::recovery::open_log(shard, dir, config).await
+        let inner = crate::recovery::open_log(shard, dir, config).await?;
+        Ok(PartitionLog {
+            shard: shard.clone(),
+            inner,
+        })
     }
 
     /// Validate, assign offsets and enqueue `records` (one or more v2 batches) for the
@@ -199,19 +86,19 @@ impl PartitionLog {
     /// latest is refused (`StaleLeaderEpoch`).
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let (max, timestamps, stamp) = {
-            let st = self.inner.st.borrow();
+            let st = self.inner.state();
             st.check_appendable()?;
-            if let (Some(epoch), Some(latest)) = (st.leader_epoch, st.epochs.latest()) {
+            if let (Some(epoch), Some(latest)) = (st.leader_epoch(), st.latest_epoch()) {
                 if latest > epoch {
                     return Err(StorageError::StaleLeaderEpoch { epoch, latest });
                 }
             }
-            let c = &st.config;
+            let c = st.config();
             (
                 c.max_message_bytes as usize,
                 now_ms.saturating_sub(c.timestamp_before_max_ms)
                     ..=now_ms.saturating_add(c.timestamp_after_max_ms),
-                st.leader_epoch,
+                st.leader_epoch(),
             )
         };
         if records.is_empty() {
@@ -239,9 +126,8 @@ impl PartitionLog {
             .sum();
         if self
             .inner
-            .st
-            .borrow()
-            .log_end
+            .state()
+            .log_end()
             .checked_add(count)
             .is_none_or(|end| end == i64::MAX)
         {
@@ -256,7 +142,7 @@ impl PartitionLog {
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        let base0 = self.inner.st.borrow().log_end;
+        let base0 = self.inner.state().log_end();
         let mut next = base0;
         for (h, range) in batches.iter_mut() {
             set_base_offset(&mut buf[range.start..range.end], next);
@@ -270,13 +156,7 @@ impl PartitionLog {
             next = h.last_offset() + 1;
         }
         let log_start = self.enqueue(buf.freeze(), &batches, now_ms, stamp.is_some(), |st| {
-            if let Some(ps) = st.producers.as_mut() {
-                for (pid, e) in updates {
-                    if let Some(e) = e {
-                        ps.insert(pid, e);
-                    }
-                }
-            }
+            st.commit_producers(updates)
         });
         Ok(AppendInfo {
             base_offset: base0,
@@ -300,9 +180,9 @@ impl PartitionLog {
     /// `wait_durable` as `append`. All-or-nothing. `log_append_time_ms` is -1.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
         let mut expected = {
-            let st = self.inner.st.borrow();
+            let st = self.inner.state();
             st.check_appendable()?;
-            st.log_end
+            st.log_end()
         };
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -327,11 +207,7 @@ impl PartitionLog {
         }
         let now = crate::segment::now_ms();
         let log_start = self.enqueue(records, &batches, now, true, |st| {
-            if let Some(ps) = st.producers.as_mut() {
-                for (h, _) in &batches {
-                    ps.replay(h);
-                }
-            }
+            st.replay_producers(batches.iter().map(|(h, _)| h))
         });
         Ok(AppendInfo {
             base_offset: base0,
@@ -343,73 +219,31 @@ impl PartitionLog {
     }
 
     /// Put batches whose final bytes are in `data` (offsets assigned, contiguous from the
-    /// log end) into the log: segment roll, indexes, pending queue, shard cache, the
-    /// leader-epoch cache (with `learn_epochs`), then `commit` on the state, and wake the
-    /// flusher. Synchronous: nothing can interleave. Returns the log start offset.
+    /// log end) into the log (`LogState::enqueue`: segment roll, indexes, pending queue,
+    /// the leader-epoch cache with `learn_epochs`), then `commit` on the state, all in one
+    /// borrow (nothing can interleave); then the shard cache and the flusher. Returns the
+    /// log start offset.
     fn enqueue(
         &self,
         data: Bytes,
         batches: &[(RecordBatchHeader, std::ops::Range<usize>)],
         now_ms: i64,
         learn_epochs: bool,
-        commit: impl FnOnce(&mut LogState),
+        commit: impl FnOnce(&mut crate::state::LogState),
     ) -> i64 {
-        let total_bytes = data.len();
-        let mut st = self.inner.st.borrow_mut();
-        let interval = st.config.index_interval_bytes;
-        let seg_bytes = st.config.segment_bytes;
-        let seg_ms = st.config.segment_ms;
-        let dir = self.inner.dir.clone();
-        let mut cache_items = Vec::with_capacity(batches.len());
-        for (h, range) in batches {
-            let size = h.total_size() as u64;
-            let active = st.active();
-            let full = active.size > 0 && active.size + size > seg_bytes;
-            let old = active.created_ms >= 0 && now_ms.saturating_sub(active.created_ms) >= seg_ms;
-            let overflow = h.last_offset() - active.base > (u32::MAX as i64) - 1;
-            let too_big = active.size + size > u32::MAX as u64;
-            if active.size > 0 && (full || old || overflow || too_big) {
-                active.state = SegState::Rolled;
-                st.segments.push(Segment::new_empty(h.base_offset, false));
-            }
-            let active = st.active();
-            active.ensure_indexes(&dir);
-            let seg_base = active.base;
-            active.note_batch(h, interval, now_ms);
-            let data = data.slice(range.clone());
-            cache_items.push((h.base_offset, h.last_offset(), data.clone()));
-            st.pending.push_back(Pending {
-                seg_base,
-                base: h.base_offset,
-                last: h.last_offset(),
-                data,
-            });
-            if learn_epochs {
-                st.epochs.assign(h.partition_leader_epoch, h.base_offset);
-            }
-            st.log_end = h.last_offset() + 1;
-        }
-        commit(&mut st);
-        let log_start = st.log_start();
-        let was_dirty = std::mem::replace(&mut st.dirty, true);
-        drop(st);
-        {
-            let mut sh = self.shard.inner.borrow_mut();
-            for (b, l, d) in cache_items {
-                sh.cache.insert(self.inner.id, b, l, d);
-            }
-            if !was_dirty {
-                sh.dirty.push(self.inner.clone());
-            }
-        }
+        let done = {
+            let mut st = self.inner.state_mut();
+            let done = st.enqueue(&self.inner.dir, &data, batches, now_ms, learn_epochs);
+            commit(&mut st);
+            done
+        };
+        self.shard
+            .appended(&self.inner, done.batches, done.was_dirty);
         self.shard.metrics_add(|m| {
-            m.bytes_appended += total_bytes as u64;
+            m.bytes_appended += data.len() as u64;
             m.batches_appended += batches.len() as u64;
         });
-        if !was_dirty {
-            self.shard.flush_wake.notify();
-        }
-        log_start
+        done.log_start
     }
 
     /// Check the idempotent batches of a request against the producer state (built on
@@ -427,15 +261,12 @@ impl PartitionLog {
             return Ok(Checked::Append(updates));
         }
         let max_bytes = self.shard.opts.producer_rebuild_bytes;
-        let mut st = self.inner.st.borrow_mut();
-        if st.producers.is_none() {
-            let ps = producer::rebuild(&self.inner.dir, &mut st, max_bytes)?;
-            st.producers = Some(Box::new(ps));
-        }
-        let Some(ps) = st.producers.as_deref() else {
-            return Ok(Checked::Append(updates)); // ok: unreachable, set just above
+        let mut st = self.inner.state_mut();
+        st.ensure_producers(&self.inner.dir, max_bytes)?;
+        let Some(ps) = st.producers() else {
+            return Ok(Checked::Append(updates)); // ok: unreachable, built just above
         };
-        let mut next = st.log_end;
+        let mut next = st.log_end();
         for (h, _) in batches {
             let base = next;
             next = base + h.last_offset_delta as i64 + 1;
@@ -480,12 +311,12 @@ impl PartitionLog {
     /// reading up to `ShardStorageOptions::producer_rebuild_bytes`; a broker awaits this
     /// before appending idempotent batches so the shard never blocks on that read.
     pub async fn load_producer_state(&self) -> Result<(), StorageError> {
-        producer::load(self).await
+        load_producers(&self.shard, &self.inner).await
     }
 
     /// Whether the idempotent-producer state is built (then `append` reads nothing).
     pub fn producer_state_loaded(&self) -> bool {
-        self.inner.st.borrow().producers.is_some()
+        self.inner.state().producers_loaded()
     }
 
     /// Whether appending `records` would first rebuild the idempotent-producer state
@@ -501,54 +332,22 @@ impl PartitionLog {
     /// the offset was truncated away while waiting (even if the log has grown past it
     /// again since: that offset now holds other data), or the log was deleted.
     pub async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
-        let epoch = self.inner.st.borrow().truncate_epoch;
-        loop {
-            let wait = self.inner.durable_signal.wait();
-            {
-                let st = self.inner.st.borrow();
-                if st.deleted {
-                    return Err(StorageError::Closed);
-                }
-                if let Some(f) = &st.failed {
-                    if last_offset >= st.durable {
-                        return Err(f.to_error());
-                    }
-                }
-                if st
-                    .lowest_cut_since(epoch)
-                    .is_some_and(|cut| last_offset >= cut)
-                {
-                    return Err(StorageError::Io(std::io::Error::other(format!(
-                        "offset {last_offset} was truncated before it became durable"
-                    ))));
-                }
-                if last_offset < st.durable {
-                    return Ok(());
-                }
-                if last_offset >= st.log_end {
-                    return Err(StorageError::OffsetOutOfRange {
-                        offset: last_offset,
-                        log_start: st.log_start(),
-                        log_end: st.log_end,
-                    });
-                }
-            }
-            wait.await;
-        }
+        self.inner.wait_durable(last_offset).await
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.inner.st.borrow().log_start()
+        self.inner.state().log_start()
     }
     pub fn log_end_offset(&self) -> i64 {
-        self.inner.st.borrow().log_end
+        self.inner.state().log_end()
     }
     /// Every offset below this is fsynced (the broker's high watermark on one node).
     pub fn durable_offset(&self) -> i64 {
-        self.inner.st.borrow().durable
+        self.inner.state().durable()
     }
 
-    /// Whole batches starting with the one holding `from_offset`, each with last offset <
+    /// Whole batches starting with the one holding `from_offset` (or, when no batch holds
+    /// it, the first one after it: a compacted log has gaps), each with last offset <
     /// `max_offset`, at most `max_bytes` in total (the first one regardless if `min_one`).
     pub async fn read(
         &self,
@@ -557,26 +356,27 @@ impl PartitionLog {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<Vec<Bytes>, StorageError> {
-        crate::read::read(self, from_offset, max_offset, max_bytes, min_one).await
+        crate::read::read(
+            &self.shard,
+            &self.inner,
+            from_offset,
+            max_offset,
+            max_bytes,
+            min_one,
+        )
+        .await
     }
 
     /// (offset, timestamp) of the first record with timestamp >= `ts`. For an uncompressed
     /// batch this is the exact record; for a compressed batch it is that batch's base
     /// offset and max timestamp (records are not decompressed). None if no such record.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        crate::read::offset_for_timestamp(self, ts).await
+        crate::read::offset_for_timestamp(&self.shard, &self.inner, ts).await
     }
 
     /// (max timestamp in the log, last offset of the batch that has it).
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let st = self.inner.st.borrow();
-        st.segments.iter().filter(|s| s.max_ts_offset >= 0).fold(
-            None,
-            |acc: Option<(i64, i64)>, s| match acc {
-                Some((t, _)) if t >= s.max_ts => acc,
-                _ => Some((s.max_ts, s.max_ts_offset)),
-            },
-        )
+        self.inner.state().max_timestamp()
     }
 
     /// `truncate_from`, without the new end.
@@ -586,7 +386,9 @@ impl PartitionLog {
 
     /// Cut a divergent suffix (a follower after OffsetsForLeaderEpoch): drop every batch
     /// at or after the batch holding `offset` and return the new log end, that batch's
-    /// base offset (<= `offset`); batches are never split. `offset` >= the log end changes
+    /// base offset (<= `offset`); batches are never split. If no batch holds `offset` (a
+    /// gap in a compacted log), every batch after it goes and the new end is the end of
+    /// the last batch kept in the segment holding `offset`, or that segment's base. `offset` >= the log end changes
     /// nothing (returns the log end); `offset` <= the log start empties the log, which
     /// restarts at `offset` (Kafka's truncateFullyAndStartAt); a negative `offset` is
     /// `OffsetOutOfRange`.
@@ -605,7 +407,7 @@ impl PartitionLog {
     /// durable (also when nothing was cut). Runs in its own task: dropping the future does
     /// not stop it half-way.
     pub async fn truncate_from(&self, offset: i64) -> Result<i64, StorageError> {
-        crate::truncate::truncate(self, offset).await
+        crate::truncate::truncate(&self.shard, &self.inner, offset).await
     }
 
     /// Set the leader epoch this replica appends under, as leader, from now on: `append`
@@ -618,17 +420,17 @@ impl PartitionLog {
     /// the log's latest fails with `StaleLeaderEpoch`. Followers need not call it
     /// (`append_replicated` keeps the leader's epochs).
     pub fn set_leader_epoch(&self, epoch: i32) {
-        self.inner.st.borrow_mut().leader_epoch = (epoch >= 0).then_some(epoch);
+        self.inner.state_mut().set_leader_epoch(epoch);
     }
 
     /// The epoch `append` stamps, if one is set.
     pub fn leader_epoch(&self) -> Option<i32> {
-        self.inner.st.borrow().leader_epoch
+        self.inner.state().leader_epoch()
     }
 
     /// The newest leader epoch with data in the log (the last leader-epoch cache entry).
     pub fn latest_epoch(&self) -> Option<i32> {
-        self.inner.st.borrow().epochs.latest()
+        self.inner.state().latest_epoch()
     }
 
     /// OffsetsForLeaderEpoch for `epoch` (Kafka's LeaderEpochFileCache.endOffsetFor):
@@ -637,57 +439,111 @@ impl PartitionLog {
     /// is negative or the log has no epochs. Below the first epoch: (`epoch`, start of the
     /// first epoch), as Kafka answers. Above the latest: (latest, log end offset).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
-        let st = self.inner.st.borrow();
-        st.epochs.end_offset_for(epoch, st.log_end)
+        self.inner.state().end_offset_for_epoch(epoch)
     }
 
     /// The leader-epoch cache: (epoch, start offset), both increasing.
     pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
-        self.inner.st.borrow().epochs.entries().to_vec()
+        self.inner.state().epoch_entries()
     }
 
     /// Delete whole segments past retention.ms (by batch max timestamp) and retention.bytes.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
-        crate::retention::enforce_retention(self, now_ms).await
+        crate::retention::enforce_retention(&self.shard, &self.inner, now_ms).await
     }
 
     pub fn config(&self) -> LogConfig {
-        self.inner.st.borrow().config.clone()
+        self.inner.state().config().clone()
     }
     pub fn set_config(&self, config: LogConfig) {
-        self.inner.st.borrow_mut().config = config;
+        self.inner.state_mut().set_config(config);
     }
 
     /// Bytes in all segments, including appended-but-not-yet-durable batches.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.st.borrow().segments.iter().map(|s| s.size).sum()
+        self.inner.state().size_bytes()
     }
 
     /// Flush, fsync, write indexes and the clean-shutdown marker, close files.
     pub async fn close(&self) -> Result<(), StorageError> {
-        crate::recovery::close_log(self).await
+        crate::recovery::close_inner(&self.shard, &self.inner).await
     }
 
     /// Remove every file of the log and its directory; later calls fail with `Closed`.
     pub async fn delete(&self) -> Result<(), StorageError> {
-        crate::retention::delete_log(self).await
+        crate::retention::delete_log(&self.shard, &self.inner).await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::lowest_cut;
-    use std::collections::VecDeque;
-
-    #[test]
-    fn a_waiter_sees_the_lowest_cut_since_it_started() {
-        let h: VecDeque<(u64, i64)> = [(3, 50), (4, 10), (5, 40)].into_iter().collect();
-        assert_eq!(lowest_cut(&h, 5, 5), None);
-        assert_eq!(lowest_cut(&h, 5, 4), Some(40));
-        // cut to 10, regrown, cut to 40: offset 20 was cut even though 20 < 40
-        assert_eq!(lowest_cut(&h, 5, 3), Some(10));
-        assert_eq!(lowest_cut(&h, 5, 2), Some(10));
-        // truncation 2 fell out of the history: fail safe
-        assert_eq!(lowest_cut(&h, 5, 1), Some(i64::MIN));
+/// Build the idempotent-producer state with async DMA reads (for
+/// `PartitionLog::load_producer_state`), so the shard does not block on the read.
+/// Installs it only if the log did not change in a way the read could have missed (a
+/// truncation; batches flushed and dequeued that the read did not reach: see
+/// `Replayer::feed_pending`); otherwise leaves it unbuilt and `append` rebuilds
+/// synchronously.
+async fn load_producers(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<(), StorageError> {
+    let max_bytes = shard.opts.producer_rebuild_bytes;
+    // the plan may consult the sparse index of the newest segments
+    let bases: Vec<i64> = {
+        let st = log.state();
+        let n = st.segments().len();
+        st.segments()[n.saturating_sub(producer::REBUILD_SEGMENTS)..]
+            .iter()
+            .map(|s| s.base)
+            .collect()
+    };
+    for base in bases {
+        log.load_indexes(base).await;
     }
+    let (plan, epoch, log_end) = {
+        let mut st = log.state_mut();
+        st.check_open()?;
+        if st.producers_loaded() {
+            return Ok(());
+        }
+        let p = st.plan_producer_rebuild(&log.dir, max_bytes);
+        (p, st.truncate_epoch(), st.log_end())
+    };
+    let mut r = producer::Replayer::new(&plan, log_end);
+    'segments: for &(base, from, to) in &plan.ranges {
+        if to <= from {
+            continue;
+        }
+        let file = shard.segment_file(log, base, false).await?;
+        let mut buf = glommio::io::ReadResult::default();
+        let mut buf_start = 0u64;
+        let mut pos = from;
+        let overhead = RECORD_BATCH_OVERHEAD as u64;
+        while pos + overhead <= to {
+            if pos < buf_start || pos + overhead > buf_start + buf.len() as u64 {
+                let want = (to - pos).min(producer::READ_CHUNK as u64) as usize;
+                buf = file.read_at(pos, want).await?;
+                buf_start = pos;
+                if buf.len() < RECORD_BATCH_OVERHEAD {
+                    r.range_read(pos, to);
+                    break 'segments;
+                }
+            }
+            let off = (pos - buf_start) as usize;
+            let Ok(h) = RecordBatchHeader::parse(&buf[off..off + RECORD_BATCH_OVERHEAD]) else {
+                r.range_read(pos, to);
+                break 'segments;
+            };
+            if pos + h.total_size() as u64 > to || !r.feed(&h) {
+                r.range_read(pos, to);
+                break 'segments;
+            }
+            pos += h.total_size() as u64;
+        }
+        r.range_read(pos, to);
+    }
+    let mut st = log.state_mut();
+    if st.producers_loaded() || st.truncate_epoch() != epoch || st.check_open().is_err() {
+        return Ok(());
+    }
+    let (end, durable) = (st.log_end(), st.durable());
+    if r.feed_pending(st.pending(), end, plan.durable, durable)? {
+        st.install_producers(r.ps);
+    }
+    Ok(())
 }

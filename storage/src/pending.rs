@@ -3,11 +3,20 @@
 //! reads). Owned by the log's shard; never crosses cores. Every way out of the queue
 //! (flushed, truncated away, the log failed, closed or dropped) gives the bytes back.
 
-use crate::log::Pending;
+use bytes::Bytes;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+/// A batch appended but not yet durable; also reachable by reads until it is.
+pub(crate) struct Pending {
+    pub(crate) seg_base: i64,
+    pub(crate) base: i64,
+    pub(crate) last: i64,
+    pub(crate) data: Bytes,
+}
+
+/// The not-yet-durable batches of one log, oldest (lowest offset) first.
 pub(crate) struct PendingQueue {
     items: VecDeque<Pending>,
     bytes: usize,
@@ -72,11 +81,11 @@ impl PendingQueue {
     pub(crate) fn back(&self) -> Option<&Pending> {
         self.items.back()
     }
-    pub(crate) fn get(&self, i: usize) -> Option<&Pending> {
+    /// The first batch whose last offset is >= `offset`: the one holding it, or the next
+    /// one when `offset` falls before it.
+    pub(crate) fn first_from(&self, offset: i64) -> Option<&Pending> {
+        let i = self.items.partition_point(|p| p.last < offset);
         self.items.get(i)
-    }
-    pub(crate) fn partition_point(&self, pred: impl FnMut(&Pending) -> bool) -> usize {
-        self.items.partition_point(pred)
     }
 }
 
@@ -89,7 +98,6 @@ impl Drop for PendingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn p(n: usize) -> Pending {
         at(0, n)
@@ -119,6 +127,23 @@ mod tests {
         assert_eq!(total.get(), 5);
         drop(a);
         assert_eq!(total.get(), 0);
+    }
+
+    #[test]
+    fn first_from_finds_the_batch_holding_or_after_an_offset() {
+        let mut q = PendingQueue::new(Rc::new(Cell::new(0)));
+        for (base, last) in [(10, 12), (13, 13), (20, 25)] {
+            let mut b = at(base, 1);
+            b.last = last;
+            q.push_back(b);
+        }
+        let first = |o: i64| q.first_from(o).map(|p| p.base);
+        assert_eq!(first(0), Some(10));
+        assert_eq!(first(12), Some(10));
+        assert_eq!(first(13), Some(13));
+        assert_eq!(first(14), Some(20)); // a gap
+        assert_eq!(first(25), Some(20));
+        assert_eq!(first(26), None);
     }
 
     #[test]

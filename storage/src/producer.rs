@@ -2,12 +2,14 @@
 //! transactions): per producer id its epoch and its last 5 batches' (seq, offset) ranges.
 //! `append` checks every idempotent batch against it (fencing, sequence order, duplicate
 //! retries) before writing anything. Built lazily from the tail of the log on first need
-//! (never at open), invalidated by truncation, trimmed by retention. A follower's
+//! (never at open; `Replayer` takes the batch headers in offset order, gaps included),
+//! invalidated by truncation, trimmed by retention. A follower's
 //! `append_replicated` replays the leader's batches into a built state without checks
 //! (Kafka's replication origin), so a replica that takes over still recognises retries.
 
 use crate::error::StorageError;
-use crate::log::{LogState, PartitionLog};
+use crate::pending::PendingQueue;
+use crate::segment::Segment;
 use sluice_proto::batch::{RecordBatchHeader, RECORD_BATCH_OVERHEAD};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
@@ -21,7 +23,8 @@ pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
 /// unknown afterwards (as after Kafka's producer expiration): its next batch is accepted
 /// with any sequence number.
 pub(crate) const REBUILD_SEGMENTS: usize = 2;
-const READ_CHUNK: usize = 256 << 10;
+/// Bytes read at once when hopping over batch headers.
+pub(crate) const READ_CHUNK: usize = 256 << 10;
 
 /// Sequence and offset range of one appended batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,22 +214,31 @@ pub(crate) fn check_and_apply(
 }
 
 /// What a rebuild reads: the durable range `[from, to)` of each segment, oldest first,
-/// starting at a batch boundary whose base offset is `start_offset`.
+/// starting at a batch boundary whose batch starts at or after `start_offset` (exactly
+/// there when `from` is a sparse-index entry), and the log's durable offset when planned.
 pub(crate) struct Plan {
     pub(crate) ranges: Vec<(i64, u64, u64)>,
     pub(crate) start_offset: i64,
+    pub(crate) durable: i64,
 }
 
 /// Choose where a rebuild starts: at most `max_bytes` of the newest `REBUILD_SEGMENTS`
-/// segments, cut at a sparse-index entry (a batch boundary).
-pub(crate) fn plan(dir: &Path, st: &mut LogState, max_bytes: u64) -> Plan {
-    let n = st.segments.len();
+/// segments, cut at a sparse-index entry (a batch boundary). Loads the index of the
+/// segment it cuts (`ensure_indexes`: the caller loaded it off the shard before).
+pub(crate) fn plan(
+    dir: &Path,
+    segments: &mut [Segment],
+    log_end: i64,
+    durable: i64,
+    max_bytes: u64,
+) -> Plan {
+    let n = segments.len();
     let first = n.saturating_sub(REBUILD_SEGMENTS);
-    // (segment index, file position, offset of the batch there)
-    let mut start = (n, 0u64, st.log_end);
+    // (segment index, file position, offset at or before the batch there)
+    let mut start = (n, 0u64, log_end);
     let mut budget = max_bytes;
     for i in (first..n).rev() {
-        let seg = &mut st.segments[i];
+        let seg = &mut segments[i];
         if seg.size <= budget {
             budget -= seg.size;
             start = (i, 0, seg.base);
@@ -243,7 +255,7 @@ pub(crate) fn plan(dir: &Path, st: &mut LogState, max_bytes: u64) -> Plan {
         }
         break;
     }
-    let ranges = st.segments[start.0.min(n)..]
+    let ranges = segments[start.0.min(n)..]
         .iter()
         .enumerate()
         .map(|(k, seg)| {
@@ -255,40 +267,64 @@ pub(crate) fn plan(dir: &Path, st: &mut LogState, max_bytes: u64) -> Plan {
     Plan {
         ranges,
         start_offset: start.2,
+        durable,
     }
 }
 
-/// Replays batch headers in offset order; only contiguous batches below the log end are
-/// taken, so a file racing a truncation or a stale index cannot add wrong batches.
+/// Replays batch headers in offset order. Offsets must move forward (gaps are fine: a
+/// compacted log has them) and stay below the log end, so a file racing a truncation or a
+/// stale index cannot add wrong batches.
 pub(crate) struct Replayer {
     pub(crate) ps: ProducerStates,
+    /// Offset after the last batch replayed (the plan's start before any).
     pub(crate) next: i64,
     log_end: i64,
+    /// Every planned file range was read to its end.
+    covered: bool,
 }
 
 impl Replayer {
-    pub(crate) fn new(start_offset: i64, log_end: i64) -> Replayer {
+    pub(crate) fn new(plan: &Plan, log_end: i64) -> Replayer {
         Replayer {
             ps: ProducerStates::default(),
-            next: start_offset,
+            next: plan.start_offset,
             log_end,
+            covered: true,
         }
     }
     /// Take the next batch from a segment file; false (stop reading) if it does not
-    /// continue the log.
+    /// follow the previous one or lies past the log end.
     pub(crate) fn feed(&mut self, h: &RecordBatchHeader) -> bool {
-        if h.base_offset != self.next || h.base_offset >= self.log_end {
+        if h.base_offset < self.next || h.base_offset >= self.log_end || h.last_offset_delta < 0 {
             return false;
         }
         self.ps.replay(h);
         self.next = h.last_offset() + 1;
         true
     }
-    /// Take the not-yet-durable batches (those the files already held are skipped).
-    /// False if they leave a gap.
-    pub(crate) fn feed_pending(&mut self, st: &LogState) -> Result<bool, StorageError> {
-        self.log_end = st.log_end;
-        for p in st.pending.iter() {
+    /// A planned file range ended at `pos` of `[from, to)`.
+    pub(crate) fn range_read(&mut self, pos: u64, to: u64) {
+        if pos < to {
+            self.covered = false;
+        }
+    }
+    /// Take the not-yet-durable batches (those the files already held are skipped), then
+    /// say whether the replay saw every batch from the plan's start to the log end. Files
+    /// and pending queue together hold them all when the files were read to the end of
+    /// their planned ranges and no batch left the queue since the plan (the durable offset
+    /// did not move), or when the files alone reached the durable offset (every batch at
+    /// or after it is in the queue). Offsets alone cannot tell: a gap looks like a batch
+    /// that went missing.
+    pub(crate) fn feed_pending(
+        &mut self,
+        pending: &PendingQueue,
+        log_end: i64,
+        plan_durable: i64,
+        durable: i64,
+    ) -> Result<bool, StorageError> {
+        let complete = (self.covered && durable == plan_durable) || self.next >= durable;
+        self.log_end = log_end;
+        for p in pending.iter() {
             let h = RecordBatchHeader::parse(&p.data)?;
             if h.base_offset < self.next {
                 continue;
@@ -297,109 +333,49 @@ impl Replayer {
                 return Ok(false);
             }
         }
-        Ok(self.next == st.log_end)
+        Ok(complete)
     }
 }
 
-/// Rebuild synchronously (inside `append`): batch headers of the planned ranges by plain
-/// positional reads, then the batches still in memory.
+/// Rebuild synchronously (inside `append`, where the log cannot change meanwhile): batch
+/// headers of the planned ranges by plain positional reads, then the batches still in
+/// memory.
 pub(crate) fn rebuild(
     dir: &Path,
-    st: &mut LogState,
-    max_bytes: u64,
+    plan: &Plan,
+    pending: &PendingQueue,
+    log_end: i64,
+    durable: i64,
 ) -> Result<ProducerStates, StorageError> {
-    let plan = plan(dir, st, max_bytes);
-    let mut r = Replayer::new(plan.start_offset, st.log_end);
+    let mut r = Replayer::new(plan, log_end);
     for &(base, from, to) in &plan.ranges {
         if to > from {
             let path = crate::segment::log_path(dir, base);
-            scan_headers(&path, from, to, |h| r.feed(h))?;
+            let end = scan_headers(&path, from, to, |h| r.feed(h))?;
+            r.range_read(end, to);
         }
     }
-    if !r.feed_pending(st)? {
-        tracing::warn!(dir = %dir.display(), next = r.next, log_end = st.log_end,
-            "producer state rebuilt from a log with a gap; older producers may be unknown");
+    if !r.feed_pending(pending, log_end, plan.durable, durable)? {
+        tracing::warn!(dir = %dir.display(), next = r.next, log_end,
+            "producer state rebuilt from a log it could not read whole; older producers may be unknown");
     }
     Ok(r.ps)
-}
-
-/// Rebuild with async DMA reads (for `PartitionLog::load_producer_state`), so the shard
-/// does not block on the read. Installs the state only if the log did not change in a way
-/// the read could have missed (truncation, batches made durable and dequeued meanwhile);
-/// otherwise leaves it unbuilt and `append` rebuilds synchronously.
-pub(crate) async fn load(log: &PartitionLog) -> Result<(), StorageError> {
-    let max_bytes = log.shard.opts.producer_rebuild_bytes;
-    // the plan may consult the sparse index of the two newest segments
-    let bases: Vec<i64> = {
-        let st = log.inner.st.borrow();
-        st.segments.iter().rev().take(2).map(|s| s.base).collect()
-    };
-    for base in bases {
-        crate::segment::load_indexes(&log.inner, base).await;
-    }
-    let (plan, epoch, log_end) = {
-        let mut st = log.inner.st.borrow_mut();
-        st.check_open()?;
-        if st.producers.is_some() {
-            return Ok(());
-        }
-        let p = plan(&log.inner.dir, &mut st, max_bytes);
-        (p, st.truncate_epoch, st.log_end)
-    };
-    let mut r = Replayer::new(plan.start_offset, log_end);
-    'segments: for &(base, from, to) in &plan.ranges {
-        if to <= from {
-            continue;
-        }
-        let file = log.shard.segment_file(&log.inner, base, false).await?;
-        let mut buf = glommio::io::ReadResult::default();
-        let mut buf_start = 0u64;
-        let mut pos = from;
-        while pos + RECORD_BATCH_OVERHEAD as u64 <= to {
-            if pos < buf_start || pos + RECORD_BATCH_OVERHEAD as u64 > buf_start + buf.len() as u64
-            {
-                let want = (to - pos).min(READ_CHUNK as u64) as usize;
-                buf = file.read_at(pos, want).await?;
-                buf_start = pos;
-                if buf.len() < RECORD_BATCH_OVERHEAD {
-                    break 'segments;
-                }
-            }
-            let off = (pos - buf_start) as usize;
-            let Ok(h) = RecordBatchHeader::parse(&buf[off..off + RECORD_BATCH_OVERHEAD]) else {
-                break 'segments;
-            };
-            if pos + h.total_size() as u64 > to || !r.feed(&h) {
-                break 'segments;
-            }
-            pos += h.total_size() as u64;
-        }
-    }
-    let mut st = log.inner.st.borrow_mut();
-    if st.producers.is_some() || st.truncate_epoch != epoch || st.check_open().is_err() {
-        return Ok(());
-    }
-    if r.feed_pending(&st)? {
-        let mut ps = r.ps;
-        ps.trim_before(st.log_start());
-        st.producers = Some(Box::new(ps));
-    }
-    Ok(())
 }
 
 /// Call `f` with the header of every batch in `[from, len)` of a segment file (`from` is
 /// a batch boundary) until it returns false, hopping from header to header: large batches
 /// are skipped, small ones come from one chunk read. Stops quietly at a short read or an
-/// unparsable header (a file cut concurrently).
+/// unparsable header (a file cut concurrently). Returns the position it stopped at (`len`
+/// when it read everything).
 fn scan_headers(
     path: &Path,
     from: u64,
     len: u64,
     mut f: impl FnMut(&RecordBatchHeader) -> bool,
-) -> Result<(), StorageError> {
+) -> Result<u64, StorageError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(from),
         Err(e) => return Err(e.into()),
     };
     let mut buf = vec![0u8; READ_CHUNK];
@@ -427,7 +403,7 @@ fn scan_headers(
         }
         pos += h.total_size() as u64;
     }
-    Ok(())
+    Ok(pos)
 }
 
 fn read_at_most(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {

@@ -1,38 +1,46 @@
 //! Reads: whole batches from the shard cache, then the pending (not yet durable) queue,
-//! then a DMA read of the segment starting at its sparse-index position. Cold reads are
-//! copied once into a `Send` `Bytes` and cached; a cold sequential reader gets a
-//! read-ahead window (`readahead`). Also `offset_for_timestamp`.
+//! then a read-ahead window, then a DMA read of the segment starting at its sparse-index
+//! position. Cold reads are copied once into a `Send` `Bytes` and cached; a cold
+//! sequential reader gets a read-ahead window (`readahead.rs` keeps the windows, this
+//! module fills them). Also `offset_for_timestamp`.
+//!
+//! Offsets need not be contiguous (a compacted log keeps batches at their original
+//! offsets): a read at an offset no batch holds returns the batches from the first one
+//! after it, as Kafka's fetch does. The segment holding an offset may end in a gap: the
+//! read then continues in the next segment.
 //!
 //! ```text
 //!  read(from) ─► cache.get(from) ─hit─► batch
 //!                    └─miss─► pending(from) ─► read-ahead window ─► DMA read [index pos, ..) ─► cache
 //! ```
 
+use crate::cache::Batch;
+use crate::error::corrupt;
 use crate::error::StorageError;
-use crate::log::{LogInner, PartitionLog};
-use crate::readahead;
-use crate::segment::SegState;
+use crate::inner::LogInner;
+use crate::readahead::{self, Planned};
+use crate::shard::ShardStorage;
 use bytes::Bytes;
 use sluice_proto::batch::{decode_records, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
-
-pub(crate) type Batch = (i64, i64, Bytes); // (base, last, bytes)
+use std::rc::Rc;
 
 const MIN_DISK_READ: usize = 64 << 10;
 const MAX_DISK_READ: usize = 16 << 20;
 
 pub(crate) async fn read(
-    log: &PartitionLog,
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
     from: i64,
     max_offset: i64,
     max_bytes: usize,
     min_one: bool,
 ) -> Result<Vec<Bytes>, StorageError> {
     {
-        let st = log.inner.st.borrow();
-        if st.closed || st.deleted {
+        let st = log.state();
+        if st.is_closed() {
             return Err(StorageError::Closed);
         }
-        let (start, end) = (st.log_start(), st.log_end);
+        let (start, end) = (st.log_start(), st.log_end());
         if from < start || from > end {
             return Err(StorageError::OffsetOutOfRange {
                 offset: from,
@@ -48,29 +56,48 @@ pub(crate) async fn read(
     let mut cold = false;
     let mut waited = false;
     'outer: loop {
-        let log_end = log.inner.st.borrow().log_end;
+        let log_end = log.state().log_end();
         if next >= max_offset || next >= log_end {
             break;
         }
         let want = max_bytes.saturating_sub(total);
-        let batches = match lookup_memory(log, next) {
+        let in_memory = lookup_memory(shard, log, next);
+        let in_window = match in_memory {
+            Some(_) => None,
+            None => shard.inner.borrow().readahead.lookup(log.id, next),
+        };
+        let batches = match in_memory {
             Some(b) => {
-                cold = cold || readahead::in_window(log, next);
+                cold = cold || shard.inner.borrow().readahead.in_window(log.id, next);
                 vec![b]
             }
-            None => match readahead::lookup(log, next) {
+            None => match in_window {
                 Some(b) => {
                     cold = true;
                     vec![b]
                 }
                 None => {
-                    if !waited && readahead::wait_in_flight(log, next).await {
+                    let in_flight = shard.inner.borrow().readahead.in_flight(log.id, next);
+                    if let Some(done) = in_flight.filter(|_| !waited) {
+                        done.wait().await;
                         waited = true;
                         continue;
                     }
-                    log.shard.metrics_add(|m| m.cache_misses += 1);
+                    shard.metrics_add(|m| m.cache_misses += 1);
                     cold = true;
-                    read_disk(log, next, want, true).await?
+                    let durable = log.state().durable();
+                    let b = read_disk(shard, log, next, want, true).await?;
+                    if b.is_empty() {
+                        // nothing on disk from `next` on: the rest is still pending, unless
+                        // a flush moved batches out of the queue during the read (retry)
+                        let st = log.state();
+                        if st.durable() != durable {
+                            continue;
+                        }
+                        st.pending_from(next).into_iter().collect()
+                    } else {
+                        b
+                    }
                 }
             },
         };
@@ -90,73 +117,70 @@ pub(crate) async fn read(
         }
     }
     if cold && !out.is_empty() {
-        readahead::advance(log, from, next, total);
+        advance_readahead(shard, log, from, next, total);
     }
     Ok(out)
 }
 
-fn lookup_memory(log: &PartitionLog, offset: i64) -> Option<Batch> {
-    if let Some(b) = log.shard.inner.borrow().cache.get(log.inner.id, offset) {
-        log.shard.metrics_add(|m| m.cache_hits += 1);
+/// The batch for `offset` from memory: the cache (the batch holding it) or the pending
+/// queue (the batch holding it, or the next one when it lies in a gap at the tail).
+fn lookup_memory(shard: &ShardStorage, log: &LogInner, offset: i64) -> Option<Batch> {
+    if let Some(b) = shard.inner.borrow().cache.get(log.id, offset) {
+        shard.metrics_add(|m| m.cache_hits += 1);
         return Some(b);
     }
-    let st = log.inner.st.borrow();
-    let i = st.pending.partition_point(|p| p.base <= offset);
-    let p = st.pending.get(i.checked_sub(1)?)?;
-    (p.last >= offset).then(|| {
-        log.shard.metrics_add(|m| m.cache_hits += 1);
-        (p.base, p.last, p.data.clone())
-    })
+    let b = log.state().pending_batch(offset)?;
+    shard.metrics_add(|m| m.cache_hits += 1);
+    Some(b)
 }
 
-/// Damage found in a segment on disk (not a client error).
-fn corrupt(msg: String) -> StorageError {
-    StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
-}
-
-/// Read batches from disk starting with the one holding `offset`, about `want` bytes,
-/// and cache them if `cache` (if the log was truncated meanwhile, nothing is returned).
+/// Read batches from disk starting with the one holding `offset` (or the first one after
+/// it, in this segment or a later one, when `offset` falls in a gap), about `want` bytes,
+/// and cache them if `cache`. Empty if the log was truncated meanwhile, or if no batch at
+/// or after `offset` is on disk yet (it is then in the pending queue).
 pub(crate) async fn read_disk(
-    log: &PartitionLog,
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
     offset: i64,
     want: usize,
     cache: bool,
 ) -> Result<Vec<Batch>, StorageError> {
+    let mut offset = offset;
     let mut from_start = false;
-    let epoch = log.inner.st.borrow().truncate_epoch;
+    let epoch = log.state().truncate_epoch();
     loop {
         let base = {
-            let st = log.inner.st.borrow();
-            st.segment_for(offset).map(|i| st.segments[i].base)
+            let st = log.state();
+            st.segment_for(offset).map(|i| st.segments()[i].base)
         };
         if let Some(base) = base {
-            crate::segment::load_indexes(&log.inner, base).await;
+            log.load_indexes(base).await;
         }
-        let (seg_base, start_off, start_pos, limit) = {
-            let mut st = log.inner.st.borrow_mut();
-            let Some(i) = st.segment_for(offset) else {
-                return Ok(Vec::new());
-            };
-            let dir = log.inner.dir.clone();
-            let seg = &mut st.segments[i];
-            if offset >= seg.end_offset {
-                return Ok(Vec::new());
-            }
-            seg.ensure_indexes(&dir);
-            let (o, p) = if from_start {
-                (seg.base, 0)
-            } else {
-                seg.index_lookup(offset)
-            };
-            (seg.base, o, p, seg.flushed)
-        };
-        if start_pos >= limit {
+        let Some(start) = log.state_mut().read_start(offset, &log.dir, from_start) else {
             return Ok(Vec::new());
+        };
+        let seg_base = start.seg_base;
+        let limit = start.flushed;
+        // where to look when this segment has no batch at or after `offset` on disk: the
+        // next segment if this one is all on disk (it ends in a gap); else the batch is
+        // still only in the pending queue
+        let skip_to = start
+            .next_base
+            .filter(|&nb| start.all_flushed && nb > offset);
+        if start.pos >= limit {
+            match skip_to {
+                Some(nb) => {
+                    offset = nb;
+                    from_start = false;
+                    continue;
+                }
+                None => return Ok(Vec::new()),
+            }
         }
-        let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
-        let interval = log.inner.st.borrow().config.index_interval_bytes as usize;
+        let file = shard.segment_file(log, seg_base, false).await?;
+        let interval = log.state().config().index_interval_bytes as usize;
         let chunk = (want.max(MIN_DISK_READ) + 2 * interval).min(MAX_DISK_READ);
-        let mut pos = start_pos;
+        let mut pos = start.pos;
         let mut buf_start = pos;
         let mut buf = file.read_at(pos, chunk.min((limit - pos) as usize)).await?;
         let mut found: Vec<(u64, RecordBatchHeader)> = Vec::new();
@@ -171,12 +195,21 @@ pub(crate) async fn read_disk(
             } else {
                 None
             };
+            let at_entry = pos == start.pos && start.pos != 0;
             let size = match &h {
                 Some(Ok(h)) => h.total_size(),
+                Some(Err(_)) if at_entry => {
+                    index_bad = true;
+                    break;
+                }
                 Some(Err(e)) => return Err(corrupt(format!("segment {seg_base} at {pos}: {e}"))),
                 None => RECORD_BATCH_OVERHEAD,
             };
             if size as u64 > limit - pos {
+                if at_entry {
+                    index_bad = true;
+                    break;
+                }
                 return Err(corrupt(format!(
                     "segment {seg_base}: batch at {pos} runs past the end"
                 )));
@@ -195,15 +228,13 @@ pub(crate) async fn read_disk(
                 continue;
             }
             let Some(Ok(h)) = h else { break };
-            if pos == start_pos && start_pos != 0 && h.base_offset != start_off {
+            if at_entry && h.base_offset != start.offset {
                 index_bad = true;
                 break;
             }
+            // the first batch whose last offset reaches `offset` holds it, or is the first
+            // one after it (a gap): batches are in offset order
             if h.last_offset() >= offset {
-                if found.is_empty() && h.base_offset > offset {
-                    index_bad = true;
-                    break;
-                }
                 found.push((pos, h));
                 got += size;
                 if got >= want {
@@ -218,37 +249,35 @@ pub(crate) async fn read_disk(
                     "segment {seg_base}: offset {offset} not found"
                 )));
             }
-            tracing::warn!(dir = %log.inner.dir.display(), seg_base, "offset index does not match the segment; scanning from its start");
-            if let Some(s) = log
-                .inner
-                .st
-                .borrow_mut()
-                .segments
-                .iter_mut()
-                .find(|s| s.base == seg_base)
-            {
-                s.index = Some(Default::default());
-            }
+            tracing::warn!(dir = %log.dir.display(), seg_base, "offset index does not match the segment; scanning from its start");
+            log.state_mut().reset_index(seg_base);
             from_start = true;
             continue;
         }
         let Some(&(first_pos, _)) = found.first() else {
-            return Ok(Vec::new());
+            match skip_to {
+                Some(nb) => {
+                    offset = nb;
+                    from_start = false;
+                    continue;
+                }
+                None => return Ok(Vec::new()),
+            }
         };
-        if log.inner.st.borrow().truncate_epoch != epoch {
+        if log.state().truncate_epoch() != epoch {
             return Ok(Vec::new());
         }
         let lo = (first_pos - buf_start) as usize;
         let hi = lo + got;
         let whole = Bytes::copy_from_slice(&buf[lo..hi]);
         let mut batches = Vec::with_capacity(found.len());
-        let mut sh = log.shard.inner.borrow_mut();
+        let mut sh = shard.inner.borrow_mut();
         for (p, h) in found {
             let s = (p - first_pos) as usize;
             let b = whole.slice(s..s + h.total_size());
             if cache {
                 sh.cache
-                    .insert(log.inner.id, h.base_offset, h.last_offset(), b.clone());
+                    .insert(log.id, h.base_offset, h.last_offset(), b.clone());
             }
             batches.push((h.base_offset, h.last_offset(), b));
         }
@@ -256,44 +285,96 @@ pub(crate) async fn read_disk(
     }
 }
 
+/// After a cold read of `[from, next)` that returned `got` bytes: let the read-ahead
+/// windows follow the reader and, if a new window opens, read it in the background.
+fn advance_readahead(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    from: i64,
+    next: i64,
+    got: usize,
+) {
+    let durable = {
+        let st = log.state();
+        if st.is_closed() {
+            return;
+        }
+        st.durable()
+    };
+    let planned = {
+        let mut sh = shard.inner.borrow_mut();
+        let sh = &mut *sh;
+        readahead::advance(
+            &mut sh.readahead,
+            &sh.cache,
+            log.id,
+            from,
+            next,
+            got,
+            durable,
+        )
+    };
+    let Some(Planned {
+        window,
+        start,
+        len,
+        done,
+    }) = planned
+    else {
+        return;
+    };
+    let (shard, log) = (shard.clone(), log.clone());
+    glommio::spawn_local(async move {
+        let open = !log.state().is_closed();
+        let batches = if open {
+            read_disk(&shard, &log, start, len, false).await
+        } else {
+            Ok(Vec::new())
+        };
+        let batches = batches.unwrap_or_else(|e| {
+            tracing::debug!(dir = %log.dir.display(), offset = start, error = %e, "read-ahead failed");
+            Vec::new()
+        });
+        shard
+            .inner
+            .borrow_mut()
+            .readahead
+            .finish(log.id, window, batches);
+        done.notify();
+    })
+    .detach();
+}
+
+/// (offset, timestamp) of the first record with timestamp >= `ts`; see
+/// `PartitionLog::offset_for_timestamp`.
 pub(crate) async fn offset_for_timestamp(
-    log: &PartitionLog,
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
     ts: i64,
 ) -> Result<Option<(i64, i64)>, StorageError> {
     let base = log
-        .inner
-        .st
-        .borrow()
-        .segments
+        .state()
+        .segments()
         .iter()
         .find(|s| s.max_ts_offset >= 0 && s.max_ts >= ts)
         .map(|s| s.base);
     if let Some(base) = base {
-        crate::segment::load_indexes(&log.inner, base).await;
+        log.load_indexes(base).await;
     }
     let mut next = {
-        let mut st = log.inner.st.borrow_mut();
+        let mut st = log.state_mut();
         st.check_open()?;
-        let dir = log.inner.dir.clone();
-        let start = st.log_start();
-        let Some(seg) = st
-            .segments
-            .iter_mut()
-            .find(|s| s.max_ts_offset >= 0 && s.max_ts >= ts)
-        else {
-            return Ok(None);
-        };
-        seg.ensure_indexes(&dir);
-        let rel = seg.tindex.as_ref().and_then(|t| t.scan_start(ts));
-        let from = rel.map_or(seg.base, |r| seg.base + r as i64 + 1);
-        from.max(start)
+        match st.timestamp_start(ts, &log.dir) {
+            Some(from) => from,
+            None => return Ok(None),
+        }
     };
     loop {
-        let end = log.log_end_offset();
+        let end = log.state().log_end();
         if next >= end {
             return Ok(None);
         }
-        let batches = log.read(next, end, 1 << 20, true).await?;
+        let batches = read(shard, log, next, end, 1 << 20, true).await?;
         if batches.is_empty() {
             return Ok(None);
         }
@@ -310,20 +391,6 @@ pub(crate) async fn offset_for_timestamp(
                 return Ok(Some((h.base_offset, h.max_timestamp)));
             }
             next = h.last_offset() + 1;
-        }
-    }
-}
-
-/// Free the in-memory indexes of sealed segments (reloaded lazily on the next read).
-pub(crate) fn drop_idle_indexes(log: &LogInner) {
-    if let Ok(mut st) = log.st.try_borrow_mut() {
-        for s in st
-            .segments
-            .iter_mut()
-            .filter(|s| s.state == SegState::Sealed)
-        {
-            s.index = None;
-            s.tindex = None;
         }
     }
 }

@@ -6,16 +6,17 @@
 //! the reader has passed (or left by seeking) is dropped. Window bytes are
 //! bounded per shard (finished windows left unread for `STALE` give way to new ones), a
 //! reader that arrives while its window is still being read waits for it instead of
-//! reading the same bytes twice, and truncation drops a log's windows. Owned by one shard;
-//! never crosses cores.
+//! reading the same bytes twice, and truncation drops a log's windows. A window holds the
+//! batches of `[from, end)` as they lie on disk, so an offset in it that no batch holds
+//! is a gap (a compacted log): the window answers with the next batch. This module keeps
+//! the windows; `read.rs` reads them from disk. Owned by one shard; never crosses cores.
 //!
 //! ```text
 //!  read [a,b) from disk ─► window [b, ..) in flight ─► done: holds [b, e)
 //!  read [b,c) from the window ─► the reader is in it ─► next window [e, ..)
 //! ```
 
-use crate::log::PartitionLog;
-use crate::read::Batch;
+use crate::cache::{Batch, BatchCache};
 use crate::signal::Signal;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -49,11 +50,16 @@ impl Window {
         Some(b.last().map_or(self.from, |(_, last, _)| last + 1))
     }
 
+    /// The batch holding `offset`, or the next one if `offset` is in a gap inside the
+    /// window's span.
     fn get(&self, offset: i64) -> Option<Batch> {
         let b = self.batches.as_ref()?;
-        let i = b.partition_point(|(base, _, _)| *base <= offset);
-        let (base, last, data) = b.get(i.checked_sub(1)?)?;
-        (*last >= offset).then(|| (*base, *last, data.clone()))
+        if offset < self.from {
+            return None;
+        }
+        let i = b.partition_point(|(_, last, _)| *last < offset);
+        let (base, last, data) = b.get(i)?;
+        Some((*base, *last, data.clone()))
     }
 }
 
@@ -112,7 +118,40 @@ impl ReadAheads {
         self.bytes + len <= self.budget
     }
 
-    fn finish(&mut self, log: u64, id: u64, batches: Vec<Batch>) {
+    /// The batch for `offset` (holding it, or the next one past a gap) if a finished
+    /// window of `log` spans it.
+    pub(crate) fn lookup(&self, log: u64, offset: i64) -> Option<Batch> {
+        if self.windows.is_empty() {
+            return None; // no cold readers: skip the hash on every miss
+        }
+        let ws = self.windows.get(&log)?;
+        ws.iter().find_map(|w| w.get(offset))
+    }
+
+    /// The completion signal of a window of `log` starting at `offset` that is still
+    /// being read (a reader waits for it rather than reading the same bytes).
+    pub(crate) fn in_flight(&self, log: u64, offset: i64) -> Option<Rc<Signal>> {
+        self.windows.get(&log).and_then(|ws| {
+            ws.iter()
+                .find(|w| w.batches.is_none() && w.from == offset)
+                .map(|w| w.done.clone())
+        })
+    }
+
+    /// Whether `offset` lies in a window of `log`: a reader there is sequential and cold.
+    pub(crate) fn in_window(&self, log: u64, offset: i64) -> bool {
+        if self.windows.is_empty() {
+            return false; // tail readers hit the cache on every batch: keep that path cheap
+        }
+        self.windows.get(&log).is_some_and(|ws| {
+            ws.iter()
+                .any(|w| w.end().is_some_and(|e| w.from <= offset && offset < e))
+        })
+    }
+
+    /// The read of window `id` of `log` ended with `batches` (empty: it failed or found
+    /// nothing, and the window goes).
+    pub(crate) fn finish(&mut self, log: u64, id: u64, batches: Vec<Batch>) {
         let held: usize = batches.iter().map(|(_, _, b)| b.len()).sum();
         let Some(w) = self
             .windows
@@ -131,138 +170,110 @@ impl ReadAheads {
     }
 }
 
-/// The batch holding `offset` if a finished window of `log` has it.
-pub(crate) fn lookup(log: &PartitionLog, offset: i64) -> Option<Batch> {
-    let sh = log.shard.inner.borrow();
-    if sh.readahead.windows.is_empty() {
-        return None; // no cold readers: skip the hash on every miss
-    }
-    let ws = sh.readahead.windows.get(&log.inner.id)?;
-    ws.iter().find_map(|w| w.get(offset))
+/// A window `advance` opened: the caller reads `len` bytes of the log from `start` and
+/// hands them to `ReadAheads::finish(log, window, ..)`, then notifies `done`.
+pub(crate) struct Planned {
+    pub(crate) window: u64,
+    pub(crate) start: i64,
+    pub(crate) len: usize,
+    pub(crate) done: Rc<Signal>,
 }
 
-/// If a window of `log` starting at `offset` is still being read, waits for it and
-/// returns true (the caller looks again).
-pub(crate) async fn wait_in_flight(log: &PartitionLog, offset: i64) -> bool {
-    let done = {
-        let sh = log.shard.inner.borrow();
-        let found = sh.readahead.windows.get(&log.inner.id).and_then(|ws| {
-            ws.iter()
-                .find(|w| w.batches.is_none() && w.from == offset)
-                .map(|w| w.done.clone())
-        });
-        match found {
-            Some(d) => d,
-            None => return false,
-        }
-    };
-    done.wait().await;
-    true
-}
-
-/// Whether `offset` lies in a window of `log`: a reader there is sequential and cold.
-pub(crate) fn in_window(log: &PartitionLog, offset: i64) -> bool {
-    let sh = log.shard.inner.borrow();
-    if sh.readahead.windows.is_empty() {
-        return false; // tail readers hit the cache on every batch: keep that path cheap
-    }
-    sh.readahead.windows.get(&log.inner.id).is_some_and(|ws| {
-        ws.iter()
-            .any(|w| w.end().is_some_and(|e| w.from <= offset && offset < e))
-    })
-}
-
-/// After a cold read of `[from, next)` that returned `got` bytes: drop the windows the
-/// reader has passed (all of them if it read elsewhere), and open the next window when the
-/// reader has entered the last one (or has none), if the shard's budget allows.
-pub(crate) fn advance(log: &PartitionLog, from: i64, next: i64, got: usize) {
-    let id = log.inner.id;
-    let durable = {
-        let st = log.inner.st.borrow();
-        if st.closed || st.deleted {
-            return;
-        }
-        st.durable
-    };
-    let mut sh = log.shard.inner.borrow_mut();
+/// After a cold read of `[from, next)` of `log` that returned `got` bytes: drop the
+/// windows the reader has passed (all of them if it read elsewhere), and open the next
+/// window when the reader has entered the last one (or has none), if the shard's budget
+/// allows and it starts below `durable`.
+pub(crate) fn advance(
+    ra: &mut ReadAheads,
+    cache: &BatchCache,
+    id: u64,
+    from: i64,
+    next: i64,
+    got: usize,
+    durable: i64,
+) -> Option<Planned> {
     // sequential: this read touches the windows' span (it may start just before it)
-    let seeked = sh.readahead.windows.get(&id).is_some_and(|ws| {
+    let seeked = ra.windows.get(&id).is_some_and(|ws| {
         let lo = ws.front().map_or(from, |w| w.from);
         let hi = ws.back().map_or(Some(from), |w| w.end());
         next < lo || hi.is_some_and(|hi| from > hi)
     });
     if seeked {
-        sh.readahead.drop_log(id);
+        ra.drop_log(id);
     } else {
-        sh.readahead
-            .retain(id, |w| w.end().is_none_or(|e| e > next));
+        ra.retain(id, |w| w.end().is_none_or(|e| e > next));
     }
-    let start = match sh.readahead.windows.get(&id).and_then(|ws| ws.back()) {
+    let start = match ra.windows.get(&id).and_then(|ws| ws.back()) {
         None => next,
         Some(w) => match w.end() {
             Some(end) if next > w.from => end,
-            _ => return, // still in flight, or the reader has not reached it
+            _ => return None, // still in flight, or the reader has not reached it
         },
     };
-    if sh
-        .readahead
-        .windows
-        .get(&id)
-        .is_some_and(|ws| ws.len() >= PER_LOG)
-    {
-        return;
+    if ra.windows.get(&id).is_some_and(|ws| ws.len() >= PER_LOG) {
+        return None;
     }
     // the disk read that served this one usually cached a batch or two past it
     let mut start = start.max(next);
     for _ in 0..64 {
-        match sh.cache.get(id, start) {
+        match cache.get(id, start) {
             Some((_, last, _)) => start = last + 1,
             None => break,
         }
     }
     if start >= durable {
-        return;
+        return None;
     }
     // 4x the read keeps a reader's next fetches off the disk; when many readers share
     // the budget, 1x still overlaps the next read with this answer
-    let ra = &mut sh.readahead;
-    let Some(len) = [AHEAD, 1]
+    let len = [AHEAD, 1]
         .into_iter()
         .map(|k| (got * k).clamp(MIN_WINDOW, MAX_WINDOW))
-        .find(|&len| ra.make_room(len))
-    else {
-        return;
-    };
+        .find(|&len| ra.make_room(len))?;
     ra.next_id += 1;
-    let wid = ra.next_id;
+    let window = ra.next_id;
     let done = Rc::new(Signal::default());
     ra.bytes += len;
     ra.windows.entry(id).or_default().push_back(Window {
-        id: wid,
+        id: window,
         from: start,
         batches: None,
         bytes: len,
         opened: Instant::now(),
         done: done.clone(),
     });
-    drop(sh);
-    let log = log.clone();
-    glommio::spawn_local(async move {
-        let open = {
-            let st = log.inner.st.borrow();
-            !(st.closed || st.deleted)
-        };
-        let batches = if open {
-            crate::read::read_disk(&log, start, len, false).await
-        } else {
-            Ok(Vec::new())
-        };
-        let batches = batches.unwrap_or_else(|e| {
-            tracing::debug!(dir = %log.inner.dir.display(), offset = start, error = %e, "read-ahead failed");
-            Vec::new()
-        });
-        log.shard.inner.borrow_mut().readahead.finish(id, wid, batches);
-        done.notify();
+    Some(Planned {
+        window,
+        start,
+        len,
+        done,
     })
-    .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_window_answers_an_offset_in_a_gap_with_the_next_batch() {
+        let b = |base: i64, last: i64| (base, last, Bytes::from_static(b"x"));
+        let w = Window {
+            id: 1,
+            from: 5,
+            batches: Some(vec![b(7, 9), b(12, 12), b(20, 24)]),
+            bytes: 3,
+            opened: Instant::now(),
+            done: Rc::new(Signal::default()),
+        };
+        assert_eq!(w.end(), Some(25));
+        let base = |o: i64| w.get(o).map(|x| x.0);
+        assert_eq!(base(4), None); // before the window
+        assert_eq!(base(5), Some(7)); // the gap the window starts in
+        assert_eq!(base(8), Some(7));
+        assert_eq!(base(10), Some(12));
+        assert_eq!(base(13), Some(20));
+        assert_eq!(base(24), Some(20));
+        assert_eq!(base(25), None); // past the window
+    }
 }

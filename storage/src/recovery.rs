@@ -1,37 +1,36 @@
 //! Opening a log (with crash recovery) and closing it cleanly.
 //! Open: list segments; a sealed segment is trusted if its time index ends exactly at the
-//! next segment's base, else it is rescanned; the active segment is trusted only with a
-//! valid clean-shutdown marker matching its size, else scanned with CRC and offset
-//! contiguity checks from its last offset-index entry (if that entry points at a valid
-//! batch; else from the start) and cut (ftruncate) at the first torn or corrupt batch,
-//! dropping every later segment; its indexes are then rewritten. The leader-epoch
+//! offset before the next segment's base (the final entry seal writes), else it is
+//! rescanned; the active segment is trusted only with a valid clean-shutdown marker
+//! matching its size, else scanned from its last offset-index entry (if that entry points
+//! at a valid batch with the entry's offset; else from the start). Scans check CRCs and
+//! that offsets move forward inside the segment's range; gaps between batches are not
+//! damage (a compacted log has them). A segment is cut (ftruncate) at its first torn or
+//! corrupt batch, or at one whose offsets go backwards or overlap the next segment; when
+//! more than the zero padding after the last batch is cut, every later segment is dropped
+//! (as Kafka's recovery does). Rescanned indexes are rewritten. The leader-epoch
 //! checkpoint is read and repaired against the recovered log (entries from the log end
 //! on dropped, entries before the log start folded into it), and a truncation intent left
 //! by a crash is carried out. Close: flush, cut the file to its logical end, write
 //! indexes and a changed epoch checkpoint, then the marker (removed again before the
 //! files next change).
 
+use crate::config::LogConfig;
 use crate::error::StorageError;
-use crate::flusher::sync_dir;
-use crate::log::{LogInner, LogState, PartitionLog};
+use crate::inner::LogInner;
+use crate::scan::{scan, ScanOpts};
 use crate::segment::{
-    align_down, align_up, index_path, list_segments, log_path, open_segment_file, scan_from,
-    scan_segment, timeindex_path, write_indexes, write_small_file, SegState, Segment, PAGE,
+    align_down, align_up, index_path, list_segments, log_path, marker_path, open_segment_file,
+    remove_segments, timeindex_path, write_indexes, write_small_file, SegState, Segment, PAGE,
 };
 use crate::shard::ShardStorage;
-use crate::signal::Signal;
-use crate::LogConfig;
-use std::cell::RefCell;
+use crate::state::LogState;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 const MARKER_MAGIC: &[u8; 4] = b"SLC1";
 const MARKER_LEN: usize = 4 + 8 * 5 + 4;
-
-pub(crate) fn marker_path(dir: &Path) -> PathBuf {
-    dir.join(".clean_shutdown")
-}
 
 /// What the clean-shutdown marker records about the active segment.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,7 +97,10 @@ fn file_created_ms(path: &Path) -> i64 {
 }
 
 /// A sealed segment is trusted when both index files exist and the time index's final
-/// entry is exactly the segment's last offset (written last at seal).
+/// entry is exactly the last offset the segment covers, the one before the next
+/// segment's base (written last at seal, also when the segment ends in a gap). Its end is
+/// then that next base; the offset of its max timestamp is not known without a scan and
+/// is taken as its last offset.
 fn sealed_from_disk(dir: &Path, base: i64, next_base: i64, file_len: u64) -> Option<Segment> {
     let idx_len = std::fs::metadata(index_path(dir, base)).ok()?.len();
     if idx_len % 8 != 0 || file_len == 0 {
@@ -174,23 +176,33 @@ async fn is_tail_padding(
     Ok(lo <= hi && r[lo..hi].iter().all(|&b| b == 0))
 }
 
-/// Scan a segment with full validation and cut it at the first bad batch. With `resume`
-/// (the active segment after an unclean stop) the scan starts at its last index entry if
-/// that entry points at a valid batch, else it falls back to the whole segment.
+/// What a rescan kept of a segment file.
+struct Rescanned {
+    /// The segment up to its last good batch (the file is cut there).
+    seg: Segment,
+    /// More than the zero padding after the last batch was cut: the log ends here.
+    damaged: bool,
+}
+
+/// Scan a segment with full validation (offsets below `limit`, the next segment's base)
+/// and cut it at the first bad batch. With `resume` (the active segment after an unclean
+/// stop) the scan starts at its last index entry if that entry points at a valid batch
+/// with the entry's offset, else it falls back to the whole segment.
 async fn rescan(
     dir: &Path,
     base: i64,
     file_len: u64,
     interval: u32,
-    active: bool,
+    limit: Option<i64>,
     resume: Option<Segment>,
-) -> Result<Segment, StorageError> {
+) -> Result<Rescanned, StorageError> {
     let file = open_segment_file(&log_path(dir, base), false).await?;
+    let opts = ScanOpts::recovery(interval, limit);
     let mut res = None;
     if let Some(start) = resume {
         let pos = start.size;
-        let r = scan_from(&file, start, file_len, interval, true).await?;
-        if r.valid_end > pos {
+        let r = scan(&file, start, file_len, opts).await?;
+        if r.seg.size > pos {
             tracing::debug!(dir = %dir.display(), base, from = pos, "recovering the active segment from its last index entry");
             res = Some(r);
         } else {
@@ -199,80 +211,39 @@ async fn rescan(
     }
     let r = match res {
         Some(r) => r,
-        None => scan_segment(&file, base, file_len, interval, true).await?,
+        None => scan(&file, Segment::new_empty(base, true), file_len, opts).await?,
     };
-    if r.valid_end < file_len {
+    let valid_end = r.seg.size;
+    let mut damaged = false;
+    if valid_end < file_len {
         let reason = r.stopped.as_deref().unwrap_or("stale bytes");
-        if is_tail_padding(&file, r.valid_end, file_len).await? {
-            tracing::debug!(dir = %dir.display(), base, valid_end = r.valid_end, file_len,
+        if is_tail_padding(&file, valid_end, file_len).await? {
+            tracing::debug!(dir = %dir.display(), base, valid_end, file_len,
                 "cutting the zero padding after the last batch");
         } else {
-            tracing::warn!(dir = %dir.display(), base, valid_end = r.valid_end, file_len,
+            tracing::warn!(dir = %dir.display(), base, valid_end, file_len,
                 reason, "cutting segment at the first bad batch");
+            damaged = true;
         }
-        file.truncate(r.valid_end).await?;
+        file.truncate(valid_end).await?;
     }
     file.fdatasync().await?;
     file.close().await?;
-    let mut s = Segment::new_empty(base, true);
-    s.size = r.valid_end;
-    s.flushed = r.valid_end;
-    s.end_offset = r.next_offset;
-    s.max_ts = r.max_ts;
-    s.max_ts_offset = r.max_ts_offset;
-    let last_pos = r.index.entries.last().map_or(0, |e| e.1 as u64);
-    s.bytes_since_index = r.valid_end - last_pos;
-    s.index = Some(r.index);
-    s.tindex = Some(r.tindex);
-    s.created_ms = if r.valid_end > 0 {
+    let mut s = r.seg;
+    s.flushed = s.size;
+    let last_pos = s
+        .index
+        .as_ref()
+        .and_then(|i| i.entries.last())
+        .map_or(0, |e| e.1 as u64);
+    s.bytes_since_index = s.size - last_pos;
+    s.created_ms = if s.size > 0 {
         let p = log_path(dir, base);
         crate::blocking::run(move || file_created_ms(&p)).await
     } else {
         -1
     };
-    if active {
-        // replace indexes that may describe bytes that are now cut or rewritten
-        let (i, t) = encode_indexes(&s);
-        write_indexes(dir, base, i, t).await?;
-    }
-    Ok(s)
-}
-
-/// On-disk form of a segment's indexes; the time index ends with (max ts, last offset).
-pub(crate) fn encode_indexes(s: &Segment) -> (Vec<u8>, Vec<u8>) {
-    let idx = s.index.as_ref().map(|x| x.encode()).unwrap_or_default();
-    let mut t = s.tindex.clone().unwrap_or_default();
-    if s.max_ts_offset >= 0 && s.end_offset > s.base {
-        t.push_final(s.max_ts, (s.end_offset - 1 - s.base) as u32);
-    }
-    (idx, t.encode())
-}
-
-/// Removes the files of segments `bases` (in that order) on the blocking helper.
-pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Result<()> {
-    let dir = dir.to_path_buf();
-    crate::blocking::run(move || {
-        for b in bases {
-            remove_segment_files(&dir, b)?;
-        }
-        Ok(())
-    })
-    .await
-}
-
-pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
-    for p in [
-        log_path(dir, base),
-        index_path(dir, base),
-        timeindex_path(dir, base),
-    ] {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    Ok(Rescanned { seg: s, damaged })
 }
 
 /// What `open_log` learns from the directory with plain file-system calls, gathered in one
@@ -332,11 +303,13 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
     })
 }
 
+/// Open (creating the directory if missing) and recover the log in `dir`, registered
+/// with `shard`.
 pub(crate) async fn open_log(
     shard: &Rc<ShardStorage>,
-    dir: PathBuf,
+    dir: std::path::PathBuf,
     config: LogConfig,
-) -> Result<PartitionLog, StorageError> {
+) -> Result<Rc<LogInner>, StorageError> {
     if shard.inner.borrow().dirs.contains(&dir) {
         return Err(StorageError::Io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
@@ -363,36 +336,32 @@ pub(crate) async fn open_log(
     let mut segments: Vec<Segment> = Vec::new();
     let mut marker_used = false;
     let mut changed = false;
-    let mut i = 0;
-    while i < found.len() {
-        let (base, file_len) = found[i];
-        let next_base = found.get(i + 1).map(|f| f.0);
-        let expected = segments.last().map(|s| s.end_offset);
-        if expected.is_some_and(|e| e != base) {
-            // offsets do not continue here: everything from this segment on is stale
-            tracing::warn!(dir = %dir.display(), base, "segment does not continue the log; dropping it and later ones");
-            remove_segments(&dir, found[i..].iter().map(|f| f.0).collect()).await?;
-            changed = true;
-            break;
-        }
-        if let Some(nb) = next_base {
+    for (i, &(base, file_len)) in found.iter().enumerate() {
+        if let Some(&(nb, _)) = found.get(i + 1) {
             if let Some(s) = sealed.get_mut(i).and_then(Option::take) {
                 segments.push(s);
-                i += 1;
                 continue;
             }
-            let mut s = rescan(&dir, base, file_len, interval, false, None).await?;
-            if s.end_offset == nb && s.size == file_len && s.size > 0 {
-                let mut t = s.tindex.clone().unwrap_or_default();
-                t.push_final(s.max_ts, (s.end_offset - 1 - base) as u32);
-                let idx = s.index.as_ref().map(|x| x.encode()).unwrap_or_default();
-                write_indexes(&dir, base, idx, t.encode()).await?;
-                s.tindex = Some(t);
-                s.state = SegState::Sealed;
-            } else {
-                changed = true;
+            let Rescanned { mut seg, damaged } =
+                rescan(&dir, base, file_len, interval, Some(nb), None).await?;
+            changed |= seg.size != file_len;
+            if damaged {
+                // the log now ends in this segment: the later ones do not continue it
+                tracing::warn!(dir = %dir.display(), base, "dropping the segments after a damaged one");
+                remove_segments(&dir, found[i + 1..].iter().map(|f| f.0).collect()).await?;
+                let (idx, tidx) = seg.encode_indexes();
+                write_indexes(&dir, base, idx, tidx).await?;
+                segments.push(seg);
+                break;
             }
-            segments.push(s);
+            // whole (perhaps ending in a gap): it covers the offsets up to the next base
+            seg.end_offset = nb;
+            seg.state = SegState::Sealed;
+            if seg.size > 0 {
+                let (idx, tidx) = seg.seal_indexes();
+                write_indexes(&dir, base, idx, tidx).await?;
+            }
+            segments.push(seg);
         } else {
             let trusted =
                 marker.filter(|m| m.base == base && m.size == file_len && last_indexes_exist);
@@ -410,13 +379,15 @@ pub(crate) async fn open_log(
                 marker_used = true;
             } else {
                 let resume = last_resume.take();
-                segments.push(rescan(&dir, base, file_len, interval, true, resume).await?);
+                let seg = rescan(&dir, base, file_len, interval, None, resume)
+                    .await?
+                    .seg;
+                // replace indexes that may describe bytes that are now cut or rewritten
+                let (idx, tidx) = seg.encode_indexes();
+                write_indexes(&dir, base, idx, tidx).await?;
+                segments.push(seg);
             }
         }
-        i += 1;
-    }
-    if segments.is_empty() {
-        segments.push(Segment::new_empty(0, false));
     }
     if let Some(last) = segments.last_mut() {
         last.state = SegState::Active;
@@ -428,54 +399,30 @@ pub(crate) async fn open_log(
     let log_end = segments.last().map_or(0, |s| s.end_offset);
     let log_start = segments.first().map_or(log_end, |s| s.base);
     let epochs = recover_epochs(&dir, epochs_raw, log_start, log_end);
-    let st = LogState {
+    let st = LogState::new(
         config,
         segments,
-        log_end,
-        durable: log_end,
-        pending: crate::pending::PendingQueue::new(shard.unflushed.clone()),
-        failed: None,
-        closed: false,
-        deleted: false,
-        marker_present: marker_used,
-        tail: None,
-        dirty: false,
-        truncate_epoch: 0,
-        truncations: Default::default(),
-        truncating: false,
-        producers: None,
-        leader_epoch: None,
         epochs,
-    };
-    let inner = shard.register(|id| {
-        Rc::new(LogInner {
-            id,
-            dir,
-            st: RefCell::new(st),
-            io: glommio::sync::Semaphore::new(1),
-            durable_signal: Signal::default(),
-        })
-    });
+        marker_used,
+        crate::pending::PendingQueue::new(shard.unflushed.clone()),
+    );
+    let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, st)));
     if changed {
-        sync_dir(&inner).await?;
+        inner.sync_dir().await?;
     }
     // append keeps the active segment's indexes in memory: read them now, off the shard
-    let active = inner.st.borrow().segments.last().map(|s| s.base);
+    let active = inner.state().last_segment().map(|s| s.base);
     if let Some(base) = active {
-        crate::segment::load_indexes(&inner, base).await;
+        inner.load_indexes(base).await;
     }
-    let log = PartitionLog {
-        shard: shard.clone(),
-        inner,
-    };
     if let Some(intent) = intent {
         // a truncation was under way: finish it (the log recovered to a longer prefix)
-        if let Err(e) = crate::truncate::finish_intent(&log, intent).await {
-            let _ = close_inner(&log.shard, &log.inner).await; // ok: reporting `e`
+        if let Err(e) = crate::truncate::finish_intent(shard, &inner, intent).await {
+            let _ = close_inner(shard, &inner).await; // ok: reporting `e`
             return Err(e);
         }
     }
-    Ok(log)
+    Ok(inner)
 }
 
 /// The leader-epoch cache for a log recovered to `[log_start, log_end)`: the checkpoint's
@@ -507,41 +454,31 @@ fn recover_epochs(
     c
 }
 
-pub(crate) async fn close_log(log: &PartitionLog) -> Result<(), StorageError> {
-    close_inner(&log.shard, &log.inner).await
-}
-
+/// Close a log: wait until everything is durable, then cut the active file to its
+/// logical end, write its indexes and the clean-shutdown marker, and unregister it.
 pub(crate) async fn close_inner(
     shard: &ShardStorage,
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
-    {
-        let mut st = log.st.borrow_mut();
-        if st.closed || st.deleted {
-            return Ok(());
-        }
-        st.closed = true;
+    if !log.state_mut().mark_closed() {
+        return Ok(());
     }
     // wait for the flusher to make everything durable (no new appends: closed)
     loop {
         let w = log.durable_signal.wait();
-        {
-            let st = log.st.borrow();
-            if st.failed.is_some() || (st.durable >= st.log_end && st.pending.is_empty()) {
-                break;
-            }
+        if log.state().drained() {
+            break;
         }
         w.await;
     }
-    let failed = log.st.borrow().failed.as_ref().map(|f| f.to_error());
+    let failed = log.state().failure();
     if let Some(e) = failed {
         shard.unregister(log).await;
         return Err(e);
     }
     let res = close_files_and_mark(shard, log).await;
     shard.unregister(log).await;
-    log.durable_signal.notify();
-    shard.progress.notify();
+    shard.notify_log(log);
     res
 }
 
@@ -550,18 +487,18 @@ async fn close_files_and_mark(
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
     let _permit = log.io.acquire_permit(1).await?;
-    let checkpoint = log.st.borrow().epochs.snapshot_if_dirty();
+    let checkpoint = log.state().epochs_snapshot();
     if let Some((gen, entries)) = checkpoint {
         crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
-        log.st.borrow_mut().epochs.mark_persisted(gen);
+        log.state_mut().epochs_persisted(gen);
     }
     let (base, size, exists, idx, marker) = {
-        let st = log.st.borrow();
-        let Some(a) = st.segments.last() else {
+        let st = log.state();
+        let Some(a) = st.last_segment() else {
             return Ok(());
         };
         let idx = match (&a.index, &a.tindex) {
-            (Some(_), Some(_)) => Some(encode_indexes(a)),
+            (Some(_), Some(_)) => Some(a.encode_indexes()),
             _ => None,
         };
         let m = Marker {
@@ -581,11 +518,15 @@ async fn close_files_and_mark(
     file.fdatasync().await?;
     if let Some((i, t)) = idx {
         write_indexes(&log.dir, base, i, t).await?;
-    } else if !index_path(&log.dir, base).exists() || !timeindex_path(&log.dir, base).exists() {
-        return Ok(()); // no marker: the next open rescans and rebuilds
+    } else {
+        let (ip, tp) = (index_path(&log.dir, base), timeindex_path(&log.dir, base));
+        let both = crate::blocking::run(move || ip.exists() && tp.exists()).await;
+        if !both {
+            return Ok(()); // no marker: the next open rescans and rebuilds
+        }
     }
     write_small_file(&marker_path(&log.dir), marker.encode()).await?;
-    log.st.borrow_mut().marker_present = true;
+    log.state_mut().set_marker_present(true);
     Ok(())
 }
 

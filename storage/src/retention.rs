@@ -2,36 +2,38 @@
 //! max timestamp, `retention.bytes`), and deleting a whole log (cutting a suffix is
 //! `truncate.rs`). Each holds the log's I/O permit so it never races the flusher.
 //! Retention forgets producers with nothing left in the log and folds leader-epoch
-//! entries before the new log start into it.
+//! entries before the new log start into it. The new log start is the base of the first
+//! segment kept, also when its first batch starts later (a compacted segment).
 
 use crate::error::StorageError;
-use crate::flusher::{clear_marker, sync_dir};
-use crate::log::PartitionLog;
-use crate::recovery::remove_segments;
-use crate::segment::{log_path, open_segment_file, SegState, Segment};
+use crate::inner::LogInner;
+use crate::segment::{log_path, open_segment_file, remove_segments, SegState, Segment};
+use crate::shard::ShardStorage;
+use std::rc::Rc;
 
-pub(crate) fn notify(log: &PartitionLog) {
-    log.inner.durable_signal.notify();
-    log.shard.progress.notify();
-}
-
-pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result<(), StorageError> {
-    log.inner.st.borrow().check_open()?;
-    let _permit = log.inner.io.acquire_permit(1).await?;
+pub(crate) async fn enforce_retention(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    log.state().check_open()?;
+    let _permit = log.io.acquire_permit(1).await?;
     let (doomed, roll) = {
-        let st = log.inner.st.borrow();
+        let st = log.state();
         st.check_open()?;
-        let cfg = &st.config;
-        let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();
+        let cfg = st.config();
+        let segments = st.segments();
+        let mut total: i64 = segments.iter().map(|s| s.size as i64).sum();
         let mut doomed = Vec::new();
+        // a segment without batches (compaction can leave one) holds nothing to keep
         let expired = |s: &Segment| {
             cfg.retention_ms >= 0
-                && s.max_ts_offset >= 0
-                && s.max_ts < now_ms.saturating_sub(cfg.retention_ms)
+                && (s.size == 0
+                    || (s.max_ts_offset >= 0 && s.max_ts < now_ms.saturating_sub(cfg.retention_ms)))
         };
         // never the last segment here, sealed or not: it holds the log end, and a log
         // without segments would restart at 0 (the active case below rolls it instead)
-        let all_but_last = &st.segments[..st.segments.len().saturating_sub(1)];
+        let all_but_last = &segments[..segments.len().saturating_sub(1)];
         for s in all_but_last {
             if s.state != SegState::Sealed {
                 break;
@@ -45,89 +47,64 @@ pub(crate) async fn enforce_retention(log: &PartitionLog, now_ms: i64) -> Result
         }
         // the last segment expires too once everything in it is old and durable: an
         // empty segment at the log end takes its place
-        let active = st.segments.last();
-        let roll = doomed.len() + 1 == st.segments.len()
+        let active = segments.last();
+        let roll = doomed.len() + 1 == segments.len()
             && active.is_some_and(|a| a.size > 0 && a.flushed == a.size && expired(a))
-            && st.pending.is_empty()
-            && st.durable == st.log_end;
+            && st.pending().is_empty()
+            && st.durable() == st.log_end();
         (doomed, roll)
     };
     if doomed.is_empty() && !roll {
         return Ok(());
     }
-    clear_marker(&log.inner).await?;
-    let dir = log.inner.dir.clone();
+    log.clear_marker().await?;
+    let dir = log.dir.clone();
     // The segment left last may exist only in memory (its data never reached the disk,
     // e.g. cut by a truncation before a flush): give it its file before the others go,
     // or a reopen would find no segment and restart the log at 0.
-    let empty_last = {
-        let st = log.inner.st.borrow();
-        st.segments
-            .last()
-            .filter(|l| !roll && l.size == 0 && !doomed.contains(&l.base))
-            .map(|l| l.base)
-    };
+    let empty_last = log
+        .state()
+        .last_segment()
+        .filter(|l| !roll && l.size == 0 && !doomed.contains(&l.base))
+        .map(|l| l.base);
     if let Some(base) = empty_last {
         let f = open_segment_file(&log_path(&dir, base), true).await?;
         f.close().await?;
-        sync_dir(&log.inner).await?;
+        log.sync_dir().await?;
+        log.state_mut().set_file_exists(base);
     }
     let mut removed = doomed.clone();
     if roll {
-        let end = log.inner.st.borrow().log_end;
+        let end = log.state().log_end();
         let f = open_segment_file(&log_path(&dir, end), true).await?;
         f.close().await?;
-        sync_dir(&log.inner).await?;
-        let mut st = log.inner.st.borrow_mut();
-        if st.log_end == end && st.pending.is_empty() {
-            if let Some(a) = st.segments.last() {
-                removed.push(a.base);
-            }
-            st.segments.push(Segment::new_empty(end, true));
-            st.tail = None;
+        log.sync_dir().await?;
+        if let Some(old) = log.state_mut().roll_empty(end) {
+            removed.push(old);
         }
     }
-    let new_start = {
-        let mut st = log.inner.st.borrow_mut();
-        st.segments.retain(|s| !removed.contains(&s.base));
-        let start = st.log_start();
-        if let Some(ps) = st.producers.as_mut() {
-            ps.trim_before(start);
-        }
-        if start < st.log_end {
-            st.epochs.truncate_from_start(start);
-        }
-        start
-    };
-    {
-        let mut sh = log.shard.inner.borrow_mut();
-        sh.cache.remove_before(log.inner.id, new_start);
-        for b in &removed {
-            sh.files.remove(log.inner.id, *b);
-        }
-    }
+    let new_start = log.state_mut().drop_front(&removed);
+    crate::files::close_files(shard.forget_before(log.id, new_start, &removed)).await;
     remove_segments(&dir, removed.clone()).await?;
     tracing::debug!(dir = %dir.display(), segments = removed.len(), new_start, "retention deleted segments");
-    notify(log);
+    shard.notify_log(log);
     Ok(())
 }
 
-pub(crate) async fn delete_log(log: &PartitionLog) -> Result<(), StorageError> {
-    {
-        let mut st = log.inner.st.borrow_mut();
-        if st.deleted {
-            return Err(StorageError::Closed);
-        }
-        st.deleted = true;
-        st.pending.clear();
+pub(crate) async fn delete_log(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+) -> Result<(), StorageError> {
+    if !log.state_mut().mark_deleted() {
+        return Err(StorageError::Closed);
     }
-    notify(log);
-    let _permit = log.inner.io.acquire_permit(1).await?;
-    log.shard.unregister(&log.inner).await;
+    shard.notify_log(log);
+    let _permit = log.io.acquire_permit(1).await?;
+    shard.unregister(log).await;
     // Rename, durably, then remove in the background, as Kafka does: the answer does not
     // wait for gigabytes of unlinks, and a crash leaves a `-delete` directory that
     // `remove_deleted_dirs` finishes at the next start, never data under the live name.
-    let dir = log.inner.dir.clone();
+    let dir = log.dir.clone();
     let doomed = crate::blocking::run(move || -> std::io::Result<Option<std::path::PathBuf>> {
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Ok(None);
@@ -156,7 +133,7 @@ pub(crate) async fn delete_log(log: &PartitionLog) -> Result<(), StorageError> {
         })
         .detach();
     }
-    notify(log);
+    shard.notify_log(log);
     Ok(())
 }
 

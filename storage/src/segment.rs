@@ -1,17 +1,19 @@
 //! One segment of a partition log: `<base:020>.log` plus its `.index` and `.timeindex`,
-//! the in-memory bookkeeping for it, and the sequential scanner used by recovery and by
-//! index rebuilds. A segment's first batch has base offset == the segment base; batches
-//! are contiguous in offsets; the logical end is the end of the last valid batch.
+//! their file names and small-file helpers, and the in-memory bookkeeping for one segment.
+//! A segment covers the offsets from its base up to the next segment's base (the last
+//! one up to the log end); its batches have strictly increasing offsets inside that
+//! range, but not necessarily contiguous ones: a compacted segment keeps surviving
+//! batches at their original offsets, so its first batch may start after its base and
+//! gaps may follow any batch. Scanning a segment file is `scan.rs`.
 
 use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
 use glommio::io::{DmaFile, OpenOptions};
-use sluice_proto::batch::{validate_batch, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
+use sluice_proto::batch::RecordBatchHeader;
 use std::path::{Path, PathBuf};
 
 /// Direct-I/O alignment used for every write.
 pub(crate) const PAGE: u64 = 4096;
-const SCAN_CHUNK: usize = 1 << 20;
 
 pub(crate) fn log_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
@@ -21,6 +23,10 @@ pub(crate) fn index_path(dir: &Path, base: i64) -> PathBuf {
 }
 pub(crate) fn timeindex_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
+}
+/// The clean-shutdown marker (`recovery.rs` writes and trusts it).
+pub(crate) fn marker_path(dir: &Path) -> PathBuf {
+    dir.join(".clean_shutdown")
 }
 
 pub(crate) fn align_down(v: u64) -> u64 {
@@ -48,7 +54,10 @@ pub(crate) struct Segment {
     pub(crate) size: u64,
     /// Bytes durable on disk (a prefix of `size`).
     pub(crate) flushed: u64,
-    /// Offset after the last batch assigned to this segment.
+    /// End of the offsets this segment covers: for the last segment the offset after its
+    /// last batch (its base while empty), which is the log end; for any other segment the
+    /// next segment's base (>= the offset after its last batch: a compacted segment may
+    /// end in a gap).
     pub(crate) end_offset: i64,
     /// Max batch timestamp and the last offset of that batch; -1 when empty.
     pub(crate) max_ts: i64,
@@ -81,7 +90,8 @@ impl Segment {
         }
     }
 
-    /// Account one appended batch at the current end; keeps the indexes sparse.
+    /// Account one batch placed at the current end of the file (its base offset at or
+    /// after `end_offset`, checked by the caller); keeps the indexes sparse.
     pub(crate) fn note_batch(&mut self, h: &RecordBatchHeader, interval: u32, now_ms: i64) {
         let pos = self.size;
         let size = h.total_size() as u64;
@@ -93,7 +103,7 @@ impl Segment {
             if let Some(t) = self.tindex.as_mut() {
                 // max timestamp of everything before this index point, so recovery can
                 // resume a scan here knowing the prefix's max timestamp exactly
-                t.push(self.max_ts, rel - 1);
+                t.push(self.max_ts, rel.saturating_sub(1));
             }
             self.bytes_since_index = 0;
         }
@@ -141,11 +151,41 @@ impl Segment {
         }
     }
 
-    /// Position to start scanning for `offset` (from the sparse index).
+    /// Position to start scanning for `offset` (from the sparse index): (base offset of
+    /// the batch there, its file position). The batch holding `offset`, or the first one
+    /// after it when `offset` falls in a gap, is at or after that position.
     pub(crate) fn index_lookup(&self, offset: i64) -> (i64, u64) {
-        let rel = (offset - self.base).clamp(0, u32::MAX as i64) as u32;
+        let rel = offset.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32;
         let (r, p) = self.index.as_ref().map_or((0, 0), |i| i.lookup(rel));
         (self.base + r as i64, p as u64)
+    }
+
+    /// The time index as written at seal (and by recovery and truncation): its entries,
+    /// then a final (max timestamp, last covered offset) entry, which recovery reads to
+    /// trust a sealed segment without a scan. The last covered offset is `end_offset - 1`:
+    /// the next segment's base minus one, also when the segment ends in a gap.
+    fn final_time_index(&self) -> TimeIndex {
+        let mut t = self.tindex.clone().unwrap_or_default();
+        let rel = self.end_offset.saturating_sub(1).saturating_sub(self.base);
+        if self.max_ts_offset >= 0 && rel >= 0 && rel <= u32::MAX as i64 {
+            t.push_final(self.max_ts, rel as u32);
+        }
+        t
+    }
+
+    /// On-disk form of both indexes (the time index with its final entry).
+    pub(crate) fn encode_indexes(&self) -> (Vec<u8>, Vec<u8>) {
+        let idx = self.index.as_ref().map(|x| x.encode()).unwrap_or_default();
+        (idx, self.final_time_index().encode())
+    }
+
+    /// `encode_indexes`, keeping the final time-index entry in memory too (seal).
+    pub(crate) fn seal_indexes(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let t = self.final_time_index();
+        let idx = self.index.as_ref().map(|x| x.encode()).unwrap_or_default();
+        let enc = t.encode();
+        self.tindex = Some(t);
+        (idx, enc)
     }
 }
 
@@ -194,194 +234,7 @@ pub(crate) async fn write_indexes(
     write_small_file(&timeindex_path(dir, seg_base), tidx).await
 }
 
-/// Outcome of scanning a segment from its start.
-#[derive(Debug)]
-pub(crate) struct ScanResult {
-    /// End of the last good batch; everything after it is torn, corrupt or stale.
-    pub(crate) valid_end: u64,
-    pub(crate) next_offset: i64,
-    pub(crate) max_ts: i64,
-    pub(crate) max_ts_offset: i64,
-    pub(crate) index: OffsetIndex,
-    pub(crate) tindex: TimeIndex,
-    /// Why the scan stopped before the end of the file, if it did.
-    pub(crate) stopped: Option<String>,
-    /// `scan_until` stopped at the batch holding its stop offset (which starts at
-    /// `valid_end`, with base offset `next_offset`).
-    pub(crate) reached_stop: bool,
-}
-
-/// Scan `[0, file_len)` of a segment: every batch must parse, fit in the file, have
-/// base offset == the expected next offset, and (with `validate`) pass the CRC check.
-pub(crate) async fn scan_segment(
-    file: &DmaFile,
-    base: i64,
-    file_len: u64,
-    interval: u32,
-    validate: bool,
-) -> Result<ScanResult, StorageError> {
-    scan_from(
-        file,
-        Segment::new_empty(base, true),
-        file_len,
-        interval,
-        validate,
-    )
-    .await
-}
-
-/// Continue a scan from a known-good prefix `seg` (its `size` is the position of the next
-/// batch, `end_offset` that batch's expected base offset) up to `file_len`.
-pub(crate) async fn scan_from(
-    file: &DmaFile,
-    seg: Segment,
-    file_len: u64,
-    interval: u32,
-    validate: bool,
-) -> Result<ScanResult, StorageError> {
-    scan_until(file, seg, file_len, interval, validate, None).await
-}
-
-/// `scan_from`, but with `stop` it ends (without error, `reached_stop`) before the batch
-/// that continues the offsets and holds offset `stop`; the result then describes the
-/// segment cut right before that batch (truncation).
-pub(crate) async fn scan_until(
-    file: &DmaFile,
-    mut seg: Segment,
-    file_len: u64,
-    interval: u32,
-    validate: bool,
-    stop: Option<i64>,
-) -> Result<ScanResult, StorageError> {
-    let mut reached_stop = false;
-    let mut cur: u64 = seg.size; // file position of the next batch
-    let mut window: Vec<u8> = Vec::new();
-    let mut win_start: u64 = cur; // file position of window[0]
-    let mut read_pos: u64 = align_down(cur); // next aligned position to read
-    let mut stopped = None;
-    loop {
-        if cur >= file_len {
-            break;
-        }
-        let off = (cur - win_start) as usize;
-        let have = window.len() - off;
-        let need = if have >= RECORD_BATCH_OVERHEAD {
-            match RecordBatchHeader::parse(&window[off..]) {
-                Ok(h)
-                    if stop.is_some_and(|s| {
-                        h.base_offset == seg.end_offset && h.last_offset() >= s
-                    }) =>
-                {
-                    reached_stop = true;
-                    break;
-                }
-                Ok(h) => h.total_size(),
-                Err(e) => {
-                    stopped = Some(format!("bad header at {cur}: {e}"));
-                    break;
-                }
-            }
-        } else {
-            RECORD_BATCH_OVERHEAD
-        };
-        if need as u64 > file_len - cur {
-            stopped = Some(format!(
-                "torn batch at {cur}: needs {need} bytes, file has {}",
-                file_len - cur
-            ));
-            break;
-        }
-        if have < need {
-            // refill: drop consumed bytes, read the next chunk(s)
-            window.drain(..off);
-            win_start = cur;
-            while (window.len() as u64) < need as u64 && read_pos < file_len {
-                let want = SCAN_CHUNK.max(align_up((need - window.len()) as u64) as usize);
-                let r = file.read_at_aligned(read_pos, want).await?;
-                if r.is_empty() {
-                    break;
-                }
-                let skip = (win_start + window.len() as u64).saturating_sub(read_pos) as usize;
-                if skip < r.len() {
-                    window.extend_from_slice(&r[skip..]);
-                }
-                read_pos += r.len() as u64;
-            }
-            let end = (file_len - win_start) as usize;
-            window.truncate(end);
-            if window.len() < need {
-                stopped = Some(format!("short read at {cur}"));
-                break;
-            }
-            continue;
-        }
-        if let Err(reason) = accept_batch(&mut seg, &window[off..off + need], validate, interval) {
-            stopped = Some(format!("at {cur}: {reason}"));
-            break;
-        }
-        cur += need as u64;
-    }
-    Ok(ScanResult {
-        valid_end: seg.size,
-        next_offset: seg.end_offset,
-        max_ts: seg.max_ts,
-        max_ts_offset: seg.max_ts_offset,
-        index: seg.index.unwrap_or_default(),
-        tindex: seg.tindex.unwrap_or_default(),
-        stopped,
-        reached_stop,
-    })
-}
-
-/// One step of a segment scan, shared by recovery (async, over DMA reads) and
-/// [`scan_prefix`] (over a byte slice): the whole batch in `bytes` must be valid and
-/// continue `seg`'s offsets within the segment's 32-bit relative range (and below
-/// i64::MAX, so the next offset exists); then it is recorded. Err says why the scan stops.
-fn accept_batch(
-    seg: &mut Segment,
-    bytes: &[u8],
-    validate: bool,
-    interval: u32,
-) -> Result<(), String> {
-    let h = if validate {
-        validate_batch(bytes)
-    } else {
-        RecordBatchHeader::parse(bytes)
-    }
-    .map_err(|e| format!("bad batch: {e}"))?;
-    let last = h.last_offset();
-    if h.base_offset != seg.end_offset || last - seg.base > u32::MAX as i64 || last == i64::MAX {
-        return Err(format!(
-            "offset gap: batch base {} last {last}, expected base {}",
-            h.base_offset, seg.end_offset
-        ));
-    }
-    seg.note_batch(&h, interval, 0);
-    Ok(())
-}
-
-/// What recovery keeps of a segment whose base offset is `base` and whose bytes are
-/// `bytes`: (valid end, next offset) — the run of whole, valid batches from the start that
-/// continue the offsets, by the same per-batch check as the recovery scan. Pure (for tests
-/// and fuzzing).
-pub fn scan_prefix(bytes: &[u8], base: i64) -> (u64, i64) {
-    let mut seg = Segment::new_empty(base, true);
-    let mut cur = 0usize;
-    while let Some(rest) = bytes.get(cur..) {
-        let Ok(h) = RecordBatchHeader::parse(rest) else {
-            break;
-        };
-        let need = h.total_size();
-        if need > rest.len() || accept_batch(&mut seg, &rest[..need], true, 4096).is_err() {
-            break;
-        }
-        cur += need;
-    }
-    (seg.size, seg.end_offset)
-}
-
-/// Segment files found in a partition directory: sorted log bases, plus which
-/// index files exist.
+/// Segment files found in a partition directory: their sorted base offsets.
 pub(crate) fn list_segments(dir: &Path) -> std::io::Result<Vec<i64>> {
     let mut bases = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -432,68 +285,30 @@ pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageErro
     Ok(())
 }
 
-/// Reads the index files of the log's segment `base` on the blocking helper if they are
-/// not in memory, so a following `ensure_indexes` reads nothing on the shard thread.
-pub(crate) async fn load_indexes(log: &crate::log::LogInner, base: i64) {
-    let missing = log
-        .st
-        .borrow()
-        .segments
-        .iter()
-        .any(|s| s.base == base && s.indexes_missing());
-    if !missing {
-        return;
-    }
-    let (ip, tp) = (index_path(&log.dir, base), timeindex_path(&log.dir, base));
-    let (idx, tidx) = crate::blocking::run(move || {
-        (
-            std::fs::read(ip).unwrap_or_default(),
-            std::fs::read(tp).unwrap_or_default(),
-        )
+/// Removes the files of segments `bases` (in that order) on the blocking helper.
+pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    crate::blocking::run(move || {
+        for b in bases {
+            remove_segment_files(&dir, b)?;
+        }
+        Ok(())
     })
-    .await;
-    if let Some(s) = log
-        .st
-        .borrow_mut()
-        .segments
-        .iter_mut()
-        .find(|s| s.base == base)
-    {
-        s.install_indexes(&idx, &tidx);
-    }
+    .await
 }
 
-#[cfg(test)]
-mod scan_tests {
-    use super::scan_prefix;
-    use sluice_proto::batch::{build_batch, SimpleRecord};
-
-    fn batch(base: i64, n: usize) -> Vec<u8> {
-        let recs: Vec<SimpleRecord<'_>> = (0..n)
-            .map(|_| SimpleRecord {
-                timestamp: 1,
-                key: None,
-                value: Some(b"v"),
-                headers: &[],
-            })
-            .collect();
-        build_batch(base, &recs).to_vec()
+/// Removes one segment's three files (blocking); missing files are not an error.
+fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
+    for p in [
+        log_path(dir, base),
+        index_path(dir, base),
+        timeindex_path(dir, base),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
-
-    #[test]
-    fn the_valid_prefix_stops_at_damage_gaps_and_the_offset_limit() {
-        let mut seg = batch(10, 2);
-        seg.extend(batch(12, 3));
-        let whole = seg.len() as u64;
-        assert_eq!(scan_prefix(&seg, 10), (whole, 15));
-        let mut torn = seg.clone();
-        torn.truncate(seg.len() - 1);
-        assert_eq!(scan_prefix(&torn, 10).1, 12);
-        let mut gap = batch(10, 2);
-        gap.extend(batch(13, 1));
-        assert_eq!(scan_prefix(&gap, 10).1, 12);
-        // a batch ending at i64::MAX would leave no next offset: not accepted
-        let top = batch(i64::MAX - 1, 2);
-        assert_eq!(scan_prefix(&top, i64::MAX - 1), (0, i64::MAX - 1));
-    }
+    Ok(())
 }

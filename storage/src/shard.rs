@@ -1,29 +1,26 @@
-//! `ShardStorage`: everything one shard shares between its logs — the batch cache and its
-//! read-ahead windows, the open-file table, the dirty list the flusher drains, progress
-//! notification, metrics —
-//! and the background tasks (flusher; retention + idle-file sweep), each in its own task
-//! queue so they cannot starve request handling. Owned by one shard; never crosses cores.
+//! `ShardStorage`: everything one shard shares between its logs — the registry of open
+//! logs, the batch cache and the read-ahead windows, the open-file table, the dirty list
+//! the flusher drains, progress notification, the unflushed-bytes total, metrics. Its
+//! background tasks (flusher; retention + idle-file sweep), `start` and `shutdown` are in
+//! `tasks.rs`, above the operations they run. Owned by one shard; never crosses cores.
 //!
 //! ```text
-//!  append ─► dirty list ─► flush_wake ─► flusher: join_all(flush_log(l) for l in dirty)
-//!                                            └─► durable_signal(l), progress
+//!  append ─► dirty list ─► flush_wake ─► flusher (tasks.rs) ─► durable_signal(l), progress
 //! ```
 
 use crate::cache::BatchCache;
+use crate::config::ShardStorageOptions;
 use crate::error::StorageError;
 use crate::files::FileTable;
-use crate::log::{LogInner, PartitionLog};
+use crate::inner::LogInner;
 use crate::readahead::ReadAheads;
 use crate::segment::{log_path, open_segment_file};
 use crate::signal::Signal;
-use crate::ShardStorageOptions;
 use glommio::io::DmaFile;
-use glommio::{Latency, Shares};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
 
 /// Counters for one shard (summed across shards by the broker on scrape).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,17 +56,19 @@ pub struct ShardStorage {
     /// Bytes appended to this shard's logs and not yet durable (see `pending.rs`).
     pub(crate) unflushed: Rc<Cell<usize>>,
     metrics: RefCell<StorageMetrics>,
-    stopping: Cell<bool>,
-    flusher_done: Signal,
-    flusher_running: Cell<bool>,
-    me: Weak<ShardStorage>,
+    /// Shutdown under way: the flusher exits once the dirty list is empty.
+    pub(crate) stopping: Cell<bool>,
+    /// Notified when the flusher exits (`flusher_running` false).
+    pub(crate) flusher_done: Signal,
+    pub(crate) flusher_running: Cell<bool>,
+    pub(crate) me: Weak<ShardStorage>,
 }
 
 impl ShardStorage {
-    /// Create the shard's storage and spawn its flusher and background tasks. Must be
-    /// called inside a glommio executor.
-    pub fn start(opts: ShardStorageOptions) -> Rc<ShardStorage> {
-        let shard = Rc::new_cyclic(|me| ShardStorage {
+    /// The shard's storage, without its background tasks (`ShardStorage::start` spawns
+    /// them).
+    pub(crate) fn new(opts: ShardStorageOptions) -> Rc<ShardStorage> {
+        Rc::new_cyclic(|me| ShardStorage {
             me: me.clone(),
             inner: RefCell::new(ShardInner {
                 next_log_id: 1,
@@ -88,80 +87,13 @@ impl ShardStorage {
             stopping: Cell::new(false),
             flusher_done: Signal::default(),
             flusher_running: Cell::new(true),
-        });
-        let ex = glommio::executor();
-        let flush_tq = ex.create_task_queue(
-            Shares::Static(400),
-            Latency::Matters(Duration::from_millis(1)),
-            "sluice-flush",
-        );
-        let bg_tq = ex.create_task_queue(
-            Shares::Static(50),
-            Latency::NotImportant,
-            "sluice-storage-bg",
-        );
-        let s = shard.clone();
-        match glommio::spawn_local_into(async move { flusher_loop(s).await }, flush_tq) {
-            Ok(t) => {
-                t.detach();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot spawn the storage flusher in its queue; using the default queue");
-                let s = shard.clone();
-                glommio::spawn_local(async move { flusher_loop(s).await }).detach();
-            }
-        }
-        let w = Rc::downgrade(&shard);
-        match glommio::spawn_local_into(async move { background_loop(w).await }, bg_tq) {
-            Ok(t) => {
-                t.detach();
-            }
-            Err(e) => tracing::error!(error = %e, "cannot spawn storage background task"),
-        }
-        shard
+        })
     }
 
     /// Resolves the next time any log of this shard advances its durable offset, is
     /// truncated or deleted. Cancel-safe.
     pub async fn wait_progress(&self) {
         self.progress.wait().await
-    }
-
-    /// Flush and fsync every log, write clean-shutdown markers, close files, stop tasks.
-    pub async fn shutdown(&self) -> Result<(), StorageError> {
-        let logs: Vec<Rc<LogInner>> = self.inner.borrow().logs.values().cloned().collect();
-        let mut first_err = None;
-        for chunk in logs.chunks(FLUSH_FANOUT) {
-            let Some(me) = self.me.upgrade() else { break };
-            // one task per log (see flusher_loop)
-            let tasks: Vec<_> = chunk
-                .iter()
-                .map(|l| {
-                    let (s, l) = (me.clone(), l.clone());
-                    glommio::spawn_local(async move { crate::recovery::close_inner(&s, &l).await })
-                })
-                .collect();
-            for t in tasks {
-                if let Err(e) = t.await {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        self.stopping.set(true);
-        self.flush_wake.notify();
-        while self.flusher_running.get() {
-            let w = self.flusher_done.wait();
-            if !self.flusher_running.get() {
-                break;
-            }
-            w.await;
-        }
-        let files: Vec<Rc<DmaFile>> = {
-            let mut sh = self.inner.borrow_mut();
-            sh.files.take_idle(Duration::ZERO)
-        };
-        crate::files::close_files(files).await;
-        first_err.map_or(Ok(()), Err)
     }
 
     /// Bytes appended to this shard's logs that are not yet durable. Produce admission
@@ -227,88 +159,57 @@ impl ShardStorage {
         };
         crate::files::close_files(files).await;
     }
-}
 
-/// Logs flushed (or closed) concurrently by one task.
-const FLUSH_FANOUT: usize = 64;
-
-async fn flusher_loop(shard: Rc<ShardStorage>) {
-    loop {
-        let wait = shard.flush_wake.wait();
-        let dirty: Vec<Rc<LogInner>> = std::mem::take(&mut shard.inner.borrow_mut().dirty);
-        if dirty.is_empty() {
-            if shard.stopping.get() {
-                break;
-            }
-            wait.await;
-            continue;
-        }
-        drop(wait);
-        // bounded fan-out, one glommio task per log: re-polling many pending glommio I/Os
-        // from a single task leaks waker references in glommio 0.9 (refcount overflow)
-        for chunk in dirty.chunks(FLUSH_FANOUT) {
-            let tasks: Vec<_> = chunk
-                .iter()
-                .map(|l| {
-                    let (s, l) = (shard.clone(), l.clone());
-                    glommio::spawn_local(async move { crate::flusher::flush_log(&s, &l).await })
-                })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
-        }
-        shard.progress.notify();
+    /// Wake the waiters of `log` and of the shard: its durable offset or end moved, or it
+    /// failed, closed or was deleted.
+    pub(crate) fn notify_log(&self, log: &LogInner) {
+        log.durable_signal.notify();
+        self.progress.notify();
     }
-    shard.flusher_running.set(false);
-    shard.flusher_done.notify();
-}
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+    /// Forget what the shard holds for `log` from offset `cut` on (a truncation): cached
+    /// batches, read-ahead windows, and the open files of segments `bases`, which the
+    /// caller closes.
+    pub(crate) fn forget_from(&self, log: u64, cut: i64, bases: &[i64]) -> Vec<Rc<DmaFile>> {
+        let mut sh = self.inner.borrow_mut();
+        sh.cache.remove_from(log, cut);
+        sh.readahead.drop_log(log);
+        bases
+            .iter()
+            .filter_map(|b| sh.files.remove(log, *b))
+            .collect()
+    }
 
-async fn background_loop(shard: Weak<ShardStorage>) {
-    let Some(s) = shard.upgrade() else { return };
-    let idle = s.opts.idle_file_timeout;
-    let retention_every = s.opts.retention_check_interval;
-    drop(s);
-    let tick = (idle / 2)
-        .min(retention_every)
-        .max(Duration::from_millis(10));
-    let mut last_retention = Instant::now();
-    loop {
-        glommio::timer::sleep(tick).await;
-        let Some(s) = shard.upgrade() else { return };
-        if s.stopping.get() {
-            return;
-        }
-        let (files, logs) = {
-            let mut sh = s.inner.borrow_mut();
-            let files = sh.files.take_idle(idle);
-            let logs: Vec<Rc<LogInner>> = sh.logs.values().cloned().collect();
-            (files, logs)
-        };
-        crate::files::close_files(files).await;
-        for l in &logs {
-            crate::read::drop_idle_indexes(l);
-        }
-        if last_retention.elapsed() >= retention_every {
-            last_retention = Instant::now();
-            for l in logs {
-                let log = PartitionLog {
-                    shard: s.clone(),
-                    inner: l,
-                };
-                if let Err(e) = log.enforce_retention(now_ms()).await {
-                    if !matches!(e, StorageError::Closed) {
-                        tracing::warn!(dir = %log.inner.dir.display(), error = %e, "retention failed");
-                    }
-                }
-                glommio::yield_if_needed().await;
+    /// Forget what the shard holds for `log` before offset `start` (retention): cached
+    /// batches, and the open files of segments `bases`, which the caller closes.
+    pub(crate) fn forget_before(&self, log: u64, start: i64, bases: &[i64]) -> Vec<Rc<DmaFile>> {
+        let mut sh = self.inner.borrow_mut();
+        sh.cache.remove_before(log, start);
+        bases
+            .iter()
+            .filter_map(|b| sh.files.remove(log, *b))
+            .collect()
+    }
+
+    /// Put `batches` of `log` in the shard cache and, unless it already is, `log` on the
+    /// dirty list (then the flusher is woken).
+    pub(crate) fn appended(
+        &self,
+        log: &Rc<LogInner>,
+        batches: Vec<crate::cache::Batch>,
+        was_dirty: bool,
+    ) {
+        {
+            let mut sh = self.inner.borrow_mut();
+            for (b, l, d) in batches {
+                sh.cache.insert(log.id, b, l, d);
             }
+            if !was_dirty {
+                sh.dirty.push(log.clone());
+            }
+        }
+        if !was_dirty {
+            self.flush_wake.notify();
         }
     }
 }

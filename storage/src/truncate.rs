@@ -2,13 +2,16 @@
 //! diverges from its leader (KIP-101), and open finishing a cut that a crash interrupted.
 //! Runs under the log's I/O permit (never alongside the flusher or retention), so the
 //! files hold exactly `[log start, durable)` and the pending queue `[durable, log end)`.
+//! Every batch whose last offset is >= the cut offset goes; the new log end is the end of
+//! the last batch kept in the segment holding the offset (that segment's base if none is
+//! kept), so with gaps (a compacted log) it may lie below the offset, never above it.
 //!
 //! ```text
-//!  locate the cut (appends refused): the batch holding `offset`, found by a scan from the
-//!      sparse-index entry before it (disk) and then the pending queue (memory)
+//!  locate the cut (appends refused): the first batch reaching `offset`, found by a scan
+//!      from the sparse-index entry before it (disk) and then the pending queue (memory)
 //!  intent: `.truncate-intent` = cut, durable           ── only if data on disk must go
-//!  memory: segments, pending, log end, durable, epochs, producers, cache, read-ahead
-//!      (appends resume at the cut; `wait_durable` for cut offsets fails)
+//!  memory: LogState::cut (segments, pending, log end, durable, epochs, producers), cache,
+//!      read-ahead (appends resume at the cut; `wait_durable` for cut offsets fails)
 //!  files: later segments deleted (newest first), the cut segment shortened + fdatasync,
 //!      its indexes rewritten, directory fsync, epoch checkpoint, intent removed
 //! ```
@@ -20,36 +23,43 @@
 //! intent completes the cut at the next open.
 
 use crate::epoch;
-use crate::error::{FlushFailure, StorageError};
-use crate::flusher::{clear_marker, sync_dir};
+use crate::error::corrupt;
+use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::log::{LogInner, PartitionLog};
-use crate::recovery::{encode_indexes, remove_segments};
-use crate::retention::notify;
-use crate::segment::{log_path, open_segment_file, scan_until, write_indexes, SegState, Segment};
+use crate::inner::LogInner;
+use crate::scan::{scan, ScanOpts};
+use crate::segment::{
+    log_path, open_segment_file, remove_segments, write_indexes, SegState, Segment,
+};
+use crate::shard::ShardStorage;
 use sluice_proto::batch::RecordBatchHeader;
+use std::rc::Rc;
 
-pub(crate) async fn truncate(log: &PartitionLog, offset: i64) -> Result<i64, StorageError> {
+pub(crate) async fn truncate(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    offset: i64,
+) -> Result<i64, StorageError> {
     let noop = {
-        let st = log.inner.st.borrow();
+        let st = log.state();
         st.check_open()?;
         if offset < 0 {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start: st.log_start(),
-                log_end: st.log_end,
+                log_end: st.log_end(),
             });
         }
-        (offset >= st.log_end).then_some(st.log_end)
+        (offset >= st.log_end()).then_some(st.log_end())
     };
     let end = match noop {
         Some(end) => end,
         None => {
             // a task of its own: a caller that stops waiting cannot leave the cut half done
-            let l = log.clone();
+            let (s, l) = (shard.clone(), log.clone());
             glommio::spawn_local(async move {
-                let _permit = l.inner.io.acquire_permit(1).await?;
-                truncate_under_permit(&l, offset).await
+                let _permit = l.io.acquire_permit(1).await?;
+                truncate_under_permit(&s, &l, offset).await
             })
             .detach()
             .await
@@ -59,7 +69,7 @@ pub(crate) async fn truncate(log: &PartitionLog, offset: i64) -> Result<i64, Sto
         }
     };
     // batches below the cut may still be pending: answer once they are durable
-    if end > log.log_start_offset() {
+    if end > log.state().log_start() {
         log.wait_durable(end - 1).await?;
     }
     Ok(end)
@@ -70,65 +80,51 @@ struct Truncating<'a>(&'a LogInner);
 
 impl<'a> Truncating<'a> {
     fn start(log: &'a LogInner) -> Self {
-        log.st.borrow_mut().truncating = true;
+        log.state_mut().set_truncating(true);
         Truncating(log)
     }
 }
 
 impl Drop for Truncating<'_> {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.0.st.try_borrow_mut() {
-            st.truncating = false;
+        if let Some(mut st) = self.0.try_state_mut() {
+            st.set_truncating(false);
         }
     }
 }
 
-/// Why the cut must not be applied now: the log was deleted or failed meanwhile (a close
-/// waits for the permit, so a closing log is still cut).
-fn gone(st: &crate::log::LogState) -> Option<StorageError> {
-    if st.deleted {
-        return Some(StorageError::Closed);
-    }
-    st.failed.as_ref().map(|f| f.to_error())
-}
-
-fn corrupt(msg: String) -> StorageError {
-    StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
-}
-
 /// The truncation itself; the caller holds the log's I/O permit. Returns the new end.
 pub(crate) async fn truncate_under_permit(
-    log: &PartitionLog,
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
     offset: i64,
 ) -> Result<i64, StorageError> {
-    let guard = Truncating::start(&log.inner);
+    let guard = Truncating::start(log);
     let (start, end, seg_base) = {
-        let st = log.inner.st.borrow();
+        let st = log.state();
         st.check_open()?;
-        let seg = st.segment_for(offset).map(|i| st.segments[i].base);
-        (st.log_start(), st.log_end, seg)
+        let seg = st.segment_for(offset).map(|i| st.segments()[i].base);
+        (st.log_start(), st.log_end(), seg)
     };
     if offset >= end {
         return Ok(end);
     }
-    clear_marker(&log.inner).await?;
+    log.clear_marker().await?;
     if offset <= start {
-        return restart_at(log, offset, guard).await;
+        return restart_at(shard, log, offset, guard).await;
     }
     let seg_base = seg_base.ok_or_else(|| corrupt(format!("no segment holds offset {offset}")))?;
-    let rw = rewind(log, seg_base, offset).await?;
+    let rw = rewind(shard, log, seg_base, offset).await?;
     let cut = rw.end_offset;
-    let dir = log.inner.dir.clone();
+    let dir = log.dir.clone();
     // what the files must lose: the tail of the cut segment, and later segments
     let (shorten, later) = {
-        let st = log.inner.st.borrow();
+        let st = log.state();
         let old = st
-            .segments
-            .iter()
-            .find(|s| s.base == seg_base)
+            .segment(seg_base)
             .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
         let later: Vec<(i64, bool)> = st
-            .segments
+            .segments()
             .iter()
             .filter(|s| s.base > seg_base)
             .map(|s| (s.base, s.file_exists))
@@ -141,61 +137,35 @@ pub(crate) async fn truncate_under_permit(
     }
     let size = rw.size;
     let exists = rw.file_exists;
-    let (idx, tidx) = encode_indexes(&rw);
-    let pos = {
-        let st = log.inner.st.borrow();
-        gone(&st).map_or_else(
-            || {
-                st.segments
-                    .iter()
-                    .position(|s| s.base == seg_base)
-                    .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))
-            },
-            Err,
-        )
-    };
-    let i = match pos {
-        Ok(i) => i,
-        Err(e) => {
-            if on_disk {
-                let _ = epoch::remove_intent(dir).await; // ok: best effort, `e` is the answer
-            }
-            return Err(e);
+    let (idx, tidx) = rw.encode_indexes();
+    let cut_done = log.state_mut().cut(seg_base, rw);
+    if let Err(e) = cut_done {
+        if on_disk {
+            let _ = epoch::remove_intent(dir).await; // ok: best effort, `e` is the answer
         }
-    };
-    {
-        let mut st = log.inner.st.borrow_mut();
-        st.segments.truncate(i + 1);
-        st.segments[i] = rw;
-        st.pending.truncate_from(cut);
-        st.log_end = cut;
-        st.durable = st.durable.min(cut);
-        st.tail = None;
-        st.note_truncation(cut);
-        st.producers = None; // rebuilt from what remains on next need
-        st.epochs.truncate_from_end(cut);
+        return Err(e);
     }
     drop(guard);
     let later: Vec<i64> = later.into_iter().map(|l| l.0).collect();
-    forget(log, &later, cut).await;
-    notify(log);
+    crate::files::close_files(shard.forget_from(log.id, cut, &later)).await;
+    shard.notify_log(log);
     tracing::debug!(dir = %dir.display(), offset, cut, on_disk, "log truncated");
     if on_disk {
         let res = async {
             remove_segments(&dir, later.iter().rev().copied().collect()).await?;
             if exists {
-                let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
+                let file = shard.segment_file(log, seg_base, false).await?;
                 file.truncate(size).await?;
                 file.fdatasync().await?;
                 // the old indexes may point past the cut (recovery resumes from them)
                 write_indexes(&dir, seg_base, idx, tidx).await?;
             }
-            sync_dir(&log.inner).await?;
+            log.sync_dir().await?;
             finish_files(log).await
         }
         .await;
         if let Err(e) = res {
-            fail(log, &e);
+            fail(shard, log, &e);
             return Err(e);
         }
     }
@@ -204,53 +174,33 @@ pub(crate) async fn truncate_under_permit(
 
 /// Empty the log and restart it at `at` (everything is cut: `at` <= log start).
 async fn restart_at(
-    log: &PartitionLog,
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
     at: i64,
     guard: Truncating<'_>,
 ) -> Result<i64, StorageError> {
-    let dir = log.inner.dir.clone();
+    let dir = log.dir.clone();
     epoch::write_intent(dir.clone(), at).await?;
-    let abort = gone(&log.inner.st.borrow());
+    let abort = log.state().gone();
     if let Some(e) = abort {
         let _ = epoch::remove_intent(dir).await; // ok: best effort, `e` is the answer
         return Err(e);
     }
-    let bases: Vec<i64> = {
-        let mut st = log.inner.st.borrow_mut();
-        let bases = st.segments.iter().map(|s| s.base).collect();
-        st.segments = vec![Segment::new_empty(at, false)];
-        st.pending.clear();
-        st.log_end = at;
-        st.durable = at;
-        st.tail = None;
-        st.note_truncation(at);
-        st.producers = None;
-        st.epochs.clear();
-        bases
-    };
+    let bases = log.state_mut().restart_at(at);
     drop(guard);
-    forget(log, &bases, i64::MIN).await;
-    notify(log);
+    crate::files::close_files(shard.forget_from(log.id, i64::MIN, &bases)).await;
+    shard.notify_log(log);
     let res = async {
         remove_segments(&dir, bases.iter().rev().copied().collect()).await?;
         let f = open_segment_file(&log_path(&dir, at), true).await?;
         f.close().await?;
-        sync_dir(&log.inner).await?;
-        if let Some(s) = log
-            .inner
-            .st
-            .borrow_mut()
-            .segments
-            .iter_mut()
-            .find(|s| s.base == at)
-        {
-            s.file_exists = true;
-        }
+        log.sync_dir().await?;
+        log.state_mut().set_file_exists(at);
         finish_files(log).await
     }
     .await;
     if let Err(e) = res {
-        fail(log, &e);
+        fail(shard, log, &e);
         return Err(e);
     }
     tracing::debug!(dir = %dir.display(), at, "log emptied by truncation");
@@ -258,115 +208,74 @@ async fn restart_at(
 }
 
 /// Last steps on disk: the epoch checkpoint without the cut entries, then the intent goes.
-async fn finish_files(log: &PartitionLog) -> Result<(), StorageError> {
-    let snap = log.inner.st.borrow().epochs.snapshot_if_dirty();
+async fn finish_files(log: &LogInner) -> Result<(), StorageError> {
+    let snap = log.state().epochs_snapshot();
     if let Some((gen, entries)) = snap {
-        epoch::write_checkpoint(log.inner.dir.clone(), entries).await?;
-        log.inner.st.borrow_mut().epochs.mark_persisted(gen);
+        epoch::write_checkpoint(log.dir.clone(), entries).await?;
+        log.state_mut().epochs_persisted(gen);
     }
-    epoch::remove_intent(log.inner.dir.clone()).await?;
+    epoch::remove_intent(log.dir.clone()).await?;
     Ok(())
 }
 
 /// Memory and files disagree after a failed file step: fail the log like a failed flush.
-fn fail(log: &PartitionLog, e: &StorageError) {
-    tracing::error!(dir = %log.inner.dir.display(), error = %e, "truncation failed on disk; log is now failed");
-    {
-        let mut st = log.inner.st.borrow_mut();
-        st.failed = Some(FlushFailure::from_err(e));
-        st.pending.clear();
-    }
-    notify(log);
+fn fail(shard: &ShardStorage, log: &LogInner, e: &StorageError) {
+    tracing::error!(dir = %log.dir.display(), error = %e, "truncation failed on disk; log is now failed");
+    log.state_mut().fail(e);
+    shard.notify_log(log);
 }
 
-/// Drop the shard's cached batches from `cut` on, the log's read-ahead windows and the
-/// open files of removed segments.
-async fn forget(log: &PartitionLog, bases: &[i64], cut: i64) {
-    let files = {
-        let mut sh = log.shard.inner.borrow_mut();
-        sh.cache.remove_from(log.inner.id, cut);
-        sh.readahead.drop_log(log.inner.id);
-        bases
-            .iter()
-            .filter_map(|b| sh.files.remove(log.inner.id, *b))
-            .collect()
-    };
-    crate::files::close_files(files).await;
-}
-
-/// The segment `seg_base` cut right before the batch holding `offset` (its `end_offset`
-/// is the cut): its durable bytes are scanned from the last sparse-index entry at or
+/// The segment `seg_base` cut right before the first batch whose last offset reaches
+/// `offset` (its `end_offset` is the cut: the end of the last batch kept, or the
+/// segment's base). Its durable bytes are scanned from the last sparse-index entry at or
 /// before `offset` (from the start if that entry does not lead there), then its pending
-/// batches follow.
-async fn rewind(log: &PartitionLog, seg_base: i64, offset: i64) -> Result<Segment, StorageError> {
-    crate::segment::load_indexes(&log.inner, seg_base).await;
-    let (resume, flushed, created_ms, file_exists, interval) = {
-        let mut st = log.inner.st.borrow_mut();
-        let interval = st.config.index_interval_bytes;
-        let dir = log.inner.dir.clone();
+/// batches follow. If no batch of the segment reaches `offset` (the offset is in a gap
+/// at its end), the whole segment stays. The cut does not depend on where a scan
+/// started: one that stops right at its index entry tries an earlier entry, since the
+/// batch before the entry may end before it (a gap).
+async fn rewind(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    seg_base: i64,
+    offset: i64,
+) -> Result<Segment, StorageError> {
+    log.load_indexes(seg_base).await;
+    let (flushed, created_ms, file_exists, interval) = {
+        let mut st = log.state_mut();
+        st.ensure_indexes(seg_base, &log.dir); // loaded just above: reads nothing
+        let interval = st.config().index_interval_bytes;
         let seg = st
-            .segments
-            .iter_mut()
-            .find(|s| s.base == seg_base)
+            .segment(seg_base)
             .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
-        seg.ensure_indexes(&dir); // loaded just above: reads nothing
-        (
-            resume_point(seg, offset),
-            seg.flushed,
-            seg.created_ms,
-            seg.file_exists,
-            interval,
-        )
+        (seg.flushed, seg.created_ms, seg.file_exists, interval)
     };
-    let mut attempt = resume;
-    let (mut seg, reached) = loop {
-        if flushed <= attempt.size || !file_exists {
-            break (attempt, false);
-        }
-        let from = attempt.size;
-        let file = log.shard.segment_file(&log.inner, seg_base, false).await?;
-        let r = scan_until(&file, attempt, flushed, interval, false, Some(offset)).await?;
-        if r.reached_stop || (r.valid_end == flushed && r.stopped.is_none()) {
-            let reached = r.reached_stop;
-            break (segment_from_scan(seg_base, r), reached);
-        }
-        if from == 0 {
-            return Err(corrupt(format!(
-                "segment {seg_base}: offset {offset} not found ({})",
-                r.stopped.unwrap_or_default()
-            )));
-        }
-        tracing::warn!(dir = %log.inner.dir.display(), seg_base, from, "offset index does not lead to the truncation point; scanning the segment from its start");
-        attempt = Segment::new_empty(seg_base, true);
+    let c = CutSearch {
+        seg_base,
+        offset,
+        flushed,
+        file_exists,
+        interval,
+        created_ms,
     };
-    if !reached {
-        // the batch holding `offset` is not on disk yet: continue through the pending ones
-        let st = log.inner.st.borrow();
-        let mut found = false;
-        let first = seg.end_offset;
-        for p in st
-            .pending
-            .iter()
-            .filter(|p| p.seg_base == seg_base && p.last >= first)
-        {
-            if p.base != seg.end_offset {
-                return Err(corrupt(format!(
-                    "segment {seg_base}: pending batch {} does not follow offset {}",
-                    p.base, seg.end_offset
-                )));
+    let mut skip = 0usize;
+    let mut seg = loop {
+        let start = {
+            let st = log.state();
+            let seg = st
+                .segment(seg_base)
+                .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
+            resume_point(seg, offset, skip)
+        };
+        let from = start.size;
+        match cut_from(shard, log, &c, start).await? {
+            Some(seg) if seg.size > from || from == 0 => break seg,
+            Some(_) => skip += 1, // cut right at the entry
+            None => {
+                tracing::warn!(dir = %log.dir.display(), seg_base, from, "offset index does not lead to the truncation point; scanning the segment from its start");
+                skip = usize::MAX;
             }
-            if p.last >= offset {
-                found = true;
-                break;
-            }
-            seg.note_batch(&RecordBatchHeader::parse(&p.data)?, interval, created_ms);
         }
-        if !found {
-            return Err(corrupt(format!(
-                "segment {seg_base}: offset {offset} not found"
-            )));
-        }
-    }
+    };
     seg.flushed = flushed.min(seg.size);
     seg.state = SegState::Active;
     seg.file_exists = file_exists;
@@ -374,10 +283,83 @@ async fn rewind(log: &PartitionLog, seg_base: i64, offset: i64) -> Result<Segmen
     Ok(seg)
 }
 
-/// Where a scan for `offset` can start in `seg`: its last index entry at or before
-/// `offset` on disk, with the prefix state the indexes give (the same approximation as
-/// recovery: the max timestamp's offset is that of the time-index entry); else the start.
-fn resume_point(seg: &Segment, offset: i64) -> Segment {
+/// What `rewind` looks for, in which segment.
+struct CutSearch {
+    seg_base: i64,
+    offset: i64,
+    flushed: u64,
+    file_exists: bool,
+    interval: u32,
+    created_ms: i64,
+}
+
+/// One attempt of `rewind` from `start` (a prefix of the segment): the durable bytes
+/// after it, then the pending batches. None if the scan from an index entry found
+/// something else than valid batches up to the cut.
+async fn cut_from(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    c: &CutSearch,
+    start: Segment,
+) -> Result<Option<Segment>, StorageError> {
+    let (seg_base, offset, flushed) = (c.seg_base, c.offset, c.flushed);
+    let (mut seg, reached) = if flushed <= start.size || !c.file_exists {
+        (start, false)
+    } else {
+        let from = start.size;
+        let opts = ScanOpts {
+            interval: c.interval,
+            validate: false,
+            stop: Some(offset),
+            limit: None,
+        };
+        let file = shard.segment_file(log, seg_base, false).await?;
+        let r = scan(&file, start, flushed, opts).await?;
+        if !(r.reached_stop || (r.seg.size == flushed && r.stopped.is_none())) {
+            if from == 0 {
+                return Err(corrupt(format!(
+                    "segment {seg_base}: offset {offset} not found ({})",
+                    r.stopped.unwrap_or_default()
+                )));
+            }
+            return Ok(None);
+        }
+        (scanned(r.seg), r.reached_stop)
+    };
+    if !reached {
+        // the first batch reaching `offset` is not on disk yet: continue through the
+        // pending ones (if none reaches it either, `offset` is in a gap after them)
+        let st = log.state();
+        let first = seg.end_offset;
+        for p in st
+            .pending()
+            .iter()
+            .filter(|p| p.seg_base == seg_base && p.last >= first)
+        {
+            if p.base < seg.end_offset {
+                return Err(corrupt(format!(
+                    "segment {seg_base}: pending batch {} goes back before offset {}",
+                    p.base, seg.end_offset
+                )));
+            }
+            if p.last >= offset {
+                break;
+            }
+            seg.note_batch(
+                &RecordBatchHeader::parse(&p.data)?,
+                c.interval,
+                c.created_ms,
+            );
+        }
+    }
+    Ok(Some(seg))
+}
+
+/// Where a scan for `offset` can start in `seg`: its `skip`-th last index entry at or
+/// before `offset` on disk, with the prefix state the indexes give (the same
+/// approximation as recovery: the max timestamp's offset is that of the time-index
+/// entry); else (no such entry) the start.
+fn resume_point(seg: &Segment, offset: i64, skip: usize) -> Segment {
     let mut s = Segment::new_empty(seg.base, true);
     let (Some(idx), Some(tidx)) = (&seg.index, &seg.tindex) else {
         return s;
@@ -386,7 +368,8 @@ fn resume_point(seg: &Segment, offset: i64) -> Segment {
         .entries
         .iter()
         .rev()
-        .find(|&&(r, p)| seg.base + r as i64 <= offset && p as u64 <= seg.flushed)
+        .filter(|&&(r, p)| seg.base + r as i64 <= offset && p as u64 <= seg.flushed)
+        .nth(skip)
     else {
         return s;
     };
@@ -408,16 +391,15 @@ fn resume_point(seg: &Segment, offset: i64) -> Segment {
     s
 }
 
-fn segment_from_scan(base: i64, r: crate::segment::ScanResult) -> Segment {
-    let mut s = Segment::new_empty(base, true);
-    s.size = r.valid_end;
-    s.flushed = r.valid_end;
-    s.end_offset = r.next_offset;
-    s.max_ts = r.max_ts;
-    s.max_ts_offset = r.max_ts_offset;
-    s.bytes_since_index = r.valid_end - r.index.entries.last().map_or(0, |e| e.1 as u64);
-    s.index = Some(r.index);
-    s.tindex = Some(r.tindex);
+/// A segment as a scan left it, with what its bytes on disk say.
+fn scanned(mut s: Segment) -> Segment {
+    s.flushed = s.size;
+    let last_pos = s
+        .index
+        .as_ref()
+        .and_then(|i| i.entries.last())
+        .map_or(0, |e| e.1 as u64);
+    s.bytes_since_index = s.size - last_pos;
     s
 }
 
@@ -425,28 +407,29 @@ fn segment_from_scan(base: i64, r: crate::segment::ScanResult) -> Segment {
 /// None if the file is unreadable. It is written by temp file and rename, so it is never
 /// torn: an unreadable one is damage and is dropped (the log stays as recovered).
 pub(crate) async fn finish_intent(
-    log: &PartitionLog,
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
     intent: Option<i64>,
 ) -> Result<(), StorageError> {
-    let dir = log.inner.dir.clone();
+    let dir = log.dir.clone();
     let Some(cut) = intent else {
         tracing::warn!(dir = %dir.display(), "unreadable truncation intent; ignoring it");
         epoch::remove_intent(dir).await?;
         return Ok(());
     };
-    let _permit = log.inner.io.acquire_permit(1).await?;
+    let _permit = log.io.acquire_permit(1).await?;
     let (start, end) = {
-        let st = log.inner.st.borrow();
-        (st.log_start(), st.log_end)
+        let st = log.state();
+        (st.log_start(), st.log_end())
     };
     tracing::warn!(dir = %dir.display(), cut, start, end, "finishing a truncation interrupted by a crash");
     if start == end && end != cut {
         // every segment was removed before the crash: the restart did not finish
-        let guard = Truncating::start(&log.inner);
-        clear_marker(&log.inner).await?;
-        restart_at(log, cut, guard).await?;
+        let guard = Truncating::start(log);
+        log.clear_marker().await?;
+        restart_at(shard, log, cut, guard).await?;
     } else if cut < end {
-        truncate_under_permit(log, cut).await?;
+        truncate_under_permit(shard, log, cut).await?;
     }
     epoch::remove_intent(dir).await?;
     Ok(())
@@ -539,7 +522,7 @@ mod tests {
             );
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
             // cut inside c: c and d go, b (pending too) stays
-            let cut = truncate_under_permit(&log, c.base_offset + 1)
+            let cut = truncate_under_permit(&log.shard, &log.inner, c.base_offset + 1)
                 .await
                 .unwrap();
             assert_eq!(cut, c.base_offset);
@@ -594,7 +577,9 @@ mod tests {
             };
             // appends are refused only while the cut is being located; afterwards they
             // land at the new end even before the files are cut
-            let cut = truncate_under_permit(&log, b.base_offset).await.unwrap();
+            let cut = truncate_under_permit(&log.shard, &log.inner, b.base_offset)
+                .await
+                .unwrap();
             assert_eq!(cut, b.base_offset);
             assert_eq!((log.log_end_offset(), log.durable_offset()), (cut, cut));
             assert_eq!(shard.unflushed_bytes(), 0);

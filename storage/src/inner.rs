@@ -1,0 +1,100 @@
+//! `LogInner`: the shared core of one log — its id and directory, the `LogState` cell,
+//! the I/O permit that serialises file changes (flush, truncate, retention, close) and
+//! the durable signal. A `PartitionLog` handle and the shard's registry and dirty list
+//! point to it. The state is borrowed only for short synchronous sections (never across
+//! an `.await`) and changed only through `LogState`'s methods; the async helpers here
+//! (index loading, marker removal, directory fsync, `wait_durable`) follow that rule.
+
+use crate::error::StorageError;
+use crate::signal::Signal;
+use crate::state::LogState;
+use std::cell::{Ref, RefCell, RefMut};
+use std::path::PathBuf;
+
+/// Shared core of a log; owned by the partition's shard, never crosses cores.
+pub(crate) struct LogInner {
+    pub(crate) id: u64,
+    pub(crate) dir: PathBuf,
+    st: RefCell<LogState>,
+    /// Serialises file mutations (flush, truncate, retention, close) for this log.
+    pub(crate) io: glommio::sync::Semaphore,
+    /// Notified whenever durable advances, the log is truncated, fails or closes.
+    pub(crate) durable_signal: Signal,
+}
+
+impl LogInner {
+    pub(crate) fn new(id: u64, dir: PathBuf, st: LogState) -> LogInner {
+        LogInner {
+            id,
+            dir,
+            st: RefCell::new(st),
+            io: glommio::sync::Semaphore::new(1),
+            durable_signal: Signal::default(),
+        }
+    }
+
+    /// The state, to read. Never hold it across an `.await`.
+    pub(crate) fn state(&self) -> Ref<'_, LogState> {
+        self.st.borrow()
+    }
+    /// The state, to call a changing method. Never hold it across an `.await`.
+    pub(crate) fn state_mut(&self) -> RefMut<'_, LogState> {
+        self.st.borrow_mut()
+    }
+    /// `state_mut` unless the state is borrowed (for drops and background sweeps).
+    pub(crate) fn try_state_mut(&self) -> Option<RefMut<'_, LogState>> {
+        self.st.try_borrow_mut().ok()
+    }
+
+    /// Resolves once every offset <= `last_offset` is fsynced; see
+    /// `PartitionLog::wait_durable`.
+    pub(crate) async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
+        let since = self.state().truncate_epoch();
+        loop {
+            let wait = self.durable_signal.wait();
+            if let Some(answer) = self.state().durable_wait(last_offset, since) {
+                return answer;
+            }
+            wait.await;
+        }
+    }
+
+    /// Reads the index files of segment `base` on the blocking helper if they are not in
+    /// memory, so a following `ensure_indexes` reads nothing on the shard thread.
+    pub(crate) async fn load_indexes(&self, base: i64) {
+        if !self.state().indexes_missing(base) {
+            return;
+        }
+        let (ip, tp) = (
+            crate::segment::index_path(&self.dir, base),
+            crate::segment::timeindex_path(&self.dir, base),
+        );
+        let (idx, tidx) = crate::blocking::run(move || {
+            (
+                std::fs::read(ip).unwrap_or_default(),
+                std::fs::read(tp).unwrap_or_default(),
+            )
+        })
+        .await;
+        self.state_mut().install_indexes(base, &idx, &tidx);
+    }
+
+    /// Remove the clean-shutdown marker durably before the log's files change.
+    pub(crate) async fn clear_marker(&self) -> Result<(), StorageError> {
+        if !self.state().marker_present() {
+            return Ok(());
+        }
+        crate::blocking::remove_file(crate::segment::marker_path(&self.dir)).await?;
+        self.sync_dir().await?;
+        self.state_mut().set_marker_present(false);
+        Ok(())
+    }
+
+    /// fsync the log directory (new or removed files), on the shard's blocking helper:
+    /// glommio 0.9's `Directory::sync` leaks task waker references when many run
+    /// concurrently from one task (refcount overflow panic).
+    pub(crate) async fn sync_dir(&self) -> Result<(), StorageError> {
+        crate::blocking::sync_dir(self.dir.clone()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,714 @@
+//! `LogState`, the mutable state of one partition's log (held by `LogInner`, `inner.rs`).
+//! It changes only through `LogState`'s methods: the operations on a log (append in
+//! `log.rs`, `flusher.rs`, `read.rs`, `truncate.rs`, `retention.rs`, `recovery.rs`) read
+//! it through getters and call one method per change, so this one type keeps the
+//! invariants:
+//! - segments are in base order, at least one; each segment but the last ends where the
+//!   next begins (`end_offset` == the next base), the last one at the log end;
+//! - a segment's batches have increasing offsets inside its range, with gaps allowed (a
+//!   compacted segment keeps batches at their original offsets);
+//! - log start (the first segment's base) <= durable <= log end;
+//! - the pending queue holds exactly the batches from the durable offset on, in order.
+//!
+//! ```text
+//!  log.rs (append) ──┐                    ┌─► segments, pending queue, offsets,
+//!  flusher, read,    ├─► LogState methods ┤   leader epochs, producer state, flags
+//!  truncate, ...   ──┘                    └─► (no other module writes these fields)
+//! ```
+
+use crate::cache::Batch;
+use crate::config::LogConfig;
+use crate::epoch::EpochCache;
+use crate::error::{corrupt, FlushFailure, StorageError};
+use crate::pending::{Pending, PendingQueue};
+use crate::producer::{self, Plan, ProducerEntry, ProducerStates};
+use crate::segment::{SegState, Segment};
+use bytes::Bytes;
+use sluice_proto::batch::RecordBatchHeader;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::Path;
+
+/// Truncations remembered for `wait_durable` (a waiter that slept through more fails
+/// conservatively).
+const TRUNCATIONS_KEPT: usize = 64;
+
+/// The last partial page of the active segment on disk: (segment base, page position,
+/// bytes), so the next flush need not read it back.
+pub(crate) type TailPage = (i64, u64, Vec<u8>);
+
+/// Mutable state of one log; owned by the partition's shard, never crosses cores.
+/// Never borrowed across an `.await`. See the module comment for its invariants.
+pub(crate) struct LogState {
+    config: LogConfig,
+    segments: Vec<Segment>,
+    log_end: i64,
+    durable: i64,
+    pending: PendingQueue,
+    failed: Option<FlushFailure>,
+    closed: bool,
+    deleted: bool,
+    /// A clean-shutdown marker is on disk; it must go before the files change.
+    marker_present: bool,
+    tail: Option<TailPage>,
+    /// On the shard's dirty list (the flusher has work here).
+    dirty: bool,
+    /// Bumped by every truncation (reads and producer-state loads started before one
+    /// discard what they read).
+    truncate_epoch: u64,
+    /// (truncate_epoch after, new log end) of the latest truncations, oldest first.
+    truncations: VecDeque<(u64, i64)>,
+    /// A truncation is between its start and its in-memory cut: appends are refused.
+    truncating: bool,
+    /// Idempotent-producer state; None until an idempotent batch needs it (idle
+    /// partitions stay small) and again after a truncation (rebuilt from the log).
+    producers: Option<Box<ProducerStates>>,
+    /// The epoch `append` stamps into batches; None (the default, or after a negative
+    /// `set_leader_epoch`): batches keep the partitionLeaderEpoch the client sent.
+    leader_epoch: Option<i32>,
+    /// (epoch, first offset) of every leader epoch in the log.
+    epochs: EpochCache,
+}
+
+/// What `LogState::enqueue` did.
+pub(crate) struct Enqueued {
+    /// The batches, for the shard cache.
+    pub(crate) batches: Vec<Batch>,
+    pub(crate) log_start: i64,
+    /// The log was already on the shard's dirty list.
+    pub(crate) was_dirty: bool,
+}
+
+/// Where a disk read for an offset starts (`LogState::read_start`).
+pub(crate) struct ReadStart {
+    pub(crate) seg_base: i64,
+    /// Base offset of the batch at `pos` (the segment's base at position 0: its first
+    /// batch starts there or later).
+    pub(crate) offset: i64,
+    pub(crate) pos: u64,
+    /// Bytes of the segment on disk.
+    pub(crate) flushed: u64,
+    /// Every byte of the segment is on disk (none only in the pending queue).
+    pub(crate) all_flushed: bool,
+    /// The next segment's base, if there is one.
+    pub(crate) next_base: Option<i64>,
+}
+
+impl LogState {
+    /// The state of a log just opened: `segments` as recovered (an empty list becomes one
+    /// empty segment at 0), everything durable.
+    pub(crate) fn new(
+        config: LogConfig,
+        mut segments: Vec<Segment>,
+        epochs: EpochCache,
+        marker_present: bool,
+        pending: PendingQueue,
+    ) -> LogState {
+        if segments.is_empty() {
+            segments.push(Segment::new_empty(0, false));
+        }
+        let log_end = segments.last().map_or(0, |s| s.end_offset);
+        LogState {
+            config,
+            segments,
+            log_end,
+            durable: log_end,
+            pending,
+            failed: None,
+            closed: false,
+            deleted: false,
+            marker_present,
+            tail: None,
+            dirty: false,
+            truncate_epoch: 0,
+            truncations: VecDeque::new(),
+            truncating: false,
+            producers: None,
+            leader_epoch: None,
+            epochs,
+        }
+    }
+
+    // ---- offsets and segments (read only) ----
+
+    pub(crate) fn log_start(&self) -> i64 {
+        self.segments.first().map_or(self.log_end, |s| s.base)
+    }
+    pub(crate) fn log_end(&self) -> i64 {
+        self.log_end
+    }
+    pub(crate) fn durable(&self) -> i64 {
+        self.durable
+    }
+    pub(crate) fn truncate_epoch(&self) -> u64 {
+        self.truncate_epoch
+    }
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+    pub(crate) fn segment(&self, base: i64) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.base == base)
+    }
+    fn segment_mut(&mut self, base: i64) -> Option<&mut Segment> {
+        self.segments.iter_mut().find(|s| s.base == base)
+    }
+    /// The active segment (the last one).
+    pub(crate) fn last_segment(&self) -> Option<&Segment> {
+        self.segments.last()
+    }
+    /// Index of the segment whose range holds `offset` (last with base <= offset).
+    pub(crate) fn segment_for(&self, offset: i64) -> Option<usize> {
+        let i = self.segments.partition_point(|s| s.base <= offset);
+        i.checked_sub(1)
+    }
+    pub(crate) fn pending(&self) -> &PendingQueue {
+        &self.pending
+    }
+    pub(crate) fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub(crate) fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// Bytes in all segments, including appended-but-not-yet-durable batches.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// (max timestamp in the log, last offset of the batch that has it).
+    pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.segments.iter().filter(|s| s.max_ts_offset >= 0).fold(
+            None,
+            |acc: Option<(i64, i64)>, s| match acc {
+                Some((t, _)) if t >= s.max_ts => acc,
+                _ => Some((s.max_ts, s.max_ts_offset)),
+            },
+        )
+    }
+
+    // ---- open, closed, failed ----
+
+    pub(crate) fn check_open(&self) -> Result<(), StorageError> {
+        if self.closed || self.deleted {
+            return Err(StorageError::Closed);
+        }
+        if let Some(f) = &self.failed {
+            return Err(f.to_error());
+        }
+        Ok(())
+    }
+    /// `check_open`, and no truncation in progress (for appends).
+    pub(crate) fn check_appendable(&self) -> Result<(), StorageError> {
+        self.check_open()?;
+        if self.truncating {
+            return Err(StorageError::Truncating);
+        }
+        Ok(())
+    }
+    /// Closed or deleted (a failed log still serves reads of what it has).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed || self.deleted
+    }
+    pub(crate) fn failure(&self) -> Option<StorageError> {
+        self.failed.as_ref().map(|f| f.to_error())
+    }
+    /// Why a change under way must not be applied: the log was deleted or failed
+    /// meanwhile (a closing log still takes it: close waits for the I/O permit).
+    pub(crate) fn gone(&self) -> Option<StorageError> {
+        if self.deleted {
+            return Some(StorageError::Closed);
+        }
+        self.failure()
+    }
+    /// Start closing; false if it was already closed or deleted.
+    pub(crate) fn mark_closed(&mut self) -> bool {
+        if self.closed || self.deleted {
+            return false;
+        }
+        self.closed = true;
+        true
+    }
+    /// Mark deleted and drop the pending batches; false if it already was.
+    pub(crate) fn mark_deleted(&mut self) -> bool {
+        if self.deleted {
+            return false;
+        }
+        self.deleted = true;
+        self.pending.clear();
+        true
+    }
+    /// A closing log has nothing left to flush (or failed).
+    pub(crate) fn drained(&self) -> bool {
+        self.failed.is_some() || (self.durable >= self.log_end && self.pending.is_empty())
+    }
+    /// Memory and files disagree, or a write failed: waiters get this error from now on
+    /// and the pending batches are dropped (their bytes go back to the shard's budget).
+    pub(crate) fn fail(&mut self, e: &StorageError) {
+        self.failed = Some(FlushFailure::from_err(e));
+        self.pending.clear();
+    }
+
+    /// Where `wait_durable(last_offset)` stands for a waiter that started at truncation
+    /// epoch `since`: Some(answer) once decided, None to keep waiting.
+    pub(crate) fn durable_wait(
+        &self,
+        last_offset: i64,
+        since: u64,
+    ) -> Option<Result<(), StorageError>> {
+        if self.deleted {
+            return Some(Err(StorageError::Closed));
+        }
+        if let Some(f) = &self.failed {
+            if last_offset >= self.durable {
+                return Some(Err(f.to_error()));
+            }
+        }
+        if lowest_cut(&self.truncations, self.truncate_epoch, since)
+            .is_some_and(|cut| last_offset >= cut)
+        {
+            return Some(Err(StorageError::Io(std::io::Error::other(format!(
+                "offset {last_offset} was truncated before it became durable"
+            )))));
+        }
+        if last_offset < self.durable {
+            return Some(Ok(()));
+        }
+        if last_offset >= self.log_end {
+            return Some(Err(StorageError::OffsetOutOfRange {
+                offset: last_offset,
+                log_start: self.log_start(),
+                log_end: self.log_end,
+            }));
+        }
+        None
+    }
+
+    // ---- append ----
+
+    /// Put batches whose final bytes are `data[range]` (offsets assigned, in order from
+    /// the log end) into the log: segment roll (segment.bytes, segment.ms, the 32-bit
+    /// relative range), indexes, pending queue, the leader-epoch cache (with
+    /// `learn_epochs`), the log end; and put the log on the dirty list.
+    pub(crate) fn enqueue(
+        &mut self,
+        dir: &Path,
+        data: &Bytes,
+        batches: &[(RecordBatchHeader, Range<usize>)],
+        now_ms: i64,
+        learn_epochs: bool,
+    ) -> Enqueued {
+        let interval = self.config.index_interval_bytes;
+        let seg_bytes = self.config.segment_bytes;
+        let seg_ms = self.config.segment_ms;
+        let mut out = Vec::with_capacity(batches.len());
+        for (h, range) in batches {
+            let size = h.total_size() as u64;
+            let active = self.active_mut();
+            let full = active.size > 0 && active.size + size > seg_bytes;
+            let old = active.created_ms >= 0 && now_ms.saturating_sub(active.created_ms) >= seg_ms;
+            let overflow = h.last_offset() - active.base > (u32::MAX as i64) - 1;
+            let too_big = active.size + size > u32::MAX as u64;
+            if active.size > 0 && (full || old || overflow || too_big) {
+                active.state = SegState::Rolled;
+                active.end_offset = h.base_offset;
+                self.segments.push(Segment::new_empty(h.base_offset, false));
+            }
+            let active = self.active_mut();
+            active.ensure_indexes(dir);
+            let seg_base = active.base;
+            active.note_batch(h, interval, now_ms);
+            let data = data.slice(range.clone());
+            out.push((h.base_offset, h.last_offset(), data.clone()));
+            self.pending.push_back(Pending {
+                seg_base,
+                base: h.base_offset,
+                last: h.last_offset(),
+                data,
+            });
+            if learn_epochs {
+                self.epochs.assign(h.partition_leader_epoch, h.base_offset);
+            }
+            self.log_end = h.last_offset() + 1;
+        }
+        Enqueued {
+            batches: out,
+            log_start: self.log_start(),
+            was_dirty: std::mem::replace(&mut self.dirty, true),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        if self.segments.is_empty() {
+            self.segments.push(Segment::new_empty(self.log_end, false));
+        }
+        let i = self.segments.len() - 1; // ok: not empty (just ensured)
+        &mut self.segments[i]
+    }
+
+    // ---- leader epochs ----
+
+    pub(crate) fn leader_epoch(&self) -> Option<i32> {
+        self.leader_epoch
+    }
+    pub(crate) fn set_leader_epoch(&mut self, epoch: i32) {
+        self.leader_epoch = (epoch >= 0).then_some(epoch);
+    }
+    pub(crate) fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest()
+    }
+    pub(crate) fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end)
+    }
+    pub(crate) fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs.entries().to_vec()
+    }
+    /// The leader-epoch entries and their change counter, if the checkpoint is behind.
+    pub(crate) fn epochs_snapshot(&self) -> Option<(u64, Vec<(i32, i64)>)> {
+        self.epochs.snapshot_if_dirty()
+    }
+    /// The checkpoint file now reflects change `gen`.
+    pub(crate) fn epochs_persisted(&mut self, gen: u64) {
+        self.epochs.mark_persisted(gen);
+    }
+
+    // ---- idempotent producers ----
+
+    pub(crate) fn producers(&self) -> Option<&ProducerStates> {
+        self.producers.as_deref()
+    }
+    pub(crate) fn producers_loaded(&self) -> bool {
+        self.producers.is_some()
+    }
+    /// Where a rebuild of the producer state reads (see `producer::plan`).
+    pub(crate) fn plan_producer_rebuild(&mut self, dir: &Path, max_bytes: u64) -> Plan {
+        producer::plan(
+            dir,
+            &mut self.segments,
+            self.log_end,
+            self.durable,
+            max_bytes,
+        )
+    }
+    /// Build the producer state synchronously if it is not built (`append`'s fallback).
+    pub(crate) fn ensure_producers(
+        &mut self,
+        dir: &Path,
+        max_bytes: u64,
+    ) -> Result<(), StorageError> {
+        if self.producers.is_none() {
+            let plan = self.plan_producer_rebuild(dir, max_bytes);
+            let ps = producer::rebuild(dir, &plan, &self.pending, self.log_end, self.durable)?;
+            self.producers = Some(Box::new(ps));
+        }
+        Ok(())
+    }
+    /// Install a state built elsewhere (the async load), without producers that have
+    /// nothing left in the log.
+    pub(crate) fn install_producers(&mut self, mut ps: ProducerStates) {
+        ps.trim_before(self.log_start());
+        self.producers = Some(Box::new(ps));
+    }
+    /// Commit the entries an append's checks updated (if the state is built).
+    pub(crate) fn commit_producers(&mut self, updates: Vec<(i64, Option<ProducerEntry>)>) {
+        if let Some(ps) = self.producers.as_mut() {
+            for (pid, e) in updates {
+                if let Some(e) = e {
+                    ps.insert(pid, e);
+                }
+            }
+        }
+    }
+    /// Replay replicated batches into the state (if it is built), without checks.
+    pub(crate) fn replay_producers<'a>(
+        &mut self,
+        headers: impl Iterator<Item = &'a RecordBatchHeader>,
+    ) {
+        if let Some(ps) = self.producers.as_mut() {
+            for h in headers {
+                ps.replay(h);
+            }
+        }
+    }
+
+    // ---- indexes ----
+
+    /// Whether segment `base` has an index not loaded in memory.
+    pub(crate) fn indexes_missing(&self, base: i64) -> bool {
+        self.segment(base).is_some_and(|s| s.indexes_missing())
+    }
+    /// Installs index file contents read off the shard, for whichever is not in memory.
+    pub(crate) fn install_indexes(&mut self, base: i64, idx: &[u8], tidx: &[u8]) {
+        if let Some(s) = self.segment_mut(base) {
+            s.install_indexes(idx, tidx);
+        }
+    }
+    /// Loads segment `base`'s indexes if not in memory (blocking fallback; callers load
+    /// them with `LogInner::load_indexes` first).
+    pub(crate) fn ensure_indexes(&mut self, base: i64, dir: &Path) {
+        if let Some(s) = self.segment_mut(base) {
+            s.ensure_indexes(dir);
+        }
+    }
+    /// Drop segment `base`'s offset index: it does not match the file (reads scan from the
+    /// start until the file is next indexed).
+    pub(crate) fn reset_index(&mut self, base: i64) {
+        if let Some(s) = self.segment_mut(base) {
+            s.index = Some(Default::default());
+        }
+    }
+    /// Free the in-memory indexes of sealed segments (reloaded lazily on the next read).
+    pub(crate) fn drop_idle_indexes(&mut self) {
+        for s in self
+            .segments
+            .iter_mut()
+            .filter(|s| s.state == SegState::Sealed)
+        {
+            s.index = None;
+            s.tindex = None;
+        }
+    }
+    /// Where a disk read for `offset` starts: its segment's sparse-index entry at or
+    /// before it (or the segment start with `from_start`). None if no segment holds it.
+    pub(crate) fn read_start(
+        &mut self,
+        offset: i64,
+        dir: &Path,
+        from_start: bool,
+    ) -> Option<ReadStart> {
+        let i = self.segment_for(offset)?;
+        let next_base = self.segments.get(i + 1).map(|s| s.base);
+        let seg = &mut self.segments[i];
+        if offset >= seg.end_offset {
+            return None;
+        }
+        seg.ensure_indexes(dir);
+        let (o, p) = if from_start {
+            (seg.base, 0)
+        } else {
+            seg.index_lookup(offset)
+        };
+        Some(ReadStart {
+            seg_base: seg.base,
+            offset: o,
+            pos: p,
+            flushed: seg.flushed,
+            all_flushed: seg.flushed >= seg.size,
+            next_base,
+        })
+    }
+    /// The offset to start scanning at for the first record with timestamp >= `ts`: in
+    /// the first segment whose max timestamp reaches `ts`, after its last time-index entry
+    /// below `ts`. None if no segment reaches `ts`.
+    pub(crate) fn timestamp_start(&mut self, ts: i64, dir: &Path) -> Option<i64> {
+        let start = self.log_start();
+        let seg = self
+            .segments
+            .iter_mut()
+            .find(|s| s.max_ts_offset >= 0 && s.max_ts >= ts)?;
+        seg.ensure_indexes(dir);
+        let rel = seg.tindex.as_ref().and_then(|t| t.scan_start(ts));
+        let from = rel.map_or(seg.base, |r| seg.base + r as i64 + 1);
+        Some(from.max(start))
+    }
+
+    /// The not-yet-durable batch for `offset`: the one holding it, or, when `offset` is at
+    /// or past the durable offset, the first one after it (the queue holds every batch
+    /// from there on, so nothing lies in between: `offset` is in a gap).
+    pub(crate) fn pending_batch(&self, offset: i64) -> Option<Batch> {
+        let p = self.pending.first_from(offset)?;
+        (p.base <= offset || offset >= self.durable).then(|| (p.base, p.last, p.data.clone()))
+    }
+    /// The first not-yet-durable batch whose last offset is >= `offset`.
+    pub(crate) fn pending_from(&self, offset: i64) -> Option<Batch> {
+        let p = self.pending.first_from(offset)?;
+        Some((p.base, p.last, p.data.clone()))
+    }
+
+    // ---- flush ----
+
+    /// The flusher took the log off the dirty list; false if there is nothing it may
+    /// write (deleted or failed).
+    pub(crate) fn begin_flush(&mut self) -> bool {
+        self.dirty = false;
+        !(self.deleted || self.failed.is_some())
+    }
+    pub(crate) fn set_file_exists(&mut self, base: i64) {
+        if let Some(s) = self.segment_mut(base) {
+            s.file_exists = true;
+        }
+    }
+    /// Bytes of segment `base` up to `pos` are durable on disk.
+    pub(crate) fn set_flushed(&mut self, base: i64, pos: u64) {
+        if let Some(s) = self.segment_mut(base) {
+            s.flushed = pos;
+        }
+    }
+    /// The first `n` pending batches are durable, up to `end`.
+    pub(crate) fn finish_flush(&mut self, n: usize, end: Option<i64>) {
+        for _ in 0..n {
+            self.pending.pop_front();
+        }
+        if let Some(end) = end {
+            self.durable = self.durable.max(end);
+        }
+    }
+    /// A rolled segment's logical size and both encoded indexes, the time index ending
+    /// with its final entry (kept in memory too), for the flusher to seal it.
+    pub(crate) fn seal_indexes(
+        &mut self,
+        base: i64,
+        dir: &Path,
+    ) -> Option<(u64, Vec<u8>, Vec<u8>)> {
+        let s = self.segment_mut(base)?;
+        s.ensure_indexes(dir); // a rolled segment's indexes are in memory since it was active
+        let (idx, tidx) = s.seal_indexes();
+        Some((s.size, idx, tidx))
+    }
+    /// Segment `base` is cut to size, synced and indexed on disk.
+    pub(crate) fn mark_sealed(&mut self, base: i64) {
+        if let Some(s) = self.segment_mut(base) {
+            if s.state == SegState::Rolled {
+                s.state = SegState::Sealed;
+            }
+        }
+        if self.tail.as_ref().is_some_and(|t| t.0 == base) {
+            self.tail = None;
+        }
+    }
+    /// The first `len` bytes of the remembered tail page if it is page `page` of segment
+    /// `seg_base`.
+    pub(crate) fn tail_head(&self, seg_base: i64, page: u64, len: usize) -> Option<Vec<u8>> {
+        self.tail
+            .as_ref()
+            .filter(|t| t.0 == seg_base && t.1 == page && t.2.len() >= len)
+            .map(|t| t.2[..len].to_vec())
+    }
+    pub(crate) fn set_tail(&mut self, tail: Option<TailPage>) {
+        self.tail = tail;
+    }
+    pub(crate) fn marker_present(&self) -> bool {
+        self.marker_present
+    }
+    pub(crate) fn set_marker_present(&mut self, present: bool) {
+        self.marker_present = present;
+    }
+
+    // ---- truncation ----
+
+    pub(crate) fn set_truncating(&mut self, on: bool) {
+        self.truncating = on;
+    }
+    /// Cut the log in memory: `seg` (segment `seg_base` rebuilt up to the cut, its
+    /// `end_offset` the new log end) replaces that segment, later segments and pending
+    /// batches from the cut on go, the durable offset, leader epochs and waiters follow,
+    /// and the producer state is dropped (rebuilt on next need). Fails if the log went
+    /// away meanwhile or no longer has that segment.
+    pub(crate) fn cut(&mut self, seg_base: i64, seg: Segment) -> Result<(), StorageError> {
+        if let Some(e) = self.gone() {
+            return Err(e);
+        }
+        let i = self
+            .segments
+            .iter()
+            .position(|s| s.base == seg_base)
+            .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
+        let cut = seg.end_offset;
+        self.segments.truncate(i + 1);
+        self.segments[i] = seg;
+        self.pending.truncate_from(cut);
+        self.log_end = cut;
+        self.durable = self.durable.min(cut);
+        self.tail = None;
+        self.note_truncation(cut);
+        self.producers = None;
+        self.epochs.truncate_from_end(cut);
+        Ok(())
+    }
+    /// Empty the log in memory and restart it at `at`; returns the bases of the segments
+    /// it had.
+    pub(crate) fn restart_at(&mut self, at: i64) -> Vec<i64> {
+        let bases = self.segments.iter().map(|s| s.base).collect();
+        self.segments = vec![Segment::new_empty(at, false)];
+        self.pending.clear();
+        self.log_end = at;
+        self.durable = at;
+        self.tail = None;
+        self.note_truncation(at);
+        self.producers = None;
+        self.epochs.clear();
+        bases
+    }
+    fn note_truncation(&mut self, new_end: i64) {
+        self.truncate_epoch += 1;
+        if self.truncations.len() == TRUNCATIONS_KEPT {
+            self.truncations.pop_front();
+        }
+        self.truncations.push_back((self.truncate_epoch, new_end));
+    }
+
+    // ---- retention ----
+
+    /// Replace the last segment, all durable and nothing pending, by an empty one at the
+    /// log end (its file exists); returns the replaced segment's base. None (nothing
+    /// done) if the log end moved from `end` or batches are pending.
+    pub(crate) fn roll_empty(&mut self, end: i64) -> Option<i64> {
+        if self.log_end != end || !self.pending.is_empty() {
+            return None;
+        }
+        let old = self.segments.last().map(|s| s.base)?;
+        self.segments.push(Segment::new_empty(end, true));
+        self.tail = None;
+        Some(old)
+    }
+    /// Drop the segments `removed` (never the last one) from the front; the producer
+    /// state forgets producers with nothing left and leader epochs before the new log
+    /// start fold into it. Returns the new log start.
+    pub(crate) fn drop_front(&mut self, removed: &[i64]) -> i64 {
+        let last = self.segments.last().map(|s| s.base);
+        self.segments
+            .retain(|s| Some(s.base) == last || !removed.contains(&s.base));
+        let start = self.log_start();
+        if let Some(ps) = self.producers.as_mut() {
+            ps.trim_before(start);
+        }
+        if start < self.log_end {
+            self.epochs.truncate_from_start(start);
+        }
+        start
+    }
+}
+
+/// Lowest log end left by the truncations in `history` (consecutive epochs up to `now`)
+/// after `since`; i64::MIN if some of them are no longer in `history`.
+fn lowest_cut(history: &VecDeque<(u64, i64)>, now: u64, since: u64) -> Option<i64> {
+    if now == since {
+        return None;
+    }
+    match history.front() {
+        Some(&(e, _)) if e <= since + 1 => history
+            .iter()
+            .filter(|&&(e, _)| e > since)
+            .map(|&(_, p)| p)
+            .min(),
+        _ => Some(i64::MIN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowest_cut;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_waiter_sees_the_lowest_cut_since_it_started() {
+        let h: VecDeque<(u64, i64)> = [(3, 50), (4, 10), (5, 40)].into_iter().collect();
+        assert_eq!(lowest_cut(&h, 5, 5), None);
+        assert_eq!(lowest_cut(&h, 5, 4), Some(40));
+        // cut to 10, regrown, cut to 40: offset 20 was cut even though 20 < 40
+        assert_eq!(lowest_cut(&h, 5, 3), Some(10));
+        assert_eq!(lowest_cut(&h, 5, 2), Some(10));
+        // truncation 2 fell out of the history: fail safe
+        assert_eq!(lowest_cut(&h, 5, 1), Some(i64::MIN));
+    }
+}

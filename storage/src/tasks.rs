@@ -1,0 +1,173 @@
+//! The shard's storage tasks and its life cycle: `ShardStorage::start` spawns the flusher
+//! (task queue "sluice-flush": drains the dirty list, one task per log) and the background
+//! task (queue "sluice-storage-bg": closes idle files, frees idle indexes, applies
+//! retention to every log), each in its own queue so neither starves request handling;
+//! `shutdown` closes every log and stops them. Above the operations it runs (`flusher`,
+//! `retention`, `recovery`): they never name this module. Owned by one shard.
+//!
+//! ```text
+//!  append ─► dirty list ─► flush_wake ─► flusher_loop: flush_log(l) for l in dirty
+//!                                            └─► durable_signal(l), progress
+//! ```
+
+use crate::config::ShardStorageOptions;
+use crate::error::StorageError;
+use crate::inner::LogInner;
+use crate::shard::ShardStorage;
+use glommio::io::DmaFile;
+use glommio::{Latency, Shares};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+impl ShardStorage {
+    /// Create the shard's storage and spawn its flusher and background tasks. Must be
+    /// called inside a glommio executor.
+    pub fn start(opts: ShardStorageOptions) -> Rc<ShardStorage> {
+        let shard = ShardStorage::new(opts);
+        let ex = glommio::executor();
+        let flush_tq = ex.create_task_queue(
+            Shares::Static(400),
+            Latency::Matters(Duration::from_millis(1)),
+            "sluice-flush",
+        );
+        let bg_tq = ex.create_task_queue(
+            Shares::Static(50),
+            Latency::NotImportant,
+            "sluice-storage-bg",
+        );
+        let s = shard.clone();
+        match glommio::spawn_local_into(async move { flusher_loop(s).await }, flush_tq) {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spawn the storage flusher in its queue; using the default queue");
+                let s = shard.clone();
+                glommio::spawn_local(async move { flusher_loop(s).await }).detach();
+            }
+        }
+        let w = Rc::downgrade(&shard);
+        match glommio::spawn_local_into(async move { background_loop(w).await }, bg_tq) {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot spawn storage background task"),
+        }
+        shard
+    }
+
+    /// Flush and fsync every log, write clean-shutdown markers, close files, stop tasks.
+    pub async fn shutdown(&self) -> Result<(), StorageError> {
+        let logs: Vec<Rc<LogInner>> = self.inner.borrow().logs.values().cloned().collect();
+        let mut first_err = None;
+        for chunk in logs.chunks(FLUSH_FANOUT) {
+            let Some(me) = self.me.upgrade() else { break };
+            // one task per log (see flusher_loop)
+            let tasks: Vec<_> = chunk
+                .iter()
+                .map(|l| {
+                    let (s, l) = (me.clone(), l.clone());
+                    glommio::spawn_local(async move { crate::recovery::close_inner(&s, &l).await })
+                })
+                .collect();
+            for t in tasks {
+                if let Err(e) = t.await {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.stopping.set(true);
+        self.flush_wake.notify();
+        while self.flusher_running.get() {
+            let w = self.flusher_done.wait();
+            if !self.flusher_running.get() {
+                break;
+            }
+            w.await;
+        }
+        let files: Vec<Rc<DmaFile>> = {
+            let mut sh = self.inner.borrow_mut();
+            sh.files.take_idle(Duration::ZERO)
+        };
+        crate::files::close_files(files).await;
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Logs flushed (or closed) concurrently by one task.
+const FLUSH_FANOUT: usize = 64;
+
+async fn flusher_loop(shard: Rc<ShardStorage>) {
+    loop {
+        let wait = shard.flush_wake.wait();
+        let dirty: Vec<Rc<LogInner>> = std::mem::take(&mut shard.inner.borrow_mut().dirty);
+        if dirty.is_empty() {
+            if shard.stopping.get() {
+                break;
+            }
+            wait.await;
+            continue;
+        }
+        drop(wait);
+        // bounded fan-out, one glommio task per log: re-polling many pending glommio I/Os
+        // from a single task leaks waker references in glommio 0.9 (refcount overflow)
+        for chunk in dirty.chunks(FLUSH_FANOUT) {
+            let tasks: Vec<_> = chunk
+                .iter()
+                .map(|l| {
+                    let (s, l) = (shard.clone(), l.clone());
+                    glommio::spawn_local(async move { crate::flusher::flush_log(&s, &l).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        }
+        shard.progress.notify();
+    }
+    shard.flusher_running.set(false);
+    shard.flusher_done.notify();
+}
+
+async fn background_loop(shard: Weak<ShardStorage>) {
+    let Some(s) = shard.upgrade() else { return };
+    let idle = s.opts.idle_file_timeout;
+    let retention_every = s.opts.retention_check_interval;
+    drop(s);
+    let tick = (idle / 2)
+        .min(retention_every)
+        .max(Duration::from_millis(10));
+    let mut last_retention = Instant::now();
+    loop {
+        glommio::timer::sleep(tick).await;
+        let Some(s) = shard.upgrade() else { return };
+        if s.stopping.get() {
+            return;
+        }
+        let (files, logs) = {
+            let mut sh = s.inner.borrow_mut();
+            let files = sh.files.take_idle(idle);
+            let logs: Vec<Rc<LogInner>> = sh.logs.values().cloned().collect();
+            (files, logs)
+        };
+        crate::files::close_files(files).await;
+        for l in &logs {
+            if let Some(mut st) = l.try_state_mut() {
+                st.drop_idle_indexes();
+            }
+        }
+        if last_retention.elapsed() >= retention_every {
+            last_retention = Instant::now();
+            for l in logs {
+                if let Err(e) =
+                    crate::retention::enforce_retention(&s, &l, crate::segment::now_ms()).await
+                {
+                    if !matches!(e, StorageError::Closed) {
+                        tracing::warn!(dir = %l.dir.display(), error = %e, "retention failed");
+                    }
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `SegmentWriter`: writes one whole segment from record batches that keep their offsets,
+//! the form a compacted segment has (its first batch may start after its base, gaps may
+//! follow any batch), with its sparse offset and time indexes and the final time-index
+//! entry that lets recovery trust it without a scan. Tests and tools use it to build a
+//! log with offset gaps before the log is opened; the log cleaner will write cleaned
+//! segments the same way (under temporary names, then swapped in: not yet).
+//!
+//! ```text
+//!  create(dir, base) ─► append(batch)*  (CRC + record count checked, offsets increasing
+//!                                        inside the segment, gaps allowed; 1 MiB DMA writes)
+//!      ─► finish(end): last page padded and written, file cut to size + fdatasync,
+//!                      .index and .timeindex written + fdatasync, directory fsync
+//! ```
+//!
+//! Async over io_uring (glommio `DmaFile`); the directory calls run on the shard's
+//! blocking helper. Owned by the task that writes; never crosses cores.
+
+use crate::error::StorageError;
+use crate::scan::check_offsets;
+use crate::segment::{align_down, align_up, log_path, write_indexes, Segment, PAGE};
+use glommio::io::{DmaFile, OpenOptions};
+use sluice_proto::batch::validate_batch;
+use std::path::PathBuf;
+
+/// Bytes gathered before one DMA write.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Writes one segment file and its indexes; see the module comment.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    file: DmaFile,
+    seg: Segment,
+    interval: u32,
+    /// Bytes not written yet; they start at file position `written` (page aligned).
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl SegmentWriter {
+    /// Starts segment `base` in the log directory `dir` (created if missing), with a
+    /// sparse-index entry every `index_interval_bytes` (the log's
+    /// `LogConfig::index_interval_bytes`). The segment's log file must not exist yet, and
+    /// the directory must not belong to an open log (it would not see the segment; the
+    /// next open takes it as part of the log). Nothing is durable, or trusted by
+    /// recovery, before `finish`.
+    pub async fn create(
+        dir: impl Into<PathBuf>,
+        base: i64,
+        index_interval_bytes: u32,
+    ) -> Result<SegmentWriter, StorageError> {
+        let dir = dir.into();
+        let dev = {
+            let dir = dir.clone();
+            crate::blocking::run(move || -> std::io::Result<u64> {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::create_dir_all(&dir)?;
+                Ok(std::fs::metadata(&dir)?.dev())
+            })
+            .await?
+        };
+        // the first DMA file of a device must not be an empty one (see `probe_device`)
+        crate::segment::probe_device(&dir, dev).await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(log_path(&dir, base))
+            .await?;
+        Ok(SegmentWriter {
+            dir,
+            file,
+            seg: Segment::new_empty(base, true),
+            interval: index_interval_bytes,
+            buf: Vec::new(),
+            written: 0,
+        })
+    }
+
+    /// Adds one whole v2 batch, byte for byte at the base offset in its header. Refused
+    /// (and nothing added) unless its length, CRC and record count are valid and its
+    /// offsets move forward: base offset at or after `next_offset`, last offset within
+    /// 2^32 of the segment's base.
+    pub async fn append(&mut self, batch: &[u8]) -> Result<(), StorageError> {
+        let h = validate_batch(batch)?;
+        check_offsets(&self.seg, &h, false, None).map_err(StorageError::InvalidRecord)?;
+        self.seg.note_batch(&h, self.interval, -1);
+        self.buf.extend_from_slice(batch);
+        if self.buf.len() >= WRITE_CHUNK {
+            let n = align_down(self.buf.len() as u64) as usize;
+            self.write(n).await?;
+        }
+        Ok(())
+    }
+
+    /// The offset after the last batch added (the segment's base while empty).
+    pub fn next_offset(&self) -> i64 {
+        self.seg.end_offset
+    }
+
+    /// Bytes added so far.
+    pub fn size(&self) -> u64 {
+        self.seg.size
+    }
+
+    /// Makes the segment durable. `end` is the end of the offsets it covers: the next
+    /// segment's base when one follows (it may lie past `next_offset`: the segment then
+    /// ends in a gap), else `next_offset` (the log end). Needs `next_offset` <= `end` <=
+    /// base + 2^32.
+    pub async fn finish(mut self, end: i64) -> Result<(), StorageError> {
+        let base = self.seg.base;
+        if end < self.seg.end_offset || end.saturating_sub(base) > u32::MAX as i64 + 1 {
+            return Err(StorageError::InvalidRecord(format!(
+                "segment {base} cannot end at {end}: its batches end at {}",
+                self.seg.end_offset
+            )));
+        }
+        if !self.buf.is_empty() {
+            let n = align_up(self.buf.len() as u64) as usize;
+            self.buf.resize(n, 0);
+            self.write(n).await?;
+        }
+        self.file.truncate(self.seg.size).await?;
+        self.file.fdatasync().await?;
+        self.file.close().await?;
+        self.seg.end_offset = end;
+        let (idx, tidx) = self.seg.seal_indexes();
+        write_indexes(&self.dir, base, idx, tidx).await?;
+        crate::blocking::sync_dir(self.dir.clone()).await?;
+        Ok(())
+    }
+
+    /// Writes the first `n` buffered bytes (a multiple of the page size) at `written`.
+    async fn write(&mut self, n: usize) -> Result<(), StorageError> {
+        debug_assert!((n as u64).is_multiple_of(PAGE));
+        let mut dma = self.file.alloc_dma_buffer(n);
+        dma.as_bytes_mut().copy_from_slice(&self.buf[..n]);
+        let wrote = self.file.write_at(dma, self.written).await?;
+        if wrote != n {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short DMA write: {wrote} of {n} bytes"),
+            )));
+        }
+        self.written += n as u64;
+        self.buf.drain(..n);
+        Ok(())
+    }
+}
