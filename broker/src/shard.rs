@@ -23,6 +23,7 @@ use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer, 
 use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 use crate::metadata::image::{Change, MetadataImage};
 use crate::metadata::topic_config::log_config;
+use crate::partition_meta;
 use crate::placement::shard_for;
 use crate::quorum::{Event, OpReply};
 use crate::router::{BoxFuture, Router};
@@ -907,12 +908,36 @@ impl ShardCtx {
     }
 
     async fn open_partition(&self, topic: &str, partition: i32) {
-        let config = match self.image.borrow().topic(topic) {
-            Some(t) => log_config(&t.configs, &self.config),
+        let (config, id) = match self.image.borrow().topic(topic) {
+            Some(t) => (log_config(&t.configs, &self.config), t.id),
             None => return,
         };
         let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
-        match PartitionLog::open(&self.storage, dir, config).await {
+        let found = partition_meta::check(dir.clone(), id).await;
+        if let partition_meta::Found::Other(other) = &found {
+            // a topic of the same name deleted while this node was away: its log goes
+            tracing::warn!(%topic, partition, found = %other, id = %partition_meta::topic_id_string(&id),
+                "the partition directory belongs to an earlier topic of this name: deleting it");
+            match PartitionLog::open(&self.storage, dir.clone(), config.clone()).await {
+                Ok(old) => {
+                    if let Err(e) = old.delete().await {
+                        tracing::error!(%topic, partition, error = %e, "cannot delete an earlier topic's log");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(%topic, partition, error = %e, "cannot open an earlier topic's log to delete it");
+                    return;
+                }
+            }
+        }
+        let opened = PartitionLog::open(&self.storage, dir.clone(), config).await;
+        if opened.is_ok() && found != partition_meta::Found::Same {
+            if let Err(e) = partition_meta::mark(dir, id).await {
+                tracing::error!(%topic, partition, error = %e, "cannot write partition.metadata");
+            }
+        }
+        match opened {
             Ok(log) => {
                 self.partitions
                     .borrow_mut()
