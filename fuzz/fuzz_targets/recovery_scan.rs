@@ -1,12 +1,13 @@
 //! Crash-recovery scanning of a segment file. Recovery (`storage/src/recovery.rs` `rescan`)
-//! keeps the run of whole, CRC-valid batches with contiguous offsets from the start of the
-//! segment, found by `storage/src/segment.rs` `scan_from`. That function is async,
+//! keeps the run of whole, CRC-valid batches with increasing offsets (gaps allowed: a
+//! compacted segment keeps its records' offsets) from the start of the segment, found by
+//! `storage/src/scan.rs` `scan`. That function is async,
 //! crate-private and reads a glommio `DmaFile`, so this target checks
 //!  (a) the pure logic it relies on, `BatchIter` over the segment bytes: the valid prefix
 //!      ends on a batch boundary, re-scanning the prefix alone yields the same batches,
 //!      appending garbage after it never shortens it, and a segment torn at any byte `k`
 //!      keeps exactly the batches that end at or before `k`;
-//!  (b) `sluice_fuzz::scan_model`, a port of `scan_from` (windowed aligned reads), against
+//!  (b) `sluice_fuzz::scan_model`, a port of `scan` (windowed aligned reads), against
 //!      that reference, with the real page / chunk sizes and with small ones.
 //!
 //! Input: `[base selector][page/chunk selector][k hi][k lo][segment bytes...]`.
@@ -41,14 +42,20 @@ fn ranges(v: &[(RecordBatchHeader, Range<usize>)]) -> Vec<Range<usize>> {
     v.iter().map(|(_, r)| r.clone()).collect()
 }
 
-/// Reference for scan_from with validation: the BatchIter prefix, further cut at the
-/// first batch whose base offset does not continue the previous one (starting at `base`)
-/// or whose last offset is more than u32::MAX past `base`.
-fn contiguous(good: &[(RecordBatchHeader, Range<usize>)], base: i64) -> Vec<(u64, u64)> {
+/// Reference for the scan with validation: the BatchIter prefix, further cut at the
+/// first batch whose offsets go backwards (below `base`, or below the previous batch's
+/// end), whose offset delta is negative, or whose last offset is more than u32::MAX past
+/// `base` (or i64::MAX).
+fn increasing(good: &[(RecordBatchHeader, Range<usize>)], base: i64) -> Vec<(u64, u64)> {
     let mut next = base;
     let mut out = Vec::new();
     for (h, r) in good {
-        if h.base_offset != next || h.last_offset() - base > u32::MAX as i64 {
+        let last = h.last_offset();
+        if h.base_offset < next
+            || h.last_offset_delta < 0
+            || last.checked_sub(base).is_none_or(|r| r > u32::MAX as i64)
+            || last == i64::MAX
+        {
             break;
         }
         next = h.last_offset().wrapping_add(1);
@@ -138,18 +145,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // (b) the scan_from port against the reference, several page / chunk sizes.
-    let want = contiguous(&good, base);
+    // (b) the scan port against the reference, several page / chunk sizes.
+    let want = increasing(&good, base);
     let want_end = want.last().map_or(0, |r| r.1);
     let real = scan_model(seg, base, 4096, 1 << 20, true);
     for (p, c) in [(page, chunk), (16, 16)] {
         let small = scan_model(seg, base, p, c, true);
         assert_eq!(small, real, "scan result depends on page {p} / chunk {c}");
     }
-    assert_eq!(
-        real.batches, want,
-        "scan_from model disagrees with BatchIter"
-    );
+    assert_eq!(real.batches, want, "scan model disagrees with BatchIter");
     assert_eq!(real.valid_end, want_end);
     assert_eq!(real.stopped.is_none(), real.valid_end == seg.len() as u64);
     if let Some(&(_, e)) = want.last() {

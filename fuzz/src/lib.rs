@@ -6,7 +6,7 @@
 //!   kafka-protocol's range (the broker codes those by hand) decode to an error here.
 //! * [`fix_up_batches`]: rewrites `batchLength`, magic and CRC-32C of concatenated batches
 //!   so the fuzzer gets past the CRC check.
-//! * [`scan_model`]: a pure, in-memory port of `storage/src/segment.rs` `scan_from` (the
+//! * [`scan_model`]: a pure, in-memory port of `storage/src/scan.rs` `scan` (the
 //!   scanner crash recovery uses), which is `async`, `pub(crate)` and reads a glommio
 //!   `DmaFile`, so it cannot be called from here.
 
@@ -136,7 +136,7 @@ pub struct ScanOut {
     pub stopped: Option<String>,
 }
 
-/// Port of `storage/src/segment.rs` `scan_from` starting from an empty segment at `base`
+/// Port of `storage/src/scan.rs` `scan` starting from an empty segment at `base`
 /// (what `scan_segment` does), over the in-memory `file`, with the page size and read chunk
 /// as parameters so the window-refill logic runs on small inputs. `read_at_aligned(pos,
 /// want)` is modelled as `file[pos..min(pos + want, len)]` (glommio returns a short read at
@@ -246,9 +246,16 @@ pub fn scan_model_from(
                 break;
             }
         };
-        if h.base_offset != end_offset || h.last_offset() - base > u32::MAX as i64 {
+        // storage's check_offsets: increasing offsets (gaps allowed, as compaction leaves
+        // them), a non-negative delta, within the segment's 32-bit relative range
+        let last = h.last_offset();
+        if h.base_offset < end_offset
+            || h.last_offset_delta < 0
+            || last.checked_sub(base).is_none_or(|r| r > u32::MAX as i64)
+            || last == i64::MAX
+        {
             stopped = Some(format!(
-                "offset gap at {cur}: batch base {} expected {}",
+                "offsets at {cur}: batch {}..={last} after {}",
                 h.base_offset, end_offset
             ));
             break;
