@@ -165,6 +165,8 @@ struct ReadLimits {
     max_frame: usize,
     max_inflight: usize,
     idle: Duration,
+    /// `request.deadline.ms`.
+    deadline: Duration,
 }
 
 /// Reads ask for at most this much more than the larger of the bytes of the frame
@@ -184,6 +186,7 @@ async fn read_loop(
         max_frame: ctx.config.int("socket.request.max.bytes") as usize,
         max_inflight: ctx.config.int("connection.inflight.max.bytes") as usize,
         idle: Duration::from_millis(ctx.config.int("connections.max.idle.ms") as u64),
+        deadline: Duration::from_millis(ctx.config.int("request.deadline.ms") as u64),
     };
     let mut buf = BytesMut::new();
     let mut last_request = Instant::now();
@@ -198,10 +201,13 @@ async fn read_loop(
             last_frame = size;
             let watch = ctx.watchdog.track(&frame, &conn.peer);
             let mut inflight = Inflight::new(conn, size);
+            // kept (a reference, not a copy) to answer the request if it passes its deadline
+            let raw = frame.clone();
             match handlers::dispatch(ctx, frame, conn).await {
                 Dispatch::Respond(fut) => {
+                    let (deadline, peer) = (limits.deadline, conn.peer.clone());
                     let task = glommio::spawn_local(async move {
-                        let r = fut.await;
+                        let r = within_deadline(fut, raw, deadline, &peer).await;
                         drop(watch);
                         if let Ok(chunks) = &r {
                             inflight.add(chunks.iter().map(Bytes::len).sum());
@@ -274,6 +280,43 @@ async fn read_loop(
             Err(e) => return Err(format!("read: {e}")),
         }
     }
+}
+
+/// A request's answer, or past `deadline` (`request.deadline.ms`) an error answer built
+/// from the request (REQUEST_TIMED_OUT) or Err (the writer then closes the connection):
+/// never no answer at all. JoinGroup and SyncGroup wait as long as their group's rebalance
+/// timeout, which the coordinator bounds, so they are not cut here.
+async fn within_deadline(
+    fut: crate::router::BoxFuture<Response>,
+    raw: Bytes,
+    deadline: Duration,
+    peer: &str,
+) -> Response {
+    const JOIN_GROUP: i16 = 11;
+    const SYNC_GROUP: i16 = 14;
+    let api = sluice_proto::request::peek_api(&raw).map_or(-1, |(api, _)| api);
+    if api == JOIN_GROUP || api == SYNC_GROUP {
+        return fut.await;
+    }
+    let late = async {
+        glommio::timer::sleep(deadline).await;
+        None
+    };
+    if let Some(r) = future::or(async { Some(fut.await) }, late).await {
+        return r;
+    }
+    let frame = sluice_proto::request::parse_request(raw).map_err(|e| e.to_string())?;
+    let answer = handlers::unsupported::timed_out_answer(&frame);
+    tracing::warn!(
+        %peer,
+        api = ?frame.api_key,
+        version = frame.version(),
+        correlation_id = frame.correlation_id(),
+        deadline_ms = deadline.as_millis() as u64,
+        answered = answer.is_ok(),
+        "request passed request.deadline.ms: answered REQUEST_TIMED_OUT, or its connection closed"
+    );
+    answer
 }
 
 /// Writes responses in request order. Small pieces are gathered into one write; large

@@ -1,5 +1,6 @@
 //! Long poll: a Fetch with min_bytes=1 on an empty partition is parked until data arrives
-//! (not answered at once), and a produce wakes it well before max_wait_ms expires.
+//! (not answered at once), and a produce wakes it well before max_wait_ms expires; a
+//! request that outlives `request.deadline.ms` is answered REQUEST_TIMED_OUT.
 //! The bounds are functional (a 30 s max wait versus "within 15 s of the ack"), not speed
 //! assertions: a broker that never wakes parked fetches answers only at the 30 s expiry.
 
@@ -223,6 +224,49 @@ fn parked_fetch_on_a_deleted_topic_completes() -> Result<()> {
     ensure!(
         offset == 0,
         "re-created topic's first record at offset {offset}"
+    );
+    Ok(())
+}
+
+/// `request.deadline.ms` bounds every request: a broker whose deadline (1.5 s) is shorter
+/// than a parked Fetch's max wait (30 s) answers it REQUEST_TIMED_OUT at the deadline, not
+/// at the max wait, and the connection keeps serving.
+#[test]
+fn a_request_past_its_deadline_is_answered_request_timed_out() -> Result<()> {
+    let broker = BrokerProcess::spawn_with(1, &[("request.deadline.ms", "1500")])?;
+    broker.create_topic("deadline", 1, &[])?;
+    let mut client = RawClient::connect(broker.addr())?;
+    client.negotiate()?;
+    let version = client.version_for::<FetchRequest>(12)?;
+    let sent_at = Instant::now();
+    let correlation = client.send(version, &fetch_request("deadline", 0))?;
+    client.set_read_timeout(WAKE_BOUND)?;
+    let resp = match client.recv::<FetchRequest>(version, correlation) {
+        Ok(r) => r,
+        Err(e) => bail!("no answer within {WAKE_BOUND:?} to a request past its deadline: {e}"),
+    };
+    ensure!(
+        sent_at.elapsed() < WAKE_BOUND,
+        "answered only after {:?}",
+        sent_at.elapsed()
+    );
+    ensure!(
+        resp.error_code == kafka_protocol::ResponseError::RequestTimedOut.code(),
+        "a fetch past the deadline got error {} (want REQUEST_TIMED_OUT)",
+        resp.error_code
+    );
+    let next = client.send(
+        version,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_topics(vec![]),
+    )?;
+    let resp = client.recv::<FetchRequest>(version, next)?;
+    ensure!(resp.error_code == 0, "next fetch error {}", resp.error_code);
+    let logged = broker.log_tail(200);
+    ensure!(
+        logged.contains("request passed request.deadline.ms"),
+        "the late request is not in the broker log"
     );
     Ok(())
 }

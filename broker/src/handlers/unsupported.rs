@@ -66,7 +66,24 @@ pub(crate) fn error_response(frame: &RequestFrame) -> Result<Vec<Bytes>, String>
     match (api, version) {
         (ApiKey::Produce, 0..=2) => old_layout(produce_v0_v2(&frame.body, version)),
         (ApiKey::Fetch, 0..=3) => old_layout(fetch_v0_v3(&frame.body, version).map(Some)),
-        _ => decoded(frame),
+        _ => decoded(frame, UNSUPPORTED_VERSION),
+    }
+}
+
+/// The REQUEST_TIMED_OUT answer to `frame` for a request that passed the broker's
+/// `request.deadline.ms`, for the APIs whose answer carries an error per partition (or
+/// request); Err (close the connection) for the others.
+pub(crate) fn timed_out_answer(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
+    match frame.api_key {
+        ApiKey::Produce
+        | ApiKey::Fetch
+        | ApiKey::ListOffsets
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::FindCoordinator
+        | ApiKey::DescribeGroups
+        | ApiKey::ListGroups => decoded(frame, ResponseError::RequestTimedOut.code()),
+        api => Err(format!("{api:?} has no timed-out answer")),
     }
 }
 
@@ -82,7 +99,7 @@ fn dec<T: Decodable>(frame: &RequestFrame) -> Result<T, String> {
 }
 
 /// The error answer for versions `kafka-protocol` can decode but Sluice does not serve.
-fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
+fn decoded(frame: &RequestFrame, code: i16) -> Result<Vec<Bytes>, String> {
     let (api, version) = (frame.api_key, frame.version());
     match api {
         ApiKey::Produce => {
@@ -103,7 +120,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
                                 .map(|p| {
                                     PartitionProduceResponse::default()
                                         .with_index(p.index)
-                                        .with_error_code(UNSUPPORTED_VERSION)
+                                        .with_error_code(code)
                                         .with_base_offset(-1)
                                 })
                                 .collect(),
@@ -114,10 +131,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
         }
         ApiKey::Fetch => {
             let _: FetchRequest = dec(frame)?;
-            enc(
-                frame,
-                &FetchResponse::default().with_error_code(UNSUPPORTED_VERSION),
-            )
+            enc(frame, &FetchResponse::default().with_error_code(code))
         }
         ApiKey::ListOffsets => {
             let req: ListOffsetsRequest = dec(frame)?;
@@ -133,7 +147,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
                                 .map(|p| {
                                     ListOffsetsPartitionResponse::default()
                                         .with_partition_index(p.partition_index)
-                                        .with_error_code(UNSUPPORTED_VERSION)
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         )
@@ -143,17 +157,14 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
         }
         ApiKey::Metadata => {
             let _: MetadataRequest = dec(frame)?;
-            enc(
-                frame,
-                &MetadataResponse::default().with_error_code(UNSUPPORTED_VERSION),
-            )
+            enc(frame, &MetadataResponse::default().with_error_code(code))
         }
         ApiKey::InitProducerId => {
             let _: InitProducerIdRequest = dec(frame)?;
             enc(
                 frame,
                 &InitProducerIdResponse::default()
-                    .with_error_code(UNSUPPORTED_VERSION)
+                    .with_error_code(code)
                     .with_producer_id(ProducerId(-1))
                     .with_producer_epoch(-1),
             )
@@ -162,7 +173,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
             let _: DescribeClusterRequest = dec(frame)?;
             enc(
                 frame,
-                &DescribeClusterResponse::default().with_error_code(UNSUPPORTED_VERSION),
+                &DescribeClusterResponse::default().with_error_code(code),
             )
         }
         ApiKey::FindCoordinator => {
@@ -175,7 +186,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
                         .with_key(k.clone())
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_code(UNSUPPORTED_VERSION)
+                        .with_error_code(code)
                 })
                 .collect();
             enc(
@@ -197,7 +208,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
                                 .map(|p| {
                                     OffsetCommitResponsePartition::default()
                                         .with_partition_index(p.partition_index)
-                                        .with_error_code(UNSUPPORTED_VERSION)
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         )
@@ -213,7 +224,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
                 .map(|g| {
                     OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
-                        .with_error_code(UNSUPPORTED_VERSION)
+                        .with_error_code(code)
                 })
                 .collect();
             enc(frame, &OffsetFetchResponse::default().with_groups(groups))
@@ -226,7 +237,7 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
                 .map(|g| {
                     DescribedGroup::default()
                         .with_group_id(g.clone())
-                        .with_error_code(UNSUPPORTED_VERSION)
+                        .with_error_code(code)
                 })
                 .collect();
             enc(
@@ -236,15 +247,12 @@ fn decoded(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
         }
         ApiKey::ListGroups => {
             let _: ListGroupsRequest = dec(frame)?;
-            enc(
-                frame,
-                &ListGroupsResponse::default().with_error_code(UNSUPPORTED_VERSION),
-            )
+            enc(frame, &ListGroupsResponse::default().with_error_code(code))
         }
         // Every other API Sluice implements is served at every version kafka-protocol
         // decodes (the unit tests check this stays true).
         _ => Err(format!(
-            "unsupported {api:?} v{version}: no UNSUPPORTED_VERSION answer is built for it"
+            "{api:?} v{version}: no error answer is built for it"
         )),
     }
 }

@@ -160,6 +160,16 @@ fn per_partition_errors_name_each_requested_partition() {
     // acks=0: nothing can carry the error, so the connection closes.
     assert!(error_response(&frame_of(10, &req.clone().with_acks(0))).is_err());
 
+    // the same builder answers a request past request.deadline.ms (Produce v9, served)
+    let f9 = frame_of(9, &req);
+    let mut body = body_of(ApiKey::Produce, 9, super::timed_out_answer(&f9).unwrap()); // ok: test
+    let resp = ProduceResponse::decode(&mut body, 9).unwrap(); // ok: test
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.index, p.error_code),
+        (3, kafka_protocol::ResponseError::RequestTimedOut.code())
+    );
+
     let req = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
         .with_name(name)
         .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(1)])]);
