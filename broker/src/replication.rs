@@ -547,13 +547,16 @@ async fn fetch_once(
             match log.append_replicated(records) {
                 Ok(info) => waits.push((log, info.last_offset)),
                 Err(e) => {
-                    tracing::warn!(%topic, partition = p.partition_index, error = %e, "replicated append refused; checking for divergence");
+                    // checked again after a pause: a log that keeps refusing (a full or
+                    // failed disk) is retried twice a second, not in a busy loop
+                    tracing::warn!(%topic, partition = p.partition_index, error = %e, "replicated append refused; checking for divergence after a pause");
                     if let Some(x) = f
                         .parts
                         .borrow_mut()
                         .get_mut(&(topic.clone(), p.partition_index))
                     {
                         x.check_divergence = true;
+                        x.paused_until = Some(Instant::now() + PAUSE);
                     }
                 }
             }
