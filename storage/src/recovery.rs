@@ -229,14 +229,7 @@ async fn rescan(
     }
     file.fdatasync().await?;
     file.close().await?;
-    let mut s = r.seg;
-    s.flushed = s.size;
-    let last_pos = s
-        .index
-        .as_ref()
-        .and_then(|i| i.entries.last())
-        .map_or(0, |e| e.1 as u64);
-    s.bytes_since_index = s.size - last_pos;
+    let mut s = r.seg.scanned();
     s.created_ms = if s.size > 0 {
         let p = log_path(dir, base);
         crate::blocking::run(move || file_created_ms(&p)).await

@@ -73,6 +73,19 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// A segment as a scan left it: everything scanned is on disk, and the bytes since
+    /// the last index entry are counted from that entry.
+    pub(crate) fn scanned(mut self) -> Segment {
+        self.flushed = self.size;
+        let last_pos = self
+            .index
+            .as_ref()
+            .and_then(|i| i.entries.last())
+            .map_or(0, |e| e.1 as u64);
+        self.bytes_since_index = self.size - last_pos;
+        self
+    }
+
     pub(crate) fn new_empty(base: i64, file_exists: bool) -> Segment {
         Segment {
             base,

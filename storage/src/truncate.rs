@@ -324,7 +324,7 @@ async fn cut_from(
             }
             return Ok(None);
         }
-        (scanned(r.seg), r.reached_stop)
+        (r.seg.scanned(), r.reached_stop)
     };
     if !reached {
         // the first batch reaching `offset` is not on disk yet: continue through the
@@ -388,18 +388,6 @@ fn resume_point(seg: &Segment, offset: i64, skip: usize) -> Segment {
         entries: tidx.entries.iter().filter(|e| e.1 < rel).copied().collect(),
     });
     s.bytes_since_index = 0;
-    s
-}
-
-/// A segment as a scan left it, with what its bytes on disk say.
-fn scanned(mut s: Segment) -> Segment {
-    s.flushed = s.size;
-    let last_pos = s
-        .index
-        .as_ref()
-        .and_then(|i| i.entries.last())
-        .map_or(0, |e| e.1 as u64);
-    s.bytes_since_index = s.size - last_pos;
     s
 }
 
