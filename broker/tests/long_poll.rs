@@ -91,6 +91,23 @@ fn rdkafka_consumer_wakes_on_produce() -> Result<()> {
     }
 }
 
+/// An empty sessionless Fetch on `client` is answered without error.
+fn still_serves(client: &mut RawClient, version: i16) -> Result<()> {
+    let next = client.send(
+        version,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_topics(vec![]),
+    )?;
+    let resp = client.recv::<FetchRequest>(version, next)?;
+    ensure!(
+        resp.error_code == 0,
+        "empty fetch error {}",
+        resp.error_code
+    );
+    Ok(())
+}
+
 fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
     FetchRequest::default()
         .with_max_wait_ms(MAX_WAIT_MS)
@@ -159,19 +176,7 @@ fn raw_fetch_is_parked_then_woken_by_produce() -> Result<()> {
         set.records
     );
     // The connection is still usable: an empty sessionless fetch is valid and answered.
-    let next = client.send(
-        version,
-        &FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_topics(vec![]),
-    )?;
-    let resp = client.recv::<FetchRequest>(version, next)?;
-    ensure!(
-        resp.error_code == 0,
-        "empty fetch error {}",
-        resp.error_code
-    );
-    Ok(())
+    still_serves(&mut client, version)
 }
 
 /// A fetch parked on a partition that is then deleted completes early (Kafka completes a
@@ -255,14 +260,7 @@ fn a_request_past_its_deadline_is_answered_request_timed_out() -> Result<()> {
         "a fetch past the deadline got error {} (want REQUEST_TIMED_OUT)",
         resp.error_code
     );
-    let next = client.send(
-        version,
-        &FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_topics(vec![]),
-    )?;
-    let resp = client.recv::<FetchRequest>(version, next)?;
-    ensure!(resp.error_code == 0, "next fetch error {}", resp.error_code);
+    still_serves(&mut client, version)?;
     let logged = broker.log_tail(200);
     ensure!(
         logged.contains("request passed request.deadline.ms"),
