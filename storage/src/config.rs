@@ -3,6 +3,56 @@
 
 use std::time::Duration;
 
+/// `cleanup.policy`: what removes old data from a log. Kafka's values are `delete`,
+/// `compact` and `compact,delete` (both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Delete whole old segments by `retention.ms` and `retention.bytes` (`retention.rs`).
+    pub delete: bool,
+    /// Keep the latest record of every key (the log cleaner, `cleaner.rs`); appends of
+    /// records without a key are refused.
+    pub compact: bool,
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy {
+            delete: true,
+            compact: false,
+        }
+    }
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list form: `delete`, `compact`, `compact,delete` (either order,
+    /// spaces allowed). None for anything else, or an empty list.
+    pub fn parse(s: &str) -> Option<CleanupPolicy> {
+        let mut p = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in s.split(',') {
+            match part.trim() {
+                "delete" => p.delete = true,
+                "compact" => p.compact = true,
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
+}
+
+impl std::fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.compact, self.delete) {
+            (true, true) => f.write_str("compact,delete"),
+            (true, false) => f.write_str("compact"),
+            (false, true) => f.write_str("delete"),
+            (false, false) => f.write_str(""),
+        }
+    }
+}
+
 /// Per-partition log settings; Kafka topic-config names in the comments.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
@@ -11,8 +61,10 @@ pub struct LogConfig {
     /// `segment.ms`: roll the active segment when it is older than this.
     pub segment_ms: i64,
     /// `retention.ms`: delete segments whose max timestamp is older; -1 = unlimited.
+    /// Applies only with `cleanup_policy.delete`.
     pub retention_ms: i64,
     /// `retention.bytes`: delete oldest segments while the log is larger; -1 = unlimited.
+    /// Applies only with `cleanup_policy.delete`.
     pub retention_bytes: i64,
     /// `index.interval.bytes`: bytes between sparse index entries.
     pub index_interval_bytes: u32,
@@ -22,6 +74,19 @@ pub struct LogConfig {
     pub timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
     pub timestamp_after_max_ms: i64,
+    /// `cleanup.policy`: delete (default), compact, or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// `min.cleanable.dirty.ratio`: the cleaner takes a compacted log once the bytes after
+    /// its clean point are at least this share of its cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone (a record with a null value) stays in a
+    /// compacted log after the cleaner first passed over it.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: a segment holding a record newer than this is not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest uncleaned record is older than this is
+    /// cleaned whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -36,6 +101,11 @@ impl Default for LogConfig {
             // unbounded here; the broker's topic defaults follow Kafka (after: 1 hour)
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            cleanup_policy: CleanupPolicy::default(),
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -57,8 +127,20 @@ pub struct ShardStorageOptions {
     pub idle_file_timeout: Duration,
     /// At most this many bytes at the end of a log (and at most its two newest segments)
     /// are read, synchronously, to rebuild the idempotent-producer state on first need.
-    /// Producers whose last batch lies before that are unknown afterwards.
+    /// Producers whose last batch is before that are unknown afterwards.
     pub producer_rebuild_bytes: u64,
+    /// `log.cleaner.enable`: the shard's log cleaner compacts its logs with
+    /// `cleanup.policy` compact in the background.
+    pub cleaner_enabled: bool,
+    /// `log.cleaner.dedupe.buffer.size` (for this shard): memory of the cleaner's
+    /// key-to-offset map (24 bytes a key); a pass whose dirty keys do not fit cleans less
+    /// and leaves the rest to the next pass.
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning.
+    pub cleaner_backoff: Duration,
+    /// `log.cleaner.io.max.bytes.per.second`: bytes the cleaner reads and writes per
+    /// second at most; u64::MAX is unthrottled.
+    pub cleaner_io_bytes_per_sec: u64,
 }
 
 impl Default for ShardStorageOptions {
@@ -70,6 +152,32 @@ impl Default for ShardStorageOptions {
             retention_check_interval: Duration::from_secs(300),
             idle_file_timeout: Duration::from_secs(60),
             producer_rebuild_bytes: 32 << 20,
+            cleaner_enabled: true,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            cleaner_backoff: Duration::from_secs(15),
+            cleaner_io_bytes_per_sec: u64::MAX,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CleanupPolicy;
+
+    #[test]
+    fn cleanup_policy_parses_kafka_values() {
+        let p = |s| CleanupPolicy::parse(s).map(|p| (p.compact, p.delete));
+        assert_eq!(p("delete"), Some((false, true)));
+        assert_eq!(p("compact"), Some((true, false)));
+        assert_eq!(p("compact,delete"), Some((true, true)));
+        assert_eq!(p("delete, compact"), Some((true, true)));
+        assert_eq!(p("compact,nope"), None);
+        assert_eq!(p(""), None);
+        for s in ["delete", "compact", "compact,delete"] {
+            assert_eq!(
+                CleanupPolicy::parse(s).map(|p| p.to_string()),
+                Some(s.into())
+            );
         }
     }
 }

@@ -51,7 +51,7 @@ mod tasks;
 mod truncate;
 mod writer;
 
-pub use config::{LogConfig, ShardStorageOptions};
+pub use config::{CleanupPolicy, LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
 pub use retention::remove_deleted_dirs;

@@ -447,7 +447,8 @@ impl PartitionLog {
         self.inner.state().epoch_entries()
     }
 
-    /// Delete whole segments past retention.ms (by batch max timestamp) and retention.bytes.
+    /// Delete whole segments past retention.ms (by batch max timestamp) and retention.bytes,
+    /// if the log's `cleanup.policy` includes `delete` (a compact-only log keeps them).
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
         crate::retention::enforce_retention(&self.shard, &self.inner, now_ms).await
     }

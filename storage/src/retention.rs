@@ -1,6 +1,6 @@
 //! Operations that remove data from the front: delete retention (`retention.ms` by batch
-//! max timestamp, `retention.bytes`), and deleting a whole log (cutting a suffix is
-//! `truncate.rs`). Each holds the log's I/O permit so it never races the flusher.
+//! max timestamp, `retention.bytes`; only for logs whose `cleanup.policy` includes
+//! `delete`), and deleting a whole log (cutting a suffix is `truncate.rs`). Each holds the log's I/O permit so it never races the flusher.
 //! Retention forgets producers with nothing left in the log and folds leader-epoch
 //! entries before the new log start into it. The new log start is the base of the first
 //! segment kept, also when its first batch starts later (a compacted segment).
@@ -22,6 +22,9 @@ pub(crate) async fn enforce_retention(
         let st = log.state();
         st.check_open()?;
         let cfg = st.config();
+        if !cfg.cleanup_policy.delete {
+            return Ok(()); // compact only: the cleaner alone removes data
+        }
         let segments = st.segments();
         let mut total: i64 = segments.iter().map(|s| s.size as i64).sum();
         let mut doomed = Vec::new();

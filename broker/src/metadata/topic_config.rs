@@ -183,6 +183,8 @@ pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerCo
         max_message_bytes: get("max.message.bytes").clamp(0, i64::from(u32::MAX)) as u32,
         timestamp_before_max_ms: get("message.timestamp.before.max.ms").max(0),
         timestamp_after_max_ms: get("message.timestamp.after.max.ms").max(0),
+        // cleanup.policy and the compaction settings are not mapped yet: delete only
+        ..LogConfig::default()
     }
 }
 
