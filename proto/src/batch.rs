@@ -38,6 +38,10 @@ pub enum BatchError {
     Decompress(crate::decompress::DecompressError),
     #[error("record timestamp {0} is outside the range the topic accepts")]
     Timestamp(i64),
+    /// A record without a key in a batch for a compacted topic (Kafka's log validator:
+    /// "Compacted topic cannot accept message without key"); the record's index.
+    #[error("record {0} has no key: a compacted topic needs one")]
+    MissingKey(i32),
 }
 
 /// The fixed header of a v2 RecordBatch, decoded by value.
@@ -490,6 +494,34 @@ pub fn validate_client_batch_within(
     max_decompressed: usize,
     timestamps: std::ops::RangeInclusive<i64>,
 ) -> Result<(), BatchError> {
+    validate_client_batch_with(
+        batch,
+        &ClientBatchRules {
+            max_decompressed,
+            timestamps,
+            require_keys: false,
+        },
+    )
+}
+
+/// The topic-dependent rules of [`validate_client_batch_with`].
+#[derive(Clone, Debug)]
+pub struct ClientBatchRules {
+    /// Largest records section a compressed batch may inflate to.
+    pub max_decompressed: usize,
+    /// CreateTime timestamps accepted (a record without one, -1, always is).
+    pub timestamps: std::ops::RangeInclusive<i64>,
+    /// Every record must have a key (a compacted topic): else [`BatchError::MissingKey`].
+    pub require_keys: bool,
+}
+
+/// [`validate_client_batch`] under `rules`: timestamps in `rules.timestamps`, and with
+/// `rules.require_keys` a key on every record, checked in the same pass over the records
+/// (a compressed batch is decompressed once).
+pub fn validate_client_batch_with(
+    batch: &[u8],
+    rules: &ClientBatchRules,
+) -> Result<(), BatchError> {
     let h = RecordBatchHeader::parse(batch)?;
     if h.total_size() != batch.len() {
         return Err(BatchError::BadLength(h.batch_length as i64));
@@ -519,9 +551,12 @@ pub fn validate_client_batch_within(
                 "record offset deltas are not 0, 1, 2, ...",
             ));
         }
+        if rules.require_keys && v.key.is_none() {
+            return Err(BatchError::MissingKey(expected as i32));
+        }
         expected += 1;
         let ts = h.base_timestamp.wrapping_add(v.timestamp_delta);
-        if check_time && ts != -1 && !timestamps.contains(&ts) {
+        if check_time && ts != -1 && !rules.timestamps.contains(&ts) {
             return Err(BatchError::Timestamp(ts));
         }
         Ok(())
@@ -538,7 +573,7 @@ pub fn validate_client_batch_within(
     let records = crate::decompress::decompress(
         h.compression(),
         &batch[RECORD_BATCH_OVERHEAD..],
-        max_decompressed,
+        rules.max_decompressed,
     )
     .map_err(BatchError::Decompress)?;
     walk_records(&records, 0, h.records_count, false, &mut check)

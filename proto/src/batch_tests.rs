@@ -294,3 +294,44 @@ fn compressed_client_batches_are_counted_after_decompression() {
         Err(BatchError::Decompress(_))
     ));
 }
+
+#[test]
+fn a_compacted_topic_needs_a_key_on_every_record_compressed_or_not() {
+    let recs = [
+        rec(b"k0", b"v0", 1000),
+        SimpleRecord {
+            key: None,
+            value: Some(b"v1"),
+            timestamp: 1001,
+            headers: &[],
+        },
+    ];
+    let rules = |require_keys| ClientBatchRules {
+        max_decompressed: 1 << 20,
+        timestamps: i64::MIN..=i64::MAX,
+        require_keys,
+    };
+    let plain = build_batch(0, &recs);
+    validate_client_batch_with(&plain, &rules(false)).unwrap(); // ok: test
+    assert_eq!(
+        validate_client_batch_with(&plain, &rules(true)),
+        Err(BatchError::MissingKey(1))
+    );
+    let keyed = build_batch(0, &recs[..1]);
+    validate_client_batch_with(&keyed, &rules(true)).unwrap(); // ok: test
+                                                               // the same records gzip-compressed: the key is found after decompression
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &plain[RECORD_BATCH_OVERHEAD..]).unwrap(); // ok: test
+    let mut b = plain[..RECORD_BATCH_OVERHEAD].to_vec();
+    b.extend_from_slice(&gz.finish().unwrap()); // ok: test
+    let len = (b.len() - LOG_OVERHEAD) as i32;
+    let compressed = tamper(&Bytes::from(b), |b| {
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[22] |= 1;
+    });
+    validate_client_batch_with(&compressed, &rules(false)).unwrap(); // ok: test
+    assert_eq!(
+        validate_client_batch_with(&compressed, &rules(true)),
+        Err(BatchError::MissingKey(1))
+    );
+}

@@ -1,7 +1,8 @@
 //! The storage error enum. glommio errors are mapped into `Io`; batch validation errors
 //! into `Corrupt` (bad magic/CRC/length) or `InvalidRecord` (count mismatch, empty);
 //! idempotent-producer violations into `OutOfOrderSequence` / `InvalidProducerEpoch`;
-//! replication: `UnexpectedAppendOffset`, `StaleLeaderEpoch`, `Truncating`.
+//! replication: `UnexpectedAppendOffset`, `StaleLeaderEpoch`, `Truncating`; a keyless
+//! record for a compacted log: `RecordWithoutKey`.
 
 use sluice_proto::batch::BatchError;
 
@@ -56,6 +57,11 @@ pub enum StorageError {
     /// the cut is in place (a short window); retry. Nothing was written.
     #[error("log is being truncated")]
     Truncating,
+    /// `append` on a compacted log (`cleanup.policy` compact): record `index` of a batch
+    /// has no key, which compaction needs (Kafka INVALID_RECORD, 87: "Compacted topic
+    /// cannot accept message without key"). Nothing of the request was written.
+    #[error("record {index} of a batch has no key: a compacted log needs one")]
+    RecordWithoutKey { index: i32 },
 }
 
 impl From<BatchError> for StorageError {
@@ -65,6 +71,7 @@ impl From<BatchError> for StorageError {
                 StorageError::InvalidRecord(e.to_string())
             }
             BatchError::Timestamp(_) => StorageError::InvalidTimestamp(e.to_string()),
+            BatchError::MissingKey(index) => StorageError::RecordWithoutKey { index },
             other => StorageError::Corrupt(other),
         }
     }

@@ -1,6 +1,7 @@
 //! `PartitionLog`: the public handle of one partition's log. `append` is synchronous: it
 //! validates every batch first (all-or-nothing: CRC, and the records themselves as Kafka's
-//! log validator does: `validate_client_batch`), checks idempotent batches (those with a
+//! log validator does: `validate_client_batch_with`, which also refuses a record without
+//! a key on a compacted log, compressed or not, in its one pass over the records), checks idempotent batches (those with a
 //! producer id) against the producer state (`producer.rs`), assigns offsets from the log
 //! end by writing each base offset into its header, and hands the batches to
 //! `LogState::enqueue` (segment roll, pending queue) and the shard (cache, dirty list).
@@ -22,7 +23,10 @@ use crate::inner::LogInner;
 use crate::producer::{self, ProducerEntry, Verdict};
 use crate::shard::ShardStorage;
 use bytes::{Bytes, BytesMut};
-use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
+use sluice_proto::batch::{
+    set_base_offset, validate_client_batch_with, BatchIter, ClientBatchRules, RecordBatchHeader,
+    RECORD_BATCH_OVERHEAD,
+};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -83,9 +87,11 @@ impl PartitionLog {
     /// flusher. All-or-nothing: any invalid batch rejects the whole call and writes nothing.
     /// With a leader epoch set (`set_leader_epoch`) each batch is stamped with it and the
     /// leader-epoch cache records where the epoch starts; an epoch older than the log's
-    /// latest is refused (`StaleLeaderEpoch`).
+    /// latest is refused (`StaleLeaderEpoch`). On a compacted log (`cleanup.policy`
+    /// compact) a record without a key is refused (`RecordWithoutKey`), as Kafka's log
+    /// validator does; `append_replicated` does not check keys (the leader did).
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let (max, timestamps, stamp) = {
+        let (max, rules, stamp) = {
             let st = self.inner.state();
             st.check_appendable()?;
             if let (Some(epoch), Some(latest)) = (st.leader_epoch(), st.latest_epoch()) {
@@ -94,12 +100,13 @@ impl PartitionLog {
                 }
             }
             let c = st.config();
-            (
-                c.max_message_bytes as usize,
-                now_ms.saturating_sub(c.timestamp_before_max_ms)
+            let rules = ClientBatchRules {
+                max_decompressed: MAX_DECOMPRESSED,
+                timestamps: now_ms.saturating_sub(c.timestamp_before_max_ms)
                     ..=now_ms.saturating_add(c.timestamp_after_max_ms),
-                st.leader_epoch(),
-            )
+                require_keys: c.cleanup_policy.compact,
+            };
+            (c.max_message_bytes as usize, rules, st.leader_epoch())
         };
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -113,11 +120,7 @@ impl PartitionLog {
                     max,
                 });
             }
-            sluice_proto::batch::validate_client_batch_within(
-                &records[range.clone()],
-                MAX_DECOMPRESSED,
-                timestamps.clone(),
-            )?;
+            validate_client_batch_with(&records[range.clone()], &rules)?;
             batches.push((h, range));
         }
         let count: i64 = batches

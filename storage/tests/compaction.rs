@@ -37,3 +37,38 @@ fn time_and_size_retention_apply_only_with_the_delete_policy() {
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn a_compacted_log_refuses_records_without_a_key_from_clients_only() {
+    use sluice_proto::batch::{build_batch, SimpleRecord};
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let cfg = LogConfig {
+            cleanup_policy: CleanupPolicy::parse("compact").unwrap(),
+            ..Default::default()
+        };
+        let log = PartitionLog::open(&shard, path.clone(), cfg).await.unwrap();
+        let rec = |key: Option<&'static [u8]>| SimpleRecord {
+            key,
+            value: Some(b"v"),
+            timestamp: 1000,
+            headers: &[],
+        };
+        let keyless = build_batch(0, &[rec(Some(b"a")), rec(None)]);
+        assert!(matches!(
+            log.append(keyless.clone(), 1000),
+            Err(StorageError::RecordWithoutKey { index: 1 })
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+        log.append(build_batch(0, &[rec(Some(b"a"))]), 1000)
+            .unwrap();
+        // a follower stores what its leader accepted
+        let mut replicated = keyless.to_vec();
+        replicated[..8].copy_from_slice(&1i64.to_be_bytes());
+        log.append_replicated(replicated.into()).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+        shard.shutdown().await.unwrap();
+    });
+}
