@@ -1,6 +1,7 @@
 //! Kafka v2 RecordBatch, sans I/O: parse and validate the 61-byte header, check the CRC-32C,
-//! assign a base offset in place, iterate concatenated batches, and build / decode simple
-//! uncompressed batches. Nothing here panics on peer bytes: every length is bounds-checked.
+//! assign a base offset in place, iterate concatenated batches, build / decode simple
+//! uncompressed batches, validate a client's batch, and, for the log cleaner, walk the
+//! records of a stored batch (compressed or not) and rebuild it with fewer records. Nothing here panics on peer bytes: every length is bounds-checked.
 //!
 //! ```text
 //!  0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 | 17 crc u32
@@ -134,7 +135,11 @@ impl RecordBatchHeader {
 }
 
 /// Validate exactly one whole batch: length equals `buf.len()`, magic 2, CRC-32C over
-/// attributes..end, and `records_count == last_offset_delta + 1 > 0`.
+/// attributes..end, and `0 <= records_count <= last_offset_delta + 1`. A batch the log
+/// cleaner rewrote keeps its lastOffsetDelta while records went (Kafka keeps it, so the
+/// producer's last sequence stays), down to none (the empty batch kept for a producer's
+/// state, [`empty_batch_like`]); a client's batch must hold them all
+/// ([`validate_client_batch`]).
 pub fn validate_batch(buf: &[u8]) -> Result<RecordBatchHeader, BatchError> {
     let h = RecordBatchHeader::parse(buf)?;
     if h.total_size() != buf.len() {
@@ -147,9 +152,9 @@ pub fn validate_batch(buf: &[u8]) -> Result<RecordBatchHeader, BatchError> {
             actual,
         });
     }
-    if h.records_count <= 0
+    if h.records_count < 0
         || h.last_offset_delta < 0
-        || h.records_count as i64 != h.last_offset_delta as i64 + 1
+        || h.records_count as i64 > h.last_offset_delta as i64 + 1
     {
         return Err(BatchError::CountMismatch {
             count: h.records_count,
@@ -365,6 +370,8 @@ impl Reader<'_> {
 
 /// One record's fields as byte ranges of the records section.
 struct RecordView {
+    /// The whole record: its length varint and body.
+    raw: std::ops::Range<usize>,
     timestamp_delta: i64,
     offset_delta: i64,
     key: Option<std::ops::Range<usize>>,
@@ -389,6 +396,7 @@ fn walk_records(
         end: data.len(),
     };
     for _ in 0..count {
+        let start = r.pos;
         let len = r.varint()?;
         let len = usize::try_from(len).map_err(|_| BatchError::BadRecord("negative length"))?;
         if len > r.end - r.pos {
@@ -426,6 +434,7 @@ fn walk_records(
             return Err(BatchError::BadRecord("record length mismatch"));
         }
         each(RecordView {
+            raw: start..rec_end,
             timestamp_delta,
             offset_delta,
             key,
@@ -475,6 +484,128 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<OwnedRecord>, BatchError> {
         });
         Ok(())
     })?;
+    Ok(out)
+}
+
+/// One record of a stored batch, as the log cleaner reads it (`for_each_record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    /// False for a tombstone (a null value).
+    pub has_value: bool,
+    /// The whole record as encoded (its length varint and body): a batch keeping the
+    /// base offset and base timestamp can take it byte for byte ([`rebuild_batch`]).
+    pub raw: &'a [u8],
+}
+
+/// The records section of a stored batch (`batch` holds the whole batch), decompressed to
+/// at most `max` bytes if the batch is compressed.
+pub fn records_section(batch: &[u8], max: usize) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+    let h = RecordBatchHeader::parse(batch)?;
+    let body = batch
+        .get(RECORD_BATCH_OVERHEAD..h.total_size())
+        .ok_or(BatchError::Truncated {
+            need: h.total_size(),
+            have: batch.len(),
+        })?;
+    if h.compression() == 0 {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    crate::decompress::decompress(h.compression(), body, max)
+        .map(std::borrow::Cow::Owned)
+        .map_err(BatchError::Decompress)
+}
+
+/// Calls `f` with each of the `h.records_count` records of `section` (the records section
+/// of the batch whose header is `h`, from [`records_section`]), in order. Offsets may
+/// have gaps (a batch the cleaner rewrote) but must increase and stay within the batch's
+/// range; anything else is [`BatchError::BadRecord`].
+pub fn for_each_record<'a>(
+    h: &RecordBatchHeader,
+    section: &'a [u8],
+    mut f: impl FnMut(RecordRef<'a>) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    let mut prev = -1i64;
+    walk_records(section, 0, h.records_count, false, |v| {
+        if v.offset_delta <= prev || v.offset_delta > h.last_offset_delta as i64 {
+            return Err(BatchError::BadRecord(
+                "record offsets out of order or past the batch",
+            ));
+        }
+        prev = v.offset_delta;
+        f(RecordRef {
+            offset: h.base_offset.wrapping_add(v.offset_delta),
+            timestamp: h.base_timestamp.wrapping_add(v.timestamp_delta),
+            key: v.key.map(|r| &section[r]),
+            has_value: v.value.is_some(),
+            raw: &section[v.raw],
+        })
+    })
+}
+
+/// The batch the log cleaner writes for `original` (a whole stored v2 batch) keeping
+/// only `count` (>= 1) of its records, `records` being their encodings
+/// ([`RecordRef::raw`]) in order, as Kafka's `MemoryRecords.filterTo` does: base offset
+/// and lastOffsetDelta kept (the producer's last sequence stays the same), producer id,
+/// epoch, base sequence, attributes, partition leader epoch and base timestamp kept (so
+/// the records' offset and timestamp deltas stay valid byte for byte); recordsCount,
+/// the max timestamp (that of the records kept; a LogAppendTime batch keeps its own),
+/// the length and the CRC recomputed; the records compressed again with the batch's
+/// codec.
+pub fn rebuild_batch(
+    original: &[u8],
+    records: &[u8],
+    count: i32,
+    max_create_timestamp: i64,
+) -> Result<Vec<u8>, BatchError> {
+    let h = RecordBatchHeader::parse(original)?;
+    if count <= 0 || count as i64 > h.last_offset_delta as i64 + 1 {
+        return Err(BatchError::Invalid(
+            "a rebuilt batch keeps 1..=lastOffsetDelta+1 records",
+        ));
+    }
+    let body = match h.compression() {
+        0 => std::borrow::Cow::Borrowed(records),
+        codec => std::borrow::Cow::Owned(
+            crate::decompress::compress(codec, records).map_err(BatchError::Decompress)?,
+        ),
+    };
+    let mut out = Vec::with_capacity(RECORD_BATCH_OVERHEAD + body.len());
+    out.extend_from_slice(&original[..RECORD_BATCH_OVERHEAD]);
+    out.extend_from_slice(&body);
+    let len = i32::try_from(out.len() - LOG_OVERHEAD)
+        .map_err(|_| BatchError::BadLength(out.len() as i64))?;
+    out[8..12].copy_from_slice(&len.to_be_bytes());
+    let max_ts = if h.timestamp_type_log_append() {
+        h.max_timestamp
+    } else {
+        max_create_timestamp
+    };
+    out[35..43].copy_from_slice(&max_ts.to_be_bytes());
+    out[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+/// The empty batch the log cleaner keeps in place of `original` (a whole stored v2 batch)
+/// when none of its records survive but it is its producer's last batch, so the producer
+/// state rebuilt from the log still has its epoch and last sequence (Kafka's
+/// `DefaultRecordBatch.writeEmptyHeader`): no records, no compression, base timestamp -1
+/// and max timestamp the original's, base offset, lastOffsetDelta, producer id, epoch,
+/// base sequence, partition leader epoch, timestamp type and the transactional and
+/// control flags kept.
+pub fn empty_batch_like(original: &[u8]) -> Result<Vec<u8>, BatchError> {
+    let h = RecordBatchHeader::parse(original)?;
+    let mut out = original[..RECORD_BATCH_OVERHEAD].to_vec();
+    out[8..12].copy_from_slice(&((RECORD_BATCH_OVERHEAD - LOG_OVERHEAD) as i32).to_be_bytes());
+    out[21..23].copy_from_slice(&(h.attributes & 0x38).to_be_bytes());
+    out[27..35].copy_from_slice(&(-1i64).to_be_bytes());
+    out[57..61].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
 }
 

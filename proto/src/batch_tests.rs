@@ -335,3 +335,171 @@ fn a_compacted_topic_needs_a_key_on_every_record_compressed_or_not() {
         Err(BatchError::MissingKey(1))
     );
 }
+
+/// `plain` (an uncompressed batch) with its records section compressed by `codec`.
+fn compressed(plain: &[u8], codec: u8) -> Vec<u8> {
+    let body = crate::decompress::compress(codec, &plain[RECORD_BATCH_OVERHEAD..]).unwrap(); // ok: test
+    let mut b = plain[..RECORD_BATCH_OVERHEAD].to_vec();
+    b.extend_from_slice(&body);
+    let len = (b.len() - LOG_OVERHEAD) as i32;
+    tamper(&Bytes::from(b), |b| {
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[22] |= codec;
+    })
+}
+
+/// (offset, timestamp, key, value) of every record of a stored batch, any codec.
+fn records_of(batch: &[u8]) -> Vec<(i64, i64, Option<Vec<u8>>, bool)> {
+    let h = validate_batch(batch).unwrap(); // ok: test
+    let section = records_section(batch, 1 << 20).unwrap(); // ok: test
+    let mut out = Vec::new();
+    for_each_record(&h, &section, |r| {
+        out.push((
+            r.offset,
+            r.timestamp,
+            r.key.map(<[u8]>::to_vec),
+            r.has_value,
+        ));
+        Ok(())
+    })
+    .unwrap(); // ok: test
+    out
+}
+
+#[test]
+fn the_cleaner_rebuilds_a_batch_with_fewer_records_in_its_codec() {
+    let hdrs: [(&[u8], Option<&[u8]>); 1] = [(b"h", Some(b"x"))];
+    let recs = [
+        rec(b"a", b"1", 1000),
+        SimpleRecord {
+            key: Some(b"b"),
+            value: None,
+            timestamp: 1003,
+            headers: &[],
+        },
+        SimpleRecord {
+            key: Some(b"c"),
+            value: Some(b"3"),
+            timestamp: 990,
+            headers: &hdrs,
+        },
+        rec(b"d", b"4", 1001),
+    ];
+    // an idempotent batch at base 100, leader epoch 7
+    let plain = tamper(&build_batch(100, &recs), |b| {
+        b[12..16].copy_from_slice(&7i32.to_be_bytes());
+        b[43..51].copy_from_slice(&42i64.to_be_bytes());
+        b[51..53].copy_from_slice(&3i16.to_be_bytes());
+        b[53..57].copy_from_slice(&10i32.to_be_bytes());
+    });
+    for codec in 0..=4u8 {
+        let original = if codec == 0 {
+            plain.clone()
+        } else {
+            compressed(&plain, codec)
+        };
+        let h = validate_batch(&original).unwrap(); // ok: test
+        let section = records_section(&original, 1 << 20).unwrap(); // ok: test
+        let mut kept = Vec::new();
+        let mut max_ts = i64::MIN;
+        let mut n = 0;
+        for_each_record(&h, &section, |r| {
+            // keep b (a tombstone) and c (with a header): not the last record
+            if matches!(r.key, Some(b"b") | Some(b"c")) {
+                kept.extend_from_slice(r.raw);
+                max_ts = max_ts.max(r.timestamp);
+                n += 1;
+            }
+            Ok(())
+        })
+        .unwrap(); // ok: test
+        let rebuilt = rebuild_batch(&original, &kept, n, max_ts).unwrap(); // ok: test
+        let r = validate_batch(&rebuilt).unwrap(); // ok: test
+        assert_eq!(r.compression(), codec);
+        assert_eq!(
+            (r.base_offset, r.last_offset_delta, r.records_count),
+            (100, 3, 2)
+        );
+        assert_eq!(
+            (r.producer_id, r.producer_epoch, r.base_sequence),
+            (42, 3, 10)
+        );
+        assert_eq!(
+            (r.partition_leader_epoch, r.base_timestamp, r.max_timestamp),
+            (7, 1000, 1003)
+        );
+        assert_eq!(
+            records_of(&rebuilt),
+            vec![
+                (101, 1003, Some(b"b".to_vec()), false),
+                (102, 990, Some(b"c".to_vec()), true)
+            ]
+        );
+        if codec == 0 {
+            let d = decode_records(&Bytes::from(rebuilt)).unwrap(); // ok: test
+            assert_eq!(d[1].headers[0].0, Bytes::from_static(b"h"));
+        }
+        // nothing left: the empty batch a producer's last batch becomes
+        let empty = empty_batch_like(&original).unwrap(); // ok: test
+        let e = validate_batch(&empty).unwrap(); // ok: test
+        assert_eq!(empty.len(), RECORD_BATCH_OVERHEAD);
+        assert_eq!(
+            (
+                e.base_offset,
+                e.last_offset(),
+                e.records_count,
+                e.compression()
+            ),
+            (100, 103, 0, 0)
+        );
+        assert_eq!(
+            (e.producer_id, e.producer_epoch, e.base_sequence),
+            (42, 3, 10)
+        );
+        assert_eq!((e.base_timestamp, e.max_timestamp), (-1, 1003));
+        assert!(records_of(&empty).is_empty());
+    }
+    assert!(rebuild_batch(&plain, &[], 0, 0).is_err());
+    // a LogAppendTime batch keeps its max timestamp (the append time)
+    let append_time = tamper(&Bytes::from(plain.clone()), |b| b[22] |= 0x08);
+    let h = validate_batch(&append_time).unwrap(); // ok: test
+    let section = records_section(&append_time, 1 << 20).unwrap(); // ok: test
+    let mut first = Vec::new();
+    for_each_record(&h, &section, |r| {
+        if first.is_empty() {
+            first = r.raw.to_vec();
+        }
+        Ok(())
+    })
+    .unwrap(); // ok: test
+    let r = validate_batch(&rebuild_batch(&append_time, &first, 1, 5).unwrap()).unwrap(); // ok: test
+    assert_eq!(r.max_timestamp, h.max_timestamp);
+}
+
+#[test]
+fn stored_batches_may_hold_fewer_records_than_their_offset_range() {
+    let recs = [rec(b"a", b"1", 1000), rec(b"b", b"2", 1001)];
+    let b = build_batch(0, &recs);
+    // one record dropped from the end, lastOffsetDelta kept
+    let h = validate_batch(&b).unwrap(); // ok: test
+    let section = records_section(&b, 1 << 20).unwrap(); // ok: test
+    let mut raws = Vec::new();
+    for_each_record(&h, &section, |r| {
+        raws.push(r.raw.to_vec());
+        Ok(())
+    })
+    .unwrap(); // ok: test
+    let one = rebuild_batch(&b, &raws[0], 1, 1000).unwrap(); // ok: test
+    assert_eq!(validate_batch(&one).unwrap().records_count, 1); // ok: test
+    assert!(matches!(
+        validate_client_batch(&one, 1 << 20),
+        Err(BatchError::CountMismatch { .. })
+    ));
+    // records out of order inside a batch are refused by the cleaner's walk
+    let mut swapped = raws[1].clone();
+    swapped.extend_from_slice(&raws[0]);
+    let bad = rebuild_batch(&b, &swapped, 2, 1001).unwrap(); // ok: test
+    let h = validate_batch(&bad).unwrap(); // ok: test
+    let section = records_section(&bad, 1 << 20).unwrap(); // ok: test
+    assert!(for_each_record(&h, &section, |_| Ok(())).is_err());
+}

@@ -1,7 +1,8 @@
-//! Bounded decompression of a record batch's records section, for validation: gzip, snappy
-//! (raw, and the xerial framing the Java client writes), lz4 (frame format) and zstd. The
-//! output is capped, so a small batch that inflates without limit (a "zip bomb") is an
-//! error, never unbounded memory.
+//! Bounded decompression of a record batch's records section, for validation and the log
+//! cleaner: gzip, snappy (raw, and the xerial framing the Java client writes), lz4 (frame
+//! format) and zstd. The output is capped, so a small batch that inflates without limit
+//! (a "zip bomb") is an error, never unbounded memory. And `compress`, the other way, for
+//! the batches the cleaner rewrites (the `kafka-protocol` crate's codecs: Kafka's framings).
 
 use std::io::Read;
 
@@ -14,6 +15,8 @@ pub enum DecompressError {
     TooLarge(usize),
     #[error("cannot decompress ({codec}): {reason}")]
     Corrupt { codec: &'static str, reason: String },
+    #[error("cannot compress ({codec}): {reason}")]
+    Compress { codec: &'static str, reason: String },
 }
 
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
@@ -94,6 +97,36 @@ pub fn decompress(codec: u8, input: &[u8], max: usize) -> Result<Vec<u8>, Decomp
     }
 }
 
+/// Compresses `input` (a records section) with `codec` as Kafka's producers and broker
+/// write it: gzip, snappy in the xerial framing, lz4 frames with independent blocks, zstd
+/// (level 3); 0 copies it.
+pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, DecompressError> {
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    fn with<C: Compressor<Vec<u8>>>(
+        codec: &'static str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, DecompressError> {
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        C::compress(&mut out, |buf| {
+            bytes::BufMut::put_slice(buf, input);
+            Ok(())
+        })
+        .map_err(|e| DecompressError::Compress {
+            codec,
+            reason: format!("{e:#}"),
+        })?;
+        Ok(out)
+    }
+    match codec {
+        0 => Ok(input.to_vec()),
+        1 => with::<Gzip>("gzip", input),
+        2 => with::<Snappy>("snappy", input),
+        3 => with::<Lz4>("lz4", input),
+        4 => with::<Zstd>("zstd", input),
+        other => Err(DecompressError::UnknownCodec(other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +161,25 @@ mod tests {
         assert_eq!(decompress(3, &lz, 1 << 20).unwrap(), data); // ok: test
         let z = zstd::encode_all(&data[..], 3).unwrap(); // ok: test
         assert_eq!(decompress(4, &z, 1 << 20).unwrap(), data); // ok: test
+    }
+
+    #[test]
+    fn compress_writes_what_decompress_reads_for_every_codec() {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 97).to_be_bytes())
+            .collect();
+        for codec in 0..=4 {
+            let c = compress(codec, &data).unwrap(); // ok: test
+            assert_eq!(
+                decompress(codec, &c, 1 << 20).unwrap(),
+                data,
+                "codec {codec}"
+            ); // ok: test
+            if codec == 2 {
+                assert!(c.starts_with(XERIAL_MAGIC), "Kafka's snappy framing");
+            }
+        }
+        assert_eq!(compress(5, b"x"), Err(DecompressError::UnknownCodec(5)));
     }
 
     #[test]
