@@ -439,11 +439,11 @@ impl ShardCtx {
                 );
                 let results = parts
                     .iter()
-                    .map(|_| ProducePartResult {
-                        error: code(ResponseError::RequestTimedOut),
-                        message: Some(message.clone()),
-                        base_offset: -1,
-                        log_start_offset: -1,
+                    .map(|_| {
+                        ProducePartResult::failed(
+                            code(ResponseError::RequestTimedOut),
+                            Some(message.clone()),
+                        )
                     })
                     .collect();
                 return ShardResponse::Produce(results);
@@ -466,23 +466,19 @@ impl ShardCtx {
         let mut waits = Vec::new();
         for (tp, records) in parts {
             let Some(log) = self.log(&tp.topic, tp.partition) else {
-                results.push(ProducePartResult {
-                    error: code(ResponseError::UnknownTopicOrPartition),
-                    base_offset: -1,
-                    log_start_offset: -1,
-                    ..Default::default()
-                });
+                results.push(ProducePartResult::failed(
+                    code(ResponseError::UnknownTopicOrPartition),
+                    None,
+                ));
                 continue;
             };
             // leadership may have moved since the request was routed (or while it waited
             // for its turn): only the leader appends client batches
             let Some(epoch) = self.leader_epoch_here(&tp.topic, tp.partition) else {
-                results.push(ProducePartResult {
-                    error: code(ResponseError::NotLeaderOrFollower),
-                    base_offset: -1,
-                    log_start_offset: -1,
-                    ..Default::default()
-                });
+                results.push(ProducePartResult::failed(
+                    code(ResponseError::NotLeaderOrFollower),
+                    None,
+                ));
                 continue;
             };
             match log.append(records, now) {
@@ -501,15 +497,14 @@ impl ShardCtx {
                         error: 0,
                         message: None,
                         base_offset: info.base_offset,
+                        log_append_time: info.log_append_time_ms,
                         log_start_offset: info.log_start_offset,
                     });
                 }
-                Err(e) => results.push(ProducePartResult {
-                    error: storage_error_code(&e),
-                    message: Some(e.to_string()),
-                    base_offset: -1,
-                    log_start_offset: -1,
-                }),
+                Err(e) => results.push(ProducePartResult::failed(
+                    storage_error_code(&e),
+                    Some(e.to_string()),
+                )),
             }
         }
         (results, waits)
@@ -529,12 +524,7 @@ impl ShardCtx {
             else {
                 continue;
             };
-            results[i] = ProducePartResult {
-                error,
-                message: Some(message),
-                base_offset: -1,
-                log_start_offset: -1,
-            };
+            results[i] = ProducePartResult::failed(error, Some(message));
         }
         ShardResponse::Produce(results)
     }

@@ -34,12 +34,27 @@ impl FetchPartResult {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct ProducePartResult {
     pub(crate) error: i16,
     pub(crate) message: Option<String>,
     pub(crate) base_offset: i64,
+    /// The broker time stamped on the batches (LogAppendTime topics), else -1.
+    pub(crate) log_append_time: i64,
     pub(crate) log_start_offset: i64,
+}
+
+impl ProducePartResult {
+    /// A part that was not appended (or whose acknowledgement failed).
+    pub(crate) fn failed(error: i16, message: Option<String>) -> Self {
+        ProducePartResult {
+            error,
+            message,
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

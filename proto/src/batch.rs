@@ -172,6 +172,21 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     }
 }
 
+/// Marks a whole batch's timestamps as LogAppendTime at `now_ms`: attributes bit 3 set,
+/// maxTimestamp = `now_ms`, CRC recomputed; what Kafka's log validator does to every batch
+/// of a topic with `message.timestamp.type=LogAppendTime` (readers then take `now_ms` as
+/// every record's timestamp). Does nothing to a buffer shorter than a batch header.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    if batch.len() < RECORD_BATCH_OVERHEAD {
+        return;
+    }
+    let attributes = be_i16(batch, 21) | 0x08;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates `(header, byte range)` over concatenated batches. Yields `Err` for the first
 /// bad or incomplete batch and then stops. With `check_crc == false` only the header and
 /// length are checked (for trusted bytes already validated on append).

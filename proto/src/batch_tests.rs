@@ -61,6 +61,19 @@ fn set_base_offset_keeps_crc() {
 }
 
 #[test]
+fn set_log_append_time_marks_the_batch_and_keeps_it_valid() {
+    let b = build_batch(7, &[rec(b"a", b"b", 5), rec(b"c", b"d", 9)]);
+    let mut m = b.to_vec();
+    set_log_append_time(&mut m, 1_700_000_000_000);
+    let h = validate_batch(&m).unwrap(); // ok: test
+    assert!(h.timestamp_type_log_append());
+    assert_eq!(h.max_timestamp, 1_700_000_000_000);
+    assert_eq!(h.base_timestamp, 5);
+    assert_eq!(h.compression(), 0);
+    assert_eq!(decode_records(&Bytes::from(m)).unwrap().len(), 2); // ok: test
+}
+
+#[test]
 fn typed_errors() {
     let b = build_batch(0, &[rec(b"a", b"b", 5)]);
     let mut m = b.to_vec();

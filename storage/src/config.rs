@@ -74,6 +74,9 @@ pub struct LogConfig {
     pub timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
     pub timestamp_after_max_ms: i64,
+    /// `message.timestamp.type=LogAppendTime`: `append` stamps every batch with the
+    /// broker's clock (Kafka's LogAppendTime); false is CreateTime (the producer's).
+    pub log_append_time: bool,
     /// `cleanup.policy`: delete (default), compact, or both.
     pub cleanup_policy: CleanupPolicy,
     /// `min.cleanable.dirty.ratio`: the cleaner takes a compacted log once the bytes after
@@ -101,6 +104,7 @@ impl Default for LogConfig {
             // unbounded here; the broker's topic defaults follow Kafka (after: 1 hour)
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            log_append_time: false,
             cleanup_policy: CleanupPolicy::default(),
             min_cleanable_dirty_ratio: 0.5,
             delete_retention_ms: 86_400_000,

@@ -24,8 +24,8 @@ use crate::producer::{self, ProducerEntry, Verdict};
 use crate::shard::ShardStorage;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{
-    set_base_offset, validate_client_batch_with, BatchIter, ClientBatchRules, RecordBatchHeader,
-    RECORD_BATCH_OVERHEAD,
+    set_base_offset, set_log_append_time, validate_client_batch_with, BatchIter, ClientBatchRules,
+    RecordBatchHeader, RECORD_BATCH_OVERHEAD,
 };
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -37,14 +37,22 @@ const MAX_DECOMPRESSED: usize = 64 << 20;
 /// Byte range of partitionLeaderEpoch in a v2 batch header (outside the CRC).
 const LEADER_EPOCH_FIELD: std::ops::Range<usize> = 12..16;
 
+/// What `append` writes into every batch's header besides its base offset.
+struct Stamp {
+    /// The leader epoch (`set_leader_epoch`), if this log has one.
+    leader_epoch: Option<i32>,
+    /// The broker's clock, under LogAppendTime.
+    append_time: Option<i64>,
+}
+
 /// Result of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
-    /// The time the log accepted the append (`now_ms` passed to `append`); -1 for a
-    /// duplicate (Kafka answers a duplicate with no log append time) and for
-    /// `append_replicated` (the leader's batches keep their timestamps).
+    /// Under `message.timestamp.type=LogAppendTime`, the time stamped on the batches
+    /// (`now_ms` passed to `append`); otherwise -1, as Kafka answers. Also -1 for a
+    /// duplicate and for `append_replicated` (the leader's batches keep their timestamps).
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
     /// The request was a retry of an idempotent batch already in the log: nothing was
@@ -102,11 +110,20 @@ impl PartitionLog {
             let c = st.config();
             let rules = ClientBatchRules {
                 max_decompressed: MAX_DECOMPRESSED,
-                timestamps: now_ms.saturating_sub(c.timestamp_before_max_ms)
-                    ..=now_ms.saturating_add(c.timestamp_after_max_ms),
+                // the producer's timestamps are not kept under LogAppendTime: not checked
+                timestamps: if c.log_append_time {
+                    i64::MIN..=i64::MAX
+                } else {
+                    now_ms.saturating_sub(c.timestamp_before_max_ms)
+                        ..=now_ms.saturating_add(c.timestamp_after_max_ms)
+                },
                 require_keys: c.cleanup_policy.compact,
             };
-            (c.max_message_bytes as usize, rules, st.leader_epoch())
+            let stamp = Stamp {
+                leader_epoch: st.leader_epoch(),
+                append_time: c.log_append_time.then_some(now_ms),
+            };
+            (c.max_message_bytes as usize, rules, stamp)
         };
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -150,21 +167,27 @@ impl PartitionLog {
         for (h, range) in batches.iter_mut() {
             set_base_offset(&mut buf[range.start..range.end], next);
             h.base_offset = next;
-            if let Some(epoch) = stamp {
+            if let Some(epoch) = stamp.leader_epoch {
                 let at =
                     range.start + LEADER_EPOCH_FIELD.start..range.start + LEADER_EPOCH_FIELD.end;
                 buf[at].copy_from_slice(&epoch.to_be_bytes());
                 h.partition_leader_epoch = epoch;
             }
+            if let Some(now) = stamp.append_time {
+                set_log_append_time(&mut buf[range.start..range.end], now);
+                h.attributes |= 0x08;
+                h.max_timestamp = now;
+            }
             next = h.last_offset() + 1;
         }
-        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, stamp.is_some(), |st| {
+        let epoch_stamped = stamp.leader_epoch.is_some();
+        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped, |st| {
             st.commit_producers(updates)
         });
         Ok(AppendInfo {
             base_offset: base0,
             last_offset: next - 1,
-            log_append_time_ms: now_ms,
+            log_append_time_ms: stamp.append_time.unwrap_or(-1),
             log_start_offset: log_start,
             duplicate: false,
         })

@@ -381,7 +381,8 @@ pub(crate) async fn offset_for_timestamp(
         for b in batches {
             let h = RecordBatchHeader::parse(&b)?;
             if h.max_timestamp >= ts {
-                if h.compression() == 0 {
+                // under LogAppendTime every record's timestamp is the batch's maxTimestamp
+                if h.compression() == 0 && !h.timestamp_type_log_append() {
                     if let Ok(recs) = decode_records(&b) {
                         if let Some(r) = recs.iter().find(|r| r.timestamp >= ts) {
                             return Ok(Some((r.offset, r.timestamp)));

@@ -13,6 +13,43 @@ fn bases(v: &[bytes::Bytes]) -> Vec<i64> {
 }
 
 #[test]
+fn log_append_time_stamps_the_broker_clock() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let config = LogConfig {
+            log_append_time: true,
+            // a producer clock far off is not refused under LogAppendTime
+            timestamp_after_max_ms: 10,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&shard, path.clone(), config.clone())
+            .await
+            .unwrap();
+        let a = log.append(batch(3, 100, 9_000_000, 1), 5000).unwrap();
+        assert_eq!(a.log_append_time_ms, 5000);
+        log.wait_durable(2).await.unwrap();
+        let check = |r: &[bytes::Bytes]| {
+            let h = sluice_proto::batch::validate_batch(&r[0]).unwrap();
+            assert!(h.timestamp_type_log_append());
+            assert_eq!(h.max_timestamp, 5000);
+        };
+        check(&log.read(0, 3, 1 << 20, false).await.unwrap());
+        assert_eq!(log.max_timestamp(), Some((5000, 2)));
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&shard, path, config).await.unwrap();
+        check(&log.read(0, 3, 1 << 20, false).await.unwrap());
+        assert_eq!(
+            log.offset_for_timestamp(4000).await.unwrap(),
+            Some((0, 5000))
+        );
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
 fn append_durable_read_reopen() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
@@ -37,7 +74,7 @@ fn append_durable_read_reopen() {
                 a.log_append_time_ms,
                 a.log_start_offset
             ),
-            (0, 2, 5000, 0)
+            (0, 2, -1, 0)
         );
         let b = log.append(batch(2, 5000, 2000, 2), 5001).unwrap();
         assert_eq!((b.base_offset, b.last_offset), (3, 4));

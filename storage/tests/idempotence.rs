@@ -47,7 +47,7 @@ fn duplicate_retry_returns_original_offsets_and_is_stored_once() {
         let log = open(&shard, &path).await;
         let a = log.append(pbatch(1, 0, 0, 3, 1), 10).unwrap();
         assert_eq!(offsets(&a), (0, 2, false));
-        assert_eq!(a.log_append_time_ms, 10);
+        assert_eq!(a.log_append_time_ms, -1);
         log.append(batch(1, 10, 1, 9), 11).unwrap(); // a plain producer in between
         let b = log.append(pbatch(1, 0, 3, 2, 2), 12).unwrap();
         assert_eq!(offsets(&b), (4, 5, false));

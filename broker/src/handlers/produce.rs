@@ -129,12 +129,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
             let results = match fut.await {
                 ShardResponse::Produce(r) => r,
                 _ => vec![
-                    ProducePartResult {
-                        error: ResponseError::NotLeaderOrFollower.code(),
-                        base_offset: -1,
-                        log_start_offset: -1,
-                        message: None,
-                    };
+                    ProducePartResult::failed(ResponseError::NotLeaderOrFollower.code(), None);
                     slots.len()
                 ],
             };
@@ -142,6 +137,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                 let pr = &mut response.responses[ti].partition_responses[pi];
                 pr.error_code = r.error;
                 pr.base_offset = r.base_offset;
+                pr.log_append_time_ms = r.log_append_time;
                 pr.log_start_offset = r.log_start_offset;
                 pr.error_message = r.message.map(StrBytes::from_string);
             }
