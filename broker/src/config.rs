@@ -12,7 +12,14 @@ use anyhow::{anyhow, bail, Context};
 /// What a setting's value must look like.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A decimal number within [0, 1].
+    Ratio,
+    /// One of these words.
+    Choice(&'static [&'static str]),
     Bool,
     Str,
     Addr,
@@ -32,6 +39,10 @@ const fn int(min: i64, max: i64) -> Kind {
     Kind::Int { min, max }
 }
 const I32: i64 = i32::MAX as i64;
+
+/// The values of `cleanup.policy` (and `log.cleanup.policy`).
+pub(crate) const CLEANUP_POLICIES: &[&str] =
+    &["delete", "compact", "compact,delete", "delete,compact"];
 
 /// The table. Kafka's names wherever Kafka has the setting.
 pub(crate) const SETTINGS: &[Setting] = &[
@@ -372,6 +383,83 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "How often each shard applies retention.",
     },
     Setting {
+        name: "log.cleanup.policy",
+        default: "delete",
+        kind: Kind::Choice(CLEANUP_POLICIES),
+        unit: "",
+        doc: "Default cleanup.policy of topics: delete (retention), compact (keep the latest record per key), or both.",
+    },
+    Setting {
+        name: "log.message.timestamp.type",
+        default: "CreateTime",
+        kind: Kind::Choice(&["CreateTime", "LogAppendTime"]),
+        unit: "",
+        doc: "Default message.timestamp.type: the producer's timestamps, or the broker's clock at append.",
+    },
+    Setting {
+        name: "log.cleaner.enable",
+        default: "true",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "Run the log cleaner (compaction of topics with cleanup.policy compact) on every shard.",
+    },
+    Setting {
+        name: "log.cleaner.backoff.ms",
+        default: "15000",
+        kind: int(10, i64::MAX),
+        unit: "ms",
+        doc: "How long a shard's cleaner sleeps when no log needs cleaning.",
+    },
+    Setting {
+        name: "log.cleaner.dedupe.buffer.size",
+        default: "134217728",
+        kind: int(1 << 20, i64::MAX),
+        unit: "bytes",
+        doc: "Per-shard memory for the cleaner's key map; a dirty section with more keys is cleaned in several passes.",
+    },
+    Setting {
+        name: "log.cleaner.io.max.bytes.per.second",
+        default: "9223372036854775807",
+        kind: int(1, i64::MAX),
+        unit: "bytes/s",
+        doc: "Per-shard bound on the cleaner's reads plus writes.",
+    },
+    Setting {
+        name: "log.cleaner.min.cleanable.ratio",
+        default: "0.5",
+        kind: Kind::Ratio,
+        unit: "",
+        doc: "Default min.cleanable.dirty.ratio: clean a log once this share of it has not been cleaned.",
+    },
+    Setting {
+        name: "log.cleaner.delete.retention.ms",
+        default: "86400000",
+        kind: int(0, i64::MAX),
+        unit: "ms",
+        doc: "Default delete.retention.ms: how long a tombstone stays readable after its segment was cleaned.",
+    },
+    Setting {
+        name: "log.cleaner.min.compaction.lag.ms",
+        default: "0",
+        kind: int(0, i64::MAX),
+        unit: "ms",
+        doc: "Default min.compaction.lag.ms: records younger than this are never compacted.",
+    },
+    Setting {
+        name: "log.cleaner.max.compaction.lag.ms",
+        default: "9223372036854775807",
+        kind: int(1, i64::MAX),
+        unit: "ms",
+        doc: "Default max.compaction.lag.ms: a log whose oldest uncleaned record is older than this is cleaned whatever its dirty ratio.",
+    },
+    Setting {
+        name: "offsets.topic.segment.bytes",
+        default: "104857600",
+        kind: int(14, I32),
+        unit: "bytes",
+        doc: "segment.bytes of __consumer_offsets (kept small so the cleaner can compact it).",
+    },
+    Setting {
         name: "storage.cache.bytes",
         default: "268435456",
         kind: int(0, i64::MAX),
@@ -518,6 +606,20 @@ fn validate(s: &Setting, value: &str) -> anyhow::Result<()> {
                 bail!("{} must be within [{min}, {max}], got {v}", s.name);
             }
         }
+        Kind::Ratio => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{} must be a number, got '{value}'", s.name))?;
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{} must be within [0, 1], got {v}", s.name);
+            }
+        }
+        Kind::Choice(options) => {
+            if !options.contains(&value) {
+                bail!("{} must be one of {options:?}, got '{value}'", s.name);
+            }
+        }
         Kind::Bool => {
             if value != "true" && value != "false" {
                 bail!("{} must be true or false, got '{value}'", s.name);
@@ -598,6 +700,7 @@ impl BrokerConfig {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
                 other => bail!("setting '{k}' has an unsupported value {other}"),
             };
             self.set(&k, &value)?;
@@ -759,6 +862,8 @@ impl BrokerConfig {
             let bounds = match s.kind {
                 Kind::Int { min, max } => format!(" [{min}..{max}]"),
                 Kind::Bool => " [true|false]".into(),
+                Kind::Ratio => " [0..1]".into(),
+                Kind::Choice(options) => format!(" [{}]", options.join("|")),
                 _ => String::new(),
             };
             out.push_str(&format!(

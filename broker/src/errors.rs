@@ -8,6 +8,8 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
     match e {
         StorageError::Corrupt(_) => ResponseError::CorruptMessage.code(),
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord.code(),
+        // "Compacted topic cannot accept message without key"
+        StorageError::RecordWithoutKey { .. } => ResponseError::InvalidRecord.code(),
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp.code(),
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),

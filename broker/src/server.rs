@@ -312,6 +312,10 @@ async fn shard_main(
         retention_check_interval: Duration::from_millis(
             config.int("log.retention.check.interval.ms") as u64,
         ),
+        cleaner_enabled: config.flag("log.cleaner.enable"),
+        cleaner_dedupe_buffer_bytes: config.int("log.cleaner.dedupe.buffer.size") as usize,
+        cleaner_backoff: Duration::from_millis(config.int("log.cleaner.backoff.ms") as u64),
+        cleaner_io_bytes_per_sec: config.int("log.cleaner.io.max.bytes.per.second") as u64,
         ..ShardStorageOptions::default()
     });
     // Watches the stop flag from the start, every 10 ms. The timer is also a heartbeat:

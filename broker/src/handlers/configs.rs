@@ -75,6 +75,7 @@ pub(crate) async fn describe(
                         let s = topic_config::topic_setting(name);
                         let ty = match s.map(|s| s.kind) {
                             Some(TopicKind::Long { .. }) => 5,
+                            Some(TopicKind::Ratio) => 6,
                             _ => 2,
                         };
                         let src = if is_default {
@@ -118,6 +119,7 @@ pub(crate) async fn describe(
                     let ty = match s.kind {
                         Kind::Int { .. } => 5,
                         Kind::Bool => 1,
+                        Kind::Ratio => 6,
                         _ => 2,
                     };
                     out.configs.push(entry(

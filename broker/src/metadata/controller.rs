@@ -500,10 +500,13 @@ impl ControllerLogic {
                     name: OFFSETS_TOPIC.to_string(),
                     partitions: self.config.int("offsets.topic.num.partitions") as i32,
                     replication_factor: want.min(live) as i16,
-                    // Compaction is not implemented yet: keep every record rather than lose offsets.
+                    // compacted, as Kafka's: a coordinator loads the latest offsets only
                     configs: vec![
                         ("cleanup.policy".into(), "compact".into()),
-                        ("retention.ms".into(), "-1".into()),
+                        (
+                            "segment.bytes".into(),
+                            self.config.config_value("offsets.topic.segment.bytes"),
+                        ),
                     ],
                     assignments: Vec::new(),
                 };
@@ -703,6 +706,10 @@ impl ControllerLogic {
                 .configs
                 .iter()
                 .find_map(|(k, v)| topic_config::validate(k, v).err())
+                .or_else(|| {
+                    let all = t.configs.iter().cloned().collect();
+                    topic_config::validate_together(&all, &self.config).err()
+                })
             {
                 outcomes.push(outcome(&t.name, ResponseError::InvalidConfig, m));
                 continue;
@@ -935,6 +942,17 @@ impl ControllerLogic {
             }
             for (k, v) in &c.set {
                 target.insert(k.clone(), v.clone());
+            }
+            let mut after = t.configs.clone();
+            for (k, v) in &target {
+                match v {
+                    Some(v) => after.insert(k.clone(), v.clone()),
+                    None => after.remove(k),
+                };
+            }
+            if let Err(m) = topic_config::validate_together(&after, &self.config) {
+                outcomes.push(outcome(&c.topic, ResponseError::InvalidConfig, m));
+                continue;
             }
             outcomes.push(TopicOutcome {
                 name: c.topic.clone(),

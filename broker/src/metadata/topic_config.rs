@@ -5,13 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use sluice_storage::LogConfig;
+use sluice_storage::{CleanupPolicy, LogConfig};
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, CLEANUP_POLICIES};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TopicKind {
-    Long { min: i64 },
+    Long {
+        min: i64,
+    },
+    /// A decimal number within [0, 1].
+    Ratio,
     Choice(&'static [&'static str]),
 }
 
@@ -28,10 +32,10 @@ pub(crate) struct TopicSetting {
 pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
     TopicSetting {
         name: "cleanup.policy",
-        broker_key: None,
-        fixed_default: "delete",
-        kind: TopicKind::Choice(&["delete", "compact", "compact,delete", "delete,compact"]),
-        doc: "delete: drop old segments by retention (compaction is not implemented yet).",
+        broker_key: Some("log.cleanup.policy"),
+        fixed_default: "",
+        kind: TopicKind::Choice(CLEANUP_POLICIES),
+        doc: "delete: drop old segments by retention; compact: keep the latest record of every key (records need keys); both: compact, and drop by retention too.",
     },
     TopicSetting {
         name: "compression.type",
@@ -39,6 +43,13 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
         fixed_default: "producer",
         kind: TopicKind::Choice(&["producer"]),
         doc: "Batches are stored exactly as the producer compressed them.",
+    },
+    TopicSetting {
+        name: "delete.retention.ms",
+        broker_key: Some("log.cleaner.delete.retention.ms"),
+        fixed_default: "",
+        kind: TopicKind::Long { min: 0 },
+        doc: "How long a tombstone (a record with a null value) stays readable after the cleaner first reaches it.",
     },
     TopicSetting {
         name: "index.interval.bytes",
@@ -70,10 +81,31 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
     },
     TopicSetting {
         name: "message.timestamp.type",
-        broker_key: None,
-        fixed_default: "CreateTime",
-        kind: TopicKind::Choice(&["CreateTime"]),
-        doc: "Record timestamps are the producer's (LogAppendTime is not supported yet).",
+        broker_key: Some("log.message.timestamp.type"),
+        fixed_default: "",
+        kind: TopicKind::Choice(&["CreateTime", "LogAppendTime"]),
+        doc: "CreateTime: records keep the producer's timestamps; LogAppendTime: the broker stamps every batch with its clock at append.",
+    },
+    TopicSetting {
+        name: "max.compaction.lag.ms",
+        broker_key: Some("log.cleaner.max.compaction.lag.ms"),
+        fixed_default: "",
+        kind: TopicKind::Long { min: 1 },
+        doc: "Clean the log once its oldest uncleaned record is this old, whatever its dirty ratio.",
+    },
+    TopicSetting {
+        name: "min.cleanable.dirty.ratio",
+        broker_key: Some("log.cleaner.min.cleanable.ratio"),
+        fixed_default: "",
+        kind: TopicKind::Ratio,
+        doc: "Clean the log once this share of it has not been cleaned yet.",
+    },
+    TopicSetting {
+        name: "min.compaction.lag.ms",
+        broker_key: Some("log.cleaner.min.compaction.lag.ms"),
+        fixed_default: "",
+        kind: TopicKind::Long { min: 0 },
+        doc: "Records younger than this are never compacted.",
     },
     TopicSetting {
         name: "min.insync.replicas",
@@ -133,6 +165,12 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
             Ok(v) if v >= min => Ok(()),
             _ => Err(format!("{name} must be an integer >= {min}, got '{value}'")),
         },
+        TopicKind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!(
+                "{name} must be a number within [0, 1], got '{value}'"
+            )),
+        },
         TopicKind::Choice(options) => {
             if options.contains(&value) {
                 Ok(())
@@ -141,6 +179,22 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Checks a topic's overrides together, once each value passed [`validate`]: Kafka refuses
+/// a `max.compaction.lag.ms` below `min.compaction.lag.ms`.
+pub(crate) fn validate_together(
+    overrides: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+) -> Result<(), String> {
+    let c = log_config(overrides, broker);
+    if c.max_compaction_lag_ms < c.min_compaction_lag_ms {
+        return Err(format!(
+            "conflict topic config setting max.compaction.lag.ms ({}) < min.compaction.lag.ms ({})",
+            c.max_compaction_lag_ms, c.min_compaction_lag_ms
+        ));
+    }
+    Ok(())
 }
 
 /// Default of a topic setting under `broker`.
@@ -165,13 +219,20 @@ pub(crate) fn effective(
         .collect()
 }
 
+/// The effective value of topic setting `name` under these overrides.
+fn value_of(overrides: &BTreeMap<String, String>, broker: &BrokerConfig, name: &str) -> String {
+    match overrides.get(name) {
+        Some(v) => v.clone(),
+        None => topic_setting(name).map_or_else(String::new, |s| default_value(s, broker)),
+    }
+}
+
 /// The storage settings of a topic with these overrides.
 pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
     let get = |name: &str| -> i64 {
-        overrides
-            .get(name)
-            .and_then(|v| v.trim().parse().ok())
-            .or_else(|| topic_setting(name).map(|s| default_value(s, broker).parse().unwrap_or(0)))
+        value_of(overrides, broker, name)
+            .trim()
+            .parse()
             .unwrap_or(0)
     };
     LogConfig {
@@ -183,8 +244,17 @@ pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerCo
         max_message_bytes: get("max.message.bytes").clamp(0, i64::from(u32::MAX)) as u32,
         timestamp_before_max_ms: get("message.timestamp.before.max.ms").max(0),
         timestamp_after_max_ms: get("message.timestamp.after.max.ms").max(0),
-        // cleanup.policy and the compaction settings are not mapped yet: delete only
-        ..LogConfig::default()
+        log_append_time: value_of(overrides, broker, "message.timestamp.type") == "LogAppendTime",
+        // validated when set; the default policy stands in for anything unparsable
+        cleanup_policy: CleanupPolicy::parse(&value_of(overrides, broker, "cleanup.policy"))
+            .unwrap_or_default(),
+        min_cleanable_dirty_ratio: value_of(overrides, broker, "min.cleanable.dirty.ratio")
+            .trim()
+            .parse()
+            .unwrap_or(0.5),
+        delete_retention_ms: get("delete.retention.ms").max(0),
+        min_compaction_lag_ms: get("min.compaction.lag.ms").max(0),
+        max_compaction_lag_ms: get("max.compaction.lag.ms").max(1),
     }
 }
 
@@ -224,5 +294,50 @@ mod tests {
             .iter()
             .any(|(n, v, d)| *n == "segment.bytes" && v == "1048576" && !d));
         assert!(eff.iter().any(|(n, _, d)| *n == "retention.ms" && *d));
+    }
+
+    #[test]
+    fn compaction_settings_reach_the_log_config() {
+        let mut broker = BrokerConfig::default();
+        assert_eq!(
+            log_config(&BTreeMap::new(), &broker).cleanup_policy,
+            CleanupPolicy::default()
+        );
+        broker.set("log.cleanup.policy", "compact").unwrap();
+        broker
+            .set("log.cleaner.min.cleanable.ratio", "0.25")
+            .unwrap();
+        let c = log_config(&BTreeMap::new(), &broker);
+        assert!(c.cleanup_policy.compact && !c.cleanup_policy.delete);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        let mut o = BTreeMap::new();
+        for (k, v) in [
+            ("cleanup.policy", "compact,delete"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "1000"),
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "60000"),
+        ] {
+            assert!(validate(k, v).is_ok(), "{k}={v}");
+            o.insert(k.to_string(), v.to_string());
+        }
+        let c = log_config(&o, &broker);
+        assert!(c.cleanup_policy.compact && c.cleanup_policy.delete);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(
+            (
+                c.delete_retention_ms,
+                c.min_compaction_lag_ms,
+                c.max_compaction_lag_ms
+            ),
+            (1000, 5, 60000)
+        );
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "x").is_err());
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
+        assert!(validate_together(&o, &broker).is_ok());
+        o.insert("min.compaction.lag.ms".into(), "60001".into());
+        assert!(validate_together(&o, &broker).is_err());
     }
 }
