@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
     OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use sluice_proto::batch::{build_batch, decode_records, SimpleRecord};
+use sluice_proto::batch::{build_batch, decode_records, RecordBatchHeader, SimpleRecord};
 use sluice_storage::PartitionLog;
 
 use crate::config::BrokerConfig;
@@ -195,13 +195,15 @@ pub(crate) async fn load_coordinator(
             break;
         }
         for batch in &batches {
-            let records = decode_records(batch).map_err(|e| e.to_string())?;
-            for r in records {
-                offset = r.offset + 1;
+            // a cleaned batch may have lost records (offset gaps), down to none at all:
+            // the next read starts after the batch's last offset, not its last record
+            let h = RecordBatchHeader::parse(batch).map_err(|e| e.to_string())?;
+            for r in decode_records(batch).map_err(|e| e.to_string())? {
                 if let Some(key) = r.key {
                     replay.push((key, r.value));
                 }
             }
+            offset = offset.max(h.last_offset() + 1);
         }
     }
     let records = replay.len();
