@@ -121,13 +121,6 @@ pub(crate) fn progress(msg: &str) {
     eprintln!("sluice: {msg}");
 }
 
-/// Wall-clock milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// `NAME=VALUE` of a flag, trimmed.
 pub(crate) fn split_kv<'a>(kv: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
     let (k, v) = kv

@@ -372,27 +372,31 @@ pub(crate) fn commit_offsets(
     Ok(())
 }
 
-/// The partitions in a consumer-protocol member assignment (version-prefixed
-/// ConsumerProtocolAssignment; a newer version than this client knows is read as the newest
-/// it knows, as Kafka's clients do).
+/// The partitions in a consumer-protocol member assignment (empty before a sync).
 pub(crate) fn decode_assignment(raw: &Bytes) -> Result<Vec<Tp>> {
     if raw.is_empty() {
         return Ok(Vec::new());
     }
-    let mut buf = raw.clone();
-    if buf.remaining() < 2 {
-        bail!("member assignment of {} bytes", raw.len());
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        bail!("member assignment version {version}");
-    }
-    let version = version.min(ConsumerProtocolAssignment::VERSIONS.max);
-    let a = ConsumerProtocolAssignment::decode(&mut buf, version)?;
+    let a: ConsumerProtocolAssignment = decode_versioned(raw, "member assignment")?;
     Ok(a.assigned_partitions
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
         .collect())
+}
+
+/// A consumer-protocol message (assignment, subscription): an i16 version, then the
+/// message in that version; a newer version than this client knows is read as the newest
+/// it knows, as Kafka's clients do.
+pub(crate) fn decode_versioned<M: Decodable + Message>(raw: &Bytes, what: &str) -> Result<M> {
+    let mut buf = raw.clone();
+    if buf.remaining() < 2 {
+        bail!("{what} of {} bytes", raw.len());
+    }
+    let version = buf.get_i16();
+    if version < 0 {
+        bail!("{what} version {version}");
+    }
+    M::decode(&mut buf, version.min(M::VERSIONS.max))
 }
 
 pub(crate) fn group_id(g: &str) -> GroupId {

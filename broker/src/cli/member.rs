@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use anyhow::Result;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -22,12 +22,12 @@ use kafka_protocol::messages::{
     consumer_protocol_assignment, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
     HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Message};
+use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
 
 use super::client::{retriable, str_bytes, topic_name, Client, RETRY_BACKOFF};
 use super::format::kafka_error;
-use super::group::{commit_offsets, decode_assignment, group_id, Tp};
+use super::group::{commit_offsets, decode_assignment, decode_versioned, group_id, Tp};
 
 /// Session timeout asked for (Kafka's group.min.session.timeout.ms defaults to 6 s).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -339,16 +339,7 @@ fn range_assign(
 
 /// Topics of a version-prefixed ConsumerProtocolSubscription.
 fn decode_subscription(raw: &Bytes) -> Result<Vec<String>> {
-    let mut buf = raw.clone();
-    if buf.remaining() < 2 {
-        bail!("member subscription of {} bytes", raw.len());
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        bail!("member subscription version {version}");
-    }
-    let version = version.min(ConsumerProtocolSubscription::VERSIONS.max);
-    let s = ConsumerProtocolSubscription::decode(&mut buf, version)?;
+    let s: ConsumerProtocolSubscription = decode_versioned(raw, "member subscription")?;
     Ok(s.topics.iter().map(|t| t.to_string()).collect())
 }
 

@@ -23,7 +23,7 @@ use sluice_proto::batch::{build_batch, SimpleRecord};
 use sluice_proto::murmur2::partition_for_key;
 
 use super::client::{retriable, topic_name, Client, RETRY_BACKOFF};
-use super::format::{kafka_error, now_ms, print_json, progress, split_kv, Format};
+use super::format::{kafka_error, print_json, progress, split_kv, Format};
 use super::ClientArgs;
 
 /// A chunk is sent once it holds this many bytes of keys and values.
@@ -167,7 +167,7 @@ impl Producer {
     /// refused before any append (moved or missing leader) until the timeout.
     fn send(&mut self, chunk: BTreeMap<i32, Vec<Line>>) -> Result<()> {
         let deadline = Instant::now() + self.client.timeout();
-        let now_ms = now_ms();
+        let now_ms = sluice_broker::now_ms();
         let header_refs: Vec<(&[u8], Option<&[u8]>)> = self
             .headers
             .iter()
