@@ -2,7 +2,8 @@
 //! list / describe / alter-config / add-partitions / delete, produce then consume back,
 //! a group's committed offsets and lag in `group describe --format json` and
 //! `reset-offsets` moving them, `cluster health` on a 3-node cluster before and after a
-//! `kill -9`, and `sluice serve` starting the broker as `sluice` does.
+//! `kill -9` (and with no quorum left), and `sluice serve` starting the broker as `sluice`
+//! does.
 //! Every CLI run is bounded (`CLI_BOUND`) and killed past it; brokers and background
 //! consumers are killed when their guards drop.
 
@@ -783,7 +784,9 @@ fn cluster_health_before_and_after_a_kill() -> Result<()> {
         Ok((code == Some(0)).then_some(v))
     })?;
     ensure!(
-        v["healthy"] == true && v["under_replicated"] == serde_json::json!([]),
+        v["healthy"] == true
+            && v["controller_answers"] == true
+            && v["under_replicated"] == serde_json::json!([]),
         "{v}"
     );
     let text = ok(&b, &["cluster", "info"])?.stdout;
@@ -819,6 +822,27 @@ fn cluster_health_before_and_after_a_kill() -> Result<()> {
         text.status.code() == Some(3) && text.stdout.starts_with("unhealthy:"),
         "{}",
         text.stdout
+    );
+
+    // without a majority of voters no controller decides anything, whatever Metadata says
+    // (a leader left alone steps down within an election timeout: check_quorum)
+    cluster.kill9(2)?;
+    let alone = cluster.bootstrap_of(&[1]);
+    let v = wait_for(
+        "health to see no controller",
+        Duration::from_secs(30),
+        || {
+            let (code, v) = health(&alone)?;
+            Ok((v["controller_answers"] == false).then_some((code, v)))
+        },
+    )?;
+    let (code, v) = v;
+    ensure!(code == Some(3), "exit {code:?}: {v}");
+    ensure!(
+        v["problems"].as_array().is_some_and(|ps| ps
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains("controller")))),
+        "{v}"
     );
     Ok(())
 }

@@ -1,15 +1,18 @@
 //! `sluice cluster info|health`: one Metadata request of every topic (internal ones too)
 //! gives the brokers, the controller, topic and partition counts, under-replicated
 //! partitions (ISR smaller than the replica set) and offline ones (no leader). `health`
-//! exits with status 3 when any partition is offline or under-replicated or no
-//! controller is known, so scripts and probes can use it as is.
+//! also has the controller decide a validate-only CreateTopics, and exits with status 3
+//! when any partition is offline or under-replicated or no controller answers, so
+//! scripts and probes can use it as is.
 
 use anyhow::Result;
-use kafka_protocol::messages::MetadataResponse;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, MetadataResponse};
+use kafka_protocol::ResponseError;
 use serde_json::{json, Value};
 
-use super::client::Client;
-use super::format::{ids, print_json, Format, Table};
+use super::client::{topic_name, Client};
+use super::format::{error_name, ids, print_json, Format, Table};
 use super::ClientArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -17,7 +20,13 @@ pub(crate) enum ClusterVerb {
     /// Cluster id, controller, brokers, topic and partition counts, partitions at risk.
     Info,
     /// Exit 0 when healthy; exit 3 when a partition is offline or under-replicated or no
-    /// controller is known (exit 1: the cluster could not be asked).
+    /// controller answers (exit 1: the cluster could not be asked).
+    ///
+    /// The controller is checked with a validate-only CreateTopics of a topic named
+    /// sluice-health-probe (nothing is created): Metadata's controller id cannot tell, as
+    /// KRaft brokers, Sluice's included, name a live broker there and forward admin
+    /// requests. It must be answered within two thirds of --timeout. A controller that lost
+    /// its quorum still answers until it steps down, about one election timeout later.
     Health,
 }
 
@@ -89,10 +98,15 @@ impl Summary {
         s
     }
 
-    fn problems(&self) -> Vec<String> {
+    fn problems(&self, controller_probe: &Result<(), String>) -> Vec<String> {
         let mut out = Vec::new();
         if self.controller.is_none() {
             out.push("no controller is known".to_string());
+        }
+        if let Err(e) = controller_probe {
+            out.push(format!(
+                "the controller did not decide an admin request: {e}"
+            ));
         }
         if !self.offline.is_empty() {
             out.push(format!("{} partition(s) offline", self.offline.len()));
@@ -117,7 +131,11 @@ pub(crate) fn run(verb: &ClusterVerb, args: &ClientArgs) -> Result<bool> {
         .values()
         .map(|b| json!({"id": b.id, "host": b.host, "port": b.port, "rack": b.rack}))
         .collect();
-    let problems = s.problems();
+    let probe = match verb {
+        ClusterVerb::Health if s.controller.is_some() => probe_controller(&mut client, args),
+        _ => Ok(()),
+    };
+    let problems = s.problems(&probe);
     let risk_table = |title: &str, list: &[AtRisk]| {
         if list.is_empty() {
             return;
@@ -192,10 +210,44 @@ pub(crate) fn run(verb: &ClusterVerb, args: &ClientArgs) -> Result<bool> {
             });
             if matches!(verb, ClusterVerb::Health) {
                 v["healthy"] = json!(problems.is_empty());
+                v["controller_answers"] = json!(probe.is_ok());
                 v["problems"] = json!(problems);
             }
             print_json(&v);
         }
     }
     Ok(!matches!(verb, ClusterVerb::Health) || problems.is_empty())
+}
+
+/// The topic a validate-only CreateTopics names to reach the controller.
+const PROBE_TOPIC: &str = "sluice-health-probe";
+
+/// Whether the active controller decides admin requests: a validate-only CreateTopics
+/// (nothing is created) answered with anything but REQUEST_TIMED_OUT or NOT_CONTROLLER,
+/// within two thirds of the timeout (the rest is left for the answer to arrive).
+fn probe_controller(client: &mut Client, args: &ClientArgs) -> Result<(), String> {
+    let wait = args.timeout * 2 / 3;
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(wait.as_millis().min(i32::MAX as u128) as i32)
+        .with_validate_only(true)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(PROBE_TOPIC))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let conn = client.controller().map_err(|e| format!("{e:#}"))?;
+    // validate_only exists from v1; an older broker cannot be asked this way
+    if conn
+        .version::<CreateTopicsRequest>(7)
+        .map_err(|e| format!("{e:#}"))?
+        < 1
+    {
+        return Ok(());
+    }
+    let (_, resp) = conn.call(7, &req).map_err(|e| format!("{e:#}"))?;
+    let code = resp.topics.first().map_or(0, |t| t.error_code);
+    if code == ResponseError::RequestTimedOut.code() || code == ResponseError::NotController.code()
+    {
+        return Err(error_name(code));
+    }
+    Ok(())
 }
