@@ -28,8 +28,9 @@ pub(crate) fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
-/// Wall-clock milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the epoch (also the admin verbs' clock, through the
+/// crate root).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -23,4 +23,5 @@ mod shard_msg;
 mod watchdog;
 
 pub use config::BrokerConfig;
+pub use errors::now_ms;
 pub use server::run;

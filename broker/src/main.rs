@@ -1,12 +1,16 @@
-//! `sluice`: starts a single-node broker. With no arguments it listens on 127.0.0.1:9092 and
-//! keeps data in ./sluice-data; `--config FILE`, `--set NAME=VALUE` and the dedicated flags
-//! override the defaults, which are listed in `sluice --help`.
+//! `sluice`: starts a broker (`sluice` or `sluice serve`). With no arguments it listens on
+//! 127.0.0.1:9092 and keeps data in ./sluice-data; `--config FILE`, `--set NAME=VALUE` and
+//! the dedicated flags override the defaults, which are listed in `sluice --help`.
+//! `sluice topic|group|cluster|produce|consume` are admin verbs (`cli/`): Kafka-protocol
+//! clients of a running cluster, which never start the broker's runtime.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sluice_broker::BrokerConfig;
+
+mod cli;
 
 /// mimalloc, not glibc malloc: after a burst glibc kept the freed request and batch buffers
 /// (160 MiB RSS with nothing in flight, measured), while mimalloc purges freed pages back
@@ -15,8 +19,32 @@ use sluice_broker::BrokerConfig;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Sluice: a Kafka-protocol event streaming broker", after_help = BrokerConfig::render_table())]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a Kafka-protocol event streaming broker",
+    after_help = BrokerConfig::render_table(),
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker (the same as `sluice` with no command); every setting is listed below.
+    #[command(after_help = BrokerConfig::render_table())]
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
+}
+
+/// The broker's flags: `sluice [FLAGS]` and `sluice serve [FLAGS]`.
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
     /// TOML file of settings (Kafka names as keys).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -38,6 +66,15 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        None => serve(args.serve),
+        Some(Command::Serve(serve_args)) => serve(serve_args),
+        Some(Command::Admin(cmd)) => std::process::exit(cli::run(&cmd)),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
@@ -46,7 +83,6 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
         let text =
