@@ -523,7 +523,16 @@ async fn fetch_once(
         for p in t.partitions {
             let code = p.error_code;
             if code == ResponseError::OffsetOutOfRange.code() {
-                // our log is ahead of the leader's (or behind its start): check again
+                let log = ctx.log(&topic, p.partition_index);
+                if let Some(log) = log.filter(|l| p.log_start_offset > l.log_end_offset()) {
+                    // our log ends before the leader's starts (its retention moved on, or
+                    // this replica is new): start over at the leader's log start, as
+                    // Kafka's follower does (truncateFullyAndStartAt)
+                    tracing::info!(%topic, partition = p.partition_index, from = log.log_end_offset(), to = p.log_start_offset, "log ends before the leader's log start; restarting it there");
+                    log.truncate_fully_and_start_at(p.log_start_offset).await?;
+                    continue;
+                }
+                // our log is ahead of the leader's: check again
                 if let Some(x) = f
                     .parts
                     .borrow_mut()

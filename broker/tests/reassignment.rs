@@ -539,3 +539,102 @@ fn preferred_leaders_come_back_by_themselves() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// A replica added to a partition whose leader's retention already deleted its first
+/// segments fetches offset 0, is told OFFSET_OUT_OF_RANGE with the leader's log start,
+/// restarts its log there (Kafka's truncateFullyAndStartAt), catches up and joins the
+/// ISR; then it leads and serves the same records at the same offsets.
+#[test]
+fn a_new_replica_catches_up_with_a_leader_whose_log_no_longer_starts_at_0() -> Result<()> {
+    let mut settings = FAST_SETTINGS.to_vec();
+    settings.push(("log.retention.check.interval.ms", "200"));
+    let cluster = Cluster::start(2, &settings)?;
+    let topic = "trimmed";
+    cluster.create_topic(
+        &[1],
+        &NewTopic::new(topic, 1, TopicReplication::Variable(&[&[1]]))
+            .set("segment.bytes", "4096")
+            .set("retention.bytes", "8192"),
+        CHANGE,
+    )?;
+    let producer: rdkafka::producer::FutureProducer = Cluster::client_config(&cluster.bootstrap())
+        .set("acks", "all")
+        .create()?;
+    let mut sent = BTreeMap::new();
+    for i in 0..300 {
+        let value = format!("record-{i:04}-{}", "x".repeat(150));
+        let d = common::block_on(
+            producer.send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .partition(0)
+                    .key("k")
+                    .payload(&value),
+                Duration::from_secs(10),
+            ),
+        )
+        .map_err(|(e, _)| e)?;
+        sent.insert(d.offset, value);
+    }
+    let consumer: rdkafka::consumer::BaseConsumer =
+        Cluster::client_config(&cluster.bootstrap()).create()?;
+    let low = wait_for("retention moving the log start", CONVERGE, || {
+        let (low, _) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5))?;
+        ensure!(low > 0, "log start still 0");
+        Ok(Some(low))
+    })?;
+    let mut c = connect(&cluster, 1)?;
+    ensure!(
+        reassign(&mut c, topic, 0, Some(vec![1, 2]))? == 0,
+        "reassign to [1, 2]"
+    );
+    cluster.wait_views("node 2 in the ISR", &[1], CONVERGE, |views| {
+        let p = &views[0].topic(topic)?.partitions[0];
+        ensure!(p.isr.len() == 2 && p.replicas == vec![1, 2], "{p:?}");
+        Ok(())
+    })?;
+    ensure!(
+        reassign(&mut c, topic, 0, Some(vec![2]))? == 0,
+        "reassign to [2]"
+    );
+    cluster.wait_views("node 2 leading alone", &[1], CONVERGE, |views| {
+        let p = &views[0].topic(topic)?.partitions[0];
+        ensure!(p.leader == 2 && p.replicas == vec![2], "{p:?}");
+        Ok(())
+    })?;
+    let reader: rdkafka::consumer::BaseConsumer = Cluster::client_config(&cluster.bootstrap())
+        .set("group.id", "trimmed-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)?;
+    reader.assign(&tpl)?;
+    let last = *sent.keys().last().context("nothing sent")?;
+    let mut got = BTreeMap::new();
+    wait_for("reading node 2's log", CONVERGE, || {
+        if let Some(m) = reader.poll(Duration::from_millis(200)) {
+            let m = m?;
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            got.insert(m.offset(), v);
+        }
+        Ok(got.contains_key(&last).then_some(()))
+    })?;
+    let first = *got.keys().next().context("nothing read")?;
+    ensure!(
+        first >= low,
+        "node 2 served offset {first} below the old log start {low}"
+    );
+    for (o, v) in &got {
+        ensure!(
+            sent.get(o) == Some(v),
+            "offset {o}: node 2 has {v:?}, sent {:?}",
+            sent.get(o)
+        );
+    }
+    ensure!(
+        got.len() as i64 == last - first + 1,
+        "node 2 has {} records in {first}..={last}",
+        got.len()
+    );
+    Ok(())
+}

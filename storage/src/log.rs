@@ -436,6 +436,16 @@ impl PartitionLog {
         crate::truncate::truncate(&self.shard, &self.inner, offset).await
     }
 
+    /// Empty the log and restart it at `at`, even beyond its end (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log ends before its leader's log start
+    /// offset (the leader's retention moved on, or this replica is new) then copies from
+    /// the leader's first offset. Everything is dropped: segments, pending batches (their
+    /// waiters fail), leader-epoch entries, producer state. Crash-safe: after a crash the
+    /// log is either the empty log at `at` or a prefix of the old one. Returns `at`.
+    pub async fn truncate_fully_and_start_at(&self, at: i64) -> Result<i64, StorageError> {
+        crate::truncate::reset(&self.shard, &self.inner, at).await
+    }
+
     /// Set the leader epoch this replica appends under, as leader, from now on: `append`
     /// writes it into every batch's partitionLeaderEpoch (the CRC does not cover it) and
     /// the leader-epoch cache records the first offset of each epoch. Not persisted: call

@@ -75,6 +75,37 @@ pub(crate) async fn truncate(
     Ok(end)
 }
 
+/// Empties the log and restarts it at `at`, wherever `at` lies (Kafka's
+/// `truncateFullyAndStartAt`): a follower whose log ends before its leader's log start
+/// (retention or a new, empty replica) can then copy from the leader's first offset.
+/// Crash-safe like a cut: a crash before every old segment is gone leaves a prefix of the
+/// old log (the follower resets again), after it the empty log at `at`.
+pub(crate) async fn reset(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    at: i64,
+) -> Result<i64, StorageError> {
+    if at < 0 {
+        let st = log.state();
+        return Err(StorageError::OffsetOutOfRange {
+            offset: at,
+            log_start: st.log_start(),
+            log_end: st.log_end(),
+        });
+    }
+    let (s, l) = (shard.clone(), log.clone());
+    glommio::spawn_local(async move {
+        let _permit = l.io.acquire_permit(1).await?;
+        let guard = Truncating::start(&l);
+        l.state().check_open()?;
+        l.clear_marker().await?;
+        restart_at(&s, &l, at, guard).await
+    })
+    .detach()
+    .await
+    .ok_or_else(|| StorageError::Io(std::io::Error::other("reset task was cancelled")))?
+}
+
 /// Marks the log as being truncated (appends refused) until dropped.
 struct Truncating<'a>(&'a LogInner);
 

@@ -829,3 +829,46 @@ fn retention_of_the_active_segment_keeps_the_log_end_across_a_reopen() {
         shard.shutdown().await.unwrap();
     });
 }
+
+/// A follower whose log ends before its leader's log start restarts its log there
+/// (Kafka's truncateFullyAndStartAt), copies on from the leader's first offset, and keeps
+/// that across a kill-style reopen; a crash that left the old log (or a prefix) is a log
+/// the follower can reset again.
+#[test]
+fn truncate_fully_and_start_at_beyond_the_end() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let (log, _) = filled(&shard, &p).await;
+        let end = log.log_end_offset();
+        let at = end + 1_000;
+        assert_eq!(log.truncate_fully_and_start_at(at).await.unwrap(), at);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (at, at));
+        assert!(log.epoch_entries().is_empty());
+        let a = log.append_replicated(rbatch(at, 3, 7, 0x51)).unwrap();
+        assert_eq!((a.base_offset, a.last_offset), (at, at + 2));
+        log.wait_durable(a.last_offset).await.unwrap();
+        assert!(matches!(
+            log.truncate_fully_and_start_at(-1).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        // no close: a kill
+        drop(log);
+        shard.shutdown().await.unwrap();
+    });
+    let files = seg_files(&path);
+    assert_eq!(files.len(), 1, "old segments left: {files:?}");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = open(&shard, &path, small_segments()).await;
+        let at = log.log_start_offset();
+        assert_eq!(log.log_end_offset(), at + 3);
+        assert_eq!(log.epoch_entries(), vec![(7, at)]);
+        let bs = all(&log).await;
+        assert_eq!(bs.len(), 1);
+        assert_eq!(header(&bs[0]).base_offset, at);
+        shard.shutdown().await.unwrap();
+    });
+}
