@@ -1,9 +1,9 @@
 //! File-system calls that io_uring (glommio 0.9) does not offer as async — opening a
-//! directory to fsync it, removing files and directories, reading small index and marker
-//! files — run on glommio's blocking pool: one helper thread per shard, so a slow disk
+//! directory to fsync it, removing and renaming files and directories, reading small index
+//! and marker files, writing small files atomically — run on glommio's blocking pool: one helper thread per shard, so a slow disk
 //! stalls that helper, never the shard's reactor. Callers await the result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Runs `f` on the shard's blocking helper thread and waits for its result.
 pub(crate) async fn run<R, F>(f: F) -> R
@@ -26,4 +26,18 @@ pub(crate) async fn remove_file(path: PathBuf) -> std::io::Result<()> {
 /// fsyncs a directory (after files in it were created, renamed or removed).
 pub(crate) async fn sync_dir(dir: PathBuf) -> std::io::Result<()> {
     run(move || std::fs::File::open(&dir)?.sync_all()).await
+}
+
+/// Write `data` to `dir/name` atomically: temp file, fsync, rename, directory fsync.
+/// Blocking: run it on the blocking helper.
+pub(crate) fn write_atomic(dir: &Path, tmp: &str, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }

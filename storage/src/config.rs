@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// Largest records section a compressed batch may inflate to when `append` counts its
+/// records and when the cleaner rewrites it (Kafka validates compressed batches the same
+/// way, without this bound).
+pub(crate) const MAX_DECOMPRESSED: usize = 64 << 20;
+
 /// `cleanup.policy`: what removes old data from a log. Kafka's values are `delete`,
 /// `compact` and `compact,delete` (both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,6 @@
 //! Also here: the truncation intent file (`.truncate-intent`), written durably before a
 //! truncation changes any file and removed after; open finishes a truncation it finds.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub(crate) const CHECKPOINT: &str = "leader-epoch-checkpoint";
@@ -222,27 +221,16 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<(i32, i64)>, String> {
     Ok(out)
 }
 
-/// Write `data` to `dir/name` atomically: temp file, fsync, rename, directory fsync.
-/// Blocking: run it on the blocking helper.
-fn write_atomic(dir: &Path, tmp: &str, name: &str, data: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// Persist the cache as `leader-epoch-checkpoint`, atomically, on the blocking helper.
 pub(crate) async fn write_checkpoint(
     dir: PathBuf,
     entries: Vec<(i32, i64)>,
 ) -> std::io::Result<()> {
     let text = encode(&entries);
-    crate::blocking::run(move || write_atomic(&dir, CHECKPOINT_TMP, CHECKPOINT, text.as_bytes()))
-        .await
+    crate::blocking::run(move || {
+        crate::blocking::write_atomic(&dir, CHECKPOINT_TMP, CHECKPOINT, text.as_bytes())
+    })
+    .await
 }
 
 /// The checkpoint file as read at open: None if absent, Some(Err(why)) if unusable.
@@ -284,7 +272,8 @@ pub(crate) fn decode_intent(b: &[u8]) -> Option<i64> {
 /// changes: a crash from here on recovers to the cut log.
 pub(crate) async fn write_intent(dir: PathBuf, cut: i64) -> std::io::Result<()> {
     let data = encode_intent(cut);
-    crate::blocking::run(move || write_atomic(&dir, INTENT_TMP, INTENT, &data)).await
+    crate::blocking::run(move || crate::blocking::write_atomic(&dir, INTENT_TMP, INTENT, &data))
+        .await
 }
 
 /// Durably remove the truncation intent (the truncation is complete on disk).

@@ -1,6 +1,6 @@
 //! `LogInner`: the shared core of one log — its id and directory, the `LogState` cell,
-//! the I/O permit that serialises file changes (flush, truncate, retention, close) and
-//! the durable signal. A `PartitionLog` handle and the shard's registry and dirty list
+//! the I/O permit that serialises file changes (flush, truncate, retention, the cleaner's
+//! swap, close) and the durable signal. A `PartitionLog` handle and the shard's registry and dirty list
 //! point to it. The state is borrowed only for short synchronous sections (never across
 //! an `.await`) and changed only through `LogState`'s methods; the async helpers here
 //! (index loading, marker removal, directory fsync, `wait_durable`) follow that rule.
@@ -8,6 +8,7 @@
 use crate::error::StorageError;
 use crate::signal::Signal;
 use crate::state::LogState;
+use crate::swap::CleanerHook;
 use std::cell::{Ref, RefCell, RefMut};
 use std::path::PathBuf;
 
@@ -16,10 +17,12 @@ pub(crate) struct LogInner {
     pub(crate) id: u64,
     pub(crate) dir: PathBuf,
     st: RefCell<LogState>,
-    /// Serialises file mutations (flush, truncate, retention, close) for this log.
+    /// Serialises file mutations (flush, truncate, retention, cleaner swap, close).
     pub(crate) io: glommio::sync::Semaphore,
     /// Notified whenever durable advances, the log is truncated, fails or closes.
     pub(crate) durable_signal: Signal,
+    /// A test's hook into the cleaner's swap (`PartitionLog::set_cleaner_hook`).
+    pub(crate) cleaner_hook: RefCell<Option<CleanerHook>>,
 }
 
 impl LogInner {
@@ -30,6 +33,7 @@ impl LogInner {
             st: RefCell::new(st),
             io: glommio::sync::Semaphore::new(1),
             durable_signal: Signal::default(),
+            cleaner_hook: RefCell::new(None),
         }
     }
 

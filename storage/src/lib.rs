@@ -9,25 +9,33 @@
 //!  replication: set_leader_epoch (append stamps it) ─ leader-epoch cache + checkpoint
 //!               (epoch.rs) ─ append_replicated (leader's bytes kept) ─ truncate_from
 //!               (truncate.rs: intent file, then files cut)
+//!  cleaner (compacted logs): key map over the dirty part ─► cleaned segments written as
+//!           .cleaned ─► swap: .swap, LogState switched, old files gone, final names
 //! ```
 //!
 //! Offsets may have gaps (a compacted log keeps batches at their original offsets):
 //! recovery, reads, indexes and the producer-state rebuild accept them; `SegmentWriter`
-//! writes such segments. Modules depend one way, top to bottom (none names one above it):
+//! writes such segments, and the cleaner makes them. Modules depend one way, top to
+//! bottom (none names one above it):
 //!
 //! ```text
-//!  log (PartitionLog), tasks (ShardStorage::start/shutdown)
-//!  recovery ─► truncate;  read;  retention;  flusher;  writer
+//!  log (PartitionLog), tasks (ShardStorage::start/shutdown, the background loops)
+//!  recovery ─► truncate;  cleaner ─► read, cleaner_io;  read;  retention;  flusher;
+//!  writer;  swap (the cleaner's file steps, and their completion at open)
 //!  shard (ShardStorage: registry, cache, read-ahead windows, files)
 //!  inner (LogInner: a log's shared core) ─► state (LogState: the only code that changes
 //!                                                  a log's state)
-//!  scan, producer, segment, pending, epoch, readahead, index, cache, files, signal, ...
+//!  scan, producer, segment, pending, epoch, clean_point, offset_map, readahead, index,
+//!  cache, files, signal, ...
 //! ```
 //! Every type here is owned by one shard (one glommio executor) and never crosses cores;
 //! only the `Bytes` returned by reads are `Send`.
 
 mod blocking;
 mod cache;
+mod clean_point;
+mod cleaner;
+mod cleaner_io;
 mod config;
 mod epoch;
 mod error;
@@ -36,6 +44,7 @@ mod flusher;
 mod index;
 mod inner;
 mod log;
+mod offset_map;
 mod pending;
 mod producer;
 mod read;
@@ -47,10 +56,12 @@ mod segment;
 mod shard;
 mod signal;
 mod state;
+mod swap;
 mod tasks;
 mod truncate;
 mod writer;
 
+pub use cleaner::CleanerPass;
 pub use config::{CleanupPolicy, LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};
@@ -58,6 +69,8 @@ pub use retention::remove_deleted_dirs;
 pub use scan::scan_prefix;
 pub use shard::{ShardStorage, StorageMetrics};
 pub use signal::{Signal, SignalWait};
+#[doc(hidden)]
+pub use swap::{CleanerHook, SwapStep};
 pub use writer::SegmentWriter;
 
 fn nofile() -> std::io::Result<libc::rlimit> {

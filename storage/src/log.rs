@@ -17,22 +17,20 @@
 //! (`epoch.rs`) that answers `end_offset_for_epoch`; `truncate_from` cuts a divergent
 //! suffix (`truncate.rs`).
 
-use crate::config::LogConfig;
+use crate::cleaner::CleanerPass;
+use crate::config::{LogConfig, MAX_DECOMPRESSED};
 use crate::error::StorageError;
 use crate::inner::LogInner;
 use crate::producer::{self, ProducerEntry, Verdict};
 use crate::shard::ShardStorage;
+use crate::swap::CleanerHook;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{
     set_base_offset, set_log_append_time, validate_client_batch_with, BatchIter, ClientBatchRules,
-    RecordBatchHeader, RECORD_BATCH_OVERHEAD,
+    RecordBatchHeader,
 };
 use std::path::PathBuf;
 use std::rc::Rc;
-
-/// Largest records section a compressed batch may inflate to when `append` counts its
-/// records (Kafka validates compressed batches the same way, without this bound).
-const MAX_DECOMPRESSED: usize = 64 << 20;
 
 /// Byte range of partitionLeaderEpoch in a v2 batch header (outside the CRC).
 const LEADER_EPOCH_FIELD: std::ops::Range<usize> = 12..16;
@@ -337,7 +335,7 @@ impl PartitionLog {
     /// reading up to `ShardStorageOptions::producer_rebuild_bytes`; a broker awaits this
     /// before appending idempotent batches so the shard never blocks on that read.
     pub async fn load_producer_state(&self) -> Result<(), StorageError> {
-        load_producers(&self.shard, &self.inner).await
+        crate::read::load_producers(&self.shard, &self.inner).await
     }
 
     /// Whether the idempotent-producer state is built (then `append` reads nothing).
@@ -489,6 +487,38 @@ impl PartitionLog {
         crate::retention::enforce_retention(&self.shard, &self.inner, now_ms).await
     }
 
+    /// Offsets at or past `offset` are never cleaned (the broker sets its high watermark,
+    /// so consumers below it see a stable log); until it is set the limit is the durable
+    /// offset. Never above the durable offset either way.
+    pub fn set_clean_limit(&self, offset: i64) {
+        self.inner.state_mut().set_clean_limit(offset);
+    }
+
+    /// The cleaner's checkpoint: every offset below it has been cleaned (the log start if
+    /// none has).
+    pub fn clean_offset(&self) -> i64 {
+        let st = self.inner.state();
+        st.clean_point().offset(st.log_start())
+    }
+
+    /// One log-cleaner pass over this log now, whatever its dirty ratio (the background
+    /// cleaner waits for `min.cleanable.dirty.ratio` or `max.compaction.lag.ms`), with
+    /// `now_ms` as the time that decides the compaction lags and tombstones' age. None if
+    /// there is nothing to clean (the log is not compacted, nothing is dirty in its
+    /// cleanable range) or the log changed under the pass. See `cleaner.rs`.
+    pub async fn compact(&self, now_ms: i64) -> Result<Option<CleanerPass>, StorageError> {
+        crate::cleaner::clean_log(&self.shard, &self.inner, now_ms).await
+    }
+
+    /// Test hook: `hook` is called at every step of a cleaning pass's swap and may stop
+    /// the pass there as a crash would (`SwapStep`). It runs while the pass holds the
+    /// log's I/O permit from `Committed` on: it may read the log, not wait for appends to
+    /// become durable.
+    #[doc(hidden)]
+    pub fn set_cleaner_hook(&self, hook: Option<CleanerHook>) {
+        *self.inner.cleaner_hook.borrow_mut() = hook;
+    }
+
     pub fn config(&self) -> LogConfig {
         self.inner.state().config().clone()
     }
@@ -510,77 +540,4 @@ impl PartitionLog {
     pub async fn delete(&self) -> Result<(), StorageError> {
         crate::retention::delete_log(&self.shard, &self.inner).await
     }
-}
-
-/// Build the idempotent-producer state with async DMA reads (for
-/// `PartitionLog::load_producer_state`), so the shard does not block on the read.
-/// Installs it only if the log did not change in a way the read could have missed (a
-/// truncation; batches flushed and dequeued that the read did not reach: see
-/// `Replayer::feed_pending`); otherwise leaves it unbuilt and `append` rebuilds
-/// synchronously.
-async fn load_producers(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<(), StorageError> {
-    let max_bytes = shard.opts.producer_rebuild_bytes;
-    // the plan may consult the sparse index of the newest segments
-    let bases: Vec<i64> = {
-        let st = log.state();
-        let n = st.segments().len();
-        st.segments()[n.saturating_sub(producer::REBUILD_SEGMENTS)..]
-            .iter()
-            .map(|s| s.base)
-            .collect()
-    };
-    for base in bases {
-        log.load_indexes(base).await;
-    }
-    let (plan, epoch, log_end) = {
-        let mut st = log.state_mut();
-        st.check_open()?;
-        if st.producers_loaded() {
-            return Ok(());
-        }
-        let p = st.plan_producer_rebuild(&log.dir, max_bytes);
-        (p, st.truncate_epoch(), st.log_end())
-    };
-    let mut r = producer::Replayer::new(&plan, log_end);
-    'segments: for &(base, from, to) in &plan.ranges {
-        if to <= from {
-            continue;
-        }
-        let file = shard.segment_file(log, base, false).await?;
-        let mut buf = glommio::io::ReadResult::default();
-        let mut buf_start = 0u64;
-        let mut pos = from;
-        let overhead = RECORD_BATCH_OVERHEAD as u64;
-        while pos + overhead <= to {
-            if pos < buf_start || pos + overhead > buf_start + buf.len() as u64 {
-                let want = (to - pos).min(producer::READ_CHUNK as u64) as usize;
-                buf = file.read_at(pos, want).await?;
-                buf_start = pos;
-                if buf.len() < RECORD_BATCH_OVERHEAD {
-                    r.range_read(pos, to);
-                    break 'segments;
-                }
-            }
-            let off = (pos - buf_start) as usize;
-            let Ok(h) = RecordBatchHeader::parse(&buf[off..off + RECORD_BATCH_OVERHEAD]) else {
-                r.range_read(pos, to);
-                break 'segments;
-            };
-            if pos + h.total_size() as u64 > to || !r.feed(&h) {
-                r.range_read(pos, to);
-                break 'segments;
-            }
-            pos += h.total_size() as u64;
-        }
-        r.range_read(pos, to);
-    }
-    let mut st = log.state_mut();
-    if st.producers_loaded() || st.truncate_epoch() != epoch || st.check_open().is_err() {
-        return Ok(());
-    }
-    let (end, durable) = (st.log_end(), st.durable());
-    if r.feed_pending(st.pending(), end, plan.durable, durable)? {
-        st.install_producers(r.ps);
-    }
-    Ok(())
 }

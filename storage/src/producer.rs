@@ -117,6 +117,14 @@ impl ProducerStates {
             .push(h.producer_epoch, meta(h, h.base_offset));
     }
 
+    /// Each producer's last batch in the log: producer id -> that batch's last offset.
+    pub(crate) fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.map
+            .iter()
+            .map(|(&pid, e)| (pid, e.last_offset()))
+            .collect()
+    }
+
     pub(crate) fn insert(&mut self, pid: i64, e: ProducerEntry) {
         self.map.insert(pid, e);
     }
@@ -220,6 +228,8 @@ pub(crate) struct Plan {
     pub(crate) ranges: Vec<(i64, u64, u64)>,
     pub(crate) start_offset: i64,
     pub(crate) durable: i64,
+    /// Segments of `ranges` whose files may still carry the `.swap` suffix (`in_swap`).
+    pub(crate) in_swap: Vec<i64>,
 }
 
 /// Choose where a rebuild starts: at most `max_bytes` of the newest `REBUILD_SEGMENTS`
@@ -264,10 +274,16 @@ pub(crate) fn plan(
             (seg.base, from, to.max(from))
         })
         .collect();
+    let in_swap = segments[start.0.min(n)..]
+        .iter()
+        .filter(|s| s.in_swap)
+        .map(|s| s.base)
+        .collect();
     Plan {
         ranges,
         start_offset: start.2,
         durable,
+        in_swap,
     }
 }
 
@@ -351,7 +367,11 @@ pub(crate) fn rebuild(
     for &(base, from, to) in &plan.ranges {
         if to > from {
             let path = crate::segment::log_path(dir, base);
-            let end = scan_headers(&path, from, to, |h| r.feed(h))?;
+            let file = open_segment_sync(&path, plan.in_swap.contains(&base))?;
+            let end = match file {
+                Some(f) => scan_headers(&f, &path, from, to, |h| r.feed(h))?,
+                None => from,
+            };
             r.range_read(end, to);
         }
     }
@@ -368,23 +388,19 @@ pub(crate) fn rebuild(
 /// unparsable header (a file cut concurrently). Returns the position it stopped at (`len`
 /// when it read everything).
 fn scan_headers(
+    file: &std::fs::File,
     path: &Path,
     from: u64,
     len: u64,
     mut f: impl FnMut(&RecordBatchHeader) -> bool,
 ) -> Result<u64, StorageError> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(from),
-        Err(e) => return Err(e.into()),
-    };
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut buf_start, mut buf_len) = (0u64, 0usize);
     let mut pos = from;
     while pos + RECORD_BATCH_OVERHEAD as u64 <= len {
         if pos < buf_start || pos + RECORD_BATCH_OVERHEAD as u64 > buf_start + buf_len as u64 {
             let want = (len - pos).min(READ_CHUNK as u64) as usize;
-            let n = read_at_most(&file, &mut buf[..want], pos)?;
+            let n = read_at_most(file, &mut buf[..want], pos)?;
             if n < RECORD_BATCH_OVERHEAD {
                 break;
             }
@@ -404,6 +420,22 @@ fn scan_headers(
         pos += h.total_size() as u64;
     }
     Ok(pos)
+}
+
+/// A segment's log file for plain reads, None if it does not exist. One `in_swap` is at
+/// `<path>.swap` until the cleaner renames it (atomically): then at `path`.
+fn open_segment_sync(path: &Path, in_swap: bool) -> std::io::Result<Option<std::fs::File>> {
+    let open = |p: &Path| match std::fs::File::open(p) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    if in_swap {
+        if let Some(f) = open(&crate::segment::with_suffix(path, crate::segment::SWAP))? {
+            return Ok(Some(f));
+        }
+    }
+    open(path)
 }
 
 fn read_at_most(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {

@@ -2,7 +2,12 @@
 //! then a read-ahead window, then a DMA read of the segment starting at its sparse-index
 //! position. Cold reads are copied once into a `Send` `Bytes` and cached; a cold
 //! sequential reader gets a read-ahead window (`readahead.rs` keeps the windows, this
-//! module fills them). Also `offset_for_timestamp`.
+//! module fills them). Also `offset_for_timestamp`, and the async build of the
+//! idempotent-producer state (`load_producers`), which reads the log's tail.
+//!
+//! A cleaner's swap replaces segments under readers: a disk read that looked a segment
+//! up before the swap (the layout epoch moved) starts again, and caches nothing it read;
+//! the replaced files stay open for reads already under way (their `Rc`).
 //!
 //! Offsets need not be contiguous (a compacted log keeps batches at their original
 //! offsets): a read at an offset no batch holds returns the batches from the first one
@@ -18,6 +23,7 @@ use crate::cache::Batch;
 use crate::error::corrupt;
 use crate::error::StorageError;
 use crate::inner::LogInner;
+use crate::producer;
 use crate::readahead::{self, Planned};
 use crate::shard::ShardStorage;
 use bytes::Bytes;
@@ -137,13 +143,35 @@ fn lookup_memory(shard: &ShardStorage, log: &LogInner, offset: i64) -> Option<Ba
 /// Read batches from disk starting with the one holding `offset` (or the first one after
 /// it, in this segment or a later one, when `offset` falls in a gap), about `want` bytes,
 /// and cache them if `cache`. Empty if the log was truncated meanwhile, or if no batch at
-/// or after `offset` is on disk yet (it is then in the pending queue).
+/// or after `offset` is on disk yet (it is then in the pending queue). A read that
+/// overlaps a cleaner's swap (the segments it looked up were replaced: the layout epoch
+/// moved) starts again on the new segments, whatever it read or failed with: a file
+/// position of a replaced segment means nothing in the new one.
 pub(crate) async fn read_disk(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
     offset: i64,
     want: usize,
     cache: bool,
+) -> Result<Vec<Batch>, StorageError> {
+    loop {
+        let layout = log.state().layout_epoch();
+        let res = read_disk_in(shard, log, offset, want, cache, layout).await;
+        if log.state().layout_epoch() == layout {
+            return res;
+        }
+    }
+}
+
+/// `read_disk` while the layout epoch is `layout`; what it returns after a swap is
+/// discarded by the caller (and nothing of it is cached).
+async fn read_disk_in(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    offset: i64,
+    want: usize,
+    cache: bool,
+    layout: u64,
 ) -> Result<Vec<Batch>, StorageError> {
     let mut offset = offset;
     let mut from_start = false;
@@ -244,6 +272,9 @@ pub(crate) async fn read_disk(
             pos += size as u64;
         }
         if index_bad {
+            if log.state().layout_epoch() != layout {
+                return Ok(Vec::new()); // the file was replaced under this read, not its index
+            }
             if from_start {
                 return Err(corrupt(format!(
                     "segment {seg_base}: offset {offset} not found"
@@ -264,8 +295,11 @@ pub(crate) async fn read_disk(
                 None => return Ok(Vec::new()),
             }
         };
-        if log.state().truncate_epoch() != epoch {
-            return Ok(Vec::new());
+        {
+            let st = log.state();
+            if st.truncate_epoch() != epoch || st.layout_epoch() != layout {
+                return Ok(Vec::new());
+            }
         }
         let lo = (first_pos - buf_start) as usize;
         let hi = lo + got;
@@ -380,18 +414,128 @@ pub(crate) async fn offset_for_timestamp(
         }
         for b in batches {
             let h = RecordBatchHeader::parse(&b)?;
-            if h.max_timestamp >= ts {
-                // under LogAppendTime every record's timestamp is the batch's maxTimestamp
-                if h.compression() == 0 && !h.timestamp_type_log_append() {
-                    if let Ok(recs) = decode_records(&b) {
+            // an empty batch (the cleaner kept it for its producer) has no record to find
+            if h.max_timestamp >= ts && h.records_count > 0 {
+                if h.compression() != 0 || h.timestamp_type_log_append() {
+                    return Ok(Some((h.base_offset, h.max_timestamp)));
+                }
+                match decode_records(&b) {
+                    Ok(recs) => {
                         if let Some(r) = recs.iter().find(|r| r.timestamp >= ts) {
                             return Ok(Some((r.offset, r.timestamp)));
                         }
                     }
+                    Err(_) => return Ok(Some((h.base_offset, h.max_timestamp))),
                 }
-                return Ok(Some((h.base_offset, h.max_timestamp)));
             }
             next = h.last_offset() + 1;
         }
     }
+}
+
+/// Build the idempotent-producer state with async DMA reads (for
+/// `PartitionLog::load_producer_state`), so the shard does not block on the read.
+/// Installs it only if the log did not change in a way the read could have missed (a
+/// truncation; batches flushed and dequeued that the read did not reach: see
+/// `Replayer::feed_pending`); otherwise leaves it unbuilt and `append` rebuilds
+/// synchronously.
+pub(crate) async fn load_producers(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+) -> Result<(), StorageError> {
+    let max_bytes = shard.opts.producer_rebuild_bytes;
+    // the plan may consult the sparse index of the newest segments
+    let bases: Vec<i64> = {
+        let st = log.state();
+        let n = st.segments().len();
+        st.segments()[n.saturating_sub(producer::REBUILD_SEGMENTS)..]
+            .iter()
+            .map(|s| s.base)
+            .collect()
+    };
+    for base in bases {
+        log.load_indexes(base).await;
+    }
+    let (plan, epoch, layout, log_end) = {
+        let mut st = log.state_mut();
+        st.check_open()?;
+        if st.producers_loaded() {
+            return Ok(());
+        }
+        let p = st.plan_producer_rebuild(&log.dir, max_bytes);
+        (p, st.truncate_epoch(), st.layout_epoch(), st.log_end())
+    };
+    match replay_files(shard, log, &plan, log_end).await {
+        Ok(r) => install_replayed(log, r, &plan, epoch, layout),
+        // segments swapped under the read (a file gone or replaced): leave it unbuilt
+        Err(_) if log.state().layout_epoch() != layout => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The planned ranges of the segment files, replayed.
+async fn replay_files(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    plan: &producer::Plan,
+    log_end: i64,
+) -> Result<producer::Replayer, StorageError> {
+    let mut r = producer::Replayer::new(plan, log_end);
+    'segments: for &(base, from, to) in &plan.ranges {
+        if to <= from {
+            continue;
+        }
+        let file = shard.segment_file(log, base, false).await?;
+        let mut buf = glommio::io::ReadResult::default();
+        let mut buf_start = 0u64;
+        let mut pos = from;
+        let overhead = RECORD_BATCH_OVERHEAD as u64;
+        while pos + overhead <= to {
+            if pos < buf_start || pos + overhead > buf_start + buf.len() as u64 {
+                let want = (to - pos).min(producer::READ_CHUNK as u64) as usize;
+                buf = file.read_at(pos, want).await?;
+                buf_start = pos;
+                if buf.len() < RECORD_BATCH_OVERHEAD {
+                    r.range_read(pos, to);
+                    break 'segments;
+                }
+            }
+            let off = (pos - buf_start) as usize;
+            let Ok(h) = RecordBatchHeader::parse(&buf[off..off + RECORD_BATCH_OVERHEAD]) else {
+                r.range_read(pos, to);
+                break 'segments;
+            };
+            if pos + h.total_size() as u64 > to || !r.feed(&h) {
+                r.range_read(pos, to);
+                break 'segments;
+            }
+            pos += h.total_size() as u64;
+        }
+        r.range_read(pos, to);
+    }
+    Ok(r)
+}
+
+/// Installs what `replay_files` read, with the pending batches, unless the log changed
+/// in a way the read could have missed.
+fn install_replayed(
+    log: &LogInner,
+    mut r: producer::Replayer,
+    plan: &producer::Plan,
+    epoch: u64,
+    layout: u64,
+) -> Result<(), StorageError> {
+    let mut st = log.state_mut();
+    if st.producers_loaded()
+        || st.truncate_epoch() != epoch
+        || st.layout_epoch() != layout
+        || st.check_open().is_err()
+    {
+        return Ok(());
+    }
+    let (end, durable) = (st.log_end(), st.durable());
+    if r.feed_pending(st.pending(), end, plan.durable, durable)? {
+        st.install_producers(r.ps);
+    }
+    Ok(())
 }

@@ -11,10 +11,13 @@
 //! (as Kafka's recovery does). Rescanned indexes are rewritten. The leader-epoch
 //! checkpoint is read and repaired against the recovered log (entries from the log end
 //! on dropped, entries before the log start folded into it), and a truncation intent left
-//! by a crash is carried out. Close: flush, cut the file to its logical end, write
+//! by a crash is carried out. Before any of that, a cleaner's segment swap a crash
+//! interrupted is finished or rolled back (`swap::recover`), and the cleaner checkpoint
+//! is fitted to the recovered log (rewritten if it claimed offsets past its end). Close: flush, cut the file to its logical end, write
 //! indexes and a changed epoch checkpoint, then the marker (removed again before the
 //! files next change).
 
+use crate::clean_point::CleanPoint;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::inner::LogInner;
@@ -257,12 +260,16 @@ struct Survey {
     epochs: crate::epoch::CheckpointRead,
     /// A truncation intent: None if absent, Some(None) if unreadable.
     intent: Option<Option<i64>>,
+    /// A cleaner's swap interrupted by a crash was finished or rolled back.
+    swap_recovered: bool,
 }
 
 fn survey(dir: &Path) -> Result<Survey, StorageError> {
     use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(dir)?;
     let dev = std::fs::metadata(dir)?.dev();
+    // before anything reads the segments: they are the old ones or the cleaned ones
+    let swap_recovered = crate::swap::recover(dir)?;
     let bases = list_segments(dir)?;
     let mut segments = Vec::with_capacity(bases.len());
     for &b in &bases {
@@ -293,6 +300,7 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         last_resume,
         epochs: crate::epoch::read_checkpoint(dir)?,
         intent: crate::epoch::read_intent(dir)?,
+        swap_recovered,
     })
 }
 
@@ -319,6 +327,7 @@ pub(crate) async fn open_log(
         mut last_resume,
         epochs: epochs_raw,
         intent,
+        swap_recovered,
     } = {
         let dir = dir.clone();
         crate::blocking::run(move || survey(&dir)).await?
@@ -392,16 +401,31 @@ pub(crate) async fn open_log(
     let log_end = segments.last().map_or(0, |s| s.end_offset);
     let log_start = segments.first().map_or(log_end, |s| s.base);
     let epochs = recover_epochs(&dir, epochs_raw, log_start, log_end);
+    let clean = {
+        let dir = dir.clone();
+        crate::blocking::run(move || CleanPoint::load(&dir, log_start, log_end)).await?
+    };
+    // a clean point past the recovered end must not stay on disk: data appended from
+    // the end on is not clean
+    let clean_rewrite = clean.snapshot_if_dirty();
     let st = LogState::new(
         config,
         segments,
         epochs,
         marker_used,
         crate::pending::PendingQueue::new(shard.unflushed.clone()),
+        clean,
     );
     let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, st)));
     if changed {
         inner.sync_dir().await?;
+    }
+    if swap_recovered {
+        tracing::info!(dir = %inner.dir.display(), "log opened after completing or undoing a cleaner's swap");
+    }
+    if let Some((gen, data)) = clean_rewrite {
+        crate::clean_point::write(inner.dir.clone(), data).await?;
+        inner.state_mut().clean_point_persisted(gen);
     }
     // append keeps the active segment's indexes in memory: read them now, off the shard
     let active = inner.state().last_segment().map(|s| s.base);

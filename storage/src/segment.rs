@@ -24,6 +24,19 @@ pub(crate) fn index_path(dir: &Path, base: i64) -> PathBuf {
 pub(crate) fn timeindex_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
 }
+/// Suffix of a segment file the cleaner is writing (`<base>.log.cleaned`, and its indexes).
+pub(crate) const CLEANED: &str = "cleaned";
+/// Suffix of a cleaned segment file committed to replace old ones (`swap.rs`).
+pub(crate) const SWAP: &str = "swap";
+
+/// `path` with `.suffix` appended (`00…0.log` → `00…0.log.swap`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// The clean-shutdown marker (`recovery.rs` writes and trusts it).
 pub(crate) fn marker_path(dir: &Path) -> PathBuf {
     dir.join(".clean_shutdown")
@@ -70,6 +83,9 @@ pub(crate) struct Segment {
     pub(crate) bytes_since_index: u64,
     pub(crate) state: SegState,
     pub(crate) file_exists: bool,
+    /// A cleaned segment just swapped in whose files may still carry the `.swap` suffix
+    /// (the cleaner renames them right after; `ShardStorage::segment_file` tries both).
+    pub(crate) in_swap: bool,
 }
 
 impl Segment {
@@ -100,6 +116,7 @@ impl Segment {
             bytes_since_index: 0,
             state: SegState::Active,
             file_exists,
+            in_swap: false,
         }
     }
 
@@ -176,11 +193,13 @@ impl Segment {
     /// The time index as written at seal (and by recovery and truncation): its entries,
     /// then a final (max timestamp, last covered offset) entry, which recovery reads to
     /// trust a sealed segment without a scan. The last covered offset is `end_offset - 1`:
-    /// the next segment's base minus one, also when the segment ends in a gap.
+    /// the next segment's base minus one, also when the segment ends in a gap. A segment
+    /// without batches that covers offsets (a cleaned one) gets (-1, last covered offset):
+    /// a swap interrupted by a crash reads from it which old segments it replaces.
     fn final_time_index(&self) -> TimeIndex {
         let mut t = self.tindex.clone().unwrap_or_default();
         let rel = self.end_offset.saturating_sub(1).saturating_sub(self.base);
-        if self.max_ts_offset >= 0 && rel >= 0 && rel <= u32::MAX as i64 {
+        if rel >= 0 && rel <= u32::MAX as i64 {
             t.push_final(self.max_ts, rel as u32);
         }
         t
@@ -311,7 +330,7 @@ pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Res
 }
 
 /// Removes one segment's three files (blocking); missing files are not an error.
-fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
+pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
     for p in [
         log_path(dir, base),
         index_path(dir, base),

@@ -1,8 +1,8 @@
 //! `ShardStorage`: everything one shard shares between its logs — the registry of open
 //! logs, the batch cache and the read-ahead windows, the open-file table, the dirty list
 //! the flusher drains, progress notification, the unflushed-bytes total, metrics. Its
-//! background tasks (flusher; retention + idle-file sweep), `start` and `shutdown` are in
-//! `tasks.rs`, above the operations they run. Owned by one shard; never crosses cores.
+//! background tasks (flusher; retention + idle-file sweep; the log cleaner), `start` and
+//! `shutdown` are in `tasks.rs`, above the operations they run. Owned by one shard; never crosses cores.
 //!
 //! ```text
 //!  append ─► dirty list ─► flush_wake ─► flusher (tasks.rs) ─► durable_signal(l), progress
@@ -14,7 +14,7 @@ use crate::error::StorageError;
 use crate::files::FileTable;
 use crate::inner::LogInner;
 use crate::readahead::ReadAheads;
-use crate::segment::{log_path, open_segment_file};
+use crate::segment::{log_path, open_segment_file, with_suffix, SWAP};
 use crate::signal::Signal;
 use glommio::io::DmaFile;
 use std::cell::{Cell, RefCell};
@@ -33,6 +33,18 @@ pub struct StorageMetrics {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub open_files: u64,
+    /// Log cleaner passes completed (segments swapped in).
+    pub cleaner_passes: u64,
+    /// Bytes the cleaner read (building its key map and copying segments).
+    pub cleaner_bytes_read: u64,
+    /// Bytes of cleaned segments written.
+    pub cleaner_bytes_written: u64,
+    /// Bytes the swapped-in segments are smaller than the ones they replaced.
+    pub cleaner_bytes_reclaimed: u64,
+    /// Records the cleaner removed (superseded, expired tombstones, keyless).
+    pub cleaner_records_removed: u64,
+    /// How long the last completed pass took.
+    pub cleaner_last_pass_micros: u64,
 }
 
 pub(crate) struct ShardInner {
@@ -114,6 +126,11 @@ impl ShardStorage {
     }
 
     /// The segment's DMA file, opening it (lazily, bounded by max_open_files) if needed.
+    /// A segment the cleaner just swapped in may still be at `<base>.log.swap` (renamed
+    /// atomically to `<base>.log` right after): tried first, then the final name. The file
+    /// is remembered only if no swap happened while it opened (then the name may have
+    /// meant the replaced file; callers that looked the segment up before recheck
+    /// `LogState::layout_epoch` and start again).
     pub(crate) async fn segment_file(
         &self,
         log: &LogInner,
@@ -123,7 +140,30 @@ impl ShardStorage {
         if let Some(f) = self.inner.borrow_mut().files.get(log.id, base) {
             return Ok(f);
         }
-        let f = Rc::new(open_segment_file(&log_path(&log.dir, base), create).await?);
+        let (layout, in_swap) = {
+            let st = log.state();
+            (
+                st.layout_epoch(),
+                st.segment(base).is_some_and(|s| s.in_swap),
+            )
+        };
+        let path = log_path(&log.dir, base);
+        let swapped = if in_swap {
+            match open_segment_file(&with_suffix(&path, SWAP), false).await {
+                Ok(f) => Some(f),
+                Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let f = match swapped {
+            Some(f) => Rc::new(f),
+            None => Rc::new(open_segment_file(&path, create).await?),
+        };
+        if log.state().layout_epoch() != layout {
+            return Ok(f);
+        }
         let evicted = self
             .inner
             .borrow_mut()
@@ -185,6 +225,20 @@ impl ShardStorage {
     pub(crate) fn forget_before(&self, log: u64, start: i64, bases: &[i64]) -> Vec<Rc<DmaFile>> {
         let mut sh = self.inner.borrow_mut();
         sh.cache.remove_before(log, start);
+        bases
+            .iter()
+            .filter_map(|b| sh.files.remove(log, *b))
+            .collect()
+    }
+
+    /// Forget what the shard holds for `log` of segments the cleaner replaced (`bases`,
+    /// covering the offsets below `end`): cached batches (the cleaned segments hold other
+    /// versions of them), read-ahead windows, and their open files, which the caller
+    /// closes (a read still using one keeps it open until it ends).
+    pub(crate) fn forget_replaced(&self, log: u64, end: i64, bases: &[i64]) -> Vec<Rc<DmaFile>> {
+        let mut sh = self.inner.borrow_mut();
+        sh.cache.remove_before(log, end);
+        sh.readahead.drop_log(log);
         bases
             .iter()
             .filter_map(|b| sh.files.remove(log, *b))

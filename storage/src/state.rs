@@ -1,6 +1,7 @@
 //! `LogState`, the mutable state of one partition's log (held by `LogInner`, `inner.rs`).
 //! It changes only through `LogState`'s methods: the operations on a log (append in
-//! `log.rs`, `flusher.rs`, `read.rs`, `truncate.rs`, `retention.rs`, `recovery.rs`) read
+//! `log.rs`, `flusher.rs`, `read.rs`, `truncate.rs`, `retention.rs`, `recovery.rs`,
+//! `cleaner.rs`) read
 //! it through getters and call one method per change, so this one type keeps the
 //! invariants:
 //! - segments are in base order, at least one; each segment but the last ends where the
@@ -8,7 +9,11 @@
 //! - a segment's batches have increasing offsets inside its range, with gaps allowed (a
 //!   compacted segment keeps batches at their original offsets);
 //! - log start (the first segment's base) <= durable <= log end;
-//! - the pending queue holds exactly the batches from the durable offset on, in order.
+//! - the pending queue holds exactly the batches from the durable offset on, in order;
+//! - only the cleaner's `swap_segments` replaces segments in the middle of the log (sealed
+//!   ones below the active segment, by cleaned ones covering the same offsets), and it
+//!   bumps `layout_epoch`, so a reader that looked a segment up before knows its file
+//!   position may now mean other bytes.
 //!
 //! ```text
 //!  log.rs (append) ──┐                    ┌─► segments, pending queue, offsets,
@@ -17,6 +22,7 @@
 //! ```
 
 use crate::cache::Batch;
+use crate::clean_point::CleanPoint;
 use crate::config::LogConfig;
 use crate::epoch::EpochCache;
 use crate::error::{corrupt, FlushFailure, StorageError};
@@ -68,6 +74,15 @@ pub(crate) struct LogState {
     leader_epoch: Option<i32>,
     /// (epoch, first offset) of every leader epoch in the log.
     epochs: EpochCache,
+    /// The log cleaner's checkpoint (`clean_point.rs`).
+    clean: CleanPoint,
+    /// `set_clean_limit` (the broker's high watermark); None: the durable offset.
+    clean_limit: Option<i64>,
+    /// Bumped when the cleaner swaps segments in (readers started before retry).
+    layout_epoch: u64,
+    /// The cleaner failed on this log and leaves it alone until it is reopened (Kafka's
+    /// uncleanable partitions).
+    uncleanable: bool,
 }
 
 /// What `LogState::enqueue` did.
@@ -103,6 +118,7 @@ impl LogState {
         epochs: EpochCache,
         marker_present: bool,
         pending: PendingQueue,
+        clean: CleanPoint,
     ) -> LogState {
         if segments.is_empty() {
             segments.push(Segment::new_empty(0, false));
@@ -126,6 +142,10 @@ impl LogState {
             producers: None,
             leader_epoch: None,
             epochs,
+            clean,
+            clean_limit: None,
+            layout_epoch: 0,
+            uncleanable: false,
         }
     }
 
@@ -142,6 +162,11 @@ impl LogState {
     }
     pub(crate) fn truncate_epoch(&self) -> u64 {
         self.truncate_epoch
+    }
+    /// Changes whenever segments are swapped for cleaned ones: a segment base and file
+    /// position looked up under another value may now name different bytes.
+    pub(crate) fn layout_epoch(&self) -> u64 {
+        self.layout_epoch
     }
     pub(crate) fn segments(&self) -> &[Segment] {
         &self.segments
@@ -459,10 +484,11 @@ impl LogState {
     }
     /// Free the in-memory indexes of sealed segments (reloaded lazily on the next read).
     pub(crate) fn drop_idle_indexes(&mut self) {
+        // a segment still in its swap keeps them: its index files are being renamed
         for s in self
             .segments
             .iter_mut()
-            .filter(|s| s.state == SegState::Sealed)
+            .filter(|s| s.state == SegState::Sealed && !s.in_swap)
         {
             s.index = None;
             s.tindex = None;
@@ -623,6 +649,7 @@ impl LogState {
         self.note_truncation(cut);
         self.producers = None;
         self.epochs.truncate_from_end(cut);
+        self.clean.truncate_to(cut);
         Ok(())
     }
     /// Empty the log in memory and restart it at `at`; returns the bases of the segments
@@ -637,6 +664,8 @@ impl LogState {
         self.note_truncation(at);
         self.producers = None;
         self.epochs.clear();
+        self.clean.truncate_to(at);
+        self.clean.drop_before(at);
         bases
     }
     fn note_truncation(&mut self, new_end: i64) {
@@ -675,7 +704,83 @@ impl LogState {
         if start < self.log_end {
             self.epochs.truncate_from_start(start);
         }
+        self.clean.drop_before(start);
         start
+    }
+
+    // ---- log cleaner ----
+
+    pub(crate) fn clean_point(&self) -> &CleanPoint {
+        &self.clean
+    }
+    /// Offsets below this may be cleaned: the limit the broker set (its high watermark),
+    /// by default the durable offset, and never past the durable offset.
+    pub(crate) fn clean_limit(&self) -> i64 {
+        self.clean_limit
+            .map_or(self.durable, |l| l.min(self.durable))
+    }
+    pub(crate) fn set_clean_limit(&mut self, offset: i64) {
+        self.clean_limit = Some(offset);
+    }
+    pub(crate) fn is_uncleanable(&self) -> bool {
+        self.uncleanable
+    }
+    pub(crate) fn mark_uncleanable(&mut self) {
+        self.uncleanable = true;
+    }
+    /// A cleaning pass at `now_ms` cleaned every offset below `to`.
+    pub(crate) fn advance_clean_point(&mut self, to: i64, now_ms: i64) {
+        self.clean.advance(to, now_ms);
+    }
+    /// The checkpoint file's contents and change counter, if the file is behind.
+    pub(crate) fn clean_point_snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        self.clean.snapshot_if_dirty()
+    }
+    pub(crate) fn clean_point_persisted(&mut self, gen: u64) {
+        self.clean.mark_persisted(gen);
+    }
+    /// Replace the first segments, which must still be `old` ((base, size) each, sealed,
+    /// not the last one), by the cleaned segments `new`, which cover the same offsets
+    /// (from the first old base to the next segment's base, each ending where the next
+    /// begins). They are marked `in_swap` until `swap_finished`. Bumps the layout epoch;
+    /// returns the bases replaced. Fails, changing nothing, if the log went away or its
+    /// segments changed meanwhile.
+    pub(crate) fn swap_segments(
+        &mut self,
+        old: &[(i64, u64)],
+        mut new: Vec<Segment>,
+    ) -> Result<Vec<i64>, StorageError> {
+        if let Some(e) = self.gone() {
+            return Err(e);
+        }
+        let n = old.len();
+        let unchanged = n > 0
+            && n < self.segments.len()
+            && self.segments[..n].iter().zip(old).all(|(s, &(b, size))| {
+                s.base == b && s.size == size && s.state == SegState::Sealed
+            });
+        let next_base = self.segments.get(n).map(|s| s.base);
+        let contiguous = new.first().map(|s| s.base) == old.first().map(|o| o.0)
+            && new.windows(2).all(|w| w[0].end_offset == w[1].base)
+            && new.last().map(|s| s.end_offset) == next_base;
+        if !unchanged || !contiguous {
+            return Err(corrupt(format!(
+                "cleaned segments no longer match the log (bases {:?})",
+                old.iter().map(|o| o.0).collect::<Vec<_>>()
+            )));
+        }
+        for s in new.iter_mut() {
+            s.in_swap = true;
+        }
+        let removed = self.segments.splice(..n, new).map(|s| s.base).collect();
+        self.layout_epoch += 1;
+        Ok(removed)
+    }
+    /// The swapped-in segments' files carry their final names now.
+    pub(crate) fn swap_finished(&mut self) {
+        for s in self.segments.iter_mut() {
+            s.in_swap = false;
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! The shard's storage tasks and its life cycle: `ShardStorage::start` spawns the flusher
-//! (task queue "sluice-flush": drains the dirty list, one task per log) and the background
-//! task (queue "sluice-storage-bg": closes idle files, frees idle indexes, applies
-//! retention to every log), each in its own queue so neither starves request handling;
-//! `shutdown` closes every log and stops them. Above the operations it runs (`flusher`,
-//! `retention`, `recovery`): they never name this module. Owned by one shard.
+//! (task queue "sluice-flush": drains the dirty list, one task per log), the background
+//! task (queue "sluice-storage-bg", low shares: closes idle files, frees idle indexes,
+//! applies retention to every log) and, in the same queue, the log cleaner (every
+//! `cleaner_backoff`, passes over the dirtiest compacted logs until none needs one), each
+//! in a queue of its own so none starves request handling; `shutdown` closes every log and
+//! stops them (a cleaning pass finds its log closed and drops its files). Above the
+//! operations it runs (`flusher`, `retention`, `cleaner`, `recovery`): they never name
+//! this module. Owned by one shard.
 //!
 //! ```text
 //!  append ─► dirty list ─► flush_wake ─► flusher_loop: flush_log(l) for l in dirty
@@ -53,7 +56,30 @@ impl ShardStorage {
             }
             Err(e) => tracing::error!(error = %e, "cannot spawn storage background task"),
         }
+        if shard.opts.cleaner_enabled {
+            let w = Rc::downgrade(&shard);
+            match glommio::spawn_local_into(async move { cleaner_loop(w).await }, bg_tq) {
+                Ok(t) => {
+                    t.detach();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot spawn the log cleaner"),
+            }
+        }
         shard
+    }
+
+    /// One step of the shard's log cleaner now, as its background task takes them: a
+    /// pass over the dirtiest compacted log whose dirty ratio reaches its
+    /// `min.cleanable.dirty.ratio` or whose oldest dirty batch is past its
+    /// `max.compaction.lag.ms`, with `now_ms` as the time. None if no log needs one.
+    pub async fn run_cleaner(
+        &self,
+        now_ms: i64,
+    ) -> Result<Option<crate::cleaner::CleanerPass>, StorageError> {
+        let Some(me) = self.me.upgrade() else {
+            return Ok(None);
+        };
+        crate::cleaner::clean_dirtiest(&me, now_ms).await
     }
 
     /// Flush and fsync every log, write clean-shutdown markers, close files, stop tasks.
@@ -127,6 +153,31 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
     }
     shard.flusher_running.set(false);
     shard.flusher_done.notify();
+}
+
+/// Sleeps `cleaner_backoff`, then cleans the dirtiest compacted log that needs it, again
+/// and again until none does (Kafka's CleanerThread).
+async fn cleaner_loop(shard: Weak<ShardStorage>) {
+    let Some(s) = shard.upgrade() else { return };
+    let backoff = s.opts.cleaner_backoff.max(Duration::from_millis(10));
+    drop(s);
+    loop {
+        glommio::timer::sleep(backoff).await;
+        loop {
+            let Some(s) = shard.upgrade() else { return };
+            if s.stopping.get() {
+                return;
+            }
+            match crate::cleaner::clean_dirtiest(&s, crate::segment::now_ms()).await {
+                Ok(Some(_)) => glommio::yield_if_needed().await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "log cleaner pass failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 async fn background_loop(shard: Weak<ShardStorage>) {

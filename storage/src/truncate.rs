@@ -13,7 +13,8 @@
 //!  memory: LogState::cut (segments, pending, log end, durable, epochs, producers), cache,
 //!      read-ahead (appends resume at the cut; `wait_durable` for cut offsets fails)
 //!  files: later segments deleted (newest first), the cut segment shortened + fdatasync,
-//!      its indexes rewritten, directory fsync, epoch checkpoint, intent removed
+//!      its indexes rewritten, directory fsync, epoch and cleaner checkpoints, intent
+//!      removed
 //! ```
 //!
 //! A crash before the intent is durable leaves the old files (recovery gives the old
@@ -238,12 +239,19 @@ async fn restart_at(
     Ok(at)
 }
 
-/// Last steps on disk: the epoch checkpoint without the cut entries, then the intent goes.
+/// Last steps on disk: the epoch checkpoint without the cut entries and the cleaner
+/// checkpoint no further than the cut (what is appended there next is not clean), then
+/// the intent goes.
 async fn finish_files(log: &LogInner) -> Result<(), StorageError> {
     let snap = log.state().epochs_snapshot();
     if let Some((gen, entries)) = snap {
         epoch::write_checkpoint(log.dir.clone(), entries).await?;
         log.state_mut().epochs_persisted(gen);
+    }
+    let clean = log.state().clean_point_snapshot();
+    if let Some((gen, data)) = clean {
+        crate::clean_point::write(log.dir.clone(), data).await?;
+        log.state_mut().clean_point_persisted(gen);
     }
     epoch::remove_intent(log.dir.clone()).await?;
     Ok(())

@@ -2,8 +2,9 @@
 //! the form a compacted segment has (its first batch may start after its base, gaps may
 //! follow any batch), with its sparse offset and time indexes and the final time-index
 //! entry that lets recovery trust it without a scan. Tests and tools use it to build a
-//! log with offset gaps before the log is opened; the log cleaner will write cleaned
-//! segments the same way (under temporary names, then swapped in: not yet).
+//! log with offset gaps before the log is opened; the log cleaner writes cleaned
+//! segments the same way, under temporary names (`<base>.log.cleaned`, `create_cleaned`),
+//! which `swap.rs` renames into place.
 //!
 //! ```text
 //!  create(dir, base) ─► append(batch)*  (CRC + record count checked, offsets increasing
@@ -17,7 +18,10 @@
 
 use crate::error::StorageError;
 use crate::scan::check_offsets;
-use crate::segment::{align_down, align_up, log_path, write_indexes, Segment, PAGE};
+use crate::segment::{
+    align_down, align_up, index_path, log_path, timeindex_path, with_suffix, write_small_file,
+    SegState, Segment, CLEANED, PAGE,
+};
 use glommio::io::{DmaFile, OpenOptions};
 use sluice_proto::batch::validate_batch;
 use std::path::PathBuf;
@@ -34,6 +38,8 @@ pub struct SegmentWriter {
     /// Bytes not written yet; they start at file position `written` (page aligned).
     buf: Vec<u8>,
     written: u64,
+    /// `.cleaned` files for the log cleaner (`create_cleaned`); None: the final names.
+    suffix: Option<&'static str>,
 }
 
 impl SegmentWriter {
@@ -73,6 +79,33 @@ impl SegmentWriter {
             interval: index_interval_bytes,
             buf: Vec::new(),
             written: 0,
+            suffix: None,
+        })
+    }
+
+    /// Starts a cleaned segment `base` for an open log in `dir`: `<base>.log.cleaned` and,
+    /// at `finish_cleaned`, `<base>.index.cleaned` and `<base>.timeindex.cleaned`. The
+    /// directory is not created (a log deleted meanwhile makes this fail) and nothing
+    /// replaces the log's files until `swap.rs` renames them.
+    pub(crate) async fn create_cleaned(
+        dir: PathBuf,
+        base: i64,
+        index_interval_bytes: u32,
+    ) -> Result<SegmentWriter, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(with_suffix(&log_path(&dir, base), CLEANED))
+            .await?;
+        Ok(SegmentWriter {
+            dir,
+            file,
+            seg: Segment::new_empty(base, true),
+            interval: index_interval_bytes,
+            buf: Vec::new(),
+            written: 0,
+            suffix: Some(CLEANED),
         })
     }
 
@@ -106,7 +139,24 @@ impl SegmentWriter {
     /// segment's base when one follows (it may lie past `next_offset`: the segment then
     /// ends in a gap), else `next_offset` (the log end). Needs `next_offset` <= `end` <=
     /// base + 2^32.
-    pub async fn finish(mut self, end: i64) -> Result<(), StorageError> {
+    pub async fn finish(self, end: i64) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        self.finish_files(end).await?;
+        crate::blocking::sync_dir(dir).await?;
+        Ok(())
+    }
+
+    /// `finish` for `create_cleaned`, without the directory fsync (the swap's renames
+    /// come with their own): the segment as the log holds it in memory, sealed, indexes
+    /// loaded.
+    pub(crate) async fn finish_cleaned(self, end: i64) -> Result<Segment, StorageError> {
+        let mut seg = self.finish_files(end).await?;
+        seg.state = SegState::Sealed;
+        seg.flushed = seg.size;
+        Ok(seg)
+    }
+
+    async fn finish_files(mut self, end: i64) -> Result<Segment, StorageError> {
         let base = self.seg.base;
         if end < self.seg.end_offset || end.saturating_sub(base) > u32::MAX as i64 + 1 {
             return Err(StorageError::InvalidRecord(format!(
@@ -124,9 +174,13 @@ impl SegmentWriter {
         self.file.close().await?;
         self.seg.end_offset = end;
         let (idx, tidx) = self.seg.seal_indexes();
-        write_indexes(&self.dir, base, idx, tidx).await?;
-        crate::blocking::sync_dir(self.dir.clone()).await?;
-        Ok(())
+        let name = |p: PathBuf| match self.suffix {
+            Some(s) => with_suffix(&p, s),
+            None => p,
+        };
+        write_small_file(&name(index_path(&self.dir, base)), idx).await?;
+        write_small_file(&name(timeindex_path(&self.dir, base)), tidx).await?;
+        Ok(self.seg)
     }
 
     /// Writes the first `n` buffered bytes (a multiple of the page size) at `written`.

@@ -2,8 +2,10 @@
 //! produce-path key check, and the log cleaner.
 
 mod common;
-use common::{batch, run, tempdir};
+use common::{batch, kv_batch, records_of, run, tempdir, Rec};
+use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::*;
+use std::collections::BTreeMap;
 
 #[test]
 fn time_and_size_retention_apply_only_with_the_delete_policy() {
@@ -69,6 +71,139 @@ fn a_compacted_log_refuses_records_without_a_key_from_clients_only() {
         replicated[..8].copy_from_slice(&1i64.to_be_bytes());
         log.append_replicated(replicated.into()).unwrap();
         assert_eq!(log.log_end_offset(), 3);
+        shard.shutdown().await.unwrap();
+    });
+}
+
+/// Every batch of the log, in order (read from its start to its end).
+async fn all_batches(log: &PartitionLog) -> Vec<bytes::Bytes> {
+    let end = log.log_end_offset();
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    while next < end {
+        let got = log.read(next, end, 1 << 20, true).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for b in got {
+            next = RecordBatchHeader::parse(&b).unwrap().last_offset() + 1;
+            out.push(b);
+        }
+    }
+    out
+}
+
+async fn all_records(log: &PartitionLog) -> Vec<Rec> {
+    all_batches(log)
+        .await
+        .iter()
+        .flat_map(|b| records_of(b))
+        .collect()
+}
+
+fn compact_cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        cleanup_policy: CleanupPolicy::parse("compact").unwrap(),
+        delete_retention_ms: 1000,
+        ..Default::default()
+    }
+}
+
+fn quiet_shard() -> ShardStorageOptions {
+    ShardStorageOptions {
+        cleaner_enabled: false,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_pass_keeps_the_latest_record_of_every_key_at_its_offset() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(quiet_shard());
+        let log = PartitionLog::open(&shard, path.clone(), compact_cfg())
+            .await
+            .unwrap();
+        let mut latest: BTreeMap<Vec<u8>, (i64, Vec<u8>)> = BTreeMap::new();
+        for i in 0..300i64 {
+            let k = format!("k{}", i % 10).into_bytes();
+            let v = format!("value-{i}").into_bytes();
+            let info = log
+                .append(
+                    kv_batch(&[(&k, Some(&v))], 1000 + i, (i % 5) as u8, None),
+                    5000,
+                )
+                .unwrap();
+            latest.insert(k, (info.base_offset, v));
+        }
+        log.wait_durable(299).await.unwrap();
+        let before = all_records(&log).await;
+        let active_base = log.log_end_offset() - 1;
+        let pass = log.compact(10_000).await.unwrap().expect("a pass");
+        // full segments are rewritten one by one (Kafka groups by their size before)
+        assert_eq!(pass.segments_after, pass.segments_before, "{pass:?}");
+        assert!(pass.bytes_after * 10 < pass.bytes_before, "{pass:?}");
+        assert!(pass.records_removed > 200, "{pass:?}");
+        assert_eq!(log.clean_offset(), pass.clean_offset);
+        let after = all_records(&log).await;
+        // every surviving record is an original one, at its offset
+        for r in &after {
+            assert!(before.contains(r), "{r:?} was not in the log");
+        }
+        // below the clean offset: one record per key
+        let clean: Vec<&Rec> = after.iter().filter(|r| r.0 < pass.clean_offset).collect();
+        for r in &clean {
+            let again = clean.iter().any(|x| x.2 == r.2 && x.0 > r.0);
+            assert!(!again, "{r:?} is superseded below the clean offset");
+        }
+        assert_eq!(clean.len(), 10);
+        // from the clean offset on: untouched
+        let tail = |v: &[Rec]| -> Vec<Rec> {
+            v.iter()
+                .filter(|r| r.0 >= pass.clean_offset)
+                .cloned()
+                .collect()
+        };
+        assert_eq!(tail(&after), tail(&before));
+        for (k, (o, v)) in &latest {
+            assert!(after
+                .iter()
+                .any(|r| r.0 == *o && r.2.as_ref() == Some(k) && r.3.as_ref() == Some(v)));
+        }
+        assert!(after.iter().any(|r| r.0 >= active_base));
+        // a second pass has nothing to do; a reopen reads the same
+        assert!(log.compact(10_000).await.unwrap().is_none());
+        let m = shard.metrics();
+        assert_eq!(m.cleaner_passes, 1);
+        assert_eq!(
+            m.cleaner_bytes_reclaimed,
+            pass.bytes_before - pass.bytes_after
+        );
+        assert_eq!(m.cleaner_records_removed, pass.records_removed);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&shard, path.clone(), compact_cfg())
+            .await
+            .unwrap();
+        assert_eq!(all_records(&log).await, after);
+        assert_eq!(log.clean_offset(), pass.clean_offset);
+        // more of the same keys: the next pass merges the small cleaned segments
+        for i in 300..400i64 {
+            let k = format!("k{}", i % 10).into_bytes();
+            log.append(kv_batch(&[(&k, Some(b"x"))], 1000 + i, 0, None), 5000)
+                .unwrap();
+        }
+        log.wait_durable(399).await.unwrap();
+        let second = log.compact(10_000).await.unwrap().expect("a pass");
+        assert!(
+            second.segments_after * 3 < second.segments_before,
+            "{second:?}"
+        );
+        let recs = all_records(&log).await;
+        let clean: Vec<&Rec> = recs.iter().filter(|r| r.0 < second.clean_offset).collect();
+        assert!(clean.len() <= 10, "{clean:?}");
         shard.shutdown().await.unwrap();
     });
 }

@@ -117,3 +117,69 @@ pub fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+/// One record of a log as a test sees it: (offset, timestamp, key, value).
+pub type Rec = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record of a stored batch, any codec (decompressed, then decoded).
+pub fn records_of(batch: &[u8]) -> Vec<Rec> {
+    use sluice_proto::batch::{decode_records, records_section, RECORD_BATCH_OVERHEAD};
+    let section = records_section(batch, 64 << 20).unwrap(); // ok: test
+    let mut b = batch[..RECORD_BATCH_OVERHEAD].to_vec();
+    b.extend_from_slice(&section);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    b[22] &= !0x07;
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    decode_records(&Bytes::from(b))
+        .unwrap() // ok: test
+        .into_iter()
+        .map(|r| {
+            (
+                r.offset,
+                r.timestamp,
+                r.key.map(|k| k.to_vec()),
+                r.value.map(|v| v.to_vec()),
+            )
+        })
+        .collect()
+}
+
+/// A batch of `records` ((key, value or None for a tombstone), timestamps from `ts`),
+/// compressed with `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), idempotent when
+/// `producer` is (pid, epoch, first sequence).
+pub fn kv_batch(
+    records: &[(&[u8], Option<&[u8]>)],
+    ts: i64,
+    codec: u8,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
+    use sluice_proto::batch::RECORD_BATCH_OVERHEAD;
+    let recs: Vec<SimpleRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| SimpleRecord {
+            key: Some(k),
+            value: *v,
+            timestamp: ts + i as i64,
+            headers: &[],
+        })
+        .collect();
+    let plain = build_batch(0, &recs);
+    let mut b = plain[..RECORD_BATCH_OVERHEAD].to_vec();
+    b.extend_from_slice(
+        &sluice_proto::decompress::compress(codec, &plain[RECORD_BATCH_OVERHEAD..]).unwrap(), // ok: test
+    );
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    b[22] |= codec;
+    if let Some((pid, epoch, seq)) = producer {
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
