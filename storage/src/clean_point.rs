@@ -10,6 +10,7 @@
 //!  2                  number of first-clean entries
 //!  3000 1700000000000 offsets below 3000 were first cleaned at this time (ms)
 //!  5000 1700000900000 offsets in [3000, 5000) at this one
+//!  tombstones 1700086400000   (optional) when the first tombstone kept may go
 //! ```
 //!
 //! Tombstones follow Kafka's KIP-534 rule: one stays for `delete.retention.ms` after the
@@ -35,6 +36,9 @@ pub(crate) struct CleanPoint {
     /// (end, time): offsets below `end` (and at or above the previous entry's end) were
     /// first cleaned at `time`. Both increasing; the last end is `offset`.
     first_cleaned: Vec<(i64, i64)>,
+    /// When the earliest tombstone the last pass kept may go (KIP-534: a pass then runs
+    /// even with nothing dirty).
+    tombstones_expire: Option<i64>,
     /// Bumped on every change; `persisted` is what the file holds.
     gen: u64,
     persisted: u64,
@@ -65,8 +69,18 @@ impl CleanPoint {
         self.first_cleaned.get(i).map(|&(_, t)| t)
     }
 
-    /// A pass cleaned everything below `to` at `now_ms`.
-    pub(crate) fn advance(&mut self, to: i64, now_ms: i64) {
+    /// When the earliest tombstone kept by the last pass may go.
+    pub(crate) fn tombstones_expire(&self) -> Option<i64> {
+        self.tombstones_expire
+    }
+
+    /// A pass cleaned everything below `to` at `now_ms`, keeping tombstones of which the
+    /// first may go at `tombstones_expire`.
+    pub(crate) fn advance(&mut self, to: i64, now_ms: i64, tombstones_expire: Option<i64>) {
+        if tombstones_expire != self.tombstones_expire {
+            self.tombstones_expire = tombstones_expire;
+            self.gen += 1;
+        }
         if to <= self.offset {
             return;
         }
@@ -125,6 +139,9 @@ impl CleanPoint {
         for (e, t) in &self.first_cleaned {
             s.push_str(&format!("{e} {t}\n"));
         }
+        if let Some(t) = self.tombstones_expire {
+            s.push_str(&format!("tombstones {t}\n"));
+        }
         s.into_bytes()
     }
 
@@ -158,7 +175,18 @@ impl CleanPoint {
             }
             first_cleaned.push((e, t));
         }
-        if n as usize != first_cleaned.len() || lines.any(|l| !l.trim().is_empty()) {
+        let mut tombstones_expire = None;
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            match line
+                .trim()
+                .strip_prefix("tombstones ")
+                .map(|t| t.trim().parse::<i64>())
+            {
+                Some(Ok(t)) if tombstones_expire.is_none() => tombstones_expire = Some(t),
+                _ => return Err("entry count does not match".into()),
+            }
+        }
+        if n as usize != first_cleaned.len() {
             return Err("entry count does not match".into());
         }
         if first_cleaned.last().is_some_and(|&(e, _)| e != offset) {
@@ -167,6 +195,7 @@ impl CleanPoint {
         Ok(CleanPoint {
             offset,
             first_cleaned,
+            tombstones_expire,
             gen: 0,
             persisted: 0,
         })
@@ -208,8 +237,8 @@ mod tests {
     fn first_clean_times_by_offset_survive_a_round_trip() {
         let mut cp = CleanPoint::new();
         assert_eq!((cp.offset(10), cp.first_cleaned_at(10)), (10, None));
-        cp.advance(100, 1000);
-        cp.advance(250, 2000);
+        cp.advance(100, 1000, None);
+        cp.advance(250, 2000, None);
         assert_eq!(cp.offset(0), 250);
         assert_eq!(cp.first_cleaned_at(0), Some(1000));
         assert_eq!(cp.first_cleaned_at(99), Some(1000));
@@ -225,13 +254,21 @@ mod tests {
         assert!(CleanPoint::decode(b"0\n250\n1\n100 1000\n").is_err());
         assert!(CleanPoint::decode(b"0\n250\n2\n100 1000\n").is_err());
         assert!(CleanPoint::decode(b"7\n").is_err());
+        // the tombstone deadline (KIP-534) is kept too
+        cp.advance(250, 3000, Some(99_000));
+        let (_, data) = cp.snapshot_if_dirty().unwrap();
+        let back = CleanPoint::decode(&data).unwrap();
+        assert_eq!((back.offset, back.tombstones_expire()), (250, Some(99_000)));
+        assert_eq!(back.first_cleaned, cp.first_cleaned);
+        assert!(CleanPoint::decode(b"0\n250\n1\n250 1000\ntombstones x\n").is_err());
+        assert!(CleanPoint::decode(b"0\n250\n1\n250 1000\ntombstones 1\ntombstones 2\n").is_err());
     }
 
     #[test]
     fn truncation_and_retention_shrink_the_clean_range() {
         let mut cp = CleanPoint::new();
-        cp.advance(100, 1000);
-        cp.advance(250, 2000);
+        cp.advance(100, 1000, None);
+        cp.advance(250, 2000, None);
         cp.truncate_to(180);
         assert_eq!(cp.offset(0), 180);
         assert_eq!(cp.first_cleaned_at(150), Some(2000));
@@ -241,7 +278,7 @@ mod tests {
         assert_eq!(cp.first_cleaned, vec![(100, 1000)]);
         cp.truncate_to(40);
         assert_eq!(cp.first_cleaned, vec![(40, 1000)]);
-        cp.advance(180, 3000);
+        cp.advance(180, 3000, None);
         cp.drop_before(120);
         assert_eq!(cp.first_cleaned, vec![(180, 3000)]);
         assert_eq!(cp.first_cleaned_at(150), Some(3000));
@@ -254,7 +291,7 @@ mod tests {
     fn merging_entries_only_delays_tombstones() {
         let mut cp = CleanPoint::new();
         for i in 1..=(MAX_ENTRIES as i64 + 10) {
-            cp.advance(i * 10, i * 1000);
+            cp.advance(i * 10, i * 1000, None);
         }
         assert_eq!(cp.first_cleaned.len(), MAX_ENTRIES);
         for o in 0..cp.offset {

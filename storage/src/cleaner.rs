@@ -128,7 +128,8 @@ fn cleanable(st: &LogState, now_ms: i64) -> Option<Cleanable> {
         out.push((s.base, s.end_offset, s.size));
     }
     let end = out.last()?.1;
-    if first_dirty >= end {
+    // nothing dirty: a pass only to drop tombstones whose time has come (KIP-534)
+    if first_dirty >= end && !st.tombstones_due(now_ms) {
         return None;
     }
     Some(Cleanable {
@@ -175,7 +176,9 @@ pub(crate) async fn clean_dirtiest(
             continue;
         };
         let ratio = c.ratio();
-        let due = (ratio >= min_ratio && c.dirty_bytes > 0) || overdue(shard, &l, &c, now_ms).await;
+        let due = (ratio >= min_ratio && c.dirty_bytes > 0)
+            || l.state().tombstones_due(now_ms)
+            || overdue(shard, &l, &c, now_ms).await;
         if due && best.as_ref().is_none_or(|b| ratio > b.0) {
             best = Some((ratio, l));
         }
@@ -236,6 +239,7 @@ pub(crate) async fn clean_log(
         throttle: Throttle::new(shard.opts.cleaner_io_bytes_per_sec),
         created: Vec::new(),
         switched: false,
+        tombstones_expire: None,
     };
     let res = pass.run().await;
     let mut stats = pass.stats;
@@ -360,6 +364,8 @@ struct Pass<'a> {
     created: Vec<i64>,
     /// The log reads the cleaned segments: no way back.
     switched: bool,
+    /// When the earliest tombstone this pass kept below its bound may go.
+    tombstones_expire: Option<i64>,
     stats: CleanerPass,
 }
 
@@ -383,7 +389,8 @@ impl Pass<'_> {
 
     async fn run_steps(&mut self) -> Result<(), PassError> {
         self.bound = self.build_map().await?;
-        if self.bound <= self.plan.first_dirty {
+        // (a pass with nothing dirty, for expired tombstones, has first_dirty == end)
+        if self.bound <= self.plan.first_dirty && self.plan.first_dirty < self.plan.end {
             return Err(PassError::Failed(StorageError::InvalidRecord(format!(
                 "cleaner dedupe buffer too small for the keys of the batch at offset {}",
                 self.plan.first_dirty
@@ -541,8 +548,18 @@ impl Pass<'_> {
         let section = records_section(b, MAX_DECOMPRESSED)?;
         let mut kept = Vec::new();
         let (mut n, mut removed, mut max_ts) = (0i32, 0u64, i64::MIN);
+        let mut expire: Option<i64> = None;
         for_each_record(&h, &section, |r| {
             if self.keep(&r) {
+                if !r.has_value && r.offset < self.bound {
+                    // a tombstone kept for delete.retention.ms: when it may go
+                    let at = self
+                        .clean
+                        .first_cleaned_at(r.offset)
+                        .unwrap_or(self.now_ms)
+                        .saturating_add(self.delete_retention_ms);
+                    expire = Some(expire.map_or(at, |e| e.min(at)));
+                }
                 kept.extend_from_slice(r.raw);
                 n += 1;
                 max_ts = max_ts.max(r.timestamp);
@@ -551,6 +568,9 @@ impl Pass<'_> {
             }
             Ok(())
         })?;
+        if let Some(at) = expire {
+            self.tombstones_expire = Some(self.tombstones_expire.map_or(at, |e| e.min(at)));
+        }
         self.stats.records_removed += removed;
         if n == 0 {
             let producers_last = h.producer_id >= 0
@@ -667,7 +687,7 @@ impl Pass<'_> {
         self.step(SwapStep::Installed).await?;
         let snap = {
             let mut st = self.log.state_mut();
-            st.advance_clean_point(self.bound, self.now_ms);
+            st.advance_clean_point(self.bound, self.now_ms, self.tombstones_expire);
             st.clean_point_snapshot()
         };
         self.stats.clean_offset = self.bound;

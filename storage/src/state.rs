@@ -728,9 +728,19 @@ impl LogState {
     pub(crate) fn mark_uncleanable(&mut self) {
         self.uncleanable = true;
     }
-    /// A cleaning pass at `now_ms` cleaned every offset below `to`.
-    pub(crate) fn advance_clean_point(&mut self, to: i64, now_ms: i64) {
-        self.clean.advance(to, now_ms);
+    /// A cleaning pass at `now_ms` cleaned every offset below `to`, keeping tombstones of
+    /// which the first may go at `tombstones_expire`.
+    pub(crate) fn advance_clean_point(
+        &mut self,
+        to: i64,
+        now_ms: i64,
+        tombstones_expire: Option<i64>,
+    ) {
+        self.clean.advance(to, now_ms, tombstones_expire);
+    }
+    /// Whether a tombstone the cleaner kept may go by `now_ms` (KIP-534).
+    pub(crate) fn tombstones_due(&self, now_ms: i64) -> bool {
+        self.clean.tombstones_expire().is_some_and(|t| t <= now_ms)
     }
     /// The checkpoint file's contents and change counter, if the file is behind.
     pub(crate) fn clean_point_snapshot(&self) -> Option<(u64, Vec<u8>)> {
