@@ -131,7 +131,11 @@ impl ShardCtx {
         if hw > progress.hw {
             progress.hw = hw;
         }
-        progress.hw.min(durable)
+        let hw = progress.hw.min(durable);
+        // compaction only below the high watermark: a record above it may still be cut by
+        // a leader change, and a record it superseded must not be gone by then
+        log.set_clean_limit(hw);
+        hw
     }
 
     fn key(&self, topic: &str, partition: i32) -> Option<Key> {
@@ -185,7 +189,8 @@ impl ShardCtx {
     }
 
     /// A follower learned its leader's high watermark: kept, so that if this node leads
-    /// next it starts from it (clamped to what it has) instead of from nothing.
+    /// next it starts from it (clamped to what it has) instead of from nothing, and the
+    /// bound of the log cleaner.
     pub(crate) fn note_leader_hw(&self, topic: &str, partition: i32, hw: i64) {
         let Some(key) = self.key(topic, partition) else {
             return;
@@ -194,6 +199,9 @@ impl ShardCtx {
         let p = all.entry(key).or_default();
         p.epoch = -1; // not a leadership of ours: reset (keeping `hw`) when we lead
         p.hw = p.hw.max(hw);
+        if let Some(log) = self.log(topic, partition) {
+            log.set_clean_limit(hw);
+        }
     }
 
     fn hw_of(&self, key: Key) -> i64 {

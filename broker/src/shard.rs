@@ -898,8 +898,14 @@ impl ShardCtx {
     }
 
     async fn open_partition(&self, topic: &str, partition: i32) {
-        let (config, id) = match self.image.borrow().topic(topic) {
-            Some(t) => (log_config(&t.configs, &self.config), t.id),
+        let (config, id, replicated) = match self.image.borrow().topic(topic) {
+            Some(t) => {
+                let replicas = usize::try_from(partition)
+                    .ok()
+                    .and_then(|p| t.parts.get(p))
+                    .map_or(1, |p| p.replicas.len());
+                (log_config(&t.configs, &self.config), t.id, replicas > 1)
+            }
             None => return,
         };
         let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
@@ -929,6 +935,11 @@ impl ShardCtx {
         }
         match opened {
             Ok(log) => {
+                if replicated {
+                    // the cleaner stays below the high watermark (records above it may
+                    // yet be cut by a leader change); until it is known, below everything
+                    log.set_clean_limit(log.log_start_offset());
+                }
                 self.partitions
                     .borrow_mut()
                     .entry(topic.to_string())

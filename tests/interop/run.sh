@@ -154,6 +154,14 @@ if kill -0 "$PID" 2>/dev/null; then
         ko "records intact after restart" "ready=$ready, $(wc -l <"$WORK/out") lines read"
     fi
 fi
+# 7. Log compaction: 1,000,000 updates of 10,000 keys, read back by kafka-python as the
+#    latest value per key at its offset; kill -9 while the cleaner rewrites segments. Runs
+#    its own broker (it kills and restarts it).
+if timeout 600 python3 "$HERE/compaction.py" "$BIN" "$WORK/compaction" >"$WORK/out" 2>&1; then
+    ok "compaction: latest value per key at its offset, kill -9 while cleaning (kafka-python)"
+else
+    ko "compaction (kafka-python)" "exit $?"
+fi
 if [ "$failed" != 0 ]; then
     echo "--- broker log tail ---"; tail -n 30 "$WORK/broker.log"
 fi
