@@ -23,12 +23,9 @@ use crate::producer::{self, ProducerEntry, Verdict};
 use crate::shard::ShardStorage;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{set_base_offset, BatchIter, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
+use sluice_proto::decompress::MAX_DECOMPRESSED;
 use std::path::PathBuf;
 use std::rc::Rc;
-
-/// Largest records section a compressed batch may inflate to when `append` counts its
-/// records (Kafka validates compressed batches the same way, without this bound).
-const MAX_DECOMPRESSED: usize = 64 << 20;
 
 /// Byte range of partitionLeaderEpoch in a v2 batch header (outside the CRC).
 const LEADER_EPOCH_FIELD: std::ops::Range<usize> = 12..16;
