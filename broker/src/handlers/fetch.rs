@@ -3,7 +3,7 @@
 //! durable data, and the first report (or `max_wait_ms`) ends the wait. Answers are encoded
 //! zero-copy by `fetch_encode`. Fetch v0-3 (read by `legacy`) take the same path; only
 //! their answer differs: the batches read are down-converted to message sets of format v0
-//! (Fetch v0) or v1 (v1-3) on this shard, after the wait, and never stored that way.
+//! (Fetch v0-1) or v1 (v2-3) on this shard, after the wait, and never stored that way.
 //!
 //! ```text
 //!  read_all ─► enough? ─yes─► (v0-3: down_convert) ─► encode

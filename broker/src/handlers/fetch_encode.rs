@@ -149,7 +149,8 @@ pub(crate) fn encode(
 
 /// Fetch v0-3: replaces each partition's stored batches (`parts`: partition, fetch offset
 /// and max bytes, in the order of `results`) with the message sets they become, of magic 0
-/// for Fetch v0 and 1 for v1-3, as Kafka's down-conversion did:
+/// for Fetch v0-1 and 1 for v2-3 (message format v1 came with Fetch v2; v1 only added
+/// throttle_time_ms), as Kafka's down-conversion did:
 ///
 /// - a partition keeps whole converted batches while they fit its max_bytes and what is
 ///   left of the response's `max_bytes`; its first converted batch is kept whole even past
@@ -168,7 +169,7 @@ pub(crate) async fn down_convert(
     max_bytes: usize,
     version: i16,
 ) {
-    let magic = if version == 0 { MAGIC_V0 } else { MAGIC_V1 };
+    let magic = if version <= 1 { MAGIC_V0 } else { MAGIC_V1 };
     let mut used = 0usize;
     for (r, (tp, fetch_offset, part_max)) in results.iter_mut().zip(parts) {
         if r.error != 0 || r.batches.is_empty() {
