@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use sluice_fuzz::SUPPORTED;
 use sluice_proto::batch::{build_batch, build_compressed_batch, SimpleRecord};
-use sluice_proto::message_set;
 use sluice_proto::kafka_protocol::messages::*;
 use sluice_proto::kafka_protocol::protocol::{Encodable, StrBytes};
+use sluice_proto::message_set;
 use sluice_proto::metadata::*;
 use std::path::Path;
 

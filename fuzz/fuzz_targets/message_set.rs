@@ -26,7 +26,8 @@ fn check(data: &[u8]) {
     validate_client_batch(&batch, MAX).expect("a converted batch passes the log's validator");
     let want = records(&batch);
     for magic in [MAGIC_V0, MAGIC_V1] {
-        let set = from_record_batch(&batch, magic, 0, MAX).expect("a converted batch converts back");
+        let set =
+            from_record_batch(&batch, magic, 0, MAX).expect("a converted batch converts back");
         let again = to_record_batch(&set, MAX)
             .expect("a down-converted set converts up")
             .expect("a message set, not a v2 batch");
