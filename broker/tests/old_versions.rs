@@ -14,8 +14,8 @@ use anyhow::{ensure, Context as _, Result};
 use bytes::Bytes;
 use common::kafka::{batch_headers, connect, fetch_request, partition0, produce, topic_name, TS};
 use common::old_wire::{
-    call_raw, gzip_wrapper, message, read_message_set, send_raw, Body, Fields, GZIP,
-    LOG_APPEND_TIME,
+    call_raw, fetch_v0_v3, gzip_wrapper, message, produce_body, produce_v0_v2, read_message_set,
+    send_raw, Body, Fields, GZIP, LOG_APPEND_TIME,
 };
 use common::raw::{compressed_batch, record_batch, RawClient};
 use common::BrokerProcess;
@@ -455,88 +455,6 @@ fn admin_apis_at_old_versions() -> Result<()> {
         "deleted topic still listed"
     );
     Ok(())
-}
-
-/// Produce v`version` of one message set to partition 0 of `topic`: the request
-/// (acks, timeout_ms, [topic, [partition, records]]).
-fn produce_body(topic: &str, acks: i16, set: &[u8]) -> Body {
-    Body::default()
-        .i16(acks)
-        .i32(10_000)
-        .i32(1)
-        .str(topic)
-        .i32(1)
-        .i32(0)
-        .bytes(set)
-}
-
-/// One partition's answer to Produce v0-2: (error_code, base_offset), after checking the
-/// layout: [topic, [partition, error_code, base_offset, (v2) log_append_time]], (v1+)
-/// throttle_time_ms. log_append_time is -1 (the topic's timestamps are CreateTime).
-fn produce_v0_v2(c: &mut RawClient, version: i16, topic: &str, set: &[u8]) -> Result<(i16, i64)> {
-    let mut r = call_raw(c, PRODUCE, version, &produce_body(topic, -1, set))?;
-    ensure!(
-        r.count("responses")? == 1 && r.str("topic")? == topic,
-        "topic echoed"
-    );
-    ensure!(
-        r.count("partitions")? == 1 && r.i32("partition")? == 0,
-        "partition echoed"
-    );
-    let error = r.i16("error_code")?;
-    let base = r.i64("base_offset")?;
-    if version >= 2 {
-        let t = r.i64("log_append_time")?;
-        ensure!(t == -1, "Produce v{version}: log_append_time {t}");
-    }
-    if version >= 1 {
-        ensure!(r.i32("throttle_time_ms")? == 0, "throttle");
-    }
-    r.done(&format!("Produce v{version}"))?;
-    Ok((error, base))
-}
-
-/// One partition's answer to Fetch v0-3 of partition 0 of `topic` from `offset`:
-/// (error_code, high_watermark, records), the layout checked: (v1+) throttle_time_ms,
-/// [topic, [partition, error_code, high_watermark, records]]. `max_bytes` is sent at v3.
-fn fetch_v0_v3(
-    c: &mut RawClient,
-    version: i16,
-    topic: &str,
-    offset: i64,
-    partition_max: i32,
-    max_bytes: i32,
-) -> Result<(i16, i64, Bytes)> {
-    let mut body = Body::default().i32(-1).i32(100).i32(1);
-    if version >= 3 {
-        body = body.i32(max_bytes);
-    }
-    let body = body
-        .i32(1)
-        .str(topic)
-        .i32(1)
-        .i32(0)
-        .i64(offset)
-        .i32(partition_max);
-    let mut r = call_raw(c, FETCH, version, &body)?;
-    if version >= 1 {
-        ensure!(r.i32("throttle_time_ms")? == 0, "throttle");
-    }
-    ensure!(
-        r.count("responses")? == 1 && r.str("topic")? == topic,
-        "topic echoed"
-    );
-    ensure!(
-        r.count("partitions")? == 1 && r.i32("partition")? == 0,
-        "partition echoed"
-    );
-    let error = r.i16("error_code")?;
-    let hw = r.i64("high_watermark")?;
-    let n = r.i32("records length")?;
-    ensure!(n >= 0, "records length {n}");
-    let records = r.take(n as usize, "records")?;
-    r.done(&format!("Fetch v{version}"))?;
-    Ok((error, hw, records))
 }
 
 /// The records produced below, by offset: (key, value, timestamp). v0 messages have no
