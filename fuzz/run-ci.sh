@@ -19,7 +19,7 @@ seconds="${FUZZ_SECONDS:-30}"
 toolchain="${FUZZ_TOOLCHAIN:-+nightly}"
 rss="${FUZZ_RSS_MB:-2048}"
 timeout="${FUZZ_TIMEOUT:-10}"
-targets="${FUZZ_TARGETS:-frame requests record_batch metadata_records recovery_scan}"
+targets="${FUZZ_TARGETS:-frame requests record_batch message_set metadata_records recovery_scan}"
 
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     echo "FUZZ_SECONDS must be a positive integer, got '$seconds'" >&2

@@ -7,12 +7,15 @@
 //!                     ──► stats (hdrhistogram) ──► report (table / JSON) ──► suite ratios
 //! ```
 //! Every number comes from a real measurement; nothing here talks to the broker except
-//! through librdkafka, so the figures are what librdkafka applications see.
+//! through librdkafka, so the figures are what librdkafka applications see, except
+//! `old_formats`, which speaks Produce / Fetch itself at versions librdkafka cannot be made
+//! to pick (the cost of message-format conversion).
 
 pub mod engine;
 pub mod kafka;
 pub mod limits;
 pub mod metadata;
+pub mod old_formats;
 pub mod pacer;
 pub mod procstat;
 mod progress;

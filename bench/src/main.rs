@@ -16,6 +16,7 @@ use sluice_bench::engine::{self, LoadSpec, RunReport};
 use sluice_bench::kafka::{self, parse_prop, ProducerSettings};
 use sluice_bench::limits::{self, LimitsConfig};
 use sluice_bench::metadata::{self, FailoverArgs, MetadataArgs};
+use sluice_bench::old_formats::{self, OldFormatsArgs};
 use sluice_bench::procstat;
 use sluice_bench::record::KeyDistributor;
 use sluice_bench::replication::{self, ReplicationArgs};
@@ -68,6 +69,9 @@ enum Command {
     /// Replication factor 1 vs 3 on local clusters it starts: max produce (acks=all), CPU
     /// per GB, e2e at a fixed rate, and the RF3/RF1 ratio against issue 12's targets.
     Replication(ReplicationArgs),
+    /// Broker CPU per GiB of Produce v2 / Fetch v3 (message format v1, converted) against
+    /// Produce v9 / Fetch v12 (v2 batches) of the same records.
+    OldFormats(OldFormatsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -401,6 +405,12 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Metadata(a) => metadata::metadata_command(&cli.bootstrap, cli.json, cli.quiet, a),
         Command::Failover(a) => metadata::failover_command(cli.json, cli.quiet, a),
         Command::Replication(a) => replication::replication_command(cli.json, cli.quiet, a),
+        Command::OldFormats(a) => {
+            let pid =
+                broker_pid(cli).context("old-formats needs the broker's pid (--broker-pid)")?;
+            let r = old_formats::run(&cli.bootstrap, pid, a, cli.quiet)?;
+            print(cli.json, &r, || old_formats::table(&r))
+        }
     }
 }
 

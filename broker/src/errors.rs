@@ -1,6 +1,7 @@
 //! The one place where library errors become Kafka error codes on the wire, plus the clock.
 
 use kafka_protocol::ResponseError;
+use sluice_proto::message_set::MessageSetError;
 use sluice_storage::StorageError;
 
 /// Kafka error code for a storage failure.
@@ -21,6 +22,18 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
         // a follower cutting its log for a moment: retriable
         StorageError::Truncating => ResponseError::NotLeaderOrFollower.code(),
         _ => ResponseError::KafkaStorageError.code(),
+    }
+}
+
+/// Kafka error code for a message set (formats v0/v1) that could not be converted.
+pub(crate) fn message_set_error_code(e: &MessageSetError) -> i16 {
+    match e {
+        MessageSetError::Corrupt(_) => ResponseError::CorruptMessage.code(),
+        MessageSetError::Invalid(_) => ResponseError::InvalidRecord.code(),
+        MessageSetError::Timestamp(_) => ResponseError::InvalidTimestamp.code(),
+        MessageSetError::UnsupportedCompression(_) => {
+            ResponseError::UnsupportedCompressionType.code()
+        }
     }
 }
 

@@ -1,17 +1,23 @@
 //! The request versions Kafka 3.9 served and 4.0 removed (KIP-896), spoken byte by byte
 //! against a real broker: ListOffsets v0, OffsetCommit v0-1 / OffsetFetch v0-1,
 //! DescribeConfigs v0, CreateTopics v0-1, DeleteTopics v0, plus Metadata and the group APIs
-//! at v0. Requests are built and responses read field by field from Kafka's message JSON
-//! for each version (`kafka-protocol` 0.18 no longer models these versions). Versions
-//! Sluice does not serve (Produce v0-2, Fetch v0-3, and newer ones it does not advertise)
-//! must get UNSUPPORTED_VERSION in a well-formed answer, and the connection stays usable.
+//! at v0, and Produce v0-2 / Fetch v0-3 with message formats v0/v1 (up-converted on
+//! produce, down-converted on fetch, stored as v2 batches). Requests are built and
+//! responses read field by field from Kafka's message JSON for each version
+//! (`kafka-protocol` 0.18 no longer models these versions), message sets from Kafka's
+//! spec (`common::old_wire`). Newer versions than advertised must get UNSUPPORTED_VERSION
+//! in a well-formed answer, and the connection stays usable.
 
 mod common;
 
-use anyhow::{bail, ensure, Context as _, Result};
-use bytes::{Buf, Bytes};
-use common::kafka::{connect, produce, topic_name, TS};
-use common::raw::{record_batch, FrameRead, RawClient};
+use anyhow::{ensure, Context as _, Result};
+use bytes::Bytes;
+use common::kafka::{batch_headers, connect, fetch_request, partition0, produce, topic_name, TS};
+use common::old_wire::{
+    call_raw, fetch_v0_v3, gzip_wrapper, message, produce_body, produce_v0_v2, read_message_set,
+    send_raw, Body, Fields, GZIP, LOG_APPEND_TIME,
+};
+use common::raw::{compressed_batch, record_batch, RawClient};
 use common::BrokerProcess;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
@@ -20,10 +26,16 @@ use kafka_protocol::messages::{
     LeaveGroupRequest, MetadataRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const CORRUPT_MESSAGE: i16 = 2;
 const UNKNOWN_TOPIC: i16 = 3;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_TIMESTAMP: i16 = 32;
 const UNSUPPORTED_VERSION: i16 = 35;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+const INVALID_RECORD: i16 = 87;
 
 const PRODUCE: i16 = 0;
 const FETCH: i16 = 1;
@@ -34,123 +46,6 @@ const OFFSET_FETCH: i16 = 9;
 const CREATE_TOPICS: i16 = 19;
 const DELETE_TOPICS: i16 = 20;
 const DESCRIBE_CONFIGS: i16 = 32;
-
-/// A request body built field by field (non-flexible layout: big-endian, i16 string
-/// lengths, i32 array counts).
-#[derive(Default, Clone)]
-struct Body(Vec<u8>);
-
-impl Body {
-    fn i8(mut self, v: i8) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i16(mut self, v: i16) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i32(mut self, v: i32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i64(mut self, v: i64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn str(self, s: &str) -> Self {
-        let mut b = self.i16(s.len() as i16);
-        b.0.extend_from_slice(s.as_bytes());
-        b
-    }
-    fn null_str(self) -> Self {
-        self.i16(-1)
-    }
-    fn bytes(self, b: &[u8]) -> Self {
-        let mut s = self.i32(b.len() as i32);
-        s.0.extend_from_slice(b);
-        s
-    }
-}
-
-/// A response body read field by field; every read is checked.
-struct Fields(Bytes);
-
-impl Fields {
-    fn take(&mut self, n: usize, what: &str) -> Result<Bytes> {
-        ensure!(self.0.remaining() >= n, "response truncated at {what}");
-        Ok(self.0.split_to(n))
-    }
-    fn i8(&mut self, what: &str) -> Result<i8> {
-        Ok(self.take(1, what)?.get_i8())
-    }
-    fn i16(&mut self, what: &str) -> Result<i16> {
-        Ok(self.take(2, what)?.get_i16())
-    }
-    fn i32(&mut self, what: &str) -> Result<i32> {
-        Ok(self.take(4, what)?.get_i32())
-    }
-    fn i64(&mut self, what: &str) -> Result<i64> {
-        Ok(self.take(8, what)?.get_i64())
-    }
-    fn count(&mut self, what: &str) -> Result<usize> {
-        let n = self.i32(what)?;
-        ensure!((0..10_000).contains(&n), "{what}: count {n}");
-        Ok(n as usize)
-    }
-    fn nullable_str(&mut self, what: &str) -> Result<Option<String>> {
-        let n = self.i16(what)?;
-        if n == -1 {
-            return Ok(None);
-        }
-        ensure!(n >= 0, "{what}: length {n}");
-        let b = self.take(n as usize, what)?;
-        Ok(Some(
-            String::from_utf8(b.to_vec()).context(what.to_string())?,
-        ))
-    }
-    fn str(&mut self, what: &str) -> Result<String> {
-        self.nullable_str(what)?
-            .with_context(|| format!("{what} is null"))
-    }
-    fn done(&self, what: &str) -> Result<()> {
-        ensure!(
-            self.0.is_empty(),
-            "{what}: {} bytes left over",
-            self.0.len()
-        );
-        Ok(())
-    }
-}
-
-/// Sends `body` as `api` v`version` (request header v1) on a raw connection.
-fn send_raw(c: &mut RawClient, api: i16, version: i16, corr: i32, body: &Body) -> Result<()> {
-    let mut frame = Body::default()
-        .i16(api)
-        .i16(version)
-        .i32(corr)
-        .str("old-versions-test");
-    frame.0.extend_from_slice(&body.0);
-    let mut out = (frame.0.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&frame.0);
-    c.write_raw(&out)
-}
-
-/// One request and its response body (response header v0: the correlation id).
-fn call_raw(c: &mut RawClient, api: i16, version: i16, body: &Body) -> Result<Fields> {
-    let corr = 4000 + i32::from(api) * 100 + i32::from(version);
-    send_raw(c, api, version, corr, body)?;
-    let mut f = match c.read_frame()? {
-        FrameRead::Frame(f) => f,
-        other => bail!("api {api} v{version}: want a response, got {other:?}"),
-    };
-    ensure!(f.len() >= 4, "api {api} v{version}: short frame");
-    let got = f.get_i32();
-    ensure!(
-        got == corr,
-        "api {api} v{version}: correlation {got}, want {corr}"
-    );
-    Ok(Fields(f))
-}
 
 /// ListOffsets v0 for one partition: (error code, old_style_offsets).
 fn list_offsets_v0(
@@ -481,8 +376,8 @@ fn admin_apis_at_old_versions() -> Result<()> {
         (CREATE_TOPICS, 0),
         (DELETE_TOPICS, 0),
         (METADATA, 0),
-        (PRODUCE, 3),
-        (FETCH, 4),
+        (PRODUCE, 0),
+        (FETCH, 0),
     ] {
         let k = av.api_keys.iter().find(|k| k.api_key == api);
         ensure!(
@@ -562,92 +457,328 @@ fn admin_apis_at_old_versions() -> Result<()> {
     Ok(())
 }
 
-/// The partition errors of a Produce v0-2 answer (and its throttle time for v1+).
-fn produce_errors(mut r: Fields, version: i16) -> Result<Vec<i16>> {
-    let mut out = Vec::new();
-    for _ in 0..r.count("responses")? {
-        r.str("topic")?;
-        for _ in 0..r.count("partitions")? {
-            r.i32("partition")?;
-            out.push(r.i16("error_code")?);
-            r.i64("base_offset")?;
-            if version >= 2 {
-                r.i64("log_append_time")?;
-            }
-        }
-    }
-    if version >= 1 {
-        r.i32("throttle_time_ms")?;
-    }
-    r.done(&format!("Produce v{version}"))?;
-    Ok(out)
+/// The records produced below, by offset: (key, value, timestamp). v0 messages have no
+/// timestamp (-1, NO_TIMESTAMP); the LogAppendTime wrapper gives its own to offset 8.
+fn expected() -> Vec<(Option<Vec<u8>>, Vec<u8>, i64)> {
+    let ts = [-1, -1, -1, -1, TS, TS + 1, TS + 2, TS + 3, TS + 50];
+    (0..9)
+        .map(|i| {
+            let key = (i % 4 != 1).then(|| format!("k{i}").into_bytes());
+            (key, format!("v{i}").into_bytes(), ts[i])
+        })
+        .collect()
 }
 
-/// The partition errors of a Fetch v0-3 answer.
-fn fetch_errors(mut r: Fields, version: i16) -> Result<Vec<(i16, i64)>> {
-    if version >= 1 {
-        r.i32("throttle_time_ms")?;
-    }
-    let mut out = Vec::new();
-    for _ in 0..r.count("responses")? {
-        r.str("topic")?;
-        for _ in 0..r.count("partitions")? {
-            r.i32("partition")?;
-            let error = r.i16("error_code")?;
-            let hw = r.i64("high_watermark")?;
-            let n = r.i32("records length")?;
-            ensure!(n == 0, "records of {n} bytes in an error answer");
-            out.push((error, hw));
-        }
-    }
-    r.done(&format!("Fetch v{version}"))?;
-    Ok(out)
+/// Message `i` of `expected()` at `offset` (relative or absolute), magic and timestamp.
+fn old_message(i: usize, offset: i64, magic: i8, ts: i64) -> Vec<u8> {
+    let (key, value, _) = &expected()[i];
+    message(offset, magic, 0, ts, key.as_deref(), Some(value))
 }
 
 #[test]
-fn unserved_versions_are_answered_unsupported_version() -> Result<()> {
+fn message_formats_v0_v1_round_trip_through_every_fetch_version() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("fmt", 1, &[])?;
+    let mut c = connect(&broker)?;
+
+    // Produce v0: two magic-0 messages (producer offsets are ignored: the log assigns).
+    let set = [old_message(0, 0, 0, -1), old_message(1, 1, 0, -1)].concat();
+    ensure!(
+        produce_v0_v2(&mut c, 0, "fmt", &set)? == (0, 0),
+        "Produce v0"
+    );
+    // Produce v1: a magic-0 gzip wrapper; inner offsets absolute (as the producer wrote).
+    let inner = [old_message(2, 0, 0, -1), old_message(3, 1, 0, -1)].concat();
+    let set = gzip_wrapper(1, 0, 0, -1, &inner)?;
+    ensure!(
+        produce_v0_v2(&mut c, 1, "fmt", &set)? == (0, 2),
+        "Produce v1 gzip"
+    );
+    // Produce v2: magic-1 messages with CreateTime timestamps.
+    let set = [old_message(4, 0, 1, TS), old_message(5, 1, 1, TS + 1)].concat();
+    ensure!(
+        produce_v0_v2(&mut c, 2, "fmt", &set)? == (0, 4),
+        "Produce v2"
+    );
+    // a magic-1 gzip wrapper: inner offsets relative, the wrapper at the last one
+    let inner = [old_message(6, 0, 1, TS + 2), old_message(7, 1, 1, TS + 3)].concat();
+    let set = gzip_wrapper(1, 1, 0, TS + 3, &inner)?;
+    ensure!(
+        produce_v0_v2(&mut c, 2, "fmt", &set)? == (0, 6),
+        "Produce v2 gzip"
+    );
+    // a LogAppendTime wrapper: its inner messages take the wrapper's timestamp
+    let inner = old_message(8, 0, 1, TS);
+    let set = gzip_wrapper(0, 1, LOG_APPEND_TIME, TS + 50, &inner)?;
+    ensure!(
+        produce_v0_v2(&mut c, 2, "fmt", &set)? == (0, 8),
+        "Produce v2 LogAppendTime"
+    );
+    ensure!(
+        broker.watermarks("fmt", 0)? == (0, 9),
+        "nine records stored"
+    );
+
+    let want = expected();
+    // Fetch v0-1 answer magic 0; v2-3 magic 1, with timestamps (as Kafka: Fetch v2 brought
+    // message format v1). The compressed batches come back as gzip wrappers (magic 0:
+    // absolute inner offsets; magic 1: 0, 1, ... up to the wrapper's).
+    for v in 0..=3 {
+        let (error, hw, records) = fetch_v0_v3(&mut c, v, "fmt", 0, 1 << 20, 1 << 20)?;
+        ensure!((error, hw) == (0, 9), "Fetch v{v}: error {error}, hw {hw}");
+        let (msgs, wrappers) = read_message_set(&records)?;
+        let magic = if v <= 1 { 0 } else { 1 };
+        let got: Vec<_> = msgs
+            .iter()
+            .map(|m| {
+                (
+                    m.offset,
+                    m.key.clone(),
+                    m.value.clone().unwrap_or_default(),
+                    m.timestamp,
+                )
+            })
+            .collect();
+        let wanted: Vec<_> = want
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v, ts))| {
+                (
+                    i as i64,
+                    k.clone(),
+                    v.clone(),
+                    if magic == 0 { -1 } else { *ts },
+                )
+            })
+            .collect();
+        ensure!(got == wanted, "Fetch v{v}: {got:?}\nwant {wanted:?}");
+        ensure!(msgs.iter().all(|m| m.magic == magic), "Fetch v{v}: magic");
+        let shapes: Vec<_> = wrappers
+            .iter()
+            .map(|w| (w.offset, w.magic, w.inner_offsets.clone()))
+            .collect();
+        let inner = |a: i64, b: i64| if magic == 0 { vec![a, b] } else { vec![0, 1] };
+        let last = if magic == 0 { vec![8] } else { vec![0] };
+        let want_shapes = vec![
+            (3, magic, inner(2, 3)),
+            (7, magic, inner(6, 7)),
+            (8, magic, last),
+        ];
+        ensure!(shapes == want_shapes, "Fetch v{v} wrappers: {shapes:?}");
+        if magic == 1 {
+            // the wrapper timestamps: the largest inner one (the LogAppendTime wrapper was
+            // stored as CreateTime records with its time, as Kafka does on a CreateTime topic)
+            let ts: Vec<_> = wrappers
+                .iter()
+                .map(|w| (w.timestamp, w.attributes))
+                .collect();
+            ensure!(
+                ts == [(-1, 1), (TS + 3, 1), (TS + 50, 1)],
+                "Fetch v{v} wrapper timestamps and attributes: {ts:?}"
+            );
+        }
+    }
+
+    // Fetch v4+ reads the stored v2 batches: the same records; the compressed ones stored
+    // gzip-compressed, in three batches, never as message sets.
+    for v in [4, 11, 12] {
+        let resp = c.call(v, &fetch_request("fmt", 0, 100, 1, 1 << 20, 1 << 20))?;
+        let p = partition0(&resp)?;
+        ensure!(
+            (p.error_code, p.high_watermark) == (0, 9),
+            "Fetch v{v}: {p:?}"
+        );
+        let mut raw = p.records.clone().context("no records")?;
+        let codecs: Vec<_> = batch_headers(&raw)?
+            .iter()
+            .scan(0usize, |pos, &(base, _, size)| {
+                let codec = raw[*pos + 22] & 0x07;
+                ensure_magic2(raw[*pos + 16]);
+                *pos += size;
+                Some((base, codec))
+            })
+            .collect();
+        ensure!(
+            codecs == [(0, 0), (2, 1), (4, 0), (6, 1), (8, 1)],
+            "Fetch v{v} batches (base offset, codec): {codecs:?}"
+        );
+        let mut got = Vec::new();
+        while !raw.is_empty() {
+            for r in RecordBatchDecoder::decode(&mut raw)?.records {
+                let key = r.key.as_ref().map(|k| k.to_vec());
+                let value = r.value.clone().unwrap_or_default().to_vec();
+                got.push((r.offset, key, value, r.timestamp));
+            }
+        }
+        let wanted: Vec<_> = want
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v, ts))| (i as i64, k.clone(), v.clone(), *ts))
+            .collect();
+        ensure!(got == wanted, "Fetch v{v}: {got:?}");
+    }
+
+    // From the middle of a batch: an uncompressed one starts at the fetch offset; a
+    // compressed one comes whole (the client skips what it did not ask for), as in Kafka.
+    let (_, _, r) = fetch_v0_v3(&mut c, 3, "fmt", 5, 1 << 20, 1 << 20)?;
+    let first = read_message_set(&r)?.0.first().map(|m| m.offset);
+    ensure!(first == Some(5), "from offset 5: first {first:?}");
+    let (_, _, r) = fetch_v0_v3(&mut c, 1, "fmt", 7, 1 << 20, 1 << 20)?;
+    let offsets: Vec<_> = read_message_set(&r)?.0.iter().map(|m| m.offset).collect();
+    ensure!(offsets == [6, 7, 8], "from offset 7: {offsets:?}");
+    // Limits: partition max_bytes (every version) and the response's (v3) of one byte
+    // still give the first whole batch, converted; nothing past the end.
+    for (v, part_max, max) in [(0, 1, 1 << 20), (2, 1, 1 << 20), (3, 1 << 20, 1), (3, 1, 1)] {
+        let (_, _, r) = fetch_v0_v3(&mut c, v, "fmt", 0, part_max, max)?;
+        let offsets: Vec<_> = read_message_set(&r)?.0.iter().map(|m| m.offset).collect();
+        ensure!(
+            offsets == [0, 1],
+            "v{v} limits {part_max}/{max}: {offsets:?}"
+        );
+    }
+    let (error, hw, r) = fetch_v0_v3(&mut c, 2, "fmt", 9, 1 << 20, 1 << 20)?;
+    ensure!(
+        (error, hw, r.len()) == (0, 9, 0),
+        "at the end: {error} {hw} {}",
+        r.len()
+    );
+    let (error, _, _) = fetch_v0_v3(&mut c, 0, "fmt", 100, 1 << 20, 1 << 20)?;
+    ensure!(error == OFFSET_OUT_OF_RANGE, "past the end: {error}");
+
+    // acks=0 at v2: no answer; the next request on the connection sees the record.
+    send_raw(
+        &mut c,
+        PRODUCE,
+        2,
+        77,
+        &produce_body("fmt", 0, &old_message(0, 0, 1, TS)),
+    )?;
+    let (_, hw, _) = fetch_v0_v3(&mut c, 3, "fmt", 9, 1 << 20, 1 << 20)?;
+    ensure!(hw == 10, "after the acks=0 produce: hw {hw}");
+    Ok(())
+}
+
+fn ensure_magic2(magic: u8) {
+    assert_eq!(magic, 2, "a stored batch that is not v2"); // ok: test
+}
+
+#[test]
+fn bad_message_sets_get_kafkas_errors_and_change_nothing() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("bad", 1, &[])?;
+    let mut c = connect(&broker)?;
+    let good = old_message(0, 0, 1, TS);
+    let mut bad_crc = good.clone();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 1;
+    let v0_in_v1 = gzip_wrapper(0, 1, 0, TS, &old_message(0, 0, 0, -1))?;
+    let nested = gzip_wrapper(0, 1, 0, TS, &gzip_wrapper(0, 1, 0, TS, &good)?)?;
+    let wrapper = gzip_wrapper(0, 1, 0, TS, &good)?;
+    let zstd = message(0, 1, 4, TS, None, Some(b"(zstd)"));
+    for (what, set, want) in [
+        ("a bad CRC", bad_crc, CORRUPT_MESSAGE),
+        (
+            "a truncated message",
+            good[..good.len() - 1].to_vec(),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "gzip that is not",
+            message(0, 1, GZIP, TS, None, Some(b"not gzip")),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "mixed magics",
+            [good.clone(), old_message(1, 1, 0, -1)].concat(),
+            INVALID_RECORD,
+        ),
+        ("magic 0 inside magic 1", v0_in_v1, INVALID_RECORD),
+        ("nested compression", nested, INVALID_RECORD),
+        (
+            "two compressed wrappers",
+            [wrapper.clone(), wrapper].concat(),
+            INVALID_RECORD,
+        ),
+        ("zstd in a wrapper", zstd, INVALID_RECORD),
+        (
+            "LogAppendTime without a timestamp",
+            message(0, 1, LOG_APPEND_TIME, -1, None, Some(b"x")),
+            INVALID_TIMESTAMP,
+        ),
+    ] {
+        let (error, base) = produce_v0_v2(&mut c, 2, "bad", &set)?;
+        ensure!(
+            (error, base) == (want, -1),
+            "{what}: error {error} at {base}, want {want}"
+        );
+    }
+    // a null records field
+    let mut r = call_raw(
+        &mut c,
+        PRODUCE,
+        0,
+        &Body::default()
+            .i16(1)
+            .i32(1000)
+            .i32(1)
+            .str("bad")
+            .i32(1)
+            .i32(0)
+            .i32(-1),
+    )?;
+    r.count("responses")?;
+    r.str("topic")?;
+    r.count("partitions")?;
+    r.i32("partition")?;
+    ensure!(r.i16("error")? == CORRUPT_MESSAGE, "null records");
+    ensure!(
+        broker.watermarks("bad", 0)? == (0, 0),
+        "a refused produce stored records"
+    );
+    // The connection still serves, and a good set still goes in.
+    ensure!(
+        produce_v0_v2(&mut c, 2, "bad", &good)? == (0, 0),
+        "good after bad"
+    );
+    Ok(())
+}
+
+#[test]
+fn zstd_batches_are_not_down_converted() -> Result<()> {
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("z", 1, &[])?;
+    let mut c = connect(&broker)?;
+    let (code, base) = produce(
+        &mut c,
+        "z",
+        compressed_batch(&["a", "b"], TS, Compression::Zstd)?,
+    )?;
+    ensure!((code, base) == (0, 0), "zstd produce: {code} {base}");
+    // Below Fetch v10 Kafka answered zstd data UNSUPPORTED_COMPRESSION_TYPE; formats v0/v1
+    // have no zstd, so Fetch v0-3 cannot have it.
+    for v in 0..=3 {
+        let (error, hw, r) = fetch_v0_v3(&mut c, v, "z", 0, 1 << 20, 1 << 20)?;
+        ensure!(
+            (error, hw, r.len()) == (UNSUPPORTED_COMPRESSION_TYPE, -1, 0),
+            "Fetch v{v}: {error} {hw}"
+        );
+    }
+    let resp = c.call(12, &fetch_request("z", 0, 100, 1, 1 << 20, 1 << 20))?;
+    ensure!(
+        partition0(&resp)?
+            .records
+            .as_ref()
+            .is_some_and(|r| !r.is_empty()),
+        "Fetch v12"
+    );
+    Ok(())
+}
+
+#[test]
+fn newer_unserved_versions_are_answered_unsupported_version() -> Result<()> {
     let broker = BrokerProcess::spawn(2)?;
     broker.create_topic("old", 1, &[])?;
     let mut c = connect(&broker)?;
-    let batch = record_batch(&["x"], TS)?;
-
-    // Produce v0-2 (message formats v0/v1): error 35 per partition, nothing stored.
-    for v in 0..=2 {
-        let body = Body::default()
-            .i16(1)
-            .i32(10_000)
-            .i32(1)
-            .str("old")
-            .i32(1)
-            .i32(0)
-            .bytes(&batch);
-        let errors = produce_errors(call_raw(&mut c, PRODUCE, v, &body)?, v)?;
-        ensure!(errors == [UNSUPPORTED_VERSION], "Produce v{v}: {errors:?}");
-    }
-    ensure!(
-        broker.watermarks("old", 0)? == (0, 0),
-        "an unserved produce stored records"
-    );
-    // Fetch v0-3: error 35 per partition.
-    for v in 0..=3 {
-        let mut body = Body::default().i32(-1).i32(100).i32(1);
-        if v >= 3 {
-            body = body.i32(1 << 20);
-        }
-        let body = body.i32(1).str("old").i32(1).i32(0).i64(0).i32(1 << 20);
-        let errors = fetch_errors(call_raw(&mut c, FETCH, v, &body)?, v)?;
-        ensure!(
-            errors == [(UNSUPPORTED_VERSION, -1)],
-            "Fetch v{v}: {errors:?}"
-        );
-    }
-    // The same connection still serves supported versions.
-    let (code, base) = produce(&mut c, "old", batch.clone())?;
-    ensure!(
-        code == 0 && base == 0,
-        "produce after the errors: {code} {base}"
-    );
-
     // A newer version than advertised that kafka-protocol decodes: Metadata v13 carries a
     // top-level error code.
     let md = c.call(
@@ -662,24 +793,11 @@ fn unserved_versions_are_answered_unsupported_version() -> Result<()> {
         "Metadata v13: {}",
         md.error_code
     );
-
-    // Produce v2 with acks=0 has no answer to carry the error: the connection closes.
-    let body = Body::default()
-        .i16(0)
-        .i32(10_000)
-        .i32(1)
-        .str("old")
-        .i32(1)
-        .i32(0)
-        .bytes(&batch);
-    send_raw(&mut c, PRODUCE, 2, 77, &body)?;
-    match c.read_frame()? {
-        FrameRead::Closed => {}
-        other => bail!("Produce v2 acks=0: want the connection closed, got {other:?}"),
-    }
+    // The same connection still serves supported versions.
+    let (code, base) = produce(&mut c, "old", record_batch(&["x"], TS)?)?;
     ensure!(
-        broker.watermarks("old", 0)? == (0, 1),
-        "acks=0 unserved produce stored records"
+        code == 0 && base == 0,
+        "produce after the error: {code} {base}"
     );
     Ok(())
 }

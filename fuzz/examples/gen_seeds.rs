@@ -2,14 +2,16 @@
 //! `cargo +nightly run --example gen_seeds`
 //! Seeds: request frames for a range of APIs and versions built with kafka-protocol's
 //! `Encodable` types, request bodies for every supported api/version, uncompressed
-//! record batches from `sluice_proto::batch::build_batch`, metadata records and segments.
+//! record batches from `sluice_proto::batch::build_batch`, message sets of formats v0/v1,
+//! metadata records and segments.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 use sluice_fuzz::SUPPORTED;
-use sluice_proto::batch::{build_batch, SimpleRecord};
+use sluice_proto::batch::{build_batch, build_compressed_batch, SimpleRecord};
 use sluice_proto::kafka_protocol::messages::*;
 use sluice_proto::kafka_protocol::protocol::{Encodable, StrBytes};
+use sluice_proto::message_set;
 use sluice_proto::metadata::*;
 use std::path::Path;
 
@@ -375,6 +377,27 @@ fn main() {
     let mut gz = b3.to_vec();
     gz[22] |= 1;
     write("record_batch", "gzip-attr", &gz);
+
+    // message_set: message sets of formats v0 and v1 (what Produce v0-2 carry), plain and
+    // in a wrapper of each codec those formats have, made by down-converting v2 batches.
+    let values: Vec<String> = (0..4).map(|i| format!("value-{i}")).collect();
+    let simple: Vec<SimpleRecord<'_>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| SimpleRecord {
+            key: (i % 2 == 0).then_some(&b"key"[..]),
+            value: Some(v.as_bytes()),
+            timestamp: 1_700_000_000_000 + i as i64,
+            headers: &[],
+        })
+        .collect();
+    for codec in 0..=3u8 {
+        let batch = build_compressed_batch(0, &simple, codec).unwrap();
+        for magic in [message_set::MAGIC_V0, message_set::MAGIC_V1] {
+            let set = message_set::from_record_batch(&batch, magic, 0, 1 << 20).unwrap();
+            write("message_set", &format!("v{magic}-codec{codec}"), &set);
+        }
+    }
 
     let seg_in = |base: u8, sel: u8, bytes: &[u8]| {
         let mut d = vec![base, sel, 0x01, 0x00];

@@ -5,7 +5,8 @@
 //!   (`sluice_proto::request::SUPPORTED`, the table the broker advertises). Versions below
 //!   kafka-protocol's range (the broker codes those by hand) decode to an error here.
 //! * [`fix_up_batches`]: rewrites `batchLength`, magic and CRC-32C of concatenated batches
-//!   so the fuzzer gets past the CRC check.
+//!   so the fuzzer gets past the CRC check; [`fix_up_message_set`] does the same for the
+//!   message sets of formats v0/v1 (size, magic, CRC-32).
 //! * [`scan_model`]: a pure, in-memory port of `storage/src/scan.rs` `scan` (the
 //!   scanner crash recovery uses), which is `async`, `pub(crate)` and reads a glommio
 //!   `DmaFile`, so it cannot be called from here.
@@ -120,6 +121,33 @@ pub fn fix_up_batches(buf: &mut [u8]) {
         rest[16] = 2;
         let crc = crc32c::crc32c(&rest[21..end]);
         rest[17..21].copy_from_slice(&crc.to_be_bytes());
+        pos += end;
+    }
+}
+
+/// Rewrites a message set (formats v0/v1) in place so each message passes the size and
+/// CRC checks: at each entry with at least 26 bytes left, the magic is made 0 or 1, the
+/// size is kept if it is sane and fits, else set to cover the rest of the buffer, and the
+/// CRC-32 (IEEE) of magic..end is stored at bytes 12..16. A shorter tail is left alone.
+pub fn fix_up_message_set(buf: &mut [u8]) {
+    const ENTRY: usize = 12;
+    const MIN_MESSAGE: usize = 14;
+    let mut pos = 0;
+    while buf.len() - pos >= ENTRY + MIN_MESSAGE {
+        let rest = &mut buf[pos..];
+        let size = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let size = match usize::try_from(size) {
+            Ok(s) if s >= MIN_MESSAGE && ENTRY + s <= rest.len() => s,
+            _ => {
+                let s = rest.len() - ENTRY;
+                rest[8..12].copy_from_slice(&(s as i32).to_be_bytes());
+                s
+            }
+        };
+        let end = ENTRY + size;
+        rest[16] &= 1;
+        let crc = crc32fast::hash(&rest[16..end]);
+        rest[12..16].copy_from_slice(&crc.to_be_bytes());
         pos += end;
     }
 }

@@ -37,6 +37,8 @@ pub enum BatchError {
     Invalid(&'static str),
     #[error("{0}")]
     Decompress(crate::decompress::DecompressError),
+    #[error("{0}")]
+    Compress(crate::decompress::CompressError),
     #[error("record timestamp {0} is outside the range the topic accepts")]
     Timestamp(i64),
     /// A record without a key in a batch for a compacted topic (Kafka's log validator:
@@ -288,8 +290,24 @@ fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 /// Build an uncompressed v2 batch (CreateTime, producer id -1) with a correct CRC.
 /// An empty `records` slice yields a batch with count 0, which `validate_batch` rejects.
 pub fn build_batch(base_offset: i64, records: &[SimpleRecord<'_>]) -> Bytes {
+    assemble(base_offset, 0, records, &encode_records(records))
+}
+
+/// Build a v2 batch (CreateTime, producer id -1) whose records section is compressed with
+/// `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), with a correct CRC.
+pub fn build_compressed_batch(
+    base_offset: i64,
+    records: &[SimpleRecord<'_>],
+    codec: u8,
+) -> Result<Bytes, crate::decompress::CompressError> {
+    let body = crate::decompress::compress(codec, &encode_records(records))?;
+    Ok(assemble(base_offset, i16::from(codec), records, &body))
+}
+
+/// The records section of a v2 batch holding `records` (offset deltas 0, 1, 2, ...,
+/// timestamp deltas from the first record's), uncompressed.
+fn encode_records(records: &[SimpleRecord<'_>]) -> Vec<u8> {
     let base_ts = records.first().map_or(-1, |r| r.timestamp);
-    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
     let mut body = Vec::new();
     let mut rec = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -307,6 +325,14 @@ pub fn build_batch(base_offset: i64, records: &[SimpleRecord<'_>]) -> Bytes {
         put_varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
+    body
+}
+
+/// The 61-byte header (base timestamp: the first record's; max: the largest, -1 for no
+/// records) around `body`.
+fn assemble(base_offset: i64, attributes: i16, records: &[SimpleRecord<'_>], body: &[u8]) -> Bytes {
+    let base_ts = records.first().map_or(-1, |r| r.timestamp);
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
     let total = RECORD_BATCH_OVERHEAD + body.len();
     let mut b = BytesMut::with_capacity(total);
     b.put_i64(base_offset);
@@ -314,7 +340,7 @@ pub fn build_batch(base_offset: i64, records: &[SimpleRecord<'_>]) -> Bytes {
     b.put_i32(-1); // partition leader epoch
     b.put_i8(2);
     b.put_u32(0); // crc placeholder
-    b.put_i16(0);
+    b.put_i16(attributes);
     b.put_i32(records.len() as i32 - 1);
     b.put_i64(base_ts);
     b.put_i64(max_ts);
@@ -322,7 +348,7 @@ pub fn build_batch(base_offset: i64, records: &[SimpleRecord<'_>]) -> Bytes {
     b.put_i16(-1);
     b.put_i32(-1);
     b.put_i32(records.len() as i32);
-    b.extend_from_slice(&body);
+    b.extend_from_slice(body);
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
@@ -480,12 +506,68 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<OwnedRecord>, BatchError> {
     if h.compression() != 0 {
         return Err(BatchError::Compressed(h.compression()));
     }
-    // records_count was checked against lastOffsetDelta; each record takes >= 7 bytes, so
-    // this bound keeps the allocation proportional to the input.
-    let cap = (h.records_count as usize).min(whole.len() / 7 + 1);
+    collect_records(&h, &whole, RECORD_BATCH_OVERHEAD)
+}
+
+/// Decode every record of one batch read from the log, compressed or not (decompressed to
+/// at most `max_decompressed` bytes). The CRC is not checked (the batch was validated when
+/// it was appended; reads check headers only), but every length is. Keys and values are
+/// slices of `batch` or of the decompressed records. The records of a LogAppendTime batch
+/// carry its max timestamp, as Kafka's `DefaultRecord.timestamp()` gives them.
+pub fn decode_stored_records(
+    batch: &Bytes,
+    max_decompressed: usize,
+) -> Result<(RecordBatchHeader, Vec<OwnedRecord>), BatchError> {
+    let h = RecordBatchHeader::parse(batch)?;
+    if h.total_size() != batch.len() {
+        return Err(BatchError::BadLength(h.batch_length as i64));
+    }
+    if h.records_count < 0 {
+        return Err(BatchError::CountMismatch {
+            count: h.records_count,
+            last_offset_delta: h.last_offset_delta,
+        });
+    }
+    let records = if h.compression() == 0 {
+        collect_records(&h, batch, RECORD_BATCH_OVERHEAD)?
+    } else {
+        let data = crate::decompress::decompress(
+            h.compression(),
+            &batch[RECORD_BATCH_OVERHEAD..],
+            max_decompressed,
+        )
+        .map_err(BatchError::Decompress)?;
+        collect_records(&h, &Bytes::from(data), 0)?
+    };
+    let records = if h.timestamp_type_log_append() {
+        records
+            .into_iter()
+            .map(|r| OwnedRecord {
+                timestamp: h.max_timestamp,
+                ..r
+            })
+            .collect()
+    } else {
+        records
+    };
+    Ok((h, records))
+}
+
+/// The `h.records_count` records of `data[start..]` (which they must fill exactly), with
+/// absolute offsets and timestamps; keys, values and headers are slices of `data`.
+fn collect_records(
+    h: &RecordBatchHeader,
+    data: &Bytes,
+    start: usize,
+) -> Result<Vec<OwnedRecord>, BatchError> {
+    // Each record takes >= 7 bytes, so this bound keeps the allocation proportional to the
+    // input whatever the header's count says.
+    let cap = usize::try_from(h.records_count)
+        .unwrap_or(0)
+        .min(data.len() / 7 + 1);
     let mut out = Vec::with_capacity(cap);
-    let slice = |r: std::ops::Range<usize>| whole.slice(r);
-    walk_records(&whole, RECORD_BATCH_OVERHEAD, h.records_count, true, |v| {
+    let slice = |r: std::ops::Range<usize>| data.slice(r);
+    walk_records(data, start, h.records_count, true, |v| {
         out.push(OwnedRecord {
             offset: h.base_offset.wrapping_add(v.offset_delta),
             timestamp: h.base_timestamp.wrapping_add(v.timestamp_delta),
@@ -584,7 +666,7 @@ pub fn rebuild_batch(
     let body = match h.compression() {
         0 => std::borrow::Cow::Borrowed(records),
         codec => std::borrow::Cow::Owned(
-            crate::decompress::compress(codec, records).map_err(BatchError::Decompress)?,
+            crate::decompress::compress(codec, records).map_err(BatchError::Compress)?,
         ),
     };
     let mut out = Vec::with_capacity(RECORD_BATCH_OVERHEAD + body.len());

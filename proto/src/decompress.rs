@@ -1,10 +1,17 @@
-//! Bounded decompression of a record batch's records section, for validation and the log
-//! cleaner: gzip, snappy (raw, and the xerial framing the Java client writes), lz4 (frame
-//! format) and zstd. The output is capped, so a small batch that inflates without limit
-//! (a "zip bomb") is an error, never unbounded memory. And `compress`, the other way, for
-//! the batches the cleaner rewrites (the `kafka-protocol` crate's codecs: Kafka's framings).
+//! The record codecs, in one place: bounded decompression of a records section (gzip,
+//! snappy raw or in the xerial framing the Java client writes, lz4 frames, zstd), for
+//! validation and conversion, and compression for the batches and message sets the broker
+//! builds itself (message-format conversion). Decompressed output is capped, so a small
+//! batch that inflates without limit (a "zip bomb") is an error, never unbounded memory.
 
-use std::io::Read;
+use std::io::{Read, Write};
+
+use bytes::BytesMut;
+use kafka_protocol::compression::{Compressor, Gzip, Snappy, Zstd};
+
+/// Largest records section the broker inflates one compressed batch (or message set) to,
+/// when it validates or converts it (Kafka validates without such a bound).
+pub const MAX_DECOMPRESSED: usize = 64 << 20;
 
 /// Why the records could not be decompressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,8 +22,15 @@ pub enum DecompressError {
     TooLarge(usize),
     #[error("cannot decompress ({codec}): {reason}")]
     Corrupt { codec: &'static str, reason: String },
+}
+
+/// Why records could not be compressed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompressError {
+    #[error("unknown compression codec {0}")]
+    UnknownCodec(u8),
     #[error("cannot compress ({codec}): {reason}")]
-    Compress { codec: &'static str, reason: String },
+    Failed { codec: &'static str, reason: String },
 }
 
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
@@ -97,40 +111,54 @@ pub fn decompress(codec: u8, input: &[u8], max: usize) -> Result<Vec<u8>, Decomp
     }
 }
 
-/// Compresses `input` (a records section) with `codec` as Kafka's producers and broker
-/// write it: gzip, snappy in the xerial framing, lz4 frames with independent blocks, zstd
-/// (level 3); 0 copies it.
-pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, DecompressError> {
-    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-    fn with<C: Compressor<Vec<u8>>>(
-        codec: &'static str,
-        input: &[u8],
-    ) -> Result<Vec<u8>, DecompressError> {
-        let mut out = Vec::with_capacity(input.len() / 2 + 64);
-        C::compress(&mut out, |buf| {
-            bytes::BufMut::put_slice(buf, input);
-            Ok(())
-        })
-        .map_err(|e| DecompressError::Compress {
-            codec,
-            reason: format!("{e:#}"),
-        })?;
-        Ok(out)
-    }
-    match codec {
-        0 => Ok(input.to_vec()),
-        1 => with::<Gzip>("gzip", input),
-        2 => with::<Snappy>("snappy", input),
-        3 => with::<Lz4>("lz4", input),
-        4 => with::<Zstd>("zstd", input),
-        other => Err(DecompressError::UnknownCodec(other)),
-    }
+/// Compresses `input` with `codec` as Kafka's Java producer does: gzip (default level),
+/// snappy in the xerial framing (32 KiB blocks), lz4 frames with Kafka's frame descriptor
+/// (64 KiB independent blocks, no block or content checksum: what `Lz4BlockOutputStream`
+/// writes, and all that pre-0.10 Java readers accept), zstd. Codec 0 returns the input.
+pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let mut out = BytesMut::new();
+    let fill = |buf: &mut BytesMut| {
+        buf.extend_from_slice(input);
+        Ok(())
+    };
+    let (name, done) = match codec {
+        0 => return Ok(input.to_vec()),
+        1 => ("gzip", Gzip::compress(&mut out, fill)),
+        2 => ("snappy", Snappy::compress(&mut out, fill)),
+        3 => return lz4_frame(input),
+        4 => ("zstd", Zstd::compress(&mut out, fill)),
+        other => return Err(CompressError::UnknownCodec(other)),
+    };
+    done.map_err(|e| CompressError::Failed {
+        codec: name,
+        reason: e.to_string(),
+    })?;
+    Ok(out.to_vec())
+}
+
+/// An lz4 frame of `input` with the descriptor Kafka writes (`kafka-protocol`'s `Lz4` adds
+/// block and content checksums, which Kafka's own writer never set).
+fn lz4_frame(input: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let failed = |e: std::io::Error| CompressError::Failed {
+        codec: "lz4",
+        reason: e.to_string(),
+    };
+    let mut enc = lz4::EncoderBuilder::new()
+        .block_size(lz4::BlockSize::Max64KB)
+        .block_mode(lz4::BlockMode::Independent)
+        .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
+        .checksum(lz4::ContentChecksum::NoChecksum)
+        .build(Vec::with_capacity(input.len() / 2 + 64))
+        .map_err(failed)?;
+    enc.write_all(input).map_err(failed)?;
+    let (out, done) = enc.finish();
+    done.map_err(failed)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -164,10 +192,8 @@ mod tests {
     }
 
     #[test]
-    fn compress_writes_what_decompress_reads_for_every_codec() {
-        let data: Vec<u8> = (0..100_000u32)
-            .flat_map(|i| (i % 97).to_be_bytes())
-            .collect();
+    fn compress_round_trips_and_writes_kafkas_framing() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
         for codec in 0..=4 {
             let c = compress(codec, &data).unwrap(); // ok: test
             assert_eq!(
@@ -175,11 +201,14 @@ mod tests {
                 data,
                 "codec {codec}"
             ); // ok: test
-            if codec == 2 {
-                assert!(c.starts_with(XERIAL_MAGIC), "Kafka's snappy framing");
-            }
         }
-        assert_eq!(compress(5, b"x"), Err(DecompressError::UnknownCodec(5)));
+        // xerial snappy header, as the Java client's SnappyOutputStream writes it
+        assert!(compress(2, &data).unwrap().starts_with(XERIAL_MAGIC)); // ok: test
+                                                                        // lz4: magic, FLG 0x60 (version 1, independent blocks, no checksums), BD 0x40
+                                                                        // (64 KiB blocks), header checksum 0x82: Kafka's Lz4BlockOutputStream descriptor
+        let lz = compress(3, &data).unwrap(); // ok: test
+        assert_eq!(&lz[..7], &[0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82]);
+        assert_eq!(compress(5, b""), Err(CompressError::UnknownCodec(5)));
     }
 
     #[test]

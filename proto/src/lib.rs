@@ -4,6 +4,7 @@
 //! ```text
 //!  socket bytes ──► frame (size-bounded) ──► RequestHeader + api dispatch ──► broker
 //!  produce records ──► batch (RecordBatch header view, CRC-32C, counts) ──► storage
+//!  message sets (formats v0/v1) ◄──► message_set ◄──► one v2 batch (Produce v0-2, Fetch v0-3)
 //!  keys ──► murmur2 partitioner (Java-compatible)
 //!  metadata changes ──► metadata::MetadataRecord (prost) ──► the metadata log
 //! ```
@@ -11,6 +12,7 @@
 pub mod batch;
 pub mod decompress;
 pub mod frame;
+pub mod message_set;
 pub mod metadata;
 pub mod murmur2;
 pub mod request;

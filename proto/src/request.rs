@@ -108,11 +108,12 @@ pub fn encode_response<R: Encodable>(
 
 /// Versions the Sluice broker serves: (api, min, max). Its ApiVersions advertises exactly
 /// this table; the fuzz targets decode at these versions.
-/// Every version Kafka 3.9 accepted down to v0, except Produce v0-2 and Fetch v0-3, whose
-/// message formats v0/v1 would need record conversion (answered UNSUPPORTED_VERSION).
+/// Every version Kafka 3.9 accepted, down to v0. Produce v0-2 and Fetch v0-3 (message
+/// formats v0/v1, converted at the edge by `message_set`) and the other versions below
+/// `kafka-protocol`'s range are read and written by hand in the broker (`handlers::legacy`).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 0, 12),
     (ApiKey::ListOffsets, 0, 7),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),

@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-/// Largest records section a compressed batch may inflate to when `append` counts its
-/// records and when the cleaner rewrites it (Kafka validates compressed batches the same
-/// way, without this bound).
-pub(crate) const MAX_DECOMPRESSED: usize = 64 << 20;
+pub(crate) use sluice_proto::decompress::MAX_DECOMPRESSED;
 
 /// `cleanup.policy`: what removes old data from a log. Kafka's values are `delete`,
 /// `compact` and `compact,delete` (both).

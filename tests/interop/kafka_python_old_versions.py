@@ -4,11 +4,13 @@ a running Sluice broker, as Kafka 3.9 served them.
 (1, 0, 0): admin create + DescribeConfigs v0, acks=all produce (Produce v5), a two-member
 group that consumes everything and commits, then a restarted member that must resume at
 the commits (nothing committed comes back) and read only what was produced since.
-(0, 10, 2): admin CreateTopics v1 / DeleteTopics v0; a group member (JoinGroup v1,
-SyncGroup v0, Heartbeat v0, LeaveGroup v0) that commits offsets, which a (1, 0, 0) member
-of the same group then resumes from. Produce v2 and Fetch v3 imply message format v1,
-which Sluice does not serve: they must fail with UnsupportedVersionError (an answer, not a
-dropped connection).
+(0, 10, 2): admin CreateTopics v1 / DeleteTopics v0; an acks=all gzip producer (Produce
+v2, message format v1); a group member (JoinGroup v1, SyncGroup v0, Heartbeat v0,
+LeaveGroup v0) that reads every record with Fetch v3 (format v1, with timestamps) and
+commits offsets, which a (1, 0, 0) member of the same group then resumes from.
+(0, 9): an acks=all producer (Produce v1, message format v0) and a group member that
+reads every record with Fetch v1 (format v0, no timestamps). Sluice stores v2 batches
+only and converts these formats on the way in and out.
 Usage: kafka_python_old_versions.py BOOTSTRAP [TOPIC_PREFIX]. Exits non-zero on failure.
 """
 import sys
@@ -22,9 +24,11 @@ from kafka.structs import OffsetAndMetadata
 
 NEW = (1, 0, 0)
 OLD = (0, 10, 2)
+V09 = (0, 9)
 PARTITIONS = 4
 COUNT = 400
 MORE = 100
+OLD_MORE = 150  # produced by each old producer
 TIMEOUT = 60  # bound on every wait; the broker may delay a group's first rebalance 3 s
 
 
@@ -72,21 +76,32 @@ def commit(m):
         pass
 
 
-def drain(members, want, what):
-    """Polls every member in turn until `want` distinct values arrived; returns the
-    values seen (with repeats) and commits after each poll."""
+def drain_records(members, want, what):
+    """Polls every member in turn until records of `want` distinct values arrived;
+    returns the records (with repeats) and commits after each poll."""
     seen = []
+    values = set()
     deadline = time.time() + TIMEOUT
-    while len(set(seen)) < want:
+    while len(values) < want:
         if time.time() > deadline:
-            fail("%s: %d of %d records in %d s" % (what, len(set(seen)), want, TIMEOUT))
+            fail("%s: %d of %d records in %d s" % (what, len(values), want, TIMEOUT))
         for m in members:
             batch = m.poll(timeout_ms=300)
             for records in batch.values():
-                seen.extend(int(r.value.decode().split("-")[1]) for r in records)
+                seen.extend(records)
+                values.update(value_of(r) for r in records)
             if batch:
                 commit(m)
     return seen
+
+
+def value_of(record):
+    return int(record.value.decode().split("-")[1])
+
+
+def drain(members, want, what):
+    """drain_records, as the values seen."""
+    return [value_of(r) for r in drain_records(members, want, what)]
 
 
 def check_new(bootstrap, prefix):
@@ -162,35 +177,36 @@ def check_old(bootstrap, prefix, topic):
     admin.close()
     ok("(0,10,2) admin: CreateTopics v1 and DeleteTopics v0")
 
-    # Produce v2 (message format v1): an UNSUPPORTED_VERSION answer, not a lost connection.
-    p = KafkaProducer(bootstrap_servers=bootstrap, api_version=OLD, acks="all", retries=0)
-    try:
-        p.send(topic, value=b"old").get(timeout=30)
-        fail("Produce v2 succeeded; Sluice does not serve message format v1")
-    except Errors.UnsupportedVersionError:
-        ok("(0,10,2) Produce v2 answered UNSUPPORTED_VERSION")
-    except Errors.KafkaError as e:
-        fail("Produce v2 failed with %r, want UnsupportedVersionError" % (e,))
-    p.close()
+    # Produce v2 (message format v1, gzip wrappers) and Produce v1 (message format v0).
+    first_old = COUNT + MORE
+    for api_version, codec, start in ((OLD, "gzip", first_old), (V09, None, first_old + OLD_MORE)):
+        p = KafkaProducer(bootstrap_servers=bootstrap, api_version=api_version, acks="all",
+                          compression_type=codec, linger_ms=5, retries=0)
+        futures = [p.send(topic, key=b"k%d" % (i % 13), value=b"v-%d" % i)
+                   for i in range(start, start + OLD_MORE)]
+        for f in futures:
+            f.get(timeout=30)
+        p.close()
+    total = COUNT + MORE + 2 * OLD_MORE
+    ok("(0,10,2) produced %d records (Produce v2, gzip) and (0,9) %d (Produce v1)"
+       % (OLD_MORE, OLD_MORE))
 
-    # A group member at 0.10.2: joins, then its Fetch v3 gets UNSUPPORTED_VERSION.
+    # A group member at 0.10.2 reads everything with Fetch v3: message format v1, with the
+    # producers' timestamps (none, -1, for what the (0,9) producer wrote in format v0).
     c = member(bootstrap, group, topic, OLD)
-    deadline = time.time() + TIMEOUT
-    fetch_error = None
-    while fetch_error is None or not c.assignment():
-        if time.time() > deadline:
-            fail("(0,10,2) member: assignment %r, fetch error %r" % (c.assignment(), fetch_error))
-        try:
-            if c.poll(timeout_ms=300):
-                fail("Fetch v3 returned records; Sluice does not serve message format v1")
-        except Errors.UnsupportedVersionError as e:
-            fetch_error = e
-    ok("(0,10,2) member joined (%d partitions) and Fetch v3 answered UNSUPPORTED_VERSION"
-       % len(c.assignment()))
+    records = drain_records([c], total, "(0,10,2) member")
+    if {value_of(r) for r in records} != set(range(total)):
+        fail("(0,10,2) member read %d distinct values, want %d" % (len({value_of(r) for r in records}), total))
+    for r in records:
+        v9 = value_of(r) >= first_old + OLD_MORE
+        if (r.timestamp in (None, -1)) != v9 or (not v9 and r.timestamp < 1600000000000):
+            fail("(0,10,2) member: value %d has timestamp %r" % (value_of(r), r.timestamp))
+    ok("(0,10,2) member joined (%d partitions) and read all %d records with Fetch v3"
+       % (len(c.assignment()), total))
     # It commits the middle of each partition with its generation and reads it back.
     ends = c.end_offsets(list(c.assignment()))  # ListOffsets v1
-    if sum(ends.values()) != COUNT + MORE:
-        fail("(0,10,2) end offsets %r do not add up to %d" % (ends, COUNT + MORE))
+    if sum(ends.values()) != total:
+        fail("(0,10,2) end offsets %r do not add up to %d" % (ends, total))
     chosen = {tp: OffsetAndMetadata(end // 2, "old", -1) for tp, end in ends.items() if end > 0}
     c.commit(chosen)
     for tp, om in chosen.items():
@@ -216,13 +232,24 @@ def check_old(bootstrap, prefix, topic):
     n.close()
     ok("(1,0,0) member resumed at the (0,10,2) member's commits")
 
+    # A (0,9) member of another group reads everything with Fetch v1: message format v0.
+    c = member(bootstrap, prefix + "-g-09", topic, V09)
+    records = drain_records([c], total, "(0,9) member")
+    if {value_of(r) for r in records} != set(range(total)):
+        fail("(0,9) member read %d distinct values, want %d" % (len({value_of(r) for r in records}), total))
+    stamped = [r for r in records if r.timestamp not in (None, -1)]
+    if stamped:
+        fail("(0,9) member: message format v0 has no timestamps, got %r" % (stamped[0].timestamp,))
+    c.close()
+    ok("(0,9) member read all %d records with Fetch v1 (message format v0)" % total)
+
 
 def main():
     bootstrap = sys.argv[1]
     prefix = sys.argv[2] if len(sys.argv) > 2 else "pyold-" + uuid.uuid4().hex[:6]
     topic = check_new(bootstrap, prefix)
     check_old(bootstrap, prefix, topic)
-    print("ok: kafka-python at api_version (1, 0, 0) and (0, 10, 2)", flush=True)
+    print("ok: kafka-python at api_version (1, 0, 0), (0, 10, 2) and (0, 9)", flush=True)
 
 
 if __name__ == "__main__":

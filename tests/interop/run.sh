@@ -102,11 +102,12 @@ else
     ko "kafkajs admin/producer/consumer group" "kafkajs not found in $NODE_MODULES (.ci/run installs it)"
 fi
 
-# 4d. Old protocol versions: kafka-python pinned to broker 1.0 / 0.10.2, sarama 1.22.
-check "kafka-python api_version (1,0,0) and (0,10,2)" python3 "$HERE/kafka_python_old_versions.py" "$B" py-old
+# 4d. Old protocol versions: kafka-python pinned to broker 1.0 / 0.10.2 / 0.9, sarama 1.22
+#     (message formats v0/v1 produced and consumed through conversion).
+check "kafka-python api_version (1,0,0), (0,10,2) and (0,9)" python3 "$HERE/kafka_python_old_versions.py" "$B" py-old
 SARAMA_BIN="${SLUICE_SARAMA_BIN:-$HOME/.cache/sluice-interop/sarama_check}"
 if [ -x "$SARAMA_BIN" ]; then
-    check "sarama 1.22 (default config; Version 0.11 for groups)" "$SARAMA_BIN" "$B" sarama-old
+    check "sarama 1.22 (default config: formats v0/v1; Version 0.11 for groups)" "$SARAMA_BIN" "$B" sarama-old
 else
     rm -f "$WORK/out"; ko "sarama 1.22" "$SARAMA_BIN not built (.ci/run builds it)"
 fi

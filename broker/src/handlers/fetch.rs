@@ -1,10 +1,12 @@
 //! Fetch: resolve the session, read every partition on its owning shard, and long-poll when
 //! fewer than `min_bytes` are ready: each involved shard is asked to report the first new
 //! durable data, and the first report (or `max_wait_ms`) ends the wait. Answers are encoded
-//! zero-copy by `fetch_encode`.
+//! zero-copy by `fetch_encode`. Fetch v0-3 (read by `legacy`) take the same path; only
+//! their answer differs: the batches read are down-converted to message sets of format v0
+//! (Fetch v0-1) or v1 (v2-3) on this shard, after the wait, and never stored that way.
 //!
 //! ```text
-//!  read_all ─► enough? ─yes─► encode
+//!  read_all ─► enough? ─yes─► (v0-3: down_convert) ─► encode
 //!      ▲          │no
 //!      └── any shard reports new data (WaitData) or deadline
 //! ```
@@ -20,9 +22,9 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use sluice_proto::request::{decode_body, RequestFrame};
 
-use super::fetch_encode::{encode, TopicOut};
+use super::fetch_encode::{down_convert, encode, TopicOut};
 use super::fetch_session::Plan;
-use super::{Dispatch, Response};
+use super::{legacy, Dispatch, Response};
 use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
@@ -31,7 +33,12 @@ use futures_lite::future;
 
 pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Rc<Conn>) -> Dispatch {
     let (version, corr) = (frame.version(), frame.correlation_id());
-    let req: FetchRequest = match decode_body(&frame.body, version) {
+    let req = if version <= 3 {
+        legacy::fetch_v0_v3_request(&frame.body, version).map_err(|e| e.to_string())
+    } else {
+        decode_body::<FetchRequest>(&frame.body, version).map_err(|e| e.to_string())
+    };
+    let req = match req {
         Ok(r) => r,
         Err(e) => return Dispatch::Close(format!("Fetch v{version}: {e}")),
     };
@@ -88,6 +95,9 @@ async fn handle(
         .await;
     }
     let include = ctx.fetch_sessions.borrow_mut().record(&plan, &results);
+    if version <= 3 {
+        down_convert(&mut results, &plan.parts, max_bytes, version).await;
+    }
     let mut topics: Vec<TopicOut> = Vec::new();
     for (((tp, _, _), r), inc) in plan.parts.iter().zip(results).zip(include) {
         if !inc {

@@ -1,16 +1,22 @@
-//! Zero-copy FetchResponse encoder (v4..=12). Every field except record data is written into
+//! Zero-copy FetchResponse encoder (v0..=12). Every field except record data is written into
 //! small header buffers; record batches are appended as the `Bytes` the storage cache or
-//! read returned, so the connection writes them to the socket without copying.
+//! read returned, so the connection writes them to the socket without copying. Fetch v0-3
+//! answer in message formats v0/v1: `down_convert` first replaces each partition's batches
+//! with message sets built from them (a copy, the only one in the fetch path).
 //!
 //! ```text
 //!  [size|hdr|throttle,err,session,topics..,partition hdr] [batch][batch] [partition hdr] ...
+//!  v0-3: stored v2 batch ─► message_set::from_record_batch ─► message set (magic 0 / 1)
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
+use sluice_proto::batch::BatchIter;
+use sluice_proto::decompress::MAX_DECOMPRESSED;
+use sluice_proto::message_set::{self, MAGIC_V0, MAGIC_V1};
 use sluice_proto::request::put_response_header;
 
-use crate::shard_msg::FetchPartResult;
+use crate::shard_msg::{FetchPartResult, Tp};
 
 /// One topic's partitions as they go into the response.
 pub(crate) struct TopicOut {
@@ -94,7 +100,9 @@ pub(crate) fn encode(
         pieces: Vec::new(),
         len: 0,
     };
-    w.cur.put_i32(0); // throttle_time_ms
+    if version >= 1 {
+        w.cur.put_i32(0); // throttle_time_ms
+    }
     if version >= 7 {
         w.cur.put_i16(error_code);
         w.cur.put_i32(session_id);
@@ -107,11 +115,13 @@ pub(crate) fn encode(
             w.cur.put_i32(*index);
             w.cur.put_i16(p.error);
             w.cur.put_i64(p.high_watermark);
-            w.cur.put_i64(p.high_watermark); // last_stable_offset: no open transactions
-            if version >= 5 {
-                w.cur.put_i64(p.log_start_offset);
+            if version >= 4 {
+                w.cur.put_i64(p.high_watermark); // last_stable_offset: no open transactions
+                if version >= 5 {
+                    w.cur.put_i64(p.log_start_offset);
+                }
+                w.null_array(); // aborted_transactions
             }
-            w.null_array(); // aborted_transactions
             if version >= 11 {
                 w.cur.put_i32(-1); // preferred_read_replica
             }
@@ -135,6 +145,88 @@ pub(crate) fn encode(
         .map_err(|e| e.to_string())?;
     pieces.insert(0, head.freeze());
     Ok(pieces)
+}
+
+/// Fetch v0-3: replaces each partition's stored batches (`parts`: partition, fetch offset
+/// and max bytes, in the order of `results`) with the message sets they become, of magic 0
+/// for Fetch v0-1 and 1 for v2-3 (message format v1 came with Fetch v2; v1 only added
+/// throttle_time_ms), as Kafka's down-conversion did:
+///
+/// - a partition keeps whole converted batches while they fit its max_bytes and what is
+///   left of the response's `max_bytes`; its first converted batch is kept whole even past
+///   its max_bytes (as the stored read keeps the first batch whole), and the first
+///   partition with data always keeps one. Kafka cut v0-2 answers at the byte limits,
+///   leaving a partial message the client skipped (or, for a first message larger than the
+///   limit, never got past); returning that message whole lets old clients progress.
+/// - a zstd batch cannot be converted: UNSUPPORTED_COMPRESSION_TYPE if it comes first,
+///   else the partition ends before it. Stored bytes that do not convert end it the same
+///   way, CORRUPT_MESSAGE if nothing came before.
+///
+/// The conversion runs on the connection's shard and yields between batches.
+pub(crate) async fn down_convert(
+    results: &mut [FetchPartResult],
+    parts: &[(Tp, i64, i32)],
+    max_bytes: usize,
+    version: i16,
+) {
+    let magic = if version <= 1 { MAGIC_V0 } else { MAGIC_V1 };
+    let mut used = 0usize;
+    for (r, (tp, fetch_offset, part_max)) in results.iter_mut().zip(parts) {
+        if r.error != 0 || r.batches.is_empty() {
+            continue;
+        }
+        let budget = max_bytes.saturating_sub(used);
+        let limit = usize::try_from(*part_max).unwrap_or(0).min(budget);
+        let mut sets: Vec<Bytes> = Vec::new();
+        let mut size = 0usize;
+        let mut failed = None;
+        'read: for chunk in &r.batches {
+            for item in BatchIter::headers_only(chunk) {
+                let converted = item
+                    .map_err(|e| message_set::MessageSetError::Corrupt(e.to_string()))
+                    .and_then(|(_, range)| {
+                        message_set::from_record_batch(
+                            &chunk.slice(range),
+                            magic,
+                            *fetch_offset,
+                            MAX_DECOMPRESSED,
+                        )
+                    });
+                glommio::yield_if_needed().await;
+                let set = match converted {
+                    Ok(set) if set.is_empty() => continue,
+                    Ok(set) => set,
+                    Err(e) => {
+                        if !matches!(e, message_set::MessageSetError::UnsupportedCompression(_)) {
+                            tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "stored batch not down-converted");
+                        }
+                        failed = Some(e);
+                        break 'read;
+                    }
+                };
+                let first = sets.is_empty();
+                let fits = size + set.len() <= limit;
+                let forced = first && (used == 0 || set.len() <= budget);
+                if !fits && !forced {
+                    break 'read;
+                }
+                size += set.len();
+                sets.push(set);
+            }
+        }
+        match failed {
+            Some(e) if sets.is_empty() => {
+                *r = FetchPartResult {
+                    error: crate::errors::message_set_error_code(&e),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    batches: Vec::new(),
+                };
+            }
+            _ => r.batches = sets,
+        }
+        used += size;
+    }
 }
 
 #[cfg(test)]
@@ -199,5 +291,167 @@ mod tests {
             }
             assert!(body.is_empty(), "v{v}: trailing bytes");
         }
+    }
+
+    fn body_of(pieces: &[Bytes], header: usize) -> Vec<u8> {
+        let all: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let size = i32::from_be_bytes([all[0], all[1], all[2], all[3]]) as usize;
+        assert_eq!(size + 4, all.len());
+        all[4 + header..].to_vec()
+    }
+
+    /// Fetch v0-3 layouts, field by field: (v1+) throttle_time_ms, [topic, [partition,
+    /// error_code, high_watermark, records]].
+    #[test]
+    fn old_layouts_field_by_field() {
+        let set = Bytes::from_static(b"message-set");
+        let topics = vec![TopicOut {
+            name: "t".into(),
+            partitions: vec![(
+                3,
+                FetchPartResult {
+                    error: 0,
+                    high_watermark: 9,
+                    log_start_offset: 0,
+                    batches: vec![set.clone()],
+                },
+            )],
+        }];
+        for v in 0..=3 {
+            let pieces = encode(v, 7, 0, 0, &topics).unwrap(); // ok: test
+            let body = body_of(&pieces, 4);
+            let mut want = Vec::new();
+            if v >= 1 {
+                want.extend_from_slice(&0i32.to_be_bytes());
+            }
+            want.extend_from_slice(&1i32.to_be_bytes());
+            want.extend_from_slice(&1i16.to_be_bytes());
+            want.push(b't');
+            want.extend_from_slice(&1i32.to_be_bytes());
+            want.extend_from_slice(&3i32.to_be_bytes());
+            want.extend_from_slice(&0i16.to_be_bytes());
+            want.extend_from_slice(&9i64.to_be_bytes());
+            want.extend_from_slice(&(set.len() as i32).to_be_bytes());
+            want.extend_from_slice(&set);
+            assert_eq!(body, want, "v{v}");
+            // the message set is sent as its own piece, not copied into a header
+            assert!(pieces.iter().any(|p| p == &set));
+        }
+    }
+
+    fn stored(base: i64, n: usize, codec: u8) -> Bytes {
+        let value = [b'x'; 100];
+        let recs: Vec<_> = (0..n)
+            .map(|i| sluice_proto::batch::SimpleRecord {
+                key: None,
+                value: Some(&value),
+                timestamp: 1000 + i as i64,
+                headers: &[],
+            })
+            .collect();
+        let b = sluice_proto::batch::build_compressed_batch(0, &recs, codec).unwrap(); // ok: test
+        let mut m = b.to_vec();
+        sluice_proto::batch::set_base_offset(&mut m, base);
+        Bytes::from(m)
+    }
+
+    fn part(batches: Vec<Bytes>) -> FetchPartResult {
+        FetchPartResult {
+            error: 0,
+            high_watermark: 100,
+            log_start_offset: 0,
+            batches,
+        }
+    }
+
+    fn tp(p: i32, offset: i64, max: i32) -> (Tp, i64, i32) {
+        let tp = Tp {
+            topic: "t".into(),
+            partition: p,
+        };
+        (tp, offset, max)
+    }
+
+    fn offsets(r: &FetchPartResult) -> Vec<i64> {
+        r.batches
+            .iter()
+            .flat_map(|s| {
+                message_set::messages(s)
+                    .map(|m| m.unwrap().offset)
+                    .collect::<Vec<_>>()
+            }) // ok: test
+            .collect()
+    }
+
+    /// Runs `f` on a glommio executor (`down_convert` yields to it).
+    fn run<F, Fut>(f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(f)
+            .expect("spawn executor") // ok: test setup
+            .join()
+            .expect("executor panicked"); // ok: test
+    }
+
+    #[test]
+    fn down_convert_limits_and_errors() {
+        run(|| async {
+            // two stored batches in one chunk and one in another; every message is 134 bytes
+            // (12 + 22 + 100) at v1, 126 at v0
+            let chunk: Vec<u8> = [stored(0, 2, 0), stored(2, 1, 0)].concat();
+            let batches = vec![Bytes::from(chunk), stored(3, 2, 0)];
+            // no limit to speak of: everything, records below the fetch offset left out
+            let mut r = vec![part(batches.clone())];
+            down_convert(&mut r, &[tp(0, 1, 1 << 20)], 1 << 20, 1).await;
+            assert_eq!(offsets(&r[0]), vec![1, 2, 3, 4]);
+            // partition max_bytes of one message: the first converted batch only, whole
+            let mut r = vec![part(batches.clone())];
+            down_convert(&mut r, &[tp(0, 0, 10)], 1 << 20, 3).await;
+            assert_eq!(offsets(&r[0]), vec![0, 1]);
+            // v0: magic 0
+            let m = message_set::messages(&r[0].batches[0])
+                .next()
+                .unwrap()
+                .unwrap(); // ok: test
+            assert_eq!(m.magic, 1);
+            let mut r = vec![part(batches.clone())];
+            down_convert(&mut r, &[tp(0, 0, 1 << 20)], 1 << 20, 0).await;
+            assert!(message_set::messages(&r[0].batches[0]).all(|m| m.unwrap().magic == 0)); // ok: test
+                                                                                             // the response budget: the first partition gets its first batch, the second
+                                                                                             // none past the budget (but its first batch when the budget holds it)
+            let mut r = vec![part(batches.clone()), part(batches.clone())];
+            down_convert(&mut r, &[tp(0, 0, 1 << 20), tp(1, 0, 1 << 20)], 410, 3).await;
+            assert_eq!(offsets(&r[0]), vec![0, 1, 2]);
+            assert!(r[1].batches.is_empty());
+            let mut r = vec![part(batches.clone()), part(batches)];
+            down_convert(&mut r, &[tp(0, 0, 10), tp(1, 0, 10)], 600, 3).await;
+            assert_eq!((offsets(&r[0]), offsets(&r[1])), (vec![0, 1], vec![0, 1]));
+        });
+    }
+
+    #[test]
+    fn zstd_cannot_be_down_converted() {
+        run(|| async {
+            // zstd first: UNSUPPORTED_COMPRESSION_TYPE, as Kafka below Fetch v10
+            let mut r = vec![part(vec![stored(0, 2, 4)])];
+            down_convert(&mut r, &[tp(0, 0, 1 << 20)], 1 << 20, 3).await;
+            assert_eq!((r[0].error, r[0].high_watermark), (76, -1));
+            assert!(r[0].batches.is_empty());
+            // after convertible batches: those, then the partition ends
+            let mut r = vec![part(vec![
+                stored(0, 1, 1),
+                stored(1, 2, 4),
+                stored(3, 1, 0),
+            ])];
+            down_convert(&mut r, &[tp(0, 0, 1 << 20)], 1 << 20, 1).await;
+            assert_eq!((r[0].error, offsets(&r[0])), (0, vec![0]));
+            // unreadable stored bytes: CORRUPT_MESSAGE
+            let mut r = vec![part(vec![Bytes::from_static(&[0u8; 80])])];
+            down_convert(&mut r, &[tp(0, 0, 1 << 20)], 1 << 20, 1).await;
+            assert_eq!(r[0].error, 2);
+        });
     }
 }

@@ -9,6 +9,8 @@
 //!  DescribeConfigs v0    hand ─► DescribeConfigsRequest ─► configs ─► is_default for config_source, hand
 //!  CreateTopics v0-1     hand ─► CreateTopicsRequest ─► admin ─► hand
 //!  DeleteTopics v0       v1 layout ─► admin ─► hand
+//!  Produce v0-2          hand ─► ProduceRequest (message sets) ─► produce (up-converts) ─► hand
+//!  Fetch v0-3            hand ─► FetchRequest ─► fetch (down-converts) ─► fetch_encode
 //! ```
 //! Layouts follow Kafka's message JSON (`clients/src/main/resources/common/message`) for
 //! each version; every read is bounds-checked and nothing is allocated from a peer's count.
@@ -20,14 +22,17 @@ use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, GroupId,
-    ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, GroupId,
+    ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice_proto::request::{decode_body, RequestFrame};
@@ -332,6 +337,86 @@ pub(crate) fn delete_topics_v0_response(
         w.i16(t.error_code);
     }
     Ok(w.finish())
+}
+
+/// Produce v0-2: acks, timeout_ms, [topic, [partition, records]]. The records are message
+/// sets (formats v0/v1), left as they came for `produce` to convert.
+pub(crate) fn produce_v0_v2_request(body: &Bytes) -> Result<ProduceRequest, WireError> {
+    let mut r = Reader::new(body);
+    let mut req = ProduceRequest::default()
+        .with_acks(r.i16("acks")?)
+        .with_timeout_ms(r.i32("timeout_ms")?);
+    for _ in 0..r.count("topics", 6)? {
+        let name = r.string("topic name")?;
+        let mut topic = TopicProduceData::default().with_name(topic_name(name));
+        for _ in 0..r.count("partitions", 8)? {
+            let index = r.i32("partition")?;
+            let records = r.nullable_bytes("records")?;
+            topic.partition_data.push(
+                PartitionProduceData::default()
+                    .with_index(index)
+                    .with_records(records),
+            );
+        }
+        req.topic_data.push(topic);
+    }
+    Ok(req)
+}
+
+/// Produce v0 response: [topic, [partition, error_code, base_offset]]; v1 adds
+/// throttle_time_ms at the end, v2 log_append_time after each base_offset.
+pub(crate) fn produce_v0_v2_response(
+    resp: &ProduceResponse,
+    version: i16,
+) -> Result<BytesMut, WireError> {
+    let mut w = Writer::new();
+    w.array_len("responses", resp.responses.len())?;
+    for t in &resp.responses {
+        w.string("topic name", &t.name.0)?;
+        w.array_len("partitions", t.partition_responses.len())?;
+        for p in &t.partition_responses {
+            w.i32(p.index);
+            w.i16(p.error_code);
+            w.i64(p.base_offset);
+            if version >= 2 {
+                w.i64(p.log_append_time_ms);
+            }
+        }
+    }
+    if version >= 1 {
+        w.i32(resp.throttle_time_ms);
+    }
+    Ok(w.finish())
+}
+
+/// Fetch v0-2: replica_id, max_wait_ms, min_bytes, [topic, [partition, fetch_offset,
+/// partition_max_bytes]]; v3 adds the response's max_bytes after min_bytes. Before v3 a
+/// response has no size limit of its own (Kafka read it as Int.MaxValue); the broker's
+/// `fetch.max.bytes` still bounds it.
+pub(crate) fn fetch_v0_v3_request(body: &Bytes, version: i16) -> Result<FetchRequest, WireError> {
+    let mut r = Reader::new(body);
+    let mut req = FetchRequest::default()
+        .with_replica_id(BrokerId(r.i32("replica_id")?))
+        .with_max_wait_ms(r.i32("max_wait_ms")?)
+        .with_min_bytes(r.i32("min_bytes")?)
+        .with_max_bytes(i32::MAX);
+    if version >= 3 {
+        req.max_bytes = r.i32("max_bytes")?;
+    }
+    for _ in 0..r.count("topics", 6)? {
+        let name = r.string("topic name")?;
+        let mut topic = FetchTopic::default().with_topic(topic_name(name));
+        for _ in 0..r.count("partitions", 16)? {
+            topic.partitions.push(
+                FetchPartition::default()
+                    .with_partition(r.i32("partition")?)
+                    .with_fetch_offset(r.i64("fetch_offset")?)
+                    .with_partition_max_bytes(r.i32("partition_max_bytes")?),
+            );
+        }
+        req.topics.push(topic);
+    }
+    Ok(req)
 }
 
 #[cfg(test)]

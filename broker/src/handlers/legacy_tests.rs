@@ -293,3 +293,119 @@ fn hostile_counts_fail_without_allocating() {
     assert!(describe_configs_v0_request(&huge).is_err());
     assert!(create_topics_v0_v1_request(&huge, 0).is_err());
 }
+
+#[test]
+fn produce_v0_to_v2_request_and_response() {
+    // acks, timeout_ms, [topic, [partition, records (BYTES, nullable)]]
+    let body = Body::default()
+        .i16(-1)
+        .i32(1500)
+        .i32(1)
+        .str("t")
+        .i32(2)
+        .i32(3)
+        .i32(4)
+        .i8(1)
+        .i8(2)
+        .i8(3)
+        .i8(4)
+        .i32(5)
+        .i32(-1)
+        .bytes();
+    let req = produce_v0_v2_request(&body).unwrap(); // ok: test
+    assert_eq!((req.acks, req.timeout_ms), (-1, 1500));
+    let t = &req.topic_data[0];
+    assert_eq!(t.name.0.as_str(), "t");
+    assert_eq!(t.partition_data[0].index, 3);
+    assert_eq!(
+        t.partition_data[0].records.as_deref(),
+        Some(&[1u8, 2, 3, 4][..])
+    );
+    assert_eq!(
+        (
+            t.partition_data[1].index,
+            t.partition_data[1].records.is_none()
+        ),
+        (5, true)
+    );
+    assert!(produce_v0_v2_request(&body.slice(..body.len() - 1)).is_err());
+    // records longer than the body
+    let short = Body::default()
+        .i16(1)
+        .i32(0)
+        .i32(1)
+        .str("t")
+        .i32(1)
+        .i32(0)
+        .i32(9)
+        .bytes();
+    assert!(produce_v0_v2_request(&short).is_err());
+
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    let resp = ProduceResponse::default()
+        .with_throttle_time_ms(9)
+        .with_responses(vec![TopicProduceResponse::default()
+            .with_name(topic_name(StrBytes::from_static_str("t")))
+            .with_partition_responses(vec![PartitionProduceResponse::default()
+                .with_index(3)
+                .with_error_code(2)
+                .with_base_offset(40)
+                .with_log_append_time_ms(-1)])]);
+    for v in 0..=2 {
+        let out = produce_v0_v2_response(&resp, v).unwrap(); // ok: test
+                                                             // [topic, [partition, error_code, base_offset, (v2) log_append_time]], (v1+) throttle
+        let mut want = Body::default().i32(1).str("t").i32(1).i32(3).i16(2).i64(40);
+        if v >= 2 {
+            want = want.i64(-1);
+        }
+        if v >= 1 {
+            want = want.i32(9);
+        }
+        assert_eq!(&out[..], &want.bytes()[..], "Produce v{v}");
+    }
+}
+
+#[test]
+fn fetch_v0_to_v3_request() {
+    for v in 0..=3 {
+        // replica_id, max_wait_ms, min_bytes, (v3) max_bytes,
+        // [topic, [partition, fetch_offset, partition_max_bytes]]
+        let mut body = Body::default().i32(-1).i32(500).i32(1);
+        if v >= 3 {
+            body = body.i32(4096);
+        }
+        let body = body
+            .i32(1)
+            .str("t")
+            .i32(2)
+            .i32(0)
+            .i64(17)
+            .i32(1024)
+            .i32(1)
+            .i64(0)
+            .i32(2048)
+            .bytes();
+        let req = fetch_v0_v3_request(&body, v).unwrap(); // ok: test
+        assert_eq!(req.replica_id, BrokerId(-1));
+        assert_eq!((req.max_wait_ms, req.min_bytes), (500, 1));
+        assert_eq!(req.max_bytes, if v >= 3 { 4096 } else { i32::MAX });
+        let t = &req.topics[0];
+        assert_eq!(t.topic.0.as_str(), "t");
+        let parts: Vec<_> = t
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes,
+                    p.current_leader_epoch,
+                )
+            })
+            .collect();
+        assert_eq!(parts, vec![(0, 17, 1024, -1), (1, 0, 2048, -1)]);
+        assert!(fetch_v0_v3_request(&body.slice(..body.len() - 1), v).is_err());
+    }
+}

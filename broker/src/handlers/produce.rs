@@ -1,19 +1,31 @@
 //! Produce: split the request by owning shard and submit each part before the next request
 //! on this connection is read, so appends keep the connection's order. acks=0 gets no
 //! response; acks=1 is answered after the append; acks=-1 once the data is durable.
+//! Produce v0-2 take the same path: their message sets (formats v0/v1) are up-converted to
+//! one v2 batch per partition here, on the connection's shard, before they are routed,
+//! and only their request and response layouts differ (`legacy`).
+//!
+//! ```text
+//!  v3+  decode ─┐                                   ┌─► encode
+//!               ├─► submit: checks, route, append ──┤
+//!  v0-2 legacy ─┘   (v0-2: message set ─► v2 batch) └─► legacy layout
+//! ```
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use sluice_proto::decompress::MAX_DECOMPRESSED;
+use sluice_proto::message_set;
 use sluice_proto::request::{decode_body, RequestFrame};
 
-use super::{encode, Dispatch};
+use super::{encode, frame_body, legacy, Dispatch};
 use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
@@ -50,12 +62,64 @@ fn enough_in_sync(
 type Slot = (usize, usize);
 
 pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Dispatch {
-    let conn = crate::admission::conn_key(ctx.id, conn.id);
     let (version, corr) = (frame.version(), frame.correlation_id());
+    if version <= 2 {
+        let req = match legacy::produce_v0_v2_request(&frame.body) {
+            Ok(r) => r,
+            Err(e) => return Dispatch::Close(format!("Produce v{version}: {e}")),
+        };
+        return match submit(ctx, req, conn, up_convert).await {
+            Submitted::Silent(done) => Dispatch::Silent(done),
+            Submitted::Answer(answer) => Dispatch::Respond(Box::pin(async move {
+                let resp = answer.await;
+                match legacy::produce_v0_v2_response(&resp, version) {
+                    Ok(body) => frame_body(ApiKey::Produce, version, corr, body),
+                    Err(e) => Err(format!("encoding Produce v{version}: {e}")),
+                }
+            })),
+        };
+    }
     let req: ProduceRequest = match decode_body(&frame.body, version) {
         Ok(r) => r,
         Err(e) => return Dispatch::Close(format!("Produce v{version}: {e}")),
     };
+    match submit(ctx, req, conn, Ok).await {
+        Submitted::Silent(done) => Dispatch::Silent(done),
+        Submitted::Answer(answer) => Dispatch::Respond(Box::pin(async move {
+            encode(ApiKey::Produce, version, corr, &answer.await)
+        })),
+    }
+}
+
+/// The records of one Produce v0-2 partition as the log stores them: a message set
+/// becomes one v2 batch (v2 batches, which Kafka also took at these versions, stay as they
+/// are); Err is the partition's error code and why.
+fn up_convert(records: Bytes) -> Result<Bytes, (i16, String)> {
+    match message_set::to_record_batch(&records, MAX_DECOMPRESSED) {
+        Ok(Some(batch)) => Ok(batch),
+        Ok(None) => Ok(records),
+        Err(e) => Err((crate::errors::message_set_error_code(&e), e.to_string())),
+    }
+}
+
+/// A produce request submitted to its partitions' shards: nothing to answer (acks=0), or
+/// the future of its answer.
+enum Submitted {
+    Silent(BoxFuture<()>),
+    Answer(BoxFuture<ProduceResponse>),
+}
+
+/// Checks each partition (acks, internal topic, leadership and ISR, records present),
+/// turns its records into what the log stores with `prepare` (Err: the partition's error),
+/// and submits every part to its owning shard before returning, so appends keep the
+/// connection's order.
+async fn submit(
+    ctx: &Rc<ShardCtx>,
+    req: ProduceRequest,
+    conn: &Conn,
+    prepare: impl Fn(Bytes) -> Result<Bytes, (i16, String)>,
+) -> Submitted {
+    let conn = crate::admission::conn_key(ctx.id, conn.id);
     let acks = req.acks;
     let timeout_ms = req.timeout_ms;
     let mut response = ProduceResponse::default();
@@ -84,19 +148,28 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                 }
                 (_, Err(e), _) => pr.error_code = e.code(),
                 (_, Ok(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
-                (_, Ok(shard), Some(records)) => {
-                    let entry = by_shard.entry(shard).or_default();
-                    entry.0.push((ti, pi));
-                    entry.1.push((
-                        Tp {
-                            topic: name.clone(),
-                            partition: part.index,
-                        },
-                        records,
-                    ));
-                }
+                (_, Ok(shard), Some(records)) => match prepare(records) {
+                    Ok(records) => {
+                        let entry = by_shard.entry(shard).or_default();
+                        entry.0.push((ti, pi));
+                        entry.1.push((
+                            Tp {
+                                topic: name.clone(),
+                                partition: part.index,
+                            },
+                            records,
+                        ));
+                    }
+                    Err((code, why)) => {
+                        tracing::debug!(topic = %name, partition = part.index, error = %why, "produce refused");
+                        pr.error_code = code;
+                        pr.error_message = Some(StrBytes::from_string(why));
+                    }
+                },
             }
             tr.partition_responses.push(pr);
+            // A message set's conversion is CPU work: let the shard's other tasks run.
+            glommio::yield_if_needed().await;
         }
         response.responses.push(tr);
     }
@@ -118,13 +191,13 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
         ));
     }
     if acks == 0 {
-        return Dispatch::Silent(Box::pin(async move {
+        return Submitted::Silent(Box::pin(async move {
             for (_, fut) in pending {
                 fut.await;
             }
         }));
     }
-    Dispatch::Respond(Box::pin(async move {
+    Submitted::Answer(Box::pin(async move {
         for (slots, fut) in pending {
             let results = match fut.await {
                 ShardResponse::Produce(r) => r,
@@ -142,6 +215,6 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                 pr.error_message = r.message.map(StrBytes::from_string);
             }
         }
-        encode(ApiKey::Produce, version, corr, &response)
+        response
     }))
 }

@@ -5,10 +5,11 @@
 //! connection closes. Either way the reason is logged with the api, version and client.
 //!
 //! ```text
-//!  Produce v0-2, Fetch v0-3   old layouts read by hand (message formats v0/v1: not served)
 //!  Produce v10+, Fetch v13+ … decoded by kafka-protocol, answered at the same version
 //!  anything else              close, with the reason
 //! ```
+//! The same builders answer a request that passed `request.deadline.ms` (REQUEST_TIMED_OUT),
+//! Produce v0-2 and Fetch v0-3 in their own layouts (`legacy`).
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -26,8 +27,9 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use sluice_proto::request::{decode_body, RequestFrame};
 
-use super::wire::{Reader, WireError, Writer};
-use super::{encode, frame_body, Dispatch, Response, SUPPORTED};
+use super::fetch_encode::TopicOut;
+use super::{encode, fetch_encode, frame_body, legacy, Dispatch, Response, SUPPORTED};
+use crate::shard_msg::FetchPartResult;
 
 const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 
@@ -54,26 +56,23 @@ pub(crate) fn answer(frame: &RequestFrame, peer: &str) -> Dispatch {
 
 /// The complete UNSUPPORTED_VERSION answer to `frame`, or why there can be none.
 pub(crate) fn error_response(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
-    let (api, version, corr) = (frame.api_key, frame.version(), frame.correlation_id());
+    let api = frame.api_key;
     if !SUPPORTED.iter().any(|&(a, ..)| a == api) {
         return Err(format!("{api:?} is not implemented"));
     }
-    let old_layout = |r: Result<Option<Writer>, WireError>| match r {
-        Ok(Some(w)) => frame_body(api, version, corr, w.finish()),
-        Ok(None) => Err(acks0(api, version)),
-        Err(e) => Err(format!("unsupported {api:?} v{version}, unreadable: {e}")),
-    };
-    match (api, version) {
-        (ApiKey::Produce, 0..=2) => old_layout(produce_v0_v2(&frame.body, version)),
-        (ApiKey::Fetch, 0..=3) => old_layout(fetch_v0_v3(&frame.body, version).map(Some)),
-        _ => decoded(frame, UNSUPPORTED_VERSION),
-    }
+    decoded(frame, UNSUPPORTED_VERSION)
 }
 
 /// The REQUEST_TIMED_OUT answer to `frame` for a request that passed the broker's
 /// `request.deadline.ms`, for the APIs whose answer carries an error per partition (or
 /// request); Err (close the connection) for the others.
 pub(crate) fn timed_out_answer(frame: &RequestFrame) -> Result<Vec<Bytes>, String> {
+    let code = ResponseError::RequestTimedOut.code();
+    match (frame.api_key, frame.version()) {
+        (ApiKey::Produce, v @ 0..=2) => return produce_v0_v2_error(frame, v, code),
+        (ApiKey::Fetch, v @ 0..=3) => return fetch_v0_v3_error(frame, v, code),
+        _ => {}
+    }
     match frame.api_key {
         ApiKey::Produce
         | ApiKey::Fetch
@@ -82,7 +81,7 @@ pub(crate) fn timed_out_answer(frame: &RequestFrame) -> Result<Vec<Bytes>, Strin
         | ApiKey::OffsetFetch
         | ApiKey::FindCoordinator
         | ApiKey::DescribeGroups
-        | ApiKey::ListGroups => decoded(frame, ResponseError::RequestTimedOut.code()),
+        | ApiKey::ListGroups => decoded(frame, code),
         api => Err(format!("{api:?} has no timed-out answer")),
     }
 }
@@ -107,27 +106,7 @@ fn decoded(frame: &RequestFrame, code: i16) -> Result<Vec<Bytes>, String> {
             if req.acks == 0 {
                 return Err(acks0(api, version));
             }
-            let responses = req
-                .topic_data
-                .iter()
-                .map(|t| {
-                    TopicProduceResponse::default()
-                        .with_name(t.name.clone())
-                        .with_topic_id(t.topic_id)
-                        .with_partition_responses(
-                            t.partition_data
-                                .iter()
-                                .map(|p| {
-                                    PartitionProduceResponse::default()
-                                        .with_index(p.index)
-                                        .with_error_code(code)
-                                        .with_base_offset(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            enc(frame, &ProduceResponse::default().with_responses(responses))
+            enc(frame, &produce_errors(&req, code))
         }
         ApiKey::Fetch => {
             let _: FetchRequest = dec(frame)?;
@@ -262,92 +241,76 @@ fn enc<R: Encodable>(frame: &RequestFrame, body: &R) -> Response {
     encode(frame.api_key, frame.version(), frame.correlation_id(), body)
 }
 
-/// Produce v0-2: acks, timeout_ms, [topic, [partition, records]]. The answer (None for
-/// acks=0): [topic, [partition, error_code, base_offset, (v2) log_append_time]], then
-/// (v1+) throttle_time_ms.
-fn produce_v0_v2(body: &Bytes, version: i16) -> Result<Option<Writer>, WireError> {
-    let mut r = Reader::new(body);
-    let acks = r.i16("acks")?;
-    let _timeout = r.i32("timeout_ms")?;
-    let topics = partitions_of(&mut r, 8, |r| {
-        let p = r.i32("partition")?;
-        r.skip_bytes("records")?;
-        Ok(p)
-    })?;
-    if acks == 0 {
-        return Ok(None);
-    }
-    let mut w = Writer::new();
-    w.array_len("responses", topics.len())?;
-    for (name, partitions) in &topics {
-        w.string("topic name", name)?;
-        w.array_len("partitions", partitions.len())?;
-        for &p in partitions {
-            w.i32(p);
-            w.i16(UNSUPPORTED_VERSION);
-            w.i64(-1);
-            if version >= 2 {
-                w.i64(-1);
-            }
-        }
-    }
-    if version >= 1 {
-        w.i32(0);
-    }
-    Ok(Some(w))
+/// `code` for every partition of a produce request.
+fn produce_errors(req: &ProduceRequest, code: i16) -> ProduceResponse {
+    let responses = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(code)
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
 }
 
-/// Fetch v0-3: replica_id, max_wait_ms, min_bytes, (v3) max_bytes, [topic, [partition,
-/// fetch_offset, partition_max_bytes]]. The answer: (v1+) throttle_time_ms, [topic,
-/// [partition, error_code, high_watermark, records (empty)]].
-fn fetch_v0_v3(body: &Bytes, version: i16) -> Result<Writer, WireError> {
-    let mut r = Reader::new(body);
-    let _replica = r.i32("replica_id")?;
-    let _max_wait = r.i32("max_wait_ms")?;
-    let _min_bytes = r.i32("min_bytes")?;
-    if version >= 3 {
-        let _max_bytes = r.i32("max_bytes")?;
+/// `code` for every partition of a Produce v0-2 request, in its layout (none for acks=0).
+fn produce_v0_v2_error(
+    frame: &RequestFrame,
+    version: i16,
+    code: i16,
+) -> Result<Vec<Bytes>, String> {
+    let api = ApiKey::Produce;
+    let req = legacy::produce_v0_v2_request(&frame.body)
+        .map_err(|e| format!("{api:?} v{version}, unreadable: {e}"))?;
+    if req.acks == 0 {
+        return Err(format!(
+            "{api:?} v{version} with acks=0: no response can carry the error"
+        ));
     }
-    let topics = partitions_of(&mut r, 16, |r| {
-        let p = r.i32("partition")?;
-        let _offset = r.i64("fetch_offset")?;
-        let _max = r.i32("partition_max_bytes")?;
-        Ok(p)
-    })?;
-    let mut w = Writer::new();
-    if version >= 1 {
-        w.i32(0);
-    }
-    w.array_len("responses", topics.len())?;
-    for (name, partitions) in &topics {
-        w.string("topic name", name)?;
-        w.array_len("partitions", partitions.len())?;
-        for &p in partitions {
-            w.i32(p);
-            w.i16(UNSUPPORTED_VERSION);
-            w.i64(-1);
-            w.empty_bytes();
-        }
-    }
-    Ok(w)
+    let body = legacy::produce_v0_v2_response(&produce_errors(&req, code), version)
+        .map_err(|e| format!("encoding {api:?} v{version}: {e}"))?;
+    frame_body(api, version, frame.correlation_id(), body)
 }
 
-/// [topic name, [partition entry]] with each entry read by `entry` (at least `min_entry`
-/// bytes each); returns (topic, partition indexes).
-fn partitions_of(
-    r: &mut Reader,
-    min_entry: usize,
-    mut entry: impl FnMut(&mut Reader) -> Result<i32, WireError>,
-) -> Result<Vec<(String, Vec<i32>)>, WireError> {
-    let mut topics = Vec::new();
-    for _ in 0..r.count("topics", 6)? {
-        let name = r.string("topic name")?.to_string();
-        let partitions = (0..r.count("partitions", min_entry)?)
-            .map(|_| entry(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        topics.push((name, partitions));
-    }
-    Ok(topics)
+/// `code` for every partition of a Fetch v0-3 request, in its layout.
+fn fetch_v0_v3_error(frame: &RequestFrame, version: i16, code: i16) -> Result<Vec<Bytes>, String> {
+    let req = legacy::fetch_v0_v3_request(&frame.body, version)
+        .map_err(|e| format!("Fetch v{version}, unreadable: {e}"))?;
+    let topics: Vec<TopicOut> = req
+        .topics
+        .iter()
+        .map(|t| TopicOut {
+            name: t.topic.0.to_string(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let r = FetchPartResult {
+                        error: code,
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        batches: Vec::new(),
+                    };
+                    (p.partition, r)
+                })
+                .collect(),
+        })
+        .collect();
+    fetch_encode::encode(version, frame.correlation_id(), 0, 0, &topics)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Unit tests of the UNSUPPORTED_VERSION answers (`unsupported`): every version that
-//! `kafka-protocol` decodes but Sluice does not serve gets a well-formed answer, and the
-//! hand-written Produce v0-2 / Fetch v0-3 answers follow Kafka's layouts byte for byte.
+//! Unit tests of the error answers (`unsupported`): every version that `kafka-protocol`
+//! decodes but Sluice does not serve gets a well-formed UNSUPPORTED_VERSION answer, and the
+//! REQUEST_TIMED_OUT answers to Produce v0-2 / Fetch v0-3 follow Kafka's layouts byte for
+//! byte.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -191,8 +192,10 @@ fn one_partition_request(prefix: &[u8], entry: &[u8]) -> Vec<u8> {
     b
 }
 
+const TIMED_OUT: i16 = 7;
+
 #[test]
-fn produce_v0_to_v2_answer_in_their_own_layout() {
+fn produce_v0_to_v2_time_out_in_their_own_layout() {
     let mut entry = 2i32.to_be_bytes().to_vec();
     entry.extend_from_slice(&3i32.to_be_bytes()); // records: 3 bytes
     entry.extend_from_slice(b"abc");
@@ -200,11 +203,11 @@ fn produce_v0_to_v2_answer_in_their_own_layout() {
     prefix.extend_from_slice(&1000i32.to_be_bytes());
     let req = one_partition_request(&prefix, &entry);
     for v in 0..=2i16 {
-        let answer = error_response(&frame(ApiKey::Produce, v, &req)).unwrap(); // ok: test
+        let answer = timed_out_answer(&frame(ApiKey::Produce, v, &req)).unwrap(); // ok: test
         let body = body_of(ApiKey::Produce, v, answer);
-        // [topic "t", [partition 2, error 35, base_offset -1, (v2) log_append_time -1]], (v1+) throttle.
+        // [topic "t", [partition 2, error 7, base_offset -1, (v2) log_append_time -1]], (v1+) throttle.
         let mut want = one_partition_request(&[], &2i32.to_be_bytes());
-        want.extend_from_slice(&35i16.to_be_bytes());
+        want.extend_from_slice(&TIMED_OUT.to_be_bytes());
         want.extend_from_slice(&(-1i64).to_be_bytes());
         if v >= 2 {
             want.extend_from_slice(&(-1i64).to_be_bytes());
@@ -218,13 +221,13 @@ fn produce_v0_to_v2_answer_in_their_own_layout() {
     let mut prefix = 0i16.to_be_bytes().to_vec();
     prefix.extend_from_slice(&1000i32.to_be_bytes());
     let req = one_partition_request(&prefix, &entry);
-    assert!(error_response(&frame(ApiKey::Produce, 2, &req)).is_err());
+    assert!(timed_out_answer(&frame(ApiKey::Produce, 2, &req)).is_err());
     // A truncated body is refused, not answered.
-    assert!(error_response(&frame(ApiKey::Produce, 2, &req[..req.len() - 1])).is_err());
+    assert!(timed_out_answer(&frame(ApiKey::Produce, 2, &req[..req.len() - 1])).is_err());
 }
 
 #[test]
-fn fetch_v0_to_v3_answer_in_their_own_layout() {
+fn fetch_v0_to_v3_time_out_in_their_own_layout() {
     let mut entry = 2i32.to_be_bytes().to_vec();
     entry.extend_from_slice(&5i64.to_be_bytes());
     entry.extend_from_slice(&1024i32.to_be_bytes());
@@ -236,11 +239,11 @@ fn fetch_v0_to_v3_answer_in_their_own_layout() {
             prefix.extend_from_slice(&(1i32 << 20).to_be_bytes());
         }
         let req = one_partition_request(&prefix, &entry);
-        let answer = error_response(&frame(ApiKey::Fetch, v, &req)).unwrap(); // ok: test
+        let answer = timed_out_answer(&frame(ApiKey::Fetch, v, &req)).unwrap(); // ok: test
         let body = body_of(ApiKey::Fetch, v, answer);
-        // (v1+) throttle, [topic "t", [partition 2, error 35, high_watermark -1, records ""]].
+        // (v1+) throttle, [topic "t", [partition 2, error 7, high_watermark -1, records ""]].
         let mut inner = 2i32.to_be_bytes().to_vec();
-        inner.extend_from_slice(&35i16.to_be_bytes());
+        inner.extend_from_slice(&TIMED_OUT.to_be_bytes());
         inner.extend_from_slice(&(-1i64).to_be_bytes());
         inner.extend_from_slice(&0i32.to_be_bytes());
         let prefix = if v >= 1 {

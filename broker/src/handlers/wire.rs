@@ -122,19 +122,21 @@ impl Reader {
             .ok_or(WireError::BadLength { what, len: -1 })
     }
 
-    /// A BYTES / RECORDS field, skipped (null or present).
-    pub(crate) fn skip_bytes(&mut self, what: &'static str) -> Result<(), WireError> {
+    /// A BYTES / RECORDS field (length -1: None), as a slice of the body (no copy).
+    pub(crate) fn nullable_bytes(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<Bytes>, WireError> {
         let len = self.i32(what)?;
         if len == -1 {
-            return Ok(());
+            return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| WireError::BadLength {
             what,
             len: len.into(),
         })?;
         self.need(len, what)?;
-        self.buf.advance(len);
-        Ok(())
+        Ok(Some(self.buf.split_to(len)))
     }
 }
 
@@ -197,11 +199,6 @@ impl Writer {
         Ok(())
     }
 
-    /// An empty, non-null BYTES / RECORDS field.
-    pub(crate) fn empty_bytes(&mut self) {
-        self.buf.put_i32(0);
-    }
-
     pub(crate) fn finish(self) -> BytesMut {
         self.buf
     }
@@ -222,7 +219,7 @@ mod tests {
         w.string("s", "topic").unwrap(); // ok: test
         w.nullable_string("n", None).unwrap(); // ok: test
         w.array_len("a", 2).unwrap(); // ok: test
-        w.empty_bytes();
+        w.i32(0);
         let b = w.finish().freeze();
         let mut r = Reader::new(&b);
         assert_eq!(r.i8("").unwrap(), -3); // ok: test
@@ -243,7 +240,14 @@ mod tests {
     fn hostile_lengths_are_refused_before_allocating() {
         let huge = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
         assert!(Reader::new(&huge).count("a", 1).is_err());
-        assert!(Reader::new(&huge).skip_bytes("b").is_err());
+        assert!(Reader::new(&huge).nullable_bytes("b").is_err());
+        let three = Bytes::from_static(&[0, 0, 0, 3, 1, 2, 3]);
+        let mut r = Reader::new(&three);
+        assert_eq!(
+            r.nullable_bytes("c").unwrap().as_deref(),
+            Some(&[1u8, 2, 3][..])
+        ); // ok: test
+        assert!(r.i8("end").is_err());
         let neg = Bytes::from_static(&[0xff, 0xfe, b'x']);
         assert!(Reader::new(&neg).nullable_string("s").is_err());
         let bad_utf8 = Bytes::from_static(&[0, 1, 0xff]);

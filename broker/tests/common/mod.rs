@@ -1,6 +1,7 @@
 //! Shared harness for the broker's integration tests: a real `sluice` process on an
 //! ephemeral 127.0.0.1 port with a temp data dir, plus rdkafka client builders; `raw` is
-//! a raw Kafka client and `kafka` the raw-protocol helpers the hardening suites share.
+//! a raw Kafka client, `kafka` the raw-protocol helpers the hardening suites share and
+//! `old_wire` the pre-flexible layouts and message sets the old-version suites write.
 //! Invariants: every wait is bounded; the child is killed when the guard drops (even on
 //! panic); the data dir outlives
 //! restarts so durability can be checked across processes.
@@ -10,6 +11,7 @@
 pub(crate) mod cluster;
 pub(crate) mod extra;
 pub(crate) mod kafka;
+pub(crate) mod old_wire;
 pub(crate) mod raw;
 
 use std::collections::{BTreeMap, HashMap};

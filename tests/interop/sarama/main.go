@@ -3,8 +3,10 @@
 //
 // With sarama's default config (Version 0.8.2): Metadata v0, ListOffsets v0 (Burrow's end
 // offsets), a standalone offset manager (OffsetCommit v1 with no generation, OffsetFetch v1)
-// whose commit a restarted manager resumes from, and a Produce v0 that must be refused with
-// UNSUPPORTED_VERSION (message format v0 is not served), not a dropped connection.
+// whose commit a restarted manager resumes from, and WaitForAll producers (Produce v0,
+// message format v0: plain, gzip and snappy wrappers) whose records the plain Consumer
+// (Fetch v0) reads back in full. At Version 0.10.0 the same with lz4 and timestamps
+// (Produce v2 / Fetch v2, message format v1). Sluice converts these formats at the edge.
 // With the default config at Version 0.11 (the first with v2 record batches; sarama's
 // ConsumerGroup needs at least 0.10.2): ClusterAdmin CreateTopic and ListTopics
 // (Metadata v0 + DescribeConfigs v0), a WaitForAll producer, a two-member ConsumerGroup
@@ -366,23 +368,86 @@ func defaults(bootstrap, prefix, topic string) {
 	_ = pom.Close()
 	_ = om.Close()
 	ok("default config: offset manager committed (OffsetCommit v1) and a new one resumed at it")
+}
 
-	// Produce v0 (message format v0) is refused with an answer.
-	pc := config(sarama.NewConfig().Version)
+// oldFormat produces `n` keyed records with `version`'s Produce (WaitForAll, `codec`) to a
+// new one-partition topic in one SendMessages call (so compressed requests carry
+// multi-message wrappers), then reads them back with the plain Consumer at `version`'s
+// Fetch and checks every offset, key, value and (0.10+) timestamp.
+func oldFormat(admin sarama.ClusterAdmin, bootstrap, topic string, version sarama.KafkaVersion,
+	codec sarama.CompressionCodec, n int) {
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1}, false); err != nil {
+		fail("CreateTopic %s: %v", topic, err)
+	}
+	pc := config(version)
+	pc.Producer.RequiredAcks = sarama.WaitForAll
+	pc.Producer.Compression = codec
 	pc.Producer.Return.Successes = true
-	pc.Producer.Retry.Max = 0
 	p, err := sarama.NewSyncProducer([]string{bootstrap}, pc)
 	if err != nil {
-		fail("default-config producer: %v", err)
+		fail("%s producer: %v", topic, err)
 	}
-	_, _, err = p.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder("old")})
-	_ = p.Close()
-	if err != sarama.ErrUnsupportedVersion {
-		if pe, isPE := err.(*sarama.ProducerError); !isPE || pe.Err != sarama.ErrUnsupportedVersion {
-			fail("Produce v0: got %v, want UNSUPPORTED_VERSION", err)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	msgs := make([]*sarama.ProducerMessage, n)
+	for i := range msgs {
+		msgs[i] = &sarama.ProducerMessage{
+			Topic:     topic,
+			Key:       sarama.StringEncoder(fmt.Sprintf("k%d", i)),
+			Value:     sarama.StringEncoder(fmt.Sprintf("%s-%d", topic, i)),
+			Timestamp: base.Add(time.Duration(i) * time.Millisecond),
 		}
 	}
-	ok("default config: Produce v0 answered UNSUPPORTED_VERSION")
+	if err := p.SendMessages(msgs); err != nil {
+		fail("%s: produce (WaitForAll): %v", topic, err)
+	}
+	_ = p.Close()
+
+	client, err := sarama.NewClient([]string{bootstrap}, config(version))
+	if err != nil {
+		fail("%s client: %v", topic, err)
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		fail("%s consumer: %v", topic, err)
+	}
+	defer consumer.Close()
+	part, err := consumer.ConsumePartition(topic, 0, sarama.OffsetOldest)
+	if err != nil {
+		fail("%s: ConsumePartition: %v", topic, err)
+	}
+	defer part.Close()
+	deadline := time.After(timeout)
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-part.Messages():
+			key, value := fmt.Sprintf("k%d", i), fmt.Sprintf("%s-%d", topic, i)
+			if m.Offset != int64(i) || string(m.Key) != key || string(m.Value) != value {
+				fail("%s: message %d is offset %d %q=%q, want %q=%q", topic, i, m.Offset, m.Key, m.Value, key, value)
+			}
+			if version.IsAtLeast(sarama.V0_10_0_0) && !m.Timestamp.Equal(msgs[i].Timestamp) {
+				fail("%s: message %d has timestamp %v, want %v", topic, i, m.Timestamp, msgs[i].Timestamp)
+			}
+		case err := <-part.Errors():
+			fail("%s: consume: %v", topic, err)
+		case <-deadline:
+			fail("%s: %d of %d messages within %v", topic, i, n, timeout)
+		}
+	}
+	ok("Version %v: %d records produced (WaitForAll, %v) and consumed back in order", version, n, codec)
+}
+
+func oldFormats(bootstrap, prefix string) {
+	admin, err := sarama.NewClusterAdmin([]string{bootstrap}, config(sarama.V0_11_0_0))
+	if err != nil {
+		fail("cluster admin: %v", err)
+	}
+	defer admin.Close()
+	defaultVersion := sarama.NewConfig().Version // 0.8.2: Produce v0, Fetch v0
+	oldFormat(admin, bootstrap, prefix+"-v0-none", defaultVersion, sarama.CompressionNone, 300)
+	oldFormat(admin, bootstrap, prefix+"-v0-gzip", defaultVersion, sarama.CompressionGZIP, 300)
+	oldFormat(admin, bootstrap, prefix+"-v0-snappy", defaultVersion, sarama.CompressionSnappy, 300)
+	oldFormat(admin, bootstrap, prefix+"-v1-lz4", sarama.V0_10_0_0, sarama.CompressionLZ4, 300)
 }
 
 func main() {
@@ -399,5 +464,6 @@ func main() {
 	}
 	topic := groups(bootstrap, prefix)
 	defaults(bootstrap, prefix, topic)
+	oldFormats(bootstrap, prefix)
 	fmt.Println("ok: sarama 1.22 (default config, and Version 0.11) against Sluice")
 }
