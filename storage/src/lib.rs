@@ -33,6 +33,7 @@ mod epoch;
 mod error;
 mod files;
 mod flusher;
+mod histogram;
 mod index;
 mod inner;
 mod log;
@@ -53,6 +54,7 @@ mod writer;
 
 pub use config::{LogConfig, ShardStorageOptions};
 pub use error::StorageError;
+pub use histogram::LatencyHistogram;
 pub use log::{AppendInfo, PartitionLog};
 pub use retention::remove_deleted_dirs;
 pub use scan::scan_prefix;
