@@ -88,6 +88,7 @@ async fn handle(
         .await;
     }
     let include = ctx.fetch_sessions.borrow_mut().record(&plan, &results);
+    crate::metrics::count_fetch(&ctx, &plan.parts, &results, &include, replica >= 0);
     let mut topics: Vec<TopicOut> = Vec::new();
     for (((tp, _, _), r), inc) in plan.parts.iter().zip(results).zip(include) {
         if !inc {

@@ -124,6 +124,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
             }
         }));
     }
+    let metrics = ctx.metrics.clone();
     Dispatch::Respond(Box::pin(async move {
         for (slots, fut) in pending {
             let results = match fut.await {
@@ -145,6 +146,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
                 pr.log_start_offset = r.log_start_offset;
                 pr.error_message = r.message.map(StrBytes::from_string);
             }
+        }
+        if crate::metrics::AnswerErrors::has_error(&response) {
+            metrics.answered_error(ApiKey::Produce as i16);
         }
         encode(ApiKey::Produce, version, corr, &response)
     }))
