@@ -2,7 +2,8 @@
 //! Prometheus text-format parser (the `prometheus_client` Python package, as CI installs
 //! it), every family the docs name present with its type, counters moving with produce,
 //! fetch, group and error traffic, and consumer lag equal to high watermark − committed
-//! offset; `/health`, `/ready`, 404, 405 and malformed, oversized and stalled requests.
+//! offset; `/health`, `/ready`, 404, 405 and malformed, oversized and stalled requests;
+//! and, in a cluster, the leader's view of its ISR shrinking and expanding.
 //! Invariants: every socket read is bounded by a timeout; the broker is killed on drop.
 
 mod common;
@@ -14,7 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use common::cluster::{wait_for, Cluster, FAST_SETTINGS};
+use common::extra::ExtraNode;
 use common::{block_on, free_port, BrokerProcess};
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -471,5 +475,133 @@ fn health_ready_and_bad_requests() -> Result<()> {
     let topics = scrape(port)?.by_label("sluice_bytes_in_total", "topic");
     assert!(!topics.contains_key("metrics-second-only"), "{topics:?}");
     assert_eq!(get(port, "/ready")?.0, 200);
+    Ok(())
+}
+
+/// The value of an unlabelled sample in a raw exposition (for polling without the parser).
+fn plain(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls node `port`'s /metrics until `check` holds for the raw text (bounded).
+fn wait_metrics(port: u16, what: &str, check: impl Fn(&str) -> bool) -> Result<String> {
+    let mut last = String::new();
+    wait_for(what, Duration::from_secs(60), || {
+        let (status, body) = get(port, "/metrics")?;
+        ensure!(status == 200, "/metrics answered {status}");
+        let done = check(&body);
+        last = body.clone();
+        Ok(done.then_some(body))
+    })
+    .with_context(|| {
+        let mut lines: Vec<&str> = last
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("isr") || l.contains("replicated")))
+            .collect();
+        lines.truncate(20);
+        lines.join("\n")
+    })
+}
+
+/// A partition this broker leads loses a follower and gets it back: under-replicated
+/// partitions, ISR shrinks and expands, leaderships and replication bytes on the leader's
+/// endpoint. The leader (3) and the follower (4) are broker-only nodes beside a one-voter
+/// quorum (node 1), so stopping the follower leaves the controller running, and the
+/// leader gets a metrics address of its own (the script's nodes have none).
+#[test]
+fn leader_sees_its_isr_shrink_and_expand() -> Result<()> {
+    let mut settings: Vec<(&str, &str)> = FAST_SETTINGS.to_vec();
+    settings.push(("replica.lag.time.max.ms", "2000"));
+    let follower_settings = {
+        let mut s = settings.clone();
+        s.push(("metrics.listen", ""));
+        s
+    };
+    let cluster = Cluster::start(1, &follower_settings)?;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut leader_settings = settings.clone();
+    leader_settings.push(("metrics.listen", listen.as_str()));
+    let (_node3, addr3) = ExtraNode::broker_only(&cluster, 3, &leader_settings)?;
+    let (follower, _) = ExtraNode::broker_only(&cluster, 4, &follower_settings)?;
+    let topic = "metrics-replicated";
+    let registered = |what: &str| {
+        cluster.wait_views(what, &[1], Duration::from_secs(30), |views| {
+            let live = views[0].broker_ids();
+            ensure!(
+                live.contains(&3) && live.contains(&4),
+                "live brokers {live:?}"
+            );
+            Ok(())
+        })
+    };
+    registered("brokers 3 and 4 registered")?;
+    cluster.create_topic(
+        &[1],
+        &NewTopic::new(topic, 1, TopicReplication::Variable(&[&[3, 4]])),
+        Duration::from_secs(15),
+    )?;
+    let full_isr = |what: &str| {
+        cluster.wait_views(what, &[1], Duration::from_secs(60), |views| {
+            let p = &views[0].topic(topic)?.partitions[0];
+            ensure!(p.leader == 3 && p.isr.len() == 2, "{p:?}");
+            Ok(())
+        })
+    };
+    full_isr("3 leads with a full ISR")?;
+    wait_for("node 3 ready", Duration::from_secs(30), || {
+        Ok((get(port, "/ready")?.0 == 200).then_some(()))
+    })?;
+    let mut cfg = Cluster::client_config(&addr3);
+    cfg.set("acks", "all").set("message.timeout.ms", "30000");
+    let producer: rdkafka::producer::FutureProducer = cfg.create()?;
+    for i in 0..20 {
+        common::send_one(&producer, topic, &format!("replicated {i}"))?;
+    }
+    let copied = format!("sluice_replication_bytes_out_total{{topic=\"{topic}\"}} ");
+    let healthy = wait_metrics(port, "the follower copied the records", |t| {
+        t.lines()
+            .any(|l| l.starts_with(&copied) && !l.ends_with(" 0"))
+    })?;
+    let s = Scrape::parse(&healthy)?;
+    ensure!(s.get("sluice_under_replicated_partitions", &[]) == 0.0);
+    ensure!(s.get("sluice_leader_partitions", &[]) == 1.0);
+    ensure!(s.get("sluice_leader_elections_total", &[]) >= 1.0);
+    ensure!(s.get("sluice_records_in_total", &[("topic", topic)]) == 20.0);
+    let shrinks = s.get("sluice_isr_shrinks_total", &[]);
+    let expands = s.get("sluice_isr_expands_total", &[]);
+
+    // the follower stops (SIGSTOP): it falls behind and its session expires
+    let signal = |sig: &str| -> Result<()> {
+        let ok = Command::new("kill")
+            .args([sig, &follower.pid().to_string()])
+            .status()?
+            .success();
+        ensure!(ok, "kill {sig} failed");
+        Ok(())
+    };
+    signal("-STOP")?;
+    let degraded = wait_metrics(port, "node 4 out of the ISR", |t| {
+        plain(t, "sluice_under_replicated_partitions") == Some(1.0)
+    });
+    signal("-CONT")?;
+    let s = Scrape::parse(&degraded?)?;
+    ensure!(
+        s.get("sluice_isr_shrinks_total", &[]) > shrinks,
+        "no shrink counted"
+    );
+
+    // resumed, it catches up and the leader takes it back into the ISR
+    let healed = wait_metrics(port, "node 4 back in the ISR", |t| {
+        plain(t, "sluice_under_replicated_partitions") == Some(0.0)
+    })?;
+    let s = Scrape::parse(&healed)?;
+    ensure!(
+        s.get("sluice_isr_expands_total", &[]) > expands,
+        "no expand counted"
+    );
+    full_isr("the ISR full again in the controller's view")?;
     Ok(())
 }
