@@ -382,8 +382,9 @@ impl ShardCtx {
                 Box::pin(async move { ShardResponse::EpochEnds(answers) })
             }
             ShardRequest::Metrics => {
-                let snapshot = self.metrics_snapshot();
-                Box::pin(async move { ShardResponse::Metrics(Box::new(snapshot)) })
+                Box::pin(
+                    async move { ShardResponse::Metrics(Box::new(ctx.metrics_snapshot().await)) },
+                )
             }
             ShardRequest::ListOffsets { parts } => Box::pin(async move {
                 let mut out = Vec::with_capacity(parts.len());

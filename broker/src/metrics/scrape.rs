@@ -21,20 +21,31 @@ use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
 impl ShardCtx {
-    /// This shard's part of a scrape (runs on this shard).
-    pub(crate) fn metrics_snapshot(&self) -> ShardSnapshot {
+    /// This shard's part of a scrape (runs on this shard, yielding between partitions).
+    pub(crate) async fn metrics_snapshot(&self) -> ShardSnapshot {
         let mut snap = self.metrics.snapshot(self.id);
         snap.storage = self.storage.metrics();
         snap.unflushed_bytes = self.storage.unflushed_bytes() as u64;
-        for c in self.groups.borrow().values() {
+        let coordinators: Vec<_> = self.groups.borrow().values().cloned().collect();
+        for c in coordinators {
             snap.committed.extend(c.committed_offsets());
+            glommio::yield_if_needed().await;
         }
-        for (topic, partition, log) in self.owned_logs() {
+        for (i, (topic, partition, log)) in self.owned_logs().into_iter().enumerate() {
             if let Some(hw) = self.known_high_watermark(&topic, partition, &log) {
                 snap.high_watermarks.push((topic, partition, hw));
             }
+            breathe(i).await;
         }
         snap
+    }
+}
+
+/// Lets other tasks of the shard run every few hundred steps of a long loop: a scrape
+/// of many partitions or groups must not hold the shard.
+async fn breathe(i: usize) {
+    if i % 256 == 255 {
+        glommio::yield_if_needed().await;
     }
 }
 
@@ -159,10 +170,10 @@ pub(crate) async fn render(ctx: &Rc<ShardCtx>, ready: bool) -> String {
     let m = merge(snaps);
     glommio::yield_if_needed().await;
     let h = health(ctx);
-    write(&m, &h, ready)
+    write(&m, &h, ready).await
 }
 
-fn topic_family(
+async fn topic_family(
     e: &mut Exposition,
     m: &Merged,
     name: &str,
@@ -170,8 +181,9 @@ fn topic_family(
     value: impl Fn(&TopicCounters) -> u64,
 ) {
     e.family(name, Kind::Counter, help);
-    for (topic, c) in &m.topics {
+    for (i, (topic, c)) in m.topics.iter().enumerate() {
         e.int(name, &[("topic", topic)], value(c));
+        breathe(i).await;
     }
 }
 
@@ -190,7 +202,7 @@ fn histogram(e: &mut Exposition, name: &str, help: &str, h: &LatencyHistogram) {
     e.histogram(name, &[], h);
 }
 
-fn write(m: &Merged, h: &Health, ready: bool) -> String {
+async fn write(m: &Merged, h: &Health, ready: bool) -> String {
     let mut e = Exposition::default();
     topic_family(
         &mut e,
@@ -198,35 +210,40 @@ fn write(m: &Merged, h: &Health, ready: bool) -> String {
         "sluice_bytes_in_total",
         "Record-batch bytes appended from producers, by topic.",
         |c| c.bytes_in,
-    );
+    )
+    .await;
     topic_family(
         &mut e,
         m,
         "sluice_records_in_total",
         "Records appended from producers, by topic.",
         |c| c.records_in,
-    );
+    )
+    .await;
     topic_family(
         &mut e,
         m,
         "sluice_bytes_out_total",
         "Record-batch bytes sent to consumers in Fetch answers, by topic.",
         |c| c.bytes_out,
-    );
+    )
+    .await;
     topic_family(
         &mut e,
         m,
         "sluice_replication_bytes_in_total",
         "Record-batch bytes this node copied from partition leaders, by topic.",
         |c| c.replication_bytes_in,
-    );
+    )
+    .await;
     topic_family(
         &mut e,
         m,
         "sluice_replication_bytes_out_total",
         "Record-batch bytes sent to followers in Fetch answers, by topic.",
         |c| c.replication_bytes_out,
-    );
+    )
+    .await;
 
     let apis: Vec<(String, &ApiCounters)> = m.apis.iter().map(|(a, c)| (api_name(*a), c)).collect();
     e.family(
@@ -263,13 +280,14 @@ fn write(m: &Merged, h: &Health, ready: bool) -> String {
         Kind::Gauge,
         "High watermark minus the group's committed offset, for committed partitions with a replica on the group coordinator's node.",
     );
-    for ((group, topic, partition), lag) in &m.lag {
+    for (i, ((group, topic, partition), lag)) in m.lag.iter().enumerate() {
         let p = partition.to_string();
         e.signed(
             "sluice_consumer_group_lag",
             &[("group", group), ("topic", topic), ("partition", &p)],
             *lag,
         );
+        breathe(i).await;
     }
 
     gauge(
