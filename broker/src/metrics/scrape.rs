@@ -123,7 +123,8 @@ fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
 /// Partition health as this shard's image shows it for this node.
 #[derive(Default)]
 struct Health {
-    /// Partitions this node leads whose ISR is smaller than their replica set.
+    /// Partitions this node leads whose ISR is smaller than their replica set (replicas
+    /// a reassignment is adding left out, as Kafka counts).
     under_replicated: u64,
     /// Partitions this node leads.
     leaders: u64,
@@ -141,7 +142,7 @@ fn health(ctx: &ShardCtx) -> Health {
             }
             if p.leader == ctx.node_id {
                 h.leaders += 1;
-                if p.isr.len() < p.replicas.len() {
+                if p.isr.len() < p.replicas.len().saturating_sub(p.adding.len()) {
                     h.under_replicated += 1;
                 }
             }
@@ -293,7 +294,7 @@ async fn write(m: &Merged, h: &Health, ready: bool) -> String {
     gauge(
         &mut e,
         "sluice_under_replicated_partitions",
-        "Partitions this broker leads whose ISR is smaller than their replica set.",
+        "Partitions this broker leads whose ISR is smaller than their replica set (replicas a reassignment is adding left out).",
         h.under_replicated,
     );
     gauge(
