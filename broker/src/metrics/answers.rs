@@ -21,176 +21,70 @@ pub(crate) trait AnswerErrors {
     fn has_error(&self) -> bool;
 }
 
-/// Answers with one top-level `error_code`.
-macro_rules! top_level {
-    ($($t:ty),* $(,)?) => {$(
+/// Any of `items` has a non-zero code.
+fn any<T>(items: &[T], code: impl Fn(&T) -> i16) -> bool {
+    items.iter().any(|x| code(x) != 0)
+}
+
+/// Any entry of `inner` of any of `outer` has a non-zero code.
+fn any_in<O, I>(outer: &[O], inner: impl Fn(&O) -> &[I], code: impl Fn(&I) -> i16) -> bool {
+    outer.iter().any(|o| any(inner(o), &code))
+}
+
+/// One line per response type: `Type => |answer| whether it carries an error;`.
+macro_rules! answer_errors {
+    ($($t:ty => |$r:ident| $e:expr;)*) => {$(
         impl AnswerErrors for $t {
             fn has_error(&self) -> bool {
-                self.error_code != 0
+                let $r = self;
+                $e
             }
         }
     )*};
 }
 
-top_level!(
-    InitProducerIdResponse,
-    DescribeClusterResponse,
-    JoinGroupResponse,
-    SyncGroupResponse,
-    HeartbeatResponse,
-    ListGroupsResponse,
-    ListPartitionReassignmentsResponse,
-);
-
-impl AnswerErrors for MetadataResponse {
-    fn has_error(&self) -> bool {
-        self.topics
-            .iter()
-            .any(|t| t.error_code != 0 || t.partitions.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for ProduceResponse {
-    fn has_error(&self) -> bool {
-        self.responses
-            .iter()
-            .any(|t| t.partition_responses.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for ListOffsetsResponse {
-    fn has_error(&self) -> bool {
-        self.topics
-            .iter()
-            .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for OffsetForLeaderEpochResponse {
-    fn has_error(&self) -> bool {
-        self.topics
-            .iter()
-            .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for CreateTopicsResponse {
-    fn has_error(&self) -> bool {
-        self.topics.iter().any(|t| t.error_code != 0)
-    }
-}
-
-impl AnswerErrors for DeleteTopicsResponse {
-    fn has_error(&self) -> bool {
-        self.responses.iter().any(|t| t.error_code != 0)
-    }
-}
-
-impl AnswerErrors for CreatePartitionsResponse {
-    fn has_error(&self) -> bool {
-        self.results.iter().any(|t| t.error_code != 0)
-    }
-}
-
-impl AnswerErrors for DescribeConfigsResponse {
-    fn has_error(&self) -> bool {
-        self.results.iter().any(|r| r.error_code != 0)
-    }
-}
-
-impl AnswerErrors for AlterConfigsResponse {
-    fn has_error(&self) -> bool {
-        self.responses.iter().any(|r| r.error_code != 0)
-    }
-}
-
-impl AnswerErrors for IncrementalAlterConfigsResponse {
-    fn has_error(&self) -> bool {
-        self.responses.iter().any(|r| r.error_code != 0)
-    }
-}
-
-impl AnswerErrors for FindCoordinatorResponse {
-    fn has_error(&self) -> bool {
-        self.error_code != 0 || self.coordinators.iter().any(|c| c.error_code != 0)
-    }
-}
-
-impl AnswerErrors for LeaveGroupResponse {
-    fn has_error(&self) -> bool {
-        self.error_code != 0 || self.members.iter().any(|m| m.error_code != 0)
-    }
-}
-
-impl AnswerErrors for OffsetCommitResponse {
-    fn has_error(&self) -> bool {
-        self.topics
-            .iter()
-            .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for OffsetFetchResponse {
-    fn has_error(&self) -> bool {
-        self.error_code != 0
-            || self
-                .topics
-                .iter()
-                .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-            || self.groups.iter().any(|g| {
-                g.error_code != 0
-                    || g.topics
-                        .iter()
-                        .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-            })
-    }
-}
-
-impl AnswerErrors for DescribeGroupsResponse {
-    fn has_error(&self) -> bool {
-        self.groups.iter().any(|g| g.error_code != 0)
-    }
-}
-
-impl AnswerErrors for DeleteGroupsResponse {
-    fn has_error(&self) -> bool {
-        self.results.iter().any(|g| g.error_code != 0)
-    }
-}
-
-impl AnswerErrors for OffsetDeleteResponse {
-    fn has_error(&self) -> bool {
-        self.error_code != 0
-            || self
-                .topics
-                .iter()
-                .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for ElectLeadersResponse {
-    fn has_error(&self) -> bool {
-        self.error_code != 0
-            || self
-                .replica_election_results
-                .iter()
-                .any(|t| t.partition_result.iter().any(|p| p.error_code != 0))
-    }
-}
-
-impl AnswerErrors for AlterPartitionReassignmentsResponse {
-    fn has_error(&self) -> bool {
-        self.error_code != 0
-            || self
-                .responses
-                .iter()
-                .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
-    }
+answer_errors! {
+    InitProducerIdResponse => |r| r.error_code != 0;
+    DescribeClusterResponse => |r| r.error_code != 0;
+    JoinGroupResponse => |r| r.error_code != 0;
+    SyncGroupResponse => |r| r.error_code != 0;
+    HeartbeatResponse => |r| r.error_code != 0;
+    ListGroupsResponse => |r| r.error_code != 0;
+    ListPartitionReassignmentsResponse => |r| r.error_code != 0;
+    MetadataResponse => |r| any(&r.topics, |t| t.error_code)
+        || any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    ProduceResponse => |r| any_in(&r.responses, |t| &t.partition_responses, |p| p.error_code);
+    ListOffsetsResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    OffsetForLeaderEpochResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    CreateTopicsResponse => |r| any(&r.topics, |t| t.error_code);
+    DeleteTopicsResponse => |r| any(&r.responses, |t| t.error_code);
+    CreatePartitionsResponse => |r| any(&r.results, |t| t.error_code);
+    DescribeConfigsResponse => |r| any(&r.results, |c| c.error_code);
+    AlterConfigsResponse => |r| any(&r.responses, |c| c.error_code);
+    IncrementalAlterConfigsResponse => |r| any(&r.responses, |c| c.error_code);
+    FindCoordinatorResponse => |r| r.error_code != 0 || any(&r.coordinators, |c| c.error_code);
+    LeaveGroupResponse => |r| r.error_code != 0 || any(&r.members, |m| m.error_code);
+    OffsetCommitResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    OffsetFetchResponse => |r| r.error_code != 0
+        || any_in(&r.topics, |t| &t.partitions, |p| p.error_code)
+        || any(&r.groups, |g| g.error_code)
+        || r.groups.iter().any(|g| any_in(&g.topics, |t| &t.partitions, |p| p.error_code));
+    DescribeGroupsResponse => |r| any(&r.groups, |g| g.error_code);
+    DeleteGroupsResponse => |r| any(&r.results, |g| g.error_code);
+    OffsetDeleteResponse => |r| r.error_code != 0
+        || any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    ElectLeadersResponse => |r| r.error_code != 0
+        || any_in(&r.replica_election_results, |t| &t.partition_result, |p| p.error_code);
+    AlterPartitionReassignmentsResponse => |r| r.error_code != 0
+        || any_in(&r.responses, |t| &t.partitions, |p| p.error_code);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    };
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
@@ -205,5 +99,13 @@ mod tests {
         assert!(bad.has_error());
         assert!(HeartbeatResponse::default().with_error_code(27).has_error());
         assert!(!HeartbeatResponse::default().has_error());
+        // a partition two levels down inside a group of OffsetFetch v8
+        let mut fetch =
+            OffsetFetchResponse::default().with_groups(vec![OffsetFetchResponseGroup::default()
+                .with_topics(vec![OffsetFetchResponseTopics::default()
+                    .with_partitions(vec![OffsetFetchResponsePartitions::default()])])]);
+        assert!(!fetch.has_error());
+        fetch.groups[0].topics[0].partitions[0].error_code = 3;
+        assert!(fetch.has_error());
     }
 }
