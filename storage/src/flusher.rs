@@ -10,6 +10,7 @@
 //! ```
 
 use crate::error::StorageError;
+use crate::histogram::LatencyHistogram;
 use crate::inner::LogInner;
 use crate::segment::{align_down, align_up, SegState, PAGE};
 use crate::shard::ShardStorage;
@@ -90,7 +91,7 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
     let mut need_dir_sync = false;
     let mut fsyncs = 0u64;
     let mut fsync_us = 0u64;
-    let mut fsync_times = Vec::new();
+    let mut fsync_times = LatencyHistogram::default();
     let mut written = 0u64;
     for base in bases {
         let exists = log.state().segment(base).is_some_and(|s| s.file_exists);
@@ -109,7 +110,7 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         file.fdatasync().await?;
         let took = t.elapsed();
         fsync_us += took.as_micros() as u64;
-        fsync_times.push(took);
+        fsync_times.observe(took);
         fsyncs += 1;
         if let Some(f) = new_flushed {
             log.state_mut().set_flushed(base, f);
@@ -128,9 +129,7 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         m.fsyncs += fsyncs;
         m.fsync_micros_total += fsync_us;
         m.bytes_written += written;
-        for took in fsync_times {
-            m.fsync_durations.observe(took);
-        }
+        m.fsync_durations.merge(&fsync_times);
     });
     Ok(())
 }
