@@ -54,6 +54,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Address the Kafka listener binds on every shard (SO_REUSEPORT).",
     },
     Setting {
+        name: "metrics.listen",
+        default: "127.0.0.1:9644",
+        kind: Kind::Str,
+        unit: "ip:port",
+        doc: "Address of the HTTP endpoint served by shard 0: GET /metrics (Prometheus text format), /health, /ready. Empty turns it off. If it cannot be bound the broker logs an error and serves without it.",
+    },
+    Setting {
         name: "advertised.listeners",
         default: "",
         kind: Kind::Str,
@@ -688,6 +695,11 @@ impl BrokerConfig {
         if s.name == "cpuset" {
             parse_cpuset(value)?;
         }
+        if s.name == "metrics.listen" && !value.trim().is_empty() {
+            value.trim().parse::<SocketAddr>().with_context(|| {
+                format!("metrics.listen must be ip:port or empty, got '{value}'")
+            })?;
+        }
         self.values.insert(s.name, value.to_string());
         Ok(())
     }
@@ -729,6 +741,10 @@ impl BrokerConfig {
         self.get("listeners")
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9092))) // ok: validated on set
+    }
+    /// Where the metrics endpoint listens; None when `metrics.listen` is empty (off).
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.get("metrics.listen").trim().parse().ok() // ok: validated on set
     }
     /// Host and port announced to clients.
     pub fn advertised(&self) -> (String, i32) {
@@ -902,6 +918,19 @@ mod tests {
             assert!(c.set("cpuset", bad).is_err(), "{bad}");
         }
         assert_eq!(c.pinning(), Pinning::Cpus(vec![0, 1, 3]));
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_off() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.metrics_listen().map(|a| a.port()), Some(9644));
+        c.set("metrics.listen", "").unwrap(); // ok: test
+        assert_eq!(c.metrics_listen(), None);
+        c.set("metrics.listen", "0.0.0.0:9100").unwrap(); // ok: test
+        assert_eq!(c.metrics_listen().map(|a| a.port()), Some(9100));
+        for bad in ["9644", "localhost", "1.2.3.4:x"] {
+            assert!(c.set("metrics.listen", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

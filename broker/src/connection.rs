@@ -146,6 +146,7 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
         closed: Cell::new(false),
         closed_notify: Signal::default(),
     });
+    ctx.metrics.connection_opened();
     let mut half = Half(Rc::new(RefCell::new(stream)));
     let depth = ctx.config.int("queued.max.requests").max(1) as usize;
     let (tx, rx) = local_channel::new_bounded::<Pending>(depth);
@@ -158,6 +159,7 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
     ctx.fetch_sessions.borrow_mut().drop_conn(conn.id);
     writer.await;
     let _ = half.close().await;
+    ctx.metrics.connection_closed();
 }
 
 /// Bounds of one connection's reader, read once from the config.
@@ -197,6 +199,7 @@ async fn read_loop(
                 .map_err(|e| e.to_string())?;
             let Some(frame) = frame else { break };
             last_request = Instant::now();
+            let (started, api) = (last_request, peek_api(&frame));
             let size = frame.len() + sluice_proto::frame::SIZE_PREFIX;
             last_frame = size;
             let watch = ctx.watchdog.track(&frame, &conn.peer);
@@ -206,8 +209,10 @@ async fn read_loop(
             match handlers::dispatch(ctx, frame, conn).await {
                 Dispatch::Respond(fut) => {
                     let (deadline, peer) = (limits.deadline, conn.peer.clone());
+                    let metrics = ctx.metrics.clone();
                     let task = glommio::spawn_local(async move {
-                        let r = within_deadline(fut, raw, deadline, &peer).await;
+                        let (r, late) = within_deadline(fut, raw, deadline, &peer).await;
+                        metrics.request_done(api, started.elapsed(), late || r.is_err());
                         drop(watch);
                         if let Ok(chunks) = &r {
                             inflight.add(chunks.iter().map(Bytes::len).sum());
@@ -220,13 +225,18 @@ async fn read_loop(
                     }
                 }
                 Dispatch::Silent(fut) => {
+                    let metrics = ctx.metrics.clone();
                     glommio::spawn_local(async move {
                         fut.await;
+                        metrics.request_done(api, started.elapsed(), false);
                         drop((watch, inflight));
                     })
                     .detach();
                 }
-                Dispatch::Close(reason) => return Err(reason),
+                Dispatch::Close(reason) => {
+                    ctx.metrics.request_done(api, started.elapsed(), true);
+                    return Err(reason);
+                }
             }
             // A client sending back-to-back frames must not starve the shard.
             glommio::yield_if_needed().await;
@@ -282,30 +292,39 @@ async fn read_loop(
     }
 }
 
+/// The API key of a frame (-1 if it has none), for the request metrics.
+fn peek_api(frame: &[u8]) -> i16 {
+    sluice_proto::request::peek_api(frame).map_or(-1, |(api, _)| api)
+}
+
 /// A request's answer, or past `deadline` (`request.deadline.ms`) an error answer built
 /// from the request (REQUEST_TIMED_OUT) or Err (the writer then closes the connection):
-/// never no answer at all. JoinGroup and SyncGroup wait as long as their group's rebalance
-/// timeout, which the coordinator bounds, so they are not cut here.
+/// never no answer at all; true with it when the deadline passed. JoinGroup and SyncGroup
+/// wait as long as their group's rebalance timeout, which the coordinator bounds, so they
+/// are not cut here.
 async fn within_deadline(
     fut: crate::router::BoxFuture<Response>,
     raw: Bytes,
     deadline: Duration,
     peer: &str,
-) -> Response {
+) -> (Response, bool) {
     const JOIN_GROUP: i16 = 11;
     const SYNC_GROUP: i16 = 14;
-    let api = sluice_proto::request::peek_api(&raw).map_or(-1, |(api, _)| api);
+    let api = peek_api(&raw);
     if api == JOIN_GROUP || api == SYNC_GROUP {
-        return fut.await;
+        return (fut.await, false);
     }
     let late = async {
         glommio::timer::sleep(deadline).await;
         None
     };
     if let Some(r) = future::or(async { Some(fut.await) }, late).await {
-        return r;
+        return (r, false);
     }
-    let frame = sluice_proto::request::parse_request(raw).map_err(|e| e.to_string())?;
+    let frame = match sluice_proto::request::parse_request(raw) {
+        Ok(f) => f,
+        Err(e) => return (Err(e.to_string()), true),
+    };
     let answer = handlers::unsupported::timed_out_answer(&frame);
     tracing::warn!(
         %peer,
@@ -316,7 +335,7 @@ async fn within_deadline(
         answered = answer.is_ok(),
         "request passed request.deadline.ms: answered REQUEST_TIMED_OUT, or its connection closed"
     );
-    answer
+    (answer, true)
 }
 
 /// Writes responses in request order. Small pieces are gathered into one write; large

@@ -138,6 +138,21 @@ impl ShardCtx {
         hw
     }
 
+    /// The high watermark this node knows for a partition it holds a replica of: its own
+    /// as the leader, else the last one its leader reported (None before any).
+    pub(crate) fn known_high_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        log: &PartitionLog,
+    ) -> Option<i64> {
+        if self.leader_epoch_here(topic, partition).is_some() {
+            return Some(self.high_watermark(topic, partition, log));
+        }
+        let hw = self.hw_of(self.key(topic, partition)?);
+        (hw >= 0).then_some(hw)
+    }
+
     fn key(&self, topic: &str, partition: i32) -> Option<Key> {
         self.image.borrow().topic(topic).map(|t| (t.id, partition))
     }

@@ -12,6 +12,7 @@ mod handlers;
 mod hw;
 mod mesh;
 mod metadata;
+mod metrics;
 mod partition_meta;
 mod placement;
 mod quorum;

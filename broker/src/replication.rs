@@ -553,8 +553,12 @@ async fn fetch_once(
             let Some(log) = ctx.log(&topic, p.partition_index) else {
                 continue;
             };
+            let bytes = records.len();
             match log.append_replicated(records) {
-                Ok(info) => waits.push((log, info.last_offset)),
+                Ok(info) => {
+                    ctx.metrics.replicated_in(&topic, bytes);
+                    waits.push((log, info.last_offset));
+                }
                 Err(e) => {
                     // checked again after a pause: a log that keeps refusing (a full or
                     // failed disk) is retried twice a second, not in a busy loop

@@ -134,15 +134,17 @@ fn check_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-/// Binds a shard's listener with SO_REUSEPORT (every shard listens on the address, the
-/// kernel spreads connections) and SO_REUSEADDR (so a restart is not refused by the previous
-/// process's TIME_WAIT connections, while `check_port_free` still sees a live listener).
-fn bind_shard_listener(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+/// Binds a listener with SO_REUSEADDR (so a restart is not refused by the previous
+/// process's TIME_WAIT connections, while `check_port_free` still sees a live listener) and,
+/// for the shards' Kafka listeners, SO_REUSEPORT (every shard listens on the address, the
+/// kernel spreads connections). The metrics listener is bound without it, so a second
+/// process cannot silently share its port.
+fn bind_listener(addr: std::net::SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::IntoRawFd;
     let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sk.set_reuse_address(true)?;
-    sk.set_reuse_port(true)?;
+    sk.set_reuse_port(reuse_port)?;
     sk.bind(&addr.into())?;
     sk.listen(1024)?;
     let fd = sk.into_raw_fd();
@@ -322,13 +324,18 @@ async fn shard_main(
     // glommio 0.9 can miss waking a sleeping shard when another shard queues a message for
     // it (a start hung in about 1 of 1,200: both shards asleep, a mesh message unread).
     // Every pass of the reactor checks the channels, so a missed wake-up costs at most 10 ms.
+    // Its lateness is the shard's task-queue lag metric.
     let stopping = Rc::new(sluice_storage::Signal::default());
     let stopped = Rc::new(std::cell::Cell::new(false));
+    let metrics = Rc::new(crate::metrics::ShardMetrics::default());
     {
-        let (stopping, stopped) = (stopping.clone(), stopped.clone());
+        let (stopping, stopped, metrics) = (stopping.clone(), stopped.clone(), metrics.clone());
         glommio::spawn_local(async move {
+            const BEAT: Duration = Duration::from_millis(10);
             while !stop.load(Ordering::Relaxed) {
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let due = std::time::Instant::now() + BEAT;
+                glommio::timer::sleep(BEAT).await;
+                metrics.heartbeat_lag(std::time::Instant::now().saturating_duration_since(due));
             }
             stopped.set(true);
             stopping.notify();
@@ -349,12 +356,31 @@ async fn shard_main(
         storage,
         router.clone(),
         shards,
+        metrics,
     ));
     ctx.load_hw_checkpoint().await;
     {
         let ctx = ctx.clone();
         spawn_receivers(links.receivers, router, move |req| ctx.start(req));
     }
+    // shard 0 serves the metrics endpoint from here on: /ready says when the broker is in
+    // service, /metrics works during the start too
+    let metrics_endpoint = match (ctx.id, config.metrics_listen()) {
+        (0, Some(addr)) => match bind_listener(addr, false) {
+            Ok(listener) => Some(crate::metrics::http::spawn(
+                ctx.clone(),
+                listener,
+                addr,
+                quorum.2.clone(),
+            )?),
+            Err(e) => {
+                // the broker serves without it; a probe of the endpoint reports the failure
+                tracing::error!(%addr, error = %e, "cannot listen for metrics.listen: serving without the metrics endpoint");
+                None
+            }
+        },
+        _ => None,
+    };
     if ctx.id == 0 {
         let _ = ctx.quorum.set(quorum.0.clone());
         glommio::spawn_local(follow_metadata(ctx.clone(), quorum.0, quorum.1)).detach();
@@ -378,7 +404,7 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener = bind_shard_listener(config.listen())
+    let listener = bind_listener(config.listen(), true)
         .with_context(|| format!("binding {}", config.listen()))?;
     tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
     glommio::spawn_local(ctx.clone().shrink_lagging_isrs()).detach();
@@ -397,6 +423,9 @@ async fn shard_main(
         stopping.wait().await;
     }
     accept.cancel();
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.cancel();
+    }
     tracing::info!(shard = ctx.id, "shutting down");
     ctx.shutdown().await;
     Ok(())
@@ -491,20 +520,9 @@ async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarn
     let election =
         Duration::from_millis(config.int("controller.quorum.election.timeout.ms") as u64);
     let bound = (election * 3).max(Duration::from_secs(10));
-    let single = config
-        .str_value("controller.quorum.voters")
-        .trim()
-        .is_empty();
     let deadline = std::time::Instant::now() + bound;
     loop {
-        let in_service = {
-            let image = ctx.image.borrow();
-            image
-                .broker(ctx.node_id)
-                .is_some_and(|b| !b.fenced && b.incarnation == incarnation)
-                && (!single || image.topic(crate::groups::OFFSETS_TOPIC).is_some())
-        };
-        if in_service {
+        if in_service(ctx, incarnation) {
             tracing::info!(node = ctx.node_id, "broker in service");
             return;
         }
@@ -523,6 +541,21 @@ async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarn
         )
         .await;
     }
+}
+
+/// True when the image shows this process's broker incarnation registered and unfenced
+/// (and, for a single node, the offsets topic created): the broker is in service.
+pub(crate) fn in_service(ctx: &ShardCtx, incarnation: &[u8]) -> bool {
+    let single = ctx
+        .config
+        .str_value("controller.quorum.voters")
+        .trim()
+        .is_empty();
+    let image = ctx.image.borrow();
+    image
+        .broker(ctx.node_id)
+        .is_some_and(|b| !b.fenced && b.incarnation == incarnation)
+        && (!single || image.topic(crate::groups::OFFSETS_TOPIC).is_some())
 }
 
 /// Accepts connections on this shard's listener, within the broker's connection limits.

@@ -94,6 +94,8 @@ pub(crate) struct ShardCtx {
     pub(crate) limits: Limits,
     /// Ids for this shard's connections (`Conn::id`).
     pub(crate) next_conn: Cell<u64>,
+    /// This shard's counters (`metrics/`), gathered by scrapes.
+    pub(crate) metrics: Rc<crate::metrics::ShardMetrics>,
 }
 
 impl ShardCtx {
@@ -103,6 +105,7 @@ impl ShardCtx {
         storage: Rc<ShardStorage>,
         router: Rc<Router>,
         shards: usize,
+        metrics: Rc<crate::metrics::ShardMetrics>,
     ) -> Self {
         Self {
             id: router.shard_id,
@@ -132,6 +135,7 @@ impl ShardCtx {
             )),
             limits: Limits::from_config(&config),
             next_conn: Cell::new(1),
+            metrics,
             config,
         }
     }
@@ -194,6 +198,15 @@ impl ShardCtx {
         (0..t.partitions)
             .contains(&partition)
             .then(|| shard_for(&t.id, partition, self.shards))
+    }
+
+    /// Every partition log this shard has open: (topic, partition, log).
+    pub(crate) fn owned_logs(&self) -> Vec<(String, i32, PartitionLog)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .flat_map(|(t, m)| m.iter().map(|(p, log)| (t.clone(), *p, log.clone())))
+            .collect()
     }
 
     pub(crate) fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
@@ -368,6 +381,11 @@ impl ShardCtx {
                     .collect();
                 Box::pin(async move { ShardResponse::EpochEnds(answers) })
             }
+            ShardRequest::Metrics => {
+                Box::pin(
+                    async move { ShardResponse::Metrics(Box::new(ctx.metrics_snapshot().await)) },
+                )
+            }
             ShardRequest::ListOffsets { parts } => Box::pin(async move {
                 let mut out = Vec::with_capacity(parts.len());
                 for (tp, ts) in parts {
@@ -481,8 +499,14 @@ impl ShardCtx {
                 ));
                 continue;
             };
+            let bytes = records.len();
             match log.append(records, now) {
                 Ok(info) => {
+                    if !info.duplicate {
+                        let count = info.last_offset - info.base_offset + 1;
+                        self.metrics
+                            .produced(&tp.topic, bytes, u64::try_from(count).unwrap_or(0));
+                    }
                     self.leaders.appended.notify();
                     if acks == -1 {
                         waits.push((
@@ -793,6 +817,8 @@ impl ShardCtx {
                     let (replica, leader_id, epoch) =
                         match self.image.borrow().partition(&topic, partition) {
                             Some(p) => {
+                                self.metrics
+                                    .partition_changed(&topic, partition, p, self.node_id);
                                 (p.replicas.contains(&self.node_id), p.leader, p.leader_epoch)
                             }
                             None => continue,
@@ -829,6 +855,7 @@ impl ShardCtx {
                     partitions,
                 } => {
                     tracing::info!(%topic, id = %uuid::Uuid::from_bytes(id), partitions, shard = self.id, "deleting topic");
+                    self.metrics.topic_removed(&topic);
                     for p in 0..partitions {
                         self.followers.unfollow(&topic, p);
                     }

@@ -121,6 +121,8 @@ pub(crate) enum ShardRequest {
         partition: i32,
         call: Box<crate::groups_glue::GroupCall>,
     },
+    /// This shard's counters, committed offsets and high watermarks, for a scrape.
+    Metrics,
 }
 
 /// The owner's answer.
@@ -133,6 +135,7 @@ pub(crate) enum ShardResponse {
     ListOffsets(Vec<OffsetAnswer>),
     EpochEnds(Vec<(i16, i32, i64)>),
     Group(crate::groups_glue::GroupAnswer),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
     /// The shard could not answer (it is shutting down).
     Unavailable,
 }

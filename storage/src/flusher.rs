@@ -10,6 +10,7 @@
 //! ```
 
 use crate::error::StorageError;
+use crate::histogram::LatencyHistogram;
 use crate::inner::LogInner;
 use crate::segment::{align_down, align_up, SegState, PAGE};
 use crate::shard::ShardStorage;
@@ -90,6 +91,8 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
     let mut need_dir_sync = false;
     let mut fsyncs = 0u64;
     let mut fsync_us = 0u64;
+    let mut fsync_times = LatencyHistogram::default();
+    let mut written = 0u64;
     for base in bases {
         let exists = log.state().segment(base).is_some_and(|s| s.file_exists);
         let file = shard.segment_file(log, base, !exists).await?;
@@ -100,12 +103,14 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         let mut new_flushed = None;
         if let Some(g) = groups.iter().find(|g| g.seg_base == base) {
             let len: u64 = g.data.iter().map(|d| d.len() as u64).sum();
-            write_region(log, &file, g).await?;
+            written += write_region(log, &file, g).await?;
             new_flushed = Some(g.start_pos + len);
         }
         let t = Instant::now();
         file.fdatasync().await?;
-        fsync_us += t.elapsed().as_micros() as u64;
+        let took = t.elapsed();
+        fsync_us += took.as_micros() as u64;
+        fsync_times.observe(took);
         fsyncs += 1;
         if let Some(f) = new_flushed {
             log.state_mut().set_flushed(base, f);
@@ -123,6 +128,8 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         m.flushes += 1;
         m.fsyncs += fsyncs;
         m.fsync_micros_total += fsync_us;
+        m.bytes_written += written;
+        m.fsync_durations.merge(&fsync_times);
     });
     Ok(())
 }
@@ -159,7 +166,8 @@ fn gather(head: &[u8], data: &[Bytes], mut from: usize, dst: &mut [u8]) {
     dst[out..].fill(0);
 }
 
-async fn write_region(log: &LogInner, file: &Rc<DmaFile>, g: &Group) -> Result<(), StorageError> {
+/// Writes `g` after the partial tail page; returns the bytes written (whole pages).
+async fn write_region(log: &LogInner, file: &Rc<DmaFile>, g: &Group) -> Result<u64, StorageError> {
     let page_start = align_down(g.start_pos);
     let head_len = (g.start_pos - page_start) as usize;
     let cached = log.state().tail_head(g.seg_base, page_start, head_len);
@@ -233,7 +241,7 @@ async fn write_region(log: &LogInner, file: &Rc<DmaFile>, g: &Group) -> Result<(
         None
     };
     log.state_mut().set_tail(tail);
-    Ok(())
+    Ok(padded as u64)
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ pub(crate) async fn read(
             }
             None => match in_window {
                 Some(b) => {
+                    shard.metrics_add(|m| m.readahead_hits += 1);
                     cold = true;
                     vec![b]
                 }

@@ -12,6 +12,7 @@ use crate::cache::BatchCache;
 use crate::config::ShardStorageOptions;
 use crate::error::StorageError;
 use crate::files::FileTable;
+use crate::histogram::LatencyHistogram;
 use crate::inner::LogInner;
 use crate::readahead::ReadAheads;
 use crate::segment::{log_path, open_segment_file, with_suffix, SWAP};
@@ -30,8 +31,17 @@ pub struct StorageMetrics {
     pub flushes: u64,
     pub fsyncs: u64,
     pub fsync_micros_total: u64,
+    /// Each segment `fdatasync` of a group commit (not the sync that seals a rolled one).
+    pub fsync_durations: LatencyHistogram,
+    /// Bytes the flusher wrote to segment files: whole aligned pages, so the rewritten
+    /// partial tail page and the zero padding count too.
+    pub bytes_written: u64,
+    /// Batches read from memory (the batch cache or the pending queue).
     pub cache_hits: u64,
+    /// Batches read from disk (in neither memory nor a read-ahead window).
     pub cache_misses: u64,
+    /// Batches read from a read-ahead window (not in the cache, no disk read waited for).
+    pub readahead_hits: u64,
     pub open_files: u64,
     /// Log cleaner passes completed (segments swapped in).
     pub cleaner_passes: u64,

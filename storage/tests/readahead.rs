@@ -62,10 +62,14 @@ fn sequential_cold_reader_is_served_from_read_ahead() {
             let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
                 .await
                 .unwrap();
-            let before = shard.metrics().cache_misses;
+            let before = shard.metrics();
             let (batches, reads) = walk(&log, end, 64 << 10).await;
-            let misses = shard.metrics().cache_misses - before;
+            let after = shard.metrics();
+            let misses = after.cache_misses - before.cache_misses;
+            let window_hits = after.readahead_hits - before.readahead_hits;
             assert_eq!(batches.len(), BATCHES);
+            // every batch came from disk, a window or memory, and windows only with them on
+            assert_eq!(window_hits > 0, ra > 0, "{window_hits} read-ahead hits");
             walks.push((batches, reads, misses));
             shard.shutdown().await.unwrap();
         }

@@ -338,6 +338,19 @@ impl GroupCoordinator {
         }
     }
 
+    /// Every committed offset: (group, topic, partition, offset), for consumer-lag metrics.
+    pub(crate) fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let st = self.state.borrow();
+        st.groups
+            .values()
+            .flat_map(|g| {
+                g.offsets.iter().map(|((topic, partition), o)| {
+                    (g.group_id.clone(), topic.clone(), *partition, o.offset)
+                })
+            })
+            .collect()
+    }
+
     /// DescribeGroups for one group; an unknown group is reported as Dead (Kafka < 4.0).
     pub(crate) async fn describe_group(&self, group_id: &str) -> DescribedGroup {
         let st = self.state.borrow();

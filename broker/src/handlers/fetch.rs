@@ -98,6 +98,7 @@ async fn handle(
     if version <= 3 {
         down_convert(&mut results, &plan.parts, max_bytes, version).await;
     }
+    crate::metrics::count_fetch(&ctx, &plan.parts, &results, &include, replica >= 0);
     let mut topics: Vec<TopicOut> = Vec::new();
     for (((tp, _, _), r), inc) in plan.parts.iter().zip(results).zip(include) {
         if !inc {

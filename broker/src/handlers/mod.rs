@@ -31,6 +31,7 @@ use sluice_proto::request::{
 };
 
 use crate::connection::Conn;
+use crate::metrics::AnswerErrors;
 use crate::router::BoxFuture;
 use crate::shard::ShardCtx;
 use wire::WireError;
@@ -114,12 +115,13 @@ where
     }))
 }
 
-/// A request handled entirely in its response future.
+/// A request handled entirely in its response future; an answer with an error code in it
+/// is counted in the request metrics.
 fn respond<Req, Resp, Fut, H>(ctx: &Rc<ShardCtx>, frame: &RequestFrame, handler: H) -> Dispatch
 where
     H: FnOnce(Rc<ShardCtx>, Req, i16) -> Fut,
     Req: Decodable + 'static,
-    Resp: Encodable + 'static,
+    Resp: Encodable + AnswerErrors + 'static,
     Fut: Future<Output = Resp> + 'static,
 {
     let version = frame.version();
@@ -129,9 +131,14 @@ where
     };
     let (api, corr) = (frame.api_key, frame.correlation_id());
     let fut = handler(ctx.clone(), req, version);
-    Dispatch::Respond(Box::pin(
-        async move { encode(api, version, corr, &fut.await) },
-    ))
+    let metrics = ctx.metrics.clone();
+    Dispatch::Respond(Box::pin(async move {
+        let resp = fut.await;
+        if resp.has_error() {
+            metrics.answered_error(api as i16);
+        }
+        encode(api, version, corr, &resp)
+    }))
 }
 
 /// Decodes one frame and starts handling it.
@@ -146,6 +153,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         return api_versions::handle(&frame);
     }
     if !supported(api, version) {
+        ctx.metrics.answered_error(api as i16);
         return unsupported::answer(&frame, peer);
     }
     tracing::trace!(?api, version, %peer, "request");

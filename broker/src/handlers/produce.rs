@@ -197,6 +197,7 @@ async fn submit(
             }
         }));
     }
+    let metrics = ctx.metrics.clone();
     Submitted::Answer(Box::pin(async move {
         for (slots, fut) in pending {
             let results = match fut.await {
@@ -214,6 +215,9 @@ async fn submit(
                 pr.log_start_offset = r.log_start_offset;
                 pr.error_message = r.message.map(StrBytes::from_string);
             }
+        }
+        if crate::metrics::AnswerErrors::has_error(&response) {
+            metrics.answered_error(ApiKey::Produce as i16);
         }
         response
     }))

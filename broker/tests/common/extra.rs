@@ -75,6 +75,11 @@ impl ExtraNode {
         Ok((Self::spawn(&extra)?, format!("127.0.0.1:{kafka_port}")))
     }
 
+    /// The node's process id (for SIGSTOP/SIGCONT).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }

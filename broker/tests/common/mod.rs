@@ -148,6 +148,8 @@ impl BrokerProcess {
             .arg(self.cores.to_string())
             // tests run brokers side by side: pinned, each one's shard 0 would share CPU 0
             .args(["--set", "cpuset=none"])
+            // off unless a test sets it: side by side, brokers would race for its default port
+            .args(["--set", "metrics.listen="])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
