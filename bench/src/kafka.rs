@@ -104,7 +104,8 @@ fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
         .context("creating admin client")
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+/// Runs one admin call to completion on a current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

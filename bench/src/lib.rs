@@ -11,6 +11,7 @@
 //! `old_formats`, which speaks Produce / Fetch itself at versions librdkafka cannot be made
 //! to pick (the cost of message-format conversion).
 
+pub mod compaction;
 pub mod engine;
 pub mod kafka;
 pub mod limits;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use sluice_bench::compaction::{self, CompactionArgs};
 use sluice_bench::engine::{self, LoadSpec, RunReport};
 use sluice_bench::kafka::{self, parse_prop, ProducerSettings};
 use sluice_bench::limits::{self, LimitsConfig};
@@ -72,6 +73,9 @@ enum Command {
     /// Broker CPU per GiB of Produce v2 / Fetch v3 (message format v1, converted) against
     /// Produce v9 / Fetch v12 (v2 batches) of the same records.
     OldFormats(OldFormatsArgs),
+    /// Log compaction on a one-node broker it starts: produce p99 while the cleaner runs
+    /// against idle, and the cleaner's MB/s (issue 14's target).
+    Compaction(CompactionArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -411,6 +415,7 @@ fn run(cli: &Cli) -> Result<()> {
             let r = old_formats::run(&cli.bootstrap, pid, a, cli.quiet)?;
             print(cli.json, &r, || old_formats::table(&r))
         }
+        Command::Compaction(a) => compaction::compaction_command(cli.json, cli.quiet, a),
     }
 }
 

@@ -657,7 +657,7 @@ fn stop_with_script(script: &Path, dir: &Path) -> Result<()> {
 /// it) and starts a thread that waits for them: it stops every registered cluster and
 /// exits with 128 + the signal. Call before any other thread is started.
 #[allow(unsafe_code)]
-fn install_signal_thread() -> Result<()> {
+pub(crate) fn install_signal_thread() -> Result<()> {
     // SAFETY: sigset_t is plain data, initialized by sigemptyset before use; the libc
     // calls only read and write that set and this thread's signal mask.
     let set = unsafe {
@@ -697,7 +697,7 @@ fn install_signal_thread() -> Result<()> {
 
 /// A cluster started by `local-cluster.sh start`; stopped (and its data removed unless
 /// kept) by `stop` or on drop.
-struct LocalCluster {
+pub(crate) struct LocalCluster {
     script: PathBuf,
     dir: PathBuf,
     logs: PathBuf,
@@ -711,7 +711,7 @@ struct LocalCluster {
 
 impl LocalCluster {
     #[allow(clippy::too_many_arguments)]
-    fn start(
+    pub(crate) fn start(
         script: &Path,
         bin: &Path,
         dir: PathBuf,
@@ -774,7 +774,7 @@ impl LocalCluster {
         Ok(me)
     }
 
-    fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         bootstrap_list(&self.env.kafka_ports)
     }
 
@@ -807,7 +807,7 @@ impl LocalCluster {
     }
 
     /// Stops every node, keeps the node logs, removes the data unless kept.
-    fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         if !self.running {
             return Ok(());
         }
@@ -856,7 +856,7 @@ pub fn parse_pid(text: &str) -> Option<u32> {
 // ---------------------------------------------------------------------------------------
 // Topics.
 
-fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
+pub(crate) fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
         .set("client.id", "sluice-bench")
@@ -866,7 +866,7 @@ fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
 
 /// Creates `topic` with `rf` replicas and `configs`, then waits until every partition has
 /// a leader and an ISR of all `rf` replicas (so the measurement starts fully replicated).
-fn create_topic(
+pub(crate) fn create_topic(
     bootstrap: &str,
     topic: &str,
     partitions: u32,
@@ -886,13 +886,8 @@ fn create_topic(
     let opts = AdminOptions::new()
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .context("tokio runtime for admin calls")?;
-    let results = rt
-        .block_on(client.create_topics([&new], &opts))
-        .context("CreateTopics request")?;
+    let results =
+        kafka::block_on(client.create_topics([&new], &opts))?.context("CreateTopics request")?;
     for r in results {
         match r {
             Ok(_) => {}
@@ -1116,7 +1111,7 @@ pub fn round_order(order: Order, round: u32) -> [u32; 2] {
     }
 }
 
-fn resolve(path: &Path, what: &str) -> Result<PathBuf> {
+pub(crate) fn resolve(path: &Path, what: &str) -> Result<PathBuf> {
     let found = find_script(path).with_context(|| format!("{what} {}", path.display()))?;
     fs::canonicalize(&found).with_context(|| format!("{what} {}", found.display()))
 }
