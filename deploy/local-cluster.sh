@@ -13,9 +13,10 @@
 #                                            after $SLUICE_STOP_TIMEOUT s (10); always exits 0
 #
 # Layout of DIR:
-#   cluster.env       KEY=value lines (not shell-quoted): N, CLUSTER_ID, KAFKA_PORTS and
-#                     CONTROLLER_PORTS (comma-separated, node 1 first), BOOTSTRAP, CORES,
-#                     SETTINGS (space-separated name=value), BIN
+#   cluster.env       KEY=value lines (not shell-quoted): N, CLUSTER_ID, KAFKA_PORTS,
+#                     CONTROLLER_PORTS and METRICS_PORTS (comma-separated, node 1 first; each
+#                     node's metrics.listen), BOOTSTRAP, CORES, SETTINGS (space-separated
+#                     name=value), BIN
 #   node-<id>/args    the node's command-line arguments, one per line (binary not included)
 #   node-<id>/data    its data directory
 #   node-<id>/log     its stdout and stderr, appended across starts
@@ -157,13 +158,13 @@ PY
 
 # Set by load_env, or by `start` for a new cluster.
 N='' CLUSTER_ID='' CORES='' SETTINGS='' BIN=''
-KAFKA=() CONTROL=()
+KAFKA=() CONTROL=() METRICS=()
 
 node_dir() { printf '%s/node-%s' "$DIR" "$1"; }
 
 # load_env: reads DIR/cluster.env; returns 1 when there is none.
 load_env() {
-    local file=$DIR/cluster.env line key value kafka='' control=''
+    local file=$DIR/cluster.env line key value kafka='' control='' metrics=''
     [[ -f $file ]] || return 1
     while IFS= read -r line || [[ -n $line ]]; do
         [[ $line == *=* && $line != \#* ]] || continue
@@ -173,6 +174,7 @@ load_env() {
             CLUSTER_ID) CLUSTER_ID=$value ;;
             KAFKA_PORTS) kafka=$value ;;
             CONTROLLER_PORTS) control=$value ;;
+            METRICS_PORTS) metrics=$value ;;
             CORES) CORES=$value ;;
             SETTINGS) SETTINGS=$value ;;
             BIN) BIN=$value ;;
@@ -180,6 +182,8 @@ load_env() {
     done <"$file"
     IFS=, read -r -a KAFKA <<<"$kafka"
     IFS=, read -r -a CONTROL <<<"$control"
+    # (clusters started before metrics existed have none: their nodes run without one)
+    IFS=, read -r -a METRICS <<<"$metrics"
     if ! is_uint "$N" || ((N < 1 || ${#KAFKA[@]} != N || ${#CONTROL[@]} != N)) ||
         [[ -z $CLUSTER_ID ]]; then
         die "$file is malformed (want N, CLUSTER_ID, KAFKA_PORTS and CONTROLLER_PORTS for N nodes)"
@@ -202,6 +206,7 @@ save_env() {
         echo "CLUSTER_ID=$CLUSTER_ID"
         echo "KAFKA_PORTS=$(join , "${KAFKA[@]}")"
         echo "CONTROLLER_PORTS=$(join , "${CONTROL[@]}")"
+        echo "METRICS_PORTS=$(join , "${METRICS[@]+"${METRICS[@]}"}")"
         echo "BOOTSTRAP=$(bootstrap)"
         echo "CORES=$CORES"
         echo "SETTINGS=$SETTINGS"
@@ -225,6 +230,12 @@ write_args() {
         # several brokers share this machine's cores: let the kernel place their shards
         # (pinned, every node's shard 0 would sit on CPU 0); SETTINGS may say otherwise
         printf '%s\n' --set "cpuset=none"
+        # each node its own metrics port (the default one would go to the first node only)
+        if ((${#METRICS[@]} == N)); then
+            printf '%s\n' --set "metrics.listen=127.0.0.1:${METRICS[id - 1]}"
+        else
+            printf '%s\n' --set "metrics.listen="
+        fi
         for setting in "${settings[@]+"${settings[@]}"}"; do printf '%s\n' --set "$setting"; done
     } >"$dir/args.tmp"
     mv -f "$dir/args.tmp" "$dir/args"
@@ -452,10 +463,11 @@ cmd_start() {
         N=$n
         read_settings_env
         resolve_bin
-        mapfile -t ports < <(free_ports $((2 * N)))
-        ((${#ports[@]} == 2 * N)) || die "could not find $((2 * N)) free ports"
+        mapfile -t ports < <(free_ports $((3 * N)))
+        ((${#ports[@]} == 3 * N)) || die "could not find $((3 * N)) free ports"
         KAFKA=("${ports[@]:0:N}")
         CONTROL=("${ports[@]:N:N}")
+        METRICS=("${ports[@]:2*N:N}")
         CLUSTER_ID=-
         while [[ $CLUSTER_ID == -* ]]; do # as Kafka: no leading '-', which CLIs take for a flag
             CLUSTER_ID=$(head -c 48 /dev/urandom | base64 | tr -d '\n' | tr '+/' '-_' | cut -c1-22)
