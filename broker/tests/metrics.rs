@@ -57,6 +57,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("sluice_shard_runtime_seconds_total", "counter"),
     ("sluice_shard_tasks_total", "counter"),
     ("sluice_shard_task_queue_lag_seconds", "histogram"),
+    ("sluice_cleaner_passes_total", "counter"),
+    ("sluice_cleaner_bytes_read_total", "counter"),
+    ("sluice_cleaner_bytes_written_total", "counter"),
+    ("sluice_cleaner_bytes_reclaimed_total", "counter"),
+    ("sluice_cleaner_records_removed_total", "counter"),
 ];
 
 /// Parses the exposition with `prometheus_client` and prints one line per family

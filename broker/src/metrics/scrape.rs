@@ -77,6 +77,11 @@ fn add_storage(to: &mut StorageMetrics, m: &StorageMetrics) {
     to.cache_misses += m.cache_misses;
     to.readahead_hits += m.readahead_hits;
     to.open_files += m.open_files;
+    to.cleaner_passes += m.cleaner_passes;
+    to.cleaner_bytes_read += m.cleaner_bytes_read;
+    to.cleaner_bytes_written += m.cleaner_bytes_written;
+    to.cleaner_bytes_reclaimed += m.cleaner_bytes_reclaimed;
+    to.cleaner_records_removed += m.cleaner_records_removed;
 }
 
 fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
@@ -329,6 +334,36 @@ async fn write(m: &Merged, h: &Health, ready: bool) -> String {
     );
 
     let s = &m.storage;
+    counter(
+        &mut e,
+        "sluice_cleaner_passes_total",
+        "Log cleaner passes completed (cleaned segments swapped in).",
+        s.cleaner_passes,
+    );
+    counter(
+        &mut e,
+        "sluice_cleaner_bytes_read_total",
+        "Bytes the log cleaner read (key maps and copies).",
+        s.cleaner_bytes_read,
+    );
+    counter(
+        &mut e,
+        "sluice_cleaner_bytes_written_total",
+        "Bytes of cleaned segments the log cleaner wrote.",
+        s.cleaner_bytes_written,
+    );
+    counter(
+        &mut e,
+        "sluice_cleaner_bytes_reclaimed_total",
+        "Bytes by which cleaned segments were smaller than those they replaced.",
+        s.cleaner_bytes_reclaimed,
+    );
+    counter(
+        &mut e,
+        "sluice_cleaner_records_removed_total",
+        "Records the log cleaner removed (superseded, expired tombstones).",
+        s.cleaner_records_removed,
+    );
     histogram(
         &mut e,
         "sluice_fsync_duration_seconds",
