@@ -571,7 +571,7 @@ impl Pass<'_> {
     async fn go_on(&self, step: SwapStep) -> bool {
         let hook = self.log.cleaner_hook.borrow().clone();
         match hook {
-            Some(h) => h(step).await,
+            Some(h) => h(step, self.bound).await,
             None => true,
         }
     }

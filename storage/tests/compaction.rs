@@ -5,7 +5,9 @@ mod common;
 use common::{batch, kv_batch, records_of, run, tempdir, Rec};
 use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::*;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 #[test]
 fn time_and_size_retention_apply_only_with_the_delete_policy() {
@@ -206,4 +208,104 @@ fn a_pass_keeps_the_latest_record_of_every_key_at_its_offset() {
         assert!(clean.len() <= 10, "{clean:?}");
         shard.shutdown().await.unwrap();
     });
+}
+
+/// Appends `n` single-record batches of keys `key-0..key-{keys}` from `*next`, durable.
+async fn fill(log: &PartitionLog, next: &mut i64, n: i64, keys: i64) {
+    for _ in 0..n {
+        let i = *next;
+        let k = format!("key-{}", i % keys).into_bytes();
+        let v = format!("value-{i}").into_bytes();
+        log.append(
+            kv_batch(&[(&k, Some(&v))], 1000 + i, (i % 5) as u8, None),
+            5000,
+        )
+        .unwrap();
+        *next += 1;
+    }
+    log.wait_durable(*next - 1).await.unwrap();
+}
+
+/// The latest (offset, value) of every key among `recs`.
+fn latest_of(recs: &[Rec]) -> BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> {
+    let mut out = BTreeMap::new();
+    for r in recs {
+        out.insert(r.2.clone().unwrap(), (r.0, r.3.clone()));
+    }
+    out
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_swap_leaves_the_old_or_the_new_segments() {
+    let steps = [
+        SwapStep::Cleaned,
+        SwapStep::HalfCommitted,
+        SwapStep::Committed,
+        SwapStep::Switched,
+        SwapStep::HalfRemoved,
+        SwapStep::Removed,
+        SwapStep::HalfInstalled,
+        SwapStep::Installed,
+    ];
+    for step in steps {
+        let dir = tempdir();
+        let path = dir.path().join("t-0");
+        let p = path.clone();
+        // session 1: a first pass shrinks the segments; more data; a second pass, whose
+        // groups merge several small segments, stops at `step` as a crash would
+        let (before, bound) = run(move || async move {
+            let shard = ShardStorage::start(quiet_shard());
+            let log = PartitionLog::open(&shard, p, compact_cfg()).await.unwrap();
+            let mut next = 0;
+            fill(&log, &mut next, 200, 8).await;
+            log.compact(10_000).await.unwrap().expect("first pass");
+            fill(&log, &mut next, 200, 8).await;
+            let before = all_records(&log).await;
+            let seen = Rc::new(RefCell::new(0i64));
+            let s2 = seen.clone();
+            let hook: CleanerHook = Rc::new(move |at, bound| {
+                *s2.borrow_mut() = bound;
+                Box::pin(async move { at != step })
+            });
+            log.set_cleaner_hook(Some(hook));
+            assert!(log.compact(10_000).await.is_err(), "{step:?}");
+            let bound = *seen.borrow();
+            // no close, no shutdown: the files stay as the crash left them
+            (before, bound)
+        });
+        let p = path.clone();
+        run(move || async move {
+            let shard = ShardStorage::start(quiet_shard());
+            let log = PartitionLog::open(&shard, p.clone(), compact_cfg())
+                .await
+                .unwrap();
+            let after = all_records(&log).await;
+            let left: Vec<String> = std::fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+                .collect();
+            assert!(left.is_empty(), "{step:?}: {left:?}");
+            assert_eq!(latest_of(&after), latest_of(&before), "{step:?}");
+            for r in &after {
+                assert!(before.contains(r), "{step:?}: {r:?}");
+            }
+            if step >= SwapStep::Committed {
+                // the swap was finished at open: below its end one record per key
+                let clean = after.iter().filter(|r| r.0 < bound).count();
+                assert_eq!(clean, 8, "{step:?}");
+            } else {
+                assert_eq!(after, before, "{step:?}: rolled back");
+            }
+            // the log goes on: another pass, appends, a clean reopen
+            log.compact(10_000).await.unwrap();
+            let mut next = log.log_end_offset();
+            fill(&log, &mut next, 10, 8).await;
+            let now = all_records(&log).await;
+            log.close().await.unwrap();
+            let log = PartitionLog::open(&shard, p, compact_cfg()).await.unwrap();
+            assert_eq!(all_records(&log).await, now);
+            shard.shutdown().await.unwrap();
+        });
+    }
 }
