@@ -426,3 +426,48 @@ fn the_active_segment_and_records_at_or_above_the_clean_limit_are_never_cleaned(
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn a_follower_copies_a_cleaned_leader_gaps_and_all() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let shard = ShardStorage::start(quiet_shard());
+        let leader = PartitionLog::open(&shard, root.join("l-0"), compact_cfg())
+            .await
+            .unwrap();
+        let mut next = 0;
+        fill(&leader, &mut next, 150, 7).await;
+        leader
+            .append(kv_batch(&[(b"p", Some(b"1"))], 1, 2, Some((5, 0, 0))), 1)
+            .unwrap();
+        next += 1;
+        fill(&leader, &mut next, 150, 7).await;
+        leader.compact(10_000).await.unwrap().expect("pass");
+        let want = all_batches(&leader).await;
+        // a new follower fetches from 0: each fetch answer starts with the batch holding
+        // (or following) its log end
+        let follower = PartitionLog::open(&shard, root.join("f-0"), compact_cfg())
+            .await
+            .unwrap();
+        let end = leader.log_end_offset();
+        while follower.log_end_offset() < end {
+            let from = follower.log_end_offset();
+            let got = leader.read(from, end, 1500, true).await.unwrap();
+            let mut data = Vec::new();
+            for b in &got {
+                data.extend_from_slice(b);
+            }
+            follower.append_replicated(data.into()).unwrap();
+        }
+        follower.wait_durable(end - 1).await.unwrap();
+        assert_eq!(all_batches(&follower).await, want);
+        follower.close().await.unwrap();
+        let follower = PartitionLog::open(&shard, root.join("f-0"), compact_cfg())
+            .await
+            .unwrap();
+        assert_eq!(all_batches(&follower).await, want);
+        assert_eq!(follower.log_end_offset(), end);
+        shard.shutdown().await.unwrap();
+    });
+}
