@@ -1,7 +1,8 @@
 //! The log cleaner (Kafka log compaction) for logs whose `cleanup.policy` includes
 //! `compact`: keeps the latest record of every key, at its original offset, and drops the
 //! older ones. One pass per call, run by the shard's background task (`tasks.rs`) or on
-//! demand (`PartitionLog::compact`); one pass at a time per shard.
+//! demand (`PartitionLog::compact`); one pass at a time per shard
+//! (`ShardStorage::cleaner_pass`: one dedupe buffer, never two passes over a log).
 //!
 //! ```text
 //!  choose: dirtiest compacted log (bytes after the clean point / cleanable bytes >=
@@ -194,6 +195,7 @@ pub(crate) async fn clean_log(
     log: &Rc<LogInner>,
     now_ms: i64,
 ) -> Result<Option<CleanerPass>, StorageError> {
+    let _one_pass = shard.cleaner_pass.acquire_permit(1).await?;
     let started = Instant::now();
     if cleanable(&log.state(), now_ms).is_none() {
         return Ok(None);

@@ -513,3 +513,37 @@ fn records_without_a_key_written_before_compaction_are_dropped_by_it() {
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn passes_asked_for_at_once_run_one_after_the_other() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions {
+            cleaner_backoff: std::time::Duration::from_millis(1),
+            ..Default::default()
+        });
+        let log = PartitionLog::open(&shard, path.clone(), compact_cfg())
+            .await
+            .unwrap();
+        let mut next = 0;
+        fill(&log, &mut next, 300, 4).await;
+        let before = all_records(&log).await;
+        // the background cleaner is after the same log
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                glommio::spawn_local(async move { log.compact(10_000).await })
+            })
+            .collect();
+        let mut passes = 0;
+        for t in tasks {
+            passes += usize::from(t.await.unwrap().is_some());
+        }
+        assert!(passes <= 1);
+        assert!(log.clean_offset() > 0);
+        assert_eq!(latest_of(&all_records(&log).await), latest_of(&before));
+        assert!(log.compact(10_000).await.unwrap().is_none());
+        shard.shutdown().await.unwrap();
+    });
+}
