@@ -2,7 +2,8 @@
 //! cleaner: gzip, snappy (raw, and the xerial framing the Java client writes), lz4 (frame
 //! format) and zstd. The output is capped, so a small batch that inflates without limit
 //! (a "zip bomb") is an error, never unbounded memory. And `compress`, the other way, for
-//! the batches the cleaner rewrites (the `kafka-protocol` crate's codecs: Kafka's framings).
+//! the batches the cleaner rewrites (Kafka's framings). zstd keeps one context per thread
+//! each way: creating one costs more than a small batch.
 
 use std::io::Read;
 
@@ -89,19 +90,31 @@ pub fn decompress(codec: u8, input: &[u8], max: usize) -> Result<Vec<u8>, Decomp
             let d = lz4::Decoder::new(input).map_err(|e| corrupt("lz4", e))?;
             read_capped(d, max, "lz4")
         }
-        4 => {
-            let d = zstd::stream::read::Decoder::new(input).map_err(|e| corrupt("zstd", e))?;
+        4 => ZSTD_DCTX.with(|ctx| {
+            // creating a context costs more than decompressing a small batch
+            let mut ctx = ctx.borrow_mut();
+            let d = zstd::stream::read::Decoder::with_context(input, &mut ctx);
             read_capped(d, max, "zstd")
-        }
+        }),
         other => Err(DecompressError::UnknownCodec(other)),
     }
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, reset for each batch.
+    static ZSTD_DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+    /// One zstd compressor per thread (level 3, Kafka's default), for `compress`.
+    static ZSTD_CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses `input` (a records section) with `codec` as Kafka's producers and broker
-/// write it: gzip, snappy in the xerial framing, lz4 frames with independent blocks, zstd
-/// (level 3); 0 copies it.
+/// write it: gzip, snappy in the xerial framing, lz4 frames with independent blocks (the
+/// `kafka-protocol` crate's codecs), zstd at level 3 (through a per-thread context); 0
+/// copies it.
 pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, DecompressError> {
-    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy};
     fn with<C: Compressor<Vec<u8>>>(
         codec: &'static str,
         input: &[u8],
@@ -122,7 +135,22 @@ pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, DecompressError> {
         1 => with::<Gzip>("gzip", input),
         2 => with::<Snappy>("snappy", input),
         3 => with::<Lz4>("lz4", input),
-        4 => with::<Zstd>("zstd", input),
+        4 => ZSTD_CCTX.with(|c| {
+            let mut c = c.borrow_mut();
+            let c = match c.as_mut() {
+                Some(c) => c,
+                None => c.insert(zstd::bulk::Compressor::new(3).map_err(|e| {
+                    DecompressError::Compress {
+                        codec: "zstd",
+                        reason: e.to_string(),
+                    }
+                })?),
+            };
+            c.compress(input).map_err(|e| DecompressError::Compress {
+                codec: "zstd",
+                reason: e.to_string(),
+            })
+        }),
         other => Err(DecompressError::UnknownCodec(other)),
     }
 }
@@ -196,6 +224,8 @@ mod tests {
             decompress(4, &z, 1 << 20),
             Err(DecompressError::TooLarge(1 << 20))
         );
+        // the thread's zstd context is reset after a stream stopped half way
+        assert_eq!(decompress(4, &z, 8 << 20).unwrap().len(), 4 << 20); // ok: test
         let raw = snap::raw::Encoder::new().compress_vec(&zeros).unwrap(); // ok: test
         assert_eq!(
             decompress(2, &raw, 1 << 20),
