@@ -21,11 +21,14 @@
 //! A record below the pass's end survives if it has a key, no later offset for that key is
 //! in the map, and it has a value or is a tombstone still within `delete.retention.ms` of
 //! the pass that first cleaned it (`clean_point.rs`); a record without a key is dropped
-//! (Kafka counts it invalid). A batch keeps its offsets and header fields; one that lost
-//! records is rebuilt in its codec (`sluice_proto::batch::rebuild_batch`), one that lost
-//! none is copied byte for byte, one that lost all disappears (an offset gap) unless it is
-//! its producer's last batch in the log: then an empty batch keeps the producer's epoch
-//! and last sequence for the producer-state rebuild (Kafka's RETAIN_EMPTY).
+//! (Kafka counts it invalid); batches at or past the end (a map that filled inside a
+//! segment) are copied untouched. A batch keeps its base offset, lastOffsetDelta and
+//! header fields (its max timestamp follows the records kept); one that lost records is
+//! rebuilt in its codec (`sluice_proto::batch::rebuild_batch`), one that lost none is
+//! copied byte for byte, one that lost all disappears (an offset gap) unless it is its
+//! producer's last batch in the log (by the producer state): then an empty batch keeps the
+//! producer's epoch and last sequence for the producer-state rebuild (Kafka's
+//! RETAIN_EMPTY). Records keep their offsets, timestamps, keys, values and headers.
 //!
 //! Control batches are copied as they are: transactions do not exist yet. With them, the
 //! cleaner will follow Kafka: records of aborted transactions are dropped while building

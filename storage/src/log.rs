@@ -7,9 +7,10 @@
 //! `LogState::enqueue` (segment roll, pending queue) and the shard (cache, dirty list).
 //! Every other operation is a call into the module that does it (`read.rs`,
 //! `truncate.rs`, `retention.rs`, `recovery.rs`); the log's state itself changes only
-//! through `LogState`'s methods (`state.rs`). Offsets appended here are contiguous; a
-//! log may still have gaps before them (a compacted log keeps batches at their original
-//! offsets), which reads, recovery and the producer-state rebuild accept.
+//! through `LogState`'s methods (`state.rs`). Offsets `append` assigns are contiguous; a
+//! log may still have gaps (a compacted log keeps batches at their original offsets, and
+//! `append_replicated` takes a compacted leader's as they are), which reads, recovery and
+//! the producer-state rebuild accept. `compact` runs a log-cleaner pass (`cleaner.rs`).
 //!
 //! Replication groundwork: `set_leader_epoch` makes `append` stamp that epoch into every
 //! batch (partitionLeaderEpoch, outside the CRC); `append_replicated` takes a leader's
