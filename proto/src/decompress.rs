@@ -1,13 +1,15 @@
 //! The record codecs, in one place: bounded decompression of a records section (gzip,
 //! snappy raw or in the xerial framing the Java client writes, lz4 frames, zstd), for
-//! validation and conversion, and compression for the batches and message sets the broker
-//! builds itself (message-format conversion). Decompressed output is capped, so a small
-//! batch that inflates without limit (a "zip bomb") is an error, never unbounded memory.
+//! validation, conversion and the log cleaner, and compression for the batches and message
+//! sets the broker builds itself (the cleaner's rewrites, message-format conversion).
+//! Decompressed output is capped, so a small batch that inflates without limit (a "zip
+//! bomb") is an error, never unbounded memory. zstd keeps one context per thread each way:
+//! creating one costs more than a small batch.
 
 use std::io::{Read, Write};
 
 use bytes::BytesMut;
-use kafka_protocol::compression::{Compressor, Gzip, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Snappy};
 
 /// Largest records section the broker inflates one compressed batch (or message set) to,
 /// when it validates or converts it (Kafka validates without such a bound).
@@ -103,12 +105,23 @@ pub fn decompress(codec: u8, input: &[u8], max: usize) -> Result<Vec<u8>, Decomp
             let d = lz4::Decoder::new(input).map_err(|e| corrupt("lz4", e))?;
             read_capped(d, max, "lz4")
         }
-        4 => {
-            let d = zstd::stream::read::Decoder::new(input).map_err(|e| corrupt("zstd", e))?;
+        4 => ZSTD_DCTX.with(|ctx| {
+            // creating a context costs more than decompressing a small batch
+            let mut ctx = ctx.borrow_mut();
+            let d = zstd::stream::read::Decoder::with_context(input, &mut ctx);
             read_capped(d, max, "zstd")
-        }
+        }),
         other => Err(DecompressError::UnknownCodec(other)),
     }
+}
+
+thread_local! {
+    /// One zstd decompression context per thread, reset for each batch.
+    static ZSTD_DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+    /// One zstd compressor per thread (level 3, Kafka's default), for `compress`.
+    static ZSTD_CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Compresses `input` with `codec` as Kafka's Java producer does: gzip (default level),
@@ -126,7 +139,7 @@ pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, CompressError> {
         1 => ("gzip", Gzip::compress(&mut out, fill)),
         2 => ("snappy", Snappy::compress(&mut out, fill)),
         3 => return lz4_frame(input),
-        4 => ("zstd", Zstd::compress(&mut out, fill)),
+        4 => return zstd_compress(input),
         other => return Err(CompressError::UnknownCodec(other)),
     };
     done.map_err(|e| CompressError::Failed {
@@ -134,6 +147,22 @@ pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, CompressError> {
         reason: e.to_string(),
     })?;
     Ok(out.to_vec())
+}
+
+/// zstd at level 3 (Kafka's default) through this thread's context.
+fn zstd_compress(input: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let failed = |e: std::io::Error| CompressError::Failed {
+        codec: "zstd",
+        reason: e.to_string(),
+    };
+    ZSTD_CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let c = match c.as_mut() {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(3).map_err(failed)?),
+        };
+        c.compress(input).map_err(failed)
+    })
 }
 
 /// An lz4 frame of `input` with the descriptor Kafka writes (`kafka-protocol`'s `Lz4` adds
@@ -225,6 +254,8 @@ mod tests {
             decompress(4, &z, 1 << 20),
             Err(DecompressError::TooLarge(1 << 20))
         );
+        // the thread's zstd context is reset after a stream stopped half way
+        assert_eq!(decompress(4, &z, 8 << 20).unwrap().len(), 4 << 20); // ok: test
         let raw = snap::raw::Encoder::new().compress_vec(&zeros).unwrap(); // ok: test
         assert_eq!(
             decompress(2, &raw, 1 << 20),

@@ -9,7 +9,9 @@
 //! intended append time) against serial 32 KiB write + fdatasync latency.
 //! SLUICE_BENCH_ONLY=idle or =latency runs just that case; SLUICE_BENCH_ONLY=idempotence
 //! runs plain vs idempotent appends (64 MiB of 16 KiB batches) and the producer-state
-//! rebuild on the first idempotent append after reopen.
+//! rebuild on the first idempotent append after reopen. SLUICE_BENCH_ONLY=cleaner runs
+//! one log-cleaner pass over 256 MiB of 1 KiB records (64 Ki keys, about 4 versions of
+//! each), uncompressed and zstd batches.
 //! Directory: $SLUICE_BENCH_DIR, else the cargo target tmp dir (must support O_DIRECT).
 
 use bytes::Bytes;
@@ -314,6 +316,81 @@ async fn idempotence_run(dir: &Path) {
     shard.shutdown().await.unwrap();
 }
 
+/// One cleaner pass over 256 MiB of 1 KiB records in 16-record batches (64 Ki keys, so
+/// about 4 versions of each), plain and zstd: the pass's rate over the bytes it replaced,
+/// and what it read and wrote.
+async fn cleaner_run(dir: &Path) {
+    const N: usize = (256 << 20) / (16 << 10);
+    let shard = ShardStorage::start(ShardStorageOptions {
+        cleaner_enabled: false,
+        ..Default::default()
+    });
+    // zstd shrinks these records about 50 times: smaller segments, so there are several
+    for (name, codec, segment_bytes) in [("none", 0u8, 64 << 20), ("zstd", 4, 1 << 20)] {
+        let path = dir.join(format!("clean-{name}"));
+        let cfg = LogConfig {
+            segment_bytes,
+            cleanup_policy: CleanupPolicy::parse("compact").unwrap(),
+            ..Default::default()
+        };
+        let log = PartitionLog::open(&shard, path, cfg).await.unwrap();
+        let mut value = vec![0u8; 1000];
+        for (i, b) in value.iter_mut().enumerate() {
+            *b = (i * 7 % 61) as u8;
+        }
+        for i in 0..N {
+            let keys: Vec<String> = (0..16)
+                .map(|j| format!("key-{:08}", (i * 16 + j) * 40_503 % 65_536))
+                .collect();
+            let recs: Vec<SimpleRecord<'_>> = keys
+                .iter()
+                .map(|k| SimpleRecord {
+                    key: Some(k.as_bytes()),
+                    value: Some(&value),
+                    timestamp: 1_700_000_000_000 + i as i64,
+                    headers: &[],
+                })
+                .collect();
+            let plain = build_batch(0, &recs);
+            let b = if codec == 0 {
+                plain
+            } else {
+                let body = sluice_proto::decompress::compress(codec, &plain[61..]).unwrap();
+                let mut v = plain[..61].to_vec();
+                v.extend_from_slice(&body);
+                let len = (v.len() - 12) as i32;
+                v[8..12].copy_from_slice(&len.to_be_bytes());
+                v[22] |= codec;
+                let crc = crc32c::crc32c(&v[21..]);
+                v[17..21].copy_from_slice(&crc.to_be_bytes());
+                Bytes::from(v)
+            };
+            let info = log.append(b, 0).unwrap();
+            if i % 1024 == 1023 {
+                log.wait_durable(info.last_offset).await.unwrap();
+            }
+        }
+        log.wait_durable(log.log_end_offset() - 1).await.unwrap();
+        let t = Instant::now();
+        let p = log.compact(1_800_000_000_000).await.unwrap().unwrap();
+        let d = t.elapsed();
+        println!(
+            "cleaner pass, {name}: {} -> {} MiB in {} segments ({} records removed) in {:.2} s: \
+             {:.0} MiB/s of log cleaned, read {:.0} MiB/s, wrote {:.0} MiB/s",
+            p.bytes_before >> 20,
+            p.bytes_after >> 20,
+            p.segments_before,
+            p.records_removed,
+            d.as_secs_f64(),
+            mib_s(p.bytes_before as usize, d),
+            mib_s(p.bytes_read as usize, d),
+            mib_s(p.bytes_written as usize, d),
+        );
+        log.delete().await.unwrap();
+    }
+    shard.shutdown().await.unwrap();
+}
+
 fn vm_rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -431,6 +508,14 @@ fn main() {
     let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
     let only_idle = only == "idle";
     let only_latency = only == "latency";
+    if only == "cleaner" {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { cleaner_run(&dir).await })
+            .unwrap()
+            .join()
+            .unwrap();
+        return;
+    }
     if only == "idempotence" {
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move { idempotence_run(&dir).await })

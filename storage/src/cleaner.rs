@@ -1,7 +1,8 @@
 //! The log cleaner (Kafka log compaction) for logs whose `cleanup.policy` includes
 //! `compact`: keeps the latest record of every key, at its original offset, and drops the
 //! older ones. One pass per call, run by the shard's background task (`tasks.rs`) or on
-//! demand (`PartitionLog::compact`); one pass at a time per shard.
+//! demand (`PartitionLog::compact`); one pass at a time per shard
+//! (`ShardStorage::cleaner_pass`: one dedupe buffer, never two passes over a log).
 //!
 //! ```text
 //!  choose: dirtiest compacted log (bytes after the clean point / cleanable bytes >=
@@ -20,11 +21,14 @@
 //! A record below the pass's end survives if it has a key, no later offset for that key is
 //! in the map, and it has a value or is a tombstone still within `delete.retention.ms` of
 //! the pass that first cleaned it (`clean_point.rs`); a record without a key is dropped
-//! (Kafka counts it invalid). A batch keeps its offsets and header fields; one that lost
-//! records is rebuilt in its codec (`sluice_proto::batch::rebuild_batch`), one that lost
-//! none is copied byte for byte, one that lost all disappears (an offset gap) unless it is
-//! its producer's last batch in the log: then an empty batch keeps the producer's epoch
-//! and last sequence for the producer-state rebuild (Kafka's RETAIN_EMPTY).
+//! (Kafka counts it invalid); batches at or past the end (a map that filled inside a
+//! segment) are copied untouched. A batch keeps its base offset, lastOffsetDelta and
+//! header fields (its max timestamp follows the records kept); one that lost records is
+//! rebuilt in its codec (`sluice_proto::batch::rebuild_batch`), one that lost none is
+//! copied byte for byte, one that lost all disappears (an offset gap) unless it is its
+//! producer's last batch in the log (by the producer state): then an empty batch keeps the
+//! producer's epoch and last sequence for the producer-state rebuild (Kafka's
+//! RETAIN_EMPTY). Records keep their offsets, timestamps, keys, values and headers.
 //!
 //! Control batches are copied as they are: transactions do not exist yet. With them, the
 //! cleaner will follow Kafka: records of aborted transactions are dropped while building
@@ -197,6 +201,7 @@ pub(crate) async fn clean_log(
     log: &Rc<LogInner>,
     now_ms: i64,
 ) -> Result<Option<CleanerPass>, StorageError> {
+    let _one_pass = shard.cleaner_pass.acquire_permit(1).await?;
     let started = Instant::now();
     if cleanable(&log.state(), now_ms).is_none() {
         return Ok(None);
@@ -591,7 +596,7 @@ impl Pass<'_> {
     async fn go_on(&self, step: SwapStep) -> bool {
         let hook = self.log.cleaner_hook.borrow().clone();
         match hook {
-            Some(h) => h(step).await,
+            Some(h) => h(step, self.bound).await,
             None => true,
         }
     }
@@ -730,5 +735,87 @@ mod tests {
                 ((1 << 31) + 29, (1 << 31) + 30, 1)
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod swap_tests {
+    use crate::swap::{CleanerHook, SwapStep};
+    use crate::{CleanupPolicy, LogConfig, PartitionLog, ShardStorage, ShardStorageOptions};
+    use sluice_proto::batch::{build_batch, RecordBatchHeader, SimpleRecord};
+    use std::rc::Rc;
+
+    fn tempdir() -> tempfile::TempDir {
+        let base = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
+        tempfile::tempdir_in(base).unwrap() // ok: test setup
+    }
+
+    /// A read that looked its segment up before the switch (its layout epoch is the old
+    /// one) must not return or cache what it finds at the old position: the file under
+    /// that name is, or soon is, the cleaned one. The retrying read gets the new batch.
+    #[test]
+    fn a_read_that_looked_up_a_segment_before_the_switch_starts_again() {
+        let dir = tempdir();
+        let path = dir.path().join("t-0");
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let shard = ShardStorage::start(ShardStorageOptions {
+                    cleaner_enabled: false,
+                    ..Default::default()
+                });
+                let cfg = LogConfig {
+                    segment_bytes: 1024,
+                    cleanup_policy: CleanupPolicy::parse("compact").unwrap(), // ok: test
+                    ..Default::default()
+                };
+                let log = PartitionLog::open(&shard, path, cfg).await.unwrap(); // ok: test
+                for i in 0..200i64 {
+                    let k = format!("k{}", i % 7).into_bytes();
+                    let r = [SimpleRecord {
+                        key: Some(&k),
+                        value: Some(b"some value"),
+                        timestamp: i,
+                        headers: &[],
+                    }];
+                    log.append(build_batch(0, &r), 1).unwrap(); // ok: test
+                }
+                log.wait_durable(199).await.unwrap(); // ok: test
+                let old = log.inner.state().layout_epoch();
+                let (s, l) = (log.shard.clone(), log.inner.clone());
+                let hook: CleanerHook = Rc::new(move |step, _| {
+                    let (s, l) = (s.clone(), l.clone());
+                    Box::pin(async move {
+                        if step == SwapStep::Switched || step == SwapStep::Installed {
+                            for o in [0, 50, 100] {
+                                let stale =
+                                    crate::read::read_disk_in(&s, &l, o, 1 << 16, true, old)
+                                        .await
+                                        .unwrap_or_default();
+                                assert!(stale.is_empty(), "{step:?}: a stale read at {o}");
+                                let fresh =
+                                    crate::read::read_disk(&s, &l, o, 1, false).await.unwrap(); // ok: test
+                                let h = RecordBatchHeader::parse(&fresh[0].2).unwrap(); // ok: test
+                                                                                        // offset 0 was superseded: the new log has a later batch
+                                assert!(
+                                    h.last_offset() >= o && h.base_offset > 0,
+                                    "{step:?}: {h:?}"
+                                );
+                            }
+                            assert!(s.inner.borrow().cache.get(l.id, 0).is_none());
+                        }
+                        true
+                    })
+                });
+                log.set_cleaner_hook(Some(hook));
+                log.compact(10_000).await.unwrap().unwrap(); // ok: test
+                shard.shutdown().await.unwrap(); // ok: test
+            })
+            .unwrap() // ok: test
+            .join()
+            .unwrap(); // ok: test
     }
 }

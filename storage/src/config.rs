@@ -139,8 +139,9 @@ pub struct ShardStorageOptions {
     /// `cleanup.policy` compact in the background.
     pub cleaner_enabled: bool,
     /// `log.cleaner.dedupe.buffer.size` (for this shard): memory of the cleaner's
-    /// key-to-offset map (24 bytes a key); a pass whose dirty keys do not fit cleans less
-    /// and leaves the rest to the next pass.
+    /// key-to-offset map (24 bytes a slot, growing by doubling within this; 128 MiB maps
+    /// about 1.9 million keys); a pass whose dirty keys do not fit cleans less and leaves
+    /// the rest to the next pass.
     pub cleaner_dedupe_buffer_bytes: usize,
     /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning.
     pub cleaner_backoff: Duration,

@@ -43,10 +43,11 @@ pub enum StorageError {
         current: i16,
         got: i16,
     },
-    /// `append_replicated`: a batch does not start at the offset the log expects next (the
-    /// first batch at the log end offset, each later one right after the previous one).
-    /// Kafka's follower raises UnexpectedAppendOffsetException. Nothing was written.
-    #[error("replicated batch starts at offset {got}, expected {expected}")]
+    /// `append_replicated`: a batch starts before the offset the log expects next (the log
+    /// end offset for the first batch, the end of the previous one for the others; gaps
+    /// are fine). Kafka's follower raises UnexpectedAppendOffsetException. Nothing was
+    /// written.
+    #[error("replicated batch starts at offset {got}, before {expected}")]
     UnexpectedAppendOffset { expected: i64, got: i64 },
     /// `append` on a log whose leader epoch (`set_leader_epoch`) is older than the latest
     /// epoch already in the log: this replica is not the current leader (Kafka

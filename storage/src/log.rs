@@ -7,9 +7,10 @@
 //! `LogState::enqueue` (segment roll, pending queue) and the shard (cache, dirty list).
 //! Every other operation is a call into the module that does it (`read.rs`,
 //! `truncate.rs`, `retention.rs`, `recovery.rs`); the log's state itself changes only
-//! through `LogState`'s methods (`state.rs`). Offsets appended here are contiguous; a
-//! log may still have gaps before them (a compacted log keeps batches at their original
-//! offsets), which reads, recovery and the producer-state rebuild accept.
+//! through `LogState`'s methods (`state.rs`). Offsets `append` assigns are contiguous; a
+//! log may still have gaps (a compacted log keeps batches at their original offsets, and
+//! `append_replicated` takes a compacted leader's as they are), which reads, recovery and
+//! the producer-state rebuild accept. `compact` runs a log-cleaner pass (`cleaner.rs`).
 //!
 //! Replication groundwork: `set_leader_epoch` makes `append` stamp that epoch into every
 //! batch (partitionLeaderEpoch, outside the CRC); `append_replicated` takes a leader's
@@ -193,9 +194,11 @@ impl PartitionLog {
 
     /// Follower append: `records` are one or more v2 batches exactly as the leader stored
     /// them (base offsets and partitionLeaderEpoch set), stored byte for byte. Checked:
-    /// every batch's length, magic, CRC and record count (`BatchIter`), the first base
-    /// offset == the log end offset and each next one right after the previous batch
-    /// (`UnexpectedAppendOffset`). Not checked, as Kafka's follower does not: the client
+    /// every batch's length, magic, CRC and record count (`BatchIter`; a batch the
+    /// leader's cleaner rewrote may hold fewer records than its offset range), the first
+    /// base offset at or after the log end offset and each next one after the previous
+    /// batch (`UnexpectedAppendOffset`): a gap is taken as it is, as Kafka's follower
+    /// does, since a compacted leader has them. Not checked, as Kafka's follower does not: the client
     /// rules (timestamps, sequences, max.message.bytes), which the leader applied. The
     /// leader-epoch cache learns each batch's epoch (negative epochs, from batches written
     /// before epochs were stamped, are not recorded) and a built idempotent-producer state
@@ -211,11 +214,11 @@ impl PartitionLog {
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
         }
-        let base0 = expected;
+        let mut base0 = None;
         let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
         for item in BatchIter::new(&records) {
             let (h, range) = item?;
-            if h.base_offset != expected {
+            if h.base_offset < expected {
                 return Err(StorageError::UnexpectedAppendOffset {
                     expected,
                     got: h.base_offset,
@@ -226,9 +229,11 @@ impl PartitionLog {
                     "the log's offsets would pass i64::MAX".into(),
                 ));
             }
+            base0.get_or_insert(h.base_offset);
             expected = h.last_offset() + 1;
             batches.push((h, range));
         }
+        let base0 = base0.unwrap_or(expected);
         let now = crate::segment::now_ms();
         let log_start = self.enqueue(records, &batches, now, true, |st| {
             st.replay_producers(batches.iter().map(|(h, _)| h))
@@ -242,8 +247,9 @@ impl PartitionLog {
         })
     }
 
-    /// Put batches whose final bytes are in `data` (offsets assigned, contiguous from the
-    /// log end) into the log (`LogState::enqueue`: segment roll, indexes, pending queue,
+    /// Put batches whose final bytes are in `data` (offsets assigned, increasing from the
+    /// log end: contiguous from `append`, perhaps with gaps from `append_replicated`) into
+    /// the log (`LogState::enqueue`: segment roll, indexes, pending queue,
     /// the leader-epoch cache with `learn_epochs`), then `commit` on the state, all in one
     /// borrow (nothing can interleave); then the shard cache and the flusher. Returns the
     /// log start offset.

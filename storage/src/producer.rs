@@ -3,7 +3,9 @@
 //! `append` checks every idempotent batch against it (fencing, sequence order, duplicate
 //! retries) before writing anything. Built lazily from the tail of the log on first need
 //! (never at open; `Replayer` takes the batch headers in offset order, gaps included),
-//! invalidated by truncation, trimmed by retention. A follower's
+//! invalidated by truncation, trimmed by retention, untouched by the log cleaner (which
+//! keeps each known producer's last batch, emptied if all its records go, so a rebuild
+//! still finds its epoch and last sequence). A follower's
 //! `append_replicated` replays the leader's batches into a built state without checks
 //! (Kafka's replication origin), so a replica that takes over still recognises retries.
 

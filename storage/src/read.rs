@@ -166,7 +166,7 @@ pub(crate) async fn read_disk(
 
 /// `read_disk` while the layout epoch is `layout`; what it returns after a swap is
 /// discarded by the caller (and nothing of it is cached).
-async fn read_disk_in(
+pub(crate) async fn read_disk_in(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
     offset: i64,

@@ -83,6 +83,9 @@ pub struct ShardStorage {
     /// Notified when the flusher exits (`flusher_running` false).
     pub(crate) flusher_done: Signal,
     pub(crate) flusher_running: Cell<bool>,
+    /// One log-cleaner pass at a time on this shard (one dedupe buffer's memory, and
+    /// never two passes over the same log).
+    pub(crate) cleaner_pass: glommio::sync::Semaphore,
     pub(crate) me: Weak<ShardStorage>,
 }
 
@@ -109,6 +112,7 @@ impl ShardStorage {
             stopping: Cell::new(false),
             flusher_done: Signal::default(),
             flusher_running: Cell::new(true),
+            cleaner_pass: glommio::sync::Semaphore::new(1),
         })
     }
 

@@ -1,9 +1,8 @@
 //! `LogState`, the mutable state of one partition's log (held by `LogInner`, `inner.rs`).
 //! It changes only through `LogState`'s methods: the operations on a log (append in
 //! `log.rs`, `flusher.rs`, `read.rs`, `truncate.rs`, `retention.rs`, `recovery.rs`,
-//! `cleaner.rs`) read
-//! it through getters and call one method per change, so this one type keeps the
-//! invariants:
+//! `cleaner.rs`) read it through getters and call one method per change, so this one type
+//! keeps the invariants:
 //! - segments are in base order, at least one; each segment but the last ends where the
 //!   next begins (`end_offset` == the next base), the last one at the log end;
 //! - a segment's batches have increasing offsets inside its range, with gaps allowed (a

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 /// (`PartitionLog::set_cleaner_hook`), in order. A `Half` step stops halfway through the
 /// file operations of the step named after it.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SwapStep {
     /// Every `.cleaned` file written and synced; nothing renamed.
     Cleaned,
@@ -46,12 +46,14 @@ pub enum SwapStep {
     Installed,
 }
 
-/// A test's hook into a pass's swap: called at each `SwapStep` (awaited: it may read the
-/// log meanwhile); false stops the pass there as a crash would, leaving its files as
-/// they are (the test then abandons the shard without closing it).
+/// A test's hook into a pass's swap: called at each `SwapStep` with the offset the pass
+/// cleans up to (awaited: it may read the log meanwhile); false stops the pass there as a
+/// crash would, leaving its files as they are (the test then abandons the shard without
+/// closing it).
 #[doc(hidden)]
-pub type CleanerHook =
-    std::rc::Rc<dyn Fn(SwapStep) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>>;
+pub type CleanerHook = std::rc::Rc<
+    dyn Fn(SwapStep, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>,
+>;
 
 /// A segment's three file names, the time index last.
 fn files(dir: &Path, base: i64) -> [PathBuf; 3] {

@@ -183,3 +183,76 @@ pub fn kv_batch(
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(b)
 }
+
+// ---- compacted logs ----
+
+/// Every batch of the log, in order (read from its start to its end).
+pub async fn all_batches(log: &sluice_storage::PartitionLog) -> Vec<bytes::Bytes> {
+    let end = log.log_end_offset();
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    while next < end {
+        let got = log.read(next, end, 1 << 20, true).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for b in got {
+            next = sluice_proto::batch::RecordBatchHeader::parse(&b)
+                .unwrap()
+                .last_offset()
+                + 1;
+            out.push(b);
+        }
+    }
+    out
+}
+
+pub async fn all_records(log: &sluice_storage::PartitionLog) -> Vec<Rec> {
+    all_batches(log)
+        .await
+        .iter()
+        .flat_map(|b| records_of(b))
+        .collect()
+}
+
+pub fn compact_cfg() -> sluice_storage::LogConfig {
+    sluice_storage::LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        cleanup_policy: sluice_storage::CleanupPolicy::parse("compact").unwrap(),
+        delete_retention_ms: 1000,
+        ..Default::default()
+    }
+}
+
+pub fn quiet_shard() -> sluice_storage::ShardStorageOptions {
+    sluice_storage::ShardStorageOptions {
+        cleaner_enabled: false,
+        ..Default::default()
+    }
+}
+
+/// Appends `n` single-record batches of keys `key-0..key-{keys}` from `*next`, durable.
+pub async fn fill(log: &sluice_storage::PartitionLog, next: &mut i64, n: i64, keys: i64) {
+    for _ in 0..n {
+        let i = *next;
+        let k = format!("key-{}", i % keys).into_bytes();
+        let v = format!("value-{i}").into_bytes();
+        log.append(
+            kv_batch(&[(&k, Some(&v))], 1000 + i, (i % 5) as u8, None),
+            5000,
+        )
+        .unwrap();
+        *next += 1;
+    }
+    log.wait_durable(*next - 1).await.unwrap();
+}
+
+/// The latest (offset, value) of every key among `recs`.
+pub fn latest_of(recs: &[Rec]) -> std::collections::BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in recs {
+        out.insert(r.2.clone().unwrap(), (r.0, r.3.clone()));
+    }
+    out
+}
