@@ -331,11 +331,12 @@ pub fn run(a: &CompactionArgs, progress: bool) -> Result<CompactionReport> {
     say("cleaner released on the dirty topic; busy phase".into());
     let busy = engine::run(&spec(a, &bootstrap, LAT, "cleaning"))?;
     let busy_end = Instant::now();
-    // cleaning is over once the directory has not shrunk for 10 s (at most 30 minutes)
+    // cleaning is over once the directory has shrunk (a pass swaps its segments in at its
+    // end) and then not again for 10 s (at most 30 minutes)
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let (at, _) = watcher.last_shrink();
-        if at.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
+        if (at > released && at.elapsed() > Duration::from_secs(10)) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));

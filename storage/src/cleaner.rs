@@ -492,7 +492,7 @@ impl Pass<'_> {
                         "cleaner offset map full; cleaning up to there");
                     return Ok(at);
                 }
-                glommio::yield_if_needed().await;
+                self.throttle.breathe().await;
             }
         }
         Ok(self.plan.end)
@@ -512,7 +512,9 @@ impl Pass<'_> {
                 .next(&mut self.throttle, &mut self.stats.bytes_read)
                 .await?
             {
-                let out = match self.filter(&b)? {
+                let kept = self.filter(&b)?;
+                self.throttle.breathe().await;
+                let out = match kept {
                     Kept::Whole => b,
                     Kept::Rewritten(v) => Bytes::from(v),
                     Kept::Gone => continue,
@@ -520,7 +522,6 @@ impl Pass<'_> {
                 w.append(&out).await?;
                 self.stats.bytes_written += out.len() as u64;
                 self.throttle.io(out.len() as u64).await;
-                glommio::yield_if_needed().await;
             }
         }
         Ok(w.finish_cleaned(g.end).await?)
