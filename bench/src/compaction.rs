@@ -433,15 +433,5 @@ pub fn table(r: &CompactionReport) -> String {
 
 pub fn compaction_command(json: bool, quiet: bool, a: &CompactionArgs) -> Result<()> {
     let r = run(a, !quiet)?;
-    let doc = serde_json::to_string_pretty(&r)?;
-    if let Some(path) = &a.json_out {
-        fs::write(path, format!("{doc}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if json {
-        println!("{doc}");
-    } else {
-        print!("{}", table(&r));
-    }
-    Ok(())
+    crate::report::emit(json, a.json_out.as_deref(), &r, table)
 }

@@ -1198,17 +1198,7 @@ pub fn run(a: &ReplicationArgs, progress: bool) -> Result<ReplicationReport> {
 /// completed.
 pub fn replication_command(json: bool, quiet: bool, a: &ReplicationArgs) -> Result<()> {
     let r = run(a, !quiet)?;
-    let doc = serde_json::to_string_pretty(&r)?;
-    if let Some(path) = &a.json_out {
-        fs::write(path, format!("{doc}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if json {
-        println!("{doc}");
-    } else {
-        print!("{}", table(&r));
-    }
-    Ok(())
+    crate::report::emit(json, a.json_out.as_deref(), &r, table)
 }
 
 #[cfg(test)]

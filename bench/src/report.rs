@@ -167,6 +167,28 @@ pub fn limits_table(l: &Limits) -> String {
     out
 }
 
+/// Prints a command's report (JSON with `json`, else `table`) and writes the JSON to
+/// `json_out` when given.
+pub fn emit<T: serde::Serialize>(
+    json: bool,
+    json_out: Option<&std::path::Path>,
+    report: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let doc = serde_json::to_string_pretty(report)?;
+    if let Some(path) = json_out {
+        std::fs::write(path, format!("{doc}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{doc}");
+    } else {
+        print!("{}", table(report));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
