@@ -553,6 +553,20 @@ async fn fetch_once(
             let Some(log) = ctx.log(&topic, p.partition_index) else {
                 continue;
             };
+            // only data fetched from where the log ends now: a truncation (or a restart of
+            // the log) since the request went out makes it data for another offset, and
+            // appending it after the new end would leave a hole (the log takes offset gaps,
+            // a compacted leader has them). Kafka's fetcher skips such a response too.
+            let asked = f
+                .session
+                .borrow()
+                .sent
+                .get(&(topic.clone(), p.partition_index))
+                .map(|x| x.0);
+            if asked != Some(log.log_end_offset()) {
+                tracing::debug!(%topic, partition = p.partition_index, ?asked, end = log.log_end_offset(), "fetched data is not for the log's end: skipped");
+                continue;
+            }
             let bytes = records.len();
             match log.append_replicated(records) {
                 Ok(info) => {
