@@ -31,7 +31,9 @@ use crate::engine::{self, LoadSpec, RunReport};
 use crate::kafka::{self, parse_prop, ProducerSettings};
 use crate::metadata::parse_secs;
 use crate::record::KeyDistributor;
-use crate::replication::{admin, create_topic, install_signal_thread, resolve, LocalCluster};
+use crate::replication::{
+    admin, cluster_settings, create_topic, install_signal_thread, resolve, work_dir, LocalCluster,
+};
 
 /// Produce p99 with the cleaner running may be at most this multiple of idle (issue 14).
 pub const P99_RATIO_TARGET: f64 = 1.20;
@@ -266,19 +268,11 @@ pub fn run(a: &CompactionArgs, progress: bool) -> Result<CompactionReport> {
     }
     let bin = resolve(&a.sluice_bin, "broker binary")?;
     let script = resolve(&a.script, "cluster script")?;
-    let work = match &a.work_dir {
-        Some(d) => d.clone(),
-        None => {
-            std::env::temp_dir().join(format!("sluice-bench-compaction-{}", std::process::id()))
-        }
-    };
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let work = fs::canonicalize(&work)?;
-    let copy = work.join("sluice");
-    fs::copy(&bin, &copy).with_context(|| format!("copying {}", bin.display()))?;
+    let (work, copy) = work_dir(a.work_dir.as_deref(), "compaction", &bin)?;
     install_signal_thread()?;
-    let mut settings = vec!["log.cleaner.backoff.ms=500".to_string()];
-    settings.extend(a.settings.iter().map(|(k, v)| format!("{k}={v}")));
+    let mut all = vec![("log.cleaner.backoff.ms".to_string(), "500".to_string())];
+    all.extend(a.settings.iter().cloned());
+    let settings = cluster_settings(&all)?;
     let mut node = LocalCluster::start(
         &script,
         &copy,
@@ -287,7 +281,7 @@ pub fn run(a: &CompactionArgs, progress: bool) -> Result<CompactionReport> {
         "compaction".into(),
         1,
         a.cores,
-        &settings.join(" "),
+        &settings,
         false,
     )?;
     let bootstrap = node.bootstrap();

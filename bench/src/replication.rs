@@ -1111,6 +1111,22 @@ pub fn round_order(order: Order, round: u32) -> [u32; 2] {
     }
 }
 
+/// The run's work directory (`given`, else a new /tmp/sluice-bench-<name>-<pid>), created
+/// and absolute, and a copy of `bin` in it that every cluster runs: a rebuild of the tree
+/// during the run cannot mix binaries.
+pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<(PathBuf, PathBuf)> {
+    let work = match given {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id())),
+    };
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let work = fs::canonicalize(&work)?;
+    let copy = work.join("sluice");
+    fs::copy(bin, &copy)
+        .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+    Ok((work, copy))
+}
+
 pub(crate) fn resolve(path: &Path, what: &str) -> Result<PathBuf> {
     let found = find_script(path).with_context(|| format!("{what} {}", path.display()))?;
     fs::canonicalize(&found).with_context(|| format!("{what} {}", found.display()))
@@ -1136,18 +1152,7 @@ pub fn run(a: &ReplicationArgs, progress: bool) -> Result<ReplicationReport> {
     let bin = resolve(&a.sluice_bin, "broker binary")?;
     let script = resolve(&a.script, "cluster script")?;
     let settings = cluster_settings(&a.settings)?;
-    let work = match &a.work_dir {
-        Some(d) => d.clone(),
-        None => {
-            std::env::temp_dir().join(format!("sluice-bench-replication-{}", std::process::id()))
-        }
-    };
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let work = fs::canonicalize(&work)?;
-    // Every cluster runs this copy: a rebuild of the tree during the run cannot mix binaries.
-    let copy = work.join("sluice");
-    fs::copy(&bin, &copy)
-        .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+    let (work, copy) = work_dir(a.work_dir.as_deref(), "replication", &bin)?;
     install_signal_thread()?;
     let plan = Plan {
         a,
