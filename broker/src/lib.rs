@@ -21,6 +21,7 @@ mod router;
 mod server;
 mod shard;
 mod shard_msg;
+mod txn;
 mod watchdog;
 
 pub use config::BrokerConfig;
