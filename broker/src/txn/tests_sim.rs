@@ -300,9 +300,19 @@ fn random_transactions_keep_invariants() {
                 h.markers.calls.borrow().len(),
                 h.log.records.borrow().len()
             );
+            // Liveness, not timing: the interleaving depends on timers, so only require that
+            // both outcomes happened at all (aborts include fences and timeouts).
+            let completed: BTreeSet<TxnState> = h
+                .log
+                .decoded()
+                .into_iter()
+                .filter_map(|(_, _, v)| v.map(|v| v.state))
+                .collect();
             assert!(
-                o.commits > 0 && o.aborts > 0,
-                "seed {seed}: too few decisions"
+                o.commits > 0
+                    && completed.contains(&TxnState::CompleteCommit)
+                    && completed.contains(&TxnState::CompleteAbort),
+                "seed {seed}: no commit or no abort completed"
             );
         });
     }
