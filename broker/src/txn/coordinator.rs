@@ -38,8 +38,16 @@ pub(super) fn for_version(error: i16, version: i16, fenced_since: i16) -> i16 {
 
 /// The transaction coordinator of one `__transaction_state` partition at one leader epoch;
 /// owned by the shard that owns that partition; never crosses cores (`Rc`, `RefCell`).
-/// Built by `load`, started by `start` inside that shard's glommio executor, stopped by
-/// `unload` (or by a `TxnLogError::NotLeader`); a later leadership builds a new one.
+/// Built by `load`, started (once) by `start` inside that shard's glommio executor,
+/// stopped by `unload` (or by a `TxnLogError::NotLeader`); a later leadership builds a new
+/// one.
+///
+/// What the glue does around it: route a transactional id to partition
+/// `crate::groups::coordinator_partition(id, <__transaction_state partitions>)` (Kafka's
+/// `partitionFor`, the same hash as groups) and answer NOT_COORDINATOR where no active
+/// coordinator is; answer InitProducerId without a transactional id itself; check topic
+/// authorization and existence before AddPartitionsToTxn (OPERATION_NOT_ATTEMPTED for the
+/// rest, as KafkaApis does); advertise EndTxn up to v4 and ListTransactions up to v1.
 pub(crate) struct TransactionCoordinator {
     /// The `__transaction_state` partition (for logs).
     pub(super) partition: i32,

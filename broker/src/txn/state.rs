@@ -236,15 +236,15 @@ mod tests {
         m.state = TxnState::CompleteCommit;
         m.partitions.clear();
         m.last_producer_epoch = 2;
-        let t = m.increment_epoch(500, None, 9).expect("no expectation");
+        let t = m.increment_epoch(500, None, 9).expect("no expectation"); // ok: test
         assert_eq!((t.producer_epoch, t.last_producer_epoch), (5, -1));
         assert_eq!(
             (t.state, t.timeout_ms, t.start_ms),
             (TxnState::Empty, 500, -1)
         );
-        let t = m.increment_epoch(500, Some(4), 9).expect("current epoch");
+        let t = m.increment_epoch(500, Some(4), 9).expect("current epoch"); // ok: test
         assert_eq!((t.producer_epoch, t.last_producer_epoch), (5, 4));
-        let t = m.increment_epoch(500, Some(2), 9).expect("retry");
+        let t = m.increment_epoch(500, Some(2), 9).expect("retry"); // ok: test
         assert_eq!((t.producer_epoch, t.last_producer_epoch), (4, 2));
         assert!(m.increment_epoch(500, Some(3), 9).is_err());
     }
