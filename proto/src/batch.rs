@@ -189,6 +189,28 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Makes a whole batch a transactional batch of `producer_id` at `producer_epoch`
+/// (attributes bit 4 set, producer fields written, base sequence `base_sequence`), CRC
+/// recomputed: how a coordinator writes TxnOffsetCommit records (Kafka: sequence -1).
+/// Does nothing to a buffer shorter than a batch header.
+pub fn set_transactional_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) {
+    if batch.len() < RECORD_BATCH_OVERHEAD {
+        return;
+    }
+    let attributes = be_i16(batch, 21) | ATTR_TRANSACTIONAL;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates `(header, byte range)` over concatenated batches. Yields `Err` for the first
 /// bad or incomplete batch and then stops. With `check_crc == false` only the header and
 /// length are checked (for trusted bytes already validated on append).

@@ -566,3 +566,17 @@ fn control_batches_carry_kafkas_end_txn_marker() {
     other[key_type_at] = 3; // LEADER_CHANGE
     assert_eq!(end_txn_marker(&other).unwrap(), None); // ok: test
 }
+
+#[test]
+fn a_batch_made_transactional_keeps_a_valid_crc_and_its_records() {
+    let recs = [rec(b"k", b"v", 1000), rec(b"k2", b"v2", 1001)];
+    let mut b = build_batch(0, &recs).to_vec();
+    set_transactional_producer(&mut b, 42, 7, -1);
+    let h = validate_batch(&b).unwrap(); // ok: test
+    assert!(h.is_transactional() && !h.is_control());
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (42, 7, -1)
+    );
+    assert_eq!(decode_records(&Bytes::from(b)).unwrap().len(), 2); // ok: test
+}

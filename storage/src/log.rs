@@ -300,6 +300,69 @@ impl PartitionLog {
         done.log_start
     }
 
+    /// Append transactional batches a group coordinator writes for a transaction
+    /// (TxnOffsetCommit: Kafka's coordinator origin). Each batch must be transactional
+    /// with a producer id; it carries no sequence (-1), so only the producer's epoch is
+    /// checked (an older one is `InvalidProducerEpoch`: a newer producer owns the
+    /// transactional id). The batches then count as the producer's transaction here, as
+    /// a client's do, until its marker. Stamped and queued as `append` does. Builds the
+    /// producer state synchronously if it is not built (await `load_transaction_state`
+    /// first to avoid that).
+    pub fn append_from_coordinator(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let stamp = leader_stamp(&self.inner.state(), now_ms)?;
+        let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
+        for item in BatchIter::new(&records) {
+            let (h, range) = item?;
+            if !h.is_transactional() || h.is_control() || h.producer_id < 0 {
+                return Err(StorageError::InvalidRecord(
+                    "a coordinator's transactional batch needs the transactional bit and a producer id".into(),
+                ));
+            }
+            batches.push((h, range));
+        }
+        if batches.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        {
+            let max_bytes = self.shard.opts.producer_rebuild_bytes;
+            let mut st = self.inner.state_mut();
+            st.ensure_producers(&self.inner.dir, max_bytes)?;
+            for (h, _) in &batches {
+                if let Some(e) = st.producers().and_then(|ps| ps.get(h.producer_id)) {
+                    if h.producer_epoch < e.epoch {
+                        return Err(StorageError::InvalidProducerEpoch {
+                            producer_id: h.producer_id,
+                            current: e.epoch,
+                            got: h.producer_epoch,
+                        });
+                    }
+                }
+            }
+        }
+        let mut buf = records
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let base0 = self.inner.state().log_end();
+        let mut next = base0;
+        for (h, range) in batches.iter_mut() {
+            stamp.apply(&mut buf[range.start..range.end], h, next);
+            next = h.last_offset() + 1;
+        }
+        let epoch_stamped = stamp.leader_epoch.is_some();
+        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped);
+        Ok(AppendInfo {
+            base_offset: base0,
+            last_offset: next - 1,
+            log_append_time_ms: stamp.append_time.unwrap_or(-1),
+            log_start_offset: log_start,
+            duplicate: false,
+        })
+    }
+
     /// Check the idempotent batches of a request against the producer state (built on
     /// first need), each against the state as updated by the earlier ones. Returns the
     /// updated entries to commit after the write, or the answer for a request that is
