@@ -139,6 +139,9 @@ def alternate(broker):
         for i, v in enumerate(values):
             t, part = parts[i % 6]
             p.produce(t, v.encode(), partition=part)
+        # delivered before the decision (an abort would purge what is still queued)
+        if p.flush(T) != 0:
+            sys.exit("records of a transaction were not delivered")
         if txn % 2 == 0:
             p.commit_transaction(T)
             committed.update(values)
