@@ -16,7 +16,7 @@ use sluice_storage::{ShardStorage, ShardStorageOptions};
 use crate::config::{BrokerConfig, Pinning};
 use crate::conn_limit::{ConnectionLimiter, RateLimitedLog};
 use crate::mesh::Mesh;
-use crate::quorum::{Event, ToShards};
+use crate::quorum::{Event, QuorumStatus, ToShards};
 use crate::router::{spawn_receivers, Envelope, Router};
 use crate::shard::ShardCtx;
 use futures_lite::future;
@@ -232,19 +232,41 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     );
     let handle = crate::quorum::start(&config, &quorum, &cluster)?;
     if !quorum.broker {
-        // a controller-only node: the quorum thread and its listener, no shards
+        // a controller-only node: the quorum thread and its listener, no shards; its own
+        // small metrics endpoint (the quorum's families, /health, /ready)
         tracing::info!(node = quorum.node, "controller-only node running");
+        let endpoint = match config.metrics_listen() {
+            Some(addr) => {
+                match crate::metrics::controller_http::spawn(
+                    addr,
+                    handle.status.clone(),
+                    stop.clone(),
+                ) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::error!(%addr, error = %e, "cannot listen for metrics.listen: serving without the metrics endpoint");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         while !signalled.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        if let Some(t) = endpoint {
+            let _ = t.join();
         }
         handle.stop();
         tracing::info!("clean shutdown complete");
         return Ok(());
     }
-    let (events, to_shards, incarnation) = (
+    let (events, to_shards, incarnation, status) = (
         handle.events.clone(),
         handle.to_shards.clone(),
         handle.incarnation.clone(),
+        handle.status.clone(),
     );
     {
         let (signalled, stop, events) = (signalled.clone(), stop.clone(), events.clone());
@@ -275,7 +297,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             let cluster = cluster.clone();
             let mesh = mesh.clone();
             let limiter = limiter.clone();
-            let quorum = (events.clone(), to_shards.clone(), incarnation.clone());
+            let quorum = (
+                events.clone(),
+                to_shards.clone(),
+                incarnation.clone(),
+                status.clone(),
+            );
             async move { shard_main(config, cluster, mesh, stop, shards, limiter, quorum).await }
         })
         .map_err(|e| anyhow::anyhow!("starting shard executors: {e}"))?
@@ -305,7 +332,12 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
     shards: usize,
     limiter: Arc<ConnectionLimiter>,
-    quorum: (flume::Sender<Event>, flume::Receiver<ToShards>, Vec<u8>),
+    quorum: (
+        flume::Sender<Event>,
+        flume::Receiver<ToShards>,
+        Vec<u8>,
+        Arc<QuorumStatus>,
+    ),
 ) -> anyhow::Result<()> {
     let storage = ShardStorage::start(ShardStorageOptions {
         cache_bytes: config.int("storage.cache.bytes") as usize,
@@ -372,6 +404,7 @@ async fn shard_main(
                 listener,
                 addr,
                 quorum.2.clone(),
+                quorum.3.clone(),
             )?),
             Err(e) => {
                 // the broker serves without it; a probe of the endpoint reports the failure

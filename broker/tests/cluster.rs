@@ -1069,6 +1069,7 @@ fn broker_only_and_controller_only_roles() -> Result<()> {
     // node 3 restarted as controller only: still a voter, no longer a broker
     cluster.kill9(3)?;
     let args3 = cluster.node_args(3)?;
+    let metrics_port = common::free_port();
     let mut ctl = vec!["--set".to_string(), "process.roles=controller".to_string()];
     // its own data dir comes from its saved arguments
     let mut saved = args3.clone();
@@ -1079,6 +1080,11 @@ fn broker_only_and_controller_only_roles() -> Result<()> {
     let data_dir = saved.remove(dd + 1);
     saved.remove(dd);
     ctl.extend(saved);
+    // last, so it wins over the script's own metrics.listen
+    ctl.extend([
+        "--set".to_string(),
+        format!("metrics.listen=127.0.0.1:{metrics_port}"),
+    ]);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["--data-dir", &data_dir])
         .args(&ctl)
@@ -1105,10 +1111,57 @@ fn broker_only_and_controller_only_roles() -> Result<()> {
         }
         Ok(())
     })?;
+    // the controller-only node serves the quorum's metrics, /health and /ready
+    common::cluster::wait_for("node 3's controller metrics", CONVERGE, || {
+        let (status, body) = http_get(metrics_port, "/metrics")?;
+        ensure!(status == 200, "/metrics answered {status}");
+        let value = |name: &str| -> Option<f64> {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let leader = value("sluice_metadata_quorum_leader");
+        ensure!(value("sluice_controller_voter") == Some(1.0), "{body}");
+        ensure!(
+            matches!(leader, Some(l) if (1.0..=3.0).contains(&l)),
+            "{body}"
+        );
+        ensure!(
+            value("sluice_controller_active") == Some(if leader == Some(3.0) { 1.0 } else { 0.0 }),
+            "{body}"
+        );
+        ensure!(
+            !body.contains("sluice_bytes_in_total"),
+            "a controller-only node has no broker families"
+        );
+        Ok(Some(()))
+    })?;
+    ensure!(http_get(metrics_port, "/ready")?.0 == 200);
+    ensure!(http_get(metrics_port, "/health")?.0 == 200);
     // with node 3 voting, one of 1 and 2 can be down and changes still commit
     cluster.kill9(2)?;
     cluster.create_topic(&[1], &topic("with-controller-only", 1, 1), CHANGE)?;
     Ok(())
+}
+
+/// GET `path` from 127.0.0.1:`port` (HTTP/1.1, one request): (status, body).
+fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
 }
 
 /// SIGTERM moves a broker's leaderships before it stops (controlled shutdown): with a

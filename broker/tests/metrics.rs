@@ -62,6 +62,12 @@ const FAMILIES: &[(&str, &str)] = &[
     ("sluice_cleaner_bytes_written_total", "counter"),
     ("sluice_cleaner_bytes_reclaimed_total", "counter"),
     ("sluice_cleaner_records_removed_total", "counter"),
+    ("sluice_controller_active", "gauge"),
+    ("sluice_controller_voter", "gauge"),
+    ("sluice_metadata_quorum_leader", "gauge"),
+    ("sluice_metadata_quorum_term", "gauge"),
+    ("sluice_metadata_quorum_commit_index", "gauge"),
+    ("sluice_metadata_applied_index", "gauge"),
 ];
 
 /// Parses the exposition with `prometheus_client` and prints one line per family
@@ -250,6 +256,15 @@ fn families_move_with_traffic_and_lag_is_high_watermark_minus_committed() -> Res
     }
     ensure!(before.get("sluice_broker_ready", &[]) == 1.0, "not ready");
     ensure!(before.get("sluice_under_replicated_partitions", &[]) == 0.0);
+    // a single node is the quorum's only voter, its leader and the active controller
+    ensure!(before.get("sluice_controller_active", &[]) == 1.0);
+    ensure!(before.get("sluice_controller_voter", &[]) == 1.0);
+    ensure!(before.get("sluice_metadata_quorum_leader", &[]) == 1.0);
+    ensure!(before.get("sluice_metadata_quorum_term", &[]) >= 1.0);
+    ensure!(
+        before.get("sluice_metadata_applied_index", &[])
+            <= before.get("sluice_metadata_quorum_commit_index", &[])
+    );
     // one leadership gained per partition of the new topic and of __consumer_offsets
     ensure!(before.get("sluice_leader_elections_total", &[]) >= f64::from(partitions));
     ensure!(before.get("sluice_leader_partitions", &[]) >= f64::from(partitions));
@@ -575,6 +590,11 @@ fn leader_sees_its_isr_shrink_and_expand() -> Result<()> {
     ensure!(s.get("sluice_leader_partitions", &[]) == 1.0);
     ensure!(s.get("sluice_leader_elections_total", &[]) >= 1.0);
     ensure!(s.get("sluice_records_in_total", &[("topic", topic)]) == 20.0);
+    // a broker-only node: no voter, not the controller, knows node 1 leads the quorum
+    ensure!(s.get("sluice_controller_voter", &[]) == 0.0);
+    ensure!(s.get("sluice_controller_active", &[]) == 0.0);
+    ensure!(s.get("sluice_metadata_quorum_leader", &[]) == 1.0);
+    ensure!(s.get("sluice_metadata_applied_index", &[]) >= 1.0);
     let shrinks = s.get("sluice_isr_shrinks_total", &[]);
     let expands = s.get("sluice_isr_expands_total", &[]);
 

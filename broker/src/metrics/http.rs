@@ -13,6 +13,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -21,23 +22,24 @@ use glommio::{Latency, Shares};
 
 use super::scrape;
 use super::text::CONTENT_TYPE;
+use crate::quorum::QuorumStatus;
 use crate::shard::ShardCtx;
 
 /// Largest request head (request line and headers) read.
-const MAX_HEAD: usize = 8 * 1024;
+pub(super) const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Bound on receiving the whole head, however slowly it trickles in.
-const READ_TIME: Duration = Duration::from_secs(5);
+pub(super) const READ_TIME: Duration = Duration::from_secs(5);
 /// Bound on sending the answer to a reader that does not read.
-const WRITE_TIME: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIME: Duration = Duration::from_secs(10);
 /// Bound on gathering a scrape from every shard.
 const SCRAPE_TIME: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed on accept.
-const MAX_CONNECTIONS: usize = 16;
+pub(super) const MAX_CONNECTIONS: usize = 16;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Metrics,
     Health,
     Ready,
@@ -47,13 +49,13 @@ enum Route {
 
 /// A parsed request head: the route and whether the body is left out (HEAD).
 #[derive(Debug, PartialEq, Eq)]
-struct Request {
-    route: Route,
-    head_only: bool,
+pub(super) struct Request {
+    pub(super) route: Route,
+    pub(super) head_only: bool,
 }
 
 /// Where the head ends (after its blank line), if it is complete.
-fn head_end(buf: &[u8]) -> Option<usize> {
+pub(super) fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
@@ -64,7 +66,7 @@ fn is_token(s: &str) -> bool {
 }
 
 /// Parses a complete head (ending with CRLF CRLF). Err: the reason for a 400.
-fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
+pub(super) fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     let text = std::str::from_utf8(head).map_err(|_| "not ASCII")?;
     if !text.is_ascii() {
         return Err("not ASCII");
@@ -134,7 +136,7 @@ fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
 }
 
 /// A complete HTTP/1.1 answer that closes the connection.
-fn answer(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+pub(super) fn answer(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let allow = if status.starts_with("405") {
         "Allow: GET, HEAD\r\n"
     } else {
@@ -151,7 +153,7 @@ fn answer(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<
     out
 }
 
-const PLAIN: &str = "text/plain; charset=utf-8";
+pub(super) const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Reads one request head within the bounds. None: the peer sent nothing usable in time
 /// (closed, timed out) and gets no answer; Some(Err): a 400 is due.
@@ -184,7 +186,12 @@ fn ready(ctx: &ShardCtx, incarnation: &[u8]) -> bool {
     ctx.ready.get() && crate::server::in_service(ctx, incarnation)
 }
 
-async fn serve_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, incarnation: Rc<Vec<u8>>) {
+async fn serve_one(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+    incarnation: Rc<Vec<u8>>,
+    quorum: Arc<QuorumStatus>,
+) {
     let Some(request) = read_head(&mut stream).await else {
         return;
     };
@@ -203,7 +210,8 @@ async fn serve_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, incarnation: Rc<Vec
             ),
             Route::Metrics => {
                 let is_ready = ready(&ctx, &incarnation);
-                let scrape = async { Some(scrape::render(&ctx, is_ready).await) };
+                let reading = quorum.read();
+                let scrape = async { Some(scrape::render(&ctx, is_ready, &reading).await) };
                 let timeout = async {
                     glommio::timer::sleep(SCRAPE_TIME).await;
                     None
@@ -242,6 +250,7 @@ pub(crate) fn spawn(
     listener: TcpListener,
     addr: SocketAddr,
     incarnation: Vec<u8>,
+    quorum: Arc<QuorumStatus>,
 ) -> anyhow::Result<glommio::task::JoinHandle<()>> {
     let tq = glommio::executor().create_task_queue(
         Shares::Static(100),
@@ -268,9 +277,10 @@ pub(crate) fn spawn(
                 }
                 active.set(active.get() + 1);
                 let (ctx, done, incarnation) = (ctx.clone(), active.clone(), incarnation.clone());
+                let quorum = quorum.clone();
                 let spawned = glommio::spawn_local_into(
                     async move {
-                        serve_one(ctx, stream, incarnation).await;
+                        serve_one(ctx, stream, incarnation, quorum).await;
                         done.set(done.get() - 1);
                     },
                     tq,

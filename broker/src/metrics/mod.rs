@@ -12,6 +12,7 @@
 //! gathered until someone scrapes.
 
 mod answers;
+pub(crate) mod controller_http;
 pub(crate) mod http;
 mod scrape;
 mod text;

@@ -17,6 +17,7 @@ use sluice_storage::{LatencyHistogram, StorageMetrics};
 
 use super::text::{Exposition, Kind};
 use super::{ApiCounters, ShardSnapshot, TopicCounters};
+use crate::quorum::QuorumReading;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
@@ -162,7 +163,7 @@ fn api_name(api: i16) -> String {
 
 /// Asks every shard for its snapshot and writes the exposition (on the calling shard).
 /// `ready` is what `/ready` would answer now.
-pub(crate) async fn render(ctx: &Rc<ShardCtx>, ready: bool) -> String {
+pub(crate) async fn render(ctx: &Rc<ShardCtx>, ready: bool, quorum: &QuorumReading) -> String {
     let mut pending = Vec::with_capacity(ctx.shards);
     for s in 0..ctx.shards {
         pending.push(ctx.submit(s, ShardRequest::Metrics).await);
@@ -176,7 +177,7 @@ pub(crate) async fn render(ctx: &Rc<ShardCtx>, ready: bool) -> String {
     let m = merge(snaps);
     glommio::yield_if_needed().await;
     let h = health(ctx);
-    write(&m, &h, ready).await
+    write(&m, &h, ready, quorum).await
 }
 
 async fn topic_family(
@@ -208,8 +209,50 @@ fn histogram(e: &mut Exposition, name: &str, help: &str, h: &LatencyHistogram) {
     e.histogram(name, &[], h);
 }
 
-async fn write(m: &Merged, h: &Health, ready: bool) -> String {
+/// The metadata quorum as this node sees it: on every node, and all a controller-only
+/// node's endpoint serves (`controller_http.rs`).
+pub(crate) fn quorum_families(e: &mut Exposition, q: &QuorumReading) {
+    gauge(
+        e,
+        "sluice_controller_active",
+        "1 on the active controller (the metadata quorum's leader), else 0; summed over the cluster it is 1 while the quorum works.",
+        u64::from(q.active),
+    );
+    gauge(
+        e,
+        "sluice_controller_voter",
+        "1 if this node is a voter of the metadata quorum (a controller), 0 for a broker following the log.",
+        u64::from(q.voter),
+    );
+    e.family(
+        "sluice_metadata_quorum_leader",
+        Kind::Gauge,
+        "Node id of the metadata quorum's leader as this node knows it; -1 when it knows none.",
+    );
+    e.signed("sluice_metadata_quorum_leader", &[], q.leader);
+    gauge(
+        e,
+        "sluice_metadata_quorum_term",
+        "The metadata quorum's current raft term as this node knows it.",
+        q.term,
+    );
+    gauge(
+        e,
+        "sluice_metadata_quorum_commit_index",
+        "Index of the last metadata-log entry this node knows to be committed.",
+        q.commit,
+    );
+    gauge(
+        e,
+        "sluice_metadata_applied_index",
+        "Index of the last metadata-log entry this node has applied (behind the commit index: the node is catching up).",
+        q.applied,
+    );
+}
+
+async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> String {
     let mut e = Exposition::default();
+    quorum_families(&mut e, quorum);
     topic_family(
         &mut e,
         m,

@@ -22,7 +22,10 @@
 //!   entries follow.
 
 pub(crate) mod rpc;
+mod status;
 mod transport;
+
+pub(crate) use status::{QuorumReading, QuorumStatus};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -90,6 +93,8 @@ pub(crate) enum ToShards {
 pub(crate) struct QuorumHandle {
     /// This process's broker incarnation (random per start).
     pub(crate) incarnation: Vec<u8>,
+    /// The quorum as this node sees it, for metrics.
+    pub(crate) status: Arc<QuorumStatus>,
     pub(crate) events: flume::Sender<Event>,
     pub(crate) to_shards: flume::Receiver<ToShards>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -285,6 +290,8 @@ struct Runner {
     heartbeat_every: Duration,
     next_heartbeat: Instant,
     heartbeat_answer: Option<flume::Receiver<OpReply>>,
+    /// Published after every pass of the loop (metrics).
+    status: Arc<QuorumStatus>,
 }
 
 /// Opens the raft log, checks it against the configured quorum, binds the controller
@@ -354,6 +361,7 @@ pub(crate) fn start(
         node.campaign().context("electing the single voter")?;
     }
     let incarnation = rand::random::<[u8; 16]>().to_vec();
+    let status = Arc::new(QuorumStatus::new(quorum.controller));
     let (host, port) = config.advertised();
     let rack = Some(config.str_value("broker.rack").to_string()).filter(|r| !r.is_empty());
     let runner = Runner {
@@ -394,6 +402,7 @@ pub(crate) fn start(
         heartbeat_every: Duration::from_millis(config.int("broker.heartbeat.interval.ms") as u64),
         next_heartbeat: Instant::now(),
         heartbeat_answer: None,
+        status: status.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("sluice-quorum".into())
@@ -401,6 +410,7 @@ pub(crate) fn start(
         .context("starting the quorum thread")?;
     Ok(QuorumHandle {
         incarnation,
+        status,
         events: events_tx,
         to_shards: shards_rx,
         thread: Some(thread),
@@ -453,6 +463,7 @@ impl Runner {
                 tracing::error!(error = %e, "the metadata quorum failed; exiting");
                 std::process::exit(70);
             }
+            self.status.publish(&self.node.status());
         }
     }
 
