@@ -630,3 +630,59 @@ fn leader_sees_its_isr_shrink_and_expand() -> Result<()> {
     full_isr("the ISR full again in the controller's view")?;
     Ok(())
 }
+
+/// Lag of a partition led by another broker: the group coordinator (node 1, which holds
+/// `__consumer_offsets`) has no replica of the topic (led by broker-only node 3), so it
+/// asks node 3 for the high watermark when scraped.
+#[test]
+fn lag_of_a_partition_led_elsewhere_comes_from_its_leader() -> Result<()> {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut coordinator_settings: Vec<(&str, &str)> = FAST_SETTINGS.to_vec();
+    coordinator_settings.push(("metrics.listen", listen.as_str()));
+    coordinator_settings.push(("offsets.topic.num.partitions", "1"));
+    let cluster = Cluster::start(1, &coordinator_settings)?;
+    let mut other: Vec<(&str, &str)> = FAST_SETTINGS.to_vec();
+    other.push(("metrics.listen", ""));
+    let (_node3, addr3) = ExtraNode::broker_only(&cluster, 3, &other)?;
+    cluster.wait_views(
+        "broker 3 registered",
+        &[1],
+        Duration::from_secs(30),
+        |views| {
+            ensure!(
+                views[0].broker_ids().contains(&3),
+                "{:?}",
+                views[0].broker_ids()
+            );
+            Ok(())
+        },
+    )?;
+    let topic = "lag-elsewhere";
+    cluster.create_topic(
+        &[1],
+        &NewTopic::new(topic, 1, TopicReplication::Variable(&[&[3]])),
+        Duration::from_secs(15),
+    )?;
+    let mut cfg = Cluster::client_config(&addr3);
+    cfg.set("acks", "all").set("message.timeout.ms", "30000");
+    let producer: rdkafka::producer::FutureProducer = cfg.create()?;
+    for i in 0..10 {
+        common::send_one(&producer, topic, &format!("r{i}"))?;
+    }
+    // a simple (group-less) commit of offset 4 through the coordinator, node 1
+    let consumer: BaseConsumer = Cluster::client_config(&cluster.bootstrap())
+        .set("group.id", "lag-elsewhere-group")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(4))?;
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    let want = format!(
+        "sluice_consumer_group_lag{{group=\"lag-elsewhere-group\",topic=\"{topic}\",partition=\"0\"}} 6"
+    );
+    wait_metrics(port, "lag 6 from node 3's high watermark", |t| {
+        t.lines().any(|l| l == want)
+    })?;
+    Ok(())
+}

@@ -14,6 +14,7 @@
 mod answers;
 pub(crate) mod controller_http;
 pub(crate) mod http;
+mod remote_hw;
 mod scrape;
 mod text;
 

@@ -7,6 +7,7 @@
 //!  shard k: snapshot(counters) + committed offsets of its coordinators
 //!                              + high watermarks of its replicas ──► scraping shard
 //!  scraping shard: Σ counters, lag{group,topic,partition} = max(0, hw − committed)
+//!                  (hw of a partition led elsewhere: asked of its leader, remote_hw.rs)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +65,9 @@ struct Merged {
     shards: Vec<ShardSnapshot>,
     /// (group, topic, partition) → lag.
     lag: BTreeMap<(String, String, i32), i64>,
+    /// Committed offsets (group, topic, partition, offset) of partitions without a high
+    /// watermark here: led elsewhere, asked of their leaders (`remote_hw.rs`).
+    remote: Vec<(String, String, i32, i64)>,
 }
 
 fn add_storage(to: &mut StorageMetrics, m: &StorageMetrics) {
@@ -116,9 +120,12 @@ fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
         committed.append(&mut s.committed);
     }
     for (group, topic, partition, offset) in committed {
-        if let Some(hw) = hws.get(&(topic.clone(), partition)) {
-            m.lag
-                .insert((group, topic, partition), (hw - offset).max(0));
+        match hws.get(&(topic.clone(), partition)) {
+            Some(hw) => {
+                m.lag
+                    .insert((group, topic, partition), (hw - offset).max(0));
+            }
+            None => m.remote.push((group, topic, partition, offset)),
         }
     }
     snaps.sort_by_key(|s| s.shard);
@@ -174,7 +181,23 @@ pub(crate) async fn render(ctx: &Rc<ShardCtx>, ready: bool, quorum: &QuorumReadi
             snaps.push(*s);
         }
     }
-    let m = merge(snaps);
+    let mut m = merge(snaps);
+    if !m.remote.is_empty() {
+        let parts: Vec<(String, i32)> = m
+            .remote
+            .iter()
+            .map(|(_, t, p, _)| (t.clone(), *p))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let hws = super::remote_hw::high_watermarks(ctx, &parts).await;
+        for (group, topic, partition, offset) in std::mem::take(&mut m.remote) {
+            if let Some(hw) = hws.get(&(topic.clone(), partition)) {
+                m.lag
+                    .insert((group, topic, partition), (hw - offset).max(0));
+            }
+        }
+    }
     glommio::yield_if_needed().await;
     let h = health(ctx);
     write(&m, &h, ready, quorum).await
