@@ -92,8 +92,30 @@ pub(crate) async fn write_markers(ctx: &Rc<ShardCtx>, m: &Markers) -> Vec<(Tp, i
             Err(e) => codes[i] = e.code(),
         }
     }
+    write_on_shards(ctx, m, local, &mut codes).await;
+    for ((node, addr), slots) in remote {
+        let parts: Vec<Tp> = slots.iter().map(|&i| m.parts[i].clone()).collect();
+        let answers = send_to_peer(ctx, node, &addr, &m.with_parts(parts)).await;
+        for (k, &i) in slots.iter().enumerate() {
+            codes[i] = answers
+                .get(k)
+                .copied()
+                .unwrap_or(ResponseError::NotLeaderOrFollower.code());
+        }
+    }
+    m.parts.iter().cloned().zip(codes).collect()
+}
+
+/// Writes `m`'s partitions listed in `by_shard` (owner shard → indexes into `m.parts`) on
+/// their owner shards here, all shards at once; each answer goes to `codes[index]`.
+async fn write_on_shards(
+    ctx: &Rc<ShardCtx>,
+    m: &Markers,
+    by_shard: BTreeMap<usize, Vec<usize>>,
+    codes: &mut [i16],
+) {
     let mut waits = Vec::new();
-    for (shard, slots) in local {
+    for (shard, slots) in by_shard {
         let parts = slots.iter().map(|&i| m.parts[i].clone()).collect();
         let fut = ctx
             .submit(shard, ShardRequest::WriteMarkers(m.with_parts(parts)))
@@ -112,17 +134,6 @@ pub(crate) async fn write_markers(ctx: &Rc<ShardCtx>, m: &Markers) -> Vec<(Tp, i
                 .unwrap_or(ResponseError::NotLeaderOrFollower.code());
         }
     }
-    for ((node, addr), slots) in remote {
-        let parts: Vec<Tp> = slots.iter().map(|&i| m.parts[i].clone()).collect();
-        let answers = send_to_peer(ctx, node, &addr, &m.with_parts(parts)).await;
-        for (k, &i) in slots.iter().enumerate() {
-            codes[i] = answers
-                .get(k)
-                .copied()
-                .unwrap_or(ResponseError::NotLeaderOrFollower.code());
-        }
-    }
-    m.parts.iter().cloned().zip(codes).collect()
 }
 
 /// WriteTxnMarkers to another broker; an error code per partition of `m`.
@@ -276,26 +287,7 @@ pub(crate) async fn handle_write_txn_markers(
                 Err(e) => codes[i] = e.code(),
             }
         }
-        let mut waits = Vec::new();
-        for (shard, slots) in by_shard {
-            let parts = slots.iter().map(|&i| m.parts[i].clone()).collect();
-            let fut = ctx
-                .submit(shard, ShardRequest::WriteMarkers(m.with_parts(parts)))
-                .await;
-            waits.push((slots, fut));
-        }
-        for (slots, fut) in waits {
-            let answers = match fut.await {
-                ShardResponse::Markers(a) => a,
-                _ => Vec::new(),
-            };
-            for (k, &i) in slots.iter().enumerate() {
-                codes[i] = answers
-                    .get(k)
-                    .copied()
-                    .unwrap_or(ResponseError::NotLeaderOrFollower.code());
-            }
-        }
+        write_on_shards(&ctx, &m, by_shard, &mut codes).await;
         let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
         for (tp, code) in m.parts.iter().zip(codes) {
             let p = WritableTxnMarkerPartitionResult::default()

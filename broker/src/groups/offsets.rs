@@ -50,6 +50,28 @@ pub(crate) struct GroupOffsets {
     pub(crate) topics: Vec<TopicOffsets>,
 }
 
+/// The OffsetCommit record of one committed value (key and value).
+pub(super) fn offset_record(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    value: &CommittedOffset,
+) -> (bytes::Bytes, Option<bytes::Bytes>) {
+    let key = RecordKey::OffsetCommit {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+    };
+    let record = OffsetCommitValue {
+        offset: value.offset,
+        leader_epoch: value.leader_epoch,
+        metadata: value.metadata.clone(),
+        commit_timestamp: value.commit_timestamp_ms,
+        expire_timestamp: value.expire_timestamp_ms.unwrap_or(-1),
+    };
+    (key.encode(), Some(record.encode()))
+}
+
 fn offset_tombstone(
     group: &str,
     topic: &str,
@@ -146,19 +168,12 @@ impl GroupCoordinator {
                             commit_timestamp_ms: commit_time(ti, pi),
                             expire_timestamp_ms: explicit_expiry,
                         };
-                        let key = RecordKey::OffsetCommit {
-                            group: group_id.clone(),
-                            topic: topic.name.0.as_str().to_owned(),
-                            partition: p.partition_index,
-                        };
-                        let record = OffsetCommitValue {
-                            offset: value.offset,
-                            leader_epoch: value.leader_epoch,
-                            metadata: value.metadata.clone(),
-                            commit_timestamp: value.commit_timestamp_ms,
-                            expire_timestamp: explicit_expiry.unwrap_or(-1),
-                        };
-                        records.push((key.encode(), Some(record.encode())));
+                        records.push(offset_record(
+                            &group_id,
+                            topic.name.0.as_str(),
+                            p.partition_index,
+                            &value,
+                        ));
                         let seq = self.next_counter();
                         group
                             .pending_commits

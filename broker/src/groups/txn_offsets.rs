@@ -18,7 +18,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
 use super::coordinator::{code, now_ms, GroupCoordinator};
-use super::records::{OffsetCommitValue, RecordKey};
+use super::offsets::offset_record;
 use super::state::{CommittedOffset, Group, GroupState};
 
 impl GroupCoordinator {
@@ -72,19 +72,12 @@ impl GroupCoordinator {
                                 commit_timestamp_ms: now,
                                 expire_timestamp_ms: None,
                             };
-                            let key = RecordKey::OffsetCommit {
-                                group: group_id.clone(),
-                                topic: topic.name.0.as_str().to_owned(),
-                                partition: p.partition_index,
-                            };
-                            let record = OffsetCommitValue {
-                                offset: value.offset,
-                                leader_epoch: value.leader_epoch,
-                                metadata: value.metadata.clone(),
-                                commit_timestamp: now,
-                                expire_timestamp: -1,
-                            };
-                            records.push((key.encode(), Some(record.encode())));
+                            records.push(offset_record(
+                                &group_id,
+                                topic.name.0.as_str(),
+                                p.partition_index,
+                                &value,
+                            ));
                             written.push((
                                 topic.name.0.as_str().to_owned(),
                                 p.partition_index,
