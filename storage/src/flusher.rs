@@ -132,7 +132,7 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
     // durable
     let due = log.state_mut().take_due_snapshots();
     for (offset, ps) in due {
-        crate::snapshot::persist(log, offset, &ps).await?;
+        persist_snapshot(log, offset, &ps).await?;
     }
     shard.metrics_add(|m| {
         m.flushes += 1;
@@ -142,6 +142,18 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         m.fsync_durations.merge(&fsync_times);
     });
     Ok(())
+}
+
+/// Writes the producer-state snapshot of `ps` for `offset` and removes the ones beyond
+/// those the log keeps (the log's I/O permit held: the flusher, close, a rebuild).
+pub(crate) async fn persist_snapshot(
+    log: &LogInner,
+    offset: i64,
+    ps: &crate::producer::ProducerStates,
+) -> std::io::Result<()> {
+    crate::snapshot::write(&log.dir, offset, ps).await?;
+    let old = log.state_mut().snapshot_written(offset);
+    crate::snapshot::remove(&log.dir, old).await
 }
 
 /// Writes the `.txnindex` of every segment whose aborted-transaction entries changed

@@ -11,6 +11,9 @@
 //!               (truncate.rs: intent file, then files cut)
 //!  cleaner (compacted logs): key map over the dirty part ─► cleaned segments written as
 //!           .cleaned ─► swap: .swap, LogState switched, old files gone, final names
+//!  transactions: every batch replayed into the producer state (producer.rs) ─► LSO,
+//!           aborted entries per segment (.txnindex, txn.rs), snapshots at roll and
+//!           close (snapshot.rs); append_control writes markers
 //! ```
 //!
 //! Offsets may have gaps (a compacted log keeps batches at their original offsets):
@@ -25,8 +28,8 @@
 //!  shard (ShardStorage: registry, cache, read-ahead windows, files)
 //!  inner (LogInner: a log's shared core) ─► state (LogState: the only code that changes
 //!                                                  a log's state)
-//!  scan, producer, segment, pending, epoch, clean_point, offset_map, readahead, index,
-//!  cache, files, signal, ...
+//!  scan, producer, snapshot, txn, segment, pending, epoch, clean_point, offset_map,
+//!  readahead, index, cache, files, signal, ...
 //! ```
 //! Every type here is owned by one shard (one glommio executor) and never crosses cores;
 //! only the `Bytes` returned by reads are `Send`.

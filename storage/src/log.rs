@@ -12,6 +12,13 @@
 //! `append_replicated` takes a compacted leader's as they are), which reads, recovery and
 //! the producer-state rebuild accept. `compact` runs a log-cleaner pass (`cleaner.rs`).
 //!
+//! Transactions: `append` takes transactional batches, `append_control` writes commit and
+//! abort markers, and every batch that enters the log (also through
+//! `append_replicated`) is replayed into the producer state, which answers
+//! `last_stable_offset` / `first_unstable_offset` and fills the segments' aborted
+//! transactions index (`aborted_transactions`); see `producer.rs`, `txn.rs`,
+//! `snapshot.rs`.
+//!
 //! Replication groundwork: `set_leader_epoch` makes `append` stamp that epoch into every
 //! batch (partitionLeaderEpoch, outside the CRC); `append_replicated` takes a leader's
 //! batches as they are (offsets and epochs kept); both keep the leader-epoch cache
@@ -136,6 +143,10 @@ impl PartitionLog {
     /// latest is refused (`StaleLeaderEpoch`). On a compacted log (`cleanup.policy`
     /// compact) a record without a key is refused (`RecordWithoutKey`), as Kafka's log
     /// validator does; `append_replicated` does not check keys (the leader did).
+    /// Transactional batches (producer id required) are checked like idempotent ones and
+    /// start or continue their producer's transaction; a plain batch of a producer whose
+    /// transaction is under way is `InvalidTxnState`; control batches are refused (markers
+    /// go through `append_control`).
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let (max, rules, stamp) = {
             let st = self.inner.state();
@@ -222,8 +233,11 @@ impl PartitionLog {
     /// does, since a compacted leader has them. Not checked, as Kafka's follower does not: the client
     /// rules (timestamps, sequences, max.message.bytes), which the leader applied. The
     /// leader-epoch cache learns each batch's epoch (negative epochs, from batches written
-    /// before epochs were stamped, are not recorded) and a built idempotent-producer state
-    /// replays the batches, so duplicates are still caught after this replica takes over.
+    /// before epochs were stamped, are not recorded) and a built producer state replays
+    /// the batches, so duplicates are still caught after this replica takes over;
+    /// transactional batches and markers build the state first (synchronously: await
+    /// `load_producer_state` when `needs_producer_state` says so), so the follower has
+    /// the leader's transactions, last stable offset and aborted index.
     /// The batches go through the same pending queue, unflushed-bytes budget, flusher and
     /// `wait_durable` as `append`. All-or-nothing. `log_append_time_ms` is -1.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
@@ -436,9 +450,10 @@ impl PartitionLog {
         self.inner.state().producers_loaded()
     }
 
-    /// Whether appending `records` would first rebuild the idempotent-producer state
-    /// synchronously: they hold an idempotent batch and the state is not built. A caller
-    /// that must not block awaits `load_producer_state` first.
+    /// Whether appending `records` (with `append`, or on a follower with
+    /// `append_replicated`) would first rebuild the producer state synchronously: they
+    /// hold an idempotent or transactional batch or a marker and the state is not built.
+    /// A caller that must not block awaits `load_producer_state` first.
     pub fn needs_producer_state(&self, records: &[u8]) -> bool {
         !self.producer_state_loaded()
             && BatchIter::headers_only(records).any(|b| {
@@ -707,7 +722,9 @@ impl PartitionLog {
 
     /// Offsets at or past `offset` are never cleaned (the broker sets its high watermark,
     /// so consumers below it see a stable log); until it is set the limit is the durable
-    /// offset. Never above the durable offset either way.
+    /// offset. Never above the durable offset either way, nor past the first unstable
+    /// offset. It is also the high watermark that makes completed transactions stable
+    /// (as `last_stable_offset`'s argument; it never goes down).
     pub fn set_clean_limit(&self, offset: i64) {
         self.inner.state_mut().set_clean_limit(offset);
     }

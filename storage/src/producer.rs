@@ -450,8 +450,10 @@ pub(crate) struct Plan {
 }
 
 /// Choose where a rebuild starts. From a snapshot at `snapshot` (a batch boundary in the
-/// log): the sparse-index entry at or before it in its segment. Without one: at most
-/// `max_bytes` of the newest `REBUILD_SEGMENTS` segments, cut at a sparse-index entry.
+/// log): the sparse-index entry at or before it in its segment. Without one: the log
+/// start with `whole` (a log that had snapshots, cut below all of them), else (a log
+/// written before snapshots) at most `max_bytes` of the newest `REBUILD_SEGMENTS`
+/// segments, cut at a sparse-index entry.
 /// Loads the index of the segment it starts in (`ensure_indexes`: the caller loaded it
 /// off the shard before).
 pub(crate) fn plan(
@@ -461,11 +463,14 @@ pub(crate) fn plan(
     durable: i64,
     max_bytes: u64,
     snapshot: Option<i64>,
+    whole: bool,
 ) -> Plan {
     let n = segments.len();
     // (segment index, file position, offset at or before the batch there)
     let mut start = (n, 0u64, log_end);
-    if let Some(at) = snapshot {
+    if let (None, true, Some(first)) = (snapshot, whole, segments.first()) {
+        start = (0, 0, first.base);
+    } else if let Some(at) = snapshot {
         let i = segments.partition_point(|s| s.base <= at).saturating_sub(1);
         if let Some(seg) = segments.get_mut(i) {
             seg.ensure_indexes(dir);

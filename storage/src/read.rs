@@ -502,6 +502,14 @@ pub(crate) async fn load_producers(
         Err(_) if log.state().layout_epoch() != layout => return Ok(()),
         Err(e) => return Err(e),
     };
+    if log.state().snapshot_to_restore().is_some() {
+        // keep a snapshot on disk, or a restart would fall back to the tail window
+        let _permit = log.io.acquire_permit(1).await?;
+        let snap = log.state().snapshot_to_restore();
+        if let Some((offset, ps)) = snap {
+            crate::flusher::persist_snapshot(log, offset, &ps).await?;
+        }
+    }
     if !filled.is_empty() {
         let _permit = log.io.acquire_permit(1).await?;
         for (seg_base, entries) in filled {

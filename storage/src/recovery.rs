@@ -292,7 +292,16 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
-    let (snapshots, txn_lens) = crate::txn::list_txn_files(dir)?;
+    let (snapshots, mut txn_lens) = crate::txn::list_txn_files(dir)?;
+    // a `.txnindex` without its segment: written ahead of a segment whose batches never
+    // reached the disk (a crash); a later segment may get that base
+    txn_lens.retain(|&(b, _)| {
+        let orphan = !segments.iter().any(|s| s.0 == b);
+        if orphan {
+            let _ = std::fs::remove_file(crate::txn::txnindex_path(dir, b)); // ok: an orphan
+        }
+        !orphan
+    });
     let mut txn_read = Vec::new();
     for (i, &(b, _)) in segments.iter().enumerate() {
         let rescanned =
@@ -605,7 +614,7 @@ async fn close_files_and_mark(
         st.producers().map(|ps| (st.log_end(), ps.clone()))
     };
     if let Some((end, ps)) = snap {
-        crate::snapshot::persist(log, end, &ps).await?;
+        crate::flusher::persist_snapshot(log, end, &ps).await?;
     }
     let (base, size, exists, idx, marker) = {
         let st = log.state();

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 const MAGIC: &[u8; 4] = b"SLPS";
 const VERSION: u16 = 1;
-/// Snapshots kept per log (the newest).
+/// Snapshots kept per log: the newest this many, and the oldest.
 pub(crate) const KEEP: usize = 3;
 
 /// The snapshot file's bytes for `ps`, the state of every batch below `offset`.
@@ -175,18 +175,6 @@ pub(crate) async fn remove(dir: &std::path::Path, offsets: Vec<i64>) -> std::io:
         std::fs::File::open(&dir)?.sync_all()
     })
     .await
-}
-
-/// Writes the snapshot of `ps` for `offset` and removes those beyond the newest `KEEP`
-/// (the log's I/O permit held: the flusher, close).
-pub(crate) async fn persist(
-    log: &crate::inner::LogInner,
-    offset: i64,
-    ps: &ProducerStates,
-) -> std::io::Result<()> {
-    write(&log.dir, offset, ps).await?;
-    let old = log.state_mut().snapshot_written(offset);
-    remove(&log.dir, old).await
 }
 
 #[cfg(test)]

@@ -72,6 +72,10 @@ pub(crate) struct LogState {
     producers: Option<Box<ProducerStates>>,
     /// Offsets of the producer-state snapshots on disk.
     snapshots: BTreeSet<i64>,
+    /// This log has had snapshots (found at open or written since): a rebuild that finds
+    /// none at or below where it must start (a deep truncation) replays the whole log
+    /// rather than the tail window meant for logs written before snapshots.
+    snapshot_history: bool,
     /// Snapshots taken at segment rolls, for the flusher to write once everything below
     /// their offset is durable: (offset, state of the batches below it).
     pending_snapshots: Vec<(i64, ProducerStates)>,
@@ -151,6 +155,7 @@ impl LogState {
             truncations: VecDeque::new(),
             truncating: false,
             producers: None,
+            snapshot_history: !snapshots.is_empty(),
             snapshots: snapshots.into_iter().collect(),
             pending_snapshots: Vec::new(),
             hw_seen: i64::MIN,
@@ -478,6 +483,7 @@ impl LogState {
             self.durable,
             max_bytes,
             snapshot,
+            self.snapshot_history,
         )
     }
     /// Build the producer state synchronously if it is not built (`append`'s fallback;
@@ -597,13 +603,31 @@ impl LogState {
     /// The snapshot for `offset` is on disk; returns the offsets of the older ones to
     /// remove beyond the newest `snapshot::KEEP`.
     pub(crate) fn snapshot_written(&mut self, offset: i64) -> Vec<i64> {
+        self.snapshot_history = true;
         self.snapshots.insert(offset);
-        let extra = self.snapshots.len().saturating_sub(crate::snapshot::KEEP);
-        let old: Vec<i64> = self.snapshots.iter().take(extra).copied().collect();
+        // the oldest stays too: a deep truncation then replays from it, not the window
+        let extra = self
+            .snapshots
+            .len()
+            .saturating_sub(crate::snapshot::KEEP + 1);
+        let old: Vec<i64> = self.snapshots.iter().skip(1).take(extra).copied().collect();
         for o in &old {
             self.snapshots.remove(o);
         }
         old
+    }
+    /// The producer state as of the log end, to snapshot, when the log had snapshots but
+    /// has none left at or below its end (a truncation below all of them), the state is
+    /// built and every batch is durable.
+    pub(crate) fn snapshot_to_restore(&self) -> Option<(i64, ProducerStates)> {
+        let ps = self.producers.as_deref()?;
+        let none = self
+            .snapshots
+            .range(self.log_start()..=self.log_end)
+            .next()
+            .is_none();
+        (self.snapshot_history && none && self.durable == self.log_end && self.pending.is_empty())
+            .then(|| (self.log_end, ps.clone()))
     }
     /// Forget (for the caller to remove) the snapshots past `offset`: they describe
     /// batches that are gone.

@@ -155,7 +155,7 @@ pub(crate) async fn truncate_under_permit(
     let cut = rw.end_offset;
     let dir = log.dir.clone();
     // what the files must lose: the tail of the cut segment, and later segments
-    let (shorten, later) = {
+    let (shorten, later, ahead) = {
         let st = log.state();
         let old = st
             .segment(seg_base)
@@ -166,7 +166,14 @@ pub(crate) async fn truncate_under_permit(
             .filter(|s| s.base > seg_base)
             .map(|s| (s.base, s.file_exists))
             .collect();
-        (rw.size < old.flushed, later)
+        // `.txnindex` files written ahead for segments whose log file never came to be
+        let ahead: Vec<i64> = st
+            .segments()
+            .iter()
+            .filter(|s| s.base > seg_base && s.txn_file && !s.file_exists)
+            .map(|s| s.base)
+            .collect();
+        (rw.size < old.flushed, later, ahead)
     };
     let on_disk = shorten || later.iter().any(|l| l.1);
     if on_disk {
@@ -189,8 +196,16 @@ pub(crate) async fn truncate_under_permit(
     crate::files::close_files(shard.forget_from(log.id, cut, &later)).await;
     shard.notify_log(log);
     tracing::debug!(dir = %dir.display(), offset, cut, on_disk, "log truncated");
-    if !on_disk && !stale_snapshots.is_empty() {
-        if let Err(e) = crate::snapshot::remove(&dir, stale_snapshots.clone()).await {
+    let nothing_to_remove = stale_snapshots.is_empty() && ahead.is_empty();
+    if !on_disk && !nothing_to_remove {
+        let removed = async {
+            crate::snapshot::remove(&dir, stale_snapshots.clone()).await?;
+            for b in ahead {
+                crate::blocking::remove_file(crate::txn::txnindex_path(&dir, b)).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        if let Err(e) = removed.await {
             let e = StorageError::from(e);
             fail(shard, log, &e);
             return Err(e);

@@ -312,7 +312,7 @@ fn a_long_transaction_survives_a_clean_restart_and_a_crash() {
                 .is_some_and(|x| x == "snapshot")
         })
         .count();
-    assert!((1..=3).contains(&n_snapshots), "{n_snapshots} snapshots");
+    assert!((1..=4).contains(&n_snapshots), "{n_snapshots} snapshots");
     let p = path.clone();
     let m = run(move || async move {
         let shard = ShardStorage::start(ShardStorageOptions::default());

@@ -73,8 +73,12 @@ pub async fn read_committed(log: &PartitionLog, from: i64, lso: i64) -> Vec<u32>
                 continue;
             }
             for r in super::records_of(&b) {
-                let v = r.3.unwrap();
-                out.push(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                // a 4-byte value is a tag; anything else is bulk (u32::MAX)
+                let v = r.3.unwrap_or_default();
+                out.push(match v[..] {
+                    [a, b, c, d] => u32::from_be_bytes([a, b, c, d]),
+                    _ => u32::MAX,
+                });
             }
         }
     }
