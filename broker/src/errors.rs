@@ -21,6 +21,10 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::StaleLeaderEpoch { .. } => ResponseError::NotLeaderOrFollower.code(),
         // a follower cutting its log for a moment: retriable
         StorageError::Truncating => ResponseError::NotLeaderOrFollower.code(),
+        StorageError::InvalidTxnState { .. } => ResponseError::InvalidTxnState.code(),
+        StorageError::TransactionCoordinatorFenced { .. } => {
+            ResponseError::TransactionCoordinatorFenced.code()
+        }
         _ => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -1,7 +1,7 @@
 //! Wiring of the group coordinators into the shards. Each `__consumer_offsets` partition has
 //! one `GroupCoordinator` on the shard that owns it, rebuilt by replaying the partition when
 //! the shard opens it. Group requests are routed there as `GroupCall`s; the coordinator
-//! persists through `PartitionOffsetsLog`, an `OffsetsLog` over the partition's log.
+//! persists through `CoordinatorLog` (`coordinator_log.rs`), an `OffsetsLog` over the partition.
 //!
 //! ```text
 //!  JoinGroup(g) on any shard ─► partition = hash(g) % 50 ─► owner shard ─► coordinator
@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -21,16 +21,17 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use sluice_proto::batch::{build_batch, decode_records, RecordBatchHeader, SimpleRecord};
+use sluice_proto::batch::set_transactional_producer;
 use sluice_storage::PartitionLog;
 
 use crate::config::BrokerConfig;
+use crate::coordinator_log::{replay_log, CoordinatorLog, ReplicatedAcks};
 use crate::errors::now_ms;
-use crate::groups::{GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog, OFFSETS_TOPIC};
-use crate::shard::ShardCtx;
+use crate::groups::{GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog, Replay};
 
 /// A request for one coordinator (or, for `List`, every coordinator of the shard).
 #[derive(Debug)]
@@ -78,6 +79,10 @@ pub(crate) enum GroupCall {
         req: OffsetDeleteRequest,
         version: i16,
     },
+    TxnCommit {
+        req: TxnOffsetCommitRequest,
+        version: i16,
+    },
 }
 
 #[derive(Debug)]
@@ -92,6 +97,7 @@ pub(crate) enum GroupAnswer {
     List(Vec<ListedGroup>),
     Delete(i16),
     OffsetDelete(OffsetDeleteResponse),
+    TxnCommit(TxnOffsetCommitResponse),
     /// This shard has no loaded coordinator for the partition.
     NotCoordinator,
 }
@@ -107,72 +113,32 @@ pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
     }
 }
 
-/// How long a group write waits to be on every in-sync replica of its offsets partition
-/// (Kafka's `offsets.commit.timeout.ms` default); past it the write fails and the client
-/// retries.
-const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// What a group write waits for besides local durability: the offsets partition's high
-/// watermark (every ISR member has it), under the leadership it was loaded for.
-pub(crate) struct ReplicatedAcks {
-    pub(crate) ctx: Weak<ShardCtx>,
-    pub(crate) partition: i32,
-    pub(crate) epoch: i32,
-}
-
-/// An `OffsetsLog` over one `__consumer_offsets` partition. Owned by that partition's shard.
-pub(crate) struct PartitionOffsetsLog {
-    pub(crate) log: PartitionLog,
-    pub(crate) acks: ReplicatedAcks,
-}
-
-impl OffsetsLog for PartitionOffsetsLog {
+impl OffsetsLog for CoordinatorLog {
     fn append(
         &self,
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>>>> {
         let now = now_ms();
-        let simple: Vec<SimpleRecord<'_>> = records
-            .iter()
-            .map(|(k, v)| SimpleRecord {
-                key: Some(k),
-                value: v.as_deref(),
-                timestamp: now,
-                headers: &[],
-            })
-            .collect();
-        let (partition, epoch) = (self.acks.partition, self.acks.epoch);
-        let ctx = self.acks.ctx.clone();
-        let leads = ctx
-            .upgrade()
-            .is_some_and(|c| c.leader_epoch_here(OFFSETS_TOPIC, partition) == Some(epoch));
-        if !leads {
-            return Box::pin(async move {
-                Err(format!(
-                    "no longer the leader of {OFFSETS_TOPIC}-{partition} at epoch {epoch}"
-                ))
-            });
-        }
-        // Appended now, in call order; only the replication wait is deferred.
-        let appended = self.log.append(build_batch(0, &simple), now);
-        let log = self.log.clone();
+        let write = self.write(Self::batch(&records, now), now, false);
+        Box::pin(async move { write.await.map_err(|(_, m)| m) })
+    }
+
+    fn append_txn(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>> {
+        let now = now_ms();
+        let mut batch = Self::batch(&records, now).to_vec();
+        // Kafka writes TxnOffsetCommit records without a sequence (NO_SEQUENCE)
+        set_transactional_producer(&mut batch, producer_id, producer_epoch, -1);
+        let write = self.write(Bytes::from(batch), now, true);
         Box::pin(async move {
-            let info = appended.map_err(|e| e.to_string())?;
-            log.wait_durable(info.last_offset)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ctx = ctx.upgrade().ok_or("the shard is shutting down")?;
-            let deadline = std::time::Instant::now() + OFFSETS_COMMIT_TIMEOUT;
-            ctx.wait_replicated(
-                OFFSETS_TOPIC,
-                partition,
-                &log,
-                info.last_offset,
-                epoch,
-                deadline,
-            )
-            .await
-            .map_err(|(_, m)| m)
+            write.await.map_err(|(code, m)| {
+                tracing::debug!(producer_id, error = %m, "transactional offset commit not written");
+                code
+            })
         })
     }
 }
@@ -183,32 +149,31 @@ pub(crate) async fn load_coordinator(
     config: GroupConfig,
     acks: ReplicatedAcks,
 ) -> Result<Rc<GroupCoordinator>, String> {
-    let mut replay: Vec<(Bytes, Option<Bytes>)> = Vec::new();
-    let end = log.log_end_offset();
-    let mut offset = log.log_start_offset();
-    while offset < end {
-        let batches = log
-            .read(offset, end, 4 << 20, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        if batches.is_empty() {
-            break;
-        }
-        for batch in &batches {
-            // a cleaned batch may have lost records (offset gaps), down to none at all:
-            // the next read starts after the batch's last offset, not its last record
-            let h = RecordBatchHeader::parse(batch).map_err(|e| e.to_string())?;
-            for r in decode_records(batch).map_err(|e| e.to_string())? {
-                if let Some(key) = r.key {
-                    replay.push((key, r.value));
-                }
+    let mut replay: Vec<Replay> = Vec::new();
+    replay_log(&log, |h, marker, records| {
+        if h.is_control() {
+            if let Some(m) = marker {
+                replay.push(Replay::Marker {
+                    producer_id: h.producer_id,
+                    commit: m.commit,
+                });
             }
-            offset = offset.max(h.last_offset() + 1);
+            return;
         }
-    }
+        let txn_producer = h.is_transactional().then_some(h.producer_id);
+        for r in records {
+            if let Some(key) = r.key {
+                replay.push(Replay::Record {
+                    key,
+                    value: r.value,
+                    txn_producer,
+                });
+            }
+        }
+    })
+    .await?;
     let records = replay.len();
-    let coordinator =
-        GroupCoordinator::load(Rc::new(PartitionOffsetsLog { log, acks }), replay, config);
+    let coordinator = GroupCoordinator::load(Rc::new(CoordinatorLog { log, acks }), replay, config);
     tracing::debug!(records, "group coordinator loaded");
     Ok(coordinator)
 }
@@ -249,6 +214,9 @@ pub(crate) async fn run_call(c: &GroupCoordinator, call: GroupCall) -> GroupAnsw
         GroupCall::Delete { group_id } => GroupAnswer::Delete(c.delete_group(&group_id).await),
         GroupCall::OffsetDelete { req, version } => {
             GroupAnswer::OffsetDelete(c.offset_delete(req, version).await)
+        }
+        GroupCall::TxnCommit { req, version } => {
+            GroupAnswer::TxnCommit(c.txn_offset_commit(req, version).await)
         }
     }
 }

@@ -23,22 +23,20 @@ use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::future;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
+    OffsetForLeaderEpochResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
 use sluice_storage::Signal;
 
 use crate::handlers::admin::name;
+use crate::peer::PeerConn;
 use crate::shard::ShardCtx;
 
 /// How long the leader may hold a follower's fetch when it has nothing new.
@@ -49,8 +47,6 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF: Duration = Duration::from_millis(200);
 /// Pause of one partition the leader refused.
 const PAUSE: Duration = Duration::from_millis(500);
-/// Largest answer a follower accepts from its leader.
-const MAX_RESPONSE: usize = 64 << 20;
 
 /// One partition as a fetcher follows it.
 #[derive(Debug, Clone)]
@@ -173,76 +169,9 @@ impl Followers {
     }
 }
 
-/// A connection to the leader's Kafka listener, one exchange at a time.
-struct LeaderConn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl LeaderConn {
-    async fn open(addr: &str) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        let _ = stream.set_nodelay(true);
-        Ok(Self {
-            stream,
-            correlation: 0,
-        })
-    }
-
-    async fn call<R: Request + Encodable>(
-        &mut self,
-        version: i16,
-        req: &R,
-    ) -> anyhow::Result<R::Response>
-    where
-        R::Response: Decodable + HeaderVersion,
-    {
-        self.correlation = self.correlation.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-replica")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version))?;
-        req.encode(&mut body, version)?;
-        let mut frame = Vec::with_capacity(body.len() + 4);
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&body);
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
-            let mut len = [0u8; 4];
-            self.stream.read_exact(&mut len).await?;
-            let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_RESPONSE {
-                anyhow::bail!("answer of {len} bytes from the leader");
-            }
-            let mut buf = vec![0u8; len];
-            self.stream.read_exact(&mut buf).await?;
-            Ok::<Bytes, anyhow::Error>(Bytes::from(buf))
-        };
-        let timed = future::or(async { Some(exchange.await) }, async {
-            glommio::timer::sleep(EXCHANGE_TIMEOUT).await;
-            None
-        })
-        .await;
-        let mut buf =
-            timed.ok_or_else(|| anyhow::anyhow!("no answer from the leader in time"))??;
-        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version))?;
-        if h.correlation_id != self.correlation {
-            anyhow::bail!(
-                "answer {} to request {}",
-                h.correlation_id,
-                self.correlation
-            );
-        }
-        R::Response::decode(&mut buf, version)
-    }
-}
-
 /// The fetcher task for one leader, on this shard, until it has nothing to follow.
 async fn run(ctx: Weak<ShardCtx>, f: Rc<Fetcher>) {
-    let mut conn: Option<LeaderConn> = None;
+    let mut conn: Option<PeerConn> = None;
     loop {
         if f.stopped.get() {
             return;
@@ -269,7 +198,7 @@ async fn run(ctx: Weak<ShardCtx>, f: Rc<Fetcher>) {
                 future::or(f.changed.wait(), glommio::timer::sleep(BACKOFF)).await;
                 continue;
             };
-            match LeaderConn::open(&addr).await {
+            match PeerConn::open(&addr, "sluice-replica", EXCHANGE_TIMEOUT).await {
                 Ok(c) => {
                     // sessions belong to their connection
                     f.session.replace(Session::default());
@@ -304,7 +233,7 @@ async fn run(ctx: Weak<ShardCtx>, f: Rc<Fetcher>) {
 async fn truncate_divergent(
     ctx: &Rc<ShardCtx>,
     f: &Fetcher,
-    conn: &mut LeaderConn,
+    conn: &mut PeerConn,
     parts: &[&((String, i32), Followed)],
 ) -> anyhow::Result<()> {
     let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
@@ -400,7 +329,7 @@ fn pause(f: &Fetcher, topic: &str, partition: i32, error: i16) {
 async fn fetch_once(
     ctx: &Rc<ShardCtx>,
     f: &Fetcher,
-    conn: &mut LeaderConn,
+    conn: &mut PeerConn,
     active: &[((String, i32), Followed)],
 ) -> anyhow::Result<()> {
     let mut want: BTreeMap<(String, i32), (i64, i32, i64)> = BTreeMap::new();

@@ -13,13 +13,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
+use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::{PartitionLog, ShardStorage};
 
 use crate::admission::{Admission, ConnKey};
 use crate::config::BrokerConfig;
+use crate::coordinator_log::ReplicatedAcks;
 use crate::errors::{code, now_ms, storage_error_code};
 use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
-use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer, ReplicatedAcks};
+use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer};
 use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 use crate::metadata::image::{Change, MetadataImage};
 use crate::metadata::topic_config::log_config;
@@ -30,6 +32,7 @@ use crate::router::{BoxFuture, Router};
 use crate::shard_msg::{
     FetchPart, FetchPartResult, OffsetAnswer, ProducePartResult, ShardRequest, ShardResponse, Tp,
 };
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use crate::watchdog::Watchdog;
 use kafka_protocol::ResponseError;
 use sluice_storage::Signal;
@@ -96,6 +99,10 @@ pub(crate) struct ShardCtx {
     pub(crate) next_conn: Cell<u64>,
     /// This shard's counters (`metrics/`), gathered by scrapes.
     pub(crate) metrics: Rc<crate::metrics::ShardMetrics>,
+    /// Idle connections to other brokers for transaction markers.
+    pub(crate) peer_pool: crate::txn_markers::PeerPool,
+    /// Transaction coordinators of the `__transaction_state` partitions this shard leads.
+    pub(crate) txn_coordinators: crate::txn_glue::TxnCoordinators,
 }
 
 impl ShardCtx {
@@ -136,6 +143,8 @@ impl ShardCtx {
             limits: Limits::from_config(&config),
             next_conn: Cell::new(1),
             metrics,
+            peer_pool: Default::default(),
+            txn_coordinators: Default::default(),
             config,
         }
     }
@@ -332,15 +341,16 @@ impl ShardCtx {
                 parts,
                 max_bytes,
                 replica,
+                read_committed,
             } => {
                 if replica >= 0 {
                     for p in &parts {
                         self.follower_fetched(&p.tp.topic, p.tp.partition, replica, p.fetch_offset);
                     }
                 }
-                Box::pin(
-                    async move { ShardResponse::Fetch(ctx.fetch(parts, max_bytes, replica).await) },
-                )
+                Box::pin(async move {
+                    ShardResponse::Fetch(ctx.fetch(parts, max_bytes, replica, read_committed).await)
+                })
             }
             ShardRequest::WaitData {
                 parts,
@@ -386,10 +396,35 @@ impl ShardCtx {
                     async move { ShardResponse::Metrics(Box::new(ctx.metrics_snapshot().await)) },
                 )
             }
-            ShardRequest::ListOffsets { parts } => Box::pin(async move {
+            ShardRequest::Txn { partition, call } => {
+                Box::pin(async move { ShardResponse::Txn(ctx.txn_call(partition, *call).await) })
+            }
+            ShardRequest::Producers(tp) => {
+                let log = self
+                    .log(&tp.topic, tp.partition)
+                    .filter(|_| self.leader_epoch_here(&tp.topic, tp.partition).is_some());
+                Box::pin(async move {
+                    let Some(log) = log else {
+                        return ShardResponse::Producers(Err(code(
+                            ResponseError::NotLeaderOrFollower,
+                        )));
+                    };
+                    ShardResponse::Producers(match log.load_transaction_state().await {
+                        Ok(()) => Ok(log.producers()),
+                        Err(e) => Err(storage_error_code(&e)),
+                    })
+                })
+            }
+            ShardRequest::WriteMarkers(m) => {
+                Box::pin(async move { ShardResponse::Markers(ctx.write_markers_here(m).await) })
+            }
+            ShardRequest::ListOffsets {
+                parts,
+                read_committed,
+            } => Box::pin(async move {
                 let mut out = Vec::with_capacity(parts.len());
                 for (tp, ts) in parts {
-                    out.push(ctx.list_offset(&tp, ts).await);
+                    out.push(ctx.list_offset(&tp, ts, read_committed).await);
                 }
                 ShardResponse::ListOffsets(out)
             }),
@@ -635,39 +670,55 @@ impl ShardCtx {
         parts: Vec<FetchPart>,
         max_bytes: usize,
         replica: i32,
+        read_committed: bool,
     ) -> Vec<FetchPartResult> {
         const READS_IN_FLIGHT: usize = 16;
         let mut out = Vec::with_capacity(parts.len());
         let mut reads: Vec<(usize, PartitionLog, i64, i64, usize)> = Vec::new();
+        let mut committed_reads: Vec<(usize, PartitionLog, i64)> = Vec::new();
         for part in parts {
             let Some(log) = self.log(&part.tp.topic, part.tp.partition) else {
-                out.push(FetchPartResult {
-                    error: code(ResponseError::UnknownTopicOrPartition),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    batches: Vec::new(),
-                });
+                out.push(FetchPartResult::failed(code(
+                    ResponseError::UnknownTopicOrPartition,
+                )));
                 continue;
             };
             // followers copy up to the log end (their fsyncs overlap the leader's; the high
             // watermark still waits for the leader's own); consumers see up to the high
             // watermark
+            // (read_committed: up to the last stable offset, below which every transaction
+            // is decided; the transaction state is built on first need)
+            let committed = read_committed && replica < 0;
+            if committed && !log.producer_state_loaded() {
+                if let Err(e) = log.load_transaction_state().await {
+                    out.push(FetchPartResult::failed(storage_error_code(&e)));
+                    continue;
+                }
+            }
             let high_watermark = self.high_watermark(&part.tp.topic, part.tp.partition, &log);
+            let last_stable_offset = log.last_stable_offset(high_watermark);
             let hw = if replica >= 0 {
                 log.log_end_offset()
+            } else if committed {
+                last_stable_offset
             } else {
                 high_watermark
             };
             let mut r = FetchPartResult {
                 error: 0,
                 high_watermark,
+                last_stable_offset,
                 log_start_offset: log.log_start_offset(),
+                aborted: committed.then(Vec::new),
                 batches: Vec::new(),
             };
             if part.fetch_offset < r.log_start_offset || part.fetch_offset > log.log_end_offset() {
                 r.error = code(ResponseError::OffsetOutOfRange);
             } else if part.fetch_offset < hw {
                 let limit = part.max_bytes.min(max_bytes);
+                if committed {
+                    committed_reads.push((out.len(), log.clone(), part.fetch_offset));
+                }
                 reads.push((out.len(), log, part.fetch_offset, hw, limit));
             }
             out.push(r);
@@ -709,6 +760,32 @@ impl ShardCtx {
             match res {
                 Ok(batches) => r.batches = batches,
                 Err(e) => r.error = storage_error_code(&e),
+            }
+        }
+        // read_committed: the aborted transactions overlapping what was read, so the
+        // client drops their records (Kafka's fetch with isolation level 1)
+        for (i, log, from) in committed_reads {
+            let r = &mut out[i];
+            let Some(upper) = r
+                .batches
+                .last()
+                .and_then(|b| RecordBatchHeader::parse(b).ok())
+                .map(|h| h.last_offset() + 1)
+            else {
+                continue;
+            };
+            match log.aborted_transactions(from, upper).await {
+                Ok(list) => {
+                    r.aborted = Some(
+                        list.into_iter()
+                            .map(|a| (a.producer_id, a.first_offset))
+                            .collect(),
+                    )
+                }
+                Err(e) => {
+                    r.error = storage_error_code(&e);
+                    r.batches.clear();
+                }
             }
         }
         for r in out.iter_mut() {
@@ -765,7 +842,10 @@ impl ShardCtx {
         }
     }
 
-    async fn list_offset(&self, tp: &Tp, ts: i64) -> OffsetAnswer {
+    /// ListOffsets for one partition: -2 earliest, -1 latest, -3 max timestamp, else the
+    /// first offset at or after a timestamp; nothing at or past the last fetchable offset
+    /// (the high watermark, or with `read_committed` the last stable offset), as Kafka.
+    async fn list_offset(&self, tp: &Tp, ts: i64, read_committed: bool) -> OffsetAnswer {
         let Some(log) = self.log(&tp.topic, tp.partition) else {
             return OffsetAnswer {
                 error: code(ResponseError::UnknownTopicOrPartition),
@@ -773,13 +853,31 @@ impl ShardCtx {
                 offset: -1,
             };
         };
+        if read_committed && !log.producer_state_loaded() {
+            if let Err(e) = log.load_transaction_state().await {
+                return OffsetAnswer {
+                    error: storage_error_code(&e),
+                    timestamp: -1,
+                    offset: -1,
+                };
+            }
+        }
+        let hw = self.high_watermark(&tp.topic, tp.partition, &log);
+        let fetchable = if read_committed {
+            log.last_stable_offset(hw)
+        } else {
+            hw
+        };
         let (timestamp, offset) = match ts {
             -2 => (-1, log.log_start_offset()),
-            -1 => (-1, self.high_watermark(&tp.topic, tp.partition, &log)),
-            -3 => log.max_timestamp().unwrap_or((-1, -1)),
+            -1 => (-1, fetchable),
+            -3 => log
+                .max_timestamp()
+                .filter(|(_, offset)| *offset < fetchable)
+                .unwrap_or((-1, -1)),
             ts => match log.offset_for_timestamp(ts).await {
-                Ok(Some((offset, t))) => (t, offset),
-                Ok(None) => (-1, -1),
+                Ok(Some((offset, t))) if offset < fetchable => (t, offset),
+                Ok(_) => (-1, -1),
                 Err(e) => {
                     return OffsetAnswer {
                         error: storage_error_code(&e),
@@ -848,6 +946,10 @@ impl ShardCtx {
                         self.sync_coordinator(partition, leader.then_some(epoch))
                             .await;
                     }
+                    if topic == TRANSACTION_STATE_TOPIC {
+                        self.sync_txn_coordinator(partition, leader.then_some(epoch))
+                            .await;
+                    }
                 }
                 Change::TopicRemoved {
                     topic,
@@ -868,6 +970,9 @@ impl ShardCtx {
                     if topic == OFFSETS_TOPIC {
                         self.groups.borrow_mut().clear();
                         self.group_epochs.borrow_mut().clear();
+                    }
+                    if topic == TRANSACTION_STATE_TOPIC {
+                        self.txn_coordinators.clear();
                     }
                 }
                 Change::ConfigChanged { topic } => {
@@ -1001,8 +1106,15 @@ impl ShardCtx {
         let Some(log) = self.log(OFFSETS_TOPIC, partition) else {
             return;
         };
+        // transactional offset commits check the producer state: build it with async
+        // reads now, not synchronously on the first one
+        if let Err(e) = log.load_transaction_state().await {
+            tracing::error!(partition, error = %e, "cannot load the producer state of an offsets partition");
+            return;
+        }
         let acks = ReplicatedAcks {
             ctx: Rc::downgrade(self),
+            topic: OFFSETS_TOPIC,
             partition,
             epoch,
         };

@@ -24,11 +24,28 @@ pub(crate) struct FetchPart {
 pub(crate) struct FetchPartResult {
     pub(crate) error: i16,
     pub(crate) high_watermark: i64,
+    /// The last stable offset (below it every transaction is decided), -1 when unknown.
+    pub(crate) last_stable_offset: i64,
     pub(crate) log_start_offset: i64,
+    /// read_committed: (producer id, first offset) of the aborted transactions in the
+    /// range read; None for read_uncommitted (sent as a null array).
+    pub(crate) aborted: Option<Vec<(i64, i64)>>,
     pub(crate) batches: Vec<Bytes>,
 }
 
 impl FetchPartResult {
+    /// A partition answered with `error` only.
+    pub(crate) fn failed(error: i16) -> FetchPartResult {
+        FetchPartResult {
+            error,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            aborted: None,
+            batches: Vec::new(),
+        }
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.batches.iter().map(Bytes::len).sum()
     }
@@ -102,6 +119,9 @@ pub(crate) enum ShardRequest {
         parts: Vec<FetchPart>,
         max_bytes: usize,
         replica: i32,
+        /// A consumer's isolation level 1: up to the last stable offset, with the aborted
+        /// transactions of the range read.
+        read_committed: bool,
     },
     /// Resolve once any partition has data past its offset (for a follower: durable data;
     /// for a consumer: below the high watermark), or after `wait_ms`.
@@ -113,8 +133,12 @@ pub(crate) enum ShardRequest {
     /// For each partition and leader epoch: (error, epoch, end offset) from the log's
     /// leader-epoch cache (OffsetForLeaderEpoch).
     EpochEnds { parts: Vec<(Tp, i32)> },
-    /// Offsets for timestamps (-2 earliest, -1 latest, -3 max timestamp).
-    ListOffsets { parts: Vec<(Tp, i64)> },
+    /// Offsets for timestamps (-2 earliest, -1 latest, -3 max timestamp); latest is the
+    /// last stable offset for a `read_committed` client.
+    ListOffsets {
+        parts: Vec<(Tp, i64)>,
+        read_committed: bool,
+    },
     /// A consumer-group call for the coordinator of `__consumer_offsets` partition
     /// `partition` (-1: every coordinator of the shard, for ListGroups).
     Group {
@@ -123,6 +147,16 @@ pub(crate) enum ShardRequest {
     },
     /// This shard's counters, committed offsets and high watermarks, for a scrape.
     Metrics,
+    /// Transaction markers for partitions this shard owns (`txn_markers.rs`).
+    WriteMarkers(crate::txn_markers::Markers),
+    /// A call for the transaction coordinator of `__transaction_state` partition
+    /// `partition` (-1 with `List`: every coordinator of the shard).
+    Txn {
+        partition: i32,
+        call: Box<crate::txn_glue::TxnCall>,
+    },
+    /// The producer state of a partition this node leads (DescribeProducers).
+    Producers(Tp),
 }
 
 /// The owner's answer.
@@ -136,6 +170,10 @@ pub(crate) enum ShardResponse {
     EpochEnds(Vec<(i16, i32, i64)>),
     Group(crate::groups_glue::GroupAnswer),
     Metrics(Box<crate::metrics::ShardSnapshot>),
+    /// An error code per partition of a `WriteMarkers`.
+    Markers(Vec<i16>),
+    Txn(crate::txn_glue::TxnAnswer),
+    Producers(Result<Vec<sluice_storage::ProducerInfo>, i16>),
     /// The shard could not answer (it is shutting down).
     Unavailable,
 }

@@ -96,6 +96,14 @@ pub fn decode_request(api: ApiKey, version: i16, body: &Bytes) -> Option<Result<
         ApiKey::ElectLeaders => d!(ElectLeadersRequest),
         ApiKey::AlterPartitionReassignments => d!(AlterPartitionReassignmentsRequest),
         ApiKey::ListPartitionReassignments => d!(ListPartitionReassignmentsRequest),
+        ApiKey::AddPartitionsToTxn => d!(AddPartitionsToTxnRequest),
+        ApiKey::AddOffsetsToTxn => d!(AddOffsetsToTxnRequest),
+        ApiKey::EndTxn => d!(EndTxnRequest),
+        ApiKey::WriteTxnMarkers => d!(WriteTxnMarkersRequest),
+        ApiKey::TxnOffsetCommit => d!(TxnOffsetCommitRequest),
+        ApiKey::DescribeProducers => d!(DescribeProducersRequest),
+        ApiKey::DescribeTransactions => d!(DescribeTransactionsRequest),
+        ApiKey::ListTransactions => d!(ListTransactionsRequest),
         _ => return None,
     })
 }

@@ -516,3 +516,67 @@ fn stored_batches_may_hold_fewer_records_than_their_offset_range() {
     let section = records_section(&bad, 1 << 20).unwrap(); // ok: test
     assert!(for_each_record(&h, &section, |_| Ok(())).is_err());
 }
+
+#[test]
+fn control_batches_carry_kafkas_end_txn_marker() {
+    for (commit, epoch) in [(true, 7), (false, 0), (true, i32::MAX)] {
+        let m = EndTxnMarker {
+            commit,
+            coordinator_epoch: epoch,
+        };
+        let b = build_control_batch(42, 3, m, 1234);
+        let h = validate_batch(&b).unwrap(); // ok: test
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!(
+            (
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.records_count
+            ),
+            (42, 3, -1, 1)
+        );
+        assert_eq!((h.base_timestamp, h.max_timestamp), (1234, 1234));
+        assert_eq!(end_txn_marker(&b).unwrap(), Some(m)); // ok: test
+                                                          // Kafka's bytes: key = version 0, type; value = version 0, coordinator epoch
+        let recs = decode_records(&b).unwrap(); // ok: test
+        let key = recs[0].key.clone().unwrap(); // ok: test
+        assert_eq!(&key[..], &[0, 0, 0, u8::from(commit)]);
+        let value = recs[0].value.clone().unwrap(); // ok: test
+        assert_eq!(&value[2..], &epoch.to_be_bytes());
+        // clients may not write them
+        assert!(validate_client_batch(&b, 1 << 20).is_err());
+    }
+    // a data batch, and a control record of another type, are no markers
+    let data = build_batch(0, &[rec(b"a", b"1", 1)]);
+    assert_eq!(end_txn_marker(&data).unwrap(), None); // ok: test
+    let mut other = build_control_batch(
+        1,
+        0,
+        EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        },
+        1,
+    )
+    .to_vec();
+    // from the end: header count (1), value (6), value length (1), then the type's low byte
+    let key_type_at = other.len() - 9;
+    assert_eq!(other[key_type_at], 1);
+    other[key_type_at] = 3; // LEADER_CHANGE
+    assert_eq!(end_txn_marker(&other).unwrap(), None); // ok: test
+}
+
+#[test]
+fn a_batch_made_transactional_keeps_a_valid_crc_and_its_records() {
+    let recs = [rec(b"k", b"v", 1000), rec(b"k2", b"v2", 1001)];
+    let mut b = build_batch(0, &recs).to_vec();
+    set_transactional_producer(&mut b, 42, 7, -1);
+    let h = validate_batch(&b).unwrap(); // ok: test
+    assert!(h.is_transactional() && !h.is_control());
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (42, 7, -1)
+    );
+    assert_eq!(decode_records(&Bytes::from(b)).unwrap().len(), 2); // ok: test
+}

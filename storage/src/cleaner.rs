@@ -30,10 +30,16 @@
 //! producer's epoch and last sequence for the producer-state rebuild (Kafka's
 //! RETAIN_EMPTY). Records keep their offsets, timestamps, keys, values and headers.
 //!
-//! Control batches are copied as they are: transactions do not exist yet. With them, the
-//! cleaner will follow Kafka: records of aborted transactions are dropped while building
-//! the map and when copying, and a commit or abort marker is kept until the records of its
-//! transaction are gone and then for `delete.retention.ms`, like a tombstone.
+//! Transactions (Kafka's CleanedTransactionMetadata): the cleanable range ends at the
+//! first unstable offset (a transaction under way or not yet stable is never cleaned);
+//! the data batches of aborted transactions (by the segments' `.txnindex` entries:
+//! producer, first offset .. marker) are dropped while building the map (their keys do
+//! not shadow older committed records) and when copying (emptied like any other batch,
+//! so a producer's last batch stays as an empty one). Control batches (commit and abort
+//! markers) are copied as they are: unlike Kafka, a marker is never removed once its
+//! transaction's records are gone (not yet: it costs one small batch per transaction),
+//! and each cleaned segment carries the `.txnindex` entries of the segments it replaces
+//! (written as `.txnindex.cleaned`, renamed by the swap with the other files).
 //!
 //! Readers during a swap: `LogState::swap_segments` replaces the segments in one step and
 //! bumps the layout epoch; a disk read or producer-state load that looked a segment up
@@ -49,10 +55,11 @@ use crate::config::MAX_DECOMPRESSED;
 use crate::error::StorageError;
 use crate::inner::LogInner;
 use crate::offset_map::OffsetMap;
-use crate::segment::{SegState, Segment};
+use crate::segment::{with_suffix, write_small_file, SegState, Segment, CLEANED};
 use crate::shard::ShardStorage;
 use crate::state::LogState;
 use crate::swap::{self, SwapStep};
+use crate::txn::{AbortedEntry, SegTxn};
 use crate::writer::SegmentWriter;
 use bytes::Bytes;
 use sluice_proto::batch::{
@@ -117,7 +124,12 @@ fn cleanable(st: &LogState, now_ms: i64) -> Option<Cleanable> {
     }
     let segs = st.segments();
     let first_dirty = st.clean_point().offset(st.log_start());
-    let limit = st.clean_limit();
+    // never past a transaction that is not stable (known once the producer state is
+    // built: `clean_log` builds it before it plans for real)
+    let limit = match st.first_unstable_if_loaded() {
+        Some(Some(fu)) => st.clean_limit().min(fu),
+        _ => st.clean_limit(),
+    };
     let lag_ts = now_ms.saturating_sub(cfg.min_compaction_lag_ms);
     let mut out = Vec::new();
     // never the active (last) segment
@@ -206,9 +218,15 @@ pub(crate) async fn clean_log(
     if cleanable(&log.state(), now_ms).is_none() {
         return Ok(None);
     }
-    // which batch is each producer's last (kept, emptied if need be)
+    // which batch is each producer's last (kept, emptied if need be), and where the
+    // first unstable transaction starts (the pass stays below it)
     crate::read::load_producers(shard, log).await?;
-    let (plan, last_batches, clean, cfg) = {
+    // the aborted transactions, to drop their records
+    let bases: Vec<i64> = log.state().segments().iter().map(|s| s.base).collect();
+    for b in bases {
+        log.load_txn(b).await?;
+    }
+    let (plan, last_batches, clean, cfg, txn) = {
         let st = log.state();
         let Some(plan) = cleanable(&st, now_ms) else {
             return Ok(None);
@@ -217,11 +235,16 @@ pub(crate) async fn clean_log(
             tracing::debug!(dir = %log.dir.display(), "producer state not built; cleaning later");
             return Ok(None);
         };
+        let Some(txn) = Aborted::of(st.segments()) else {
+            tracing::debug!(dir = %log.dir.display(), "aborted transactions not loaded; cleaning later");
+            return Ok(None);
+        };
         (
             plan,
             ps.last_offsets(),
             st.clean_point().clone(),
             st.config().clone(),
+            txn,
         )
     };
     let mut pass = Pass {
@@ -237,6 +260,7 @@ pub(crate) async fn clean_log(
         map: OffsetMap::with_memory(shard.opts.cleaner_dedupe_buffer_bytes),
         bound: 0,
         last_batches,
+        txn,
         clean,
         delete_retention_ms: cfg.delete_retention_ms,
         segment_bytes: cfg.segment_bytes,
@@ -341,6 +365,45 @@ fn group_segments(segments: &[(i64, i64, u64)], max_bytes: u64) -> Vec<Group> {
     out
 }
 
+/// The aborted transactions of a log as a pass sees them (Kafka's
+/// CleanedTransactionMetadata, from the segments' `.txnindex` entries).
+struct Aborted {
+    /// Producer id -> (first offset, marker offset) of each of its aborted transactions.
+    ranges: HashMap<i64, Vec<(i64, i64)>>,
+    /// Segment base -> its entries, carried into the cleaned segment replacing it.
+    by_segment: HashMap<i64, Vec<AbortedEntry>>,
+}
+
+impl Aborted {
+    /// None if some segment's entries are not in memory.
+    fn of(segments: &[Segment]) -> Option<Aborted> {
+        let mut a = Aborted {
+            ranges: HashMap::new(),
+            by_segment: HashMap::new(),
+        };
+        for s in segments {
+            let entries = s.txn.loaded()?;
+            for e in entries {
+                a.ranges
+                    .entry(e.producer_id)
+                    .or_default()
+                    .push((e.first_offset, e.last_offset));
+            }
+            a.by_segment.insert(s.base, entries.to_vec());
+        }
+        Some(a)
+    }
+    /// Is `h` a data batch of an aborted transaction (its records are dropped)?
+    fn aborted(&self, h: &RecordBatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.ranges.get(&h.producer_id).is_some_and(|r| {
+                r.iter()
+                    .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+            })
+    }
+}
+
 /// What becomes of one batch.
 enum Kept {
     Whole,
@@ -359,6 +422,8 @@ struct Pass<'a> {
     bound: i64,
     /// Producer id -> last offset of its last batch in the log.
     last_batches: HashMap<i64, i64>,
+    /// The log's aborted transactions.
+    txn: Aborted,
     /// The checkpoint as the pass started (tombstones' first-clean times).
     clean: CleanPoint,
     delete_retention_ms: i64,
@@ -474,7 +539,11 @@ impl Pass<'_> {
                 .await?
             {
                 let h = RecordBatchHeader::parse(&b)?;
-                if h.last_offset() < first_dirty || h.is_control() || h.records_count == 0 {
+                if h.last_offset() < first_dirty
+                    || h.is_control()
+                    || h.records_count == 0
+                    || self.txn.aborted(&h)
+                {
                     continue;
                 }
                 let section = records_section(&b, MAX_DECOMPRESSED)?;
@@ -524,7 +593,18 @@ impl Pass<'_> {
                 self.throttle.io(out.len() as u64).await;
             }
         }
-        Ok(w.finish_cleaned(g.end).await?)
+        let mut seg = w.finish_cleaned(g.end).await?;
+        // the aborted transactions of the segments it replaces (their markers are kept)
+        let entries: Vec<AbortedEntry> = g
+            .sources
+            .iter()
+            .flat_map(|s| self.txn.by_segment.get(&s.0).cloned().unwrap_or_default())
+            .collect();
+        let path = with_suffix(&crate::txn::txnindex_path(&self.log.dir, g.base), CLEANED);
+        write_small_file(&path, crate::txn::encode_entries(&entries)).await?;
+        seg.txn = SegTxn::Loaded(entries);
+        seg.txn_file = true;
+        Ok(seg)
     }
 
     /// Whether record `r` (below the pass's end) stays.
@@ -555,7 +635,12 @@ impl Pass<'_> {
         let mut kept = Vec::new();
         let (mut n, mut removed, mut max_ts) = (0i32, 0u64, i64::MIN);
         let mut expire: Option<i64> = None;
+        let aborted = self.txn.aborted(&h);
         for_each_record(&h, &section, |r| {
+            if aborted {
+                removed += 1;
+                return Ok(());
+            }
             if self.keep(&r) {
                 if !r.has_value && r.offset < self.bound {
                     // a tombstone kept for delete.retention.ms: when it may go
@@ -639,7 +724,7 @@ impl Pass<'_> {
             return Err(PassError::Changed(why));
         }
         let b = bases.clone();
-        self.files(SwapStep::HalfCommitted, 3 * bases.len(), move |d, l| {
+        self.files(SwapStep::HalfCommitted, 4 * bases.len(), move |d, l| {
             swap::commit(d, &b, l)
         })
         .await?;
@@ -685,7 +770,7 @@ impl Pass<'_> {
         .await?;
         self.step(SwapStep::Removed).await?;
         let b = bases.to_vec();
-        self.files(SwapStep::HalfInstalled, 3 * bases.len(), move |d, l| {
+        self.files(SwapStep::HalfInstalled, 4 * bases.len(), move |d, l| {
             swap::install(d, &b, l)
         })
         .await?;

@@ -1,6 +1,7 @@
 //! The storage error enum. glommio errors are mapped into `Io`; batch validation errors
 //! into `Corrupt` (bad magic/CRC/length) or `InvalidRecord` (count mismatch, empty);
 //! idempotent-producer violations into `OutOfOrderSequence` / `InvalidProducerEpoch`;
+//! transactions: `InvalidTxnState`, `TransactionCoordinatorFenced`;
 //! replication: `UnexpectedAppendOffset`, `StaleLeaderEpoch`, `Truncating`; a keyless
 //! record for a compacted log: `RecordWithoutKey`.
 
@@ -35,7 +36,8 @@ pub enum StorageError {
         expected: i32,
         got: i32,
     },
-    /// An idempotent batch carries an epoch older than the producer's current one
+    /// An idempotent or transactional batch, or a transaction marker
+    /// (`append_control`), carries an epoch older than the producer's current one
     /// (Kafka INVALID_PRODUCER_EPOCH, 47). Nothing of the request was written.
     #[error("producer {producer_id} is fenced: epoch {got} is older than the current {current}")]
     InvalidProducerEpoch {
@@ -63,6 +65,21 @@ pub enum StorageError {
     /// cannot accept message without key"). Nothing of the request was written.
     #[error("record {index} of a batch has no key: a compacted log needs one")]
     RecordWithoutKey { index: i32 },
+    /// A batch that does not fit the producer's transaction state: a non-transactional
+    /// batch from a producer whose transaction is under way (Kafka's
+    /// ProducerAppendInfo; the broker answers INVALID_TXN_STATE, 48). Nothing of the
+    /// request was written.
+    #[error("invalid transaction state for producer {producer_id}: {reason}")]
+    InvalidTxnState { producer_id: i64, reason: String },
+    /// `append_control`: the marker's coordinator epoch is older than that of the
+    /// producer's last marker, so a newer transaction coordinator has taken over (the
+    /// broker answers TRANSACTION_COORDINATOR_FENCED, 52). Nothing was written.
+    #[error("transaction coordinator fenced for producer {producer_id}: coordinator epoch {got} is older than {current}")]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        got: i32,
+    },
 }
 
 impl From<BatchError> for StorageError {

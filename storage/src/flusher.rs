@@ -2,7 +2,9 @@
 //! DMA writes (the in-memory partial tail page first, zero padding last), one fdatasync
 //! per touched segment, seal rolled segments, then advance the durable offset and wake
 //! waiters. A failure marks the log failed so waiters get an error, never "durable".
-//! If the leader-epoch cache changed, its checkpoint is written before the batches.
+//! If the leader-epoch cache changed, its checkpoint is written before the batches, and
+//! so are the `.txnindex` files whose aborted transactions changed; after the fsyncs the
+//! producer-state snapshots of segments rolled since are written (`snapshot.rs`).
 //!
 //! ```text
 //!  page_start            start_pos                     end          align_up(end)
@@ -81,6 +83,8 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
         log.state_mut().epochs_persisted(gen);
     }
+    // and so do the aborted transactions of the markers among them
+    write_txn_files(log).await?;
     let mut bases: Vec<i64> = groups
         .iter()
         .map(|g| g.seg_base)
@@ -124,6 +128,12 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         log.sync_dir().await?;
     }
     log.state_mut().finish_flush(n, target_end);
+    // rolled segments' producer-state snapshots, now that everything below them is
+    // durable
+    let due = log.state_mut().take_due_snapshots();
+    for (offset, ps) in due {
+        crate::snapshot::persist(log, offset, &ps).await?;
+    }
     shard.metrics_add(|m| {
         m.flushes += 1;
         m.fsyncs += fsyncs;
@@ -131,6 +141,18 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
         m.bytes_written += written;
         m.fsync_durations.merge(&fsync_times);
     });
+    Ok(())
+}
+
+/// Writes the `.txnindex` of every segment whose aborted-transaction entries changed
+/// (`txn::write_file`: atomic; removed when there are none), before the batches holding
+/// their markers are flushed.
+pub(crate) async fn write_txn_files(log: &LogInner) -> Result<(), StorageError> {
+    let dirty = log.state().dirty_txn_files();
+    for (base, entries) in dirty {
+        crate::txn::write_file(&log.dir, base, &entries).await?;
+        log.state_mut().txn_file_written(base, entries.len());
+    }
     Ok(())
 }
 

@@ -83,6 +83,18 @@ impl LogInner {
         self.state_mut().install_indexes(base, &idx, &tidx);
     }
 
+    /// Reads segment `base`'s aborted-transaction entries from its `.txnindex` on the
+    /// blocking helper if they are only on disk.
+    pub(crate) async fn load_txn(&self, base: i64) -> Result<(), StorageError> {
+        if !self.state().txn_on_disk(base) {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let read = crate::blocking::run(move || crate::txn::read_entries(&dir, base)).await?;
+        self.state_mut().install_txn(base, read);
+        Ok(())
+    }
+
     /// Remove the clean-shutdown marker durably before the log's files change.
     pub(crate) async fn clear_marker(&self) -> Result<(), StorageError> {
         if !self.state().marker_present() {

@@ -56,10 +56,12 @@ mod scan;
 mod segment;
 mod shard;
 mod signal;
+mod snapshot;
 mod state;
 mod swap;
 mod tasks;
 mod truncate;
+mod txn;
 mod writer;
 
 pub use cleaner::CleanerPass;
@@ -73,6 +75,7 @@ pub use shard::{ShardStorage, StorageMetrics};
 pub use signal::{Signal, SignalWait};
 #[doc(hidden)]
 pub use swap::{CleanerHook, SwapStep};
+pub use txn::{AbortedTxn, ProducerInfo};
 pub use writer::SegmentWriter;
 
 fn nofile() -> std::io::Result<libc::rlimit> {

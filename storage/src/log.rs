@@ -25,10 +25,11 @@ use crate::inner::LogInner;
 use crate::producer::{self, ProducerEntry, Verdict};
 use crate::shard::ShardStorage;
 use crate::swap::CleanerHook;
+use crate::txn::{AbortedTxn, ProducerInfo};
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{
-    set_base_offset, set_log_append_time, validate_client_batch_with, BatchIter, ClientBatchRules,
-    RecordBatchHeader,
+    build_control_batch, set_base_offset, set_log_append_time, validate_client_batch_with,
+    BatchIter, ClientBatchRules, EndTxnMarker, RecordBatchHeader,
 };
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -42,6 +43,44 @@ struct Stamp {
     leader_epoch: Option<i32>,
     /// The broker's clock, under LogAppendTime.
     append_time: Option<i64>,
+}
+
+impl Stamp {
+    /// Write base offset `base`, the leader epoch and the append time into `batch` (one
+    /// whole batch) and `h`, its header.
+    fn apply(&self, batch: &mut [u8], h: &mut RecordBatchHeader, base: i64) {
+        set_base_offset(batch, base);
+        h.base_offset = base;
+        if let Some(epoch) = self.leader_epoch {
+            batch[LEADER_EPOCH_FIELD].copy_from_slice(&epoch.to_be_bytes());
+            h.partition_leader_epoch = epoch;
+        }
+        if let Some(now) = self.append_time {
+            set_log_append_time(batch, now);
+            h.attributes |= 0x08;
+            h.max_timestamp = now;
+        }
+    }
+}
+
+/// What `append` and `append_control` stamp, after checking that the log takes appends
+/// as leader (not closed or truncating, its leader epoch not behind the log's latest).
+fn leader_stamp(st: &crate::state::LogState, now_ms: i64) -> Result<Stamp, StorageError> {
+    st.check_appendable()?;
+    if let (Some(epoch), Some(latest)) = (st.leader_epoch(), st.latest_epoch()) {
+        if latest > epoch {
+            return Err(StorageError::StaleLeaderEpoch { epoch, latest });
+        }
+    }
+    Ok(Stamp {
+        leader_epoch: st.leader_epoch(),
+        append_time: st.config().log_append_time.then_some(now_ms),
+    })
+}
+
+/// Does this batch start, continue or end a transaction?
+fn touches_transactions(h: &RecordBatchHeader) -> bool {
+    h.producer_id >= 0 && (h.is_transactional() || h.is_control())
 }
 
 /// Result of a successful append.
@@ -62,8 +101,8 @@ pub struct AppendInfo {
 
 /// Outcome of the producer checks of one append request.
 enum Checked {
-    /// Append; then commit these updated producer entries.
-    Append(Vec<(i64, Option<ProducerEntry>)>),
+    /// Append (the batches are then replayed into the producer state).
+    Append,
     /// The request is a retry of a batch already in the log; answer with this.
     Duplicate(AppendInfo),
 }
@@ -100,12 +139,7 @@ impl PartitionLog {
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let (max, rules, stamp) = {
             let st = self.inner.state();
-            st.check_appendable()?;
-            if let (Some(epoch), Some(latest)) = (st.leader_epoch(), st.latest_epoch()) {
-                if latest > epoch {
-                    return Err(StorageError::StaleLeaderEpoch { epoch, latest });
-                }
-            }
+            let stamp = leader_stamp(&st, now_ms)?;
             let c = st.config();
             let rules = ClientBatchRules {
                 max_decompressed: MAX_DECOMPRESSED,
@@ -117,10 +151,6 @@ impl PartitionLog {
                         ..=now_ms.saturating_add(c.timestamp_after_max_ms)
                 },
                 require_keys: c.cleanup_policy.compact,
-            };
-            let stamp = Stamp {
-                leader_epoch: st.leader_epoch(),
-                append_time: c.log_append_time.then_some(now_ms),
             };
             (c.max_message_bytes as usize, rules, stamp)
         };
@@ -137,6 +167,11 @@ impl PartitionLog {
                 });
             }
             validate_client_batch_with(&records[range.clone()], &rules)?;
+            if h.is_transactional() && h.producer_id < 0 {
+                return Err(StorageError::InvalidRecord(
+                    "a transactional batch needs a producer id".into(),
+                ));
+            }
             batches.push((h, range));
         }
         let count: i64 = batches
@@ -154,35 +189,21 @@ impl PartitionLog {
                 "the log's offsets would pass i64::MAX".into(),
             ));
         }
-        let updates = match self.check_producers(&batches)? {
-            Checked::Append(u) => u,
+        match self.check_producers(&batches)? {
+            Checked::Append => {}
             Checked::Duplicate(info) => return Ok(info),
-        };
+        }
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
         let base0 = self.inner.state().log_end();
         let mut next = base0;
         for (h, range) in batches.iter_mut() {
-            set_base_offset(&mut buf[range.start..range.end], next);
-            h.base_offset = next;
-            if let Some(epoch) = stamp.leader_epoch {
-                let at =
-                    range.start + LEADER_EPOCH_FIELD.start..range.start + LEADER_EPOCH_FIELD.end;
-                buf[at].copy_from_slice(&epoch.to_be_bytes());
-                h.partition_leader_epoch = epoch;
-            }
-            if let Some(now) = stamp.append_time {
-                set_log_append_time(&mut buf[range.start..range.end], now);
-                h.attributes |= 0x08;
-                h.max_timestamp = now;
-            }
+            stamp.apply(&mut buf[range.start..range.end], h, next);
             next = h.last_offset() + 1;
         }
         let epoch_stamped = stamp.leader_epoch.is_some();
-        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped, |st| {
-            st.commit_producers(updates)
-        });
+        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped);
         Ok(AppendInfo {
             base_offset: base0,
             last_offset: next - 1,
@@ -234,10 +255,16 @@ impl PartitionLog {
             batches.push((h, range));
         }
         let base0 = base0.unwrap_or(expected);
+        if batches.iter().any(|(h, _)| touches_transactions(h)) {
+            // transactions and the aborted index need the producer state: build it (the
+            // broker awaits `load_producer_state` first, so this reads nothing)
+            let max_bytes = self.shard.opts.producer_rebuild_bytes;
+            self.inner
+                .state_mut()
+                .ensure_producers(&self.inner.dir, max_bytes)?;
+        }
         let now = crate::segment::now_ms();
-        let log_start = self.enqueue(records, &batches, now, true, |st| {
-            st.replay_producers(batches.iter().map(|(h, _)| h))
-        });
+        let log_start = self.enqueue(records, &batches, now, true);
         Ok(AppendInfo {
             base_offset: base0,
             last_offset: expected - 1,
@@ -249,24 +276,21 @@ impl PartitionLog {
 
     /// Put batches whose final bytes are in `data` (offsets assigned, increasing from the
     /// log end: contiguous from `append`, perhaps with gaps from `append_replicated`) into
-    /// the log (`LogState::enqueue`: segment roll, indexes, pending queue,
-    /// the leader-epoch cache with `learn_epochs`), then `commit` on the state, all in one
-    /// borrow (nothing can interleave); then the shard cache and the flusher. Returns the
-    /// log start offset.
+    /// the log (`LogState::enqueue`: segment roll, indexes, pending queue, the
+    /// leader-epoch cache with `learn_epochs`, the producer state and aborted
+    /// transactions), in one borrow (nothing can interleave); then the shard cache and
+    /// the flusher. Returns the log start offset.
     fn enqueue(
         &self,
         data: Bytes,
         batches: &[(RecordBatchHeader, std::ops::Range<usize>)],
         now_ms: i64,
         learn_epochs: bool,
-        commit: impl FnOnce(&mut crate::state::LogState),
     ) -> i64 {
-        let done = {
-            let mut st = self.inner.state_mut();
-            let done = st.enqueue(&self.inner.dir, &data, batches, now_ms, learn_epochs);
-            commit(&mut st);
-            done
-        };
+        let done =
+            self.inner
+                .state_mut()
+                .enqueue(&self.inner.dir, &data, batches, now_ms, learn_epochs);
         self.shard
             .appended(&self.inner, done.batches, done.was_dirty);
         self.shard.metrics_add(|m| {
@@ -274,6 +298,69 @@ impl PartitionLog {
             m.batches_appended += batches.len() as u64;
         });
         done.log_start
+    }
+
+    /// Append transactional batches a group coordinator writes for a transaction
+    /// (TxnOffsetCommit: Kafka's coordinator origin). Each batch must be transactional
+    /// with a producer id; it carries no sequence (-1), so only the producer's epoch is
+    /// checked (an older one is `InvalidProducerEpoch`: a newer producer owns the
+    /// transactional id). The batches then count as the producer's transaction here, as
+    /// a client's do, until its marker. Stamped and queued as `append` does. Builds the
+    /// producer state synchronously if it is not built (await `load_transaction_state`
+    /// first to avoid that).
+    pub fn append_from_coordinator(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let stamp = leader_stamp(&self.inner.state(), now_ms)?;
+        let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
+        for item in BatchIter::new(&records) {
+            let (h, range) = item?;
+            if !h.is_transactional() || h.is_control() || h.producer_id < 0 {
+                return Err(StorageError::InvalidRecord(
+                    "a coordinator's transactional batch needs the transactional bit and a producer id".into(),
+                ));
+            }
+            batches.push((h, range));
+        }
+        if batches.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        {
+            let max_bytes = self.shard.opts.producer_rebuild_bytes;
+            let mut st = self.inner.state_mut();
+            st.ensure_producers(&self.inner.dir, max_bytes)?;
+            for (h, _) in &batches {
+                if let Some(e) = st.producers().and_then(|ps| ps.get(h.producer_id)) {
+                    if h.producer_epoch < e.epoch {
+                        return Err(StorageError::InvalidProducerEpoch {
+                            producer_id: h.producer_id,
+                            current: e.epoch,
+                            got: h.producer_epoch,
+                        });
+                    }
+                }
+            }
+        }
+        let mut buf = records
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let base0 = self.inner.state().log_end();
+        let mut next = base0;
+        for (h, range) in batches.iter_mut() {
+            stamp.apply(&mut buf[range.start..range.end], h, next);
+            next = h.last_offset() + 1;
+        }
+        let epoch_stamped = stamp.leader_epoch.is_some();
+        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped);
+        Ok(AppendInfo {
+            base_offset: base0,
+            last_offset: next - 1,
+            log_append_time_ms: stamp.append_time.unwrap_or(-1),
+            log_start_offset: log_start,
+            duplicate: false,
+        })
     }
 
     /// Check the idempotent batches of a request against the producer state (built on
@@ -288,13 +375,13 @@ impl PartitionLog {
     ) -> Result<Checked, StorageError> {
         let mut updates: Vec<(i64, Option<ProducerEntry>)> = Vec::new();
         if !batches.iter().any(|(h, _)| producer::is_idempotent(h)) {
-            return Ok(Checked::Append(updates));
+            return Ok(Checked::Append);
         }
         let max_bytes = self.shard.opts.producer_rebuild_bytes;
         let mut st = self.inner.state_mut();
         st.ensure_producers(&self.inner.dir, max_bytes)?;
         let Some(ps) = st.producers() else {
-            return Ok(Checked::Append(updates)); // ok: unreachable, built just above
+            return Ok(Checked::Append); // ok: unreachable, built just above
         };
         let mut next = st.log_end();
         for (h, _) in batches {
@@ -333,7 +420,7 @@ impl PartitionLog {
                 }));
             }
         }
-        Ok(Checked::Append(updates))
+        Ok(Checked::Append)
     }
 
     /// Build the idempotent-producer state now, with async reads, if it is not built yet
@@ -354,8 +441,133 @@ impl PartitionLog {
     /// that must not block awaits `load_producer_state` first.
     pub fn needs_producer_state(&self, records: &[u8]) -> bool {
         !self.producer_state_loaded()
-            && BatchIter::headers_only(records)
-                .any(|b| b.is_ok_and(|(h, _)| producer::is_idempotent(&h)))
+            && BatchIter::headers_only(records).any(|b| {
+                b.is_ok_and(|(h, _)| producer::is_idempotent(&h) || touches_transactions(&h))
+            })
+    }
+
+    /// Build the transaction state (the producer state: transactions under way,
+    /// completed ones not yet stable, producers' epochs) with async reads if it is not
+    /// built; the same as `load_producer_state`. Lazy by design (opens stay cheap): the
+    /// broker awaits this before it asks `last_stable_offset`/`first_unstable_offset`
+    /// for a read_committed fetch or ListOffsets, `producers`, or appends a marker;
+    /// until then those answer conservatively (the log start counts as unstable; no
+    /// producers). It reads the newest producer-state snapshot and the batch headers
+    /// after it (see `snapshot.rs`), so its cost does not grow with how long a
+    /// transaction has been open.
+    pub async fn load_transaction_state(&self) -> Result<(), StorageError> {
+        self.load_producer_state().await
+    }
+
+    /// Write one transaction marker (Kafka's WriteTxnMarkers on the leader): a control
+    /// batch of producer `producer_id` at `producer_epoch` (base sequence -1) holding an
+    /// end-transaction record (commit or abort, `coordinator_epoch`), stamped like
+    /// `append` (base offset, leader epoch, LogAppendTime) and queued through the same
+    /// pending queue, flusher and unflushed-bytes budget. Checked as Kafka's
+    /// `appendEndTxnMarker`: an epoch older than the producer's is
+    /// `InvalidProducerEpoch`, a coordinator epoch older than that of the producer's last
+    /// marker is `TransactionCoordinatorFenced`. The marker takes the producer to its
+    /// epoch and ends its transaction; an abort of a transaction under way records an
+    /// aborted transaction (first offset .. marker offset) in the active segment's index.
+    /// A marker for a producer without a transaction here is written all the same, as
+    /// Kafka does (then nothing is recorded). Builds the producer state synchronously
+    /// if it is not built (await `load_transaction_state` first to avoid that).
+    pub fn append_control(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        if producer_id < 0 {
+            return Err(StorageError::InvalidRecord(
+                "a transaction marker needs a producer id".into(),
+            ));
+        }
+        let stamp = leader_stamp(&self.inner.state(), now_ms)?;
+        let base = {
+            let max_bytes = self.shard.opts.producer_rebuild_bytes;
+            let mut st = self.inner.state_mut();
+            st.ensure_producers(&self.inner.dir, max_bytes)?;
+            producer::check_marker(
+                st.producers().and_then(|ps| ps.get(producer_id)),
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+            )?;
+            st.log_end()
+        };
+        if base >= i64::MAX - 1 {
+            return Err(StorageError::InvalidRecord(
+                "the log's offsets would pass i64::MAX".into(),
+            ));
+        }
+        let marker = EndTxnMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let batch = build_control_batch(producer_id, producer_epoch, marker, now_ms);
+        let mut buf = BytesMut::from(&batch[..]);
+        let mut h = RecordBatchHeader::parse(&buf)?;
+        stamp.apply(&mut buf, &mut h, base);
+        let len = buf.len();
+        let log_start = self.enqueue(
+            buf.freeze(),
+            &[(h, 0..len)],
+            now_ms,
+            stamp.leader_epoch.is_some(),
+        );
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: base,
+            log_append_time_ms: stamp.append_time.unwrap_or(-1),
+            log_start_offset: log_start,
+            duplicate: false,
+        })
+    }
+
+    /// The first offset of the earliest transaction that is not stable: one under way,
+    /// or a completed one whose marker is at or past the highest high watermark given
+    /// to `last_stable_offset` so far (Kafka keeps a transaction unstable until its
+    /// marker is replicated). None if all are stable. O(1). Before the transaction
+    /// state is loaded (`load_transaction_state`): the log start offset.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.inner.state().first_unstable_offset()
+    }
+
+    /// The last stable offset for a high watermark of `high_watermark`: the minimum of
+    /// the high watermark, the first offset of every transaction under way and that of
+    /// every completed transaction whose marker is at or past the high watermark
+    /// (Kafka's UnifiedLog.lastStableOffset). O(log n). The high watermark is taken as
+    /// never going down (as Kafka's): a transaction whose marker fell below one passed
+    /// here is stable from then on, until a truncation rebuilds the state. Before the
+    /// transaction state is loaded (`load_transaction_state`): min(high watermark, log
+    /// start), so a read_committed consumer sees nothing rather than something
+    /// uncommitted.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.inner.state_mut().last_stable_offset(high_watermark)
+    }
+
+    /// The aborted transactions a read_committed Fetch of `[from_offset, upper_offset)`
+    /// returns: every one whose abort marker is at or after `from_offset` and whose first
+    /// offset is before `upper_offset` (Kafka's collectAbortedTransactions), in marker
+    /// order. Reads the `.txnindex` files of sealed segments that have one, once, on the
+    /// blocking helper (entries stay in memory afterwards), from the segment holding
+    /// `from_offset` on, and stops at an entry whose last stable offset reaches
+    /// `upper_offset` (no later abort can start before it). Needs no producer state.
+    pub async fn aborted_transactions(
+        &self,
+        from_offset: i64,
+        upper_offset: i64,
+    ) -> Result<Vec<AbortedTxn>, StorageError> {
+        crate::read::aborted_transactions(&self.inner, from_offset, upper_offset).await
+    }
+
+    /// Every producer the producer state knows (DescribeProducers), by producer id;
+    /// empty until the state is loaded (`load_transaction_state`).
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        self.inner.state().producer_infos()
     }
 
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,

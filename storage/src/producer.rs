@@ -1,19 +1,28 @@
-//! Idempotent-producer state of one partition (Kafka's ProducerStateManager, without
-//! transactions): per producer id its epoch and its last 5 batches' (seq, offset) ranges.
-//! `append` checks every idempotent batch against it (fencing, sequence order, duplicate
-//! retries) before writing anything. Built lazily from the tail of the log on first need
-//! (never at open; `Replayer` takes the batch headers in offset order, gaps included),
-//! invalidated by truncation, trimmed by retention, untouched by the log cleaner (which
-//! keeps each known producer's last batch, emptied if all its records go, so a rebuild
-//! still finds its epoch and last sequence). A follower's
-//! `append_replicated` replays the leader's batches into a built state without checks
-//! (Kafka's replication origin), so a replica that takes over still recognises retries.
+//! Producer state of one partition (Kafka's ProducerStateManager): per producer id its
+//! epoch, its last 5 batches' (seq, offset) ranges, the coordinator epoch of its last
+//! transaction marker and the first offset of its transaction under way; per log the
+//! transactions under way (by first offset) and the completed ones that may not be
+//! stable yet (their marker at or past the high watermark last seen). `append` checks
+//! every idempotent or transactional batch against it (fencing, sequence order,
+//! duplicate retries, a plain batch inside a transaction) before writing anything, and
+//! `append_control` checks a marker's epochs. Every batch that enters the log is then
+//! replayed into it (`ProducerStates::replay`, no checks: Kafka's replication origin),
+//! which starts and ends transactions and yields the aborted-transaction entries.
+//! Built lazily on first need (never at open): from the newest snapshot
+//! (`snapshot.rs`) at or below the log end and the batch headers after it, or without
+//! one from the tail of the log (`Replayer` takes the headers in offset order, gaps
+//! included); dropped by truncation, trimmed by retention, untouched by the log cleaner
+//! (which keeps each known producer's last batch, emptied if all its records go, so a
+//! rebuild still finds its epoch and last sequence). A follower's `append_replicated`
+//! replays the leader's batches the same way, so a replica that takes over still
+//! recognises retries and has the same transactions.
 
 use crate::error::StorageError;
 use crate::pending::PendingQueue;
 use crate::segment::Segment;
-use sluice_proto::batch::{RecordBatchHeader, RECORD_BATCH_OVERHEAD};
-use std::collections::{HashMap, VecDeque};
+use crate::txn::{AbortedEntry, ProducerInfo};
+use sluice_proto::batch::{end_txn_marker, EndTxnMarker, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -38,19 +47,39 @@ pub(crate) struct BatchMeta {
 }
 
 /// One producer id's state; owned by the partition's shard, never crosses cores.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     pub(crate) epoch: i16,
     /// Oldest first; at most `BATCHES_PER_PRODUCER`, all of `epoch`.
     pub(crate) batches: VecDeque<BatchMeta>,
+    /// Coordinator epoch of the producer's last transaction marker (-1: none seen).
+    pub(crate) coordinator_epoch: i32,
+    /// First offset of the producer's transaction under way (Kafka's
+    /// currentTxnFirstOffset).
+    pub(crate) txn_first: Option<i64>,
+    /// Max timestamp of the producer's last batch or marker.
+    pub(crate) last_timestamp: i64,
 }
 
 impl ProducerEntry {
-    fn push(&mut self, epoch: i16, m: BatchMeta) {
+    pub(crate) fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            coordinator_epoch: -1,
+            txn_first: None,
+            last_timestamp: -1,
+        }
+    }
+    /// Kafka's maybeUpdateProducerEpoch: a new epoch forgets the batches of the old one.
+    fn set_epoch(&mut self, epoch: i16) {
         if epoch != self.epoch {
             self.epoch = epoch;
             self.batches.clear();
         }
+    }
+    fn push(&mut self, epoch: i16, m: BatchMeta) {
+        self.set_epoch(epoch);
         if self.batches.len() == BATCHES_PER_PRODUCER {
             self.batches.pop_front();
         }
@@ -93,10 +122,19 @@ pub(crate) enum Verdict {
     Duplicate(BatchMeta),
 }
 
-/// All producers of one partition; owned by the partition's shard, never crosses cores.
-#[derive(Debug, Default)]
+/// All producers of one partition and its transactions; owned by the partition's shard,
+/// never crosses cores.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
+    /// First offset -> producer id of every transaction under way.
+    ongoing: BTreeMap<i64, i64>,
+    /// Completed transactions whose marker may be at or past the high watermark (Kafka's
+    /// unreplicatedTxns): first offset -> (producer id, marker offset).
+    unstable: BTreeMap<i64, (i64, i64)>,
+    /// (marker offset, first offset) of `unstable`, to drop them as the high watermark
+    /// passes.
+    unstable_by_end: BTreeSet<(i64, i64)>,
 }
 
 impl ProducerStates {
@@ -104,19 +142,103 @@ impl ProducerStates {
         self.map.get(&pid)
     }
 
-    /// Record a batch read back from the log (no checks, like Kafka's log replay).
-    /// `h.base_offset` must be the assigned offset.
-    pub(crate) fn replay(&mut self, h: &RecordBatchHeader) {
-        if !is_idempotent(h) {
-            return;
+    /// Record a batch that enters the log or is read back from it (no checks, like
+    /// Kafka's replay of the log and of a leader's batches). `h.base_offset` must be the
+    /// assigned offset; `marker` is the transaction marker of a control batch
+    /// (`end_txn_marker`). A data batch of a transactional producer without a
+    /// transaction here starts one at its base offset; a marker ends the producer's
+    /// transaction, takes its epochs and, for an abort of a transaction under way,
+    /// returns the aborted-transaction entry (None for a marker of a producer with no
+    /// transaction here, as Kafka: nothing to abort).
+    pub(crate) fn replay(
+        &mut self,
+        h: &RecordBatchHeader,
+        marker: Option<EndTxnMarker>,
+    ) -> Option<AbortedEntry> {
+        let pid = h.producer_id;
+        if pid < 0 {
+            return None;
         }
-        self.map
-            .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: h.producer_epoch,
-                batches: VecDeque::new(),
-            })
-            .push(h.producer_epoch, meta(h, h.base_offset));
+        if h.is_control() {
+            return self.end_txn(
+                pid,
+                h.producer_epoch,
+                marker?,
+                h.base_offset,
+                h.max_timestamp,
+            );
+        }
+        let e = self
+            .map
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(h.producer_epoch));
+        e.push(h.producer_epoch, meta(h, h.base_offset));
+        e.last_timestamp = h.max_timestamp;
+        if h.is_transactional() && e.txn_first.is_none() {
+            e.txn_first = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, pid);
+        }
+        None
+    }
+
+    fn end_txn(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        m: EndTxnMarker,
+        offset: i64,
+        timestamp: i64,
+    ) -> Option<AbortedEntry> {
+        let e = self
+            .map
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(epoch));
+        e.set_epoch(epoch);
+        e.coordinator_epoch = m.coordinator_epoch;
+        e.last_timestamp = timestamp;
+        let first = e.txn_first.take()?;
+        self.ongoing.remove(&first);
+        self.unstable.insert(first, (pid, offset));
+        self.unstable_by_end.insert((offset, first));
+        // Kafka's lastStableOffset(completedTxn): the earliest other transaction under way
+        let lso = self
+            .ongoing
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(offset.saturating_add(1));
+        (!m.commit).then_some(AbortedEntry {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: offset,
+            last_stable_offset: lso,
+        })
+    }
+
+    /// The first offset of the earliest transaction under way or completed with its
+    /// marker at or past `hw`; None if there is none. Cheap when `prune_stable(hw)` ran.
+    pub(crate) fn first_unstable(&self, hw: i64) -> Option<i64> {
+        let a = self.ongoing.keys().next().copied();
+        let b = self
+            .unstable
+            .iter()
+            .find(|(_, &(_, last))| last >= hw)
+            .map(|(&first, _)| first);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forget completed transactions whose marker is below `hw`: they are stable.
+    pub(crate) fn prune_stable(&mut self, hw: i64) {
+        while let Some(&(last, first)) = self.unstable_by_end.first() {
+            if last >= hw {
+                break;
+            }
+            self.unstable_by_end.pop_first();
+            self.unstable.remove(&first);
+        }
     }
 
     /// Each producer's last batch in the log: producer id -> that batch's last offset.
@@ -127,13 +249,63 @@ impl ProducerStates {
             .collect()
     }
 
-    pub(crate) fn insert(&mut self, pid: i64, e: ProducerEntry) {
-        self.map.insert(pid, e);
+    /// Forget producers whose every remembered batch is below the new log start, unless
+    /// they have a transaction under way (retention keeps its data), and completed
+    /// transactions that ended below it.
+    pub(crate) fn trim_before(&mut self, log_start: i64) {
+        self.map
+            .retain(|_, e| e.last_offset() >= log_start || e.txn_first.is_some());
+        self.prune_stable(log_start);
     }
 
-    /// Forget producers whose every remembered batch is below the new log start.
-    pub(crate) fn trim_before(&mut self, log_start: i64) {
-        self.map.retain(|_, e| e.last_offset() >= log_start);
+    /// DescribeProducers' view, by producer id.
+    pub(crate) fn infos(&self) -> Vec<ProducerInfo> {
+        let mut v: Vec<ProducerInfo> = self
+            .map
+            .iter()
+            .map(|(&pid, e)| ProducerInfo {
+                producer_id: pid,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first.unwrap_or(-1),
+            })
+            .collect();
+        v.sort_by_key(|p| p.producer_id);
+        v
+    }
+
+    /// Every producer (for a snapshot).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.map.iter().map(|(&pid, e)| (pid, e))
+    }
+    /// The completed, maybe unstable transactions: (producer id, first, marker offset).
+    pub(crate) fn unstable(&self) -> impl Iterator<Item = (i64, i64, i64)> + '_ {
+        self.unstable
+            .iter()
+            .map(|(&first, &(pid, last))| (pid, first, last))
+    }
+    /// A state from its parts (a snapshot): the transactions under way follow from the
+    /// entries.
+    pub(crate) fn from_parts(
+        map: HashMap<i64, ProducerEntry>,
+        unstable: impl IntoIterator<Item = (i64, i64, i64)>,
+    ) -> ProducerStates {
+        let ongoing = map
+            .iter()
+            .filter_map(|(&pid, e)| e.txn_first.map(|f| (f, pid)))
+            .collect();
+        let mut ps = ProducerStates {
+            map,
+            ongoing,
+            ..Default::default()
+        };
+        for (pid, first, last) in unstable {
+            ps.unstable.insert(first, (pid, last));
+            ps.unstable_by_end.insert((last, first));
+        }
+        ps
     }
 
     #[cfg(test)]
@@ -159,7 +331,9 @@ fn meta(h: &RecordBatchHeader, base_offset: i64) -> BatchMeta {
 /// - newer epoch of a known producer: the first sequence must be 0;
 /// - unknown producer (never seen, or its state was trimmed by retention or lies beyond
 ///   the rebuild bound): any sequence is accepted (Kafka >= 2.5, KIP-360), so a producer
-///   that was quiet for a while is not fenced by lost state.
+///   that was quiet for a while is not fenced by lost state;
+/// - a non-transactional batch from a producer with a transaction under way:
+///   `InvalidTxnState`; a transactional batch of a producer without one starts one here.
 pub(crate) fn check_and_apply(
     entry: &mut Option<ProducerEntry>,
     h: &RecordBatchHeader,
@@ -168,35 +342,23 @@ pub(crate) fn check_and_apply(
     let pid = h.producer_id;
     let got = h.base_sequence;
     let m = meta(h, base_offset);
-    match entry {
-        None => {
-            let mut e = ProducerEntry {
-                epoch: h.producer_epoch,
-                batches: VecDeque::new(),
-            };
-            e.push(h.producer_epoch, m);
-            *entry = Some(e);
-            Ok(Verdict::New)
+    if let Some(e) = entry.as_ref() {
+        if h.producer_epoch < e.epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id: pid,
+                current: e.epoch,
+                got: h.producer_epoch,
+            });
         }
-        Some(e) => {
-            if h.producer_epoch < e.epoch {
-                return Err(StorageError::InvalidProducerEpoch {
+        if h.producer_epoch > e.epoch {
+            if got != 0 {
+                return Err(StorageError::OutOfOrderSequence {
                     producer_id: pid,
-                    current: e.epoch,
-                    got: h.producer_epoch,
+                    expected: 0,
+                    got,
                 });
             }
-            if h.producer_epoch > e.epoch {
-                if got != 0 {
-                    return Err(StorageError::OutOfOrderSequence {
-                        producer_id: pid,
-                        expected: 0,
-                        got,
-                    });
-                }
-                e.push(h.producer_epoch, m);
-                return Ok(Verdict::New);
-            }
+        } else {
             // newest first: after lost state a sequence range can be in the log twice
             if let Some(d) = e
                 .batches
@@ -206,66 +368,135 @@ pub(crate) fn check_and_apply(
             {
                 return Ok(Verdict::Duplicate(*d));
             }
-            match e.batches.back() {
-                Some(last) if next_seq(last.last_seq) != got => {
-                    Err(StorageError::OutOfOrderSequence {
+            if let Some(last) = e.batches.back() {
+                if next_seq(last.last_seq) != got {
+                    return Err(StorageError::OutOfOrderSequence {
                         producer_id: pid,
                         expected: next_seq(last.last_seq),
                         got,
-                    })
-                }
-                _ => {
-                    e.push(h.producer_epoch, m);
-                    Ok(Verdict::New)
+                    });
                 }
             }
         }
+        if let (Some(first), false) = (e.txn_first, h.is_transactional()) {
+            return Err(StorageError::InvalidTxnState {
+                producer_id: pid,
+                reason: format!(
+                    "a non-transactional batch while its transaction from offset {first} is under way"
+                ),
+            });
+        }
     }
+    let e = entry.get_or_insert_with(|| ProducerEntry::new(h.producer_epoch));
+    e.push(h.producer_epoch, m);
+    e.last_timestamp = h.max_timestamp;
+    if h.is_transactional() && e.txn_first.is_none() {
+        e.txn_first = Some(base_offset);
+    }
+    Ok(Verdict::New)
+}
+
+/// Check a transaction marker of producer `pid` against its state (Kafka's
+/// `appendEndTxnMarker`): an epoch older than the producer's is fenced
+/// (`InvalidProducerEpoch`), a coordinator epoch older than the one of its last marker
+/// too (`TransactionCoordinatorFenced`). An unknown producer takes any.
+pub(crate) fn check_marker(
+    entry: Option<&ProducerEntry>,
+    pid: i64,
+    epoch: i16,
+    coordinator_epoch: i32,
+) -> Result<(), StorageError> {
+    let Some(e) = entry else {
+        return Ok(());
+    };
+    if epoch < e.epoch {
+        return Err(StorageError::InvalidProducerEpoch {
+            producer_id: pid,
+            current: e.epoch,
+            got: epoch,
+        });
+    }
+    if coordinator_epoch < e.coordinator_epoch {
+        return Err(StorageError::TransactionCoordinatorFenced {
+            producer_id: pid,
+            current: e.coordinator_epoch,
+            got: coordinator_epoch,
+        });
+    }
+    Ok(())
+}
+
+/// The transaction marker of a stored batch (`batch` holds at least the whole batch when
+/// it is a control batch); None for a data batch or a control batch of another kind.
+pub(crate) fn marker_of(h: &RecordBatchHeader, batch: &[u8]) -> Option<EndTxnMarker> {
+    if !h.is_control() {
+        return None;
+    }
+    end_txn_marker(batch).ok().flatten()
 }
 
 /// What a rebuild reads: the durable range `[from, to)` of each segment, oldest first,
 /// starting at a batch boundary whose batch starts at or after `start_offset` (exactly
 /// there when `from` is a sparse-index entry), and the log's durable offset when planned.
+/// Batches ending before `skip_below` (the snapshot's offset) are read past, not
+/// replayed.
 pub(crate) struct Plan {
     pub(crate) ranges: Vec<(i64, u64, u64)>,
     pub(crate) start_offset: i64,
+    pub(crate) skip_below: i64,
     pub(crate) durable: i64,
     /// Segments of `ranges` whose files may still carry the `.swap` suffix (`in_swap`).
     pub(crate) in_swap: Vec<i64>,
 }
 
-/// Choose where a rebuild starts: at most `max_bytes` of the newest `REBUILD_SEGMENTS`
-/// segments, cut at a sparse-index entry (a batch boundary). Loads the index of the
-/// segment it cuts (`ensure_indexes`: the caller loaded it off the shard before).
+/// Choose where a rebuild starts. From a snapshot at `snapshot` (a batch boundary in the
+/// log): the sparse-index entry at or before it in its segment. Without one: at most
+/// `max_bytes` of the newest `REBUILD_SEGMENTS` segments, cut at a sparse-index entry.
+/// Loads the index of the segment it starts in (`ensure_indexes`: the caller loaded it
+/// off the shard before).
 pub(crate) fn plan(
     dir: &Path,
     segments: &mut [Segment],
     log_end: i64,
     durable: i64,
     max_bytes: u64,
+    snapshot: Option<i64>,
 ) -> Plan {
     let n = segments.len();
-    let first = n.saturating_sub(REBUILD_SEGMENTS);
     // (segment index, file position, offset at or before the batch there)
     let mut start = (n, 0u64, log_end);
-    let mut budget = max_bytes;
-    for i in (first..n).rev() {
-        let seg = &mut segments[i];
-        if seg.size <= budget {
-            budget -= seg.size;
-            start = (i, 0, seg.base);
-            continue;
+    if let Some(at) = snapshot {
+        let i = segments.partition_point(|s| s.base <= at).saturating_sub(1);
+        if let Some(seg) = segments.get_mut(i) {
+            seg.ensure_indexes(dir);
+            let (o, pos) = if at == seg.base {
+                (seg.base, 0)
+            } else {
+                seg.index_lookup(at)
+            };
+            start = (i, pos, o);
         }
-        seg.ensure_indexes(dir);
-        let min_pos = seg.size - budget;
-        let entry = seg
-            .index
-            .as_ref()
-            .and_then(|x| x.entries.iter().find(|e| e.1 as u64 >= min_pos).copied());
-        if let Some((rel, pos)) = entry {
-            start = (i, pos as u64, seg.base + rel as i64);
+    } else {
+        let first = n.saturating_sub(REBUILD_SEGMENTS);
+        let mut budget = max_bytes;
+        for i in (first..n).rev() {
+            let seg = &mut segments[i];
+            if seg.size <= budget {
+                budget -= seg.size;
+                start = (i, 0, seg.base);
+                continue;
+            }
+            seg.ensure_indexes(dir);
+            let min_pos = seg.size - budget;
+            let entry = seg
+                .index
+                .as_ref()
+                .and_then(|x| x.entries.iter().find(|e| e.1 as u64 >= min_pos).copied());
+            if let Some((rel, pos)) = entry {
+                start = (i, pos as u64, seg.base + rel as i64);
+            }
+            break;
         }
-        break;
     }
     let ranges = segments[start.0.min(n)..]
         .iter()
@@ -284,6 +515,7 @@ pub(crate) fn plan(
     Plan {
         ranges,
         start_offset: start.2,
+        skip_below: snapshot.unwrap_or(start.2).max(start.2),
         durable,
         in_swap,
     }
@@ -296,27 +528,38 @@ pub(crate) struct Replayer {
     pub(crate) ps: ProducerStates,
     /// Offset after the last batch replayed (the plan's start before any).
     pub(crate) next: i64,
+    /// Aborted-transaction entries of the markers replayed, in order.
+    pub(crate) aborted: Vec<AbortedEntry>,
+    skip_below: i64,
     log_end: i64,
     /// Every planned file range was read to its end.
     covered: bool,
 }
 
 impl Replayer {
-    pub(crate) fn new(plan: &Plan, log_end: i64) -> Replayer {
+    /// A replay on top of `ps` (a snapshot's state, or empty).
+    pub(crate) fn new(plan: &Plan, log_end: i64, ps: ProducerStates) -> Replayer {
         Replayer {
-            ps: ProducerStates::default(),
+            ps,
             next: plan.start_offset,
+            aborted: Vec::new(),
+            skip_below: plan.skip_below,
             log_end,
             covered: true,
         }
     }
-    /// Take the next batch from a segment file; false (stop reading) if it does not
-    /// follow the previous one or lies past the log end.
-    pub(crate) fn feed(&mut self, h: &RecordBatchHeader) -> bool {
+    /// Take the next batch from a segment file (`marker`: its transaction marker, for a
+    /// control batch); false (stop reading) if it does not follow the previous one or
+    /// lies past the log end.
+    pub(crate) fn feed(&mut self, h: &RecordBatchHeader, marker: Option<EndTxnMarker>) -> bool {
         if h.base_offset < self.next || h.base_offset >= self.log_end || h.last_offset_delta < 0 {
             return false;
         }
-        self.ps.replay(h);
+        if h.last_offset() >= self.skip_below {
+            if let Some(a) = self.ps.replay(h, marker) {
+                self.aborted.push(a);
+            }
+        }
         self.next = h.last_offset() + 1;
         true
     }
@@ -347,7 +590,7 @@ impl Replayer {
             if h.base_offset < self.next {
                 continue;
             }
-            if !self.feed(&h) {
+            if !self.feed(&h, marker_of(&h, &p.data)) {
                 return Ok(false);
             }
         }
@@ -356,22 +599,23 @@ impl Replayer {
 }
 
 /// Rebuild synchronously (inside `append`, where the log cannot change meanwhile): batch
-/// headers of the planned ranges by plain positional reads, then the batches still in
-/// memory.
+/// headers of the planned ranges by plain positional reads on top of `base` (a
+/// snapshot's state, or empty), then the batches still in memory.
 pub(crate) fn rebuild(
     dir: &Path,
     plan: &Plan,
+    base: ProducerStates,
     pending: &PendingQueue,
     log_end: i64,
     durable: i64,
-) -> Result<ProducerStates, StorageError> {
-    let mut r = Replayer::new(plan, log_end);
-    for &(base, from, to) in &plan.ranges {
+) -> Result<Replayer, StorageError> {
+    let mut r = Replayer::new(plan, log_end, base);
+    for &(seg_base, from, to) in &plan.ranges {
         if to > from {
-            let path = crate::segment::log_path(dir, base);
-            let file = open_segment_sync(&path, plan.in_swap.contains(&base))?;
+            let path = crate::segment::log_path(dir, seg_base);
+            let file = open_segment_sync(&path, plan.in_swap.contains(&seg_base))?;
             let end = match file {
-                Some(f) => scan_headers(&f, &path, from, to, |h| r.feed(h))?,
+                Some(f) => scan_headers(&f, &path, from, to, |h, m| r.feed(h, m))?,
                 None => from,
             };
             r.range_read(end, to);
@@ -381,20 +625,20 @@ pub(crate) fn rebuild(
         tracing::warn!(dir = %dir.display(), next = r.next, log_end,
             "producer state rebuilt from a log it could not read whole; older producers may be unknown");
     }
-    Ok(r.ps)
+    Ok(r)
 }
 
-/// Call `f` with the header of every batch in `[from, len)` of a segment file (`from` is
-/// a batch boundary) until it returns false, hopping from header to header: large batches
-/// are skipped, small ones come from one chunk read. Stops quietly at a short read or an
-/// unparsable header (a file cut concurrently). Returns the position it stopped at (`len`
-/// when it read everything).
+/// Call `f` with the header (and, for a control batch, its transaction marker) of every
+/// batch in `[from, len)` of a segment file (`from` is a batch boundary) until it returns
+/// false, hopping from header to header: large batches are skipped, small ones come from
+/// one chunk read. Stops quietly at a short read or an unparsable header (a file cut
+/// concurrently). Returns the position it stopped at (`len` when it read everything).
 fn scan_headers(
     file: &std::fs::File,
     path: &Path,
     from: u64,
     len: u64,
-    mut f: impl FnMut(&RecordBatchHeader) -> bool,
+    mut f: impl FnMut(&RecordBatchHeader, Option<EndTxnMarker>) -> bool,
 ) -> Result<u64, StorageError> {
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut buf_start, mut buf_len) = (0u64, 0usize);
@@ -413,13 +657,28 @@ fn scan_headers(
             tracing::warn!(path = %path.display(), pos, "unparsable batch header while rebuilding producer state");
             break;
         };
-        if pos + h.total_size() as u64 > len {
+        let size = h.total_size();
+        if pos + size as u64 > len {
             break;
         }
-        if !f(&h) {
+        let mut marker = None;
+        if h.is_control() && size <= READ_CHUNK {
+            // a control batch is small: read it whole for its marker
+            if off + size > buf_len {
+                let want = (len - pos).min(READ_CHUNK as u64) as usize;
+                let n = read_at_most(file, &mut buf[..want], pos)?;
+                if n < size {
+                    break;
+                }
+                (buf_start, buf_len) = (pos, n);
+            }
+            let off = (pos - buf_start) as usize;
+            marker = marker_of(&h, &buf[off..off + size]);
+        }
+        if !f(&h, marker) {
             break;
         }
-        pos += h.total_size() as u64;
+        pos += size as u64;
     }
     Ok(pos)
 }
@@ -520,17 +779,17 @@ mod tests {
     fn replay_resets_on_epoch_change_and_trim_forgets() {
         let mut ps = ProducerStates::default();
         let mut h = hdr(7, 0, 0, 3);
-        ps.replay(&h);
+        ps.replay(&h, None);
         h.base_offset = 3;
         h.producer_epoch = 1;
-        ps.replay(&h);
+        ps.replay(&h, None);
         let e = ps.get(7).unwrap();
         assert_eq!((e.epoch, e.batches.len()), (1, 1));
         ps.trim_before(5);
         assert_eq!(ps.len(), 1);
         ps.trim_before(6);
         assert_eq!(ps.len(), 0);
-        ps.replay(&hdr(-1, -1, -1, 1));
+        ps.replay(&hdr(-1, -1, -1, 1), None);
         assert_eq!(ps.len(), 0);
     }
 }

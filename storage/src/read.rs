@@ -26,6 +26,7 @@ use crate::inner::LogInner;
 use crate::producer;
 use crate::readahead::{self, Planned};
 use crate::shard::ShardStorage;
+use crate::txn::SegTxn;
 use bytes::Bytes;
 use sluice_proto::batch::{decode_records, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
 use std::rc::Rc;
@@ -434,28 +435,56 @@ pub(crate) async fn offset_for_timestamp(
     }
 }
 
-/// Build the idempotent-producer state with async DMA reads (for
-/// `PartitionLog::load_producer_state`), so the shard does not block on the read.
-/// Installs it only if the log did not change in a way the read could have missed (a
-/// truncation; batches flushed and dequeued that the read did not reach: see
+/// Build the producer state with async reads (for `PartitionLog::load_producer_state`),
+/// so the shard does not block: the newest usable snapshot (read on the blocking
+/// helper), then the batch headers after it by DMA reads (without a snapshot, the tail
+/// of the log). Installs it only if the log did not change in a way the read could have
+/// missed (a truncation; batches flushed and dequeued that the read did not reach: see
 /// `Replayer::feed_pending`); otherwise leaves it unbuilt and `append` rebuilds
-/// synchronously.
+/// synchronously. Segments whose aborted-transaction entries were unknown (open after a
+/// crash) get them from the replay, and sealed ones their `.txnindex` file.
 pub(crate) async fn load_producers(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
     let max_bytes = shard.opts.producer_rebuild_bytes;
-    // the plan may consult the sparse index of the newest segments
+    if log.state().producers_loaded() {
+        return Ok(());
+    }
+    let candidates = log.state().snapshot_candidates();
+    let mut base = None;
+    for o in candidates {
+        let dir = log.dir.clone();
+        match crate::blocking::run(move || crate::snapshot::read(&dir, o)).await {
+            Some(ps) => {
+                base = Some((o, ps));
+                break;
+            }
+            None => {
+                tracing::warn!(dir = %log.dir.display(), offset = o, "unusable producer-state snapshot; trying an older one");
+                log.state_mut().forget_snapshot(o);
+            }
+        }
+    }
+    let at = base.as_ref().map(|b| b.0);
+    // the plan may consult the sparse index of the segment it starts in
     let bases: Vec<i64> = {
         let st = log.state();
         let n = st.segments().len();
-        st.segments()[n.saturating_sub(producer::REBUILD_SEGMENTS)..]
-            .iter()
-            .map(|s| s.base)
-            .collect()
+        match at {
+            Some(o) => st
+                .segment_for(o)
+                .map(|i| st.segments()[i].base)
+                .into_iter()
+                .collect(),
+            None => st.segments()[n.saturating_sub(producer::REBUILD_SEGMENTS)..]
+                .iter()
+                .map(|s| s.base)
+                .collect(),
+        }
     };
-    for base in bases {
-        log.load_indexes(base).await;
+    for b in bases {
+        log.load_indexes(b).await;
     }
     let (plan, epoch, layout, log_end) = {
         let mut st = log.state_mut();
@@ -463,25 +492,38 @@ pub(crate) async fn load_producers(
         if st.producers_loaded() {
             return Ok(());
         }
-        let p = st.plan_producer_rebuild(&log.dir, max_bytes);
+        let p = st.plan_producer_rebuild(&log.dir, max_bytes, at);
         (p, st.truncate_epoch(), st.layout_epoch(), st.log_end())
     };
-    match replay_files(shard, log, &plan, log_end).await {
-        Ok(r) => install_replayed(log, r, &plan, epoch, layout),
+    let ps = base.map(|b| b.1).unwrap_or_default();
+    let filled = match replay_files(shard, log, &plan, log_end, ps).await {
+        Ok(r) => install_replayed(log, r, &plan, epoch, layout)?,
         // segments swapped under the read (a file gone or replaced): leave it unbuilt
-        Err(_) if log.state().layout_epoch() != layout => Ok(()),
-        Err(e) => Err(e),
+        Err(_) if log.state().layout_epoch() != layout => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !filled.is_empty() {
+        let _permit = log.io.acquire_permit(1).await?;
+        for (seg_base, entries) in filled {
+            if log.state().segment(seg_base).is_none() {
+                continue;
+            }
+            crate::txn::write_file(&log.dir, seg_base, &entries).await?;
+            log.state_mut().txn_file_written(seg_base, entries.len());
+        }
     }
+    Ok(())
 }
 
-/// The planned ranges of the segment files, replayed.
+/// The planned ranges of the segment files, replayed on top of `ps`.
 async fn replay_files(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
     plan: &producer::Plan,
     log_end: i64,
+    ps: producer::ProducerStates,
 ) -> Result<producer::Replayer, StorageError> {
-    let mut r = producer::Replayer::new(plan, log_end);
+    let mut r = producer::Replayer::new(plan, log_end, ps);
     'segments: for &(base, from, to) in &plan.ranges {
         if to <= from {
             continue;
@@ -506,11 +548,31 @@ async fn replay_files(
                 r.range_read(pos, to);
                 break 'segments;
             };
-            if pos + h.total_size() as u64 > to || !r.feed(&h) {
+            let size = h.total_size();
+            if pos + size as u64 > to {
                 r.range_read(pos, to);
                 break 'segments;
             }
-            pos += h.total_size() as u64;
+            let mut marker = None;
+            if h.is_control() && size <= producer::READ_CHUNK {
+                // a control batch is small: read it whole for its transaction marker
+                if off + size > buf.len() {
+                    let want = (to - pos).min(producer::READ_CHUNK as u64) as usize;
+                    buf = file.read_at(pos, want).await?;
+                    buf_start = pos;
+                    if buf.len() < size {
+                        r.range_read(pos, to);
+                        break 'segments;
+                    }
+                }
+                let off = (pos - buf_start) as usize;
+                marker = producer::marker_of(&h, &buf[off..off + size]);
+            }
+            if !r.feed(&h, marker) {
+                r.range_read(pos, to);
+                break 'segments;
+            }
+            pos += size as u64;
         }
         r.range_read(pos, to);
     }
@@ -518,25 +580,59 @@ async fn replay_files(
 }
 
 /// Installs what `replay_files` read, with the pending batches, unless the log changed
-/// in a way the read could have missed.
+/// in a way the read could have missed. Returns the sealed segments whose unknown
+/// aborted-transaction entries the replay filled.
 fn install_replayed(
     log: &LogInner,
     mut r: producer::Replayer,
     plan: &producer::Plan,
     epoch: u64,
     layout: u64,
-) -> Result<(), StorageError> {
+) -> Result<Vec<(i64, Vec<crate::txn::AbortedEntry>)>, StorageError> {
     let mut st = log.state_mut();
     if st.producers_loaded()
         || st.truncate_epoch() != epoch
         || st.layout_epoch() != layout
         || st.check_open().is_err()
     {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (end, durable) = (st.log_end(), st.durable());
     if r.feed_pending(st.pending(), end, plan.durable, durable)? {
-        st.install_producers(r.ps);
+        return Ok(st.install_producers(r.ps, r.aborted, plan.skip_below));
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// `PartitionLog::aborted_transactions`: the aborted-transaction entries of the
+/// segments from the one holding `from` on, read from their `.txnindex` on the blocking
+/// helper when not in memory, until one says nothing earlier can follow.
+pub(crate) async fn aborted_transactions(
+    log: &Rc<LogInner>,
+    from: i64,
+    upper: i64,
+) -> Result<Vec<crate::txn::AbortedTxn>, StorageError> {
+    let mut out = Vec::new();
+    let segments = log.state().txn_segments_from(from);
+    for (base, entries) in segments {
+        let entries = match entries {
+            SegTxn::Loaded(v) => v,
+            SegTxn::Unknown => {
+                return Err(corrupt(format!(
+                    "segment {base}: aborted transactions not rebuilt yet"
+                )))
+            }
+            SegTxn::OnDisk(_) => {
+                let dir = log.dir.clone();
+                let read =
+                    crate::blocking::run(move || crate::txn::read_entries(&dir, base)).await?;
+                log.state_mut().install_txn(base, read.clone());
+                read.ok_or_else(|| corrupt(format!("segment {base}: damaged transaction index")))?
+            }
+        };
+        if crate::txn::collect(&entries, from, upper, &mut out) {
+            break;
+        }
+    }
+    Ok(out)
 }

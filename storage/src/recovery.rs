@@ -28,6 +28,7 @@ use crate::segment::{
 };
 use crate::shard::ShardStorage;
 use crate::state::LogState;
+use crate::txn::{AbortedEntry, SegTxn};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
@@ -262,6 +263,13 @@ struct Survey {
     intent: Option<Option<i64>>,
     /// A cleaner's swap interrupted by a crash was finished or rolled back.
     swap_recovered: bool,
+    /// Producer-state snapshot offsets found.
+    snapshots: Vec<i64>,
+    /// Length of every `.txnindex` file, by segment base.
+    txn_lens: Vec<(i64, u64)>,
+    /// Entries of the `.txnindex` of the last segment and of every sealed segment that
+    /// will be rescanned (None: damaged).
+    txn_read: Vec<(i64, Option<Vec<AbortedEntry>>)>,
 }
 
 fn survey(dir: &Path) -> Result<Survey, StorageError> {
@@ -275,7 +283,7 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
     for &b in &bases {
         segments.push((b, std::fs::metadata(log_path(dir, b))?.len()));
     }
-    let sealed = segments
+    let sealed: Vec<Option<Segment>> = segments
         .windows(2)
         .map(|w| sealed_from_disk(dir, w[0].0, w[1].0, w[0].1))
         .collect();
@@ -284,6 +292,15 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
+    let (snapshots, txn_lens) = crate::txn::list_txn_files(dir)?;
+    let mut txn_read = Vec::new();
+    for (i, &(b, _)) in segments.iter().enumerate() {
+        let rescanned =
+            i + 1 == segments.len() || sealed.get(i).is_some_and(|s: &Option<Segment>| s.is_none());
+        if rescanned && txn_lens.iter().any(|t| t.0 == b) {
+            txn_read.push((b, crate::txn::read_entries(dir, b)?));
+        }
+    }
     let (mut last_indexes_exist, mut last_created_ms, mut last_resume) = (false, -1, None);
     if let Some(&(b, len)) = segments.last() {
         last_indexes_exist = index_path(dir, b).exists() && timeindex_path(dir, b).exists();
@@ -301,7 +318,51 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         epochs: crate::epoch::read_checkpoint(dir)?,
         intent: crate::epoch::read_intent(dir)?,
         swap_recovered,
+        snapshots,
+        txn_lens,
+        txn_read,
     })
+}
+
+/// Set `seg`'s aborted-transaction entries from what the survey found: a trusted sealed
+/// segment's stay in their file (`OnDisk`); a rescanned one's are read, without entries
+/// for markers past its recovered end (lost in the crash: the flusher writes the file
+/// before the batches). A damaged file makes them unknown (rebuilt by the producer-state
+/// replay before open returns).
+fn attach_txn(
+    seg: &mut Segment,
+    trusted: bool,
+    lens: &[(i64, u64)],
+    read: &[(i64, Option<Vec<AbortedEntry>>)],
+) {
+    let len = lens.iter().find(|t| t.0 == seg.base).map(|t| t.1);
+    seg.txn_file = len.is_some();
+    let Some(len) = len.filter(|&l| l > 0) else {
+        seg.txn = SegTxn::default();
+        return;
+    };
+    if trusted {
+        seg.txn = if (len as usize).is_multiple_of(crate::txn::TXN_ENTRY_LEN) {
+            SegTxn::OnDisk(len as usize / crate::txn::TXN_ENTRY_LEN)
+        } else {
+            SegTxn::Unknown
+        };
+        return;
+    }
+    seg.txn = match read
+        .iter()
+        .find(|r| r.0 == seg.base)
+        .and_then(|r| r.1.clone())
+    {
+        Some(v) => {
+            let end = seg.end_offset;
+            let kept: Vec<AbortedEntry> =
+                v.iter().filter(|a| a.last_offset < end).copied().collect();
+            seg.txn_dirty = kept.len() != v.len();
+            SegTxn::Loaded(kept)
+        }
+        None => SegTxn::Unknown,
+    };
 }
 
 /// Open (creating the directory if missing) and recover the log in `dir`, registered
@@ -328,6 +389,9 @@ pub(crate) async fn open_log(
         epochs: epochs_raw,
         intent,
         swap_recovered,
+        snapshots,
+        txn_lens,
+        txn_read,
     } = {
         let dir = dir.clone();
         crate::blocking::run(move || survey(&dir)).await?
@@ -340,7 +404,8 @@ pub(crate) async fn open_log(
     let mut changed = false;
     for (i, &(base, file_len)) in found.iter().enumerate() {
         if let Some(&(nb, _)) = found.get(i + 1) {
-            if let Some(s) = sealed.get_mut(i).and_then(Option::take) {
+            if let Some(mut s) = sealed.get_mut(i).and_then(Option::take) {
+                attach_txn(&mut s, true, &txn_lens, &txn_read);
                 segments.push(s);
                 continue;
             }
@@ -353,12 +418,14 @@ pub(crate) async fn open_log(
                 remove_segments(&dir, found[i + 1..].iter().map(|f| f.0).collect()).await?;
                 let (idx, tidx) = seg.encode_indexes();
                 write_indexes(&dir, base, idx, tidx).await?;
+                attach_txn(&mut seg, false, &txn_lens, &txn_read);
                 segments.push(seg);
                 break;
             }
             // whole (perhaps ending in a gap): it covers the offsets up to the next base
             seg.end_offset = nb;
             seg.state = SegState::Sealed;
+            attach_txn(&mut seg, false, &txn_lens, &txn_read);
             if seg.size > 0 {
                 let (idx, tidx) = seg.seal_indexes();
                 write_indexes(&dir, base, idx, tidx).await?;
@@ -377,6 +444,7 @@ pub(crate) async fn open_log(
                 s.index = None;
                 s.tindex = None;
                 s.created_ms = if m.size > 0 { last_created_ms } else { -1 };
+                attach_txn(&mut s, false, &txn_lens, &txn_read);
                 segments.push(s);
                 marker_used = true;
             } else {
@@ -387,6 +455,8 @@ pub(crate) async fn open_log(
                 // replace indexes that may describe bytes that are now cut or rewritten
                 let (idx, tidx) = seg.encode_indexes();
                 write_indexes(&dir, base, idx, tidx).await?;
+                let mut seg = seg;
+                attach_txn(&mut seg, false, &txn_lens, &txn_read);
                 segments.push(seg);
             }
         }
@@ -408,6 +478,14 @@ pub(crate) async fn open_log(
     // a clean point past the recovered end must not stay on disk: data appended from
     // the end on is not clean
     let clean_rewrite = clean.snapshot_if_dirty();
+    // snapshots past the recovered end describe batches that are gone (and offsets that
+    // will hold others); those below the log start are of no use
+    let (snapshots, stale): (Vec<i64>, Vec<i64>) = snapshots
+        .into_iter()
+        .partition(|&o| o >= log_start && o <= log_end);
+    if !stale.is_empty() {
+        crate::snapshot::remove(&dir, stale).await?;
+    }
     let st = LogState::new(
         config,
         segments,
@@ -415,6 +493,7 @@ pub(crate) async fn open_log(
         marker_used,
         crate::pending::PendingQueue::new(shard.unflushed.clone()),
         clean,
+        snapshots,
     );
     let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, st)));
     if changed {
@@ -435,6 +514,15 @@ pub(crate) async fn open_log(
     if let Some(intent) = intent {
         // a truncation was under way: finish it (the log recovered to a longer prefix)
         if let Err(e) = crate::truncate::finish_intent(shard, &inner, intent).await {
+            let _ = close_inner(shard, &inner).await; // ok: reporting `e`
+            return Err(e);
+        }
+    }
+    let unknown = inner.state().unknown_txn_segments();
+    if !unknown.is_empty() {
+        // a damaged transaction index: rebuild it from the producer-state replay now
+        tracing::warn!(dir = %inner.dir.display(), segments = ?unknown, "rebuilding damaged transaction indexes");
+        if let Err(e) = crate::read::load_producers(shard, &inner).await {
             let _ = close_inner(shard, &inner).await; // ok: reporting `e`
             return Err(e);
         }
@@ -508,6 +596,16 @@ async fn close_files_and_mark(
     if let Some((gen, entries)) = checkpoint {
         crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
         log.state_mut().epochs_persisted(gen);
+    }
+    crate::flusher::write_txn_files(log).await?;
+    // the producer state at the log end (everything is durable): the next load replays
+    // nothing
+    let snap = {
+        let st = log.state();
+        st.producers().map(|ps| (st.log_end(), ps.clone()))
+    };
+    if let Some((end, ps)) = snap {
+        crate::snapshot::persist(log, end, &ps).await?;
     }
     let (base, size, exists, idx, marker) = {
         let st = log.state();

@@ -1,15 +1,61 @@
 //! Operations that remove data from the front: delete retention (`retention.ms` by batch
 //! max timestamp, `retention.bytes`; only for logs whose `cleanup.policy` includes
 //! `delete`), and deleting a whole log (cutting a suffix is `truncate.rs`). Each holds the log's I/O permit so it never races the flusher.
-//! Retention forgets producers with nothing left in the log and folds leader-epoch
-//! entries before the new log start into it. The new log start is the base of the first
+//! Retention never deletes a segment holding an offset at or past the first unstable
+//! offset (a transaction under way, or completed but not yet stable, keeps its data:
+//! the producer state is loaded first), deletes each segment's `.txnindex` with it and
+//! the producer-state snapshots below the new log start, forgets producers with nothing
+//! left in the log and folds leader-epoch entries before the new log start into it. The new log start is the base of the first
 //! segment kept, also when its first batch starts later (a compacted segment).
 
 use crate::error::StorageError;
 use crate::inner::LogInner;
 use crate::segment::{log_path, open_segment_file, remove_segments, SegState, Segment};
 use crate::shard::ShardStorage;
+use crate::state::LogState;
 use std::rc::Rc;
+
+/// The segments retention deletes now (bases, from the front) and whether the last one
+/// is replaced by an empty one, deleting nothing at or past `cap` (the first unstable
+/// offset).
+fn plan(st: &LogState, now_ms: i64, cap: i64) -> (Vec<i64>, bool) {
+    let cfg = st.config();
+    if !cfg.cleanup_policy.delete {
+        return (Vec::new(), false); // compact only: the cleaner alone removes data
+    }
+    let segments = st.segments();
+    let mut total: i64 = segments.iter().map(|s| s.size as i64).sum();
+    let mut doomed = Vec::new();
+    // a segment without batches (compaction can leave one) holds nothing to keep
+    let expired = |s: &Segment| {
+        cfg.retention_ms >= 0
+            && (s.size == 0
+                || (s.max_ts_offset >= 0 && s.max_ts < now_ms.saturating_sub(cfg.retention_ms)))
+    };
+    // never the last segment here, sealed or not: it holds the log end, and a log
+    // without segments would restart at 0 (the active case below rolls it instead)
+    let all_but_last = &segments[..segments.len().saturating_sub(1)];
+    for s in all_but_last {
+        if s.state != SegState::Sealed || s.end_offset > cap {
+            break;
+        }
+        let too_big = cfg.retention_bytes >= 0 && total - s.size as i64 >= cfg.retention_bytes;
+        if !(expired(s) || too_big) {
+            break;
+        }
+        total -= s.size as i64;
+        doomed.push(s.base);
+    }
+    // the last segment expires too once everything in it is old and durable: an
+    // empty segment at the log end takes its place
+    let active = segments.last();
+    let roll = doomed.len() + 1 == segments.len()
+        && active.is_some_and(|a| a.size > 0 && a.flushed == a.size && expired(a))
+        && st.pending().is_empty()
+        && st.durable() == st.log_end()
+        && st.log_end() <= cap;
+    (doomed, roll)
+}
 
 pub(crate) async fn enforce_retention(
     shard: &Rc<ShardStorage>,
@@ -17,45 +63,22 @@ pub(crate) async fn enforce_retention(
     now_ms: i64,
 ) -> Result<(), StorageError> {
     log.state().check_open()?;
+    let (doomed, roll) = plan(&log.state(), now_ms, i64::MAX);
+    if doomed.is_empty() && !roll {
+        return Ok(());
+    }
+    // never delete data of a transaction that is not stable: that needs the state
+    crate::read::load_producers(shard, log).await?;
     let _permit = log.io.acquire_permit(1).await?;
     let (doomed, roll) = {
         let st = log.state();
         st.check_open()?;
-        let cfg = st.config();
-        if !cfg.cleanup_policy.delete {
-            return Ok(()); // compact only: the cleaner alone removes data
-        }
-        let segments = st.segments();
-        let mut total: i64 = segments.iter().map(|s| s.size as i64).sum();
-        let mut doomed = Vec::new();
-        // a segment without batches (compaction can leave one) holds nothing to keep
-        let expired = |s: &Segment| {
-            cfg.retention_ms >= 0
-                && (s.size == 0
-                    || (s.max_ts_offset >= 0 && s.max_ts < now_ms.saturating_sub(cfg.retention_ms)))
+        // not built (the log changed under the load): delete nothing this time
+        let cap = match st.first_unstable_if_loaded() {
+            Some(fu) => fu.unwrap_or(i64::MAX),
+            None => st.log_start(),
         };
-        // never the last segment here, sealed or not: it holds the log end, and a log
-        // without segments would restart at 0 (the active case below rolls it instead)
-        let all_but_last = &segments[..segments.len().saturating_sub(1)];
-        for s in all_but_last {
-            if s.state != SegState::Sealed {
-                break;
-            }
-            let too_big = cfg.retention_bytes >= 0 && total - s.size as i64 >= cfg.retention_bytes;
-            if !(expired(s) || too_big) {
-                break;
-            }
-            total -= s.size as i64;
-            doomed.push(s.base);
-        }
-        // the last segment expires too once everything in it is old and durable: an
-        // empty segment at the log end takes its place
-        let active = segments.last();
-        let roll = doomed.len() + 1 == segments.len()
-            && active.is_some_and(|a| a.size > 0 && a.flushed == a.size && expired(a))
-            && st.pending().is_empty()
-            && st.durable() == st.log_end();
-        (doomed, roll)
+        plan(&st, now_ms, cap)
     };
     if doomed.is_empty() && !roll {
         return Ok(());
@@ -89,6 +112,8 @@ pub(crate) async fn enforce_retention(
     let new_start = log.state_mut().drop_front(&removed);
     crate::files::close_files(shard.forget_before(log.id, new_start, &removed)).await;
     remove_segments(&dir, removed.clone()).await?;
+    let old_snapshots = log.state_mut().take_snapshots_before_start();
+    crate::snapshot::remove(&dir, old_snapshots).await?;
     tracing::debug!(dir = %dir.display(), segments = removed.len(), new_start, "retention deleted segments");
     shard.notify_log(log);
     Ok(())

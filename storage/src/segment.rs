@@ -1,4 +1,5 @@
-//! One segment of a partition log: `<base:020>.log` plus its `.index` and `.timeindex`,
+//! One segment of a partition log: `<base:020>.log` plus its `.index`, `.timeindex` and
+//! (with aborted transactions) `.txnindex`,
 //! their file names and small-file helpers, and the in-memory bookkeeping for one segment.
 //! A segment covers the offsets from its base up to the next segment's base (the last
 //! one up to the log end); its batches have strictly increasing offsets inside that
@@ -8,6 +9,7 @@
 
 use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::txn::SegTxn;
 use glommio::io::{DmaFile, OpenOptions};
 use sluice_proto::batch::RecordBatchHeader;
 use std::path::{Path, PathBuf};
@@ -86,6 +88,15 @@ pub(crate) struct Segment {
     /// A cleaned segment just swapped in whose files may still carry the `.swap` suffix
     /// (the cleaner renames them right after; `ShardStorage::segment_file` tries both).
     pub(crate) in_swap: bool,
+    /// Its aborted-transaction entries (`txn.rs`).
+    pub(crate) txn: SegTxn,
+    /// A `.txnindex` file may exist for it (written by the flusher or the cleaner,
+    /// found at open).
+    pub(crate) txn_file: bool,
+    /// Its entries changed since its `.txnindex` was written: the flusher writes the
+    /// file before the batches it flushes next (so a durable marker always has its
+    /// entry on disk).
+    pub(crate) txn_dirty: bool,
 }
 
 impl Segment {
@@ -117,6 +128,9 @@ impl Segment {
             state: SegState::Active,
             file_exists,
             in_swap: false,
+            txn: SegTxn::default(),
+            txn_file: false,
+            txn_dirty: false,
         }
     }
 
@@ -329,11 +343,13 @@ pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Res
     .await
 }
 
-/// Removes one segment's three files (blocking); missing files are not an error.
+/// Removes one segment's files (blocking): log, indexes and `.txnindex`; missing files
+/// are not an error.
 pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
     for p in [
         log_path(dir, base),
         index_path(dir, base),
+        crate::txn::txnindex_path(dir, base),
         timeindex_path(dir, base),
     ] {
         match std::fs::remove_file(&p) {

@@ -26,11 +26,12 @@ use crate::config::LogConfig;
 use crate::epoch::EpochCache;
 use crate::error::{corrupt, FlushFailure, StorageError};
 use crate::pending::{Pending, PendingQueue};
-use crate::producer::{self, Plan, ProducerEntry, ProducerStates};
+use crate::producer::{self, Plan, ProducerStates};
 use crate::segment::{SegState, Segment};
+use crate::txn::{AbortedEntry, SegTxn};
 use bytes::Bytes;
 use sluice_proto::batch::RecordBatchHeader;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::path::Path;
 
@@ -65,9 +66,19 @@ pub(crate) struct LogState {
     truncations: VecDeque<(u64, i64)>,
     /// A truncation is between its start and its in-memory cut: appends are refused.
     truncating: bool,
-    /// Idempotent-producer state; None until an idempotent batch needs it (idle
-    /// partitions stay small) and again after a truncation (rebuilt from the log).
+    /// Producer state (idempotence and transactions); None until a batch or a reader
+    /// of the transaction state needs it (idle partitions stay small) and again after a
+    /// truncation (rebuilt from a snapshot and the log).
     producers: Option<Box<ProducerStates>>,
+    /// Offsets of the producer-state snapshots on disk.
+    snapshots: BTreeSet<i64>,
+    /// Snapshots taken at segment rolls, for the flusher to write once everything below
+    /// their offset is durable: (offset, state of the batches below it).
+    pending_snapshots: Vec<(i64, ProducerStates)>,
+    /// The highest high watermark given to `last_stable_offset` or `set_clean_limit`
+    /// (i64::MIN: none yet, then the durable offset stands for it): completed
+    /// transactions with a marker below it are stable.
+    hw_seen: i64,
     /// The epoch `append` stamps into batches; None (the default, or after a negative
     /// `set_leader_epoch`): batches keep the partitionLeaderEpoch the client sent.
     leader_epoch: Option<i32>,
@@ -118,6 +129,7 @@ impl LogState {
         marker_present: bool,
         pending: PendingQueue,
         clean: CleanPoint,
+        snapshots: Vec<i64>,
     ) -> LogState {
         if segments.is_empty() {
             segments.push(Segment::new_empty(0, false));
@@ -139,6 +151,9 @@ impl LogState {
             truncations: VecDeque::new(),
             truncating: false,
             producers: None,
+            snapshots: snapshots.into_iter().collect(),
+            pending_snapshots: Vec::new(),
+            hw_seen: i64::MIN,
             leader_epoch: None,
             epochs,
             clean,
@@ -312,8 +327,11 @@ impl LogState {
 
     /// Put batches whose final bytes are `data[range]` (offsets assigned, in order from
     /// the log end) into the log: segment roll (segment.bytes, segment.ms, the 32-bit
-    /// relative range), indexes, pending queue, the leader-epoch cache (with
-    /// `learn_epochs`), the log end; and put the log on the dirty list.
+    /// relative range; with the producer state built, a snapshot of it for the new
+    /// segment's base), indexes, pending queue, the leader-epoch cache (with
+    /// `learn_epochs`), the producer state (each batch replayed, if it is built: callers
+    /// checked the batches against it first), the aborted-transaction entries of the
+    /// active segment, the log end; and put the log on the dirty list.
     pub(crate) fn enqueue(
         &mut self,
         dir: &Path,
@@ -337,12 +355,31 @@ impl LogState {
                 active.state = SegState::Rolled;
                 active.end_offset = h.base_offset;
                 self.segments.push(Segment::new_empty(h.base_offset, false));
+                if let Some(ps) = self.producers.as_deref() {
+                    self.pending_snapshots.push((h.base_offset, ps.clone()));
+                }
             }
+            let data = data.slice(range.clone());
+            let aborted = match self.producers.as_mut() {
+                Some(ps) => ps.replay(h, producer::marker_of(h, &data)),
+                None => None,
+            };
             let active = self.active_mut();
             active.ensure_indexes(dir);
             let seg_base = active.base;
             active.note_batch(h, interval, now_ms);
-            let data = data.slice(range.clone());
+            if let Some(a) = aborted {
+                match &mut active.txn {
+                    SegTxn::Loaded(v) => {
+                        v.push(a);
+                        active.txn_dirty = true;
+                    }
+                    // ok: unreachable, open settles the active segment's entries
+                    other => {
+                        tracing::warn!(seg_base, state = ?other, "aborted transaction of a segment whose entries are not loaded")
+                    }
+                }
+            }
             out.push((h.base_offset, h.last_offset(), data.clone()));
             self.pending.push_back(Pending {
                 seg_base,
@@ -396,7 +433,7 @@ impl LogState {
         self.epochs.mark_persisted(gen);
     }
 
-    // ---- idempotent producers ----
+    // ---- producers and transactions ----
 
     pub(crate) fn producers(&self) -> Option<&ProducerStates> {
         self.producers.as_deref()
@@ -404,53 +441,248 @@ impl LogState {
     pub(crate) fn producers_loaded(&self) -> bool {
         self.producers.is_some()
     }
-    /// Where a rebuild of the producer state reads (see `producer::plan`).
-    pub(crate) fn plan_producer_rebuild(&mut self, dir: &Path, max_bytes: u64) -> Plan {
+    /// Snapshots a rebuild may start from, newest first: at or above the log start, at
+    /// or below the log end and below every segment whose aborted-transaction entries
+    /// are unknown (the replay rebuilds those).
+    pub(crate) fn snapshot_candidates(&self) -> Vec<i64> {
+        let bound = self
+            .segments
+            .iter()
+            .filter(|s| s.txn == SegTxn::Unknown)
+            .map(|s| s.base)
+            .min()
+            .unwrap_or(self.log_end)
+            .min(self.log_end);
+        let start = self.log_start();
+        self.snapshots.range(start..=bound).rev().copied().collect()
+    }
+    /// A snapshot file turned out unusable: forget it (its file is left for open or
+    /// retention to remove).
+    pub(crate) fn forget_snapshot(&mut self, offset: i64) {
+        self.snapshots.remove(&offset);
+    }
+    /// Where a rebuild of the producer state reads (see `producer::plan`): from the
+    /// snapshot at `snapshot` if it is still inside the log, else the newest segments.
+    pub(crate) fn plan_producer_rebuild(
+        &mut self,
+        dir: &Path,
+        max_bytes: u64,
+        snapshot: Option<i64>,
+    ) -> Plan {
+        let start = self.log_start();
+        let snapshot = snapshot.filter(|&o| o >= start && o <= self.log_end);
         producer::plan(
             dir,
             &mut self.segments,
             self.log_end,
             self.durable,
             max_bytes,
+            snapshot,
         )
     }
-    /// Build the producer state synchronously if it is not built (`append`'s fallback).
+    /// Build the producer state synchronously if it is not built (`append`'s fallback;
+    /// reads the snapshot and the log with blocking calls).
     pub(crate) fn ensure_producers(
         &mut self,
         dir: &Path,
         max_bytes: u64,
     ) -> Result<(), StorageError> {
-        if self.producers.is_none() {
-            let plan = self.plan_producer_rebuild(dir, max_bytes);
-            let ps = producer::rebuild(dir, &plan, &self.pending, self.log_end, self.durable)?;
-            self.producers = Some(Box::new(ps));
+        if self.producers.is_some() {
+            return Ok(());
         }
+        let mut base = None;
+        for o in self.snapshot_candidates() {
+            match crate::snapshot::read(dir, o) {
+                Some(ps) => {
+                    base = Some((o, ps));
+                    break;
+                }
+                None => self.forget_snapshot(o),
+            }
+        }
+        let (at, ps) = match base {
+            Some((o, ps)) => (Some(o), ps),
+            None => (None, ProducerStates::default()),
+        };
+        let plan = self.plan_producer_rebuild(dir, max_bytes, at);
+        let r = producer::rebuild(dir, &plan, ps, &self.pending, self.log_end, self.durable)?;
+        self.install_producers(r.ps, r.aborted, plan.skip_below);
         Ok(())
     }
     /// Install a state built elsewhere (the async load), without producers that have
-    /// nothing left in the log.
-    pub(crate) fn install_producers(&mut self, mut ps: ProducerStates) {
+    /// nothing left in the log; `aborted` (the entries of the markers the replay saw
+    /// from `replayed_from` on) fill the segments whose entries were unknown (a damaged
+    /// `.txnindex` found at open). Returns the segments so filled, whose `.txnindex` the
+    /// caller writes.
+    pub(crate) fn install_producers(
+        &mut self,
+        mut ps: ProducerStates,
+        aborted: Vec<AbortedEntry>,
+        replayed_from: i64,
+    ) -> Vec<(i64, Vec<AbortedEntry>)> {
         ps.trim_before(self.log_start());
+        ps.prune_stable(self.known_hw());
         self.producers = Some(Box::new(ps));
+        let mut filled = Vec::new();
+        let n = self.segments.len();
+        for (i, s) in self.segments.iter_mut().enumerate() {
+            if s.txn != SegTxn::Unknown {
+                continue;
+            }
+            if s.base < replayed_from {
+                tracing::warn!(seg_base = s.base, replayed_from,
+                    "aborted transactions rebuilt without the start of the segment: no snapshot reaches it");
+            }
+            let end = s.end_offset;
+            let mine: Vec<AbortedEntry> = aborted
+                .iter()
+                .filter(|a| a.last_offset >= s.base && (i + 1 == n || a.last_offset < end))
+                .copied()
+                .collect();
+            filled.push((s.base, mine.clone()));
+            s.txn = SegTxn::Loaded(mine);
+            s.txn_dirty = true;
+        }
+        filled
     }
-    /// Commit the entries an append's checks updated (if the state is built).
-    pub(crate) fn commit_producers(&mut self, updates: Vec<(i64, Option<ProducerEntry>)>) {
-        if let Some(ps) = self.producers.as_mut() {
-            for (pid, e) in updates {
-                if let Some(e) = e {
-                    ps.insert(pid, e);
-                }
+    /// The first offset of the earliest transaction that is not stable: under way, or
+    /// completed with its marker at or past the high watermark last passed to
+    /// `last_stable_offset`. None if every transaction is stable; the log start while
+    /// the producer state is not built (everything is taken as unstable).
+    pub(crate) fn first_unstable_offset(&self) -> Option<i64> {
+        match self.producers.as_deref() {
+            Some(ps) => ps.first_unstable(self.known_hw()),
+            None => Some(self.log_start()),
+        }
+    }
+    /// `first_unstable_offset` if the producer state is built.
+    pub(crate) fn first_unstable_if_loaded(&self) -> Option<Option<i64>> {
+        let hw = self.known_hw();
+        self.producers.as_deref().map(|ps| ps.first_unstable(hw))
+    }
+    /// The high watermark as far as the log knows it: the highest given to
+    /// `last_stable_offset` or `set_clean_limit`, else the durable offset (one node).
+    fn known_hw(&self) -> i64 {
+        if self.hw_seen == i64::MIN {
+            self.durable
+        } else {
+            self.hw_seen
+        }
+    }
+    /// The high watermark moved to `hw` (ignored if lower than one seen before): the
+    /// transactions completed below it are stable.
+    fn note_hw(&mut self, hw: i64) {
+        if hw > self.hw_seen {
+            self.hw_seen = hw;
+            if let Some(ps) = self.producers.as_mut() {
+                ps.prune_stable(hw);
             }
         }
     }
-    /// Replay replicated batches into the state (if it is built), without checks.
-    pub(crate) fn replay_producers<'a>(
-        &mut self,
-        headers: impl Iterator<Item = &'a RecordBatchHeader>,
-    ) {
-        if let Some(ps) = self.producers.as_mut() {
-            for h in headers {
-                ps.replay(h);
+    /// min(`hw`, first unstable offset); a higher `hw` than any before makes the
+    /// transactions completed below it stable.
+    pub(crate) fn last_stable_offset(&mut self, hw: i64) -> i64 {
+        self.note_hw(hw);
+        self.first_unstable_offset().map_or(hw, |f| f.min(hw))
+    }
+    /// Snapshots rolled segments asked for whose offset is durable now.
+    pub(crate) fn take_due_snapshots(&mut self) -> Vec<(i64, ProducerStates)> {
+        let durable = self.durable;
+        let (due, keep) = std::mem::take(&mut self.pending_snapshots)
+            .into_iter()
+            .partition(|(o, _)| *o <= durable);
+        self.pending_snapshots = keep;
+        due
+    }
+    /// The snapshot for `offset` is on disk; returns the offsets of the older ones to
+    /// remove beyond the newest `snapshot::KEEP`.
+    pub(crate) fn snapshot_written(&mut self, offset: i64) -> Vec<i64> {
+        self.snapshots.insert(offset);
+        let extra = self.snapshots.len().saturating_sub(crate::snapshot::KEEP);
+        let old: Vec<i64> = self.snapshots.iter().take(extra).copied().collect();
+        for o in &old {
+            self.snapshots.remove(o);
+        }
+        old
+    }
+    /// Forget (for the caller to remove) the snapshots past `offset`: they describe
+    /// batches that are gone.
+    pub(crate) fn take_snapshots_after(&mut self, offset: i64) -> Vec<i64> {
+        let gone: Vec<i64> = self
+            .snapshots
+            .range(offset.saturating_add(1)..)
+            .copied()
+            .collect();
+        for o in &gone {
+            self.snapshots.remove(o);
+        }
+        gone
+    }
+    /// Forget (for the caller to remove) the snapshots below the log start.
+    pub(crate) fn take_snapshots_before_start(&mut self) -> Vec<i64> {
+        let start = self.log_start();
+        let gone: Vec<i64> = self.snapshots.range(..start).copied().collect();
+        for o in &gone {
+            self.snapshots.remove(o);
+        }
+        gone
+    }
+    /// DescribeProducers' view (empty while the state is not built).
+    pub(crate) fn producer_infos(&self) -> Vec<crate::txn::ProducerInfo> {
+        self.producers
+            .as_deref()
+            .map(ProducerStates::infos)
+            .unwrap_or_default()
+    }
+    /// Bases of the segments whose aborted-transaction entries are unknown.
+    pub(crate) fn unknown_txn_segments(&self) -> Vec<i64> {
+        self.segments
+            .iter()
+            .filter(|s| s.txn == SegTxn::Unknown)
+            .map(|s| s.base)
+            .collect()
+    }
+    /// Segment `base`'s entries are in its file, not in memory.
+    pub(crate) fn txn_on_disk(&self, base: i64) -> bool {
+        self.segment(base)
+            .is_some_and(|s| matches!(s.txn, SegTxn::OnDisk(_)))
+    }
+    /// Segment `base`'s entries, read from its file elsewhere (None: the file is
+    /// damaged, and they become unknown).
+    pub(crate) fn install_txn(&mut self, base: i64, entries: Option<Vec<AbortedEntry>>) {
+        if let Some(s) = self.segment_mut(base) {
+            if matches!(s.txn, SegTxn::OnDisk(_)) {
+                s.txn = entries.map_or(SegTxn::Unknown, SegTxn::Loaded);
+            }
+        }
+    }
+    /// The segments a search for aborted transactions with a marker at or after `from`
+    /// visits, in order, with what is known of their entries (empty ones left out).
+    pub(crate) fn txn_segments_from(&self, from: i64) -> Vec<(i64, SegTxn)> {
+        let i = self.segment_for(from).unwrap_or(0);
+        self.segments[i.min(self.segments.len())..]
+            .iter()
+            .filter(|s| !s.txn.is_empty())
+            .map(|s| (s.base, s.txn.clone()))
+            .collect()
+    }
+    /// The `.txnindex` files the flusher must write before flushing batches: (segment
+    /// base, entries) of every segment whose entries changed since (empty: remove the
+    /// file).
+    pub(crate) fn dirty_txn_files(&self) -> Vec<(i64, Vec<AbortedEntry>)> {
+        self.segments
+            .iter()
+            .filter(|s| s.txn_dirty)
+            .filter_map(|s| s.txn.loaded().map(|v| (s.base, v.to_vec())))
+            .collect()
+    }
+    /// Segment `base`'s `.txnindex` now holds its first `n` entries (none: no file); it
+    /// is clean unless entries were added meanwhile.
+    pub(crate) fn txn_file_written(&mut self, base: i64, n: usize) {
+        if let Some(s) = self.segment_mut(base) {
+            s.txn_file = n > 0;
+            if s.txn.loaded().is_some_and(|v| v.len() == n) {
+                s.txn_dirty = false;
             }
         }
     }
@@ -577,6 +809,13 @@ impl LogState {
         if let Some(end) = end {
             self.durable = self.durable.max(end);
         }
+        if self.hw_seen == i64::MIN {
+            // no high watermark given: the durable offset stands for it
+            let durable = self.durable;
+            if let Some(ps) = self.producers.as_mut() {
+                ps.prune_stable(durable);
+            }
+        }
     }
     /// A rolled segment's logical size and both encoded indexes, the time index ending
     /// with its final entry (kept in memory too), for the flusher to seal it.
@@ -639,8 +878,23 @@ impl LogState {
             .position(|s| s.base == seg_base)
             .ok_or_else(|| corrupt(format!("segment {seg_base} vanished")))?;
         let cut = seg.end_offset;
+        let mut seg = seg;
+        let old = &self.segments[i];
+        seg.txn = match &old.txn {
+            SegTxn::Loaded(v) => {
+                SegTxn::Loaded(v.iter().filter(|a| a.last_offset < cut).copied().collect())
+            }
+            other => other.clone(),
+        };
+        seg.txn_file = old.txn_file;
+        // its file may name markers that are cut: rewritten before anything is flushed
+        seg.txn_dirty = old.txn_dirty || (old.txn_file && seg.txn != old.txn);
         self.segments.truncate(i + 1);
         self.segments[i] = seg;
+        self.pending_snapshots.retain(|(o, _)| *o <= cut);
+        if self.hw_seen > cut {
+            self.hw_seen = cut;
+        }
         self.pending.truncate_from(cut);
         self.log_end = cut;
         self.durable = self.durable.min(cut);
@@ -662,6 +916,8 @@ impl LogState {
         self.tail = None;
         self.note_truncation(at);
         self.producers = None;
+        self.pending_snapshots.clear();
+        self.hw_seen = i64::MIN;
         self.epochs.clear();
         self.clean.truncate_to(at);
         self.clean.drop_before(at);
@@ -718,8 +974,11 @@ impl LogState {
         self.clean_limit
             .map_or(self.durable, |l| l.min(self.durable))
     }
+    /// The broker's high watermark: the cleaning limit, and what makes completed
+    /// transactions stable.
     pub(crate) fn set_clean_limit(&mut self, offset: i64) {
         self.clean_limit = Some(offset);
+        self.note_hw(offset);
     }
     pub(crate) fn is_uncleanable(&self) -> bool {
         self.uncleanable

@@ -5,7 +5,8 @@
 //! the shard's blocking helper; `cleaner.rs` orders them around the in-memory switch.
 //!
 //! ```text
-//!  1 write   <b>.log.cleaned, .index.cleaned, .timeindex.cleaned    (fdatasync each)
+//!  1 write   <b>.log.cleaned, .index.cleaned, .txnindex.cleaned, .timeindex.cleaned
+//!            (fdatasync each)
 //!  2 commit  rename every .cleaned -> .swap, fsync dir              ── commit point
 //!  3 remove  old segments each new one replaces (bases in (b, end)), fsync dir
 //!  4 install rename .swap -> .log, .index, then .timeindex, fsync dir
@@ -22,6 +23,7 @@
 use crate::segment::{
     index_path, log_path, remove_segment_files, timeindex_path, with_suffix, CLEANED, SWAP,
 };
+use crate::txn::txnindex_path;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -55,13 +57,21 @@ pub type CleanerHook = std::rc::Rc<
     dyn Fn(SwapStep, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>,
 >;
 
-/// A segment's three file names, the time index last.
-fn files(dir: &Path, base: i64) -> [PathBuf; 3] {
+/// A segment's file names, the time index last. The cleaner writes all four; the
+/// `.txnindex` is optional here (`optional`), so a swap of segments written without one
+/// still goes through.
+fn files(dir: &Path, base: i64) -> [PathBuf; 4] {
     [
         log_path(dir, base),
         index_path(dir, base),
+        txnindex_path(dir, base),
         timeindex_path(dir, base),
     ]
+}
+
+/// Whether a missing `from` may be skipped in a rename step.
+fn optional(f: &Path, from: &Path) -> bool {
+    f.extension().is_some_and(|e| e == "txnindex") && !from.exists()
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
@@ -85,7 +95,11 @@ pub(crate) fn commit(dir: &Path, bases: &[i64], limit: Option<usize>) -> std::io
                 return Ok(());
             }
             left -= 1;
-            std::fs::rename(with_suffix(&f, CLEANED), with_suffix(&f, SWAP))?;
+            let from = with_suffix(&f, CLEANED);
+            if optional(&f, &from) {
+                continue;
+            }
+            std::fs::rename(from, with_suffix(&f, SWAP))?;
         }
     }
     if limit.is_none() {
@@ -121,6 +135,9 @@ pub(crate) fn install(dir: &Path, bases: &[i64], limit: Option<usize>) -> std::i
             }
             left -= 1;
             let from = with_suffix(&f, SWAP);
+            if optional(&f, &from) {
+                continue;
+            }
             match std::fs::rename(&from, &f) {
                 Err(e) if e.kind() == ErrorKind::NotFound && !from.exists() && f.exists() => {}
                 other => other?,
@@ -204,7 +221,7 @@ pub(crate) fn recover(dir: &Path) -> std::io::Result<bool> {
             cleaned.push(e.path());
         } else if let Some(b) = base_of(name) {
             match &name[20..] {
-                ".log" | ".index" | ".timeindex" => existing.push(b),
+                ".log" | ".index" | ".txnindex" | ".timeindex" => existing.push(b),
                 n if n.ends_with(&format!(".{SWAP}")) => swapped.push((b, e.path())),
                 _ => {}
             }
@@ -259,7 +276,8 @@ mod tests {
         v
     }
 
-    /// Old segments 0, 10, 20, 30; new segment 0 replaces [0, 30) as `.cleaned` files.
+    /// Old segments 0, 10, 20, 30 (four files each); new segment 0 replaces [0, 30) as
+    /// `.cleaned` files.
     fn setup(dir: &Path) {
         for b in [0, 10, 20, 30] {
             for f in files(dir, b) {
@@ -268,9 +286,10 @@ mod tests {
         }
         let mut t = crate::index::TimeIndex::default();
         t.push_final(5, 29);
-        let [l, i, ti] = files(dir, 0);
+        let [l, i, x, ti] = files(dir, 0);
         touch(&with_suffix(&l, CLEANED), b"new");
         touch(&with_suffix(&i, CLEANED), b"");
+        touch(&with_suffix(&x, CLEANED), b"");
         touch(&with_suffix(&ti, CLEANED), &t.encode());
     }
 
@@ -283,7 +302,7 @@ mod tests {
             assert!(recover(d.path()).unwrap()); // ok: test
             assert_eq!(list_segments(d.path()).unwrap(), vec![0, 10, 20, 30]); // ok: test
             assert_eq!(std::fs::read(log_path(d.path(), 0)).unwrap(), b"old"); // ok: test
-            assert_eq!(names(d.path()).len(), 12);
+            assert_eq!(names(d.path()).len(), 16);
         }
     }
 
@@ -303,7 +322,7 @@ mod tests {
             assert_eq!(list_segments(d.path()).unwrap(), vec![0, 30]); // ok: test
             assert_eq!(std::fs::read(log_path(d.path(), 0)).unwrap(), b"new"); // ok: test
             assert_eq!(std::fs::read(log_path(d.path(), 30)).unwrap(), b"old"); // ok: test
-            assert_eq!(names(d.path()).len(), 6);
+            assert_eq!(names(d.path()).len(), 8);
             assert!(!recover(d.path()).unwrap()); // ok: test
         }
     }
@@ -314,7 +333,7 @@ mod tests {
         setup(d.path());
         commit(d.path(), &[0], None).unwrap(); // ok: test
         abandon(d.path(), &[0]).unwrap(); // ok: test
-        assert_eq!(names(d.path()).len(), 12);
+        assert_eq!(names(d.path()).len(), 16);
         assert_eq!(std::fs::read(log_path(d.path(), 0)).unwrap(), b"old"); // ok: test
         assert!(!recover(d.path()).unwrap()); // ok: test
     }

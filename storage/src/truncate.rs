@@ -10,11 +10,14 @@
 //!  locate the cut (appends refused): the first batch reaching `offset`, found by a scan
 //!      from the sparse-index entry before it (disk) and then the pending queue (memory)
 //!  intent: `.truncate-intent` = cut, durable           ── only if data on disk must go
-//!  memory: LogState::cut (segments, pending, log end, durable, epochs, producers), cache,
-//!      read-ahead (appends resume at the cut; `wait_durable` for cut offsets fails)
-//!  files: later segments deleted (newest first), the cut segment shortened + fdatasync,
-//!      its indexes rewritten, directory fsync, epoch and cleaner checkpoints, intent
-//!      removed
+//!  memory: LogState::cut (segments, pending, log end, durable, epochs, producers, the
+//!      cut segment's aborted transactions), cache, read-ahead (appends resume at the
+//!      cut; `wait_durable` for cut offsets fails)
+//!  files: producer-state snapshots past the cut deleted, later segments deleted (newest
+//!      first, with their `.txnindex`), the cut segment shortened + fdatasync, its
+//!      indexes rewritten, directory fsync, epoch and cleaner checkpoints, intent
+//!      removed (the cut segment's `.txnindex` is rewritten by the next flush, before
+//!      any batch past the cut reaches the disk)
 //! ```
 //!
 //! A crash before the intent is durable leaves the old files (recovery gives the old
@@ -146,6 +149,8 @@ pub(crate) async fn truncate_under_permit(
         return restart_at(shard, log, offset, guard).await;
     }
     let seg_base = seg_base.ok_or_else(|| corrupt(format!("no segment holds offset {offset}")))?;
+    // the cut segment's aborted transactions are cut in memory (`LogState::cut`)
+    log.load_txn(seg_base).await?;
     let rw = rewind(shard, log, seg_base, offset).await?;
     let cut = rw.end_offset;
     let dir = log.dir.clone();
@@ -178,12 +183,22 @@ pub(crate) async fn truncate_under_permit(
         return Err(e);
     }
     drop(guard);
+    // snapshots past the cut describe batches that are gone
+    let stale_snapshots = log.state_mut().take_snapshots_after(cut);
     let later: Vec<i64> = later.into_iter().map(|l| l.0).collect();
     crate::files::close_files(shard.forget_from(log.id, cut, &later)).await;
     shard.notify_log(log);
     tracing::debug!(dir = %dir.display(), offset, cut, on_disk, "log truncated");
+    if !on_disk && !stale_snapshots.is_empty() {
+        if let Err(e) = crate::snapshot::remove(&dir, stale_snapshots.clone()).await {
+            let e = StorageError::from(e);
+            fail(shard, log, &e);
+            return Err(e);
+        }
+    }
     if on_disk {
         let res = async {
+            crate::snapshot::remove(&dir, stale_snapshots).await?;
             remove_segments(&dir, later.iter().rev().copied().collect()).await?;
             if exists {
                 let file = shard.segment_file(log, seg_base, false).await?;
@@ -219,10 +234,12 @@ async fn restart_at(
         return Err(e);
     }
     let bases = log.state_mut().restart_at(at);
+    let snapshots = log.state_mut().take_snapshots_after(i64::MIN);
     drop(guard);
     crate::files::close_files(shard.forget_from(log.id, i64::MIN, &bases)).await;
     shard.notify_log(log);
     let res = async {
+        crate::snapshot::remove(&dir, snapshots).await?;
         remove_segments(&dir, bases.iter().rev().copied().collect()).await?;
         let f = open_segment_file(&log_path(&dir, at), true).await?;
         f.close().await?;

@@ -102,6 +102,15 @@ else
     ko "kafkajs admin/producer/consumer group" "kafkajs not found in $NODE_MODULES (.ci/run installs it)"
 fi
 
+# 4c'. KafkaJS transactions: commit/abort, sendOffsets, a read-committed consumer group.
+if [ -f "$NODE_MODULES/kafkajs/package.json" ]; then
+    check "kafkajs transactions (commit/abort, sendOffsets, read committed)" env NODE_PATH="$NODE_MODULES" \
+        node "$HERE/kafkajs_txn.js" "$B" js-txn
+else
+    rm -f "$WORK/out"
+    ko "kafkajs transactions" "kafkajs not found in $NODE_MODULES (.ci/run installs it)"
+fi
+
 # 4d. Old protocol versions: kafka-python pinned to broker 1.0 / 0.10.2 / 0.9, sarama 1.22
 #     (message formats v0/v1 produced and consumed through conversion).
 check "kafka-python api_version (1,0,0), (0,10,2) and (0,9)" python3 "$HERE/kafka_python_old_versions.py" "$B" py-old
@@ -162,6 +171,14 @@ if timeout 600 python3 "$HERE/compaction.py" "$BIN" "$WORK/compaction" >"$WORK/o
     ok "compaction: latest value per key at its offset, kill -9 while cleaning (kafka-python)"
 else
     ko "compaction (kafka-python)" "exit $?"
+fi
+# 8. Transactions (confluent-kafka): commit/abort over 6 partitions read by read_committed
+#    and read_uncommitted consumers; consume-transform-produce with offsets in the
+#    transaction, exactly once through kill -9s at random moments. Runs its own broker.
+if timeout 600 python3 "$HERE/transactions.py" "$BIN" "$WORK/transactions" >"$WORK/out" 2>&1; then
+    ok "transactions: read_committed, consume-transform-produce through kill -9 (confluent-kafka)"
+else
+    ko "transactions (confluent-kafka)" "exit $?"
 fi
 if [ "$failed" != 0 ]; then
     echo "--- broker log tail ---"; tail -n 30 "$WORK/broker.log"

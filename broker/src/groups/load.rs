@@ -1,6 +1,8 @@
 //! Rebuilding a coordinator from its `__consumer_offsets` partition: replay every record in
 //! log order, last value per key wins, tombstones delete; then turn the surviving group
 //! records into groups (Stable with members, else Empty) and attach the surviving offsets.
+//! Transactional commits (TxnOffsetCommit batches) wait for their producer's marker: COMMIT
+//! makes them committed offsets, ABORT drops them, none yet leaves them pending.
 //!
 //! Undecodable records are logged and skipped (they cannot be Sluice's own), so one bad
 //! record never makes a partition's groups unavailable. Loaded members get a fresh session
@@ -10,25 +12,45 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::coordinator::{now_ms, GroupCoordinator};
 use super::records::{GroupMetadataValue, OffsetCommitValue, RecordKey};
 use super::state::{CommittedOffset, Group, GroupState, Member};
-use super::{GroupConfig, OffsetsLog};
+use super::{GroupConfig, OffsetsLog, Replay};
 
 impl GroupCoordinator {
     /// Rebuilds the coordinator of one `__consumer_offsets` partition from its records
     /// (in offset order). Must run inside the owning shard's glommio executor.
     pub(crate) fn load(
         log: Rc<dyn OffsetsLog>,
-        replay: impl IntoIterator<Item = (Bytes, Option<Bytes>)>,
+        replay: impl IntoIterator<Item = impl Into<Replay>>,
         config: GroupConfig,
     ) -> Rc<GroupCoordinator> {
         let mut group_values: HashMap<String, GroupMetadataValue> = HashMap::new();
         let mut offsets: HashMap<(String, String, i32), OffsetCommitValue> = HashMap::new();
+        // TxnOffsetCommit values per producer, waiting for their transaction's marker
+        let mut txn: HashMap<i64, Vec<(String, String, i32, OffsetCommitValue)>> = HashMap::new();
         let mut skipped = 0usize;
-        for (key, value) in replay {
+        for item in replay {
+            let (key, value, txn_producer) = match item.into() {
+                Replay::Record {
+                    key,
+                    value,
+                    txn_producer,
+                } => (key, value, txn_producer),
+                Replay::Marker {
+                    producer_id,
+                    commit,
+                } => {
+                    for (group, topic, partition, v) in
+                        txn.remove(&producer_id).into_iter().flatten()
+                    {
+                        if commit {
+                            offsets.insert((group, topic, partition), v);
+                        }
+                    }
+                    continue;
+                }
+            };
             let key = match RecordKey::decode(&key) {
                 Ok(k) => k,
                 Err(e) => {
@@ -56,9 +78,15 @@ impl GroupCoordinator {
                     },
                     Some(v),
                 ) => match OffsetCommitValue::decode(&v) {
-                    Ok(v) => {
-                        offsets.insert((group, topic, partition), v);
-                    }
+                    Ok(v) => match txn_producer {
+                        Some(pid) => txn
+                            .entry(pid)
+                            .or_default()
+                            .push((group, topic, partition, v)),
+                        None => {
+                            offsets.insert((group, topic, partition), v);
+                        }
+                    },
                     Err(e) => {
                         skipped += 1;
                         tracing::warn!(group = %group, error = %e, "skipping undecodable offset commit value");
@@ -141,20 +169,25 @@ impl GroupCoordinator {
             let g = groups
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(&group_id, now));
-            g.offsets.insert(
-                (topic, partition),
-                CommittedOffset {
-                    offset: v.offset,
-                    leader_epoch: v.leader_epoch,
-                    metadata: v.metadata,
-                    commit_timestamp_ms: v.commit_timestamp,
-                    expire_timestamp_ms: (v.expire_timestamp >= 0).then_some(v.expire_timestamp),
-                },
-            );
+            g.offsets.insert((topic, partition), committed(v));
+        }
+        let mut undecided = 0usize;
+        for (pid, commits) in txn {
+            for (group_id, topic, partition, v) in commits {
+                undecided += 1;
+                let g = groups
+                    .entry(group_id.clone())
+                    .or_insert_with(|| Group::new(&group_id, now));
+                g.pending_txn_offsets
+                    .entry(pid)
+                    .or_default()
+                    .insert((topic, partition), committed(v));
+            }
         }
         tracing::info!(
             groups = groups.len(),
             offsets = offset_count,
+            undecided_txn_offsets = undecided,
             skipped,
             "group coordinator loaded"
         );
@@ -163,5 +196,16 @@ impl GroupCoordinator {
             coordinator.spawn_member_expiry(&group_id, &member_id, incarnation);
         }
         coordinator
+    }
+}
+
+/// A stored offset commit value as the coordinator keeps it.
+fn committed(v: OffsetCommitValue) -> CommittedOffset {
+    CommittedOffset {
+        offset: v.offset,
+        leader_epoch: v.leader_epoch,
+        metadata: v.metadata,
+        commit_timestamp_ms: v.commit_timestamp,
+        expire_timestamp_ms: (v.expire_timestamp >= 0).then_some(v.expire_timestamp),
     }
 }

@@ -18,6 +18,7 @@ mod offsets;
 mod oneshot;
 pub(crate) mod records;
 mod state;
+mod txn_offsets;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,8 @@ mod tests;
 mod tests_offsets;
 #[cfg(test)]
 mod tests_sim;
+#[cfg(test)]
+mod tests_txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +51,41 @@ pub(crate) trait OffsetsLog {
         &self,
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>>>>;
+
+    /// Appends TxnOffsetCommit records as one transactional batch of `producer_id` at
+    /// `producer_epoch` (the partition's producer state fences an older epoch); resolves
+    /// when durable and replicated like `append`. Err(Kafka error code) when refused or
+    /// not written. Same call-order rule as `append`.
+    fn append_txn(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>>;
+}
+
+/// One item of a `__consumer_offsets` partition replayed at load, in log order.
+#[derive(Debug, Clone)]
+pub(crate) enum Replay {
+    /// A record; `txn_producer` is the producer id of a transactional batch (a
+    /// TxnOffsetCommit, pending until its marker).
+    Record {
+        key: Bytes,
+        value: Option<Bytes>,
+        txn_producer: Option<i64>,
+    },
+    /// A transaction marker (control batch) of `producer_id`.
+    Marker { producer_id: i64, commit: bool },
+}
+
+impl From<(Bytes, Option<Bytes>)> for Replay {
+    fn from((key, value): (Bytes, Option<Bytes>)) -> Replay {
+        Replay::Record {
+            key,
+            value,
+            txn_producer: None,
+        }
+    }
 }
 
 /// Group coordinator settings (Kafka names in the docs of each field).

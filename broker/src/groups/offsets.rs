@@ -276,18 +276,32 @@ impl GroupCoordinator {
     }
 
     /// OffsetFetch for one group: the requested partitions (-1 when never committed), or
-    /// every committed partition when `topics` is None. No transactional offsets exist, so
-    /// `require_stable` never yields UNSTABLE_OFFSET_COMMIT.
+    /// every committed partition when `topics` is None. With `require_stable` (KIP-447), a
+    /// partition with an undecided transactional commit answers UNSTABLE_OFFSET_COMMIT so
+    /// the client retries; without it, the last decided value.
     pub(crate) async fn offset_fetch_group(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-        _require_stable: bool,
+        require_stable: bool,
     ) -> GroupOffsets {
         let st = self.state.borrow();
         let group = st.groups.get(group_id);
         let lookup = |topic: &str, partition: i32| -> PartitionOffset {
-            match group.and_then(|g| g.offsets.get(&(topic.to_owned(), partition))) {
+            let key = (topic.to_owned(), partition);
+            let unstable = require_stable
+                && group
+                    .is_some_and(|g| g.pending_txn_offsets.values().any(|p| p.contains_key(&key)));
+            if unstable {
+                return PartitionOffset {
+                    partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    error_code: code(ResponseError::UnstableOffsetCommit),
+                };
+            }
+            match group.and_then(|g| g.offsets.get(&key)) {
                 Some(o) => PartitionOffset {
                     partition,
                     offset: o.offset,

@@ -144,6 +144,9 @@ pub(crate) struct Group {
     pub(crate) offsets: HashMap<(String, i32), CommittedOffset>,
     /// In-flight commits: (topic, partition) -> sequence of the latest issued write.
     pub(crate) pending_commits: HashMap<(String, i32), u64>,
+    /// Transactional commits (TxnOffsetCommit) written but not yet decided, per producer
+    /// id: applied to `offsets` by the transaction's COMMIT marker, dropped by ABORT.
+    pub(crate) pending_txn_offsets: HashMap<i64, HashMap<(String, i32), CommittedOffset>>,
 }
 
 impl Group {
@@ -166,6 +169,7 @@ impl Group {
             subscribed_topics: None,
             offsets: HashMap::new(),
             pending_commits: HashMap::new(),
+            pending_txn_offsets: HashMap::new(),
         }
     }
 

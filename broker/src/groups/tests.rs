@@ -29,6 +29,8 @@ pub(super) mod support {
     #[derive(Default)]
     pub(crate) struct MemLog {
         pub(crate) records: RefCell<Vec<(Bytes, Option<Bytes>)>>,
+        /// Every write in log order, transactional ones with their producer id.
+        pub(crate) replay: RefCell<Vec<super::super::Replay>>,
         pub(crate) fail: Cell<bool>,
         /// Writes land but fail later (as one that outlives its replication timeout).
         pub(crate) fail_late: Cell<bool>,
@@ -42,6 +44,9 @@ pub(super) mod support {
             if self.fail.get() {
                 return Box::pin(async { Err("disk on fire".to_string()) });
             }
+            self.replay
+                .borrow_mut()
+                .extend(records.iter().cloned().map(super::super::Replay::from));
             self.records.borrow_mut().extend(records);
             if self.fail_late.get() {
                 return Box::pin(async {
@@ -55,9 +60,40 @@ pub(super) mod support {
                 Ok(())
             })
         }
+
+        fn append_txn(
+            &self,
+            producer_id: i64,
+            producer_epoch: i16,
+            records: Vec<(Bytes, Option<Bytes>)>,
+        ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>> {
+            if self.fail.get() || producer_epoch < 0 {
+                return Box::pin(async { Err(ResponseError::ProducerFenced.code()) });
+            }
+            self.replay
+                .borrow_mut()
+                .extend(records.iter().map(|(k, v)| super::super::Replay::Record {
+                    key: k.clone(),
+                    value: v.clone(),
+                    txn_producer: Some(producer_id),
+                }));
+            self.records.borrow_mut().extend(records);
+            Box::pin(async {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                Ok(())
+            })
+        }
     }
 
     impl MemLog {
+        /// A transaction marker reaching the partition.
+        pub(crate) fn marker(&self, producer_id: i64, commit: bool) {
+            self.replay.borrow_mut().push(super::super::Replay::Marker {
+                producer_id,
+                commit,
+            });
+        }
+
         pub(crate) fn snapshot(&self) -> Vec<(Bytes, Option<Bytes>)> {
             self.records.borrow().clone()
         }
@@ -96,7 +132,7 @@ pub(super) mod support {
 
     pub(crate) fn coordinator(config: GroupConfig) -> (Rc<MemLog>, Rc<GroupCoordinator>) {
         let log = Rc::new(MemLog::default());
-        let c = GroupCoordinator::load(log.clone(), Vec::new(), config);
+        let c = GroupCoordinator::load(log.clone(), Vec::<super::super::Replay>::new(), config);
         (log, c)
     }
 

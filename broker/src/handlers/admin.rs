@@ -1,4 +1,4 @@
-//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions), InitProducerId and
+//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions) and
 //! DescribeCluster. Changes go to the controller on shard 0, which answers once they are
 //! durable and applied on every shard.
 
@@ -21,7 +21,7 @@ use kafka_protocol::messages::describe_cluster_response::{
 };
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
+    DescribeClusterRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -366,32 +366,6 @@ pub(crate) async fn create_partitions(
             })
             .collect(),
     )
-}
-
-/// Hands out a fresh producer id (epoch 0) for idempotent producers. Transactions are not
-/// supported yet, so a transactional id is refused.
-pub(crate) async fn init_producer_id(
-    ctx: Rc<ShardCtx>,
-    req: InitProducerIdRequest,
-    _version: i16,
-) -> InitProducerIdResponse {
-    let resp = InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
-        .with_ongoing_txn_producer_id(ProducerId(-1))
-        .with_ongoing_txn_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-    }
-    match ctx
-        .call(0, ShardRequest::Metadata(MetadataOp::AllocateProducerId))
-        .await
-    {
-        ShardResponse::Metadata(MetadataOpResult::ProducerId(pid)) => resp
-            .with_producer_id(ProducerId(pid))
-            .with_producer_epoch(0),
-        _ => resp.with_error_code(ResponseError::CoordinatorNotAvailable.code()),
-    }
 }
 
 pub(crate) async fn describe_cluster(

@@ -73,9 +73,10 @@ async fn handle(
     let deadline = Instant::now() + max_wait;
     let epochs = requested_epochs(&req);
     let replica = req.replica_id.0;
+    let read_committed = req.isolation_level == 1;
     let mut results;
     loop {
-        results = read_all(&ctx, &plan, max_bytes, &epochs, replica).await;
+        results = read_all(&ctx, &plan, max_bytes, &epochs, replica, read_committed).await;
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
@@ -137,6 +138,7 @@ async fn read_all(
     max_bytes: usize,
     epochs: &Epochs,
     replica: i32,
+    read_committed: bool,
 ) -> Vec<FetchPartResult> {
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
@@ -155,14 +157,7 @@ async fn read_all(
                     max_bytes: usize::try_from(*part_max).unwrap_or(0),
                 });
             }
-            Err(error) => {
-                results[i] = FetchPartResult {
-                    error: error.code(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    batches: Vec::new(),
-                }
-            }
+            Err(error) => results[i] = FetchPartResult::failed(error.code()),
         }
     }
     let mut pending = Vec::with_capacity(by_shard.len());
@@ -175,6 +170,7 @@ async fn read_all(
                     parts,
                     max_bytes,
                     replica,
+                    read_committed,
                 },
             )
             .await,
@@ -187,12 +183,9 @@ async fn read_all(
         };
         let mut answers = answers.into_iter();
         for i in slots {
-            results[i] = answers.next().unwrap_or(FetchPartResult {
-                error: ResponseError::NotLeaderOrFollower.code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                batches: Vec::new(),
-            });
+            results[i] = answers.next().unwrap_or(FetchPartResult::failed(
+                ResponseError::NotLeaderOrFollower.code(),
+            ));
         }
     }
     // Each shard had the whole budget; keep whole partitions in order until it is spent.

@@ -116,11 +116,21 @@ pub(crate) fn encode(
             w.cur.put_i16(p.error);
             w.cur.put_i64(p.high_watermark);
             if version >= 4 {
-                w.cur.put_i64(p.high_watermark); // last_stable_offset: no open transactions
+                w.cur.put_i64(p.last_stable_offset);
                 if version >= 5 {
                     w.cur.put_i64(p.log_start_offset);
                 }
-                w.null_array(); // aborted_transactions
+                match &p.aborted {
+                    None => w.null_array(),
+                    Some(list) => {
+                        w.array_len(list.len());
+                        for (producer_id, first_offset) in list {
+                            w.cur.put_i64(*producer_id);
+                            w.cur.put_i64(*first_offset);
+                            w.tags();
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 w.cur.put_i32(-1); // preferred_read_replica
@@ -216,12 +226,7 @@ pub(crate) async fn down_convert(
         }
         match failed {
             Some(e) if sets.is_empty() => {
-                *r = FetchPartResult {
-                    error: crate::errors::message_set_error_code(&e),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    batches: Vec::new(),
-                };
+                *r = FetchPartResult::failed(crate::errors::message_set_error_code(&e));
             }
             _ => r.batches = sets,
         }
@@ -255,19 +260,13 @@ mod tests {
                     FetchPartResult {
                         error: 0,
                         high_watermark: 6,
+                        last_stable_offset: 6,
+                        aborted: None,
                         log_start_offset: 0,
                         batches: vec![batch.clone(), batch.clone()],
                     },
                 ),
-                (
-                    1,
-                    FetchPartResult {
-                        error: 1,
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        batches: vec![],
-                    },
-                ),
+                (1, FetchPartResult::failed(1)),
             ],
         }];
         for v in 4..=12 {
@@ -312,6 +311,8 @@ mod tests {
                 FetchPartResult {
                     error: 0,
                     high_watermark: 9,
+                    last_stable_offset: 9,
+                    aborted: None,
                     log_start_offset: 0,
                     batches: vec![set.clone()],
                 },
@@ -359,7 +360,9 @@ mod tests {
         FetchPartResult {
             error: 0,
             high_watermark: 100,
+            last_stable_offset: 100,
             log_start_offset: 0,
+            aborted: None,
             batches,
         }
     }

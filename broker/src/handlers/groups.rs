@@ -29,6 +29,7 @@ use crate::groups::{coordinator_partition, GroupOffsets, OFFSETS_TOPIC};
 use crate::groups_glue::{GroupAnswer, GroupCall};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Creates `__consumer_offsets` on first start (shard 0, before serving).
 /// The coordinator partition and owning shard of `group_id`, once the offsets topic exists.
@@ -39,7 +40,7 @@ fn route(ctx: &ShardCtx, group_id: &str) -> Option<(i32, usize)> {
 }
 
 /// Sends `call` to the coordinator of `group_id`.
-async fn call(ctx: &Rc<ShardCtx>, group_id: &str, call: GroupCall) -> GroupAnswer {
+pub(crate) async fn call(ctx: &Rc<ShardCtx>, group_id: &str, call: GroupCall) -> GroupAnswer {
     let Some((partition, shard)) = route(ctx, group_id) else {
         return GroupAnswer::NotCoordinator;
     };
@@ -65,20 +66,39 @@ pub(crate) async fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // the coordinator is the leader of the group's offsets partition
+    // the coordinator is the leader of the key's partition of __consumer_offsets (groups,
+    // key type 0) or __transaction_state (transactional ids, key type 1; created on the
+    // first such request, as Kafka does)
+    let topic = match req.key_type {
+        0 => OFFSETS_TOPIC,
+        1 => TRANSACTION_STATE_TOPIC,
+        _ => "",
+    };
+    if req.key_type == 1 && ctx.image.borrow().topic(topic).is_none() {
+        crate::txn_glue::ensure_topic(&ctx);
+    }
     let answer = |key: &StrBytes| -> (i16, Option<&'static str>, BrokerId, String, i32) {
-        let none = |m| (NOT_AVAILABLE, Some(m), BrokerId(-1), String::new(), -1);
-        if req.key_type != 0 {
-            return none("Transactions are not supported yet.");
+        let none = |e: i16, m| (e, Some(m), BrokerId(-1), String::new(), -1);
+        if topic.is_empty() {
+            return none(
+                ResponseError::InvalidRequest.code(),
+                "Unknown coordinator key type.",
+            );
+        }
+        if req.key_type == 1 && key.is_empty() {
+            return none(
+                ResponseError::InvalidRequest.code(),
+                "An empty transactional id.",
+            );
         }
         let image = ctx.image.borrow();
-        let leader = image.topic(OFFSETS_TOPIC).and_then(|t| {
+        let leader = image.topic(topic).and_then(|t| {
             let p = coordinator_partition(key, t.partitions);
             t.parts.get(usize::try_from(p).ok()?).map(|s| s.leader)
         });
         match leader.and_then(|l| image.broker(l).filter(|b| !b.fenced)) {
             Some(b) => (0, None, BrokerId(b.node_id), b.host.clone(), b.port),
-            None => none("The group coordinator is not available yet."),
+            None => none(NOT_AVAILABLE, "The coordinator is not available yet."),
         }
     };
     if version >= 4 {

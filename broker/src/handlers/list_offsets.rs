@@ -21,6 +21,7 @@ pub(crate) async fn handle(
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let isolation = req.isolation_level;
     let mut response = ListOffsetsResponse::default();
     let mut by_shard: ByShard<(Tp, i64)> = BTreeMap::new();
     for (ti, topic) in req.topics.into_iter().enumerate() {
@@ -64,7 +65,14 @@ pub(crate) async fn handle(
     for (shard, (slots, parts)) in by_shard {
         pending.push((
             slots,
-            ctx.submit(shard, ShardRequest::ListOffsets { parts }).await,
+            ctx.submit(
+                shard,
+                ShardRequest::ListOffsets {
+                    parts,
+                    read_committed: version >= 2 && isolation == 1,
+                },
+            )
+            .await,
         ));
     }
     for (slots, fut) in pending {

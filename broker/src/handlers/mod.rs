@@ -17,6 +17,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod reassign;
+pub(crate) mod txn;
 pub(crate) mod unsupported;
 pub(crate) mod wire;
 
@@ -169,7 +170,15 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::CreateTopics => respond(ctx, &frame, admin::create_topics),
         ApiKey::DeleteTopics => respond(ctx, &frame, admin::delete_topics),
         ApiKey::CreatePartitions => respond(ctx, &frame, admin::create_partitions),
-        ApiKey::InitProducerId => respond(ctx, &frame, admin::init_producer_id),
+        ApiKey::InitProducerId => respond(ctx, &frame, txn::init_producer_id),
+        ApiKey::AddPartitionsToTxn => respond(ctx, &frame, txn::add_partitions_to_txn),
+        ApiKey::AddOffsetsToTxn => respond(ctx, &frame, txn::add_offsets_to_txn),
+        ApiKey::EndTxn => respond(ctx, &frame, txn::end_txn),
+        ApiKey::WriteTxnMarkers => respond(ctx, &frame, txn::write_txn_markers),
+        ApiKey::TxnOffsetCommit => respond(ctx, &frame, txn::txn_offset_commit),
+        ApiKey::DescribeProducers => respond(ctx, &frame, txn::describe_producers),
+        ApiKey::DescribeTransactions => respond(ctx, &frame, txn::describe_transactions),
+        ApiKey::ListTransactions => respond(ctx, &frame, txn::list_transactions),
         ApiKey::DescribeCluster => respond(ctx, &frame, admin::describe_cluster),
         ApiKey::DescribeConfigs => respond(ctx, &frame, configs::describe),
         ApiKey::AlterConfigs => respond(ctx, &frame, configs::alter),

@@ -22,6 +22,9 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
@@ -228,6 +231,62 @@ fn decoded(frame: &RequestFrame, code: i16) -> Result<Vec<Bytes>, String> {
             let _: ListGroupsRequest = dec(frame)?;
             enc(frame, &ListGroupsResponse::default().with_error_code(code))
         }
+        ApiKey::AddPartitionsToTxn => {
+            let _: AddPartitionsToTxnRequest = dec(frame)?;
+            enc(
+                frame,
+                &AddPartitionsToTxnResponse::default().with_error_code(code),
+            )
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let _: AddOffsetsToTxnRequest = dec(frame)?;
+            enc(
+                frame,
+                &AddOffsetsToTxnResponse::default().with_error_code(code),
+            )
+        }
+        ApiKey::EndTxn => {
+            let _: EndTxnRequest = dec(frame)?;
+            enc(
+                frame,
+                &EndTxnResponse::default()
+                    .with_error_code(code)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )
+        }
+        ApiKey::TxnOffsetCommit => {
+            let req: TxnOffsetCommitRequest = dec(frame)?;
+            let topics = req
+                .topics
+                .iter()
+                .map(|t| {
+                    TxnOffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    TxnOffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            enc(
+                frame,
+                &TxnOffsetCommitResponse::default().with_topics(topics),
+            )
+        }
+        ApiKey::ListTransactions => {
+            let _: ListTransactionsRequest = dec(frame)?;
+            enc(
+                frame,
+                &ListTransactionsResponse::default().with_error_code(code),
+            )
+        }
         // Every other API Sluice implements is served at every version kafka-protocol
         // decodes (the unit tests check this stays true).
         _ => Err(format!(
@@ -299,12 +358,7 @@ fn fetch_v0_v3_error(frame: &RequestFrame, version: i16, code: i16) -> Result<Ve
                 .partitions
                 .iter()
                 .map(|p| {
-                    let r = FetchPartResult {
-                        error: code,
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        batches: Vec::new(),
-                    };
+                    let r = FetchPartResult::failed(code);
                     (p.partition, r)
                 })
                 .collect(),

@@ -106,7 +106,15 @@ fn every_unserved_version_kafka_protocol_decodes_is_answered() {
         OffsetForLeaderEpochRequest,
         ElectLeadersRequest,
         AlterPartitionReassignmentsRequest,
-        ListPartitionReassignmentsRequest
+        ListPartitionReassignmentsRequest,
+        AddPartitionsToTxnRequest,
+        AddOffsetsToTxnRequest,
+        EndTxnRequest,
+        WriteTxnMarkersRequest,
+        TxnOffsetCommitRequest,
+        DescribeProducersRequest,
+        DescribeTransactionsRequest,
+        ListTransactionsRequest
     );
     // Produce (acks=-1, so that an answer is due).
     covered.push(ApiKey::Produce);

@@ -5,6 +5,11 @@
 //! partition results in `fetch.rs`).
 
 use kafka_protocol::messages::{
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
+    DescribeTransactionsResponse, EndTxnResponse, ListTransactionsResponse,
+    TxnOffsetCommitResponse, WriteTxnMarkersResponse,
+};
+use kafka_protocol::messages::{
     AlterConfigsResponse, AlterPartitionReassignmentsResponse, CreatePartitionsResponse,
     CreateTopicsResponse, DeleteGroupsResponse, DeleteTopicsResponse, DescribeClusterResponse,
     DescribeConfigsResponse, DescribeGroupsResponse, ElectLeadersResponse, FindCoordinatorResponse,
@@ -77,6 +82,16 @@ answer_errors! {
         || any_in(&r.replica_election_results, |t| &t.partition_result, |p| p.error_code);
     AlterPartitionReassignmentsResponse => |r| r.error_code != 0
         || any_in(&r.responses, |t| &t.partitions, |p| p.error_code);
+    AddPartitionsToTxnResponse => |r| r.error_code != 0
+        || any_in(&r.results_by_topic_v3_and_below, |t| &t.results_by_partition, |p| p.partition_error_code)
+        || r.results_by_transaction.iter().any(|x| any_in(&x.topic_results, |t| &t.results_by_partition, |p| p.partition_error_code));
+    AddOffsetsToTxnResponse => |r| r.error_code != 0;
+    EndTxnResponse => |r| r.error_code != 0;
+    TxnOffsetCommitResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    WriteTxnMarkersResponse => |r| r.markers.iter().any(|m| any_in(&m.topics, |t| &t.partitions, |p| p.error_code));
+    DescribeProducersResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    DescribeTransactionsResponse => |r| any(&r.transaction_states, |t| t.error_code);
+    ListTransactionsResponse => |r| r.error_code != 0;
 }
 
 #[cfg(test)]

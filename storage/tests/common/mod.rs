@@ -2,6 +2,8 @@
 //! filesystem that supports O_DIRECT (under the cargo target dir), batch builders.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod txn;
+
 use bytes::Bytes;
 use sluice_proto::batch::{build_batch, SimpleRecord};
 use std::future::Future;
@@ -107,6 +109,17 @@ impl Drop for CrashChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Removes the producer-state snapshots of the log in `dir`, so the next load rebuilds
+/// from the log's tail as for a log written before snapshots existed.
+pub fn remove_snapshots(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snapshot") {
+            std::fs::remove_file(p).unwrap();
+        }
     }
 }
 

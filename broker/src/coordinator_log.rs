@@ -1,0 +1,140 @@
+//! The log under a coordinator: one partition of `__consumer_offsets` (group coordinator)
+//! or `__transaction_state` (transaction coordinator), written by the coordinator loaded
+//! for one leadership of that partition. Owned by the partition's shard; never crosses
+//! cores.
+//!
+//! ```text
+//!  coordinator.append(records) ─► still the leader at the loaded epoch? ─► PartitionLog
+//!      .append (now, in call order) ─► durable ─► high watermark past it (every in-sync
+//!      replica has it) ─► resolved
+//! ```
+//! A write fails with NOT_COORDINATOR once the leadership it was loaded for ended, so an
+//! answer is never given for a write a new leader may not have.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Weak;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use sluice_proto::batch::{
+    build_batch, decode_records, end_txn_marker, EndTxnMarker, OwnedRecord, RecordBatchHeader,
+    SimpleRecord,
+};
+use sluice_storage::{PartitionLog, StorageError};
+
+use crate::errors::storage_error_code;
+use crate::shard::ShardCtx;
+
+/// How long a coordinator write waits to be on every in-sync replica (Kafka's
+/// `offsets.commit.timeout.ms` default); past it the write fails and the client retries.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a coordinator write waits for besides local durability: its partition's high
+/// watermark, under the leadership it was loaded for.
+pub(crate) struct ReplicatedAcks {
+    pub(crate) ctx: Weak<ShardCtx>,
+    pub(crate) topic: &'static str,
+    pub(crate) partition: i32,
+    pub(crate) epoch: i32,
+}
+
+/// One coordinator partition's log and the leadership it is written under.
+pub(crate) struct CoordinatorLog {
+    pub(crate) log: PartitionLog,
+    pub(crate) acks: ReplicatedAcks,
+}
+
+/// A failed coordinator write: the Kafka error code and why.
+pub(crate) type WriteError = (i16, String);
+
+impl CoordinatorLog {
+    /// `records` as one batch (keys and values, the broker's clock as timestamps).
+    pub(crate) fn batch(records: &[(Bytes, Option<Bytes>)], now: i64) -> Bytes {
+        let simple: Vec<SimpleRecord<'_>> = records
+            .iter()
+            .map(|(k, v)| SimpleRecord {
+                key: Some(k),
+                value: v.as_deref(),
+                timestamp: now,
+                headers: &[],
+            })
+            .collect();
+        build_batch(0, &simple)
+    }
+
+    /// Appends `batch` now (in call order) if this node still leads the partition at the
+    /// loaded epoch; the future waits for durability and then the high watermark.
+    /// `transactional`: a TxnOffsetCommit batch (producer fields set, no sequence), which
+    /// the log checks against the producer's epoch only, as Kafka's coordinator origin.
+    pub(crate) fn write(
+        &self,
+        batch: Bytes,
+        now: i64,
+        transactional: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<(), WriteError>>>> {
+        let (topic, partition, epoch) = (self.acks.topic, self.acks.partition, self.acks.epoch);
+        let ctx = self.acks.ctx.clone();
+        let leads = ctx
+            .upgrade()
+            .is_some_and(|c| c.leader_epoch_here(topic, partition) == Some(epoch));
+        if !leads {
+            return Box::pin(async move {
+                Err((
+                    ResponseError::NotCoordinator.code(),
+                    format!("no longer the leader of {topic}-{partition} at epoch {epoch}"),
+                ))
+            });
+        }
+        // Appended now, in call order; only the waits are deferred.
+        let appended = if transactional {
+            self.log.append_from_coordinator(batch, now)
+        } else {
+            self.log.append(batch, now)
+        };
+        let log = self.log.clone();
+        let failed = |e: StorageError| (storage_error_code(&e), e.to_string());
+        Box::pin(async move {
+            let info = appended.map_err(failed)?;
+            log.wait_durable(info.last_offset).await.map_err(failed)?;
+            let ctx = ctx.upgrade().ok_or((
+                ResponseError::NotCoordinator.code(),
+                "the shard is shutting down".to_string(),
+            ))?;
+            let deadline = std::time::Instant::now() + COMMIT_TIMEOUT;
+            ctx.wait_replicated(topic, partition, &log, info.last_offset, epoch, deadline)
+                .await
+        })
+    }
+}
+
+/// Reads the whole log in offset order, handing each batch's header, transaction marker
+/// (for a control batch) and records to `each` (a coordinator's replay at load).
+/// Compressed batches are refused (coordinators write uncompressed ones).
+pub(crate) async fn replay_log(
+    log: &PartitionLog,
+    mut each: impl FnMut(&RecordBatchHeader, Option<EndTxnMarker>, Vec<OwnedRecord>),
+) -> Result<(), String> {
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let batches = log
+            .read(offset, end, 4 << 20, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in &batches {
+            // a cleaned batch may have lost records (offset gaps), down to none at all:
+            // the next read starts after the batch's last offset, not its last record
+            let h = RecordBatchHeader::parse(batch).map_err(|e| e.to_string())?;
+            let records = decode_records(batch).map_err(|e| e.to_string())?;
+            let marker = end_txn_marker(batch).map_err(|e| e.to_string())?;
+            each(&h, marker, records);
+            offset = offset.max(h.last_offset() + 1);
+        }
+    }
+    Ok(())
+}

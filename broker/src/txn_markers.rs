@@ -1,0 +1,320 @@
+//! Transaction markers (Kafka's WriteTxnMarkers): how a transaction coordinator's COMMIT or
+//! ABORT reaches every partition of the transaction.
+//!
+//! ```text
+//!  coordinator (any shard) ─► write_markers: partitions grouped by leader
+//!     led here ─► ShardRequest::WriteMarkers to each owner shard
+//!     elsewhere ─► WriteTxnMarkers v1 over a PeerConn to the leader's Kafka listener
+//!  owner shard: append_control (leader only, under its leader epoch)
+//!     ─► durable ─► high watermark past the marker ─► (__consumer_offsets) the group
+//!        coordinator applies or drops the producer's pending offsets ─► error code 0
+//! ```
+//! Every partition gets its own error code; the coordinator retries the ones that failed.
+//! A marker is answered only once it is on every in-sync replica (acks=all), so a
+//! transaction is never reported complete while a leader change could still cut a marker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::ResponseError;
+
+use crate::errors::{now_ms, storage_error_code};
+use crate::groups::OFFSETS_TOPIC;
+use crate::handlers::admin::name;
+use crate::peer::PeerConn;
+use crate::shard::ShardCtx;
+use crate::shard_msg::{ShardRequest, ShardResponse, Tp};
+
+/// How long a marker may wait to be on every in-sync replica (Kafka's coordinator uses
+/// `request.timeout.ms`, 30 s).
+const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one WriteTxnMarkers exchange with another broker (the marker's own wait plus
+/// the way there and back).
+const PEER_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// One transaction's marker for a set of partitions.
+#[derive(Debug, Clone)]
+pub(crate) struct Markers {
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+    pub(crate) commit: bool,
+    pub(crate) coordinator_epoch: i32,
+    pub(crate) parts: Vec<Tp>,
+}
+
+impl Markers {
+    fn with_parts(&self, parts: Vec<Tp>) -> Markers {
+        Markers {
+            parts,
+            ..self.clone()
+        }
+    }
+}
+
+/// Connections to other brokers for markers, per shard: one idle connection kept per
+/// broker; a call takes it (or opens one) and gives it back when the exchange succeeded.
+/// Owned by the shard; never crosses cores.
+#[derive(Default)]
+pub(crate) struct PeerPool {
+    idle: std::cell::RefCell<HashMap<(i32, String), PeerConn>>,
+}
+
+/// Writes `m` on every partition's leader; an error code per partition, in `m.parts` order.
+pub(crate) async fn write_markers(ctx: &Rc<ShardCtx>, m: &Markers) -> Vec<(Tp, i16)> {
+    let mut codes: Vec<i16> = vec![0; m.parts.len()];
+    let mut local: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut remote: BTreeMap<(i32, String), Vec<usize>> = BTreeMap::new();
+    for (i, tp) in m.parts.iter().enumerate() {
+        match ctx.route(&tp.topic, tp.partition) {
+            Ok(shard) => local.entry(shard).or_default().push(i),
+            Err(ResponseError::NotLeaderOrFollower) => {
+                let image = ctx.image.borrow();
+                let leader = image
+                    .partition(&tp.topic, tp.partition)
+                    .map(|p| p.leader)
+                    .and_then(|l| image.broker(l).filter(|b| !b.fenced));
+                match leader {
+                    Some(b) => remote
+                        .entry((b.node_id, format!("{}:{}", b.host, b.port)))
+                        .or_default()
+                        .push(i),
+                    None => codes[i] = ResponseError::LeaderNotAvailable.code(),
+                }
+            }
+            Err(e) => codes[i] = e.code(),
+        }
+    }
+    let mut waits = Vec::new();
+    for (shard, slots) in local {
+        let parts = slots.iter().map(|&i| m.parts[i].clone()).collect();
+        let fut = ctx
+            .submit(shard, ShardRequest::WriteMarkers(m.with_parts(parts)))
+            .await;
+        waits.push((slots, fut));
+    }
+    for (slots, fut) in waits {
+        let answers = match fut.await {
+            ShardResponse::Markers(a) => a,
+            _ => Vec::new(),
+        };
+        for (k, &i) in slots.iter().enumerate() {
+            codes[i] = answers
+                .get(k)
+                .copied()
+                .unwrap_or(ResponseError::NotLeaderOrFollower.code());
+        }
+    }
+    for ((node, addr), slots) in remote {
+        let parts: Vec<Tp> = slots.iter().map(|&i| m.parts[i].clone()).collect();
+        let answers = send_to_peer(ctx, node, &addr, &m.with_parts(parts)).await;
+        for (k, &i) in slots.iter().enumerate() {
+            codes[i] = answers
+                .get(k)
+                .copied()
+                .unwrap_or(ResponseError::NotLeaderOrFollower.code());
+        }
+    }
+    m.parts.iter().cloned().zip(codes).collect()
+}
+
+/// WriteTxnMarkers to another broker; an error code per partition of `m`.
+async fn send_to_peer(ctx: &Rc<ShardCtx>, node: i32, addr: &str, m: &Markers) -> Vec<i16> {
+    let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
+    for tp in &m.parts {
+        match topics.last_mut() {
+            Some(t) if t.name.0.as_str() == tp.topic => t.partition_indexes.push(tp.partition),
+            _ => topics.push(
+                WritableTxnMarkerTopic::default()
+                    .with_name(name(&tp.topic))
+                    .with_partition_indexes(vec![tp.partition]),
+            ),
+        }
+    }
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(m.producer_id))
+        .with_producer_epoch(m.producer_epoch)
+        .with_transaction_result(m.commit)
+        .with_coordinator_epoch(m.coordinator_epoch)
+        .with_topics(topics)]);
+    let key = (node, addr.to_string());
+    let pooled = ctx.peer_pool.idle.borrow_mut().remove(&key);
+    let conn = match pooled {
+        Some(c) => Ok(c),
+        None => PeerConn::open(addr, "sluice-txn-markers", PEER_TIMEOUT).await,
+    };
+    let unavailable = vec![ResponseError::NotLeaderOrFollower.code(); m.parts.len()];
+    let mut conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(node, %addr, error = %e, "cannot reach a partition leader for markers");
+            return unavailable;
+        }
+    };
+    let resp = match conn.call(1, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(node, %addr, error = %e, "WriteTxnMarkers to a partition leader failed");
+            return unavailable;
+        }
+    };
+    ctx.peer_pool.idle.borrow_mut().insert(key, conn);
+    let mut by_tp: HashMap<(String, i32), i16> = HashMap::new();
+    for r in resp.markers {
+        for t in r.topics {
+            for p in t.partitions {
+                by_tp.insert((t.name.0.to_string(), p.partition_index), p.error_code);
+            }
+        }
+    }
+    m.parts
+        .iter()
+        .map(|tp| {
+            by_tp
+                .get(&(tp.topic.clone(), tp.partition))
+                .copied()
+                .unwrap_or(ResponseError::UnknownServerError.code())
+        })
+        .collect()
+}
+
+impl ShardCtx {
+    /// The owner shard's part: appends the marker to each partition this node leads and
+    /// waits until every in-sync replica has it; an error code per partition.
+    pub(crate) async fn write_markers_here(self: &Rc<Self>, m: Markers) -> Vec<i16> {
+        let deadline = Instant::now() + MARKER_TIMEOUT;
+        // the producer state is built first (async reads), so appending never reads the
+        // log synchronously on this shard
+        for tp in &m.parts {
+            if let Some(log) = self.log(&tp.topic, tp.partition) {
+                if !log.producer_state_loaded() {
+                    let _ = log.load_transaction_state().await;
+                }
+            }
+        }
+        let now = now_ms();
+        let mut waits = Vec::with_capacity(m.parts.len());
+        for tp in &m.parts {
+            // appended now, in arrival order; the waits run together below
+            let appended = match (
+                self.leader_epoch_here(&tp.topic, tp.partition),
+                self.log(&tp.topic, tp.partition),
+            ) {
+                (Some(epoch), Some(log)) => log
+                    .append_control(
+                        m.producer_id,
+                        m.producer_epoch,
+                        m.commit,
+                        m.coordinator_epoch,
+                        now,
+                    )
+                    .map(|info| (epoch, log, info.last_offset))
+                    .map_err(|e| storage_error_code(&e)),
+                _ => Err(ResponseError::NotLeaderOrFollower.code()),
+            };
+            waits.push(async move {
+                let (epoch, log, last) = appended?;
+                self.wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
+                    .await
+                    .map_err(|(code, _)| code)?;
+                if tp.topic == OFFSETS_TOPIC {
+                    let coordinator = self.groups.borrow().get(&tp.partition).cloned();
+                    if let Some(c) = coordinator {
+                        c.complete_txn(m.producer_id, m.commit);
+                    }
+                }
+                Ok::<(), i16>(())
+            });
+        }
+        // every marker is appended already: waiting in turn takes as long as the slowest
+        let mut codes = Vec::with_capacity(waits.len());
+        for w in waits {
+            codes.push(w.await.err().unwrap_or(0));
+        }
+        codes
+    }
+}
+
+/// WriteTxnMarkers from another broker's transaction coordinator: each partition to its
+/// owner shard here.
+pub(crate) async fn handle_write_txn_markers(
+    ctx: Rc<ShardCtx>,
+    req: WriteTxnMarkersRequest,
+    _version: i16,
+) -> WriteTxnMarkersResponse {
+    let mut results = Vec::with_capacity(req.markers.len());
+    for marker in req.markers {
+        let parts: Vec<Tp> = marker
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partition_indexes.iter().map(|&p| Tp {
+                    topic: t.name.0.to_string(),
+                    partition: p,
+                })
+            })
+            .collect();
+        let m = Markers {
+            producer_id: marker.producer_id.0,
+            producer_epoch: marker.producer_epoch,
+            commit: marker.transaction_result,
+            coordinator_epoch: marker.coordinator_epoch,
+            parts,
+        };
+        let mut codes: Vec<i16> = vec![0; m.parts.len()];
+        let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, tp) in m.parts.iter().enumerate() {
+            match ctx.route(&tp.topic, tp.partition) {
+                Ok(shard) => by_shard.entry(shard).or_default().push(i),
+                Err(e) => codes[i] = e.code(),
+            }
+        }
+        let mut waits = Vec::new();
+        for (shard, slots) in by_shard {
+            let parts = slots.iter().map(|&i| m.parts[i].clone()).collect();
+            let fut = ctx
+                .submit(shard, ShardRequest::WriteMarkers(m.with_parts(parts)))
+                .await;
+            waits.push((slots, fut));
+        }
+        for (slots, fut) in waits {
+            let answers = match fut.await {
+                ShardResponse::Markers(a) => a,
+                _ => Vec::new(),
+            };
+            for (k, &i) in slots.iter().enumerate() {
+                codes[i] = answers
+                    .get(k)
+                    .copied()
+                    .unwrap_or(ResponseError::NotLeaderOrFollower.code());
+            }
+        }
+        let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
+        for (tp, code) in m.parts.iter().zip(codes) {
+            let p = WritableTxnMarkerPartitionResult::default()
+                .with_partition_index(tp.partition)
+                .with_error_code(code);
+            match topics.last_mut() {
+                Some(t) if t.name.0.as_str() == tp.topic => t.partitions.push(p),
+                _ => topics.push(
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(name(&tp.topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        results.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(marker.producer_id)
+                .with_topics(topics),
+        );
+    }
+    WriteTxnMarkersResponse::default().with_markers(results)
+}

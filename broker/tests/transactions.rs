@@ -1,0 +1,329 @@
+//! Transactions with librdkafka against a real broker process: commits and aborts across
+//! partitions of two topics read by read_committed and read_uncommitted consumers (also
+//! after kill -9), zombie fencing by a second producer with the same transactional id, a
+//! transaction left open past its timeout aborted by the coordinator, and transactional
+//! offset commits (`send_offsets_to_transaction`) counted only when their transaction
+//! commits.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use common::{block_on, BrokerProcess};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Small internal topics so the broker starts them quickly; the coordinator checks for
+/// timed-out transactions every 200 ms.
+const SETTINGS: &[(&str, &str)] = &[
+    ("offsets.topic.num.partitions", "3"),
+    ("transaction.state.log.num.partitions", "3"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "200",
+    ),
+];
+
+fn txn_producer(
+    broker: &BrokerProcess,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> Result<FutureProducer> {
+    let mut cfg = broker.client_config();
+    cfg.set("transactional.id", id)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set("transaction.timeout.ms", "60000");
+    for (k, v) in extra {
+        cfg.set(*k, *v);
+    }
+    let p: FutureProducer = cfg.create()?;
+    p.init_transactions(T).context("init_transactions")?;
+    Ok(p)
+}
+
+/// Sends `values` (partition, value) inside the current transaction and waits for the acks.
+fn send_all(
+    p: &FutureProducer,
+    topic_of: &dyn Fn(i32) -> (String, i32),
+    values: &[(i32, String)],
+) -> Result<()> {
+    block_on(async {
+        let mut futs = Vec::new();
+        for (slot, v) in values {
+            let (topic, partition) = topic_of(*slot);
+            futs.push(
+                p.send_result(
+                    FutureRecord::<(), _>::to(&topic)
+                        .partition(partition)
+                        .payload(v.as_str()),
+                )
+                .map_err(|(e, _)| e)?,
+            );
+        }
+        for f in futs {
+            f.await?.map_err(|(e, _)| e)?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// Reads every listed partition from the beginning up to its end offset as the
+/// consumer's isolation level sees it (librdkafka asks ListOffsets with that level), and
+/// returns the values read.
+fn read_values(
+    broker: &BrokerProcess,
+    parts: &[(String, i32)],
+    isolation: &str,
+) -> Result<Vec<String>> {
+    let consumer = broker.consumer(&[("isolation.level", isolation)])?;
+    let mut highs: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        let (_, high) = consumer.fetch_watermarks(t, *p, T)?;
+        highs.insert((t.clone(), *p), high);
+        tpl.add_partition_offset(t, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut values = Vec::new();
+    let mut position: BTreeMap<(String, i32), i64> = highs.keys().map(|k| (k.clone(), 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while highs.iter().any(|(k, h)| position[k] < *h) {
+        if Instant::now() > deadline {
+            bail!("{isolation}: timed out at {position:?}, ends {highs:?}");
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            let key = (m.topic().to_string(), m.partition());
+            if let Some(p) = position.get_mut(&key) {
+                *p = (*p).max(m.offset() + 1);
+            }
+            values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+        // control records are skipped by the client; a partition whose tail is a marker
+        // is done once the consumer's position passed it
+        for (k, h) in &highs {
+            if let Ok(Offset::Offset(o)) = consumer.position().and_then(|tpl| {
+                tpl.find_partition(&k.0, k.1)
+                    .map(|e| e.offset())
+                    .ok_or(rdkafka::error::KafkaError::Subscription("gone".into()))
+            }) {
+                if o >= *h {
+                    position.insert(k.clone(), o);
+                }
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// read_committed reads exactly `committed`, each once; read_uncommitted reads both sets.
+fn check(
+    broker: &BrokerProcess,
+    parts: &[(String, i32)],
+    committed: &BTreeSet<String>,
+    aborted: &BTreeSet<String>,
+    when: &str,
+) -> Result<()> {
+    let read = read_values(broker, parts, "read_committed")?;
+    let set: BTreeSet<String> = read.iter().cloned().collect();
+    ensure!(
+        set.len() == read.len(),
+        "{when}: a committed record was read twice"
+    );
+    ensure!(
+        &set == committed,
+        "{when}: read_committed read {} records, want the {} committed ({} aborted among them)",
+        set.len(),
+        committed.len(),
+        set.intersection(aborted).count()
+    );
+    let all: BTreeSet<String> = read_values(broker, parts, "read_uncommitted")?
+        .into_iter()
+        .collect();
+    let want: BTreeSet<String> = committed.union(aborted).cloned().collect();
+    ensure!(
+        all == want,
+        "{when}: read_uncommitted read {} records, want {}",
+        all.len(),
+        want.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn read_committed_sees_each_committed_record_once_and_no_aborted_one() -> Result<()> {
+    let mut broker = BrokerProcess::spawn_with(2, SETTINGS)?;
+    broker.create_topic("txa", 3, &[])?;
+    broker.create_topic("txb", 3, &[])?;
+    let topic_of = |slot: i32| (if slot < 3 { "txa" } else { "txb" }.to_string(), slot % 3);
+    let parts: Vec<(String, i32)> = (0..6).map(topic_of).collect();
+    let producer = txn_producer(&broker, "tx-alternate", &[])?;
+    let (mut committed, mut aborted) = (BTreeSet::new(), BTreeSet::new());
+    for txn in 0..10 {
+        producer.begin_transaction()?;
+        let values: Vec<(i32, String)> = (0..30).map(|i| (i % 6, format!("t{txn}-r{i}"))).collect();
+        send_all(&producer, &topic_of, &values)?;
+        if txn % 2 == 0 {
+            producer.commit_transaction(T).context("commit")?;
+            committed.extend(values.into_iter().map(|(_, v)| v));
+        } else {
+            producer.abort_transaction(T).context("abort")?;
+            aborted.extend(values.into_iter().map(|(_, v)| v));
+        }
+    }
+    check(&broker, &parts, &committed, &aborted, "before restart")?;
+    drop(producer);
+    broker.kill9()?;
+    broker.restart()?;
+    check(&broker, &parts, &committed, &aborted, "after kill -9")?;
+    // the transactional id lives on: a new producer continues with a higher epoch
+    let again = txn_producer(&broker, "tx-alternate", &[])?;
+    again.begin_transaction()?;
+    send_all(&again, &topic_of, &[(0, "after-restart".to_string())])?;
+    again.commit_transaction(T)?;
+    committed.insert("after-restart".to_string());
+    check(
+        &broker,
+        &parts,
+        &committed,
+        &aborted,
+        "after a commit following the restart",
+    )
+}
+
+#[test]
+fn a_zombie_is_fenced_and_an_open_transaction_times_out() -> Result<()> {
+    let broker = BrokerProcess::spawn_with(1, SETTINGS)?;
+    broker.create_topic("txz", 1, &[])?;
+    let topic_of = |_| ("txz".to_string(), 0);
+    let parts = vec![("txz".to_string(), 0)];
+    let zombie = txn_producer(&broker, "tx-zombie", &[])?;
+    zombie.begin_transaction()?;
+    send_all(&zombie, &topic_of, &[(0, "zombie".to_string())])?;
+    // a second instance with the same id fences the first and aborts its transaction
+    let successor = txn_producer(&broker, "tx-zombie", &[])?;
+    successor.begin_transaction()?;
+    send_all(&successor, &topic_of, &[(0, "successor".to_string())])?;
+    successor.commit_transaction(T)?;
+    ensure!(
+        zombie.commit_transaction(T).is_err(),
+        "the fenced producer committed"
+    );
+    let read = read_values(&broker, &parts, "read_committed")?;
+    ensure!(
+        read == vec!["successor".to_string()],
+        "read_committed read {read:?}"
+    );
+
+    // left open past its 2 s timeout, the coordinator aborts it and the LSO moves on
+    let idle = txn_producer(
+        &broker,
+        "tx-idle",
+        &[
+            ("transaction.timeout.ms", "2000"),
+            ("socket.timeout.ms", "2000"),
+            ("message.timeout.ms", "2000"),
+        ],
+    )?;
+    idle.begin_transaction()?;
+    send_all(&idle, &topic_of, &[(0, "abandoned".to_string())])?;
+    // (librdkafka's default isolation level is read_committed: ask both explicitly)
+    let consumer = broker.consumer(&[("isolation.level", "read_committed")])?;
+    let uncommitted = broker.consumer(&[("isolation.level", "read_uncommitted")])?;
+    let (_, stable) = consumer.fetch_watermarks("txz", 0, T)?;
+    let (_, end) = uncommitted.fetch_watermarks("txz", 0, T)?;
+    ensure!(
+        stable < end,
+        "the open transaction did not hold the last stable offset ({stable} vs {end})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, stable) = consumer.fetch_watermarks("txz", 0, T)?;
+        let (_, end) = uncommitted.fetch_watermarks("txz", 0, T)?;
+        if stable == end {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the timed-out transaction still holds the LSO at {stable} (end {end})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let read = read_values(&broker, &parts, "read_committed")?;
+    ensure!(
+        read == vec!["successor".to_string()],
+        "after the timeout, read_committed read {read:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn offsets_sent_to_a_transaction_count_only_if_it_commits() -> Result<()> {
+    let broker = BrokerProcess::spawn_with(2, SETTINGS)?;
+    broker.create_topic("txin", 1, &[])?;
+    broker.create_topic("txout", 1, &[])?;
+    let group = "txn-group";
+    let producer = txn_producer(&broker, "tx-offsets", &[])?;
+    let consumer: BaseConsumer = broker.consumer(&[("group.id", group)])?;
+    let committed = |c: &BaseConsumer| -> Result<Offset> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("txin", 0);
+        let got = c.committed_offsets(tpl, T)?;
+        Ok(got
+            .find_partition("txin", 0)
+            .context("no partition")?
+            .offset())
+    };
+    let offsets = |o: i64| -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("txin", 0, Offset::Offset(o))?;
+        Ok(tpl)
+    };
+    let metadata = consumer.group_metadata().context("group metadata")?;
+    producer.begin_transaction()?;
+    send_all(
+        &producer,
+        &|_| ("txout".to_string(), 0),
+        &[(0, "out-1".to_string())],
+    )?;
+    producer.send_offsets_to_transaction(&offsets(10)?, &metadata, T)?;
+    producer.abort_transaction(T)?;
+    ensure!(
+        committed(&consumer)? == Offset::Invalid,
+        "an aborted transaction's offset counted"
+    );
+    producer.begin_transaction()?;
+    send_all(
+        &producer,
+        &|_| ("txout".to_string(), 0),
+        &[(0, "out-2".to_string())],
+    )?;
+    producer.send_offsets_to_transaction(&offsets(20)?, &metadata, T)?;
+    producer.commit_transaction(T)?;
+    // the marker reaches __consumer_offsets after the commit's answer: poll, bounded
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = committed(&consumer)?;
+        if o == Offset::Offset(20) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "committed offset is {o:?}, want 20"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let read = read_values(&broker, &[("txout".to_string(), 0)], "read_committed")?;
+    ensure!(
+        read == vec!["out-2".to_string()],
+        "read_committed read {read:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Transactions with confluent-kafka against a real `sluice` process it starts and kill -9s.
+
+1. A transactional producer writes 40 transactions over 6 partitions of 2 topics,
+   committing and aborting alternately. A read_committed consumer reads every committed
+   record exactly once and no aborted one; a read_uncommitted consumer reads both.
+2. Consume-transform-produce: 3,000 input records are copied, upper-cased, to an output
+   topic in transactions of up to 50 records that also commit the input offsets
+   (`send_offsets_to_transaction`), while the broker is killed with SIGKILL and restarted
+   at random moments (6 times, from another thread). Whatever the client saw fail is retried from the group's
+   committed offsets, as Kafka's EOS loop does. The output must hold each input's result
+   exactly once (read_committed).
+
+Usage: transactions.py SLUICE_BIN [WORKDIR]. Every wait is bounded; any failure exits 1.
+"""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+T = 30  # seconds, for every client call
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Broker:
+    def __init__(self, binary, work):
+        self.binary = binary
+        self.data = os.path.join(work, "data")
+        self.log = open(os.path.join(work, "broker.log"), "ab")
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.proc = None
+
+    def start(self):
+        host, port = self.addr.split(":")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--listen", self.addr,
+                "--data-dir", self.data,
+                "--cores", "2",
+                "--set", "cpuset=none",
+                "--set", "offsets.topic.num.partitions=5",
+                "--set", "transaction.state.log.num.partitions=5",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"broker exited with {self.proc.returncode}")
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit("broker did not listen within 30 s")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+def conf(broker, **extra):
+    c = {"bootstrap.servers": broker.addr, "broker.address.family": "v4", "log_level": 3}
+    c.update(extra)
+    return c
+
+
+def create(broker, topics):
+    admin = AdminClient(conf(broker))
+    fs = admin.create_topics([NewTopic(t, n, 1) for t, n in topics], operation_timeout=T)
+    for t, f in fs.items():
+        f.result(timeout=T)
+
+
+def read_all(broker, parts, isolation):
+    """Every value of `parts` from the beginning to the end offset this isolation sees."""
+    c = Consumer(conf(broker, **{
+        "group.id": f"reader-{random.random()}",
+        "isolation.level": isolation,
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }))
+    c.assign([TopicPartition(t, p, 0) for t, p in parts])
+    values, eof = [], set()
+    deadline = time.time() + 120
+    while len(eof) < len(parts):
+        if time.time() > deadline:
+            sys.exit(f"{isolation}: reading timed out with {len(values)} values")
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                eof.add((m.topic(), m.partition()))
+                continue
+            sys.exit(f"{isolation}: consume error {m.error()}")
+        eof.discard((m.topic(), m.partition()))
+        values.append(m.value().decode())
+    c.close()
+    return values
+
+
+def alternate(broker):
+    create(broker, [("tx-a", 3), ("tx-b", 3)])
+    parts = [("tx-a", p) for p in range(3)] + [("tx-b", p) for p in range(3)]
+    p = Producer(conf(broker, **{"transactional.id": "alternate", "linger.ms": 5}))
+    p.init_transactions(T)
+    committed, aborted = set(), set()
+    for txn in range(40):
+        p.begin_transaction()
+        values = [f"t{txn}-r{i}" for i in range(25)]
+        for i, v in enumerate(values):
+            t, part = parts[i % 6]
+            p.produce(t, v.encode(), partition=part)
+        if txn % 2 == 0:
+            p.commit_transaction(T)
+            committed.update(values)
+        else:
+            p.abort_transaction(T)
+            aborted.update(values)
+    rc = read_all(broker, parts, "read_committed")
+    if len(rc) != len(set(rc)):
+        sys.exit("read_committed read a record twice")
+    if set(rc) != committed:
+        sys.exit(f"read_committed: {len(set(rc))} values, {len(committed)} committed, "
+                 f"{len(set(rc) & aborted)} aborted among them")
+    ru = set(read_all(broker, parts, "read_uncommitted"))
+    if ru != committed | aborted:
+        sys.exit(f"read_uncommitted: {len(ru)} values, want {len(committed | aborted)}")
+    print(f"alternate: {len(committed)} committed read once, {len(aborted)} aborted hidden")
+
+
+def transform(broker, inputs, kills):
+    """Consume-transform-produce with exactly-once, the broker killed `kills` times at
+    random moments (in the middle of transactions, commits and offset commits)."""
+    create(broker, [("ctp-in", 1), ("ctp-out", 1)])
+    p = Producer(conf(broker, **{"linger.ms": 5, "enable.idempotence": True}))
+    for i in range(inputs):
+        p.produce("ctp-in", f"in-{i}".encode(), partition=0)
+    p.flush(T)
+    state = {"restarts": 0, "stop": False}
+
+    def killer():
+        for _ in range(kills):
+            time.sleep(random.uniform(1.0, 4.0))
+            if state["stop"]:
+                return
+            broker.kill()
+            broker.start()
+            state["restarts"] += 1
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    done = False
+    deadline = time.time() + 400
+    while not done:
+        if time.time() > deadline:
+            sys.exit("consume-transform-produce did not finish in 400 s")
+        consumer = None
+        try:
+            consumer = Consumer(conf(broker, **{
+                "group.id": "ctp",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "session.timeout.ms": 6000,
+            }))
+            producer = Producer(conf(broker, **{
+                "transactional.id": "ctp-worker",
+                "linger.ms": 5,
+                "transaction.timeout.ms": 10000,
+            }))
+            producer.init_transactions(T)
+            consumer.subscribe(["ctp-in"])
+            while True:
+                msgs = consumer.consume(50, 2.0)
+                records = [m for m in msgs if not m.error()]
+                eof = any(m.error() and m.error().code() == KafkaError._PARTITION_EOF
+                          for m in msgs)
+                if eof and not records and not thread.is_alive():
+                    done = True
+                    break
+                if not records:
+                    continue
+                producer.begin_transaction()
+                for m in records:
+                    producer.produce("ctp-out", m.value().decode().upper().encode(), partition=0)
+                producer.send_offsets_to_transaction(
+                    consumer.position(consumer.assignment()),
+                    consumer.consumer_group_metadata(), T)
+                producer.commit_transaction(T)
+        except KafkaException as e:
+            # fatal or abortable: start over from the committed offsets (a new producer
+            # with the same transactional id fences the old one and aborts its transaction)
+            print(f"  loop restarted after: {e}")
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except Exception:
+                    pass
+    state["stop"] = True
+    thread.join(timeout=60)
+    out = read_all(broker, [("ctp-out", 0)], "read_committed")
+    want = sorted(f"IN-{i}" for i in range(inputs))
+    if sorted(out) != want:
+        dup = len(out) - len(set(out))
+        missing = len(set(want) - set(out))
+        sys.exit(f"ctp-out: {len(out)} records, {dup} duplicates, {missing} missing")
+    print(f"consume-transform-produce: {inputs} inputs exactly once through "
+          f"{state['restarts']} kill -9s")
+
+
+def main():
+    binary = sys.argv[1]
+    work = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(prefix="sluice-txn-")
+    os.makedirs(work, exist_ok=True)
+    random.seed(int(os.environ.get("SEED", "15")))
+    broker = Broker(binary, work)
+    broker.start()
+    try:
+        alternate(broker)
+        transform(broker, inputs=3000, kills=6)
+        broker.kill()
+        broker.start()
+        alternate_again = read_all(broker, [("ctp-out", 0)], "read_committed")
+        if len(alternate_again) != 3000 or len(set(alternate_again)) != 3000:
+            sys.exit(f"after a last kill -9: {len(alternate_again)} outputs")
+    finally:
+        broker.kill()
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
