@@ -16,7 +16,7 @@
 //! commit's wall time is measured around it on that thread.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -111,6 +111,8 @@ pub struct TransactionsArgs {
 /// Acks seen by one producer's delivery callback (librdkafka's polling thread).
 #[derive(Debug, Default)]
 struct Acks {
+    /// Delivery reports, acked or failed: every record sent gets exactly one.
+    reports: u64,
     in_window: u64,
     total: u64,
     errors: u64,
@@ -124,6 +126,8 @@ struct Delivery {
     acks_count: bool,
     counters: Arc<Counters>,
     acks: Mutex<Acks>,
+    /// Notified on every delivery report, for `wait_for_acks`.
+    reported: Condvar,
 }
 
 impl ClientContext for Delivery {}
@@ -134,6 +138,8 @@ impl ProducerContext for Delivery {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         let now = Instant::now();
         let Ok(mut a) = self.acks.lock() else { return };
+        a.reports += 1;
+        self.reported.notify_all();
         match result {
             Ok(_) => {
                 a.total += 1;
@@ -219,6 +225,7 @@ impl ProducerJob {
             acks_count: !self.mode.is_transactional(),
             counters: self.counters.clone(),
             acks: Mutex::new(Acks::default()),
+            reported: Condvar::new(),
         };
         let producer: TxnProducer = producer_config(&self.bootstrap, &self.settings)
             .create_with_context(ctx)
@@ -299,15 +306,18 @@ impl ProducerJob {
         Ok(t)
     }
 
-    /// Commits the open transaction of `records` records and times it: the flush of its
-    /// records still in flight, then `rd_kafka_commit_transaction` (which is what rdkafka's
-    /// `commit_transaction` does, with a clock read between the two). A commit that fails
-    /// with an abortable error is aborted and counted; a fatal one fails the phase.
+    /// Commits the open transaction of `records` records and times it: the wait for the
+    /// acks of its records still in flight, then `commit_transaction` (EndTxn). That is
+    /// what `commit_transaction` does, with a clock read between the two, except for how it
+    /// waits: rdkafka's `flush` polls in 100 ms slices (`BaseProducer::poll` returns only
+    /// at its deadline), which would round every commit with records in flight up to
+    /// 100 ms; `wait_for_acks` wakes on the delivery reports the producer's own poll
+    /// thread serves. A commit that fails with an abortable error is aborted and
+    /// counted; a fatal one fails the phase.
     fn commit(&self, producer: &TxnProducer, records: u64, t: &mut Tally) -> Result<()> {
         let started = Instant::now();
-        producer
-            .flush(TXN_TIMEOUT)
-            .context("flushing the transaction's records before its commit")?;
+        wait_for_acks(producer, t.sent, TXN_TIMEOUT)
+            .context("waiting for the transaction's records before its commit")?;
         let flushed = Instant::now();
         let mut result = producer.commit_transaction(TXN_TIMEOUT);
         let mut retries = 0;
@@ -346,6 +356,42 @@ impl ProducerJob {
         }
         Ok(())
     }
+}
+
+/// Waits until every one of the `sent` records has its delivery report (the producer's
+/// ThreadedProducer thread serves them and notifies `reported`), then until librdkafka
+/// has released them too (`in_flight_count`, microseconds later), so the flush inside
+/// `commit_transaction` finds nothing to wait for. Neither sleeps on a timer: a polling
+/// loop would cost the 2-core machine a good part of a core.
+fn wait_for_acks(producer: &TxnProducer, sent: u64, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let ctx = producer.context();
+    let mut a = ctx
+        .acks
+        .lock()
+        .map_err(|_| anyhow!("delivery tally poisoned"))?;
+    while a.reports < sent {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "{} records unacknowledged after {timeout:?}",
+                sent - a.reports
+            );
+        }
+        a = ctx
+            .reported
+            .wait_timeout(a, left)
+            .map_err(|_| anyhow!("delivery tally poisoned"))?
+            .0;
+    }
+    drop(a);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            bail!("records still held by librdkafka after {timeout:?}");
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
 }
 
 /// The producer settings of every phase: acks=all and idempotence, a transactional.id
