@@ -218,7 +218,7 @@ struct ConsumerTally {
 
 /// Sets a stop flag when dropped, so every return path of `run` (including `?` and
 /// panics) tells the threads it started to finish.
-struct StopOnDrop(Arc<AtomicBool>);
+pub(crate) struct StopOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {

@@ -7,7 +7,8 @@
 //!                     ──► stats (hdrhistogram) ──► report (table / JSON) ──► suite ratios
 //! ```
 //! Every number comes from a real measurement; nothing here talks to the broker except
-//! through librdkafka, so the figures are what librdkafka applications see, except
+//! through librdkafka, so the figures are what librdkafka applications see (`transactions`
+//! included: it drives librdkafka's transactional API), except
 //! `old_formats`, which speaks Produce / Fetch itself at versions librdkafka cannot be made
 //! to pick (the cost of message-format conversion).
 
@@ -25,4 +26,6 @@ pub mod replication;
 pub mod report;
 pub mod stats;
 pub mod suite;
+pub mod transactions;
+pub mod transactions_report;
 pub mod workload;

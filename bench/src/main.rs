@@ -1,5 +1,6 @@
-//! `sluice-bench` command line: produce, consume, e2e, workload, limits, suite, and the
-//! metadata workloads (metadata, failover; see `sluice_bench::metadata`).
+//! `sluice-bench` command line: produce, consume, e2e, workload, limits, suite, the
+//! metadata workloads (metadata, failover; see `sluice_bench::metadata`), and the commands
+//! that start their own broker (replication, compaction, transactions).
 //!
 //! Each load command creates the topics it needs (deleting what it created unless
 //! `--keep-topics`), runs the engine, and prints a table or, with `--json`, one JSON
@@ -23,6 +24,7 @@ use sluice_bench::record::KeyDistributor;
 use sluice_bench::replication::{self, ReplicationArgs};
 use sluice_bench::report;
 use sluice_bench::suite::{self, SuiteConfig};
+use sluice_bench::transactions::{self, TransactionsArgs};
 use sluice_bench::workload::Workload;
 
 #[derive(Parser, Debug)]
@@ -76,6 +78,10 @@ enum Command {
     /// Log compaction on a one-node broker it starts: produce p99 while the cleaner runs
     /// against idle, and the cleaner's MB/s (issue 14's target).
     Compaction(CompactionArgs),
+    /// Transactional produce (commits every 100 ms and every 1,000 records) against
+    /// idempotent produce on a one-node broker it starts: committed MB/s, commit latency,
+    /// the ratio against issue 15's target.
+    Transactions(TransactionsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -416,6 +422,7 @@ fn run(cli: &Cli) -> Result<()> {
             print(cli.json, &r, || old_formats::table(&r))
         }
         Command::Compaction(a) => compaction::compaction_command(cli.json, cli.quiet, a),
+        Command::Transactions(a) => transactions::transactions_command(cli.json, cli.quiet, a),
     }
 }
 

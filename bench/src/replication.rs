@@ -408,14 +408,14 @@ pub fn cluster_settings(settings: &[(String, String)]) -> Result<String> {
     Ok(words.join(" "))
 }
 
-fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+pub(crate) fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
     match v {
         Some(x) => format!("{x:.decimals$}"),
         None => "-".into(),
     }
 }
 
-fn fmt_spread(s: Option<&Spread>, decimals: usize) -> String {
+pub(crate) fn fmt_spread(s: Option<&Spread>, decimals: usize) -> String {
     match s {
         Some(s) if s.min == s.max => format!("{:.decimals$}", s.median),
         Some(s) => format!(
@@ -779,7 +779,7 @@ impl LocalCluster {
     }
 
     /// (node id, pid) of every node; an error if a node is not running.
-    fn pids(&self) -> Result<Vec<(u64, u32)>> {
+    pub(crate) fn pids(&self) -> Result<Vec<(u64, u32)>> {
         (1..=self.env.n as u64)
             .map(|id| {
                 let path = self.dir.join(format!("node-{id}")).join("pid");
@@ -794,7 +794,7 @@ impl LocalCluster {
             .collect()
     }
 
-    fn node_log(&self, id: u64) -> String {
+    pub(crate) fn node_log(&self, id: u64) -> String {
         fs::read(self.dir.join(format!("node-{id}")).join("log"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
