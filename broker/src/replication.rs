@@ -482,6 +482,14 @@ async fn fetch_once(
             let Some(log) = ctx.log(&topic, p.partition_index) else {
                 continue;
             };
+            // idempotent or transactional batches replay into the producer state: build it
+            // with async reads first, not synchronously inside the append
+            if log.needs_producer_state(&records) {
+                if let Err(e) = log.load_producer_state().await {
+                    tracing::warn!(%topic, partition = p.partition_index, error = %e, "cannot load the producer state of a replica");
+                    continue;
+                }
+            }
             // only data fetched from where the log ends now: a truncation (or a restart of
             // the log) since the request went out makes it data for another offset, and
             // appending it after the new end would leave a hole (the log takes offset gaps,

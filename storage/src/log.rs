@@ -204,24 +204,7 @@ impl PartitionLog {
             Checked::Append => {}
             Checked::Duplicate(info) => return Ok(info),
         }
-        let mut buf = records
-            .try_into_mut()
-            .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        let base0 = self.inner.state().log_end();
-        let mut next = base0;
-        for (h, range) in batches.iter_mut() {
-            stamp.apply(&mut buf[range.start..range.end], h, next);
-            next = h.last_offset() + 1;
-        }
-        let epoch_stamped = stamp.leader_epoch.is_some();
-        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped);
-        Ok(AppendInfo {
-            base_offset: base0,
-            last_offset: next - 1,
-            log_append_time_ms: stamp.append_time.unwrap_or(-1),
-            log_start_offset: log_start,
-            duplicate: false,
-        })
+        Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms))
     }
 
     /// Follower append: `records` are one or more v2 batches exactly as the leader stored
@@ -294,6 +277,36 @@ impl PartitionLog {
     /// leader-epoch cache with `learn_epochs`, the producer state and aborted
     /// transactions), in one borrow (nothing can interleave); then the shard cache and
     /// the flusher. Returns the log start offset.
+    /// Assigns offsets from the log end to checked `batches` of `records`, stamps them
+    /// (`Stamp`) and queues them for the flusher: the common end of `append` and
+    /// `append_from_coordinator`.
+    fn stamp_and_enqueue(
+        &self,
+        records: Bytes,
+        batches: &mut [(RecordBatchHeader, std::ops::Range<usize>)],
+        stamp: &Stamp,
+        now_ms: i64,
+    ) -> AppendInfo {
+        let mut buf = records
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let base0 = self.inner.state().log_end();
+        let mut next = base0;
+        for (h, range) in batches.iter_mut() {
+            stamp.apply(&mut buf[range.start..range.end], h, next);
+            next = h.last_offset() + 1;
+        }
+        let epoch_stamped = stamp.leader_epoch.is_some();
+        let log_start = self.enqueue(buf.freeze(), batches, now_ms, epoch_stamped);
+        AppendInfo {
+            base_offset: base0,
+            last_offset: next - 1,
+            log_append_time_ms: stamp.append_time.unwrap_or(-1),
+            log_start_offset: log_start,
+            duplicate: false,
+        }
+    }
+
     fn enqueue(
         &self,
         data: Bytes,
@@ -357,24 +370,7 @@ impl PartitionLog {
                 }
             }
         }
-        let mut buf = records
-            .try_into_mut()
-            .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        let base0 = self.inner.state().log_end();
-        let mut next = base0;
-        for (h, range) in batches.iter_mut() {
-            stamp.apply(&mut buf[range.start..range.end], h, next);
-            next = h.last_offset() + 1;
-        }
-        let epoch_stamped = stamp.leader_epoch.is_some();
-        let log_start = self.enqueue(buf.freeze(), &batches, now_ms, epoch_stamped);
-        Ok(AppendInfo {
-            base_offset: base0,
-            last_offset: next - 1,
-            log_append_time_ms: stamp.append_time.unwrap_or(-1),
-            log_start_offset: log_start,
-            duplicate: false,
-        })
+        Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms))
     }
 
     /// Check the idempotent batches of a request against the producer state (built on
