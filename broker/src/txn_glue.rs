@@ -102,6 +102,7 @@ pub(crate) fn txn_config(config: &BrokerConfig) -> TxnConfig {
         remove_expired_interval_ms: config
             .int("transaction.remove.expired.transaction.cleanup.interval.ms")
             as u64,
+        concurrent_wait_ms: 1000,
         ..TxnConfig::default()
     }
 }

@@ -56,6 +56,9 @@ pub(crate) struct TransactionCoordinator {
     pub(super) io: TxnIo,
     pub(super) config: TxnConfig,
     pub(super) txns: RefCell<HashMap<String, TxnMetadata>>,
+    /// Notified whenever a write of an id's state ends (and at unload): a request waiting
+    /// for a transaction to complete looks again.
+    pub(super) settled: sluice_storage::Signal,
     active: Cell<bool>,
     pub(super) this: Weak<TransactionCoordinator>,
 }
@@ -74,6 +77,7 @@ impl TransactionCoordinator {
             io,
             config,
             txns: RefCell::new(txns),
+            settled: sluice_storage::Signal::default(),
             active: Cell::new(true),
             this: this.clone(),
         })
@@ -96,6 +100,7 @@ impl TransactionCoordinator {
     /// when the shard stops leading the partition (at this epoch).
     #[allow(dead_code)] // used by the glue
     pub(crate) fn unload(&self) {
+        self.settled.notify();
         if self.active.replace(false) {
             tracing::info!(
                 partition = self.partition,
@@ -131,6 +136,7 @@ impl TransactionCoordinator {
         target: TxnMetadata,
         result: Result<(), TxnLogError>,
     ) -> Result<(), i16> {
+        self.settled.notify();
         if !self.active.get() {
             return Err(code(ResponseError::NotCoordinator));
         }
@@ -213,6 +219,7 @@ impl TransactionCoordinator {
         target: TxnMetadata,
         result: Result<(), TxnLogError>,
     ) -> Result<(), i16> {
+        self.settled.notify();
         let r = self.finish_write(id, target, result);
         match r {
             Ok(()) => self.spawn_completion(id.to_owned(), false),

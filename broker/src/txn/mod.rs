@@ -163,6 +163,12 @@ pub(crate) struct TxnConfig {
     /// Backoff before a failed marker partition, or a failed Complete* write, is retried
     /// (Kafka's marker sender retries on its next poll; 100 ms here, not a Kafka setting).
     pub(crate) marker_retry_backoff_ms: u64,
+    /// How long AddPartitionsToTxn/AddOffsetsToTxn waits for the id's previous transaction
+    /// to complete (markers written, Complete* replicated) before answering
+    /// CONCURRENT_TRANSACTIONS. Kafka answers at once (0) and the client retries after its
+    /// backoff (librdkafka: 100 ms), a pause at every transaction boundary; the broker
+    /// waits up to 1 s, as Redpanda does, and answers as soon as the transaction is done.
+    pub(crate) concurrent_wait_ms: u64,
 }
 
 impl Default for TxnConfig {
@@ -173,6 +179,7 @@ impl Default for TxnConfig {
             abort_timed_out_interval_ms: 10_000,
             remove_expired_interval_ms: 3_600_000,
             marker_retry_backoff_ms: 100,
+            concurrent_wait_ms: 0,
         }
     }
 }

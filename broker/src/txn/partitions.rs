@@ -159,6 +159,7 @@ impl TransactionCoordinator {
         if !self.is_active() {
             return code(ResponseError::NotCoordinator);
         }
+        self.wait_settled(id).await;
         let target = {
             let txns = self.txns.borrow();
             let Some(md) = txns.get(id) else {
@@ -181,6 +182,27 @@ impl TransactionCoordinator {
         match self.write(id, target).await {
             Ok(()) => 0,
             Err(e) => e,
+        }
+    }
+
+    /// Waits (at most `concurrent_wait_ms`) while `id` has a write pending or a transaction
+    /// being completed, so that a client starting its next transaction right after a
+    /// commit is answered when the markers are done rather than with
+    /// CONCURRENT_TRANSACTIONS and a retry.
+    async fn wait_settled(&self, id: &str) {
+        let wait = std::time::Duration::from_millis(self.config.concurrent_wait_ms);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let busy = self
+                .txns
+                .borrow()
+                .get(id)
+                .is_some_and(|md| md.pending.is_some() || md.state.is_prepare());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !busy || left.is_zero() || !self.is_active() {
+                return;
+            }
+            futures_lite::future::or(self.settled.wait(), glommio::timer::sleep(left)).await;
         }
     }
 

@@ -723,3 +723,35 @@ fn idle_transactional_ids_expire() {
         assert_eq!(epoch2, 0);
     });
 }
+
+#[test]
+fn the_next_transaction_waits_for_the_last_ones_markers_instead_of_failing() {
+    run(|| async {
+        let mut cfg = config();
+        cfg.concurrent_wait_ms = 2_000;
+        let h = Harness::load(Vec::new(), cfg);
+        let (_, pid, epoch) = h.init("tx").await;
+        assert_eq!(h.add("tx", pid, epoch, &[("t", 0)]).await, 0);
+        h.markers.hold.set(true);
+        assert_eq!(h.end("tx", pid, epoch, true).await, 0);
+        // the markers are released while the next AddPartitions waits
+        let release = {
+            let markers = h.markers.clone();
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                markers.hold.set(false);
+            })
+        };
+        assert_eq!(h.add("tx", pid, epoch, &[("t", 1)]).await, 0);
+        release.await;
+        assert_eq!(h.state("tx"), Some(TxnState::Ongoing));
+        // held for longer than the wait (2 s): CONCURRENT_TRANSACTIONS after it, as before
+        h.markers.hold.set(true);
+        assert_eq!(h.end("tx", pid, epoch, false).await, 0);
+        assert_eq!(
+            h.add("tx", pid, epoch, &[("t", 2)]).await,
+            code(ResponseError::ConcurrentTransactions)
+        );
+        h.markers.hold.set(false);
+    });
+}
