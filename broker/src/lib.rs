@@ -18,6 +18,7 @@ mod partition_meta;
 mod peer;
 mod placement;
 mod quorum;
+mod record_reader;
 mod replication;
 mod router;
 mod server;

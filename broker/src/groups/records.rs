@@ -6,6 +6,7 @@
 //! GroupMetadataValue v3, as Kafka 3.x does; decoding accepts v0-v4 (v4 is flexible) and is
 //! bounds-checked: malformed input yields a `RecordError`, never a panic.
 
+use crate::record_reader::{ReadError, RecordReader};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Why a `__consumer_offsets` record could not be decoded.
@@ -182,7 +183,7 @@ impl OffsetCommitValue {
         let metadata = r.string()?;
         let commit_timestamp = r.i64()?;
         let expire_timestamp = if version == 1 { r.i64()? } else { -1 };
-        r.skip_tagged_fields()?;
+        r.tagged_fields(|_, _| Ok::<(), RecordError>(()))?;
         Ok(OffsetCommitValue {
             offset,
             leader_epoch,
@@ -248,7 +249,7 @@ impl GroupMetadataValue {
             let session_timeout = r.i32()?;
             let subscription = r.bytes()?;
             let assignment = r.bytes()?;
-            r.skip_tagged_fields()?;
+            r.tagged_fields(|_, _| Ok::<(), RecordError>(()))?;
             members.push(MemberMetadataValue {
                 member_id,
                 group_instance_id,
@@ -264,7 +265,7 @@ impl GroupMetadataValue {
                 assignment,
             });
         }
-        r.skip_tagged_fields()?;
+        r.tagged_fields(|_, _| Ok::<(), RecordError>(()))?;
         Ok(GroupMetadataValue {
             protocol_type,
             generation,
@@ -294,124 +295,16 @@ pub(crate) fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
 
 // ---------------------------------------------------------------- decoding
 
-/// A bounds-checked cursor; `flexible` switches strings, bytes and arrays to compact
-/// (unsigned varint) lengths and enables tagged-field sections.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    flexible: bool,
-}
+type Reader<'a> = RecordReader<'a>;
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], flexible: bool) -> Self {
-        Reader {
-            buf,
-            pos: 0,
-            flexible,
+impl From<ReadError> for RecordError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Truncated { at, needed } => RecordError::Truncated { at, needed },
+            ReadError::BadVarint => RecordError::BadVarint,
+            ReadError::Null => RecordError::NegativeLength(-1),
+            ReadError::InvalidUtf8 => RecordError::InvalidUtf8,
         }
-    }
-
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        if self.remaining() < n {
-            return Err(RecordError::Truncated {
-                at: self.pos,
-                needed: n - self.remaining(),
-            });
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn i16(&mut self) -> Result<i16, RecordError> {
-        Ok(i16::from_be_bytes(self.array()?))
-    }
-
-    fn i32(&mut self) -> Result<i32, RecordError> {
-        Ok(i32::from_be_bytes(self.array()?))
-    }
-
-    fn i64(&mut self) -> Result<i64, RecordError> {
-        Ok(i64::from_be_bytes(self.array()?))
-    }
-
-    fn uvarint(&mut self) -> Result<u64, RecordError> {
-        let mut value = 0u64;
-        for shift in (0..35).step_by(7) {
-            let [b] = self.array::<1>()?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(RecordError::BadVarint)
-    }
-
-    /// A length prefix: i16/i32 classic, or compact (varint of len+1, 0 meaning null).
-    /// Returns None for null.
-    fn length(&mut self, wide: bool) -> Result<Option<usize>, RecordError> {
-        let len: i64 = if self.flexible {
-            self.uvarint()? as i64 - 1
-        } else if wide {
-            i64::from(self.i32()?)
-        } else {
-            i64::from(self.i16()?)
-        };
-        if len < 0 {
-            return Ok(None);
-        }
-        Ok(Some(len as usize)) // ok: non-negative and < 2^35
-    }
-
-    fn nullable_string(&mut self) -> Result<Option<String>, RecordError> {
-        match self.length(false)? {
-            None => Ok(None),
-            Some(n) => {
-                let raw = self.take(n)?;
-                let s = std::str::from_utf8(raw).map_err(|_| RecordError::InvalidUtf8)?;
-                Ok(Some(s.to_owned()))
-            }
-        }
-    }
-
-    fn string(&mut self) -> Result<String, RecordError> {
-        self.nullable_string()?
-            .ok_or(RecordError::NegativeLength(-1))
-    }
-
-    fn bytes(&mut self) -> Result<Bytes, RecordError> {
-        match self.length(true)? {
-            None => Err(RecordError::NegativeLength(-1)),
-            Some(n) => Ok(Bytes::copy_from_slice(self.take(n)?)),
-        }
-    }
-
-    fn array_len(&mut self) -> Result<usize, RecordError> {
-        self.length(true)?.ok_or(RecordError::NegativeLength(-1))
-    }
-
-    fn skip_tagged_fields(&mut self) -> Result<(), RecordError> {
-        if !self.flexible {
-            return Ok(());
-        }
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            self.uvarint()?; // tag
-            let size = self.uvarint()?;
-            let size = usize::try_from(size).map_err(|_| RecordError::BadVarint)?;
-            self.take(size)?;
-        }
-        Ok(())
     }
 }
 

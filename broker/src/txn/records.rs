@@ -7,6 +7,7 @@
 //! with PreviousProducerId, NextProducerId and ClientTransactionVersion as tagged fields).
 //! Decoding is bounds-checked: malformed input yields a `TxnRecordError`, never a panic.
 
+use crate::record_reader::{ReadError, RecordReader};
 use std::collections::BTreeSet;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -143,11 +144,11 @@ pub(crate) fn encode_key(transactional_id: &str) -> Bytes {
 
 /// Decodes a key; the transactional id.
 pub(crate) fn decode_key(bytes: &[u8]) -> Result<String, TxnRecordError> {
-    let mut r = Reader::new(bytes);
+    let mut r = Reader::new(bytes, false);
     match r.i16()? {
         0 => {
             let id = r.string()?;
-            r.finish()?;
+            finish(&r)?;
             Ok(id)
         }
         v => Err(TxnRecordError::UnknownKeyVersion(v)),
@@ -252,7 +253,7 @@ impl TxnLogValue {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<TxnLogValue, TxnRecordError> {
-        let mut r = Reader::new(bytes);
+        let mut r = Reader::new(bytes, false);
         let version = r.i16()?;
         if !(0..=1).contains(&version) {
             return Err(TxnRecordError::UnknownValueVersion(version));
@@ -270,7 +271,7 @@ impl TxnLogValue {
                 for _ in 0..count {
                     partitions.insert((topic.clone(), r.i32()?));
                 }
-                r.skip_tagged_fields(|_, _| Ok(()))?;
+                r.tagged_fields(|_, _| Ok::<(), TxnRecordError>(()))?;
             }
         }
         if state == TxnState::Empty {
@@ -291,7 +292,7 @@ impl TxnLogValue {
             start_ms,
             client_txn_version: 0,
         };
-        r.skip_tagged_fields(|tag, data| {
+        r.tagged_fields(|tag, data| {
             match (tag, data.len()) {
                 (0, 8) => v.previous_producer_id = be_i64(data),
                 (1, 8) => v.next_producer_id = be_i64(data),
@@ -301,7 +302,7 @@ impl TxnLogValue {
             }
             Ok(())
         })?;
-        r.finish()?;
+        finish(&r)?;
         Ok(v)
     }
 }
@@ -312,127 +313,24 @@ fn be_i64(data: &[u8]) -> i64 {
     i64::from_be_bytes(a)
 }
 
-/// A bounds-checked cursor; `flexible` switches strings and arrays to compact (unsigned
-/// varint) lengths and enables tagged-field sections.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    flexible: bool,
+type Reader<'a> = RecordReader<'a>;
+
+impl From<ReadError> for TxnRecordError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Truncated { at, needed } => TxnRecordError::Truncated { at, needed },
+            ReadError::BadVarint => TxnRecordError::BadVarint,
+            ReadError::Null => TxnRecordError::NegativeLength,
+            ReadError::InvalidUtf8 => TxnRecordError::InvalidUtf8,
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader {
-            buf,
-            pos: 0,
-            flexible: false,
-        }
-    }
-
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], TxnRecordError> {
-        if self.remaining() < n {
-            return Err(TxnRecordError::Truncated {
-                at: self.pos,
-                needed: n - self.remaining(),
-            });
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], TxnRecordError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn i8(&mut self) -> Result<i8, TxnRecordError> {
-        Ok(i8::from_be_bytes(self.array()?))
-    }
-
-    fn i16(&mut self) -> Result<i16, TxnRecordError> {
-        Ok(i16::from_be_bytes(self.array()?))
-    }
-
-    fn i32(&mut self) -> Result<i32, TxnRecordError> {
-        Ok(i32::from_be_bytes(self.array()?))
-    }
-
-    fn i64(&mut self) -> Result<i64, TxnRecordError> {
-        Ok(i64::from_be_bytes(self.array()?))
-    }
-
-    fn uvarint(&mut self) -> Result<u64, TxnRecordError> {
-        let mut value = 0u64;
-        for shift in (0..35).step_by(7) {
-            let [b] = self.array::<1>()?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(TxnRecordError::BadVarint)
-    }
-
-    /// A length prefix (i16 for strings, i32 for arrays; compact varint when flexible).
-    /// None for null. A length beyond the remaining bytes is reported as truncation before
-    /// anything is allocated for it.
-    fn length(&mut self, wide: bool) -> Result<Option<usize>, TxnRecordError> {
-        let len: i64 = if self.flexible {
-            self.uvarint()? as i64 - 1
-        } else if wide {
-            i64::from(self.i32()?)
-        } else {
-            i64::from(self.i16()?)
-        };
-        if len < 0 {
-            return Ok(None);
-        }
-        let len = len as usize; // ok: non-negative and < 2^35
-        if len > self.remaining() {
-            return Err(TxnRecordError::Truncated {
-                at: self.pos,
-                needed: len - self.remaining(),
-            });
-        }
-        Ok(Some(len))
-    }
-
-    fn string(&mut self) -> Result<String, TxnRecordError> {
-        let n = self.length(false)?.ok_or(TxnRecordError::NegativeLength)?;
-        let raw = self.take(n)?;
-        let s = std::str::from_utf8(raw).map_err(|_| TxnRecordError::InvalidUtf8)?;
-        Ok(s.to_owned())
-    }
-
-    /// Reads a tagged-field section (flexible only), handing each field to `f`.
-    fn skip_tagged_fields(
-        &mut self,
-        mut f: impl FnMut(u64, &[u8]) -> Result<(), TxnRecordError>,
-    ) -> Result<(), TxnRecordError> {
-        if !self.flexible {
-            return Ok(());
-        }
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            let tag = self.uvarint()?;
-            let size = usize::try_from(self.uvarint()?).map_err(|_| TxnRecordError::BadVarint)?;
-            let data = self.take(size)?;
-            f(tag, data)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&self) -> Result<(), TxnRecordError> {
-        match self.remaining() {
-            0 => Ok(()),
-            n => Err(TxnRecordError::TrailingBytes(n)),
-        }
+/// No bytes may follow a record.
+fn finish(r: &Reader<'_>) -> Result<(), TxnRecordError> {
+    match r.remaining() {
+        0 => Ok(()),
+        n => Err(TxnRecordError::TrailingBytes(n)),
     }
 }
 
