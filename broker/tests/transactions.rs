@@ -327,3 +327,105 @@ fn offsets_sent_to_a_transaction_count_only_if_it_commits() -> Result<()> {
     );
     Ok(())
 }
+
+/// The admin APIs over an open transaction (what `kafka-transactions.sh` uses):
+/// ListTransactions (every coordinator on every shard), DescribeTransactions and
+/// DescribeProducers, through the wire as any admin client sends them.
+#[test]
+fn list_and_describe_an_open_transaction_and_its_producer() -> Result<()> {
+    use common::raw::RawClient;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{
+        DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = BrokerProcess::spawn_with(2, SETTINGS)?;
+    broker.create_topic("txd", 2, &[])?;
+    let p = txn_producer(&broker, "tx-described", &[])?;
+    p.begin_transaction()?;
+    send_all(
+        &p,
+        &|slot| ("txd".to_string(), slot),
+        &[(0, "a".to_string()), (1, "b".to_string())],
+    )?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+
+    let listed = c.call(1, &ListTransactionsRequest::default())?;
+    ensure!(
+        listed.error_code == 0,
+        "ListTransactions: {}",
+        listed.error_code
+    );
+    let ours: Vec<_> = listed
+        .transaction_states
+        .iter()
+        .filter(|t| t.transactional_id.0.as_str() == "tx-described")
+        .collect();
+    ensure!(
+        ours.len() == 1 && ours[0].transaction_state.as_str() == "Ongoing",
+        "listed: {:?}",
+        listed.transaction_states
+    );
+    let pid = ours[0].producer_id.0;
+
+    let described = c.call(
+        0,
+        &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+            StrBytes::from_static_str("tx-described"),
+        )]),
+    )?;
+    let d = described.transaction_states.first().context("no state")?;
+    ensure!(
+        d.error_code == 0 && d.transaction_state.as_str() == "Ongoing",
+        "{d:?}"
+    );
+    ensure!(d.producer_id.0 == pid, "{d:?}");
+    let parts: BTreeSet<(String, i32)> = d
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic.0.to_string(), *p))
+        })
+        .collect();
+    ensure!(
+        parts == BTreeSet::from([("txd".to_string(), 0), ("txd".to_string(), 1)]),
+        "partitions of the transaction: {parts:?}"
+    );
+
+    let producers = c.call(
+        0,
+        &DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+            .with_name(common::kafka::topic_name("txd"))
+            .with_partition_indexes(vec![0, 1])]),
+    )?;
+    for part in &producers.topics[0].partitions {
+        ensure!(part.error_code == 0, "DescribeProducers: {part:?}");
+        let ours = part
+            .active_producers
+            .iter()
+            .find(|s| s.producer_id.0 == pid)
+            .with_context(|| format!("producer {pid} not in {part:?}"))?;
+        // the transaction's first record is the partition's first record
+        ensure!(ours.current_txn_start_offset == 0, "{ours:?}");
+    }
+    p.commit_transaction(T)?;
+    let described = c.call(
+        0,
+        &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+            StrBytes::from_static_str("tx-described"),
+        )]),
+    )?;
+    let state = described.transaction_states[0]
+        .transaction_state
+        .to_string();
+    ensure!(
+        state == "CompleteCommit" || state == "PrepareCommit",
+        "after the commit: {state}"
+    );
+    Ok(())
+}
