@@ -429,3 +429,91 @@ fn list_and_describe_an_open_transaction_and_its_producer() -> Result<()> {
     );
     Ok(())
 }
+
+/// A hanging transaction (transactional data the coordinator never heard of, as a
+/// produce request delayed past its transaction's abort would leave) holds the last
+/// stable offset until `sluice txn abort` writes an ABORT marker for it, found through
+/// `sluice txn producers`, as Kafka's `kafka-transactions.sh abort` does.
+#[test]
+fn sluice_txn_abort_ends_a_hanging_transaction() -> Result<()> {
+    use common::kafka::produce;
+    use common::raw::RawClient;
+    use kafka_protocol::messages::InitProducerIdRequest;
+    use sluice_proto::batch::{build_batch, set_transactional_producer, SimpleRecord};
+
+    let broker = BrokerProcess::spawn_with(1, SETTINGS)?;
+    broker.create_topic("txh", 1, &[])?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let init = c.call(
+        4,
+        &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+    )?;
+    ensure!(init.error_code == 0, "InitProducerId: {}", init.error_code);
+    let record = |v: &'static [u8]| SimpleRecord {
+        key: None,
+        value: Some(v),
+        timestamp: 1,
+        headers: &[],
+    };
+    let mut hanging = build_batch(0, &[record(b"hanging")]).to_vec();
+    set_transactional_producer(&mut hanging, init.producer_id.0, init.producer_epoch, 0);
+    ensure!(
+        produce(&mut c, "txh", hanging.into())?.0 == 0,
+        "transactional produce"
+    );
+    ensure!(
+        produce(&mut c, "txh", build_batch(0, &[record(b"plain")]))?.0 == 0,
+        "produce"
+    );
+    let committed = broker.consumer(&[("isolation.level", "read_committed")])?;
+    let uncommitted = broker.consumer(&[("isolation.level", "read_uncommitted")])?;
+    ensure!(
+        committed.fetch_watermarks("txh", 0, T)?.1 == 0,
+        "the hanging transaction does not hold the LSO"
+    );
+    ensure!(uncommitted.fetch_watermarks("txh", 0, T)?.1 == 2);
+
+    let sluice = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["txn", "-b", &broker.bootstrap(), "--format", "json"])
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "sluice txn {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let producers: serde_json::Value = serde_json::from_str(&sluice(&["producers", "txh", "0"])?)?;
+    let ours = producers
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["producer_id"] == init.producer_id.0))
+        .context("the producer is not listed")?;
+    ensure!(ours["current_txn_start_offset"] == 0, "{ours}");
+    sluice(&[
+        "abort",
+        "--topic",
+        "txh",
+        "--partition",
+        "0",
+        "--start-offset",
+        "0",
+    ])?;
+    // the marker is the third record: the LSO is the end again
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while committed.fetch_watermarks("txh", 0, T)?.1 != 3 {
+        ensure!(
+            Instant::now() < deadline,
+            "the LSO did not move after the abort"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let read = read_values(&broker, &[("txh".to_string(), 0)], "read_committed")?;
+    ensure!(
+        read == vec!["plain".to_string()],
+        "read_committed read {read:?}"
+    );
+    Ok(())
+}

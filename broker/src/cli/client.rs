@@ -497,6 +497,11 @@ impl Client {
 
     /// The coordinator of `group` (retrying while it loads or moves, until the timeout).
     pub(crate) fn coordinator(&mut self, group: &str) -> Result<&mut Conn> {
+        self.coordinator_of(group, 0)
+    }
+
+    /// The coordinator of `key`: a group (`key_type` 0) or a transactional id (1).
+    pub(crate) fn coordinator_of(&mut self, group: &str, key_type: i8) -> Result<&mut Conn> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let conn = &mut self.boot;
@@ -506,7 +511,8 @@ impl Client {
                 FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
             } else {
                 FindCoordinatorRequest::default().with_key(key)
-            };
+            }
+            .with_key_type(key_type);
             let resp = conn.call_at(version, &req)?;
             let (code, message, node, host, port) = if version >= 4 {
                 match resp.coordinators.first() {
@@ -517,7 +523,7 @@ impl Client {
                         c.host.to_string(),
                         c.port,
                     ),
-                    None => bail!("FindCoordinator answered no coordinator for group '{group}'"),
+                    None => bail!("FindCoordinator answered no coordinator for '{group}'"),
                 }
             } else {
                 (
@@ -543,7 +549,7 @@ impl Client {
             if !retriable(code) || Instant::now() >= deadline {
                 return Err(kafka_error(
                     code,
-                    &format!("finding the coordinator of group '{group}'"),
+                    &format!("finding the coordinator of '{group}'"),
                     message.as_deref(),
                 ));
             }

@@ -1,4 +1,4 @@
-//! The admin verbs of the `sluice` binary (`topic`, `group`, `cluster`, `produce`,
+//! The admin verbs of the `sluice` binary (`topic`, `group`, `cluster`, `txn`, `produce`,
 //! `consume`): blocking Kafka-protocol clients of any broker given with `-b/--bootstrap`,
 //! Apache Kafka included. They never link the broker's runtime; each verb connects, asks,
 //! prints (a table, or JSON with `--format json`) and exits: 0 on success, 1 on an error
@@ -18,6 +18,7 @@ mod member;
 mod produce;
 mod reset;
 mod topic;
+mod txn;
 
 use std::time::Duration;
 
@@ -69,6 +70,13 @@ pub(crate) enum AdminCommand {
         #[command(subcommand)]
         verb: cluster::ClusterVerb,
     },
+    /// Transactions: list, describe, a partition's producers, abort a hanging one.
+    Txn {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        verb: txn::TxnVerb,
+    },
     /// Write one record per line of stdin (or --file) to a topic.
     Produce(produce::ProduceArgs),
     /// Print a topic's records, one per line, until --max-messages or --timeout idle.
@@ -83,6 +91,7 @@ pub(crate) fn run(cmd: &AdminCommand) -> i32 {
         AdminCommand::Cluster { client, verb } => {
             cluster::run(verb, client).map(|healthy| if healthy { 0 } else { EXIT_UNHEALTHY })
         }
+        AdminCommand::Txn { client, verb } => txn::run(verb, client).map(|()| 0),
         AdminCommand::Produce(args) => produce::run(args).map(|()| 0),
         AdminCommand::Consume(args) => consume::run(args).map(|()| 0),
     };
