@@ -9,7 +9,9 @@
 //!      replica has it) ─► resolved
 //! ```
 //! A write fails with NOT_COORDINATOR once the leadership it was loaded for ended, so an
-//! answer is never given for a write a new leader may not have.
+//! answer is never given for a write a new leader may not have, and with
+//! NOT_ENOUGH_REPLICAS while the ISR is below the topic's `min.insync.replicas`, as an
+//! acks=all produce would.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,6 +86,19 @@ impl CoordinatorLog {
                 Err((
                     ResponseError::NotCoordinator.code(),
                     format!("no longer the leader of {topic}-{partition} at epoch {epoch}"),
+                ))
+            });
+        }
+        // as an acks=all produce: an ISR below min.insync.replicas (for
+        // __transaction_state: transaction.state.log.min.isr) takes no write
+        let enough = ctx
+            .upgrade()
+            .map(|c| crate::handlers::produce::enough_in_sync(&c, -1, topic, partition));
+        if let Some(Err(e)) = enough {
+            return Box::pin(async move {
+                Err((
+                    e.code(),
+                    format!("{topic}-{partition} has fewer in-sync replicas than min.insync.replicas"),
                 ))
             });
         }

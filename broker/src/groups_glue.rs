@@ -137,9 +137,32 @@ impl OffsetsLog for CoordinatorLog {
         Box::pin(async move {
             write.await.map_err(|(code, m)| {
                 tracing::debug!(producer_id, error = %m, "transactional offset commit not written");
-                code
+                commit_error(code)
             })
         })
+    }
+}
+
+/// What a commit answers for a failed write (Kafka's GroupMetadataManager.storeOffsets).
+fn commit_error(code: i16) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match code {
+        c if c == E::UnknownTopicOrPartition.code()
+            || c == E::NotEnoughReplicas.code()
+            || c == E::NotEnoughReplicasAfterAppend.code()
+            || c == E::RequestTimedOut.code() =>
+        {
+            E::CoordinatorNotAvailable.code()
+        }
+        c if c == E::NotLeaderOrFollower.code() || c == E::KafkaStorageError.code() => {
+            E::NotCoordinator.code()
+        }
+        c if c == E::MessageTooLarge.code() || c == E::RecordListTooLarge.code() => {
+            E::InvalidCommitOffsetSize.code()
+        }
+        // INVALID_PRODUCER_EPOCH: a newer producer owns the transactional id
+        c if c == E::InvalidProducerEpoch.code() => E::ProducerFenced.code(),
+        c => c,
     }
 }
 

@@ -33,7 +33,7 @@ use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, 
 
 /// acks=all needs at least `min.insync.replicas` (topic override, else the broker's) in the
 /// partition's ISR; fewer is NOT_ENOUGH_REPLICAS before anything is appended, as Kafka.
-fn enough_in_sync(
+pub(crate) fn enough_in_sync(
     ctx: &ShardCtx,
     acks: i16,
     topic: &str,
