@@ -98,7 +98,9 @@ impl CoordinatorLog {
             return Box::pin(async move {
                 Err((
                     e.code(),
-                    format!("{topic}-{partition} has fewer in-sync replicas than min.insync.replicas"),
+                    format!(
+                        "{topic}-{partition} has fewer in-sync replicas than min.insync.replicas"
+                    ),
                 ))
             });
         }

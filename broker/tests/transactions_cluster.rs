@@ -279,3 +279,59 @@ fn transactions_survive_coordinator_and_leader_kills() -> Result<()> {
     );
     Ok(())
 }
+
+/// `transaction.state.log.min.isr` holds for the coordinator's own writes: with it at 3
+/// and one of three nodes down (the quorum alive, the ISR of the coordinator's partition
+/// shrunk to two), InitProducerId is not acknowledged; with the node back, it is.
+#[test]
+fn coordinator_writes_need_min_isr() -> Result<()> {
+    let mut s = settings();
+    s.push(("transaction.state.log.min.isr", "3"));
+    s.push(("replica.lag.time.max.ms", "2000"));
+    let mut cluster = Cluster::start(3, &s)?;
+    let bootstrap = cluster.bootstrap();
+    let p = producer(&bootstrap)?; // creates __transaction_state, RF 3, all in sync
+    drop(p);
+    let coordinator = txn_coordinator(&cluster, TXN_ID)?;
+    let victim = cluster
+        .ids()
+        .into_iter()
+        .find(|i| *i != coordinator)
+        .context("no other node")?;
+    cluster.kill9(victim)?;
+    cluster.wait_views(
+        "the coordinator's partition down to two in sync",
+        &[coordinator],
+        Duration::from_secs(30),
+        |views| {
+            let t = views[0].topic("__transaction_state")?;
+            for part in &t.partitions {
+                ensure!(!part.isr.contains(&(victim as i32)), "{part:?}");
+            }
+            Ok(())
+        },
+    )?;
+    let refused: Result<FutureProducer, _> = Cluster::client_config(&bootstrap)
+        .set("transactional.id", TXN_ID)
+        .create::<FutureProducer>()
+        .map_err(anyhow::Error::from)
+        .and_then(|p| {
+            p.init_transactions(Duration::from_secs(5))?;
+            Ok(p)
+        });
+    ensure!(
+        refused.is_err(),
+        "InitProducerId acknowledged with the ISR below min.isr"
+    );
+    cluster.start_node(victim)?;
+    // back in sync, the same id initializes again
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match producer(&bootstrap) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => eprintln!("not yet: {e:#}"),
+            Err(e) => return Err(e.context("InitProducerId once the node is back")),
+        }
+    }
+    Ok(())
+}
