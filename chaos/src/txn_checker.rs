@@ -307,7 +307,9 @@ pub(crate) fn check(entries: &[Entry], partitions: &[i32], found: &mut Found, v:
                 }
             }
             Outcome::Unknown | Outcome::Open => {
-                if !in_rc.is_empty() && in_rc.len() < t.records.len() {
+                if in_rc.len() == t.records.len() {
+                    count("txn_unknown_read_whole", 1);
+                } else if !in_rc.is_empty() {
                     found.add(
                         AnomalyKind::TxnPartial,
                         t.t,
@@ -733,6 +735,7 @@ mod tests {
         assert_eq!(v.operations["txn_committed"], 1);
         assert_eq!(v.operations["txn_aborted"], 1);
         assert_eq!(v.operations["txn_unknown"], 2);
+        assert_eq!(v.operations["txn_unknown_read_whole"], 1);
         assert_eq!(v.operations["txn_reads"], 3);
         assert_eq!(v.operations["txn_final_records"], 4);
         assert_eq!(v.operations["txn_final_records_uncommitted"], 6);

@@ -6,7 +6,9 @@
 //!   transactions of 2–5 records over seeded partitions, committing ~3 in 4 and aborting
 //!   the rest (seeded); a failed call makes the outcome unknown and the producer is
 //!   replaced: `init_transactions` with the same id fences the old one and ends its open
-//!   transaction. Values `x<n>.<incarnation>-<seq>`, the sequence rising per producer;
+//!   transaction. One transaction in 20 is abandoned on purpose (no end call, or one cut
+//!   short) to run that path without faults. Values `x<n>.<incarnation>-<seq>`, the
+//!   sequence rising per producer;
 //! - a read_committed consumer by assignment, every partition from offset 0;
 //! - the read-back after healing: read_committed (to the last stable offset) and then
 //!   read_uncommitted (to the high watermark), each until its end stands still.
@@ -38,8 +40,19 @@ use tokio::runtime::Handle;
 use crate::history::{HistoryWriter, Isolation, Kind, Phase};
 use crate::workload::{client_config, info, short_error, WorkloadConfig};
 
-/// Bound of one transactional call (init, commit, abort).
+/// Bound of `init_transactions`.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound of a commit or abort call: shorter than most faults' hold (2–8 s), so some
+/// transactions end with their outcome unknown and the producer is replaced, fencing the
+/// old one while its commit may still be under way (librdkafka would otherwise wait out
+/// every fault and the recovery path would never run).
+const END_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// One transaction in `ABANDON_ONE_IN` is abandoned, as a client that crashes would:
+/// half of those before their end call, half with the end call cut short after
+/// `ABANDONED_END_CALL` (the request may be out); the producer is then replaced, so the
+/// fencing and recovery path runs even when no fault slows the coordinator.
+const ABANDON_ONE_IN: u32 = 20;
+const ABANDONED_END_CALL: Duration = Duration::from_millis(1);
 /// librdkafka's bound on one transactional message (at most `transaction.timeout.ms`).
 const TXN_MESSAGE_TIMEOUT_MS: u64 = 10_000;
 /// The producers' `transaction.timeout.ms`: past it the coordinator aborts an open
@@ -204,6 +217,8 @@ fn one_transaction(
     let id = hist.next_id();
     let records = rng.random_range(2..=5);
     let intend_commit = rng.random_bool(0.75);
+    let abandon = rng.random_range(0..ABANDON_ONE_IN) == 0;
+    let abandon_before_end = rng.random_bool(0.5);
     let line = |kind: Kind, phase: Phase| hist.entry(kind, phase).id(id).worker(name);
     hist.write(&line(Kind::Txn, Phase::Invoke).detail(if intend_commit {
         "commit"
@@ -265,14 +280,22 @@ fn one_transaction(
             }
         }
     }
+    if abandon && abandon_before_end {
+        return unknown("abandoned before its end call".into());
+    }
     // a failed send leaves the transaction abortable: it is aborted, whatever was intended
     let commit = intend_commit && !send_failed;
     let end = if commit { "commit" } else { "abort" };
+    let bound = if abandon {
+        ABANDONED_END_CALL
+    } else {
+        END_CALL_TIMEOUT
+    };
     hist.write(&line(Kind::TxnEnd, Phase::Invoke).detail(end));
     let answer = if commit {
-        p.commit_transaction(TXN_CALL_TIMEOUT)
+        p.commit_transaction(bound)
     } else {
-        p.abort_transaction(TXN_CALL_TIMEOUT)
+        p.abort_transaction(bound)
     };
     match answer {
         Ok(()) => {
