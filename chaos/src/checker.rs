@@ -15,7 +15,10 @@
 //! - `crash`: a broker exited without being told to;
 //! - `storage_error`: an acks=all produce to a leader whose disk is full (the disk
 //!   nemesis's probe) answered with something else than KAFKA_STORAGE_ERROR (or success,
-//!   not leader, too small an ISR): a timeout, no answer, another code.
+//!   not leader, too small an ISR): a timeout, no answer, another code;
+//! - the transactional topic's kinds (`txn_aborted_read`, `txn_committed_lost`,
+//!   `txn_partial`, `txn_duplicate`, `txn_reorder`, `txn_uncommitted_read`,
+//!   `txn_lso_stuck`), described in `txn_checker.rs`.
 //!
 //! Produce failures are indefinite (the record may have been written): such values may
 //! appear at most once, anywhere. Values are `<producer>-<sequence>`, the sequence rising
@@ -55,6 +58,13 @@ pub enum AnomalyKind {
     Incomplete,
     Crash,
     StorageError,
+    TxnAbortedRead,
+    TxnCommittedLost,
+    TxnPartial,
+    TxnDuplicate,
+    TxnReorder,
+    TxnUncommittedRead,
+    TxnLsoStuck,
 }
 
 impl AnomalyKind {
@@ -69,6 +79,13 @@ impl AnomalyKind {
             AnomalyKind::Incomplete => "incomplete",
             AnomalyKind::Crash => "crash",
             AnomalyKind::StorageError => "storage_error",
+            AnomalyKind::TxnAbortedRead => "txn_aborted_read",
+            AnomalyKind::TxnCommittedLost => "txn_committed_lost",
+            AnomalyKind::TxnPartial => "txn_partial",
+            AnomalyKind::TxnDuplicate => "txn_duplicate",
+            AnomalyKind::TxnReorder => "txn_reorder",
+            AnomalyKind::TxnUncommittedRead => "txn_uncommitted_read",
+            AnomalyKind::TxnLsoStuck => "txn_lso_stuck",
         }
     }
 }
@@ -108,19 +125,20 @@ impl Verdict {
     }
 }
 
+/// The anomalies found so far, in any order.
 #[derive(Default)]
-struct Found {
+pub(crate) struct Found {
     all: Vec<Anomaly>,
 }
 
 impl Found {
-    fn add(&mut self, kind: AnomalyKind, t: u64, detail: String) {
+    pub(crate) fn add(&mut self, kind: AnomalyKind, t: u64, detail: String) {
         self.all.push(Anomaly { kind, t, detail });
     }
 }
 
 /// (producer, sequence) of a value `<producer>-<sequence>`.
-fn split_value(v: &str) -> Option<(&str, u64)> {
+pub(crate) fn split_value(v: &str) -> Option<(&str, u64)> {
     let (p, s) = v.rsplit_once('-')?;
     Some((p, s.parse().ok()?))
 }
@@ -156,7 +174,16 @@ pub fn check(entries: &[Entry]) -> Verdict {
     let mut partitions_seen: BTreeMap<i32, ()> = BTreeMap::new();
 
     for e in entries {
-        if let Some(p) = e.partition {
+        let txn_topic = matches!(
+            e.kind,
+            Kind::Txn
+                | Kind::TxnSend
+                | Kind::TxnEnd
+                | Kind::TxnRead
+                | Kind::TxnFinalRead
+                | Kind::TxnFinalEnd
+        );
+        if let (Some(p), false) = (e.partition, txn_topic) {
             partitions_seen.insert(p, ());
         }
         match (e.kind, e.phase) {
@@ -500,6 +527,21 @@ pub fn check(entries: &[Entry]) -> Verdict {
         }
     }
 
+    // --- the transactional topic ----------------------------------------------------------
+    if meta.as_ref().is_some_and(|m| m.txn_topic.is_some()) {
+        crate::txn_checker::check(entries, &partitions, &mut found, &mut v);
+    } else if entries.iter().any(|e| e.kind == Kind::Txn) {
+        // a history without its meta line: check what it holds, partitions as seen
+        let seen: Vec<i32> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::TxnFinalEnd)
+            .filter_map(|e| e.partition)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        crate::txn_checker::check(entries, &seen, &mut found, &mut v);
+    }
+
     // --- verdict -------------------------------------------------------------------------
     found.all.sort_by_key(|a| (a.kind, a.t));
     let mut per_kind: BTreeMap<AnomalyKind, usize> = BTreeMap::new();
@@ -544,6 +586,7 @@ mod tests {
                 replay: String::new(),
                 schedule: vec![],
                 broker_binary: String::new(),
+                txn_topic: None,
             };
             let m = Entry::new(0, Kind::Meta, Phase::Info)
                 .detail(serde_json::to_string(&meta).expect("ok: serializable"));

@@ -12,6 +12,11 @@
 //! {"t":25,"kind":"read","phase":"ok","worker":"a0","session":0,"partition":1,"offset":3,"value":"w0-7"}
 //! {"t":900,"kind":"final_read","phase":"ok","partition":1,"offset":3,"value":"w0-7"}
 //! {"t":950,"kind":"final_end","phase":"ok","partition":1,"offset":412}
+//! {"t":30,"kind":"txn","phase":"invoke","id":9,"worker":"x0.0","detail":"commit"}
+//! {"t":31,"kind":"txn_send","phase":"invoke","id":9,"worker":"x0.0","partition":2,"value":"x0.0-5"}
+//! {"t":40,"kind":"txn_end","phase":"invoke","id":9,"worker":"x0.0","detail":"commit"}
+//! {"t":52,"kind":"txn","phase":"ok","id":9,"worker":"x0.0","detail":"committed"}
+//! {"t":990,"kind":"txn_final_read","phase":"ok","partition":2,"offset":7,"value":"x0.0-5","isolation":"read_committed"}
 //! ```
 
 use std::fs::File;
@@ -23,6 +28,9 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
+
+/// The `info` line written once every fault is healed and every node runs again.
+pub const HEALED: &str = "every fault healed; every node running";
 
 /// Lines between flushes of the history file.
 const FLUSH_EVERY: u64 = 256;
@@ -51,6 +59,25 @@ pub enum Kind {
     Crash,
     /// Anything else worth keeping (a broker not ready in time, a client recreated, …).
     Info,
+    /// A transaction of a transactional producer (`id` is the transaction's): invoke when
+    /// it begins (`detail`: the intended end, `commit` or `abort`); ok with `detail`
+    /// `committed` or `aborted` when the client saw that end succeed; fail (`detail`
+    /// `unknown`) when a call failed and the producer was replaced (outcome unknown).
+    Txn,
+    /// One record of a transaction (`id` is the transaction's): invoke before the send,
+    /// ok with the offset of its delivery report, fail with the error.
+    TxnSend,
+    /// The transaction's end call (`detail`: `commit` or `abort`): invoke before the call,
+    /// ok or fail with its answer. A transaction with no `commit` invoke can never commit.
+    TxnEnd,
+    /// A record of the transactional topic read by a read_committed consumer during the run.
+    TxnRead,
+    /// A record of the transactional topic read back after healing (`isolation`:
+    /// `read_committed` or `read_uncommitted`).
+    TxnFinalRead,
+    /// The transactional topic's read-back of a partition is complete up to `offset` (the
+    /// last stable offset for read_committed, the high watermark for read_uncommitted).
+    TxnFinalEnd,
 }
 
 /// Where an operation is.
@@ -97,6 +124,9 @@ pub struct Entry {
     /// Free text (a fault's description) or, for `meta`, the run's parameters as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The reader's isolation level (`txn_final_read`, `txn_final_end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 impl Entry {
@@ -115,6 +145,7 @@ impl Entry {
             error: None,
             fault: None,
             detail: None,
+            isolation: None,
         }
     }
 
@@ -167,6 +198,27 @@ impl Entry {
         self.detail = Some(d.into());
         self
     }
+
+    pub fn isolation(mut self, i: Isolation) -> Self {
+        self.isolation = Some(i.name().to_string());
+        self
+    }
+}
+
+/// A consumer's `isolation.level`, as the history names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    ReadUncommitted,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 /// The run's parameters, kept as the `detail` of the `meta` line.
@@ -185,6 +237,10 @@ pub struct Meta {
     /// The broker binary: path, size and modification time (which build was tested).
     #[serde(default)]
     pub broker_binary: String,
+    /// The transactional workload's topic (same partition count as `topic`); absent when
+    /// the run had no transactional producers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_topic: Option<String>,
 }
 
 /// Appends entries to a history file; shared by every workload and the nemesis.

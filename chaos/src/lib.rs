@@ -1,5 +1,6 @@
 //! Sluice's chaos harness: a multi-process cluster behind in-process TCP proxies, faults
-//! from a seeded schedule, workloads that record a history, and a checker over it.
+//! from a seeded schedule, workloads (idempotent and transactional) that record a history,
+//! and a checker over it.
 //!
 //! ```text
 //!  workloads (rdkafka) ──► proxy ──► broker 1 ◄──► proxy ◄──► broker 2 …
@@ -16,4 +17,6 @@ pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod txn_checker;
+pub mod txn_workload;
 pub mod workload;

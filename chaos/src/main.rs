@@ -55,6 +55,10 @@ struct Cli {
     /// Produces per second, all producers together.
     #[arg(long, default_value_t = 300)]
     rate: u64,
+    /// Transactional producers (each its own transactional.id) on the topic `chaos-txn`,
+    /// with a read_committed consumer; 0 turns the transactional workload off.
+    #[arg(long, default_value_t = 1)]
+    txn_producers: usize,
     /// Shards per broker.
     #[arg(long, default_value_t = 1)]
     cores: u32,
@@ -149,6 +153,7 @@ fn real_main(cli: Cli) -> Result<bool> {
         partitions: cli.partitions,
         producers: cli.producers,
         rate: cli.rate,
+        txn_producers: cli.txn_producers,
         cores: cli.cores,
         keep: cli.keep,
     };

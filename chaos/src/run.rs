@@ -1,10 +1,10 @@
 //! One chaos run, start to verdict:
 //!
 //! ```text
-//!  cluster up ─► topic ─► meta line ─► workloads ─► schedule of faults (inject, hold, heal,
-//!  quiet; crashes noted and restarted) ─► heal everything ─► workloads run on healed
-//!  cluster ─► stop producers, consumers ─► settle (full ISRs) ─► final read-back
-//!  ─► checker ─► report (text + JSON)
+//!  cluster up ─► topics ─► meta line ─► workloads ─► schedule of faults (inject, hold,
+//!  heal, quiet; crashes noted and restarted) ─► heal everything ─► workloads run on healed
+//!  cluster ─► stop producers, consumers ─► settle (full ISRs) ─► final read-back (and the
+//!  transactional topic's: read_committed, read_uncommitted) ─► checker ─► report
 //! ```
 //!
 //! Invariants: every phase is bounded; the cluster (processes, proxies, tmpfs) is torn down
@@ -23,9 +23,10 @@ use rdkafka::client::DefaultClientContext;
 
 use crate::checker;
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::history::{self, HistoryWriter, Kind, Meta, Phase};
+use crate::history::{self, HistoryWriter, Kind, Meta, Phase, HEALED};
 use crate::nemesis::{self, Active, Group};
 use crate::report::Report;
+use crate::txn_workload::{self, TXN_CLEANUP_INTERVAL_MS};
 use crate::workload::{self, WorkloadConfig, Workloads};
 
 /// Size of the disk node's tmpfs.
@@ -51,6 +52,8 @@ pub struct RunConfig {
     pub partitions: i32,
     pub producers: usize,
     pub rate: u64,
+    /// Transactional producers (0: no transactional workload).
+    pub txn_producers: usize,
     pub cores: u32,
     pub keep: bool,
 }
@@ -60,14 +63,15 @@ impl RunConfig {
     pub fn replay(&self) -> String {
         let kinds: Vec<&str> = self.nemesis.iter().map(|g| g.name()).collect();
         format!(
-            "sluice-chaos --brokers {} --duration {}s --seed {} --nemesis {} --partitions {} --producers {} --rate {}",
+            "sluice-chaos --brokers {} --duration {}s --seed {} --nemesis {} --partitions {} --producers {} --rate {} --txn-producers {}",
             self.brokers,
             self.duration.as_secs(),
             self.seed,
             if kinds.is_empty() { "none".to_string() } else { kinds.join(",") },
             self.partitions,
             self.producers,
-            self.rate
+            self.rate,
+            self.txn_producers
         )
     }
 }
@@ -140,6 +144,8 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
     };
 
     let topic = "chaos".to_string();
+    let txn_topic = "chaos-txn".to_string();
+    let with_txn = cfg.txn_producers > 0;
     let faults = nemesis::available(&cfg.nemesis, cfg.brokers);
     let steps = nemesis::schedule(cfg.seed, &faults, cfg.duration);
     let meta = Meta {
@@ -152,6 +158,7 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
         replay: cfg.replay(),
         schedule: steps.iter().map(|s| s.describe()).collect(),
         broker_binary: describe_binary(&cfg.bin),
+        txn_topic: with_txn.then(|| txn_topic.clone()),
     };
     println!("sluice-chaos: broker binary {}", meta.broker_binary);
     hist.write(
@@ -166,6 +173,12 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
     create_topic(&cluster, &topic, cfg.partitions, &rt).context("creating the topic")?;
     wait_settled(&cluster, &topic, cfg.partitions, SETTLE_TIMEOUT)
         .context("waiting for the new topic's leaders and ISRs")?;
+    if with_txn {
+        create_topic(&cluster, &txn_topic, cfg.partitions, &rt)
+            .context("creating the transactional topic")?;
+        wait_settled(&cluster, &txn_topic, cfg.partitions, SETTLE_TIMEOUT)
+            .context("waiting for the transactional topic's leaders and ISRs")?;
+    }
     println!(
         "sluice-chaos: {} broker(s) up at {}; {} fault step(s) over {:?}",
         cfg.brokers,
@@ -182,6 +195,9 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
         rate: cfg.rate,
         group_members: 2,
         group: "chaos-group".into(),
+        txn_producers: cfg.txn_producers,
+        txn_topic: txn_topic.clone(),
+        seed: cfg.seed,
     };
     let mut work = Workloads::start(&wcfg, hist.clone(), rt.handle().clone())?;
 
@@ -241,11 +257,7 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
             note(&hist, format!("after healing: {e:#}"));
         }
     }
-    hist.write(
-        &hist
-            .entry(Kind::Info, Phase::Info)
-            .detail("every fault healed; every node running"),
-    );
+    hist.write(&hist.entry(Kind::Info, Phase::Info).detail(HEALED));
     watch(&mut cluster, &hist, AFTER_HEAL);
     work.stop_producers();
     watch(&mut cluster, &hist, Duration::from_secs(2));
@@ -256,6 +268,14 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
     }
     if let Err(e) = workload::final_read(&wcfg, &hist, FINAL_READ_TIMEOUT) {
         note(&hist, format!("final read: {e:#}"));
+    }
+    if with_txn {
+        if let Err(e) = wait_settled(&cluster, &txn_topic, cfg.partitions, SETTLE_TIMEOUT) {
+            note(&hist, format!("transactional topic not settled: {e:#}"));
+        }
+        if let Err(e) = txn_workload::final_read_txn(&wcfg, &hist, FINAL_READ_TIMEOUT) {
+            note(&hist, format!("final read of {txn_topic}: {e:#}"));
+        }
     }
     // a broker that died during the final phase is a crash too
     watch(&mut cluster, &hist, Duration::ZERO);
@@ -334,6 +354,16 @@ fn broker_settings(brokers: u32) -> Vec<(String, String)> {
         s("storage.cache.bytes", (16u64 << 20).to_string()),
         s("storage.readahead.bytes", (4u64 << 20).to_string()),
         s("log.segment.bytes", (4u64 << 20).to_string()),
+        s("transaction.state.log.num.partitions", "3".into()),
+        s("transaction.state.log.replication.factor", rf.to_string()),
+        s(
+            "transaction.state.log.min.isr",
+            if rf >= 3 { "2" } else { "1" }.into(),
+        ),
+        s(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            TXN_CLEANUP_INTERVAL_MS.to_string(),
+        ),
     ]
 }
 

@@ -7,7 +7,9 @@
 //! - consumers in a group, auto-committing their positions (each answer recorded through
 //!   the commit callback) and reading the committed offsets back now and then;
 //! - the final read-back: every partition from 0 to its high watermark, until the high
-//!   watermark stands still.
+//!   watermark stands still;
+//! - with `txn_producers` > 0, the transactional workload of `txn_workload.rs`, started and
+//!   stopped with these.
 //!
 //! Invariants: every loop ends on the stop flag or a deadline; every client call has a
 //! timeout; threads and tasks are joined (bounded) by `Workloads::stop`.
@@ -29,6 +31,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
 use crate::history::{HistoryWriter, Kind, Phase};
+use crate::txn_workload::TxnWorkloads;
 
 /// Produces sent before their answers are awaited, per producer.
 const WINDOW: usize = 8;
@@ -54,6 +57,11 @@ pub struct WorkloadConfig {
     pub rate: u64,
     pub group_members: usize,
     pub group: String,
+    /// Transactional producers (0: no transactional workload) and their topic.
+    pub txn_producers: usize,
+    pub txn_topic: String,
+    /// The run's seed (the transactional workload's choices derive from it).
+    pub seed: u64,
 }
 
 /// Base settings of every client.
@@ -75,6 +83,7 @@ pub struct Workloads {
     stop_consumers: Arc<AtomicBool>,
     producers: Vec<tokio::task::JoinHandle<()>>,
     consumers: Vec<JoinHandle<()>>,
+    txn: Option<TxnWorkloads>,
     rt: Handle,
 }
 
@@ -107,11 +116,17 @@ impl Workloads {
                     .spawn(move || group_member(&format!("g{m}"), &cfg, &hist, &stop))?,
             );
         }
+        let txn = if cfg.txn_producers > 0 {
+            Some(TxnWorkloads::start(cfg, hist, rt.clone())?)
+        } else {
+            None
+        };
         Ok(Workloads {
             stop_producers,
             stop_consumers,
             producers,
             consumers,
+            txn,
             rt,
         })
     }
@@ -119,6 +134,9 @@ impl Workloads {
     /// Stops the producers (their outstanding produces are answered or time out first).
     pub fn stop_producers(&mut self) {
         self.stop_producers.store(true, Ordering::Relaxed);
+        if let Some(t) = &mut self.txn {
+            t.stop_producers();
+        }
         let deadline = Instant::now() + JOIN_TIMEOUT;
         for p in self.producers.drain(..) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -130,6 +148,9 @@ impl Workloads {
 
     pub fn stop_consumers(&mut self) {
         self.stop_consumers.store(true, Ordering::Relaxed);
+        if let Some(t) = &mut self.txn {
+            t.stop_readers();
+        }
         let deadline = Instant::now() + JOIN_TIMEOUT;
         for c in self.consumers.drain(..) {
             while !c.is_finished() && Instant::now() < deadline {
@@ -260,7 +281,7 @@ async fn producer(
 }
 
 /// The error as the history keeps it: librdkafka's code name when there is one.
-fn short_error(e: &rdkafka::error::KafkaError) -> String {
+pub(crate) fn short_error(e: &rdkafka::error::KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(code) => format!("{code:?}"),
         None => e.to_string(),
@@ -297,15 +318,17 @@ fn assigned_consumer(name: &str, cfg: &WorkloadConfig, hist: &HistoryWriter, sto
         while !stop.load(Ordering::Relaxed) {
             // errors are transient here (a leader moving); librdkafka retries them
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                record_read(hist, name, session, &m);
+                record_read(hist, Kind::Read, name, session, &m);
             }
         }
         session += 1;
     }
 }
 
-fn record_read(
+/// Writes a consumer's read as a `kind` line (`read`, or `txn_read` for read_committed).
+pub(crate) fn record_read(
     hist: &HistoryWriter,
+    kind: Kind,
     name: &str,
     session: u64,
     m: &rdkafka::message::BorrowedMessage<'_>,
@@ -316,7 +339,7 @@ fn record_read(
         .unwrap_or_default();
     hist.write(
         &hist
-            .entry(Kind::Read, Phase::Ok)
+            .entry(kind, Phase::Ok)
             .worker(name)
             .session(session)
             .partition(m.partition())
@@ -325,7 +348,7 @@ fn record_read(
     );
 }
 
-fn info(hist: &HistoryWriter, name: &str, detail: String) {
+pub(crate) fn info(hist: &HistoryWriter, name: &str, detail: String) {
     hist.write(
         &hist
             .entry(Kind::Info, Phase::Info)
@@ -440,7 +463,7 @@ fn group_member(name: &str, cfg: &WorkloadConfig, hist: &Arc<HistoryWriter>, sto
         while !stop.load(Ordering::Relaxed) {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
                 let session = consumer.context().session.load(Ordering::Relaxed);
-                record_read(hist, name, session, &m);
+                record_read(hist, Kind::Read, name, session, &m);
             }
             if last_committed.elapsed() >= COMMITTED_EVERY {
                 last_committed = Instant::now();

@@ -1,6 +1,7 @@
 //! The chaos harness as part of `cargo test --workspace`: a short seeded schedule on three
-//! brokers (the fault kinds the broker currently survives; see chaos/README.md), and the
-//! `check` subcommand on planted histories.
+//! brokers (the fault kinds the broker currently survives; see chaos/README.md) with the
+//! idempotent and the transactional workloads, and the `check` subcommand on planted
+//! histories.
 //! Invariants: the harness runs in a process group of its own, so the guard can end it and
 //! every broker it started (SIGTERM to the harness first, which heals, checks and cleans
 //! up; SIGKILL to the whole group past a bound, and on panic); every wait is bounded.
@@ -226,6 +227,12 @@ fn run_schedule(brokers: u32, seed: &str, duration: &str, nemesis: &str, rate: &
     );
     assert!(count(&r, "operations", "reads") >= acked, "{output}");
     assert!(count(&r, "operations", "committed_reads") > 0, "{output}");
+    // the transactional workload (one producer, the default) ran: commits and aborts
+    // acknowledged, read back under read_committed and read during the run
+    assert!(count(&r, "operations", "txn_committed") >= 10, "{output}");
+    assert!(count(&r, "operations", "txn_aborted") >= 1, "{output}");
+    assert!(count(&r, "operations", "txn_final_records") > 0, "{output}");
+    assert!(count(&r, "operations", "txn_reads") > 0, "{output}");
     assert!(r["anomalies"].as_object().is_some_and(|m| m.is_empty()));
     r
 }
