@@ -79,6 +79,13 @@ impl GroupCoordinator {
         })
     }
 
+    /// Makes every later `next_counter` larger than `n` (after a replay of `n` records).
+    pub(super) fn skip_counter_past(&self, n: u64) {
+        if self.counter.get() <= n {
+            self.counter.set(n + 1);
+        }
+    }
+
     pub(super) fn next_counter(&self) -> u64 {
         let n = self.counter.get();
         self.counter.set(n + 1);

@@ -17,6 +17,10 @@ use super::records::{GroupMetadataValue, OffsetCommitValue, RecordKey};
 use super::state::{CommittedOffset, Group, GroupState, Member};
 use super::{GroupConfig, OffsetsLog, Replay};
 
+/// A TxnOffsetCommit value found at load, waiting for its producer's marker: (group,
+/// topic, partition, value, replay position).
+type PendingTxnOffset = (String, String, i32, OffsetCommitValue, u64);
+
 impl GroupCoordinator {
     /// Rebuilds the coordinator of one `__consumer_offsets` partition from its records
     /// (in offset order). Must run inside the owning shard's glommio executor.
@@ -26,11 +30,14 @@ impl GroupCoordinator {
         config: GroupConfig,
     ) -> Rc<GroupCoordinator> {
         let mut group_values: HashMap<String, GroupMetadataValue> = HashMap::new();
-        let mut offsets: HashMap<(String, String, i32), OffsetCommitValue> = HashMap::new();
+        // values with their replay position (the later record wins at a marker)
+        let mut offsets: HashMap<(String, String, i32), (OffsetCommitValue, u64)> = HashMap::new();
         // TxnOffsetCommit values per producer, waiting for their transaction's marker
-        let mut txn: HashMap<i64, Vec<(String, String, i32, OffsetCommitValue)>> = HashMap::new();
+        let mut txn: HashMap<i64, Vec<PendingTxnOffset>> = HashMap::new();
         let mut skipped = 0usize;
+        let mut position = 0u64;
         for item in replay {
+            position += 1;
             let (key, value, txn_producer) = match item.into() {
                 Replay::Record {
                     key,
@@ -41,11 +48,12 @@ impl GroupCoordinator {
                     producer_id,
                     commit,
                 } => {
-                    for (group, topic, partition, v) in
+                    for (group, topic, partition, v, at) in
                         txn.remove(&producer_id).into_iter().flatten()
                     {
-                        if commit {
-                            offsets.insert((group, topic, partition), v);
+                        let key = (group, topic, partition);
+                        if commit && offsets.get(&key).is_none_or(|(_, o)| *o < at) {
+                            offsets.insert(key, (v, at));
                         }
                     }
                     continue;
@@ -82,9 +90,9 @@ impl GroupCoordinator {
                         Some(pid) => txn
                             .entry(pid)
                             .or_default()
-                            .push((group, topic, partition, v)),
+                            .push((group, topic, partition, v, position)),
                         None => {
-                            offsets.insert((group, topic, partition), v);
+                            offsets.insert((group, topic, partition), (v, position));
                         }
                     },
                     Err(e) => {
@@ -165,15 +173,15 @@ impl GroupCoordinator {
             groups.insert(group_id, g);
         }
         let offset_count = offsets.len();
-        for ((group_id, topic, partition), v) in offsets {
+        for ((group_id, topic, partition), (v, at)) in offsets {
             let g = groups
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(&group_id, now));
-            g.offsets.insert((topic, partition), committed(v));
+            g.offsets.insert((topic, partition), committed(v, at));
         }
         let mut undecided = 0usize;
         for (pid, commits) in txn {
-            for (group_id, topic, partition, v) in commits {
+            for (group_id, topic, partition, v, at) in commits {
                 undecided += 1;
                 let g = groups
                     .entry(group_id.clone())
@@ -181,7 +189,7 @@ impl GroupCoordinator {
                 g.pending_txn_offsets
                     .entry(pid)
                     .or_default()
-                    .insert((topic, partition), committed(v));
+                    .insert((topic, partition), committed(v, at));
             }
         }
         tracing::info!(
@@ -192,6 +200,8 @@ impl GroupCoordinator {
             "group coordinator loaded"
         );
         let coordinator = GroupCoordinator::with_state(log, config, groups);
+        // live writes are ordered after everything replayed
+        coordinator.skip_counter_past(position);
         for (group_id, member_id, incarnation) in members_to_watch {
             coordinator.spawn_member_expiry(&group_id, &member_id, incarnation);
         }
@@ -200,8 +210,9 @@ impl GroupCoordinator {
 }
 
 /// A stored offset commit value as the coordinator keeps it.
-fn committed(v: OffsetCommitValue) -> CommittedOffset {
+fn committed(v: OffsetCommitValue, order: u64) -> CommittedOffset {
     CommittedOffset {
+        order,
         offset: v.offset,
         leader_epoch: v.leader_epoch,
         metadata: v.metadata,

@@ -157,6 +157,7 @@ impl GroupCoordinator {
                             errors[ti][pi] = code(ResponseError::OffsetMetadataTooLarge);
                             continue;
                         }
+                        let seq = self.next_counter();
                         let value = CommittedOffset {
                             offset: p.committed_offset,
                             leader_epoch: if version >= 6 {
@@ -167,6 +168,7 @@ impl GroupCoordinator {
                             metadata,
                             commit_timestamp_ms: commit_time(ti, pi),
                             expire_timestamp_ms: explicit_expiry,
+                            order: seq,
                         };
                         records.push(offset_record(
                             &group_id,
@@ -174,7 +176,6 @@ impl GroupCoordinator {
                             p.partition_index,
                             &value,
                         ));
-                        let seq = self.next_counter();
                         group
                             .pending_commits
                             .insert((topic.name.0.as_str().to_owned(), p.partition_index), seq);

@@ -113,6 +113,11 @@ pub(crate) struct CommittedOffset {
     pub(crate) commit_timestamp_ms: i64,
     /// Explicit expiry (OffsetCommit v2-v4 retention_time_ms), else None.
     pub(crate) expire_timestamp_ms: Option<i64>,
+    /// Where its record stands in the partition's order, as this coordinator knows it
+    /// (the replay position at load, then increasing with every write issued): a
+    /// transaction's offset applied by its marker replaces a committed one only if it was
+    /// written later (Kafka compares the records' offsets).
+    pub(crate) order: u64,
 }
 
 /// A classic group; owned by the shard of its `__consumer_offsets` partition; never crosses

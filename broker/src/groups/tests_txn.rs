@@ -132,3 +132,35 @@ fn a_replay_applies_markers_and_keeps_undecided_commits_pending() {
         assert_eq!(fetched(&c2, "g", 2, true).await, (300, 0));
     });
 }
+
+#[test]
+fn a_plain_commit_written_after_a_transactional_one_is_kept_at_the_marker() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::OffsetCommitRequest;
+    run(|| async {
+        let (log, c) = coordinator(config());
+        assert_eq!(
+            txn_commit(&c, txn_req("g", 7, -1, "", &[("t", 0, 10)])).await,
+            vec![0]
+        );
+        let plain = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(25)])]);
+        let r = c.offset_commit(plain, 8).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        // the marker of the earlier transactional commit does not undo the later one
+        c.complete_txn(7, true);
+        assert_eq!(fetched(&c, "g", 0, false).await, (25, 0));
+        log.marker(7, true);
+        let replay = log.replay.borrow().clone();
+        let c2 = GroupCoordinator::load(Rc::new(MemLog::default()), replay, config());
+        assert_eq!(fetched(&c2, "g", 0, false).await, (25, 0));
+    });
+}

@@ -71,6 +71,7 @@ impl GroupCoordinator {
                                 metadata,
                                 commit_timestamp_ms: now,
                                 expire_timestamp_ms: None,
+                                order: self.next_counter(),
                             };
                             records.push(offset_record(
                                 &group_id,
@@ -148,9 +149,16 @@ impl GroupCoordinator {
             let Some(pending) = group.pending_txn_offsets.remove(&producer_id) else {
                 continue;
             };
-            if commit {
-                applied += pending.len();
-                group.offsets.extend(pending);
+            if !commit {
+                continue;
+            }
+            for (tp, value) in pending {
+                // a plain commit written after the transactional one stays (Kafka's
+                // comparison of the records' offsets)
+                if group.offsets.get(&tp).is_none_or(|o| o.order < value.order) {
+                    group.offsets.insert(tp, value);
+                    applied += 1;
+                }
             }
         }
         applied
