@@ -176,11 +176,32 @@ def transform(broker, inputs, kills):
             if state["stop"]:
                 return
             broker.kill()
+            if state["stop"]:
+                return
             broker.start()
             state["restarts"] += 1
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
+    try:
+        transform_loop(broker, thread, inputs)
+    finally:
+        state["stop"] = True
+        thread.join(timeout=60)
+        if broker.proc is None or broker.proc.poll() is not None:
+            broker.start()
+    out = read_all(broker, [("ctp-out", 0)], "read_committed")
+    want = sorted(f"IN-{i}" for i in range(inputs))
+    if sorted(out) != want:
+        dup = len(out) - len(set(out))
+        missing = len(set(want) - set(out))
+        sys.exit(f"ctp-out: {len(out)} records, {dup} duplicates, {missing} missing")
+    print(f"consume-transform-produce: {inputs} inputs exactly once through "
+          f"{state['restarts']} kill -9s")
+
+
+def transform_loop(broker, thread, inputs):
+    """The EOS loop: until the input is consumed and the killer thread is done."""
     done = False
     deadline = time.time() + 400
     while not done:
@@ -203,12 +224,20 @@ def transform(broker, inputs, kills):
             }))
             producer.init_transactions(T)
             consumer.subscribe(["ctp-in"])
+            # librdkafka reports the end of a partition once per arrival there: remember
+            # it until records come again, and finish once the killer is done too
+            at_end = False
             while True:
+                if time.time() > deadline:
+                    sys.exit("consume-transform-produce did not finish in 400 s")
                 msgs = consumer.consume(50, 2.0)
                 records = [m for m in msgs if not m.error()]
-                eof = any(m.error() and m.error().code() == KafkaError._PARTITION_EOF
-                          for m in msgs)
-                if eof and not records and not thread.is_alive():
+                if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF
+                       for m in msgs):
+                    at_end = True
+                if records:
+                    at_end = False
+                if at_end and not records and not thread.is_alive():
                     done = True
                     break
                 if not records:
@@ -230,16 +259,6 @@ def transform(broker, inputs, kills):
                     consumer.close()
                 except Exception:
                     pass
-    state["stop"] = True
-    thread.join(timeout=60)
-    out = read_all(broker, [("ctp-out", 0)], "read_committed")
-    want = sorted(f"IN-{i}" for i in range(inputs))
-    if sorted(out) != want:
-        dup = len(out) - len(set(out))
-        missing = len(set(want) - set(out))
-        sys.exit(f"ctp-out: {len(out)} records, {dup} duplicates, {missing} missing")
-    print(f"consume-transform-produce: {inputs} inputs exactly once through "
-          f"{state['restarts']} kill -9s")
 
 
 def main():
