@@ -84,21 +84,13 @@ impl TransactionCoordinator {
     }
 
     /// False once unloaded or once a write found the partition led elsewhere.
-    #[allow(dead_code)] // used by the glue
     pub(crate) fn is_active(&self) -> bool {
         self.active.get()
-    }
-
-    /// The leader epoch of the partition this coordinator serves.
-    #[allow(dead_code)] // used by the glue
-    pub(crate) fn coordinator_epoch(&self) -> i32 {
-        self.coordinator_epoch
     }
 
     /// Stops the coordinator: every request answers NOT_COORDINATOR from now on, and marker
     /// sending, Complete* writes and timers stop at their next step. The glue calls this
     /// when the shard stops leading the partition (at this epoch).
-    #[allow(dead_code)] // used by the glue
     pub(crate) fn unload(&self) {
         self.settled.notify();
         if self.active.replace(false) {
@@ -244,7 +236,6 @@ impl TransactionCoordinator {
     /// get their markers re-sent and their Complete* written (Kafka's load callback), and
     /// the two timers start (timed-out transactions, expired transactional ids). Must run
     /// inside the owning shard's glommio executor.
-    #[allow(dead_code)] // used by the glue
     pub(crate) fn start(&self) {
         self.complete_prepared();
         let weak = self.this.clone();

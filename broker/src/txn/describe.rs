@@ -22,7 +22,6 @@ fn s(v: &str) -> StrBytes {
 
 impl TransactionCoordinator {
     /// One DescribeTransactions entry.
-    #[allow(dead_code)] // used by the glue
     pub(crate) fn describe_transaction(&self, id: &str) -> DescribedTxn {
         let out = DescribedTxn::default().with_transactional_id(TransactionalId(s(id)));
         if id.is_empty() {
@@ -60,7 +59,6 @@ impl TransactionCoordinator {
     /// only transactions running longer than `duration_filter` ms. v2's
     /// `transactional_id_pattern` (a Java regular expression) is not supported yet: a
     /// request with a non-empty pattern gets INVALID_REQUEST rather than an unfiltered list.
-    #[allow(dead_code)] // used by the glue
     pub(crate) fn list_transactions(
         &self,
         req: &ListTransactionsRequest,

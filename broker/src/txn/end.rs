@@ -17,7 +17,6 @@ use super::state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
 impl TransactionCoordinator {
     /// Handles EndTxn; the answer carries the producer id and epoch (only v5 encodes them).
-    #[allow(dead_code)] // used by the glue
     pub(crate) async fn end_txn(&self, req: &EndTxnRequest, version: i16) -> EndTxnResponse {
         let (error, pid, epoch) = match self
             .end_transaction(

@@ -25,7 +25,6 @@ impl TransactionCoordinator {
     /// Handles InitProducerId for a transactional id of this coordinator's partition.
     /// A request without a transactional id gets INVALID_REQUEST: the glue answers those
     /// itself.
-    #[allow(dead_code)] // used by the glue
     pub(crate) async fn init_producer_id(
         &self,
         req: &InitProducerIdRequest,

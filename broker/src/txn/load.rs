@@ -19,7 +19,6 @@ impl TransactionCoordinator {
     /// Rebuilds the coordinator of `__transaction_state` partition `partition`, led at
     /// `coordinator_epoch`, from its records (in offset order). Spawns nothing: the glue
     /// calls `start` next, inside the owning shard's executor.
-    #[allow(dead_code)] // used by the glue
     pub(crate) fn load(
         partition: i32,
         coordinator_epoch: i32,

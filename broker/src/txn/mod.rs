@@ -44,17 +44,13 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-// The glue constructs coordinators through this; nothing outside this module uses it yet.
-#[allow(unused_imports)]
 pub(crate) use coordinator::TransactionCoordinator;
 
 /// Name of the internal topic that stores transaction state.
-#[allow(dead_code)] // used by the glue
 pub(crate) const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
 /// Why an append to the `__transaction_state` partition failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // constructed by the glue's TxnLog
 pub(crate) enum TxnLogError {
     /// This broker no longer leads the partition at the coordinator's epoch (Kafka's
     /// NOT_LEADER_OR_FOLLOWER, KAFKA_STORAGE_ERROR): the coordinator answers NOT_COORDINATOR
@@ -126,7 +122,6 @@ pub(crate) trait Clock {
 }
 
 /// The broker's clock (`crate::errors::now_ms`).
-#[allow(dead_code)] // used by the glue
 pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {

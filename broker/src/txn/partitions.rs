@@ -62,7 +62,6 @@ impl TransactionCoordinator {
     /// in the request, all of which the glue routed to this coordinator (it splits a
     /// broker's batch by coordinator and concatenates `results_by_transaction`; see
     /// `add_partitions_for_transaction`).
-    #[allow(dead_code)] // used by the glue
     pub(crate) async fn add_partitions_to_txn(
         &self,
         req: &AddPartitionsToTxnRequest,
@@ -92,7 +91,6 @@ impl TransactionCoordinator {
 
     /// One transaction of a v4+ AddPartitionsToTxn: verify-only (KIP-890: is each partition
     /// already in this producer's ongoing transaction?) or add.
-    #[allow(dead_code)] // used by the glue
     pub(crate) async fn add_partitions_for_transaction(
         &self,
         txn: &AddPartitionsToTxnTransaction,
@@ -121,7 +119,6 @@ impl TransactionCoordinator {
 
     /// AddOffsetsToTxn: adds `__consumer_offsets`-(the group's partition) to the
     /// transaction. `offsets_partitions` is the offsets topic's partition count.
-    #[allow(dead_code)] // used by the glue
     pub(crate) async fn add_offsets_to_txn(
         &self,
         req: &AddOffsetsToTxnRequest,
