@@ -1,6 +1,7 @@
 //! A Kafka-protocol connection from this broker to another broker's Kafka listener, one
-//! exchange at a time: followers fetching from their leader (`replication.rs`) and the
-//! transaction coordinator writing markers to partition leaders (`txn_glue.rs`). Owned by
+//! exchange at a time: followers fetching from their leader (`replication.rs`), the
+//! transaction coordinator writing markers to partition leaders (`txn_markers.rs`) and a
+//! metrics scrape asking leaders for high watermarks (`metrics/remote_hw.rs`). Owned by
 //! the task that opened it, on one shard; never crosses cores.
 //!
 //! Every exchange is bounded in time (`timeout`) and in answer size (`MAX_RESPONSE`); an
