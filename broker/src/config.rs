@@ -22,7 +22,8 @@ pub(crate) enum Kind {
     Choice(&'static [&'static str]),
     Bool,
     Str,
-    Addr,
+    /// `NAME://host:port,...` (see `listeners.rs`).
+    Listeners,
 }
 
 /// One declared setting.
@@ -48,10 +49,59 @@ pub(crate) const CLEANUP_POLICIES: &[&str] =
 pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "listeners",
-        default: "127.0.0.1:9092",
-        kind: Kind::Addr,
-        unit: "host:port",
-        doc: "Address the Kafka listener binds on every shard (SO_REUSEPORT).",
+        default: "PLAINTEXT://127.0.0.1:9092",
+        kind: Kind::Listeners,
+        unit: "NAME://ip:port,...",
+        doc: "Kafka listeners, bound on every shard (SO_REUSEPORT); each name's security protocol comes from listener.security.protocol.map. A bare ip:port is the listener PLAINTEXT.",
+    },
+    Setting {
+        name: "listener.security.protocol.map",
+        default: crate::listeners::DEFAULT_PROTOCOL_MAP,
+        kind: Kind::Str,
+        unit: "NAME:PROTOCOL,...",
+        doc: "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    },
+    Setting {
+        name: "inter.broker.listener.name",
+        default: "",
+        kind: Kind::Str,
+        unit: "name",
+        doc: "The listener other brokers connect to (replication, transaction markers, lag); empty means PLAINTEXT if there is one, else the first listener.",
+    },
+    Setting {
+        name: "ssl.certificate.location",
+        default: "",
+        kind: Kind::Str,
+        unit: "path",
+        doc: "PEM file of the broker's certificate chain, for SSL and SASL_SSL listeners (read at start and on SIGHUP).",
+    },
+    Setting {
+        name: "ssl.key.location",
+        default: "",
+        kind: Kind::Str,
+        unit: "path",
+        doc: "PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1, unencrypted).",
+    },
+    Setting {
+        name: "ssl.ca.location",
+        default: "",
+        kind: Kind::Str,
+        unit: "path",
+        doc: "PEM file of the CA certificates that client certificates must chain to (needed unless ssl.client.auth=none).",
+    },
+    Setting {
+        name: "ssl.client.auth",
+        default: "none",
+        kind: Kind::Choice(&["none", "requested", "required"]),
+        unit: "",
+        doc: "Client certificates on TLS listeners: none, requested (verified when sent), required. A verified certificate's subject becomes the principal (User:CN=...,O=...).",
+    },
+    Setting {
+        name: "ssl.enabled.protocols",
+        default: "TLSv1.2,TLSv1.3",
+        kind: Kind::Str,
+        unit: "versions",
+        doc: "TLS versions the TLS listeners accept: TLSv1.2, TLSv1.3 or both.",
     },
     Setting {
         name: "metrics.listen",
@@ -63,9 +113,9 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "advertised.listeners",
         default: "",
-        kind: Kind::Str,
-        unit: "host:port",
-        doc: "Address given to clients in Metadata; empty means the listen address.",
+        kind: Kind::Listeners,
+        unit: "NAME://host:port,...",
+        doc: "Endpoints given to clients in Metadata, per listener name; a listener not named here advertises its bind address. A bare host:port names the only listener.",
     },
     Setting {
         name: "log.dirs",
@@ -688,11 +738,7 @@ fn validate(s: &Setting, value: &str) -> anyhow::Result<()> {
                 bail!("{} must be true or false, got '{value}'", s.name);
             }
         }
-        Kind::Addr => {
-            value
-                .parse::<SocketAddr>()
-                .with_context(|| format!("{} must be ip:port, got '{value}'", s.name))?;
-        }
+        Kind::Listeners => crate::listeners::validate_list(s.name, value)?,
         Kind::Str => {}
     }
     Ok(())
@@ -751,6 +797,17 @@ impl BrokerConfig {
         if s.name == "cpuset" {
             parse_cpuset(value)?;
         }
+        if s.name == "ssl.enabled.protocols" {
+            let ok = value
+                .split(',')
+                .all(|v| matches!(v.trim(), "TLSv1.2" | "TLSv1.3"));
+            if !ok || value.trim().is_empty() {
+                bail!("ssl.enabled.protocols must list TLSv1.2 and/or TLSv1.3, got '{value}'");
+            }
+        }
+        if s.name == "listener.security.protocol.map" {
+            crate::listeners::parse_protocol_map(value)?;
+        }
         if s.name == "metrics.listen" && !value.trim().is_empty() {
             value.trim().parse::<SocketAddr>().with_context(|| {
                 format!("metrics.listen must be ip:port or empty, got '{value}'")
@@ -793,26 +850,25 @@ impl BrokerConfig {
     pub(crate) fn flag(&self, name: &str) -> bool {
         self.get(name) == "true"
     }
-    pub fn listen(&self) -> SocketAddr {
-        self.get("listeners")
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9092))) // ok: validated on set
+    /// The listeners, checked together (see `listeners.rs`).
+    pub(crate) fn listeners(&self) -> anyhow::Result<crate::listeners::Listeners> {
+        crate::listeners::parse(
+            self.get("listeners"),
+            self.get("advertised.listeners"),
+            self.get("listener.security.protocol.map"),
+            self.get("inter.broker.listener.name"),
+        )
+    }
+    /// Host and port other brokers reach this one on (the inter-broker listener's
+    /// advertised endpoint); None when the listener settings do not parse.
+    pub fn advertised(&self) -> Option<(String, i32)> {
+        let l = self.listeners().ok()?;
+        let ib = l.inter_broker();
+        Some((ib.advertised_host.clone(), ib.advertised_port))
     }
     /// Where the metrics endpoint listens; None when `metrics.listen` is empty (off).
     pub fn metrics_listen(&self) -> Option<SocketAddr> {
         self.get("metrics.listen").trim().parse().ok() // ok: validated on set
-    }
-    /// Host and port announced to clients.
-    pub fn advertised(&self) -> (String, i32) {
-        let adv = self.get("advertised.listeners");
-        let listen = self.listen();
-        if adv.is_empty() {
-            return (listen.ip().to_string(), i32::from(listen.port()));
-        }
-        match adv.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().unwrap_or(i32::from(listen.port()))),
-            None => (adv.to_string(), i32::from(listen.port())),
-        }
     }
     pub fn data_dir(&self) -> PathBuf {
         PathBuf::from(self.get("log.dirs"))
@@ -995,7 +1051,7 @@ mod tests {
             validate(s, s.default).unwrap(); // ok: test
         }
         let mut c = BrokerConfig::default();
-        assert_eq!(c.listen().port(), 9092);
+        assert_eq!(c.listeners().unwrap().inter_broker().bind.port(), 9092); // ok: test
         c.apply_toml("\"num.partitions\" = 3\n\"log.dirs\" = \"/x\"\n")
             .unwrap(); // ok: test
         assert_eq!(c.int("num.partitions"), 3);
@@ -1030,7 +1086,9 @@ mod tests {
         c.set("controller.quorum.voters", "").unwrap(); // ok: test
         assert!(c.quorum().is_err(), "a broker alone has no quorum");
         c.set("advertised.listeners", "example:19092").unwrap(); // ok: test
-        assert_eq!(c.advertised(), ("example".to_string(), 19092));
+        let l = c.listeners().unwrap(); // ok: test
+        assert_eq!(l.all[0].advertised_host, "example");
+        assert_eq!(l.all[0].advertised_port, 19092);
         assert!(BrokerConfig::render_table().contains("log.retention.ms"));
     }
 }

@@ -16,6 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,10 +30,16 @@ use crate::handlers::{self, Dispatch, Response};
 use crate::shard::ShardCtx;
 use sluice_storage::Signal;
 
+/// The socket of a connection: plain TCP, or TLS over it (SSL and SASL_SSL listeners).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+}
+
 /// A half of a connection: the reader and writer tasks share the stream, borrowing it only
 /// inside one `poll_*` call (one thread, so never at the same time).
 #[derive(Clone)]
-struct Half(Rc<RefCell<TcpStream>>);
+struct Half(Rc<RefCell<Stream>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -40,7 +47,10 @@ impl AsyncRead for Half {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+        match &mut *self.0.borrow_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
     }
 }
 
@@ -50,14 +60,30 @@ impl AsyncWrite for Half {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+        match &mut *self.0.borrow_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+        match &mut *self.0.borrow_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+        match &mut *self.0.borrow_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+        }
     }
+}
+
+/// A listener's connections' common part: its name and protocol, and its TLS config.
+/// Shared read-only by every shard.
+pub(crate) struct ListenerCtx {
+    pub(crate) listener: crate::listeners::Listener,
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
 
 /// A response being made, and the connection's in-flight bytes it holds until written.
@@ -103,9 +129,19 @@ pub(crate) struct Conn {
     inflight_changed: Signal,
     closed: Cell<bool>,
     closed_notify: Signal,
+    /// The listener it came in on.
+    pub(crate) listener: Arc<ListenerCtx>,
+    /// Kafka's principal: `User:ANONYMOUS`, the subject of a verified client certificate,
+    /// or the SASL user once authenticated.
+    pub(crate) principal: RefCell<Rc<str>>,
 }
 
 impl Conn {
+    /// The name of the listener the connection came in on.
+    pub(crate) fn listener_name(&self) -> Rc<str> {
+        Rc::from(self.listener.listener.name.as_str())
+    }
+
     /// The peer went away (or the broker closed the connection).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
@@ -134,10 +170,39 @@ impl Conn {
 }
 
 /// Serves one connection until the peer closes it or sends something unacceptable.
-pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: String) {
+pub(crate) async fn serve(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    id: u64,
+    peer: String,
+    listener: Arc<ListenerCtx>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay");
     }
+    let (stream, principal) = match &listener.tls {
+        None => (Stream::Plain(stream), None),
+        Some(tls) => match tls_handshake(tls, stream).await {
+            Ok(s) => {
+                let principal = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(crate::tls::principal_of);
+                (Stream::Tls(Box::new(s)), principal)
+            }
+            Err(reason) => {
+                ctx.metrics.tls_handshake_failed();
+                tracing::info!(%peer, listener = %listener.listener.name, %reason, "TLS handshake failed; connection closed");
+                return;
+            }
+        },
+    };
+    let principal = match principal {
+        Some(dn) => format!("User:{dn}"),
+        None => ANONYMOUS.to_string(),
+    };
     let conn = Rc::new(Conn {
         id,
         peer: Rc::from(peer),
@@ -145,6 +210,8 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
         inflight_changed: Signal::default(),
         closed: Cell::new(false),
         closed_notify: Signal::default(),
+        listener,
+        principal: RefCell::new(Rc::from(principal)),
     });
     ctx.metrics.connection_opened();
     let mut half = Half(Rc::new(RefCell::new(stream)));
@@ -152,7 +219,8 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
     let (tx, rx) = local_channel::new_bounded::<Pending>(depth);
     let writer = glommio::spawn_local(write_loop(half.clone(), rx));
     if let Err(reason) = read_loop(&ctx, half.clone(), tx, &conn).await {
-        tracing::info!(peer = %conn.peer, shard = ctx.id, %reason, "closing connection");
+        let principal = conn.principal.borrow().clone();
+        tracing::info!(peer = %conn.peer, %principal, shard = ctx.id, %reason, "closing connection");
     }
     // Long polls and other waits of this connection end now; their answers go nowhere.
     conn.close();
@@ -160,6 +228,25 @@ pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, id: u64, peer: S
     writer.await;
     let _ = half.close().await;
     ctx.metrics.connection_closed();
+}
+
+/// The principal of a connection that has not authenticated (Kafka's).
+pub(crate) const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// Runs the server side of a TLS handshake, bounded by `tls::HANDSHAKE_TIMEOUT`.
+async fn tls_handshake(
+    tls: &crate::tls::TlsConfig,
+    stream: TcpStream,
+) -> Result<futures_rustls::server::TlsStream<TcpStream>, String> {
+    let accept = futures_rustls::TlsAcceptor::from(tls.current()).accept(stream);
+    let timeout = async {
+        glommio::timer::sleep(crate::tls::HANDSHAKE_TIMEOUT).await;
+        Err(format!(
+            "no handshake within {} s",
+            crate::tls::HANDSHAKE_TIMEOUT.as_secs()
+        ))
+    };
+    future::or(async { accept.await.map_err(|e| e.to_string()) }, timeout).await
 }
 
 /// Bounds of one connection's reader, read once from the config.

@@ -15,6 +15,7 @@ use sluice_storage::{ShardStorage, ShardStorageOptions};
 
 use crate::config::{BrokerConfig, Pinning};
 use crate::conn_limit::{ConnectionLimiter, RateLimitedLog};
+use crate::connection::ListenerCtx;
 use crate::mesh::Mesh;
 use crate::quorum::{Event, QuorumStatus, ToShards};
 use crate::router::{spawn_receivers, Envelope, Router};
@@ -183,9 +184,38 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     let quorum = config.quorum()?;
-    if quorum.broker {
-        check_port_free(config.listen())?;
+    let listeners = config.listeners()?;
+    if let Some(l) = listeners.all.iter().find(|l| l.protocol.sasl()) {
+        anyhow::bail!(
+            "listener {} is {}: SASL is not implemented yet",
+            l.name,
+            l.protocol.name()
+        );
     }
+    if quorum.broker {
+        for l in &listeners.all {
+            check_port_free(l.bind)?;
+        }
+    }
+    let tls = if listeners.any_tls() && quorum.broker {
+        let tls = crate::tls::TlsConfig::load(&config).context("TLS listeners")?;
+        crate::tls::reload_on_sighup(tls.clone(), config.clone())?;
+        Some(tls)
+    } else {
+        None
+    };
+    let listener_ctxs: Arc<Vec<Arc<ListenerCtx>>> = Arc::new(
+        listeners
+            .all
+            .iter()
+            .map(|l| {
+                Arc::new(ListenerCtx {
+                    listener: l.clone(),
+                    tls: l.protocol.tls().then(|| tls.clone()).flatten(),
+                })
+            })
+            .collect(),
+    );
     let cluster = meta_properties(&data_dir, quorum.node, quorum.cluster_id.as_deref())?;
     {
         // logs deleted before a crash or stop: finish removing them, off the start path
@@ -224,7 +254,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         "connection limit (max.connections, at most half the open-file limit)"
     );
     tracing::info!(
-        listen = %config.listen(),
+        listeners = %config.str_value("listeners"),
         data_dir = %data_dir.display(),
         shards,
         cluster_id = %cluster,
@@ -296,14 +326,17 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             let stop = stop.clone();
             let cluster = cluster.clone();
             let mesh = mesh.clone();
-            let limiter = limiter.clone();
+            let net = Net {
+                limiter: limiter.clone(),
+                listeners: listener_ctxs.clone(),
+            };
             let quorum = (
                 events.clone(),
                 to_shards.clone(),
                 incarnation.clone(),
                 status.clone(),
             );
-            async move { shard_main(config, cluster, mesh, stop, shards, limiter, quorum).await }
+            async move { shard_main(config, cluster, mesh, stop, shards, net, quorum).await }
         })
         .map_err(|e| anyhow::anyhow!("starting shard executors: {e}"))?
         .join_all();
@@ -331,7 +364,7 @@ async fn shard_main(
     mesh: Arc<Mesh<Envelope>>,
     stop: Arc<AtomicBool>,
     shards: usize,
-    limiter: Arc<ConnectionLimiter>,
+    net: Net,
     quorum: (
         flume::Sender<Event>,
         flume::Receiver<ToShards>,
@@ -437,9 +470,13 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener = bind_listener(config.listen(), true)
-        .with_context(|| format!("binding {}", config.listen()))?;
-    tracing::info!(shard = ctx.id, addr = %config.listen(), "listening");
+    let mut sockets = Vec::new();
+    for l in net.listeners.iter() {
+        let socket = bind_listener(l.listener.bind, true)
+            .with_context(|| format!("binding {} ({})", l.listener.bind, l.listener.name))?;
+        tracing::info!(shard = ctx.id, listener = %l.listener.name, protocol = l.listener.protocol.name(), addr = %l.listener.bind, "listening");
+        sockets.push((socket, l.clone()));
+    }
     glommio::spawn_local(ctx.clone().shrink_lagging_isrs()).detach();
     glommio::spawn_local(ctx.clone().checkpoint_hws()).detach();
     glommio::spawn_local(crate::admission::Admission::run(Rc::downgrade(
@@ -451,11 +488,18 @@ async fn shard_main(
         ctx.id,
     ))
     .detach();
-    let accept = glommio::spawn_local(accept_loop(ctx.clone(), listener, limiter)).detach();
+    let accepts: Vec<_> = sockets
+        .into_iter()
+        .map(|(socket, l)| {
+            glommio::spawn_local(accept_loop(ctx.clone(), socket, l, net.limiter.clone())).detach()
+        })
+        .collect();
     while !stopped.get() {
         stopping.wait().await;
     }
-    accept.cancel();
+    for accept in accepts {
+        accept.cancel();
+    }
     if let Some(endpoint) = metrics_endpoint {
         endpoint.cancel();
     }
@@ -592,7 +636,19 @@ pub(crate) fn in_service(ctx: &ShardCtx, incarnation: &[u8]) -> bool {
 }
 
 /// Accepts connections on this shard's listener, within the broker's connection limits.
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, limiter: Arc<ConnectionLimiter>) {
+/// What every shard needs to accept connections: the process-wide connection limiter and
+/// the listeners.
+struct Net {
+    limiter: Arc<ConnectionLimiter>,
+    listeners: Arc<Vec<Arc<ListenerCtx>>>,
+}
+
+async fn accept_loop(
+    ctx: Rc<ShardCtx>,
+    listener: TcpListener,
+    on: Arc<ListenerCtx>,
+    limiter: Arc<ConnectionLimiter>,
+) {
     let mut refused_log = RateLimitedLog::new();
     let mut failed_log = RateLimitedLog::new();
     loop {
@@ -621,9 +677,9 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, limiter: Arc<Conn
         let id = ctx.next_conn.get();
         ctx.next_conn.set(id + 1);
         let peer = peer.map_or_else(|| "?".to_string(), |a| a.to_string());
-        let ctx = ctx.clone();
+        let (ctx, on) = (ctx.clone(), on.clone());
         glommio::spawn_local(async move {
-            crate::connection::serve(ctx, stream, id, peer).await;
+            crate::connection::serve(ctx, stream, id, peer, on).await;
             drop(admitted);
         })
         .detach();

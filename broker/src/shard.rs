@@ -65,6 +65,8 @@ pub(crate) struct ShardCtx {
     pub(crate) id: usize,
     pub(crate) shards: usize,
     pub(crate) config: BrokerConfig,
+    /// The listeners, parsed from `config` (checked before the shards start).
+    pub(crate) listeners: crate::listeners::Listeners,
     pub(crate) cluster_id: String,
     pub(crate) storage: Rc<ShardStorage>,
     pub(crate) router: Rc<Router>,
@@ -114,7 +116,11 @@ impl ShardCtx {
         shards: usize,
         metrics: Rc<crate::metrics::ShardMetrics>,
     ) -> Self {
+        let listeners = config
+            .listeners()
+            .expect("the listener settings are checked before the shards start"); // ok: checked in server::run
         Self {
+            listeners,
             id: router.shard_id,
             shards,
             cluster_id,

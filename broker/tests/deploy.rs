@@ -49,7 +49,7 @@ fn example_config_is_node_1_of_3() -> Result<()> {
     );
     ensure!(config.data_dir().to_str() == Some("/var/lib/sluice"));
     ensure!(
-        config.advertised() == ("10.0.0.1".to_string(), 9092),
+        config.advertised() == Some(("10.0.0.1".to_string(), 9092)),
         "{:?}",
         config.advertised()
     );

@@ -104,6 +104,26 @@ pub struct RegisterBrokerRecord {
     /// nodes); absent for voters, which are in `controller.quorum.voters`.
     #[prost(string, optional, tag = "8")]
     pub controller_addr: Option<String>,
+    /// Every listener's advertised endpoint (`host`/`port` are the inter-broker
+    /// listener's); empty in records written before named listeners: then `host`/`port`
+    /// serve every listener.
+    #[prost(message, repeated, tag = "9")]
+    pub endpoints: Vec<BrokerEndpoint>,
+}
+
+/// One advertised listener of a broker.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct BrokerEndpoint {
+    /// The listener name, upper case (`PLAINTEXT`, `SASL_SSL`, or a custom name).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub host: String,
+    #[prost(int32, tag = "3")]
+    pub port: i32,
+    /// Kafka's SecurityProtocol id: 0 PLAINTEXT, 1 SSL, 2 SASL_PLAINTEXT, 3 SASL_SSL.
+    #[prost(int32, tag = "4")]
+    pub security_protocol: i32,
 }
 
 /// The broker missed its session timeout: no longer a leader, not in any ISR.
@@ -203,6 +223,12 @@ mod tests {
                 rack: Some("r1".into()),
                 fenced: true,
                 controller_addr: Some("127.0.0.1:9093".into()),
+                endpoints: vec![BrokerEndpoint {
+                    name: "SASL_SSL".into(),
+                    host: "broker2".into(),
+                    port: 9094,
+                    security_protocol: 3,
+                }],
             }),
             Record::FenceBroker(FenceBrokerRecord {
                 node_id: 2,

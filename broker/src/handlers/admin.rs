@@ -372,8 +372,9 @@ pub(crate) async fn describe_cluster(
     ctx: Rc<ShardCtx>,
     _req: DescribeClusterRequest,
     _version: i16,
+    listener: Rc<str>,
 ) -> DescribeClusterResponse {
-    let brokers = crate::handlers::metadata::live_brokers(&ctx)
+    let brokers = crate::handlers::metadata::live_brokers(&ctx, &listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             DescribeClusterBroker::default()

@@ -65,6 +65,7 @@ pub(crate) async fn find_coordinator(
     ctx: Rc<ShardCtx>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: Rc<str>,
 ) -> FindCoordinatorResponse {
     // the coordinator is the leader of the key's partition of __consumer_offsets (groups,
     // key type 0) or __transaction_state (transactional ids, key type 1; created on the
@@ -96,8 +97,11 @@ pub(crate) async fn find_coordinator(
             let p = coordinator_partition(key, t.partitions);
             t.parts.get(usize::try_from(p).ok()?).map(|s| s.leader)
         });
-        match leader.and_then(|l| image.broker(l).filter(|b| !b.fenced)) {
-            Some(b) => (0, None, BrokerId(b.node_id), b.host.clone(), b.port),
+        let endpoint = leader
+            .and_then(|l| image.broker(l).filter(|b| !b.fenced))
+            .and_then(|b| Some((b.node_id, b.endpoint(&listener)?)));
+        match endpoint {
+            Some((node, (host, port))) => (0, None, BrokerId(node), host.to_string(), port),
             None => none(NOT_AVAILABLE, "The coordinator is not available yet."),
         }
     };

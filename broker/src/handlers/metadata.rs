@@ -16,19 +16,37 @@ use crate::metadata::controller::{validate_topic_name, NewTopic};
 use crate::metadata::image::TopicInfo;
 use crate::shard::ShardCtx;
 
-/// The brokers clients may use: every unfenced registered broker, or this one alone while
-/// the image has none (a node that cannot reach the controllers still answers).
-pub(crate) fn live_brokers(ctx: &ShardCtx) -> Vec<(i32, String, i32, Option<String>)> {
+/// The brokers clients on `listener` may use: every unfenced registered broker with an
+/// endpoint of that listener name (Kafka's rule), or this one alone while the image has
+/// none (a node that cannot reach the controllers still answers).
+pub(crate) fn live_brokers(
+    ctx: &ShardCtx,
+    listener: &str,
+) -> Vec<(i32, String, i32, Option<String>)> {
     let image = ctx.image.borrow();
-    let live: Vec<_> = image
-        .live_brokers()
-        .map(|b| (b.node_id, b.host.clone(), b.port, b.rack.clone()))
-        .collect();
-    if !live.is_empty() {
-        return live;
+    if image.live_brokers().next().is_some() {
+        return image
+            .live_brokers()
+            .filter_map(|b| {
+                let (host, port) = b.endpoint(listener)?;
+                Some((b.node_id, host.to_string(), port, b.rack.clone()))
+            })
+            .collect();
     }
-    let (host, port) = ctx.config.advertised();
-    vec![(ctx.node_id, host, port, None)]
+    ctx.listeners
+        .all
+        .iter()
+        .find(|l| l.name == listener)
+        .map(|l| {
+            (
+                ctx.node_id,
+                l.advertised_host.clone(),
+                l.advertised_port,
+                None,
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 /// The controller id given to clients: this broker. Any broker forwards admin requests to
@@ -86,6 +104,7 @@ pub(crate) async fn handle(
     ctx: Rc<ShardCtx>,
     req: MetadataRequest,
     version: i16,
+    listener: Rc<str>,
 ) -> MetadataResponse {
     // v0: empty list means all topics; v1+: null means all.
     let wanted: Option<Vec<String>> = match req.topics {
@@ -154,7 +173,7 @@ pub(crate) async fn handle(
             }
         }
     }
-    let brokers = live_brokers(&ctx)
+    let brokers = live_brokers(&ctx, &listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()

@@ -162,7 +162,12 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         return d;
     }
     match api {
-        ApiKey::Metadata => respond(ctx, &frame, metadata::handle),
+        ApiKey::Metadata => {
+            let listener = conn.listener_name();
+            respond(ctx, &frame, move |ctx, req, v| {
+                metadata::handle(ctx, req, v, listener)
+            })
+        }
         ApiKey::Produce => produce::dispatch(ctx, &frame, conn).await,
         ApiKey::Fetch => fetch::dispatch(ctx, &frame, conn),
         ApiKey::ListOffsets => respond(ctx, &frame, list_offsets::handle),
@@ -179,11 +184,21 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::DescribeProducers => respond(ctx, &frame, txn::describe_producers),
         ApiKey::DescribeTransactions => respond(ctx, &frame, txn::describe_transactions),
         ApiKey::ListTransactions => respond(ctx, &frame, txn::list_transactions),
-        ApiKey::DescribeCluster => respond(ctx, &frame, admin::describe_cluster),
+        ApiKey::DescribeCluster => {
+            let listener = conn.listener_name();
+            respond(ctx, &frame, move |ctx, req, v| {
+                admin::describe_cluster(ctx, req, v, listener)
+            })
+        }
         ApiKey::DescribeConfigs => respond(ctx, &frame, configs::describe),
         ApiKey::AlterConfigs => respond(ctx, &frame, configs::alter),
         ApiKey::IncrementalAlterConfigs => respond(ctx, &frame, configs::incremental_alter),
-        ApiKey::FindCoordinator => respond(ctx, &frame, groups::find_coordinator),
+        ApiKey::FindCoordinator => {
+            let listener = conn.listener_name();
+            respond(ctx, &frame, move |ctx, req, v| {
+                groups::find_coordinator(ctx, req, v, listener)
+            })
+        }
         ApiKey::JoinGroup => {
             let client_id = frame.header.client_id.as_deref().unwrap_or("").to_string();
             // Kafka reports the client host as "/ip".

@@ -121,6 +121,8 @@ pub(crate) struct BrokerHeartbeat {
     pub(crate) applied: u64,
     /// A broker-only node's controller listener, where the leader sends it the log.
     pub(crate) controller_addr: Option<String>,
+    /// Every listener's advertised endpoint.
+    pub(crate) endpoints: Vec<sluice_proto::metadata::BrokerEndpoint>,
 }
 
 /// Per-topic (or per-resource) outcome.
@@ -382,6 +384,7 @@ impl ControllerLogic {
                 && b.port == hb.port
                 && b.rack == hb.rack
                 && b.controller_addr == hb.controller_addr
+                && b.endpoints == hb.endpoints
         });
         if !same {
             if let Some(old) = current.as_ref().filter(|b| !b.fenced) {
@@ -398,6 +401,7 @@ impl ControllerLogic {
                     rack: hb.rack,
                     fenced: true,
                     controller_addr: hb.controller_addr,
+                    endpoints: hb.endpoints,
                 },
             )));
             for r in &records {

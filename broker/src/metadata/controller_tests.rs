@@ -14,6 +14,7 @@ fn brokers(image: &mut MetadataImage, logic: &mut ControllerLogic, ids: &[i32], 
             rack: rack.then(|| format!("r{}", i % 2)),
             applied: 0,
             controller_addr: None,
+            endpoints: Vec::new(),
         };
         let (_, r) = logic.decide(image, 10 + i as u64, MetadataOp::Heartbeat(hb.clone()), now);
         assert!(matches!(
@@ -197,6 +198,7 @@ fn expired_session_fences_and_moves_leaders_then_unfence_restores() {
             rack: None,
             applied: 1000,
             controller_addr: None,
+            endpoints: Vec::new(),
         };
         logic.decide(&mut image, 200, MetadataOp::Heartbeat(hb), later);
     }
@@ -221,6 +223,7 @@ fn expired_session_fences_and_moves_leaders_then_unfence_restores() {
         rack: None,
         applied: 0,
         controller_addr: None,
+        endpoints: Vec::new(),
     };
     let (_, r) = logic.decide(&mut image, 300, MetadataOp::Heartbeat(hb.clone()), later);
     assert_eq!(r_fenced(&r), Some((300, true)));
@@ -343,6 +346,7 @@ fn unclean_election_only_where_allowed() {
         rack: None,
         applied: 1000,
         controller_addr: None,
+        endpoints: Vec::new(),
     };
     logic.decide(&mut image, 70, MetadataOp::Heartbeat(hb), later);
     logic.tick(&mut image, 71, later, 2);

@@ -379,6 +379,7 @@ mod tests {
                     rack: None,
                     fenced: true,
                     controller_addr: None,
+                    endpoints: Vec::new(),
                 })),
             );
             img.apply(

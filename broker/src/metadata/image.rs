@@ -101,6 +101,24 @@ pub(crate) struct BrokerInfo {
     pub(crate) fenced: bool,
     /// A broker-only node's controller listener (it follows the quorum as a learner).
     pub(crate) controller_addr: Option<String>,
+    /// Its listeners' advertised endpoints; empty for a registration written before named
+    /// listeners (then `host`/`port` serve every listener).
+    pub(crate) endpoints: Vec<sluice_proto::metadata::BrokerEndpoint>,
+}
+
+impl BrokerInfo {
+    /// Where a client connected on `listener` reaches this broker: that listener's
+    /// endpoint, or None when the broker has no listener of that name (Kafka leaves such a
+    /// broker out of the answer).
+    pub(crate) fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        if self.endpoints.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// What applying a record changed, for the shard to act on.
@@ -276,6 +294,7 @@ impl MetadataImage {
                         rack: b.rack.clone(),
                         fenced: b.fenced,
                         controller_addr: b.controller_addr.clone(),
+                        endpoints: b.endpoints.clone(),
                     },
                 );
                 Vec::new()
@@ -314,6 +333,7 @@ impl MetadataImage {
                     rack: b.rack.clone(),
                     fenced: b.fenced,
                     controller_addr: b.controller_addr.clone(),
+                    endpoints: b.endpoints.clone(),
                 },
             )));
         }

@@ -59,6 +59,14 @@ struct Led {
     isr: Vec<i32>,
 }
 
+/// Authentication outcomes of one shard.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AuthCounters {
+    pub(crate) tls_failed: u64,
+    pub(crate) sasl_failed: u64,
+    pub(crate) sasl_ok: u64,
+}
+
 /// Counters of one shard. Owned by its shard (a field of `ShardCtx`, and the heartbeat
 /// task's handle); never crosses cores: scrapes get a `ShardSnapshot` copy.
 #[derive(Default)]
@@ -72,6 +80,8 @@ pub(crate) struct ShardMetrics {
     leader_elections: Cell<u64>,
     /// Client connections open on this shard.
     connections: Cell<u64>,
+    /// Authentication outcomes: TLS handshakes refused, SASL logins refused and accepted.
+    auth: Cell<AuthCounters>,
     /// glommio's executor stats are taken (reset) on each read: the totals live here.
     runtime: Cell<Duration>,
     tasks: Cell<u64>,
@@ -90,6 +100,7 @@ pub(crate) struct ShardSnapshot {
     pub(crate) isr_expands: u64,
     pub(crate) leader_elections: u64,
     pub(crate) connections: u64,
+    pub(crate) auth: AuthCounters,
     pub(crate) storage: StorageMetrics,
     pub(crate) unflushed_bytes: u64,
     /// CPU time of the shard thread (user + system).
@@ -165,6 +176,12 @@ impl ShardMetrics {
         self.connections.set(self.connections.get() + 1);
     }
 
+    pub(crate) fn tls_handshake_failed(&self) {
+        let mut a = self.auth.get();
+        a.tls_failed += 1;
+        self.auth.set(a);
+    }
+
     pub(crate) fn connection_closed(&self) {
         self.connections
             .set(self.connections.get().saturating_sub(1));
@@ -235,6 +252,7 @@ impl ShardMetrics {
             isr_expands: self.isr_expands.get(),
             leader_elections: self.leader_elections.get(),
             connections: self.connections.get(),
+            auth: self.auth.get(),
             busy: thread_cpu_time(),
             runtime: self.runtime.get(),
             tasks: self.tasks.get(),

@@ -60,6 +60,7 @@ struct Merged {
     isr_expands: u64,
     leader_elections: u64,
     connections: u64,
+    auth: super::AuthCounters,
     storage: StorageMetrics,
     unflushed_bytes: u64,
     shards: Vec<ShardSnapshot>,
@@ -112,6 +113,9 @@ fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
         m.isr_expands += s.isr_expands;
         m.leader_elections += s.leader_elections;
         m.connections += s.connections;
+        m.auth.tls_failed += s.auth.tls_failed;
+        m.auth.sasl_failed += s.auth.sasl_failed;
+        m.auth.sasl_ok += s.auth.sasl_ok;
         add_storage(&mut m.storage, &s.storage);
         m.unflushed_bytes += s.unflushed_bytes;
         for (topic, partition, hw) in s.high_watermarks.drain(..) {
@@ -497,6 +501,24 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_connections",
         "Open Kafka client connections.",
         m.connections,
+    );
+    counter(
+        &mut e,
+        "sluice_tls_handshake_failures_total",
+        "TLS handshakes refused or timed out on SSL and SASL_SSL listeners (untrusted or expired client certificates, plaintext clients on a TLS port).",
+        m.auth.tls_failed,
+    );
+    counter(
+        &mut e,
+        "sluice_sasl_authentication_failures_total",
+        "SASL logins refused (wrong password, unknown user, bad mechanism).",
+        m.auth.sasl_failed,
+    );
+    counter(
+        &mut e,
+        "sluice_sasl_authentications_total",
+        "SASL logins accepted (including re-authentications).",
+        m.auth.sasl_ok,
     );
     gauge(
         &mut e,

@@ -242,6 +242,7 @@ struct LocalBroker {
     host: String,
     port: i32,
     rack: Option<String>,
+    endpoints: Vec<sluice_proto::metadata::BrokerEndpoint>,
 }
 
 /// How often the quorum thread writes a moved commit index (one small atomic file write).
@@ -362,7 +363,21 @@ pub(crate) fn start(
     }
     let incarnation = rand::random::<[u8; 16]>().to_vec();
     let status = Arc::new(QuorumStatus::new(quorum.controller));
-    let (host, port) = config.advertised();
+    let listeners = config.listeners()?;
+    let (host, port) = {
+        let ib = listeners.inter_broker();
+        (ib.advertised_host.clone(), ib.advertised_port)
+    };
+    let endpoints = listeners
+        .all
+        .iter()
+        .map(|l| sluice_proto::metadata::BrokerEndpoint {
+            name: l.name.clone(),
+            host: l.advertised_host.clone(),
+            port: l.advertised_port,
+            security_protocol: l.protocol.id(),
+        })
+        .collect();
     let rack = Some(config.str_value("broker.rack").to_string()).filter(|r| !r.is_empty());
     let runner = Runner {
         node,
@@ -397,6 +412,7 @@ pub(crate) fn start(
             host,
             port,
             rack,
+            endpoints,
         },
         shards_applied: 0,
         heartbeat_every: Duration::from_millis(config.int("broker.heartbeat.interval.ms") as u64),
@@ -846,6 +862,7 @@ impl Runner {
                 rack: self.me.rack.clone(),
                 applied: self.shards_applied,
                 controller_addr: self.me.controller_addr.clone(),
+                endpoints: self.me.endpoints.clone(),
             };
             self.submit(
                 MetadataOp::Heartbeat(hb),
@@ -1019,6 +1036,7 @@ mod tests {
                     rack: None,
                     applied: 10_000,
                     controller_addr: None,
+                    endpoints: Vec::new(),
                 };
                 for _ in 0..2 {
                     let next = out.len() as u64 + 1;

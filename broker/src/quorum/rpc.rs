@@ -239,6 +239,8 @@ pub(crate) struct Heartbeat {
     pub(crate) applied: u64,
     #[prost(string, optional, tag = "7")]
     pub(crate) controller_addr: Option<String>,
+    #[prost(message, repeated, tag = "8")]
+    pub(crate) endpoints: Vec<sluice_proto::metadata::BrokerEndpoint>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -360,6 +362,7 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
             rack: h.rack,
             applied: h.applied,
             controller_addr: h.controller_addr,
+            endpoints: h.endpoints,
         }),
         MetadataOp::ControlledShutdown {
             node_id,
@@ -477,6 +480,7 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
             rack: h.rack,
             applied: h.applied,
             controller_addr: h.controller_addr,
+            endpoints: h.endpoints,
         }),
         Op::ControlledShutdown(c) => MetadataOp::ControlledShutdown {
             node_id: c.node_id,
@@ -652,6 +656,7 @@ mod tests {
                 rack: None,
                 applied: 77,
                 controller_addr: Some("127.0.0.1:1".into()),
+                endpoints: Vec::new(),
             }),
             MetadataOp::ElectLeaders {
                 election: Election::Unclean,

@@ -1,0 +1,247 @@
+//! TLS for the SSL and SASL_SSL listeners, with rustls (ring; no OpenSSL). The server
+//! config is built from PEM files (`ssl.certificate.location`, `ssl.key.location`,
+//! `ssl.ca.location`) on the main thread at start and again on SIGHUP; the shards load the
+//! current one per accepted connection from an `ArcSwap` (lock-free), so a reload changes
+//! new handshakes and never drops a connection. A bad reload is logged and the old
+//! certificates stay.
+//!
+//! ```text
+//!  SIGHUP ─► reload thread: read PEMs ─► ServerConfig ─► ArcSwap::store
+//!  shard accept ─► ArcSwap::load_full ─► TlsAcceptor::accept (bounded) ─► Conn
+//! ```
+
+use std::io::BufReader;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::BrokerConfig;
+
+/// A TLS handshake that has not finished in this time closes its connection.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The current server config of the TLS listeners. Shared by every shard and the reload
+/// thread; readers never block.
+#[derive(Clone)]
+pub(crate) struct TlsConfig(Arc<ArcSwap<ServerConfig>>);
+
+impl TlsConfig {
+    /// Builds the config from the settings; fails when a file is missing or unusable.
+    pub(crate) fn load(config: &BrokerConfig) -> anyhow::Result<Self> {
+        Ok(Self(Arc::new(ArcSwap::from_pointee(server_config(
+            config,
+        )?))))
+    }
+
+    /// The config for a connection accepted now.
+    pub(crate) fn current(&self) -> Arc<ServerConfig> {
+        self.0.load_full()
+    }
+
+    /// Reads the PEM files again; on error the old config stays and the error is returned.
+    pub(crate) fn reload(&self, config: &BrokerConfig) -> anyhow::Result<()> {
+        let fresh = server_config(config)?;
+        self.0.store(Arc::new(fresh));
+        Ok(())
+    }
+}
+
+fn read(path: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    if path.trim().is_empty() {
+        bail!("{what} is not set; an SSL or SASL_SSL listener needs it");
+    }
+    std::fs::read(path.trim()).with_context(|| format!("reading {what} {path}"))
+}
+
+fn certs(path: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = read(path, what)?;
+    let certs: Vec<_> = CertificateDer::pem_reader_iter(&mut BufReader::new(&pem[..]))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{what} {path}: not PEM certificates"))?;
+    if certs.is_empty() {
+        bail!("{what} {path} holds no certificate");
+    }
+    Ok(certs)
+}
+
+fn server_config(config: &BrokerConfig) -> anyhow::Result<ServerConfig> {
+    let chain = certs(
+        config.str_value("ssl.certificate.location"),
+        "ssl.certificate.location",
+    )?;
+    let key_pem = read(config.str_value("ssl.key.location"), "ssl.key.location")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).with_context(|| {
+        format!(
+            "ssl.key.location {}: no PEM private key (PKCS#8, PKCS#1 or SEC1; unencrypted)",
+            config.str_value("ssl.key.location")
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = config
+        .str_value("ssl.enabled.protocols")
+        .split(',')
+        .filter_map(|v| match v.trim() {
+            "TLSv1.2" => Some(&rustls::version::TLS12),
+            "TLSv1.3" => Some(&rustls::version::TLS13),
+            _ => None,
+        })
+        .collect();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .context("ssl.enabled.protocols")?;
+    let auth = config.str_value("ssl.client.auth");
+    let builder = if auth == "none" {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        for c in certs(config.str_value("ssl.ca.location"), "ssl.ca.location")? {
+            roots
+                .add(c)
+                .context("ssl.ca.location: a certificate rustls cannot use")?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if auth == "requested" {
+            verifier.allow_unauthenticated()
+        } else {
+            verifier
+        };
+        builder.with_client_cert_verifier(verifier.build().context("ssl.ca.location")?)
+    };
+    let mut sc = builder
+        .with_single_cert(chain, key)
+        .context("ssl.certificate.location and ssl.key.location do not make a usable pair")?;
+    sc.alpn_protocols.clear();
+    Ok(sc)
+}
+
+/// Reloads `tls` on every SIGHUP, on a thread of its own, until the process ends.
+pub(crate) fn reload_on_sighup(tls: TlsConfig, config: BrokerConfig) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("sluice-tls-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match tls.reload(&config) {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "SIGHUP: TLS certificates not reloaded; the old ones stay in use"
+                    ),
+                }
+            }
+        })
+        .context("starting the TLS reload thread")?;
+    Ok(())
+}
+
+/// Kafka's principal of a client certificate (`ssl.principal.mapping.rules=DEFAULT`): the
+/// subject's distinguished name as Java's `X500Principal.getName()` writes it (RFC 2253:
+/// last RDN first, known keywords, other attributes as dotted OIDs with a `#` hex value),
+/// e.g. `CN=alice,OU=eng,O=acme`.
+pub(crate) fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(rfc2253(cert.subject()))
+}
+
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let oid = atv.attr_type().to_id_string();
+                    let keyword = match oid.as_str() {
+                        "2.5.4.3" => Some("CN"),
+                        "2.5.4.6" => Some("C"),
+                        "2.5.4.7" => Some("L"),
+                        "2.5.4.8" => Some("ST"),
+                        "2.5.4.9" => Some("STREET"),
+                        "2.5.4.10" => Some("O"),
+                        "2.5.4.11" => Some("OU"),
+                        "0.9.2342.19200300.100.1.25" => Some("DC"),
+                        "0.9.2342.19200300.100.1.1" => Some("UID"),
+                        _ => None,
+                    };
+                    match (keyword, atv.as_str()) {
+                        (Some(k), Ok(v)) => format!("{k}={}", escape_value(v)),
+                        _ => {
+                            let raw = atv.attr_value();
+                            let mut der = vec![raw.header.raw_tag().map_or(0, |t| t[0])];
+                            der.extend(der_len(raw.data.len()));
+                            der.extend_from_slice(raw.data);
+                            let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("{oid}=#{hex}")
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// A DER length field.
+fn der_len(n: usize) -> Vec<u8> {
+    if n < 0x80 {
+        return vec![n as u8];
+    }
+    let bytes: Vec<u8> = n
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|b| *b == 0)
+        .collect();
+    let mut out = vec![0x80 | bytes.len() as u8];
+    out.extend(bytes);
+    out
+}
+
+/// RFC 2253 section 2.4 escaping.
+fn escape_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == ' ' || c == '#'))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_in_rfc2253_order_with_escapes() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CountryName, "US");
+        dn.push(rcgen::DnType::OrganizationName, "Acme, Inc.");
+        dn.push(rcgen::DnType::OrganizationalUnitName, "eng");
+        dn.push(rcgen::DnType::CommonName, "alice");
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let p = principal_of(cert.der()).unwrap();
+        assert_eq!(p, "CN=alice,OU=eng,O=Acme\\, Inc.,C=US");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_value(" a+b "), "\\ a\\+b\\ ");
+        assert_eq!(escape_value("#x"), "\\#x");
+        assert_eq!(escape_value("plain"), "plain");
+    }
+}
