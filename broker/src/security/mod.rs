@@ -10,6 +10,8 @@
 //! ```
 //!
 //! - `scram` (+ `scram_messages`): SCRAM-SHA-256/512 server exchange and stored credentials.
+//! - `plain`: SASL/PLAIN, checked against the same SCRAM credentials.
 
+pub(crate) mod plain;
 pub(crate) mod scram;
 mod scram_messages;
