@@ -11,7 +11,9 @@
 //!
 //! - `scram` (+ `scram_messages`): SCRAM-SHA-256/512 server exchange and stored credentials.
 //! - `plain`: SASL/PLAIN, checked against the same SCRAM credentials.
+//! - `principal`: `KafkaPrincipal` and the RFC 2253 name of a certificate subject.
 
 pub(crate) mod plain;
+pub(crate) mod principal;
 pub(crate) mod scram;
 mod scram_messages;
