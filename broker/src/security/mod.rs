@@ -12,7 +12,11 @@
 //! - `scram` (+ `scram_messages`): SCRAM-SHA-256/512 server exchange and stored credentials.
 //! - `plain`: SASL/PLAIN, checked against the same SCRAM credentials.
 //! - `principal`: `KafkaPrincipal` and the RFC 2253 name of a certificate subject.
+//! - `acl`: ACL bindings and filters with Kafka's wire codes and validation.
+//! - `authorizer`: the ACL set and StandardAuthorizer's allow/deny rules.
 
+pub(crate) mod acl;
+pub(crate) mod authorizer;
 pub(crate) mod plain;
 pub(crate) mod principal;
 pub(crate) mod scram;
