@@ -104,6 +104,48 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "TLS versions the TLS listeners accept: TLSv1.2, TLSv1.3 or both.",
     },
     Setting {
+        name: "sasl.enabled.mechanisms",
+        default: "SCRAM-SHA-256,SCRAM-SHA-512",
+        kind: Kind::Str,
+        unit: "mechanisms",
+        doc: "SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners accept: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (all check the SCRAM credentials of the metadata log).",
+    },
+    Setting {
+        name: "connections.max.reauth.ms",
+        default: "0",
+        kind: int(0, I32),
+        unit: "ms",
+        doc: "SASL session lifetime (KIP-368): clients must re-authenticate within it or their connection is closed at their next request; 0 means sessions never expire.",
+    },
+    Setting {
+        name: "connection.failed.authentication.delay.ms",
+        default: "100",
+        kind: int(0, 60_000),
+        unit: "ms",
+        doc: "Delay before a failed SASL login is answered (and its connection closed), to slow password guessing.",
+    },
+    Setting {
+        name: "authorizer.class.name",
+        default: "",
+        kind: Kind::Str,
+        unit: "class",
+        doc: "Turns on ACL authorization: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or StandardAuthorizer); empty allows every request.",
+    },
+    Setting {
+        name: "super.users",
+        default: "",
+        kind: Kind::Str,
+        unit: "principals",
+        doc: "Principals allowed everything whatever the ACLs, separated by ';' (User:admin;User:CN=broker1).",
+    },
+    Setting {
+        name: "allow.everyone.if.no.acl.found",
+        default: "false",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "With an authorizer: allow a request on a resource that no ACL names at all.",
+    },
+    Setting {
         name: "metrics.listen",
         default: "127.0.0.1:9644",
         kind: Kind::Str,
@@ -804,6 +846,26 @@ impl BrokerConfig {
             if !ok || value.trim().is_empty() {
                 bail!("ssl.enabled.protocols must list TLSv1.2 and/or TLSv1.3, got '{value}'");
             }
+        }
+        if s.name == "sasl.enabled.mechanisms" {
+            for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                if !crate::handlers::sasl::MECHANISMS.contains(&m.to_ascii_uppercase().as_str()) {
+                    bail!("sasl.enabled.mechanisms: {m} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)");
+                }
+            }
+        }
+        if s.name == "authorizer.class.name"
+            && !value.trim().is_empty()
+            && !crate::access::AUTHORIZERS.contains(&value.trim())
+        {
+            bail!(
+                "authorizer.class.name: {value} is not supported (use {})",
+                crate::access::AUTHORIZERS[0]
+            );
+        }
+        if s.name == "super.users" {
+            crate::security::principal::parse_super_users(value)
+                .map_err(|e| anyhow!("super.users: {e}"))?;
         }
         if s.name == "listener.security.protocol.map" {
             crate::listeners::parse_protocol_map(value)?;

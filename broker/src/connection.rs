@@ -134,9 +134,21 @@ pub(crate) struct Conn {
     /// Kafka's principal: `User:ANONYMOUS`, the subject of a verified client certificate,
     /// or the SASL user once authenticated.
     pub(crate) principal: RefCell<Rc<str>>,
+    /// SASL authentication (SASL listeners), see `handlers::sasl`.
+    pub(crate) sasl: RefCell<crate::handlers::sasl::SaslState>,
+    /// The SASL mechanism the connection authenticated with (re-authentication keeps it).
+    pub(crate) mechanism: RefCell<String>,
+    /// After a v0 SaslHandshake: the next frames are bare SASL tokens.
+    pub(crate) sasl_raw: Cell<bool>,
 }
 
 impl Conn {
+    /// The client's IP address as text (what ACL hosts match).
+    pub(crate) fn host(&self) -> String {
+        let ip = self.peer.rsplit_once(':').map_or(&*self.peer, |(h, _)| h);
+        ip.trim_start_matches('[').trim_end_matches(']').to_string()
+    }
+
     /// The name of the listener the connection came in on.
     pub(crate) fn listener_name(&self) -> Rc<str> {
         Rc::from(self.listener.listener.name.as_str())
@@ -199,10 +211,7 @@ pub(crate) async fn serve(
             }
         },
     };
-    let principal = match principal {
-        Some(dn) => format!("User:{dn}"),
-        None => ANONYMOUS.to_string(),
-    };
+    let principal = principal.unwrap_or_else(|| ANONYMOUS.to_string());
     let conn = Rc::new(Conn {
         id,
         peer: Rc::from(peer),
@@ -210,6 +219,9 @@ pub(crate) async fn serve(
         inflight_changed: Signal::default(),
         closed: Cell::new(false),
         closed_notify: Signal::default(),
+        sasl: crate::handlers::sasl::new_state(listener.listener.protocol.sasl()),
+        mechanism: RefCell::new(String::new()),
+        sasl_raw: Cell::new(false),
         listener,
         principal: RefCell::new(Rc::from(principal)),
     });
@@ -324,6 +336,13 @@ async fn read_loop(
                     ctx.metrics.request_done(api, started.elapsed(), true);
                     return Err(reason);
                 }
+            }
+            if matches!(
+                *conn.sasl.borrow(),
+                crate::handlers::sasl::SaslState::Failed
+            ) {
+                // the failure's answer is queued; the writer sends it, then the close
+                return Err("SASL authentication failed".into());
             }
             // A client sending back-to-back frames must not starve the shard.
             glommio::yield_if_needed().await;

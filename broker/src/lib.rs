@@ -1,6 +1,7 @@
 //! The Sluice broker: configuration, the shard runtime, cross-shard routing, connections, and
 //! one handler module per Kafka API family. See `shared/ARCHITECTURE.md` for the picture.
 
+mod access;
 mod admission;
 pub mod config;
 mod conn_limit;
@@ -11,7 +12,7 @@ mod groups;
 mod groups_glue;
 mod handlers;
 mod hw;
-mod listeners;
+pub mod listeners;
 mod mesh;
 mod metadata;
 mod metrics;
@@ -22,9 +23,7 @@ mod quorum;
 mod record_reader;
 mod replication;
 mod router;
-// Not wired into connections and handlers yet (issue 19): nothing calls it outside its tests.
-#[allow(dead_code)]
-mod security;
+pub mod security;
 mod server;
 mod shard;
 mod shard_msg;
@@ -36,4 +35,5 @@ mod watchdog;
 
 pub use config::BrokerConfig;
 pub use errors::now_ms;
+pub use metadata::bootstrap_users::add_bootstrap_user;
 pub use server::run;

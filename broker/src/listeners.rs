@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 
 /// How a listener's connections are secured (Kafka's `SecurityProtocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum SecurityProtocol {
+pub enum SecurityProtocol {
     Plaintext,
     Ssl,
     SaslPlaintext,
@@ -25,7 +25,7 @@ pub(crate) enum SecurityProtocol {
 }
 
 impl SecurityProtocol {
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s.trim().to_ascii_uppercase().as_str() {
             "PLAINTEXT" => Self::Plaintext,
             "SSL" => Self::Ssl,
@@ -34,7 +34,7 @@ impl SecurityProtocol {
             _ => return None,
         })
     }
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Plaintext => "PLAINTEXT",
             Self::Ssl => "SSL",
@@ -43,7 +43,7 @@ impl SecurityProtocol {
         }
     }
     /// Kafka's SecurityProtocol id.
-    pub(crate) fn id(self) -> i32 {
+    pub fn id(self) -> i32 {
         match self {
             Self::Plaintext => 0,
             Self::Ssl => 1,
@@ -52,11 +52,11 @@ impl SecurityProtocol {
         }
     }
     /// Connections are wrapped in TLS.
-    pub(crate) fn tls(self) -> bool {
+    pub fn tls(self) -> bool {
         matches!(self, Self::Ssl | Self::SaslSsl)
     }
     /// Connections must authenticate with SASL before anything but ApiVersions.
-    pub(crate) fn sasl(self) -> bool {
+    pub fn sasl(self) -> bool {
         matches!(self, Self::SaslPlaintext | Self::SaslSsl)
     }
 }

@@ -185,13 +185,6 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&data_dir)?;
     let quorum = config.quorum()?;
     let listeners = config.listeners()?;
-    if let Some(l) = listeners.all.iter().find(|l| l.protocol.sasl()) {
-        anyhow::bail!(
-            "listener {} is {}: SASL is not implemented yet",
-            l.name,
-            l.protocol.name()
-        );
-    }
     if quorum.broker {
         for l in &listeners.all {
             check_port_free(l.bind)?;
@@ -204,6 +197,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    let bootstrap_users = crate::metadata::bootstrap_users::read(&data_dir)?;
     let listener_ctxs: Arc<Vec<Arc<ListenerCtx>>> = Arc::new(
         listeners
             .all
@@ -329,6 +323,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             let net = Net {
                 limiter: limiter.clone(),
                 listeners: listener_ctxs.clone(),
+                bootstrap_users: bootstrap_users.clone(),
             };
             let quorum = (
                 events.clone(),
@@ -451,6 +446,9 @@ async fn shard_main(
         let _ = ctx.quorum.set(quorum.0.clone());
         glommio::spawn_local(follow_metadata(ctx.clone(), quorum.0, quorum.1)).detach();
         wait_until_in_service(&ctx, &config, &quorum.2).await;
+        if let Some(op) = net.bootstrap_users.clone() {
+            apply_bootstrap_users(&ctx, op, config.data_dir()).await;
+        }
         for s in 0..shards {
             ctx.call(s, crate::shard_msg::ShardRequest::StartServing)
                 .await;
@@ -636,11 +634,44 @@ pub(crate) fn in_service(ctx: &ShardCtx, incarnation: &[u8]) -> bool {
 }
 
 /// Accepts connections on this shard's listener, within the broker's connection limits.
+/// Puts the users of `sluice user add` into the metadata log (unless present) before the
+/// broker serves; the file is then kept as `.applied`. A failure is logged and the broker
+/// serves anyway (the file stays for the next start).
+async fn apply_bootstrap_users(
+    ctx: &Rc<ShardCtx>,
+    op: crate::metadata::security_ops::SecurityOp,
+    data_dir: std::path::PathBuf,
+) {
+    use crate::metadata::controller::MetadataOp;
+    let users = op.scram_upserts.len();
+    let bound = Some(Duration::from_secs(30));
+    match crate::handlers::admin::controller_answer(ctx, MetadataOp::Security(op), bound).await {
+        Ok(_) => {
+            tracing::info!(users, "bootstrap SCRAM users are in the metadata log");
+            // a rename, off the shard
+            let _ = std::thread::Builder::new()
+                .name("sluice-bootstrap".into())
+                .spawn(move || {
+                    if let Err(e) = crate::metadata::bootstrap_users::mark_applied(&data_dir) {
+                        tracing::warn!(error = %format!("{e:#}"), "bootstrap users applied; keeping the file failed");
+                    }
+                });
+        }
+        Err((code, msg)) => tracing::error!(
+            code,
+            %msg,
+            "bootstrap SCRAM users not applied; they are retried at the next start"
+        ),
+    }
+}
+
 /// What every shard needs to accept connections: the process-wide connection limiter and
 /// the listeners.
 struct Net {
     limiter: Arc<ConnectionLimiter>,
     listeners: Arc<Vec<Arc<ListenerCtx>>>,
+    /// SCRAM users of `sluice user add`, applied by shard 0 before serving.
+    bootstrap_users: Option<crate::metadata::security_ops::SecurityOp>,
 }
 
 async fn accept_loop(

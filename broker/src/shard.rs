@@ -67,6 +67,8 @@ pub(crate) struct ShardCtx {
     pub(crate) config: BrokerConfig,
     /// The listeners, parsed from `config` (checked before the shards start).
     pub(crate) listeners: crate::listeners::Listeners,
+    /// ACL decisions (`authorizer.class.name`).
+    pub(crate) access: crate::access::Access,
     pub(crate) cluster_id: String,
     pub(crate) storage: Rc<ShardStorage>,
     pub(crate) router: Rc<Router>,
@@ -120,6 +122,7 @@ impl ShardCtx {
             .listeners()
             .expect("the listener settings are checked before the shards start"); // ok: checked in server::run
         Self {
+            access: crate::access::Access::new(&config),
             listeners,
             id: router.shard_id,
             shards,
@@ -905,6 +908,7 @@ impl ShardCtx {
     async fn act_on(self: &Rc<Self>, changes: Vec<Change>) {
         for change in changes {
             match change {
+                Change::AclsChanged => self.access.rebuild(&self.config, &self.image.borrow()),
                 Change::PartitionAdded {
                     topic,
                     id,

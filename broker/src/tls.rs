@@ -142,81 +142,11 @@ pub(crate) fn reload_on_sighup(tls: TlsConfig, config: BrokerConfig) -> anyhow::
 }
 
 /// Kafka's principal of a client certificate (`ssl.principal.mapping.rules=DEFAULT`): the
-/// subject's distinguished name as Java's `X500Principal.getName()` writes it (RFC 2253:
-/// last RDN first, known keywords, other attributes as dotted OIDs with a `#` hex value),
-/// e.g. `CN=alice,OU=eng,O=acme`.
+/// subject's distinguished name in RFC 2253 form, e.g. `User:CN=alice,OU=eng,O=acme`.
 pub(crate) fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(rfc2253(cert.subject()))
-}
-
-fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
-    let rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|atv| {
-                    let oid = atv.attr_type().to_id_string();
-                    let keyword = match oid.as_str() {
-                        "2.5.4.3" => Some("CN"),
-                        "2.5.4.6" => Some("C"),
-                        "2.5.4.7" => Some("L"),
-                        "2.5.4.8" => Some("ST"),
-                        "2.5.4.9" => Some("STREET"),
-                        "2.5.4.10" => Some("O"),
-                        "2.5.4.11" => Some("OU"),
-                        "0.9.2342.19200300.100.1.25" => Some("DC"),
-                        "0.9.2342.19200300.100.1.1" => Some("UID"),
-                        _ => None,
-                    };
-                    match (keyword, atv.as_str()) {
-                        (Some(k), Ok(v)) => format!("{k}={}", escape_value(v)),
-                        _ => {
-                            let raw = atv.attr_value();
-                            let mut der = vec![raw.header.raw_tag().map_or(0, |t| t[0])];
-                            der.extend(der_len(raw.data.len()));
-                            der.extend_from_slice(raw.data);
-                            let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
-                            format!("{oid}=#{hex}")
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
-}
-
-/// A DER length field.
-fn der_len(n: usize) -> Vec<u8> {
-    if n < 0x80 {
-        return vec![n as u8];
-    }
-    let bytes: Vec<u8> = n
-        .to_be_bytes()
-        .into_iter()
-        .skip_while(|b| *b == 0)
-        .collect();
-    let mut out = vec![0x80 | bytes.len() as u8];
-    out.extend(bytes);
-    out
-}
-
-/// RFC 2253 section 2.4 escaping.
-fn escape_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == ' ' || c == '#'))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    crate::security::principal::principal_from_certificate(cert.as_ref())
+        .ok()
+        .map(|p| p.to_string())
 }
 
 #[cfg(test)]
@@ -235,13 +165,6 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let p = principal_of(cert.der()).unwrap();
-        assert_eq!(p, "CN=alice,OU=eng,O=Acme\\, Inc.,C=US");
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(escape_value(" a+b "), "\\ a\\+b\\ ");
-        assert_eq!(escape_value("#x"), "\\#x");
-        assert_eq!(escape_value("plain"), "plain");
+        assert_eq!(p, "User:CN=alice,OU=eng,O=Acme\\, Inc.,C=US");
     }
 }

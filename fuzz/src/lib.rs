@@ -104,6 +104,13 @@ pub fn decode_request(api: ApiKey, version: i16, body: &Bytes) -> Option<Result<
         ApiKey::DescribeProducers => d!(DescribeProducersRequest),
         ApiKey::DescribeTransactions => d!(DescribeTransactionsRequest),
         ApiKey::ListTransactions => d!(ListTransactionsRequest),
+        ApiKey::SaslHandshake => d!(SaslHandshakeRequest),
+        ApiKey::SaslAuthenticate => d!(SaslAuthenticateRequest),
+        ApiKey::DescribeUserScramCredentials => d!(DescribeUserScramCredentialsRequest),
+        ApiKey::AlterUserScramCredentials => d!(AlterUserScramCredentialsRequest),
+        ApiKey::DescribeAcls => d!(DescribeAclsRequest),
+        ApiKey::CreateAcls => d!(CreateAclsRequest),
+        ApiKey::DeleteAcls => d!(DeleteAclsRequest),
         _ => return None,
     })
 }

@@ -8,7 +8,7 @@ use prost::Message;
 /// One metadata change.
 #[derive(Clone, PartialEq, Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub record: Option<Record>,
 }
 
@@ -30,6 +30,14 @@ pub enum Record {
     FenceBroker(FenceBrokerRecord),
     #[prost(message, tag = "8")]
     UnfenceBroker(UnfenceBrokerRecord),
+    #[prost(message, tag = "9")]
+    UserScramCredential(UserScramCredentialRecord),
+    #[prost(message, tag = "10")]
+    RemoveUserScramCredential(RemoveUserScramCredentialRecord),
+    #[prost(message, tag = "11")]
+    AccessControlEntry(AccessControlEntryRecord),
+    #[prost(message, tag = "12")]
+    RemoveAccessControlEntry(RemoveAccessControlEntryRecord),
 }
 
 /// The records of one metadata-log entry (one raft entry, applied atomically), and the
@@ -170,6 +178,63 @@ pub struct RemoveTopicRecord {
 pub struct ProducerIdsRecord {
     #[prost(int64, tag = "1")]
     pub next_producer_id: i64,
+}
+
+/// A user's SCRAM credential for one mechanism was set (Kafka's
+/// UserScramCredentialRecord): salted, never the password.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct UserScramCredentialRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Kafka's ScramMechanism type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    #[prost(int32, tag = "2")]
+    pub mechanism: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub salt: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub stored_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub server_key: Vec<u8>,
+    #[prost(int32, tag = "6")]
+    pub iterations: i32,
+}
+
+/// A user's SCRAM credential for one mechanism was deleted.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct RemoveUserScramCredentialRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(int32, tag = "2")]
+    pub mechanism: i32,
+}
+
+/// An ACL was created (Kafka's AccessControlEntryRecord; codes are Kafka's wire codes).
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct AccessControlEntryRecord {
+    /// 16 random bytes, unique per ACL.
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(int32, tag = "2")]
+    pub resource_type: i32,
+    #[prost(string, tag = "3")]
+    pub resource_name: String,
+    #[prost(int32, tag = "4")]
+    pub pattern_type: i32,
+    #[prost(string, tag = "5")]
+    pub principal: String,
+    #[prost(string, tag = "6")]
+    pub host: String,
+    #[prost(int32, tag = "7")]
+    pub operation: i32,
+    #[prost(int32, tag = "8")]
+    pub permission_type: i32,
+}
+
+/// An ACL was deleted.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct RemoveAccessControlEntryRecord {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
 }
 
 impl MetadataRecord {

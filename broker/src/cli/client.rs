@@ -28,6 +28,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::ResponseError;
 
 use super::format::kafka_error;
+use super::security::{CliStream, ClientSecurity, SaslLogin};
+use sluice_broker::security::client::SaslClientLogin;
 
 /// Largest response frame accepted (a Fetch answer is bounded by the request's max_bytes).
 const MAX_FRAME: usize = 256 << 20;
@@ -42,7 +44,7 @@ pub(crate) const EARLIEST: i64 = -2;
 
 /// One connection to one broker, with the versions it supports.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: CliStream,
     addr: String,
     timeout: Duration,
     next_correlation: i32,
@@ -52,7 +54,11 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Connects (bounded) and negotiates versions with ApiVersions.
-    pub(crate) fn connect(addr: &str, timeout: Duration) -> Result<Self> {
+    pub(crate) fn connect(
+        addr: &str,
+        timeout: Duration,
+        security: &ClientSecurity,
+    ) -> Result<Self> {
         let mut last = None;
         let addrs = addr
             .to_socket_addrs()
@@ -63,14 +69,18 @@ impl Conn {
                     stream.set_read_timeout(Some(timeout))?;
                     stream.set_write_timeout(Some(timeout))?;
                     stream.set_nodelay(true)?;
+                    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
                     let mut conn = Conn {
-                        stream,
+                        stream: security.wrap(stream, host)?,
                         addr: addr.to_string(),
                         timeout,
                         next_correlation: 1,
                         versions: HashMap::new(),
                     };
                     conn.negotiate()?;
+                    if let Some(login) = &security.sasl {
+                        conn.authenticate(login)?;
+                    }
                     return Ok(conn);
                 }
                 Err(e) => last = Some(e),
@@ -105,6 +115,45 @@ impl Conn {
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
         Ok(())
+    }
+
+    /// SASL login (SaslHandshake v1, then SaslAuthenticate rounds); the server's final
+    /// SCRAM signature is checked too.
+    fn authenticate(&mut self, login: &SaslLogin) -> Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mut client =
+            SaslClientLogin::new(&login.mechanism, &login.username, &login.password)
+                .with_context(|| format!("SASL mechanism {} is not supported", login.mechanism))?;
+        let hs = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_string(client.mechanism().to_string()));
+        let resp = self.call_at(1, &hs)?;
+        if resp.error_code != 0 {
+            let offered: Vec<String> = resp.mechanisms.iter().map(|m| m.to_string()).collect();
+            return Err(kafka_error(resp.error_code, "SaslHandshake", None))
+                .with_context(|| format!("the broker offers {offered:?}"));
+        }
+        let version = self.version::<SaslAuthenticateRequest>(2)?;
+        let mut send = client.first();
+        for round in 0..2 {
+            let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(send));
+            let resp = self.call_at(version, &req)?;
+            if resp.error_code != 0 {
+                return Err(kafka_error(
+                    resp.error_code,
+                    "SaslAuthenticate",
+                    resp.error_message.as_deref(),
+                ));
+            }
+            if client.mechanism() == "PLAIN" || round == 1 {
+                return client
+                    .verify_final(&resp.auth_bytes)
+                    .map_err(|e| anyhow::anyhow!("SASL: {e}"));
+            }
+            send = client
+                .respond(&resp.auth_bytes)
+                .map_err(|e| anyhow::anyhow!("SASL: {e}"))?;
+        }
+        bail!("SASL: the exchange did not end")
     }
 
     /// The highest version of `R` both sides support, at most `cap`.
@@ -223,24 +272,32 @@ impl BrokerInfo {
 /// Connections to a cluster: the bootstrap broker plus one per broker id, opened lazily.
 pub(crate) struct Client {
     timeout: Duration,
+    security: ClientSecurity,
     boot: Conn,
     brokers: BTreeMap<i32, BrokerInfo>,
     conns: HashMap<i32, Conn>,
 }
 
 impl Client {
-    /// Connects to the first reachable address of the comma-separated `bootstrap` list.
-    pub(crate) fn connect(bootstrap: &str, timeout: Duration) -> Result<Self> {
+    /// Connects to the first reachable address of the comma-separated `--bootstrap` list,
+    /// with the client security settings.
+    pub(crate) fn connect(args: &super::ClientArgs) -> Result<Self> {
+        let security = ClientSecurity::from_args(&args.security)?;
+        Self::connect_with(&args.bootstrap, args.timeout, security)
+    }
+
+    fn connect_with(bootstrap: &str, timeout: Duration, security: ClientSecurity) -> Result<Self> {
         let mut errors = Vec::new();
         for addr in bootstrap
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
         {
-            match Conn::connect(addr, timeout) {
+            match Conn::connect(addr, timeout, &security) {
                 Ok(boot) => {
                     return Ok(Client {
                         timeout,
+                        security,
                         boot,
                         brokers: BTreeMap::new(),
                         conns: HashMap::new(),
@@ -275,7 +332,7 @@ impl Client {
             let Some(b) = self.brokers.get(&id) else {
                 bail!("broker {id} is not in the cluster's metadata");
             };
-            let conn = Conn::connect(&b.addr(), self.timeout)
+            let conn = Conn::connect(&b.addr(), self.timeout, &self.security)
                 .with_context(|| format!("connecting to broker {id}"))?;
             self.conns.insert(id, conn);
         }

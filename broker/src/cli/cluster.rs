@@ -123,7 +123,7 @@ impl Summary {
 
 /// Runs the verb; Ok(false) means unhealthy (`health` only).
 pub(crate) fn run(verb: &ClusterVerb, args: &ClientArgs) -> Result<bool> {
-    let mut client = Client::connect(&args.bootstrap, args.timeout)?;
+    let mut client = Client::connect(args)?;
     let md = client.metadata(None, false)?;
     let s = Summary::of(&md);
     let brokers: Vec<Value> = client

@@ -79,7 +79,7 @@ struct Consumer<'a> {
 }
 
 pub(crate) fn run(args: &ConsumeArgs) -> Result<()> {
-    let mut client = Client::connect(&args.client.bootstrap, args.client.timeout)?;
+    let mut client = Client::connect(&args.client)?;
     let topic = args.topic.clone();
     let deadline = Instant::now() + client.timeout();
     let leaders = client.leaders(std::slice::from_ref(&topic), false, deadline)?;

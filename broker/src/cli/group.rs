@@ -62,7 +62,7 @@ pub(crate) enum GroupVerb {
 }
 
 pub(crate) fn run(verb: &GroupVerb, args: &ClientArgs) -> Result<()> {
-    let mut client = Client::connect(&args.bootstrap, args.timeout)?;
+    let mut client = Client::connect(args)?;
     match verb {
         GroupVerb::List => list(&mut client, args.format),
         GroupVerb::Describe { group } => describe(&mut client, group, args.format),

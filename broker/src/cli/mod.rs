@@ -17,8 +17,10 @@ mod group;
 mod member;
 mod produce;
 mod reset;
+mod security;
 mod topic;
 mod txn;
+mod user;
 
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub(crate) struct ClientArgs {
     /// table for people, json for scripts.
     #[arg(long, value_enum, default_value_t = format::Format::Table, global = true)]
     pub(crate) format: format::Format,
+    #[command(flatten)]
+    pub(crate) security: security::SecurityArgs,
 }
 
 impl ClientArgs {
@@ -77,6 +81,13 @@ pub(crate) enum AdminCommand {
         #[command(subcommand)]
         verb: txn::TxnVerb,
     },
+    /// SCRAM users: add (before the first start), set, delete, list.
+    User {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        verb: user::UserVerb,
+    },
     /// Write one record per line of stdin (or --file) to a topic.
     Produce(produce::ProduceArgs),
     /// Print a topic's records, one per line, until --max-messages or --timeout idle.
@@ -92,6 +103,7 @@ pub(crate) fn run(cmd: &AdminCommand) -> i32 {
             cluster::run(verb, client).map(|healthy| if healthy { 0 } else { EXIT_UNHEALTHY })
         }
         AdminCommand::Txn { client, verb } => txn::run(verb, client).map(|()| 0),
+        AdminCommand::User { client, verb } => user::run(verb, client).map(|()| 0),
         AdminCommand::Produce(args) => produce::run(args).map(|()| 0),
         AdminCommand::Consume(args) => consume::run(args).map(|()| 0),
     };

@@ -78,7 +78,7 @@ pub(crate) fn run(args: &ProduceArgs) -> Result<()> {
         .iter()
         .map(|kv| split_kv(kv, "--header").map(|(k, v)| (k.into(), v.into())))
         .collect::<Result<_>>()?;
-    let mut client = Client::connect(&args.client.bootstrap, args.client.timeout)?;
+    let mut client = Client::connect(&args.client)?;
     let topic = args.topic.clone();
     let deadline = Instant::now() + client.timeout();
     // auto-creation as a Kafka producer would trigger it (when the broker allows it)

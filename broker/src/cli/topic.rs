@@ -80,7 +80,7 @@ pub(crate) enum TopicVerb {
 }
 
 pub(crate) fn run(verb: &TopicVerb, args: &ClientArgs) -> Result<()> {
-    let mut client = Client::connect(&args.bootstrap, args.timeout)?;
+    let mut client = Client::connect(args)?;
     let timeout_ms = args.timeout_ms();
     match verb {
         TopicVerb::Create {

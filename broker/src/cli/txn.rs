@@ -44,7 +44,7 @@ pub(crate) enum TxnVerb {
 }
 
 pub(crate) fn run(verb: &TxnVerb, args: &ClientArgs) -> Result<()> {
-    let mut client = Client::connect(&args.bootstrap, args.timeout)?;
+    let mut client = Client::connect(args)?;
     match verb {
         TxnVerb::List => list(&mut client, args.format),
         TxnVerb::Describe { transactional_id } => {

@@ -27,6 +27,7 @@ use super::fetch_session::Plan;
 use super::{legacy, Dispatch, Response};
 use crate::connection::Conn;
 use crate::router::BoxFuture;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse, Tp};
 use futures_lite::future;
@@ -74,9 +75,39 @@ async fn handle(
     let epochs = requested_epochs(&req);
     let replica = req.replica_id.0;
     let read_committed = req.isolation_level == 1;
+    // a follower needs CLUSTER_ACTION, a consumer READ on each topic
+    let denied: std::collections::HashSet<String> = if replica >= 0 {
+        if ctx
+            .access
+            .allows_cluster(&conn, AclOperation::ClusterAction)
+        {
+            Default::default()
+        } else {
+            plan.parts.iter().map(|(tp, ..)| tp.topic.clone()).collect()
+        }
+    } else {
+        plan.parts
+            .iter()
+            .map(|(tp, ..)| &tp.topic)
+            .filter(|t| {
+                !ctx.access
+                    .allows(&conn, AclOperation::Read, ResourceType::Topic, t)
+            })
+            .cloned()
+            .collect()
+    };
     let mut results;
     loop {
-        results = read_all(&ctx, &plan, max_bytes, &epochs, replica, read_committed).await;
+        results = read_all(
+            &ctx,
+            &plan,
+            max_bytes,
+            &epochs,
+            replica,
+            read_committed,
+            &denied,
+        )
+        .await;
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
@@ -139,10 +170,15 @@ async fn read_all(
     epochs: &Epochs,
     replica: i32,
     read_committed: bool,
+    denied: &std::collections::HashSet<String>,
 ) -> Vec<FetchPartResult> {
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     for (i, (tp, offset, part_max)) in plan.parts.iter().enumerate() {
+        if denied.contains(&tp.topic) {
+            results[i] = FetchPartResult::failed(ResponseError::TopicAuthorizationFailed.code());
+            continue;
+        }
         let epoch = epochs.get(&(tp.topic.clone(), tp.partition)).copied();
         match ctx.route(&tp.topic, tp.partition).and_then(|shard| {
             ctx.check_leader_epoch(&tp.topic, tp.partition, epoch)

@@ -104,8 +104,9 @@ pub(crate) async fn handle(
     ctx: Rc<ShardCtx>,
     req: MetadataRequest,
     version: i16,
-    listener: Rc<str>,
+    conn: Rc<crate::connection::Conn>,
 ) -> MetadataResponse {
+    let listener = conn.listener_name();
     // v0: empty list means all topics; v1+: null means all.
     let wanted: Option<Vec<String>> = match req.topics {
         None => None,
@@ -126,6 +127,7 @@ pub(crate) async fn handle(
     let auto_create = ctx.config.flag("auto.create.topics.enable")
         && (version < 4 || req.allow_auto_topic_creation);
     let mut topics = Vec::new();
+    let named = wanted.is_some();
     match wanted {
         None => {
             let image = ctx.image.borrow();
@@ -144,6 +146,7 @@ pub(crate) async fn handle(
                     auto_create
                         && validate_topic_name(n).is_ok()
                         && !crate::metadata::is_internal(n)
+                        && super::authz::may_create(&ctx, &conn, n)
                 })
                 .cloned()
                 .collect();
@@ -183,10 +186,12 @@ pub(crate) async fn handle(
                 .with_rack(rack.map(StrBytes::from_string))
         })
         .collect();
-    MetadataResponse::default()
+    let mut resp = MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(ctx.cluster_id.clone())))
         .with_controller_id(BrokerId(controller_for_clients(&ctx)))
         .with_cluster_authorized_operations(i32::MIN)
-        .with_topics(topics)
+        .with_topics(topics);
+    super::authz::filter_metadata(&ctx, &conn, named, &mut resp);
+    resp
 }

@@ -6,6 +6,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
+pub(crate) mod authz;
 pub(crate) mod configs;
 pub(crate) mod epochs;
 pub(crate) mod fetch;
@@ -17,6 +18,8 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod reassign;
+pub(crate) mod sasl;
+pub(crate) mod security_admin;
 pub(crate) mod txn;
 pub(crate) mod unsupported;
 pub(crate) mod wire;
@@ -25,7 +28,7 @@ use std::future::Future;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_proto::request::{
     decode_body, encode_response, parse_request, put_response_header, RequestFrame,
@@ -142,9 +145,46 @@ where
     }))
 }
 
+/// The SASL requests: handled before the next frame is read (their state change must be
+/// settled for it); a failed login's answer waits its delay.
+fn sasl_dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Rc<Conn>) -> Dispatch {
+    let (api, version, corr) = (frame.api_key, frame.version(), frame.correlation_id());
+    let encoded = if api == ApiKey::SaslHandshake {
+        let req = match decode_body(&frame.body, version) {
+            Ok(r) => r,
+            Err(e) => return Dispatch::Close(format!("{api:?} v{version}: {e}")),
+        };
+        let resp = sasl::handshake(ctx, conn, req, version);
+        (encode(api, version, corr, &resp), None)
+    } else {
+        let req = match decode_body(&frame.body, version) {
+            Ok(r) => r,
+            Err(e) => return Dispatch::Close(format!("{api:?} v{version}: {e}")),
+        };
+        let (resp, delay) = sasl::authenticate(ctx, conn, req, version);
+        (encode(api, version, corr, &resp), delay)
+    };
+    let (answer, delay) = encoded;
+    Dispatch::Respond(Box::pin(async move {
+        if let Some(d) = delay {
+            glommio::timer::sleep(d).await;
+        }
+        answer
+    }))
+}
+
 /// Decodes one frame and starts handling it.
 pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) -> Dispatch {
     let peer: &str = &conn.peer;
+    if conn.sasl_raw.get() {
+        let (answer, delay) = sasl::raw_token(ctx, conn, frame);
+        return Dispatch::Respond(Box::pin(async move {
+            if let Some(d) = delay {
+                glommio::timer::sleep(d).await;
+            }
+            answer
+        }));
+    }
     let frame = match parse_request(frame) {
         Ok(f) => f,
         Err(e) => return Dispatch::Close(e.to_string()),
@@ -153,19 +193,59 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
     if api == ApiKey::ApiVersions {
         return api_versions::handle(&frame);
     }
+    if !matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+        if let Err(reason) = conn.sasl.borrow().check_request(std::time::Instant::now()) {
+            return Dispatch::Close(format!("{api:?}: {reason}"));
+        }
+    }
     if !supported(api, version) {
         ctx.metrics.answered_error(api as i16);
         return unsupported::answer(&frame, peer);
     }
     tracing::trace!(?api, version, %peer, "request");
+    if let Some(refused) = authz::check(ctx, &frame, conn) {
+        ctx.metrics.answered_error(api as i16);
+        return refused;
+    }
     if let Some(d) = legacy::dispatch(ctx, &frame) {
         return d;
     }
     match api {
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => sasl_dispatch(ctx, &frame, conn),
+        ApiKey::DescribeUserScramCredentials => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, _| {
+                security_admin::describe_scram(ctx, req, conn)
+            })
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, _| {
+                security_admin::alter_scram(ctx, req, conn)
+            })
+        }
+        ApiKey::DescribeAcls => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, _| {
+                security_admin::describe_acls(ctx, req, conn)
+            })
+        }
+        ApiKey::CreateAcls => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, _| {
+                security_admin::create_acls(ctx, req, conn)
+            })
+        }
+        ApiKey::DeleteAcls => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, _| {
+                security_admin::delete_acls(ctx, req, conn)
+            })
+        }
         ApiKey::Metadata => {
-            let listener = conn.listener_name();
+            let conn = conn.clone();
             respond(ctx, &frame, move |ctx, req, v| {
-                metadata::handle(ctx, req, v, listener)
+                metadata::handle(ctx, req, v, conn)
             })
         }
         ApiKey::Produce => produce::dispatch(ctx, &frame, conn).await,
@@ -211,9 +291,35 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::Heartbeat => respond(ctx, &frame, groups::heartbeat),
         ApiKey::LeaveGroup => respond(ctx, &frame, groups::leave_group),
         ApiKey::OffsetCommit => respond(ctx, &frame, groups::offset_commit),
-        ApiKey::OffsetFetch => respond(ctx, &frame, groups::offset_fetch),
-        ApiKey::DescribeGroups => respond(ctx, &frame, groups::describe_groups),
-        ApiKey::ListGroups => respond(ctx, &frame, groups::list_groups),
+        ApiKey::OffsetFetch => {
+            let conn = conn.clone();
+            respond(
+                ctx,
+                &frame,
+                move |ctx, req: OffsetFetchRequest, v| async move {
+                    let group = req.group_id.0.to_string();
+                    let mut resp = groups::offset_fetch(ctx.clone(), req, v).await;
+                    authz::filter_offset_fetch(&ctx, &conn, &mut resp, &group);
+                    resp
+                },
+            )
+        }
+        ApiKey::DescribeGroups => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, v| async move {
+                let mut resp = groups::describe_groups(ctx.clone(), req, v).await;
+                authz::filter_describe_groups(&ctx, &conn, &mut resp);
+                resp
+            })
+        }
+        ApiKey::ListGroups => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, v| async move {
+                let mut resp = groups::list_groups(ctx.clone(), req, v).await;
+                authz::filter_list_groups(&ctx, &conn, &mut resp);
+                resp
+            })
+        }
         ApiKey::DeleteGroups => respond(ctx, &frame, groups::delete_groups),
         ApiKey::OffsetDelete => respond(ctx, &frame, groups::offset_delete),
         ApiKey::ElectLeaders => respond(ctx, &frame, reassign::elect_leaders),

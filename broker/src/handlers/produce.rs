@@ -28,6 +28,7 @@ use sluice_proto::request::{decode_body, RequestFrame};
 use super::{encode, frame_body, legacy, Dispatch};
 use crate::connection::Conn;
 use crate::router::BoxFuture;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, Tp};
 
@@ -119,6 +120,16 @@ async fn submit(
     conn: &Conn,
     prepare: impl Fn(Bytes) -> Result<Bytes, (i16, String)>,
 ) -> Submitted {
+    // a transactional producer needs WRITE on its transactional id, every producer WRITE
+    // on each topic (idempotence was checked at InitProducerId)
+    let txn_denied = req.transactional_id.as_ref().is_some_and(|id| {
+        !ctx.access
+            .allows(conn, AclOperation::Write, ResourceType::TransactionalId, id)
+    });
+    let topic_denied = |name: &str| {
+        !ctx.access
+            .allows(conn, AclOperation::Write, ResourceType::Topic, name)
+    };
     let conn = crate::admission::conn_key(ctx.id, conn.id);
     let acks = req.acks;
     let timeout_ms = req.timeout_ms;
@@ -128,6 +139,13 @@ async fn submit(
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let internal = crate::metadata::is_internal(&name);
+        let denied = if txn_denied {
+            Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else if topic_denied(&name) {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        } else {
+            None
+        };
         let mut tr = TopicProduceResponse::default().with_name(topic.name.clone());
         for (pi, part) in topic.partition_data.into_iter().enumerate() {
             let mut pr = PartitionProduceResponse::default()
@@ -140,6 +158,7 @@ async fn submit(
                 .and_then(|shard| enough_in_sync(ctx, acks, &name, part.index).map(|()| shard));
             match (bad_acks, owner, part.records) {
                 (true, _, _) => pr.error_code = ResponseError::InvalidRequiredAcks.code(),
+                _ if denied.is_some() => pr.error_code = denied.unwrap_or_default(),
                 _ if internal => {
                     pr.error_code = ResponseError::InvalidTopicException.code();
                     pr.error_message = Some(StrBytes::from_static_str(

@@ -66,6 +66,12 @@ pub(crate) fn error_response(frame: &RequestFrame) -> Result<Vec<Bytes>, String>
     decoded(frame, UNSUPPORTED_VERSION)
 }
 
+/// The answer to `frame` with `code` for everything it names (an ACL refusal); Err (close
+/// the connection) where no such answer can be built.
+pub(crate) fn answer_with(frame: &RequestFrame, code: i16) -> Response {
+    decoded(frame, code)
+}
+
 /// The REQUEST_TIMED_OUT answer to `frame` for a request that passed the broker's
 /// `request.deadline.ms`, for the APIs whose answer carries an error per partition (or
 /// request); Err (close the connection) for the others.
@@ -278,6 +284,43 @@ fn decoded(frame: &RequestFrame, code: i16) -> Result<Vec<Bytes>, String> {
             enc(
                 frame,
                 &TxnOffsetCommitResponse::default().with_topics(topics),
+            )
+        }
+        ApiKey::DescribeAcls => {
+            let _: DescribeAclsRequest = dec(frame)?;
+            enc(
+                frame,
+                &DescribeAclsResponse::default().with_error_code(code),
+            )
+        }
+        ApiKey::CreateAcls => {
+            let req: CreateAclsRequest = dec(frame)?;
+            let results = req
+                .creations
+                .iter()
+                .map(|_| create_acls_response::AclCreationResult::default().with_error_code(code))
+                .collect();
+            enc(frame, &CreateAclsResponse::default().with_results(results))
+        }
+        ApiKey::DeleteAcls => {
+            let req: DeleteAclsRequest = dec(frame)?;
+            let results = req
+                .filters
+                .iter()
+                .map(|_| {
+                    delete_acls_response::DeleteAclsFilterResult::default().with_error_code(code)
+                })
+                .collect();
+            enc(
+                frame,
+                &DeleteAclsResponse::default().with_filter_results(results),
+            )
+        }
+        ApiKey::SaslHandshake => {
+            let _: SaslHandshakeRequest = dec(frame)?;
+            enc(
+                frame,
+                &SaslHandshakeResponse::default().with_error_code(code),
             )
         }
         ApiKey::ListTransactions => {

@@ -95,6 +95,8 @@ pub(crate) enum MetadataOp {
     },
     /// AlterPartitionReassignments.
     Reassign(Vec<Reassignment>),
+    /// SCRAM credentials and ACLs (`security_ops.rs`).
+    Security(super::security_ops::SecurityOp),
 }
 
 /// What a leader asks of the controller about one partition's ISR.
@@ -147,6 +149,8 @@ pub(crate) enum MetadataOpResult {
     },
     /// Per-partition outcomes (ElectLeaders, AlterPartitionReassignments).
     Partitions(Vec<PartitionOutcome>),
+    /// Per user, ACL creation or deletion filter (`security_ops.rs`).
+    Security(Vec<super::security_ops::SecurityOutcome>),
     Failed(i16, String),
 }
 
@@ -317,6 +321,10 @@ impl ControllerLogic {
             MetadataOp::Reassign(requests) => {
                 let (records, outcomes) = elections::reassign(image, index, requests);
                 (records, MetadataOpResult::Partitions(outcomes))
+            }
+            MetadataOp::Security(op) => {
+                let (records, outcomes) = super::security_ops::apply(image, op);
+                (records, MetadataOpResult::Security(outcomes))
             }
             MetadataOp::ControlledShutdown {
                 node_id,

@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sluice_proto::metadata::{MetadataRecord, PartitionRecord, Record, TopicRecord};
+use sluice_proto::metadata::{
+    AccessControlEntryRecord, MetadataRecord, PartitionRecord, Record, TopicRecord,
+    UserScramCredentialRecord,
+};
 
 /// A topic id: 16 random bytes, as Kafka's topic UUIDs.
 pub(crate) type TopicId = [u8; 16];
@@ -143,6 +146,8 @@ pub(crate) enum Change {
     ConfigChanged {
         topic: String,
     },
+    /// An ACL was created or deleted: the shard's authorizer is rebuilt.
+    AclsChanged,
 }
 
 /// Owned by one thread; never shared (changes arrive as records).
@@ -152,6 +157,10 @@ pub(crate) struct MetadataImage {
     names_by_id: HashMap<TopicId, String>,
     brokers: BTreeMap<i32, BrokerInfo>,
     pub(crate) next_producer_id: i64,
+    /// SCRAM credentials by (user, mechanism type).
+    scram: BTreeMap<(String, i32), UserScramCredentialRecord>,
+    /// ACLs by id.
+    acls: BTreeMap<Vec<u8>, AccessControlEntryRecord>,
 }
 
 pub(crate) fn topic_id_of(bytes: &[u8]) -> Option<TopicId> {
@@ -180,6 +189,18 @@ impl MetadataImage {
     /// Every registered broker, fenced or not, by node id.
     pub(crate) fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
         self.brokers.values()
+    }
+    /// A user's SCRAM credential for a mechanism (Kafka's type code: 1 SHA-256, 2 SHA-512).
+    pub(crate) fn scram(&self, user: &str, mechanism: i32) -> Option<&UserScramCredentialRecord> {
+        self.scram.get(&(user.to_string(), mechanism))
+    }
+    /// Every SCRAM credential, by user then mechanism.
+    pub(crate) fn scram_credentials(&self) -> impl Iterator<Item = &UserScramCredentialRecord> {
+        self.scram.values()
+    }
+    /// Every ACL, by id.
+    pub(crate) fn acls(&self) -> impl Iterator<Item = &AccessControlEntryRecord> {
+        self.acls.values()
     }
     /// Registered brokers that are not fenced, by node id.
     pub(crate) fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
@@ -307,6 +328,22 @@ impl MetadataImage {
                 }
                 Vec::new()
             }
+            Record::UserScramCredential(c) => {
+                self.scram.insert((c.name.clone(), c.mechanism), c.clone());
+                Vec::new()
+            }
+            Record::RemoveUserScramCredential(c) => {
+                self.scram.remove(&(c.name.clone(), c.mechanism));
+                Vec::new()
+            }
+            Record::AccessControlEntry(a) => {
+                self.acls.insert(a.id.clone(), a.clone());
+                vec![Change::AclsChanged]
+            }
+            Record::RemoveAccessControlEntry(a) => match self.acls.remove(&a.id) {
+                Some(_) => vec![Change::AclsChanged],
+                None => Vec::new(),
+            },
             Record::UnfenceBroker(f) => {
                 if let Some(b) = self.brokers.get_mut(&f.node_id) {
                     if b.epoch == f.epoch {
@@ -361,6 +398,12 @@ impl MetadataImage {
                 next_producer_id: self.next_producer_id,
             },
         )));
+        for c in self.scram.values() {
+            out.push(MetadataRecord::new(Record::UserScramCredential(c.clone())));
+        }
+        for a in self.acls.values() {
+            out.push(MetadataRecord::new(Record::AccessControlEntry(a.clone())));
+        }
         out
     }
 
@@ -400,6 +443,9 @@ impl MetadataImage {
                     topic: t.name.clone(),
                 });
             }
+        }
+        if self.acls != new.acls {
+            out.push(Change::AclsChanged);
         }
         out
     }

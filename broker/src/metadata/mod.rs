@@ -7,9 +7,11 @@
 //!                  open/delete the partitions it owns ─► ack ─► response
 //! ```
 
+pub(crate) mod bootstrap_users;
 pub(crate) mod controller;
 pub(crate) mod elections;
 pub(crate) mod image;
+pub(crate) mod security_ops;
 pub(crate) mod topic_config;
 
 /// Topics the broker owns (`__consumer_offsets`; `__transaction_state` and

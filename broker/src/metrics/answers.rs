@@ -5,8 +5,10 @@
 //! partition results in `fetch.rs`).
 
 use kafka_protocol::messages::{
-    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
-    DescribeTransactionsResponse, EndTxnResponse, ListTransactionsResponse,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, AlterUserScramCredentialsResponse,
+    CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse, DescribeProducersResponse,
+    DescribeTransactionsResponse, DescribeUserScramCredentialsResponse, EndTxnResponse,
+    ListTransactionsResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
     TxnOffsetCommitResponse, WriteTxnMarkersResponse,
 };
 use kafka_protocol::messages::{
@@ -92,6 +94,13 @@ answer_errors! {
     DescribeProducersResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
     DescribeTransactionsResponse => |r| any(&r.transaction_states, |t| t.error_code);
     ListTransactionsResponse => |r| r.error_code != 0;
+    SaslHandshakeResponse => |r| r.error_code != 0;
+    SaslAuthenticateResponse => |r| r.error_code != 0;
+    DescribeUserScramCredentialsResponse => |r| r.error_code != 0 || any(&r.results, |x| x.error_code);
+    AlterUserScramCredentialsResponse => |r| any(&r.results, |x| x.error_code);
+    DescribeAclsResponse => |r| r.error_code != 0;
+    CreateAclsResponse => |r| any(&r.results, |x| x.error_code);
+    DeleteAclsResponse => |r| any(&r.filter_results, |x| x.error_code);
 }
 
 #[cfg(test)]

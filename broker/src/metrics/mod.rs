@@ -182,6 +182,17 @@ impl ShardMetrics {
         self.auth.set(a);
     }
 
+    /// A SASL authentication ended: accepted or refused.
+    pub(crate) fn sasl_authenticated(&self, ok: bool) {
+        let mut a = self.auth.get();
+        if ok {
+            a.sasl_ok += 1;
+        } else {
+            a.sasl_failed += 1;
+        }
+        self.auth.set(a);
+    }
+
     pub(crate) fn connection_closed(&self) {
         self.connections
             .set(self.connections.get().saturating_sub(1));

@@ -45,6 +45,8 @@ pub(crate) enum Op {
     ElectLeaders(ElectLeaders),
     #[prost(message, tag = "11")]
     Reassign(Reassign),
+    #[prost(message, tag = "12")]
+    Security(crate::metadata::security_ops::SecurityOp),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -282,6 +284,11 @@ pub(crate) struct RpcResponse {
     pub(crate) per_partition: bool,
     #[prost(message, repeated, tag = "9")]
     pub(crate) partitions: Vec<WirePartitionOutcome>,
+    /// The answer is a security one (`security`, possibly empty).
+    #[prost(bool, tag = "10")]
+    pub(crate) per_security: bool,
+    #[prost(message, repeated, tag = "11")]
+    pub(crate) security: Vec<crate::metadata::security_ops::SecurityOutcome>,
 }
 
 fn kv((k, v): (String, Option<String>)) -> KeyValue {
@@ -402,6 +409,7 @@ pub(crate) fn encode_op(op: &MetadataOp, timeout_ms: u32) -> Vec<u8> {
                 })
                 .collect(),
         }),
+        MetadataOp::Security(op) => Op::Security(op),
     };
     RpcRequest {
         timeout_ms,
@@ -507,6 +515,7 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Result<(MetadataOp, u32), String> {
                     .collect()
             }),
         },
+        Op::Security(op) => MetadataOp::Security(op),
         Op::Reassign(r) => MetadataOp::Reassign(
             r.partitions
                 .into_iter()
@@ -557,6 +566,10 @@ pub(crate) fn encode_result(result: &MetadataOpResult, index: u64) -> Vec<u8> {
                 })
                 .collect();
         }
+        MetadataOpResult::Security(s) => {
+            r.per_security = true;
+            r.security = s.clone();
+        }
         MetadataOpResult::Failed(code, message) => {
             r.error = Some(i32::from(*code));
             r.message = message.clone();
@@ -577,6 +590,8 @@ pub(crate) fn decode_result(bytes: &[u8]) -> Result<(MetadataOpResult, u64), Str
             epoch,
             fenced: r.fenced,
         }
+    } else if r.per_security {
+        MetadataOpResult::Security(r.security)
     } else if r.per_partition {
         MetadataOpResult::Partitions(
             r.partitions

@@ -21,6 +21,8 @@ macro_rules! wire_enum {
         pub(crate) enum $name { $($variant),+ }
 
         impl $name {
+            #[cfg(test)]
+            #[allow(dead_code)] // generated for every enum; the tests use some
             pub(crate) const ALL: &'static [$name] = &[$($name::$variant),+];
 
             pub(crate) fn code(self) -> i8 {
@@ -183,6 +185,7 @@ pub(crate) struct AclBindingFilter {
 
 impl AclBindingFilter {
     /// Matches every binding.
+    #[cfg(test)]
     pub(crate) fn any() -> Self {
         AclBindingFilter {
             resource_type: ResourceType::Any,

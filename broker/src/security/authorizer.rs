@@ -11,12 +11,13 @@
 //! Held by whoever owns the metadata image (a copy per shard); changed only by applying ACL
 //! records, so `&mut self` methods never race `authorize`.
 
+#[cfg(test)]
+use super::acl::AclBindingFilter;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use super::acl::{
-    AclBinding, AclBindingFilter, AclError, AclOperation, AclPermissionType, PatternType,
-    ResourceType, WILDCARD,
+    AclBinding, AclError, AclOperation, AclPermissionType, PatternType, ResourceType, WILDCARD,
 };
 use super::principal::KafkaPrincipal;
 
@@ -120,6 +121,7 @@ impl TypeAcls {
 /// Insertion and removal on either map of a resource type.
 trait Patterns {
     fn insert_entry(&mut self, name: &str, e: Entry) -> bool;
+    #[cfg(test)]
     fn remove_entry(&mut self, name: &str, e: &Entry) -> bool;
 }
 
@@ -129,6 +131,7 @@ macro_rules! impl_patterns {
             fn insert_entry(&mut self, name: &str, e: Entry) -> bool {
                 self.entry(name.to_string()).or_default().insert(e)
             }
+            #[cfg(test)]
             fn remove_entry(&mut self, name: &str, e: &Entry) -> bool {
                 let Some(set) = self.get_mut(name) else {
                     return false;
@@ -166,6 +169,7 @@ impl Authorizer {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn set_config(
         &mut self,
         super_users: Vec<KafkaPrincipal>,
@@ -179,11 +183,13 @@ impl Authorizer {
         self.super_users.contains(principal)
     }
 
+    #[cfg(test)]
     /// Number of ACLs held.
     pub(crate) fn len(&self) -> usize {
         self.count
     }
 
+    #[cfg(test)]
     /// Adds each binding after CreateAcls validation; one already present is a success.
     pub(crate) fn add(
         &mut self,
@@ -214,6 +220,7 @@ impl Authorizer {
         Ok(added)
     }
 
+    #[cfg(test)]
     /// Removes exactly this binding (applying an ACL-removal record); false if absent.
     pub(crate) fn remove_one(&mut self, b: &AclBinding) -> bool {
         let Ok(principal) = KafkaPrincipal::parse(&b.principal) else {
@@ -235,6 +242,7 @@ impl Authorizer {
         removed
     }
 
+    #[cfg(test)]
     /// DeleteAcls for one filter: removes and returns every matching binding.
     pub(crate) fn remove(&mut self, filter: &AclBindingFilter) -> Vec<AclBinding> {
         let gone = self.describe(filter);
@@ -244,6 +252,7 @@ impl Authorizer {
         gone
     }
 
+    #[cfg(test)]
     /// DescribeAcls: every binding the filter matches, in a stable order.
     pub(crate) fn describe(&self, filter: &AclBindingFilter) -> Vec<AclBinding> {
         let mut out: Vec<AclBinding> = self.bindings().filter(|b| filter.matches(b)).collect();
@@ -251,6 +260,7 @@ impl Authorizer {
         out
     }
 
+    #[cfg(test)]
     /// Every binding held (for a metadata snapshot), in no particular order.
     pub(crate) fn bindings(&self) -> impl Iterator<Item = AclBinding> + '_ {
         self.by_type.iter().flat_map(|(&rt, acls)| {

@@ -17,6 +17,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod authorizer;
+pub mod client;
 pub(crate) mod plain;
 pub(crate) mod principal;
 pub(crate) mod scram;

@@ -226,6 +226,7 @@ impl ScramMockSecret {
         ScramMockSecret(rand::rng().random())
     }
 
+    #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
         ScramMockSecret(bytes)
     }
@@ -419,7 +420,16 @@ impl ScramServer {
                 "channel binding does not repeat the gs2 header",
             ));
         }
-        if last.nonce != p.nonce {
+        // librdkafka 2.0.0-2.0.2 (Debian 12's kcat) sends its own nonce again in front of
+        // the combined one; that exact shape is accepted (Kafka accepted any prefix until it
+        // moved to equality), anything else is refused. The proof covers what was sent.
+        let client_nonce = p
+            .client_first_bare
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="));
+        let librdkafka_2_0 =
+            client_nonce.is_some_and(|c| last.nonce.strip_prefix(c) == Some(p.nonce.as_str()));
+        if last.nonce != p.nonce && !librdkafka_2_0 {
             return Err(ScramError::Failed(
                 "client-final nonce differs from the server's",
             ));
