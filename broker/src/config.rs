@@ -580,6 +580,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Per-shard bound on open segment files; idle ones close first.",
     },
     Setting {
+        name: "storage.flush.sync",
+        default: "segment",
+        kind: Kind::Choice(&["segment", "filesystem"]),
+        unit: "",
+        doc: "How a group commit makes what it wrote durable: segment (one fdatasync per segment written, a window of 64 logs at a time) or filesystem (every log written, then one syncfs per data filesystem per cycle; that also writes back other processes' dirty pages on the filesystem).",
+    },
+    Setting {
         name: "offsets.topic.num.partitions",
         default: "50",
         kind: int(1, 1000),

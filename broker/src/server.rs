@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
-use sluice_storage::{ShardStorage, ShardStorageOptions};
+use sluice_storage::{FlushSync, ShardStorage, ShardStorageOptions};
 
 use crate::config::{BrokerConfig, Pinning};
 use crate::conn_limit::{ConnectionLimiter, RateLimitedLog};
@@ -378,6 +378,8 @@ async fn shard_main(
         cleaner_dedupe_buffer_bytes: config.int("log.cleaner.dedupe.buffer.size") as usize,
         cleaner_backoff: Duration::from_millis(config.int("log.cleaner.backoff.ms") as u64),
         cleaner_io_bytes_per_sec: config.int("log.cleaner.io.max.bytes.per.second") as u64,
+        flush_sync: FlushSync::parse(&config.config_value("storage.flush.sync"))
+            .unwrap_or(FlushSync::Segment), // ok: validated on set
         ..ShardStorageOptions::default()
     });
     // Watches the stop flag from the start, every 10 ms. The timer is also a heartbeat:

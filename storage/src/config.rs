@@ -116,6 +116,30 @@ impl Default for LogConfig {
     }
 }
 
+/// How a flusher cycle makes the segment data it wrote durable (`storage.flush.sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushSync {
+    /// One `fdatasync` per segment the cycle wrote (io_uring), logs flushed in a window of
+    /// `FLUSH_WINDOW` at a time: the cost grows with the partitions a cycle touches.
+    Segment,
+    /// Every log's batches written first, then one `syncfs` per filesystem the cycle
+    /// touched (on the blocking helper), then every log's durable signal: a bounded
+    /// number of syncs per cycle, but each also writes back whatever other processes
+    /// left dirty in the page cache of that filesystem.
+    Filesystem,
+}
+
+impl FlushSync {
+    /// `segment` or `filesystem`.
+    pub fn parse(s: &str) -> Option<FlushSync> {
+        match s {
+            "segment" => Some(FlushSync::Segment),
+            "filesystem" => Some(FlushSync::Filesystem),
+            _ => None,
+        }
+    }
+}
+
 /// Options for one shard's storage (cache, file descriptors, background cadence).
 #[derive(Clone, Debug)]
 pub struct ShardStorageOptions {
@@ -148,6 +172,8 @@ pub struct ShardStorageOptions {
     /// `log.cleaner.io.max.bytes.per.second`: bytes the cleaner reads and writes per
     /// second at most; u64::MAX is unthrottled.
     pub cleaner_io_bytes_per_sec: u64,
+    /// `storage.flush.sync`: how a group commit makes the data it wrote durable.
+    pub flush_sync: FlushSync,
 }
 
 impl Default for ShardStorageOptions {
@@ -163,6 +189,7 @@ impl Default for ShardStorageOptions {
             cleaner_dedupe_buffer_bytes: 128 << 20,
             cleaner_backoff: Duration::from_secs(15),
             cleaner_io_bytes_per_sec: u64::MAX,
+            flush_sync: FlushSync::Segment,
         }
     }
 }

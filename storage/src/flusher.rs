@@ -1,14 +1,22 @@
 //! Group commit for one log: take every pending batch, write it with few large aligned
-//! DMA writes (the in-memory partial tail page first, zero padding last), one fdatasync
-//! per touched segment, seal rolled segments, then advance the durable offset and wake
-//! waiters. A failure marks the log failed so waiters get an error, never "durable".
+//! DMA writes (the in-memory partial tail page first, zero padding last), make it durable,
+//! seal rolled segments, then advance the durable offset and wake waiters. A failure marks
+//! the log failed so waiters get an error, never "durable".
+//! Durable how (`FlushSync`): one fdatasync per touched segment, or — in a cycle of the
+//! shard's flusher (`CycleSync`) — no sync of its own: the log arrives at the cycle's
+//! barrier once its writes are done, and waits for the cycle's one `syncfs` per
+//! filesystem before it advances its durable offset.
 //! If the leader-epoch cache changed, its checkpoint is written before the batches, and
-//! so are the `.txnindex` files whose aborted transactions changed; after the fsyncs the
+//! so are the `.txnindex` files whose aborted transactions changed; after the sync the
 //! producer-state snapshots of segments rolled since are written (`snapshot.rs`).
 //!
 //! ```text
 //!  page_start            start_pos                     end          align_up(end)
 //!  |── tail (memory) ────|── pending batches ──────────|── zeros ───|
+//!
+//!  cycle (Filesystem): log tasks ─ write ─► arrive ─┐
+//!                                   barrier: all arrived ─► syncfs per device ─► synced
+//!                      log tasks ◄─ set durable, wake waiters ◄──────────────────┘
 //! ```
 
 use crate::error::StorageError;
@@ -16,10 +24,13 @@ use crate::histogram::LatencyHistogram;
 use crate::inner::LogInner;
 use crate::segment::{align_down, align_up, SegState, PAGE};
 use crate::shard::ShardStorage;
+use crate::signal::Signal;
 use bytes::Bytes;
 use glommio::io::DmaFile;
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest single DMA write; several are in flight at once.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -31,12 +42,135 @@ struct Group {
     data: Vec<Bytes>,
 }
 
+/// One flusher cycle's shared sync (`FlushSync::Filesystem`): every log of the cycle
+/// arrives once (its writes done, or not taking part), then `sync` runs one `syncfs` per
+/// filesystem the logs wrote to and publishes the outcome to the logs waiting for it.
+/// Owned by the shard's flusher; never crosses cores.
+pub(crate) struct CycleSync {
+    /// Logs of the cycle that have not arrived yet.
+    waiting: Cell<usize>,
+    arrived: Signal,
+    /// (device, the directory of one log on it) of every log that wrote in this cycle.
+    devices: RefCell<Vec<(u64, PathBuf)>>,
+    /// None until synced; then Ok, or the error (kind and text) every log gets.
+    outcome: RefCell<Option<Result<(), (std::io::ErrorKind, String)>>>,
+    synced: Signal,
+}
+
+impl CycleSync {
+    pub(crate) fn new(logs: usize) -> CycleSync {
+        CycleSync {
+            waiting: Cell::new(logs),
+            arrived: Signal::default(),
+            devices: RefCell::new(Vec::new()),
+            outcome: RefCell::new(None),
+            synced: Signal::default(),
+        }
+    }
+
+    fn arrive(&self) {
+        let n = self.waiting.get().saturating_sub(1);
+        self.waiting.set(n);
+        if n == 0 {
+            self.arrived.notify();
+        }
+    }
+
+    fn note_device(&self, dev: u64, dir: &std::path::Path) {
+        let mut d = self.devices.borrow_mut();
+        if !d.iter().any(|x| x.0 == dev) {
+            d.push((dev, dir.to_path_buf()));
+        }
+    }
+
+    async fn wait_synced(&self) -> Result<(), StorageError> {
+        loop {
+            let w = self.synced.wait();
+            if let Some(r) = self.outcome.borrow().as_ref() {
+                return r
+                    .clone()
+                    .map_err(|(kind, msg)| std::io::Error::new(kind, msg).into());
+            }
+            w.await;
+        }
+    }
+
+    /// Waits until every log arrived, syncs each filesystem written to on the blocking
+    /// helper and wakes the logs; returns (syncs, time they took).
+    pub(crate) async fn sync(&self) -> (u64, Duration) {
+        while self.waiting.get() > 0 {
+            let w = self.arrived.wait();
+            if self.waiting.get() == 0 {
+                break;
+            }
+            w.await;
+        }
+        let devices = std::mem::take(&mut *self.devices.borrow_mut());
+        let t = Instant::now();
+        let mut outcome = Ok(());
+        for (_, dir) in &devices {
+            if let Err(e) = crate::blocking::syncfs(dir.clone()).await {
+                tracing::error!(dir = %dir.display(), error = %e, "syncfs failed; the cycle's logs fail");
+                outcome = Err((e.kind(), format!("syncfs of {}: {e}", dir.display())));
+                break;
+            }
+        }
+        let took = t.elapsed();
+        *self.outcome.borrow_mut() = Some(outcome);
+        self.synced.notify();
+        (devices.len() as u64, took)
+    }
+}
+
+/// Arrives at the cycle's barrier once: when told, or when dropped (an error or an early
+/// return), so the cycle never waits for a log that stopped. Arriving also gives back the
+/// log's slot in the flusher's write window.
+struct Arrival<'a> {
+    cycle: Option<&'a CycleSync>,
+    slot: Option<glommio::sync::Permit<'a>>,
+}
+
+impl Arrival<'_> {
+    fn now(&mut self) {
+        if let Some(c) = self.cycle.take() {
+            self.slot = None;
+            c.arrive();
+        }
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
 /// Flush everything pending for `log`. Errors are recorded on the log (and its waiters).
-pub(crate) async fn flush_log(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) {
-    let Ok(_permit) = log.io.acquire_permit(1).await else {
-        return;
+/// `slot` (the flusher's write window) is held until the log arrives at the cycle's
+/// barrier, or to the end without a cycle. With `cycle`, the data is made durable by the
+/// cycle's sync if the log's I/O permit is free now; a log busy with another file change
+/// arrives at once and, once it has the permit, syncs its own segments (the cycle does not
+/// wait for it).
+pub(crate) async fn flush_log(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    cycle: Option<&CycleSync>,
+    slot: Option<glommio::sync::Permit<'_>>,
+) {
+    let mut arrival = Arrival { cycle, slot };
+    let permit = match log.io.try_acquire_permit(1) {
+        Ok(p) => p,
+        Err(_) => {
+            arrival.now();
+            match log.io.acquire_permit(1).await {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        }
     };
-    if let Err(e) = flush_locked(shard, log).await {
+    let res = flush_locked(shard, log, &mut arrival).await;
+    drop(permit);
+    if let Err(e) = res {
         tracing::error!(dir = %log.dir.display(), error = %e, "log flush failed; log is now failed");
         // never flushed now: the pending bytes go back to the shard's budget
         log.state_mut().fail(&e);
@@ -44,7 +178,11 @@ pub(crate) async fn flush_log(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) {
     log.durable_signal.notify();
 }
 
-async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<(), StorageError> {
+async fn flush_locked(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    arrival: &mut Arrival<'_>,
+) -> Result<(), StorageError> {
     let (n, target_end, groups, to_seal, checkpoint) = {
         let mut st = log.state_mut();
         if !st.begin_flush() {
@@ -97,6 +235,9 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
     let mut fsync_us = 0u64;
     let mut fsync_times = LatencyHistogram::default();
     let mut written = 0u64;
+    // with the cycle's sync: segments' new sizes, set once it is done
+    let mut unsynced: Vec<(i64, u64)> = Vec::new();
+    let cycle = arrival.cycle;
     for base in bases {
         let exists = log.state().segment(base).is_some_and(|s| s.file_exists);
         let file = shard.segment_file(log, base, !exists).await?;
@@ -110,22 +251,41 @@ async fn flush_locked(shard: &Rc<ShardStorage>, log: &Rc<LogInner>) -> Result<()
             written += write_region(log, &file, g).await?;
             new_flushed = Some(g.start_pos + len);
         }
-        let t = Instant::now();
-        file.fdatasync().await?;
-        let took = t.elapsed();
-        fsync_us += took.as_micros() as u64;
-        fsync_times.observe(took);
-        fsyncs += 1;
-        if let Some(f) = new_flushed {
-            log.state_mut().set_flushed(base, f);
+        let seal = to_seal.contains(&base);
+        match (cycle, new_flushed) {
+            // a segment being sealed is synced now, as without a cycle
+            (Some(c), Some(f)) if !seal => {
+                c.note_device(log.dev, &log.dir);
+                unsynced.push((base, f));
+            }
+            _ => {
+                let t = Instant::now();
+                file.fdatasync().await?;
+                let took = t.elapsed();
+                fsync_us += took.as_micros() as u64;
+                fsync_times.observe(took);
+                fsyncs += 1;
+                if let Some(f) = new_flushed {
+                    log.state_mut().set_flushed(base, f);
+                }
+            }
         }
-        if to_seal.contains(&base) {
+        if seal {
             seal_segment(log, &file, base).await?;
             fsyncs += 1;
         }
     }
     if need_dir_sync {
         log.sync_dir().await?;
+    }
+    if let Some(c) = cycle {
+        arrival.now();
+        if !unsynced.is_empty() {
+            c.wait_synced().await?;
+            for (base, f) in unsynced {
+                log.state_mut().set_flushed(base, f);
+            }
+        }
     }
     log.state_mut().finish_flush(n, target_end);
     // rolled segments' producer-state snapshots, now that everything below them is

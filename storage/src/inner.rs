@@ -16,6 +16,8 @@ use std::path::PathBuf;
 pub(crate) struct LogInner {
     pub(crate) id: u64,
     pub(crate) dir: PathBuf,
+    /// The device of the log's directory (a flusher cycle syncs each filesystem once).
+    pub(crate) dev: u64,
     st: RefCell<LogState>,
     /// Serialises file mutations (flush, truncate, retention, cleaner swap, close).
     pub(crate) io: glommio::sync::Semaphore,
@@ -26,10 +28,11 @@ pub(crate) struct LogInner {
 }
 
 impl LogInner {
-    pub(crate) fn new(id: u64, dir: PathBuf, st: LogState) -> LogInner {
+    pub(crate) fn new(id: u64, dir: PathBuf, dev: u64, st: LogState) -> LogInner {
         LogInner {
             id,
             dir,
+            dev,
             st: RefCell::new(st),
             io: glommio::sync::Semaphore::new(1),
             durable_signal: Signal::default(),

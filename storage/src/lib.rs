@@ -4,7 +4,8 @@
 //!  append(Bytes) ─► validate + producer checks ─► assign offsets ─► pending + cache ─► flusher
 //!                   (idempotence: producer.rs; a retried batch answers its original offsets)
 //!  flusher: per dirty log one aligned DMA write (tail page + new bytes) + one fdatasync
-//!           ─► durable offset advances ─► wait_durable / wait_progress wake
+//!           per segment, or one syncfs per cycle (FlushSync) ─► durable offset advances
+//!           ─► wait_durable / wait_progress wake
 //!  read(from) ─► shard cache ─► pending (not yet durable) ─► DMA read of the segment
 //!  replication: set_leader_epoch (append stamps it) ─ leader-epoch cache + checkpoint
 //!               (epoch.rs) ─ append_replicated (leader's bytes kept) ─ truncate_from
@@ -68,7 +69,7 @@ mod txn;
 mod writer;
 
 pub use cleaner::CleanerPass;
-pub use config::{CleanupPolicy, LogConfig, ShardStorageOptions};
+pub use config::{CleanupPolicy, FlushSync, LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use histogram::LatencyHistogram;
 pub use log::{AppendInfo, PartitionLog};

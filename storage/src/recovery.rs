@@ -504,7 +504,7 @@ pub(crate) async fn open_log(
         clean,
         snapshots,
     );
-    let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, st)));
+    let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, dev, st)));
     if changed {
         inner.sync_dir().await?;
     }

@@ -29,9 +29,15 @@ pub struct StorageMetrics {
     pub bytes_appended: u64,
     pub batches_appended: u64,
     pub flushes: u64,
+    /// Flusher cycles: each takes the dirty list and makes every log on it durable.
+    pub flush_cycles: u64,
+    /// Wall time of each flusher cycle (from taking the dirty list to the last log's
+    /// durable signal).
+    pub flush_cycle_durations: LatencyHistogram,
     pub fsyncs: u64,
     pub fsync_micros_total: u64,
-    /// Each segment `fdatasync` of a group commit (not the sync that seals a rolled one).
+    /// Each segment `fdatasync` of a group commit (not the sync that seals a rolled one),
+    /// and with `FlushSync::Filesystem` each cycle's `syncfs` calls (counted in `fsyncs`).
     pub fsync_durations: LatencyHistogram,
     /// Bytes the flusher wrote to segment files: whole aligned pages, so the rewritten
     /// partial tail page and the zero padding count too.

@@ -1,5 +1,7 @@
 //! The shard's storage tasks and its life cycle: `ShardStorage::start` spawns the flusher
-//! (task queue "sluice-flush": drains the dirty list, one task per log), the background
+//! (task queue "sluice-flush": each cycle takes the dirty list and flushes its logs, one
+//! task per log, `FLUSH_WINDOW` writing at once; with `FlushSync::Filesystem` the cycle
+//! then runs one `syncfs` per filesystem before the logs advance), the background
 //! task (queue "sluice-storage-bg", low shares: closes idle files, frees idle indexes,
 //! applies retention to every log) and, in the same queue, the log cleaner (every
 //! `cleaner_backoff`, passes over the dirtiest compacted logs until none needs one), each
@@ -10,11 +12,13 @@
 //!
 //! ```text
 //!  append ─► dirty list ─► flush_wake ─► flusher_loop: flush_log(l) for l in dirty
+//!                                          (window of 64; [syncfs per filesystem])
 //!                                            └─► durable_signal(l), progress
 //! ```
 
-use crate::config::ShardStorageOptions;
+use crate::config::{FlushSync, ShardStorageOptions};
 use crate::error::StorageError;
+use crate::flusher::CycleSync;
 use crate::inner::LogInner;
 use crate::shard::ShardStorage;
 use glommio::io::DmaFile;
@@ -120,10 +124,14 @@ impl ShardStorage {
     }
 }
 
-/// Logs flushed (or closed) concurrently by one task.
+/// Logs closed concurrently at shutdown.
 const FLUSH_FANOUT: usize = 64;
+/// Logs writing (and, with `FlushSync::Segment`, syncing) at once in a flusher cycle: a
+/// window, not a barrier per chunk, so one slow log holds up only its own slot.
+const FLUSH_WINDOW: usize = 64;
 
 async fn flusher_loop(shard: Rc<ShardStorage>) {
+    let window = Rc::new(glommio::sync::Semaphore::new(FLUSH_WINDOW as u64));
     loop {
         let wait = shard.flush_wake.wait();
         let dirty: Vec<Rc<LogInner>> = std::mem::take(&mut shard.inner.borrow_mut().dirty);
@@ -135,20 +143,43 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
             continue;
         }
         drop(wait);
-        // bounded fan-out, one glommio task per log: re-polling many pending glommio I/Os
-        // from a single task leaks waker references in glommio 0.9 (refcount overflow)
-        for chunk in dirty.chunks(FLUSH_FANOUT) {
-            let tasks: Vec<_> = chunk
-                .iter()
-                .map(|l| {
-                    let (s, l) = (shard.clone(), l.clone());
-                    glommio::spawn_local(async move { crate::flusher::flush_log(&s, &l).await })
+        let started = Instant::now();
+        let cycle = match shard.opts.flush_sync {
+            FlushSync::Segment => None,
+            FlushSync::Filesystem => Some(Rc::new(CycleSync::new(dirty.len()))),
+        };
+        // one glommio task per log: re-polling many pending glommio I/Os from a single
+        // task leaks waker references in glommio 0.9 (refcount overflow)
+        let tasks: Vec<_> = dirty
+            .into_iter()
+            .map(|l| {
+                let (s, w, c) = (shard.clone(), window.clone(), cycle.clone());
+                glommio::spawn_local(async move {
+                    // with a cycle sync the slot is held for the writes only: the log
+                    // then waits for the sync without holding up the others' writes
+                    let slot = w.acquire_permit(1).await.ok();
+                    crate::flusher::flush_log(&s, &l, c.as_deref(), slot).await
                 })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
+            })
+            .collect();
+        if let Some(c) = &cycle {
+            let (syncs, took) = c.sync().await;
+            shard.metrics_add(|m| {
+                m.fsyncs += syncs;
+                m.fsync_micros_total += took.as_micros() as u64;
+                if syncs > 0 {
+                    m.fsync_durations.observe(took);
+                }
+            });
         }
+        for t in tasks {
+            t.await;
+        }
+        let took = started.elapsed();
+        shard.metrics_add(|m| {
+            m.flush_cycles += 1;
+            m.flush_cycle_durations.observe(took);
+        });
         shard.progress.notify();
     }
     shard.flusher_running.set(false);

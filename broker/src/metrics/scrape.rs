@@ -75,6 +75,8 @@ fn add_storage(to: &mut StorageMetrics, m: &StorageMetrics) {
     to.bytes_appended += m.bytes_appended;
     to.batches_appended += m.batches_appended;
     to.flushes += m.flushes;
+    to.flush_cycles += m.flush_cycles;
+    to.flush_cycle_durations.merge(&m.flush_cycle_durations);
     to.fsyncs += m.fsyncs;
     to.fsync_micros_total += m.fsync_micros_total;
     to.fsync_durations.merge(&m.fsync_durations);
@@ -451,6 +453,18 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_storage_flushes_total",
         "Group commits (one per log with pending batches per flusher cycle).",
         s.flushes,
+    );
+    counter(
+        &mut e,
+        "sluice_storage_flush_cycles_total",
+        "Flusher cycles (each makes every log on the shard's dirty list durable).",
+        s.flush_cycles,
+    );
+    histogram(
+        &mut e,
+        "sluice_storage_flush_cycle_seconds",
+        "Wall time of each flusher cycle, from taking the dirty list to the last durable signal.",
+        &s.flush_cycle_durations,
     );
     counter(&mut e, "sluice_storage_bytes_written_total", "Bytes written to segment files by the flusher (whole pages: the rewritten tail page and padding included).", s.bytes_written);
     counter(

@@ -1,0 +1,220 @@
+//! Crash test with many logs on one shard (issue 18): a child process (this test binary,
+//! re-run on the ignored `many_logs_child` entry) opens `LOGS` logs and appends small
+//! batches to them round-robin from several tasks, so each flusher cycle touches hundreds
+//! of logs; it prints every batch once `wait_durable` says it is durable. The parent
+//! SIGKILLs it at random moments (mid-cycle: writes, syncs and durable signals of
+//! different logs interleave), reopens every log and checks that each batch ever reported
+//! durable is intact (same offsets, same CRC-32C) and that every log's offsets are
+//! contiguous. Rounds alternate `FlushSync::Segment` and `FlushSync::Filesystem`.
+
+mod common;
+use common::{batch, run, spawn_crash_child, tempdir, xorshift};
+use sluice_proto::batch::RecordBatchHeader;
+use sluice_storage::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LOGS: usize = 1000;
+const ROUNDS: u64 = 8;
+
+fn log_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("t-{i}"))
+}
+
+fn opts(mode: &str) -> ShardStorageOptions {
+    ShardStorageOptions {
+        flush_sync: FlushSync::parse(mode).unwrap(),
+        ..Default::default()
+    }
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        index_interval_bytes: 1024,
+        ..Default::default()
+    }
+}
+
+#[test]
+#[ignore = "child process of kill9_mid_cycle_keeps_every_durable_batch_of_many_logs"]
+fn many_logs_child() {
+    let Ok(root) = std::env::var("SLUICE_CRASH_DIR") else {
+        return;
+    };
+    let mode = std::env::var("SLUICE_CRASH_MODE").unwrap_or_else(|_| "segment".into());
+    let seed: u64 = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    run(move || async move {
+        let shard = ShardStorage::start(opts(&mode));
+        let root = PathBuf::from(root);
+        let mut logs = Vec::with_capacity(LOGS);
+        for i in 0..LOGS {
+            logs.push(
+                PartitionLog::open(&shard, log_dir(&root, i), small_segments())
+                    .await
+                    .unwrap(),
+            );
+        }
+        println!("OPEN");
+        let logs = std::rc::Rc::new(logs);
+        let mut tasks = Vec::new();
+        for t in 0..16u64 {
+            let logs = logs.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let mut x = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(t * 7919 + 1);
+                loop {
+                    // a burst over many logs, then wait for all of it: cycles touch many logs
+                    let mut waits = Vec::new();
+                    for _ in 0..64 {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let i = (x >> 33) as usize % LOGS;
+                        let n = 1 + (x >> 40) as usize % 3;
+                        let size = 10 + (x >> 45) as usize % 1500;
+                        let b = batch(n, size, 1_700_000_000_000, (x >> 20) as u8);
+                        let info = logs[i].append(b, 0).unwrap();
+                        waits.push((i, info));
+                    }
+                    for (i, info) in waits {
+                        logs[i].wait_durable(info.last_offset).await.unwrap();
+                        let stored = logs[i]
+                            .read(info.base_offset, info.last_offset + 1, 1, true)
+                            .await
+                            .unwrap();
+                        let crc = crc32c::crc32c(&stored[0]);
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "D {i} {} {} {crc}", info.base_offset, info.last_offset)
+                            .unwrap();
+                        out.flush().unwrap();
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+    });
+}
+
+/// log → base offset → (last offset, CRC-32C of the stored batch).
+type Durable = Vec<BTreeMap<i64, (i64, u32)>>;
+
+fn record(durable: &mut Durable, line: &str) {
+    let mut it = line.split_whitespace();
+    if it.next() != Some("D") {
+        return;
+    }
+    let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
+    if v.len() == 4 {
+        durable[v[0] as usize].insert(v[1], (v[2], v[3] as u32));
+    }
+}
+
+#[test]
+fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
+    let dir = tempdir();
+    let root = dir.path().join("many");
+    let mut durable: Durable = vec![BTreeMap::new(); LOGS];
+    let started = Instant::now();
+    let mut rng = 0x2545f4914f6cdd1du64;
+    for round in 0..ROUNDS {
+        let mode = if round % 2 == 0 {
+            "filesystem"
+        } else {
+            "segment"
+        };
+        let mut child = spawn_crash_child(
+            "many_logs_child",
+            &[
+                ("SLUICE_CRASH_DIR", root.display().to_string()),
+                ("SLUICE_CRASH_MODE", mode.to_string()),
+                ("SLUICE_CRASH_SEED", round.to_string()),
+            ],
+        );
+        let extra = Duration::from_millis(50 + xorshift(&mut rng) % 400);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut first_seen = None;
+        let before: usize = durable.iter().map(BTreeMap::len).sum();
+        loop {
+            match child.lines.recv_timeout(Duration::from_millis(2)) {
+                Ok(l) => record(&mut durable, &l),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+            let now: usize = durable.iter().map(BTreeMap::len).sum();
+            if first_seen.is_none() && now > before {
+                first_seen = Some(Instant::now());
+            }
+            if first_seen.is_some_and(|t| t.elapsed() >= extra) || Instant::now() > deadline {
+                break;
+            }
+        }
+        // SIGKILL mid-run: no flush, no marker
+        for l in child.kill9() {
+            record(&mut durable, &l);
+        }
+        let now: usize = durable.iter().map(BTreeMap::len).sum();
+        assert!(
+            now > before,
+            "round {round}: the child reported nothing durable"
+        );
+        let expect = durable.clone();
+        let r = root.clone();
+        let clean = round % 3 == 2;
+        run(move || async move {
+            let shard = ShardStorage::start(opts(mode));
+            for (i, exp) in expect.iter().enumerate() {
+                let log = PartitionLog::open(&shard, log_dir(&r, i), small_segments())
+                    .await
+                    .unwrap();
+                let end = log.log_end_offset();
+                if let Some((_, &(last, _))) = exp.iter().next_back() {
+                    assert!(
+                        end > last,
+                        "round {round} ({mode}), log {i}: end {end} lost durable offset {last}"
+                    );
+                }
+                for (&base, &(last, crc)) in exp {
+                    let b = log.read(base, end, 1, true).await.unwrap();
+                    let h = RecordBatchHeader::parse(&b[0]).unwrap();
+                    assert_eq!(
+                        (h.base_offset, h.last_offset()),
+                        (base, last),
+                        "round {round} ({mode}), log {i}"
+                    );
+                    assert_eq!(
+                        crc32c::crc32c(&b[0]),
+                        crc,
+                        "round {round} ({mode}), log {i}: batch {base} changed"
+                    );
+                }
+                let mut next = log.log_start_offset();
+                while next < end {
+                    let bs = log.read(next, end, 1 << 20, true).await.unwrap();
+                    for b in bs {
+                        let h = sluice_proto::batch::validate_batch(&b).unwrap();
+                        assert_eq!(h.base_offset, next, "round {round}, log {i}: gap");
+                        next = h.last_offset() + 1;
+                    }
+                }
+                if clean {
+                    log.close().await.unwrap();
+                }
+            }
+            shard.shutdown().await.unwrap();
+        });
+    }
+    let total: usize = durable.iter().map(BTreeMap::len).sum();
+    eprintln!(
+        "{ROUNDS} kill -9 rounds over {LOGS} logs, {total} durable batches checked, {:?}",
+        started.elapsed()
+    );
+}
