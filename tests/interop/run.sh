@@ -175,11 +175,14 @@ fi
 # 8. Transactions (confluent-kafka): commit/abort over 6 partitions read by read_committed
 #    and read_uncommitted consumers; consume-transform-produce with offsets in the
 #    transaction, exactly once through kill -9s at random moments. Runs its own broker.
-if timeout 600 python3 "$HERE/transactions.py" "$BIN" "$WORK/transactions" >"$WORK/out" 2>&1; then
+if timeout -k 30 600 python3 -u "$HERE/transactions.py" "$BIN" "$WORK/transactions" >"$WORK/out" 2>&1; then
     ok "transactions: read_committed, consume-transform-produce through kill -9 (confluent-kafka)"
 else
     ko "transactions (confluent-kafka)" "exit $?"
+    grep -v '^%[0-9]|' "$WORK/out" | tail -n 60
 fi
+# a killed script cannot end the brokers it started (its kill thread restarts them)
+pkill -KILL -f "$WORK/transactions/data" 2>/dev/null || true
 if [ "$failed" != 0 ]; then
     echo "--- broker log tail ---"; tail -n 30 "$WORK/broker.log"
 fi

@@ -14,6 +14,7 @@
 Usage: transactions.py SLUICE_BIN [WORKDIR]. Every wait is bounded; any failure exits 1.
 """
 
+import faulthandler
 import os
 import random
 import signal
@@ -262,6 +263,10 @@ def transform_loop(broker, thread, inputs):
 
 
 def main():
+    # past 550 s (the suite kills at 600 s): print every thread's stack, then exit, so a
+    # hang says where it is; SIGTERM exits through the `finally` that kills the broker
+    faulthandler.dump_traceback_later(550)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     binary = sys.argv[1]
     work = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(prefix="sluice-txn-")
     os.makedirs(work, exist_ok=True)

@@ -9,6 +9,7 @@
 //!                             └──► client (Conn per broker, ApiVersions, Metadata) ─► format
 //! ```
 
+mod acl;
 mod client;
 mod cluster;
 mod consume;
@@ -81,6 +82,13 @@ pub(crate) enum AdminCommand {
         #[command(subcommand)]
         verb: txn::TxnVerb,
     },
+    /// ACLs: add, list, remove (as kafka-acls.sh).
+    Acl {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        verb: acl::AclVerb,
+    },
     /// SCRAM users: add (before the first start), set, delete, list.
     User {
         #[command(flatten)]
@@ -104,6 +112,7 @@ pub(crate) fn run(cmd: &AdminCommand) -> i32 {
         }
         AdminCommand::Txn { client, verb } => txn::run(verb, client).map(|()| 0),
         AdminCommand::User { client, verb } => user::run(verb, client).map(|()| 0),
+        AdminCommand::Acl { client, verb } => acl::run(verb, client).map(|()| 0),
         AdminCommand::Produce(args) => produce::run(args).map(|()| 0),
         AdminCommand::Consume(args) => consume::run(args).map(|()| 0),
     };

@@ -65,6 +65,8 @@ pub(crate) struct BrokerProcess {
     starts: u32,
     /// Extra command-line arguments (e.g. `--set name=value`), kept across restarts.
     extra_args: Vec<String>,
+    /// Listeners besides PLAINTEXT on `port` (`SSL://127.0.0.1:P,...`).
+    more_listeners: Option<String>,
 }
 
 impl BrokerProcess {
@@ -75,6 +77,17 @@ impl BrokerProcess {
 
     /// Like `spawn`, with broker settings given as `--set name=value`.
     pub(crate) fn spawn_with(cores: usize, settings: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn_full(cores, settings, None, |_| Ok(()))
+    }
+
+    /// Like `spawn_with`, with listeners besides PLAINTEXT on `port()` (`more_listeners`,
+    /// Kafka's form) and `prepare` run on the data dir before the first start.
+    pub(crate) fn spawn_full(
+        cores: usize,
+        settings: &[(&str, &str)],
+        more_listeners: Option<&str>,
+        prepare: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Self> {
         let mut broker = BrokerProcess {
             child: None,
             port: free_port(),
@@ -86,7 +99,9 @@ impl BrokerProcess {
                 .iter()
                 .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
                 .collect(),
+            more_listeners: more_listeners.map(str::to_string),
         };
+        prepare(broker.data_dir.path())?;
         // The port was free when picked, but another process (e.g. a client's outgoing
         // connection) may take it before the broker binds: then pick another.
         for _ in 0..3 {
@@ -136,7 +151,10 @@ impl BrokerProcess {
         }
         self.starts += 1;
         let log = File::create(self.log_path(self.starts))?;
-        let listen = self.bootstrap();
+        let listen = match &self.more_listeners {
+            Some(more) => format!("PLAINTEXT://{},{more}", self.bootstrap()),
+            None => self.bootstrap(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("--listen")
             .arg(&listen)

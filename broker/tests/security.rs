@@ -1,0 +1,506 @@
+//! Security against a real broker process (issue 19): TLS listeners with client
+//! certificates (certificates made here with rcgen, never committed keys), SASL SCRAM and
+//! PLAIN with users added before the first start and managed online, and ACLs that let a
+//! principal do exactly what they grant, surviving restarts and kill -9. Clients are the
+//! `sluice` admin verbs with librdkafka's security settings (`-X`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use common::{free_port, BrokerProcess};
+
+/// Runs `sluice ARGS` (bounded by its --timeout), feeding `stdin`; (success, stdout+stderr).
+fn sluice(args: &[&str], stdin: &str) -> Result<(bool, String)> {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .args(["--timeout", "10s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+fn ok(args: &[&str], stdin: &str) -> Result<String> {
+    let (success, out) = sluice(args, stdin)?;
+    ensure!(success, "sluice {args:?} failed: {out}");
+    Ok(out)
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// A CA, a broker certificate for 127.0.0.1, a client certificate (CN=alice), one from
+/// another CA and an expired one; PEM files in a temp dir.
+fn make_pki() -> Result<Pki> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text);
+    let ca = |cn: &str| -> Result<(rcgen::Certificate, rcgen::Issuer<'static, KeyPair>)> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate()?;
+        let cert = p.self_signed(&key)?;
+        Ok((cert, rcgen::Issuer::new(p, key)))
+    };
+    let (ca_cert, issuer) = ca("sluice-test-ca")?;
+    let (_, other_issuer) = ca("someone-else")?;
+    write("ca.pem", &ca_cert.pem())?;
+    let server_key = KeyPair::generate()?;
+    let server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?
+        .signed_by(&server_key, &issuer)?;
+    write("server.pem", &server.pem())?;
+    write("server.key", &server_key.serialize_pem())?;
+    let client =
+        |cn: &str, expired: bool, by: &rcgen::Issuer<'_, KeyPair>| -> Result<(String, String)> {
+            let mut p = CertificateParams::new(Vec::<String>::new())?;
+            p.distinguished_name.push(DnType::OrganizationName, "acme");
+            p.distinguished_name.push(DnType::CommonName, cn);
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+            let key = KeyPair::generate()?;
+            Ok((p.signed_by(&key, by)?.pem(), key.serialize_pem()))
+        };
+    for (name, cn, expired, by) in [
+        ("alice", "alice", false, &issuer),
+        ("expired", "alice", true, &issuer),
+        ("stranger", "alice", false, &other_issuer),
+    ] {
+        let (cert, key) = client(cn, expired, by)?;
+        write(&format!("{name}.pem"), &cert)?;
+        write(&format!("{name}.key"), &key)?;
+    }
+    Ok(Pki { dir })
+}
+
+#[test]
+fn tls_listener_with_client_certificates() -> Result<()> {
+    let pki = make_pki()?;
+    let ssl_port = free_port();
+    let broker = BrokerProcess::spawn_full(
+        2,
+        &[
+            ("ssl.certificate.location", &pki.path("server.pem")),
+            ("ssl.key.location", &pki.path("server.key")),
+            ("ssl.ca.location", &pki.path("ca.pem")),
+            ("ssl.client.auth", "required"),
+        ],
+        Some(&format!("SSL://127.0.0.1:{ssl_port}")),
+        |_| Ok(()),
+    )?;
+    let boot = format!("127.0.0.1:{ssl_port}");
+    let ca = format!("ssl.ca.location={}", pki.path("ca.pem"));
+    let with_cert = |name: &str| -> Vec<String> {
+        vec![
+            "-b".into(),
+            boot.clone(),
+            "-X".into(),
+            "security.protocol=SSL".into(),
+            "-X".into(),
+            ca.clone(),
+            "-X".into(),
+            format!(
+                "ssl.certificate.location={}",
+                pki.path(&format!("{name}.pem"))
+            ),
+            "-X".into(),
+            format!("ssl.key.location={}", pki.path(&format!("{name}.key"))),
+        ]
+    };
+    let args = |extra: &[&str], sec: &[String]| -> Vec<String> {
+        extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(sec.iter().cloned())
+            .collect()
+    };
+    let run =
+        |a: Vec<String>, stdin: &str| ok(&a.iter().map(String::as_str).collect::<Vec<_>>(), stdin);
+    let alice = with_cert("alice");
+    run(
+        args(&["topic", "create", "tls-t", "--partitions", "1"], &alice),
+        "",
+    )?;
+    run(args(&["produce", "tls-t"], &alice), "one\ntwo\n")?;
+    let out = run(
+        args(
+            &[
+                "consume",
+                "tls-t",
+                "--from-beginning",
+                "--max-messages",
+                "2",
+            ],
+            &alice,
+        ),
+        "",
+    )?;
+    ensure!(out.contains("one") && out.contains("two"), "{out}");
+    // Metadata over the SSL listener names the SSL endpoint
+    let info = run(args(&["cluster", "info", "--format", "json"], &alice), "")?;
+    ensure!(info.contains(&format!("{ssl_port}")), "{info}");
+    ensure!(
+        !info.contains(&format!("{}", broker.port())),
+        "plaintext port leaked: {info}"
+    );
+    // no certificate, an untrusted one, an expired one, a plaintext client: refused
+    let no_cert = vec![
+        "-b".to_string(),
+        boot.clone(),
+        "-X".into(),
+        "security.protocol=SSL".into(),
+        "-X".into(),
+        ca.clone(),
+    ];
+    for (what, sec) in [
+        ("no client certificate", no_cert),
+        ("untrusted certificate", with_cert("stranger")),
+        ("expired certificate", with_cert("expired")),
+        ("plaintext client", vec!["-b".to_string(), boot.clone()]),
+    ] {
+        let a = args(&["topic", "list"], &sec);
+        let (success, out) = sluice(&a.iter().map(String::as_str).collect::<Vec<_>>(), "")?;
+        ensure!(!success, "{what} was served: {out}");
+    }
+    // the plaintext listener and the TLS one keep working
+    ok(&["topic", "list", "-b", &broker.bootstrap()], "")?;
+    run(args(&["topic", "list"], &alice), "")?;
+    Ok(())
+}
+
+fn write_password(dir: &Path, name: &str, password: &str) -> Result<PathBuf> {
+    let p = dir.join(format!("{name}.pw"));
+    std::fs::write(&p, format!("{password}\n"))?;
+    Ok(p)
+}
+
+/// librdkafka's SASL settings for the admin verbs.
+fn sasl(boot: &str, mechanism: &str, user: &str, password: &str) -> Vec<String> {
+    [
+        "-b",
+        boot,
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        &format!("sasl.mechanism={mechanism}"),
+        "-X",
+        &format!("sasl.username={user}"),
+        "-X",
+        &format!("sasl.password={password}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn call(args: &[&str], sec: &[String], stdin: &str) -> Result<(bool, String)> {
+    let all: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(sec.iter().map(String::as_str))
+        .collect();
+    sluice(&all, stdin)
+}
+
+#[test]
+fn sasl_users_and_acls_survive_restarts() -> Result<()> {
+    let pw_dir = tempfile::tempdir()?;
+    let admin_pw = write_password(pw_dir.path(), "admin", "admin-secret")?;
+    let alice_pw = write_password(pw_dir.path(), "alice", "alice-secret")?;
+    let sasl_port = free_port();
+    let mut broker = BrokerProcess::spawn_full(
+        2,
+        &[
+            (
+                "sasl.enabled.mechanisms",
+                "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            ),
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+            ("super.users", "User:admin"),
+        ],
+        Some(&format!("SASL_PLAINTEXT://127.0.0.1:{sasl_port}")),
+        |data| {
+            let d = data.display().to_string();
+            for (user, mech, pw) in [
+                ("admin", "SCRAM-SHA-512", &admin_pw),
+                ("alice", "SCRAM-SHA-256", &alice_pw),
+            ] {
+                let (success, out) = sluice(
+                    &[
+                        "user",
+                        "add",
+                        user,
+                        "--mechanism",
+                        mech,
+                        "--password-file",
+                        &pw.display().to_string(),
+                        "--data-dir",
+                        &d,
+                    ],
+                    "",
+                )?;
+                if !success {
+                    bail!("user add {user}: {out}");
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let boot = format!("127.0.0.1:{sasl_port}");
+    let admin = sasl(&boot, "SCRAM-SHA-512", "admin", "admin-secret");
+    let alice = sasl(&boot, "SCRAM-SHA-256", "alice", "alice-secret");
+    let alice_plain = sasl(&boot, "PLAIN", "alice", "alice-secret");
+    let run_ok = |args: &[&str], sec: &[String], stdin: &str| -> Result<String> {
+        let (success, out) = call(args, sec, stdin)?;
+        ensure!(success, "{args:?} failed: {out}");
+        Ok(out)
+    };
+    let run_refused = |args: &[&str], sec: &[String], want: &str| -> Result<()> {
+        let (success, out) = call(args, sec, "x\n")?;
+        ensure!(
+            !success && out.contains(want),
+            "{args:?}: expected {want}, got: {out}"
+        );
+        Ok(())
+    };
+    // the admin (a super user) sets up topics and ACLs
+    for t in ["orders", "payments", "pre-a"] {
+        run_ok(&["topic", "create", t, "--partitions", "1"], &admin, "")?;
+    }
+    run_ok(
+        &[
+            "acl",
+            "add",
+            "--topic",
+            "orders",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "READ",
+            "--operation",
+            "WRITE",
+        ],
+        &admin,
+        "",
+    )?;
+    run_ok(
+        &[
+            "acl",
+            "add",
+            "--group",
+            "g1",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "READ",
+        ],
+        &admin,
+        "",
+    )?;
+    run_ok(
+        &[
+            "acl",
+            "add",
+            "--topic",
+            "pre-",
+            "--prefixed",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "READ",
+        ],
+        &admin,
+        "",
+    )?;
+    run_ok(
+        &[
+            "acl",
+            "add",
+            "--topic",
+            "pre-a",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "READ",
+            "--deny",
+        ],
+        &admin,
+        "",
+    )?;
+    let listed = run_ok(&["acl", "list", "--format", "json"], &admin, "")?;
+    ensure!(listed.matches("User:alice").count() == 5, "{listed}");
+
+    let check_alice = |round: &str| -> Result<()> {
+        run_ok(
+            &["produce", "orders"],
+            &alice,
+            &format!("{round}-1\n{round}-2\n"),
+        )
+        .with_context(|| format!("{round}: alice writes orders"))?;
+        run_refused(
+            &["produce", "payments"],
+            &alice,
+            "TOPIC_AUTHORIZATION_FAILED",
+        )?;
+        let out = run_ok(
+            &[
+                "consume",
+                "orders",
+                "--group",
+                "g1",
+                "--from-beginning",
+                "--max-messages",
+                "2",
+            ],
+            &alice,
+            "",
+        )?;
+        ensure!(out.contains(&format!("{round}-2")), "{round}: {out}");
+        run_refused(
+            &["consume", "orders", "--group", "g2", "--max-messages", "1"],
+            &alice,
+            "GROUP_AUTHORIZATION_FAILED",
+        )?;
+        run_refused(
+            &["topic", "create", "mine", "--partitions", "1"],
+            &alice,
+            "TOPIC_AUTHORIZATION_FAILED",
+        )?;
+        let topics = run_ok(&["topic", "list"], &alice, "")?;
+        ensure!(
+            topics.contains("orders") && !topics.contains("payments"),
+            "{round}: {topics}"
+        );
+        // the prefixed READ implies DESCRIBE; the DENY READ on pre-a does not deny it (Kafka)
+        ensure!(topics.contains("pre-a"), "{round}: {topics}");
+        run_refused(
+            &[
+                "consume",
+                "pre-a",
+                "--from-beginning",
+                "--max-messages",
+                "1",
+            ],
+            &alice,
+            "TOPIC_AUTHORIZATION_FAILED",
+        )?;
+        // the same user with PLAIN, a wrong password, an unknown user
+        run_ok(&["topic", "list"], &alice_plain, "")?;
+        run_refused(
+            &["topic", "list"],
+            &sasl(&boot, "SCRAM-SHA-256", "alice", "wrong"),
+            "SASL_AUTHENTICATION_FAILED",
+        )?;
+        run_refused(
+            &["topic", "list"],
+            &sasl(&boot, "SCRAM-SHA-512", "mallory", "x"),
+            "SASL_AUTHENTICATION_FAILED",
+        )?;
+        Ok(())
+    };
+    check_alice("r1")?;
+    let anonymous = vec!["-b".to_string(), broker.bootstrap()];
+    run_refused(
+        &["produce", "orders"],
+        &anonymous,
+        "TOPIC_AUTHORIZATION_FAILED",
+    )?;
+    // users managed online: bob is set by the admin, logs in, is deleted
+    let bob_pw = write_password(pw_dir.path(), "bob", "bob-secret")?;
+    run_ok(
+        &[
+            "user",
+            "set",
+            "bob",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--password-file",
+            &bob_pw.display().to_string(),
+        ],
+        &admin,
+        "",
+    )?;
+    let bob = sasl(&boot, "SCRAM-SHA-512", "bob", "bob-secret");
+    run_ok(&["topic", "list"], &bob, "")?;
+    run_refused(
+        &[
+            "user",
+            "set",
+            "eve",
+            "--password-file",
+            &bob_pw.display().to_string(),
+        ],
+        &alice,
+        "CLUSTER_AUTHORIZATION_FAILED",
+    )?;
+    let users = run_ok(&["user", "list"], &admin, "")?;
+    ensure!(
+        users.contains("admin") && users.contains("alice") && users.contains("bob"),
+        "{users}"
+    );
+    run_ok(
+        &["user", "delete", "bob", "--mechanism", "SCRAM-SHA-512"],
+        &admin,
+        "",
+    )?;
+    run_refused(&["topic", "list"], &bob, "SASL_AUTHENTICATION_FAILED")?;
+    ensure!(
+        broker
+            .data_dir()
+            .join("bootstrap-users.bin.applied")
+            .exists(),
+        "the bootstrap file is kept as applied"
+    );
+    // a clean restart and a kill -9 keep users and ACLs; bob stays deleted
+    broker.sigterm()?;
+    broker.restart()?;
+    check_alice("r2")?;
+    run_refused(&["topic", "list"], &bob, "SASL_AUTHENTICATION_FAILED")?;
+    broker.kill9()?;
+    broker.restart()?;
+    check_alice("r3")?;
+    run_ok(
+        &[
+            "acl",
+            "remove",
+            "--topic",
+            "orders",
+            "--principal",
+            "User:alice",
+        ],
+        &admin,
+        "",
+    )?;
+    std::thread::sleep(Duration::from_millis(200));
+    run_refused(&["produce", "orders"], &alice, "TOPIC_AUTHORIZATION_FAILED")?;
+    Ok(())
+}
