@@ -94,7 +94,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "none",
         kind: Kind::Choice(&["none", "requested", "required"]),
         unit: "",
-        doc: "Client certificates on TLS listeners: none, requested (verified when sent), required. A verified certificate's subject becomes the principal (User:CN=...,O=...).",
+        doc: "Client certificates on SSL listeners: none, requested (verified when sent), required. A verified certificate's subject becomes the principal (User:CN=...,O=...). SASL_SSL listeners authenticate with SASL and ask for none (as Kafka, KIP-684).",
     },
     Setting {
         name: "ssl.enabled.protocols",

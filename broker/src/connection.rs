@@ -194,7 +194,7 @@ pub(crate) async fn serve(
     }
     let (stream, principal) = match &listener.tls {
         None => (Stream::Plain(stream), None),
-        Some(tls) => match tls_handshake(tls, stream).await {
+        Some(tls) => match tls_handshake(tls, listener.listener.protocol.sasl(), stream).await {
             Ok(s) => {
                 let principal = s
                     .get_ref()
@@ -248,9 +248,10 @@ pub(crate) const ANONYMOUS: &str = "User:ANONYMOUS";
 /// Runs the server side of a TLS handshake, bounded by `tls::HANDSHAKE_TIMEOUT`.
 async fn tls_handshake(
     tls: &crate::tls::TlsConfig,
+    sasl: bool,
     stream: TcpStream,
 ) -> Result<futures_rustls::server::TlsStream<TcpStream>, String> {
-    let accept = futures_rustls::TlsAcceptor::from(tls.current()).accept(stream);
+    let accept = futures_rustls::TlsAcceptor::from(tls.current(sasl)).accept(stream);
     let timeout = async {
         glommio::timer::sleep(crate::tls::HANDSHAKE_TIMEOUT).await;
         Err(format!(

@@ -26,28 +26,40 @@ use crate::config::BrokerConfig;
 /// A TLS handshake that has not finished in this time closes its connection.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The current server config of the TLS listeners. Shared by every shard and the reload
-/// thread; readers never block.
+/// The current server configs of the TLS listeners: SSL listeners ask for client
+/// certificates as `ssl.client.auth` says; SASL_SSL listeners authenticate with SASL and
+/// do not (Kafka's rule since KIP-684). Shared by every shard and the reload thread;
+/// readers never block.
 #[derive(Clone)]
-pub(crate) struct TlsConfig(Arc<ArcSwap<ServerConfig>>);
+pub(crate) struct TlsConfig {
+    ssl: Arc<ArcSwap<ServerConfig>>,
+    sasl_ssl: Arc<ArcSwap<ServerConfig>>,
+}
 
 impl TlsConfig {
-    /// Builds the config from the settings; fails when a file is missing or unusable.
+    /// Builds the configs from the settings; fails when a file is missing or unusable.
     pub(crate) fn load(config: &BrokerConfig) -> anyhow::Result<Self> {
-        Ok(Self(Arc::new(ArcSwap::from_pointee(server_config(
-            config,
-        )?))))
+        Ok(Self {
+            ssl: Arc::new(ArcSwap::from_pointee(server_config(config, true)?)),
+            sasl_ssl: Arc::new(ArcSwap::from_pointee(server_config(config, false)?)),
+        })
     }
 
-    /// The config for a connection accepted now.
-    pub(crate) fn current(&self) -> Arc<ServerConfig> {
-        self.0.load_full()
+    /// The config for a connection accepted now on a listener with `sasl` or not.
+    pub(crate) fn current(&self, sasl: bool) -> Arc<ServerConfig> {
+        if sasl {
+            self.sasl_ssl.load_full()
+        } else {
+            self.ssl.load_full()
+        }
     }
 
-    /// Reads the PEM files again; on error the old config stays and the error is returned.
+    /// Reads the PEM files again; on error the old configs stay and the error is returned.
     pub(crate) fn reload(&self, config: &BrokerConfig) -> anyhow::Result<()> {
-        let fresh = server_config(config)?;
-        self.0.store(Arc::new(fresh));
+        let ssl = server_config(config, true)?;
+        let sasl_ssl = server_config(config, false)?;
+        self.ssl.store(Arc::new(ssl));
+        self.sasl_ssl.store(Arc::new(sasl_ssl));
         Ok(())
     }
 }
@@ -70,7 +82,8 @@ fn certs(path: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>>
     Ok(certs)
 }
 
-fn server_config(config: &BrokerConfig) -> anyhow::Result<ServerConfig> {
+/// The server config; `client_auth` applies `ssl.client.auth` (SSL listeners).
+fn server_config(config: &BrokerConfig, client_auth: bool) -> anyhow::Result<ServerConfig> {
     let chain = certs(
         config.str_value("ssl.certificate.location"),
         "ssl.certificate.location",
@@ -95,7 +108,11 @@ fn server_config(config: &BrokerConfig) -> anyhow::Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .context("ssl.enabled.protocols")?;
-    let auth = config.str_value("ssl.client.auth");
+    let auth = if client_auth {
+        config.str_value("ssl.client.auth")
+    } else {
+        "none"
+    };
     let builder = if auth == "none" {
         builder.with_no_client_auth()
     } else {

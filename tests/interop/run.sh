@@ -183,6 +183,15 @@ else
 fi
 # a killed script cannot end the brokers it started (its kill thread restarts them)
 pkill -KILL -f "$WORK/transactions/data" 2>/dev/null || true
+# 9. Security: TLS (mTLS), SASL SCRAM/PLAIN and ACLs with confluent-kafka, kafka-python,
+#    kcat and KafkaJS; certificates made by the script. Runs its own broker.
+if timeout -k 30 420 env NODE_PATH="$NODE_MODULES" python3 -u "$HERE/security.py" "$BIN" "$WORK/security" >"$WORK/out" 2>&1; then
+    ok "security: SASL_SSL SCRAM and mTLS clients, refusals, ACLs through kill -9 (confluent-kafka, kafka-python, kcat, kafkajs)"
+else
+    ko "security" "exit $?"
+    grep -v '^%[0-9]|' "$WORK/out" | tail -n 40
+fi
+pkill -KILL -f "$WORK/security/data" 2>/dev/null || true
 if [ "$failed" != 0 ]; then
     echo "--- broker log tail ---"; tail -n 30 "$WORK/broker.log"
 fi

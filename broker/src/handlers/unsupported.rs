@@ -179,7 +179,14 @@ fn decoded(frame: &RequestFrame, code: i16) -> Result<Vec<Bytes>, String> {
                 .collect();
             enc(
                 frame,
-                &FindCoordinatorResponse::default().with_coordinators(coordinators),
+                &if frame.version() >= 4 {
+                    FindCoordinatorResponse::default().with_coordinators(coordinators)
+                } else {
+                    FindCoordinatorResponse::default()
+                        .with_error_code(code)
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                },
             )
         }
         ApiKey::OffsetCommit => {
