@@ -117,15 +117,16 @@ pub struct RunReport {
     pub client: Option<ProcUsage>,
 }
 
-/// Maps monotonic time since the run started to UNIX nanoseconds.
+/// Maps monotonic time since the run started to UNIX nanoseconds; one per run, copied
+/// into every producer and consumer thread so their stamps and receive times agree.
 #[derive(Clone, Copy, Debug)]
-struct Clock {
-    start: Instant,
+pub(crate) struct Clock {
+    pub(crate) start: Instant,
     unix_start_ns: u64,
 }
 
 impl Clock {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let unix_start_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -135,10 +136,10 @@ impl Clock {
             unix_start_ns,
         }
     }
-    fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }
-    fn unix_ns(&self, at: Duration) -> u64 {
+    pub(crate) fn unix_ns(&self, at: Duration) -> u64 {
         self.unix_start_ns + at.as_nanos() as u64
     }
 }

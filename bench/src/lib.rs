@@ -12,6 +12,7 @@
 //! `old_formats`, which speaks Produce / Fetch itself at versions librdkafka cannot be made
 //! to pick (the cost of message-format conversion).
 
+mod broker_process;
 pub mod compaction;
 pub mod engine;
 pub mod kafka;
@@ -19,6 +20,10 @@ pub mod limits;
 pub mod metadata;
 pub mod old_formats;
 pub mod pacer;
+pub mod partitions;
+mod partitions_durability;
+pub mod partitions_load;
+pub mod partitions_report;
 pub mod procstat;
 mod progress;
 pub mod record;

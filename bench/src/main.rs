@@ -1,6 +1,6 @@
 //! `sluice-bench` command line: produce, consume, e2e, workload, limits, suite, the
 //! metadata workloads (metadata, failover; see `sluice_bench::metadata`), and the commands
-//! that start their own broker (replication, compaction, transactions).
+//! that start their own broker (replication, compaction, transactions, partitions).
 //!
 //! Each load command creates the topics it needs (deleting what it created unless
 //! `--keep-topics`), runs the engine, and prints a table or, with `--json`, one JSON
@@ -19,6 +19,7 @@ use sluice_bench::kafka::{self, parse_prop, ProducerSettings};
 use sluice_bench::limits::{self, LimitsConfig};
 use sluice_bench::metadata::{self, FailoverArgs, MetadataArgs};
 use sluice_bench::old_formats::{self, OldFormatsArgs};
+use sluice_bench::partitions::{self, PartitionsArgs};
 use sluice_bench::procstat;
 use sluice_bench::record::KeyDistributor;
 use sluice_bench::replication::{self, ReplicationArgs};
@@ -82,6 +83,10 @@ enum Command {
     /// idempotent produce on a one-node broker it starts: committed MB/s, commit latency,
     /// the ratio against issue 15's target.
     Transactions(TransactionsArgs),
+    /// One broker it starts with many partitions (1x100 .. 1x10000, or --layout TxP):
+    /// create, clean stop/start and kill -9 recovery times, idle RSS/fds/CPU, then a load
+    /// spread over every partition (ack and e2e latency, CPU per GB).
+    Partitions(PartitionsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -423,6 +428,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Compaction(a) => compaction::compaction_command(cli.json, cli.quiet, a),
         Command::Transactions(a) => transactions::transactions_command(cli.json, cli.quiet, a),
+        Command::Partitions(a) => partitions::partitions_command(cli.json, cli.quiet, a),
     }
 }
 

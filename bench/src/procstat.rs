@@ -2,7 +2,8 @@
 //! `/proc/<pid>/status`, used for the broker (given its pid) and for the bench itself.
 //!
 //! CPU seconds are user + system time (fields 14 and 15 of `stat`, in USER_HZ ticks);
-//! peak RSS is `VmHWM`, the high-water mark since the process started.
+//! peak RSS is `VmHWM`, the high-water mark since the process started; current RSS is
+//! `VmRSS`, and open file descriptors are the entries of `/proc/<pid>/fd`.
 
 use std::time::Duration;
 
@@ -108,19 +109,46 @@ pub fn parse_cpu_seconds(stat: &str) -> Result<f64> {
     Ok((field(14)? + field(15)?) / USER_HZ)
 }
 
+/// Resident memory and open file descriptors of a process at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Footprint {
+    /// Current resident set size in bytes (`VmRSS`).
+    pub rss_bytes: u64,
+    /// Entries of `/proc/<pid>/fd`.
+    pub open_fds: u64,
+}
+
+/// Reads the current RSS and the open file descriptors of `pid` (fds are readable only
+/// for this user's processes).
+pub fn footprint(pid: u32) -> Result<Footprint> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("listing /proc/{pid}/fd"))?;
+    Ok(Footprint {
+        rss_bytes: parse_status_kb(&status, "VmRSS:")?,
+        open_fds: fds.count() as u64,
+    })
+}
+
 /// `VmHWM` in bytes from `/proc/<pid>/status` (the kernel reports kB).
 pub fn parse_vm_hwm(status: &str) -> Result<u64> {
+    parse_status_kb(status, "VmHWM:")
+}
+
+/// The `field` line (e.g. `VmRSS:`) of `/proc/<pid>/status`, in bytes.
+fn parse_status_kb(status: &str, field: &str) -> Result<u64> {
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow!("status has no VmHWM line"))?;
+        .find(|l| l.starts_with(field))
+        .ok_or_else(|| anyhow!("status has no {field} line"))?;
     let kb: u64 = line
-        .trim_start_matches("VmHWM:")
+        .trim_start_matches(field)
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .context("VmHWM value")?;
+        .with_context(|| format!("{field} value"))?;
     Ok(kb * 1024)
 }
 
@@ -198,6 +226,19 @@ mod tests {
         let status = "Name:\tsluice\nVmPeak:\t  1000 kB\nVmHWM:\t   2048 kB\nVmRSS:\t 1024 kB\n";
         assert_eq!(parse_vm_hwm(status).expect("parses"), 2048 * 1024);
         assert!(parse_vm_hwm("Name: x\n").is_err());
+        assert_eq!(
+            parse_status_kb(status, "VmRSS:").expect("parses"),
+            1024 * 1024
+        );
+    }
+
+    #[test]
+    fn footprint_of_this_process() {
+        // other tests open and close files concurrently: only check that both are read
+        let _f = std::fs::File::open("/proc/self/status").expect("open");
+        let f = footprint(std::process::id()).expect("own /proc readable");
+        assert!(f.rss_bytes > 0 && f.open_fds > 0, "{f:?}");
+        assert!(footprint(u32::MAX).is_err());
     }
 
     #[test]
