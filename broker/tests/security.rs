@@ -395,6 +395,17 @@ fn sasl_users_and_acls_survive_restarts() -> Result<()> {
             &alice,
             "TOPIC_AUTHORIZATION_FAILED",
         )?;
+        run_refused(
+            &[
+                "topic",
+                "alter-config",
+                "orders",
+                "--set",
+                "retention.ms=60000",
+            ],
+            &alice,
+            "TOPIC_AUTHORIZATION_FAILED",
+        )?;
         let topics = run_ok(&["topic", "list"], &alice, "")?;
         ensure!(
             topics.contains("orders") && !topics.contains("payments"),
@@ -428,6 +439,17 @@ fn sasl_users_and_acls_survive_restarts() -> Result<()> {
         Ok(())
     };
     check_alice("r1")?;
+    run_ok(
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "retention.ms=60000",
+        ],
+        &admin,
+        "",
+    )?;
     let anonymous = vec!["-b".to_string(), broker.bootstrap()];
     run_refused(
         &["produce", "orders"],

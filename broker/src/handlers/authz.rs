@@ -2,10 +2,10 @@
 //! they are handled (Kafka's KafkaApis checks, with Kafka's error codes). A request is
 //! refused whole when it names a resource the principal may not use: the answer carries
 //! the error for every topic, group or transactional id in it. Produce and Fetch check
-//! per topic in their own handlers; Metadata, OffsetFetch, DescribeGroups and ListGroups
-//! hide what the principal may not describe (`filter_*`). An API not listed here is served
-//! to super users only while an authorizer is on (the connection of anyone else closes),
-//! so nothing is left unchecked.
+//! per topic in their own handlers; Metadata, OffsetFetch, DescribeGroups, ListGroups and
+//! ListTransactions hide what the principal may not describe (`filter_*`). An API not
+//! listed here is served to super users only while an authorizer is on (the connection of
+//! anyone else closes), so nothing is left unchecked.
 //!
 //! ```text
 //!  dispatch ─► check(frame) ─► None: handle │ Some(answer): refused with *_AUTHORIZATION_FAILED
@@ -205,10 +205,107 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
             }
         }
         ApiKey::DescribeCluster => (!a.allows_cluster(conn, Op::Describe)).then_some(CLUSTER),
+        ApiKey::DescribeConfigs => {
+            let r: DescribeConfigsRequest = dec!(frame);
+            config_denied(
+                a,
+                conn,
+                Op::DescribeConfigs,
+                r.resources
+                    .iter()
+                    .map(|x| (x.resource_type, x.resource_name.as_str())),
+            )
+        }
+        ApiKey::AlterConfigs => {
+            let r: AlterConfigsRequest = dec!(frame);
+            config_denied(
+                a,
+                conn,
+                Op::AlterConfigs,
+                r.resources
+                    .iter()
+                    .map(|x| (x.resource_type, x.resource_name.as_str())),
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let r: IncrementalAlterConfigsRequest = dec!(frame);
+            config_denied(
+                a,
+                conn,
+                Op::AlterConfigs,
+                r.resources
+                    .iter()
+                    .map(|x| (x.resource_type, x.resource_name.as_str())),
+            )
+        }
+        ApiKey::DeleteGroups => {
+            let r: DeleteGroupsRequest = dec!(frame);
+            r.groups_names
+                .iter()
+                .any(|g| !group(Op::Delete, g))
+                .then_some(GROUP)
+        }
+        ApiKey::OffsetDelete => {
+            let r: OffsetDeleteRequest = dec!(frame);
+            if !group(Op::Delete, &r.group_id) {
+                Some(GROUP)
+            } else {
+                r.topics
+                    .iter()
+                    .any(|t| !topic(Op::Read, &t.name))
+                    .then_some(TOPIC)
+            }
+        }
+        ApiKey::ElectLeaders | ApiKey::AlterPartitionReassignments => {
+            (!a.allows_cluster(conn, Op::Alter)).then_some(CLUSTER)
+        }
+        ApiKey::ListPartitionReassignments => {
+            (!a.allows_cluster(conn, Op::Describe)).then_some(CLUSTER)
+        }
+        ApiKey::WriteTxnMarkers => (!a.allows_cluster(conn, Op::ClusterAction)).then_some(CLUSTER),
+        ApiKey::DescribeProducers => {
+            let r: DescribeProducersRequest = dec!(frame);
+            r.topics
+                .iter()
+                .any(|t| !topic(Op::Read, &t.name))
+                .then_some(TOPIC)
+        }
+        ApiKey::DescribeTransactions => {
+            let r: DescribeTransactionsRequest = dec!(frame);
+            r.transactional_ids
+                .iter()
+                .any(|id| !a.allows(conn, Op::Describe, Rt::TransactionalId, id))
+                .then_some(TXN)
+        }
+        ApiKey::ListTransactions => None,
         // everything else: super users (ALL on the cluster) only, until checked one by one
         _ => (!a.allows_cluster(conn, Op::All)).then_some(-1),
     }?;
     Some(refuse(frame, refused, conn))
+}
+
+/// The error for config resources the principal may not `op`: a topic needs it on the
+/// topic, a broker (or broker logger) on the cluster.
+fn config_denied<'a>(
+    a: &crate::access::Access,
+    conn: &Conn,
+    op: Op,
+    mut resources: impl Iterator<Item = (i8, &'a str)>,
+) -> Option<i16> {
+    const TOPIC_RESOURCE: i8 = 2;
+    let mut code = None;
+    resources.any(|(rt, name)| {
+        let (ok, c) = if rt == TOPIC_RESOURCE {
+            (a.allows(conn, op, Rt::Topic, name), TOPIC)
+        } else {
+            (a.allows_cluster(conn, op), CLUSTER)
+        };
+        if !ok {
+            code = Some(c);
+        }
+        !ok
+    });
+    code
 }
 
 fn decode<R: kafka_protocol::protocol::Decodable>(frame: &RequestFrame) -> Option<R> {
@@ -349,6 +446,186 @@ fn refusal(frame: &RequestFrame, code: i16) -> Option<Response> {
                 &CreatePartitionsResponse::default().with_results(results),
             )
         }
+        ApiKey::DescribeConfigs => {
+            let r: DescribeConfigsRequest = decode(frame)?;
+            let results = r
+                .resources
+                .iter()
+                .map(|x| {
+                    describe_configs_response::DescribeConfigsResult::default()
+                        .with_error_code(code)
+                        .with_resource_type(x.resource_type)
+                        .with_resource_name(x.resource_name.clone())
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &DescribeConfigsResponse::default().with_results(results),
+            )
+        }
+        ApiKey::AlterConfigs => {
+            let r: AlterConfigsRequest = decode(frame)?;
+            let responses = r
+                .resources
+                .iter()
+                .map(|x| {
+                    alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_error_code(code)
+                        .with_resource_type(x.resource_type)
+                        .with_resource_name(x.resource_name.clone())
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &AlterConfigsResponse::default().with_responses(responses),
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let r: IncrementalAlterConfigsRequest = decode(frame)?;
+            let responses = r
+                .resources
+                .iter()
+                .map(|x| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_error_code(code)
+                        .with_resource_type(x.resource_type)
+                        .with_resource_name(x.resource_name.clone())
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &IncrementalAlterConfigsResponse::default().with_responses(responses),
+            )
+        }
+        ApiKey::DeleteGroups => {
+            let r: DeleteGroupsRequest = decode(frame)?;
+            let results = r
+                .groups_names
+                .iter()
+                .map(|g| {
+                    delete_groups_response::DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(code)
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &DeleteGroupsResponse::default().with_results(results),
+            )
+        }
+        ApiKey::OffsetDelete => encode(
+            api,
+            v,
+            corr,
+            &OffsetDeleteResponse::default().with_error_code(code),
+        ),
+        ApiKey::ElectLeaders if v >= 1 => encode(
+            api,
+            v,
+            corr,
+            &ElectLeadersResponse::default().with_error_code(code),
+        ),
+        ApiKey::AlterPartitionReassignments => encode(
+            api,
+            v,
+            corr,
+            &AlterPartitionReassignmentsResponse::default().with_error_code(code),
+        ),
+        ApiKey::ListPartitionReassignments => encode(
+            api,
+            v,
+            corr,
+            &ListPartitionReassignmentsResponse::default().with_error_code(code),
+        ),
+        ApiKey::WriteTxnMarkers => {
+            let r: WriteTxnMarkersRequest = decode(frame)?;
+            let markers = r
+                .markers
+                .iter()
+                .map(|m| {
+                    write_txn_markers_response::WritableTxnMarkerResult::default()
+                        .with_producer_id(m.producer_id)
+                        .with_topics(
+                            m.topics
+                                .iter()
+                                .map(|t| {
+                                    write_txn_markers_response::WritableTxnMarkerTopicResult::default()
+                                        .with_name(t.name.clone())
+                                        .with_partitions(
+                                            t.partition_indexes
+                                                .iter()
+                                                .map(|p| {
+                                                    write_txn_markers_response::WritableTxnMarkerPartitionResult::default()
+                                                        .with_partition_index(*p)
+                                                        .with_error_code(code)
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &WriteTxnMarkersResponse::default().with_markers(markers),
+            )
+        }
+        ApiKey::DescribeProducers => {
+            let r: DescribeProducersRequest = decode(frame)?;
+            let topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    describe_producers_response::TopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    describe_producers_response::PartitionResponse::default()
+                                        .with_partition_index(*p)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &DescribeProducersResponse::default().with_topics(topics),
+            )
+        }
+        ApiKey::DescribeTransactions => {
+            let r: DescribeTransactionsRequest = decode(frame)?;
+            let states = r
+                .transactional_ids
+                .iter()
+                .map(|id| {
+                    describe_transactions_response::TransactionState::default()
+                        .with_transactional_id(id.clone())
+                        .with_error_code(code)
+                })
+                .collect();
+            encode(
+                api,
+                v,
+                corr,
+                &DescribeTransactionsResponse::default().with_transaction_states(states),
+            )
+        }
         ApiKey::AddPartitionsToTxn if v < 4 => {
             let r: AddPartitionsToTxnRequest = decode(frame)?;
             let results = r
@@ -463,6 +740,21 @@ pub(crate) fn filter_describe_groups(
                 .with_error_code(GROUP);
         }
     }
+}
+
+/// ListTransactions: the transactional ids the principal may describe.
+pub(crate) fn filter_list_transactions(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    resp: &mut ListTransactionsResponse,
+) {
+    if !ctx.access.enabled() {
+        return;
+    }
+    resp.transaction_states.retain(|t| {
+        ctx.access
+            .allows(conn, Op::Describe, Rt::TransactionalId, &t.transactional_id)
+    });
 }
 
 /// ListGroups: with DESCRIBE on the cluster every group, else those it may describe.

@@ -263,7 +263,14 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::TxnOffsetCommit => respond(ctx, &frame, txn::txn_offset_commit),
         ApiKey::DescribeProducers => respond(ctx, &frame, txn::describe_producers),
         ApiKey::DescribeTransactions => respond(ctx, &frame, txn::describe_transactions),
-        ApiKey::ListTransactions => respond(ctx, &frame, txn::list_transactions),
+        ApiKey::ListTransactions => {
+            let conn = conn.clone();
+            respond(ctx, &frame, move |ctx, req, v| async move {
+                let mut resp = txn::list_transactions(ctx.clone(), req, v).await;
+                authz::filter_list_transactions(&ctx, &conn, &mut resp);
+                resp
+            })
+        }
         ApiKey::DescribeCluster => {
             let listener = conn.listener_name();
             respond(ctx, &frame, move |ctx, req, v| {
