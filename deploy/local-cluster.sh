@@ -33,6 +33,13 @@
 #   SLUICE_CLUSTER_TIMEOUT   seconds to wait for Metadata (default 60); on timeout the node
 #                            logs' tails go to stderr, the nodes started are stopped, exit 1
 #   SLUICE_STOP_TIMEOUT      seconds between SIGTERM and SIGKILL in `stop` (default 10)
+#   SLUICE_CLUSTER_INTERNAL  a security protocol (SSL, SASL_PLAINTEXT, SASL_SSL): every node
+#                            also listens on INTERNAL://127.0.0.1:<port> with it, and the
+#                            brokers talk to each other there (inter.broker.listener.name);
+#                            the TLS/SASL settings come with SLUICE_CLUSTER_SETTINGS or
+#                            SLUICE_CLUSTER_CONFIG (saved)
+#   SLUICE_CLUSTER_CONFIG    a TOML settings file passed as --config to every node (saved;
+#                            for values with spaces, e.g. sasl.jaas.config)
 #
 # Exit status: 0 success, 1 failure, 2 bad arguments. Needs bash, python3 (stdlib only).
 set -euo pipefail
@@ -157,14 +164,14 @@ PY
 # Cluster state.
 
 # Set by load_env, or by `start` for a new cluster.
-N='' CLUSTER_ID='' CORES='' SETTINGS='' BIN=''
-KAFKA=() CONTROL=() METRICS=()
+N='' CLUSTER_ID='' CORES='' SETTINGS='' BIN='' INTERNAL='' CONFIG=''
+KAFKA=() CONTROL=() METRICS=() INTERNAL_PORTS=()
 
 node_dir() { printf '%s/node-%s' "$DIR" "$1"; }
 
 # load_env: reads DIR/cluster.env; returns 1 when there is none.
 load_env() {
-    local file=$DIR/cluster.env line key value kafka='' control='' metrics=''
+    local file=$DIR/cluster.env line key value kafka='' control='' metrics='' internal=''
     [[ -f $file ]] || return 1
     while IFS= read -r line || [[ -n $line ]]; do
         [[ $line == *=* && $line != \#* ]] || continue
@@ -175,6 +182,9 @@ load_env() {
             KAFKA_PORTS) kafka=$value ;;
             CONTROLLER_PORTS) control=$value ;;
             METRICS_PORTS) metrics=$value ;;
+            INTERNAL_PORTS) internal=$value ;;
+            INTERNAL) INTERNAL=$value ;;
+            CONFIG) CONFIG=$value ;;
             CORES) CORES=$value ;;
             SETTINGS) SETTINGS=$value ;;
             BIN) BIN=$value ;;
@@ -184,6 +194,7 @@ load_env() {
     IFS=, read -r -a CONTROL <<<"$control"
     # (clusters started before metrics existed have none: their nodes run without one)
     IFS=, read -r -a METRICS <<<"$metrics"
+    IFS=, read -r -a INTERNAL_PORTS <<<"$internal"
     if ! is_uint "$N" || ((N < 1 || ${#KAFKA[@]} != N || ${#CONTROL[@]} != N)) ||
         [[ -z $CLUSTER_ID ]]; then
         die "$file is malformed (want N, CLUSTER_ID, KAFKA_PORTS and CONTROLLER_PORTS for N nodes)"
@@ -207,6 +218,9 @@ save_env() {
         echo "KAFKA_PORTS=$(join , "${KAFKA[@]}")"
         echo "CONTROLLER_PORTS=$(join , "${CONTROL[@]}")"
         echo "METRICS_PORTS=$(join , "${METRICS[@]+"${METRICS[@]}"}")"
+        echo "INTERNAL_PORTS=$(join , "${INTERNAL_PORTS[@]+"${INTERNAL_PORTS[@]}"}")"
+        echo "INTERNAL=$INTERNAL"
+        echo "CONFIG=$CONFIG"
         echo "BOOTSTRAP=$(bootstrap)"
         echo "CORES=$CORES"
         echo "SETTINGS=$SETTINGS"
@@ -223,7 +237,15 @@ write_args() {
     for ((i = 1; i <= N; i++)); do voters+=("$i@127.0.0.1:${CONTROL[i - 1]}"); done
     mkdir -p "$dir/data"
     {
-        printf '%s\n' --listen "127.0.0.1:${KAFKA[id - 1]}" --data-dir "$dir/data" --cores "$CORES"
+        if [[ -n $CONFIG ]]; then printf '%s\n' --config "$CONFIG"; fi
+        if [[ -n $INTERNAL ]]; then
+            printf '%s\n' --listen "PLAINTEXT://127.0.0.1:${KAFKA[id - 1]},INTERNAL://127.0.0.1:${INTERNAL_PORTS[id - 1]}"
+            printf '%s\n' --set "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:$INTERNAL"
+            printf '%s\n' --set "inter.broker.listener.name=INTERNAL"
+        else
+            printf '%s\n' --listen "127.0.0.1:${KAFKA[id - 1]}"
+        fi
+        printf '%s\n' --data-dir "$dir/data" --cores "$CORES"
         printf '%s\n' --set "node.id=$id"
         printf '%s\n' --set "controller.quorum.voters=$(join , "${voters[@]}")"
         printf '%s\n' --set "cluster.id=$CLUSTER_ID"
@@ -463,11 +485,15 @@ cmd_start() {
         N=$n
         read_settings_env
         resolve_bin
-        mapfile -t ports < <(free_ports $((3 * N)))
-        ((${#ports[@]} == 3 * N)) || die "could not find $((3 * N)) free ports"
+        INTERNAL=${SLUICE_CLUSTER_INTERNAL:-}
+        CONFIG=${SLUICE_CLUSTER_CONFIG:-}
+        case $INTERNAL in '' | SSL | SASL_PLAINTEXT | SASL_SSL) ;; *) bad "SLUICE_CLUSTER_INTERNAL must be SSL, SASL_PLAINTEXT or SASL_SSL" ;; esac
+        mapfile -t ports < <(free_ports $((4 * N)))
+        ((${#ports[@]} == 4 * N)) || die "could not find $((4 * N)) free ports"
         KAFKA=("${ports[@]:0:N}")
         CONTROL=("${ports[@]:N:N}")
         METRICS=("${ports[@]:2*N:N}")
+        if [[ -n $INTERNAL ]]; then INTERNAL_PORTS=("${ports[@]:3*N:N}"); fi
         CLUSTER_ID=-
         while [[ $CLUSTER_ID == -* ]]; do # as Kafka: no leading '-', which CLIs take for a flag
             CLUSTER_ID=$(head -c 48 /dev/urandom | base64 | tr -d '\n' | tr '+/' '-_' | cut -c1-22)

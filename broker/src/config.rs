@@ -125,6 +125,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Delay before a failed SASL login is answered (and its connection closed), to slow password guessing.",
     },
     Setting {
+        name: "sasl.mechanism.inter.broker.protocol",
+        default: "SCRAM-SHA-512",
+        kind: Kind::Choice(&["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
+        unit: "",
+        doc: "SASL mechanism this broker logs in to other brokers with when the inter-broker listener is SASL_PLAINTEXT or SASL_SSL.",
+    },
+    Setting {
+        name: "sasl.jaas.config",
+        default: "",
+        kind: Kind::Str,
+        unit: "JAAS",
+        doc: "This broker's credentials toward other brokers on a SASL inter-broker listener, as Kafka writes them: ...ScramLoginModule required username=\"broker\" password=\"...\"; (only username and password are read).",
+    },
+    Setting {
         name: "authorizer.class.name",
         default: "",
         kind: Kind::Str,

@@ -28,18 +28,13 @@ use glommio::task::JoinHandle;
 
 use crate::handlers::{self, Dispatch, Response};
 use crate::shard::ShardCtx;
+use crate::socket::Socket;
 use sluice_storage::Signal;
-
-/// The socket of a connection: plain TCP, or TLS over it (SSL and SASL_SSL listeners).
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
-}
 
 /// A half of a connection: the reader and writer tasks share the stream, borrowing it only
 /// inside one `poll_*` call (one thread, so never at the same time).
 #[derive(Clone)]
-struct Half(Rc<RefCell<Stream>>);
+struct Half(Rc<RefCell<Socket>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -47,10 +42,7 @@ impl AsyncRead for Half {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut *self.0.borrow_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
@@ -60,22 +52,13 @@ impl AsyncWrite for Half {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut *self.0.borrow_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut *self.0.borrow_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut *self.0.borrow_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
-        }
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }
 
@@ -193,7 +176,7 @@ pub(crate) async fn serve(
         tracing::debug!(%peer, error = %e, "set_nodelay");
     }
     let (stream, principal) = match &listener.tls {
-        None => (Stream::Plain(stream), None),
+        None => (Socket::Plain(stream), None),
         Some(tls) => match tls_handshake(tls, listener.listener.protocol.sasl(), stream).await {
             Ok(s) => {
                 let principal = s
@@ -202,7 +185,7 @@ pub(crate) async fn serve(
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .and_then(crate::tls::principal_of);
-                (Stream::Tls(Box::new(s)), principal)
+                (Socket::Tls(Box::new(s.into())), principal)
             }
             Err(reason) => {
                 ctx.metrics.tls_handshake_failed();

@@ -27,6 +27,7 @@ pub mod security;
 mod server;
 mod shard;
 mod shard_msg;
+mod socket;
 mod tls;
 mod txn;
 mod txn_glue;

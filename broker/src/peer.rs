@@ -6,13 +6,21 @@
 //!
 //! Every exchange is bounded in time (`timeout`) and in answer size (`MAX_RESPONSE`); an
 //! answer whose correlation id is not the request's is an error (the caller drops the
-//! connection).
+//! connection). The connection speaks the inter-broker listener's security protocol
+//! (`PeerSecurity`): TLS with this broker's certificate as client certificate, and SASL
+//! with the credentials of `sasl.jaas.config`, so the peer sees this broker's principal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::{bail, Context as _};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+
+use crate::config::BrokerConfig;
+use crate::security::client::SaslClientLogin;
+use crate::socket::Socket;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
@@ -20,9 +28,94 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 /// Largest answer accepted from a peer.
 const MAX_RESPONSE: usize = 64 << 20;
 
+/// How this broker connects to the others' inter-broker listener: TLS (its own
+/// certificate as client certificate) and SASL credentials, per the listener's protocol.
+/// Built once at start on the main thread; shared read-only by every shard.
+#[derive(Default)]
+pub(crate) struct PeerSecurity {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// (mechanism, username, password)
+    sasl: Option<(String, String, String)>,
+}
+
+impl PeerSecurity {
+    /// From the inter-broker listener's protocol and the ssl.*/sasl.* settings; an
+    /// unusable combination fails the start.
+    pub(crate) fn from_config(config: &BrokerConfig) -> anyhow::Result<Self> {
+        let listeners = config.listeners()?;
+        let protocol = listeners.inter_broker().protocol;
+        let tls = if protocol.tls() {
+            Some(Arc::new(
+                client_tls(config).context("TLS toward the other brokers")?,
+            ))
+        } else {
+            None
+        };
+        let sasl = if protocol.sasl() {
+            let mechanism = config
+                .str_value("sasl.mechanism.inter.broker.protocol")
+                .to_ascii_uppercase();
+            let (user, password) = jaas_credentials(config.str_value("sasl.jaas.config"))
+                .context("the inter-broker listener is SASL: sasl.jaas.config must name username and password")?;
+            if SaslClientLogin::new(&mechanism, &user, &password).is_none() {
+                bail!("sasl.mechanism.inter.broker.protocol {mechanism} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+            }
+            Some((mechanism, user, password))
+        } else {
+            None
+        };
+        Ok(Self { tls, sasl })
+    }
+}
+
+/// `username="…"` and `password="…"` of a JAAS login module line (Kafka's
+/// `sasl.jaas.config`, e.g. `org.apache.kafka.common.security.scram.ScramLoginModule
+/// required username="broker" password="secret";`).
+fn jaas_credentials(jaas: &str) -> anyhow::Result<(String, String)> {
+    let value = |key: &str| -> Option<String> {
+        let at = jaas.find(&format!("{key}=\""))? + key.len() + 2;
+        let rest = &jaas[at..];
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    match (value("username"), value("password")) {
+        (Some(u), Some(p)) if !u.is_empty() => Ok((u, p)),
+        _ => bail!("no username=\"…\" password=\"…\" in sasl.jaas.config"),
+    }
+}
+
+fn client_tls(config: &BrokerConfig) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = config.str_value("ssl.ca.location");
+    if ca.trim().is_empty() {
+        bail!("ssl.ca.location is needed to verify the other brokers' certificates");
+    }
+    let pem = std::fs::read(ca.trim()).with_context(|| format!("reading {ca}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.with_context(|| format!("{ca}: not PEM certificates"))?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let cert = config.str_value("ssl.certificate.location");
+    let key = config.str_value("ssl.key.location");
+    Ok(if cert.trim().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(&std::fs::read(cert.trim())?)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{cert}: not PEM certificates"))?;
+        let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key.trim())?)
+            .with_context(|| format!("{key}: no PEM private key"))?;
+        builder.with_client_auth_cert(chain, key)?
+    })
+}
+
 /// A connection to a peer's Kafka listener.
 pub(crate) struct PeerConn {
-    stream: TcpStream,
+    stream: Socket,
     correlation: i32,
     client_id: &'static str,
     timeout: Duration,
@@ -35,21 +128,88 @@ impl PeerConn {
         addr: &str,
         client_id: &'static str,
         timeout: Duration,
-    ) -> std::io::Result<Self> {
-        let connect = future::or(async { Some(TcpStream::connect(addr).await) }, async {
+        security: &PeerSecurity,
+    ) -> anyhow::Result<Self> {
+        let connect = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(std::io::Error::from)?;
+            let _ = tcp.set_nodelay(true);
+            let stream = match &security.tls {
+                None => Socket::Plain(tcp),
+                Some(tls) => {
+                    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                    let name = rustls::pki_types::ServerName::try_from(
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                    )?;
+                    let s = futures_rustls::TlsConnector::from(tls.clone())
+                        .connect(name, tcp)
+                        .await?;
+                    Socket::Tls(Box::new(s.into()))
+                }
+            };
+            Ok::<Socket, anyhow::Error>(stream)
+        };
+        let stream = future::or(async { Some(connect.await) }, async {
             glommio::timer::sleep(timeout).await;
             None
-        });
-        let stream = connect.await.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-        })??;
-        let _ = stream.set_nodelay(true);
-        Ok(Self {
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("connecting to {addr} timed out"))??;
+        let mut conn = Self {
             stream,
             correlation: 0,
             client_id,
             timeout,
-        })
+        };
+        if let Some((mechanism, user, password)) = &security.sasl {
+            conn.authenticate(mechanism, user, password)
+                .await
+                .with_context(|| format!("SASL toward {addr}"))?;
+        }
+        Ok(conn)
+    }
+
+    /// SaslHandshake v1 and SaslAuthenticate rounds; the peer's final SCRAM signature is
+    /// checked too.
+    async fn authenticate(
+        &mut self,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mut login = SaslClientLogin::new(mechanism, user, password)
+            .with_context(|| format!("unknown SASL mechanism {mechanism}"))?;
+        let hs = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_string(login.mechanism().to_string()));
+        let resp = self.call(1, &hs).await?;
+        if resp.error_code != 0 {
+            bail!("SaslHandshake answered error {}", resp.error_code);
+        }
+        let mut send = login.first();
+        for round in 0..2 {
+            let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(send));
+            let resp = self.call(1, &req).await?;
+            if resp.error_code != 0 {
+                bail!(
+                    "SaslAuthenticate answered error {}: {}",
+                    resp.error_code,
+                    resp.error_message.as_deref().unwrap_or("")
+                );
+            }
+            if login.mechanism() == "PLAIN" || round == 1 {
+                return login
+                    .verify_final(&resp.auth_bytes)
+                    .map_err(anyhow::Error::msg);
+            }
+            send = login
+                .respond(&resp.auth_bytes)
+                .map_err(anyhow::Error::msg)?;
+        }
+        bail!("the SASL exchange did not end")
     }
 
     /// Sends `req` at `version` and reads its answer.

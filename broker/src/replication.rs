@@ -198,7 +198,14 @@ async fn run(ctx: Weak<ShardCtx>, f: Rc<Fetcher>) {
                 future::or(f.changed.wait(), glommio::timer::sleep(BACKOFF)).await;
                 continue;
             };
-            match PeerConn::open(&addr, "sluice-replica", EXCHANGE_TIMEOUT).await {
+            match PeerConn::open(
+                &addr,
+                "sluice-replica",
+                EXCHANGE_TIMEOUT,
+                &ctx.peer_security,
+            )
+            .await
+            {
                 Ok(c) => {
                     // sessions belong to their connection
                     f.session.replace(Session::default());

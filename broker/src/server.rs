@@ -198,6 +198,11 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         None
     };
     let bootstrap_users = crate::metadata::bootstrap_users::read(&data_dir)?;
+    let peer_security = Arc::new(if quorum.broker {
+        crate::peer::PeerSecurity::from_config(&config)?
+    } else {
+        crate::peer::PeerSecurity::default()
+    });
     let listener_ctxs: Arc<Vec<Arc<ListenerCtx>>> = Arc::new(
         listeners
             .all
@@ -324,6 +329,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
                 limiter: limiter.clone(),
                 listeners: listener_ctxs.clone(),
                 bootstrap_users: bootstrap_users.clone(),
+                peer_security: peer_security.clone(),
             };
             let quorum = (
                 events.clone(),
@@ -419,6 +425,7 @@ async fn shard_main(
         router.clone(),
         shards,
         metrics,
+        net.peer_security.clone(),
     ));
     ctx.load_hw_checkpoint().await;
     {
@@ -674,6 +681,7 @@ struct Net {
     listeners: Arc<Vec<Arc<ListenerCtx>>>,
     /// SCRAM users of `sluice user add`, applied by shard 0 before serving.
     bootstrap_users: Option<crate::metadata::security_ops::SecurityOp>,
+    peer_security: Arc<crate::peer::PeerSecurity>,
 }
 
 async fn accept_loop(

@@ -69,6 +69,8 @@ pub(crate) struct ShardCtx {
     pub(crate) listeners: crate::listeners::Listeners,
     /// ACL decisions (`authorizer.class.name`).
     pub(crate) access: crate::access::Access,
+    /// How to reach other brokers' inter-broker listener (TLS, SASL).
+    pub(crate) peer_security: std::sync::Arc<crate::peer::PeerSecurity>,
     pub(crate) cluster_id: String,
     pub(crate) storage: Rc<ShardStorage>,
     pub(crate) router: Rc<Router>,
@@ -117,11 +119,13 @@ impl ShardCtx {
         router: Rc<Router>,
         shards: usize,
         metrics: Rc<crate::metrics::ShardMetrics>,
+        peer_security: std::sync::Arc<crate::peer::PeerSecurity>,
     ) -> Self {
         let listeners = config
             .listeners()
             .expect("the listener settings are checked before the shards start"); // ok: checked in server::run
         Self {
+            peer_security,
             access: crate::access::Access::new(&config),
             listeners,
             id: router.shard_id,

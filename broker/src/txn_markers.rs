@@ -159,7 +159,7 @@ async fn send_to_peer(ctx: &Rc<ShardCtx>, node: i32, addr: &str, m: &Markers) ->
     let pooled = ctx.peer_pool.idle.borrow_mut().remove(&key);
     let conn = match pooled {
         Some(c) => Ok(c),
-        None => PeerConn::open(addr, "sluice-txn-markers", PEER_TIMEOUT).await,
+        None => PeerConn::open(addr, "sluice-txn-markers", PEER_TIMEOUT, &ctx.peer_security).await,
     };
     let unavailable = vec![ResponseError::NotLeaderOrFollower.code(); m.parts.len()];
     let mut conn = match conn {

@@ -50,7 +50,7 @@ pub(super) async fn high_watermarks(
     }
     let mut out = HashMap::new();
     for (addr, parts) in by_leader {
-        let ask = ask(&addr, &parts);
+        let ask = ask(&addr, &parts, &ctx.peer_security);
         let timed = future::or(async { Some(ask.await) }, async {
             glommio::timer::sleep(TIMEOUT).await;
             None
@@ -67,7 +67,11 @@ pub(super) async fn high_watermarks(
 }
 
 /// One ListOffsets (latest) to the leader at `addr` for `parts`.
-async fn ask(addr: &str, parts: &[(String, i32)]) -> anyhow::Result<Vec<((String, i32), i64)>> {
+async fn ask(
+    addr: &str,
+    parts: &[(String, i32)],
+    security: &crate::peer::PeerSecurity,
+) -> anyhow::Result<Vec<((String, i32), i64)>> {
     let mut topics: Vec<ListOffsetsTopic> = Vec::new();
     for (topic, partition) in parts {
         let p = ListOffsetsPartition::default()
@@ -87,7 +91,7 @@ async fn ask(addr: &str, parts: &[(String, i32)]) -> anyhow::Result<Vec<((String
         .with_replica_id(BrokerId(-1))
         .with_isolation_level(0)
         .with_topics(topics);
-    let mut conn = PeerConn::open(addr, "sluice-metrics", TIMEOUT).await?;
+    let mut conn = PeerConn::open(addr, "sluice-metrics", TIMEOUT, security).await?;
     let resp = conn.call(4, &req).await?;
     Ok(resp
         .topics

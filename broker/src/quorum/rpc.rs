@@ -19,7 +19,7 @@ pub(crate) struct RpcRequest {
     /// Milliseconds the caller waits for the answer.
     #[prost(uint32, tag = "1")]
     pub(crate) timeout_ms: u32,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub(crate) op: Option<Op>,
 }
 
@@ -693,6 +693,13 @@ mod tests {
                     replicas: None,
                 },
             ]),
+            MetadataOp::Security(crate::metadata::security_ops::SecurityOp {
+                scram_deletions: vec![sluice_proto::metadata::RemoveUserScramCredentialRecord {
+                    name: "u".into(),
+                    mechanism: 2,
+                }],
+                ..Default::default()
+            }),
         ];
         for op in ops {
             let (back, t) = decode_op(&encode_op(&op, 500)).unwrap(); // ok: test
@@ -715,6 +722,11 @@ mod tests {
                 replication_factor: 3,
             }]),
             MetadataOpResult::Partitions(vec![]),
+            MetadataOpResult::Security(vec![crate::metadata::security_ops::SecurityOutcome {
+                name: "u".into(),
+                error: 91,
+                ..Default::default()
+            }]),
             MetadataOpResult::Partitions(vec![PartitionOutcome {
                 topic: "a".into(),
                 partition: 3,

@@ -52,12 +52,23 @@ pub(crate) struct Cluster {
     /// Every node PID seen, for the last-resort SIGKILL on drop.
     pids_seen: BTreeSet<u32>,
     script_runs: u32,
+    /// Extra environment for the script (SLUICE_CLUSTER_INTERNAL, SLUICE_CLUSTER_CONFIG).
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `n` nodes with `settings` (as `--set name=value` on every node) and waits
     /// until every node's Metadata lists all of them.
     pub(crate) fn start(n: u32, settings: &[(&str, &str)]) -> Result<Self> {
+        Self::start_env(n, settings, &[])
+    }
+
+    /// Like `start`, with more environment for `deploy/local-cluster.sh`.
+    pub(crate) fn start_env(
+        n: u32,
+        settings: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let root = tempfile::Builder::new()
             .prefix("sluice-cluster-")
             .tempdir()?;
@@ -76,6 +87,10 @@ impl Cluster {
             cluster_id: String::new(),
             pids_seen: BTreeSet::new(),
             script_runs: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let out = cluster.script(&["start", &n.to_string(), &cluster.dir_str()])?;
         cluster.load_env()?;
@@ -194,6 +209,7 @@ impl Cluster {
             .env("SLUICE_CLUSTER_TIMEOUT", SCRIPT_READY_SECS)
             .env("SLUICE_STOP_TIMEOUT", "10")
             .env("SLUICE_CLUSTER_SETTINGS", &self.settings)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(File::create(&out_path)?)
             .stderr(File::create(&err_path)?);
