@@ -478,6 +478,12 @@ pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
         }
         layouts.push(run);
     }
+    // the broker binary was copied into the work dir (so a rebuild cannot change it mid-run)
+    if copy != bin {
+        if let Err(e) = std::fs::remove_file(&copy) {
+            eprintln!("warning: removing {}: {e}", copy.display());
+        }
+    }
     Ok(PartitionsReport {
         name: "partitions".into(),
         sluice_bin: bin.display().to_string(),
