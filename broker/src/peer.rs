@@ -84,33 +84,17 @@ fn jaas_credentials(jaas: &str) -> anyhow::Result<(String, String)> {
 }
 
 fn client_tls(config: &BrokerConfig) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca = config.str_value("ssl.ca.location");
-    if ca.trim().is_empty() {
+    let ca = config.str_value("ssl.ca.location").trim();
+    if ca.is_empty() {
         bail!("ssl.ca.location is needed to verify the other brokers' certificates");
     }
-    let pem = std::fs::read(ca.trim()).with_context(|| format!("reading {ca}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.with_context(|| format!("{ca}: not PEM certificates"))?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let cert = config.str_value("ssl.certificate.location");
-    let key = config.str_value("ssl.key.location");
-    Ok(if cert.trim().is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let chain: Vec<_> = CertificateDer::pem_slice_iter(&std::fs::read(cert.trim())?)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{cert}: not PEM certificates"))?;
-        let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key.trim())?)
-            .with_context(|| format!("{key}: no PEM private key"))?;
-        builder.with_client_auth_cert(chain, key)?
-    })
+    let present = |name: &str| Some(config.str_value(name).trim()).filter(|v| !v.is_empty());
+    crate::security::client::tls_client_config(
+        ca,
+        present("ssl.certificate.location"),
+        present("ssl.key.location"),
+        true,
+    )
 }
 
 /// A connection to a peer's Kafka listener.

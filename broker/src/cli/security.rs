@@ -16,11 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use sluice_broker::security::client::tls_client_config;
 
 use sluice_broker::listeners::SecurityProtocol;
 
@@ -121,8 +119,11 @@ impl ClientSecurity {
                     bail!("ssl.endpoint.identification.algorithm '{other}' is not https or none")
                 }
             };
-            Some(Arc::new(client_config(
-                get("ssl.ca.location"),
+            let ca = get("ssl.ca.location").context(
+                "ssl.ca.location is needed with SSL (the CA of the broker's certificate)",
+            )?;
+            Some(Arc::new(tls_client_config(
+                ca,
                 get("ssl.certificate.location"),
                 get("ssl.key.location"),
                 verify_host,
@@ -167,106 +168,6 @@ impl ClientSecurity {
             .to_owned();
         let conn = ClientConnection::new(tls.clone(), name).context("starting TLS")?;
         Ok(CliStream::Tls(Box::new(StreamOwned::new(conn, tcp))))
-    }
-}
-
-fn pem_certs(path: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{path}: not PEM certificates"))?;
-    if certs.is_empty() {
-        bail!("{path} holds no certificate");
-    }
-    Ok(certs)
-}
-
-fn client_config(
-    ca: Option<&str>,
-    cert: Option<&str>,
-    key: Option<&str>,
-    verify_host: bool,
-) -> Result<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    let ca =
-        ca.context("ssl.ca.location is needed with SSL (the CA of the broker's certificate)")?;
-    for c in pem_certs(ca)? {
-        roots
-            .add(c)
-            .with_context(|| format!("{ca}: a certificate rustls cannot use"))?;
-    }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .context("ssl.ca.location")?;
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
-            inner: webpki,
-            verify_host,
-        }));
-    Ok(match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let key_pem = std::fs::read(key).with_context(|| format!("reading {key}"))?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                .with_context(|| format!("{key}: no PEM private key"))?;
-            builder
-                .with_client_auth_cert(pem_certs(cert)?, key)
-                .context("ssl.certificate.location and ssl.key.location do not make a pair")?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => bail!("ssl.certificate.location and ssl.key.location go together"),
-    })
-}
-
-/// The WebPKI verifier, with host-name checking optional
-/// (`ssl.endpoint.identification.algorithm=none`); the chain is always verified.
-#[derive(Debug)]
-struct Verifier {
-    inner: Arc<WebPkiServerVerifier>,
-    verify_host: bool,
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
-            )) if !self.verify_host => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

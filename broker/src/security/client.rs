@@ -11,6 +11,15 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore};
+
 use super::scram::ScramMechanism;
 
 /// One client login: PLAIN (one message) or SCRAM (two rounds).
@@ -151,6 +160,107 @@ pub fn scram_type_code(mechanism: &str) -> Option<i8> {
 /// The mechanism name of a type code.
 pub fn scram_name(code: i8) -> &'static str {
     ScramMechanism::from_type_code(code).map_or("UNKNOWN", |m| m.name())
+}
+
+fn pem_certs(path: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{path}: not PEM certificates"))?;
+    if certs.is_empty() {
+        bail!("{path} holds no certificate");
+    }
+    Ok(certs)
+}
+
+/// A TLS client config: the CA file to verify servers with, an optional certificate and
+/// key (PEM) to present, and whether the server's host name is checked (the chain always
+/// is). For the admin verbs and for brokers dialing other brokers.
+pub fn tls_client_config(
+    ca: &str,
+    cert: Option<&str>,
+    key: Option<&str>,
+    verify_host: bool,
+) -> Result<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in pem_certs(ca)? {
+        roots
+            .add(c)
+            .with_context(|| format!("{ca}: a certificate rustls cannot use"))?;
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .context("ssl.ca.location")?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            inner: webpki,
+            verify_host,
+        }));
+    Ok(match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let key_pem = std::fs::read(key).with_context(|| format!("reading {key}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .with_context(|| format!("{key}: no PEM private key"))?;
+            builder
+                .with_client_auth_cert(pem_certs(cert)?, key)
+                .context("ssl.certificate.location and ssl.key.location do not make a pair")?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => bail!("ssl.certificate.location and ssl.key.location go together"),
+    })
+}
+
+/// The WebPKI verifier, with host-name checking optional
+/// (`ssl.endpoint.identification.algorithm=none`); the chain is always verified.
+#[derive(Debug)]
+struct Verifier {
+    inner: Arc<WebPkiServerVerifier>,
+    verify_host: bool,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !self.verify_host => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]
