@@ -75,6 +75,17 @@ fn make_pki() -> Result<Pki> {
         .signed_by(&server_key, &issuer)?;
     write("server.pem", &server.pem())?;
     write("server.key", &server_key.serialize_pem())?;
+    // a second broker certificate (another subject), for the reload test
+    let mut second = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?;
+    second
+        .distinguished_name
+        .push(DnType::CommonName, "reloaded");
+    let second_key = KeyPair::generate()?;
+    write(
+        "server2.pem",
+        &second.signed_by(&second_key, &issuer)?.pem(),
+    )?;
+    write("server2.key", &second_key.serialize_pem())?;
     let client =
         |cn: &str, expired: bool, by: &rcgen::Issuer<'_, KeyPair>| -> Result<(String, String)> {
             let mut p = CertificateParams::new(Vec::<String>::new())?;
@@ -638,5 +649,119 @@ fn brokers_replicate_over_sasl_ssl() -> Result<()> {
             "r-{i} missing after failover"
         );
     }
+    Ok(())
+}
+
+/// A raw TLS connection (rustls) to `port` that trusts the test CA and presents alice's
+/// certificate; returns it with the subject CN of the broker's certificate.
+fn tls_connect(
+    pki: &Pki,
+    port: u16,
+) -> Result<(
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    String,
+)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem"))? {
+        roots.add(c?)?;
+    }
+    let chain: Vec<_> =
+        CertificateDer::pem_file_iter(pki.path("alice.pem"))?.collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(pki.path("alice.key"))?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    api_versions(&mut stream, 1)?; // completes the handshake
+    let der = stream
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .context("no server certificate")?
+        .to_vec();
+    // the second certificate's subject is CN=reloaded; the first has none
+    let cn = if der.windows(8).any(|w| w == b"reloaded") {
+        "reloaded"
+    } else {
+        "first"
+    }
+    .to_string();
+    Ok((stream, cn))
+}
+
+/// Sends ApiVersions v0 with `correlation` and checks the answer echoes it.
+fn api_versions<S: std::io::Read + std::io::Write>(stream: &mut S, correlation: i32) -> Result<()> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&18i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&correlation.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.push(b't');
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut answer = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut answer)?;
+    ensure!(
+        answer[..4] == correlation.to_be_bytes(),
+        "wrong correlation id"
+    );
+    Ok(())
+}
+
+/// SIGHUP reloads the certificates: new connections get the new one, open connections
+/// keep working, and a broken file leaves the old certificates in use.
+#[test]
+fn tls_certificates_reload_on_sighup() -> Result<()> {
+    let pki = make_pki()?;
+    let ssl_port = free_port();
+    let broker = BrokerProcess::spawn_full(
+        1,
+        &[
+            ("ssl.certificate.location", &pki.path("server.pem")),
+            ("ssl.key.location", &pki.path("server.key")),
+            ("ssl.ca.location", &pki.path("ca.pem")),
+            ("ssl.client.auth", "required"),
+        ],
+        Some(&format!("SSL://127.0.0.1:{ssl_port}")),
+        |_| Ok(()),
+    )?;
+    let (mut old, cn) = tls_connect(&pki, ssl_port)?;
+    ensure!(cn == "first", "{cn}");
+    let hup = |pid: u32| -> Result<()> {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()?
+            .success();
+        ensure!(ok, "kill -HUP failed");
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    };
+    std::fs::copy(pki.path("server2.pem"), pki.path("server.pem"))?;
+    std::fs::copy(pki.path("server2.key"), pki.path("server.key"))?;
+    hup(broker.pid().context("broker not running")?)?;
+    let (_, cn) = tls_connect(&pki, ssl_port)?;
+    ensure!(
+        cn == "reloaded",
+        "a new connection still gets the old certificate"
+    );
+    api_versions(&mut old, 2).context("the connection opened before the reload")?;
+    // a broken key: the reload is refused and the current certificate stays
+    std::fs::write(pki.path("server.key"), "not a key")?;
+    hup(broker.pid().context("broker not running")?)?;
+    let (_, cn) = tls_connect(&pki, ssl_port)?;
+    ensure!(cn == "reloaded", "{cn}");
+    api_versions(&mut old, 3)?;
     Ok(())
 }

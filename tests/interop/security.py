@@ -322,6 +322,13 @@ def main():
             md = alice_admin.list_topics(timeout=T)
             if set(md.topics) != {"sec-b"}:
                 sys.exit(f"{stage}: alice sees {sorted(md.topics)}")
+            # KIP-430: what alice may do on sec-b, as the admin client reports it
+            from confluent_kafka import TopicCollection
+            desc = alice_admin.describe_topics(TopicCollection(["sec-b"]),
+                                               include_authorized_operations=True)
+            ops = set(desc["sec-b"].result(timeout=T).authorized_operations or [])
+            if ops != {AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE}:
+                sys.exit(f"{stage}: authorized operations on sec-b: {ops}")
             print(f"{stage}: alice can do exactly what her ACLs say")
 
         check_alice("acls")

@@ -767,3 +767,35 @@ pub(crate) fn filter_list_groups(ctx: &ShardCtx, conn: &Conn, resp: &mut ListGro
             .allows(conn, Op::Describe, Rt::Group, &g.group_id)
     });
 }
+
+/// KIP-430: the operations the principal may do on a resource, as the bit field clients
+/// ask for (`include_*_authorized_operations`): bit `code` set per allowed operation. With
+/// no authorizer every operation of the resource type is allowed, as in Kafka.
+pub(crate) fn authorized_operations(ctx: &ShardCtx, conn: &Conn, rt: Rt, name: &str) -> i32 {
+    let ops: &[Op] = match rt {
+        Rt::Topic => &[
+            Op::Read,
+            Op::Write,
+            Op::Create,
+            Op::Delete,
+            Op::Alter,
+            Op::Describe,
+            Op::DescribeConfigs,
+            Op::AlterConfigs,
+        ],
+        Rt::Group => &[Op::Read, Op::Describe, Op::Delete],
+        Rt::Cluster => &[
+            Op::Create,
+            Op::Alter,
+            Op::Describe,
+            Op::ClusterAction,
+            Op::DescribeConfigs,
+            Op::AlterConfigs,
+            Op::IdempotentWrite,
+        ],
+        _ => &[],
+    };
+    ops.iter()
+        .filter(|op| ctx.access.allows(conn, **op, rt, name))
+        .fold(0i32, |bits, op| bits | (1 << op.code()))
+}

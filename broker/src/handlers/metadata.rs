@@ -128,6 +128,10 @@ pub(crate) async fn handle(
         && (version < 4 || req.allow_auto_topic_creation);
     let mut topics = Vec::new();
     let named = wanted.is_some();
+    let (want_topic_ops, want_cluster_ops) = (
+        req.include_topic_authorized_operations,
+        req.include_cluster_authorized_operations,
+    );
     match wanted {
         None => {
             let image = ctx.image.borrow();
@@ -193,5 +197,22 @@ pub(crate) async fn handle(
         .with_cluster_authorized_operations(i32::MIN)
         .with_topics(topics);
     super::authz::filter_metadata(&ctx, &conn, named, &mut resp);
+    use crate::security::acl::ResourceType;
+    if want_topic_ops && version >= 8 {
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    super::authz::authorized_operations(&ctx, &conn, ResourceType::Topic, name);
+            }
+        }
+    }
+    if want_cluster_ops && (8..=10).contains(&version) {
+        resp.cluster_authorized_operations = super::authz::authorized_operations(
+            &ctx,
+            &conn,
+            ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        );
+    }
     resp
 }
