@@ -38,6 +38,8 @@
 #                            brokers talk to each other there (inter.broker.listener.name);
 #                            the TLS/SASL settings come with SLUICE_CLUSTER_SETTINGS or
 #                            SLUICE_CLUSTER_CONFIG (saved)
+#   SLUICE_CLUSTER_CONTROLLER  SSL: the controller listeners speak mutual TLS
+#                            (CONTROLLER:SSL; certificates from the settings; saved)
 #   SLUICE_CLUSTER_CONFIG    a TOML settings file passed as --config to every node (saved;
 #                            for values with spaces, e.g. sasl.jaas.config)
 #
@@ -164,7 +166,7 @@ PY
 # Cluster state.
 
 # Set by load_env, or by `start` for a new cluster.
-N='' CLUSTER_ID='' CORES='' SETTINGS='' BIN='' INTERNAL='' CONFIG=''
+N='' CLUSTER_ID='' CORES='' SETTINGS='' BIN='' INTERNAL='' CONFIG='' CONTROLLER=''
 KAFKA=() CONTROL=() METRICS=() INTERNAL_PORTS=()
 
 node_dir() { printf '%s/node-%s' "$DIR" "$1"; }
@@ -185,6 +187,7 @@ load_env() {
             INTERNAL_PORTS) internal=$value ;;
             INTERNAL) INTERNAL=$value ;;
             CONFIG) CONFIG=$value ;;
+            CONTROLLER) CONTROLLER=$value ;;
             CORES) CORES=$value ;;
             SETTINGS) SETTINGS=$value ;;
             BIN) BIN=$value ;;
@@ -221,6 +224,7 @@ save_env() {
         echo "INTERNAL_PORTS=$(join , "${INTERNAL_PORTS[@]+"${INTERNAL_PORTS[@]}"}")"
         echo "INTERNAL=$INTERNAL"
         echo "CONFIG=$CONFIG"
+        echo "CONTROLLER=$CONTROLLER"
         echo "BOOTSTRAP=$(bootstrap)"
         echo "CORES=$CORES"
         echo "SETTINGS=$SETTINGS"
@@ -238,12 +242,17 @@ write_args() {
     mkdir -p "$dir/data"
     {
         if [[ -n $CONFIG ]]; then printf '%s\n' --config "$CONFIG"; fi
+        local map=PLAINTEXT:PLAINTEXT
         if [[ -n $INTERNAL ]]; then
             printf '%s\n' --listen "PLAINTEXT://127.0.0.1:${KAFKA[id - 1]},INTERNAL://127.0.0.1:${INTERNAL_PORTS[id - 1]}"
-            printf '%s\n' --set "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:$INTERNAL"
             printf '%s\n' --set "inter.broker.listener.name=INTERNAL"
+            map+=",INTERNAL:$INTERNAL"
         else
             printf '%s\n' --listen "127.0.0.1:${KAFKA[id - 1]}"
+        fi
+        if [[ -n $CONTROLLER ]]; then map+=",CONTROLLER:$CONTROLLER"; fi
+        if [[ $map != PLAINTEXT:PLAINTEXT ]]; then
+            printf '%s\n' --set "listener.security.protocol.map=$map"
         fi
         printf '%s\n' --data-dir "$dir/data" --cores "$CORES"
         printf '%s\n' --set "node.id=$id"
@@ -487,6 +496,8 @@ cmd_start() {
         resolve_bin
         INTERNAL=${SLUICE_CLUSTER_INTERNAL:-}
         CONFIG=${SLUICE_CLUSTER_CONFIG:-}
+        CONTROLLER=${SLUICE_CLUSTER_CONTROLLER:-}
+        case $CONTROLLER in '' | SSL) ;; *) bad "SLUICE_CLUSTER_CONTROLLER must be SSL" ;; esac
         case $INTERNAL in '' | SSL | SASL_PLAINTEXT | SASL_SSL) ;; *) bad "SLUICE_CLUSTER_INTERNAL must be SSL, SASL_PLAINTEXT or SASL_SSL" ;; esac
         mapfile -t ports < <(free_ports $((4 * N)))
         ((${#ports[@]} == 4 * N)) || die "could not find $((4 * N)) free ports"

@@ -59,7 +59,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: crate::listeners::DEFAULT_PROTOCOL_MAP,
         kind: Kind::Str,
         unit: "NAME:PROTOCOL,...",
-        doc: "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+        doc: "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. CONTROLLER:SSL makes the controller listener (controller.quorum.voters) mutual TLS.",
     },
     Setting {
         name: "inter.broker.listener.name",

@@ -40,8 +40,8 @@ impl TlsConfig {
     /// Builds the configs from the settings; fails when a file is missing or unusable.
     pub(crate) fn load(config: &BrokerConfig) -> anyhow::Result<Self> {
         Ok(Self {
-            ssl: Arc::new(ArcSwap::from_pointee(server_config(config, true)?)),
-            sasl_ssl: Arc::new(ArcSwap::from_pointee(server_config(config, false)?)),
+            ssl: Arc::new(ArcSwap::from_pointee(server_config(config, None)?)),
+            sasl_ssl: Arc::new(ArcSwap::from_pointee(server_config(config, Some("none"))?)),
         })
     }
 
@@ -56,8 +56,8 @@ impl TlsConfig {
 
     /// Reads the PEM files again; on error the old configs stay and the error is returned.
     pub(crate) fn reload(&self, config: &BrokerConfig) -> anyhow::Result<()> {
-        let ssl = server_config(config, true)?;
-        let sasl_ssl = server_config(config, false)?;
+        let ssl = server_config(config, None)?;
+        let sasl_ssl = server_config(config, Some("none"))?;
         self.ssl.store(Arc::new(ssl));
         self.sasl_ssl.store(Arc::new(sasl_ssl));
         Ok(())
@@ -82,8 +82,12 @@ fn certs(path: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>>
     Ok(certs)
 }
 
-/// The server config; `client_auth` applies `ssl.client.auth` (SSL listeners).
-fn server_config(config: &BrokerConfig, client_auth: bool) -> anyhow::Result<ServerConfig> {
+/// The server config from the `ssl.*` settings; `client_auth` overrides `ssl.client.auth`
+/// (`none` for SASL_SSL listeners, `required` for the controller listener).
+pub(crate) fn server_config(
+    config: &BrokerConfig,
+    client_auth: Option<&str>,
+) -> anyhow::Result<ServerConfig> {
     let chain = certs(
         config.str_value("ssl.certificate.location"),
         "ssl.certificate.location",
@@ -108,11 +112,7 @@ fn server_config(config: &BrokerConfig, client_auth: bool) -> anyhow::Result<Ser
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .context("ssl.enabled.protocols")?;
-    let auth = if client_auth {
-        config.str_value("ssl.client.auth")
-    } else {
-        "none"
-    };
+    let auth = client_auth.unwrap_or_else(|| config.str_value("ssl.client.auth"));
     let builder = if auth == "none" {
         builder.with_no_client_auth()
     } else {

@@ -538,9 +538,10 @@ fn sasl_users_and_acls_survive_restarts() -> Result<()> {
     Ok(())
 }
 
-/// Three brokers whose inter-broker listener is SASL_SSL: replication (acks=all with
-/// min.insync.replicas=2 needs the followers' fetches) works once the brokers' own user
-/// exists, and survives the leader's kill -9.
+/// Three brokers whose inter-broker listener is SASL_SSL and whose controller listeners
+/// speak mutual TLS: the quorum forms, replication (acks=all with min.insync.replicas=2
+/// needs the followers' fetches) works once the brokers' own user exists, and both
+/// survive the leader's kill -9.
 #[test]
 fn brokers_replicate_over_sasl_ssl() -> Result<()> {
     let pki = make_pki()?;
@@ -556,9 +557,14 @@ fn brokers_replicate_over_sasl_ssl() -> Result<()> {
     )?;
     let mut cluster = common::cluster::Cluster::start_env(
         3,
-        &[("min.insync.replicas", "2")],
+        &[
+            ("min.insync.replicas", "2"),
+            ("broker.session.timeout.ms", "3000"),
+            ("broker.heartbeat.interval.ms", "300"),
+        ],
         &[
             ("SLUICE_CLUSTER_INTERNAL", "SASL_SSL"),
+            ("SLUICE_CLUSTER_CONTROLLER", "SSL"),
             ("SLUICE_CLUSTER_CONFIG", &config.display().to_string()),
         ],
     )?;
@@ -623,7 +629,7 @@ fn brokers_replicate_over_sasl_ssl() -> Result<()> {
     let boot2 = cluster.bootstrap_of(&survivors);
     let more: String = (50..80).map(|i| format!("r-{i}\n")).collect();
     let mut produced = false;
-    for _ in 0..20 {
+    for _ in 0..60 {
         if sluice(&["produce", "replicated", "-b", &boot2], &more)?.0 {
             produced = true;
             break;

@@ -245,6 +245,39 @@ struct LocalBroker {
     endpoints: Vec<sluice_proto::metadata::BrokerEndpoint>,
 }
 
+/// The controller listener's TLS: `CONTROLLER:SSL` in `listener.security.protocol.map`
+/// (Kafka's name for the controller listener) turns on mutual TLS with the node's
+/// `ssl.*` certificate, key and CA; SASL there is refused at start.
+fn controller_tls(config: &BrokerConfig) -> anyhow::Result<Option<transport::ControllerTls>> {
+    use crate::listeners::SecurityProtocol;
+    let map =
+        crate::listeners::parse_protocol_map(config.str_value("listener.security.protocol.map"))?;
+    match map.get("CONTROLLER") {
+        None | Some(SecurityProtocol::Plaintext) => Ok(None),
+        Some(SecurityProtocol::Ssl) => {
+            let server = crate::tls::server_config(config, Some("required"))
+                .context("TLS on the controller listener")?;
+            let ca = config.str_value("ssl.ca.location").trim();
+            let present = |n: &str| Some(config.str_value(n).trim()).filter(|v| !v.is_empty());
+            let client = crate::security::client::tls_client_config(
+                ca,
+                present("ssl.certificate.location"),
+                present("ssl.key.location"),
+                true,
+            )
+            .context("TLS toward the other controllers")?;
+            Ok(Some(transport::ControllerTls {
+                server: Arc::new(server),
+                client: Arc::new(client),
+            }))
+        }
+        Some(other) => anyhow::bail!(
+            "the controller listener supports PLAINTEXT and SSL, not {}",
+            other.name()
+        ),
+    }
+}
+
 /// How often the quorum thread writes a moved commit index (one small atomic file write).
 const COMMIT_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -339,6 +372,7 @@ pub(crate) fn start(
         let addr = quorum.listener.ok_or_else(|| {
             anyhow::anyhow!("no controller listener address for node {}", quorum.node)
         })?;
+        transport::configure_tls(controller_tls(config)?);
         let listener = transport::bind(addr)
             .with_context(|| format!("binding the controller listener {addr}"))?;
         transport::serve(

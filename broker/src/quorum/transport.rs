@@ -14,12 +14,17 @@
 //!   than `MAX_FRAME` or of an unknown kind closes the connection, a malformed envelope is
 //!   dropped and logged;
 //! - a call is one short connection: connect, send, wait at most its timeout, close.
+//! - with `CONTROLLER:SSL` in `listener.security.protocol.map` every connection is mutual
+//!   TLS (rustls): both ends present a certificate chaining to `ssl.ca.location`, so only
+//!   nodes holding one can speak raft or make calls (`configure_tls`, once at start).
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
 use sluice_controller::envelope::{self, Receiver};
 use sluice_controller::RaftMessage;
@@ -47,6 +52,94 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed connect, messages to that peer are dropped for this long.
 const BACKOFF: Duration = Duration::from_millis(200);
+
+/// The controller listener's TLS (both directions), when `CONTROLLER:SSL` is configured.
+/// Set once before the transport starts; read by its threads.
+pub(crate) struct ControllerTls {
+    pub(crate) server: Arc<rustls::ServerConfig>,
+    pub(crate) client: Arc<rustls::ClientConfig>,
+}
+
+static TLS: OnceLock<Option<ControllerTls>> = OnceLock::new();
+
+/// Sets the transport's TLS for the life of the process (None: plaintext). A second call
+/// is ignored (tests that start several nodes in one process run plaintext).
+pub(crate) fn configure_tls(tls: Option<ControllerTls>) {
+    let _ = TLS.set(tls);
+}
+
+fn tls() -> Option<&'static ControllerTls> {
+    TLS.get().and_then(Option::as_ref)
+}
+
+/// A controller-listener socket: plain, or TLS as the accepting or the dialing side.
+enum Socket {
+    Plain(TcpStream),
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Socket {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Plain(s) => s,
+            Socket::Server(s) => &s.sock,
+            Socket::Client(s) => &s.sock,
+        }
+    }
+
+    /// The accepting side of `stream`.
+    fn accepted(stream: TcpStream) -> std::io::Result<Self> {
+        Ok(match tls() {
+            None => Socket::Plain(stream),
+            Some(t) => {
+                let conn =
+                    ServerConnection::new(t.server.clone()).map_err(std::io::Error::other)?;
+                Socket::Server(Box::new(StreamOwned::new(conn, stream)))
+            }
+        })
+    }
+
+    /// The dialing side toward `addr`.
+    fn dialed(stream: TcpStream, addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(match tls() {
+            None => Socket::Plain(stream),
+            Some(t) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let conn =
+                    ClientConnection::new(t.client.clone(), name).map_err(std::io::Error::other)?;
+                Socket::Client(Box::new(StreamOwned::new(conn, stream)))
+            }
+        })
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Plain(s) => s.read(buf),
+            Socket::Server(s) => s.read(buf),
+            Socket::Client(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Plain(s) => s.write(buf),
+            Socket::Server(s) => s.write(buf),
+            Socket::Client(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Socket::Plain(s) => s.flush(),
+            Socket::Server(s) => s.flush(),
+            Socket::Client(s) => s.flush(),
+        }
+    }
+}
 
 fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<()> {
     let len =
@@ -165,7 +258,7 @@ fn peer_writer(
     rx: flume::Receiver<Outgoing>,
     events: flume::Sender<Event>,
 ) {
-    let mut conn: Option<BufWriter<TcpStream>> = None;
+    let mut conn: Option<BufWriter<Socket>> = None;
     let mut down_until: Option<Instant> = None;
     let mut last_write = Instant::now();
     let mut log = RateLimitedLog::new();
@@ -181,10 +274,15 @@ fn peer_writer(
             continue;
         }
         if conn.is_none() {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            let dialed = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
+                let _ = s.set_nodelay(true);
+                let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+                // the TLS handshake's reads, if any, are bounded too
+                let _ = s.set_read_timeout(Some(WRITE_TIMEOUT));
+                Socket::dialed(s, addr)
+            });
+            match dialed {
                 Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
                     conn = Some(BufWriter::with_capacity(256 << 10, s));
                     down_until = None;
                 }
@@ -284,7 +382,7 @@ pub(crate) fn serve(
 /// Reads from a socket with a deadline for the frame under way: each read waits at most
 /// until the deadline, so a peer that dribbles bytes cannot stretch a frame.
 struct DeadlineReader {
-    stream: TcpStream,
+    stream: Socket,
     deadline: Instant,
 }
 
@@ -297,7 +395,7 @@ impl Read for DeadlineReader {
                 "no complete frame in time",
             ));
         }
-        self.stream.set_read_timeout(Some(left))?;
+        self.stream.tcp().set_read_timeout(Some(left))?;
         self.stream.read(buf)
     }
 }
@@ -308,7 +406,7 @@ fn serve_connection(stream: TcpStream, receiver: &Receiver, events: &flume::Send
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let Ok(mut writer) = stream.try_clone() else {
+    let Ok(stream) = Socket::accepted(stream) else {
         return;
     };
     let mut reader = std::io::BufReader::with_capacity(
@@ -379,7 +477,8 @@ fn serve_connection(stream: TcpStream, receiver: &Receiver, events: &flume::Send
                         )
                     });
                 let answer = rpc::encode_result(&result, index);
-                if write_frame(&mut writer, KIND_ANSWER, &answer)
+                let writer = &mut reader.get_mut().stream;
+                if write_frame(writer, KIND_ANSWER, &answer)
                     .and_then(|()| writer.flush())
                     .is_err()
                 {
@@ -401,18 +500,23 @@ pub(crate) fn call(
     timeout: Duration,
 ) -> Result<(MetadataOpResult, u64), String> {
     let started = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT.min(timeout))
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT.min(timeout))
         .map_err(|e| format!("cannot reach the controller at {addr}: {e}"))?;
-    let _ = s.set_nodelay(true);
-    let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = tcp.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+    let mut s = Socket::dialed(tcp, addr).map_err(|e| format!("TLS toward {addr}: {e}"))?;
     let left = timeout
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
     let timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
     write_frame(&mut s, KIND_CALL, &rpc::encode_op(op, timeout_ms))
+        .and_then(|()| s.flush())
         .map_err(|e| format!("sending to the controller at {addr}: {e}"))?;
     // the controller answers within the timeout it was given; allow for the trip
-    let _ = s.set_read_timeout(Some(left + Duration::from_millis(1000)));
+    let _ = s
+        .tcp()
+        .set_read_timeout(Some(left + Duration::from_millis(1000)));
     let (kind, body) =
         read_frame(&mut s).map_err(|e| format!("no answer from the controller at {addr}: {e}"))?;
     if kind != KIND_ANSWER {
