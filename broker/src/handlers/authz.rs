@@ -53,6 +53,10 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
     let topic = |op, name: &str| a.allows(conn, op, Rt::Topic, name);
     let group = |op, name: &str| a.allows(conn, op, Rt::Group, name);
     let txn = |name: &str| a.allows(conn, Op::Write, Rt::TransactionalId, name);
+    // OffsetFetch v0 goes through `legacy`, past the filter of its usual handler
+    if frame.api_key == ApiKey::OffsetFetch && frame.version() == 0 {
+        return (!a.allows_cluster(conn, Op::All)).then(|| refuse(frame, -1, conn));
+    }
     let refused = match frame.api_key {
         // served here or checked by their handlers
         ApiKey::ApiVersions
@@ -69,6 +73,8 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
         | ApiKey::DescribeAcls
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls => None,
+        // v1+: per topic in `list_offsets_denied`; v0 (legacy) whole
+        ApiKey::ListOffsets if frame.version() >= 1 => None,
         ApiKey::ListOffsets => {
             let r: ListOffsetsRequest = dec!(frame);
             r.topics
@@ -147,6 +153,8 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
             let r: OffsetCommitRequest = dec!(frame);
             if !group(Op::Read, &r.group_id) {
                 Some(GROUP)
+            } else if frame.version() >= 2 {
+                None // per topic in `offset_commit_denied`
             } else {
                 r.topics
                     .iter()
@@ -798,4 +806,67 @@ pub(crate) fn authorized_operations(ctx: &ShardCtx, conn: &Conn, rt: Rt, name: &
     ops.iter()
         .filter(|op| ctx.access.allows(conn, **op, rt, name))
         .fold(0i32, |bits, op| bits | (1 << op.code()))
+}
+
+/// ListOffsets: takes the topics the principal may not describe out of `req`; their
+/// answer is TOPIC_AUTHORIZATION_FAILED per partition.
+pub(crate) fn list_offsets_denied(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    req: &mut ListOffsetsRequest,
+) -> Vec<list_offsets_response::ListOffsetsTopicResponse> {
+    let (denied, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+        .into_iter()
+        .partition(|t| !ctx.access.allows(conn, Op::Describe, Rt::Topic, &t.name));
+    req.topics = kept;
+    denied
+        .into_iter()
+        .map(|t| {
+            list_offsets_response::ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            list_offsets_response::ListOffsetsPartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(TOPIC)
+                                .with_timestamp(-1)
+                                .with_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+/// OffsetCommit: takes the topics the principal may not read out of `req` (their offsets
+/// are not committed); their answer is TOPIC_AUTHORIZATION_FAILED per partition.
+pub(crate) fn offset_commit_denied(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    req: &mut OffsetCommitRequest,
+) -> Vec<offset_commit_response::OffsetCommitResponseTopic> {
+    let (denied, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+        .into_iter()
+        .partition(|t| !ctx.access.allows(conn, Op::Read, Rt::Topic, &t.name));
+    req.topics = kept;
+    denied
+        .into_iter()
+        .map(|t| {
+            offset_commit_response::OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_topic_id(t.topic_id)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            offset_commit_response::OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(TOPIC)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
 }

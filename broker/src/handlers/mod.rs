@@ -28,7 +28,9 @@ use std::future::Future;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, OffsetFetchRequest};
+use kafka_protocol::messages::{
+    ApiKey, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_proto::request::{
     decode_body, encode_response, parse_request, put_response_header, RequestFrame,
@@ -250,7 +252,19 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         }
         ApiKey::Produce => produce::dispatch(ctx, &frame, conn).await,
         ApiKey::Fetch => fetch::dispatch(ctx, &frame, conn),
-        ApiKey::ListOffsets => respond(ctx, &frame, list_offsets::handle),
+        ApiKey::ListOffsets => {
+            let conn = conn.clone();
+            respond(
+                ctx,
+                &frame,
+                move |ctx, mut req: ListOffsetsRequest, v| async move {
+                    let denied = authz::list_offsets_denied(&ctx, &conn, &mut req);
+                    let mut resp = list_offsets::handle(ctx, req, v).await;
+                    resp.topics.extend(denied);
+                    resp
+                },
+            )
+        }
         ApiKey::OffsetForLeaderEpoch => respond(ctx, &frame, epochs::handle),
         ApiKey::CreateTopics => respond(ctx, &frame, admin::create_topics),
         ApiKey::DeleteTopics => respond(ctx, &frame, admin::delete_topics),
@@ -297,7 +311,19 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::SyncGroup => respond(ctx, &frame, groups::sync_group),
         ApiKey::Heartbeat => respond(ctx, &frame, groups::heartbeat),
         ApiKey::LeaveGroup => respond(ctx, &frame, groups::leave_group),
-        ApiKey::OffsetCommit => respond(ctx, &frame, groups::offset_commit),
+        ApiKey::OffsetCommit => {
+            let conn = conn.clone();
+            respond(
+                ctx,
+                &frame,
+                move |ctx, mut req: OffsetCommitRequest, v| async move {
+                    let denied = authz::offset_commit_denied(&ctx, &conn, &mut req);
+                    let mut resp = groups::offset_commit(ctx, req, v).await;
+                    resp.topics.extend(denied);
+                    resp
+                },
+            )
+        }
         ApiKey::OffsetFetch => {
             let conn = conn.clone();
             respond(
