@@ -236,7 +236,8 @@ def main():
     try:
         admin = AdminClient(sasl_conf(b, "admin", "admin-pw"))
         for f in admin.create_topics([NewTopic(t, 2, 1) for t in
-                                      ["sec-a", "sec-b", "mtls", "kp-sasl", "kp-mtls", "js-sec"]],
+                                      ["sec-a", "sec-b", "mtls", "kp-sasl", "kp-mtls", "js-sec",
+                                       "js-mtls", "kcat-mtls"]],
                                      operation_timeout=T).values():
             f.result(timeout=T)
         # 1. clients over SASL_SSL (SCRAM-SHA-512, the admin) and mTLS (CN=alice,O=acme is
@@ -257,6 +258,21 @@ def main():
             capture_output=True, timeout=60)
         if kcat.returncode != 0 or b"sec-a-" not in kcat.stdout:
             sys.exit(f"kcat over SASL_SSL: {kcat.returncode} {kcat.stderr[-300:]!r}")
+        # kcat over mTLS: produce, then read back in a consumer group (-G)
+        mt = ["-b", f"127.0.0.1:{b.ssl}", "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={ca}",
+              "-X", f"ssl.certificate.location={work}/alice.pem",
+              "-X", f"ssl.key.location={work}/alice.key"]
+        lines = "".join(f"kc-{i}\n" for i in range(100)).encode()
+        p = subprocess.run(["kcat", *mt, "-P", "-t", "kcat-mtls"], input=lines,
+                           capture_output=True, timeout=60)
+        if p.returncode != 0:
+            sys.exit(f"kcat produce over mTLS: {p.stderr[-300:]!r}")
+        g = subprocess.run(["kcat", *mt, "-X", "auto.offset.reset=earliest", "-G", "kcat-g",
+                            "kcat-mtls", "-c", "100", "-q", "-e"],
+                           capture_output=True, timeout=90)
+        got = set(g.stdout.decode().split())
+        if len({f"kc-{i}" for i in range(100)} - got) != 0:
+            sys.exit(f"kcat group over mTLS read {len(got)}: {g.stderr[-300:]!r}")
         print("clients over SASL_SSL (SCRAM-SHA-512) and mTLS: ok")
 
         # 2. refused cleanly, others keep working
@@ -345,7 +361,14 @@ def main():
                 capture_output=True, timeout=120)
             if js.returncode != 0:
                 sys.exit(f"kafkajs over SASL_SSL: {js.stdout[-500:]!r} {js.stderr[-500:]!r}")
-            print("kafkajs over SASL_SSL (SCRAM-SHA-512): ok")
+            js = subprocess.run(
+                ["node", os.path.join(os.path.dirname(__file__), "kafkajs_security.js"),
+                 f"127.0.0.1:{b.ssl}", ca, "--mtls", f"{work}/alice.pem", f"{work}/alice.key",
+                 "js-mtls"],
+                capture_output=True, timeout=120)
+            if js.returncode != 0:
+                sys.exit(f"kafkajs over mTLS: {js.stdout[-500:]!r} {js.stderr[-500:]!r}")
+            print("kafkajs over SASL_SSL (SCRAM-SHA-512) and mTLS: ok")
     finally:
         b.kill()
     print("ok")
