@@ -1,6 +1,6 @@
 //! `sluice-bench` command line: produce, consume, e2e, workload, limits, suite, the
 //! metadata workloads (metadata, failover; see `sluice_bench::metadata`), and the commands
-//! that start their own broker (replication, compaction, transactions, partitions).
+//! that start their own broker (replication, compaction, transactions, partitions, tls).
 //! `-X name=value` reaches every librdkafka client of the process (`kafka::client_props`),
 //! so the load commands run against a secured cluster too.
 //!
@@ -27,6 +27,7 @@ use sluice_bench::record::KeyDistributor;
 use sluice_bench::replication::{self, ReplicationArgs};
 use sluice_bench::report;
 use sluice_bench::suite::{self, SuiteConfig};
+use sluice_bench::tls::{self, TlsArgs};
 use sluice_bench::transactions::{self, TransactionsArgs};
 use sluice_bench::workload::Workload;
 
@@ -97,6 +98,10 @@ enum Command {
     /// create, clean stop/start and kill -9 recovery times, idle RSS/fds/CPU, then a load
     /// spread over every partition (ack and e2e latency, CPU per GB).
     Partitions(PartitionsArgs),
+    /// One broker it starts with PLAINTEXT, SSL and SASL_SSL (SCRAM-SHA-512) listeners:
+    /// max produce (acks=all) and consume through each, broker CPU per GB, and the
+    /// TLS/plaintext throughput ratio against issue 19's target (TLS costs <= 30 %).
+    Tls(TlsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -440,6 +445,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Compaction(a) => compaction::compaction_command(cli.json, cli.quiet, a),
         Command::Transactions(a) => transactions::transactions_command(cli.json, cli.quiet, a),
         Command::Partitions(a) => partitions::partitions_command(cli.json, cli.quiet, a),
+        Command::Tls(a) => tls::tls_command(cli.json, cli.quiet, a),
     }
 }
 

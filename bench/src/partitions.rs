@@ -450,6 +450,7 @@ pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
             bin: copy.clone(),
             data_dir: data_dir.clone(),
             port: free_port()?,
+            listeners: None,
             cores: a.cores,
             settings: a.settings.clone(),
             log: work.join(format!("{name}.log")),
