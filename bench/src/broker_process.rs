@@ -1,8 +1,9 @@
 //! A `sluice` broker process the bench starts itself on a data dir it owns, for the
-//! workloads that stop, kill and restart their broker (`partitions`).
+//! workloads that stop, kill and restart their broker (`partitions`) or need listeners
+//! of their own (`tls`).
 //!
 //! ```text
-//!  BrokerSpec::spawn: bin --listen 127.0.0.1:PORT --data-dir DIR --cores N --set ... ─► log (appended)
+//!  BrokerSpec::spawn: bin --listen 127.0.0.1:PORT|LISTENERS --data-dir DIR --cores N --set ... ─► log (appended)
 //!  terminate(): SIGTERM, wait (bounded)  ─► the clean stop time; SIGKILL if it does not exit
 //!  kill9():     SIGKILL, reap            ─► the next spawn recovers the data dir
 //!  Drop:        SIGKILL, reap            ─► no path (error, panic) leaves a broker running
@@ -25,8 +26,11 @@ pub(crate) struct BrokerSpec {
     pub(crate) bin: PathBuf,
     /// Its data dir (`--data-dir`), kept across restarts.
     pub(crate) data_dir: PathBuf,
-    /// Its Kafka port on 127.0.0.1.
+    /// Its Kafka port on 127.0.0.1 (the PLAINTEXT listener when `listeners` is given).
     pub(crate) port: u16,
+    /// `--listen` in Kafka's `listeners` syntax (`PLAINTEXT://127.0.0.1:P,SSL://...`);
+    /// `None` is `127.0.0.1:port`.
+    pub(crate) listeners: Option<String>,
     /// `--cores` (shards).
     pub(crate) cores: u32,
     /// `--set name=value`, after the bench's own `metrics.listen=` (off: another broker on
@@ -52,7 +56,7 @@ impl BrokerSpec {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--listen")
-            .arg(self.bootstrap())
+            .arg(self.listeners.clone().unwrap_or_else(|| self.bootstrap()))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--cores")
@@ -227,6 +231,7 @@ mod tests {
             bin,
             data_dir: dir.join("data"),
             port: 1,
+            listeners: None,
             cores: 1,
             settings: vec![("a".into(), "b".into())],
             log: dir.join("log"),

@@ -3,8 +3,16 @@
 //!
 //! Producers use `partitioner=murmur2_random` (Java-compatible murmur2 for keyed records,
 //! random/sticky for unkeyed ones), so keyed traffic lands where a Java client puts it.
-//! User overrides (`-X key=value`) are applied last and win over every default here.
+//!
+//! ```text
+//!  defaults here ─► client properties (-X, every client) ─► --producer-prop / --consumer-prop
+//! ```
+//! Later layers win. The client properties are set once per process, before the first
+//! client is made (`set_client_props`); they carry librdkafka's security settings
+//! (`security.protocol`, `sasl.*`, `ssl.*`) to the admin, metadata, producer and consumer
+//! clients alike.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -40,16 +48,55 @@ pub fn parse_prop(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
-fn base_config(bootstrap: &str) -> ClientConfig {
+/// `-X` properties of this process: every librdkafka client gets them. Set once by `main`.
+static CLIENT_PROPS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Sets the properties every client of this process gets (`-X`); an error if they were
+/// set already (they must not change while clients exist).
+pub fn set_client_props(props: Vec<(String, String)>) -> Result<()> {
+    CLIENT_PROPS
+        .set(props)
+        .map_err(|_| anyhow!("client properties were set twice"))
+}
+
+/// The `-X` properties (empty unless `set_client_props` ran).
+pub fn client_props() -> &'static [(String, String)] {
+    CLIENT_PROPS.get().map_or(&[], Vec::as_slice)
+}
+
+fn apply(cfg: &mut ClientConfig, props: &[(String, String)]) {
+    for (k, v) in props {
+        cfg.set(k, v);
+    }
+}
+
+/// The config every client starts from: bootstrap, client.id, log level, then `-X`.
+/// Role defaults set after this should only touch keys the user is not expected to pass
+/// with `-X`; the producer and consumer configs re-apply `-X` after their defaults.
+pub fn client_config(bootstrap: &str, log_level: RDKafkaLogLevel) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
         .set("client.id", "sluice-bench")
-        .set_log_level(RDKafkaLogLevel::Warning);
+        .set_log_level(log_level);
+    apply(&mut cfg, client_props());
     cfg
+}
+
+fn base_config(bootstrap: &str) -> ClientConfig {
+    client_config(bootstrap, RDKafkaLogLevel::Warning)
 }
 
 /// The librdkafka config for a benchmark producer.
 pub fn producer_config(bootstrap: &str, s: &ProducerSettings) -> ClientConfig {
+    layered_producer_config(bootstrap, s, client_props())
+}
+
+/// `producer_config` with the `-X` layer given.
+fn layered_producer_config(
+    bootstrap: &str,
+    s: &ProducerSettings,
+    client: &[(String, String)],
+) -> ClientConfig {
     let mut cfg = base_config(bootstrap);
     let acks = if s.acks == "-1" {
         "all"
@@ -67,9 +114,8 @@ pub fn producer_config(bootstrap: &str, s: &ProducerSettings) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "1048576")
         // A broker that stops answering should fail the run, not hang it for 5 minutes.
         .set("message.timeout.ms", "60000");
-    for (k, v) in &s.extra {
-        cfg.set(k, v);
-    }
+    apply(&mut cfg, client);
+    apply(&mut cfg, &s.extra);
     cfg
 }
 
@@ -79,6 +125,17 @@ pub fn consumer_config(
     bootstrap: &str,
     group: Option<&str>,
     earliest: bool,
+    extra: &[(String, String)],
+) -> ClientConfig {
+    layered_consumer_config(bootstrap, group, earliest, client_props(), extra)
+}
+
+/// `consumer_config` with the `-X` layer given.
+fn layered_consumer_config(
+    bootstrap: &str,
+    group: Option<&str>,
+    earliest: bool,
+    client: &[(String, String)],
     extra: &[(String, String)],
 ) -> ClientConfig {
     let mut cfg = base_config(bootstrap);
@@ -92,9 +149,8 @@ pub fn consumer_config(
     if let Some(g) = group {
         cfg.set("group.id", g);
     }
-    for (k, v) in extra {
-        cfg.set(k, v);
-    }
+    apply(&mut cfg, client);
+    apply(&mut cfg, extra);
     cfg
 }
 
@@ -286,5 +342,44 @@ mod tests {
         let c = consumer_config("127.0.0.1:1", None, true, &[]);
         assert_eq!(c.get("group.id"), None);
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn client_props_come_after_the_defaults_and_before_the_role_props() {
+        let prop = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let client = vec![
+            prop("security.protocol", "SASL_SSL"),
+            prop("linger.ms", "3"),
+            prop("enable.auto.commit", "true"),
+        ];
+        let s = ProducerSettings {
+            acks: "all".into(),
+            compression: "none".into(),
+            batch_size: 1024,
+            linger_ms: 1.0,
+            extra: vec![prop("linger.ms", "9")],
+        };
+        let p = layered_producer_config("127.0.0.1:1", &s, &client);
+        assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(
+            p.get("linger.ms"),
+            Some("9"),
+            "--producer-prop wins over -X"
+        );
+        let c = layered_consumer_config("127.0.0.1:1", None, false, &client, &[]);
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(
+            c.get("enable.auto.commit"),
+            Some("true"),
+            "-X wins over defaults"
+        );
+        let c = layered_consumer_config(
+            "127.0.0.1:1",
+            None,
+            false,
+            &client,
+            &[prop("enable.auto.commit", "false")],
+        );
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
     }
 }

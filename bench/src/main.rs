@@ -1,6 +1,8 @@
 //! `sluice-bench` command line: produce, consume, e2e, workload, limits, suite, the
 //! metadata workloads (metadata, failover; see `sluice_bench::metadata`), and the commands
-//! that start their own broker (replication, compaction, transactions, partitions).
+//! that start their own broker (replication, compaction, transactions, partitions, tls).
+//! `-X name=value` reaches every librdkafka client of the process (`kafka::client_props`),
+//! so the load commands run against a secured cluster too.
 //!
 //! Each load command creates the topics it needs (deleting what it created unless
 //! `--keep-topics`), runs the engine, and prints a table or, with `--json`, one JSON
@@ -25,6 +27,7 @@ use sluice_bench::record::KeyDistributor;
 use sluice_bench::replication::{self, ReplicationArgs};
 use sluice_bench::report;
 use sluice_bench::suite::{self, SuiteConfig};
+use sluice_bench::tls::{self, TlsArgs};
 use sluice_bench::transactions::{self, TransactionsArgs};
 use sluice_bench::workload::Workload;
 
@@ -48,6 +51,14 @@ struct Cli {
     /// bootstrap port is used when it is on this machine.
     #[arg(long, global = true)]
     broker_pid: Option<u32>,
+    /// librdkafka property for every client the bench makes (admin, metadata, producers,
+    /// consumers), repeatable; e.g. the security settings of a secured cluster:
+    /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=U
+    /// -X sasl.password=P -X ssl.ca.location=ca.pem. All before or all after the command
+    /// (given after it, the ones before are dropped). --producer-prop and --consumer-prop
+    /// are applied after it.
+    #[arg(short = 'X', long = "client-prop", global = true, value_parser = parse_prop)]
+    client_props: Vec<(String, String)>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +98,10 @@ enum Command {
     /// create, clean stop/start and kill -9 recovery times, idle RSS/fds/CPU, then a load
     /// spread over every partition (ack and e2e latency, CPU per GB).
     Partitions(PartitionsArgs),
+    /// One broker it starts with PLAINTEXT, SSL and SASL_SSL (SCRAM-SHA-512) listeners:
+    /// max produce (acks=all) and consume through each, broker CPU per GB, and the
+    /// TLS/plaintext throughput ratio against issue 19's target (TLS costs <= 30 %).
+    Tls(TlsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -121,8 +136,9 @@ struct ClientArgs {
     /// linger.ms.
     #[arg(long, default_value_t = 1.0)]
     linger_ms: f64,
-    /// Extra producer property (librdkafka name), repeatable: -X queue.buffering.max.ms=2
-    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    /// Extra producer property (librdkafka name), repeatable, applied after -X:
+    /// --producer-prop queue.buffering.max.ms=2
+    #[arg(long = "producer-prop", value_parser = parse_prop)]
     producer_props: Vec<(String, String)>,
     /// Extra consumer property, repeatable.
     #[arg(long = "consumer-prop", value_parser = parse_prop)]
@@ -177,7 +193,7 @@ struct WorkloadArgs {
     #[arg(long)]
     keep_topics: bool,
     /// Extra producer property, repeatable.
-    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    #[arg(long = "producer-prop", value_parser = parse_prop)]
     producer_props: Vec<(String, String)>,
     /// Extra consumer property, repeatable.
     #[arg(long = "consumer-prop", value_parser = parse_prop)]
@@ -232,7 +248,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(&cli) {
+    if let Err(e) = kafka::set_client_props(cli.client_props.clone()).and_then(|()| run(&cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -429,6 +445,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Compaction(a) => compaction::compaction_command(cli.json, cli.quiet, a),
         Command::Transactions(a) => transactions::transactions_command(cli.json, cli.quiet, a),
         Command::Partitions(a) => partitions::partitions_command(cli.json, cli.quiet, a),
+        Command::Tls(a) => tls::tls_command(cli.json, cli.quiet, a),
     }
 }
 
@@ -541,8 +558,10 @@ mod tests {
             "e2e",
             "--rate",
             "5000",
-            "-X",
+            "--producer-prop",
             "linger.ms=0",
+            "-X",
+            "security.protocol=SSL",
             "--keys",
             "round-robin",
             "--duration",
@@ -559,5 +578,31 @@ mod tests {
             vec![("linger.ms".to_string(), "0".to_string())]
         );
         assert_eq!(a.client.duration, Duration::from_secs(10));
+        assert_eq!(
+            cli.client_props,
+            vec![("security.protocol".to_string(), "SSL".to_string())]
+        );
+    }
+
+    #[test]
+    fn client_props_go_before_or_after_the_subcommand_not_both() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .expect("parses")
+                .client_props
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        let m = "sasl.mechanism=SCRAM-SHA-512";
+        let u = "sasl.username=bench";
+        let both = vec!["sasl.mechanism".to_string(), "sasl.username".to_string()];
+        assert_eq!(parse(&["b", "-X", m, "-X", u, "metadata"]), both);
+        assert_eq!(parse(&["b", "metadata", "-X", m, "-X", u]), both);
+        // clap: a global argument given after the subcommand replaces the earlier ones
+        assert_eq!(
+            parse(&["b", "-X", m, "metadata", "-X", u]),
+            vec!["sasl.username"]
+        );
     }
 }

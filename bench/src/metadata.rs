@@ -340,11 +340,7 @@ pub struct FailoverReport {
 // librdkafka helpers.
 
 fn admin_config(bootstrap: &str) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap)
-        .set("client.id", "sluice-bench")
-        .set_log_level(RDKafkaLogLevel::Error);
-    cfg
+    crate::kafka::client_config(bootstrap, RDKafkaLogLevel::Error)
 }
 
 fn admin_client(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {

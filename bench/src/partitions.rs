@@ -123,7 +123,7 @@ pub struct PartitionsArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub batch_size: u32,
     /// Extra producer property (librdkafka name), repeatable; applied last.
-    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    #[arg(long = "producer-prop", value_parser = parse_prop)]
     pub producer_props: Vec<(String, String)>,
     /// Extra consumer property, repeatable.
     #[arg(long = "consumer-prop", value_parser = parse_prop)]
@@ -450,6 +450,7 @@ pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
             bin: copy.clone(),
             data_dir: data_dir.clone(),
             port: free_port()?,
+            listeners: None,
             cores: a.cores,
             settings: a.settings.clone(),
             log: work.join(format!("{name}.log")),

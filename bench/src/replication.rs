@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
@@ -113,7 +113,7 @@ pub struct ReplicationArgs {
     #[arg(long, default_value_t = 1.0)]
     pub linger_ms: f64,
     /// Extra producer property (librdkafka name), repeatable.
-    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    #[arg(long = "producer-prop", value_parser = parse_prop)]
     pub producer_props: Vec<(String, String)>,
     /// Run only this replication factor (1 or 3), e.g. to profile one cluster; no ratio
     /// is computed then.
@@ -857,11 +857,9 @@ pub fn parse_pid(text: &str) -> Option<u32> {
 // Topics.
 
 pub(crate) fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap)
-        .set("client.id", "sluice-bench")
-        .set_log_level(RDKafkaLogLevel::Error);
-    cfg.create().context("creating admin client")
+    kafka::client_config(bootstrap, RDKafkaLogLevel::Error)
+        .create()
+        .context("creating admin client")
 }
 
 /// Creates `topic` with `rf` replicas and `configs`, then waits until every partition has

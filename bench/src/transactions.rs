@@ -101,7 +101,7 @@ pub struct TransactionsArgs {
     #[arg(long, default_value_t = 1.0)]
     pub linger_ms: f64,
     /// Extra producer property (librdkafka name), repeatable; applied last.
-    #[arg(short = 'X', long = "producer-prop", value_parser = parse_prop)]
+    #[arg(long = "producer-prop", value_parser = parse_prop)]
     pub producer_props: Vec<(String, String)>,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
@@ -395,7 +395,7 @@ fn wait_for_acks(producer: &TxnProducer, sent: u64, timeout: Duration) -> Result
 }
 
 /// The producer settings of every phase: acks=all and idempotence, a transactional.id
-/// for transactional phases, the user's -X last.
+/// for transactional phases, the user's --producer-prop last (after -X).
 fn settings(a: &TransactionsArgs, transactional_id: Option<String>) -> ProducerSettings {
     let mut extra = vec![("enable.idempotence".to_string(), "true".to_string())];
     if let Some(id) = transactional_id {
@@ -644,7 +644,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_issue_and_settings_keep_user_props_last() {
-        let a = Cli::try_parse_from(["t", "-X", "enable.idempotence=false"])
+        let a = Cli::try_parse_from(["t", "--producer-prop", "enable.idempotence=false"])
             .expect("parses")
             .a;
         assert_eq!((a.rounds, a.partitions, a.commit_ms), (3, 16, 100));
