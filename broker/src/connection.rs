@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -34,30 +34,7 @@ use sluice_storage::Signal;
 /// A half of a connection: the reader and writer tasks share the stream, borrowing it only
 /// inside one `poll_*` call (one thread, so never at the same time).
 #[derive(Clone)]
-struct Half {
-    socket: Rc<RefCell<Socket>>,
-    /// The writer task's waker while its write is pending. Over TLS the reader's
-    /// `poll_read` also flushes the TLS session's pending output (rustls does), which
-    /// re-registers the socket's write readiness with the *reader's* waker: once that
-    /// write completes, the writer must be woken here or it sleeps until the client's
-    /// next request (a Fetch answer stalled ~60 s, until librdkafka timed out).
-    writer_waiting: Rc<RefCell<Option<Waker>>>,
-}
-
-impl Half {
-    fn new(socket: Socket) -> Self {
-        Self {
-            socket: Rc::new(RefCell::new(socket)),
-            writer_waiting: Rc::new(RefCell::new(None)),
-        }
-    }
-
-    /// Notes (or clears) the writer's waker after a write-side call.
-    fn writer_polled<T>(&self, cx: &Context<'_>, r: Poll<T>) -> Poll<T> {
-        *self.writer_waiting.borrow_mut() = r.is_pending().then(|| cx.waker().clone());
-        r
-    }
-}
+struct Half(Rc<RefCell<Socket>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -65,13 +42,7 @@ impl AsyncRead for Half {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut *self.socket.borrow_mut()).poll_read(cx, buf);
-        if matches!(*self.socket.borrow(), Socket::Tls(_)) {
-            if let Some(w) = self.writer_waiting.borrow_mut().take() {
-                w.wake();
-            }
-        }
-        r
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
@@ -81,16 +52,13 @@ impl AsyncWrite for Half {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut *self.socket.borrow_mut()).poll_write(cx, buf);
-        self.writer_polled(cx, r)
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut *self.socket.borrow_mut()).poll_flush(cx);
-        self.writer_polled(cx, r)
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut *self.socket.borrow_mut()).poll_close(cx);
-        self.writer_polled(cx, r)
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }
 
@@ -241,7 +209,7 @@ pub(crate) async fn serve(
         principal: RefCell::new(Rc::from(principal)),
     });
     ctx.metrics.connection_opened();
-    let mut half = Half::new(stream);
+    let mut half = Half(Rc::new(RefCell::new(stream)));
     let depth = ctx.config.int("queued.max.requests").max(1) as usize;
     let (tx, rx) = local_channel::new_bounded::<Pending>(depth);
     let writer = glommio::spawn_local(write_loop(half.clone(), rx));
