@@ -216,6 +216,25 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             .collect(),
     );
     let cluster = meta_properties(&data_dir, quorum.node, quorum.cluster_id.as_deref())?;
+    // every shard's write-ahead journal into its segments before any shard opens a log
+    // (a changed `cores` moves partitions between shards); no flush mode writes journals
+    // yet, so today this finds none
+    let replayed = sluice_storage::replay_journals(&data_dir).with_context(|| {
+        format!(
+            "replaying the storage journals in {}",
+            data_dir.join(sluice_storage::JOURNAL_DIR).display()
+        )
+    })?;
+    if replayed.files > 0 {
+        tracing::info!(
+            journals = replayed.files,
+            record_sets = replayed.record_sets,
+            entries = replayed.entries,
+            bytes = replayed.bytes,
+            skipped = replayed.skipped,
+            "replayed storage journals"
+        );
+    }
     {
         // logs deleted before a crash or stop: finish removing them, off the start path
         let data_dir = data_dir.clone();
