@@ -458,6 +458,13 @@ async fn write_loop(mut half: Half, rx: local_channel::LocalReceiver<Pending>) {
         if !out.is_empty() && write(&mut half, &out.split().freeze()).await.is_err() {
             return;
         }
+        // Over TLS a write completes once rustls has taken the bytes; the last records of
+        // a large answer can still sit in its buffer (the socket was full) until flushed,
+        // and the client would wait for them until its request timeout (~60 s stalls of
+        // TLS consumers). Plain TCP has nothing to flush.
+        if half.flush().await.is_err() {
+            return;
+        }
     }
 }
 
