@@ -7,14 +7,17 @@
 2. Consume-transform-produce: 3,000 input records are copied, upper-cased, to an output
    topic in transactions of up to 50 records that also commit the input offsets
    (`send_offsets_to_transaction`), while the broker is killed with SIGKILL and restarted
-   at random moments (6 times, from another thread). Whatever the client saw fail is retried from the group's
-   committed offsets, as Kafka's EOS loop does. The output must hold each input's result
-   exactly once (read_committed).
+   at random moments (6 times, from another thread). Whatever the client saw fail is retried
+   from the group's committed offsets, as Kafka's EOS loop does; each application instance
+   runs in a child process that is replaced when it makes no progress for 75 s (librdkafka
+   can wait forever in send_offsets_to_transaction after it re-bootstraps, see STALL). The
+   output must hold each input's result exactly once (read_committed).
 
 Usage: transactions.py SLUICE_BIN [WORKDIR]. Every wait is bounded; any failure exits 1.
 """
 
 import faulthandler
+import multiprocessing
 import os
 import random
 import signal
@@ -185,7 +188,7 @@ def transform(broker, inputs, kills):
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        transform_loop(broker, thread, inputs)
+        supervise(broker, thread)
     finally:
         state["stop"] = True
         thread.join(timeout=60)
@@ -201,65 +204,139 @@ def transform(broker, inputs, kills):
           f"{state['restarts']} kill -9s")
 
 
-def transform_loop(broker, thread, inputs):
-    """The EOS loop: until the input is consumed and the killer thread is done."""
-    done = False
+# A worker that makes no progress for this long is killed and replaced. librdkafka's
+# send_offsets_to_transaction can wait forever, past its timeout, when the group
+# coordinator went away: with every broker down it re-bootstraps and decommissions the
+# broker handle, and the pending TxnOffsetCommit is never re-triggered (seen here after
+# AddOffsetsToTxn succeeded; confluentinc/librdkafka#5456, #5511). An EOS application needs
+# such a bound from outside, and a new producer with the same transactional.id fences the
+# stuck one and aborts its transaction, as a restarted Kafka Streams task does.
+STALL = 75
+
+
+def supervise(broker, thread):
+    """Runs EOS workers, one at a time in a child process, until one consumes the whole
+    input after the killer thread is done."""
+    ctx = multiprocessing.get_context("spawn")
+    killer_done = ctx.Event()
+    beat = ctx.Value("d", time.time())
     deadline = time.time() + 400
-    while not done:
-        if time.time() > deadline:
-            sys.exit("consume-transform-produce did not finish in 400 s")
-        consumer = None
+    attempt = 0
+    while True:
+        attempt += 1
+        log = os.path.join(os.path.dirname(broker.data), f"worker-{attempt}.log")
+        beat.value = time.time()
+        worker = ctx.Process(target=eos_worker, args=(broker.addr, killer_done, beat, log))
+        worker.start()
         try:
-            consumer = Consumer(conf(broker, **{
-                "group.id": "ctp",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-                "session.timeout.ms": 6000,
-            }))
-            producer = Producer(conf(broker, **{
-                "transactional.id": "ctp-worker",
-                "linger.ms": 5,
-                "transaction.timeout.ms": 10000,
-            }))
-            producer.init_transactions(T)
-            consumer.subscribe(["ctp-in"])
-            # librdkafka reports the end of a partition once per arrival there: remember
-            # it until records come again, and finish once the killer is done too
-            at_end = False
-            while True:
+            while worker.is_alive():
+                if not thread.is_alive():
+                    killer_done.set()
                 if time.time() > deadline:
+                    tail(log)
                     sys.exit("consume-transform-produce did not finish in 400 s")
-                msgs = consumer.consume(50, 2.0)
-                records = [m for m in msgs if not m.error()]
-                if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF
-                       for m in msgs):
-                    at_end = True
-                if records:
-                    at_end = False
-                if at_end and not records and not thread.is_alive():
-                    done = True
+                if time.time() - beat.value > STALL:
+                    print(f"  worker {attempt}: no progress for {STALL} s, killed "
+                          "(last lines of its client log follow)")
+                    tail(log, 25)
                     break
-                if not records:
-                    continue
-                producer.begin_transaction()
-                for m in records:
-                    producer.produce("ctp-out", m.value().decode().upper().encode(), partition=0)
-                producer.send_offsets_to_transaction(
-                    consumer.position(consumer.assignment()),
-                    consumer.consumer_group_metadata(), T)
-                producer.commit_transaction(T)
-        except KafkaException as e:
-            # fatal or abortable: start over from the committed offsets (a new producer
-            # with the same transactional id fences the old one and aborts its transaction)
-            print(f"  loop restarted after: {e}")
+                worker.join(0.5)
         finally:
-            if consumer is not None:
-                try:
-                    consumer.close()
-                except Exception:
-                    pass
+            if worker.is_alive():
+                worker.kill()
+                worker.join(10)
+        if worker.exitcode == 0:
+            return
+        if worker.exitcode == 3:
+            with open(log, errors="replace") as f:
+                why = [line for line in f if line.startswith("RESTART")]
+            print(f"  worker {attempt} restarted {why[-1].strip() if why else ''}")
+        if worker.exitcode not in (None, 3, -signal.SIGKILL):
+            tail(log)
+            sys.exit(f"worker {attempt} failed with exit {worker.exitcode}")
+
+
+def tail(path, n=60):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line for line in f if "|HEARTBEAT|" not in line]
+            for line in lines[-n:]:
+                print("    " + line.rstrip())
+    except OSError:
+        pass
+
+
+def eos_worker(addr, killer_done, beat, log):
+    """The EOS loop of one application instance, in its own process. Exits 0 once the input
+    is consumed and the killer is done, 3 after a client error (the supervisor starts a new
+    instance, which resumes from the group's committed offsets)."""
+    # librdkafka logs to standard error: keep this instance's eos/cgrp debug in its own file
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 2)
+    os.dup2(fd, 1)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+
+    def progress():
+        beat.value = time.time()
+
+    base = {"bootstrap.servers": addr, "broker.address.family": "v4", "log_level": 7,
+            "debug": "eos,cgrp"}
+    consumer = None
+    try:
+        consumer = Consumer(dict(base, **{
+            "group.id": "ctp",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "session.timeout.ms": 6000,
+        }))
+        producer = Producer(dict(base, **{
+            "transactional.id": "ctp-worker",
+            "linger.ms": 5,
+            "transaction.timeout.ms": 10000,
+        }))
+        producer.init_transactions(T)
+        progress()
+        consumer.subscribe(["ctp-in"])
+        # librdkafka reports the end of a partition once per arrival there: remember it
+        # until records come again, and finish once the killer is done too
+        at_end = False
+        while True:
+            progress()
+            msgs = consumer.consume(50, 2.0)
+            records = [m for m in msgs if not m.error()]
+            if any(m.error() and m.error().code() == KafkaError._PARTITION_EOF for m in msgs):
+                at_end = True
+            if records:
+                at_end = False
+            if at_end and not records and killer_done.is_set():
+                return
+            if not records:
+                continue
+            producer.begin_transaction()
+            for m in records:
+                producer.produce("ctp-out", m.value().decode().upper().encode(), partition=0)
+            progress()
+            producer.send_offsets_to_transaction(
+                consumer.position(consumer.assignment()),
+                consumer.consumer_group_metadata(), T)
+            progress()
+            producer.commit_transaction(T)
+    except KafkaException as e:
+        # fatal or abortable: start over from the committed offsets
+        print(f"RESTART after: {e}", flush=True)
+        code = 3
+    else:
+        code = 0
+    finally:
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:
+                pass
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def main():
