@@ -38,8 +38,10 @@
 #                            brokers talk to each other there (inter.broker.listener.name);
 #                            the TLS/SASL settings come with SLUICE_CLUSTER_SETTINGS or
 #                            SLUICE_CLUSTER_CONFIG (saved)
-#   SLUICE_CLUSTER_CONTROLLER  SSL: the controller listeners speak mutual TLS
-#                            (CONTROLLER:SSL; certificates from the settings; saved)
+#   SLUICE_CLUSTER_CONTROLLER  SSL, SASL_PLAINTEXT or SASL_SSL: the controller listeners'
+#                            protocol (CONTROLLER:...; SSL is mutual TLS with the
+#                            settings' certificates, SASL is PLAIN with the users of
+#                            listener.name.controller.plain.sasl.jaas.config; saved)
 #   SLUICE_CLUSTER_CONFIG    a TOML settings file passed as --config to every node (saved;
 #                            for values with spaces, e.g. sasl.jaas.config)
 #
@@ -497,7 +499,7 @@ cmd_start() {
         INTERNAL=${SLUICE_CLUSTER_INTERNAL:-}
         CONFIG=${SLUICE_CLUSTER_CONFIG:-}
         CONTROLLER=${SLUICE_CLUSTER_CONTROLLER:-}
-        case $CONTROLLER in '' | SSL) ;; *) bad "SLUICE_CLUSTER_CONTROLLER must be SSL" ;; esac
+        case $CONTROLLER in '' | SSL | SASL_PLAINTEXT | SASL_SSL) ;; *) bad "SLUICE_CLUSTER_CONTROLLER must be SSL, SASL_PLAINTEXT or SASL_SSL" ;; esac
         case $INTERNAL in '' | SSL | SASL_PLAINTEXT | SASL_SSL) ;; *) bad "SLUICE_CLUSTER_INTERNAL must be SSL, SASL_PLAINTEXT or SASL_SSL" ;; esac
         mapfile -t ports < <(free_ports $((4 * N)))
         ((${#ports[@]} == 4 * N)) || die "could not find $((4 * N)) free ports"

@@ -59,7 +59,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: crate::listeners::DEFAULT_PROTOCOL_MAP,
         kind: Kind::Str,
         unit: "NAME:PROTOCOL,...",
-        doc: "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. CONTROLLER:SSL makes the controller listener (controller.quorum.voters) mutual TLS.",
+        doc: "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. CONTROLLER (the controller listener of controller.quorum.voters) takes SSL (mutual TLS), SASL_PLAINTEXT or SASL_SSL (SASL PLAIN, see sasl.mechanism.controller.protocol).",
     },
     Setting {
         name: "inter.broker.listener.name",
@@ -130,6 +130,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         kind: Kind::Choice(&["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
         unit: "",
         doc: "SASL mechanism this broker logs in to other brokers with when the inter-broker listener is SASL_PLAINTEXT or SASL_SSL.",
+    },
+    Setting {
+        name: "sasl.mechanism.controller.protocol",
+        default: "PLAIN",
+        kind: Kind::Choice(&["PLAIN"]),
+        unit: "",
+        doc: "SASL mechanism of the controller listener when listener.security.protocol.map has CONTROLLER:SASL_PLAINTEXT or CONTROLLER:SASL_SSL. Only PLAIN, with the users of listener.name.controller.plain.sasl.jaas.config: the controllers must authenticate each other before the metadata log (and its SCRAM credentials) can be read.",
+    },
+    Setting {
+        name: "listener.name.controller.plain.sasl.jaas.config",
+        default: "",
+        kind: Kind::Str,
+        unit: "JAAS",
+        doc: "The controller listener's PLAIN login, as Kafka writes it: ...PlainLoginModule required username=\"n1\" password=\"...\" user_n1=\"...\" user_n2=\"...\"; username/password is this node's login toward the controllers, each user_NAME=\"PASSWORD\" a login the controller listener accepts.",
     },
     Setting {
         name: "sasl.jaas.config",
@@ -762,6 +776,12 @@ impl Default for BrokerConfig {
                 .collect(),
         }
     }
+}
+
+/// A setting whose value is a secret (a JAAS line holds passwords): DescribeConfigs
+/// reports it as sensitive with no value, as Kafka does for its PASSWORD settings.
+pub(crate) fn sensitive(name: &str) -> bool {
+    name.ends_with("sasl.jaas.config") || name.contains("password")
 }
 
 fn setting(name: &str) -> anyhow::Result<&'static Setting> {

@@ -55,7 +55,7 @@ impl PeerSecurity {
             let mechanism = config
                 .str_value("sasl.mechanism.inter.broker.protocol")
                 .to_ascii_uppercase();
-            let (user, password) = jaas_credentials(config.str_value("sasl.jaas.config"))
+            let (user, password) = crate::security::jaas::credentials(config.str_value("sasl.jaas.config"))
                 .context("the inter-broker listener is SASL: sasl.jaas.config must name username and password")?;
             if SaslClientLogin::new(&mechanism, &user, &password).is_none() {
                 bail!("sasl.mechanism.inter.broker.protocol {mechanism} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
@@ -65,21 +65,6 @@ impl PeerSecurity {
             None
         };
         Ok(Self { tls, sasl })
-    }
-}
-
-/// `username="…"` and `password="…"` of a JAAS login module line (Kafka's
-/// `sasl.jaas.config`, e.g. `org.apache.kafka.common.security.scram.ScramLoginModule
-/// required username="broker" password="secret";`).
-fn jaas_credentials(jaas: &str) -> anyhow::Result<(String, String)> {
-    let value = |key: &str| -> Option<String> {
-        let at = jaas.find(&format!("{key}=\""))? + key.len() + 2;
-        let rest = &jaas[at..];
-        Some(rest[..rest.find('"')?].to_string())
-    };
-    match (value("username"), value("password")) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok((u, p)),
-        _ => bail!("no username=\"…\" password=\"…\" in sasl.jaas.config"),
     }
 }
 

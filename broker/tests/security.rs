@@ -549,7 +549,7 @@ fn brokers_replicate_over_sasl_ssl() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "\"ssl.certificate.location\" = \"{}\"\n\"ssl.key.location\" = \"{}\"\n\"ssl.ca.location\" = \"{}\"\n\"sasl.enabled.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.mechanism.inter.broker.protocol\" = \"SCRAM-SHA-512\"\n\"sasl.jaas.config\" = 'org.apache.kafka.common.security.scram.ScramLoginModule required username=\"broker\" password=\"broker-secret\";'\n",
+            "\"ssl.certificate.location\" = \"{}\"\n\"ssl.key.location\" = \"{}\"\n\"ssl.ca.location\" = \"{}\"\n\"sasl.enabled.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.mechanism.inter.broker.protocol\" = \"SCRAM-SHA-512\"\n\"sasl.jaas.config\" = 'org.apache.kafka.common.security.scram.ScramLoginModule required username=\"broker\" password=\"broker-secret\";'\n\"listener.name.controller.plain.sasl.jaas.config\" = 'org.apache.kafka.common.security.plain.PlainLoginModule required username=\"ctl\" password=\"ctl-secret\" user_ctl=\"ctl-secret\";'\n",
             pki.path("server.pem"),
             pki.path("server.key"),
             pki.path("ca.pem"),
@@ -564,7 +564,7 @@ fn brokers_replicate_over_sasl_ssl() -> Result<()> {
         ],
         &[
             ("SLUICE_CLUSTER_INTERNAL", "SASL_SSL"),
-            ("SLUICE_CLUSTER_CONTROLLER", "SSL"),
+            ("SLUICE_CLUSTER_CONTROLLER", "SASL_SSL"),
             ("SLUICE_CLUSTER_CONFIG", &config.display().to_string()),
         ],
     )?;
@@ -769,5 +769,119 @@ fn tls_certificates_reload_on_sighup() -> Result<()> {
     let (_, cn) = tls_connect(&pki, ssl_port)?;
     ensure!(cn == "reloaded", "{cn}");
     api_versions(&mut old, 3)?;
+    Ok(())
+}
+
+/// One frame of the controller listener's own wire: u32 length | u8 kind | payload.
+fn controller_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    f.push(kind);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// What the controller listener does with `frame` as a connection's first: the kind of
+/// the frame it answers with, or None when it closes the connection unanswered.
+fn controller_answer(port: u16, frame: &[u8]) -> Result<Option<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(frame)?;
+    let mut header = [0u8; 5];
+    match s.read_exact(&mut header) {
+        Ok(()) => Ok(Some(header[4])),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
+        Err(e) => Err(e).context("no answer and no close from the controller listener"),
+    }
+}
+
+/// `CONTROLLER:SASL_PLAINTEXT`: the controller listener serves nothing before a SASL PLAIN
+/// login of one of its JAAS users; a raft frame first, an unknown user or a wrong password
+/// gets the connection closed, the right login gets AUTH_OK. The node itself (a quorum of
+/// one with a controller listener) works meanwhile.
+#[test]
+fn controller_listener_requires_a_sasl_login() -> Result<()> {
+    let ctl = free_port();
+    let voters = format!("1@127.0.0.1:{ctl}");
+    let map = "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT";
+    let jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                username=\"n1\" password=\"n1-secret\" user_n1=\"n1-secret\" user_n2=\"n2-secret\";";
+    let broker = BrokerProcess::spawn_full(
+        1,
+        &[
+            ("controller.quorum.voters", &voters),
+            ("listener.security.protocol.map", map),
+            ("listener.name.controller.plain.sasl.jaas.config", jaas),
+            ("connection.failed.authentication.delay.ms", "200"),
+        ],
+        None,
+        |_| Ok(()),
+    )?;
+    let boot = broker.bootstrap();
+    ok(
+        &["topic", "create", "t", "--partitions", "1", "-b", &boot],
+        "",
+    )?;
+    ok(&["produce", "t", "-b", &boot], "a\nb\n")?;
+
+    let raft_first = controller_frame(0, b"not a login");
+    ensure!(
+        controller_answer(ctl, &raft_first)?.is_none(),
+        "a raft frame before the login was not refused"
+    );
+    let call_first = controller_frame(1, b"x");
+    ensure!(
+        controller_answer(ctl, &call_first)?.is_none(),
+        "a call before the login was not refused"
+    );
+    for (user, password) in [("n2", "wrong"), ("nobody", "n2-secret"), ("n2", "")] {
+        let login = controller_frame(3, format!("\0{user}\0{password}").as_bytes());
+        ensure!(
+            controller_answer(ctl, &login)?.is_none(),
+            "{user}/{password}: a bad login was accepted"
+        );
+    }
+    let login = controller_frame(3, b"\0n2\0n2-secret");
+    ensure!(
+        controller_answer(ctl, &login)? == Some(4),
+        "the right login did not get AUTH_OK"
+    );
+    // the listener's secret stays out of DescribeConfigs: sensitive, no value
+    {
+        use common::raw::RawClient;
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::DescribeConfigsRequest;
+        use kafka_protocol::protocol::StrBytes;
+        let mut raw = RawClient::connect(broker.addr())?;
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1")),
+        ]);
+        let resp = raw.call(4, &req)?;
+        let configs = &resp.results.first().context("no result")?.configs;
+        let entry = configs
+            .iter()
+            .find(|c| &*c.name == "listener.name.controller.plain.sasl.jaas.config")
+            .context("the controller JAAS setting is not described")?;
+        ensure!(entry.is_sensitive && entry.value.is_none(), "{entry:?}");
+        ensure!(
+            !format!("{resp:?}").contains("n1-secret"),
+            "a secret in DescribeConfigs"
+        );
+    }
+    ok(
+        &[
+            "consume",
+            "t",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "-b",
+            &boot,
+        ],
+        "",
+    )?;
     Ok(())
 }

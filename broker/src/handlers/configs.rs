@@ -122,14 +122,11 @@ pub(crate) async fn describe(
                         Kind::Ratio => 6,
                         _ => 2,
                     };
-                    out.configs.push(entry(
-                        s.name,
-                        value,
-                        src,
-                        ty,
-                        s.doc,
-                        req.include_documentation,
-                    ));
+                    let mut e = entry(s.name, value, src, ty, s.doc, req.include_documentation);
+                    if crate::config::sensitive(s.name) {
+                        e = e.with_value(None).with_is_sensitive(true);
+                    }
+                    out.configs.push(e);
                 }
             }
             _ => {

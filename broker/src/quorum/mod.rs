@@ -245,37 +245,62 @@ struct LocalBroker {
     endpoints: Vec<sluice_proto::metadata::BrokerEndpoint>,
 }
 
-/// The controller listener's TLS: `CONTROLLER:SSL` in `listener.security.protocol.map`
-/// (Kafka's name for the controller listener) turns on mutual TLS with the node's
-/// `ssl.*` certificate, key and CA; SASL there is refused at start.
-fn controller_tls(config: &BrokerConfig) -> anyhow::Result<Option<transport::ControllerTls>> {
+/// The controller listener's security, from `CONTROLLER` in
+/// `listener.security.protocol.map` (Kafka's name for the controller listener): SSL and
+/// SASL_SSL are mutual TLS with the node's `ssl.*` certificate, key and CA; SASL_PLAINTEXT
+/// and SASL_SSL log in with SASL PLAIN, the users of
+/// `listener.name.controller.plain.sasl.jaas.config`.
+fn controller_security(config: &BrokerConfig) -> anyhow::Result<transport::ControllerSecurity> {
     use crate::listeners::SecurityProtocol;
     let map =
         crate::listeners::parse_protocol_map(config.str_value("listener.security.protocol.map"))?;
-    match map.get("CONTROLLER") {
-        None | Some(SecurityProtocol::Plaintext) => Ok(None),
-        Some(SecurityProtocol::Ssl) => {
-            let server = crate::tls::server_config(config, Some("required"))
-                .context("TLS on the controller listener")?;
-            let ca = config.str_value("ssl.ca.location").trim();
-            let present = |n: &str| Some(config.str_value(n).trim()).filter(|v| !v.is_empty());
-            let client = crate::security::client::tls_client_config(
-                ca,
-                present("ssl.certificate.location"),
-                present("ssl.key.location"),
-                true,
+    let protocol = map
+        .get("CONTROLLER")
+        .copied()
+        .unwrap_or(SecurityProtocol::Plaintext);
+    let tls = if protocol.tls() {
+        let server = crate::tls::server_config(config, Some("required"))
+            .context("TLS on the controller listener")?;
+        let ca = config.str_value("ssl.ca.location").trim();
+        let present = |n: &str| Some(config.str_value(n).trim()).filter(|v| !v.is_empty());
+        let client = crate::security::client::tls_client_config(
+            ca,
+            present("ssl.certificate.location"),
+            present("ssl.key.location"),
+            true,
+        )
+        .context("TLS toward the other controllers")?;
+        Some(transport::ControllerTls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    } else {
+        None
+    };
+    let sasl = if protocol.sasl() {
+        const JAAS: &str = "listener.name.controller.plain.sasl.jaas.config";
+        let jaas = config.str_value(JAAS);
+        let (user, password) = crate::security::jaas::credentials(jaas).with_context(|| {
+            format!(
+                "the controller listener is {}: {JAAS} must name username and password",
+                protocol.name()
             )
-            .context("TLS toward the other controllers")?;
-            Ok(Some(transport::ControllerTls {
-                server: Arc::new(server),
-                client: Arc::new(client),
-            }))
+        })?;
+        let users = crate::security::jaas::users(jaas);
+        if users.is_empty() {
+            anyhow::bail!("{JAAS} names no user_NAME=\"PASSWORD\" the controller listener accepts");
         }
-        Some(other) => anyhow::bail!(
-            "the controller listener supports PLAINTEXT and SSL, not {}",
-            other.name()
-        ),
-    }
+        let delay = config.int("connection.failed.authentication.delay.ms") as u64;
+        Some(transport::ControllerSasl::new(
+            user,
+            password,
+            users,
+            Duration::from_millis(delay),
+        ))
+    } else {
+        None
+    };
+    Ok(transport::ControllerSecurity { tls, sasl })
 }
 
 /// How often the quorum thread writes a moved commit index (one small atomic file write).
@@ -372,7 +397,7 @@ pub(crate) fn start(
         let addr = quorum.listener.ok_or_else(|| {
             anyhow::anyhow!("no controller listener address for node {}", quorum.node)
         })?;
-        transport::configure_tls(controller_tls(config)?);
+        transport::configure(controller_security(config)?);
         let listener = transport::bind(addr)
             .with_context(|| format!("binding the controller listener {addr}"))?;
         transport::serve(

@@ -14,10 +14,16 @@
 //!   than `MAX_FRAME` or of an unknown kind closes the connection, a malformed envelope is
 //!   dropped and logged;
 //! - a call is one short connection: connect, send, wait at most its timeout, close.
-//! - with `CONTROLLER:SSL` in `listener.security.protocol.map` every connection is mutual
-//!   TLS (rustls): both ends present a certificate chaining to `ssl.ca.location`, so only
-//!   nodes holding one can speak raft or make calls (`configure_tls`, once at start).
+//! - with `CONTROLLER:SSL` (or `SASL_SSL`) in `listener.security.protocol.map` every
+//!   connection is mutual TLS (rustls): both ends present a certificate chaining to
+//!   `ssl.ca.location`, so only nodes holding one can speak raft or make calls;
+//! - with `CONTROLLER:SASL_PLAINTEXT` or `SASL_SSL` the dialing side's first frame is a
+//!   SASL PLAIN login (kind 3 AUTH, payload `authzid NUL user NUL password`) checked
+//!   against the listener's JAAS users; the listener answers kind 4 AUTH_OK, or closes
+//!   the connection after `connection.failed.authentication.delay.ms`. Nothing else is read
+//!   before it. (`configure`, once at start.)
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +31,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use subtle::ConstantTimeEq as _;
 
 use sluice_controller::envelope::{self, Receiver};
 use sluice_controller::RaftMessage;
@@ -36,6 +43,8 @@ use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 const KIND_RAFT: u8 = 0;
 const KIND_CALL: u8 = 1;
 const KIND_ANSWER: u8 = 2;
+const KIND_AUTH: u8 = 3;
+const KIND_AUTH_OK: u8 = 4;
 /// Largest frame accepted: a snapshot of the metadata image travels whole.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 /// Inbound connections served at once (each is a thread).
@@ -53,23 +62,91 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed connect, messages to that peer are dropped for this long.
 const BACKOFF: Duration = Duration::from_millis(200);
 
-/// The controller listener's TLS (both directions), when `CONTROLLER:SSL` is configured.
-/// Set once before the transport starts; read by its threads.
+/// The controller listener's TLS (both directions), when `CONTROLLER:SSL` or
+/// `CONTROLLER:SASL_SSL` is configured.
 pub(crate) struct ControllerTls {
     pub(crate) server: Arc<rustls::ServerConfig>,
     pub(crate) client: Arc<rustls::ClientConfig>,
 }
 
-static TLS: OnceLock<Option<ControllerTls>> = OnceLock::new();
+/// The controller listener's SASL PLAIN, when `CONTROLLER:SASL_*` is configured.
+pub(crate) struct ControllerSasl {
+    /// This node's login toward the other controllers.
+    pub(crate) user: String,
+    pub(crate) password: String,
+    /// The logins the listener accepts: user → SHA-256 of the password (compared in
+    /// constant time, so neither a password's bytes nor its length leak by timing).
+    pub(crate) users: HashMap<String, [u8; 32]>,
+    pub(crate) failure_delay: Duration,
+}
 
-/// Sets the transport's TLS for the life of the process (None: plaintext). A second call
-/// is ignored (tests that start several nodes in one process run plaintext).
-pub(crate) fn configure_tls(tls: Option<ControllerTls>) {
-    let _ = TLS.set(tls);
+impl ControllerSasl {
+    pub(crate) fn new(
+        user: String,
+        password: String,
+        users: HashMap<String, String>,
+        failure_delay: Duration,
+    ) -> Self {
+        let users = users
+            .into_iter()
+            .map(|(u, p)| (u, digest(p.as_bytes())))
+            .collect();
+        Self {
+            user,
+            password,
+            users,
+            failure_delay,
+        }
+    }
+
+    /// The user a PLAIN login names, if its password is that user's.
+    fn check(&self, token: &[u8]) -> Option<String> {
+        let m = crate::security::plain::parse_plain(token).ok()?;
+        // a user name that is not known is checked against a fixed digest, so unknown
+        // users and wrong passwords take the same time
+        let want = self.users.get(&m.username).copied().unwrap_or([0xff; 32]);
+        let ok = bool::from(digest(m.password.as_bytes()).ct_eq(&want))
+            && self.users.contains_key(&m.username)
+            && (m.authzid.is_empty() || m.authzid == m.username);
+        ok.then_some(m.username)
+    }
+
+    fn login(&self) -> Vec<u8> {
+        let mut token = Vec::with_capacity(self.user.len() + self.password.len() + 2);
+        token.push(0);
+        token.extend_from_slice(self.user.as_bytes());
+        token.push(0);
+        token.extend_from_slice(self.password.as_bytes());
+        token
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The controller listener's security, set once before the transport starts.
+#[derive(Default)]
+pub(crate) struct ControllerSecurity {
+    pub(crate) tls: Option<ControllerTls>,
+    pub(crate) sasl: Option<ControllerSasl>,
+}
+
+static SECURITY: OnceLock<ControllerSecurity> = OnceLock::new();
+
+/// Sets the transport's security for the life of the process. A second call is ignored
+/// (tests that start several nodes in one process run plaintext).
+pub(crate) fn configure(security: ControllerSecurity) {
+    let _ = SECURITY.set(security);
 }
 
 fn tls() -> Option<&'static ControllerTls> {
-    TLS.get().and_then(Option::as_ref)
+    SECURITY.get().and_then(|s| s.tls.as_ref())
+}
+
+fn sasl() -> Option<&'static ControllerSasl> {
+    SECURITY.get().and_then(|s| s.sasl.as_ref())
 }
 
 /// A controller-listener socket: plain, or TLS as the accepting or the dialing side.
@@ -100,9 +177,10 @@ impl Socket {
         })
     }
 
-    /// The dialing side toward `addr`.
+    /// The dialing side toward `addr`: TLS, then the SASL login, per the listener's
+    /// protocol. The stream's read timeout bounds the wait for the login's answer.
     fn dialed(stream: TcpStream, addr: SocketAddr) -> std::io::Result<Self> {
-        Ok(match tls() {
+        let mut socket = match tls() {
             None => Socket::Plain(stream),
             Some(t) => {
                 let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
@@ -110,7 +188,26 @@ impl Socket {
                     ClientConnection::new(t.client.clone(), name).map_err(std::io::Error::other)?;
                 Socket::Client(Box::new(StreamOwned::new(conn, stream)))
             }
-        })
+        };
+        if let Some(sasl) = sasl() {
+            write_frame(&mut socket, KIND_AUTH, &sasl.login())?;
+            socket.flush()?;
+            match read_frame(&mut socket) {
+                Ok((KIND_AUTH_OK, _)) => {}
+                Ok((kind, _)) => {
+                    return Err(std::io::Error::other(format!(
+                        "SASL login toward {addr} answered with frame kind {kind}"
+                    )))
+                }
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("SASL login toward {addr} refused ({e}): check user and password of listener.name.controller.plain.sasl.jaas.config"),
+                    ))
+                }
+            }
+        }
+        Ok(socket)
     }
 }
 
@@ -416,6 +513,11 @@ fn serve_connection(stream: TcpStream, receiver: &Receiver, events: &flume::Send
             deadline: Instant::now() + FRAME_DEADLINE,
         },
     );
+    if let Some(sasl) = sasl() {
+        if !authenticate(&mut reader, sasl, &peer) {
+            return;
+        }
+    }
     loop {
         reader.get_mut().deadline = Instant::now() + FRAME_DEADLINE;
         let (kind, body) = match read_frame(&mut reader) {
@@ -491,6 +593,33 @@ fn serve_connection(stream: TcpStream, receiver: &Receiver, events: &flume::Send
             }
         }
     }
+}
+
+/// The SASL PLAIN login that must open a connection: true once it is accepted and
+/// answered; false (after the failure delay) when the connection is to be closed.
+fn authenticate(
+    reader: &mut std::io::BufReader<DeadlineReader>,
+    sasl: &ControllerSasl,
+    peer: &str,
+) -> bool {
+    let user = match read_frame(reader) {
+        Ok((KIND_AUTH, token)) => sasl.check(&token),
+        Ok((kind, _)) => {
+            tracing::warn!(%peer, kind, "controller listener: frame before the SASL login, closing");
+            return false;
+        }
+        Err(_) => return false,
+    };
+    let Some(user) = user else {
+        std::thread::sleep(sasl.failure_delay);
+        tracing::warn!(%peer, "controller listener: SASL PLAIN login failed, closing");
+        return false;
+    };
+    tracing::debug!(%peer, %user, "controller listener: SASL login accepted");
+    let writer = &mut reader.get_mut().stream;
+    write_frame(writer, KIND_AUTH_OK, &[])
+        .and_then(|()| writer.flush())
+        .is_ok()
 }
 
 /// Sends `op` to the controller at `addr` and waits at most `timeout` for its answer.

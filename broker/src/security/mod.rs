@@ -11,6 +11,7 @@
 //!
 //! - `scram` (+ `scram_messages`): SCRAM-SHA-256/512 server exchange and stored credentials.
 //! - `plain`: SASL/PLAIN, checked against the same SCRAM credentials.
+//! - `jaas`: the login and the PLAIN users of a Kafka JAAS line.
 //! - `principal`: `KafkaPrincipal` and the RFC 2253 name of a certificate subject.
 //! - `acl`: ACL bindings and filters with Kafka's wire codes and validation.
 //! - `authorizer`: the ACL set and StandardAuthorizer's allow/deny rules.
@@ -18,6 +19,7 @@
 pub(crate) mod acl;
 pub(crate) mod authorizer;
 pub mod client;
+pub(crate) mod jaas;
 pub(crate) mod plain;
 pub(crate) mod principal;
 pub(crate) mod scram;
