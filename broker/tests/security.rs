@@ -830,6 +830,12 @@ fn controller_listener_requires_a_sasl_login() -> Result<()> {
         controller_answer(ctl, &raft_first)?.is_none(),
         "a raft frame before the login was not refused"
     );
+    // a huge frame announced before the login is refused without reading it
+    let huge = [&(32u32 << 20).to_be_bytes()[..], &[3u8]].concat();
+    ensure!(
+        controller_answer(ctl, &huge)?.is_none(),
+        "a 32 MiB login frame was read"
+    );
     let call_first = controller_frame(1, b"x");
     ensure!(
         controller_answer(ctl, &call_first)?.is_none(),

@@ -47,6 +47,8 @@ const KIND_AUTH: u8 = 3;
 const KIND_AUTH_OK: u8 = 4;
 /// Largest frame accepted: a snapshot of the metadata image travels whole.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
+/// Largest frame read before a SASL login is accepted (the login itself).
+const MAX_LOGIN_FRAME: usize = 4096;
 /// Inbound connections served at once (each is a thread).
 const MAX_CONNECTIONS: usize = 256;
 /// An inbound connection that completes no frame for this long is closed, so idle or
@@ -248,13 +250,18 @@ fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<
 
 /// Reads one frame; the body buffer grows only as bytes arrive.
 fn read_frame(r: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
+    read_frame_within(r, MAX_FRAME)
+}
+
+/// Reads one frame of at most `max` bytes.
+fn read_frame_within(r: &mut impl Read, max: usize) -> std::io::Result<(u8, Vec<u8>)> {
     let mut header = [0u8; 5];
     r.read_exact(&mut header)?;
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes (at most {MAX_FRAME})"),
+            format!("frame of {len} bytes (at most {max})"),
         ));
     }
     let mut body = Vec::new();
@@ -602,7 +609,9 @@ fn authenticate(
     sasl: &ControllerSasl,
     peer: &str,
 ) -> bool {
-    let user = match read_frame(reader) {
+    // before the login, a frame is small: an unauthenticated peer cannot make this
+    // thread hold up to MAX_FRAME
+    let user = match read_frame_within(reader, MAX_LOGIN_FRAME) {
         Ok((KIND_AUTH, token)) => sasl.check(&token),
         Ok((kind, _)) => {
             tracing::warn!(%peer, kind, "controller listener: frame before the SASL login, closing");
