@@ -18,7 +18,7 @@ use crate::metadata::image::MetadataImage;
 use crate::metadata::security_ops::binding_of;
 use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::security::authorizer::Authorizer;
-use crate::security::principal::{parse_super_users, KafkaPrincipal};
+use crate::security::principal::parse_super_users;
 
 /// The values `authorizer.class.name` accepts besides empty (off).
 pub(crate) const AUTHORIZERS: &[&str] = &[
@@ -81,8 +81,7 @@ impl Access {
         let Some(a) = guard.as_ref() else {
             return true;
         };
-        let principal = principal_of(conn);
-        a.authorize(&principal, &conn.host(), op, resource_type, name)
+        a.authorize(&conn.identity(), conn.host(), op, resource_type, name)
     }
 
     /// `allows` on the cluster resource.
@@ -102,11 +101,6 @@ impl Access {
         let Some(a) = guard.as_ref() else {
             return true;
         };
-        a.authorize_by_resource_type(&principal_of(conn), &conn.host(), op, resource_type)
+        a.authorize_by_resource_type(&conn.identity(), conn.host(), op, resource_type)
     }
-}
-
-fn principal_of(conn: &Conn) -> KafkaPrincipal {
-    let p = conn.principal.borrow();
-    KafkaPrincipal::parse(&p).unwrap_or_else(|_| KafkaPrincipal::anonymous())
 }

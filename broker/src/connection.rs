@@ -27,6 +27,7 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use crate::handlers::{self, Dispatch, Response};
+use crate::security::principal::KafkaPrincipal;
 use crate::shard::ShardCtx;
 use crate::socket::Socket;
 use sluice_storage::Signal;
@@ -115,8 +116,13 @@ pub(crate) struct Conn {
     /// The listener it came in on.
     pub(crate) listener: Arc<ListenerCtx>,
     /// Kafka's principal: `User:ANONYMOUS`, the subject of a verified client certificate,
-    /// or the SASL user once authenticated.
-    pub(crate) principal: RefCell<Rc<str>>,
+    /// or the SASL user once authenticated; set with `set_principal`, which keeps
+    /// `identity` in step.
+    principal: RefCell<Rc<str>>,
+    /// `principal` parsed, and the client's IP address as ACL hosts are written: what every
+    /// ACL check needs, made once per authentication rather than per check.
+    identity: RefCell<KafkaPrincipal>,
+    host: Box<str>,
     /// SASL authentication (SASL listeners), see `handlers::sasl`.
     pub(crate) sasl: RefCell<crate::handlers::sasl::SaslState>,
     /// The SASL mechanism the connection authenticated with (re-authentication keeps it).
@@ -127,9 +133,24 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// The client's IP address as text (what ACL hosts match).
-    pub(crate) fn host(&self) -> String {
-        let ip = self.peer.rsplit_once(':').map_or(&*self.peer, |(h, _)| h);
-        ip.trim_start_matches('[').trim_end_matches(']').to_string()
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The principal as Kafka prints it (`User:alice`).
+    pub(crate) fn principal(&self) -> Rc<str> {
+        self.principal.borrow().clone()
+    }
+
+    /// The principal parsed, for ACL checks (borrowed only for the check).
+    pub(crate) fn identity(&self) -> std::cell::Ref<'_, KafkaPrincipal> {
+        self.identity.borrow()
+    }
+
+    /// A new principal (after SASL authentication).
+    pub(crate) fn set_principal(&self, principal: Rc<str>) {
+        *self.identity.borrow_mut() = parse_principal(&principal);
+        *self.principal.borrow_mut() = principal;
     }
 
     /// The name of the listener the connection came in on.
@@ -197,6 +218,8 @@ pub(crate) async fn serve(
     let principal = principal.unwrap_or_else(|| ANONYMOUS.to_string());
     let conn = Rc::new(Conn {
         id,
+        host: host_of(&peer).into(),
+        identity: RefCell::new(parse_principal(&principal)),
         peer: Rc::from(peer),
         inflight: Cell::new(0),
         inflight_changed: Signal::default(),
@@ -214,7 +237,7 @@ pub(crate) async fn serve(
     let (tx, rx) = local_channel::new_bounded::<Pending>(depth);
     let writer = glommio::spawn_local(write_loop(half.clone(), rx));
     if let Err(reason) = read_loop(&ctx, half.clone(), tx, &conn).await {
-        let principal = conn.principal.borrow().clone();
+        let principal = conn.principal();
         tracing::info!(peer = %conn.peer, %principal, shard = ctx.id, %reason, "closing connection");
     }
     // Long polls and other waits of this connection end now; their answers go nowhere.
@@ -227,6 +250,17 @@ pub(crate) async fn serve(
 
 /// The principal of a connection that has not authenticated (Kafka's).
 pub(crate) const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// The IP address of `peer` (`ip:port`, `[v6]:port`) as ACL hosts are written.
+fn host_of(peer: &str) -> &str {
+    let ip = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    ip.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// A principal as ACLs compare it; text without a colon (never made here) is anonymous.
+fn parse_principal(p: &str) -> KafkaPrincipal {
+    KafkaPrincipal::parse(p).unwrap_or_else(|_| KafkaPrincipal::anonymous())
+}
 
 /// Runs the server side of a TLS handshake, bounded by `tls::HANDSHAKE_TIMEOUT`.
 async fn tls_handshake(

@@ -323,7 +323,7 @@ fn decode<R: kafka_protocol::protocol::Decodable>(frame: &RequestFrame) -> Optio
 /// The refusal of `frame` with `code` for everything it names (-1: close the connection).
 fn refuse(frame: &RequestFrame, code: i16, conn: &Conn) -> Dispatch {
     let api = frame.api_key;
-    let principal = conn.principal.borrow().clone();
+    let principal = conn.principal();
     if code < 0 {
         return Dispatch::Close(format!(
             "{api:?} is served to super users only while an authorizer is on ({principal} is not one)"

@@ -143,7 +143,7 @@ pub(crate) fn handshake(
         SaslState::AwaitHandshake { reauth } => reauth.clone(),
         SaslState::Ready { .. } => Some(Reauth {
             mechanism: conn.mechanism.borrow().clone(),
-            principal: conn.principal.borrow().clone(),
+            principal: conn.principal(),
         }),
         _ => {
             *state = SaslState::Failed;
@@ -266,7 +266,7 @@ pub(crate) fn authenticate(
     *state = SaslState::Ready {
         expires: (lifetime > 0).then(|| Instant::now() + Duration::from_millis(lifetime as u64)),
     };
-    *conn.principal.borrow_mut() = principal;
+    conn.set_principal(principal);
     ctx.metrics.sasl_authenticated(true);
     let mut resp = SaslAuthenticateResponse::default().with_auth_bytes(reply);
     if version >= 1 {
