@@ -11,7 +11,23 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use common::raw::RawClient;
 use common::{free_port, BrokerProcess};
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{self, AlterableConfig};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    CreateAclsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, GroupId, IncrementalAlterConfigsRequest, OffsetCommitRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
 /// Runs `sluice ARGS` (bounded by its --timeout), feeding `stdin`; (success, stdout+stderr).
 fn sluice(args: &[&str], stdin: &str) -> Result<(bool, String)> {
@@ -885,5 +901,433 @@ fn controller_listener_requires_a_sasl_login() -> Result<()> {
         ],
         "",
     )?;
+    Ok(())
+}
+
+/// Adds SCRAM users to a data dir before the broker's first start (`sluice user add`).
+fn add_users(data: &Path, users: &[(&str, &str, &Path)]) -> Result<()> {
+    let d = data.display().to_string();
+    for (user, mechanism, pw) in users {
+        let (success, out) = sluice(
+            &[
+                "user",
+                "add",
+                user,
+                "--mechanism",
+                mechanism,
+                "--password-file",
+                &pw.display().to_string(),
+                "--data-dir",
+                &d,
+            ],
+            "",
+        )?;
+        ensure!(success, "user add {user}: {out}");
+    }
+    Ok(())
+}
+
+/// SaslHandshake v1 and SaslAuthenticate v2 with PLAIN on an open connection (a first
+/// login or a re-authentication); the session lifetime the broker gave.
+fn plain_login(c: &mut RawClient, user: &str, password: &str) -> Result<i64> {
+    let hs = c.call(
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    )?;
+    ensure!(hs.error_code == 0, "SaslHandshake: error {}", hs.error_code);
+    let token = format!("\0{user}\0{password}");
+    let auth = c.call(
+        2,
+        &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token.into_bytes())),
+    )?;
+    ensure!(
+        auth.error_code == 0,
+        "SaslAuthenticate: error {} {:?}",
+        auth.error_code,
+        auth.error_message
+    );
+    Ok(auth.session_lifetime_ms)
+}
+
+/// A raw connection to a SASL_PLAINTEXT listener, logged in with PLAIN.
+fn raw_login(port: u16, user: &str, password: &str) -> Result<(RawClient, i64)> {
+    let mut c = RawClient::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+    c.negotiate()?;
+    let lifetime = plain_login(&mut c, user, password)?;
+    Ok((c, lifetime))
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// Kafka's error codes the ACL tests expect.
+const UNKNOWN_TOPIC: i16 = 3;
+const TOPIC_DENIED: i16 = 29;
+const GROUP_DENIED: i16 = 30;
+const CLUSTER_DENIED: i16 = 31;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+
+/// DescribeConfigs results: (resource name, error code, [(config, value)]).
+type Described = Vec<(String, i16, Vec<(String, String)>)>;
+
+/// The topics the admin sees.
+fn topic_names(admin: &mut RawClient) -> Result<Vec<String>> {
+    Ok(admin
+        .metadata(None, false)?
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect())
+}
+
+/// Each resource of one request gets its own ACL answer (Kafka's): in one CreateTopics,
+/// DeleteTopics, DescribeConfigs, IncrementalAlterConfigs and DeleteGroups request an
+/// allowed resource is acted on and a denied one gets its *_AUTHORIZATION_FAILED and is
+/// left as it was.
+#[test]
+fn acls_answer_each_resource_of_a_request() -> Result<()> {
+    let pw_dir = tempfile::tempdir()?;
+    let admin_pw = write_password(pw_dir.path(), "admin", "admin-secret")?;
+    let alice_pw = write_password(pw_dir.path(), "alice", "alice-secret")?;
+    let sasl_port = free_port();
+    let _broker = BrokerProcess::spawn_full(
+        2,
+        &[
+            ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512"),
+            ("authorizer.class.name", "StandardAuthorizer"),
+            ("super.users", "User:admin"),
+        ],
+        Some(&format!("SASL_PLAINTEXT://127.0.0.1:{sasl_port}")),
+        |data| {
+            add_users(
+                data,
+                &[
+                    ("admin", "SCRAM-SHA-512", &admin_pw),
+                    ("alice", "SCRAM-SHA-512", &alice_pw),
+                ],
+            )
+        },
+    )?;
+    let (mut admin, _) = raw_login(sasl_port, "admin", "admin-secret")?;
+    let (mut alice, _) = raw_login(sasl_port, "alice", "alice-secret")?;
+    for (topic, code) in admin.create_topics(&[
+        ("del-ok", 1),
+        ("del-no", 1),
+        ("del-read", 1),
+        ("cfg-ok", 1),
+        ("cfg-no", 1),
+    ])? {
+        ensure!(code == 0, "admin creating {topic}: error {code}");
+    }
+    // two groups with a committed offset (simple commits)
+    for group in ["grp-ok", "grp-no"] {
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name("cfg-ok"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(0)])]);
+        let v = admin.version_for::<OffsetCommitRequest>(8)?;
+        let resp = admin.call(v, &commit)?;
+        let codes: Vec<i16> = resp
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        ensure!(codes == [0], "committing for {group}: {codes:?}");
+    }
+    // alice's ACLs (resource types: topic 2, group 3; patterns: literal 3, prefixed 4;
+    // operations: READ 3, CREATE 5, DELETE 6, DESCRIBE 8, ALTER_CONFIGS 11)
+    let acl = |rt: i8, resource: &str, pattern: i8, op: i8| {
+        AclCreation::default()
+            .with_resource_type(rt)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
+            .with_resource_pattern_type(pattern)
+            .with_principal(StrBytes::from_static_str("User:alice"))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(op)
+            .with_permission_type(3)
+    };
+    let created = admin.call(
+        admin.version_for::<CreateAclsRequest>(3)?,
+        &CreateAclsRequest::default().with_creations(vec![
+            acl(2, "alice-new", 3, 5),
+            acl(2, "del-ok", 3, 6),
+            acl(2, "del-read", 3, 3),
+            acl(2, "ghost", 4, 8),
+            acl(2, "cfg-ok", 3, 11),
+            acl(3, "grp-ok", 3, 6),
+        ]),
+    )?;
+    ensure!(
+        created.results.iter().all(|r| r.error_code == 0),
+        "CreateAcls: {:?}",
+        created.results
+    );
+    // every shard applies the ACLs: wait (bounded) until alice may describe cfg-ok's configs
+    let describe = |c: &mut RawClient, resources: &[(i8, &str)]| -> Result<Described> {
+        let req = DescribeConfigsRequest::default().with_resources(
+            resources
+                .iter()
+                .map(|(rt, n)| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(*rt)
+                        .with_resource_name(StrBytes::from_string(n.to_string()))
+                        .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                            "retention.ms",
+                        )]))
+                })
+                .collect(),
+        );
+        let resp = c.call(c.version_for::<DescribeConfigsRequest>(4)?, &req)?;
+        Ok(resp
+            .results
+            .iter()
+            .map(|r| {
+                (
+                    r.resource_name.to_string(),
+                    r.error_code,
+                    r.configs
+                        .iter()
+                        .map(|e| {
+                            (
+                                e.name.to_string(),
+                                e.value.as_ref().map_or(String::new(), |v| v.to_string()),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while describe(&mut alice, &[(2, "cfg-ok")])?[0].1 != 0 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "alice's ACLs never applied"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // CreateTopics: CREATE on alice-new only. The created topic's configs are hidden
+    // (no DESCRIBE_CONFIGS on it), as Kafka does from v5.
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(
+            ["alice-new", "forbidden-new"]
+                .iter()
+                .map(|n| {
+                    CreatableTopic::default()
+                        .with_name(name(n))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        );
+    let resp = alice.call(alice.version_for::<CreateTopicsRequest>(7)?, &req)?;
+    let mut got: Vec<(String, i16, i16)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.error_code,
+                t.topic_config_error_code,
+            )
+        })
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("alice-new".to_string(), 0, TOPIC_DENIED),
+            ("forbidden-new".to_string(), TOPIC_DENIED, 0)
+        ],
+        "CreateTopics: {got:?}"
+    );
+    let names = topic_names(&mut admin)?;
+    ensure!(
+        names.contains(&"alice-new".to_string()) && !names.contains(&"forbidden-new".to_string()),
+        "after CreateTopics: {names:?}"
+    );
+
+    // DeleteTopics by name: DELETE on del-ok; del-read is describable (READ) but not
+    // deletable; a missing topic alice may describe is unknown, one she may not is denied
+    let ids: std::collections::HashMap<String, uuid::Uuid> = admin
+        .metadata(None, false)?
+        .topics
+        .iter()
+        .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t.topic_id)))
+        .collect();
+    let by_name = |names: &[&str]| {
+        DeleteTopicsRequest::default()
+            .with_timeout_ms(15_000)
+            .with_topics(
+                names
+                    .iter()
+                    .map(|n| DeleteTopicState::default().with_name(Some(name(n))))
+                    .collect(),
+            )
+    };
+    let v = alice.version_for::<DeleteTopicsRequest>(6)?;
+    ensure!(v == 6, "DeleteTopics v{v}");
+    let resp = alice.call(
+        v,
+        &by_name(&[
+            "del-ok",
+            "del-no",
+            "del-read",
+            "ghost-missing",
+            "nobody-missing",
+        ]),
+    )?;
+    let mut got: Vec<(String, i16)> = resp
+        .responses
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_ref().map_or(String::new(), |n| n.0.to_string()),
+                r.error_code,
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, i16)> = [
+        ("del-no", TOPIC_DENIED),
+        ("del-ok", 0),
+        ("del-read", TOPIC_DENIED),
+        ("ghost-missing", UNKNOWN_TOPIC),
+        ("nobody-missing", TOPIC_DENIED),
+    ]
+    .iter()
+    .map(|(n, c)| (n.to_string(), *c))
+    .collect();
+    ensure!(got == want, "DeleteTopics by name: {got:?}");
+    // by id: the name of a topic alice may not describe is not revealed
+    let by_id = DeleteTopicsRequest::default()
+        .with_timeout_ms(15_000)
+        .with_topics(
+            ["del-no", "del-read"]
+                .iter()
+                .map(|n| DeleteTopicState::default().with_topic_id(ids[*n]))
+                .collect(),
+        );
+    let resp = alice.call(v, &by_id)?;
+    let mut got: Vec<(Option<String>, i16)> = resp
+        .responses
+        .iter()
+        .map(|r| (r.name.as_ref().map(|n| n.0.to_string()), r.error_code))
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            (None, TOPIC_DENIED),
+            (Some("del-read".to_string()), TOPIC_DENIED)
+        ],
+        "DeleteTopics by id: {got:?}"
+    );
+    let names = topic_names(&mut admin)?;
+    ensure!(
+        !names.contains(&"del-ok".to_string())
+            && names.contains(&"del-no".to_string())
+            && names.contains(&"del-read".to_string()),
+        "after DeleteTopics: {names:?}"
+    );
+
+    // DescribeConfigs: a topic with DESCRIBE_CONFIGS (implied by ALTER_CONFIGS), one
+    // without, and the broker (DESCRIBE_CONFIGS on the cluster)
+    let mut got = describe(&mut alice, &[(2, "cfg-ok"), (2, "cfg-no"), (4, "")])?;
+    got.sort();
+    let codes: Vec<(&str, i16)> = got.iter().map(|(n, c, _)| (n.as_str(), *c)).collect();
+    ensure!(
+        codes
+            == [
+                ("", CLUSTER_DENIED),
+                ("cfg-no", TOPIC_DENIED),
+                ("cfg-ok", 0)
+            ],
+        "DescribeConfigs: {got:?}"
+    );
+    ensure!(
+        got[2].2.iter().any(|(k, _)| k == "retention.ms") && got[1].2.is_empty(),
+        "DescribeConfigs entries: {got:?}"
+    );
+
+    // IncrementalAlterConfigs: ALTER_CONFIGS on cfg-ok only
+    let set = |topic: &str| {
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("12345")))])
+    };
+    let resp = alice.call(
+        alice.version_for::<IncrementalAlterConfigsRequest>(1)?,
+        &IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![set("cfg-ok"), set("cfg-no")]),
+    )?;
+    let mut got: Vec<(String, i16)> = resp
+        .responses
+        .iter()
+        .map(|r| (r.resource_name.to_string(), r.error_code))
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("cfg-no".to_string(), TOPIC_DENIED),
+            ("cfg-ok".to_string(), 0)
+        ],
+        "IncrementalAlterConfigs: {got:?}"
+    );
+    let retention = describe(&mut admin, &[(2, "cfg-ok"), (2, "cfg-no")])?;
+    let value = |i: usize| {
+        retention[i]
+            .2
+            .iter()
+            .find(|(k, _)| k == "retention.ms")
+            .map(|(_, v)| v.clone())
+    };
+    ensure!(
+        value(0).as_deref() == Some("12345") && value(1).as_deref() != Some("12345"),
+        "retention.ms after IncrementalAlterConfigs: {retention:?}"
+    );
+
+    // DeleteGroups: DELETE on grp-ok only; the admin then finds grp-ok gone, grp-no there
+    let delete_groups = |c: &mut RawClient| -> Result<Vec<(String, i16)>> {
+        let resp = c.call(
+            c.version_for::<DeleteGroupsRequest>(2)?,
+            &DeleteGroupsRequest::default().with_groups_names(vec![
+                GroupId(StrBytes::from_static_str("grp-ok")),
+                GroupId(StrBytes::from_static_str("grp-no")),
+            ]),
+        )?;
+        let mut got: Vec<(String, i16)> = resp
+            .results
+            .iter()
+            .map(|r| (r.group_id.to_string(), r.error_code))
+            .collect();
+        got.sort();
+        Ok(got)
+    };
+    let got = delete_groups(&mut alice)?;
+    ensure!(
+        got == [
+            ("grp-no".to_string(), GROUP_DENIED),
+            ("grp-ok".to_string(), 0)
+        ],
+        "DeleteGroups: {got:?}"
+    );
+    let got = delete_groups(&mut admin)?;
+    ensure!(
+        got == [
+            ("grp-no".to_string(), 0),
+            ("grp-ok".to_string(), GROUP_ID_NOT_FOUND)
+        ],
+        "DeleteGroups by the admin afterwards: {got:?}"
+    );
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! ACL checks of the requests whose resources are known from the request alone, before
-//! they are handled (Kafka's KafkaApis checks, with Kafka's error codes). A request is
-//! refused whole when it names a resource the principal may not use: the answer carries
-//! the error for every topic, group or transactional id in it. Produce and Fetch check
-//! per topic in their own handlers; Metadata, OffsetFetch, DescribeGroups, ListGroups and
+//! they are handled (Kafka's KafkaApis checks, with Kafka's error codes). What is checked
+//! here is refused whole: the request's group, transactional id or the cluster, and
+//! single-resource requests. Requests naming several topics, groups or config resources
+//! answer each one (`authz_resources`; Produce, Fetch, ListOffsets and OffsetCommit in
+//! their handlers); Metadata, OffsetFetch, DescribeGroups, ListGroups and
 //! ListTransactions hide what the principal may not describe (`filter_*`). An API not
 //! listed here is served to super users only while an authorizer is on (the connection of
 //! anyone else closes), so nothing is left unchecked.
@@ -73,6 +74,17 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
         | ApiKey::DescribeAcls
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls => None,
+        // per resource in `authz_resources`
+        ApiKey::OffsetForLeaderEpoch
+        | ApiKey::CreateTopics
+        | ApiKey::DeleteTopics
+        | ApiKey::CreatePartitions
+        | ApiKey::DescribeConfigs
+        | ApiKey::AlterConfigs
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::DeleteGroups
+        | ApiKey::DescribeProducers
+        | ApiKey::DescribeTransactions => None,
         // v1+: per topic in `list_offsets_denied`; v0 (legacy) whole
         ApiKey::ListOffsets if frame.version() >= 1 => None,
         ApiKey::ListOffsets => {
@@ -82,55 +94,14 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
                 .any(|t| !topic(Op::Describe, &t.name))
                 .then_some(TOPIC)
         }
-        ApiKey::OffsetForLeaderEpoch => {
-            let r: OffsetForLeaderEpochRequest = dec!(frame);
-            let denied = if r.replica_id.0 >= 0 {
-                !a.allows_cluster(conn, Op::ClusterAction)
-            } else {
-                r.topics.iter().any(|t| !topic(Op::Describe, &t.topic))
-            };
-            denied.then_some(TOPIC)
-        }
-        ApiKey::CreateTopics => {
-            let r: CreateTopicsRequest = dec!(frame);
-            let cluster = a.allows_cluster(conn, Op::Create);
-            (!cluster && r.topics.iter().any(|t| !topic(Op::Create, &t.name))).then_some(TOPIC)
-        }
-        ApiKey::DeleteTopics => {
-            let r: DeleteTopicsRequest = dec!(frame);
-            let names = r.topic_names.iter().map(|n| n.0.to_string()).chain(
-                r.topics
-                    .iter()
-                    .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())),
-            );
-            let mut names = names.peekable();
-            let by_id_only = r.topics.iter().any(|t| t.name.is_none());
-            let denied = names.any(|n| !topic(Op::Delete, &n))
-                || (by_id_only && !a.allows_cluster(conn, Op::Delete));
-            denied.then_some(TOPIC)
-        }
-        ApiKey::CreatePartitions => {
-            let r: CreatePartitionsRequest = dec!(frame);
-            r.topics
-                .iter()
-                .any(|t| !topic(Op::Alter, &t.name))
-                .then_some(TOPIC)
-        }
+        // v4+ (batched keys): per key in `authz_resources`
+        ApiKey::FindCoordinator if frame.version() >= 4 => None,
         ApiKey::FindCoordinator => {
             let r: FindCoordinatorRequest = dec!(frame);
-            let keys: Vec<String> = if frame.version() >= 4 {
-                r.coordinator_keys.iter().map(|k| k.to_string()).collect()
-            } else {
-                vec![r.key.to_string()]
-            };
-            if r.key_type == 1 {
-                keys.iter()
-                    .any(|k| !a.allows(conn, Op::Describe, Rt::TransactionalId, k))
-                    .then_some(TXN)
-            } else {
-                keys.iter()
-                    .any(|k| !group(Op::Describe, k))
-                    .then_some(GROUP)
+            match r.key_type {
+                0 => (!group(Op::Describe, &r.key)).then_some(GROUP),
+                1 => (!a.allows(conn, Op::Describe, Rt::TransactionalId, &r.key)).then_some(TXN),
+                _ => None, // the handler refuses an unknown key type
             }
         }
         ApiKey::JoinGroup => {
@@ -203,66 +174,16 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
             let r: TxnOffsetCommitRequest = dec!(frame);
             if !txn(&r.transactional_id) {
                 Some(TXN)
-            } else if !group(Op::Read, &r.group_id) {
-                Some(GROUP)
             } else {
-                r.topics
-                    .iter()
-                    .any(|t| !topic(Op::Read, &t.name))
-                    .then_some(TOPIC)
+                // topics: per topic in `authz_resources`
+                (!group(Op::Read, &r.group_id)).then_some(GROUP)
             }
         }
         ApiKey::DescribeCluster => (!a.allows_cluster(conn, Op::Describe)).then_some(CLUSTER),
-        ApiKey::DescribeConfigs => {
-            let r: DescribeConfigsRequest = dec!(frame);
-            config_denied(
-                a,
-                conn,
-                Op::DescribeConfigs,
-                r.resources
-                    .iter()
-                    .map(|x| (x.resource_type, x.resource_name.as_str())),
-            )
-        }
-        ApiKey::AlterConfigs => {
-            let r: AlterConfigsRequest = dec!(frame);
-            config_denied(
-                a,
-                conn,
-                Op::AlterConfigs,
-                r.resources
-                    .iter()
-                    .map(|x| (x.resource_type, x.resource_name.as_str())),
-            )
-        }
-        ApiKey::IncrementalAlterConfigs => {
-            let r: IncrementalAlterConfigsRequest = dec!(frame);
-            config_denied(
-                a,
-                conn,
-                Op::AlterConfigs,
-                r.resources
-                    .iter()
-                    .map(|x| (x.resource_type, x.resource_name.as_str())),
-            )
-        }
-        ApiKey::DeleteGroups => {
-            let r: DeleteGroupsRequest = dec!(frame);
-            r.groups_names
-                .iter()
-                .any(|g| !group(Op::Delete, g))
-                .then_some(GROUP)
-        }
         ApiKey::OffsetDelete => {
             let r: OffsetDeleteRequest = dec!(frame);
-            if !group(Op::Delete, &r.group_id) {
-                Some(GROUP)
-            } else {
-                r.topics
-                    .iter()
-                    .any(|t| !topic(Op::Read, &t.name))
-                    .then_some(TOPIC)
-            }
+            // topics: per topic in `authz_resources`
+            (!group(Op::Delete, &r.group_id)).then_some(GROUP)
         }
         ApiKey::ElectLeaders | ApiKey::AlterPartitionReassignments => {
             (!a.allows_cluster(conn, Op::Alter)).then_some(CLUSTER)
@@ -271,49 +192,11 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
             (!a.allows_cluster(conn, Op::Describe)).then_some(CLUSTER)
         }
         ApiKey::WriteTxnMarkers => (!a.allows_cluster(conn, Op::ClusterAction)).then_some(CLUSTER),
-        ApiKey::DescribeProducers => {
-            let r: DescribeProducersRequest = dec!(frame);
-            r.topics
-                .iter()
-                .any(|t| !topic(Op::Read, &t.name))
-                .then_some(TOPIC)
-        }
-        ApiKey::DescribeTransactions => {
-            let r: DescribeTransactionsRequest = dec!(frame);
-            r.transactional_ids
-                .iter()
-                .any(|id| !a.allows(conn, Op::Describe, Rt::TransactionalId, id))
-                .then_some(TXN)
-        }
         ApiKey::ListTransactions => None,
         // everything else: super users (ALL on the cluster) only, until checked one by one
         _ => (!a.allows_cluster(conn, Op::All)).then_some(-1),
     }?;
     Some(refuse(frame, refused, conn))
-}
-
-/// The error for config resources the principal may not `op`: a topic needs it on the
-/// topic, a broker (or broker logger) on the cluster.
-fn config_denied<'a>(
-    a: &crate::access::Access,
-    conn: &Conn,
-    op: Op,
-    mut resources: impl Iterator<Item = (i8, &'a str)>,
-) -> Option<i16> {
-    const TOPIC_RESOURCE: i8 = 2;
-    let mut code = None;
-    resources.any(|(rt, name)| {
-        let (ok, c) = if rt == TOPIC_RESOURCE {
-            (a.allows(conn, op, Rt::Topic, name), TOPIC)
-        } else {
-            (a.allows_cluster(conn, op), CLUSTER)
-        };
-        if !ok {
-            code = Some(c);
-        }
-        !ok
-    });
-    code
 }
 
 fn decode<R: kafka_protocol::protocol::Decodable>(frame: &RequestFrame) -> Option<R> {
@@ -366,169 +249,6 @@ fn refusal(frame: &RequestFrame, code: i16) -> Option<Response> {
             corr,
             &LeaveGroupResponse::default().with_error_code(code),
         ),
-        ApiKey::OffsetForLeaderEpoch => {
-            let r: OffsetForLeaderEpochRequest = decode(frame)?;
-            let topics = r
-                .topics
-                .iter()
-                .map(|t| {
-                    offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
-                        .with_topic(t.topic.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    offset_for_leader_epoch_response::EpochEndOffset::default()
-                                        .with_partition(p.partition)
-                                        .with_error_code(code)
-                                        .with_leader_epoch(-1)
-                                        .with_end_offset(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &OffsetForLeaderEpochResponse::default().with_topics(topics),
-            )
-        }
-        ApiKey::CreateTopics => {
-            let r: CreateTopicsRequest = decode(frame)?;
-            let topics = r
-                .topics
-                .iter()
-                .map(|t| {
-                    create_topics_response::CreatableTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_error_code(code)
-                        .with_num_partitions(-1)
-                        .with_replication_factor(-1)
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &CreateTopicsResponse::default().with_topics(topics),
-            )
-        }
-        ApiKey::DeleteTopics => {
-            let r: DeleteTopicsRequest = decode(frame)?;
-            let by_name = r.topic_names.iter().map(|n| {
-                delete_topics_response::DeletableTopicResult::default()
-                    .with_name(Some(n.clone()))
-                    .with_error_code(code)
-            });
-            let by_state = r.topics.iter().map(|t| {
-                delete_topics_response::DeletableTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_topic_id(t.topic_id)
-                    .with_error_code(code)
-            });
-            let responses = by_name.chain(by_state).collect();
-            encode(
-                api,
-                v,
-                corr,
-                &DeleteTopicsResponse::default().with_responses(responses),
-            )
-        }
-        ApiKey::CreatePartitions => {
-            let r: CreatePartitionsRequest = decode(frame)?;
-            let results = r
-                .topics
-                .iter()
-                .map(|t| {
-                    create_partitions_response::CreatePartitionsTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_error_code(code)
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &CreatePartitionsResponse::default().with_results(results),
-            )
-        }
-        ApiKey::DescribeConfigs => {
-            let r: DescribeConfigsRequest = decode(frame)?;
-            let results = r
-                .resources
-                .iter()
-                .map(|x| {
-                    describe_configs_response::DescribeConfigsResult::default()
-                        .with_error_code(code)
-                        .with_resource_type(x.resource_type)
-                        .with_resource_name(x.resource_name.clone())
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &DescribeConfigsResponse::default().with_results(results),
-            )
-        }
-        ApiKey::AlterConfigs => {
-            let r: AlterConfigsRequest = decode(frame)?;
-            let responses = r
-                .resources
-                .iter()
-                .map(|x| {
-                    alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_error_code(code)
-                        .with_resource_type(x.resource_type)
-                        .with_resource_name(x.resource_name.clone())
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &AlterConfigsResponse::default().with_responses(responses),
-            )
-        }
-        ApiKey::IncrementalAlterConfigs => {
-            let r: IncrementalAlterConfigsRequest = decode(frame)?;
-            let responses = r
-                .resources
-                .iter()
-                .map(|x| {
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_error_code(code)
-                        .with_resource_type(x.resource_type)
-                        .with_resource_name(x.resource_name.clone())
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &IncrementalAlterConfigsResponse::default().with_responses(responses),
-            )
-        }
-        ApiKey::DeleteGroups => {
-            let r: DeleteGroupsRequest = decode(frame)?;
-            let results = r
-                .groups_names
-                .iter()
-                .map(|g| {
-                    delete_groups_response::DeletableGroupResult::default()
-                        .with_group_id(g.clone())
-                        .with_error_code(code)
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &DeleteGroupsResponse::default().with_results(results),
-            )
-        }
         ApiKey::OffsetDelete => encode(
             api,
             v,
@@ -587,51 +307,6 @@ fn refusal(frame: &RequestFrame, code: i16) -> Option<Response> {
                 v,
                 corr,
                 &WriteTxnMarkersResponse::default().with_markers(markers),
-            )
-        }
-        ApiKey::DescribeProducers => {
-            let r: DescribeProducersRequest = decode(frame)?;
-            let topics = r
-                .topics
-                .iter()
-                .map(|t| {
-                    describe_producers_response::TopicResponse::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partition_indexes
-                                .iter()
-                                .map(|p| {
-                                    describe_producers_response::PartitionResponse::default()
-                                        .with_partition_index(*p)
-                                        .with_error_code(code)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &DescribeProducersResponse::default().with_topics(topics),
-            )
-        }
-        ApiKey::DescribeTransactions => {
-            let r: DescribeTransactionsRequest = decode(frame)?;
-            let states = r
-                .transactional_ids
-                .iter()
-                .map(|id| {
-                    describe_transactions_response::TransactionState::default()
-                        .with_transactional_id(id.clone())
-                        .with_error_code(code)
-                })
-                .collect();
-            encode(
-                api,
-                v,
-                corr,
-                &DescribeTransactionsResponse::default().with_transaction_states(states),
             )
         }
         ApiKey::AddPartitionsToTxn if v < 4 => {

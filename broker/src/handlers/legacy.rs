@@ -38,14 +38,22 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice_proto::request::{decode_body, RequestFrame};
 
 use super::wire::{Reader, WireError, Writer};
-use super::{admin, configs, groups, legacy_respond, list_offsets, Dispatch};
+use super::{authz_resources, groups, legacy_respond, list_offsets, Dispatch};
+use crate::connection::Conn;
 use crate::shard::ShardCtx;
 
 /// Kafka's ConfigSource for a value nobody set (v0 reports it as `is_default`).
 const DEFAULT_CONFIG: i8 = 5;
 
 /// Starts `frame` if it is one of the old versions above; None for every other version.
-pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Option<Dispatch> {
+/// CreateTopics, DeleteTopics and DescribeConfigs answer ACLs per resource as their
+/// current versions do (`authz_resources`).
+pub(crate) fn dispatch(
+    ctx: &Rc<ShardCtx>,
+    frame: &RequestFrame,
+    conn: &Rc<Conn>,
+) -> Option<Dispatch> {
+    let conn = conn.clone();
     let d = match (frame.api_key, frame.version()) {
         (ApiKey::ListOffsets, 0) => legacy_respond(
             ctx,
@@ -75,7 +83,9 @@ pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Option<Dispa
             frame,
             |b, _| describe_configs_v0_request(b),
             |ctx, req, _| async move {
-                describe_configs_v0_response(&configs::describe(ctx, req, 0).await)
+                describe_configs_v0_response(
+                    &authz_resources::describe_configs(ctx, req, 0, conn).await,
+                )
             },
         ),
         (ApiKey::CreateTopics, 0 | 1) => legacy_respond(
@@ -83,7 +93,10 @@ pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Option<Dispa
             frame,
             create_topics_v0_v1_request,
             |ctx, req, v| async move {
-                create_topics_v0_v1_response(&admin::create_topics(ctx, req, v).await, v)
+                create_topics_v0_v1_response(
+                    &authz_resources::create_topics(ctx, req, v, conn).await,
+                    v,
+                )
             },
         ),
         (ApiKey::DeleteTopics, 0) => legacy_respond(
@@ -91,7 +104,7 @@ pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame) -> Option<Dispa
             frame,
             |b, _| decode_as::<DeleteTopicsRequest>(b, 1),
             |ctx, req, _| async move {
-                delete_topics_v0_response(&admin::delete_topics(ctx, req, 0).await)
+                delete_topics_v0_response(&authz_resources::delete_topics(ctx, req, 0, conn).await)
             },
         ),
         _ => return None,

@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod authz;
+pub(crate) mod authz_resources;
 pub(crate) mod configs;
 pub(crate) mod epochs;
 pub(crate) mod fetch;
@@ -147,6 +148,23 @@ where
     }))
 }
 
+/// `respond` for a handler that also needs the connection (its principal, for ACLs).
+fn respond_conn<Req, Resp, Fut, H>(
+    ctx: &Rc<ShardCtx>,
+    frame: &RequestFrame,
+    conn: &Rc<Conn>,
+    handler: H,
+) -> Dispatch
+where
+    H: FnOnce(Rc<ShardCtx>, Req, i16, Rc<Conn>) -> Fut + 'static,
+    Req: Decodable + 'static,
+    Resp: Encodable + AnswerErrors + 'static,
+    Fut: Future<Output = Resp> + 'static,
+{
+    let conn = conn.clone();
+    respond(ctx, frame, move |ctx, req, v| handler(ctx, req, v, conn))
+}
+
 /// The SASL requests: handled before the next frame is read (their state change must be
 /// settled for it); a failed login's answer waits its delay.
 fn sasl_dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Rc<Conn>) -> Dispatch {
@@ -209,7 +227,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ctx.metrics.answered_error(api as i16);
         return refused;
     }
-    if let Some(d) = legacy::dispatch(ctx, &frame) {
+    if let Some(d) = legacy::dispatch(ctx, &frame, conn) {
         return d;
     }
     match api {
@@ -265,18 +283,28 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
                 },
             )
         }
-        ApiKey::OffsetForLeaderEpoch => respond(ctx, &frame, epochs::handle),
-        ApiKey::CreateTopics => respond(ctx, &frame, admin::create_topics),
-        ApiKey::DeleteTopics => respond(ctx, &frame, admin::delete_topics),
-        ApiKey::CreatePartitions => respond(ctx, &frame, admin::create_partitions),
+        ApiKey::OffsetForLeaderEpoch => {
+            respond_conn(ctx, &frame, conn, authz_resources::offset_for_leader_epoch)
+        }
+        ApiKey::CreateTopics => respond_conn(ctx, &frame, conn, authz_resources::create_topics),
+        ApiKey::DeleteTopics => respond_conn(ctx, &frame, conn, authz_resources::delete_topics),
+        ApiKey::CreatePartitions => {
+            respond_conn(ctx, &frame, conn, authz_resources::create_partitions)
+        }
         ApiKey::InitProducerId => respond(ctx, &frame, txn::init_producer_id),
         ApiKey::AddPartitionsToTxn => respond(ctx, &frame, txn::add_partitions_to_txn),
         ApiKey::AddOffsetsToTxn => respond(ctx, &frame, txn::add_offsets_to_txn),
         ApiKey::EndTxn => respond(ctx, &frame, txn::end_txn),
         ApiKey::WriteTxnMarkers => respond(ctx, &frame, txn::write_txn_markers),
-        ApiKey::TxnOffsetCommit => respond(ctx, &frame, txn::txn_offset_commit),
-        ApiKey::DescribeProducers => respond(ctx, &frame, txn::describe_producers),
-        ApiKey::DescribeTransactions => respond(ctx, &frame, txn::describe_transactions),
+        ApiKey::TxnOffsetCommit => {
+            respond_conn(ctx, &frame, conn, authz_resources::txn_offset_commit)
+        }
+        ApiKey::DescribeProducers => {
+            respond_conn(ctx, &frame, conn, authz_resources::describe_producers)
+        }
+        ApiKey::DescribeTransactions => {
+            respond_conn(ctx, &frame, conn, authz_resources::describe_transactions)
+        }
         ApiKey::ListTransactions => {
             let conn = conn.clone();
             respond(ctx, &frame, move |ctx, req, v| async move {
@@ -291,13 +319,20 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
                 admin::describe_cluster(ctx, req, v, listener)
             })
         }
-        ApiKey::DescribeConfigs => respond(ctx, &frame, configs::describe),
-        ApiKey::AlterConfigs => respond(ctx, &frame, configs::alter),
-        ApiKey::IncrementalAlterConfigs => respond(ctx, &frame, configs::incremental_alter),
+        ApiKey::DescribeConfigs => {
+            respond_conn(ctx, &frame, conn, authz_resources::describe_configs)
+        }
+        ApiKey::AlterConfigs => respond_conn(ctx, &frame, conn, authz_resources::alter_configs),
+        ApiKey::IncrementalAlterConfigs => respond_conn(
+            ctx,
+            &frame,
+            conn,
+            authz_resources::incremental_alter_configs,
+        ),
         ApiKey::FindCoordinator => {
             let listener = conn.listener_name();
-            respond(ctx, &frame, move |ctx, req, v| {
-                groups::find_coordinator(ctx, req, v, listener)
+            respond_conn(ctx, &frame, conn, move |ctx, req, v, conn| {
+                authz_resources::find_coordinator(ctx, req, v, listener, conn)
             })
         }
         ApiKey::JoinGroup => {
@@ -353,8 +388,8 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
                 resp
             })
         }
-        ApiKey::DeleteGroups => respond(ctx, &frame, groups::delete_groups),
-        ApiKey::OffsetDelete => respond(ctx, &frame, groups::offset_delete),
+        ApiKey::DeleteGroups => respond_conn(ctx, &frame, conn, authz_resources::delete_groups),
+        ApiKey::OffsetDelete => respond_conn(ctx, &frame, conn, authz_resources::offset_delete),
         ApiKey::ElectLeaders => respond(ctx, &frame, reassign::elect_leaders),
         ApiKey::AlterPartitionReassignments => respond(ctx, &frame, reassign::alter_reassignments),
         ApiKey::ListPartitionReassignments => respond(ctx, &frame, reassign::list_reassignments),
