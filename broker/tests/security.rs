@@ -1331,3 +1331,174 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
     );
     Ok(())
 }
+
+/// The value of a counter family without labels in the broker's /metrics.
+fn counter(metrics_port: u16, family: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{metrics_port}\r\n\r\n").as_bytes(),
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(family))
+        .with_context(|| format!("no {family} in /metrics"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no value")?
+        .parse()?)
+}
+
+/// KIP-368 with `connections.max.reauth.ms` = 2000: librdkafka clients re-authenticate
+/// on their open connections and keep producing and consuming over several session
+/// lifetimes; a raw client that re-authenticates in time keeps its connection, and one
+/// that does not is closed at its first request after the session ended (a late
+/// SaslHandshake included), as Kafka does.
+#[test]
+fn sasl_sessions_end_unless_reauthenticated() -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message;
+    const LIFETIME_MS: i64 = 2000;
+    let pw_dir = tempfile::tempdir()?;
+    let alice_pw = write_password(pw_dir.path(), "alice", "alice-secret")?;
+    let sasl_port = free_port();
+    let metrics_port = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let broker = BrokerProcess::spawn_full(
+        1,
+        &[
+            ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512"),
+            ("connections.max.reauth.ms", &LIFETIME_MS.to_string()),
+            ("metrics.listen", &metrics_listen),
+        ],
+        Some(&format!("SASL_PLAINTEXT://127.0.0.1:{sasl_port}")),
+        |data| add_users(data, &[("alice", "SCRAM-SHA-512", &alice_pw)]),
+    )?;
+    broker.create_topic("reauth", 1, &[])?;
+    let logins = || counter(metrics_port, "sluice_sasl_authentications_total");
+    let expired = || counter(metrics_port, "sluice_sasl_expired_connections_total");
+    let before = logins()?;
+
+    // librdkafka over 3.5 session lifetimes: every message produced is consumed
+    let mut cfg = rdkafka::ClientConfig::new();
+    cfg.set("bootstrap.servers", format!("127.0.0.1:{sasl_port}"))
+        .set("broker.address.family", "v4")
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", "alice")
+        .set("sasl.password", "alice-secret")
+        .set("log_level", "4");
+    let producer: BaseProducer = cfg.clone().set("linger.ms", "0").create()?;
+    // short long-polls: librdkafka re-authenticates once the request in flight is answered
+    let consumer: BaseConsumer = cfg
+        .clone()
+        .set("group.id", "reauth-g")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("reauth", 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let start = std::time::Instant::now();
+    let run = Duration::from_millis(LIFETIME_MS as u64 * 7 / 2);
+    let (mut sent, mut received) = (0u32, Vec::new());
+    while start.elapsed() < run {
+        let value = format!("m-{sent}");
+        producer
+            .send(BaseRecord::<(), _>::to("reauth").payload(&value))
+            .map_err(|(e, _)| e)?;
+        sent += 1;
+        producer.poll(Duration::ZERO);
+        let until = std::time::Instant::now() + Duration::from_millis(200);
+        while std::time::Instant::now() < until {
+            if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+                let m = m?;
+                received.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while received.len() < sent as usize && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            received.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+    }
+    let want: Vec<String> = (0..sent).map(|i| format!("m-{i}")).collect();
+    ensure!(
+        received == want,
+        "sent {sent}, received {} ({:?}…)",
+        received.len(),
+        received.iter().take(5).collect::<Vec<_>>()
+    );
+    // two clients with at least one connection each, each re-authenticated at least
+    // three times; none was closed for an expired session
+    let grown = logins()? - before;
+    ensure!(
+        grown >= 8.0,
+        "only {grown} SASL logins in 3.5 session lifetimes"
+    );
+    ensure!(
+        expired()? == 0.0,
+        "a librdkafka connection outlived its session"
+    );
+    drop((producer, consumer));
+
+    // raw clients: the session lifetime is announced; a re-authentication renews it
+    let lifetime = Duration::from_millis(LIFETIME_MS as u64);
+    let metadata_ok = |c: &mut RawClient| -> Result<()> {
+        let md = c.metadata(Some(&["reauth"]), false)?;
+        ensure!(
+            md.topics.first().is_some_and(|t| t.error_code == 0),
+            "{md:?}"
+        );
+        Ok(())
+    };
+    let (mut renewing, got) = raw_login(sasl_port, "alice", "alice-secret")?;
+    let (mut lapsing, _) = raw_login(sasl_port, "alice", "alice-secret")?;
+    let (mut late, _) = raw_login(sasl_port, "alice", "alice-secret")?;
+    let t0 = std::time::Instant::now();
+    ensure!(got == LIFETIME_MS, "session lifetime {got}");
+    metadata_ok(&mut renewing)?;
+    metadata_ok(&mut lapsing)?;
+    std::thread::sleep(lifetime / 2);
+    ensure!(plain_login(&mut renewing, "alice", "alice-secret")? == LIFETIME_MS);
+    // past the first session's end, within the renewed one
+    std::thread::sleep((lifetime + lifetime / 4).saturating_sub(t0.elapsed()));
+    metadata_ok(&mut renewing).context("a re-authenticated connection")?;
+    // the others' sessions ended: their next request closes them
+    let closed = |c: &mut RawClient, what: &str| -> Result<()> {
+        match c.read_frame()? {
+            common::raw::FrameRead::Closed => Ok(()),
+            other => bail!("{what}: the connection is still open ({other:?})"),
+        }
+    };
+    lapsing.send(
+        lapsing.version_for::<kafka_protocol::messages::MetadataRequest>(12)?,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    )?;
+    closed(&mut lapsing, "a Metadata request after the session ended")?;
+    late.send(
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    )?;
+    closed(
+        &mut late,
+        "a re-authentication begun after the session ended",
+    )?;
+    // and the renewed session ends too, unless renewed again
+    std::thread::sleep((lifetime / 2 + lifetime + lifetime / 4).saturating_sub(t0.elapsed()));
+    renewing.send(
+        renewing.version_for::<kafka_protocol::messages::MetadataRequest>(12)?,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    )?;
+    closed(&mut renewing, "a request after the renewed session ended")?;
+    ensure!(expired()? == 3.0, "expired connections: {}", expired()?);
+    Ok(())
+}

@@ -210,11 +210,18 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         Err(e) => return Dispatch::Close(e.to_string()),
     };
     let (api, version) = (frame.api_key, frame.version());
+    // KIP-368: any request after the session's end closes the connection (Kafka's
+    // SocketServer), ApiVersions and a late re-authentication included
+    let now = std::time::Instant::now();
+    if conn.sasl.borrow().expired(now) {
+        ctx.metrics.sasl_session_expired();
+        return Dispatch::Close(format!("{api:?}: {}", sasl::SESSION_EXPIRED));
+    }
     if api == ApiKey::ApiVersions {
         return api_versions::handle(&frame);
     }
     if !matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-        if let Err(reason) = conn.sasl.borrow().check_request(std::time::Instant::now()) {
+        if let Err(reason) = conn.sasl.borrow().check_request(now) {
             return Dispatch::Close(format!("{api:?}: {reason}"));
         }
     }

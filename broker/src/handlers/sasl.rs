@@ -71,15 +71,19 @@ impl SaslState {
         }
     }
 
+    /// Whether the authenticated session has passed its lifetime: Kafka closes such a
+    /// connection at its next request, whatever the request (a SaslHandshake that would
+    /// start a re-authentication too), so a client must re-authenticate before.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        matches!(self, Self::Ready { expires: Some(t) } if now >= *t)
+    }
+
     /// Whether a request other than ApiVersions and the SASL ones may be served now; else
     /// the reason to close.
     pub(crate) fn check_request(&self, now: Instant) -> Result<(), &'static str> {
         match self {
-            Self::Ready { expires: None } => Ok(()),
-            Self::Ready { expires: Some(t) } if now < *t => Ok(()),
-            Self::Ready { .. } => Err(
-                "the SASL session expired (connections.max.reauth.ms) without re-authentication",
-            ),
+            _ if self.expired(now) => Err(SESSION_EXPIRED),
+            Self::Ready { .. } => Ok(()),
             Self::Failed => Err("SASL authentication failed"),
             _ => Err(
                 "a request other than SaslHandshake or SaslAuthenticate during SASL authentication",
@@ -87,6 +91,10 @@ impl SaslState {
         }
     }
 }
+
+/// Why a connection whose session expired is closed.
+pub(crate) const SESSION_EXPIRED: &str =
+    "the SASL session expired (connections.max.reauth.ms) without re-authentication";
 
 /// One process-wide secret for the fake credentials of unknown users, so an unknown user
 /// looks the same on every shard and connection (a real user's salt is stable too).

@@ -65,6 +65,8 @@ pub(crate) struct AuthCounters {
     pub(crate) tls_failed: u64,
     pub(crate) sasl_failed: u64,
     pub(crate) sasl_ok: u64,
+    /// Connections closed at a request after their SASL session expired (KIP-368).
+    pub(crate) sasl_expired: u64,
 }
 
 /// Counters of one shard. Owned by its shard (a field of `ShardCtx`, and the heartbeat
@@ -190,6 +192,13 @@ impl ShardMetrics {
         } else {
             a.sasl_failed += 1;
         }
+        self.auth.set(a);
+    }
+
+    /// A connection was closed because its SASL session expired (KIP-368).
+    pub(crate) fn sasl_session_expired(&self) {
+        let mut a = self.auth.get();
+        a.sasl_expired += 1;
         self.auth.set(a);
     }
 

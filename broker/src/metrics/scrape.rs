@@ -118,6 +118,7 @@ fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
         m.auth.tls_failed += s.auth.tls_failed;
         m.auth.sasl_failed += s.auth.sasl_failed;
         m.auth.sasl_ok += s.auth.sasl_ok;
+        m.auth.sasl_expired += s.auth.sasl_expired;
         add_storage(&mut m.storage, &s.storage);
         m.unflushed_bytes += s.unflushed_bytes;
         for (topic, partition, hw) in s.high_watermarks.drain(..) {
@@ -533,6 +534,12 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_sasl_authentications_total",
         "SASL logins accepted (including re-authentications).",
         m.auth.sasl_ok,
+    );
+    counter(
+        &mut e,
+        "sluice_sasl_expired_connections_total",
+        "Connections closed because a request came after their SASL session expired without re-authentication (connections.max.reauth.ms; Kafka's expired-connections-killed-count).",
+        m.auth.sasl_expired,
     );
     gauge(
         &mut e,
