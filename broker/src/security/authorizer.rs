@@ -33,9 +33,7 @@ struct Entry {
 impl Entry {
     /// Kafka's `StandardAuthorizerData.findResult`: `None` when the entry does not apply.
     fn decide(&self, principal: &KafkaPrincipal, host: &str, op: AclOperation) -> Option<bool> {
-        let wildcard = self.principal.principal_type == KafkaPrincipal::USER_TYPE
-            && self.principal.name == WILDCARD;
-        if self.principal != *principal && !wildcard {
+        if self.principal != *principal && !self.principal.is_wildcard() {
             return None;
         }
         if self.host != WILDCARD && self.host != host {
@@ -355,7 +353,7 @@ impl Authorizer {
         };
         let applies = |e: &Entry| {
             (e.host == host || e.host == WILDCARD)
-                && (e.principal == *principal || e.principal == KafkaPrincipal::wildcard())
+                && (e.principal == *principal || e.principal.is_wildcard())
                 && (e.operation == op || e.operation == AclOperation::All)
         };
         let denied = |entries: &BTreeSet<Entry>| {

@@ -46,8 +46,14 @@ impl KafkaPrincipal {
     }
 
     /// `User:*`, which an ACL uses to mean every principal.
+    #[cfg(test)]
     pub(crate) fn wildcard() -> Self {
         Self::user("*")
+    }
+
+    /// Whether this is `User:*` (compared without making one).
+    pub(crate) fn is_wildcard(&self) -> bool {
+        self.principal_type == Self::USER_TYPE && self.name == "*"
     }
 
     /// Kafka's `SecurityUtils.parseKafkaPrincipal`: split at the first colon.

@@ -111,6 +111,9 @@ fn principal_parse_and_print() {
     assert!(KafkaPrincipal::parse("alice").is_err());
     assert_eq!(KafkaPrincipal::anonymous().to_string(), "User:ANONYMOUS");
     assert_eq!(KafkaPrincipal::wildcard().to_string(), "User:*");
+    assert!(KafkaPrincipal::wildcard().is_wildcard());
+    assert!(!KafkaPrincipal::user("alice").is_wildcard());
+    assert!(!KafkaPrincipal::new("Group", "*").is_wildcard());
 }
 
 #[test]
