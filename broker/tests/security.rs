@@ -14,7 +14,9 @@ use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use common::raw::RawClient;
 use common::{free_port, BrokerProcess};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -22,10 +24,15 @@ use kafka_protocol::messages::incremental_alter_configs_request::{self, Alterabl
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    CreateAclsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, GroupId, IncrementalAlterConfigsRequest, OffsetCommitRequest,
-    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    AddPartitionsToTxnRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, GroupId,
+    IncrementalAlterConfigsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    ProducerId, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -966,6 +973,7 @@ const UNKNOWN_TOPIC: i16 = 3;
 const TOPIC_DENIED: i16 = 29;
 const GROUP_DENIED: i16 = 30;
 const CLUSTER_DENIED: i16 = 31;
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
 /// DescribeConfigs results: (resource name, error code, [(config, value)]).
@@ -982,9 +990,9 @@ fn topic_names(admin: &mut RawClient) -> Result<Vec<String>> {
 }
 
 /// Each resource of one request gets its own ACL answer (Kafka's): in one CreateTopics,
-/// DeleteTopics, DescribeConfigs, IncrementalAlterConfigs and DeleteGroups request an
-/// allowed resource is acted on and a denied one gets its *_AUTHORIZATION_FAILED and is
-/// left as it was.
+/// DeleteTopics, DescribeConfigs, IncrementalAlterConfigs, CreatePartitions, OffsetDelete
+/// and DeleteGroups request an allowed resource is acted on and a denied one gets its
+/// *_AUTHORIZATION_FAILED and is left as it was; AddPartitionsToTxn stays all or nothing.
 #[test]
 fn acls_answer_each_resource_of_a_request() -> Result<()> {
     let pw_dir = tempfile::tempdir()?;
@@ -1025,11 +1033,18 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
         let commit = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str(group)))
             .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(name("cfg-ok"))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(0)])]);
+            .with_topics(
+                ["cfg-ok", "del-read"]
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(0)])
+                    })
+                    .collect(),
+            );
         let v = admin.version_for::<OffsetCommitRequest>(8)?;
         let resp = admin.call(v, &commit)?;
         let codes: Vec<i16> = resp
@@ -1037,10 +1052,11 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
             .collect();
-        ensure!(codes == [0], "committing for {group}: {codes:?}");
+        ensure!(codes == [0, 0], "committing for {group}: {codes:?}");
     }
-    // alice's ACLs (resource types: topic 2, group 3; patterns: literal 3, prefixed 4;
-    // operations: READ 3, CREATE 5, DELETE 6, DESCRIBE 8, ALTER_CONFIGS 11)
+    // alice's ACLs (resource types: topic 2, group 3, transactional id 5; patterns:
+    // literal 3, prefixed 4; operations: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7,
+    // DESCRIBE 8, ALTER_CONFIGS 11)
     let acl = |rt: i8, resource: &str, pattern: i8, op: i8| {
         AclCreation::default()
             .with_resource_type(rt)
@@ -1059,7 +1075,10 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
             acl(2, "del-read", 3, 3),
             acl(2, "ghost", 4, 8),
             acl(2, "cfg-ok", 3, 11),
+            acl(2, "cfg-ok", 3, 7),
+            acl(2, "cfg-ok", 3, 4),
             acl(3, "grp-ok", 3, 6),
+            acl(5, "tx-a", 3, 4),
         ]),
     )?;
     ensure!(
@@ -1294,6 +1313,155 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
     ensure!(
         value(0).as_deref() == Some("12345") && value(1).as_deref() != Some("12345"),
         "retention.ms after IncrementalAlterConfigs: {retention:?}"
+    );
+
+    // CreatePartitions: ALTER on cfg-ok only
+    let resp = alice.call(
+        alice.version_for::<CreatePartitionsRequest>(3)?,
+        &CreatePartitionsRequest::default()
+            .with_timeout_ms(15_000)
+            .with_topics(
+                ["cfg-ok", "cfg-no"]
+                    .iter()
+                    .map(|t| {
+                        CreatePartitionsTopic::default()
+                            .with_name(name(t))
+                            .with_count(2)
+                    })
+                    .collect(),
+            ),
+    )?;
+    let mut got: Vec<(String, i16)> = resp
+        .results
+        .iter()
+        .map(|r| (r.name.0.to_string(), r.error_code))
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("cfg-no".to_string(), TOPIC_DENIED),
+            ("cfg-ok".to_string(), 0)
+        ],
+        "CreatePartitions: {got:?}"
+    );
+    let counts: std::collections::HashMap<String, usize> = admin
+        .metadata(Some(&["cfg-ok", "cfg-no"]), false)?
+        .topics
+        .iter()
+        .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t.partitions.len())))
+        .collect();
+    ensure!(
+        counts.get("cfg-ok") == Some(&2) && counts.get("cfg-no") == Some(&1),
+        "partitions after CreatePartitions: {counts:?}"
+    );
+
+    // OffsetDelete in grp-ok (DELETE on it): READ on del-read, not on cfg-ok
+    let resp = alice.call(
+        alice.version_for::<OffsetDeleteRequest>(0)?,
+        &OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("grp-ok")))
+            .with_topics(
+                ["del-read", "cfg-ok"]
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteRequestTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(vec![
+                                OffsetDeleteRequestPartition::default().with_partition_index(0)
+                            ])
+                    })
+                    .collect(),
+            ),
+    )?;
+    let mut got: Vec<(String, Vec<i16>)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.error_code).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    ensure!(
+        resp.error_code == 0
+            && got
+                == [
+                    ("cfg-ok".to_string(), vec![TOPIC_DENIED]),
+                    ("del-read".to_string(), vec![0])
+                ],
+        "OffsetDelete: {} {got:?}",
+        resp.error_code
+    );
+    let fetched = admin.call(
+        admin.version_for::<OffsetFetchRequest>(7)?,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("grp-ok")))
+            .with_topics(Some(
+                ["del-read", "cfg-ok"]
+                    .iter()
+                    .map(|t| {
+                        OffsetFetchRequestTopic::default()
+                            .with_name(name(t))
+                            .with_partition_indexes(vec![0])
+                    })
+                    .collect(),
+            )),
+    )?;
+    let mut offsets: Vec<(String, i64)> = fetched
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.committed_offset))
+        })
+        .collect();
+    offsets.sort();
+    ensure!(
+        offsets == [("cfg-ok".to_string(), 0), ("del-read".to_string(), -1)],
+        "grp-ok's offsets after OffsetDelete: {offsets:?}"
+    );
+
+    // AddPartitionsToTxn v3 is all or nothing: with cfg-no denied, cfg-ok is not added
+    let resp = alice.call(
+        alice.version_for::<AddPartitionsToTxnRequest>(3)?,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str("tx-a")))
+            .with_v3_and_below_producer_id(ProducerId(0))
+            .with_v3_and_below_producer_epoch(0)
+            .with_v3_and_below_topics(
+                ["cfg-ok", "cfg-no"]
+                    .iter()
+                    .map(|t| {
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(vec![0])
+                    })
+                    .collect(),
+            ),
+    )?;
+    let mut got: Vec<(String, Vec<i16>)> = resp
+        .results_by_topic_v3_and_below
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code)
+                    .collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("cfg-no".to_string(), vec![TOPIC_DENIED]),
+            ("cfg-ok".to_string(), vec![OPERATION_NOT_ATTEMPTED])
+        ],
+        "AddPartitionsToTxn: {got:?}"
     );
 
     // DeleteGroups: DELETE on grp-ok only; the admin then finds grp-ok gone, grp-no there

@@ -149,13 +149,9 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
             if frame.version() >= 4 {
                 // the broker-to-coordinator form (verify_only batches): a cluster action
                 (!a.allows_cluster(conn, Op::ClusterAction)).then_some(CLUSTER)
-            } else if !txn(&r.v3_and_below_transactional_id) {
-                Some(TXN)
             } else {
-                r.v3_and_below_topics
-                    .iter()
-                    .any(|t| !topic(Op::Write, &t.name))
-                    .then_some(TOPIC)
+                // topics: in `authz_resources`
+                (!txn(&r.v3_and_below_transactional_id)).then_some(TXN)
             }
         }
         ApiKey::AddOffsetsToTxn => {

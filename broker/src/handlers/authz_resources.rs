@@ -482,6 +482,56 @@ pub(crate) async fn offset_for_leader_epoch(
     resp
 }
 
+/// AddPartitionsToTxn v0–3 (WRITE on the transactional id is checked whole first): WRITE
+/// on each topic. All or nothing, as in Kafka: with a denied topic nothing is added; denied
+/// topics answer TOPIC_AUTHORIZATION_FAILED, unknown ones UNKNOWN_TOPIC_OR_PARTITION and
+/// the rest OPERATION_NOT_ATTEMPTED. v4 (from brokers) is a cluster action, checked whole.
+pub(crate) async fn add_partitions_to_txn(
+    ctx: Rc<ShardCtx>,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+    conn: Rc<Conn>,
+) -> add_partitions_to_txn_response::AddPartitionsToTxnResponse {
+    use add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResponse,
+        AddPartitionsToTxnTopicResult,
+    };
+    let a = &ctx.access;
+    let writable = |t: &add_partitions_to_txn_request::AddPartitionsToTxnTopic| {
+        a.allows(&conn, Op::Write, Rt::Topic, &t.name)
+    };
+    if !a.enabled() || version >= 4 || req.v3_and_below_topics.iter().all(writable) {
+        return txn::add_partitions_to_txn(ctx, req, version).await;
+    }
+    let image = ctx.image.borrow();
+    let results = req
+        .v3_and_below_topics
+        .iter()
+        .map(|t| {
+            let code = if !writable(t) {
+                TOPIC
+            } else if image.topic(&t.name).is_none() {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                ResponseError::OperationNotAttempted.code()
+            };
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
 /// DescribeProducers: READ on each topic.
 pub(crate) async fn describe_producers(
     ctx: Rc<ShardCtx>,

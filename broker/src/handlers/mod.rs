@@ -299,7 +299,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
             respond_conn(ctx, &frame, conn, authz_resources::create_partitions)
         }
         ApiKey::InitProducerId => respond(ctx, &frame, txn::init_producer_id),
-        ApiKey::AddPartitionsToTxn => respond(ctx, &frame, txn::add_partitions_to_txn),
+        ApiKey::AddPartitionsToTxn => {
+            respond_conn(ctx, &frame, conn, authz_resources::add_partitions_to_txn)
+        }
         ApiKey::AddOffsetsToTxn => respond(ctx, &frame, txn::add_offsets_to_txn),
         ApiKey::EndTxn => respond(ctx, &frame, txn::end_txn),
         ApiKey::WriteTxnMarkers => respond(ctx, &frame, txn::write_txn_markers),
