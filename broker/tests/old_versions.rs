@@ -457,6 +457,139 @@ fn admin_apis_at_old_versions() -> Result<()> {
     Ok(())
 }
 
+/// The old versions answer ACLs per resource as the current ones do: with an authorizer
+/// (everything allowed where no ACL names the resource) and DENY ACLs on some topics (and
+/// on creating through the cluster),
+/// CreateTopics v0 and v1, DeleteTopics v0 and DescribeConfigs v0 refuse exactly those
+/// topics, and act on the others of the same request.
+#[test]
+fn old_admin_versions_answer_acls_per_topic() -> Result<()> {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::CreateAclsRequest;
+    const TOPIC_DENIED: i16 = 29;
+    let broker = BrokerProcess::spawn_with(
+        1,
+        &[
+            ("authorizer.class.name", "StandardAuthorizer"),
+            ("allow.everyone.if.no.acl.found", "true"),
+        ],
+    )?;
+    broker.create_topic("keep-v0", 1, &[])?;
+    broker.create_topic("drop-v0", 1, &[])?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    // DENY (permission 2) CREATE 5 / DELETE 6 / DESCRIBE_CONFIGS 10 on topics (type 2,
+    // literal pattern 3) for every user; CREATE on the cluster (type 4) would allow every
+    // topic, so it is denied too
+    let acl = |rt: i8, name: &str, op: i8, permission: i8| {
+        AclCreation::default()
+            .with_resource_type(rt)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_resource_pattern_type(3)
+            .with_principal(StrBytes::from_static_str("User:*"))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(op)
+            .with_permission_type(permission)
+    };
+    let deny = |topic: &str, op: i8| acl(2, topic, op, 2);
+    let created = c.call(
+        c.version_for::<CreateAclsRequest>(3)?,
+        &CreateAclsRequest::default().with_creations(vec![
+            acl(4, "kafka-cluster", 5, 2),
+            deny("denied-v0", 5),
+            deny("denied-v1", 5),
+            deny("keep-v0", 6),
+            deny("keep-v0", 10),
+            // an ACL on keep-v0 ends allow.everyone.if.no.acl.found for it: it stays
+            // describable (listed) with an ALLOW DESCRIBE (8, permission 3)
+            acl(2, "keep-v0", 8, 3),
+        ]),
+    )?;
+    ensure!(
+        created.results.iter().all(|r| r.error_code == 0),
+        "CreateAcls: {:?}",
+        created.results
+    );
+    // the controller answers once every shard applied them
+    let two_topics = |a: &str, b: &str, validate_only: Option<bool>| {
+        let mut body = Body::default().i32(2);
+        for name in [a, b] {
+            body = body.str(name).i32(1).i16(1).i32(0).i32(0);
+        }
+        let body = body.i32(15_000);
+        match validate_only {
+            Some(v) => body.i8(i8::from(v)),
+            None => body,
+        }
+    };
+    let sorted = |mut v: Vec<(String, i16)>| {
+        v.sort();
+        v
+    };
+    let r = call_raw(
+        &mut c,
+        CREATE_TOPICS,
+        0,
+        &two_topics("made-v0", "denied-v0", None),
+    )?;
+    let got = sorted(topic_results(r, false)?);
+    ensure!(
+        got == [
+            ("denied-v0".to_string(), TOPIC_DENIED),
+            ("made-v0".to_string(), 0)
+        ],
+        "CreateTopics v0: {got:?}"
+    );
+    let body = two_topics("made-v1", "denied-v1", Some(false));
+    let r = call_raw(&mut c, CREATE_TOPICS, 1, &body)?;
+    let got = sorted(topic_results(r, true)?);
+    ensure!(
+        got == [
+            ("denied-v1".to_string(), TOPIC_DENIED),
+            ("made-v1".to_string(), 0)
+        ],
+        "CreateTopics v1: {got:?}"
+    );
+    let body = Body::default()
+        .i32(2)
+        .str("drop-v0")
+        .str("keep-v0")
+        .i32(15_000);
+    let r = call_raw(&mut c, DELETE_TOPICS, 0, &body)?;
+    let got = sorted(topic_results(r, false)?);
+    ensure!(
+        got == [
+            ("drop-v0".to_string(), 0),
+            ("keep-v0".to_string(), TOPIC_DENIED)
+        ],
+        "DeleteTopics v0: {got:?}"
+    );
+    let topics: Vec<String> = metadata_v0_topics(&mut c)?
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    ensure!(
+        topics.contains(&"made-v0".to_string())
+            && topics.contains(&"made-v1".to_string())
+            && topics.contains(&"keep-v0".to_string())
+            && !topics
+                .iter()
+                .any(|t| t.starts_with("denied") || t == "drop-v0"),
+        "Metadata v0 afterwards: {topics:?}"
+    );
+    let (error, rows) = describe_topic_v0(&mut c, "keep-v0", None)?;
+    ensure!(
+        error == TOPIC_DENIED && rows.is_empty(),
+        "DescribeConfigs v0 denied: {error} {rows:?}"
+    );
+    let (error, rows) = describe_topic_v0(&mut c, "made-v0", Some(&["retention.ms"]))?;
+    ensure!(
+        error == 0 && rows.len() == 1,
+        "DescribeConfigs v0 allowed: {error} {rows:?}"
+    );
+    Ok(())
+}
+
 /// The records produced below, by offset: (key, value, timestamp). v0 messages have no
 /// timestamp (-1, NO_TIMESTAMP); the LogAppendTime wrapper gives its own to offset 8.
 fn expected() -> Vec<(Option<Vec<u8>>, Vec<u8>, i64)> {
