@@ -459,14 +459,16 @@ fn admin_apis_at_old_versions() -> Result<()> {
 
 /// The old versions answer ACLs per resource as the current ones do: with an authorizer
 /// (everything allowed where no ACL names the resource) and DENY ACLs on some topics (and
-/// on creating through the cluster),
-/// CreateTopics v0 and v1, DeleteTopics v0 and DescribeConfigs v0 refuse exactly those
-/// topics, and act on the others of the same request.
+/// on creating through the cluster) and a group, CreateTopics v0 and v1, DeleteTopics v0,
+/// DescribeConfigs v0, ListOffsets v0 and OffsetCommit v0 refuse exactly those topics and
+/// act on the others of the same request; OffsetCommit v0 and OffsetFetch v0-1 of the
+/// denied group answer GROUP_AUTHORIZATION_FAILED per partition.
 #[test]
-fn old_admin_versions_answer_acls_per_topic() -> Result<()> {
+fn old_versions_answer_acls_per_resource() -> Result<()> {
     use kafka_protocol::messages::create_acls_request::AclCreation;
     use kafka_protocol::messages::CreateAclsRequest;
     const TOPIC_DENIED: i16 = 29;
+    const GROUP_DENIED: i16 = 30;
     let broker = BrokerProcess::spawn_with(
         1,
         &[
@@ -476,6 +478,9 @@ fn old_admin_versions_answer_acls_per_topic() -> Result<()> {
     )?;
     broker.create_topic("keep-v0", 1, &[])?;
     broker.create_topic("drop-v0", 1, &[])?;
+    for t in ["lo-ok", "lo-no", "oc-no"] {
+        broker.create_topic(t, 1, &[])?;
+    }
     let mut c = RawClient::connect(broker.addr())?;
     c.negotiate()?;
     // DENY (permission 2) CREATE 5 / DELETE 6 / DESCRIBE_CONFIGS 10 on topics (type 2,
@@ -503,6 +508,13 @@ fn old_admin_versions_answer_acls_per_topic() -> Result<()> {
             // an ACL on keep-v0 ends allow.everyone.if.no.acl.found for it: it stays
             // describable (listed) with an ALLOW DESCRIBE (8, permission 3)
             acl(2, "keep-v0", 8, 3),
+            // lo-no: no DESCRIBE (ListOffsets); oc-no: no READ (OffsetCommit), listed;
+            // group g-no: no READ (OffsetCommit), no DESCRIBE (OffsetFetch)
+            deny("lo-no", 8),
+            deny("oc-no", 3),
+            acl(2, "oc-no", 8, 3),
+            acl(3, "g-no", 3, 2),
+            acl(3, "g-no", 8, 2),
         ]),
     )?;
     ensure!(
@@ -587,6 +599,68 @@ fn old_admin_versions_answer_acls_per_topic() -> Result<()> {
         error == 0 && rows.len() == 1,
         "DescribeConfigs v0 allowed: {error} {rows:?}"
     );
+
+    // ListOffsets v0 of two topics: the latest offset of lo-ok, lo-no refused
+    let mut body = Body::default().i32(-1).i32(2);
+    for t in ["lo-ok", "lo-no"] {
+        body = body.str(t).i32(1).i32(0).i64(-1).i32(1);
+    }
+    let mut r = call_raw(&mut c, LIST_OFFSETS, 0, &body)?;
+    let mut got = Vec::new();
+    for _ in 0..r.count("topics")? {
+        let topic = r.str("topic")?;
+        for _ in 0..r.count("partitions")? {
+            r.i32("partition")?;
+            let error = r.i16("error_code")?;
+            let offsets = (0..r.count("old_style_offsets")?)
+                .map(|_| r.i64("offset"))
+                .collect::<Result<Vec<_>>>()?;
+            got.push((topic.clone(), error, offsets));
+        }
+    }
+    r.done("ListOffsets v0")?;
+    got.sort();
+    ensure!(
+        got == [
+            ("lo-no".to_string(), TOPIC_DENIED, vec![]),
+            ("lo-ok".to_string(), 0, vec![0])
+        ],
+        "ListOffsets v0: {got:?}"
+    );
+
+    // OffsetCommit v0 of two topics: lo-ok committed, oc-no (no READ) not
+    let commit = |group: &str| {
+        let mut body = Body::default().str(group).i32(2);
+        for t in ["lo-ok", "oc-no"] {
+            body = body.str(t).i32(1).i32(0).i64(5).null_str();
+        }
+        body
+    };
+    let errors = commit_errors(call_raw(&mut c, OFFSET_COMMIT, 0, &commit("g-ok"))?)?;
+    ensure!(errors == [0, TOPIC_DENIED], "OffsetCommit v0: {errors:?}");
+    let (offset, _, error) = offset_fetch(&mut c, 0, "g-ok", "lo-ok", 0)?;
+    ensure!(
+        (offset, error) == (5, 0),
+        "lo-ok committed: {offset} {error}"
+    );
+    let (offset, _, error) = offset_fetch(&mut c, 0, "g-ok", "oc-no", 0)?;
+    ensure!(
+        (offset, error) == (-1, 0),
+        "oc-no not committed: {offset} {error}"
+    );
+    // a group without READ: every partition refused; without DESCRIBE: its offsets too
+    let errors = commit_errors(call_raw(&mut c, OFFSET_COMMIT, 0, &commit("g-no"))?)?;
+    ensure!(
+        errors == [GROUP_DENIED, GROUP_DENIED],
+        "OffsetCommit v0 to g-no: {errors:?}"
+    );
+    for v in [0, 1] {
+        let (offset, _, error) = offset_fetch(&mut c, v, "g-no", "lo-ok", 0)?;
+        ensure!(
+            (offset, error) == (-1, GROUP_DENIED),
+            "OffsetFetch v{v} of g-no: {offset} {error}"
+        );
+    }
     Ok(())
 }
 

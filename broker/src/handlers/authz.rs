@@ -3,10 +3,10 @@
 //! here is refused whole: the request's group, transactional id or the cluster, and
 //! single-resource requests. Requests naming several topics, groups or config resources
 //! answer each one (`authz_resources`; Produce, Fetch, ListOffsets and OffsetCommit in
-//! their handlers); Metadata, OffsetFetch, DescribeGroups, ListGroups and
-//! ListTransactions hide what the principal may not describe (`filter_*`). An API not
-//! listed here is served to super users only while an authorizer is on (the connection of
-//! anyone else closes), so nothing is left unchecked.
+//! their handlers; the old versions in `legacy`); Metadata, OffsetFetch, DescribeGroups,
+//! ListGroups and ListTransactions hide what the principal may not describe (`filter_*`).
+//! An API not listed here is served to super users only while an authorizer is on (the
+//! connection of anyone else closes), so nothing is left unchecked.
 //!
 //! ```text
 //!  dispatch ─► check(frame) ─► None: handle │ Some(answer): refused with *_AUTHORIZATION_FAILED
@@ -15,6 +15,7 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_proto::request::{decode_body, RequestFrame};
 
@@ -51,13 +52,8 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
         return None;
     }
     let a = &ctx.access;
-    let topic = |op, name: &str| a.allows(conn, op, Rt::Topic, name);
     let group = |op, name: &str| a.allows(conn, op, Rt::Group, name);
     let txn = |name: &str| a.allows(conn, Op::Write, Rt::TransactionalId, name);
-    // OffsetFetch v0 goes through `legacy`, past the filter of its usual handler
-    if frame.api_key == ApiKey::OffsetFetch && frame.version() == 0 {
-        return (!a.allows_cluster(conn, Op::All)).then(|| refuse(frame, -1, conn));
-    }
     let refused = match frame.api_key {
         // served here or checked by their handlers
         ApiKey::ApiVersions
@@ -85,15 +81,8 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
         | ApiKey::DeleteGroups
         | ApiKey::DescribeProducers
         | ApiKey::DescribeTransactions => None,
-        // v1+: per topic in `list_offsets_denied`; v0 (legacy) whole
-        ApiKey::ListOffsets if frame.version() >= 1 => None,
-        ApiKey::ListOffsets => {
-            let r: ListOffsetsRequest = dec!(frame);
-            r.topics
-                .iter()
-                .any(|t| !topic(Op::Describe, &t.name))
-                .then_some(TOPIC)
-        }
+        // per topic: `list_offsets_denied` (v1+), `legacy` (v0)
+        ApiKey::ListOffsets => None,
         // v4+ (batched keys): per key in `authz_resources`
         ApiKey::FindCoordinator if frame.version() >= 4 => None,
         ApiKey::FindCoordinator => {
@@ -120,18 +109,12 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
             let r: LeaveGroupRequest = dec!(frame);
             (!group(Op::Read, &r.group_id)).then_some(GROUP)
         }
+        // v0-1: the group and each topic in `legacy`
+        ApiKey::OffsetCommit if frame.version() < 2 => None,
         ApiKey::OffsetCommit => {
             let r: OffsetCommitRequest = dec!(frame);
-            if !group(Op::Read, &r.group_id) {
-                Some(GROUP)
-            } else if frame.version() >= 2 {
-                None // per topic in `offset_commit_denied`
-            } else {
-                r.topics
-                    .iter()
-                    .any(|t| !topic(Op::Read, &t.name))
-                    .then_some(TOPIC)
-            }
+            // topics: per topic in `offset_commit_denied`
+            (!group(Op::Read, &r.group_id)).then_some(GROUP)
         }
         ApiKey::InitProducerId => {
             let r: InitProducerIdRequest = dec!(frame);
@@ -397,6 +380,42 @@ pub(crate) fn filter_offset_fetch(
         }
         g.topics.retain(|t| topic_ok(&t.name));
     }
+}
+
+/// OffsetFetch v0-1 of a group the principal may not describe: these versions have no
+/// top-level error code, so (as Kafka does) each partition asked for carries
+/// GROUP_AUTHORIZATION_FAILED. None when the request may go on.
+pub(crate) fn offset_fetch_group_refused(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    req: &OffsetFetchRequest,
+    version: i16,
+) -> Option<OffsetFetchResponse> {
+    if version >= 2
+        || !ctx.access.enabled()
+        || ctx
+            .access
+            .allows(conn, Op::Describe, Rt::Group, &req.group_id)
+    {
+        return None;
+    }
+    let topics = req.topics.iter().flatten().map(|t| {
+        offset_fetch_response::OffsetFetchResponseTopic::default()
+            .with_name(t.name.clone())
+            .with_partitions(
+                t.partition_indexes
+                    .iter()
+                    .map(|p| {
+                        offset_fetch_response::OffsetFetchResponsePartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(-1)
+                            .with_metadata(Some(StrBytes::default()))
+                            .with_error_code(GROUP)
+                    })
+                    .collect(),
+            )
+    });
+    Some(OffsetFetchResponse::default().with_topics(topics.collect()))
 }
 
 /// DescribeGroups: groups the principal may not describe are answered

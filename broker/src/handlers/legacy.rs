@@ -27,6 +27,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
@@ -35,19 +38,21 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::ResponseError;
 use sluice_proto::request::{decode_body, RequestFrame};
 
 use super::wire::{Reader, WireError, Writer};
-use super::{authz_resources, groups, legacy_respond, list_offsets, Dispatch};
+use super::{authz, authz_resources, groups, legacy_respond, list_offsets, Dispatch};
 use crate::connection::Conn;
+use crate::security::acl::{AclOperation as Op, ResourceType as Rt};
 use crate::shard::ShardCtx;
 
 /// Kafka's ConfigSource for a value nobody set (v0 reports it as `is_default`).
 const DEFAULT_CONFIG: i8 = 5;
 
 /// Starts `frame` if it is one of the old versions above; None for every other version.
-/// CreateTopics, DeleteTopics and DescribeConfigs answer ACLs per resource as their
-/// current versions do (`authz_resources`).
+/// Each answers ACLs per resource as its current versions do (`authz_resources`, and
+/// here for the layouts only these versions have).
 pub(crate) fn dispatch(
     ctx: &Rc<ShardCtx>,
     frame: &RequestFrame,
@@ -59,24 +64,43 @@ pub(crate) fn dispatch(
             ctx,
             frame,
             list_offsets_v0_request,
-            |ctx, (req, max), _| async move {
-                list_offsets_v0_response(&list_offsets::handle_v0(ctx, req, max).await)
+            |ctx, (mut req, mut max), _| async move {
+                let denied = list_offsets_v0_denied(&ctx, &conn, &mut req, &mut max);
+                let mut topics = list_offsets::handle_v0(ctx, req, max).await;
+                topics.extend(denied);
+                list_offsets_v0_response(&topics)
             },
         ),
         (ApiKey::OffsetCommit, 0 | 1) => legacy_respond(
             ctx,
             frame,
             offset_commit_v0_v1_request,
-            |ctx, (req, timestamps), v| async move {
+            |ctx, (mut req, mut timestamps), v| async move {
+                let resp = if ctx.access.allows(&conn, Op::Read, Rt::Group, &req.group_id) {
+                    let denied = offset_commit_v0_v1_denied(&ctx, &conn, &mut req, &mut timestamps);
+                    let mut resp = groups::commit(ctx, req, v, timestamps).await;
+                    resp.topics.extend(denied);
+                    resp
+                } else {
+                    commit_refused(req.topics, GROUP_AUTHORIZATION_FAILED)
+                };
                 // The v0-v2 responses share one layout.
-                encode_body(&groups::commit(ctx, req, v, timestamps).await, 2)
+                encode_body(&resp, 2)
             },
         ),
         (ApiKey::OffsetFetch, 0) => legacy_respond(
             ctx,
             frame,
             |b, _| decode_as::<OffsetFetchRequest>(b, 1),
-            |ctx, req, _| async move { encode_body(&groups::offset_fetch(ctx, req, 1).await, 1) },
+            |ctx, req, _| async move {
+                if let Some(refused) = authz::offset_fetch_group_refused(&ctx, &conn, &req, 0) {
+                    return encode_body(&refused, 1);
+                }
+                let group = req.group_id.0.to_string();
+                let mut resp = groups::offset_fetch(ctx.clone(), req, 1).await;
+                authz::filter_offset_fetch(&ctx, &conn, &mut resp, &group);
+                encode_body(&resp, 1)
+            },
         ),
         (ApiKey::DescribeConfigs, 0) => legacy_respond(
             ctx,
@@ -110,6 +134,91 @@ pub(crate) fn dispatch(
         _ => return None,
     };
     Some(d)
+}
+
+const TOPIC_AUTHORIZATION_FAILED: i16 = ResponseError::TopicAuthorizationFailed.code();
+const GROUP_AUTHORIZATION_FAILED: i16 = ResponseError::GroupAuthorizationFailed.code();
+
+/// ListOffsets v0: takes the topics the principal may not describe out of the request
+/// (with their `max_num_offsets`); their answer is TOPIC_AUTHORIZATION_FAILED per
+/// partition, as in the current versions.
+fn list_offsets_v0_denied(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    req: &mut ListOffsetsRequest,
+    max: &mut Vec<Vec<i32>>,
+) -> Vec<OldStyleTopic> {
+    let mut denied = Vec::new();
+    if !ctx.access.enabled() {
+        return denied;
+    }
+    // the decoder fills both per topic, in step
+    let (topics, maxes) = (std::mem::take(&mut req.topics), std::mem::take(max));
+    for (t, m) in topics.into_iter().zip(maxes) {
+        if ctx.access.allows(conn, Op::Describe, Rt::Topic, &t.name) {
+            req.topics.push(t);
+            max.push(m);
+        } else {
+            denied.push(OldStyleTopic {
+                name: t.name.0,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition_index, TOPIC_AUTHORIZATION_FAILED, Vec::new()))
+                    .collect(),
+            });
+        }
+    }
+    denied
+}
+
+/// OffsetCommit v0-1 (READ on the group checked first): takes the topics the principal may
+/// not read out of the request (with their v1 timestamps); their offsets are not committed
+/// and their answer is TOPIC_AUTHORIZATION_FAILED per partition.
+fn offset_commit_v0_v1_denied(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    req: &mut OffsetCommitRequest,
+    timestamps: &mut Vec<Vec<i64>>,
+) -> Vec<OffsetCommitResponseTopic> {
+    if !ctx.access.enabled() {
+        return Vec::new();
+    }
+    let mut denied = Vec::new();
+    // the decoder fills both per topic, in step
+    let (topics, stamps) = (std::mem::take(&mut req.topics), std::mem::take(timestamps));
+    for (t, ts) in topics.into_iter().zip(stamps) {
+        if ctx.access.allows(conn, Op::Read, Rt::Topic, &t.name) {
+            req.topics.push(t);
+            timestamps.push(ts);
+        } else {
+            denied.push(t);
+        }
+    }
+    commit_refused(denied, TOPIC_AUTHORIZATION_FAILED).topics
+}
+
+/// An OffsetCommit answer with `code` for every partition of `topics`.
+fn commit_refused(topics: Vec<OffsetCommitRequestTopic>, code: i16) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(
+        topics
+            .into_iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
 }
 
 /// Decodes a body whose layout is identical to `version` of the current message.

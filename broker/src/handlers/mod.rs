@@ -374,6 +374,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
                 ctx,
                 &frame,
                 move |ctx, req: OffsetFetchRequest, v| async move {
+                    if let Some(refused) = authz::offset_fetch_group_refused(&ctx, &conn, &req, v) {
+                        return refused;
+                    }
                     let group = req.group_id.0.to_string();
                     let mut resp = groups::offset_fetch(ctx.clone(), req, v).await;
                     authz::filter_offset_fetch(&ctx, &conn, &mut resp, &group);
