@@ -20,6 +20,7 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_producers_request;
 use kafka_protocol::messages::incremental_alter_configs_request::{self, AlterableConfig};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -28,11 +29,16 @@ use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, GroupId,
+    AddPartitionsToTxnRequest, BrokerId, CreateAclsRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    DescribeProducersRequest, DescribeTransactionsRequest, FindCoordinatorRequest, GroupId,
     IncrementalAlterConfigsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    ProducerId, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName, TransactionalId,
+    OffsetForLeaderEpochRequest, ProducerId, SaslAuthenticateRequest, SaslHandshakeRequest,
+    TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -973,6 +979,7 @@ const UNKNOWN_TOPIC: i16 = 3;
 const TOPIC_DENIED: i16 = 29;
 const GROUP_DENIED: i16 = 30;
 const CLUSTER_DENIED: i16 = 31;
+const TXN_DENIED: i16 = 53;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
@@ -992,7 +999,9 @@ fn topic_names(admin: &mut RawClient) -> Result<Vec<String>> {
 /// Each resource of one request gets its own ACL answer (Kafka's): in one CreateTopics,
 /// DeleteTopics, DescribeConfigs, IncrementalAlterConfigs, CreatePartitions, OffsetDelete
 /// and DeleteGroups request an allowed resource is acted on and a denied one gets its
-/// *_AUTHORIZATION_FAILED and is left as it was; AddPartitionsToTxn stays all or nothing.
+/// *_AUTHORIZATION_FAILED and is left as it was (DescribeProducers, OffsetForLeaderEpoch,
+/// FindCoordinator v4 and DescribeTransactions likewise); AddPartitionsToTxn stays all or
+/// nothing.
 #[test]
 fn acls_answer_each_resource_of_a_request() -> Result<()> {
     let pw_dir = tempfile::tempdir()?;
@@ -1462,6 +1471,117 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
             ("cfg-ok".to_string(), vec![OPERATION_NOT_ATTEMPTED])
         ],
         "AddPartitionsToTxn: {got:?}"
+    );
+
+    // the read-only APIs that name several resources answer each one too: READ on
+    // del-read (DescribeProducers), DESCRIBE implied by it (OffsetForLeaderEpoch), by
+    // DELETE on grp-ok (FindCoordinator v4) and by WRITE on tx-a (DescribeTransactions)
+    let resp = alice.call(
+        0,
+        &DescribeProducersRequest::default().with_topics(
+            ["del-read", "cfg-no"]
+                .iter()
+                .map(|t| {
+                    describe_producers_request::TopicRequest::default()
+                        .with_name(name(t))
+                        .with_partition_indexes(vec![0])
+                })
+                .collect(),
+        ),
+    )?;
+    let mut got: Vec<(String, Vec<i16>)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.error_code).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("cfg-no".to_string(), vec![TOPIC_DENIED]),
+            ("del-read".to_string(), vec![0])
+        ],
+        "DescribeProducers: {got:?}"
+    );
+    let resp = alice.call(
+        alice.version_for::<OffsetForLeaderEpochRequest>(4)?,
+        &OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(
+                ["del-read", "cfg-no"]
+                    .iter()
+                    .map(|t| {
+                        OffsetForLeaderTopic::default()
+                            .with_topic(name(t))
+                            .with_partitions(vec![OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(0)])
+                    })
+                    .collect(),
+            ),
+    )?;
+    let mut got: Vec<(String, Vec<i16>)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.topic.0.to_string(),
+                t.partitions.iter().map(|p| p.error_code).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("cfg-no".to_string(), vec![TOPIC_DENIED]),
+            ("del-read".to_string(), vec![0])
+        ],
+        "OffsetForLeaderEpoch: {got:?}"
+    );
+    let resp = alice.call(
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![
+                StrBytes::from_static_str("grp-ok"),
+                StrBytes::from_static_str("grp-no"),
+            ]),
+    )?;
+    let mut got: Vec<(String, i16)> = resp
+        .coordinators
+        .iter()
+        .map(|c| (c.key.to_string(), c.error_code))
+        .collect();
+    got.sort();
+    ensure!(
+        got == [
+            ("grp-no".to_string(), GROUP_DENIED),
+            ("grp-ok".to_string(), 0)
+        ],
+        "FindCoordinator v4: {got:?}"
+    );
+    let resp = alice.call(
+        0,
+        &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+            TransactionalId(StrBytes::from_static_str("tx-a")),
+            TransactionalId(StrBytes::from_static_str("tx-b")),
+        ]),
+    )?;
+    let codes: std::collections::HashMap<String, i16> = resp
+        .transaction_states
+        .iter()
+        .map(|t| (t.transactional_id.to_string(), t.error_code))
+        .collect();
+    ensure!(
+        codes.len() == 2
+            && codes.get("tx-b") == Some(&TXN_DENIED)
+            && codes.get("tx-a").is_some_and(|c| *c != TXN_DENIED),
+        "DescribeTransactions: {codes:?}"
     );
 
     // DeleteGroups: DELETE on grp-ok only; the admin then finds grp-ok gone, grp-no there
