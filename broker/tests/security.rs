@@ -32,13 +32,16 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, BrokerId, CreateAclsRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     DescribeProducersRequest, DescribeTransactionsRequest, FindCoordinatorRequest, GroupId,
     IncrementalAlterConfigsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest, ProducerId, SaslAuthenticateRequest, SaslHandshakeRequest,
-    TopicName, TransactionalId,
+    TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -999,9 +1002,9 @@ fn topic_names(admin: &mut RawClient) -> Result<Vec<String>> {
 /// Each resource of one request gets its own ACL answer (Kafka's): in one CreateTopics,
 /// DeleteTopics, DescribeConfigs, IncrementalAlterConfigs, CreatePartitions, OffsetDelete
 /// and DeleteGroups request an allowed resource is acted on and a denied one gets its
-/// *_AUTHORIZATION_FAILED and is left as it was (DescribeProducers, OffsetForLeaderEpoch,
-/// FindCoordinator v4 and DescribeTransactions likewise); AddPartitionsToTxn stays all or
-/// nothing.
+/// *_AUTHORIZATION_FAILED and is left as it was (TxnOffsetCommit, DescribeProducers,
+/// OffsetForLeaderEpoch, FindCoordinator v4 and DescribeTransactions likewise);
+/// AddPartitionsToTxn stays all or nothing.
 #[test]
 fn acls_answer_each_resource_of_a_request() -> Result<()> {
     let pw_dir = tempfile::tempdir()?;
@@ -1088,6 +1091,7 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
             acl(2, "cfg-ok", 3, 4),
             acl(3, "grp-ok", 3, 6),
             acl(5, "tx-a", 3, 4),
+            acl(3, "grp-tx", 3, 3),
         ]),
     )?;
     ensure!(
@@ -1582,6 +1586,48 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
             && codes.get("tx-b") == Some(&TXN_DENIED)
             && codes.get("tx-a").is_some_and(|c| *c != TXN_DENIED),
         "DescribeTransactions: {codes:?}"
+    );
+
+    // TxnOffsetCommit (WRITE on tx-a, READ on grp-tx): READ on del-read, not on cfg-no.
+    // The transaction was never begun, so the coordinator refuses del-read its own way.
+    let resp = alice.call(
+        alice.version_for::<TxnOffsetCommitRequest>(3)?,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx-a")))
+            .with_group_id(GroupId(StrBytes::from_static_str("grp-tx")))
+            .with_producer_id(ProducerId(0))
+            .with_producer_epoch(0)
+            .with_generation_id(-1)
+            .with_topics(
+                ["del-read", "cfg-no"]
+                    .iter()
+                    .map(|t| {
+                        TxnOffsetCommitRequestTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1)])
+                    })
+                    .collect(),
+            ),
+    )?;
+    let codes: std::collections::HashMap<String, Vec<i16>> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.error_code).collect(),
+            )
+        })
+        .collect();
+    ensure!(
+        codes.len() == 2
+            && codes.get("cfg-no") == Some(&vec![TOPIC_DENIED])
+            && codes
+                .get("del-read")
+                .is_some_and(|c| c.len() == 1 && c[0] != TOPIC_DENIED),
+        "TxnOffsetCommit: {codes:?}"
     );
 
     // DeleteGroups: DELETE on grp-ok only; the admin then finds grp-ok gone, grp-no there
