@@ -639,3 +639,19 @@ pub(crate) async fn find_coordinator(
     }));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::take_denied;
+
+    #[test]
+    fn denied_items_leave_the_request_once_each_and_the_rest_keep_their_order() {
+        let mut items = vec!["a", "x", "b", "x", "c", "y"];
+        let denied = take_denied(&mut items, |s| *s, |s| !matches!(*s, "x" | "y"));
+        assert_eq!(items, ["a", "b", "c"]);
+        assert_eq!(denied, ["x", "y"]);
+        let mut none: Vec<&str> = vec!["a"];
+        assert!(take_denied(&mut none, |s| *s, |_| true).is_empty());
+        assert_eq!(none, ["a"]);
+    }
+}
