@@ -18,7 +18,9 @@
 //!   not leader, too small an ISR): a timeout, no answer, another code;
 //! - the transactional topic's kinds (`txn_aborted_read`, `txn_committed_lost`,
 //!   `txn_partial`, `txn_duplicate`, `txn_reorder`, `txn_uncommitted_read`,
-//!   `txn_lso_stuck`), described in `txn_checker.rs`.
+//!   `txn_lso_stuck`), described in `txn_checker.rs`;
+//! - the consume-transform-produce kinds (`ctp_missing`, `ctp_duplicate`, `ctp_ahead`,
+//!   `ctp_not_drained`, `ctp_reorder`), described in `ctp_checker.rs`.
 //!
 //! Produce failures are indefinite (the record may have been written): such values may
 //! appear at most once, anywhere. Values are `<producer>-<sequence>`, the sequence rising
@@ -65,6 +67,11 @@ pub enum AnomalyKind {
     TxnReorder,
     TxnUncommittedRead,
     TxnLsoStuck,
+    CtpMissing,
+    CtpDuplicate,
+    CtpAhead,
+    CtpNotDrained,
+    CtpReorder,
 }
 
 impl AnomalyKind {
@@ -86,6 +93,11 @@ impl AnomalyKind {
             AnomalyKind::TxnReorder => "txn_reorder",
             AnomalyKind::TxnUncommittedRead => "txn_uncommitted_read",
             AnomalyKind::TxnLsoStuck => "txn_lso_stuck",
+            AnomalyKind::CtpMissing => "ctp_missing",
+            AnomalyKind::CtpDuplicate => "ctp_duplicate",
+            AnomalyKind::CtpAhead => "ctp_ahead",
+            AnomalyKind::CtpNotDrained => "ctp_not_drained",
+            AnomalyKind::CtpReorder => "ctp_reorder",
         }
     }
 }
@@ -182,6 +194,8 @@ pub fn check(entries: &[Entry]) -> Verdict {
                 | Kind::TxnRead
                 | Kind::TxnFinalRead
                 | Kind::TxnFinalEnd
+                | Kind::CtpFinalRead
+                | Kind::CtpFinalEnd
         );
         if let (Some(p), false) = (e.partition, txn_topic) {
             partitions_seen.insert(p, ());
@@ -542,6 +556,15 @@ pub fn check(entries: &[Entry]) -> Verdict {
         crate::txn_checker::check(entries, &seen, &mut found, &mut v);
     }
 
+    // --- consume-transform-produce: the final log above is its input --------------------------
+    if meta.as_ref().is_some_and(|m| m.ctp_topic.is_some()) {
+        let input: BTreeMap<(i32, i64), &str> = final_log
+            .iter()
+            .filter_map(|(k, e)| Some((*k, e.value.as_deref()?)))
+            .collect();
+        crate::ctp_checker::check(entries, &input, &final_end, &partitions, &mut found, &mut v);
+    }
+
     // --- verdict -------------------------------------------------------------------------
     found.all.sort_by_key(|a| (a.kind, a.t));
     let mut per_kind: BTreeMap<AnomalyKind, usize> = BTreeMap::new();
@@ -587,6 +610,7 @@ mod tests {
                 schedule: vec![],
                 broker_binary: String::new(),
                 txn_topic: None,
+                ctp_topic: None,
             };
             let m = Entry::new(0, Kind::Meta, Phase::Info)
                 .detail(serde_json::to_string(&meta).expect("ok: serializable"));
