@@ -133,22 +133,26 @@ impl Drop for CtpWorkloads {
 }
 
 /// The blocking call an incarnation is in, watched by its supervisor.
-#[derive(Default)]
 struct Guard {
     state: Mutex<GuardState>,
+    /// Where an abandoned call's late answer is noted (`info` of `name`), so a history
+    /// tells a call that hung for good from one that answered late.
+    hist: Arc<HistoryWriter>,
+    name: String,
 }
 
 #[derive(Default)]
 struct GuardState {
     abandoned: bool,
-    /// (what, deadline, the transaction it belongs to, its worker name)
+    /// (what, deadline, the transaction it belongs to)
     call: Option<(&'static str, Instant, Option<u64>)>,
 }
 
 impl Guard {
     /// Runs `f` as the watched call `what` of transaction `txn`; None if the incarnation
-    /// was abandoned meanwhile (the caller must return at once, writing nothing).
-    fn run<R>(
+    /// was abandoned meanwhile (the caller must return at once, writing nothing but the
+    /// `info` line saying when and how the abandoned call returned).
+    fn run<R: std::fmt::Debug>(
         &self,
         what: &'static str,
         timeout: Duration,
@@ -162,10 +166,22 @@ impl Guard {
             }
             st.call = Some((what, Instant::now() + timeout + OVERRUN_GRACE, txn));
         }
+        let began = Instant::now();
         let r = f();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.call = None;
-        (!st.abandoned).then_some(r)
+        if st.abandoned {
+            info(
+                &self.hist,
+                &self.name,
+                format!(
+                    "the abandoned {what} returned after {} ms: {r:?}",
+                    began.elapsed().as_millis()
+                ),
+            );
+            return None;
+        }
+        Some(r)
     }
 
     fn abandoned(&self) -> bool {
@@ -188,7 +204,11 @@ fn supervise(
     while !stop.load(Ordering::Relaxed) {
         let name = format!("y{w}.{incarnation}");
         incarnation += 1;
-        let guard = Arc::new(Guard::default());
+        let guard = Arc::new(Guard {
+            state: Mutex::default(),
+            hist: hist.clone(),
+            name: name.clone(),
+        });
         let spawned = {
             let (cfg, hist, stop, committed, rt, guard, name) = (
                 cfg.clone(),
@@ -674,4 +694,64 @@ pub fn final_read_ctp(cfg: &WorkloadConfig, hist: &HistoryWriter, within: Durati
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(dir: &std::path::Path) -> (Arc<HistoryWriter>, Guard) {
+        let hist = Arc::new(HistoryWriter::create(&dir.join("h.jsonl")).expect("ok: create"));
+        let g = Guard {
+            state: Mutex::default(),
+            hist: hist.clone(),
+            name: "y0.0".into(),
+        };
+        (hist, g)
+    }
+
+    #[test]
+    fn a_call_abandoned_while_it_runs_returns_nothing_and_its_late_answer_is_noted() {
+        let dir = tempfile::tempdir().expect("ok: tempdir");
+        let (hist, g) = guard(dir.path());
+        assert_eq!(g.run("quick", Duration::from_secs(1), None, || 7), Some(7));
+        std::thread::scope(|s| {
+            let call = s.spawn(|| {
+                g.run(
+                    "send_offsets_to_transaction",
+                    Duration::ZERO,
+                    Some(3),
+                    || {
+                        std::thread::sleep(Duration::from_millis(300));
+                        "late"
+                    },
+                )
+            });
+            // what the supervisor does once the deadline (timeout + grace) has passed
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut st = g.state.lock().expect("ok: lock");
+                if let Some((what, _, txn)) = st.call {
+                    assert_eq!((what, txn), ("send_offsets_to_transaction", Some(3)));
+                    st.abandoned = true;
+                    break;
+                }
+                drop(st);
+                assert!(Instant::now() < deadline, "the call never started");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(call.join().expect("ok: join"), None);
+        });
+        // an abandoned incarnation starts no further call
+        assert_eq!(g.run("begin_transaction", Duration::ZERO, None, || 1), None);
+        hist.flush().expect("ok: flush");
+        let (lines, _) = crate::history::read(&dir.path().join("h.jsonl")).expect("ok: read");
+        let notes: Vec<&str> = lines.iter().filter_map(|e| e.detail.as_deref()).collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("the abandoned send_offsets_to_transaction returned after"),
+            "{notes:?}"
+        );
+        assert!(notes[0].ends_with("\"late\""), "{notes:?}");
+    }
 }
