@@ -8,8 +8,10 @@
 //!   consumer session reading a partition's offsets out of rising order;
 //! - `vanished_read`: a consumer read a (partition, offset, value) the final log does not
 //!   hold (it read past a durable high watermark, or the record was truncated later);
-//! - `commit_backwards`: a group's committed offset, read back, lower than one read back
-//!   or acknowledged earlier (the earlier one completed before the later one started);
+//! - `commit_backwards`: a group's committed offset, read back, lower than the last one
+//!   read back or acknowledged before the read-back started (unless a lower commit was
+//!   acknowledged while it ran: librdkafka retries failed commits, so its own older commit
+//!   can land after a newer one);
 //! - `unexpected_value`: a value in the log that no producer ever sent;
 //! - `incomplete`: a partition whose final read-back did not finish (nothing to check it by);
 //! - `crash`: a broker exited without being told to;
@@ -18,7 +20,9 @@
 //!   not leader, too small an ISR): a timeout, no answer, another code;
 //! - the transactional topic's kinds (`txn_aborted_read`, `txn_committed_lost`,
 //!   `txn_partial`, `txn_duplicate`, `txn_reorder`, `txn_uncommitted_read`,
-//!   `txn_lso_stuck`), described in `txn_checker.rs`.
+//!   `txn_lso_stuck`), described in `txn_checker.rs`;
+//! - the consume-transform-produce kinds (`ctp_missing`, `ctp_duplicate`, `ctp_ahead`,
+//!   `ctp_not_drained`, `ctp_reorder`), described in `ctp_checker.rs`.
 //!
 //! Produce failures are indefinite (the record may have been written): such values may
 //! appear at most once, anywhere. Values are `<producer>-<sequence>`, the sequence rising
@@ -65,6 +69,11 @@ pub enum AnomalyKind {
     TxnReorder,
     TxnUncommittedRead,
     TxnLsoStuck,
+    CtpMissing,
+    CtpDuplicate,
+    CtpAhead,
+    CtpNotDrained,
+    CtpReorder,
 }
 
 impl AnomalyKind {
@@ -86,6 +95,11 @@ impl AnomalyKind {
             AnomalyKind::TxnReorder => "txn_reorder",
             AnomalyKind::TxnUncommittedRead => "txn_uncommitted_read",
             AnomalyKind::TxnLsoStuck => "txn_lso_stuck",
+            AnomalyKind::CtpMissing => "ctp_missing",
+            AnomalyKind::CtpDuplicate => "ctp_duplicate",
+            AnomalyKind::CtpAhead => "ctp_ahead",
+            AnomalyKind::CtpNotDrained => "ctp_not_drained",
+            AnomalyKind::CtpReorder => "ctp_reorder",
         }
     }
 }
@@ -166,14 +180,14 @@ pub fn check(entries: &[Entry]) -> Verdict {
     let mut acked: Vec<(u64, i32, i64, String)> = Vec::new(); // (t, partition, offset, value)
     let mut failed_values: Vec<String> = Vec::new();
     let mut reads: Vec<&Entry> = Vec::new();
-    let mut commit_ok: Vec<&Entry> = Vec::new();
+    let mut commit_ok: Vec<(usize, &Entry)> = Vec::new(); // (history position, line)
     let mut committed_invoke: HashMap<u64, u64> = HashMap::new(); // id -> start t
-    let mut committed_obs: Vec<&Entry> = Vec::new();
+    let mut committed_obs: Vec<(usize, &Entry)> = Vec::new();
     let mut final_log: BTreeMap<(i32, i64), &Entry> = BTreeMap::new();
     let mut final_end: BTreeMap<i32, i64> = BTreeMap::new();
     let mut partitions_seen: BTreeMap<i32, ()> = BTreeMap::new();
 
-    for e in entries {
+    for (pos, e) in entries.iter().enumerate() {
         let txn_topic = matches!(
             e.kind,
             Kind::Txn
@@ -182,6 +196,8 @@ pub fn check(entries: &[Entry]) -> Verdict {
                 | Kind::TxnRead
                 | Kind::TxnFinalRead
                 | Kind::TxnFinalEnd
+                | Kind::CtpFinalRead
+                | Kind::CtpFinalEnd
         );
         if let (Some(p), false) = (e.partition, txn_topic) {
             partitions_seen.insert(p, ());
@@ -246,7 +262,7 @@ pub fn check(entries: &[Entry]) -> Verdict {
             (Kind::Commit, Phase::Invoke) => count("commits_invoked"),
             (Kind::Commit, Phase::Ok) => {
                 count("commits_ok");
-                commit_ok.push(e);
+                commit_ok.push((pos, e));
             }
             (Kind::Commit, Phase::Fail) => count("commits_failed"),
             (Kind::Committed, Phase::Invoke) => {
@@ -256,7 +272,7 @@ pub fn check(entries: &[Entry]) -> Verdict {
             }
             (Kind::Committed, Phase::Ok) => {
                 count("committed_reads");
-                committed_obs.push(e);
+                committed_obs.push((pos, e));
             }
             (Kind::FinalRead, Phase::Ok) => {
                 if let (Some(p), Some(o)) = (e.partition, e.offset) {
@@ -473,23 +489,33 @@ pub fn check(entries: &[Entry]) -> Verdict {
     }
 
     // --- committed offsets -------------------------------------------------------------
-    // Every known committed offset, with the interval in which it held: commit acks are
-    // points (their answer time), read-backs span invoke..answer. A read-back that
-    // started after another known value completed must not be lower.
+    // Every known committed offset, in the order the history learnt it: commit acks are
+    // points (their answer, in the order librdkafka handed the answers over, which is the
+    // order the coordinator answered and applied them), read-backs span invoke..answer.
+    // A read-back must not be lower than the *last* value known before it started, unless
+    // a lower commit was acknowledged while it ran. The last, not the highest: librdkafka
+    // retries an OffsetCommit that failed (transport error, COORDINATOR_NOT_AVAILABLE,
+    // NOT_COORDINATOR, REQUEST_TIMED_OUT, COORDINATOR_LOAD_IN_PROGRESS) after a backoff,
+    // so an older commit can reach the coordinator after a newer one and set the group's
+    // offset back: the client's doing, not the broker's.
     type Key = (String, i32);
-    let mut known: HashMap<Key, Vec<(u64, i64, String)>> = HashMap::new(); // (end t, offset, what)
-    for e in &commit_ok {
+    /// (end t, history position, offset, what, is a commit)
+    type Known = (u64, usize, i64, String, bool);
+    let mut known: HashMap<Key, Vec<Known>> = HashMap::new();
+    for (pos, e) in &commit_ok {
         if let (Some(g), Some(p), Some(o)) = (&e.group, e.partition, e.offset) {
             let w = e.worker.as_deref().unwrap_or("?");
             known.entry((g.clone(), p)).or_default().push((
                 e.t,
+                *pos,
                 o,
                 format!("commit of {o} by {w} acked at t={}", e.t),
+                true,
             ));
         }
     }
     let mut observations: Vec<(u64, u64, Key, i64)> = Vec::new(); // (start, end, key, offset)
-    for e in &committed_obs {
+    for (pos, e) in &committed_obs {
         if let (Some(g), Some(p), Some(o)) = (&e.group, e.partition, e.offset) {
             let start =
                 e.id.and_then(|id| committed_invoke.get(&id).copied())
@@ -497,33 +523,39 @@ pub fn check(entries: &[Entry]) -> Verdict {
             observations.push((start, e.t, (g.clone(), p), o));
             known.entry((g.clone(), p)).or_default().push((
                 e.t,
+                *pos,
                 o,
                 format!("read back as {o} at t={}", e.t),
+                false,
             ));
         }
     }
     for list in known.values_mut() {
-        list.sort_by_key(|(end, _, _)| *end);
+        list.sort_by_key(|(end, pos, _, _, _)| (*end, *pos));
     }
     observations.sort_by_key(|(start, _, _, _)| *start);
     for (start, end, key, o) in &observations {
         let Some(list) = known.get(key) else { continue };
-        // the highest offset known before this read-back started
-        let best = list
+        // the last value known before this read-back started
+        let Some((_, _, last, what, _)) = list.iter().take_while(|(t, ..)| t < start).last() else {
+            continue;
+        };
+        // a lower commit acknowledged while the read-back ran may be what it saw
+        let during = list
             .iter()
-            .take_while(|(t, _, _)| t < start)
-            .max_by_key(|(_, off, _)| *off);
-        if let Some((_, hi, what)) = best {
-            if o < hi {
-                found.add(
-                    AnomalyKind::CommitBackwards,
-                    *end,
-                    format!(
-                        "group {} partition {}: committed offset read back as {o} (asked at t={start}), after {what}",
-                        key.0, key.1
-                    ),
-                );
-            }
+            .filter(|(t, _, _, _, commit)| *commit && t >= start && t <= end)
+            .map(|(_, _, off, _, _)| *off)
+            .min();
+        let floor = during.map_or(*last, |d| d.min(*last));
+        if o < &floor {
+            found.add(
+                AnomalyKind::CommitBackwards,
+                *end,
+                format!(
+                    "group {} partition {}: committed offset read back as {o} (asked at t={start}), after {what}",
+                    key.0, key.1
+                ),
+            );
         }
     }
 
@@ -540,6 +572,15 @@ pub fn check(entries: &[Entry]) -> Verdict {
             .into_iter()
             .collect();
         crate::txn_checker::check(entries, &seen, &mut found, &mut v);
+    }
+
+    // --- consume-transform-produce: the final log above is its input --------------------------
+    if meta.as_ref().is_some_and(|m| m.ctp_topic.is_some()) {
+        let input: BTreeMap<(i32, i64), &str> = final_log
+            .iter()
+            .filter_map(|(k, e)| Some((*k, e.value.as_deref()?)))
+            .collect();
+        crate::ctp_checker::check(entries, &input, &final_end, &partitions, &mut found, &mut v);
     }
 
     // --- verdict -------------------------------------------------------------------------
@@ -587,6 +628,7 @@ mod tests {
                 schedule: vec![],
                 broker_binary: String::new(),
                 txn_topic: None,
+                ctp_topic: None,
             };
             let m = Entry::new(0, Kind::Meta, Phase::Info)
                 .detail(serde_json::to_string(&meta).expect("ok: serializable"));
@@ -861,6 +903,35 @@ mod tests {
         let v = h.check();
         assert_eq!(kinds(&v), vec![("commit_backwards", 1)]);
         assert!(v.examples[0].detail.contains("read back as 1"));
+    }
+
+    #[test]
+    fn an_older_commit_acknowledged_after_a_newer_one_is_the_clients_doing() {
+        // as librdkafka does after a kill -9 of the coordinator: the commit of 1, failed
+        // on the old connection, is retried after the commit of 2 and answered after it
+        let mut h = H::new(1);
+        h.produce("w0-0", 0, Some(0))
+            .produce("w0-1", 0, Some(1))
+            .commit_ok(0, 2)
+            .commit_ok(0, 1)
+            .committed(0, 1);
+        h.final_log(0, &["w0-0", "w0-1"]);
+        assert!(h.check().passed());
+        // but once the coordinator answered a newer commit after it, going back is flagged
+        let mut h = H::new(1);
+        h.produce("w0-0", 0, Some(0))
+            .produce("w0-1", 0, Some(1))
+            .commit_ok(0, 1)
+            .commit_ok(0, 2)
+            .committed(0, 1);
+        h.final_log(0, &["w0-0", "w0-1"]);
+        let v = h.check();
+        assert_eq!(kinds(&v), vec![("commit_backwards", 1)]);
+        assert!(
+            v.examples[0].detail.contains("after commit of 2"),
+            "{:?}",
+            v.examples
+        );
     }
 
     #[test]

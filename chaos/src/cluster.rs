@@ -468,6 +468,23 @@ impl Cluster {
         Err(last)
     }
 
+    /// The node coordinating transactional id `txn_id` (the leader of its
+    /// `__transaction_state` partition), as the first live node that knows answers a raw
+    /// FindCoordinator (key type 1); an error says why none was found.
+    pub fn txn_coordinator(&self, txn_id: &str) -> Result<NodeId> {
+        let mut last = String::from("no live node");
+        for id in self.live() {
+            match find_coordinator_v1(self.kafka_real[id as usize - 1], txn_id, 1) {
+                Ok((0, node)) if node > 0 && self.is_running(node as NodeId) => {
+                    return Ok(node as NodeId);
+                }
+                Ok((err, node)) => last = format!("node {id} answered error {err}, node {node}"),
+                Err(e) => last = format!("node {id}: {e:#}"),
+            }
+        }
+        bail!("no coordinator of {txn_id} found: {last}")
+    }
+
     /// The active controller: the leader most running nodes name in the last
     /// `metadata quorum leader` line of their logs, if it is running and a majority of
     /// the voters agree.
@@ -666,22 +683,17 @@ impl Reader<'_> {
     }
 }
 
-fn metadata_v1(port: u16, topic: Option<&str>) -> Result<MetadataView> {
+/// Sends one request (`api_key`, `version`, `body` after the v1 header) to
+/// 127.0.0.1:`port` and returns the answer's body after the correlation id.
+fn raw_call(port: u16, api_key: i16, version: i16, body: &[u8]) -> Result<Vec<u8>> {
     let client_id = b"sluice-chaos";
     let mut req = Vec::new();
-    req.extend_from_slice(&3i16.to_be_bytes()); // Metadata
-    req.extend_from_slice(&1i16.to_be_bytes()); // v1
+    req.extend_from_slice(&api_key.to_be_bytes());
+    req.extend_from_slice(&version.to_be_bytes());
     req.extend_from_slice(&7i32.to_be_bytes()); // correlation id
     req.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
     req.extend_from_slice(client_id);
-    match topic {
-        Some(t) => {
-            req.extend_from_slice(&1i32.to_be_bytes());
-            req.extend_from_slice(&(t.len() as i16).to_be_bytes());
-            req.extend_from_slice(t.as_bytes());
-        }
-        None => req.extend_from_slice(&0i32.to_be_bytes()),
-    }
+    req.extend_from_slice(body);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
     s.set_read_timeout(Some(PROBE_TIMEOUT))?;
@@ -695,8 +707,42 @@ fn metadata_v1(port: u16, topic: Option<&str>) -> Result<MetadataView> {
     ensure!((8..64 << 20).contains(&len), "bad answer size {len}");
     let mut body = vec![0u8; len as usize];
     s.read_exact(&mut body)?;
+    ensure!(body[..4] == 7i32.to_be_bytes(), "wrong correlation id");
+    body.drain(..4);
+    Ok(body)
+}
+
+/// FindCoordinator v1 for `key` of `key_type` (0 group, 1 transactional id): (error code,
+/// node id).
+fn find_coordinator_v1(port: u16, key: &str, key_type: i8) -> Result<(i16, i32)> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(key.len() as i16).to_be_bytes());
+    body.extend_from_slice(key.as_bytes());
+    body.extend_from_slice(&key_type.to_be_bytes());
+    let answer = raw_call(port, 10, 1, &body)?;
+    let mut r = Reader {
+        buf: &answer,
+        pos: 0,
+    };
+    r.i32()?; // throttle time
+    let error = r.i16()?;
+    r.string()?; // error message (nullable)
+    let node = r.i32()?;
+    Ok((error, node))
+}
+
+fn metadata_v1(port: u16, topic: Option<&str>) -> Result<MetadataView> {
+    let mut req = Vec::new();
+    match topic {
+        Some(t) => {
+            req.extend_from_slice(&1i32.to_be_bytes());
+            req.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            req.extend_from_slice(t.as_bytes());
+        }
+        None => req.extend_from_slice(&0i32.to_be_bytes()),
+    }
+    let body = raw_call(port, 3, 1, &req)?;
     let mut r = Reader { buf: &body, pos: 0 };
-    ensure!(r.i32()? == 7, "wrong correlation id");
     let mut view = MetadataView::default();
     for _ in 0..r.count()? {
         view.brokers.push(r.i32()?);

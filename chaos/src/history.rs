@@ -78,6 +78,23 @@ pub enum Kind {
     /// The transactional topic's read-back of a partition is complete up to `offset` (the
     /// last stable offset for read_committed, the high watermark for read_uncommitted).
     TxnFinalEnd,
+    /// A consume-transform-produce transaction (`id`): invoke (`detail`: its batch size);
+    /// ok with `committed` or `aborted`; fail with `unknown` (a call failed or overran its
+    /// bound and the incarnation was replaced). Its acknowledged commit is also written as
+    /// `commit` ok lines of the group `chaos-ctp`, one per input partition.
+    CtpTxn,
+    /// The input offsets sent in the transaction: invoke per partition (`offset`: the next
+    /// offset to consume), then one ok or fail for the call.
+    CtpOffsets,
+    /// The end call (`detail`: `commit` or `abort`): invoke before it, ok or fail.
+    CtpEnd,
+    /// The group `chaos-ctp`'s committed offset of an input partition after the workers
+    /// stopped (read stable).
+    CtpFinalCommitted,
+    /// A record of the output topic read back read_committed after healing.
+    CtpFinalRead,
+    /// The output topic's read-back of a partition is complete up to `offset` (its LSO).
+    CtpFinalEnd,
 }
 
 /// Where an operation is.
@@ -241,6 +258,10 @@ pub struct Meta {
     /// the run had no transactional producers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn_topic: Option<String>,
+    /// The consume-transform-produce workload's output topic (its input is `topic`, same
+    /// partition count); absent when the run had no such workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctp_topic: Option<String>,
 }
 
 /// Appends entries to a history file; shared by every workload and the nemesis.

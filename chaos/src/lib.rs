@@ -1,6 +1,6 @@
 //! Sluice's chaos harness: a multi-process cluster behind in-process TCP proxies, faults
-//! from a seeded schedule, workloads (idempotent and transactional) that record a history,
-//! and a checker over it.
+//! from a seeded schedule, workloads (idempotent, transactional, consume-transform-produce)
+//! that record a history, and a checker over it.
 //!
 //! ```text
 //!  workloads (rdkafka) ──► proxy ──► broker 1 ◄──► proxy ◄──► broker 2 …
@@ -11,6 +11,8 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod ctp_checker;
+pub mod ctp_workload;
 pub mod history;
 pub mod nemesis;
 pub mod probe;

@@ -59,6 +59,14 @@ struct Cli {
     /// with a read_committed consumer; 0 turns the transactional workload off.
     #[arg(long, default_value_t = 1)]
     txn_producers: usize,
+    /// Consume-transform-produce workers (each its own transactional.id, all in the group
+    /// `chaos-ctp`) from the topic `chaos` to `chaos-ctp-out`; 0 turns them off.
+    #[arg(long, default_value_t = 1)]
+    ctp_workers: usize,
+    /// Instead of the schedule: this many fast kill -9 cycles (a node killed, restarted
+    /// after 0.2–0.6 s, left alone 0.8–1.5 s once it answers); --duration is not used.
+    #[arg(long)]
+    kill_cycles: Option<u32>,
     /// Shards per broker.
     #[arg(long, default_value_t = 1)]
     cores: u32,
@@ -133,6 +141,9 @@ fn real_main(cli: Cli) -> Result<bool> {
     if ![1, 3, 5].contains(&cli.brokers) {
         bail!("--brokers must be 1, 3 or 5");
     }
+    if cli.kill_cycles == Some(0) {
+        bail!("--kill-cycles must be at least 1");
+    }
     if cli.partitions < 1 || cli.producers < 1 || cli.rate < 1 {
         bail!("--partitions, --producers and --rate must be at least 1");
     }
@@ -154,6 +165,8 @@ fn real_main(cli: Cli) -> Result<bool> {
         producers: cli.producers,
         rate: cli.rate,
         txn_producers: cli.txn_producers,
+        ctp_workers: cli.ctp_workers,
+        kill_cycles: cli.kill_cycles,
         cores: cli.cores,
         keep: cli.keep,
     };

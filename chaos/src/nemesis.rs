@@ -95,6 +95,14 @@ pub enum Fault {
     DiskFull,
     /// SIGTERM and restart every broker in turn.
     RollingRestart,
+    /// kill -9 the node coordinating one of the workloads' transactional ids (the leader
+    /// of its `__transaction_state` partition, asked with FindCoordinator when the fault
+    /// starts); restart it.
+    KillTxnCoordinator,
+    /// SIGSTOP that node, SIGCONT it.
+    PauseTxnCoordinator,
+    /// Cut that node off from every other broker (clients still reach it).
+    IsolateTxnCoordinator,
 }
 
 impl Fault {
@@ -110,14 +118,18 @@ impl Fault {
             Fault::Slow => "slow",
             Fault::DiskFull => "disk",
             Fault::RollingRestart => "rolling-restart",
+            Fault::KillTxnCoordinator => "kill-txn-coordinator",
+            Fault::PauseTxnCoordinator => "pause-txn-coordinator",
+            Fault::IsolateTxnCoordinator => "partition-txn-coordinator",
         }
     }
 
     fn group(self) -> Group {
         match self {
-            Fault::Kill => Group::Kill,
-            Fault::Pause => Group::Pause,
-            Fault::IsolateLeader
+            Fault::Kill | Fault::KillTxnCoordinator => Group::Kill,
+            Fault::Pause | Fault::PauseTxnCoordinator => Group::Pause,
+            Fault::IsolateTxnCoordinator
+            | Fault::IsolateLeader
             | Fault::IsolateController
             | Fault::MajorityMinority
             | Fault::Bridge
@@ -128,7 +140,7 @@ impl Fault {
         }
     }
 
-    const ALL: [Fault; 10] = [
+    const ALL: [Fault; 13] = [
         Fault::Kill,
         Fault::Pause,
         Fault::IsolateLeader,
@@ -139,7 +151,18 @@ impl Fault {
         Fault::Slow,
         Fault::DiskFull,
         Fault::RollingRestart,
+        Fault::KillTxnCoordinator,
+        Fault::PauseTxnCoordinator,
+        Fault::IsolateTxnCoordinator,
     ];
+
+    /// Aimed at a transactional id's coordinator.
+    fn at_txn_coordinator(self) -> bool {
+        matches!(
+            self,
+            Fault::KillTxnCoordinator | Fault::PauseTxnCoordinator | Fault::IsolateTxnCoordinator
+        )
+    }
 }
 
 /// One step of the schedule: the fault, a pick number for its targets, how long it holds
@@ -165,12 +188,14 @@ impl Step {
 }
 
 /// The faults a run of `brokers` can inject from `groups`: partitions need two brokers,
-/// a bridge three.
-pub fn available(groups: &[Group], brokers: u32) -> Vec<Fault> {
+/// a bridge three; the coordinator faults need transactional workloads (`with_txn`) and
+/// two brokers (on one, they are `kill` and `pause`).
+pub fn available(groups: &[Group], brokers: u32, with_txn: bool) -> Vec<Fault> {
     Fault::ALL
         .iter()
         .copied()
         .filter(|f| groups.contains(&f.group()))
+        .filter(|f| !f.at_txn_coordinator() || (with_txn && brokers >= 2))
         .filter(|f| match f {
             Fault::IsolateLeader
             | Fault::IsolateController
@@ -209,6 +234,21 @@ pub fn schedule(seed: u64, faults: &[Fault], duration: Duration) -> Vec<Step> {
     out
 }
 
+/// `--kill-cycles`: `cycles` kill -9 steps, each node down for 0.2–0.6 s and left alone
+/// for 0.8–1.5 s after it answers again (its restart and readiness wait come between),
+/// so that a thousand cycles take well under an hour.
+pub fn kill_cycles(seed: u64, cycles: u32) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..cycles)
+        .map(|_| Step {
+            fault: Fault::Kill,
+            hold: Duration::from_millis(rng.random_range(200..600)),
+            quiet: Duration::from_millis(rng.random_range(800..1_500)),
+            pick: rng.random::<u32>() as u64,
+        })
+        .collect()
+}
+
 /// A fault in force, and how to heal it.
 #[derive(Debug)]
 pub enum Active {
@@ -226,6 +266,7 @@ pub fn inject(
     step: &Step,
     topic: &str,
     partitions: i32,
+    txn_ids: &[String],
     hist: &HistoryWriter,
 ) -> Result<(String, Active)> {
     let n = cluster.brokers();
@@ -270,6 +311,31 @@ pub fn inject(
                 Fault::Kill => (what, Active::Killed(targets)),
                 _ => (what, Active::Paused(targets)),
             })
+        }
+        Fault::KillTxnCoordinator | Fault::PauseTxnCoordinator | Fault::IsolateTxnCoordinator => {
+            let Some(txn_id) = txn_ids.get(step.pick as usize % txn_ids.len().max(1)) else {
+                return Ok(("no transactional id: nothing done".into(), Active::Nothing));
+            };
+            let t = match cluster.txn_coordinator(txn_id) {
+                Ok(t) => t,
+                Err(e) => return Ok((format!("{e:#}: nothing done"), Active::Nothing)),
+            };
+            let whose = format!("node {t}, coordinator of {txn_id}");
+            match step.fault {
+                Fault::KillTxnCoordinator => {
+                    cluster.kill9(t)?;
+                    Ok((format!("kill {whose}"), Active::Killed(vec![t])))
+                }
+                Fault::PauseTxnCoordinator => {
+                    cluster.pause(t)?;
+                    Ok((format!("pause {whose}"), Active::Paused(vec![t])))
+                }
+                _ => {
+                    let others: Vec<NodeId> = ids.iter().copied().filter(|i| *i != t).collect();
+                    cluster.links.cut_groups(&[t], &others);
+                    Ok((format!("{whose}, cut off from {others:?}"), Active::Links))
+                }
+            }
         }
         Fault::IsolateLeader | Fault::IsolateController => {
             let target = if step.fault == Fault::IsolateLeader {
@@ -506,7 +572,9 @@ mod tests {
 
     #[test]
     fn a_seed_gives_the_same_schedule_and_another_seed_another() {
-        let faults = available(&Group::ALL, 3);
+        let faults = available(&Group::ALL, 3, true);
+        assert!(faults.contains(&Fault::KillTxnCoordinator));
+        assert!(!available(&Group::ALL, 3, false).contains(&Fault::PauseTxnCoordinator));
         let a = schedule(7, &faults, Duration::from_secs(120));
         let b = schedule(7, &faults, Duration::from_secs(120));
         let c = schedule(8, &faults, Duration::from_secs(120));
@@ -518,7 +586,8 @@ mod tests {
 
     #[test]
     fn single_broker_runs_have_no_partitions() {
-        let f = available(&Group::ALL, 1);
+        let f = available(&Group::ALL, 1, true);
+        assert!(!f.iter().any(|f| f.at_txn_coordinator()));
         assert!(f.contains(&Fault::Kill));
         assert!(!f.iter().any(|f| f.group() == Group::Partition));
         assert_eq!(
@@ -526,5 +595,16 @@ mod tests {
             vec![Group::Kill, Group::Pause]
         );
         assert!(Group::parse("kil").is_err());
+    }
+
+    #[test]
+    fn kill_cycles_are_kills_and_a_thousand_fit_in_well_under_an_hour() {
+        let steps = kill_cycles(3, 1000);
+        assert_eq!(steps.len(), 1000);
+        assert!(steps.iter().all(|s| s.fault == Fault::Kill));
+        let total: Duration = steps.iter().map(|s| s.hold + s.quiet).sum();
+        // the rest of a cycle is the restart and its readiness wait
+        assert!(total < Duration::from_secs(40 * 60), "{total:?}");
+        assert_eq!(steps, kill_cycles(3, 1000));
     }
 }

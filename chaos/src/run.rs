@@ -3,8 +3,10 @@
 //! ```text
 //!  cluster up ─► topics ─► meta line ─► workloads ─► schedule of faults (inject, hold,
 //!  heal, quiet; crashes noted and restarted) ─► heal everything ─► workloads run on healed
-//!  cluster ─► stop producers, consumers ─► settle (full ISRs) ─► final read-back (and the
-//!  transactional topic's: read_committed, read_uncommitted) ─► checker ─► report
+//!  cluster ─► stop producers, consumers ─► settle (full ISRs) ─► final read-back ─► the
+//!  consume-transform-produce workers catch up with it and stop ─► their group's committed
+//!  offsets and output read back ─► the transactional topic's read-backs (read_committed,
+//!  read_uncommitted) ─► checker ─► report
 //! ```
 //!
 //! Invariants: every phase is bounded; the cluster (processes, proxies, tmpfs) is torn down
@@ -23,6 +25,7 @@ use rdkafka::client::DefaultClientContext;
 
 use crate::checker;
 use crate::cluster::{Cluster, ClusterConfig};
+use crate::ctp_workload;
 use crate::history::{self, HistoryWriter, Kind, Meta, Phase, HEALED};
 use crate::nemesis::{self, Active, Group};
 use crate::report::Report;
@@ -36,6 +39,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound for the consume-transform-produce workers to consume the whole input at the end.
+const CTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the workloads keep going on the healed cluster before they stop.
 const AFTER_HEAL: Duration = Duration::from_secs(5);
 
@@ -54,6 +59,11 @@ pub struct RunConfig {
     pub rate: u64,
     /// Transactional producers (0: no transactional workload).
     pub txn_producers: usize,
+    /// Consume-transform-produce workers (0: none).
+    pub ctp_workers: usize,
+    /// `--kill-cycles`: this many fast kill -9 cycles instead of the schedule (`duration`
+    /// is then not used).
+    pub kill_cycles: Option<u32>,
     pub cores: u32,
     pub keep: bool,
 }
@@ -62,16 +72,27 @@ impl RunConfig {
     /// The command line that replays this run.
     pub fn replay(&self) -> String {
         let kinds: Vec<&str> = self.nemesis.iter().map(|g| g.name()).collect();
+        let what = match self.kill_cycles {
+            Some(n) => format!("--kill-cycles {n}"),
+            None => format!(
+                "--duration {}s --nemesis {}",
+                self.duration.as_secs(),
+                if kinds.is_empty() {
+                    "none".to_string()
+                } else {
+                    kinds.join(",")
+                }
+            ),
+        };
         format!(
-            "sluice-chaos --brokers {} --duration {}s --seed {} --nemesis {} --partitions {} --producers {} --rate {} --txn-producers {}",
+            "sluice-chaos --brokers {} {what} --seed {} --partitions {} --producers {} --rate {} --txn-producers {} --ctp-workers {}",
             self.brokers,
-            self.duration.as_secs(),
             self.seed,
-            if kinds.is_empty() { "none".to_string() } else { kinds.join(",") },
             self.partitions,
             self.producers,
             self.rate,
-            self.txn_producers
+            self.txn_producers,
+            self.ctp_workers
         )
     }
 }
@@ -145,20 +166,38 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
 
     let topic = "chaos".to_string();
     let txn_topic = "chaos-txn".to_string();
+    let ctp_topic = "chaos-ctp-out".to_string();
     let with_txn = cfg.txn_producers > 0;
-    let faults = nemesis::available(&cfg.nemesis, cfg.brokers);
-    let steps = nemesis::schedule(cfg.seed, &faults, cfg.duration);
+    let with_ctp = cfg.ctp_workers > 0;
+    // every transactional id of the workloads: the coordinator faults aim at their nodes
+    let txn_ids: Vec<String> = (0..cfg.txn_producers)
+        .map(|n| format!("chaos-txn-{n}"))
+        .chain((0..cfg.ctp_workers).map(|n| format!("chaos-ctp-{n}")))
+        .collect();
+    let faults = nemesis::available(&cfg.nemesis, cfg.brokers, !txn_ids.is_empty());
+    let steps = match cfg.kill_cycles {
+        Some(n) => nemesis::kill_cycles(cfg.seed, n),
+        None => nemesis::schedule(cfg.seed, &faults, cfg.duration),
+    };
     let meta = Meta {
         seed: cfg.seed,
         brokers: cfg.brokers,
         topic: topic.clone(),
         partitions: cfg.partitions,
-        duration_ms: cfg.duration.as_millis() as u64,
+        duration_ms: match cfg.kill_cycles {
+            // the cycles' own holds and quiet times (restarts come on top)
+            Some(_) => steps
+                .iter()
+                .map(|s| (s.hold + s.quiet).as_millis() as u64)
+                .sum(),
+            None => cfg.duration.as_millis() as u64,
+        },
         nemesis: cfg.nemesis.iter().map(|g| g.name().to_string()).collect(),
         replay: cfg.replay(),
         schedule: steps.iter().map(|s| s.describe()).collect(),
         broker_binary: describe_binary(&cfg.bin),
         txn_topic: with_txn.then(|| txn_topic.clone()),
+        ctp_topic: with_ctp.then(|| ctp_topic.clone()),
     };
     println!("sluice-chaos: broker binary {}", meta.broker_binary);
     hist.write(
@@ -179,12 +218,20 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
         wait_settled(&cluster, &txn_topic, cfg.partitions, SETTLE_TIMEOUT)
             .context("waiting for the transactional topic's leaders and ISRs")?;
     }
+    if with_ctp {
+        create_topic(&cluster, &ctp_topic, cfg.partitions, &rt)
+            .context("creating the consume-transform-produce output topic")?;
+        wait_settled(&cluster, &ctp_topic, cfg.partitions, SETTLE_TIMEOUT)
+            .context("waiting for the output topic's leaders and ISRs")?;
+    }
+    let plan = match cfg.kill_cycles {
+        Some(n) => format!("{n} kill -9 cycle(s)"),
+        None => format!("{} fault step(s) over {:?}", steps.len(), cfg.duration),
+    };
     println!(
-        "sluice-chaos: {} broker(s) up at {}; {} fault step(s) over {:?}",
+        "sluice-chaos: {} broker(s) up at {}; {plan}",
         cfg.brokers,
         cluster.bootstrap(),
-        steps.len(),
-        cfg.duration
     );
 
     let wcfg = WorkloadConfig {
@@ -198,6 +245,8 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
         txn_producers: cfg.txn_producers,
         txn_topic: txn_topic.clone(),
         seed: cfg.seed,
+        ctp_workers: cfg.ctp_workers,
+        ctp_topic: ctp_topic.clone(),
     };
     let mut work = Workloads::start(&wcfg, hist.clone(), rt.handle().clone())?;
 
@@ -206,11 +255,13 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
     let run_deadline = run_started + cfg.duration;
     watch(&mut cluster, &hist, Duration::from_secs(3));
     for step in &steps {
-        if interrupted().load(Ordering::Relaxed) || Instant::now() >= run_deadline {
+        // kill cycles run to their count; a schedule to its duration
+        let late = cfg.kill_cycles.is_none() && Instant::now() >= run_deadline;
+        if interrupted().load(Ordering::Relaxed) || late {
             break;
         }
         let name = step.fault.name();
-        let injected = nemesis::inject(&mut cluster, step, &topic, cfg.partitions, &hist);
+        let injected = nemesis::inject(&mut cluster, step, &topic, cfg.partitions, &txn_ids, &hist);
         let (what, active) = match injected {
             Ok(x) => x,
             Err(e) => (format!("injecting failed: {e:#}"), Active::Nothing),
@@ -266,8 +317,31 @@ pub fn run(mut cfg: RunConfig) -> Result<Report> {
     if let Err(e) = wait_settled(&cluster, &topic, cfg.partitions, SETTLE_TIMEOUT) {
         note(&hist, format!("not settled before the final read: {e:#}"));
     }
-    if let Err(e) = workload::final_read(&wcfg, &hist, FINAL_READ_TIMEOUT) {
-        note(&hist, format!("final read: {e:#}"));
+    let ends = match workload::final_read(&wcfg, &hist, FINAL_READ_TIMEOUT) {
+        Ok(ends) => Some(ends),
+        Err(e) => {
+            note(&hist, format!("final read: {e:#}"));
+            None
+        }
+    };
+    if with_ctp {
+        // the workers consume the whole input (its final ends), then stop
+        let drained = match &ends {
+            Some(ends) => work.drain_and_stop_ctp(ends, CTP_DRAIN_TIMEOUT),
+            None => work.drain_and_stop_ctp(&Default::default(), Duration::ZERO),
+        };
+        if !drained {
+            note(
+                &hist,
+                format!("the consume-transform-produce workers did not catch up with the input within {CTP_DRAIN_TIMEOUT:?}"),
+            );
+        }
+        if let Err(e) = wait_settled(&cluster, &ctp_topic, cfg.partitions, SETTLE_TIMEOUT) {
+            note(&hist, format!("output topic not settled: {e:#}"));
+        }
+        if let Err(e) = ctp_workload::final_read_ctp(&wcfg, &hist, FINAL_READ_TIMEOUT) {
+            note(&hist, format!("final read of {ctp_topic}: {e:#}"));
+        }
     }
     if with_txn {
         if let Err(e) = wait_settled(&cluster, &txn_topic, cfg.partitions, SETTLE_TIMEOUT) {

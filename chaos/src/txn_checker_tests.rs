@@ -35,6 +35,7 @@ impl B {
             schedule: vec![],
             broker_binary: String::new(),
             txn_topic: Some("tx".into()),
+            ctp_topic: None,
         };
         let mut b = B {
             t: 0,

@@ -54,7 +54,7 @@ const END_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const ABANDON_ONE_IN: u32 = 20;
 const ABANDONED_END_CALL: Duration = Duration::from_millis(1);
 /// librdkafka's bound on one transactional message (at most `transaction.timeout.ms`).
-const TXN_MESSAGE_TIMEOUT_MS: u64 = 10_000;
+pub(crate) const TXN_MESSAGE_TIMEOUT_MS: u64 = 10_000;
 /// The producers' `transaction.timeout.ms`: past it the coordinator aborts an open
 /// transaction (bumping the epoch).
 pub const TXN_TIMEOUT_MS: u64 = 15_000;
@@ -65,7 +65,8 @@ const TXN_PAUSE: Duration = Duration::from_millis(100);
 /// How long the read-back waits for the last stable offset to reach the high watermark:
 /// a transaction left open by a replaced producer is aborted by its coordinator within
 /// `TXN_TIMEOUT_MS` + `TXN_CLEANUP_INTERVAL_MS`.
-const LSO_WAIT: Duration = Duration::from_millis(TXN_TIMEOUT_MS + TXN_CLEANUP_INTERVAL_MS + 9_000);
+pub(crate) const LSO_WAIT: Duration =
+    Duration::from_millis(TXN_TIMEOUT_MS + TXN_CLEANUP_INTERVAL_MS + 9_000);
 /// Bound for joining a producer thread after the stop flag is set (a transaction under way
 /// ends first: sends, then its end call, then possibly one replacement's init).
 const JOIN_TIMEOUT: Duration =
@@ -312,7 +313,11 @@ fn one_transaction(
     }
 }
 
-fn reader_config(cfg: &WorkloadConfig, name: &str, isolation: Isolation) -> rdkafka::ClientConfig {
+pub(crate) fn reader_config(
+    cfg: &WorkloadConfig,
+    name: &str,
+    isolation: Isolation,
+) -> rdkafka::ClientConfig {
     let mut c = client_config(&cfg.bootstrap);
     // librdkafka wants a group.id even for assign(); this one never joins or commits
     c.set("group.id", format!("{}-{name}-unused", cfg.group))
@@ -380,17 +385,22 @@ pub fn final_read_txn(cfg: &WorkloadConfig, hist: &HistoryWriter, within: Durati
     let lso_deadline = Instant::now() + LSO_WAIT;
     let mut failures = Vec::new();
     for p in 0..cfg.partitions {
-        let until = lso_deadline.min(deadline);
-        loop {
-            let lso = committed.fetch_watermarks(&cfg.txn_topic, p, Duration::from_secs(5));
-            let hw = uncommitted.fetch_watermarks(&cfg.txn_topic, p, Duration::from_secs(5));
-            match (lso, hw) {
-                (Ok((_, lso)), Ok((_, hw))) if lso >= hw => break,
-                _ if Instant::now() >= until => break,
-                _ => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
-        if let Err(e) = read_to_end(&committed, cfg, p, Isolation::ReadCommitted, hist, deadline) {
+        wait_lso(
+            &committed,
+            &uncommitted,
+            &cfg.txn_topic,
+            p,
+            lso_deadline.min(deadline),
+        );
+        if let Err(e) = read_to_end(
+            &committed,
+            &cfg.txn_topic,
+            p,
+            Isolation::ReadCommitted,
+            TXN_FINAL,
+            hist,
+            deadline,
+        ) {
             info(
                 hist,
                 "final",
@@ -402,9 +412,10 @@ pub fn final_read_txn(cfg: &WorkloadConfig, hist: &HistoryWriter, within: Durati
     for p in 0..cfg.partitions {
         if let Err(e) = read_to_end(
             &uncommitted,
-            cfg,
+            &cfg.txn_topic,
             p,
             Isolation::ReadUncommitted,
+            TXN_FINAL,
             hist,
             deadline,
         ) {
@@ -424,19 +435,45 @@ pub fn final_read_txn(cfg: &WorkloadConfig, hist: &HistoryWriter, within: Durati
     Ok(())
 }
 
-/// Reads partition `p` from 0 until the end the consumer's isolation level gives (the
-/// last stable offset, or the high watermark) stands still across a pass that reached the
-/// partition's end (librdkafka's partition EOF: control records and aborted data are
-/// skipped without being handed over, so the last offset read need not be end − 1).
-fn read_to_end(
+/// The line kinds of the transactional topic's read-back (records, end).
+const TXN_FINAL: (Kind, Kind) = (Kind::TxnFinalRead, Kind::TxnFinalEnd);
+
+/// Waits (until `until`) for partition `p` of `topic` to have its last stable offset (as
+/// `committed`, a read_committed consumer, sees it) at its high watermark (as
+/// `uncommitted` sees it): producers are stopped, so only a transaction nobody will end
+/// holds it back, and the checker judges that from the two read-backs' ends.
+pub(crate) fn wait_lso(
+    committed: &BaseConsumer,
+    uncommitted: &BaseConsumer,
+    topic: &str,
+    p: i32,
+    until: Instant,
+) {
+    loop {
+        let lso = committed.fetch_watermarks(topic, p, Duration::from_secs(5));
+        let hw = uncommitted.fetch_watermarks(topic, p, Duration::from_secs(5));
+        match (lso, hw) {
+            (Ok((_, lso)), Ok((_, hw))) if lso >= hw => return,
+            _ if Instant::now() >= until => return,
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Reads partition `p` of `topic` from 0 until the end the consumer's isolation level
+/// gives (the last stable offset, or the high watermark) stands still across a pass that
+/// reached the partition's end (librdkafka's partition EOF: control records and aborted
+/// data are skipped without being handed over, so the last offset read need not be
+/// end − 1), writing `kinds.0` lines per record and a `kinds.1` line at the end.
+pub(crate) fn read_to_end(
     consumer: &BaseConsumer,
-    cfg: &WorkloadConfig,
+    topic: &str,
     p: i32,
     isolation: Isolation,
+    kinds: (Kind, Kind),
     hist: &HistoryWriter,
     deadline: Instant,
 ) -> Result<()> {
-    let topic = &cfg.txn_topic;
     let mut seen: BTreeSet<i64> = BTreeSet::new();
     let mut next = 0i64;
     // bounded: at most 10 passes, each until the deadline
@@ -465,7 +502,7 @@ fn read_to_end(
                             .unwrap_or_default();
                         hist.write(
                             &hist
-                                .entry(Kind::TxnFinalRead, Phase::Ok)
+                                .entry(kinds.0, Phase::Ok)
                                 .partition(p)
                                 .offset(o)
                                 .value(value)
@@ -492,7 +529,7 @@ fn read_to_end(
         if again == end && next <= end {
             hist.write(
                 &hist
-                    .entry(Kind::TxnFinalEnd, Phase::Ok)
+                    .entry(kinds.1, Phase::Ok)
                     .partition(p)
                     .offset(end)
                     .isolation(isolation),

@@ -30,6 +30,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
+use crate::ctp_workload::CtpWorkloads;
 use crate::history::{HistoryWriter, Kind, Phase};
 use crate::txn_workload::TxnWorkloads;
 
@@ -62,6 +63,9 @@ pub struct WorkloadConfig {
     pub txn_topic: String,
     /// The run's seed (the transactional workload's choices derive from it).
     pub seed: u64,
+    /// Consume-transform-produce workers (0: none) reading `topic`, writing `ctp_topic`.
+    pub ctp_workers: usize,
+    pub ctp_topic: String,
 }
 
 /// Base settings of every client.
@@ -84,6 +88,7 @@ pub struct Workloads {
     producers: Vec<tokio::task::JoinHandle<()>>,
     consumers: Vec<JoinHandle<()>>,
     txn: Option<TxnWorkloads>,
+    ctp: Option<CtpWorkloads>,
     rt: Handle,
 }
 
@@ -117,7 +122,12 @@ impl Workloads {
             );
         }
         let txn = if cfg.txn_producers > 0 {
-            Some(TxnWorkloads::start(cfg, hist, rt.clone())?)
+            Some(TxnWorkloads::start(cfg, hist.clone(), rt.clone())?)
+        } else {
+            None
+        };
+        let ctp = if cfg.ctp_workers > 0 {
+            Some(CtpWorkloads::start(cfg, hist, rt.clone())?)
         } else {
             None
         };
@@ -127,8 +137,20 @@ impl Workloads {
             producers,
             consumers,
             txn,
+            ctp,
             rt,
         })
+    }
+
+    /// Lets the consume-transform-produce workers catch up with the input's final `ends`
+    /// (bounded), then stops them; false if they did not catch up in time.
+    pub fn drain_and_stop_ctp(&mut self, ends: &BTreeMap<i32, i64>, within: Duration) -> bool {
+        let Some(ctp) = &mut self.ctp else {
+            return true;
+        };
+        let drained = ctp.drain(ends, within);
+        ctp.stop();
+        drained
     }
 
     /// Stops the producers (their outstanding produces are answered or time out first).
@@ -511,9 +533,14 @@ fn group_member(name: &str, cfg: &WorkloadConfig, hist: &Arc<HistoryWriter>, sto
 }
 
 /// Reads every partition from offset 0 to its high watermark, again until the high
-/// watermark stands still, writing `final_read` and `final_end` lines. A partition that
-/// cannot be read within `within` gets no `final_end` (the checker calls it incomplete).
-pub fn final_read(cfg: &WorkloadConfig, hist: &HistoryWriter, within: Duration) -> Result<()> {
+/// watermark stands still, writing `final_read` and `final_end` lines; returns each
+/// partition's end. A partition that cannot be read within `within` gets no `final_end`
+/// (the checker calls it incomplete).
+pub fn final_read(
+    cfg: &WorkloadConfig,
+    hist: &HistoryWriter,
+    within: Duration,
+) -> Result<BTreeMap<i32, i64>> {
     let deadline = Instant::now() + within;
     let consumer: BaseConsumer = client_config(&cfg.bootstrap)
         .set("group.id", format!("{}-final-unused", cfg.group))
@@ -523,16 +550,22 @@ pub fn final_read(cfg: &WorkloadConfig, hist: &HistoryWriter, within: Duration) 
         .create()
         .context("creating the final reader")?;
     let mut failures = Vec::new();
+    let mut ends = BTreeMap::new();
     for p in 0..cfg.partitions {
-        if let Err(e) = final_read_partition(&consumer, cfg, p, hist, deadline) {
-            info(hist, "final", format!("partition {p}: {e:#}"));
-            failures.push(p);
+        match final_read_partition(&consumer, cfg, p, hist, deadline) {
+            Ok(end) => {
+                ends.insert(p, end);
+            }
+            Err(e) => {
+                info(hist, "final", format!("partition {p}: {e:#}"));
+                failures.push(p);
+            }
         }
     }
     if !failures.is_empty() {
         bail!("final read-back failed for partitions {failures:?}");
     }
-    Ok(())
+    Ok(ends)
 }
 
 fn final_read_partition(
@@ -541,7 +574,7 @@ fn final_read_partition(
     p: i32,
     hist: &HistoryWriter,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<i64> {
     let mut next = 0i64;
     let mut seen: BTreeMap<i64, ()> = BTreeMap::new();
     let mut last_hw = -1i64;
@@ -561,7 +594,7 @@ fn final_read_partition(
                     .partition(p)
                     .offset(hw),
             );
-            return Ok(());
+            return Ok(hw);
         }
         last_hw = hw;
         if next < hw {
