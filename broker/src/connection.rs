@@ -179,13 +179,19 @@ pub(crate) async fn serve(
         None => (Socket::Plain(stream), None),
         Some(tls) => match tls_handshake(tls, listener.listener.protocol.sasl(), stream).await {
             Ok(s) => {
-                let principal = s
-                    .get_ref()
-                    .1
+                let (tcp, tls) = s.into_inner();
+                let principal = tls
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .and_then(crate::tls::principal_of);
-                (Socket::Tls(Box::new(s.into())), principal)
+                tracing::debug!(
+                    %peer,
+                    version = ?tls.protocol_version(),
+                    suite = ?tls.negotiated_cipher_suite().map(|s| s.suite()),
+                    "TLS handshake done"
+                );
+                let socket = crate::socket::TlsSocket::new(tcp, tls);
+                (Socket::Tls(Box::new(socket)), principal)
             }
             Err(reason) => {
                 ctx.metrics.tls_handshake_failed();
