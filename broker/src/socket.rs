@@ -10,13 +10,13 @@
 //!  read:  recv 4 KiB, then ≤ 64 KiB while the socket keeps filling it ─► rbuf ─► rustls
 //!         (records decrypted) ─► caller's buffer, as many records as it holds
 //!  write: caller's bytes ─► rustls (encrypted into ≤ 64 KiB of records, still in cache)
-//!         ─► one sendmsg of all of them; what the socket did not take waits for the next
-//!         write or the flush (the connection flushes after every answer)
+//!         ─► one send per record; what the socket did not take waits for the next write
+//!         or the flush (the connection flushes after every answer)
 //! ```
-//! futures-rustls over glommio read 4 KiB per recv (rustls's read size) and sent one record
-//! (16 KiB) per send, since glommio's stream has no vectored write.
+//! futures-rustls over glommio read 4 KiB per recv (rustls's read size) and returned at
+//! most one record per read.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -282,7 +282,12 @@ impl TlsSocket {
     }
 }
 
-/// rustls's output into the socket: up to 64 records in one sendmsg.
+/// rustls's output into the socket, one record (≤ 16 KiB + 22 B) per send, as futures-rustls
+/// did. Sending all queued records in one sendmsg was measured too (sluice-bench tls,
+/// interleaved runs): no less broker CPU per GB produced and a little more per GB
+/// consumed; perf showed more of the loopback receiver's softirq work on the broker's
+/// thread. The send goes through socket2 rather than glommio so that the reader's
+/// opportunistic sends (`register` false) never replace the writer's wake-up.
 struct Sender<'a, 'b> {
     tcp: &'a mut TcpStream,
     cx: &'a mut Context<'b>,
@@ -292,22 +297,17 @@ struct Sender<'a, 'b> {
 
 impl Write for Sender<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let fd = self.tcp.as_raw_fd();
         // SAFETY: `fd` is the open socket of `self.tcp`, which this borrow keeps alive (and
         // open) for the whole call; the BorrowedFd does not outlive the statement.
         #[allow(unsafe_code)]
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let sent = socket2::SockRef::from(&fd)
-            .send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+            .send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
         match sent {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.register => {
                 // glommio tries the send once more and, still full, registers the wake-up
-                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-                match Pin::new(&mut *self.tcp).poll_write(self.cx, first) {
+                match Pin::new(&mut *self.tcp).poll_write(self.cx, buf) {
                     Poll::Ready(r) => r,
                     Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
                 }
