@@ -113,10 +113,11 @@ impl PeerConn {
                             .trim_end_matches(']')
                             .to_string(),
                     )?;
-                    let s = futures_rustls::TlsConnector::from(tls.clone())
+                    let (tcp, tls) = futures_rustls::TlsConnector::from(tls.clone())
                         .connect(name, tcp)
-                        .await?;
-                    Socket::Tls(Box::new(s.into()))
+                        .await?
+                        .into_inner();
+                    Socket::Tls(Box::new(crate::socket::TlsSocket::new(tcp, tls)))
                 }
             };
             Ok::<Socket, anyhow::Error>(stream)
