@@ -349,3 +349,104 @@ fn admin_every_version() -> Result<()> {
     }
     Ok(())
 }
+
+/// DeleteTopics v6 as Kafka's controller answers it: a topic given by both name and id, or
+/// by neither, and a name or id given twice are INVALID_REQUEST (answered once each) and
+/// left alone; an id no topic has is UNKNOWN_TOPIC_ID; the rest are deleted.
+#[test]
+fn delete_topics_refuses_ambiguous_duplicate_and_unknown_topics() -> Result<()> {
+    let (broker, mut c) = setup()?;
+    for t in ["del-both", "del-twice", "del-id-twice", "del-ok"] {
+        broker.create_topic(t, 1, &[])?;
+    }
+    let v = c.version_for::<MetadataRequest>(12)?;
+    ensure!(v >= 10, "Metadata v10+ (topic ids) not offered");
+    let meta = c.call(v, &MetadataRequest::default().with_topics(None))?;
+    let id_of = |t: &str| {
+        meta.topics
+            .iter()
+            .find(|m| m.name.as_ref().is_some_and(|n| n.0.as_str() == t))
+            .map(|m| m.topic_id)
+            .ok_or_else(|| anyhow::anyhow!("no metadata for {t}"))
+    };
+    let (both, twice_id) = (id_of("del-both")?, id_of("del-id-twice")?);
+    let unknown = uuid::Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0001);
+    let by_name = |t: &str| DeleteTopicState::default().with_name(Some(name(t)));
+    let by_id = |id| DeleteTopicState::default().with_topic_id(id);
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            by_name("del-both").with_topic_id(both),
+            DeleteTopicState::default(),
+            by_name("del-twice"),
+            by_name("del-twice"),
+            by_id(twice_id),
+            by_id(twice_id),
+            by_id(unknown),
+            by_name("del-ok"),
+        ]);
+    ensure!(
+        c.version_for::<DeleteTopicsRequest>(6)? == 6,
+        "DeleteTopics v6 not offered"
+    );
+    let resp = c.call(6, &req)?;
+    let code = |pick: &dyn Fn(
+        &kafka_protocol::messages::delete_topics_response::DeletableTopicResult,
+    ) -> bool| {
+        let hits: Vec<i16> = resp
+            .responses
+            .iter()
+            .filter(|r| pick(r))
+            .map(|r| r.error_code)
+            .collect();
+        hits
+    };
+    let named = |t: &'static str| {
+        move |r: &kafka_protocol::messages::delete_topics_response::DeletableTopicResult| {
+            r.name.as_ref().is_some_and(|n| n.0.as_str() == t)
+        }
+    };
+    ensure!(
+        code(&named("del-both")) == vec![42],
+        "name and id: {:?}",
+        resp.responses
+    );
+    ensure!(
+        code(&|r| r.name.is_none() && r.topic_id.is_nil()) == vec![42],
+        "neither name nor id: {:?}",
+        resp.responses
+    );
+    ensure!(
+        code(&named("del-twice")) == vec![42],
+        "name twice: {:?}",
+        resp.responses
+    );
+    ensure!(
+        code(&|r| r.topic_id == twice_id) == vec![42],
+        "id twice: {:?}",
+        resp.responses
+    );
+    ensure!(
+        code(&|r| r.topic_id == unknown) == vec![100],
+        "unknown id: {:?}",
+        resp.responses
+    );
+    ensure!(
+        code(&named("del-ok")) == vec![0],
+        "plain delete: {:?}",
+        resp.responses
+    );
+    ensure!(
+        resp.responses.len() == 6,
+        "one answer each: {:?}",
+        resp.responses
+    );
+    // the refused topics are still there; the deleted one is gone
+    for t in ["del-both", "del-twice", "del-id-twice"] {
+        let (code, _, _) = c.fetch_once(t, 0, 0)?;
+        ensure!(code == 0, "{t} was deleted (fetch error {code})");
+    }
+    let (code, _, _) = c.fetch_once("del-ok", 0, 0)?;
+    ensure!(code == 3, "del-ok still there (fetch error {code})");
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! DescribeCluster. Changes go to the controller on shard 0, which answers once they are
 //! durable and applied on every shard.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -278,45 +279,107 @@ pub(crate) async fn delete_topics(
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    let refs: Vec<TopicRef> = if version >= 6 {
+    // As Kafka's controller: a topic given by both name and id, or by neither, and every
+    // name or id given more than once is INVALID_REQUEST; the rest are deleted.
+    let given: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
-            .map(|t| match t.name {
-                Some(n) => TopicRef::Name(n.0.to_string()),
-                None => TopicRef::Id(*t.topic_id.as_bytes()),
-            })
+            .map(|t| (t.name, t.topic_id))
             .collect()
     } else {
         req.topic_names
             .into_iter()
-            .map(|n| TopicRef::Name(n.0.to_string()))
+            .map(|n| (Some(n), uuid::Uuid::nil()))
             .collect()
     };
-    let count = refs.len();
-    let op = MetadataOp::DeleteTopics { topics: refs };
-    let outcomes = match controller_call(&ctx, op, admin_timeout(req.timeout_ms)).await {
-        Ok(o) => o,
-        Err((code, msg)) => vec![
-            TopicOutcome {
-                error: code,
-                message: Some(msg),
-                ..Default::default()
-            };
-            count
-        ],
+    let mut refused: Vec<DeletableTopicResult> = Vec::new();
+    let invalid = |name: Option<TopicName>, id: uuid::Uuid, msg: &str| {
+        DeletableTopicResult::default()
+            .with_name(name)
+            .with_topic_id(id)
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(StrBytes::from_string(msg.to_string())))
     };
-    DeleteTopicsResponse::default().with_responses(
-        outcomes
-            .into_iter()
-            .map(|o| {
-                DeletableTopicResult::default()
-                    .with_name((!o.name.is_empty()).then(|| name(&o.name)))
-                    .with_topic_id(uuid::Uuid::from_bytes(o.topic_id))
-                    .with_error_code(o.error)
-                    .with_error_message(o.message.map(StrBytes::from_string))
-            })
-            .collect(),
-    )
+    let mut names: HashMap<TopicName, usize> = HashMap::new();
+    let mut ids: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for (n, id) in &given {
+        match n {
+            Some(n) if id.is_nil() => *names.entry(n.clone()).or_default() += 1,
+            None if !id.is_nil() => *ids.entry(*id).or_default() += 1,
+            _ => {}
+        }
+    }
+    let mut refs: Vec<TopicRef> = Vec::new();
+    for (n, id) in given {
+        match n {
+            None if id.is_nil() => refused.push(invalid(
+                None,
+                id,
+                "Neither topic name nor id were specified.",
+            )),
+            Some(n) if !id.is_nil() => refused.push(invalid(
+                Some(n),
+                id,
+                "You may not specify both topic name and topic id.",
+            )),
+            Some(n) => match names.get_mut(&n) {
+                Some(1) => refs.push(TopicRef::Name(n.0.to_string())),
+                // answered once, however many times it was given
+                Some(c) if *c > 1 => {
+                    *c = 0;
+                    refused.push(invalid(Some(n), id, "Duplicate topic name."));
+                }
+                _ => {}
+            },
+            None => match ids.get_mut(&id) {
+                Some(1) => refs.push(TopicRef::Id(*id.as_bytes())),
+                Some(c) if *c > 1 => {
+                    *c = 0;
+                    refused.push(invalid(None, id, "Duplicate topic id."));
+                }
+                _ => {}
+            },
+        }
+    }
+    let outcomes = if refs.is_empty() {
+        Vec::new()
+    } else {
+        let op = MetadataOp::DeleteTopics {
+            topics: refs.clone(),
+        };
+        match controller_call(&ctx, op, admin_timeout(req.timeout_ms)).await {
+            Ok(o) => o,
+            // each topic answered as it was named, with the controller's error
+            Err((code, msg)) => refs
+                .into_iter()
+                .map(|r| {
+                    let (name, topic_id) = match r {
+                        TopicRef::Name(n) => (n, [0; 16]),
+                        TopicRef::Id(id) => (String::new(), id),
+                    };
+                    TopicOutcome {
+                        name,
+                        topic_id,
+                        error: code,
+                        message: Some(msg.clone()),
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+        }
+    };
+    let mut responses: Vec<DeletableTopicResult> = outcomes
+        .into_iter()
+        .map(|o| {
+            DeletableTopicResult::default()
+                .with_name((!o.name.is_empty()).then(|| name(&o.name)))
+                .with_topic_id(uuid::Uuid::from_bytes(o.topic_id))
+                .with_error_code(o.error)
+                .with_error_message(o.message.map(StrBytes::from_string))
+        })
+        .collect();
+    responses.extend(refused);
+    DeleteTopicsResponse::default().with_responses(responses)
 }
 
 pub(crate) async fn create_partitions(

@@ -782,15 +782,22 @@ impl ControllerLogic {
                 TopicRef::Id(id) => image.topic_by_id(id).map(|i| (i.name.clone(), i.id)),
             };
             let Some((name, id)) = found else {
-                let name = match t {
-                    TopicRef::Name(n) => n,
-                    TopicRef::Id(_) => String::new(),
-                };
-                outcomes.push(outcome(
-                    &name,
-                    ResponseError::UnknownTopicOrPartition,
-                    "This server does not host this topic.".into(),
-                ));
+                outcomes.push(match t {
+                    TopicRef::Name(n) => outcome(
+                        &n,
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic.".into(),
+                    ),
+                    // as Kafka's controller: an id it does not know is UNKNOWN_TOPIC_ID
+                    TopicRef::Id(id) => TopicOutcome {
+                        topic_id: id,
+                        ..outcome(
+                            "",
+                            ResponseError::UnknownTopicId,
+                            "This server does not host this topic ID.".into(),
+                        )
+                    },
+                });
                 continue;
             };
             if super::is_internal(&name) {
