@@ -104,6 +104,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "TLS versions the TLS listeners accept: TLSv1.2, TLSv1.3 or both.",
     },
     Setting {
+        name: "ssl.cipher.suites",
+        default: "",
+        kind: Kind::Str,
+        unit: "suites",
+        doc: "Cipher suites the TLS listeners accept, by IANA name (TLS_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, ...), comma-separated, most preferred first; the listed order wins over the client's. Empty: every suite rustls offers (TLS 1.3: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; TLS 1.2: the ECDHE AEAD suites), the client's preference deciding. A TLS version none of whose suites is listed is not negotiated (only TLS 1.3 suites: TLS 1.3 only). The broker's own TLS clients (inter-broker, controller) offer every suite; the server's list decides.",
+    },
+    Setting {
         name: "sasl.enabled.mechanisms",
         default: "SCRAM-SHA-256,SCRAM-SHA-512",
         kind: Kind::Str,
@@ -887,6 +894,9 @@ impl BrokerConfig {
             if !ok || value.trim().is_empty() {
                 bail!("ssl.enabled.protocols must list TLSv1.2 and/or TLSv1.3, got '{value}'");
             }
+        }
+        if s.name == "ssl.cipher.suites" {
+            crate::tls::provider(value)?;
         }
         if s.name == "sasl.enabled.mechanisms" {
             for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {

@@ -99,7 +99,8 @@ pub(crate) fn server_config(
             config.str_value("ssl.key.location")
         )
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (provider, operator_order) = provider(config.str_value("ssl.cipher.suites"))?;
+    let provider = Arc::new(provider);
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = config
         .str_value("ssl.enabled.protocols")
         .split(',')
@@ -134,7 +135,61 @@ pub(crate) fn server_config(
         .with_single_cert(chain, key)
         .context("ssl.certificate.location and ssl.key.location do not make a usable pair")?;
     sc.alpn_protocols.clear();
+    // as Kafka (JSSE honours the server's order): the listed order is the preference
+    sc.ignore_client_order = operator_order;
     Ok(sc)
+}
+
+/// The IANA name of a cipher suite (`TLS_AES_128_GCM_SHA256`,
+/// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`), the names Kafka's `ssl.cipher.suites` takes;
+/// rustls spells the TLS 1.3 ones `TLS13_...`.
+fn iana_name(suite: rustls::SupportedCipherSuite) -> String {
+    let name = format!("{:?}", suite.suite());
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
+/// The cipher suites this broker can offer, by IANA name, in its default preference.
+pub(crate) fn cipher_suite_names() -> Vec<String> {
+    rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .into_iter()
+        .map(iana_name)
+        .collect()
+}
+
+/// ring's provider with `ssl.cipher.suites` applied: empty keeps every suite in rustls's
+/// order (and the client's preference decides, as without the setting in Kafka); a list
+/// keeps only those suites, in the listed order, and `true` says that order is the
+/// server's preference. An unknown name is an error.
+pub(crate) fn provider(list: &str) -> anyhow::Result<(rustls::crypto::CryptoProvider, bool)> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let wanted: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if wanted.is_empty() {
+        return Ok((provider, false));
+    }
+    let all = std::mem::take(&mut provider.cipher_suites);
+    for name in wanted {
+        let Some(suite) = all
+            .iter()
+            .find(|s| iana_name(**s).eq_ignore_ascii_case(name))
+        else {
+            bail!(
+                "ssl.cipher.suites: {name} is not supported; the supported suites are {}",
+                cipher_suite_names().join(", ")
+            );
+        };
+        if !provider.cipher_suites.contains(suite) {
+            provider.cipher_suites.push(*suite);
+        }
+    }
+    Ok((provider, true))
 }
 
 /// Reloads `tls` on every SIGHUP, on a thread of its own, until the process ends.
@@ -169,6 +224,39 @@ pub(crate) fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cipher_suites_by_iana_name_in_the_listed_order() {
+        let (all, ordered) = provider("").unwrap();
+        assert!(!ordered);
+        assert!(all.cipher_suites.len() >= 3);
+        let names = cipher_suite_names();
+        assert!(
+            names.contains(&"TLS_AES_128_GCM_SHA256".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".to_string()));
+        let (p, ordered) = provider(
+            " tls_chacha20_poly1305_sha256 ,TLS_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256",
+        )
+        .unwrap();
+        assert!(ordered);
+        let got: Vec<String> = p.cipher_suites.iter().map(|s| iana_name(*s)).collect();
+        assert_eq!(
+            got,
+            ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"]
+        );
+        // TLS 1.3 suites alone with both versions enabled: a config (TLS 1.3 only)
+        let (p, _) = provider("TLS_AES_128_GCM_SHA256").unwrap();
+        assert!(ServerConfig::builder_with_provider(Arc::new(p))
+            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+            .is_ok());
+        let err = provider("TLS_AES_128_GCM_SHA256,TLS_RSA_WITH_RC4_128_MD5").unwrap_err();
+        assert!(
+            err.to_string().contains("TLS_RSA_WITH_RC4_128_MD5"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn subject_in_rfc2253_order_with_escapes() {

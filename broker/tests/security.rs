@@ -686,6 +686,69 @@ fn brokers_replicate_over_sasl_ssl() -> Result<()> {
     Ok(())
 }
 
+/// `ssl.cipher.suites` (Kafka's setting): only the listed suites are negotiated, the
+/// listed order beating the client's (rustls's client puts AES-256-GCM first).
+#[test]
+fn tls_cipher_suites_are_the_operators_choice() -> Result<()> {
+    let pki = make_pki()?;
+    let ssl_port = free_port();
+    let _broker = BrokerProcess::spawn_full(
+        1,
+        &[
+            ("ssl.certificate.location", &pki.path("server.pem")),
+            ("ssl.key.location", &pki.path("server.key")),
+            ("ssl.ca.location", &pki.path("ca.pem")),
+            ("ssl.client.auth", "required"),
+            (
+                "ssl.cipher.suites",
+                "TLS_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ),
+        ],
+        Some(&format!("SSL://127.0.0.1:{ssl_port}")),
+        |_| Ok(()),
+    )?;
+    let (stream, _) = tls_connect(&pki, ssl_port)?;
+    let suite = stream
+        .conn
+        .negotiated_cipher_suite()
+        .context("no suite negotiated")?
+        .suite();
+    ensure!(
+        suite == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        "negotiated {suite:?}"
+    );
+    // a name the broker does not know stops the start with the setting named
+    let data = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--set", "ssl.cipher.suites=TLS_RSA_WITH_RC4_128_MD5"])
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            bail!("a broker ran with ssl.cipher.suites=TLS_RSA_WITH_RC4_128_MD5");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output()?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    ensure!(!out.status.success(), "exit status {}", out.status);
+    ensure!(
+        text.contains("ssl.cipher.suites: TLS_RSA_WITH_RC4_128_MD5 is not supported"),
+        "start failed without naming the setting: {text}"
+    );
+    Ok(())
+}
+
 /// A raw TLS connection (rustls) to `port` that trusts the test CA and presents alice's
 /// certificate; returns it with the subject CN of the broker's certificate.
 fn tls_connect(
