@@ -450,3 +450,57 @@ fn delete_topics_refuses_ambiguous_duplicate_and_unknown_topics() -> Result<()> 
     ensure!(code == 3, "del-ok still there (fetch error {code})");
     Ok(())
 }
+
+/// CreatePartitions as Kafka's controller answers it: a topic named twice is
+/// INVALID_REQUEST, answered once, and keeps its partitions; the others grow.
+#[test]
+fn create_partitions_refuses_a_topic_named_twice() -> Result<()> {
+    let (broker, mut c) = setup()?;
+    broker.create_topic("grow-twice", 1, &[])?;
+    broker.create_topic("grow-once", 1, &[])?;
+    let grow = |t: &str, count: i32| {
+        CreatePartitionsTopic::default()
+            .with_name(name(t))
+            .with_count(count)
+    };
+    let req = CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            grow("grow-twice", 2),
+            grow("grow-once", 3),
+            grow("grow-twice", 4),
+        ]);
+    let v = c.version_for::<CreatePartitionsRequest>(3)?;
+    let resp = c.call(v, &req)?;
+    let codes = |t: &str| -> Vec<i16> {
+        resp.results
+            .iter()
+            .filter(|r| r.name.0.as_str() == t)
+            .map(|r| r.error_code)
+            .collect()
+    };
+    ensure!(
+        codes("grow-twice") == vec![42],
+        "named twice: {:?}",
+        resp.results
+    );
+    ensure!(
+        codes("grow-once") == vec![0],
+        "named once: {:?}",
+        resp.results
+    );
+    broker.wait_for_topic("grow-once", 3)?;
+    let v = c.version_for::<MetadataRequest>(12)?;
+    let meta = c.call(v, &MetadataRequest::default().with_topics(None))?;
+    let twice = meta
+        .topics
+        .iter()
+        .find(|m| {
+            m.name
+                .as_ref()
+                .is_some_and(|n| n.0.as_str() == "grow-twice")
+        })
+        .map(|m| m.partitions.len());
+    ensure!(twice == Some(1), "grow-twice has {twice:?} partitions");
+    Ok(())
+}

@@ -401,34 +401,54 @@ pub(crate) async fn create_partitions(
                 .collect(),
         })
         .collect();
+    // As Kafka's controller: a topic named more than once is INVALID_REQUEST (answered
+    // once) and left alone.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for t in &topics {
+        *seen.entry(t.topic.clone()).or_default() += 1;
+    }
+    let (topics, twice): (Vec<NewPartitions>, Vec<NewPartitions>) =
+        topics.into_iter().partition(|t| seen[&t.topic] == 1);
+    let mut duplicates: Vec<String> = twice.into_iter().map(|t| t.topic).collect();
+    duplicates.sort();
+    duplicates.dedup();
     let names: Vec<String> = topics.iter().map(|t| t.topic.clone()).collect();
-    let op = MetadataOp::CreatePartitions {
-        topics,
-        validate_only: req.validate_only,
+    let outcomes = if topics.is_empty() {
+        Vec::new()
+    } else {
+        let op = MetadataOp::CreatePartitions {
+            topics,
+            validate_only: req.validate_only,
+        };
+        match controller_call(&ctx, op, admin_timeout(req.timeout_ms)).await {
+            Ok(o) => o,
+            Err((code, msg)) => names
+                .into_iter()
+                .map(|n| TopicOutcome {
+                    name: n,
+                    error: code,
+                    message: Some(msg.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+        }
     };
-    let outcomes = match controller_call(&ctx, op, admin_timeout(req.timeout_ms)).await {
-        Ok(o) => o,
-        Err((code, msg)) => names
-            .into_iter()
-            .map(|n| TopicOutcome {
-                name: n,
-                error: code,
-                message: Some(msg.clone()),
-                ..Default::default()
-            })
-            .collect(),
-    };
-    CreatePartitionsResponse::default().with_results(
-        outcomes
-            .into_iter()
-            .map(|o| {
-                CreatePartitionsTopicResult::default()
-                    .with_name(name(&o.name))
-                    .with_error_code(o.error)
-                    .with_error_message(o.message.map(StrBytes::from_string))
-            })
-            .collect(),
-    )
+    let mut results: Vec<CreatePartitionsTopicResult> = outcomes
+        .into_iter()
+        .map(|o| {
+            CreatePartitionsTopicResult::default()
+                .with_name(name(&o.name))
+                .with_error_code(o.error)
+                .with_error_message(o.message.map(StrBytes::from_string))
+        })
+        .collect();
+    results.extend(duplicates.into_iter().map(|d| {
+        CreatePartitionsTopicResult::default()
+            .with_name(name(&d))
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(StrBytes::from_static_str("Duplicate topic name.")))
+    }));
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 pub(crate) async fn describe_cluster(
