@@ -231,6 +231,28 @@ fn config_denied(a: &Access, conn: &Conn, op: Op, resource_type: i8, name: &str)
     (!ok).then_some(code)
 }
 
+/// Takes out of `resources` those the principal may not `op` (DESCRIBE_CONFIGS or
+/// ALTER_CONFIGS, see `config_denied`) and returns their answers, made by `refuse`.
+fn take_denied_configs<R, A>(
+    a: &Access,
+    conn: &Conn,
+    op: Op,
+    resources: &mut Vec<R>,
+    of: impl Fn(&R) -> (i8, &StrBytes),
+    refuse: impl Fn(i16, &R) -> A,
+) -> Vec<A> {
+    let mut denied = Vec::new();
+    resources.retain(|r| {
+        let (resource_type, name) = of(r);
+        let code = config_denied(a, conn, op, resource_type, name);
+        if let Some(code) = code {
+            denied.push(refuse(code, r));
+        }
+        code.is_none()
+    });
+    denied
+}
+
 /// DescribeConfigs: DESCRIBE_CONFIGS per resource.
 pub(crate) async fn describe_configs(
     ctx: Rc<ShardCtx>,
@@ -242,26 +264,20 @@ pub(crate) async fn describe_configs(
     if !a.enabled() {
         return configs::describe(ctx, req, version).await;
     }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        let code = config_denied(
-            a,
-            &conn,
-            Op::DescribeConfigs,
-            r.resource_type,
-            &r.resource_name,
-        );
-        if let Some(code) = code {
-            denied.push(
-                describe_configs_response::DescribeConfigsResult::default()
-                    .with_error_code(code)
-                    .with_error_message(message(code))
-                    .with_resource_type(r.resource_type)
-                    .with_resource_name(r.resource_name.clone()),
-            );
-        }
-        code.is_none()
-    });
+    let denied = take_denied_configs(
+        a,
+        &conn,
+        Op::DescribeConfigs,
+        &mut req.resources,
+        |r| (r.resource_type, &r.resource_name),
+        |code, r| {
+            describe_configs_response::DescribeConfigsResult::default()
+                .with_error_code(code)
+                .with_error_message(message(code))
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+        },
+    );
     let empty = req.resources.is_empty() && !denied.is_empty();
     let mut resp = unless_empty(empty, configs::describe(ctx.clone(), req, version)).await;
     resp.results.extend(denied);
@@ -279,26 +295,20 @@ pub(crate) async fn alter_configs(
     if !a.enabled() {
         return configs::alter(ctx, req, version).await;
     }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        let code = config_denied(
-            a,
-            &conn,
-            Op::AlterConfigs,
-            r.resource_type,
-            &r.resource_name,
-        );
-        if let Some(code) = code {
-            denied.push(
-                alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_error_code(code)
-                    .with_error_message(message(code))
-                    .with_resource_type(r.resource_type)
-                    .with_resource_name(r.resource_name.clone()),
-            );
-        }
-        code.is_none()
-    });
+    let denied = take_denied_configs(
+        a,
+        &conn,
+        Op::AlterConfigs,
+        &mut req.resources,
+        |r| (r.resource_type, &r.resource_name),
+        |code, r| {
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message(code))
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+        },
+    );
     let empty = req.resources.is_empty() && !denied.is_empty();
     let mut resp = unless_empty(empty, configs::alter(ctx.clone(), req, version)).await;
     resp.responses.extend(denied);
@@ -316,26 +326,20 @@ pub(crate) async fn incremental_alter_configs(
     if !a.enabled() {
         return configs::incremental_alter(ctx, req, version).await;
     }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        let code = config_denied(
-            a,
-            &conn,
-            Op::AlterConfigs,
-            r.resource_type,
-            &r.resource_name,
-        );
-        if let Some(code) = code {
-            denied.push(
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_error_code(code)
-                    .with_error_message(message(code))
-                    .with_resource_type(r.resource_type)
-                    .with_resource_name(r.resource_name.clone()),
-            );
-        }
-        code.is_none()
-    });
+    let denied = take_denied_configs(
+        a,
+        &conn,
+        Op::AlterConfigs,
+        &mut req.resources,
+        |r| (r.resource_type, &r.resource_name),
+        |code, r| {
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message(code))
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+        },
+    );
     let empty = req.resources.is_empty() && !denied.is_empty();
     let mut resp = unless_empty(empty, configs::incremental_alter(ctx.clone(), req, version)).await;
     resp.responses.extend(denied);
