@@ -31,6 +31,7 @@ pub mod replication;
 pub mod report;
 pub mod stats;
 pub mod suite;
+pub mod timeline;
 pub mod tls;
 mod tls_pki;
 pub mod tls_report;

@@ -1244,6 +1244,7 @@ mod tests {
             first_error: None,
             broker: None,
             client: None,
+            charts: Default::default(),
         };
         Phase {
             mb_per_sec: mb,
