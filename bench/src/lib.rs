@@ -15,6 +15,7 @@
 mod broker_process;
 pub mod compaction;
 pub mod engine;
+pub mod html_report;
 pub mod kafka;
 pub mod limits;
 pub mod metadata;
