@@ -519,10 +519,12 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
             timeline,
             ack_curve: produced.hist.percentile_curve(),
             e2e_curve: e2e.percentile_curve(),
-            window_seconds: (
-                win.0.saturating_sub(t0).as_secs_f64(),
-                win.1.saturating_sub(t0).as_secs_f64(),
-            ),
+            window_seconds: (producer_total > 0).then(|| {
+                (
+                    win.0.saturating_sub(t0).as_secs_f64(),
+                    win.1.saturating_sub(t0).as_secs_f64(),
+                )
+            }),
         },
     })
 }

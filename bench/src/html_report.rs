@@ -191,7 +191,7 @@ fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-/// A line chart over run time (seconds since the producers started); `window` shades
+/// A line chart over run time (seconds since the load started, t0); `window` shades
 /// nothing but draws the measured window's bounds as dashed vertical lines. `None` when no
 /// series has a point.
 pub fn time_chart(
@@ -224,9 +224,9 @@ pub fn time_chart(
             .configure_mesh()
             .light_line_style(BLACK.mix(0.03))
             .bold_line_style(BLACK.mix(0.15))
-            .x_desc("seconds since the producers started")
+            .x_desc("seconds since the load started")
             .y_desc(y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| short_number(*x))
             .y_label_formatter(&|y| short_number(*y))
             .draw()?;
         if let Some((a, b)) = window {
@@ -417,7 +417,7 @@ const LATENCY_HEADER: [&str; 7] = [
 /// The throughput, CPU and RSS charts of one run's timeline.
 fn timeline_charts(out: &mut String, name: &str, charts: &RunCharts, size: usize) -> Result<()> {
     let t = &charts.timeline;
-    let win = Some(charts.window_seconds);
+    let win = charts.window_seconds;
     push_chart(
         out,
         time_chart(
@@ -496,10 +496,10 @@ pub fn run_section(heading: &str, r: &RunReport) -> Result<String> {
         ("acks".into(), r.acks.clone()),
         (
             "measured window".into(),
-            format!(
-                "{:.1} s .. {:.1} s after the producers started",
-                r.charts.window_seconds.0, r.charts.window_seconds.1
-            ),
+            match r.charts.window_seconds {
+                Some((a, b)) => format!("{a:.1} s .. {b:.1} s after the load started"),
+                None => "from the first record received to the last".into(),
+            },
         ),
     ]));
     let mut rows = Vec::new();
@@ -787,7 +787,7 @@ pub fn partitions_body(r: &PartitionsReport) -> Result<String> {
             &curves(|c| &c.e2e_curve),
         ),
     )?;
-    let window = loads.first().map(|(_, x)| x.charts.window_seconds);
+    let window = loads.first().and_then(|(_, x)| x.charts.window_seconds);
     let series = |f: &SamplesToPoints<'_>| -> Vec<Series> {
         loads
             .iter()
@@ -907,7 +907,7 @@ mod tests {
             } else {
                 Vec::new()
             },
-            window_seconds: (2.0, seconds as f64 - 1.0),
+            window_seconds: Some((2.0, seconds as f64 - 1.0)),
         }
     }
 
@@ -1022,6 +1022,8 @@ mod tests {
         assert_self_contained(&html);
         assert!(!html.contains("<svg"));
         assert!(html.contains("produce ack"), "the latency table stays");
+        // no window: a consume-only run is rated from its first record to its last
+        assert!(html.contains("from the first record received to the last"));
     }
 
     #[test]

@@ -533,10 +533,10 @@ fn figures(
     f.e2e_latency = e2e.summary();
     f.charts.ack_curve = ack.percentile_curve();
     f.charts.e2e_curve = e2e.percentile_curve();
-    f.charts.window_seconds = (
+    f.charts.window_seconds = Some((
         plan.warmup.as_secs_f64(),
         (plan.warmup + plan.duration).as_secs_f64(),
-    );
+    ));
     let usage = procstat::usage(
         Target::Pid(plan.broker_pid),
         broker.0,

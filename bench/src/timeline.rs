@@ -23,7 +23,8 @@ use crate::stats::CurvePoint;
 /// One second of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct TimelineSample {
-    /// End of the sampled second, seconds since the producers started (t0).
+    /// End of the sampled second, seconds since the load started (t0: consumers
+    /// positioned, producers starting).
     pub t_seconds: f64,
     /// Records acked in this second, all producers.
     pub acked: u64,
@@ -47,12 +48,14 @@ pub struct RunCharts {
     pub ack_curve: Vec<CurvePoint>,
     /// End-to-end latency percentile curve.
     pub e2e_curve: Vec<CurvePoint>,
-    /// Start and end of the measured window, seconds since t0.
-    pub window_seconds: (f64, f64),
+    /// Start and end of the measured window, seconds since t0; `None` for a consume-only
+    /// run, which is rated from its first record received to its last.
+    pub window_seconds: Option<(f64, f64)>,
 }
 
-/// Samples once a second from `t0` (on `start`'s clock) until `stop`, then returns the
-/// samples. `counters` are the (is_producer, counters) pairs of the run's threads.
+/// Samples once a second from `t0` (on `start`'s clock) until `stop`, plus the partial
+/// second before `stop` when it lasted at least `MIN_LAST_SAMPLE`, then returns the
+/// samples (rates must divide by the span since the previous sample's `t_seconds`). `counters` are the (is_producer, counters) pairs of the run's threads.
 pub(crate) fn sample_loop(
     counters: Vec<(bool, Arc<Counters>)>,
     stop: Arc<AtomicBool>,
@@ -74,13 +77,7 @@ pub(crate) fn sample_loop(
     let mut prev = (totals(), broker_cpu(), self_cpu(), start.elapsed());
     let mut out = Vec::new();
     let mut next = t0 + Duration::from_secs(1);
-    while !stop.load(Relaxed) {
-        let now = start.elapsed();
-        if now < next {
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
-            continue;
-        }
-        next += Duration::from_secs(1);
+    let mut take = |prev: &mut (_, _, _, Duration), now: Duration| {
         let cur = (totals(), broker_cpu(), self_cpu(), now);
         let secs = (cur.3 - prev.3).as_secs_f64();
         let percent = |a: Option<procstat::ProcSample>, b: Option<procstat::ProcSample>| {
@@ -88,18 +85,37 @@ pub(crate) fn sample_loop(
                 .filter(|_| secs > 0.0)
                 .map(|(a, b)| (b.cpu_seconds - a.cpu_seconds).max(0.0) / secs * 100.0)
         };
+        let (acked, received): (u64, u64) = cur.0;
+        let (acked0, received0): (u64, u64) = prev.0;
         out.push(TimelineSample {
             t_seconds: now.saturating_sub(t0).as_secs_f64(),
-            acked: cur.0 .0.saturating_sub(prev.0 .0),
-            received: cur.0 .1.saturating_sub(prev.0 .1),
+            acked: acked.saturating_sub(acked0),
+            received: received.saturating_sub(received0),
             broker_cpu_percent: percent(prev.1, cur.1),
             broker_rss_bytes: broker_pid.and_then(|p| procstat::rss_bytes(p).ok()),
             client_cpu_percent: percent(prev.2, cur.2),
         });
-        prev = cur;
+        *prev = cur;
+    };
+    while !stop.load(Relaxed) {
+        let now = start.elapsed();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+            continue;
+        }
+        next += Duration::from_secs(1);
+        take(&mut prev, now);
+    }
+    // the last, partial second (a short run may have no other), unless too short to rate
+    let now = start.elapsed();
+    if now.saturating_sub(prev.3) >= MIN_LAST_SAMPLE {
+        take(&mut prev, now);
     }
     out
 }
+
+/// The shortest tail that still gets its own sample when the run stops.
+const MIN_LAST_SAMPLE: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
@@ -121,9 +137,13 @@ mod tests {
         c.acked.fetch_add(7, Relaxed);
         c.received.fetch_add(3, Relaxed);
         std::thread::sleep(Duration::from_millis(1000));
+        c.acked.fetch_add(1, Relaxed);
+        std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Relaxed);
         let t = h.join().expect("sampler");
-        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t.len(), 3, "two whole seconds and the last half: {t:?}");
+        assert_eq!(t[2].acked, 1);
+        assert!(t[2].t_seconds > 2.3 && t[2].t_seconds < 4.0, "{t:?}");
         assert_eq!((t[0].acked, t[0].received), (5, 0));
         assert_eq!((t[1].acked, t[1].received), (7, 3));
         assert!(t[0].t_seconds >= 1.0 && t[1].t_seconds >= 2.0);
