@@ -312,8 +312,13 @@ pub fn percentile_chart(title: &str, curves: &[(String, &[CurvePoint])]) -> Resu
         .map(|p| percentile_x(p.percentile))
         .fold(1.0f64, f64::max)
         .ceil();
-    let y_min = all().map(|p| p.ms).fold(f64::INFINITY, f64::min).max(0.001) * 0.8;
-    let y_max = all().map(|p| p.ms).fold(0.0f64, f64::max).max(y_min * 2.0) * 1.25;
+    // whole decades: plotters labels a log axis at powers of ten only, so a range
+    // inside one decade would have no label
+    let lo = all().map(|p| p.ms).fold(f64::INFINITY, f64::min).max(0.001);
+    let hi = all().map(|p| p.ms).fold(0.0f64, f64::max).max(lo);
+    // (a hair wider, so rounding cannot drop the end labels)
+    let y_min = 10f64.powf(lo.log10().floor()) * 0.999;
+    let y_max = 10f64.powf((hi * 1.05).log10().ceil()).max(y_min * 10.0) * 1.001;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
