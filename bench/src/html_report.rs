@@ -191,7 +191,8 @@ fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-/// A line chart over run time (seconds since the load started, t0); `window` shades
+/// A line chart over run time (seconds since the load started, t0), its key under it;
+/// `window` shades
 /// nothing but draws the measured window's bounds as dashed vertical lines. `None` when no
 /// series has a point.
 pub fn time_chart(
@@ -242,23 +243,27 @@ pub fn time_chart(
         }
         for (i, s) in series.iter().enumerate() {
             let c = color(i);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 13))
-            .draw()?;
         root.present()?;
     }
-    Ok(Some(svg))
+    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+    Ok(Some(svg + &legend(&names)))
+}
+
+/// The key of a chart, as HTML under it (inside the SVG a legend box covers curves).
+fn legend(names: &[&str]) -> String {
+    let mut out = String::from("<figcaption>");
+    for (i, n) in names.iter().enumerate() {
+        let RGBColor(r, g, b) = color(i);
+        let _ = write!(
+            out,
+            "<span class=\"key\"><span style=\"color:#{r:02x}{g:02x}{b:02x}\">&#9632;</span> {}</span>",
+            esc(n)
+        );
+    }
+    out.push_str("</figcaption>");
+    out
 }
 
 /// Axis labels: 1234.6 -> "1235", 2.0 -> "2", 0.25 -> "0.25", 0.001 -> "0.001",
@@ -300,7 +305,8 @@ fn percentile_label(x: f64) -> String {
 }
 
 /// Latency percentile curves (x: percentile on the log scale of 1/(1-p), y: ms on a log
-/// scale), as OMB and Redpanda publish them. `None` when no curve has a point.
+/// scale), as OMB and Redpanda publish them, the key under it. `None` when no curve has a
+/// point.
 pub fn percentile_chart(title: &str, curves: &[(String, &[CurvePoint])]) -> Result<Option<String>> {
     let curves: Vec<&(String, &[CurvePoint])> =
         curves.iter().filter(|(_, c)| !c.is_empty()).collect();
@@ -340,26 +346,15 @@ pub fn percentile_chart(title: &str, curves: &[(String, &[CurvePoint])]) -> Resu
             .x_label_formatter(&|x| percentile_label(*x))
             .y_label_formatter(&|y| short_number(*y))
             .draw()?;
-        for (i, (name, c)) in curves.iter().enumerate() {
+        for (i, (_, c)) in curves.iter().enumerate() {
             let col = color(i);
             let pts = c.iter().map(|p| (percentile_x(p.percentile), p.ms));
-            chart
-                .draw_series(LineSeries::new(pts, col.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(pts, col.stroke_width(2)))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 13))
-            .draw()?;
         root.present()?;
     }
-    Ok(Some(svg))
+    let names: Vec<&str> = curves.iter().map(|(n, _)| n.as_str()).collect();
+    Ok(Some(svg + &legend(&names)))
 }
 
 /// MB/s of each second: `count` records of `size` bytes over the sample's span.
@@ -841,7 +836,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.9em}\
 th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}td{font-variant-numeric:tabular-nums}\
 figure{margin:1em 0}figure svg{max-width:100%;height:auto}\
-.warn{color:#a00}.note{color:#555;font-size:.9em}";
+.key{margin-right:1.5em}figcaption{font-size:.9em}.warn{color:#a00}.note{color:#555;font-size:.9em}";
 
 /// The whole page: settings first, then `body`.
 pub fn page(info: &PageInfo, body: &str) -> String {
