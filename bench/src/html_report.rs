@@ -23,6 +23,7 @@ use crate::partitions_report::PartitionsReport;
 use crate::stats::{group_thousands, CurvePoint, LatencySummary};
 use crate::suite::{Ratio, SuiteReport};
 use crate::timeline::{RunCharts, TimelineSample};
+use crate::tls_report::{Direction, Spread, TlsReport};
 
 const CHART_SIZE: (u32, u32) = (820, 380);
 const FONT: &str = "sans-serif";
@@ -178,7 +179,7 @@ pub struct Series {
 }
 
 fn color(i: usize) -> RGBColor {
-    const COLORS: [RGBColor; 8] = [
+    const COLORS: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -187,6 +188,8 @@ fn color(i: usize) -> RGBColor {
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
         RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
     ];
     COLORS[i % COLORS.len()]
 }
@@ -829,6 +832,176 @@ pub fn partitions_body(r: &PartitionsReport) -> Result<String> {
     Ok(out)
 }
 
+/// The body of a `tls` page: settings, the per-listener medians and the TLS/PLAINTEXT
+/// ratios, then one curve per phase (listener and round): produce-ack latency by
+/// percentile, produce and consume MB/s and broker CPU per second.
+pub fn tls_body(r: &TlsReport) -> Result<String> {
+    let mut out = String::from("<section><h2>Settings of the run</h2>\n");
+    out.push_str(&kv_table(&[
+        ("broker binary".into(), r.sluice_bin.clone()),
+        ("listeners".into(), r.listeners.clone()),
+        ("SASL mechanism".into(), r.sasl_mechanism.clone()),
+        ("broker cores (shards)".into(), r.cores.to_string()),
+        (
+            "broker settings".into(),
+            if r.settings.is_empty() {
+                "–".into()
+            } else {
+                r.settings.join(", ")
+            },
+        ),
+        ("rounds".into(), r.rounds.to_string()),
+        (
+            "warm-up + window per phase".into(),
+            format!("{} + {} s", r.warmup_seconds, r.duration_seconds),
+        ),
+        (
+            "topic".into(),
+            format!(
+                "{} partitions, {} B records, acks=all",
+                r.partitions, r.message_size
+            ),
+        ),
+        (
+            "producers / consumers".into(),
+            format!("{} / {}", r.producers, r.consumers),
+        ),
+        (
+            "linger.ms / batch.size".into(),
+            format!("{} / {}", r.linger_ms, r.batch_size),
+        ),
+    ]));
+    out.push_str("</section>\n<section><h2>Per listener, median (min..max) over the rounds</h2>\n");
+    let cell = |s: Option<Spread>, d: usize| {
+        s.map_or("–".into(), |s| {
+            format!("{:.d$} ({:.d$}..{:.d$})", s.median, s.min, s.max)
+        })
+    };
+    let rows: Vec<Vec<String>> = r
+        .summary
+        .iter()
+        .map(|s| {
+            vec![
+                s.protocol.name().to_string(),
+                cell(s.produce_mb_per_sec, 1),
+                cell(s.consume_mb_per_sec, 1),
+                cell(s.produce_cpu_s_per_gb, 2),
+                cell(s.consume_cpu_s_per_gb, 2),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "listener",
+            "produce MB/s",
+            "consume MB/s",
+            "broker CPU s/GB produce",
+            "broker CPU s/GB consume",
+        ],
+        &rows,
+    ));
+    let rows: Vec<Vec<String>> = r
+        .ratios
+        .iter()
+        .map(|x| {
+            vec![
+                x.protocol.name().to_string(),
+                direction(x.direction).to_string(),
+                format!("{:.1} %", x.ratio * 100.0),
+                format!("{:.1} %", x.cost * 100.0),
+                x.target.clone(),
+                if x.pass { "PASS" } else { "MISS" }.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "listener",
+            "direction",
+            "of PLAINTEXT",
+            "cost",
+            "target",
+            "",
+        ],
+        &rows,
+    ));
+    for e in &r.errors {
+        let _ = writeln!(out, "<p class=\"warn\">{}</p>", esc(e));
+    }
+    out.push_str("</section>\n<section><h2>One curve per phase (listener, round)</h2>\n");
+    let phases = |d: Direction| -> Vec<(String, &RunCharts)> {
+        r.phases
+            .iter()
+            .filter(|p| p.direction == d)
+            .map(|p| (format!("{} r{}", p.protocol.name(), p.round + 1), &p.charts))
+            .collect()
+    };
+    let (produce, consume) = (phases(Direction::Produce), phases(Direction::Consume));
+    let curves: Vec<(String, &[CurvePoint])> = produce
+        .iter()
+        .map(|(n, c)| (n.clone(), c.ack_curve.as_slice()))
+        .collect();
+    push_chart(
+        &mut out,
+        percentile_chart("Produce ack latency by percentile (max rate)", &curves),
+    )?;
+    let size = r.message_size;
+    let series = |list: &[(String, &RunCharts)], f: &SamplesToPoints<'_>| -> Vec<Series> {
+        list.iter()
+            .map(|(n, c)| Series {
+                name: n.clone(),
+                points: f(&c.timeline),
+            })
+            .collect()
+    };
+    let window = produce.first().and_then(|(_, c)| c.window_seconds);
+    push_chart(
+        &mut out,
+        time_chart(
+            "Produce: acked MB/s per second",
+            "MB/s (10^6 B of payload)",
+            &series(&produce, &|t| mb_per_sec(t, size, |s| s.acked)),
+            window,
+        ),
+    )?;
+    push_chart(
+        &mut out,
+        time_chart(
+            "Produce: broker CPU per second",
+            "% of one core",
+            &series(&produce, &|t| points(t, |s| s.broker_cpu_percent, |v| v)),
+            window,
+        ),
+    )?;
+    push_chart(
+        &mut out,
+        time_chart(
+            "Consume: received MB/s per second",
+            "MB/s (10^6 B of payload)",
+            &series(&consume, &|t| mb_per_sec(t, size, |s| s.received)),
+            None,
+        ),
+    )?;
+    push_chart(
+        &mut out,
+        time_chart(
+            "Consume: broker CPU per second",
+            "% of one core",
+            &series(&consume, &|t| points(t, |s| s.broker_cpu_percent, |v| v)),
+            None,
+        ),
+    )?;
+    out.push_str("</section>\n");
+    Ok(out)
+}
+
+fn direction(d: Direction) -> &'static str {
+    match d {
+        Direction::Produce => "produce",
+        Direction::Consume => "consume",
+    }
+}
+
 const STYLE: &str =
     "body{font-family:sans-serif;max-width:900px;margin:1em auto;padding:0 1em;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}\
@@ -1138,6 +1311,66 @@ mod tests {
         }
         // the failed layout has a table row but no curve
         assert!(!html.contains("10,000 partitions"));
+    }
+
+    #[test]
+    fn tls_page_has_one_curve_per_phase() {
+        use crate::tls_report::{summarize, Phase, Protocol};
+        let phase = |round: u32, protocol: Protocol, direction: Direction, mb: f64| Phase {
+            round,
+            protocol,
+            direction,
+            mb_per_sec: mb,
+            msg_per_sec: mb * 1e6 / 1024.0,
+            bytes: 1_000_000_000,
+            broker_cpu_seconds: 1.0,
+            broker_cpu_s_per_gb: Some(1.0),
+            client_cpu_percent_of_core: Some(50.0),
+            errors: 0,
+            first_error: None,
+            charts: charts(6, 100_000, 100_000),
+        };
+        let mut phases = Vec::new();
+        for (p, mb) in [
+            (Protocol::Plaintext, 600.0),
+            (Protocol::Ssl, 450.0),
+            (Protocol::SaslSsl, 420.0),
+        ] {
+            phases.push(phase(0, p, Direction::Produce, mb));
+            phases.push(phase(0, p, Direction::Consume, mb * 1.5));
+        }
+        let summary = summarize(&phases);
+        let r = TlsReport {
+            name: "tls".into(),
+            sluice_bin: "/bin/sluice".into(),
+            listeners: "PLAINTEXT / SSL / SASL_SSL".into(),
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            cores: 1,
+            rounds: 1,
+            partitions: 8,
+            message_size: 1024,
+            ratios: crate::tls_report::ratios(&summary),
+            summary,
+            phases,
+            errors: vec!["SASL_SSL consume: <boom>".into()],
+            ..TlsReport::default()
+        };
+        let html = page(&info(), &tls_body(&r).expect("renders"));
+        assert_self_contained(&html);
+        assert_eq!(html.matches("<svg").count(), 5);
+        for want in [
+            "Produce ack latency by percentile (max rate)",
+            "Produce: acked MB/s per second",
+            "Consume: received MB/s per second",
+            "Consume: broker CPU per second",
+            "PLAINTEXT r1",
+            "SASL_SSL r1",
+            "75.0 %",
+            "SCRAM-SHA-512",
+            "SASL_SSL consume: &lt;boom&gt;",
+        ] {
+            assert!(html.contains(want), "missing {want:?}");
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ struct Cli {
     client_props: Vec<(String, String)>,
     /// Also write DIR/index.html (DIR is created): one self-contained page with the run's
     /// settings, tables and SVG plots (throughput, CPU and RSS per second, latency by
-    /// percentile). For produce, consume, e2e, workload, suite and partitions.
+    /// percentile). For produce, consume, e2e, workload, suite, partitions and tls.
     #[arg(long, global = true, value_name = "DIR")]
     report: Option<PathBuf>,
     #[command(subcommand)]
@@ -384,9 +384,12 @@ fn run(cli: &Cli) -> Result<()> {
                 | Command::Workload(_)
                 | Command::Suite(_)
                 | Command::Partitions(_)
+                | Command::Tls(_)
         )
     {
-        bail!("--report is supported by produce, consume, e2e, workload, suite and partitions");
+        bail!(
+            "--report is supported by produce, consume, e2e, workload, suite, partitions and tls"
+        );
     }
     match &cli.command {
         Command::Produce(a) | Command::E2e(a) => {
@@ -507,7 +510,15 @@ fn run(cli: &Cli) -> Result<()> {
             };
             write_report(cli, info, || html_report::partitions_body(r))
         }),
-        Command::Tls(a) => tls::tls_command(cli.json, cli.quiet, a),
+        Command::Tls(a) => tls::tls_command(cli.json, cli.quiet, a, |r| {
+            let info = || {
+                let mut info = PageInfo::collect("sluice-bench tls", None);
+                info.settings
+                    .extend(html_report::broker_version(&r.sluice_bin));
+                info
+            };
+            write_report(cli, info, || html_report::tls_body(r))
+        }),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct TimelineSample {
 
 /// What a run keeps for the HTML report, beside its JSON figures (not serialized: the
 /// JSON documents stay as they were).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunCharts {
     /// One sample per second from t0 until the run stopped.
     pub timeline: Vec<TimelineSample>,
