@@ -20,6 +20,7 @@ use plotters::prelude::*;
 use crate::engine::RunReport;
 use crate::limits::Limits;
 use crate::partitions_report::PartitionsReport;
+use crate::replication::ReplicationReport;
 use crate::stats::{group_thousands, CurvePoint, LatencySummary};
 use crate::suite::{Ratio, SuiteReport};
 use crate::timeline::{RunCharts, TimelineSample};
@@ -991,6 +992,70 @@ pub fn tls_body(r: &TlsReport) -> Result<String> {
             None,
         ),
     )?;
+    out.push_str("</section>\n");
+    Ok(out)
+}
+
+/// The body of a `replication` page: the command's own tables (RF1 against RF3, the
+/// targets), then one curve per cluster run (round, RF): ack latency of the max phase and
+/// end-to-end latency of the fixed-rate phase by percentile, acked MB/s per second of
+/// both. The nodes' CPU is in the tables only: the engine samples no single broker pid
+/// in a cluster.
+pub fn replication_body(r: &ReplicationReport) -> Result<String> {
+    let mut out = String::from("<section><h2>Results</h2>\n<pre>");
+    out.push_str(&esc(&crate::replication::table(r)));
+    out.push_str("</pre>\n</section>\n<section><h2>One curve per cluster run</h2>\n");
+    let name =
+        |c: &crate::replication::ClusterRun| format!("RF{} r{}", c.replication_factor, c.round);
+    let max_curves: Vec<(String, &[CurvePoint])> = r
+        .runs
+        .iter()
+        .map(|c| (name(c), c.max.run.charts.ack_curve.as_slice()))
+        .collect();
+    push_chart(
+        &mut out,
+        percentile_chart(
+            "Max produce (acks=all): ack latency by percentile",
+            &max_curves,
+        ),
+    )?;
+    let e2e_curves: Vec<(String, &[CurvePoint])> = r
+        .runs
+        .iter()
+        .map(|c| (name(c), c.e2e.run.charts.e2e_curve.as_slice()))
+        .collect();
+    push_chart(
+        &mut out,
+        percentile_chart(
+            &format!("End-to-end latency by percentile at {} MB/s", r.e2e_rate_mb),
+            &e2e_curves,
+        ),
+    )?;
+    let size = r.message_size;
+    for (title, pick) in [
+        ("Max produce: acked MB/s per second", true),
+        ("Fixed-rate phase: acked MB/s per second", false),
+    ] {
+        let series: Vec<Series> = r
+            .runs
+            .iter()
+            .map(|c| {
+                let phase = if pick { &c.max } else { &c.e2e };
+                Series {
+                    name: name(c),
+                    points: mb_per_sec(&phase.run.charts.timeline, size, |s| s.acked),
+                }
+            })
+            .collect();
+        let window = r
+            .runs
+            .first()
+            .and_then(|c| if pick { &c.max } else { &c.e2e }.run.charts.window_seconds);
+        push_chart(
+            &mut out,
+            time_chart(title, "MB/s (10^6 B of payload)", &series, window),
+        )?;
+    }
     out.push_str("</section>\n");
     Ok(out)
 }

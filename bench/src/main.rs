@@ -62,7 +62,8 @@ struct Cli {
     client_props: Vec<(String, String)>,
     /// Also write DIR/index.html (DIR is created): one self-contained page with the run's
     /// settings, tables and SVG plots (throughput, CPU and RSS per second, latency by
-    /// percentile). For produce, consume, e2e, workload, suite, partitions and tls.
+    /// percentile). For produce, consume, e2e, workload, suite, partitions, tls and
+    /// replication.
     #[arg(long, global = true, value_name = "DIR")]
     report: Option<PathBuf>,
     #[command(subcommand)]
@@ -385,10 +386,12 @@ fn run(cli: &Cli) -> Result<()> {
                 | Command::Suite(_)
                 | Command::Partitions(_)
                 | Command::Tls(_)
+                | Command::Replication(_)
         )
     {
         bail!(
-            "--report is supported by produce, consume, e2e, workload, suite, partitions and tls"
+            "--report is supported by produce, consume, e2e, workload, suite, partitions, tls \
+             and replication"
         );
     }
     match &cli.command {
@@ -492,7 +495,15 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Metadata(a) => metadata::metadata_command(&cli.bootstrap, cli.json, cli.quiet, a),
         Command::Failover(a) => metadata::failover_command(cli.json, cli.quiet, a),
-        Command::Replication(a) => replication::replication_command(cli.json, cli.quiet, a),
+        Command::Replication(a) => replication::replication_command(cli.json, cli.quiet, a, |r| {
+            let info = || {
+                let mut info = PageInfo::collect("sluice-bench replication", None);
+                info.settings
+                    .extend(html_report::broker_version(&r.sluice_bin));
+                info
+            };
+            write_report(cli, info, || html_report::replication_body(r))
+        }),
         Command::OldFormats(a) => {
             let pid =
                 broker_pid(cli).context("old-formats needs the broker's pid (--broker-pid)")?;
