@@ -764,10 +764,14 @@ pub fn partitions_body(r: &PartitionsReport) -> Result<String> {
         .iter()
         .filter_map(|l| {
             l.load.as_ref().map(|x| {
-                (
-                    format!("{} partitions", group_thousands(l.partitions as f64)),
-                    x,
-                )
+                // two layouts can have one total (10x100, 1x1000): name the layout too
+                let n = group_thousands(l.partitions as f64);
+                let name = if l.topics > 1 {
+                    format!("{n} partitions ({} topics)", l.topics)
+                } else {
+                    format!("{n} partitions")
+                };
+                (name, x)
             })
         })
         .collect();
@@ -1347,6 +1351,12 @@ mod tests {
             linger_ms: 5.0,
             batch_size: 1 << 20,
             layouts: vec![
+                LayoutRun {
+                    layout: "10x10".into(),
+                    topics: 10,
+                    partitions_per_topic: 10,
+                    ..layout(100, vec![])
+                },
                 layout(100, vec![]),
                 layout(1000, vec!["load: 3 partitions got no acked record".into()]),
                 LayoutRun {
@@ -1361,6 +1371,7 @@ mod tests {
         assert_self_contained(&html);
         assert_eq!(html.matches("<svg").count(), 5);
         for want in [
+            "100 partitions (10 topics)",
             "Produce ack latency (from the send) by percentile",
             "End-to-end latency by percentile",
             "Acked MB/s per second",
