@@ -32,6 +32,7 @@ use crate::procstat::{self, ProcUsage, Target};
 use crate::progress::{progress_loop, Counters};
 use crate::record::{read_stamp, KeyDistributor, KeyGen, Payload};
 use crate::stats::{LatencyHistogram, LatencySummary, Throughput};
+use crate::timeline::{sample_loop, RunCharts};
 
 /// Everything one run needs. Topics must exist already.
 #[derive(Clone, Debug)]
@@ -115,6 +116,9 @@ pub struct RunReport {
     pub broker: Option<ProcUsage>,
     /// This client's own CPU and peak RSS (it shares the machine with the broker).
     pub client: Option<ProcUsage>,
+    /// Per-second samples and percentile curves for `--report` (not in the JSON).
+    #[serde(skip)]
+    pub charts: RunCharts,
 }
 
 /// Maps monotonic time since the run started to UNIX nanoseconds; one per run, copied
@@ -345,6 +349,10 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         let size = spec.message_size;
         std::thread::spawn(move || progress_loop(counters, flag, clock.start, t0, size))
     });
+    let sampler = {
+        let (counters, flag, pid) = (all_counters.clone(), progress_stop.clone(), spec.broker_pid);
+        std::thread::spawn(move || sample_loop(counters, flag, clock.start, t0, pid))
+    };
 
     let mut produced = ProducerTally::default();
     let mut producer_err = None;
@@ -414,6 +422,7 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
     if let Some(h) = progress {
         let _ = h.join();
     }
+    let timeline = sampler.join().unwrap_or_default();
     if let Some(e) = producer_err {
         return Err(e);
     }
@@ -506,6 +515,17 @@ pub fn run(spec: &LoadSpec) -> Result<RunReport> {
         first_error,
         broker,
         client,
+        charts: RunCharts {
+            timeline,
+            ack_curve: produced.hist.percentile_curve(),
+            e2e_curve: e2e.percentile_curve(),
+            window_seconds: (producer_total > 0).then(|| {
+                (
+                    win.0.saturating_sub(t0).as_secs_f64(),
+                    win.1.saturating_sub(t0).as_secs_f64(),
+                )
+            }),
+        },
     })
 }
 

@@ -15,6 +15,7 @@
 mod broker_process;
 pub mod compaction;
 pub mod engine;
+pub mod html_report;
 pub mod kafka;
 pub mod limits;
 pub mod metadata;
@@ -31,6 +32,7 @@ pub mod replication;
 pub mod report;
 pub mod stats;
 pub mod suite;
+pub mod timeline;
 pub mod tls;
 mod tls_pki;
 pub mod tls_report;

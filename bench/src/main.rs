@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use sluice_bench::compaction::{self, CompactionArgs};
 use sluice_bench::engine::{self, LoadSpec, RunReport};
+use sluice_bench::html_report::{self, PageInfo};
 use sluice_bench::kafka::{self, parse_prop, ProducerSettings};
 use sluice_bench::limits::{self, LimitsConfig};
 use sluice_bench::metadata::{self, FailoverArgs, MetadataArgs};
@@ -59,6 +60,12 @@ struct Cli {
     /// are applied after it.
     #[arg(short = 'X', long = "client-prop", global = true, value_parser = parse_prop)]
     client_props: Vec<(String, String)>,
+    /// Also write DIR/index.html (DIR is created): one self-contained page with the run's
+    /// settings, tables and SVG plots (throughput, CPU and RSS per second, latency by
+    /// percentile). For produce, consume, e2e, workload, suite, partitions, tls and
+    /// replication.
+    #[arg(long, global = true, value_name = "DIR")]
+    report: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -342,7 +349,51 @@ fn validate_acks(acks: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes the `--report` page, when asked for, with `body` under the run's settings.
+fn write_report(
+    cli: &Cli,
+    info: impl FnOnce() -> PageInfo,
+    body: impl FnOnce() -> Result<String>,
+) -> Result<()> {
+    let Some(dir) = &cli.report else {
+        return Ok(());
+    };
+    let page = html_report::page(&info(), &body()?);
+    let path = html_report::write_page(dir, &page)?;
+    if !cli.quiet {
+        eprintln!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_page(cli: &Cli, title: &str, r: &RunReport) -> Result<()> {
+    let pid = r.broker.as_ref().map(|b| b.pid);
+    write_report(
+        cli,
+        || PageInfo::collect(title, pid),
+        || html_report::run_section(&r.name, r),
+    )
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    if cli.report.is_some()
+        && !matches!(
+            cli.command,
+            Command::Produce(_)
+                | Command::E2e(_)
+                | Command::Consume(_)
+                | Command::Workload(_)
+                | Command::Suite(_)
+                | Command::Partitions(_)
+                | Command::Tls(_)
+                | Command::Replication(_)
+        )
+    {
+        bail!(
+            "--report is supported by produce, consume, e2e, workload, suite, partitions, tls \
+             and replication"
+        );
+    }
     match &cli.command {
         Command::Produce(a) | Command::E2e(a) => {
             validate_acks(&a.acks)?;
@@ -377,7 +428,8 @@ fn run(cli: &Cli) -> Result<()> {
                     engine::run(&spec)
                 },
             )?;
-            print(cli.json, &report, || report::run_table(&report))
+            print(cli.json, &report, || report::run_table(&report))?;
+            run_page(cli, &format!("sluice-bench {kind}"), &report)
         }
         Command::Consume(a) => {
             let topic = a.topic.clone().unwrap_or_else(|| fresh_topic("consume"));
@@ -388,12 +440,14 @@ fn run(cli: &Cli) -> Result<()> {
                 a.client.keep_topics,
                 |p| consume(cli, a, &topic, p),
             )?;
-            print(cli.json, &report, || report::run_table(&report))
+            print(cli.json, &report, || report::run_table(&report))?;
+            run_page(cli, "sluice-bench consume", &report)
         }
         Command::Workload(a) => {
             let w = Workload::from_file(&a.file)?;
             let report = run_workload(cli, a, &w)?;
-            print(cli.json, &report, || report::run_table(&report))
+            print(cli.json, &report, || report::run_table(&report))?;
+            run_page(cli, &format!("sluice-bench workload {}", w.name), &report)
         }
         Command::Limits(a) => {
             let l = limits::measure(&LimitsConfig {
@@ -431,11 +485,25 @@ fn run(cli: &Cli) -> Result<()> {
                     report::run_table(&r.e2e_half_load),
                     suite::ratio_table(&r.ratios)
                 )
-            })
+            })?;
+            let pid = r.max_produce.broker.as_ref().map(|b| b.pid);
+            write_report(
+                cli,
+                || PageInfo::collect("sluice-bench suite", pid),
+                || html_report::suite_body(&r),
+            )
         }
         Command::Metadata(a) => metadata::metadata_command(&cli.bootstrap, cli.json, cli.quiet, a),
         Command::Failover(a) => metadata::failover_command(cli.json, cli.quiet, a),
-        Command::Replication(a) => replication::replication_command(cli.json, cli.quiet, a),
+        Command::Replication(a) => replication::replication_command(cli.json, cli.quiet, a, |r| {
+            let info = || {
+                let mut info = PageInfo::collect("sluice-bench replication", None);
+                info.settings
+                    .extend(html_report::broker_version(&r.sluice_bin));
+                info
+            };
+            write_report(cli, info, || html_report::replication_body(r))
+        }),
         Command::OldFormats(a) => {
             let pid =
                 broker_pid(cli).context("old-formats needs the broker's pid (--broker-pid)")?;
@@ -444,8 +512,24 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Compaction(a) => compaction::compaction_command(cli.json, cli.quiet, a),
         Command::Transactions(a) => transactions::transactions_command(cli.json, cli.quiet, a),
-        Command::Partitions(a) => partitions::partitions_command(cli.json, cli.quiet, a),
-        Command::Tls(a) => tls::tls_command(cli.json, cli.quiet, a),
+        Command::Partitions(a) => partitions::partitions_command(cli.json, cli.quiet, a, |r| {
+            let info = || {
+                let mut info = PageInfo::collect("sluice-bench partitions", None);
+                info.settings
+                    .extend(html_report::broker_version(&r.sluice_bin));
+                info
+            };
+            write_report(cli, info, || html_report::partitions_body(r))
+        }),
+        Command::Tls(a) => tls::tls_command(cli.json, cli.quiet, a, |r| {
+            let info = || {
+                let mut info = PageInfo::collect("sluice-bench tls", None);
+                info.settings
+                    .extend(html_report::broker_version(&r.sluice_bin));
+                info
+            };
+            write_report(cli, info, || html_report::tls_body(r))
+        }),
     }
 }
 

@@ -504,11 +504,18 @@ pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
     })
 }
 
-/// `sluice-bench partitions`: runs, prints the tables (or JSON), writes --json-out; exits
-/// with an error after printing when any layout has one (a lost record included).
-pub fn partitions_command(json: bool, quiet: bool, a: &PartitionsArgs) -> Result<()> {
+/// `sluice-bench partitions`: runs, prints the tables (or JSON), writes --json-out, hands
+/// the report to `page` (the `--report` page); exits with an error after printing when any
+/// layout has one (a lost record included).
+pub fn partitions_command(
+    json: bool,
+    quiet: bool,
+    a: &PartitionsArgs,
+    page: impl FnOnce(&PartitionsReport) -> Result<()>,
+) -> Result<()> {
     let r = run(a, !quiet)?;
     crate::report::emit(json, a.json_out.as_deref(), &r, table)?;
+    page(&r)?;
     let errors = r.errors();
     if errors.is_empty() {
         Ok(())

@@ -38,6 +38,7 @@ use crate::procstat::{self, Target};
 use crate::progress::{progress_loop, Counters};
 use crate::record::{read_stamp, Payload};
 use crate::stats::{LatencyHistogram, Throughput};
+use crate::timeline::sample_loop;
 
 /// One (topic, partition) of the layout; its index in the plan's list names it.
 pub(crate) type TopicPartition = (String, i32);
@@ -413,6 +414,10 @@ pub(crate) fn run(plan: &LoadPlan) -> Result<LoadFigures> {
         let (c, flag, size) = (counters.clone(), progress_stop.clone(), plan.message_size);
         std::thread::spawn(move || progress_loop(c, flag, clock.start, t0, size))
     });
+    let sampler = {
+        let (c, flag, pid) = (counters.clone(), progress_stop.clone(), plan.broker_pid);
+        std::thread::spawn(move || sample_loop(c, flag, clock.start, t0, Some(pid)))
+    };
     let broker = Target::Pid(plan.broker_pid);
     sleep_until(&clock, win.0, &stop);
     let at_open = (
@@ -447,6 +452,7 @@ pub(crate) fn run(plan: &LoadPlan) -> Result<LoadFigures> {
     if let Some(h) = progress {
         let _ = h.join();
     }
+    let timeline = sampler.join().unwrap_or_default();
     let (produced, consumed) = (produced?, consumed?);
     let (b0, s0) = at_open;
     let (b1, s1) = at_close;
@@ -455,14 +461,16 @@ pub(crate) fn run(plan: &LoadPlan) -> Result<LoadFigures> {
         b1.context("broker /proc at the window's end (did it exit?)")?,
     );
     let footprint = footprint.context("broker footprint at the window's end")?;
-    Ok(figures(
+    let mut f = figures(
         &plan,
         &produced,
         &consumed,
         (b0, b1),
         s0.ok().zip(s1.ok()),
         footprint,
-    ))
+    );
+    f.charts.timeline = timeline;
+    Ok(f)
 }
 
 fn figures(
@@ -523,6 +531,12 @@ fn figures(
     f.ack_latency = ack.summary();
     f.ack_latency_from_intended = ack_intended.summary();
     f.e2e_latency = e2e.summary();
+    f.charts.ack_curve = ack.percentile_curve();
+    f.charts.e2e_curve = e2e.percentile_curve();
+    f.charts.window_seconds = Some((
+        plan.warmup.as_secs_f64(),
+        (plan.warmup + plan.duration).as_secs_f64(),
+    ));
     let usage = procstat::usage(
         Target::Pid(plan.broker_pid),
         broker.0,

@@ -49,6 +49,10 @@ pub struct LoadFigures {
     pub broker_peak_rss_bytes: u64,
     /// The bench's own CPU inside the window (it shares the cores with the broker).
     pub client_cpu_percent_of_core: Option<f64>,
+    /// Per-second samples and the ack / e2e percentile curves for `--report` (not in
+    /// the JSON).
+    #[serde(skip)]
+    pub charts: crate::timeline::RunCharts,
 }
 
 /// Times of one broker start, from the spawn.

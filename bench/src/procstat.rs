@@ -131,6 +131,13 @@ pub fn footprint(pid: u32) -> Result<Footprint> {
     })
 }
 
+/// The current resident set size (`VmRSS`) of `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    parse_status_kb(&status, "VmRSS:")
+}
+
 /// `VmHWM` in bytes from `/proc/<pid>/status` (the kernel reports kB).
 pub fn parse_vm_hwm(status: &str) -> Result<u64> {
     parse_status_kb(status, "VmHWM:")

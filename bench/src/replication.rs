@@ -1199,9 +1199,17 @@ pub fn run(a: &ReplicationArgs, progress: bool) -> Result<ReplicationReport> {
 /// `sluice-bench replication`: runs, prints the table (or JSON), writes --json-out.
 /// Missing a target is a result, not an error: the exit status is 0 when every run
 /// completed.
-pub fn replication_command(json: bool, quiet: bool, a: &ReplicationArgs) -> Result<()> {
+///
+/// `page` gets the report after printing (the `--report` page).
+pub fn replication_command(
+    json: bool,
+    quiet: bool,
+    a: &ReplicationArgs,
+    page: impl FnOnce(&ReplicationReport) -> Result<()>,
+) -> Result<()> {
     let r = run(a, !quiet)?;
-    crate::report::emit(json, a.json_out.as_deref(), &r, table)
+    crate::report::emit(json, a.json_out.as_deref(), &r, table)?;
+    page(&r)
 }
 
 #[cfg(test)]
@@ -1244,6 +1252,7 @@ mod tests {
             first_error: None,
             broker: None,
             client: None,
+            charts: Default::default(),
         };
         Phase {
             mb_per_sec: mb,
@@ -1381,6 +1390,40 @@ mod tests {
             serde_json::json!(2.0)
         );
         assert_eq!(v["order"], serde_json::json!("Alternate"));
+
+        // the --report page: one curve per cluster run on each plot
+        let mut r = r;
+        let mut h = crate::stats::LatencyHistogram::new();
+        for us in 1..=5_000u64 {
+            h.record(Duration::from_micros(us * 7));
+        }
+        for c in &mut r.runs {
+            c.max.run.charts.ack_curve = h.percentile_curve();
+            c.e2e.run.charts.e2e_curve = h.percentile_curve();
+            c.max.run.charts.timeline = (1..=4)
+                .map(|t| crate::timeline::TimelineSample {
+                    t_seconds: f64::from(t),
+                    acked: 1000,
+                    ..Default::default()
+                })
+                .collect();
+        }
+        let html = crate::html_report::replication_body(&r).expect("renders");
+        assert_eq!(
+            html.matches("<svg").count(),
+            3,
+            "no samples: no e2e-phase MB/s plot"
+        );
+        for want in [
+            "Max produce (acks=all): ack latency by percentile",
+            "End-to-end latency by percentile at 50 MB/s",
+            "Max produce: acked MB/s per second",
+            "RF1 r1",
+            "RF3 r1",
+            "min.insync.replicas=2",
+        ] {
+            assert!(html.contains(want), "missing {want:?}");
+        }
     }
 
     #[test]

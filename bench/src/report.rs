@@ -231,6 +231,7 @@ mod tests {
                 peak_rss_bytes: 100 << 20,
             }),
             client: None,
+            charts: Default::default(),
         }
     }
 

@@ -71,6 +71,46 @@ impl LatencyHistogram {
             max_ms: ms(self.hist.max()),
         })
     }
+
+    /// The percentile curve as OMB and Redpanda plot it: points evenly spaced on the
+    /// log scale of 1 / (1 - p) (50, 90, 99, 99.9 % ... are equidistant), up to the
+    /// percentile the sample count still resolves (1 - 1/count), then the maximum at that
+    /// same position. Empty when no sample was recorded.
+    pub fn percentile_curve(&self) -> Vec<CurvePoint> {
+        let count = self.hist.len();
+        if count == 0 {
+            return Vec::new();
+        }
+        // x = log10(1 / (1 - p)); the last resolvable p is 1 - 1/count (x = log10(count))
+        let x_max = (count as f64).log10();
+        let steps = (x_max / CURVE_STEP + 1e-9).floor() as u64;
+        let mut out = Vec::with_capacity(steps as usize + 2);
+        for i in 0..=steps {
+            let x = i as f64 * CURVE_STEP;
+            let q = 1.0 - 10f64.powf(-x);
+            out.push(CurvePoint {
+                percentile: q * 100.0,
+                ms: self.hist.value_at_quantile(q) as f64 / 1000.0,
+            });
+        }
+        out.push(CurvePoint {
+            percentile: (1.0 - 1.0 / count as f64) * 100.0,
+            ms: self.hist.max() as f64 / 1000.0,
+        });
+        out
+    }
+}
+
+/// Spacing of `percentile_curve` points in decades of 1 / (1 - p).
+const CURVE_STEP: f64 = 0.05;
+
+/// One point of a latency percentile curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CurvePoint {
+    /// Percentile, 0 ..< 100.
+    pub percentile: f64,
+    /// Latency at that percentile, ms.
+    pub ms: f64,
 }
 
 /// Percentiles of one latency distribution, in milliseconds.
@@ -175,6 +215,32 @@ mod tests {
         let s = a.summary().expect("samples");
         assert!((s.max_ms - 7.0).abs() < 0.01);
         assert!((s.p50_ms - 0.001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentile_curve_spans_the_resolvable_decades() {
+        let mut h = LatencyHistogram::new();
+        assert!(h.percentile_curve().is_empty());
+        for us in 1..=10_000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let c = h.percentile_curve();
+        // 10,000 samples resolve 4 decades: p0 .. p99.99, 0.05 apart, plus the max
+        assert_eq!(c.len(), 4 * 20 + 2);
+        assert_eq!(c[0].percentile, 0.0);
+        let at = |p: f64| {
+            c.iter()
+                .find(|pt| (pt.percentile - p).abs() < 1e-9)
+                .map(|pt| pt.ms)
+        };
+        let close = |got: Option<f64>, want: f64| {
+            got.is_some_and(|g| (g - want).abs() <= want * 0.002 + 0.001)
+        };
+        assert!(close(at(90.0), 9.0), "{:?}", at(90.0));
+        assert!(close(at(99.0), 9.9), "{:?}", at(99.0));
+        let last = c.last().expect("points");
+        assert!((last.percentile - 99.99).abs() < 1e-9 && (last.ms - 10.0).abs() < 0.01);
+        assert!(c.windows(2).all(|w| w[0].ms <= w[1].ms), "monotonic");
     }
 
     #[test]

@@ -337,6 +337,7 @@ mod tests {
             first_error: None,
             broker: None,
             client: None,
+            charts: Default::default(),
         }
     }
 

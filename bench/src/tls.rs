@@ -280,6 +280,7 @@ fn phase(
         client_cpu_percent_of_core: r.client.as_ref().map(|c| c.cpu_percent_of_core),
         errors,
         first_error: r.first_error.clone(),
+        charts: r.charts.clone(),
     }
 }
 
@@ -555,11 +556,18 @@ fn run_in(a: &TlsArgs, bin: &Path, work: &Path, copy: &Path, progress: bool) -> 
     Ok(report)
 }
 
-/// `sluice-bench tls`: runs, prints the table (or JSON), writes --json-out; exits with an
-/// error after printing when a phase failed.
-pub fn tls_command(json: bool, quiet: bool, a: &TlsArgs) -> Result<()> {
+/// `sluice-bench tls`: runs, prints the table (or JSON), writes --json-out, hands the
+/// report to `page` (the `--report` page); exits with an error after printing when a
+/// phase failed.
+pub fn tls_command(
+    json: bool,
+    quiet: bool,
+    a: &TlsArgs,
+    page: impl FnOnce(&TlsReport) -> Result<()>,
+) -> Result<()> {
     let r = run(a, !quiet)?;
     crate::report::emit(json, a.json_out.as_deref(), &r, tls_report::table)?;
+    page(&r)?;
     match r.errors.first() {
         None => Ok(()),
         Some(first) => bail!("{} error(s), first: {first}", r.errors.len()),

@@ -86,6 +86,10 @@ pub struct Phase {
     pub client_cpu_percent_of_core: Option<f64>,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// The engine's per-second samples and percentile curves, for `--report` (not in
+    /// the JSON).
+    #[serde(skip)]
+    pub charts: crate::timeline::RunCharts,
 }
 
 /// Median, smallest and largest of some values.
@@ -349,6 +353,7 @@ mod tests {
             client_cpu_percent_of_core: Some(50.0),
             errors: 0,
             first_error: None,
+            charts: Default::default(),
         }
     }
 

@@ -153,9 +153,15 @@ fn produce_consume_e2e_against_a_real_broker() {
     assert_eq!(consumed["consumed_total"], 20000, "{consumed}");
     assert!(consumed["consumed"]["msg_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
 
+    let report_dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("report-{}", broker.port));
+    let _ = std::fs::remove_dir_all(&report_dir);
+    let report_arg = report_dir.display().to_string();
     let e2e = bench(
         &broker,
         &[
+            "--report",
+            &report_arg,
             "e2e",
             "--rate",
             "2000",
@@ -171,4 +177,19 @@ fn produce_consume_e2e_against_a_real_broker() {
     // 2 s measured at 2000 msg/s: every record sent in the window has an e2e sample.
     assert_eq!(e2e["e2e_latency"]["count"], 4000, "{e2e}");
     assert!(e2e["e2e_latency"]["p99_ms"].as_f64().unwrap_or(-1.0) >= 0.0);
+
+    // --report: one page, plots of the run, nothing external
+    let html = std::fs::read_to_string(report_dir.join("index.html")).expect("report page");
+    let _ = std::fs::remove_dir_all(&report_dir);
+    for want in [
+        "e2e: latency by percentile",
+        "e2e: throughput per second",
+        "e2e: CPU per second",
+        "e2e: broker resident memory",
+        "broker command line",
+    ] {
+        assert!(html.contains(want), "report misses {want:?}");
+    }
+    assert_eq!(html.matches("<svg").count(), 4, "four plots");
+    assert!(!html.contains("<script") && !html.contains("https://"));
 }
