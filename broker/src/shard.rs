@@ -8,7 +8,7 @@
 //! ```
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -181,6 +181,20 @@ impl ShardCtx {
             l if l == self.node_id => Ok(shard_for(&t.id, partition, self.shards)),
             -1 => Err(ResponseError::LeaderNotAvailable),
             _ => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
+    /// The error for a partition this shard has no open log of. As Kafka's replica manager:
+    /// a partition the metadata has is NOT_LEADER_OR_FOLLOWER (retriable: clients refresh
+    /// their metadata and retry; e.g. while the logs are still being opened and recovered
+    /// after a restart, or just after a leadership moved here), one it does not have is
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub(crate) fn no_log_error(&self, topic: &str, partition: i32) -> i16 {
+        let image = self.image.borrow();
+        if image.partition(topic, partition).is_some() {
+            code(ResponseError::NotLeaderOrFollower)
+        } else {
+            code(ResponseError::UnknownTopicOrPartition)
         }
     }
 
@@ -395,7 +409,7 @@ impl ShardCtx {
                 let answers = parts
                     .iter()
                     .map(|(tp, epoch)| match self.log(&tp.topic, tp.partition) {
-                        None => (code(ResponseError::UnknownTopicOrPartition), -1, -1),
+                        None => (self.no_log_error(&tp.topic, tp.partition), -1, -1),
                         Some(log) => match log.end_offset_for_epoch(*epoch) {
                             Some((e, end)) => (0, e, end),
                             None => (0, -1, -1),
@@ -533,7 +547,7 @@ impl ShardCtx {
         for (tp, records) in parts {
             let Some(log) = self.log(&tp.topic, tp.partition) else {
                 results.push(ProducePartResult::failed(
-                    code(ResponseError::UnknownTopicOrPartition),
+                    self.no_log_error(&tp.topic, tp.partition),
                     None,
                 ));
                 continue;
@@ -691,9 +705,9 @@ impl ShardCtx {
         let mut committed_reads: Vec<(usize, PartitionLog, i64)> = Vec::new();
         for part in parts {
             let Some(log) = self.log(&part.tp.topic, part.tp.partition) else {
-                out.push(FetchPartResult::failed(code(
-                    ResponseError::UnknownTopicOrPartition,
-                )));
+                out.push(FetchPartResult::failed(
+                    self.no_log_error(&part.tp.topic, part.tp.partition),
+                ));
                 continue;
             };
             // followers copy up to the log end (their fsyncs overlap the leader's; the high
@@ -861,7 +875,7 @@ impl ShardCtx {
     async fn list_offset(&self, tp: &Tp, ts: i64, read_committed: bool) -> OffsetAnswer {
         let Some(log) = self.log(&tp.topic, tp.partition) else {
             return OffsetAnswer {
-                error: code(ResponseError::UnknownTopicOrPartition),
+                error: self.no_log_error(&tp.topic, tp.partition),
                 timestamp: -1,
                 offset: -1,
             };
@@ -910,6 +924,7 @@ impl ShardCtx {
     /// Opens, reconfigures or deletes the partitions this shard owns as the image changed,
     /// and loads or drops the group coordinators of the offsets partitions it leads.
     async fn act_on(self: &Rc<Self>, changes: Vec<Change>) {
+        self.open_new_replicas(&changes).await;
         for change in changes {
             match change {
                 Change::AclsChanged => self.access.rebuild(&self.config, &self.image.borrow()),
@@ -1001,6 +1016,76 @@ impl ShardCtx {
                     }
                 }
             }
+        }
+    }
+
+    /// Opens, `OPEN_WINDOW` at a time and each in a task of its own, the logs of the
+    /// partitions `changes` make this shard a replica of, before `act_on` goes through them
+    /// in order (it then finds them open). After a `kill -9` every log is recovered as it
+    /// opens (its tail rescanned, its indexes checked); one at a time, 10,000 partitions
+    /// took ~20 s, during which the node stayed fenced. Topics removed in the same changes
+    /// are left to the ordered pass (a new topic of an old name must not open the old
+    /// one's directory before the old log is deleted).
+    async fn open_new_replicas(self: &Rc<Self>, changes: &[Change]) {
+        const OPEN_WINDOW: u64 = 32;
+        let removed: HashSet<&str> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::TopicRemoved { topic, .. } => Some(topic.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut seen: HashSet<(&str, i32)> = HashSet::new();
+        let mut wanted: Vec<(String, i32)> = Vec::new();
+        for c in changes {
+            let (Change::PartitionAdded {
+                topic,
+                id,
+                partition,
+            }
+            | Change::PartitionChanged {
+                topic,
+                id,
+                partition,
+            }) = c
+            else {
+                continue;
+            };
+            if removed.contains(topic.as_str())
+                || shard_for(id, *partition, self.shards) != self.id
+                || self.log(topic, *partition).is_some()
+                || !seen.insert((topic.as_str(), *partition))
+            {
+                continue;
+            }
+            let replica = self
+                .image
+                .borrow()
+                .partition(topic, *partition)
+                .is_some_and(|p| p.replicas.contains(&self.node_id));
+            if replica {
+                wanted.push((topic.clone(), *partition));
+            }
+        }
+        if wanted.len() < 2 {
+            return;
+        }
+        let gate = Rc::new(glommio::sync::Semaphore::new(OPEN_WINDOW));
+        let tasks: Vec<_> = wanted
+            .into_iter()
+            .map(|(topic, partition)| {
+                let (me, gate) = (self.clone(), gate.clone());
+                glommio::spawn_local(async move {
+                    // the semaphore is never closed: a permit always comes
+                    let _permit = gate.acquire_permit(1).await;
+                    if me.log(&topic, partition).is_none() {
+                        me.open_partition(&topic, partition).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
         }
     }
 
