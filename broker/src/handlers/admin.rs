@@ -274,6 +274,38 @@ pub(crate) async fn create_topics(
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// Splits a request's entries as Kafka's controller does when one names a topic more than
+/// once: the entries whose key is given once, in order (and those without a key), and
+/// each repeated key once, in the order first seen. Every entry of a repeated key goes.
+fn split_repeated<T, K: Clone + Eq + std::hash::Hash>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> Option<K>,
+) -> (Vec<T>, Vec<K>) {
+    let mut count: HashMap<K, usize> = HashMap::new();
+    for item in &items {
+        if let Some(k) = key(item) {
+            *count.entry(k).or_default() += 1;
+        }
+    }
+    let (mut once, mut repeated) = (Vec::new(), Vec::new());
+    for item in items {
+        let Some(k) = key(&item) else {
+            once.push(item);
+            continue;
+        };
+        match count.get_mut(&k) {
+            Some(1) => once.push(item),
+            Some(c) if *c > 1 => {
+                // answered once, however many times it was given
+                *c = 0;
+                repeated.push(k);
+            }
+            _ => {}
+        }
+    }
+    (once, repeated)
+}
+
 pub(crate) async fn delete_topics(
     ctx: Rc<ShardCtx>,
     req: DeleteTopicsRequest,
@@ -292,7 +324,6 @@ pub(crate) async fn delete_topics(
             .map(|n| (Some(n), uuid::Uuid::nil()))
             .collect()
     };
-    let mut refused: Vec<DeletableTopicResult> = Vec::new();
     let invalid = |name: Option<TopicName>, id: uuid::Uuid, msg: &str| {
         DeletableTopicResult::default()
             .with_name(name)
@@ -300,47 +331,38 @@ pub(crate) async fn delete_topics(
             .with_error_code(ResponseError::InvalidRequest.code())
             .with_error_message(Some(StrBytes::from_string(msg.to_string())))
     };
-    let mut names: HashMap<TopicName, usize> = HashMap::new();
-    let mut ids: HashMap<uuid::Uuid, usize> = HashMap::new();
-    for (n, id) in &given {
-        match n {
-            Some(n) if id.is_nil() => *names.entry(n.clone()).or_default() += 1,
-            None if !id.is_nil() => *ids.entry(*id).or_default() += 1,
-            _ => {}
-        }
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    enum Given {
+        Name(TopicName),
+        Id(uuid::Uuid),
     }
+    let (given, repeated) = split_repeated(given, |(n, id)| match (n, id.is_nil()) {
+        (Some(n), true) => Some(Given::Name(n.clone())),
+        (None, false) => Some(Given::Id(*id)),
+        _ => None,
+    });
+    let mut refused: Vec<DeletableTopicResult> = Vec::new();
     let mut refs: Vec<TopicRef> = Vec::new();
     for (n, id) in given {
-        match n {
-            None if id.is_nil() => refused.push(invalid(
+        match (n, id.is_nil()) {
+            (Some(n), true) => refs.push(TopicRef::Name(n.0.to_string())),
+            (None, false) => refs.push(TopicRef::Id(*id.as_bytes())),
+            (None, true) => refused.push(invalid(
                 None,
                 id,
                 "Neither topic name nor id were specified.",
             )),
-            Some(n) if !id.is_nil() => refused.push(invalid(
+            (Some(n), false) => refused.push(invalid(
                 Some(n),
                 id,
                 "You may not specify both topic name and topic id.",
             )),
-            Some(n) => match names.get_mut(&n) {
-                Some(1) => refs.push(TopicRef::Name(n.0.to_string())),
-                // answered once, however many times it was given
-                Some(c) if *c > 1 => {
-                    *c = 0;
-                    refused.push(invalid(Some(n), id, "Duplicate topic name."));
-                }
-                _ => {}
-            },
-            None => match ids.get_mut(&id) {
-                Some(1) => refs.push(TopicRef::Id(*id.as_bytes())),
-                Some(c) if *c > 1 => {
-                    *c = 0;
-                    refused.push(invalid(None, id, "Duplicate topic id."));
-                }
-                _ => {}
-            },
         }
     }
+    refused.extend(repeated.into_iter().map(|g| match g {
+        Given::Name(n) => invalid(Some(n), uuid::Uuid::nil(), "Duplicate topic name."),
+        Given::Id(id) => invalid(None, id, "Duplicate topic id."),
+    }));
     let outcomes = if refs.is_empty() {
         Vec::new()
     } else {
@@ -403,15 +425,7 @@ pub(crate) async fn create_partitions(
         .collect();
     // As Kafka's controller: a topic named more than once is INVALID_REQUEST (answered
     // once) and left alone.
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for t in &topics {
-        *seen.entry(t.topic.clone()).or_default() += 1;
-    }
-    let (topics, twice): (Vec<NewPartitions>, Vec<NewPartitions>) =
-        topics.into_iter().partition(|t| seen[&t.topic] == 1);
-    let mut duplicates: Vec<String> = twice.into_iter().map(|t| t.topic).collect();
-    duplicates.sort();
-    duplicates.dedup();
+    let (topics, duplicates) = split_repeated(topics, |t| Some(t.topic.clone()));
     let names: Vec<String> = topics.iter().map(|t| t.topic.clone()).collect();
     let outcomes = if topics.is_empty() {
         Vec::new()
