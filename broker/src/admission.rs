@@ -150,7 +150,7 @@ impl Admission {
     pub(crate) fn may_append_now(&self) -> bool {
         self.granted.get().is_none()
             && self.waiting.borrow().is_empty()
-            && self.storage.unflushed_bytes() < self.budget
+            && self.storage.admission_bytes() < self.budget
     }
 
     /// Queues a ticket for `conn`.
@@ -168,7 +168,7 @@ impl Admission {
 
     /// Grants the next ticket if none is granted and the shard is under budget.
     fn pump(&self) {
-        if self.granted.get().is_some() || self.storage.unflushed_bytes() >= self.budget {
+        if self.granted.get().is_some() || self.storage.admission_bytes() >= self.budget {
             return;
         }
         let next = {

@@ -617,9 +617,30 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "storage.flush.sync",
         default: "segment",
-        kind: Kind::Choice(&["segment", "filesystem"]),
+        kind: Kind::Choice(&["segment", "filesystem", "journal"]),
         unit: "",
-        doc: "How a group commit makes what it wrote durable: segment (one fdatasync per segment written, a window of 64 logs at a time) or filesystem (every log written, then one syncfs per data filesystem per cycle; that also writes back other processes' dirty pages on the filesystem).",
+        doc: "How a group commit makes what it wrote durable: segment (one fdatasync per segment written, a window of 64 logs at a time), filesystem (every log written, then one syncfs per data filesystem per cycle; that also writes back other processes' dirty pages on the filesystem) or journal (experimental: one write and one fdatasync per cycle in a per-shard write-ahead journal under <log.dirs>/__journal, segments written behind and synced at checkpoints; replayed at start).",
+    },
+    Setting {
+        name: "storage.journal.bytes",
+        default: "1073741824",
+        kind: int(1 << 20, 1 << 40),
+        unit: "bytes",
+        doc: "With storage.flush.sync=journal: size of each of a shard's two journal files (preallocated with zeros at the first start); a checkpoint starts when the active one is half full, and cycles wait for it when the next one is three quarters full. At least 4 times storage.unflushed.max.bytes (checked at start).",
+    },
+    Setting {
+        name: "storage.journal.min.partitions",
+        default: "256",
+        kind: int(1, 1_000_000),
+        unit: "partitions",
+        doc: "With storage.flush.sync=journal: a group commit that writes fewer partitions than this syncs their segment files as storage.flush.sync=segment does; from this many on it writes one journal record set and syncs only the journal. With few partitions the per-segment syncs are few, and the journal's second copy of every byte costs more CPU than they do. 1 journals every group commit.",
+    },
+    Setting {
+        name: "storage.journal.behind.max.bytes",
+        default: "268435456",
+        kind: int(0, 1 << 40),
+        unit: "bytes",
+        doc: "With storage.flush.sync=journal: bytes per shard that are durable in the journal but not yet written into their segment files, held in memory (and readable from it) until the write-behind task writes them; beyond this, produce waits as it does at storage.unflushed.max.bytes. Larger values let the write-behind coalesce more records per partition (fewer, larger segment writes with many partitions).",
     },
     Setting {
         name: "offsets.topic.num.partitions",
@@ -1004,6 +1025,22 @@ impl BrokerConfig {
         self.get(name)
     }
 
+    /// Settings that depend on each other: with `storage.flush.sync=journal`, a journal
+    /// file holds at least 4 unflushed budgets (a cycle's record sets must fit the quarter
+    /// of the active file a cycle leaves free; smaller, every cycle's logs would fail).
+    pub fn check_storage(&self) -> anyhow::Result<()> {
+        let (journal, budget) = (
+            self.int("storage.journal.bytes"),
+            self.int("storage.unflushed.max.bytes"),
+        );
+        if self.get("storage.flush.sync") == "journal" && journal < budget.saturating_mul(4) {
+            bail!(
+                "storage.journal.bytes ({journal}) must be at least 4 times storage.unflushed.max.bytes ({budget}) with storage.flush.sync=journal"
+            );
+        }
+        Ok(())
+    }
+
     /// The metadata quorum this node belongs to, checked: the voters parse, ids are unique,
     /// this node is one of them, roles are supported. Errors say what to fix.
     pub fn quorum(&self) -> anyhow::Result<Quorum> {
@@ -1143,6 +1180,19 @@ mod tests {
             assert!(c.set("cpuset", bad).is_err(), "{bad}");
         }
         assert_eq!(c.pinning(), Pinning::Cpus(vec![0, 1, 3]));
+    }
+
+    #[test]
+    fn a_journal_smaller_than_four_unflushed_budgets_is_refused() {
+        let mut c = BrokerConfig::default();
+        c.set("storage.journal.bytes", "16777216").unwrap(); // ok: test
+        assert!(c.check_storage().is_ok(), "segment mode ignores the journal's size");
+        c.set("storage.flush.sync", "journal").unwrap(); // ok: test
+        let e = c.check_storage().unwrap_err().to_string(); // ok: test
+        assert!(e.contains("storage.journal.bytes"), "{e}");
+        c.set("storage.unflushed.max.bytes", "4194304").unwrap(); // ok: test
+        assert!(c.check_storage().is_ok());
+        assert!(BrokerConfig::default().check_storage().is_ok());
     }
 
     #[test]

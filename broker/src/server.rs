@@ -184,6 +184,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
     let quorum = config.quorum()?;
+    config.check_storage()?;
     let listeners = config.listeners()?;
     if quorum.broker {
         for l in &listeners.all {
@@ -216,9 +217,8 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             .collect(),
     );
     let cluster = meta_properties(&data_dir, quorum.node, quorum.cluster_id.as_deref())?;
-    // every shard's write-ahead journal into its segments before any shard opens a log
-    // (a changed `cores` moves partitions between shards); no flush mode writes journals
-    // yet, so today this finds none
+    // every shard's write-ahead journal (storage.flush.sync=journal) into its segments
+    // before any shard opens a log: a changed `cores` moves partitions between shards
     let replayed = sluice_storage::replay_journals(&data_dir).with_context(|| {
         format!(
             "replaying the storage journals in {}",
@@ -405,6 +405,11 @@ async fn shard_main(
         cleaner_io_bytes_per_sec: config.int("log.cleaner.io.max.bytes.per.second") as u64,
         flush_sync: FlushSync::parse(&config.config_value("storage.flush.sync"))
             .unwrap_or(FlushSync::Segment), // ok: validated on set
+        journal_dir: Some(config.data_dir()),
+        journal_shard: glommio::executor().id() as u32,
+        journal_bytes: config.int("storage.journal.bytes") as u64,
+        journal_behind_bytes: config.int("storage.journal.behind.max.bytes") as usize,
+        journal_min_logs: config.int("storage.journal.min.partitions") as usize,
         ..ShardStorageOptions::default()
     });
     // Watches the stop flag from the start, every 10 ms. The timer is also a heartbeat:

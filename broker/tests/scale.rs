@@ -60,20 +60,41 @@ fn create_wide(broker: &BrokerProcess, partitions: i32) -> Result<()> {
     bail!("{TOPIC} never had {partitions} led partitions: {last}")
 }
 
+/// `storage.flush.sync=journal` with every group commit journaled, and a small journal
+/// (the default preallocates 1 GiB per file).
+const JOURNAL: &[(&str, &str)] = &[
+    ("storage.flush.sync", "journal"),
+    ("storage.journal.min.partitions", "1"),
+    ("storage.journal.bytes", "67108864"),
+];
+
 #[test]
 fn a_thousand_partitions_survive_kill_9() -> Result<()> {
-    partitions_survive_kill_9(1_000)
+    partitions_survive_kill_9(1_000, &[])
+}
+
+/// The acknowledged records are in the journal, most not yet in their segment files (each
+/// partition's first segment file is created when written behind), when the broker dies.
+#[test]
+fn a_thousand_partitions_survive_kill_9_with_the_journal() -> Result<()> {
+    partitions_survive_kill_9(1_000, JOURNAL)
 }
 
 #[test]
 #[ignore = "about 4.5 minutes on a release build; run by hand (see the module doc)"]
 fn ten_thousand_partitions_survive_kill_9() -> Result<()> {
-    partitions_survive_kill_9(10_000)
+    partitions_survive_kill_9(10_000, &[])
 }
 
-fn partitions_survive_kill_9(partitions: i32) -> Result<()> {
+#[test]
+#[ignore = "run by hand (see the module doc)"]
+fn ten_thousand_partitions_survive_kill_9_with_the_journal() -> Result<()> {
+    partitions_survive_kill_9(10_000, JOURNAL)
+}
+
+fn partitions_survive_kill_9(partitions: i32, settings: &[(&str, &str)]) -> Result<()> {
     let start = Instant::now();
-    let mut broker = BrokerProcess::spawn(1)?;
+    let mut broker = BrokerProcess::spawn_with(1, settings)?;
     create_wide(&broker, partitions)?;
     eprintln!("created {partitions} partitions at {:?}", start.elapsed());
 

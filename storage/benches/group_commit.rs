@@ -19,12 +19,16 @@
 //! writing every log appended to since the last; every touched segment fdatasynced at a
 //! checkpoint each 128 MiB of journal), to price design (a) before building it.
 //!
-//! Modes: `segment` and `filesystem` are the storage crate with that `FlushSync`
-//! (`storage.flush.sync`).
+//! Modes: `segment`, `filesystem` and `journal` are the storage crate with that
+//! `FlushSync` (`storage.flush.sync`; `journal` with the default 1 GiB journal files,
+//! created and zero-filled inside the measured case's setup, not its run).
 //!
 //! Environment: SLUICE_BENCH_LOGS (default "12,100,1000,10000"), SLUICE_BENCH_RATES (MB/s,
 //! default "60,100"), SLUICE_BENCH_SECS (10), SLUICE_BENCH_MODES (default
 //! "segment,filesystem,journal-model"), SLUICE_BENCH_BUDGET (bytes, 8388608),
+//! SLUICE_BENCH_OPEN_FILES (the shard's `storage.max.open.files`, 4096),
+//! SLUICE_BENCH_JOURNAL_BYTES (`storage.journal.bytes`, 1073741824),
+//! SLUICE_BENCH_BEHIND_BYTES (`storage.journal.behind.max.bytes`, 268435456),
 //! SLUICE_BENCH_NEIGHBOR_MBPS (a thread dirtying page cache on the same filesystem at
 //! that rate, never syncing: another process's buffered writes), SLUICE_BENCH_DIR.
 
@@ -222,6 +226,10 @@ async fn storage_case(
         );
     }
     let batch = record_batch();
+    // one batch made durable before the clock starts: the flusher is up (with the
+    // journal: its files created and zero-filled)
+    let first = ls[0].append(batch.clone(), 0).unwrap();
+    ls[0].wait_durable(first.last_offset).await.unwrap();
     let lat: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
     let stop = Rc::new(Cell::new(false));
     let outs: Vec<Rc<Outstanding>> = (0..logs)
@@ -257,6 +265,28 @@ async fn storage_case(
             }
         }));
     }
+    if std::env::var("SLUICE_BENCH_TRACE").is_ok() {
+        let (sh, st) = (shard.clone(), stop.clone());
+        glommio::spawn_local(async move {
+            let t = Instant::now();
+            while !st.get() {
+                let m = sh.metrics();
+                eprintln!(
+                    "{:6.1}s unflushed {:>9} admission {:>9} cycles {} ckpts {} seg MB {} jnl MB {} fsyncs {}",
+                    t.elapsed().as_secs_f64(),
+                    sh.unflushed_bytes(),
+                    sh.admission_bytes(),
+                    m.flush_cycles,
+                    m.journal_checkpoints,
+                    m.bytes_written >> 20,
+                    m.journal_bytes_written >> 20,
+                    m.fsyncs,
+                );
+                glommio::timer::sleep(Duration::from_millis(250)).await;
+            }
+        })
+        .detach();
+    }
     let m0 = shard.metrics();
     let (cpu_t0, cpu_p0) = (cpu_time(libc::RUSAGE_THREAD), cpu_time(libc::RUSAGE_SELF));
     let t0 = Instant::now();
@@ -272,7 +302,7 @@ async fn storage_case(
                 outs[i].more.notify();
             }
         },
-        || shard.unflushed_bytes() >= budget,
+        || shard.admission_bytes() >= budget,
         || shard.wait_progress(),
     )
     .await;
@@ -302,7 +332,9 @@ async fn storage_case(
         cycles,
         cycle_mean_ms: cycle_secs * 1000.0 / cycles.max(1) as f64,
         fsyncs: m.fsyncs - m0.fsyncs,
-        written: m.bytes_written - m0.bytes_written,
+        // segment writes, and with the journal its record sets too
+        written: m.bytes_written - m0.bytes_written + m.journal_bytes_written
+            - m0.journal_bytes_written,
         appended: m.bytes_appended - m0.bytes_appended,
         shard_cpu: cpu_t.as_secs_f64() / took.as_secs_f64(),
         proc_cpu: cpu_p.as_secs_f64() / took.as_secs_f64(),
@@ -631,6 +663,9 @@ fn main() {
     let modes = env_list("SLUICE_BENCH_MODES", "segment,filesystem,journal-model");
     let run = Duration::from_secs_f64(env_num("SLUICE_BENCH_SECS", 10.0));
     let budget: usize = env_num("SLUICE_BENCH_BUDGET", 8 << 20);
+    let open_files: usize = env_num("SLUICE_BENCH_OPEN_FILES", 4096);
+    let journal_bytes: u64 = env_num("SLUICE_BENCH_JOURNAL_BYTES", 1 << 30);
+    let journal_behind_bytes: usize = env_num("SLUICE_BENCH_BEHIND_BYTES", 256 << 20);
     let neighbor_mbps: f64 = env_num("SLUICE_BENCH_NEIGHBOR_MBPS", 0.0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let nb = (neighbor_mbps > 0.0).then(|| {
@@ -661,10 +696,14 @@ fn main() {
                             journal_case(d, n, rate * 1e6, run, budget).await
                         } else {
                             let flush_sync = FlushSync::parse(&m).unwrap_or_else(|| {
-                                panic!("mode {m}: segment, filesystem or journal-model")
+                                panic!("mode {m}: segment, filesystem, journal or journal-model")
                             });
                             let opts = ShardStorageOptions {
                                 flush_sync,
+                                journal_dir: Some(d.clone()),
+                                max_open_files: open_files,
+                                journal_bytes,
+                                journal_behind_bytes,
                                 ..Default::default()
                             };
                             storage_case(d, n, rate * 1e6, run, budget, opts, &m).await

@@ -723,6 +723,7 @@ impl Pass<'_> {
         if let Some(why) = self.changed() {
             return Err(PassError::Changed(why));
         }
+        crate::journal_flush::barrier(self.shard, self.log).await?;
         let b = bases.clone();
         self.files(SwapStep::HalfCommitted, 4 * bases.len(), move |d, l| {
             swap::commit(d, &b, l)

@@ -127,14 +127,20 @@ pub enum FlushSync {
     /// number of syncs per cycle, but each also writes back whatever other processes
     /// left dirty in the page cache of that filesystem.
     Filesystem,
+    /// One record set per cycle in the shard's write-ahead journal (`journal.rs`): one
+    /// aligned DMA write and one `fdatasync` whatever the number of logs, then every log
+    /// of the cycle is durable; segments are written behind without a sync and synced at
+    /// checkpoints (`journal_flush.rs`). Needs `ShardStorageOptions::journal_dir`.
+    Journal,
 }
 
 impl FlushSync {
-    /// `segment` or `filesystem`.
+    /// `segment`, `filesystem` or `journal`.
     pub fn parse(s: &str) -> Option<FlushSync> {
         match s {
             "segment" => Some(FlushSync::Segment),
             "filesystem" => Some(FlushSync::Filesystem),
+            "journal" => Some(FlushSync::Journal),
             _ => None,
         }
     }
@@ -174,6 +180,25 @@ pub struct ShardStorageOptions {
     pub cleaner_io_bytes_per_sec: u64,
     /// `storage.flush.sync`: how a group commit makes the data it wrote durable.
     pub flush_sync: FlushSync,
+    /// With `FlushSync::Journal`: the data directory (its `__journal` holds the shard's
+    /// journal files; journaled logs must be directories directly inside it — a log
+    /// elsewhere is flushed with per-segment syncs) and this shard's number.
+    pub journal_dir: Option<std::path::PathBuf>,
+    pub journal_shard: u32,
+    /// `storage.journal.bytes`: size of each of the shard's two journal files (written
+    /// through with zeros when created); a checkpoint starts when the active one is half
+    /// full.
+    pub journal_bytes: u64,
+    /// `storage.journal.behind.max.bytes`: journaled bytes a shard may hold in memory
+    /// before they are written behind into their segments; beyond it they count against
+    /// produce admission (`ShardStorage::admission_bytes`) as unflushed bytes do.
+    pub journal_behind_bytes: usize,
+    /// `storage.journal.min.partitions`: with `FlushSync::Journal`, a cycle with fewer
+    /// dirty logs than this syncs their segments as `Segment` does (a log's journaled
+    /// batches are written with its new ones): with few logs a cycle's syncs are few, and
+    /// the journal's second copy of every byte (and its CRC) costs more CPU than they do
+    /// (`benches/group_commit.rs`: 12 and 100 logs). 1: every cycle is journaled.
+    pub journal_min_logs: usize,
 }
 
 impl Default for ShardStorageOptions {
@@ -190,6 +215,11 @@ impl Default for ShardStorageOptions {
             cleaner_backoff: Duration::from_secs(15),
             cleaner_io_bytes_per_sec: u64::MAX,
             flush_sync: FlushSync::Segment,
+            journal_dir: None,
+            journal_shard: 0,
+            journal_bytes: 1 << 30,
+            journal_behind_bytes: 256 << 20,
+            journal_min_logs: 256,
         }
     }
 }

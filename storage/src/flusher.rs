@@ -168,7 +168,7 @@ pub(crate) async fn flush_log(
             }
         }
     };
-    let res = flush_locked(shard, log, &mut arrival).await;
+    let res = flush_locked(shard, log, &mut arrival, None).await;
     drop(permit);
     if let Err(e) = res {
         tracing::error!(dir = %log.dir.display(), error = %e, "log flush failed; log is now failed");
@@ -178,19 +178,52 @@ pub(crate) async fn flush_log(
     log.durable_signal.notify();
 }
 
+/// Writes `log`'s journaled batches into their segments without a sync (the journal
+/// holds them durably; a checkpoint syncs the segments), sealing a rolled segment once all
+/// its batches are written (that syncs it). The log's I/O permit must be held.
+/// `written` gets the segments written before the batches leave the pending queue (so a
+/// checkpoint that sees none journaled also sees where they went).
+pub(crate) async fn write_behind_locked(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    written: &dyn Fn(&[i64]),
+) -> Result<(), StorageError> {
+    let mut arrival = Arrival {
+        cycle: None,
+        slot: None,
+    };
+    flush_locked(shard, log, &mut arrival, Some(written)).await
+}
+
+/// Told the segments a write-behind wrote (`write_behind_locked`).
+type OnWritten<'a> = &'a dyn Fn(&[i64]);
+
+/// With `behind`: only the journaled batches, no sync but at seal, durable offset left
+/// alone (`write_behind_locked`); it gets the segments written.
 async fn flush_locked(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
     arrival: &mut Arrival<'_>,
+    on_written: Option<OnWritten<'_>>,
 ) -> Result<(), StorageError> {
+    let behind = on_written.is_some();
+    let mut written_bases = Vec::new();
     let (n, target_end, groups, to_seal, checkpoint) = {
         let mut st = log.state_mut();
-        if !st.begin_flush() {
+        if behind {
+            if st.failure().is_some() || st.pending().journaled() == 0 {
+                return Ok(());
+            }
+        } else if !st.begin_flush() {
             return Ok(());
         }
-        let n = st.pending().len();
+        let n = if behind {
+            st.pending().journaled()
+        } else {
+            st.pending().len()
+        };
         let mut groups: Vec<Group> = Vec::new();
-        for p in st.pending().iter() {
+        for p in st.pending().iter().take(n) {
             match groups.last_mut() {
                 Some(g) if g.seg_base == p.seg_base => g.data.push(p.data.clone()),
                 _ => groups.push(Group {
@@ -203,13 +236,19 @@ async fn flush_locked(
         for g in groups.iter_mut() {
             g.start_pos = st.segment(g.seg_base).map_or(0, |s| s.flushed);
         }
+        // a rolled segment is sealed once every batch of it is written
+        let unwritten: Vec<i64> = st.pending().iter().skip(n).map(|p| p.seg_base).collect();
         let to_seal: Vec<i64> = st
             .segments()
             .iter()
-            .filter(|s| s.state == SegState::Rolled)
+            .filter(|s| s.state == SegState::Rolled && !unwritten.contains(&s.base))
             .map(|s| s.base)
             .collect();
-        let target_end = st.pending().back().map(|p| p.last + 1);
+        let target_end = if behind {
+            None
+        } else {
+            st.pending().back().map(|p| p.last + 1)
+        };
         (n, target_end, groups, to_seal, st.epochs_snapshot())
     };
     if groups.is_empty() && to_seal.is_empty() {
@@ -252,7 +291,14 @@ async fn flush_locked(
             new_flushed = Some(g.start_pos + len);
         }
         let seal = to_seal.contains(&base);
+        if new_flushed.is_some() {
+            written_bases.push(base);
+        }
         match (cycle, new_flushed) {
+            // written behind the journal: synced at its checkpoint (or sealed below)
+            (_, Some(f)) if behind && !seal => {
+                log.state_mut().set_flushed(base, f);
+            }
             // a segment being sealed is synced now, as without a cycle
             (Some(c), Some(f)) if !seal => {
                 c.note_device(log.dev, &log.dir);
@@ -286,6 +332,9 @@ async fn flush_locked(
                 log.state_mut().set_flushed(base, f);
             }
         }
+    }
+    if let Some(f) = on_written {
+        f(&written_bases);
     }
     log.state_mut().finish_flush(n, target_end);
     // rolled segments' producer-state snapshots, now that everything below them is

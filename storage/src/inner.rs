@@ -25,6 +25,9 @@ pub(crate) struct LogInner {
     pub(crate) durable_signal: Signal,
     /// A test's hook into the cleaner's swap (`PartitionLog::set_cleaner_hook`).
     pub(crate) cleaner_hook: RefCell<Option<CleanerHook>>,
+    /// The latest journal epoch holding entries of this log (0: none), so a change that
+    /// rewrites or removes its files knows whether it must wait for a checkpoint.
+    pub(crate) journal_epoch: std::cell::Cell<u64>,
 }
 
 impl LogInner {
@@ -37,6 +40,7 @@ impl LogInner {
             io: glommio::sync::Semaphore::new(1),
             durable_signal: Signal::default(),
             cleaner_hook: RefCell::new(None),
+            journal_epoch: std::cell::Cell::new(0),
         }
     }
 

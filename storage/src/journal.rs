@@ -1,7 +1,5 @@
 //! The per-shard write-ahead journal's on-disk format and its replay (issue 18, design
-//! (a)): not yet written by the flusher — `storage.flush.sync=journal` does not exist yet;
-//! this is the format, its decoder and the start-up replay, tested on their own.
-//! A journal file is a zero-filled, preallocated file in `<data_dir>/__journal/`: one
+//! (a); written by `storage.flush.sync=journal`, `journal_flush.rs`). A journal file is a zero-filled, preallocated file in `<data_dir>/__journal/`: one
 //! header page naming its shard and epoch, then record sets, each one group-commit cycle,
 //! padded to whole pages (one aligned DMA write). Every set carries the epoch and one
 //! CRC32C over its header fields and entries, so a replay takes exactly the valid prefix:
@@ -16,10 +14,6 @@
 //!  set:   "SLJS" epoch:u64 body_len:u32 entries:u32 crc:u32 | entry* | zeros to a page
 //!  entry: dir_len:u16 dir  seg_base:i64  pos:u64  len:u32  bytes
 //! ```
-
-// the encoder and the file header are written by the flusher's journal mode, the next
-// slice; until then only the tests and the replay use them
-#![cfg_attr(not(test), allow(dead_code))]
 
 use crate::segment::{align_up, log_path, marker_path, PAGE};
 use bytes::Bytes;
@@ -207,7 +201,9 @@ pub(crate) fn decode_set(buf: &[u8], epoch: u64) -> Option<(Vec<Entry>, usize)> 
     Some((entries, align_up(end as u64) as usize))
 }
 
-/// The valid prefix of a journal's record sets (the bytes after the header page).
+/// The valid prefix of a journal's record sets (the bytes after the header page); the
+/// replay reads the same prefix from the file set by set.
+#[cfg(test)]
 pub(crate) fn valid_prefix(mut records: &[u8], epoch: u64) -> Vec<Vec<Entry>> {
     let mut sets = Vec::new();
     while let Some((entries, used)) = decode_set(records, epoch) {

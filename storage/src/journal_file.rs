@@ -4,8 +4,8 @@
 //! written through once when created, so the sync has no metadata to update). `switch`
 //! starts the next epoch in the other file (its header written and synced) while the old
 //! epoch stays live until a checkpoint has its segments synced and calls
-//! `retire_previous`; only then can that file take a later epoch. Not yet used by the
-//! flusher (the `journal` flush mode is the next slice). Epochs only grow: a new one is
+//! `retire_previous`; only then can that file take a later epoch. `JournalCtl` adds what
+//! the cycle, write-behind and checkpoints of `journal_flush.rs` share. Epochs only grow: a new one is
 //! one past the highest either file's header names, so a reused file's stale record sets
 //! never pass as the new epoch's.
 //!
@@ -14,17 +14,18 @@
 //!  file[other]:   | header(E-1, live until retire_previous, then retired) | stale |
 //! ```
 
-// written by the flusher's journal mode, the next slice; until then only its tests use it
-#![cfg_attr(not(test), allow(dead_code))]
-
 use crate::error::StorageError;
+use crate::inner::LogInner;
 use crate::journal::{
     encode_set, file_name, set_len, Entry, FileHeader, FIRST_SET, HEADER_LEN, JOURNAL_DIR,
 };
 use crate::segment::{align_down, PAGE};
+use crate::signal::Signal;
 use glommio::io::{DmaFile, OpenOptions};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::rc::Rc;
 
 /// Zero-fill writes when a journal file is created.
 const FILL_CHUNK: u64 = 1 << 20;
@@ -67,7 +68,15 @@ impl ShardJournal {
         }
         let jdir = data_dir.join(JOURNAL_DIR);
         let d = jdir.clone();
-        crate::blocking::run(move || std::fs::create_dir_all(&d)).await?;
+        let dev = crate::blocking::run(move || -> std::io::Result<u64> {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::create_dir_all(&d)?;
+            Ok(std::fs::metadata(&d)?.dev())
+        })
+        .await?;
+        // a new journal file is empty when opened: it must not be the first DMA file
+        // of this device on this thread (see `probe_device`)
+        crate::segment::probe_device(&jdir, dev).await?;
         let mut epoch = 0u64;
         let mut files = Vec::with_capacity(2);
         let mut created = false;
@@ -255,10 +264,75 @@ impl ShardJournal {
         Ok(())
     }
 
-    /// Closes both files (shutdown; the epochs' states stay as their headers say).
+    /// Closes both files (the epochs' states stay as their headers say); the shard's files
+    /// are dropped with its storage.
+    #[cfg(test)]
     pub(crate) async fn close(self) {
         for f in self.files {
             let _ = f.close().await; // ok: everything that matters was synced
+        }
+    }
+}
+
+/// A log's segments written behind since the last checkpoint.
+pub(crate) type Written = (Rc<LogInner>, BTreeSet<i64>);
+
+/// The shard's journal and what the cycle, the write-behind task and checkpoints share.
+/// Owned by the shard's storage; never crosses cores.
+pub(crate) struct JournalCtl {
+    pub(crate) journal: ShardJournal,
+    /// One append or epoch switch at a time.
+    pub(crate) io: glommio::sync::Semaphore,
+    /// One checkpoint at a time.
+    pub(crate) ckpt: glommio::sync::Semaphore,
+    /// Logs with journaled batches to write behind.
+    pub(crate) behind: RefCell<Vec<Rc<LogInner>>>,
+    pub(crate) behind_wake: Signal,
+    /// Segments written behind since the last checkpoint, per log id.
+    pub(crate) to_sync: RefCell<HashMap<u64, Written>>,
+    /// Checkpoints running or waiting for their turn (a cycle starts one only at 0).
+    pub(crate) checkpoints_wanted: Cell<u32>,
+    /// Write-behind passes started and ended (`u64::MAX` once the task ended), and a
+    /// signal at each end: a checkpoint waits for a pass that started after its switch.
+    pub(crate) passes_started: Cell<u64>,
+    pub(crate) passes_done: Cell<u64>,
+    pub(crate) pass_done: Signal,
+}
+
+impl JournalCtl {
+    pub(crate) async fn open(
+        dir: Option<&Path>,
+        shard: u32,
+        bytes: u64,
+    ) -> Result<JournalCtl, StorageError> {
+        let Some(dir) = dir else {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "storage.flush.sync=journal without a journal directory",
+            )));
+        };
+        let journal = ShardJournal::open(dir, shard, bytes).await?;
+        Ok(JournalCtl {
+            journal,
+            io: glommio::sync::Semaphore::new(1),
+            ckpt: glommio::sync::Semaphore::new(1),
+            behind: RefCell::new(Vec::new()),
+            behind_wake: Signal::default(),
+            to_sync: RefCell::new(HashMap::new()),
+            checkpoints_wanted: Cell::new(0),
+            passes_started: Cell::new(0),
+            passes_done: Cell::new(0),
+            pass_done: Signal::default(),
+        })
+    }
+
+    /// The oldest epoch whose entries a replay would still write.
+    pub(crate) fn oldest_live(&self) -> u64 {
+        let e = self.journal.epoch();
+        if self.journal.previous_live() {
+            e - 1
+        } else {
+            e
         }
     }
 }

@@ -4,7 +4,8 @@
 //!  append(Bytes) ─► validate + producer checks ─► assign offsets ─► pending + cache ─► flusher
 //!                   (idempotence: producer.rs; a retried batch answers its original offsets)
 //!  flusher: per dirty log one aligned DMA write (tail page + new bytes) + one fdatasync
-//!           per segment, or one syncfs per cycle (FlushSync) ─► durable offset advances
+//!           per segment, or one syncfs per cycle, or one journal record set + fdatasync
+//!           per cycle with segments written behind (FlushSync) ─► durable offset advances
 //!           ─► wait_durable / wait_progress wake
 //!  read(from) ─► shard cache ─► pending (not yet durable) ─► DMA read of the segment
 //!  replication: set_leader_epoch (append stamps it) ─ leader-epoch cache + checkpoint
@@ -24,7 +25,8 @@
 //!
 //! ```text
 //!  log (PartitionLog), tasks (ShardStorage::start/shutdown, the background loops)
-//!  recovery ─► truncate;  cleaner ─► read, cleaner_io;  read;  retention;  flusher;
+//!  recovery ─► truncate;  cleaner ─► read, cleaner_io;  read;  retention;  journal_flush
+//!  ─► flusher, journal_file ─► journal;
 //!  writer;  swap (the cleaner's file steps, and their completion at open)
 //!  shard (ShardStorage: registry, cache, read-ahead windows, files)
 //!  inner (LogInner: a log's shared core) ─► state (LogState: the only code that changes
@@ -50,6 +52,7 @@ mod index;
 mod inner;
 mod journal;
 mod journal_file;
+mod journal_flush;
 mod log;
 mod offset_map;
 mod pending;

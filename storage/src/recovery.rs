@@ -500,7 +500,7 @@ pub(crate) async fn open_log(
         segments,
         epochs,
         marker_used,
-        crate::pending::PendingQueue::new(shard.unflushed.clone()),
+        crate::pending::PendingQueue::new(shard.totals.clone()),
         clean,
         snapshots,
     );
@@ -601,6 +601,7 @@ async fn close_files_and_mark(
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
     let _permit = log.io.acquire_permit(1).await?;
+    crate::journal_flush::barrier(shard, log).await?;
     let checkpoint = log.state().epochs_snapshot();
     if let Some((gen, entries)) = checkpoint {
         crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;

@@ -83,6 +83,7 @@ pub(crate) async fn enforce_retention(
     if doomed.is_empty() && !roll {
         return Ok(());
     }
+    crate::journal_flush::barrier(shard, log).await?;
     log.clear_marker().await?;
     let dir = log.dir.clone();
     // The segment left last may exist only in memory (its data never reached the disk,
@@ -128,6 +129,7 @@ pub(crate) async fn delete_log(
     }
     shard.notify_log(log);
     let _permit = log.io.acquire_permit(1).await?;
+    crate::journal_flush::barrier(shard, log).await?;
     shard.unregister(log).await;
     // Rename, durably, then remove in the background, as Kafka does: the answer does not
     // wait for gigabytes of unlinks, and a crash leaves a `-delete` directory that

@@ -37,7 +37,8 @@ pub struct StorageMetrics {
     pub fsyncs: u64,
     pub fsync_micros_total: u64,
     /// Each segment `fdatasync` of a group commit (not the sync that seals a rolled one),
-    /// and with `FlushSync::Filesystem` each cycle's `syncfs` calls (counted in `fsyncs`).
+    /// and with `FlushSync::Filesystem` each cycle's `syncfs` calls (counted in `fsyncs`);
+    /// with `FlushSync::Journal` each cycle's journal write and sync.
     pub fsync_durations: LatencyHistogram,
     /// Bytes the flusher wrote to segment files: whole aligned pages, so the rewritten
     /// partial tail page and the zero padding count too.
@@ -61,6 +62,11 @@ pub struct StorageMetrics {
     pub cleaner_records_removed: u64,
     /// How long the last completed pass took.
     pub cleaner_last_pass_micros: u64,
+    /// Bytes written to the journal (`storage.flush.sync=journal`): record sets, whole
+    /// pages.
+    pub journal_bytes_written: u64,
+    /// Journal checkpoints (segments synced, an epoch retired).
+    pub journal_checkpoints: u64,
 }
 
 pub(crate) struct ShardInner {
@@ -81,8 +87,9 @@ pub struct ShardStorage {
     pub(crate) inner: RefCell<ShardInner>,
     pub(crate) progress: Signal,
     pub(crate) flush_wake: Signal,
-    /// Bytes appended to this shard's logs and not yet durable (see `pending.rs`).
-    pub(crate) unflushed: Rc<Cell<usize>>,
+    /// Bytes appended to this shard's logs and not yet durable, and (journal mode)
+    /// durable but not yet written behind (see `pending.rs`).
+    pub(crate) totals: crate::pending::Totals,
     metrics: RefCell<StorageMetrics>,
     /// Shutdown under way: the flusher exits once the dirty list is empty.
     pub(crate) stopping: Cell<bool>,
@@ -92,6 +99,9 @@ pub struct ShardStorage {
     /// One log-cleaner pass at a time on this shard (one dedupe buffer's memory, and
     /// never two passes over the same log).
     pub(crate) cleaner_pass: glommio::sync::Semaphore,
+    /// With `FlushSync::Journal`: the shard's journal once the flusher opened it, or why
+    /// it could not (every journal cycle then fails its logs).
+    pub(crate) journal: RefCell<Option<Result<Rc<crate::journal_file::JournalCtl>, String>>>,
     pub(crate) me: Weak<ShardStorage>,
 }
 
@@ -113,13 +123,31 @@ impl ShardStorage {
             opts,
             progress: Signal::default(),
             flush_wake: Signal::default(),
-            unflushed: Rc::new(Cell::new(0)),
+            totals: Default::default(),
             metrics: RefCell::new(StorageMetrics::default()),
             stopping: Cell::new(false),
             flusher_done: Signal::default(),
             flusher_running: Cell::new(true),
             cleaner_pass: glommio::sync::Semaphore::new(1),
+            journal: RefCell::new(None),
         })
+    }
+
+    /// True when the shard's journal is open (`FlushSync::Journal`, after the flusher
+    /// opened it).
+    pub(crate) fn journal_open(&self) -> bool {
+        matches!(&*self.journal.borrow(), Some(Ok(_)))
+    }
+
+    /// The shard's journal (`FlushSync::Journal`), an error if it is not open.
+    pub(crate) fn journal_ctl(&self) -> Result<Rc<crate::journal_file::JournalCtl>, StorageError> {
+        match &*self.journal.borrow() {
+            Some(Ok(c)) => Ok(c.clone()),
+            Some(Err(e)) => Err(StorageError::Io(std::io::Error::other(e.clone()))),
+            None => Err(StorageError::Io(std::io::Error::other(
+                "the shard's journal is not open",
+            ))),
+        }
     }
 
     /// Resolves the next time any log of this shard advances its durable offset, is
@@ -132,7 +160,16 @@ impl ShardStorage {
     /// compares it with its budget; it falls as the flusher completes cycles (each ends
     /// with a `wait_progress` wake-up) or logs are truncated, deleted or fail.
     pub fn unflushed_bytes(&self) -> usize {
-        self.unflushed.get()
+        self.totals.unflushed.get()
+    }
+
+    /// Bytes held in memory that produce admission counts against its budget: the
+    /// unflushed bytes, plus (journal mode) the journaled bytes not yet written behind
+    /// beyond `storage.journal.behind.max.bytes`. Falls as `unflushed_bytes` does, and as
+    /// the write-behind task completes passes (each ends with a `wait_progress` wake-up).
+    pub fn admission_bytes(&self) -> usize {
+        let behind = self.totals.behind.get();
+        self.totals.unflushed.get() + behind.saturating_sub(self.opts.journal_behind_bytes)
     }
 
     pub fn metrics(&self) -> StorageMetrics {

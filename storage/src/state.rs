@@ -825,6 +825,12 @@ impl LogState {
             s.flushed = pos;
         }
     }
+    /// The `n` pending batches after the journaled ones are durable in the shard's
+    /// journal, up to `end`; they stay pending (and readable) until written behind.
+    pub(crate) fn journaled(&mut self, n: usize, end: i64) {
+        self.pending.mark_journaled(n);
+        self.finish_flush(0, Some(end));
+    }
     /// The first `n` pending batches are durable, up to `end`.
     pub(crate) fn finish_flush(&mut self, n: usize, end: Option<i64>) {
         for _ in 0..n {

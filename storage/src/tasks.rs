@@ -1,7 +1,9 @@
 //! The shard's storage tasks and its life cycle: `ShardStorage::start` spawns the flusher
 //! (task queue "sluice-flush": each cycle takes the dirty list and flushes its logs, one
 //! task per log, `FLUSH_WINDOW` writing at once; with `FlushSync::Filesystem` the cycle
-//! then runs one `syncfs` per filesystem before the logs advance), the background
+//! then runs one `syncfs` per filesystem before the logs advance; with
+//! `FlushSync::Journal` a cycle is `journal_flush::cycle`, and the write-behind task runs
+//! beside it), the background
 //! task (queue "sluice-storage-bg", low shares: closes idle files, frees idle indexes,
 //! applies retention to every log) and, in the same queue, the log cleaner (every
 //! `cleaner_backoff`, passes over the dirtiest compacted logs until none needs one), each
@@ -132,6 +134,26 @@ const FLUSH_WINDOW: usize = 64;
 
 async fn flusher_loop(shard: Rc<ShardStorage>) {
     let window = Rc::new(glommio::sync::Semaphore::new(FLUSH_WINDOW as u64));
+    if shard.opts.flush_sync == FlushSync::Journal {
+        let opened = crate::journal_file::JournalCtl::open(
+            shard.opts.journal_dir.as_deref(),
+            shard.opts.journal_shard,
+            shard.opts.journal_bytes,
+        )
+        .await;
+        match opened {
+            Ok(c) => {
+                let c = Rc::new(c);
+                *shard.journal.borrow_mut() = Some(Ok(c.clone()));
+                let s = shard.clone();
+                glommio::spawn_local(crate::journal_flush::behind_loop(s, c)).detach();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the shard's journal; its logs fail on flush");
+                *shard.journal.borrow_mut() = Some(Err(e.to_string()));
+            }
+        }
+    }
     loop {
         let wait = shard.flush_wake.wait();
         let dirty: Vec<Rc<LogInner>> = std::mem::take(&mut shard.inner.borrow_mut().dirty);
@@ -144,8 +166,19 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
         }
         drop(wait);
         let started = Instant::now();
+        if shard.opts.flush_sync == FlushSync::Journal
+            && (dirty.len() >= shard.opts.journal_min_logs || !shard.journal_open())
+        {
+            crate::journal_flush::cycle(&shard, dirty).await;
+            shard.metrics_add(|m| {
+                m.flush_cycles += 1;
+                m.flush_cycle_durations.observe(started.elapsed());
+            });
+            shard.progress.notify();
+            continue;
+        }
         let cycle = match shard.opts.flush_sync {
-            FlushSync::Segment => None,
+            FlushSync::Segment | FlushSync::Journal => None,
             FlushSync::Filesystem => Some(Rc::new(CycleSync::new(dirty.len()))),
         };
         // one glommio task per log: re-polling many pending glommio I/Os from a single

@@ -63,6 +63,7 @@ pub(crate) async fn truncate(
             let (s, l) = (shard.clone(), log.clone());
             glommio::spawn_local(async move {
                 let _permit = l.io.acquire_permit(1).await?;
+                crate::journal_flush::barrier(&s, &l).await?;
                 truncate_under_permit(&s, &l, offset).await
             })
             .detach()
@@ -100,6 +101,7 @@ pub(crate) async fn reset(
     let (s, l) = (shard.clone(), log.clone());
     glommio::spawn_local(async move {
         let _permit = l.io.acquire_permit(1).await?;
+        crate::journal_flush::barrier(&s, &l).await?;
         let guard = Truncating::start(&l);
         l.state().check_open()?;
         l.clear_marker().await?;

@@ -2,7 +2,9 @@
 //! entry) appends from several tasks and prints every offset once it is durable; the
 //! parent SIGKILLs it at random moments, reopens the log and checks that every batch ever
 //! reported durable is intact (same last offset, same CRC-32C over the whole batch) and
-//! that offsets are contiguous. Repeats 50 times.
+//! that offsets are contiguous. Repeats 50 times. `SLUICE_TEST_FLUSH_SYNC` picks the
+//! `storage.flush.sync` mode (default `segment`; `journal` replays the journals before
+//! every start, as the broker does).
 
 mod common;
 use common::{batch, run, spawn_crash_child, tempdir, xorshift};
@@ -12,6 +14,20 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The shard's options for a log in `dir`, after replaying the journals of its parent.
+fn opts(dir: &std::path::Path) -> ShardStorageOptions {
+    let mode = std::env::var("SLUICE_TEST_FLUSH_SYNC").unwrap_or_else(|_| "segment".into());
+    let root = dir.parent().unwrap().to_path_buf();
+    replay_journals(&root).unwrap();
+    ShardStorageOptions {
+        flush_sync: FlushSync::parse(&mode).unwrap(),
+        journal_dir: Some(root),
+        journal_bytes: 16 << 20,
+        journal_min_logs: 1,
+        ..Default::default()
+    }
+}
 
 fn small_segments() -> LogConfig {
     LogConfig {
@@ -32,7 +48,7 @@ fn crash_child() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let shard = ShardStorage::start(opts(std::path::Path::new(&dir)));
         let log = PartitionLog::open(&shard, PathBuf::from(dir), small_segments())
             .await
             .unwrap();
@@ -81,6 +97,7 @@ fn kill9_recovery_keeps_every_durable_batch() {
     let mut durable: BTreeMap<i64, (i64, u32)> = BTreeMap::new();
     let started = Instant::now();
     let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut replayed_sets = 0;
     for round in 0..50u64 {
         let mut child = spawn_crash_child(
             "crash_child",
@@ -114,11 +131,12 @@ fn kill9_recovery_keeps_every_durable_batch() {
             !durable.is_empty(),
             "child never reported a durable batch (round {round})"
         );
+        replayed_sets += replay_journals(path.parent().unwrap()).unwrap().record_sets;
         let expect = durable.clone();
         let p = path.clone();
         let clean = round % 3 == 0;
         run(move || async move {
-            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let shard = ShardStorage::start(opts(&p));
             let log = PartitionLog::open(&shard, p, small_segments())
                 .await
                 .unwrap();
@@ -159,10 +177,13 @@ fn kill9_recovery_keeps_every_durable_batch() {
         });
     }
     eprintln!(
-        "50 kill -9 rounds, {} durable batches checked, {:?}",
+        "50 kill -9 rounds, {} durable batches checked, {replayed_sets} journal record sets replayed, {:?}",
         durable.len(),
         started.elapsed()
     );
+    if std::env::var("SLUICE_TEST_FLUSH_SYNC").is_ok_and(|m| m == "journal") {
+        assert!(replayed_sets > 0, "journal mode replayed nothing");
+    }
 }
 
 fn record(durable: &mut BTreeMap<i64, (i64, u32)>, line: &str) {

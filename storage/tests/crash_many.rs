@@ -5,7 +5,10 @@
 //! SIGKILLs it at random moments (mid-cycle: writes, syncs and durable signals of
 //! different logs interleave), reopens every log and checks that each batch ever reported
 //! durable is intact (same offsets, same CRC-32C) and that every log's offsets are
-//! contiguous. Rounds alternate `FlushSync::Segment` and `FlushSync::Filesystem`.
+//! contiguous. Rounds rotate `FlushSync::Journal` (a small journal, so checkpoints and
+//! epoch switches happen within a round; every start replays the journals first, as the
+//! broker does), the journal with `journal_min_logs` 200 (small cycles sync segments,
+//! large ones are journaled), `FlushSync::Filesystem` and `FlushSync::Segment`.
 
 mod common;
 use common::{batch, run, spawn_crash_child, tempdir, xorshift};
@@ -23,9 +26,20 @@ fn log_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!("t-{i}"))
 }
 
-fn opts(mode: &str) -> ShardStorageOptions {
+fn opts(mode: &str, root: &Path) -> ShardStorageOptions {
+    // what the broker does at start, before any shard opens a log
+    replay_journals(root).unwrap();
+    // "journal-mixed": cycles with fewer than 200 dirty logs sync their segments, larger
+    // ones are journaled, so a log's batches go both ways within a round
+    let (sync, min_logs) = match mode {
+        "journal-mixed" => ("journal", 200),
+        m => (m, 1),
+    };
     ShardStorageOptions {
-        flush_sync: FlushSync::parse(mode).unwrap(),
+        flush_sync: FlushSync::parse(sync).unwrap(),
+        journal_dir: Some(root.to_path_buf()),
+        journal_bytes: 16 << 20,
+        journal_min_logs: min_logs,
         ..Default::default()
     }
 }
@@ -50,8 +64,9 @@ fn many_logs_child() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     run(move || async move {
-        let shard = ShardStorage::start(opts(&mode));
         let root = PathBuf::from(root);
+        std::fs::create_dir_all(&root).unwrap();
+        let shard = ShardStorage::start(opts(&mode, &root));
         let mut logs = Vec::with_capacity(LOGS);
         for i in 0..LOGS {
             logs.push(
@@ -126,11 +141,7 @@ fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
     let started = Instant::now();
     let mut rng = 0x2545f4914f6cdd1du64;
     for round in 0..ROUNDS {
-        let mode = if round % 2 == 0 {
-            "filesystem"
-        } else {
-            "segment"
-        };
+        let mode = ["journal", "journal-mixed", "filesystem", "segment"][round as usize % 4];
         let mut child = spawn_crash_child(
             "many_logs_child",
             &[
@@ -166,11 +177,24 @@ fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
             now > before,
             "round {round}: the child reported nothing durable"
         );
+        // the child was killed mid-run: in journal mode its live epoch holds record sets
+        let replayed = replay_journals(&root).unwrap();
+        if mode == "journal" {
+            assert!(
+                replayed.record_sets > 0,
+                "round {round}: nothing journaled: {replayed:?}"
+            );
+        }
+        eprintln!(
+            "round {round} ({mode}): {} durable batches, replayed {replayed:?}, {:?}",
+            now - before,
+            started.elapsed()
+        );
         let expect = durable.clone();
         let r = root.clone();
         let clean = round % 3 == 2;
         run(move || async move {
-            let shard = ShardStorage::start(opts(mode));
+            let shard = ShardStorage::start(opts(mode, &r));
             for (i, exp) in expect.iter().enumerate() {
                 let log = PartitionLog::open(&shard, log_dir(&r, i), small_segments())
                     .await

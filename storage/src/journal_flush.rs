@@ -1,0 +1,460 @@
+//! Group commit through the shard's write-ahead journal (`FlushSync::Journal`): a cycle
+//! takes every dirty log whose I/O permit is free, puts all their not-yet-journaled
+//! pending batches in one record set (one aligned DMA write, one `fdatasync`), then
+//! advances each log's durable offset. The batches stay pending (readable, counted in the
+//! unflushed budget) until the write-behind task has written them into their segments
+//! without a sync; a checkpoint (the active journal half full, or a barrier) switches to
+//! the next epoch, writes behind everything journaled, syncs every segment written since
+//! the last one and retires the old epoch. A change that rewrites or removes a log's
+//! files (truncation, reset, the cleaner's swap, retention, delete, close) first calls
+//! `barrier`, so a replay never resurrects cut data or writes into a replaced file.
+//! A log whose permit is busy when a cycle starts (written behind, or a file change) goes
+//! back on the dirty list for a later cycle; a log outside the data directory is flushed
+//! the old way (`flush_log`). Owned by one shard; never crosses cores.
+//!
+//! ```text
+//!  cycle: dirty logs ─► entries (dir, segment, position, bytes) ─► journal set + fdatasync
+//!         ─► durable, waiters woken ─► behind list ─► write-behind task: segment writes
+//!  checkpoint: switch epoch ─► write behind all ─► fdatasync written segments ─► retire
+//! ```
+
+use crate::error::StorageError;
+use crate::inner::LogInner;
+use crate::journal::{set_len, Entry, FIRST_SET};
+use crate::journal_file::{JournalCtl, Written};
+use crate::shard::ShardStorage;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Logs written behind at once.
+const BEHIND_WINDOW: usize = 64;
+/// Segment `fdatasync`s of a checkpoint in flight at once.
+const SYNC_WINDOW: usize = 64;
+
+/// The log's directory name, if the log can be journaled (a directory directly inside
+/// the journal's data directory).
+fn journal_name(shard: &ShardStorage, log: &LogInner) -> Option<String> {
+    let data_dir = shard.opts.journal_dir.as_ref()?;
+    if log.dir.parent()? != data_dir.as_path() {
+        return None;
+    }
+    log.dir.file_name()?.to_str().map(str::to_string)
+}
+
+/// One cycle over `dirty` in journal mode.
+pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
+    let ctl = match shard.journal_ctl() {
+        Ok(c) => c,
+        Err(e) => {
+            for l in dirty {
+                l.state_mut().fail(&e);
+                shard.notify_log(&l);
+            }
+            return;
+        }
+    };
+    // past three quarters of the active file while the previous epoch is still live: wait
+    // for the checkpoint running (or run one: no permits held here, so it cannot wait for
+    // this cycle); below that, a cycle's sets (a quarter of a file at most) always fit
+    let full =
+        |c: &JournalCtl| c.journal.previous_live() && c.journal.used() > c.journal.size() / 4 * 3;
+    if full(&ctl) {
+        ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() + 1);
+        let res = async {
+            let _one = ctl.ckpt.acquire_permit(1).await?;
+            if full(&ctl) {
+                checkpoint_locked(shard, &ctl).await?;
+            }
+            Ok::<(), StorageError>(())
+        }
+        .await;
+        ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() - 1);
+        if let Err(e) = res {
+            tracing::error!(error = %e, "journal checkpoint failed");
+        }
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    // (log, its permit, batches journaled now, the durable end they give)
+    let mut logs = Vec::new();
+    let mut fallback = Vec::new();
+    let mut busy = Vec::new();
+    for l in dirty.iter() {
+        let Ok(permit) = l.io.try_acquire_permit(1) else {
+            // being written behind, or a file change: a later cycle journals it
+            busy.push(l.clone());
+            continue;
+        };
+        let Some(name) = journal_name(shard, l) else {
+            drop(permit);
+            fallback.push(l.clone());
+            continue;
+        };
+        if let Err(e) = prepare(l).await {
+            tracing::error!(dir = %l.dir.display(), error = %e, "log flush failed; log is now failed");
+            l.state_mut().fail(&e);
+            shard.notify_log(l);
+            continue;
+        }
+        let (n, end) = {
+            let mut st = l.state_mut();
+            if !st.begin_flush() {
+                continue;
+            }
+            let skip = st.pending().journaled();
+            // each batch's place: its segment's written size plus the batches before it
+            let mut at: HashMap<i64, u64> = HashMap::new();
+            let mut n = 0;
+            let mut end = None;
+            let mut new = Vec::new();
+            for (i, p) in st.pending().iter().enumerate() {
+                let pos = *at
+                    .entry(p.seg_base)
+                    .or_insert_with(|| st.segment(p.seg_base).map_or(0, |s| s.flushed));
+                at.insert(p.seg_base, pos + p.data.len() as u64);
+                if i >= skip {
+                    new.push(Entry {
+                        dir: name.clone(),
+                        seg_base: p.seg_base,
+                        pos,
+                        data: p.data.clone(),
+                    });
+                    n += 1;
+                    end = Some(p.last + 1);
+                }
+            }
+            entries.extend(new);
+            (n, end)
+        };
+        if let Some(end) = end {
+            logs.push((l, permit, n, end));
+        }
+    }
+    for l in fallback {
+        let s = shard.clone();
+        glommio::spawn_local(async move { crate::flusher::flush_log(&s, &l, None, None).await })
+            .detach();
+    }
+    if !busy.is_empty() {
+        // still dirty (no `begin_flush`): back on the list, without a busy loop
+        if logs.is_empty() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        shard.inner.borrow_mut().dirty.extend(busy);
+    }
+    if logs.is_empty() {
+        return;
+    }
+    let t = std::time::Instant::now();
+    let res = append(&ctl, &entries).await;
+    let took = t.elapsed();
+    let epoch = ctl.journal.epoch();
+    for (l, permit, n, end) in logs {
+        match &res {
+            Ok(_) => {
+                l.state_mut().journaled(n, end);
+                l.journal_epoch.set(epoch);
+                ctl.behind.borrow_mut().push(l.clone());
+            }
+            Err(e) => {
+                tracing::error!(dir = %l.dir.display(), error = %e, "journal write failed; log is now failed");
+                l.state_mut().fail(e);
+            }
+        }
+        drop(permit);
+        l.durable_signal.notify();
+    }
+    let (bytes, sets) = res.as_ref().map_or((0, 0), |r| *r);
+    shard.metrics_add(|m| {
+        m.flushes += 1;
+        m.fsyncs += sets;
+        m.fsync_micros_total += took.as_micros() as u64;
+        m.fsync_durations.observe(took);
+        m.journal_bytes_written += bytes;
+    });
+    ctl.behind_wake.notify();
+    if ctl.journal.used() > ctl.journal.size() / 2 && ctl.checkpoints_wanted.get() == 0 {
+        let s = shard.clone();
+        // counted now, not when the task first runs: later cycles must not queue more
+        ctl.checkpoints_wanted.set(1);
+        let c = ctl.clone();
+        glommio::spawn_local(async move {
+            let res = checkpoint_queued(&s, &c).await;
+            c.checkpoints_wanted.set(c.checkpoints_wanted.get() - 1);
+            if let Err(e) = res {
+                tracing::error!(error = %e, "journal checkpoint failed");
+            }
+        })
+        .detach();
+    }
+}
+
+/// What must be durable before a log's batches are: its clean-shutdown marker gone, its
+/// leader-epoch checkpoint and `.txnindex` files (as `flush_log` does).
+async fn prepare(log: &LogInner) -> Result<(), StorageError> {
+    log.clear_marker().await?;
+    let checkpoint = log.state().epochs_snapshot();
+    if let Some((gen, entries)) = checkpoint {
+        crate::epoch::write_checkpoint(log.dir.clone(), entries).await?;
+        log.state_mut().epochs_persisted(gen);
+    }
+    crate::flusher::write_txn_files(log).await
+}
+
+/// Appends `entries` in sets that fit a quarter of a journal file each, switching epochs
+/// when the active file is full. Never waits for a checkpoint (the cycle holds log
+/// permits a checkpoint may need): with the previous epoch still live and the active
+/// file full it fails — a cycle larger than the quarter of a journal file that `cycle`
+/// leaves free, which `storage.journal.bytes` >= 4 x the unflushed budget rules out.
+/// Returns (bytes written, record sets: one `fdatasync` each).
+async fn append(ctl: &Rc<JournalCtl>, entries: &[Entry]) -> Result<(u64, u64), StorageError> {
+    let mut written = 0u64;
+    let mut sets = 0u64;
+    let limit = (ctl.journal.size() / 4) as usize;
+    let mut start = 0;
+    while start < entries.len() {
+        let mut end = start + 1;
+        while end < entries.len() && set_len(&entries[start..=end]) <= limit {
+            end += 1;
+        }
+        let set = &entries[start..end];
+        loop {
+            let _io = ctl.io.acquire_permit(1).await?;
+            if ctl.journal.fits(set) {
+                ctl.journal.append(set).await?;
+                written += set_len(set) as u64;
+                sets += 1;
+                break;
+            }
+            if !ctl.journal.previous_live() && set_len(set) as u64 + FIRST_SET <= ctl.journal.size()
+            {
+                ctl.journal.switch().await?;
+                continue;
+            }
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "the journal is full and its previous epoch not yet checkpointed",
+            )));
+        }
+        start = end;
+    }
+    Ok((written, sets))
+}
+
+/// The write-behind task: writes the journaled batches of the logs on the behind list
+/// into their segments, a window of logs at once, coalescing the cycles since its last
+/// pass. Each pass (an empty one too, at least every 50 ms) is counted, so a checkpoint
+/// can wait for one that started after its switch.
+pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
+    let window = Rc::new(glommio::sync::Semaphore::new(BEHIND_WINDOW as u64));
+    loop {
+        let wait = ctl.behind_wake.wait();
+        let mut logs: Vec<Rc<LogInner>> = std::mem::take(&mut *ctl.behind.borrow_mut());
+        let pass = ctl.passes_started.get() + 1;
+        ctl.passes_started.set(pass);
+        if logs.is_empty() {
+            ctl.passes_done.set(pass);
+            ctl.pass_done.notify();
+            if shard.stopping.get() && !shard.flusher_running.get() {
+                ctl.passes_done.set(u64::MAX);
+                ctl.pass_done.notify();
+                return;
+            }
+            futures_lite::future::or(wait, glommio::timer::sleep(Duration::from_millis(50))).await;
+            continue;
+        }
+        drop(wait);
+        logs.sort_by_key(|l| l.id);
+        logs.dedup_by_key(|l| l.id);
+        let tasks: Vec<_> = logs
+            .into_iter()
+            .map(|l| {
+                let (s, w, c) = (shard.clone(), window.clone(), ctl.clone());
+                glommio::spawn_local(async move {
+                    let Ok(_slot) = w.acquire_permit(1).await else {
+                        return;
+                    };
+                    // not `acquire_permit().await`: a barrier holds its log's permit while
+                    // it waits for a checkpoint, which waits for this pass; it wrote its
+                    // log behind first, so nothing is journaled there
+                    while l.state().pending().journaled() > 0 && l.state().failure().is_none() {
+                        if let Ok(_p) = l.io.try_acquire_permit(1) {
+                            write_behind(&s, &c, &l).await;
+                            break;
+                        }
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        ctl.passes_done.set(pass);
+        ctl.pass_done.notify();
+        shard.progress.notify();
+    }
+}
+
+/// Writes `log`'s journaled batches behind (its permit held) and remembers the segments
+/// for the next checkpoint; a failure fails the log.
+async fn write_behind(shard: &Rc<ShardStorage>, ctl: &JournalCtl, log: &Rc<LogInner>) {
+    let note = |bases: &[i64]| {
+        if !bases.is_empty() {
+            let mut ts = ctl.to_sync.borrow_mut();
+            let e = ts
+                .entry(log.id)
+                .or_insert_with(|| (log.clone(), BTreeSet::new()));
+            e.1.extend(bases.iter().copied());
+        }
+    };
+    match crate::flusher::write_behind_locked(shard, log, &note).await {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::error!(dir = %log.dir.display(), error = %e, "write-behind failed; log is now failed");
+            log.state_mut().fail(&e);
+        }
+    }
+    shard.notify_log(log);
+}
+
+/// Switches to a new epoch (if the active one holds anything), writes behind every
+/// journaled batch, syncs every segment written since the last checkpoint and retires
+/// every epoch before the active one.
+pub(crate) async fn checkpoint(shard: &Rc<ShardStorage>) -> Result<(), StorageError> {
+    let ctl = shard.journal_ctl()?;
+    ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() + 1);
+    let res = checkpoint_queued(shard, &ctl).await;
+    ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() - 1);
+    res
+}
+
+async fn checkpoint_queued(
+    shard: &Rc<ShardStorage>,
+    ctl: &Rc<JournalCtl>,
+) -> Result<(), StorageError> {
+    let _one = ctl.ckpt.acquire_permit(1).await?;
+    checkpoint_locked(shard, ctl).await
+}
+
+async fn checkpoint_locked(
+    shard: &Rc<ShardStorage>,
+    ctl: &Rc<JournalCtl>,
+) -> Result<(), StorageError> {
+    // an epoch a failed checkpoint left live goes first
+    if ctl.journal.previous_live() {
+        settle(shard, ctl).await?;
+    }
+    {
+        let _io = ctl.io.acquire_permit(1).await?;
+        if ctl.journal.used() <= FIRST_SET {
+            return Ok(());
+        }
+        ctl.journal.switch().await?;
+    }
+    // cycles go on in the new epoch meanwhile
+    settle(shard, ctl).await
+}
+
+/// Waits until every batch journaled before now is written behind (a write-behind pass
+/// that starts after this call has ended: it takes every log journaled since the last
+/// pass, and a log's batches leave `journaled` only after the segments written are noted
+/// in `to_sync`), syncs every segment written since the last checkpoint, then retires the
+/// previous epoch.
+async fn settle(shard: &Rc<ShardStorage>, ctl: &Rc<JournalCtl>) -> Result<(), StorageError> {
+    let target = ctl.passes_started.get() + 1;
+    loop {
+        let wait = ctl.pass_done.wait();
+        if ctl.passes_done.get() >= target {
+            break;
+        }
+        ctl.behind_wake.notify();
+        wait.await;
+    }
+    let segs: Vec<Written> = ctl.to_sync.borrow_mut().drain().map(|(_, v)| v).collect();
+    let syncs = sync_segments(shard, segs).await?;
+    shard.metrics_add(|m| {
+        m.fsyncs += syncs;
+        m.journal_checkpoints += 1;
+    });
+    let _io = ctl.io.acquire_permit(1).await?;
+    ctl.journal.retire_previous().await?;
+    Ok(())
+}
+
+/// `fdatasync`s every segment in `segs` that still exists, `SYNC_WINDOW` at a time (one
+/// task each: one task polling many glommio I/Os overflows its waker count). Returns the
+/// syncs made; the first error once every sync has ended.
+async fn sync_segments(shard: &Rc<ShardStorage>, segs: Vec<Written>) -> Result<u64, StorageError> {
+    let window = Rc::new(glommio::sync::Semaphore::new(SYNC_WINDOW as u64));
+    let tasks: Vec<_> = segs
+        .into_iter()
+        .flat_map(|(l, bases)| bases.into_iter().map(move |b| (l.clone(), b)))
+        .map(|(l, base)| {
+            let (s, w) = (shard.clone(), window.clone());
+            glommio::spawn_local(async move {
+                let _slot = w.acquire_permit(1).await?;
+                if l.state().segment(base).is_none() {
+                    return Ok(false);
+                }
+                match s.segment_file(&l, base, false).await {
+                    Ok(f) => {
+                        f.fdatasync().await?;
+                        Ok(true)
+                    }
+                    Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .collect();
+    let mut syncs = 0u64;
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(true) => syncs += 1,
+            Ok(false) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(syncs),
+    }
+}
+
+/// Before a change that rewrites or removes `log`'s files (its I/O permit held): if a
+/// live journal epoch holds entries of it, write its journaled batches behind and run a
+/// checkpoint, so no replay writes them again.
+pub(crate) async fn barrier(shard: &ShardStorage, log: &Rc<LogInner>) -> Result<(), StorageError> {
+    let e = log.journal_epoch.get();
+    if e == 0 {
+        return Ok(());
+    }
+    let Some(shard) = shard.me.upgrade() else {
+        return Ok(());
+    };
+    let shard = &shard;
+    let ctl = shard.journal_ctl()?;
+    if e < ctl.oldest_live() {
+        return Ok(());
+    }
+    if log.state().pending().journaled() > 0 {
+        write_behind(shard, &ctl, log).await;
+        if let Some(err) = log.state().failure() {
+            return Err(err);
+        }
+    }
+    // its segments are among those the checkpoint syncs (kept by `to_sync`, even when
+    // the log is closing and leaves the registry)
+    checkpoint(shard).await?;
+    if log.journal_epoch.get() >= ctl.oldest_live() {
+        // journaled again meanwhile cannot happen (the permit is held); be safe
+        checkpoint(shard).await?;
+    }
+    Ok(())
+}

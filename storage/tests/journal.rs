@@ -1,0 +1,150 @@
+//! `storage.flush.sync=journal` in one process: batches durable through the journal are
+//! read back before and after a stop without close (the executor dropped: no flush, no
+//! marker, the write-behind maybe not done), after the journals are replayed as the
+//! broker does at start; and the changes that rewrite or remove files (truncation, delete)
+//! leave nothing in a live journal that a replay could bring back.
+
+mod common;
+use common::{batch, run, tempdir};
+use sluice_storage::*;
+use std::path::Path;
+
+fn opts(root: &Path, journal_bytes: u64) -> ShardStorageOptions {
+    replay_journals(root).unwrap();
+    ShardStorageOptions {
+        flush_sync: FlushSync::parse(&std::env::var("JT_MODE").unwrap_or("journal".into()))
+            .unwrap(),
+        journal_dir: Some(root.to_path_buf()),
+        journal_bytes,
+        journal_min_logs: 1,
+        ..Default::default()
+    }
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 32 << 10,
+        index_interval_bytes: 1024,
+        ..Default::default()
+    }
+}
+
+/// Every batch of `log` from its start, as bytes.
+async fn all(log: &PartitionLog) -> Vec<bytes::Bytes> {
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    let end = log.log_end_offset();
+    while next < end {
+        for b in log.read(next, end, 1 << 20, true).await.unwrap() {
+            let h = sluice_proto::batch::validate_batch(&b).unwrap();
+            assert_eq!(h.base_offset, next, "gap");
+            next = h.last_offset() + 1;
+            out.push(b);
+        }
+    }
+    out
+}
+
+#[test]
+fn journaled_batches_survive_a_stop_without_close_across_rolls_and_checkpoints() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let r = root.clone();
+    // 256 KiB journal files: many epoch switches and checkpoints; 32 KiB segments: rolls
+    let written = run(move || async move {
+        let shard = ShardStorage::start(opts(&r, 256 << 10));
+        let mut logs = Vec::new();
+        for i in 0..20 {
+            logs.push(
+                PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for round in 0..40u8 {
+            let mut waits = Vec::new();
+            for (i, l) in logs.iter().enumerate() {
+                let info = l
+                    .append(batch(2, 300 + i * 7, 1_700_000_000_000, round), 0)
+                    .unwrap();
+                waits.push((i, info.last_offset));
+            }
+            for (i, last) in waits {
+                logs[i].wait_durable(last).await.unwrap();
+            }
+        }
+        let mut written = Vec::new();
+        for l in &logs {
+            written.push(all(l).await);
+        }
+        let m = shard.metrics();
+        assert!(m.journal_checkpoints > 0, "{m:?}");
+        // a stop without close or shutdown
+        written
+    });
+    let r = root.clone();
+    run(move || async move {
+        // reopened the old way: what the journal held is in the segments after replay
+        replay_journals(&r).unwrap();
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for (i, want) in written.iter().enumerate() {
+            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                .await
+                .unwrap();
+            assert_eq!(&all(&l).await, want, "log {i}");
+        }
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn a_truncation_and_a_delete_leave_nothing_to_resurrect() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let r = root.clone();
+    let kept = run(move || async move {
+        let shard = ShardStorage::start(opts(&r, 1 << 20));
+        let a = PartitionLog::open(&shard, r.join("a-0"), small_segments())
+            .await
+            .unwrap();
+        let b = PartitionLog::open(&shard, r.join("b-0"), small_segments())
+            .await
+            .unwrap();
+        for round in 0..10u8 {
+            let x = a
+                .append(batch(1, 500, 1_700_000_000_000, round), 0)
+                .unwrap();
+            let y = b
+                .append(batch(1, 500, 1_700_000_000_000, round), 0)
+                .unwrap();
+            a.wait_durable(x.last_offset).await.unwrap();
+            b.wait_durable(y.last_offset).await.unwrap();
+        }
+        // a divergent suffix cut, then other batches at the same offsets
+        assert_eq!(a.truncate_from(4).await.unwrap(), 4);
+        let x = a.append(batch(1, 500, 1_700_000_000_000, 99), 0).unwrap();
+        a.wait_durable(x.last_offset).await.unwrap();
+        // b deleted, and a new, empty log of the same name
+        b.delete().await.unwrap();
+        let b2 = PartitionLog::open(&shard, r.join("b-0"), small_segments())
+            .await
+            .unwrap();
+        assert_eq!(b2.log_end_offset(), 0);
+        all(&a).await
+    });
+    let r = root.clone();
+    run(move || async move {
+        let replayed = replay_journals(&r).unwrap();
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let a = PartitionLog::open(&shard, r.join("a-0"), small_segments())
+            .await
+            .unwrap();
+        assert_eq!(all(&a).await, kept, "replayed {replayed:?}");
+        assert_eq!(a.log_end_offset(), 5);
+        let b = PartitionLog::open(&shard, r.join("b-0"), small_segments())
+            .await
+            .unwrap();
+        assert_eq!(b.log_end_offset(), 0, "replayed {replayed:?}");
+        shard.shutdown().await.unwrap();
+    });
+}
