@@ -1186,7 +1186,10 @@ mod tests {
     fn a_journal_smaller_than_four_unflushed_budgets_is_refused() {
         let mut c = BrokerConfig::default();
         c.set("storage.journal.bytes", "16777216").unwrap(); // ok: test
-        assert!(c.check_storage().is_ok(), "segment mode ignores the journal's size");
+        assert!(
+            c.check_storage().is_ok(),
+            "segment mode ignores the journal's size"
+        );
         c.set("storage.flush.sync", "journal").unwrap(); // ok: test
         let e = c.check_storage().unwrap_err().to_string(); // ok: test
         assert!(e.contains("storage.journal.bytes"), "{e}");

@@ -504,3 +504,54 @@ fn create_partitions_refuses_a_topic_named_twice() -> Result<()> {
     ensure!(twice == Some(1), "grow-twice has {twice:?} partitions");
     Ok(())
 }
+
+/// Kafka's controller refuses every entry of a topic named twice in one CreateTopics
+/// (INVALID_REQUEST, answered once) and creates the others.
+#[test]
+fn create_topics_refuses_a_topic_named_twice() -> Result<()> {
+    let (broker, mut c) = setup()?;
+    let topic = |t: &str, n: i32| {
+        CreatableTopic::default()
+            .with_name(name(t))
+            .with_num_partitions(n)
+            .with_replication_factor(1)
+    };
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            topic("made-twice", 2),
+            topic("made-once", 3),
+            topic("made-twice", 4),
+        ]);
+    let v = c.version_for::<CreateTopicsRequest>(7)?;
+    let resp = c.call(v, &req)?;
+    let codes = |t: &str| -> Vec<i16> {
+        resp.topics
+            .iter()
+            .filter(|r| r.name.0.as_str() == t)
+            .map(|r| r.error_code)
+            .collect()
+    };
+    ensure!(
+        codes("made-twice") == vec![42],
+        "named twice: {:?}",
+        resp.topics
+    );
+    ensure!(
+        codes("made-once") == vec![0],
+        "named once: {:?}",
+        resp.topics
+    );
+    broker.wait_for_topic("made-once", 3)?;
+    let v = c.version_for::<MetadataRequest>(12)?;
+    let meta = c.call(v, &MetadataRequest::default().with_topics(None))?;
+    ensure!(
+        !meta.topics.iter().any(|m| m
+            .name
+            .as_ref()
+            .is_some_and(|n| n.0.as_str() == "made-twice")),
+        "made-twice was created: {:?}",
+        meta.topics
+    );
+    Ok(())
+}
