@@ -47,6 +47,9 @@ const FAMILIES: &[(&str, &str)] = &[
     ("sluice_storage_bytes_appended_total", "counter"),
     ("sluice_storage_unflushed_bytes", "gauge"),
     ("sluice_storage_open_files", "gauge"),
+    ("sluice_storage_journal_behind_bytes", "gauge"),
+    ("sluice_storage_journal_bytes_written_total", "counter"),
+    ("sluice_storage_journal_checkpoints_total", "counter"),
     ("sluice_cache_hits_total", "counter"),
     ("sluice_cache_misses_total", "counter"),
     ("sluice_readahead_hits_total", "counter"),
@@ -684,5 +687,50 @@ fn lag_of_a_partition_led_elsewhere_comes_from_its_leader() -> Result<()> {
     wait_metrics(port, "lag 6 from node 3's high watermark", |t| {
         t.lines().any(|l| l == want)
     })?;
+    Ok(())
+}
+
+/// With `storage.flush.sync=journal` (every group commit journaled, a 1 MiB journal so a
+/// few hundred acknowledged records, a 4 KiB record set at least each, pass half of it), the journal's families move:
+/// record-set bytes written and at least one checkpoint.
+#[test]
+fn journal_families_move_in_journal_mode() -> Result<()> {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let broker = BrokerProcess::spawn_with(
+        1,
+        &[
+            ("metrics.listen", listen.as_str()),
+            ("storage.flush.sync", "journal"),
+            ("storage.journal.min.partitions", "1"),
+            ("storage.unflushed.max.bytes", "262144"),
+            ("storage.journal.bytes", "1048576"),
+        ],
+    )?;
+    let topic = "journaled";
+    broker.create_topic(topic, 2, &[])?;
+    let producer = broker.producer(&[("linger.ms", "0")])?;
+    block_on(async {
+        for seq in 0..400u64 {
+            let payload = common::record_payload(seq);
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(topic).payload(&payload),
+                    Duration::from_secs(20),
+                )
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("produce {seq}: {e}"))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let text = wait_metrics(port, "a journal checkpoint", |t| {
+        plain(t, "sluice_storage_journal_checkpoints_total").is_some_and(|v| v >= 1.0)
+    })?;
+    let written = plain(&text, "sluice_storage_journal_bytes_written_total").unwrap_or(0.0);
+    ensure!(
+        written >= 400.0 * 4096.0,
+        "journal bytes written {written} for 400 acknowledged produces"
+    );
+    ensure!(plain(&text, "sluice_storage_journal_behind_bytes").is_some());
     Ok(())
 }

@@ -163,6 +163,12 @@ impl ShardStorage {
         self.totals.unflushed.get()
     }
 
+    /// With `FlushSync::Journal`: bytes durable in the journal, not yet written behind into
+    /// their segments (held in memory, readable).
+    pub fn journal_behind_bytes(&self) -> usize {
+        self.totals.behind.get()
+    }
+
     /// Bytes held in memory that produce admission counts against its budget: the
     /// unflushed bytes, plus (journal mode) the journaled bytes not yet written behind
     /// beyond `storage.journal.behind.max.bytes`. Falls as `unflushed_bytes` does, and as

@@ -105,6 +105,7 @@ pub(crate) struct ShardSnapshot {
     pub(crate) auth: AuthCounters,
     pub(crate) storage: StorageMetrics,
     pub(crate) unflushed_bytes: u64,
+    pub(crate) journal_behind_bytes: u64,
     /// CPU time of the shard thread (user + system).
     pub(crate) busy: Duration,
     /// Time the executor was not parked (running tasks or polling io_uring).

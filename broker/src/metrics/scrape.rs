@@ -28,6 +28,7 @@ impl ShardCtx {
         let mut snap = self.metrics.snapshot(self.id);
         snap.storage = self.storage.metrics();
         snap.unflushed_bytes = self.storage.unflushed_bytes() as u64;
+        snap.journal_behind_bytes = self.storage.journal_behind_bytes() as u64;
         let coordinators: Vec<_> = self.groups.borrow().values().cloned().collect();
         for c in coordinators {
             snap.committed.extend(c.committed_offsets());
@@ -63,6 +64,7 @@ struct Merged {
     auth: super::AuthCounters,
     storage: StorageMetrics,
     unflushed_bytes: u64,
+    journal_behind_bytes: u64,
     shards: Vec<ShardSnapshot>,
     /// (group, topic, partition) → lag.
     lag: BTreeMap<(String, String, i32), i64>,
@@ -90,6 +92,8 @@ fn add_storage(to: &mut StorageMetrics, m: &StorageMetrics) {
     to.cleaner_bytes_written += m.cleaner_bytes_written;
     to.cleaner_bytes_reclaimed += m.cleaner_bytes_reclaimed;
     to.cleaner_records_removed += m.cleaner_records_removed;
+    to.journal_bytes_written += m.journal_bytes_written;
+    to.journal_checkpoints += m.journal_checkpoints;
 }
 
 fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
@@ -121,6 +125,7 @@ fn merge(mut snaps: Vec<ShardSnapshot>) -> Merged {
         m.auth.sasl_expired += s.auth.sasl_expired;
         add_storage(&mut m.storage, &s.storage);
         m.unflushed_bytes += s.unflushed_bytes;
+        m.journal_behind_bytes += s.journal_behind_bytes;
         for (topic, partition, hw) in s.high_watermarks.drain(..) {
             hws.insert((topic, partition), hw);
         }
@@ -479,6 +484,24 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_storage_unflushed_bytes",
         "Bytes appended and not yet durable.",
         m.unflushed_bytes,
+    );
+    gauge(
+        &mut e,
+        "sluice_storage_journal_behind_bytes",
+        "With storage.flush.sync=journal: bytes durable in the journal, not yet written into their segment files (held in memory).",
+        m.journal_behind_bytes,
+    );
+    counter(
+        &mut e,
+        "sluice_storage_journal_bytes_written_total",
+        "With storage.flush.sync=journal: bytes of journal record sets written (whole pages).",
+        s.journal_bytes_written,
+    );
+    counter(
+        &mut e,
+        "sluice_storage_journal_checkpoints_total",
+        "With storage.flush.sync=journal: journal checkpoints (segments written since the last one synced, an epoch retired).",
+        s.journal_checkpoints,
     );
     gauge(
         &mut e,
