@@ -1102,11 +1102,8 @@ impl ShardCtx {
             None => {
                 let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
                 let probe = dir.clone();
-                // a stat, on the blocking helper (no file-system call on the reactor)
-                if !glommio::executor()
-                    .spawn_blocking(move || probe.exists())
-                    .await
-                {
+                // a stat, on a blocking helper (no file-system call on the reactor)
+                if !sluice_storage::run_blocking(&dir, move || probe.exists()).await {
                     return;
                 }
                 let config = match self.image.borrow().topic(topic) {

@@ -66,7 +66,7 @@ impl LogInner {
         }
     }
 
-    /// Reads the index files of segment `base` on the blocking helper if they are not in
+    /// Reads the index files of segment `base` on a blocking helper if they are not in
     /// memory, so a following `ensure_indexes` reads nothing on the shard thread.
     pub(crate) async fn load_indexes(&self, base: i64) {
         if !self.state().indexes_missing(base) {
@@ -76,7 +76,7 @@ impl LogInner {
             crate::segment::index_path(&self.dir, base),
             crate::segment::timeindex_path(&self.dir, base),
         );
-        let (idx, tidx) = crate::blocking::run(move || {
+        let (idx, tidx) = crate::blocking::run(&self.dir, move || {
             (
                 std::fs::read(ip).unwrap_or_default(),
                 std::fs::read(tp).unwrap_or_default(),
@@ -93,7 +93,8 @@ impl LogInner {
             return Ok(());
         }
         let dir = self.dir.clone();
-        let read = crate::blocking::run(move || crate::txn::read_entries(&dir, base)).await?;
+        let read =
+            crate::blocking::run(&self.dir, move || crate::txn::read_entries(&dir, base)).await?;
         self.state_mut().install_txn(base, read);
         Ok(())
     }
@@ -109,7 +110,7 @@ impl LogInner {
         Ok(())
     }
 
-    /// fsync the log directory (new or removed files), on the shard's blocking helper:
+    /// fsync the log directory (new or removed files), on a blocking helper of the shard:
     /// glommio 0.9's `Directory::sync` leaks task waker references when many run
     /// concurrently from one task (refcount overflow panic).
     pub(crate) async fn sync_dir(&self) -> Result<(), StorageError> {

@@ -67,7 +67,7 @@ impl ShardJournal {
         }
         let jdir = data_dir.join(JOURNAL_DIR);
         let d = jdir.clone();
-        crate::blocking::run(move || std::fs::create_dir_all(&d)).await?;
+        crate::blocking::run(&jdir, move || std::fs::create_dir_all(&d)).await?;
         let mut epoch = 0u64;
         let mut files = Vec::with_capacity(2);
         let mut created = false;

@@ -236,7 +236,7 @@ async fn rescan(
     let mut s = r.seg.scanned();
     s.created_ms = if s.size > 0 {
         let p = log_path(dir, base);
-        crate::blocking::run(move || file_created_ms(&p)).await
+        crate::blocking::run(dir, move || file_created_ms(&p)).await
     } else {
         -1
     };
@@ -244,7 +244,7 @@ async fn rescan(
 }
 
 /// What `open_log` learns from the directory with plain file-system calls, gathered in one
-/// call on the blocking helper so the shard thread never waits on them.
+/// call on a blocking helper so the shard thread never waits on them.
 struct Survey {
     dev: u64,
     /// Segment bases in order, with each log file's length.
@@ -402,8 +402,9 @@ pub(crate) async fn open_log(
         txn_lens,
         txn_read,
     } = {
+        let key = dir.clone();
         let dir = dir.clone();
-        crate::blocking::run(move || survey(&dir)).await?
+        crate::blocking::run(&key, move || survey(&dir)).await?
     };
     crate::segment::probe_device(&dir, dev).await?;
     let marker = marker_raw.as_deref().and_then(Marker::decode);
@@ -481,8 +482,9 @@ pub(crate) async fn open_log(
     let log_start = segments.first().map_or(log_end, |s| s.base);
     let epochs = recover_epochs(&dir, epochs_raw, log_start, log_end);
     let clean = {
+        let key = dir.clone();
         let dir = dir.clone();
-        crate::blocking::run(move || CleanPoint::load(&dir, log_start, log_end)).await?
+        crate::blocking::run(&key, move || CleanPoint::load(&dir, log_start, log_end)).await?
     };
     // a clean point past the recovered end must not stay on disk: data appended from
     // the end on is not clean
@@ -644,7 +646,7 @@ async fn close_files_and_mark(
         write_indexes(&log.dir, base, i, t).await?;
     } else {
         let (ip, tp) = (index_path(&log.dir, base), timeindex_path(&log.dir, base));
-        let both = crate::blocking::run(move || ip.exists() && tp.exists()).await;
+        let both = crate::blocking::run(&log.dir, move || ip.exists() && tp.exists()).await;
         if !both {
             return Ok(()); // no marker: the next open rescans and rebuilds
         }
