@@ -622,6 +622,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "How a group commit makes what it wrote durable: segment (one fdatasync per segment written, a window of 64 logs at a time) or filesystem (every log written, then one syncfs per data filesystem per cycle; that also writes back other processes' dirty pages on the filesystem).",
     },
     Setting {
+        name: "storage.blocking.threads",
+        default: "8",
+        kind: int(1, 256),
+        unit: "threads",
+        doc: "Helper threads per shard for the file-system calls io_uring does not offer (directory fsyncs, small atomic files, renames, removals); one directory's calls run one at a time, different directories' in parallel, so many partitions' first segments and marks do not queue behind one fsync each.",
+    },
+    Setting {
         name: "offsets.topic.num.partitions",
         default: "50",
         kind: int(1, 1000),
