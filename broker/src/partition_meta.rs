@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::metadata::image::TopicId;
+use sluice_storage::{PartitionLog, StorageError};
 
 pub(crate) const FILE: &str = "partition.metadata";
 
@@ -72,19 +73,11 @@ pub(crate) async fn check(dir: PathBuf, id: TopicId) -> Found {
     sluice_storage::run_blocking(&dir.clone(), move || check_blocking(&dir, &id)).await
 }
 
-/// Marks `dir` (which exists) as topic `id`'s: a temporary file, fsynced, renamed over,
-/// and the directory fsynced (on a blocking helper).
-pub(crate) async fn mark(dir: PathBuf, id: TopicId) -> std::io::Result<()> {
-    sluice_storage::run_blocking(&dir.clone(), move || {
-        use std::io::Write as _;
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(render(&id).as_bytes())?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, dir.join(FILE))?;
-        std::fs::File::open(&dir)?.sync_all()
-    })
-    .await
+/// Marks the log's directory as topic `id`'s: a temporary file, fsynced, renamed over,
+/// and the directory fsynced, on a blocking helper (`PartitionLog::write_dir_file`, whose
+/// directory fsync also covers a new log's first segment, so its first flush needs none).
+pub(crate) async fn mark(log: &PartitionLog, id: TopicId) -> Result<(), StorageError> {
+    log.write_dir_file(FILE, render(&id).into_bytes()).await
 }
 
 #[cfg(test)]

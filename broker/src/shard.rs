@@ -1155,10 +1155,12 @@ impl ShardCtx {
                 }
             }
         }
-        let opened = PartitionLog::open(&self.storage, dir.clone(), config).await;
-        if opened.is_ok() && found != partition_meta::Found::Same {
-            if let Err(e) = partition_meta::mark(dir, id).await {
-                tracing::error!(%topic, partition, error = %e, "cannot write partition.metadata");
+        let opened = PartitionLog::open(&self.storage, dir, config).await;
+        if let Ok(log) = &opened {
+            if found != partition_meta::Found::Same {
+                if let Err(e) = partition_meta::mark(log, id).await {
+                    tracing::error!(%topic, partition, error = %e, "cannot write partition.metadata");
+                }
             }
         }
         match opened {

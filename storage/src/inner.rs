@@ -9,7 +9,7 @@ use crate::error::StorageError;
 use crate::signal::Signal;
 use crate::state::LogState;
 use crate::swap::CleanerHook;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::path::PathBuf;
 
 /// Shared core of a log; owned by the partition's shard, never crosses cores.
@@ -25,6 +25,10 @@ pub(crate) struct LogInner {
     pub(crate) durable_signal: Signal,
     /// A test's hook into the cleaner's swap (`PartitionLog::set_cleaner_hook`).
     pub(crate) cleaner_hook: RefCell<Option<CleanerHook>>,
+    /// The directory has an entry no directory fsync covered yet: a new log's first
+    /// segment, created at open. The next `sync_dir` (any caller) clears it; a flush
+    /// finding it set syncs the directory before its data counts as durable.
+    dir_unsynced: Cell<bool>,
 }
 
 impl LogInner {
@@ -37,7 +41,22 @@ impl LogInner {
             io: glommio::sync::Semaphore::new(1),
             durable_signal: Signal::default(),
             cleaner_hook: RefCell::new(None),
+            dir_unsynced: Cell::new(false),
         }
+    }
+
+    /// A file was created in the directory without a directory fsync (open).
+    pub(crate) fn set_dir_unsynced(&self) {
+        self.dir_unsynced.set(true);
+    }
+    /// Whether the directory still needs a fsync for an entry created before.
+    pub(crate) fn dir_unsynced(&self) -> bool {
+        self.dir_unsynced.get()
+    }
+    /// A directory fsync that started after every entry `dir_unsynced` stands for
+    /// completed.
+    pub(crate) fn dir_synced(&self) {
+        self.dir_unsynced.set(false);
     }
 
     /// The state, to read. Never hold it across an `.await`.
@@ -115,6 +134,7 @@ impl LogInner {
     /// concurrently from one task (refcount overflow panic).
     pub(crate) async fn sync_dir(&self) -> Result<(), StorageError> {
         crate::blocking::sync_dir(self.dir.clone()).await?;
+        self.dir_synced();
         Ok(())
     }
 }

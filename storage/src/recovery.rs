@@ -13,9 +13,12 @@
 //! on dropped, entries before the log start folded into it), and a truncation intent left
 //! by a crash is carried out. Before any of that, a cleaner's segment swap a crash
 //! interrupted is finished or rolled back (`swap::recover`), and the cleaner checkpoint
-//! is fitted to the recovered log (rewritten if it claimed offsets past its end). Close: flush, cut the file to its logical end, write
+//! is fitted to the recovered log (rewritten if it claimed offsets past its end). A
+//! directory without segments (a new log) gets its empty first segment at open, without
+//! a directory fsync: the next one covers it (`LogInner::dir_unsynced`; the broker's
+//! mark, else the first flush). Close: flush, cut the file to its logical end, write
 //! indexes and a changed epoch checkpoint, then the marker (removed again before the
-//! files next change).
+//! files next change); an empty active segment gets neither indexes nor a marker.
 
 use crate::clean_point::CleanPoint;
 use crate::config::LogConfig;
@@ -263,6 +266,9 @@ struct Survey {
     intent: Option<Option<i64>>,
     /// A cleaner's swap interrupted by a crash was finished or rolled back.
     swap_recovered: bool,
+    /// The directory held no segment: its first one (base 0, empty) was created now,
+    /// without a directory fsync (see `open_log`).
+    created_first: bool,
     /// Producer-state snapshot offsets found.
     snapshots: Vec<i64>,
     /// Length of every `.txnindex` file, by segment base.
@@ -274,11 +280,29 @@ struct Survey {
 
 fn survey(dir: &Path) -> Result<Survey, StorageError> {
     use std::os::unix::fs::MetadataExt;
+    let existed = dir.is_dir();
     std::fs::create_dir_all(dir)?;
+    if !existed {
+        // the new directory's own entry, durable before anything in it is acknowledged
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     let dev = std::fs::metadata(dir)?.dev();
     // before anything reads the segments: they are the old ones or the cleaned ones
     let swap_recovered = crate::swap::recover(dir)?;
     let bases = list_segments(dir)?;
+    // a log without a segment (a new one) gets its first now, here on the helper: the
+    // first flush then finds the file and needs no directory fsync of its own when one
+    // came in between (`LogInner::sync_dir`, e.g. the broker's partition mark)
+    let created_first = bases.is_empty();
+    if created_first {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(log_path(dir, 0))?;
+    }
     let mut segments = Vec::with_capacity(bases.len());
     for &b in &bases {
         segments.push((b, std::fs::metadata(log_path(dir, b))?.len()));
@@ -327,6 +351,7 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         epochs: crate::epoch::read_checkpoint(dir)?,
         intent: crate::epoch::read_intent(dir)?,
         swap_recovered,
+        created_first,
         snapshots,
         txn_lens,
         txn_read,
@@ -398,6 +423,7 @@ pub(crate) async fn open_log(
         epochs: epochs_raw,
         intent,
         swap_recovered,
+        created_first,
         snapshots,
         txn_lens,
         txn_read,
@@ -463,8 +489,11 @@ pub(crate) async fn open_log(
                     .await?
                     .seg;
                 // replace indexes that may describe bytes that are now cut or rewritten
-                let (idx, tidx) = seg.encode_indexes();
-                write_indexes(&dir, base, idx, tidx).await?;
+                // (an empty segment without any, a new log's first, needs none)
+                if file_len > 0 || last_indexes_exist {
+                    let (idx, tidx) = seg.encode_indexes();
+                    write_indexes(&dir, base, idx, tidx).await?;
+                }
                 let mut seg = seg;
                 attach_txn(&mut seg, false, &txn_lens, &txn_read);
                 segments.push(seg);
@@ -507,6 +536,12 @@ pub(crate) async fn open_log(
         snapshots,
     );
     let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, dev, st)));
+    if created_first {
+        // the segment at 0 `LogState::new` made for an empty list: its file is there, its
+        // directory entry not yet durable
+        inner.state_mut().set_file_exists(0);
+        inner.set_dir_unsynced();
+    }
     if changed {
         inner.sync_dir().await?;
     }
@@ -636,7 +671,9 @@ async fn close_files_and_mark(
         };
         (a.base, a.size, a.file_exists, idx, m)
     };
-    if !exists {
+    if !exists || size == 0 {
+        // nothing in the active segment (a new log's, created at open): the next open
+        // scans nothing, so neither indexes nor a marker are worth a write
         return Ok(());
     }
     let file = shard.segment_file(log, base, false).await?;

@@ -39,6 +39,9 @@ pub struct StorageMetrics {
     /// Each segment `fdatasync` of a group commit (not the sync that seals a rolled one),
     /// and with `FlushSync::Filesystem` each cycle's `syncfs` calls (counted in `fsyncs`).
     pub fsync_durations: LatencyHistogram,
+    /// Directory fsyncs a group commit waited for (a segment file it created, or a new
+    /// log's first segment whose entry no earlier directory fsync covered).
+    pub flush_dir_fsyncs: u64,
     /// Bytes the flusher wrote to segment files: whole aligned pages, so the rewritten
     /// partial tail page and the zero padding count too.
     pub bytes_written: u64,

@@ -5,7 +5,9 @@
 //! SIGKILLs it at random moments (mid-cycle: writes, syncs and durable signals of
 //! different logs interleave), reopens every log and checks that each batch ever reported
 //! durable is intact (same offsets, same CRC-32C) and that every log's offsets are
-//! contiguous. Rounds alternate `FlushSync::Segment` and `FlushSync::Filesystem`.
+//! contiguous. Rounds alternate `FlushSync::Segment` and `FlushSync::Filesystem`. The
+//! first round's logs are new (their first writes are in it); half of them are marked
+//! like the broker's partitions (`write_dir_file`). The executor has 4 blocking helpers.
 
 mod common;
 use common::{batch, run, spawn_crash_child, tempdir, xorshift};
@@ -54,11 +56,17 @@ fn many_logs_child() {
         let root = PathBuf::from(root);
         let mut logs = Vec::with_capacity(LOGS);
         for i in 0..LOGS {
-            logs.push(
-                PartitionLog::open(&shard, log_dir(&root, i), small_segments())
+            let log = PartitionLog::open(&shard, log_dir(&root, i), small_segments())
+                .await
+                .unwrap();
+            // half the logs marked as the broker marks a partition (the mark's directory
+            // fsync covers a new log's first segment), half not (the first flush syncs it)
+            if i % 2 == 0 {
+                log.write_dir_file("partition.metadata", b"version: 0\n".to_vec())
                     .await
-                    .unwrap(),
-            );
+                    .unwrap();
+            }
+            logs.push(log);
         }
         println!("OPEN");
         let logs = std::rc::Rc::new(logs);
