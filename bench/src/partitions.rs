@@ -4,7 +4,8 @@
 //! ```text
 //!  per layout (T topics x P partitions), each step bounded by --timeout:
 //!   create    CreateTopics (100 topics a request) until Metadata has every partition led
-//!   seed 1    one acks=all record to every partition (offsets from the delivery reports)
+//!   seed 1    one acks=all record to every partition (offsets from the delivery reports;
+//!             timed: each partition's first write)
 //!   SIGTERM   until the exit (clean stop) ─► start until Metadata has every partition led
 //!   verify    ListOffsets (latest) of every partition >= its last seeded offset + 1
 //!   seed 2, kill -9, start (recovery), verify both seeds
@@ -312,6 +313,7 @@ fn run_layout(
         "created in {:.2} s; seeding every partition",
         t.elapsed().as_secs_f64()
     ));
+    let t = Instant::now();
     let n = seed(
         &bootstrap,
         &parts,
@@ -321,6 +323,11 @@ fn run_layout(
         a.timeout,
     )?;
     run.seeded.push(n);
+    run.seed_seconds.push(t.elapsed().as_secs_f64());
+    say(format!(
+        "first record on every partition acked in {:.2} s",
+        t.elapsed().as_secs_f64()
+    ));
     run.clean_stop_seconds = Some(broker.terminate(a.timeout)?.as_secs_f64());
     let (mut broker, times) = start(spec, &topics, layout.partitions, a.timeout)?;
     run.clean_start = Some(times);
@@ -334,6 +341,7 @@ fn run_layout(
         times.all_led_seconds
     ));
 
+    let t = Instant::now();
     let n = seed(
         &bootstrap,
         &parts,
@@ -343,6 +351,7 @@ fn run_layout(
         a.timeout,
     )?;
     run.seeded.push(n);
+    run.seed_seconds.push(t.elapsed().as_secs_f64());
     broker.kill9()?;
     let (mut broker, times) = start(spec, &topics, layout.partitions, a.timeout)?;
     run.recovery_start = Some(times);

@@ -94,6 +94,8 @@ pub struct LayoutRun {
     pub create_seconds: Option<f64>,
     /// Records acked by each seeding round (one per partition).
     pub seeded: Vec<u64>,
+    /// How long each seeding round took (the first: every partition's first write).
+    pub seed_seconds: Vec<f64>,
     /// SIGTERM until the process exited.
     pub clean_stop_seconds: Option<f64>,
     /// Start after the clean stop.
@@ -215,10 +217,11 @@ pub fn table(r: &PartitionsReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<10} {:>10} {:>8} {:>7} {:>8} {:>9} {:>13} {:>8} {:>15} {:>15}",
+        "  {:<10} {:>10} {:>8} {:>13} {:>7} {:>8} {:>9} {:>13} {:>8} {:>15} {:>15}",
         "layout",
         "partitions",
         "create s",
+        "seed 1 / 2 s",
         "stop s",
         "start s",
         "kill-9 s",
@@ -230,10 +233,15 @@ pub fn table(r: &PartitionsReport) -> String {
     for l in &r.layouts {
         let _ = writeln!(
             out,
-            "  {:<10} {:>10} {:>8} {:>7} {:>8} {:>9} {:>13} {:>8} {:>15} {:>15}",
+            "  {:<10} {:>10} {:>8} {:>13} {:>7} {:>8} {:>9} {:>13} {:>8} {:>15} {:>15}",
             l.layout,
             group_thousands(l.partitions as f64),
             secs(l.create_seconds),
+            format!(
+                "{} / {}",
+                secs(l.seed_seconds.first().copied()),
+                secs(l.seed_seconds.get(1).copied())
+            ),
             secs(l.clean_stop_seconds),
             secs(l.clean_start.map(|s| s.all_led_seconds)),
             secs(l.recovery_start.map(|s| s.all_led_seconds)),

@@ -643,6 +643,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "With storage.flush.sync=journal: bytes per shard that are durable in the journal but not yet written into their segment files, held in memory (and readable from it) until the write-behind task writes them; beyond this, produce waits as it does at storage.unflushed.max.bytes. Larger values let the write-behind coalesce more records per partition (fewer, larger segment writes with many partitions).",
     },
     Setting {
+        name: "storage.blocking.threads",
+        default: "8",
+        kind: int(1, 256),
+        unit: "threads",
+        doc: "Helper threads per shard for the file-system calls io_uring does not offer (directory fsyncs, small atomic files, renames, removals); one directory's calls run one at a time, different directories' in parallel, so many partitions' first segments and marks do not queue behind one fsync each.",
+    },
+    Setting {
         name: "offsets.topic.num.partitions",
         default: "50",
         kind: int(1, 1000),

@@ -314,9 +314,8 @@ impl ShardCtx {
     /// not go back. A missing or unreadable file starts from nothing, as before.
     pub(crate) async fn load_hw_checkpoint(&self) {
         let path = self.checkpoint_path();
-        let text = glommio::executor()
-            .spawn_blocking(move || std::fs::read_to_string(path))
-            .await;
+        let dir = self.config.data_dir();
+        let text = sluice_storage::run_blocking(&dir, move || std::fs::read_to_string(path)).await;
         let text = match text {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -347,20 +346,20 @@ impl ShardCtx {
         }
         let text = format_checkpoint(&now);
         let path = self.checkpoint_path();
-        let written = glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<()> {
-                use std::io::Write as _;
-                let tmp = path.with_extension("tmp");
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(text.as_bytes())?;
-                f.sync_data()?;
-                std::fs::rename(&tmp, &path)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await;
+        let dir = self.config.data_dir();
+        let written = sluice_storage::run_blocking(&dir, move || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await;
         match written {
             Ok(()) => *last = now,
             Err(e) => tracing::warn!(error = %e, "cannot write the high-watermark checkpoint"),

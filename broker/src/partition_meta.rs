@@ -5,11 +5,13 @@
 //! replicate against) records of another topic. Opening a partition checks the file: a
 //! different id means the directory is a leftover, deleted before the log is created anew.
 //!
-//! File operations run on the shard's blocking helper, never on the reactor.
+//! File operations run on the shard's blocking helpers, never on the reactor, keyed by the
+//! partition directory (`sluice_storage::run_blocking`: one call on a directory at a time).
 
 use std::path::{Path, PathBuf};
 
 use crate::metadata::image::TopicId;
+use sluice_storage::{PartitionLog, StorageError};
 
 pub(crate) const FILE: &str = "partition.metadata";
 
@@ -66,27 +68,16 @@ fn check_blocking(dir: &Path, id: &TopicId) -> Found {
     }
 }
 
-/// Reads `dir`'s mark (on the blocking helper).
+/// Reads `dir`'s mark (on a blocking helper).
 pub(crate) async fn check(dir: PathBuf, id: TopicId) -> Found {
-    glommio::executor()
-        .spawn_blocking(move || check_blocking(&dir, &id))
-        .await
+    sluice_storage::run_blocking(&dir.clone(), move || check_blocking(&dir, &id)).await
 }
 
-/// Marks `dir` (which exists) as topic `id`'s: a temporary file, fsynced, renamed over,
-/// and the directory fsynced (on the blocking helper).
-pub(crate) async fn mark(dir: PathBuf, id: TopicId) -> std::io::Result<()> {
-    glommio::executor()
-        .spawn_blocking(move || {
-            use std::io::Write as _;
-            let tmp = dir.join(format!("{FILE}.tmp"));
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(render(&id).as_bytes())?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, dir.join(FILE))?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await
+/// Marks the log's directory as topic `id`'s: a temporary file, fsynced, renamed over,
+/// and the directory fsynced, on a blocking helper (`PartitionLog::write_dir_file`, whose
+/// directory fsync also covers a new log's first segment, so its first flush needs none).
+pub(crate) async fn mark(log: &PartitionLog, id: TopicId) -> Result<(), StorageError> {
+    log.write_dir_file(FILE, render(&id).into_bytes()).await
 }
 
 #[cfg(test)]

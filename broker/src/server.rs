@@ -336,9 +336,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             .context("starting the shutdown thread")?;
     }
     let mesh = Mesh::<Envelope>::new(shards, 4096);
+    // each shard's own pool of blocking helpers, not pinned: they sleep in fsync
+    let helpers = config.int("storage.blocking.threads") as usize;
     let results = LocalExecutorPoolBuilder::new(placement(&config, shards)?)
         .name("sluice-shard")
         .io_memory(2 << 20)
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(helpers))
         .on_all_shards(move || {
             let config = config.clone();
             let stop = stop.clone();

@@ -1102,11 +1102,8 @@ impl ShardCtx {
             None => {
                 let dir = self.config.data_dir().join(format!("{topic}-{partition}"));
                 let probe = dir.clone();
-                // a stat, on the blocking helper (no file-system call on the reactor)
-                if !glommio::executor()
-                    .spawn_blocking(move || probe.exists())
-                    .await
-                {
+                // a stat, on a blocking helper (no file-system call on the reactor)
+                if !sluice_storage::run_blocking(&dir, move || probe.exists()).await {
                     return;
                 }
                 let config = match self.image.borrow().topic(topic) {
@@ -1158,10 +1155,12 @@ impl ShardCtx {
                 }
             }
         }
-        let opened = PartitionLog::open(&self.storage, dir.clone(), config).await;
-        if opened.is_ok() && found != partition_meta::Found::Same {
-            if let Err(e) = partition_meta::mark(dir, id).await {
-                tracing::error!(%topic, partition, error = %e, "cannot write partition.metadata");
+        let opened = PartitionLog::open(&self.storage, dir, config).await;
+        if let Ok(log) = &opened {
+            if found != partition_meta::Found::Same {
+                if let Err(e) = partition_meta::mark(log, id).await {
+                    tracing::error!(%topic, partition, error = %e, "cannot write partition.metadata");
+                }
             }
         }
         match opened {

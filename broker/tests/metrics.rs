@@ -43,6 +43,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("sluice_fsync_duration_seconds", "histogram"),
     ("sluice_fsyncs_total", "counter"),
     ("sluice_storage_flushes_total", "counter"),
+    ("sluice_storage_flush_dir_fsyncs_total", "counter"),
     ("sluice_storage_bytes_written_total", "counter"),
     ("sluice_storage_bytes_appended_total", "counter"),
     ("sluice_storage_unflushed_bytes", "gauge"),

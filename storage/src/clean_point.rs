@@ -224,9 +224,12 @@ impl CleanPoint {
 }
 
 /// Persist `data` (from `snapshot_if_dirty`) as the log's checkpoint file, atomically, on
-/// the blocking helper.
+/// a blocking helper.
 pub(crate) async fn write(dir: std::path::PathBuf, data: Vec<u8>) -> std::io::Result<()> {
-    crate::blocking::run(move || crate::blocking::write_atomic(&dir, TMP, FILE, &data)).await
+    crate::blocking::run(&dir.clone(), move || {
+        crate::blocking::write_atomic(&dir, TMP, FILE, &data)
+    })
+    .await
 }
 
 #[cfg(test)]

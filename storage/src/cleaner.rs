@@ -507,7 +507,7 @@ impl Pass<'_> {
         (!same).then_some("retention removed segments")
     }
 
-    /// Removes the cleaned files written so far (on the blocking helper).
+    /// Removes the cleaned files written so far (on a blocking helper).
     async fn abandon(&mut self) {
         let bases = std::mem::take(&mut self.created);
         if bases.is_empty() {
@@ -515,7 +515,9 @@ impl Pass<'_> {
         }
         let dir = self.log.dir.clone();
         let shown = dir.display().to_string();
-        if let Err(e) = crate::blocking::run(move || swap::abandon(&dir, &bases)).await {
+        if let Err(e) =
+            crate::blocking::run(&self.log.dir, move || swap::abandon(&dir, &bases)).await
+        {
             tracing::warn!(dir = %shown, error = %e, "removing an abandoned cleaning's files; the next open does");
         }
     }
@@ -695,7 +697,7 @@ impl Pass<'_> {
         }
     }
 
-    /// Runs one file step of the swap on the blocking helper; a hook saying no at `half`
+    /// Runs one file step of the swap on a blocking helper; a hook saying no at `half`
     /// makes it do half its operations (of `ops`) and stop there as a crash would.
     async fn files<F>(&self, half: SwapStep, ops: usize, f: F) -> Result<(), PassError>
     where
@@ -703,7 +705,7 @@ impl Pass<'_> {
     {
         let limit = (!self.go_on(half).await).then_some(ops / 2);
         let dir = self.log.dir.clone();
-        crate::blocking::run(move || f(&dir, limit)).await?;
+        crate::blocking::run(&self.log.dir, move || f(&dir, limit)).await?;
         match limit {
             Some(_) => Err(PassError::Crash(half)),
             None => Ok(()),

@@ -123,7 +123,7 @@ pub enum FlushSync {
     /// `FLUSH_WINDOW` at a time: the cost grows with the partitions a cycle touches.
     Segment,
     /// Every log's batches written first, then one `syncfs` per filesystem the cycle
-    /// touched (on the blocking helper), then every log's durable signal: a bounded
+    /// touched (on a blocking helper), then every log's durable signal: a bounded
     /// number of syncs per cycle, but each also writes back whatever other processes
     /// left dirty in the page cache of that filesystem.
     Filesystem,

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Durability rule: the flusher writes the checkpoint (temp file, fsync, rename, directory
-//! fsync, on the blocking helper) before it writes batches whenever the cache changed since
+//! fsync, on a blocking helper) before it writes batches whenever the cache changed since
 //! the last write, so every batch on disk has its epoch in the file. The file may hold
 //! stale entries (past a crash-shortened or truncated log end, before the log start): open
 //! repairs them as Kafka's loader does (`truncate_from_end(log end)`, then
@@ -221,13 +221,13 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<(i32, i64)>, String> {
     Ok(out)
 }
 
-/// Persist the cache as `leader-epoch-checkpoint`, atomically, on the blocking helper.
+/// Persist the cache as `leader-epoch-checkpoint`, atomically, on a blocking helper.
 pub(crate) async fn write_checkpoint(
     dir: PathBuf,
     entries: Vec<(i32, i64)>,
 ) -> std::io::Result<()> {
     let text = encode(&entries);
-    crate::blocking::run(move || {
+    crate::blocking::run(&dir.clone(), move || {
         crate::blocking::write_atomic(&dir, CHECKPOINT_TMP, CHECKPOINT, text.as_bytes())
     })
     .await
@@ -272,13 +272,15 @@ pub(crate) fn decode_intent(b: &[u8]) -> Option<i64> {
 /// changes: a crash from here on recovers to the cut log.
 pub(crate) async fn write_intent(dir: PathBuf, cut: i64) -> std::io::Result<()> {
     let data = encode_intent(cut);
-    crate::blocking::run(move || crate::blocking::write_atomic(&dir, INTENT_TMP, INTENT, &data))
-        .await
+    crate::blocking::run(&dir.clone(), move || {
+        crate::blocking::write_atomic(&dir, INTENT_TMP, INTENT, &data)
+    })
+    .await
 }
 
 /// Durably remove the truncation intent (the truncation is complete on disk).
 pub(crate) async fn remove_intent(dir: PathBuf) -> std::io::Result<()> {
-    crate::blocking::run(move || {
+    crate::blocking::run(&dir.clone(), move || {
         match std::fs::remove_file(dir.join(INTENT)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -321,7 +321,10 @@ async fn flush_locked(
             fsyncs += 1;
         }
     }
-    if need_dir_sync {
+    // a segment created here, or a new log's first (created at open) whose entry no
+    // directory fsync has covered since
+    let dir_fsyncs = u64::from(need_dir_sync || log.dir_unsynced());
+    if dir_fsyncs > 0 {
         log.sync_dir().await?;
     }
     if let Some(c) = cycle {
@@ -347,6 +350,7 @@ async fn flush_locked(
         m.flushes += 1;
         m.fsyncs += fsyncs;
         m.fsync_micros_total += fsync_us;
+        m.flush_dir_fsyncs += dir_fsyncs;
         m.bytes_written += written;
         m.fsync_durations.merge(&fsync_times);
     });

@@ -9,7 +9,7 @@ use crate::error::StorageError;
 use crate::signal::Signal;
 use crate::state::LogState;
 use crate::swap::CleanerHook;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::path::PathBuf;
 
 /// Shared core of a log; owned by the partition's shard, never crosses cores.
@@ -28,6 +28,10 @@ pub(crate) struct LogInner {
     /// The latest journal epoch holding entries of this log (0: none), so a change that
     /// rewrites or removes its files knows whether it must wait for a checkpoint.
     pub(crate) journal_epoch: std::cell::Cell<u64>,
+    /// The directory has an entry no directory fsync covered yet: a new log's first
+    /// segment, created at open. The next `sync_dir` (any caller) clears it; a flush
+    /// finding it set syncs the directory before its data counts as durable.
+    dir_unsynced: Cell<bool>,
 }
 
 impl LogInner {
@@ -41,7 +45,22 @@ impl LogInner {
             durable_signal: Signal::default(),
             cleaner_hook: RefCell::new(None),
             journal_epoch: std::cell::Cell::new(0),
+            dir_unsynced: Cell::new(false),
         }
+    }
+
+    /// A file was created in the directory without a directory fsync (open).
+    pub(crate) fn set_dir_unsynced(&self) {
+        self.dir_unsynced.set(true);
+    }
+    /// Whether the directory still needs a fsync for an entry created before.
+    pub(crate) fn dir_unsynced(&self) -> bool {
+        self.dir_unsynced.get()
+    }
+    /// A directory fsync that started after every entry `dir_unsynced` stands for
+    /// completed.
+    pub(crate) fn dir_synced(&self) {
+        self.dir_unsynced.set(false);
     }
 
     /// The state, to read. Never hold it across an `.await`.
@@ -70,7 +89,7 @@ impl LogInner {
         }
     }
 
-    /// Reads the index files of segment `base` on the blocking helper if they are not in
+    /// Reads the index files of segment `base` on a blocking helper if they are not in
     /// memory, so a following `ensure_indexes` reads nothing on the shard thread.
     pub(crate) async fn load_indexes(&self, base: i64) {
         if !self.state().indexes_missing(base) {
@@ -80,7 +99,7 @@ impl LogInner {
             crate::segment::index_path(&self.dir, base),
             crate::segment::timeindex_path(&self.dir, base),
         );
-        let (idx, tidx) = crate::blocking::run(move || {
+        let (idx, tidx) = crate::blocking::run(&self.dir, move || {
             (
                 std::fs::read(ip).unwrap_or_default(),
                 std::fs::read(tp).unwrap_or_default(),
@@ -97,7 +116,8 @@ impl LogInner {
             return Ok(());
         }
         let dir = self.dir.clone();
-        let read = crate::blocking::run(move || crate::txn::read_entries(&dir, base)).await?;
+        let read =
+            crate::blocking::run(&self.dir, move || crate::txn::read_entries(&dir, base)).await?;
         self.state_mut().install_txn(base, read);
         Ok(())
     }
@@ -113,11 +133,12 @@ impl LogInner {
         Ok(())
     }
 
-    /// fsync the log directory (new or removed files), on the shard's blocking helper:
+    /// fsync the log directory (new or removed files), on a blocking helper of the shard:
     /// glommio 0.9's `Directory::sync` leaks task waker references when many run
     /// concurrently from one task (refcount overflow panic).
     pub(crate) async fn sync_dir(&self) -> Result<(), StorageError> {
         crate::blocking::sync_dir(self.dir.clone()).await?;
+        self.dir_synced();
         Ok(())
     }
 }

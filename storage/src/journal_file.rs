@@ -68,7 +68,7 @@ impl ShardJournal {
         }
         let jdir = data_dir.join(JOURNAL_DIR);
         let d = jdir.clone();
-        let dev = crate::blocking::run(move || -> std::io::Result<u64> {
+        let dev = crate::blocking::run(&jdir, move || -> std::io::Result<u64> {
             use std::os::unix::fs::MetadataExt;
             std::fs::create_dir_all(&d)?;
             Ok(std::fs::metadata(&d)?.dev())

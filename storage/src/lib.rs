@@ -73,6 +73,7 @@ mod truncate;
 mod txn;
 mod writer;
 
+pub use blocking::run as run_blocking;
 pub use cleaner::CleanerPass;
 pub use config::{CleanupPolicy, FlushSync, LogConfig, ShardStorageOptions};
 pub use error::StorageError;

@@ -686,6 +686,33 @@ impl PartitionLog {
         self.inner.state_mut().set_leader_epoch(epoch);
     }
 
+    /// Writes `data` as `name` (one plain file name) in the log's directory atomically —
+    /// `<name>.tmp`, fsync, rename, directory fsync — on a blocking helper; the broker's
+    /// `partition.metadata`. That directory fsync also makes the log's own new entries
+    /// durable (a new log's first segment, created at open), so the first flush after it
+    /// needs no directory fsync of its own.
+    pub async fn write_dir_file(&self, name: &str, data: Vec<u8>) -> Result<(), StorageError> {
+        let mut parts = std::path::Path::new(name).components();
+        let plain = matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        );
+        if !plain {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a plain file name"),
+            )));
+        }
+        let dir = self.inner.dir.clone();
+        let (tmp, name) = (format!("{name}.tmp"), name.to_string());
+        crate::blocking::run(&self.inner.dir, move || {
+            crate::blocking::write_atomic(&dir, &tmp, &name, &data)
+        })
+        .await?;
+        self.inner.dir_synced();
+        Ok(())
+    }
+
     /// The epoch `append` stamps, if one is set.
     pub fn leader_epoch(&self) -> Option<i32> {
         self.inner.state().leader_epoch()

@@ -455,7 +455,7 @@ pub(crate) async fn load_producers(
     let mut base = None;
     for o in candidates {
         let dir = log.dir.clone();
-        match crate::blocking::run(move || crate::snapshot::read(&dir, o)).await {
+        match crate::blocking::run(&log.dir, move || crate::snapshot::read(&dir, o)).await {
             Some(ps) => {
                 base = Some((o, ps));
                 break;
@@ -633,7 +633,8 @@ pub(crate) async fn aborted_transactions(
             SegTxn::OnDisk(_) => {
                 let dir = log.dir.clone();
                 let read =
-                    crate::blocking::run(move || crate::txn::read_entries(&dir, base)).await?;
+                    crate::blocking::run(&log.dir, move || crate::txn::read_entries(&dir, base))
+                        .await?;
                 log.state_mut().install_txn(base, read.clone());
                 read.ok_or_else(|| corrupt(format!("segment {base}: damaged transaction index")))?
             }

@@ -13,9 +13,12 @@
 //! on dropped, entries before the log start folded into it), and a truncation intent left
 //! by a crash is carried out. Before any of that, a cleaner's segment swap a crash
 //! interrupted is finished or rolled back (`swap::recover`), and the cleaner checkpoint
-//! is fitted to the recovered log (rewritten if it claimed offsets past its end). Close: flush, cut the file to its logical end, write
+//! is fitted to the recovered log (rewritten if it claimed offsets past its end). A
+//! directory without segments (a new log) gets its empty first segment at open, without
+//! a directory fsync: the next one covers it (`LogInner::dir_unsynced`; the broker's
+//! mark, else the first flush). Close: flush, cut the file to its logical end, write
 //! indexes and a changed epoch checkpoint, then the marker (removed again before the
-//! files next change).
+//! files next change); an empty active segment gets neither indexes nor a marker.
 
 use crate::clean_point::CleanPoint;
 use crate::config::LogConfig;
@@ -236,7 +239,7 @@ async fn rescan(
     let mut s = r.seg.scanned();
     s.created_ms = if s.size > 0 {
         let p = log_path(dir, base);
-        crate::blocking::run(move || file_created_ms(&p)).await
+        crate::blocking::run(dir, move || file_created_ms(&p)).await
     } else {
         -1
     };
@@ -244,7 +247,7 @@ async fn rescan(
 }
 
 /// What `open_log` learns from the directory with plain file-system calls, gathered in one
-/// call on the blocking helper so the shard thread never waits on them.
+/// call on a blocking helper so the shard thread never waits on them.
 struct Survey {
     dev: u64,
     /// Segment bases in order, with each log file's length.
@@ -263,6 +266,9 @@ struct Survey {
     intent: Option<Option<i64>>,
     /// A cleaner's swap interrupted by a crash was finished or rolled back.
     swap_recovered: bool,
+    /// The directory held no segment: its first one (base 0, empty) was created now,
+    /// without a directory fsync (see `open_log`).
+    created_first: bool,
     /// Producer-state snapshot offsets found.
     snapshots: Vec<i64>,
     /// Length of every `.txnindex` file, by segment base.
@@ -274,11 +280,29 @@ struct Survey {
 
 fn survey(dir: &Path) -> Result<Survey, StorageError> {
     use std::os::unix::fs::MetadataExt;
+    let existed = dir.is_dir();
     std::fs::create_dir_all(dir)?;
+    if !existed {
+        // the new directory's own entry, durable before anything in it is acknowledged
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     let dev = std::fs::metadata(dir)?.dev();
     // before anything reads the segments: they are the old ones or the cleaned ones
     let swap_recovered = crate::swap::recover(dir)?;
     let bases = list_segments(dir)?;
+    // a log without a segment (a new one) gets its first now, here on the helper: the
+    // first flush then finds the file and needs no directory fsync of its own when one
+    // came in between (`LogInner::sync_dir`, e.g. the broker's partition mark)
+    let created_first = bases.is_empty();
+    if created_first {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(log_path(dir, 0))?;
+    }
     let mut segments = Vec::with_capacity(bases.len());
     for &b in &bases {
         segments.push((b, std::fs::metadata(log_path(dir, b))?.len()));
@@ -327,6 +351,7 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         epochs: crate::epoch::read_checkpoint(dir)?,
         intent: crate::epoch::read_intent(dir)?,
         swap_recovered,
+        created_first,
         snapshots,
         txn_lens,
         txn_read,
@@ -398,12 +423,14 @@ pub(crate) async fn open_log(
         epochs: epochs_raw,
         intent,
         swap_recovered,
+        created_first,
         snapshots,
         txn_lens,
         txn_read,
     } = {
+        let key = dir.clone();
         let dir = dir.clone();
-        crate::blocking::run(move || survey(&dir)).await?
+        crate::blocking::run(&key, move || survey(&dir)).await?
     };
     crate::segment::probe_device(&dir, dev).await?;
     let marker = marker_raw.as_deref().and_then(Marker::decode);
@@ -462,8 +489,11 @@ pub(crate) async fn open_log(
                     .await?
                     .seg;
                 // replace indexes that may describe bytes that are now cut or rewritten
-                let (idx, tidx) = seg.encode_indexes();
-                write_indexes(&dir, base, idx, tidx).await?;
+                // (an empty segment without any, a new log's first, needs none)
+                if file_len > 0 || last_indexes_exist {
+                    let (idx, tidx) = seg.encode_indexes();
+                    write_indexes(&dir, base, idx, tidx).await?;
+                }
                 let mut seg = seg;
                 attach_txn(&mut seg, false, &txn_lens, &txn_read);
                 segments.push(seg);
@@ -481,8 +511,9 @@ pub(crate) async fn open_log(
     let log_start = segments.first().map_or(log_end, |s| s.base);
     let epochs = recover_epochs(&dir, epochs_raw, log_start, log_end);
     let clean = {
+        let key = dir.clone();
         let dir = dir.clone();
-        crate::blocking::run(move || CleanPoint::load(&dir, log_start, log_end)).await?
+        crate::blocking::run(&key, move || CleanPoint::load(&dir, log_start, log_end)).await?
     };
     // a clean point past the recovered end must not stay on disk: data appended from
     // the end on is not clean
@@ -505,6 +536,12 @@ pub(crate) async fn open_log(
         snapshots,
     );
     let inner = shard.register(|id| Rc::new(LogInner::new(id, dir, dev, st)));
+    if created_first {
+        // the segment at 0 `LogState::new` made for an empty list: its file is there, its
+        // directory entry not yet durable
+        inner.state_mut().set_file_exists(0);
+        inner.set_dir_unsynced();
+    }
     if changed {
         inner.sync_dir().await?;
     }
@@ -635,7 +672,9 @@ async fn close_files_and_mark(
         };
         (a.base, a.size, a.file_exists, idx, m)
     };
-    if !exists {
+    if !exists || size == 0 {
+        // nothing in the active segment (a new log's, created at open): the next open
+        // scans nothing, so neither indexes nor a marker are worth a write
         return Ok(());
     }
     let file = shard.segment_file(log, base, false).await?;
@@ -645,7 +684,7 @@ async fn close_files_and_mark(
         write_indexes(&log.dir, base, i, t).await?;
     } else {
         let (ip, tp) = (index_path(&log.dir, base), timeindex_path(&log.dir, base));
-        let both = crate::blocking::run(move || ip.exists() && tp.exists()).await;
+        let both = crate::blocking::run(&log.dir, move || ip.exists() && tp.exists()).await;
         if !both {
             return Ok(()); // no marker: the next open rescans and rebuilds
         }

@@ -135,29 +135,35 @@ pub(crate) async fn delete_log(
     // wait for gigabytes of unlinks, and a crash leaves a `-delete` directory that
     // `remove_deleted_dirs` finishes at the next start, never data under the live name.
     let dir = log.dir.clone();
-    let doomed = crate::blocking::run(move || -> std::io::Result<Option<std::path::PathBuf>> {
-        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
-            return Ok(None);
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let doomed = dir.with_file_name(format!("{name}.{nanos:x}{DELETED_SUFFIX}"));
-        match std::fs::rename(&dir, &doomed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(Some(doomed))
-    })
+    // keyed by the log's directory: a log opened again under this name afterwards (its
+    // survey creates the directory) waits for the rename
+    let doomed = crate::blocking::run(
+        &log.dir,
+        move || -> std::io::Result<Option<std::path::PathBuf>> {
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+                return Ok(None);
+            };
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let doomed = dir.with_file_name(format!("{name}.{nanos:x}{DELETED_SUFFIX}"));
+            match std::fs::rename(&dir, &doomed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if let Some(parent) = dir.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(Some(doomed))
+        },
+    )
     .await?;
     if let Some(doomed) = doomed {
         glommio::spawn_local(async move {
             let shown = doomed.display().to_string();
-            if let Err(e) = crate::blocking::run(move || std::fs::remove_dir_all(doomed)).await {
+            let key = doomed.clone();
+            if let Err(e) = crate::blocking::run(&key, move || std::fs::remove_dir_all(doomed)).await {
                 tracing::warn!(dir = %shown, error = %e, "removing a deleted log; the next start retries");
             }
         })

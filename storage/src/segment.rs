@@ -321,7 +321,7 @@ pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageErro
     let path = dir.join(".sluice-io-probe");
     {
         let path = path.clone();
-        crate::blocking::run(move || std::fs::write(path, vec![0u8; PAGE as usize])).await?;
+        crate::blocking::run(dir, move || std::fs::write(path, vec![0u8; PAGE as usize])).await?;
     }
     let f = OpenOptions::new().read(true).dma_open(&path).await;
     // ok: a leftover probe file is harmless
@@ -331,10 +331,11 @@ pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageErro
     Ok(())
 }
 
-/// Removes the files of segments `bases` (in that order) on the blocking helper.
+/// Removes the files of segments `bases` (in that order) on a blocking helper.
 pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Result<()> {
+    let key = dir;
     let dir = dir.to_path_buf();
-    crate::blocking::run(move || {
+    crate::blocking::run(key, move || {
         for b in bases {
             remove_segment_files(&dir, b)?;
         }

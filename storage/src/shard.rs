@@ -40,6 +40,9 @@ pub struct StorageMetrics {
     /// and with `FlushSync::Filesystem` each cycle's `syncfs` calls (counted in `fsyncs`);
     /// with `FlushSync::Journal` each cycle's journal write and sync.
     pub fsync_durations: LatencyHistogram,
+    /// Directory fsyncs a group commit waited for (a segment file it created, or a new
+    /// log's first segment whose entry no earlier directory fsync covered).
+    pub flush_dir_fsyncs: u64,
     /// Bytes the flusher wrote to segment files: whole aligned pages, so the rewritten
     /// partial tail page and the zero padding count too.
     pub bytes_written: u64,

@@ -133,7 +133,7 @@ pub(crate) fn decode(b: &[u8]) -> Option<(i64, ProducerStates)> {
     Some((offset, ProducerStates::from_parts(map, unstable)))
 }
 
-/// Reads and decodes the snapshot for `offset` (blocking: run it on the blocking helper
+/// Reads and decodes the snapshot for `offset` (blocking: run it on a blocking helper
 /// unless in `append`'s synchronous fallback). None if missing, damaged or for another
 /// offset.
 pub(crate) fn read(dir: &std::path::Path, offset: i64) -> Option<ProducerStates> {
@@ -142,29 +142,31 @@ pub(crate) fn read(dir: &std::path::Path, offset: i64) -> Option<ProducerStates>
 }
 
 /// Writes the snapshot of `ps` for `offset` atomically (temp file, fsync, rename,
-/// directory fsync) on the blocking helper.
+/// directory fsync) on a blocking helper.
 pub(crate) async fn write(
     dir: &std::path::Path,
     offset: i64,
     ps: &ProducerStates,
 ) -> std::io::Result<()> {
     let data = encode(offset, ps);
+    let key = dir;
     let dir = dir.to_path_buf();
-    crate::blocking::run(move || {
+    crate::blocking::run(key, move || {
         let name = format!("{offset:020}.snapshot");
         crate::blocking::write_atomic(&dir, ".snapshot.tmp", &name, &data)
     })
     .await
 }
 
-/// Removes the snapshots for `offsets` on the blocking helper (missing ones are fine),
+/// Removes the snapshots for `offsets` on a blocking helper (missing ones are fine),
 /// then fsyncs the directory.
 pub(crate) async fn remove(dir: &std::path::Path, offsets: Vec<i64>) -> std::io::Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
+    let key = dir;
     let dir = dir.to_path_buf();
-    crate::blocking::run(move || {
+    crate::blocking::run(key, move || {
         for o in offsets {
             match std::fs::remove_file(crate::txn::snapshot_path(&dir, o)) {
                 Ok(()) => {}

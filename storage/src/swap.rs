@@ -2,7 +2,8 @@
 //! to a crash at any point, Kafka's way (LogCleaner + LogLoader): new files are written as
 //! `.cleaned`, committed by renaming them to `.swap`, then the old files go and the
 //! `.swap` files take the final names. Every step here is plain file-system calls, run on
-//! the shard's blocking helper; `cleaner.rs` orders them around the in-memory switch.
+//! a blocking helper of the shard (one call on the directory at a time); `cleaner.rs`
+//! orders them around the in-memory switch.
 //!
 //! ```text
 //!  1 write   <b>.log.cleaned, .index.cleaned, .txnindex.cleaned, .timeindex.cleaned

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The active segment's entries live in memory (`SegTxn::Loaded`) and reach a file at
-//! seal and at clean close; a sealed segment's file is read on first need through the
+//! seal and at clean close; a sealed segment's file is read on first need through a
 //! blocking helper and kept (entries are rare and small). A segment without aborted
 //! transactions has no file. Owned by the partition's shard; never crosses cores.
 
@@ -136,7 +136,7 @@ pub(crate) fn decode_entries(b: &[u8]) -> Option<Vec<AbortedEntry>> {
         .collect()
 }
 
-/// Reads segment `base`'s `.txnindex` (blocking: run it on the blocking helper). A
+/// Reads segment `base`'s `.txnindex` (blocking: run it on a blocking helper). A
 /// missing file means no entries.
 pub(crate) fn read_entries(dir: &Path, base: i64) -> std::io::Result<Option<Vec<AbortedEntry>>> {
     match std::fs::read(txnindex_path(dir, base)) {
@@ -147,16 +147,17 @@ pub(crate) fn read_entries(dir: &Path, base: i64) -> std::io::Result<Option<Vec<
 }
 
 /// Replace segment `base`'s `.txnindex` by `entries` atomically (temp file, fsync,
-/// rename, directory fsync, on the blocking helper), or remove it when there are none:
+/// rename, directory fsync, on a blocking helper), or remove it when there are none:
 /// a crash leaves the old file or the new one, never a torn one.
 pub(crate) async fn write_file(
     dir: &Path,
     base: i64,
     entries: &[AbortedEntry],
 ) -> std::io::Result<()> {
+    let key = dir;
     let dir = dir.to_path_buf();
     let data = encode_entries(entries);
-    crate::blocking::run(move || {
+    crate::blocking::run(key, move || {
         let name = format!("{base:020}.txnindex");
         if data.is_empty() {
             match std::fs::remove_file(dir.join(&name)) {

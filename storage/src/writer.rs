@@ -13,7 +13,7 @@
 //!                      .index and .timeindex written + fdatasync, directory fsync
 //! ```
 //!
-//! Async over io_uring (glommio `DmaFile`); the directory calls run on the shard's
+//! Async over io_uring (glommio `DmaFile`); the directory calls run on a
 //! blocking helper. Owned by the task that writes; never crosses cores.
 
 use crate::error::StorageError;
@@ -56,8 +56,9 @@ impl SegmentWriter {
     ) -> Result<SegmentWriter, StorageError> {
         let dir = dir.into();
         let dev = {
+            let key = dir.clone();
             let dir = dir.clone();
-            crate::blocking::run(move || -> std::io::Result<u64> {
+            crate::blocking::run(&key, move || -> std::io::Result<u64> {
                 use std::os::unix::fs::MetadataExt;
                 std::fs::create_dir_all(&dir)?;
                 Ok(std::fs::metadata(&dir)?.dev())

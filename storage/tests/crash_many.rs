@@ -8,7 +8,9 @@
 //! contiguous. Rounds rotate `FlushSync::Journal` (a small journal, so checkpoints and
 //! epoch switches happen within a round; every start replays the journals first, as the
 //! broker does), the journal with `journal_min_logs` 200 (small cycles sync segments,
-//! large ones are journaled), `FlushSync::Filesystem` and `FlushSync::Segment`.
+//! large ones are journaled), `FlushSync::Filesystem` and `FlushSync::Segment`. The
+//! first round's logs are new (their first writes are in it); half of them are marked
+//! like the broker's partitions (`write_dir_file`). The executor has 4 blocking helpers.
 
 mod common;
 use common::{batch, run, spawn_crash_child, tempdir, xorshift};
@@ -69,11 +71,17 @@ fn many_logs_child() {
         let shard = ShardStorage::start(opts(&mode, &root));
         let mut logs = Vec::with_capacity(LOGS);
         for i in 0..LOGS {
-            logs.push(
-                PartitionLog::open(&shard, log_dir(&root, i), small_segments())
+            let log = PartitionLog::open(&shard, log_dir(&root, i), small_segments())
+                .await
+                .unwrap();
+            // half the logs marked as the broker marks a partition (the mark's directory
+            // fsync covers a new log's first segment), half not (the first flush syncs it)
+            if i % 2 == 0 {
+                log.write_dir_file("partition.metadata", b"version: 0\n".to_vec())
                     .await
-                    .unwrap(),
-            );
+                    .unwrap();
+            }
+            logs.push(log);
         }
         println!("OPEN");
         let logs = std::rc::Rc::new(logs);

@@ -81,6 +81,7 @@ fn add_storage(to: &mut StorageMetrics, m: &StorageMetrics) {
     to.flush_cycle_durations.merge(&m.flush_cycle_durations);
     to.fsyncs += m.fsyncs;
     to.fsync_micros_total += m.fsync_micros_total;
+    to.flush_dir_fsyncs += m.flush_dir_fsyncs;
     to.fsync_durations.merge(&m.fsync_durations);
     to.bytes_written += m.bytes_written;
     to.cache_hits += m.cache_hits;
@@ -453,6 +454,12 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_fsyncs_total",
         "fdatasync calls on segment files (group commits and sealing rolled segments).",
         s.fsyncs,
+    );
+    counter(
+        &mut e,
+        "sluice_storage_flush_dir_fsyncs_total",
+        "Directory fsyncs group commits waited for (segment files they created).",
+        s.flush_dir_fsyncs,
     );
     counter(
         &mut e,

@@ -8,10 +8,14 @@ use bytes::Bytes;
 use sluice_proto::batch::{build_batch, SimpleRecord};
 use std::future::Future;
 
+/// Runs `f` on a glommio executor with 4 blocking helper threads, as a broker shard has
+/// several (`storage.blocking.threads`): the tests see calls on different directories run
+/// at once.
 pub fn run<T: Send + 'static, F: Future<Output = T> + 'static>(
     f: impl FnOnce() -> F + Send + 'static,
 ) -> T {
     glommio::LocalExecutorBuilder::default()
+        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(4))
         .spawn(f)
         .expect("spawn executor") // ok: test setup
         .join()
