@@ -85,7 +85,8 @@ impl FileHeader {
 /// log directory `dir` (a name inside the data directory).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub(crate) dir: String,
+    /// Shared by every entry of one log in a cycle (a count bump per batch, not a copy).
+    pub(crate) dir: std::rc::Rc<str>,
     pub(crate) seg_base: i64,
     pub(crate) pos: u64,
     pub(crate) data: Bytes,
@@ -179,7 +180,7 @@ fn decode_body(body: &[u8], count: u32) -> Option<Vec<Entry>> {
             return None;
         }
         out.push(Entry {
-            dir,
+            dir: dir.into(),
             seg_base,
             pos,
             data,
@@ -336,7 +337,7 @@ impl<'a> Writer<'a> {
     }
 
     fn apply(&mut self, e: &Entry, out: &mut JournalReplay) -> std::io::Result<()> {
-        let dir = self.data_dir.join(&e.dir);
+        let dir = self.data_dir.join(&*e.dir);
         if !dir.is_dir() {
             out.skipped += 1;
             return Ok(());
@@ -401,7 +402,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..3000),
         )
             .prop_map(|(dir, seg_base, pos, data)| Entry {
-                dir,
+                dir: dir.into(),
                 seg_base,
                 pos,
                 data: Bytes::from(data),

@@ -23,7 +23,7 @@ use crate::inner::LogInner;
 use crate::journal::{set_len, Entry, FIRST_SET};
 use crate::journal_file::{JournalCtl, Written};
 use crate::shard::ShardStorage;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -90,6 +90,7 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             fallback.push(l.clone());
             continue;
         };
+        let name: Rc<str> = name.into();
         if let Err(e) = prepare(l).await {
             tracing::error!(dir = %l.dir.display(), error = %e, "log flush failed; log is now failed");
             l.state_mut().fail(&e);
@@ -103,17 +104,18 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             }
             let skip = st.pending().journaled();
             // each batch's place: its segment's written size plus the batches before it
-            let mut at: HashMap<i64, u64> = HashMap::new();
+            // (the queue is in offset order, so one segment's batches are consecutive)
+            let mut at: Option<(i64, u64)> = None;
             let mut n = 0;
             let mut end = None;
-            let mut new = Vec::new();
             for (i, p) in st.pending().iter().enumerate() {
-                let pos = *at
-                    .entry(p.seg_base)
-                    .or_insert_with(|| st.segment(p.seg_base).map_or(0, |s| s.flushed));
-                at.insert(p.seg_base, pos + p.data.len() as u64);
+                let pos = match at {
+                    Some((base, pos)) if base == p.seg_base => pos,
+                    _ => st.segment(p.seg_base).map_or(0, |s| s.flushed),
+                };
+                at = Some((p.seg_base, pos + p.data.len() as u64));
                 if i >= skip {
-                    new.push(Entry {
+                    entries.push(Entry {
                         dir: name.clone(),
                         seg_base: p.seg_base,
                         pos,
@@ -123,7 +125,6 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
                     end = Some(p.last + 1);
                 }
             }
-            entries.extend(new);
             (n, end)
         };
         if let Some(end) = end {
