@@ -1,11 +1,13 @@
-//! Group commit through the shard's write-ahead journal (`FlushSync::Journal`): a cycle
-//! takes every dirty log whose I/O permit is free, puts all their not-yet-journaled
-//! pending batches in one record set (one aligned DMA write, one `fdatasync`), then
-//! advances each log's durable offset. The batches stay pending (readable, counted in the
-//! unflushed budget) until the write-behind task has written them into their segments
-//! without a sync; a checkpoint (the active journal half full, or a barrier) switches to
-//! the next epoch, writes behind everything journaled, syncs every segment written since
-//! the last one and retires the old epoch. A change that rewrites or removes a log's
+//! Group commit through the shard's write-ahead journal (`FlushSync::Journal`, for cycles
+//! of `journal_min_logs` dirty logs or more; smaller ones sync segments as `Segment`
+//! does): a cycle takes every dirty log whose I/O permit is free, puts all their
+//! not-yet-journaled pending batches in one record set (one aligned DMA write, one
+//! `fdatasync`), then advances each log's durable offset. The batches stay pending
+//! (readable, counted in the shard's `behind` total, see `pending.rs`) until the
+//! write-behind task has written them into their segments without a sync; a checkpoint
+//! (the active journal half full, or a barrier) switches to the next epoch, waits for a
+//! write-behind pass that started after the switch, syncs every segment written since the
+//! last one and retires the old epoch. A change that rewrites or removes a log's
 //! files (truncation, reset, the cleaner's swap, retention, delete, close) first calls
 //! `barrier`, so a replay never resurrects cut data or writes into a replaced file.
 //! A log whose permit is busy when a cycle starts (written behind, or a file change) goes
@@ -15,7 +17,7 @@
 //! ```text
 //!  cycle: dirty logs ─► entries (dir, segment, position, bytes) ─► journal set + fdatasync
 //!         ─► durable, waiters woken ─► behind list ─► write-behind task: segment writes
-//!  checkpoint: switch epoch ─► write behind all ─► fdatasync written segments ─► retire
+//!  checkpoint: switch epoch ─► one write-behind pass ─► fdatasync written segments ─► retire
 //! ```
 
 use crate::error::StorageError;
