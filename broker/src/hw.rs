@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use sluice_storage::{PartitionLog, Signal};
 
+use crate::fast_map::FastMap;
 use crate::metadata::controller::{IsrChange, MetadataOp, MetadataOpResult};
 use crate::metadata::image::TopicId;
 use crate::shard::ShardCtx;
@@ -86,7 +87,7 @@ fn parse_checkpoint(text: &str) -> Option<Vec<(Key, i64)>> {
 #[derive(Default)]
 pub(crate) struct Leaders {
     /// By topic id and partition: a key that costs no allocation on the fetch path.
-    progress: RefCell<HashMap<Key, Progress>>,
+    progress: RefCell<FastMap<Key, Progress>>,
     /// Notified whenever a high watermark may have moved.
     pub(crate) moved: Signal,
     /// Notified when a client batch was appended here (not yet durable): wakes followers'
@@ -100,16 +101,41 @@ impl ShardCtx {
     /// offset, which says nothing about the other replicas: acknowledgements go through
     /// `wait_replicated`, which checks the leadership first.
     pub(crate) fn high_watermark(&self, topic: &str, partition: i32, log: &PartitionLog) -> i64 {
-        let durable = log.durable_offset();
+        self.with_high_watermarks(|hw| hw(topic, partition, log))
+    }
+
+    /// Runs `f` with a `high_watermark` for many partitions: the metadata and the
+    /// progress table are borrowed once, and a run of one topic's partitions looks the
+    /// topic up once (a fetch of 10,000 partitions asks for every one of them).
+    pub(crate) fn with_high_watermarks<R>(
+        &self,
+        f: impl FnOnce(&mut dyn FnMut(&str, i32, &PartitionLog) -> i64) -> R,
+    ) -> R {
         let image = self.image.borrow();
-        let Some(t) = image.topic(topic) else {
+        let mut all = self.leaders.progress.borrow_mut();
+        let mut last = None;
+        let mut hw = |topic: &str, partition: i32, log: &PartitionLog| -> i64 {
+            let t = image.topic_in_run(&mut last, topic);
+            self.high_watermark_in(&mut all, t, partition, log)
+        };
+        f(&mut hw)
+    }
+
+    fn high_watermark_in(
+        &self,
+        all: &mut FastMap<Key, Progress>,
+        topic: Option<&crate::metadata::image::TopicInfo>,
+        partition: i32,
+        log: &PartitionLog,
+    ) -> i64 {
+        let durable = log.durable_offset();
+        let Some(t) = topic else {
             return durable;
         };
         let state = match usize::try_from(partition).ok().and_then(|p| t.parts.get(p)) {
             Some(p) if p.leader == self.node_id => p,
             _ => return durable,
         };
-        let mut all = self.leaders.progress.borrow_mut();
         let progress = all.entry((t.id, partition)).or_default();
         if progress.epoch != state.leader_epoch {
             // a new leadership: followers must show their positions again

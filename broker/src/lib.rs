@@ -8,6 +8,7 @@ mod conn_limit;
 mod connection;
 mod coordinator_log;
 mod errors;
+mod fast_map;
 mod groups;
 mod groups_glue;
 mod handlers;

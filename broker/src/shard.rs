@@ -10,6 +10,7 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -20,10 +21,11 @@ use crate::admission::{Admission, ConnKey};
 use crate::config::BrokerConfig;
 use crate::coordinator_log::ReplicatedAcks;
 use crate::errors::{code, now_ms, storage_error_code};
+use crate::fast_map::FastMap;
 use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::groups_glue::{group_config, load_coordinator, run_call, GroupAnswer};
 use crate::metadata::controller::{MetadataOp, MetadataOpResult};
-use crate::metadata::image::{Change, MetadataImage};
+use crate::metadata::image::{Change, MetadataImage, TopicInfo};
 use crate::metadata::topic_config::log_config;
 use crate::partition_meta;
 use crate::placement::shard_for;
@@ -76,7 +78,7 @@ pub(crate) struct ShardCtx {
     pub(crate) router: Rc<Router>,
     pub(crate) image: RefCell<MetadataImage>,
     /// Partitions this shard owns, by topic then partition index.
-    partitions: RefCell<HashMap<String, HashMap<i32, PartitionLog>>>,
+    partitions: RefCell<FastMap<String, FastMap<i32, PartitionLog>>>,
     /// This node's id (`node.id`).
     pub(crate) node_id: i32,
     /// Shard 0: the quorum thread's inbox (changes go there).
@@ -134,7 +136,7 @@ impl ShardCtx {
             storage: storage.clone(),
             router,
             image: RefCell::new(MetadataImage::default()),
-            partitions: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(FastMap::default()),
             node_id: config.node_id(),
             quorum: OnceCell::new(),
             metadata_applied: Cell::new(0),
@@ -169,10 +171,16 @@ impl ShardCtx {
     /// The shard that owns `partition` of `topic` if this node leads it: else
     /// UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER or LEADER_NOT_AVAILABLE.
     pub(crate) fn route(&self, topic: &str, partition: i32) -> Result<usize, ResponseError> {
-        let image = self.image.borrow();
-        let t = image
-            .topic(topic)
-            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        self.route_in(self.image.borrow().topic(topic), partition)
+    }
+
+    /// `route` with the topic already looked up (None: unknown).
+    pub(crate) fn route_in(
+        &self,
+        t: Option<&TopicInfo>,
+        partition: i32,
+    ) -> Result<usize, ResponseError> {
+        let t = t.ok_or(ResponseError::UnknownTopicOrPartition)?;
         let state = usize::try_from(partition)
             .ok()
             .and_then(|p| t.parts.get(p))
@@ -213,18 +221,7 @@ impl ShardCtx {
         partition: i32,
         epoch: Option<i32>,
     ) -> Result<(), ResponseError> {
-        let Some(epoch) = epoch.filter(|e| *e >= 0) else {
-            return Ok(());
-        };
-        let image = self.image.borrow();
-        let Some(state) = image.partition(topic, partition) else {
-            return Ok(());
-        };
-        match epoch.cmp(&state.leader_epoch) {
-            std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
-            std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
-            std::cmp::Ordering::Equal => Ok(()),
-        }
+        check_leader_epoch_in(self.image.borrow().topic(topic), partition, epoch)
     }
 
     /// The shard that owns `partition` of `topic`, if the topic exists.
@@ -251,6 +248,28 @@ impl ShardCtx {
             .get(topic)?
             .get(&partition)
             .cloned()
+    }
+
+    /// Runs `f` with a `log` lookup for many partitions: a run of one topic's partitions
+    /// hashes the topic name once.
+    pub(crate) fn with_logs<R>(
+        &self,
+        f: impl FnOnce(&mut dyn FnMut(&str, i32) -> Option<PartitionLog>) -> R,
+    ) -> R {
+        let all = self.partitions.borrow();
+        let mut last: Option<(String, Option<&FastMap<i32, PartitionLog>>)> = None;
+        let mut log = |topic: &str, partition: i32| -> Option<PartitionLog> {
+            let parts = match &last {
+                Some((name, parts)) if name == topic => *parts,
+                _ => {
+                    let parts = all.get(topic);
+                    last = Some((topic.to_string(), parts));
+                    parts
+                }
+            };
+            parts?.get(&partition).cloned()
+        };
+        f(&mut log)
     }
 
     /// Submits `req` to `shard`. Awaiting this runs (locally) or queues (remotely) the
@@ -372,7 +391,7 @@ impl ShardCtx {
             } => {
                 if replica >= 0 {
                     for p in &parts {
-                        self.follower_fetched(&p.tp.topic, p.tp.partition, replica, p.fetch_offset);
+                        self.follower_fetched(&p.topic, p.partition, replica, p.fetch_offset);
                     }
                 }
                 Box::pin(async move {
@@ -703,53 +722,72 @@ impl ShardCtx {
         let mut out = Vec::with_capacity(parts.len());
         let mut reads: Vec<(usize, PartitionLog, i64, i64, usize)> = Vec::new();
         let mut committed_reads: Vec<(usize, PartitionLog, i64)> = Vec::new();
-        for part in parts {
-            let Some(log) = self.log(&part.tp.topic, part.tp.partition) else {
-                out.push(FetchPartResult::failed(
-                    self.no_log_error(&part.tp.topic, part.tp.partition),
-                ));
-                continue;
-            };
-            // followers copy up to the log end (their fsyncs overlap the leader's; the high
-            // watermark still waits for the leader's own); consumers see up to the high
-            // watermark
-            // (read_committed: up to the last stable offset, below which every transaction
-            // is decided; the transaction state is built on first need)
-            let committed = read_committed && replica < 0;
-            if committed && !log.producer_state_loaded() {
-                if let Err(e) = log.load_transaction_state().await {
-                    out.push(FetchPartResult::failed(storage_error_code(&e)));
+        // one pass without awaiting: a fetch may name 10,000 partitions every round
+        let logs: Vec<Option<PartitionLog>> =
+            self.with_logs(|log| parts.iter().map(|p| log(&p.topic, p.partition)).collect());
+        // followers copy up to the log end (their fsyncs overlap the leader's; the high
+        // watermark still waits for the leader's own); consumers see up to the high
+        // watermark (read_committed: up to the last stable offset, below which every
+        // transaction is decided; the transaction state is built on first need)
+        let committed = read_committed && replica < 0;
+        let mut load_failed: Vec<Option<i16>> = Vec::new();
+        if committed {
+            for log in logs.iter().flatten() {
+                let failed = match log.producer_state_loaded() {
+                    true => None,
+                    false => log
+                        .load_transaction_state()
+                        .await
+                        .err()
+                        .map(|e| storage_error_code(&e)),
+                };
+                load_failed.push(failed);
+            }
+        }
+        let mut load_failed = load_failed.into_iter();
+        self.with_high_watermarks(|high_watermark| {
+            for (part, log) in parts.iter().zip(logs) {
+                let Some(log) = log else {
+                    out.push(FetchPartResult::failed(
+                        self.no_log_error(&part.topic, part.partition),
+                    ));
+                    continue;
+                };
+                if let Some(Some(error)) = committed.then(|| load_failed.next()).flatten() {
+                    out.push(FetchPartResult::failed(error));
                     continue;
                 }
-            }
-            let high_watermark = self.high_watermark(&part.tp.topic, part.tp.partition, &log);
-            let last_stable_offset = log.last_stable_offset(high_watermark);
-            let hw = if replica >= 0 {
-                log.log_end_offset()
-            } else if committed {
-                last_stable_offset
-            } else {
-                high_watermark
-            };
-            let mut r = FetchPartResult {
-                error: 0,
-                high_watermark,
-                last_stable_offset,
-                log_start_offset: log.log_start_offset(),
-                aborted: committed.then(Vec::new),
-                batches: Vec::new(),
-            };
-            if part.fetch_offset < r.log_start_offset || part.fetch_offset > log.log_end_offset() {
-                r.error = code(ResponseError::OffsetOutOfRange);
-            } else if part.fetch_offset < hw {
-                let limit = part.max_bytes.min(max_bytes);
-                if committed {
-                    committed_reads.push((out.len(), log.clone(), part.fetch_offset));
+                let high_watermark = high_watermark(&part.topic, part.partition, &log);
+                let last_stable_offset = log.last_stable_offset(high_watermark);
+                let hw = if replica >= 0 {
+                    log.log_end_offset()
+                } else if committed {
+                    last_stable_offset
+                } else {
+                    high_watermark
+                };
+                let mut r = FetchPartResult {
+                    error: 0,
+                    high_watermark,
+                    last_stable_offset,
+                    log_start_offset: log.log_start_offset(),
+                    aborted: committed.then(Vec::new),
+                    batches: Vec::new(),
+                };
+                if part.fetch_offset < r.log_start_offset
+                    || part.fetch_offset > log.log_end_offset()
+                {
+                    r.error = code(ResponseError::OffsetOutOfRange);
+                } else if part.fetch_offset < hw {
+                    let limit = part.max_bytes.min(max_bytes);
+                    if committed {
+                        committed_reads.push((out.len(), log.clone(), part.fetch_offset));
+                    }
+                    reads.push((out.len(), log, part.fetch_offset, hw, limit));
                 }
-                reads.push((out.len(), log, part.fetch_offset, hw, limit));
+                out.push(r);
             }
-            out.push(r);
-        }
+        });
         let first = reads.first().map(|r| r.0);
         let read = |(i, log, from, hw, limit): (usize, PartitionLog, i64, i64, usize)| async move {
             (i, log.read(from, hw, limit, Some(i) == first).await)
@@ -828,22 +866,26 @@ impl ShardCtx {
 
     /// Returns when any partition has data past its offset (for a follower: appended, for
     /// a consumer: below the high watermark), or after `wait_ms`.
-    async fn wait_data(&self, parts: &[(Tp, i64)], wait_ms: u64, replica: i32) {
+    async fn wait_data(&self, parts: &[(Arc<str>, i32, i64)], wait_ms: u64, replica: i32) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
-            let ready = parts
-                .iter()
-                .any(|(tp, offset)| match self.log(&tp.topic, tp.partition) {
-                    Some(log) => {
-                        let end = if replica >= 0 {
-                            log.log_end_offset()
-                        } else {
-                            self.high_watermark(&tp.topic, tp.partition, &log)
-                        };
-                        end > *offset || *offset < log.log_start_offset()
-                    }
-                    None => true,
-                });
+            let ready = self.with_logs(|log| {
+                self.with_high_watermarks(|high_watermark| {
+                    parts
+                        .iter()
+                        .any(|(topic, partition, offset)| match log(topic, *partition) {
+                            Some(log) => {
+                                let end = if replica >= 0 {
+                                    log.log_end_offset()
+                                } else {
+                                    high_watermark(topic, *partition, &log)
+                                };
+                                end > *offset || *offset < log.log_start_offset()
+                            }
+                            None => true,
+                        })
+                })
+            });
             let now = std::time::Instant::now();
             if ready || now >= deadline {
                 return;
@@ -1260,5 +1302,25 @@ impl ShardCtx {
         if let Err(e) = self.storage.shutdown().await {
             tracing::warn!(error = %e, "storage shutdown");
         }
+    }
+}
+
+/// `ShardCtx::check_leader_epoch` with the topic already looked up (None: unknown, which
+/// the caller's routing reports).
+pub(crate) fn check_leader_epoch_in(
+    t: Option<&TopicInfo>,
+    partition: i32,
+    epoch: Option<i32>,
+) -> Result<(), ResponseError> {
+    let Some(epoch) = epoch.filter(|e| *e >= 0) else {
+        return Ok(());
+    };
+    let Some(state) = t.and_then(|t| t.parts.get(usize::try_from(partition).ok()?)) else {
+        return Ok(());
+    };
+    match epoch.cmp(&state.leader_epoch) {
+        std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
     }
 }

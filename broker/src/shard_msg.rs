@@ -13,9 +13,11 @@ pub(crate) struct Tp {
     pub(crate) partition: i32,
 }
 
+/// A partition to read; its topic is shared by every partition of it in the request.
 #[derive(Debug, Clone)]
 pub(crate) struct FetchPart {
-    pub(crate) tp: Tp,
+    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) partition: i32,
     pub(crate) fetch_offset: i64,
     pub(crate) max_bytes: usize,
 }
@@ -126,7 +128,8 @@ pub(crate) enum ShardRequest {
     /// Resolve once any partition has data past its offset (for a follower: durable data;
     /// for a consumer: below the high watermark), or after `wait_ms`.
     WaitData {
-        parts: Vec<(Tp, i64)>,
+        /// (topic, partition, offset seen)
+        parts: Vec<(std::sync::Arc<str>, i32, i64)>,
         wait_ms: u64,
         replica: i32,
     },

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,8 @@ use super::{legacy, Dispatch, Response};
 use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
-use crate::shard::ShardCtx;
-use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse, Tp};
+use crate::shard::{check_leader_epoch_in, ShardCtx};
+use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse};
 use futures_lite::future;
 
 pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Rc<Conn>) -> Dispatch {
@@ -72,7 +73,6 @@ async fn handle(
     let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0))
         .min(ctx.limits.fetch_max_wait);
     let deadline = Instant::now() + max_wait;
-    let epochs = requested_epochs(&req);
     let replica = req.replica_id.0;
     let read_committed = req.isolation_level == 1;
     // a follower needs CLUSTER_ACTION, a consumer READ on each topic (checked once per
@@ -84,37 +84,28 @@ async fn handle(
                 .access
                 .allows_cluster(&conn, AclOperation::ClusterAction)
             {
-                denied.extend(plan.parts.iter().map(|(tp, ..)| tp.topic.clone()));
+                denied.extend(plan.parts.iter().map(|p| p.topic.to_string()));
             }
         } else {
             let mut last: Option<&str> = None;
-            for (tp, ..) in &plan.parts {
-                if last == Some(tp.topic.as_str()) {
+            for p in &plan.parts {
+                if last == Some(&*p.topic) {
                     continue;
                 }
-                last = Some(&tp.topic);
-                if !denied.contains(&tp.topic)
+                last = Some(&p.topic);
+                if !denied.contains(&*p.topic)
                     && !ctx
                         .access
-                        .allows(&conn, AclOperation::Read, ResourceType::Topic, &tp.topic)
+                        .allows(&conn, AclOperation::Read, ResourceType::Topic, &p.topic)
                 {
-                    denied.insert(tp.topic.clone());
+                    denied.insert(p.topic.to_string());
                 }
             }
         }
     }
     let mut results;
     loop {
-        results = read_all(
-            &ctx,
-            &plan,
-            max_bytes,
-            &epochs,
-            replica,
-            read_committed,
-            &denied,
-        )
-        .await;
+        results = read_all(&ctx, &plan, max_bytes, replica, read_committed, &denied).await;
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
@@ -139,68 +130,58 @@ async fn handle(
     }
     crate::metrics::count_fetch(&ctx, &plan.parts, &results, &include, replica >= 0);
     let mut topics: Vec<TopicOut> = Vec::new();
-    for (((tp, _, _), r), inc) in plan.parts.iter().zip(results).zip(include) {
+    for ((p, r), inc) in plan.parts.iter().zip(results).zip(include) {
         if !inc {
             continue;
         }
         match topics.last_mut() {
-            Some(t) if t.name == tp.topic => t.partitions.push((tp.partition, r)),
+            Some(t) if *t.name == *p.topic => t.partitions.push((p.partition, r)),
             _ => topics.push(TopicOut {
-                name: tp.topic.clone(),
-                partitions: vec![(tp.partition, r)],
+                name: p.topic.to_string(),
+                partitions: vec![(p.partition, r)],
             }),
         }
     }
     encode(version, corr, 0, plan.session_id, &topics)
 }
 
-/// The leader epochs a client named (`current_leader_epoch`, v9+; -1 means none).
-fn requested_epochs(req: &FetchRequest) -> Epochs {
-    req.topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .filter(|p| p.current_leader_epoch >= 0)
-                .map(move |p| ((t.topic.0.to_string(), p.partition), p.current_leader_epoch))
-        })
-        .collect()
-}
-
-type Epochs = std::collections::HashMap<(String, i32), i32>;
-
 /// Reads every planned partition on its owner; results in plan order, `max_bytes` in all.
 async fn read_all(
     ctx: &Rc<ShardCtx>,
     plan: &Plan,
     max_bytes: usize,
-    epochs: &Epochs,
     replica: i32,
     read_committed: bool,
     denied: &std::collections::HashSet<String>,
 ) -> Vec<FetchPartResult> {
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
-    for (i, (tp, offset, part_max)) in plan.parts.iter().enumerate() {
-        if !denied.is_empty() && denied.contains(&tp.topic) {
-            results[i] = FetchPartResult::failed(ResponseError::TopicAuthorizationFailed.code());
-            continue;
-        }
-        let epoch = epochs.get(&(tp.topic.clone(), tp.partition)).copied();
-        match ctx.route(&tp.topic, tp.partition).and_then(|shard| {
-            ctx.check_leader_epoch(&tp.topic, tp.partition, epoch)
-                .map(|()| shard)
-        }) {
-            Ok(shard) => {
-                let e = by_shard.entry(shard).or_default();
-                e.0.push(i);
-                e.1.push(FetchPart {
-                    tp: tp.clone(),
-                    fetch_offset: *offset,
-                    max_bytes: usize::try_from(*part_max).unwrap_or(0),
-                });
+    {
+        // one metadata lookup per run of a topic's partitions (10,000 partitions a round)
+        let image = ctx.image.borrow();
+        let mut last = None;
+        for (i, p) in plan.parts.iter().enumerate() {
+            if !denied.is_empty() && denied.contains(&*p.topic) {
+                results[i] =
+                    FetchPartResult::failed(ResponseError::TopicAuthorizationFailed.code());
+                continue;
             }
-            Err(error) => results[i] = FetchPartResult::failed(error.code()),
+            let t = image.topic_in_run(&mut last, &p.topic);
+            match ctx.route_in(t, p.partition).and_then(|shard| {
+                check_leader_epoch_in(t, p.partition, Some(p.epoch)).map(|()| shard)
+            }) {
+                Ok(shard) => {
+                    let e = by_shard.entry(shard).or_default();
+                    e.0.push(i);
+                    e.1.push(FetchPart {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: usize::try_from(p.max_bytes).unwrap_or(0),
+                    });
+                }
+                Err(error) => results[i] = FetchPartResult::failed(error.code()),
+            }
         }
     }
     let mut pending = Vec::with_capacity(by_shard.len());
@@ -252,13 +233,19 @@ async fn wait_any(
     wait: Duration,
     replica: i32,
 ) {
-    let mut by_shard: BTreeMap<usize, Vec<(Tp, i64)>> = BTreeMap::new();
-    for ((tp, offset, _), r) in plan.parts.iter().zip(seen) {
-        if let Ok(shard) = ctx.route(&tp.topic, tp.partition) {
-            by_shard
-                .entry(shard)
-                .or_default()
-                .push((tp.clone(), (*offset).max(r.high_watermark)));
+    let mut by_shard: BTreeMap<usize, Vec<(Arc<str>, i32, i64)>> = BTreeMap::new();
+    {
+        let image = ctx.image.borrow();
+        let mut last = None;
+        for (p, r) in plan.parts.iter().zip(seen) {
+            let t = image.topic_in_run(&mut last, &p.topic);
+            if let Ok(shard) = ctx.route_in(t, p.partition) {
+                by_shard.entry(shard).or_default().push((
+                    p.topic.clone(),
+                    p.partition,
+                    p.fetch_offset.max(r.high_watermark),
+                ));
+            }
         }
     }
     let wait_ms = wait.as_millis() as u64;

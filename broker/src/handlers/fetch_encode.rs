@@ -16,7 +16,8 @@ use sluice_proto::decompress::MAX_DECOMPRESSED;
 use sluice_proto::message_set::{self, MAGIC_V0, MAGIC_V1};
 use sluice_proto::request::put_response_header;
 
-use crate::shard_msg::{FetchPartResult, Tp};
+use super::fetch_session::PlanPart;
+use crate::shard_msg::FetchPartResult;
 
 /// One topic's partitions as they go into the response.
 pub(crate) struct TopicOut {
@@ -175,13 +176,14 @@ pub(crate) fn encode(
 /// The conversion runs on the connection's shard and yields between batches.
 pub(crate) async fn down_convert(
     results: &mut [FetchPartResult],
-    parts: &[(Tp, i64, i32)],
+    parts: &[PlanPart],
     max_bytes: usize,
     version: i16,
 ) {
     let magic = if version <= 1 { MAGIC_V0 } else { MAGIC_V1 };
     let mut used = 0usize;
-    for (r, (tp, fetch_offset, part_max)) in results.iter_mut().zip(parts) {
+    for (r, p) in results.iter_mut().zip(parts) {
+        let (fetch_offset, part_max) = (&p.fetch_offset, &p.max_bytes);
         if r.error != 0 || r.batches.is_empty() {
             continue;
         }
@@ -208,7 +210,7 @@ pub(crate) async fn down_convert(
                     Ok(set) => set,
                     Err(e) => {
                         if !matches!(e, message_set::MessageSetError::UnsupportedCompression(_)) {
-                            tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "stored batch not down-converted");
+                            tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "stored batch not down-converted");
                         }
                         failed = Some(e);
                         break 'read;
@@ -367,12 +369,14 @@ mod tests {
         }
     }
 
-    fn tp(p: i32, offset: i64, max: i32) -> (Tp, i64, i32) {
-        let tp = Tp {
+    fn tp(p: i32, offset: i64, max: i32) -> PlanPart {
+        PlanPart {
             topic: "t".into(),
             partition: p,
-        };
-        (tp, offset, max)
+            fetch_offset: offset,
+            max_bytes: max,
+            epoch: -1,
+        }
     }
 
     fn offsets(r: &FetchPartResult) -> Vec<i64> {

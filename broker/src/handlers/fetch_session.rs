@@ -8,12 +8,13 @@
 //! `MAX_SESSIONS_PER_CONN` (its own oldest goes first), the shard at most `MAX_SESSIONS`
 //! (the least recently used goes), and a closed connection's sessions go with it.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
-use crate::shard_msg::{FetchPartResult, Tp};
+use crate::fast_map::FastMap;
+use crate::shard_msg::FetchPartResult;
 
 const MAX_SESSIONS: usize = 1000;
 const MAX_SESSIONS_PER_CONN: usize = 8;
@@ -22,26 +23,43 @@ const MAX_SESSIONS_PER_CONN: usize = 8;
 struct SessionPart {
     fetch_offset: i64,
     max_bytes: i32,
+    /// The client's current leader epoch for it (-1: none), as Kafka's cached partition.
+    epoch: i32,
     last_hw: i64,
     last_log_start: i64,
 }
+
+/// A session's key of a partition: the topic is shared by all its partitions.
+type Key = (Arc<str>, i32);
 
 #[derive(Debug)]
 struct Session {
     /// The connection that created it (`Conn::id`).
     conn: u64,
     next_epoch: i32,
-    parts: HashMap<(String, i32), SessionPart>,
+    parts: FastMap<Key, SessionPart>,
     /// The keys of `parts` in the order they are read and answered.
-    order: Vec<(String, i32)>,
+    order: Vec<Key>,
     last_used: u64,
 }
 
 /// Owned by one shard; never crosses cores.
 #[derive(Debug, Default)]
 pub(crate) struct FetchSessions {
-    sessions: HashMap<i32, Session>,
+    sessions: FastMap<i32, Session>,
     clock: u64,
+}
+
+/// One partition to read.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanPart {
+    /// Shared by every partition of the topic (one allocation per topic and request).
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) fetch_offset: i64,
+    pub(crate) max_bytes: i32,
+    /// The client's current leader epoch (Fetch v9+), -1 when it names none.
+    pub(crate) epoch: i32,
 }
 
 /// What to read for one request.
@@ -49,43 +67,43 @@ pub(crate) struct FetchSessions {
 pub(crate) struct Plan {
     pub(crate) session_id: i32,
     pub(crate) incremental: bool,
-    /// (partition, fetch offset, partition max bytes), in response order.
-    pub(crate) parts: Vec<(Tp, i64, i32)>,
+    /// In response order; a topic's partitions are adjacent unless a session's order
+    /// interleaves them.
+    pub(crate) parts: Vec<PlanPart>,
 }
 
-fn request_parts(req: &FetchRequest) -> Vec<(Tp, i64, i32)> {
-    req.topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    Tp {
-                        topic: t.topic.0.to_string(),
-                        partition: p.partition,
-                    },
-                    p.fetch_offset,
-                    p.partition_max_bytes,
-                )
-            })
-        })
-        .collect()
+fn request_parts(req: &FetchRequest) -> Vec<PlanPart> {
+    let mut out = Vec::with_capacity(req.topics.iter().map(|t| t.partitions.len()).sum());
+    for t in &req.topics {
+        let topic: Arc<str> = Arc::from(&*t.topic.0);
+        out.extend(t.partitions.iter().map(|p| PlanPart {
+            topic: topic.clone(),
+            partition: p.partition,
+            fetch_offset: p.fetch_offset,
+            max_bytes: p.partition_max_bytes,
+            epoch: p.current_leader_epoch,
+        }));
+    }
+    out
 }
 
 impl Session {
-    /// Adds a partition at the end of the order, or updates its position and limit.
-    fn upsert(&mut self, tp: &Tp, fetch_offset: i64, max_bytes: i32) {
-        let key = (tp.topic.clone(), tp.partition);
+    /// Adds a partition at the end of the order, or updates its position, limit and epoch.
+    fn upsert(&mut self, p: &PlanPart) {
+        let key = (p.topic.clone(), p.partition);
         match self.parts.get_mut(&key) {
             Some(sp) => {
-                sp.fetch_offset = fetch_offset;
-                sp.max_bytes = max_bytes;
+                sp.fetch_offset = p.fetch_offset;
+                sp.max_bytes = p.max_bytes;
+                sp.epoch = p.epoch;
             }
             None => {
                 self.parts.insert(
                     key.clone(),
                     SessionPart {
-                        fetch_offset,
-                        max_bytes,
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.max_bytes,
+                        epoch: p.epoch,
                         last_hw: -1,
                         last_log_start: -1,
                     },
@@ -97,7 +115,7 @@ impl Session {
 }
 
 impl FetchSessions {
-    fn create(&mut self, parts: &[(Tp, i64, i32)], conn: u64) -> i32 {
+    fn create(&mut self, parts: &[PlanPart], conn: u64) -> i32 {
         let own = self.sessions.values().filter(|s| s.conn == conn).count();
         if own >= MAX_SESSIONS_PER_CONN || self.sessions.len() >= MAX_SESSIONS {
             let victim = self
@@ -117,12 +135,12 @@ impl FetchSessions {
         let mut session = Session {
             conn,
             next_epoch: 1,
-            parts: HashMap::with_capacity(parts.len()),
+            parts: FastMap::with_capacity_and_hasher(parts.len(), Default::default()),
             order: Vec::with_capacity(parts.len()),
             last_used: 0,
         };
-        for (tp, off, max) in parts {
-            session.upsert(tp, *off, *max);
+        for p in parts {
+            session.upsert(p);
         }
         self.clock += 1;
         session.last_used = self.clock;
@@ -188,29 +206,28 @@ impl FetchSessions {
         let mut forgotten = false;
         for f in &req.forgotten_topics_data {
             for p in &f.partitions {
-                forgotten |= s.parts.remove(&(f.topic.0.to_string(), *p)).is_some();
+                forgotten |= s.parts.remove(&(Arc::from(&*f.topic.0), *p)).is_some();
             }
         }
         if forgotten {
             let parts = &s.parts;
             s.order.retain(|k| parts.contains_key(k));
         }
-        for (tp, off, max) in &parts {
-            s.upsert(tp, *off, *max);
+        for p in &parts {
+            s.upsert(p);
         }
         let parts = s
             .order
             .iter()
             .filter_map(|k| {
                 let sp = s.parts.get(k)?;
-                Some((
-                    Tp {
-                        topic: k.0.clone(),
-                        partition: k.1,
-                    },
-                    sp.fetch_offset,
-                    sp.max_bytes,
-                ))
+                Some(PlanPart {
+                    topic: k.0.clone(),
+                    partition: k.1,
+                    fetch_offset: sp.fetch_offset,
+                    max_bytes: sp.max_bytes,
+                    epoch: sp.epoch,
+                })
             })
             .collect();
         Ok(Plan {
@@ -236,8 +253,8 @@ impl FetchSessions {
         plan.parts
             .iter()
             .zip(results)
-            .map(|((tp, _, _), r)| {
-                let Some(sp) = s.parts.get_mut(&(tp.topic.clone(), tp.partition)) else {
+            .map(|(p, r)| {
+                let Some(sp) = s.parts.get_mut(&(p.topic.clone(), p.partition)) else {
                     return true;
                 };
                 let changed = r.error != 0
@@ -292,7 +309,7 @@ mod tests {
             .unwrap(); // ok: test
         assert!(inc.incremental);
         assert_eq!(inc.parts.len(), 2);
-        assert_eq!(inc.parts[1].1, 5);
+        assert_eq!(inc.parts[1].fetch_offset, 5);
         // Only the partition whose high watermark moved is reported.
         assert_eq!(s.record(&inc, &[r(0), r(9)]), vec![false, true]);
         assert_eq!(
@@ -305,6 +322,28 @@ mod tests {
         );
         let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12, 1).unwrap(); // ok: test
         assert_eq!(legacy.session_id, 0);
+    }
+
+    /// As Kafka's cached partitions: an incremental request that does not name a
+    /// partition leaves the leader epoch the client last gave for it, which every read
+    /// of the session checks.
+    #[test]
+    fn a_session_keeps_each_partitions_leader_epoch() {
+        let mut s = FetchSessions::default();
+        let mut first = req(0, 0, &[(0, 0), (1, 0)]);
+        first.topics[0].partitions[0].current_leader_epoch = 3;
+        let plan = s.resolve(&first, 12, 1).unwrap(); // ok: test
+        let epochs = |p: &Plan| {
+            p.parts
+                .iter()
+                .map(|p| (p.partition, p.epoch))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(epochs(&plan), vec![(0, 3), (1, -1)]);
+        let mut next = req(plan.session_id, 1, &[(1, 0)]);
+        next.topics[0].partitions[0].current_leader_epoch = 5;
+        let inc = s.resolve(&next, 12, 1).unwrap(); // ok: test
+        assert_eq!(epochs(&inc), vec![(0, 3), (1, 5)]);
     }
 
     #[test]
@@ -351,17 +390,12 @@ mod tests {
         };
         // partition 0 filled the budget; 1 and 2 got nothing
         s.record(&plan, &[r(true), r(false), r(false)]);
-        let order = |p: &Plan| {
-            p.parts
-                .iter()
-                .map(|(tp, _, _)| tp.partition)
-                .collect::<Vec<_>>()
-        };
+        let order = |p: &Plan| p.parts.iter().map(|p| p.partition).collect::<Vec<_>>();
         let inc = s
             .resolve(&req(plan.session_id, 1, &[(0, 5)]), 12, 1)
             .unwrap(); // ok: test
         assert_eq!(order(&inc), vec![1, 2, 0]);
-        assert_eq!(inc.parts[2].1, 5);
+        assert_eq!(inc.parts[2].fetch_offset, 5);
         s.record(&inc, &[r(true), r(false), r(false)]);
         let inc = s.resolve(&req(plan.session_id, 2, &[]), 12, 1).unwrap(); // ok: test
         assert_eq!(order(&inc), vec![2, 0, 1]);

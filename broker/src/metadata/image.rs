@@ -3,7 +3,9 @@
 //! The controller thread keeps one (the raft state machine); each shard owns its own copy
 //! (never shared), fed the same committed records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::fast_map::FastMap;
 
 use sluice_proto::metadata::{
     AccessControlEntryRecord, MetadataRecord, PartitionRecord, Record, TopicRecord,
@@ -153,8 +155,8 @@ pub(crate) enum Change {
 /// Owned by one thread; never shared (changes arrive as records).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MetadataImage {
-    topics: HashMap<String, TopicInfo>,
-    names_by_id: HashMap<TopicId, String>,
+    topics: FastMap<String, TopicInfo>,
+    names_by_id: FastMap<TopicId, String>,
     brokers: BTreeMap<i32, BrokerInfo>,
     pub(crate) next_producer_id: i64,
     /// SCRAM credentials by (user, mechanism type).
@@ -170,6 +172,22 @@ pub(crate) fn topic_id_of(bytes: &[u8]) -> Option<TopicId> {
 impl MetadataImage {
     pub(crate) fn topic(&self, name: &str) -> Option<&TopicInfo> {
         self.topics.get(name)
+    }
+    /// `topic` in a run of lookups: `last` keeps the previous name and its answer, so a
+    /// run of one topic's partitions (a fetch of 10,000 partitions) hashes the name once.
+    pub(crate) fn topic_in_run<'a>(
+        &'a self,
+        last: &mut Option<(String, Option<&'a TopicInfo>)>,
+        name: &str,
+    ) -> Option<&'a TopicInfo> {
+        match last {
+            Some((n, t)) if n == name => *t,
+            _ => {
+                let t = self.topics.get(name);
+                *last = Some((name.to_string(), t));
+                t
+            }
+        }
     }
     pub(crate) fn topic_by_id(&self, id: &TopicId) -> Option<&TopicInfo> {
         self.names_by_id.get(id).and_then(|n| self.topics.get(n))

@@ -25,9 +25,10 @@ use std::time::Duration;
 pub(crate) use answers::AnswerErrors;
 use sluice_storage::{LatencyHistogram, StorageMetrics};
 
+use crate::handlers::fetch_session::PlanPart;
 use crate::metadata::image::PartitionState;
 use crate::shard::ShardCtx;
-use crate::shard_msg::{FetchPartResult, Tp};
+use crate::shard_msg::FetchPartResult;
 use kafka_protocol::messages::ApiKey;
 
 /// Per-topic traffic counters of one shard.
@@ -288,16 +289,16 @@ impl ShardMetrics {
 /// partition in it has one.
 pub(crate) fn count_fetch(
     ctx: &ShardCtx,
-    parts: &[(Tp, i64, i32)],
+    parts: &[PlanPart],
     results: &[FetchPartResult],
     include: &[bool],
     replica: bool,
 ) {
     let mut error = false;
-    for (((tp, _, _), r), included) in parts.iter().zip(results).zip(include) {
+    for ((p, r), included) in parts.iter().zip(results).zip(include) {
         if *included {
             error |= r.error != 0;
-            ctx.metrics.fetched(&tp.topic, r.bytes(), replica);
+            ctx.metrics.fetched(&p.topic, r.bytes(), replica);
         }
     }
     if error {
