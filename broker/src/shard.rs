@@ -192,6 +192,14 @@ impl ShardCtx {
         }
     }
 
+    /// The topic's `min.insync.replicas`: its override, else the broker's.
+    pub(crate) fn min_insync_replicas(&self, t: &TopicInfo) -> usize {
+        t.configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.config.int("min.insync.replicas") as usize)
+    }
+
     /// The error for a partition this shard has no open log of. As Kafka's replica manager:
     /// a partition the metadata has is NOT_LEADER_OR_FOLLOWER (retriable: clients refresh
     /// their metadata and retry; e.g. while the logs are still being opened and recovered
@@ -649,13 +657,21 @@ impl ShardCtx {
         deadline: std::time::Instant,
     ) -> Result<(), (i16, String)> {
         // the leader's own copy first: a failed flush (a full or broken disk) is answered
-        // with its storage error at once, not left to time out
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let own = future::or(async { Some(log.wait_durable(last).await) }, async {
-            glommio::timer::sleep(left).await;
-            None
-        })
-        .await;
+        // with its storage error at once, not left to time out (no timer when it is
+        // durable already, as the rest of a request's partitions usually are once the
+        // first one is)
+        let mut durable = std::pin::pin!(log.wait_durable(last));
+        let own = match future::poll_once(&mut durable).await {
+            Some(done) => Some(done),
+            None => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                future::or(async { Some(durable.await) }, async {
+                    glommio::timer::sleep(left).await;
+                    None
+                })
+                .await
+            }
+        };
         if let Some(Err(e)) = own {
             return Err((storage_error_code(&e), e.to_string()));
         }
@@ -679,14 +695,13 @@ impl ShardCtx {
             if left.is_zero() {
                 let short = {
                     let image = self.image.borrow();
-                    let min = image
-                        .topic(topic)
-                        .and_then(|t| t.configs.get("min.insync.replicas"))
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(self.config.int("min.insync.replicas") as usize);
-                    image
-                        .partition(topic, partition)
-                        .is_some_and(|p| p.isr.len() < min)
+                    image.topic(topic).is_some_and(|t| {
+                        let min = self.min_insync_replicas(t);
+                        usize::try_from(partition)
+                            .ok()
+                            .and_then(|p| t.parts.get(p))
+                            .is_some_and(|p| p.isr.len() < min)
+                    })
                 };
                 return Err(if short {
                     (

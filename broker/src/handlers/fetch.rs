@@ -130,16 +130,26 @@ async fn handle(
     }
     crate::metrics::count_fetch(&ctx, &plan.parts, &results, &include, replica >= 0);
     let mut topics: Vec<TopicOut> = Vec::new();
-    for ((p, r), inc) in plan.parts.iter().zip(results).zip(include) {
+    for (i, ((p, r), inc)) in plan.parts.iter().zip(results).zip(include).enumerate() {
         if !inc {
             continue;
         }
         match topics.last_mut() {
             Some(t) if *t.name == *p.topic => t.partitions.push((p.partition, r)),
-            _ => topics.push(TopicOut {
-                name: p.topic.to_string(),
-                partitions: vec![(p.partition, r)],
-            }),
+            _ => {
+                // sized for the rest of the topic's run: 10,000 partitions of one topic
+                // are one vector, not fourteen doublings of it
+                let run = plan.parts[i..]
+                    .iter()
+                    .take_while(|q| q.topic == p.topic)
+                    .count();
+                let mut partitions = Vec::with_capacity(run);
+                partitions.push((p.partition, r));
+                topics.push(TopicOut {
+                    name: p.topic.to_string(),
+                    partitions,
+                });
+            }
         }
     }
     encode(version, corr, 0, plan.session_id, &topics)

@@ -27,6 +27,7 @@ use sluice_proto::request::{decode_body, RequestFrame};
 
 use super::{encode, frame_body, legacy, Dispatch};
 use crate::connection::Conn;
+use crate::metadata::image::TopicInfo;
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
@@ -47,19 +48,43 @@ pub(crate) fn enough_in_sync(
     let Some(t) = image.topic(topic) else {
         return Ok(());
     };
-    let min = t
-        .configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(ctx.config.int("min.insync.replicas") as usize);
-    let isr = image.partition(topic, partition).map_or(0, |p| p.isr.len());
+    enough_in_sync_in(t, partition, ctx.min_insync_replicas(t))
+}
+
+/// `enough_in_sync` for acks=all with the topic and its `min` already looked up.
+fn enough_in_sync_in(t: &TopicInfo, partition: i32, min: usize) -> Result<(), ResponseError> {
+    let isr = usize::try_from(partition)
+        .ok()
+        .and_then(|p| t.parts.get(p))
+        .map_or(0, |p| p.isr.len());
     if isr < min {
         return Err(ResponseError::NotEnoughReplicas);
     }
     Ok(())
 }
 
-/// Where each partition's answer goes: (topic index, partition index) in the response.
+/// Where each partition of one topic of a request goes (its shard), or why not: one
+/// metadata lookup for the topic, not one per partition.
+fn route_topic(
+    ctx: &ShardCtx,
+    acks: i16,
+    name: &str,
+    partitions: impl Iterator<Item = i32>,
+) -> Vec<Result<usize, ResponseError>> {
+    let image = ctx.image.borrow();
+    let t = image.topic(name);
+    let min = t.map(|t| ctx.min_insync_replicas(t));
+    partitions
+        .map(|p| {
+            let shard = ctx.route_in(t, p)?;
+            match (acks, t, min) {
+                (-1, Some(t), Some(min)) => enough_in_sync_in(t, p, min).map(|()| shard),
+                _ => Ok(shard),
+            }
+        })
+        .collect()
+}
+
 type Slot = (usize, usize);
 
 pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Dispatch {
@@ -147,15 +172,18 @@ async fn submit(
             None
         };
         let mut tr = TopicProduceResponse::default().with_name(topic.name.clone());
-        for (pi, part) in topic.partition_data.into_iter().enumerate() {
+        let owners = route_topic(
+            ctx,
+            acks,
+            &name,
+            topic.partition_data.iter().map(|p| p.index),
+        );
+        for (pi, (part, owner)) in topic.partition_data.into_iter().zip(owners).enumerate() {
             let mut pr = PartitionProduceResponse::default()
                 .with_index(part.index)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let owner = ctx
-                .route(&name, part.index)
-                .and_then(|shard| enough_in_sync(ctx, acks, &name, part.index).map(|()| shard));
             match (bad_acks, owner, part.records) {
                 (true, _, _) => pr.error_code = ResponseError::InvalidRequiredAcks.code(),
                 _ if denied.is_some() => pr.error_code = denied.unwrap_or_default(),

@@ -74,7 +74,7 @@ pub(crate) struct AuthCounters {
 /// task's handle); never crosses cores: scrapes get a `ShardSnapshot` copy.
 #[derive(Default)]
 pub(crate) struct ShardMetrics {
-    topics: RefCell<HashMap<String, TopicCounters>>,
+    topics: RefCell<crate::fast_map::FastMap<String, TopicCounters>>,
     apis: RefCell<BTreeMap<i16, ApiCounters>>,
     /// Partitions this shard owns and this node leads.
     led: RefCell<HashMap<(String, i32), Led>>,
