@@ -461,6 +461,9 @@ pub(crate) async fn open_log(
             if damaged {
                 // the log now ends in this segment: the later ones do not continue it
                 tracing::warn!(dir = %dir.display(), base, "dropping the segments after a damaged one");
+                // the cut durable before the later segments go: else a crash could leave
+                // them gone and this segment whole, its old index resuming past the damage
+                shard.group_sync.wait(dev, &dir).await?;
                 remove_segments(&dir, found[i + 1..].iter().map(|f| f.0).collect()).await?;
                 let (idx, tidx) = seg.encode_indexes();
                 write_indexes_unsynced(&dir, base, idx, tidx).await?;
