@@ -1084,7 +1084,9 @@ impl ShardCtx {
     /// are left to the ordered pass (a new topic of an old name must not open the old
     /// one's directory before the old log is deleted).
     async fn open_new_replicas(self: &Rc<Self>, changes: &[Change]) {
-        const OPEN_WINDOW: u64 = 32;
+        // storage bounds the opens that read and write (`OPEN_IO`); the rest of a window
+        // waits for the group sync that makes a recovered log durable, shared by all
+        const OPEN_WINDOW: u64 = 512;
         let removed: HashSet<&str> = changes
             .iter()
             .filter_map(|c| match c {
@@ -1303,17 +1305,8 @@ impl ShardCtx {
     pub(crate) async fn shutdown(&self) {
         self.followers.stop_all();
         self.write_hw_checkpoint(&mut Vec::new()).await;
-        let logs: Vec<PartitionLog> = self
-            .partitions
-            .borrow()
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect();
-        for log in logs {
-            if let Err(e) = log.close().await {
-                tracing::warn!(error = %e, "closing partition");
-            }
-        }
+        // every partition log is the storage's: its shutdown closes them all, many at once
+        // with shared syncs (one at a time here took ~40 s at 10,000 partitions)
         if let Err(e) = self.storage.shutdown().await {
             tracing::warn!(error = %e, "storage shutdown");
         }

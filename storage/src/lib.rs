@@ -47,6 +47,7 @@ mod epoch;
 mod error;
 mod files;
 mod flusher;
+mod group_sync;
 mod histogram;
 mod index;
 mod inner;

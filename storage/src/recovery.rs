@@ -8,7 +8,9 @@
 //! damage (a compacted log has them). A segment is cut (ftruncate) at its first torn or
 //! corrupt batch, or at one whose offsets go backwards or overlap the next segment; when
 //! more than the zero padding after the last batch is cut, every later segment is dropped
-//! (as Kafka's recovery does). Rescanned indexes are rewritten. The leader-epoch
+//! (as Kafka's recovery does). Rescanned indexes are rewritten; the cuts and rewrites
+//! (and the bytes the rescan trusted) are made durable by one group sync shared with the
+//! other opens (`group_sync.rs`) before the log is registered. The leader-epoch
 //! checkpoint is read and repaired against the recovered log (entries from the log end
 //! on dropped, entries before the log start folded into it), and a truncation intent left
 //! by a crash is carried out. Before any of that, a cleaner's segment swap a crash
@@ -16,9 +18,10 @@
 //! is fitted to the recovered log (rewritten if it claimed offsets past its end). A
 //! directory without segments (a new log) gets its empty first segment at open, without
 //! a directory fsync: the next one covers it (`LogInner::dir_unsynced`; the broker's
-//! mark, else the first flush). Close: flush, cut the file to its logical end, write
-//! indexes and a changed epoch checkpoint, then the marker (removed again before the
-//! files next change); an empty active segment gets neither indexes nor a marker.
+//! mark, else the first flush). Close (`close_logs`, many logs at once): flush, write a
+//! changed epoch checkpoint, cut the file to its logical end and write indexes, one
+//! `syncfs` for all the logs, then the markers (removed again before the files next
+//! change), one more `syncfs`; an empty active segment gets neither indexes nor a marker.
 
 use crate::clean_point::CleanPoint;
 use crate::config::LogConfig;
@@ -27,7 +30,8 @@ use crate::inner::LogInner;
 use crate::scan::{scan, ScanOpts};
 use crate::segment::{
     align_down, align_up, index_path, list_segments, log_path, marker_path, open_segment_file,
-    remove_segments, timeindex_path, write_indexes, write_small_file, SegState, Segment, PAGE,
+    remove_segments, timeindex_path, write_indexes_unsynced, write_small_file_unsynced, SegState,
+    Segment, PAGE,
 };
 use crate::shard::ShardStorage;
 use crate::state::LogState;
@@ -234,7 +238,8 @@ async fn rescan(
         }
         file.truncate(valid_end).await?;
     }
-    file.fdatasync().await?;
+    // no fdatasync: `open_log` makes the cut (and the bytes it now trusts) durable with
+    // one group sync before the log is registered
     file.close().await?;
     let mut s = r.seg.scanned();
     s.created_ms = if s.size > 0 {
@@ -412,6 +417,9 @@ pub(crate) async fn open_log(
             format!("log {} is already open on this shard", dir.display()),
         )));
     }
+    // the survey and the rescans read and write: `OPEN_IO` opens at a time do; the wait for
+    // the group sync below is outside, so many more opens can share each sync
+    let io_slot = shard.open_io.acquire_permit(1).await?;
     let Survey {
         dev,
         segments: found,
@@ -438,6 +446,7 @@ pub(crate) async fn open_log(
     let mut segments: Vec<Segment> = Vec::new();
     let mut marker_used = false;
     let mut changed = false;
+    let mut rescanned = false;
     for (i, &(base, file_len)) in found.iter().enumerate() {
         if let Some(&(nb, _)) = found.get(i + 1) {
             if let Some(mut s) = sealed.get_mut(i).and_then(Option::take) {
@@ -445,15 +454,19 @@ pub(crate) async fn open_log(
                 segments.push(s);
                 continue;
             }
+            rescanned = true;
             let Rescanned { mut seg, damaged } =
                 rescan(&dir, base, file_len, interval, Some(nb), None).await?;
             changed |= seg.size != file_len;
             if damaged {
                 // the log now ends in this segment: the later ones do not continue it
                 tracing::warn!(dir = %dir.display(), base, "dropping the segments after a damaged one");
+                // the cut durable before the later segments go: else a crash could leave
+                // them gone and this segment whole, its old index resuming past the damage
+                shard.group_sync.wait(dev, &dir).await?;
                 remove_segments(&dir, found[i + 1..].iter().map(|f| f.0).collect()).await?;
                 let (idx, tidx) = seg.encode_indexes();
-                write_indexes(&dir, base, idx, tidx).await?;
+                write_indexes_unsynced(&dir, base, idx, tidx).await?;
                 attach_txn(&mut seg, false, &txn_lens, &txn_read);
                 segments.push(seg);
                 break;
@@ -464,7 +477,7 @@ pub(crate) async fn open_log(
             attach_txn(&mut seg, false, &txn_lens, &txn_read);
             if seg.size > 0 {
                 let (idx, tidx) = seg.seal_indexes();
-                write_indexes(&dir, base, idx, tidx).await?;
+                write_indexes_unsynced(&dir, base, idx, tidx).await?;
             }
             segments.push(seg);
         } else {
@@ -484,6 +497,7 @@ pub(crate) async fn open_log(
                 segments.push(s);
                 marker_used = true;
             } else {
+                rescanned = true;
                 let resume = last_resume.take();
                 let seg = rescan(&dir, base, file_len, interval, None, resume)
                     .await?
@@ -492,7 +506,7 @@ pub(crate) async fn open_log(
                 // (an empty segment without any, a new log's first, needs none)
                 if file_len > 0 || last_indexes_exist {
                     let (idx, tidx) = seg.encode_indexes();
-                    write_indexes(&dir, base, idx, tidx).await?;
+                    write_indexes_unsynced(&dir, base, idx, tidx).await?;
                 }
                 let mut seg = seg;
                 attach_txn(&mut seg, false, &txn_lens, &txn_read);
@@ -502,6 +516,13 @@ pub(crate) async fn open_log(
     }
     if let Some(last) = segments.last_mut() {
         last.state = SegState::Active;
+    }
+    drop(io_slot);
+    if rescanned {
+        // what the rescans trusted (bytes a crashed process wrote, perhaps never synced),
+        // cut and rewrote: durable before anything serves or builds on it. One syncfs
+        // shared with the other logs opening now instead of 3 fdatasyncs per log.
+        shard.group_sync.wait(dev, &dir).await?;
     }
     if marker_raw.is_some() && !marker_used {
         crate::blocking::remove_file(marker_path(&dir)).await?;
@@ -606,13 +627,100 @@ fn recover_epochs(
 }
 
 /// Close a log: wait until everything is durable, then cut the active file to its
-/// logical end, write its indexes and the clean-shutdown marker, and unregister it.
+/// logical end, write its indexes and the clean-shutdown marker, and unregister it (see
+/// `close_logs`).
 pub(crate) async fn close_inner(
-    shard: &ShardStorage,
+    shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
+    close_logs(shard, vec![log.clone()], 1).await
+}
+
+/// Close `logs`, `window` at a time doing I/O, each in a task of its own, and return the
+/// first error. The logs share group syncs (`group_sync.rs`) instead of an `fdatasync` per
+/// file, and the syncs are held until every log wrote its files, so the close costs two
+/// `syncfs` per filesystem; the order keeps a crash at any point safe:
+///
+/// ```text
+///  per log (window):  drained ─► epoch/txn/snapshot files (synced as always)
+///                     ─► cut the active segment, write its 2 indexes (no fsync)
+///  all logs there:    one syncfs (each log waits for one started after its writes)
+///  per log (window):  write the marker (no fsync)
+///  once per device:   one syncfs (the markers reach the disk)
+/// ```
+///
+/// A marker is written only after a `syncfs` that started after its segment's cut and
+/// index writes returned, so a marker on disk always vouches for durable files; a marker
+/// lost in a crash only costs the next open a rescan. A log whose marker is still on disk
+/// (nothing changed since an open trusted it) writes nothing.
+pub(crate) async fn close_logs(
+    shard: &Rc<ShardStorage>,
+    logs: Vec<Rc<LogInner>>,
+    window: usize,
+) -> Result<(), StorageError> {
+    let gate = Rc::new(glommio::sync::Semaphore::new(window.max(1) as u64));
+    // no syncfs until every log wrote its cut and indexes (or stopped): then one for all
+    shard.group_sync.hold(logs.len());
+    let tasks: Vec<_> = logs
+        .into_iter()
+        .map(|log| {
+            let (shard, gate) = (shard.clone(), gate.clone());
+            // taken here, not in the task: a task dropped before it ran gives it back too
+            let hold = SyncHold(Some(shard.clone()));
+            glommio::spawn_local(async move { close_one(&shard, &log, &gate, hold).await })
+        })
+        .collect();
+    let mut first_err = None;
+    let mut marked: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Some((dev, dir))) => {
+                if !marked.iter().any(|m| m.0 == dev) {
+                    marked.push((dev, dir));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    // the markers on the disk, so the next start trusts them even after a power loss
+    for (dev, dir) in marked {
+        if let Err(e) = shard.group_sync.wait(dev, &dir).await {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// One hold of the shard's group sync (`GroupSync::hold`), given back when released or
+/// dropped (an error, an early return, a task that never ran).
+struct SyncHold(Option<Rc<ShardStorage>>);
+
+impl SyncHold {
+    fn release(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.group_sync.release();
+        }
+    }
+}
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// One log of `close_logs`: Some(device, dir) if it wrote a marker.
+async fn close_one(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    gate: &glommio::sync::Semaphore,
+    hold: SyncHold,
+) -> Result<Option<(u64, std::path::PathBuf)>, StorageError> {
     if !log.state_mut().mark_closed() {
-        return Ok(());
+        return Ok(None);
     }
     // wait for the flusher to make everything durable (no new appends: closed)
     loop {
@@ -627,17 +735,46 @@ pub(crate) async fn close_inner(
         shard.unregister(log).await;
         return Err(e);
     }
-    let res = close_files_and_mark(shard, log).await;
+    let res = close_files_and_mark(shard, log, gate, hold).await;
     shard.unregister(log).await;
     shard.notify_log(log);
-    res
+    res.map(|marked| marked.then(|| (log.dev, log.dir.clone())))
 }
 
+/// True if it wrote a marker.
 async fn close_files_and_mark(
     shard: &ShardStorage,
     log: &Rc<LogInner>,
-) -> Result<(), StorageError> {
+    gate: &glommio::sync::Semaphore,
+    mut hold: SyncHold,
+) -> Result<bool, StorageError> {
     let _permit = log.io.acquire_permit(1).await?;
+    let marker = {
+        let _slot = gate.acquire_permit(1).await?;
+        let files = close_files(shard, log).await;
+        hold.release();
+        match files? {
+            Some(m) => m,
+            None => return Ok(false),
+        }
+    };
+    // the cut and the indexes durable before the marker that vouches for them exists
+    shard.group_sync.wait(log.dev, &log.dir).await?;
+    let _slot = gate.acquire_permit(1).await?;
+    write_small_file_unsynced(&marker_path(&log.dir), marker.encode()).await?;
+    log.state_mut().set_marker_present(true);
+    Ok(true)
+}
+
+/// The first half of a close: the epoch checkpoint, `.txnindex` files and producer
+/// snapshot (each synced as always), then the active segment cut to its logical end and
+/// its indexes written, neither synced. The marker to write once they are durable, or None
+/// if none is needed (nothing in the active segment, its indexes missing, or its marker
+/// still on disk from the open that trusted it).
+async fn close_files(
+    shard: &ShardStorage,
+    log: &Rc<LogInner>,
+) -> Result<Option<Marker>, StorageError> {
     crate::journal_flush::barrier(shard, log).await?;
     let checkpoint = log.state().epochs_snapshot();
     if let Some((gen, entries)) = checkpoint {
@@ -656,8 +793,13 @@ async fn close_files_and_mark(
     }
     let (base, size, exists, idx, marker) = {
         let st = log.state();
+        if st.marker_present() {
+            // the files have not changed since the open trusted the marker: it and the
+            // indexes it vouches for are what a close would write again
+            return Ok(None);
+        }
         let Some(a) = st.last_segment() else {
-            return Ok(());
+            return Ok(None);
         };
         let idx = match (&a.index, &a.tindex) {
             (Some(_), Some(_)) => Some(a.encode_indexes()),
@@ -675,23 +817,20 @@ async fn close_files_and_mark(
     if !exists || size == 0 {
         // nothing in the active segment (a new log's, created at open): the next open
         // scans nothing, so neither indexes nor a marker are worth a write
-        return Ok(());
+        return Ok(None);
     }
     let file = shard.segment_file(log, base, false).await?;
     file.truncate(size).await?;
-    file.fdatasync().await?;
     if let Some((i, t)) = idx {
-        write_indexes(&log.dir, base, i, t).await?;
+        write_indexes_unsynced(&log.dir, base, i, t).await?;
     } else {
         let (ip, tp) = (index_path(&log.dir, base), timeindex_path(&log.dir, base));
         let both = crate::blocking::run(&log.dir, move || ip.exists() && tp.exists()).await;
         if !both {
-            return Ok(()); // no marker: the next open rescans and rebuilds
+            return Ok(None); // no marker: the next open rescans and rebuilds
         }
     }
-    write_small_file(&marker_path(&log.dir), marker.encode()).await?;
-    log.state_mut().set_marker_present(true);
-    Ok(())
+    Ok(Some(marker))
 }
 
 #[cfg(test)]

@@ -248,6 +248,19 @@ pub(crate) async fn open_segment_file(path: &Path, create: bool) -> Result<DmaFi
 
 /// Write a small file (index, marker) and fdatasync it, through io_uring.
 pub(crate) async fn write_small_file(path: &Path, data: Vec<u8>) -> Result<(), StorageError> {
+    write_small(path, data, true).await
+}
+
+/// `write_small_file` without its `fdatasync`: the caller makes it durable later (a group
+/// sync, `group_sync.rs`) and trusts nothing in it until then.
+pub(crate) async fn write_small_file_unsynced(
+    path: &Path,
+    data: Vec<u8>,
+) -> Result<(), StorageError> {
+    write_small(path, data, false).await
+}
+
+async fn write_small(path: &Path, data: Vec<u8>, sync: bool) -> Result<(), StorageError> {
     let f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -264,7 +277,9 @@ pub(crate) async fn write_small_file(path: &Path, data: Vec<u8>) -> Result<(), S
             )));
         }
     }
-    f.fdatasync().await?;
+    if sync {
+        f.fdatasync().await?;
+    }
     f.close().await?;
     Ok(())
 }
@@ -278,6 +293,17 @@ pub(crate) async fn write_indexes(
 ) -> Result<(), StorageError> {
     write_small_file(&index_path(dir, seg_base), idx).await?;
     write_small_file(&timeindex_path(dir, seg_base), tidx).await
+}
+
+/// `write_indexes` without the `fdatasync`s (see `write_small_file_unsynced`).
+pub(crate) async fn write_indexes_unsynced(
+    dir: &Path,
+    seg_base: i64,
+    idx: Vec<u8>,
+    tidx: Vec<u8>,
+) -> Result<(), StorageError> {
+    write_small_file_unsynced(&index_path(dir, seg_base), idx).await?;
+    write_small_file_unsynced(&timeindex_path(dir, seg_base), tidx).await
 }
 
 /// Segment files found in a partition directory: their sorted base offsets.

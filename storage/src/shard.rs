@@ -83,6 +83,9 @@ pub(crate) struct ShardInner {
     pub(crate) files: FileTable,
 }
 
+/// Opens of a shard surveying and rescanning their logs at once (see `ShardStorage::open_io`).
+const OPEN_IO: u64 = 32;
+
 /// Storage state of one shard. Owned by one shard (one glommio executor); never crosses
 /// cores. Create it with [`ShardStorage::start`] inside the executor.
 pub struct ShardStorage {
@@ -105,6 +108,11 @@ pub struct ShardStorage {
     /// With `FlushSync::Journal`: the shard's journal once the flusher opened it, or why
     /// it could not (every journal cycle then fails its logs).
     pub(crate) journal: RefCell<Option<Result<Rc<crate::journal_file::JournalCtl>, String>>>,
+    /// One `syncfs` for many logs' recovery and close writes (`group_sync.rs`).
+    pub(crate) group_sync: crate::group_sync::GroupSync,
+    /// Opens surveying and rescanning at once (`recovery::open_log`): bounds their reads
+    /// and helper calls while any number of opens wait for a group sync.
+    pub(crate) open_io: glommio::sync::Semaphore,
     pub(crate) me: Weak<ShardStorage>,
 }
 
@@ -133,6 +141,8 @@ impl ShardStorage {
             flusher_running: Cell::new(true),
             cleaner_pass: glommio::sync::Semaphore::new(1),
             journal: RefCell::new(None),
+            group_sync: Default::default(),
+            open_io: glommio::sync::Semaphore::new(OPEN_IO),
         })
     }
 

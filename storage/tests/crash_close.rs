@@ -1,0 +1,227 @@
+//! Crash test of the batched close and the batched recovery (issue 18): a child process
+//! (this test binary, re-run on the ignored `close_child` entry) opens `LOGS` logs all at
+//! once, as the broker does after a restart (recovering them when the last run did not
+//! close them; their rescans share group syncs), appends a few batches to each, prints
+//! every batch once it is durable, then closes the shard (`ShardStorage::shutdown`: every
+//! log's cut and indexes, one shared sync, every marker, one more sync). The parent
+//! SIGKILLs it at a random moment: while it opens, while it writes, or while it closes
+//! (markers written for some logs and not others, indexes written and not yet synced).
+//! Then it opens every log itself and checks that each batch ever reported durable reads
+//! back intact through the log's indexes (same offsets, same CRC-32C; a marker trusted
+//! with indexes that do not match the segment would misplace a read) and that every log's
+//! offsets are contiguous; every other check closes the logs cleanly, so the next child
+//! starts from markers, the others leave them for the next child to recover.
+
+mod common;
+use common::{batch, run, spawn_crash_child, tempdir, xorshift};
+use sluice_proto::batch::RecordBatchHeader;
+use sluice_storage::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const LOGS: usize = 300;
+const ROUNDS: u64 = 16;
+
+fn log_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("t-{i}"))
+}
+
+fn cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        index_interval_bytes: 512,
+        ..Default::default()
+    }
+}
+
+/// Opens every log of `root` at once, each in its own task (as the broker's
+/// `open_new_replicas`), in log order.
+async fn open_all(shard: &Rc<ShardStorage>, root: &Path) -> Vec<PartitionLog> {
+    let tasks: Vec<_> = (0..LOGS)
+        .map(|i| {
+            let (shard, dir) = (shard.clone(), log_dir(root, i));
+            glommio::spawn_local(async move { PartitionLog::open(&shard, dir, cfg()).await })
+        })
+        .collect();
+    let mut logs = Vec::with_capacity(LOGS);
+    for t in tasks {
+        logs.push(t.await.unwrap());
+    }
+    logs
+}
+
+#[test]
+#[ignore = "child process of kill9_mid_close_and_mid_recovery_keeps_every_durable_batch"]
+fn close_child() {
+    let Ok(root) = std::env::var("SLUICE_CRASH_DIR") else {
+        return;
+    };
+    let seed: u64 = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    run(move || async move {
+        let root = PathBuf::from(root);
+        std::fs::create_dir_all(&root).unwrap();
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let logs = open_all(&shard, &root).await;
+        println!("OPEN");
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
+        // a few batches to most logs (some stay untouched: their markers, if any, stay)
+        let mut waits = Vec::new();
+        for (i, log) in logs.iter().enumerate() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            for k in 0..(x >> 60) as usize % 5 {
+                let size = 10 + (x >> (20 + k)) as usize % 700;
+                let b = batch(1 + k % 3, size, 1_700_000_000_000, (x >> 8) as u8);
+                waits.push((i, log.append(b, 0).unwrap()));
+            }
+        }
+        for (i, info) in waits {
+            logs[i].wait_durable(info.last_offset).await.unwrap();
+            let stored = logs[i]
+                .read(info.base_offset, info.last_offset + 1, 1, true)
+                .await
+                .unwrap();
+            let crc = crc32c::crc32c(&stored[0]);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "D {i} {} {} {crc}", info.base_offset, info.last_offset).unwrap();
+            out.flush().unwrap();
+        }
+        println!("CLOSING");
+        shard.shutdown().await.unwrap();
+        println!("CLOSED");
+    });
+}
+
+/// log → base offset → (last offset, CRC-32C of the stored batch).
+type Durable = Vec<BTreeMap<i64, (i64, u32)>>;
+
+fn record(durable: &mut Durable, line: &str) {
+    let mut it = line.split_whitespace();
+    if it.next() != Some("D") {
+        return;
+    }
+    let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
+    if v.len() == 4 {
+        durable[v[0] as usize].insert(v[1], (v[2], v[3] as u32));
+    }
+}
+
+#[test]
+fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
+    let dir = tempdir();
+    let root = dir.path().join("close");
+    let mut durable: Durable = vec![BTreeMap::new(); LOGS];
+    let started = Instant::now();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut killed = BTreeMap::<&str, u32>::new();
+    for round in 0..ROUNDS {
+        let mut child = spawn_crash_child(
+            "close_child",
+            &[
+                ("SLUICE_CRASH_DIR", root.display().to_string()),
+                ("SLUICE_CRASH_SEED", round.to_string()),
+            ],
+        );
+        // where to kill: 0 while opening, 1 while writing, 2 and 3 while closing
+        let phase = xorshift(&mut rng) % 4;
+        let delay = Duration::from_millis(xorshift(&mut rng) % 120);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (mut opened, mut closing, mut closed) = (None, None, false);
+        let spawned = Instant::now();
+        loop {
+            match child.lines.recv_timeout(Duration::from_millis(1)) {
+                Ok(l) => {
+                    record(&mut durable, &l);
+                    match l.as_str() {
+                        "OPEN" => opened = Some(Instant::now()),
+                        "CLOSING" => closing = Some(Instant::now()),
+                        "CLOSED" => closed = true,
+                        _ => {}
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+            let due = match phase {
+                0 => spawned.elapsed() >= delay * 3,
+                1 => opened.is_some_and(|t| t.elapsed() >= delay / 4),
+                _ => closing.is_some_and(|t| t.elapsed() >= delay),
+            };
+            if due || closed || Instant::now() > deadline {
+                break;
+            }
+        }
+        let moment = if closed {
+            "after the close"
+        } else if closing.is_some() {
+            "while closing"
+        } else if opened.is_some() {
+            "while writing"
+        } else {
+            "while opening"
+        };
+        *killed.entry(moment).or_default() += 1;
+        for l in child.kill9() {
+            record(&mut durable, &l);
+        }
+        let expect = durable.clone();
+        let r = root.clone();
+        let clean = round % 2 == 1;
+        run(move || async move {
+            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let logs = open_all(&shard, &r).await;
+            for (i, (log, exp)) in logs.iter().zip(&expect).enumerate() {
+                let end = log.log_end_offset();
+                if let Some((_, &(last, _))) = exp.iter().next_back() {
+                    assert!(
+                        end > last,
+                        "round {round} ({moment}), log {i}: end {end} lost durable offset {last}"
+                    );
+                }
+                for (&base, &(last, crc)) in exp {
+                    let b = log.read(base, end, 1, true).await.unwrap();
+                    let h = RecordBatchHeader::parse(&b[0]).unwrap();
+                    assert_eq!(
+                        (h.base_offset, h.last_offset()),
+                        (base, last),
+                        "round {round} ({moment}), log {i}"
+                    );
+                    assert_eq!(
+                        crc32c::crc32c(&b[0]),
+                        crc,
+                        "round {round} ({moment}), log {i}: batch {base} changed"
+                    );
+                }
+                let mut next = log.log_start_offset();
+                while next < end {
+                    let bs = log.read(next, end, 1 << 20, true).await.unwrap();
+                    for b in bs {
+                        let h = sluice_proto::batch::validate_batch(&b).unwrap();
+                        assert_eq!(
+                            h.base_offset, next,
+                            "round {round} ({moment}), log {i}: gap"
+                        );
+                        next = h.last_offset() + 1;
+                    }
+                }
+            }
+            if clean {
+                shard.shutdown().await.unwrap();
+            }
+        });
+        eprintln!("round {round}: killed {moment}, {:?}", started.elapsed());
+    }
+    let total: usize = durable.iter().map(BTreeMap::len).sum();
+    assert!(total > 0, "no child reported a durable batch");
+    eprintln!(
+        "{ROUNDS} rounds over {LOGS} logs ({killed:?}), {total} durable batches checked, {:?}",
+        started.elapsed()
+    );
+}
