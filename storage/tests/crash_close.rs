@@ -13,8 +13,7 @@
 //! starts from markers, the others leave them for the next child to recover.
 
 mod common;
-use common::{batch, run, spawn_crash_child, tempdir, xorshift};
-use sluice_proto::batch::RecordBatchHeader;
+use common::{batch, check_durable_batches, run, spawn_crash_child, tempdir, xorshift};
 use sluice_storage::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -178,39 +177,8 @@ fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
             let shard = ShardStorage::start(ShardStorageOptions::default());
             let logs = open_all(&shard, &r).await;
             for (i, (log, exp)) in logs.iter().zip(&expect).enumerate() {
-                let end = log.log_end_offset();
-                if let Some((_, &(last, _))) = exp.iter().next_back() {
-                    assert!(
-                        end > last,
-                        "round {round} ({moment}), log {i}: end {end} lost durable offset {last}"
-                    );
-                }
-                for (&base, &(last, crc)) in exp {
-                    let b = log.read(base, end, 1, true).await.unwrap();
-                    let h = RecordBatchHeader::parse(&b[0]).unwrap();
-                    assert_eq!(
-                        (h.base_offset, h.last_offset()),
-                        (base, last),
-                        "round {round} ({moment}), log {i}"
-                    );
-                    assert_eq!(
-                        crc32c::crc32c(&b[0]),
-                        crc,
-                        "round {round} ({moment}), log {i}: batch {base} changed"
-                    );
-                }
-                let mut next = log.log_start_offset();
-                while next < end {
-                    let bs = log.read(next, end, 1 << 20, true).await.unwrap();
-                    for b in bs {
-                        let h = sluice_proto::batch::validate_batch(&b).unwrap();
-                        assert_eq!(
-                            h.base_offset, next,
-                            "round {round} ({moment}), log {i}: gap"
-                        );
-                        next = h.last_offset() + 1;
-                    }
-                }
+                check_durable_batches(log, exp, &format!("round {round} ({moment}), log {i}"))
+                    .await;
             }
             if clean {
                 shard.shutdown().await.unwrap();

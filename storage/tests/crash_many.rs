@@ -13,8 +13,7 @@
 //! like the broker's partitions (`write_dir_file`). The executor has 4 blocking helpers.
 
 mod common;
-use common::{batch, run, spawn_crash_child, tempdir, xorshift};
-use sluice_proto::batch::RecordBatchHeader;
+use common::{batch, check_durable_batches, run, spawn_crash_child, tempdir, xorshift};
 use sluice_storage::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -207,36 +206,7 @@ fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
                 let log = PartitionLog::open(&shard, log_dir(&r, i), small_segments())
                     .await
                     .unwrap();
-                let end = log.log_end_offset();
-                if let Some((_, &(last, _))) = exp.iter().next_back() {
-                    assert!(
-                        end > last,
-                        "round {round} ({mode}), log {i}: end {end} lost durable offset {last}"
-                    );
-                }
-                for (&base, &(last, crc)) in exp {
-                    let b = log.read(base, end, 1, true).await.unwrap();
-                    let h = RecordBatchHeader::parse(&b[0]).unwrap();
-                    assert_eq!(
-                        (h.base_offset, h.last_offset()),
-                        (base, last),
-                        "round {round} ({mode}), log {i}"
-                    );
-                    assert_eq!(
-                        crc32c::crc32c(&b[0]),
-                        crc,
-                        "round {round} ({mode}), log {i}: batch {base} changed"
-                    );
-                }
-                let mut next = log.log_start_offset();
-                while next < end {
-                    let bs = log.read(next, end, 1 << 20, true).await.unwrap();
-                    for b in bs {
-                        let h = sluice_proto::batch::validate_batch(&b).unwrap();
-                        assert_eq!(h.base_offset, next, "round {round}, log {i}: gap");
-                        next = h.last_offset() + 1;
-                    }
-                }
+                check_durable_batches(&log, exp, &format!("round {round} ({mode}), log {i}")).await;
                 if clean {
                     log.close().await.unwrap();
                 }

@@ -273,3 +273,33 @@ pub fn latest_of(recs: &[Rec]) -> std::collections::BTreeMap<Vec<u8>, (i64, Opti
     }
     out
 }
+
+/// After a crash: every batch a child reported durable (`expect`: base offset → (last
+/// offset, CRC-32C of the batch)) reads back unchanged at its offsets, the log end is past
+/// the last of them, and the log from its start to its end is whole batches without gaps.
+/// `what` names the round and log in a failure.
+pub async fn check_durable_batches(
+    log: &sluice_storage::PartitionLog,
+    expect: &std::collections::BTreeMap<i64, (i64, u32)>,
+    what: &str,
+) {
+    let end = log.log_end_offset();
+    if let Some((_, &(last, _))) = expect.iter().next_back() {
+        assert!(end > last, "{what}: end {end} lost durable offset {last}");
+    }
+    for (&base, &(last, crc)) in expect {
+        let b = log.read(base, end, 1, true).await.unwrap();
+        let h = sluice_proto::batch::RecordBatchHeader::parse(&b[0]).unwrap();
+        assert_eq!((h.base_offset, h.last_offset()), (base, last), "{what}");
+        assert_eq!(crc32c::crc32c(&b[0]), crc, "{what}: batch {base} changed");
+    }
+    let mut next = log.log_start_offset();
+    while next < end {
+        let bs = log.read(next, end, 1 << 20, true).await.unwrap();
+        for b in bs {
+            let h = sluice_proto::batch::validate_batch(&b).unwrap();
+            assert_eq!(h.base_offset, next, "{what}: gap");
+            next = h.last_offset() + 1;
+        }
+    }
+}
