@@ -338,6 +338,7 @@ impl ShardCtx {
                     let mut image = self.image.borrow_mut();
                     records.iter().flat_map(|r| image.apply(index, r)).collect()
                 };
+                self.note_image_changed();
                 Box::pin(async move {
                     ctx.act_on(changes).await;
                     ShardResponse::Done
@@ -350,6 +351,7 @@ impl ShardCtx {
                 }
                 let changes = self.image.borrow().diff(&new);
                 *self.image.borrow_mut() = new;
+                self.note_image_changed();
                 Box::pin(async move {
                     ctx.act_on(changes).await;
                     ShardResponse::Done
@@ -1245,7 +1247,7 @@ impl ShardCtx {
     /// Closes every partition log (clean-shutdown markers) and the metadata log.
     pub(crate) async fn shutdown(&self) {
         self.followers.stop_all();
-        self.write_hw_checkpoint(&mut Vec::new()).await;
+        self.write_final_hw_checkpoint().await;
         let logs: Vec<PartitionLog> = self
             .partitions
             .borrow()
