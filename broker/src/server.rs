@@ -253,12 +253,14 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         Ok(n) => tracing::info!(nofile = n, "raised RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
     }
-    // the signal sets `signalled`; the shards stop once `stop` is set, after a controlled
-    // shutdown moved this broker's leaderships away (see `controlled_shutdown`)
-    let signalled = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, signalled.clone()).context("installing signal handler")?;
-    }
+    // SIGTERM / SIGINT wakes the thread blocked on `signals` (it never polls); the shards
+    // stop once `stop` is set, after a controlled shutdown moved this broker's leaderships
+    // away (see `controlled_shutdown`)
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handler")?;
     let stop = Arc::new(AtomicBool::new(false));
     let shards = config.cores();
     let nofile = sluice_storage::fd_limit().unwrap_or(1024);
@@ -299,9 +301,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             }
             None => None,
         };
-        while !signalled.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = signals.forever().next();
         stop.store(true, Ordering::Relaxed);
         if let Some(t) = endpoint {
             let _ = t.join();
@@ -317,7 +317,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         handle.status.clone(),
     );
     {
-        let (signalled, stop, events) = (signalled.clone(), stop.clone(), events.clone());
+        let (stop, events) = (stop.clone(), events.clone());
         let incarnation = incarnation.clone();
         let enabled = config.flag("controlled.shutdown.enable") && !quorum.voters.is_empty();
         let bound = Duration::from_millis(config.int("broker.session.timeout.ms") as u64);
@@ -325,9 +325,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("sluice-shutdown".into())
             .spawn(move || {
-                while !signalled.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                let _ = signals.forever().next();
                 if enabled {
                     controlled_shutdown(&events, node, incarnation, bound);
                 }
