@@ -413,7 +413,7 @@ async fn shard_main(
         journal_min_logs: config.int("storage.journal.min.partitions") as usize,
         ..ShardStorageOptions::default()
     });
-    // Watches the stop flag from the start, every 10 ms. The timer is also a heartbeat:
+    // Watches the stop flag from the start, every beat. The timer is also a heartbeat:
     // glommio 0.9 can miss waking a sleeping shard when another shard queues a message for
     // it (a start hung in about 1 of 1,200: both shards asleep, a mesh message unread).
     // Every pass of the reactor checks the channels, so a missed wake-up costs at most one
