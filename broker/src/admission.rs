@@ -11,10 +11,10 @@
 //!                     └─ no: ticket into queue[conn] ─► pump: conn ring ─► grant ─► append
 //!  flusher progress (Admission::run) / finish / abandon ─► pump again
 //! ```
+//! `run` ticks (every 10 ms, a backstop to the flusher's progress) only while a ticket
+//! waits; with none it sleeps until one is queued.
 //! A grant wakes only the granted ticket, so thousands of waiting requests cost nothing
 //! per grant.
-//! ```text
-//! ```
 //! A request waiting here holds its connection's in-flight bytes, so the connection stops
 //! reading and TCP pushes back on the client.
 
@@ -25,7 +25,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_lite::future;
-use sluice_storage::ShardStorage;
+use sluice_storage::{ShardStorage, Signal};
 
 /// Identifies the connection a produce came from: (its shard << 48) | its connection id.
 pub(crate) type ConnKey = u64;
@@ -104,6 +104,9 @@ pub(crate) struct Admission {
     granted: Cell<Option<u64>>,
     /// The waker of each waiting ticket: a grant wakes only its own ticket.
     wakers: RefCell<HashMap<u64, Waker>>,
+    /// Notified when a ticket is queued: `run` sleeps on it, with no timer, while nobody
+    /// waits.
+    queued: Rc<Signal>,
 }
 
 /// One produce request's place. It can be granted only while its request waits in
@@ -125,6 +128,7 @@ impl Admission {
             waiting: RefCell::new(TurnQueue::default()),
             granted: Cell::new(None),
             wakers: RefCell::new(HashMap::new()),
+            queued: Rc::default(),
         })
     }
 
@@ -132,8 +136,15 @@ impl Admission {
     pub(crate) async fn run(me: Weak<Self>) {
         loop {
             let Some(a) = me.upgrade() else { return };
-            let storage = a.storage.clone();
+            let (storage, queued) = (a.storage.clone(), a.queued.clone());
+            let nobody_waits = a.waiting.borrow().is_empty();
             drop(a);
+            if nobody_waits {
+                // an idle shard is not woken every 10 ms: a grant is only ever for a
+                // queued ticket, and the ticket's own wait tries one first
+                queued.wait().await;
+                continue;
+            }
             // The flusher's progress frees budget; the 10 ms tick is a backstop.
             future::or(
                 storage.wait_progress(),
@@ -158,6 +169,7 @@ impl Admission {
         let n = self.next.get();
         self.next.set(n + 1);
         self.waiting.borrow_mut().push(conn, n);
+        self.queued.notify();
         Ticket {
             n,
             conn,

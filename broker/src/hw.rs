@@ -13,7 +13,7 @@
 //! durable offset. Progress is memory only: a new leader starts from nothing and its
 //! high watermark waits for its followers' first fetches.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -93,6 +93,12 @@ pub(crate) struct Leaders {
     /// Notified when a client batch was appended here (not yet durable): wakes followers'
     /// long polls, which copy up to the log end.
     pub(crate) appended: Signal,
+    /// A high watermark changed or an entry went since the checkpoint was last written:
+    /// an idle shard does not rebuild the checkpoint's list to find nothing new.
+    hws_changed: Cell<bool>,
+    /// The metadata image changed since entries of partitions gone from this node were
+    /// last dropped.
+    image_changed: Cell<bool>,
 }
 
 impl ShardCtx {
@@ -139,9 +145,13 @@ impl ShardCtx {
         let progress = all.entry((t.id, partition)).or_default();
         if progress.epoch != state.leader_epoch {
             // a new leadership: followers must show their positions again
+            let hw = progress.hw.min(durable);
+            if hw != progress.hw {
+                self.leaders.hws_changed.set(true);
+            }
             *progress = Progress {
                 epoch: state.leader_epoch,
-                hw: progress.hw.min(durable),
+                hw,
                 started: Some(Instant::now()),
                 ..Progress::default()
             };
@@ -156,6 +166,7 @@ impl ShardCtx {
         }
         if hw > progress.hw {
             progress.hw = hw;
+            self.leaders.hws_changed.set(true);
         }
         let hw = progress.hw.min(durable);
         // compaction only below the high watermark: a record above it may still be cut by
@@ -239,7 +250,10 @@ impl ShardCtx {
         let mut all = self.leaders.progress.borrow_mut();
         let p = all.entry(key).or_default();
         p.epoch = -1; // not a leadership of ours: reset (keeping `hw`) when we lead
-        p.hw = p.hw.max(hw);
+        if hw > p.hw {
+            p.hw = hw;
+            self.leaders.hws_changed.set(true);
+        }
         if let Some(log) = self.log(topic, partition) {
             log.set_clean_limit(hw);
         }
@@ -253,54 +267,26 @@ impl ShardCtx {
             .map_or(-1, |p| p.hw)
     }
 
+    /// The metadata image changed (records applied or a new image): the next pass of
+    /// `shrink_lagging_isrs` drops the entries of partitions gone from this node.
+    pub(crate) fn note_image_changed(&self) {
+        self.leaders.image_changed.set(true);
+    }
+
     /// Every second: ISR members of partitions this shard leads that have not caught up
-    /// for `replica.lag.time.max.ms` leave the ISR.
+    /// for `replica.lag.time.max.ms` leave the ISR. A pass looks up progress only for
+    /// partitions whose ISR has a member besides this node, and drops entries of
+    /// partitions gone from this node only after the image changed, so an idle shard's
+    /// pass costs no lookup, clone or allocation per partition led alone.
     pub(crate) async fn shrink_lagging_isrs(self: Rc<Self>) {
         let lag = Duration::from_millis(self.config.int("replica.lag.time.max.ms") as u64);
         loop {
             glommio::timer::sleep(Duration::from_secs(1)).await;
-            let now = Instant::now();
-            let keys: Vec<Key> = self.leaders.progress.borrow().keys().copied().collect();
-            for key in keys {
-                let partition = key.1;
-                let found = self.image.borrow().topic_by_id(&key.0).and_then(|t| {
-                    let state = t.parts.get(usize::try_from(partition).ok()?).cloned()?;
-                    Some((t.name.clone(), state))
-                });
-                let Some((topic, state)) = found else {
-                    self.leaders.progress.borrow_mut().remove(&key);
-                    continue;
-                };
-                if state.leader != self.node_id {
-                    // a follower's entry keeps the leader's high watermark for later
-                    if !state.replicas.contains(&self.node_id) {
-                        self.leaders.progress.borrow_mut().remove(&key);
-                    }
-                    continue;
-                }
-                let lagging: Vec<i32> = {
-                    let all = self.leaders.progress.borrow();
-                    let Some(p) = all.get(&key) else {
-                        continue;
-                    };
-                    if p.epoch != state.leader_epoch {
-                        continue;
-                    }
-                    state
-                        .isr
-                        .iter()
-                        .copied()
-                        .filter(|r| *r != self.node_id)
-                        .filter(|r| match p.followers.get(r) {
-                            Some((_, since)) => now.duration_since(*since) > lag,
-                            // never fetched under this leadership: lagging since it began
-                            None => p.started.is_some_and(|s| now.duration_since(s) > lag),
-                        })
-                        .collect()
-                };
-                if lagging.is_empty() {
-                    continue;
-                }
+            if self.leaders.image_changed.replace(false) {
+                self.forget_gone_partitions();
+            }
+            for (topic, partition, state, lagging) in self.lagging_isr_members(Instant::now(), lag)
+            {
                 let isr: Vec<i32> = state
                     .isr
                     .iter()
@@ -311,6 +297,76 @@ impl ShardCtx {
                 self.change_isr(&topic, partition, &state, isr);
             }
         }
+    }
+
+    /// Drops the progress of partitions whose topic is gone or of which this node is no
+    /// longer a replica (a follower's entry keeps its leader's high watermark for later).
+    fn forget_gone_partitions(&self) {
+        let image = self.image.borrow();
+        let mut all = self.leaders.progress.borrow_mut();
+        let before = all.len();
+        all.retain(|(id, partition), _| {
+            image
+                .topic_by_id(id)
+                .and_then(|t| t.parts.get(usize::try_from(*partition).ok()?))
+                .is_some_and(|s| s.leader == self.node_id || s.replicas.contains(&self.node_id))
+        });
+        if all.len() != before {
+            self.leaders.hws_changed.set(true);
+        }
+    }
+
+    /// The partitions this shard leads with ISR members (other than itself) that have not
+    /// caught up for `lag`: (topic, partition, its state, those members).
+    fn lagging_isr_members(
+        &self,
+        now: Instant,
+        lag: Duration,
+    ) -> Vec<(
+        String,
+        i32,
+        crate::metadata::image::PartitionState,
+        Vec<i32>,
+    )> {
+        let mut out = Vec::new();
+        let all = self.leaders.progress.borrow();
+        if all.is_empty() {
+            return out;
+        }
+        let image = self.image.borrow();
+        for t in image.topics() {
+            for (partition, state) in t.parts.iter().enumerate() {
+                // led alone (every partition of a single node): no follower to drop
+                if state.leader != self.node_id || state.isr.iter().all(|r| *r == self.node_id) {
+                    continue;
+                }
+                let Ok(partition) = i32::try_from(partition) else {
+                    continue;
+                };
+                // another shard's partition has no entry here
+                let Some(p) = all.get(&(t.id, partition)) else {
+                    continue;
+                };
+                if p.epoch != state.leader_epoch {
+                    continue;
+                }
+                let lagging: Vec<i32> = state
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| *r != self.node_id)
+                    .filter(|r| match p.followers.get(r) {
+                        Some((_, since)) => now.duration_since(*since) > lag,
+                        // never fetched under this leadership: lagging since it began
+                        None => p.started.is_some_and(|s| now.duration_since(s) > lag),
+                    })
+                    .collect();
+                if !lagging.is_empty() {
+                    out.push((t.name.clone(), partition, state.clone(), lagging));
+                }
+            }
+        }
+        out
     }
 
     /// The high watermarks this shard knows (as leader or from its leaders), by topic id
@@ -364,8 +420,12 @@ impl ShardCtx {
     }
 
     /// Writes the checkpoint if the high watermarks changed since the last write: to a
-    /// temporary file, fsynced, renamed over the old one (on the blocking helper).
-    pub(crate) async fn write_hw_checkpoint(&self, last: &mut Vec<(Key, i64)>) {
+    /// temporary file, fsynced, renamed over the old one (on the blocking helper). Nothing
+    /// to do, without building the list, when no high watermark moved since.
+    async fn write_hw_checkpoint(&self, last: &mut Vec<(Key, i64)>) {
+        if !self.leaders.hws_changed.replace(false) {
+            return;
+        }
         let now = self.known_hws();
         if now == *last {
             return;
@@ -388,8 +448,17 @@ impl ShardCtx {
         .await;
         match written {
             Ok(()) => *last = now,
-            Err(e) => tracing::warn!(error = %e, "cannot write the high-watermark checkpoint"),
+            Err(e) => {
+                self.leaders.hws_changed.set(true); // tried again next time
+                tracing::warn!(error = %e, "cannot write the high-watermark checkpoint")
+            }
         }
+    }
+
+    /// Writes the checkpoint now, whatever changed (the clean shutdown's last one).
+    pub(crate) async fn write_final_hw_checkpoint(&self) {
+        self.leaders.hws_changed.set(true);
+        self.write_hw_checkpoint(&mut Vec::new()).await;
     }
 
     /// Every `HW_CHECKPOINT_INTERVAL` (Kafka's replica.high.watermark.checkpoint.interval.ms

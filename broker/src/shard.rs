@@ -365,6 +365,7 @@ impl ShardCtx {
                     let mut image = self.image.borrow_mut();
                     records.iter().flat_map(|r| image.apply(index, r)).collect()
                 };
+                self.note_image_changed();
                 Box::pin(async move {
                     ctx.act_on(changes).await;
                     ShardResponse::Done
@@ -377,6 +378,7 @@ impl ShardCtx {
                 }
                 let changes = self.image.borrow().diff(&new);
                 *self.image.borrow_mut() = new;
+                self.note_image_changed();
                 Box::pin(async move {
                     ctx.act_on(changes).await;
                     ShardResponse::Done
@@ -1304,7 +1306,7 @@ impl ShardCtx {
     /// Closes every partition log (clean-shutdown markers) and the metadata log.
     pub(crate) async fn shutdown(&self) {
         self.followers.stop_all();
-        self.write_hw_checkpoint(&mut Vec::new()).await;
+        self.write_final_hw_checkpoint().await;
         // every partition log is the storage's: its shutdown closes them all, many at once
         // with shared syncs (one at a time here took ~40 s at 10,000 partitions)
         if let Err(e) = self.storage.shutdown().await {

@@ -613,7 +613,7 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         let shard = s.shard.to_string();
         e.int("sluice_shard_tasks_total", &[("shard", &shard)], s.tasks);
     }
-    e.family("sluice_shard_task_queue_lag_seconds", Kind::Histogram, "How late each shard's 10 ms heartbeat timer ran: the wait of a ready task in the shard's default task queue (connections, cross-shard requests).");
+    e.family("sluice_shard_task_queue_lag_seconds", Kind::Histogram, "How late each shard's heartbeat timer (10 ms, up to 50 ms while idle) ran: the wait of a ready task in the shard's default task queue (connections, cross-shard requests).");
     for s in &m.shards {
         let shard = s.shard.to_string();
         e.histogram(
