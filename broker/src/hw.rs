@@ -142,6 +142,15 @@ impl ShardCtx {
             Some(p) if p.leader == self.node_id => p,
             _ => return durable,
         };
+        if state.replicas.len() == 1 {
+            // no other replica, none joining: the high watermark is the durable offset,
+            // with no progress entry to keep (a fetch asks this of every partition; the
+            // entry's lookup cost 7-10 % of a 10,000-partition round). Replicas added
+            // later start the entry while the ISR is still this node alone, so the high
+            // watermark does not step back.
+            log.set_clean_limit(durable);
+            return durable;
+        }
         let progress = all.entry((t.id, partition)).or_default();
         if progress.epoch != state.leader_epoch {
             // a new leadership: followers must show their positions again
