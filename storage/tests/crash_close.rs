@@ -13,7 +13,10 @@
 //! starts from markers, the others leave them for the next child to recover.
 
 mod common;
-use common::{batch, check_durable_batches, run, spawn_crash_child, tempdir, xorshift};
+use common::{
+    batch, check_durable_batches, record_durable, run, spawn_crash_child, tempdir, xorshift,
+    Durable,
+};
 use sluice_storage::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -98,20 +101,6 @@ fn close_child() {
     });
 }
 
-/// log → base offset → (last offset, CRC-32C of the stored batch).
-type Durable = Vec<BTreeMap<i64, (i64, u32)>>;
-
-fn record(durable: &mut Durable, line: &str) {
-    let mut it = line.split_whitespace();
-    if it.next() != Some("D") {
-        return;
-    }
-    let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
-    if v.len() == 4 {
-        durable[v[0] as usize].insert(v[1], (v[2], v[3] as u32));
-    }
-}
-
 #[test]
 fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
     let dir = tempdir();
@@ -137,7 +126,7 @@ fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
         loop {
             match child.lines.recv_timeout(Duration::from_millis(1)) {
                 Ok(l) => {
-                    record(&mut durable, &l);
+                    record_durable(&mut durable, &l);
                     match l.as_str() {
                         "OPEN" => opened = Some(Instant::now()),
                         "CLOSING" => closing = Some(Instant::now()),
@@ -168,7 +157,7 @@ fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
         };
         *killed.entry(moment).or_default() += 1;
         for l in child.kill9() {
-            record(&mut durable, &l);
+            record_durable(&mut durable, &l);
         }
         let expect = durable.clone();
         let r = root.clone();

@@ -13,7 +13,10 @@
 //! like the broker's partitions (`write_dir_file`). The executor has 4 blocking helpers.
 
 mod common;
-use common::{batch, check_durable_batches, run, spawn_crash_child, tempdir, xorshift};
+use common::{
+    batch, check_durable_batches, record_durable, run, spawn_crash_child, tempdir, xorshift,
+    Durable,
+};
 use sluice_storage::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -126,20 +129,6 @@ fn many_logs_child() {
     });
 }
 
-/// log → base offset → (last offset, CRC-32C of the stored batch).
-type Durable = Vec<BTreeMap<i64, (i64, u32)>>;
-
-fn record(durable: &mut Durable, line: &str) {
-    let mut it = line.split_whitespace();
-    if it.next() != Some("D") {
-        return;
-    }
-    let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
-    if v.len() == 4 {
-        durable[v[0] as usize].insert(v[1], (v[2], v[3] as u32));
-    }
-}
-
 #[test]
 fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
     let dir = tempdir();
@@ -163,7 +152,7 @@ fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
         let before: usize = durable.iter().map(BTreeMap::len).sum();
         loop {
             match child.lines.recv_timeout(Duration::from_millis(2)) {
-                Ok(l) => record(&mut durable, &l),
+                Ok(l) => record_durable(&mut durable, &l),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => break,
             }
@@ -177,7 +166,7 @@ fn kill9_mid_cycle_keeps_every_durable_batch_of_many_logs() {
         }
         // SIGKILL mid-run: no flush, no marker
         for l in child.kill9() {
-            record(&mut durable, &l);
+            record_durable(&mut durable, &l);
         }
         let now: usize = durable.iter().map(BTreeMap::len).sum();
         assert!(

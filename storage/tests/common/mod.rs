@@ -303,3 +303,20 @@ pub async fn check_durable_batches(
         }
     }
 }
+
+/// What crash children report durable, by log: base offset → (last offset, CRC-32C of
+/// the stored batch).
+pub type Durable = Vec<std::collections::BTreeMap<i64, (i64, u32)>>;
+
+/// Notes a child's `D <log> <base> <last> <crc>` line in `durable` (other lines are not
+/// reports and are skipped).
+pub fn record_durable(durable: &mut Durable, line: &str) {
+    let mut it = line.split_whitespace();
+    if it.next() != Some("D") {
+        return;
+    }
+    let v: Vec<i64> = it.filter_map(|x| x.parse().ok()).collect();
+    if v.len() == 4 {
+        durable[v[0] as usize].insert(v[1], (v[2], v[3] as u32));
+    }
+}
