@@ -321,9 +321,11 @@ impl Cluster {
         self.pid(id).is_some()
     }
 
-    /// SIGKILLs node `id` and waits (bounded) until it is gone.
+    /// SIGKILLs node `id` and waits (bounded) until its last thread is gone: a helper
+    /// thread inside a sync finishes it first, and until then the process keeps its
+    /// data dir's lock.
     pub(crate) fn kill9(&mut self, id: u32) -> Result<()> {
-        self.signal_and_wait(id, libc::SIGKILL, "SIGKILL", Duration::from_secs(10))
+        self.signal_and_wait(id, libc::SIGKILL, "SIGKILL", Duration::from_secs(30))
     }
 
     /// SIGTERMs node `id` and waits (bounded) until it has exited.
@@ -784,14 +786,20 @@ pub(crate) fn strip_ansi(s: &str) -> String {
 
 /// True if `pid` exists and is not a zombie.
 pub(crate) fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    // Every thread, not only the main one: after SIGKILL the main thread turns zombie at
+    // once while a helper thread inside fsync or syncfs finishes the call first, and the
+    // process keeps its descriptors (the data dir's lock) until the last thread is gone.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    // the state follows the command name, which is in parentheses and may hold spaces
-    match stat.rsplit_once(") ") {
-        Some((_, rest)) => !rest.starts_with('Z') && !rest.starts_with('X'),
-        None => false,
-    }
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // the state follows the command name, which is in parentheses and may hold
+            // spaces
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+    })
 }
 
 /// Sends `sig` to the process group `pid` leads (the script starts each node in a session
