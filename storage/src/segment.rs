@@ -291,8 +291,7 @@ pub(crate) async fn write_indexes(
     idx: Vec<u8>,
     tidx: Vec<u8>,
 ) -> Result<(), StorageError> {
-    write_small_file(&index_path(dir, seg_base), idx).await?;
-    write_small_file(&timeindex_path(dir, seg_base), tidx).await
+    write_index_pair(dir, seg_base, idx, tidx, true).await
 }
 
 /// `write_indexes` without the `fdatasync`s (see `write_small_file_unsynced`).
@@ -302,8 +301,18 @@ pub(crate) async fn write_indexes_unsynced(
     idx: Vec<u8>,
     tidx: Vec<u8>,
 ) -> Result<(), StorageError> {
-    write_small_file_unsynced(&index_path(dir, seg_base), idx).await?;
-    write_small_file_unsynced(&timeindex_path(dir, seg_base), tidx).await
+    write_index_pair(dir, seg_base, idx, tidx, false).await
+}
+
+async fn write_index_pair(
+    dir: &Path,
+    seg_base: i64,
+    idx: Vec<u8>,
+    tidx: Vec<u8>,
+    sync: bool,
+) -> Result<(), StorageError> {
+    write_small(&index_path(dir, seg_base), idx, sync).await?;
+    write_small(&timeindex_path(dir, seg_base), tidx, sync).await
 }
 
 /// Segment files found in a partition directory: their sorted base offsets.
