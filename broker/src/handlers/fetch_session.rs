@@ -205,8 +205,9 @@ impl FetchSessions {
         s.last_used = clock;
         let mut forgotten = false;
         for f in &req.forgotten_topics_data {
+            let topic: Arc<str> = Arc::from(&*f.topic.0);
             for p in &f.partitions {
-                forgotten |= s.parts.remove(&(Arc::from(&*f.topic.0), *p)).is_some();
+                forgotten |= s.parts.remove(&(topic.clone(), *p)).is_some();
             }
         }
         if forgotten {
