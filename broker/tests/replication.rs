@@ -17,6 +17,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -785,7 +786,19 @@ impl ClientContext for GroupCtx {
                 l.pop_front();
             }
             let t = chrono_like_now();
-            l.push_back(format!("{t} {level:?} {fac}: {message}"));
+            let line = format!("{t} {level:?} {fac}: {message}");
+            if let Some(dir) = std::env::var_os("SLUICE_TEST_KEEP_LOGS") {
+                use std::io::Write as _;
+                let path = Path::new(&dir).join(format!("group-client-{}.log", std::process::id()));
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+            l.push_back(line);
         }
     }
 }
@@ -888,7 +901,8 @@ impl GroupMember {
                 }
             }
             // the final commit: the position reached, until one commit of it succeeds
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let final_from = Instant::now();
+            let deadline = final_from + Duration::from_secs(30);
             while run.committed != position {
                 ensure!(
                     Instant::now() < deadline,
@@ -901,6 +915,11 @@ impl GroupMember {
                     let _ = consumer.poll(Duration::from_millis(500));
                 }
             }
+            eprintln!(
+                "the final commit took {:?} ({} commit errors in all)",
+                final_from.elapsed(),
+                run.commit_errors.len()
+            );
             drop(consumer); // leaves the group
             Ok(run)
         });
@@ -922,10 +941,18 @@ impl GroupMember {
 
     /// The tail of the member's rdkafka log.
     fn client_log(&self) -> String {
+        self.client_log_tail(CLIENT_LOG_LINES)
+    }
+
+    /// The member's last `lines` rdkafka log lines.
+    fn client_log_tail(&self, lines: usize) -> String {
         self.shared
             .log
             .lock()
-            .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .map(|l| {
+                let from = l.len().saturating_sub(lines);
+                l.iter().skip(from).cloned().collect::<Vec<_>>().join("\n")
+            })
             .unwrap_or_default()
     }
 
@@ -1064,6 +1091,7 @@ fn leader_kills_during_production_lose_and_duplicate_nothing() -> Result<()> {
             _ => "group coordinator".to_string(),
         };
         let acked_before = load.acked();
+        let read_before = member.as_ref().map(GroupMember::read);
         let t0 = Instant::now();
         cluster.kill9(victim)?;
         let survivors: Vec<u32> = cluster.ids().into_iter().filter(|n| *n != victim).collect();
@@ -1079,8 +1107,24 @@ fn leader_kills_during_production_lose_and_duplicate_nothing() -> Result<()> {
         wait_settled(&cluster, &cluster.ids(), &settled, CONVERGE)?;
         load.wait_acked(acked_before, 50, CONVERGE)
             .with_context(|| format!("production after kill {}", i + 1))?;
+        let back = t0.elapsed();
+        // the group keeps going: it reads on before the next kill (a member whose
+        // coordinator dies every few seconds never gets the quiet spell a rejoin needs)
+        if let (Some(m), Some(before)) = (member.as_ref(), read_before) {
+            wait_for("the group to read on", CONVERGE, || {
+                let n = m.read();
+                ensure!(
+                    n >= before + 50,
+                    "the group read {} records since kill {}; its rdkafka log ends:\n{}",
+                    n - before,
+                    i + 1,
+                    m.client_log_tail(40)
+                );
+                Ok(Some(()))
+            })?;
+        }
         eprintln!(
-            "kill {}: node {victim} ({role}), {how}; back, with production going on, after {:?}; {} acknowledged; the group read {:?} and committed {:?} times",
+            "kill {}: node {victim} ({role}), {how}; back, with production going on, after {back:?} (the group reading on after {:?}); {} acknowledged; the group read {:?} and committed {:?} times",
             i + 1,
             t0.elapsed(),
             load.acked(),

@@ -4,7 +4,9 @@
 //! Invariants: every wait and loop is bounded; dropping a `Cluster` (also on panic)
 //! resumes stopped nodes, runs `local-cluster.sh stop`, then SIGKILLs whatever node is
 //! still alive, and prints the tail of every node log (captured by libtest, shown for
-//! failing tests only); the cluster directory is a tempdir removed after that.
+//! failing tests only); the cluster directory is a tempdir removed after that. With
+//! `SLUICE_TEST_KEEP_LOGS=DIR` set, every node's whole log is first copied to
+//! `DIR/<cluster tempdir name>/node-N.log` (for a failure the tails do not explain).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -430,6 +432,26 @@ impl Cluster {
         )
     }
 
+    /// Copies every node's log under `$SLUICE_TEST_KEEP_LOGS`, when that is set.
+    fn keep_logs(&self) {
+        let Some(keep) = std::env::var_os("SLUICE_TEST_KEEP_LOGS") else {
+            return;
+        };
+        let name = self.root.path().file_name().unwrap_or_default();
+        let to = Path::new(&keep).join(name);
+        if let Err(e) = std::fs::create_dir_all(&to) {
+            eprintln!("keeping the node logs in {}: {e}", to.display());
+            return;
+        }
+        for id in self.ids() {
+            let from = self.node_dir(id).join("log");
+            if let Err(e) = std::fs::copy(&from, to.join(format!("node-{id}.log"))) {
+                eprintln!("keeping {}: {e}", from.display());
+            }
+        }
+        eprintln!("node logs kept in {}", to.display());
+    }
+
     fn print_log_tails(&self) {
         for id in self.ids() {
             eprintln!("{}\n", self.log_tail(id, LOG_TAIL));
@@ -597,6 +619,7 @@ impl Drop for Cluster {
         self.resume_all();
         // libtest captures this and shows it only for failing tests.
         self.print_log_tails();
+        self.keep_logs();
         let dir = self.dir_str();
         if let Err(e) = self.script(&["stop", &dir]) {
             eprintln!("stopping the cluster: {e:#}");
