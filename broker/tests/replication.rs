@@ -303,6 +303,8 @@ struct Summary {
     failed: usize,
     /// Failed records that are in the log anyway (a timed-out write may land).
     failed_present: usize,
+    /// Acknowledged records librdkafka reported without an offset (found in the log).
+    acked_without_offset: usize,
     /// Records per partition in the log.
     log_len: BTreeMap<i32, usize>,
 }
@@ -336,8 +338,9 @@ fn by_offset(records: &[common::Consumed]) -> Result<BTreeMap<i32, PartitionLog>
 /// sent by these producers); `log` is every partition read from offset 0 to its high
 /// watermark. Every record in the log is one of ours, in the partition it was sent to,
 /// at most once; offsets have no gaps; every acknowledged record is at the offset it was
-/// acknowledged with, and acknowledged offsets grow with seq within a partition (the
-/// producer's order). A failed record may be in the log (once).
+/// acknowledged with (one acknowledged without an offset, as librdkafka's implicit acks
+/// are, anywhere in its partition), and acknowledged offsets grow with seq within a
+/// partition (the producer's order). A failed record may be in the log (once).
 fn check_exactly_once(
     sent: &BTreeMap<u64, Sent>,
     log: &BTreeMap<i32, PartitionLog>,
@@ -383,8 +386,20 @@ fn check_exactly_once(
                     summary.failed_present += 1;
                 }
             }
-            Some(Outcome::Acked(offset)) => {
+            Some(Outcome::Acked(acked_at)) => {
                 summary.acked += 1;
+                // librdkafka acknowledges a batch without an offset (-1001) when a later
+                // batch of the same producer is acknowledged while this one waits to be
+                // sent again (`rd_kafka_dr_implicit_ack`: the old leader stored it and its
+                // answer was lost): such a record must be in its partition once, in order
+                let implicit = seen
+                    .get(seq)
+                    .filter(|(p, _)| *acked_at < 0 && *p == s.partition)
+                    .map(|(_, at)| *at);
+                if implicit.is_some() {
+                    summary.acked_without_offset += 1;
+                }
+                let offset = &implicit.unwrap_or(*acked_at);
                 match seen.get(seq) {
                     Some((p, at)) if *p == s.partition && at == offset => {}
                     Some((p, at)) => bail!(
@@ -1031,6 +1046,34 @@ fn exactly_once_check_catches_duplicates_losses_and_moves() -> Result<()> {
     let mut gap = log_of(&[&[0, 2, 4], &[1]]);
     gap.get_mut(&0).map(|l| l.remove(&1));
     ensure!(check_exactly_once(&sent, &gap, 2).is_err(), "a gap passed");
+
+    // seq 2 acknowledged implicitly (librdkafka: offset -1001) once seq 4 was
+    let mut implicit = sent;
+    implicit.insert(2, sent_one(0, Outcome::Acked(-1001)));
+    let good = check_exactly_once(&implicit, &log_of(&[&[0, 2, 4], &[1, 3]]), 2)?;
+    ensure!(
+        good.acked == 4 && good.acked_without_offset == 1,
+        "{good:?}"
+    );
+    let bad: &[(&str, &[&[u64]])] = &[
+        ("implicitly acknowledged record lost", &[&[0, 4], &[1]]),
+        (
+            "implicitly acknowledged record twice",
+            &[&[0, 2, 2, 4], &[1]],
+        ),
+        (
+            "implicitly acknowledged record in the wrong partition",
+            &[&[0, 4], &[1, 2]],
+        ),
+        (
+            "implicitly acknowledged record out of order",
+            &[&[0, 4, 2], &[1]],
+        ),
+    ];
+    for (what, parts) in bad {
+        let got = check_exactly_once(&implicit, &log_of(parts), 2);
+        ensure!(got.is_err(), "{what}: the check passed: {got:?}");
+    }
     Ok(())
 }
 
