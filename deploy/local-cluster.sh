@@ -69,13 +69,40 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 # ---------------------------------------------------------------------------------------------
 # Embedded python3 helpers (stdlib only).
 
+# Ports handed out lately, one file each (see free_ports).
+PORT_RESERVATIONS=${TMPDIR:-/tmp}/sluice-local-cluster-ports
+
 # free_ports COUNT: prints COUNT distinct free 127.0.0.1 TCP ports, one per line. Ports are
 # taken below the ephemeral range when there is room (outgoing connections cannot grab them
 # before the nodes bind), and all are held open until all are found, so they are distinct.
+# Each is also reserved for 30 minutes (a file in $PORT_RESERVATIONS, created exclusively;
+# `spawn` renews it), so that clusters started at the same moment by other invocations (tests
+# run in parallel) never pick a port another has picked but not yet bound, nor one whose node
+# is down for a restart.
 free_ports() {
-    python3 - "$1" <<'PY'
-import random, socket, sys
+    mkdir -p "$PORT_RESERVATIONS"
+    python3 - "$1" "$PORT_RESERVATIONS" <<'PY'
+import os, random, socket, sys, time
 n = int(sys.argv[1])
+resv = sys.argv[2]
+STALE = 30 * 60
+
+def reserve(port):
+    path = os.path.join(resv, str(port))
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return True  # no reservations here: the bind check alone
+    try:
+        if time.time() - os.stat(path).st_mtime < STALE:
+            return False
+        os.utime(path)  # a stale reservation: taken over
+        return True
+    except OSError:
+        return False
 try:
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         eph_lo = int(f.read().split()[0])
@@ -95,7 +122,7 @@ for attempt in range(20000):
         s.close()
         continue
     port = s.getsockname()[1]
-    if port in ports:
+    if port in ports or not reserve(port):
         s.close()
         continue
     held.append(s)
@@ -338,6 +365,10 @@ spawn() {
     dir=$(node_dir "$id")
     mapfile -t args <"$dir/args"
     mkdir -p "$dir/data"
+    local p
+    for p in "${KAFKA[id - 1]}" "${CONTROL[id - 1]}" "${METRICS[id - 1]:-}" "${INTERNAL_PORTS[id - 1]:-}"; do
+        if [[ -n $p ]]; then touch "$PORT_RESERVATIONS/$p" 2>/dev/null || true; fi
+    done
     printf '===== %s %s: starting node %s: %s %s\n' "$(date '+%F %T')" "$PROG" "$id" \
         "$BIN" "${args[*]}" >>"$dir/log"
     # A session of its own (no controlling terminal, no signals from the caller's process
