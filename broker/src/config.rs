@@ -559,6 +559,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Per-shard bound on the cleaner's reads plus writes.",
     },
     Setting {
+        name: "log.cleaner.io.buffer.size",
+        default: "524288",
+        kind: int(8192, 1 << 30),
+        unit: "bytes",
+        doc: "Memory of a cleaner pass's I/O buffers: half for each segment read, half gathered before each write. Smaller reads delay produce's flushes less.",
+    },
+    Setting {
         name: "log.cleaner.min.cleanable.ratio",
         default: "0.5",
         kind: Kind::Ratio,

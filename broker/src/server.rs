@@ -404,6 +404,7 @@ async fn shard_main(
         cleaner_dedupe_buffer_bytes: config.int("log.cleaner.dedupe.buffer.size") as usize,
         cleaner_backoff: Duration::from_millis(config.int("log.cleaner.backoff.ms") as u64),
         cleaner_io_bytes_per_sec: config.int("log.cleaner.io.max.bytes.per.second") as u64,
+        cleaner_io_buffer_bytes: config.int("log.cleaner.io.buffer.size") as usize,
         flush_sync: FlushSync::parse(&config.config_value("storage.flush.sync"))
             .unwrap_or(FlushSync::Segment), // ok: validated on set
         journal_dir: Some(config.data_dir()),

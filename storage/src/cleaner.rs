@@ -265,7 +265,7 @@ pub(crate) async fn clean_log(
         delete_retention_ms: cfg.delete_retention_ms,
         segment_bytes: cfg.segment_bytes,
         interval: cfg.index_interval_bytes,
-        throttle: Throttle::new(shard.opts.cleaner_io_bytes_per_sec),
+        throttle: Throttle::new(shard, shard.opts.cleaner_io_bytes_per_sec),
         created: Vec::new(),
         switched: false,
         tombstones_expire: None,
@@ -574,8 +574,13 @@ impl Pass<'_> {
         if let Some(why) = self.changed() {
             return Err(PassError::Changed(why));
         }
-        let mut w =
-            SegmentWriter::create_cleaned(self.log.dir.clone(), g.base, self.interval).await?;
+        let mut w = SegmentWriter::create_cleaned(
+            self.log.dir.clone(),
+            g.base,
+            self.interval,
+            self.shard.opts.cleaner_read_chunk(),
+        )
+        .await?;
         self.created.push(g.base);
         for &(base, _, size) in &g.sources {
             let mut rd = SegmentBatches::open(self.shard, self.log, base, size).await?;
@@ -590,11 +595,15 @@ impl Pass<'_> {
                     Kept::Rewritten(v) => Bytes::from(v),
                     Kept::Gone => continue,
                 };
+                if w.writes_on(out.len()) {
+                    self.throttle.disk_turn().await;
+                }
                 w.append(&out).await?;
                 self.stats.bytes_written += out.len() as u64;
                 self.throttle.io(out.len() as u64).await;
             }
         }
+        self.throttle.disk_turn().await;
         let mut seg = w.finish_cleaned(g.end).await?;
         // the aborted transactions of the segments it replaces (their markers are kept)
         let entries: Vec<AbortedEntry> = g

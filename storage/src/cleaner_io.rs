@@ -1,7 +1,8 @@
-//! The log cleaner's I/O helpers: a sealed segment read batch by batch in 1 MiB chunks
-//! (DMA reads through the shard's open-file table), and the throttle that keeps a pass's
-//! reads and writes under `cleaner_io_bytes_per_sec` (Kafka's Throttler). Owned by the
-//! pass that uses them; never cross cores.
+//! The log cleaner's I/O helpers: a sealed segment read batch by batch in chunks of half
+//! `cleaner_io_buffer_bytes` (DMA reads through the shard's open-file table), and the
+//! throttle that keeps a pass's reads and writes under `cleaner_io_bytes_per_sec` (Kafka's
+//! Throttler), its CPU in short slices, and its disk I/O between the flusher's cycles.
+//! Owned by the pass that uses them; never cross cores.
 
 use crate::error::{corrupt, StorageError};
 use crate::inner::LogInner;
@@ -9,40 +10,67 @@ use crate::shard::ShardStorage;
 use bytes::Bytes;
 use glommio::io::DmaFile;
 use sluice_proto::batch::{RecordBatchHeader, RECORD_BATCH_OVERHEAD};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-/// Bytes read from a segment file at once.
-const READ_CHUNK: usize = 1 << 20;
-
-/// CPU a pass uses before it lets the shard's other task queues run: the cleaner's queue
-/// has few shares, but shares only count at a switch, and glommio switches a queue that
-/// does not yield only at its preemption timer (tens of ms): produce and fetch would wait
-/// that long (measured: produce p99 x7 with the cleaner running, before this).
+/// CPU a pass uses before it lets the shard's other tasks run: the cleaner's queue has
+/// few shares, but shares only count at a switch, and glommio switches a queue that does
+/// not yield only at its preemption timer (tens of ms): produce and fetch would wait that
+/// long (measured: produce p99 x7 with the cleaner running, before this).
 const SLICE: Duration = Duration::from_micros(500);
 
-/// Limits the bytes a pass reads and writes per second, and the CPU it takes at once.
+/// How a pass steps aside after each `SLICE`: a timer this short, not a yield. glommio
+/// reaps I/O completions (sockets, disk) only when its task queues run dry or a
+/// latency-sensitive queue's timer fires, so a queue that yields but stays runnable is
+/// picked again and again while the completions that would wake produce and fetch wait
+/// in the ring (measured: produce p50 doubled while the cleaner ran). A sleeping pass
+/// leaves nothing runnable but what those completions wake.
+const STEP_ASIDE: Duration = Duration::from_micros(20);
+
+/// Longest a cleaner I/O waits for the flusher's cycle to end (`Throttle::disk_turn`).
+const TURN_MAX: Duration = Duration::from_millis(50);
+
+/// Limits the bytes a pass reads and writes per second, the CPU it takes at once, and
+/// when it uses the disk.
 pub(crate) struct Throttle {
     rate: u64,
     start: Instant,
     bytes: u64,
     slice: Instant,
+    shard: Weak<ShardStorage>,
 }
 
 impl Throttle {
-    pub(crate) fn new(rate: u64) -> Throttle {
+    pub(crate) fn new(shard: &ShardStorage, rate: u64) -> Throttle {
         Throttle {
             rate,
             start: Instant::now(),
             bytes: 0,
             slice: Instant::now(),
+            shard: shard.me.clone(),
         }
+    }
+
+    /// Waits for the pass's turn at the disk: at once while the shard's flusher is idle,
+    /// else until its cycle ends (at most `TURN_MAX`). A produce cycle's writes and
+    /// `fdatasync` then share the device with one cleaner I/O at most, instead of queueing
+    /// behind back-to-back 1 MiB reads; under constant produce the cleaner still moves one
+    /// I/O per cycle.
+    pub(crate) async fn disk_turn(&mut self) {
+        let Some(s) = self.shard.upgrade() else {
+            return;
+        };
+        if !s.flushing.get() && s.inner.borrow().dirty.is_empty() {
+            return;
+        }
+        let done = s.cycle_done.wait();
+        futures_lite::future::or(done, glommio::timer::sleep(TURN_MAX)).await;
     }
 
     /// Lets the shard's other task queues run once this pass has had `SLICE` of CPU.
     pub(crate) async fn breathe(&mut self) {
         if self.slice.elapsed() >= SLICE {
-            glommio::executor().yield_task_queue_now().await;
+            glommio::timer::sleep(STEP_ASIDE).await;
             self.slice = Instant::now();
         }
     }
@@ -69,6 +97,8 @@ pub(crate) struct SegmentBatches {
     end: u64,
     chunk: Bytes,
     chunk_start: u64,
+    /// Bytes read at once (more for a larger batch).
+    read_chunk: usize,
 }
 
 impl SegmentBatches {
@@ -85,6 +115,7 @@ impl SegmentBatches {
             end: size,
             chunk: Bytes::new(),
             chunk_start: 0,
+            read_chunk: shard.opts.cleaner_read_chunk(),
         })
     }
 
@@ -95,7 +126,10 @@ impl SegmentBatches {
         t: &mut Throttle,
         read: &mut u64,
     ) -> Result<(), StorageError> {
-        let len = need.max(READ_CHUNK).min((self.end - self.pos) as usize);
+        let len = need
+            .max(self.read_chunk)
+            .min((self.end - self.pos) as usize);
+        t.disk_turn().await;
         let r = self.file.read_at(self.pos, len).await?;
         if r.len() < need {
             return Err(corrupt(format!(
@@ -140,5 +174,54 @@ impl SegmentBatches {
         let off = (self.pos - self.chunk_start) as usize;
         self.pos += size as u64;
         Ok(Some(self.chunk.slice(off..off + size)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Throttle, TURN_MAX};
+    use crate::{ShardStorage, ShardStorageOptions};
+    use futures_lite::future::poll_once;
+    use std::time::{Duration, Instant};
+
+    /// The cleaner's disk turn comes at once while the flusher is idle, waits for the end
+    /// of a cycle under way, and never waits past its bound.
+    #[test]
+    fn disk_turn_waits_for_the_flusher_cycle() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let shard = ShardStorage::start(ShardStorageOptions {
+                    cleaner_enabled: false,
+                    ..Default::default()
+                });
+                let mut t = Throttle::new(&shard, u64::MAX);
+                assert!(poll_once(t.disk_turn()).await.is_some(), "idle flusher");
+
+                // a cycle under way (nothing is appended, so the flusher leaves it be)
+                shard.flushing.set(true);
+                let mut t2 = Throttle::new(&shard, u64::MAX);
+                let mut turn = Box::pin(t2.disk_turn());
+                assert!(poll_once(&mut turn).await.is_none(), "cycle under way");
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                assert!(
+                    poll_once(&mut turn).await.is_none(),
+                    "cycle still under way"
+                );
+                shard.flushing.set(false);
+                shard.cycle_done.notify();
+                assert!(poll_once(&mut turn).await.is_some(), "cycle ended");
+                drop(turn);
+
+                // a cycle that never ends holds the cleaner TURN_MAX, not longer
+                shard.flushing.set(true);
+                let started = Instant::now();
+                t.disk_turn().await;
+                assert!(started.elapsed() >= TURN_MAX);
+                shard.flushing.set(false);
+                shard.shutdown().await.unwrap(); // ok: test
+            })
+            .unwrap() // ok: test
+            .join()
+            .unwrap(); // ok: test
     }
 }

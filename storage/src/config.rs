@@ -178,6 +178,11 @@ pub struct ShardStorageOptions {
     /// `log.cleaner.io.max.bytes.per.second`: bytes the cleaner reads and writes per
     /// second at most; u64::MAX is unthrottled.
     pub cleaner_io_bytes_per_sec: u64,
+    /// `log.cleaner.io.buffer.size` (Kafka's): memory of a pass's I/O buffers, half for
+    /// each read of a segment and half gathered before each write of a cleaned one.
+    /// Smaller reads share the disk better with produce (each flush cycle waits behind one
+    /// at most, see `cleaner_io.rs`).
+    pub cleaner_io_buffer_bytes: usize,
     /// `storage.flush.sync`: how a group commit makes the data it wrote durable.
     pub flush_sync: FlushSync,
     /// With `FlushSync::Journal`: the data directory (its `__journal` holds the shard's
@@ -214,6 +219,7 @@ impl Default for ShardStorageOptions {
             cleaner_dedupe_buffer_bytes: 128 << 20,
             cleaner_backoff: Duration::from_secs(15),
             cleaner_io_bytes_per_sec: u64::MAX,
+            cleaner_io_buffer_bytes: 512 << 10,
             flush_sync: FlushSync::Segment,
             journal_dir: None,
             journal_shard: 0,
@@ -221,6 +227,15 @@ impl Default for ShardStorageOptions {
             journal_behind_bytes: 256 << 20,
             journal_min_logs: 256,
         }
+    }
+}
+
+impl ShardStorageOptions {
+    /// Bytes a cleaner pass reads from a segment at once: half its I/O buffer, whole
+    /// pages, at least one.
+    pub(crate) fn cleaner_read_chunk(&self) -> usize {
+        let half = (self.cleaner_io_buffer_bytes / 2) as u64;
+        crate::segment::align_down(half).max(crate::segment::PAGE) as usize
     }
 }
 

@@ -102,6 +102,10 @@ pub struct ShardStorage {
     /// Notified when the flusher exits (`flusher_running` false).
     pub(crate) flusher_done: Signal,
     pub(crate) flusher_running: Cell<bool>,
+    /// A flusher cycle is writing or syncing (set from its start to its end).
+    pub(crate) flushing: Cell<bool>,
+    /// Notified at the end of every flusher cycle.
+    pub(crate) cycle_done: Signal,
     /// One log-cleaner pass at a time on this shard (one dedupe buffer's memory, and
     /// never two passes over the same log).
     pub(crate) cleaner_pass: glommio::sync::Semaphore,
@@ -139,6 +143,8 @@ impl ShardStorage {
             stopping: Cell::new(false),
             flusher_done: Signal::default(),
             flusher_running: Cell::new(true),
+            flushing: Cell::new(false),
+            cycle_done: Signal::default(),
             cleaner_pass: glommio::sync::Semaphore::new(1),
             journal: RefCell::new(None),
             group_sync: Default::default(),

@@ -166,6 +166,7 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
             continue;
         }
         drop(wait);
+        let _cycle = Cycle::start(&shard);
         let started = Instant::now();
         if shard.opts.flush_sync == FlushSync::Journal
             && (dirty.len() >= shard.opts.journal_min_logs || !shard.journal_open())
@@ -218,6 +219,25 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
     }
     shard.flusher_running.set(false);
     shard.flusher_done.notify();
+}
+
+/// Marks a flusher cycle under way (`ShardStorage::flushing`) until it drops, then
+/// notifies `cycle_done`: the log cleaner's reads and writes wait for it
+/// (`cleaner_io::disk_turn`).
+struct Cycle<'a>(&'a ShardStorage);
+
+impl<'a> Cycle<'a> {
+    fn start(shard: &'a ShardStorage) -> Cycle<'a> {
+        shard.flushing.set(true);
+        Cycle(shard)
+    }
+}
+
+impl Drop for Cycle<'_> {
+    fn drop(&mut self) {
+        self.0.flushing.set(false);
+        self.0.cycle_done.notify();
+    }
 }
 
 /// Sleeps `cleaner_backoff`, then cleans the dirtiest compacted log that needs it, again

@@ -8,7 +8,8 @@
 //!
 //! ```text
 //!  create(dir, base) ─► append(batch)*  (CRC + record count checked, offsets increasing
-//!                                        inside the segment, gaps allowed; 1 MiB DMA writes)
+//!                                        inside the segment, gaps allowed; 1 MiB DMA writes,
+//!                                        cleaned segments: half the cleaner's I/O buffer)
 //!      ─► finish(end): last page padded and written, file cut to size + fdatasync,
 //!                      .index and .timeindex written + fdatasync, directory fsync
 //! ```
@@ -26,7 +27,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use sluice_proto::batch::validate_batch;
 use std::path::PathBuf;
 
-/// Bytes gathered before one DMA write.
+/// Bytes gathered before one DMA write (cleaned segments: half the cleaner's I/O buffer).
 const WRITE_CHUNK: usize = 1 << 20;
 
 /// Writes one segment file and its indexes; see the module comment.
@@ -40,6 +41,8 @@ pub struct SegmentWriter {
     written: u64,
     /// `.cleaned` files for the log cleaner (`create_cleaned`); None: the final names.
     suffix: Option<&'static str>,
+    /// Bytes gathered before a write.
+    chunk: usize,
 }
 
 impl SegmentWriter {
@@ -81,17 +84,20 @@ impl SegmentWriter {
             buf: Vec::new(),
             written: 0,
             suffix: None,
+            chunk: WRITE_CHUNK,
         })
     }
 
     /// Starts a cleaned segment `base` for an open log in `dir`: `<base>.log.cleaned` and,
     /// at `finish_cleaned`, `<base>.index.cleaned` and `<base>.timeindex.cleaned`. The
     /// directory is not created (a log deleted meanwhile makes this fail) and nothing
-    /// replaces the log's files until `swap.rs` renames them.
+    /// replaces the log's files until `swap.rs` renames them. Writes `chunk` bytes at
+    /// once (whole pages, at least one).
     pub(crate) async fn create_cleaned(
         dir: PathBuf,
         base: i64,
         index_interval_bytes: u32,
+        chunk: usize,
     ) -> Result<SegmentWriter, StorageError> {
         let file = OpenOptions::new()
             .read(true)
@@ -107,6 +113,7 @@ impl SegmentWriter {
             buf: Vec::new(),
             written: 0,
             suffix: Some(CLEANED),
+            chunk: align_down(chunk as u64).max(PAGE) as usize,
         })
     }
 
@@ -119,11 +126,16 @@ impl SegmentWriter {
         check_offsets(&self.seg, &h, false, None).map_err(StorageError::InvalidRecord)?;
         self.seg.note_batch(&h, self.interval, -1);
         self.buf.extend_from_slice(batch);
-        if self.buf.len() >= WRITE_CHUNK {
+        if self.buf.len() >= self.chunk {
             let n = align_down(self.buf.len() as u64) as usize;
             self.write(n).await?;
         }
         Ok(())
+    }
+
+    /// Whether `append` of a batch of `len` bytes writes to the file.
+    pub(crate) fn writes_on(&self, len: usize) -> bool {
+        self.buf.len() + len >= self.chunk
     }
 
     /// The offset after the last batch added (the segment's base while empty).
