@@ -119,27 +119,42 @@ impl SegmentBatches {
         })
     }
 
-    /// Makes `need` bytes from `pos` available in the chunk.
+    /// Makes `need` bytes from `pos` available in the chunk. What the chunk already holds
+    /// from `pos` on is kept and only the rest is read: a batch larger than a read (1 MiB
+    /// batches, 256 KiB reads) is not read twice.
     async fn fill(
         &mut self,
         need: usize,
         t: &mut Throttle,
         read: &mut u64,
     ) -> Result<(), StorageError> {
-        let len = need
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        let kept = if self.chunk_start <= self.pos && self.pos < chunk_end {
+            self.chunk.slice((self.pos - self.chunk_start) as usize..)
+        } else {
+            Bytes::new()
+        };
+        let want = need
             .max(self.read_chunk)
             .min((self.end - self.pos) as usize);
+        let from = self.pos + kept.len() as u64;
         t.disk_turn().await;
-        let r = self.file.read_at(self.pos, len).await?;
-        if r.len() < need {
+        let r = self
+            .file
+            .read_at(from, want.saturating_sub(kept.len()))
+            .await?;
+        if kept.len() + r.len() < need {
             return Err(corrupt(format!(
-                "segment {}: short read at {} ({} of {need} bytes)",
+                "segment {}: short read at {from} ({} of {need} bytes from {})",
                 self.base,
-                self.pos,
-                r.len()
+                kept.len() + r.len(),
+                self.pos
             )));
         }
-        self.chunk = Bytes::copy_from_slice(&r);
+        let mut chunk = Vec::with_capacity(kept.len() + r.len());
+        chunk.extend_from_slice(&kept);
+        chunk.extend_from_slice(&r);
+        self.chunk = Bytes::from(chunk);
         self.chunk_start = self.pos;
         *read += r.len() as u64;
         t.io(r.len() as u64).await;
@@ -179,10 +194,74 @@ impl SegmentBatches {
 
 #[cfg(test)]
 mod tests {
-    use super::{Throttle, TURN_MAX};
-    use crate::{ShardStorage, ShardStorageOptions};
+    use super::{SegmentBatches, Throttle, TURN_MAX};
+    use crate::{LogConfig, PartitionLog, SegmentWriter, ShardStorage, ShardStorageOptions};
     use futures_lite::future::poll_once;
+    use sluice_proto::batch::{build_batch, SimpleRecord};
     use std::time::{Duration, Instant};
+
+    /// Batches smaller and larger than a read come back whole, in order, and each byte of
+    /// the segment is read once.
+    #[test]
+    fn segment_batches_reads_each_byte_once() {
+        let base = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
+        let dir = tempfile::tempdir_in(base).unwrap(); // ok: test setup
+        let path = dir.path().join("t-0");
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                // values of 100 B to 40 KB against 8 KiB reads
+                let mut batches = Vec::new();
+                let mut w = SegmentWriter::create(&path, 0, 4096).await.unwrap(); // ok: test
+                for (i, len) in [100usize, 20_000, 3_000, 40_000, 8_000, 9_000, 500]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let v = vec![i as u8; len];
+                    let b = build_batch(
+                        i as i64,
+                        &[SimpleRecord {
+                            key: Some(b"k"),
+                            value: Some(&v),
+                            timestamp: 1,
+                            headers: &[],
+                        }],
+                    );
+                    w.append(&b).await.unwrap(); // ok: test
+                    batches.push(b);
+                }
+                w.finish(batches.len() as i64).await.unwrap(); // ok: test
+                let shard = ShardStorage::start(ShardStorageOptions {
+                    cleaner_enabled: false,
+                    cleaner_io_buffer_bytes: 16 << 10,
+                    ..Default::default()
+                });
+                let log = PartitionLog::open(&shard, path, LogConfig::default())
+                    .await
+                    .unwrap(); // ok: test
+                let size = log.inner.state().segments()[0].size;
+                let total: usize = batches.iter().map(|b| b.len()).sum();
+                assert_eq!(size, total as u64);
+                let mut rd = SegmentBatches::open(&shard, &log.inner, 0, size)
+                    .await
+                    .unwrap(); // ok: test
+                let (mut t, mut read) = (Throttle::new(&shard, u64::MAX), 0u64);
+                for b in &batches {
+                    let got = rd.next(&mut t, &mut read).await.unwrap(); // ok: test
+                    assert_eq!(got.as_deref(), Some(&b[..]));
+                }
+                assert!(rd.next(&mut t, &mut read).await.unwrap().is_none()); // ok: test
+                assert_eq!(read, size, "every byte read once");
+                log.close().await.unwrap(); // ok: test
+                shard.shutdown().await.unwrap(); // ok: test
+            })
+            .unwrap() // ok: test
+            .join()
+            .unwrap(); // ok: test
+    }
 
     /// The cleaner's disk turn comes at once while the flusher is idle, waits for the end
     /// of a cycle under way, and never waits past its bound.
