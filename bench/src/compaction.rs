@@ -268,7 +268,8 @@ pub fn run(a: &CompactionArgs, progress: bool) -> Result<CompactionReport> {
     }
     let bin = resolve(&a.sluice_bin, "broker binary")?;
     let script = resolve(&a.script, "cluster script")?;
-    let (work, copy) = work_dir(a.work_dir.as_deref(), "compaction", &bin)?;
+    let wd = work_dir(a.work_dir.as_deref(), "compaction", &bin)?;
+    let (work, copy) = (wd.dir.clone(), wd.bin.clone());
     install_signal_thread()?;
     let mut all = vec![("log.cleaner.backoff.ms".to_string(), "500".to_string())];
     all.extend(a.settings.iter().cloned());

@@ -446,7 +446,8 @@ pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
         bail!("--warmup + --duration must be at most {MAX_RUN:?}");
     }
     let bin = resolve(&a.sluice_bin, "broker binary")?;
-    let (work, copy) = work_dir(a.work_dir.as_deref(), "partitions", &bin)?;
+    let wd = work_dir(a.work_dir.as_deref(), "partitions", &bin)?;
+    let (work, copy) = (wd.dir.clone(), wd.bin.clone());
     let mut layouts = Vec::new();
     for layout in a.layouts() {
         let name = layout.name();

@@ -1111,8 +1111,9 @@ pub fn round_order(order: Order, round: u32) -> [u32; 2] {
 
 /// The run's work directory (`given`, else a new /tmp/sluice-bench-<name>-<pid>), created
 /// and absolute, and a copy of `bin` in it that every cluster runs: a rebuild of the tree
-/// during the run cannot mix binaries.
-pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<(PathBuf, PathBuf)> {
+/// during the run cannot mix binaries. The copy is removed when the returned guard drops
+/// (the nodes' logs stay).
+pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<WorkDir> {
     let work = match given {
         Some(d) => d.to_path_buf(),
         None => std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id())),
@@ -1122,7 +1123,22 @@ pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<(
     let copy = work.join("sluice");
     fs::copy(bin, &copy)
         .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
-    Ok((work, copy))
+    Ok(WorkDir {
+        dir: work,
+        bin: copy,
+    })
+}
+
+/// See [`work_dir`].
+pub(crate) struct WorkDir {
+    pub(crate) dir: PathBuf,
+    pub(crate) bin: PathBuf,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.bin);
+    }
 }
 
 pub(crate) fn resolve(path: &Path, what: &str) -> Result<PathBuf> {
@@ -1150,7 +1166,8 @@ pub fn run(a: &ReplicationArgs, progress: bool) -> Result<ReplicationReport> {
     let bin = resolve(&a.sluice_bin, "broker binary")?;
     let script = resolve(&a.script, "cluster script")?;
     let settings = cluster_settings(&a.settings)?;
-    let (work, copy) = work_dir(a.work_dir.as_deref(), "replication", &bin)?;
+    let wd = work_dir(a.work_dir.as_deref(), "replication", &bin)?;
+    let (work, copy) = (wd.dir.clone(), wd.bin.clone());
     install_signal_thread()?;
     let plan = Plan {
         a,

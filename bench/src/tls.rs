@@ -412,7 +412,8 @@ fn validate(a: &TlsArgs) -> Result<()> {
 pub fn run(a: &TlsArgs, progress: bool) -> Result<TlsReport> {
     validate(a)?;
     let bin = resolve(&a.sluice_bin, "broker binary")?;
-    let (work, copy) = work_dir(a.work_dir.as_deref(), "tls", &bin)?;
+    let wd = work_dir(a.work_dir.as_deref(), "tls", &bin)?;
+    let (work, copy) = (wd.dir.clone(), wd.bin.clone());
     let result = run_in(a, &bin, &work, &copy, progress);
     if a.keep_data {
         if progress {

@@ -552,7 +552,8 @@ pub fn run(a: &TransactionsArgs, progress: bool) -> Result<TransactionsReport> {
     let bin = resolve(&a.sluice_bin, "broker binary")?;
     let script = resolve(&a.script, "cluster script")?;
     let settings = cluster_settings(&a.settings)?;
-    let (work, copy) = work_dir(a.work_dir.as_deref(), "transactions", &bin)?;
+    let wd = work_dir(a.work_dir.as_deref(), "transactions", &bin)?;
+    let (work, copy) = (wd.dir.clone(), wd.bin.clone());
     install_signal_thread()?;
     let say = |m: String| {
         if progress {
