@@ -51,11 +51,11 @@ impl Throttle {
         }
     }
 
-    /// Waits for the pass's turn at the disk: at once while the shard's flusher is idle,
-    /// else until its cycle ends (at most `TURN_MAX`). A produce cycle's writes and
-    /// `fdatasync` then share the device with one cleaner I/O at most, instead of queueing
-    /// behind back-to-back 1 MiB reads; under constant produce the cleaner still moves one
-    /// I/O per cycle.
+    /// Waits for the pass's turn at the disk: at once while the shard's flusher is idle
+    /// and no log is dirty, else until the flusher's next cycle ends (at most
+    /// `TURN_MAX`). A produce cycle's writes and `fdatasync` then share the device with one
+    /// cleaner I/O at most, instead of queueing behind back-to-back reads; under constant
+    /// produce the cleaner still moves one I/O per cycle.
     pub(crate) async fn disk_turn(&mut self) {
         let Some(s) = self.shard.upgrade() else {
             return;
