@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -44,6 +44,13 @@ impl AsyncRead for Half {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl Half {
+    /// Appends at most `want` received bytes to `buf` (`Socket::poll_read_buf`).
+    async fn read_buf(&mut self, buf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
+        future::poll_fn(|cx| self.0.borrow_mut().poll_read_buf(cx, buf, want)).await
     }
 }
 
@@ -313,16 +320,12 @@ async fn read_loop(
         idle: Duration::from_millis(ctx.config.int("connections.max.idle.ms") as u64),
         deadline: Duration::from_millis(ctx.config.int("request.deadline.ms") as u64),
     };
-    // `buf[..filled]` is received bytes; `buf[filled..]` is zeroed room for the next read,
-    // kept across reads so that each byte is zeroed once, not once per read (a 1 MiB
-    // frame arriving in 16 KiB reads used to zero ~32 MiB).
+    // Received bytes not yet taken as frames. Reads append to it without zeroing the
+    // room first (`Half::read_buf`).
     let mut buf = BytesMut::new();
-    let mut filled = 0usize;
     let mut last_request = Instant::now();
     let mut last_frame = 0usize;
     loop {
-        // O(1): the room is split off and put back (contiguous) after the frames are taken
-        let room = buf.split_off(filled);
         loop {
             let frame = sluice_proto::frame::take_frame(&mut buf, limits.max_frame)
                 .map_err(|e| e.to_string())?;
@@ -377,8 +380,7 @@ async fn read_loop(
             // A client sending back-to-back frames must not starve the shard.
             glommio::yield_if_needed().await;
         }
-        filled = buf.len();
-        buf.unsplit(room);
+        let filled = buf.len();
         // Backpressure: past the in-flight bound stop reading; TCP pushes back.
         while conn.inflight.get() >= limits.max_inflight {
             conn.inflight_changed.wait().await;
@@ -393,10 +395,6 @@ async fn read_loop(
         };
         let cap = FIRST_READ.max(filled).max(last_frame);
         let want = want.clamp(4096, cap).min(4 << 20);
-        let len = filled;
-        if buf.len() < len + want {
-            buf.resize(len + want, 0);
-        }
         let read = loop {
             let idle_left = limits.idle.saturating_sub(last_request.elapsed());
             if idle_left.is_zero() && conn.inflight.get() == 0 {
@@ -410,11 +408,8 @@ async fn read_loop(
                 glommio::timer::sleep(idle_left.max(Duration::from_millis(100))).await;
                 None
             };
-            if let Some(r) = future::or(
-                async { Some(half.read(&mut buf[len..len + want]).await) },
-                timer,
-            )
-            .await
+            if let Some(r) =
+                future::or(async { Some(half.read_buf(&mut buf, want).await) }, timer).await
             {
                 break r;
             }
@@ -427,7 +422,7 @@ async fn read_loop(
                     Err("peer closed mid-frame".into())
                 };
             }
-            Ok(n) => filled += n,
+            Ok(_) => {}
             Err(e) => return Err(format!("read: {e}")),
         }
     }
