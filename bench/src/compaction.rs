@@ -262,10 +262,26 @@ fn release_dirty(a: &CompactionArgs, bootstrap: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: &CompactionArgs, progress: bool) -> Result<CompactionReport> {
+/// Arguments a run could not complete with, refused before anything starts.
+fn validate(a: &CompactionArgs) -> Result<()> {
     if a.fill_mb == 0 || a.partitions == 0 || a.cores == 0 || a.message_size == 0 {
         bail!("--fill-mb, --partitions, --cores and --message-size must be at least 1");
     }
+    if a.fill_mb.saturating_mul(1_000_000) <= a.segment_bytes {
+        // all of it would sit in the active segment, which the cleaner never touches: the
+        // run would wait out its 30-minute bound for a shrink that cannot come
+        bail!(
+            "--fill-mb {} fits in one segment (--segment-bytes {}): the cleaner never \
+             cleans the active segment; fill more than one segment",
+            a.fill_mb,
+            a.segment_bytes
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: &CompactionArgs, progress: bool) -> Result<CompactionReport> {
+    validate(a)?;
     let bin = resolve(&a.sluice_bin, "broker binary")?;
     let script = resolve(&a.script, "cluster script")?;
     let wd = work_dir(a.work_dir.as_deref(), "compaction", &bin)?;
@@ -429,4 +445,33 @@ pub fn table(r: &CompactionReport) -> String {
 pub fn compaction_command(json: bool, quiet: bool, a: &CompactionArgs) -> Result<()> {
     let r = run(a, !quiet)?;
     crate::report::emit(json, a.json_out.as_deref(), &r, table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: CompactionArgs,
+    }
+
+    fn args(extra: &[&str]) -> CompactionArgs {
+        let mut argv = vec!["t"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("parses").a
+    }
+
+    /// A fill the active segment holds is refused at once (it used to wait 30 minutes for
+    /// a shrink the cleaner cannot make), as are zero counts; the defaults pass.
+    #[test]
+    fn validate_refuses_a_fill_within_one_segment() {
+        validate(&args(&[])).expect("defaults are valid");
+        let err = validate(&args(&["--fill-mb", "60"])).unwrap_err(); // ok: test
+        assert!(err.to_string().contains("fits in one segment"), "{err}");
+        validate(&args(&["--fill-mb", "60", "--segment-bytes", "16777216"])).expect("valid");
+        assert!(validate(&args(&["--partitions", "0"])).is_err());
+    }
 }
