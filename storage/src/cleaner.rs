@@ -574,11 +574,14 @@ impl Pass<'_> {
         if let Some(why) = self.changed() {
             return Err(PassError::Changed(why));
         }
+        // creating it allocates its blocks (at most the sources' size): a disk operation
+        self.throttle.disk_turn().await;
         let mut w = SegmentWriter::create_cleaned(
             self.log.dir.clone(),
             g.base,
             self.interval,
             self.shard.opts.cleaner_read_chunk(),
+            g.sources.iter().map(|s| s.2).sum(),
         )
         .await?;
         self.created.push(g.base);

@@ -93,11 +93,21 @@ impl SegmentWriter {
     /// directory is not created (a log deleted meanwhile makes this fail) and nothing
     /// replaces the log's files until `swap.rs` renames them. Writes `chunk` bytes at
     /// once (whole pages, at least one).
+    ///
+    /// The file's blocks for `reserve` bytes (the segments it replaces: an upper bound)
+    /// are allocated at once, as unwritten extents; `finish_cleaned` cuts the file to
+    /// what was written. Allocating them write by write instead put the allocations into
+    /// the journal commits of the produce path's `fdatasync`s: with a cleaner-like
+    /// writer at 200 MB/s on this machine's ext4, a 64 KiB append + `fdatasync` loop had a
+    /// p99.9 of 11.3 ms, 1.1 ms with the file preallocated (idle 0.7 ms; bench/README.md,
+    /// "Cleaner I/O between flush cycles"). A file system without `fallocate` just
+    /// allocates as it writes.
     pub(crate) async fn create_cleaned(
         dir: PathBuf,
         base: i64,
         index_interval_bytes: u32,
         chunk: usize,
+        reserve: u64,
     ) -> Result<SegmentWriter, StorageError> {
         let file = OpenOptions::new()
             .read(true)
@@ -105,6 +115,12 @@ impl SegmentWriter {
             .create_new(true)
             .dma_open(with_suffix(&log_path(&dir, base), CLEANED))
             .await?;
+        if reserve > 0 {
+            if let Err(e) = file.pre_allocate(align_up(reserve), false).await {
+                tracing::debug!(dir = %dir.display(), base, error = %e,
+                    "cleaned segment not preallocated; its blocks are allocated as it is written");
+            }
+        }
         Ok(SegmentWriter {
             dir,
             file,
@@ -211,5 +227,55 @@ impl SegmentWriter {
         self.written += n as u64;
         self.buf.drain(..n);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SegmentWriter;
+    use crate::segment::{log_path, with_suffix, CLEANED};
+    use sluice_proto::batch::{build_batch, SimpleRecord};
+
+    /// A cleaned segment's file is preallocated to its reserve while written and cut to
+    /// the batches written when finished (the rest of the reserve is given back).
+    #[test]
+    fn cleaned_segment_is_preallocated_then_cut_to_its_batches() {
+        let base = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
+        let dir = tempfile::tempdir_in(base).unwrap(); // ok: test setup
+        let path = dir.path().join("t-0");
+        std::fs::create_dir_all(&path).unwrap(); // ok: test setup
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let file = with_suffix(&log_path(&path, 0), CLEANED);
+                let mut w = SegmentWriter::create_cleaned(path.clone(), 0, 4096, 8192, 1 << 20)
+                    .await
+                    .unwrap(); // ok: test
+                assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20); // ok: test
+                let mut want = Vec::new();
+                for i in 0..5u8 {
+                    let v = vec![i; 3000];
+                    let b = build_batch(
+                        i64::from(i),
+                        &[SimpleRecord {
+                            key: Some(b"k"),
+                            value: Some(&v),
+                            timestamp: 1,
+                            headers: &[],
+                        }],
+                    );
+                    w.append(&b).await.unwrap(); // ok: test
+                    want.extend_from_slice(&b);
+                }
+                let seg = w.finish_cleaned(5).await.unwrap(); // ok: test
+                assert_eq!(seg.size, want.len() as u64);
+                assert_eq!(std::fs::read(&file).unwrap(), want); // ok: test
+            })
+            .unwrap() // ok: test
+            .join()
+            .unwrap(); // ok: test
     }
 }
