@@ -473,6 +473,27 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// The server side of a TLS handshake over `tcp`.
+    async fn accept_tls(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> Socket {
+        let tls = futures_rustls::TlsAcceptor::from(config)
+            .accept(tcp)
+            .await
+            .unwrap(); // ok: test
+        let (tcp, tls) = tls.into_inner();
+        Socket::Tls(Box::new(TlsSocket::new(tcp, tls)))
+    }
+
+    /// The client side, for "localhost".
+    async fn connect_tls(tcp: TcpStream, config: Arc<rustls::ClientConfig>) -> Socket {
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap(); // ok: test
+        let tls = futures_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap(); // ok: test
+        let (tcp, tls) = tls.into_inner();
+        Socket::Tls(Box::new(TlsSocket::new(tcp, tls)))
+    }
+
     /// Bytes 0, 1, ... 250, 0, ... (a prime period: misplaced pieces do not line up).
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8).collect()
@@ -513,12 +534,7 @@ mod tests {
                 let addr = listener.local_addr().unwrap(); // ok: test
                 let server = glommio::spawn_local(async move {
                     let tcp = listener.accept().await.unwrap(); // ok: test
-                    let tls = futures_rustls::TlsAcceptor::from(server_config)
-                        .accept(tcp)
-                        .await
-                        .unwrap(); // ok: test
-                    let (tcp, tls) = tls.into_inner();
-                    let mut s = Socket::Tls(Box::new(TlsSocket::new(tcp, tls)));
+                    let mut s = accept_tls(tcp, server_config).await;
                     let got = read_exact_len(&mut s, LEN).await;
                     assert!(got == pattern(LEN), "server received other bytes");
                     // echo, then wait for the client's ack so the last write is proven sent
@@ -529,13 +545,7 @@ mod tests {
                     s.close().await.unwrap(); // ok: test
                 });
                 let tcp = glommio::net::TcpStream::connect(addr).await.unwrap(); // ok: test
-                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap(); // ok: test
-                let tls = futures_rustls::TlsConnector::from(client_config)
-                    .connect(name, tcp)
-                    .await
-                    .unwrap(); // ok: test
-                let (tcp, tls) = tls.into_inner();
-                let mut s = Socket::Tls(Box::new(TlsSocket::new(tcp, tls)));
+                let mut s = connect_tls(tcp, client_config).await;
                 write_in_pieces(&mut s, &pattern(LEN)).await;
                 let echoed = read_exact_len(&mut s, LEN).await;
                 assert!(echoed == pattern(LEN), "client received other bytes");
@@ -591,35 +601,22 @@ mod tests {
                     let addr = listener.local_addr().unwrap(); // ok: test
                     let server = glommio::spawn_local(async move {
                         let tcp = listener.accept().await.unwrap(); // ok: test
-                        let mut s = if tls {
-                            let tls = futures_rustls::TlsAcceptor::from(server_config)
-                                .accept(tcp)
-                                .await
-                                .unwrap(); // ok: test
-                            let (tcp, tls) = tls.into_inner();
-                            Socket::Tls(Box::new(TlsSocket::new(tcp, tls)))
-                        } else {
-                            Socket::Plain(tcp)
+                        let mut s = match tls {
+                            true => accept_tls(tcp, server_config).await,
+                            false => Socket::Plain(tcp),
                         };
                         let got = read_buf_len(&mut s, LEN).await;
                         assert!(got == pattern(LEN), "received other bytes (tls {tls})");
                     });
                     let tcp = glommio::net::TcpStream::connect(addr).await.unwrap(); // ok: test
-                    let mut s = if tls {
-                        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap(); // ok: test
-                        let tls = futures_rustls::TlsConnector::from(client_config)
-                            .connect(name, tcp)
-                            .await
-                            .unwrap(); // ok: test
-                        let (tcp, tls) = tls.into_inner();
-                        Socket::Tls(Box::new(TlsSocket::new(tcp, tls)))
-                    } else {
-                        Socket::Plain(tcp)
+                    let mut s = match tls {
+                        true => connect_tls(tcp, client_config).await,
+                        false => Socket::Plain(tcp),
                     };
                     write_in_pieces(&mut s, &pattern(LEN)).await;
+                    // kept open until the server has read everything: closing a socket
+                    // with unread bytes (TLS 1.3 session tickets) resets the connection
                     s.close().await.unwrap(); // ok: test
-                                              // kept open until the server has read everything: closing a socket
-                                              // with unread bytes (TLS 1.3 session tickets) resets the connection
                     server.await;
                     drop(s);
                 })
@@ -640,12 +637,7 @@ mod tests {
                 let addr = listener.local_addr().unwrap(); // ok: test
                 let server = glommio::spawn_local(async move {
                     let tcp = listener.accept().await.unwrap(); // ok: test
-                    let tls = futures_rustls::TlsAcceptor::from(server_config)
-                        .accept(tcp)
-                        .await
-                        .unwrap(); // ok: test
-                    let (tcp, tls) = tls.into_inner();
-                    let mut s = Socket::Tls(Box::new(TlsSocket::new(tcp, tls)));
+                    let mut s = accept_tls(tcp, server_config).await;
                     let mut got = vec![0; 5];
                     s.read_exact(&mut got).await.unwrap(); // ok: test
                     assert_eq!(&got, b"hello");
@@ -653,13 +645,7 @@ mod tests {
                     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
                 });
                 let tcp = glommio::net::TcpStream::connect(addr).await.unwrap(); // ok: test
-                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap(); // ok: test
-                let tls = futures_rustls::TlsConnector::from(client_config)
-                    .connect(name, tcp)
-                    .await
-                    .unwrap(); // ok: test
-                let (tcp, tls) = tls.into_inner();
-                let mut s = Socket::Tls(Box::new(TlsSocket::new(tcp, tls)));
+                let mut s = connect_tls(tcp, client_config).await;
                 s.write_all(b"hello").await.unwrap(); // ok: test
                 s.flush().await.unwrap(); // ok: test
                                           // closes the TCP connection without close_notify

@@ -847,12 +847,7 @@ mod swap_tests {
     use std::rc::Rc;
 
     fn tempdir() -> tempfile::TempDir {
-        let base = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
-        tempfile::tempdir_in(base).unwrap() // ok: test setup
+        crate::test_dir()
     }
 
     /// A read that looked its segment up before the switch (its layout epoch is the old

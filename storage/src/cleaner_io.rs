@@ -204,12 +204,7 @@ mod tests {
     /// the segment is read once.
     #[test]
     fn segment_batches_reads_each_byte_once() {
-        let base = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
-        let dir = tempfile::tempdir_in(base).unwrap(); // ok: test setup
+        let dir = crate::test_dir();
         let path = dir.path().join("t-0");
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {

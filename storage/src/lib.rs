@@ -123,6 +123,18 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     fd_limit()
 }
 
+/// A fresh directory for a unit test, under the target directory's `tmp/` (on the disk
+/// the tests' DMA files need) or the system's temporary directory.
+#[cfg(test)]
+pub(crate) fn test_dir() -> tempfile::TempDir {
+    let base = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).unwrap(); // ok: test setup
+    tempfile::tempdir_in(base).unwrap() // ok: test setup
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

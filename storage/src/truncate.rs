@@ -514,12 +514,7 @@ mod tests {
 
     /// A temp dir under the target dir (a filesystem with O_DIRECT, unlike some /tmp).
     fn tempdir() -> tempfile::TempDir {
-        let base = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
-        tempfile::tempdir_in(base).unwrap() // ok: test setup
+        crate::test_dir()
     }
 
     fn batch(n: usize, tag: u8) -> Bytes {

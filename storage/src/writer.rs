@@ -240,12 +240,7 @@ mod tests {
     /// the batches written when finished (the rest of the reserve is given back).
     #[test]
     fn cleaned_segment_is_preallocated_then_cut_to_its_batches() {
-        let base = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.ancestors().nth(3).map(|t| t.join("tmp")))
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).unwrap(); // ok: test setup
-        let dir = tempfile::tempdir_in(base).unwrap(); // ok: test setup
+        let dir = crate::test_dir();
         let path = dir.path().join("t-0");
         std::fs::create_dir_all(&path).unwrap(); // ok: test setup
         glommio::LocalExecutorBuilder::default()
