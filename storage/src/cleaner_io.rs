@@ -197,7 +197,6 @@ mod tests {
     use super::{SegmentBatches, Throttle, TURN_MAX};
     use crate::{LogConfig, PartitionLog, SegmentWriter, ShardStorage, ShardStorageOptions};
     use futures_lite::future::poll_once;
-    use sluice_proto::batch::{build_batch, SimpleRecord};
     use std::time::{Duration, Instant};
 
     /// Batches smaller and larger than a read come back whole, in order, and each byte of
@@ -215,16 +214,7 @@ mod tests {
                     .into_iter()
                     .enumerate()
                 {
-                    let v = vec![i as u8; len];
-                    let b = build_batch(
-                        i as i64,
-                        &[SimpleRecord {
-                            key: Some(b"k"),
-                            value: Some(&v),
-                            timestamp: 1,
-                            headers: &[],
-                        }],
-                    );
+                    let b = crate::test_batch(i as i64, &vec![i as u8; len]);
                     w.append(&b).await.unwrap(); // ok: test
                     batches.push(b);
                 }

@@ -135,6 +135,20 @@ pub(crate) fn test_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap() // ok: test setup
 }
 
+/// A v2 batch at `base` holding one record: key "k", `value`, timestamp 1.
+#[cfg(test)]
+pub(crate) fn test_batch(base: i64, value: &[u8]) -> bytes::Bytes {
+    sluice_proto::batch::build_batch(
+        base,
+        &[sluice_proto::batch::SimpleRecord {
+            key: Some(b"k"),
+            value: Some(value),
+            timestamp: 1,
+            headers: &[],
+        }],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

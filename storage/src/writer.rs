@@ -99,7 +99,7 @@ impl SegmentWriter {
     /// what was written. Allocating them write by write instead put the allocations into
     /// the journal commits of the produce path's `fdatasync`s: with a cleaner-like
     /// writer at 200 MB/s on this machine's ext4, a 64 KiB append + `fdatasync` loop had a
-    /// p99.9 of 11.3 ms, 1.1 ms with the file preallocated (idle 0.7 ms; bench/README.md,
+    /// p99.9 of 11.3 ms, 1.1 ms with the file preallocated (idle 0.7–1.3 ms; bench/README.md,
     /// "Cleaner I/O between flush cycles"). A file system without `fallocate` just
     /// allocates as it writes.
     pub(crate) async fn create_cleaned(
@@ -234,7 +234,6 @@ impl SegmentWriter {
 mod tests {
     use super::SegmentWriter;
     use crate::segment::{log_path, with_suffix, CLEANED};
-    use sluice_proto::batch::{build_batch, SimpleRecord};
 
     /// A cleaned segment's file is preallocated to its reserve while written and cut to
     /// the batches written when finished (the rest of the reserve is given back).
@@ -252,16 +251,7 @@ mod tests {
                 assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20); // ok: test
                 let mut want = Vec::new();
                 for i in 0..5u8 {
-                    let v = vec![i; 3000];
-                    let b = build_batch(
-                        i64::from(i),
-                        &[SimpleRecord {
-                            key: Some(b"k"),
-                            value: Some(&v),
-                            timestamp: 1,
-                            headers: &[],
-                        }],
-                    );
+                    let b = crate::test_batch(i64::from(i), &[i; 3000]);
                     w.append(&b).await.unwrap(); // ok: test
                     want.extend_from_slice(&b);
                 }
