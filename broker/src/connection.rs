@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -36,16 +36,6 @@ use sluice_storage::Signal;
 /// inside one `poll_*` call (one thread, so never at the same time).
 #[derive(Clone)]
 struct Half(Rc<RefCell<Socket>>);
-
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
 
 impl Half {
     /// Appends at most `want` received bytes to `buf` (`Socket::poll_read_buf`).
