@@ -756,8 +756,9 @@ impl Pass<'_> {
         self.created.clear();
         self.switched = true;
         let files = self.shard.forget_replaced(self.log.id, end, &removed);
+        let watch: Vec<_> = files.iter().map(std::rc::Rc::downgrade).collect();
         crate::files::close_files(files).await;
-        match self.finish_swap(&bases, &removed).await {
+        match self.finish_swap(&bases, &removed, watch).await {
             Ok(()) => Ok(()),
             Err(PassError::Failed(e)) => {
                 tracing::error!(dir = %self.log.dir.display(), error = %e,
@@ -770,19 +771,26 @@ impl Pass<'_> {
         }
     }
 
-    /// Steps 3 and 4 of the swap and the checkpoint, after the switch.
-    async fn finish_swap(&mut self, bases: &[i64], removed: &[i64]) -> Result<(), PassError> {
+    /// Steps 3 and 4 of the swap and the checkpoint, after the switch; the retired files
+    /// go to the shard's reaper once they carry their `.deleted` names (`watch`: the
+    /// replaced segments' files readers may still hold).
+    async fn finish_swap(
+        &mut self,
+        bases: &[i64],
+        removed: &[i64],
+        watch: Vec<std::rc::Weak<glommio::io::DmaFile>>,
+    ) -> Result<(), PassError> {
         self.step(SwapStep::Switched).await?;
-        let old: Vec<i64> = removed
-            .iter()
-            .copied()
-            .filter(|b| !bases.contains(b))
-            .collect();
+        // the old segments at the new ones' bases too: their files would otherwise go
+        // (and their blocks be freed at once) when step 4's renames replace them
+        let old = removed.to_vec();
         let n = old.len();
+        let retired = swap::retired(&self.log.dir, &old);
         self.files(SwapStep::HalfRemoved, n, move |d, l| {
-            swap::remove_replaced(d, &old, l)
+            swap::retire_replaced(d, &old, l)
         })
         .await?;
+        self.shard.reaper.retire(&self.log.dir, retired, watch);
         self.step(SwapStep::Removed).await?;
         let b = bases.to_vec();
         self.files(SwapStep::HalfInstalled, 4 * bases.len(), move |d, l| {

@@ -27,9 +27,6 @@ const SLICE: Duration = Duration::from_micros(500);
 /// leaves nothing runnable but what those completions wake.
 const STEP_ASIDE: Duration = Duration::from_micros(20);
 
-/// Longest a cleaner I/O waits for the flusher's cycle to end (`Throttle::disk_turn`).
-const TURN_MAX: Duration = Duration::from_millis(50);
-
 /// Limits the bytes a pass reads and writes per second, the CPU it takes at once, and
 /// when it uses the disk.
 pub(crate) struct Throttle {
@@ -51,20 +48,11 @@ impl Throttle {
         }
     }
 
-    /// Waits for the pass's turn at the disk: at once while the shard's flusher is idle
-    /// and no log is dirty, else until the flusher's next cycle ends (at most
-    /// `TURN_MAX`). A produce cycle's writes and `fdatasync` then share the device with one
-    /// cleaner I/O at most, instead of queueing behind back-to-back reads; under constant
-    /// produce the cleaner still moves one I/O per cycle.
+    /// Waits for the pass's turn at the disk (`ShardStorage::disk_turn`).
     pub(crate) async fn disk_turn(&mut self) {
-        let Some(s) = self.shard.upgrade() else {
-            return;
-        };
-        if !s.flushing.get() && s.inner.borrow().dirty.is_empty() {
-            return;
+        if let Some(s) = self.shard.upgrade() {
+            s.disk_turn().await;
         }
-        let done = s.cycle_done.wait();
-        futures_lite::future::or(done, glommio::timer::sleep(TURN_MAX)).await;
     }
 
     /// Lets the shard's other task queues run once this pass has had `SLICE` of CPU.
@@ -194,7 +182,8 @@ impl SegmentBatches {
 
 #[cfg(test)]
 mod tests {
-    use super::{SegmentBatches, Throttle, TURN_MAX};
+    use super::{SegmentBatches, Throttle};
+    use crate::shard::TURN_MAX;
     use crate::{LogConfig, PartitionLog, SegmentWriter, ShardStorage, ShardStorageOptions};
     use futures_lite::future::poll_once;
     use std::time::{Duration, Instant};

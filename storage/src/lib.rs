@@ -60,6 +60,7 @@ mod pending;
 mod producer;
 mod read;
 mod readahead;
+mod reaper;
 mod recovery;
 mod retention;
 mod scan;

@@ -10,7 +10,7 @@
 
 use crate::error::StorageError;
 use crate::inner::LogInner;
-use crate::segment::{log_path, open_segment_file, remove_segments, SegState, Segment};
+use crate::segment::{log_path, open_segment_file, retire_segments, SegState, Segment};
 use crate::shard::ShardStorage;
 use crate::state::LogState;
 use std::rc::Rc;
@@ -111,8 +111,12 @@ pub(crate) async fn enforce_retention(
         }
     }
     let new_start = log.state_mut().drop_front(&removed);
-    crate::files::close_files(shard.forget_before(log.id, new_start, &removed)).await;
-    remove_segments(&dir, removed.clone()).await?;
+    let files = shard.forget_before(log.id, new_start, &removed);
+    let watch = files.iter().map(Rc::downgrade).collect();
+    crate::files::close_files(files).await;
+    // renamed now, their space freed by the reaper a step at a time (`reaper.rs`)
+    let retired = retire_segments(&dir, removed.clone()).await?;
+    shard.reaper.retire(&dir, retired, watch);
     let old_snapshots = log.state_mut().take_snapshots_before_start();
     crate::snapshot::remove(&dir, old_snapshots).await?;
     tracing::debug!(dir = %dir.display(), segments = removed.len(), new_start, "retention deleted segments");
@@ -160,14 +164,18 @@ pub(crate) async fn delete_log(
     )
     .await?;
     if let Some(doomed) = doomed {
-        glommio::spawn_local(async move {
-            let shown = doomed.display().to_string();
-            let key = doomed.clone();
-            if let Err(e) = crate::blocking::run(&key, move || std::fs::remove_dir_all(doomed)).await {
-                tracing::warn!(dir = %shown, error = %e, "removing a deleted log; the next start retries");
+        // its files freed a step at a time, then the directory (`reaper.rs`)
+        let d = doomed.clone();
+        let files = match crate::blocking::run(&doomed, move || crate::reaper::list_files(&d)).await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dir = %doomed.display(), error = %e,
+                    "cannot list a deleted log's files; removing its directory at once");
+                Vec::new()
             }
-        })
-        .detach();
+        };
+        shard.reaper.retire_dir(doomed, files);
     }
     shard.notify_log(log);
     Ok(())

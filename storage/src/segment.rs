@@ -30,6 +30,9 @@ pub(crate) fn timeindex_path(dir: &Path, base: i64) -> PathBuf {
 pub(crate) const CLEANED: &str = "cleaned";
 /// Suffix of a cleaned segment file committed to replace old ones (`swap.rs`).
 pub(crate) const SWAP: &str = "swap";
+/// Suffix of a segment file taken out of its log, to be freed (`reaper.rs`); whatever
+/// carries it at open is removed.
+pub(crate) const DELETED: &str = "deleted";
 
 /// `path` with `.suffix` appended (`00…0.log` → `00…0.log.swap`).
 pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -364,6 +367,41 @@ pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageErro
     f?.close().await?;
     PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
     Ok(())
+}
+
+/// Takes segment `base`'s files out of the log (blocking): each that exists is renamed
+/// `<name>.deleted`, the log file first (as `remove_segment_files` removes it first).
+/// Returns the new names, for the reaper to free.
+pub(crate) fn retire_segment_files(dir: &Path, base: i64) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in [
+        log_path(dir, base),
+        index_path(dir, base),
+        crate::txn::txnindex_path(dir, base),
+        timeindex_path(dir, base),
+    ] {
+        let to = with_suffix(&p, DELETED);
+        match std::fs::rename(&p, &to) {
+            Ok(()) => out.push(to),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Takes segments `bases` out of the log (in that order) on a blocking helper
+/// (`retire_segment_files`); returns the files' new names.
+pub(crate) async fn retire_segments(dir: &Path, bases: Vec<i64>) -> std::io::Result<Vec<PathBuf>> {
+    let d = dir.to_path_buf();
+    crate::blocking::run(dir, move || {
+        let mut out = Vec::new();
+        for b in bases {
+            out.extend(retire_segment_files(&d, b)?);
+        }
+        Ok(out)
+    })
+    .await
 }
 
 /// Removes the files of segments `bases` (in that order) on a blocking helper.

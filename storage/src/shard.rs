@@ -53,6 +53,9 @@ pub struct StorageMetrics {
     /// Batches read from a read-ahead window (not in the cache, no disk read waited for).
     pub readahead_hits: u64,
     pub open_files: u64,
+    /// Segment files taken out of their logs (retention, the cleaner's swaps, deleted
+    /// logs) whose space is not freed yet (`reaper.rs`).
+    pub retired_files: u64,
     /// Log cleaner passes completed (segments swapped in).
     pub cleaner_passes: u64,
     /// Bytes the cleaner read (building its key map and copying segments).
@@ -82,6 +85,10 @@ pub(crate) struct ShardInner {
     pub(crate) readahead: ReadAheads,
     pub(crate) files: FileTable,
 }
+
+/// Longest a background disk operation waits for the flusher's cycle to end
+/// (`ShardStorage::disk_turn`).
+pub(crate) const TURN_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Opens of a shard surveying and rescanning their logs at once (see `ShardStorage::open_io`).
 const OPEN_IO: u64 = 32;
@@ -117,6 +124,8 @@ pub struct ShardStorage {
     /// Opens surveying and rescanning at once (`recovery::open_log`): bounds their reads
     /// and helper calls while any number of opens wait for a group sync.
     pub(crate) open_io: glommio::sync::Semaphore,
+    /// Files taken out of the logs, freed in the background (`reaper.rs`).
+    pub(crate) reaper: crate::reaper::Reaper,
     pub(crate) me: Weak<ShardStorage>,
 }
 
@@ -149,7 +158,21 @@ impl ShardStorage {
             journal: RefCell::new(None),
             group_sync: Default::default(),
             open_io: glommio::sync::Semaphore::new(OPEN_IO),
+            reaper: Default::default(),
         })
+    }
+
+    /// Waits for a background disk operation's turn: at once while the flusher is idle
+    /// and no log is dirty, else until the flusher's cycle under way ends (at most
+    /// `TURN_MAX`). A produce cycle's writes and `fdatasync` then share the device with
+    /// one background I/O at most, instead of queueing behind a run of them; under
+    /// constant produce the background work still moves one I/O per cycle.
+    pub(crate) async fn disk_turn(&self) {
+        if !self.flushing.get() && self.inner.borrow().dirty.is_empty() {
+            return;
+        }
+        let done = self.cycle_done.wait();
+        futures_lite::future::or(done, glommio::timer::sleep(TURN_MAX)).await;
     }
 
     /// True when the shard's journal is open (`FlushSync::Journal`, after the flusher
@@ -200,6 +223,7 @@ impl ShardStorage {
     pub fn metrics(&self) -> StorageMetrics {
         let mut m = self.metrics.borrow().clone();
         m.open_files = self.inner.borrow().files.len() as u64;
+        m.retired_files = self.reaper.queued_files() as u64;
         m
     }
 

@@ -9,7 +9,8 @@
 //!  1 write   <b>.log.cleaned, .index.cleaned, .txnindex.cleaned, .timeindex.cleaned
 //!            (fdatasync each)
 //!  2 commit  rename every .cleaned -> .swap, fsync dir              ── commit point
-//!  3 remove  old segments each new one replaces (bases in (b, end)), fsync dir
+//!  3 remove  old segments each new one replaces (bases in [b, end)): renamed
+//!            `.deleted`, fsync dir (the reaper frees them later, `reaper.rs`)
 //!  4 install rename .swap -> .log, .index, then .timeindex, fsync dir
 //! ```
 //!
@@ -22,7 +23,8 @@
 //! index is renamed last, so it is a `.swap` as long as old segments may remain.
 
 use crate::segment::{
-    index_path, log_path, remove_segment_files, timeindex_path, with_suffix, CLEANED, SWAP,
+    index_path, log_path, remove_segment_files, retire_segment_files, timeindex_path, with_suffix,
+    CLEANED, DELETED, SWAP,
 };
 use crate::txn::txnindex_path;
 use std::io::ErrorKind;
@@ -109,20 +111,30 @@ pub(crate) fn commit(dir: &Path, bases: &[i64], limit: Option<usize>) -> std::io
     Ok(())
 }
 
-/// Step 3: remove the old segments `old` (never the base of a new segment: the rename
-/// replaces that one), then a directory fsync. With `limit`, only that many.
-pub(crate) fn remove_replaced(
+/// Step 3: take the old segments `old` out of the log (also those at a new segment's
+/// base, which step 4 would otherwise replace): their files are renamed `.deleted`, for the shard's
+/// reaper to free (`retired`), then a directory fsync. With `limit`, only that many
+/// segments and no fsync.
+pub(crate) fn retire_replaced(
     dir: &Path,
     old: &[i64],
     limit: Option<usize>,
 ) -> std::io::Result<()> {
     for &b in old.iter().take(limit.unwrap_or(usize::MAX)) {
-        remove_segment_files(dir, b)?;
+        retire_segment_files(dir, b)?;
     }
     if limit.is_none() {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// The names step 3 gives the files of the old segments `old`.
+pub(crate) fn retired(dir: &Path, old: &[i64]) -> Vec<PathBuf> {
+    old.iter()
+        .flat_map(|&b| files(dir, b))
+        .map(|f| with_suffix(&f, DELETED))
+        .collect()
 }
 
 /// Step 4: the `.swap` files of `bases` take their final names (the time index of each
@@ -207,9 +219,10 @@ fn covered_end(dir: &Path, base: i64) -> Option<i64> {
 
 /// At open, before the segments are listed (blocking): finish a swap a crash interrupted
 /// after its commit point, or roll back one interrupted before it. Returns whether it
-/// changed anything.
+/// changed anything. Files retired and not freed yet (`.deleted`) are removed here.
 pub(crate) fn recover(dir: &Path) -> std::io::Result<bool> {
     let mut cleaned = Vec::new();
+    let mut retired_left = 0;
     let mut swapped: Vec<(i64, PathBuf)> = Vec::new();
     // bases of segment files under their final names (an old segment's index files may
     // outlive its log file if a removal was cut short)
@@ -220,6 +233,9 @@ pub(crate) fn recover(dir: &Path) -> std::io::Result<bool> {
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(&format!(".{CLEANED}")) {
             cleaned.push(e.path());
+        } else if name.ends_with(&format!(".{DELETED}")) {
+            remove_if_exists(&e.path())?;
+            retired_left += 1;
         } else if let Some(b) = base_of(name) {
             match &name[20..] {
                 ".log" | ".index" | ".txnindex" | ".timeindex" => existing.push(b),
@@ -227,6 +243,10 @@ pub(crate) fn recover(dir: &Path) -> std::io::Result<bool> {
                 _ => {}
             }
         }
+    }
+    if retired_left > 0 {
+        tracing::info!(dir = %dir.display(), files = retired_left,
+            "removed segment files retired before the last stop");
     }
     if !cleaned.is_empty() {
         tracing::warn!(dir = %dir.display(), files = cleaned.len() + swapped.len(),
@@ -254,7 +274,10 @@ pub(crate) fn recover(dir: &Path) -> std::io::Result<bool> {
             old.extend(existing.iter().copied().filter(|&o| o > b && o < end));
         }
     }
-    remove_replaced(dir, &old, None)?;
+    for b in old {
+        remove_segment_files(dir, b)?;
+    }
+    sync_dir(dir)?;
     install(dir, &bases, None)?;
     Ok(true)
 }
@@ -313,10 +336,11 @@ mod tests {
             let d = tempfile::tempdir().unwrap(); // ok: test
             setup(d.path());
             commit(d.path(), &[0], None).unwrap(); // ok: test
-            remove_replaced(d.path(), &[10, 20], Some(removed)).unwrap(); // ok: test
+            retire_replaced(d.path(), &[10, 20], Some(removed)).unwrap(); // ok: test
             if removed == 1 {
-                // a removal cut short: segment 20's log file gone, its indexes left
-                std::fs::remove_file(log_path(d.path(), 20)).unwrap(); // ok: test
+                // a retirement cut short: segment 20's log file renamed, its indexes not
+                let l = log_path(d.path(), 20);
+                std::fs::rename(&l, with_suffix(&l, DELETED)).unwrap(); // ok: test
             }
             install(d.path(), &[0], Some(installed)).unwrap(); // ok: test
             assert!(recover(d.path()).unwrap()); // ok: test

@@ -62,6 +62,13 @@ impl ShardStorage {
             }
             Err(e) => tracing::error!(error = %e, "cannot spawn storage background task"),
         }
+        let w = Rc::downgrade(&shard);
+        match glommio::spawn_local_into(async move { crate::reaper::reaper_loop(w).await }, bg_tq) {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot spawn the segment reaper"),
+        }
         if shard.opts.cleaner_enabled {
             let w = Rc::downgrade(&shard);
             match glommio::spawn_local_into(async move { cleaner_loop(w).await }, bg_tq) {
@@ -123,6 +130,10 @@ impl ShardStorage {
             sh.files.take_idle(Duration::ZERO)
         };
         crate::files::close_files(files).await;
+        // the reaper stops at its next step (it sees `stopping`); what it had not freed
+        // goes now, at once: nothing is producing any more
+        self.reaper.wake_for_stop();
+        crate::reaper::drain(self).await;
         first_err.map_or(Ok(()), Err)
     }
 }

@@ -88,6 +88,7 @@ fn add_storage(to: &mut StorageMetrics, m: &StorageMetrics) {
     to.cache_misses += m.cache_misses;
     to.readahead_hits += m.readahead_hits;
     to.open_files += m.open_files;
+    to.retired_files += m.retired_files;
     to.cleaner_passes += m.cleaner_passes;
     to.cleaner_bytes_read += m.cleaner_bytes_read;
     to.cleaner_bytes_written += m.cleaner_bytes_written;
@@ -515,6 +516,12 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_storage_open_files",
         "Open segment files.",
         s.open_files,
+    );
+    gauge(
+        &mut e,
+        "sluice_storage_retired_files",
+        "Segment files removed from their logs (retention, compaction, deleted topics) whose disk space is still being freed, a few MiB per flush cycle.",
+        s.retired_files,
     );
     counter(
         &mut e,
