@@ -439,9 +439,9 @@ pub(crate) async fn offset_for_timestamp(
 /// so the shard does not block: the newest usable snapshot (read on the blocking
 /// helper), then the batch headers after it by DMA reads (without a snapshot, the tail
 /// of the log). Installs it only if the log did not change in a way the read could have
-/// missed (a truncation; batches flushed and dequeued that the read did not reach: see
-/// `Replayer::feed_pending`); otherwise leaves it unbuilt and `append` rebuilds
-/// synchronously. Segments whose aborted-transaction entries were unknown (open after a
+/// missed (a truncation or swap: left unbuilt, and `append` rebuilds synchronously;
+/// batches flushed and dequeued that the read did not reach, see
+/// `Replayer::feed_pending`: read again holding the log's I/O permit). Segments whose aborted-transaction entries were unknown (open after a
 /// crash) get them from the replay, and sealed ones their `.txnindex` file.
 pub(crate) async fn load_producers(
     shard: &Rc<ShardStorage>,
@@ -467,6 +467,74 @@ pub(crate) async fn load_producers(
         }
     }
     let at = base.as_ref().map(|b| b.0);
+    let ps = base.map(|b| b.1).unwrap_or_default();
+    let filled = match replay(shard, log, max_bytes, at, ps.clone(), false).await? {
+        Replay::Installed(filled) => filled,
+        Replay::Changed => return Ok(()),
+        Replay::Incomplete => {
+            // batches left the pending queue under the read (a flush of this log moved
+            // the durable offset past where the read stopped): once more with the log's
+            // I/O permit, which every flush holds to advance it, so nothing can be missed
+            // and `append` never rebuilds on the shard thread for this reason
+            let _permit = log.io.acquire_permit(1).await?;
+            #[cfg(test)]
+            LOCKED_REPLAYS.with(|n| n.set(n.get() + 1));
+            match replay(shard, log, max_bytes, at, ps, true).await? {
+                Replay::Installed(filled) => filled,
+                Replay::Changed | Replay::Incomplete => return Ok(()),
+            }
+        }
+    };
+    if log.state().snapshot_to_restore().is_some() {
+        // keep a snapshot on disk, or a restart would fall back to the tail window
+        let _permit = log.io.acquire_permit(1).await?;
+        let snap = log.state().snapshot_to_restore();
+        if let Some((offset, ps)) = snap {
+            crate::flusher::persist_snapshot(log, offset, &ps).await?;
+        }
+    }
+    if !filled.is_empty() {
+        let _permit = log.io.acquire_permit(1).await?;
+        for (seg_base, entries) in filled {
+            if log.state().segment(seg_base).is_none() {
+                continue;
+            }
+            crate::txn::write_file(&log.dir, seg_base, &entries).await?;
+            log.state_mut().txn_file_written(seg_base, entries.len());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Replays `load_producers` made again under the log's I/O permit (tests).
+    static LOCKED_REPLAYS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// What one replay of `load_producers` came to.
+enum Replay {
+    /// Installed; the sealed segments whose unknown aborted-transaction entries it filled.
+    Installed(Vec<(i64, Vec<crate::txn::AbortedEntry>)>),
+    /// Truncated or swapped under the read, closed, or already loaded: nothing to do.
+    Changed,
+    /// Batches left the pending queue before the read reached them.
+    Incomplete,
+}
+
+/// Plans a rebuild from the snapshot at `at` (state `ps`) or the log's tail, reads the
+/// planned ranges and installs the state with the pending batches. `locked`: the caller
+/// holds the log's I/O permit, so no flush moved the durable offset since the plan; what
+/// the files then fail to give (a short or damaged read) is installed anyway with a
+/// warning, as the synchronous rebuild does.
+async fn replay(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    max_bytes: u64,
+    at: Option<i64>,
+    ps: producer::ProducerStates,
+    locked: bool,
+) -> Result<Replay, StorageError> {
     // the plan may consult the sparse index of the segment it starts in
     let bases: Vec<i64> = {
         let st = log.state();
@@ -490,37 +558,17 @@ pub(crate) async fn load_producers(
         let mut st = log.state_mut();
         st.check_open()?;
         if st.producers_loaded() {
-            return Ok(());
+            return Ok(Replay::Changed);
         }
         let p = st.plan_producer_rebuild(&log.dir, max_bytes, at);
         (p, st.truncate_epoch(), st.layout_epoch(), st.log_end())
     };
-    let ps = base.map(|b| b.1).unwrap_or_default();
-    let filled = match replay_files(shard, log, &plan, log_end, ps).await {
-        Ok(r) => install_replayed(log, r, &plan, epoch, layout)?,
+    match replay_files(shard, log, &plan, log_end, ps).await {
+        Ok(r) => install_replayed(log, r, &plan, epoch, layout, locked),
         // segments swapped under the read (a file gone or replaced): leave it unbuilt
-        Err(_) if log.state().layout_epoch() != layout => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if log.state().snapshot_to_restore().is_some() {
-        // keep a snapshot on disk, or a restart would fall back to the tail window
-        let _permit = log.io.acquire_permit(1).await?;
-        let snap = log.state().snapshot_to_restore();
-        if let Some((offset, ps)) = snap {
-            crate::flusher::persist_snapshot(log, offset, &ps).await?;
-        }
+        Err(_) if log.state().layout_epoch() != layout => Ok(Replay::Changed),
+        Err(e) => Err(e),
     }
-    if !filled.is_empty() {
-        let _permit = log.io.acquire_permit(1).await?;
-        for (seg_base, entries) in filled {
-            if log.state().segment(seg_base).is_none() {
-                continue;
-            }
-            crate::txn::write_file(&log.dir, seg_base, &entries).await?;
-            log.state_mut().txn_file_written(seg_base, entries.len());
-        }
-    }
-    Ok(())
 }
 
 /// The planned ranges of the segment files, replayed on top of `ps`.
@@ -588,28 +636,37 @@ async fn replay_files(
 }
 
 /// Installs what `replay_files` read, with the pending batches, unless the log changed
-/// in a way the read could have missed. Returns the sealed segments whose unknown
-/// aborted-transaction entries the replay filled.
+/// in a way the read could have missed (with `locked`, only a short or damaged read can:
+/// installed anyway, with a warning).
 fn install_replayed(
     log: &LogInner,
     mut r: producer::Replayer,
     plan: &producer::Plan,
     epoch: u64,
     layout: u64,
-) -> Result<Vec<(i64, Vec<crate::txn::AbortedEntry>)>, StorageError> {
+    locked: bool,
+) -> Result<Replay, StorageError> {
     let mut st = log.state_mut();
     if st.producers_loaded()
         || st.truncate_epoch() != epoch
         || st.layout_epoch() != layout
         || st.check_open().is_err()
     {
-        return Ok(Vec::new());
+        return Ok(Replay::Changed);
     }
     let (end, durable) = (st.log_end(), st.durable());
-    if r.feed_pending(st.pending(), end, plan.durable, durable)? {
-        return Ok(st.install_producers(r.ps, r.aborted, plan.skip_below));
+    if !r.feed_pending(st.pending(), end, plan.durable, durable)? {
+        if !locked {
+            return Ok(Replay::Incomplete);
+        }
+        tracing::warn!(dir = %log.dir.display(), next = r.next, log_end = end,
+            "producer state rebuilt from a log it could not read whole; older producers may be unknown");
     }
-    Ok(Vec::new())
+    Ok(Replay::Installed(st.install_producers(
+        r.ps,
+        r.aborted,
+        plan.skip_below,
+    )))
 }
 
 /// `PartitionLog::aborted_transactions`: the aborted-transaction entries of the
@@ -644,4 +701,75 @@ pub(crate) async fn aborted_transactions(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LOCKED_REPLAYS;
+    use crate::{LogConfig, PartitionLog, ShardStorage, ShardStorageOptions};
+    use std::time::Duration;
+
+    /// A flush that moves the durable offset while the async producer-state load reads
+    /// the files makes it read again under the log's I/O permit and install the state:
+    /// `append` is then never left to rebuild it with blocking reads on the shard.
+    #[test]
+    fn a_flush_under_the_async_producer_load_does_not_leave_it_unbuilt() {
+        let dir = crate::test_dir();
+        let path = dir.path().join("t-0");
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let shard = ShardStorage::start(ShardStorageOptions {
+                    cleaner_enabled: false,
+                    ..Default::default()
+                });
+                let value = vec![7u8; 64 << 10];
+                let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                    .await
+                    .unwrap(); // ok: test
+                let mut last = 0;
+                for i in 0..256 {
+                    last = log
+                        .append(crate::test_batch(i, &value), 1)
+                        .unwrap()
+                        .last_offset; // ok: test
+                }
+                log.wait_durable(last).await.unwrap(); // ok: test
+                log.close().await.unwrap(); // ok: test
+                let mut raced = 0;
+                for round in 0..20u64 {
+                    let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                        .await
+                        .unwrap(); // ok: test
+                    assert!(!log.inner.state().producers_loaded());
+                    // batches pending, not flushed while the permit is held here
+                    let permit = log.inner.io.acquire_permit(1).await.unwrap(); // ok: test
+                    let end = log.inner.state().log_end();
+                    for i in 0..4 {
+                        last = log
+                            .append(crate::test_batch(end + i, b"x"), 1)
+                            .unwrap()
+                            .last_offset; // ok: test
+                    }
+                    let before = LOCKED_REPLAYS.with(|n| n.get());
+                    let l = log.clone();
+                    let load = glommio::spawn_local(async move { l.load_producer_state().await });
+                    // let the load plan (with those batches pending), then let them flush
+                    glommio::timer::sleep(Duration::from_micros(200 * (round + 1))).await;
+                    drop(permit);
+                    log.wait_durable(last).await.unwrap(); // ok: test
+                    load.await.unwrap(); // ok: test
+                    assert!(
+                        log.inner.state().producers_loaded(),
+                        "round {round}: the load left the producer state unbuilt"
+                    );
+                    raced += LOCKED_REPLAYS.with(|n| n.get()) - before;
+                    log.close().await.unwrap(); // ok: test
+                }
+                assert!(raced > 0, "no round had a flush under the load's read");
+                shard.shutdown().await.unwrap(); // ok: test
+            })
+            .unwrap() // ok: test
+            .join()
+            .unwrap(); // ok: test
+    }
 }
