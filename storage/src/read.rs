@@ -439,49 +439,28 @@ pub(crate) async fn offset_for_timestamp(
 /// so the shard does not block: the newest usable snapshot (read on the blocking
 /// helper), then the batch headers after it by DMA reads (without a snapshot, the tail
 /// of the log). Installs it only if the log did not change in a way the read could have
-/// missed (a truncation or swap: left unbuilt, and `append` rebuilds synchronously;
-/// batches flushed and dequeued that the read did not reach, see
-/// `Replayer::feed_pending`: read again holding the log's I/O permit). Segments whose aborted-transaction entries were unknown (open after a
-/// crash) get them from the replay, and sealed ones their `.txnindex` file.
+/// missed (a truncation, a swap, batches flushed and dequeued that the read did not
+/// reach: see `Replayer::feed_pending`); otherwise reads again holding the log's I/O
+/// permit. Segments whose aborted-transaction entries were unknown (open after a crash)
+/// get them from the replay, and sealed ones their `.txnindex` file.
 pub(crate) async fn load_producers(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
-    let max_bytes = shard.opts.producer_rebuild_bytes;
-    if log.state().producers_loaded() {
-        return Ok(());
-    }
-    let candidates = log.state().snapshot_candidates();
-    let mut base = None;
-    for o in candidates {
-        let dir = log.dir.clone();
-        match crate::blocking::run(&log.dir, move || crate::snapshot::read(&dir, o)).await {
-            Some(ps) => {
-                base = Some((o, ps));
-                break;
-            }
-            None => {
-                tracing::warn!(dir = %log.dir.display(), offset = o, "unusable producer-state snapshot; trying an older one");
-                log.state_mut().forget_snapshot(o);
-            }
-        }
-    }
-    let at = base.as_ref().map(|b| b.0);
-    let ps = base.map(|b| b.1).unwrap_or_default();
-    let filled = match replay(shard, log, max_bytes, at, ps.clone(), false).await? {
+    let filled = match load_once(shard, log, false).await? {
         Replay::Installed(filled) => filled,
-        Replay::Changed => return Ok(()),
-        Replay::Incomplete => {
-            // batches left the pending queue under the read (a flush of this log moved
-            // the durable offset past where the read stopped): once more with the log's
-            // I/O permit, which every flush holds to advance it, so nothing can be missed
-            // and `append` never rebuilds on the shard thread for this reason
+        Replay::Done => return Ok(()),
+        Replay::Again => {
+            // the log changed under the read (batches left the pending queue before it
+            // reached them, a truncation, a swap): once more with the log's I/O permit,
+            // which every flush, truncation and swap holds, so nothing can change under
+            // it and `append` is not left to rebuild on the shard thread
             let _permit = log.io.acquire_permit(1).await?;
             #[cfg(test)]
             LOCKED_REPLAYS.with(|n| n.set(n.get() + 1));
-            match replay(shard, log, max_bytes, at, ps, true).await? {
+            match load_once(shard, log, true).await? {
                 Replay::Installed(filled) => filled,
-                Replay::Changed | Replay::Incomplete => return Ok(()),
+                Replay::Done | Replay::Again => return Ok(()),
             }
         }
     };
@@ -506,6 +485,36 @@ pub(crate) async fn load_producers(
     Ok(())
 }
 
+/// Reads the newest usable snapshot and replays the log after it (`replay`).
+async fn load_once(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    locked: bool,
+) -> Result<Replay, StorageError> {
+    let max_bytes = shard.opts.producer_rebuild_bytes;
+    if log.state().producers_loaded() {
+        return Ok(Replay::Done);
+    }
+    let candidates = log.state().snapshot_candidates();
+    let mut base = None;
+    for o in candidates {
+        let dir = log.dir.clone();
+        match crate::blocking::run(&log.dir, move || crate::snapshot::read(&dir, o)).await {
+            Some(ps) => {
+                base = Some((o, ps));
+                break;
+            }
+            None => {
+                tracing::warn!(dir = %log.dir.display(), offset = o, "unusable producer-state snapshot; trying an older one");
+                log.state_mut().forget_snapshot(o);
+            }
+        }
+    }
+    let at = base.as_ref().map(|b| b.0);
+    let ps = base.map(|b| b.1).unwrap_or_default();
+    replay(shard, log, max_bytes, at, ps, locked).await
+}
+
 #[cfg(test)]
 thread_local! {
     /// Replays `load_producers` made again under the log's I/O permit (tests).
@@ -516,10 +525,11 @@ thread_local! {
 enum Replay {
     /// Installed; the sealed segments whose unknown aborted-transaction entries it filled.
     Installed(Vec<(i64, Vec<crate::txn::AbortedEntry>)>),
-    /// Truncated or swapped under the read, closed, or already loaded: nothing to do.
-    Changed,
-    /// Batches left the pending queue before the read reached them.
-    Incomplete,
+    /// Closed, or already loaded: nothing to do.
+    Done,
+    /// The log changed in a way the read could have missed: batches left the pending
+    /// queue before it reached them, or a truncation or swap came under it.
+    Again,
 }
 
 /// Plans a rebuild from the snapshot at `at` (state `ps`) or the log's tail, reads the
@@ -558,7 +568,7 @@ async fn replay(
         let mut st = log.state_mut();
         st.check_open()?;
         if st.producers_loaded() {
-            return Ok(Replay::Changed);
+            return Ok(Replay::Done);
         }
         let p = st.plan_producer_rebuild(&log.dir, max_bytes, at);
         (p, st.truncate_epoch(), st.layout_epoch(), st.log_end())
@@ -566,7 +576,7 @@ async fn replay(
     match replay_files(shard, log, &plan, log_end, ps).await {
         Ok(r) => install_replayed(log, r, &plan, epoch, layout, locked),
         // segments swapped under the read (a file gone or replaced): leave it unbuilt
-        Err(_) if log.state().layout_epoch() != layout => Ok(Replay::Changed),
+        Err(_) if log.state().layout_epoch() != layout => Ok(Replay::Again),
         Err(e) => Err(e),
     }
 }
@@ -647,17 +657,16 @@ fn install_replayed(
     locked: bool,
 ) -> Result<Replay, StorageError> {
     let mut st = log.state_mut();
-    if st.producers_loaded()
-        || st.truncate_epoch() != epoch
-        || st.layout_epoch() != layout
-        || st.check_open().is_err()
-    {
-        return Ok(Replay::Changed);
+    if st.producers_loaded() || st.check_open().is_err() {
+        return Ok(Replay::Done);
+    }
+    if st.truncate_epoch() != epoch || st.layout_epoch() != layout {
+        return Ok(Replay::Again);
     }
     let (end, durable) = (st.log_end(), st.durable());
     if !r.feed_pending(st.pending(), end, plan.durable, durable)? {
         if !locked {
-            return Ok(Replay::Incomplete);
+            return Ok(Replay::Again);
         }
         tracing::warn!(dir = %log.dir.display(), next = r.next, log_end = end,
             "producer state rebuilt from a log it could not read whole; older producers may be unknown");
