@@ -508,13 +508,7 @@ impl ShardCtx {
         // Idempotent batches for a partition whose producer state is not built yet (first
         // use after a start): build it with async reads before the append's turn, so the
         // append never reads the log synchronously on this shard.
-        let to_load: Vec<PartitionLog> = parts
-            .iter()
-            .filter_map(|(tp, records)| {
-                let log = self.log(&tp.topic, tp.partition)?;
-                log.needs_producer_state(records).then_some(log)
-            })
-            .collect();
+        let to_load = self.logs_needing_producer_state(&parts);
         if to_load.is_empty() && self.admission.may_append_now() {
             let (results, waits) = self.append_parts(acks, parts);
             return Box::pin(async move { ctx.answer_produce(results, waits, timeout).await });
@@ -522,12 +516,7 @@ impl ShardCtx {
         let ticket = self.admission.ticket(conn);
         Box::pin(async move {
             let started = std::time::Instant::now();
-            for log in to_load {
-                if let Err(e) = log.load_producer_state().await {
-                    // append answers for this partition (and rebuilds if it still can)
-                    tracing::warn!(error = %e, "loading producer state");
-                }
-            }
+            load_producer_states(to_load).await;
             let granted = future::or(
                 async {
                     ticket.wait().await;
@@ -557,11 +546,33 @@ impl ShardCtx {
                     .collect();
                 return ShardResponse::Produce(results);
             }
+            // a truncation while this request waited unloads a partition's state: load it
+            // again (twice at most), so that the append, right after the last check with
+            // no wait between, finds it built
+            for _ in 0..2 {
+                let again = ctx.logs_needing_producer_state(&parts);
+                if again.is_empty() {
+                    break;
+                }
+                load_producer_states(again).await;
+            }
             let (results, waits) = ctx.append_parts(acks, parts);
             ticket.finish();
             let left = timeout.saturating_sub(started.elapsed());
             ctx.answer_produce(results, waits, left).await
         })
+    }
+
+    /// The logs of `parts` whose idempotent or transactional batches need the producer
+    /// state and find it not built.
+    fn logs_needing_producer_state(&self, parts: &[(Tp, bytes::Bytes)]) -> Vec<PartitionLog> {
+        parts
+            .iter()
+            .filter_map(|(tp, records)| {
+                let log = self.log(&tp.topic, tp.partition)?;
+                log.needs_producer_state(records).then_some(log)
+            })
+            .collect()
     }
 
     /// Appends each part; returns the answers and, for acks=-1, what to wait for.
@@ -1332,5 +1343,16 @@ pub(crate) fn check_leader_epoch_in(
         std::cmp::Ordering::Less => Err(ResponseError::FencedLeaderEpoch),
         std::cmp::Ordering::Greater => Err(ResponseError::UnknownLeaderEpoch),
         std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// Builds each log's producer state with async reads (`PartitionLog::load_producer_state`).
+/// A failure is logged: the append then answers for that partition (and rebuilds the
+/// state itself if it still can).
+async fn load_producer_states(logs: Vec<PartitionLog>) {
+    for log in logs {
+        if let Err(e) = log.load_producer_state().await {
+            tracing::warn!(error = %e, "loading producer state");
+        }
     }
 }
