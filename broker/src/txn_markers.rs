@@ -202,12 +202,21 @@ impl ShardCtx {
     pub(crate) async fn write_markers_here(self: &Rc<Self>, m: Markers) -> Vec<i16> {
         let deadline = Instant::now() + MARKER_TIMEOUT;
         // the producer state is built first (async reads), so appending never reads the
-        // log synchronously on this shard
-        for tp in &m.parts {
-            if let Some(log) = self.log(&tp.topic, tp.partition) {
-                if !log.producer_state_loaded() {
-                    let _ = log.load_transaction_state().await;
-                }
+        // log synchronously on this shard; checked again (a truncation while another
+        // partition loaded unloads it) until a round loads nothing, three rounds at most
+        for _ in 0..3 {
+            let unloaded: Vec<_> = m
+                .parts
+                .iter()
+                .filter_map(|tp| self.log(&tp.topic, tp.partition))
+                .filter(|log| !log.producer_state_loaded())
+                .collect();
+            if unloaded.is_empty() {
+                break;
+            }
+            for log in unloaded {
+                // ok: a failure is answered by the append below, for that partition
+                let _ = log.load_transaction_state().await;
             }
         }
         let now = now_ms();
