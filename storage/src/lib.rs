@@ -136,6 +136,27 @@ pub(crate) fn test_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap() // ok: test setup
 }
 
+/// Runs `test` on a glommio executor of its own with a started shard storage (cleaner
+/// off; the test shuts it down if it needs to), and waits for it.
+#[cfg(test)]
+pub(crate) fn on_test_shard<F, Fut>(test: F)
+where
+    F: FnOnce(std::rc::Rc<ShardStorage>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let shard = ShardStorage::start(ShardStorageOptions {
+                cleaner_enabled: false,
+                ..Default::default()
+            });
+            test(shard).await
+        })
+        .unwrap() // ok: test
+        .join()
+        .unwrap(); // ok: test
+}
+
 /// A v2 batch at `base` holding one record: key "k", `value`, timestamp 1.
 #[cfg(test)]
 pub(crate) fn test_batch(base: i64, value: &[u8]) -> bytes::Bytes {

@@ -715,7 +715,7 @@ pub(crate) async fn aborted_transactions(
 #[cfg(test)]
 mod tests {
     use super::LOCKED_REPLAYS;
-    use crate::{LogConfig, PartitionLog, ShardStorage, ShardStorageOptions};
+    use crate::{LogConfig, PartitionLog};
     use std::time::Duration;
 
     /// A flush that moves the durable offset while the async producer-state load reads
@@ -725,60 +725,52 @@ mod tests {
     fn a_flush_under_the_async_producer_load_does_not_leave_it_unbuilt() {
         let dir = crate::test_dir();
         let path = dir.path().join("t-0");
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let shard = ShardStorage::start(ShardStorageOptions {
-                    cleaner_enabled: false,
-                    ..Default::default()
-                });
-                let value = vec![7u8; 64 << 10];
+        crate::on_test_shard(move |shard| async move {
+            let value = vec![7u8; 64 << 10];
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap(); // ok: test
+            let mut last = 0;
+            for i in 0..256 {
+                last = log
+                    .append(crate::test_batch(i, &value), 1)
+                    .unwrap()
+                    .last_offset; // ok: test
+            }
+            log.wait_durable(last).await.unwrap(); // ok: test
+            log.close().await.unwrap(); // ok: test
+            let mut raced = 0;
+            for round in 0..20u64 {
                 let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
                     .await
                     .unwrap(); // ok: test
-                let mut last = 0;
-                for i in 0..256 {
+                assert!(!log.inner.state().producers_loaded());
+                // batches pending, not flushed while the permit is held here
+                let permit = log.inner.io.acquire_permit(1).await.unwrap(); // ok: test
+                let end = log.inner.state().log_end();
+                for i in 0..4 {
                     last = log
-                        .append(crate::test_batch(i, &value), 1)
+                        .append(crate::test_batch(end + i, b"x"), 1)
                         .unwrap()
                         .last_offset; // ok: test
                 }
+                let before = LOCKED_REPLAYS.with(|n| n.get());
+                let l = log.clone();
+                let load = glommio::spawn_local(async move { l.load_producer_state().await });
+                // let the load plan (with those batches pending), then let them flush
+                glommio::timer::sleep(Duration::from_micros(200 * (round + 1))).await;
+                drop(permit);
                 log.wait_durable(last).await.unwrap(); // ok: test
+                load.await.unwrap(); // ok: test
+                assert!(
+                    log.inner.state().producers_loaded(),
+                    "round {round}: the load left the producer state unbuilt"
+                );
+                raced += LOCKED_REPLAYS.with(|n| n.get()) - before;
                 log.close().await.unwrap(); // ok: test
-                let mut raced = 0;
-                for round in 0..20u64 {
-                    let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
-                        .await
-                        .unwrap(); // ok: test
-                    assert!(!log.inner.state().producers_loaded());
-                    // batches pending, not flushed while the permit is held here
-                    let permit = log.inner.io.acquire_permit(1).await.unwrap(); // ok: test
-                    let end = log.inner.state().log_end();
-                    for i in 0..4 {
-                        last = log
-                            .append(crate::test_batch(end + i, b"x"), 1)
-                            .unwrap()
-                            .last_offset; // ok: test
-                    }
-                    let before = LOCKED_REPLAYS.with(|n| n.get());
-                    let l = log.clone();
-                    let load = glommio::spawn_local(async move { l.load_producer_state().await });
-                    // let the load plan (with those batches pending), then let them flush
-                    glommio::timer::sleep(Duration::from_micros(200 * (round + 1))).await;
-                    drop(permit);
-                    log.wait_durable(last).await.unwrap(); // ok: test
-                    load.await.unwrap(); // ok: test
-                    assert!(
-                        log.inner.state().producers_loaded(),
-                        "round {round}: the load left the producer state unbuilt"
-                    );
-                    raced += LOCKED_REPLAYS.with(|n| n.get()) - before;
-                    log.close().await.unwrap(); // ok: test
-                }
-                assert!(raced > 0, "no round had a flush under the load's read");
-                shard.shutdown().await.unwrap(); // ok: test
-            })
-            .unwrap() // ok: test
-            .join()
-            .unwrap(); // ok: test
+            }
+            assert!(raced > 0, "no round had a flush under the load's read");
+            shard.shutdown().await.unwrap(); // ok: test
+        });
     }
 }

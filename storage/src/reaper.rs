@@ -265,7 +265,6 @@ pub(crate) fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ShardStorageOptions;
     use std::rc::Rc;
 
     #[test]
@@ -287,53 +286,45 @@ mod tests {
     fn retired_files_go_after_their_readers_and_at_shutdown() {
         let d = crate::test_dir();
         let root = d.path().to_path_buf();
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let shard = crate::ShardStorage::start(ShardStorageOptions {
-                    cleaner_enabled: false,
-                    ..Default::default()
-                });
-                let held = root.join("held.log.deleted");
-                std::fs::write(&held, vec![1u8; (3 * STEP) as usize]).unwrap(); // ok: test
-                let reader = Rc::new(
-                    crate::segment::open_segment_file(&root.join("r.log"), true)
-                        .await
-                        .unwrap(), // ok: test
-                );
-                shard
-                    .reaper
-                    .retire(&root, vec![held.clone()], vec![Rc::downgrade(&reader)]);
-                let gone = root.join("gone-delete");
-                std::fs::create_dir(&gone).unwrap(); // ok: test
-                std::fs::write(gone.join("a.log"), vec![2u8; (STEP + 1) as usize]).unwrap(); // ok: test
-                std::fs::write(gone.join("b.index"), b"i").unwrap(); // ok: test
-                shard
-                    .reaper
-                    .retire_dir(gone.clone(), list_files(&gone).unwrap()); // ok: test
-                glommio::timer::sleep(GRACE * 2).await;
-                assert_eq!(
-                    std::fs::metadata(&held).unwrap().len(), // ok: test
-                    3 * STEP,
-                    "untouched while a reader holds the file it replaced"
-                );
-                assert!(gone.exists(), "queued behind the held file");
-                drop(reader);
-                for _ in 0..200 {
-                    if !held.exists() && !gone.exists() {
-                        break;
-                    }
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
+        crate::on_test_shard(move |shard| async move {
+            let held = root.join("held.log.deleted");
+            std::fs::write(&held, vec![1u8; (3 * STEP) as usize]).unwrap(); // ok: test
+            let reader = Rc::new(
+                crate::segment::open_segment_file(&root.join("r.log"), true)
+                    .await
+                    .unwrap(), // ok: test
+            );
+            shard
+                .reaper
+                .retire(&root, vec![held.clone()], vec![Rc::downgrade(&reader)]);
+            let gone = root.join("gone-delete");
+            std::fs::create_dir(&gone).unwrap(); // ok: test
+            std::fs::write(gone.join("a.log"), vec![2u8; (STEP + 1) as usize]).unwrap(); // ok: test
+            std::fs::write(gone.join("b.index"), b"i").unwrap(); // ok: test
+            shard
+                .reaper
+                .retire_dir(gone.clone(), list_files(&gone).unwrap()); // ok: test
+            glommio::timer::sleep(GRACE * 2).await;
+            assert_eq!(
+                std::fs::metadata(&held).unwrap().len(), // ok: test
+                3 * STEP,
+                "untouched while a reader holds the file it replaced"
+            );
+            assert!(gone.exists(), "queued behind the held file");
+            drop(reader);
+            for _ in 0..200 {
+                if !held.exists() && !gone.exists() {
+                    break;
                 }
-                assert!(!held.exists() && !gone.exists());
-                assert_eq!(shard.reaper.queued_files(), 0);
-                let late = root.join("late.log.deleted");
-                std::fs::write(&late, vec![3u8; (3 * STEP) as usize]).unwrap(); // ok: test
-                shard.reaper.retire(&root, vec![late.clone()], Vec::new());
-                shard.shutdown().await.unwrap(); // ok: test
-                assert!(!late.exists(), "shutdown removes what is still queued");
-            })
-            .unwrap() // ok: test
-            .join()
-            .unwrap(); // ok: test
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(!held.exists() && !gone.exists());
+            assert_eq!(shard.reaper.queued_files(), 0);
+            let late = root.join("late.log.deleted");
+            std::fs::write(&late, vec![3u8; (3 * STEP) as usize]).unwrap(); // ok: test
+            shard.reaper.retire(&root, vec![late.clone()], Vec::new());
+            shard.shutdown().await.unwrap(); // ok: test
+            assert!(!late.exists(), "shutdown removes what is still queued");
+        });
     }
 }
