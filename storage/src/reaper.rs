@@ -9,14 +9,15 @@
 //! waits for that commit. Unlinking 1 GiB (the default `segment.bytes`) in 16 files at
 //! once stalled a concurrent append + `fdatasync` loop for 23–28 ms (its p99.9 idle:
 //! 0.9–1.4 ms). A file is instead cut from its end in
-//! `STEP` pieces, at most one per `GAP` and each after the flusher's cycle under way (as
-//! the cleaner's I/O, `ShardStorage::disk_turn`), then unlinked when it is small; a
-//! commit then frees about `STEP`.
+//! `STEP` pieces, with `GAP` and the flusher's cycle under way (as the cleaner's I/O,
+//! `ShardStorage::disk_turn`) after every `STEP` freed, then unlinked when it is small
+//! (small files go one after another until they add up to `STEP`); a commit then frees
+//! about `STEP`.
 //!
 //! ```text
 //!  retire(dir, files, watch) ─► queue ─► reaper_loop (queue "sluice-storage-bg"):
 //!     wait GRACE and until no reader holds a watched file,
-//!     per file: [GAP ─► disk_turn ─► ftruncate(size - STEP)]* ─► unlink;  then the directory
+//!     per file: [ftruncate(size - STEP) ─► GAP ─► disk_turn]* ─► unlink;  then the directory
 //!  shutdown: the rest unlinked at once;  open (`swap::recover`): leftovers removed
 //! ```
 //!
@@ -117,6 +118,7 @@ impl Reaper {
 
 /// The shard's reaper task: frees the queue's files one after another, paced as above.
 pub(crate) async fn reaper_loop(shard: Weak<ShardStorage>) {
+    let mut pace = Pace::default();
     loop {
         let Some(s) = shard.upgrade() else { return };
         if s.stopping.get() {
@@ -150,7 +152,7 @@ pub(crate) async fn reaper_loop(shard: Weak<ShardStorage>) {
             if s.stopping.get() {
                 return;
             }
-            if let Err(e) = free_file(&s, f.clone()).await {
+            if let Err(e) = free_file(&s, &mut pace, f.clone()).await {
                 tracing::warn!(file = %f.display(), error = %e,
                     "cannot remove a retired segment file; the next open of its log retries");
             }
@@ -172,22 +174,37 @@ pub(crate) async fn reaper_loop(shard: Weak<ShardStorage>) {
     }
 }
 
-/// Cuts `file` from its end in `STEP`s, each `GAP` after the last and after the
-/// flusher's cycle under way, then unlinks it. The calls are keyed by the file, not its
-/// directory: no other call touches a retired name in order with them, and the log's own
-/// calls on the directory (rolls, checkpoints) need not queue behind the cuts.
-async fn free_file(s: &ShardStorage, file: PathBuf) -> std::io::Result<()> {
+/// Paces the reaper: after every `STEP` bytes freed (one cut, or several small files),
+/// `GAP` and the flusher's cycle under way.
+#[derive(Default)]
+struct Pace {
+    freed: u64,
+}
+
+impl Pace {
+    async fn turn(&mut self, s: &ShardStorage) {
+        if self.freed >= STEP {
+            glommio::timer::sleep(GAP).await;
+            s.disk_turn().await;
+            self.freed = 0;
+        }
+    }
+}
+
+/// Cuts `file` from its end in `STEP`s, paced by `pace`, then unlinks it. The calls are
+/// keyed by the file, not its directory: no other call touches a retired name in order
+/// with them, and the log's own calls on the directory (rolls, checkpoints) need not
+/// queue behind the cuts.
+async fn free_file(s: &ShardStorage, pace: &mut Pace, file: PathBuf) -> std::io::Result<()> {
     loop {
-        glommio::timer::sleep(GAP).await;
-        s.disk_turn().await;
+        pace.turn(s).await;
         if s.stopping.get() {
             return Ok(()); // shutdown removes the rest at once
         }
         let f = file.clone();
-        if crate::blocking::run(&file, move || cut_once(&f))
-            .await?
-            .is_none()
-        {
+        let (left, freed) = crate::blocking::run(&file, move || cut_once(&f)).await?;
+        pace.freed += freed;
+        if left.is_none() {
             tracing::debug!(file = %file.display(), "retired segment file freed");
             return Ok(());
         }
@@ -195,22 +212,22 @@ async fn free_file(s: &ShardStorage, file: PathBuf) -> std::io::Result<()> {
 }
 
 /// One step of freeing `file` (blocking): cuts `STEP` from its end, or removes it when
-/// no more than that is left. Returns the size left, None once the file is gone (also
-/// when it was already).
-fn cut_once(file: &Path) -> std::io::Result<Option<u64>> {
+/// no more than that is left. Returns the size left (None once the file is gone, also
+/// when it was already) and the bytes freed.
+fn cut_once(file: &Path) -> std::io::Result<(Option<u64>, u64)> {
     let h = match std::fs::OpenOptions::new().write(true).open(file) {
         Ok(h) => h,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((None, 0)),
         Err(e) => return Err(e),
     };
     let len = h.metadata()?.len();
     if len <= STEP {
         drop(h);
         remove_if_exists(file)?;
-        return Ok(None);
+        return Ok((None, len));
     }
     h.set_len(len - STEP)?;
-    Ok(Some(len - STEP))
+    Ok((Some(len - STEP), STEP))
 }
 
 /// At shutdown (the reaper stopped): removes every queued file and directory at once.
@@ -272,12 +289,12 @@ mod tests {
         let d = crate::test_dir();
         let f = d.path().join("x.log.deleted");
         std::fs::write(&f, vec![7u8; (2 * STEP + 100) as usize]).unwrap(); // ok: test
-        assert_eq!(cut_once(&f).unwrap(), Some(STEP + 100)); // ok: test
+        assert_eq!(cut_once(&f).unwrap(), (Some(STEP + 100), STEP)); // ok: test
         assert_eq!(std::fs::metadata(&f).unwrap().len(), STEP + 100); // ok: test
-        assert_eq!(cut_once(&f).unwrap(), Some(100)); // ok: test
-        assert_eq!(cut_once(&f).unwrap(), None); // ok: test
+        assert_eq!(cut_once(&f).unwrap(), (Some(100), STEP)); // ok: test
+        assert_eq!(cut_once(&f).unwrap(), (None, 100)); // ok: test
         assert!(!f.exists());
-        assert_eq!(cut_once(&f).unwrap(), None, "a missing file is done"); // ok: test
+        assert_eq!(cut_once(&f).unwrap(), (None, 0), "a missing file is done"); // ok: test
     }
 
     /// Retired files wait for readers holding the replaced files, then go; a deleted
