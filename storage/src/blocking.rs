@@ -73,11 +73,15 @@ where
 /// Removes a file; a missing file is not an error.
 pub(crate) async fn remove_file(path: PathBuf) -> std::io::Result<()> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    run(&dir, move || match std::fs::remove_file(&path) {
+    run(&dir, move || remove_if_exists(&path)).await
+}
+
+/// Removes a file, a missing one not being an error (blocking: call it inside `run`).
+pub(crate) fn remove_if_exists(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
-    })
-    .await
+    }
 }
 
 /// fsyncs a directory (after files in it were created, renamed or removed).

@@ -32,7 +32,7 @@
 //!  inner (LogInner: a log's shared core) ─► state (LogState: the only code that changes
 //!                                                  a log's state)
 //!  scan, producer, snapshot, txn, segment, pending, epoch, clean_point, offset_map,
-//!  readahead, index, cache, files, signal, ...
+//!  readahead, index, cache, files, reaper (retired files' queue), signal, ...
 //! ```
 //! Every type here is owned by one shard (one glommio executor) and never crosses cores;
 //! only the `Bytes` returned by reads are `Send`.

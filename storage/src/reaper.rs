@@ -15,7 +15,7 @@
 //! about `STEP`.
 //!
 //! ```text
-//!  retire(dir, files, watch) ─► queue ─► reaper_loop (queue "sluice-storage-bg"):
+//!  retire(dir, files, watch) ─► queue ─► tasks::reaper_loop (queue "sluice-storage-bg"):
 //!     wait GRACE and until no reader holds a watched file,
 //!     per file: [ftruncate(size - STEP) ─► GAP ─► disk_turn]* ─► unlink;  then the directory
 //!  shutdown: the rest unlinked at once;  open (`swap::recover`): leftovers removed
@@ -25,11 +25,12 @@
 //! swap's readers start again on the new layout whatever they read, but a retention
 //! reader would fail. Entries wait until every watched file (`Weak` of the shard's open
 //! files they replaced) is closed, and at least `GRACE` (a read that opened the file by
-//! name just before the rename holds no watched handle). Owned by one shard.
+//! name just before the rename holds no watched handle). Owned by one shard. This module
+//! is the queue and the blocking file steps; the task that paces them needs the shard
+//! (its flusher's cycles) and lives with the other background loops in `tasks.rs`.
 
-use crate::shard::ShardStorage;
 use glommio::io::DmaFile;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -41,180 +42,109 @@ use std::time::{Duration, Instant};
 /// (bench/README.md, "Freeing replaced segments").
 pub(crate) const STEP: u64 = 4 << 20;
 
-/// Least time between two cuts: the flusher can be idle between two produce cycles, and
-/// cuts made back to back there would all land in the next cycle's journal commit. At
-/// most `STEP` per `GAP` (800 MiB/s) is freed.
-const GAP: Duration = Duration::from_millis(5);
+/// Pause after every `STEP` freed: the flusher can be idle between two produce cycles,
+/// and cuts made back to back there would all land in the next cycle's journal commit.
+/// At most `STEP` per `GAP` (800 MiB/s) is freed.
+pub(crate) const GAP: Duration = Duration::from_millis(5);
 
 /// Least time between a retirement and the first cut of its files.
-const GRACE: Duration = Duration::from_secs(1);
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
 
 /// How often an entry checks again whether its watched files are closed.
-const WATCH_POLL: Duration = Duration::from_millis(50);
+pub(crate) const WATCH_POLL: Duration = Duration::from_millis(50);
 
-struct Doomed {
+/// One retirement: files to free, in order.
+#[derive(Clone)]
+pub(crate) struct Doomed {
     /// Tells a queue's front apart from one queued after a shutdown drained the queue.
     id: u64,
     /// The directory the files are in.
-    dir: PathBuf,
-    files: Vec<PathBuf>,
+    pub(crate) dir: PathBuf,
+    pub(crate) files: Vec<PathBuf>,
     /// Open files of the shard these replaced: cut only once none is alive.
     watch: Vec<Weak<DmaFile>>,
     since: Instant,
     /// Remove `dir` itself once its files are gone (a deleted log).
-    remove_dir: bool,
+    pub(crate) remove_dir: bool,
+}
+
+impl Doomed {
+    /// Whether its files may be cut now: `GRACE` passed and no watched file is open.
+    pub(crate) fn ready(&self) -> bool {
+        self.since.elapsed() >= GRACE && self.watch.iter().all(|w| w.strong_count() == 0)
+    }
+}
+
+/// Removes `files` and then, with `dir`, that directory, at once (blocking; shutdown).
+pub(crate) fn remove_now(files: &[PathBuf], dir: Option<&Path>) -> std::io::Result<()> {
+    for f in files {
+        crate::blocking::remove_if_exists(f)?;
+    }
+    dir.map_or(Ok(()), remove_dir_all)
 }
 
 /// The shard's queue of retired files.
 #[derive(Default)]
 pub(crate) struct Reaper {
     queue: RefCell<VecDeque<Doomed>>,
-    next_id: std::cell::Cell<u64>,
-    wake: crate::signal::Signal,
+    next_id: Cell<u64>,
+    pub(crate) wake: crate::signal::Signal,
 }
 
 impl Reaper {
     /// Queues renamed `files` in `dir` (missing ones are skipped) to be freed.
     pub(crate) fn retire(&self, dir: &Path, files: Vec<PathBuf>, watch: Vec<Weak<DmaFile>>) {
-        self.push(Doomed {
-            id: 0,
-            dir: dir.to_path_buf(),
-            files,
-            watch,
-            since: Instant::now(),
-            remove_dir: false,
-        });
+        self.push(dir.to_path_buf(), files, watch, false);
     }
 
     /// Queues a deleted log's renamed directory: every file in it, then the directory.
     pub(crate) fn retire_dir(&self, dir: PathBuf, files: Vec<PathBuf>) {
-        self.push(Doomed {
-            id: 0,
+        self.push(dir, files, Vec::new(), true);
+    }
+
+    fn push(&self, dir: PathBuf, files: Vec<PathBuf>, watch: Vec<Weak<DmaFile>>, remove_dir: bool) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.queue.borrow_mut().push_back(Doomed {
+            id,
             dir,
             files,
-            watch: Vec::new(),
+            watch,
             since: Instant::now(),
-            remove_dir: true,
+            remove_dir,
         });
-    }
-
-    fn push(&self, mut d: Doomed) {
-        d.id = self.next_id.get();
-        self.next_id.set(d.id + 1);
-        self.queue.borrow_mut().push_back(d);
         self.wake.notify();
     }
 
-    /// Files queued and not yet removed.
-    pub(crate) fn queued_files(&self) -> usize {
-        self.queue.borrow().iter().map(|d| d.files.len()).sum()
+    /// The entry to work on (it stays queued until `finish`).
+    pub(crate) fn front(&self) -> Option<Doomed> {
+        self.queue.borrow().front().cloned()
     }
 
-    /// Wakes the reaper task so that it sees the shard stopping and ends.
-    pub(crate) fn wake_for_stop(&self) {
-        self.wake.notify();
-    }
-}
-
-/// The shard's reaper task: frees the queue's files one after another, paced as above.
-pub(crate) async fn reaper_loop(shard: Weak<ShardStorage>) {
-    let mut pace = Pace::default();
-    loop {
-        let Some(s) = shard.upgrade() else { return };
-        if s.stopping.get() {
-            return;
-        }
-        let next = s.reaper.queue.borrow().front().map(|d| {
-            (
-                d.id,
-                d.dir.clone(),
-                d.files.clone(),
-                d.watch.clone(),
-                d.since,
-                d.remove_dir,
-            )
-        });
-        let Some((id, dir, files, watch, since, remove_dir)) = next else {
-            let w = s.reaper.wake.wait();
-            // the wait holds `s` alive only while nothing is queued: shutdown notifies
-            if s.reaper.queue.borrow().is_empty() && !s.stopping.get() {
-                w.await;
-            }
-            continue;
-        };
-        while since.elapsed() < GRACE || watch.iter().any(|w| w.strong_count() > 0) {
-            if s.stopping.get() {
-                return;
-            }
-            glommio::timer::sleep(WATCH_POLL).await;
-        }
-        for f in files {
-            if s.stopping.get() {
-                return;
-            }
-            if let Err(e) = free_file(&s, &mut pace, f.clone()).await {
-                tracing::warn!(file = %f.display(), error = %e,
-                    "cannot remove a retired segment file; the next open of its log retries");
-            }
-        }
-        if s.stopping.get() {
-            return; // shutdown's drain removes the rest
-        }
-        if remove_dir {
-            let d = dir.clone();
-            if let Err(e) = crate::blocking::run(&dir, move || remove_dir_all(&d)).await {
-                tracing::warn!(dir = %dir.display(), error = %e,
-                    "cannot remove a deleted log's directory; the next start retries");
-            }
-        }
-        let mut q = s.reaper.queue.borrow_mut();
-        if q.front().is_some_and(|d| d.id == id) {
+    /// `d` is done: out of the queue, unless a shutdown took it meanwhile.
+    pub(crate) fn finish(&self, d: &Doomed) {
+        let mut q = self.queue.borrow_mut();
+        if q.front().is_some_and(|f| f.id == d.id) {
             q.pop_front();
         }
     }
-}
 
-/// Paces the reaper: after every `STEP` bytes freed (one cut, or several small files),
-/// `GAP` and the flusher's cycle under way.
-#[derive(Default)]
-struct Pace {
-    freed: u64,
-}
-
-impl Pace {
-    async fn turn(&mut self, s: &ShardStorage) {
-        if self.freed >= STEP {
-            glommio::timer::sleep(GAP).await;
-            s.disk_turn().await;
-            self.freed = 0;
-        }
+    /// Everything queued, the entry under way included (shutdown).
+    pub(crate) fn take_all(&self) -> Vec<Doomed> {
+        self.queue.borrow_mut().drain(..).collect()
     }
-}
 
-/// Cuts `file` from its end in `STEP`s, paced by `pace`, then unlinks it. The calls are
-/// keyed by the file, not its directory: no other call touches a retired name in order
-/// with them, and the log's own calls on the directory (rolls, checkpoints) need not
-/// queue behind the cuts.
-async fn free_file(s: &ShardStorage, pace: &mut Pace, file: PathBuf) -> std::io::Result<()> {
-    loop {
-        pace.turn(s).await;
-        if s.stopping.get() {
-            return Ok(()); // shutdown removes the rest at once
-        }
-        let f = file.clone();
-        let (left, freed) = crate::blocking::run(&file, move || cut_once(&f)).await?;
-        pace.freed += freed;
-        if left.is_none() {
-            tracing::debug!(file = %file.display(), "retired segment file freed");
-            return Ok(());
-        }
+    /// Files of the entries not finished yet (those of the entry under way that are
+    /// already freed included).
+    pub(crate) fn queued_files(&self) -> usize {
+        self.queue.borrow().iter().map(|d| d.files.len()).sum()
     }
 }
 
 /// One step of freeing `file` (blocking): cuts `STEP` from its end, or removes it when
 /// no more than that is left. Returns the size left (None once the file is gone, also
 /// when it was already) and the bytes freed.
-fn cut_once(file: &Path) -> std::io::Result<(Option<u64>, u64)> {
+pub(crate) fn cut_once(file: &Path) -> std::io::Result<(Option<u64>, u64)> {
     let h = match std::fs::OpenOptions::new().write(true).open(file) {
         Ok(h) => h,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok((None, 0)),
@@ -223,44 +153,15 @@ fn cut_once(file: &Path) -> std::io::Result<(Option<u64>, u64)> {
     let len = h.metadata()?.len();
     if len <= STEP {
         drop(h);
-        remove_if_exists(file)?;
+        crate::blocking::remove_if_exists(file)?;
         return Ok((None, len));
     }
     h.set_len(len - STEP)?;
     Ok((Some(len - STEP), STEP))
 }
 
-/// At shutdown (the reaper stopped): removes every queued file and directory at once.
-pub(crate) async fn drain(s: &ShardStorage) {
-    let queued: Vec<Doomed> = s.reaper.queue.borrow_mut().drain(..).collect();
-    for d in queued {
-        let dir = d.dir.clone();
-        let (files, remove_dir) = (d.files, d.remove_dir);
-        let res = crate::blocking::run(&dir, move || -> std::io::Result<()> {
-            for f in &files {
-                remove_if_exists(f)?;
-            }
-            if remove_dir {
-                remove_dir_all(&d.dir)?;
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = res {
-            tracing::warn!(dir = %dir.display(), error = %e,
-                "cannot remove retired files at shutdown; the next start retries");
-        }
-    }
-}
-
-fn remove_if_exists(p: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(p) {
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-fn remove_dir_all(d: &Path) -> std::io::Result<()> {
+/// Removes a directory and what is in it (blocking); a missing one is not an error.
+pub(crate) fn remove_dir_all(d: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(d) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         other => other,

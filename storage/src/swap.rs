@@ -22,6 +22,7 @@
 //! those with a base in (b, end); the old one at `b` is replaced by the rename. The time
 //! index is renamed last, so it is a `.swap` as long as old segments may remain.
 
+use crate::blocking::remove_if_exists;
 use crate::segment::{
     index_path, log_path, remove_segment_files, retire_segment_files, timeindex_path, with_suffix,
     CLEANED, DELETED, SWAP,
@@ -75,13 +76,6 @@ fn files(dir: &Path, base: i64) -> [PathBuf; 4] {
 /// Whether a missing `from` may be skipped in a rename step.
 fn optional(f: &Path, from: &Path) -> bool {
     f.extension().is_some_and(|e| e == "txnindex") && !from.exists()
-}
-
-fn remove_if_exists(p: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(p) {
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -22,6 +22,7 @@ use crate::config::{FlushSync, ShardStorageOptions};
 use crate::error::StorageError;
 use crate::flusher::CycleSync;
 use crate::inner::LogInner;
+use crate::reaper;
 use crate::shard::ShardStorage;
 use glommio::io::DmaFile;
 use glommio::{Latency, Shares};
@@ -63,7 +64,7 @@ impl ShardStorage {
             Err(e) => tracing::error!(error = %e, "cannot spawn storage background task"),
         }
         let w = Rc::downgrade(&shard);
-        match glommio::spawn_local_into(async move { crate::reaper::reaper_loop(w).await }, bg_tq) {
+        match glommio::spawn_local_into(async move { reaper_loop(w).await }, bg_tq) {
             Ok(t) => {
                 t.detach();
             }
@@ -132,8 +133,19 @@ impl ShardStorage {
         crate::files::close_files(files).await;
         // the reaper stops at its next step (it sees `stopping`); what it had not freed
         // goes now, at once: nothing is producing any more
-        self.reaper.wake_for_stop();
-        crate::reaper::drain(self).await;
+        self.reaper.wake.notify();
+        for d in self.reaper.take_all() {
+            let (dir, files, remove_dir) = (d.dir.clone(), d.files, d.remove_dir);
+            let d = dir.clone();
+            let res = crate::blocking::run(&dir, move || {
+                reaper::remove_now(&files, remove_dir.then_some(d.as_path()))
+            })
+            .await;
+            if let Err(e) = res {
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot remove retired files at shutdown; the next start retries");
+            }
+        }
         first_err.map_or(Ok(()), Err)
     }
 }
@@ -273,6 +285,74 @@ async fn cleaner_loop(shard: Weak<ShardStorage>) {
                 }
             }
         }
+    }
+}
+
+/// The shard's reaper (`reaper.rs`): frees the retired files one after another, pausing
+/// `GAP` and for the flusher's cycle under way after every `STEP` freed.
+async fn reaper_loop(shard: Weak<ShardStorage>) {
+    let mut freed = 0u64;
+    loop {
+        let Some(s) = shard.upgrade() else { return };
+        if s.stopping.get() {
+            return;
+        }
+        let Some(d) = s.reaper.front() else {
+            let w = s.reaper.wake.wait();
+            // the wait holds `s` alive only while nothing is queued: shutdown notifies
+            if s.reaper.front().is_none() && !s.stopping.get() {
+                w.await;
+            }
+            continue;
+        };
+        while !d.ready() {
+            if s.stopping.get() {
+                return;
+            }
+            glommio::timer::sleep(reaper::WATCH_POLL).await;
+        }
+        for f in &d.files {
+            // each file cut from its end, the calls keyed by the file: no other call
+            // touches a retired name, and the log's own calls on its directory (rolls,
+            // checkpoints) need not queue behind the cuts
+            loop {
+                if freed >= reaper::STEP {
+                    glommio::timer::sleep(reaper::GAP).await;
+                    s.disk_turn().await;
+                    freed = 0;
+                }
+                if s.stopping.get() {
+                    return; // shutdown removes the rest at once
+                }
+                let path = f.clone();
+                match crate::blocking::run(f, move || reaper::cut_once(&path)).await {
+                    Ok((left, n)) => {
+                        freed += n;
+                        if left.is_none() {
+                            tracing::debug!(file = %f.display(), "retired segment file freed");
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %f.display(), error = %e,
+                            "cannot remove a retired segment file; the next open of its log retries");
+                        break;
+                    }
+                }
+            }
+        }
+        if s.stopping.get() {
+            return; // shutdown removes the rest
+        }
+        if d.remove_dir {
+            let dir = d.dir.clone();
+            if let Err(e) = crate::blocking::run(&d.dir, move || reaper::remove_dir_all(&dir)).await
+            {
+                tracing::warn!(dir = %d.dir.display(), error = %e,
+                    "cannot remove a deleted log's directory; the next start retries");
+            }
+        }
+        s.reaper.finish(&d);
     }
 }
 
