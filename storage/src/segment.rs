@@ -369,17 +369,22 @@ pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageErro
     Ok(())
 }
 
+/// Segment `base`'s files, the log first: log, offset index, `.txnindex`, time index.
+pub(crate) fn files(dir: &Path, base: i64) -> [PathBuf; 4] {
+    [
+        log_path(dir, base),
+        index_path(dir, base),
+        crate::txn::txnindex_path(dir, base),
+        timeindex_path(dir, base),
+    ]
+}
+
 /// Takes segment `base`'s files out of the log (blocking): each that exists is renamed
 /// `<name>.deleted`, the log file first (as `remove_segment_files` removes it first).
 /// Returns the new names, for the reaper to free.
 pub(crate) fn retire_segment_files(dir: &Path, base: i64) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for p in [
-        log_path(dir, base),
-        index_path(dir, base),
-        crate::txn::txnindex_path(dir, base),
-        timeindex_path(dir, base),
-    ] {
+    for p in files(dir, base) {
         let to = with_suffix(&p, DELETED);
         match std::fs::rename(&p, &to) {
             Ok(()) => out.push(to),
@@ -420,12 +425,7 @@ pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Res
 /// Removes one segment's files (blocking): log, indexes and `.txnindex`; missing files
 /// are not an error.
 pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
-    for p in [
-        log_path(dir, base),
-        index_path(dir, base),
-        crate::txn::txnindex_path(dir, base),
-        timeindex_path(dir, base),
-    ] {
+    for p in files(dir, base) {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

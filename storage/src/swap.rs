@@ -24,10 +24,9 @@
 
 use crate::blocking::remove_if_exists;
 use crate::segment::{
-    index_path, log_path, remove_segment_files, retire_segment_files, timeindex_path, with_suffix,
-    CLEANED, DELETED, SWAP,
+    files, remove_segment_files, retire_segment_files, timeindex_path, with_suffix, CLEANED,
+    DELETED, SWAP,
 };
-use crate::txn::txnindex_path;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -64,15 +63,6 @@ pub type CleanerHook = std::rc::Rc<
 /// A segment's file names, the time index last. The cleaner writes all four; the
 /// `.txnindex` is optional here (`optional`), so a swap of segments written without one
 /// still goes through.
-fn files(dir: &Path, base: i64) -> [PathBuf; 4] {
-    [
-        log_path(dir, base),
-        index_path(dir, base),
-        txnindex_path(dir, base),
-        timeindex_path(dir, base),
-    ]
-}
-
 /// Whether a missing `from` may be skipped in a rename step.
 fn optional(f: &Path, from: &Path) -> bool {
     f.extension().is_some_and(|e| e == "txnindex") && !from.exists()
@@ -279,7 +269,7 @@ pub(crate) fn recover(dir: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::list_segments;
+    use crate::segment::{list_segments, log_path};
 
     fn touch(p: &Path, data: &[u8]) {
         std::fs::write(p, data).unwrap(); // ok: test
