@@ -1123,6 +1123,12 @@ pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<W
     let copy = work.join("sluice");
     fs::copy(bin, &copy)
         .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+    // On disk before any measurement: left dirty, the copy (over 100 MB with debug info)
+    // is written back some 30 s later, in the middle of a measured phase, and every
+    // broker `fdatasync` waits behind it.
+    fs::File::open(&copy)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", copy.display()))?;
     Ok(WorkDir {
         dir: work,
         bin: copy,
