@@ -86,7 +86,12 @@ pub(crate) fn remove_if_exists(p: &Path) -> std::io::Result<()> {
 
 /// fsyncs a directory (after files in it were created, renamed or removed).
 pub(crate) async fn sync_dir(dir: PathBuf) -> std::io::Result<()> {
-    run(&dir.clone(), move || std::fs::File::open(&dir)?.sync_all()).await
+    run(&dir.clone(), move || sync_dir_now(&dir)).await
+}
+
+/// `sync_dir` in place (blocking: call it inside `run`).
+pub(crate) fn sync_dir_now(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// `syncfs` on the filesystem holding `dir`: every file's written data and metadata on it
@@ -117,7 +122,7 @@ pub(crate) fn write_atomic(dir: &Path, tmp: &str, name: &str, data: &[u8]) -> st
         f.sync_all()?;
     }
     std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    sync_dir_now(dir)
 }
 
 #[cfg(test)]

@@ -369,7 +369,8 @@ pub(crate) async fn probe_device(dir: &Path, dev: u64) -> Result<(), StorageErro
     Ok(())
 }
 
-/// Segment `base`'s files, the log first: log, offset index, `.txnindex`, time index.
+/// Segment `base`'s files, the log first: log, offset index, `.txnindex`, time index (the
+/// swap renames the time index last; see `swap.rs`).
 pub(crate) fn files(dir: &Path, base: i64) -> [PathBuf; 4] {
     [
         log_path(dir, base),
@@ -426,11 +427,7 @@ pub(crate) async fn remove_segments(dir: &Path, bases: Vec<i64>) -> std::io::Res
 /// are not an error.
 pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> std::io::Result<()> {
     for p in files(dir, base) {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        crate::blocking::remove_if_exists(&p)?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@
 //! those with a base in (b, end); the old one at `b` is replaced by the rename. The time
 //! index is renamed last, so it is a `.swap` as long as old segments may remain.
 
-use crate::blocking::remove_if_exists;
+use crate::blocking::{remove_if_exists, sync_dir_now as sync_dir};
 use crate::segment::{
     files, remove_segment_files, retire_segment_files, timeindex_path, with_suffix, CLEANED,
     DELETED, SWAP,
@@ -60,16 +60,11 @@ pub type CleanerHook = std::rc::Rc<
     dyn Fn(SwapStep, i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>,
 >;
 
-/// A segment's file names, the time index last. The cleaner writes all four; the
-/// `.txnindex` is optional here (`optional`), so a swap of segments written without one
-/// still goes through.
-/// Whether a missing `from` may be skipped in a rename step.
+/// Whether a missing `from` may be skipped in a rename step: the cleaner writes all four
+/// of a segment's files (`segment::files`), but the `.txnindex` is optional here, so a
+/// swap of segments written without one still goes through.
 fn optional(f: &Path, from: &Path) -> bool {
     f.extension().is_some_and(|e| e == "txnindex") && !from.exists()
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Step 2: `.cleaned` -> `.swap` for every file of the new segments `bases`, then a
