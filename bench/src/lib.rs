@@ -14,6 +14,7 @@
 
 mod broker_process;
 pub mod compaction;
+pub mod disk_settle;
 pub mod engine;
 pub mod html_report;
 pub mod kafka;

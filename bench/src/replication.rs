@@ -4,6 +4,8 @@
 //! ```text
 //!  for each round (RF1 and RF3, in alternating order unless --order fixed):
 //!    deploy/local-cluster.sh start N DIR      (N = 1 for RF1, 3 for RF3; fresh DIR)
+//!    before each phase: wait until the disk is quiet (disk_settle: the previous phase's
+//!                deleted topic or cluster's data being freed), at most 120 s
 //!    max phase:  fresh topic (RF, min.insync.replicas=2 for RF3), every ISR full,
 //!                engine: max produce acks=all ─► MB/s, ack p50/p99/p99.9,
 //!                /proc of every node's pid ─► broker CPU s per GB acked (all nodes summed)
@@ -33,6 +35,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
+use crate::disk_settle;
 use crate::engine::{self, LoadSpec, RunReport};
 use crate::kafka::{self, parse_prop, ProducerSettings};
 use crate::metadata::{find_script, parse_cluster_env, parse_secs, ClusterEnv};
@@ -46,6 +49,8 @@ pub const RATIO_TARGET: f64 = 0.40;
 pub const E2E_P99_TARGET_MS: f64 = 10.0;
 /// The e2e rate the issue's latency target is stated for, MB/s.
 pub const E2E_TARGET_RATE_MB: f64 = 50.0;
+/// The longest a phase waits for the disk to go quiet (`disk_settle`).
+pub const DISK_SETTLE_BOUND: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------
 // Command-line arguments.
@@ -172,6 +177,11 @@ pub struct Phase {
     pub errors: u64,
     /// First error text.
     pub first_error: Option<String>,
+    /// Seconds the phase waited for the disk to go quiet before it started (the previous
+    /// phase's deleted topic, or the previous cluster's data, being freed).
+    pub disk_settle_seconds: f64,
+    /// Whether it did go quiet within [`DISK_SETTLE_BOUND`].
+    pub disk_quiet: bool,
     /// The engine's full report.
     pub run: RunReport,
 }
@@ -487,6 +497,13 @@ pub fn table(r: &ReplicationReport) -> String {
             x.isr_shrinks
         );
         for (phase, p) in [("max", &x.max), ("e2e", &x.e2e)] {
+            if !p.disk_quiet {
+                let _ = writeln!(
+                    out,
+                    "        {phase}: started on a busy disk (not quiet after {:.0} s)",
+                    p.disk_settle_seconds
+                );
+            }
             if p.errors > 0 {
                 let _ = writeln!(
                     out,
@@ -1007,6 +1024,13 @@ impl Plan<'_> {
             .map(|m| ("min.insync.replicas", m))
             .collect();
         let timeout = Duration::from_secs(60);
+        let settled = disk_settle::wait_quiet(&self.work, DISK_SETTLE_BOUND)?;
+        if !settled.quiet {
+            self.say(&format!(
+                "replication: RF{rf} {kind}: the disk is still busy after {:.0} s; starting anyway",
+                settled.waited.as_secs_f64()
+            ));
+        }
         create_topic(&bootstrap, &topic, a.partitions, rf, &configs, timeout)
             .with_context(|| format!("RF{rf} {kind}: creating {topic}"))?;
         let result = (|| -> Result<Phase> {
@@ -1048,6 +1072,8 @@ impl Plan<'_> {
                 min_isr_after: min_isr(&bootstrap, &topic).ok().flatten(),
                 errors: run.produce_errors + run.consume_errors,
                 first_error: run.first_error.clone(),
+                disk_settle_seconds: settled.waited.as_secs_f64(),
+                disk_quiet: settled.quiet,
                 run,
             })
         })();
@@ -1292,6 +1318,8 @@ mod tests {
             min_isr_after: Some(3),
             errors: 0,
             first_error: None,
+            disk_settle_seconds: 0.0,
+            disk_quiet: true,
             run,
         }
     }
