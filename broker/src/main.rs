@@ -74,6 +74,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Transparent huge pages off for the broker process (`PR_SET_THP_DISABLE`, inherited by
+/// nothing it starts). mimalloc advises huge pages on its arenas, so whenever the heap grows
+/// (the batch cache filling up, request buffers after mimalloc purged freed pages) a
+/// shard's thread takes a fault that zero-fills a whole 2 MiB page: 1-2 ms on this
+/// machine, stalling every partition of the shard. While a 1 GiB cache filled at 50 MB/s,
+/// acks=all RF3 produce p99 was 98 ms with them and 7.2 ms without (p50 8.7 vs 2.9 ms);
+/// 4 KiB faults spread the same zeroing over many small pauses. The cost is TLB reach on
+/// the cache, which the broker reads once per fetch, not in loops.
+fn disable_transparent_huge_pages() {
+    // SAFETY: prctl with integer arguments; touches no memory of this process.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(),
+            "cannot disable transparent huge pages; heap growth may stall shards");
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -83,6 +101,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    disable_transparent_huge_pages();
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
         let text =
