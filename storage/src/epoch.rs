@@ -286,7 +286,7 @@ pub(crate) async fn remove_intent(dir: PathBuf) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
-        std::fs::File::open(&dir)?.sync_all()
+        crate::blocking::sync_dir_now(&dir)
     })
     .await
 }

@@ -382,7 +382,7 @@ impl<'a> Writer<'a> {
                 Err(e) => return Err(e),
             };
             if *created || had_marker {
-                std::fs::File::open(dir)?.sync_all()?;
+                crate::blocking::sync_dir_now(dir)?;
             }
         }
         Ok(())

@@ -290,7 +290,7 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
     if !existed {
         // the new directory's own entry, durable before anything in it is acknowledged
         if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
+            crate::blocking::sync_dir_now(parent)?;
         }
     }
     let dev = std::fs::metadata(dir)?.dev();

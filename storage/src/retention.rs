@@ -157,7 +157,7 @@ pub(crate) async fn delete_log(
                 Err(e) => return Err(e),
             }
             if let Some(parent) = dir.parent() {
-                std::fs::File::open(parent)?.sync_all()?;
+                crate::blocking::sync_dir_now(parent)?;
             }
             Ok(Some(doomed))
         },

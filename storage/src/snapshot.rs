@@ -174,7 +174,7 @@ pub(crate) async fn remove(dir: &std::path::Path, offsets: Vec<i64>) -> std::io:
                 Err(e) => return Err(e),
             }
         }
-        std::fs::File::open(&dir)?.sync_all()
+        crate::blocking::sync_dir_now(&dir)
     })
     .await
 }

@@ -161,7 +161,7 @@ pub(crate) async fn write_file(
         let name = format!("{base:020}.txnindex");
         if data.is_empty() {
             match std::fs::remove_file(dir.join(&name)) {
-                Ok(()) => std::fs::File::open(&dir)?.sync_all(),
+                Ok(()) => crate::blocking::sync_dir_now(&dir),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e),
             }
