@@ -115,7 +115,8 @@ mod tests {
     fn a_directory_on_this_machine_is_waited_for_within_the_bound() {
         let dir = std::env::temp_dir();
         let s = wait_quiet(&dir, Duration::from_secs(3)).unwrap();
-        assert!(s.waited <= Duration::from_secs(5), "{s:?}");
+        // the bound plus the last second's sleep, with room for a loaded machine
+        assert!(s.waited <= Duration::from_secs(10), "{s:?}");
         if stat_path(&dir).unwrap().is_none() {
             assert!(!s.quiet);
         }

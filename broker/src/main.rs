@@ -74,8 +74,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Transparent huge pages off for the broker process (`PR_SET_THP_DISABLE`, inherited by
-/// nothing it starts). mimalloc advises huge pages on its arenas, so whenever the heap grows
+/// Transparent huge pages off for the broker process (`PR_SET_THP_DISABLE`; a child would
+/// inherit it, the broker starts none). mimalloc advises huge pages on its arenas, so whenever the heap grows
 /// (the batch cache filling up, request buffers after mimalloc purged freed pages) a
 /// shard's thread takes a fault that zero-fills a whole 2 MiB page: 1-2 ms on this
 /// machine, stalling every partition of the shard. While a 1 GiB cache filled at 50 MB/s,
