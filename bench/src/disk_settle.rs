@@ -3,9 +3,9 @@
 //! A phase that ends by deleting its topic (or a cluster whose data directory is removed)
 //! leaves the disk busy for many seconds after it: on a file system mounted with online
 //! `discard`, freeing the 27 GB of a 3-node max-produce phase trimmed 1.2–1.7 GB/s for
-//! 16 s, inside the next phase's measured window, and every broker `fdatasync` waited
-//! behind it (an RF3 e2e p99 of 19.6 ms against 9 ms on a quiet disk). A phase measures
-//! one load, so it starts once the device has written and discarded less than
+//! 16 s, inside the next phase's measured window, where every broker `fdatasync` shares
+//! the device with it. A phase measures one load, so it starts once the device has
+//! written and discarded less than
 //! [`QUIET_BYTES_PER_SEC`] for [`QUIET_SECONDS`] seconds in a row, or after a bound.
 //!
 //! The device is the one `/sys/dev/block/<major>:<minor>/stat` names for the directory's
@@ -39,10 +39,11 @@ pub fn stat_path(dir: &Path) -> Result<Option<PathBuf>> {
     let dev = std::fs::metadata(dir)
         .with_context(|| format!("stat {}", dir.display()))?
         .dev();
-    // glibc's gnu_dev_major / gnu_dev_minor
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let p = PathBuf::from(format!("/sys/dev/block/{major}:{minor}/stat"));
+    let p = PathBuf::from(format!(
+        "/sys/dev/block/{}:{}/stat",
+        libc::major(dev),
+        libc::minor(dev)
+    ));
     Ok(p.exists().then_some(p))
 }
 
