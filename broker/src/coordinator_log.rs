@@ -104,6 +104,25 @@ impl CoordinatorLog {
                 ))
             });
         }
+        // A transactional write checks the producer state, which a truncation since the
+        // coordinator loaded may have unloaded: load it in the background and answer
+        // COORDINATOR_LOAD_IN_PROGRESS, which clients retry (an append never reads the log
+        // on this shard).
+        if transactional && !self.log.producer_state_loaded() {
+            let log = self.log.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = log.load_transaction_state().await {
+                    tracing::warn!(%topic, partition, error = %e, "cannot load the producer state of a coordinator partition");
+                }
+            })
+            .detach();
+            return Box::pin(async move {
+                Err((
+                    ResponseError::CoordinatorLoadInProgress.code(),
+                    format!("{topic}-{partition}'s producer state is loading"),
+                ))
+            });
+        }
         // Appended now, in call order; only the waits are deferred.
         let appended = if transactional {
             self.log.append_from_coordinator(batch, now)

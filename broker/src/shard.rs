@@ -1347,8 +1347,8 @@ pub(crate) fn check_leader_epoch_in(
 }
 
 /// Builds each log's producer state with async reads (`PartitionLog::load_producer_state`).
-/// A failure is logged: the append then answers for that partition (and rebuilds the
-/// state itself if it still can).
+/// A failure is logged: the append then answers that partition KAFKA_STORAGE_ERROR
+/// (`ProducerStateNotLoaded`, retriable) and never reads the log itself.
 async fn load_producer_states(logs: Vec<PartitionLog>) {
     for log in logs {
         if let Err(e) = log.load_producer_state().await {

@@ -162,7 +162,8 @@ pub struct ShardStorageOptions {
     /// Segment files unused for this long are closed.
     pub idle_file_timeout: Duration,
     /// At most this many bytes at the end of a log (and at most its two newest segments)
-    /// are read, synchronously, to rebuild the idempotent-producer state on first need.
+    /// are read to rebuild the idempotent-producer state of a log without snapshots
+    /// (`PartitionLog::load_producer_state`).
     /// Producers whose last batch is before that are unknown afterwards.
     pub producer_rebuild_bytes: u64,
     /// `log.cleaner.enable`: the shard's log cleaner compacts its logs with

@@ -60,6 +60,13 @@ pub enum StorageError {
     /// the cut is in place (a short window); retry. Nothing was written.
     #[error("log is being truncated")]
     Truncating,
+    /// An append that checks or replays into the idempotent-producer state (idempotent or
+    /// transactional batches, markers) found it not built: the log is never read inside
+    /// an append. Await `PartitionLog::load_producer_state` and retry (the broker does
+    /// before appending, and answers a retriable error if loading failed). Nothing was
+    /// written.
+    #[error("the log's producer state is not loaded")]
+    ProducerStateNotLoaded,
     /// `append` on a compacted log (`cleanup.policy` compact): record `index` of a batch
     /// has no key, which compaction needs (Kafka INVALID_RECORD, 87: "Compacted topic
     /// cannot accept message without key"). Nothing of the request was written.

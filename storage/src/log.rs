@@ -146,7 +146,9 @@ impl PartitionLog {
     /// Transactional batches (producer id required) are checked like idempotent ones and
     /// start or continue their producer's transaction; a plain batch of a producer whose
     /// transaction is under way is `InvalidTxnState`; control batches are refused (markers
-    /// go through `append_control`).
+    /// go through `append_control`). Idempotent and transactional batches need the
+    /// producer state built (`load_producer_state`; otherwise `ProducerStateNotLoaded`):
+    /// an append never reads the log.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let (max, rules, stamp) = {
             let st = self.inner.state();
@@ -218,9 +220,10 @@ impl PartitionLog {
     /// leader-epoch cache learns each batch's epoch (negative epochs, from batches written
     /// before epochs were stamped, are not recorded) and a built producer state replays
     /// the batches, so duplicates are still caught after this replica takes over;
-    /// transactional batches and markers build the state first (synchronously: await
-    /// `load_producer_state` when `needs_producer_state` says so), so the follower has
-    /// the leader's transactions, last stable offset and aborted index.
+    /// transactional batches and markers need the state built (await
+    /// `load_producer_state` when `needs_producer_state` says so; otherwise
+    /// `ProducerStateNotLoaded`), so the follower has the leader's transactions, last
+    /// stable offset and aborted index.
     /// The batches go through the same pending queue, unflushed-bytes budget, flusher and
     /// `wait_durable` as `append`. All-or-nothing. `log_append_time_ms` is -1.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
@@ -253,12 +256,9 @@ impl PartitionLog {
         }
         let base0 = base0.unwrap_or(expected);
         if batches.iter().any(|(h, _)| touches_transactions(h)) {
-            // transactions and the aborted index need the producer state: build it (the
-            // broker awaits `load_producer_state` first, so this reads nothing)
-            let max_bytes = self.shard.opts.producer_rebuild_bytes;
-            self.inner
-                .state_mut()
-                .ensure_producers(&self.inner.dir, max_bytes)?;
+            // transactions and the aborted index need the producer state (the broker
+            // awaits `load_producer_state` first; nothing here reads the log)
+            self.inner.state().require_producers()?;
         }
         let now = crate::segment::now_ms();
         let log_start = self.enqueue(records, &batches, now, true);
@@ -332,9 +332,9 @@ impl PartitionLog {
     /// with a producer id; it carries no sequence (-1), so only the producer's epoch is
     /// checked (an older one is `InvalidProducerEpoch`: a newer producer owns the
     /// transactional id). The batches then count as the producer's transaction here, as
-    /// a client's do, until its marker. Stamped and queued as `append` does. Builds the
-    /// producer state synchronously if it is not built (await `load_transaction_state`
-    /// first to avoid that).
+    /// a client's do, until its marker. Stamped and queued as `append` does. Needs the
+    /// producer state built (`load_transaction_state` first; otherwise
+    /// `ProducerStateNotLoaded`).
     pub fn append_from_coordinator(
         &self,
         records: Bytes,
@@ -355,9 +355,8 @@ impl PartitionLog {
             return Err(StorageError::InvalidRecord("no record batches".into()));
         }
         {
-            let max_bytes = self.shard.opts.producer_rebuild_bytes;
-            let mut st = self.inner.state_mut();
-            st.ensure_producers(&self.inner.dir, max_bytes)?;
+            let st = self.inner.state();
+            st.require_producers()?;
             for (h, _) in &batches {
                 if let Some(e) = st.producers().and_then(|ps| ps.get(h.producer_id)) {
                     if h.producer_epoch < e.epoch {
@@ -387,11 +386,10 @@ impl PartitionLog {
         if !batches.iter().any(|(h, _)| producer::is_idempotent(h)) {
             return Ok(Checked::Append);
         }
-        let max_bytes = self.shard.opts.producer_rebuild_bytes;
-        let mut st = self.inner.state_mut();
-        st.ensure_producers(&self.inner.dir, max_bytes)?;
+        let st = self.inner.state();
+        st.require_producers()?;
         let Some(ps) = st.producers() else {
-            return Ok(Checked::Append); // ok: unreachable, built just above
+            return Ok(Checked::Append); // ok: unreachable, checked just above
         };
         let mut next = st.log_end();
         for (h, _) in batches {
@@ -434,9 +432,11 @@ impl PartitionLog {
     }
 
     /// Build the idempotent-producer state now, with async reads, if it is not built yet
-    /// (a no-op otherwise). Optional: `append` builds it synchronously on first need,
-    /// reading up to `ShardStorageOptions::producer_rebuild_bytes`; a broker awaits this
-    /// before appending idempotent batches so the shard never blocks on that read.
+    /// (a no-op otherwise), reading the newest snapshot and then batch headers (up to
+    /// `ShardStorageOptions::producer_rebuild_bytes` for a log without snapshots).
+    /// Required before appending idempotent or transactional batches or markers: no
+    /// append reads the log, one that needs the state unbuilt is
+    /// `ProducerStateNotLoaded`.
     pub async fn load_producer_state(&self) -> Result<(), StorageError> {
         crate::read::load_producers(&self.shard, &self.inner).await
     }
@@ -447,9 +447,9 @@ impl PartitionLog {
     }
 
     /// Whether appending `records` (with `append`, or on a follower with
-    /// `append_replicated`) would first rebuild the producer state synchronously: they
-    /// hold an idempotent or transactional batch or a marker and the state is not built.
-    /// A caller that must not block awaits `load_producer_state` first.
+    /// `append_replicated`) needs the producer state that is not built yet: they hold an
+    /// idempotent or transactional batch or a marker. The caller awaits
+    /// `load_producer_state` first (else the append is `ProducerStateNotLoaded`).
     pub fn needs_producer_state(&self, records: &[u8]) -> bool {
         !self.producer_state_loaded()
             && BatchIter::headers_only(records).any(|b| {
@@ -481,8 +481,8 @@ impl PartitionLog {
     /// epoch and ends its transaction; an abort of a transaction under way records an
     /// aborted transaction (first offset .. marker offset) in the active segment's index.
     /// A marker for a producer without a transaction here is written all the same, as
-    /// Kafka does (then nothing is recorded). Builds the producer state synchronously
-    /// if it is not built (await `load_transaction_state` first to avoid that).
+    /// Kafka does (then nothing is recorded). Needs the producer state built
+    /// (`load_transaction_state` first; otherwise `ProducerStateNotLoaded`).
     pub fn append_control(
         &self,
         producer_id: i64,
@@ -498,9 +498,8 @@ impl PartitionLog {
         }
         let stamp = leader_stamp(&self.inner.state(), now_ms)?;
         let base = {
-            let max_bytes = self.shard.opts.producer_rebuild_bytes;
-            let mut st = self.inner.state_mut();
-            st.ensure_producers(&self.inner.dir, max_bytes)?;
+            let st = self.inner.state();
+            st.require_producers()?;
             producer::check_marker(
                 st.producers().and_then(|ps| ps.get(producer_id)),
                 producer_id,

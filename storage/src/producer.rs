@@ -8,7 +8,8 @@
 //! `append_control` checks a marker's epochs. Every batch that enters the log is then
 //! replayed into it (`ProducerStates::replay`, no checks: Kafka's replication origin),
 //! which starts and ends transactions and yields the aborted-transaction entries.
-//! Built lazily on first need (never at open): from the newest snapshot
+//! Built lazily (never at open) by `PartitionLog::load_producer_state`, with async reads
+//! before the first append that needs it (an append never reads the log): from the newest snapshot
 //! (`snapshot.rs`) at or below the log end and the batch headers after it, or without
 //! one from the tail of the log (`Replayer` takes the headers in offset order, gaps
 //! included); dropped by truncation, trimmed by retention, untouched by the log cleaner
@@ -21,9 +22,8 @@ use crate::error::StorageError;
 use crate::pending::PendingQueue;
 use crate::segment::Segment;
 use crate::txn::{AbortedEntry, ProducerInfo};
-use sluice_proto::batch::{end_txn_marker, EndTxnMarker, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
+use sluice_proto::batch::{end_txn_marker, EndTxnMarker, RecordBatchHeader};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the client's
@@ -140,6 +140,11 @@ pub(crate) struct ProducerStates {
 impl ProducerStates {
     pub(crate) fn get(&self, pid: i64) -> Option<&ProducerEntry> {
         self.map.get(&pid)
+    }
+
+    /// No producer and no transaction known.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty() && self.ongoing.is_empty() && self.unstable.is_empty()
     }
 
     /// Record a batch that enters the log or is read back from it (no checks, like
@@ -445,8 +450,6 @@ pub(crate) struct Plan {
     pub(crate) start_offset: i64,
     pub(crate) skip_below: i64,
     pub(crate) durable: i64,
-    /// Segments of `ranges` whose files may still carry the `.swap` suffix (`in_swap`).
-    pub(crate) in_swap: Vec<i64>,
 }
 
 /// Choose where a rebuild starts. From a snapshot at `snapshot` (a batch boundary in the
@@ -512,17 +515,11 @@ pub(crate) fn plan(
             (seg.base, from, to.max(from))
         })
         .collect();
-    let in_swap = segments[start.0.min(n)..]
-        .iter()
-        .filter(|s| s.in_swap)
-        .map(|s| s.base)
-        .collect();
     Plan {
         ranges,
         start_offset: start.2,
         skip_below: snapshot.unwrap_or(start.2).max(start.2),
         durable,
-        in_swap,
     }
 }
 
@@ -601,120 +598,6 @@ impl Replayer {
         }
         Ok(complete)
     }
-}
-
-/// Rebuild synchronously (inside `append`, where the log cannot change meanwhile): batch
-/// headers of the planned ranges by plain positional reads on top of `base` (a
-/// snapshot's state, or empty), then the batches still in memory.
-pub(crate) fn rebuild(
-    dir: &Path,
-    plan: &Plan,
-    base: ProducerStates,
-    pending: &PendingQueue,
-    log_end: i64,
-    durable: i64,
-) -> Result<Replayer, StorageError> {
-    let mut r = Replayer::new(plan, log_end, base);
-    for &(seg_base, from, to) in &plan.ranges {
-        if to > from {
-            let path = crate::segment::log_path(dir, seg_base);
-            let file = open_segment_sync(&path, plan.in_swap.contains(&seg_base))?;
-            let end = match file {
-                Some(f) => scan_headers(&f, &path, from, to, |h, m| r.feed(h, m))?,
-                None => from,
-            };
-            r.range_read(end, to);
-        }
-    }
-    if !r.feed_pending(pending, log_end, plan.durable, durable)? {
-        tracing::warn!(dir = %dir.display(), next = r.next, log_end,
-            "producer state rebuilt from a log it could not read whole; older producers may be unknown");
-    }
-    Ok(r)
-}
-
-/// Call `f` with the header (and, for a control batch, its transaction marker) of every
-/// batch in `[from, len)` of a segment file (`from` is a batch boundary) until it returns
-/// false, hopping from header to header: large batches are skipped, small ones come from
-/// one chunk read. Stops quietly at a short read or an unparsable header (a file cut
-/// concurrently). Returns the position it stopped at (`len` when it read everything).
-fn scan_headers(
-    file: &std::fs::File,
-    path: &Path,
-    from: u64,
-    len: u64,
-    mut f: impl FnMut(&RecordBatchHeader, Option<EndTxnMarker>) -> bool,
-) -> Result<u64, StorageError> {
-    let mut buf = vec![0u8; READ_CHUNK];
-    let (mut buf_start, mut buf_len) = (0u64, 0usize);
-    let mut pos = from;
-    while pos + RECORD_BATCH_OVERHEAD as u64 <= len {
-        if pos < buf_start || pos + RECORD_BATCH_OVERHEAD as u64 > buf_start + buf_len as u64 {
-            let want = (len - pos).min(READ_CHUNK as u64) as usize;
-            let n = read_at_most(file, &mut buf[..want], pos)?;
-            if n < RECORD_BATCH_OVERHEAD {
-                break;
-            }
-            (buf_start, buf_len) = (pos, n);
-        }
-        let off = (pos - buf_start) as usize;
-        let Ok(h) = RecordBatchHeader::parse(&buf[off..off + RECORD_BATCH_OVERHEAD]) else {
-            tracing::warn!(path = %path.display(), pos, "unparsable batch header while rebuilding producer state");
-            break;
-        };
-        let size = h.total_size();
-        if pos + size as u64 > len {
-            break;
-        }
-        let mut marker = None;
-        if h.is_control() && size <= READ_CHUNK {
-            // a control batch is small: read it whole for its marker
-            if off + size > buf_len {
-                let want = (len - pos).min(READ_CHUNK as u64) as usize;
-                let n = read_at_most(file, &mut buf[..want], pos)?;
-                if n < size {
-                    break;
-                }
-                (buf_start, buf_len) = (pos, n);
-            }
-            let off = (pos - buf_start) as usize;
-            marker = marker_of(&h, &buf[off..off + size]);
-        }
-        if !f(&h, marker) {
-            break;
-        }
-        pos += size as u64;
-    }
-    Ok(pos)
-}
-
-/// A segment's log file for plain reads, None if it does not exist. One `in_swap` is at
-/// `<path>.swap` until the cleaner renames it (atomically): then at `path`.
-fn open_segment_sync(path: &Path, in_swap: bool) -> std::io::Result<Option<std::fs::File>> {
-    let open = |p: &Path| match std::fs::File::open(p) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    };
-    if in_swap {
-        if let Some(f) = open(&crate::segment::with_suffix(path, crate::segment::SWAP))? {
-            return Ok(Some(f));
-        }
-    }
-    open(path)
-}
-
-fn read_at_most(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], pos + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

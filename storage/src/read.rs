@@ -536,7 +536,7 @@ enum Replay {
 /// planned ranges and installs the state with the pending batches. `locked`: the caller
 /// holds the log's I/O permit, so no flush moved the durable offset since the plan; what
 /// the files then fail to give (a short or damaged read) is installed anyway with a
-/// warning, as the synchronous rebuild does.
+/// warning.
 async fn replay(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,

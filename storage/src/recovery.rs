@@ -786,7 +786,8 @@ async fn close_files(
     // nothing
     let snap = {
         let st = log.state();
-        st.producers().map(|ps| (st.log_end(), ps.clone()))
+        st.producers_to_snapshot()
+            .map(|ps| (st.log_end(), ps.clone()))
     };
     if let Some((end, ps)) = snap {
         crate::flusher::persist_snapshot(log, end, &ps).await?;

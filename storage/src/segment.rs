@@ -168,9 +168,8 @@ impl Segment {
 
     /// Load indexes from disk if not in memory (sync, small files). A missing or damaged
     /// file yields the valid prefix (possibly empty): correct, only sparser. Shard code
-    /// calls `load_indexes` first, so this finds them in memory and reads nothing; the
-    /// blocking read remains only for the synchronous producer-state rebuild, `append`'s
-    /// fallback when the async rebuild raced a change of the log.
+    /// calls `load_indexes` first (off the shard thread), so this finds them in memory and
+    /// reads nothing.
     pub(crate) fn ensure_indexes(&mut self, dir: &Path) {
         if !self.indexes_missing() {
             return;

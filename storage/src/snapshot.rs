@@ -3,7 +3,7 @@
 //! headers after it, however long a transaction has been under way. Written by the
 //! flusher for a rolled segment's base once everything below it is durable, and at
 //! clean close for the log end; read by the producer-state load (`read.rs`,
-//! `LogState::ensure_producers`). A file is only trusted whole (CRC) and only at or
+//! `load_producers`). A file is only trusted whole (CRC) and only at or
 //! below the log end and at or above the log start; open deletes those past the
 //! recovered end, truncation those past the cut, retention those below the new log
 //! start, and at most `KEEP` newest stay.
@@ -133,9 +133,8 @@ pub(crate) fn decode(b: &[u8]) -> Option<(i64, ProducerStates)> {
     Some((offset, ProducerStates::from_parts(map, unstable)))
 }
 
-/// Reads and decodes the snapshot for `offset` (blocking: run it on a blocking helper
-/// unless in `append`'s synchronous fallback). None if missing, damaged or for another
-/// offset.
+/// Reads and decodes the snapshot for `offset` (blocking: run it on a blocking helper).
+/// None if missing, damaged or for another offset.
 pub(crate) fn read(dir: &std::path::Path, offset: i64) -> Option<ProducerStates> {
     let b = std::fs::read(crate::txn::snapshot_path(dir, offset)).ok()?;
     decode(&b).filter(|(o, _)| *o == offset).map(|(_, ps)| ps)

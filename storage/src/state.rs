@@ -154,7 +154,9 @@ impl LogState {
             truncate_epoch: 0,
             truncations: VecDeque::new(),
             truncating: false,
-            producers: None,
+            // a log with nothing in it, ever (no offset, no snapshot), has no producers:
+            // its state is known without a load
+            producers: (log_end == 0 && snapshots.is_empty()).then(Default::default),
             snapshot_history: !snapshots.is_empty(),
             snapshots: snapshots.into_iter().collect(),
             pending_snapshots: Vec::new(),
@@ -360,7 +362,7 @@ impl LogState {
                 active.state = SegState::Rolled;
                 active.end_offset = h.base_offset;
                 self.segments.push(Segment::new_empty(h.base_offset, false));
-                if let Some(ps) = self.producers.as_deref() {
+                if let Some(ps) = self.producers_to_snapshot() {
                     self.pending_snapshots.push((h.base_offset, ps.clone()));
                 }
             }
@@ -486,34 +488,16 @@ impl LogState {
             self.snapshot_history,
         )
     }
-    /// Build the producer state synchronously if it is not built (`append`'s fallback;
-    /// reads the snapshot and the log with blocking calls).
-    pub(crate) fn ensure_producers(
-        &mut self,
-        dir: &Path,
-        max_bytes: u64,
-    ) -> Result<(), StorageError> {
+    /// The producer state must be built before an append that checks or replays into it
+    /// (idempotent or transactional batches, markers): `ProducerStateNotLoaded` when it is
+    /// not. Nothing here reads the log: the caller awaits
+    /// `PartitionLog::load_producer_state` (async reads) and tries again.
+    pub(crate) fn require_producers(&self) -> Result<(), StorageError> {
         if self.producers.is_some() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(StorageError::ProducerStateNotLoaded)
         }
-        let mut base = None;
-        for o in self.snapshot_candidates() {
-            match crate::snapshot::read(dir, o) {
-                Some(ps) => {
-                    base = Some((o, ps));
-                    break;
-                }
-                None => self.forget_snapshot(o),
-            }
-        }
-        let (at, ps) = match base {
-            Some((o, ps)) => (Some(o), ps),
-            None => (None, ProducerStates::default()),
-        };
-        let plan = self.plan_producer_rebuild(dir, max_bytes, at);
-        let r = producer::rebuild(dir, &plan, ps, &self.pending, self.log_end, self.durable)?;
-        self.install_producers(r.ps, r.aborted, plan.skip_below);
-        Ok(())
     }
     /// Install a state built elsewhere (the async load), without producers that have
     /// nothing left in the log; `aborted` (the entries of the markers the replay saw
@@ -615,6 +599,14 @@ impl LogState {
             self.snapshots.remove(o);
         }
         old
+    }
+    /// The producer state, if built and worth a snapshot: a log that never had a producer
+    /// (a new log's state is built empty at open) writes none, as before it had one, so
+    /// plain logs keep no snapshot files; a load of such a log replays its tail.
+    pub(crate) fn producers_to_snapshot(&self) -> Option<&ProducerStates> {
+        self.producers
+            .as_deref()
+            .filter(|ps| self.snapshot_history || !ps.is_empty())
     }
     /// The producer state as of the log end, to snapshot, when the log had snapshots but
     /// has none left at or below its end (a truncation below all of them), the state is

@@ -266,6 +266,9 @@ async fn session(dir: PathBuf, cfg: Cfg, mut m: Model, ops: Vec<Op>, n0: usize) 
                         (PIDS[p], 0i16, seq)
                     });
                     let data = kv_batch(&refs, m.now, b.codec, producer);
+                    // an idempotent append needs the producer state (an open or a
+                    // truncation leaves it unbuilt): a no-op when it is built
+                    log.load_producer_state().await.unwrap();
                     let info = log
                         .append(data, m.now)
                         .unwrap_or_else(|e| panic!("{ctx}: append: {e}"));

@@ -61,7 +61,6 @@ struct Case {
     interval: u32,
     cache: bool,
     damage: Damage,
-    async_load: bool,
     clean_close: bool,
     retention: Option<u16>,
     truncate: Option<u16>,
@@ -111,22 +110,17 @@ fn case() -> impl Strategy<Value = Case> {
         (
             damage(),
             any::<bool>(),
-            any::<bool>(),
             prop::option::of(any::<u16>()),
             prop::option::of(any::<u16>()),
         ),
     )
         .prop_map(
-            |(
-                (base0, segs, interval, cache),
-                (damage, async_load, clean_close, retention, truncate),
-            )| Case {
+            |((base0, segs, interval, cache), (damage, clean_close, retention, truncate))| Case {
                 base0,
                 segs,
                 interval,
                 cache,
                 damage,
-                async_load,
                 clean_close,
                 retention,
                 truncate,
@@ -443,14 +437,10 @@ async fn check(log: &PartitionLog, m: &Model, ctx: &str) {
 /// The rebuilt producer state knows the producers of the newest segments: a retry of a
 /// producer's last batch is a duplicate with its original offsets, the next sequence is
 /// appended, a sequence further on is refused. Returns the model with the appends.
-async fn check_producers(log: &PartitionLog, mut m: Model, async_load: bool, ctx: &str) -> Model {
+async fn check_producers(log: &PartitionLog, mut m: Model, ctx: &str) -> Model {
     let known = m.known_producers();
-    if async_load {
-        log.load_producer_state().await.unwrap();
-        if !known.is_empty() {
-            assert!(log.producer_state_loaded(), "{ctx}: async load");
-        }
-    }
+    log.load_producer_state().await.unwrap();
+    assert!(log.producer_state_loaded(), "{ctx}: async load");
     for (i, b) in known.into_iter().enumerate() {
         let ts = CLOCK0 + 5_000 + 10 * i as i64;
         let (pid, seq) = b.producer.unwrap();
@@ -527,7 +517,7 @@ async fn first_session(dir: PathBuf, c: Case) -> Model {
         .await
         .unwrap();
     check(&log, &m, "recovered").await;
-    let mut m = check_producers(&log, m, c.async_load, "recovered").await;
+    let mut m = check_producers(&log, m, "recovered").await;
     let plain = mk_batch(0, 3, 20, CLOCK0 + 9_000, 3, None);
     let info = log.append(plain.clone(), CLOCK0).unwrap();
     assert_eq!(info.base_offset, m.end());

@@ -242,6 +242,7 @@ fn state_survives_clean_and_unclean_reopen() {
         log.close().await.unwrap();
 
         let log = open(&shard, &path).await;
+        log.load_producer_state().await.unwrap();
         // the last 5 batches (seq 4..13) are known again, older ones are not
         let r = log.append(pbatch(5, 2, 4, 2, 2), 1).unwrap();
         assert_eq!(offsets(&r), (4, 5, true));
@@ -266,6 +267,7 @@ fn state_survives_clean_and_unclean_reopen() {
             ..Default::default()
         });
         let log = open(&shard, &path).await;
+        log.load_producer_state().await.unwrap();
         let r = log.append(pbatch(5, 2, 14, 1, 7), 1).unwrap();
         assert_eq!(offsets(&r), (14, 14, true));
         let r = log.append(pbatch(5, 2, 12, 2, 6), 1).unwrap();
@@ -298,6 +300,7 @@ fn state_is_rebuilt_across_segments_within_the_bound() {
         log.close().await.unwrap();
 
         let log = PartitionLog::open(&shard, path.clone(), cfg).await.unwrap();
+        log.load_producer_state().await.unwrap();
         // the newest two segments (3 and 4) are read back: both producers are known
         let r = log.append(pbatch(2, 0, 2, 1, 2), 1).unwrap();
         assert_eq!(offsets(&r), (3, 3, true));
@@ -325,6 +328,7 @@ fn truncate_then_retry_appends_again() {
         log.wait_durable(4).await.unwrap();
         log.truncate_to(2).await.unwrap();
         assert_eq!(log.log_end_offset(), 2);
+        log.load_producer_state().await.unwrap();
         // the truncated batches are new again; the surviving one is still a duplicate
         let r = log.append(pbatch(4, 0, 0, 2, 1), 1).unwrap();
         assert_eq!(offsets(&r), (0, 1, true));
@@ -345,6 +349,7 @@ fn truncate_then_retry_appends_again() {
         assert_eq!(contents(&log).await, vec![(0, 4, 0), (2, 4, 2), (4, 4, 4)]);
         // truncating everything forgets the producer: it may start anywhere
         log.truncate_to(0).await.unwrap();
+        log.load_producer_state().await.unwrap();
         let a = log.append(pbatch(4, 0, 4, 1, 3), 1).unwrap();
         assert_eq!(offsets(&a), (0, 0, false));
         shard.shutdown().await.unwrap();
@@ -390,6 +395,7 @@ fn rebuild_reads_only_the_configured_tail_of_the_log() {
         let log = PartitionLog::open(&shard, path.clone(), cfg.clone())
             .await
             .unwrap();
+        log.load_producer_state().await.unwrap();
         assert_eq!(
             offsets(&log.append(big(2, 9, 2), 1).unwrap()),
             (10, 10, true)
@@ -416,6 +422,7 @@ fn rebuild_reads_only_the_configured_tail_of_the_log() {
         // sequence 0 is in the log twice now; the newest copy answers)
         let shard = ShardStorage::start(ShardStorageOptions::default());
         let log = PartitionLog::open(&shard, path, cfg).await.unwrap();
+        log.load_producer_state().await.unwrap();
         assert_eq!(
             offsets(&log.append(big(1, 0, 1), 1).unwrap()),
             (11, 11, true)
@@ -426,7 +433,7 @@ fn rebuild_reads_only_the_configured_tail_of_the_log() {
 }
 
 #[test]
-fn async_load_builds_the_same_state_and_plain_appends_never_build_it() {
+fn appends_never_read_the_log_and_the_async_load_builds_the_state() {
     let dir = tempdir();
     let path = dir.path().join("t-8");
     run(move || async move {
@@ -438,8 +445,11 @@ fn async_load_builds_the_same_state_and_plain_appends_never_build_it() {
         let log = PartitionLog::open(&shard, path.clone(), cfg.clone())
             .await
             .unwrap();
+        assert!(
+            log.producer_state_loaded(),
+            "a new, empty log knows its (empty) state without a load"
+        );
         log.append(batch(2, 10, 1, 1), 1).unwrap();
-        assert!(!log.producer_state_loaded(), "plain appends stay lazy");
         for i in 0..12 {
             log.append(pbatch(6, 1, i * 3, 3, i as u8), 1).unwrap();
         }
@@ -453,6 +463,16 @@ fn async_load_builds_the_same_state_and_plain_appends_never_build_it() {
             !log.producer_state_loaded(),
             "open does not build the state"
         );
+        log.append(batch(1, 10, 1, 1), 1).unwrap();
+        assert!(!log.producer_state_loaded(), "plain appends stay lazy");
+        // an idempotent append needs the state: refused, nothing written, no read
+        let end = log.log_end_offset();
+        assert!(matches!(
+            log.append(pbatch(6, 1, 36, 3, 12), 1),
+            Err(StorageError::ProducerStateNotLoaded)
+        ));
+        assert_eq!(log.log_end_offset(), end);
+        assert!(!log.producer_state_loaded());
         log.load_producer_state().await.unwrap();
         assert!(log.producer_state_loaded());
         log.load_producer_state().await.unwrap(); // no-op

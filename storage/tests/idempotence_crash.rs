@@ -40,6 +40,7 @@ fn idem_child() {
         let log = PartitionLog::open(&shard, PathBuf::from(dir), config())
             .await
             .unwrap();
+        log.load_producer_state().await.unwrap();
         let mut seq = 0i32;
         for i in 0u64.. {
             let n = 1 + (i % 5) as usize;
@@ -154,6 +155,7 @@ fn kill9_keeps_idempotence() {
                 );
             }
             // retries of the last 5 batches are duplicates with their original offsets
+            log.load_producer_state().await.unwrap();
             for &(s, n, base, last) in mine.iter().rev().take(5) {
                 let r = log.append(pbatch(PID, epoch, s, n as usize, 0), 0).unwrap();
                 assert_eq!(
