@@ -633,7 +633,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "1073741824",
         kind: int(1 << 20, 1 << 40),
         unit: "bytes",
-        doc: "With storage.flush.sync=journal: size of each of a shard's two journal files (preallocated with zeros at the first start); a checkpoint starts when the active one is half full, and cycles wait for it when the next one is three quarters full. At least 4 times storage.unflushed.max.bytes (checked at start).",
+        doc: "With storage.flush.sync=journal: size of each of a shard's two journal files (created and filled with zeros the first time a group commit writes storage.journal.min.partitions partitions; kept for later starts); a checkpoint starts when the active one is half full, and cycles wait for it when the next one is three quarters full. At least 4 times storage.unflushed.max.bytes (checked at start).",
     },
     Setting {
         name: "storage.journal.min.partitions",

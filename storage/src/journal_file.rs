@@ -27,8 +27,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 
-/// Zero-fill writes when a journal file is created.
-const FILL_CHUNK: u64 = 1 << 20;
+/// Zero-fill writes when a journal file is created (one per disk turn of the shard).
+const FILL_CHUNK: u64 = 4 << 20;
 
 fn io_err(kind: std::io::ErrorKind, msg: String) -> StorageError {
     StorageError::Io(std::io::Error::new(kind, msg))
@@ -53,11 +53,15 @@ pub(crate) struct ShardJournal {
 impl ShardJournal {
     /// Opens (or creates, zero-filled) the shard's two journal files of `size` bytes in
     /// `<data_dir>/__journal` and starts a new epoch in one of them. Call after
-    /// `replay_journals`: a live journal found here is an error, never overwritten.
+    /// `replay_journals`: a live journal found here is an error, never overwritten. With
+    /// `gate` (the shard's storage), each zero-fill write waits for the shard's disk turn
+    /// (between flusher cycles, as the cleaner's I/O does) and the fill stops with an
+    /// error once the shard is stopping (a file left short is filled again next time).
     pub(crate) async fn open(
         data_dir: &Path,
         shard: u32,
         size: u64,
+        gate: Option<&crate::shard::ShardStorage>,
     ) -> Result<ShardJournal, StorageError> {
         let size = align_down(size);
         if size < 4 * PAGE {
@@ -106,6 +110,15 @@ impl ShardJournal {
                 f.truncate(0).await?;
                 let mut at = 0;
                 while at < size {
+                    if let Some(g) = gate {
+                        if g.stopping.get() {
+                            return Err(io_err(
+                                std::io::ErrorKind::Interrupted,
+                                format!("the shard stopped while {} was filled", path.display()),
+                            ));
+                        }
+                        g.disk_turn().await;
+                    }
                     let n = (size - at).min(FILL_CHUNK) as usize;
                     let mut buf = f.alloc_dma_buffer(n);
                     buf.as_bytes_mut().fill(0);
@@ -304,6 +317,7 @@ impl JournalCtl {
         dir: Option<&Path>,
         shard: u32,
         bytes: u64,
+        gate: Option<&crate::shard::ShardStorage>,
     ) -> Result<JournalCtl, StorageError> {
         let Some(dir) = dir else {
             return Err(StorageError::Io(std::io::Error::new(
@@ -311,7 +325,7 @@ impl JournalCtl {
                 "storage.flush.sync=journal without a journal directory",
             )));
         };
-        let journal = ShardJournal::open(dir, shard, bytes).await?;
+        let journal = ShardJournal::open(dir, shard, bytes, gate).await?;
         Ok(JournalCtl {
             journal,
             io: glommio::sync::Semaphore::new(1),
@@ -372,7 +386,7 @@ mod tests {
         std::fs::create_dir(d.join("t-0")).unwrap();
         let d2 = d.clone();
         run(move || async move {
-            let j = ShardJournal::open(&d2, 0, 64 * PAGE).await.unwrap();
+            let j = ShardJournal::open(&d2, 0, 64 * PAGE, None).await.unwrap();
             assert_eq!((j.epoch(), j.size()), (1, 64 * PAGE));
             j.append(&[entry("t-0", 0, b"abc")]).await.unwrap();
             j.append(&[entry("t-0", 3, b"def")]).await.unwrap();
@@ -394,7 +408,7 @@ mod tests {
         let d2 = d.clone();
         run(move || async move {
             // replay retired both; the next run starts past their epochs
-            let j = ShardJournal::open(&d2, 0, 64 * PAGE).await.unwrap();
+            let j = ShardJournal::open(&d2, 0, 64 * PAGE, None).await.unwrap();
             assert_eq!(j.epoch(), 3);
             j.append(&[entry("t-0", 0, b"xyz")]).await.unwrap();
             j.switch().await.unwrap();
@@ -417,14 +431,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().to_path_buf();
         run(move || async move {
-            let j = ShardJournal::open(&d, 2, 4 * PAGE).await.unwrap();
+            let j = ShardJournal::open(&d, 2, 4 * PAGE, None).await.unwrap();
             j.append(&[entry("t-0", 0, b"a")]).await.unwrap();
             j.append(&[entry("t-0", 1, b"b")]).await.unwrap();
             j.append(&[entry("t-0", 2, b"c")]).await.unwrap();
             assert!(!j.fits(&[entry("t-0", 3, b"d")]));
             assert!(j.append(&[entry("t-0", 3, b"d")]).await.is_err());
             j.close().await;
-            assert!(ShardJournal::open(&d, 2, 4 * PAGE).await.is_err());
+            assert!(ShardJournal::open(&d, 2, 4 * PAGE, None).await.is_err());
         });
     }
 }

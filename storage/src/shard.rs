@@ -116,9 +116,12 @@ pub struct ShardStorage {
     /// One log-cleaner pass at a time on this shard (one dedupe buffer's memory, and
     /// never two passes over the same log).
     pub(crate) cleaner_pass: glommio::sync::Semaphore,
-    /// With `FlushSync::Journal`: the shard's journal once the flusher opened it, or why
-    /// it could not (every journal cycle then fails its logs).
+    /// With `FlushSync::Journal`: the shard's journal once opened (the first time a cycle
+    /// would use it, `tasks::journal_ready`), or why it could not be (cycles then sync
+    /// segments).
     pub(crate) journal: RefCell<Option<Result<Rc<crate::journal_file::JournalCtl>, String>>>,
+    /// The journal is being opened (its files filled) by a task of its own.
+    pub(crate) journal_opening: Cell<bool>,
     /// One `syncfs` for many logs' recovery and close writes (`group_sync.rs`).
     pub(crate) group_sync: crate::group_sync::GroupSync,
     /// Opens surveying and rescanning at once (`recovery::open_log`): bounds their reads
@@ -156,6 +159,7 @@ impl ShardStorage {
             cycle_done: Signal::default(),
             cleaner_pass: glommio::sync::Semaphore::new(1),
             journal: RefCell::new(None),
+            journal_opening: Cell::new(false),
             group_sync: Default::default(),
             open_io: glommio::sync::Semaphore::new(OPEN_IO),
             reaper: Default::default(),

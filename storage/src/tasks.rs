@@ -158,25 +158,9 @@ const FLUSH_WINDOW: usize = 64;
 
 async fn flusher_loop(shard: Rc<ShardStorage>) {
     let window = Rc::new(glommio::sync::Semaphore::new(FLUSH_WINDOW as u64));
-    if shard.opts.flush_sync == FlushSync::Journal {
-        let opened = crate::journal_file::JournalCtl::open(
-            shard.opts.journal_dir.as_deref(),
-            shard.opts.journal_shard,
-            shard.opts.journal_bytes,
-        )
-        .await;
-        match opened {
-            Ok(c) => {
-                let c = Rc::new(c);
-                *shard.journal.borrow_mut() = Some(Ok(c.clone()));
-                let s = shard.clone();
-                glommio::spawn_local(crate::journal_flush::behind_loop(s, c)).detach();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open the shard's journal; its logs fail on flush");
-                *shard.journal.borrow_mut() = Some(Err(e.to_string()));
-            }
-        }
+    if shard.opts.flush_sync == FlushSync::Journal && shard.opts.journal_min_logs <= 1 {
+        // every cycle journals: the journal is opened before the first
+        open_journal(shard.clone(), false).await;
     }
     loop {
         let wait = shard.flush_wake.wait();
@@ -192,7 +176,8 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
         let _cycle = Cycle::start(&shard);
         let started = Instant::now();
         if shard.opts.flush_sync == FlushSync::Journal
-            && (dirty.len() >= shard.opts.journal_min_logs || !shard.journal_open())
+            && dirty.len() >= shard.opts.journal_min_logs
+            && journal_ready(&shard)
         {
             crate::journal_flush::cycle(&shard, dirty).await;
             shard.metrics_add(|m| {
@@ -242,6 +227,56 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
     }
     shard.flusher_running.set(false);
     shard.flusher_done.notify();
+}
+
+/// Whether a cycle can go through the shard's journal (`FlushSync::Journal`). The
+/// journal is opened the first time a cycle would use it, by a task of its own (its files
+/// are filled with zeros on first use, `storage.journal.bytes` each, a disk turn at a
+/// time): until it is open, and for good if it cannot be (logged), cycles sync segments
+/// as `FlushSync::Segment` does, which is as durable.
+fn journal_ready(shard: &Rc<ShardStorage>) -> bool {
+    if shard.journal_open() {
+        return true;
+    }
+    if shard.journal.borrow().is_some() || shard.journal_opening.get() {
+        return false; // failed, or being opened
+    }
+    shard.journal_opening.set(true);
+    glommio::spawn_local(open_journal(shard.clone(), true)).detach();
+    false
+}
+
+/// Opens the shard's journal and starts its write-behind task; `gated`: the zero-fill of
+/// new files waits for disk turns (cycles run meanwhile).
+async fn open_journal(s: Rc<ShardStorage>, gated: bool) {
+    s.journal_opening.set(true);
+    let t = Instant::now();
+    let opened = crate::journal_file::JournalCtl::open(
+        s.opts.journal_dir.as_deref(),
+        s.opts.journal_shard,
+        s.opts.journal_bytes,
+        gated.then_some(&*s),
+    )
+    .await;
+    s.journal_opening.set(false);
+    match opened {
+        Ok(c) => {
+            let c = Rc::new(c);
+            *s.journal.borrow_mut() = Some(Ok(c.clone()));
+            tracing::info!(
+                ms = t.elapsed().as_millis() as u64,
+                "the shard's journal is open"
+            );
+            glommio::spawn_local(crate::journal_flush::behind_loop(s.clone(), c)).detach();
+        }
+        Err(e) if s.stopping.get() => {
+            tracing::info!(error = %e, "the shard stopped before its journal was open");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the shard's journal; its group commits sync segment files instead");
+            *s.journal.borrow_mut() = Some(Err(e.to_string()));
+        }
+    }
 }
 
 /// Marks a flusher cycle under way (`ShardStorage::flushing`) until it drops, then

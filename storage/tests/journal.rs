@@ -148,3 +148,90 @@ fn a_truncation_and_a_delete_leave_nothing_to_resurrect() {
         shard.shutdown().await.unwrap();
     });
 }
+
+/// With `journal_min_logs` above 1 the journal's files are created only when a cycle first
+/// has that many dirty logs (zero-filled a disk turn at a time, cycles syncing segments
+/// meanwhile): a shard that never writes that many at once has no journal files. Once
+/// open, cycles are journaled, and what they made durable survives a stop without close.
+#[test]
+fn the_journal_is_created_when_a_cycle_first_needs_it() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let r = root.clone();
+    let jnl_files = |root: &Path| -> Vec<(String, u64)> {
+        match std::fs::read_dir(root.join(JOURNAL_DIR)) {
+            Ok(d) => d
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name, e.metadata().unwrap().len())
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let written = run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions {
+            journal_min_logs: 8,
+            ..opts(&r, 1 << 20)
+        });
+        let mut logs = Vec::new();
+        for i in 0..16 {
+            logs.push(
+                PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                    .await
+                    .unwrap(),
+            );
+        }
+        // two logs at a time: below the threshold, segments are synced, no journal
+        for round in 0..20u8 {
+            for l in &logs[..2] {
+                let info = l
+                    .append(batch(1, 200, 1_700_000_000_000, round), 0)
+                    .unwrap();
+                l.wait_durable(info.last_offset).await.unwrap();
+            }
+        }
+        assert_eq!(jnl_files(&r), vec![], "no cycle needed the journal");
+        assert_eq!(shard.metrics().journal_bytes_written, 0);
+        // all sixteen at once: the first such cycle opens the journal, later ones use it
+        let mut rounds = 0u32;
+        while shard.metrics().journal_bytes_written == 0 {
+            rounds += 1;
+            assert!(rounds < 2_000, "the journal never took a cycle");
+            let mut waits = Vec::new();
+            for l in &logs {
+                let info = l
+                    .append(batch(1, 200, 1_700_000_000_000, rounds as u8), 0)
+                    .unwrap();
+                waits.push((l, info.last_offset));
+            }
+            for (l, last) in waits {
+                l.wait_durable(last).await.unwrap();
+            }
+        }
+        eprintln!("journal took a cycle after {rounds} rounds");
+        let files = jnl_files(&r);
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files.iter().all(|(_, len)| *len == 1 << 20), "{files:?}");
+        let mut written = Vec::new();
+        for l in &logs {
+            written.push(all(l).await);
+        }
+        // a stop without close or shutdown
+        written
+    });
+    let r = root.clone();
+    run(move || async move {
+        replay_journals(&r).unwrap();
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for (i, want) in written.iter().enumerate() {
+            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                .await
+                .unwrap();
+            assert_eq!(&all(&l).await, want, "log {i}");
+        }
+        shard.shutdown().await.unwrap();
+    });
+}
