@@ -28,7 +28,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 /// Zero-fill writes when a journal file is created (one per disk turn of the shard).
-const FILL_CHUNK: u64 = 4 << 20;
+const FILL_CHUNK: u64 = 16 << 20;
 
 fn io_err(kind: std::io::ErrorKind, msg: String) -> StorageError {
     StorageError::Io(std::io::Error::new(kind, msg))

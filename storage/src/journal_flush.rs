@@ -66,7 +66,7 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
         let res = async {
             let _one = ctl.ckpt.acquire_permit(1).await?;
             if full(&ctl) {
-                checkpoint_locked(shard, &ctl).await?;
+                checkpoint_locked(shard, &ctl, false).await?;
             }
             Ok::<(), StorageError>(())
         }
@@ -337,16 +337,38 @@ async fn checkpoint_queued(
     ctl: &Rc<JournalCtl>,
 ) -> Result<(), StorageError> {
     let _one = ctl.ckpt.acquire_permit(1).await?;
-    checkpoint_locked(shard, ctl).await
+    checkpoint_locked(shard, ctl, false).await
 }
 
+/// Before the shard closes every log (shutdown): one checkpoint whose segment syncs are
+/// one `syncfs` per device (`group_sync.rs`), as the closes' own syncs are, so their
+/// barriers find no live epoch. With 10,000 partitions written, the closes' checkpoint
+/// made 10,000 `fdatasync`s and a clean stop took 20 s instead of 3. A no-op without an
+/// open journal.
+pub(crate) async fn checkpoint_before_close(shard: &Rc<ShardStorage>) -> Result<(), StorageError> {
+    let Ok(ctl) = shard.journal_ctl() else {
+        return Ok(());
+    };
+    ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() + 1);
+    let res = async {
+        let _one = ctl.ckpt.acquire_permit(1).await?;
+        checkpoint_locked(shard, &ctl, true).await
+    }
+    .await;
+    ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() - 1);
+    res
+}
+
+/// `bulk`: sync the written segments with one `syncfs` per device instead of one
+/// `fdatasync` each.
 async fn checkpoint_locked(
     shard: &Rc<ShardStorage>,
     ctl: &Rc<JournalCtl>,
+    bulk: bool,
 ) -> Result<(), StorageError> {
     // an epoch a failed checkpoint left live goes first
     if ctl.journal.previous_live() {
-        settle(shard, ctl).await?;
+        settle(shard, ctl, bulk).await?;
     }
     {
         let _io = ctl.io.acquire_permit(1).await?;
@@ -356,7 +378,7 @@ async fn checkpoint_locked(
         ctl.journal.switch().await?;
     }
     // cycles go on in the new epoch meanwhile
-    settle(shard, ctl).await
+    settle(shard, ctl, bulk).await
 }
 
 /// Waits until every batch journaled before now is written behind (a write-behind pass
@@ -364,7 +386,11 @@ async fn checkpoint_locked(
 /// pass, and a log's batches leave `journaled` only after the segments written are noted
 /// in `to_sync`), syncs every segment written since the last checkpoint, then retires the
 /// previous epoch.
-async fn settle(shard: &Rc<ShardStorage>, ctl: &Rc<JournalCtl>) -> Result<(), StorageError> {
+async fn settle(
+    shard: &Rc<ShardStorage>,
+    ctl: &Rc<JournalCtl>,
+    bulk: bool,
+) -> Result<(), StorageError> {
     let target = ctl.passes_started.get() + 1;
     loop {
         let wait = ctl.pass_done.wait();
@@ -375,7 +401,11 @@ async fn settle(shard: &Rc<ShardStorage>, ctl: &Rc<JournalCtl>) -> Result<(), St
         wait.await;
     }
     let segs: Vec<Written> = ctl.to_sync.borrow_mut().drain().map(|(_, v)| v).collect();
-    let syncs = sync_segments(shard, segs).await?;
+    let syncs = if bulk {
+        sync_devices(shard, &segs).await?
+    } else {
+        sync_segments(shard, segs).await?
+    };
     shard.metrics_add(|m| {
         m.fsyncs += syncs;
         m.journal_checkpoints += 1;
@@ -383,6 +413,22 @@ async fn settle(shard: &Rc<ShardStorage>, ctl: &Rc<JournalCtl>) -> Result<(), St
     let _io = ctl.io.acquire_permit(1).await?;
     ctl.journal.retire_previous().await?;
     Ok(())
+}
+
+/// Makes every segment in `segs` durable with one `syncfs` per device they are on (the
+/// group sync of each log's data directory: its parent, which outlives the log). Returns
+/// the `syncfs` calls waited for.
+async fn sync_devices(shard: &Rc<ShardStorage>, segs: &[Written]) -> Result<u64, StorageError> {
+    let mut devices: Vec<(u64, &std::path::Path)> = Vec::new();
+    for (l, _) in segs {
+        if !devices.iter().any(|(d, _)| *d == l.dev) {
+            devices.push((l.dev, l.dir.parent().unwrap_or(&l.dir)));
+        }
+    }
+    for (dev, dir) in &devices {
+        shard.group_sync.wait(*dev, dir).await?;
+    }
+    Ok(devices.len() as u64)
 }
 
 /// `fdatasync`s every segment in `segs` that still exists, `SYNC_WINDOW` at a time (one

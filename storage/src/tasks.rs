@@ -103,6 +103,12 @@ impl ShardStorage {
         let (syncs_before, time_before) = self.group_sync.stats();
         let mut first_err = None;
         if let Some(me) = self.me.upgrade() {
+            // what the journal holds goes into the segments first, synced by one syncfs
+            // per device rather than by each close's barrier (a failure is logged: the
+            // barriers then do it the usual way)
+            if let Err(e) = crate::journal_flush::checkpoint_before_close(&me).await {
+                tracing::warn!(error = %e, "journal checkpoint before closing the shard's logs failed");
+            }
             // one task per log (see flusher_loop), FLUSH_FANOUT of them writing at once;
             // their syncs shared (`recovery::close_logs`)
             if let Err(e) = crate::recovery::close_logs(&me, logs, FLUSH_FANOUT).await {

@@ -235,3 +235,60 @@ fn the_journal_is_created_when_a_cycle_first_needs_it() {
         shard.shutdown().await.unwrap();
     });
 }
+
+/// A clean shutdown with many logs journaled (one checkpoint before the closes, its
+/// segments synced by one syncfs per device) leaves every batch in its segment files and
+/// no live journal epoch: a start reads them back without replaying anything.
+#[test]
+fn a_clean_shutdown_leaves_everything_in_the_segments_and_no_live_epoch() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let r = root.clone();
+    let written = run(move || async move {
+        let shard = ShardStorage::start(opts(&r, 4 << 20));
+        let mut logs = Vec::new();
+        for i in 0..200 {
+            logs.push(
+                PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for round in 0..5u8 {
+            let mut waits = Vec::new();
+            for l in &logs {
+                let info = l
+                    .append(batch(1, 300, 1_700_000_000_000, round), 0)
+                    .unwrap();
+                waits.push((l, info.last_offset));
+            }
+            for (l, last) in waits {
+                l.wait_durable(last).await.unwrap();
+            }
+        }
+        assert!(shard.metrics().journal_bytes_written > 0);
+        let mut written = Vec::new();
+        for l in &logs {
+            written.push(all(l).await);
+        }
+        drop(logs);
+        shard.shutdown().await.unwrap();
+        written
+    });
+    let replayed = replay_journals(&root).unwrap();
+    assert_eq!(
+        replayed.record_sets, 0,
+        "a live epoch after shutdown: {replayed:?}"
+    );
+    let r = root.clone();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for (i, want) in written.iter().enumerate() {
+            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                .await
+                .unwrap();
+            assert_eq!(&all(&l).await, want, "log {i}");
+        }
+        shard.shutdown().await.unwrap();
+    });
+}
