@@ -623,10 +623,10 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "storage.flush.sync",
-        default: "segment",
+        default: "journal",
         kind: Kind::Choice(&["segment", "filesystem", "journal"]),
         unit: "",
-        doc: "How a group commit makes what it wrote durable: segment (one fdatasync per segment written, a window of 64 logs at a time), filesystem (every log written, then one syncfs per data filesystem per cycle; that also writes back other processes' dirty pages on the filesystem) or journal (experimental: one write and one fdatasync per cycle in a per-shard write-ahead journal under <log.dirs>/__journal, segments written behind and synced at checkpoints; replayed at start).",
+        doc: "How a group commit makes what it wrote durable: segment (one fdatasync per segment written, a window of 64 logs at a time), filesystem (every log written, then one syncfs per data filesystem per cycle; that also writes back other processes' dirty pages on the filesystem) or journal (the default: a group commit of storage.journal.min.partitions partitions or more makes one write and one fdatasync in a per-shard write-ahead journal under <log.dirs>/__journal, the segments written behind and synced at checkpoints, replayed at start; smaller ones sync their segments as segment does).",
     },
     Setting {
         name: "storage.journal.bytes",
@@ -637,7 +637,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "storage.journal.min.partitions",
-        default: "256",
+        default: "32",
         kind: int(1, 1_000_000),
         unit: "partitions",
         doc: "With storage.flush.sync=journal: a group commit that writes fewer partitions than this syncs their segment files as storage.flush.sync=segment does; from this many on it writes one journal record set and syncs only the journal. With few partitions the per-segment syncs are few, and the journal's second copy of every byte costs more CPU than they do. 1 journals every group commit.",
@@ -1199,6 +1199,7 @@ mod tests {
     #[test]
     fn a_journal_smaller_than_four_unflushed_budgets_is_refused() {
         let mut c = BrokerConfig::default();
+        c.set("storage.flush.sync", "segment").unwrap(); // ok: test
         c.set("storage.journal.bytes", "16777216").unwrap(); // ok: test
         assert!(
             c.check_storage().is_ok(),

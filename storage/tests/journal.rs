@@ -45,6 +45,51 @@ async fn all(log: &PartitionLog) -> Vec<bytes::Bytes> {
     out
 }
 
+/// Opens logs `t-0` .. `t-{n-1}` under `root`.
+async fn open_logs(shard: &std::rc::Rc<ShardStorage>, root: &Path, n: usize) -> Vec<PartitionLog> {
+    let mut logs = Vec::new();
+    for i in 0..n {
+        logs.push(
+            PartitionLog::open(shard, root.join(format!("t-{i}")), small_segments())
+                .await
+                .unwrap(),
+        );
+    }
+    logs
+}
+
+/// Appends one batch of `size`-byte records (tag `round`) to each log, then waits until
+/// each is durable.
+async fn append_round(logs: &[PartitionLog], size: usize, round: u8) {
+    let mut waits = Vec::new();
+    for l in logs {
+        let info = l
+            .append(batch(1, size, 1_700_000_000_000, round), 0)
+            .unwrap();
+        waits.push((l, info.last_offset));
+    }
+    for (l, last) in waits {
+        l.wait_durable(last).await.unwrap();
+    }
+}
+
+/// Reopens logs `t-0` .. under `root` after replaying the journals, with segment syncs,
+/// and checks each holds exactly `written[i]`.
+fn check_reopened(root: &Path, written: Vec<Vec<bytes::Bytes>>) {
+    let r = root.to_path_buf();
+    run(move || async move {
+        replay_journals(&r).unwrap();
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for (i, want) in written.iter().enumerate() {
+            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
+                .await
+                .unwrap();
+            assert_eq!(&all(&l).await, want, "log {i}");
+        }
+        shard.shutdown().await.unwrap();
+    });
+}
+
 #[test]
 fn journaled_batches_survive_a_stop_without_close_across_rolls_and_checkpoints() {
     let dir = tempdir();
@@ -82,19 +127,8 @@ fn journaled_batches_survive_a_stop_without_close_across_rolls_and_checkpoints()
         // a stop without close or shutdown
         written
     });
-    let r = root.clone();
-    run(move || async move {
-        // reopened the old way: what the journal held is in the segments after replay
-        replay_journals(&r).unwrap();
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        for (i, want) in written.iter().enumerate() {
-            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
-                .await
-                .unwrap();
-            assert_eq!(&all(&l).await, want, "log {i}");
-        }
-        shard.shutdown().await.unwrap();
-    });
+    // reopened the old way: what the journal held is in the segments after replay
+    check_reopened(&root, written);
 }
 
 #[test]
@@ -176,14 +210,7 @@ fn the_journal_is_created_when_a_cycle_first_needs_it() {
             journal_min_logs: 8,
             ..opts(&r, 1 << 20)
         });
-        let mut logs = Vec::new();
-        for i in 0..16 {
-            logs.push(
-                PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
-                    .await
-                    .unwrap(),
-            );
-        }
+        let logs = open_logs(&shard, &r, 16).await;
         // two logs at a time: below the threshold, segments are synced, no journal
         for round in 0..20u8 {
             for l in &logs[..2] {
@@ -200,16 +227,7 @@ fn the_journal_is_created_when_a_cycle_first_needs_it() {
         while shard.metrics().journal_bytes_written == 0 {
             rounds += 1;
             assert!(rounds < 2_000, "the journal never took a cycle");
-            let mut waits = Vec::new();
-            for l in &logs {
-                let info = l
-                    .append(batch(1, 200, 1_700_000_000_000, rounds as u8), 0)
-                    .unwrap();
-                waits.push((l, info.last_offset));
-            }
-            for (l, last) in waits {
-                l.wait_durable(last).await.unwrap();
-            }
+            append_round(&logs, 200, rounds as u8).await;
         }
         eprintln!("journal took a cycle after {rounds} rounds");
         let files = jnl_files(&r);
@@ -222,18 +240,7 @@ fn the_journal_is_created_when_a_cycle_first_needs_it() {
         // a stop without close or shutdown
         written
     });
-    let r = root.clone();
-    run(move || async move {
-        replay_journals(&r).unwrap();
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        for (i, want) in written.iter().enumerate() {
-            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
-                .await
-                .unwrap();
-            assert_eq!(&all(&l).await, want, "log {i}");
-        }
-        shard.shutdown().await.unwrap();
-    });
+    check_reopened(&root, written);
 }
 
 /// A clean shutdown with many logs journaled (one checkpoint before the closes, its
@@ -246,25 +253,9 @@ fn a_clean_shutdown_leaves_everything_in_the_segments_and_no_live_epoch() {
     let r = root.clone();
     let written = run(move || async move {
         let shard = ShardStorage::start(opts(&r, 4 << 20));
-        let mut logs = Vec::new();
-        for i in 0..200 {
-            logs.push(
-                PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
-                    .await
-                    .unwrap(),
-            );
-        }
+        let logs = open_logs(&shard, &r, 200).await;
         for round in 0..5u8 {
-            let mut waits = Vec::new();
-            for l in &logs {
-                let info = l
-                    .append(batch(1, 300, 1_700_000_000_000, round), 0)
-                    .unwrap();
-                waits.push((l, info.last_offset));
-            }
-            for (l, last) in waits {
-                l.wait_durable(last).await.unwrap();
-            }
+            append_round(&logs, 300, round).await;
         }
         assert!(shard.metrics().journal_bytes_written > 0);
         let mut written = Vec::new();
@@ -280,15 +271,5 @@ fn a_clean_shutdown_leaves_everything_in_the_segments_and_no_live_epoch() {
         replayed.record_sets, 0,
         "a live epoch after shutdown: {replayed:?}"
     );
-    let r = root.clone();
-    run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        for (i, want) in written.iter().enumerate() {
-            let l = PartitionLog::open(&shard, r.join(format!("t-{i}")), small_segments())
-                .await
-                .unwrap();
-            assert_eq!(&all(&l).await, want, "log {i}");
-        }
-        shard.shutdown().await.unwrap();
-    });
+    check_reopened(&root, written);
 }
