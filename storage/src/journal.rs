@@ -239,6 +239,32 @@ pub struct JournalReplay {
 /// the clean-shutdown marker of every log written to is removed (its end moved, so open
 /// rescans it), then each journal's header says retired. A crash part way through replays
 /// again: the writes are idempotent.
+/// Whether a journal file under `data_dir` (any shard's) holds a live epoch: one that a
+/// replay has not written into the segments yet. Blocking (header reads).
+pub(crate) fn any_live(data_dir: &Path) -> std::io::Result<bool> {
+    let rd = match std::fs::read_dir(data_dir.join(JOURNAL_DIR)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let p = e?.path();
+        if p.extension().is_none_or(|x| x != "jnl") {
+            continue;
+        }
+        let mut h = vec![0u8; HEADER_LEN];
+        match std::fs::File::open(&p)?.read_exact_at(&mut h, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => return Err(e),
+        }
+        if FileHeader::decode(&h).is_some_and(|h| h.live) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn replay_journals(data_dir: &Path) -> std::io::Result<JournalReplay> {
     let jdir = data_dir.join(JOURNAL_DIR);
     let mut files = Vec::new();

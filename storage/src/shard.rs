@@ -122,6 +122,8 @@ pub struct ShardStorage {
     pub(crate) journal: RefCell<Option<Result<Rc<crate::journal_file::JournalCtl>, String>>>,
     /// The journal is being opened (its files filled) by a task of its own.
     pub(crate) journal_opening: Cell<bool>,
+    /// A journal was still live at start (no replay ran): every cycle fails its logs.
+    pub(crate) journal_refused: Cell<bool>,
     /// One `syncfs` for many logs' recovery and close writes (`group_sync.rs`).
     pub(crate) group_sync: crate::group_sync::GroupSync,
     /// Opens surveying and rescanning at once (`recovery::open_log`): bounds their reads
@@ -160,6 +162,7 @@ impl ShardStorage {
             cleaner_pass: glommio::sync::Semaphore::new(1),
             journal: RefCell::new(None),
             journal_opening: Cell::new(false),
+            journal_refused: Cell::new(false),
             group_sync: Default::default(),
             open_io: glommio::sync::Semaphore::new(OPEN_IO),
             reaper: Default::default(),

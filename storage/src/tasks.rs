@@ -164,9 +164,12 @@ const FLUSH_WINDOW: usize = 64;
 
 async fn flusher_loop(shard: Rc<ShardStorage>) {
     let window = Rc::new(glommio::sync::Semaphore::new(FLUSH_WINDOW as u64));
-    if shard.opts.flush_sync == FlushSync::Journal && shard.opts.journal_min_logs <= 1 {
-        // every cycle journals: the journal is opened before the first
-        open_journal(shard.clone(), false).await;
+    if shard.opts.flush_sync == FlushSync::Journal {
+        refuse_unreplayed_journal(&shard).await;
+        if shard.opts.journal_min_logs <= 1 && !shard.journal_refused.get() {
+            // every cycle journals: the journal is opened before the first
+            open_journal(shard.clone(), false).await;
+        }
     }
     loop {
         let wait = shard.flush_wake.wait();
@@ -182,8 +185,8 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
         let _cycle = Cycle::start(&shard);
         let started = Instant::now();
         if shard.opts.flush_sync == FlushSync::Journal
-            && dirty.len() >= shard.opts.journal_min_logs
-            && journal_ready(&shard)
+            && (shard.journal_refused.get()
+                || (dirty.len() >= shard.opts.journal_min_logs && journal_ready(&shard)))
         {
             crate::journal_flush::cycle(&shard, dirty).await;
             shard.metrics_add(|m| {
@@ -250,6 +253,31 @@ fn journal_ready(shard: &Rc<ShardStorage>) -> bool {
     shard.journal_opening.set(true);
     glommio::spawn_local(open_journal(shard.clone(), true)).detach();
     false
+}
+
+/// A journal still live when the shard starts (a replay did not run: the broker always
+/// runs one first) holds entries a later replay would write over anything the segments
+/// take meanwhile: every cycle then fails its logs (journal cycles with the journal
+/// refused), as opening it would have, rather than lose data.
+async fn refuse_unreplayed_journal(shard: &Rc<ShardStorage>) {
+    let Some(dir) = shard.opts.journal_dir.clone() else {
+        return;
+    };
+    let d = dir.clone();
+    let why = match crate::blocking::run(&dir, move || crate::journal::any_live(&d)).await {
+        Ok(false) => return,
+        Ok(true) => format!(
+            "a live journal under {}: replay it (replay_journals) before the shard starts",
+            dir.join(crate::journal::JOURNAL_DIR).display()
+        ),
+        Err(e) => format!("cannot read the journals' headers: {e}"),
+    };
+    tracing::error!(
+        why,
+        "the shard's journal is refused; its logs fail on flush"
+    );
+    shard.journal_refused.set(true);
+    *shard.journal.borrow_mut() = Some(Err(why));
 }
 
 /// Opens the shard's journal and starts its write-behind task; `gated`: the zero-fill of

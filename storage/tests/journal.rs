@@ -273,3 +273,39 @@ fn a_clean_shutdown_leaves_everything_in_the_segments_and_no_live_epoch() {
     );
     check_reopened(&root, written);
 }
+
+/// A shard started in journal mode over a journal that is still live (no replay ran)
+/// refuses it: appends are not made durable (the log fails) rather than written into
+/// segments that a later replay would write the old entries over.
+#[test]
+fn a_live_journal_not_replayed_fails_the_logs() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    let r = root.clone();
+    run(move || async move {
+        let shard = ShardStorage::start(opts(&r, 1 << 20));
+        let logs = open_logs(&shard, &r, 2).await;
+        append_round(&logs, 200, 1).await;
+        assert!(shard.metrics().journal_bytes_written > 0);
+        // a stop without close or shutdown: the epoch stays live
+    });
+    let r = root.clone();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions {
+            flush_sync: FlushSync::Journal,
+            journal_dir: Some(r.clone()),
+            journal_bytes: 1 << 20,
+            ..Default::default()
+        });
+        let log = PartitionLog::open(&shard, r.join("t-0"), small_segments())
+            .await
+            .unwrap();
+        let info = log.append(batch(1, 200, 1_700_000_000_000, 2), 0).unwrap();
+        assert!(
+            log.wait_durable(info.last_offset).await.is_err(),
+            "a live, unreplayed journal must not let writes through"
+        );
+    });
+    // the replay still has what the live epoch held
+    assert!(replay_journals(&root).unwrap().record_sets > 0);
+}
