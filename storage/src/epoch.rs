@@ -164,6 +164,11 @@ impl EpochCache {
     }
 
     /// The entries and change counter to write, if the file is behind.
+    /// Changed since the file was last written.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.gen != self.persisted
+    }
+
     pub(crate) fn snapshot_if_dirty(&self) -> Option<(u64, Vec<(i32, i64)>)> {
         (self.gen != self.persisted).then(|| (self.gen, self.entries.clone()))
     }

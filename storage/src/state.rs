@@ -432,6 +432,16 @@ impl LogState {
         self.epochs.entries().to_vec()
     }
     /// The leader-epoch entries and their change counter, if the checkpoint is behind.
+    /// A flush has files to write before its batches: the clean-shutdown marker to remove,
+    /// the leader-epoch checkpoint or a `.txnindex` changed.
+    pub(crate) fn has_files_to_prepare(&self) -> bool {
+        self.marker_present
+            || self.epochs.is_dirty()
+            || self
+                .segments
+                .iter()
+                .any(|s| s.txn_dirty && s.txn.loaded().is_some())
+    }
     pub(crate) fn epochs_snapshot(&self) -> Option<(u64, Vec<(i32, i64)>)> {
         self.epochs.snapshot_if_dirty()
     }
