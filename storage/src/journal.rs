@@ -239,21 +239,20 @@ pub struct JournalReplay {
 /// the clean-shutdown marker of every log written to is removed (its end moved, so open
 /// rescans it), then each journal's header says retired. A crash part way through replays
 /// again: the writes are idempotent.
-/// Whether a journal file under `data_dir` (any shard's) holds a live epoch: one that a
-/// replay has not written into the segments yet. Blocking (header reads).
-pub(crate) fn any_live(data_dir: &Path) -> std::io::Result<bool> {
-    let rd = match std::fs::read_dir(data_dir.join(JOURNAL_DIR)) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let p = e?.path();
-        if p.extension().is_none_or(|x| x != "jnl") {
-            continue;
-        }
+/// Whether one of shard `shard`'s journal files under `data_dir` holds a live epoch: one
+/// that a replay has not written into the segments yet. Only this shard's: another
+/// shard may already have opened its own (live) journal while this one starts.
+/// Blocking (header reads).
+pub(crate) fn shard_journal_live(data_dir: &Path, shard: u32) -> std::io::Result<bool> {
+    for slot in 0..2 {
+        let p = data_dir.join(JOURNAL_DIR).join(file_name(shard, slot));
+        let f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let mut h = vec![0u8; HEADER_LEN];
-        match std::fs::File::open(&p)?.read_exact_at(&mut h, 0) {
+        match f.read_exact_at(&mut h, 0) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
             Err(e) => return Err(e),

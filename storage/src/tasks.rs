@@ -255,16 +255,17 @@ fn journal_ready(shard: &Rc<ShardStorage>) -> bool {
     false
 }
 
-/// A journal still live when the shard starts (a replay did not run: the broker always
-/// runs one first) holds entries a later replay would write over anything the segments
+/// This shard's journal still live when the shard starts (a replay did not run: the
+/// broker always runs one first) holds entries a later replay would write over anything the segments
 /// take meanwhile: every cycle then fails its logs (journal cycles with the journal
 /// refused), as opening it would have, rather than lose data.
 async fn refuse_unreplayed_journal(shard: &Rc<ShardStorage>) {
     let Some(dir) = shard.opts.journal_dir.clone() else {
         return;
     };
-    let d = dir.clone();
-    let why = match crate::blocking::run(&dir, move || crate::journal::any_live(&d)).await {
+    let (d, id) = (dir.clone(), shard.opts.journal_shard);
+    let live = crate::blocking::run(&dir, move || crate::journal::shard_journal_live(&d, id));
+    let why = match live.await {
         Ok(false) => return,
         Ok(true) => format!(
             "a live journal under {}: replay it (replay_journals) before the shard starts",
