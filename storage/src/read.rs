@@ -454,7 +454,7 @@ pub(crate) async fn load_producers(
             // the log changed under the read (batches left the pending queue before it
             // reached them, a truncation, a swap): once more with the log's I/O permit,
             // which every flush, truncation and swap holds, so nothing can change under
-            // it and `append` is not left to rebuild on the shard thread
+            // it and the append waiting for this load finds the state built
             let _permit = log.io.acquire_permit(1).await?;
             #[cfg(test)]
             LOCKED_REPLAYS.with(|n| n.set(n.get() + 1));
