@@ -163,14 +163,14 @@ impl EpochCache {
         }
     }
 
-    /// The entries and change counter to write, if the file is behind.
     /// Changed since the file was last written.
     pub(crate) fn is_dirty(&self) -> bool {
         self.gen != self.persisted
     }
 
+    /// The entries and change counter to write, if the file is behind.
     pub(crate) fn snapshot_if_dirty(&self) -> Option<(u64, Vec<(i32, i64)>)> {
-        (self.gen != self.persisted).then(|| (self.gen, self.entries.clone()))
+        self.is_dirty().then(|| (self.gen, self.entries.clone()))
     }
 
     /// The file now reflects change `gen`.

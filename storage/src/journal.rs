@@ -229,16 +229,17 @@ pub struct JournalReplay {
     pub skipped: usize,
 }
 
-/// Replays every live journal in `<data_dir>/__journal` into its segment files, then
-/// retires them (header rewritten as not live, synced; the files stay for reuse). Blocking, for the broker's main thread before any shard opens a log.
-///
-/// Per shard, files go in epoch order, each up to its first invalid record set. Each
-/// entry's bytes are written at its position in `<data_dir>/<dir>/<seg_base>.log`
-/// (created if the log directory exists: a segment rolled since the last checkpoint);
-/// entries of a log directory that is gone are skipped. Every file written is synced,
-/// the clean-shutdown marker of every log written to is removed (its end moved, so open
-/// rescans it), then each journal's header says retired. A crash part way through replays
-/// again: the writes are idempotent.
+/// A journal file's header; None if the file is shorter than one or it does not decode.
+/// Blocking.
+fn read_header(f: &std::fs::File) -> std::io::Result<Option<FileHeader>> {
+    let mut h = vec![0u8; HEADER_LEN];
+    match f.read_exact_at(&mut h, 0) {
+        Ok(()) => Ok(FileHeader::decode(&h)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether one of shard `shard`'s journal files under `data_dir` holds a live epoch: one
 /// that a replay has not written into the segments yet. Only this shard's: another
 /// shard may already have opened its own (live) journal while this one starts.
@@ -251,19 +252,23 @@ pub(crate) fn shard_journal_live(data_dir: &Path, shard: u32) -> std::io::Result
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let mut h = vec![0u8; HEADER_LEN];
-        match f.read_exact_at(&mut h, 0) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
-            Err(e) => return Err(e),
-        }
-        if FileHeader::decode(&h).is_some_and(|h| h.live) {
+        if read_header(&f)?.is_some_and(|h| h.live) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
+/// Replays every live journal in `<data_dir>/__journal` into its segment files, then
+/// retires them (header rewritten as not live, synced; the files stay for reuse). Blocking, for the broker's main thread before any shard opens a log.
+///
+/// Per shard, files go in epoch order, each up to its first invalid record set. Each
+/// entry's bytes are written at its position in `<data_dir>/<dir>/<seg_base>.log`
+/// (created if the log directory exists: a segment rolled since the last checkpoint);
+/// entries of a log directory that is gone are skipped. Every file written is synced,
+/// the clean-shutdown marker of every log written to is removed (its end moved, so open
+/// rescans it), then each journal's header says retired. A crash part way through replays
+/// again: the writes are idempotent.
 pub fn replay_journals(data_dir: &Path) -> std::io::Result<JournalReplay> {
     let jdir = data_dir.join(JOURNAL_DIR);
     let mut files = Vec::new();
@@ -282,13 +287,7 @@ pub fn replay_journals(data_dir: &Path) -> std::io::Result<JournalReplay> {
     let mut headed = Vec::new();
     for p in files {
         let f = std::fs::File::open(&p)?;
-        let mut h = vec![0u8; HEADER_LEN];
-        let header = match f.read_exact_at(&mut h, 0) {
-            Ok(()) => FileHeader::decode(&h),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
-            Err(e) => return Err(e),
-        };
-        headed.push((header, p, f));
+        headed.push((read_header(&f)?, p, f));
     }
     headed.sort_by_key(|(h, p, _)| (h.map(|h| (h.shard, h.epoch)), p.clone()));
     let mut out = JournalReplay::default();

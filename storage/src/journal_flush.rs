@@ -102,7 +102,8 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
         // checked again with no wait between it and taking the batches below (a log whose
         // leader epoch changed meanwhile writes its checkpoint now)
         if l.state().failure().is_some() {
-            shard.notify_log(l); // its prepare failed just above (logged there)
+            // failed (its prepare just above, logged there, or earlier): nothing to take
+            shard.notify_log(l);
             continue;
         }
         let prepared = match needs_prepare(l) {

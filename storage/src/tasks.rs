@@ -284,7 +284,6 @@ async fn refuse_unreplayed_journal(shard: &Rc<ShardStorage>) {
 /// Opens the shard's journal and starts its write-behind task; `gated`: the zero-fill of
 /// new files waits for disk turns (cycles run meanwhile).
 async fn open_journal(s: Rc<ShardStorage>, gated: bool) {
-    s.journal_opening.set(true);
     let t = Instant::now();
     let opened = crate::journal_file::JournalCtl::open(
         s.opts.journal_dir.as_deref(),
