@@ -211,7 +211,9 @@ async fn flush_locked(
     let (n, target_end, groups, to_seal, checkpoint) = {
         let mut st = log.state_mut();
         if behind {
-            if st.failure().is_some() || st.pending().journaled() == 0 {
+            // a failed log's journaled batches too: acknowledged, durable only in the
+            // journal (`LogState::fail` keeps them)
+            if st.is_deleted() || st.pending().journaled() == 0 {
                 return Ok(());
             }
         } else if !st.begin_flush() {

@@ -93,7 +93,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         2 + self.dir.len() + 8 + 8 + 4 + self.data.len()
     }
 }

@@ -303,6 +303,12 @@ pub(crate) struct JournalCtl {
     pub(crate) behind_wake: Signal,
     /// Segments written behind since the last checkpoint, per log id.
     pub(crate) to_sync: RefCell<HashMap<u64, Written>>,
+    /// Failed logs whose journaled batches could not be written behind (a closing one
+    /// may have left the shard's registry): no checkpoint retires an epoch while one is.
+    pub(crate) stranded: RefCell<Vec<Rc<LogInner>>>,
+    /// Tests: the write-behind task starts no pass while set.
+    #[cfg(test)]
+    pub(crate) behind_paused: Cell<bool>,
     /// Checkpoints running or waiting for their turn (a cycle starts one only at 0).
     pub(crate) checkpoints_wanted: Cell<u32>,
     /// Write-behind passes started and ended (`u64::MAX` once the task ended), and a
@@ -333,6 +339,9 @@ impl JournalCtl {
             behind: RefCell::new(Vec::new()),
             behind_wake: Signal::default(),
             to_sync: RefCell::new(HashMap::new()),
+            stranded: RefCell::new(Vec::new()),
+            #[cfg(test)]
+            behind_paused: Cell::new(false),
             checkpoints_wanted: Cell::new(0),
             passes_started: Cell::new(0),
             passes_done: Cell::new(0),

@@ -33,6 +33,9 @@ use std::time::Duration;
 const BEHIND_WINDOW: usize = 64;
 /// Segment `fdatasync`s of a checkpoint in flight at once.
 const SYNC_WINDOW: usize = 64;
+/// Room a cycle leaves below a quarter of a journal file for its record set's header and
+/// its alignment to a page, so its entries go in one set.
+const CYCLE_CAP_SLACK: usize = 2 * crate::segment::PAGE as usize;
 
 /// The log's directory name, if the log can be journaled (a directory directly inside
 /// the journal's data directory).
@@ -77,6 +80,13 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
         }
     }
     let mut entries: Vec<Entry> = Vec::new();
+    // what a cycle journals fits a quarter of a file in one record set (`full` above
+    // left that much room); the rest waits for the next cycle. The broker's admission
+    // keeps cycles below it (`storage.journal.bytes` >= 4 x `storage.unflushed.max.bytes`),
+    // the library alone bounds nothing
+    let cap = ((ctl.journal.size() / 4) as usize).saturating_sub(CYCLE_CAP_SLACK);
+    let mut taken = 0usize;
+    let mut left_over = Vec::new();
     // (log, its permit, batches journaled now, the durable end they give)
     let mut logs = Vec::new();
     let mut fallback = Vec::new();
@@ -121,6 +131,12 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             if !st.begin_flush() {
                 continue;
             }
+            if taken > 0 && taken >= cap {
+                if st.requeue() {
+                    left_over.push(l.clone());
+                }
+                continue;
+            }
             let skip = st.pending().journaled();
             // each batch's place: its segment's written size plus the batches before it
             // (the queue is in offset order, so one segment's batches are consecutive)
@@ -134,12 +150,22 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
                 };
                 at = Some((p.seg_base, pos + p.data.len() as u64));
                 if i >= skip {
-                    entries.push(Entry {
+                    let e = Entry {
                         dir: name.clone(),
                         seg_base: p.seg_base,
                         pos,
                         data: p.data.clone(),
-                    });
+                    };
+                    // one batch larger than the cap goes alone (and fails if the file
+                    // cannot hold it)
+                    if taken > 0 && taken + e.encoded_len() > cap {
+                        if st.requeue() {
+                            left_over.push(l.clone());
+                        }
+                        break;
+                    }
+                    taken += e.encoded_len();
+                    entries.push(e);
                     n += 1;
                     end = Some(p.last + 1);
                 }
@@ -155,6 +181,8 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
         glommio::spawn_local(async move { crate::flusher::flush_log(&s, &l, None, None).await })
             .detach();
     }
+    // the next cycle takes them
+    shard.inner.borrow_mut().dirty.extend(left_over);
     if !busy.is_empty() {
         // still dirty (no `begin_flush`): back on the list, without a busy loop
         if logs.is_empty() {
@@ -169,12 +197,16 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
     let res = append(&ctl, &entries).await;
     let took = t.elapsed();
     let epoch = ctl.journal.epoch();
+    let mut snapshots = Vec::new();
     for (l, permit, n, end) in logs {
         match &res {
             Ok(_) => {
                 l.state_mut().journaled(n, end);
                 l.journal_epoch.set(epoch);
                 ctl.behind.borrow_mut().push(l.clone());
+                if l.state().has_due_snapshots() {
+                    snapshots.push(l.clone());
+                }
             }
             Err(e) => {
                 tracing::error!(dir = %l.dir.display(), error = %e, "journal write failed; log is now failed");
@@ -192,6 +224,9 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
         m.fsync_durations.observe(took);
         m.journal_bytes_written += bytes;
     });
+    for l in snapshots {
+        glommio::spawn_local(persist_due_snapshots(shard.clone(), l)).detach();
+    }
     ctl.behind_wake.notify();
     if ctl.journal.used() > ctl.journal.size() / 2 && ctl.checkpoints_wanted.get() == 0 {
         let s = shard.clone();
@@ -206,6 +241,31 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             }
         })
         .detach();
+    }
+}
+
+/// Writes the producer-state snapshots of the segments `log` rolled, now that the
+/// batches before them are durable (in the journal: a replay puts them in the segments
+/// before any open). Not left to the write-behind, which a log written without a pause
+/// can keep waiting for its permit until a checkpoint: a crash meanwhile left a log
+/// with no snapshot, whose state was then rebuilt from its tail alone (a transaction
+/// open since before it forgotten). A failure fails the log, as in `flush_log`.
+async fn persist_due_snapshots(shard: Rc<ShardStorage>, log: Rc<LogInner>) {
+    let Ok(_permit) = log.io.acquire_permit(1).await else {
+        return;
+    };
+    if log.state().gone().is_some() {
+        return;
+    }
+    let due = log.state_mut().take_due_snapshots();
+    for (offset, ps) in due {
+        if let Err(e) = crate::flusher::persist_snapshot(&log, offset, &ps).await {
+            let e = StorageError::from(e);
+            tracing::error!(dir = %log.dir.display(), error = %e, "producer-state snapshot failed; log is now failed");
+            log.state_mut().fail(&e);
+            shard.notify_log(&log);
+            return;
+        }
     }
 }
 
@@ -296,6 +356,11 @@ async fn append(ctl: &Rc<JournalCtl>, entries: &[Entry]) -> Result<(u64, u64), S
 pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
     let window = Rc::new(glommio::sync::Semaphore::new(BEHIND_WINDOW as u64));
     loop {
+        #[cfg(test)]
+        if ctl.behind_paused.get() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
         let wait = ctl.behind_wake.wait();
         let mut logs: Vec<Rc<LogInner>> = std::mem::take(&mut *ctl.behind.borrow_mut());
         let pass = ctl.passes_started.get() + 1;
@@ -325,7 +390,7 @@ pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
                     // not `acquire_permit().await`: a barrier holds its log's permit while
                     // it waits for a checkpoint, which waits for this pass; it wrote its
                     // log behind first, so nothing is journaled there
-                    while l.state().pending().journaled() > 0 && l.state().failure().is_none() {
+                    while l.state().pending().journaled() > 0 && !l.state().is_deleted() {
                         if let Ok(_p) = l.io.try_acquire_permit(1) {
                             write_behind(&s, &c, &l).await;
                             break;
@@ -345,7 +410,8 @@ pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
 }
 
 /// Writes `log`'s journaled batches behind (its permit held) and remembers the segments
-/// for the next checkpoint; a failure fails the log.
+/// for the next checkpoint; a failure fails the log, whose journaled batches then stay
+/// (`stranded`) for the checkpoints to try again.
 async fn write_behind(shard: &Rc<ShardStorage>, ctl: &JournalCtl, log: &Rc<LogInner>) {
     let note = |bases: &[i64]| {
         if !bases.is_empty() {
@@ -361,9 +427,57 @@ async fn write_behind(shard: &Rc<ShardStorage>, ctl: &JournalCtl, log: &Rc<LogIn
         Err(e) => {
             tracing::error!(dir = %log.dir.display(), error = %e, "write-behind failed; log is now failed");
             log.state_mut().fail(&e);
+            let mut stranded = ctl.stranded.borrow_mut();
+            if !stranded.iter().any(|l| l.id == log.id) {
+                stranded.push(log.clone());
+            }
         }
     }
     shard.notify_log(log);
+}
+
+/// Before a checkpoint retires an epoch: each failed log with batches still journaled
+/// (acknowledged, durable only in the journal: `LogState::fail` keeps them) is written
+/// behind once more. While one is left the checkpoint fails and the epochs stay live, so
+/// the replay at the next start writes those batches; with the journal full, cycles then
+/// fail their logs, as Kafka takes a log directory offline after an I/O error.
+async fn write_behind_stranded(
+    shard: &Rc<ShardStorage>,
+    ctl: &JournalCtl,
+) -> Result<(), StorageError> {
+    let mut logs: Vec<Rc<LogInner>> = std::mem::take(&mut *ctl.stranded.borrow_mut());
+    logs.extend(
+        shard
+            .inner
+            .borrow()
+            .logs
+            .values()
+            .filter(|l| l.state().stranded_in_journal())
+            .cloned(),
+    );
+    logs.sort_by_key(|l| l.id);
+    logs.dedup_by_key(|l| l.id);
+    for l in &logs {
+        if !l.state().stranded_in_journal() {
+            continue;
+        }
+        // busy (a barrier of its own holds it): counted as left below
+        if let Ok(_p) = l.io.try_acquire_permit(1) {
+            write_behind(shard, ctl, l).await;
+        }
+    }
+    let mut stranded = ctl.stranded.borrow_mut();
+    stranded.clear(); // write_behind put the ones that failed again back: all are below
+    logs.retain(|l| l.state().stranded_in_journal());
+    let first = logs.first().map(|l| l.dir.display().to_string());
+    *stranded = logs;
+    match first {
+        None => Ok(()),
+        Some(dir) => Err(StorageError::Io(std::io::Error::other(format!(
+            "{} failed log(s) ({dir}, ...) hold journaled batches not yet in their segments; the journal epoch stays live",
+            stranded.len()
+        )))),
+    }
 }
 
 /// Switches to a new epoch (if the active one holds anything), writes behind every
@@ -445,6 +559,7 @@ async fn settle(
         ctl.behind_wake.notify();
         wait.await;
     }
+    write_behind_stranded(shard, ctl).await?;
     let segs: Vec<Written> = ctl.to_sync.borrow_mut().drain().map(|(_, v)| v).collect();
     let syncs = if bulk {
         sync_devices(shard, &segs).await?
@@ -539,8 +654,8 @@ pub(crate) async fn barrier(shard: &ShardStorage, log: &Rc<LogInner>) -> Result<
     }
     if log.state().pending().journaled() > 0 {
         write_behind(shard, &ctl, log).await;
-        if let Some(err) = log.state().failure() {
-            return Err(err);
+        if log.state().pending().journaled() > 0 {
+            return Err(log.state().failure().unwrap_or(StorageError::Closed));
         }
     }
     // its segments are among those the checkpoint syncs (kept by `to_sync`, even when
@@ -551,4 +666,158 @@ pub(crate) async fn barrier(shard: &ShardStorage, log: &Rc<LogInner>) -> Result<
         checkpoint(shard).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{test_batch, test_dir, LogConfig, PartitionLog, ShardStorage, ShardStorageOptions};
+    use std::path::{Path, PathBuf};
+
+    fn journal_opts(root: &Path) -> ShardStorageOptions {
+        ShardStorageOptions {
+            flush_sync: crate::FlushSync::Journal,
+            journal_dir: Some(root.to_path_buf()),
+            journal_bytes: 16 << 20,
+            journal_min_logs: 1,
+            cleaner_enabled: false,
+            ..Default::default()
+        }
+    }
+
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        f: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(f)
+            .unwrap() // ok: test
+            .join()
+            .unwrap(); // ok: test
+    }
+
+    /// Appends 4 batches, the last 3 with the write-behind paused (once the first has
+    /// opened the journal), each durable before the next: those are in the journal, not
+    /// written behind. Returns them all.
+    async fn journaled_not_behind(shard: &ShardStorage, log: &PartitionLog) -> Vec<bytes::Bytes> {
+        let mut appended = Vec::new();
+        for i in 0..4u32 {
+            let b = test_batch(0, &i.to_be_bytes());
+            let info = log.append(b.clone(), 0).unwrap();
+            appended.push(b);
+            log.wait_durable(info.last_offset).await.unwrap();
+            shard.journal_ctl().unwrap().behind_paused.set(true);
+        }
+        assert!(log.inner.state().pending().journaled() >= 3);
+        appended
+    }
+
+    /// Reopens the log at `dir` after the journals of `root` are replayed (as the broker
+    /// starts) and returns its log end.
+    fn reopened_end(root: PathBuf, dir: PathBuf) -> i64 {
+        crate::replay_journals(&root).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&root));
+            let log = PartitionLog::open(&shard, dir, LogConfig::default())
+                .await
+                .unwrap();
+            tx.send(log.log_end_offset()).unwrap();
+            shard.shutdown().await.unwrap();
+        });
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn a_failed_log_keeps_its_journaled_batches_and_they_are_written_behind() {
+        let root = test_dir();
+        let (r, dir) = (root.path().to_path_buf(), root.path().join("t-0"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, d, LogConfig::default())
+                .await
+                .unwrap();
+            let appended = journaled_not_behind(&shard, &log).await;
+            log.inner
+                .state_mut()
+                .fail(&crate::StorageError::Io(std::io::Error::other("injected")));
+            assert!(
+                log.inner.state().stranded_in_journal(),
+                "journaled batches dropped"
+            );
+            shard.journal_ctl().unwrap().behind_paused.set(false);
+            // the checkpoint's pass writes them behind, then retires the epoch
+            super::checkpoint(&shard).await.unwrap();
+            assert_eq!(log.inner.state().pending().journaled(), 0);
+            tx.send(appended.len() as i64).unwrap();
+            // no close: the segments must hold what the retired epoch held
+            std::mem::forget(log);
+            std::mem::forget(shard);
+        });
+        let acked = rx.recv().unwrap();
+        assert_eq!(reopened_end(root.path().to_path_buf(), dir), acked);
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_epoch_of_batches_a_failed_log_cannot_write() {
+        let root = test_dir();
+        let (r, dir) = (root.path().to_path_buf(), root.path().join("t-0"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, d.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            let appended = journaled_not_behind(&shard, &log).await;
+            // the segment can no longer be opened (a directory in its place, its cached
+            // descriptor dropped): the write-behind fails
+            let seg = crate::segment::log_path(&d, 0);
+            let aside = d.join("aside");
+            std::fs::rename(&seg, &aside).unwrap();
+            std::fs::create_dir(&seg).unwrap();
+            shard.inner.borrow_mut().files.remove(log.inner.id, 0);
+            let ctl = shard.journal_ctl().unwrap();
+            ctl.behind_paused.set(false);
+            assert!(super::checkpoint(&shard).await.is_err(), "an epoch retired");
+            assert!(log.inner.state().stranded_in_journal());
+            assert!(
+                ctl.journal.previous_live(),
+                "the epoch holding them was retired"
+            );
+            tx.send(appended.len() as i64).unwrap();
+            // the segment is back; a stop without close: the replay brings them back
+            std::fs::remove_dir(&seg).unwrap();
+            std::fs::rename(&aside, &seg).unwrap();
+            std::mem::forget(log);
+            std::mem::forget(shard);
+        });
+        let acked = rx.recv().unwrap();
+        assert_eq!(reopened_end(root.path().to_path_buf(), dir.clone()), acked);
+
+        // once the write goes through, a checkpoint retires the epochs
+        let (r, d) = (root.path().to_path_buf(), dir.clone());
+        crate::replay_journals(&r).unwrap();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, d.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            journaled_not_behind(&shard, &log).await;
+            let seg = crate::segment::log_path(&d, 0);
+            let aside = d.join("aside");
+            std::fs::rename(&seg, &aside).unwrap();
+            std::fs::create_dir(&seg).unwrap();
+            shard.inner.borrow_mut().files.remove(log.inner.id, 0);
+            shard.journal_ctl().unwrap().behind_paused.set(false);
+            assert!(super::checkpoint(&shard).await.is_err());
+            std::fs::remove_dir(&seg).unwrap();
+            std::fs::rename(&aside, &seg).unwrap();
+            super::checkpoint(&shard).await.unwrap();
+            assert!(!log.inner.state().stranded_in_journal());
+            assert!(!shard.journal_ctl().unwrap().journal.previous_live());
+            std::mem::forget(log);
+            std::mem::forget(shard);
+        });
+    }
 }

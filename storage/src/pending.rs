@@ -90,6 +90,16 @@ impl PendingQueue {
         }
     }
 
+    /// Drop the batches not yet in the journal, giving their bytes back; the journaled
+    /// ones stay (acknowledged: until they are written behind, the journal holds them).
+    pub(crate) fn clear_unjournaled(&mut self) {
+        while self.items.len() > self.journaled {
+            if let Some(p) = self.items.pop_back() {
+                self.release(self.items.len(), p.data.len());
+            }
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         self.items.clear();
         sub(&self.totals.behind, self.journaled_bytes);

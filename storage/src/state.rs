@@ -252,6 +252,9 @@ impl LogState {
         }
         Ok(())
     }
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted
+    }
     /// Closed or deleted (a failed log still serves reads of what it has).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed || self.deleted
@@ -289,10 +292,18 @@ impl LogState {
         self.failed.is_some() || (self.durable >= self.log_end && self.pending.is_empty())
     }
     /// Memory and files disagree, or a write failed: waiters get this error from now on
-    /// and the pending batches are dropped (their bytes go back to the shard's budget).
+    /// and the pending batches not yet durable are dropped (their bytes go back to the
+    /// shard's budget). Those durable in the journal stay: acknowledged, they still go
+    /// into their segments (`journal_flush::write_behind`), and until they have, no
+    /// checkpoint retires the journal epoch holding them.
     pub(crate) fn fail(&mut self, e: &StorageError) {
         self.failed = Some(FlushFailure::from_err(e));
-        self.pending.clear();
+        self.pending.clear_unjournaled();
+    }
+    /// Failed with batches durable only in the journal (`fail` keeps them) that are not
+    /// written behind yet; a deleted log has none to keep.
+    pub(crate) fn stranded_in_journal(&self) -> bool {
+        self.failed.is_some() && !self.deleted && self.pending.journaled() > 0
     }
 
     /// Where `wait_durable(last_offset)` stands for a waiter that started at truncation
@@ -586,6 +597,12 @@ impl LogState {
         self.first_unstable_offset().map_or(hw, |f| f.min(hw))
     }
     /// Snapshots rolled segments asked for whose offset is durable now.
+    /// A rolled segment's producer-state snapshot waits for nothing but its write.
+    pub(crate) fn has_due_snapshots(&self) -> bool {
+        self.pending_snapshots
+            .iter()
+            .any(|(o, _)| *o <= self.durable)
+    }
     pub(crate) fn take_due_snapshots(&mut self) -> Vec<(i64, ProducerStates)> {
         let durable = self.durable;
         let (due, keep) = std::mem::take(&mut self.pending_snapshots)
@@ -810,6 +827,11 @@ impl LogState {
 
     // ---- flush ----
 
+    /// Back on the dirty list (a cycle left some of its batches for the next one): true
+    /// if the caller must push it there (it was not on it).
+    pub(crate) fn requeue(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
     /// The flusher took the log off the dirty list; false if there is nothing it may
     /// write (deleted or failed).
     pub(crate) fn begin_flush(&mut self) -> bool {
