@@ -6,10 +6,14 @@
 //! offsets increase, every record is the one appended at its offset (key and value are
 //! functions of the offset), every key's latest durable record is there (or a newer one of
 //! that key), and nothing a crashed swap left (`.cleaned`, `.swap`) remains. Then the next
-//! round continues the log.
+//! round continues the log. Rounds alternate between the `journal` and `segment` flush
+//! modes (journal replay must not write a cleaned-away segment's old bytes back).
 
 mod common;
-use common::{all_records, kv_batch, run, spawn_crash_child, tempdir, xorshift, Rec};
+use common::{
+    all_records, child_crash_opts, crash_opts, kv_batch, run, spawn_crash_child, tempdir, xorshift,
+    Rec, CRASH_SYNC_ENV, CRASH_SYNC_MODES,
+};
 use sluice_storage::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -42,14 +46,14 @@ fn compaction_child() {
     let Ok(dir) = std::env::var("SLUICE_COMPACT_DIR") else {
         return;
     };
+    let dir = PathBuf::from(dir);
+    let opts = ShardStorageOptions {
+        cleaner_enabled: false,
+        ..child_crash_opts(dir.parent().unwrap())
+    };
     run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions {
-            cleaner_enabled: false,
-            ..Default::default()
-        });
-        let log = PartitionLog::open(&shard, PathBuf::from(dir), config())
-            .await
-            .unwrap();
+        let shard = ShardStorage::start(opts);
+        let log = PartitionLog::open(&shard, dir, config()).await.unwrap();
         for i in 0u64.. {
             let base = log.log_end_offset();
             let n = 1 + (i % 4) as i64;
@@ -87,10 +91,15 @@ fn kill9_during_cleaning_keeps_the_latest_records() {
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut durable_end = 0i64;
     let mut kills_in_pass = 0;
+    let mut replayed_sets = 0;
     for round in 0..ROUNDS {
+        let mode = CRASH_SYNC_MODES[round % 2];
         let mut child = spawn_crash_child(
             "compaction_child",
-            &[("SLUICE_COMPACT_DIR", path.display().to_string())],
+            &[
+                ("SLUICE_COMPACT_DIR", path.display().to_string()),
+                (CRASH_SYNC_ENV, mode.to_string()),
+            ],
         );
         let run_for = Duration::from_millis(100 + xorshift(&mut rng) % 400);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -130,10 +139,12 @@ fn kill9_during_cleaning_keeps_the_latest_records() {
         kills_in_pass += usize::from(state.1);
         assert!(durable_end > 0, "round {round}: the child reported nothing");
         let p = path.clone();
+        let (opts, sets) = crash_opts(dir.path(), mode);
+        replayed_sets += sets;
         run(move || async move {
             let shard = ShardStorage::start(ShardStorageOptions {
                 cleaner_enabled: false,
-                ..Default::default()
+                ..opts
             });
             let log = PartitionLog::open(&shard, p.clone(), config())
                 .await
@@ -184,4 +195,9 @@ fn kill9_during_cleaning_keeps_the_latest_records() {
             shard.shutdown().await.unwrap();
         });
     }
+    eprintln!("{replayed_sets} journal record sets replayed");
+    assert!(
+        replayed_sets > 0,
+        "no journal round left anything to replay"
+    );
 }

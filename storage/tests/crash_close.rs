@@ -10,12 +10,13 @@
 //! back intact through the log's indexes (same offsets, same CRC-32C; a marker trusted
 //! with indexes that do not match the segment would misplace a read) and that every log's
 //! offsets are contiguous; every other check closes the logs cleanly, so the next child
-//! starts from markers, the others leave them for the next child to recover.
+//! starts from markers, the others leave them for the next child to recover. Rounds
+//! alternate two at a time between the `journal` and `segment` flush modes.
 
 mod common;
 use common::{
-    batch, check_durable_batches, record_durable, run, spawn_crash_child, tempdir, xorshift,
-    Durable,
+    batch, check_durable_batches, child_crash_opts, crash_opts, record_durable, run,
+    spawn_crash_child, tempdir, xorshift, Durable, CRASH_SYNC_ENV, CRASH_SYNC_MODES,
 };
 use sluice_storage::*;
 use std::collections::BTreeMap;
@@ -65,10 +66,11 @@ fn close_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let root = PathBuf::from(root);
+    std::fs::create_dir_all(&root).unwrap();
+    let opts = child_crash_opts(&root);
     run(move || async move {
-        let root = PathBuf::from(root);
-        std::fs::create_dir_all(&root).unwrap();
-        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let shard = ShardStorage::start(opts);
         let logs = open_all(&shard, &root).await;
         println!("OPEN");
         let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
@@ -109,12 +111,16 @@ fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
     let started = Instant::now();
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut killed = BTreeMap::<&str, u32>::new();
+    let mut replayed_sets = 0;
     for round in 0..ROUNDS {
+        // two rounds in each mode, so clean closes (odd rounds) see both
+        let mode = CRASH_SYNC_MODES[(round / 2 % 2) as usize];
         let mut child = spawn_crash_child(
             "close_child",
             &[
                 ("SLUICE_CRASH_DIR", root.display().to_string()),
                 ("SLUICE_CRASH_SEED", round.to_string()),
+                (CRASH_SYNC_ENV, mode.to_string()),
             ],
         );
         // where to kill: 0 while opening, 1 while writing, 2 and 3 while closing
@@ -162,8 +168,10 @@ fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
         let expect = durable.clone();
         let r = root.clone();
         let clean = round % 2 == 1;
+        let (opts, sets) = crash_opts(&root, mode);
+        replayed_sets += sets;
         run(move || async move {
-            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let shard = ShardStorage::start(opts);
             let logs = open_all(&shard, &r).await;
             for (i, (log, exp)) in logs.iter().zip(&expect).enumerate() {
                 check_durable_batches(log, exp, &format!("round {round} ({moment}), log {i}"))
@@ -173,10 +181,17 @@ fn kill9_mid_close_and_mid_recovery_keeps_every_durable_batch() {
                 shard.shutdown().await.unwrap();
             }
         });
-        eprintln!("round {round}: killed {moment}, {:?}", started.elapsed());
+        eprintln!(
+            "round {round} ({mode}): killed {moment}, {sets} journal record sets replayed, {:?}",
+            started.elapsed()
+        );
     }
     let total: usize = durable.iter().map(BTreeMap::len).sum();
     assert!(total > 0, "no child reported a durable batch");
+    assert!(
+        replayed_sets > 0,
+        "no journal round left anything to replay"
+    );
     eprintln!(
         "{ROUNDS} rounds over {LOGS} logs ({killed:?}), {total} durable batches checked, {:?}",
         started.elapsed()

@@ -3,10 +3,14 @@
 //! each once durable; the parent SIGKILLs it at a random moment, reopens the log without
 //! a clean shutdown and checks: no (epoch, sequence) is stored twice, every durable batch
 //! is there, retrying any of the producer's last 5 batches answers its original offsets,
-//! the next sequence is accepted and the previous epoch is fenced.
+//! the next sequence is accepted and the previous epoch is fenced. Rounds alternate
+//! between the `journal` and `segment` flush modes.
 
 mod common;
-use common::{pbatch, run, spawn_crash_child, tempdir, xorshift};
+use common::{
+    child_crash_opts, crash_opts, pbatch, run, spawn_crash_child, tempdir, xorshift,
+    CRASH_SYNC_ENV, CRASH_SYNC_MODES,
+};
 use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::*;
 use std::collections::{BTreeSet, HashSet};
@@ -35,11 +39,11 @@ fn idem_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let dir = PathBuf::from(dir);
+    let opts = child_crash_opts(dir.parent().unwrap());
     run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, PathBuf::from(dir), config())
-            .await
-            .unwrap();
+        let shard = ShardStorage::start(opts);
+        let log = PartitionLog::open(&shard, dir, config()).await.unwrap();
         log.load_producer_state().await.unwrap();
         let mut seq = 0i32;
         for i in 0u64.. {
@@ -76,12 +80,15 @@ fn kill9_keeps_idempotence() {
     let dir = tempdir();
     let path = dir.path().join("idem-crash");
     let mut rng = 0x2545f4914f6cdd1du64;
+    let mut replayed_sets = 0;
     for epoch in 0..ROUNDS {
+        let mode = CRASH_SYNC_MODES[epoch as usize % 2];
         let mut child = spawn_crash_child(
             "idem_child",
             &[
                 ("SLUICE_IDEM_DIR", path.display().to_string()),
                 ("SLUICE_IDEM_EPOCH", epoch.to_string()),
+                (CRASH_SYNC_ENV, mode.to_string()),
             ],
         );
         let extra = Duration::from_millis(xorshift(&mut rng) % 80);
@@ -120,8 +127,10 @@ fn kill9_keeps_idempotence() {
             "child reported nothing (epoch {epoch})"
         );
         let p = path.clone();
+        let (opts, sets) = crash_opts(dir.path(), mode);
+        replayed_sets += sets;
         run(move || async move {
-            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let shard = ShardStorage::start(opts);
             let log = PartitionLog::open(&shard, p, config()).await.unwrap();
             let end = log.log_end_offset();
             // every batch of the log: each (epoch, sequence) at most once
@@ -186,4 +195,8 @@ fn kill9_keeps_idempotence() {
             shard.shutdown().await.unwrap();
         });
     }
+    assert!(
+        replayed_sets > 0,
+        "no journal round left anything to replay"
+    );
 }

@@ -5,11 +5,15 @@
 //! the parent SIGKILLs it at a random moment, reopens the log without a clean shutdown
 //! and checks the transaction state against a scan of the recovered log: the last
 //! stable offset, the transactions under way, the aborted transactions of many windows
-//! and what a read_committed reader sees.
+//! and what a read_committed reader sees. Rounds alternate between the `journal` and
+//! `segment` flush modes.
 
 mod common;
 use common::txn::{read_committed, tx_batch, TxnModel};
-use common::{batch, run, spawn_crash_child, tempdir, xorshift};
+use common::{
+    batch, child_crash_opts, crash_opts, run, spawn_crash_child, tempdir, xorshift, CRASH_SYNC_ENV,
+    CRASH_SYNC_MODES,
+};
 use sluice_proto::batch::{end_txn_marker, RecordBatchHeader};
 use sluice_storage::*;
 use std::collections::HashMap;
@@ -37,11 +41,11 @@ fn txn_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let dir = PathBuf::from(dir);
+    let opts = child_crash_opts(dir.parent().unwrap());
     run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, PathBuf::from(dir), config())
-            .await
-            .unwrap();
+        let shard = ShardStorage::start(opts);
+        let log = PartitionLog::open(&shard, dir, config()).await.unwrap();
         log.load_transaction_state().await.unwrap();
         let epoch = round as i16;
         let mut seqs = [0i32; 6];
@@ -114,12 +118,15 @@ fn kill9_keeps_transactions() {
     let dir = tempdir();
     let path = dir.path().join("txn-crash");
     let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut replayed_sets = 0;
     for round in 0..ROUNDS {
+        let mode = CRASH_SYNC_MODES[round as usize % 2];
         let mut child = spawn_crash_child(
             "txn_child",
             &[
                 ("SLUICE_TXN_DIR", path.display().to_string()),
                 ("SLUICE_TXN_ROUND", round.to_string()),
+                (CRASH_SYNC_ENV, mode.to_string()),
             ],
         );
         // at least ~8 MiB more per round: past the rebuild window by round 4
@@ -147,8 +154,10 @@ fn kill9_keeps_transactions() {
         }
         assert!(durable > 0, "child reported nothing (round {round})");
         let p = path.clone();
+        let (opts, sets) = crash_opts(dir.path(), mode);
+        replayed_sets += sets;
         run(move || async move {
-            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let shard = ShardStorage::start(opts);
             let log = PartitionLog::open(&shard, p, config()).await.unwrap();
             let end = log.log_end_offset();
             assert!(
@@ -214,6 +223,10 @@ fn kill9_keeps_transactions() {
     assert!(
         dir_bytes(&path) > 32 << 20,
         "the log outgrew the rebuild window"
+    );
+    assert!(
+        replayed_sets > 0,
+        "no journal round left anything to replay"
     );
 }
 

@@ -5,10 +5,14 @@
 //! SIGKILLs it at random moments and reopens the log: a truncation that had started must
 //! have recovered to exactly its old end or its cut, never in between; every batch
 //! reported durable and not cut must be intact; offsets contiguous; the leader-epoch cache
-//! must match the epochs in the recovered batches; no intent file may be left. 60 rounds.
+//! must match the epochs in the recovered batches; no intent file may be left. 60 rounds,
+//! alternating four at a time between the `journal` and `segment` flush modes.
 
 mod common;
-use common::{batch, run, spawn_crash_child, tempdir, xorshift};
+use common::{
+    batch, child_crash_opts, crash_opts, run, spawn_crash_child, tempdir, xorshift, CRASH_SYNC_ENV,
+    CRASH_SYNC_MODES,
+};
 use sluice_proto::batch::{validate_batch, RecordBatchHeader};
 use sluice_storage::*;
 use std::collections::BTreeMap;
@@ -40,11 +44,11 @@ fn truncate_crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let dir = PathBuf::from(dir);
+    let opts = child_crash_opts(dir.parent().unwrap());
     run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, PathBuf::from(dir), config())
-            .await
-            .unwrap();
+        let shard = ShardStorage::start(opts);
+        let log = PartitionLog::open(&shard, dir, config()).await.unwrap();
         let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
         let mut epoch = log.latest_epoch().unwrap_or(0);
         loop {
@@ -133,12 +137,16 @@ fn kill9_during_truncation_recovers_old_or_new_end() {
     let mut rng = 0x2545f4914f6cdd1du64;
     let mut mid_truncation = 0;
     let started = Instant::now();
+    let mut replayed_sets = 0;
     for round in 0..60u64 {
+        // four rounds in each mode, so clean closes (every fourth round) see both
+        let mode = CRASH_SYNC_MODES[(round / 4 % 2) as usize];
         let mut child = spawn_crash_child(
             "truncate_crash_child",
             &[
                 ("SLUICE_CRASH_DIR", path.display().to_string()),
                 ("SLUICE_CRASH_SEED", (round + 1).to_string()),
+                (CRASH_SYNC_ENV, mode.to_string()),
             ],
         );
         // short kills land in the first rounds of truncation, long ones after many
@@ -170,8 +178,10 @@ fn kill9_during_truncation_recovers_old_or_new_end() {
         let batches = m.batches.clone();
         let low = m.end;
         let clean = round % 4 == 0;
+        let (opts, sets) = crash_opts(dir.path(), mode);
+        replayed_sets += sets;
         let end = run(move || async move {
-            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let shard = ShardStorage::start(opts);
             let log = PartitionLog::open(&shard, p.clone(), config())
                 .await
                 .unwrap();
@@ -222,9 +232,14 @@ fn kill9_during_truncation_recovers_old_or_new_end() {
         m.batches.retain(|&b, _| b < end);
     }
     eprintln!(
-        "60 kill -9 rounds, {mid_truncation} of them mid-truncation, {} truncations done, {:?}",
+        "60 kill -9 rounds, {mid_truncation} of them mid-truncation, {} truncations done, \
+         {replayed_sets} journal record sets replayed, {:?}",
         m.cuts,
         started.elapsed()
     );
     assert!(mid_truncation > 0, "no kill landed inside a truncation");
+    assert!(
+        replayed_sets > 0,
+        "no journal round left anything to replay"
+    );
 }

@@ -116,6 +116,43 @@ impl Drop for CrashChild {
     }
 }
 
+/// The flush modes a crash test rotates its rounds through, by round number: the broker's
+/// default (`journal`, every cycle journaled) and the library's (`segment`).
+pub const CRASH_SYNC_MODES: [&str; 2] = ["journal", "segment"];
+
+/// The env variable that passes a round's flush mode to its crash child.
+pub const CRASH_SYNC_ENV: &str = "SLUICE_CRASH_SYNC";
+
+/// The crash tests' journal files: small, so checkpoints and epoch switches happen within
+/// a round (a cycle journals at most a quarter of one; the rest waits for the next).
+pub const CRASH_JOURNAL_BYTES: u64 = 16 << 20;
+
+/// Shard options for logs whose journals live under `root`, in flush mode `mode`
+/// (`journal`: every cycle journaled; `segment`; `filesystem`), after
+/// replaying the journals there, as the broker does before any shard opens a log. Also
+/// returns how many record sets that replay wrote back into segments.
+pub fn crash_opts(
+    root: &std::path::Path,
+    mode: &str,
+) -> (sluice_storage::ShardStorageOptions, usize) {
+    let replayed = sluice_storage::replay_journals(root).unwrap(); // ok: test
+    let opts = sluice_storage::ShardStorageOptions {
+        flush_sync: sluice_storage::FlushSync::parse(mode).unwrap(), // ok: test
+        journal_dir: Some(root.to_path_buf()),
+        journal_bytes: CRASH_JOURNAL_BYTES,
+        journal_min_logs: 1,
+        ..Default::default()
+    };
+    (opts, replayed.record_sets)
+}
+
+/// `crash_opts` for a crash child: the mode its parent passed in `CRASH_SYNC_ENV`
+/// (`segment` when unset).
+pub fn child_crash_opts(root: &std::path::Path) -> sluice_storage::ShardStorageOptions {
+    let mode = std::env::var(CRASH_SYNC_ENV).unwrap_or_else(|_| "segment".into());
+    crash_opts(root, &mode).0
+}
+
 /// Removes the producer-state snapshots of the log in `dir`, so the next load rebuilds
 /// from the log's tail as for a log written before snapshots existed.
 pub fn remove_snapshots(dir: &std::path::Path) {
