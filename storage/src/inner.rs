@@ -28,6 +28,9 @@ pub(crate) struct LogInner {
     /// The latest journal epoch holding entries of this log (0: none), so a change that
     /// rewrites or removes its files knows whether it must wait for a checkpoint.
     pub(crate) journal_epoch: std::cell::Cell<u64>,
+    /// The write-behind found the log's permit taken and waits for it: cycles leave the
+    /// log for a later one until it has had it (see `journal_flush::behind_loop`).
+    pub(crate) behind_wanted: std::cell::Cell<bool>,
     /// The directory has an entry no directory fsync covered yet: a new log's first
     /// segment, created at open. The next `sync_dir` (any caller) clears it; a flush
     /// finding it set syncs the directory before its data counts as durable.
@@ -45,6 +48,7 @@ impl LogInner {
             durable_signal: Signal::default(),
             cleaner_hook: RefCell::new(None),
             journal_epoch: std::cell::Cell::new(0),
+            behind_wanted: std::cell::Cell::new(false),
             dir_unsynced: Cell::new(false),
         }
     }

@@ -93,6 +93,12 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
     let mut busy = Vec::new();
     let mut ready = Vec::new();
     for l in dirty.iter() {
+        if l.behind_wanted.get() {
+            // its write-behind's turn: a log written in every cycle would otherwise keep
+            // its permit from the write-behind until a checkpoint stalled the cycles
+            busy.push(l.clone());
+            continue;
+        }
         let Ok(permit) = l.io.try_acquire_permit(1) else {
             // being written behind, or a file change: a later cycle journals it
             busy.push(l.clone());
@@ -392,11 +398,15 @@ pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
                     // log behind first, so nothing is journaled there
                     while l.state().pending().journaled() > 0 && !l.state().is_deleted() {
                         if let Ok(_p) = l.io.try_acquire_permit(1) {
+                            l.behind_wanted.set(false);
                             write_behind(&s, &c, &l).await;
                             break;
                         }
+                        // taken by a cycle (or a change): the next cycles leave it alone
+                        l.behind_wanted.set(true);
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
+                    l.behind_wanted.set(false);
                 })
             })
             .collect();
@@ -818,6 +828,40 @@ mod tests {
             assert!(!shard.journal_ctl().unwrap().journal.previous_live());
             std::mem::forget(log);
             std::mem::forget(shard);
+        });
+    }
+
+    #[test]
+    fn a_cycle_leaves_a_log_whose_write_behind_waits_for_it() {
+        let root = test_dir();
+        let r = root.path().to_path_buf();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, r.join("t-0"), LogConfig::default())
+                .await
+                .unwrap();
+            let first = log.append(test_batch(0, b"a"), 0).unwrap();
+            log.wait_durable(first.last_offset).await.unwrap();
+            // its write-behind done (it clears the flag when it ends)
+            for _ in 0..5000 {
+                if log.inner.state().pending().is_empty() {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert!(
+                log.inner.state().pending().is_empty(),
+                "never written behind"
+            );
+            log.inner.behind_wanted.set(true);
+            let second = log.append(test_batch(0, b"b"), 0).unwrap();
+            for _ in 0..20 {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                assert!(log.durable_offset() <= second.last_offset, "journaled it");
+            }
+            log.inner.behind_wanted.set(false);
+            log.wait_durable(second.last_offset).await.unwrap();
+            shard.shutdown().await.unwrap();
         });
     }
 }
