@@ -23,6 +23,9 @@ pub(crate) struct LogInner {
     pub(crate) io: glommio::sync::Semaphore,
     /// Notified whenever durable advances, the log is truncated, fails or closes.
     pub(crate) durable_signal: Signal,
+    /// One producer-state load at a time (`read::load_producers`): a caller arriving
+    /// during a load waits for it and finds the state built instead of reading again.
+    pub(crate) producer_load: glommio::sync::Semaphore,
     /// A test's hook into the cleaner's swap (`PartitionLog::set_cleaner_hook`).
     pub(crate) cleaner_hook: RefCell<Option<CleanerHook>>,
     /// The latest journal epoch holding entries of this log (0: none), so a change that
@@ -46,6 +49,7 @@ impl LogInner {
             st: RefCell::new(st),
             io: glommio::sync::Semaphore::new(1),
             durable_signal: Signal::default(),
+            producer_load: glommio::sync::Semaphore::new(1),
             cleaner_hook: RefCell::new(None),
             journal_epoch: std::cell::Cell::new(0),
             behind_wanted: std::cell::Cell::new(false),

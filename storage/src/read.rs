@@ -442,11 +442,14 @@ pub(crate) async fn offset_for_timestamp(
 /// missed (a truncation, a swap, batches flushed and dequeued that the read did not
 /// reach: see `Replayer::feed_pending`); otherwise reads again holding the log's I/O
 /// permit. Segments whose aborted-transaction entries were unknown (open after a crash)
-/// get them from the replay, and sealed ones their `.txnindex` file.
+/// get them from the replay, and sealed ones their `.txnindex` file. One load at a time
+/// per log: a caller arriving during one waits for it and finds the state built.
 pub(crate) async fn load_producers(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
+    // concurrent callers (fetches, a coordinator's retried writes) share one load
+    let _one = log.producer_load.acquire_permit(1).await?;
     let filled = match load_once(shard, log, false).await? {
         Replay::Installed(filled) => filled,
         Replay::Done => return Ok(()),
@@ -495,6 +498,8 @@ async fn load_once(
     if log.state().producers_loaded() {
         return Ok(Replay::Done);
     }
+    #[cfg(test)]
+    LOADS.with(|n| n.set(n.get() + 1));
     let candidates = log.state().snapshot_candidates();
     let mut base = None;
     for o in candidates {
@@ -519,6 +524,8 @@ async fn load_once(
 thread_local! {
     /// Replays `load_producers` made again under the log's I/O permit (tests).
     static LOCKED_REPLAYS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Loads that read the files (tests).
+    static LOADS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// What one replay of `load_producers` came to.
@@ -714,7 +721,7 @@ pub(crate) async fn aborted_transactions(
 
 #[cfg(test)]
 mod tests {
-    use super::LOCKED_REPLAYS;
+    use super::{LOADS, LOCKED_REPLAYS};
     use crate::{LogConfig, PartitionLog};
     use std::time::Duration;
 
@@ -770,6 +777,49 @@ mod tests {
                 log.close().await.unwrap(); // ok: test
             }
             assert!(raced > 0, "no round had a flush under the load's read");
+            shard.shutdown().await.unwrap(); // ok: test
+        });
+    }
+
+    /// Callers loading the producer state at once (a read_committed fetch, a
+    /// coordinator's retried write) share one read of the files.
+    #[test]
+    fn concurrent_producer_loads_read_the_log_once() {
+        let dir = crate::test_dir();
+        let path = dir.path().join("t-0");
+        crate::on_test_shard(move |shard| async move {
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap(); // ok: test
+            let mut last = 0;
+            for i in 0..64 {
+                last = log
+                    .append(crate::test_batch(i, &[1u8; 4096]), 1)
+                    .unwrap()
+                    .last_offset; // ok: test
+            }
+            log.wait_durable(last).await.unwrap(); // ok: test
+            log.close().await.unwrap(); // ok: test
+            let log = PartitionLog::open(&shard, path, LogConfig::default())
+                .await
+                .unwrap(); // ok: test
+            assert!(!log.inner.state().producers_loaded());
+            let before = LOADS.with(|n| n.get());
+            let loads: Vec<_> = (0..8)
+                .map(|_| {
+                    let l = log.clone();
+                    glommio::spawn_local(async move { l.load_producer_state().await })
+                })
+                .collect();
+            for l in loads {
+                l.await.unwrap(); // ok: test
+            }
+            assert!(log.inner.state().producers_loaded());
+            assert_eq!(
+                LOADS.with(|n| n.get()) - before,
+                1,
+                "the log was read more than once"
+            );
             shard.shutdown().await.unwrap(); // ok: test
         });
     }
