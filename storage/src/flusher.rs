@@ -230,13 +230,13 @@ async fn flush_locked(
                 Some(g) if g.seg_base == p.seg_base => g.data.push(p.data.clone()),
                 _ => groups.push(Group {
                     seg_base: p.seg_base,
-                    start_pos: 0,
+                    // a journaled batch where the journal put it (see `Pending::pos`)
+                    start_pos: p
+                        .pos
+                        .unwrap_or_else(|| st.segment(p.seg_base).map_or(0, |s| s.flushed)),
                     data: vec![p.data.clone()],
                 }),
             }
-        }
-        for g in groups.iter_mut() {
-            g.start_pos = st.segment(g.seg_base).map_or(0, |s| s.flushed);
         }
         // a rolled segment is sealed once every batch of it is written
         let unwritten: Vec<i64> = st.pending().iter().skip(n).map(|p| p.seg_base).collect();
@@ -289,7 +289,13 @@ async fn flush_locked(
         let mut new_flushed = None;
         if let Some(g) = groups.iter().find(|g| g.seg_base == base) {
             let len: u64 = g.data.iter().map(|d| d.len() as u64).sum();
-            written += write_region(log, &file, g).await?;
+            let have = log.state().segment(base).map_or(0, |s| s.flushed);
+            // written by an attempt that failed at a later segment (the batches still
+            // journaled): not again (a sealed segment's padded rewrite would also leave
+            // it longer than its logical size), but still synced as if written now
+            if g.start_pos + len > have {
+                written += write_region(log, &file, g).await?;
+            }
             new_flushed = Some(g.start_pos + len);
         }
         let seal = to_seal.contains(&base);

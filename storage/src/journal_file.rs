@@ -72,9 +72,14 @@ impl ShardJournal {
         }
         let jdir = data_dir.join(JOURNAL_DIR);
         let d = jdir.clone();
+        let parent = data_dir.to_path_buf();
         let dev = crate::blocking::run(&jdir, move || -> std::io::Result<u64> {
             use std::os::unix::fs::MetadataExt;
-            std::fs::create_dir_all(&d)?;
+            if !d.is_dir() {
+                std::fs::create_dir_all(&d)?;
+                // the directory's own entry, before any set in it is acknowledged
+                std::fs::File::open(&parent)?.sync_all()?;
+            }
             Ok(std::fs::metadata(&d)?.dev())
         })
         .await?;

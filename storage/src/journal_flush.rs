@@ -47,6 +47,22 @@ fn journal_name(shard: &ShardStorage, log: &LogInner) -> Option<String> {
     log.dir.file_name()?.to_str().map(str::to_string)
 }
 
+/// After a failed journal write, epoch switch or retirement, or a failed sync of the
+/// segments a checkpoint covers: the journal takes nothing more in this process and no
+/// epoch is retired (a failed `fdatasync` may have lost written pages that a retried one
+/// would report synced; a failed append may have left a hole that ends a replay before
+/// the sets after it). Every later cycle fails its logs, barriers and checkpoints fail;
+/// the journal's live epochs stay for the replay at the next start, as Kafka takes a
+/// log directory offline after an I/O error.
+fn poison(shard: &ShardStorage, e: &StorageError) {
+    if !shard.journal_refused.replace(true) {
+        tracing::error!(error = %e, "the shard's journal failed; its logs take no writes until a restart replays it");
+    }
+    *shard.journal.borrow_mut() = Some(Err(format!(
+        "the shard's journal failed ({e}); a restart replays it"
+    )));
+}
+
 /// One cycle over `dirty` in journal mode.
 pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
     let ctl = match shard.journal_ctl() {
@@ -87,7 +103,8 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
     let cap = ((ctl.journal.size() / 4) as usize).saturating_sub(CYCLE_CAP_SLACK);
     let mut taken = 0usize;
     let mut left_over = Vec::new();
-    // (log, its permit, batches journaled now, the durable end they give)
+    // (log, its permit, the segment positions of the batches journaled now, the durable
+    // end they give)
     let mut logs = Vec::new();
     let mut fallback = Vec::new();
     let mut busy = Vec::new();
@@ -132,7 +149,7 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             shard.notify_log(l);
             continue;
         }
-        let (n, end) = {
+        let (positions, end) = {
             let mut st = l.state_mut();
             if !st.begin_flush() {
                 continue;
@@ -146,13 +163,16 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             let skip = st.pending().journaled();
             // each batch's place: its segment's written size plus the batches before it
             // (the queue is in offset order, so one segment's batches are consecutive)
+            // (a journaled batch's own position: it may be written already)
             let mut at: Option<(i64, u64)> = None;
-            let mut n = 0;
+            let mut positions = Vec::new();
             let mut end = None;
             for (i, p) in st.pending().iter().enumerate() {
                 let pos = match at {
                     Some((base, pos)) if base == p.seg_base => pos,
-                    _ => st.segment(p.seg_base).map_or(0, |s| s.flushed),
+                    _ => p
+                        .pos
+                        .unwrap_or_else(|| st.segment(p.seg_base).map_or(0, |s| s.flushed)),
                 };
                 at = Some((p.seg_base, pos + p.data.len() as u64));
                 if i >= skip {
@@ -172,14 +192,14 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
                     }
                     taken += e.encoded_len();
                     entries.push(e);
-                    n += 1;
+                    positions.push(pos);
                     end = Some(p.last + 1);
                 }
             }
-            (n, end)
+            (positions, end)
         };
         if let Some(end) = end {
-            logs.push((l, permit, n, end));
+            logs.push((l, permit, positions, end));
         }
     }
     for l in fallback {
@@ -204,10 +224,10 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
     let took = t.elapsed();
     let epoch = ctl.journal.epoch();
     let mut snapshots = Vec::new();
-    for (l, permit, n, end) in logs {
+    for (l, permit, positions, end) in logs {
         match &res {
             Ok(_) => {
-                l.state_mut().journaled(n, end);
+                l.state_mut().journaled(&positions, end);
                 l.journal_epoch.set(epoch);
                 ctl.behind.borrow_mut().push(l.clone());
                 if l.state().has_due_snapshots() {
@@ -217,10 +237,16 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             Err(e) => {
                 tracing::error!(dir = %l.dir.display(), error = %e, "journal write failed; log is now failed");
                 l.state_mut().fail(e);
+                // its batches may be in a set that reached the file: a change to its
+                // files must meet the (poisoned) journal's barrier
+                l.journal_epoch.set(epoch);
             }
         }
         drop(permit);
         l.durable_signal.notify();
+    }
+    if let Err(e) = &res {
+        poison(shard, e);
     }
     let (bytes, sets) = res.as_ref().map_or((0, 0), |r| *r);
     shard.metrics_add(|m| {
@@ -544,7 +570,10 @@ async fn checkpoint_locked(
         if ctl.journal.used() <= FIRST_SET {
             return Ok(());
         }
-        ctl.journal.switch().await?;
+        ctl.journal
+            .switch()
+            .await
+            .inspect_err(|e| poison(shard, e))?;
     }
     // cycles go on in the new epoch meanwhile
     settle(shard, ctl, bulk).await
@@ -560,6 +589,8 @@ async fn settle(
     ctl: &Rc<JournalCtl>,
     bulk: bool,
 ) -> Result<(), StorageError> {
+    // poisoned: no epoch is retired in this process
+    shard.journal_ctl()?;
     let target = ctl.passes_started.get() + 1;
     loop {
         let wait = ctl.pass_done.wait();
@@ -571,18 +602,22 @@ async fn settle(
     }
     write_behind_stranded(shard, ctl).await?;
     let segs: Vec<Written> = ctl.to_sync.borrow_mut().drain().map(|(_, v)| v).collect();
-    let syncs = if bulk {
-        sync_devices(shard, &segs).await?
+    let synced = if bulk {
+        sync_devices(shard, &segs).await
     } else {
-        sync_segments(shard, segs).await?
+        sync_segments(shard, segs).await
     };
+    let syncs = synced.inspect_err(|e| poison(shard, e))?;
     shard.metrics_add(|m| {
         m.fsyncs += syncs;
         m.journal_checkpoints += 1;
     });
     let _io = ctl.io.acquire_permit(1).await?;
-    ctl.journal.retire_previous().await?;
-    Ok(())
+    shard.journal_ctl()?;
+    ctl.journal
+        .retire_previous()
+        .await
+        .inspect_err(|e| poison(shard, e))
 }
 
 /// Makes every segment in `segs` durable with one `syncfs` per device they are on (the
@@ -863,5 +898,105 @@ mod tests {
             log.wait_durable(second.last_offset).await.unwrap();
             shard.shutdown().await.unwrap();
         });
+    }
+
+    /// The write-behind of three rolled segments fails at the third (a directory where
+    /// its file goes) after writing the first two; the retries write each batch where
+    /// the journal put it, once: every segment holds its batch once after a restart.
+    #[test]
+    fn a_write_behind_failing_partway_writes_each_batch_once() {
+        let root = test_dir();
+        let (r, dir) = (root.path().to_path_buf(), root.path().join("t-0"));
+        let tiny = || LogConfig {
+            segment_bytes: 64, // every batch rolls a segment
+            ..Default::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, d.clone(), tiny()).await.unwrap();
+            let appended = journaled_not_behind(&shard, &log).await;
+            let bases: Vec<i64> = log
+                .inner
+                .state()
+                .segments()
+                .iter()
+                .map(|s| s.base)
+                .collect();
+            assert!(bases.len() >= 4, "{bases:?}");
+            let last = crate::segment::log_path(&d, bases[bases.len() - 1]);
+            std::fs::create_dir(&last).unwrap();
+            shard.journal_ctl().unwrap().behind_paused.set(false);
+            assert!(super::checkpoint(&shard).await.is_err());
+            assert!(log.inner.state().stranded_in_journal());
+            std::fs::remove_dir(&last).unwrap();
+            super::checkpoint(&shard).await.unwrap();
+            assert!(!log.inner.state().stranded_in_journal());
+            tx.send(appended).unwrap();
+            std::mem::forget(log);
+            std::mem::forget(shard);
+        });
+        let appended = rx.recv().unwrap();
+        crate::replay_journals(root.path()).unwrap();
+        let r = root.path().to_path_buf();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, dir, tiny()).await.unwrap();
+            assert_eq!(log.log_end_offset(), appended.len() as i64);
+            for (i, b) in appended.iter().enumerate() {
+                let got = log
+                    .read(i as i64, i as i64 + 1, 1 << 20, true)
+                    .await
+                    .unwrap();
+                assert_eq!(got.len(), 1, "offset {i}");
+                let h = sluice_proto::batch::RecordBatchHeader::parse(&got[0]).unwrap();
+                assert_eq!(h.base_offset, i as i64);
+                assert_eq!(got[0][12..], b[12..], "offset {i}: another batch");
+            }
+            // each segment file holds its one batch, nothing after it
+            for s in log.inner.state().segments().iter().take(appended.len()) {
+                let len = std::fs::metadata(crate::segment::log_path(&log.inner.dir, s.base))
+                    .unwrap()
+                    .len();
+                assert_eq!(len, s.size, "segment {}: written twice", s.base);
+            }
+            shard.shutdown().await.unwrap();
+        });
+    }
+
+    /// A poisoned journal (a failed write or sync) takes no more writes and retires no
+    /// epoch; what it acknowledged before comes back at the next start.
+    #[test]
+    fn a_poisoned_journal_fails_writes_and_keeps_its_epochs_for_the_replay() {
+        let root = test_dir();
+        let (r, dir) = (root.path().to_path_buf(), root.path().join("t-0"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        on_executor(move || async move {
+            let shard = ShardStorage::start(journal_opts(&r));
+            let log = PartitionLog::open(&shard, d, LogConfig::default())
+                .await
+                .unwrap();
+            let appended = journaled_not_behind(&shard, &log).await;
+            let ctl = shard.journal_ctl().unwrap();
+            super::poison(
+                &shard,
+                &crate::StorageError::Io(std::io::Error::other("injected")),
+            );
+            ctl.behind_paused.set(false);
+            assert!(super::checkpoint(&shard).await.is_err());
+            assert!(
+                ctl.journal.used() > crate::journal::FIRST_SET,
+                "the epoch was retired"
+            );
+            let next = log.append(test_batch(0, b"late"), 0).unwrap();
+            assert!(log.wait_durable(next.last_offset).await.is_err());
+            tx.send(appended.len() as i64).unwrap();
+            std::mem::forget(log);
+            std::mem::forget(shard);
+        });
+        let acked = rx.recv().unwrap();
+        assert!(reopened_end(root.path().to_path_buf(), dir) >= acked);
     }
 }

@@ -16,6 +16,11 @@ pub(crate) struct Pending {
     pub(crate) base: i64,
     pub(crate) last: i64,
     pub(crate) data: Bytes,
+    /// Where in its segment file the journal put it (set when journaled): it is written
+    /// there, so writing it again after a write that failed partway (some segments
+    /// written and their sizes advanced, the batches still journaled) puts the same
+    /// bytes in the same place instead of appending them a second time.
+    pub(crate) pos: Option<u64>,
 }
 
 /// The not-yet-durable batches of one log, oldest (lowest offset) first.
@@ -116,15 +121,16 @@ impl PendingQueue {
     pub(crate) fn journaled(&self) -> usize {
         self.journaled
     }
-    /// The next `n` batches after the journaled ones are in the journal now: their bytes
-    /// move from the shard's unflushed total to its behind total.
-    pub(crate) fn mark_journaled(&mut self, n: usize) {
-        let end = (self.journaled + n).min(self.items.len());
-        let moved: usize = self
-            .items
-            .range(self.journaled..end)
-            .map(|p| p.data.len())
-            .sum();
+    /// The next `positions.len()` batches after the journaled ones are in the journal
+    /// now, at those positions of their segments: their bytes move from the shard's
+    /// unflushed total to its behind total.
+    pub(crate) fn mark_journaled(&mut self, positions: &[u64]) {
+        let end = (self.journaled + positions.len()).min(self.items.len());
+        let mut moved = 0;
+        for (p, &pos) in self.items.range_mut(self.journaled..end).zip(positions) {
+            p.pos = Some(pos);
+            moved += p.data.len();
+        }
         self.journaled = end;
         self.journaled_bytes += moved;
         sub(&self.totals.unflushed, moved);
@@ -167,6 +173,7 @@ mod tests {
             base,
             last: base,
             data: Bytes::from(vec![0u8; n]),
+            pos: None,
         }
     }
 
@@ -230,9 +237,9 @@ mod tests {
             q.push_back(at(base, n));
         }
         assert_eq!((u.get(), b.get()), (100, 0));
-        q.mark_journaled(2);
+        q.mark_journaled(&[0, 0]);
         assert_eq!((u.get(), b.get()), (70, 30));
-        q.mark_journaled(1);
+        q.mark_journaled(&[0]);
         assert_eq!((u.get(), b.get()), (40, 60));
         // written behind: leaves the behind total
         q.pop_front();
@@ -248,7 +255,7 @@ mod tests {
         let mut r = PendingQueue::new(totals);
         r.push_back(at(0, 7));
         r.push_back(at(1, 8));
-        r.mark_journaled(1);
+        r.mark_journaled(&[0]);
         drop(r);
         assert_eq!((u.get(), b.get()), (0, 0));
     }

@@ -404,6 +404,7 @@ impl LogState {
                 base: h.base_offset,
                 last: h.last_offset(),
                 data,
+                pos: None,
             });
             if learn_epochs {
                 self.epochs.assign(h.partition_leader_epoch, h.base_offset);
@@ -843,16 +844,18 @@ impl LogState {
             s.file_exists = true;
         }
     }
-    /// Bytes of segment `base` up to `pos` are durable on disk.
+    /// Bytes of segment `base` up to `pos` are durable on disk (never less than before:
+    /// a journaled batch written again goes where it went the first time).
     pub(crate) fn set_flushed(&mut self, base: i64, pos: u64) {
         if let Some(s) = self.segment_mut(base) {
-            s.flushed = pos;
+            s.flushed = s.flushed.max(pos);
         }
     }
-    /// The `n` pending batches after the journaled ones are durable in the shard's
-    /// journal, up to `end`; they stay pending (and readable) until written behind.
-    pub(crate) fn journaled(&mut self, n: usize, end: i64) {
-        self.pending.mark_journaled(n);
+    /// The pending batches after the journaled ones, one per position given, are durable
+    /// in the shard's journal at those positions of their segments, up to `end`; they
+    /// stay pending (and readable) until written behind.
+    pub(crate) fn journaled(&mut self, positions: &[u64], end: i64) {
+        self.pending.mark_journaled(positions);
         self.finish_flush(0, Some(end));
     }
     /// The first `n` pending batches are durable, up to `end`.
