@@ -739,10 +739,17 @@ mod tests {
             .unwrap(); // ok: test
     }
 
-    /// Appends 4 batches, the last 3 with the write-behind paused (once the first has
-    /// opened the journal), each durable before the next: those are in the journal, not
-    /// written behind. Returns them all.
-    async fn journaled_not_behind(shard: &ShardStorage, log: &PartitionLog) -> Vec<bytes::Bytes> {
+    /// Starts a journaled shard for `root` and opens the log at `dir`, then appends 4
+    /// batches, the last 3 with the write-behind paused (once the first has opened the
+    /// journal), each durable before the next: those are in the journal, not written
+    /// behind. Returns the shard, the log and every batch.
+    async fn journaled_not_behind(
+        root: &Path,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> (std::rc::Rc<ShardStorage>, PartitionLog, Vec<bytes::Bytes>) {
+        let shard = ShardStorage::start(journal_opts(root));
+        let log = PartitionLog::open(&shard, dir, config).await.unwrap();
         let mut appended = Vec::new();
         for i in 0..4u32 {
             let b = test_batch(0, &i.to_be_bytes());
@@ -752,7 +759,7 @@ mod tests {
             shard.journal_ctl().unwrap().behind_paused.set(true);
         }
         assert!(log.inner.state().pending().journaled() >= 3);
-        appended
+        (shard, log, appended)
     }
 
     /// Reopens the log at `dir` after the journals of `root` are replayed (as the broker
@@ -778,11 +785,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         on_executor(move || async move {
-            let shard = ShardStorage::start(journal_opts(&r));
-            let log = PartitionLog::open(&shard, d, LogConfig::default())
-                .await
-                .unwrap();
-            let appended = journaled_not_behind(&shard, &log).await;
+            let (shard, log, appended) = journaled_not_behind(&r, d, LogConfig::default()).await;
             log.inner
                 .state_mut()
                 .fail(&crate::StorageError::Io(std::io::Error::other("injected")));
@@ -810,11 +813,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         on_executor(move || async move {
-            let shard = ShardStorage::start(journal_opts(&r));
-            let log = PartitionLog::open(&shard, d.clone(), LogConfig::default())
-                .await
-                .unwrap();
-            let appended = journaled_not_behind(&shard, &log).await;
+            let (shard, log, appended) =
+                journaled_not_behind(&r, d.clone(), LogConfig::default()).await;
             // the segment can no longer be opened (a directory in its place, its cached
             // descriptor dropped): the write-behind fails
             let seg = crate::segment::log_path(&d, 0);
@@ -844,11 +844,7 @@ mod tests {
         let (r, d) = (root.path().to_path_buf(), dir.clone());
         crate::replay_journals(&r).unwrap();
         on_executor(move || async move {
-            let shard = ShardStorage::start(journal_opts(&r));
-            let log = PartitionLog::open(&shard, d.clone(), LogConfig::default())
-                .await
-                .unwrap();
-            journaled_not_behind(&shard, &log).await;
+            let (shard, log, _) = journaled_not_behind(&r, d.clone(), LogConfig::default()).await;
             let seg = crate::segment::log_path(&d, 0);
             let aside = d.join("aside");
             std::fs::rename(&seg, &aside).unwrap();
@@ -914,9 +910,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         on_executor(move || async move {
-            let shard = ShardStorage::start(journal_opts(&r));
-            let log = PartitionLog::open(&shard, d.clone(), tiny()).await.unwrap();
-            let appended = journaled_not_behind(&shard, &log).await;
+            let (shard, log, appended) = journaled_not_behind(&r, d.clone(), tiny()).await;
             let bases: Vec<i64> = log
                 .inner
                 .state()
@@ -974,11 +968,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         on_executor(move || async move {
-            let shard = ShardStorage::start(journal_opts(&r));
-            let log = PartitionLog::open(&shard, d, LogConfig::default())
-                .await
-                .unwrap();
-            let appended = journaled_not_behind(&shard, &log).await;
+            let (shard, log, appended) = journaled_not_behind(&r, d, LogConfig::default()).await;
             let ctl = shard.journal_ctl().unwrap();
             super::poison(
                 &shard,
