@@ -56,7 +56,8 @@ pub fn pbatch(pid: i64, epoch: i16, seq: i32, n: usize, tag: u8) -> Bytes {
 }
 
 /// A copy of this test binary running one `#[ignore]`d test as a crash victim. Its stdout
-/// lines arrive on `lines`; `kill9` SIGKILLs it (no flush, no marker), and so does Drop.
+/// lines (the harness's own prefix on the first one removed) arrive on `lines`; `kill9`
+/// SIGKILLs it (no flush, no marker), and so does Drop.
 pub struct CrashChild {
     child: std::process::Child,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -83,8 +84,15 @@ pub fn spawn_crash_child(test: &str, env: &[(&str, String)]) -> CrashChild {
     let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel::<String>();
+    // the test harness writes "test NAME ... " before the test runs, without a newline:
+    // the child's first line comes after it (and would not be recognised)
+    let harness = format!("test {test} ... ");
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let line = match line.strip_prefix(&harness) {
+                Some(own) => own.to_string(),
+                None => line,
+            };
             if tx.send(line).is_err() {
                 break;
             }
