@@ -231,9 +231,7 @@ async fn flush_locked(
                 _ => groups.push(Group {
                     seg_base: p.seg_base,
                     // a journaled batch where the journal put it (see `Pending::pos`)
-                    start_pos: p
-                        .pos
-                        .unwrap_or_else(|| st.segment(p.seg_base).map_or(0, |s| s.flushed)),
+                    start_pos: st.write_pos(p),
                     data: vec![p.data.clone()],
                 }),
             }

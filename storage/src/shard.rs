@@ -122,7 +122,8 @@ pub struct ShardStorage {
     pub(crate) journal: RefCell<Option<Result<Rc<crate::journal_file::JournalCtl>, String>>>,
     /// The journal is being opened (its files filled) by a task of its own.
     pub(crate) journal_opening: Cell<bool>,
-    /// A journal was still live at start (no replay ran): every cycle fails its logs.
+    /// A journal was still live at start (no replay ran), or the journal failed
+    /// (`journal_flush::poison`): every cycle fails its logs.
     pub(crate) journal_refused: Cell<bool>,
     /// One `syncfs` for many logs' recovery and close writes (`group_sync.rs`).
     pub(crate) group_sync: crate::group_sync::GroupSync,

@@ -443,7 +443,6 @@ impl LogState {
     pub(crate) fn epoch_entries(&self) -> Vec<(i32, i64)> {
         self.epochs.entries().to_vec()
     }
-    /// The leader-epoch entries and their change counter, if the checkpoint is behind.
     /// A flush has files to write before its batches: the clean-shutdown marker to remove,
     /// the leader-epoch checkpoint or a `.txnindex` changed.
     pub(crate) fn has_files_to_prepare(&self) -> bool {
@@ -454,6 +453,7 @@ impl LogState {
                 .iter()
                 .any(|s| s.txn_dirty && s.txn.loaded().is_some())
     }
+    /// The leader-epoch entries and their change counter, if the checkpoint is behind.
     pub(crate) fn epochs_snapshot(&self) -> Option<(u64, Vec<(i32, i64)>)> {
         self.epochs.snapshot_if_dirty()
     }
@@ -597,13 +597,13 @@ impl LogState {
         self.note_hw(hw);
         self.first_unstable_offset().map_or(hw, |f| f.min(hw))
     }
-    /// Snapshots rolled segments asked for whose offset is durable now.
     /// A rolled segment's producer-state snapshot waits for nothing but its write.
     pub(crate) fn has_due_snapshots(&self) -> bool {
         self.pending_snapshots
             .iter()
             .any(|(o, _)| *o <= self.durable)
     }
+    /// Snapshots rolled segments asked for whose offset is durable now.
     pub(crate) fn take_due_snapshots(&mut self) -> Vec<(i64, ProducerStates)> {
         let durable = self.durable;
         let (due, keep) = std::mem::take(&mut self.pending_snapshots)
@@ -843,6 +843,12 @@ impl LogState {
         if let Some(s) = self.segment_mut(base) {
             s.file_exists = true;
         }
+    }
+    /// Where `p`'s bytes go in its segment file: where the journal put it, else after
+    /// what the segment has written (the first pending batch of its segment).
+    pub(crate) fn write_pos(&self, p: &Pending) -> u64 {
+        p.pos
+            .unwrap_or_else(|| self.segment(p.seg_base).map_or(0, |s| s.flushed))
     }
     /// Bytes of segment `base` up to `pos` are durable on disk (never less than before:
     /// a journaled batch written again goes where it went the first time).

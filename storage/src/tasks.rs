@@ -256,9 +256,9 @@ fn journal_ready(shard: &Rc<ShardStorage>) -> bool {
 }
 
 /// This shard's journal still live when the shard starts (a replay did not run: the
-/// broker always runs one first) holds entries a later replay would write over anything the segments
-/// take meanwhile: every cycle then fails its logs (journal cycles with the journal
-/// refused), as opening it would have, rather than lose data.
+/// broker always runs one first) holds entries a later replay would write over anything
+/// the segments take meanwhile: every cycle then fails its logs (journal cycles with the
+/// journal refused), as opening it would have, rather than lose data.
 async fn refuse_unreplayed_journal(shard: &Rc<ShardStorage>) {
     let Some(dir) = shard.opts.journal_dir.clone() else {
         return;

@@ -14,8 +14,8 @@
 
 mod common;
 use common::{
-    batch, check_durable_batches, record_durable, run, spawn_crash_child, tempdir, xorshift,
-    Durable,
+    batch, check_durable_batches, crash_opts, record_durable, run, spawn_crash_child, tempdir,
+    xorshift, Durable,
 };
 use sluice_storage::*;
 use std::collections::BTreeMap;
@@ -31,8 +31,6 @@ fn log_dir(root: &Path, i: usize) -> PathBuf {
 }
 
 fn opts(mode: &str, root: &Path) -> ShardStorageOptions {
-    // what the broker does at start, before any shard opens a log
-    replay_journals(root).unwrap();
     // "journal-mixed": cycles with fewer than 200 dirty logs sync their segments, larger
     // ones are journaled, so a log's batches go both ways within a round
     let (sync, min_logs) = match mode {
@@ -40,11 +38,8 @@ fn opts(mode: &str, root: &Path) -> ShardStorageOptions {
         m => (m, 1),
     };
     ShardStorageOptions {
-        flush_sync: FlushSync::parse(sync).unwrap(),
-        journal_dir: Some(root.to_path_buf()),
-        journal_bytes: 16 << 20,
         journal_min_logs: min_logs,
-        ..Default::default()
+        ..crash_opts(root, sync).0
     }
 }
 
