@@ -679,7 +679,16 @@ pub fn partitions_body(r: &PartitionsReport) -> Result<String> {
         ),
         (
             "producers / consumers".into(),
-            format!("{} / {}", r.producers, r.consumers),
+            format!(
+                "{} ({}) / {}",
+                r.producers,
+                if r.raw_producers {
+                    "raw protocol"
+                } else {
+                    "librdkafka"
+                },
+                r.consumers
+            ),
         ),
         (
             "linger.ms / batch.size".into(),
@@ -1350,6 +1359,7 @@ mod tests {
             consumers: 1,
             linger_ms: 5.0,
             batch_size: 1 << 20,
+            raw_producers: false,
             layouts: vec![
                 LayoutRun {
                     layout: "10x10".into(),

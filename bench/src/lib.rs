@@ -25,6 +25,7 @@ pub mod pacer;
 pub mod partitions;
 mod partitions_durability;
 pub mod partitions_load;
+mod partitions_raw;
 pub mod partitions_report;
 pub mod procstat;
 mod progress;

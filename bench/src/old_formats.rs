@@ -135,22 +135,8 @@ impl Raw {
     fn send(&mut self, api: ApiKey, version: i16, body: &[u8]) -> Result<i32> {
         let corr = self.next;
         self.next += 1;
-        let client = b"sluice-bench";
-        let flexible = api.request_header_version(version) >= 2;
-        let mut f = BytesMut::with_capacity(body.len() + 32);
-        f.put_i32(0);
-        f.put_i16(api as i16);
-        f.put_i16(version);
-        f.put_i32(corr);
-        f.put_i16(client.len() as i16);
-        f.put_slice(client);
-        if flexible {
-            f.put_u8(0);
-        }
-        f.put_slice(body);
-        let size = (f.len() - 4) as i32;
-        f[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&f)?;
+        self.stream
+            .write_all(&request_frame(api, version, corr, body))?;
         Ok(corr)
     }
 
@@ -168,6 +154,26 @@ impl Raw {
         b.advance(response_header_len(api, version));
         Ok(b)
     }
+}
+
+/// A request frame: size, header (v1, or v2 for flexible versions) and `body`.
+pub(crate) fn request_frame(api: ApiKey, version: i16, corr: i32, body: &[u8]) -> BytesMut {
+    let client = b"sluice-bench";
+    let flexible = api.request_header_version(version) >= 2;
+    let mut f = BytesMut::with_capacity(body.len() + 32);
+    f.put_i32(0);
+    f.put_i16(api as i16);
+    f.put_i16(version);
+    f.put_i32(corr);
+    f.put_i16(client.len() as i16);
+    f.put_slice(client);
+    if flexible {
+        f.put_u8(0);
+    }
+    f.put_slice(body);
+    let size = (f.len() - 4) as i32;
+    f[..4].copy_from_slice(&size.to_be_bytes());
+    f
 }
 
 fn codec_of(name: &str) -> Result<u8> {

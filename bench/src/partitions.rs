@@ -129,6 +129,12 @@ pub struct PartitionsArgs {
     /// Extra consumer property, repeatable.
     #[arg(long = "consumer-prop", value_parser = parse_prop)]
     pub consumer_props: Vec<(String, String)>,
+    /// Producers speak the Kafka protocol themselves (Produce v9, acks=all, one
+    /// connection each, one batch per partition every --linger-ms) instead of librdkafka,
+    /// which needs more than a core of a small machine at 10,000 partitions: the ack
+    /// latency is then the broker's, not librdkafka's queueing. Consumers stay librdkafka.
+    #[arg(long)]
+    pub raw_producers: bool,
     /// Keep each layout's data dir.
     #[arg(long)]
     pub keep_data: bool,
@@ -393,6 +399,7 @@ fn run_layout(
         consumer_extra: a.consumer_props.clone(),
         broker_pid: pid,
         progress,
+        raw_producers: a.raw_producers,
     };
     let load = partitions_load::run(&plan)?;
     let unwritten = plan.partitions.len() as u64 - load.partitions_acked;
@@ -432,6 +439,11 @@ fn run_layout(
 pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
     if a.cores == 0 || a.producers == 0 || a.consumers == 0 {
         bail!("--cores, --producers and --consumers must be at least 1");
+    }
+    if a.raw_producers && !a.producer_props.is_empty() {
+        bail!(
+            "--producer-prop sets librdkafka properties; --raw-producers does not use librdkafka"
+        );
     }
     if a.message_size < crate::record::HEADER_LEN {
         bail!(
@@ -510,6 +522,7 @@ pub fn run(a: &PartitionsArgs, progress: bool) -> Result<PartitionsReport> {
         consumers: a.consumers,
         linger_ms: a.linger_ms,
         batch_size: a.batch_size,
+        raw_producers: a.raw_producers,
         layouts,
     })
 }

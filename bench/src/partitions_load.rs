@@ -59,6 +59,8 @@ pub(crate) struct LoadPlan {
     pub(crate) consumer_extra: Vec<(String, String)>,
     pub(crate) broker_pid: u32,
     pub(crate) progress: bool,
+    /// Producers speak the protocol themselves (`partitions_raw`) instead of librdkafka.
+    pub(crate) raw_producers: bool,
 }
 
 /// The delivery opaque of one record: which partition, when it was due, when it was sent.
@@ -71,20 +73,20 @@ struct Sent {
 
 /// What one producer counted; merged at the end.
 #[derive(Debug, Default)]
-struct ProduceTally {
+pub(crate) struct ProduceTally {
     /// From the send.
-    hist: LatencyHistogram,
+    pub(crate) hist: LatencyHistogram,
     /// From the intended send time.
-    hist_intended: LatencyHistogram,
-    sent: u64,
+    pub(crate) hist_intended: LatencyHistogram,
+    pub(crate) sent: u64,
     /// Records due but not sent when the window closed.
-    backlog: u64,
-    acked_in_window: u64,
-    acked_total: u64,
-    errors: u64,
-    first_error: Option<String>,
+    pub(crate) backlog: u64,
+    pub(crate) acked_in_window: u64,
+    pub(crate) acked_total: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
     /// Indexed like the plan's partitions: acked at least once.
-    written: Vec<bool>,
+    pub(crate) written: Vec<bool>,
 }
 
 /// Delivery context of one producer: its sending thread and librdkafka's poll thread.
@@ -397,7 +399,13 @@ pub(crate) fn run(plan: &LoadPlan) -> Result<LoadFigures> {
         counters.push((true, cnt.clone()));
         let spawned = std::thread::Builder::new()
             .name(format!("parts-producer-{p}"))
-            .spawn(move || produce(&plan, p, clock, t0, win, &flag, cnt));
+            .spawn(move || {
+                if plan.raw_producers {
+                    crate::partitions_raw::produce(&plan, p, clock, t0, win, &flag, cnt)
+                } else {
+                    produce(&plan, p, clock, t0, win, &flag, cnt)
+                }
+            });
         match spawned {
             Ok(h) => producers.push(h),
             Err(e) => {
@@ -556,20 +564,19 @@ fn figures(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn figures_merge_threads_and_count_cpu_per_gb_in_the_window() {
-        let parts: Vec<TopicPartition> = (0..4).map(|p| ("t".to_string(), p)).collect();
-        let plan = LoadPlan {
+    /// A plan over `parts` with `producers` producers (1,000 msg/s of 1,000 B, 2 s).
+    pub(crate) fn plan(parts: Vec<TopicPartition>, producers: u32) -> LoadPlan {
+        LoadPlan {
             bootstrap: String::new(),
             partitions: Arc::new(parts),
             msg_per_sec: 1000.0,
             message_size: 1000,
             warmup: Duration::ZERO,
             duration: Duration::from_secs(2),
-            producers: 2,
+            producers,
             consumers: 1,
             producer: crate::kafka::ProducerSettings {
                 acks: "all".into(),
@@ -581,7 +588,14 @@ mod tests {
             consumer_extra: Vec::new(),
             broker_pid: 1,
             progress: false,
-        };
+            raw_producers: false,
+        }
+    }
+
+    #[test]
+    fn figures_merge_threads_and_count_cpu_per_gb_in_the_window() {
+        let parts: Vec<TopicPartition> = (0..4).map(|p| ("t".to_string(), p)).collect();
+        let plan = plan(parts, 2);
         let tally = |w: [bool; 4]| ProduceTally {
             sent: 1000,
             backlog: 5,

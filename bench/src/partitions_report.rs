@@ -136,6 +136,8 @@ pub struct PartitionsReport {
     pub duration_seconds: f64,
     pub idle_seconds: f64,
     pub producers: u32,
+    /// The producers spoke the protocol themselves (`--raw-producers`), not librdkafka.
+    pub raw_producers: bool,
     pub consumers: u32,
     pub linger_ms: f64,
     pub batch_size: u32,
@@ -212,8 +214,13 @@ pub fn table(r: &PartitionsReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "== partitions: {} shard(s), {} B records, acks=all, {} MB/s target, {} s measured, idle {} s",
-        r.cores, r.message_size, r.rate_mb_per_sec, r.duration_seconds, r.idle_seconds
+        "== partitions: {} shard(s), {} B records, acks=all, {} MB/s target, {} s measured, idle {} s, {} producer(s)",
+        r.cores,
+        r.message_size,
+        r.rate_mb_per_sec,
+        r.duration_seconds,
+        r.idle_seconds,
+        if r.raw_producers { "raw-protocol" } else { "librdkafka" }
     );
     let _ = writeln!(
         out,
@@ -420,6 +427,7 @@ mod tests {
             duration_seconds: 30.0,
             idle_seconds: 10.0,
             producers: 1,
+            raw_producers: false,
             consumers: 1,
             linger_ms: 5.0,
             batch_size: 1 << 20,
