@@ -1,18 +1,47 @@
 //! The shard's bounded cache of recent batches, so tail reads never touch disk.
-//! Entries are whole batches as refcounted `Bytes`, keyed by (log id, base offset) and
-//! evicted in insertion order (FIFO, "LRU-ish") once `capacity` bytes are exceeded.
-//! Owned by one shard; never crosses cores.
+//! Entries are whole batches as refcounted `Bytes`, per log in offset order (a deque: a
+//! log's batches arrive in offset order, so an insert is a push at the back and the
+//! oldest is at the front), evicted in insertion order (FIFO, "LRU-ish") once `capacity`
+//! bytes are exceeded. An insert that does not come after the log's last cached batch
+//! (the log was truncated and written again) first drops the batches it overlaps or
+//! precedes, so the cache never holds two versions of an offset. Owned by one shard;
+//! never crosses cores.
+//!
+//! (A `BTreeMap` per log and std's SipHash before: with 10,000 partitions of one-record
+//! batches the inserts and evictions were a tenth of the shard's time.)
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// One whole batch: (base offset, last offset, bytes).
 pub(crate) type Batch = (i64, i64, Bytes);
 
 struct Entry {
+    base: i64,
     last: i64,
     data: Bytes,
     seq: u64,
+}
+
+/// Log ids are the storage's own counter, never a client's: a fixed fast hash is fine.
+type Logs = HashMap<u64, VecDeque<Entry>, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Multiplicative hash of a log id (ids are small consecutive numbers).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 #[derive(Default)]
@@ -21,8 +50,10 @@ pub(crate) struct BatchCache {
     bytes: usize,
     live: usize,
     seq: u64,
-    logs: HashMap<u64, BTreeMap<i64, Entry>>,
-    fifo: VecDeque<(u64, i64, u64)>,
+    /// A log keeps its (possibly empty) deque until `drop_log`: no allocation per batch
+    /// for a log whose only cached batch keeps being evicted.
+    logs: Logs,
+    fifo: VecDeque<(u64, u64)>,
 }
 
 impl BatchCache {
@@ -39,46 +70,46 @@ impl BatchCache {
         }
         self.seq += 1;
         let len = data.len();
-        let map = self.logs.entry(log).or_default();
-        if let Some(old) = map.insert(
-            base,
-            Entry {
-                last,
-                data,
-                seq: self.seq,
-            },
-        ) {
-            self.bytes -= old.data.len();
-            self.live -= 1;
+        let q = self.logs.entry(log).or_default();
+        while q.back().is_some_and(|e| e.last >= base) {
+            if let Some(old) = q.pop_back() {
+                self.bytes -= old.data.len();
+                self.live -= 1;
+            }
         }
+        q.push_back(Entry {
+            base,
+            last,
+            data,
+            seq: self.seq,
+        });
         self.bytes += len;
         self.live += 1;
-        self.fifo.push_back((log, base, self.seq));
+        self.fifo.push_back((log, self.seq));
         while self.bytes > self.capacity {
-            let Some((l, b, s)) = self.fifo.pop_front() else {
+            let Some((l, s)) = self.fifo.pop_front() else {
                 break;
             };
-            self.remove_if_seq(l, b, s);
+            self.evict(l, s);
         }
         if self.fifo.len() > 2 * self.live + 1024 {
             let logs = &self.logs;
-            self.fifo.retain(|(l, b, s)| {
+            // a deque's seqs rise from front to back
+            self.fifo.retain(|(l, s)| {
                 logs.get(l)
-                    .and_then(|m| m.get(b))
-                    .is_some_and(|e| e.seq == *s)
+                    .is_some_and(|q| q.binary_search_by_key(s, |e| e.seq).is_ok())
             });
         }
     }
 
-    fn remove_if_seq(&mut self, log: u64, base: i64, seq: u64) {
-        if let Some(map) = self.logs.get_mut(&log) {
-            if map.get(&base).is_some_and(|e| e.seq == seq) {
-                if let Some(e) = map.remove(&base) {
+    /// Evicts the entry of `log` inserted as `seq`, if it is still cached: the log's
+    /// oldest (the FIFO is in insertion order, and so is each log's deque).
+    fn evict(&mut self, log: u64, seq: u64) {
+        if let Some(q) = self.logs.get_mut(&log) {
+            if q.front().is_some_and(|e| e.seq == seq) {
+                if let Some(e) = q.pop_front() {
                     self.bytes -= e.data.len();
                     self.live -= 1;
-                }
-                if map.is_empty() {
-                    self.logs.remove(&log);
                 }
             }
         }
@@ -86,31 +117,28 @@ impl BatchCache {
 
     /// The cached batch containing `offset`, as (base, last, bytes).
     pub(crate) fn get(&self, log: u64, offset: i64) -> Option<Batch> {
-        let map = self.logs.get(&log)?;
-        let (&base, e) = map.range(..=offset).next_back()?;
-        (e.last >= offset).then(|| (base, e.last, e.data.clone()))
+        let q = self.logs.get(&log)?;
+        let e = q.get(q.partition_point(|e| e.last < offset))?;
+        (e.base <= offset).then(|| (e.base, e.last, e.data.clone()))
     }
 
     /// Drop entries of `log` with base >= `from` (truncation).
     pub(crate) fn remove_from(&mut self, log: u64, from: i64) {
-        if let Some(map) = self.logs.get_mut(&log) {
-            let tail = map.split_off(&from);
-            for e in tail.values() {
-                self.bytes -= e.data.len();
-                self.live -= 1;
+        if let Some(q) = self.logs.get_mut(&log) {
+            while q.back().is_some_and(|e| e.base >= from) {
+                if let Some(e) = q.pop_back() {
+                    self.bytes -= e.data.len();
+                    self.live -= 1;
+                }
             }
         }
     }
 
     /// Drop entries of `log` whose last offset < `before` (retention).
     pub(crate) fn remove_before(&mut self, log: u64, before: i64) {
-        if let Some(map) = self.logs.get_mut(&log) {
-            let keep = map.split_off(&before);
-            let gone = std::mem::replace(map, keep);
-            for (b, e) in gone {
-                if e.last >= before {
-                    map.insert(b, e);
-                } else {
+        if let Some(q) = self.logs.get_mut(&log) {
+            while q.front().is_some_and(|e| e.last < before) {
+                if let Some(e) = q.pop_front() {
                     self.bytes -= e.data.len();
                     self.live -= 1;
                 }
@@ -119,8 +147,8 @@ impl BatchCache {
     }
 
     pub(crate) fn drop_log(&mut self, log: u64) {
-        if let Some(map) = self.logs.remove(&log) {
-            for e in map.values() {
+        if let Some(q) = self.logs.remove(&log) {
+            for e in &q {
                 self.bytes -= e.data.len();
                 self.live -= 1;
             }
@@ -162,5 +190,33 @@ mod tests {
         assert_eq!(c.bytes(), 0);
         c.insert(3, 0, 0, b(1000)); // larger than the whole cache: not cached
         assert!(c.get(3, 0).is_none());
+    }
+
+    #[test]
+    fn a_rewritten_offset_replaces_what_it_overlaps_and_eviction_skips_gone_entries() {
+        let mut c = BatchCache::new(1000);
+        c.insert(1, 0, 9, b(100));
+        c.insert(1, 10, 19, b(100));
+        c.insert(1, 20, 29, b(100));
+        // written again from 10 (truncated without remove_from): 10.. and 20.. go
+        c.insert(1, 10, 14, Bytes::from(vec![1u8; 50]));
+        assert_eq!(c.bytes(), 150);
+        assert_eq!(
+            c.get(1, 12).map(|x| (x.0, x.1, x.2.len())),
+            Some((10, 14, 50))
+        );
+        assert!(c.get(1, 20).is_none());
+        assert_eq!(c.get(1, 3).map(|x| x.0), Some(0));
+        // a gap (a compacted log): the offset in it is not cached
+        c.insert(1, 30, 39, b(100));
+        assert!(c.get(1, 20).is_none());
+        assert_eq!(c.get(1, 35).map(|x| x.0), Some(30));
+        // eviction in insertion order passes over the entries already gone
+        for i in 0..10 {
+            c.insert(2, i * 10, i * 10 + 9, b(100));
+        }
+        assert!(c.bytes() <= 1000);
+        assert!(c.get(1, 3).is_none() && c.get(1, 12).is_none());
+        assert_eq!(c.get(2, 95).map(|x| x.0), Some(90));
     }
 }

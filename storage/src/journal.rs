@@ -105,8 +105,12 @@ fn safe_dir_name(d: &str) -> bool {
 
 /// Bytes a record set of `entries` takes in the journal: padded to whole pages.
 pub(crate) fn set_len(entries: &[Entry]) -> usize {
-    align_up((SET_HEADER_LEN + entries.iter().map(Entry::encoded_len).sum::<usize>()) as u64)
-        as usize
+    set_len_of(entries.iter().map(Entry::encoded_len).sum())
+}
+
+/// Bytes a record set takes whose entries' `encoded_len`s sum to `body`.
+pub(crate) fn set_len_of(body: usize) -> usize {
+    align_up((SET_HEADER_LEN + body) as u64) as usize
 }
 
 /// Encodes a record set of `entries` for `epoch` into `out`, which must be `set_len`
