@@ -821,14 +821,33 @@ impl ShardCtx {
             (i, log.read(from, hw, limit, Some(i) == first).await)
         };
         let mut done = Vec::with_capacity(reads.len());
-        if reads.len() == 1 {
-            if let Some(r) = reads.pop() {
-                done.push(read(r).await);
+        // what memory holds is read at once, without a task each (at 10,000 partitions a
+        // task per read was a large part of a round); the rest in waves below, in plan
+        // order until the budget is spent: partitions past it would be dropped from the
+        // answer below, so reading them (often from disk) is waste
+        let mut read_bytes = 0usize;
+        let mut cold = Vec::new();
+        for (i, log, from, hw, limit) in reads {
+            if read_bytes >= max_bytes {
+                break;
+            }
+            let left = max_bytes - read_bytes;
+            match log.read_now(from, hw, limit.min(left), Some(i) == first) {
+                Some(res) => {
+                    if let Ok(batches) = &res {
+                        read_bytes += batches.iter().map(|b| b.len()).sum::<usize>();
+                    }
+                    done.push((i, res));
+                }
+                None => cold.push((i, log, from, hw, limit)),
             }
         }
-        // waves in plan order until the budget is spent: partitions past it would be
-        // dropped from the answer below, so reading them (often from disk) is waste
-        let mut read_bytes = 0usize;
+        let mut reads = cold;
+        if reads.len() == 1 && read_bytes < max_bytes {
+            if let Some((i, log, from, hw, limit)) = reads.pop() {
+                done.push(read((i, log, from, hw, limit.min(max_bytes - read_bytes))).await);
+            }
+        }
         let mut reads = reads.into_iter().peekable();
         while reads.peek().is_some() && read_bytes < max_bytes {
             let left = max_bytes - read_bytes;

@@ -619,6 +619,25 @@ impl PartitionLog {
         .await
     }
 
+    /// `read`, if memory (the shard cache, the pending queue, a read-ahead window) holds
+    /// the whole answer: None when it needs the disk or a wait (then call `read`).
+    pub fn read_now(
+        &self,
+        from_offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Option<Result<Vec<Bytes>, StorageError>> {
+        crate::read::read_now(
+            &self.shard,
+            &self.inner,
+            from_offset,
+            max_offset,
+            max_bytes,
+            min_one,
+        )
+    }
+
     /// (offset, timestamp) of the first record with timestamp >= `ts`. For an uncompressed
     /// batch this is the exact record; for a compressed batch it is that batch's base
     /// offset and max timestamp (records are not decompressed). None if no such record.

@@ -34,6 +34,136 @@ use std::rc::Rc;
 const MIN_DISK_READ: usize = 64 << 10;
 const MAX_DISK_READ: usize = 16 << 20;
 
+/// A read under way: the batches so far, their bytes, the next offset, and whether it
+/// touched disk or a read-ahead window (then it keeps a window ahead of this reader).
+struct Progress {
+    out: Vec<Bytes>,
+    total: usize,
+    next: i64,
+    cold: bool,
+}
+
+/// The read's bounds, as `read` takes them.
+#[derive(Clone, Copy)]
+struct Bounds {
+    from: i64,
+    max_offset: i64,
+    max_bytes: usize,
+    min_one: bool,
+}
+
+impl Progress {
+    /// Adds `batches` (in offset order); true when the read is complete: a batch reaches
+    /// `max_offset`, or the next would pass `max_bytes`.
+    fn take(&mut self, batches: Vec<Batch>, b: Bounds) -> bool {
+        for (_, last, data) in batches {
+            if last >= b.max_offset {
+                return true;
+            }
+            if self.total + data.len() > b.max_bytes && !(self.out.is_empty() && b.min_one) {
+                return true;
+            }
+            self.total += data.len();
+            self.out.push(data);
+            self.next = last + 1;
+        }
+        false
+    }
+
+    /// True when nothing is left to read below the bounds.
+    fn at_end(&self, log: &LogInner, b: Bounds) -> bool {
+        self.next >= b.max_offset || self.next >= log.state().log_end()
+    }
+
+    fn finish(self, shard: &Rc<ShardStorage>, log: &Rc<LogInner>, b: Bounds) -> Vec<Bytes> {
+        if self.cold && !self.out.is_empty() {
+            advance_readahead(shard, log, b.from, self.next, self.total);
+        }
+        self.out
+    }
+}
+
+/// Checks `from` against the log's range (and that it is open).
+fn check_from(log: &LogInner, from: i64) -> Result<(), StorageError> {
+    let st = log.state();
+    if st.is_closed() {
+        return Err(StorageError::Closed);
+    }
+    let (start, end) = (st.log_start(), st.log_end());
+    if from < start || from > end {
+        return Err(StorageError::OffsetOutOfRange {
+            offset: from,
+            log_start: start,
+            log_end: end,
+        });
+    }
+    Ok(())
+}
+
+/// The part of a read that memory serves (the cache, the pending queue, read-ahead
+/// windows), without waiting: `Ok` with the whole answer, or `Err` with the progress up
+/// to the first batch that needs the disk.
+fn read_memory(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    b: Bounds,
+) -> Result<Vec<Bytes>, Progress> {
+    let mut p = Progress {
+        out: Vec::new(),
+        total: 0,
+        next: b.from,
+        cold: false,
+    };
+    loop {
+        if p.at_end(log, b) {
+            return Ok(p.finish(shard, log, b));
+        }
+        let batch = match lookup_memory(shard, log, p.next) {
+            Some(batch) => {
+                p.cold = p.cold || shard.inner.borrow().readahead.in_window(log.id, p.next);
+                batch
+            }
+            None => {
+                let in_window = shard.inner.borrow().readahead.lookup(log.id, p.next);
+                match in_window {
+                    Some(batch) => {
+                        shard.metrics_add(|m| m.readahead_hits += 1);
+                        p.cold = true;
+                        batch
+                    }
+                    None => return Err(p),
+                }
+            }
+        };
+        if p.take(vec![batch], b) {
+            return Ok(p.finish(shard, log, b));
+        }
+    }
+}
+
+/// `read` if memory holds the whole answer (no disk read, no wait): the fetch path tries
+/// this first for each partition, and starts a task only for the others (at 10,000
+/// partitions a task per partition read was a large part of a fetch round).
+pub(crate) fn read_now(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    from: i64,
+    max_offset: i64,
+    max_bytes: usize,
+    min_one: bool,
+) -> Option<Result<Vec<Bytes>, StorageError>> {
+    if let Err(e) = check_from(log, from) {
+        return Some(Err(e));
+    }
+    let b = Bounds {
+        from,
+        max_offset,
+        max_bytes,
+        min_one,
+    };
+    read_memory(shard, log, b).ok().map(Ok)
+}
+
 pub(crate) async fn read(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
@@ -42,92 +172,69 @@ pub(crate) async fn read(
     max_bytes: usize,
     min_one: bool,
 ) -> Result<Vec<Bytes>, StorageError> {
-    {
-        let st = log.state();
-        if st.is_closed() {
-            return Err(StorageError::Closed);
-        }
-        let (start, end) = (st.log_start(), st.log_end());
-        if from < start || from > end {
-            return Err(StorageError::OffsetOutOfRange {
-                offset: from,
-                log_start: start,
-                log_end: end,
-            });
-        }
-    }
-    let mut out = Vec::new();
-    let mut total = 0usize;
-    let mut next = from;
-    // touched disk or a read-ahead window: keep a window ahead of this reader
-    let mut cold = false;
+    check_from(log, from)?;
+    let b = Bounds {
+        from,
+        max_offset,
+        max_bytes,
+        min_one,
+    };
+    let mut p = match read_memory(shard, log, b) {
+        Ok(out) => return Ok(out),
+        Err(p) => p,
+    };
     let mut waited = false;
-    'outer: loop {
-        let log_end = log.state().log_end();
-        if next >= max_offset || next >= log_end {
+    loop {
+        if p.at_end(log, b) {
             break;
         }
-        let want = max_bytes.saturating_sub(total);
-        let in_memory = lookup_memory(shard, log, next);
-        let in_window = match in_memory {
-            Some(_) => None,
-            None => shard.inner.borrow().readahead.lookup(log.id, next),
-        };
-        let batches = match in_memory {
-            Some(b) => {
-                cold = cold || shard.inner.borrow().readahead.in_window(log.id, next);
-                vec![b]
+        let want = max_bytes.saturating_sub(p.total);
+        let next = p.next;
+        let batches = match lookup_memory(shard, log, next) {
+            Some(batch) => {
+                p.cold = p.cold || shard.inner.borrow().readahead.in_window(log.id, next);
+                vec![batch]
             }
-            None => match in_window {
-                Some(b) => {
-                    shard.metrics_add(|m| m.readahead_hits += 1);
-                    cold = true;
-                    vec![b]
-                }
-                None => {
-                    let in_flight = shard.inner.borrow().readahead.in_flight(log.id, next);
-                    if let Some(done) = in_flight.filter(|_| !waited) {
-                        done.wait().await;
-                        waited = true;
-                        continue;
+            None => {
+                let in_window = shard.inner.borrow().readahead.lookup(log.id, next);
+                match in_window {
+                    Some(batch) => {
+                        shard.metrics_add(|m| m.readahead_hits += 1);
+                        p.cold = true;
+                        vec![batch]
                     }
-                    shard.metrics_add(|m| m.cache_misses += 1);
-                    cold = true;
-                    let durable = log.state().durable();
-                    let b = read_disk(shard, log, next, want, true).await?;
-                    if b.is_empty() {
-                        // nothing on disk from `next` on: the rest is still pending, unless
-                        // a flush moved batches out of the queue during the read (retry)
-                        let st = log.state();
-                        if st.durable() != durable {
+                    None => {
+                        let in_flight = shard.inner.borrow().readahead.in_flight(log.id, next);
+                        if let Some(done) = in_flight.filter(|_| !waited) {
+                            done.wait().await;
+                            waited = true;
                             continue;
                         }
-                        st.pending_from(next).into_iter().collect()
-                    } else {
-                        b
+                        shard.metrics_add(|m| m.cache_misses += 1);
+                        p.cold = true;
+                        let durable = log.state().durable();
+                        let got = read_disk(shard, log, next, want, true).await?;
+                        if got.is_empty() {
+                            // nothing on disk from `next` on: the rest is still pending,
+                            // unless a flush moved batches out of the queue during the
+                            // read (retry)
+                            let st = log.state();
+                            if st.durable() != durable {
+                                continue;
+                            }
+                            st.pending_from(next).into_iter().collect()
+                        } else {
+                            got
+                        }
                     }
                 }
-            },
+            }
         };
-        if batches.is_empty() {
+        if batches.is_empty() || p.take(batches, b) {
             break;
         }
-        for (_, last, b) in batches {
-            if last >= max_offset {
-                break 'outer;
-            }
-            if total + b.len() > max_bytes && !(out.is_empty() && min_one) {
-                break 'outer;
-            }
-            total += b.len();
-            out.push(b);
-            next = last + 1;
-        }
     }
-    if cold && !out.is_empty() {
-        advance_readahead(shard, log, from, next, total);
-    }
-    Ok(out)
+    Ok(p.finish(shard, log, b))
 }
 
 /// The batch for `offset` from memory: the cache (the batch holding it) or the pending

@@ -192,3 +192,62 @@ fn invalid_input_is_typed_and_writes_nothing() {
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn read_now_answers_from_memory_only_and_agrees_with_read() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        log.append(batch(3, 100, 1, 1), 1).unwrap();
+        log.append(batch(2, 100, 2, 1), 1).unwrap();
+        // pending or cached: in memory, the same batches as `read`
+        let now = log
+            .read_now(0, 5, 1 << 20, false)
+            .expect("in memory")
+            .unwrap();
+        assert_eq!(bases(&now), vec![0, 3]);
+        assert_eq!(now, log.read(0, 5, 1 << 20, false).await.unwrap());
+        // bounds as `read`: the max offset, then the byte budget (the first kept whole)
+        assert_eq!(
+            bases(&log.read_now(0, 3, 1 << 20, false).unwrap().unwrap()),
+            vec![0]
+        );
+        assert_eq!(
+            bases(&log.read_now(0, 5, 10, true).unwrap().unwrap()),
+            vec![0]
+        );
+        assert!(log.read_now(0, 5, 10, false).unwrap().unwrap().is_empty());
+        assert!(matches!(
+            log.read_now(9, 10, 1 << 20, false),
+            Some(Err(StorageError::OffsetOutOfRange { .. }))
+        ));
+        log.wait_durable(4).await.unwrap();
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+        // reopened with no cache: only the disk has the batches
+        let shard2 = ShardStorage::start(ShardStorageOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        });
+        let log = PartitionLog::open(&shard2, path, LogConfig::default())
+            .await
+            .unwrap();
+        assert!(log.read_now(0, 5, 1 << 20, false).is_none());
+        assert_eq!(
+            bases(&log.read(0, 5, 1 << 20, false).await.unwrap()),
+            vec![0, 3]
+        );
+        // at the log end nothing is left to read: an empty answer, at once
+        assert!(log
+            .read_now(5, 5, 1 << 20, false)
+            .unwrap()
+            .unwrap()
+            .is_empty());
+        log.close().await.unwrap();
+        shard2.shutdown().await.unwrap();
+    });
+}
