@@ -566,13 +566,23 @@ impl ShardCtx {
     /// The logs of `parts` whose idempotent or transactional batches need the producer
     /// state and find it not built.
     fn logs_needing_producer_state(&self, parts: &[(Tp, bytes::Bytes)]) -> Vec<PartitionLog> {
-        parts
+        // plain (not idempotent) batches need no state: no log lookup for them
+        let using: Vec<&(Tp, bytes::Bytes)> = parts
             .iter()
-            .filter_map(|(tp, records)| {
-                let log = self.log(&tp.topic, tp.partition)?;
-                log.needs_producer_state(records).then_some(log)
-            })
-            .collect()
+            .filter(|(_, records)| PartitionLog::records_use_producer_state(records))
+            .collect();
+        if using.is_empty() {
+            return Vec::new();
+        }
+        self.with_logs(|log| {
+            using
+                .iter()
+                .filter_map(|(tp, records)| {
+                    let log = log(&tp.topic, tp.partition)?;
+                    log.needs_producer_state(records).then_some(log)
+                })
+                .collect()
+        })
     }
 
     /// Appends each part; returns the answers and, for acks=-1, what to wait for.
@@ -584,8 +594,18 @@ impl ShardCtx {
         let now = now_ms();
         let mut results = Vec::with_capacity(parts.len());
         let mut waits = Vec::new();
-        for (tp, records) in parts {
-            let Some(log) = self.log(&tp.topic, tp.partition) else {
+        // one pass of lookups (a topic hashed once per run of its partitions)
+        let logs: Vec<Option<PartitionLog>> = self.with_logs(|log| {
+            parts
+                .iter()
+                .map(|(tp, _)| log(&tp.topic, tp.partition))
+                .collect()
+        });
+        // the metrics' per-topic counts, added once per run of a topic's partitions
+        let mut counted: Option<(std::sync::Arc<str>, usize, u64)> = None;
+        let mut appended = false;
+        for ((tp, records), log) in parts.into_iter().zip(logs) {
+            let Some(log) = log else {
                 results.push(ProducePartResult::failed(
                     self.no_log_error(&tp.topic, tp.partition),
                     None,
@@ -606,10 +626,21 @@ impl ShardCtx {
                 Ok(info) => {
                     if !info.duplicate {
                         let count = info.last_offset - info.base_offset + 1;
-                        self.metrics
-                            .produced(&tp.topic, bytes, u64::try_from(count).unwrap_or(0));
+                        let count = u64::try_from(count).unwrap_or(0);
+                        match &mut counted {
+                            Some((t, b, c)) if *t == tp.topic => {
+                                *b += bytes;
+                                *c += count;
+                            }
+                            _ => {
+                                if let Some((t, b, c)) = counted.take() {
+                                    self.metrics.produced(&t, b, c);
+                                }
+                                counted = Some((tp.topic.clone(), bytes, count));
+                            }
+                        }
                     }
-                    self.leaders.appended.notify();
+                    appended = true;
                     if acks == -1 {
                         waits.push((
                             results.len(),
@@ -632,6 +663,12 @@ impl ShardCtx {
                     Some(e.to_string()),
                 )),
             }
+        }
+        if let Some((t, b, c)) = counted {
+            self.metrics.produced(&t, b, c);
+        }
+        if appended {
+            self.leaders.appended.notify();
         }
         (results, waits)
     }

@@ -6,10 +6,11 @@ use sluice_proto::metadata::MetadataRecord;
 
 use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 
-/// A partition named by topic and index.
+/// A partition named by topic and index; the topic is shared by every partition of it
+/// in a request (no `String` per partition).
 #[derive(Debug, Clone)]
 pub(crate) struct Tp {
-    pub(crate) topic: String,
+    pub(crate) topic: std::sync::Arc<str>,
     pub(crate) partition: i32,
 }
 

@@ -182,13 +182,16 @@ impl MarkerWriter for ShardMarkers {
                 parts: m
                     .partitions
                     .into_iter()
-                    .map(|(topic, partition)| Tp { topic, partition })
+                    .map(|(topic, partition)| Tp {
+                        topic: topic.into(),
+                        partition,
+                    })
                     .collect(),
             };
             write_markers(&ctx, &markers)
                 .await
                 .into_iter()
-                .map(|(tp, code)| (tp.topic, tp.partition, code))
+                .map(|(tp, code)| (tp.topic.to_string(), tp.partition, code))
                 .collect()
         })
     }

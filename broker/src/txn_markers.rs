@@ -141,7 +141,7 @@ async fn send_to_peer(ctx: &Rc<ShardCtx>, node: i32, addr: &str, m: &Markers) ->
     let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
     for tp in &m.parts {
         match topics.last_mut() {
-            Some(t) if t.name.0.as_str() == tp.topic => t.partition_indexes.push(tp.partition),
+            Some(t) if t.name.0.as_str() == &*tp.topic => t.partition_indexes.push(tp.partition),
             _ => topics.push(
                 WritableTxnMarkerTopic::default()
                     .with_name(name(&tp.topic))
@@ -189,7 +189,7 @@ async fn send_to_peer(ctx: &Rc<ShardCtx>, node: i32, addr: &str, m: &Markers) ->
         .iter()
         .map(|tp| {
             by_tp
-                .get(&(tp.topic.clone(), tp.partition))
+                .get(&(tp.topic.to_string(), tp.partition))
                 .copied()
                 .unwrap_or(ResponseError::UnknownServerError.code())
         })
@@ -244,7 +244,7 @@ impl ShardCtx {
                 self.wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
                     .await
                     .map_err(|(code, _)| code)?;
-                if tp.topic == OFFSETS_TOPIC {
+                if &*tp.topic == OFFSETS_TOPIC {
                     let coordinator = self.groups.borrow().get(&tp.partition).cloned();
                     if let Some(c) = coordinator {
                         c.complete_txn(m.producer_id, m.commit);
@@ -276,7 +276,7 @@ pub(crate) async fn handle_write_txn_markers(
             .iter()
             .flat_map(|t| {
                 t.partition_indexes.iter().map(|&p| Tp {
-                    topic: t.name.0.to_string(),
+                    topic: t.name.0.as_str().into(),
                     partition: p,
                 })
             })
@@ -303,7 +303,7 @@ pub(crate) async fn handle_write_txn_markers(
                 .with_partition_index(tp.partition)
                 .with_error_code(code);
             match topics.last_mut() {
-                Some(t) if t.name.0.as_str() == tp.topic => t.partitions.push(p),
+                Some(t) if t.name.0.as_str() == &*tp.topic => t.partitions.push(p),
                 _ => topics.push(
                     WritableTxnMarkerTopicResult::default()
                         .with_name(name(&tp.topic))

@@ -451,10 +451,14 @@ impl PartitionLog {
     /// idempotent or transactional batch or a marker. The caller awaits
     /// `load_producer_state` first (else the append is `ProducerStateNotLoaded`).
     pub fn needs_producer_state(&self, records: &[u8]) -> bool {
-        !self.producer_state_loaded()
-            && BatchIter::headers_only(records).any(|b| {
-                b.is_ok_and(|(h, _)| producer::is_idempotent(&h) || touches_transactions(&h))
-            })
+        !self.producer_state_loaded() && Self::records_use_producer_state(records)
+    }
+
+    /// Whether `records` hold an idempotent or transactional batch or a marker (whatever
+    /// the log): the part of `needs_producer_state` that needs no log.
+    pub fn records_use_producer_state(records: &[u8]) -> bool {
+        BatchIter::headers_only(records)
+            .any(|b| b.is_ok_and(|(h, _)| producer::is_idempotent(&h) || touches_transactions(&h)))
     }
 
     /// Build the transaction state (the producer state: transactions under way,

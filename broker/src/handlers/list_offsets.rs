@@ -49,7 +49,7 @@ pub(crate) async fn handle(
                     e.0.push((ti, pi));
                     e.1.push((
                         Tp {
-                            topic: name.clone(),
+                            topic: name.as_str().into(),
                             partition: p.partition_index,
                         },
                         p.timestamp,

@@ -163,6 +163,8 @@ async fn submit(
     let bad_acks = !matches!(acks, -1..=1);
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
+        // one allocation per topic, shared by its partitions' `Tp`s
+        let shared_name: std::sync::Arc<str> = name.as_str().into();
         let internal = crate::metadata::is_internal(&name);
         let denied = if txn_denied {
             Some(ResponseError::TransactionalIdAuthorizationFailed.code())
@@ -201,7 +203,7 @@ async fn submit(
                         entry.0.push((ti, pi));
                         entry.1.push((
                             Tp {
-                                topic: name.clone(),
+                                topic: shared_name.clone(),
                                 partition: part.index,
                             },
                             records,

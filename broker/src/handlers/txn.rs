@@ -300,7 +300,7 @@ pub(crate) async fn describe_producers(
         let mut partitions = Vec::with_capacity(t.partition_indexes.len());
         for p in t.partition_indexes {
             let tp = Tp {
-                topic: t.name.0.to_string(),
+                topic: t.name.0.as_str().into(),
                 partition: p,
             };
             let answer = match ctx.route(&tp.topic, p) {
