@@ -133,6 +133,19 @@ impl ProducerContext for Delivery {
     }
 }
 
+/// The partitions producer `me` sends to (partition i goes to producer i mod N), and its
+/// tally before the first send.
+pub(crate) fn producer_share(plan: &LoadPlan, me: u32) -> (Vec<usize>, ProduceTally) {
+    let owned = (0..plan.partitions.len())
+        .filter(|i| i % plan.producers as usize == me as usize)
+        .collect();
+    let tally = ProduceTally {
+        written: vec![false; plan.partitions.len()],
+        ..ProduceTally::default()
+    };
+    (owned, tally)
+}
+
 fn produce(
     plan: &LoadPlan,
     me: u32,
@@ -143,13 +156,7 @@ fn produce(
     counters: Arc<Counters>,
 ) -> Result<ProduceTally> {
     let parts = &plan.partitions;
-    let owned: Vec<usize> = (0..parts.len())
-        .filter(|i| i % plan.producers as usize == me as usize)
-        .collect();
-    let tally = ProduceTally {
-        written: vec![false; parts.len()],
-        ..ProduceTally::default()
-    };
+    let (owned, tally) = producer_share(plan, me);
     if owned.is_empty() {
         return Ok(tally);
     }

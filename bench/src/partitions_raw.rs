@@ -35,7 +35,7 @@ use sluice_proto::request::response_header_len;
 use crate::engine::Clock;
 use crate::old_formats::request_frame;
 use crate::pacer::{Pacer, Step};
-use crate::partitions_load::{LoadPlan, ProduceTally};
+use crate::partitions_load::{producer_share, LoadPlan, ProduceTally};
 use crate::progress::Counters;
 use crate::record::Payload;
 
@@ -70,14 +70,9 @@ pub(crate) fn produce(
     stop: &AtomicBool,
     counters: Arc<Counters>,
 ) -> Result<ProduceTally> {
-    let parts = &plan.partitions;
-    let owned: Vec<u32> = (0..parts.len() as u32)
-        .filter(|i| i % plan.producers == me)
-        .collect();
-    let tally = ProduceTally {
-        written: vec![false; parts.len()],
-        ..ProduceTally::default()
-    };
+    let (owned, tally) = producer_share(plan, me);
+    // the plan's partition count fits in u32 (`partitions_load::run` checks it)
+    let owned: Vec<u32> = owned.into_iter().map(|i| i as u32).collect();
     if owned.is_empty() {
         return Ok(tally);
     }
@@ -93,13 +88,15 @@ pub(crate) fn produce(
     }));
     let unanswered = Arc::new(AtomicUsize::new(0));
     let sending = Arc::new(AtomicBool::new(true));
+    let reader_dead = Arc::new(AtomicBool::new(false));
     let answers = {
-        let (plan, shared, unanswered, sending, counters) = (
+        let (plan, shared, unanswered, sending, counters, dead) = (
             plan.clone(),
             shared.clone(),
             unanswered.clone(),
             sending.clone(),
             counters.clone(),
+            reader_dead.clone(),
         );
         std::thread::Builder::new()
             .name(format!("parts-raw-answers-{me}"))
@@ -116,7 +113,9 @@ pub(crate) fn produce(
                     &counters,
                 );
                 if r.is_err() {
-                    // the sender's next write then fails instead of blocking on a full socket
+                    // the sender stops, and its write in progress fails instead of
+                    // blocking on a full socket
+                    dead.store(true, Relaxed);
                     if let Ok(s) = closer {
                         let _ = s.shutdown(std::net::Shutdown::Both);
                     }
@@ -125,19 +124,21 @@ pub(crate) fn produce(
             })
             .context("spawning the answer reader")?
     };
+    // the reader ends (within DRAIN) even if the sender panics
+    let sender_done = SenderDone(&sending);
     let sent = send_loop(
         plan,
         &owned,
         clock,
         t0,
         window,
-        stop,
+        (stop, &reader_dead),
         &counters,
         &mut stream,
         &shared,
         &unanswered,
     );
-    sending.store(false, Relaxed);
+    drop(sender_done);
     let read = answers
         .join()
         .map_err(|_| anyhow!("the answer reader panicked"))?;
@@ -168,7 +169,17 @@ pub(crate) fn produce(
     Ok(t)
 }
 
-/// The sender: returns (records sent, records due but unsent at the window's end, the
+/// Tells the answer reader that nothing more will be sent, when dropped.
+struct SenderDone<'a>(&'a AtomicBool);
+
+impl Drop for SenderDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
+    }
+}
+
+/// The sender (it stops at the window's end, on `stop`, or once the answer reader
+/// died: the two flags of `halt`): returns (records sent, records due but unsent at the window's end, the
 /// error that ended it early).
 #[allow(clippy::too_many_arguments)]
 fn send_loop(
@@ -177,7 +188,7 @@ fn send_loop(
     clock: Clock,
     t0: Duration,
     window: (Duration, Duration),
-    stop: &AtomicBool,
+    halt: (&AtomicBool, &AtomicBool),
     counters: &Counters,
     stream: &mut TcpStream,
     shared: &Mutex<Shared>,
@@ -189,9 +200,10 @@ fn send_loop(
     let mut payload = Payload::new(plan.message_size, &mut rand::rng());
     let mut due: Vec<(u32, Duration)> = Vec::new();
     let (mut sent, mut corr, mut last_send) = (0u64, 0i32, Duration::ZERO);
+    let halted = || halt.0.load(Relaxed) || halt.1.load(Relaxed);
     loop {
         let now = clock.elapsed();
-        if now >= window.1 || stop.load(Relaxed) {
+        if now >= window.1 || halted() {
             return (sent, pacer.backlog(now - t0) + due.len() as u64, None);
         }
         match pacer.step(now - t0) {
@@ -215,7 +227,7 @@ fn send_loop(
             }
         }
         while unanswered.load(Relaxed) >= IN_FLIGHT {
-            if clock.elapsed() >= window.1 || stop.load(Relaxed) {
+            if clock.elapsed() >= window.1 || halted() {
                 let backlog = pacer.backlog(clock.elapsed() - t0) + due.len() as u64;
                 return (sent, backlog, None);
             }
@@ -230,11 +242,19 @@ fn send_loop(
         };
         let records = std::mem::take(&mut due);
         let n = records.len() as u64;
-        if let Ok(mut sh) = shared.lock() {
-            sh.in_flight.insert(corr, InFlight { sent: at, records });
+        match shared.lock() {
+            Ok(mut sh) => {
+                sh.in_flight.insert(corr, InFlight { sent: at, records });
+            }
+            Err(_) => return (sent, 0, Some("producer tally poisoned".into())),
         }
         unanswered.fetch_add(1, Relaxed);
         if let Err(e) = stream.write_all(&frame) {
+            // not sent: not in flight either (its records count as the one send error)
+            if let Ok(mut sh) = shared.lock() {
+                sh.in_flight.remove(&corr);
+            }
+            unanswered.fetch_sub(1, Relaxed);
             return (sent, 0, Some(format!("send: {e}")));
         }
         sent += n;
@@ -356,9 +376,10 @@ fn read_answers(
             continue;
         };
         let now = clock.elapsed();
-        ensure!(b.len() >= 4, "short answer");
+        let header = response_header_len(ApiKey::Produce, VERSION);
+        ensure!(b.len() >= header.max(4), "short answer ({} bytes)", b.len());
         let corr = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        b.advance(response_header_len(ApiKey::Produce, VERSION));
+        b.advance(header);
         let resp = ProduceResponse::decode(&mut b, VERSION).context("decoding an answer")?;
         let mut errors: HashMap<(&str, i32), i16> = HashMap::new();
         for t in &resp.responses {

@@ -567,9 +567,10 @@ impl ShardCtx {
     /// state and find it not built.
     fn logs_needing_producer_state(&self, parts: &[(Tp, bytes::Bytes)]) -> Vec<PartitionLog> {
         // plain (not idempotent) batches need no state: no log lookup for them
-        let using: Vec<&(Tp, bytes::Bytes)> = parts
+        let using: Vec<&Tp> = parts
             .iter()
             .filter(|(_, records)| PartitionLog::records_use_producer_state(records))
+            .map(|(tp, _)| tp)
             .collect();
         if using.is_empty() {
             return Vec::new();
@@ -577,9 +578,9 @@ impl ShardCtx {
         self.with_logs(|log| {
             using
                 .iter()
-                .filter_map(|(tp, records)| {
+                .filter_map(|tp| {
                     let log = log(&tp.topic, tp.partition)?;
-                    log.needs_producer_state(records).then_some(log)
+                    (!log.producer_state_loaded()).then_some(log)
                 })
                 .collect()
         })
@@ -858,16 +859,14 @@ impl ShardCtx {
             (i, log.read(from, hw, limit, Some(i) == first).await)
         };
         let mut done = Vec::with_capacity(reads.len());
-        // what memory holds is read at once, without a task each (at 10,000 partitions a
-        // task per read was a large part of a round); the rest in waves below, in plan
-        // order until the budget is spent: partitions past it would be dropped from the
-        // answer below, so reading them (often from disk) is waste
+        // reads in plan order until the budget is spent: partitions past it would be
+        // dropped from the answer below, so reading them (often from disk) is waste. Up to
+        // the first that needs the disk, memory answers at once, without a task each (at
+        // 10,000 partitions a task per read was a large part of a round); from there, in
+        // waves of tasks (the budget still spent in plan order)
         let mut read_bytes = 0usize;
-        let mut cold = Vec::new();
-        for (i, log, from, hw, limit) in reads {
-            if read_bytes >= max_bytes {
-                break;
-            }
+        let mut reads = reads.into_iter().peekable();
+        while let Some((i, log, from, hw, limit)) = reads.next_if(|_| read_bytes < max_bytes) {
             let left = max_bytes - read_bytes;
             match log.read_now(from, hw, limit.min(left), Some(i) == first) {
                 Some(res) => {
@@ -876,10 +875,15 @@ impl ShardCtx {
                     }
                     done.push((i, res));
                 }
-                None => cold.push((i, log, from, hw, limit)),
+                None => {
+                    let mut rest = vec![(i, log, from, hw, limit)];
+                    rest.extend(reads);
+                    reads = rest.into_iter().peekable();
+                    break;
+                }
             }
         }
-        let mut reads = cold;
+        let mut reads: Vec<_> = reads.collect();
         if reads.len() == 1 && read_bytes < max_bytes {
             if let Some((i, log, from, hw, limit)) = reads.pop() {
                 done.push(read((i, log, from, hw, limit.min(max_bytes - read_bytes))).await);

@@ -170,7 +170,10 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
             let mut at: Option<(i64, u64)> = skip
                 .checked_sub(1)
                 .and_then(|i| st.pending().iter().nth(i))
-                .and_then(|p| Some((p.seg_base, p.pos? + p.data.len() as u64)));
+                .and_then(|p| {
+                    debug_assert!(p.pos.is_some(), "a journaled batch has its position");
+                    Some((p.seg_base, p.pos? + p.data.len() as u64))
+                });
             let mut positions = Vec::new();
             let mut end = None;
             for p in st.pending().iter().skip(skip) {

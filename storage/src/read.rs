@@ -41,6 +41,11 @@ struct Progress {
     total: usize,
     next: i64,
     cold: bool,
+    /// Batches memory gave (cache or pending queue; read-ahead windows): counted into the
+    /// shard's metrics when the read finishes, so a `read_now` that gives up (and the
+    /// `read` that then starts over) counts them once.
+    cache_hits: u64,
+    readahead_hits: u64,
 }
 
 /// The read's bounds, as `read` takes them.
@@ -76,6 +81,12 @@ impl Progress {
     }
 
     fn finish(self, shard: &Rc<ShardStorage>, log: &Rc<LogInner>, b: Bounds) -> Vec<Bytes> {
+        if self.cache_hits + self.readahead_hits > 0 {
+            shard.metrics_add(|m| {
+                m.cache_hits += self.cache_hits;
+                m.readahead_hits += self.readahead_hits;
+            });
+        }
         if self.cold && !self.out.is_empty() {
             advance_readahead(shard, log, b.from, self.next, self.total);
         }
@@ -83,21 +94,49 @@ impl Progress {
     }
 }
 
-/// Checks `from` against the log's range (and that it is open).
-fn check_from(log: &LogInner, from: i64) -> Result<(), StorageError> {
-    let st = log.state();
-    if st.is_closed() {
-        return Err(StorageError::Closed);
+impl Bounds {
+    /// The bounds of a read from `from`, checked against the log's range (and that it is
+    /// open).
+    fn checked(
+        log: &LogInner,
+        from: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Self, StorageError> {
+        let st = log.state();
+        if st.is_closed() {
+            return Err(StorageError::Closed);
+        }
+        let (start, end) = (st.log_start(), st.log_end());
+        if from < start || from > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: from,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        Ok(Bounds {
+            from,
+            max_offset,
+            max_bytes,
+            min_one,
+        })
     }
-    let (start, end) = (st.log_start(), st.log_end());
-    if from < start || from > end {
-        return Err(StorageError::OffsetOutOfRange {
-            offset: from,
-            log_start: start,
-            log_end: end,
-        });
+}
+
+/// The batch holding `p.next` if memory has it: the cache or the pending queue, else a
+/// read-ahead window (which makes the read cold: it keeps a window ahead of itself).
+fn from_memory(shard: &Rc<ShardStorage>, log: &Rc<LogInner>, p: &mut Progress) -> Option<Batch> {
+    if let Some(batch) = lookup_memory(shard, log, p.next) {
+        p.cold = p.cold || shard.inner.borrow().readahead.in_window(log.id, p.next);
+        p.cache_hits += 1;
+        return Some(batch);
     }
-    Ok(())
+    let batch = shard.inner.borrow().readahead.lookup(log.id, p.next)?;
+    p.readahead_hits += 1;
+    p.cold = true;
+    Some(batch)
 }
 
 /// The part of a read that memory serves (the cache, the pending queue, read-ahead
@@ -113,27 +152,15 @@ fn read_memory(
         total: 0,
         next: b.from,
         cold: false,
+        cache_hits: 0,
+        readahead_hits: 0,
     };
     loop {
         if p.at_end(log, b) {
             return Ok(p.finish(shard, log, b));
         }
-        let batch = match lookup_memory(shard, log, p.next) {
-            Some(batch) => {
-                p.cold = p.cold || shard.inner.borrow().readahead.in_window(log.id, p.next);
-                batch
-            }
-            None => {
-                let in_window = shard.inner.borrow().readahead.lookup(log.id, p.next);
-                match in_window {
-                    Some(batch) => {
-                        shard.metrics_add(|m| m.readahead_hits += 1);
-                        p.cold = true;
-                        batch
-                    }
-                    None => return Err(p),
-                }
-            }
+        let Some(batch) = from_memory(shard, log, &mut p) else {
+            return Err(p);
         };
         if p.take(vec![batch], b) {
             return Ok(p.finish(shard, log, b));
@@ -152,16 +179,10 @@ pub(crate) fn read_now(
     max_bytes: usize,
     min_one: bool,
 ) -> Option<Result<Vec<Bytes>, StorageError>> {
-    if let Err(e) = check_from(log, from) {
-        return Some(Err(e));
+    match Bounds::checked(log, from, max_offset, max_bytes, min_one) {
+        Ok(b) => read_memory(shard, log, b).ok().map(Ok),
+        Err(e) => Some(Err(e)),
     }
-    let b = Bounds {
-        from,
-        max_offset,
-        max_bytes,
-        min_one,
-    };
-    read_memory(shard, log, b).ok().map(Ok)
 }
 
 pub(crate) async fn read(
@@ -172,13 +193,7 @@ pub(crate) async fn read(
     max_bytes: usize,
     min_one: bool,
 ) -> Result<Vec<Bytes>, StorageError> {
-    check_from(log, from)?;
-    let b = Bounds {
-        from,
-        max_offset,
-        max_bytes,
-        min_one,
-    };
+    let b = Bounds::checked(log, from, max_offset, max_bytes, min_one)?;
     let mut p = match read_memory(shard, log, b) {
         Ok(out) => return Ok(out),
         Err(p) => p,
@@ -190,43 +205,29 @@ pub(crate) async fn read(
         }
         let want = max_bytes.saturating_sub(p.total);
         let next = p.next;
-        let batches = match lookup_memory(shard, log, next) {
-            Some(batch) => {
-                p.cold = p.cold || shard.inner.borrow().readahead.in_window(log.id, next);
-                vec![batch]
-            }
+        let batches = match from_memory(shard, log, &mut p) {
+            Some(batch) => vec![batch],
             None => {
-                let in_window = shard.inner.borrow().readahead.lookup(log.id, next);
-                match in_window {
-                    Some(batch) => {
-                        shard.metrics_add(|m| m.readahead_hits += 1);
-                        p.cold = true;
-                        vec![batch]
+                let in_flight = shard.inner.borrow().readahead.in_flight(log.id, next);
+                if let Some(done) = in_flight.filter(|_| !waited) {
+                    done.wait().await;
+                    waited = true;
+                    continue;
+                }
+                shard.metrics_add(|m| m.cache_misses += 1);
+                p.cold = true;
+                let durable = log.state().durable();
+                let got = read_disk(shard, log, next, want, true).await?;
+                if got.is_empty() {
+                    // nothing on disk from `next` on: the rest is still pending, unless a
+                    // flush moved batches out of the queue during the read (retry)
+                    let st = log.state();
+                    if st.durable() != durable {
+                        continue;
                     }
-                    None => {
-                        let in_flight = shard.inner.borrow().readahead.in_flight(log.id, next);
-                        if let Some(done) = in_flight.filter(|_| !waited) {
-                            done.wait().await;
-                            waited = true;
-                            continue;
-                        }
-                        shard.metrics_add(|m| m.cache_misses += 1);
-                        p.cold = true;
-                        let durable = log.state().durable();
-                        let got = read_disk(shard, log, next, want, true).await?;
-                        if got.is_empty() {
-                            // nothing on disk from `next` on: the rest is still pending,
-                            // unless a flush moved batches out of the queue during the
-                            // read (retry)
-                            let st = log.state();
-                            if st.durable() != durable {
-                                continue;
-                            }
-                            st.pending_from(next).into_iter().collect()
-                        } else {
-                            got
-                        }
-                    }
+                    st.pending_from(next).into_iter().collect()
+                } else {
+                    got
                 }
             }
         };
@@ -241,12 +242,9 @@ pub(crate) async fn read(
 /// queue (the batch holding it, or the next one when it lies in a gap at the tail).
 fn lookup_memory(shard: &ShardStorage, log: &LogInner, offset: i64) -> Option<Batch> {
     if let Some(b) = shard.inner.borrow().cache.get(log.id, offset) {
-        shard.metrics_add(|m| m.cache_hits += 1);
         return Some(b);
     }
-    let b = log.state().pending_batch(offset)?;
-    shard.metrics_add(|m| m.cache_hits += 1);
-    Some(b)
+    log.state().pending_batch(offset)
 }
 
 /// Read batches from disk starting with the one holding `offset` (or the first one after
