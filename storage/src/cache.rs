@@ -118,7 +118,7 @@ impl BatchCache {
     /// The cached batch containing `offset`, as (base, last, bytes).
     pub(crate) fn get(&self, log: u64, offset: i64) -> Option<Batch> {
         let q = self.logs.get(&log)?;
-        let e = q.get(q.partition_point(|e| e.last < offset))?;
+        let e = q.get(first_ending_at_or_after(q, offset))?;
         (e.base <= offset).then(|| (e.base, e.last, e.data.clone()))
     }
 
@@ -161,12 +161,76 @@ impl BatchCache {
     }
 }
 
+/// Entries a lookup reads from the back of a log's deque before it searches the rest.
+const TAIL_PROBES: usize = 4;
+
+/// The index of the first entry of `q` whose last offset is >= `offset` (`q.len()` if
+/// none): `partition_point`, but looking at the last `TAIL_PROBES` entries first. Readers
+/// mostly follow a log's tail, so the batch wanted is nearly always one of the last; a
+/// binary search over a deque of 100 batches touched ~7 entries spread over kilobytes, a
+/// cache miss each, for each of the 10,000 partitions a Fetch round reads.
+fn first_ending_at_or_after(q: &VecDeque<Entry>, offset: i64) -> usize {
+    let floor = q.len().saturating_sub(TAIL_PROBES);
+    let mut i = q.len();
+    while i > floor {
+        if q[i - 1].last < offset {
+            return i;
+        }
+        i -= 1;
+    }
+    // entries floor.. all end at or after `offset`: the answer is at or before floor
+    let (mut lo, mut hi) = (0, floor);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if q[mid].last < offset {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn b(n: usize) -> Bytes {
         Bytes::from(vec![7u8; n])
+    }
+
+    #[test]
+    fn the_tail_first_lookup_agrees_with_a_binary_search() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for len in 0..40usize {
+            // entries with gaps between them (a compacted log), in offset order
+            let mut q = VecDeque::new();
+            let mut at = (next() % 5) as i64;
+            for seq in 0..len {
+                let base = at + (next() % 3) as i64;
+                let last = base + (next() % 4) as i64;
+                q.push_back(Entry {
+                    base,
+                    last,
+                    data: Bytes::new(),
+                    seq: seq as u64,
+                });
+                at = last + 1;
+            }
+            for offset in -1..=at + 1 {
+                assert_eq!(
+                    first_ending_at_or_after(&q, offset),
+                    q.partition_point(|e| e.last < offset),
+                    "len {len}, offset {offset}"
+                );
+            }
+        }
     }
 
     #[test]
