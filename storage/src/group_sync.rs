@@ -69,6 +69,19 @@ impl GroupSync {
     /// Makes everything written on device `dev` before this call durable: waits for a
     /// `syncfs` of the filesystem holding `dir` (on `dev`) that starts after it.
     pub(crate) async fn wait(&self, dev: u64, dir: &Path) -> Result<(), StorageError> {
+        self.wait_for(dev, dir, false).await
+    }
+
+    /// `wait`, but starting its `syncfs` even while holds are taken: for a journal
+    /// checkpoint, which the close of a log held by `close_logs` may itself be waiting for
+    /// (its barrier), so waiting for the holds' release would never end. Safe for the
+    /// held callers: a `syncfs` that starts after a caller's `wait` covers its writes
+    /// whoever starts it; the holds only save calls.
+    pub(crate) async fn wait_unheld(&self, dev: u64, dir: &Path) -> Result<(), StorageError> {
+        self.wait_for(dev, dir, true).await
+    }
+
+    async fn wait_for(&self, dev: u64, dir: &Path, unheld: bool) -> Result<(), StorageError> {
         let d = self.device(dev, dir).await?;
         let ticket = d.started.get() + 1;
         loop {
@@ -79,7 +92,7 @@ impl GroupSync {
                 return Ok(());
             }
             let w = d.done.wait();
-            if !d.running.get() && self.holds.get() == 0 {
+            if !d.running.get() && (unheld || self.holds.get() == 0) {
                 self.start(&d);
                 continue;
             }
@@ -188,6 +201,33 @@ mod tests {
                     .await
                     .expect("a fourth sync, nothing running"); // ok: test
                 assert_eq!(gs.stats().0, 4);
+            })
+            .expect("spawn executor") // ok: test
+            .join()
+            .expect("executor panicked"); // ok: test
+    }
+
+    /// Holds delay `wait` until their release, not `wait_unheld`, whose `syncfs` also
+    /// serves a held waiter that came before it.
+    #[test]
+    fn an_unheld_wait_syncs_while_holds_are_taken() {
+        let dir = tempfile::tempdir().expect("tempdir"); // ok: test
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(2))
+            .spawn(move || async move {
+                let dev = std::fs::metadata(&path).expect("stat").dev(); // ok: test
+                let gs = Rc::new(GroupSync::default());
+                gs.hold(1);
+                let (g, p) = (gs.clone(), path.clone());
+                let held = glommio::spawn_local(async move { g.wait(dev, &p).await });
+                futures_lite::future::yield_now().await;
+                assert_eq!(gs.stats().0, 0, "a held wait starts no sync");
+                gs.wait_unheld(dev, &path).await.expect("unheld sync"); // ok: test
+                assert_eq!(gs.stats().0, 1);
+                held.await.expect("served by the unheld sync"); // ok: test
+                assert_eq!(gs.stats().0, 1);
+                gs.release();
             })
             .expect("spawn executor") // ok: test
             .join()

@@ -647,8 +647,9 @@ async fn sync_devices(shard: &Rc<ShardStorage>, segs: &[Written]) -> Result<u64,
             devices.push((l.dev, l.dir.parent().unwrap_or(&l.dir)));
         }
     }
+    // not held back by a close's holds: a close's barrier may be waiting for this
     for (dev, dir) in &devices {
-        shard.group_sync.wait(*dev, dir).await?;
+        shard.group_sync.wait_unheld(*dev, dir).await?;
     }
     Ok(devices.len() as u64)
 }
