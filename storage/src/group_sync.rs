@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub(crate) struct GroupSync {
     devices: RefCell<HashMap<u64, Rc<DeviceSync>>>,
-    /// Holds taken (`hold`) and not yet released: while any is, no new `syncfs` starts and
-    /// waiters gather for one after the last release (the close of many logs writes every
+    /// Holds taken (`hold`) and not yet released: while any is, no `wait` starts a new
+    /// `syncfs` (a `wait_unheld` may) and waiters gather for one after the last release (the close of many logs writes every
     /// log's files first, so their syncs do not each cost a `syncfs` of a busy filesystem).
     holds: Cell<usize>,
 }
@@ -160,7 +160,7 @@ impl GroupSync {
     }
 }
 
-fn syncfs_fd(f: &std::fs::File) -> std::io::Result<()> {
+pub(crate) fn syncfs_fd(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: syncfs takes a file descriptor the caller owns and keeps open for the call.
     #[allow(unsafe_code)]
