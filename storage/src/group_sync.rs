@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct GroupSync {
     devices: RefCell<HashMap<u64, Rc<DeviceSync>>>,
     /// Holds taken (`hold`) and not yet released: while any is, no `wait` starts a new
-    /// `syncfs` (a `wait_unheld` may) and waiters gather for one after the last release (the close of many logs writes every
-    /// log's files first, so their syncs do not each cost a `syncfs` of a busy filesystem).
+    /// `syncfs` (a `wait_unheld` may) and waiters gather for one after the last release
+    /// (the close of many logs writes every log's files first, so their syncs do not each
+    /// cost a `syncfs` of a busy filesystem).
     holds: Cell<usize>,
 }
 
@@ -174,63 +175,66 @@ pub(crate) fn syncfs_fd(f: &std::fs::File) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::GroupSync;
+    use std::future::Future;
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
     use std::rc::Rc;
+
+    /// Runs `f` (a temporary directory and its device) on an executor with blocking helpers.
+    fn on_executor<F, Fut>(f: F)
+    where
+        F: FnOnce(PathBuf, u64) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let dir = tempfile::tempdir().expect("tempdir"); // ok: test
+        let path = dir.path().to_path_buf();
+        let dev = std::fs::metadata(&path).expect("stat").dev(); // ok: test
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(2))
+            .spawn(move || f(path, dev))
+            .expect("spawn executor") // ok: test
+            .join()
+            .expect("executor panicked"); // ok: test
+    }
 
     /// A wait that arrives while a `syncfs` runs is not covered by it (its writes may have
     /// come after that call began): it waits for the next one.
     #[test]
     fn a_wait_returns_only_after_a_sync_that_started_after_it() {
-        let dir = tempfile::tempdir().expect("tempdir"); // ok: test
-        let path = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(2))
-            .spawn(move || async move {
-                let dev = std::fs::metadata(&path).expect("stat").dev(); // ok: test
-                let gs = Rc::new(GroupSync::default());
-                gs.wait(dev, &path).await.expect("first sync"); // ok: test
-                assert_eq!(gs.stats().0, 1);
-                let (g, p) = (gs.clone(), path.clone());
-                let a = glommio::spawn_local(async move { g.wait(dev, &p).await });
-                // `a` starts sync 2 and waits for it
-                futures_lite::future::yield_now().await;
-                gs.wait(dev, &path).await.expect("third sync"); // ok: test
-                assert_eq!(gs.stats().0, 3, "a wait during sync 2 needs sync 3");
-                a.await.expect("second sync"); // ok: test
-                gs.wait(dev, &path)
-                    .await
-                    .expect("a fourth sync, nothing running"); // ok: test
-                assert_eq!(gs.stats().0, 4);
-            })
-            .expect("spawn executor") // ok: test
-            .join()
-            .expect("executor panicked"); // ok: test
+        on_executor(|path, dev| async move {
+            let gs = Rc::new(GroupSync::default());
+            gs.wait(dev, &path).await.expect("first sync"); // ok: test
+            assert_eq!(gs.stats().0, 1);
+            let (g, p) = (gs.clone(), path.clone());
+            let a = glommio::spawn_local(async move { g.wait(dev, &p).await });
+            // `a` starts sync 2 and waits for it
+            futures_lite::future::yield_now().await;
+            gs.wait(dev, &path).await.expect("third sync"); // ok: test
+            assert_eq!(gs.stats().0, 3, "a wait during sync 2 needs sync 3");
+            a.await.expect("second sync"); // ok: test
+            gs.wait(dev, &path)
+                .await
+                .expect("a fourth sync, nothing running"); // ok: test
+            assert_eq!(gs.stats().0, 4);
+        });
     }
 
     /// Holds delay `wait` until their release, not `wait_unheld`, whose `syncfs` also
     /// serves a held waiter that came before it.
     #[test]
     fn an_unheld_wait_syncs_while_holds_are_taken() {
-        let dir = tempfile::tempdir().expect("tempdir"); // ok: test
-        let path = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(2))
-            .spawn(move || async move {
-                let dev = std::fs::metadata(&path).expect("stat").dev(); // ok: test
-                let gs = Rc::new(GroupSync::default());
-                gs.hold(1);
-                let (g, p) = (gs.clone(), path.clone());
-                let held = glommio::spawn_local(async move { g.wait(dev, &p).await });
-                futures_lite::future::yield_now().await;
-                assert_eq!(gs.stats().0, 0, "a held wait starts no sync");
-                gs.wait_unheld(dev, &path).await.expect("unheld sync"); // ok: test
-                assert_eq!(gs.stats().0, 1);
-                held.await.expect("served by the unheld sync"); // ok: test
-                assert_eq!(gs.stats().0, 1);
-                gs.release();
-            })
-            .expect("spawn executor") // ok: test
-            .join()
-            .expect("executor panicked"); // ok: test
+        on_executor(|path, dev| async move {
+            let gs = Rc::new(GroupSync::default());
+            gs.hold(1);
+            let (g, p) = (gs.clone(), path.clone());
+            let held = glommio::spawn_local(async move { g.wait(dev, &p).await });
+            futures_lite::future::yield_now().await;
+            assert_eq!(gs.stats().0, 0, "a held wait starts no sync");
+            gs.wait_unheld(dev, &path).await.expect("unheld sync"); // ok: test
+            assert_eq!(gs.stats().0, 1);
+            held.await.expect("served by the unheld sync"); // ok: test
+            assert_eq!(gs.stats().0, 1);
+            gs.release();
+        });
     }
 }

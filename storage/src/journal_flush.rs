@@ -570,9 +570,9 @@ pub(crate) async fn checkpoint_before_close(shard: &Rc<ShardStorage>) -> Result<
     res
 }
 
-/// `bulk`: sync the written segments with one `syncfs` per device instead of one
-/// `fdatasync` each (also done, whatever `bulk`, when more than `BULK_SYNC_MIN` segments
-/// were written).
+/// `bulk`: sync the written segments with one group `syncfs` per device instead of one
+/// `fdatasync` each. Without it, more than `BULK_SYNC_MIN` written segments are synced
+/// with one `syncfs` per filesystem too, outside the group sync (`sync_filesystems`).
 async fn checkpoint_locked(
     shard: &Rc<ShardStorage>,
     ctl: &Rc<JournalCtl>,
