@@ -46,7 +46,7 @@ where
     });
     let task = glommio::spawn_local(async move {
         // the semaphore is never closed: the permit always comes
-        let permit = lock.acquire_permit(1).await;
+        let permit = crate::permit::acquire(&lock, 1).await;
         let out = glommio::executor().spawn_blocking(f).await;
         drop(permit);
         drop(lock);

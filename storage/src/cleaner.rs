@@ -213,7 +213,7 @@ pub(crate) async fn clean_log(
     log: &Rc<LogInner>,
     now_ms: i64,
 ) -> Result<Option<CleanerPass>, StorageError> {
-    let _one_pass = shard.cleaner_pass.acquire_permit(1).await?;
+    let _one_pass = crate::permit::acquire(&shard.cleaner_pass, 1).await?;
     let started = Instant::now();
     if cleanable(&log.state(), now_ms).is_none() {
         return Ok(None);
@@ -728,10 +728,7 @@ impl Pass<'_> {
     async fn swap(&mut self, groups: &[Group], new: Vec<Segment>) -> Result<(), PassError> {
         let bases: Vec<i64> = groups.iter().map(|g| g.base).collect();
         self.step(SwapStep::Cleaned).await?;
-        let _permit = self
-            .log
-            .io
-            .acquire_permit(1)
+        let _permit = crate::permit::acquire(&self.log.io, 1)
             .await
             .map_err(StorageError::from)?;
         if let Some(why) = self.changed() {

@@ -162,7 +162,7 @@ pub(crate) async fn flush_log(
         Ok(p) => p,
         Err(_) => {
             arrival.now();
-            match log.io.acquire_permit(1).await {
+            match crate::permit::acquire(&log.io, 1).await {
                 Ok(p) => p,
                 Err(_) => return,
             }

@@ -90,7 +90,7 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
     if full(&ctl) {
         ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() + 1);
         let res = async {
-            let _one = ctl.ckpt.acquire_permit(1).await?;
+            let _one = crate::permit::acquire(&ctl.ckpt, 1).await?;
             if full(&ctl) {
                 checkpoint_locked(shard, &ctl, false).await?;
             }
@@ -295,7 +295,7 @@ pub(crate) async fn cycle(shard: &Rc<ShardStorage>, dirty: Vec<Rc<LogInner>>) {
 /// with no snapshot, whose state was then rebuilt from its tail alone (a transaction
 /// open since before it forgotten). A failure fails the log, as in `flush_log`.
 async fn persist_due_snapshots(shard: Rc<ShardStorage>, log: Rc<LogInner>) {
-    let Ok(_permit) = log.io.acquire_permit(1).await else {
+    let Ok(_permit) = crate::permit::acquire(&log.io, 1).await else {
         return;
     };
     if log.state().gone().is_some() {
@@ -328,7 +328,7 @@ async fn prepare_all<'a>(logs: impl Iterator<Item = &'a Rc<LogInner>>) {
         .map(|l| {
             let (l, w) = (l.clone(), window.clone());
             glommio::spawn_local(async move {
-                let _slot = w.acquire_permit(1).await;
+                let _slot = crate::permit::acquire(&w, 1).await;
                 if let Err(e) = prepare(&l).await {
                     tracing::error!(dir = %l.dir.display(), error = %e, "log flush failed; log is now failed");
                     l.state_mut().fail(&e);
@@ -375,7 +375,7 @@ async fn append(ctl: &Rc<JournalCtl>, entries: &[Entry]) -> Result<(u64, u64), S
         }
         let set = &entries[start..end];
         loop {
-            let _io = ctl.io.acquire_permit(1).await?;
+            let _io = crate::permit::acquire(&ctl.io, 1).await?;
             if ctl.journal.fits(set) {
                 ctl.journal.append(set).await?;
                 written += set_len(set) as u64;
@@ -432,7 +432,7 @@ pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
             .map(|l| {
                 let (s, w, c) = (shard.clone(), window.clone(), ctl.clone());
                 glommio::spawn_local(async move {
-                    let Ok(_slot) = w.acquire_permit(1).await else {
+                    let Ok(_slot) = crate::permit::acquire(&w, 1).await else {
                         return;
                     };
                     // not `acquire_permit().await`: a barrier holds its log's permit while
@@ -547,7 +547,7 @@ async fn checkpoint_queued(
     shard: &Rc<ShardStorage>,
     ctl: &Rc<JournalCtl>,
 ) -> Result<(), StorageError> {
-    let _one = ctl.ckpt.acquire_permit(1).await?;
+    let _one = crate::permit::acquire(&ctl.ckpt, 1).await?;
     checkpoint_locked(shard, ctl, false).await
 }
 
@@ -562,7 +562,7 @@ pub(crate) async fn checkpoint_before_close(shard: &Rc<ShardStorage>) -> Result<
     };
     ctl.checkpoints_wanted.set(ctl.checkpoints_wanted.get() + 1);
     let res = async {
-        let _one = ctl.ckpt.acquire_permit(1).await?;
+        let _one = crate::permit::acquire(&ctl.ckpt, 1).await?;
         checkpoint_locked(shard, &ctl, true).await
     }
     .await;
@@ -583,7 +583,7 @@ async fn checkpoint_locked(
         settle(shard, ctl, bulk).await?;
     }
     {
-        let _io = ctl.io.acquire_permit(1).await?;
+        let _io = crate::permit::acquire(&ctl.io, 1).await?;
         if ctl.journal.used() <= FIRST_SET {
             return Ok(());
         }
@@ -641,7 +641,7 @@ async fn settle(
         m.fsyncs += syncs;
         m.journal_checkpoints += 1;
     });
-    let _io = ctl.io.acquire_permit(1).await?;
+    let _io = crate::permit::acquire(&ctl.io, 1).await?;
     shard.journal_ctl()?;
     ctl.journal
         .retire_previous()
@@ -713,7 +713,7 @@ async fn sync_segments(shard: &Rc<ShardStorage>, segs: Vec<Written>) -> Result<u
         .map(|(l, base)| {
             let (s, w) = (shard.clone(), window.clone());
             glommio::spawn_local(async move {
-                let _slot = w.acquire_permit(1).await?;
+                let _slot = crate::permit::acquire(&w, 1).await?;
                 if l.state().segment(base).is_none() {
                     return Ok(false);
                 }

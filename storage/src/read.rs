@@ -554,7 +554,7 @@ pub(crate) async fn load_producers(
     log: &Rc<LogInner>,
 ) -> Result<(), StorageError> {
     // concurrent callers (fetches, a coordinator's retried writes) share one load
-    let _one = log.producer_load.acquire_permit(1).await?;
+    let _one = crate::permit::acquire(&log.producer_load, 1).await?;
     let filled = match load_once(shard, log, false).await? {
         Replay::Installed(filled) => filled,
         Replay::Done => return Ok(()),
@@ -563,7 +563,7 @@ pub(crate) async fn load_producers(
             // reached them, a truncation, a swap): once more with the log's I/O permit,
             // which every flush, truncation and swap holds, so nothing can change under
             // it and the append waiting for this load finds the state built
-            let _permit = log.io.acquire_permit(1).await?;
+            let _permit = crate::permit::acquire(&log.io, 1).await?;
             #[cfg(test)]
             LOCKED_REPLAYS.with(|n| n.set(n.get() + 1));
             match load_once(shard, log, true).await? {
@@ -574,14 +574,14 @@ pub(crate) async fn load_producers(
     };
     if log.state().snapshot_to_restore().is_some() {
         // keep a snapshot on disk, or a restart would fall back to the tail window
-        let _permit = log.io.acquire_permit(1).await?;
+        let _permit = crate::permit::acquire(&log.io, 1).await?;
         let snap = log.state().snapshot_to_restore();
         if let Some((offset, ps)) = snap {
             crate::flusher::persist_snapshot(log, offset, &ps).await?;
         }
     }
     if !filled.is_empty() {
-        let _permit = log.io.acquire_permit(1).await?;
+        let _permit = crate::permit::acquire(&log.io, 1).await?;
         for (seg_base, entries) in filled {
             if log.state().segment(seg_base).is_none() {
                 continue;
@@ -858,7 +858,7 @@ mod tests {
                     .unwrap(); // ok: test
                 assert!(!log.inner.state().producers_loaded());
                 // batches pending, not flushed while the permit is held here
-                let permit = log.inner.io.acquire_permit(1).await.unwrap(); // ok: test
+                let permit = crate::permit::acquire(&log.inner.io, 1).await.unwrap(); // ok: test
                 let end = log.inner.state().log_end();
                 for i in 0..4 {
                     last = log

@@ -419,7 +419,7 @@ pub(crate) async fn open_log(
     }
     // the survey and the rescans read and write: `OPEN_IO` opens at a time do; the wait for
     // the group sync below is outside, so many more opens can share each sync
-    let io_slot = shard.open_io.acquire_permit(1).await?;
+    let io_slot = crate::permit::acquire(&shard.open_io, 1).await?;
     let Survey {
         dev,
         segments: found,
@@ -748,9 +748,9 @@ async fn close_files_and_mark(
     gate: &glommio::sync::Semaphore,
     mut hold: SyncHold,
 ) -> Result<bool, StorageError> {
-    let _permit = log.io.acquire_permit(1).await?;
+    let _permit = crate::permit::acquire(&log.io, 1).await?;
     let marker = {
-        let _slot = gate.acquire_permit(1).await?;
+        let _slot = crate::permit::acquire(gate, 1).await?;
         let files = close_files(shard, log).await;
         hold.release();
         match files? {
@@ -760,7 +760,7 @@ async fn close_files_and_mark(
     };
     // the cut and the indexes durable before the marker that vouches for them exists
     shard.group_sync.wait(log.dev, &log.dir).await?;
-    let _slot = gate.acquire_permit(1).await?;
+    let _slot = crate::permit::acquire(gate, 1).await?;
     write_small_file_unsynced(&marker_path(&log.dir), marker.encode()).await?;
     log.state_mut().set_marker_present(true);
     Ok(true)

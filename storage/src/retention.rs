@@ -69,7 +69,7 @@ pub(crate) async fn enforce_retention(
     }
     // never delete data of a transaction that is not stable: that needs the state
     crate::read::load_producers(shard, log).await?;
-    let _permit = log.io.acquire_permit(1).await?;
+    let _permit = crate::permit::acquire(&log.io, 1).await?;
     let (doomed, roll) = {
         let st = log.state();
         st.check_open()?;
@@ -132,7 +132,7 @@ pub(crate) async fn delete_log(
         return Err(StorageError::Closed);
     }
     shard.notify_log(log);
-    let _permit = log.io.acquire_permit(1).await?;
+    let _permit = crate::permit::acquire(&log.io, 1).await?;
     crate::journal_flush::barrier(shard, log).await?;
     shard.unregister(log).await;
     // Rename, durably, then remove in the background, as Kafka does: the answer does not

@@ -209,7 +209,7 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
                 glommio::spawn_local(async move {
                     // with a cycle sync the slot is held for the writes only: the log
                     // then waits for the sync without holding up the others' writes
-                    let slot = w.acquire_permit(1).await.ok();
+                    let slot = crate::permit::acquire(&w, 1).await.ok();
                     crate::flusher::flush_log(&s, &l, c.as_deref(), slot).await
                 })
             })

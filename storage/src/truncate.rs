@@ -62,7 +62,7 @@ pub(crate) async fn truncate(
             // a task of its own: a caller that stops waiting cannot leave the cut half done
             let (s, l) = (shard.clone(), log.clone());
             glommio::spawn_local(async move {
-                let _permit = l.io.acquire_permit(1).await?;
+                let _permit = crate::permit::acquire(&l.io, 1).await?;
                 crate::journal_flush::barrier(&s, &l).await?;
                 truncate_under_permit(&s, &l, offset).await
             })
@@ -100,7 +100,7 @@ pub(crate) async fn reset(
     }
     let (s, l) = (shard.clone(), log.clone());
     glommio::spawn_local(async move {
-        let _permit = l.io.acquire_permit(1).await?;
+        let _permit = crate::permit::acquire(&l.io, 1).await?;
         crate::journal_flush::barrier(&s, &l).await?;
         let guard = Truncating::start(&l);
         l.state().check_open()?;
@@ -478,7 +478,7 @@ pub(crate) async fn finish_intent(
         epoch::remove_intent(dir).await?;
         return Ok(());
     };
-    let _permit = log.io.acquire_permit(1).await?;
+    let _permit = crate::permit::acquire(&log.io, 1).await?;
     let (start, end) = {
         let st = log.state();
         (st.log_start(), st.log_end())
@@ -559,7 +559,7 @@ mod tests {
             let seg = path.join(format!("{:020}.log", 0));
             let len_before = std::fs::metadata(&seg).unwrap().len();
             // hold the log's I/O permit: the flusher cannot write what follows
-            let permit = log.inner.io.acquire_permit(1).await.unwrap();
+            let permit = crate::permit::acquire(&log.inner.io, 1).await.unwrap();
             let b = log.append(batch(3, 0xB), 1).unwrap();
             log.set_leader_epoch(2);
             let c = log.append(batch(2, 0xC), 1).unwrap();
@@ -625,7 +625,7 @@ mod tests {
             let a = log.append(batch(2, 0xA), 1).unwrap();
             let b = log.append(batch(2, 0xB), 1).unwrap();
             log.wait_durable(b.last_offset).await.unwrap();
-            let permit = log.inner.io.acquire_permit(1).await.unwrap();
+            let permit = crate::permit::acquire(&log.inner.io, 1).await.unwrap();
             let c = log.append(batch(2, 0xC), 1).unwrap();
             let wc = {
                 let log = log.clone();
