@@ -98,6 +98,9 @@ pub(crate) struct ShardCtx {
     /// Produce admission against the shard's unflushed-bytes budget.
     pub(crate) admission: Rc<Admission>,
     pub(crate) watchdog: Rc<Watchdog>,
+    /// Produce answers REQUEST_TIMED_OUT (at most a line a second): a client reports such
+    /// a wait only as its own timeout, and often disconnects with it.
+    produce_timeouts: RefCell<crate::conn_limit::RateLimitedLog>,
     /// Partitions this shard follows, by leader (one fetcher task each).
     pub(crate) followers: crate::replication::Followers,
     /// Partitions this shard leads: followers' positions and high watermarks.
@@ -155,6 +158,7 @@ impl ShardCtx {
             watchdog: Watchdog::new(Duration::from_millis(
                 config.int("request.watchdog.ms") as u64
             )),
+            produce_timeouts: RefCell::new(crate::conn_limit::RateLimitedLog::new()),
             limits: Limits::from_config(&config),
             next_conn: Cell::new(1),
             metrics,
@@ -516,9 +520,11 @@ impl ShardCtx {
         let ticket = self.admission.ticket(conn);
         Box::pin(async move {
             let started = std::time::Instant::now();
-            load_producer_states(to_load).await;
+            // the producer-state loads count against the timeout too: a load held up
+            // (by the log's I/O permit, a slow disk) must not hold the answer past it
             let granted = future::or(
                 async {
+                    load_producer_states(to_load).await;
                     ticket.wait().await;
                     Some(())
                 },
@@ -531,8 +537,13 @@ impl ShardCtx {
             if granted.is_none() {
                 // Not appended: the request's place is given up (the ticket drops), and
                 // the client may retry, as after any Kafka produce timeout.
+                ctx.warn_produce_timeout(
+                    "waiting for room to append (or for producer state)",
+                    None,
+                    started.elapsed(),
+                );
                 let message = format!(
-                    "no room to append within the request's timeout ({} ms): the shard's unflushed bytes stayed at storage.unflushed.max.bytes",
+                    "not appended within the request's timeout ({} ms): the shard's unflushed bytes stayed at storage.unflushed.max.bytes, or a partition's producer state was still loading",
                     timeout.as_millis()
                 );
                 let results = parts
@@ -680,7 +691,8 @@ impl ShardCtx {
         waits: Vec<AckWait>,
         timeout: Duration,
     ) -> ShardResponse {
-        let deadline = std::time::Instant::now() + timeout;
+        let started = std::time::Instant::now();
+        let deadline = started + timeout;
         for (i, tp, log, last, epoch) in waits {
             let Err((error, message)) = self
                 .wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
@@ -688,9 +700,47 @@ impl ShardCtx {
             else {
                 continue;
             };
+            if error == code(ResponseError::RequestTimedOut) {
+                self.warn_produce_timeout(
+                    "waiting for the record to be durable on every in-sync replica",
+                    Some((&tp, &log, last)),
+                    started.elapsed(),
+                );
+            }
             results[i] = ProducePartResult::failed(error, Some(message));
         }
         ShardResponse::Produce(results)
+    }
+
+    /// Logs, at most once a second, a produce answered REQUEST_TIMED_OUT, with what the
+    /// shard's storage looked like then: a wait that long means the flusher or a replica
+    /// made no progress for the client's whole timeout.
+    fn warn_produce_timeout(
+        &self,
+        waiting: &str,
+        record: Option<(&Tp, &PartitionLog, i64)>,
+        waited: Duration,
+    ) {
+        let Some(count) = self.produce_timeouts.borrow_mut().hit() else {
+            return;
+        };
+        let (topic, partition, offset, durable) = match record {
+            Some((tp, log, last)) => (&*tp.topic, tp.partition, last, log.durable_offset()),
+            None => ("", -1, -1, -1),
+        };
+        tracing::warn!(
+            shard = self.id,
+            waiting,
+            topic,
+            partition,
+            offset,
+            durable_offset = durable,
+            unflushed_bytes = self.storage.unflushed_bytes(),
+            admission_bytes = self.storage.admission_bytes(),
+            waited_ms = waited.as_millis() as u64,
+            timeouts_since_last_line = count,
+            "produce answered REQUEST_TIMED_OUT"
+        );
     }
 
     /// acks=all: resolves once every ISR member has `last` on disk (the high watermark
@@ -1209,7 +1259,7 @@ impl ShardCtx {
                 let (me, gate) = (self.clone(), gate.clone());
                 glommio::spawn_local(async move {
                     // the semaphore is never closed: a permit always comes
-                    let _permit = gate.acquire_permit(1).await;
+                    let _permit = sluice_storage::acquire_permit(&gate, 1).await;
                     if me.log(&topic, partition).is_none() {
                         me.open_partition(&topic, partition).await;
                     }
