@@ -83,12 +83,16 @@ impl TurnQueue {
         None
     }
 
-    /// Forgets a ticket that is still waiting (its request went away).
+    /// Forgets a ticket that is still waiting (its request went away). A connection left
+    /// with none leaves the ring too: a stale entry kept the queue looking busy (every
+    /// produce then took the ticket path) and, once the connection queued again, gave it
+    /// two turns per round.
     fn remove(&mut self, conn: ConnKey, n: u64) {
         if let Some(q) = self.queues.get_mut(&conn) {
             q.retain(|&t| t != n);
             if q.is_empty() {
                 self.queues.remove(&conn);
+                self.ring.retain(|&c| c != conn);
             }
         }
     }
@@ -274,6 +278,21 @@ mod tests {
         assert_eq!(q.next_in_turn(|n| n != 0), None);
         assert_eq!(q.next_in_turn(|_| true), Some(0));
         assert_eq!(q.next_in_turn(|_| true), Some(1));
+    }
+
+    #[test]
+    fn a_removed_last_ticket_takes_its_connection_out_of_the_ring() {
+        let (a, b) = (conn_key(0, 1), conn_key(0, 2));
+        let mut q = TurnQueue::default();
+        q.push(a, 1);
+        q.remove(a, 1);
+        assert!(q.is_empty(), "nobody waits");
+        q.push(a, 2);
+        q.push(a, 3);
+        q.push(b, 4);
+        let order: Vec<u64> = std::iter::from_fn(|| q.next_in_turn(|_| true)).collect();
+        assert_eq!(order, vec![2, 4, 3], "one turn per connection per round");
+        assert!(q.is_empty());
     }
 
     #[test]
