@@ -436,9 +436,21 @@ impl PartitionLog {
     /// `ShardStorageOptions::producer_rebuild_bytes` for a log without snapshots).
     /// Required before appending idempotent or transactional batches or markers: no
     /// append reads the log, one that needs the state unbuilt is
-    /// `ProducerStateNotLoaded`.
+    /// `ProducerStateNotLoaded`. The load runs in a task of its own: a caller that stops
+    /// waiting (its request timed out, its client went away) does not stop it, so the
+    /// next caller finds the state built rather than starting over, and a snapshot the
+    /// load writes is always recorded.
     pub async fn load_producer_state(&self) -> Result<(), StorageError> {
-        crate::read::load_producers(&self.shard, &self.inner).await
+        if self.producer_state_loaded() {
+            return Ok(());
+        }
+        let (shard, inner) = (self.shard.clone(), self.inner.clone());
+        glommio::spawn_local(async move { crate::read::load_producers(&shard, &inner).await })
+            .detach()
+            .await
+            .ok_or_else(|| {
+                StorageError::Io(std::io::Error::other("producer-state load was cancelled"))
+            })?
     }
 
     /// Whether the idempotent-producer state is built (then `append` reads nothing).

@@ -4,11 +4,14 @@
 //! glommio 0.9's `Semaphore` hands released units to the first waiters that fit by waking
 //! them and unlinking them from its list, without setting the units aside. A waiter
 //! dropped after that wake-up and before its next poll (a request cancelled by its
-//! timeout or its client going away, an `or` whose other branch won) gives nothing back:
-//! the waiters behind it sleep until some later release, which may never come. On a
-//! log's I/O permit that is a flush cycle, and so every acknowledgement of the shard,
-//! stuck. `acquire` runs the hand-over again (`Semaphore::signal(0)`) when a wait is
-//! dropped unfinished, after the dropped waiter has left the list.
+//! timeout or its client going away, an `or` whose other branch won) leaves its units
+//! free with nobody woken to take them: the waiters behind it sleep until some later
+//! release, which may never come. On a log's I/O permit that is a flush cycle, and so
+//! every acknowledgement of the shard, stuck. `acquire` runs the hand-over again
+//! (`Semaphore::signal(0)`) when a wait is dropped unfinished, after the dropped waiter
+//! has left the list. That can wake a waiter for units another woken waiter is about to
+//! take; it then goes back to the end of the list, as after any release in glommio (not
+//! a stall: the next release wakes it).
 //!
 //! ```text
 //!  acquire ─► free and nobody waiting? ── yes ─► Permit (no allocation)
@@ -34,7 +37,9 @@ pub fn acquire(sem: &Semaphore, units: u64) -> Acquire<'_> {
     }
 }
 
-/// The future of `acquire`.
+/// The future of `acquire`. Polling it again after it completed waits for a second
+/// permit.
+#[must_use = "a permit wait does nothing unless awaited"]
 pub struct Acquire<'a> {
     sem: &'a Semaphore,
     units: u64,
@@ -48,15 +53,16 @@ impl<'a> Future for Acquire<'a> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if this.wait.is_none() {
-            if let Ok(p) = this.sem.try_acquire_permit(this.units) {
-                return Poll::Ready(Ok(p));
+            match this.sem.try_acquire_permit(this.units) {
+                Ok(p) => return Poll::Ready(Ok(p)),
+                Err(e @ glommio::GlommioError::Closed(_)) => return Poll::Ready(Err(e)),
+                Err(_) => {}
             }
-            let (sem, units) = (this.sem, this.units);
-            this.wait = Some(Box::pin(sem.acquire_permit(units)));
         }
-        let Some(wait) = this.wait.as_mut() else {
-            return Poll::Pending; // ok: unreachable, set just above
-        };
+        let (sem, units) = (this.sem, this.units);
+        let wait = this
+            .wait
+            .get_or_insert_with(|| Box::pin(sem.acquire_permit(units)));
         let out = wait.as_mut().poll(cx);
         if out.is_ready() {
             this.wait = None;

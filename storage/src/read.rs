@@ -886,6 +886,48 @@ mod tests {
         });
     }
 
+    /// A caller that stops waiting (its request timed out) does not stop the load: it
+    /// finishes in its own task, and the state is built for the next caller.
+    #[test]
+    fn a_load_whose_caller_stops_waiting_still_finishes() {
+        let dir = crate::test_dir();
+        let path = dir.path().join("t-0");
+        crate::on_test_shard(move |shard| async move {
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap(); // ok: test
+            let last = log
+                .append(crate::test_batch(0, &[1u8; 4096]), 1)
+                .unwrap() // ok: test
+                .last_offset;
+            log.wait_durable(last).await.unwrap(); // ok: test
+            log.close().await.unwrap(); // ok: test
+            let log = PartitionLog::open(&shard, path, LogConfig::default())
+                .await
+                .unwrap(); // ok: test
+            assert!(!log.producer_state_loaded());
+            // another load holds the one-at-a-time permit, so this caller waits
+            let other = crate::permit::acquire(&log.inner.producer_load, 1)
+                .await
+                .unwrap(); // ok: test
+            let mut load = Box::pin(log.load_producer_state());
+            assert!(futures_lite::future::poll_once(&mut load).await.is_none());
+            drop(load); // the caller gives up
+            drop(other);
+            for _ in 0..200 {
+                if log.producer_state_loaded() {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                log.producer_state_loaded(),
+                "the dropped load was not finished"
+            );
+            shard.shutdown().await.unwrap(); // ok: test
+        });
+    }
+
     /// Callers loading the producer state at once (a read_committed fetch, a
     /// coordinator's retried write) share one read of the files.
     #[test]
