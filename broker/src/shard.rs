@@ -515,30 +515,19 @@ impl ShardCtx {
         let to_load = self.logs_needing_producer_state(&parts);
         if to_load.is_empty() && self.admission.may_append_now() {
             let (results, waits) = self.append_parts(acks, parts);
-            return Box::pin(async move { ctx.answer_produce(results, waits, timeout).await });
+            let started = std::time::Instant::now();
+            return Box::pin(
+                async move { ctx.answer_produce(results, waits, timeout, started).await },
+            );
         }
         let ticket = self.admission.ticket(conn);
         Box::pin(async move {
             let started = std::time::Instant::now();
-            // the producer-state loads count against the timeout too: a load held up
-            // (by the log's I/O permit, a slow disk) must not hold the answer past it
-            let granted = future::or(
-                async {
-                    load_producer_states(to_load).await;
-                    ticket.wait().await;
-                    Some(())
-                },
-                async {
-                    glommio::timer::sleep(timeout.saturating_sub(started.elapsed())).await;
-                    None
-                },
-            )
-            .await;
-            if granted.is_none() {
+            let not_appended = |parts: &[(Tp, bytes::Bytes)]| {
                 // Not appended: the request's place is given up (the ticket drops), and
                 // the client may retry, as after any Kafka produce timeout.
                 ctx.warn_produce_timeout(
-                    "waiting for room to append (or for producer state)",
+                    "room to append or a partition's producer state",
                     None,
                     started.elapsed(),
                 );
@@ -555,22 +544,39 @@ impl ShardCtx {
                         )
                     })
                     .collect();
-                return ShardResponse::Produce(results);
+                ShardResponse::Produce(results)
+            };
+            // the producer-state loads count against the timeout too: a load held up (by
+            // the log's I/O permit, a slow disk) must not hold the answer past it (the
+            // load itself goes on in its own task)
+            let granted = within(timeout, started, async {
+                load_producer_states(to_load).await;
+                ticket.wait().await;
+            })
+            .await;
+            if granted.is_none() {
+                return not_appended(&parts);
             }
             // a truncation while this request waited unloads a partition's state: load it
             // again (twice at most), so that the append, right after the last check with
-            // no wait between, finds it built
-            for _ in 0..2 {
-                let again = ctx.logs_needing_producer_state(&parts);
-                if again.is_empty() {
-                    break;
+            // no wait between, finds it built; still within the timeout (the grant is held
+            // meanwhile, and dropped with the ticket if the time runs out)
+            let reloaded = within(timeout, started, async {
+                for _ in 0..2 {
+                    let again = ctx.logs_needing_producer_state(&parts);
+                    if again.is_empty() {
+                        break;
+                    }
+                    load_producer_states(again).await;
                 }
-                load_producer_states(again).await;
+            })
+            .await;
+            if reloaded.is_none() {
+                return not_appended(&parts);
             }
             let (results, waits) = ctx.append_parts(acks, parts);
             ticket.finish();
-            let left = timeout.saturating_sub(started.elapsed());
-            ctx.answer_produce(results, waits, left).await
+            ctx.answer_produce(results, waits, timeout, started).await
         })
     }
 
@@ -685,14 +691,17 @@ impl ShardCtx {
         (results, waits)
     }
 
+    /// Waits for what `waits` names (acks=all) until `started` + `timeout`, the request's
+    /// arrival on this shard plus its timeout.
     async fn answer_produce(
         &self,
         mut results: Vec<ProducePartResult>,
         waits: Vec<AckWait>,
         timeout: Duration,
+        started: std::time::Instant,
     ) -> ShardResponse {
-        let started = std::time::Instant::now();
         let deadline = started + timeout;
+        let mut timed_out = None;
         for (i, tp, log, last, epoch) in waits {
             let Err((error, message)) = self
                 .wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
@@ -700,33 +709,44 @@ impl ShardCtx {
             else {
                 continue;
             };
-            if error == code(ResponseError::RequestTimedOut) {
-                self.warn_produce_timeout(
-                    "waiting for the record to be durable on every in-sync replica",
-                    Some((&tp, &log, last)),
-                    started.elapsed(),
-                );
+            if error == code(ResponseError::RequestTimedOut) && timed_out.is_none() {
+                timed_out = Some((tp, log, last));
             }
             results[i] = ProducePartResult::failed(error, Some(message));
+        }
+        if let Some((tp, log, last)) = timed_out {
+            self.warn_produce_timeout(
+                "the record durable on every in-sync replica",
+                Some((&tp, &log, last)),
+                started.elapsed(),
+            );
         }
         ShardResponse::Produce(results)
     }
 
-    /// Logs, at most once a second, a produce answered REQUEST_TIMED_OUT, with what the
-    /// shard's storage looked like then: a wait that long means the flusher or a replica
-    /// made no progress for the client's whole timeout.
+    /// Logs, at most once a second per shard, a produce answered REQUEST_TIMED_OUT, with
+    /// what it waited for (`waiting`; for acks=all its first partition that timed out, and
+    /// that log's durable offset and high watermark) and the shard's unflushed bytes: a
+    /// wait that long means the flusher or a replica made no progress for the client's
+    /// whole timeout. `waited` runs from the request's arrival on this shard.
     fn warn_produce_timeout(
         &self,
         waiting: &str,
         record: Option<(&Tp, &PartitionLog, i64)>,
         waited: Duration,
     ) {
-        let Some(count) = self.produce_timeouts.borrow_mut().hit() else {
+        let Some(requests) = self.produce_timeouts.borrow_mut().hit() else {
             return;
         };
-        let (topic, partition, offset, durable) = match record {
-            Some((tp, log, last)) => (&*tp.topic, tp.partition, last, log.durable_offset()),
-            None => ("", -1, -1, -1),
+        let (topic, partition, offset, durable, hw) = match record {
+            Some((tp, log, last)) => (
+                &*tp.topic,
+                tp.partition,
+                last,
+                log.durable_offset(),
+                self.high_watermark(&tp.topic, tp.partition, log),
+            ),
+            None => ("", -1, -1, -1, -1),
         };
         tracing::warn!(
             shard = self.id,
@@ -735,10 +755,11 @@ impl ShardCtx {
             partition,
             offset,
             durable_offset = durable,
+            high_watermark = hw,
             unflushed_bytes = self.storage.unflushed_bytes(),
             admission_bytes = self.storage.admission_bytes(),
             waited_ms = waited.as_millis() as u64,
-            timeouts_since_last_line = count,
+            requests_since_last_line = requests,
             "produce answered REQUEST_TIMED_OUT"
         );
     }
@@ -1459,6 +1480,19 @@ pub(crate) fn check_leader_epoch_in(
 /// Builds each log's producer state with async reads (`PartitionLog::load_producer_state`).
 /// A failure is logged: the append then answers that partition KAFKA_STORAGE_ERROR
 /// (`ProducerStateNotLoaded`, retriable) and never reads the log itself.
+/// `fut`'s output, or None once `timeout` has passed since `started`.
+async fn within<T>(
+    timeout: Duration,
+    started: std::time::Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(timeout.saturating_sub(started.elapsed())).await;
+        None
+    })
+    .await
+}
+
 async fn load_producer_states(logs: Vec<PartitionLog>) {
     for log in logs {
         if let Err(e) = log.load_producer_state().await {
