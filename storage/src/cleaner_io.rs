@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 /// CPU a pass uses before it lets the shard's other tasks run: the cleaner's queue has
 /// few shares, but shares only count at a switch, and glommio switches a queue that does
 /// not yield only at its preemption timer (tens of ms): produce and fetch would wait that
-/// long (measured: produce p99 x7 with the cleaner running, before this).
-const SLICE: Duration = Duration::from_micros(500);
+/// long (measured: produce p99 x7 with the cleaner running, before this). A produce ack
+/// crosses several such waits (the request's read, the flush write's and the sync's
+/// completions), so the slice adds to the median several times over: 100 µs rather than
+/// 500 took the median during cleaning from +70 % to +50 % of idle at the same cleaning
+/// speed (bench/README.md, "A shorter cleaner slice").
+const SLICE: Duration = Duration::from_micros(100);
 
 /// How a pass steps aside after each `SLICE`: a timer this short, not a yield. glommio
 /// reaps I/O completions (sockets, disk) only when its task queues run dry or a
