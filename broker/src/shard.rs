@@ -786,12 +786,8 @@ impl ShardCtx {
         let own = match future::poll_once(&mut durable).await {
             Some(done) => Some(done),
             None => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                future::or(async { Some(durable.await) }, async {
-                    glommio::timer::sleep(left).await;
-                    None
-                })
-                .await
+                let now = std::time::Instant::now();
+                within(deadline.saturating_duration_since(now), now, durable).await
             }
         };
         if let Some(Err(e)) = own {
@@ -1477,9 +1473,6 @@ pub(crate) fn check_leader_epoch_in(
     }
 }
 
-/// Builds each log's producer state with async reads (`PartitionLog::load_producer_state`).
-/// A failure is logged: the append then answers that partition KAFKA_STORAGE_ERROR
-/// (`ProducerStateNotLoaded`, retriable) and never reads the log itself.
 /// `fut`'s output, or None once `timeout` has passed since `started`.
 async fn within<T>(
     timeout: Duration,
@@ -1493,6 +1486,9 @@ async fn within<T>(
     .await
 }
 
+/// Builds each log's producer state with async reads (`PartitionLog::load_producer_state`).
+/// A failure is logged: the append then answers that partition KAFKA_STORAGE_ERROR
+/// (`ProducerStateNotLoaded`, retriable) and never reads the log itself.
 async fn load_producer_states(logs: Vec<PartitionLog>) {
     for log in logs {
         if let Err(e) = log.load_producer_state().await {

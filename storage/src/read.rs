@@ -886,6 +886,30 @@ mod tests {
         });
     }
 
+    /// A log at `path` with `n` durable 4 KiB batches, closed and opened again: its
+    /// producer state is not built.
+    async fn reopened_with_batches(
+        shard: &std::rc::Rc<crate::ShardStorage>,
+        path: std::path::PathBuf,
+        n: i64,
+    ) -> PartitionLog {
+        let log = PartitionLog::open(shard, path.clone(), LogConfig::default())
+            .await
+            .unwrap(); // ok: test
+        let mut last = 0;
+        for i in 0..n {
+            last = log
+                .append(crate::test_batch(i, &[1u8; 4096]), 1)
+                .unwrap() // ok: test
+                .last_offset;
+        }
+        log.wait_durable(last).await.unwrap(); // ok: test
+        log.close().await.unwrap(); // ok: test
+        PartitionLog::open(shard, path, LogConfig::default())
+            .await
+            .unwrap() // ok: test
+    }
+
     /// A caller that stops waiting (its request timed out) does not stop the load: it
     /// finishes in its own task, and the state is built for the next caller.
     #[test]
@@ -893,18 +917,7 @@ mod tests {
         let dir = crate::test_dir();
         let path = dir.path().join("t-0");
         crate::on_test_shard(move |shard| async move {
-            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
-                .await
-                .unwrap(); // ok: test
-            let last = log
-                .append(crate::test_batch(0, &[1u8; 4096]), 1)
-                .unwrap() // ok: test
-                .last_offset;
-            log.wait_durable(last).await.unwrap(); // ok: test
-            log.close().await.unwrap(); // ok: test
-            let log = PartitionLog::open(&shard, path, LogConfig::default())
-                .await
-                .unwrap(); // ok: test
+            let log = reopened_with_batches(&shard, path, 1).await;
             assert!(!log.producer_state_loaded());
             // another load holds the one-at-a-time permit, so this caller waits
             let other = crate::permit::acquire(&log.inner.producer_load, 1)
@@ -935,21 +948,7 @@ mod tests {
         let dir = crate::test_dir();
         let path = dir.path().join("t-0");
         crate::on_test_shard(move |shard| async move {
-            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
-                .await
-                .unwrap(); // ok: test
-            let mut last = 0;
-            for i in 0..64 {
-                last = log
-                    .append(crate::test_batch(i, &[1u8; 4096]), 1)
-                    .unwrap()
-                    .last_offset; // ok: test
-            }
-            log.wait_durable(last).await.unwrap(); // ok: test
-            log.close().await.unwrap(); // ok: test
-            let log = PartitionLog::open(&shard, path, LogConfig::default())
-                .await
-                .unwrap(); // ok: test
+            let log = reopened_with_batches(&shard, path, 64).await;
             assert!(!log.inner.state().producers_loaded());
             let before = LOADS.with(|n| n.get());
             let loads: Vec<_> = (0..8)
