@@ -13,7 +13,10 @@ reads every record with Fetch v1 (format v0, no timestamps). Sluice stores v2 ba
 only and converts these formats on the way in and out.
 Usage: kafka_python_old_versions.py BOOTSTRAP [TOPIC_PREFIX]. Exits non-zero on failure.
 """
+import collections
+import logging
 import sys
+import threading
 import time
 import uuid
 
@@ -32,8 +35,43 @@ OLD_MORE = 150  # produced by each old producer
 TIMEOUT = 60  # bound on every wait; the broker may delay a group's first rebalance 3 s
 
 
+class _Recent(logging.Handler):
+    """Keeps kafka-python's last log lines, printed when a check fails."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = collections.deque(maxlen=25)
+
+    def emit(self, record):
+        self.lines.append("%.3f %s %s" % (record.created, record.levelname, record.getMessage()[:300]))
+
+
+RECENT = _Recent()
+logging.getLogger("kafka").addHandler(RECENT)
+logging.getLogger("kafka").setLevel(logging.INFO)
+MEMBERS = []  # the consumers of the check under way, described when it fails
+
+
+def describe(m):
+    """A member's view of its group: generation, assignment, positions."""
+    try:
+        coord = m._coordinator
+        gen = coord._generation
+        parts = sorted(m.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        positions = {tp.partition: m._subscription.assignment[tp].position
+                     for tp in parts if tp in m._subscription.assignment}
+        return "state=%s generation=%s member=%s assigned=%s positions=%s" % (
+            coord.state, gen.generation_id, gen.member_id, [tp.partition for tp in parts], positions)
+    except Exception as e:  # a diagnostic must not hide the failure
+        return "not described: %r" % (e,)
+
+
 def fail(msg):
     print("FAIL: " + msg, flush=True)
+    for i, m in enumerate(MEMBERS):
+        print("    member %d: %s" % (i, describe(m)), flush=True)
+    for line in RECENT.lines:
+        print("    log " + line, flush=True)
     sys.exit(1)
 
 
@@ -47,6 +85,7 @@ def member(bootstrap, group, topic, api_version):
                       session_timeout_ms=10000, heartbeat_interval_ms=1000,
                       request_timeout_ms=30000)
     c.subscribe([topic])
+    MEMBERS.append(c)
     return c
 
 
@@ -76,23 +115,60 @@ def commit(m):
         pass
 
 
-def drain_records(members, want, what):
-    """Polls every member in turn until records of `want` distinct values arrived;
-    returns the records (with repeats) and commits after each poll."""
+def run_members(members, done, progress, what):
+    """Polls each member from a thread of its own, committing after every poll that
+    returned records, until `done(records so far)`; returns those records (with repeats).
+
+    One thread per consumer, as applications run them: kafka-python 3.0.12 drops a
+    JoinGroup answer that arrives while its consumer is outside poll() and sends a new
+    JoinGroup. A leader's JoinGroup in a Stable group starts a rebalance (in Kafka too),
+    so two members polled in turn from one thread can rebalance each other for minutes."""
+    lock = threading.Lock()
     seen = []
-    values = set()
+    errors = []
+    stop = threading.Event()
+
+    def loop(m):
+        try:
+            while not stop.is_set():
+                records = [r for rs in m.poll(timeout_ms=500).values() for r in rs]
+                if records:
+                    with lock:
+                        seen.extend(records)
+                    commit(m)
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(m,), daemon=True) for m in members]
+    for t in threads:
+        t.start()
     deadline = time.time() + TIMEOUT
-    while len(values) < want:
-        if time.time() > deadline:
-            fail("%s: %d of %d records in %d s" % (what, len(values), want, TIMEOUT))
-        for m in members:
-            batch = m.poll(timeout_ms=300)
-            for records in batch.values():
-                seen.extend(records)
-                values.update(value_of(r) for r in records)
-            if batch:
-                commit(m)
-    return seen
+    outcome = None
+    while outcome is None:
+        with lock:
+            snapshot = list(seen)
+        if errors:
+            outcome = "%s: a member failed: %r" % (what, errors[0])
+        elif done(snapshot):
+            break
+        elif time.time() > deadline:
+            outcome = "%s: %s in %d s" % (what, progress(snapshot), TIMEOUT)
+        else:
+            time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join(timeout=TIMEOUT)
+    if outcome is not None:
+        fail(outcome)
+    return snapshot
+
+
+def drain_records(members, want, what):
+    """run_members until records of `want` distinct values arrived."""
+    def values(records):
+        return {value_of(r) for r in records}
+    return run_members(members, lambda rs: len(values(rs)) >= want,
+                       lambda rs: "%d of %d records" % (len(values(rs)), want), what)
 
 
 def value_of(record):
@@ -132,17 +208,16 @@ def check_new(bootstrap, prefix):
     if set(seen) != set(range(COUNT)):
         fail("two members read %d distinct values, want 0..%d" % (len(set(seen)), COUNT))
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    ends = a.end_offsets(tps)
-    deadline = time.time() + TIMEOUT
-    while True:
-        committed = {tp: a.committed(tp) for tp in tps}
-        if committed == ends:
-            break
-        if time.time() > deadline:
-            fail("committed %r, end offsets %r" % (committed, ends))
-        for m in (a, b):
-            if m.poll(timeout_ms=200):
-                commit(m)
+    # A commit cut by a rebalance is made again after the records come back.
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, api_version=NEW,
+                            enable_auto_commit=False)
+    ends = watcher.end_offsets(tps)
+
+    def committed():
+        return {tp: watcher.committed(tp) for tp in tps}
+    run_members([a, b], lambda _: committed() == ends,
+                lambda _: "committed %r, end offsets %r" % (committed(), ends), "commits")
+    watcher.close()
     ok("(1,0,0) two members read all %d records and committed the end offsets" % COUNT)
 
     # Restart one member; both must resume at the commits and read only what is new.

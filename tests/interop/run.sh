@@ -36,7 +36,7 @@ failed=0
 ok() { passed=$((passed + 1)); echo "PASS $1"; }
 ko() {
     failed=$((failed + 1)); echo "FAIL $1: $2"
-    [ -f "$WORK/out" ] && sed -n '1,20p' "$WORK/out" | sed 's/^/    /'
+    [ -f "$WORK/out" ] && sed -n '1,60p' "$WORK/out" | sed 's/^/    /'
 }
 # check NAME CMD...: runs CMD (bounded by 120 s) with output in $WORK/out.
 check() {
