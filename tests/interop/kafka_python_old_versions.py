@@ -15,9 +15,11 @@ Usage: kafka_python_old_versions.py BOOTSTRAP [TOPIC_PREFIX]. Exits non-zero on 
 """
 import collections
 import logging
+import signal
 import sys
 import threading
 import time
+import traceback
 import uuid
 
 import kafka.errors as Errors
@@ -42,14 +44,22 @@ class _Recent(logging.Handler):
         super().__init__(logging.INFO)
         self.lines = collections.deque(maxlen=25)
 
-    def emit(self, record):
-        self.lines.append("%.3f %s %s" % (record.created, record.levelname, record.getMessage()[:300]))
+    def emit(self, record):  # called with self.lock held
+        self.lines.append("%.3f %s %s %s %s" % (record.created, record.threadName, record.name,
+                                                record.levelname, record.getMessage()[:300]))
+
+    def recent(self):
+        with self.lock:
+            return list(self.lines)
 
 
 RECENT = _Recent()
+_WARNINGS = logging.StreamHandler(sys.stderr)  # kafka-python's warnings, as before
+_WARNINGS.setLevel(logging.WARNING)
 logging.getLogger("kafka").addHandler(RECENT)
+logging.getLogger("kafka").addHandler(_WARNINGS)
 logging.getLogger("kafka").setLevel(logging.INFO)
-MEMBERS = []  # the consumers of the check under way, described when it fails
+MEMBERS = []  # every group member made; the open ones are described when a check fails
 
 
 def describe(m):
@@ -69,10 +79,18 @@ def describe(m):
 def fail(msg):
     print("FAIL: " + msg, flush=True)
     for i, m in enumerate(MEMBERS):
-        print("    member %d: %s" % (i, describe(m)), flush=True)
-    for line in RECENT.lines:
+        if not getattr(m, "_closed", False):
+            print("    member %d: %s" % (i, describe(m)), flush=True)
+    for line in RECENT.recent():
         print("    log " + line, flush=True)
     sys.exit(1)
+
+
+def _killed(signum, _frame):
+    fail("killed by signal %d (run.sh's bound)" % signum)
+
+
+signal.signal(signal.SIGTERM, _killed)
 
 
 def ok(msg):
@@ -107,8 +125,8 @@ def produce(bootstrap, topic, start, n):
 
 
 def commit(m):
-    """Commits what `m` consumed; a commit cut by a rebalance is retried by a later poll
-    (its records may come again, which the checks allow before the restart)."""
+    """Commits what `m` consumed; a commit cut by a rebalance is made again after the next
+    poll (its records may come again, which the checks allow before the restart)."""
     try:
         m.commit()
     except Errors.CommitFailedError:
@@ -116,12 +134,14 @@ def commit(m):
 
 
 def run_members(members, done, progress, what):
-    """Polls each member from a thread of its own, committing after every poll that
-    returned records, until `done(records so far)`; returns those records (with repeats).
+    """Polls each member from a thread of its own, committing its positions after every
+    poll while it has partitions (a commit cut by a rebalance is not retried by kafka-python,
+    and a member that keeps its partitions gets no records again), until
+    `done(records so far)`; returns every record read (with repeats).
 
-    One thread per consumer, as applications run them: kafka-python 3.0.12 drops a
-    JoinGroup answer that arrives while its consumer is outside poll() and sends a new
-    JoinGroup. A leader's JoinGroup in a Stable group starts a rebalance (in Kafka too),
+    One thread per consumer, as applications run them: kafka-python 3.0.12 drops the
+    result of a join (JoinGroup, then SyncGroup) that completes while its consumer is
+    outside poll() and sends a new JoinGroup. A leader's JoinGroup in a Stable group starts a rebalance (in Kafka too),
     so two members polled in turn from one thread can rebalance each other for minutes."""
     lock = threading.Lock()
     seen = []
@@ -132,12 +152,12 @@ def run_members(members, done, progress, what):
         try:
             while not stop.is_set():
                 records = [r for rs in m.poll(timeout_ms=500).values() for r in rs]
-                if records:
-                    with lock:
-                        seen.extend(records)
+                with lock:
+                    seen.extend(records)
+                if records or m.assignment():
                     commit(m)
-        except Exception as e:  # reported by the main thread
-            errors.append(e)
+        except Exception:  # reported by the main thread
+            errors.append(traceback.format_exc(limit=4))
 
     threads = [threading.Thread(target=loop, args=(m,), daemon=True) for m in members]
     for t in threads:
@@ -147,20 +167,27 @@ def run_members(members, done, progress, what):
     while outcome is None:
         with lock:
             snapshot = list(seen)
-        if errors:
-            outcome = "%s: a member failed: %r" % (what, errors[0])
-        elif done(snapshot):
-            break
-        elif time.time() > deadline:
-            outcome = "%s: %s in %d s" % (what, progress(snapshot), TIMEOUT)
-        else:
-            time.sleep(0.1)
+        try:
+            if errors:
+                outcome = "%s: a member failed: %s" % (what, errors[0])
+            elif done(snapshot):
+                break
+            elif time.time() > deadline:
+                outcome = "%s: %s in %d s" % (what, progress(snapshot), TIMEOUT)
+            else:
+                time.sleep(0.1)
+        except Exception:
+            outcome = "%s: checking failed: %s" % (what, traceback.format_exc(limit=4))
     stop.set()
     for t in threads:
         t.join(timeout=TIMEOUT)
+    if any(t.is_alive() for t in threads):
+        # its consumer must not be used by this thread too
+        fail("%s: a member's poll or commit did not return in %d s" % (what, TIMEOUT))
     if outcome is not None:
         fail(outcome)
-    return snapshot
+    with lock:
+        return list(seen)
 
 
 def drain_records(members, want, what):
@@ -214,7 +241,7 @@ def check_new(bootstrap, prefix):
     ends = watcher.end_offsets(tps)
 
     def committed():
-        return {tp: watcher.committed(tp) for tp in tps}
+        return {tp: watcher.committed(tp, timeout_ms=5000) for tp in tps}
     run_members([a, b], lambda _: committed() == ends,
                 lambda _: "committed %r, end offsets %r" % (committed(), ends), "commits")
     watcher.close()
