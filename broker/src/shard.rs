@@ -7,9 +7,9 @@
 //!  connection (any shard) ──submit(owner, req)──► owner: start(req) ──► PartitionLog
 //! ```
 //!
-//! `start` dispatches; the paths live beside it: `shard_produce` (admission, appends,
-//! acks), `shard_fetch` (reads, long polls, ListOffsets), `shard_replicas` (following the
-//! metadata image: opening, reconfiguring and deleting replicas, group coordinators).
+//! `start` dispatches; the paths are child modules: `produce` (admission, appends, acks),
+//! `fetch` (reads, long polls, ListOffsets), `replicas` (following the metadata image:
+//! opening, reconfiguring and deleting replicas, group coordinators).
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -34,6 +34,10 @@ use crate::shard_msg::{ShardRequest, ShardResponse};
 use crate::watchdog::Watchdog;
 use kafka_protocol::ResponseError;
 use sluice_storage::Signal;
+
+mod fetch;
+mod produce;
+mod replicas;
 
 /// Broker-side bounds on what a request may ask for, read once from the config.
 pub(crate) struct Limits {
@@ -66,7 +70,7 @@ pub(crate) struct ShardCtx {
     pub(crate) router: Rc<Router>,
     pub(crate) image: RefCell<MetadataImage>,
     /// Partitions this shard owns, by topic then partition index.
-    pub(crate) partitions: RefCell<FastMap<String, FastMap<i32, PartitionLog>>>,
+    partitions: RefCell<FastMap<String, FastMap<i32, PartitionLog>>>,
     /// This node's id (`node.id`).
     pub(crate) node_id: i32,
     /// Shard 0: the quorum thread's inbox (changes go there).
@@ -77,7 +81,7 @@ pub(crate) struct ShardCtx {
     /// Group coordinators of the `__consumer_offsets` partitions this shard owns.
     pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     /// The leader epoch each loaded coordinator was loaded under.
-    pub(crate) group_epochs: RefCell<HashMap<i32, i32>>,
+    group_epochs: RefCell<HashMap<i32, i32>>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     /// Set when shard 0 says every shard has applied the metadata snapshot: only then do
     /// shards accept connections, so no request sees a partition that is still opening.
@@ -88,7 +92,7 @@ pub(crate) struct ShardCtx {
     pub(crate) watchdog: Rc<Watchdog>,
     /// Produce answers REQUEST_TIMED_OUT (at most a line a second): a client reports such
     /// a wait only as its own timeout, and often disconnects with it.
-    pub(crate) produce_timeouts: RefCell<crate::conn_limit::RateLimitedLog>,
+    produce_timeouts: RefCell<crate::conn_limit::RateLimitedLog>,
     /// Partitions this shard follows, by leader (one fetcher task each).
     pub(crate) followers: crate::replication::Followers,
     /// Partitions this shard leads: followers' positions and high watermarks.

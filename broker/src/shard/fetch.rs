@@ -8,8 +8,8 @@ use futures_lite::future;
 use sluice_proto::batch::RecordBatchHeader;
 use sluice_storage::PartitionLog;
 
+use super::ShardCtx;
 use crate::errors::{code, storage_error_code};
-use crate::shard::ShardCtx;
 use crate::shard_msg::{FetchPart, FetchPartResult, OffsetAnswer, Tp};
 use kafka_protocol::ResponseError;
 
@@ -17,7 +17,7 @@ impl ShardCtx {
     /// Reads every part, the cold ones concurrently (one task per read, so the disk sees a
     /// queue deeper than one), then keeps whole partitions in order within `max_bytes`; the
     /// first non-empty partition is kept whole even if larger (KIP-74).
-    pub(crate) async fn fetch(
+    pub(super) async fn fetch(
         &self,
         parts: Vec<FetchPart>,
         max_bytes: usize,
@@ -194,7 +194,7 @@ impl ShardCtx {
 
     /// Returns when any partition has data past its offset (for a follower: appended, for
     /// a consumer: below the high watermark), or after `wait_ms`.
-    pub(crate) async fn wait_data(
+    pub(super) async fn wait_data(
         &self,
         parts: &[(Arc<str>, i32, i64)],
         wait_ms: u64,
@@ -247,7 +247,7 @@ impl ShardCtx {
     /// ListOffsets for one partition: -2 earliest, -1 latest, -3 max timestamp, else the
     /// first offset at or after a timestamp; nothing at or past the last fetchable offset
     /// (the high watermark, or with `read_committed` the last stable offset), as Kafka.
-    pub(crate) async fn list_offset(&self, tp: &Tp, ts: i64, read_committed: bool) -> OffsetAnswer {
+    pub(super) async fn list_offset(&self, tp: &Tp, ts: i64, read_committed: bool) -> OffsetAnswer {
         let Some(log) = self.log(&tp.topic, tp.partition) else {
             return OffsetAnswer {
                 error: self.no_log_error(&tp.topic, tp.partition),

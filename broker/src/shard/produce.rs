@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures_lite::future;
 use sluice_storage::PartitionLog;
 
+use super::ShardCtx;
 use crate::admission::ConnKey;
 use crate::errors::{code, now_ms, storage_error_code};
 use crate::router::BoxFuture;
-use crate::shard::ShardCtx;
 use crate::shard_msg::{ProducePartResult, ShardResponse, Tp};
 use kafka_protocol::ResponseError;
 
@@ -28,7 +28,7 @@ impl ShardCtx {
     /// Waiting for that turn and then (acks=-1) for durability takes at most `timeout_ms`
     /// in all; past it the answer is REQUEST_TIMED_OUT (not appended, if still waiting
     /// for its turn), as Kafka answers a produce whose replication outlasts its timeout.
-    pub(crate) fn produce(
+    pub(super) fn produce(
         self: &Rc<Self>,
         acks: i16,
         timeout_ms: i32,

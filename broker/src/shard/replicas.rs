@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use sluice_storage::PartitionLog;
 
+use super::ShardCtx;
 use crate::coordinator_log::ReplicatedAcks;
 use crate::groups::OFFSETS_TOPIC;
 use crate::groups_glue::{group_config, load_coordinator};
@@ -14,13 +15,12 @@ use crate::metadata::image::Change;
 use crate::metadata::topic_config::log_config;
 use crate::partition_meta;
 use crate::placement::shard_for;
-use crate::shard::ShardCtx;
 use crate::txn::TRANSACTION_STATE_TOPIC;
 
 impl ShardCtx {
     /// Opens, reconfigures or deletes the partitions this shard owns as the image changed,
     /// and loads or drops the group coordinators of the offsets partitions it leads.
-    pub(crate) async fn act_on(self: &Rc<Self>, changes: Vec<Change>) {
+    pub(super) async fn act_on(self: &Rc<Self>, changes: Vec<Change>) {
         self.open_new_replicas(&changes).await;
         for change in changes {
             match change {
