@@ -567,6 +567,54 @@ fn silent_member_expires_and_triggers_rebalance() {
 }
 
 #[test]
+fn in_a_stable_group_a_follower_rejoins_in_place_and_the_leader_starts_a_rebalance() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let (generation, ids, leader) = stable_group(&c, "gs", 2, &["t"]).await;
+        let follower = ids
+            .iter()
+            .find(|id| **id != leader)
+            .cloned()
+            .expect("2 members"); // ok: test
+                                  // Kafka's doCurrentMemberJoinGroup, Stable: a follower with unchanged metadata is
+                                  // answered the current generation at once, and nothing rebalances...
+        let j = Join::new("gs", &follower, &["t"]);
+        let r = c.join_group(j.request(), 5, "c", "h").await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.generation_id, generation);
+        assert_eq!(r.leader.as_str(), leader);
+        assert!(r.members.is_empty());
+        assert_eq!(c.describe_group("gs").await.group_state.as_str(), "Stable");
+        assert_eq!(heartbeat(&c, "gs", generation, &follower).await, 0);
+        // ...while the leader's JoinGroup starts one (the leader may ask for a new
+        // assignment), which the others learn of from their heartbeats. kafka-python
+        // 3.0.12 sends such a JoinGroup when it drops a join that finished outside poll().
+        let (c2, l) = (c.clone(), leader.clone());
+        let rejoin = glommio::spawn_local(async move {
+            let j = Join::new("gs", &l, &["t"]);
+            c2.join_group(j.request(), 5, "c", "h").await
+        });
+        for _ in 0..100 {
+            if c.describe_group("gs").await.group_state.as_str() == "PreparingRebalance" {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            heartbeat(&c, "gs", generation, &follower).await,
+            ResponseError::RebalanceInProgress.code()
+        );
+        let j = Join::new("gs", &follower, &["t"]);
+        let r = c.join_group(j.request(), 5, "c", "h").await;
+        assert_eq!((r.error_code, r.generation_id), (0, generation + 1));
+        let r = rejoin.await;
+        assert_eq!((r.error_code, r.generation_id), (0, generation + 1));
+        assert_eq!(r.leader.as_str(), leader);
+        assert_eq!(r.members.len(), 2);
+    });
+}
+
+#[test]
 fn member_that_does_not_rejoin_is_removed_at_rebalance_timeout() {
     run(|| async {
         let (_log, c) = coordinator(config());
