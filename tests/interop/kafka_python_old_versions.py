@@ -141,8 +141,9 @@ def run_members(members, done, progress, what):
 
     One thread per consumer, as applications run them: kafka-python 3.0.12 drops the
     result of a join (JoinGroup, then SyncGroup) that completes while its consumer is
-    outside poll() and sends a new JoinGroup. A leader's JoinGroup in a Stable group starts a rebalance (in Kafka too),
-    so two members polled in turn from one thread can rebalance each other for minutes."""
+    outside poll() and sends a new JoinGroup. A leader's JoinGroup in a Stable group
+    starts a rebalance (in Kafka too), so two members polled in turn from one thread can
+    rebalance each other for minutes."""
     lock = threading.Lock()
     seen = []
     errors = []
@@ -235,7 +236,7 @@ def check_new(bootstrap, prefix):
     if set(seen) != set(range(COUNT)):
         fail("two members read %d distinct values, want 0..%d" % (len(set(seen)), COUNT))
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    # A commit cut by a rebalance is made again after the records come back.
+    # The members keep committing their positions until the commits reach the ends.
     watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, api_version=NEW,
                             enable_auto_commit=False)
     ends = watcher.end_offsets(tps)

@@ -576,8 +576,9 @@ fn in_a_stable_group_a_follower_rejoins_in_place_and_the_leader_starts_a_rebalan
             .find(|id| **id != leader)
             .cloned()
             .expect("2 members"); // ok: test
-                                  // Kafka's doCurrentMemberJoinGroup, Stable: a follower with unchanged metadata is
-                                  // answered the current generation at once, and nothing rebalances...
+
+        // Kafka's doCurrentMemberJoinGroup, Stable: a follower with unchanged metadata is
+        // answered the current generation at once, and nothing rebalances...
         let j = Join::new("gs", &follower, &["t"]);
         let r = c.join_group(j.request(), 5, "c", "h").await;
         assert_eq!(r.error_code, 0);
