@@ -38,6 +38,9 @@ pub(crate) struct LogInner {
     /// segment, created at open. The next `sync_dir` (any caller) clears it; a flush
     /// finding it set syncs the directory before its data counts as durable.
     dir_unsynced: Cell<bool>,
+    /// The log's name in the shard's journal (`journal_flush::journal_name`), worked out
+    /// once: neither `dir` nor the journal's directory changes while the log is open.
+    pub(crate) journal_name: std::cell::OnceCell<Option<std::rc::Rc<str>>>,
 }
 
 impl LogInner {
@@ -54,6 +57,7 @@ impl LogInner {
             journal_epoch: std::cell::Cell::new(0),
             behind_wanted: std::cell::Cell::new(false),
             dir_unsynced: Cell::new(false),
+            journal_name: std::cell::OnceCell::new(),
         }
     }
 
