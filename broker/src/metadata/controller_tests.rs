@@ -2,6 +2,7 @@
 //! changes, manual assignments, `__consumer_offsets` creation.
 
 use super::*;
+use std::collections::BTreeMap;
 
 fn brokers(image: &mut MetadataImage, logic: &mut ControllerLogic, ids: &[i32], rack: bool) {
     let now = Instant::now();
