@@ -467,6 +467,14 @@ impl ShardCtx {
                     })
                 })
             }
+            ShardRequest::LogSizes => {
+                let sizes = self
+                    .owned_logs()
+                    .into_iter()
+                    .map(|(topic, partition, log)| (topic, partition, log.size_bytes()))
+                    .collect();
+                Box::pin(async move { ShardResponse::LogSizes(sizes) })
+            }
             ShardRequest::WriteMarkers(m) => {
                 Box::pin(async move { ShardResponse::Markers(ctx.write_markers_here(m).await) })
             }

@@ -161,6 +161,9 @@ pub(crate) enum ShardRequest {
     },
     /// The producer state of a partition this node leads (DescribeProducers).
     Producers(Tp),
+    /// Every partition log the shard has open, led or followed, with its size on disk
+    /// (DescribeLogDirs).
+    LogSizes,
 }
 
 /// The owner's answer.
@@ -178,6 +181,8 @@ pub(crate) enum ShardResponse {
     Markers(Vec<i16>),
     Txn(crate::txn_glue::TxnAnswer),
     Producers(Result<Vec<sluice_storage::ProducerInfo>, i16>),
+    /// (topic, partition, bytes in its segments) of each log the shard has open.
+    LogSizes(Vec<(String, i32, u64)>),
     /// The shard could not answer (it is shutting down).
     Unavailable,
 }

@@ -1,6 +1,7 @@
 //! Admin APIs through rdkafka's AdminClient: CreateTopics (and its errors), DeleteTopics,
 //! CreatePartitions, DescribeConfigs/AlterConfigs, Metadata, and auto-creation of unknown
-//! topics on produce and on metadata (auto.create.topics.enable defaults to true).
+//! topics on produce and on metadata (auto.create.topics.enable defaults to true); and
+//! DescribeLogDirs, which rdkafka does not send, through the raw client.
 //! Every error is checked by its Kafka error code, as a Java client would see it.
 
 mod common;
@@ -526,6 +527,104 @@ fn compaction_lags_must_be_ordered() -> Result<()> {
     ensure!(
         min.as_deref() == Some("0"),
         "max < min accepted on alter: min.compaction.lag.ms = {min:?}"
+    );
+    Ok(())
+}
+
+/// DescribeLogDirs (what `kafka-log-dirs.sh --describe` sends): one directory, the data
+/// dir, with every partition held here and its size on disk, on a broker of two shards
+/// (each reports its own logs); the file system's total and usable bytes at v4; a request
+/// naming partitions gets only those held here.
+#[test]
+fn describe_log_dirs_lists_each_partition_and_its_size() -> Result<()> {
+    use common::raw::RawClient;
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::DescribeLogDirsRequest;
+
+    let broker = BrokerProcess::spawn(2)?;
+    broker.create_topic("dirs-a", 4, &[])?;
+    broker.create_topic("dirs-b", 1, &[])?;
+    let producer = broker.producer(&[])?;
+    let payload = "x".repeat(1000);
+    for _ in 0..20 {
+        common::send_one(&producer, "dirs-a", &payload)?;
+    }
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+
+    let all = c.call(4, &DescribeLogDirsRequest::default().with_topics(None))?;
+    ensure!(all.error_code == 0, "DescribeLogDirs: {all:?}");
+    ensure!(all.results.len() == 1, "one log dir: {all:?}");
+    let dir = &all.results[0];
+    ensure!(dir.error_code == 0, "{dir:?}");
+    let want_dir = std::path::absolute(broker.data_dir())?;
+    ensure!(
+        std::path::Path::new(dir.log_dir.as_str()) == want_dir,
+        "log dir {} vs {}",
+        dir.log_dir.as_str(),
+        want_dir.display()
+    );
+    ensure!(
+        dir.total_bytes > 0 && dir.usable_bytes >= 0 && dir.usable_bytes <= dir.total_bytes,
+        "volume: {} total, {} usable",
+        dir.total_bytes,
+        dir.usable_bytes
+    );
+    let sizes = |topics: &[kafka_protocol::messages::describe_log_dirs_response::DescribeLogDirsTopic]| {
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.0.to_string(), p.partition_index, p.partition_size, p.offset_lag))
+            })
+            .collect::<Vec<_>>()
+    };
+    let listed = sizes(&dir.topics);
+    let ours: Vec<_> = listed
+        .iter()
+        .filter(|(t, ..)| t.starts_with("dirs-"))
+        .collect();
+    ensure!(
+        ours.iter()
+            .map(|(t, p, ..)| (t.as_str(), *p))
+            .collect::<Vec<_>>()
+            == vec![
+                ("dirs-a", 0),
+                ("dirs-a", 1),
+                ("dirs-a", 2),
+                ("dirs-a", 3),
+                ("dirs-b", 0)
+            ],
+        "partitions: {listed:?}"
+    );
+    // 20 records of 1,000 bytes went to dirs-a 0; nothing to the others
+    ensure!(ours[0].2 >= 20_000, "dirs-a 0 holds 20 KB: {listed:?}");
+    ensure!(
+        ours[1..].iter().all(|(_, _, size, _)| *size == 0),
+        "untouched partitions are empty: {listed:?}"
+    );
+    ensure!(ours.iter().all(|(.., lag)| *lag == 0), "{listed:?}");
+
+    let named = c.call(
+        1,
+        &DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(common::kafka::topic_name("dirs-a"))
+                .with_partitions(vec![0, 2, 9]),
+            DescribableLogDirTopic::default()
+                .with_topic(common::kafka::topic_name("no-such-topic"))
+                .with_partitions(vec![0]),
+        ])),
+    )?;
+    let named = sizes(&named.results[0].topics);
+    ensure!(
+        named
+            .iter()
+            .map(|(t, p, ..)| (t.as_str(), *p))
+            .collect::<Vec<_>>()
+            == vec![("dirs-a", 0), ("dirs-a", 2)],
+        "named partitions: {named:?}"
     );
     Ok(())
 }

@@ -1726,6 +1726,29 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
         ],
         "DeleteGroups by the admin afterwards: {got:?}"
     );
+    // DescribeLogDirs needs DESCRIBE on the cluster: alice has none (v3+ say so in the
+    // error code, v1-2 only by the missing directory); the admin sees the data dir
+    let all = kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
+    let denied = alice.call(4, &all)?;
+    ensure!(
+        denied.error_code == CLUSTER_DENIED && denied.results.is_empty(),
+        "DescribeLogDirs v4 by alice: {denied:?}"
+    );
+    let denied = alice.call(2, &all)?;
+    ensure!(
+        denied.error_code == 0 && denied.results.is_empty(),
+        "DescribeLogDirs v2 by alice: {denied:?}"
+    );
+    let allowed = admin.call(4, &all)?;
+    ensure!(
+        allowed.error_code == 0
+            && allowed.results.len() == 1
+            && allowed.results[0]
+                .topics
+                .iter()
+                .any(|t| t.name.0.as_str() == "cfg-ok"),
+        "DescribeLogDirs v4 by the admin: {allowed:?}"
+    );
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 
 Creates a topic with the admin client, produces keyed records (acks=all, gzip), then reads
 them back with an assign-only KafkaConsumer (no group): every record exactly once, offsets
-increasing per partition, one partition per key, and seek() to an offset lands there.
+increasing per partition, one partition per key, and seek() to an offset lands there; then
+describe_log_dirs (DescribeLogDirs) lists each partition of the topic, with a size wherever
+records went.
 Usage: kafka_python_check.py BOOTSTRAP TOPIC COUNT. Exits non-zero with a reason on failure.
 """
 import sys
@@ -87,6 +89,19 @@ def main():
     if sum(end.values()) != count:
         fail("end offsets %r do not add up to %d" % (end, count))
     consumer.close()
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    dirs = [d for b in admin.describe_log_dirs() for d in b["log_dirs"]]
+    admin.close()
+    if len(dirs) != 1 or dirs[0]["error_code"] != 0:
+        fail("describe_log_dirs: %r" % dirs)
+    sizes = {p["partition_index"]: p["partition_size"]
+             for t in dirs[0]["topics"] if t["name"] == topic for p in t["partitions"]}
+    written = {p for p, _ in acked.values()}
+    if sorted(sizes) != list(range(PARTITIONS)):
+        fail("describe_log_dirs lists partitions %r of %s" % (sorted(sizes), topic))
+    if any(sizes[p] <= 0 for p in written):
+        fail("describe_log_dirs: a written partition has no bytes: %r" % sizes)
     print("ok: %d records round-tripped through kafka-python" % count)
 
 

@@ -16,6 +16,7 @@ pub(crate) mod fetch_session;
 pub(crate) mod groups;
 pub(crate) mod legacy;
 pub(crate) mod list_offsets;
+pub(crate) mod log_dirs;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod reassign;
@@ -405,6 +406,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::ElectLeaders => respond(ctx, &frame, reassign::elect_leaders),
         ApiKey::AlterPartitionReassignments => respond(ctx, &frame, reassign::alter_reassignments),
         ApiKey::ListPartitionReassignments => respond(ctx, &frame, reassign::list_reassignments),
+        ApiKey::DescribeLogDirs => respond_conn(ctx, &frame, conn, log_dirs::describe_log_dirs),
         other => Dispatch::Close(format!("no handler for {other:?}")),
     }
 }

@@ -121,7 +121,8 @@ fn every_unserved_version_kafka_protocol_decodes_is_answered() {
         AlterUserScramCredentialsRequest,
         DescribeAclsRequest,
         CreateAclsRequest,
-        DeleteAclsRequest
+        DeleteAclsRequest,
+        DescribeLogDirsRequest
     );
     // Produce (acks=-1, so that an answer is due).
     covered.push(ApiKey::Produce);
@@ -277,7 +278,7 @@ fn undecodable_or_unimplemented_requests_close() {
     let f = frame(ApiKey::Metadata, 99, &[0xff]);
     assert!(error_response(&f).is_err());
     // An API Sluice does not implement.
-    let f = frame(ApiKey::DescribeLogDirs, 1, &[0, 0]);
+    let f = frame(ApiKey::DeleteRecords, 1, &[0, 0]);
     let e = error_response(&f).unwrap_err(); // ok: test
     assert!(e.contains("not implemented"), "{e}");
 }

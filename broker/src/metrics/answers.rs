@@ -14,12 +14,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{
     AlterConfigsResponse, AlterPartitionReassignmentsResponse, CreatePartitionsResponse,
     CreateTopicsResponse, DeleteGroupsResponse, DeleteTopicsResponse, DescribeClusterResponse,
-    DescribeConfigsResponse, DescribeGroupsResponse, ElectLeadersResponse, FindCoordinatorResponse,
-    HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse,
-    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse,
-    ListPartitionReassignmentsResponse, MetadataResponse, OffsetCommitResponse,
-    OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse, ProduceResponse,
-    SyncGroupResponse,
+    DescribeConfigsResponse, DescribeGroupsResponse, DescribeLogDirsResponse, ElectLeadersResponse,
+    FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
+    ListOffsetsResponse, ListPartitionReassignmentsResponse, MetadataResponse,
+    OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse,
+    ProduceResponse, SyncGroupResponse,
 };
 
 /// An answer that may carry error codes.
@@ -53,6 +53,7 @@ macro_rules! answer_errors {
 answer_errors! {
     InitProducerIdResponse => |r| r.error_code != 0;
     DescribeClusterResponse => |r| r.error_code != 0;
+    DescribeLogDirsResponse => |r| r.error_code != 0 || any(&r.results, |d| d.error_code);
     JoinGroupResponse => |r| r.error_code != 0;
     SyncGroupResponse => |r| r.error_code != 0;
     HeartbeatResponse => |r| r.error_code != 0;
