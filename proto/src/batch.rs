@@ -1,7 +1,9 @@
 //! Kafka v2 RecordBatch, sans I/O: parse and validate the 61-byte header, check the CRC-32C,
 //! assign a base offset in place, iterate concatenated batches, build / decode simple
-//! uncompressed batches, validate a client's batch, and, for the log cleaner, walk the
-//! records of a stored batch (compressed or not) and rebuild it with fewer records. Nothing here panics on peer bytes: every length is bounds-checked.
+//! uncompressed batches, validate a client's batch (`batch/validate.rs`), build and read
+//! transaction markers (`batch/control.rs`), and, for the log cleaner, walk the records
+//! of a stored batch (compressed or not) and rebuild it with fewer records. Nothing here
+//! panics on peer bytes: every length is bounds-checked.
 //!
 //! ```text
 //!  0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8 | 17 crc u32
@@ -9,6 +11,16 @@
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+mod control;
+mod validate;
+pub use control::{
+    build_control_batch, end_txn_marker, EndTxnMarker, ATTR_CONTROL, ATTR_TRANSACTIONAL,
+};
+pub use validate::{
+    validate_client_batch, validate_client_batch_with, validate_client_batch_within,
+    ClientBatchRules,
+};
 
 /// Size of the fixed v2 batch header (baseOffset .. recordsCount).
 pub const RECORD_BATCH_OVERHEAD: usize = 61;
@@ -726,207 +738,6 @@ pub fn empty_batch_like(original: &[u8]) -> Result<Vec<u8>, BatchError> {
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
-}
-
-/// Checks a batch a client produced, as Kafka's log validator does before an append (the
-/// batch's length, magic and CRC are already checked by [`BatchIter`]): a known codec,
-/// no control batch, a sequence for idempotent batches, and exactly `recordsCount` well
-/// formed records whose offset deltas run 0, 1, 2, ... (compressed batches are
-/// decompressed, to at most `max_decompressed` bytes, to count them).
-pub fn validate_client_batch(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
-    validate_client_batch_within(batch, max_decompressed, i64::MIN..=i64::MAX)
-}
-
-/// [`validate_client_batch`], and every record of a CreateTime batch has its timestamp in
-/// `timestamps` or none (-1), as Kafka's `message.timestamp.{before,after}.max.ms` check.
-pub fn validate_client_batch_within(
-    batch: &[u8],
-    max_decompressed: usize,
-    timestamps: std::ops::RangeInclusive<i64>,
-) -> Result<(), BatchError> {
-    validate_client_batch_with(
-        batch,
-        &ClientBatchRules {
-            max_decompressed,
-            timestamps,
-            require_keys: false,
-        },
-    )
-}
-
-/// The topic-dependent rules of [`validate_client_batch_with`].
-#[derive(Clone, Debug)]
-pub struct ClientBatchRules {
-    /// Largest records section a compressed batch may inflate to.
-    pub max_decompressed: usize,
-    /// CreateTime timestamps accepted (a record without one, -1, always is).
-    pub timestamps: std::ops::RangeInclusive<i64>,
-    /// Every record must have a key (a compacted topic): else [`BatchError::MissingKey`].
-    pub require_keys: bool,
-}
-
-/// [`validate_client_batch`] under `rules`: timestamps in `rules.timestamps`, and with
-/// `rules.require_keys` a key on every record, checked in the same pass over the records
-/// (a compressed batch is decompressed once).
-pub fn validate_client_batch_with(
-    batch: &[u8],
-    rules: &ClientBatchRules,
-) -> Result<(), BatchError> {
-    let h = RecordBatchHeader::parse(batch)?;
-    if h.total_size() != batch.len() {
-        return Err(BatchError::BadLength(h.batch_length as i64));
-    }
-    if h.records_count <= 0 || h.records_count as i64 != h.last_offset_delta as i64 + 1 {
-        return Err(BatchError::CountMismatch {
-            count: h.records_count,
-            last_offset_delta: h.last_offset_delta,
-        });
-    }
-    if h.compression() > 4 {
-        return Err(BatchError::Invalid("unknown compression codec"));
-    }
-    if h.is_control() {
-        return Err(BatchError::Invalid("clients may not write control records"));
-    }
-    if h.producer_id >= 0 && h.base_sequence < 0 {
-        return Err(BatchError::Invalid(
-            "an idempotent batch needs a base sequence",
-        ));
-    }
-    let mut expected = 0i64;
-    let check_time = !h.timestamp_type_log_append();
-    let mut check = |v: RecordView| {
-        if v.offset_delta != expected {
-            return Err(BatchError::BadRecord(
-                "record offset deltas are not 0, 1, 2, ...",
-            ));
-        }
-        if rules.require_keys && v.key.is_none() {
-            return Err(BatchError::MissingKey(expected as i32));
-        }
-        expected += 1;
-        let ts = h.base_timestamp.wrapping_add(v.timestamp_delta);
-        if check_time && ts != -1 && !rules.timestamps.contains(&ts) {
-            return Err(BatchError::Timestamp(ts));
-        }
-        Ok(())
-    };
-    if h.compression() == 0 {
-        return walk_records(
-            batch,
-            RECORD_BATCH_OVERHEAD,
-            h.records_count,
-            false,
-            &mut check,
-        );
-    }
-    let records = crate::decompress::decompress(
-        h.compression(),
-        &batch[RECORD_BATCH_OVERHEAD..],
-        rules.max_decompressed,
-    )
-    .map_err(BatchError::Decompress)?;
-    walk_records(&records, 0, h.records_count, false, &mut check)
-}
-
-/// Attribute bit of a batch from a transactional producer.
-pub const ATTR_TRANSACTIONAL: i16 = 0x10;
-/// Attribute bit of a control batch (transaction markers and other broker records).
-pub const ATTR_CONTROL: i16 = 0x20;
-
-/// What a transaction marker (Kafka's EndTransactionMarker) says: commit or abort, and
-/// the epoch of the transaction coordinator that wrote it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EndTxnMarker {
-    pub commit: bool,
-    pub coordinator_epoch: i32,
-}
-
-/// A control batch holding one transaction marker, as Kafka's coordinator has a leader
-/// write it (`MemoryRecords.withEndTransactionMarker`): attributes control and
-/// transactional, producer id and epoch in the header, base sequence -1, one record at
-/// offset delta 0 with timestamp `timestamp`, key = version 0 (i16) and type (i16: 0
-/// abort, 1 commit), value = version 0 (i16) and `coordinator_epoch` (i32). Base offset 0
-/// and partition leader epoch -1 (the log writes both, outside the CRC).
-pub fn build_control_batch(
-    producer_id: i64,
-    producer_epoch: i16,
-    marker: EndTxnMarker,
-    timestamp: i64,
-) -> Bytes {
-    let mut key = [0u8; 4];
-    key[2..4].copy_from_slice(&i16::from(marker.commit).to_be_bytes());
-    let mut value = [0u8; 6];
-    value[2..6].copy_from_slice(&marker.coordinator_epoch.to_be_bytes());
-    let recs = [SimpleRecord {
-        key: Some(&key),
-        value: Some(&value),
-        timestamp,
-        headers: &[],
-    }];
-    let plain = assemble(
-        0,
-        ATTR_CONTROL | ATTR_TRANSACTIONAL,
-        &recs,
-        &encode_records(&recs),
-    );
-    let mut b = BytesMut::from(&plain[..]);
-    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    let crc = crc32c::crc32c(&b[CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.freeze()
-}
-
-/// The transaction marker in `batch` (a whole v2 batch), if it is a control batch whose
-/// first record's key has type 0 (abort) or 1 (commit); None for any other batch or
-/// control type (KRaft's leader-change and snapshot records, future types), as Kafka's
-/// `ControlRecordType.parse` treats unknown types. A marker without a readable value
-/// has coordinator epoch -1. Control batches are never compressed; a compressed one is
-/// not read (None).
-pub fn end_txn_marker(batch: &[u8]) -> Result<Option<EndTxnMarker>, BatchError> {
-    let h = RecordBatchHeader::parse(batch)?;
-    if !h.is_control() || h.records_count < 1 || h.compression() != 0 {
-        return Ok(None);
-    }
-    let end = h.total_size().min(batch.len());
-    let mut found = None;
-    let body = &batch[..end];
-    // only the first record matters; walk exactly one
-    let mut r = Reader {
-        buf: body,
-        pos: RECORD_BATCH_OVERHEAD,
-        end,
-    };
-    let len = r.varint()?;
-    let len = usize::try_from(len).map_err(|_| BatchError::BadRecord("negative length"))?;
-    if len > r.end - r.pos || len == 0 {
-        return Err(BatchError::BadRecord("record runs past the batch"));
-    }
-    let mut rr = Reader {
-        buf: body,
-        pos: r.pos + 1, // attributes
-        end: r.pos + len,
-    };
-    rr.varint()?; // timestamp delta
-    rr.varint()?; // offset delta
-    let key = rr.field()?;
-    let value = rr.field()?;
-    if let Some(k) = key.filter(|k| k.len() >= 4) {
-        let kind = i16::from_be_bytes([body[k.start + 2], body[k.start + 3]]);
-        let coordinator_epoch = match value.filter(|v| v.len() >= 6) {
-            Some(v) => be_i32(body, v.start + 2),
-            None => -1,
-        };
-        if kind == 0 || kind == 1 {
-            found = Some(EndTxnMarker {
-                commit: kind == 1,
-                coordinator_epoch,
-            });
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
