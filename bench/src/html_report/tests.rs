@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use super::*;
-use crate::partitions_report::{LayoutRun, LoadFigures, StartTimes};
+use crate::partitions_report::{LayoutRun, LoadFigures, PartitionsReport, StartTimes};
 use crate::procstat::ProcUsage;
 use crate::stats::{LatencyHistogram, Throughput};
+use crate::tls_report::{Direction, TlsReport};
 
 /// A histogram of `n` samples spread over 1 .. `top_us` µs.
 fn hist(n: u64, top_us: u64) -> LatencyHistogram {
