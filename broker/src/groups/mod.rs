@@ -27,6 +27,8 @@ mod tests_offsets;
 #[cfg(test)]
 mod tests_sim;
 #[cfg(test)]
+mod tests_static;
+#[cfg(test)]
 mod tests_txn;
 
 use std::future::Future;
