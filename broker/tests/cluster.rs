@@ -306,7 +306,55 @@ fn rf3_topic_created_through_any_broker_agrees_everywhere() -> Result<()> {
         "rf4 exists after being refused"
     );
 
-    produce_and_consume(&cluster, "rf3", 6, 20).map(|_| ())
+    produce_and_consume(&cluster, "rf3", 6, 20)?;
+
+    // DescribeLogDirs on each broker lists all six partitions (each holds a replica of
+    // every one, led or followed), and followers hold the leader's bytes: the sizes agree
+    // once replication caught up
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let mut per_node = Vec::new();
+        for id in cluster.ids() {
+            let mut c = common::raw::RawClient::connect(cluster.kafka_addr(id))?;
+            c.negotiate()?;
+            let r = c.call(
+                4,
+                &kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None),
+            )?;
+            ensure!(
+                r.error_code == 0 && r.results.len() == 1,
+                "node {id}: {r:?}"
+            );
+            let sizes: Vec<(i32, i64)> = r.results[0]
+                .topics
+                .iter()
+                .filter(|t| t.name.0.as_str() == "rf3")
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.partition_size))
+                })
+                .collect();
+            per_node.push((id, sizes));
+        }
+        let parts: Vec<Vec<i32>> = per_node
+            .iter()
+            .map(|(_, s)| s.iter().map(|(p, _)| *p).collect())
+            .collect();
+        ensure!(
+            parts.iter().all(|p| *p == [0, 1, 2, 3, 4, 5]),
+            "DescribeLogDirs partitions per node: {per_node:?}"
+        );
+        let agree = per_node.windows(2).all(|w| w[0].1 == w[1].1);
+        if agree && per_node[0].1.iter().any(|(_, size)| *size > 0) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "replica sizes never agreed: {per_node:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Killing the active controller: the survivors elect another and a topic can be created
