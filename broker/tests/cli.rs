@@ -382,6 +382,18 @@ fn produce_then_consume_back() -> Result<()> {
             ));
     }
     ensure!(by_key.len() == 5, "{by_key:?}");
+    // describe shows each partition's size on its leader (DescribeLogDirs): bytes wherever
+    // records went, none elsewhere
+    let t = describe_topic(&b, "lines")?;
+    for p in t["partitions"].as_array().context("no partitions")? {
+        let held = consumed.iter().any(|r| r["partition"] == p["partition"]);
+        let size = p["size_bytes"]
+            .as_i64()
+            .with_context(|| format!("no size: {p}"))?;
+        ensure!(if held { size > 0 } else { size == 0 }, "{p}");
+    }
+    let text = ok(&b, &["topic", "describe", "lines"])?.stdout;
+    ensure!(text.contains("SIZE"), "{text}");
     for (key, mut recs) in by_key {
         let k: usize = key.trim_start_matches("key").parse()?;
         // one partition per key, values in the order they were produced

@@ -1,6 +1,7 @@
 //! `sluice topic create|list|describe|delete|alter-config|add-partitions`: CreateTopics,
 //! Metadata, DescribeConfigs, DeleteTopics, IncrementalAlterConfigs and CreatePartitions,
-//! sent to the controller Metadata names (any Kafka broker forwards admin requests to it).
+//! sent to the controller Metadata names (any Kafka broker forwards admin requests to it);
+//! `describe` also asks each partition's leader for its size (DescribeLogDirs).
 //! Each verb prints its result on stdout (a table, or one JSON document) and fails with the
 //! Kafka error name of the first topic the broker refused.
 
@@ -9,12 +10,13 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, MetadataResponse,
+    DescribeLogDirsRequest, IncrementalAlterConfigsRequest, MetadataResponse,
 };
 use serde_json::{json, Value};
 
@@ -308,6 +310,7 @@ fn describe(client: &mut Client, topics: &[String], all: bool, format: Format) -
     let mut text = String::new();
     let mut described: Vec<_> = md.topics.iter().collect();
     described.sort_by_key(|t| name_of(&t.name));
+    let sizes = leader_sizes(client, &described);
     for t in described {
         let name = name_of(&t.name);
         if t.error_code != 0 {
@@ -361,9 +364,17 @@ fn describe(client: &mut Client, topics: &[String], all: bool, format: Format) -
                 } else {
                     text.push_str(&format!("Configs: {}\n", shown.join(",")));
                 }
-                let mut table =
-                    Table::new(&["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "OFFLINE"]);
+                let mut table = Table::new(&[
+                    "PARTITION",
+                    "LEADER",
+                    "EPOCH",
+                    "REPLICAS",
+                    "ISR",
+                    "OFFLINE",
+                    "SIZE",
+                ]);
                 for p in &parts {
+                    let size = sizes.get(&(name.clone(), p.partition_index));
                     table.row(vec![
                         p.partition_index.to_string(),
                         if p.leader_id.0 < 0 {
@@ -375,6 +386,7 @@ fn describe(client: &mut Client, topics: &[String], all: bool, format: Format) -
                         ids(&as_ids(&p.replica_nodes)),
                         ids(&as_ids(&p.isr_nodes)),
                         ids(&as_ids(&p.offline_replicas)),
+                        size.map_or_else(|| "-".into(), i64::to_string),
                     ]);
                 }
                 text.push_str(&table.render());
@@ -391,6 +403,7 @@ fn describe(client: &mut Client, topics: &[String], all: bool, format: Format) -
                     "replicas": as_ids(&p.replica_nodes),
                     "isr": as_ids(&p.isr_nodes),
                     "offline_replicas": as_ids(&p.offline_replicas),
+                    "size_bytes": sizes.get(&(name.clone(), p.partition_index)),
                 })).collect::<Vec<_>>(),
                 "configs": configs.iter().map(|c| json!({
                     "name": c.name,
@@ -407,6 +420,58 @@ fn describe(client: &mut Client, topics: &[String], all: bool, format: Format) -
         Format::Json => print_json(&Value::Array(out)),
     }
     Ok(())
+}
+
+/// Each partition's size in bytes on its leader: DescribeLogDirs to every leader of the
+/// `topics` described, naming only their partitions. A broker that cannot answer (no
+/// DESCRIBE on the cluster, a broker without the API, a connection that fails) leaves its
+/// partitions out (shown as "-"): the sizes add to the description, they never fail it.
+fn leader_sizes(
+    client: &mut Client,
+    topics: &[&kafka_protocol::messages::metadata_response::MetadataResponseTopic],
+) -> std::collections::BTreeMap<(String, i32), i64> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<DescribableLogDirTopic>> =
+        Default::default();
+    for t in topics.iter().filter(|t| t.error_code == 0) {
+        let mut led: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+        for p in t.partitions.iter().filter(|p| p.leader_id.0 >= 0) {
+            led.entry(p.leader_id.0)
+                .or_default()
+                .push(p.partition_index);
+        }
+        for (leader, partitions) in led {
+            by_leader.entry(leader).or_default().push(
+                DescribableLogDirTopic::default()
+                    .with_topic(topic_name(&name_of(&t.name)))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (leader, wanted) in by_leader {
+        let req = DescribeLogDirsRequest::default().with_topics(Some(wanted));
+        let answer = client
+            .broker(leader)
+            .and_then(|conn| conn.call(4, &req))
+            .map(|(_, r)| r);
+        let Ok(resp) = answer else {
+            // a connection left mid-answer is of no further use
+            client.drop_conn(leader);
+            continue;
+        };
+        if resp.error_code != 0 {
+            continue;
+        }
+        for dir in resp.results.iter().filter(|d| d.error_code == 0) {
+            for t in &dir.topics {
+                for p in &t.partitions {
+                    *out.entry((t.name.0.to_string(), p.partition_index))
+                        .or_insert(0) += p.partition_size;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Every setting of `topic` (DescribeConfigs, from any broker).
