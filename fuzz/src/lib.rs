@@ -111,6 +111,7 @@ pub fn decode_request(api: ApiKey, version: i16, body: &Bytes) -> Option<Result<
         ApiKey::DescribeAcls => d!(DescribeAclsRequest),
         ApiKey::CreateAcls => d!(CreateAclsRequest),
         ApiKey::DeleteAcls => d!(DeleteAclsRequest),
+        ApiKey::DescribeLogDirs => d!(DescribeLogDirsRequest),
         _ => return None,
     })
 }
