@@ -3,6 +3,7 @@
 //! file system's total and usable bytes (v4, KIP-827). Every shard reports the logs it has
 //! open; a request naming topics gets only those of its partitions held here. Kafka checks
 //! DESCRIBE on the cluster: refused, v1-2 get no directory and v3+ the error code as well.
+//! A failed `statvfs` gives -1 for both volume figures (Kafka's "unknown"), not an error.
 //!
 //! ```text
 //!  DescribeLogDirs ─► LogSizes to every shard ─► filter, group by topic ─┐
@@ -35,11 +36,10 @@ pub(crate) async fn describe_log_dirs(
     conn: Rc<Conn>,
 ) -> DescribeLogDirsResponse {
     if ctx.access.enabled() && !ctx.access.allows_cluster(&conn, AclOperation::Describe) {
-        let mut out = DescribeLogDirsResponse::default();
-        if version >= 3 {
-            out.error_code = ResponseError::ClusterAuthorizationFailed.code();
-        }
-        return out;
+        // the code is encoded from v3 on; set at every version, so the refusal counts as
+        // an error answer in the metrics either way
+        return DescribeLogDirsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
     let wanted: Wanted = req.topics.map(|topics| {
         let mut m: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
@@ -55,20 +55,32 @@ pub(crate) async fn describe_log_dirs(
         pending.push(ctx.submit(s, ShardRequest::LogSizes).await);
     }
     let mut sizes = Vec::new();
-    for p in pending {
-        if let ShardResponse::LogSizes(s) = p.await {
-            sizes.extend(s);
+    for (shard, p) in pending.into_iter().enumerate() {
+        match p.await {
+            ShardResponse::LogSizes(s) => sizes.extend(s),
+            // only while the broker shuts down: that shard's partitions are left out
+            _ => tracing::info!(shard, "a shard did not report its logs for DescribeLogDirs"),
         }
     }
+    // the volume is in the answer from v4 on (-1: unknown, as Kafka answers when it
+    // cannot read it); statvfs only for those
     let dir = ctx.config.data_dir();
+    let want_volume = version >= 4;
     let (path, volume) = {
         let d = dir.clone();
-        sluice_storage::run_blocking(&dir, move || (absolute(&d), volume_bytes(&d))).await
+        sluice_storage::run_blocking(&dir, move || {
+            (absolute(&d), want_volume.then(|| volume_bytes(&d)))
+        })
+        .await
     };
-    let (total_bytes, usable_bytes) = volume.unwrap_or_else(|e| {
-        tracing::warn!(dir = %path.display(), error = %e, "statvfs of the data dir failed");
-        (-1, -1)
-    });
+    let (total_bytes, usable_bytes) = match volume {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            tracing::warn!(dir = %path.display(), error = %e, "statvfs of the data dir failed");
+            (-1, -1)
+        }
+        None => (-1, -1),
+    };
     DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
         .with_log_dir(StrBytes::from_string(path.display().to_string()))
         .with_topics(group(sizes, &wanted))
