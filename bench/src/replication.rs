@@ -19,8 +19,7 @@
 //! (a Drop guard), and on SIGINT / SIGTERM / SIGHUP (a thread that waits for them stops
 //! the clusters still registered and exits).
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +34,7 @@ use serde::Serialize;
 use crate::disk_settle;
 use crate::engine::{self, LoadSpec, RunReport};
 use crate::kafka::{self, parse_prop, ProducerSettings};
-use crate::metadata::{find_script, parse_secs};
+use crate::metadata::parse_secs;
 use crate::procstat::{self, Target};
 use crate::record::{KeyDistributor, HEADER_LEN};
 use crate::stats::LatencySummary;
@@ -44,7 +43,7 @@ mod cluster;
 pub use cluster::{bootstrap_list, parse_pid};
 
 mod table;
-pub(crate) use cluster::{install_signal_thread, LocalCluster};
+pub(crate) use cluster::{install_signal_thread, resolve, work_dir, LocalCluster};
 pub use table::table;
 pub(crate) use table::{fmt_opt, fmt_spread};
 
@@ -686,49 +685,6 @@ pub fn round_order(order: Order, round: u32) -> [u32; 2] {
         Order::Alternate if round.is_multiple_of(2) => [3, 1],
         _ => [1, 3],
     }
-}
-
-/// The run's work directory (`given`, else a new /tmp/sluice-bench-<name>-<pid>), created
-/// and absolute, and a copy of `bin` in it that every cluster runs: a rebuild of the tree
-/// during the run cannot mix binaries. The copy is removed when the returned guard drops
-/// (the nodes' logs stay).
-pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<WorkDir> {
-    let work = match given {
-        Some(d) => d.to_path_buf(),
-        None => std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id())),
-    };
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let work = fs::canonicalize(&work)?;
-    let copy = work.join("sluice");
-    fs::copy(bin, &copy)
-        .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
-    // On disk before any measurement: left dirty, the copy (over 100 MB with debug info)
-    // is written back some 30 s later, in the middle of a measured phase, and every
-    // broker `fdatasync` waits behind it.
-    fs::File::open(&copy)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", copy.display()))?;
-    Ok(WorkDir {
-        dir: work,
-        bin: copy,
-    })
-}
-
-/// See [`work_dir`].
-pub(crate) struct WorkDir {
-    pub(crate) dir: PathBuf,
-    pub(crate) bin: PathBuf,
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.bin);
-    }
-}
-
-pub(crate) fn resolve(path: &Path, what: &str) -> Result<PathBuf> {
-    let found = find_script(path).with_context(|| format!("{what} {}", path.display()))?;
-    fs::canonicalize(&found).with_context(|| format!("{what} {}", found.display()))
 }
 
 /// Runs the whole comparison.

@@ -1,6 +1,7 @@
 //! Local clusters for the workloads that start their own (`LocalCluster`): started with
 //! the repository's cluster script, their node pids known, stopped on drop, on SIGINT and
-//! SIGTERM (a signal thread), and killed if the script cannot stop them.
+//! SIGTERM (a signal thread), and killed if the script cannot stop them; the work
+//! directory every workload that starts its own brokers runs in (`work_dir`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::count_isr_shrinks;
-use crate::metadata::{parse_cluster_env, ClusterEnv};
+use crate::metadata::{find_script, parse_cluster_env, ClusterEnv};
 use crate::procstat::{self, Target};
 
 /// A cluster running now: its script, directory and the node pids once known.
@@ -289,4 +290,47 @@ pub fn bootstrap_list(ports: &[u16]) -> String {
 /// The pid in a pid file (one number, surrounding whitespace allowed).
 pub fn parse_pid(text: &str) -> Option<u32> {
     text.trim().parse().ok().filter(|p| *p > 0)
+}
+
+/// The run's work directory (`given`, else a new /tmp/sluice-bench-<name>-<pid>), created
+/// and absolute, and a copy of `bin` in it that every cluster runs: a rebuild of the tree
+/// during the run cannot mix binaries. The copy is removed when the returned guard drops
+/// (the nodes' logs stay).
+pub(crate) fn work_dir(given: Option<&Path>, name: &str, bin: &Path) -> Result<WorkDir> {
+    let work = match given {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id())),
+    };
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let work = fs::canonicalize(&work)?;
+    let copy = work.join("sluice");
+    fs::copy(bin, &copy)
+        .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+    // On disk before any measurement: left dirty, the copy (over 100 MB with debug info)
+    // is written back some 30 s later, in the middle of a measured phase, and every
+    // broker `fdatasync` waits behind it.
+    fs::File::open(&copy)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", copy.display()))?;
+    Ok(WorkDir {
+        dir: work,
+        bin: copy,
+    })
+}
+
+/// See [`work_dir`].
+pub(crate) struct WorkDir {
+    pub(crate) dir: PathBuf,
+    pub(crate) bin: PathBuf,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.bin);
+    }
+}
+
+pub(crate) fn resolve(path: &Path, what: &str) -> Result<PathBuf> {
+    let found = find_script(path).with_context(|| format!("{what} {}", path.display()))?;
+    fs::canonicalize(&found).with_context(|| format!("{what} {}", found.display()))
 }
