@@ -5,6 +5,8 @@
 //! Each verb prints its result on stdout (a table, or one JSON document) and fails with the
 //! Kafka error name of the first topic the broker refused.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Result};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -14,6 +16,7 @@ use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     DescribeLogDirsRequest, IncrementalAlterConfigsRequest, MetadataResponse,
@@ -428,12 +431,11 @@ fn describe(client: &mut Client, topics: &[String], all: bool, format: Format) -
 /// partitions out (shown as "-"): the sizes add to the description, they never fail it.
 fn leader_sizes(
     client: &mut Client,
-    topics: &[&kafka_protocol::messages::metadata_response::MetadataResponseTopic],
-) -> std::collections::BTreeMap<(String, i32), i64> {
-    let mut by_leader: std::collections::BTreeMap<i32, Vec<DescribableLogDirTopic>> =
-        Default::default();
+    topics: &[&MetadataResponseTopic],
+) -> BTreeMap<(String, i32), i64> {
+    let mut by_leader: BTreeMap<i32, Vec<DescribableLogDirTopic>> = Default::default();
     for t in topics.iter().filter(|t| t.error_code == 0) {
-        let mut led: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+        let mut led: BTreeMap<i32, Vec<i32>> = Default::default();
         for p in t.partitions.iter().filter(|p| p.leader_id.0 >= 0) {
             led.entry(p.leader_id.0)
                 .or_default()
@@ -447,7 +449,7 @@ fn leader_sizes(
             );
         }
     }
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = BTreeMap::new();
     for (leader, wanted) in by_leader {
         let req = DescribeLogDirsRequest::default().with_topics(Some(wanted));
         let answer = client
