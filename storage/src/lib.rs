@@ -55,6 +55,7 @@ mod journal;
 mod journal_file;
 mod journal_flush;
 mod log;
+mod log_start;
 mod offset_map;
 mod pending;
 mod permit;

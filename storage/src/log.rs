@@ -547,10 +547,27 @@ impl PartitionLog {
         self.inner.state().epoch_entries()
     }
 
+    /// Moves the log start up to `offset` (DeleteRecords; a follower following its
+    /// leader's log start): durable (`log_start.rs`) before reads see it, so offsets below
+    /// it read as out of range from then on, after `kill -9` too. Returns the log start
+    /// after the call (unchanged if `offset` is at or below it). An offset past the log
+    /// end fails with OffsetOutOfRange. The segments wholly below the new start go at the
+    /// next `enforce_retention` or `delete_segments_below_start`.
+    pub async fn advance_log_start(&self, offset: i64) -> Result<i64, StorageError> {
+        crate::retention::advance_log_start(&self.shard, &self.inner, offset).await
+    }
+
     /// Delete whole segments past retention.ms (by batch max timestamp) and retention.bytes,
-    /// if the log's `cleanup.policy` includes `delete` (a compact-only log keeps them).
+    /// if the log's `cleanup.policy` includes `delete` (a compact-only log keeps them), and
+    /// whatever the policy, those wholly below a log start `advance_log_start` moved.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
-        crate::retention::enforce_retention(&self.shard, &self.inner, now_ms).await
+        crate::retention::enforce_retention(&self.shard, &self.inner, Some(now_ms)).await
+    }
+
+    /// Deletes the segments wholly below the log start (after `advance_log_start`) and
+    /// nothing else: time and size retention wait for their own schedule.
+    pub async fn delete_segments_below_start(&self) -> Result<(), StorageError> {
+        crate::retention::enforce_retention(&self.shard, &self.inner, None).await
     }
 
     /// Offsets at or past `offset` are never cleaned (the broker sets its high watermark,

@@ -279,6 +279,8 @@ struct Survey {
     created_first: bool,
     /// Producer-state snapshot offsets found.
     snapshots: Vec<i64>,
+    /// The log start past the first segment's base (`log_start.rs`), if one was saved.
+    start_floor: Option<i64>,
     /// Length of every `.txnindex` file, by segment base.
     txn_lens: Vec<(i64, u64)>,
     /// Entries of the `.txnindex` of the last segment and of every sealed segment that
@@ -358,6 +360,7 @@ fn survey(dir: &Path) -> Result<Survey, StorageError> {
         last_resume,
         epochs: crate::epoch::read_checkpoint(dir)?,
         intent: crate::epoch::read_intent(dir)?,
+        start_floor: crate::log_start::load(dir)?,
         swap_recovered,
         created_first,
         snapshots,
@@ -436,6 +439,7 @@ pub(crate) async fn open_log(
         swap_recovered,
         created_first,
         snapshots,
+        start_floor,
         txn_lens,
         txn_read,
     } = {
@@ -565,6 +569,12 @@ pub(crate) async fn open_log(
         // directory entry not yet durable
         inner.state_mut().set_file_exists(0);
         inner.set_dir_unsynced();
+    }
+    if let Some(floor) = start_floor {
+        if inner.state_mut().recovered_start_floor(floor) {
+            crate::log_start::write(inner.dir.clone(), log_end).await?;
+            inner.state_mut().start_floor_persisted();
+        }
     }
     if changed {
         inner.sync_dir().await?;

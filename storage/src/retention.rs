@@ -6,7 +6,9 @@
 //! the producer state is loaded first), deletes each segment's `.txnindex` with it and
 //! the producer-state snapshots below the new log start, forgets producers with nothing
 //! left in the log and folds leader-epoch entries before the new log start into it. The new log start is the base of the first
-//! segment kept, also when its first batch starts later (a compacted segment).
+//! segment kept, also when its first batch starts later (a compacted segment), or the
+//! log start DeleteRecords set inside it (`log_start.rs`). Segments wholly below that log
+//! start go whatever the policy (`advance_log_start`).
 
 use crate::error::StorageError;
 use crate::inner::LogInner;
@@ -17,13 +19,25 @@ use std::rc::Rc;
 
 /// The segments retention deletes now (bases, from the front) and whether the last one
 /// is replaced by an empty one, deleting nothing at or past `cap` (the first unstable
-/// offset).
-fn plan(st: &LogState, now_ms: i64, cap: i64) -> (Vec<i64>, bool) {
+/// offset). Without a time (`now_ms` None), only the segments wholly below the log start.
+fn plan(st: &LogState, now_ms: Option<i64>, cap: i64) -> (Vec<i64>, bool) {
     let cfg = st.config();
-    if !cfg.cleanup_policy.delete {
-        return (Vec::new(), false); // compact only: the cleaner alone removes data
-    }
     let segments = st.segments();
+    // wholly below the log start (DeleteRecords moved it into a later segment), whatever
+    // the policy: Kafka's log-start-breached segments
+    let start = st.log_start();
+    let below_start = |i: usize| segments.get(i + 1).is_some_and(|n| n.base <= start);
+    let Some(now_ms) = now_ms.filter(|_| cfg.cleanup_policy.delete) else {
+        // compact only: otherwise the cleaner alone removes data
+        let n = (0..segments.len())
+            .take_while(|&i| {
+                below_start(i)
+                    && segments[i].state == SegState::Sealed
+                    && segments[i].end_offset <= cap
+            })
+            .count();
+        return (segments[..n].iter().map(|s| s.base).collect(), false);
+    };
     let mut total: i64 = segments.iter().map(|s| s.size as i64).sum();
     let mut doomed = Vec::new();
     // a segment without batches (compaction can leave one) holds nothing to keep
@@ -35,12 +49,12 @@ fn plan(st: &LogState, now_ms: i64, cap: i64) -> (Vec<i64>, bool) {
     // never the last segment here, sealed or not: it holds the log end, and a log
     // without segments would restart at 0 (the active case below rolls it instead)
     let all_but_last = &segments[..segments.len().saturating_sub(1)];
-    for s in all_but_last {
+    for (i, s) in all_but_last.iter().enumerate() {
         if s.state != SegState::Sealed || s.end_offset > cap {
             break;
         }
         let too_big = cfg.retention_bytes >= 0 && total - s.size as i64 >= cfg.retention_bytes;
-        if !(expired(s) || too_big) {
+        if !(below_start(i) || expired(s) || too_big) {
             break;
         }
         total -= s.size as i64;
@@ -57,10 +71,12 @@ fn plan(st: &LogState, now_ms: i64, cap: i64) -> (Vec<i64>, bool) {
     (doomed, roll)
 }
 
+/// Retention at `now_ms`; None: only the segments wholly below the log start (right
+/// after DeleteRecords moved it, without applying time and size retention early).
 pub(crate) async fn enforce_retention(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
-    now_ms: i64,
+    now_ms: Option<i64>,
 ) -> Result<(), StorageError> {
     log.state().check_open()?;
     let (doomed, roll) = plan(&log.state(), now_ms, i64::MAX);
@@ -122,6 +138,52 @@ pub(crate) async fn enforce_retention(
     tracing::debug!(dir = %dir.display(), segments = removed.len(), new_start, "retention deleted segments");
     shard.notify_log(log);
     Ok(())
+}
+
+/// See `PartitionLog::advance_log_start`. In a task of its own, under the log's I/O
+/// permit (never racing a truncation, which may lower the start again): a caller that
+/// stops waiting cannot leave memory and file apart.
+pub(crate) async fn advance_log_start(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    offset: i64,
+) -> Result<i64, StorageError> {
+    {
+        let st = log.state();
+        st.check_open()?;
+        if offset < 0 || offset > st.log_end() {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start(),
+                log_end: st.log_end(),
+            });
+        }
+        if offset <= st.log_start() {
+            return Ok(st.log_start());
+        }
+    }
+    let (s, l) = (shard.clone(), log.clone());
+    glommio::spawn_local(async move {
+        let _permit = crate::permit::acquire(&l.io, 1).await?;
+        let (start, end) = {
+            let st = l.state();
+            st.check_open()?;
+            (st.log_start(), st.log_end())
+        };
+        // a truncation meanwhile may have cut below `offset`: only up to the end
+        let to = offset.min(end);
+        if to <= start {
+            return Ok(start);
+        }
+        crate::log_start::write(l.dir.clone(), to).await?;
+        let start = l.state_mut().raise_start_floor(to);
+        tracing::debug!(dir = %l.dir.display(), start, "log start moved");
+        s.notify_log(&l);
+        Ok(start)
+    })
+    .detach()
+    .await
+    .ok_or_else(|| StorageError::Io(std::io::Error::other("log start task was cancelled")))?
 }
 
 pub(crate) async fn delete_log(

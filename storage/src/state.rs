@@ -104,6 +104,12 @@ pub(crate) struct LogState {
     /// The cleaner failed on this log and leaves it alone until it is reopened (Kafka's
     /// uncleanable partitions).
     uncleanable: bool,
+    /// A log start past the first segment's base (DeleteRecords, or a follower following
+    /// its leader's), as persisted in `log_start.rs`'s file; i64::MIN: none. Never past
+    /// the log end.
+    start_floor: i64,
+    /// `start_floor` changed (lowered by a restart) and its file is behind.
+    start_floor_dirty: bool,
 }
 
 /// What `LogState::enqueue` did.
@@ -174,13 +180,18 @@ impl LogState {
             clean_limit: None,
             layout_epoch: 0,
             uncleanable: false,
+            start_floor: i64::MIN,
+            start_floor_dirty: false,
         }
     }
 
     // ---- offsets and segments (read only) ----
 
+    /// The first offset a read may ask for: the first segment's base, or the log start a
+    /// deletion moved past it (`start_floor`).
     pub(crate) fn log_start(&self) -> i64 {
-        self.segments.first().map_or(self.log_end, |s| s.base)
+        let base = self.segments.first().map_or(self.log_end, |s| s.base);
+        base.max(self.start_floor.min(self.log_end))
     }
     pub(crate) fn log_end(&self) -> i64 {
         self.log_end

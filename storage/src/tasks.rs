@@ -456,7 +456,8 @@ async fn background_loop(shard: Weak<ShardStorage>) {
             last_retention = Instant::now();
             for l in logs {
                 if let Err(e) =
-                    crate::retention::enforce_retention(&s, &l, crate::segment::now_ms()).await
+                    crate::retention::enforce_retention(&s, &l, Some(crate::segment::now_ms()))
+                        .await
                 {
                     if !matches!(e, StorageError::Closed) {
                         tracing::warn!(dir = %l.dir.display(), error = %e, "retention failed");

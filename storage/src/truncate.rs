@@ -273,9 +273,9 @@ async fn restart_at(
     Ok(at)
 }
 
-/// Last steps on disk: the epoch checkpoint without the cut entries and the cleaner
-/// checkpoint no further than the cut (what is appended there next is not clean), then
-/// the intent goes.
+/// Last steps on disk: the epoch checkpoint without the cut entries, the cleaner
+/// checkpoint no further than the cut (what is appended there next is not clean) and the
+/// log start no further than a restart's offset, then the intent goes.
 async fn finish_files(log: &LogInner) -> Result<(), StorageError> {
     let snap = log.state().epochs_snapshot();
     if let Some((gen, entries)) = snap {
@@ -286,6 +286,11 @@ async fn finish_files(log: &LogInner) -> Result<(), StorageError> {
     if let Some((gen, data)) = clean {
         crate::clean_point::write(log.dir.clone(), data).await?;
         log.state_mut().clean_point_persisted(gen);
+    }
+    let start = log.state().start_floor_snapshot();
+    if let Some(start) = start {
+        crate::log_start::write(log.dir.clone(), start).await?;
+        log.state_mut().start_floor_persisted();
     }
     epoch::remove_intent(log.dir.clone()).await?;
     Ok(())

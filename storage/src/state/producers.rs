@@ -109,10 +109,14 @@ impl LogState {
     /// The first offset of the earliest transaction that is not stable: under way, or
     /// completed with its marker at or past the high watermark last passed to
     /// `last_stable_offset`. None if every transaction is stable; the log start while
-    /// the producer state is not built (everything is taken as unstable).
+    /// the producer state is not built (everything is taken as unstable). Never below the
+    /// log start (Kafka's too): a transaction whose start DeleteRecords removed holds
+    /// back the records from the log start on, not from offsets nobody can read.
     pub(crate) fn first_unstable_offset(&self) -> Option<i64> {
         match self.producers.as_deref() {
-            Some(ps) => ps.first_unstable(self.known_hw()),
+            Some(ps) => ps
+                .first_unstable(self.known_hw())
+                .map(|f| f.max(self.log_start())),
             None => Some(self.log_start()),
         }
     }

@@ -72,6 +72,11 @@ impl LogState {
         self.epochs.clear();
         self.clean.truncate_to(at);
         self.clean.drop_before(at);
+        if self.start_floor > at {
+            // a start past the new end would hide what is appended from `at` on
+            self.start_floor = at;
+            self.start_floor_dirty = true;
+        }
         bases
     }
     fn note_truncation(&mut self, new_end: i64) {
@@ -80,6 +85,30 @@ impl LogState {
             self.truncations.pop_front();
         }
         self.truncations.push_back((self.truncate_epoch, new_end));
+    }
+
+    // ---- log start (DeleteRecords) ----
+
+    /// The log start the file held at open, fitted to the recovered log: a start past the
+    /// log end (a follower's, above what reached its disk) comes back to the end. True if
+    /// the file must be rewritten with `start_floor_snapshot`.
+    pub(crate) fn recovered_start_floor(&mut self, floor: i64) -> bool {
+        self.start_floor = floor.min(self.log_end);
+        self.start_floor_dirty = floor > self.log_end;
+        self.start_floor_dirty
+    }
+    /// Moves the log start up to `offset` (at most the log end; never down). The caller
+    /// has persisted it (`log_start::write`) first.
+    pub(crate) fn raise_start_floor(&mut self, offset: i64) -> i64 {
+        self.start_floor = self.start_floor.max(offset.min(self.log_end));
+        self.log_start()
+    }
+    /// The log start to write if the file is behind (a restart lowered it).
+    pub(crate) fn start_floor_snapshot(&self) -> Option<i64> {
+        self.start_floor_dirty.then_some(self.start_floor.max(0))
+    }
+    pub(crate) fn start_floor_persisted(&mut self) {
+        self.start_floor_dirty = false;
     }
 
     // ---- retention ----
