@@ -26,10 +26,20 @@ use crate::metadata::image::TopicId;
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse};
 
+/// Where one follower is, from its last fetch.
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// The offset it fetched from (it has everything before on disk).
+    offset: i64,
+    /// The last time it was caught up with the leader.
+    caught_up: Instant,
+    /// Its log start (DeleteRecords waits for every ISR member's to pass the offset).
+    log_start: i64,
+}
+
 #[derive(Debug, Default)]
 struct Progress {
-    /// follower → (offset of its last fetch, last time it was caught up with the leader)
-    followers: HashMap<i32, (i64, Instant)>,
+    followers: HashMap<i32, Follower>,
     hw: i64,
     /// An ISR change for this partition is with the controller.
     changing: bool,
@@ -170,7 +180,7 @@ impl ShardCtx {
             let at = progress
                 .followers
                 .get(r)
-                .map_or(log.log_start_offset(), |f| f.0);
+                .map_or(log.log_start_offset(), |f| f.offset);
             hw = hw.min(at);
         }
         if hw > progress.hw {
@@ -199,19 +209,52 @@ impl ShardCtx {
         (hw >= 0).then_some(hw)
     }
 
+    /// Kafka's low watermark of a partition this shard leads: the lowest log start of its
+    /// replicas (here: of the ISR; a replica outside it learns the leader's log start when
+    /// it fetches again), -1 while an ISR member has not reported one under this
+    /// leadership. None if this node does not lead the partition.
+    pub(crate) fn low_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        log: &PartitionLog,
+    ) -> Option<i64> {
+        let image = self.image.borrow();
+        let t = image.topic(topic)?;
+        let state = usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.parts.get(p))?;
+        if state.leader != self.node_id {
+            return None;
+        }
+        let mut low = log.log_start_offset();
+        let all = self.leaders.progress.borrow();
+        let progress = all
+            .get(&(t.id, partition))
+            .filter(|p| p.epoch == state.leader_epoch);
+        for r in state.isr.iter().filter(|r| **r != self.node_id) {
+            let start = progress
+                .and_then(|p| p.followers.get(r))
+                .map_or(-1, |f| f.log_start);
+            low = low.min(start);
+        }
+        Some(low)
+    }
+
     fn key(&self, topic: &str, partition: i32) -> Option<Key> {
         self.image.borrow().topic(topic).map(|t| (t.id, partition))
     }
 
-    /// A follower fetched `tp` from `offset` (it has everything before on disk): records
-    /// its position, moves the high watermark, and asks to add it to the ISR once it has
-    /// caught up.
+    /// A follower fetched `tp` from `offset` (it has everything before on disk) with its
+    /// log start at `log_start`: records its position, moves the high watermark, and asks
+    /// to add it to the ISR once it has caught up.
     pub(crate) fn follower_fetched(
         self: &Rc<Self>,
         topic: &str,
         partition: i32,
         follower: i32,
         offset: i64,
+        log_start: i64,
     ) {
         let Some(log) = self.log(topic, partition) else {
             return;
@@ -224,11 +267,23 @@ impl ShardCtx {
             let mut all = self.leaders.progress.borrow_mut();
             let progress = all.entry(key).or_default();
             let caught_up = offset >= log.durable_offset();
-            let since = match progress.followers.get(&follower) {
-                Some((_, t)) if !caught_up => *t,
-                _ => now,
+            let (since, start_before) = match progress.followers.get(&follower) {
+                Some(f) if !caught_up => (f.caught_up, f.log_start),
+                Some(f) => (now, f.log_start),
+                None => (now, -1),
             };
-            progress.followers.insert(follower, (offset, since));
+            progress.followers.insert(
+                follower,
+                Follower {
+                    offset,
+                    caught_up: since,
+                    log_start,
+                },
+            );
+            if log_start > start_before {
+                // a DeleteRecords may be waiting for this follower's log start
+                self.leaders.moved.notify();
+            }
         }
         let before = self.hw_of(key);
         let hw = self.high_watermark(topic, partition, &log);
@@ -365,7 +420,7 @@ impl ShardCtx {
                     .copied()
                     .filter(|r| *r != self.node_id)
                     .filter(|r| match p.followers.get(r) {
-                        Some((_, since)) => now.duration_since(*since) > lag,
+                        Some(f) => now.duration_since(f.caught_up) > lag,
                         // never fetched under this leadership: lagging since it began
                         None => p.started.is_some_and(|s| now.duration_since(s) > lag),
                     })

@@ -79,7 +79,7 @@ struct Session {
     /// The epoch of the next incremental Fetch.
     epoch: i32,
     /// What the leader's session holds: partition → (fetch offset, leader epoch).
-    sent: BTreeMap<(String, i32), (i64, i32)>,
+    sent: BTreeMap<(String, i32), (i64, i32, i64)>,
 }
 
 impl Fetcher {
@@ -380,7 +380,9 @@ async fn fetch_once(
     {
         let s = f.session.borrow();
         for ((topic, partition), (offset, epoch, start)) in &want {
-            if !full && s.sent.get(&(topic.clone(), *partition)) == Some(&(*offset, *epoch)) {
+            // a moved log start is news too: the leader's DeleteRecords waits for it
+            let same = Some(&(*offset, *epoch, *start));
+            if !full && s.sent.get(&(topic.clone(), *partition)) == same {
                 continue;
             }
             topics.entry(topic).or_default().push(
@@ -449,11 +451,12 @@ async fn fetch_once(
         for k in &forgotten {
             s.sent.remove(k);
         }
-        for (k, (offset, epoch, _)) in want {
-            s.sent.insert(k, (offset, epoch));
+        for (k, v) in want {
+            s.sent.insert(k, v);
         }
     }
     let mut waits = Vec::new();
+    let mut starts = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
         for p in t.partitions {
@@ -483,6 +486,18 @@ async fn fetch_once(
                 continue;
             }
             ctx.note_leader_hw(&topic, p.partition_index, p.high_watermark);
+            if let Some(log) = ctx.log(&topic, p.partition_index) {
+                if p.log_start_offset > log.log_start_offset() {
+                    // the leader's log start moved (DeleteRecords, its retention): follow
+                    // it as far as this log reaches (Kafka's follower does), in a task of
+                    // its own, as each move syncs a file
+                    let to = p.log_start_offset.min(log.log_end_offset());
+                    let (topic, partition) = (topic.clone(), p.partition_index);
+                    starts.push(glommio::spawn_local(async move {
+                        (log.advance_log_start(to).await, topic, partition)
+                    }));
+                }
+            }
             let Some(records) = p.records.filter(|r| !r.is_empty()) else {
                 continue;
             };
@@ -535,6 +550,11 @@ async fn fetch_once(
     }
     for (log, last) in waits {
         log.wait_durable(last).await?;
+    }
+    for t in starts {
+        if let (Err(e), topic, partition) = t.await {
+            tracing::warn!(%topic, partition, error = %e, "cannot follow the leader's log start");
+        }
     }
     Ok(())
 }

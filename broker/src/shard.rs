@@ -35,6 +35,7 @@ use crate::watchdog::Watchdog;
 use kafka_protocol::ResponseError;
 use sluice_storage::Signal;
 
+mod delete_records;
 mod fetch;
 mod produce;
 mod replicas;
@@ -397,7 +398,13 @@ impl ShardCtx {
             } => {
                 if replica >= 0 {
                     for p in &parts {
-                        self.follower_fetched(&p.topic, p.partition, replica, p.fetch_offset);
+                        self.follower_fetched(
+                            &p.topic,
+                            p.partition,
+                            replica,
+                            p.fetch_offset,
+                            p.log_start,
+                        );
                     }
                 }
                 Box::pin(async move {
@@ -487,6 +494,9 @@ impl ShardCtx {
                     out.push(ctx.list_offset(&tp, ts, read_committed).await);
                 }
                 ShardResponse::ListOffsets(out)
+            }),
+            ShardRequest::DeleteRecords { parts, timeout } => Box::pin(async move {
+                ShardResponse::DeleteRecords(ctx.delete_records(parts, timeout).await)
             }),
         }
     }

@@ -21,6 +21,8 @@ pub(crate) struct FetchPart {
     pub(crate) partition: i32,
     pub(crate) fetch_offset: i64,
     pub(crate) max_bytes: usize,
+    /// A follower's log start (-1 from consumers).
+    pub(crate) log_start: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -164,6 +166,12 @@ pub(crate) enum ShardRequest {
     /// Every partition log the shard has open, led or followed, with its size on disk
     /// (DescribeLogDirs).
     LogSizes,
+    /// Move the log start of partitions this node leads (DeleteRecords; -1: the high
+    /// watermark) and wait up to `timeout` for every ISR member's to follow.
+    DeleteRecords {
+        parts: Vec<(Tp, i64)>,
+        timeout: std::time::Duration,
+    },
 }
 
 /// The owner's answer.
@@ -183,6 +191,8 @@ pub(crate) enum ShardResponse {
     Producers(Result<Vec<sluice_storage::ProducerInfo>, i16>),
     /// (topic, partition, bytes in its segments) of each log the shard has open.
     LogSizes(Vec<(String, i32, u64)>),
+    /// (error code, low watermark) per partition, in request order.
+    DeleteRecords(Vec<(i16, i64)>),
     /// The shard could not answer (it is shutting down).
     Unavailable,
 }

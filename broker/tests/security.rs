@@ -1248,6 +1248,45 @@ fn acls_answer_each_resource_of_a_request() -> Result<()> {
         "after CreateTopics: {names:?}"
     );
 
+    // DeleteRecords needs DELETE on each topic: del-ok's empty partition moves to 0,
+    // del-read (READ only) and del-no are refused
+    let delete_records = |topics: &[&str]| {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        kafka_protocol::messages::DeleteRecordsRequest::default()
+            .with_timeout_ms(15_000)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        DeleteRecordsTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(vec![DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(-1)])
+                    })
+                    .collect(),
+            )
+    };
+    let resp = alice.call(2, &delete_records(&["del-ok", "del-read", "del-no"]))?;
+    let got: Vec<(String, i16, i64)> = resp
+        .topics
+        .iter()
+        .map(|t| {
+            let p = &t.partitions[0];
+            (t.name.0.to_string(), p.error_code, p.low_watermark)
+        })
+        .collect();
+    ensure!(
+        got == [
+            ("del-ok".to_string(), 0, 0),
+            ("del-read".to_string(), TOPIC_DENIED, -1),
+            ("del-no".to_string(), TOPIC_DENIED, -1)
+        ],
+        "DeleteRecords by alice: {got:?}"
+    );
+
     // DeleteTopics by name: DELETE on del-ok; del-read is describable (READ) but not
     // deletable; a missing topic alice may describe is unknown, one she may not is denied
     let ids: std::collections::HashMap<String, uuid::Uuid> = admin

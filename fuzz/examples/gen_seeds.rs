@@ -278,6 +278,23 @@ fn populated() -> Vec<(ApiKey, Box<dyn Fn(i16) -> Option<Bytes>>)> {
         }),
     ));
     v.push((
+        ApiKey::DeleteRecords,
+        Box::new(move |ver| {
+            let p = delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(-1);
+            let t = delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![p]);
+            body(
+                &DeleteRecordsRequest::default()
+                    .with_topics(vec![t])
+                    .with_timeout_ms(30_000),
+                ver,
+            )
+        }),
+    ));
+    v.push((
         ApiKey::OffsetFetch,
         Box::new(move |ver| {
             let t = offset_fetch_request::OffsetFetchRequestTopic::default()
@@ -329,6 +346,7 @@ fn main() {
                 ApiKey::DeleteGroups => body(&DeleteGroupsRequest::default(), ver),
                 ApiKey::OffsetDelete => body(&OffsetDeleteRequest::default(), ver),
                 ApiKey::DescribeLogDirs => body(&DescribeLogDirsRequest::default(), ver),
+                ApiKey::DeleteRecords => body(&DeleteRecordsRequest::default(), ver),
                 _ => None,
             };
             if let Some(b) = dflt {

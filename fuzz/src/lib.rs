@@ -71,6 +71,7 @@ pub fn decode_request(api: ApiKey, version: i16, body: &Bytes) -> Option<Result<
         ApiKey::Produce => d!(ProduceRequest),
         ApiKey::Fetch => d!(FetchRequest),
         ApiKey::ListOffsets => d!(ListOffsetsRequest),
+        ApiKey::DeleteRecords => d!(DeleteRecordsRequest),
         ApiKey::OffsetForLeaderEpoch => d!(OffsetForLeaderEpochRequest),
         ApiKey::Metadata => d!(MetadataRequest),
         ApiKey::ApiVersions => d!(ApiVersionsRequest),

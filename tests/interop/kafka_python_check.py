@@ -4,7 +4,8 @@ Creates a topic with the admin client, produces keyed records (acks=all, gzip), 
 them back with an assign-only KafkaConsumer (no group): every record exactly once, offsets
 increasing per partition, one partition per key, and seek() to an offset lands there; then
 describe_log_dirs (DescribeLogDirs) lists each partition of the topic, with a size wherever
-records went.
+records went; on a topic of its own, delete_records (DeleteRecords) moves a partition's low
+watermark, and a consumer from the beginning then starts there.
 Usage: kafka_python_check.py BOOTSTRAP TOPIC COUNT. Exits non-zero with a reason on failure.
 """
 import sys
@@ -102,7 +103,39 @@ def main():
         fail("describe_log_dirs lists partitions %r of %s" % (sorted(sizes), topic))
     if any(sizes[p] <= 0 for p in written):
         fail("describe_log_dirs: a written partition has no bytes: %r" % sizes)
+
+    check_delete_records(bootstrap, topic + "-dr")
     print("ok: %d records round-tripped through kafka-python" % count)
+
+
+def check_delete_records(bootstrap, topic):
+    """delete_records on a topic of its own (the suite reads the main one whole later)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    admin.create_topics([NewTopic(topic, 1, 1)], timeout_ms=15000)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(20):
+        producer.send(topic, partition=0, value=b"r-%d" % i).get(timeout=30)
+    producer.close()
+    tp = TopicPartition(topic, 0)
+    res = admin.delete_records({tp: 12}, timeout_ms=15000)
+    admin.close()
+    got = res.get(tp)
+    if not got or got.get("error_code", 0) != 0 or got.get("low_watermark") != 12:
+        fail("delete_records to 12: %r" % res)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    if consumer.beginning_offsets([tp])[tp] != 12:
+        fail("beginning offset after delete_records: %r" % consumer.beginning_offsets([tp]))
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    got = []
+    deadline = time.time() + 30
+    while len(got) < 8 and time.time() < deadline:
+        for _, records in consumer.poll(timeout_ms=500).items():
+            got.extend((r.offset, r.value) for r in records)
+    consumer.close()
+    if got != [(o, b"r-%d" % o) for o in range(12, 20)]:
+        fail("records after delete_records to 12: %r" % got)
 
 
 if __name__ == "__main__":

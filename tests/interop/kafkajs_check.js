@@ -1,7 +1,7 @@
-// KafkaJS against Sluice: admin (create, metadata, offsets, groups, configs, delete), an
-// idempotent gzip producer with keys and headers, and a consumer group that reads
-// everything, commits, and whose committed offsets the admin then sees. Any mismatch
-// throws; exit status 0 means every step checked out.
+// KafkaJS against Sluice: admin (create, metadata, offsets, groups, configs, delete
+// records, delete), an idempotent gzip producer with keys and headers, and a consumer group
+// that reads everything, commits, and whose committed offsets the admin then sees. Any
+// mismatch throws; exit status 0 means every step checked out.
 // Usage: node kafkajs_check.js HOST:PORT TOPIC COUNT   (kafkajs from NODE_PATH)
 'use strict';
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
@@ -105,6 +105,18 @@ async function main() {
     includeSynonyms: false,
   });
   check(cfg.resources[0].errorCode === 0, `describeConfigs: ${JSON.stringify(cfg.resources[0])}`);
+
+  // DeleteRecords: the busiest partition loses its first half
+  const busiest = ends.reduce((a, b) => (Number(b.high) > Number(a.high) ? b : a));
+  const cut = Math.floor(Number(busiest.high) / 2);
+  await admin.deleteTopicRecords({
+    topic,
+    partitions: [{ partition: busiest.partition, offset: String(cut) }],
+  });
+  const after = await admin.fetchTopicOffsets(topic);
+  const moved = after.find((p) => p.partition === busiest.partition);
+  check(Number(moved.low) === cut && moved.high === busiest.high,
+    `offsets after deleteTopicRecords: ${JSON.stringify(moved)}, want low ${cut}`);
 
   await admin.deleteGroups([group]);
   await admin.deleteTopics({ topics: [topic] });

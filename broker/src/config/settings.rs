@@ -417,7 +417,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         default: "330000",
         kind: int(1000, I32),
         unit: "ms",
-        doc: "Longest any request waits for its answer (JoinGroup and SyncGroup excepted: the group's rebalance timeout bounds them). Past it the request is logged and answered REQUEST_TIMED_OUT where its answer carries an error code (Produce, Fetch, ListOffsets, offsets and group listings), otherwise its connection is closed. The default exceeds every wait a client asks for by default (a 300 s rebalance).",
+        doc: "Longest any request waits for its answer (JoinGroup and SyncGroup excepted: the group's rebalance timeout bounds them). Past it the request is logged and answered REQUEST_TIMED_OUT where its answer carries an error code (Produce, Fetch, ListOffsets, DeleteRecords, offsets and group listings), otherwise its connection is closed. The default exceeds every wait a client asks for by default (a 300 s rebalance).",
     },
     Setting {
         name: "request.watchdog.ms",

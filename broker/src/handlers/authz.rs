@@ -83,6 +83,8 @@ pub(crate) fn check(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Conn) -> Op
         | ApiKey::DescribeTransactions => None,
         // DESCRIBE on the cluster, refused in its own answer (`log_dirs`)
         ApiKey::DescribeLogDirs => None,
+        // DELETE per topic, in its own answer (`delete_records`)
+        ApiKey::DeleteRecords => None,
         // per topic: `list_offsets_denied` (v1+), `legacy` (v0)
         ApiKey::ListOffsets => None,
         // v4+ (batched keys): per key in `authz_resources`

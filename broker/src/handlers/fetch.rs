@@ -188,6 +188,7 @@ async fn read_all(
                         partition: p.partition,
                         fetch_offset: p.fetch_offset,
                         max_bytes: usize::try_from(p.max_bytes).unwrap_or(0),
+                        log_start: p.log_start,
                     });
                 }
                 Err(error) => results[i] = FetchPartResult::failed(error.code()),

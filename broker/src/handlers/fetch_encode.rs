@@ -386,6 +386,7 @@ mod tests {
             fetch_offset: offset,
             max_bytes: max,
             epoch: -1,
+            log_start: -1,
         }
     }
 

@@ -25,6 +25,8 @@ struct SessionPart {
     max_bytes: i32,
     /// The client's current leader epoch for it (-1: none), as Kafka's cached partition.
     epoch: i32,
+    /// The log start a follower reported (-1 from consumers).
+    log_start: i64,
     last_hw: i64,
     last_log_start: i64,
 }
@@ -60,6 +62,8 @@ pub(crate) struct PlanPart {
     pub(crate) max_bytes: i32,
     /// The client's current leader epoch (Fetch v9+), -1 when it names none.
     pub(crate) epoch: i32,
+    /// A follower's log start (Fetch v5+; -1 from consumers): DeleteRecords waits for it.
+    pub(crate) log_start: i64,
 }
 
 /// What to read for one request.
@@ -82,13 +86,15 @@ fn request_parts(req: &FetchRequest) -> Vec<PlanPart> {
             fetch_offset: p.fetch_offset,
             max_bytes: p.partition_max_bytes,
             epoch: p.current_leader_epoch,
+            log_start: p.log_start_offset,
         }));
     }
     out
 }
 
 impl Session {
-    /// Adds a partition at the end of the order, or updates its position, limit and epoch.
+    /// Adds a partition at the end of the order, or updates its position, limit, epoch and
+    /// log start.
     fn upsert(&mut self, p: &PlanPart) {
         let key = (p.topic.clone(), p.partition);
         match self.parts.get_mut(&key) {
@@ -96,6 +102,7 @@ impl Session {
                 sp.fetch_offset = p.fetch_offset;
                 sp.max_bytes = p.max_bytes;
                 sp.epoch = p.epoch;
+                sp.log_start = p.log_start;
             }
             None => {
                 self.parts.insert(
@@ -104,6 +111,7 @@ impl Session {
                         fetch_offset: p.fetch_offset,
                         max_bytes: p.max_bytes,
                         epoch: p.epoch,
+                        log_start: p.log_start,
                         last_hw: -1,
                         last_log_start: -1,
                     },
@@ -228,6 +236,7 @@ impl FetchSessions {
                     fetch_offset: sp.fetch_offset,
                     max_bytes: sp.max_bytes,
                     epoch: sp.epoch,
+                    log_start: sp.log_start,
                 })
             })
             .collect();

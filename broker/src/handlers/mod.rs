@@ -9,6 +9,7 @@ pub(crate) mod api_versions;
 pub(crate) mod authz;
 pub(crate) mod authz_resources;
 pub(crate) mod configs;
+pub(crate) mod delete_records;
 pub(crate) mod epochs;
 pub(crate) mod fetch;
 pub(crate) mod fetch_encode;
@@ -407,6 +408,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         ApiKey::AlterPartitionReassignments => respond(ctx, &frame, reassign::alter_reassignments),
         ApiKey::ListPartitionReassignments => respond(ctx, &frame, reassign::list_reassignments),
         ApiKey::DescribeLogDirs => respond_conn(ctx, &frame, conn, log_dirs::describe_log_dirs),
+        ApiKey::DeleteRecords => respond_conn(ctx, &frame, conn, delete_records::delete_records),
         other => Dispatch::Close(format!("no handler for {other:?}")),
     }
 }

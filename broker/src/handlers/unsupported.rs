@@ -86,6 +86,7 @@ pub(crate) fn timed_out_answer(frame: &RequestFrame) -> Result<Vec<Bytes>, Strin
         ApiKey::Produce
         | ApiKey::Fetch
         | ApiKey::ListOffsets
+        | ApiKey::DeleteRecords
         | ApiKey::OffsetCommit
         | ApiKey::OffsetFetch
         | ApiKey::FindCoordinator
@@ -142,6 +143,29 @@ fn decoded(frame: &RequestFrame, code: i16) -> Result<Vec<Bytes>, String> {
                 })
                 .collect();
             enc(frame, &ListOffsetsResponse::default().with_topics(topics))
+        }
+        ApiKey::DeleteRecords => {
+            let req: DeleteRecordsRequest = dec(frame)?;
+            let topics = req
+                .topics
+                .iter()
+                .map(|t| {
+                    delete_records_response::DeleteRecordsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    delete_records_response::DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            enc(frame, &DeleteRecordsResponse::default().with_topics(topics))
         }
         ApiKey::Metadata => {
             let _: MetadataRequest = dec(frame)?;

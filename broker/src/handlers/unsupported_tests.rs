@@ -83,6 +83,7 @@ fn every_unserved_version_kafka_protocol_decodes_is_answered() {
     check!(
         FetchRequest,
         ListOffsetsRequest,
+        DeleteRecordsRequest,
         MetadataRequest,
         CreateTopicsRequest,
         DeleteTopicsRequest,
@@ -278,7 +279,7 @@ fn undecodable_or_unimplemented_requests_close() {
     let f = frame(ApiKey::Metadata, 99, &[0xff]);
     assert!(error_response(&f).is_err());
     // An API Sluice does not implement.
-    let f = frame(ApiKey::DeleteRecords, 1, &[0, 0]);
+    let f = frame(ApiKey::AlterReplicaLogDirs, 1, &[0, 0]);
     let e = error_response(&f).unwrap_err(); // ok: test
     assert!(e.contains("not implemented"), "{e}");
 }

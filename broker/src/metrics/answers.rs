@@ -13,11 +13,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{
     AlterConfigsResponse, AlterPartitionReassignmentsResponse, CreatePartitionsResponse,
-    CreateTopicsResponse, DeleteGroupsResponse, DeleteTopicsResponse, DescribeClusterResponse,
-    DescribeConfigsResponse, DescribeGroupsResponse, DescribeLogDirsResponse, ElectLeadersResponse,
-    FindCoordinatorResponse, HeartbeatResponse, IncrementalAlterConfigsResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
-    ListOffsetsResponse, ListPartitionReassignmentsResponse, MetadataResponse,
+    CreateTopicsResponse, DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse,
+    DescribeClusterResponse, DescribeConfigsResponse, DescribeGroupsResponse,
+    DescribeLogDirsResponse, ElectLeadersResponse, FindCoordinatorResponse, HeartbeatResponse,
+    IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, ListOffsetsResponse, ListPartitionReassignmentsResponse, MetadataResponse,
     OffsetCommitResponse, OffsetDeleteResponse, OffsetFetchResponse, OffsetForLeaderEpochResponse,
     ProduceResponse, SyncGroupResponse,
 };
@@ -63,6 +63,7 @@ answer_errors! {
         || any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
     ProduceResponse => |r| any_in(&r.responses, |t| &t.partition_responses, |p| p.error_code);
     ListOffsetsResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
+    DeleteRecordsResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
     OffsetForLeaderEpochResponse => |r| any_in(&r.topics, |t| &t.partitions, |p| p.error_code);
     CreateTopicsResponse => |r| any(&r.topics, |t| t.error_code);
     DeleteTopicsResponse => |r| any(&r.responses, |t| t.error_code);

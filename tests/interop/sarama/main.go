@@ -11,7 +11,8 @@
 // ConsumerGroup needs at least 0.10.2): ClusterAdmin CreateTopic and ListTopics
 // (Metadata v0 + DescribeConfigs v0), a WaitForAll producer, a two-member ConsumerGroup
 // (JoinGroup v1, SyncGroup/Heartbeat/LeaveGroup v0, OffsetCommit v1 with the generation)
-// that reads everything and commits, and a restarted member that resumes at the commits.
+// that reads everything and commits, a restarted member that resumes at the commits, and
+// ClusterAdmin DeleteRecords (v0) moving a partition's oldest offset (ListOffsets v0).
 //
 // Usage: sarama_check BOOTSTRAP [TOPIC_PREFIX]. Every wait is bounded; any failure exits 1.
 package main
@@ -306,6 +307,7 @@ func groups(bootstrap, prefix string) string {
 	a.stop("a")
 	c.stop("c")
 	ok("restarted member resumed at the commits: %d new records, none of the %d committed", more, count)
+
 	return topic
 }
 
@@ -332,6 +334,26 @@ func defaults(bootstrap, prefix, topic string) {
 		fail("ListOffsets v0 end offsets add up to %d, want %d", total, count+more)
 	}
 	ok("default config: ListOffsets v0 end offsets add up to %d", total)
+
+	// ClusterAdmin.DeleteRecords (DeleteRecords v0): partition 0 loses its first half, and
+	// ListOffsets v0 gives the new oldest offset
+	admin, err := sarama.NewClusterAdmin([]string{bootstrap}, config(sarama.V0_11_0_0))
+	if err != nil {
+		fail("cluster admin: %v", err)
+	}
+	newest, err := client.GetOffset(topic, 0, sarama.OffsetNewest)
+	if err != nil {
+		fail("ListOffsets v0 newest 0: %v", err)
+	}
+	cut := newest / 2
+	if err := admin.DeleteRecords(topic, map[int32]int64{0: cut}); err != nil {
+		fail("DeleteRecords v0: %v", err)
+	}
+	_ = admin.Close()
+	if oldest, err := client.GetOffset(topic, 0, sarama.OffsetOldest); err != nil || oldest != cut {
+		fail("ListOffsets v0 oldest of partition 0 after DeleteRecords to %d: %d (%v)", cut, oldest, err)
+	}
+	ok("ClusterAdmin: DeleteRecords moved partition 0's oldest offset to %d", cut)
 
 	// A standalone offset manager (OffsetCommit v1 with no generation, OffsetFetch v1).
 	group := prefix + "-offsets"

@@ -1,0 +1,132 @@
+//! DeleteRecords on a three-node cluster (RF 3): the answer comes once every in-sync
+//! replica's log start has passed the offset (Kafka's low watermark), each follower keeps
+//! that start on its disk, and after the leader is killed (`kill -9`) the new leader still
+//! starts there: deleted records never come back through a failover.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use common::block_on;
+use common::cluster::{wait_for, Cluster, FAST_SETTINGS};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "dr-rf3";
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// (leader, ISR) of partition 0 as node `from` sees it.
+fn leader_and_isr(cluster: &Cluster, from: u32) -> Result<(i32, Vec<i32>)> {
+    let v = cluster.view(from)?;
+    let p = v
+        .topic(TOPIC)?
+        .partitions
+        .iter()
+        .find(|p| p.partition == 0)
+        .cloned()
+        .context("no partition 0")?;
+    Ok((p.leader, p.isr))
+}
+
+/// The log start a node saved for partition 0 (None: no file yet).
+fn saved_start(cluster: &Cluster, id: u32) -> Option<i64> {
+    let f = cluster
+        .node_dir(id)
+        .join(format!("data/{TOPIC}-0/log-start-offset-checkpoint"));
+    let text = std::fs::read_to_string(f).ok()?;
+    text.lines().nth(1)?.trim().parse().ok()
+}
+
+#[test]
+fn deleted_records_stay_deleted_on_every_replica_and_through_a_failover() -> Result<()> {
+    let mut settings = FAST_SETTINGS.to_vec();
+    settings.push(("min.insync.replicas", "2"));
+    let mut cluster = Cluster::start(3, &settings)?;
+    let all = cluster.ids();
+    cluster.create_topic(
+        &all,
+        &NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)).set("segment.bytes", "16384"),
+        WITHIN,
+    )?;
+    wait_for("a full ISR", WITHIN, || {
+        let (leader, isr) = leader_and_isr(&cluster, all[0])?;
+        Ok((leader >= 0 && isr.len() == 3).then_some(()))
+    })?;
+    let producer: FutureProducer = Cluster::client_config(&cluster.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()?;
+    let payload = "r".repeat(1000);
+    block_on(async {
+        for i in 0..200 {
+            let rec = FutureRecord::to(TOPIC)
+                .partition(0)
+                .key("k")
+                .payload(&payload);
+            if let Err((e, _)) = producer.send(rec, Duration::from_secs(20)).await {
+                anyhow::bail!("produce #{i}: {e}");
+            }
+        }
+        Ok(())
+    })?;
+
+    let admin = cluster.admin(&all)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(150))?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(WITHIN))
+        .request_timeout(Some(WITHIN));
+    let out = block_on(admin.delete_records(&tpl, &opts))?;
+    let e = out.elements();
+    ensure!(e.len() == 1, "{out:?}");
+    e[0].error()
+        .map_err(|err| anyhow::anyhow!("DeleteRecords: {err}"))?;
+    ensure!(
+        e[0].offset() == Offset::Offset(150),
+        "low watermark: {out:?}"
+    );
+    // the answer waited for the ISR: every replica has the start on disk already
+    for &id in &all {
+        ensure!(
+            saved_start(&cluster, id) == Some(150),
+            "node {id}: {:?}",
+            saved_start(&cluster, id)
+        );
+    }
+
+    let (leader, _) = leader_and_isr(&cluster, all[0])?;
+    ensure!(leader >= 0, "no leader");
+    cluster.kill9(leader as u32)?;
+    let rest: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|&i| i != leader as u32)
+        .collect();
+    let consumer: BaseConsumer = Cluster::client_config(&cluster.bootstrap_of(&rest))
+        .set("group.id", "dr-cluster")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (low, high) = wait_for("watermarks from a new leader", WITHIN, || {
+        let (l, _) = leader_and_isr(&cluster, rest[0])?;
+        if l < 0 || l == leader {
+            return Ok(None);
+        }
+        Ok(Some(consumer.fetch_watermarks(
+            TOPIC,
+            0,
+            Duration::from_secs(5),
+        )?))
+    })?;
+    ensure!((low, high) == (150, 200), "after failover: {low}..{high}");
+    cluster.start_node(leader as u32)?;
+    // the restarted old leader kept its start too
+    wait_for("the old leader back in the ISR", WITHIN, || {
+        let (_, isr) = leader_and_isr(&cluster, rest[0])?;
+        Ok((isr.len() == 3).then_some(()))
+    })?;
+    ensure!(saved_start(&cluster, leader as u32) == Some(150));
+    Ok(())
+}
