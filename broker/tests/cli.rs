@@ -901,3 +901,69 @@ fn serve_starts_the_broker_like_no_command() -> Result<()> {
     .with_context(|| broker.stderr())?;
     Ok(())
 }
+
+/// `topic delete-records`: each named partition's low watermark moves (-1: to the high
+/// watermark), JSON and table output, and the errors by their Kafka names.
+#[test]
+fn topic_delete_records_moves_low_watermarks() -> Result<()> {
+    let broker = BrokerProcess::spawn(1)?;
+    let b = broker.bootstrap();
+    ok(&b, &["topic", "create", "cli-dr", "--partitions", "2"])?;
+    let lines: String = (0..20).map(|i| format!("v{i}\n")).collect();
+    for p in ["0", "1"] {
+        let args = ["produce", "cli-dr", "--partition", p, "-b", &b];
+        sluice(&args, &lines)?.ok()?;
+    }
+    let out = ok(
+        &b,
+        &[
+            "topic",
+            "delete-records",
+            "cli-dr",
+            "--before",
+            "5",
+            "--partition",
+            "0",
+            "--format",
+            "json",
+        ],
+    )?
+    .json()?;
+    ensure!(
+        out["partitions"] == serde_json::json!([{"partition": 0, "low_watermark": 5}]),
+        "{out}"
+    );
+    let table = ok(&b, &["topic", "delete-records", "cli-dr", "--before", "-1"])?.stdout;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    ensure!(
+        rows == [
+            vec!["TOPIC", "PARTITION", "LOW-WATERMARK"],
+            vec!["cli-dr", "0", "20"],
+            vec!["cli-dr", "1", "20"]
+        ],
+        "every partition to its high watermark:\n{table}"
+    );
+    ensure!(broker.watermarks("cli-dr", 0)? == (20, 20));
+    fails(
+        &b,
+        &["topic", "delete-records", "cli-dr", "--before", "99"],
+        "OFFSET_OUT_OF_RANGE",
+    )?;
+    fails(
+        &b,
+        &[
+            "topic",
+            "delete-records",
+            "cli-dr",
+            "--before",
+            "1",
+            "--partition",
+            "7",
+        ],
+        "UNKNOWN_TOPIC_OR_PARTITION",
+    )?;
+    Ok(())
+}

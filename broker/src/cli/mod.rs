@@ -13,6 +13,7 @@ mod acl;
 mod client;
 mod cluster;
 mod consume;
+mod delete_records;
 mod format;
 mod group;
 mod member;
@@ -54,7 +55,7 @@ impl ClientArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AdminCommand {
-    /// Create, list, describe, delete, alter-config, add-partitions.
+    /// Create, list, describe, delete, alter-config, add-partitions, delete-records.
     Topic {
         #[command(flatten)]
         client: ClientArgs,

@@ -1,7 +1,9 @@
-//! `sluice topic create|list|describe|delete|alter-config|add-partitions`: CreateTopics,
-//! Metadata, DescribeConfigs, DeleteTopics, IncrementalAlterConfigs and CreatePartitions,
-//! sent to the controller Metadata names (any Kafka broker forwards admin requests to it);
-//! `describe` also asks each partition's leader for its size (DescribeLogDirs).
+//! `sluice topic create|list|describe|delete|alter-config|add-partitions|delete-records`:
+//! CreateTopics, Metadata, DescribeConfigs, DeleteTopics, IncrementalAlterConfigs and
+//! CreatePartitions, sent to the controller Metadata names (any Kafka broker forwards
+//! admin requests to it);
+//! `describe` also asks each partition's leader for its size (DescribeLogDirs), and
+//! `delete-records` sends DeleteRecords to the leaders (`delete_records.rs`).
 //! Each verb prints its result on stdout (a table, or one JSON document) and fails with the
 //! Kafka error name of the first topic the broker refused.
 
@@ -74,6 +76,17 @@ pub(crate) enum TopicVerb {
         set: Vec<String>,
         #[arg(long = "delete", value_name = "NAME")]
         delete: Vec<String>,
+    },
+    /// Delete the records below an offset (DeleteRecords, as kafka-delete-records.sh):
+    /// readers start at the new low watermark and the segments below it are freed.
+    DeleteRecords {
+        topic: String,
+        /// Records below this offset go; -1 takes each partition's high watermark (all).
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+        /// A partition, repeatable; none names every partition of the topic.
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
     },
     /// Grow a topic to a new total partition count (CreatePartitions).
     AddPartitions {
@@ -268,6 +281,11 @@ pub(crate) fn run(verb: &TopicVerb, args: &ClientArgs) -> Result<()> {
                 Format::Json => print_json(&json!({"topic": topic, "set": set, "deleted": delete})),
             }
         }
+        TopicVerb::DeleteRecords {
+            topic,
+            before,
+            partitions,
+        } => super::delete_records::run(&mut client, topic, partitions, *before, args.format)?,
         TopicVerb::AddPartitions { topic, total } => {
             let req = CreatePartitionsRequest::default()
                 .with_timeout_ms(timeout_ms)
