@@ -103,6 +103,9 @@ pub(crate) struct Leaders {
     /// Notified when a client batch was appended here (not yet durable): wakes followers'
     /// long polls, which copy up to the log end.
     pub(crate) appended: Signal,
+    /// Notified when a follower reports a higher log start: wakes DeleteRecords waiting
+    /// for its low watermark (and nothing else).
+    pub(crate) starts_moved: Signal,
     /// A high watermark changed or an entry went since the checkpoint was last written:
     /// an idle shard does not rebuild the checkpoint's list to find nothing new.
     hws_changed: Cell<bool>,
@@ -282,7 +285,7 @@ impl ShardCtx {
             );
             if log_start > start_before {
                 // a DeleteRecords may be waiting for this follower's log start
-                self.leaders.moved.notify();
+                self.leaders.starts_moved.notify();
             }
         }
         let before = self.hw_of(key);

@@ -33,7 +33,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::ResponseError;
-use sluice_storage::Signal;
+use sluice_storage::{PartitionLog, Signal, StorageError};
 
 use crate::handlers::admin::name;
 use crate::peer::PeerConn;
@@ -66,6 +66,10 @@ pub(crate) struct Fetcher {
     stopped: Cell<bool>,
     /// The fetch session with the leader (KIP-227), on the current connection.
     session: RefCell<Session>,
+    /// Partitions whose log start is being moved toward the leader's, with the latest
+    /// start the leader sent (one move at a time each, off the fetch loop: each syncs a
+    /// file).
+    moving_starts: Rc<RefCell<BTreeMap<(String, i32), i64>>>,
 }
 
 /// A fetch session as the follower sees it: after one full Fetch, each Fetch names only
@@ -78,7 +82,8 @@ struct Session {
     id: i32,
     /// The epoch of the next incremental Fetch.
     epoch: i32,
-    /// What the leader's session holds: partition → (fetch offset, leader epoch).
+    /// What the leader's session holds: partition → (fetch offset, leader epoch, log
+    /// start).
     sent: BTreeMap<(String, i32), (i64, i32, i64)>,
 }
 
@@ -117,6 +122,7 @@ impl Followers {
                     changed: Signal::default(),
                     stopped: Cell::new(false),
                     session: RefCell::new(Session::default()),
+                    moving_starts: Rc::default(),
                 });
                 glommio::spawn_local(run(Rc::downgrade(ctx), f.clone())).detach();
                 f
@@ -456,7 +462,6 @@ async fn fetch_once(
         }
     }
     let mut waits = Vec::new();
-    let mut starts = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
         for p in t.partitions {
@@ -486,22 +491,13 @@ async fn fetch_once(
                 continue;
             }
             ctx.note_leader_hw(&topic, p.partition_index, p.high_watermark);
-            if let Some(log) = ctx.log(&topic, p.partition_index) {
-                if p.log_start_offset > log.log_start_offset() {
-                    // the leader's log start moved (DeleteRecords, its retention): follow
-                    // it as far as this log reaches (Kafka's follower does), in a task of
-                    // its own, as each move syncs a file
-                    let to = p.log_start_offset.min(log.log_end_offset());
-                    let (topic, partition) = (topic.clone(), p.partition_index);
-                    starts.push(glommio::spawn_local(async move {
-                        (log.advance_log_start(to).await, topic, partition)
-                    }));
-                }
-            }
-            let Some(records) = p.records.filter(|r| !r.is_empty()) else {
+            let Some(log) = ctx.log(&topic, p.partition_index) else {
                 continue;
             };
-            let Some(log) = ctx.log(&topic, p.partition_index) else {
+            let Some(records) = p.records.filter(|r| !r.is_empty()) else {
+                if p.log_start_offset > log.log_start_offset() {
+                    follow_log_start(f, &log, &topic, p.partition_index, p.log_start_offset);
+                }
                 continue;
             };
             // idempotent or transactional batches replay into the producer state: build it
@@ -527,9 +523,30 @@ async fn fetch_once(
                 continue;
             }
             let bytes = records.len();
-            match log.append_replicated(records) {
+            let appended = match log.append_replicated(records.clone()) {
+                Err(StorageError::UnexpectedAppendOffset { expected, got })
+                    if starts_inside_first_batch(&log, &records, expected, got) =>
+                {
+                    // this log was restarted empty at the leader's log start, which a
+                    // DeleteRecords put inside a batch, and the leader sends that batch
+                    // whole: restart at the batch's base and take it, as Kafka's follower
+                    // does (the leader's start comes back with the next answer)
+                    tracing::info!(%topic, partition = p.partition_index, from = expected, to = got, "restarting an empty log at the base of the leader's first batch");
+                    match log.truncate_fully_and_start_at(got).await {
+                        Ok(_) => log.append_replicated(records),
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match appended {
                 Ok(info) => {
                     ctx.metrics.replicated_in(&topic, bytes);
+                    // after the append, as Kafka's follower: a log just restarted at the
+                    // base of the leader's first batch moves up to the leader's start now
+                    if p.log_start_offset > log.log_start_offset() {
+                        follow_log_start(f, &log, &topic, p.partition_index, p.log_start_offset);
+                    }
                     waits.push((log, info.last_offset));
                 }
                 Err(e) => {
@@ -551,10 +568,62 @@ async fn fetch_once(
     for (log, last) in waits {
         log.wait_durable(last).await?;
     }
-    for t in starts {
-        if let (Err(e), topic, partition) = t.await {
-            tracing::warn!(%topic, partition, error = %e, "cannot follow the leader's log start");
-        }
-    }
     Ok(())
+}
+
+/// Moves `log`'s start toward the leader's (`leader_start`, after DeleteRecords or the
+/// leader's retention) as far as the log reaches, as Kafka's follower does: in a task of
+/// its own, so the fetch loop never waits for the file sync, one at a time per partition
+/// (a start the leader sends meanwhile is taken by the same task next). The next fetch
+/// reports the start the log then has.
+fn follow_log_start(
+    f: &Fetcher,
+    log: &PartitionLog,
+    topic: &str,
+    partition: i32,
+    leader_start: i64,
+) {
+    let key = (topic.to_string(), partition);
+    {
+        let mut moving = f.moving_starts.borrow_mut();
+        if let Some(want) = moving.get_mut(&key) {
+            *want = (*want).max(leader_start);
+            return;
+        }
+        moving.insert(key.clone(), leader_start);
+    }
+    let moving = f.moving_starts.clone();
+    let log = log.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let Some(want) = moving.borrow().get(&key).copied() else {
+                return;
+            };
+            let to = want.min(log.log_end_offset());
+            if to > log.log_start_offset() {
+                if let Err(e) = log.advance_log_start(to).await {
+                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot follow the leader's log start");
+                    moving.borrow_mut().remove(&key);
+                    return;
+                }
+            }
+            let mut m = moving.borrow_mut();
+            if m.get(&key) == Some(&want) {
+                m.remove(&key);
+                return;
+            }
+        }
+    })
+    .detach();
+}
+
+/// An append refused with UnexpectedAppendOffset because the log is empty at `expected`
+/// (restarted at the leader's log start) and the fetched data's first batch starts at
+/// `got` below it but holds `expected`.
+fn starts_inside_first_batch(log: &PartitionLog, records: &[u8], expected: i64, got: i64) -> bool {
+    got < expected
+        && log.log_start_offset() == expected
+        && log.log_end_offset() == expected
+        && sluice_proto::batch::RecordBatchHeader::parse(records)
+            .is_ok_and(|h| h.base_offset == got && h.last_offset() >= expected)
 }

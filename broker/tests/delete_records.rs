@@ -224,6 +224,20 @@ fn delete_records_refuses_compacted_and_internal_topics_and_old_versions_answer(
                     .with_partition_index(0)
                     .with_offset(offset)])])
     };
+    // a partition named twice (in two entries of one topic) is answered once, for the
+    // last offset named
+    let mut twice = req("dr-both", 1);
+    twice.topics.push(req("dr-both", 3).topics.remove(0));
+    let r = c.call(2, &twice)?;
+    ensure!(
+        r.topics.len() == 1
+            && r.topics[0].partitions.len() == 1
+            && (
+                r.topics[0].partitions[0].error_code,
+                r.topics[0].partitions[0].low_watermark
+            ) == (0, 3),
+        "a partition named twice: {r:?}"
+    );
     for v in [0, 1, 2] {
         let r = c.call(v, &req("dr-both", 4))?;
         let p = &r.topics[0].partitions[0];

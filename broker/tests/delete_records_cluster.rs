@@ -1,7 +1,9 @@
 //! DeleteRecords on a three-node cluster (RF 3): the answer comes once every in-sync
 //! replica's log start has passed the offset (Kafka's low watermark), each follower keeps
 //! that start on its disk, and after the leader is killed (`kill -9`) the new leader still
-//! starts there: deleted records never come back through a failover.
+//! starts there: deleted records never come back through a failover. A replica that was
+//! down while the start moved past its log end, into the middle of a batch, catches up
+//! and rejoins the ISR.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _, Result};
 use common::block_on;
 use common::cluster::{wait_for, Cluster, FAST_SETTINGS};
+use common::raw::RawClient;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -20,9 +23,13 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 /// (leader, ISR) of partition 0 as node `from` sees it.
 fn leader_and_isr(cluster: &Cluster, from: u32) -> Result<(i32, Vec<i32>)> {
+    leader_and_isr_of(cluster, from, TOPIC)
+}
+
+fn leader_and_isr_of(cluster: &Cluster, from: u32, topic: &str) -> Result<(i32, Vec<i32>)> {
     let v = cluster.view(from)?;
     let p = v
-        .topic(TOPIC)?
+        .topic(topic)?
         .partitions
         .iter()
         .find(|p| p.partition == 0)
@@ -31,13 +38,17 @@ fn leader_and_isr(cluster: &Cluster, from: u32) -> Result<(i32, Vec<i32>)> {
     Ok((p.leader, p.isr))
 }
 
-/// The log start a node saved for partition 0 (None: no file yet).
-fn saved_start(cluster: &Cluster, id: u32) -> Option<i64> {
+/// The log start a node saved for partition 0 of `topic` (None: no file yet).
+fn saved_start_of(cluster: &Cluster, id: u32, topic: &str) -> Option<i64> {
     let f = cluster
         .node_dir(id)
-        .join(format!("data/{TOPIC}-0/log-start-offset-checkpoint"));
+        .join(format!("data/{topic}-0/log-start-offset-checkpoint"));
     let text = std::fs::read_to_string(f).ok()?;
     text.lines().nth(1)?.trim().parse().ok()
+}
+
+fn saved_start(cluster: &Cluster, id: u32) -> Option<i64> {
+    saved_start_of(cluster, id, TOPIC)
 }
 
 #[test]
@@ -128,5 +139,71 @@ fn deleted_records_stay_deleted_on_every_replica_and_through_a_failover() -> Res
         Ok((isr.len() == 3).then_some(()))
     })?;
     ensure!(saved_start(&cluster, leader as u32) == Some(150));
+    Ok(())
+}
+
+#[test]
+fn a_replica_behind_a_log_start_inside_a_batch_catches_up() -> Result<()> {
+    const T: &str = "dr-behind";
+    let mut settings = FAST_SETTINGS.to_vec();
+    settings.push(("min.insync.replicas", "2"));
+    settings.push(("replica.lag.time.max.ms", "3000"));
+    let mut cluster = Cluster::start(3, &settings)?;
+    let all = cluster.ids();
+    cluster.create_topic(
+        &all,
+        &NewTopic::new(T, 1, TopicReplication::Fixed(3)),
+        WITHIN,
+    )?;
+    let leader = wait_for("a full ISR", WITHIN, || {
+        let (leader, isr) = leader_and_isr_of(&cluster, all[0], T)?;
+        Ok((leader >= 0 && isr.len() == 3).then_some(leader as u32))
+    })?;
+    let follower = *all.iter().find(|&&i| i != leader).context("no follower")?;
+    let others: Vec<u32> = all.iter().copied().filter(|&i| i != follower).collect();
+    // batches of 10 records: offsets [0, 10), [10, 20), ...
+    let mut c = RawClient::connect(cluster.kafka_addr(leader))?;
+    c.negotiate()?;
+    let send_batches = |c: &mut RawClient, n: usize| -> Result<()> {
+        use sluice_proto::batch::{build_batch, SimpleRecord};
+        let value = [7u8; 100];
+        let recs: Vec<SimpleRecord<'_>> = (0..10)
+            .map(|_| SimpleRecord {
+                key: None,
+                value: Some(&value),
+                timestamp: 1_700_000_000_000,
+                headers: &[],
+            })
+            .collect();
+        for _ in 0..n {
+            let (code, _) = common::kafka::produce(c, T, build_batch(0, &recs))?;
+            ensure!(code == 0, "produce: error {code}");
+        }
+        Ok(())
+    };
+    send_batches(&mut c, 10)?;
+    cluster.kill9(follower)?;
+    wait_for("the ISR without the stopped follower", WITHIN, || {
+        let (_, isr) = leader_and_isr_of(&cluster, leader, T)?;
+        Ok((!isr.contains(&(follower as i32))).then_some(()))
+    })?;
+    send_batches(&mut c, 10)?;
+    // past the stopped follower's log end (100), inside the batch [150, 160)
+    let admin = cluster.admin(&others)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(T, 0, Offset::Offset(155))?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(WITHIN))
+        .request_timeout(Some(WITHIN));
+    let out = block_on(admin.delete_records(&tpl, &opts))?;
+    ensure!(out.elements()[0].offset() == Offset::Offset(155), "{out:?}");
+    cluster.start_node(follower)?;
+    wait_for("the restarted follower back in the ISR", WITHIN, || {
+        let (_, isr) = leader_and_isr_of(&cluster, leader, T)?;
+        Ok((isr.len() == 3).then_some(()))
+    })?;
+    wait_for("the follower's saved log start", WITHIN, || {
+        Ok((saved_start_of(&cluster, follower, T) == Some(155)).then_some(()))
+    })?;
     Ok(())
 }

@@ -89,9 +89,10 @@ pub(crate) async fn enforce_retention(
     let (doomed, roll) = {
         let st = log.state();
         st.check_open()?;
-        // not built (the log changed under the load): delete nothing this time
+        // not built (the log changed under the load): delete nothing this time. A
+        // transaction that began below the log start holds back nothing below it.
         let cap = match st.first_unstable_if_loaded() {
-            Some(fu) => fu.unwrap_or(i64::MAX),
+            Some(fu) => fu.map_or(i64::MAX, |f| f.max(st.log_start())),
             None => st.log_start(),
         };
         plan(&st, now_ms, cap)

@@ -198,6 +198,13 @@ pub(crate) async fn truncate_under_permit(
     crate::files::close_files(shard.forget_from(log.id, cut, &later)).await;
     shard.notify_log(log);
     tracing::debug!(dir = %dir.display(), offset, cut, on_disk, "log truncated");
+    if !on_disk {
+        // the file steps below end with `finish_files`, which saves a lowered start too
+        if let Err(e) = save_start_floor(log).await {
+            fail(shard, log, &e);
+            return Err(e);
+        }
+    }
     let nothing_to_remove = stale_snapshots.is_empty() && ahead.is_empty();
     if !on_disk && !nothing_to_remove {
         let removed = async {
@@ -287,12 +294,18 @@ async fn finish_files(log: &LogInner) -> Result<(), StorageError> {
         crate::clean_point::write(log.dir.clone(), data).await?;
         log.state_mut().clean_point_persisted(gen);
     }
+    save_start_floor(log).await?;
+    epoch::remove_intent(log.dir.clone()).await?;
+    Ok(())
+}
+
+/// Saves the log start if a cut or restart lowered it (`log_start.rs`).
+async fn save_start_floor(log: &LogInner) -> Result<(), StorageError> {
     let start = log.state().start_floor_snapshot();
     if let Some(start) = start {
         crate::log_start::write(log.dir.clone(), start).await?;
         log.state_mut().start_floor_persisted();
     }
-    epoch::remove_intent(log.dir.clone()).await?;
     Ok(())
 }
 

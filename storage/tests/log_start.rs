@@ -219,3 +219,43 @@ fn an_open_transaction_below_the_log_start_holds_back_only_what_is_readable() {
         shard.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn a_cut_inside_the_batch_holding_the_log_start_lowers_it_for_good() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(quiet_shard());
+        let log = PartitionLog::open(&shard, path.clone(), cfg("delete"))
+            .await
+            .unwrap();
+        // batches of 3: ..., [51, 53], [54, 56]
+        for i in 0..19 {
+            let a = log.append(batch(3, 10, 1000, i), 5000).unwrap();
+            log.wait_durable(a.last_offset).await.unwrap();
+        }
+        log.advance_log_start(52).await.unwrap();
+        // 53 is past the start, but its batch begins at 51: the cut goes there
+        log.truncate_to(53).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (51, 51));
+        for i in 0..3 {
+            let a = log.append(batch(3, 10, 2000, i), 5000).unwrap();
+            log.wait_durable(a.last_offset).await.unwrap();
+        }
+        // records from 51 on are readable, also after a reopen without a close
+        assert_eq!(log.log_start_offset(), 51);
+        assert_eq!(
+            first_base(&log.read(51, 60, 1 << 20, true).await.unwrap()),
+            51
+        );
+        drop(log);
+        shard.shutdown().await.unwrap();
+        let shard = ShardStorage::start(quiet_shard());
+        let log = PartitionLog::open(&shard, path, cfg("delete"))
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (51, 60));
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+    });
+}

@@ -27,7 +27,6 @@ pub(super) fn run(
     format: Format,
 ) -> Result<()> {
     let deadline = Instant::now() + client.timeout();
-    let timeout_ms = client.timeout().as_millis().min(i32::MAX as u128) as i32;
     let mut left: Vec<i32> = {
         let leaders = client.leaders(&[topic.to_string()], false, deadline)?;
         let all: Vec<i32> = leaders.keys().map(|(_, p)| *p).collect();
@@ -58,6 +57,10 @@ pub(super) fn run(
         let mut retry = Vec::new();
         let mut last_err = (0, String::new());
         for (leader, ps) in by_leader {
+            // the broker answers (REQUEST_TIMED_OUT with the low watermark reached, if the
+            // replicas are slow) well before the connection's read timeout
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout_ms = (left - left / 4).as_millis().min(i32::MAX as u128) as i32;
             let req = DeleteRecordsRequest::default()
                 .with_timeout_ms(timeout_ms)
                 .with_topics(vec![DeleteRecordsTopic::default()

@@ -4,10 +4,9 @@
 //! watermark), durably, and the answer waits until every ISR member's log start has
 //! passed it too — the low watermark — or the request's timeout ends the wait with
 //! REQUEST_TIMED_OUT. Followers learn the new start from their next fetch
-//! (`replication.rs`) and report theirs in the one after. Refused as Kafka refuses: an
-//! internal topic (INVALID_TOPIC_EXCEPTION), a topic whose `cleanup.policy` lacks
-//! `delete` (POLICY_VIOLATION), an offset below 0 or past the high watermark
-//! (OFFSET_OUT_OF_RANGE). The segments wholly below a new start are deleted at once, in
+//! (`replication.rs`) and report theirs in the one after. Refused as Kafka refuses: a
+//! topic whose `cleanup.policy` lacks `delete` (POLICY_VIOLATION), an offset below 0 or
+//! past the high watermark (OFFSET_OUT_OF_RANGE); internal topics in the handler. The segments wholly below a new start are deleted at once, in
 //! the background (time and size retention keep their own schedule).
 //!
 //! ```text
@@ -68,7 +67,8 @@ impl ShardCtx {
         }
         loop {
             // created before the check: a follower's report between the two still wakes it
-            let moved = self.leaders.moved.wait();
+            // (an ISR change, which may also end the wait, is seen at the next recheck)
+            let moved = self.leaders.starts_moved.wait();
             let mut reached = true;
             waiting.retain(|(i, log, to)| {
                 let tp = &parts[*i].0;
@@ -101,9 +101,6 @@ impl ShardCtx {
 
     /// The log and the offset its start moves to, or the partition's error code.
     fn delete_target(&self, tp: &Tp, offset: i64) -> Result<(PartitionLog, i64), i16> {
-        if crate::metadata::is_internal(&tp.topic) {
-            return Err(code(ResponseError::InvalidTopicException));
-        }
         let Some(log) = self.log(&tp.topic, tp.partition) else {
             return Err(self.no_log_error(&tp.topic, tp.partition));
         };

@@ -54,6 +54,12 @@ impl LogState {
         self.producers = None;
         self.epochs.truncate_from_end(cut);
         self.clean.truncate_to(cut);
+        // a cut inside the batch (or gap) holding the log start goes below it: a start
+        // past the new end would hide what is appended from `cut` on
+        if self.start_floor > cut {
+            self.start_floor = cut;
+            self.start_floor_dirty = true;
+        }
         Ok(())
     }
     /// Empty the log in memory and restart it at `at`; returns the bases of the segments
