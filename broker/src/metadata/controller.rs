@@ -178,6 +178,8 @@ pub(crate) struct ControllerLogic {
     shutting_down: std::collections::HashSet<(i32, Vec<u8>)>,
     /// When preferred leaders are next restored (`auto.leader.rebalance.enable`).
     next_rebalance: Instant,
+    /// The previous `tick`: a long gap means this controller did not run (see `tick`).
+    last_tick: Option<Instant>,
 }
 
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -213,6 +215,7 @@ impl ControllerLogic {
             placement_start: rand::random::<u32>() as usize,
             shutting_down: Default::default(),
             next_rebalance: now + rebalance_interval(&config),
+            last_tick: None,
             config,
         }
     }
@@ -409,6 +412,30 @@ impl ControllerLogic {
         )
     }
 
+    /// A tick more than half a session (and three raft ticks) after the previous one
+    /// means this controller did not run meanwhile (a stopped or starved process): the brokers' heartbeats may be
+    /// waiting unread in its sockets, so every session is credited the gap instead of all
+    /// of them expiring at once, which would fence every broker and shrink every ISR (a
+    /// broker that really died is fenced at most that gap later).
+    fn credit_own_stall(&mut self, now: Instant) {
+        let gap = self
+            .last_tick
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.last_tick = Some(now);
+        // ticks come every controller.quorum.tick.ms: a few of those is no stall
+        let tick = Duration::from_millis(self.config.int("controller.quorum.tick.ms") as u64);
+        if gap <= (self.session_timeout / 2).max(tick * 3) {
+            return;
+        }
+        tracing::warn!(
+            gap_ms = gap.as_millis() as u64,
+            "the active controller did not run for a while: broker sessions are credited the gap"
+        );
+        for t in self.last_heartbeat.values_mut() {
+            *t = (*t + gap).min(now);
+        }
+    }
+
     /// Periodic duties of the active controller, as records for the entry at `index`:
     /// fence brokers whose session expired (their leaderships move to another in-sync
     /// replica), unclean elections where allowed, preferred leaders back every
@@ -422,6 +449,7 @@ impl ControllerLogic {
         voters: usize,
     ) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
+        self.credit_own_stall(now);
         let expired: Vec<(i32, i64)> = image
             .live_brokers()
             .filter(|b| {

@@ -372,3 +372,56 @@ fn offsets_topic_waits_for_enough_brokers() {
     let t = image.topic(OFFSETS_TOPIC).unwrap(); // ok: test
     assert_eq!(t.parts[0].replicas.len(), 3);
 }
+
+#[test]
+fn a_controller_that_did_not_run_credits_sessions_instead_of_fencing_everyone() {
+    let mut config = BrokerConfig::default();
+    config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
+    let start = Instant::now();
+    let mut image = MetadataImage::default();
+    let mut logic = ControllerLogic::new(config, &image, start);
+    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    let fenced = |image: &MetadataImage| {
+        [1, 2, 3]
+            .into_iter()
+            .filter(|id| image.broker(*id).is_some_and(|b| b.fenced))
+            .collect::<Vec<i32>>()
+    };
+    assert!(logic.tick(&mut image, 100, start, 3).is_empty() || fenced(&image).is_empty());
+    // the controller was stopped for 5 s (a session is 1 s): nobody is fenced at once
+    let resumed = start + Duration::from_secs(5);
+    logic.tick(&mut image, 101, resumed, 3);
+    assert_eq!(fenced(&image), Vec::<i32>::new());
+    // brokers 1 and 2 heartbeat after the resume; 3 stays silent and is fenced a session on
+    let after = resumed + Duration::from_millis(600);
+    for id in [1, 2] {
+        let hb = BrokerHeartbeat {
+            node_id: id,
+            incarnation: vec![id as u8; 16],
+            host: "127.0.0.1".into(),
+            port: 9000 + id,
+            rack: None,
+            applied: 1000,
+            controller_addr: None,
+            endpoints: Vec::new(),
+        };
+        logic.decide(&mut image, 102, MetadataOp::Heartbeat(hb), after);
+    }
+    // the controller runs again: ticks closer together than half a session
+    for (i, ms) in [200u64, 400, 600].into_iter().enumerate() {
+        logic.tick(
+            &mut image,
+            103 + i as u64,
+            resumed + Duration::from_millis(ms),
+            3,
+        );
+    }
+    assert_eq!(
+        fenced(&image),
+        Vec::<i32>::new(),
+        "a session is not over yet"
+    );
+    logic.tick(&mut image, 110, resumed + Duration::from_millis(800), 3);
+    logic.tick(&mut image, 111, resumed + Duration::from_millis(1100), 3);
+    assert_eq!(fenced(&image), vec![3]);
+}
