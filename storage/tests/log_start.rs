@@ -17,12 +17,34 @@ fn cfg(policy: &str) -> LogConfig {
     }
 }
 
-/// 60 batches of 2 records (offsets 0..120), ~300 bytes each: several segments.
-async fn fill(log: &PartitionLog) {
-    for i in 0..60 {
-        let a = log.append(batch(2, 100, 1000 + i, i as u8), 5000).unwrap();
+/// `n` batches of `records` records of `size` bytes each, durable.
+async fn append_durable(log: &PartitionLog, n: u8, records: usize, size: usize) {
+    for i in 0..n {
+        let a = log
+            .append(batch(records, size, 1000 + i64::from(i), i), 5000)
+            .unwrap();
         log.wait_durable(a.last_offset).await.unwrap();
     }
+}
+
+/// 60 batches of 2 records (offsets 0..120), ~300 bytes each: several segments.
+async fn fill(log: &PartitionLog) {
+    append_durable(log, 60, 2, 100).await;
+}
+
+/// Stops as a crash would (no close, no clean-shutdown marker) and opens the log again.
+async fn reopen_unclean(
+    shard: std::rc::Rc<ShardStorage>,
+    log: PartitionLog,
+    path: &std::path::Path,
+) -> (std::rc::Rc<ShardStorage>, PartitionLog) {
+    drop(log);
+    shard.shutdown().await.unwrap();
+    let shard = ShardStorage::start(quiet_shard());
+    let log = PartitionLog::open(&shard, path.to_path_buf(), cfg("delete"))
+        .await
+        .unwrap();
+    (shard, log)
 }
 
 fn segment_files(dir: &std::path::Path) -> usize {
@@ -76,12 +98,7 @@ fn reads_below_a_moved_log_start_are_out_of_range_and_it_survives_reopen() {
         assert_eq!((a.base_offset, a.log_start_offset), (120, 51));
         log.wait_durable(120).await.unwrap();
         // reopened without a close (as after kill -9: no marker), then with one
-        drop(log);
-        shard.shutdown().await.unwrap();
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path.clone(), cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = reopen_unclean(shard, log, &path).await;
         assert_eq!(log.log_start_offset(), 51);
         assert!(log.read(49, 121, 1 << 20, true).await.is_err());
         log.close().await.unwrap();
@@ -163,22 +180,14 @@ fn a_truncation_below_the_log_start_brings_it_down() {
         // a follower cut back below its start empties the log and restarts it there
         log.truncate_to(40).await.unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 40));
-        for i in 0..30 {
-            let a = log.append(batch(2, 10, 4000, i), 5000).unwrap();
-            log.wait_durable(a.last_offset).await.unwrap();
-        }
+        append_durable(&log, 30, 2, 10).await;
         // the old start (80) must not come back once the log grows past it
         assert_eq!(log.log_start_offset(), 40);
         assert_eq!(
             first_base(&log.read(40, 100, 1 << 20, true).await.unwrap()),
             40
         );
-        drop(log);
-        shard.shutdown().await.unwrap();
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path.clone(), cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = reopen_unclean(shard, log, &path).await;
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 100));
         // a reset (truncate_fully_and_start_at) past the end keeps a lower start there
         log.advance_log_start(90).await.unwrap();
@@ -206,10 +215,7 @@ fn an_open_transaction_below_the_log_start_holds_back_only_what_is_readable() {
         // producer 7's transaction opens at 0 and stays open
         log.append(common::txn::tx_batch(7, 0, 0, &[1, 2], true), 5000)
             .unwrap();
-        for i in 0..4 {
-            let a = log.append(batch(2, 10, 1000, i), 5000).unwrap();
-            log.wait_durable(a.last_offset).await.unwrap();
-        }
+        append_durable(&log, 4, 2, 10).await;
         assert_eq!(log.first_unstable_offset(), Some(0));
         assert_eq!(log.last_stable_offset(10), 0);
         log.advance_log_start(5).await.unwrap();
@@ -230,30 +236,19 @@ fn a_cut_inside_the_batch_holding_the_log_start_lowers_it_for_good() {
             .await
             .unwrap();
         // batches of 3: ..., [51, 53], [54, 56]
-        for i in 0..19 {
-            let a = log.append(batch(3, 10, 1000, i), 5000).unwrap();
-            log.wait_durable(a.last_offset).await.unwrap();
-        }
+        append_durable(&log, 19, 3, 10).await;
         log.advance_log_start(52).await.unwrap();
         // 53 is past the start, but its batch begins at 51: the cut goes there
         log.truncate_to(53).await.unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (51, 51));
-        for i in 0..3 {
-            let a = log.append(batch(3, 10, 2000, i), 5000).unwrap();
-            log.wait_durable(a.last_offset).await.unwrap();
-        }
+        append_durable(&log, 3, 3, 10).await;
         // records from 51 on are readable, also after a reopen without a close
         assert_eq!(log.log_start_offset(), 51);
         assert_eq!(
             first_base(&log.read(51, 60, 1 << 20, true).await.unwrap()),
             51
         );
-        drop(log);
-        shard.shutdown().await.unwrap();
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path, cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = reopen_unclean(shard, log, &path).await;
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (51, 60));
         log.close().await.unwrap();
         shard.shutdown().await.unwrap();

@@ -4,6 +4,20 @@
 use super::*;
 use std::collections::BTreeMap;
 
+/// A heartbeat of broker `id` (its incarnation fixed) that has applied index 1000.
+fn heartbeat(id: i32) -> BrokerHeartbeat {
+    BrokerHeartbeat {
+        node_id: id,
+        incarnation: vec![id as u8; 16],
+        host: "127.0.0.1".into(),
+        port: 9000 + id,
+        rack: None,
+        applied: 1000,
+        controller_addr: None,
+        endpoints: Vec::new(),
+    }
+}
+
 fn brokers(image: &mut MetadataImage, logic: &mut ControllerLogic, ids: &[i32], rack: bool) {
     let now = Instant::now();
     for (i, id) in ids.iter().enumerate() {
@@ -191,16 +205,7 @@ fn expired_session_fences_and_moves_leaders_then_unfence_restores() {
                                                           // 1 and 2 heartbeat, 3 goes silent
     let later = start + Duration::from_millis(1500);
     for id in [1, 2] {
-        let hb = BrokerHeartbeat {
-            node_id: id,
-            incarnation: vec![id as u8; 16],
-            host: "127.0.0.1".into(),
-            port: 9000 + id,
-            rack: None,
-            applied: 1000,
-            controller_addr: None,
-            endpoints: Vec::new(),
-        };
+        let hb = heartbeat(id);
         logic.decide(&mut image, 200, MetadataOp::Heartbeat(hb), later);
     }
     let recs = logic.tick(&mut image, 201, later, 3);
@@ -339,16 +344,7 @@ fn unclean_election_only_where_allowed() {
     }
     let later = start + Duration::from_millis(1500);
     let live = if dead == 1 { 2 } else { 1 };
-    let hb = BrokerHeartbeat {
-        node_id: live,
-        incarnation: vec![live as u8; 16],
-        host: "127.0.0.1".into(),
-        port: 9000 + live,
-        rack: None,
-        applied: 1000,
-        controller_addr: None,
-        endpoints: Vec::new(),
-    };
+    let hb = heartbeat(live);
     logic.decide(&mut image, 70, MetadataOp::Heartbeat(hb), later);
     logic.tick(&mut image, 71, later, 2);
     assert_eq!(
@@ -395,16 +391,7 @@ fn a_controller_that_did_not_run_credits_sessions_instead_of_fencing_everyone() 
     // brokers 1 and 2 heartbeat after the resume; 3 stays silent and is fenced a session on
     let after = resumed + Duration::from_millis(600);
     for id in [1, 2] {
-        let hb = BrokerHeartbeat {
-            node_id: id,
-            incarnation: vec![id as u8; 16],
-            host: "127.0.0.1".into(),
-            port: 9000 + id,
-            rack: None,
-            applied: 1000,
-            controller_addr: None,
-            endpoints: Vec::new(),
-        };
+        let hb = heartbeat(id);
         logic.decide(&mut image, 102, MetadataOp::Heartbeat(hb), after);
     }
     // the controller runs again: ticks closer together than half a session
