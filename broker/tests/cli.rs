@@ -903,11 +903,20 @@ fn serve_starts_the_broker_like_no_command() -> Result<()> {
 }
 
 /// `topic delete-records`: each named partition's low watermark moves (-1: to the high
-/// watermark), JSON and table output, and the errors by their Kafka names.
+/// watermark), JSON and table output, and the errors by their Kafka names; `topic
+/// offsets` shows the earliest and latest offsets after it.
 #[test]
 fn topic_delete_records_moves_low_watermarks() -> Result<()> {
     let broker = BrokerProcess::spawn(1)?;
     let b = broker.bootstrap();
+    let produce1 = |b: &str| -> Result<()> {
+        sluice(
+            &["produce", "cli-dr", "--partition", "0", "-b", b],
+            "one more\n",
+        )?
+        .ok()?;
+        Ok(())
+    };
     ok(&b, &["topic", "create", "cli-dr", "--partitions", "2"])?;
     let lines: String = (0..20).map(|i| format!("v{i}\n")).collect();
     for p in ["0", "1"] {
@@ -947,6 +956,28 @@ fn topic_delete_records_moves_low_watermarks() -> Result<()> {
         "every partition to its high watermark:\n{table}"
     );
     ensure!(broker.watermarks("cli-dr", 0)? == (20, 20));
+    produce1(&b)?;
+    let offsets = ok(&b, &["topic", "offsets", "cli-dr", "--format", "json"])?.json()?;
+    ensure!(
+        offsets["partitions"]
+            == serde_json::json!([
+                {"partition": 0, "earliest": 20, "latest": 21},
+                {"partition": 1, "earliest": 20, "latest": 20}
+            ]),
+        "{offsets}"
+    );
+    let table = ok(&b, &["topic", "offsets", "cli-dr", "--partition", "0"])?.stdout;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    ensure!(
+        rows == [
+            vec!["TOPIC", "PARTITION", "EARLIEST", "LATEST"],
+            vec!["cli-dr", "0", "20", "21"]
+        ],
+        "{table}"
+    );
     fails(
         &b,
         &["topic", "delete-records", "cli-dr", "--before", "99"],

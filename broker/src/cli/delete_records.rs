@@ -12,7 +12,6 @@ use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::DeleteRecordsRequest;
-use kafka_protocol::ResponseError;
 use serde_json::json;
 
 use super::client::{retriable, topic_name, Client};
@@ -27,25 +26,7 @@ pub(super) fn run(
     format: Format,
 ) -> Result<()> {
     let deadline = Instant::now() + client.timeout();
-    let mut left: Vec<i32> = {
-        let leaders = client.leaders(&[topic.to_string()], false, deadline)?;
-        let all: Vec<i32> = leaders.keys().map(|(_, p)| *p).collect();
-        if partitions.is_empty() {
-            all
-        } else {
-            if let Some(p) = partitions.iter().find(|p| !all.contains(p)) {
-                return Err(kafka_error(
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    &format!("partition {topic}-{p}"),
-                    None,
-                ));
-            }
-            let mut v = partitions.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            v
-        }
-    };
+    let mut left = super::offsets::topic_partitions(client, topic, partitions, deadline)?;
     let mut low: BTreeMap<i32, i64> = BTreeMap::new();
     while !left.is_empty() {
         let leaders = client.leaders(&[topic.to_string()], false, deadline)?;

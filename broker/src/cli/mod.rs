@@ -17,6 +17,7 @@ mod delete_records;
 mod format;
 mod group;
 mod member;
+mod offsets;
 mod produce;
 mod reset;
 mod security;
@@ -55,7 +56,8 @@ impl ClientArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AdminCommand {
-    /// Create, list, describe, delete, alter-config, add-partitions, delete-records.
+    /// Create, list, describe, delete, alter-config, add-partitions, offsets,
+    /// delete-records.
     Topic {
         #[command(flatten)]
         client: ClientArgs,

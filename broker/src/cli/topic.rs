@@ -1,9 +1,9 @@
-//! `sluice topic create|list|describe|delete|alter-config|add-partitions|delete-records`:
-//! CreateTopics, Metadata, DescribeConfigs, DeleteTopics, IncrementalAlterConfigs and
-//! CreatePartitions, sent to the controller Metadata names (any Kafka broker forwards
-//! admin requests to it);
-//! `describe` also asks each partition's leader for its size (DescribeLogDirs), and
-//! `delete-records` sends DeleteRecords to the leaders (`delete_records.rs`).
+//! `sluice topic create|list|describe|delete|alter-config|add-partitions|offsets|
+//! delete-records`: CreateTopics, Metadata, DescribeConfigs, DeleteTopics,
+//! IncrementalAlterConfigs and CreatePartitions, sent to the controller Metadata names
+//! (any Kafka broker forwards admin requests to it); `describe` also asks each
+//! partition's leader for its size (DescribeLogDirs), and `offsets` (`offsets.rs`) and
+//! `delete-records` (`delete_records.rs`) ask the leaders.
 //! Each verb prints its result on stdout (a table, or one JSON document) and fails with the
 //! Kafka error name of the first topic the broker refused.
 
@@ -76,6 +76,13 @@ pub(crate) enum TopicVerb {
         set: Vec<String>,
         #[arg(long = "delete", value_name = "NAME")]
         delete: Vec<String>,
+    },
+    /// Earliest and latest offset of each partition (ListOffsets, as kafka-get-offsets.sh).
+    Offsets {
+        topic: String,
+        /// A partition, repeatable; none names every partition of the topic.
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
     },
     /// Delete the records below an offset (DeleteRecords, as kafka-delete-records.sh):
     /// readers start at the new low watermark and the segments below it are freed.
@@ -280,6 +287,9 @@ pub(crate) fn run(verb: &TopicVerb, args: &ClientArgs) -> Result<()> {
                 Format::Table => println!("Altered the configs of topic {topic}."),
                 Format::Json => print_json(&json!({"topic": topic, "set": set, "deleted": delete})),
             }
+        }
+        TopicVerb::Offsets { topic, partitions } => {
+            super::offsets::run(&mut client, topic, partitions, args.format)?
         }
         TopicVerb::DeleteRecords {
             topic,
