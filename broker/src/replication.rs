@@ -41,6 +41,9 @@ use crate::shard::ShardCtx;
 
 /// How long the leader may hold a follower's fetch when it has nothing new.
 const FETCH_WAIT_MS: i32 = 500;
+/// How long a fetch round waits for the log-start moves it started before the next
+/// fetch (which reports them).
+const START_REPORT_WAIT: Duration = Duration::from_millis(50);
 /// Bound on any one exchange with the leader (its long poll included).
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed connection or exchange.
@@ -462,6 +465,7 @@ async fn fetch_once(
         }
     }
     let mut waits = Vec::new();
+    let mut starts = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
         for p in t.partitions {
@@ -496,7 +500,13 @@ async fn fetch_once(
             };
             let Some(records) = p.records.filter(|r| !r.is_empty()) else {
                 if p.log_start_offset > log.log_start_offset() {
-                    follow_log_start(f, &log, &topic, p.partition_index, p.log_start_offset);
+                    starts.extend(follow_log_start(
+                        f,
+                        &log,
+                        &topic,
+                        p.partition_index,
+                        p.log_start_offset,
+                    ));
                 }
                 continue;
             };
@@ -545,7 +555,13 @@ async fn fetch_once(
                     // after the append, as Kafka's follower: a log just restarted at the
                     // base of the leader's first batch moves up to the leader's start now
                     if p.log_start_offset > log.log_start_offset() {
-                        follow_log_start(f, &log, &topic, p.partition_index, p.log_start_offset);
+                        starts.extend(follow_log_start(
+                            f,
+                            &log,
+                            &topic,
+                            p.partition_index,
+                            p.log_start_offset,
+                        ));
                     }
                     waits.push((log, info.last_offset));
                 }
@@ -568,6 +584,19 @@ async fn fetch_once(
     for (log, last) in waits {
         log.wait_durable(last).await?;
     }
+    // a moved start usually syncs in a few ms: the next fetch then reports it (the
+    // leader's DeleteRecords waits for that); a slow one is reported by a later fetch
+    let until = Instant::now() + START_REPORT_WAIT;
+    for h in starts {
+        let left = until.saturating_duration_since(Instant::now());
+        future::or(
+            async {
+                h.await;
+            },
+            glommio::timer::sleep(left),
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -582,13 +611,13 @@ fn follow_log_start(
     topic: &str,
     partition: i32,
     leader_start: i64,
-) {
+) -> Option<glommio::task::JoinHandle<()>> {
     let key = (topic.to_string(), partition);
     {
         let mut moving = f.moving_starts.borrow_mut();
         if let Some(want) = moving.get_mut(&key) {
             *want = (*want).max(leader_start);
-            return;
+            return None;
         }
         moving.insert(key.clone(), leader_start);
     }
@@ -614,7 +643,8 @@ fn follow_log_start(
             }
         }
     })
-    .detach();
+    .detach()
+    .into()
 }
 
 /// An append refused with UnexpectedAppendOffset because the log is empty at `expected`

@@ -114,6 +114,7 @@ async fn handle(
             || now >= deadline
             || plan.parts.is_empty()
             || conn.is_closed()
+            || (replica >= 0 && ctx.fetch_sessions.borrow().log_start_news(&plan, &results))
         {
             break;
         }

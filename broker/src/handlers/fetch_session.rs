@@ -247,6 +247,24 @@ impl FetchSessions {
         })
     }
 
+    /// A partition of the plan's session whose log start moved since the session last
+    /// reported it: a follower's long poll answers that at once, so the follower moves
+    /// its own start and the leader's DeleteRecords, waiting for it, completes. Told once
+    /// (`record` notes it), so a follower slow to follow does not make every poll return.
+    pub(crate) fn log_start_news(&self, plan: &Plan, results: &[FetchPartResult]) -> bool {
+        let Some(s) = self.sessions.get(&plan.session_id) else {
+            return false;
+        };
+        plan.parts.iter().zip(results).any(|(p, r)| {
+            r.error == 0
+                && s.parts
+                    .get(&(p.topic.clone(), p.partition))
+                    .is_some_and(|sp| {
+                        sp.last_log_start >= 0 && sp.last_log_start != r.log_start_offset
+                    })
+        })
+    }
+
     /// Records what was sent; for incremental sessions, says which results to include.
     /// Partitions that returned records move to the end of the session's order.
     pub(crate) fn record(&mut self, plan: &Plan, results: &[FetchPartResult]) -> Vec<bool> {
@@ -332,6 +350,26 @@ mod tests {
         );
         let legacy = s.resolve(&req(0, -1, &[(0, 3)]), 12, 1).unwrap(); // ok: test
         assert_eq!(legacy.session_id, 0);
+    }
+
+    /// A moved log start is news once: the poll that sees it answers at once, the ones
+    /// after (the follower not yet moved) wait as usual.
+    #[test]
+    fn a_moved_log_start_is_news_until_reported() {
+        let mut s = FetchSessions::default();
+        let plan = s.resolve(&req(0, 0, &[(0, 0)]), 12, 1).unwrap(); // ok: test
+        let r = |start| FetchPartResult {
+            log_start_offset: start,
+            ..Default::default()
+        };
+        assert!(!s.log_start_news(&plan, &[r(0)]), "never reported: nothing to compare");
+        s.record(&plan, &[r(0)]);
+        assert!(!s.log_start_news(&plan, &[r(0)]));
+        assert!(s.log_start_news(&plan, &[r(7)]));
+        assert_eq!(s.record(&plan, &[r(7)]), vec![true]);
+        assert!(!s.log_start_news(&plan, &[r(7)]));
+        let sessionless = s.resolve(&req(0, -1, &[(0, 0)]), 12, 1).unwrap(); // ok: test
+        assert!(!s.log_start_news(&sessionless, &[r(9)]));
     }
 
     /// As Kafka's cached partitions: an incremental request that does not name a

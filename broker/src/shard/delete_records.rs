@@ -50,6 +50,7 @@ impl ShardCtx {
             }
         }
         let mut waiting = Vec::with_capacity(moves.len());
+        let moved_any = !moves.is_empty();
         for (i, log, to, task) in moves {
             match task.await {
                 Ok(_) => {
@@ -64,6 +65,11 @@ impl ShardCtx {
                 }
                 Err(e) => out[i].0 = storage_error_code(&e),
             }
+        }
+        if moved_any {
+            // followers' long polls return with the new start at once (not after their
+            // wait), so they follow it and report theirs in the next fetch
+            self.leaders.appended.notify();
         }
         loop {
             // created before the check: a follower's report between the two still wakes it

@@ -201,22 +201,41 @@ impl ShardCtx {
         replica: i32,
     ) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+        // a follower also wants a log start that moved while it waits (DeleteRecords
+        // waits for it to follow): the starts as the wait began
+        let starts: Vec<i64> = if replica >= 0 {
+            self.with_logs(|log| {
+                parts
+                    .iter()
+                    .map(|(t, p, _)| log(t, *p).map_or(-1, |l| l.log_start_offset()))
+                    .collect()
+            })
+        } else {
+            Vec::new()
+        };
         loop {
             let ready = self.with_logs(|log| {
                 self.with_high_watermarks(|high_watermark| {
                     parts
                         .iter()
-                        .any(|(topic, partition, offset)| match log(topic, *partition) {
-                            Some(log) => {
-                                let end = if replica >= 0 {
-                                    log.log_end_offset()
-                                } else {
-                                    high_watermark(topic, *partition, &log)
-                                };
-                                end > *offset || *offset < log.log_start_offset()
-                            }
-                            None => true,
-                        })
+                        .enumerate()
+                        .any(
+                            |(i, (topic, partition, offset))| match log(topic, *partition) {
+                                Some(log) => {
+                                    let end = if replica >= 0 {
+                                        log.log_end_offset()
+                                    } else {
+                                        high_watermark(topic, *partition, &log)
+                                    };
+                                    end > *offset
+                                        || *offset < log.log_start_offset()
+                                        || starts
+                                            .get(i)
+                                            .is_some_and(|s| log.log_start_offset() > *s)
+                                }
+                                None => true,
+                            },
+                        )
                 })
             });
             let now = std::time::Instant::now();
