@@ -44,6 +44,8 @@ const FETCH_WAIT_MS: i32 = 500;
 /// How long a fetch round waits for the log-start moves it started before the next
 /// fetch (which reports them).
 const START_REPORT_WAIT: Duration = Duration::from_millis(50);
+/// A log-start move that failed is tried again after this.
+const START_RETRY: Duration = Duration::from_secs(1);
 /// Bound on any one exchange with the leader (its long poll included).
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed connection or exchange.
@@ -542,8 +544,8 @@ async fn fetch_once(
                     // whole: restart at the batch's base and take it, as Kafka's follower
                     // does (the leader's start comes back with the next answer)
                     tracing::info!(%topic, partition = p.partition_index, from = expected, to = got, "restarting an empty log at the base of the leader's first batch");
-                    match log.truncate_fully_and_start_at(got).await {
-                        Ok(_) => log.append_replicated(records),
+                    match restart_for_batch(&log, &records, got).await {
+                        Ok(()) => log.append_replicated(records),
                         Err(e) => Err(e),
                     }
                 }
@@ -581,12 +583,16 @@ async fn fetch_once(
             }
         }
     }
+    let appended_any = !waits.is_empty();
     for (log, last) in waits {
         log.wait_durable(last).await?;
     }
     // a moved start usually syncs in a few ms: the next fetch then reports it (the
-    // leader's DeleteRecords waits for that); a slow one is reported by a later fetch
+    // leader's DeleteRecords waits for that); a slow one is reported by a later fetch.
+    // Not while records flow: the next poll returns soon anyway, and acks=all waits
+    // for this follower's fetches.
     let until = Instant::now() + START_REPORT_WAIT;
+    let starts = if appended_any { Vec::new() } else { starts };
     for h in starts {
         let left = until.saturating_duration_since(Instant::now());
         future::or(
@@ -631,9 +637,16 @@ fn follow_log_start(
             let to = want.min(log.log_end_offset());
             if to > log.log_start_offset() {
                 if let Err(e) = log.advance_log_start(to).await {
-                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot follow the leader's log start");
-                    moving.borrow_mut().remove(&key);
-                    return;
+                    // the leader may not send this start again (it told it once): retry
+                    // until the log goes away
+                    let gone = matches!(e, StorageError::Closed);
+                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, gone, "cannot follow the leader's log start");
+                    if gone {
+                        moving.borrow_mut().remove(&key);
+                        return;
+                    }
+                    glommio::timer::sleep(START_RETRY).await;
+                    continue;
                 }
             }
             let mut m = moving.borrow_mut();
@@ -645,6 +658,21 @@ fn follow_log_start(
     })
     .detach()
     .into()
+}
+
+/// Empties the log and restarts it at `at` (the base of `records`' first batch), with
+/// its producer state built again for a transactional or idempotent batch: the restart
+/// drops the state, and the append refuses such a batch without it.
+async fn restart_for_batch(
+    log: &PartitionLog,
+    records: &[u8],
+    at: i64,
+) -> Result<(), StorageError> {
+    log.truncate_fully_and_start_at(at).await?;
+    if log.needs_producer_state(records) {
+        log.load_producer_state().await?;
+    }
+    Ok(())
 }
 
 /// An append refused with UnexpectedAppendOffset because the log is empty at `expected`

@@ -14,6 +14,9 @@ pub(crate) struct Tp {
     pub(crate) partition: i32,
 }
 
+/// A long poll's partition: (topic, partition, offset seen, log start seen).
+pub(crate) type WaitPart = (std::sync::Arc<str>, i32, i64, i64);
+
 /// A partition to read; its topic is shared by every partition of it in the request.
 #[derive(Debug, Clone)]
 pub(crate) struct FetchPart {
@@ -131,8 +134,7 @@ pub(crate) enum ShardRequest {
     /// Resolve once any partition has data past its offset (for a follower: durable data;
     /// for a consumer: below the high watermark), or after `wait_ms`.
     WaitData {
-        /// (topic, partition, offset seen)
-        parts: Vec<(std::sync::Arc<str>, i32, i64)>,
+        parts: Vec<WaitPart>,
         wait_ms: u64,
         replica: i32,
     },

@@ -2,8 +2,8 @@
 //! replica's log start has passed the offset (Kafka's low watermark), each follower keeps
 //! that start on its disk, and after the leader is killed (`kill -9`) the new leader still
 //! starts there: deleted records never come back through a failover. A replica that was
-//! down while the start moved past its log end, into the middle of a batch, catches up
-//! and rejoins the ISR.
+//! down while the start moved past its log end, into the middle of a (transactional)
+//! batch, catches up and rejoins the ISR.
 
 mod common;
 
@@ -161,11 +161,20 @@ fn a_replica_behind_a_log_start_inside_a_batch_catches_up() -> Result<()> {
     })?;
     let follower = *all.iter().find(|&&i| i != leader).context("no follower")?;
     let others: Vec<u32> = all.iter().copied().filter(|&i| i != follower).collect();
-    // batches of 10 records: offsets [0, 10), [10, 20), ...
+    // transactional batches of 10 records (a replica must build the producer state to
+    // take them): offsets [0, 10), [10, 20), ...
     let mut c = RawClient::connect(cluster.kafka_addr(leader))?;
     c.negotiate()?;
-    let send_batches = |c: &mut RawClient, n: usize| -> Result<()> {
-        use sluice_proto::batch::{build_batch, SimpleRecord};
+    let init = c.call(
+        4,
+        &kafka_protocol::messages::InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(600_000),
+    )?;
+    ensure!(init.error_code == 0, "InitProducerId: {}", init.error_code);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let mut sequence = 0;
+    let mut send_batches = |c: &mut RawClient, n: usize| -> Result<()> {
+        use sluice_proto::batch::{build_batch, set_transactional_producer, SimpleRecord};
         let value = [7u8; 100];
         let recs: Vec<SimpleRecord<'_>> = (0..10)
             .map(|_| SimpleRecord {
@@ -176,7 +185,10 @@ fn a_replica_behind_a_log_start_inside_a_batch_catches_up() -> Result<()> {
             })
             .collect();
         for _ in 0..n {
-            let (code, _) = common::kafka::produce(c, T, build_batch(0, &recs))?;
+            let mut batch = build_batch(0, &recs).to_vec();
+            set_transactional_producer(&mut batch, pid, epoch, sequence);
+            sequence += 10;
+            let (code, _) = common::kafka::produce(c, T, batch.into())?;
             ensure!(code == 0, "produce: error {code}");
         }
         Ok(())

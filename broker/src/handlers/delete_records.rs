@@ -29,8 +29,8 @@ use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ShardRequest, ShardResponse, Tp};
 
-/// The shard answers this long before `request.deadline.ms`, so its REQUEST_TIMED_OUT
-/// carries the low watermark reached.
+/// The shard answers this long (at most a quarter of it) before `request.deadline.ms`,
+/// so its REQUEST_TIMED_OUT carries the low watermark reached.
 const DEADLINE_MARGIN_MS: i64 = 1000;
 
 pub(crate) async fn delete_records(
@@ -41,10 +41,8 @@ pub(crate) async fn delete_records(
 ) -> DeleteRecordsResponse {
     // answered by the shard before the connection's own bound answers for it (and never
     // left waiting past it on another shard)
-    let deadline_ms = ctx
-        .config
-        .int("request.deadline.ms")
-        .saturating_sub(DEADLINE_MARGIN_MS);
+    let deadline_ms = ctx.config.int("request.deadline.ms");
+    let deadline_ms = deadline_ms - DEADLINE_MARGIN_MS.min(deadline_ms / 4);
     let timeout_ms = i64::from(req.timeout_ms).clamp(0, deadline_ms.max(0));
     let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
     let mut topics: Vec<DeleteRecordsTopicResult> = Vec::new();

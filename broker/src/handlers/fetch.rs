@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -24,13 +23,13 @@ use kafka_protocol::ResponseError;
 use sluice_proto::request::{decode_body, RequestFrame};
 
 use super::fetch_encode::{down_convert, encode, TopicOut};
-use super::fetch_session::Plan;
+use super::fetch_session::{FetchSessions, Plan};
 use super::{legacy, Dispatch, Response};
 use crate::connection::Conn;
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::{check_leader_epoch_in, ShardCtx};
-use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse};
+use crate::shard_msg::{FetchPart, FetchPartResult, ShardRequest, ShardResponse, WaitPart};
 use futures_lite::future;
 
 pub(crate) fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Rc<Conn>) -> Dispatch {
@@ -114,7 +113,7 @@ async fn handle(
             || now >= deadline
             || plan.parts.is_empty()
             || conn.is_closed()
-            || (replica >= 0 && ctx.fetch_sessions.borrow().log_start_news(&plan, &results))
+            || (replica >= 0 && FetchSessions::log_start_news(&plan, &results))
         {
             break;
         }
@@ -245,7 +244,7 @@ async fn wait_any(
     wait: Duration,
     replica: i32,
 ) {
-    let mut by_shard: BTreeMap<usize, Vec<(Arc<str>, i32, i64)>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<usize, Vec<WaitPart>> = BTreeMap::new();
     {
         let image = ctx.image.borrow();
         let mut last = None;
@@ -256,6 +255,7 @@ async fn wait_any(
                     p.topic.clone(),
                     p.partition,
                     p.fetch_offset.max(r.high_watermark),
+                    r.log_start_offset,
                 ));
             }
         }

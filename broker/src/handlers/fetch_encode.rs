@@ -387,6 +387,7 @@ mod tests {
             max_bytes: max,
             epoch: -1,
             log_start: -1,
+            told_log_start: -1,
         }
     }
 

@@ -64,6 +64,8 @@ pub(crate) struct PlanPart {
     pub(crate) epoch: i32,
     /// A follower's log start (Fetch v5+; -1 from consumers): DeleteRecords waits for it.
     pub(crate) log_start: i64,
+    /// The partition's log start the session last told (-1: none, or no session).
+    pub(crate) told_log_start: i64,
 }
 
 /// What to read for one request.
@@ -87,6 +89,7 @@ fn request_parts(req: &FetchRequest) -> Vec<PlanPart> {
             max_bytes: p.partition_max_bytes,
             epoch: p.current_leader_epoch,
             log_start: p.log_start_offset,
+            told_log_start: -1,
         }));
     }
     out
@@ -237,6 +240,7 @@ impl FetchSessions {
                     max_bytes: sp.max_bytes,
                     epoch: sp.epoch,
                     log_start: sp.log_start,
+                    told_log_start: sp.last_log_start,
                 })
             })
             .collect();
@@ -247,21 +251,13 @@ impl FetchSessions {
         })
     }
 
-    /// A partition of the plan's session whose log start moved since the session last
-    /// reported it: a follower's long poll answers that at once, so the follower moves
+    /// A partition of the plan's incremental session whose log start moved since the
+    /// session last reported it (as the plan was resolved): a follower's long poll answers that at once, so the follower moves
     /// its own start and the leader's DeleteRecords, waiting for it, completes. Told once
     /// (`record` notes it), so a follower slow to follow does not make every poll return.
-    pub(crate) fn log_start_news(&self, plan: &Plan, results: &[FetchPartResult]) -> bool {
-        let Some(s) = self.sessions.get(&plan.session_id) else {
-            return false;
-        };
+    pub(crate) fn log_start_news(plan: &Plan, results: &[FetchPartResult]) -> bool {
         plan.parts.iter().zip(results).any(|(p, r)| {
-            r.error == 0
-                && s.parts
-                    .get(&(p.topic.clone(), p.partition))
-                    .is_some_and(|sp| {
-                        sp.last_log_start >= 0 && sp.last_log_start != r.log_start_offset
-                    })
+            r.error == 0 && p.told_log_start >= 0 && p.told_log_start != r.log_start_offset
         })
     }
 
@@ -362,14 +358,17 @@ mod tests {
             log_start_offset: start,
             ..Default::default()
         };
-        assert!(!s.log_start_news(&plan, &[r(0)]), "never reported: nothing to compare");
+        let news = FetchSessions::log_start_news;
+        assert!(!news(&plan, &[r(7)]), "never told: nothing to compare");
         s.record(&plan, &[r(0)]);
-        assert!(!s.log_start_news(&plan, &[r(0)]));
-        assert!(s.log_start_news(&plan, &[r(7)]));
-        assert_eq!(s.record(&plan, &[r(7)]), vec![true]);
-        assert!(!s.log_start_news(&plan, &[r(7)]));
+        let inc = s.resolve(&req(plan.session_id, 1, &[]), 12, 1).unwrap(); // ok: test
+        assert!(!news(&inc, &[r(0)]));
+        assert!(news(&inc, &[r(7)]));
+        assert_eq!(s.record(&inc, &[r(7)]), vec![true]);
+        let next = s.resolve(&req(plan.session_id, 2, &[]), 12, 1).unwrap(); // ok: test
+        assert!(!news(&next, &[r(7)]), "told once");
         let sessionless = s.resolve(&req(0, -1, &[(0, 0)]), 12, 1).unwrap(); // ok: test
-        assert!(!s.log_start_news(&sessionless, &[r(9)]));
+        assert!(!news(&sessionless, &[r(9)]));
     }
 
     /// As Kafka's cached partitions: an incremental request that does not name a

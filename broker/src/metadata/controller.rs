@@ -414,9 +414,10 @@ impl ControllerLogic {
 
     /// A tick more than half a session (and three raft ticks) after the previous one
     /// means this controller did not run meanwhile (a stopped or starved process): the brokers' heartbeats may be
-    /// waiting unread in its sockets, so every session is credited the gap instead of all
-    /// of them expiring at once, which would fence every broker and shrink every ISR (a
-    /// broker that really died is fenced at most that gap later).
+    /// waiting unread in its sockets, so every session is credited the gap beyond that
+    /// bound instead of all of them expiring at once, which would fence every broker and
+    /// shrink every ISR (a broker that really died is fenced at most that much later, and
+    /// still fenced when every tick comes late).
     fn credit_own_stall(&mut self, now: Instant) {
         let gap = self
             .last_tick
@@ -424,15 +425,20 @@ impl ControllerLogic {
         self.last_tick = Some(now);
         // ticks come every controller.quorum.tick.ms: a few of those is no stall
         let tick = Duration::from_millis(self.config.int("controller.quorum.tick.ms") as u64);
-        if gap <= (self.session_timeout / 2).max(tick * 3) {
+        let threshold = (self.session_timeout / 2).max(tick * 3);
+        if gap <= threshold {
             return;
         }
+        // only the excess: a silent broker's age still grows by the threshold per late
+        // tick, so one that died is fenced even if every tick comes late
+        let credit = gap - threshold;
         tracing::warn!(
             gap_ms = gap.as_millis() as u64,
+            credit_ms = credit.as_millis() as u64,
             "the active controller did not run for a while: broker sessions are credited the gap"
         );
         for t in self.last_heartbeat.values_mut() {
-            *t = (*t + gap).min(now);
+            *t = (*t + credit).min(now);
         }
     }
 

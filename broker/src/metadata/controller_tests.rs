@@ -388,27 +388,38 @@ fn a_controller_that_did_not_run_credits_sessions_instead_of_fencing_everyone() 
     let resumed = start + Duration::from_secs(5);
     logic.tick(&mut image, 101, resumed, 3);
     assert_eq!(fenced(&image), Vec::<i32>::new());
-    // brokers 1 and 2 heartbeat after the resume; 3 stays silent and is fenced a session on
-    let after = resumed + Duration::from_millis(600);
+    // the controller runs again, ticks closer together than half a session; brokers 1
+    // and 2 heartbeat, 3 stays silent: its session (credited the gap beyond half a
+    // session, so half a session is left) ends 500 ms after the resume
+    let ms = |m: u64| resumed + Duration::from_millis(m);
     for id in [1, 2] {
-        let hb = heartbeat(id);
-        logic.decide(&mut image, 102, MetadataOp::Heartbeat(hb), after);
-    }
-    // the controller runs again: ticks closer together than half a session
-    for (i, ms) in [200u64, 400, 600].into_iter().enumerate() {
-        logic.tick(
+        logic.decide(
             &mut image,
-            103 + i as u64,
-            resumed + Duration::from_millis(ms),
-            3,
+            102,
+            MetadataOp::Heartbeat(heartbeat(id)),
+            ms(100),
         );
+    }
+    for (i, m) in [100u64, 200, 300, 400].into_iter().enumerate() {
+        logic.tick(&mut image, 103 + i as u64, ms(m), 3);
     }
     assert_eq!(
         fenced(&image),
         Vec::<i32>::new(),
         "a session is not over yet"
     );
-    logic.tick(&mut image, 110, resumed + Duration::from_millis(800), 3);
-    logic.tick(&mut image, 111, resumed + Duration::from_millis(1100), 3);
+    logic.tick(&mut image, 110, ms(600), 3);
     assert_eq!(fenced(&image), vec![3]);
+
+    // when every tick comes late, a silent broker still ages half a session per tick
+    let mut image = MetadataImage::default();
+    let mut config = BrokerConfig::default();
+    config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
+    let mut logic = ControllerLogic::new(config, &image, start);
+    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    logic.tick(&mut image, 200, start, 3);
+    for k in 1..=4u64 {
+        logic.tick(&mut image, 200 + k, start + Duration::from_secs(2 * k), 3);
+    }
+    assert_eq!(fenced(&image), vec![1, 2, 3]);
 }

@@ -1,7 +1,6 @@
 //! The fetch path of a shard: reads of the partitions it owns (cold reads concurrently),
 //! long polls waiting for data, and ListOffsets.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -10,7 +9,7 @@ use sluice_storage::PartitionLog;
 
 use super::ShardCtx;
 use crate::errors::{code, storage_error_code};
-use crate::shard_msg::{FetchPart, FetchPartResult, OffsetAnswer, Tp};
+use crate::shard_msg::{FetchPart, FetchPartResult, OffsetAnswer, Tp, WaitPart};
 use kafka_protocol::ResponseError;
 
 impl ShardCtx {
@@ -194,48 +193,28 @@ impl ShardCtx {
 
     /// Returns when any partition has data past its offset (for a follower: appended, for
     /// a consumer: below the high watermark), or after `wait_ms`.
-    pub(super) async fn wait_data(
-        &self,
-        parts: &[(Arc<str>, i32, i64)],
-        wait_ms: u64,
-        replica: i32,
-    ) {
+    pub(super) async fn wait_data(&self, parts: &[WaitPart], wait_ms: u64, replica: i32) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
-        // a follower also wants a log start that moved while it waits (DeleteRecords
-        // waits for it to follow): the starts as the wait began
-        let starts: Vec<i64> = if replica >= 0 {
-            self.with_logs(|log| {
-                parts
-                    .iter()
-                    .map(|(t, p, _)| log(t, *p).map_or(-1, |l| l.log_start_offset()))
-                    .collect()
-            })
-        } else {
-            Vec::new()
-        };
         loop {
             let ready = self.with_logs(|log| {
                 self.with_high_watermarks(|high_watermark| {
-                    parts
-                        .iter()
-                        .enumerate()
-                        .any(
-                            |(i, (topic, partition, offset))| match log(topic, *partition) {
-                                Some(log) => {
-                                    let end = if replica >= 0 {
-                                        log.log_end_offset()
-                                    } else {
-                                        high_watermark(topic, *partition, &log)
-                                    };
-                                    end > *offset
-                                        || *offset < log.log_start_offset()
-                                        || starts
-                                            .get(i)
-                                            .is_some_and(|s| log.log_start_offset() > *s)
-                                }
-                                None => true,
-                            },
-                        )
+                    parts.iter().any(|(topic, partition, offset, start)| {
+                        match log(topic, *partition) {
+                            Some(log) => {
+                                let end = if replica >= 0 {
+                                    log.log_end_offset()
+                                } else {
+                                    high_watermark(topic, *partition, &log)
+                                };
+                                // a follower also wants a log start that moved since its
+                                // fetch read (DeleteRecords waits for it to follow)
+                                end > *offset
+                                    || *offset < log.log_start_offset()
+                                    || (replica >= 0 && log.log_start_offset() > *start)
+                            }
+                            None => true,
+                        }
+                    })
                 })
             });
             let now = std::time::Instant::now();
