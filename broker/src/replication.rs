@@ -501,15 +501,14 @@ async fn fetch_once(
                 continue;
             };
             let Some(records) = p.records.filter(|r| !r.is_empty()) else {
-                if p.log_start_offset > log.log_start_offset() {
-                    starts.extend(follow_log_start(
-                        f,
-                        &log,
-                        &topic,
-                        p.partition_index,
-                        p.log_start_offset,
-                    ));
-                }
+                let leader_start = p.log_start_offset;
+                starts.extend(follow_log_start(
+                    f,
+                    &log,
+                    &topic,
+                    p.partition_index,
+                    leader_start,
+                ));
                 continue;
             };
             // idempotent or transactional batches replay into the producer state: build it
@@ -556,15 +555,14 @@ async fn fetch_once(
                     ctx.metrics.replicated_in(&topic, bytes);
                     // after the append, as Kafka's follower: a log just restarted at the
                     // base of the leader's first batch moves up to the leader's start now
-                    if p.log_start_offset > log.log_start_offset() {
-                        starts.extend(follow_log_start(
-                            f,
-                            &log,
-                            &topic,
-                            p.partition_index,
-                            p.log_start_offset,
-                        ));
-                    }
+                    let leader_start = p.log_start_offset;
+                    starts.extend(follow_log_start(
+                        f,
+                        &log,
+                        &topic,
+                        p.partition_index,
+                        leader_start,
+                    ));
                     waits.push((log, info.last_offset));
                 }
                 Err(e) => {
@@ -607,7 +605,7 @@ async fn fetch_once(
 }
 
 /// Moves `log`'s start toward the leader's (`leader_start`, after DeleteRecords or the
-/// leader's retention) as far as the log reaches, as Kafka's follower does: in a task of
+/// leader's retention; nothing if it is not past the log's) as far as the log reaches, as Kafka's follower does: in a task of
 /// its own, so the fetch loop never waits for the file sync, one at a time per partition
 /// (a start the leader sends meanwhile is taken by the same task next). The next fetch
 /// reports the start the log then has.
@@ -618,6 +616,9 @@ fn follow_log_start(
     partition: i32,
     leader_start: i64,
 ) -> Option<glommio::task::JoinHandle<()>> {
+    if leader_start <= log.log_start_offset() {
+        return None;
+    }
     let key = (topic.to_string(), partition);
     {
         let mut moving = f.moving_starts.borrow_mut();

@@ -902,6 +902,14 @@ fn serve_starts_the_broker_like_no_command() -> Result<()> {
     Ok(())
 }
 
+/// The whitespace-separated words of each line of a table.
+fn words(table: &str) -> Vec<Vec<&str>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
 /// `topic delete-records`: each named partition's low watermark moves (-1: to the high
 /// watermark), JSON and table output, and the errors by their Kafka names; `topic
 /// offsets` shows the earliest and latest offsets after it.
@@ -943,10 +951,7 @@ fn topic_delete_records_moves_low_watermarks() -> Result<()> {
         "{out}"
     );
     let table = ok(&b, &["topic", "delete-records", "cli-dr", "--before", "-1"])?.stdout;
-    let rows: Vec<Vec<&str>> = table
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows = words(&table);
     ensure!(
         rows == [
             vec!["TOPIC", "PARTITION", "LOW-WATERMARK"],
@@ -967,10 +972,7 @@ fn topic_delete_records_moves_low_watermarks() -> Result<()> {
         "{offsets}"
     );
     let table = ok(&b, &["topic", "offsets", "cli-dr", "--partition", "0"])?.stdout;
-    let rows: Vec<Vec<&str>> = table
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows = words(&table);
     ensure!(
         rows == [
             vec!["TOPIC", "PARTITION", "EARLIEST", "LATEST"],

@@ -32,6 +32,15 @@ async fn fill(log: &PartitionLog) {
     append_durable(log, 60, 2, 100).await;
 }
 
+/// A shard without a background cleaner, and the log at `path` under `policy`.
+async fn open(path: &std::path::Path, policy: &str) -> (std::rc::Rc<ShardStorage>, PartitionLog) {
+    let shard = ShardStorage::start(quiet_shard());
+    let log = PartitionLog::open(&shard, path.to_path_buf(), cfg(policy))
+        .await
+        .unwrap();
+    (shard, log)
+}
+
 /// Stops as a crash would (no close, no clean-shutdown marker) and opens the log again.
 async fn reopen_unclean(
     shard: std::rc::Rc<ShardStorage>,
@@ -40,11 +49,7 @@ async fn reopen_unclean(
 ) -> (std::rc::Rc<ShardStorage>, PartitionLog) {
     drop(log);
     shard.shutdown().await.unwrap();
-    let shard = ShardStorage::start(quiet_shard());
-    let log = PartitionLog::open(&shard, path.to_path_buf(), cfg("delete"))
-        .await
-        .unwrap();
-    (shard, log)
+    open(path, "delete").await
 }
 
 fn segment_files(dir: &std::path::Path) -> usize {
@@ -69,10 +74,7 @@ fn reads_below_a_moved_log_start_are_out_of_range_and_it_survives_reopen() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path.clone(), cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = open(&path, "delete").await;
         fill(&log).await;
         let files = segment_files(&path);
         assert!(files >= 4, "{files} segments");
@@ -142,10 +144,7 @@ fn a_compacted_log_loses_only_the_segments_below_its_start() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path.clone(), cfg("compact"))
-            .await
-            .unwrap();
+        let (shard, log) = open(&path, "compact").await;
         fill(&log).await;
         let files = segment_files(&path);
         log.enforce_retention(i64::MAX / 2).await.unwrap();
@@ -171,10 +170,7 @@ fn a_truncation_below_the_log_start_brings_it_down() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path.clone(), cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = open(&path, "delete").await;
         fill(&log).await;
         log.advance_log_start(80).await.unwrap();
         // a follower cut back below its start empties the log and restarts it there
@@ -208,10 +204,7 @@ fn an_open_transaction_below_the_log_start_holds_back_only_what_is_readable() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path, cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = open(&path, "delete").await;
         // producer 7's transaction opens at 0 and stays open
         log.append(common::txn::tx_batch(7, 0, 0, &[1, 2], true), 5000)
             .unwrap();
@@ -231,10 +224,7 @@ fn a_cut_inside_the_batch_holding_the_log_start_lowers_it_for_good() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let shard = ShardStorage::start(quiet_shard());
-        let log = PartitionLog::open(&shard, path.clone(), cfg("delete"))
-            .await
-            .unwrap();
+        let (shard, log) = open(&path, "delete").await;
         // batches of 3: ..., [51, 53], [54, 56]
         append_durable(&log, 19, 3, 10).await;
         log.advance_log_start(52).await.unwrap();
