@@ -500,15 +500,12 @@ async fn fetch_once(
             let Some(log) = ctx.log(&topic, p.partition_index) else {
                 continue;
             };
+            // the leader's log start, followed once this answer's records are in
+            let (partition, leader_start) = (p.partition_index, p.log_start_offset);
+            let follow =
+                |log: &PartitionLog| follow_log_start(f, log, &topic, partition, leader_start);
             let Some(records) = p.records.filter(|r| !r.is_empty()) else {
-                let leader_start = p.log_start_offset;
-                starts.extend(follow_log_start(
-                    f,
-                    &log,
-                    &topic,
-                    p.partition_index,
-                    leader_start,
-                ));
+                starts.extend(follow(&log));
                 continue;
             };
             // idempotent or transactional batches replay into the producer state: build it
@@ -555,14 +552,7 @@ async fn fetch_once(
                     ctx.metrics.replicated_in(&topic, bytes);
                     // after the append, as Kafka's follower: a log just restarted at the
                     // base of the leader's first batch moves up to the leader's start now
-                    let leader_start = p.log_start_offset;
-                    starts.extend(follow_log_start(
-                        f,
-                        &log,
-                        &topic,
-                        p.partition_index,
-                        leader_start,
-                    ));
+                    starts.extend(follow(&log));
                     waits.push((log, info.last_offset));
                 }
                 Err(e) => {

@@ -93,6 +93,26 @@ pub(crate) struct OffsetAnswer {
 /// (topic index, partition index), and what the owner gets.
 pub(crate) type ByShard<T> = std::collections::BTreeMap<usize, (Vec<(usize, usize)>, Vec<T>)>;
 
+/// Adds partition `partition` of `topic`, answered at `slot`, to what `shard` gets.
+pub(crate) fn add_routed<T>(
+    by_shard: &mut ByShard<(Tp, T)>,
+    shard: usize,
+    slot: (usize, usize),
+    topic: &str,
+    partition: i32,
+    value: T,
+) {
+    let e = by_shard.entry(shard).or_default();
+    e.0.push(slot);
+    e.1.push((
+        Tp {
+            topic: topic.into(),
+            partition,
+        },
+        value,
+    ));
+}
+
 /// A request to the shard that owns the data.
 #[derive(Debug)]
 pub(crate) enum ShardRequest {

@@ -38,7 +38,8 @@ fn decode(b: &[u8]) -> Result<i64, String> {
     }
 }
 
-/// The log start the file holds (blocking); None if there is none or it is unusable.
+/// The log start the file holds; None if there is none or it is unusable. Blocking: run
+/// only on a blocking helper (the open's survey, `recovery.rs`).
 pub(crate) fn load(dir: &Path) -> std::io::Result<Option<i64>> {
     match std::fs::read(dir.join(FILE)) {
         Ok(b) => Ok(decode(&b)
@@ -73,11 +74,11 @@ mod tests {
         assert!(decode(b"0\nfive\n").is_err());
         assert!(decode(b"0\n5\n6\n").is_err());
         assert!(decode(&[0xff, 0xfe]).is_err());
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(dir.path()).unwrap(), None);
-        std::fs::write(dir.path().join(FILE), b"garbage").unwrap();
-        assert_eq!(load(dir.path()).unwrap(), None);
-        std::fs::write(dir.path().join(FILE), encode(77)).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), Some(77));
+        let dir = tempfile::tempdir().unwrap(); // ok: test
+        assert_eq!(load(dir.path()).unwrap(), None); // ok: test
+        std::fs::write(dir.path().join(FILE), b"garbage").unwrap(); // ok: test
+        assert_eq!(load(dir.path()).unwrap(), None); // ok: test
+        std::fs::write(dir.path().join(FILE), encode(77)).unwrap(); // ok: test
+        assert_eq!(load(dir.path()).unwrap(), Some(77)); // ok: test
     }
 }

@@ -27,7 +27,7 @@ use kafka_protocol::ResponseError;
 use crate::connection::Conn;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
-use crate::shard_msg::{ByShard, ShardRequest, ShardResponse, Tp};
+use crate::shard_msg::{add_routed, ByShard, ShardRequest, ShardResponse, Tp};
 
 /// The shard answers this long (at most a quarter of it) before `request.deadline.ms`,
 /// so its REQUEST_TIMED_OUT carries the low watermark reached.
@@ -92,15 +92,14 @@ pub(crate) async fn delete_records(
             }
             match ctx.route(&name, pr.partition_index) {
                 Ok(shard) => {
-                    let e = by_shard.entry(shard).or_default();
-                    e.0.push((ti, pi));
-                    e.1.push((
-                        Tp {
-                            topic: name.as_str().into(),
-                            partition: pr.partition_index,
-                        },
+                    add_routed(
+                        &mut by_shard,
+                        shard,
+                        (ti, pi),
+                        &name,
+                        pr.partition_index,
                         offsets[ti][pi],
-                    ));
+                    );
                 }
                 Err(e) => pr.error_code = e.code(),
             }

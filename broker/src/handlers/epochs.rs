@@ -15,7 +15,7 @@ use kafka_protocol::messages::OffsetForLeaderEpochRequest;
 use kafka_protocol::ResponseError;
 
 use crate::shard::ShardCtx;
-use crate::shard_msg::{ByShard, ShardRequest, ShardResponse, Tp};
+use crate::shard_msg::{add_routed, ByShard, ShardRequest, ShardResponse, Tp};
 
 pub(crate) async fn handle(
     ctx: Rc<ShardCtx>,
@@ -38,15 +38,14 @@ pub(crate) async fn handle(
             });
             match routed {
                 Ok(shard) => {
-                    let e = by_shard.entry(shard).or_default();
-                    e.0.push((ti, pi));
-                    e.1.push((
-                        Tp {
-                            topic: name.as_str().into(),
-                            partition: p.partition,
-                        },
+                    add_routed(
+                        &mut by_shard,
+                        shard,
+                        (ti, pi),
+                        &name,
+                        p.partition,
                         p.leader_epoch,
-                    ));
+                    );
                 }
                 Err(e) => pr.error_code = e.code(),
             }

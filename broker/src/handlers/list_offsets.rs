@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::legacy::OldStyleTopic;
 use crate::shard::ShardCtx;
-use crate::shard_msg::{ByShard, ShardRequest, ShardResponse, Tp};
+use crate::shard_msg::{add_routed, ByShard, ShardRequest, ShardResponse, Tp};
 
 pub(crate) async fn handle(
     ctx: Rc<ShardCtx>,
@@ -45,15 +45,14 @@ pub(crate) async fn handle(
                     .map(|()| shard)
             }) {
                 Ok(shard) => {
-                    let e = by_shard.entry(shard).or_default();
-                    e.0.push((ti, pi));
-                    e.1.push((
-                        Tp {
-                            topic: name.as_str().into(),
-                            partition: p.partition_index,
-                        },
+                    add_routed(
+                        &mut by_shard,
+                        shard,
+                        (ti, pi),
+                        &name,
+                        p.partition_index,
                         p.timestamp,
-                    ));
+                    );
                 }
                 Err(e) => pr.error_code = e.code(),
             }

@@ -18,6 +18,17 @@ fn heartbeat(id: i32) -> BrokerHeartbeat {
     }
 }
 
+/// Brokers 1-3 registered and unfenced at `start`, under 1 s sessions.
+fn three_brokers_1s_sessions() -> (MetadataImage, ControllerLogic, Instant) {
+    let mut config = BrokerConfig::default();
+    config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
+    let start = Instant::now();
+    let mut image = MetadataImage::default();
+    let mut logic = ControllerLogic::new(config, &image, start);
+    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    (image, logic, start)
+}
+
 fn brokers(image: &mut MetadataImage, logic: &mut ControllerLogic, ids: &[i32], rack: bool) {
     let now = Instant::now();
     for (i, id) in ids.iter().enumerate() {
@@ -194,12 +205,7 @@ fn racks_alternate_in_replica_lists() {
 
 #[test]
 fn expired_session_fences_and_moves_leaders_then_unfence_restores() {
-    let mut config = BrokerConfig::default();
-    config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
-    let start = Instant::now();
-    let mut image = MetadataImage::default();
-    let mut logic = ControllerLogic::new(config, &image, start);
-    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    let (mut image, mut logic, start) = three_brokers_1s_sessions();
     create(&mut image, &mut logic, "t", 3, 2);
     let before = image.topic("t").unwrap().parts.clone(); // ok: test
                                                           // 1 and 2 heartbeat, 3 goes silent
@@ -371,12 +377,7 @@ fn offsets_topic_waits_for_enough_brokers() {
 
 #[test]
 fn a_controller_that_did_not_run_credits_sessions_instead_of_fencing_everyone() {
-    let mut config = BrokerConfig::default();
-    config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
-    let start = Instant::now();
-    let mut image = MetadataImage::default();
-    let mut logic = ControllerLogic::new(config, &image, start);
-    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    let (mut image, mut logic, start) = three_brokers_1s_sessions();
     let fenced = |image: &MetadataImage| {
         [1, 2, 3]
             .into_iter()
@@ -412,11 +413,7 @@ fn a_controller_that_did_not_run_credits_sessions_instead_of_fencing_everyone() 
     assert_eq!(fenced(&image), vec![3]);
 
     // when every tick comes late, a silent broker still ages half a session per tick
-    let mut image = MetadataImage::default();
-    let mut config = BrokerConfig::default();
-    config.set("broker.session.timeout.ms", "1000").unwrap(); // ok: test
-    let mut logic = ControllerLogic::new(config, &image, start);
-    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    let (mut image, mut logic, start) = three_brokers_1s_sessions();
     logic.tick(&mut image, 200, start, 3);
     for k in 1..=4u64 {
         logic.tick(&mut image, 200 + k, start + Duration::from_secs(2 * k), 3);
