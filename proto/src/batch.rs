@@ -2,7 +2,8 @@
 //! assign a base offset in place, iterate concatenated batches, build / decode simple
 //! uncompressed batches, validate a client's batch (`batch/validate.rs`), build and read
 //! transaction markers (`batch/control.rs`), and, for the log cleaner, walk the records
-//! of a stored batch (compressed or not) and rebuild it with fewer records. Nothing here
+//! of a stored batch (compressed or not) and rebuild it with fewer records, and recompress
+//! a client's batch for a topic's `compression.type` (`batch/recompress.rs`). Nothing here
 //! panics on peer bytes: every length is bounds-checked.
 //!
 //! ```text
@@ -13,10 +14,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 mod control;
+mod recompress;
 mod validate;
 pub use control::{
     build_control_batch, end_txn_marker, EndTxnMarker, ATTR_CONTROL, ATTR_TRANSACTIONAL,
 };
+pub use recompress::recompress_batch;
 pub use validate::{
     validate_client_batch, validate_client_batch_with, validate_client_batch_within,
     ClientBatchRules,

@@ -92,6 +92,10 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: a log whose oldest uncleaned record is older than this is
     /// cleaned whatever its dirty ratio.
     pub max_compaction_lag_ms: i64,
+    /// `compression.type`: the codec `append` stores client batches in (0 none, 1 gzip,
+    /// 2 snappy, 3 lz4, 4 zstd; a batch in another codec is recompressed), or `None`
+    /// (`producer`): batches are stored as the producer compressed them.
+    pub compression: Option<u8>,
 }
 
 impl Default for LogConfig {
@@ -112,6 +116,7 @@ impl Default for LogConfig {
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            compression: None,
         }
     }
 }

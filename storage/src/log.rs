@@ -33,8 +33,8 @@ use crate::shard::ShardStorage;
 use crate::swap::CleanerHook;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{
-    set_base_offset, set_log_append_time, validate_client_batch_with, BatchIter, ClientBatchRules,
-    RecordBatchHeader,
+    recompress_batch, set_base_offset, set_log_append_time, validate_client_batch_with, BatchIter,
+    ClientBatchRules, RecordBatchHeader,
 };
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -150,7 +150,7 @@ impl PartitionLog {
     /// producer state built (`load_producer_state`; otherwise `ProducerStateNotLoaded`):
     /// an append never reads the log.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let (max, rules, stamp) = {
+        let (max, rules, stamp, codec) = {
             let st = self.inner.state();
             let stamp = leader_stamp(&st, now_ms)?;
             let c = st.config();
@@ -165,7 +165,7 @@ impl PartitionLog {
                 },
                 require_keys: c.cleanup_policy.compact,
             };
-            (c.max_message_bytes as usize, rules, stamp)
+            (c.max_message_bytes as usize, rules, stamp, c.compression)
         };
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -206,6 +206,12 @@ impl PartitionLog {
             Checked::Append => {}
             Checked::Duplicate(info) => return Ok(info),
         }
+        let records = match codec {
+            Some(codec) if batches.iter().any(|(h, _)| h.compression() != codec) => {
+                recompressed(&records, &mut batches, codec, max)?
+            }
+            _ => records,
+        };
         Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms))
     }
 
@@ -625,4 +631,29 @@ impl PartitionLog {
     pub async fn delete(&self) -> Result<(), StorageError> {
         crate::retention::delete_log(&self.shard, &self.inner).await
     }
+}
+
+/// `records` with every batch in `codec`, the topic's `compression.type`
+/// (`recompress_batch`: the records section inflated and compressed again, every other
+/// field kept), as Kafka's log validator rebuilds a batch whose codec is not the topic's;
+/// `batches` are updated to the new headers and ranges. A batch that grows past `max`
+/// (`max.message.bytes`) is `MessageTooLarge`, as Kafka checks the size after.
+fn recompressed(
+    records: &Bytes,
+    batches: &mut [(RecordBatchHeader, std::ops::Range<usize>)],
+    codec: u8,
+    max: usize,
+) -> Result<Bytes, StorageError> {
+    let mut out = Vec::with_capacity(records.len());
+    for (h, range) in batches.iter_mut() {
+        let start = out.len();
+        recompress_batch(&records[range.clone()], codec, MAX_DECOMPRESSED, &mut out)?;
+        let size = out.len() - start;
+        if size > max {
+            return Err(StorageError::MessageTooLarge { size, max });
+        }
+        *h = RecordBatchHeader::parse(&out[start..])?;
+        *range = start..out.len();
+    }
+    Ok(Bytes::from(out))
 }

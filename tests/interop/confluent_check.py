@@ -3,14 +3,15 @@
 Lists metadata with the AdminClient, creates a topic, produces keyed records (acks=all,
 lz4) with delivery reports, then consumes them with assign() from OFFSET_BEGINNING: every
 acknowledged record comes back exactly once at its acknowledged (partition, offset); then,
-on a topic of its own, delete_records (DeleteRecords) moves the low watermark.
+on a topic of its own, delete_records (DeleteRecords) moves the low watermark; and on
+another, created with compression.type=zstd, uncompressed records come back whole.
 Usage: confluent_check.py BOOTSTRAP TOPIC COUNT. Exits non-zero with a reason on failure.
 """
 import sys
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 PARTITIONS = 3
 
@@ -71,6 +72,7 @@ def main():
         missing = [i for i in acked if seen.get(i) != acked[i]][:5]
         fail("consumed %d of %d; mismatches e.g. %s" % (len(seen), count, missing))
     check_delete_records(admin, bootstrap, topic + "-dr")
+    check_topic_compression(admin, bootstrap, topic + "-zstd")
     print("ok: %d records round-tripped through confluent-kafka" % count)
 
 
@@ -93,6 +95,41 @@ def check_delete_records(admin, bootstrap, topic):
     c.close()
     if (low, high) != (12, 20):
         fail("watermarks after delete_records: %r" % ((low, high),))
+
+
+def check_topic_compression(admin, bootstrap, topic):
+    """A topic with compression.type=zstd: described so, and uncompressed records sent to
+    it (the broker stores them recompressed) are read back whole and in order."""
+    new = NewTopic(topic, 1, 1, config={"compression.type": "zstd"})
+    for f in admin.create_topics([new], operation_timeout=15).values():
+        f.result(timeout=30)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    for f in admin.describe_configs([res]).values():
+        got = f.result(timeout=30)["compression.type"].value
+        if got != "zstd":
+            fail("compression.type described as %r" % got)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "compression.type": "none", "linger.ms": 5})
+    values = [b"z-%d-" % i + b"abc" * (i % 30) for i in range(500)]
+    for v in values:
+        producer.produce(topic, value=v, partition=0)
+    if producer.flush(30) != 0:
+        fail("records for the zstd topic still unacknowledged after 30 s")
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "interop-assign-only",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < len(values) and time.time() < deadline:
+        msg = c.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            fail("consume error on the zstd topic: %s" % msg.error())
+        got.append(msg.value())
+    c.close()
+    if got != values:
+        fail("zstd topic: read %d of %d records, or not as sent" % (len(got), len(values)))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,24 @@ const I32: i64 = i32::MAX as i64;
 pub(crate) const CLEANUP_POLICIES: &[&str] =
     &["delete", "compact", "compact,delete", "delete,compact"];
 
+/// Values of `compression.type` (topic and broker), Kafka's: `producer`, or the codec the
+/// broker stores batches in.
+pub(crate) const COMPRESSION_TYPES: &[&str] =
+    &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+/// The codec a `compression.type` value stores batches in (the batch attributes' codec
+/// bits), or None for `producer` (and anything else).
+pub(crate) fn compression_codec(value: &str) -> Option<u8> {
+    match value {
+        "uncompressed" => Some(0),
+        "gzip" => Some(1),
+        "snappy" => Some(2),
+        "lz4" => Some(3),
+        "zstd" => Some(4),
+        _ => None,
+    }
+}
+
 /// The table. Kafka's names wherever Kafka has the setting.
 pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
@@ -516,6 +534,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         kind: Kind::Choice(CLEANUP_POLICIES),
         unit: "",
         doc: "Default cleanup.policy of topics: delete (retention), compact (keep the latest record per key), or both.",
+    },
+    Setting {
+        name: "compression.type",
+        default: "producer",
+        kind: Kind::Choice(COMPRESSION_TYPES),
+        unit: "",
+        doc: "Default compression.type of topics: producer keeps batches as the producer compressed them; a codec (or uncompressed) has the broker recompress every batch in another codec before storing it.",
     },
     Setting {
         name: "log.message.timestamp.type",

@@ -26,6 +26,7 @@ use super::fetch_encode::{down_convert, encode, TopicOut};
 use super::fetch_session::{FetchSessions, Plan};
 use super::{legacy, Dispatch, Response};
 use crate::connection::Conn;
+use crate::metadata::topic_config::stores_zstd;
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::{check_leader_epoch_in, ShardCtx};
@@ -104,7 +105,14 @@ async fn handle(
     }
     let mut results;
     loop {
-        results = read_all(&ctx, &plan, max_bytes, replica, read_committed, &denied).await;
+        let asked = Asked {
+            max_bytes,
+            replica,
+            read_committed,
+            // Kafka: a zstd topic is unreadable below Fetch v10 (KIP-110)
+            refuse_zstd: version < 10 && replica < 0,
+        };
+        results = read_all(&ctx, &plan, &asked, &denied).await;
         let total: usize = results.iter().map(FetchPartResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error != 0);
         let now = Instant::now();
@@ -155,15 +163,28 @@ async fn handle(
     encode(version, corr, 0, plan.session_id, &topics)
 }
 
+/// What one Fetch asks of every partition it names.
+struct Asked {
+    max_bytes: usize,
+    replica: i32,
+    read_committed: bool,
+    /// Answer partitions of topics stored in zstd UNSUPPORTED_COMPRESSION_TYPE.
+    refuse_zstd: bool,
+}
+
 /// Reads every planned partition on its owner; results in plan order, `max_bytes` in all.
 async fn read_all(
     ctx: &Rc<ShardCtx>,
     plan: &Plan,
-    max_bytes: usize,
-    replica: i32,
-    read_committed: bool,
+    asked: &Asked,
     denied: &std::collections::HashSet<String>,
 ) -> Vec<FetchPartResult> {
+    let &Asked {
+        max_bytes,
+        replica,
+        read_committed,
+        refuse_zstd,
+    } = asked;
     let mut results: Vec<FetchPartResult> = vec![FetchPartResult::default(); plan.parts.len()];
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     {
@@ -177,6 +198,11 @@ async fn read_all(
                 continue;
             }
             let t = image.topic_in_run(&mut last, &p.topic);
+            if refuse_zstd && t.is_some_and(|t| stores_zstd(&t.configs, &ctx.config)) {
+                results[i] =
+                    FetchPartResult::failed(ResponseError::UnsupportedCompressionType.code());
+                continue;
+            }
             match ctx.route_in(t, p.partition).and_then(|shard| {
                 check_leader_epoch_in(t, p.partition, Some(p.epoch)).map(|()| shard)
             }) {

@@ -21,6 +21,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use sluice_proto::batch::BatchIter;
 use sluice_proto::decompress::MAX_DECOMPRESSED;
 use sluice_proto::message_set;
 use sluice_proto::request::{decode_body, RequestFrame};
@@ -109,12 +110,31 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
         Ok(r) => r,
         Err(e) => return Dispatch::Close(format!("Produce v{version}: {e}")),
     };
-    match submit(ctx, req, conn, Ok).await {
+    let submitted = if version < 7 {
+        submit(ctx, req, conn, refuse_zstd).await
+    } else {
+        submit(ctx, req, conn, Ok).await
+    };
+    match submitted {
         Submitted::Silent(done) => Dispatch::Silent(done),
         Submitted::Answer(answer) => Dispatch::Respond(Box::pin(async move {
             encode(ApiKey::Produce, version, corr, &answer.await)
         })),
     }
+}
+
+/// Produce v3-6: zstd batches are UNSUPPORTED_COMPRESSION_TYPE, as in Kafka (zstd came
+/// with Produce v7, KIP-110). Only the batch headers are read.
+fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
+    let zstd =
+        BatchIter::headers_only(&records).any(|b| b.is_ok_and(|(h, _)| h.compression() == 4));
+    if zstd {
+        return Err((
+            ResponseError::UnsupportedCompressionType.code(),
+            "Produce requests below v7 may not use zstd compression".into(),
+        ));
+    }
+    Ok(records)
 }
 
 /// The records of one Produce v0-2 partition as the log stores them: a message set

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sluice_storage::{CleanupPolicy, LogConfig};
 
-use crate::config::{BrokerConfig, CLEANUP_POLICIES};
+use crate::config::{compression_codec, BrokerConfig, CLEANUP_POLICIES, COMPRESSION_TYPES};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TopicKind {
@@ -39,10 +39,10 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
     },
     TopicSetting {
         name: "compression.type",
-        broker_key: None,
-        fixed_default: "producer",
-        kind: TopicKind::Choice(&["producer"]),
-        doc: "Batches are stored exactly as the producer compressed them.",
+        broker_key: Some("compression.type"),
+        fixed_default: "",
+        kind: TopicKind::Choice(COMPRESSION_TYPES),
+        doc: "producer: batches are stored as the producer compressed them; uncompressed, gzip, snappy, lz4 or zstd: a batch in another codec is recompressed in this one before it is stored.",
     },
     TopicSetting {
         name: "delete.retention.ms",
@@ -227,6 +227,13 @@ fn value_of(overrides: &BTreeMap<String, String>, broker: &BrokerConfig, name: &
     }
 }
 
+/// True if a topic with these overrides is stored in zstd (`compression.type=zstd`):
+/// Kafka answers its partitions UNSUPPORTED_COMPRESSION_TYPE to consumers fetching below
+/// Fetch v10, which cannot read zstd.
+pub(crate) fn stores_zstd(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> bool {
+    value_of(overrides, broker, "compression.type") == "zstd"
+}
+
 /// The storage settings of a topic with these overrides.
 pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
     let get = |name: &str| -> i64 {
@@ -255,6 +262,7 @@ pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerCo
         delete_retention_ms: get("delete.retention.ms").max(0),
         min_compaction_lag_ms: get("min.compaction.lag.ms").max(0),
         max_compaction_lag_ms: get("max.compaction.lag.ms").max(1),
+        compression: compression_codec(&value_of(overrides, broker, "compression.type")),
     }
 }
 
@@ -294,6 +302,31 @@ mod tests {
             .iter()
             .any(|(n, v, d)| *n == "segment.bytes" && v == "1048576" && !d));
         assert!(eff.iter().any(|(n, _, d)| *n == "retention.ms" && *d));
+    }
+
+    #[test]
+    fn compression_type_reaches_the_log_config() {
+        let mut broker = BrokerConfig::default();
+        let none = BTreeMap::new();
+        assert_eq!(log_config(&none, &broker).compression, None);
+        broker.set("compression.type", "zstd").unwrap(); // ok: test
+        assert_eq!(log_config(&none, &broker).compression, Some(4));
+        assert!(stores_zstd(&none, &broker));
+        for (value, codec) in [
+            ("uncompressed", Some(0)),
+            ("gzip", Some(1)),
+            ("snappy", Some(2)),
+            ("lz4", Some(3)),
+            ("producer", None),
+        ] {
+            assert!(validate("compression.type", value).is_ok(), "{value}");
+            let o = BTreeMap::from([("compression.type".to_string(), value.to_string())]);
+            assert_eq!(log_config(&o, &broker).compression, codec, "{value}");
+            assert!(!stores_zstd(&o, &broker));
+        }
+        // the producer's names are not the topic's (Kafka refuses `none` too)
+        assert!(validate("compression.type", "none").is_err());
+        assert!(broker.set("compression.type", "none").is_err());
     }
 
     #[test]
