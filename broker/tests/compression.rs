@@ -214,7 +214,7 @@ fn broker_default_applies_to_topics_without_an_override_and_keeps_idempotence() 
 
     let idempotent = broker.producer(&[
         ("enable.idempotence", "true"),
-        ("retries", "10"),
+        ("message.send.max.retries", "10"),
         ("compression.codec", "none"),
         ("batch.num.messages", "500"),
         ("linger.ms", "10"),
@@ -289,6 +289,20 @@ fn zstd_is_refused_to_produce_and_fetch_versions_older_than_zstd() -> Result<()>
     ensure!(produce(&mut raw, 6, "plain", &zstd)?.0 == UNSUPPORTED_COMPRESSION_TYPE);
     ensure!(produce(&mut raw, 7, "plain", &zstd)? == (0, 0));
     ensure!(produce(&mut raw, 3, "zstd-topic", &plain)? == (0, 0));
+    // a damaged batch bound for recompression is refused, never given a fresh CRC
+    let mut damaged = plain.to_vec();
+    // the last value's byte (before the record's header count): the records still
+    // parse, only the CRC is wrong
+    let at = damaged.len() - 2;
+    ensure!(damaged[at] == b'e', "layout of the test batch changed");
+    damaged[at] = b'f';
+    let damaged = Bytes::from(damaged);
+    const CORRUPT_MESSAGE: i16 = 2;
+    ensure!(produce(&mut raw, 9, "zstd-topic", &damaged)?.0 == CORRUPT_MESSAGE);
+    ensure!(
+        broker.watermarks("zstd-topic", 0)?.1 == 2,
+        "the damaged batch was stored"
+    );
     // Fetch: a topic stored in zstd only from v10 on (Kafka checks the topic's setting)
     for (topic, version, want) in [
         ("zstd-topic", 4, UNSUPPORTED_COMPRESSION_TYPE),

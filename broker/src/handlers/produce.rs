@@ -21,14 +21,16 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_proto::batch::BatchIter;
+use sluice_proto::batch::{recompress_batch, BatchError, BatchIter};
 use sluice_proto::decompress::MAX_DECOMPRESSED;
 use sluice_proto::message_set;
 use sluice_proto::request::{decode_body, RequestFrame};
 
 use super::{encode, frame_body, legacy, Dispatch};
 use crate::connection::Conn;
+use crate::errors::storage_error_code;
 use crate::metadata::image::TopicInfo;
+use crate::metadata::topic_config::target_codec;
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
@@ -71,11 +73,11 @@ fn route_topic(
     acks: i16,
     name: &str,
     partitions: impl Iterator<Item = i32>,
-) -> Vec<Result<usize, ResponseError>> {
+) -> (Vec<Result<usize, ResponseError>>, Option<u8>) {
     let image = ctx.image.borrow();
     let t = image.topic(name);
     let min = t.map(|t| ctx.min_insync_replicas(t));
-    partitions
+    let owners = partitions
         .map(|p| {
             let shard = ctx.route_in(t, p)?;
             match (acks, t, min) {
@@ -83,7 +85,9 @@ fn route_topic(
                 _ => Ok(shard),
             }
         })
-        .collect()
+        .collect();
+    let codec = t.and_then(|t| target_codec(&t.configs, &ctx.config));
+    (owners, codec)
 }
 
 type Slot = (usize, usize);
@@ -135,6 +139,31 @@ fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
         ));
     }
     Ok(records)
+}
+
+/// A partition's batches in its topic's codec (`compression.type`), recompressed here on
+/// the connection's shard, which yields between partitions, rather than in the owner's
+/// `append`, which would hold its shard for every batch of the request at once (`append`
+/// still recompresses a batch that reaches it in another codec, after a config change).
+/// Each batch's length and CRC are checked first: a damaged batch never gets a fresh
+/// CRC. Batches already in the codec are passed on as they are.
+fn to_topic_codec(records: Bytes, codec: u8) -> Result<Bytes, (i16, String)> {
+    let refused = |e: BatchError| (storage_error_code(&e.clone().into()), e.to_string());
+    let mut ranges = Vec::new();
+    let mut convert = false;
+    for item in BatchIter::new(&records) {
+        let (h, range) = item.map_err(refused)?;
+        convert |= h.compression() != codec;
+        ranges.push(range);
+    }
+    if !convert {
+        return Ok(records);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for range in ranges {
+        recompress_batch(&records[range], codec, MAX_DECOMPRESSED, &mut out).map_err(refused)?;
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The records of one Produce v0-2 partition as the log stores them: a message set
@@ -194,7 +223,7 @@ async fn submit(
             None
         };
         let mut tr = TopicProduceResponse::default().with_name(topic.name.clone());
-        let owners = route_topic(
+        let (owners, codec) = route_topic(
             ctx,
             acks,
             &name,
@@ -217,7 +246,10 @@ async fn submit(
                 }
                 (_, Err(e), _) => pr.error_code = e.code(),
                 (_, Ok(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
-                (_, Ok(shard), Some(records)) => match prepare(records) {
+                (_, Ok(shard), Some(records)) => match prepare(records).and_then(|r| match codec {
+                    Some(c) => to_topic_codec(r, c),
+                    None => Ok(r),
+                }) {
                     Ok(records) => {
                         let entry = by_shard.entry(shard).or_default();
                         entry.0.push((ti, pi));

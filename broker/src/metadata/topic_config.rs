@@ -227,6 +227,15 @@ fn value_of(overrides: &BTreeMap<String, String>, broker: &BrokerConfig, name: &
     }
 }
 
+/// The codec a topic with these overrides stores batches in (`compression.type`), None
+/// for `producer`.
+pub(crate) fn target_codec(
+    overrides: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+) -> Option<u8> {
+    compression_codec(&value_of(overrides, broker, "compression.type"))
+}
+
 /// True if a topic with these overrides is stored in zstd (`compression.type=zstd`):
 /// Kafka answers its partitions UNSUPPORTED_COMPRESSION_TYPE to consumers fetching below
 /// Fetch v10, which cannot read zstd.
@@ -262,7 +271,7 @@ pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerCo
         delete_retention_ms: get("delete.retention.ms").max(0),
         min_compaction_lag_ms: get("min.compaction.lag.ms").max(0),
         max_compaction_lag_ms: get("max.compaction.lag.ms").max(1),
-        compression: compression_codec(&value_of(overrides, broker, "compression.type")),
+        compression: target_codec(overrides, broker),
     }
 }
 
