@@ -103,6 +103,9 @@ fn validate(s: &Setting, value: &str) -> anyhow::Result<()> {
             if v < min || v > max {
                 bail!("{} must be within [{min}, {max}], got {v}", s.name);
             }
+            if v == 0 && s.name == "compression.gzip.level" {
+                bail!("{} must be within [1, 9] or -1, got 0", s.name);
+            }
         }
         Kind::Ratio => {
             let v: f64 = value

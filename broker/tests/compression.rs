@@ -324,3 +324,80 @@ fn zstd_is_refused_to_produce_and_fetch_versions_older_than_zstd() -> Result<()>
     );
     Ok(())
 }
+
+/// Bytes stored in partition 0 of `topic` (whole batches, read with raw Fetches).
+fn stored_bytes(broker: &BrokerProcess, topic: &str) -> Result<usize> {
+    let mut raw = RawClient::connect(broker.addr())?;
+    raw.negotiate()?;
+    let (err, high, records) = raw.fetch_once(topic, 0, 0)?;
+    ensure!(err == 0, "raw fetch of {topic}: error {err}");
+    ensure!(
+        broker.watermarks(topic, 0)?.1 == high && !records.is_empty(),
+        "{topic}: one fetch did not hold the partition"
+    );
+    Ok(records.len())
+}
+
+#[test]
+fn compression_levels_change_what_the_broker_stores() -> Result<()> {
+    let broker = BrokerProcess::spawn_with(1, &[("compression.zstd.level", "1")])?;
+    let sent = values("level", 3000);
+    let mut sizes = BTreeMap::new();
+    for (topic, configs) in [
+        (
+            "gzip-1",
+            vec![
+                ("compression.type", "gzip"),
+                ("compression.gzip.level", "1"),
+            ],
+        ),
+        (
+            "gzip-9",
+            vec![
+                ("compression.type", "gzip"),
+                ("compression.gzip.level", "9"),
+            ],
+        ),
+        // the broker's default level (1 here), then a topic's own
+        ("zstd-default", vec![("compression.type", "zstd")]),
+        (
+            "zstd-19",
+            vec![
+                ("compression.type", "zstd"),
+                ("compression.zstd.level", "19"),
+            ],
+        ),
+    ] {
+        broker.create_topic(topic, 1, &configs)?;
+        let producer = broker.producer(&[("compression.codec", "none"), ("linger.ms", "50")])?;
+        send_all(&producer, topic, &sent)?;
+        sizes.insert(topic, stored_bytes(&broker, topic)?);
+        let got = broker.consume_all(topic, 1)?;
+        ensure!(
+            got.len() == sent.len(),
+            "{topic}: read {} records",
+            got.len()
+        );
+    }
+    ensure!(
+        sizes["gzip-9"] < sizes["gzip-1"] && sizes["zstd-19"] < sizes["zstd-default"],
+        "higher levels did not store less: {sizes:?}"
+    );
+    // Kafka's ranges: gzip 1-9 or -1 (not 0), lz4 1-17
+    let admin = broker.admin()?;
+    for (name, value) in [
+        ("compression.gzip.level", "0"),
+        ("compression.lz4.level", "18"),
+    ] {
+        let bad = NewTopic::new("bad-level", 1, TopicReplication::Fixed(1)).set(name, value);
+        let results = block_on(admin.create_topics([&bad], &opts()))?;
+        ensure!(
+            matches!(
+                results.as_slice(),
+                [Err((_, RDKafkaErrorCode::InvalidConfig))]
+            ),
+            "{name}={value} gave {results:?}"
+        );
+    }
+    Ok(())
+}

@@ -119,9 +119,38 @@ thread_local! {
     /// One zstd decompression context per thread, reset for each batch.
     static ZSTD_DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
         std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
-    /// One zstd compressor per thread (level 3, Kafka's default), for `compress`.
-    static ZSTD_CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+    /// One zstd compressor per thread, with its level (3, Kafka's default, unless a topic
+    /// names another), for `compress_at`.
+    static ZSTD_CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// Kafka's default levels (KIP-390): gzip -1 (zlib's default, 6), lz4 9 (LZ4's fast
+/// compressor), zstd 3.
+pub const DEFAULT_LEVELS: [(u8, i32); 3] = [(1, -1), (3, 9), (4, 3)];
+
+/// `compress` at `level`, a topic's `compression.<codec>.level` (KIP-390; None or the
+/// codec's default level: as `compress`): gzip 1-9 (-1: zlib's default, 6), lz4 1-17
+/// (Kafka's default 9 is LZ4's fast compressor, as in Kafka's `Lz4BlockOutputStream`;
+/// any other level LZ4's high-compression mode, whose levels stop at 12), zstd
+/// -131072-22. Snappy has no levels.
+pub fn compress_at(codec: u8, level: Option<i32>, input: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let level = level.filter(|l| !DEFAULT_LEVELS.contains(&(codec, *l)));
+    match (codec, level) {
+        (1, Some(l)) => {
+            let failed = |e: std::io::Error| CompressError::Failed {
+                codec: "gzip",
+                reason: e.to_string(),
+            };
+            let level = flate2::Compression::new(l.clamp(1, 9) as u32);
+            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(input.len() / 2), level);
+            enc.write_all(input).map_err(failed)?;
+            enc.finish().map_err(failed)
+        }
+        (3, Some(l)) => lz4_frame(input, l.clamp(1, 12) as u32),
+        (4, Some(l)) => zstd_compress(input, l),
+        _ => compress(codec, input),
+    }
 }
 
 /// Compresses `input` with `codec` as Kafka's Java producer does: gzip (default level),
@@ -138,8 +167,8 @@ pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, CompressError> {
         0 => return Ok(input.to_vec()),
         1 => ("gzip", Gzip::compress(&mut out, fill)),
         2 => ("snappy", Snappy::compress(&mut out, fill)),
-        3 => return lz4_frame(input),
-        4 => return zstd_compress(input),
+        3 => return lz4_frame(input, 0),
+        4 => return zstd_compress(input, 3),
         other => return Err(CompressError::UnknownCodec(other)),
     };
     done.map_err(|e| CompressError::Failed {
@@ -149,8 +178,8 @@ pub fn compress(codec: u8, input: &[u8]) -> Result<Vec<u8>, CompressError> {
     Ok(out.to_vec())
 }
 
-/// zstd at level 3 (Kafka's default) through this thread's context.
-fn zstd_compress(input: &[u8]) -> Result<Vec<u8>, CompressError> {
+/// zstd at `level` through this thread's context (made again when the level changes).
+fn zstd_compress(input: &[u8], level: i32) -> Result<Vec<u8>, CompressError> {
     let failed = |e: std::io::Error| CompressError::Failed {
         codec: "zstd",
         reason: e.to_string(),
@@ -158,21 +187,27 @@ fn zstd_compress(input: &[u8]) -> Result<Vec<u8>, CompressError> {
     ZSTD_CCTX.with(|c| {
         let mut c = c.borrow_mut();
         let c = match c.as_mut() {
-            Some(c) => c,
-            None => c.insert(zstd::bulk::Compressor::new(3).map_err(failed)?),
+            Some((l, c)) if *l == level => c,
+            _ => {
+                &mut c
+                    .insert((level, zstd::bulk::Compressor::new(level).map_err(failed)?))
+                    .1
+            }
         };
         c.compress(input).map_err(failed)
     })
 }
 
 /// An lz4 frame of `input` with the descriptor Kafka writes (`kafka-protocol`'s `Lz4` adds
-/// block and content checksums, which Kafka's own writer never set).
-fn lz4_frame(input: &[u8]) -> Result<Vec<u8>, CompressError> {
+/// block and content checksums, which Kafka's own writer never set); `level` 0 is LZ4's
+/// fast compressor, 3-12 its high-compression mode.
+fn lz4_frame(input: &[u8], level: u32) -> Result<Vec<u8>, CompressError> {
     let failed = |e: std::io::Error| CompressError::Failed {
         codec: "lz4",
         reason: e.to_string(),
     };
     let mut enc = lz4::EncoderBuilder::new()
+        .level(level)
         .block_size(lz4::BlockSize::Max64KB)
         .block_mode(lz4::BlockMode::Independent)
         .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
@@ -193,6 +228,33 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).unwrap(); // ok: test
         e.finish().unwrap() // ok: test
+    }
+
+    #[test]
+    fn levels_round_trip_and_trade_speed_for_size() {
+        let data: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("{{\"id\":{},\"v\":\"{}\"}}", i % 5000, i % 37).into_bytes())
+            .collect();
+        for (codec, low, high) in [(1u8, 1, 9), (3, 1, 12), (4, 1, 12)] {
+            let mut sizes = Vec::new();
+            for level in [Some(low), None, Some(high)] {
+                let c = compress_at(codec, level, &data).unwrap(); // ok: test
+                let back = decompress(codec, &c, data.len()).unwrap(); // ok: test
+                assert!(back == data, "codec {codec} level {level:?} round trip");
+                sizes.push(c.len());
+            }
+            assert!(
+                sizes[2] < sizes[0],
+                "codec {codec}: level {high} not smaller than {low}: {sizes:?}"
+            );
+        }
+        // Kafka's default levels are `compress` itself
+        for (codec, level) in DEFAULT_LEVELS {
+            assert_eq!(
+                compress_at(codec, Some(level), &data).unwrap(), // ok: test
+                compress(codec, &data).unwrap()                  // ok: test
+            );
+        }
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct LogConfig {
     /// 2 snappy, 3 lz4, 4 zstd; a batch in another codec is recompressed), or `None`
     /// (`producer`): batches are stored as the producer compressed them.
     pub compression: Option<u8>,
+    /// The level `compression` is applied at (`compression.<codec>.level`, KIP-390;
+    /// `sluice_proto::decompress::compress_at`), None for Kafka's default.
+    pub compression_level: Option<i32>,
 }
 
 impl Default for LogConfig {
@@ -117,6 +120,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             compression: None,
+            compression_level: None,
         }
     }
 }

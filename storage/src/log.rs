@@ -165,7 +165,8 @@ impl PartitionLog {
                 },
                 require_keys: c.cleanup_policy.compact,
             };
-            (c.max_message_bytes as usize, rules, stamp, c.compression)
+            let codec = c.compression.map(|codec| (codec, c.compression_level));
+            (c.max_message_bytes as usize, rules, stamp, codec)
         };
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -207,8 +208,8 @@ impl PartitionLog {
             Checked::Duplicate(info) => return Ok(info),
         }
         let records = match codec {
-            Some(codec) if batches.iter().any(|(h, _)| h.compression() != codec) => {
-                recompressed(&records, &mut batches, codec, max)?
+            Some((codec, level)) if batches.iter().any(|(h, _)| h.compression() != codec) => {
+                recompressed(&records, &mut batches, codec, level, max)?
             }
             _ => records,
         };
@@ -633,7 +634,7 @@ impl PartitionLog {
     }
 }
 
-/// `records` with every batch in `codec`, the topic's `compression.type`
+/// `records` with every batch in `codec` at `level`, the topic's `compression.type`
 /// (`recompress_batch`: the records section inflated and compressed again, every other
 /// field kept), as Kafka's log validator rebuilds a batch whose codec is not the topic's;
 /// `batches` are updated to the new headers and ranges. A batch that grows past `max`
@@ -642,12 +643,19 @@ fn recompressed(
     records: &Bytes,
     batches: &mut [(RecordBatchHeader, std::ops::Range<usize>)],
     codec: u8,
+    level: Option<i32>,
     max: usize,
 ) -> Result<Bytes, StorageError> {
     let mut out = Vec::with_capacity(records.len());
     for (h, range) in batches.iter_mut() {
         let start = out.len();
-        recompress_batch(&records[range.clone()], codec, MAX_DECOMPRESSED, &mut out)?;
+        recompress_batch(
+            &records[range.clone()],
+            codec,
+            level,
+            MAX_DECOMPRESSED,
+            &mut out,
+        )?;
         let size = out.len() - start;
         if size > max {
             return Err(StorageError::MessageTooLarge { size, max });

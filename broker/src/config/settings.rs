@@ -543,6 +543,27 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Default compression.type of topics: producer keeps batches as the producer compressed them; a codec (or uncompressed) has the broker recompress every batch in another codec before storing it.",
     },
     Setting {
+        name: "compression.gzip.level",
+        default: "-1",
+        kind: int(-1, 9),
+        unit: "",
+        doc: "Default compression.gzip.level of topics: the gzip level the broker compresses at, 1-9, or -1 for zlib's default (6).",
+    },
+    Setting {
+        name: "compression.lz4.level",
+        default: "9",
+        kind: int(1, 17),
+        unit: "",
+        doc: "Default compression.lz4.level of topics: 9 is LZ4's fast compressor, any other level its high-compression mode (past 12 as 12).",
+    },
+    Setting {
+        name: "compression.zstd.level",
+        default: "3",
+        kind: int(-131_072, 22),
+        unit: "",
+        doc: "Default compression.zstd.level of topics: the zstd level the broker compresses at.",
+    },
+    Setting {
         name: "log.message.timestamp.type",
         default: "CreateTime",
         kind: Kind::Choice(&["CreateTime", "LogAppendTime"]),

@@ -75,6 +75,8 @@ pub(crate) async fn describe(
                         let s = topic_config::topic_setting(name);
                         let ty = match s.map(|s| s.kind) {
                             Some(TopicKind::Long { .. }) => 5,
+                            // Kafka's INT: the compression levels
+                            Some(TopicKind::Range { .. }) => 3,
                             Some(TopicKind::Ratio) => 6,
                             _ => 2,
                         };

@@ -30,7 +30,7 @@ use super::{encode, frame_body, legacy, Dispatch};
 use crate::connection::Conn;
 use crate::errors::storage_error_code;
 use crate::metadata::image::TopicInfo;
-use crate::metadata::topic_config::target_codec;
+use crate::metadata::topic_config::{target_codec, TargetCodec};
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
@@ -73,7 +73,7 @@ fn route_topic(
     acks: i16,
     name: &str,
     partitions: impl Iterator<Item = i32>,
-) -> (Vec<Result<usize, ResponseError>>, Option<u8>) {
+) -> (Vec<Result<usize, ResponseError>>, Option<TargetCodec>) {
     let image = ctx.image.borrow();
     let t = image.topic(name);
     let min = t.map(|t| ctx.min_insync_replicas(t));
@@ -141,13 +141,14 @@ fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
     Ok(records)
 }
 
-/// A partition's batches in its topic's codec (`compression.type`), recompressed here on
+/// A partition's batches in its topic's codec (`compression.type`, at its
+/// `compression.<codec>.level`), recompressed here on
 /// the connection's shard, which yields between partitions, rather than in the owner's
 /// `append`, which would hold its shard for every batch of the request at once (`append`
 /// still recompresses a batch that reaches it in another codec, after a config change).
 /// Each batch's length and CRC are checked first: a damaged batch never gets a fresh
 /// CRC. Batches already in the codec are passed on as they are.
-fn to_topic_codec(records: Bytes, codec: u8) -> Result<Bytes, (i16, String)> {
+fn to_topic_codec(records: Bytes, codec: u8, level: Option<i32>) -> Result<Bytes, (i16, String)> {
     let refused = |e: BatchError| (storage_error_code(&e.clone().into()), e.to_string());
     let mut ranges = Vec::new();
     let mut convert = false;
@@ -161,7 +162,8 @@ fn to_topic_codec(records: Bytes, codec: u8) -> Result<Bytes, (i16, String)> {
     }
     let mut out = Vec::with_capacity(records.len());
     for range in ranges {
-        recompress_batch(&records[range], codec, MAX_DECOMPRESSED, &mut out).map_err(refused)?;
+        recompress_batch(&records[range], codec, level, MAX_DECOMPRESSED, &mut out)
+            .map_err(refused)?;
     }
     Ok(Bytes::from(out))
 }
@@ -247,7 +249,7 @@ async fn submit(
                 (_, Err(e), _) => pr.error_code = e.code(),
                 (_, Ok(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
                 (_, Ok(shard), Some(records)) => match prepare(records).and_then(|r| match codec {
-                    Some(c) => to_topic_codec(r, c),
+                    Some((c, level)) => to_topic_codec(r, c, level),
                     None => Ok(r),
                 }) {
                     Ok(records) => {

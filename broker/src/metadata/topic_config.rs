@@ -14,6 +14,12 @@ pub(crate) enum TopicKind {
     Long {
         min: i64,
     },
+    /// An integer within [min, max]; `compression.gzip.level` also refuses 0 (Kafka's
+    /// "[1,...,9] or -1").
+    Range {
+        min: i64,
+        max: i64,
+    },
     /// A decimal number within [0, 1].
     Ratio,
     Choice(&'static [&'static str]),
@@ -43,6 +49,30 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
         fixed_default: "",
         kind: TopicKind::Choice(COMPRESSION_TYPES),
         doc: "producer: batches are stored as the producer compressed them; uncompressed, gzip, snappy, lz4 or zstd: a batch in another codec is recompressed in this one before it is stored.",
+    },
+    TopicSetting {
+        name: "compression.gzip.level",
+        broker_key: Some("compression.gzip.level"),
+        fixed_default: "",
+        kind: TopicKind::Range { min: -1, max: 9 },
+        doc: "The gzip level the broker compresses at (compression.type=gzip): 1-9, or -1 for zlib's default (6).",
+    },
+    TopicSetting {
+        name: "compression.lz4.level",
+        broker_key: Some("compression.lz4.level"),
+        fixed_default: "",
+        kind: TopicKind::Range { min: 1, max: 17 },
+        doc: "The lz4 level the broker compresses at (compression.type=lz4): 9 is LZ4's fast compressor, any other its high-compression mode (levels past 12 as 12).",
+    },
+    TopicSetting {
+        name: "compression.zstd.level",
+        broker_key: Some("compression.zstd.level"),
+        fixed_default: "",
+        kind: TopicKind::Range {
+            min: -131_072,
+            max: 22,
+        },
+        doc: "The zstd level the broker compresses at (compression.type=zstd).",
     },
     TopicSetting {
         name: "delete.retention.ms",
@@ -165,6 +195,15 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
             Ok(v) if v >= min => Ok(()),
             _ => Err(format!("{name} must be an integer >= {min}, got '{value}'")),
         },
+        TopicKind::Range { min, max } => match value.trim().parse::<i64>() {
+            Ok(0) if name == "compression.gzip.level" => {
+                Err(format!("{name} must be within [1, 9] or -1, got 0"))
+            }
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            _ => Err(format!(
+                "{name} must be an integer within [{min}, {max}], got '{value}'"
+            )),
+        },
         TopicKind::Ratio => match value.trim().parse::<f64>() {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
             _ => Err(format!(
@@ -227,13 +266,25 @@ fn value_of(overrides: &BTreeMap<String, String>, broker: &BrokerConfig, name: &
     }
 }
 
-/// The codec a topic with these overrides stores batches in (`compression.type`), None
-/// for `producer`.
+/// A codec the broker stores batches in and its level (None: Kafka's default).
+pub(crate) type TargetCodec = (u8, Option<i32>);
+
+/// The codec a topic with these overrides stores batches in (`compression.type`, None
+/// for `producer`), with the level of that codec (`compression.<codec>.level`; None for
+/// uncompressed and snappy).
 pub(crate) fn target_codec(
     overrides: &BTreeMap<String, String>,
     broker: &BrokerConfig,
-) -> Option<u8> {
-    compression_codec(&value_of(overrides, broker, "compression.type"))
+) -> Option<TargetCodec> {
+    let codec = compression_codec(&value_of(overrides, broker, "compression.type"))?;
+    let level = match codec {
+        1 => Some("compression.gzip.level"),
+        3 => Some("compression.lz4.level"),
+        4 => Some("compression.zstd.level"),
+        _ => None,
+    }
+    .and_then(|name| value_of(overrides, broker, name).trim().parse().ok());
+    Some((codec, level))
 }
 
 /// True if a topic with these overrides is stored in zstd (`compression.type=zstd`):
@@ -271,7 +322,8 @@ pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerCo
         delete_retention_ms: get("delete.retention.ms").max(0),
         min_compaction_lag_ms: get("min.compaction.lag.ms").max(0),
         max_compaction_lag_ms: get("max.compaction.lag.ms").max(1),
-        compression: target_codec(overrides, broker),
+        compression: target_codec(overrides, broker).map(|(codec, _)| codec),
+        compression_level: target_codec(overrides, broker).and_then(|(_, level)| level),
     }
 }
 
@@ -333,6 +385,20 @@ mod tests {
             assert_eq!(log_config(&o, &broker).compression, codec, "{value}");
             assert!(!stores_zstd(&o, &broker));
         }
+        // levels (KIP-390) follow the codec; gzip refuses 0 as Kafka does
+        let o = BTreeMap::from([
+            ("compression.type".to_string(), "gzip".to_string()),
+            ("compression.gzip.level".to_string(), "9".to_string()),
+            ("compression.zstd.level".to_string(), "-5".to_string()),
+        ]);
+        let c = log_config(&o, &broker);
+        assert_eq!((c.compression, c.compression_level), (Some(1), Some(9)));
+        assert_eq!(log_config(&none, &broker).compression_level, Some(3));
+        assert!(validate("compression.gzip.level", "0").is_err());
+        assert!(validate("compression.gzip.level", "-1").is_ok());
+        assert!(validate("compression.lz4.level", "18").is_err());
+        assert!(validate("compression.zstd.level", "-131072").is_ok());
+        assert!(broker.set("compression.gzip.level", "0").is_err());
         // the producer's names are not the topic's (Kafka refuses `none` too)
         assert!(validate("compression.type", "none").is_err());
         assert!(broker.set("compression.type", "none").is_err());

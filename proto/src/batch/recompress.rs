@@ -6,7 +6,8 @@
 use super::{BatchError, RecordBatchHeader, CRC_START, LOG_OVERHEAD, RECORD_BATCH_OVERHEAD};
 
 /// Appends to `out` the batch `batch` (one whole v2 batch, already validated) with its
-/// records section in `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd): the section is
+/// records section in `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) at `level`
+/// (`compress_at`; None: Kafka's default): the section is
 /// inflated to at most `max_decompressed` bytes and compressed again; the attributes'
 /// codec bits, the length and the CRC are rewritten. Base offset, partition leader epoch,
 /// lastOffsetDelta, timestamps, producer id, epoch and base sequence, the transactional
@@ -15,6 +16,7 @@ use super::{BatchError, RecordBatchHeader, CRC_START, LOG_OVERHEAD, RECORD_BATCH
 pub fn recompress_batch(
     batch: &[u8],
     codec: u8,
+    level: Option<i32>,
     max_decompressed: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), BatchError> {
@@ -32,7 +34,8 @@ pub fn recompress_batch(
     if codec == 0 {
         out.extend_from_slice(&section);
     } else {
-        let body = crate::decompress::compress(codec, &section).map_err(BatchError::Compress)?;
+        let body =
+            crate::decompress::compress_at(codec, level, &section).map_err(BatchError::Compress)?;
         out.extend_from_slice(&body);
     }
     let new = &mut out[start..];
@@ -96,7 +99,7 @@ mod tests {
             let before = RecordBatchHeader::parse(&original).unwrap(); // ok: test
             for to in 0..=4u8 {
                 let mut out = vec![0xEE; 3]; // appended after what is there
-                recompress_batch(&original, to, 64 << 20, &mut out).unwrap(); // ok: test
+                recompress_batch(&original, to, Some(1), 64 << 20, &mut out).unwrap(); // ok: test
                 assert_eq!(&out[..3], &[0xEE; 3]);
                 let new = Bytes::copy_from_slice(&out[3..]);
                 validate_client_batch(&new, 64 << 20).unwrap(); // ok: test
@@ -145,7 +148,7 @@ mod tests {
         let recs = records(3);
         let mut out = b"kept".to_vec();
         let gz = batch(1, &recs);
-        assert!(recompress_batch(&gz, 0, 10, &mut out).is_err());
+        assert!(recompress_batch(&gz, 0, None, 10, &mut out).is_err());
         assert_eq!(out, b"kept");
         let marker = crate::batch::build_control_batch(
             5,
@@ -156,7 +159,7 @@ mod tests {
             },
             1,
         );
-        assert!(recompress_batch(&marker, 1, 1 << 20, &mut out).is_err());
+        assert!(recompress_batch(&marker, 1, None, 1 << 20, &mut out).is_err());
         assert_eq!(out, b"kept");
     }
 }
