@@ -375,6 +375,8 @@ pub(crate) fn ensure_topic(ctx: &Rc<ShardCtx>) {
             replication_factor: rf as i16,
             configs: vec![
                 ("cleanup.policy".into(), "compact".into()),
+                // as Kafka: stored as written whatever the broker's compression.type
+                ("compression.type".into(), "producer".into()),
                 (
                     "segment.bytes".into(),
                     ctx.config_value("transaction.state.log.segment.bytes"),

@@ -492,9 +492,11 @@ impl ControllerLogic {
                     name: OFFSETS_TOPIC.to_string(),
                     partitions: self.config.int("offsets.topic.num.partitions") as i32,
                     replication_factor: want.min(live) as i16,
-                    // compacted, as Kafka's: a coordinator loads the latest offsets only
+                    // compacted, as Kafka's: a coordinator loads the latest offsets only;
+                    // and stored as written whatever the broker's compression.type
                     configs: vec![
                         ("cleanup.policy".into(), "compact".into()),
+                        ("compression.type".into(), "producer".into()),
                         (
                             "segment.bytes".into(),
                             self.config.config_value("offsets.topic.segment.bytes"),
