@@ -138,17 +138,26 @@ fn replication_factor_above_broker_count_is_rejected() -> Result<()> {
 
 #[test]
 fn delete_topic_then_recreate_starts_empty() -> Result<()> {
+    delete_then_recreate("doomed")
+}
+
+/// Kafka's longest name (249 characters): its partitions' deleted directories must still
+/// fit a file name (255 bytes) with their `.<id>-delete` suffix.
+#[test]
+fn a_topic_with_the_longest_name_is_deleted_and_recreated() -> Result<()> {
+    delete_then_recreate(&format!("doomed-{}", "x".repeat(242)))
+}
+
+fn delete_then_recreate(name: &str) -> Result<()> {
     let broker = BrokerProcess::spawn(2)?;
-    broker.create_topic("doomed", 3, &[])?;
+    broker.create_topic(name, 3, &[])?;
     let producer: FutureProducer = broker.producer(&[])?;
     block_on(async {
         for i in 0..30 {
             let v = format!("old-{i}");
             if let Err((e, _)) = producer
                 .send(
-                    FutureRecord::<(), _>::to("doomed")
-                        .partition(i % 3)
-                        .payload(&v),
+                    FutureRecord::<(), _>::to(name).partition(i % 3).payload(&v),
                     Duration::from_secs(10),
                 )
                 .await
@@ -159,11 +168,11 @@ fn delete_topic_then_recreate_starts_empty() -> Result<()> {
         Ok(())
     })?;
     let admin = broker.admin()?;
-    let results = block_on(admin.delete_topics(&["doomed"], &opts()))?;
+    let results = block_on(admin.delete_topics(&[name], &opts()))?;
     ensure!(results.iter().all(|r| r.is_ok()), "delete: {results:?}");
     let deadline = Instant::now() + OP_TIMEOUT;
     loop {
-        match partition_count(&broker, "doomed")? {
+        match partition_count(&broker, name)? {
             Err(RDKafkaErrorCode::UnknownTopicOrPartition) => break,
             other if Instant::now() > deadline => {
                 bail!("deleted topic still in metadata: {other:?}")
@@ -177,7 +186,7 @@ fn delete_topic_then_recreate_starts_empty() -> Result<()> {
         let left: Vec<String> = std::fs::read_dir(broker.data_dir())?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("doomed"))
+            .filter(|n| n.starts_with(&name[..6]))
             .collect();
         if left.is_empty() {
             break;
@@ -188,7 +197,7 @@ fn delete_topic_then_recreate_starts_empty() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let results = block_on(admin.delete_topics(&["doomed"], &opts()))?;
+    let results = block_on(admin.delete_topics(&[name], &opts()))?;
     ensure!(
         matches!(
             results.as_slice(),
@@ -198,19 +207,38 @@ fn delete_topic_then_recreate_starts_empty() -> Result<()> {
     );
 
     // Same name, new topic: empty, with the new partition count.
-    broker.create_topic("doomed", 2, &[])?;
+    broker.create_topic(name, 2, &[])?;
     for p in 0..2 {
-        let w = broker.watermarks("doomed", p)?;
+        let w = broker.watermarks(name, p)?;
         ensure!(
             w == (0, 0),
             "re-created partition {p} has watermarks {w:?}: old data leaked"
         );
     }
-    let consumed = broker.consume_all("doomed", 2)?;
+    let consumed = broker.consume_all(name, 2)?;
     ensure!(
         consumed.is_empty(),
         "re-created topic returned {} old records",
         consumed.len()
+    );
+    // and it takes records
+    block_on(async {
+        for p in 0..2 {
+            if let Err((e, _)) = producer
+                .send(
+                    FutureRecord::<(), _>::to(name).partition(p).payload("new"),
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                bail!("produce to the re-created topic: {e}");
+            }
+        }
+        Ok(())
+    })?;
+    ensure!(
+        broker.consume_all(name, 2)?.len() == 2,
+        "re-created topic lost records"
     );
     Ok(())
 }

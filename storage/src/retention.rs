@@ -213,7 +213,7 @@ pub(crate) async fn delete_log(
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            let doomed = dir.with_file_name(format!("{name}.{nanos:x}{DELETED_SUFFIX}"));
+            let doomed = dir.with_file_name(doomed_name(name, nanos));
             match std::fs::rename(&dir, &doomed) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -247,6 +247,21 @@ pub(crate) async fn delete_log(
 /// Ends the names of deleted log directories awaiting removal.
 pub(crate) const DELETED_SUFFIX: &str = "-delete";
 
+/// The name a deleted log's directory `name` (`<topic>-<partition>`) is renamed to:
+/// `<topic>-<partition>.<id>-delete`, the topic cut short as Kafka cuts it
+/// (`logDirNameWithSuffixCappedLength`) so the name stays within the 255 bytes a file
+/// name may have: a topic of Kafka's maximum 249 characters must still be deletable.
+fn doomed_name(name: &str, id: u128) -> String {
+    const NAME_MAX: usize = 255;
+    let (topic, partition) = name.rsplit_once('-').unwrap_or((name, ""));
+    let suffix = format!("-{partition}.{id:x}{DELETED_SUFFIX}");
+    let mut keep = topic.len().min(NAME_MAX.saturating_sub(suffix.len()));
+    while !topic.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &topic[..keep])
+}
+
 /// Removes the directories of logs deleted before a crash or stop (`<dir>.<id>-delete`)
 /// under `data_dir`; returns how many. Blocking: call at startup, off the shards.
 pub fn remove_deleted_dirs(data_dir: &std::path::Path) -> std::io::Result<usize> {
@@ -267,7 +282,23 @@ pub fn remove_deleted_dirs(data_dir: &std::path::Path) -> std::io::Result<usize>
 
 #[cfg(test)]
 mod tests {
-    use super::remove_deleted_dirs;
+    use super::{doomed_name, remove_deleted_dirs};
+
+    #[test]
+    fn deleted_names_fit_a_file_name_and_keep_the_partition() {
+        assert_eq!(doomed_name("orders-3", 0x18f3a), "orders-3.18f3a-delete");
+        let topic = "t".repeat(249);
+        let name = format!("{topic}-99999");
+        let doomed = doomed_name(&name, u128::MAX);
+        assert!(doomed.len() <= 255, "{} bytes", doomed.len());
+        assert!(doomed.ends_with(&format!("-99999.{:x}-delete", u128::MAX)));
+        assert!(doomed.starts_with("ttt"));
+        // a directory of that name can be made, and `remove_deleted_dirs` takes it
+        let d = tempfile::tempdir().unwrap(); // ok: test
+        std::fs::create_dir(d.path().join(&name)).unwrap(); // ok: test
+        std::fs::rename(d.path().join(&name), d.path().join(&doomed)).unwrap(); // ok: test
+        assert_eq!(remove_deleted_dirs(d.path()).unwrap(), 1); // ok: test
+    }
 
     #[test]
     fn only_deleted_log_dirs_are_removed_at_start() {
