@@ -598,6 +598,49 @@ impl GroupCoordinator {
             .with_topics(topics)
     }
 
+    /// A topic was deleted: its committed offsets go from every group, tombstoned, as
+    /// Kafka's `onPartitionsDeleted` does, so a topic created again under the name starts
+    /// from the consumers' `auto.offset.reset`, not from the old topic's positions (commits
+    /// in flight for it are dropped when they complete). An Empty group left without
+    /// offsets is deleted too. Returns the number of offsets removed.
+    pub(crate) fn remove_topic_offsets(&self, topic: &str) -> usize {
+        let now = now_ms();
+        let mut st = self.state.borrow_mut();
+        let mut records = Vec::new();
+        let mut removed = 0;
+        let mut dead = Vec::new();
+        for g in st.groups.values_mut() {
+            g.pending_commits.retain(|key, _| key.0 != topic);
+            let before = removed;
+            let gone: Vec<(String, i32)> =
+                g.offsets.keys().filter(|k| k.0 == topic).cloned().collect();
+            for key in gone {
+                g.offsets.remove(&key);
+                records.push(offset_tombstone(&g.group_id, &key.0, key.1));
+                removed += 1;
+            }
+            if removed > before
+                && g.is(GroupState::Empty)
+                && g.members.is_empty()
+                && g.pending_members.is_empty()
+                && g.offsets.is_empty()
+                && g.pending_commits.is_empty()
+            {
+                g.transition_to(GroupState::Dead, now);
+                records.push(group_tombstone(&g.group_id));
+                dead.push(g.group_id.clone());
+            }
+        }
+        for id in &dead {
+            st.groups.remove(id);
+        }
+        drop(st);
+        if !records.is_empty() {
+            self.append_detached(records, "deleted topic's offsets");
+        }
+        removed
+    }
+
     /// Expires offsets as Kafka's removeExpiredOffsets does and tombstones them; an Empty
     /// group left without offsets is deleted too. Call periodically
     /// (`offsets.retention.check.interval.ms`). Returns the number of offsets removed.

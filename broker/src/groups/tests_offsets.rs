@@ -438,3 +438,40 @@ fn concurrent_commits_apply_in_log_order() {
         assert_eq!(fetch_one(&c2, "cc", "t", 0).await.offset, in_memory);
     });
 }
+
+#[test]
+fn a_deleted_topics_offsets_go_from_every_group_and_stay_gone_after_replay() {
+    run(|| async {
+        let (log, c) = coordinator(config());
+        let both = commit_req(
+            "both",
+            -1,
+            "",
+            &[("gone", 0, 7), ("gone", 1, 8), ("kept", 0, 9)],
+        );
+        assert_eq!(commit(&c, both).await, vec![0, 0, 0]);
+        assert_eq!(
+            commit(&c, commit_req("only", -1, "", &[("gone", 0, 3)])).await,
+            vec![0]
+        );
+        assert_eq!(
+            commit(&c, commit_req("other", -1, "", &[("kept", 0, 1)])).await,
+            vec![0]
+        );
+        assert_eq!(c.remove_topic_offsets("gone"), 3);
+        assert_eq!(c.remove_topic_offsets("gone"), 0);
+        let check = |c: Rc<GroupCoordinator>| async move {
+            assert_eq!(fetch_one(&c, "both", "gone", 0).await.offset, -1);
+            assert_eq!(fetch_one(&c, "both", "gone", 1).await.offset, -1);
+            assert_eq!(fetch_one(&c, "both", "kept", 0).await.offset, 9);
+            assert_eq!(fetch_one(&c, "other", "kept", 0).await.offset, 1);
+            // a group left empty without offsets is gone
+            assert_eq!(c.describe_group("only").await.group_state.as_str(), "Dead");
+            assert_eq!(c.describe_group("both").await.group_state.as_str(), "Empty");
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        check(c.clone()).await;
+        let c2 = GroupCoordinator::load(Rc::new(MemLog::default()), log.snapshot(), config());
+        check(c2).await;
+    });
+}

@@ -39,6 +39,65 @@ fn route(ctx: &ShardCtx, group_id: &str) -> Option<(i32, usize)> {
     Some((p, ctx.owner(OFFSETS_TOPIC, p)?))
 }
 
+/// Kafka's metadata check before a group stores or deletes offsets (`KafkaApis`'
+/// handleOffsetCommitRequest, handleTxnOffsetCommitRequest, handleOffsetDeleteRequest):
+/// partitions of a topic the metadata does not have, or past its partition count, are
+/// taken out of `topics` (a topic left without partitions goes too) to be answered
+/// UNKNOWN_TOPIC_OR_PARTITION; returned by topic name. Offsets of a topic that does not
+/// exist would otherwise wait for a topic created later under that name.
+pub(crate) fn take_unknown_partitions<T, P>(
+    ctx: &ShardCtx,
+    topics: &mut Vec<T>,
+    name: impl Fn(&T) -> &str,
+    partitions: impl Fn(&mut T) -> &mut Vec<P>,
+    index: impl Fn(&P) -> i32,
+) -> Vec<(String, Vec<i32>)> {
+    let image = ctx.image.borrow();
+    let mut unknown = Vec::new();
+    topics.retain_mut(|t| {
+        let count = image.topic(name(t)).map_or(0, |info| info.partitions);
+        let topic = name(t).to_owned();
+        let parts = partitions(t);
+        let mut gone = Vec::new();
+        parts.retain(|p| {
+            let known = (0..count).contains(&index(p));
+            if !known {
+                gone.push(index(p));
+            }
+            known
+        });
+        let keep = !parts.is_empty() || gone.is_empty();
+        if !gone.is_empty() {
+            unknown.push((topic, gone));
+        }
+        keep
+    });
+    unknown
+}
+
+/// Adds the partitions `take_unknown_partitions` took to a response's topics, under their
+/// topic's entry (made if the answer has none), each with UNKNOWN_TOPIC_OR_PARTITION.
+pub(crate) fn answer_unknown_partitions<T, P>(
+    topics: &mut Vec<T>,
+    unknown: Vec<(String, Vec<i32>)>,
+    name: impl Fn(&T) -> &str,
+    new_topic: impl Fn(String) -> T,
+    partitions: impl Fn(&mut T) -> &mut Vec<P>,
+    new_partition: impl Fn(i32, i16) -> P,
+) {
+    let code = ResponseError::UnknownTopicOrPartition.code();
+    for (topic, parts) in unknown {
+        let i = match topics.iter().position(|t| name(t) == topic) {
+            Some(i) => i,
+            None => {
+                topics.push(new_topic(topic));
+                topics.len() - 1
+            }
+        };
+        partitions(&mut topics[i]).extend(parts.into_iter().map(|p| new_partition(p, code)));
+    }
+}
+
 /// Sends `call` to the coordinator of `group_id`.
 pub(crate) async fn call(ctx: &Rc<ShardCtx>, group_id: &str, call: GroupCall) -> GroupAnswer {
     let Some((partition, shard)) = route(ctx, group_id) else {
@@ -209,6 +268,46 @@ pub(crate) async fn offset_commit(
 /// (empty for other versions). v0 carries no generation or member: a simple commit.
 pub(crate) async fn commit(
     ctx: Rc<ShardCtx>,
+    mut req: OffsetCommitRequest,
+    version: i16,
+    commit_timestamps: Vec<Vec<i64>>,
+) -> OffsetCommitResponse {
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    let asked = req.topics.len();
+    let unknown = take_unknown_partitions(
+        &ctx,
+        &mut req.topics,
+        |t| t.name.0.as_str(),
+        |t| &mut t.partitions,
+        |p| p.partition_index,
+    );
+    let mut resp = if req.topics.is_empty() && asked > 0 {
+        OffsetCommitResponse::default()
+    } else {
+        commit_known(ctx, req, version, commit_timestamps).await
+    };
+    answer_unknown_partitions(
+        &mut resp.topics,
+        unknown,
+        |t| t.name.0.as_str(),
+        |name| {
+            OffsetCommitResponseTopic::default().with_name(TopicName(StrBytes::from_string(name)))
+        },
+        |t| &mut t.partitions,
+        |p, code| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(p)
+                .with_error_code(code)
+        },
+    );
+    resp
+}
+
+/// `commit` of the partitions the metadata knows.
+async fn commit_known(
+    ctx: Rc<ShardCtx>,
     req: OffsetCommitRequest,
     version: i16,
     commit_timestamps: Vec<Vec<i64>>,
@@ -248,14 +347,43 @@ pub(crate) async fn commit(
 
 pub(crate) async fn offset_delete(
     ctx: Rc<ShardCtx>,
-    req: OffsetDeleteRequest,
+    mut req: OffsetDeleteRequest,
     version: i16,
 ) -> OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let unknown = take_unknown_partitions(
+        &ctx,
+        &mut req.topics,
+        |t| t.name.0.as_str(),
+        |t| &mut t.partitions,
+        |p| p.partition_index,
+    );
     let group = req.group_id.0.to_string();
-    match call(&ctx, &group, GroupCall::OffsetDelete { req, version }).await {
+    let mut resp = match call(&ctx, &group, GroupCall::OffsetDelete { req, version }).await {
         GroupAnswer::OffsetDelete(r) => r,
         _ => OffsetDeleteResponse::default().with_error_code(NOT_AVAILABLE),
+    };
+    // a group-level error stands alone, as the coordinator answers it
+    if resp.error_code == 0 {
+        answer_unknown_partitions(
+            &mut resp.topics,
+            unknown,
+            |t| t.name.0.as_str(),
+            |name| {
+                OffsetDeleteResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+            },
+            |t| &mut t.partitions,
+            |p, code| {
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_error_code(code)
+            },
+        );
     }
+    resp
 }
 
 async fn fetch_group(

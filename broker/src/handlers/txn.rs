@@ -195,6 +195,45 @@ pub(crate) async fn end_txn(ctx: Rc<ShardCtx>, req: EndTxnRequest, version: i16)
 /// transaction only through the `__consumer_offsets` partition AddOffsetsToTxn added).
 pub(crate) async fn txn_offset_commit(
     ctx: Rc<ShardCtx>,
+    mut req: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    use crate::handlers::groups::{answer_unknown_partitions, take_unknown_partitions};
+    let asked = req.topics.len();
+    let unknown = take_unknown_partitions(
+        &ctx,
+        &mut req.topics,
+        |t| t.name.0.as_str(),
+        |t| &mut t.partitions,
+        |p| p.partition_index,
+    );
+    let mut resp = if req.topics.is_empty() && asked > 0 {
+        TxnOffsetCommitResponse::default()
+    } else {
+        txn_offset_commit_known(ctx, req, version).await
+    };
+    answer_unknown_partitions(
+        &mut resp.topics,
+        unknown,
+        |t| t.name.0.as_str(),
+        |name| {
+            TxnOffsetCommitResponseTopic::default().with_name(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_string(name),
+            ))
+        },
+        |t| &mut t.partitions,
+        |p, code| {
+            TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(p)
+                .with_error_code(code)
+        },
+    );
+    resp
+}
+
+/// `txn_offset_commit` of the partitions the metadata knows.
+async fn txn_offset_commit_known(
+    ctx: Rc<ShardCtx>,
     req: TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {

@@ -93,6 +93,13 @@ impl ShardCtx {
                             tracing::error!(%topic, partition, error = %e, "cannot delete partition");
                         }
                     }
+                    let coordinators: Vec<_> = self.groups.borrow().values().cloned().collect();
+                    for c in coordinators {
+                        let removed = c.remove_topic_offsets(&topic);
+                        if removed > 0 {
+                            tracing::info!(%topic, removed, shard = self.id, "removed the deleted topic's committed offsets");
+                        }
+                    }
                     if topic == OFFSETS_TOPIC {
                         self.groups.borrow_mut().clear();
                         self.group_epochs.borrow_mut().clear();
