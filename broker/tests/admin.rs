@@ -656,3 +656,25 @@ fn describe_log_dirs_lists_each_partition_and_its_size() -> Result<()> {
     );
     Ok(())
 }
+
+/// Kafka refuses a topic whose name differs from an existing one only by `.` against `_`
+/// (INVALID_TOPIC_EXCEPTION, "collides with existing topic").
+#[test]
+fn topic_names_differing_only_by_dot_and_underscore_collide() -> Result<()> {
+    let broker = BrokerProcess::spawn(1)?;
+    broker.create_topic("metrics.cpu_load", 1, &[])?;
+    for name in ["metrics_cpu_load", "metrics.cpu.load", "metrics_cpu.load"] {
+        let got = try_create(&broker, NewTopic::new(name, 1, TopicReplication::Fixed(1)))?;
+        ensure!(
+            got == Some(RDKafkaErrorCode::InvalidTopic),
+            "{name} gave {got:?}"
+        );
+    }
+    // other names with dots and underscores are fine
+    let got = try_create(
+        &broker,
+        NewTopic::new("metrics.cpu_loads", 1, TopicReplication::Fixed(1)),
+    )?;
+    ensure!(got.is_none(), "metrics.cpu_loads gave {got:?}");
+    Ok(())
+}

@@ -192,6 +192,23 @@ impl MetadataImage {
     pub(crate) fn topic_by_id(&self, id: &TopicId) -> Option<&TopicInfo> {
         self.names_by_id.get(id).and_then(|n| self.topics.get(n))
     }
+    /// Another topic whose name differs from `name` only by `.` against `_`: Kafka refuses
+    /// to create such a pair (their metric names would be the same).
+    pub(crate) fn colliding_topic(&self, name: &str) -> Option<&str> {
+        if !name.contains(['.', '_']) {
+            return None;
+        }
+        let same = |a: u8, b: u8| a == b || (matches!(a, b'.' | b'_') && matches!(b, b'.' | b'_'));
+        self.topics
+            .keys()
+            .find(|t| {
+                t.len() == name.len()
+                    && t.as_str() != name
+                    && t.bytes().zip(name.bytes()).all(|(a, b)| same(a, b))
+            })
+            .map(String::as_str)
+    }
+
     pub(crate) fn topics(&self) -> impl Iterator<Item = &TopicInfo> {
         self.topics.values()
     }

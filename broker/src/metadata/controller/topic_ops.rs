@@ -227,6 +227,14 @@ impl ControllerLogic {
                 ));
                 continue;
             }
+            if let Some(other) = image.colliding_topic(&t.name) {
+                outcomes.push(outcome(
+                    &t.name,
+                    ResponseError::InvalidTopicException,
+                    format!("Topic '{}' collides with existing topic: {other}", t.name),
+                ));
+                continue;
+            }
             if !t.assignments.is_empty() {
                 if let Err(m) = check_assignments(image, &t.assignments, None) {
                     outcomes.push(outcome(&t.name, ResponseError::InvalidReplicaAssignment, m));
