@@ -21,7 +21,7 @@ use kafka_protocol::ResponseError;
 use super::admin::controller_call;
 use crate::config::{Kind, SETTINGS};
 use crate::metadata::controller::{ConfigChange, MetadataOp};
-use crate::metadata::topic_config::{self, TopicKind};
+use crate::metadata::topic_config;
 use crate::shard::ShardCtx;
 
 const TOPIC: i8 = 2;
@@ -73,13 +73,7 @@ pub(crate) async fn describe(
                             continue;
                         }
                         let s = topic_config::topic_setting(name);
-                        let ty = match s.map(|s| s.kind) {
-                            Some(TopicKind::Long { .. }) => 5,
-                            // Kafka's INT: the compression levels
-                            Some(TopicKind::Range { .. }) => 3,
-                            Some(TopicKind::Ratio) => 6,
-                            _ => 2,
-                        };
+                        let ty = topic_config::kafka_type(name);
                         let src = if is_default {
                             DEFAULT_CONFIG
                         } else {
@@ -103,10 +97,9 @@ pub(crate) async fn describe(
                     )));
                 }
             },
-            BROKER
-                if r.resource_name.is_empty()
-                    || *r.resource_name == *ctx.config.node_id().to_string() =>
-            {
+            // the cluster's dynamic defaults: Sluice's broker settings are all static
+            BROKER if r.resource_name.is_empty() => {}
+            BROKER if *r.resource_name == *ctx.config.node_id().to_string() => {
                 let defaults = crate::config::BrokerConfig::default();
                 for s in SETTINGS {
                     if !wanted(s.name) {
@@ -124,7 +117,9 @@ pub(crate) async fn describe(
                         Kind::Ratio => 6,
                         _ => 2,
                     };
-                    let mut e = entry(s.name, value, src, ty, s.doc, req.include_documentation);
+                    // static: read from the config file, not changed by AlterConfigs
+                    let mut e = entry(s.name, value, src, ty, s.doc, req.include_documentation)
+                        .with_read_only(true);
                     if crate::config::sensitive(s.name) {
                         e = e.with_value(None).with_is_sensitive(true);
                     }
@@ -148,9 +143,27 @@ type Planned = Result<ConfigChange, (i16, String)>;
 
 async fn apply(
     ctx: &Rc<ShardCtx>,
-    planned: Vec<(i8, StrBytes, Planned)>,
+    mut planned: Vec<(i8, StrBytes, Planned)>,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, i16, Option<String>)> {
+    // Kafka: a resource named twice is refused, every time it is named
+    let mut seen: std::collections::HashMap<(i8, &str), usize> = Default::default();
+    for (ty, name, _) in &planned {
+        *seen.entry((*ty, name.as_str())).or_default() += 1;
+    }
+    let twice: Vec<bool> = planned
+        .iter()
+        .map(|(ty, name, _)| seen.get(&(*ty, name.as_str())).is_some_and(|&n| n > 1))
+        .collect();
+    drop(seen);
+    for ((_, _, p), twice) in planned.iter_mut().zip(twice) {
+        if twice {
+            *p = Err((
+                ResponseError::InvalidRequest.code(),
+                "Each resource must appear at most once.".into(),
+            ));
+        }
+    }
     let changes: Vec<ConfigChange> = planned
         .iter()
         .filter_map(|(_, _, p)| p.as_ref().ok().cloned())
@@ -263,10 +276,34 @@ fn incremental_change(
             ))
         }
     };
-    let mut set = Vec::new();
+    let mut set: Vec<(String, Option<String>)> = Vec::new();
     for c in &r.configs {
         let name = c.name.to_string();
         let value = c.value.as_ref().map(|v| v.to_string());
+        // Kafka's ConfigAdminManager and ConfigurationControlManager checks
+        if set.iter().any(|(n, _)| *n == name) {
+            return Err((
+                ResponseError::InvalidRequest.code(),
+                "Error due to duplicate config keys".into(),
+            ));
+        }
+        if value.is_none() && c.config_operation != 1 {
+            return Err((
+                ResponseError::InvalidRequest.code(),
+                format!("Null value not supported for : {name}"),
+            ));
+        }
+        if matches!(c.config_operation, 2 | 3) && !topic_config::is_list(&name) {
+            let op = if c.config_operation == 2 {
+                "APPEND"
+            } else {
+                "SUBTRACT"
+            };
+            return Err((
+                ResponseError::InvalidConfig.code(),
+                format!("Can't {op} to key {name} because its type is not LIST."),
+            ));
+        }
         let list = |v: &Option<String>| -> Vec<String> {
             v.as_deref()
                 .unwrap_or("")

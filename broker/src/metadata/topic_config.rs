@@ -185,6 +185,44 @@ pub(crate) fn topic_setting(name: &str) -> Option<&'static TopicSetting> {
     TOPIC_SETTINGS.iter().find(|s| s.name == name)
 }
 
+/// The type DescribeConfigs reports for a topic setting, Kafka's (`ConfigType`: 1 BOOLEAN,
+/// 2 STRING, 3 INT, 5 LONG, 6 DOUBLE, 7 LIST).
+pub(crate) fn kafka_type(name: &str) -> i8 {
+    const INT: &[&str] = &[
+        "segment.bytes",
+        "max.message.bytes",
+        "min.insync.replicas",
+        "index.interval.bytes",
+    ];
+    match topic_setting(name).map(|s| s.kind) {
+        _ if is_list(name) => 7,
+        _ if INT.contains(&name) => 3,
+        Some(TopicKind::Choice(["true", "false"])) => 1,
+        Some(TopicKind::Range { .. }) => 3,
+        Some(TopicKind::Long { .. }) => 5,
+        Some(TopicKind::Ratio) => 6,
+        _ => 2,
+    }
+}
+
+/// True for Kafka's LIST-typed topic settings (`cleanup.policy`): the ones
+/// IncrementalAlterConfigs may APPEND to or SUBTRACT from.
+pub(crate) fn is_list(name: &str) -> bool {
+    name == "cleanup.policy"
+}
+
+/// The form a topic setting's value is stored in. Kafka's parsers trim a value, read a
+/// boolean in any case and trim each item of a list, so `TRUE` and `compact, delete` are
+/// taken; they are stored as `true` and `compact,delete`.
+pub(crate) fn normalize(name: &str, value: &str) -> String {
+    let v = value.trim();
+    match topic_setting(name).map(|s| s.kind) {
+        Some(TopicKind::Choice(["true", "false"])) => v.to_ascii_lowercase(),
+        _ if is_list(name) => v.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+        _ => v.to_string(),
+    }
+}
+
 /// Checks one topic config; the error text goes to the client with INVALID_CONFIG.
 pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(s) = topic_setting(name) else {

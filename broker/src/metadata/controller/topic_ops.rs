@@ -214,7 +214,10 @@ impl ControllerLogic {
         let default_partitions = self.config.int("num.partitions") as i32;
         let default_rf = self.config.int("default.replication.factor");
         let mut budget = PartitionBudget::new(image, &self.config);
-        for t in topics {
+        for mut t in topics {
+            for (k, v) in t.configs.iter_mut() {
+                *v = topic_config::normalize(k, v);
+            }
             if let Err(m) = validate_topic_name(&t.name) {
                 outcomes.push(outcome(&t.name, ResponseError::InvalidTopicException, m));
                 continue;
@@ -491,7 +494,12 @@ impl ControllerLogic {
     ) -> (Vec<MetadataRecord>, MetadataOpResult) {
         let mut records = Vec::new();
         let mut outcomes = Vec::new();
-        for c in changes {
+        for mut c in changes {
+            for (k, v) in c.set.iter_mut() {
+                if let Some(v) = v {
+                    *v = topic_config::normalize(k, v);
+                }
+            }
             if crate::metadata::is_internal(&c.topic) {
                 outcomes.push(outcome(
                     &c.topic,
