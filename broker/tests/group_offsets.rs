@@ -20,7 +20,8 @@ use kafka_protocol::messages::offset_delete_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    GroupId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, TopicName,
+    DescribeGroupsRequest, GroupId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::AdminOptions;
@@ -157,6 +158,19 @@ fn offsets_of_missing_topics_and_partitions_are_refused() -> Result<()> {
     .into();
     ensure!(codes == want, "OffsetDelete answered {codes:?}");
     ensure!(committed(&mut raw, "g", "one", &[0])? == vec![-1]);
+
+    // DescribeGroups with authorized operations (KIP-430): without an authorizer, every
+    // operation of a group (READ 3, DELETE 6, DESCRIBE 8), as Kafka answers
+    commit(&mut raw, "g", &[("one", 0, 1)])?;
+    let req = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(StrBytes::from_static_str("g"))])
+        .with_include_authorized_operations(true);
+    let resp = raw.call(5, &req)?;
+    let ops = resp.groups[0].authorized_operations;
+    ensure!(
+        ops == (1 << 3) | (1 << 6) | (1 << 8),
+        "authorized operations {ops:#x}"
+    );
     Ok(())
 }
 

@@ -32,7 +32,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    ApiKey, DescribeGroupsRequest, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_proto::request::{
@@ -388,11 +388,27 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: Bytes, conn: &Rc<Conn>) 
         }
         ApiKey::DescribeGroups => {
             let conn = conn.clone();
-            respond(ctx, &frame, move |ctx, req, v| async move {
-                let mut resp = groups::describe_groups(ctx.clone(), req, v).await;
-                authz::filter_describe_groups(&ctx, &conn, &mut resp);
-                resp
-            })
+            respond(
+                ctx,
+                &frame,
+                move |ctx, req: DescribeGroupsRequest, v| async move {
+                    let with_ops = v >= 3 && req.include_authorized_operations;
+                    let mut resp = groups::describe_groups(ctx.clone(), req, v).await;
+                    authz::filter_describe_groups(&ctx, &conn, &mut resp);
+                    // KIP-430, as for topics and the cluster in Metadata
+                    if with_ops {
+                        for g in resp.groups.iter_mut().filter(|g| g.error_code == 0) {
+                            g.authorized_operations = authz::authorized_operations(
+                                &ctx,
+                                &conn,
+                                crate::security::acl::ResourceType::Group,
+                                &g.group_id,
+                            );
+                        }
+                    }
+                    resp
+                },
+            )
         }
         ApiKey::ListGroups => {
             let conn = conn.clone();
