@@ -663,5 +663,8 @@ fn recompressed(
         *h = RecordBatchHeader::parse(&out[start..])?;
         *range = start..out.len();
     }
+    // sized to the input: the pending queue and the cache keep these bytes, counted by
+    // their length, so a compressed result must not keep the input's capacity
+    out.shrink_to_fit();
     Ok(Bytes::from(out))
 }

@@ -165,6 +165,9 @@ fn to_topic_codec(records: Bytes, codec: u8, level: Option<i32>) -> Result<Bytes
         recompress_batch(&records[range], codec, level, MAX_DECOMPRESSED, &mut out)
             .map_err(refused)?;
     }
+    // sized to the input: a compressed result is far smaller, and the log and the cache
+    // keep what is stored (counted by its length), so the slack must not go with it
+    out.shrink_to_fit();
     Ok(Bytes::from(out))
 }
 
