@@ -195,5 +195,18 @@ fn describe_configs_reports_kafkas_types_and_static_broker_settings() -> Result<
     );
     // the cluster's dynamic defaults: none
     ensure!(describe(&mut raw, BROKER, "")?.is_empty());
+    // an illegal topic name is INVALID_TOPIC_EXCEPTION (17), a missing one unknown (3)
+    for (name, want) in [("", 17), ("bad name", 17), ("missing", 3)] {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(TOPIC)
+                .with_resource_name(s(name)),
+        ]);
+        let got = raw.call(4, &req)?.results[0].error_code;
+        ensure!(
+            got == want,
+            "DescribeConfigs of topic {name:?}: {got}, want {want}"
+        );
+    }
     Ok(())
 }

@@ -63,7 +63,15 @@ pub(crate) async fn describe(
         let mut out = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
+        let illegal = (r.resource_type == TOPIC)
+            .then(|| crate::metadata::controller::validate_topic_name(&r.resource_name).err())
+            .flatten();
         match r.resource_type {
+            // Kafka validates the name first (Topic.validate)
+            TOPIC if illegal.is_some() => {
+                out.error_code = ResponseError::InvalidTopicException.code();
+                out.error_message = illegal.map(StrBytes::from_string);
+            }
             TOPIC => match ctx.image.borrow().topic(&r.resource_name) {
                 Some(t) => {
                     for (name, value, is_default) in
