@@ -210,3 +210,61 @@ fn describe_configs_reports_kafkas_types_and_static_broker_settings() -> Result<
     }
     Ok(())
 }
+
+#[test]
+fn describe_configs_lists_synonyms_most_precedent_first() -> Result<()> {
+    let broker = BrokerProcess::spawn_with(1, &[("compression.type", "lz4")])?;
+    broker.create_topic("syn", 1, &[("retention.ms", "1000")])?;
+    let mut raw = RawClient::connect(broker.addr())?;
+    raw.negotiate()?;
+    let req = DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(s("syn"))]);
+    let resp = raw.call(4, &req)?;
+    // name -> (source, [(synonym name, value, source)])
+    type Described = BTreeMap<String, (i8, Vec<(String, String, i8)>)>;
+    let got: Described = resp.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            let syns = c
+                .synonyms
+                .iter()
+                .map(|y| {
+                    let v = y.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    (y.name.to_string(), v, y.source)
+                })
+                .collect();
+            (c.name.to_string(), (c.config_source, syns))
+        })
+        .collect();
+    let syn = |n: &str, v: &str, src: i8| (n.to_string(), v.to_string(), src);
+    // DYNAMIC_TOPIC_CONFIG 1, STATIC_BROKER_CONFIG 4, DEFAULT_CONFIG 5
+    ensure!(
+        got["retention.ms"]
+            == (
+                1,
+                vec![
+                    syn("retention.ms", "1000", 1),
+                    syn("log.retention.ms", "604800000", 5)
+                ]
+            ),
+        "retention.ms: {:?}",
+        got["retention.ms"]
+    );
+    ensure!(
+        got["compression.type"]
+            == (
+                4,
+                vec![
+                    syn("compression.type", "lz4", 4),
+                    syn("compression.type", "producer", 5)
+                ]
+            ),
+        "compression.type: {:?}",
+        got["compression.type"]
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@ use kafka_protocol::messages::alter_configs_response::{
 };
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+    DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::incremental_alter_configs_response as inc;
 use kafka_protocol::messages::{
@@ -47,6 +48,46 @@ fn entry(
         .with_documentation(with_doc.then(|| StrBytes::from_string(doc.to_string())))
 }
 
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_value(Some(StrBytes::from_string(value.to_string())))
+        .with_source(source)
+}
+
+/// A topic setting's synonyms as Kafka lists them, most precedent first: the topic's
+/// override (`overridden`), the broker setting that supplies its default when the broker's
+/// config sets it, and the default itself (under the broker setting's name when there is
+/// one).
+fn topic_synonyms(
+    ctx: &ShardCtx,
+    defaults: &crate::config::BrokerConfig,
+    s: Option<&topic_config::TopicSetting>,
+    name: &str,
+    overridden: Option<&String>,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    if let Some(v) = overridden {
+        out.push(synonym(name, v, DYNAMIC_TOPIC_CONFIG));
+    }
+    match s.and_then(|s| s.broker_key) {
+        Some(key) => {
+            let value = ctx.config_value(key);
+            let default = defaults.config_value(key);
+            if value != default {
+                out.push(synonym(key, &value, STATIC_BROKER_CONFIG));
+            }
+            out.push(synonym(key, &default, DEFAULT_CONFIG));
+        }
+        None => out.push(synonym(
+            name,
+            s.map_or("", |s| s.fixed_default),
+            DEFAULT_CONFIG,
+        )),
+    }
+    out
+}
+
 pub(crate) async fn describe(
     ctx: Rc<ShardCtx>,
     req: DescribeConfigsRequest,
@@ -74,6 +115,7 @@ pub(crate) async fn describe(
             }
             TOPIC => match ctx.image.borrow().topic(&r.resource_name) {
                 Some(t) => {
+                    let defaults = crate::config::BrokerConfig::default();
                     for (name, value, is_default) in
                         topic_config::effective(&t.configs, &ctx.config)
                     {
@@ -82,19 +124,27 @@ pub(crate) async fn describe(
                         }
                         let s = topic_config::topic_setting(name);
                         let ty = topic_config::kafka_type(name);
-                        let src = if is_default {
-                            DEFAULT_CONFIG
-                        } else {
-                            DYNAMIC_TOPIC_CONFIG
-                        };
-                        out.configs.push(entry(
+                        let synonyms = topic_synonyms(
+                            &ctx,
+                            &defaults,
+                            s,
+                            name,
+                            (!is_default).then_some(&value),
+                        );
+                        // the most precedent synonym is where the value comes from
+                        let src = synonyms.first().map_or(DEFAULT_CONFIG, |s| s.source);
+                        let mut e = entry(
                             name,
                             value,
                             src,
                             ty,
                             s.map_or("", |s| s.doc),
                             req.include_documentation,
-                        ));
+                        );
+                        if req.include_synonyms {
+                            e = e.with_synonyms(synonyms);
+                        }
+                        out.configs.push(e);
                     }
                 }
                 None => {
@@ -114,11 +164,17 @@ pub(crate) async fn describe(
                         continue;
                     }
                     let value = ctx.config_value(s.name);
-                    let src = if defaults.config_value(s.name) == value {
+                    let default = defaults.config_value(s.name);
+                    let src = if default == value {
                         DEFAULT_CONFIG
                     } else {
                         STATIC_BROKER_CONFIG
                     };
+                    let mut synonyms = Vec::new();
+                    if src == STATIC_BROKER_CONFIG {
+                        synonyms.push(synonym(s.name, &value, STATIC_BROKER_CONFIG));
+                    }
+                    synonyms.push(synonym(s.name, &default, DEFAULT_CONFIG));
                     let ty = match s.kind {
                         Kind::Int { .. } => 5,
                         Kind::Bool => 1,
@@ -128,8 +184,14 @@ pub(crate) async fn describe(
                     // static: read from the config file, not changed by AlterConfigs
                     let mut e = entry(s.name, value, src, ty, s.doc, req.include_documentation)
                         .with_read_only(true);
+                    if req.include_synonyms {
+                        e = e.with_synonyms(synonyms);
+                    }
                     if crate::config::sensitive(s.name) {
                         e = e.with_value(None).with_is_sensitive(true);
+                        for syn in e.synonyms.iter_mut() {
+                            syn.value = None;
+                        }
                     }
                     out.configs.push(e);
                 }
