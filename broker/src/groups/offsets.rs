@@ -619,13 +619,7 @@ impl GroupCoordinator {
                 records.push(offset_tombstone(&g.group_id, &key.0, key.1));
                 removed += 1;
             }
-            if removed > before
-                && g.is(GroupState::Empty)
-                && g.members.is_empty()
-                && g.pending_members.is_empty()
-                && g.offsets.is_empty()
-                && g.pending_commits.is_empty()
-            {
+            if removed > before && g.holds_nothing() {
                 g.transition_to(GroupState::Dead, now);
                 records.push(group_tombstone(&g.group_id));
                 dead.push(g.group_id.clone());
@@ -686,12 +680,7 @@ impl GroupCoordinator {
                     records.push(offset_tombstone(&g.group_id, &key.0, key.1));
                     removed += 1;
                 }
-                if empty
-                    && g.members.is_empty()
-                    && g.pending_members.is_empty()
-                    && g.offsets.is_empty()
-                    && g.pending_commits.is_empty()
-                {
+                if g.holds_nothing() {
                     g.transition_to(GroupState::Dead, now_ms);
                     records.push(group_tombstone(&g.group_id));
                     dead.push(g.group_id.clone());

@@ -178,6 +178,16 @@ impl Group {
         }
     }
 
+    /// Empty, with no member, pending member, offset or commit in flight: nothing left to
+    /// keep (Kafka then removes the group and tombstones its metadata).
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.is(GroupState::Empty)
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.offsets.is_empty()
+            && self.pending_commits.is_empty()
+    }
+
     pub(crate) fn is(&self, state: GroupState) -> bool {
         self.state == state
     }
