@@ -283,8 +283,7 @@ async fn idempotence_run(dir: &Path) {
             let d = t.elapsed();
             assert!(!info.duplicate);
             println!(
-                "first idempotent append after reopen (rebuild from <= {} MiB): {:.1} ms",
-                ShardStorageOptions::default().producer_rebuild_bytes >> 20,
+                "first idempotent append after reopen (rebuild from the snapshot): {:.1} ms",
                 d.as_secs_f64() * 1000.0
             );
             log.close().await.unwrap();

@@ -170,11 +170,6 @@ pub struct ShardStorageOptions {
     pub retention_check_interval: Duration,
     /// Segment files unused for this long are closed.
     pub idle_file_timeout: Duration,
-    /// At most this many bytes at the end of a log (and at most its two newest segments)
-    /// are read to rebuild the idempotent-producer state of a log without snapshots
-    /// (`PartitionLog::load_producer_state`).
-    /// Producers whose last batch is before that are unknown afterwards.
-    pub producer_rebuild_bytes: u64,
     /// `log.cleaner.enable`: the shard's log cleaner compacts its logs with
     /// `cleanup.policy` compact in the background.
     pub cleaner_enabled: bool,
@@ -225,7 +220,6 @@ impl Default for ShardStorageOptions {
             max_open_files: 4096,
             retention_check_interval: Duration::from_secs(300),
             idle_file_timeout: Duration::from_secs(60),
-            producer_rebuild_bytes: 32 << 20,
             cleaner_enabled: true,
             cleaner_dedupe_buffer_bytes: 128 << 20,
             cleaner_backoff: Duration::from_secs(15),

@@ -29,11 +29,6 @@ use std::path::Path;
 /// Batches remembered per producer for duplicate detection (Kafka: 5, the client's
 /// max.in.flight.requests.per.connection limit for idempotence).
 pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
-/// The lazy rebuild reads batch headers of at most this many newest segments (and at most
-/// `ShardStorageOptions::producer_rebuild_bytes`). A producer whose last batch is older is
-/// unknown afterwards (as after Kafka's producer expiration): its next batch is accepted
-/// with any sequence number.
-pub(crate) const REBUILD_SEGMENTS: usize = 2;
 /// Bytes read at once when hopping over batch headers.
 pub(crate) const READ_CHUNK: usize = 256 << 10;
 
@@ -454,9 +449,10 @@ pub(crate) struct Plan {
 
 /// Choose where a rebuild starts. From a snapshot at `snapshot` (a batch boundary in the
 /// log): the sparse-index entry at or before it in its segment. Without one: the log
-/// start with `whole` (a log that had snapshots, cut below all of them), else (a log
-/// written before snapshots) at most `max_bytes` of the newest `REBUILD_SEGMENTS`
-/// segments, cut at a sparse-index entry.
+/// start, as Kafka rebuilds from the first segment after an unclean stop with no snapshot
+/// (a log that never rolled a segment nor stopped cleanly has none). Any later window
+/// would forget a transaction begun before it: its records would read as committed, and
+/// its abort would index nothing.
 /// Loads the index of the segment it starts in (`ensure_indexes`: the caller loaded it
 /// off the shard before).
 pub(crate) fn plan(
@@ -464,14 +460,12 @@ pub(crate) fn plan(
     segments: &mut [Segment],
     log_end: i64,
     durable: i64,
-    max_bytes: u64,
     snapshot: Option<i64>,
-    whole: bool,
 ) -> Plan {
     let n = segments.len();
     // (segment index, file position, offset at or before the batch there)
     let mut start = (n, 0u64, log_end);
-    if let (None, true, Some(first)) = (snapshot, whole, segments.first()) {
+    if let (None, Some(first)) = (snapshot, segments.first()) {
         start = (0, 0, first.base);
     } else if let Some(at) = snapshot {
         let i = segments.partition_point(|s| s.base <= at).saturating_sub(1);
@@ -483,27 +477,6 @@ pub(crate) fn plan(
                 seg.index_lookup(at)
             };
             start = (i, pos, o);
-        }
-    } else {
-        let first = n.saturating_sub(REBUILD_SEGMENTS);
-        let mut budget = max_bytes;
-        for i in (first..n).rev() {
-            let seg = &mut segments[i];
-            if seg.size <= budget {
-                budget -= seg.size;
-                start = (i, 0, seg.base);
-                continue;
-            }
-            seg.ensure_indexes(dir);
-            let min_pos = seg.size - budget;
-            let entry = seg
-                .index
-                .as_ref()
-                .and_then(|x| x.entries.iter().find(|e| e.1 as u64 >= min_pos).copied());
-            if let Some((rel, pos)) = entry {
-                start = (i, pos as u64, seg.base + rel as i64);
-            }
-            break;
         }
     }
     let ranges = segments[start.0.min(n)..]

@@ -1,6 +1,6 @@
 //! Transactions in storage: transactional appends and markers (`append_control`), the
 //! last stable offset, the aborted-transactions index, restarts (clean and not) with a
-//! transaction open across segments and more than the 32 MiB rebuild window,
+//! transaction open across segments and 40 MiB of log, or begun before any snapshot,
 //! truncation, retention and the cleaner around transactions, and a follower replaying
 //! the leader's batches. Each step is checked against `common::txn::TxnModel`.
 
@@ -667,6 +667,62 @@ fn a_follower_replays_transactions_as_the_leader_did() {
         let hw = follower.log_end_offset();
         m.truncate(hw);
         check_txns(&follower, &mut m, hw, "follower reopened").await;
+        shard.shutdown().await.unwrap();
+    });
+}
+
+/// A log with no producer-state snapshot (one that never rolled a segment nor stopped
+/// cleanly, or whose snapshots are gone) is rebuilt from its start after a crash, as
+/// Kafka's is: a transaction begun before any later window stays open (the last stable
+/// offset holds at its first offset), and its abort is indexed. Read from only the newest
+/// segments, the transaction was forgotten: read_committed consumers saw its records, and
+/// still did after the abort.
+#[test]
+fn an_open_transaction_is_remembered_after_a_crash_without_a_snapshot() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    let p = path.clone();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, p, small_segments())
+            .await
+            .unwrap();
+        let mut m = TxnModel::default();
+        Producer::new(7).send(&log, &mut m, 3, 0, true); // offsets 0..=2, left open
+        for tag in 0..30u8 {
+            log.append(batch(2, 500, 1000, tag), 1000).unwrap(); // rolls many segments
+        }
+        let hw = durable(&log).await;
+        assert_eq!(log.last_stable_offset(hw), 0);
+        // a crash: no close, so no shutdown snapshot
+    });
+    common::remove_snapshots(&path);
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path, small_segments())
+            .await
+            .unwrap();
+        log.load_transaction_state().await.unwrap();
+        let hw = log.durable_offset();
+        assert_eq!(hw, 63);
+        assert_eq!(
+            log.last_stable_offset(hw),
+            0,
+            "the open transaction was forgotten"
+        );
+        let abort = log.append_control(7, 0, false, 0, 2000).unwrap();
+        let end = durable(&log).await;
+        assert_eq!(log.last_stable_offset(end), end);
+        let aborted = log.aborted_transactions(0, end).await.unwrap();
+        assert_eq!(
+            aborted
+                .iter()
+                .map(|a| (a.producer_id, a.first_offset))
+                .collect::<Vec<_>>(),
+            vec![(7, 0)],
+            "the abort at {} indexed nothing",
+            abort.base_offset
+        );
         shard.shutdown().await.unwrap();
     });
 }

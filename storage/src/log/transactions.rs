@@ -72,8 +72,8 @@ impl PartitionLog {
     }
 
     /// Build the idempotent-producer state now, with async reads, if it is not built yet
-    /// (a no-op otherwise), reading the newest snapshot and then batch headers (up to
-    /// `ShardStorageOptions::producer_rebuild_bytes` for a log without snapshots).
+    /// (a no-op otherwise), reading the newest snapshot and then the batch headers after it
+    /// (from the log start for a log without one).
     /// Required before appending idempotent or transactional batches or markers: no
     /// append reads the log, one that needs the state unbuilt is
     /// `ProducerStateNotLoaded`. The load runs in a task of its own: a caller that stops

@@ -71,7 +71,6 @@ async fn load_once(
     log: &Rc<LogInner>,
     locked: bool,
 ) -> Result<Replay, StorageError> {
-    let max_bytes = shard.opts.producer_rebuild_bytes;
     if log.state().producers_loaded() {
         return Ok(Replay::Done);
     }
@@ -94,7 +93,7 @@ async fn load_once(
     }
     let at = base.as_ref().map(|b| b.0);
     let ps = base.map(|b| b.1).unwrap_or_default();
-    replay(shard, log, max_bytes, at, ps, locked).await
+    replay(shard, log, at, ps, locked).await
 }
 
 #[cfg(test)]
@@ -116,7 +115,7 @@ enum Replay {
     Again,
 }
 
-/// Plans a rebuild from the snapshot at `at` (state `ps`) or the log's tail, reads the
+/// Plans a rebuild from the snapshot at `at` (state `ps`) or the log's start, reads the
 /// planned ranges and installs the state with the pending batches. `locked`: the caller
 /// holds the log's I/O permit, so no flush moved the durable offset since the plan; what
 /// the files then fail to give (a short or damaged read) is installed anyway with a
@@ -124,26 +123,18 @@ enum Replay {
 async fn replay(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
-    max_bytes: u64,
     at: Option<i64>,
     ps: producer::ProducerStates,
     locked: bool,
 ) -> Result<Replay, StorageError> {
     // the plan may consult the sparse index of the segment it starts in
+    // (from the log start, without a snapshot: no index is needed)
     let bases: Vec<i64> = {
         let st = log.state();
-        let n = st.segments().len();
-        match at {
-            Some(o) => st
-                .segment_for(o)
-                .map(|i| st.segments()[i].base)
-                .into_iter()
-                .collect(),
-            None => st.segments()[n.saturating_sub(producer::REBUILD_SEGMENTS)..]
-                .iter()
-                .map(|s| s.base)
-                .collect(),
-        }
+        at.and_then(|o| st.segment_for(o))
+            .map(|i| st.segments()[i].base)
+            .into_iter()
+            .collect()
     };
     for b in bases {
         log.load_indexes(b).await;
@@ -154,7 +145,7 @@ async fn replay(
         if st.producers_loaded() {
             return Ok(Replay::Done);
         }
-        let p = st.plan_producer_rebuild(&log.dir, max_bytes, at);
+        let p = st.plan_producer_rebuild(&log.dir, at);
         (p, st.truncate_epoch(), st.layout_epoch(), st.log_end())
     };
     match replay_files(shard, log, &plan, log_end, ps).await {

@@ -41,12 +41,7 @@ impl LogState {
     }
     /// Where a rebuild of the producer state reads (see `producer::plan`): from the
     /// snapshot at `snapshot` if it is still inside the log, else the newest segments.
-    pub(crate) fn plan_producer_rebuild(
-        &mut self,
-        dir: &Path,
-        max_bytes: u64,
-        snapshot: Option<i64>,
-    ) -> Plan {
+    pub(crate) fn plan_producer_rebuild(&mut self, dir: &Path, snapshot: Option<i64>) -> Plan {
         let start = self.log_start();
         let snapshot = snapshot.filter(|&o| o >= start && o <= self.log_end);
         producer::plan(
@@ -54,9 +49,7 @@ impl LogState {
             &mut self.segments,
             self.log_end,
             self.durable,
-            max_bytes,
             snapshot,
-            self.snapshot_history,
         )
     }
     /// The producer state must be built before an append that checks or replays into it
