@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use sluice_storage::{CleanupPolicy, LogConfig};
 
+use crate::metadata::image::TopicInfo;
+
 use crate::config::{compression_codec, BrokerConfig, CLEANUP_POLICIES, COMPRESSION_TYPES};
 
 #[derive(Debug, Clone, Copy)]
@@ -332,6 +334,19 @@ pub(crate) fn stores_zstd(overrides: &BTreeMap<String, String>, broker: &BrokerC
     value_of(overrides, broker, "compression.type") == "zstd"
 }
 
+/// The storage settings of topic `t`. Internal topics store what their coordinators
+/// write as written, whatever the broker's `compression.type` (they are created with
+/// `producer`, as Kafka creates them, but older ones may lack the override): the
+/// coordinators read their records back uncompressed at load.
+pub(crate) fn topic_log_config(t: &TopicInfo, broker: &BrokerConfig) -> LogConfig {
+    let mut c = log_config(&t.configs, broker);
+    if crate::metadata::is_internal(&t.name) {
+        c.compression = None;
+        c.compression_level = None;
+    }
+    c
+}
+
 /// The storage settings of a topic with these overrides.
 pub(crate) fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -> LogConfig {
     let get = |name: &str| -> i64 {
@@ -437,6 +452,22 @@ mod tests {
         assert!(validate("compression.lz4.level", "18").is_err());
         assert!(validate("compression.zstd.level", "-131072").is_ok());
         assert!(broker.set("compression.gzip.level", "0").is_err());
+        // internal topics keep what their coordinators write, whatever the broker says
+        let topic = |name: &str| TopicInfo {
+            name: name.to_string(),
+            id: Default::default(),
+            partitions: 1,
+            parts: Vec::new(),
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(
+            topic_log_config(&topic("__consumer_offsets"), &broker).compression,
+            None
+        );
+        assert_eq!(
+            topic_log_config(&topic("orders"), &broker).compression,
+            Some(4)
+        );
         // the producer's names are not the topic's (Kafka refuses `none` too)
         assert!(validate("compression.type", "none").is_err());
         assert!(broker.set("compression.type", "none").is_err());

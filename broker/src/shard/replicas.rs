@@ -12,7 +12,7 @@ use crate::coordinator_log::ReplicatedAcks;
 use crate::groups::OFFSETS_TOPIC;
 use crate::groups_glue::{group_config, load_coordinator};
 use crate::metadata::image::Change;
-use crate::metadata::topic_config::log_config;
+use crate::metadata::topic_config::topic_log_config;
 use crate::partition_meta;
 use crate::placement::shard_for;
 use crate::txn::TRANSACTION_STATE_TOPIC;
@@ -110,7 +110,7 @@ impl ShardCtx {
                 }
                 Change::ConfigChanged { topic } => {
                     let config = match self.image.borrow().topic(&topic) {
-                        Some(t) => log_config(&t.configs, &self.config),
+                        Some(t) => topic_log_config(t, &self.config),
                         None => continue,
                     };
                     if let Some(parts) = self.partitions.borrow().get(&topic) {
@@ -213,7 +213,7 @@ impl ShardCtx {
                     return;
                 }
                 let config = match self.image.borrow().topic(topic) {
-                    Some(t) => log_config(&t.configs, &self.config),
+                    Some(t) => topic_log_config(t, &self.config),
                     None => return,
                 };
                 match PartitionLog::open(&self.storage, dir, config).await {
@@ -238,7 +238,7 @@ impl ShardCtx {
                     .ok()
                     .and_then(|p| t.parts.get(p))
                     .map_or(1, |p| p.replicas.len());
-                (log_config(&t.configs, &self.config), t.id, replicas > 1)
+                (topic_log_config(t, &self.config), t.id, replicas > 1)
             }
             None => return,
         };
