@@ -322,6 +322,28 @@ fn zstd_is_refused_to_produce_and_fetch_versions_older_than_zstd() -> Result<()>
         codecs.values().all(|&c| c == 4),
         "zstd-topic stored {codecs:?}"
     );
+
+    // max.message.bytes holds before and after recompression, as Kafka checks both: a
+    // small gzip batch that inflates past it, and a batch already past it
+    const MESSAGE_TOO_LARGE: i16 = 10;
+    broker.create_topic(
+        "small",
+        1,
+        &[
+            ("compression.type", "uncompressed"),
+            ("max.message.bytes", "4000"),
+        ],
+    )?;
+    let big_value = "x".repeat(9000);
+    let inflates = compressed_batch(&[big_value.as_str()], 1_700_000_000_000, Compression::Gzip)?;
+    ensure!(inflates.len() < 4000);
+    ensure!(produce(&mut raw, 9, "small", &inflates)?.0 == MESSAGE_TOO_LARGE);
+    let noise: String = (0..6000u32)
+        .map(|i| char::from(b'a' + ((i * 7919) % 26) as u8))
+        .collect();
+    let past = compressed_batch(&[noise.as_str()], 1_700_000_000_000, Compression::None)?;
+    ensure!(produce(&mut raw, 9, "small", &past)?.0 == MESSAGE_TOO_LARGE);
+    ensure!(produce(&mut raw, 9, "small", &plain)? == (0, 0));
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use super::{encode, frame_body, legacy, Dispatch};
 use crate::connection::Conn;
 use crate::errors::storage_error_code;
 use crate::metadata::image::TopicInfo;
-use crate::metadata::topic_config::{target_codec, TargetCodec};
+use crate::metadata::topic_config::{self, target_codec, TargetCodec};
 use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
@@ -66,14 +66,18 @@ fn enough_in_sync_in(t: &TopicInfo, partition: i32, min: usize) -> Result<(), Re
     Ok(())
 }
 
+/// A topic's codec and level to recompress to, with its max.message.bytes.
+type Recompress = (TargetCodec, usize);
+
 /// Where each partition of one topic of a request goes (its shard), or why not: one
-/// metadata lookup for the topic, not one per partition.
+/// metadata lookup for the topic, not one per partition; and what the topic's batches are
+/// recompressed to, if anything.
 fn route_topic(
     ctx: &ShardCtx,
     acks: i16,
     name: &str,
     partitions: impl Iterator<Item = i32>,
-) -> (Vec<Result<usize, ResponseError>>, Option<TargetCodec>) {
+) -> (Vec<Result<usize, ResponseError>>, Option<Recompress>) {
     let image = ctx.image.borrow();
     let t = image.topic(name);
     let min = t.map(|t| ctx.min_insync_replicas(t));
@@ -86,7 +90,12 @@ fn route_topic(
             }
         })
         .collect();
-    let codec = t.and_then(|t| target_codec(&t.configs, &ctx.config));
+    // with the topic's max.message.bytes, which the recompression checks
+    let codec = t.and_then(|t| {
+        let codec = target_codec(&t.configs, &ctx.config)?;
+        let max = topic_config::log_config(&t.configs, &ctx.config).max_message_bytes;
+        Some((codec, max as usize))
+    });
     (owners, codec)
 }
 
@@ -141,19 +150,41 @@ fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
     Ok(records)
 }
 
+/// Bytes one Produce request may inflate, in all its partitions, to recompress them for
+/// their topics' `compression.type`: decompression bombs cost at most this much memory
+/// and CPU per request (well above a client's request of 1 MiB batches, which Kafka
+/// takes one per partition).
+const RECOMPRESS_INFLATE_MAX: usize = 256 << 20;
+
 /// A partition's batches in its topic's codec (`compression.type`, at its
-/// `compression.<codec>.level`), recompressed here on
-/// the connection's shard, which yields between partitions, rather than in the owner's
-/// `append`, which would hold its shard for every batch of the request at once (`append`
-/// still recompresses a batch that reaches it in another codec, after a config change).
-/// Each batch's length and CRC are checked first: a damaged batch never gets a fresh
-/// CRC. Batches already in the codec are passed on as they are.
-fn to_topic_codec(records: Bytes, codec: u8, level: Option<i32>) -> Result<Bytes, (i16, String)> {
+/// `compression.<codec>.level`), recompressed here on the connection's shard, yielding
+/// between batches, rather than in the owner's `append`, which would hold its shard for
+/// every batch of the request at once (`append` still recompresses a batch that reaches
+/// it in another codec, after a config change). Each batch's length and CRC are checked
+/// first (a damaged batch never gets a fresh CRC), and its size against the topic's
+/// `max_message` before and after, as Kafka checks both. What the batches inflate to
+/// comes out of `budget`. Batches already in the codec are passed on as they are.
+async fn to_topic_codec(
+    records: Bytes,
+    codec: u8,
+    level: Option<i32>,
+    max_message: usize,
+    budget: &mut usize,
+) -> Result<Bytes, (i16, String)> {
     let refused = |e: BatchError| (storage_error_code(&e.clone().into()), e.to_string());
+    let too_large = |size: usize| {
+        (
+            ResponseError::MessageTooLarge.code(),
+            format!("a record batch of {size} bytes is over max.message.bytes ({max_message})"),
+        )
+    };
     let mut ranges = Vec::new();
     let mut convert = false;
     for item in BatchIter::new(&records) {
         let (h, range) = item.map_err(refused)?;
+        if h.total_size() > max_message {
+            return Err(too_large(h.total_size()));
+        }
         convert |= h.compression() != codec;
         ranges.push(range);
     }
@@ -162,8 +193,20 @@ fn to_topic_codec(records: Bytes, codec: u8, level: Option<i32>) -> Result<Bytes
     }
     let mut out = Vec::with_capacity(records.len());
     for range in ranges {
-        recompress_batch(&records[range], codec, level, MAX_DECOMPRESSED, &mut out)
-            .map_err(refused)?;
+        let start = out.len();
+        let inflated = recompress_batch(
+            &records[range],
+            codec,
+            level,
+            (*budget).min(MAX_DECOMPRESSED),
+            &mut out,
+        )
+        .map_err(refused)?;
+        *budget = budget.saturating_sub(inflated);
+        if out.len() - start > max_message {
+            return Err(too_large(out.len() - start));
+        }
+        glommio::yield_if_needed().await;
     }
     // sized to the input: a compressed result is far smaller, and the log and the cache
     // keep what is stored (counted by its length), so the slack must not go with it
@@ -215,6 +258,8 @@ async fn submit(
     let mut response = ProduceResponse::default();
     let mut by_shard: ByShard<(Tp, bytes::Bytes)> = BTreeMap::new();
     let bad_acks = !matches!(acks, -1..=1);
+    // what one request may have inflated for recompression, in all its partitions
+    let mut inflate_budget = RECOMPRESS_INFLATE_MAX;
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         // one allocation per topic, shared by its partitions' `Tp`s
@@ -251,10 +296,12 @@ async fn submit(
                 }
                 (_, Err(e), _) => pr.error_code = e.code(),
                 (_, Ok(_), None) => pr.error_code = ResponseError::CorruptMessage.code(),
-                (_, Ok(shard), Some(records)) => match prepare(records).and_then(|r| match codec {
-                    Some((c, level)) => to_topic_codec(r, c, level),
-                    None => Ok(r),
-                }) {
+                (_, Ok(shard), Some(records)) => match match (prepare(records), codec) {
+                    (Ok(r), Some(((c, level), max))) => {
+                        to_topic_codec(r, c, level, max, &mut inflate_budget).await
+                    }
+                    (prepared, _) => prepared,
+                } {
                     Ok(records) => {
                         let entry = by_shard.entry(shard).or_default();
                         entry.0.push((ti, pi));

@@ -12,18 +12,20 @@ use super::{BatchError, RecordBatchHeader, CRC_START, LOG_OVERHEAD, RECORD_BATCH
 /// codec bits, the length and the CRC are rewritten. Base offset, partition leader epoch,
 /// lastOffsetDelta, timestamps, producer id, epoch and base sequence, the transactional
 /// flag and every record's bytes are kept, so offsets, timestamps and idempotence work
-/// as for the original. A batch already in `codec` is appended unchanged.
+/// as for the original. A batch already in `codec` is appended unchanged. Returns the
+/// bytes the records section inflated to (0 for a batch kept as it is), for a caller
+/// that bounds the work.
 pub fn recompress_batch(
     batch: &[u8],
     codec: u8,
     level: Option<i32>,
     max_decompressed: usize,
     out: &mut Vec<u8>,
-) -> Result<(), BatchError> {
+) -> Result<usize, BatchError> {
     let h = RecordBatchHeader::parse(batch)?;
     if h.compression() == codec {
         out.extend_from_slice(batch);
-        return Ok(());
+        return Ok(0);
     }
     if h.is_control() {
         return Err(BatchError::Invalid("control batches are not recompressed"));
@@ -52,7 +54,7 @@ pub fn recompress_batch(
     new[21..23].copy_from_slice(&attributes.to_be_bytes());
     let crc = crc32c::crc32c(&new[CRC_START..]);
     new[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
+    Ok(section.len())
 }
 
 #[cfg(test)]
