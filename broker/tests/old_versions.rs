@@ -152,7 +152,14 @@ fn commit_errors(mut r: Fields) -> Result<Vec<i16>> {
 
 #[test]
 fn offset_commit_v0_v1_read_back_by_offset_fetch_v0_v1() -> Result<()> {
-    let broker = BrokerProcess::spawn_with(2, &[("group.initial.rebalance.delay.ms", "0")])?;
+    // expired offsets are looked for often, so a wrong commit time shows (below)
+    let broker = BrokerProcess::spawn_with(
+        2,
+        &[
+            ("group.initial.rebalance.delay.ms", "0"),
+            ("offsets.retention.check.interval.ms", "200"),
+        ],
+    )?;
     broker.create_topic("oc", 2, &[])?;
     let mut c = connect(&broker)?;
 
@@ -204,6 +211,38 @@ fn offset_commit_v0_v1_read_back_by_offset_fetch_v0_v1() -> Result<()> {
     ensure!(errors == [0], "OffsetCommit v1 simple: {errors:?}");
     let got = offset_fetch(&mut c, 0, "g-v1", "oc", 0)?;
     ensure!(got == (33, Some("meta-1".into()), 0), "after v1: {got:?}");
+
+    // v1 naming a topic that does not exist (answered UNKNOWN_TOPIC_OR_PARTITION) before
+    // a known one: each kept partition keeps its own commit time (a 1970 time on the
+    // unknown one must not reach the known one, which would then expire at once)
+    let body = Body::default()
+        .str("g-v1x")
+        .i32(-1)
+        .str("")
+        .i32(2)
+        .str("nope")
+        .i32(1)
+        .i32(0)
+        .i64(1)
+        .i64(0)
+        .str("")
+        .str("oc")
+        .i32(1)
+        .i32(0)
+        .i64(44)
+        .i64(-1)
+        .str("");
+    let errors = commit_errors(call_raw(&mut c, OFFSET_COMMIT, 1, &body)?)?;
+    ensure!(
+        errors.len() == 2 && errors.contains(&0) && errors.contains(&3),
+        "{errors:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let (offset, _, error) = offset_fetch(&mut c, 1, "g-v1x", "oc", 0)?;
+    ensure!(
+        (offset, error) == (44, 0),
+        "the v1 commit expired: {offset} {error}"
+    );
 
     // v1 from a member of a live group: JoinGroup/SyncGroup v0, commit with the generation.
     let join = JoinGroupRequest::default()

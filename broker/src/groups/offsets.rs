@@ -611,6 +611,11 @@ impl GroupCoordinator {
         let mut dead = Vec::new();
         for g in st.groups.values_mut() {
             g.pending_commits.retain(|key, _| key.0 != topic);
+            // undecided transactional commits of the topic too (Kafka's removeOffsets):
+            // a COMMIT arriving later must not bring the topic's offsets back
+            for pending in g.pending_txn_offsets.values_mut() {
+                pending.retain(|key, _| key.0 != topic);
+            }
             let before = removed;
             let gone: Vec<(String, i32)> =
                 g.offsets.keys().filter(|k| k.0 == topic).cloned().collect();

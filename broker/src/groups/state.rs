@@ -178,14 +178,16 @@ impl Group {
         }
     }
 
-    /// Empty, with no member, pending member, offset or commit in flight: nothing left to
-    /// keep (Kafka then removes the group and tombstones its metadata).
+    /// Empty, with no member, pending member, offset, commit in flight or undecided
+    /// transactional commit: nothing left to keep (Kafka's `hasOffsets` false, so it
+    /// removes the group and tombstones its metadata).
     pub(crate) fn holds_nothing(&self) -> bool {
         self.is(GroupState::Empty)
             && self.members.is_empty()
             && self.pending_members.is_empty()
             && self.offsets.is_empty()
             && self.pending_commits.is_empty()
+            && self.pending_txn_offsets.values().all(|p| p.is_empty())
     }
 
     pub(crate) fn is(&self, state: GroupState) -> bool {

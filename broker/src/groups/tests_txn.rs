@@ -164,3 +164,50 @@ fn a_plain_commit_written_after_a_transactional_one_is_kept_at_the_marker() {
         assert_eq!(fetched(&c2, "g", 0, false).await, (25, 0));
     });
 }
+
+#[test]
+fn a_deleted_topics_undecided_transactional_offsets_go_too() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let req = txn_req("g", 7, -1, "", &[("t", 0, 10), ("kept", 0, 5)]);
+        assert_eq!(txn_commit(&c, req).await, vec![0, 0]);
+        // the group is Empty with only an undecided commit: it is not removed with "t"
+        assert_eq!(c.remove_topic_offsets("t"), 0);
+        assert_eq!(c.complete_txn(7, true), 1);
+        // the COMMIT brings "kept" in, not the deleted topic's offset
+        assert_eq!(fetched(&c, "g", 0, false).await, (-1, 0));
+        let kept = c
+            .offset_fetch_group("g", Some(vec![("kept".to_owned(), vec![0])]), false)
+            .await;
+        assert_eq!(kept.topics[0].partitions[0].offset, 5);
+    });
+}
+
+#[test]
+fn a_group_with_an_undecided_transactional_commit_outlives_its_deleted_topic() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let plain = kafka_protocol::messages::OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("h")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(3),
+                    ]),
+            ]);
+        c.offset_commit(plain, 8).await;
+        let req = txn_req("h", 9, -1, "", &[("kept", 0, 5)]);
+        assert_eq!(txn_commit(&c, req).await, vec![0]);
+        assert_eq!(c.remove_topic_offsets("t"), 1);
+        // not removed as empty: its transaction's offsets still come
+        assert_eq!(c.complete_txn(9, true), 1);
+        let kept = c
+            .offset_fetch_group("h", Some(vec![("kept".to_owned(), vec![0])]), false)
+            .await;
+        assert_eq!(kept.topics[0].partitions[0].offset, 5);
+    });
+}

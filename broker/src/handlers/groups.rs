@@ -276,6 +276,28 @@ pub(crate) async fn commit(
         OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     };
     let asked = req.topics.len();
+    // v1's timestamps are indexed like the request: keep those of the partitions kept
+    let commit_timestamps = if commit_timestamps.is_empty() {
+        commit_timestamps
+    } else {
+        let image = ctx.image.borrow();
+        req.topics
+            .iter()
+            .zip(commit_timestamps)
+            .filter_map(|(t, ts)| {
+                let count = image.topic(t.name.0.as_str()).map_or(0, |i| i.partitions);
+                let kept: Vec<i64> = t
+                    .partitions
+                    .iter()
+                    .zip(ts)
+                    .filter(|(p, _)| (0..count).contains(&p.partition_index))
+                    .map(|(_, ts)| ts)
+                    .collect();
+                // a topic left with no partition leaves the request (take_unknown_partitions)
+                (!kept.is_empty() || t.partitions.is_empty()).then_some(kept)
+            })
+            .collect()
+    };
     let unknown = take_unknown_partitions(
         &ctx,
         &mut req.topics,
