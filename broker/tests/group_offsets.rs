@@ -239,6 +239,21 @@ fn a_deleted_topics_offsets_are_deleted_so_a_recreated_topic_is_read_whole() -> 
     raw.negotiate()?;
     ensure!(committed(&mut raw, "readers", "again", &[0])? == vec![5]);
 
+    // the group's `__consumer_offsets` partition (Kafka's: of the group id's Java hash code)
+    let partitions = {
+        let c: BaseConsumer = broker.client_config().create()?;
+        let md = c.fetch_metadata(Some("__consumer_offsets"), OP_TIMEOUT)?;
+        md.topics()[0].partitions().len() as i32
+    };
+    let hash = "readers"
+        .encode_utf16()
+        .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
+    // Kafka's Utils.abs: Math.abs, with i32::MIN as 0
+    let coordinator_partition = hash.checked_abs().unwrap_or(0) % partitions.max(1);
+    let written = broker
+        .watermarks("__consumer_offsets", coordinator_partition)?
+        .1;
+
     let admin = broker.admin()?;
     let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
     let r = block_on(admin.delete_topics(&["again"], &opts))?;
@@ -251,7 +266,19 @@ fn a_deleted_topics_offsets_are_deleted_so_a_recreated_topic_is_read_whole() -> 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // the deletion's tombstones are durable: a kill -9 does not bring the offset back
+    // the deletion's tombstones are durable (written in the background: wait for the
+    // partition's high watermark), so a kill -9 does not bring the offset back
+    while broker
+        .watermarks("__consumer_offsets", coordinator_partition)?
+        .1
+        <= written
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "the tombstones never became durable"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     broker.kill9()?;
     broker.restart()?;
     let mut raw = RawClient::connect(broker.addr())?;

@@ -132,7 +132,7 @@ pub const DEFAULT_LEVELS: [(u8, i32); 3] = [(1, -1), (3, 9), (4, 3)];
 /// `compress` at `level`, a topic's `compression.<codec>.level` (KIP-390; None or the
 /// codec's default level: as `compress`): gzip 1-9 (-1: zlib's default, 6), lz4 1-17
 /// (Kafka's default 9 is LZ4's fast compressor, as in Kafka's `Lz4BlockOutputStream`;
-/// any other level LZ4's high-compression mode, whose levels stop at 12), zstd
+/// any other level LZ4's high-compression mode, whose levels run from 3 to 12), zstd
 /// -131072-22. Snappy has no levels.
 pub fn compress_at(codec: u8, level: Option<i32>, input: &[u8]) -> Result<Vec<u8>, CompressError> {
     let level = level.filter(|l| !DEFAULT_LEVELS.contains(&(codec, *l)));
@@ -147,7 +147,9 @@ pub fn compress_at(codec: u8, level: Option<i32>, input: &[u8]) -> Result<Vec<u8
             enc.write_all(input).map_err(failed)?;
             enc.finish().map_err(failed)
         }
-        (3, Some(l)) => lz4_frame(input, l.clamp(1, 12) as u32),
+        // LZ4's frame API takes levels below 3 as its fast compressor: Kafka's 1 and 2
+        // are high-compression levels, so they get its lowest, 3
+        (3, Some(l)) => lz4_frame(input, l.clamp(3, 12) as u32),
         (4, Some(l)) => zstd_compress(input, l),
         _ => compress(codec, input),
     }
