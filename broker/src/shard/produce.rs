@@ -18,9 +18,10 @@ use kafka_protocol::ResponseError;
 /// How long acks=-1 waits for durability when the request's timeout_ms is not positive.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 
-/// An acks=all answer to wait for: (index in the answer, partition, log, last offset
-/// appended, the leader epoch it was appended under).
-type AckWait = (usize, Tp, PartitionLog, i64, i32);
+/// An answer to wait for: (index in the answer, partition, log, last offset appended, the
+/// leader epoch it was appended under, acks=all: true for the ISR, false (acks=1) for
+/// this broker's own copy only).
+type AckWait = (usize, Tp, PartitionLog, i64, i32, bool);
 
 impl ShardCtx {
     /// Appends each part in arrival order, now if the shard is under its unflushed-bytes
@@ -191,13 +192,18 @@ impl ShardCtx {
                         }
                     }
                     appended = true;
-                    if acks == -1 {
+                    // acks=1 waits for the leader's own copy to be durable: Kafka's
+                    // answer follows its write to the page cache, which a kill -9 of the
+                    // process does not lose; Sluice writes past any cache (O_DIRECT), so
+                    // the same promise needs the flush
+                    if acks != 0 {
                         waits.push((
                             results.len(),
                             tp.clone(),
                             log.clone(),
                             info.last_offset,
                             epoch,
+                            acks == -1,
                         ));
                     }
                     results.push(ProducePartResult {
@@ -234,11 +240,14 @@ impl ShardCtx {
     ) -> ShardResponse {
         let deadline = started + timeout;
         let mut timed_out = None;
-        for (i, tp, log, last, epoch) in waits {
-            let Err((error, message)) = self
-                .wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
-                .await
-            else {
+        for (i, tp, log, last, epoch, replicated) in waits {
+            let waited = if replicated {
+                self.wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
+                    .await
+            } else {
+                wait_own_copy(&log, last, deadline).await
+            };
+            let Err((error, message)) = waited else {
                 continue;
             };
             if error == code(ResponseError::RequestTimedOut) && timed_out.is_none() {
@@ -248,7 +257,7 @@ impl ShardCtx {
         }
         if let Some((tp, log, last)) = timed_out {
             self.warn_produce_timeout(
-                "the record durable on every in-sync replica",
+                "the record durable (acks=all: on every in-sync replica)",
                 Some((&tp, &log, last)),
                 started.elapsed(),
             );
@@ -395,5 +404,30 @@ async fn load_producer_states(logs: Vec<PartitionLog>) {
         if let Err(e) = log.load_producer_state().await {
             tracing::warn!(error = %e, "loading producer state");
         }
+    }
+}
+
+/// acks=1: resolves once this broker's copy of `last` is durable, or fails (error code,
+/// message) with the flush's storage error or REQUEST_TIMED_OUT at `deadline`.
+async fn wait_own_copy(
+    log: &PartitionLog,
+    last: i64,
+    deadline: std::time::Instant,
+) -> Result<(), (i16, String)> {
+    let mut durable = std::pin::pin!(log.wait_durable(last));
+    let done = match future::poll_once(&mut durable).await {
+        Some(done) => Some(done),
+        None => {
+            let now = std::time::Instant::now();
+            within(deadline.saturating_duration_since(now), now, durable).await
+        }
+    };
+    match done {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err((storage_error_code(&e), e.to_string())),
+        None => Err((
+            code(ResponseError::RequestTimedOut),
+            "not durable on the leader within the request's timeout".into(),
+        )),
     }
 }
