@@ -70,7 +70,22 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         None => serve(args.serve),
         Some(Command::Serve(serve_args)) => serve(serve_args),
-        Some(Command::Admin(cmd)) => std::process::exit(cli::run(&cmd)),
+        Some(Command::Admin(cmd)) => {
+            restore_sigpipe();
+            std::process::exit(cli::run(&cmd))
+        }
+    }
+}
+
+/// The admin verbs print to stdout; piped into `head` they must end quietly when the pipe
+/// closes, as Kafka's tools and Unix tools do, not panic on a failed write (Rust ignores
+/// SIGPIPE by default, so the write errors instead). The broker keeps SIGPIPE ignored: a
+/// client closing its socket must not kill it.
+fn restore_sigpipe() {
+    // SAFETY: resets one signal's disposition to the default; no handler, no memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -645,7 +645,18 @@ async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarn
     let election =
         Duration::from_millis(config.int("controller.quorum.election.timeout.ms") as u64);
     let bound = (election * 3).max(Duration::from_secs(10));
-    let deadline = std::time::Instant::now() + bound;
+    let started = std::time::Instant::now();
+    let mut deadline = started + bound;
+    // A node of a cluster serves nothing until its controller quorum has unfenced it, as
+    // a KRaft broker: one that served the metadata it had would lead partitions whose
+    // leadership moved while it was down, and acknowledge writes the real leader's log
+    // later truncates (an exploratory run lost acks=1 records so, restarting one node
+    // while the other two were down). A single node (no voters configured) serves after
+    // the bound: it is its own quorum, and nothing it has can be stale.
+    let single = config
+        .str_value("controller.quorum.voters")
+        .trim()
+        .is_empty();
     loop {
         if in_service(ctx, incarnation) {
             tracing::info!(node = ctx.node_id, "broker in service");
@@ -653,12 +664,20 @@ async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarn
         }
         let now = std::time::Instant::now();
         if now >= deadline {
+            if single {
+                tracing::warn!(
+                    node = ctx.node_id,
+                    waited_ms = bound.as_millis() as u64,
+                    "not unfenced by the controller yet; serving the metadata this node has"
+                );
+                return;
+            }
             tracing::warn!(
                 node = ctx.node_id,
-                waited_ms = bound.as_millis() as u64,
-                "not unfenced by an active controller yet; serving the metadata this node has"
+                waited_ms = now.duration_since(started).as_millis() as u64,
+                "not unfenced by an active controller yet (is a majority of the controller quorum up?); not serving until it is"
             );
-            return;
+            deadline = now + bound;
         }
         future::or(
             ctx.metadata_progress.wait(),

@@ -1510,11 +1510,12 @@ fn stopped_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
     consume_exactly(&cluster, "catchup", &sent)
 }
 
-/// The high watermark is checkpointed (every 5 s, per shard): a leader restarted while
-/// both its followers are down, so that none of them can report a position, still serves
-/// what was committed before, instead of starting again from its log start.
+/// A node restarted while the other two are down serves nothing (its controller quorum
+/// cannot unfence it, as a KRaft broker's cannot): the metadata it has may be stale, and
+/// leading with it lost acknowledged writes. With the cluster back, the high watermark
+/// (checkpointed every 5 s, per shard) is what was committed before, not its log start.
 #[test]
-fn high_watermark_survives_a_restart_without_followers() -> Result<()> {
+fn a_lone_restarted_node_waits_for_its_quorum_then_keeps_its_high_watermark() -> Result<()> {
     let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
     cluster.create_topic(&cluster.ids(), &topic("hwc", 1, 3), CHANGE)?;
     cluster.wait_views("hwc everywhere", &cluster.ids(), CONVERGE, |views| {
@@ -1536,12 +1537,18 @@ fn high_watermark_survives_a_restart_without_followers() -> Result<()> {
         }
     }
     cluster.kill9(leader)?;
-    cluster.start_node(leader)?;
+    // alone: it does not start serving (the script waits for its Metadata, in vain)
+    ensure!(
+        cluster.start_node(leader).is_err(),
+        "a lone node of three served without its quorum"
+    );
+    let _ = cluster.kill9(leader);
+    cluster.start_again()?;
     let consumer: rdkafka::consumer::BaseConsumer =
         Cluster::client_config(&cluster.bootstrap_of(&[leader]))
             .set("group.id", "sluice-hw-checkpoint")
             .create()?;
-    let (_, high) = consumer.fetch_watermarks("hwc", 0, Duration::from_secs(15))?;
+    let (_, high) = consumer.fetch_watermarks("hwc", 0, Duration::from_secs(30))?;
     ensure!(
         high == 50,
         "the restarted leader's high watermark is {high}, not the 50 committed before"
