@@ -79,9 +79,9 @@ pub(crate) struct LogState {
     producers: Option<Box<ProducerStates>>,
     /// Offsets of the producer-state snapshots on disk.
     snapshots: BTreeSet<i64>,
-    /// This log has had snapshots (found at open or written since): a rebuild that finds
-    /// none at or below where it must start (a deep truncation) replays the whole log
-    /// rather than the tail window meant for logs written before snapshots.
+    /// This log has had snapshots (found at open or written since): one cut below all of
+    /// them gets a snapshot of its end again (`snapshot_to_restore`), and its state is
+    /// snapshotted even when empty.
     snapshot_history: bool,
     /// Snapshots taken at segment rolls, for the flusher to write once everything below
     /// their offset is durable: (offset, state of the batches below it).

@@ -245,7 +245,8 @@ fn producer_and_coordinator_fencing() {
 }
 
 /// Writes a long transaction (producer 1, open from offset 0) across many segments and
-/// more than the 32 MiB rebuild window, with aborts and commits of others in between.
+/// more than 32 MiB (the rebuild window the log once had without a snapshot), with aborts
+/// and commits of others in between.
 async fn long_transaction(log: &PartitionLog, m: &mut TxnModel, rounds: u32) {
     let mut a = Producer::new(1);
     let mut b = Producer::new(2);

@@ -45,7 +45,7 @@ pub(crate) async fn load_producers(
         }
     };
     if log.state().snapshot_to_restore().is_some() {
-        // keep a snapshot on disk, or a restart would fall back to the tail window
+        // keep a snapshot on disk, or a restart would replay the whole log
         let _permit = crate::permit::acquire(&log.io, 1).await?;
         let snap = log.state().snapshot_to_restore();
         if let Some((offset, ps)) = snap {
