@@ -495,7 +495,7 @@ async fn shard_main(
     if ctx.id == 0 {
         let _ = ctx.quorum.set(quorum.0.clone());
         glommio::spawn_local(follow_metadata(ctx.clone(), quorum.0, quorum.1)).detach();
-        wait_until_in_service(&ctx, &config, &quorum.2).await;
+        wait_until_in_service(&ctx, &config, &quorum.2, &stopped).await;
         if let Some(op) = net.bootstrap_users.clone() {
             apply_bootstrap_users(&ctx, op, config.data_dir()).await;
         }
@@ -641,7 +641,12 @@ async fn follow_metadata(
 /// and its shards caught up with the metadata log) and, for a single node, until the
 /// offsets topic exists, so the first clients find it in service. A node that cannot reach
 /// a majority of controllers serves what it has after a bound (reads still answer).
-async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarnation: &[u8]) {
+async fn wait_until_in_service(
+    ctx: &Rc<ShardCtx>,
+    config: &BrokerConfig,
+    incarnation: &[u8],
+    stopped: &std::cell::Cell<bool>,
+) {
     let election =
         Duration::from_millis(config.int("controller.quorum.election.timeout.ms") as u64);
     let bound = (election * 3).max(Duration::from_secs(10));
@@ -660,6 +665,15 @@ async fn wait_until_in_service(ctx: &Rc<ShardCtx>, config: &BrokerConfig, incarn
     loop {
         if in_service(ctx, incarnation) {
             tracing::info!(node = ctx.node_id, "broker in service");
+            return;
+        }
+        // a stop (SIGTERM) while waiting ends the wait: the start goes on straight into
+        // the shutdown (a node of a cluster may otherwise wait here for good)
+        if stopped.get() {
+            tracing::info!(
+                node = ctx.node_id,
+                "stopping before this broker was in service"
+            );
             return;
         }
         let now = std::time::Instant::now();

@@ -11,7 +11,7 @@
 //! Built lazily (never at open) by `PartitionLog::load_producer_state`, with async reads
 //! before the first append that needs it (an append never reads the log): from the newest snapshot
 //! (`snapshot.rs`) at or below the log end and the batch headers after it, or without
-//! one from the tail of the log (`Replayer` takes the headers in offset order, gaps
+//! one from the log start (`Replayer` takes the headers in offset order, gaps
 //! included); dropped by truncation, trimmed by retention, untouched by the log cleaner
 //! (which keeps each known producer's last batch, emptied if all its records go, so a
 //! rebuild still finds its epoch and last sequence). A follower's `append_replicated`

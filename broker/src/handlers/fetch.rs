@@ -198,7 +198,11 @@ async fn read_all(
                 continue;
             }
             let t = image.topic_in_run(&mut last, &p.topic);
-            if refuse_zstd && t.is_some_and(|t| stores_zstd(&t.configs, &ctx.config)) {
+            if refuse_zstd
+                && t.is_some_and(|t| {
+                    !crate::metadata::is_internal(&t.name) && stores_zstd(&t.configs, &ctx.config)
+                })
+            {
                 results[i] =
                     FetchPartResult::failed(ResponseError::UnsupportedCompressionType.code());
                 continue;

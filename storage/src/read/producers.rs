@@ -14,8 +14,8 @@ use crate::shard::ShardStorage;
 
 /// Build the producer state with async reads (for `PartitionLog::load_producer_state`),
 /// so the shard does not block: the newest usable snapshot (read on the blocking
-/// helper), then the batch headers after it by DMA reads (without a snapshot, the tail
-/// of the log). Installs it only if the log did not change in a way the read could have
+/// helper), then the batch headers after it by DMA reads (without a snapshot, from the
+/// log start). Installs it only if the log did not change in a way the read could have
 /// missed (a truncation, a swap, batches flushed and dequeued that the read did not
 /// reach: see `Replayer::feed_pending`); otherwise reads again holding the log's I/O
 /// permit. Segments whose aborted-transaction entries were unknown (open after a crash)

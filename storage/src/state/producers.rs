@@ -40,7 +40,7 @@ impl LogState {
         self.snapshots.remove(&offset);
     }
     /// Where a rebuild of the producer state reads (see `producer::plan`): from the
-    /// snapshot at `snapshot` if it is still inside the log, else the newest segments.
+    /// snapshot at `snapshot` if it is still inside the log, else the log start.
     pub(crate) fn plan_producer_rebuild(&mut self, dir: &Path, snapshot: Option<i64>) -> Plan {
         let start = self.log_start();
         let snapshot = snapshot.filter(|&o| o >= start && o <= self.log_end);
