@@ -168,11 +168,16 @@ impl ShardCtx {
             };
             match log.aborted_transactions(from, upper).await {
                 Ok(list) => {
-                    r.aborted = Some(
-                        list.into_iter()
-                            .map(|a| (a.producer_id, a.first_offset))
-                            .collect(),
-                    )
+                    let mut aborted: Vec<(i64, i64)> = list
+                        .into_iter()
+                        .map(|a| (a.producer_id, a.first_offset))
+                        .collect();
+                    // by first offset: the index keeps them in marker order (as Kafka's
+                    // does), and KafkaJS's read_committed filter assumes this order (with
+                    // overlapping transactions it let aborted records through); the Java
+                    // client and librdkafka sort the list themselves
+                    aborted.sort_by_key(|&(producer, first)| (first, producer));
+                    r.aborted = Some(aborted);
                 }
                 Err(e) => {
                     r.error = storage_error_code(&e);
