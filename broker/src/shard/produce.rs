@@ -319,20 +319,13 @@ impl ShardCtx {
         epoch: i32,
         deadline: std::time::Instant,
     ) -> Result<(), (i16, String)> {
-        // the leader's own copy first: a failed flush (a full or broken disk) is answered
-        // with its storage error at once, not left to time out (no timer when it is
-        // durable already, as the rest of a request's partitions usually are once the
-        // first one is)
-        let mut durable = std::pin::pin!(log.wait_durable(last));
-        let own = match future::poll_once(&mut durable).await {
-            Some(done) => Some(done),
-            None => {
-                let now = std::time::Instant::now();
-                within(deadline.saturating_duration_since(now), now, durable).await
+        // the leader's own copy first (acks=1's whole wait): a failed flush (a full or
+        // broken disk) is answered with its storage error at once, not left to time out;
+        // a timeout falls through to the loop, which answers it
+        if let Err((error, message)) = wait_own_copy(log, last, deadline).await {
+            if error != code(ResponseError::RequestTimedOut) {
+                return Err((error, message));
             }
-        };
-        if let Some(Err(e)) = own {
-            return Err((storage_error_code(&e), e.to_string()));
         }
         loop {
             if self.leader_epoch_here(topic, partition) != Some(epoch) {
@@ -407,8 +400,10 @@ async fn load_producer_states(logs: Vec<PartitionLog>) {
     }
 }
 
-/// acks=1: resolves once this broker's copy of `last` is durable, or fails (error code,
-/// message) with the flush's storage error or REQUEST_TIMED_OUT at `deadline`.
+/// acks=1, and the first step of acks=all: resolves once this broker's copy of `last` is
+/// durable, or fails (error code, message) with the flush's storage error or
+/// REQUEST_TIMED_OUT at `deadline` (no timer when it is durable already, as the rest of
+/// a request's partitions usually are once the first one is).
 async fn wait_own_copy(
     log: &PartitionLog,
     last: i64,
