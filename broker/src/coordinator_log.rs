@@ -27,7 +27,7 @@ use sluice_proto::batch::{
 use sluice_storage::{PartitionLog, StorageError};
 
 use crate::errors::storage_error_code;
-use crate::shard::ShardCtx;
+use crate::shard::{Appended, ShardCtx};
 
 /// How long a coordinator write waits to be on every in-sync replica (Kafka's
 /// `offsets.commit.timeout.ms` default); past it the write fails and the client retries.
@@ -129,17 +129,21 @@ impl CoordinatorLog {
         } else {
             self.log.append(batch, now)
         };
-        let log = self.log.clone();
         let failed = |e: StorageError| (storage_error_code(&e), e.to_string());
+        // the waits count truncations from the append, not from their first poll
+        let log = self.log.clone();
+        let appended = appended.map(|info| Appended::now(&log, info.last_offset, epoch));
         Box::pin(async move {
-            let info = appended.map_err(failed)?;
-            log.wait_durable(info.last_offset).await.map_err(failed)?;
+            let at = appended.map_err(failed)?;
+            log.wait_durable_from(at.last, at.mark)
+                .await
+                .map_err(failed)?;
             let ctx = ctx.upgrade().ok_or((
                 ResponseError::NotCoordinator.code(),
                 "the shard is shutting down".to_string(),
             ))?;
             let deadline = std::time::Instant::now() + COMMIT_TIMEOUT;
-            ctx.wait_replicated(topic, partition, &log, info.last_offset, epoch, deadline)
+            ctx.wait_replicated(topic, partition, &log, at, deadline)
                 .await
         })
     }

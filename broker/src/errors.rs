@@ -21,6 +21,9 @@ pub(crate) fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::StaleLeaderEpoch { .. } => ResponseError::NotLeaderOrFollower.code(),
         // a follower cutting its log for a moment: retriable
         StorageError::Truncating => ResponseError::NotLeaderOrFollower.code(),
+        // records cut by a follower's truncation before they were durable: this broker
+        // is no longer their leader, and a retry goes to the one that is
+        StorageError::Truncated { .. } => ResponseError::NotLeaderOrFollower.code(),
         // the producer state could not be loaded (the load failed, logged) or was
         // unloaded by a truncation meanwhile: a retriable storage error
         StorageError::ProducerStateNotLoaded => ResponseError::KafkaStorageError.code(),

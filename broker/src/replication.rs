@@ -549,11 +549,12 @@ async fn fetch_once(
             };
             match appended {
                 Ok(info) => {
+                    // the wait counts truncations from here, not from its first poll
+                    waits.push(log.wait_durable(info.last_offset));
                     ctx.metrics.replicated_in(&topic, bytes);
                     // after the append, as Kafka's follower: a log just restarted at the
                     // base of the leader's first batch moves up to the leader's start now
                     starts.extend(follow(&log));
-                    waits.push((log, info.last_offset));
                 }
                 Err(e) => {
                     // checked again after a pause: a log that keeps refusing (a full or
@@ -572,8 +573,8 @@ async fn fetch_once(
         }
     }
     let appended_any = !waits.is_empty();
-    for (log, last) in waits {
-        log.wait_durable(last).await?;
+    for wait in waits {
+        wait.await?;
     }
     // a moved start usually syncs in a few ms: the next fetch then reports it (the
     // leader's DeleteRecords waits for that); a slow one is reported by a later fetch.

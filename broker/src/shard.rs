@@ -38,6 +38,7 @@ use sluice_storage::Signal;
 mod delete_records;
 mod fetch;
 mod produce;
+pub(crate) use produce::Appended;
 mod replicas;
 
 /// Broker-side bounds on what a request may ask for, read once from the config.

@@ -30,7 +30,7 @@ use crate::errors::{now_ms, storage_error_code};
 use crate::groups::OFFSETS_TOPIC;
 use crate::handlers::admin::name;
 use crate::peer::PeerConn;
-use crate::shard::ShardCtx;
+use crate::shard::{Appended, ShardCtx};
 use crate::shard_msg::{ShardRequest, ShardResponse, Tp};
 
 /// How long a marker may wait to be on every in-sync replica (Kafka's coordinator uses
@@ -235,13 +235,13 @@ impl ShardCtx {
                         m.coordinator_epoch,
                         now,
                     )
-                    .map(|info| (epoch, log, info.last_offset))
+                    .map(|info| (Appended::now(&log, info.last_offset, epoch), log))
                     .map_err(|e| storage_error_code(&e)),
                 _ => Err(ResponseError::NotLeaderOrFollower.code()),
             };
             waits.push(async move {
-                let (epoch, log, last) = appended?;
-                self.wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
+                let (at, log) = appended?;
+                self.wait_replicated(&tp.topic, tp.partition, &log, at, deadline)
                     .await
                     .map_err(|(code, _)| code)?;
                 if &*tp.topic == OFFSETS_TOPIC {

@@ -60,6 +60,11 @@ pub enum StorageError {
     /// the cut is in place (a short window); retry. Nothing was written.
     #[error("log is being truncated")]
     Truncating,
+    /// `wait_durable`: an offset waited for was cut from the log (a follower truncating
+    /// to its leader) after the wait's mark was taken, before it became durable. Whatever
+    /// the log holds there now is other data.
+    #[error("offset {offset} was cut from the log before it became durable")]
+    Truncated { offset: i64 },
     /// An append that checks or replays into the idempotent-producer state (idempotent or
     /// transactional batches, markers) found it not built: the log is never read inside
     /// an append. Await `PartitionLog::load_producer_state` and retry (the broker does

@@ -88,10 +88,13 @@ impl LogInner {
         self.st.try_borrow_mut().ok()
     }
 
-    /// Resolves once every offset <= `last_offset` is fsynced; see
-    /// `PartitionLog::wait_durable`.
-    pub(crate) async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
-        let since = self.state().truncate_epoch();
+    /// Resolves once every offset <= `last_offset` is fsynced, counting truncations from
+    /// truncation epoch `since`; see `PartitionLog::wait_durable`.
+    pub(crate) async fn wait_durable(
+        &self,
+        last_offset: i64,
+        since: u64,
+    ) -> Result<(), StorageError> {
         loop {
             let wait = self.durable_signal.wait();
             if let Some(answer) = self.state().durable_wait(last_offset, since) {

@@ -106,6 +106,11 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// A point in a log's history of truncations (`PartitionLog::truncation_mark`): a durable
+/// wait from it fails for offsets cut after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TruncationMark(u64);
+
 /// Outcome of the producer checks of one append request.
 enum Checked {
     /// Append (the batches are then replayed into the producer state).
@@ -380,10 +385,31 @@ impl PartitionLog {
     }
 
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,
-    /// the offset was truncated away while waiting (even if the log has grown past it
-    /// again since: that offset now holds other data), or the log was deleted.
-    pub async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
-        self.inner.wait_durable(last_offset).await
+    /// the offset was cut from the log after this call (`Truncated`, even if the log has
+    /// grown past it again since: that offset now holds other data), or the log was
+    /// deleted. Truncations count from the call, not from the first poll: call it right
+    /// after the append, or use `wait_durable_from` with a mark taken then.
+    pub fn wait_durable(
+        &self,
+        last_offset: i64,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + 'static {
+        self.wait_durable_from(last_offset, self.truncation_mark())
+    }
+
+    /// `wait_durable`, counting truncations from `mark` (taken when the records were
+    /// appended, before anything awaited).
+    pub fn wait_durable_from(
+        &self,
+        last_offset: i64,
+        mark: TruncationMark,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + 'static {
+        let inner = self.inner.clone();
+        async move { inner.wait_durable(last_offset, mark.0).await }
+    }
+
+    /// Where the log stands in its history of truncations, for `wait_durable_from`.
+    pub fn truncation_mark(&self) -> TruncationMark {
+        TruncationMark(self.inner.state().truncate_epoch())
     }
 
     pub fn log_start_offset(&self) -> i64 {

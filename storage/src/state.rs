@@ -342,9 +342,9 @@ impl LogState {
         if lowest_cut(&self.truncations, self.truncate_epoch, since)
             .is_some_and(|cut| last_offset >= cut)
         {
-            return Some(Err(StorageError::Io(std::io::Error::other(format!(
-                "offset {last_offset} was truncated before it became durable"
-            )))));
+            return Some(Err(StorageError::Truncated {
+                offset: last_offset,
+            }));
         }
         if last_offset < self.durable {
             return Some(Ok(()));

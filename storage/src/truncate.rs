@@ -75,7 +75,8 @@ pub(crate) async fn truncate(
     };
     // batches below the cut may still be pending: answer once they are durable
     if end > log.state().log_start() {
-        log.wait_durable(end - 1).await?;
+        let since = log.state().truncate_epoch();
+        log.wait_durable(end - 1, since).await?;
     }
     Ok(end)
 }
@@ -607,8 +608,14 @@ mod tests {
             // nothing on disk had to change: no intent, no write
             assert_eq!(std::fs::metadata(&seg).unwrap().len(), len_before);
             assert!(!path.join(crate::epoch::INTENT).exists());
-            assert!(matches!(wc.await, Some(Err(StorageError::Io(_)))));
-            assert!(matches!(wd.await, Some(Err(StorageError::Io(_)))));
+            assert!(matches!(
+                wc.await,
+                Some(Err(StorageError::Truncated { .. }))
+            ));
+            assert!(matches!(
+                wd.await,
+                Some(Err(StorageError::Truncated { .. }))
+            ));
             drop(permit);
             assert!(matches!(wb.await, Some(Ok(()))));
             assert_eq!(shard.unflushed_bytes(), 0);
@@ -627,6 +634,47 @@ mod tests {
                 vec![(0, 0xA), (b.base_offset, 0xB), (e.base_offset, 0xE)]
             );
             assert_eq!(log.epoch_entries(), vec![(1, 0), (2, e.base_offset)]);
+            shard.shutdown().await.unwrap();
+        });
+    }
+
+    /// A wait made at the append but first polled after a cut and a regrowth past its
+    /// offset (a produce answered after other partitions' waits) must not report the new
+    /// data there as its own.
+    #[test]
+    fn a_wait_counts_cuts_from_its_call_not_its_first_poll() {
+        let dir = tempdir();
+        let path = dir.path().join("t-2");
+        run(move || async move {
+            let shard = ShardStorage::start(ShardStorageOptions::default());
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            let a = log.append(batch(2, 0xA), 1).unwrap();
+            log.wait_durable(a.last_offset).await.unwrap();
+            let permit = crate::permit::acquire(&log.inner.io, 1).await.unwrap();
+            let b = log.append(batch(2, 0xB), 1).unwrap();
+            let wb = log.wait_durable(b.last_offset);
+            let mark = log.truncation_mark();
+            truncate_under_permit(&log.shard, &log.inner, b.base_offset)
+                .await
+                .unwrap();
+            drop(permit);
+            // other data now stands at b's offsets, durable
+            let c = log.append(batch(3, 0xC), 1).unwrap();
+            assert!(c.last_offset > b.last_offset);
+            log.wait_durable(c.last_offset).await.unwrap();
+            assert!(
+                matches!(wb.await, Err(StorageError::Truncated { offset }) if offset == b.last_offset)
+            );
+            assert!(matches!(
+                log.wait_durable_from(b.last_offset, mark).await,
+                Err(StorageError::Truncated { .. })
+            ));
+            // a mark taken after the cut sees none
+            log.wait_durable_from(c.last_offset, log.truncation_mark())
+                .await
+                .unwrap();
             shard.shutdown().await.unwrap();
         });
     }

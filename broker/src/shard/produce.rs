@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
-use sluice_storage::PartitionLog;
+use sluice_storage::{PartitionLog, TruncationMark};
 
 use super::ShardCtx;
 use crate::admission::ConnKey;
@@ -21,7 +21,32 @@ const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 /// An answer to wait for: (index in the answer, partition, log, last offset appended, the
 /// leader epoch it was appended under, acks=all: true for the ISR, false (acks=1) for
 /// this broker's own copy only).
-type AckWait = (usize, Tp, PartitionLog, i64, i32, bool);
+/// A partition's wait before its answer: (index in the answers, partition, log, what
+/// was appended, acks=all).
+type AckWait = (usize, Tp, PartitionLog, Appended, bool);
+
+/// What an append wrote, for the waits before its answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Appended {
+    /// The last offset written (for a duplicate, the original's).
+    pub(crate) last: i64,
+    /// The leader epoch the append was made under.
+    pub(crate) epoch: i32,
+    /// The log's truncation mark right after the append, before anything awaited: the
+    /// waits fail if `last` is cut after it.
+    pub(crate) mark: TruncationMark,
+}
+
+impl Appended {
+    /// Call right after the append returned, with nothing awaited in between.
+    pub(crate) fn now(log: &PartitionLog, last: i64, epoch: i32) -> Self {
+        Appended {
+            last,
+            epoch,
+            mark: log.truncation_mark(),
+        }
+    }
+}
 
 impl ShardCtx {
     /// Appends each part in arrival order, now if the shard is under its unflushed-bytes
@@ -201,8 +226,7 @@ impl ShardCtx {
                             results.len(),
                             tp.clone(),
                             log.clone(),
-                            info.last_offset,
-                            epoch,
+                            Appended::now(&log, info.last_offset, epoch),
                             acks == -1,
                         ));
                     }
@@ -240,18 +264,18 @@ impl ShardCtx {
     ) -> ShardResponse {
         let deadline = started + timeout;
         let mut timed_out = None;
-        for (i, tp, log, last, epoch, replicated) in waits {
+        for (i, tp, log, at, replicated) in waits {
             let waited = if replicated {
-                self.wait_replicated(&tp.topic, tp.partition, &log, last, epoch, deadline)
+                self.wait_replicated(&tp.topic, tp.partition, &log, at, deadline)
                     .await
             } else {
-                wait_own_copy(&log, last, deadline).await
+                wait_own_copy(&log, at, deadline).await
             };
             let Err((error, message)) = waited else {
                 continue;
             };
             if error == code(ResponseError::RequestTimedOut) && timed_out.is_none() {
-                timed_out = Some((tp, log, last));
+                timed_out = Some((tp, log, at.last));
             }
             results[i] = ProducePartResult::failed(error, Some(message));
         }
@@ -315,14 +339,14 @@ impl ShardCtx {
         topic: &str,
         partition: i32,
         log: &PartitionLog,
-        last: i64,
-        epoch: i32,
+        at: Appended,
         deadline: std::time::Instant,
     ) -> Result<(), (i16, String)> {
+        let Appended { last, epoch, .. } = at;
         // the leader's own copy first (acks=1's whole wait): a failed flush (a full or
         // broken disk) is answered with its storage error at once, not left to time out;
         // a timeout falls through to the loop, which answers it
-        if let Err((error, message)) = wait_own_copy(log, last, deadline).await {
+        if let Err((error, message)) = wait_own_copy(log, at, deadline).await {
             if error != code(ResponseError::RequestTimedOut) {
                 return Err((error, message));
             }
@@ -406,10 +430,10 @@ async fn load_producer_states(logs: Vec<PartitionLog>) {
 /// a request's partitions usually are once the first one is).
 async fn wait_own_copy(
     log: &PartitionLog,
-    last: i64,
+    at: Appended,
     deadline: std::time::Instant,
 ) -> Result<(), (i16, String)> {
-    let mut durable = std::pin::pin!(log.wait_durable(last));
+    let mut durable = std::pin::pin!(log.wait_durable_from(at.last, at.mark));
     let done = match future::poll_once(&mut durable).await {
         Some(done) => Some(done),
         None => {
