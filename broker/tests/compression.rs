@@ -11,6 +11,7 @@ use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
+use common::old_wire::produce_v0_v2;
 use common::raw::{compressed_batch, partition_result, produce_request, RawClient};
 use common::{block_on, BrokerProcess, OP_TIMEOUT};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -289,6 +290,11 @@ fn zstd_is_refused_to_produce_and_fetch_versions_older_than_zstd() -> Result<()>
     ensure!(produce(&mut raw, 6, "plain", &zstd)?.0 == UNSUPPORTED_COMPRESSION_TYPE);
     ensure!(produce(&mut raw, 7, "plain", &zstd)? == (0, 0));
     ensure!(produce(&mut raw, 3, "zstd-topic", &plain)? == (0, 0));
+    // v0-2 take v2 batches as they are (no up-conversion): no zstd there either
+    for v in 0..=2 {
+        ensure!(produce_v0_v2(&mut raw, v, "plain", &zstd)?.0 == UNSUPPORTED_COMPRESSION_TYPE);
+    }
+    ensure!(produce_v0_v2(&mut raw, 2, "plain", &plain)?.0 == 0);
     // a damaged batch bound for recompression is refused, never given a fresh CRC
     let mut damaged = plain.to_vec();
     // the last value's byte (before the record's header count): the records still

@@ -136,7 +136,7 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
     }
 }
 
-/// Produce v3-6: zstd batches are UNSUPPORTED_COMPRESSION_TYPE, as in Kafka (zstd came
+/// Produce v0-6: zstd batches are UNSUPPORTED_COMPRESSION_TYPE, as in Kafka (zstd came
 /// with Produce v7, KIP-110). Only the batch headers are read.
 fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
     let zstd =
@@ -220,7 +220,8 @@ async fn to_topic_codec(
 fn up_convert(records: Bytes) -> Result<Bytes, (i16, String)> {
     match message_set::to_record_batch(&records, MAX_DECOMPRESSED) {
         Ok(Some(batch)) => Ok(batch),
-        Ok(None) => Ok(records),
+        // already v2 batches: below v7 as well, so no zstd (as Kafka's validateRecords)
+        Ok(None) => refuse_zstd(records),
         Err(e) => Err((crate::errors::message_set_error_code(&e), e.to_string())),
     }
 }
