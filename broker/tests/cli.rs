@@ -1000,3 +1000,74 @@ fn topic_delete_records_moves_low_watermarks() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A member assigned a partition the cluster no longer has (its topic deleted before the
+/// group rebalanced) is described with "-" for that partition's end and lag, the other
+/// rows intact, as kafka-consumer-groups.sh does; the description does not fail.
+#[test]
+fn group_describe_shows_a_vanished_partition_without_failing() -> Result<()> {
+    use bytes::{BufMut as _, Bytes, BytesMut};
+    use common::raw::RawClient;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        ConsumerProtocolAssignment, GroupId, JoinGroupRequest, SyncGroupRequest, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable as _, StrBytes};
+
+    let broker = BrokerProcess::spawn_with(1, &[("group.initial.rebalance.delay.ms", "0")])?;
+    let b = broker.bootstrap();
+    ok(&b, &["topic", "create", "kept", "--partitions", "1"])?;
+    sluice(&["produce", "kept", "-b", &b], "x\ny\n")?.ok()?;
+    let mut raw = RawClient::connect(broker.addr())?;
+    let group = GroupId(StrBytes::from_static_str("g-vanished"));
+    let joined = raw.call(
+        0,
+        &JoinGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_session_timeout_ms(60_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0\xff\xff\xff\xff"))]),
+    )?;
+    ensure!(joined.error_code == 0, "JoinGroup: {}", joined.error_code);
+    let tp = |t: &'static str| {
+        TopicPartition::default()
+            .with_topic(TopicName(StrBytes::from_static_str(t)))
+            .with_partitions(vec![0])
+    };
+    let mut assignment = BytesMut::new();
+    assignment.put_i16(0);
+    ConsumerProtocolAssignment::default()
+        .with_assigned_partitions(vec![tp("kept"), tp("gone")])
+        .encode(&mut assignment, 0)?;
+    let synced = raw.call(
+        0,
+        &SyncGroupRequest::default()
+            .with_group_id(group)
+            .with_generation_id(joined.generation_id)
+            .with_member_id(joined.member_id.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id.clone())
+                .with_assignment(assignment.freeze())]),
+    )?;
+    ensure!(synced.error_code == 0, "SyncGroup: {}", synced.error_code);
+
+    let v = ok(&b, &["group", "describe", "g-vanished", "--format", "json"])?.json()?;
+    let rows = v["partitions"].as_array().context("partitions")?;
+    let row = |t: &str| rows.iter().find(|r| r["topic"] == t).cloned();
+    let kept = row("kept").with_context(|| format!("no row for kept: {v}"))?;
+    ensure!(kept["high_watermark"] == 2, "{v}");
+    ensure!(kept["member"] == joined.member_id.as_str(), "{v}");
+    let gone = row("gone").with_context(|| format!("no row for gone: {v}"))?;
+    ensure!(
+        gone["high_watermark"].is_null() && gone["lag"].is_null(),
+        "{v}"
+    );
+    ensure!(gone["member"] == joined.member_id.as_str(), "{v}");
+    let text = ok(&b, &["group", "describe", "g-vanished"])?.stdout;
+    ensure!(text.contains("gone") && text.contains("kept"), "{text}");
+    Ok(())
+}

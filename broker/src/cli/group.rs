@@ -6,7 +6,7 @@
 //! committed. Members come from DescribeGroups, their partitions from decoding the consumer
 //! protocol's member assignment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 use bytes::{Buf, Bytes};
@@ -147,10 +147,19 @@ fn describe(client: &mut Client, group: &str, format: Format) -> Result<()> {
     let mut tps: Vec<Tp> = committed.keys().chain(owners.keys()).cloned().collect();
     tps.sort();
     tps.dedup();
-    let hws = if tps.is_empty() {
+    // a partition the cluster no longer has (its topic deleted, or shrunk by a
+    // re-creation) shows "-" for its end and lag, as in kafka-consumer-groups.sh, rather
+    // than failing the whole description
+    let known = existing_partitions(client, &tps)?;
+    let asked: Vec<Tp> = tps
+        .iter()
+        .filter(|tp| known.contains(tp))
+        .cloned()
+        .collect();
+    let hws = if asked.is_empty() {
         BTreeMap::new()
     } else {
-        client.list_offsets(&tps, LATEST)?
+        client.list_offsets(&asked, LATEST)?
     };
     let rows: Vec<Row> = tps
         .into_iter()
@@ -243,6 +252,28 @@ fn delete(client: &mut Client, groups: &[String], format: Format) -> Result<()> 
 }
 
 /// DescribeGroups of one group at its coordinator.
+/// Which of `tps` the cluster's metadata lists (a topic that exists, a partition below
+/// its count).
+fn existing_partitions(client: &mut Client, tps: &[Tp]) -> Result<BTreeSet<Tp>> {
+    let mut topics: Vec<String> = tps.iter().map(|(t, _)| t.clone()).collect();
+    topics.dedup();
+    if topics.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let md = client.metadata(Some(&topics), false)?;
+    Ok(md
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .flat_map(|t| {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index))
+        })
+        .collect())
+}
+
 pub(crate) fn describe_group(client: &mut Client, group: &str) -> Result<DescribedGroup> {
     let req = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
     let (_, resp) = client.coordinator(group)?.call(5, &req)?;
