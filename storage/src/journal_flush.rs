@@ -402,10 +402,17 @@ async fn append(ctl: &Rc<JournalCtl>, entries: &[Entry]) -> Result<(u64, u64), S
     Ok((written, sets))
 }
 
+/// The write-behind task's longest sleep with nothing to do: a safety net only, every
+/// change that gives it work wakes it.
+const BEHIND_IDLE_POLL: Duration = Duration::from_secs(1);
+
 /// The write-behind task: writes the journaled batches of the logs on the behind list
 /// into their segments, a window of logs at once, coalescing the cycles since its last
-/// pass. Each pass (an empty one too, at least every 50 ms) is counted, so a checkpoint
-/// can wait for one that started after its switch.
+/// pass. Each pass (an empty one too) is counted, so a checkpoint can wait for one that
+/// started after its switch. It runs when woken (`behind_wake`: a cycle journaled logs,
+/// a checkpoint wants a pass, the flusher stopped), and at most once a second otherwise:
+/// an idle shard's heartbeat then sees no work (every 50 ms it made the heartbeat beat
+/// at its busy rate, ~1.5 % of a core at 10,000 partitions with no traffic).
 pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
     let window = Rc::new(glommio::sync::Semaphore::new(BEHIND_WINDOW as u64));
     loop {
@@ -426,7 +433,7 @@ pub(crate) async fn behind_loop(shard: Rc<ShardStorage>, ctl: Rc<JournalCtl>) {
                 ctl.pass_done.notify();
                 return;
             }
-            futures_lite::future::or(wait, glommio::timer::sleep(Duration::from_millis(50))).await;
+            futures_lite::future::or(wait, glommio::timer::sleep(BEHIND_IDLE_POLL)).await;
             continue;
         }
         drop(wait);

@@ -236,6 +236,10 @@ async fn flusher_loop(shard: Rc<ShardStorage>) {
     }
     shard.flusher_running.set(false);
     shard.flusher_done.notify();
+    // the write-behind task ends once the flusher has (it may sleep until woken)
+    if let Some(Ok(ctl)) = &*shard.journal.borrow() {
+        ctl.behind_wake.notify();
+    }
 }
 
 /// Whether a cycle can go through the shard's journal (`FlushSync::Journal`). The
