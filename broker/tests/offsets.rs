@@ -238,3 +238,93 @@ fn list_offsets_max_timestamp() -> Result<()> {
     );
     Ok(())
 }
+
+/// One producer batch of ten records, compressed: a lookup by time finds the record
+/// inside it (not the batch's first offset), MAX_TIMESTAMP the record holding the
+/// largest timestamp, and after DeleteRecords moved the start inside the batch no answer
+/// lies below the start (a consumer seeking there would be reset past the rest).
+#[test]
+fn lookups_by_time_inside_one_compressed_batch() -> Result<()> {
+    let broker = BrokerProcess::spawn(1)?;
+    broker.create_topic("ctimes", 1, &[])?;
+    let producer: FutureProducer = broker.producer(&[
+        ("linger.ms", "200"),
+        ("compression.codec", "gzip"),
+        ("batch.num.messages", "1000"),
+    ])?;
+    // the largest timestamp on record 6, out of order
+    let dts: Vec<i64> = (0..10)
+        .map(|i| if i == 6 { 50_000 } else { i * 1000 })
+        .collect();
+    block_on(async {
+        let mut acks = Vec::new();
+        for (i, dt) in dts.iter().enumerate() {
+            // compressible: librdkafka sends a batch uncompressed when gzip does not shrink it
+            let v = format!("c{i}{}", "z".repeat(500));
+            let rec = FutureRecord::<(), _>::to("ctimes")
+                .partition(0)
+                .payload(&v)
+                .timestamp(BASE_TS + dt);
+            match producer.send_result(rec) {
+                Ok(f) => acks.push(f),
+                Err((e, _)) => bail!("enqueue {i}: {e}"),
+            }
+        }
+        for (i, f) in acks.into_iter().enumerate() {
+            match f.await {
+                Ok(Ok(d)) => ensure!(d.offset == i as i64, "record {i} at {}", d.offset),
+                other => bail!("record {i}: {other:?}"),
+            }
+        }
+        Ok(())
+    })?;
+    let consumer: BaseConsumer = broker.consumer(&[])?;
+    for (ts, want) in [(BASE_TS + 4_500, 5), (BASE_TS + 5_000, 5), (BASE_TS, 0)] {
+        let got = offset_for_time(&consumer, "ctimes", ts)?;
+        ensure!(
+            got == Offset::Offset(want),
+            "offsets_for_times(+{}) = {got:?}, want {want}",
+            ts - BASE_TS
+        );
+    }
+    ensure!(
+        max_timestamp(&broker, "ctimes")? == (6, BASE_TS + 50_000),
+        "MAX_TIMESTAMP inside the batch"
+    );
+    let admin = broker.admin()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("ctimes", 0, Offset::Offset(7))?;
+    let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
+    block_on(admin.delete_records(&tpl, &opts))?;
+    for (ts, want) in [(BASE_TS, 7), (BASE_TS + 8_000, 8)] {
+        let got = offset_for_time(&consumer, "ctimes", ts)?;
+        ensure!(
+            got == Offset::Offset(want),
+            "after DeleteRecords to 7: offsets_for_times(+{}) = {got:?}, want {want}",
+            ts - BASE_TS
+        );
+    }
+    Ok(())
+}
+
+/// ListOffsets MAX_TIMESTAMP of partition 0: (offset, timestamp).
+fn max_timestamp(broker: &BrokerProcess, topic: &str) -> Result<(i64, i64)> {
+    use common::raw::RawClient;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut c = RawClient::connect(broker.addr())?;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-3)])]);
+    let resp = c.call(7, &req)?;
+    let Some(p) = resp.topics.first().and_then(|t| t.partitions.first()) else {
+        bail!("no partition in ListOffsets response")
+    };
+    ensure!(p.error_code == 0, "MAX_TIMESTAMP error {}", p.error_code);
+    Ok((p.offset, p.timestamp))
+}

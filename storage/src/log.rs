@@ -463,16 +463,24 @@ impl PartitionLog {
         )
     }
 
-    /// (offset, timestamp) of the first record with timestamp >= `ts`. For an uncompressed
-    /// batch this is the exact record; for a compressed batch it is that batch's base
-    /// offset and max timestamp (records are not decompressed). None if no such record.
+    /// (offset, timestamp) of the first record at or after the log start whose timestamp
+    /// is at least `ts`, as Kafka's ListOffsets by time: the exact record, compressed
+    /// batches inflated, a LogAppendTime batch's records at its time. None if no such
+    /// record.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
         crate::read::offset_for_timestamp(&self.shard, &self.inner, ts).await
     }
 
-    /// (max timestamp in the log, last offset of the batch that has it).
+    /// (max timestamp in the log, last offset of the batch that has it), from memory.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         self.inner.state().max_timestamp()
+    }
+
+    /// (max timestamp in the log, offset of the first record that has it): ListOffsets'
+    /// MAX_TIMESTAMP (KIP-734, Kafka's `RecordBatch.offsetOfMaxTimestamp`), which reads
+    /// that batch; a LogAppendTime batch answers its first record.
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        crate::read::offset_of_max_timestamp(&self.shard, &self.inner).await
     }
 
     /// `truncate_from`, without the new end.

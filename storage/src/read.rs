@@ -21,6 +21,7 @@
 //! ```
 
 use crate::cache::Batch;
+use crate::config::MAX_DECOMPRESSED;
 use crate::error::corrupt;
 use crate::error::StorageError;
 use crate::inner::LogInner;
@@ -28,7 +29,7 @@ use crate::readahead::{self, Planned};
 use crate::shard::ShardStorage;
 use crate::txn::SegTxn;
 use bytes::Bytes;
-use sluice_proto::batch::{decode_records, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
+use sluice_proto::batch::{decode_stored_records, RecordBatchHeader, RECORD_BATCH_OVERHEAD};
 use std::rc::Rc;
 
 mod producers;
@@ -489,8 +490,8 @@ fn advance_readahead(
     .detach();
 }
 
-/// (offset, timestamp) of the first record with timestamp >= `ts`; see
-/// `PartitionLog::offset_for_timestamp`.
+/// (offset, timestamp) of the first record at or after the log start with timestamp >=
+/// `ts`; see `PartitionLog::offset_for_timestamp`.
 pub(crate) async fn offset_for_timestamp(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
@@ -522,25 +523,47 @@ pub(crate) async fn offset_for_timestamp(
         if batches.is_empty() {
             return Ok(None);
         }
+        // a DeleteRecords may have put the start inside a batch: nothing below it counts
+        let start = log.state().log_start();
         for b in batches {
             let h = RecordBatchHeader::parse(&b)?;
             // an empty batch (the cleaner kept it for its producer) has no record to find
-            if h.max_timestamp >= ts && h.records_count > 0 {
-                if h.compression() != 0 || h.timestamp_type_log_append() {
-                    return Ok(Some((h.base_offset, h.max_timestamp)));
-                }
-                match decode_records(&b) {
-                    Ok(recs) => {
-                        if let Some(r) = recs.iter().find(|r| r.timestamp >= ts) {
-                            return Ok(Some((r.offset, r.timestamp)));
-                        }
-                    }
-                    Err(_) => return Ok(Some((h.base_offset, h.max_timestamp))),
+            if h.max_timestamp >= ts && h.records_count > 0 && h.last_offset() >= start {
+                // each record, compressed batches inflated (as Kafka's
+                // `searchForTimestamp`); a LogAppendTime batch's records carry its time
+                let (_, recs) = decode_stored_records(&b, MAX_DECOMPRESSED)?;
+                if let Some(r) = recs.iter().find(|r| r.timestamp >= ts && r.offset >= start) {
+                    return Ok(Some((r.offset, r.timestamp)));
                 }
             }
             next = h.last_offset() + 1;
         }
     }
+}
+
+/// (max timestamp, offset of the first record that has it); see
+/// `PartitionLog::offset_of_max_timestamp`.
+pub(crate) async fn offset_of_max_timestamp(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+) -> Result<Option<(i64, i64)>, StorageError> {
+    let Some((ts, last)) = log.state().max_timestamp() else {
+        return Ok(None);
+    };
+    // the batch holding `last` (its last offset)
+    let batches = read(shard, log, last, last + 1, 1, true).await?;
+    for b in batches {
+        let h = RecordBatchHeader::parse(&b)?;
+        if h.base_offset > last || h.last_offset() < last {
+            continue;
+        }
+        let (_, recs) = decode_stored_records(&b, MAX_DECOMPRESSED)?;
+        if let Some(r) = recs.iter().find(|r| r.timestamp == ts) {
+            return Ok(Some((ts, r.offset)));
+        }
+    }
+    // the batch is gone (cleaned or truncated since): its last offset, as before
+    Ok(Some((ts, last)))
 }
 
 /// `PartitionLog::aborted_transactions`: the aborted-transaction entries of the

@@ -276,10 +276,18 @@ impl ShardCtx {
         let (timestamp, offset) = match ts {
             -2 => (-1, log.log_start_offset()),
             -1 => (-1, fetchable),
-            -3 => log
-                .max_timestamp()
-                .filter(|(_, offset)| *offset < fetchable)
-                .unwrap_or((-1, -1)),
+            -3 => match log.offset_of_max_timestamp().await {
+                Ok(found) => found
+                    .filter(|(_, offset)| *offset < fetchable)
+                    .unwrap_or((-1, -1)),
+                Err(e) => {
+                    return OffsetAnswer {
+                        error: storage_error_code(&e),
+                        timestamp: -1,
+                        offset: -1,
+                    }
+                }
+            },
             ts => match log.offset_for_timestamp(ts).await {
                 Ok(Some((offset, t))) if offset < fetchable => (t, offset),
                 Ok(_) => (-1, -1),

@@ -1,0 +1,142 @@
+//! ListOffsets by time and MAX_TIMESTAMP answers (`offset_for_timestamp`,
+//! `offset_of_max_timestamp`) as Kafka's: the exact record inside compressed batches,
+//! nothing below the log start, and the record that holds the largest timestamp.
+
+mod common;
+use bytes::Bytes;
+use common::{run, tempdir};
+use sluice_proto::batch::{build_compressed_batch, SimpleRecord};
+use sluice_storage::*;
+
+/// One batch (codec 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) with a record per timestamp.
+fn batch_at(timestamps: &[i64], codec: u8) -> Bytes {
+    let vals: Vec<Vec<u8>> = (0..timestamps.len())
+        .map(|i| format!("v{i}").into_bytes())
+        .collect();
+    let recs: Vec<SimpleRecord<'_>> = vals
+        .iter()
+        .zip(timestamps)
+        .map(|(v, &timestamp)| SimpleRecord {
+            key: None,
+            value: Some(v),
+            timestamp,
+            headers: &[],
+        })
+        .collect();
+    build_compressed_batch(0, &recs, codec).unwrap() // ok: test
+}
+
+#[test]
+fn lookups_by_time_find_the_record_inside_every_codec() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for codec in 0..=4u8 {
+            let log = PartitionLog::open(
+                &shard,
+                root.join(format!("t-{codec}")),
+                LogConfig::default(),
+            )
+            .await
+            .unwrap();
+            // ten records a second apart, then a second batch
+            let ts: Vec<i64> = (0..10).map(|i| 1_000_000 + i * 1000).collect();
+            log.append(batch_at(&ts, codec), 1).unwrap();
+            log.append(batch_at(&[2_000_000, 2_000_001], codec), 1)
+                .unwrap();
+            log.wait_durable(11).await.unwrap();
+            let at = |t| log.offset_for_timestamp(t);
+            assert_eq!(
+                at(1_005_000).await.unwrap(),
+                Some((5, 1_005_000)),
+                "codec {codec}"
+            );
+            assert_eq!(
+                at(1_004_500).await.unwrap(),
+                Some((5, 1_005_000)),
+                "codec {codec}"
+            );
+            assert_eq!(at(0).await.unwrap(), Some((0, 1_000_000)), "codec {codec}");
+            assert_eq!(
+                at(1_500_000).await.unwrap(),
+                Some((10, 2_000_000)),
+                "codec {codec}"
+            );
+            assert_eq!(at(3_000_000).await.unwrap(), None, "codec {codec}");
+            // DeleteRecords put the start inside the first batch: nothing below it
+            log.advance_log_start(7).await.unwrap();
+            assert_eq!(at(0).await.unwrap(), Some((7, 1_007_000)), "codec {codec}");
+            assert_eq!(
+                at(1_003_000).await.unwrap(),
+                Some((7, 1_007_000)),
+                "codec {codec}"
+            );
+            assert_eq!(
+                at(1_008_000).await.unwrap(),
+                Some((8, 1_008_000)),
+                "codec {codec}"
+            );
+            log.close().await.unwrap();
+        }
+        shard.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn max_timestamp_answers_the_record_that_has_it() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for codec in [0u8, 1, 4] {
+            let path = root.join(format!("m-{codec}"));
+            let log = PartitionLog::open(&shard, path.clone(), LogConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(log.offset_of_max_timestamp().await.unwrap(), None);
+            log.append(batch_at(&[50, 60], codec), 1).unwrap();
+            // the largest timestamp is the second record of the batch at 2..=6
+            log.append(batch_at(&[100, 5000, 200, 300, 400], codec), 1)
+                .unwrap();
+            log.append(batch_at(&[900], codec), 1).unwrap();
+            log.wait_durable(7).await.unwrap();
+            assert_eq!(log.max_timestamp(), Some((5000, 6)));
+            assert_eq!(
+                log.offset_of_max_timestamp().await.unwrap(),
+                Some((5000, 3))
+            );
+            // the same from disk after a reopen
+            log.close().await.unwrap();
+            let log = PartitionLog::open(&shard, path, LogConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(
+                log.offset_of_max_timestamp().await.unwrap(),
+                Some((5000, 3))
+            );
+            log.close().await.unwrap();
+        }
+        // LogAppendTime: every record of a batch has its time, so its first record
+        let config = LogConfig {
+            log_append_time: true,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&shard, root.join("lat"), config)
+            .await
+            .unwrap();
+        log.append(batch_at(&[1, 2, 3], 0), 7000).unwrap();
+        log.append(batch_at(&[4, 5, 6], 1), 8000).unwrap();
+        log.wait_durable(5).await.unwrap();
+        assert_eq!(
+            log.offset_of_max_timestamp().await.unwrap(),
+            Some((8000, 3))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(7500).await.unwrap(),
+            Some((3, 8000))
+        );
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+    });
+}
