@@ -516,12 +516,18 @@ async fn initial_delay_timer(
     }
 }
 
-/// Kafka's resetAndPropagateAssignmentError: every parked SyncGroup gets `error`.
+/// Kafka's resetAndPropagateAssignmentError: every parked SyncGroup gets `error`, and
+/// its member a fresh session (Kafka's completeAndScheduleNextHeartbeatExpiration in
+/// propagateAssignment): a follower that waited in SyncGroup without heartbeats, as
+/// librdkafka's and sarama's do, must not expire in the same instant as the silent
+/// leader that caused the rebalance, or its rejoin is UNKNOWN_MEMBER_ID.
 pub(super) fn reset_and_propagate_assignment_error(group: &mut Group, error: i16) {
+    let now = Instant::now();
     for m in group.members.values_mut() {
         m.assignment = Bytes::new();
         if let Some(tx) = m.awaiting_sync.take() {
             tx.send((error, Bytes::new()));
+            m.last_heartbeat = now;
         }
     }
 }

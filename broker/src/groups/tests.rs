@@ -566,6 +566,53 @@ fn silent_member_expires_and_triggers_rebalance() {
     });
 }
 
+/// The leader joins and goes silent (no SyncGroup, no heartbeat); the follower waits in
+/// SyncGroup without heartbeats, as librdkafka's and sarama's do. The leader's expiry
+/// answers the follower REBALANCE_IN_PROGRESS and gives it a fresh session (Kafka's
+/// propagateAssignment), so its rejoin a moment later still finds it a member.
+#[test]
+fn a_follower_parked_in_sync_outlives_the_silent_leader() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let mut tasks = Vec::new();
+        for (member, session) in [("leader", 100), ("follower", 60)] {
+            let c = c.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let mut j = Join::new("gp", "", &["t"]);
+                j.session_ms = session;
+                j.rebalance_ms = 1_000;
+                (member, join_v5(&c, &j).await)
+            }));
+        }
+        let (mut leader, mut follower) = (None, None);
+        for t in tasks {
+            match t.await {
+                ("leader", r) => leader = Some(r),
+                (_, r) => follower = Some(r),
+            }
+        }
+        let (silent, waiting) = (leader.unwrap(), follower.unwrap()); // ok: test
+                                                                      // the first to join leads: the one with the longer session
+        assert_eq!(silent.leader, silent.member_id);
+        let id = waiting.member_id.as_str().to_owned();
+        let synced = c
+            .sync_group(sync_req("gp", waiting.generation_id, &id, &[]), 5)
+            .await;
+        assert_eq!(synced.error_code, ResponseError::RebalanceInProgress.code());
+        // a client's backoff before it rejoins, past its old session's next check
+        glommio::timer::sleep(Duration::from_millis(40)).await;
+        let mut j = Join::new("gp", &id, &["t"]);
+        j.session_ms = 60;
+        let r = c.join_group(j.request(), 5, "c", "h").await;
+        assert_eq!(
+            r.error_code, 0,
+            "the rejoin of a member that waited in SyncGroup"
+        );
+        assert_eq!(r.member_id.as_str(), id);
+        assert_eq!(r.members.len(), 1);
+    });
+}
+
 #[test]
 fn in_a_stable_group_a_follower_rejoins_in_place_and_the_leader_starts_a_rebalance() {
     run(|| async {
