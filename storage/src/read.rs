@@ -550,8 +550,14 @@ pub(crate) async fn offset_of_max_timestamp(
     let Some((ts, last)) = log.state().max_timestamp() else {
         return Ok(None);
     };
-    // the batch holding `last` (its last offset)
-    let batches = read(shard, log, last, last + 1, 1, true).await?;
+    // the batch holding `last` (its last offset); below the log start (a DeleteRecords
+    // past it, its segment not yet gone) or cut meanwhile, its last offset answers, as
+    // before (Kafka does not check the start here either)
+    let batches = match read(shard, log, last, last + 1, 1, true).await {
+        Ok(b) => b,
+        Err(StorageError::OffsetOutOfRange { .. }) => return Ok(Some((ts, last))),
+        Err(e) => return Err(e),
+    };
     for b in batches {
         let h = RecordBatchHeader::parse(&b)?;
         if h.base_offset > last || h.last_offset() < last {

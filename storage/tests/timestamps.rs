@@ -115,6 +115,12 @@ fn max_timestamp_answers_the_record_that_has_it() {
                 log.offset_of_max_timestamp().await.unwrap(),
                 Some((5000, 3))
             );
+            // a DeleteRecords past that batch (its segment still there): still an answer
+            log.advance_log_start(7).await.unwrap();
+            assert_eq!(
+                log.offset_of_max_timestamp().await.unwrap(),
+                Some((5000, 6))
+            );
             log.close().await.unwrap();
         }
         // LogAppendTime: every record of a batch has its time, so its first record

@@ -251,9 +251,8 @@ fn delete(client: &mut Client, groups: &[String], format: Format) -> Result<()> 
     first_err.map_or(Ok(()), Err)
 }
 
-/// DescribeGroups of one group at its coordinator.
-/// Which of `tps` the cluster's metadata lists (a topic that exists, a partition below
-/// its count).
+/// Which of `tps` the cluster's metadata lists (a topic that exists without a topic-level
+/// error, a partition below its count).
 fn existing_partitions(client: &mut Client, tps: &[Tp]) -> Result<BTreeSet<Tp>> {
     let mut topics: Vec<String> = tps.iter().map(|(t, _)| t.clone()).collect();
     topics.dedup();
@@ -274,6 +273,7 @@ fn existing_partitions(client: &mut Client, tps: &[Tp]) -> Result<BTreeSet<Tp>> 
         .collect())
 }
 
+/// DescribeGroups of one group at its coordinator.
 pub(crate) fn describe_group(client: &mut Client, group: &str) -> Result<DescribedGroup> {
     let req = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
     let (_, resp) = client.coordinator(group)?.call(5, &req)?;

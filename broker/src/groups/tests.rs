@@ -575,7 +575,10 @@ fn a_follower_parked_in_sync_outlives_the_silent_leader() {
     run(|| async {
         let (_log, c) = coordinator(config());
         let mut tasks = Vec::new();
-        for (member, session) in [("leader", 100), ("follower", 60)] {
+        // sessions F 400 and L 600 ms, the rejoin at L + 300: the follower's check after
+        // its parked one (2F = 800) falls before the rejoin, its refreshed deadline
+        // (L + F = 1000) after, each ~100 ms apart
+        for (member, session) in [("leader", 600), ("follower", 400)] {
             let c = c.clone();
             tasks.push(glommio::spawn_local(async move {
                 let mut j = Join::new("gp", "", &["t"]);
@@ -591,8 +594,8 @@ fn a_follower_parked_in_sync_outlives_the_silent_leader() {
                 (_, r) => follower = Some(r),
             }
         }
+        // the first to join leads: the one with the longer session
         let (silent, waiting) = (leader.unwrap(), follower.unwrap()); // ok: test
-                                                                      // the first to join leads: the one with the longer session
         assert_eq!(silent.leader, silent.member_id);
         let id = waiting.member_id.as_str().to_owned();
         let synced = c
@@ -600,9 +603,9 @@ fn a_follower_parked_in_sync_outlives_the_silent_leader() {
             .await;
         assert_eq!(synced.error_code, ResponseError::RebalanceInProgress.code());
         // a client's backoff before it rejoins, past its old session's next check
-        glommio::timer::sleep(Duration::from_millis(40)).await;
+        glommio::timer::sleep(Duration::from_millis(300)).await;
         let mut j = Join::new("gp", &id, &["t"]);
-        j.session_ms = 60;
+        j.session_ms = 400;
         let r = c.join_group(j.request(), 5, "c", "h").await;
         assert_eq!(
             r.error_code, 0,

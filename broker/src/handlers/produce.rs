@@ -136,8 +136,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
     }
 }
 
-/// Produce v0-6: zstd batches are UNSUPPORTED_COMPRESSION_TYPE, as in Kafka (zstd came
-/// with Produce v7, KIP-110). Only the batch headers are read.
+/// Produce v0-6: zstd batches are UNSUPPORTED_COMPRESSION_TYPE (zstd came with Produce v7,
+/// KIP-110; Kafka refuses them at v3-6, see `up_convert` for v0-2). Only the batch
+/// headers are read.
 fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
     let zstd =
         BatchIter::headers_only(&records).any(|b| b.is_ok_and(|(h, _)| h.compression() == 4));
@@ -220,7 +221,9 @@ async fn to_topic_codec(
 fn up_convert(records: Bytes) -> Result<Bytes, (i16, String)> {
     match message_set::to_record_batch(&records, MAX_DECOMPRESSED) {
         Ok(Some(batch)) => Ok(batch),
-        // already v2 batches: below v7 as well, so no zstd (as Kafka's validateRecords)
+        // already v2 batches: no zstd either. Stricter than Kafka, whose validateRecords
+        // checks zstd from v3 on only (below, it lets any batch through for old clients
+        // that mislabel their magic); a v0-2 client predates zstd (Produce v7)
         Ok(None) => refuse_zstd(records),
         Err(e) => Err((crate::errors::message_set_error_code(&e), e.to_string())),
     }

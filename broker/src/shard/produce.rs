@@ -18,11 +18,9 @@ use kafka_protocol::ResponseError;
 /// How long acks=-1 waits for durability when the request's timeout_ms is not positive.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 
-/// An answer to wait for: (index in the answer, partition, log, last offset appended, the
-/// leader epoch it was appended under, acks=all: true for the ISR, false (acks=1) for
-/// this broker's own copy only).
 /// A partition's wait before its answer: (index in the answers, partition, log, what
-/// was appended, acks=all).
+/// was appended, acks=all: true for the ISR, false (acks=1) for this broker's own copy
+/// only).
 type AckWait = (usize, Tp, PartitionLog, Appended, bool);
 
 /// What an append wrote, for the waits before its answer.

@@ -66,12 +66,15 @@ impl LogState {
     /// it had.
     pub(crate) fn restart_at(&mut self, at: i64) -> Vec<i64> {
         let bases = self.segments.iter().map(|s| s.base).collect();
+        // what was not durable is dropped unwritten, also when `at` lies past the old
+        // end: a waiter for an offset from the old durable one on must fail
+        let cut = at.min(self.durable);
         self.segments = vec![Segment::new_empty(at, false)];
         self.pending.clear();
         self.log_end = at;
         self.durable = at;
         self.tail = None;
-        self.note_truncation(at);
+        self.note_truncation(cut);
         self.producers = None;
         self.pending_snapshots.clear();
         self.hw_seen = i64::MIN;
