@@ -89,6 +89,29 @@ fn restore_sigpipe() {
     }
 }
 
+/// A panic on any broker thread (a shard, the quorum, a blocking helper) ends the process
+/// with exit code 70 once the usual message is printed. Otherwise the process lived on
+/// with that thread gone: a quorum thread's panic left a node answering /health but
+/// fenced for good, never serving again, where a supervisor restarts a process that
+/// exits (Kafka halts on fatal errors too).
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("?"),
+            "a broker thread panicked; exiting"
+        );
+        // SAFETY: ends the process at once, as abort would; no Rust state is touched.
+        // `exit` would run atexit handlers while the other threads go on.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::_exit(70)
+        }
+    }));
+}
+
 /// Transparent huge pages off for the broker process (`PR_SET_THP_DISABLE`; a child would
 /// inherit it, the broker starts none). mimalloc advises huge pages on its arenas, so whenever the heap grows
 /// (the batch cache filling up, request buffers after mimalloc purged freed pages) a
@@ -117,6 +140,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    exit_on_panic();
     disable_transparent_huge_pages();
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {

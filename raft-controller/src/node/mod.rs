@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 
 use crate::error::{Error, Result, StateMachineError};
@@ -208,8 +208,57 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Feeds a message from a peer. An error rejects that message only; the node goes on.
-    pub fn step(&mut self, msg: Message) -> Result<()> {
+    pub fn step(&mut self, mut msg: Message) -> Result<()> {
+        self.mend_lost_log(&mut msg);
         Ok(self.raw.step(msg)?)
+    }
+
+    /// A voter whose disk was replaced comes back with an empty raft log, while the
+    /// leader's progress still says it holds everything up to `matched`. raft-rs (like
+    /// etcd) treats that as impossible: the follower panics on a heartbeat whose commit
+    /// index is past its last entry, and the leader ignores the follower's rejections as
+    /// stale (rejected index <= matched), so it would never resend. Two mends, both safe:
+    /// a heartbeat's commit is only a hint, clamped to what this log holds (the entries
+    /// come, and commit, with the leader's appends); and a leader that hears a rejection
+    /// whose hint lies below `matched` restarts that follower's progress at the hint
+    /// (probe), so the next append or snapshot starts where the follower's log ends.
+    /// Lowering `matched` un-commits nothing: it only counts toward later commits.
+    fn mend_lost_log(&mut self, msg: &mut Message) {
+        let raft = &mut self.raw.raft;
+        match msg.get_msg_type() {
+            MessageType::MsgHeartbeat => {
+                let last = raft.raft_log.last_index();
+                if msg.commit > last {
+                    tracing::warn!(
+                        id = raft.id,
+                        leader = msg.from,
+                        commit = msg.commit,
+                        last_index = last,
+                        "the leader's heartbeat commits past this node's log (its disk was \
+                         replaced?): waiting for its entries"
+                    );
+                    msg.commit = last;
+                }
+            }
+            MessageType::MsgAppendResponse if msg.reject && raft.state == StateRole::Leader => {
+                let id = raft.id;
+                if let Some(pr) = raft.mut_prs().get_mut(msg.from) {
+                    if msg.reject_hint < pr.matched {
+                        tracing::warn!(
+                            id,
+                            follower = msg.from,
+                            matched = pr.matched,
+                            follower_last_index = msg.reject_hint,
+                            "a follower's log ends before what it had acknowledged (its disk \
+                             was replaced?): sending it the log again from there"
+                        );
+                        pr.matched = msg.reject_hint;
+                        pr.become_probe();
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Appends `data` to the log if this node is the leader. Committed once it appears in

@@ -549,6 +549,25 @@ impl Cluster {
         self.drive(id);
     }
 
+    /// An operator's disk replacement: the node is stopped, its disk swapped for an empty
+    /// one, bootstrapped with the same voters, and started again (deploy/README.md,
+    /// "Replacing a failed disk").
+    pub(crate) fn replace_disk(&mut self, id: u64) {
+        if let Some(slot) = self.nodes.get_mut(&id) {
+            slot.take();
+        }
+        self.disks.insert(id, Disk::Mem(MemFs::new()));
+        let mut store = self
+            .open_store(id)
+            .unwrap_or_else(|e| self.fail(&format!("open {id}: {e}")));
+        let ids = self.ids.clone();
+        store
+            .bootstrap(&ids)
+            .unwrap_or_else(|e| self.fail(&format!("bootstrap {id}: {e}")));
+        self.start(id, store);
+        self.drive(id);
+    }
+
     /// Makes the next `n`-th write of a node's disk fail (the node dies in `advance`).
     pub(crate) fn inject_disk_fault(&mut self, id: u64, n: u64) {
         if let Disk::Mem(fs) = &self.disks[&id] {

@@ -116,6 +116,33 @@ fn minority_partition_cannot_commit() {
     );
 }
 
+/// A follower's disk replaced while the leader stays: the node comes back with an empty
+/// log, the leader still believing it holds everything it acknowledged. It must not
+/// panic on the leader's heartbeat, and must catch up (by entries, or by snapshot once
+/// the leader compacted) and take part in new commits.
+#[test]
+fn a_voter_with_a_replaced_disk_catches_up() {
+    for (seed, interval) in [(17, 1000), (19, 4)] {
+        let mut c = cluster(seed, 3, interval);
+        for _ in 0..10 {
+            commit_on(&mut c, &[1, 2, 3]);
+        }
+        let leader = c.leader().expect("leader"); // ok: test
+        let wiped = c
+            .ids
+            .iter()
+            .copied()
+            .find(|&i| i != leader)
+            .expect("follower"); // ok: test
+        c.replace_disk(wiped);
+        for _ in 0..3 {
+            commit_on(&mut c, &[1, 2, 3]);
+        }
+        c.settle_and_check(300);
+        assert_eq!(c.committed_payloads().len(), 13, "seed {seed}");
+    }
+}
+
 #[test]
 fn snapshot_install_to_a_node_behind_compaction() {
     let mut c = cluster(13, 3, 4);
