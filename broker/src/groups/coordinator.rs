@@ -401,6 +401,39 @@ impl GroupCoordinator {
         });
     }
 
+    /// Kafka's onGroupUnloaded for every group: this node stops coordinating them (the
+    /// offsets partition moved, its leader epoch changed, or it was deleted). Parked
+    /// JoinGroup and SyncGroup requests are answered NOT_COORDINATOR at once, so their
+    /// members find the new coordinator instead of waiting out a rebalance here (up to
+    /// the rebalance timeout, answered then with a generation never written), and the
+    /// groups are dropped, so this coordinator's timers find nothing left to do.
+    pub(crate) fn unload(&self) {
+        let groups = std::mem::take(&mut self.state.borrow_mut().groups);
+        let (mut joins, mut syncs) = (0, 0);
+        for (_, mut g) in groups {
+            for m in g.members.values_mut() {
+                if let Some(tx) = m.awaiting_join.take() {
+                    tx.send(JoinOutcome::error(
+                        &m.member_id,
+                        code(ResponseError::NotCoordinator),
+                    ));
+                    joins += 1;
+                }
+                if let Some(tx) = m.awaiting_sync.take() {
+                    tx.send((code(ResponseError::NotCoordinator), Bytes::new()));
+                    syncs += 1;
+                }
+            }
+        }
+        if joins + syncs > 0 {
+            tracing::info!(
+                parked_joins = joins,
+                parked_syncs = syncs,
+                "group coordinator unloaded: parked requests answered NOT_COORDINATOR"
+            );
+        }
+    }
+
     /// Returns how long to sleep before the next check, or None when the watch is over.
     fn check_member_expiry(
         &self,

@@ -745,3 +745,49 @@ fn leave_group_batched_and_single() {
         assert_eq!(v.generation, 2);
     });
 }
+
+/// The coordinator is unloaded (its offsets partition moved) during a rebalance: a member
+/// parked in JoinGroup and one parked in SyncGroup are answered NOT_COORDINATOR at once,
+/// as Kafka's onGroupUnloaded does, not at the end of the rebalance timeout.
+#[test]
+fn unloading_answers_parked_joins_and_syncs_not_coordinator() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let (_, _, leader) = stable_group(&c, "gu", 2, &["t"]).await;
+        // the leader rejoins: a rebalance, the leader parked until the follower rejoins
+        let c1 = c.clone();
+        let l1 = leader.clone();
+        let join = glommio::spawn_local(async move {
+            let mut j = Join::new("gu", &l1, &["t"]);
+            j.rebalance_ms = 60_000;
+            c1.join_group(j.request(), 5, "c", "h").await
+        });
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        c.unload();
+        let r = join.await;
+        assert_eq!(r.error_code, ResponseError::NotCoordinator.code());
+
+        // a follower parked in SyncGroup while the leader has not synced
+        let (_log, c) = coordinator(config());
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let c = c.clone();
+            tasks.push(glommio::spawn_local(async move {
+                join_v5(&c, &Join::new("gs", "", &["t"])).await
+            }));
+        }
+        let mut joined = Vec::new();
+        for t in tasks {
+            joined.push(t.await);
+        }
+        let f = joined.iter().find(|j| j.leader != j.member_id).unwrap(); // ok: test
+        let (c2, id, gen) = (c.clone(), f.member_id.as_str().to_owned(), f.generation_id);
+        let sync =
+            glommio::spawn_local(
+                async move { c2.sync_group(sync_req("gs", gen, &id, &[]), 5).await },
+            );
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        c.unload();
+        assert_eq!(sync.await.error_code, ResponseError::NotCoordinator.code());
+    });
+}

@@ -101,7 +101,10 @@ impl ShardCtx {
                         }
                     }
                     if topic == OFFSETS_TOPIC {
-                        self.groups.borrow_mut().clear();
+                        let unloaded: Vec<_> = self.groups.borrow_mut().drain().collect();
+                        for (_, c) in unloaded {
+                            c.unload();
+                        }
                         self.group_epochs.borrow_mut().clear();
                     }
                     if topic == TRANSACTION_STATE_TOPIC {
@@ -294,7 +297,10 @@ impl ShardCtx {
     async fn sync_coordinator(self: &Rc<Self>, partition: i32, epoch: Option<i32>) {
         let loaded = self.group_epochs.borrow().get(&partition).copied();
         if loaded.is_some() && loaded != epoch {
-            self.groups.borrow_mut().remove(&partition);
+            let unloaded = self.groups.borrow_mut().remove(&partition);
+            if let Some(c) = unloaded {
+                c.unload();
+            }
             self.group_epochs.borrow_mut().remove(&partition);
             tracing::info!(
                 partition,
