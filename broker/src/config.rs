@@ -298,6 +298,10 @@ impl BrokerConfig {
     pub(crate) fn node_id(&self) -> i32 {
         self.int("node.id") as i32
     }
+    /// No `controller.quorum.voters`: a single node, its own quorum.
+    pub(crate) fn single_node(&self) -> bool {
+        self.str_value("controller.quorum.voters").trim().is_empty()
+    }
     pub(crate) fn str_value(&self, name: &str) -> &str {
         self.get(name)
     }

@@ -31,10 +31,7 @@ pub(super) async fn wait_until_in_service(
     // later truncates (an exploratory run lost acks=1 records so, restarting one node
     // while the other two were down). A single node (no voters configured) serves after
     // the bound: it is its own quorum, and nothing it has can be stale.
-    let single = config
-        .str_value("controller.quorum.voters")
-        .trim()
-        .is_empty();
+    let single = config.single_node();
     loop {
         if in_service(ctx, incarnation) {
             tracing::info!(node = ctx.node_id, "broker in service");
@@ -77,11 +74,7 @@ pub(super) async fn wait_until_in_service(
 /// True when the image shows this process's broker incarnation registered and unfenced
 /// (and, for a single node, the offsets topic created): the broker is in service.
 pub(crate) fn in_service(ctx: &ShardCtx, incarnation: &[u8]) -> bool {
-    let single = ctx
-        .config
-        .str_value("controller.quorum.voters")
-        .trim()
-        .is_empty();
+    let single = ctx.config.single_node();
     let image = ctx.image.borrow();
     image
         .broker(ctx.node_id)
