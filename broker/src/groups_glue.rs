@@ -31,7 +31,9 @@ use sluice_storage::PartitionLog;
 use crate::config::BrokerConfig;
 use crate::coordinator_log::{replay_log, CoordinatorLog, ReplicatedAcks};
 use crate::errors::now_ms;
-use crate::groups::{GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog, Replay};
+use crate::groups::{
+    commit_error, GroupConfig, GroupCoordinator, GroupOffsets, OffsetsLog, Replay, WriteFailed,
+};
 
 /// A request for one coordinator (or, for `List`, every coordinator of the shard).
 #[derive(Debug)]
@@ -98,8 +100,23 @@ pub(crate) enum GroupAnswer {
     Delete(i16),
     OffsetDelete(OffsetDeleteResponse),
     TxnCommit(TxnOffsetCommitResponse),
-    /// This shard has no loaded coordinator for the partition.
+    /// This broker does not lead the group's `__consumer_offsets` partition.
     NotCoordinator,
+    /// It does, and its coordinator is not loaded yet (the partition is being replayed).
+    Loading,
+}
+
+impl GroupAnswer {
+    /// The error of a request its coordinator did not answer, as Kafka's: NOT_COORDINATOR
+    /// sends the client to FindCoordinator again, COORDINATOR_LOAD_IN_PROGRESS has it
+    /// retry here.
+    pub(crate) fn unanswered_code(&self) -> i16 {
+        use kafka_protocol::ResponseError as E;
+        match self {
+            GroupAnswer::Loading => E::CoordinatorLoadInProgress.code(),
+            _ => E::NotCoordinator.code(),
+        }
+    }
 }
 
 /// Group settings from the broker config.
@@ -117,10 +134,9 @@ impl OffsetsLog for CoordinatorLog {
     fn append(
         &self,
         records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>>>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), WriteFailed>>>> {
         let now = now_ms();
-        let write = self.write(Self::batch(&records, now), now, false);
-        Box::pin(async move { write.await.map_err(|(_, m)| m) })
+        Box::pin(self.write(Self::batch(&records, now), now, false))
     }
 
     fn append_txn(
@@ -140,29 +156,6 @@ impl OffsetsLog for CoordinatorLog {
                 commit_error(code)
             })
         })
-    }
-}
-
-/// What a commit answers for a failed write (Kafka's GroupMetadataManager.storeOffsets).
-fn commit_error(code: i16) -> i16 {
-    use kafka_protocol::ResponseError as E;
-    match code {
-        c if c == E::UnknownTopicOrPartition.code()
-            || c == E::NotEnoughReplicas.code()
-            || c == E::NotEnoughReplicasAfterAppend.code()
-            || c == E::RequestTimedOut.code() =>
-        {
-            E::CoordinatorNotAvailable.code()
-        }
-        c if c == E::NotLeaderOrFollower.code() || c == E::KafkaStorageError.code() => {
-            E::NotCoordinator.code()
-        }
-        c if c == E::MessageTooLarge.code() || c == E::RecordListTooLarge.code() => {
-            E::InvalidCommitOffsetSize.code()
-        }
-        // INVALID_PRODUCER_EPOCH: a newer producer owns the transactional id
-        c if c == E::InvalidProducerEpoch.code() => E::ProducerFenced.code(),
-        c => c,
     }
 }
 

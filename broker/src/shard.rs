@@ -435,6 +435,13 @@ impl ShardCtx {
                 let coordinator = ctx.groups.borrow().get(&partition).cloned();
                 ShardResponse::Group(match coordinator {
                     Some(c) => run_call(&c, *call).await,
+                    // leads the partition: its coordinator loads (`sync_coordinator`)
+                    None if ctx
+                        .leader_epoch_here(crate::groups::OFFSETS_TOPIC, partition)
+                        .is_some() =>
+                    {
+                        GroupAnswer::Loading
+                    }
                     None => GroupAnswer::NotCoordinator,
                 })
             }),

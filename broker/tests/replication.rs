@@ -190,6 +190,19 @@ fn coordinator_of(cluster: &Cluster, ask: u32, group: &str) -> Result<u32> {
     Ok(resp.node_id.0 as u32)
 }
 
+/// The error of a Heartbeat (v4, an unknown member) for `group` sent to node `node`.
+fn heartbeat_error(cluster: &Cluster, node: u32, group: &str) -> Result<i16> {
+    use kafka_protocol::messages::{GroupId, HeartbeatRequest};
+    use kafka_protocol::protocol::StrBytes;
+    let mut c = common::raw::RawClient::connect(cluster.kafka_addr(node))?;
+    c.negotiate()?;
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("nobody"));
+    Ok(c.call(4, &req)?.error_code)
+}
+
 // ----------------------------------------------------------------------------------------
 // Files.
 
@@ -1119,6 +1132,17 @@ fn leader_kills_during_production_lose_and_duplicate_nothing() -> Result<()> {
         let partition = (i % 2) as i32;
         let asker = cluster.ids()[i % 3];
         let coordinator = coordinator_of(&cluster, asker, GROUP)?;
+        if i == 0 {
+            // a broker that only follows the group's offsets partition sends the client
+            // back to FindCoordinator, as Kafka's does
+            let other = cluster.ids().into_iter().find(|n| *n != coordinator);
+            let other = other.context("a second node")?;
+            let code = heartbeat_error(&cluster, other, GROUP)?;
+            ensure!(
+                code == 16,
+                "Heartbeat to non-coordinator {other}: error {code}"
+            );
+        }
         let (leader, leader_epoch) = leader_of(&cluster, asker, TOPIC, partition)?;
         // after the group's final commit, every other kill hits its coordinator (the
         // leader of its __consumer_offsets partition)

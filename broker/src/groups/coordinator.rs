@@ -151,7 +151,7 @@ impl GroupCoordinator {
     pub(super) fn append_detached(&self, records: Vec<(Bytes, Option<Bytes>)>, what: &'static str) {
         let fut = self.log.append(records);
         spawn_detached(async move {
-            if let Err(e) = fut.await {
+            if let Err((_, e)) = fut.await {
                 tracing::warn!(error = %e, what, "__consumer_offsets append failed");
             }
         });

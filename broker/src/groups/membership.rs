@@ -23,6 +23,7 @@ use kafka_protocol::ResponseError;
 use super::coordinator::{code, now_ms, reset_and_propagate_assignment_error, GroupCoordinator};
 use super::oneshot::{self, Receiver};
 use super::state::{Group, GroupState, JoinOutcome, SyncOutcome};
+use super::{write_error, WriteFailed};
 
 /// A JoinGroup request, normalised across versions.
 pub(super) struct JoinParams {
@@ -41,7 +42,7 @@ pub(super) struct JoinParams {
     pub(super) supports_skip_assignment: bool,
 }
 
-type PersistFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+type PersistFuture = Pin<Box<dyn Future<Output = Result<(), WriteFailed>>>>;
 
 /// What to undo when a static member's replacement cannot be stored (Kafka reverts it so
 /// the old instance keeps working).
@@ -142,10 +143,10 @@ impl GroupCoordinator {
             }),
             JoinStep::Persist(write, ok, revert) => match write.await {
                 Ok(()) => ok,
-                Err(e) => {
+                Err((c, e)) => {
                     tracing::warn!(group = %params.group_id, error = %e, "storing static member replacement failed");
                     self.revert_static_replacement(&params.group_id, revert);
-                    JoinOutcome::error("", code(ResponseError::CoordinatorNotAvailable))
+                    JoinOutcome::error("", write_error(c))
                 }
             },
         };
@@ -589,7 +590,7 @@ impl GroupCoordinator {
         group_id: &str,
         generation: i32,
         assignment: HashMap<String, Bytes>,
-        result: Result<(), String>,
+        result: Result<(), WriteFailed>,
     ) {
         let mut st = self.state.borrow_mut();
         let Some(group) = st.groups.get_mut(group_id) else {
@@ -599,12 +600,9 @@ impl GroupCoordinator {
         if !group.is(GroupState::CompletingRebalance) || group.generation_id != generation {
             return;
         }
-        if let Err(e) = result {
+        if let Err((c, e)) = result {
             tracing::warn!(group = %group_id, error = %e, "storing group assignment failed");
-            reset_and_propagate_assignment_error(
-                group,
-                code(ResponseError::CoordinatorNotAvailable),
-            );
+            reset_and_propagate_assignment_error(group, write_error(c));
             self.maybe_prepare_rebalance(group, "error storing the group assignment");
             return;
         }

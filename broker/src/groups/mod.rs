@@ -47,12 +47,14 @@ pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// over the partition log; owned by the partition's shard; never crosses cores.
 pub(crate) trait OffsetsLog {
     /// Appends records (key, value-or-tombstone) as one batch; resolves when durable.
-    /// Err(msg) on storage failure. Implementations must order batches by the time of the
-    /// *call* (not of the first poll): the coordinator relies on call order being log order.
+    /// Err((the storage's Kafka error code, message)) when not written; the coordinator
+    /// answers it through `write_error` or `commit_error`. Implementations must order
+    /// batches by the time of the *call* (not of the first poll): the coordinator relies
+    /// on call order being log order.
     fn append(
         &self,
         records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>>>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), WriteFailed>>>>;
 
     /// Appends TxnOffsetCommit records as one transactional batch of `producer_id` at
     /// `producer_epoch` (the partition's producer state fences an older epoch); resolves
@@ -64,6 +66,57 @@ pub(crate) trait OffsetsLog {
         producer_epoch: i16,
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>>;
+}
+
+/// Why an `OffsetsLog` write failed: the Kafka error code of the append, produce-style
+/// (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, ...), and a message.
+pub(crate) type WriteFailed = (i16, String);
+
+/// What a group operation answers when its write failed (JoinGroup of a static member,
+/// SyncGroup's assignment, DeleteGroups, OffsetDelete): Kafka's
+/// `CoordinatorOperationExceptionHelper.handleOperationException`. A lost leadership
+/// sends the client to find the coordinator again; too few replicas or a timeout is
+/// COORDINATOR_NOT_AVAILABLE.
+pub(crate) fn write_error(code: i16) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match code {
+        c if c == E::UnknownTopicOrPartition.code()
+            || c == E::NotEnoughReplicas.code()
+            || c == E::NotEnoughReplicasAfterAppend.code()
+            || c == E::RequestTimedOut.code() =>
+        {
+            E::CoordinatorNotAvailable.code()
+        }
+        c if c == E::NotLeaderOrFollower.code() || c == E::KafkaStorageError.code() => {
+            E::NotCoordinator.code()
+        }
+        c if c == E::MessageTooLarge.code()
+            || c == E::RecordListTooLarge.code()
+            || c == E::InvalidFetchSize.code() =>
+        {
+            E::UnknownServerError.code()
+        }
+        c => c,
+    }
+}
+
+/// What an offset commit answers for a failed write (Kafka's
+/// GroupMetadataManager.storeOffsets): as `write_error`, but a write too large is
+/// INVALID_COMMIT_OFFSET_SIZE, and INVALID_PRODUCER_EPOCH (a transactional commit of an
+/// older producer) is PRODUCER_FENCED.
+pub(crate) fn commit_error(code: i16) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match code {
+        c if c == E::MessageTooLarge.code()
+            || c == E::RecordListTooLarge.code()
+            || c == E::InvalidFetchSize.code() =>
+        {
+            E::InvalidCommitOffsetSize.code()
+        }
+        // a newer producer owns the transactional id
+        c if c == E::InvalidProducerEpoch.code() => E::ProducerFenced.code(),
+        c => write_error(c),
+    }
 }
 
 /// One item of a `__consumer_offsets` partition replayed at load, in log order.

@@ -24,6 +24,7 @@ use kafka_protocol::ResponseError;
 use super::coordinator::{code, now_ms, GroupCoordinator};
 use super::records::{OffsetCommitValue, RecordKey};
 use super::state::{CommittedOffset, Group, GroupState};
+use super::{commit_error, write_error};
 
 /// One partition's committed offset as OffsetFetch reports it (-1/"" when none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,8 +197,8 @@ impl GroupCoordinator {
         };
         if let Some(write) = write {
             let result = write.await;
-            let failed = result.is_err();
-            if let Err(e) = &result {
+            let failed = result.as_ref().err().map(|(c, _)| commit_error(*c));
+            if let Err((_, e)) = &result {
                 tracing::warn!(group = %group_id, error = %e, "offset commit append failed");
             }
             let mut st = self.state.borrow_mut();
@@ -209,7 +210,7 @@ impl GroupCoordinator {
                     // longer pending), even when a later commit is still in flight: that
                     // one may fail, and the answer given for this one must then hold.
                     let latest = group.pending_commits.get(&key).copied();
-                    if !failed && latest.is_some_and(|l| l >= seq) {
+                    if failed.is_none() && latest.is_some_and(|l| l >= seq) {
                         group.offsets.insert(key.clone(), value);
                     }
                     if latest == Some(seq) {
@@ -217,10 +218,10 @@ impl GroupCoordinator {
                     }
                 }
             }
-            if failed {
+            if let Some(failed) = failed {
                 for c in errors.iter_mut().flatten() {
                     if *c == 0 {
-                        *c = code(ResponseError::CoordinatorNotAvailable);
+                        *c = failed;
                     }
                 }
             }
@@ -495,12 +496,12 @@ impl GroupCoordinator {
                 tracing::info!(group = %group_id, "group deleted");
                 0
             }
-            Err(e) => {
+            Err((c, e)) => {
                 tracing::warn!(group = %group_id, error = %e, "writing group tombstones failed");
                 if let Some(g) = st.groups.get_mut(group_id) {
                     g.transition_to(GroupState::Empty, now_ms());
                 }
-                code(ResponseError::CoordinatorNotAvailable)
+                write_error(c)
             }
         }
     }
@@ -564,9 +565,9 @@ impl GroupCoordinator {
             Err(e) => top = e,
             Ok(None) => {}
             Ok(Some(write)) => {
-                if let Err(e) = write.await {
+                if let Err((c, e)) = write.await {
                     tracing::warn!(group = %group_id, error = %e, "writing offset tombstones failed");
-                    top = code(ResponseError::CoordinatorNotAvailable);
+                    top = write_error(c);
                 }
             }
         }
@@ -701,7 +702,7 @@ impl GroupCoordinator {
             )
         };
         if let Some(write) = write {
-            if let Err(e) = write.await {
+            if let Err((_, e)) = write.await {
                 tracing::warn!(error = %e, "writing expired-offset tombstones failed");
             }
         }

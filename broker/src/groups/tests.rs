@@ -31,7 +31,8 @@ pub(super) mod support {
         pub(crate) records: RefCell<Vec<(Bytes, Option<Bytes>)>>,
         /// Every write in log order, transactional ones with their producer id.
         pub(crate) replay: RefCell<Vec<super::super::Replay>>,
-        pub(crate) fail: Cell<bool>,
+        /// Writes fail at once with this storage error code.
+        pub(crate) fail: Cell<Option<i16>>,
         /// Writes land but fail later (as one that outlives its replication timeout).
         pub(crate) fail_late: Cell<bool>,
     }
@@ -40,9 +41,9 @@ pub(super) mod support {
         fn append(
             &self,
             records: Vec<(Bytes, Option<Bytes>)>,
-        ) -> Pin<Box<dyn Future<Output = Result<(), String>>>> {
-            if self.fail.get() {
-                return Box::pin(async { Err("disk on fire".to_string()) });
+        ) -> Pin<Box<dyn Future<Output = Result<(), super::super::WriteFailed>>>> {
+            if let Some(code) = self.fail.get() {
+                return Box::pin(async move { Err((code, "disk on fire".to_string())) });
             }
             self.replay
                 .borrow_mut()
@@ -51,7 +52,10 @@ pub(super) mod support {
             if self.fail_late.get() {
                 return Box::pin(async {
                     glommio::timer::sleep(Duration::from_millis(5)).await;
-                    Err("not replicated in time".to_string())
+                    Err((
+                        ResponseError::RequestTimedOut.code(),
+                        "not replicated in time".to_string(),
+                    ))
                 });
             }
             Box::pin(async {
@@ -67,7 +71,7 @@ pub(super) mod support {
             producer_epoch: i16,
             records: Vec<(Bytes, Option<Bytes>)>,
         ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>> {
-            if self.fail.get() || producer_epoch < 0 {
+            if self.fail.get().is_some() || producer_epoch < 0 {
                 return Box::pin(async { Err(ResponseError::ProducerFenced.code()) });
             }
             self.replay
@@ -420,6 +424,41 @@ fn sync_distributes_assignment_and_persists_it_first() {
             r.error_code,
             ResponseError::InconsistentGroupProtocol.code()
         );
+    });
+}
+
+/// A leader's SyncGroup whose assignment is not stored is answered as Kafka maps the
+/// write's error: a lost leadership of the offsets partition is NOT_COORDINATOR (the
+/// client finds the coordinator again), too few replicas COORDINATOR_NOT_AVAILABLE.
+#[test]
+fn a_failed_assignment_write_answers_the_mapped_error() {
+    run(|| async {
+        let (log, c) = coordinator(config());
+        for (storage, answer) in [
+            (
+                ResponseError::NotLeaderOrFollower,
+                ResponseError::NotCoordinator,
+            ),
+            (
+                ResponseError::NotEnoughReplicas,
+                ResponseError::CoordinatorNotAvailable,
+            ),
+        ] {
+            let group = format!("gf-{}", storage.code());
+            let j = Join::new(&group, "", &["t"]);
+            let joined = join_v5(&c, &j).await;
+            assert_eq!(joined.error_code, 0);
+            let id = joined.member_id.as_str().to_owned();
+            log.fail.set(Some(storage.code()));
+            let r = c
+                .sync_group(
+                    sync_req(&group, joined.generation_id, &id, &[(&id, &[1])]),
+                    5,
+                )
+                .await;
+            log.fail.set(None);
+            assert_eq!(r.error_code, answer.code(), "{storage:?}");
+        }
     });
 }
 

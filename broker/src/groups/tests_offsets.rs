@@ -372,18 +372,36 @@ fn storage_failure_is_reported_and_not_applied() {
     run(|| async {
         let (log, c) = coordinator(config());
         commit(&c, commit_req("f", -1, "", &[("t", 0, 1)])).await;
-        log.fail.set(true);
+        // answered as Kafka's coordinator maps the append's error
+        log.fail.set(Some(ResponseError::NotEnoughReplicas.code()));
         assert_eq!(
             commit(&c, commit_req("f", -1, "", &[("t", 0, 2)])).await,
             vec![ResponseError::CoordinatorNotAvailable.code()]
         );
+        log.fail
+            .set(Some(ResponseError::NotLeaderOrFollower.code()));
+        assert_eq!(
+            commit(&c, commit_req("f", -1, "", &[("t", 0, 3)])).await,
+            vec![ResponseError::NotCoordinator.code()]
+        );
+        log.fail.set(Some(ResponseError::MessageTooLarge.code()));
+        assert_eq!(
+            commit(&c, commit_req("f", -1, "", &[("t", 0, 4)])).await,
+            vec![ResponseError::InvalidCommitOffsetSize.code()]
+        );
         assert_eq!(fetch_one(&c, "f", "t", 0).await.offset, 1);
+        log.fail.set(Some(ResponseError::RequestTimedOut.code()));
         assert_eq!(
             c.delete_group("f").await,
             ResponseError::CoordinatorNotAvailable.code()
         );
+        log.fail.set(Some(ResponseError::KafkaStorageError.code()));
+        assert_eq!(
+            c.delete_group("f").await,
+            ResponseError::NotCoordinator.code()
+        );
         assert_eq!(c.describe_group("f").await.group_state.as_str(), "Empty");
-        log.fail.set(false);
+        log.fail.set(None);
         assert_eq!(c.delete_group("f").await, 0);
     });
 }

@@ -214,8 +214,8 @@ pub(crate) async fn join_group(
     .await
     {
         GroupAnswer::Join(r) => r,
-        _ => JoinGroupResponse::default()
-            .with_error_code(NOT_AVAILABLE)
+        other => JoinGroupResponse::default()
+            .with_error_code(other.unanswered_code())
             .with_generation_id(-1),
     }
 }
@@ -228,7 +228,7 @@ pub(crate) async fn sync_group(
     let group = req.group_id.0.to_string();
     match call(&ctx, &group, GroupCall::Sync { req, version }).await {
         GroupAnswer::Sync(r) => r,
-        _ => SyncGroupResponse::default().with_error_code(NOT_AVAILABLE),
+        other => SyncGroupResponse::default().with_error_code(other.unanswered_code()),
     }
 }
 
@@ -240,7 +240,7 @@ pub(crate) async fn heartbeat(
     let group = req.group_id.0.to_string();
     match call(&ctx, &group, GroupCall::Heartbeat { req, version }).await {
         GroupAnswer::Heartbeat(r) => r,
-        _ => HeartbeatResponse::default().with_error_code(NOT_AVAILABLE),
+        other => HeartbeatResponse::default().with_error_code(other.unanswered_code()),
     }
 }
 
@@ -252,7 +252,7 @@ pub(crate) async fn leave_group(
     let group = req.group_id.0.to_string();
     match call(&ctx, &group, GroupCall::Leave { req, version }).await {
         GroupAnswer::Leave(r) => r,
-        _ => LeaveGroupResponse::default().with_error_code(NOT_AVAILABLE),
+        other => LeaveGroupResponse::default().with_error_code(other.unanswered_code()),
     }
 }
 
@@ -338,22 +338,12 @@ async fn commit_known(
         OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     };
     let group = req.group_id.0.to_string();
-    let fallback: Vec<OffsetCommitResponseTopic> = req
+    let asked: Vec<_> = req
         .topics
         .iter()
         .map(|t| {
-            OffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(NOT_AVAILABLE)
-                        })
-                        .collect(),
-                )
+            let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.clone(), parts)
         })
         .collect();
     let commit = GroupCall::Commit {
@@ -363,7 +353,20 @@ async fn commit_known(
     };
     match call(&ctx, &group, commit).await {
         GroupAnswer::Commit(r) => r,
-        _ => OffsetCommitResponse::default().with_topics(fallback),
+        other => {
+            let code = other.unanswered_code();
+            let topics = asked.into_iter().map(|(name, parts)| {
+                let parts = parts.into_iter().map(|p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_error_code(code)
+                });
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(parts.collect())
+            });
+            OffsetCommitResponse::default().with_topics(topics.collect())
+        }
     }
 }
 
@@ -385,7 +388,7 @@ pub(crate) async fn offset_delete(
     let group = req.group_id.0.to_string();
     let mut resp = match call(&ctx, &group, GroupCall::OffsetDelete { req, version }).await {
         GroupAnswer::OffsetDelete(r) => r,
-        _ => OffsetDeleteResponse::default().with_error_code(NOT_AVAILABLE),
+        other => OffsetDeleteResponse::default().with_error_code(other.unanswered_code()),
     };
     // a group-level error stands alone, as the coordinator answers it
     if resp.error_code == 0 {
@@ -426,9 +429,9 @@ async fn fetch_group(
     .await
     {
         GroupAnswer::Fetch(g) => g,
-        _ => GroupOffsets {
+        other => GroupOffsets {
             group_id,
-            error_code: NOT_AVAILABLE,
+            error_code: other.unanswered_code(),
             topics: Vec::new(),
         },
     }
@@ -566,9 +569,9 @@ pub(crate) async fn describe_groups(
         .await
         {
             GroupAnswer::Describe(d) => d,
-            _ => DescribedGroup::default()
+            other => DescribedGroup::default()
                 .with_group_id(g.clone())
-                .with_error_code(NOT_AVAILABLE),
+                .with_error_code(other.unanswered_code()),
         };
         if version < 3 {
             d.authorized_operations = i32::MIN;
@@ -640,7 +643,7 @@ pub(crate) async fn delete_groups(
         .await
         {
             GroupAnswer::Delete(c) => c,
-            _ => NOT_AVAILABLE,
+            other => other.unanswered_code(),
         };
         results.push(
             DeletableGroupResult::default()
