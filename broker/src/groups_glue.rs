@@ -126,6 +126,8 @@ pub(crate) fn group_config(config: &BrokerConfig) -> GroupConfig {
         min_session_timeout_ms: config.int("group.min.session.timeout.ms") as i32,
         max_session_timeout_ms: config.int("group.max.session.timeout.ms") as i32,
         offsets_retention_ms: config.int("offsets.retention.minutes") * 60_000,
+        max_group_size: config.int("group.max.size") as usize,
+        offset_metadata_max_bytes: config.int("offset.metadata.max.bytes") as usize,
         ..GroupConfig::default()
     }
 }

@@ -760,6 +760,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "How often a transaction coordinator forgets expired transactional ids.",
     },
     Setting {
+        name: "group.max.size",
+        default: "2147483647",
+        kind: int(1, I32),
+        unit: "",
+        doc: "Most members a consumer group may have; a JoinGroup past it is GROUP_MAX_SIZE_REACHED, and a group loaded with more members (the setting lowered) rebalances.",
+    },
+    Setting {
+        name: "offset.metadata.max.bytes",
+        default: "4096",
+        kind: int(0, I32),
+        unit: "bytes",
+        doc: "Longest metadata string an offset commit may carry; a longer one is OFFSET_METADATA_TOO_LARGE.",
+    },
+    Setting {
         name: "offsets.retention.minutes",
         default: "10080",
         kind: int(1, I32),

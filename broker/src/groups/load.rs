@@ -205,6 +205,7 @@ impl GroupCoordinator {
         for (group_id, member_id, incarnation) in members_to_watch {
             coordinator.spawn_member_expiry(&group_id, &member_id, incarnation);
         }
+        coordinator.rebalance_groups_over_capacity();
         coordinator
     }
 }

@@ -192,6 +192,17 @@ impl GroupCoordinator {
                 code(ResponseError::CoordinatorNotAvailable),
             ));
         }
+        if !self.accepts_joining_member(group, p) {
+            group.pending_members.remove(&p.member_id);
+            if group.members.contains_key(&p.member_id) {
+                self.remove_member_and_update_group(group, &p.member_id, "group.max.size");
+            }
+            tracing::info!(group = %p.group_id, max = self.config.max_group_size, "group is full (group.max.size)");
+            return JoinStep::Done(JoinOutcome::error(
+                "",
+                code(ResponseError::GroupMaxSizeReached),
+            ));
+        }
         let names: Vec<String> = p.protocols.iter().map(|(n, _)| n.clone()).collect();
         if !group.supports_protocols(&p.protocol_type, &names) {
             return JoinStep::Done(JoinOutcome::error(
@@ -210,19 +221,51 @@ impl GroupCoordinator {
         step
     }
 
+    /// Kafka's acceptJoiningMember (`group.max.size`): an Empty group takes anyone; one
+    /// preparing a rebalance takes a member already awaiting its join, and others while
+    /// fewer than the maximum await theirs (so a group over the maximum, after the setting
+    /// was lowered, drops its last rejoiners); a Stable or completing group takes its
+    /// members, and new ones while it is below the maximum. Unlike Kafka, a known static
+    /// member rejoining under a new member id is always taken: it replaces itself.
+    fn accepts_joining_member(&self, group: &Group, p: &JoinParams) -> bool {
+        let max = self.config.max_group_size;
+        let replaces_itself = p
+            .group_instance_id
+            .as_ref()
+            .is_some_and(|i| group.static_members.contains_key(i));
+        let member = group.members.get(&p.member_id);
+        match group.state {
+            GroupState::Empty | GroupState::Dead => true,
+            GroupState::PreparingRebalance => {
+                member.is_some_and(|m| m.awaiting_join.is_some())
+                    || replaces_itself
+                    || group.awaiting_join_count() < max
+            }
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                member.is_some() || replaces_itself || group.members.len() < max
+            }
+        }
+    }
+
+    /// After a load: a group with more members than `group.max.size` (the setting was
+    /// lowered) rebalances, so that its members can commit before the last rejoiners are
+    /// refused (Kafka's onLoaded).
+    pub(super) fn rebalance_groups_over_capacity(&self) {
+        let max = self.config.max_group_size;
+        let mut st = self.state.borrow_mut();
+        for group in st.groups.values_mut() {
+            if group.members.len() > max {
+                tracing::info!(group = %group.group_id, members = group.members.len(), max, "loaded group is over group.max.size: rebalancing");
+                self.maybe_prepare_rebalance(group, "over group.max.size after a load");
+            }
+        }
+    }
+
     fn new_member_join(&self, group: &mut Group, p: &JoinParams) -> JoinStep {
         let known_static = p
             .group_instance_id
             .as_ref()
             .is_some_and(|i| group.static_members.contains_key(i));
-        if !known_static
-            && group.members.len() + group.pending_members.len() >= self.config.max_group_size
-        {
-            return JoinStep::Done(JoinOutcome::error(
-                "",
-                code(ResponseError::GroupMaxSizeReached),
-            ));
-        }
         let prefix = p.group_instance_id.as_deref().unwrap_or(&p.client_id);
         let new_id = self.generate_member_id(prefix);
         if known_static {

@@ -462,6 +462,54 @@ fn a_failed_assignment_write_answers_the_mapped_error() {
     });
 }
 
+/// `group.max.size`: a Stable group at the maximum refuses a new member
+/// (GROUP_MAX_SIZE_REACHED, no member id) and keeps its generation; a group loaded with
+/// more members than a lowered maximum rebalances, and of its rejoining members the ones
+/// past the maximum are refused.
+#[test]
+fn group_max_size_refuses_new_members_and_rebalances_a_loaded_group_over_it() {
+    run(|| async {
+        let mut cfg = config();
+        cfg.max_group_size = 2;
+        let (log, c) = coordinator(cfg.clone());
+        let (generation, ids, _) = stable_group(&c, "gm", 2, &["t"]).await;
+        let third = join_v5(&c, &Join::new("gm", "", &["t"])).await;
+        assert_eq!(third.error_code, ResponseError::GroupMaxSizeReached.code());
+        assert!(third.member_id.is_empty());
+        assert_eq!(heartbeat(&c, "gm", generation, &ids[0]).await, 0);
+        assert_eq!(c.describe_group("gm").await.group_state.as_str(), "Stable");
+
+        cfg.max_group_size = 1;
+        let reloaded = GroupCoordinator::load(Rc::new(MemLog::default()), log.snapshot(), cfg);
+        assert_eq!(
+            reloaded.describe_group("gm").await.group_state.as_str(),
+            "PreparingRebalance"
+        );
+        assert_eq!(
+            heartbeat(&reloaded, "gm", generation, &ids[0]).await,
+            ResponseError::RebalanceInProgress.code()
+        );
+        let first = {
+            let c = reloaded.clone();
+            let id = ids[0].clone();
+            glommio::spawn_local(async move {
+                let j = Join::new("gm", &id, &["t"]);
+                c.join_group(j.request(), 5, "client", "h").await
+            })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let j = Join::new("gm", &ids[1], &["t"]);
+        let second = reloaded.join_group(j.request(), 5, "client", "h").await;
+        assert_eq!(second.error_code, ResponseError::GroupMaxSizeReached.code());
+        let first = first.await;
+        assert_eq!(first.error_code, 0);
+        assert_eq!(first.generation_id, generation + 1);
+        let d = reloaded.describe_group("gm").await;
+        assert_eq!(d.members.len(), 1);
+        assert_eq!(d.members[0].member_id.as_str(), ids[0]);
+    });
+}
+
 #[test]
 fn heartbeat_and_generation_fencing() {
     run(|| async {
