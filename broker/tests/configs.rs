@@ -21,6 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 const SET: i8 = 0;
+const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 const INVALID_REQUEST: i16 = 42;
@@ -160,6 +161,27 @@ fn incremental_alter_configs_refuses_what_kafka_refuses() -> Result<()> {
     )?;
     ensure!(got == vec![0]);
     ensure!(describe(&mut raw, TOPIC, "conf")?["cleanup.policy"].0 == "compact");
+    // the last value too, as Kafka's ValidList takes the empty list (neither delete nor
+    // compact: nothing is ever removed); an empty item is refused
+    for (value, op_code, want) in [
+        (Some("compact,,delete"), SET, INVALID_CONFIG),
+        (Some("compact"), SUBTRACT, 0),
+    ] {
+        let got = alter(
+            &mut raw,
+            vec![resource("conf", vec![op("cleanup.policy", op_code, value)])],
+        )?;
+        ensure!(got == vec![want], "cleanup.policy {value:?}: {got:?}");
+    }
+    ensure!(describe(&mut raw, TOPIC, "conf")?["cleanup.policy"]
+        .0
+        .is_empty());
+    // DELETE of a name no topic can have changes nothing and is not an error (Kafka's)
+    let got = alter(
+        &mut raw,
+        vec![resource("conf", vec![op("no.such.config", DELETE, None)])],
+    )?;
+    ensure!(got == vec![0], "DELETE of an unknown name: {got:?}");
     Ok(())
 }
 

@@ -27,12 +27,16 @@ impl Default for CleanupPolicy {
 
 impl CleanupPolicy {
     /// Parses Kafka's list form: `delete`, `compact`, `compact,delete` (either order,
-    /// spaces allowed). None for anything else, or an empty list.
+    /// spaces allowed), or the empty list: neither (Kafka's: no segment is ever deleted
+    /// or compacted). None for anything else.
     pub fn parse(s: &str) -> Option<CleanupPolicy> {
         let mut p = CleanupPolicy {
             delete: false,
             compact: false,
         };
+        if s.trim().is_empty() {
+            return Some(p);
+        }
         for part in s.split(',') {
             match part.trim() {
                 "delete" => p.delete = true,
@@ -256,7 +260,9 @@ mod tests {
         assert_eq!(p("compact,delete"), Some((true, true)));
         assert_eq!(p("delete, compact"), Some((true, true)));
         assert_eq!(p("compact,nope"), None);
-        assert_eq!(p(""), None);
+        assert_eq!(p("compact,,delete"), None);
+        assert_eq!(p(""), Some((false, false)));
+        assert_eq!(p(" "), Some((false, false)));
         for s in ["delete", "compact", "compact,delete"] {
             assert_eq!(
                 CleanupPolicy::parse(s).map(|p| p.to_string()),

@@ -230,6 +230,12 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(s) = topic_setting(name) else {
         return Err(format!("unknown topic config '{name}'"));
     };
+    if name == "cleanup.policy" {
+        // Kafka's ValidList: each item one of the values, and the empty list allowed
+        return CleanupPolicy::parse(value).map(|_| ()).ok_or_else(|| {
+            format!("{name} must be a list of 'delete' and 'compact' (or empty), got '{value}'")
+        });
+    }
     match s.kind {
         TopicKind::Long { min } => match value.trim().parse::<i64>() {
             Ok(v) if v >= min => Ok(()),

@@ -516,11 +516,11 @@ impl ControllerLogic {
                 ));
                 continue;
             };
+            // DELETE of a name no topic can have changes nothing, as in Kafka (no
+            // record; validation sees only the values that are set)
             if let Some(m) = c.set.iter().find_map(|(k, v)| match v {
                 Some(v) => topic_config::validate(k, v).err(),
-                None => topic_config::topic_setting(k)
-                    .is_none()
-                    .then(|| format!("unknown topic config '{k}'")),
+                None => None,
             }) {
                 outcomes.push(outcome(&c.topic, ResponseError::InvalidConfig, m));
                 continue;
@@ -553,6 +553,10 @@ impl ControllerLogic {
             if validate_only {
                 continue;
             }
+            let target: Vec<_> = target
+                .into_iter()
+                .filter(|(k, v)| v.is_some() || t.configs.contains_key(k))
+                .collect();
             for (k, v) in target {
                 let r = config_record(&c.topic, &k, v);
                 image.apply(0, &r);
