@@ -59,7 +59,14 @@ enum JoinStep {
     Done(JoinOutcome),
     Wait(Receiver<JoinOutcome>),
     /// Static member replaced in a Stable group: answer after the group record is durable.
-    Persist(PersistFuture, JoinOutcome, StaticRevert),
+    /// Meanwhile the member awaits its join (the receiver): a rebalance that completes
+    /// first answers it with its new generation instead, as Kafka's completeJoinFuture.
+    Persist(
+        PersistFuture,
+        JoinOutcome,
+        StaticRevert,
+        Receiver<JoinOutcome>,
+    ),
 }
 
 enum SyncStep {
@@ -141,14 +148,28 @@ impl GroupCoordinator {
             JoinStep::Wait(rx) => rx.await.unwrap_or_else(|| {
                 JoinOutcome::error(&params.member_id, code(ResponseError::UnknownMemberId))
             }),
-            JoinStep::Persist(write, ok, revert) => match write.await {
-                Ok(()) => ok,
-                Err((c, e)) => {
-                    tracing::warn!(group = %params.group_id, error = %e, "storing static member replacement failed");
-                    self.revert_static_replacement(&params.group_id, revert);
-                    JoinOutcome::error("", write_error(c))
+            JoinStep::Persist(write, ok, revert, rx) => {
+                let result = write.await;
+                // still awaiting: nothing answered it while the record was written
+                let waiting = self.take_join_waiter(&params.group_id, &revert.new_id);
+                match (result, waiting) {
+                    (Ok(()), Some(tx)) => {
+                        tx.send(ok);
+                    }
+                    (Err((c, e)), Some(tx)) => {
+                        tracing::warn!(group = %params.group_id, error = %e, "storing static member replacement failed");
+                        self.revert_static_replacement(&params.group_id, revert);
+                        tx.send(JoinOutcome::error("", write_error(c)));
+                    }
+                    // a rebalance, the member's removal or an unload answered it first;
+                    // a failed write then changes nothing (the next generation's record
+                    // is written at its sync)
+                    (_, None) => {}
                 }
-            },
+                rx.await.unwrap_or_else(|| {
+                    JoinOutcome::error(&params.member_id, code(ResponseError::UnknownMemberId))
+                })
+            }
         };
         join_response(outcome, version)
     }
@@ -466,7 +487,11 @@ impl GroupCoordinator {
                     },
                 };
                 let record = Self::group_record(group, None);
-                JoinStep::Persist(self.log.append(vec![record]), outcome, revert)
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = group.members.get_mut(&new_id) {
+                    m.awaiting_join = Some(tx);
+                }
+                JoinStep::Persist(self.log.append(vec![record]), outcome, revert, rx)
             }
             GroupState::Stable
             | GroupState::CompletingRebalance
@@ -485,6 +510,17 @@ impl GroupCoordinator {
     }
 
     /// Puts the old member id back after a failed store, if nothing replaced it meanwhile.
+    /// Takes the join waiter of `member_id` of `group_id`, if it still has one.
+    fn take_join_waiter(
+        &self,
+        group_id: &str,
+        member_id: &str,
+    ) -> Option<oneshot::Sender<JoinOutcome>> {
+        let mut st = self.state.borrow_mut();
+        let member = st.groups.get_mut(group_id)?.members.get_mut(member_id)?;
+        member.awaiting_join.take()
+    }
+
     fn revert_static_replacement(&self, group_id: &str, r: StaticRevert) {
         let mut st = self.state.borrow_mut();
         let Some(group) = st.groups.get_mut(group_id) else {

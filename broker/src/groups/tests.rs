@@ -35,6 +35,8 @@ pub(super) mod support {
         pub(crate) fail: Cell<Option<i16>>,
         /// Writes land but fail later (as one that outlives its replication timeout).
         pub(crate) fail_late: Cell<bool>,
+        /// Extra time, in ms, before a write that lands is durable.
+        pub(crate) slow_ms: Cell<u64>,
     }
 
     impl OffsetsLog for MemLog {
@@ -58,9 +60,10 @@ pub(super) mod support {
                     ))
                 });
             }
-            Box::pin(async {
+            let ms = 1 + self.slow_ms.get();
+            Box::pin(async move {
                 // Durability takes a moment, so other tasks interleave like on a real disk.
-                glommio::timer::sleep(Duration::from_millis(1)).await;
+                glommio::timer::sleep(Duration::from_millis(ms)).await;
                 Ok(())
             })
         }

@@ -77,6 +77,45 @@ fn initial_rebalance_delay_collects_members_into_one_generation() {
     });
 }
 
+/// A static member replaced in a Stable group awaits its join while the group record is
+/// written: a rebalance that completes meanwhile counts it as joined and answers it with
+/// the new generation (Kafka's updateMember with the join future), rather than waiting
+/// for it until the rebalance timeout and then answering the old generation.
+#[test]
+fn a_static_replacement_being_written_is_counted_in_a_rebalance() {
+    run(|| async {
+        let (log, c) = coordinator(config());
+        let mut j = Join::new("gsw", "", &["t"]);
+        j.instance = Some("inst-w");
+        let first = join_v5(&c, &j).await;
+        let old_id = first.member_id.as_str().to_owned();
+        let r = c
+            .sync_group(
+                sync_req("gsw", first.generation_id, &old_id, &[(&old_id, &[1])]),
+                5,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+        log.slow_ms.set(300);
+        let rejoin = {
+            let c = c.clone();
+            let req = j.request();
+            glommio::spawn_local(async move { c.join_group(req, 5, "client", "h").await })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        // a new member starts a rebalance while the replacement is being written
+        let newcomer = join_v5(&c, &Join::new("gsw", "", &["t"])).await;
+        assert_eq!(newcomer.error_code, 0);
+        assert_eq!(newcomer.generation_id, first.generation_id + 1);
+        let rejoined = rejoin.await;
+        log.slow_ms.set(0);
+        assert_eq!(rejoined.error_code, 0);
+        assert_eq!(rejoined.generation_id, first.generation_id + 1);
+        assert_ne!(rejoined.member_id.as_str(), old_id);
+        assert_eq!(c.describe_group("gsw").await.members.len(), 2);
+    });
+}
+
 #[test]
 fn failed_static_replacement_is_reverted() {
     run(|| async {
