@@ -204,6 +204,19 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Writes `max_timestamp` into a whole batch's header and recomputes its CRC, unless the
+/// header already holds it (Kafka's `setMaxTimestamp`). Returns whether it wrote. Does
+/// nothing to a buffer shorter than a batch header.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) -> bool {
+    if batch.len() < RECORD_BATCH_OVERHEAD || be_i64(batch, 35) == max_timestamp {
+        return false;
+    }
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    true
+}
+
 /// Makes a whole batch a transactional batch of `producer_id` at `producer_epoch`
 /// (attributes bit 4 set, producer fields written, base sequence `base_sequence`), CRC
 /// recomputed: how a coordinator writes TxnOffsetCommit records (Kafka: sequence -1).

@@ -33,8 +33,8 @@ use crate::shard::ShardStorage;
 use crate::swap::CleanerHook;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{
-    recompress_batch, set_base_offset, set_log_append_time, validate_client_batch_with, BatchIter,
-    ClientBatchRules, RecordBatchHeader,
+    recompress_batch, set_base_offset, set_log_append_time, set_max_timestamp,
+    validate_client_batch_with, BatchIter, ClientBatchRules, RecordBatchHeader,
 };
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -54,8 +54,12 @@ struct Stamp {
 
 impl Stamp {
     /// Write base offset `base`, the leader epoch and the append time into `batch` (one
-    /// whole batch) and `h`, its header.
-    fn apply(&self, batch: &mut [u8], h: &mut RecordBatchHeader, base: i64) {
+    /// whole batch) and `h`, its header. Under CreateTime, `max_ts` (the records' largest
+    /// timestamp, when the caller computed it) replaces the header's maxTimestamp, as
+    /// Kafka's validator does: a client that sends -1 there (sarama before 1.23) would
+    /// otherwise have its segments expire at once and its records missed by lookups by
+    /// time.
+    fn apply(&self, batch: &mut [u8], h: &mut RecordBatchHeader, base: i64, max_ts: Option<i64>) {
         set_base_offset(batch, base);
         h.base_offset = base;
         if let Some(epoch) = self.leader_epoch {
@@ -66,6 +70,10 @@ impl Stamp {
             set_log_append_time(batch, now);
             h.attributes |= 0x08;
             h.max_timestamp = now;
+        } else if let Some(ts) = max_ts.filter(|_| !h.timestamp_type_log_append()) {
+            if set_max_timestamp(batch, ts) {
+                h.max_timestamp = ts;
+            }
         }
     }
 }
@@ -177,6 +185,8 @@ impl PartitionLog {
             return Err(StorageError::InvalidRecord("no record batches".into()));
         }
         let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
+        // each batch's largest record timestamp, for its header (`Stamp::apply`)
+        let mut max_ts: Vec<i64> = Vec::new();
         for item in BatchIter::new(&records) {
             let (h, range) = item?;
             if h.total_size() > max {
@@ -185,7 +195,7 @@ impl PartitionLog {
                     max,
                 });
             }
-            validate_client_batch_with(&records[range.clone()], &rules)?;
+            max_ts.push(validate_client_batch_with(&records[range.clone()], &rules)?);
             if h.is_transactional() && h.producer_id < 0 {
                 return Err(StorageError::InvalidRecord(
                     "a transactional batch needs a producer id".into(),
@@ -218,7 +228,7 @@ impl PartitionLog {
             }
             _ => records,
         };
-        Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms))
+        Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms, &max_ts))
     }
 
     /// Follower append: `records` are one or more v2 batches exactly as the leader stored
@@ -298,14 +308,20 @@ impl PartitionLog {
         batches: &mut [(RecordBatchHeader, std::ops::Range<usize>)],
         stamp: &Stamp,
         now_ms: i64,
+        max_ts: &[i64],
     ) -> AppendInfo {
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
         let base0 = self.inner.state().log_end();
         let mut next = base0;
-        for (h, range) in batches.iter_mut() {
-            stamp.apply(&mut buf[range.start..range.end], h, next);
+        for (i, (h, range)) in batches.iter_mut().enumerate() {
+            stamp.apply(
+                &mut buf[range.start..range.end],
+                h,
+                next,
+                max_ts.get(i).copied(),
+            );
             next = h.last_offset() + 1;
         }
         let epoch_stamped = stamp.leader_epoch.is_some();
@@ -381,7 +397,8 @@ impl PartitionLog {
                 }
             }
         }
-        Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms))
+        // built by the coordinator, with its headers right
+        Ok(self.stamp_and_enqueue(records, &mut batches, &stamp, now_ms, &[]))
     }
 
     /// Resolves once every offset <= `last_offset` is fsynced. Fails if the flush failed,

@@ -146,3 +146,42 @@ fn max_timestamp_answers_the_record_that_has_it() {
         shard.shutdown().await.unwrap();
     });
 }
+
+/// A client that leaves the batch header's maxTimestamp at -1 (sarama before 1.23, every
+/// codec): the log writes the records' largest timestamp there with a valid CRC, as
+/// Kafka's validator does, so the batch neither expires at the first retention pass nor
+/// hides from lookups by time.
+#[test]
+fn a_header_without_max_timestamp_gets_the_records_largest() {
+    let dir = tempdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        for codec in 0..=4u8 {
+            let cfg = LogConfig {
+                retention_ms: 3_600_000,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(&shard, root.join(format!("m-{codec}")), cfg)
+                .await
+                .unwrap();
+            let mut sent = batch_at(&[5_000_000, 5_002_000, 5_001_000], codec).to_vec();
+            assert!(sluice_proto::batch::set_max_timestamp(&mut sent, -1));
+            log.append(Bytes::from(sent), 1).unwrap();
+            log.wait_durable(2).await.unwrap();
+            let stored = log.read(0, 3, 1 << 20, true).await.unwrap();
+            let h = sluice_proto::batch::validate_batch(&stored[0]).unwrap();
+            assert_eq!(h.max_timestamp, 5_002_000, "codec {codec}");
+            assert_eq!(
+                log.offset_for_timestamp(0).await.unwrap(),
+                Some((0, 5_000_000)),
+                "codec {codec}"
+            );
+            // within retention.ms of the records' time: kept (the active segment too)
+            log.enforce_retention(5_002_000 + 60_000).await.unwrap();
+            assert_eq!(log.log_start_offset(), 0, "codec {codec}");
+            assert_eq!(log.log_end_offset(), 3, "codec {codec}");
+            log.close().await.unwrap();
+        }
+    });
+}

@@ -10,7 +10,7 @@ use super::{walk_records, BatchError, RecordBatchHeader, RecordView, RECORD_BATC
 /// formed records whose offset deltas run 0, 1, 2, ... (compressed batches are
 /// decompressed, to at most `max_decompressed` bytes, to count them).
 pub fn validate_client_batch(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
-    validate_client_batch_within(batch, max_decompressed, i64::MIN..=i64::MAX)
+    validate_client_batch_within(batch, max_decompressed, i64::MIN..=i64::MAX).map(|_| ())
 }
 
 /// [`validate_client_batch`], and every record of a CreateTime batch has its timestamp in
@@ -19,7 +19,7 @@ pub fn validate_client_batch_within(
     batch: &[u8],
     max_decompressed: usize,
     timestamps: std::ops::RangeInclusive<i64>,
-) -> Result<(), BatchError> {
+) -> Result<i64, BatchError> {
     validate_client_batch_with(
         batch,
         &ClientBatchRules {
@@ -43,11 +43,13 @@ pub struct ClientBatchRules {
 
 /// [`validate_client_batch`] under `rules`: timestamps in `rules.timestamps`, and with
 /// `rules.require_keys` a key on every record, checked in the same pass over the records
-/// (a compressed batch is decompressed once).
+/// (a compressed batch is decompressed once). Returns the largest record timestamp (-1
+/// when no record has one), which Kafka's validator writes into the header's
+/// maxTimestamp of a CreateTime batch whatever the client put there.
 pub fn validate_client_batch_with(
     batch: &[u8],
     rules: &ClientBatchRules,
-) -> Result<(), BatchError> {
+) -> Result<i64, BatchError> {
     let h = RecordBatchHeader::parse(batch)?;
     if h.total_size() != batch.len() {
         return Err(BatchError::BadLength(h.batch_length as i64));
@@ -70,6 +72,7 @@ pub fn validate_client_batch_with(
         ));
     }
     let mut expected = 0i64;
+    let mut max_ts = -1i64;
     let check_time = !h.timestamp_type_log_append();
     let mut check = |v: RecordView| {
         if v.offset_delta != expected {
@@ -85,22 +88,25 @@ pub fn validate_client_batch_with(
         if check_time && ts != -1 && !rules.timestamps.contains(&ts) {
             return Err(BatchError::Timestamp(ts));
         }
+        max_ts = max_ts.max(ts);
         Ok(())
     };
     if h.compression() == 0 {
-        return walk_records(
+        walk_records(
             batch,
             RECORD_BATCH_OVERHEAD,
             h.records_count,
             false,
             &mut check,
-        );
+        )?;
+    } else {
+        let records = crate::decompress::decompress(
+            h.compression(),
+            &batch[RECORD_BATCH_OVERHEAD..],
+            rules.max_decompressed,
+        )
+        .map_err(BatchError::Decompress)?;
+        walk_records(&records, 0, h.records_count, false, &mut check)?;
     }
-    let records = crate::decompress::decompress(
-        h.compression(),
-        &batch[RECORD_BATCH_OVERHEAD..],
-        rules.max_decompressed,
-    )
-    .map_err(BatchError::Decompress)?;
-    walk_records(&records, 0, h.records_count, false, &mut check)
+    Ok(max_ts)
 }

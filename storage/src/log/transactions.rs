@@ -176,7 +176,7 @@ impl PartitionLog {
         let batch = build_control_batch(producer_id, producer_epoch, marker, now_ms);
         let mut buf = BytesMut::from(&batch[..]);
         let mut h = RecordBatchHeader::parse(&buf)?;
-        stamp.apply(&mut buf, &mut h, base);
+        stamp.apply(&mut buf, &mut h, base, None);
         let len = buf.len();
         let log_start = self.enqueue(
             buf.freeze(),
