@@ -509,7 +509,6 @@ impl GroupCoordinator {
         }
     }
 
-    /// Puts the old member id back after a failed store, if nothing replaced it meanwhile.
     /// Takes the join waiter of `member_id` of `group_id`, if it still has one.
     fn take_join_waiter(
         &self,
@@ -521,6 +520,7 @@ impl GroupCoordinator {
         member.awaiting_join.take()
     }
 
+    /// Puts the old member id back after a failed store, if nothing replaced it meanwhile.
     fn revert_static_replacement(&self, group_id: &str, r: StaticRevert) {
         let mut st = self.state.borrow_mut();
         let Some(group) = st.groups.get_mut(group_id) else {

@@ -241,7 +241,7 @@ async fn txn_offset_commit_known(
     let topics = req.topics.clone();
     match crate::handlers::groups::call(&ctx, &group, GroupCall::TxnCommit { req, version }).await {
         GroupAnswer::TxnCommit(r) => r,
-        _ => TxnOffsetCommitResponse::default().with_topics(
+        other => TxnOffsetCommitResponse::default().with_topics(
             topics
                 .iter()
                 .map(|t| {
@@ -253,7 +253,7 @@ async fn txn_offset_commit_known(
                                 .map(|p| {
                                     TxnOffsetCommitResponsePartition::default()
                                         .with_partition_index(p.partition_index)
-                                        .with_error_code(NOT_COORDINATOR)
+                                        .with_error_code(other.unanswered_code())
                                 })
                                 .collect(),
                         )
