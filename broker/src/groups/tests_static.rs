@@ -77,6 +77,23 @@ fn initial_rebalance_delay_collects_members_into_one_generation() {
     });
 }
 
+/// A Stable group of one static member `instance`, assigned `[assignment]`: its join
+/// (for rejoining) and its first JoinGroup answer.
+async fn lone_static_member(
+    c: &super::GroupCoordinator,
+    group: &'static str,
+    instance: &'static str,
+    assignment: u8,
+) -> (Join<'static>, kafka_protocol::messages::JoinGroupResponse) {
+    let mut j = Join::new(group, "", &["t"]);
+    j.instance = Some(instance);
+    let first = join_v5(c, &j).await;
+    let id = first.member_id.as_str().to_owned();
+    let sync = sync_req(group, first.generation_id, &id, &[(&id, &[assignment])]);
+    assert_eq!(c.sync_group(sync, 5).await.error_code, 0);
+    (j, first)
+}
+
 /// A static member replaced in a Stable group awaits its join while the group record is
 /// written: a rebalance that completes meanwhile counts it as joined and answers it with
 /// the new generation (Kafka's updateMember with the join future), rather than waiting
@@ -85,17 +102,8 @@ fn initial_rebalance_delay_collects_members_into_one_generation() {
 fn a_static_replacement_being_written_is_counted_in_a_rebalance() {
     run(|| async {
         let (log, c) = coordinator(config());
-        let mut j = Join::new("gsw", "", &["t"]);
-        j.instance = Some("inst-w");
-        let first = join_v5(&c, &j).await;
+        let (j, first) = lone_static_member(&c, "gsw", "inst-w", 1).await;
         let old_id = first.member_id.as_str().to_owned();
-        let r = c
-            .sync_group(
-                sync_req("gsw", first.generation_id, &old_id, &[(&old_id, &[1])]),
-                5,
-            )
-            .await;
-        assert_eq!(r.error_code, 0);
         log.slow_ms.set(300);
         let rejoin = {
             let c = c.clone();
@@ -120,17 +128,8 @@ fn a_static_replacement_being_written_is_counted_in_a_rebalance() {
 fn failed_static_replacement_is_reverted() {
     run(|| async {
         let (log, c) = coordinator(config());
-        let mut j = Join::new("gsr", "", &["t"]);
-        j.instance = Some("inst-9");
-        let first = join_v5(&c, &j).await;
+        let (j, first) = lone_static_member(&c, "gsr", "inst-9", 3).await;
         let old_id = first.member_id.as_str().to_owned();
-        let r = c
-            .sync_group(
-                sync_req("gsr", first.generation_id, &old_id, &[(&old_id, &[3])]),
-                5,
-            )
-            .await;
-        assert_eq!(r.error_code, 0);
         // the leadership of the offsets partition was lost under the write
         log.fail
             .set(Some(ResponseError::NotLeaderOrFollower.code()));
