@@ -84,6 +84,10 @@ pub(crate) struct ShardCtx {
     pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     /// The leader epoch each loaded coordinator was loaded under.
     group_epochs: RefCell<HashMap<i32, i32>>,
+    /// Set at StartServing: group and transaction coordinators load from here on. Before,
+    /// the image may still be the one this node had before a crash, naming it leader of
+    /// partitions that moved meanwhile (a node loaded and dropped each of them).
+    pub(crate) coordinators_load: Cell<bool>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     /// Set when shard 0 says every shard has applied the metadata snapshot: only then do
     /// shards accept connections, so no request sees a partition that is still opening.
@@ -140,6 +144,7 @@ impl ShardCtx {
             metadata_progress: Signal::default(),
             groups: RefCell::new(HashMap::new()),
             group_epochs: RefCell::new(HashMap::new()),
+            coordinators_load: Cell::new(false),
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
             ready_notify: Signal::default(),
@@ -353,6 +358,8 @@ impl ShardCtx {
         let ctx = self.clone();
         match req {
             ShardRequest::StartServing => Box::pin(async move {
+                ctx.coordinators_load.set(true);
+                ctx.load_coordinators_led_here().await;
                 ctx.ready.set(true);
                 ctx.ready_notify.notify();
                 ShardResponse::Done

@@ -241,7 +241,8 @@ impl ShardCtx {
             );
         }
         let Some(epoch) = epoch else { return };
-        if loaded == Some(epoch) {
+        // before StartServing the image may be stale (`coordinators_load`)
+        if loaded == Some(epoch) || !self.coordinators_load.get() {
             return;
         }
         let Some(log) = self.log(TRANSACTION_STATE_TOPIC, partition) else {
