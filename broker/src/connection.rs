@@ -348,10 +348,16 @@ async fn read_loop(
                 }
                 Dispatch::Silent(fut) => {
                     let metrics = ctx.metrics.clone();
+                    let conn = conn.clone();
                     glommio::spawn_local(async move {
-                        fut.await;
-                        metrics.request_done(api, started.elapsed(), false);
+                        let result = fut.await;
+                        metrics.request_done(api, started.elapsed(), result.is_err());
                         drop((watch, inflight));
+                        if let Err(reason) = result {
+                            // the read loop sees it and ends the connection
+                            tracing::info!(peer = %conn.peer, %reason, "closing connection");
+                            conn.close();
+                        }
                     })
                     .detach();
                 }
@@ -398,9 +404,13 @@ async fn read_loop(
                 glommio::timer::sleep(idle_left.max(Duration::from_millis(100))).await;
                 None
             };
-            if let Some(r) =
-                future::or(async { Some(half.read_buf(&mut buf, want).await) }, timer).await
-            {
+            // an acks=0 Produce that failed closes the connection (`Dispatch::Silent`)
+            let closed = async {
+                conn.closed().await;
+                Some(Err(std::io::Error::other("closed by the broker")))
+            };
+            let read = async { Some(half.read_buf(&mut buf, want).await) };
+            if let Some(r) = future::or(future::or(read, closed), timer).await {
                 break r;
             }
         };

@@ -146,17 +146,35 @@ fn record_batches_are_validated_before_append() -> Result<()> {
         .as_millis() as i64;
     let future = record_batch(&["late"], now_ms + 2 * 3_600_000)?;
 
+    let mut crc_off = good.to_vec();
+    let last = crc_off.len() - 2;
+    crc_off[last] ^= 0x01;
+    let mut based = good.to_vec();
+    based[..8].copy_from_slice(&5i64.to_be_bytes()); // outside the CRC
+                                                     // malformed records are Kafka's InvalidRecordException (INVALID_RECORD, not retried by
+                                                     // clients); CORRUPT_MESSAGE (retriable) is kept for a CRC mismatch
     let cases: Vec<(&str, Bytes, i16)> = vec![
         (
             "one record, recordsCount 2^31-1 and lastOffsetDelta 2^31-2",
             huge_count,
-            CORRUPT_MESSAGE,
+            INVALID_RECORD,
         ),
         (
             "second record's offset delta 0",
             Bytes::from(dup),
-            CORRUPT_MESSAGE,
+            INVALID_RECORD,
         ),
+        (
+            "two batches for one partition (Produce v3+: exactly one)",
+            [good.clone(), good.clone()].concat().into(),
+            INVALID_RECORD,
+        ),
+        (
+            "base offset 5 (a client's is 0)",
+            based.into(),
+            INVALID_RECORD,
+        ),
+        ("a CRC that does not match", crc_off.into(), CORRUPT_MESSAGE),
         (
             "control batch",
             with_attributes(&good, 0x20),
@@ -175,7 +193,7 @@ fn record_batches_are_validated_before_append() -> Result<()> {
         (
             "zstd batch claiming 1000 records holding 5",
             zstd_liar,
-            CORRUPT_MESSAGE,
+            INVALID_RECORD,
         ),
         (
             "batch over max.message.bytes (65536)",

@@ -188,7 +188,7 @@ fn a_replica_behind_a_log_start_inside_a_batch_catches_up() -> Result<()> {
             let mut batch = build_batch(0, &recs).to_vec();
             set_transactional_producer(&mut batch, pid, epoch, sequence);
             sequence += 10;
-            let (code, _) = common::kafka::produce(c, T, batch.into())?;
+            let (code, _) = common::kafka::produce_transactional(c, T, "dr-txn", batch.into())?;
             ensure!(code == 0, "produce: error {code}");
         }
         Ok(())

@@ -77,6 +77,59 @@ fn acks0_produce_gets_no_response_and_the_next_answer_is_in_order() -> Result<()
     wait_high(&broker, "fire-and-forget", 1, 2)
 }
 
+/// Kafka's handleProduceRequest: an acks=0 produce that fails closes the connection (the
+/// producer learns of it and refreshes its metadata, instead of losing records silently);
+/// and transactional batches without a transactional id are refused whole,
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, before anything is appended (appended, they
+/// would open a transaction no coordinator ever ends, and hold back read_committed
+/// consumers for good).
+#[test]
+fn a_failed_acks0_produce_closes_the_connection_and_transactions_need_an_id() -> Result<()> {
+    const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    let broker = BrokerProcess::spawn(1)?;
+    broker.create_topic("strict", 1, &[])?;
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let pv = c.version_for::<ProduceRequest>(12)?;
+    let mv = c.version_for::<MetadataRequest>(12)?;
+    // a good acks=0 produce keeps the connection
+    let batch = record_batch(&["ok"], 1_700_000_000_000)?;
+    c.send(pv, &produce_request("strict", 0, 0, batch.clone()))?;
+    let corr = c.send(mv, &MetadataRequest::default().with_topics(None))?;
+    c.recv::<MetadataRequest>(mv, corr)?;
+    // one to a partition the topic does not have: closed
+    c.send(pv, &produce_request("strict", 7, 0, batch))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let still_open = c
+        .send(mv, &MetadataRequest::default().with_topics(None))
+        .and_then(|corr| c.recv::<MetadataRequest>(mv, corr));
+    ensure!(
+        still_open.is_err(),
+        "the connection answered after a failed acks=0 produce"
+    );
+
+    let mut c = RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let iv = c.version_for::<InitProducerIdRequest>(4)?;
+    let init = c.call(
+        iv,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    )?;
+    ensure!(init.error_code == 0, "InitProducerId {}", init.error_code);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let mut txn = producer_batch(&["t"], 1_700_000_000_000, pid, epoch, 0)?.to_vec();
+    sluice_proto::batch::set_transactional_producer(&mut txn, pid, epoch, 0);
+    let req = produce_request("strict", 0, -1, bytes::Bytes::from(txn));
+    let (code, _) = partition_result(&c.call(pv, &req)?)?;
+    ensure!(
+        code == TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        "a transactional batch without a transactional id: error {code}"
+    );
+    wait_high(&broker, "strict", 0, 1)
+}
+
 /// What each pipelined request was, to decode its answer.
 enum Sent {
     Produce(i32),

@@ -97,9 +97,14 @@ pub enum StorageError {
 impl From<BatchError> for StorageError {
     fn from(e: BatchError) -> Self {
         match e {
-            BatchError::CountMismatch { .. } | BatchError::Invalid(_) => {
-                StorageError::InvalidRecord(e.to_string())
-            }
+            // Kafka's InvalidRecordException (INVALID_RECORD, not retried by clients);
+            // a CRC mismatch or an undecodable compressed section stays CORRUPT_MESSAGE
+            BatchError::CountMismatch { .. }
+            | BatchError::Invalid(_)
+            | BatchError::BadRecord(_)
+            | BatchError::BadMagic(_)
+            | BatchError::BadLength(_)
+            | BatchError::Truncated { .. } => StorageError::InvalidRecord(e.to_string()),
             BatchError::Timestamp(_) => StorageError::InvalidTimestamp(e.to_string()),
             BatchError::MissingKey(index) => StorageError::RecordWithoutKey { index },
             other => StorageError::Corrupt(other),

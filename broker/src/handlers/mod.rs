@@ -50,7 +50,10 @@ pub(crate) type Response = Result<Vec<Bytes>, String>;
 
 pub(crate) enum Dispatch {
     Respond(BoxFuture<Response>),
-    Silent(BoxFuture<()>),
+    /// No response (acks=0 Produce); Err(why) closes the connection once it resolves, as
+    /// Kafka closes an acks=0 producer's connection on any error so that it refreshes
+    /// its metadata.
+    Silent(BoxFuture<Result<(), String>>),
     Close(String),
 }
 

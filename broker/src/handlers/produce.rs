@@ -124,9 +124,9 @@ pub(crate) async fn dispatch(ctx: &Rc<ShardCtx>, frame: &RequestFrame, conn: &Co
         Err(e) => return Dispatch::Close(format!("Produce v{version}: {e}")),
     };
     let submitted = if version < 7 {
-        submit(ctx, req, conn, refuse_zstd).await
+        submit(ctx, req, conn, |r| one_client_batch(refuse_zstd(r)?)).await
     } else {
-        submit(ctx, req, conn, Ok).await
+        submit(ctx, req, conn, one_client_batch).await
     };
     match submitted {
         Submitted::Silent(done) => Dispatch::Silent(done),
@@ -149,6 +149,26 @@ fn refuse_zstd(records: Bytes) -> Result<Bytes, (i16, String)> {
         ));
     }
     Ok(records)
+}
+
+/// Produce v3+: a partition's records are exactly one v2 batch, at base offset 0, or
+/// INVALID_RECORD before the log sees them (Kafka's `ProduceRequest.validateRecords`
+/// and `UnifiedLog.analyzeAndValidateRecords` for a client's append). A batch whose
+/// header does not parse goes on to the log's validator, which names what is wrong.
+fn one_client_batch(records: Bytes) -> Result<Bytes, (i16, String)> {
+    let invalid = |why: String| Err((ResponseError::InvalidRecord.code(), why));
+    let mut batches = BatchIter::headers_only(&records);
+    match (batches.next(), batches.next()) {
+        (Some(Ok(_)), Some(_)) => invalid(
+            "Produce requests with version 3 or later are only allowed to contain exactly one record batch per partition"
+                .into(),
+        ),
+        (Some(Ok((h, _))), None) if h.base_offset != 0 => invalid(format!(
+            "The baseOffset of the record batch in the append to a partition should be 0, but it is {}",
+            h.base_offset
+        )),
+        _ => Ok(records),
+    }
 }
 
 /// Bytes one Produce request may inflate, in all its partitions, to recompress them for
@@ -232,8 +252,20 @@ fn up_convert(records: Bytes) -> Result<Bytes, (i16, String)> {
 /// A produce request submitted to its partitions' shards: nothing to answer (acks=0), or
 /// the future of its answer.
 enum Submitted {
-    Silent(BoxFuture<()>),
+    Silent(BoxFuture<Result<(), String>>),
     Answer(BoxFuture<ProduceResponse>),
+}
+
+/// Whether any partition's records hold a transactional batch (v2 batches' attributes;
+/// a message set, v0-1, has none).
+fn has_transactional_batches(req: &ProduceRequest) -> bool {
+    req.topic_data.iter().any(|t| {
+        t.partition_data.iter().any(|p| {
+            p.records.as_ref().is_some_and(|r| {
+                BatchIter::headers_only(r).any(|b| b.is_ok_and(|(h, _)| h.is_transactional()))
+            })
+        })
+    })
 }
 
 /// Checks each partition (acks, internal topic, leadership and ISR, records present),
@@ -247,11 +279,16 @@ async fn submit(
     prepare: impl Fn(Bytes) -> Result<Bytes, (i16, String)>,
 ) -> Submitted {
     // a transactional producer needs WRITE on its transactional id, every producer WRITE
-    // on each topic (idempotence was checked at InitProducerId)
-    let txn_denied = req.transactional_id.as_ref().is_some_and(|id| {
-        !ctx.access
-            .allows(conn, AclOperation::Write, ResourceType::TransactionalId, id)
-    });
+    // on each topic (idempotence was checked at InitProducerId); transactional batches
+    // without a transactional id are refused whole, as Kafka's handleProduceRequest does
+    // (appended, they would open a transaction no coordinator ever ends)
+    let txn_denied = match &req.transactional_id {
+        Some(id) => {
+            !ctx.access
+                .allows(conn, AclOperation::Write, ResourceType::TransactionalId, id)
+        }
+        None => has_transactional_batches(&req),
+    };
     let topic_denied = |name: &str| {
         !ctx.access
             .allows(conn, AclOperation::Write, ResourceType::Topic, name)
@@ -348,9 +385,23 @@ async fn submit(
         ));
     }
     if acks == 0 {
+        // any partition's error closes the connection, as Kafka does for acks=0
+        let refused = response
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.error_code != 0)
+            .map(|p| p.error_code);
         return Submitted::Silent(Box::pin(async move {
+            let mut failed = refused;
             for (_, fut) in pending {
-                fut.await;
+                if let ShardResponse::Produce(results) = fut.await {
+                    failed = failed.or(results.iter().find(|r| r.error != 0).map(|r| r.error));
+                }
+            }
+            match failed {
+                Some(code) => Err(format!("acks=0 Produce failed with error {code}")),
+                None => Ok(()),
             }
         }));
     }

@@ -110,6 +110,23 @@ pub(crate) fn produce(client: &mut RawClient, topic: &str, batch: Bytes) -> Resu
     partition_result(&client.call(version, &produce_request(topic, 0, -1, batch))?)
 }
 
+/// `produce` of transactional batches under `transactional_id` (Kafka refuses them
+/// without one), to a partition its coordinator may never have heard of: the way a test
+/// makes a transaction nobody ends.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn produce_transactional(
+    client: &mut RawClient,
+    topic: &str,
+    transactional_id: &'static str,
+    batch: Bytes,
+) -> Result<(i16, i64)> {
+    let version = client.version_for::<ProduceRequest>(12)?;
+    let request = produce_request(topic, 0, -1, batch).with_transactional_id(Some(
+        kafka_protocol::messages::TransactionalId(StrBytes::from_static_str(transactional_id)),
+    ));
+    partition_result(&client.call(version, &request)?)
+}
+
 /// Names and partition counts of every topic in an all-topics Metadata answer.
 pub(crate) fn all_topics(c: &mut RawClient) -> Result<BTreeMap<String, usize>> {
     let md = c.metadata(None, false)?;
