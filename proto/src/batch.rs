@@ -60,6 +60,10 @@ pub enum BatchError {
     /// "Compacted topic cannot accept message without key"); the record's index.
     #[error("record {0} has no key: a compacted topic needs one")]
     MissingKey(i32),
+    /// A producer's batch with the LogAppendTime type on a LogAppendTime topic, or
+    /// without a timestamp (INVALID_TIMESTAMP, as Kafka's validator).
+    #[error("Producer should not set timestamp type to LogAppendTime.")]
+    LogAppendTimeFromProducer,
 }
 
 /// The fixed header of a v2 RecordBatch, decoded by value.
@@ -204,13 +208,19 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Writes `max_timestamp` into a whole batch's header and recomputes its CRC, unless the
-/// header already holds it (Kafka's `setMaxTimestamp`). Returns whether it wrote. Does
-/// nothing to a buffer shorter than a batch header.
+/// Makes a whole batch's header CreateTime with `max_timestamp` and recomputes its CRC,
+/// unless the header already is (Kafka's `setMaxTimestamp(CREATE_TIME, ..)`). Returns
+/// whether it wrote. Does nothing to a buffer shorter than a batch header.
 pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) -> bool {
-    if batch.len() < RECORD_BATCH_OVERHEAD || be_i64(batch, 35) == max_timestamp {
+    if batch.len() < RECORD_BATCH_OVERHEAD {
         return false;
     }
+    let attributes = be_i16(batch, 21);
+    let create_time = attributes & !0x08;
+    if be_i64(batch, 35) == max_timestamp && attributes == create_time {
+        return false;
+    }
+    batch[21..23].copy_from_slice(&create_time.to_be_bytes());
     batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = crc32c::crc32c(&batch[CRC_START..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());

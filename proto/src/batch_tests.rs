@@ -271,9 +271,13 @@ fn create_time_timestamps_must_be_within_bounds() {
         validate_client_batch_within(&b, 1 << 20, 0..=4999),
         Err(BatchError::Timestamp(5000))
     );
-    // LogAppendTime batches are stamped by the broker: their timestamps are not checked
+    // a producer's LogAppendTime bit does not skip the check (Kafka's validateTimestamp):
+    // its records count as the header's maxTimestamp
     let append_time = tamper(&b, |b| b[22] |= 0x08);
-    validate_client_batch_within(&append_time, 1 << 20, 0..=1).unwrap(); // ok: test
+    assert_eq!(
+        validate_client_batch_within(&append_time, 1 << 20, 0..=1),
+        Err(BatchError::Timestamp(5000))
+    );
 }
 
 #[test]
@@ -323,6 +327,7 @@ fn a_compacted_topic_needs_a_key_on_every_record_compressed_or_not() {
         max_decompressed: 1 << 20,
         timestamps: i64::MIN..=i64::MAX,
         require_keys,
+        log_append_time: false,
     };
     let plain = build_batch(0, &recs);
     validate_client_batch_with(&plain, &rules(false)).unwrap(); // ok: test
@@ -579,4 +584,43 @@ fn a_batch_made_transactional_keeps_a_valid_crc_and_its_records() {
         (42, 7, -1)
     );
     assert_eq!(decode_records(&Bytes::from(b)).unwrap().len(), 2); // ok: test
+}
+
+/// Kafka's validateTimestamp for a producer's LogAppendTime bit: refused on a
+/// LogAppendTime topic (and without a timestamp); on a CreateTime topic its records
+/// count as the header's maxTimestamp, range-checked, and the log's rewrite
+/// (`set_max_timestamp`) makes the header CreateTime again.
+#[test]
+fn a_producers_log_append_time_bit() {
+    let recs = [SimpleRecord {
+        key: None,
+        value: Some(b"v"),
+        timestamp: 1000,
+        headers: &[],
+    }];
+    let mut lat = build_batch(0, &recs).to_vec();
+    set_log_append_time(&mut lat, 5000);
+    let rules = |log_append_time, timestamps| ClientBatchRules {
+        max_decompressed: 1 << 20,
+        timestamps,
+        require_keys: false,
+        log_append_time,
+    };
+    assert_eq!(
+        validate_client_batch_with(&lat, &rules(true, i64::MIN..=i64::MAX)),
+        Err(BatchError::LogAppendTimeFromProducer)
+    );
+    assert_eq!(
+        validate_client_batch_with(&lat, &rules(false, 0..=10_000)),
+        Ok(5000)
+    );
+    assert_eq!(
+        validate_client_batch_with(&lat, &rules(false, 0..=4_000)),
+        Err(BatchError::Timestamp(5000))
+    );
+    assert!(set_max_timestamp(&mut lat, 5000));
+    let h = validate_batch(&lat).unwrap(); // ok: test
+    assert!(!h.timestamp_type_log_append());
+    assert_eq!(h.max_timestamp, 5000);
+    assert!(!set_max_timestamp(&mut lat, 5000));
 }

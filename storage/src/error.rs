@@ -105,7 +105,9 @@ impl From<BatchError> for StorageError {
             | BatchError::BadMagic(_)
             | BatchError::BadLength(_)
             | BatchError::Truncated { .. } => StorageError::InvalidRecord(e.to_string()),
-            BatchError::Timestamp(_) => StorageError::InvalidTimestamp(e.to_string()),
+            BatchError::Timestamp(_) | BatchError::LogAppendTimeFromProducer => {
+                StorageError::InvalidTimestamp(e.to_string())
+            }
             BatchError::MissingKey(index) => StorageError::RecordWithoutKey { index },
             other => StorageError::Corrupt(other),
         }

@@ -70,9 +70,11 @@ impl Stamp {
             set_log_append_time(batch, now);
             h.attributes |= 0x08;
             h.max_timestamp = now;
-        } else if let Some(ts) = max_ts.filter(|_| !h.timestamp_type_log_append()) {
+        } else if let Some(ts) = max_ts {
+            // a producer's LogAppendTime bit goes too, as Kafka's rewrite does
             if set_max_timestamp(batch, ts) {
                 h.max_timestamp = ts;
+                h.attributes &= !0x08;
             }
         }
     }
@@ -177,6 +179,7 @@ impl PartitionLog {
                         ..=now_ms.saturating_add(c.timestamp_after_max_ms)
                 },
                 require_keys: c.cleanup_policy.compact,
+                log_append_time: c.log_append_time,
             };
             let codec = c.compression.map(|codec| (codec, c.compression_level));
             (c.max_message_bytes as usize, rules, stamp, codec)

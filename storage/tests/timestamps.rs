@@ -181,6 +181,16 @@ fn a_header_without_max_timestamp_gets_the_records_largest() {
             log.enforce_retention(5_002_000 + 60_000).await.unwrap();
             assert_eq!(log.log_start_offset(), 0, "codec {codec}");
             assert_eq!(log.log_end_offset(), 3, "codec {codec}");
+            // a producer's LogAppendTime bit on this CreateTime log: stored CreateTime,
+            // at the header's maxTimestamp (Kafka's validator)
+            let mut lat = batch_at(&[6_000_000], codec).to_vec();
+            sluice_proto::batch::set_log_append_time(&mut lat, 6_000_500);
+            log.append(Bytes::from(lat), 1).unwrap();
+            log.wait_durable(3).await.unwrap();
+            let stored = log.read(3, 4, 1 << 20, true).await.unwrap();
+            let h = sluice_proto::batch::validate_batch(&stored[0]).unwrap();
+            assert!(!h.timestamp_type_log_append(), "codec {codec}");
+            assert_eq!(h.max_timestamp, 6_000_500, "codec {codec}");
             log.close().await.unwrap();
         }
     });

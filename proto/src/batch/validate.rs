@@ -26,6 +26,7 @@ pub fn validate_client_batch_within(
             max_decompressed,
             timestamps,
             require_keys: false,
+            log_append_time: false,
         },
     )
 }
@@ -39,6 +40,9 @@ pub struct ClientBatchRules {
     pub timestamps: std::ops::RangeInclusive<i64>,
     /// Every record must have a key (a compacted topic): else [`BatchError::MissingKey`].
     pub require_keys: bool,
+    /// The topic stamps LogAppendTime: a batch that sets that timestamp type itself is
+    /// [`BatchError::LogAppendTimeFromProducer`], as in Kafka.
+    pub log_append_time: bool,
 }
 
 /// [`validate_client_batch`] under `rules`: timestamps in `rules.timestamps`, and with
@@ -71,9 +75,15 @@ pub fn validate_client_batch_with(
             "an idempotent batch needs a base sequence",
         ));
     }
+    // Kafka's validateTimestamp: a producer may not set LogAppendTime on such a topic, nor
+    // without a timestamp; on a CreateTime topic its batch's records read as the header's
+    // maxTimestamp (DefaultRecordBatch), which is checked as theirs
+    let producer_lat = h.timestamp_type_log_append();
+    if producer_lat && (rules.log_append_time || h.max_timestamp == -1) {
+        return Err(BatchError::LogAppendTimeFromProducer);
+    }
     let mut expected = 0i64;
     let mut max_ts = -1i64;
-    let check_time = !h.timestamp_type_log_append();
     let mut check = |v: RecordView| {
         if v.offset_delta != expected {
             return Err(BatchError::BadRecord(
@@ -84,8 +94,12 @@ pub fn validate_client_batch_with(
             return Err(BatchError::MissingKey(expected as i32));
         }
         expected += 1;
-        let ts = h.base_timestamp.wrapping_add(v.timestamp_delta);
-        if check_time && ts != -1 && !rules.timestamps.contains(&ts) {
+        let ts = if producer_lat {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.wrapping_add(v.timestamp_delta)
+        };
+        if ts != -1 && !rules.timestamps.contains(&ts) {
             return Err(BatchError::Timestamp(ts));
         }
         max_ts = max_ts.max(ts);
