@@ -238,6 +238,7 @@ fn alert_rules_use_exported_metrics_and_say_what_to_check() -> Result<()> {
     }
     for wanted in [
         "sluice_under_replicated_partitions",
+        "sluice_offline_partitions",
         "sluice_consumer_group_lag",
         "sluice_storage_unflushed_bytes",
         "sluice_broker_ready",

@@ -35,6 +35,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("sluice_request_duration_seconds", "histogram"),
     ("sluice_consumer_group_lag", "gauge"),
     ("sluice_under_replicated_partitions", "gauge"),
+    ("sluice_offline_partitions", "gauge"),
     ("sluice_leader_partitions", "gauge"),
     ("sluice_partitions", "gauge"),
     ("sluice_isr_shrinks_total", "counter"),

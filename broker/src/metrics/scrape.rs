@@ -157,6 +157,8 @@ struct Health {
     leaders: u64,
     /// Partitions with a replica on this node.
     replicas: u64,
+    /// Partitions of the whole cluster without a leader (from this node's image).
+    offline: u64,
 }
 
 fn health(ctx: &ShardCtx) -> Health {
@@ -166,6 +168,9 @@ fn health(ctx: &ShardCtx) -> Health {
         for p in &t.parts {
             if p.replicas.contains(&ctx.node_id) {
                 h.replicas += 1;
+            }
+            if p.leader < 0 {
+                h.offline += 1;
             }
             if p.leader == ctx.node_id {
                 h.leaders += 1;
@@ -381,6 +386,12 @@ async fn write(m: &Merged, h: &Health, ready: bool, quorum: &QuorumReading) -> S
         "sluice_under_replicated_partitions",
         "Partitions this broker leads whose ISR is smaller than their replica set (replicas a reassignment is adding left out).",
         h.under_replicated,
+    );
+    gauge(
+        &mut e,
+        "sluice_offline_partitions",
+        "Partitions of the cluster without a leader (none of their replicas can lead: every in-sync one is down), from this broker's metadata: each broker reports the cluster's count (Kafka's OfflinePartitionsCount).",
+        h.offline,
     );
     gauge(
         &mut e,
