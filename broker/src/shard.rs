@@ -359,6 +359,7 @@ impl ShardCtx {
         match req {
             ShardRequest::StartServing => Box::pin(async move {
                 ctx.coordinators_load.set(true);
+                ctx.metrics.start_counting();
                 ctx.load_coordinators_led_here().await;
                 ctx.ready.set(true);
                 ctx.ready_notify.notify();

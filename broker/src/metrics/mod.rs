@@ -81,6 +81,10 @@ pub(crate) struct ShardMetrics {
     isr_shrinks: Cell<u64>,
     isr_expands: Cell<u64>,
     leader_elections: Cell<u64>,
+    /// Leadership and ISR changes count from StartServing on (`start_counting`): before,
+    /// a restarted node replays its own metadata log, which may name it leader of
+    /// partitions that moved while it was down.
+    counting: Cell<bool>,
     /// Client connections open on this shard.
     connections: Cell<u64>,
     /// Authentication outcomes: TLS handshakes refused, SASL logins refused and accepted.
@@ -239,6 +243,7 @@ impl ShardMetrics {
             return;
         }
         match led.get(&key) {
+            _ if !self.counting.get() => {}
             Some(before) if before.leader_epoch == state.leader_epoch => {
                 if state.isr.iter().any(|r| !before.isr.contains(r)) {
                     self.isr_expands.set(self.isr_expands.get() + 1);
@@ -256,6 +261,15 @@ impl ShardMetrics {
                 isr: state.isr.clone(),
             },
         );
+    }
+
+    /// At StartServing: the counters start, with every partition the caught-up image says
+    /// this shard leads counted as gained.
+    pub(crate) fn start_counting(&self) {
+        if !self.counting.replace(true) {
+            let led = self.led.borrow().len() as u64;
+            self.leader_elections.set(self.leader_elections.get() + led);
+        }
     }
 
     /// This shard's counters now (call on the shard: the executor and thread figures are
@@ -349,6 +363,7 @@ mod tests {
     #[test]
     fn leaderships_and_isr_changes_are_counted_once_each() {
         let m = ShardMetrics::default();
+        m.start_counting();
         m.partition_changed("t", 0, &state(1, 0, &[1, 2, 3]), 1); // gained
         m.partition_changed("t", 0, &state(1, 0, &[1, 3]), 1); // shrink
         m.partition_changed("t", 0, &state(1, 0, &[3, 1]), 1); // same set: nothing
@@ -359,6 +374,24 @@ mod tests {
         assert_eq!(m.leader_elections.get(), 2);
         assert_eq!(m.isr_shrinks.get(), 1);
         assert_eq!(m.isr_expands.get(), 1);
+    }
+
+    /// What a restarted node replays before StartServing (its own, possibly stale,
+    /// metadata log) is not counted; the partitions it then leads count as gained once.
+    #[test]
+    fn changes_replayed_before_serving_are_not_counted() {
+        let m = ShardMetrics::default();
+        m.partition_changed("t", 0, &state(1, 0, &[1, 2, 3]), 1); // led before the crash
+        m.partition_changed("t", 1, &state(1, 0, &[1, 2, 3]), 1);
+        m.partition_changed("t", 0, &state(1, 0, &[1, 3]), 1); // a shrink then
+        m.partition_changed("t", 1, &state(2, 1, &[2, 3]), 1); // moved while down
+        m.start_counting();
+        assert_eq!(m.leader_elections.get(), 1);
+        assert_eq!(m.isr_shrinks.get(), 0);
+        m.partition_changed("t", 0, &state(1, 0, &[1]), 1); // a shrink in service
+        assert_eq!(m.isr_shrinks.get(), 1);
+        m.start_counting(); // once
+        assert_eq!(m.leader_elections.get(), 1);
     }
 
     #[test]
