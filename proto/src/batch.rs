@@ -432,7 +432,27 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// A Kafka varint (32 bits, `ByteUtils.readVarint`): at most 5 bytes, or the record
+    /// is malformed (INVALID_RECORD, as Kafka's "Varint is too long"); bits past 32 in the
+    /// fifth byte are dropped, as Kafka's int arithmetic drops them.
     fn varint(&mut self) -> Result<i64, BatchError> {
+        let mut z: u32 = 0;
+        for shift in (0..35).step_by(7) {
+            if self.pos >= self.end {
+                return Err(BatchError::BadRecord("varint runs past the record"));
+            }
+            let byte = self.buf[self.pos];
+            self.pos += 1;
+            z |= u32::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(i64::from(((z >> 1) as i32) ^ -((z & 1) as i32)));
+            }
+        }
+        Err(BatchError::BadRecord("varint longer than 5 bytes"))
+    }
+
+    /// A Kafka varlong (64 bits: a record's timestamp delta): at most 10 bytes.
+    fn varlong(&mut self) -> Result<i64, BatchError> {
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
             if self.pos >= self.end {
@@ -513,7 +533,7 @@ fn walk_records(
             return Err(BatchError::BadRecord("empty record"));
         }
         rr.pos += 1; // attributes
-        let timestamp_delta = rr.varint()?;
+        let timestamp_delta = rr.varlong()?;
         let offset_delta = rr.varint()?;
         let key = rr.field()?;
         let value = rr.field()?;

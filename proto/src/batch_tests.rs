@@ -624,3 +624,36 @@ fn a_producers_log_append_time_bit() {
     assert_eq!(h.max_timestamp, 5000);
     assert!(!set_max_timestamp(&mut lat, 5000));
 }
+
+/// Kafka's `ByteUtils.readVarint`: a record's varint may take up to 5 bytes (an
+/// over-long but valid encoding is taken), never 6 (INVALID_RECORD).
+#[test]
+fn record_varints_longer_than_five_bytes_are_malformed() {
+    let recs = [SimpleRecord {
+        key: None,
+        value: Some(b"v"),
+        timestamp: 1000,
+        headers: &[],
+    }];
+    let b = build_batch(0, &recs);
+    // record: length, attributes, timestamp delta 0, offset delta 0, key length -1
+    assert_eq!(&b[62..66], &[0, 0, 0, 1]);
+    let with_key_length = |encoding: &[u8]| {
+        let extra = encoding.len() - 1;
+        let mut out = b[..61].to_vec();
+        out.push(b[61] + 2 * extra as u8); // the record's length (zigzag)
+        out.extend_from_slice(&b[62..65]);
+        out.extend_from_slice(encoding);
+        out.extend_from_slice(&b[66..]);
+        let len = i32::from_be_bytes([out[8], out[9], out[10], out[11]]) + extra as i32;
+        out[8..12].copy_from_slice(&len.to_be_bytes());
+        out
+    };
+    let five = with_key_length(&[0x81, 0x80, 0x80, 0x80, 0x00]);
+    validate_client_batch(&five, 1 << 20).unwrap(); // ok: test
+    let six = with_key_length(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x00]);
+    assert!(matches!(
+        validate_client_batch(&six, 1 << 20),
+        Err(BatchError::BadRecord(_))
+    ));
+}
