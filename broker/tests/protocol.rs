@@ -110,15 +110,7 @@ fn a_failed_acks0_produce_closes_the_connection_and_transactions_need_an_id() ->
 
     let mut c = RawClient::connect(broker.addr())?;
     c.negotiate()?;
-    let iv = c.version_for::<InitProducerIdRequest>(4)?;
-    let init = c.call(
-        iv,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000),
-    )?;
-    ensure!(init.error_code == 0, "InitProducerId {}", init.error_code);
-    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let (pid, epoch) = idempotent_producer(&mut c)?;
     let mut txn = producer_batch(&["t"], 1_700_000_000_000, pid, epoch, 0)?.to_vec();
     sluice_proto::batch::set_transactional_producer(&mut txn, pid, epoch, 0);
     let req = produce_request("strict", 0, -1, bytes::Bytes::from(txn));
@@ -128,6 +120,24 @@ fn a_failed_acks0_produce_closes_the_connection_and_transactions_need_an_id() ->
         "a transactional batch without a transactional id: error {code}"
     );
     wait_high(&broker, "strict", 0, 1)
+}
+
+/// InitProducerId without a transactional id: an idempotent producer's (id, epoch).
+fn idempotent_producer(c: &mut RawClient) -> Result<(i64, i16)> {
+    let iv = c.version_for::<InitProducerIdRequest>(4)?;
+    let init = c.call(
+        iv,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    )?;
+    ensure!(init.error_code == 0, "InitProducerId {}", init.error_code);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    ensure!(
+        pid >= 0 && epoch >= 0,
+        "InitProducerId gave id {pid} epoch {epoch}"
+    );
+    Ok((pid, epoch))
 }
 
 /// What each pipelined request was, to decode its answer.
@@ -316,24 +326,8 @@ fn idempotent_retry_is_stored_once_and_sequence_gaps_are_rejected() -> Result<()
     broker.create_topic("idem", 1, &[])?;
     let mut c = RawClient::connect(broker.addr())?;
     c.negotiate()?;
-    let iv = c.version_for::<InitProducerIdRequest>(4)?;
     let pv = c.version_for::<ProduceRequest>(12)?;
-    let init = c.call(
-        iv,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000),
-    )?;
-    ensure!(
-        init.error_code == 0,
-        "InitProducerId error {}",
-        init.error_code
-    );
-    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
-    ensure!(
-        pid >= 0 && epoch >= 0,
-        "InitProducerId gave id {pid} epoch {epoch}"
-    );
+    let (pid, epoch) = idempotent_producer(&mut c)?;
 
     let batch = producer_batch(&["a", "b", "c"], 1_700_000_000_000, pid, epoch, 0)?;
     let first = partition_result(&c.call(pv, &produce_request("idem", 0, -1, batch.clone()))?)?;
