@@ -317,6 +317,10 @@ async fn read_loop(
     let mut last_frame = 0usize;
     loop {
         loop {
+            // a failed acks=0 produce closed it: nothing after it is served, as in Kafka
+            if conn.is_closed() {
+                return Err("closed after a failed acks=0 produce".into());
+            }
             let frame = sluice_proto::frame::take_frame(&mut buf, limits.max_frame)
                 .map_err(|e| e.to_string())?;
             let Some(frame) = frame else { break };

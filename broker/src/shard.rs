@@ -84,10 +84,8 @@ pub(crate) struct ShardCtx {
     pub(crate) groups: RefCell<HashMap<i32, Rc<GroupCoordinator>>>,
     /// The leader epoch each loaded coordinator was loaded under.
     group_epochs: RefCell<HashMap<i32, i32>>,
-    /// Set at StartServing: group and transaction coordinators load from here on. Before,
-    /// the image may still be the one this node had before a crash, naming it leader of
-    /// partitions that moved meanwhile (a node loaded and dropped each of them).
-    pub(crate) coordinators_load: Cell<bool>,
+    /// Offsets partitions whose coordinator is being loaded (loads in progress).
+    pub(crate) groups_loading: RefCell<HashMap<i32, u32>>,
     pub(crate) fetch_sessions: RefCell<crate::handlers::fetch_session::FetchSessions>,
     /// Set when shard 0 says every shard has applied the metadata snapshot: only then do
     /// shards accept connections, so no request sees a partition that is still opening.
@@ -144,7 +142,7 @@ impl ShardCtx {
             metadata_progress: Signal::default(),
             groups: RefCell::new(HashMap::new()),
             group_epochs: RefCell::new(HashMap::new()),
-            coordinators_load: Cell::new(false),
+            groups_loading: RefCell::new(HashMap::new()),
             fetch_sessions: RefCell::new(Default::default()),
             ready: Cell::new(false),
             ready_notify: Signal::default(),
@@ -358,9 +356,7 @@ impl ShardCtx {
         let ctx = self.clone();
         match req {
             ShardRequest::StartServing => Box::pin(async move {
-                ctx.coordinators_load.set(true);
                 ctx.metrics.start_counting();
-                ctx.load_coordinators_led_here().await;
                 ctx.ready.set(true);
                 ctx.ready_notify.notify();
                 ShardResponse::Done
@@ -443,11 +439,8 @@ impl ShardCtx {
                 let coordinator = ctx.groups.borrow().get(&partition).cloned();
                 ShardResponse::Group(match coordinator {
                     Some(c) => run_call(&c, *call).await,
-                    // leads the partition: its coordinator loads (`sync_coordinator`)
-                    None if ctx
-                        .leader_epoch_here(crate::groups::OFFSETS_TOPIC, partition)
-                        .is_some() =>
-                    {
+                    // its coordinator is being loaded (`sync_coordinator`)
+                    None if ctx.groups_loading.borrow().contains_key(&partition) => {
                         GroupAnswer::Loading
                     }
                     None => GroupAnswer::NotCoordinator,

@@ -241,8 +241,7 @@ impl ShardCtx {
             );
         }
         let Some(epoch) = epoch else { return };
-        // before StartServing the image may be stale (`coordinators_load`)
-        if loaded == Some(epoch) || !self.coordinators_load.get() {
+        if loaded == Some(epoch) {
             return;
         }
         let Some(log) = self.log(TRANSACTION_STATE_TOPIC, partition) else {

@@ -97,13 +97,14 @@ pub enum StorageError {
 impl From<BatchError> for StorageError {
     fn from(e: BatchError) -> Self {
         match e {
-            // Kafka's InvalidRecordException (INVALID_RECORD, not retried by clients);
-            // a CRC mismatch or an undecodable compressed section stays CORRUPT_MESSAGE
+            // Kafka's InvalidRecordException (INVALID_RECORD, not retried by clients):
+            // malformed records, an old magic in a v2 request, no whole batch; its
+            // CorruptRecordException (CORRUPT_MESSAGE) stays for a CRC mismatch, an
+            // unknown magic, a batch smaller than its header, an undecodable section
             BatchError::CountMismatch { .. }
             | BatchError::Invalid(_)
             | BatchError::BadRecord(_)
-            | BatchError::BadMagic(_)
-            | BatchError::BadLength(_)
+            | BatchError::BadMagic(0 | 1)
             | BatchError::Truncated { .. } => StorageError::InvalidRecord(e.to_string()),
             BatchError::Timestamp(_) | BatchError::LogAppendTimeFromProducer => {
                 StorageError::InvalidTimestamp(e.to_string())

@@ -159,7 +159,7 @@ fn one_client_batch(records: Bytes) -> Result<Bytes, (i16, String)> {
     let invalid = |why: String| Err((ResponseError::InvalidRecord.code(), why));
     let mut batches = BatchIter::headers_only(&records);
     match (batches.next(), batches.next()) {
-        (Some(Ok(_)), Some(_)) => invalid(
+        (Some(Ok(_)), Some(Ok(_))) => invalid(
             "Produce requests with version 3 or later are only allowed to contain exactly one record batch per partition"
                 .into(),
         ),
@@ -395,9 +395,14 @@ async fn submit(
         return Submitted::Silent(Box::pin(async move {
             let mut failed = refused;
             for (_, fut) in pending {
-                if let ShardResponse::Produce(results) = fut.await {
-                    failed = failed.or(results.iter().find(|r| r.error != 0).map(|r| r.error));
-                }
+                let first_error = match fut.await {
+                    ShardResponse::Produce(results) => {
+                        results.iter().find(|r| r.error != 0).map(|r| r.error)
+                    }
+                    // as the acks=1/all answer takes it
+                    _ => Some(ResponseError::NotLeaderOrFollower.code()),
+                };
+                failed = failed.or(first_error);
             }
             match failed {
                 Some(code) => Err(format!("acks=0 Produce failed with error {code}")),

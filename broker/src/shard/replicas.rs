@@ -294,25 +294,6 @@ impl ShardCtx {
     /// Loads the group coordinator of offsets partition `partition` when this node leads it
     /// (`epoch`: its leader epoch; a coordinator loaded under another leadership is loaded
     /// again, as writes may have happened elsewhere meanwhile), drops it when it does not.
-    /// At StartServing: loads the group and transaction coordinators of the partitions
-    /// this shard leads in the caught-up image (`coordinators_load`).
-    pub(crate) async fn load_coordinators_led_here(self: &Rc<Self>) {
-        for topic in [OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC] {
-            let count = self.image.borrow().topic(topic).map_or(0, |t| t.partitions);
-            for p in 0..count {
-                let epoch = self.leader_epoch_here(topic, p);
-                if epoch.is_none() || self.owner(topic, p) != Some(self.id) {
-                    continue;
-                }
-                if topic == OFFSETS_TOPIC {
-                    self.sync_coordinator(p, epoch).await;
-                } else {
-                    self.sync_txn_coordinator(p, epoch).await;
-                }
-            }
-        }
-    }
-
     async fn sync_coordinator(self: &Rc<Self>, partition: i32, epoch: Option<i32>) {
         let loaded = self.group_epochs.borrow().get(&partition).copied();
         if loaded.is_some() && loaded != epoch {
@@ -329,12 +310,35 @@ impl ShardCtx {
         let Some(epoch) = epoch else {
             return;
         };
-        if loaded == Some(epoch) || !self.coordinators_load.get() {
+        if loaded == Some(epoch) {
             return;
         }
         let Some(log) = self.log(OFFSETS_TOPIC, partition) else {
             return;
         };
+        // group requests meanwhile: COORDINATOR_LOAD_IN_PROGRESS (a failed load leaves
+        // them NOT_COORDINATOR, as Kafka's FAILED state)
+        *self
+            .groups_loading
+            .borrow_mut()
+            .entry(partition)
+            .or_default() += 1;
+        self.load_group_coordinator(partition, epoch, log).await;
+        let mut loading = self.groups_loading.borrow_mut();
+        if let Some(n) = loading.get_mut(&partition) {
+            *n -= 1;
+            if *n == 0 {
+                loading.remove(&partition);
+            }
+        }
+    }
+
+    async fn load_group_coordinator(
+        self: &Rc<Self>,
+        partition: i32,
+        epoch: i32,
+        log: PartitionLog,
+    ) {
         // transactional offset commits check the producer state: build it with async
         // reads now, not synchronously on the first one
         if let Err(e) = log.load_transaction_state().await {
