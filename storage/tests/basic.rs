@@ -164,8 +164,16 @@ fn invalid_input_is_typed_and_writes_nothing() {
             log.append(bytes::Bytes::from(two), 1),
             Err(StorageError::Corrupt(_))
         ));
+        // an old magic is Kafka's InvalidRecordException, an unknown one its
+        // CorruptRecordException
         let mut magic = good.to_vec();
         magic[16] = 1;
+        assert!(matches!(
+            log.append(magic.into(), 1),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        let mut magic = good.to_vec();
+        magic[16] = 3;
         assert!(matches!(
             log.append(magic.into(), 1),
             Err(StorageError::Corrupt(_))
@@ -182,9 +190,10 @@ fn invalid_input_is_typed_and_writes_nothing() {
             log.append(batch(1, 3000, 1, 1), 1),
             Err(StorageError::MessageTooLarge { max: 2000, .. })
         ));
+        // no whole batch: Kafka's "at least one record batch" (INVALID_RECORD)
         assert!(matches!(
             log.append(good.slice(..good.len() - 3), 1),
-            Err(StorageError::Corrupt(_))
+            Err(StorageError::InvalidRecord(_))
         ));
         assert_eq!(log.log_end_offset(), 0);
         assert_eq!(log.size_bytes(), 0);
