@@ -48,8 +48,8 @@ pub(crate) struct CoordinatorLog {
     pub(crate) acks: ReplicatedAcks,
 }
 
-/// A failed coordinator write: the Kafka error code and why.
-pub(crate) type WriteError = (i16, String);
+/// A failed coordinator write: the Kafka error code and why (the groups' own type).
+use crate::groups::WriteFailed as WriteError;
 
 impl CoordinatorLog {
     /// `records` as one batch (keys and values, the broker's clock as timestamps).
