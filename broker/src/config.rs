@@ -12,9 +12,7 @@ use anyhow::{anyhow, bail, Context};
 
 mod settings;
 
-pub(crate) use settings::{
-    compression_codec, Kind, Setting, CLEANUP_POLICIES, COMPRESSION_TYPES, SETTINGS,
-};
+pub(crate) use settings::{compression_codec, Kind, Setting, COMPRESSION_TYPES, SETTINGS};
 
 /// The metadata quorum as configured (see `BrokerConfig::quorum`).
 #[derive(Debug, Clone)]

@@ -35,7 +35,7 @@ const fn int(min: i64, max: i64) -> Kind {
 }
 const I32: i64 = i32::MAX as i64;
 
-/// The values of `cleanup.policy` (and `log.cleanup.policy`).
+/// The values of `log.cleanup.policy` (the topic setting is a list: `topic_config`).
 pub(crate) const CLEANUP_POLICIES: &[&str] =
     &["delete", "compact", "compact,delete", "delete,compact"];
 

@@ -9,7 +9,7 @@ use sluice_storage::{CleanupPolicy, LogConfig};
 
 use crate::metadata::image::TopicInfo;
 
-use crate::config::{compression_codec, BrokerConfig, CLEANUP_POLICIES, COMPRESSION_TYPES};
+use crate::config::{compression_codec, BrokerConfig, COMPRESSION_TYPES};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TopicKind {
@@ -25,6 +25,9 @@ pub(crate) enum TopicKind {
     /// A decimal number within [0, 1].
     Ratio,
     Choice(&'static [&'static str]),
+    /// Kafka's LIST with a ValidList: comma-separated items, each one of these; the
+    /// empty list allowed. IncrementalAlterConfigs may APPEND to or SUBTRACT from it.
+    List(&'static [&'static str]),
 }
 
 #[derive(Debug)]
@@ -42,7 +45,7 @@ pub(crate) const TOPIC_SETTINGS: &[TopicSetting] = &[
         name: "cleanup.policy",
         broker_key: Some("log.cleanup.policy"),
         fixed_default: "",
-        kind: TopicKind::Choice(CLEANUP_POLICIES),
+        kind: TopicKind::List(&["delete", "compact"]),
         doc: "delete: drop old segments by retention; compact: keep the latest record of every key (records need keys); both: compact, and drop by retention too.",
     },
     TopicSetting {
@@ -210,7 +213,10 @@ pub(crate) fn kafka_type(name: &str) -> i8 {
 /// True for Kafka's LIST-typed topic settings (`cleanup.policy`): the ones
 /// IncrementalAlterConfigs may APPEND to or SUBTRACT from.
 pub(crate) fn is_list(name: &str) -> bool {
-    name == "cleanup.policy"
+    matches!(
+        topic_setting(name).map(|s| s.kind),
+        Some(TopicKind::List(_))
+    )
 }
 
 /// The form a topic setting's value is stored in. Kafka's parsers trim a value, read a
@@ -230,12 +236,6 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(s) = topic_setting(name) else {
         return Err(format!("unknown topic config '{name}'"));
     };
-    if name == "cleanup.policy" {
-        // Kafka's ValidList: each item one of the values, and the empty list allowed
-        return CleanupPolicy::parse(value).map(|_| ()).ok_or_else(|| {
-            format!("{name} must be a list of 'delete' and 'compact' (or empty), got '{value}'")
-        });
-    }
     match s.kind {
         TopicKind::Long { min } => match value.trim().parse::<i64>() {
             Ok(v) if v >= min => Ok(()),
@@ -256,6 +256,17 @@ pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
                 "{name} must be a number within [0, 1], got '{value}'"
             )),
         },
+        TopicKind::List(options) => {
+            let ok = value.trim().is_empty()
+                || value.split(',').all(|item| options.contains(&item.trim()));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} must be a list of {options:?} (or empty), got '{value}'"
+                ))
+            }
+        }
         TopicKind::Choice(options) => {
             if options.contains(&value) {
                 Ok(())
