@@ -33,6 +33,7 @@ mod tls;
 mod txn;
 mod txn_glue;
 mod txn_markers;
+mod txn_verify;
 mod watchdog;
 
 pub use config::BrokerConfig;

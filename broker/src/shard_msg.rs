@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use sluice_proto::metadata::MetadataRecord;
+use sluice_storage::TxnVerification;
 
 use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 
@@ -137,8 +138,13 @@ pub(crate) enum ShardRequest {
         timeout_ms: i32,
         /// The connection it came on (`admission::conn_key`): admission takes turns by it.
         conn: u64,
-        parts: Vec<(Tp, Bytes)>,
+        /// Each partition's records, and how a transactional batch that would start its
+        /// producer's transaction there is checked (KIP-890, `txn_verify.rs`).
+        parts: Vec<(Tp, Bytes, TxnVerification)>,
     },
+    /// KIP-890: start the verification of `producer_id`'s transactional batches in each
+    /// partition this node leads (`txn_verify.rs`); a `TxnGuards` answer.
+    StartTxnVerification { producer_id: i64, parts: Vec<Tp> },
     /// Read from each partition, at most `max_bytes` in all (the first batch always whole).
     /// A follower's fetch (`replica` = its node id) reads up to the leader's durable
     /// offset and reports the follower's position; a consumer's (`replica` < 0) up to the
@@ -209,6 +215,10 @@ pub(crate) enum ShardResponse {
     Metrics(Box<crate::metrics::ShardSnapshot>),
     /// An error code per partition of a `WriteMarkers`.
     Markers(Vec<i16>),
+    /// Per partition of a `StartTxnVerification`: None (a transaction is under way, no
+    /// need to ask), the guard to append under once the coordinator said yes, or an
+    /// error code.
+    TxnGuards(Vec<Result<Option<u64>, i16>>),
     Txn(crate::txn_glue::TxnAnswer),
     Producers(Result<Vec<sluice_storage::ProducerInfo>, i16>),
     /// (topic, partition, bytes in its segments) of each log the shard has open.

@@ -59,12 +59,61 @@ impl Markers {
     }
 }
 
-/// Connections to other brokers for markers, per shard: one idle connection kept per
-/// broker; a call takes it (or opens one) and gives it back when the exchange succeeded.
-/// Owned by the shard; never crosses cores.
+/// Connections to other brokers for markers and transaction verifications, per shard:
+/// one idle connection kept per broker and use (client id); a call takes it (or opens
+/// one) and gives it back when the exchange succeeded. Owned by the shard; never crosses
+/// cores.
 #[derive(Default)]
 pub(crate) struct PeerPool {
-    idle: std::cell::RefCell<HashMap<(i32, String), PeerConn>>,
+    idle: std::cell::RefCell<HashMap<(i32, String, &'static str), PeerConn>>,
+}
+
+/// One exchange with broker `node` at `addr` over a pooled connection (`PeerPool`),
+/// bounded by `timeout`; the connection goes back to the pool only after a whole answer.
+pub(crate) async fn peer_call<R>(
+    ctx: &ShardCtx,
+    (node, addr): (i32, &str),
+    client_id: &'static str,
+    timeout: Duration,
+    version: i16,
+    req: &R,
+) -> anyhow::Result<R::Response>
+where
+    R: kafka_protocol::protocol::Request + kafka_protocol::protocol::Encodable,
+    R::Response: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+{
+    let key = (node, addr.to_string(), client_id);
+    let pooled = ctx.peer_pool.idle.borrow_mut().remove(&key);
+    let mut conn = match pooled {
+        Some(c) => c,
+        None => PeerConn::open(addr, client_id, timeout, &ctx.peer_security).await?,
+    };
+    let resp = conn.call(version, req).await?;
+    ctx.peer_pool.idle.borrow_mut().insert(key, conn);
+    Ok(resp)
+}
+
+/// The node id and Kafka address of `partition`'s leader when that is another live
+/// broker: Ok(None) when this node leads it, Err when it has no live leader (or the
+/// partition is unknown).
+pub(crate) fn remote_leader(
+    ctx: &ShardCtx,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<(i32, String)>, ResponseError> {
+    let image = ctx.image.borrow();
+    let leader = image
+        .partition(topic, partition)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?
+        .leader;
+    if leader == ctx.node_id {
+        return Ok(None);
+    }
+    image
+        .broker(leader)
+        .filter(|b| !b.fenced)
+        .map(|b| Some((b.node_id, format!("{}:{}", b.host, b.port))))
+        .ok_or(ResponseError::LeaderNotAvailable)
 }
 
 /// Writes `m` on every partition's leader; an error code per partition, in `m.parts` order.
@@ -76,17 +125,10 @@ pub(crate) async fn write_markers(ctx: &Rc<ShardCtx>, m: &Markers) -> Vec<(Tp, i
         match ctx.route(&tp.topic, tp.partition) {
             Ok(shard) => local.entry(shard).or_default().push(i),
             Err(ResponseError::NotLeaderOrFollower) => {
-                let image = ctx.image.borrow();
-                let leader = image
-                    .partition(&tp.topic, tp.partition)
-                    .map(|p| p.leader)
-                    .and_then(|l| image.broker(l).filter(|b| !b.fenced));
-                match leader {
-                    Some(b) => remote
-                        .entry((b.node_id, format!("{}:{}", b.host, b.port)))
-                        .or_default()
-                        .push(i),
-                    None => codes[i] = ResponseError::LeaderNotAvailable.code(),
+                match remote_leader(ctx, &tp.topic, tp.partition) {
+                    Ok(Some(at)) => remote.entry(at).or_default().push(i),
+                    // led here after all (the image changed): as a leaderless partition
+                    Ok(None) | Err(_) => codes[i] = ResponseError::LeaderNotAvailable.code(),
                 }
             }
             Err(e) => codes[i] = e.code(),
@@ -155,28 +197,22 @@ async fn send_to_peer(ctx: &Rc<ShardCtx>, node: i32, addr: &str, m: &Markers) ->
         .with_transaction_result(m.commit)
         .with_coordinator_epoch(m.coordinator_epoch)
         .with_topics(topics)]);
-    let key = (node, addr.to_string());
-    let pooled = ctx.peer_pool.idle.borrow_mut().remove(&key);
-    let conn = match pooled {
-        Some(c) => Ok(c),
-        None => PeerConn::open(addr, "sluice-txn-markers", PEER_TIMEOUT, &ctx.peer_security).await,
-    };
-    let unavailable = vec![ResponseError::NotLeaderOrFollower.code(); m.parts.len()];
-    let mut conn = match conn {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(node, %addr, error = %e, "cannot reach a partition leader for markers");
-            return unavailable;
-        }
-    };
-    let resp = match conn.call(1, &req).await {
+    let resp = match peer_call(
+        ctx,
+        (node, addr),
+        "sluice-txn-markers",
+        PEER_TIMEOUT,
+        1,
+        &req,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(node, %addr, error = %e, "WriteTxnMarkers to a partition leader failed");
-            return unavailable;
+            return vec![ResponseError::NotLeaderOrFollower.code(); m.parts.len()];
         }
     };
-    ctx.peer_pool.idle.borrow_mut().insert(key, conn);
     let mut by_tp: HashMap<(String, i32), i16> = HashMap::new();
     for r in resp.markers {
         for t in r.topics {

@@ -430,10 +430,71 @@ fn list_and_describe_an_open_transaction_and_its_producer() -> Result<()> {
     Ok(())
 }
 
-/// A hanging transaction (transactional data the coordinator never heard of, as a
-/// produce request delayed past its transaction's abort would leave) holds the last
-/// stable offset until `sluice txn abort` writes an ABORT marker for it, found through
-/// `sluice txn producers`, as Kafka's `kafka-transactions.sh abort` does.
+/// KIP-890: a transactional batch that arrives after its transaction ended (a produce
+/// request held up past the client's abort, with the next sequence) is refused with
+/// INVALID_TXN_STATE, because the partition leader asks the coordinator first; nothing is
+/// appended and the last stable offset is not held. The producer's next transaction, which
+/// adds the partition, appends as usual.
+#[test]
+fn a_late_batch_after_its_transaction_ended_opens_no_transaction() -> Result<()> {
+    let broker = BrokerProcess::spawn_with(1, SETTINGS)?;
+    broker.create_topic("txl", 1, &[])?;
+    let p = txn_producer(&broker, "late", &[])?;
+    let to_txl = |_: i32| ("txl".to_string(), 0);
+    p.begin_transaction()?;
+    send_all(&p, &to_txl, &[(0, "aborted".into())])?;
+    p.abort_transaction(T)?;
+    let next = common::txn::next_batch_of(&broker.bootstrap(), "txl", 0)?;
+    let committed = broker.consumer(&[("isolation.level", "read_committed")])?;
+    let uncommitted = broker.consumer(&[("isolation.level", "read_uncommitted")])?;
+    // the record, then the abort marker (which follows the client's answer)
+    let deadline = Instant::now() + T;
+    while uncommitted.fetch_watermarks("txl", 0, T)?.1 != 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the abort's marker was not written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let error = common::txn::produce_late(broker.addr(), "txl", "late", next)?;
+    ensure!(
+        error == 48,
+        "the late batch got error {error}, not INVALID_TXN_STATE"
+    );
+    ensure!(
+        uncommitted.fetch_watermarks("txl", 0, T)?.1 == 2,
+        "the late batch was appended"
+    );
+    ensure!(
+        committed.fetch_watermarks("txl", 0, T)?.1 == 2,
+        "the last stable offset is held"
+    );
+    // the producer goes on: its next transaction adds the partition and commits
+    p.begin_transaction()?;
+    send_all(&p, &to_txl, &[(0, "committed".into())])?;
+    p.commit_transaction(T)?;
+    // the commit's marker follows the client's answer: the record, then the marker
+    let deadline = Instant::now() + T;
+    while committed.fetch_watermarks("txl", 0, T)?.1 != 4 {
+        ensure!(
+            Instant::now() < deadline,
+            "the commit's marker was not written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read = read_values(&broker, &[("txl".to_string(), 0)], "read_committed")?;
+    ensure!(
+        read == vec!["committed".to_string()],
+        "read_committed read {read:?}"
+    );
+    Ok(())
+}
+
+/// With KIP-890's verification off (`transaction.partition.verification.enable=false`,
+/// as Kafka before 3.6), a hanging transaction (transactional data the coordinator never
+/// heard of, as a produce request delayed past its transaction's abort would leave) holds
+/// the last stable offset until `sluice txn abort` writes an ABORT marker for it, found
+/// through `sluice txn producers`, as Kafka's `kafka-transactions.sh abort` does.
 #[test]
 fn sluice_txn_abort_ends_a_hanging_transaction() -> Result<()> {
     use common::kafka::produce;
@@ -441,7 +502,9 @@ fn sluice_txn_abort_ends_a_hanging_transaction() -> Result<()> {
     use kafka_protocol::messages::InitProducerIdRequest;
     use sluice_proto::batch::{build_batch, set_transactional_producer, SimpleRecord};
 
-    let broker = BrokerProcess::spawn_with(1, SETTINGS)?;
+    let mut settings = SETTINGS.to_vec();
+    settings.push(("transaction.partition.verification.enable", "false"));
+    let broker = BrokerProcess::spawn_with(1, &settings)?;
     broker.create_topic("txh", 1, &[])?;
     let mut c = RawClient::connect(broker.addr())?;
     c.negotiate()?;
@@ -458,8 +521,8 @@ fn sluice_txn_abort_ends_a_hanging_transaction() -> Result<()> {
     };
     let mut hanging = build_batch(0, &[record(b"hanging")]).to_vec();
     set_transactional_producer(&mut hanging, init.producer_id.0, init.producer_epoch, 0);
-    // a transactional id whose coordinator never heard of this partition (Sluice, like
-    // Kafka before KIP-890's verification, appends it): a transaction nobody ends
+    // a transactional id whose coordinator never heard of this partition (appended, with
+    // verification off, as Kafka before KIP-890 does): a transaction nobody ends
     ensure!(
         common::kafka::produce_transactional(&mut c, "txh", "never-began", hanging.into())?.0 == 0,
         "transactional produce"
@@ -476,19 +539,8 @@ fn sluice_txn_abort_ends_a_hanging_transaction() -> Result<()> {
     );
     ensure!(uncommitted.fetch_watermarks("txh", 0, T)?.1 == 2);
 
-    let sluice = |args: &[&str]| -> Result<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["txn", "-b", &broker.bootstrap(), "--format", "json"])
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "sluice txn {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let producers: serde_json::Value = serde_json::from_str(&sluice(&["producers", "txh", "0"])?)?;
+    let sluice = |args: &[&str]| common::txn::sluice_txn(&broker.bootstrap(), args);
+    let producers = sluice(&["producers", "txh", "0"])?;
     let ours = producers
         .as_array()
         .and_then(|a| a.iter().find(|p| p["producer_id"] == init.producer_id.0))

@@ -335,3 +335,89 @@ fn coordinator_writes_need_min_isr() -> Result<()> {
     }
     Ok(())
 }
+
+/// KIP-890 across nodes: the leader of a partition asks the transaction coordinator on
+/// another node (AddPartitionsToTxn v4, verify_only) before a transactional batch starts
+/// a transaction there. A batch sent after its transaction was aborted is refused with
+/// INVALID_TXN_STATE and does not hold the last stable offset; the producer's next
+/// transaction, which adds the partition, commits there.
+#[test]
+fn a_leader_verifies_with_a_coordinator_on_another_node() -> Result<()> {
+    let cluster = Cluster::start(3, &settings())?;
+    let bootstrap = cluster.bootstrap();
+    let p = producer(&bootstrap)?;
+    let coordinator = txn_coordinator(&cluster, TXN_ID)?;
+    let leader = cluster
+        .ids()
+        .into_iter()
+        .find(|i| *i != coordinator)
+        .context("no other node")?;
+    let replicas: Vec<i32> = std::iter::once(leader as i32)
+        .chain(
+            cluster
+                .ids()
+                .into_iter()
+                .filter(|i| *i != leader)
+                .map(|i| i as i32),
+        )
+        .collect();
+    cluster.create_topic(
+        &cluster.ids(),
+        &NewTopic::new("txv", 1, TopicReplication::Variable(&[&replicas])),
+        Duration::from_secs(20),
+    )?;
+    cluster.wait_views("txv led by its first replica", &[leader], T, |views| {
+        let part = &views[0].topic("txv")?.partitions[0];
+        ensure!(
+            part.leader == leader as i32 && part.isr.len() == 3,
+            "{part:?}"
+        );
+        Ok(())
+    })?;
+    let send = |value: &str| -> Result<()> {
+        block_on(p.send(
+            FutureRecord::<(), _>::to("txv").partition(0).payload(value),
+            T,
+        ))
+        .map(|_| ())
+        .map_err(|(e, _)| e.into())
+    };
+    p.begin_transaction()?;
+    send("aborted")?;
+    p.abort_transaction(T)?;
+    let next = common::txn::next_batch_of(&bootstrap, "txv", 0)?;
+    let watermarks = |level: &str| -> Result<i64> {
+        let c: BaseConsumer = Cluster::client_config(&bootstrap)
+            .set("group.id", "txv-check")
+            .set("isolation.level", level)
+            .create()?;
+        Ok(c.fetch_watermarks("txv", 0, T)?.1)
+    };
+    // the aborted record, then its marker (which follows the client's answer)
+    common::cluster::wait_for("the abort's marker", T, || {
+        Ok((watermarks("read_uncommitted")? == 2).then_some(()))
+    })?;
+    let error = common::txn::produce_late(cluster.kafka_addr(leader), "txv", TXN_ID, next)?;
+    ensure!(
+        error == 48,
+        "the late batch got error {error}, not INVALID_TXN_STATE"
+    );
+    // nothing after the marker
+    ensure!(
+        watermarks("read_uncommitted")? == 2,
+        "the late batch was appended"
+    );
+    ensure!(
+        watermarks("read_committed")? == 2,
+        "the last stable offset is held"
+    );
+    p.begin_transaction()?;
+    send("committed")?;
+    p.commit_transaction(T)?;
+    // the commit's marker follows the client's answer
+    common::cluster::wait_for("the commit's marker", T, || {
+        let end = watermarks("read_committed")?;
+        ensure!(end == 4, "read_committed end {end}");
+        Ok(Some(()))
+    })
+}

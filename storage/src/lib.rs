@@ -83,7 +83,7 @@ pub use config::{CleanupPolicy, FlushSync, LogConfig, ShardStorageOptions};
 pub use error::StorageError;
 pub use histogram::LatencyHistogram;
 pub use journal::{replay_journals, JournalReplay, JOURNAL_DIR};
-pub use log::{AppendInfo, PartitionLog, TruncationMark};
+pub use log::{AppendInfo, PartitionLog, TruncationMark, TxnVerification};
 pub use permit::{acquire as acquire_permit, Acquire};
 pub use retention::remove_deleted_dirs;
 pub use scan::scan_prefix;

@@ -121,6 +121,19 @@ pub struct AppendInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TruncationMark(u64);
 
+/// KIP-890 (Kafka's VerificationGuard): how an append treats a transactional batch of a
+/// producer that has no transaction under way in the log, which would start one there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// Appended (verification off).
+    Off,
+    /// Appended only under the guard of the verification under way for its producer
+    /// (`PartitionLog::start_txn_verification`, then the coordinator's yes); otherwise
+    /// `InvalidTxnState`, nothing appended. None: the broker saw a transaction under way
+    /// and asked nobody, so one must still be.
+    Guard(Option<u64>),
+}
+
 /// Outcome of the producer checks of one append request.
 enum Checked {
     /// Append (the batches are then replayed into the producer state).
@@ -165,6 +178,17 @@ impl PartitionLog {
     /// producer state built (`load_producer_state`; otherwise `ProducerStateNotLoaded`):
     /// an append never reads the log.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_with(records, now_ms, TxnVerification::Off)
+    }
+
+    /// `append`, with a transactional batch of a producer that has no transaction under
+    /// way here checked against `verification` (KIP-890: see `TxnVerification`).
+    pub fn append_with(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo, StorageError> {
         let (max, rules, stamp, codec) = {
             let st = self.inner.state();
             let stamp = leader_stamp(&st, now_ms)?;
@@ -221,7 +245,7 @@ impl PartitionLog {
                 "the log's offsets would pass i64::MAX".into(),
             ));
         }
-        match self.check_producers(&batches)? {
+        match self.check_producers(&batches, verification)? {
             Checked::Append => {}
             Checked::Duplicate(info) => return Ok(info),
         }

@@ -130,6 +130,23 @@ pub(crate) struct ProducerStates {
     /// (marker offset, first offset) of `unstable`, to drop them as the high watermark
     /// passes.
     unstable_by_end: BTreeSet<(i64, i64)>,
+    /// KIP-890 verifications under way: producer id -> (guard, started at, ms) of a
+    /// producer with no transaction here whose partition the broker is asking the
+    /// coordinator about. Ended by the producer's next transactional batch or marker.
+    /// In memory only (a rebuilt state has none: the append then fails verification and
+    /// the client retries).
+    verifying: HashMap<i64, (u64, i64)>,
+}
+
+/// Verifications older than this are dropped when another starts (Kafka drops them with
+/// expired producers, `producer.id.expiration.ms`, 1 day by default).
+const VERIFICATION_MAX_AGE_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Guards are unique in the process, never reused (a rebuilt state must not give a stale
+/// verification's guard to a new one).
+fn next_guard() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ProducerStates {
@@ -158,6 +175,10 @@ impl ProducerStates {
         let pid = h.producer_id;
         if pid < 0 {
             return None;
+        }
+        if h.is_transactional() {
+            // data of the transaction, or its end: either way the verification is over
+            self.verifying.remove(&pid);
         }
         if h.is_control() {
             return self.end_txn(
@@ -274,6 +295,33 @@ impl ProducerStates {
             .collect();
         v.sort_by_key(|p| p.producer_id);
         v
+    }
+
+    /// KIP-890: before a transactional batch of `pid` is appended here while the producer
+    /// has no transaction here, the broker asks the coordinator whether this partition is
+    /// in the producer's transaction. None: a transaction is under way here, nothing to
+    /// ask. Some(guard): ask, and append with this guard (`verified`); a marker or data
+    /// batch of the producer meanwhile ends the verification (a stale answer then cannot
+    /// open a transaction the coordinator has ended). A verification already under way
+    /// for `pid` is reused.
+    pub(crate) fn start_verification(&mut self, pid: i64, now_ms: i64) -> Option<u64> {
+        if self.map.get(&pid).is_some_and(|e| e.txn_first.is_some()) {
+            return None;
+        }
+        if !self.verifying.contains_key(&pid) && self.verifying.len() >= 64 {
+            self.verifying
+                .retain(|_, (_, at)| now_ms.saturating_sub(*at) < VERIFICATION_MAX_AGE_MS);
+        }
+        let (guard, _) = *self
+            .verifying
+            .entry(pid)
+            .or_insert_with(|| (next_guard(), now_ms));
+        Some(guard)
+    }
+
+    /// Whether `guard` is the verification under way for `pid`.
+    pub(crate) fn verified(&self, pid: i64, guard: Option<u64>) -> bool {
+        guard.is_some() && self.verifying.get(&pid).map(|&(g, _)| g) == guard
     }
 
     /// Every producer (for a snapshot).

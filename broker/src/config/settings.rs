@@ -739,6 +739,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
         doc: "Largest transaction.timeout.ms a producer may ask for (INVALID_TRANSACTION_TIMEOUT above it).",
     },
     Setting {
+        name: "transaction.partition.verification.enable",
+        default: "true",
+        kind: Kind::Bool,
+        unit: "",
+        doc: "A partition leader asks the coordinator before a transactional batch starts its producer's transaction there (KIP-890), so a late batch cannot open a transaction nobody ends.",
+    },
+    Setting {
         name: "transactional.id.expiration.ms",
         default: "604800000",
         kind: int(1, I32),

@@ -35,6 +35,8 @@ use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, Tp};
+use crate::txn_verify::{verify, ToVerify};
+use sluice_storage::TxnVerification;
 
 /// acks=all needs at least `min.insync.replicas` (topic override, else the broker's) in the
 /// partition's ISR; fewer is NOT_ENOUGH_REPLICAS before anything is appended, as Kafka.
@@ -268,6 +270,109 @@ fn has_transactional_batches(req: &ProduceRequest) -> bool {
     })
 }
 
+/// A partition's verification outcome: the guard to append under, or its error and why.
+type Verified = Result<TxnVerification, (i16, String)>;
+
+/// The transactional batches of a produce request to verify with the coordinator
+/// (KIP-890, `txn_verify.rs`): their producers (one expected), and each partition's answer
+/// slot and owner shard.
+#[derive(Default)]
+struct Verifying {
+    producers: std::collections::BTreeSet<(i64, i16)>,
+    /// (topic index, partition index) in the answer, by `ToVerify::slot`.
+    slots: Vec<Slot>,
+    parts: Vec<ToVerify>,
+}
+
+impl Verifying {
+    /// Notes `records` of the partition answered at `slot` if they hold a transactional
+    /// batch (v3+: one batch; its header only is read).
+    fn note(&mut self, records: &Bytes, slot: Slot, tp: &Tp, shard: usize) {
+        let txn = BatchIter::headers_only(records)
+            .filter_map(Result::ok)
+            .find(|(h, _)| h.is_transactional() && !h.is_control());
+        let Some((h, _)) = txn else {
+            return;
+        };
+        self.producers.insert((h.producer_id, h.producer_epoch));
+        self.parts.push(ToVerify {
+            slot: self.slots.len(),
+            tp: tp.clone(),
+            shard,
+        });
+        self.slots.push(slot);
+    }
+
+    /// Verifies every noted partition: per answer slot, the verification to append under
+    /// or the partition's error. Transactional batches of more than one producer (or
+    /// epoch) in one request are INVALID_PRODUCER_ID_MAPPING, as Kafka refuses them.
+    async fn run(
+        self,
+        ctx: &Rc<ShardCtx>,
+        transactional_id: &str,
+        timeout: std::time::Duration,
+    ) -> Vec<(Slot, Verified)> {
+        let Verifying {
+            producers,
+            slots,
+            parts,
+        } = self;
+        let mut answers = match (producers.len(), producers.first()) {
+            (1, Some(&producer)) => verify(ctx, transactional_id, producer, parts, timeout).await,
+            _ => {
+                let e = (
+                    ResponseError::InvalidProducerIdMapping.code(),
+                    "Transactional records contained more than one producer ID".to_string(),
+                );
+                parts.iter().map(|p| (p.slot, Err(e.clone()))).collect()
+            }
+        };
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let a = answers.remove(&i).unwrap_or(Err((
+                    ResponseError::UnknownServerError.code(),
+                    String::new(),
+                )));
+                (slot, a)
+            })
+            .collect()
+    }
+}
+
+/// Puts each verified partition's guard on its part, and takes out (answering their
+/// error) the partitions that failed verification: they are not appended.
+fn apply_verification(
+    outcome: Vec<(Slot, Verified)>,
+    by_shard: &mut ByShard<(Tp, Bytes, TxnVerification)>,
+    response: &mut ProduceResponse,
+) {
+    let outcome: std::collections::HashMap<Slot, Verified> = outcome.into_iter().collect();
+    for (slots, parts) in by_shard.values_mut() {
+        let kept: Vec<(Slot, (Tp, Bytes, TxnVerification))> = std::mem::take(slots)
+            .into_iter()
+            .zip(std::mem::take(parts))
+            .filter_map(|(slot, (tp, records, v))| match outcome.get(&slot) {
+                None => Some((slot, (tp, records, v))),
+                Some(Ok(verified)) => Some((slot, (tp, records, *verified))),
+                Some(Err((code, why))) => {
+                    let pr = &mut response.responses[slot.0].partition_responses[slot.1];
+                    pr.error_code = *code;
+                    pr.error_message =
+                        (!why.is_empty()).then(|| StrBytes::from_string(why.clone()));
+                    None
+                }
+            })
+            .collect();
+        for (slot, part) in kept {
+            slots.push(slot);
+            parts.push(part);
+        }
+    }
+    by_shard.retain(|_, (slots, _)| !slots.is_empty());
+}
+
 /// Checks each partition (acks, internal topic, leadership and ISR, records present),
 /// turns its records into what the log stores with `prepare` (Err: the partition's error),
 /// and submits every part to its owning shard before returning, so appends keep the
@@ -296,8 +401,15 @@ async fn submit(
     let conn = crate::admission::conn_key(ctx.id, conn.id);
     let acks = req.acks;
     let timeout_ms = req.timeout_ms;
+    // KIP-890: whose transactional batches the coordinator is asked about
+    let verify_for = req
+        .transactional_id
+        .as_ref()
+        .filter(|_| ctx.config.flag("transaction.partition.verification.enable"))
+        .map(|id| id.0.to_string());
+    let mut verifying = Verifying::default();
     let mut response = ProduceResponse::default();
-    let mut by_shard: ByShard<(Tp, bytes::Bytes)> = BTreeMap::new();
+    let mut by_shard: ByShard<(Tp, bytes::Bytes, TxnVerification)> = BTreeMap::new();
     let bad_acks = !matches!(acks, -1..=1);
     // what one request may have inflated for recompression, in all its partitions
     let mut inflate_budget = RECOMPRESS_INFLATE_MAX;
@@ -344,15 +456,16 @@ async fn submit(
                     (prepared, _) => prepared,
                 } {
                     Ok(records) => {
+                        let tp = Tp {
+                            topic: shared_name.clone(),
+                            partition: part.index,
+                        };
+                        if verify_for.is_some() {
+                            verifying.note(&records, (ti, pi), &tp, shard);
+                        }
                         let entry = by_shard.entry(shard).or_default();
                         entry.0.push((ti, pi));
-                        entry.1.push((
-                            Tp {
-                                topic: shared_name.clone(),
-                                partition: part.index,
-                            },
-                            records,
-                        ));
+                        entry.1.push((tp, records, TxnVerification::Off));
                     }
                     Err((code, why)) => {
                         tracing::debug!(topic = %name, partition = part.index, error = %why, "produce refused");
@@ -366,6 +479,11 @@ async fn submit(
             glommio::yield_if_needed().await;
         }
         response.responses.push(tr);
+    }
+    if let Some(id) = verify_for.filter(|_| !verifying.parts.is_empty()) {
+        let timeout = std::time::Duration::from_millis(timeout_ms.max(1) as u64);
+        let outcome = verifying.run(ctx, &id, timeout).await;
+        apply_verification(outcome, &mut by_shard, &mut response);
     }
     let mut pending: Vec<(Vec<Slot>, BoxFuture<ShardResponse>)> =
         Vec::with_capacity(by_shard.len());

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
-use sluice_storage::{PartitionLog, TruncationMark};
+use sluice_storage::{PartitionLog, TruncationMark, TxnVerification};
 
 use super::ShardCtx;
 use crate::admission::ConnKey;
@@ -14,6 +14,10 @@ use crate::errors::{code, now_ms, storage_error_code};
 use crate::router::BoxFuture;
 use crate::shard_msg::{ProducePartResult, ShardResponse, Tp};
 use kafka_protocol::ResponseError;
+
+/// One partition of a produce request: its records, and how a transactional batch that
+/// would start its producer's transaction there is checked (KIP-890).
+type Part = (Tp, bytes::Bytes, TxnVerification);
 
 /// How long acks=-1 waits for durability when the request's timeout_ms is not positive.
 const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
@@ -57,7 +61,7 @@ impl ShardCtx {
         acks: i16,
         timeout_ms: i32,
         conn: ConnKey,
-        parts: Vec<(Tp, bytes::Bytes)>,
+        parts: Vec<Part>,
     ) -> BoxFuture<ShardResponse> {
         let timeout = Duration::from_millis(if timeout_ms > 0 {
             timeout_ms as u64
@@ -79,7 +83,7 @@ impl ShardCtx {
         let ticket = self.admission.ticket(conn);
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let not_appended = |parts: &[(Tp, bytes::Bytes)]| {
+            let not_appended = |parts: &[Part]| {
                 // Not appended: the request's place is given up (the ticket drops), and
                 // the client may retry, as after any Kafka produce timeout.
                 ctx.warn_produce_timeout(
@@ -138,12 +142,12 @@ impl ShardCtx {
 
     /// The logs of `parts` whose idempotent or transactional batches need the producer
     /// state and find it not built.
-    fn logs_needing_producer_state(&self, parts: &[(Tp, bytes::Bytes)]) -> Vec<PartitionLog> {
+    fn logs_needing_producer_state(&self, parts: &[Part]) -> Vec<PartitionLog> {
         // plain (not idempotent) batches need no state: no log lookup for them
         let using: Vec<&Tp> = parts
             .iter()
-            .filter(|(_, records)| PartitionLog::records_use_producer_state(records))
-            .map(|(tp, _)| tp)
+            .filter(|(_, records, _)| PartitionLog::records_use_producer_state(records))
+            .map(|(tp, _, _)| tp)
             .collect();
         if using.is_empty() {
             return Vec::new();
@@ -160,11 +164,7 @@ impl ShardCtx {
     }
 
     /// Appends each part; returns the answers and, for acks=-1, what to wait for.
-    fn append_parts(
-        &self,
-        acks: i16,
-        parts: Vec<(Tp, bytes::Bytes)>,
-    ) -> (Vec<ProducePartResult>, Vec<AckWait>) {
+    fn append_parts(&self, acks: i16, parts: Vec<Part>) -> (Vec<ProducePartResult>, Vec<AckWait>) {
         let now = now_ms();
         let mut results = Vec::with_capacity(parts.len());
         let mut waits = Vec::new();
@@ -172,13 +172,13 @@ impl ShardCtx {
         let logs: Vec<Option<PartitionLog>> = self.with_logs(|log| {
             parts
                 .iter()
-                .map(|(tp, _)| log(&tp.topic, tp.partition))
+                .map(|(tp, _, _)| log(&tp.topic, tp.partition))
                 .collect()
         });
         // the metrics' per-topic counts, added once per run of a topic's partitions
         let mut counted: Option<(std::sync::Arc<str>, usize, u64)> = None;
         let mut appended = false;
-        for ((tp, records), log) in parts.into_iter().zip(logs) {
+        for ((tp, records, verification), log) in parts.into_iter().zip(logs) {
             let Some(log) = log else {
                 results.push(ProducePartResult::failed(
                     self.no_log_error(&tp.topic, tp.partition),
@@ -196,7 +196,7 @@ impl ShardCtx {
                 continue;
             };
             let bytes = records.len();
-            match log.append(records, now) {
+            match log.append_with(records, now, verification) {
                 Ok(info) => {
                     if !info.duplicate {
                         let count = info.last_offset - info.base_offset + 1;

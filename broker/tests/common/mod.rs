@@ -13,6 +13,7 @@ pub(crate) mod extra;
 pub(crate) mod kafka;
 pub(crate) mod old_wire;
 pub(crate) mod raw;
+pub(crate) mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

@@ -6,7 +6,9 @@
 use bytes::BytesMut;
 use sluice_proto::batch::{build_control_batch, BatchIter, EndTxnMarker, RecordBatchHeader};
 
-use super::{leader_stamp, touches_transactions, AppendInfo, Checked, PartitionLog};
+use super::{
+    leader_stamp, touches_transactions, AppendInfo, Checked, PartitionLog, TxnVerification,
+};
 use crate::error::StorageError;
 use crate::producer::{self, ProducerEntry, Verdict};
 use crate::txn::{AbortedTxn, ProducerInfo};
@@ -21,6 +23,7 @@ impl PartitionLog {
     pub(super) fn check_producers(
         &self,
         batches: &[(RecordBatchHeader, std::ops::Range<usize>)],
+        verification: TxnVerification,
     ) -> Result<Checked, StorageError> {
         let mut updates: Vec<(i64, Option<ProducerEntry>)> = Vec::new();
         if !batches.iter().any(|(h, _)| producer::is_idempotent(h)) {
@@ -47,7 +50,24 @@ impl PartitionLog {
                 }
             };
             let entry = &mut updates[slot].1;
-            if let Verdict::Duplicate(m) = producer::check_and_apply(entry, h, base)? {
+            // KIP-890: a batch that would start a transaction here needs the
+            // coordinator's word (a retry of one already here is answered as before)
+            let unverified = match verification {
+                TxnVerification::Guard(guard) => {
+                    h.is_transactional()
+                        && entry.as_ref().is_none_or(|e| e.txn_first.is_none())
+                        && !ps.verified(pid, guard)
+                }
+                TxnVerification::Off => false,
+            };
+            let verdict = producer::check_and_apply(entry, h, base)?;
+            if unverified && matches!(verdict, Verdict::New) {
+                return Err(StorageError::InvalidTxnState {
+                    producer_id: pid,
+                    reason: "Record was not part of an ongoing transaction".into(),
+                });
+            }
+            if let Verdict::Duplicate(m) = verdict {
                 if batches.len() != 1 {
                     let expected = entry
                         .as_ref()
@@ -228,6 +248,22 @@ impl PartitionLog {
         upper_offset: i64,
     ) -> Result<Vec<AbortedTxn>, StorageError> {
         crate::read::aborted_transactions(&self.inner, from_offset, upper_offset).await
+    }
+
+    /// KIP-890: a transactional batch of `producer_id` is about to be appended by a
+    /// client. Ok(None) when the producer has a transaction under way here (append with
+    /// `TxnVerification::Guard(None)`); Ok(Some(guard)) when the batch would start one:
+    /// the broker asks the producer's coordinator whether this partition is in its
+    /// transaction and, if it is, appends with `Guard(Some(guard))`. Needs the producer
+    /// state built (`load_producer_state`; otherwise `ProducerStateNotLoaded`).
+    pub fn start_txn_verification(
+        &self,
+        producer_id: i64,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.inner
+            .state_mut()
+            .start_txn_verification(producer_id, now_ms)
     }
 
     /// Every producer the producer state knows (DescribeProducers), by producer id;

@@ -52,6 +52,18 @@ impl LogState {
             snapshot,
         )
     }
+    /// `PartitionLog::start_txn_verification`.
+    pub(crate) fn start_txn_verification(
+        &mut self,
+        pid: i64,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.require_producers()?;
+        Ok(self
+            .producers
+            .as_mut()
+            .and_then(|ps| ps.start_verification(pid, now_ms)))
+    }
     /// The producer state must be built before an append that checks or replays into it
     /// (idempotent or transactional batches, markers): `ProducerStateNotLoaded` when it is
     /// not. Nothing here reads the log: the caller awaits
