@@ -1,5 +1,5 @@
 //! Broker configuration, declared once. Every setting has its Kafka-style name, default,
-//! bounds and a one-line description in `SETTINGS` (`config/settings.rs`); the same table
+//! bounds and a one-line description in the settings table (`config/settings.rs`); the same table
 //! renders `sluice --help`, validates the TOML file and `--set name=value` flags, and fills
 //! `BrokerConfig`. Precedence: defaults < `--config FILE` < `--set` < dedicated flags
 //! (`--listen`, ...).
@@ -10,9 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 
+mod listener_settings;
 mod settings;
 
-pub(crate) use settings::{compression_codec, Kind, Setting, COMPRESSION_TYPES, SETTINGS};
+pub(crate) use settings::{
+    all as all_settings, compression_codec, Kind, Setting, COMPRESSION_TYPES,
+};
 
 /// The metadata quorum as configured (see `BrokerConfig::quorum`).
 #[derive(Debug, Clone)]
@@ -70,8 +73,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            values: SETTINGS
-                .iter()
+            values: all_settings()
                 .map(|s| (s.name, s.default.to_string()))
                 .collect(),
         }
@@ -85,8 +87,7 @@ pub(crate) fn sensitive(name: &str) -> bool {
 }
 
 fn setting(name: &str) -> anyhow::Result<&'static Setting> {
-    SETTINGS
-        .iter()
+    all_settings()
         .find(|s| s.name == name)
         .ok_or_else(|| anyhow!("unknown setting '{name}' (see sluice --help)"))
 }
@@ -248,8 +249,8 @@ impl BrokerConfig {
     }
     fn get(&self, name: &str) -> &str {
         debug_assert!(
-            SETTINGS.iter().any(|s| s.name == name),
-            "setting '{name}' is not declared in SETTINGS"
+            all_settings().any(|s| s.name == name),
+            "setting '{name}' is not declared in the settings table"
         );
         self.values.get(name).map(String::as_str).unwrap_or("")
     }
@@ -415,7 +416,7 @@ impl BrokerConfig {
     /// Renders the settings table for `--help` and docs.
     pub fn render_table() -> String {
         let mut out = String::from("SETTINGS (config file keys and --set NAME=VALUE):\n");
-        for s in SETTINGS {
+        for s in all_settings() {
             let bounds = match s.kind {
                 Kind::Int { min, max } => format!(" [{min}..{max}]"),
                 Kind::Bool => " [true|false]".into(),
@@ -493,7 +494,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_layer() {
-        for s in SETTINGS {
+        for s in all_settings() {
             validate(s, s.default).unwrap(); // ok: test
         }
         let mut c = BrokerConfig::default();

@@ -30,10 +30,10 @@ pub(crate) struct Setting {
     pub(crate) doc: &'static str,
 }
 
-const fn int(min: i64, max: i64) -> Kind {
+pub(super) const fn int(min: i64, max: i64) -> Kind {
     Kind::Int { min, max }
 }
-const I32: i64 = i32::MAX as i64;
+pub(super) const I32: i64 = i32::MAX as i64;
 
 /// The values of `log.cleanup.policy` (the topic setting is a list: `topic_config`).
 pub(crate) const CLEANUP_POLICIES: &[&str] =
@@ -57,155 +57,17 @@ pub(crate) fn compression_codec(value: &str) -> Option<u8> {
     }
 }
 
-/// The table. Kafka's names wherever Kafka has the setting.
-pub(crate) const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "listeners",
-        default: "PLAINTEXT://127.0.0.1:9092",
-        kind: Kind::Listeners,
-        unit: "NAME://ip:port,...",
-        doc: "Kafka listeners, bound on every shard (SO_REUSEPORT); each name's security protocol comes from listener.security.protocol.map. A bare ip:port is the listener PLAINTEXT.",
-    },
-    Setting {
-        name: "listener.security.protocol.map",
-        default: crate::listeners::DEFAULT_PROTOCOL_MAP,
-        kind: Kind::Str,
-        unit: "NAME:PROTOCOL,...",
-        doc: "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. CONTROLLER (the controller listener of controller.quorum.voters) takes SSL (mutual TLS), SASL_PLAINTEXT or SASL_SSL (SASL PLAIN, see sasl.mechanism.controller.protocol).",
-    },
-    Setting {
-        name: "inter.broker.listener.name",
-        default: "",
-        kind: Kind::Str,
-        unit: "name",
-        doc: "The listener other brokers connect to (replication, transaction markers, lag); empty means PLAINTEXT if there is one, else the first listener.",
-    },
-    Setting {
-        name: "ssl.certificate.location",
-        default: "",
-        kind: Kind::Str,
-        unit: "path",
-        doc: "PEM file of the broker's certificate chain, for SSL and SASL_SSL listeners (read at start and on SIGHUP).",
-    },
-    Setting {
-        name: "ssl.key.location",
-        default: "",
-        kind: Kind::Str,
-        unit: "path",
-        doc: "PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1, unencrypted).",
-    },
-    Setting {
-        name: "ssl.ca.location",
-        default: "",
-        kind: Kind::Str,
-        unit: "path",
-        doc: "PEM file of the CA certificates that client certificates must chain to (needed unless ssl.client.auth=none).",
-    },
-    Setting {
-        name: "ssl.client.auth",
-        default: "none",
-        kind: Kind::Choice(&["none", "requested", "required"]),
-        unit: "",
-        doc: "Client certificates on SSL listeners: none, requested (verified when sent), required. A verified certificate's subject becomes the principal (User:CN=...,O=...). SASL_SSL listeners authenticate with SASL and ask for none (as Kafka, KIP-684).",
-    },
-    Setting {
-        name: "ssl.enabled.protocols",
-        default: "TLSv1.2,TLSv1.3",
-        kind: Kind::Str,
-        unit: "versions",
-        doc: "TLS versions the TLS listeners accept: TLSv1.2, TLSv1.3 or both.",
-    },
-    Setting {
-        name: "ssl.cipher.suites",
-        default: "",
-        kind: Kind::Str,
-        unit: "suites",
-        doc: "Cipher suites the TLS listeners accept, by IANA name (TLS_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, ...), comma-separated, most preferred first; the listed order wins over the client's. Empty: every suite rustls offers (TLS 1.3: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; TLS 1.2: the ECDHE AEAD suites), the client's preference deciding. A TLS version none of whose suites is listed is not negotiated (only TLS 1.3 suites: TLS 1.3 only). The broker's own TLS clients (inter-broker, controller) offer every suite; the server's list decides.",
-    },
-    Setting {
-        name: "sasl.enabled.mechanisms",
-        default: "SCRAM-SHA-256,SCRAM-SHA-512",
-        kind: Kind::Str,
-        unit: "mechanisms",
-        doc: "SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners accept: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (all check the SCRAM credentials of the metadata log).",
-    },
-    Setting {
-        name: "connections.max.reauth.ms",
-        default: "0",
-        kind: int(0, I32),
-        unit: "ms",
-        doc: "SASL session lifetime (KIP-368): clients must re-authenticate within it or their connection is closed at their next request; 0 means sessions never expire.",
-    },
-    Setting {
-        name: "connection.failed.authentication.delay.ms",
-        default: "100",
-        kind: int(0, 60_000),
-        unit: "ms",
-        doc: "Delay before a failed SASL login is answered (and its connection closed), to slow password guessing.",
-    },
-    Setting {
-        name: "sasl.mechanism.inter.broker.protocol",
-        default: "SCRAM-SHA-512",
-        kind: Kind::Choice(&["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
-        unit: "",
-        doc: "SASL mechanism this broker logs in to other brokers with when the inter-broker listener is SASL_PLAINTEXT or SASL_SSL.",
-    },
-    Setting {
-        name: "sasl.mechanism.controller.protocol",
-        default: "PLAIN",
-        kind: Kind::Choice(&["PLAIN"]),
-        unit: "",
-        doc: "SASL mechanism of the controller listener when listener.security.protocol.map has CONTROLLER:SASL_PLAINTEXT or CONTROLLER:SASL_SSL. Only PLAIN, with the users of listener.name.controller.plain.sasl.jaas.config: the controllers must authenticate each other before the metadata log (and its SCRAM credentials) can be read.",
-    },
-    Setting {
-        name: "listener.name.controller.plain.sasl.jaas.config",
-        default: "",
-        kind: Kind::Str,
-        unit: "JAAS",
-        doc: "The controller listener's PLAIN login, as Kafka writes it: ...PlainLoginModule required username=\"n1\" password=\"...\" user_n1=\"...\" user_n2=\"...\"; username/password is this node's login toward the controllers, each user_NAME=\"PASSWORD\" a login the controller listener accepts.",
-    },
-    Setting {
-        name: "sasl.jaas.config",
-        default: "",
-        kind: Kind::Str,
-        unit: "JAAS",
-        doc: "This broker's credentials toward other brokers on a SASL inter-broker listener, as Kafka writes them: ...ScramLoginModule required username=\"broker\" password=\"...\"; (only username and password are read).",
-    },
-    Setting {
-        name: "authorizer.class.name",
-        default: "",
-        kind: Kind::Str,
-        unit: "class",
-        doc: "Turns on ACL authorization: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or StandardAuthorizer); empty allows every request.",
-    },
-    Setting {
-        name: "super.users",
-        default: "",
-        kind: Kind::Str,
-        unit: "principals",
-        doc: "Principals allowed everything whatever the ACLs, separated by ';' (User:admin;User:CN=broker1).",
-    },
-    Setting {
-        name: "allow.everyone.if.no.acl.found",
-        default: "false",
-        kind: Kind::Bool,
-        unit: "",
-        doc: "With an authorizer: allow a request on a resource that no ACL names at all.",
-    },
-    Setting {
-        name: "metrics.listen",
-        default: "127.0.0.1:9644",
-        kind: Kind::Str,
-        unit: "ip:port",
-        doc: "Address of the HTTP endpoint served by shard 0: GET /metrics (Prometheus text format), /health, /ready. Empty turns it off. If it cannot be bound the broker logs an error and serves without it.",
-    },
-    Setting {
-        name: "advertised.listeners",
-        default: "",
-        kind: Kind::Listeners,
-        unit: "NAME://host:port,...",
-        doc: "Endpoints given to clients in Metadata, per listener name; a listener not named here advertises its bind address. A bare host:port names the only listener.",
-    },
+/// Every setting, in the order `--help` lists them: the listeners' and security's
+/// (`listener_settings.rs`), then the rest.
+pub(crate) fn all() -> impl Iterator<Item = &'static Setting> {
+    super::listener_settings::LISTENER_SETTINGS
+        .iter()
+        .chain(SETTINGS)
+}
+
+/// The table, after the listeners' and security's. Kafka's names wherever Kafka has the
+/// setting.
+const SETTINGS: &[Setting] = &[
     Setting {
         name: "log.dirs",
         default: "./sluice-data",

@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::admin::controller_call;
-use crate::config::{Kind, SETTINGS};
+use crate::config::{all_settings, Kind};
 use crate::metadata::controller::{ConfigChange, MetadataOp};
 use crate::metadata::topic_config;
 use crate::shard::ShardCtx;
@@ -159,7 +159,7 @@ pub(crate) async fn describe(
             BROKER if r.resource_name.is_empty() => {}
             BROKER if *r.resource_name == *ctx.config.node_id().to_string() => {
                 let defaults = crate::config::BrokerConfig::default();
-                for s in SETTINGS {
+                for s in all_settings() {
                     if !wanted(s.name) {
                         continue;
                     }
