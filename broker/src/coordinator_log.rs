@@ -24,7 +24,7 @@ use sluice_proto::batch::{
     build_batch, decode_records, end_txn_marker, EndTxnMarker, OwnedRecord, RecordBatchHeader,
     SimpleRecord,
 };
-use sluice_storage::{PartitionLog, StorageError};
+use sluice_storage::{PartitionLog, StorageError, TxnVerification};
 
 use crate::errors::storage_error_code;
 use crate::shard::{Appended, ShardCtx};
@@ -69,12 +69,13 @@ impl CoordinatorLog {
     /// Appends `batch` now (in call order) if this node still leads the partition at the
     /// loaded epoch; the future waits for durability and then the high watermark.
     /// `transactional`: a TxnOffsetCommit batch (producer fields set, no sequence), which
-    /// the log checks against the producer's epoch only, as Kafka's coordinator origin.
+    /// the log checks against the producer's epoch only, as Kafka's coordinator origin,
+    /// and against its KIP-890 verification.
     pub(crate) fn write(
         &self,
         batch: Bytes,
         now: i64,
-        transactional: bool,
+        transactional: Option<TxnVerification>,
     ) -> Pin<Box<dyn Future<Output = Result<(), WriteError>>>> {
         let (topic, partition, epoch) = (self.acks.topic, self.acks.partition, self.acks.epoch);
         let ctx = self.acks.ctx.clone();
@@ -108,7 +109,7 @@ impl CoordinatorLog {
         // coordinator loaded may have unloaded: load it in the background and answer
         // COORDINATOR_LOAD_IN_PROGRESS, which clients retry (an append never reads the log
         // on this shard).
-        if transactional && !self.log.producer_state_loaded() {
+        if transactional.is_some() && !self.log.producer_state_loaded() {
             let log = self.log.clone();
             glommio::spawn_local(async move {
                 if let Err(e) = log.load_transaction_state().await {
@@ -124,10 +125,11 @@ impl CoordinatorLog {
             });
         }
         // Appended now, in call order; only the waits are deferred.
-        let appended = if transactional {
-            self.log.append_from_coordinator(batch, now)
-        } else {
-            self.log.append(batch, now)
+        let appended = match transactional {
+            Some(verification) => self
+                .log
+                .append_from_coordinator_with(batch, now, verification),
+            None => self.log.append(batch, now),
         };
         let failed = |e: StorageError| (storage_error_code(&e), e.to_string());
         // the waits count truncations from the append, not from their first poll

@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_proto::batch::set_transactional_producer;
-use sluice_storage::PartitionLog;
+use sluice_storage::{PartitionLog, TxnVerification};
 
 use crate::config::BrokerConfig;
 use crate::coordinator_log::{replay_log, CoordinatorLog, ReplicatedAcks};
@@ -84,6 +84,8 @@ pub(crate) enum GroupCall {
     TxnCommit {
         req: TxnOffsetCommitRequest,
         version: i16,
+        /// The KIP-890 guard for the group's partition (`txn_verify.rs`).
+        verification: TxnVerification,
     },
 }
 
@@ -138,7 +140,7 @@ impl OffsetsLog for CoordinatorLog {
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Pin<Box<dyn Future<Output = Result<(), WriteFailed>>>> {
         let now = now_ms();
-        Box::pin(self.write(Self::batch(&records, now), now, false))
+        Box::pin(self.write(Self::batch(&records, now), now, None))
     }
 
     fn append_txn(
@@ -146,12 +148,13 @@ impl OffsetsLog for CoordinatorLog {
         producer_id: i64,
         producer_epoch: i16,
         records: Vec<(Bytes, Option<Bytes>)>,
+        verification: TxnVerification,
     ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>> {
         let now = now_ms();
         let mut batch = Self::batch(&records, now).to_vec();
         // Kafka writes TxnOffsetCommit records without a sequence (NO_SEQUENCE)
         set_transactional_producer(&mut batch, producer_id, producer_epoch, -1);
-        let write = self.write(Bytes::from(batch), now, true);
+        let write = self.write(Bytes::from(batch), now, Some(verification));
         Box::pin(async move {
             write.await.map_err(|(code, m)| {
                 tracing::debug!(producer_id, error = %m, "transactional offset commit not written");
@@ -233,8 +236,10 @@ pub(crate) async fn run_call(c: &GroupCoordinator, call: GroupCall) -> GroupAnsw
         GroupCall::OffsetDelete { req, version } => {
             GroupAnswer::OffsetDelete(c.offset_delete(req, version).await)
         }
-        GroupCall::TxnCommit { req, version } => {
-            GroupAnswer::TxnCommit(c.txn_offset_commit(req, version).await)
-        }
+        GroupCall::TxnCommit {
+            req,
+            version,
+            verification,
+        } => GroupAnswer::TxnCommit(c.txn_offset_commit(req, version, verification).await),
     }
 }

@@ -143,7 +143,7 @@ impl TxnLog for CoordinatorLog {
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Pin<Box<dyn Future<Output = Result<(), TxnLogError>>>> {
         let now = crate::errors::now_ms();
-        let write = self.write(Self::batch(&records, now), now, false);
+        let write = self.write(Self::batch(&records, now), now, None);
         Box::pin(async move {
             write.await.map_err(|(code, message)| {
                 if code == ResponseError::NotCoordinator.code()

@@ -16,11 +16,9 @@
 //!   3. submit the appends, each with its guard (`TxnVerification`): the log refuses the
 //!      batch (INVALID_TXN_STATE) if the producer's marker or data came in between
 //! ```
-//! The coordinator's errors reach the client as Kafka's ReplicaManager maps them:
-//! INVALID_TXN_STATE as it is; CONCURRENT_TRANSACTIONS, NETWORK_EXCEPTION,
-//! COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE and NOT_COORDINATOR as
-//! NOT_ENOUGH_REPLICAS (retriable without a metadata refresh); PRODUCER_FENCED as
-//! INVALID_PRODUCER_EPOCH (AddPartitionsToTxnManager). Only the first batch of a
+//! TxnOffsetCommit is verified the same way for its `__consumer_offsets` partition before
+//! the group coordinator writes it. The coordinator's errors reach the client as Kafka
+//! maps them (`produce_error`, `offset_commit_error`). Only the first batch of a
 //! transaction in a partition costs the round trip.
 
 use std::collections::HashMap;
@@ -56,15 +54,17 @@ pub(crate) struct ToVerify {
 }
 
 /// Per partition of `parts` (by `slot`): the verification to append under, or the error
-/// code and message to answer with. Bounded by `timeout` (the request's): past it, the
-/// partitions not answered get NOT_ENOUGH_REPLICAS (retriable, nothing appended).
+/// code that refused it (the owner shard's, or the coordinator's as Kafka's
+/// AddPartitionsToTxnManager hands it on; callers map it for their answer:
+/// `produce_error`, `offset_commit_error`). Bounded by `timeout` (the request's): past
+/// it, the partitions get NETWORK_EXCEPTION, nothing appended.
 pub(crate) async fn verify(
     ctx: &Rc<ShardCtx>,
     transactional_id: &str,
     (producer_id, producer_epoch): (i64, i16),
     parts: Vec<ToVerify>,
     timeout: Duration,
-) -> HashMap<usize, Result<TxnVerification, (i16, String)>> {
+) -> HashMap<usize, Result<TxnVerification, i16>> {
     let slots: Vec<usize> = parts.iter().map(|p| p.slot).collect();
     let work = async {
         let started = start_on_shards(ctx, producer_id, &parts).await;
@@ -77,19 +77,19 @@ pub(crate) async fn verify(
                 }
                 Ok(Some(guard)) => ask.push((part, guard)),
                 Err(c) => {
-                    out.insert(part.slot, Err((c, String::new())));
+                    out.insert(part.slot, Err(c));
                 }
             }
         }
         if ask.is_empty() {
             return out;
         }
-        let tps: Vec<&Tp> = ask.iter().map(|(p, _)| p).map(|p| &p.tp).collect();
+        let tps: Vec<&Tp> = ask.iter().map(|(p, _)| &p.tp).collect();
         let codes = ask_coordinator(ctx, transactional_id, producer_id, producer_epoch, &tps).await;
         for ((part, guard), c) in ask.into_iter().zip(codes) {
             let answer = match c {
                 0 => Ok(TxnVerification::Guard(Some(guard))),
-                c => Err(client_error(c)),
+                c => Err(c),
             };
             out.insert(part.slot, answer);
         }
@@ -101,14 +101,9 @@ pub(crate) async fn verify(
     })
     .await;
     timed.unwrap_or_else(|| {
-        let why = "the transaction coordinator did not verify the partition in time";
-        slots
-            .into_iter()
-            .map(|s| {
-                let e = (ResponseError::NotEnoughReplicas.code(), why.to_string());
-                (s, Err(e))
-            })
-            .collect()
+        tracing::debug!(transactional_id, "transaction verification timed out");
+        let late = code(ResponseError::NetworkException);
+        slots.into_iter().map(|s| (s, Err(late))).collect()
     })
 }
 
@@ -142,14 +137,15 @@ async fn start_on_shards(
     out
 }
 
-/// The coordinator's error for a produce, as Kafka's AddPartitionsToTxnManager and
-/// ReplicaManager hand it to the client.
-fn client_error(c: i16) -> (i16, String) {
+/// A verification's refusal as a Produce answers it (Kafka's ReplicaManager): the
+/// retriable coordinator errors, which older clients may not retry, become
+/// NOT_ENOUGH_REPLICAS (retried without a metadata refresh).
+pub(crate) fn produce_error(c: i16) -> (i16, String) {
     use ResponseError as E;
     let e = ResponseError::try_from_code(c);
     match e {
-        Some(E::InvalidTxnState | E::TransactionAbortable) => (
-            code(E::InvalidTxnState),
+        Some(E::InvalidTxnState) => (
+            c,
             "Partition was not added to the transaction".into(),
         ),
         Some(
@@ -165,8 +161,29 @@ fn client_error(c: i16) -> (i16, String) {
                 e.map_or_else(|| c.to_string(), |e| format!("{e:?}"))
             ),
         ),
-        Some(E::ProducerFenced) => (code(E::InvalidProducerEpoch), String::new()),
         _ => (c, String::new()),
+    }
+}
+
+/// A verification's refusal as a TxnOffsetCommit answers it (Kafka's
+/// GroupMetadataManager.maybeConvertOffsetCommitError): no answer from the coordinator is
+/// COORDINATOR_LOAD_IN_PROGRESS (retried without a coordinator lookup), the rest as a
+/// failed offsets write (`groups::commit_error`).
+pub(crate) fn offset_commit_error(c: i16) -> i16 {
+    if c == code(ResponseError::NetworkException) {
+        return code(ResponseError::CoordinatorLoadInProgress);
+    }
+    crate::groups::commit_error(c)
+}
+
+/// The coordinator's per-partition code as Kafka's AddPartitionsToTxnManager hands it on:
+/// PRODUCER_FENCED as INVALID_PRODUCER_EPOCH, TRANSACTION_ABORTABLE (v5 coordinators) as
+/// INVALID_TXN_STATE.
+fn from_coordinator(c: i16) -> i16 {
+    match ResponseError::try_from_code(c) {
+        Some(ResponseError::ProducerFenced) => code(ResponseError::InvalidProducerEpoch),
+        Some(ResponseError::TransactionAbortable) => code(ResponseError::InvalidTxnState),
+        _ => c,
     }
 }
 
@@ -257,8 +274,9 @@ async fn ask_coordinator(
         .map(|tp| {
             by_tp
                 .get(&(&*tp.topic, tp.partition))
-                .copied()
-                .unwrap_or(code(ResponseError::UnknownServerError))
+                .map_or(code(ResponseError::UnknownServerError), |&c| {
+                    from_coordinator(c)
+                })
         })
         .collect()
 }

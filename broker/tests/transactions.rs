@@ -328,6 +328,76 @@ fn offsets_sent_to_a_transaction_count_only_if_it_commits() -> Result<()> {
     Ok(())
 }
 
+/// KIP-890 for TxnOffsetCommit: a transactional offset commit that arrives after its
+/// transaction was aborted (held up past the client's abort) is refused with
+/// INVALID_TXN_STATE instead of leaving offsets pending that no marker ever settles, which
+/// would make every stable OffsetFetch of the group answer UNSTABLE_OFFSET_COMMIT.
+#[test]
+fn a_late_offset_commit_after_its_transaction_ended_is_refused() -> Result<()> {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        GroupId, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = BrokerProcess::spawn_with(2, SETTINGS)?;
+    broker.create_topic("lin", 1, &[])?;
+    let group = "late-group";
+    let producer = txn_producer(&broker, "late-offsets", &[])?;
+    let consumer: BaseConsumer = broker.consumer(&[("group.id", group)])?;
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset("lin", 0, Offset::Offset(10))?;
+    let metadata = consumer.group_metadata().context("group metadata")?;
+    producer.begin_transaction()?;
+    producer.send_offsets_to_transaction(&offsets, &metadata, T)?;
+    producer.abort_transaction(T)?;
+    let bootstrap = broker.bootstrap();
+    let deadline = Instant::now() + T;
+    let described = loop {
+        let d = common::txn::sluice_txn(&bootstrap, &["describe", "late-offsets"])?;
+        if d["state"] == "CompleteAbort" {
+            break d;
+        }
+        ensure!(Instant::now() < deadline, "the abort did not complete: {d}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pid = described["producer_id"].as_i64().context("producer_id")?;
+    let epoch = described["producer_epoch"]
+        .as_i64()
+        .context("producer_epoch")?;
+    let late = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str("late-offsets")))
+        .with_group_id(GroupId(StrBytes::from_static_str(group)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(i16::try_from(epoch)?)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("lin")))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(30)])]);
+    let mut c = common::raw::RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let resp = c.call(3, &late)?;
+    let error = resp.topics[0].partitions[0].error_code;
+    ensure!(
+        error == 48,
+        "the late offset commit got error {error}, not INVALID_TXN_STATE"
+    );
+    // nothing pending: a stable fetch of the group's offsets answers at once, with none
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("lin", 0);
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    let offset = got
+        .find_partition("lin", 0)
+        .context("no partition")?
+        .offset();
+    ensure!(offset == Offset::Invalid, "committed offset {offset:?}");
+    Ok(())
+}
+
 /// The admin APIs over an open transaction (what `kafka-transactions.sh` uses):
 /// ListTransactions (every coordinator on every shard), DescribeTransactions and
 /// DescribeProducers, through the wire as any admin client sends them.

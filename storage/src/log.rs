@@ -395,6 +395,17 @@ impl PartitionLog {
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
+        self.append_from_coordinator_with(records, now_ms, TxnVerification::Off)
+    }
+
+    /// `append_from_coordinator`, with a batch that would start its producer's
+    /// transaction here checked against `verification` (KIP-890, as `append_with`).
+    pub fn append_from_coordinator_with(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo, StorageError> {
         let stamp = leader_stamp(&self.inner.state(), now_ms)?;
         let mut batches: Vec<(RecordBatchHeader, std::ops::Range<usize>)> = Vec::new();
         for item in BatchIter::new(&records) {
@@ -413,12 +424,25 @@ impl PartitionLog {
             let st = self.inner.state();
             st.require_producers()?;
             for (h, _) in &batches {
-                if let Some(e) = st.producers().and_then(|ps| ps.get(h.producer_id)) {
+                let entry = st.producers().and_then(|ps| ps.get(h.producer_id));
+                if let Some(e) = entry {
                     if h.producer_epoch < e.epoch {
                         return Err(StorageError::InvalidProducerEpoch {
                             producer_id: h.producer_id,
                             current: e.epoch,
                             got: h.producer_epoch,
+                        });
+                    }
+                }
+                if let TxnVerification::Guard(guard) = verification {
+                    let starts = entry.is_none_or(|e| e.txn_first.is_none());
+                    let verified = st
+                        .producers()
+                        .is_some_and(|ps| ps.verified(h.producer_id, guard));
+                    if starts && !verified {
+                        return Err(StorageError::InvalidTxnState {
+                            producer_id: h.producer_id,
+                            reason: "Record was not part of an ongoing transaction".into(),
                         });
                     }
                 }

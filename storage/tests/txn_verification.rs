@@ -149,3 +149,29 @@ fn a_restart_forgets_verifications() {
         shard.shutdown().await.unwrap();
     });
 }
+
+/// A coordinator's transactional batch (TxnOffsetCommit) follows the same rule.
+#[test]
+fn a_coordinator_batch_starts_a_transaction_only_under_its_guard() {
+    let (_dir, path) = open_new("__consumer_offsets-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path, LogConfig::default())
+            .await
+            .unwrap();
+        let offsets = || tx_batch(5, 0, -1, &[1], true);
+        let refused = log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(None));
+        assert!(invalid_txn_state(refused));
+        assert_eq!(log.log_end_offset(), 0);
+        let guard = log.start_txn_verification(5, 1).unwrap();
+        log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(guard))
+            .unwrap();
+        // under way: a second commit in the same transaction needs no guard
+        log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(None))
+            .unwrap();
+        log.append_control(5, 0, false, 0, 1).unwrap();
+        let late = log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(guard));
+        assert!(invalid_txn_state(late));
+        shard.shutdown().await.unwrap();
+    });
+}

@@ -57,14 +57,16 @@ pub(crate) trait OffsetsLog {
     ) -> Pin<Box<dyn Future<Output = Result<(), WriteFailed>>>>;
 
     /// Appends TxnOffsetCommit records as one transactional batch of `producer_id` at
-    /// `producer_epoch` (the partition's producer state fences an older epoch); resolves
-    /// when durable and replicated like `append`. Err(Kafka error code) when refused or
-    /// not written. Same call-order rule as `append`.
+    /// `producer_epoch` (the partition's producer state fences an older epoch; a batch
+    /// that would start the producer's transaction there needs `verification`, KIP-890);
+    /// resolves when durable and replicated like `append`. Err(Kafka error code) when
+    /// refused or not written. Same call-order rule as `append`.
     fn append_txn(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         records: Vec<(Bytes, Option<Bytes>)>,
+        verification: sluice_storage::TxnVerification,
     ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>>;
 }
 

@@ -73,6 +73,7 @@ pub(super) mod support {
             producer_id: i64,
             producer_epoch: i16,
             records: Vec<(Bytes, Option<Bytes>)>,
+            _verification: sluice_storage::TxnVerification,
         ) -> Pin<Box<dyn Future<Output = Result<(), i16>>>> {
             if self.fail.get().is_some() || producer_epoch < 0 {
                 return Box::pin(async { Err(ResponseError::ProducerFenced.code()) });

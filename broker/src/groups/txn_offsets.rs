@@ -24,10 +24,13 @@ use super::state::{CommittedOffset, Group, GroupState};
 impl GroupCoordinator {
     /// TxnOffsetCommit: validated as Kafka's doTxnCommitOffsets, written as one
     /// transactional batch of the producer, kept pending until the transaction's marker.
+    /// `verification`: the KIP-890 guard the handler got for this group's
+    /// `__consumer_offsets` partition (`txn_verify.rs`), for the log's check.
     pub(crate) async fn txn_offset_commit(
         &self,
         req: TxnOffsetCommitRequest,
         version: i16,
+        verification: sluice_storage::TxnVerification,
     ) -> TxnOffsetCommitResponse {
         let group_id = req.group_id.0.as_str().to_owned();
         let now = now_ms();
@@ -87,8 +90,12 @@ impl GroupCoordinator {
                         }
                     }
                     (!records.is_empty()).then(|| {
-                        self.log
-                            .append_txn(req.producer_id.0, req.producer_epoch, records)
+                        self.log.append_txn(
+                            req.producer_id.0,
+                            req.producer_epoch,
+                            records,
+                            verification,
+                        )
                     })
                 }
             }

@@ -33,7 +33,7 @@ use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Creates `__consumer_offsets` on first start (shard 0, before serving).
 /// The coordinator partition and owning shard of `group_id`, once the offsets topic exists.
-fn route(ctx: &ShardCtx, group_id: &str) -> Option<(i32, usize)> {
+pub(crate) fn route(ctx: &ShardCtx, group_id: &str) -> Option<(i32, usize)> {
     let partitions = ctx.image.borrow().topic(OFFSETS_TOPIC)?.partitions;
     let p = coordinator_partition(group_id, partitions);
     Some((p, ctx.owner(OFFSETS_TOPIC, p)?))

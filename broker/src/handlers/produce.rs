@@ -35,7 +35,7 @@ use crate::router::BoxFuture;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ByShard, ProducePartResult, ShardRequest, ShardResponse, Tp};
-use crate::txn_verify::{verify, ToVerify};
+use crate::txn_verify::{produce_error, verify, ToVerify};
 use sluice_storage::TxnVerification;
 
 /// acks=all needs at least `min.insync.replicas` (topic override, else the broker's) in the
@@ -317,16 +317,21 @@ impl Verifying {
             slots,
             parts,
         } = self;
-        let mut answers = match (producers.len(), producers.first()) {
-            (1, Some(&producer)) => verify(ctx, transactional_id, producer, parts, timeout).await,
-            _ => {
-                let e = (
-                    ResponseError::InvalidProducerIdMapping.code(),
-                    "Transactional records contained more than one producer ID".to_string(),
-                );
-                parts.iter().map(|p| (p.slot, Err(e.clone()))).collect()
-            }
-        };
+        let mut answers: std::collections::HashMap<usize, Verified> =
+            match (producers.len(), producers.first()) {
+                (1, Some(&producer)) => verify(ctx, transactional_id, producer, parts, timeout)
+                    .await
+                    .into_iter()
+                    .map(|(slot, v)| (slot, v.map_err(produce_error)))
+                    .collect(),
+                _ => {
+                    let e = (
+                        ResponseError::InvalidProducerIdMapping.code(),
+                        "Transactional records contained more than one producer ID".to_string(),
+                    );
+                    parts.iter().map(|p| (p.slot, Err(e.clone()))).collect()
+                }
+            };
         slots
             .into_iter()
             .enumerate()

@@ -33,6 +33,8 @@ use crate::metadata::controller::{MetadataOp, MetadataOpResult};
 use crate::shard::ShardCtx;
 use crate::shard_msg::{ShardRequest, ShardResponse, Tp};
 use crate::txn_glue::{call, TxnAnswer, TxnCall};
+use crate::txn_verify::{offset_commit_error, verify, ToVerify};
+use sluice_storage::TxnVerification;
 
 const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
 
@@ -231,6 +233,48 @@ pub(crate) async fn txn_offset_commit(
     resp
 }
 
+/// KIP-890 for TxnOffsetCommit (Kafka verifies it as a produce): the guard for the
+/// group's `__consumer_offsets` partition once the coordinator said the partition is in
+/// the producer's transaction (AddOffsetsToTxn added it), or the code to answer with.
+async fn verify_txn_offsets(
+    ctx: &Rc<ShardCtx>,
+    req: &TxnOffsetCommitRequest,
+) -> Result<TxnVerification, i16> {
+    if !ctx.config.flag("transaction.partition.verification.enable") {
+        return Ok(TxnVerification::Off);
+    }
+    let group = req.group_id.0.as_str();
+    let Some((partition, shard)) = crate::handlers::groups::route(ctx, group) else {
+        return Err(ResponseError::CoordinatorNotAvailable.code());
+    };
+    let part = ToVerify {
+        slot: 0,
+        tp: Tp {
+            topic: OFFSETS_TOPIC.into(),
+            partition,
+        },
+        shard,
+    };
+    let producer = (req.producer_id.0, req.producer_epoch);
+    let mut answers = verify(
+        ctx,
+        req.transactional_id.0.as_str(),
+        producer,
+        vec![part],
+        VERIFY_TIMEOUT,
+    )
+    .await;
+    match answers.remove(&0) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(c)) => Err(offset_commit_error(c)),
+        None => Err(ResponseError::UnknownServerError.code()),
+    }
+}
+
+/// Bound on a TxnOffsetCommit's verification (the request has no timeout of its own;
+/// Kafka's AddPartitionsToTxnManager uses `request.timeout.ms`).
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `txn_offset_commit` of the partitions the metadata knows.
 async fn txn_offset_commit_known(
     ctx: Rc<ShardCtx>,
@@ -239,28 +283,39 @@ async fn txn_offset_commit_known(
 ) -> TxnOffsetCommitResponse {
     let group = req.group_id.0.to_string();
     let topics = req.topics.clone();
-    match crate::handlers::groups::call(&ctx, &group, GroupCall::TxnCommit { req, version }).await {
-        GroupAnswer::TxnCommit(r) => r,
-        other => TxnOffsetCommitResponse::default().with_topics(
-            topics
-                .iter()
-                .map(|t| {
-                    TxnOffsetCommitResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    TxnOffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(other.unanswered_code())
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        ),
-    }
+    let code = match verify_txn_offsets(&ctx, &req).await {
+        Ok(verification) => {
+            let call = GroupCall::TxnCommit {
+                req,
+                version,
+                verification,
+            };
+            match crate::handlers::groups::call(&ctx, &group, call).await {
+                GroupAnswer::TxnCommit(r) => return r,
+                other => other.unanswered_code(),
+            }
+        }
+        Err(code) => code,
+    };
+    TxnOffsetCommitResponse::default().with_topics(
+        topics
+            .iter()
+            .map(|t| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
 }
 
 pub(crate) async fn describe_transactions(
