@@ -486,7 +486,14 @@ async fn submit(
         response.responses.push(tr);
     }
     if let Some(id) = verify_for.filter(|_| !verifying.parts.is_empty()) {
-        let timeout = std::time::Duration::from_millis(timeout_ms.max(1) as u64);
+        // the request's own bound, or the shards' default for a timeout that is not
+        // positive (acks=0)
+        let ms = if timeout_ms > 0 {
+            timeout_ms as u64
+        } else {
+            30_000
+        };
+        let timeout = std::time::Duration::from_millis(ms);
         let outcome = verifying.run(ctx, &id, timeout).await;
         apply_verification(outcome, &mut by_shard, &mut response);
     }
