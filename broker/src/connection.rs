@@ -1,6 +1,7 @@
 //! One client connection on the shard that accepted it. A reader decodes size-bounded
 //! frames and dispatches each request; the ordered part of a request (e.g. a produce
-//! append) runs before the next frame is read; the rest runs as a task. A writer sends the
+//! append) runs before the next frame is read; the rest runs as a task (a transaction
+//! request's task ends before the next frame is read: `serial`). A writer sends the
 //! answers strictly in request order.
 //!
 //! ```text
@@ -336,6 +337,13 @@ async fn read_loop(
                 Dispatch::Respond(fut) => {
                     let (deadline, peer) = (limits.deadline, conn.peer.clone());
                     let metrics = ctx.metrics.clone();
+                    // a transaction's request is done before the next one is read
+                    let (done_tx, done_rx) = if serial(api) {
+                        let (t, r) = local_channel::new_bounded::<()>(1);
+                        (Some(t), Some(r))
+                    } else {
+                        (None, None)
+                    };
                     let task = glommio::spawn_local(async move {
                         let (r, late) = within_deadline(fut, raw, deadline, &peer).await;
                         metrics.request_done(api, started.elapsed(), late || r.is_err());
@@ -343,11 +351,19 @@ async fn read_loop(
                         if let Ok(chunks) = &r {
                             inflight.add(chunks.iter().map(Bytes::len).sum());
                         }
+                        if let Some(done) = done_tx {
+                            // ok: the reader may have gone (the connection closed)
+                            let _ = done.try_send(());
+                        }
                         (r, inflight)
                     })
                     .detach();
                     if tx.send(task).await.is_err() {
                         return Err("writer gone".into());
+                    }
+                    if let Some(done) = done_rx {
+                        // None: the task was dropped (shutdown), nothing to wait for
+                        let _ = done.recv().await;
                     }
                 }
                 Dispatch::Silent(fut) => {
@@ -433,6 +449,25 @@ async fn read_loop(
 }
 
 /// The API key of a frame (-1 if it has none), for the request metrics.
+/// Requests that take effect only in the order a connection sent them: the transaction
+/// coordinator's (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn) and
+/// TxnOffsetCommit. Kafka handles one request of a connection at a time; Sluice pipelines
+/// the rest, but an AddPartitionsToTxn waiting for the previous transaction to settle
+/// must not be overtaken by the EndTxn sent after it (librdkafka sends both without
+/// waiting), which would end the wrong transaction and leave the new one open.
+fn serial(api: i16) -> bool {
+    use kafka_protocol::messages::ApiKey;
+    [
+        ApiKey::InitProducerId,
+        ApiKey::AddPartitionsToTxn,
+        ApiKey::AddOffsetsToTxn,
+        ApiKey::EndTxn,
+        ApiKey::TxnOffsetCommit,
+    ]
+    .iter()
+    .any(|k| *k as i16 == api)
+}
+
 fn peek_api(frame: &[u8]) -> i16 {
     sluice_proto::request::peek_api(frame).map_or(-1, |(api, _)| api)
 }

@@ -398,6 +398,90 @@ fn a_late_offset_commit_after_its_transaction_ended_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// A connection's transaction requests take effect in the order sent, as Kafka handles
+/// them one at a time: an AddPartitionsToTxn that waits for the previous transaction's
+/// markers is not overtaken by the EndTxn pipelined after it (librdkafka sends both
+/// without waiting when it aborts right after a commit). That EndTxn was judged against
+/// the old transaction (INVALID_TXN_STATE) and left the new one open until its timeout.
+#[test]
+fn pipelined_transaction_requests_take_effect_in_order() -> Result<()> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+        ProducerId, TopicName, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    const PARTS: i32 = 50;
+    let broker = BrokerProcess::spawn_with(2, SETTINGS)?;
+    broker.create_topic("tpo", PARTS, &[])?;
+    let mut c = common::raw::RawClient::connect(broker.addr())?;
+    c.negotiate()?;
+    let id = || TransactionalId(StrBytes::from_static_str("pipelined"));
+    let init = |c: &mut common::raw::RawClient| -> Result<(i64, i16)> {
+        let deadline = Instant::now() + T;
+        loop {
+            let find = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str("pipelined"))
+                .with_key_type(1);
+            let found = c.call(2, &find)?;
+            if found.error_code == 0 {
+                let req = InitProducerIdRequest::default()
+                    .with_transactional_id(Some(id()))
+                    .with_transaction_timeout_ms(60_000);
+                let r = c.call(1, &req)?;
+                if r.error_code == 0 {
+                    return Ok((r.producer_id.0, r.producer_epoch));
+                }
+            }
+            ensure!(Instant::now() < deadline, "no InitProducerId");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let add = |(pid, epoch): (i64, i16)| {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id())
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("tpo")))
+                .with_partitions((0..PARTS).collect())])
+    };
+    let end = |(pid, epoch): (i64, i16), commit: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(id())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit)
+    };
+    let added = |r: &kafka_protocol::messages::AddPartitionsToTxnResponse| -> BTreeSet<i16> {
+        r.results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| {
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code)
+            })
+            .collect()
+    };
+    for round in 0..4 {
+        let producer = init(&mut c)?;
+        ensure!(added(&c.call(1, &add(producer))?) == BTreeSet::from([0]));
+        ensure!(c.call(1, &end(producer, true))?.error_code == 0);
+        // the next transaction's add and its abort, back to back, while the commit's
+        // markers are still going out
+        let a = c.send(1, &add(producer))?;
+        let e = c.send(1, &end(producer, false))?;
+        let add_codes = added(&c.recv::<AddPartitionsToTxnRequest>(1, a)?);
+        let end_code = c.recv::<EndTxnRequest>(1, e)?.error_code;
+        ensure!(
+            add_codes != BTreeSet::from([0]) || end_code == 0,
+            "round {round}: AddPartitionsToTxn {add_codes:?} then EndTxn(abort) {end_code}"
+        );
+    }
+    Ok(())
+}
+
 /// The admin APIs over an open transaction (what `kafka-transactions.sh` uses):
 /// ListTransactions (every coordinator on every shard), DescribeTransactions and
 /// DescribeProducers, through the wire as any admin client sends them.
