@@ -416,9 +416,6 @@ pub(crate) async fn txn_offset_commit(
     version: i16,
     conn: Rc<Conn>,
 ) -> txn_offset_commit_response::TxnOffsetCommitResponse {
-    use txn_offset_commit_response::{
-        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-    };
     let a = &ctx.access;
     if !a.enabled() {
         return txn::txn_offset_commit(ctx, req, version).await;
@@ -430,20 +427,7 @@ pub(crate) async fn txn_offset_commit(
     );
     let empty = req.topics.is_empty() && !denied.is_empty();
     let mut resp = unless_empty(empty, txn::txn_offset_commit(ctx.clone(), req, version)).await;
-    resp.topics.extend(denied.into_iter().map(|t| {
-        TxnOffsetCommitResponseTopic::default()
-            .with_name(t.name)
-            .with_partitions(
-                t.partitions
-                    .iter()
-                    .map(|p| {
-                        TxnOffsetCommitResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(TOPIC)
-                    })
-                    .collect(),
-            )
-    }));
+    resp.topics.extend(txn::txn_commit_answers(&denied, TOPIC));
     resp
 }
 
