@@ -407,8 +407,15 @@ impl GroupCoordinator {
             m.protocols = p.protocols.clone();
             m.rebalance_timeout_ms = p.rebalance_timeout_ms;
             m.session_timeout_ms = p.session_timeout_ms;
-            // A duplicate JoinGroup supersedes the earlier one (its receiver resolves None).
-            m.awaiting_join = Some(tx);
+            // A duplicate JoinGroup supersedes the earlier one, which is told to join again
+            // (REBALANCE_IN_PROGRESS keeps its member id; Kafka leaves it unanswered until
+            // the client's own timeout).
+            if let Some(earlier) = m.awaiting_join.replace(tx) {
+                earlier.send(JoinOutcome::error(
+                    &p.member_id,
+                    code(ResponseError::RebalanceInProgress),
+                ));
+            }
         }
         self.maybe_prepare_rebalance(group, "member metadata changed or leader rejoined");
         rx

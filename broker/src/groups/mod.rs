@@ -23,6 +23,8 @@ mod txn_offsets;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_joins;
+#[cfg(test)]
 mod tests_offsets;
 #[cfg(test)]
 mod tests_sim;
