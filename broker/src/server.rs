@@ -471,7 +471,6 @@ async fn shard_main(
         metrics,
         net.peer_security.clone(),
     ));
-    let _ = ctx.quorum_status.set(quorum.3.clone());
     ctx.load_hw_checkpoint().await;
     {
         let ctx = ctx.clone();

@@ -77,8 +77,6 @@ pub(crate) struct ShardCtx {
     pub(crate) node_id: i32,
     /// Shard 0: the quorum thread's inbox (changes go there).
     pub(crate) quorum: OnceCell<flume::Sender<Event>>,
-    /// The quorum thread's status (set at start, before serving): `cut_off_from_controller`.
-    pub(crate) quorum_status: OnceCell<std::sync::Arc<crate::quorum::QuorumStatus>>,
     /// Shard 0: the metadata-log index every shard has applied, and a signal when it grows.
     pub(crate) metadata_applied: Cell<u64>,
     pub(crate) metadata_progress: Signal,
@@ -140,7 +138,6 @@ impl ShardCtx {
             partitions: RefCell::new(FastMap::default()),
             node_id: config.node_id(),
             quorum: OnceCell::new(),
-            quorum_status: OnceCell::new(),
             metadata_applied: Cell::new(0),
             metadata_progress: Signal::default(),
             groups: RefCell::new(HashMap::new()),
@@ -216,21 +213,6 @@ impl ShardCtx {
         } else {
             code(ResponseError::UnknownTopicOrPartition)
         }
-    }
-
-    /// Whether this broker has heard nothing from the controller for longer than
-    /// `broker.session.timeout.ms` (`QuorumStatus::cut_off`): it is fenced, and what it
-    /// leads by its own image may lead elsewhere now. Its group coordinators then answer
-    /// NOT_COORDINATOR rather than serve offsets and memberships that another node's
-    /// coordinator has moved past (Kafka's zombie coordinator keeps answering until its
-    /// metadata catches up).
-    pub(crate) fn cut_off_from_controller(&self) -> bool {
-        self.quorum_status.get().is_some_and(|s| {
-            s.cut_off(
-                crate::errors::now_ms(),
-                self.config.int("broker.session.timeout.ms"),
-            )
-        })
     }
 
     /// The leader epoch of `partition` of `topic` if this node leads it.
@@ -453,9 +435,6 @@ impl ShardCtx {
                         }
                     }
                     return ShardResponse::Group(GroupAnswer::List(listed));
-                }
-                if ctx.cut_off_from_controller() {
-                    return ShardResponse::Group(GroupAnswer::NotCoordinator);
                 }
                 let coordinator = ctx.groups.borrow().get(&partition).cloned();
                 ShardResponse::Group(match coordinator {

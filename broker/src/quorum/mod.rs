@@ -608,9 +608,6 @@ impl Runner {
         match rx.try_recv() {
             Ok((MetadataOpResult::Heartbeat { epoch, fenced }, _)) => {
                 self.heartbeat_answer = None;
-                if !fenced {
-                    self.status.heartbeat_ok(crate::errors::now_ms());
-                }
                 // just registered, or caught up already: heartbeat again soon to unfence
                 if fenced && self.shards_applied >= u64::try_from(epoch).unwrap_or(u64::MAX) {
                     self.next_heartbeat = now + Duration::from_millis(50);

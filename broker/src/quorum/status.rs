@@ -20,9 +20,6 @@ pub(crate) struct QuorumStatus {
     term: AtomicU64,
     commit: AtomicU64,
     applied: AtomicU64,
-    /// Unix ms of the controller's last answer to this broker's heartbeat that left it
-    /// unfenced (the start, until the first): `cut_off` (the shards read it).
-    heartbeat_ok_ms: AtomicI64,
 }
 
 /// One reading of a `QuorumStatus`.
@@ -45,22 +42,7 @@ impl QuorumStatus {
             term: AtomicU64::new(0),
             commit: AtomicU64::new(0),
             applied: AtomicU64::new(0),
-            heartbeat_ok_ms: AtomicI64::new(crate::errors::now_ms()),
         }
-    }
-
-    /// The quorum thread: the controller answered a heartbeat of this broker, unfenced.
-    pub(crate) fn heartbeat_ok(&self, now_ms: i64) {
-        self.heartbeat_ok_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// Whether this broker has had no unfenced heartbeat answer for longer than
-    /// `session_ms` (`broker.session.timeout.ms`): the controller has then fenced it (or
-    /// will have by the time an answer leaves) and moved its leaderships, though this
-    /// node, cut off from the quorum, may not know yet. Its coordinators then stop
-    /// answering from their state (see `ShardCtx::cut_off_from_controller`).
-    pub(crate) fn cut_off(&self, now_ms: i64, session_ms: i64) -> bool {
-        now_ms.saturating_sub(self.heartbeat_ok_ms.load(Ordering::Relaxed)) > session_ms
     }
 
     /// The quorum thread, after a pass of its loop.
@@ -83,22 +65,5 @@ impl QuorumStatus {
             commit: self.commit.load(Ordering::Relaxed),
             applied: self.applied.load(Ordering::Relaxed),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::QuorumStatus;
-
-    #[test]
-    fn a_broker_is_cut_off_once_a_session_passes_without_an_unfenced_heartbeat() {
-        let start = crate::errors::now_ms();
-        let s = QuorumStatus::new(true);
-        // from the start, as if heartbeated then
-        assert!(!s.cut_off(start + 1_000, 2_000));
-        assert!(s.cut_off(start + 3_000, 2_000));
-        s.heartbeat_ok(start + 2_050);
-        assert!(!s.cut_off(start + 4_000, 2_000));
-        assert!(s.cut_off(start + 4_100, 2_000));
     }
 }
