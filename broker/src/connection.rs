@@ -448,7 +448,6 @@ async fn read_loop(
     }
 }
 
-/// The API key of a frame (-1 if it has none), for the request metrics.
 /// Requests that take effect only in the order a connection sent them: the transaction
 /// coordinator's (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn) and
 /// TxnOffsetCommit. Kafka handles one request of a connection at a time; Sluice pipelines
@@ -468,6 +467,7 @@ fn serial(api: i16) -> bool {
     .any(|k| *k as i16 == api)
 }
 
+/// The API key of a frame (-1 if it has none), for the request metrics.
 fn peek_api(frame: &[u8]) -> i16 {
     sluice_proto::request::peek_api(frame).map_or(-1, |(api, _)| api)
 }

@@ -467,8 +467,8 @@ impl ShardCtx {
             ShardRequest::Txn { partition, call } => {
                 Box::pin(async move { ShardResponse::Txn(ctx.txn_call(partition, *call).await) })
             }
-            ShardRequest::StartTxnVerification { producer_id, parts } => Box::pin(async move {
-                ShardResponse::TxnGuards(ctx.start_txn_verifications(producer_id, parts).await)
+            ShardRequest::StartTxnVerification { producer, parts } => Box::pin(async move {
+                ShardResponse::TxnGuards(ctx.start_txn_verifications(producer, parts).await)
             }),
             ShardRequest::Producers(tp) => {
                 let log = self

@@ -142,9 +142,13 @@ pub(crate) enum ShardRequest {
         /// producer's transaction there is checked (KIP-890, `txn_verify.rs`).
         parts: Vec<(Tp, Bytes, TxnVerification)>,
     },
-    /// KIP-890: start the verification of `producer_id`'s transactional batches in each
-    /// partition this node leads (`txn_verify.rs`); a `TxnGuards` answer.
-    StartTxnVerification { producer_id: i64, parts: Vec<Tp> },
+    /// KIP-890: start the verification of the transactional batches of `producer` (id,
+    /// epoch) in each partition this node leads, each with its batch's first sequence
+    /// (`txn_verify.rs`); a `TxnGuards` answer.
+    StartTxnVerification {
+        producer: (i64, i16),
+        parts: Vec<(Tp, i32)>,
+    },
     /// Read from each partition, at most `max_bytes` in all (the first batch always whole).
     /// A follower's fetch (`replica` = its node id) reads up to the leader's durable
     /// offset and reports the follower's position; a consumer's (`replica` < 0) up to the

@@ -46,11 +46,13 @@ use crate::txn_markers::{peer_call, remote_leader};
 const VERIFY_VERSION: i16 = 4;
 
 /// The transactional batch of one partition of a produce request to verify: where its
-/// answer goes (an index the caller chose), the partition, its owner shard.
+/// answer goes (an index the caller chose), the partition, its owner shard, the batch's
+/// first sequence (-1 for a coordinator's batch).
 pub(crate) struct ToVerify {
     pub(crate) slot: usize,
     pub(crate) tp: Tp,
     pub(crate) shard: usize,
+    pub(crate) base_sequence: i32,
 }
 
 /// Per partition of `parts` (by `slot`): the verification to append under, or the error
@@ -67,7 +69,7 @@ pub(crate) async fn verify(
 ) -> HashMap<usize, Result<TxnVerification, i16>> {
     let slots: Vec<usize> = parts.iter().map(|p| p.slot).collect();
     let work = async {
-        let started = start_on_shards(ctx, producer_id, &parts).await;
+        let started = start_on_shards(ctx, (producer_id, producer_epoch), &parts).await;
         let mut out = HashMap::with_capacity(parts.len());
         let mut ask = Vec::new();
         for (part, started) in parts.into_iter().zip(started) {
@@ -110,7 +112,7 @@ pub(crate) async fn verify(
 /// Step 1: each owner shard's answer for its partitions, in `parts` order.
 async fn start_on_shards(
     ctx: &Rc<ShardCtx>,
-    producer_id: i64,
+    producer: (i64, i16),
     parts: &[ToVerify],
 ) -> Vec<Result<Option<u64>, i16>> {
     let mut by_shard: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
@@ -119,9 +121,12 @@ async fn start_on_shards(
     }
     let mut pending = Vec::with_capacity(by_shard.len());
     for (shard, idx) in by_shard {
-        let tps = idx.iter().map(|&i| parts[i].tp.clone()).collect();
+        let tps = idx
+            .iter()
+            .map(|&i| (parts[i].tp.clone(), parts[i].base_sequence))
+            .collect();
         let req = ShardRequest::StartTxnVerification {
-            producer_id,
+            producer,
             parts: tps,
         };
         pending.push((idx, ctx.submit(shard, req).await));
@@ -228,15 +233,22 @@ async fn ask_coordinator(
         }
         Ok(Some((node, addr))) => {
             let req = AddPartitionsToTxnRequest::default().with_transactions(vec![txn]);
-            let resp = peer_call(
-                ctx,
-                (node, &addr),
-                "sluice-txn-verify",
-                PEER_TIMEOUT,
-                VERIFY_VERSION,
-                &req,
-            )
-            .await;
+            let call = || {
+                peer_call(
+                    ctx,
+                    (node, &addr),
+                    "sluice-txn-verify",
+                    PEER_TIMEOUT,
+                    VERIFY_VERSION,
+                    &req,
+                )
+            };
+            // once more on a fresh connection: the pooled one may have been closed by the
+            // peer while idle (the call only reads, so asking twice is harmless)
+            let resp = match call().await {
+                Ok(r) => Ok(r),
+                Err(_) => call().await,
+            };
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
@@ -304,11 +316,11 @@ impl ShardCtx {
     /// partition: only a leader verifies; the producer state is built first (async reads).
     pub(crate) async fn start_txn_verifications(
         self: &Rc<Self>,
-        producer_id: i64,
-        parts: Vec<Tp>,
+        (producer_id, producer_epoch): (i64, i16),
+        parts: Vec<(Tp, i32)>,
     ) -> Vec<Result<Option<u64>, i16>> {
         let mut out = Vec::with_capacity(parts.len());
-        for tp in parts {
+        for (tp, seq) in parts {
             let Some(log) = self.log(&tp.topic, tp.partition) else {
                 out.push(Err(self.no_log_error(&tp.topic, tp.partition)));
                 continue;
@@ -322,7 +334,7 @@ impl ShardCtx {
                 continue;
             }
             out.push(
-                log.start_txn_verification(producer_id, now_ms())
+                log.start_txn_verification(producer_id, (producer_epoch, seq), now_ms())
                     .map_err(|e| storage_error_code(&e)),
             );
         }

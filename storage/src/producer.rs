@@ -130,12 +130,24 @@ pub(crate) struct ProducerStates {
     /// (marker offset, first offset) of `unstable`, to drop them as the high watermark
     /// passes.
     unstable_by_end: BTreeSet<(i64, i64)>,
-    /// KIP-890 verifications under way: producer id -> (guard, started at, ms) of a
-    /// producer with no transaction here whose partition the broker is asking the
-    /// coordinator about. Ended by the producer's next transactional batch or marker.
-    /// In memory only (a rebuilt state has none: the append then fails verification and
-    /// the client retries).
-    verifying: HashMap<i64, (u64, i64)>,
+    /// KIP-890 verifications under way, by producer id: of a producer with no
+    /// transaction here whose partition the broker is asking the coordinator about.
+    /// Ended by the producer's next transactional batch or marker. In memory only (a
+    /// rebuilt state has none: the append is then refused INVALID_TXN_STATE).
+    verifying: HashMap<i64, Verifying>,
+}
+
+/// One KIP-890 verification under way (Kafka's VerificationStateEntry).
+#[derive(Clone, Copy, Debug)]
+struct Verifying {
+    guard: u64,
+    started_ms: i64,
+    /// The producer epoch and the lowest first sequence of the batches verified under it:
+    /// a batch with a higher one waits (OUT_OF_ORDER_SEQUENCE, which the client retries
+    /// after the lower one), so a lower batch whose verification failed retriably is not
+    /// overtaken by a later one of the same transaction.
+    epoch: i16,
+    lowest_seq: i32,
 }
 
 /// Verifications older than this are dropped when another starts (Kafka drops them with
@@ -297,31 +309,50 @@ impl ProducerStates {
         v
     }
 
-    /// KIP-890: before a transactional batch of `pid` is appended here while the producer
-    /// has no transaction here, the broker asks the coordinator whether this partition is
-    /// in the producer's transaction. None: a transaction is under way here, nothing to
-    /// ask. Some(guard): ask, and append with this guard (`verified`); a marker or data
-    /// batch of the producer meanwhile ends the verification (a stale answer then cannot
-    /// open a transaction the coordinator has ended). A verification already under way
-    /// for `pid` is reused.
-    pub(crate) fn start_verification(&mut self, pid: i64, now_ms: i64) -> Option<u64> {
+    /// KIP-890: before a transactional batch of `pid` (at `epoch`, first sequence `seq`)
+    /// is appended here while the producer has no transaction here, the broker asks the
+    /// coordinator whether this partition is in the producer's transaction. None: a
+    /// transaction is under way here, nothing to ask. Some(guard): ask, and append with
+    /// this guard (`verified`); a marker or data batch of the producer meanwhile ends the
+    /// verification (a stale answer then cannot open a transaction the coordinator has
+    /// ended). A verification already under way for `pid` is reused; it keeps the lowest
+    /// sequence asked under the newest epoch (Kafka's maybeUpdateLowestSequenceAndEpoch).
+    pub(crate) fn start_verification(
+        &mut self,
+        pid: i64,
+        (epoch, seq): (i16, i32),
+        now_ms: i64,
+    ) -> Option<u64> {
         if self.map.get(&pid).is_some_and(|e| e.txn_first.is_some()) {
             return None;
         }
         if !self.verifying.contains_key(&pid) && self.verifying.len() >= 64 {
             self.verifying
-                .retain(|_, (_, at)| now_ms.saturating_sub(*at) < VERIFICATION_MAX_AGE_MS);
+                .retain(|_, v| now_ms.saturating_sub(v.started_ms) < VERIFICATION_MAX_AGE_MS);
         }
-        let (guard, _) = *self
-            .verifying
-            .entry(pid)
-            .or_insert_with(|| (next_guard(), now_ms));
-        Some(guard)
+        let v = self.verifying.entry(pid).or_insert_with(|| Verifying {
+            guard: next_guard(),
+            started_ms: now_ms,
+            epoch,
+            lowest_seq: seq,
+        });
+        if epoch > v.epoch {
+            v.epoch = epoch;
+            v.lowest_seq = seq;
+        } else if epoch == v.epoch && seq < v.lowest_seq {
+            v.lowest_seq = seq;
+        }
+        Some(v.guard)
     }
 
     /// Whether `guard` is the verification under way for `pid`.
     pub(crate) fn verified(&self, pid: i64, guard: Option<u64>) -> bool {
-        guard.is_some() && self.verifying.get(&pid).map(|&(g, _)| g) == guard
+        guard.is_some() && self.verifying.get(&pid).map(|v| v.guard) == guard
+    }
+
+    /// The lowest first sequence of a verification under way for `pid` (see `Verifying`).
+    pub(crate) fn verifying_lowest_seq(&self, pid: i64) -> Option<i32> {
+        self.verifying.get(&pid).map(|v| v.lowest_seq)
     }
 
     /// Every producer (for a snapshot).

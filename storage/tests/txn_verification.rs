@@ -32,7 +32,7 @@ fn a_transaction_starts_only_under_its_verification_guard() {
             1,
             TxnVerification::Guard(None)
         )));
-        let guard = log.start_txn_verification(5, 1).unwrap();
+        let guard = log.start_txn_verification(5, (0, 0), 1).unwrap();
         assert!(guard.is_some());
         // a guard that is not this verification's
         let wrong = guard.map(|g| g + 1_000_000);
@@ -42,14 +42,14 @@ fn a_transaction_starts_only_under_its_verification_guard() {
             TxnVerification::Guard(wrong)
         )));
         // a second start while the first is under way gives the same guard
-        assert_eq!(log.start_txn_verification(5, 1).unwrap(), guard);
+        assert_eq!(log.start_txn_verification(5, (0, 0), 1).unwrap(), guard);
         assert_eq!(log.log_end_offset(), 0);
         let info = log
             .append_with(first.clone(), 1, TxnVerification::Guard(guard))
             .unwrap();
         assert_eq!(info.base_offset, 0);
         // the transaction is under way: nothing to verify, appended without a guard
-        assert_eq!(log.start_txn_verification(5, 1).unwrap(), None);
+        assert_eq!(log.start_txn_verification(5, (0, 0), 1).unwrap(), None);
         log.append_with(
             tx_batch(5, 0, 1, &[2], true),
             1,
@@ -71,7 +71,7 @@ fn a_transaction_starts_only_under_its_verification_guard() {
             1,
             TxnVerification::Guard(guard)
         )));
-        let again = log.start_txn_verification(5, 1).unwrap();
+        let again = log.start_txn_verification(5, (0, 2), 1).unwrap();
         assert!(again.is_some() && again != guard);
         log.append_with(next, 1, TxnVerification::Guard(again))
             .unwrap();
@@ -93,9 +93,9 @@ fn a_marker_after_the_verification_spends_its_guard() {
         let log = PartitionLog::open(&shard, path, LogConfig::default())
             .await
             .unwrap();
-        let guard = log.start_txn_verification(5, 1).unwrap();
+        let guard = log.start_txn_verification(5, (0, 0), 1).unwrap();
         // another producer's transaction does not end producer 5's verification
-        let other = log.start_txn_verification(6, 1).unwrap();
+        let other = log.start_txn_verification(6, (0, 0), 1).unwrap();
         log.append_with(
             tx_batch(6, 0, 0, &[1], true),
             1,
@@ -127,7 +127,7 @@ fn a_restart_forgets_verifications() {
             .await
             .unwrap();
         log.append(common::batch(1, 10, 1, 1), 1).unwrap();
-        let guard = log.start_txn_verification(5, 1).unwrap();
+        let guard = log.start_txn_verification(5, (0, 0), 1).unwrap();
         log.close().await.unwrap();
         let log = PartitionLog::open(&shard, path, LogConfig::default())
             .await
@@ -138,7 +138,7 @@ fn a_restart_forgets_verifications() {
             1,
             TxnVerification::Guard(guard)
         )));
-        let fresh = log.start_txn_verification(5, 1).unwrap();
+        let fresh = log.start_txn_verification(5, (0, 0), 1).unwrap();
         assert!(fresh.is_some() && fresh != guard);
         log.append_with(
             tx_batch(5, 0, 0, &[1], true),
@@ -163,7 +163,7 @@ fn a_coordinator_batch_starts_a_transaction_only_under_its_guard() {
         let refused = log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(None));
         assert!(invalid_txn_state(refused));
         assert_eq!(log.log_end_offset(), 0);
-        let guard = log.start_txn_verification(5, 1).unwrap();
+        let guard = log.start_txn_verification(5, (0, -1), 1).unwrap();
         log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(guard))
             .unwrap();
         // under way: a second commit in the same transaction needs no guard
@@ -172,6 +172,65 @@ fn a_coordinator_batch_starts_a_transaction_only_under_its_guard() {
         log.append_control(5, 0, false, 0, 1).unwrap();
         let late = log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(guard));
         assert!(invalid_txn_state(late));
+        shard.shutdown().await.unwrap();
+    });
+}
+
+/// A batch with a higher sequence than one still being verified waits for it (Kafka's
+/// lowest sequence under verification): a lower batch whose verification failed
+/// retriably is not overtaken by a later one of the same transaction.
+#[test]
+fn a_higher_sequence_waits_for_a_lower_one_under_verification() {
+    let (_dir, path) = open_new("t-0");
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path, LogConfig::default())
+            .await
+            .unwrap();
+        // seq 0's verification starts (and, say, the coordinator could not answer)
+        let low = log.start_txn_verification(5, (0, 0), 1).unwrap();
+        // seq 1, pipelined after it, is verified under the same guard
+        let high = log.start_txn_verification(5, (0, 1), 1).unwrap();
+        assert_eq!(low, high);
+        let refused = log.append_with(
+            tx_batch(5, 0, 1, &[2], true),
+            1,
+            TxnVerification::Guard(high),
+        );
+        assert!(
+            matches!(
+                refused,
+                Err(StorageError::OutOfOrderSequence {
+                    expected: 0,
+                    got: 1,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        // seq 0's retry goes first, then seq 1
+        log.append_with(
+            tx_batch(5, 0, 0, &[1], true),
+            1,
+            TxnVerification::Guard(low),
+        )
+        .unwrap();
+        log.append_with(
+            tx_batch(5, 0, 1, &[2], true),
+            1,
+            TxnVerification::Guard(None),
+        )
+        .unwrap();
+        // a newer epoch starts over from its own sequence
+        log.append_control(5, 0, false, 0, 1).unwrap();
+        log.start_txn_verification(5, (0, 7), 1).unwrap();
+        let bumped = log.start_txn_verification(5, (1, 0), 1).unwrap();
+        log.append_with(
+            tx_batch(5, 1, 0, &[3], true),
+            1,
+            TxnVerification::Guard(bumped),
+        )
+        .unwrap();
         shard.shutdown().await.unwrap();
     });
 }

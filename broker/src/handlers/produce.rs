@@ -299,6 +299,7 @@ impl Verifying {
             slot: self.slots.len(),
             tp: tp.clone(),
             shard,
+            base_sequence: h.base_sequence,
         });
         self.slots.push(slot);
     }

@@ -255,6 +255,8 @@ async fn verify_txn_offsets(
             partition,
         },
         shard,
+        // the coordinator's batch carries no sequence (Kafka: NO_SEQUENCE)
+        base_sequence: -1,
     };
     let producer = (req.producer_id.0, req.producer_epoch);
     let mut answers = verify(

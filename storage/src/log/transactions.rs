@@ -61,11 +61,25 @@ impl PartitionLog {
                 TxnVerification::Off => false,
             };
             let verdict = producer::check_and_apply(entry, h, base)?;
-            if unverified && matches!(verdict, Verdict::New) {
-                return Err(StorageError::InvalidTxnState {
-                    producer_id: pid,
-                    reason: "Record was not part of an ongoing transaction".into(),
-                });
+            if matches!(verdict, Verdict::New) {
+                if unverified {
+                    return Err(StorageError::InvalidTxnState {
+                        producer_id: pid,
+                        reason: "Record was not part of an ongoing transaction".into(),
+                    });
+                }
+                // a lower batch of the producer is still being verified: it goes first
+                let lowest = match verification {
+                    TxnVerification::Guard(_) => ps.verifying_lowest_seq(pid),
+                    TxnVerification::Off => None,
+                };
+                if let Some(lowest) = lowest.filter(|&l| h.base_sequence > l) {
+                    return Err(StorageError::OutOfOrderSequence {
+                        producer_id: pid,
+                        expected: lowest,
+                        got: h.base_sequence,
+                    });
+                }
             }
             if let Verdict::Duplicate(m) = verdict {
                 if batches.len() != 1 {
@@ -250,20 +264,24 @@ impl PartitionLog {
         crate::read::aborted_transactions(&self.inner, from_offset, upper_offset).await
     }
 
-    /// KIP-890: a transactional batch of `producer_id` is about to be appended by a
-    /// client. Ok(None) when the producer has a transaction under way here (append with
+    /// KIP-890: a transactional batch of `producer_id` (at `(epoch, first sequence)`;
+    /// a coordinator's batch has sequence -1) is about to be appended. Ok(None) when the
+    /// producer has a transaction under way here (append with
     /// `TxnVerification::Guard(None)`); Ok(Some(guard)) when the batch would start one:
     /// the broker asks the producer's coordinator whether this partition is in its
-    /// transaction and, if it is, appends with `Guard(Some(guard))`. Needs the producer
-    /// state built (`load_producer_state`; otherwise `ProducerStateNotLoaded`).
+    /// transaction and, if it is, appends with `Guard(Some(guard))`. While one is under
+    /// way, a batch with a higher sequence than the lowest verified is refused
+    /// OUT_OF_ORDER_SEQUENCE. Needs the producer state built (`load_producer_state`;
+    /// otherwise `ProducerStateNotLoaded`).
     pub fn start_txn_verification(
         &self,
         producer_id: i64,
+        epoch_seq: (i16, i32),
         now_ms: i64,
     ) -> Result<Option<u64>, StorageError> {
         self.inner
             .state_mut()
-            .start_txn_verification(producer_id, now_ms)
+            .start_txn_verification(producer_id, epoch_seq, now_ms)
     }
 
     /// Every producer the producer state knows (DescribeProducers), by producer id;

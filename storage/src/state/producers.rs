@@ -56,13 +56,14 @@ impl LogState {
     pub(crate) fn start_txn_verification(
         &mut self,
         pid: i64,
+        epoch_seq: (i16, i32),
         now_ms: i64,
     ) -> Result<Option<u64>, StorageError> {
         self.require_producers()?;
         Ok(self
             .producers
             .as_mut()
-            .and_then(|ps| ps.start_verification(pid, now_ms)))
+            .and_then(|ps| ps.start_verification(pid, epoch_seq, now_ms)))
     }
     /// The producer state must be built before an append that checks or replays into it
     /// (idempotent or transactional batches, markers): `ProducerStateNotLoaded` when it is
