@@ -38,7 +38,7 @@ use sluice_storage::Signal;
 mod delete_records;
 mod fetch;
 mod produce;
-pub(crate) use produce::Appended;
+pub(crate) use produce::{within, Appended};
 mod replicas;
 
 /// Broker-side bounds on what a request may ask for, read once from the config.

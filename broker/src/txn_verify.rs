@@ -97,11 +97,7 @@ pub(crate) async fn verify(
         }
         out
     };
-    let timed = futures_lite::future::or(async { Some(work.await) }, async {
-        glommio::timer::sleep(timeout).await;
-        None
-    })
-    .await;
+    let timed = crate::shard::within(timeout, std::time::Instant::now(), work).await;
     timed.unwrap_or_else(|| {
         tracing::debug!(transactional_id, "transaction verification timed out");
         let late = code(ResponseError::NetworkException);

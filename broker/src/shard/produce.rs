@@ -399,7 +399,7 @@ impl ShardCtx {
 }
 
 /// `fut`'s output, or None once `timeout` has passed since `started`.
-async fn within<T>(
+pub(crate) async fn within<T>(
     timeout: Duration,
     started: std::time::Instant,
     fut: impl std::future::Future<Output = T>,
