@@ -13,18 +13,29 @@ fn open_new(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
+/// Runs `f` on a new, empty log named `name` of a fresh shard, then shuts the shard down.
+fn with_new_log<Fut: std::future::Future<Output = ()> + 'static>(
+    name: &'static str,
+    f: impl FnOnce(PartitionLog) -> Fut + Send + 'static,
+) {
+    let (_dir, path) = open_new(name);
+    run(move || async move {
+        let shard = ShardStorage::start(ShardStorageOptions::default());
+        let log = PartitionLog::open(&shard, path, LogConfig::default())
+            .await
+            .unwrap();
+        f(log).await;
+        shard.shutdown().await.unwrap();
+    });
+}
+
 fn invalid_txn_state(r: Result<AppendInfo, StorageError>) -> bool {
     matches!(r, Err(StorageError::InvalidTxnState { .. }))
 }
 
 #[test]
 fn a_transaction_starts_only_under_its_verification_guard() {
-    let (_dir, path) = open_new("t-0");
-    run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, path, LogConfig::default())
-            .await
-            .unwrap();
+    with_new_log("t-0", |log| async move {
         let first = tx_batch(5, 0, 0, &[1], true);
         // not verified: refused, nothing written
         assert!(invalid_txn_state(log.append_with(
@@ -78,7 +89,6 @@ fn a_transaction_starts_only_under_its_verification_guard() {
         // verification off: appended as before
         log.append_with(tx_batch(9, 0, 0, &[4], true), 1, TxnVerification::Off)
             .unwrap();
-        shard.shutdown().await.unwrap();
     });
 }
 
@@ -87,12 +97,7 @@ fn a_transaction_starts_only_under_its_verification_guard() {
 /// open a transaction nobody will end.
 #[test]
 fn a_marker_after_the_verification_spends_its_guard() {
-    let (_dir, path) = open_new("t-0");
-    run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, path, LogConfig::default())
-            .await
-            .unwrap();
+    with_new_log("t-0", |log| async move {
         let guard = log.start_txn_verification(5, (0, 0), 1).unwrap();
         // another producer's transaction does not end producer 5's verification
         let other = log.start_txn_verification(6, (0, 0), 1).unwrap();
@@ -113,7 +118,6 @@ fn a_marker_after_the_verification_spends_its_guard() {
         assert_eq!(log.log_end_offset(), end);
         // producer 6's transaction is the only one open
         assert_eq!(log.first_unstable_offset(), Some(0));
-        shard.shutdown().await.unwrap();
     });
 }
 
@@ -153,12 +157,7 @@ fn a_restart_forgets_verifications() {
 /// A coordinator's transactional batch (TxnOffsetCommit) follows the same rule.
 #[test]
 fn a_coordinator_batch_starts_a_transaction_only_under_its_guard() {
-    let (_dir, path) = open_new("__consumer_offsets-0");
-    run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, path, LogConfig::default())
-            .await
-            .unwrap();
+    with_new_log("__consumer_offsets-0", |log| async move {
         let offsets = || tx_batch(5, 0, -1, &[1], true);
         let refused = log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(None));
         assert!(invalid_txn_state(refused));
@@ -172,7 +171,6 @@ fn a_coordinator_batch_starts_a_transaction_only_under_its_guard() {
         log.append_control(5, 0, false, 0, 1).unwrap();
         let late = log.append_from_coordinator_with(offsets(), 1, TxnVerification::Guard(guard));
         assert!(invalid_txn_state(late));
-        shard.shutdown().await.unwrap();
     });
 }
 
@@ -181,12 +179,7 @@ fn a_coordinator_batch_starts_a_transaction_only_under_its_guard() {
 /// retriably is not overtaken by a later one of the same transaction.
 #[test]
 fn a_higher_sequence_waits_for_a_lower_one_under_verification() {
-    let (_dir, path) = open_new("t-0");
-    run(move || async move {
-        let shard = ShardStorage::start(ShardStorageOptions::default());
-        let log = PartitionLog::open(&shard, path, LogConfig::default())
-            .await
-            .unwrap();
+    with_new_log("t-0", |log| async move {
         // seq 0's verification starts (and, say, the coordinator could not answer)
         let low = log.start_txn_verification(5, (0, 0), 1).unwrap();
         // seq 1, pipelined after it, is verified under the same guard
@@ -231,6 +224,5 @@ fn a_higher_sequence_waits_for_a_lower_one_under_verification() {
             TxnVerification::Guard(bumped),
         )
         .unwrap();
-        shard.shutdown().await.unwrap();
     });
 }
