@@ -6,8 +6,8 @@
 //! quorum changes fail (never hang) while reads still answer; a full restart keeps the
 //! metadata; a silent broker is fenced and comes back; garbage on the controller port is
 //! dropped; a data dir refuses a different node id or voter set; replicated records survive
-//! a leader kill and a stopped follower rejoins; a topic re-created under a deleted one's
-//! name never reopens the old log. (Longer replication scenarios: `replication.rs`.)
+//! a leader kill and a stopped follower rejoins. (Longer replication scenarios:
+//! `replication.rs`; topics deleted and created again: `recreated_topics.rs`.)
 //! Every wait is bounded; the bounds are functional (generous), not performance checks.
 
 mod common;
@@ -18,11 +18,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use common::block_on;
+use common::checks::{
+    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume,
+};
 use common::cluster::{
     ensure_same, run_binary_expecting_exit, try_create, Cluster, MetadataView, FAST_SETTINGS,
 };
 use common::extra::ExtraNode;
-use common::{block_on, consume_until};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
@@ -35,157 +38,6 @@ const CHANGE: Duration = Duration::from_secs(15);
 
 fn topic(name: &str, partitions: i32, rf: i32) -> NewTopic<'_> {
     NewTopic::new(name, partitions, TopicReplication::Fixed(rf))
-}
-
-/// Every partition of `name` in `v` is led, error-free, with `isr` as the ISR set.
-fn ensure_led(v: &MetadataView, name: &str, partitions: usize) -> Result<()> {
-    let t = v.topic(name)?;
-    ensure!(
-        t.error == 0,
-        "node {}: topic {name} error {}",
-        v.from,
-        t.error
-    );
-    ensure!(
-        t.partitions.len() == partitions,
-        "node {}: topic {name} has {} partitions, want {partitions}",
-        v.from,
-        t.partitions.len()
-    );
-    for p in &t.partitions {
-        ensure!(
-            p.leader >= 0 && p.error == 0,
-            "node {}: {name}-{} has leader {} error {}",
-            v.from,
-            p.partition,
-            p.leader,
-            p.error
-        );
-    }
-    Ok(())
-}
-
-/// Every partition of `name` has its whole replica set in its ISR and nothing offline.
-fn ensure_full_isr(v: &MetadataView, name: &str) -> Result<()> {
-    for p in &v.topic(name)?.partitions {
-        let replicas: BTreeSet<i32> = p.replicas.iter().copied().collect();
-        let isr: BTreeSet<i32> = p.isr.iter().copied().collect();
-        ensure!(
-            replicas == isr && p.offline.is_empty(),
-            "node {}: {name}-{}: replicas {:?}, isr {:?}, offline {:?}",
-            v.from,
-            p.partition,
-            p.replicas,
-            p.isr,
-            p.offline
-        );
-    }
-    Ok(())
-}
-
-fn ensure_brokers(v: &MetadataView, want: &[u32]) -> Result<()> {
-    let want: BTreeSet<i32> = want.iter().map(|id| *id as i32).collect();
-    ensure!(
-        v.broker_ids() == want,
-        "node {} lists brokers {:?}, want {want:?}",
-        v.from,
-        v.broker_ids()
-    );
-    Ok(())
-}
-
-/// Produces `per_partition` records to every partition of `name` (acks=all, through every
-/// broker), consumes them back, and checks each partition returns exactly its records.
-fn produce_and_consume(
-    cluster: &Cluster,
-    name: &str,
-    partitions: i32,
-    per_partition: usize,
-) -> Result<BTreeMap<i32, Vec<String>>> {
-    let producer: rdkafka::producer::FutureProducer = Cluster::client_config(&cluster.bootstrap())
-        .set("acks", "all")
-        .set("enable.idempotence", "false")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "20000")
-        .create()?;
-    let mut sent: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    let mut futures = Vec::new();
-    for i in 0..per_partition {
-        for p in 0..partitions {
-            let payload = format!("{name}-p{p}-r{i}");
-            let key = format!("k{i}");
-            let record = FutureRecord::to(name)
-                .partition(p)
-                .key(&key)
-                .payload(&payload);
-            match producer.send_result(record) {
-                Ok(f) => futures.push((p, f)),
-                Err((e, _)) => bail!("enqueueing {payload}: {e}"),
-            }
-            sent.entry(p).or_default().push(payload);
-        }
-    }
-    block_on(async {
-        for (p, f) in futures {
-            let delivery = tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .with_context(|| format!("no delivery report for partition {p} in 30 s"))?
-                .context("producer dropped the delivery")?;
-            if let Err((e, _)) = delivery {
-                bail!("produce to {name}-{p}: {e}");
-            }
-        }
-        Ok(())
-    })?;
-    consume_exactly(cluster, name, &sent)?;
-    Ok(sent)
-}
-
-/// Reads every partition of `name` from the start and checks it holds exactly `sent`, in
-/// order (the high watermark included).
-fn consume_exactly(cluster: &Cluster, name: &str, sent: &BTreeMap<i32, Vec<String>>) -> Result<()> {
-    let consumer: rdkafka::consumer::BaseConsumer = Cluster::client_config(&cluster.bootstrap())
-        .set("group.id", "sluice-cluster-tests-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "200")
-        .create()?;
-    let mut highs = BTreeMap::new();
-    for (p, records) in sent {
-        // after a leader change the new leader's high watermark catches up as its
-        // followers report their positions
-        let high = common::cluster::wait_for("the high watermark", CONVERGE, || {
-            let (_, high) = consumer.fetch_watermarks(name, *p, Duration::from_secs(10))?;
-            ensure!(
-                high == records.len() as i64,
-                "{name}-{p}: high watermark {high}, produced {}",
-                records.len()
-            );
-            Ok(Some(high))
-        })?;
-        highs.insert(*p, high);
-    }
-    let got = consume_until(&consumer, name, &highs, Duration::from_secs(60))?;
-    let mut by_partition: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
-    for c in got {
-        let payload = String::from_utf8(c.payload.unwrap_or_default())?;
-        by_partition
-            .entry(c.partition)
-            .or_default()
-            .push((c.offset, payload));
-    }
-    for (p, want) in sent {
-        let mut got = by_partition.remove(p).unwrap_or_default();
-        got.sort();
-        got.dedup();
-        let got: Vec<String> = got.into_iter().map(|(_, v)| v).collect();
-        ensure!(
-            &got == want,
-            "{name}-{p}: consumed {got:?}, produced {want:?}"
-        );
-    }
-    Ok(())
 }
 
 /// A topic with 6 partitions and RF 3, created through one broker that is not the first,
@@ -1553,124 +1405,5 @@ fn a_lone_restarted_node_waits_for_its_quorum_then_keeps_its_high_watermark() ->
         high == 50,
         "the restarted leader's high watermark is {high}, not the 50 committed before"
     );
-    Ok(())
-}
-
-/// The topic id in node `id`'s `partition.metadata` of `dir_name`, if the file is there.
-fn marked_topic_id(cluster: &Cluster, id: u32, dir_name: &str) -> Option<String> {
-    let path = cluster
-        .node_dir(id)
-        .join("data")
-        .join(dir_name)
-        .join("partition.metadata");
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("topic_id:"))
-        .map(|s| s.trim().to_string())
-}
-
-/// Whether any file directly in node `id`'s partition directory contains `needle`.
-fn dir_contains(cluster: &Cluster, id: u32, dir_name: &str, needle: &[u8]) -> Result<bool> {
-    let dir = cluster.node_dir(id).join("data").join(dir_name);
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
-        let bytes = std::fs::read(entry?.path())?;
-        if bytes.windows(needle.len()).any(|w| w == needle) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// A topic deleted while a node is down and created again under the same name once it is
-/// back: the node must not reopen the old partition directory (named by topic name only)
-/// as the new topic's log. `partition.metadata` records the topic id; a directory marked
-/// with another id is deleted before the new log is created.
-#[test]
-fn a_recreated_topic_does_not_reopen_the_old_log() -> Result<()> {
-    let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
-    cluster.create_topic(&cluster.ids(), &topic("reborn", 1, 3), CHANGE)?;
-    cluster.wait_views("reborn everywhere", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "reborn", 1)?;
-            ensure_full_isr(v, "reborn")?;
-        }
-        ensure_same(views)
-    })?;
-    let producer: rdkafka::producer::FutureProducer = Cluster::client_config(&cluster.bootstrap())
-        .set("acks", "all")
-        .set("message.timeout.ms", "30000")
-        .create()?;
-    for i in 0..50 {
-        let payload = format!("stale-{i}");
-        let delivered = block_on(
-            producer.send(
-                FutureRecord::<(), str>::to("reborn")
-                    .partition(0)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            ),
-        );
-        if let Err((e, _)) = delivered {
-            bail!("record {i}: {e}");
-        }
-    }
-    drop(producer);
-    let views = cluster.wait_views("the leader", &[1], CONVERGE, |_| Ok(()))?;
-    let leader = views[0].topic("reborn")?.partitions[0].leader as u32;
-    let away = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap_or(2);
-    common::cluster::wait_for("the follower's copy", CONVERGE, || {
-        Ok(dir_contains(&cluster, away, "reborn-0", b"stale-49")
-            .unwrap_or(false)
-            .then_some(()))
-    })?;
-    let old_id = marked_topic_id(&cluster, away, "reborn-0").context("no partition.metadata")?;
-    cluster.kill9(away)?;
-    let present: Vec<u32> = cluster.ids().into_iter().filter(|id| *id != away).collect();
-    let admin = cluster.admin(&present)?;
-    let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in block_on(admin.delete_topics(&["reborn"], &opts))? {
-        if let Err((name, code)) = r {
-            bail!("delete {name}: {code:?}");
-        }
-    }
-    cluster.wait_views("reborn gone", &present, CONVERGE, |views| {
-        for v in views {
-            ensure!(
-                v.topic("reborn").is_err(),
-                "node {} still lists reborn",
-                v.from
-            );
-        }
-        Ok(())
-    })?;
-    // back while no topic of that name exists: its directory stays on disk for now
-    cluster.start_node(away)?;
-    cluster.wait_views("all brokers back", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_brokers(v, &cluster.ids())?;
-        }
-        Ok(())
-    })?;
-    cluster.create_topic(&cluster.ids(), &topic("reborn", 1, 3), CHANGE)?;
-    cluster.wait_views("reborn again", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "reborn", 1)?;
-            ensure_full_isr(v, "reborn")?;
-        }
-        ensure_same(views)
-    })?;
-    let sent = produce_and_consume(&cluster, "reborn", 1, 20)?;
-    ensure!(sent[&0].len() == 20);
-    ensure!(
-        !dir_contains(&cluster, away, "reborn-0", b"stale-")?,
-        "node {away} keeps records of the deleted topic (id {old_id}) in the new topic's log"
-    );
-    common::cluster::wait_for("the new topic's mark", CONVERGE, || {
-        Ok(marked_topic_id(&cluster, away, "reborn-0").filter(|id| *id != old_id))
-    })?;
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! Shared harness for the broker's integration tests: a real `sluice` process on an
 //! ephemeral 127.0.0.1 port with a temp data dir, plus rdkafka client builders; `raw` is
 //! a raw Kafka client, `kafka` the raw-protocol helpers the hardening suites share and
-//! `old_wire` the pre-flexible layouts and message sets the old-version suites write.
+//! `checks` the cluster suites' shared checks and `old_wire` the pre-flexible layouts and message sets the old-version suites write.
 //! Invariants: every wait is bounded; the child is killed when the guard drops (even on
 //! panic); the data dir outlives
 //! restarts so durability can be checked across processes.
 //! The log tail printed on drop is captured by libtest and shown only for failing tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub(crate) mod checks;
 pub(crate) mod cluster;
 pub(crate) mod extra;
 pub(crate) mod kafka;
