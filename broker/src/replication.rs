@@ -516,18 +516,17 @@ async fn fetch_once(
                     continue;
                 }
             }
-            // only data fetched from where the log ends now: a truncation (or a restart of
-            // the log) since the request went out makes it data for another offset, and
-            // appending it after the new end would leave a hole (the log takes offset gaps,
-            // a compacted leader has them). Kafka's fetcher skips such a response too.
-            let asked = f
-                .session
-                .borrow()
-                .sent
-                .get(&(topic.clone(), p.partition_index))
-                .map(|x| x.0);
-            if asked != Some(log.log_end_offset()) {
-                tracing::debug!(%topic, partition = p.partition_index, ?asked, end = log.log_end_offset(), "fetched data is not for the log's end: skipped");
+            // only data fetched from where the log ends now, at the leader epoch followed
+            // now: a truncation (or a restart of the log) since the request went out makes
+            // it data for another offset, and appending it after the new end would leave a
+            // hole (the log takes offset gaps, a compacted leader has them); a new epoch
+            // (a new leader, or a topic deleted and created again under the name) makes it
+            // data of another leader's log. Kafka's fetcher skips such a response too.
+            let key = (topic.clone(), p.partition_index);
+            let asked = f.session.borrow().sent.get(&key).map(|x| (x.0, x.1));
+            let following = f.parts.borrow().get(&key).map(|x| x.epoch);
+            if asked.map(|a| a.0) != Some(log.log_end_offset()) || asked.map(|a| a.1) != following {
+                tracing::debug!(%topic, partition = p.partition_index, ?asked, ?following, end = log.log_end_offset(), "fetched data is not for the log's end at the followed epoch: skipped");
                 continue;
             }
             let bytes = records.len();

@@ -8,7 +8,7 @@ use prost::Message;
 /// One metadata change.
 #[derive(Clone, PartialEq, Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
     pub record: Option<Record>,
 }
 
@@ -38,6 +38,8 @@ pub enum Record {
     AccessControlEntry(AccessControlEntryRecord),
     #[prost(message, tag = "12")]
     RemoveAccessControlEntry(RemoveAccessControlEntryRecord),
+    #[prost(message, tag = "13")]
+    LeaderEpochFloor(LeaderEpochFloorRecord),
 }
 
 /// The records of one metadata-log entry (one raft entry, applied atomically), and the
@@ -173,6 +175,17 @@ pub struct RemoveTopicRecord {
     pub topic_id: Vec<u8>,
 }
 
+/// New partitions start at leader epoch `next_leader_epoch` or later. Only snapshots carry
+/// it: in the log, removing a topic raises the floor above every leader epoch the topic's
+/// partitions reached, so a topic created again under that name starts above any epoch a
+/// broker that has not yet applied the removal still holds for the old log (whose fetches
+/// by name, and those of its followers, are then fenced by epoch).
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaderEpochFloorRecord {
+    #[prost(int32, tag = "1")]
+    pub next_leader_epoch: i32,
+}
+
 /// Producer ids below `next_producer_id` have been handed out.
 #[derive(Clone, PartialEq, Message)]
 pub struct ProducerIdsRecord {
@@ -302,6 +315,9 @@ mod tests {
             Record::UnfenceBroker(UnfenceBrokerRecord {
                 node_id: 2,
                 epoch: 7,
+            }),
+            Record::LeaderEpochFloor(LeaderEpochFloorRecord {
+                next_leader_epoch: 12,
             }),
         ];
         for r in records {

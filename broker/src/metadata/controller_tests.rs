@@ -420,3 +420,55 @@ fn a_controller_that_did_not_run_credits_sessions_instead_of_fencing_everyone() 
     }
     assert_eq!(fenced(&image), vec![1, 2, 3]);
 }
+
+#[test]
+fn a_topic_created_again_starts_above_the_leader_epochs_of_the_removed_one() {
+    let mut image = MetadataImage::default();
+    let mut logic = ControllerLogic::new(BrokerConfig::default(), &image, Instant::now());
+    brokers(&mut image, &mut logic, &[1, 2, 3], false);
+    let epochs = |image: &MetadataImage, name: &str| -> Vec<i32> {
+        let t = image.topic(name).unwrap(); // ok: test
+        t.parts.iter().map(|p| p.leader_epoch).collect()
+    };
+    create(&mut image, &mut logic, "t", 2, 3);
+    assert_eq!(epochs(&image, "t"), vec![0, 0]);
+    // partition 1 has seen four elections
+    let t = image.topic("t").unwrap().clone(); // ok: test
+    let mut moved = t.parts[1].clone();
+    moved.leader_epoch = 4;
+    image.apply(1, &moved.to_record(&t.id, 1));
+    let delete = MetadataOp::DeleteTopics {
+        topics: vec![TopicRef::Name("t".into())],
+    };
+    logic.decide(&mut image, 101, delete, Instant::now());
+    assert!(image.topic("t").is_none());
+    assert_eq!(image.next_leader_epoch, 5);
+
+    // the new "t" (and any new partition) starts above every epoch the old "t" reached,
+    // so a broker still holding the old log at epoch 4 fences fetches of the new one
+    create(&mut image, &mut logic, "t", 1, 3);
+    assert_eq!(epochs(&image, "t"), vec![5]);
+    let grow = MetadataOp::CreatePartitions {
+        topics: vec![NewPartitions {
+            topic: "t".into(),
+            count: 2,
+            assignments: Vec::new(),
+        }],
+        validate_only: false,
+    };
+    logic.decide(&mut image, 102, grow, Instant::now());
+    assert_eq!(epochs(&image, "t"), vec![5, 5]);
+
+    // a snapshot carries the floor; a removal never lowers it
+    let mut copy = MetadataImage::default();
+    for r in image.to_records() {
+        copy.apply(7, &r);
+    }
+    assert_eq!(copy.next_leader_epoch, 5);
+    create(&mut copy, &mut logic, "u", 1, 3);
+    let delete_u = MetadataOp::DeleteTopics {
+        topics: vec![TopicRef::Name("u".into())],
+    };
+    logic.decide(&mut copy, 103, delete_u, Instant::now());
+    assert_eq!(copy.next_leader_epoch, 6);
+}

@@ -159,6 +159,9 @@ pub(crate) struct MetadataImage {
     names_by_id: FastMap<TopicId, String>,
     brokers: BTreeMap<i32, BrokerInfo>,
     pub(crate) next_producer_id: i64,
+    /// The leader epoch new partitions start at: above every epoch a removed topic's
+    /// partitions reached (`LeaderEpochFloorRecord`).
+    pub(crate) next_leader_epoch: i32,
     /// SCRAM credentials by (user, mechanism type).
     scram: BTreeMap<(String, i32), UserScramCredentialRecord>,
     /// ACLs by id.
@@ -321,13 +324,24 @@ impl MetadataImage {
                     return Vec::new();
                 };
                 match self.topics.remove(&name) {
-                    Some(t) => vec![Change::TopicRemoved {
-                        topic: name,
-                        id,
-                        partitions: t.partitions,
-                    }],
+                    Some(t) => {
+                        let reached = t.parts.iter().map(|p| p.leader_epoch).max();
+                        if let Some(e) = reached {
+                            self.next_leader_epoch =
+                                self.next_leader_epoch.max(e.saturating_add(1));
+                        }
+                        vec![Change::TopicRemoved {
+                            topic: name,
+                            id,
+                            partitions: t.partitions,
+                        }]
+                    }
                     None => Vec::new(),
                 }
+            }
+            Record::LeaderEpochFloor(f) => {
+                self.next_leader_epoch = self.next_leader_epoch.max(f.next_leader_epoch);
+                Vec::new()
             }
             Record::ProducerIds(p) => {
                 self.next_producer_id = self.next_producer_id.max(p.next_producer_id);
@@ -392,7 +406,9 @@ impl MetadataImage {
 
     /// Records that rebuild this image from nothing (a snapshot).
     pub(crate) fn to_records(&self) -> Vec<MetadataRecord> {
-        use sluice_proto::metadata::{ConfigRecord, ProducerIdsRecord, RegisterBrokerRecord};
+        use sluice_proto::metadata::{
+            ConfigRecord, LeaderEpochFloorRecord, ProducerIdsRecord, RegisterBrokerRecord,
+        };
         let mut out = Vec::new();
         for b in self.brokers.values() {
             out.push(MetadataRecord::new(Record::RegisterBroker(
@@ -433,6 +449,13 @@ impl MetadataImage {
                 next_producer_id: self.next_producer_id,
             },
         )));
+        if self.next_leader_epoch > 0 {
+            out.push(MetadataRecord::new(Record::LeaderEpochFloor(
+                LeaderEpochFloorRecord {
+                    next_leader_epoch: self.next_leader_epoch,
+                },
+            )));
+        }
         for c in self.scram.values() {
             out.push(MetadataRecord::new(Record::UserScramCredential(c.clone())));
         }

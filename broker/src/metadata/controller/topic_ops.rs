@@ -108,13 +108,15 @@ pub(super) fn check_assignments(
     Ok(())
 }
 
-/// A new partition: every replica in sync, the first one leads.
-pub(super) fn new_partition(replicas: Vec<i32>) -> PartitionState {
+/// A new partition: every replica in sync, the first one leads, at the image's first
+/// leader epoch for new partitions (above every epoch of a removed topic, whose name this
+/// one may reuse).
+pub(super) fn new_partition(image: &MetadataImage, replicas: Vec<i32>) -> PartitionState {
     PartitionState {
         leader: replicas.first().copied().unwrap_or(-1),
         isr: replicas.clone(),
         replicas,
-        leader_epoch: 0,
+        leader_epoch: image.next_leader_epoch,
         partition_epoch: 0,
         adding: Vec::new(),
         removing: Vec::new(),
@@ -321,7 +323,7 @@ impl ControllerLogic {
                 placement
                     .into_iter()
                     .enumerate()
-                    .map(|(p, replicas)| new_partition(replicas).to_record(&id, p as i32)),
+                    .map(|(p, replicas)| new_partition(image, replicas).to_record(&id, p as i32)),
             );
             recs.extend(
                 t.configs
@@ -478,7 +480,7 @@ impl ControllerLogic {
                 continue;
             }
             for (i, replicas) in placement.into_iter().enumerate() {
-                let r = new_partition(replicas).to_record(&t.id, t.partitions + i as i32);
+                let r = new_partition(image, replicas).to_record(&t.id, t.partitions + i as i32);
                 image.apply(0, &r);
                 records.push(r);
             }
