@@ -231,7 +231,22 @@ pub(crate) async fn txn_offset_commit(
                 .with_error_code(code)
         },
     );
+    for_old_producers(&mut resp, version);
     resp
+}
+
+/// As Kafka: producers before 2.0 (KAFKA-7296), which send TxnOffsetCommit v0–1, fail on
+/// COORDINATOR_LOAD_IN_PROGRESS and retry COORDINATOR_NOT_AVAILABLE.
+fn for_old_producers(resp: &mut TxnOffsetCommitResponse, version: i16) {
+    if version >= 2 {
+        return;
+    }
+    let loading = ResponseError::CoordinatorLoadInProgress.code();
+    for p in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if p.error_code == loading {
+            p.error_code = ResponseError::CoordinatorNotAvailable.code();
+        }
+    }
 }
 
 /// KIP-890 for TxnOffsetCommit (Kafka verifies it as a produce): the guard for the
@@ -440,4 +455,37 @@ pub(crate) async fn describe_producers(
         );
     }
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_producers_see_coordinator_not_available_while_the_group_loads() {
+        let topics = [TxnOffsetCommitRequestTopic::default()
+            .with_partitions(vec![Default::default(), Default::default()])];
+        let codes = |r: &TxnOffsetCommitResponse| -> Vec<i16> {
+            r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect()
+        };
+        let loading = ResponseError::CoordinatorLoadInProgress.code();
+        let mut answers = txn_commit_answers(&topics, loading);
+        answers[0].partitions[1].error_code = ResponseError::InvalidProducerEpoch.code();
+        let resp = TxnOffsetCommitResponse::default().with_topics(answers);
+        for (version, first) in [
+            (0, ResponseError::CoordinatorNotAvailable.code()),
+            (1, ResponseError::CoordinatorNotAvailable.code()),
+            (2, loading),
+            (4, loading),
+        ] {
+            let mut r = resp.clone();
+            for_old_producers(&mut r, version);
+            let other = ResponseError::InvalidProducerEpoch.code();
+            assert_eq!(codes(&r), vec![first, other], "v{version}");
+        }
+    }
 }
