@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use common::block_on;
 use common::checks::{
-    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume,
+    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume, wait_settled,
 };
 use common::cluster::{
     ensure_same, run_binary_expecting_exit, try_create, Cluster, MetadataView, FAST_SETTINGS,
@@ -468,13 +468,7 @@ fn full_restart_keeps_metadata() -> Result<()> {
 fn stopped_broker_is_fenced() -> Result<()> {
     let cluster = Cluster::start(3, FAST_SETTINGS)?;
     cluster.create_topic(&cluster.ids(), &topic("fence", 6, 3), CHANGE)?;
-    let before = cluster.wait_views("fence everywhere", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "fence", 6)?;
-            ensure_full_isr(v, "fence")?;
-        }
-        ensure_same(views)
-    })?;
+    let before = wait_settled(&cluster, &cluster.ids(), "fence", 6, CONVERGE)?;
     let controller = cluster.active_controller(CONVERGE)?;
     let victim = cluster
         .ids()
@@ -1262,13 +1256,7 @@ fn stopped_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
     let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
     let t = NewTopic::new("catchup", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
     cluster.create_topic(&cluster.ids(), &t, CHANGE)?;
-    let views = cluster.wait_views("catchup everywhere", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "catchup", 1)?;
-            ensure_full_isr(v, "catchup")?;
-        }
-        ensure_same(views)
-    })?;
+    let views = wait_settled(&cluster, &cluster.ids(), "catchup", 1, CONVERGE)?;
     let leader = views[0].topic("catchup")?.partitions[0].leader as u32;
     let follower = cluster
         .ids()
@@ -1370,13 +1358,7 @@ fn stopped_follower_catches_up_and_rejoins_the_isr() -> Result<()> {
 fn a_lone_restarted_node_waits_for_its_quorum_then_keeps_its_high_watermark() -> Result<()> {
     let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
     cluster.create_topic(&cluster.ids(), &topic("hwc", 1, 3), CHANGE)?;
-    cluster.wait_views("hwc everywhere", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "hwc", 1)?;
-            ensure_full_isr(v, "hwc")?;
-        }
-        ensure_same(views)
-    })?;
+    wait_settled(&cluster, &cluster.ids(), "hwc", 1, CONVERGE)?;
     let sent = produce_and_consume(&cluster, "hwc", 1, 50)?;
     ensure!(sent[&0].len() == 50);
     let views = cluster.wait_views("the leader", &[1], CONVERGE, |_| Ok(()))?;

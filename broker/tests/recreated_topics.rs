@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _, Result};
 use common::block_on;
 use common::checks::{
-    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume,
+    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume, wait_settled,
 };
 use common::cluster::{ensure_same, Cluster, MetadataView, FAST_SETTINGS};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -62,13 +62,7 @@ fn dir_contains(cluster: &Cluster, id: u32, dir_name: &str, needle: &[u8]) -> Re
 fn a_recreated_topic_does_not_reopen_the_old_log() -> Result<()> {
     let mut cluster = Cluster::start(3, FAST_SETTINGS)?;
     cluster.create_topic(&cluster.ids(), &topic("reborn", 1, 3), CHANGE)?;
-    cluster.wait_views("reborn everywhere", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "reborn", 1)?;
-            ensure_full_isr(v, "reborn")?;
-        }
-        ensure_same(views)
-    })?;
+    wait_settled(&cluster, &cluster.ids(), "reborn", 1, CONVERGE)?;
     let producer: rdkafka::producer::FutureProducer = Cluster::client_config(&cluster.bootstrap())
         .set("acks", "all")
         .set("message.timeout.ms", "30000")
@@ -129,13 +123,7 @@ fn a_recreated_topic_does_not_reopen_the_old_log() -> Result<()> {
         Ok(())
     })?;
     cluster.create_topic(&cluster.ids(), &topic("reborn", 1, 3), CHANGE)?;
-    cluster.wait_views("reborn again", &cluster.ids(), CONVERGE, |views| {
-        for v in views {
-            ensure_led(v, "reborn", 1)?;
-            ensure_full_isr(v, "reborn")?;
-        }
-        ensure_same(views)
-    })?;
+    wait_settled(&cluster, &cluster.ids(), "reborn", 1, CONVERGE)?;
     let sent = produce_and_consume(&cluster, "reborn", 1, 20)?;
     ensure!(sent[&0].len() == 20);
     ensure!(

@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 
-use super::cluster::{Cluster, MetadataView};
+use super::cluster::{ensure_same, Cluster, MetadataView};
 use super::{block_on, consume_until};
 
 /// Bound for a new leader's high watermark to catch up with its followers' positions.
@@ -41,6 +41,25 @@ pub(crate) fn ensure_led(v: &MetadataView, name: &str, partitions: usize) -> Res
         );
     }
     Ok(())
+}
+
+/// Waits (up to `within`) until every node in `ids` lists `name` with `partitions`
+/// partitions, each led with its whole replica set in sync, and all of them agree.
+pub(crate) fn wait_settled(
+    cluster: &Cluster,
+    ids: &[u32],
+    name: &str,
+    partitions: usize,
+    within: Duration,
+) -> Result<Vec<MetadataView>> {
+    let what = format!("{name} led with full ISRs on {ids:?}");
+    cluster.wait_views(&what, ids, within, |views| {
+        for v in views {
+            ensure_led(v, name, partitions)?;
+            ensure_full_isr(v, name)?;
+        }
+        ensure_same(views)
+    })
 }
 
 /// Every partition of `name` has its whole replica set in its ISR and nothing offline.
