@@ -60,12 +60,56 @@ impl Markers {
 }
 
 /// Connections to other brokers for markers and transaction verifications, per shard:
-/// one idle connection kept per broker and use (client id); a call takes it (or opens
-/// one) and gives it back when the exchange succeeded. Owned by the shard; never crosses
-/// cores.
-#[derive(Default)]
-pub(crate) struct PeerPool {
-    idle: std::cell::RefCell<HashMap<(i32, String, &'static str), PeerConn>>,
+/// up to `POOL_PER_PEER` idle connections kept per broker and use (client id), so that
+/// concurrent calls (each transactional producer's verifications, one connection's at a
+/// time) reuse connections instead of opening one each (with TLS and SASL between
+/// brokers, a handshake each). A call takes the most recently used one that has not idled
+/// past `POOL_IDLE` (the peer may have closed an older one), or opens one, and gives it
+/// back when the exchange succeeded. Owned by the shard; never crosses cores.
+pub(crate) struct PeerPool<C = PeerConn> {
+    idle: std::cell::RefCell<HashMap<PeerKey, Vec<(C, Instant)>>>,
+}
+
+impl<C> Default for PeerPool<C> {
+    fn default() -> Self {
+        Self {
+            idle: Default::default(),
+        }
+    }
+}
+
+type PeerKey = (i32, String, &'static str);
+
+/// Idle connections kept per broker and use.
+const POOL_PER_PEER: usize = 8;
+/// An idle connection older than this is closed rather than used: well inside Kafka's
+/// default `connections.max.idle.ms` (10 min), after which the peer closes it.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+impl<C> PeerPool<C> {
+    fn take(&self, key: &PeerKey, now: Instant) -> Option<C> {
+        let mut idle = self.idle.borrow_mut();
+        let conns = idle.get_mut(key)?;
+        // oldest first: those past the idle bound are dropped (closed) from the front
+        let fresh = conns
+            .iter()
+            .position(|(_, since)| now.saturating_duration_since(*since) < POOL_IDLE)
+            .unwrap_or(conns.len());
+        conns.drain(..fresh);
+        let conn = conns.pop().map(|(c, _)| c);
+        if conns.is_empty() {
+            idle.remove(key);
+        }
+        conn
+    }
+
+    fn give_back(&self, key: PeerKey, conn: C, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        let conns = idle.entry(key).or_default();
+        if conns.len() < POOL_PER_PEER {
+            conns.push((conn, now));
+        }
+    }
 }
 
 /// One exchange with broker `node` at `addr` over a pooled connection (`PeerPool`),
@@ -83,13 +127,12 @@ where
     R::Response: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
 {
     let key = (node, addr.to_string(), client_id);
-    let pooled = ctx.peer_pool.idle.borrow_mut().remove(&key);
-    let mut conn = match pooled {
+    let mut conn = match ctx.peer_pool.take(&key, Instant::now()) {
         Some(c) => c,
         None => PeerConn::open(addr, client_id, timeout, &ctx.peer_security).await?,
     };
     let resp = conn.call(version, req).await?;
-    ctx.peer_pool.idle.borrow_mut().insert(key, conn);
+    ctx.peer_pool.give_back(key, conn, Instant::now());
     Ok(resp)
 }
 
@@ -354,4 +397,36 @@ pub(crate) async fn handle_write_txn_markers(
         );
     }
     WriteTxnMarkersResponse::default().with_markers(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_pool_keeps_several_fresh_connections_per_peer() {
+        let pool: PeerPool<u32> = PeerPool::default();
+        let key = |node| (node, format!("127.0.0.1:{node}"), "sluice-txn");
+        let t0 = Instant::now();
+        assert_eq!(pool.take(&key(1), t0), None);
+        // concurrent calls give back more than one connection: up to POOL_PER_PEER kept
+        for c in 0..10u32 {
+            pool.give_back(key(1), c, t0 + Duration::from_secs(u64::from(c)));
+        }
+        pool.give_back(key(2), 100, t0);
+        let at = t0 + Duration::from_secs(10);
+        let taken: Vec<u32> = (0..POOL_PER_PEER + 1)
+            .filter_map(|_| pool.take(&key(1), at))
+            .collect();
+        assert_eq!(taken, vec![7, 6, 5, 4, 3, 2, 1, 0], "most recent first");
+        assert_eq!(pool.take(&key(2), at), Some(100), "each peer its own");
+
+        // connections idle past POOL_IDLE are closed, not used
+        for c in 0..3u32 {
+            pool.give_back(key(1), c, t0 + Duration::from_secs(u64::from(c) * 30));
+        }
+        let later = t0 + POOL_IDLE + Duration::from_secs(31);
+        assert_eq!(pool.take(&key(1), later), Some(2));
+        assert_eq!(pool.take(&key(1), later), None, "0 and 1 were too old");
+    }
 }
