@@ -1,8 +1,9 @@
 //! Operations that remove data from the front: delete retention (`retention.ms` by batch
 //! max timestamp, `retention.bytes`; only for logs whose `cleanup.policy` includes
 //! `delete`), and deleting a whole log (cutting a suffix is `truncate.rs`). Each holds the log's I/O permit so it never races the flusher.
-//! Retention never deletes a segment holding an offset at or past the first unstable
-//! offset (a transaction under way, or completed but not yet stable, keeps its data:
+//! Retention never deletes a segment holding an offset at or past the high watermark the
+//! broker set (`set_clean_limit`; the durable offset without one), nor at or past the
+//! first unstable offset (a transaction under way, or completed but not yet stable, keeps its data:
 //! the producer state is loaded first), deletes each segment's `.txnindex` with it and
 //! the producer-state snapshots below the new log start, forgets producers with nothing
 //! left in the log and folds leader-epoch entries before the new log start into it. The new log start is the base of the first
@@ -18,8 +19,8 @@ use crate::state::LogState;
 use std::rc::Rc;
 
 /// The segments retention deletes now (bases, from the front) and whether the last one
-/// is replaced by an empty one, deleting nothing at or past `cap` (the first unstable
-/// offset). Without a time (`now_ms` None), only the segments wholly below the log start.
+/// is replaced by an empty one, deleting nothing at or past `cap` (the high watermark or
+/// the first unstable offset, whichever is lower). Without a time (`now_ms` None), only the segments wholly below the log start.
 fn plan(st: &LogState, now_ms: Option<i64>, cap: i64) -> (Vec<i64>, bool) {
     let cfg = st.config();
     let segments = st.segments();
@@ -91,11 +92,16 @@ pub(crate) async fn enforce_retention(
         st.check_open()?;
         // not built (the log changed under the load): delete nothing this time. A
         // transaction that began below the log start holds back nothing below it.
-        let cap = match st.first_unstable_if_loaded() {
+        let unstable = match st.first_unstable_if_loaded() {
             Some(fu) => fu.map_or(i64::MAX, |f| f.max(st.log_start())),
             None => st.log_start(),
         };
-        plan(&st, now_ms, cap)
+        // nothing at or past the high watermark either (the broker's, `clean_limit`), as
+        // Kafka's deletableSegments: records a follower has not copied yet stay, and the
+        // log start never passes the high watermark (earliest above latest loops every
+        // consumer that resets to the latest offset)
+        let committed = st.clean_limit().max(st.log_start());
+        plan(&st, now_ms, unstable.min(committed))
     };
     if doomed.is_empty() && !roll {
         return Ok(());

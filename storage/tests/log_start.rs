@@ -244,3 +244,46 @@ fn a_cut_inside_the_batch_holding_the_log_start_lowers_it_for_good() {
         shard.shutdown().await.unwrap();
     });
 }
+
+/// Retention never moves the log start past the high watermark the broker set (Kafka's
+/// deletableSegments: a segment goes only if the high watermark is at or past its end):
+/// records no follower has copied stay, and earliest never passes latest.
+#[test]
+fn retention_stops_at_the_high_watermark() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let (shard, log) = open(&path, "delete").await;
+        fill(&log).await;
+        assert!(segment_files(&path) >= 4);
+        // every record is past retention.ms; the followers have copied up to offset 40
+        log.set_config(LogConfig {
+            retention_ms: 1,
+            ..cfg("delete")
+        });
+        log.set_clean_limit(40);
+        log.enforce_retention(i64::MAX / 2).await.unwrap();
+        let start = log.log_start_offset();
+        assert!(start > 0, "the segments below 40 go");
+        assert!(
+            start <= 40,
+            "the log start {start} passed the high watermark 40"
+        );
+        assert_eq!(log.log_end_offset(), 120);
+        // retention.bytes as well
+        log.set_config(LogConfig {
+            retention_ms: -1,
+            retention_bytes: 1,
+            ..cfg("delete")
+        });
+        log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert!(log.log_start_offset() <= 40);
+        // the high watermark reaches the end: everything but the log end may go
+        log.set_clean_limit(120);
+        log.enforce_retention(i64::MAX / 2).await.unwrap();
+        assert!(log.log_start_offset() > 40);
+        assert_eq!(log.log_end_offset(), 120);
+        log.close().await.unwrap();
+        shard.shutdown().await.unwrap();
+    });
+}
