@@ -263,33 +263,14 @@ impl GroupCoordinator {
             // Unknown group: a simple commit creates it; a generation means a stale member.
             return (generation >= 0).then(|| code(ResponseError::IllegalGeneration));
         };
-        if group.is(GroupState::Dead) {
-            return Some(code(ResponseError::CoordinatorNotAvailable));
+        if let Some(e) = group.validate_offset_commit(member_id, instance, generation, false) {
+            return Some(code(e));
         }
-        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
-            if group.is_static_member_fenced(member_id, instance) {
-                return Some(code(ResponseError::FencedInstanceId));
-            }
-            if !group.members.contains_key(member_id) {
-                return Some(code(ResponseError::UnknownMemberId));
-            }
-            if generation != group.generation_id {
-                return Some(code(ResponseError::IllegalGeneration));
-            }
-        } else if !group.is(GroupState::Empty) {
-            return Some(code(ResponseError::UnknownMemberId));
+        // a member's commit counts as its heartbeat (Kafka reschedules it)
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.last_heartbeat = std::time::Instant::now();
         }
-        match group.state {
-            GroupState::CompletingRebalance => Some(code(ResponseError::RebalanceInProgress)),
-            GroupState::Stable | GroupState::PreparingRebalance => {
-                if let Some(m) = group.members.get_mut(member_id) {
-                    m.last_heartbeat = std::time::Instant::now();
-                }
-                None
-            }
-            GroupState::Empty => None,
-            GroupState::Dead => Some(code(ResponseError::CoordinatorNotAvailable)),
-        }
+        None
     }
 
     /// OffsetFetch for one group: the requested partitions (-1 when never committed), or

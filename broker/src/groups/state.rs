@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 
 use super::oneshot;
 use super::records::subscription_topics;
@@ -221,6 +222,51 @@ impl Group {
             Some(registered) => registered != member_id,
             None => false,
         }
+    }
+
+    /// Kafka's `ClassicGroup.validateOffsetCommit` (with `validateMember`) for an
+    /// OffsetCommit or, `transactional`, a TxnOffsetCommit: None when it may commit.
+    /// Generation -1 on an Empty group is a consumer that assigns its partitions itself
+    /// (or an admin tool), accepted whatever member or instance id it sends; otherwise a
+    /// member id, instance id or generation must match a member of this generation. An
+    /// Empty group also takes a commit with neither (OffsetCommit v0), a transactional
+    /// one any group. Only a plain commit waits out CompletingRebalance.
+    pub(crate) fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        transactional: bool,
+    ) -> Option<ResponseError> {
+        if self.is(GroupState::Dead) {
+            return Some(ResponseError::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.is(GroupState::Empty) {
+            return None;
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            if let Some(instance) = instance {
+                match self.static_members.get(instance) {
+                    None => return Some(ResponseError::UnknownMemberId),
+                    Some(registered) if registered != member_id => {
+                        return Some(ResponseError::FencedInstanceId)
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !self.members.contains_key(member_id) {
+                return Some(ResponseError::UnknownMemberId);
+            }
+            if generation != self.generation_id {
+                return Some(ResponseError::IllegalGeneration);
+            }
+        } else if !transactional && !self.is(GroupState::Empty) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        if !transactional && self.is(GroupState::CompletingRebalance) {
+            return Some(ResponseError::RebalanceInProgress);
+        }
+        None
     }
 
     pub(crate) fn add_member(&mut self, member: Member) {

@@ -157,6 +157,38 @@ fn group_commit_checks_member_and_generation() {
     });
 }
 
+/// A consumer that assigns its partitions itself commits with generation -1, also when it
+/// sets a member or a static instance id (librdkafka with `group.instance.id` and
+/// `assign()`): Kafka accepts every such commit while the group is Empty.
+#[test]
+fn a_simple_commit_with_an_instance_id_is_taken_by_an_empty_group() {
+    run(|| async {
+        let (_log, c) = coordinator(config());
+        let mut req = commit_req("manual", -1, "", &[("t", 0, 10)]);
+        req.group_instance_id = Some(s("manual-inst"));
+        assert_eq!(commit(&c, req.clone()).await, vec![0], "creates the group");
+        req.topics[0].partitions[0].committed_offset = 11;
+        assert_eq!(
+            commit(&c, req).await,
+            vec![0],
+            "the group exists and is Empty"
+        );
+        assert_eq!(
+            commit(&c, commit_req("manual", -1, "some-member", &[("t", 0, 12)])).await,
+            vec![0]
+        );
+        assert_eq!(fetch_one(&c, "manual", "t", 0).await.offset, 12);
+        // a group with members still checks them
+        let (_generation, _ids, _) = stable_group(&c, "busy", 1, &["t"]).await;
+        let mut busy = commit_req("busy", -1, "", &[("t", 0, 1)]);
+        busy.group_instance_id = Some(s("manual-inst"));
+        assert_eq!(
+            commit(&c, busy).await,
+            vec![ResponseError::UnknownMemberId.code()]
+        );
+    });
+}
+
 #[test]
 fn replay_after_restart_reproduces_offsets_and_group() {
     run(|| async {

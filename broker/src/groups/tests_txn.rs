@@ -110,6 +110,34 @@ fn transactional_commits_are_fenced_by_the_group_generation() {
         );
         c.complete_txn(1, true);
         assert_eq!(fetched(&c, "gg", 0, false).await, (5, 0));
+        // as Kafka's validateMember: a generation needs a member id; an instance id must
+        // be a registered static member
+        assert_eq!(
+            txn_commit(&c, txn_req("gg", 1, generation, "", &[("t", 0, 6)])).await,
+            vec![ResponseError::UnknownMemberId.code()]
+        );
+        let mut with_instance = txn_req("gg", 1, generation, &ids[0], &[("t", 0, 6)]);
+        with_instance.group_instance_id = Some(s("never-joined"));
+        assert_eq!(
+            txn_commit(&c, with_instance).await,
+            vec![ResponseError::UnknownMemberId.code()]
+        );
+        // a member id with generation -1 on a group with members: a stale generation
+        assert_eq!(
+            txn_commit(&c, txn_req("gg", 1, -1, &ids[0], &[("t", 0, 6)])).await,
+            vec![ResponseError::IllegalGeneration.code()]
+        );
+        // neither (a producer that is not a group member): taken whatever the group's state
+        assert_eq!(
+            txn_commit(&c, txn_req("gg", 1, -1, "", &[("t", 0, 6)])).await,
+            vec![0]
+        );
+        // a generation for a group this coordinator does not know: a stale member's
+        assert_eq!(
+            txn_commit(&c, txn_req("nobody", 1, 3, "m", &[("t", 0, 6)])).await,
+            vec![ResponseError::IllegalGeneration.code()]
+        );
+        assert_eq!(fetched(&c, "nobody", 0, false).await, (-1, 0));
     });
 }
 

@@ -19,7 +19,7 @@ use kafka_protocol::ResponseError;
 
 use super::coordinator::{code, now_ms, GroupCoordinator};
 use super::offsets::offset_record;
-use super::state::{CommittedOffset, Group, GroupState};
+use super::state::{CommittedOffset, Group};
 
 impl GroupCoordinator {
     /// TxnOffsetCommit: validated as Kafka's doTxnCommitOffsets, written as one
@@ -42,11 +42,21 @@ impl GroupCoordinator {
         let mut written: Vec<(String, i32, CommittedOffset)> = Vec::new();
         let write = {
             let mut st = self.state.borrow_mut();
-            let group = st
-                .groups
-                .entry(group_id.clone())
-                .or_insert_with(|| Group::new(&group_id, now));
-            match validate(group, &req, version) {
+            // an unknown group is created by a commit without a generation; one with a
+            // generation is a stale member's (Kafka: ILLEGAL_GENERATION, no group made)
+            let refused = if version >= 3
+                && req.generation_id >= 0
+                && !st.groups.contains_key(group_id.as_str())
+            {
+                Some(code(ResponseError::IllegalGeneration))
+            } else {
+                let group = st
+                    .groups
+                    .entry(group_id.clone())
+                    .or_insert_with(|| Group::new(&group_id, now));
+                validate(group, &req, version)
+            };
+            match refused {
                 Some(e) => {
                     errors.iter_mut().flatten().for_each(|c| *c = e);
                     None
@@ -175,22 +185,14 @@ impl GroupCoordinator {
 /// Kafka's checks before a transactional commit (GroupMetadataManager /
 /// GroupCoordinator.doTxnCommitOffsets); None = may commit.
 fn validate(group: &Group, req: &TxnOffsetCommitRequest, version: i16) -> Option<i16> {
-    if group.is(GroupState::Dead) {
-        return Some(code(ResponseError::CoordinatorNotAvailable));
-    }
-    if version < 3 {
-        return None;
-    }
-    let member_id = req.member_id.as_str();
-    let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
-    if group.is_static_member_fenced(member_id, instance) {
-        return Some(code(ResponseError::FencedInstanceId));
-    }
-    if !member_id.is_empty() && !group.members.contains_key(member_id) {
-        return Some(code(ResponseError::UnknownMemberId));
-    }
-    if req.generation_id >= 0 && req.generation_id != group.generation_id {
-        return Some(code(ResponseError::IllegalGeneration));
-    }
-    None
+    // before v3 the request has no member, instance or generation (their defaults)
+    let (member_id, instance, generation) = if version >= 3 {
+        let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+        (req.member_id.as_str(), instance, req.generation_id)
+    } else {
+        ("", None, -1)
+    };
+    group
+        .validate_offset_commit(member_id, instance, generation, true)
+        .map(code)
 }
