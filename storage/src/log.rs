@@ -545,8 +545,9 @@ impl PartitionLog {
     }
 
     /// (max timestamp in the log, offset of the first record that has it): ListOffsets'
-    /// MAX_TIMESTAMP (KIP-734, Kafka's `RecordBatch.offsetOfMaxTimestamp`), which reads
-    /// that batch; a LogAppendTime batch answers its first record.
+    /// MAX_TIMESTAMP (KIP-734, Kafka's `RecordBatch.offsetOfMaxTimestamp`), found as a
+    /// lookup of that timestamp (the time index, then the records of the batches from
+    /// there); a LogAppendTime batch answers its first record.
     pub async fn offset_of_max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError> {
         crate::read::offset_of_max_timestamp(&self.shard, &self.inner).await
     }

@@ -497,6 +497,19 @@ pub(crate) async fn offset_for_timestamp(
     log: &Rc<LogInner>,
     ts: i64,
 ) -> Result<Option<(i64, i64)>, StorageError> {
+    first_record_from(shard, log, ts, true).await
+}
+
+/// The first record with a timestamp at or past `ts` as (offset, timestamp): from the
+/// time index's scan start in the first segment that reaches `ts`, each batch's records
+/// inflated as Kafka's `searchForTimestamp`; with `above_start`, only records at or past
+/// the log start count.
+async fn first_record_from(
+    shard: &Rc<ShardStorage>,
+    log: &Rc<LogInner>,
+    ts: i64,
+    above_start: bool,
+) -> Result<Option<(i64, i64)>, StorageError> {
     let base = log
         .state()
         .segments()
@@ -519,12 +532,21 @@ pub(crate) async fn offset_for_timestamp(
         if next >= end {
             return Ok(None);
         }
-        let batches = read(shard, log, next, end, 1 << 20, true).await?;
+        let batches = match read(shard, log, next, end, 1 << 20, true).await {
+            Ok(b) => b,
+            // only the maximum's search reads below the start (then gone meanwhile)
+            Err(StorageError::OffsetOutOfRange { .. }) if !above_start => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if batches.is_empty() {
             return Ok(None);
         }
         // a DeleteRecords may have put the start inside a batch: nothing below it counts
-        let start = log.state().log_start();
+        let start = if above_start {
+            log.state().log_start()
+        } else {
+            i64::MIN
+        };
         for b in batches {
             let h = RecordBatchHeader::parse(&b)?;
             // an empty batch (the cleaner kept it for its producer) has no record to find
@@ -542,7 +564,11 @@ pub(crate) async fn offset_for_timestamp(
 }
 
 /// (max timestamp, offset of the first record that has it); see
-/// `PartitionLog::offset_of_max_timestamp`.
+/// `PartitionLog::offset_of_max_timestamp`. The first record at or past the maximum is
+/// the first that has it: found from the time index as any timestamp lookup, so the
+/// answer does not depend on where the segment's maximum was remembered (a segment
+/// recovered from its indexes knows only that its maximum is in it). Kafka does not
+/// check the log start here either.
 pub(crate) async fn offset_of_max_timestamp(
     shard: &Rc<ShardStorage>,
     log: &Rc<LogInner>,
@@ -550,26 +576,13 @@ pub(crate) async fn offset_of_max_timestamp(
     let Some((ts, last)) = log.state().max_timestamp() else {
         return Ok(None);
     };
-    // the batch holding `last` (its last offset); below the log start (a DeleteRecords
-    // past it, its segment not yet gone) or cut meanwhile, its last offset answers, as
-    // before (Kafka does not check the start here either)
-    let batches = match read(shard, log, last, last + 1, 1, true).await {
-        Ok(b) => b,
-        Err(StorageError::OffsetOutOfRange { .. }) => return Ok(Some((ts, last))),
-        Err(e) => return Err(e),
-    };
-    for b in batches {
-        let h = RecordBatchHeader::parse(&b)?;
-        if h.base_offset > last || h.last_offset() < last {
-            continue;
-        }
-        let (_, recs) = decode_stored_records(&b, MAX_DECOMPRESSED)?;
-        if let Some(r) = recs.iter().find(|r| r.timestamp == ts) {
-            return Ok(Some((ts, r.offset)));
-        }
-    }
-    // the batch is gone (cleaned or truncated since): its last offset, as before
-    Ok(Some((ts, last)))
+    // none found: the batch is gone (cleaned or truncated since): its last offset
+    Ok(Some(
+        match first_record_from(shard, log, ts, false).await? {
+            Some((offset, _)) => (ts, offset),
+            None => (ts, last),
+        },
+    ))
 }
 
 /// `PartitionLog::aborted_transactions`: the aborted-transaction entries of the
