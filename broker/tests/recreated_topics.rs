@@ -16,7 +16,6 @@ use common::checks::{
 };
 use common::cluster::{ensure_same, Cluster, MetadataView, FAST_SETTINGS};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 
 /// Bound for metadata to converge after a change.
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -68,18 +67,7 @@ fn a_recreated_topic_does_not_reopen_the_old_log() -> Result<()> {
         .set("message.timeout.ms", "30000")
         .create()?;
     for i in 0..50 {
-        let payload = format!("stale-{i}");
-        let delivered = block_on(
-            producer.send(
-                FutureRecord::<(), str>::to("reborn")
-                    .partition(0)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            ),
-        );
-        if let Err((e, _)) = delivered {
-            bail!("record {i}: {e}");
-        }
+        common::send_one(&producer, "reborn", &format!("stale-{i}"))?;
     }
     drop(producer);
     let views = cluster.wait_views("the leader", &[1], CONVERGE, |_| Ok(()))?;
