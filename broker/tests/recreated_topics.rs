@@ -251,7 +251,9 @@ fn followers_of_a_recreated_topic_copy_nothing_from_a_lagging_leader() -> Result
 
     // a follower takes over: the new topic has exactly its one record
     cluster.kill9(lagging)?;
-    cluster.wait_views("a follower leads", &others, CONVERGE, |views| {
+    // the dead node is fenced once its 20 s session ends
+    let failover = Duration::from_secs(60);
+    cluster.wait_views("a follower leads", &others, failover, |views| {
         for v in views {
             let p = &v.topic("again")?.partitions[0];
             ensure!(
