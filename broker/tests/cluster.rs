@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use common::block_on;
 use common::checks::{
-    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume, wait_settled,
+    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, one_besides, produce_and_consume,
+    wait_settled,
 };
 use common::cluster::{
     ensure_same, run_binary_expecting_exit, try_create, Cluster, MetadataView, FAST_SETTINGS,
@@ -470,16 +471,7 @@ fn stopped_broker_is_fenced() -> Result<()> {
     cluster.create_topic(&cluster.ids(), &topic("fence", 6, 3), CHANGE)?;
     let before = wait_settled(&cluster, &cluster.ids(), "fence", 6, CONVERGE)?;
     let controller = cluster.active_controller(CONVERGE)?;
-    let victim = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != controller)
-        .context("no node besides the controller")?;
-    let others: Vec<u32> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != victim)
-        .collect();
+    let (victim, others) = one_besides(&cluster, controller);
     let v = victim as i32;
     let led_before: BTreeMap<i32, i32> = before[0]
         .topic("fence")?
@@ -851,17 +843,6 @@ fn wrong_node_id_or_voters_refuse_to_start() -> Result<()> {
         },
     )?;
     Ok(())
-}
-
-/// A node other than `avoid`, and every node but that one.
-fn one_besides(cluster: &Cluster, avoid: u32) -> (u32, Vec<u32>) {
-    let one = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != avoid)
-        .unwrap_or(1);
-    let rest = cluster.ids().into_iter().filter(|id| *id != one).collect();
-    (one, rest)
 }
 
 /// A voter that was down while the others took snapshots (every 8 entries) and compacted

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _, Result};
 use common::block_on;
 use common::checks::{
-    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, produce_and_consume, wait_settled,
+    consume_exactly, ensure_brokers, ensure_full_isr, ensure_led, one_besides, produce_and_consume,
+    wait_settled,
 };
 use common::cluster::{ensure_same, Cluster, MetadataView, FAST_SETTINGS};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -142,16 +143,7 @@ fn followers_of_a_recreated_topic_copy_nothing_from_a_lagging_leader() -> Result
     ];
     let mut cluster = Cluster::start(3, &settings)?;
     let controller = cluster.active_controller(CONVERGE)?;
-    let lagging = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != controller)
-        .context("no node besides the controller")?;
-    let others: Vec<u32> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != lagging)
-        .collect();
+    let (lagging, others) = one_besides(&cluster, controller);
     let replicas: Vec<i32> = std::iter::once(lagging)
         .chain(others.iter().copied())
         .map(|id| id as i32)

@@ -188,3 +188,14 @@ pub(crate) fn consume_exactly(
     }
     Ok(())
 }
+
+/// A node other than `avoid`, and every node but that one.
+pub(crate) fn one_besides(cluster: &Cluster, avoid: u32) -> (u32, Vec<u32>) {
+    let one = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != avoid)
+        .unwrap_or(1);
+    let rest = cluster.ids().into_iter().filter(|id| *id != one).collect();
+    (one, rest)
+}
