@@ -103,6 +103,11 @@ impl<C> PeerPool<C> {
         conn
     }
 
+    /// Closes every idle connection of `key`.
+    fn forget(&self, key: &PeerKey) {
+        self.idle.borrow_mut().remove(key);
+    }
+
     fn give_back(&self, key: PeerKey, conn: C, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.entry(key).or_default();
@@ -127,13 +132,27 @@ where
     R::Response: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
 {
     let key = (node, addr.to_string(), client_id);
-    let mut conn = match ctx.peer_pool.take(&key, Instant::now()) {
+    let pooled = ctx.peer_pool.take(&key, Instant::now());
+    let was_pooled = pooled.is_some();
+    let mut conn = match pooled {
         Some(c) => c,
         None => PeerConn::open(addr, client_id, timeout, &ctx.peer_security).await?,
     };
-    let resp = conn.call(version, req).await?;
-    ctx.peer_pool.give_back(key, conn, Instant::now());
-    Ok(resp)
+    match conn.call(version, req).await {
+        Ok(resp) => {
+            ctx.peer_pool.give_back(key, conn, Instant::now());
+            Ok(resp)
+        }
+        Err(e) => {
+            // a pooled connection that failed (the peer restarted or closed it while
+            // idle) says the others to that peer are likely gone too: a caller's retry
+            // then opens a fresh one instead of taking the next stale one
+            if was_pooled {
+                ctx.peer_pool.forget(&key);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The node id and Kafka address of `partition`'s leader when that is another live
@@ -428,5 +447,11 @@ mod tests {
         let later = t0 + POOL_IDLE + Duration::from_secs(31);
         assert_eq!(pool.take(&key(1), later), Some(2));
         assert_eq!(pool.take(&key(1), later), None, "0 and 1 were too old");
+
+        // a failed pooled connection closes the others to that peer
+        pool.give_back(key(1), 5, later);
+        pool.give_back(key(1), 6, later);
+        pool.forget(&key(1));
+        assert_eq!(pool.take(&key(1), later), None);
     }
 }
